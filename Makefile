@@ -1,0 +1,60 @@
+# Everything the next person needs to run is here (STYLE.md §8).
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+PY := $(BIN)/python
+GEN := build/gen
+PROTOS := $(shell find protos -name '*.proto' | sort)
+STAMP := $(VENV)/.installed
+
+.PHONY: run test test-unit test-integration test-e2e protos lint bench clean venv
+
+## run: start Qiji on its embedded default (SQLite files under ./data, no servers)
+run: $(STAMP) protos
+	$(PY) -m shared.cli run
+
+## test: the whole suite, with a pytest summary
+test: $(STAMP) protos
+	$(PY) -m pytest tests
+
+test-unit: $(STAMP) protos
+	$(PY) -m pytest tests/unit
+
+test-integration: $(STAMP) protos
+	$(PY) -m pytest tests/integration
+
+test-e2e: $(STAMP) protos
+	$(PY) -m pytest tests/e2e
+
+venv: $(STAMP)
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip==25.3
+	$(PY) -m pip install --quiet -e '.[dev]'
+	# Generated protobuf code lives outside the tree; put it on the venv's path.
+	echo "$(CURDIR)/$(GEN)" > "$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/qiji_gen.pth"
+	touch $(STAMP)
+
+## protos: generate Python code from protos/ (never edited by hand)
+protos: $(GEN)/.stamp
+$(GEN)/.stamp: $(PROTOS) $(STAMP)
+	rm -rf $(GEN) && mkdir -p $(GEN)
+	$(PY) -m grpc_tools.protoc -Iprotos --python_out=$(GEN) --pyi_out=$(GEN) --grpc_python_out=$(GEN) $(PROTOS)
+	touch $@
+
+node_modules/.bin/buf: package.json
+	npm install --no-audit --no-fund --silent
+	touch $@
+
+## lint: ruff over the Python, buf over the contracts
+lint: $(STAMP) node_modules/.bin/buf
+	$(BIN)/ruff check shared services tests bench deploy
+	node_modules/.bin/buf lint
+
+## bench: every benchmark in bench/, each printing figures beside its raw baseline
+bench: $(STAMP) protos
+	$(PY) bench/run_all.py
+
+clean:
+	rm -rf build data .pytest_cache

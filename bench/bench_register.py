@@ -1,0 +1,91 @@
+"""RegisterRider over gRPC into PostgreSQL, beside raw psycopg single-row inserts.
+
+Both sides commit one transaction per operation on the same server in the same run; the raw
+side writes a row of the same size as a stored Registered event."""
+
+from __future__ import annotations
+
+import os
+import sys
+import uuid
+from pathlib import Path
+
+sys.path[:0] = [str(Path(__file__).resolve().parents[1]),
+                str(Path(__file__).resolve().parents[1] / "build" / "gen")]
+
+import grpc  # noqa: E402
+import psycopg  # noqa: E402
+from psycopg_pool import ConnectionPool  # noqa: E402
+from qiji.identity.v1 import identity_service_pb2 as pb  # noqa: E402
+from qiji.identity.v1 import identity_service_pb2_grpc as rpc  # noqa: E402
+
+from bench.common import (  # noqa: E402
+    PG,
+    median_of,
+    print_table,
+    running_service,
+    scratch_database,
+    throughput,
+)
+
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
+PER_ROUND = int(os.environ.get("BENCH_OPS", "300"))
+CONCURRENCY = [int(c) for c in os.environ.get("BENCH_CLIENTS", "1,8,32").split(",")]
+ROW_BYTES = 1200  # about the size of a Registered event with its sealed fields and metadata
+
+
+def main() -> None:
+    with scratch_database() as db, running_service(
+            "identity", db, {"bench-admin": ["city_admin"], "bench-platform": ["platform"]}
+    ) as (address, tokens):
+        channel = grpc.insecure_channel(address)
+        stub = rpc.IdentityServiceStub(channel)
+        admin = [("authorization", f"Bearer {tokens['bench-admin']}")]
+        platform = [("authorization", f"Bearer {tokens['bench-platform']}")]
+        tree = _tree(stub, admin)
+
+        def register(_: int) -> None:
+            stub.RegisterRider(pb.RegisterRiderRequest(
+                request_id=str(uuid.uuid4()), platform_id=tree["platform"],
+                platform_rider_id=uuid.uuid4().hex, name="骑手", phone="13812345678",
+                home_street_id=tree["street"], station_id=tree["station"]),
+                metadata=platform, timeout=30)
+
+        register(0)  # warm: connections, caches, prepared statements
+        with psycopg.connect(dbname=db, autocommit=True, **PG) as conn:
+            conn.execute("CREATE TABLE raw_rows (id BIGSERIAL PRIMARY KEY, payload BYTEA)")
+        pool = ConnectionPool(conninfo=psycopg.conninfo.make_conninfo(dbname=db, **PG),
+                              min_size=max(CONCURRENCY), max_size=max(CONCURRENCY),
+                              kwargs={"autocommit": True}, open=True)
+        payload = os.urandom(ROW_BYTES)
+
+        def raw_insert(_: int) -> None:
+            with pool.connection() as conn:
+                conn.execute("INSERT INTO raw_rows (payload) VALUES (%s)", (payload,))
+
+        rows = []
+        for clients in CONCURRENCY:
+            ours = median_of(ROUNDS, lambda _r, c=clients: throughput(register, PER_ROUND, c))
+            raw = median_of(ROUNDS, lambda _r, c=clients: throughput(raw_insert, PER_ROUND, c))
+            rows.append((f"RegisterRider over gRPC, {clients} client(s)", ours, raw))
+        pool.close()
+        channel.close()
+    print_table(f"identity write path (PostgreSQL; median of {ROUNDS} rounds of {PER_ROUND}; "
+                f"raw = psycopg one-row INSERT per transaction)", rows)
+
+
+def _tree(stub: rpc.IdentityServiceStub, md: list[tuple[str, str]]) -> dict[str, str]:
+    def org(kind: int, name: str, parent: str = "") -> str:
+        return stub.CreateOrganisation(pb.CreateOrganisationRequest(
+            request_id=str(uuid.uuid4()), kind=kind, name=name, parent_id=parent),
+            metadata=md).organisation.organisation_id
+    city = org(pb.ORGANISATION_KIND_CITY, "常州市")
+    district = org(pb.ORGANISATION_KIND_DISTRICT, "钟楼区", city)
+    street = org(pb.ORGANISATION_KIND_STREET, "荷花池街道", district)
+    platform = org(pb.ORGANISATION_KIND_PLATFORM, "Platform")
+    station = org(pb.ORGANISATION_KIND_STATION, "Station", platform)
+    return {"street": street, "platform": platform, "station": station}
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,339 @@
+"""The identity service layer: one command or query per use case; get → decide → save."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from services.identity.domain.model import (
+    Organisation,
+    Rider,
+    ServiceSpace,
+    check_name,
+    check_registration,
+    check_text,
+)
+from services.identity.domain.values import (
+    Amenity,
+    CareerMilestoneKind,
+    ConsentScope,
+    DepartmentFunction,
+    OrganisationKind,
+    RiderStatus,
+    mask_national_id,
+    mask_phone,
+)
+from services.identity.views import IdentityViews
+from shared import auth, context
+from shared.application import Outcome, QijiApplication
+from shared.config import Settings
+from shared.errors import AlreadyExists, FieldViolation, InvalidArgument, NotFound, Violations
+from shared.personal_data import ERASED
+
+# Roles that see riders' phone and national id in clear; everyone else sees them masked.
+PERSONAL_DATA_ROLES = frozenset({auth.CITY_ADMIN, auth.STREET_OFFICE})
+
+
+@dataclass(frozen=True)
+class OrganisationView:
+    organisation_id: str
+    kind: OrganisationKind
+    name: str
+    parent_id: str
+    department_function: DepartmentFunction | None
+    created_at: datetime
+    version: int
+
+
+@dataclass(frozen=True)
+class ServiceSpaceView:
+    service_space_id: str
+    street_id: str
+    name: str
+    address: str
+    amenities: list[Amenity]
+    opening_hours: list[dict[str, Any]]
+    created_at: datetime
+    version: int
+
+
+@dataclass(frozen=True)
+class RiderView:
+    rider_id: str
+    platform_id: str
+    platform_rider_id: str
+    name: str
+    phone: str
+    national_id: str
+    personal_data_erased: bool
+    home_street_id: str
+    station_id: str
+    status: RiderStatus
+    status_reason: str
+    registered_at: datetime
+    verified_at: datetime | None
+    milestones: list[dict[str, Any]] = field(default_factory=list)
+    consents: list[dict[str, Any]] = field(default_factory=list)
+    version: int = 0
+
+
+class IdentityApplication(QijiApplication):
+    name = "identity"
+
+    def __init__(self, settings: Settings, master_key: bytes,
+                 clock: Callable[[], datetime] | None = None):
+        super().__init__(settings, master_key)
+        self.clock = clock or (lambda: datetime.now(UTC))
+        self.views = IdentityViews(self)
+        self.views.catch_up()
+
+    # ------------------------------------------------------------------ organisations
+
+    def create_organisation(self, *, kind: OrganisationKind | None, name: str, parent_id: str,
+                            department_function: DepartmentFunction | None,
+                            fingerprint: str = "") -> dict[str, Any]:
+        def decide() -> Outcome:
+            parent = self._organisation(parent_id, "parent_id") if parent_id else None
+            violations = Violations()
+            Organisation.check(violations, kind, name,
+                               OrganisationKind(parent["kind"]) if parent else None,
+                               bool(parent_id), department_function)
+            violations.raise_if_any()
+            assert kind is not None
+            organisation = Organisation(
+                kind=kind.value, name=name.strip(), parent_id=parent_id,
+                department_function=department_function.value if department_function else "")
+            return Outcome([organisation], {"organisation_id": str(organisation.id),
+                                            "version": organisation.version})
+        return self.execute(decide, fingerprint=fingerprint)
+
+    def organisation(self, organisation_id: str, version: int | None = None) -> OrganisationView:
+        o = self.get(organisation_id, Organisation, "organisation", version)
+        return OrganisationView(
+            organisation_id=str(o.id), kind=o.kind, name=o.name, parent_id=o.parent_id,
+            department_function=(DepartmentFunction(o.department_function)
+                                 if o.department_function else None),
+            created_at=o.created_on, version=o.version)
+
+    def list_organisations(self, *, kind: OrganisationKind | None, parent_id: str,
+                           page_size: int, page_token: str) -> tuple[list[OrganisationView], str]:
+        self.views.catch_up()
+        ids, token = self.views.organisations.page(
+            kind=kind, parent_id=parent_id, page_size=page_size, page_token=page_token)
+        return [self.organisation(i) for i in ids], token
+
+    def _organisation(self, organisation_id: str, field: str) -> dict[str, Any]:
+        """Kind and parent of a referenced organisation; NotFound if there is none."""
+        try:
+            uuid.UUID(organisation_id)
+        except ValueError:
+            raise InvalidArgument([FieldViolation(
+                field, f"{organisation_id[:40]!r} is not a valid id")]) from None
+        found = self.views.organisation(organisation_id)
+        if found is None:
+            raise NotFound("organisation", organisation_id)
+        return found
+
+    def _organisation_of_kind(self, violations: Violations, field: str, organisation_id: str,
+                              kind: OrganisationKind) -> dict[str, Any] | None:
+        """The referenced organisation; NotFound if there is none, a violation if it is of
+        another kind or missing."""
+        if not organisation_id:
+            violations.add(field, "must not be empty")
+            return None
+        organisation = self._organisation(organisation_id, field)
+        if organisation["kind"] != kind.value:
+            violations.add(field, f"must be a {kind.value}, not a {organisation['kind']}")
+        return organisation
+
+    # ------------------------------------------------------------------ service spaces
+
+    def create_service_space(self, *, street_id: str, name: str, address: str,
+                             amenities: list[Amenity | None],
+                             opening_hours: list[dict[str, Any]],
+                             fingerprint: str = "") -> dict[str, Any]:
+        def decide() -> Outcome:
+            violations = Violations()
+            self._organisation_of_kind(violations, "street_id", street_id,
+                                       OrganisationKind.STREET)
+            check_name(violations, "name", name)
+            check_text(violations, "address", address, required=True)
+            ServiceSpace.check(violations, amenities, opening_hours)
+            violations.raise_if_any()
+            space = ServiceSpace(street_id=street_id, name=name.strip(), address=address.strip(),
+                                 amenities=[a.value for a in amenities if a],
+                                 opening_hours=opening_hours)
+            return Outcome([space], {"service_space_id": str(space.id), "version": space.version})
+        return self.execute(decide, fingerprint=fingerprint)
+
+    def update_service_space(self, *, service_space_id: str, amenities: list[Amenity | None],
+                             opening_hours: list[dict[str, Any]],
+                             fingerprint: str = "") -> dict[str, Any]:
+        def decide() -> Outcome:
+            space = self.get(service_space_id, ServiceSpace, "service_space")
+            violations = Violations()
+            ServiceSpace.check(violations, amenities, opening_hours)
+            violations.raise_if_any()
+            space.update_facilities(amenities=[a.value for a in amenities if a],
+                                    opening_hours=opening_hours)
+            return Outcome([space], {"service_space_id": str(space.id), "version": space.version})
+        return self.execute(decide, fingerprint=fingerprint)
+
+    def service_space(self, service_space_id: str, version: int | None = None
+                      ) -> ServiceSpaceView:
+        s = self.get(service_space_id, ServiceSpace, "service_space", version)
+        return ServiceSpaceView(
+            service_space_id=str(s.id), street_id=s.street_id, name=s.name, address=s.address,
+            amenities=[Amenity(a) for a in s.amenities], opening_hours=list(s.opening_hours),
+            created_at=s.created_on, version=s.version)
+
+    def list_service_spaces(self, *, street_id: str, amenities: list[Amenity], page_size: int,
+                            page_token: str) -> tuple[list[ServiceSpaceView], str]:
+        self.views.catch_up()
+        ids, token = self.views.service_spaces.page(
+            street_id=street_id, amenities=amenities, page_size=page_size, page_token=page_token)
+        return [self.service_space(i) for i in ids], token
+
+    # ------------------------------------------------------------------ riders
+
+    def register_rider(self, *, platform_id: str, platform_rider_id: str, name: str, phone: str,
+                       national_id: str, home_street_id: str, station_id: str,
+                       fingerprint: str = "") -> dict[str, Any]:
+        def decide() -> Outcome:
+            violations = Violations()
+            check_registration(violations, platform_rider_id=platform_rider_id, name=name,
+                               phone=phone, national_id=national_id)
+            violations.raise_if_any()
+            self._organisation_of_kind(violations, "platform_id", platform_id,
+                                       OrganisationKind.PLATFORM)
+            self._organisation_of_kind(violations, "home_street_id", home_street_id,
+                                       OrganisationKind.STREET)
+            station = self._organisation_of_kind(violations, "station_id", station_id,
+                                                 OrganisationKind.STATION)
+            if station is not None and station["parent_id"] != platform_id:
+                violations.add("station_id", "is a station of another platform")
+            violations.raise_if_any()
+            rider_id = Rider.create_id(platform_id, platform_rider_id)
+            if self.exists(rider_id):
+                raise AlreadyExists(
+                    f"platform rider {platform_rider_id!r} is already registered",
+                    reason="RIDER_ALREADY_REGISTERED", rider_id=str(rider_id))
+            subject = str(rider_id)
+            rider = Rider(
+                platform_id=platform_id, platform_rider_id=platform_rider_id,
+                sealed_name=self.vault.seal(subject, name.strip()),
+                sealed_phone=self.vault.seal(subject, phone),
+                sealed_national_id=(self.vault.seal(subject, national_id.upper())
+                                    if national_id else ""),
+                home_street_id=home_street_id, station_id=station_id)
+            return Outcome([rider], {"rider_id": str(rider.id), "version": rider.version})
+        return self.execute(decide, fingerprint=fingerprint)
+
+    def _change_rider(self, rider_id: str, change: Callable[[Rider], Any],
+                      fingerprint: str, **extra: Any) -> dict[str, Any]:
+        def decide() -> Outcome:
+            rider = self.get(rider_id, Rider, "rider")
+            change(rider)
+            return Outcome([rider], {"rider_id": str(rider.id), "version": rider.version,
+                                     **extra})
+        return self.execute(decide, fingerprint=fingerprint)
+
+    def verify_rider(self, *, rider_id: str, fingerprint: str = "") -> dict[str, Any]:
+        return self._change_rider(rider_id, lambda r: r.verify(at=self.clock()), fingerprint)
+
+    def suspend_rider(self, *, rider_id: str, reason: str, fingerprint: str = ""
+                      ) -> dict[str, Any]:
+        _require_reason(reason)
+        return self._change_rider(rider_id, lambda r: r.suspend(reason.strip()), fingerprint)
+
+    def reinstate_rider(self, *, rider_id: str, reason: str, fingerprint: str = ""
+                        ) -> dict[str, Any]:
+        _require_reason(reason)
+        return self._change_rider(rider_id, lambda r: r.reinstate(reason.strip()), fingerprint)
+
+    def record_rider_left(self, *, rider_id: str, reason: str, fingerprint: str = ""
+                          ) -> dict[str, Any]:
+        _require_reason(reason)
+        return self._change_rider(rider_id, lambda r: r.leave(reason.strip()), fingerprint)
+
+    def record_career_milestone(self, *, rider_id: str, kind: CareerMilestoneKind | None,
+                                organisation_id: str, effective_at: datetime | None, note: str,
+                                fingerprint: str = "") -> dict[str, Any]:
+        violations = Violations()
+        violations.require(kind is not None, "kind", "must be specified")
+        violations.require(bool(organisation_id), "organisation_id", "must not be empty")
+        check_text(violations, "note", note, required=False)
+        violations.raise_if_any()
+        assert kind is not None
+        self._organisation(organisation_id, "organisation_id")
+        when = effective_at or self.clock()
+        return self._change_rider(
+            rider_id, lambda r: r.record_milestone(kind, organisation_id, when, note.strip()),
+            fingerprint)
+
+    def grant_consent(self, *, rider_id: str, scope: ConsentScope | None, recipient_id: str,
+                      fingerprint: str = "") -> dict[str, Any]:
+        violations = Violations()
+        violations.require(scope is not None, "scope", "must be specified")
+        violations.require(bool(recipient_id), "recipient_id", "must not be empty")
+        violations.raise_if_any()
+        assert scope is not None
+        self._organisation(recipient_id, "recipient_id")
+        consent_id = str(uuid.uuid4())
+        return self._change_rider(
+            rider_id, lambda r: r.grant_consent(consent_id, scope, recipient_id, self.clock()),
+            fingerprint, consent_id=consent_id)
+
+    def withdraw_consent(self, *, rider_id: str, consent_id: str, fingerprint: str = ""
+                         ) -> dict[str, Any]:
+        violations = Violations()
+        violations.require(bool(consent_id), "consent_id", "must not be empty")
+        violations.raise_if_any()
+        return self._change_rider(
+            rider_id, lambda r: r.withdraw_consent(consent_id, self.clock()), fingerprint)
+
+    def rider(self, rider_id: str, version: int | None = None) -> RiderView:
+        return self._rider_view(self.get(rider_id, Rider, "rider", version))
+
+    def lookup_rider(self, *, platform_id: str, platform_rider_id: str) -> RiderView:
+        violations = Violations()
+        violations.require(bool(platform_id), "platform_id", "must not be empty")
+        violations.require(bool(platform_rider_id), "platform_rider_id", "must not be empty")
+        violations.raise_if_any()
+        rider_id = Rider.create_id(platform_id, platform_rider_id)
+        return self.rider(str(rider_id))
+
+    def list_riders(self, *, home_street_id: str, station_id: str, status: RiderStatus | None,
+                    page_size: int, page_token: str) -> tuple[list[RiderView], str]:
+        self.views.catch_up()
+        ids, token = self.views.riders.page(
+            home_street_id=home_street_id, station_id=station_id, status=status,
+            page_size=page_size, page_token=page_token)
+        return [self.rider(i) for i in ids], token
+
+    def _rider_view(self, r: Rider) -> RiderView:
+        subject = str(r.id)
+        reveal = context.current().actor.has_any(PERSONAL_DATA_ROLES)
+        name = self.vault.open(subject, r.sealed_name)
+        phone = self.vault.open(subject, r.sealed_phone)
+        national_id = self.vault.open(subject, r.sealed_national_id)
+        erased = name == ERASED
+        if not reveal and not erased:
+            phone = mask_phone(phone)
+            national_id = mask_national_id(national_id) if national_id else ""
+        return RiderView(
+            rider_id=subject, platform_id=r.platform_id, platform_rider_id=r.platform_rider_id,
+            name=name, phone=phone, national_id=national_id, personal_data_erased=erased,
+            home_street_id=r.home_street_id, station_id=r.station_id, status=r.status,
+            status_reason=r.status_reason, registered_at=r.registered_at,
+            verified_at=r.verified_at, milestones=[dict(m) for m in r.milestones],
+            consents=[dict(c) for c in r.consents], version=r.version)
+
+
+def _require_reason(reason: str) -> None:
+    violations = Violations()
+    check_text(violations, "reason", reason, required=True)
+    violations.raise_if_any()

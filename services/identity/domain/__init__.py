@@ -1,0 +1,1 @@
+"""The identity domain: pure Python, no gRPC, SQL or AMQP."""

@@ -1,0 +1,286 @@
+"""Aggregates of the identity domain: organisations, service spaces and riders.
+
+Event classes are stored by topic (this module and the class name): keep them here, and when
+one must change its fields, raise its class_version and add an upcaster.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from eventsourcing.domain import Aggregate, event
+
+from services.identity.domain.values import (
+    HOUR_MINUTE,
+    MAX_NAME_LENGTH,
+    MAX_TEXT_LENGTH,
+    PARENT_KINDS,
+    PLATFORM_RIDER_ID,
+    Amenity,
+    CareerMilestoneKind,
+    ConsentScope,
+    DepartmentFunction,
+    OrganisationKind,
+    RiderStatus,
+    is_mobile_phone,
+    is_national_id,
+)
+from shared.errors import AlreadyExists, FailedPrecondition, NotFound, Violations
+
+_RIDER_NAMESPACE = uuid.UUID("0b7f4c8e-8a7e-4b7e-9f43-6f1f2c0d9a11")
+
+
+def check_name(violations: Violations, field: str, value: str, *, required: bool = True) -> None:
+    if required and not value.strip():
+        violations.add(field, "must not be empty")
+    elif len(value) > MAX_NAME_LENGTH:
+        violations.add(field, f"at most {MAX_NAME_LENGTH} characters")
+
+
+def check_text(violations: Violations, field: str, value: str, *, required: bool) -> None:
+    if required and not value.strip():
+        violations.add(field, "must not be empty")
+    elif len(value) > MAX_TEXT_LENGTH:
+        violations.add(field, f"at most {MAX_TEXT_LENGTH} characters")
+
+
+# ---------------------------------------------------------------------------- organisations
+
+
+class Organisation(Aggregate):
+    """A node of the city → district → street → community tree, or an organisation beside it:
+    a department, the platform company, a delivery station, an education provider, a merchant."""
+
+    @event("Created")
+    def __init__(self, kind: str, name: str, parent_id: str, department_function: str):
+        self.kind = OrganisationKind(kind)
+        self.name = name
+        self.parent_id = parent_id
+        self.department_function = department_function
+
+    @classmethod
+    def check(cls, violations: Violations, kind: OrganisationKind | None, name: str,
+              parent_kind: OrganisationKind | None, parent_given: bool,
+              department_function: DepartmentFunction | None) -> None:
+        """The rules of the tree; an unknown parent id is the caller's NotFound, checked before."""
+        check_name(violations, "name", name)
+        if kind is None:
+            violations.add("kind", "must be specified")
+            return
+        allowed = PARENT_KINDS[kind]
+        if parent_kind not in allowed:
+            wanted = sorted(k.value for k in allowed if k is not None)
+            if parent_given or None not in allowed:
+                violations.add("parent_id", f"a {kind.value} must have as parent one of {wanted}"
+                               if wanted else f"a {kind.value} has no parent")
+        if kind is OrganisationKind.DEPARTMENT and department_function is None:
+            violations.add("department_function", "must be specified for a DEPARTMENT")
+        if kind is not OrganisationKind.DEPARTMENT and department_function is not None:
+            violations.add("department_function", "only a DEPARTMENT has a function")
+
+
+# ---------------------------------------------------------------------------- service spaces
+
+
+def check_opening_hours(violations: Violations, hours: list[dict[str, Any]]) -> None:
+    seen = set()
+    for i, h in enumerate(hours):
+        field = f"opening_hours[{i}]"
+        if not 1 <= h["weekday"] <= 7:
+            violations.add(f"{field}.weekday", "must be 1 (Monday) to 7 (Sunday)")
+        opens_ok = bool(HOUR_MINUTE.match(h["opens"]))
+        closes_ok = bool(HOUR_MINUTE.match(h["closes"]))
+        if not opens_ok:
+            violations.add(f"{field}.opens", "must be HH:MM")
+        if not closes_ok:
+            violations.add(f"{field}.closes", "must be HH:MM")
+        if opens_ok and closes_ok and h["opens"] >= h["closes"]:
+            violations.add(f"{field}.closes", "must be later than opens")
+        if h["weekday"] in seen:
+            violations.add(f"{field}.weekday", "given twice")
+        seen.add(h["weekday"])
+
+
+class ServiceSpace(Aggregate):
+    """A service space (服务空间 / 驿站) of a street, with its amenities and opening hours."""
+
+    @event("Opened")
+    def __init__(self, street_id: str, name: str, address: str, amenities: list[str],
+                 opening_hours: list[dict[str, Any]]):
+        self.street_id = street_id
+        self.name = name
+        self.address = address
+        self.amenities = sorted(set(amenities))
+        self.opening_hours = sorted(opening_hours, key=lambda h: h["weekday"])
+
+    @event("FacilitiesUpdated")
+    def update_facilities(self, amenities: list[str], opening_hours: list[dict[str, Any]]) -> None:
+        self.amenities = sorted(set(amenities))
+        self.opening_hours = sorted(opening_hours, key=lambda h: h["weekday"])
+
+    @staticmethod
+    def check(violations: Violations, amenities: list[Amenity | None],
+              opening_hours: list[dict[str, Any]]) -> None:
+        for i, amenity in enumerate(amenities):
+            if amenity is None:
+                violations.add(f"amenities[{i}]", "must be specified")
+        check_opening_hours(violations, opening_hours)
+
+
+# ---------------------------------------------------------------------------- riders
+
+
+def check_registration(violations: Violations, *, platform_rider_id: str, name: str, phone: str,
+                       national_id: str) -> None:
+    if not PLATFORM_RIDER_ID.match(platform_rider_id):
+        violations.add("platform_rider_id", "1 to 64 letters, digits or _ . : -")
+    check_name(violations, "name", name)
+    if not is_mobile_phone(phone):
+        violations.add("phone", "must be an 11-digit mainland mobile number such as 13800000000")
+    if national_id and not is_national_id(national_id):
+        violations.add("national_id", "not a valid 18-character resident identity card number")
+
+
+def status_after_verification(status: RiderStatus) -> RiderStatus:
+    """Verification activates a registered rider; a suspended one stays suspended."""
+    return RiderStatus.ACTIVE if status is RiderStatus.REGISTERED else status
+
+
+def status_after_reinstatement(verified: bool) -> RiderStatus:
+    return RiderStatus.ACTIVE if verified else RiderStatus.REGISTERED
+
+
+class Rider(Aggregate):
+    """A delivery rider. Name, phone and national id arrive sealed (encrypted under the rider's
+    own key): the domain keeps them but never reads them."""
+
+    @staticmethod
+    def create_id(platform_id: str, platform_rider_id: str, **_: Any) -> uuid.UUID:
+        # Deterministic: two concurrent registrations of one platform rider id collide on the
+        # same aggregate id, so the store itself lets only one of them through.
+        return uuid.uuid5(_RIDER_NAMESPACE, f"{platform_id}\n{platform_rider_id}")
+
+    @event("Registered")
+    def __init__(self, platform_id: str, platform_rider_id: str, sealed_name: str,
+                 sealed_phone: str, sealed_national_id: str, home_street_id: str,
+                 station_id: str):
+        self.platform_id = platform_id
+        self.platform_rider_id = platform_rider_id
+        self.sealed_name = sealed_name
+        self.sealed_phone = sealed_phone
+        self.sealed_national_id = sealed_national_id
+        self.home_street_id = home_street_id
+        self.station_id = station_id
+        self.status = RiderStatus.REGISTERED
+        self.status_reason = ""
+        self.verified_at: datetime | None = None
+        self.registered_at: datetime = self.created_on
+        self.milestones: list[dict[str, Any]] = []
+        self.consents: list[dict[str, Any]] = []
+
+    # -- lifecycle
+
+    def verify(self, at: datetime) -> None:
+        self._require_not_left()
+        if self.verified_at is not None:
+            raise FailedPrecondition("the rider is already verified", reason="ALREADY_VERIFIED")
+        self._verified(at=at)
+
+    @event("Verified")
+    def _verified(self, at: datetime) -> None:
+        self.verified_at = at
+        self.status = status_after_verification(self.status)
+
+    def suspend(self, reason: str) -> None:
+        self._require_not_left()
+        if self.status is RiderStatus.SUSPENDED:
+            raise FailedPrecondition("the rider is already suspended", reason="ALREADY_SUSPENDED")
+        self._suspended(reason=reason)
+
+    @event("Suspended")
+    def _suspended(self, reason: str) -> None:
+        self.status = RiderStatus.SUSPENDED
+        self.status_reason = reason
+
+    def reinstate(self, reason: str) -> None:
+        if self.status is not RiderStatus.SUSPENDED:
+            raise FailedPrecondition("only a suspended rider can be reinstated",
+                                     reason="NOT_SUSPENDED", status=self.status.value)
+        self._reinstated(reason=reason)
+
+    @event("Reinstated")
+    def _reinstated(self, reason: str) -> None:
+        self.status = status_after_reinstatement(self.verified_at is not None)
+        self.status_reason = reason
+
+    def leave(self, reason: str) -> None:
+        self._require_not_left()
+        self._left(reason=reason)
+
+    @event("Left")
+    def _left(self, reason: str) -> None:
+        self.status = RiderStatus.LEFT
+        self.status_reason = reason
+
+    # -- career
+
+    def record_milestone(self, kind: CareerMilestoneKind, organisation_id: str,
+                         effective_at: datetime, note: str) -> None:
+        self._require_not_left()
+        for m in self.milestones:
+            if m["kind"] == kind.value and m["organisation_id"] == organisation_id:
+                raise AlreadyExists("this milestone is already recorded for the rider",
+                                    reason="MILESTONE_ALREADY_RECORDED")
+        self._milestone_recorded(kind=kind.value, organisation_id=organisation_id,
+                                 effective_at=effective_at, note=note)
+
+    @event("CareerMilestoneRecorded")
+    def _milestone_recorded(self, kind: str, organisation_id: str, effective_at: datetime,
+                            note: str) -> None:
+        self.milestones.append({"kind": kind, "organisation_id": organisation_id,
+                                "effective_at": effective_at, "note": note})
+
+    # -- consent
+
+    def grant_consent(self, consent_id: str, scope: ConsentScope, recipient_id: str,
+                      at: datetime) -> None:
+        self._require_not_left()
+        for c in self.consents:
+            if (c["scope"] == scope.value and c["recipient_id"] == recipient_id
+                    and c["withdrawn_at"] is None):
+                raise AlreadyExists("the rider already consents to this", reason="CONSENT_EXISTS",
+                                    consent_id=c["consent_id"])
+        self._consent_granted(consent_id=consent_id, scope=scope.value, recipient_id=recipient_id,
+                              at=at)
+
+    @event("ConsentGranted")
+    def _consent_granted(self, consent_id: str, scope: str, recipient_id: str,
+                         at: datetime) -> None:
+        self.consents.append({"consent_id": consent_id, "scope": scope,
+                              "recipient_id": recipient_id, "granted_at": at,
+                              "withdrawn_at": None})
+
+    def withdraw_consent(self, consent_id: str, at: datetime) -> None:
+        consent = next((c for c in self.consents if c["consent_id"] == consent_id), None)
+        if consent is None:
+            raise NotFound("consent", consent_id)
+        if consent["withdrawn_at"] is not None:
+            raise FailedPrecondition("the consent was already withdrawn",
+                                     reason="CONSENT_ALREADY_WITHDRAWN")
+        self._consent_withdrawn(consent_id=consent_id, at=at)
+
+    @event("ConsentWithdrawn")
+    def _consent_withdrawn(self, consent_id: str, at: datetime) -> None:
+        for c in self.consents:
+            if c["consent_id"] == consent_id:
+                c["withdrawn_at"] = at
+
+    def consents_to(self, scope: ConsentScope, recipient_id: str) -> bool:
+        return any(c["scope"] == scope.value and c["recipient_id"] == recipient_id
+                   and c["withdrawn_at"] is None for c in self.consents)
+
+    def _require_not_left(self) -> None:
+        if self.status is RiderStatus.LEFT:
+            raise FailedPrecondition("the rider has left the programme", reason="RIDER_LEFT")

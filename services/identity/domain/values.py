@@ -1,0 +1,108 @@
+"""Value rules of the identity domain: enumerations and the checks of personal data formats."""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+
+
+class OrganisationKind(StrEnum):
+    CITY = "CITY"
+    DISTRICT = "DISTRICT"
+    STREET = "STREET"  # 街道
+    COMMUNITY = "COMMUNITY"  # 社区
+    DEPARTMENT = "DEPARTMENT"
+    PLATFORM = "PLATFORM"
+    STATION = "STATION"  # 站点
+    EDUCATION_PROVIDER = "EDUCATION_PROVIDER"
+    MERCHANT = "MERCHANT"
+
+
+class DepartmentFunction(StrEnum):
+    SOCIAL_WORK = "SOCIAL_WORK"  # 社会工作
+    POLITICAL_LEGAL = "POLITICAL_LEGAL"  # 政法
+    PUBLIC_SECURITY = "PUBLIC_SECURITY"  # 公安
+    PETITIONS = "PETITIONS"  # 信访
+
+
+# Which kinds of organisation may be the parent of each kind (None: may stand without a parent).
+# City → district → street → community (市—区—街三级联动); the rest stand beside the tree.
+PARENT_KINDS: dict[OrganisationKind, frozenset[OrganisationKind | None]] = {
+    OrganisationKind.CITY: frozenset({None}),
+    OrganisationKind.DISTRICT: frozenset({OrganisationKind.CITY}),
+    OrganisationKind.STREET: frozenset({OrganisationKind.DISTRICT}),
+    OrganisationKind.COMMUNITY: frozenset({OrganisationKind.STREET}),
+    OrganisationKind.DEPARTMENT: frozenset(
+        {OrganisationKind.CITY, OrganisationKind.DISTRICT, OrganisationKind.STREET}),
+    OrganisationKind.PLATFORM: frozenset({None}),
+    OrganisationKind.STATION: frozenset({OrganisationKind.PLATFORM}),
+    OrganisationKind.EDUCATION_PROVIDER: frozenset({None, OrganisationKind.CITY}),
+    OrganisationKind.MERCHANT: frozenset({None, OrganisationKind.STREET}),
+}
+
+
+class Amenity(StrEnum):
+    REST = "REST"  # 歇脚
+    CHARGING = "CHARGING"  # 充电
+    DRINKING_WATER = "DRINKING_WATER"  # 饮水
+    TOILET = "TOILET"
+    MICROWAVE = "MICROWAVE"
+    FIRST_AID = "FIRST_AID"
+    REPAIR_TOOLS = "REPAIR_TOOLS"
+    SHELTER = "SHELTER"
+
+
+class RiderStatus(StrEnum):
+    REGISTERED = "REGISTERED"
+    ACTIVE = "ACTIVE"
+    SUSPENDED = "SUSPENDED"
+    LEFT = "LEFT"
+
+
+class CareerMilestoneKind(StrEnum):
+    STATION_MASTER = "STATION_MASTER"  # 站长
+    VOLUNTEER = "VOLUNTEER"  # 志愿者
+    COMMUNITY_SOCIAL_WORKER = "COMMUNITY_SOCIAL_WORKER"  # 社区社工
+
+
+class ConsentScope(StrEnum):
+    NAME = "NAME"
+    PHONE = "PHONE"
+    NATIONAL_ID = "NATIONAL_ID"
+
+
+MAX_NAME_LENGTH = 100
+MAX_TEXT_LENGTH = 500
+PLATFORM_RIDER_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+# Mainland China mobile numbers: 11 digits starting 13–19.
+MOBILE_PHONE = re.compile(r"^1[3-9]\d{9}$")
+HOUR_MINUTE = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
+
+_ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
+_ID_CHECK = "10X98765432"
+
+
+def is_mobile_phone(phone: str) -> bool:
+    return bool(MOBILE_PHONE.match(phone))
+
+
+def is_national_id(value: str) -> bool:
+    """Resident identity card number (GB 11643-1999): 17 digits and an ISO 7064 check character."""
+    if len(value) != 18 or not value[:17].isdigit():
+        return False
+    total = sum(int(d) * w for d, w in zip(value[:17], _ID_WEIGHTS, strict=True))
+    return value[17].upper() == _ID_CHECK[total % 11]
+
+
+def mask_phone(phone: str) -> str:
+    """138****0000: enough for a rider to recognise their number, not enough to call it."""
+    if len(phone) < 7:
+        return "*" * len(phone)
+    return phone[:3] + "*" * (len(phone) - 7) + phone[-4:]
+
+
+def mask_national_id(value: str) -> str:
+    """320***********1234: the province-level prefix and the last four characters."""
+    if len(value) < 7:
+        return "*" * len(value)
+    return value[:3] + "*" * (len(value) - 7) + value[-4:]

@@ -1,0 +1,8 @@
+"""What makes identity a Qiji service: its application, servicers and roles table."""
+
+from services.identity.application import IdentityApplication
+from services.identity.grpc_api import PERMISSIONS, add_servicers
+from shared.grpc.server import ServiceSpec
+
+SPEC = ServiceSpec(name="identity", make_app=IdentityApplication, add_servicers=add_servicers,
+                   permissions=PERMISSIONS)

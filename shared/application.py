@@ -1,0 +1,189 @@
+"""The base of every service's application (its service layer): one eventsourcing Application
+over the service's own store, with event metadata, idempotent commands, sealed personal data and
+a readable log for the service's feed."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import structlog
+from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.domain import Aggregate
+from eventsourcing.persistence import IntegrityError, Mapper, Notification
+
+from shared import context
+from shared.config import Settings
+from shared.errors import Aborted, FieldViolation, InvalidArgument, NotFound
+from shared.idempotency import RequestRecord
+from shared.persistence import eventsourcing_env
+from shared.personal_data import KeyStore, PersonalDataVault
+
+log = structlog.get_logger(__name__)
+
+META_KEY = "_meta"
+# Optimistic concurrency: a command that lost a race re-reads and decides again this many times.
+MAX_ATTEMPTS = 8
+
+
+class MetadataMapper(Mapper):
+    """Stamps every event with who acted, the request id and the correlation id, taken from the
+    request context at the moment the event is stored. Events read back keep their stamp."""
+
+    def to_stored_event(self, domain_event: Any) -> Any:
+        if META_KEY not in vars(domain_event):
+            object.__setattr__(domain_event, META_KEY, context.current().event_metadata())
+        return super().to_stored_event(domain_event)
+
+
+def event_metadata(domain_event: Any) -> dict[str, str]:
+    return dict(vars(domain_event).get(META_KEY) or {})
+
+
+@dataclass
+class Outcome:
+    """What a command decided: the aggregates whose new events to store, and the answer, a small
+    JSON-able dict from which the entry point renders its response (also on a retry)."""
+
+    aggregates: Sequence[Aggregate]
+    result: dict[str, Any] = field(default_factory=dict)
+
+
+class QijiApplication(Application[uuid.UUID]):
+    """Subclasses set `name` to the service name (it prefixes the service's settings)."""
+
+    name = "qiji"
+    # Stored event topics name modules and classes; keep them stable (ARCHITECTURE.md).
+    env: ClassVar[dict[str, str]] = {}
+
+    def __init__(self, settings: Settings, master_key: bytes):
+        self.settings = settings
+        super().__init__(env=eventsourcing_env(settings))
+        datastore = self.recorder.datastore  # type: ignore[attr-defined]
+        self.vault = PersonalDataVault(
+            KeyStore(datastore, dialect=settings.persistence, schema=settings.postgres_schema),
+            master_key,
+        )
+        self._log_changed = threading.Condition()
+
+    # ------------------------------------------------------------------ store
+
+    def construct_mapper(self) -> Mapper[uuid.UUID]:
+        return MetadataMapper(transcoder=self.construct_transcoder())
+
+    def save(self, *objs: Any, **kwargs: Any) -> Any:
+        recordings = super().save(*objs, **kwargs)
+        # Wake this process's feed streams at once; other replicas' saves are seen by polling.
+        with self._log_changed:
+            self._log_changed.notify_all()
+        return recordings
+
+    def get(self, aggregate_id: uuid.UUID | str, kind: type[Aggregate], label: str,
+            version: int | None = None, *, field: str = "") -> Any:
+        """The aggregate, or NotFound when there is none of that kind with that id; an id that
+        is not a UUID at all is an invalid `<label>_id` argument."""
+        try:
+            ident = aggregate_id if isinstance(aggregate_id, uuid.UUID) else uuid.UUID(
+                str(aggregate_id))
+        except ValueError:
+            raise InvalidArgument([FieldViolation(
+                field or f"{label}_id", f"{str(aggregate_id)[:40]!r} is not a valid id")]
+            ) from None
+        try:
+            aggregate = self.repository.get(ident, version=version)
+        except AggregateNotFoundError:
+            raise NotFound(label, str(aggregate_id)) from None
+        if not isinstance(aggregate, kind):
+            raise NotFound(label, str(aggregate_id))
+        return aggregate
+
+    def exists(self, aggregate_id: uuid.UUID) -> bool:
+        return aggregate_id in self.repository
+
+    # ------------------------------------------------------------------ commands
+
+    def execute(self, decide: Callable[[], Outcome], *, fingerprint: str = "") -> dict[str, Any]:
+        """Runs a command: decide → save, atomically with its request record when the request
+        carries a request id; retried from a fresh read when a concurrent writer got there first.
+
+        A retry of a request id answers what the first call answered and stores nothing; a
+        request id reused for a different request is refused.
+        """
+        ctx = context.current()
+        record_id = None
+        if ctx.request_id:
+            record_id = RequestRecord.create_id(ctx.actor.principal, ctx.rpc, ctx.request_id)
+            prior = self._prior_result(record_id, fingerprint)
+            if prior is not None:
+                return prior
+        for attempt in range(MAX_ATTEMPTS):
+            outcome = decide()
+            pending: list[Aggregate] = list(outcome.aggregates)
+            if record_id is not None:
+                pending.append(RequestRecord(
+                    principal=ctx.actor.principal, rpc=ctx.rpc, request_id=ctx.request_id,
+                    fingerprint=fingerprint, result=outcome.result,
+                ))
+            try:
+                self.save(*pending)
+            except IntegrityError:
+                if record_id is not None:
+                    prior = self._prior_result(record_id, fingerprint)
+                    if prior is not None:
+                        return prior
+                log.info("command.conflict", rpc=ctx.rpc, attempt=attempt + 1)
+                # Jitter, so that colliding writers do not collide again in lockstep.
+                time.sleep(random.uniform(0, 0.005 * (attempt + 1)))  # noqa: S311
+                continue
+            return outcome.result
+        raise Aborted(f"{ctx.rpc or 'command'} kept colliding with concurrent changes; retry it")
+
+    def _prior_result(self, record_id: uuid.UUID, fingerprint: str) -> dict[str, Any] | None:
+        try:
+            record = self.repository.get(record_id)
+        except AggregateNotFoundError:
+            return None
+        if record.fingerprint != fingerprint:
+            raise InvalidArgument([FieldViolation(
+                "request_id", "already used for a different request; use a new request id")])
+        return dict(record.result)
+
+    # ------------------------------------------------------------------ feed
+
+    def read_log(self, from_position: int, limit: int, topics: Sequence[str] = ()
+                 ) -> list[Notification]:
+        return list(self.recorder.select_notifications(
+            start=max(from_position, 1), limit=limit, topics=list(topics)))
+
+    def last_position(self) -> int:
+        return self.recorder.max_notification_id() or 0
+
+    def wait_for_log_change(self, timeout: float) -> None:
+        with self._log_changed:
+            self._log_changed.wait(timeout)
+
+    def wake_waiters(self) -> None:
+        with self._log_changed:
+            self._log_changed.notify_all()
+
+    def to_domain_event(self, notification: Notification) -> Any:
+        return self.mapper.to_domain_event(notification)
+
+    def check_store(self) -> bool:
+        """True when the store answers; the health service reports it."""
+        try:
+            self.recorder.max_notification_id()
+        except Exception:  # any failure means "not serving", whatever the driver raised
+            return False
+        return True
+
+
+def fingerprint_of(payload: bytes) -> str:
+    return hashlib.sha256(payload).hexdigest()
+

@@ -1,0 +1,152 @@
+"""The `qiji` command: run Qiji on its embedded default, and manage callers' tokens."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from shared.auth import ROLES, add_caller
+from shared.config import DEFAULT_PORTS, load_settings
+from shared.personal_data import load_master_key
+
+# The services `qiji run` starts, in start order; each new service joins this list.
+SERVICES = ["identity"]
+ADMIN_PRINCIPAL = "local-admin"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="qiji", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="start every service on the embedded default (SQLite)")
+    run.add_argument("--services", default=",".join(SERVICES),
+                     help="comma-separated subset to start (default: all)")
+    token = sub.add_parser("token", help="add a caller, or rotate its token")
+    token.add_argument("principal", help="the calling system's name, e.g. platform-company")
+    token.add_argument("--role", action="append", required=True, choices=sorted(ROLES),
+                       help="a role of the caller (repeat for several)")
+    token.add_argument("--organisation-id", default="",
+                       help="the organisation the caller acts for, if any")
+    token.add_argument("--tokens-file", type=Path, default=None,
+                       help="default: $QIJI_TOKENS_FILE or data/tokens.json")
+    args = parser.parse_args(argv)
+    if args.command == "run":
+        return _run([s for s in args.services.split(",") if s])
+    tokens_file = args.tokens_file or load_settings("qiji").tokens_file
+    print(add_caller(tokens_file, args.principal, args.role, args.organisation_id))
+    return 0
+
+
+def _run(services: list[str]) -> int:
+    unknown = set(services) - set(SERVICES)
+    if unknown:
+        print(f"unknown services: {sorted(unknown)}; known: {SERVICES}", file=sys.stderr)
+        return 2
+    settings = load_settings("qiji")
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    load_master_key(settings.master_key, settings.master_key_file, create=True)
+    admin_token = _admin_token(settings.tokens_file, settings.data_dir / "admin.token")
+    env = {**os.environ, "QIJI_DATA_DIR": str(settings.data_dir),
+           "QIJI_TOKENS_FILE": str(settings.tokens_file),
+           "QIJI_LOG_FORMAT": os.environ.get("QIJI_LOG_FORMAT", "console")}
+    processes: dict[str, subprocess.Popen[bytes]] = {}
+    for name in services:
+        # The module names come from SERVICES above, never from input.
+        processes[name] = subprocess.Popen(  # noqa: S603
+            [sys.executable, "-m", f"services.{name}"], env=env)
+    stopping = False
+
+    def stop(_signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        for name in services:
+            address = f"127.0.0.1:{load_settings(name).grpc_port}"
+            if not _wait_serving(address, processes[name]):
+                print(f"{name} did not start; see its log above", file=sys.stderr)
+                return 1
+        _print_banner(services, settings.data_dir, admin_token)
+        while not stopping:
+            for name, proc in processes.items():
+                if proc.poll() is not None:
+                    print(f"{name} exited with {proc.returncode}", file=sys.stderr)
+                    return 1
+            time.sleep(0.5)
+        return 0
+    finally:
+        for proc in processes.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in processes.values():
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def _admin_token(tokens_file: Path, token_file: Path) -> str:
+    """The embedded default's admin token: made on first run, kept (0600) beside the data so
+    later runs can print it again. The tokens file itself holds only its hash."""
+    if token_file.exists() and tokens_file.exists():
+        return token_file.read_text().strip()
+    token = add_caller(tokens_file, ADMIN_PRINCIPAL, ["city_admin", "operator", "auditor"])
+    fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(token + "\n")
+    return token
+
+
+def _wait_serving(address: str, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> bool:
+    deadline = time.monotonic() + timeout
+    with grpc.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                reply = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=1)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return True
+            except grpc.RpcError:
+                pass
+            time.sleep(0.2)
+    return False
+
+
+def _print_banner(services: list[str], data_dir: Path, token: str) -> None:
+    lines = ["", "Qiji is running on its embedded default (SQLite files in "
+             f"{data_dir}).", ""]
+    for name in services:
+        lines.append(f"  {name:<11} 127.0.0.1:{DEFAULT_PORTS[name]}   (gRPC, health, reflection)")
+    lines += [
+        "",
+        f"Admin token ({ADMIN_PRINCIPAL}: city_admin, operator, auditor):",
+        f"  {token}",
+        "",
+        "Call it, e.g. from Python:",
+        "  import grpc",
+        "  from qiji.identity.v1 import identity_service_pb2 as pb, identity_service_pb2_grpc as g",
+        "  stub = g.IdentityServiceStub(grpc.insecure_channel('127.0.0.1:50051'))",
+        f"  md = [('authorization', 'Bearer {token}')]",
+        "  stub.ListRiders(pb.ListRidersRequest(), metadata=md)",
+        "",
+        "or with grpcurl (reflection is on):",
+        f"  grpcurl -plaintext -H 'authorization: Bearer {token}' \\",
+        "    127.0.0.1:50051 qiji.identity.v1.IdentityService/ListOrganisations",
+        "",
+        "More callers: .venv/bin/qiji token NAME --role platform   Stop: Ctrl-C",
+        "",
+    ]
+    print("\n".join(lines), flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

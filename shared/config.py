@@ -1,0 +1,107 @@
+"""Configuration from the environment: `<SERVICE>_<NAME>` first, then `QIJI_<NAME>`, then a safe
+default. One place, so that every service reads its settings the same way."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+# Fixed default ports, so `make run` prints stable addresses and clients need no discovery.
+DEFAULT_PORTS = {
+    "identity": 50051,
+    "training": 50052,
+    "merchants": 50053,
+    "badges": 50054,
+    "governance": 50055,
+}
+
+PERSISTENCE_CHOICES = ("sqlite", "postgres")
+
+
+class ConfigError(Exception):
+    """A setting is missing or malformed; the process should not start."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    service: str
+    persistence: str
+    data_dir: Path
+    grpc_host: str
+    grpc_port: int
+    grpc_workers: int
+    postgres_dbname: str
+    postgres_host: str
+    postgres_port: int
+    postgres_user: str
+    postgres_password: str
+    postgres_schema: str
+    postgres_pool_size: int
+    tokens_file: Path
+    master_key: str
+    master_key_file: Path
+    log_format: str
+
+    @property
+    def sqlite_path(self) -> Path:
+        return self.data_dir / f"{self.service}.sqlite3"
+
+    @property
+    def address(self) -> str:
+        return f"{self.grpc_host}:{self.grpc_port}"
+
+
+def _lookup(env: Mapping[str, str], service: str, name: str, default: str) -> str:
+    for key in (f"{service.upper()}_{name}", f"QIJI_{name}"):
+        value = env.get(key)
+        if value is not None and value != "":
+            return value
+    return default
+
+
+def _int(env: Mapping[str, str], service: str, name: str, default: int) -> int:
+    raw = _lookup(env, service, name, str(default))
+    try:
+        return int(raw)
+    except ValueError:
+        raise ConfigError(
+            f"{service.upper()}_{name} / QIJI_{name} must be an integer, got {raw!r}") from None
+
+
+def _identifier(name: str) -> str:
+    # Schema names end up in SQL text (DDL cannot take parameters): allow only plain names.
+    if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", name):
+        raise ConfigError(f"POSTGRES_SCHEMA must be a plain lower-case identifier, got {name!r}")
+    return name
+
+
+def load_settings(service: str, env: Mapping[str, str] | None = None) -> Settings:
+    env = os.environ if env is None else env
+    persistence = _lookup(env, service, "PERSISTENCE", "sqlite").lower()
+    if persistence not in PERSISTENCE_CHOICES:
+        raise ConfigError(f"PERSISTENCE must be one of {PERSISTENCE_CHOICES}, got {persistence!r}")
+    data_dir = Path(_lookup(env, service, "DATA_DIR", "data")).resolve()
+    return Settings(
+        service=service,
+        persistence=persistence,
+        data_dir=data_dir,
+        grpc_host=_lookup(env, service, "GRPC_HOST", "127.0.0.1"),
+        grpc_port=_int(env, service, "GRPC_PORT", DEFAULT_PORTS.get(service, 0)),
+        grpc_workers=_int(env, service, "GRPC_WORKERS", 32),
+        postgres_dbname=_lookup(env, service, "POSTGRES_DBNAME", "qiji"),
+        postgres_host=_lookup(env, service, "POSTGRES_HOST", "127.0.0.1"),
+        postgres_port=_int(env, service, "POSTGRES_PORT", 5432),
+        postgres_user=_lookup(env, service, "POSTGRES_USER", "postgres"),
+        postgres_password=_lookup(env, service, "POSTGRES_PASSWORD", ""),
+        postgres_schema=_identifier(_lookup(env, service, "POSTGRES_SCHEMA", service)),
+        postgres_pool_size=_int(env, service, "POSTGRES_POOL_SIZE", 10),
+        tokens_file=Path(_lookup(env, service, "TOKENS_FILE", str(data_dir / "tokens.json"))),
+        master_key=_lookup(env, service, "MASTER_KEY", ""),
+        master_key_file=Path(
+            _lookup(env, service, "MASTER_KEY_FILE", str(data_dir / "master.key"))
+        ),
+        log_format=_lookup(env, service, "LOG_FORMAT", "json"),
+    )

@@ -1,0 +1,61 @@
+"""Who is acting and why, for the request being served: carried in a context variable so that
+the store can stamp every event without the domain knowing about callers."""
+
+from __future__ import annotations
+
+import contextvars
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Actor:
+    """A calling system (or one of Qiji's own followers) and the roles it holds."""
+
+    principal: str
+    roles: frozenset[str]
+    organisation_id: str = ""
+
+    def has_any(self, roles: frozenset[str] | set[str]) -> bool:
+        return bool(self.roles & roles)
+
+
+@dataclass(frozen=True)
+class RequestContext:
+    actor: Actor
+    rpc: str = ""
+    request_id: str = ""
+    correlation_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+
+    def event_metadata(self) -> dict[str, str]:
+        return {
+            "principal": self.actor.principal,
+            "roles": ",".join(sorted(self.actor.roles)),
+            "rpc": self.rpc,
+            "request_id": self.request_id,
+            "correlation_id": self.correlation_id,
+        }
+
+
+SYSTEM = Actor(principal="qiji-system", roles=frozenset({"system"}))
+
+_current: contextvars.ContextVar[RequestContext | None] = contextvars.ContextVar(
+    "qiji_request_context", default=None
+)
+
+
+def current() -> RequestContext:
+    """The context of the request being served; a system context outside any request."""
+    ctx = _current.get()
+    return ctx if ctx is not None else RequestContext(actor=SYSTEM)
+
+
+@contextmanager
+def acting_as(ctx: RequestContext) -> Iterator[RequestContext]:
+    token = _current.set(ctx)
+    try:
+        yield ctx
+    finally:
+        _current.reset(token)

@@ -1,0 +1,54 @@
+"""Translation helpers between protobuf messages and domain values, used by every entry point."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, TypeVar
+
+from google.protobuf.message import Message
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from shared.application import fingerprint_of
+
+E = TypeVar("E", bound=StrEnum)
+
+
+def _prefix(enum_type: Any) -> str:
+    zero = enum_type.DESCRIPTOR.values[0].name  # buf style: <ENUM>_UNSPECIFIED
+    return zero[: -len("UNSPECIFIED")]
+
+
+def enum_in(value: int, enum_type: Any, domain: type[E]) -> E | None:
+    """The domain value, or None for UNSPECIFIED and for numbers this server does not know."""
+    if value == 0 or value not in enum_type.values():
+        return None
+    return domain(enum_type.Name(value)[len(_prefix(enum_type)):])
+
+
+def enum_out(value: StrEnum | str | None, enum_type: Any) -> int:
+    if not value:
+        return 0
+    return enum_type.Value(_prefix(enum_type) + str(value))
+
+
+def timestamp(value: datetime | None) -> Timestamp | None:
+    if value is None:
+        return None
+    ts = Timestamp()
+    ts.FromDatetime(value.astimezone(UTC))
+    return ts
+
+
+def optional_time(message: Message, field: str) -> datetime | None:
+    if not message.HasField(field):
+        return None
+    return getattr(message, field).ToDatetime(tzinfo=UTC)
+
+
+def request_fingerprint(request: Message) -> str:
+    """What a request asks, without its request id: a retry must ask the same thing."""
+    copy = type(request)()
+    copy.CopyFrom(request)
+    copy.ClearField("request_id")
+    return fingerprint_of(copy.SerializeToString(deterministic=True))

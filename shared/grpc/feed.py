@@ -1,0 +1,86 @@
+"""The feed every service exposes over its own notification log (qiji.feed.v1.FeedService)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any
+
+import grpc
+from qiji.feed.v1 import feed_service_pb2 as pb
+from qiji.feed.v1 import feed_service_pb2_grpc as pb_grpc
+
+from shared import auth
+from shared.application import META_KEY, QijiApplication
+from shared.errors import Violations
+
+DEFAULT_LIMIT = 100
+MAX_LIMIT = 1000
+# How often a stream looks for events stored by other replicas of the service; events stored
+# by this process wake the stream at once.
+POLL_SECONDS = 0.5
+
+FEED_ROLES = frozenset({auth.SERVICE, auth.OPERATOR, auth.AUDITOR, auth.CITY_ADMIN})
+
+
+def feed_permissions() -> dict[str, frozenset[str]]:
+    name = pb.DESCRIPTOR.services_by_name["FeedService"].full_name
+    return {f"/{name}/ReadEvents": FEED_ROLES, f"/{name}/StreamEvents": FEED_ROLES}
+
+
+class FeedServicer(pb_grpc.FeedServiceServicer):
+    def __init__(self, app: QijiApplication, stopping: threading.Event):
+        self._app = app
+        self._stopping = stopping
+
+    def ReadEvents(self, request: pb.ReadEventsRequest, context: Any) -> pb.ReadEventsResponse:
+        violations = Violations()
+        violations.require(request.from_position >= 0, "from_position", "must not be negative")
+        violations.require(0 <= request.limit <= MAX_LIMIT, "limit",
+                           f"must be between 0 and {MAX_LIMIT}")
+        violations.raise_if_any()
+        last = self._app.last_position()
+        notifications = self._app.read_log(request.from_position, request.limit or DEFAULT_LIMIT,
+                                           request.topics)
+        next_position = notifications[-1].id + 1 if notifications else max(
+            request.from_position, 1)
+        return pb.ReadEventsResponse(events=[self._to_proto(n) for n in notifications],
+                                     next_position=next_position, last_position=last)
+
+    def StreamEvents(self, request: pb.StreamEventsRequest, context: Any
+                     ) -> Iterator[pb.StreamEventsResponse]:
+        violations = Violations()
+        violations.require(request.from_position >= 0, "from_position", "must not be negative")
+        violations.raise_if_any()
+        position = max(request.from_position, 1)
+        while context.is_active() and not self._stopping.is_set():
+            notifications = self._app.read_log(position, DEFAULT_LIMIT, request.topics)
+            for notification in notifications:
+                yield pb.StreamEventsResponse(event=self._to_proto(notification))
+                position = notification.id + 1
+            if not notifications:
+                self._app.wait_for_log_change(POLL_SECONDS)
+
+    def _to_proto(self, notification: Any) -> pb.StoredEvent:
+        state = self._app.mapper.transcoder.decode(notification.state)
+        meta = state.get(META_KEY) or {}
+        event = pb.StoredEvent(
+            position=notification.id,
+            originator_id=str(notification.originator_id),
+            originator_version=notification.originator_version,
+            topic=notification.topic,
+            state=notification.state,
+            principal=meta.get("principal", ""),
+            request_id=meta.get("request_id", ""),
+            correlation_id=meta.get("correlation_id", ""),
+        )
+        timestamp = state.get("timestamp")
+        if isinstance(timestamp, datetime):
+            event.time.FromDatetime(timestamp)
+        return event
+
+
+def register(server: grpc.Server, app: QijiApplication, stopping: threading.Event) -> str:
+    pb_grpc.add_FeedServiceServicer_to_server(FeedServicer(app, stopping), server)
+    return pb.DESCRIPTOR.services_by_name["FeedService"].full_name

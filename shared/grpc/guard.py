@@ -1,0 +1,132 @@
+"""Wraps every RPC handler of a service: authenticates the caller, checks the RPC's allowed
+roles, sets the request context (actor, request id, correlation id) and turns every error into
+a precise status. Nothing else ever reaches a caller."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+import grpc
+import structlog
+
+from shared import errors
+from shared.auth import TokenRegistry
+from shared.context import RequestContext, acting_as
+from shared.grpc.errors import STORE_DOWN_ERRORS, internal_status, to_status
+
+log = structlog.get_logger(__name__)
+
+# Standard services that any client (a load balancer, grpcurl) may call without a token.
+OPEN_SERVICES = ("/grpc.health.v1.Health/", "/grpc.reflection.v1alpha.ServerReflection/",
+                 "/grpc.reflection.v1.ServerReflection/")
+MAX_REQUEST_ID_LENGTH = 128
+
+
+class Guard(grpc.ServerInterceptor):
+    def __init__(self, *, tokens: TokenRegistry, permissions: Mapping[str, frozenset[str]],
+                 error_domain: str, on_rpc: Callable[[str, str, float], None] | None = None):
+        """`permissions` maps full method names ("/pkg.Service/Method") to allowed roles. A
+        method missing from it is refused to everyone: the table fails closed."""
+        self._tokens = tokens
+        self._permissions = dict(permissions)
+        self._domain = error_domain
+        self._on_rpc = on_rpc
+
+    def intercept_service(self, continuation: Any, details: Any) -> Any:
+        handler = continuation(details)
+        method = details.method
+        if handler is None or method.startswith(OPEN_SERVICES):
+            return handler
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(
+                self._wrap_unary(method, handler.unary_unary),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(
+                self._wrap_stream(method, handler.unary_stream),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler  # no client-streaming RPCs exist; nothing to wrap
+
+    # ------------------------------------------------------------------
+
+    def _enter(self, method: str, request: Any, context: grpc.ServicerContext) -> RequestContext:
+        metadata = {k.lower(): v for k, v in context.invocation_metadata()}
+        correlation_id = metadata.get("x-correlation-id") or str(uuid.uuid4())
+        context.send_initial_metadata((("x-correlation-id", correlation_id),))
+        auth = metadata.get("authorization", "")
+        bearer = auth[7:].strip() if auth.lower().startswith("bearer ") else None
+        actor = self._tokens.authenticate(bearer)
+        allowed = self._permissions.get(method, frozenset())
+        if not actor.has_any(allowed):
+            raise errors.PermissionDenied(
+                f"{actor.principal} may not call {method.rsplit('/', 1)[-1]}",
+                reason="ROLE_NOT_ALLOWED", principal=actor.principal)
+        request_id = getattr(request, "request_id", "")
+        if len(request_id) > MAX_REQUEST_ID_LENGTH or not request_id.isprintable():
+            raise errors.InvalidArgument([errors.FieldViolation(
+                "request_id", f"at most {MAX_REQUEST_ID_LENGTH} printable characters")])
+        return RequestContext(actor=actor, rpc=method.rsplit("/", 1)[-1],
+                              request_id=request_id, correlation_id=correlation_id)
+
+    def _wrap_unary(self, method: str, behaviour: Callable[..., Any]) -> Callable[..., Any]:
+        def handle(request: Any, context: grpc.ServicerContext) -> Any:
+            started = time.perf_counter()
+            code = "OK"
+            correlation_id = ""
+            try:
+                ctx = self._enter(method, request, context)
+                correlation_id = ctx.correlation_id
+                with acting_as(ctx), structlog.contextvars.bound_contextvars(
+                        rpc=ctx.rpc, principal=ctx.actor.principal,
+                        request_id=ctx.request_id, correlation_id=ctx.correlation_id):
+                    return behaviour(request, context)
+            except Exception as error:  # every failure becomes a precise status below
+                status = self._status_for(error, method, correlation_id)
+                code = status.code.name
+                context.abort_with_status(status)
+            finally:
+                self._observe(method, code, started)
+        return handle
+
+    def _wrap_stream(self, method: str, behaviour: Callable[..., Any]) -> Callable[..., Any]:
+        def handle(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+            started = time.perf_counter()
+            code = "OK"
+            correlation_id = ""
+            try:
+                ctx = self._enter(method, request, context)
+                correlation_id = ctx.correlation_id
+                with acting_as(ctx):
+                    yield from behaviour(request, context)
+            except Exception as error:
+                status = self._status_for(error, method, correlation_id)
+                code = status.code.name
+                context.abort_with_status(status)
+            finally:
+                self._observe(method, code, started)
+        return handle
+
+    def _status_for(self, error: Exception, method: str, correlation_id: str) -> grpc.Status:
+        if isinstance(error, errors.QijiError):
+            status = to_status(error, self._domain)
+        elif isinstance(error, STORE_DOWN_ERRORS):
+            status = to_status(errors.Unavailable("the event store is unavailable; retry later"),
+                               self._domain)
+            log.warning("rpc.store_unavailable", method=method, error=str(error),
+                        correlation_id=correlation_id)
+        else:
+            log.exception("rpc.internal_error", method=method, correlation_id=correlation_id)
+            status = internal_status(correlation_id or "-")
+        return status
+
+    def _observe(self, method: str, code: str, started: float) -> None:
+        if self._on_rpc is not None:
+            self._on_rpc(method, code, time.perf_counter() - started)
+

@@ -1,0 +1,133 @@
+"""The gRPC server factory every service uses: a grpcio thread-pool server with the guard,
+the service's feed, grpc.health.v1 and reflection; port 0 for tests; graceful stop on
+SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Callable
+from concurrent import futures
+from dataclasses import dataclass, field
+
+import grpc
+import structlog
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from shared.application import QijiApplication
+from shared.auth import TokenRegistry
+from shared.config import Settings, load_settings
+from shared.grpc import feed
+from shared.grpc.guard import Guard
+from shared.logging import configure as configure_logging
+from shared.personal_data import load_master_key
+
+log = structlog.get_logger(__name__)
+
+HEALTH_PROBE_SECONDS = 2.0
+GRACE_SECONDS = 5.0
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """What makes a service a service: its application, its servicers and its roles table."""
+
+    name: str
+    make_app: Callable[[Settings, bytes], QijiApplication]
+    # Adds the service's own servicers to the server; returns their full service names.
+    add_servicers: Callable[[grpc.Server, QijiApplication], list[str]]
+    permissions: dict[str, frozenset[str]]
+
+
+@dataclass
+class RunningService:
+    spec: ServiceSpec
+    app: QijiApplication
+    server: grpc.Server
+    port: int
+    health: health.HealthServicer
+    stopping: threading.Event = field(default_factory=threading.Event)
+    service_names: list[str] = field(default_factory=list)
+
+    def stop(self, grace: float = GRACE_SECONDS) -> None:
+        self.stopping.set()
+        self.health.enter_graceful_shutdown()
+        self.app.wake_waiters()  # feed streams notice `stopping` at once
+        self.server.stop(grace).wait()
+        self.app.close()
+
+
+def build_server(spec: ServiceSpec, settings: Settings, *, app: QijiApplication | None = None
+                 ) -> RunningService:
+    if app is None:
+        master_key = load_master_key(settings.master_key, settings.master_key_file,
+                                     create=settings.persistence == "sqlite")
+        app = spec.make_app(settings, master_key)
+    permissions = {**spec.permissions, **feed.feed_permissions()}
+    guard = Guard(tokens=TokenRegistry(settings.tokens_file), permissions=permissions,
+                  error_domain=f"{spec.name}.qiji")
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=settings.grpc_workers,
+                                   thread_name_prefix=f"{spec.name}-rpc"),
+        interceptors=[guard],
+        # grpcio sets SO_REUSEPORT by default: two servers could silently share a port.
+        options=[("grpc.so_reuseport", 0)],
+    )
+    stopping = threading.Event()
+    names = spec.add_servicers(server, app)
+    names.append(feed.register(server, app, stopping))
+    health_servicer = health.HealthServicer(experimental_non_blocking=True)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+         reflection.SERVICE_NAME], server)
+    port = server.add_insecure_port(f"{settings.grpc_host}:{settings.grpc_port}")
+    if port == 0:
+        raise OSError(f"could not bind {settings.address}")
+    running = RunningService(spec=spec, app=app, server=server, port=port,
+                             health=health_servicer, stopping=stopping, service_names=names)
+    return running
+
+
+def start(running: RunningService) -> None:
+    running.server.start()
+    threading.Thread(target=_probe_health, args=(running,), daemon=True,
+                     name=f"{running.spec.name}-health").start()
+
+
+def _probe_health(running: RunningService) -> None:
+    """Reports NOT_SERVING while the store cannot be reached, so a load balancer stops sending
+    traffic; SERVING again as soon as it answers."""
+    last = None
+    while not running.stopping.is_set():
+        ok = running.app.check_store()
+        status = (health_pb2.HealthCheckResponse.SERVING if ok
+                  else health_pb2.HealthCheckResponse.NOT_SERVING)
+        if status != last:
+            for name in ["", *running.service_names]:
+                running.health.set(name, status)
+            log.info("health.changed", serving=ok)
+            last = status
+        running.stopping.wait(HEALTH_PROBE_SECONDS)
+
+
+def serve(spec: ServiceSpec) -> None:
+    """The process entry point: `python -m services.<name>`."""
+    settings = load_settings(spec.name)
+    configure_logging(spec.name, settings.log_format)
+    running = build_server(spec, settings)
+    start(running)
+    log.info("service.started", address=f"{settings.grpc_host}:{running.port}",
+             persistence=settings.persistence)
+    done = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        log.info("service.stopping", signal=signal.Signals(signum).name)
+        done.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    done.wait()
+    running.stop()
+    log.info("service.stopped")

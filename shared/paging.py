@@ -1,0 +1,67 @@
+"""AIP-158 paging over an ordered list of keys: opaque page tokens bound to the filters of the
+request that made them."""
+
+from __future__ import annotations
+
+import base64
+import bisect
+import hashlib
+import json
+from collections.abc import Callable, Sequence
+from typing import TypeVar
+
+from shared.errors import FieldViolation, InvalidArgument
+
+T = TypeVar("T")
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 500
+
+
+def check_page_size(page_size: int) -> int:
+    if page_size < 0 or page_size > MAX_PAGE_SIZE:
+        raise InvalidArgument([FieldViolation("page_size", f"must be 0 to {MAX_PAGE_SIZE}")])
+    return page_size or DEFAULT_PAGE_SIZE
+
+
+def _filter_hash(filters: Sequence[object]) -> str:
+    return hashlib.sha256(json.dumps([str(f) for f in filters]).encode()).hexdigest()[:16]
+
+
+def encode_token(after: int, filters: Sequence[object]) -> str:
+    raw = json.dumps({"a": after, "f": _filter_hash(filters)}).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_token(token: str, filters: Sequence[object]) -> int:
+    if not token:
+        return 0
+    try:
+        padded = token + "=" * (-len(token) % 4)
+        data = json.loads(base64.urlsafe_b64decode(padded))
+        after, fhash = int(data["a"]), data["f"]
+    except (ValueError, KeyError, TypeError):
+        raise InvalidArgument([FieldViolation("page_token", "not a token this API gave out")]
+                              ) from None
+    if fhash != _filter_hash(filters):
+        raise InvalidArgument([FieldViolation(
+            "page_token", "was made for a request with other filters")])
+    return after
+
+
+def page(keys: Sequence[int], rows: Callable[[int], T | None], *, page_size: int, page_token: str,
+         filters: Sequence[object]) -> tuple[list[T], str]:
+    """`keys` ascending; `rows(key)` gives the row for a key, or None when filtered out."""
+    size = check_page_size(page_size)
+    after = decode_token(page_token, filters)
+    start = bisect.bisect_right(keys, after)
+    found: list[T] = []
+    last = after
+    for key in keys[start:]:
+        row = rows(key)
+        if row is None:
+            continue
+        if len(found) == size:
+            return found, encode_token(last, filters)
+        found.append(row)
+        last = key
+    return found, ""

@@ -1,0 +1,196 @@
+"""Personal data (phone, national id, name) sealed per subject, so one rider's data can be erased
+by destroying one key (crypto-shredding) while the rest of the history still replays.
+
+Each subject has its own 256-bit data key, stored wrapped by the master key in a small key
+table beside the event store. Keys are secrets, not domain state: they are the one thing that
+is deliberately mutable (and deletable) outside the event log.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import threading
+from collections import OrderedDict
+from datetime import UTC, datetime
+from typing import Any
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+SEAL_PREFIX = "pd1:"
+ERASED = "[erased]"
+
+
+class PersonalDataErased(Exception):
+    """The subject's key was destroyed: nothing more can be sealed or opened for it."""
+
+
+class KeyStore:
+    """The wrapped data keys, in the service's own database (SQLite file or PostgreSQL schema)."""
+
+    def __init__(self, datastore: Any, *, dialect: str, schema: str = ""):
+        self._datastore = datastore
+        self._dialect = dialect
+        # The schema name is checked to be a plain identifier by the configuration loader;
+        # SQL text is built from it (and from the placeholder style) only, never from data.
+        self._table = f'"{schema}".personal_data_keys' if dialect == "postgres" else (
+            "personal_data_keys"
+        )
+        self._p = "%s" if dialect == "postgres" else "?"
+        blob = "BYTEA" if dialect == "postgres" else "BLOB"
+        with self._datastore.transaction(commit=True) as curs:
+            curs.execute(
+                f"CREATE TABLE IF NOT EXISTS {self._table} ("
+                f" subject_id TEXT PRIMARY KEY, wrapped_key {blob},"
+                f" created_at TEXT NOT NULL, erased_at TEXT)"
+            )
+
+    def get(self, subject_id: str) -> tuple[bytes | None, bool] | None:
+        """(wrapped key, erased) for a subject, or None if it has no key yet."""
+        with self._datastore.transaction(commit=False) as curs:
+            curs.execute(
+                f"SELECT wrapped_key, erased_at FROM {self._table} WHERE subject_id = {self._p}",  # noqa: S608
+                (subject_id,),
+            )
+            row = curs.fetchone()
+        if row is None:
+            return None
+        wrapped = row["wrapped_key"]
+        return (bytes(wrapped) if wrapped is not None else None, row["erased_at"] is not None)
+
+    def put_if_absent(self, subject_id: str, wrapped: bytes) -> bool:
+        """True when this call stored the key, False when the subject already had one."""
+        now = datetime.now(UTC).isoformat()
+        with self._datastore.transaction(commit=True) as curs:
+            curs.execute(
+                f"INSERT INTO {self._table} (subject_id, wrapped_key, created_at)"  # noqa: S608
+                f" VALUES ({self._p}, {self._p}, {self._p}) ON CONFLICT (subject_id) DO NOTHING"
+                " RETURNING subject_id",
+                (subject_id, wrapped, now),
+            )
+            return curs.fetchone() is not None
+
+    def erase(self, subject_id: str) -> None:
+        """Destroys the key but keeps a tombstone, so no new key is quietly made for the subject."""
+        now = datetime.now(UTC).isoformat()
+        with self._datastore.transaction(commit=True) as curs:
+            curs.execute(
+                f"INSERT INTO {self._table} (subject_id, wrapped_key, created_at, erased_at)"  # noqa: S608
+                f" VALUES ({self._p}, NULL, {self._p}, {self._p})"
+                f" ON CONFLICT (subject_id) DO UPDATE SET wrapped_key = NULL,"
+                f" erased_at = excluded.erased_at",
+                (subject_id, now, now),
+            )
+
+
+class PersonalDataVault:
+    def __init__(self, keystore: KeyStore, master_key: bytes, *, cache_size: int = 10_000):
+        if len(master_key) != 32:
+            raise ValueError("the master key must be 32 bytes (AES-256)")
+        self._keystore = keystore
+        self._master = AESGCM(master_key)
+        # Unwrapped keys are cached: every read of a rider opens two or three fields.
+        self._cache: OrderedDict[str, bytes] = OrderedDict()
+        self._cache_size = cache_size
+        self._lock = threading.Lock()
+
+    def seal(self, subject_id: str, plaintext: str) -> str:
+        key = self._key(subject_id, create=True)
+        assert key is not None
+        nonce = os.urandom(12)
+        # The subject id is bound as associated data: a sealed value moved to another rider's
+        # event does not open.
+        ciphertext = AESGCM(key).encrypt(nonce, plaintext.encode(), subject_id.encode())
+        return SEAL_PREFIX + base64.b64encode(nonce + ciphertext).decode("ascii")
+
+    def open(self, subject_id: str, sealed: str) -> str:
+        """The plaintext, or ERASED when the subject's key was destroyed."""
+        if not sealed:
+            return ""
+        if not sealed.startswith(SEAL_PREFIX):
+            raise ValueError("not a sealed value")
+        key = self._key(subject_id, create=False)
+        if key is None:
+            return ERASED
+        raw = base64.b64decode(sealed[len(SEAL_PREFIX):])
+        try:
+            return AESGCM(key).decrypt(raw[:12], raw[12:], subject_id.encode()).decode()
+        except InvalidTag:
+            raise ValueError(f"sealed value does not belong to subject {subject_id}") from None
+
+    def erase(self, subject_id: str) -> None:
+        self._keystore.erase(subject_id)
+        with self._lock:
+            self._cache.pop(subject_id, None)
+
+    def is_erased(self, subject_id: str) -> bool:
+        found = self._keystore.get(subject_id)
+        return found is not None and found[1]
+
+    def _key(self, subject_id: str, *, create: bool) -> bytes | None:
+        with self._lock:
+            if subject_id in self._cache:
+                self._cache.move_to_end(subject_id)
+                return self._cache[subject_id]
+        if create:
+            # A new subject is the common case when sealing: try to store a fresh key first
+            # (one round trip) and read only if the subject already had one.
+            dek = AESGCM.generate_key(bit_length=256)
+            if self._keystore.put_if_absent(subject_id, self._wrap(subject_id, dek)):
+                return self._remember(subject_id, dek)
+        found = self._keystore.get(subject_id)
+        if found is None:
+            return None
+        wrapped, erased = found
+        if erased or wrapped is None:
+            if create:
+                raise PersonalDataErased(subject_id)
+            return None
+        return self._remember(subject_id, self._unwrap(subject_id, wrapped))
+
+    def _remember(self, subject_id: str, dek: bytes) -> bytes:
+        with self._lock:
+            self._cache[subject_id] = dek
+            if len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+        return dek
+
+    def _wrap(self, subject_id: str, dek: bytes) -> bytes:
+        nonce = os.urandom(12)
+        return nonce + self._master.encrypt(nonce, dek, b"qiji-dek:" + subject_id.encode())
+
+    def _unwrap(self, subject_id: str, wrapped: bytes) -> bytes:
+        return self._master.decrypt(wrapped[:12], wrapped[12:], b"qiji-dek:" + subject_id.encode())
+
+
+def load_master_key(value: str, key_file: os.PathLike[str] | str, *, create: bool) -> bytes:
+    """The master key from its setting (base64), else from its file; `create` makes the file for
+    the embedded default, where there is no operator to hand one out."""
+    if value:
+        key = base64.b64decode(value)
+    else:
+        path = os.fspath(key_file)
+        if not os.path.exists(path):
+            if not create:
+                raise FileNotFoundError(
+                    f"no master key: set QIJI_MASTER_KEY (base64 of 32 bytes) or create {path}"
+                )
+            os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+            # Written under a temporary name and linked into place, so a second process
+            # starting at the same moment never reads a half-written key.
+            tmp = f"{path}.{os.getpid()}.tmp"
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(base64.b64encode(os.urandom(32)).decode())
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                pass
+            finally:
+                os.unlink(tmp)
+        with open(path) as f:
+            key = base64.b64decode(f.read().strip())
+    if len(key) != 32:
+        raise ValueError("the master key must decode to 32 bytes")
+    return key

@@ -1,0 +1,88 @@
+"""Fixtures shared by every tier. Tests that need PostgreSQL use the real server and their own
+database; with QIJI_REQUIRE_SERVICES=1 (CI) a missing server fails them instead of skipping."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from shared.config import Settings, load_settings
+from shared.context import Actor, RequestContext, acting_as
+
+PG = {
+    "host": os.environ.get("QIJI_TEST_POSTGRES_HOST", "127.0.0.1"),
+    "port": int(os.environ.get("QIJI_TEST_POSTGRES_PORT", "5432")),
+    "user": os.environ.get("QIJI_TEST_POSTGRES_USER", "postgres"),
+    "password": os.environ.get("QIJI_TEST_POSTGRES_PASSWORD", ""),
+}
+REQUIRE_SERVICES = os.environ.get("QIJI_REQUIRE_SERVICES") == "1"
+MASTER_KEY = bytes(range(32))
+
+
+def _admin_conninfo(dbname: str = "postgres") -> str:
+    return psycopg.conninfo.make_conninfo(dbname=dbname, connect_timeout=3,
+                                          **{k: v for k, v in PG.items() if v != ""})
+
+
+@pytest.fixture(scope="session")
+def postgres_db() -> Iterator[str]:
+    """A database of this test session's own, dropped at the end."""
+    try:
+        admin = psycopg.connect(_admin_conninfo(), autocommit=True)
+    except psycopg.OperationalError as error:
+        if REQUIRE_SERVICES:
+            pytest.fail(f"PostgreSQL is required (QIJI_REQUIRE_SERVICES=1) but: {error}")
+        pytest.skip(f"PostgreSQL not reachable: {error}")
+    name = f"qiji_test_{uuid.uuid4().hex[:12]}"
+    with admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield name
+    finally:
+        with psycopg.connect(_admin_conninfo(), autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def pg_env(db: str, schema: str) -> dict[str, str]:
+    return {
+        "QIJI_PERSISTENCE": "postgres",
+        "QIJI_POSTGRES_DBNAME": db,
+        "QIJI_POSTGRES_HOST": PG["host"],
+        "QIJI_POSTGRES_PORT": str(PG["port"]),
+        "QIJI_POSTGRES_USER": PG["user"],
+        "QIJI_POSTGRES_PASSWORD": PG["password"],
+        "QIJI_POSTGRES_SCHEMA": schema,
+    }
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_env(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, str]:
+    """The same test case against SQLite and PostgreSQL: only the environment changes."""
+    env = {"QIJI_DATA_DIR": str(tmp_path / "data")}
+    if request.param == "postgres":
+        db = request.getfixturevalue("postgres_db")
+        env.update(pg_env(db, f"t_{uuid.uuid4().hex[:12]}"))
+    return env
+
+
+@pytest.fixture
+def postgres_env(postgres_db: str, tmp_path: Path) -> dict[str, str]:
+    return {"QIJI_DATA_DIR": str(tmp_path / "data"),
+            **pg_env(postgres_db, f"t_{uuid.uuid4().hex[:12]}")}
+
+
+def settings_for(service: str, env: dict[str, str]) -> Settings:
+    return load_settings(service, env)
+
+
+def actor(principal: str, *roles: str, organisation_id: str = "") -> Actor:
+    return Actor(principal=principal, roles=frozenset(roles), organisation_id=organisation_id)
+
+
+def as_actor(who: Actor, rpc: str = "test", request_id: str = ""):
+    return acting_as(RequestContext(actor=who, rpc=rpc, request_id=request_id))

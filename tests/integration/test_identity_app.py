@@ -1,0 +1,250 @@
+"""The identity application over a real store: the same cases on SQLite and on PostgreSQL."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+
+import psycopg
+import pytest
+
+from services.identity.application import IdentityApplication
+from services.identity.domain.values import OrganisationKind, RiderStatus
+from shared.errors import AlreadyExists, InvalidArgument, NotFound
+from shared.persistence import postgres_conninfo
+from tests.conftest import MASTER_KEY, actor, as_actor, settings_for
+
+ADMIN = actor("city", "city_admin")
+PLATFORM = actor("platform-co", "platform")
+
+
+@pytest.fixture
+def app(store_env):
+    application = IdentityApplication(settings_for("identity", store_env), MASTER_KEY)
+    yield application
+    application.close()
+
+
+@pytest.fixture
+def tree(app):
+    with as_actor(ADMIN):
+        def org(kind, name, parent=""):
+            return app.create_organisation(kind=kind, name=name, parent_id=parent,
+                                           department_function=None)["organisation_id"]
+        city = org(OrganisationKind.CITY, "常州市")
+        district = org(OrganisationKind.DISTRICT, "钟楼区", city)
+        street = org(OrganisationKind.STREET, "荷花池街道", district)
+        other_street = org(OrganisationKind.STREET, "西林街道", district)
+        platform = org(OrganisationKind.PLATFORM, "Platform Co")
+        station = org(OrganisationKind.STATION, "Hehuachi station", platform)
+    return {"city": city, "street": street, "other_street": other_street,
+            "platform": platform, "station": station}
+
+
+def register(app, tree, rider_no, *, street=None, request_id="", phone="13812345678",
+             national_id=""):
+    with as_actor(PLATFORM, "RegisterRider", request_id):
+        return app.register_rider(
+            platform_id=tree["platform"], platform_rider_id=f"R{rider_no}", name="王小明",
+            phone=phone, national_id=national_id, home_street_id=street or tree["street"],
+            station_id=tree["station"], fingerprint=f"fp-{rider_no}-{phone}")
+
+
+def test_a_registered_rider_reads_back_with_personal_data_for_officials_only(app, tree):
+    rider_id = register(app, tree, 1, national_id="11010519491231002X")["rider_id"]
+    with as_actor(ADMIN):
+        seen_by_admin = app.rider(rider_id)
+    with as_actor(PLATFORM):
+        seen_by_platform = app.rider(rider_id)
+    assert seen_by_admin.phone == "13812345678"
+    assert seen_by_admin.national_id == "11010519491231002X"
+    assert seen_by_platform.phone == "138****5678"
+    assert seen_by_platform.national_id == "110***********002X"
+    assert seen_by_platform.name == "王小明"
+
+
+def test_a_retry_with_the_same_request_id_answers_the_same_and_stores_nothing(app, tree,
+                                                                              store_env):
+    first = register(app, tree, 1, request_id="req-1")
+    position = app.last_position()
+    assert register(app, tree, 1, request_id="req-1") == first
+    assert app.last_position() == position
+    # Also after a restart: the record of the first answer is in the store, not in memory.
+    app.close()
+    reopened = IdentityApplication(settings_for("identity", store_env), MASTER_KEY)
+    try:
+        assert register(reopened, tree, 1, request_id="req-1") == first
+        assert reopened.last_position() == position
+    finally:
+        reopened.close()
+
+
+def test_a_request_id_reused_for_another_request_is_refused(app, tree):
+    register(app, tree, 1, request_id="req-1")
+    with pytest.raises(InvalidArgument) as error:
+        register(app, tree, 2, request_id="req-1")
+    assert error.value.violations[0].field == "request_id"
+
+
+def test_registering_a_platform_rider_id_twice_is_already_exists(app, tree):
+    register(app, tree, 1)
+    with pytest.raises(AlreadyExists) as error:
+        register(app, tree, 1)
+    assert error.value.reason == "RIDER_ALREADY_REGISTERED"
+
+
+def test_concurrent_registrations_of_one_rider_give_one_rider(app, tree):
+    barrier = threading.Barrier(8)
+    outcomes: list[str] = []
+
+    def attempt(n: int) -> None:
+        barrier.wait()
+        try:
+            register(app, tree, 1, request_id=f"req-{n}")
+            outcomes.append("ok")
+        except AlreadyExists:
+            outcomes.append("exists")
+
+    threads = [threading.Thread(target=attempt, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert Counter(outcomes) == {"ok": 1, "exists": 7}
+    registered = [n for n in app.read_log(1, 1000) if n.topic.endswith("Rider.Registered")]
+    assert len(registered) == 1
+
+
+def test_concurrent_changes_to_one_rider_are_all_applied_in_some_order(app, tree):
+    rider_id = register(app, tree, 1)["rider_id"]
+    barrier = threading.Barrier(2)
+    errors: list[Exception] = []
+
+    def run(fn):
+        barrier.wait()
+        try:
+            with as_actor(ADMIN):
+                fn()
+        except Exception as e:
+            errors.append(e)
+
+    threads = [
+        threading.Thread(target=run, args=(lambda: app.verify_rider(rider_id=rider_id),)),
+        threading.Thread(target=run, args=(lambda: app.suspend_rider(rider_id=rider_id,
+                                                                     reason="check"),)),
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    with as_actor(ADMIN):
+        rider = app.rider(rider_id)
+    assert rider.version == 3
+    assert rider.verified_at is not None
+    assert rider.status is RiderStatus.SUSPENDED
+
+
+def test_lists_filter_and_page_through_every_rider_once(app, tree):
+    for n in range(7):
+        register(app, tree, n, street=tree["street"] if n % 2 == 0 else tree["other_street"])
+    with as_actor(PLATFORM):
+        seen, token = [], ""
+        while True:
+            page, token = app.list_riders(home_street_id=tree["street"], station_id="",
+                                          status=None, page_size=2, page_token=token)
+            seen += [r.platform_rider_id for r in page]
+            if not token:
+                break
+    assert seen == ["R0", "R2", "R4", "R6"]
+
+
+def test_a_fresh_process_rebuilds_its_lists_from_the_log(app, tree, store_env):
+    rider_id = register(app, tree, 1)["rider_id"]
+    with as_actor(PLATFORM):
+        app.verify_rider(rider_id=rider_id)
+    app.close()
+    reopened = IdentityApplication(settings_for("identity", store_env), MASTER_KEY)
+    try:
+        with as_actor(PLATFORM):
+            active, _ = reopened.list_riders(home_street_id="", station_id="",
+                                             status=RiderStatus.ACTIVE, page_size=10,
+                                             page_token="")
+        assert [r.rider_id for r in active] == [rider_id]
+    finally:
+        reopened.close()
+
+
+def test_a_station_of_another_platform_is_refused(app, tree):
+    with as_actor(ADMIN):
+        other = app.create_organisation(kind=OrganisationKind.PLATFORM, name="Other",
+                                        parent_id="", department_function=None)
+    with as_actor(PLATFORM), pytest.raises(InvalidArgument) as error:
+        app.register_rider(platform_id=other["organisation_id"], platform_rider_id="R9",
+                           name="x", phone="13812345678", national_id="",
+                           home_street_id=tree["street"], station_id=tree["station"])
+    assert [v.field for v in error.value.violations] == ["station_id"]
+
+
+def test_an_unknown_street_is_not_found_and_nothing_is_written(app, tree):
+    position = app.last_position()
+    with as_actor(PLATFORM), pytest.raises(NotFound):
+        app.register_rider(platform_id=tree["platform"], platform_rider_id="R9", name="x",
+                           phone="13812345678", national_id="",
+                           home_street_id="00000000-0000-0000-0000-000000000000",
+                           station_id=tree["station"])
+    assert app.last_position() == position
+
+
+def test_every_event_records_who_acted_and_why(app, tree):
+    register(app, tree, 1, request_id="req-77")
+    event = app.to_domain_event(app.read_log(1, 1000)[-2])  # the Registered event
+    assert type(event).__qualname__ == "Rider.Registered"
+    meta = vars(event)["_meta"]
+    assert meta["principal"] == "platform-co"
+    assert meta["request_id"] == "req-77"
+    assert meta["correlation_id"]
+
+
+def test_erasing_a_rider_leaves_their_history_replayable_and_others_untouched(app, tree):
+    erased_id = register(app, tree, 1)["rider_id"]
+    kept_id = register(app, tree, 2, phone="13900000000")["rider_id"]
+    app.vault.erase(erased_id)
+    with as_actor(ADMIN):
+        erased, kept = app.rider(erased_id), app.rider(kept_id)
+    assert erased.personal_data_erased
+    assert erased.phone == "[erased]" and erased.name == "[erased]"
+    assert erased.status is RiderStatus.REGISTERED
+    assert kept.phone == "13900000000"
+
+
+@pytest.mark.postgres
+def test_raw_rows_in_postgres_hold_no_phone_or_id_in_clear(postgres_env, tree_pg):
+    app, tree = tree_pg
+    register(app, tree, 1, phone="13912345678", national_id="11010519491231002X")
+    settings = settings_for("identity", postgres_env)
+    with psycopg.connect(postgres_conninfo(settings)) as conn:
+        rows = conn.execute(
+            f'SELECT state FROM "{settings.postgres_schema}".identity_events').fetchall()
+    assert rows
+    text = b"".join(bytes(r[0]) for r in rows)
+    assert b"13912345678" not in text
+    assert b"11010519491231002X" not in text
+    assert "王小明".encode() not in text
+
+
+@pytest.fixture
+def tree_pg(postgres_env):
+    application = IdentityApplication(settings_for("identity", postgres_env), MASTER_KEY)
+    with as_actor(ADMIN):
+        def org(kind, name, parent=""):
+            return application.create_organisation(
+                kind=kind, name=name, parent_id=parent,
+                department_function=None)["organisation_id"]
+        city = org(OrganisationKind.CITY, "常州市")
+        district = org(OrganisationKind.DISTRICT, "钟楼区", city)
+        street = org(OrganisationKind.STREET, "荷花池街道", district)
+        platform = org(OrganisationKind.PLATFORM, "Platform Co")
+        station = org(OrganisationKind.STATION, "Station", platform)
+    yield application, {"street": street, "platform": platform, "station": station}
+    application.close()

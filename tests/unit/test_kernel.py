@@ -1,0 +1,110 @@
+"""The common kernel: error table, paging tokens, configuration, sealing of personal data."""
+
+import inspect
+
+import pytest
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+
+from shared import errors
+from shared.config import ConfigError, load_settings
+from shared.grpc.errors import to_status
+from shared.paging import decode_token, encode_token, page
+from shared.personal_data import ERASED, PersonalDataVault
+
+
+def all_error_classes():
+    return [c for _, c in inspect.getmembers(errors, inspect.isclass)
+            if issubclass(c, errors.QijiError) and c is not errors.QijiError]
+
+
+@pytest.mark.parametrize("cls", all_error_classes(), ids=lambda c: c.__name__)
+def test_every_domain_error_maps_to_a_precise_status(cls):
+    error = (cls([errors.FieldViolation("f", "d")]) if cls is errors.InvalidArgument
+             else cls("kind", "id") if cls is errors.NotFound else cls("message"))
+    status = to_status(error, "identity.qiji")
+    assert status.code.name not in ("UNKNOWN", "INTERNAL", "OK")
+    assert "Traceback" not in status.details
+
+
+def test_invalid_arguments_carry_field_violations_and_a_reason():
+    status = to_status(errors.InvalidArgument([errors.FieldViolation("phone", "bad")]), "d")
+    details = dict(status.trailing_metadata)["grpc-status-details-bin"]
+    parsed = status_pb2.Status.FromString(details)
+    assert parsed.code == code_pb2.INVALID_ARGUMENT
+    bad, info = error_details_pb2.BadRequest(), error_details_pb2.ErrorInfo()
+    kinds = {d.type_url.rsplit("/", 1)[-1] for d in parsed.details}
+    assert kinds == {"google.rpc.BadRequest", "google.rpc.ErrorInfo"}
+    for d in parsed.details:
+        if d.Is(bad.DESCRIPTOR):
+            d.Unpack(bad)
+        else:
+            d.Unpack(info)
+    assert [(v.field, v.description) for v in bad.field_violations] == [("phone", "bad")]
+    assert info.domain == "d"
+
+
+def test_a_page_token_only_works_with_the_filters_it_was_made_for():
+    token = encode_token(42, ["street=a"])
+    assert decode_token(token, ["street=a"]) == 42
+    with pytest.raises(errors.InvalidArgument):
+        decode_token(token, ["street=b"])
+    with pytest.raises(errors.InvalidArgument):
+        decode_token("garbage!", ["street=a"])
+
+
+def test_paging_walks_every_matching_row_once():
+    keys = list(range(1, 101))
+    seen, token = [], ""
+    while True:
+        rows, token = page(keys, lambda k: k if k % 3 == 0 else None, page_size=7,
+                           page_token=token, filters=[])
+        seen += rows
+        if not token:
+            break
+    assert seen == [k for k in keys if k % 3 == 0]
+
+
+def test_page_size_out_of_range_is_refused():
+    with pytest.raises(errors.InvalidArgument):
+        page([1], lambda k: k, page_size=501, page_token="", filters=[])
+
+
+def test_service_settings_win_over_qiji_settings():
+    s = load_settings("identity", {"QIJI_GRPC_PORT": "1", "IDENTITY_GRPC_PORT": "2"})
+    assert s.grpc_port == 2
+    assert load_settings("training", {"QIJI_GRPC_PORT": "1"}).grpc_port == 1
+
+
+def test_a_schema_name_that_is_not_a_plain_identifier_is_refused():
+    with pytest.raises(ConfigError):
+        load_settings("identity", {"IDENTITY_POSTGRES_SCHEMA": 'x"; drop table y; --'})
+
+
+class MemoryKeys:
+    def __init__(self):
+        self.rows = {}
+
+    def get(self, subject):
+        return self.rows.get(subject)
+
+    def put_if_absent(self, subject, wrapped):
+        if subject in self.rows:
+            return False
+        self.rows[subject] = (wrapped, False)
+        return True
+
+    def erase(self, subject):
+        self.rows[subject] = (None, True)
+
+
+def test_sealed_data_opens_only_for_its_subject_and_not_after_erasure():
+    vault = PersonalDataVault(MemoryKeys(), bytes(32))
+    a = vault.seal("rider-a", "13800000000")
+    b = vault.seal("rider-b", "13900000000")
+    assert "13800000000" not in a
+    assert vault.open("rider-a", a) == "13800000000"
+    with pytest.raises(ValueError):
+        vault.open("rider-b", a)
+    vault.erase("rider-a")
+    assert vault.open("rider-a", a) == ERASED
+    assert vault.open("rider-b", b) == "13900000000"
