@@ -20,7 +20,10 @@ def configure(service: str, fmt: str = "json", level: int = logging.INFO) -> Non
             _add_service(service),
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.dict_tracebacks,
+            # Tracebacks as data, without local variables: locals would put riders' phone
+            # numbers and names into the log in clear.
+            structlog.processors.ExceptionRenderer(
+                structlog.tracebacks.ExceptionDictTransformer(show_locals=False)),
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),

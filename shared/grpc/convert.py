@@ -10,6 +10,7 @@ from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from shared.application import fingerprint_of
+from shared.errors import FieldViolation, InvalidArgument
 
 E = TypeVar("E", bound=StrEnum)
 
@@ -43,7 +44,10 @@ def timestamp(value: datetime | None) -> Timestamp | None:
 def optional_time(message: Message, field: str) -> datetime | None:
     if not message.HasField(field):
         return None
-    return getattr(message, field).ToDatetime(tzinfo=UTC)
+    try:
+        return getattr(message, field).ToDatetime(tzinfo=UTC)
+    except (ValueError, OverflowError):
+        raise InvalidArgument([FieldViolation(field, "not a valid timestamp")]) from None
 
 
 def request_fingerprint(request: Message) -> str:

@@ -35,7 +35,7 @@ def test_a_lower_case_x_check_character_is_accepted():
     assert is_national_id("11010519491231002x")
 
 
-@given(st.from_regex(r"1[3-9]\d{9}", fullmatch=True))
+@given(st.from_regex(r"1[3-9][0-9]{9}", fullmatch=True))
 def test_a_masked_phone_keeps_only_the_first_three_and_last_four_digits(phone):
     masked = mask_phone(phone)
     assert is_mobile_phone(phone)
@@ -87,3 +87,13 @@ def test_opening_hours_must_be_real_times_in_order_once_per_day():
     assert {x.field for x in v.items} == {
         "opening_hours[1].weekday", "opening_hours[2].weekday", "opening_hours[2].opens",
         "opening_hours[3].closes"}
+
+
+def test_look_alike_digits_and_trailing_newlines_are_not_numbers():
+    assert not is_mobile_phone("13800000000\n")
+    assert not is_mobile_phone("138０００００００００")
+    assert not is_national_id("1101051949123100²X")
+    v = Violations()
+    check_registration(v, platform_rider_id="rider-1\n", name="x", phone="13800000000",
+                       national_id="")
+    assert [x.field for x in v.items] == ["platform_rider_id"]

@@ -90,8 +90,8 @@ def check_opening_hours(violations: Violations, hours: list[dict[str, Any]]) -> 
         field = f"opening_hours[{i}]"
         if not 1 <= h["weekday"] <= 7:
             violations.add(f"{field}.weekday", "must be 1 (Monday) to 7 (Sunday)")
-        opens_ok = bool(HOUR_MINUTE.match(h["opens"]))
-        closes_ok = bool(HOUR_MINUTE.match(h["closes"]))
+        opens_ok = bool(HOUR_MINUTE.fullmatch(h["opens"]))
+        closes_ok = bool(HOUR_MINUTE.fullmatch(h["closes"]))
         if not opens_ok:
             violations.add(f"{field}.opens", "must be HH:MM")
         if not closes_ok:
@@ -134,7 +134,7 @@ class ServiceSpace(Aggregate):
 
 def check_registration(violations: Violations, *, platform_rider_id: str, name: str, phone: str,
                        national_id: str) -> None:
-    if not PLATFORM_RIDER_ID.match(platform_rider_id):
+    if not PLATFORM_RIDER_ID.fullmatch(platform_rider_id):
         violations.add("platform_rider_id", "1 to 64 letters, digits or _ . : -")
     check_name(violations, "name", name)
     if not is_mobile_phone(phone):

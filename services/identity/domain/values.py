@@ -73,22 +73,24 @@ class ConsentScope(StrEnum):
 
 MAX_NAME_LENGTH = 100
 MAX_TEXT_LENGTH = 500
-PLATFORM_RIDER_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+# Matched with fullmatch and ASCII classes only: "$" would accept a trailing newline and "\d"
+# full-width digits, and either would give one rider two spellings of one number.
+PLATFORM_RIDER_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 # Mainland China mobile numbers: 11 digits starting 13–19.
-MOBILE_PHONE = re.compile(r"^1[3-9]\d{9}$")
-HOUR_MINUTE = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
+MOBILE_PHONE = re.compile(r"1[3-9][0-9]{9}")
+HOUR_MINUTE = re.compile(r"([01][0-9]|2[0-3]):[0-5][0-9]")
 
 _ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 _ID_CHECK = "10X98765432"
 
 
 def is_mobile_phone(phone: str) -> bool:
-    return bool(MOBILE_PHONE.match(phone))
+    return MOBILE_PHONE.fullmatch(phone) is not None
 
 
 def is_national_id(value: str) -> bool:
     """Resident identity card number (GB 11643-1999): 17 digits and an ISO 7064 check character."""
-    if len(value) != 18 or not value[:17].isdigit():
+    if len(value) != 18 or not (value[:17].isascii() and value[:17].isdigit()):
         return False
     total = sum(int(d) * w for d, w in zip(value[:17], _ID_WEIGHTS, strict=True))
     return value[17].upper() == _ID_CHECK[total % 11]

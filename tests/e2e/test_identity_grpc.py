@@ -1,0 +1,931 @@
+"""The identity service as its callers meet it: the real process over PostgreSQL, called with a
+plain grpcio client and the tokens an operator would hand out."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import grpc
+import psycopg
+import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from psycopg import sql
+from qiji.feed.v1 import feed_service_pb2 as feed_pb
+from qiji.identity.v1 import identity_service_pb2 as pb
+
+from services.identity.grpc_api import PERMISSIONS
+from tests.conftest import PG
+from tests.e2e.client import (
+    NATIONAL_ID,
+    OTHER_NATIONAL_ID,
+    RIDER_REGISTERED_TOPIC,
+    RPC_TIMEOUT,
+    Client,
+    call_error,
+    details_of,
+    new_request_id,
+)
+from tests.e2e.conftest import ServiceProcess
+
+pytestmark = pytest.mark.e2e
+
+IDENTITY = "qiji.identity.v1.IdentityService"
+FEED = "qiji.feed.v1.FeedService"
+HEALTH = "grpc.health.v1.Health"
+ALL_WEEK = [pb.OpeningHours(weekday=d, opens="08:00", closes="20:00") for d in range(1, 8)]
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+def phone_number() -> str:
+    return "139" + str(uuid.uuid4().int)[:8]
+
+
+def create_organisation(admin: Client, kind: int, name: str, parent_id: str = "",
+                        **fields: Any) -> pb.Organisation:
+    return admin.CreateOrganisation(pb.CreateOrganisationRequest(
+        request_id=new_request_id(), kind=kind, name=name, parent_id=parent_id, **fields)
+    ).organisation
+
+
+def register_request(world: World, **fields: Any) -> pb.RegisterRiderRequest:
+    values: dict[str, Any] = {
+        "request_id": new_request_id(), "platform_id": world.platform,
+        "platform_rider_id": unique("rider"), "name": "王五", "phone": phone_number(),
+        "home_street_id": world.street, "station_id": world.station}
+    values.update(fields)
+    return pb.RegisterRiderRequest(**values)
+
+
+def register(platform: Client, world: World, **fields: Any) -> pb.Rider:
+    return platform.RegisterRider(register_request(world, **fields)).rider
+
+
+@dataclass(frozen=True)
+class World:
+    """Organisations and riders in every state the bad-input table needs."""
+
+    city: str
+    district: str
+    street: str
+    community: str
+    platform: str
+    station: str
+    other_station: str
+    space: str
+    active: str
+    active_platform_rider_id: str
+    suspended: str
+    left: str
+    standing_consent: str
+    withdrawn_consent: str
+    riders_page_token: str
+
+
+@pytest.fixture(scope="module")
+def server(identity_server: ServiceProcess) -> ServiceProcess:
+    return identity_server
+
+
+@pytest.fixture(scope="module")
+def world(identity_server: ServiceProcess) -> World:
+    admin = identity_server.client("city_admin")
+    platform = identity_server.client("platform")
+    city = create_organisation(admin, pb.ORGANISATION_KIND_CITY, "常州市").organisation_id
+    district = create_organisation(admin, pb.ORGANISATION_KIND_DISTRICT, "天宁区",
+                                   city).organisation_id
+    street = create_organisation(admin, pb.ORGANISATION_KIND_STREET, "天宁街道",
+                                 district).organisation_id
+    community = create_organisation(admin, pb.ORGANISATION_KIND_COMMUNITY, "东门社区",
+                                    street).organisation_id
+    platform_id = create_organisation(admin, pb.ORGANISATION_KIND_PLATFORM,
+                                      "快送平台").organisation_id
+    station = create_organisation(admin, pb.ORGANISATION_KIND_STATION, "天宁站",
+                                  platform_id).organisation_id
+    other_platform = create_organisation(admin, pb.ORGANISATION_KIND_PLATFORM,
+                                         "另一平台").organisation_id
+    other_station = create_organisation(admin, pb.ORGANISATION_KIND_STATION, "另一站",
+                                        other_platform).organisation_id
+    space = admin.CreateServiceSpace(pb.CreateServiceSpaceRequest(
+        request_id=new_request_id(), street_id=street, name="天宁驿站", address="天宁路1号",
+        amenities=[pb.AMENITY_REST], opening_hours=ALL_WEEK)).service_space.service_space_id
+    partial = World(city=city, district=district, street=street, community=community,
+                    platform=platform_id, station=station, other_station=other_station,
+                    space=space, active="", active_platform_rider_id="", suspended="", left="",
+                    standing_consent="", withdrawn_consent="", riders_page_token="")
+
+    active = register(platform, partial)
+    platform.VerifyRider(pb.VerifyRiderRequest(request_id=new_request_id(),
+                                               rider_id=active.rider_id))
+    platform.RecordCareerMilestone(pb.RecordCareerMilestoneRequest(
+        request_id=new_request_id(), rider_id=active.rider_id,
+        kind=pb.CAREER_MILESTONE_KIND_VOLUNTEER, organisation_id=community))
+    standing = platform.GrantConsent(pb.GrantConsentRequest(
+        request_id=new_request_id(), rider_id=active.rider_id, scope=pb.CONSENT_SCOPE_PHONE,
+        recipient_id=community)).consent_id
+    withdrawn = platform.GrantConsent(pb.GrantConsentRequest(
+        request_id=new_request_id(), rider_id=active.rider_id, scope=pb.CONSENT_SCOPE_NAME,
+        recipient_id=community)).consent_id
+    platform.WithdrawConsent(pb.WithdrawConsentRequest(
+        request_id=new_request_id(), rider_id=active.rider_id, consent_id=withdrawn))
+
+    suspended = register(platform, partial).rider_id
+    platform.SuspendRider(pb.SuspendRiderRequest(request_id=new_request_id(),
+                                                 rider_id=suspended, reason="投诉核查中"))
+    left = register(platform, partial).rider_id
+    platform.RecordRiderLeft(pb.RecordRiderLeftRequest(request_id=new_request_id(),
+                                                       rider_id=left, reason="离职"))
+    token = platform.ListRiders(pb.ListRidersRequest(page_size=1)).next_page_token
+    assert token
+    return World(**{**partial.__dict__, "active": active.rider_id,
+                    "active_platform_rider_id": active.platform_rider_id,
+                    "suspended": suspended, "left": left, "standing_consent": standing,
+                    "withdrawn_consent": withdrawn, "riders_page_token": token})
+
+
+# ---------------------------------------------------------------------------- bad input
+
+
+@dataclass(frozen=True)
+class Bad:
+    rpc: str
+    role: str
+    request: Callable[[World], Any]
+    code: grpc.StatusCode
+    field: str = ""
+    reason: str = ""
+
+
+INVALID = grpc.StatusCode.INVALID_ARGUMENT
+NOT_FOUND = grpc.StatusCode.NOT_FOUND
+EXISTS = grpc.StatusCode.ALREADY_EXISTS
+PRECONDITION = grpc.StatusCode.FAILED_PRECONDITION
+RANDOM_ID = str(uuid.uuid4())
+OUT_OF_RANGE_PAGE_TOKEN = base64.urlsafe_b64encode(
+    b'{"a": 1e999, "f": "0000000000000000"}').decode().rstrip("=")
+
+
+def org(**fields: Any) -> Callable[[World], Any]:
+    def make(w: World) -> Any:
+        values = {k: (v(w) if callable(v) else v) for k, v in fields.items()}
+        return pb.CreateOrganisationRequest(request_id=new_request_id(), **values)
+    return make
+
+
+def space(**fields: Any) -> Callable[[World], Any]:
+    def make(w: World) -> Any:
+        values: dict[str, Any] = {"street_id": w.street, "name": "驿站", "address": "路1号",
+                                  "amenities": [pb.AMENITY_REST], "opening_hours": ALL_WEEK}
+        values.update({k: (v(w) if callable(v) else v) for k, v in fields.items()})
+        return pb.CreateServiceSpaceRequest(request_id=new_request_id(), **values)
+    return make
+
+
+def rider(**fields: Any) -> Callable[[World], Any]:
+    def make(w: World) -> Any:
+        return register_request(w, **{k: (v(w) if callable(v) else v)
+                                      for k, v in fields.items()})
+    return make
+
+
+def on(message: Any, **fields: Any) -> Callable[[World], Any]:
+    """A request of `message` whose callable fields are read from the world."""
+    def make(w: World) -> Any:
+        values = {k: (v(w) if callable(v) else v) for k, v in fields.items()}
+        if "request_id" in message.DESCRIPTOR.fields_by_name:
+            values.setdefault("request_id", new_request_id())
+        return message(**values)
+    return make
+
+
+def hours(opens: str = "08:00", closes: str = "20:00", weekday: int = 1) -> list[Any]:
+    return [pb.OpeningHours(weekday=weekday, opens=opens, closes=closes)]
+
+
+BAD_INPUT: dict[str, Bad] = {
+    # -- organisations
+    "CreateOrganisation-without-kind": Bad(
+        "CreateOrganisation", "city_admin", org(name="无类"), INVALID, field="kind"),
+    "CreateOrganisation-empty-name": Bad(
+        "CreateOrganisation", "city_admin", org(kind=pb.ORGANISATION_KIND_CITY, name="  "),
+        INVALID, field="name"),
+    "CreateOrganisation-name-too-long": Bad(
+        "CreateOrganisation", "city_admin", org(kind=pb.ORGANISATION_KIND_CITY, name="长" * 101),
+        INVALID, field="name"),
+    "CreateOrganisation-street-under-a-city": Bad(
+        "CreateOrganisation", "city_admin",
+        org(kind=pb.ORGANISATION_KIND_STREET, name="错街道", parent_id=lambda w: w.city),
+        INVALID, field="parent_id"),
+    "CreateOrganisation-city-with-a-parent": Bad(
+        "CreateOrganisation", "city_admin",
+        org(kind=pb.ORGANISATION_KIND_CITY, name="城中城", parent_id=lambda w: w.city),
+        INVALID, field="parent_id"),
+    "CreateOrganisation-district-without-parent": Bad(
+        "CreateOrganisation", "city_admin", org(kind=pb.ORGANISATION_KIND_DISTRICT, name="孤区"),
+        INVALID, field="parent_id"),
+    "CreateOrganisation-parent-not-a-uuid": Bad(
+        "CreateOrganisation", "city_admin",
+        org(kind=pb.ORGANISATION_KIND_DISTRICT, name="区", parent_id="not-a-uuid"),
+        INVALID, field="parent_id"),
+    "CreateOrganisation-unknown-parent": Bad(
+        "CreateOrganisation", "city_admin",
+        org(kind=pb.ORGANISATION_KIND_DISTRICT, name="区", parent_id=RANDOM_ID),
+        NOT_FOUND, reason="ORGANISATION_NOT_FOUND"),
+    "CreateOrganisation-department-without-function": Bad(
+        "CreateOrganisation", "city_admin",
+        org(kind=pb.ORGANISATION_KIND_DEPARTMENT, name="社工部", parent_id=lambda w: w.city),
+        INVALID, field="department_function"),
+    "CreateOrganisation-function-of-a-non-department": Bad(
+        "CreateOrganisation", "city_admin",
+        org(kind=pb.ORGANISATION_KIND_PLATFORM, name="平台",
+            department_function=pb.DEPARTMENT_FUNCTION_SOCIAL_WORK),
+        INVALID, field="department_function"),
+    "CreateOrganisation-request-id-too-long": Bad(
+        "CreateOrganisation", "city_admin",
+        on(pb.CreateOrganisationRequest, request_id="r" * 129, kind=pb.ORGANISATION_KIND_CITY,
+           name="市"), INVALID, field="request_id"),
+    "CreateOrganisation-request-id-not-printable": Bad(
+        "CreateOrganisation", "city_admin",
+        on(pb.CreateOrganisationRequest, request_id="a\nb", kind=pb.ORGANISATION_KIND_CITY,
+           name="市"), INVALID, field="request_id"),
+    "GetOrganisation-not-a-uuid": Bad(
+        "GetOrganisation", "auditor", on(pb.GetOrganisationRequest, organisation_id="nope"),
+        INVALID, field="organisation_id"),
+    "GetOrganisation-unknown": Bad(
+        "GetOrganisation", "auditor", on(pb.GetOrganisationRequest, organisation_id=RANDOM_ID),
+        NOT_FOUND, reason="ORGANISATION_NOT_FOUND"),
+    "GetOrganisation-of-a-rider-id": Bad(
+        "GetOrganisation", "auditor",
+        on(pb.GetOrganisationRequest, organisation_id=lambda w: w.active),
+        NOT_FOUND, reason="ORGANISATION_NOT_FOUND"),
+    "ListOrganisations-page-size-too-big": Bad(
+        "ListOrganisations", "auditor", on(pb.ListOrganisationsRequest, page_size=10000),
+        INVALID, field="page_size"),
+    "ListOrganisations-garbage-page-token": Bad(
+        "ListOrganisations", "auditor", on(pb.ListOrganisationsRequest, page_token="garbage!"),
+        INVALID, field="page_token"),
+    # -- service spaces
+    "CreateServiceSpace-opens-at-25-00": Bad(
+        "CreateServiceSpace", "city_admin", space(opening_hours=hours(opens="25:00")),
+        INVALID, field="opening_hours[0].opens"),
+    "CreateServiceSpace-opens-with-a-trailing-newline": Bad(
+        "CreateServiceSpace", "city_admin", space(opening_hours=hours(opens="08:00\n")),
+        INVALID, field="opening_hours[0].opens"),
+    "CreateServiceSpace-closes-before-it-opens": Bad(
+        "CreateServiceSpace", "city_admin",
+        space(opening_hours=hours(opens="20:00", closes="08:00")),
+        INVALID, field="opening_hours[0].closes"),
+    "CreateServiceSpace-weekday-8": Bad(
+        "CreateServiceSpace", "city_admin", space(opening_hours=hours(weekday=8)),
+        INVALID, field="opening_hours[0].weekday"),
+    "CreateServiceSpace-unspecified-amenity": Bad(
+        "CreateServiceSpace", "city_admin",
+        space(amenities=[pb.AMENITY_REST, pb.AMENITY_UNSPECIFIED]),
+        INVALID, field="amenities[1]"),
+    "CreateServiceSpace-in-a-district": Bad(
+        "CreateServiceSpace", "street_office", space(street_id=lambda w: w.district),
+        INVALID, field="street_id"),
+    "CreateServiceSpace-unknown-street": Bad(
+        "CreateServiceSpace", "city_admin", space(street_id=RANDOM_ID),
+        NOT_FOUND, reason="ORGANISATION_NOT_FOUND"),
+    "CreateServiceSpace-without-address": Bad(
+        "CreateServiceSpace", "city_admin", space(address=""), INVALID, field="address"),
+    "UpdateServiceSpace-unknown": Bad(
+        "UpdateServiceSpace", "city_admin",
+        on(pb.UpdateServiceSpaceRequest, service_space_id=RANDOM_ID),
+        NOT_FOUND, reason="SERVICE_SPACE_NOT_FOUND"),
+    "UpdateServiceSpace-bad-hours": Bad(
+        "UpdateServiceSpace", "street_office",
+        on(pb.UpdateServiceSpaceRequest, service_space_id=lambda w: w.space,
+           opening_hours=hours(closes="24:00")), INVALID, field="opening_hours[0].closes"),
+    "GetServiceSpace-not-a-uuid": Bad(
+        "GetServiceSpace", "merchant", on(pb.GetServiceSpaceRequest, service_space_id="x"),
+        INVALID, field="service_space_id"),
+    "GetServiceSpace-unknown": Bad(
+        "GetServiceSpace", "merchant", on(pb.GetServiceSpaceRequest, service_space_id=RANDOM_ID),
+        NOT_FOUND, reason="SERVICE_SPACE_NOT_FOUND"),
+    "ListServiceSpaces-negative-page-size": Bad(
+        "ListServiceSpaces", "merchant", on(pb.ListServiceSpacesRequest, page_size=-1),
+        INVALID, field="page_size"),
+    # -- riders
+    "RegisterRider-phone-123": Bad(
+        "RegisterRider", "platform", rider(phone="123"), INVALID, field="phone"),
+    "RegisterRider-phone-with-a-trailing-newline": Bad(
+        "RegisterRider", "platform", rider(phone="13800000000\n"), INVALID, field="phone"),
+    "RegisterRider-phone-in-full-width-digits": Bad(
+        "RegisterRider", "platform", rider(phone="138" + "\uff10" * 8), INVALID, field="phone"),
+    "RegisterRider-bad-national-id-checksum": Bad(
+        "RegisterRider", "platform", rider(national_id=NATIONAL_ID[:-1] + "0"),
+        INVALID, field="national_id"),
+    "RegisterRider-national-id-of-superscript-digits": Bad(
+        "RegisterRider", "platform", rider(national_id="\u00b2" * 17 + "1"),
+        INVALID, field="national_id"),
+    "RegisterRider-platform-rider-id-with-a-space": Bad(
+        "RegisterRider", "platform", rider(platform_rider_id="rider 1"),
+        INVALID, field="platform_rider_id"),
+    "RegisterRider-platform-rider-id-with-a-trailing-newline": Bad(
+        "RegisterRider", "platform", rider(platform_rider_id="rider-1\n"),
+        INVALID, field="platform_rider_id"),
+    "RegisterRider-without-name": Bad(
+        "RegisterRider", "platform", rider(name=""), INVALID, field="name"),
+    "RegisterRider-unknown-platform": Bad(
+        "RegisterRider", "platform", rider(platform_id=RANDOM_ID),
+        NOT_FOUND, reason="ORGANISATION_NOT_FOUND"),
+    "RegisterRider-platform-is-a-city": Bad(
+        "RegisterRider", "platform", rider(platform_id=lambda w: w.city),
+        INVALID, field="platform_id"),
+    "RegisterRider-home-street-is-a-community": Bad(
+        "RegisterRider", "platform", rider(home_street_id=lambda w: w.community),
+        INVALID, field="home_street_id"),
+    "RegisterRider-station-of-another-platform": Bad(
+        "RegisterRider", "platform", rider(station_id=lambda w: w.other_station),
+        INVALID, field="station_id"),
+    "RegisterRider-without-station": Bad(
+        "RegisterRider", "platform", rider(station_id=""), INVALID, field="station_id"),
+    "RegisterRider-already-registered": Bad(
+        "RegisterRider", "platform", rider(platform_rider_id=lambda w: w.active_platform_rider_id),
+        EXISTS, reason="RIDER_ALREADY_REGISTERED"),
+    "VerifyRider-twice": Bad(
+        "VerifyRider", "platform", on(pb.VerifyRiderRequest, rider_id=lambda w: w.active),
+        PRECONDITION, reason="ALREADY_VERIFIED"),
+    "VerifyRider-not-a-uuid": Bad(
+        "VerifyRider", "platform", on(pb.VerifyRiderRequest, rider_id="not-a-uuid"),
+        INVALID, field="rider_id"),
+    "VerifyRider-unknown": Bad(
+        "VerifyRider", "city_admin", on(pb.VerifyRiderRequest, rider_id=RANDOM_ID),
+        NOT_FOUND, reason="RIDER_NOT_FOUND"),
+    "VerifyRider-an-organisation": Bad(
+        "VerifyRider", "city_admin", on(pb.VerifyRiderRequest, rider_id=lambda w: w.city),
+        NOT_FOUND, reason="RIDER_NOT_FOUND"),
+    "VerifyRider-who-left": Bad(
+        "VerifyRider", "platform", on(pb.VerifyRiderRequest, rider_id=lambda w: w.left),
+        PRECONDITION, reason="RIDER_LEFT"),
+    "SuspendRider-without-reason": Bad(
+        "SuspendRider", "street_office", on(pb.SuspendRiderRequest, rider_id=lambda w: w.active),
+        INVALID, field="reason"),
+    "SuspendRider-reason-too-long": Bad(
+        "SuspendRider", "street_office",
+        on(pb.SuspendRiderRequest, rider_id=lambda w: w.active, reason="长" * 501),
+        INVALID, field="reason"),
+    "SuspendRider-already-suspended": Bad(
+        "SuspendRider", "platform",
+        on(pb.SuspendRiderRequest, rider_id=lambda w: w.suspended, reason="again"),
+        PRECONDITION, reason="ALREADY_SUSPENDED"),
+    "ReinstateRider-who-is-active": Bad(
+        "ReinstateRider", "platform",
+        on(pb.ReinstateRiderRequest, rider_id=lambda w: w.active, reason="核查完毕"),
+        PRECONDITION, reason="NOT_SUSPENDED"),
+    "ReinstateRider-without-reason": Bad(
+        "ReinstateRider", "platform",
+        on(pb.ReinstateRiderRequest, rider_id=lambda w: w.suspended),
+        INVALID, field="reason"),
+    "RecordRiderLeft-without-reason": Bad(
+        "RecordRiderLeft", "platform",
+        on(pb.RecordRiderLeftRequest, rider_id=lambda w: w.active, reason=" "),
+        INVALID, field="reason"),
+    "RecordRiderLeft-twice": Bad(
+        "RecordRiderLeft", "platform",
+        on(pb.RecordRiderLeftRequest, rider_id=lambda w: w.left, reason="again"),
+        PRECONDITION, reason="RIDER_LEFT"),
+    "RecordCareerMilestone-without-kind": Bad(
+        "RecordCareerMilestone", "platform",
+        on(pb.RecordCareerMilestoneRequest, rider_id=lambda w: w.active,
+           organisation_id=lambda w: w.community), INVALID, field="kind"),
+    "RecordCareerMilestone-without-organisation": Bad(
+        "RecordCareerMilestone", "platform",
+        on(pb.RecordCareerMilestoneRequest, rider_id=lambda w: w.active,
+           kind=pb.CAREER_MILESTONE_KIND_STATION_MASTER), INVALID, field="organisation_id"),
+    "RecordCareerMilestone-unknown-organisation": Bad(
+        "RecordCareerMilestone", "platform",
+        on(pb.RecordCareerMilestoneRequest, rider_id=lambda w: w.active,
+           kind=pb.CAREER_MILESTONE_KIND_STATION_MASTER, organisation_id=RANDOM_ID),
+        NOT_FOUND, reason="ORGANISATION_NOT_FOUND"),
+    "RecordCareerMilestone-already-recorded": Bad(
+        "RecordCareerMilestone", "street_office",
+        on(pb.RecordCareerMilestoneRequest, rider_id=lambda w: w.active,
+           kind=pb.CAREER_MILESTONE_KIND_VOLUNTEER, organisation_id=lambda w: w.community),
+        EXISTS, reason="MILESTONE_ALREADY_RECORDED"),
+    "RecordCareerMilestone-effective-time-out-of-range": Bad(
+        "RecordCareerMilestone", "platform",
+        on(pb.RecordCareerMilestoneRequest, rider_id=lambda w: w.active,
+           kind=pb.CAREER_MILESTONE_KIND_STATION_MASTER, organisation_id=lambda w: w.station,
+           effective_time=Timestamp(seconds=10**12)),
+        INVALID, field="effective_time"),
+    "RecordCareerMilestone-unknown-rider": Bad(
+        "RecordCareerMilestone", "platform",
+        on(pb.RecordCareerMilestoneRequest, rider_id=RANDOM_ID,
+           kind=pb.CAREER_MILESTONE_KIND_STATION_MASTER, organisation_id=lambda w: w.station),
+        NOT_FOUND, reason="RIDER_NOT_FOUND"),
+    "GrantConsent-without-scope": Bad(
+        "GrantConsent", "platform",
+        on(pb.GrantConsentRequest, rider_id=lambda w: w.active,
+           recipient_id=lambda w: w.community), INVALID, field="scope"),
+    "GrantConsent-unknown-recipient": Bad(
+        "GrantConsent", "platform",
+        on(pb.GrantConsentRequest, rider_id=lambda w: w.active, scope=pb.CONSENT_SCOPE_NAME,
+           recipient_id=RANDOM_ID), NOT_FOUND, reason="ORGANISATION_NOT_FOUND"),
+    "GrantConsent-already-standing": Bad(
+        "GrantConsent", "street_office",
+        on(pb.GrantConsentRequest, rider_id=lambda w: w.active, scope=pb.CONSENT_SCOPE_PHONE,
+           recipient_id=lambda w: w.community), EXISTS, reason="CONSENT_EXISTS"),
+    "GrantConsent-rider-who-left": Bad(
+        "GrantConsent", "platform",
+        on(pb.GrantConsentRequest, rider_id=lambda w: w.left, scope=pb.CONSENT_SCOPE_PHONE,
+           recipient_id=lambda w: w.community), PRECONDITION, reason="RIDER_LEFT"),
+    "WithdrawConsent-unknown-consent": Bad(
+        "WithdrawConsent", "platform",
+        on(pb.WithdrawConsentRequest, rider_id=lambda w: w.active, consent_id=RANDOM_ID),
+        NOT_FOUND, reason="CONSENT_NOT_FOUND"),
+    "WithdrawConsent-of-another-rider": Bad(
+        "WithdrawConsent", "platform",
+        on(pb.WithdrawConsentRequest, rider_id=lambda w: w.suspended,
+           consent_id=lambda w: w.standing_consent), NOT_FOUND, reason="CONSENT_NOT_FOUND"),
+    "WithdrawConsent-twice": Bad(
+        "WithdrawConsent", "platform",
+        on(pb.WithdrawConsentRequest, rider_id=lambda w: w.active,
+           consent_id=lambda w: w.withdrawn_consent),
+        PRECONDITION, reason="CONSENT_ALREADY_WITHDRAWN"),
+    "WithdrawConsent-without-consent-id": Bad(
+        "WithdrawConsent", "platform",
+        on(pb.WithdrawConsentRequest, rider_id=lambda w: w.active),
+        INVALID, field="consent_id"),
+    "GetRider-not-a-uuid": Bad(
+        "GetRider", "platform", on(pb.GetRiderRequest, rider_id="not-a-uuid"),
+        INVALID, field="rider_id"),
+    "GetRider-unknown": Bad(
+        "GetRider", "platform", on(pb.GetRiderRequest, rider_id=RANDOM_ID),
+        NOT_FOUND, reason="RIDER_NOT_FOUND"),
+    "LookupRider-without-platform-rider-id": Bad(
+        "LookupRider", "platform", on(pb.LookupRiderRequest, platform_id=lambda w: w.platform),
+        INVALID, field="platform_rider_id"),
+    "LookupRider-unknown": Bad(
+        "LookupRider", "platform",
+        on(pb.LookupRiderRequest, platform_id=lambda w: w.platform, platform_rider_id="nobody"),
+        NOT_FOUND, reason="RIDER_NOT_FOUND"),
+    "ListRiders-page-size-10000": Bad(
+        "ListRiders", "platform", on(pb.ListRidersRequest, page_size=10000),
+        INVALID, field="page_size"),
+    "ListRiders-garbage-page-token": Bad(
+        "ListRiders", "platform", on(pb.ListRidersRequest, page_token="%%%garbage%%%"),
+        INVALID, field="page_token"),
+    "ListRiders-page-token-with-an-out-of-range-number": Bad(
+        "ListRiders", "platform", on(pb.ListRidersRequest, page_token=OUT_OF_RANGE_PAGE_TOKEN),
+        INVALID, field="page_token"),
+    "ListRiders-page-token-of-other-filters": Bad(
+        "ListRiders", "platform",
+        on(pb.ListRidersRequest, status=pb.RIDER_STATUS_ACTIVE,
+           page_token=lambda w: w.riders_page_token), INVALID, field="page_token"),
+    # -- feed
+    "ReadEvents-negative-from-position": Bad(
+        "ReadEvents", "service", on(feed_pb.ReadEventsRequest, from_position=-1),
+        INVALID, field="from_position"),
+    "ReadEvents-limit-over-1000": Bad(
+        "ReadEvents", "auditor", on(feed_pb.ReadEventsRequest, limit=1001),
+        INVALID, field="limit"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_INPUT.values(), ids=BAD_INPUT.keys())
+def test_a_bad_request_gets_a_precise_error_and_writes_nothing(
+        server: ServiceProcess, world: World, case: Bad) -> None:
+    caller = server.client(case.role)
+    feed = server.client("service")
+    stub = caller.feed if case.rpc in ("ReadEvents", "StreamEvents") else caller.identity
+    request = case.request(world)
+    before = feed.last_position()
+
+    details = call_error(lambda: getattr(stub, case.rpc)(
+        request, metadata=caller.metadata, timeout=RPC_TIMEOUT))
+
+    assert details.code == case.code, details
+    assert "Traceback" not in details.message
+    assert details.domain == "identity.qiji"
+    if case.field:
+        assert case.field in details.fields, details
+    if case.reason:
+        assert details.reason == case.reason, details
+    assert feed.last_position() == before, "a refused request wrote events"
+
+
+# ---------------------------------------------------------------------------- happy path
+
+
+def test_a_city_sets_up_its_tree_and_a_platform_registers_and_cares_for_its_rider(
+        server: ServiceProcess) -> None:
+    admin, platform = server.client("city_admin"), server.client("platform")
+
+    city = create_organisation(admin, pb.ORGANISATION_KIND_CITY, "常州市")
+    district = create_organisation(admin, pb.ORGANISATION_KIND_DISTRICT, "钟楼区",
+                                   city.organisation_id)
+    street = create_organisation(admin, pb.ORGANISATION_KIND_STREET, "荷花池街道",
+                                 district.organisation_id)
+    community = create_organisation(admin, pb.ORGANISATION_KIND_COMMUNITY, "北大街社区",
+                                    street.organisation_id)
+    assert (community.name, community.kind, community.parent_id) == (
+        "北大街社区", pb.ORGANISATION_KIND_COMMUNITY, street.organisation_id)
+    assert [o.organisation_id for o in admin.ListOrganisations(pb.ListOrganisationsRequest(
+        parent_id=district.organisation_id)).organisations] == [street.organisation_id]
+    assert platform.GetOrganisation(pb.GetOrganisationRequest(
+        organisation_id=city.organisation_id)).organisation == city
+
+    company = create_organisation(admin, pb.ORGANISATION_KIND_PLATFORM, "骑迹外卖")
+    station = create_organisation(admin, pb.ORGANISATION_KIND_STATION, "荷花池站",
+                                  company.organisation_id)
+    space = admin.CreateServiceSpace(pb.CreateServiceSpaceRequest(
+        request_id=new_request_id(), street_id=street.organisation_id, name="荷花池骑手驿站",
+        address="钟楼区北大街1号",
+        amenities=[pb.AMENITY_REST, pb.AMENITY_CHARGING, pb.AMENITY_DRINKING_WATER],
+        opening_hours=ALL_WEEK)).service_space
+    assert set(space.amenities) == {pb.AMENITY_REST, pb.AMENITY_CHARGING,
+                                    pb.AMENITY_DRINKING_WATER}
+    assert platform.GetServiceSpace(pb.GetServiceSpaceRequest(
+        service_space_id=space.service_space_id)).service_space == space
+    found = server.client("merchant").ListServiceSpaces(pb.ListServiceSpacesRequest(
+        street_id=street.organisation_id, amenities=[pb.AMENITY_CHARGING])).service_spaces
+    assert [s.service_space_id for s in found] == [space.service_space_id]
+    assert not server.client("merchant").ListServiceSpaces(pb.ListServiceSpacesRequest(
+        street_id=street.organisation_id, amenities=[pb.AMENITY_TOILET])).service_spaces
+    updated = server.client("street_office").UpdateServiceSpace(pb.UpdateServiceSpaceRequest(
+        request_id=new_request_id(), service_space_id=space.service_space_id,
+        amenities=[pb.AMENITY_REST, pb.AMENITY_TOILET], opening_hours=ALL_WEEK[:5])
+    ).service_space
+    assert updated.version == space.version + 1
+    assert [h.weekday for h in updated.opening_hours] == [1, 2, 3, 4, 5]
+    assert [s.service_space_id for s in platform.ListServiceSpaces(pb.ListServiceSpacesRequest(
+        street_id=street.organisation_id, amenities=[pb.AMENITY_TOILET])).service_spaces] == [
+        space.service_space_id]
+
+    registered = platform.RegisterRider(pb.RegisterRiderRequest(
+        request_id=new_request_id(), platform_id=company.organisation_id,
+        platform_rider_id="qj-0001", name="张三", phone="13812345678", national_id=NATIONAL_ID,
+        home_street_id=street.organisation_id, station_id=station.organisation_id)).rider
+    assert registered.status == pb.RIDER_STATUS_REGISTERED
+    assert registered.phone == "138****5678"
+    rider_id = registered.rider_id
+
+    verified = platform.VerifyRider(pb.VerifyRiderRequest(request_id=new_request_id(),
+                                                          rider_id=rider_id)).rider
+    assert verified.status == pb.RIDER_STATUS_ACTIVE and verified.HasField("verify_time")
+
+    with_milestone = platform.RecordCareerMilestone(pb.RecordCareerMilestoneRequest(
+        request_id=new_request_id(), rider_id=rider_id,
+        kind=pb.CAREER_MILESTONE_KIND_COMMUNITY_SOCIAL_WORKER,
+        organisation_id=community.organisation_id, note="转岗社区社工")).rider
+    [milestone] = with_milestone.career_milestones
+    assert (milestone.kind, milestone.organisation_id, milestone.note) == (
+        pb.CAREER_MILESTONE_KIND_COMMUNITY_SOCIAL_WORKER, community.organisation_id,
+        "转岗社区社工")
+
+    granted = platform.GrantConsent(pb.GrantConsentRequest(
+        request_id=new_request_id(), rider_id=rider_id, scope=pb.CONSENT_SCOPE_PHONE,
+        recipient_id=community.organisation_id))
+    [consent] = granted.rider.consents
+    assert consent.consent_id == granted.consent_id and not consent.HasField("withdraw_time")
+    withdrawn = platform.WithdrawConsent(pb.WithdrawConsentRequest(
+        request_id=new_request_id(), rider_id=rider_id, consent_id=granted.consent_id)).rider
+    assert withdrawn.consents[0].HasField("withdraw_time")
+
+    as_platform = platform.GetRider(pb.GetRiderRequest(rider_id=rider_id)).rider
+    assert as_platform.phone == "138****5678"
+    assert as_platform.national_id == NATIONAL_ID[:3] + "*" * 11 + NATIONAL_ID[-4:]
+    assert as_platform.name == "张三"
+    as_admin = admin.GetRider(pb.GetRiderRequest(rider_id=rider_id)).rider
+    assert (as_admin.phone, as_admin.national_id) == ("13812345678", NATIONAL_ID)
+    assert as_admin.status == pb.RIDER_STATUS_ACTIVE
+    assert len(as_admin.career_milestones) == 1 and len(as_admin.consents) == 1
+
+    looked_up = platform.LookupRider(pb.LookupRiderRequest(
+        platform_id=company.organisation_id, platform_rider_id="qj-0001")).rider
+    assert looked_up == as_platform
+
+
+def test_listing_a_stations_riders_by_status_pages_through_each_rider_once(
+        server: ServiceProcess, world: World) -> None:
+    admin, platform = server.client("city_admin"), server.client("platform")
+    station = create_organisation(admin, pb.ORGANISATION_KIND_STATION, "翻页站",
+                                  world.platform).organisation_id
+    riders = [register(platform, world, station_id=station).rider_id for _ in range(9)]
+    for rider_id in riders[:2]:
+        platform.VerifyRider(pb.VerifyRiderRequest(request_id=new_request_id(),
+                                                   rider_id=rider_id))
+
+    pages: list[list[str]] = []
+    token = ""
+    while True:
+        reply = platform.ListRiders(pb.ListRidersRequest(
+            station_id=station, status=pb.RIDER_STATUS_REGISTERED, page_size=3,
+            page_token=token))
+        pages.append([r.rider_id for r in reply.riders])
+        assert all(r.status == pb.RIDER_STATUS_REGISTERED and r.station_id == station
+                   for r in reply.riders)
+        token = reply.next_page_token
+        if not token:
+            break
+        assert len(pages) < 10, "paging does not end"
+
+    assert [len(p) for p in pages] == [3, 3, 1]
+    listed = [r for p in pages for r in p]
+    assert len(listed) == len(set(listed)) and set(listed) == set(riders[2:])
+    active = platform.ListRiders(pb.ListRidersRequest(station_id=station,
+                                                      status=pb.RIDER_STATUS_ACTIVE))
+    assert {r.rider_id for r in active.riders} == set(riders[:2])
+    assert active.next_page_token == ""
+
+
+def test_a_suspended_rider_is_reinstated_and_a_rider_who_leaves_is_listed_as_left(
+        server: ServiceProcess, world: World) -> None:
+    platform, office = server.client("platform"), server.client("street_office")
+    rider_id = register(platform, world).rider_id
+    platform.VerifyRider(pb.VerifyRiderRequest(request_id=new_request_id(), rider_id=rider_id))
+
+    suspended = office.SuspendRider(pb.SuspendRiderRequest(
+        request_id=new_request_id(), rider_id=rider_id, reason="交通违章待处理")).rider
+    assert (suspended.status, suspended.status_reason) == (pb.RIDER_STATUS_SUSPENDED,
+                                                           "交通违章待处理")
+    reinstated = office.ReinstateRider(pb.ReinstateRiderRequest(
+        request_id=new_request_id(), rider_id=rider_id, reason="已处理")).rider
+    assert reinstated.status == pb.RIDER_STATUS_ACTIVE
+
+    left = platform.RecordRiderLeft(pb.RecordRiderLeftRequest(
+        request_id=new_request_id(), rider_id=rider_id, reason="回老家")).rider
+    assert (left.status, left.version) == (pb.RIDER_STATUS_LEFT, reinstated.version + 1)
+    listed = platform.ListRiders(pb.ListRidersRequest(
+        station_id=world.station, status=pb.RIDER_STATUS_LEFT, page_size=500)).riders
+    assert rider_id in {r.rider_id for r in listed}
+
+
+@pytest.mark.parametrize("role", sorted(PERMISSIONS[f"/{IDENTITY}/GetRider"]))
+def test_only_officials_see_a_riders_phone_and_national_id_in_full(
+        server: ServiceProcess, world: World, role: str) -> None:
+    phone = phone_number()
+    registered = register(server.client("platform"), world, phone=phone,
+                          national_id=NATIONAL_ID)
+    caller = server.client(role)
+    listed = caller.ListRiders(pb.ListRidersRequest(station_id=world.station, page_size=500))
+    seen = [caller.GetRider(pb.GetRiderRequest(rider_id=registered.rider_id)).rider,
+            caller.LookupRider(pb.LookupRiderRequest(
+                platform_id=world.platform,
+                platform_rider_id=registered.platform_rider_id)).rider,
+            *[r for r in listed.riders if r.rider_id == registered.rider_id]]
+    assert len(seen) == 3
+    if role in ("city_admin", "street_office"):
+        expected = (phone, NATIONAL_ID)
+    else:
+        expected = (phone[:3] + "****" + phone[-4:],
+                    NATIONAL_ID[:3] + "*" * 11 + NATIONAL_ID[-4:])
+    for rider in seen:
+        assert (rider.phone, rider.national_id) == expected
+        assert rider.name == "王五"
+
+
+# ---------------------------------------------------------------------------- personal data
+
+
+def test_personal_data_is_encrypted_at_rest_and_kept_out_of_the_log(
+        server: ServiceProcess, world: World) -> None:
+    phone, name = "13912345678", "李四秘名"
+    rider_id = register(server.client("platform"), world, phone=phone, name=name,
+                        national_id=OTHER_NATIONAL_ID).rider_id
+
+    conninfo = psycopg.conninfo.make_conninfo(
+        dbname=server.db, **{k: v for k, v in PG.items() if v != ""})
+    with psycopg.connect(conninfo) as conn:
+        tables = [t for (t,) in conn.execute(
+            "SELECT table_name FROM information_schema.columns"
+            " WHERE table_schema = %s AND column_name = 'state'", (server.schema,))]
+        assert tables, f"no event table in schema {server.schema}"
+        states: list[str] = []
+        for table in tables:
+            query = sql.SQL("SELECT state FROM {}").format(sql.Identifier(server.schema, table))
+            states += [bytes(s).decode("utf-8", "replace") for (s,) in conn.execute(query)]
+
+    assert any(rider_id in s for s in states), "the rider's events were not found"
+    for state in states:
+        for secret in (phone, OTHER_NATIONAL_ID, name):
+            assert secret not in state
+            assert secret.encode("unicode_escape").decode() not in state
+    for event in server.client("auditor").all_events():
+        state = event.state.decode("utf-8", "replace")
+        assert phone not in state and OTHER_NATIONAL_ID not in state
+    log = server.log_path.read_text(errors="replace")
+    for secret in (phone, OTHER_NATIONAL_ID):
+        assert secret not in log
+
+
+def test_a_failing_registration_never_writes_the_riders_personal_data_to_the_log(
+        server: ServiceProcess, world: World) -> None:
+    """Whatever goes wrong with a registration, the operators' log must not receive the
+    rider's phone or name (here: a national id the validator trips over)."""
+    phone, name = "13698765432", "赵六不记"
+    details = call_error(lambda: server.client("platform").RegisterRider(register_request(
+        world, phone=phone, name=name, national_id="\u00b2" * 17 + "1")))
+    assert details.code != grpc.StatusCode.OK
+    time.sleep(0.2)  # the log line of the failure is written as the call ends
+    log = server.log_path.read_text(errors="replace")
+    assert phone not in log
+    assert name not in log and name.encode("unicode_escape").decode() not in log
+
+
+# ---------------------------------------------------------------------------- idempotency
+
+
+def test_a_retried_registration_answers_the_first_answer_even_after_a_restart(
+        server: ServiceProcess, world: World) -> None:
+    request = register_request(world)
+    first = server.client("platform").RegisterRider(request)
+    written = server.client("service").last_position()
+
+    again = server.client("platform").RegisterRider(request)
+    assert again == first
+    assert server.client("service").last_position() == written
+
+    changed = pb.RegisterRiderRequest()
+    changed.CopyFrom(request)
+    changed.name = "别人"
+    details = call_error(lambda: server.client("platform").RegisterRider(changed))
+    assert details.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert "request_id" in details.fields
+    assert server.client("service").last_position() == written
+
+    server.restart()
+
+    after_restart = server.client("platform").RegisterRider(request)
+    assert after_restart == first
+    assert server.client("service").last_position() == written
+
+
+def test_concurrent_registrations_of_one_rider_let_exactly_one_through(
+        server: ServiceProcess, world: World) -> None:
+    platform_rider_id = unique("race")
+    requests = [register_request(world, platform_rider_id=platform_rider_id, phone="13700000000")
+                for _ in range(10)]
+    barrier = threading.Barrier(len(requests))
+
+    def attempt(request: pb.RegisterRiderRequest) -> tuple[grpc.StatusCode, str, str]:
+        client = server.client("platform")
+        barrier.wait(timeout=10)
+        try:
+            return grpc.StatusCode.OK, client.RegisterRider(request).rider.rider_id, ""
+        except grpc.RpcError as error:
+            details = details_of(error)
+            return details.code, details.metadata.get("rider_id", ""), details.reason
+
+    with ThreadPoolExecutor(max_workers=len(requests)) as pool:
+        outcomes = list(pool.map(attempt, requests))
+
+    codes = sorted(code.name for code, _, _ in outcomes)
+    assert codes == ["ALREADY_EXISTS"] * 9 + ["OK"], outcomes
+    assert {reason for code, _, reason in outcomes if code != grpc.StatusCode.OK} == {
+        "RIDER_ALREADY_REGISTERED"}
+    [rider_id] = {rider_id for _, rider_id, _ in outcomes}
+    registered = server.client("service").all_events(topics=[RIDER_REGISTERED_TOPIC])
+    assert [e.originator_id for e in registered].count(rider_id) == 1
+
+
+def test_a_request_retried_while_the_first_is_still_running_gets_the_first_answer(
+        server: ServiceProcess, world: World) -> None:
+    """A client that times out and retries at once races its own first call: every copy of the
+    request must get the first answer, never ALREADY_EXISTS for the rider it just registered."""
+    for _ in range(20):
+        request = register_request(world)
+        barrier = threading.Barrier(8)
+
+        def attempt(_: int, request: pb.RegisterRiderRequest = request,
+                    barrier: threading.Barrier = barrier) -> Any:
+            client = server.client("platform")
+            barrier.wait(timeout=10)
+            try:
+                return client.RegisterRider(request)
+            except grpc.RpcError as error:
+                return details_of(error)
+
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            answers = list(pool.map(attempt, range(8)))
+        failures = [a for a in answers if not isinstance(a, pb.RegisterRiderResponse)]
+        assert not failures, failures
+        assert all(a == answers[0] for a in answers)
+
+
+# ---------------------------------------------------------------------------- standard services
+
+
+def test_health_and_reflection_answer_without_a_token(server: ServiceProcess) -> None:
+    assert server.channel is not None
+    health = health_pb2_grpc.HealthStub(server.channel)
+    for name in ("", IDENTITY, FEED):
+        reply = health.Check(health_pb2.HealthCheckRequest(service=name), timeout=RPC_TIMEOUT)
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING, name
+
+    reflection = reflection_pb2_grpc.ServerReflectionStub(server.channel)
+    replies = list(reflection.ServerReflectionInfo(
+        iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=RPC_TIMEOUT))
+    listed = {s.name for r in replies for s in r.list_services_response.service}
+    assert {IDENTITY, FEED, HEALTH} <= listed
+
+
+# ---------------------------------------------------------------------------- feed
+
+
+def test_the_feed_reads_events_in_order_with_who_acted_and_why(
+        server: ServiceProcess) -> None:
+    admin = server.client("city_admin")
+    correlation_id = unique("e2e-correlation")
+    request_id = new_request_id()
+    started = datetime.now(UTC)
+    created, call = admin.identity.CreateOrganisation.with_call(
+        pb.CreateOrganisationRequest(request_id=request_id, kind=pb.ORGANISATION_KIND_CITY,
+                                     name="溧阳市"),
+        metadata=[*admin.metadata, ("x-correlation-id", correlation_id)], timeout=RPC_TIMEOUT)
+    assert ("x-correlation-id", correlation_id) in call.initial_metadata()
+
+    # Every write of this module carries a request id, so every event must show one.
+    events = server.client("auditor").all_events()
+    positions = [e.position for e in events]
+    assert positions == sorted(set(positions)) and positions[0] >= 1
+    for event in events:
+        assert event.principal and event.request_id and event.correlation_id, event
+        assert event.topic and event.originator_id and event.HasField("time")
+    mine = [e for e in events if e.originator_id == created.organisation.organisation_id]
+    [event] = mine
+    assert (event.principal, event.request_id, event.correlation_id) == (
+        "e2e-city_admin", request_id, correlation_id)
+    assert event.topic.endswith(":Organisation.Created")
+    assert abs(event.time.ToDatetime(tzinfo=UTC) - started) < timedelta(minutes=1)
+
+
+def test_a_stream_receives_an_event_stored_after_it_started(server: ServiceProcess) -> None:
+    feed = server.client("service")
+    stream = feed.stream_events(from_position=feed.last_position() + 1, timeout=30)
+    received: list[feed_pb.StoredEvent] = []
+
+    def read() -> None:
+        with contextlib.suppress(grpc.RpcError):  # cancelled at the end
+            for reply in stream:
+                received.append(reply.event)
+
+    try:
+        stream.initial_metadata()  # the server has taken the call
+        threading.Thread(target=read, daemon=True).start()
+        created = create_organisation(server.client("city_admin"),
+                                      pb.ORGANISATION_KIND_CITY, "金坛市")
+        deadline = time.monotonic() + 5
+        while created.organisation_id not in {e.originator_id for e in received}:
+            assert time.monotonic() < deadline, "the event did not arrive within 5 s"
+            time.sleep(0.05)
+        assert received[0].position > 0
+    finally:
+        stream.cancel()
+
+
+def test_a_stream_from_a_negative_position_is_invalid(server: ServiceProcess) -> None:
+    stream = server.client("service").stream_events(from_position=-5)
+    details = call_error(lambda: next(stream))
+    assert details.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert "from_position" in details.fields
+
+
+# ---------------------------------------------------------------------------- lifecycle
+
+
+def test_sigterm_stops_the_process_promptly_even_with_a_stream_open(
+        server: ServiceProcess) -> None:
+    feed = server.client("service")
+    stream = feed.stream_events(from_position=feed.last_position() + 1, timeout=60)
+    stream.initial_metadata()
+    ended: list[str] = []
+
+    def follow() -> None:
+        try:
+            for _ in stream:
+                pass
+            ended.append("OK")
+        except grpc.RpcError as error:
+            ended.append(error.code().name)
+
+    follower = threading.Thread(target=follow, daemon=True)
+    follower.start()
+    time.sleep(0.3)  # the stream is waiting for new events
+
+    code, elapsed = server.terminate()
+    try:
+        assert code == 0, f"exit {code}:\n{server.log_tail()}"
+        assert elapsed < 10
+        follower.join(timeout=5)
+        assert ended, "the stream never ended"
+        assert "service.stopped" in server.log_tail()
+    finally:
+        server.start()  # leave the module's server running for whatever runs next
+
