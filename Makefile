@@ -54,7 +54,7 @@ lint: $(STAMP) node_modules/.bin/buf
 
 ## bench: every benchmark in bench/, each printing figures beside its raw baseline
 bench: $(STAMP) protos
-	$(PY) bench/run_all.py
+	$(PY) -m bench.run_all
 
 clean:
 	rm -rf build data .pytest_cache

@@ -6,24 +6,19 @@ side writes a row of the same size as a stored Registered event."""
 from __future__ import annotations
 
 import os
-import sys
 import uuid
-from pathlib import Path
 
-sys.path[:0] = [str(Path(__file__).resolve().parents[1]),
-                str(Path(__file__).resolve().parents[1] / "build" / "gen")]
+import grpc
+import psycopg
+from psycopg_pool import ConnectionPool
+from qiji.identity.v1 import identity_service_pb2 as pb
+from qiji.identity.v1 import identity_service_pb2_grpc as rpc
 
-import grpc  # noqa: E402
-import psycopg  # noqa: E402
-from psycopg_pool import ConnectionPool  # noqa: E402
-from qiji.identity.v1 import identity_service_pb2 as pb  # noqa: E402
-from qiji.identity.v1 import identity_service_pb2_grpc as rpc  # noqa: E402
-
-from bench.common import (  # noqa: E402
+from bench.common import (
     PG,
     median_of,
     print_table,
-    running_service,
+    running_services,
     scratch_database,
     throughput,
 )
@@ -35,10 +30,10 @@ ROW_BYTES = 1200  # about the size of a Registered event with its sealed fields 
 
 
 def main() -> None:
-    with scratch_database() as db, running_service(
-            "identity", db, {"bench-admin": ["city_admin"], "bench-platform": ["platform"]}
-    ) as (address, tokens):
-        channel = grpc.insecure_channel(address)
+    with scratch_database() as db, running_services(
+            ["identity"], db, {"bench-admin": ["city_admin"], "bench-platform": ["platform"]}
+    ) as (addresses, tokens):
+        channel = grpc.insecure_channel(addresses["identity"])
         stub = rpc.IdentityServiceStub(channel)
         admin = [("authorization", f"Bearer {tokens['bench-admin']}")]
         platform = [("authorization", f"Bearer {tokens['bench-platform']}")]

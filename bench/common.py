@@ -49,30 +49,39 @@ def free_port() -> int:
 
 
 @contextmanager
-def running_service(service: str, dbname: str, roles: dict[str, list[str]]
-                    ) -> Iterator[tuple[str, dict[str, str]]]:
-    """Starts `python -m services.<service>` on PostgreSQL; yields its address and a token per
-    principal named in `roles`."""
+def running_services(services: list[str], dbname: str, roles: dict[str, list[str]]
+                     ) -> Iterator[tuple[dict[str, str], dict[str, str]]]:
+    """Starts `python -m services.<name>` for each service, on PostgreSQL, wired to each other
+    as in production; yields their addresses and a token per principal named in `roles`."""
     workdir = Path(tempfile.mkdtemp(prefix="qiji-bench-"))
     tokens_file = workdir / "tokens.json"
     tokens = {p: add_caller(tokens_file, p, r) for p, r in roles.items()}
-    port = free_port()
+    service_token = add_caller(tokens_file, "bench-services", ["service"])
+    ports = {name: free_port() for name in services}
     env = {**os.environ, "QIJI_PERSISTENCE": "postgres", "QIJI_POSTGRES_DBNAME": dbname,
            "QIJI_POSTGRES_HOST": PG["host"], "QIJI_DATA_DIR": str(workdir),
            "QIJI_TOKENS_FILE": str(tokens_file), "QIJI_LOG_FORMAT": "json",
            "QIJI_MASTER_KEY": base64.b64encode(os.urandom(32)).decode(),
-           f"{service.upper()}_GRPC_PORT": str(port),
+           "QIJI_SERVICE_TOKEN": service_token,
            "PYTHONPATH": f"{ROOT}:{ROOT / 'build' / 'gen'}"}
-    log = open(workdir / "service.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", f"services.{service}"], env=env,
-                            stderr=log, cwd=ROOT)
-    address = f"127.0.0.1:{port}"
+    for name, port in ports.items():
+        env[f"{name.upper()}_GRPC_PORT"] = str(port)
+        for other in services:
+            env[f"{other.upper()}_{name.upper()}_ADDRESS"] = f"127.0.0.1:{port}"
+    log = open(workdir / "services.log", "wb")
+    procs = []
+    addresses = {name: f"127.0.0.1:{port}" for name, port in ports.items()}
     try:
-        wait_serving(address)
-        yield address, tokens
+        for name in services:
+            procs.append(subprocess.Popen(
+                [sys.executable, "-m", f"services.{name}"], env=env, stderr=log, cwd=ROOT))
+            wait_serving(addresses[name])
+        yield addresses, tokens
     finally:
-        proc.terminate()
-        proc.wait(timeout=20)
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait(timeout=20)
         log.close()
 
 

@@ -9,18 +9,20 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, ClassVar
 
 import structlog
-from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import IntegrityError, Mapper, Notification
 
 from shared import context
 from shared.config import Settings
-from shared.errors import Aborted, FieldViolation, InvalidArgument, NotFound
+from shared.errors import Aborted, FieldViolation, InvalidArgument, NotFound, QijiError
 from shared.idempotency import RequestRecord
 from shared.persistence import eventsourcing_env
 from shared.personal_data import KeyStore, PersonalDataVault
@@ -71,17 +73,28 @@ class QijiApplication(Application[uuid.UUID]):
             master_key,
         )
         self._log_changed = threading.Condition()
+        self._keyed_locks = KeyedLocks()
 
     # ------------------------------------------------------------------ store
 
     def construct_mapper(self) -> Mapper[uuid.UUID]:
         return MetadataMapper(transcoder=self.construct_transcoder())
 
+    def construct_recorder(self) -> Any:
+        # A process recorder: an application recorder that can also store tracking records
+        # atomically with events, which every service's followers need.
+        return self.factory.process_recorder()
+
     def save(self, *objs: Any, **kwargs: Any) -> Any:
         recordings = super().save(*objs, **kwargs)
-        # Wake this process's feed streams at once; other replicas' saves are seen by polling.
-        with self._log_changed:
-            self._log_changed.notify_all()
+        self.wake_waiters()
+        return recordings
+
+    def record(self, processing: ProcessingEvent[uuid.UUID]) -> Any:
+        """Stores a follower's reaction: its events and its tracking record in one transaction."""
+        recordings = self._record(processing)
+        self._notify(recordings)
+        self.wake_waiters()
         return recordings
 
     def get(self, aggregate_id: uuid.UUID | str, kind: type[Aggregate], label: str,
@@ -106,15 +119,34 @@ class QijiApplication(Application[uuid.UUID]):
     def exists(self, aggregate_id: uuid.UUID) -> bool:
         return aggregate_id in self.repository
 
+    def version_at(self, aggregate_id: uuid.UUID, when: datetime) -> int | None:
+        """The aggregate's version as it stood at `when` (None if it did not exist yet): what
+        "rider R's record on 1 March" is rebuilt from, by replaying events up to that moment."""
+        version = None
+        for stored in self.events.get(aggregate_id):
+            if stored.timestamp > when:
+                break
+            version = stored.originator_version
+        return version
+
     # ------------------------------------------------------------------ commands
 
-    def execute(self, decide: Callable[[], Outcome], *, fingerprint: str = "") -> dict[str, Any]:
+    def execute(self, decide: Callable[[], Outcome], *, fingerprint: str = "",
+                serialise_on: object = None) -> dict[str, Any]:
         """Runs a command: decide → save, atomically with its request record when the request
         carries a request id; retried from a fresh read when a concurrent writer got there first.
 
         A retry of a request id answers what the first call answered and stores nothing; a
-        request id reused for a different request is refused.
+        request id reused for a different request is refused. `serialise_on` names a hot
+        aggregate (a session everyone enrols in): commands on it queue in this process instead
+        of colliding; replicas still resolve collisions optimistically.
         """
+        if serialise_on is not None:
+            with self._keyed_locks.hold(serialise_on):
+                return self._execute(decide, fingerprint)
+        return self._execute(decide, fingerprint)
+
+    def _execute(self, decide: Callable[[], Outcome], fingerprint: str) -> dict[str, Any]:
         ctx = context.current()
         record_id = None
         if ctx.request_id:
@@ -123,7 +155,16 @@ class QijiApplication(Application[uuid.UUID]):
             if prior is not None:
                 return prior
         for attempt in range(MAX_ATTEMPTS):
-            outcome = decide()
+            try:
+                outcome = decide()
+            except QijiError:
+                # A copy of this very request may have committed since we looked: then its
+                # answer is ours (e.g. not "already registered" for our own registration).
+                if record_id is not None:
+                    prior = self._prior_result(record_id, fingerprint)
+                    if prior is not None:
+                        return prior
+                raise
             pending: list[Aggregate] = list(outcome.aggregates)
             if record_id is not None:
                 pending.append(RequestRecord(
@@ -169,6 +210,7 @@ class QijiApplication(Application[uuid.UUID]):
             self._log_changed.wait(timeout)
 
     def wake_waiters(self) -> None:
+        # Wake this process's feed streams at once; other replicas' saves are seen by polling.
         with self._log_changed:
             self._log_changed.notify_all()
 
@@ -182,6 +224,28 @@ class QijiApplication(Application[uuid.UUID]):
         except Exception:  # any failure means "not serving", whatever the driver raised
             return False
         return True
+
+
+class KeyedLocks:
+    """One lock per key, dropped when nobody holds or waits for it."""
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._locks: dict[object, list[Any]] = {}  # key -> [lock, users]
+
+    @contextmanager
+    def hold(self, key: object) -> Iterator[None]:
+        with self._guard:
+            entry = self._locks.setdefault(key, [threading.Lock(), 0])
+            entry[1] += 1
+        try:
+            with entry[0]:
+                yield
+        finally:
+            with self._guard:
+                entry[1] -= 1
+                if entry[1] == 0:
+                    del self._locks[key]
 
 
 def fingerprint_of(payload: bytes) -> str:

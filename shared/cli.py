@@ -18,8 +18,9 @@ from shared.config import DEFAULT_PORTS, load_settings
 from shared.personal_data import load_master_key
 
 # The services `qiji run` starts, in start order; each new service joins this list.
-SERVICES = ["identity"]
+SERVICES = ["identity", "training"]
 ADMIN_PRINCIPAL = "local-admin"
+SERVICES_PRINCIPAL = "qiji-services"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,8 +54,12 @@ def _run(services: list[str]) -> int:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     load_master_key(settings.master_key, settings.master_key_file, create=True)
     admin_token = _admin_token(settings.tokens_file, settings.data_dir / "admin.token")
+    # The services' own token for reading each other's feeds; rotated at every start, since
+    # only the processes started here need it.
+    service_token = add_caller(settings.tokens_file, SERVICES_PRINCIPAL, ["service"])
     env = {**os.environ, "QIJI_DATA_DIR": str(settings.data_dir),
            "QIJI_TOKENS_FILE": str(settings.tokens_file),
+           "QIJI_SERVICE_TOKEN": service_token,
            "QIJI_LOG_FORMAT": os.environ.get("QIJI_LOG_FORMAT", "console")}
     processes: dict[str, subprocess.Popen[bytes]] = {}
     for name in services:

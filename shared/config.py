@@ -44,6 +44,10 @@ class Settings:
     master_key: str
     master_key_file: Path
     log_format: str
+    # Where this service finds each other service's feed (`<SERVICE>_<OTHER>_ADDRESS`), and the
+    # `service` role token its followers present there.
+    upstreams: dict[str, str]
+    service_token: str
 
     @property
     def sqlite_path(self) -> Path:
@@ -104,4 +108,8 @@ def load_settings(service: str, env: Mapping[str, str] | None = None) -> Setting
             _lookup(env, service, "MASTER_KEY_FILE", str(data_dir / "master.key"))
         ),
         log_format=_lookup(env, service, "LOG_FORMAT", "json"),
+        upstreams={other: _lookup(env, service, f"{other.upper()}_ADDRESS",
+                                  f"127.0.0.1:{port}")
+                   for other, port in DEFAULT_PORTS.items() if other != service},
+        service_token=_lookup(env, service, "SERVICE_TOKEN", ""),
     )

@@ -9,11 +9,13 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
 
 from shared.application import QijiApplication
+from shared.paging import page
 
 log = structlog.get_logger(__name__)
 
@@ -52,3 +54,52 @@ class LogFollower:
                 log.info("view.rebuild.done", view=self._name, events=applied,
                          seconds=round(time.perf_counter() - started, 2))
             return applied
+
+
+@dataclass
+class Row:
+    aggregate_id: str
+    attrs: dict[str, Any]
+
+
+class Index:
+    """Rows in log order (the position of each aggregate's first event), filtered in memory.
+    A city's riders number in the tens of thousands: a scan per page is cheap."""
+
+    def __init__(self) -> None:
+        self.keys: list[int] = []
+        self.rows: dict[int, Row] = {}
+        self.by_id: dict[str, int] = {}
+        self.lock = threading.Lock()
+
+    def add(self, position: int, aggregate_id: str, **attrs: Any) -> None:
+        with self.lock:
+            self.keys.append(position)  # positions only grow: the list stays sorted
+            self.rows[position] = Row(aggregate_id, attrs)
+            self.by_id[aggregate_id] = position
+
+    def update(self, aggregate_id: str, **attrs: Any) -> None:
+        with self.lock:
+            position = self.by_id.get(aggregate_id)
+            if position is not None:
+                self.rows[position].attrs.update(attrs)
+
+    def select(self, match: dict[str, Any], *, page_size: int, page_token: str,
+               extra: Any = None) -> tuple[list[str], str]:
+        wanted = {k: v for k, v in match.items() if v}
+
+        def row(key: int) -> str | None:
+            r = self.rows[key]
+            if all(r.attrs.get(k) == v for k, v in wanted.items()) and (
+                    extra is None or extra(r.attrs)):
+                return r.aggregate_id
+            return None
+
+        with self.lock:
+            keys = list(self.keys)
+        filters = [*sorted(f"{k}={v}" for k, v in match.items()), repr(extra)]
+        return page(keys, row, page_size=page_size, page_token=page_token, filters=filters)
+
+    def snapshot(self) -> list[tuple[int, str, dict[str, Any]]]:
+        with self.lock:
+            return [(k, self.rows[k].aggregate_id, dict(self.rows[k].attrs)) for k in self.keys]

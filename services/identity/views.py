@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -14,70 +13,20 @@ from services.identity.domain.model import (
     status_after_verification,
 )
 from services.identity.domain.values import Amenity, OrganisationKind, RiderStatus
-from shared.paging import page
-from shared.views import LogFollower
+from shared.views import Index, LogFollower
 
 if TYPE_CHECKING:
     from shared.application import QijiApplication
 
 
-@dataclass
-class _Row:
-    aggregate_id: str
-    attrs: dict[str, Any]
-
-
-class _Index:
-    """Rows in log order (the position of each aggregate's first event), filtered in memory.
-    A city's riders number in the tens of thousands: a scan per page is cheap."""
-
-    def __init__(self) -> None:
-        self.keys: list[int] = []
-        self.rows: dict[int, _Row] = {}
-        self.by_id: dict[str, int] = {}
-        self.lock = threading.Lock()
-
-    def add(self, position: int, aggregate_id: str, **attrs: Any) -> None:
-        with self.lock:
-            self.keys.append(position)  # positions only grow: the list stays sorted
-            self.rows[position] = _Row(aggregate_id, attrs)
-            self.by_id[aggregate_id] = position
-
-    def update(self, aggregate_id: str, **attrs: Any) -> None:
-        with self.lock:
-            position = self.by_id.get(aggregate_id)
-            if position is not None:
-                self.rows[position].attrs.update(attrs)
-
-    def select(self, match: dict[str, Any], *, page_size: int, page_token: str,
-               extra: Any = None) -> tuple[list[str], str]:
-        wanted = {k: v for k, v in match.items() if v}
-
-        def row(key: int) -> str | None:
-            r = self.rows[key]
-            if all(r.attrs.get(k) == v for k, v in wanted.items()) and (
-                    extra is None or extra(r.attrs)):
-                return r.aggregate_id
-            return None
-
-        with self.lock:
-            keys = list(self.keys)
-        filters = [*sorted(f"{k}={v}" for k, v in match.items()), repr(extra)]
-        return page(keys, row, page_size=page_size, page_token=page_token, filters=filters)
-
-    def snapshot(self) -> list[tuple[int, str, dict[str, Any]]]:
-        with self.lock:
-            return [(k, self.rows[k].aggregate_id, dict(self.rows[k].attrs)) for k in self.keys]
-
-
-class _Organisations(_Index):
+class _Organisations(Index):
     def page(self, *, kind: OrganisationKind | None, parent_id: str, page_size: int,
              page_token: str) -> tuple[list[str], str]:
         return self.select({"kind": kind.value if kind else "", "parent_id": parent_id},
                            page_size=page_size, page_token=page_token)
 
 
-class _ServiceSpaces(_Index):
+class _ServiceSpaces(Index):
     def page(self, *, street_id: str, amenities: list[Amenity], page_size: int,
              page_token: str) -> tuple[list[str], str]:
         needed = frozenset(a.value for a in amenities)
@@ -97,7 +46,7 @@ class _HasAll:
         return f"amenities={sorted(self.needed)}"
 
 
-class _Riders(_Index):
+class _Riders(Index):
     def page(self, *, home_street_id: str, station_id: str, status: RiderStatus | None,
              page_size: int, page_token: str) -> tuple[list[str], str]:
         return self.select({"home_street_id": home_street_id, "station_id": station_id,

@@ -18,6 +18,7 @@ from grpc_reflection.v1alpha import reflection
 from shared.application import QijiApplication
 from shared.auth import TokenRegistry
 from shared.config import Settings, load_settings
+from shared.followers import Follower
 from shared.grpc import feed
 from shared.grpc.guard import Guard
 from shared.logging import configure as configure_logging
@@ -38,6 +39,8 @@ class ServiceSpec:
     # Adds the service's own servicers to the server; returns their full service names.
     add_servicers: Callable[[grpc.Server, QijiApplication], list[str]]
     permissions: dict[str, frozenset[str]]
+    # The service's policies over other services' feeds, run in background threads.
+    make_followers: Callable[[QijiApplication, Settings], list[Follower]] | None = None
 
 
 @dataclass
@@ -49,12 +52,16 @@ class RunningService:
     health: health.HealthServicer
     stopping: threading.Event = field(default_factory=threading.Event)
     service_names: list[str] = field(default_factory=list)
+    followers: list[Follower] = field(default_factory=list)
+    _threads: list[threading.Thread] = field(default_factory=list)
 
     def stop(self, grace: float = GRACE_SECONDS) -> None:
         self.stopping.set()
         self.health.enter_graceful_shutdown()
         self.app.wake_waiters()  # feed streams notice `stopping` at once
         self.server.stop(grace).wait()
+        for thread in self._threads:
+            thread.join(timeout=grace)
         self.app.close()
 
 
@@ -78,6 +85,8 @@ def build_server(spec: ServiceSpec, settings: Settings, *, app: QijiApplication 
     names = spec.add_servicers(server, app)
     names.append(feed.register(server, app, stopping))
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
+    # NOT_SERVING until the first store check says otherwise (the servicer starts at SERVING).
+    health_servicer.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
         [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
@@ -85,15 +94,21 @@ def build_server(spec: ServiceSpec, settings: Settings, *, app: QijiApplication 
     port = server.add_insecure_port(f"{settings.grpc_host}:{settings.grpc_port}")
     if port == 0:
         raise OSError(f"could not bind {settings.address}")
-    running = RunningService(spec=spec, app=app, server=server, port=port,
-                             health=health_servicer, stopping=stopping, service_names=names)
-    return running
+    followers = spec.make_followers(app, settings) if spec.make_followers else []
+    return RunningService(spec=spec, app=app, server=server, port=port, health=health_servicer,
+                          stopping=stopping, service_names=names, followers=followers)
 
 
 def start(running: RunningService) -> None:
     running.server.start()
-    threading.Thread(target=_probe_health, args=(running,), daemon=True,
-                     name=f"{running.spec.name}-health").start()
+    threads = [threading.Thread(target=_probe_health, args=(running,), daemon=True,
+                                name=f"{running.spec.name}-health")]
+    threads += [threading.Thread(target=f.run_forever, args=(running.stopping,), daemon=True,
+                                 name=f"{running.spec.name}-follows-{f.upstream}")
+                for f in running.followers]
+    for thread in threads:
+        thread.start()
+    running._threads.extend(threads)
 
 
 def _probe_health(running: RunningService) -> None:

@@ -1,0 +1,146 @@
+"""EnrolRider over gRPC into PostgreSQL, beside raw psycopg single-row transactions.
+
+Each enrolment stores two events (the session's and the learner's) in one transaction, after
+reading both aggregates; riders enrol into many sessions so that, as in a city, clients spread
+over sessions, and also all into one session (the hot-spot case) to show the queueing cost."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import threading
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import grpc
+import psycopg
+from psycopg_pool import ConnectionPool
+from qiji.identity.v1 import identity_service_pb2 as ipb
+from qiji.identity.v1 import identity_service_pb2_grpc as irpc
+from qiji.training.v1 import training_service_pb2 as tpb
+from qiji.training.v1 import training_service_pb2_grpc as trpc
+
+from bench.common import (
+    PG,
+    median_of,
+    print_table,
+    running_services,
+    scratch_database,
+    throughput,
+)
+
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
+PER_ROUND = int(os.environ.get("BENCH_OPS", "200"))
+CONCURRENCY = [int(c) for c in os.environ.get("BENCH_CLIENTS", "1,8,32").split(",")]
+
+
+def main() -> None:
+    total_riders = PER_ROUND * ROUNDS * len(CONCURRENCY) * 2 + 10
+    with scratch_database() as db, running_services(
+            ["identity", "training"], db,
+            {"bench-admin": ["city_admin"], "bench-platform": ["platform"]}
+    ) as (addresses, tokens):
+        ichan = grpc.insecure_channel(addresses["identity"])
+        tchan = grpc.insecure_channel(addresses["training"])
+        identity, training = irpc.IdentityServiceStub(ichan), trpc.TrainingServiceStub(tchan)
+        admin = [("authorization", f"Bearer {tokens['bench-admin']}")]
+        platform = [("authorization", f"Bearer {tokens['bench-platform']}")]
+        tree = _tree(identity, admin)
+        print(f"registering and verifying {total_riders} riders ...", flush=True)
+        riders = iter(_riders(identity, platform, tree, total_riders))
+        course = training.DraftCourse(tpb.DraftCourseRequest(
+            request_id=str(uuid.uuid4()), track=tpb.TRACK_SKILLS, title="安全骑行", hours="1",
+            formats=[tpb.COURSE_FORMAT_CLASSROOM], provider_id=tree["provider"],
+            instructor=tpb.Instructor(name="站长", kind=tpb.INSTRUCTOR_KIND_STATION_MASTER)),
+            metadata=admin).course.course_id
+        training.PublishCourse(tpb.PublishCourseRequest(request_id=str(uuid.uuid4()),
+                                                        course_id=course), metadata=admin)
+        start = datetime.now(UTC) + timedelta(days=30)
+        slot = itertools.count()
+
+        def new_session(capacity: int) -> str:
+            begins = start + timedelta(hours=3 * next(slot))
+            request = tpb.ScheduleSessionRequest(request_id=str(uuid.uuid4()), course_id=course,
+                                                 service_space_id=tree["space"],
+                                                 capacity=capacity)
+            request.start_time.FromDatetime(begins)
+            request.end_time.FromDatetime(begins + timedelta(hours=1))
+            return training.ScheduleSession(request, metadata=admin).session.session_id
+
+        lock = threading.Lock()
+
+        def enrol_into(sessions: list[str]):
+            def enrol(i: int) -> None:
+                with lock:
+                    rider = next(riders)
+                training.EnrolRider(tpb.EnrolRiderRequest(
+                    request_id=str(uuid.uuid4()), session_id=sessions[i % len(sessions)],
+                    rider_id=rider), metadata=platform, timeout=60)
+            return enrol
+
+        with psycopg.connect(dbname=db, autocommit=True, **PG) as conn:
+            conn.execute("CREATE TABLE raw_rows (id BIGSERIAL PRIMARY KEY, payload BYTEA)")
+        pool = ConnectionPool(conninfo=psycopg.conninfo.make_conninfo(dbname=db, **PG),
+                              min_size=max(CONCURRENCY), max_size=max(CONCURRENCY),
+                              kwargs={"autocommit": True}, open=True)
+        payload = os.urandom(900)
+
+        def raw_insert(_: int) -> None:
+            with pool.connection() as conn:
+                conn.execute("INSERT INTO raw_rows (payload) VALUES (%s)", (payload,))
+
+        rows = []
+        for clients in CONCURRENCY:
+            spread = median_of(ROUNDS, lambda _r, c=clients: throughput(
+                enrol_into([new_session(500) for _ in range(50)]), PER_ROUND, c))
+            hot = median_of(ROUNDS, lambda _r, c=clients: throughput(
+                enrol_into([new_session(500)]), PER_ROUND, c))
+            raw = median_of(ROUNDS, lambda _r, c=clients: throughput(raw_insert, PER_ROUND, c))
+            rows.append((f"EnrolRider, 50 sessions, {clients} client(s)", spread, raw))
+            rows.append((f"EnrolRider, one session, {clients} client(s)", hot, raw))
+        pool.close()
+        ichan.close()
+        tchan.close()
+    print_table(f"training enrolment (PostgreSQL; median of {ROUNDS} rounds of {PER_ROUND}; "
+                f"raw = psycopg one-row INSERT per transaction)", rows)
+
+
+def _tree(stub: irpc.IdentityServiceStub, md: list[tuple[str, str]]) -> dict[str, str]:
+    def org(kind: int, name: str, parent: str = "") -> str:
+        return stub.CreateOrganisation(ipb.CreateOrganisationRequest(
+            request_id=str(uuid.uuid4()), kind=kind, name=name, parent_id=parent),
+            metadata=md).organisation.organisation_id
+    city = org(ipb.ORGANISATION_KIND_CITY, "常州市")
+    street = org(ipb.ORGANISATION_KIND_STREET, "荷花池街道",
+                 org(ipb.ORGANISATION_KIND_DISTRICT, "钟楼区", city))
+    platform = org(ipb.ORGANISATION_KIND_PLATFORM, "Platform")
+    station = org(ipb.ORGANISATION_KIND_STATION, "Station", platform)
+    provider = org(ipb.ORGANISATION_KIND_EDUCATION_PROVIDER, "江苏理工学院")
+    space = stub.CreateServiceSpace(ipb.CreateServiceSpaceRequest(
+        request_id=str(uuid.uuid4()), street_id=street, name="驿站", address="北大街"),
+        metadata=md).service_space.service_space_id
+    return {"street": street, "platform": platform, "station": station, "provider": provider,
+            "space": space}
+
+
+def _riders(stub: irpc.IdentityServiceStub, md: list[tuple[str, str]], tree: dict[str, str],
+            count: int) -> list[str]:
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(_: int) -> str:
+        rider = stub.RegisterRider(ipb.RegisterRiderRequest(
+            request_id=str(uuid.uuid4()), platform_id=tree["platform"],
+            platform_rider_id=uuid.uuid4().hex, name="骑手", phone="13812345678",
+            home_street_id=tree["street"], station_id=tree["station"]), metadata=md).rider
+        stub.VerifyRider(ipb.VerifyRiderRequest(request_id=str(uuid.uuid4()),
+                                                rider_id=rider.rider_id), metadata=md)
+        return rider.rider_id
+    with ThreadPoolExecutor(8) as pool:
+        riders = list(pool.map(one, range(count)))
+    time.sleep(1.0)  # let training's follower note the verifications before the clock starts
+    return riders
+
+
+if __name__ == "__main__":
+    main()

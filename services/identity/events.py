@@ -1,0 +1,15 @@
+"""identity's published event contract for other Qiji services: the topics they may follow.
+
+Other services match these strings, never identity's classes; a test keeps them equal to the
+classes' topics, so moving a class without `register_topic` fails the build."""
+
+RIDER_REGISTERED = "services.identity.domain.model:Rider.Registered"
+RIDER_VERIFIED = "services.identity.domain.model:Rider.Verified"
+RIDER_SUSPENDED = "services.identity.domain.model:Rider.Suspended"
+RIDER_REINSTATED = "services.identity.domain.model:Rider.Reinstated"
+RIDER_LEFT = "services.identity.domain.model:Rider.Left"
+ORGANISATION_CREATED = "services.identity.domain.model:Organisation.Created"
+SERVICE_SPACE_OPENED = "services.identity.domain.model:ServiceSpace.Opened"
+
+RIDER_STATUS_TOPICS = (RIDER_REGISTERED, RIDER_VERIFIED, RIDER_SUSPENDED, RIDER_REINSTATED,
+                       RIDER_LEFT)

@@ -1,0 +1,433 @@
+"""The training service layer: courses, sessions and enrolment, results and certification, and
+the policy that follows identity's feed."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from eventsourcing.application import ProcessingEvent
+
+from services.identity import events as identity_events
+from services.training.domain.model import (
+    Course,
+    Learner,
+    PreJobProgramme,
+    Reference,
+    TrainingSession,
+)
+from services.training.domain.values import (
+    MAX_CAPACITY,
+    MAX_SESSION_HOURS,
+    CompletionResult,
+    CourseFormat,
+    CourseStatus,
+    EnrolmentStatus,
+    InstructorKind,
+    Track,
+    parse_hours,
+)
+from services.training.views import TrainingViews
+from shared.application import Outcome, QijiApplication
+from shared.config import Settings
+from shared.errors import FieldViolation, InvalidArgument, NotFound, Violations
+from shared.followers import Follower, UpstreamEvent
+
+MAX_TITLE = 200
+MAX_DESCRIPTION = 2000
+
+
+@dataclass(frozen=True)
+class CourseView:
+    course_id: str
+    track: Track
+    title: str
+    description: str
+    hours: Decimal
+    formats: list[CourseFormat]
+    provider_id: str
+    instructor_name: str
+    instructor_kind: InstructorKind | None
+    status: CourseStatus
+    version: int
+
+
+@dataclass(frozen=True)
+class SessionView:
+    session_id: str
+    course_id: str
+    service_space_id: str
+    starts_at: datetime
+    ends_at: datetime
+    capacity: int
+    places_taken: int
+    enrolments: dict[str, dict[str, Any]]
+    version: int
+
+
+@dataclass(frozen=True)
+class TranscriptView:
+    rider_id: str
+    hours_by_track: dict[Track, Decimal]
+    passed_by_track: dict[Track, int]
+    completions: list[dict[str, Any]] = field(default_factory=list)
+    certified_at: datetime | None = None
+
+
+class TrainingApplication(QijiApplication):
+    name = "training"
+
+    def __init__(self, settings: Settings, master_key: bytes,
+                 clock: Callable[[], datetime] | None = None):
+        super().__init__(settings, master_key)
+        self.clock = clock or (lambda: datetime.now(UTC))
+        self.views = TrainingViews(self)
+        self.views.catch_up()
+        # Set by the service wiring (or a test): the follower of identity's feed.
+        self.identity_follower: Follower | None = None
+
+    # ------------------------------------------------------------------ courses
+
+    def draft_course(self, *, track: Track | None, title: str, description: str, hours: str,
+                     formats: list[CourseFormat | None], provider_id: str,
+                     instructor_name: str, instructor_kind: InstructorKind | None,
+                     fingerprint: str = "") -> dict[str, Any]:
+        violations = Violations()
+        violations.require(track is not None, "track", "must be specified")
+        violations.require(bool(title.strip()) and len(title) <= MAX_TITLE, "title",
+                           f"1 to {MAX_TITLE} characters")
+        violations.require(len(description) <= MAX_DESCRIPTION, "description",
+                           f"at most {MAX_DESCRIPTION} characters")
+        parsed_hours = parse_hours(violations, "hours", hours)
+        violations.require(bool(formats), "formats", "name at least one format")
+        for i, f in enumerate(formats):
+            violations.require(f is not None, f"formats[{i}]", "must be specified")
+        violations.require(bool(instructor_name.strip()) and len(instructor_name) <= 100,
+                           "instructor.name", "1 to 100 characters")
+        violations.require(instructor_kind is not None, "instructor.kind", "must be specified")
+        violations.require(bool(provider_id), "provider_id", "must not be empty")
+        violations.raise_if_any()
+        self._reference(provider_id, "provider_id", "organisation")
+        assert track is not None and instructor_kind is not None and parsed_hours is not None
+
+        def decide() -> Outcome:
+            course = Course(track=track.value, title=title.strip(),
+                            description=description.strip(), hours=parsed_hours,
+                            formats=sorted({f.value for f in formats if f}),
+                            provider_id=provider_id, instructor_name=instructor_name.strip(),
+                            instructor_kind=instructor_kind.value)
+            return Outcome([course], {"course_id": str(course.id), "version": course.version})
+        return self.execute(decide, fingerprint=fingerprint)
+
+    def publish_course(self, *, course_id: str, fingerprint: str = "") -> dict[str, Any]:
+        return self._change_course(course_id, Course.publish, fingerprint)
+
+    def retire_course(self, *, course_id: str, fingerprint: str = "") -> dict[str, Any]:
+        return self._change_course(course_id, Course.retire, fingerprint)
+
+    def _change_course(self, course_id: str, change: Callable[[Course], None],
+                       fingerprint: str) -> dict[str, Any]:
+        def decide() -> Outcome:
+            course = self.get(course_id, Course, "course")
+            change(course)
+            return Outcome([course], {"course_id": str(course.id), "version": course.version})
+        return self.execute(decide, fingerprint=fingerprint)
+
+    def course(self, course_id: str, version: int | None = None) -> CourseView:
+        c = self.get(course_id, Course, "course", version)
+        return CourseView(
+            course_id=str(c.id), track=Track(c.track), title=c.title, description=c.description,
+            hours=c.hours, formats=[CourseFormat(f) for f in c.formats],
+            provider_id=c.provider_id, instructor_name=c.instructor_name,
+            instructor_kind=InstructorKind(c.instructor_kind), status=c.status,
+            version=c.version)
+
+    def list_courses(self, *, track: Track | None, status: CourseStatus | None, page_size: int,
+                     page_token: str) -> tuple[list[CourseView], str]:
+        self.views.catch_up()
+        ids, token = self.views.courses.select(
+            {"track": track.value if track else "", "status": status.value if status else ""},
+            page_size=page_size, page_token=page_token)
+        return [self.course(i) for i in ids], token
+
+    # ------------------------------------------------------------------ sessions
+
+    def schedule_session(self, *, course_id: str, service_space_id: str,
+                         starts_at: datetime | None, ends_at: datetime | None, capacity: int,
+                         fingerprint: str = "") -> dict[str, Any]:
+        violations = Violations()
+        violations.require(starts_at is not None, "start_time", "must be set")
+        violations.require(ends_at is not None, "end_time", "must be set")
+        if starts_at and ends_at:
+            violations.require(ends_at > starts_at, "end_time", "must be after start_time")
+            violations.require(ends_at - starts_at <= timedelta(hours=MAX_SESSION_HOURS),
+                               "end_time", f"a session lasts at most {MAX_SESSION_HOURS} hours")
+            violations.require(starts_at > self.clock(), "start_time", "must be in the future")
+        violations.require(1 <= capacity <= MAX_CAPACITY, "capacity",
+                           f"must be 1 to {MAX_CAPACITY}")
+        violations.raise_if_any()
+        assert starts_at is not None and ends_at is not None
+        self._reference(service_space_id, "service_space_id", "service_space")
+
+        def decide() -> Outcome:
+            course = self.get(course_id, Course, "course", field="course_id")
+            course.require_published()
+            session = TrainingSession(course_id=course_id, service_space_id=service_space_id,
+                                      starts_at=starts_at, ends_at=ends_at, capacity=capacity)
+            return Outcome([session], {"session_id": str(session.id),
+                                       "version": session.version})
+        return self.execute(decide, fingerprint=fingerprint)
+
+    def session(self, session_id: str, version: int | None = None) -> SessionView:
+        s = self.get(session_id, TrainingSession, "session", version)
+        return SessionView(
+            session_id=str(s.id), course_id=s.course_id, service_space_id=s.service_space_id,
+            starts_at=s.starts_at, ends_at=s.ends_at, capacity=s.capacity,
+            places_taken=s.places_taken,
+            enrolments={k: dict(v) for k, v in s.enrolments.items()}, version=s.version)
+
+    def list_sessions(self, *, course_id: str, service_space_id: str,
+                      start_after: datetime | None, page_size: int, page_token: str
+                      ) -> tuple[list[SessionView], str]:
+        self.views.catch_up()
+        ids, token = self.views.sessions.page(course_id=course_id,
+                                              service_space_id=service_space_id,
+                                              start_after=start_after, page_size=page_size,
+                                              page_token=page_token)
+        return [self.session(i) for i in ids], token
+
+    # ------------------------------------------------------------------ enrolment
+
+    def enrol_rider(self, *, session_id: str, rider_id: str, fingerprint: str = ""
+                    ) -> dict[str, Any]:
+        _require_ids(session_id=session_id, rider_id=rider_id)
+        self._learner(rider_id, refresh_unless=lambda learner: learner.is_active)
+
+        def decide() -> Outcome:
+            session = self.get(session_id, TrainingSession, "session")
+            course = self.get(session.course_id, Course, "course")
+            course.require_published()
+            learner = self._learner(rider_id)
+            learner.require_active()
+            now = self.clock()
+            session.enrol(rider_id, now)
+            learner.book(session_id, session.starts_at, session.ends_at)
+            return Outcome([session, learner], {"session_id": session_id,
+                                                "version": session.version})
+        # Everyone enrols in the same few sessions: queue on the session in this process.
+        return self.execute(decide, fingerprint=fingerprint, serialise_on=session_id)
+
+    def withdraw_enrolment(self, *, session_id: str, rider_id: str, fingerprint: str = ""
+                           ) -> dict[str, Any]:
+        _require_ids(session_id=session_id, rider_id=rider_id)
+
+        def decide() -> Outcome:
+            session = self.get(session_id, TrainingSession, "session")
+            learner = self._learner(rider_id)
+            session.withdraw(rider_id, self.clock())
+            learner.release(session_id)
+            return Outcome([session, learner], {"session_id": session_id,
+                                                "version": session.version})
+        return self.execute(decide, fingerprint=fingerprint, serialise_on=session_id)
+
+    def check_in_rider(self, *, session_id: str, rider_id: str, fingerprint: str = ""
+                       ) -> dict[str, Any]:
+        return self._change_session(session_id, rider_id, fingerprint,
+                                    lambda s: s.check_in(rider_id, self.clock()))
+
+    def record_no_show(self, *, session_id: str, rider_id: str, fingerprint: str = ""
+                       ) -> dict[str, Any]:
+        return self._change_session(session_id, rider_id, fingerprint,
+                                    lambda s: s.record_no_show(rider_id, self.clock()))
+
+    def _change_session(self, session_id: str, rider_id: str, fingerprint: str,
+                        change: Callable[[TrainingSession], None]) -> dict[str, Any]:
+        _require_ids(session_id=session_id, rider_id=rider_id)
+
+        def decide() -> Outcome:
+            session = self.get(session_id, TrainingSession, "session")
+            change(session)
+            return Outcome([session], {"session_id": session_id, "version": session.version})
+        return self.execute(decide, fingerprint=fingerprint, serialise_on=session_id)
+
+    def record_completion(self, *, session_id: str, rider_id: str,
+                          result: CompletionResult | None, score: int | None,
+                          fingerprint: str = "") -> dict[str, Any]:
+        _require_ids(session_id=session_id, rider_id=rider_id)
+        violations = Violations()
+        violations.require(result is not None, "result", "must be specified")
+        violations.require(score is None or 0 <= score <= 100, "score", "must be 0 to 100")
+        violations.raise_if_any()
+        assert result is not None
+
+        def decide() -> Outcome:
+            session = self.get(session_id, TrainingSession, "session")
+            course = self.get(session.course_id, Course, "course")
+            learner = self._learner(rider_id)
+            now = self.clock()
+            session.record_completion(rider_id, result, score)
+            learner.record_completion(course_id=session.course_id, session_id=session_id,
+                                      track=course.track, hours=course.hours,
+                                      result=result.value, score=score, at=now)
+            programme = self._programme()
+            certified = learner.certify_if_complete(
+                programme.course_ids if programme else [],
+                programme.version if programme else 0, now)
+            return Outcome([session, learner], {"session_id": session_id,
+                                                "version": session.version,
+                                                "pre_job_certified": certified})
+        return self.execute(decide, fingerprint=fingerprint, serialise_on=session_id)
+
+    # ------------------------------------------------------------------ pre-job programme
+
+    def set_pre_job_courses(self, *, course_ids: list[str], fingerprint: str = ""
+                            ) -> dict[str, Any]:
+        violations = Violations()
+        violations.require(bool(course_ids), "course_ids", "name at least one course")
+        violations.require(len(set(course_ids)) == len(course_ids), "course_ids",
+                           "lists a course twice")
+        violations.raise_if_any()
+
+        def decide() -> Outcome:
+            for i, course_id in enumerate(course_ids):
+                self.get(course_id, Course, "course", field=f"course_ids[{i}]"
+                         ).require_published()
+            programme = self._programme()
+            if programme is None:
+                programme = PreJobProgramme(course_ids=course_ids)
+            else:
+                programme.change(course_ids=course_ids)
+            return Outcome([programme], {"version": programme.version})
+        return self.execute(decide, fingerprint=fingerprint)
+
+    def pre_job_courses(self, version: int | None = None) -> tuple[list[str], int]:
+        programme = self._programme(version)
+        return (list(programme.course_ids), programme.version) if programme else ([], 0)
+
+    def _programme(self, version: int | None = None) -> PreJobProgramme | None:
+        if not self.exists(PreJobProgramme.ID):
+            return None
+        return self.get(PreJobProgramme.ID, PreJobProgramme, "pre_job_programme", version)
+
+    # ------------------------------------------------------------------ transcript
+
+    def transcript(self, *, rider_id: str, as_of: datetime | None = None) -> TranscriptView:
+        _require_ids(rider_id=rider_id)
+        learner_id = Learner.create_id(rider_id)
+        if not self.exists(learner_id):
+            self.catch_up_upstream()
+        version = None
+        if as_of is not None:
+            version = self.version_at(learner_id, as_of)
+            if version is None:  # before the rider was known: an empty transcript, no error
+                if not self.exists(learner_id):
+                    raise NotFound("rider", rider_id)
+                return TranscriptView(rider_id, {}, {})
+        learner = self.get(learner_id, Learner, "rider", version)
+        hours: dict[Track, Decimal] = {}
+        passed: dict[Track, int] = {}
+        for c in learner.completions:
+            if c["result"] == CompletionResult.PASSED.value:
+                track = Track(c["track"])
+                hours[track] = hours.get(track, Decimal(0)) + c["hours"]
+                passed[track] = passed.get(track, 0) + 1
+        return TranscriptView(rider_id, hours, passed, [dict(c) for c in learner.completions],
+                              learner.certified_at)
+
+    # ------------------------------------------------------------------ identity's feed
+
+    IDENTITY_TOPICS = (*identity_events.RIDER_STATUS_TOPICS,
+                       identity_events.SERVICE_SPACE_OPENED,
+                       identity_events.ORGANISATION_CREATED)
+
+    def follow_identity(self, upstream: UpstreamEvent, processing: ProcessingEvent) -> None:
+        """What training does with identity's events. Suspension and leaving cancel the
+        rider's enrolments in sessions that have not started yet."""
+        topic, state = upstream.topic, upstream.state
+        if topic == identity_events.SERVICE_SPACE_OPENED:
+            processing.collect_events(Reference(upstream_id=str(upstream.originator_id),
+                                                kind="service_space", name=state["name"]))
+            return
+        if topic == identity_events.ORGANISATION_CREATED:
+            processing.collect_events(Reference(upstream_id=str(upstream.originator_id),
+                                                kind="organisation", name=state["name"]))
+            return
+        rider_id = str(upstream.originator_id)
+        learner_id = Learner.create_id(rider_id)
+        if topic == identity_events.RIDER_REGISTERED:
+            if not self.exists(learner_id):
+                processing.collect_events(Learner(rider_id=rider_id))
+            return
+        # Never self._learner() here: it catches up the follower, which is running this.
+        learner = (self.get(learner_id, Learner, "rider") if self.exists(learner_id)
+                   else Learner(rider_id=rider_id))
+        verified, suspended, left = learner.verified, learner.suspended, learner.left
+        if topic == identity_events.RIDER_VERIFIED:
+            verified = True
+        elif topic == identity_events.RIDER_SUSPENDED:
+            suspended = True
+        elif topic == identity_events.RIDER_REINSTATED:
+            suspended = False
+        elif topic == identity_events.RIDER_LEFT:
+            left = True
+        learner.note_status(verified=verified, suspended=suspended, left=left)
+        touched: list[Any] = [learner]
+        if suspended or left:
+            reason = "rider left the programme" if left else (
+                f"rider suspended: {state.get('reason', '')}")
+            for session_id in learner.future_bookings(after=upstream.timestamp):
+                session = self.get(session_id, TrainingSession, "session")
+                session.cancel_enrolment(rider_id, reason)
+                learner.release(session_id)
+                touched.append(session)
+        processing.collect_events(*touched)
+
+    def catch_up_upstream(self) -> None:
+        """Applies what identity has stored so far: a reference or a rider made a moment ago
+        is then known here too (read-your-writes across services)."""
+        if self.identity_follower is not None:
+            self.identity_follower.run_once()
+
+    # ------------------------------------------------------------------ helpers
+
+    def _learner(self, rider_id: str,
+                 refresh_unless: Callable[[Learner], bool] | None = None) -> Learner:
+        learner_id = Learner.create_id(rider_id)
+        if not self.exists(learner_id) or (
+                refresh_unless is not None
+                and not refresh_unless(self.get(learner_id, Learner, "rider"))):
+            self.catch_up_upstream()
+        return self.get(learner_id, Learner, "rider")
+
+    def _reference(self, upstream_id: str, field: str, kind: str) -> Reference:
+        try:
+            ident = uuid.UUID(upstream_id)
+        except ValueError:
+            raise InvalidArgument([FieldViolation(field, "is not a valid id")]) from None
+        if not self.exists(ident):
+            self.catch_up_upstream()
+        reference = self.get(ident, Reference, kind)
+        if reference.kind != kind:
+            raise InvalidArgument([FieldViolation(field, f"is not a {kind}")])
+        return reference
+
+
+def _require_ids(**ids: str) -> None:
+    violations = Violations()
+    for name, value in ids.items():
+        try:
+            uuid.UUID(value)
+        except ValueError:
+            violations.add(name, "is not a valid id")
+    violations.raise_if_any()
+
+
+def hours_text(hours: Decimal) -> str:
+    return format(hours.normalize(), "f")
+
+
+__all__ = ["EnrolmentStatus", "TrainingApplication", "hours_text"]

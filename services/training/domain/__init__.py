@@ -1,0 +1,1 @@
+"""The training domain: pure Python, no gRPC, SQL or AMQP."""

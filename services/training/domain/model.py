@@ -1,0 +1,290 @@
+"""Aggregates of the training domain: courses, sessions, learners and the pre-job programme.
+
+A session guards its capacity; a learner guards against double booking and holds the rider's
+transcript. Enrolment changes both in one atomic save, so neither rule can be slipped past by
+two concurrent requests: the loser of the race decides again from what the winner stored.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from eventsourcing.domain import Aggregate, event
+
+from services.training.domain.values import (
+    HOLDS_A_PLACE,
+    CompletionResult,
+    CourseStatus,
+    EnrolmentStatus,
+)
+from shared.errors import AlreadyExists, FailedPrecondition, NotFound
+
+_NS = uuid.UUID("a4a1f0de-7f47-4d7c-8f3a-2b6b0b9f5c10")
+# How early before the start a rider may check in.
+CHECK_IN_OPENS_SECONDS = 3600
+
+
+class Course(Aggregate):
+    @event("Drafted")
+    def __init__(self, track: str, title: str, description: str, hours: Decimal,
+                 formats: list[str], provider_id: str, instructor_name: str,
+                 instructor_kind: str):
+        self.track = track
+        self.title = title
+        self.description = description
+        self.hours = hours
+        self.formats = list(formats)
+        self.provider_id = provider_id
+        self.instructor_name = instructor_name
+        self.instructor_kind = instructor_kind
+        self.status = CourseStatus.DRAFT
+
+    def publish(self) -> None:
+        if self.status is not CourseStatus.DRAFT:
+            raise FailedPrecondition(f"a {self.status.value} course cannot be published",
+                                     reason="COURSE_NOT_DRAFT")
+        self._published()
+
+    @event("Published")
+    def _published(self) -> None:
+        self.status = CourseStatus.PUBLISHED
+
+    def retire(self) -> None:
+        if self.status is CourseStatus.RETIRED:
+            raise FailedPrecondition("the course is already retired", reason="COURSE_RETIRED")
+        self._retired()
+
+    @event("Retired")
+    def _retired(self) -> None:
+        # A retired course keeps its sessions, results and hours: only new sessions are refused.
+        self.status = CourseStatus.RETIRED
+
+    def require_published(self) -> None:
+        if self.status is not CourseStatus.PUBLISHED:
+            reason = "COURSE_RETIRED" if self.status is CourseStatus.RETIRED else (
+                "COURSE_NOT_PUBLISHED")
+            raise FailedPrecondition(f"the course is {self.status.value.lower()}", reason=reason)
+
+
+class TrainingSession(Aggregate):
+    """One sitting of a course at a service space, with a capacity."""
+
+    @event("Scheduled")
+    def __init__(self, course_id: str, service_space_id: str, starts_at: datetime,
+                 ends_at: datetime, capacity: int):
+        self.course_id = course_id
+        self.service_space_id = service_space_id
+        self.starts_at = starts_at
+        self.ends_at = ends_at
+        self.capacity = capacity
+        self.enrolments: dict[str, dict[str, Any]] = {}
+
+    @property
+    def places_taken(self) -> int:
+        return sum(1 for e in self.enrolments.values()
+                   if EnrolmentStatus(e["status"]) in HOLDS_A_PLACE)
+
+    def status_of(self, rider_id: str) -> EnrolmentStatus | None:
+        entry = self.enrolments.get(rider_id)
+        return EnrolmentStatus(entry["status"]) if entry else None
+
+    def enrol(self, rider_id: str, at: datetime) -> None:
+        status = self.status_of(rider_id)
+        if status in HOLDS_A_PLACE:
+            raise AlreadyExists("the rider is already enrolled in this session",
+                                reason="ALREADY_ENROLLED")
+        if at >= self.starts_at:
+            raise FailedPrecondition("the session has already started", reason="SESSION_STARTED")
+        if self.places_taken >= self.capacity:
+            raise FailedPrecondition("the session is full", reason="SESSION_FULL",
+                                     capacity=str(self.capacity))
+        self._enrolled(rider_id=rider_id, at=at)
+
+    @event("RiderEnrolled")
+    def _enrolled(self, rider_id: str, at: datetime) -> None:
+        self.enrolments[rider_id] = {"status": EnrolmentStatus.ENROLLED.value, "enrolled_at": at,
+                                     "score": None, "reason": ""}
+
+    def withdraw(self, rider_id: str, at: datetime) -> None:
+        self._require(rider_id, EnrolmentStatus.ENROLLED, "only an enrolled rider can withdraw")
+        if at >= self.starts_at:
+            raise FailedPrecondition("the session has already started", reason="SESSION_STARTED")
+        self._withdrawn(rider_id=rider_id)
+
+    @event("EnrolmentWithdrawn")
+    def _withdrawn(self, rider_id: str) -> None:
+        self.enrolments[rider_id]["status"] = EnrolmentStatus.WITHDRAWN.value
+
+    def cancel_enrolment(self, rider_id: str, reason: str) -> None:
+        """Qiji's own cancellation, e.g. when the rider is suspended; a no-op if not enrolled."""
+        if self.status_of(rider_id) is EnrolmentStatus.ENROLLED:
+            self._cancelled(rider_id=rider_id, reason=reason)
+
+    @event("EnrolmentCancelled")
+    def _cancelled(self, rider_id: str, reason: str) -> None:
+        self.enrolments[rider_id]["status"] = EnrolmentStatus.CANCELLED.value
+        self.enrolments[rider_id]["reason"] = reason
+
+    def check_in(self, rider_id: str, at: datetime) -> None:
+        self._require(rider_id, EnrolmentStatus.ENROLLED, "only an enrolled rider can check in")
+        if not (self.starts_at.timestamp() - CHECK_IN_OPENS_SECONDS <= at.timestamp()
+                <= self.ends_at.timestamp()):
+            raise FailedPrecondition(
+                "check-in opens an hour before the start and closes at the end",
+                reason="OUTSIDE_CHECK_IN_WINDOW")
+        self._checked_in(rider_id=rider_id, at=at)
+
+    @event("RiderCheckedIn")
+    def _checked_in(self, rider_id: str, at: datetime) -> None:
+        self.enrolments[rider_id]["status"] = EnrolmentStatus.CHECKED_IN.value
+        self.enrolments[rider_id]["checked_in_at"] = at
+
+    def record_no_show(self, rider_id: str, at: datetime) -> None:
+        self._require(rider_id, EnrolmentStatus.ENROLLED, "only an enrolled rider can be a no-show")
+        if at < self.starts_at:
+            raise FailedPrecondition("the session has not started yet",
+                                     reason="SESSION_NOT_STARTED")
+        self._no_show(rider_id=rider_id)
+
+    @event("NoShowRecorded")
+    def _no_show(self, rider_id: str) -> None:
+        self.enrolments[rider_id]["status"] = EnrolmentStatus.NO_SHOW.value
+
+    def record_completion(self, rider_id: str, result: CompletionResult,
+                          score: int | None) -> None:
+        self._require(rider_id, EnrolmentStatus.CHECKED_IN,
+                      "only a rider who checked in can complete")
+        self._completed(rider_id=rider_id, result=result.value, score=score)
+
+    @event("CompletionRecorded")
+    def _completed(self, rider_id: str, result: str, score: int | None) -> None:
+        self.enrolments[rider_id]["status"] = result
+        self.enrolments[rider_id]["score"] = score
+
+    def _require(self, rider_id: str, wanted: EnrolmentStatus, message: str) -> None:
+        status = self.status_of(rider_id)
+        if status is None:
+            raise NotFound("enrolment", rider_id)
+        if status is not wanted:
+            raise FailedPrecondition(f"{message} (the enrolment is {status.value})",
+                                     reason=f"ENROLMENT_{status.value}")
+
+
+class Learner(Aggregate):
+    """A rider as training knows them: eligibility learned from identity's feed, bookings (to
+    refuse overlapping sessions), and the transcript."""
+
+    @staticmethod
+    def create_id(rider_id: str, **_: Any) -> uuid.UUID:
+        return uuid.uuid5(_NS, f"learner\n{rider_id}")
+
+    @event("Noted")
+    def __init__(self, rider_id: str):
+        self.rider_id = rider_id
+        self.verified = False
+        self.suspended = False
+        self.left = False
+        self.bookings: dict[str, dict[str, datetime]] = {}
+        self.completions: list[dict[str, Any]] = []
+        self.certified_at: datetime | None = None
+        self.certified_courses: list[str] = []
+
+    @property
+    def is_active(self) -> bool:
+        return self.verified and not self.suspended and not self.left
+
+    @event("RiderStatusNoted")
+    def note_status(self, verified: bool, suspended: bool, left: bool) -> None:
+        self.verified, self.suspended, self.left = verified, suspended, left
+
+    def require_active(self) -> None:
+        if not self.is_active:
+            state = ("has left" if self.left else "is suspended" if self.suspended
+                     else "is not verified yet")
+            raise FailedPrecondition(f"the rider {state}", reason="RIDER_NOT_ACTIVE")
+
+    def book(self, session_id: str, starts_at: datetime, ends_at: datetime) -> None:
+        for other_id, slot in self.bookings.items():
+            overlaps = starts_at < slot["ends_at"] and slot["starts_at"] < ends_at
+            if other_id != session_id and overlaps:
+                raise FailedPrecondition("the rider is booked into an overlapping session",
+                                         reason="OVERLAPPING_SESSION", session_id=other_id)
+        self._booked(session_id=session_id, starts_at=starts_at, ends_at=ends_at)
+
+    @event("Booked")
+    def _booked(self, session_id: str, starts_at: datetime, ends_at: datetime) -> None:
+        self.bookings[session_id] = {"starts_at": starts_at, "ends_at": ends_at}
+
+    def release(self, session_id: str) -> None:
+        if session_id in self.bookings:
+            self._released(session_id=session_id)
+
+    @event("Released")
+    def _released(self, session_id: str) -> None:
+        del self.bookings[session_id]
+
+    def future_bookings(self, after: datetime) -> list[str]:
+        return [sid for sid, slot in self.bookings.items() if slot["starts_at"] > after]
+
+    @event("CourseCompleted")
+    def record_completion(self, course_id: str, session_id: str, track: str, hours: Decimal,
+                          result: str, score: int | None, at: datetime) -> None:
+        self.completions.append({"course_id": course_id, "session_id": session_id,
+                                 "track": track, "hours": hours, "result": result,
+                                 "score": score, "at": at})
+
+    def passed_courses(self) -> set[str]:
+        return {c["course_id"] for c in self.completions
+                if c["result"] == CompletionResult.PASSED.value}
+
+    def certify_if_complete(self, programme: list[str], programme_version: int,
+                            at: datetime) -> bool:
+        """Stores PreJobCertified once, the moment every programme course is passed."""
+        if self.certified_at is not None or not programme:
+            return False
+        if not set(programme) <= self.passed_courses():
+            return False
+        self._certified(course_ids=sorted(programme), programme_version=programme_version, at=at)
+        return True
+
+    @event("PreJobCertified")
+    def _certified(self, course_ids: list[str], programme_version: int, at: datetime) -> None:
+        self.certified_at = at
+        self.certified_courses = course_ids
+
+
+class PreJobProgramme(Aggregate):
+    """The configured set of pre-job courses (岗前培训); one per Qiji installation."""
+
+    ID = uuid.uuid5(_NS, "pre-job-programme")
+
+    @staticmethod
+    def create_id(**_: Any) -> uuid.UUID:
+        return PreJobProgramme.ID
+
+    @event("Configured")
+    def __init__(self, course_ids: list[str]):
+        self.course_ids = sorted(set(course_ids))
+
+    @event("Changed")
+    def change(self, course_ids: list[str]) -> None:
+        # Certifications already made stand: they record which courses they were made on.
+        self.course_ids = sorted(set(course_ids))
+
+
+class Reference(Aggregate):
+    """Something training refers to but identity owns (a service space, an organisation),
+    noted from identity's feed under identity's id so references can be checked locally."""
+
+    @staticmethod
+    def create_id(upstream_id: str, **_: Any) -> uuid.UUID:
+        return uuid.UUID(upstream_id)
+
+    @event("Noted")
+    def __init__(self, upstream_id: str, kind: str, name: str):
+        self.upstream_id = upstream_id
+        self.kind = kind
+        self.name = name

@@ -1,0 +1,76 @@
+"""Value rules of the training domain."""
+
+from __future__ import annotations
+
+from decimal import Decimal, InvalidOperation
+from enum import StrEnum
+
+from shared.errors import Violations
+
+
+class Track(StrEnum):
+    CIVIC_EDUCATION = "CIVIC_EDUCATION"  # 红色思政
+    SKILLS = "SKILLS"  # 技能培训
+    PERSONAL_DEVELOPMENT = "PERSONAL_DEVELOPMENT"  # 个性优化
+    GRASSROOTS_GOVERNANCE = "GRASSROOTS_GOVERNANCE"  # 基层治理
+
+
+class CourseFormat(StrEnum):
+    MORNING_MEETING = "MORNING_MEETING"  # 晨会
+    NOON_MEETING = "NOON_MEETING"  # 午会
+    CLASSROOM = "CLASSROOM"
+    HANDS_ON_PRACTICE = "HANDS_ON_PRACTICE"  # 实操
+
+
+class InstructorKind(StrEnum):
+    STATION_MASTER = "STATION_MASTER"  # 站长
+    TEACHER = "TEACHER"  # 校长 / teacher
+    SOCIAL_WORKER = "SOCIAL_WORKER"
+    OFFICIAL = "OFFICIAL"
+
+
+class CourseStatus(StrEnum):
+    DRAFT = "DRAFT"
+    PUBLISHED = "PUBLISHED"
+    RETIRED = "RETIRED"
+
+
+class EnrolmentStatus(StrEnum):
+    ENROLLED = "ENROLLED"
+    WITHDRAWN = "WITHDRAWN"
+    CANCELLED = "CANCELLED"
+    CHECKED_IN = "CHECKED_IN"
+    NO_SHOW = "NO_SHOW"
+    PASSED = "PASSED"
+    FAILED = "FAILED"
+
+
+class CompletionResult(StrEnum):
+    PASSED = "PASSED"
+    FAILED = "FAILED"
+
+
+# A place is held from enrolment on; only withdrawal or cancellation gives it back.
+HOLDS_A_PLACE = frozenset({EnrolmentStatus.ENROLLED, EnrolmentStatus.CHECKED_IN,
+                           EnrolmentStatus.NO_SHOW, EnrolmentStatus.PASSED,
+                           EnrolmentStatus.FAILED})
+
+MAX_CAPACITY = 500
+MAX_COURSE_HOURS = Decimal(200)
+MAX_SESSION_HOURS = 12
+
+
+def parse_hours(violations: Violations, field: str, text: str) -> Decimal | None:
+    """Course hours as a decimal ("1.5"): exact, so transcripts add up to what was taught."""
+    try:
+        hours = Decimal(text)
+    except InvalidOperation:
+        violations.add(field, "must be a number of hours such as 1.5")
+        return None
+    if not hours.is_finite() or hours <= 0 or hours > MAX_COURSE_HOURS:
+        violations.add(field, f"must be more than 0 and at most {MAX_COURSE_HOURS}")
+        return None
+    if (hours * 4) % 1 != 0:
+        violations.add(field, "must be a multiple of a quarter hour")
+        return None
+    return hours

@@ -1,0 +1,22 @@
+"""What makes training a Qiji service: its application, servicers, roles and followers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from services.training.application import TrainingApplication
+from services.training.grpc_api import PERMISSIONS, add_servicers
+from shared.config import Settings
+from shared.followers import Follower, GrpcFeed
+from shared.grpc.server import ServiceSpec
+
+
+def make_followers(app: Any, settings: Settings) -> list[Follower]:
+    feed = GrpcFeed("identity", settings.upstreams["identity"], settings.service_token)
+    follower = Follower(app, feed, app.follow_identity, topics=TrainingApplication.IDENTITY_TOPICS)
+    app.identity_follower = follower
+    return [follower]
+
+
+SPEC = ServiceSpec(name="training", make_app=TrainingApplication, add_servicers=add_servicers,
+                   permissions=PERMISSIONS, make_followers=make_followers)

@@ -1,0 +1,247 @@
+"""Followers: a service's policies reacting to another service's events, read through that
+service's feed. Each upstream event takes effect exactly once: the follower stores its tracking
+position in the same transaction as the events its policy produces (eventsourcing's Tracking),
+so a crash, a restart or a redelivery can never apply an event twice or skip one.
+
+Upstream events arrive as plain data (topic and decoded state), not as the upstream's Python
+classes: a service depends on another's published event contract, not on its code."""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+import grpc
+import psycopg
+import structlog
+from eventsourcing.application import ProcessingEvent
+from eventsourcing.persistence import IntegrityError, JSONTranscoder, Tracking
+
+from shared import context
+from shared.application import META_KEY, QijiApplication
+from shared.context import Actor, RequestContext
+
+log = structlog.get_logger(__name__)
+
+BATCH = 200
+
+
+@dataclass(frozen=True)
+class UpstreamEvent:
+    upstream: str
+    position: int
+    originator_id: uuid.UUID
+    originator_version: int
+    topic: str
+    state: dict[str, Any] = field(repr=False)
+
+    @property
+    def name(self) -> str:
+        """The event's class name, e.g. "Rider.Suspended"."""
+        return self.topic.rsplit(":", 1)[-1]
+
+    @property
+    def timestamp(self) -> datetime:
+        return self.state["timestamp"]
+
+    @property
+    def meta(self) -> dict[str, str]:
+        return dict(self.state.get(META_KEY) or {})
+
+
+class Feed(Protocol):
+    """Where a follower reads an upstream log: `read` a batch from a position."""
+
+    name: str
+
+    def read(self, from_position: int, limit: int, topics: Sequence[str]) -> list[UpstreamEvent]:
+        ...
+
+    def wait(self, timeout: float) -> None:
+        """Blocks until new events may be there (or the timeout passes)."""
+        ...
+
+
+def _transcoder() -> JSONTranscoder:
+    # The same transcodings every Qiji application registers (eventsourcing's defaults).
+    from eventsourcing.persistence import DatetimeAsISO, DecimalAsStr, UUIDAsHex
+    transcoder = JSONTranscoder()
+    for transcoding in (UUIDAsHex(), DecimalAsStr(), DatetimeAsISO()):
+        transcoder.register(transcoding)
+    return transcoder
+
+
+class LocalFeed:
+    """Reads another application's log in this process: for tests, and for tools."""
+
+    def __init__(self, app: QijiApplication, name: str | None = None):
+        self.name = name or app.name
+        self._app = app
+        self._transcoder = _transcoder()
+
+    def read(self, from_position: int, limit: int, topics: Sequence[str]) -> list[UpstreamEvent]:
+        return [UpstreamEvent(self.name, n.id, n.originator_id, n.originator_version, n.topic,
+                              self._transcoder.decode(n.state))
+                for n in self._app.read_log(from_position, limit, topics)]
+
+    def wait(self, timeout: float) -> None:
+        self._app.wait_for_log_change(timeout)
+
+
+class GrpcFeed:
+    """Reads another service's log through its FeedService, with a `service` role token."""
+
+    def __init__(self, name: str, address: str, token: str, poll_seconds: float = 0.5):
+        from qiji.feed.v1 import feed_service_pb2 as pb
+        from qiji.feed.v1 import feed_service_pb2_grpc as pb_grpc
+        self.name = name
+        self._pb = pb
+        self._channel = grpc.insecure_channel(address)
+        self._stub = pb_grpc.FeedServiceStub(self._channel)
+        self._metadata = (("authorization", f"Bearer {token}"),)
+        self._poll = poll_seconds
+        self._transcoder = _transcoder()
+        self._last_seen = 0
+
+    def read(self, from_position: int, limit: int, topics: Sequence[str]) -> list[UpstreamEvent]:
+        reply = self._stub.ReadEvents(
+            self._pb.ReadEventsRequest(from_position=from_position, limit=limit,
+                                       topics=list(topics)),
+            metadata=self._metadata, timeout=30)
+        self._last_seen = reply.last_position
+        return [UpstreamEvent(self.name, e.position, uuid.UUID(e.originator_id),
+                              e.originator_version, e.topic, self._transcoder.decode(e.state))
+                for e in reply.events]
+
+    def wait(self, timeout: float) -> None:
+        time.sleep(min(timeout, self._poll))
+
+    def close(self) -> None:
+        self._channel.close()
+
+
+Policy = Callable[[UpstreamEvent, ProcessingEvent], None]
+
+
+class Follower:
+    """Applies `policy` to each upstream event after this app's tracked position."""
+
+    def __init__(self, app: QijiApplication, feed: Feed, policy: Policy,
+                 topics: Sequence[str] = ()):
+        self.app = app
+        self.feed = feed
+        self.policy = policy
+        self.topics = list(topics)
+        self.upstream = feed.name
+        self.actor = Actor(principal=f"{app.name}-follower-of-{feed.name}",
+                           roles=frozenset({"service"}))
+        self._lock = threading.Lock()
+
+    @property
+    def position(self) -> int:
+        """The last upstream position that took effect here."""
+        return self.app.recorder.max_tracking_id(self.upstream) or 0  # type: ignore[attr-defined]
+
+    def run_once(self) -> int:
+        """Processes what the upstream has now; returns how many events it processed."""
+        done = 0
+        with self._lock:
+            while True:
+                events = self.feed.read(self.position + 1, BATCH, self.topics)
+                for upstream_event in events:
+                    self.process(upstream_event)
+                    done += 1
+                if len(events) < BATCH:
+                    return done
+
+    def process(self, upstream_event: UpstreamEvent) -> None:
+        tracking = Tracking(application_name=self.upstream,
+                            notification_id=upstream_event.position)
+        ctx = RequestContext(
+            actor=self.actor, rpc=f"follow:{self.upstream}:{upstream_event.name}",
+            request_id=f"{self.upstream}:{upstream_event.position}",
+            # The reaction shares its cause's correlation id: one story across services.
+            correlation_id=upstream_event.meta.get("correlation_id") or str(uuid.uuid4()))
+        for attempt in range(8):
+            if self.app.recorder.has_tracking_id(  # type: ignore[attr-defined]
+                    self.upstream, upstream_event.position):
+                return  # another replica (or an earlier run) already applied it
+            processing = ProcessingEvent(tracking=tracking)
+            with context.acting_as(ctx):
+                self.policy(upstream_event, processing)
+                try:
+                    self.app.record(processing)
+                    return
+                except IntegrityError:
+                    # Either the tracking row exists (checked again above) or a concurrent
+                    # command changed an aggregate the policy touched: decide again.
+                    log.info("follower.conflict", upstream=self.upstream,
+                             position=upstream_event.position, attempt=attempt + 1)
+        raise RuntimeError(f"could not apply {self.upstream}#{upstream_event.position}")
+
+    def run_forever(self, stopping: threading.Event, idle_wait: float = 0.5) -> None:
+        """Follows the upstream until `stopping` is set, as the single leader among replicas;
+        survives upstream outages by retrying."""
+        with leadership(self.app, self.upstream, stopping):
+            while not stopping.is_set():
+                try:
+                    if self.run_once() == 0:
+                        self.feed.wait(idle_wait)
+                except grpc.RpcError as error:
+                    log.warning("follower.upstream_unavailable", upstream=self.upstream,
+                                code=error.code().name)
+                    stopping.wait(1.0)
+                except Exception:
+                    log.exception("follower.failed", upstream=self.upstream,
+                                  position=self.position)
+                    stopping.wait(2.0)
+
+
+@contextmanager
+def leadership(app: QijiApplication, upstream: str, stopping: threading.Event
+               ) -> Iterator[None]:
+    """Only one replica follows a given upstream at a time: a PostgreSQL advisory lock (held on
+    its own connection for as long as this replica leads) or, on SQLite, a file lock."""
+    key = f"{app.settings.postgres_schema}:{app.name}:{upstream}"
+    if app.settings.persistence == "postgres":
+        from shared.persistence import postgres_conninfo
+        lock_id = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big", signed=True)
+        conn = None
+        try:
+            while not stopping.is_set():
+                try:
+                    conn = conn or psycopg.connect(postgres_conninfo(app.settings),
+                                                   autocommit=True)
+                    if conn.execute("SELECT pg_try_advisory_lock(%s)", (lock_id,)
+                                    ).fetchone()[0]:
+                        break
+                except psycopg.OperationalError:
+                    conn = None
+                stopping.wait(2.0)
+            yield
+        finally:
+            if conn is not None:
+                conn.close()  # the session's advisory lock goes with it
+    else:
+        path = Path(app.settings.data_dir) / f".{app.name}-follows-{upstream}.lock"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            while not stopping.is_set():
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    stopping.wait(2.0)
+            yield
+        finally:
+            os.close(fd)

@@ -1,0 +1,16 @@
+"""Published topics other services follow must stay equal to the classes that store them."""
+
+from eventsourcing.utils import get_topic
+
+from services.identity import events
+from services.identity.domain.model import Organisation, Rider, ServiceSpace
+
+
+def test_identity_topics_name_the_classes_that_store_those_events():
+    assert events.RIDER_REGISTERED == get_topic(Rider.Registered)
+    assert events.RIDER_VERIFIED == get_topic(Rider.Verified)
+    assert events.RIDER_SUSPENDED == get_topic(Rider.Suspended)
+    assert events.RIDER_REINSTATED == get_topic(Rider.Reinstated)
+    assert events.RIDER_LEFT == get_topic(Rider.Left)
+    assert events.ORGANISATION_CREATED == get_topic(Organisation.Created)
+    assert events.SERVICE_SPACE_OPENED == get_topic(ServiceSpace.Opened)
