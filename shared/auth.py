@@ -29,6 +29,16 @@ ROLES = frozenset({CITY_ADMIN, STREET_OFFICE, DEPARTMENT, PLATFORM, MERCHANT, OP
 TOKEN_PREFIX = "qiji_"  # noqa: S105 - a prefix that makes leaked tokens easy to grep for
 
 
+def acts_for(actor: Actor, role: str, organisation_id: str, *, city_wide_ok: bool) -> bool:
+    """The actor holds `role` for that organisation: its token names the organisation, or, where
+    `city_wide_ok`, names none (a city-wide system of that role, e.g. the street offices'
+    shared case system). A merchant always acts for itself only."""
+    if role not in actor.roles:
+        return False
+    return actor.organisation_id == organisation_id or (
+        city_wide_ok and actor.organisation_id == "")
+
+
 def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 

@@ -5,6 +5,7 @@ These are plain Python so that a service's domain can raise them without knowing
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, field
 
 
@@ -68,6 +69,17 @@ class Unavailable(QijiError):
     """The store cannot be reached; nothing was written and the caller may retry."""
 
     reason = "STORE_UNAVAILABLE"
+
+
+def require_ids(**ids: str) -> None:
+    """Every named argument must be a UUID: one violation per malformed id."""
+    violations = Violations()
+    for name, value in ids.items():
+        try:
+            uuid.UUID(value)
+        except ValueError:
+            violations.add(name, "is not a valid id")
+    violations.raise_if_any()
 
 
 @dataclass

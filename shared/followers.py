@@ -192,15 +192,24 @@ class Follower:
     def run_forever(self, stopping: threading.Event, idle_wait: float = 0.5) -> None:
         """Follows the upstream until `stopping` is set, as the single leader among replicas;
         survives upstream outages by retrying."""
+        backoff = 0.5
         with leadership(self.app, self.upstream, stopping):
             while not stopping.is_set():
                 try:
                     if self.run_once() == 0:
                         self.feed.wait(idle_wait)
+                    if backoff > 0.5:
+                        log.info("follower.upstream_back", upstream=self.upstream)
+                    backoff = 0.5
                 except grpc.RpcError as error:
-                    log.warning("follower.upstream_unavailable", upstream=self.upstream,
-                                code=error.code().name)
-                    stopping.wait(1.0)
+                    # An upstream that is down (or not deployed yet) delays reactions and loses
+                    # none: the position is only moved by what was applied. Said once, not
+                    # every second.
+                    if backoff == 0.5:
+                        log.warning("follower.upstream_unavailable", upstream=self.upstream,
+                                    code=error.code().name)
+                    stopping.wait(backoff)
+                    backoff = min(backoff * 2, 30.0)
                 except Exception:
                     log.exception("follower.failed", upstream=self.upstream,
                                   position=self.position)

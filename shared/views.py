@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -85,20 +85,24 @@ class Index:
                 self.rows[position].attrs.update(attrs)
 
     def select(self, match: dict[str, Any], *, page_size: int, page_token: str,
-               extra: Any = None) -> tuple[list[str], str]:
+               extra: Callable[[dict[str, Any], str], bool] | None = None,
+               filters: Sequence[object] = (), rows: bool = False) -> tuple[list[Any], str]:
+        """A page of aggregate ids (or, with `rows`, of row dicts with their "id") whose
+        attributes equal every non-empty value of `match` and pass `extra(attrs, id)`.
+        `filters` describes `extra` for the page token, which must not outlive its filters."""
         wanted = {k: v for k, v in match.items() if v}
 
-        def row(key: int) -> str | None:
+        def row(key: int) -> Any:
             r = self.rows[key]
             if all(r.attrs.get(k) == v for k, v in wanted.items()) and (
-                    extra is None or extra(r.attrs)):
-                return r.aggregate_id
+                    extra is None or extra(r.attrs, r.aggregate_id)):
+                return {**r.attrs, "id": r.aggregate_id} if rows else r.aggregate_id
             return None
 
         with self.lock:
             keys = list(self.keys)
-        filters = [*sorted(f"{k}={v}" for k, v in match.items()), repr(extra)]
-        return page(keys, row, page_size=page_size, page_token=page_token, filters=filters)
+        described = [*sorted(f"{k}={v}" for k, v in match.items()), *map(str, filters)]
+        return page(keys, row, page_size=page_size, page_token=page_token, filters=described)
 
     def snapshot(self) -> list[tuple[int, str, dict[str, Any]]]:
         with self.lock:

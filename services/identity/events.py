@@ -13,3 +13,18 @@ SERVICE_SPACE_OPENED = "services.identity.domain.model:ServiceSpace.Opened"
 
 RIDER_STATUS_TOPICS = (RIDER_REGISTERED, RIDER_VERIFIED, RIDER_SUSPENDED, RIDER_REINSTATED,
                        RIDER_LEFT)
+
+
+def rider_flags_after(topic: str, verified: bool, suspended: bool, left: bool
+                      ) -> tuple[bool, bool, bool]:
+    """How a rider-status event changes what a follower knows: (verified, suspended, left).
+    A rider is active when verified and neither suspended nor gone."""
+    if topic == RIDER_VERIFIED:
+        verified = True
+    elif topic == RIDER_SUSPENDED:
+        suspended = True
+    elif topic == RIDER_REINSTATED:
+        suspended = False
+    elif topic == RIDER_LEFT:
+        left = True
+    return verified, suspended, left

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from services.identity.domain.model import (
@@ -30,20 +29,9 @@ class _ServiceSpaces(Index):
     def page(self, *, street_id: str, amenities: list[Amenity], page_size: int,
              page_token: str) -> tuple[list[str], str]:
         needed = frozenset(a.value for a in amenities)
-        extra = _HasAll(needed) if needed else None
         return self.select({"street_id": street_id}, page_size=page_size, page_token=page_token,
-                           extra=extra)
-
-
-@dataclass(frozen=True)
-class _HasAll:
-    needed: frozenset[str]
-
-    def __call__(self, attrs: dict[str, Any]) -> bool:
-        return self.needed <= set(attrs["amenities"])
-
-    def __repr__(self) -> str:  # part of the page token's filter hash
-        return f"amenities={sorted(self.needed)}"
+                           extra=lambda attrs, _id: needed <= set(attrs["amenities"]),
+                           filters=[f"amenities={sorted(needed)}"])
 
 
 class _Riders(Index):

@@ -3,7 +3,6 @@ the policy that follows identity's feed."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -17,7 +16,6 @@ from services.training.domain.model import (
     Course,
     Learner,
     PreJobProgramme,
-    Reference,
     TrainingSession,
 )
 from services.training.domain.values import (
@@ -34,8 +32,9 @@ from services.training.domain.values import (
 from services.training.views import TrainingViews
 from shared.application import Outcome, QijiApplication
 from shared.config import Settings
-from shared.errors import FieldViolation, InvalidArgument, NotFound, Violations
+from shared.errors import NotFound, Violations, require_ids
 from shared.followers import Follower, UpstreamEvent
+from shared.references import Reference, require_reference
 
 MAX_TITLE = 200
 MAX_DESCRIPTION = 2000
@@ -204,7 +203,7 @@ class TrainingApplication(QijiApplication):
 
     def enrol_rider(self, *, session_id: str, rider_id: str, fingerprint: str = ""
                     ) -> dict[str, Any]:
-        _require_ids(session_id=session_id, rider_id=rider_id)
+        require_ids(session_id=session_id, rider_id=rider_id)
         self._learner(rider_id, refresh_unless=lambda learner: learner.is_active)
 
         def decide() -> Outcome:
@@ -223,7 +222,7 @@ class TrainingApplication(QijiApplication):
 
     def withdraw_enrolment(self, *, session_id: str, rider_id: str, fingerprint: str = ""
                            ) -> dict[str, Any]:
-        _require_ids(session_id=session_id, rider_id=rider_id)
+        require_ids(session_id=session_id, rider_id=rider_id)
 
         def decide() -> Outcome:
             session = self.get(session_id, TrainingSession, "session")
@@ -246,7 +245,7 @@ class TrainingApplication(QijiApplication):
 
     def _change_session(self, session_id: str, rider_id: str, fingerprint: str,
                         change: Callable[[TrainingSession], None]) -> dict[str, Any]:
-        _require_ids(session_id=session_id, rider_id=rider_id)
+        require_ids(session_id=session_id, rider_id=rider_id)
 
         def decide() -> Outcome:
             session = self.get(session_id, TrainingSession, "session")
@@ -257,7 +256,7 @@ class TrainingApplication(QijiApplication):
     def record_completion(self, *, session_id: str, rider_id: str,
                           result: CompletionResult | None, score: int | None,
                           fingerprint: str = "") -> dict[str, Any]:
-        _require_ids(session_id=session_id, rider_id=rider_id)
+        require_ids(session_id=session_id, rider_id=rider_id)
         violations = Violations()
         violations.require(result is not None, "result", "must be specified")
         violations.require(score is None or 0 <= score <= 100, "score", "must be 0 to 100")
@@ -316,7 +315,7 @@ class TrainingApplication(QijiApplication):
     # ------------------------------------------------------------------ transcript
 
     def transcript(self, *, rider_id: str, as_of: datetime | None = None) -> TranscriptView:
-        _require_ids(rider_id=rider_id)
+        require_ids(rider_id=rider_id)
         learner_id = Learner.create_id(rider_id)
         if not self.exists(learner_id):
             self.catch_up_upstream()
@@ -365,15 +364,8 @@ class TrainingApplication(QijiApplication):
         # Never self._learner() here: it catches up the follower, which is running this.
         learner = (self.get(learner_id, Learner, "rider") if self.exists(learner_id)
                    else Learner(rider_id=rider_id))
-        verified, suspended, left = learner.verified, learner.suspended, learner.left
-        if topic == identity_events.RIDER_VERIFIED:
-            verified = True
-        elif topic == identity_events.RIDER_SUSPENDED:
-            suspended = True
-        elif topic == identity_events.RIDER_REINSTATED:
-            suspended = False
-        elif topic == identity_events.RIDER_LEFT:
-            left = True
+        verified, suspended, left = identity_events.rider_flags_after(
+            topic, learner.verified, learner.suspended, learner.left)
         learner.note_status(verified=verified, suspended=suspended, left=left)
         touched: list[Any] = [learner]
         if suspended or left:
@@ -404,26 +396,7 @@ class TrainingApplication(QijiApplication):
         return self.get(learner_id, Learner, "rider")
 
     def _reference(self, upstream_id: str, field: str, kind: str) -> Reference:
-        try:
-            ident = uuid.UUID(upstream_id)
-        except ValueError:
-            raise InvalidArgument([FieldViolation(field, "is not a valid id")]) from None
-        if not self.exists(ident):
-            self.catch_up_upstream()
-        reference = self.get(ident, Reference, kind)
-        if reference.kind != kind:
-            raise InvalidArgument([FieldViolation(field, f"is not a {kind}")])
-        return reference
-
-
-def _require_ids(**ids: str) -> None:
-    violations = Violations()
-    for name, value in ids.items():
-        try:
-            uuid.UUID(value)
-        except ValueError:
-            violations.add(name, "is not a valid id")
-    violations.raise_if_any()
+        return require_reference(self, upstream_id, field, kind, self.catch_up_upstream)
 
 
 def hours_text(hours: Decimal) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -14,23 +13,15 @@ if TYPE_CHECKING:
     from shared.application import QijiApplication
 
 
-@dataclass(frozen=True)
-class _StartsAfter:
-    when: datetime
-
-    def __call__(self, attrs: dict[str, Any]) -> bool:
-        return attrs["starts_at"] >= self.when
-
-    def __repr__(self) -> str:  # part of the page token's filter hash
-        return f"starts_after={self.when.isoformat()}"
-
-
 class _Sessions(Index):
     def page(self, *, course_id: str, service_space_id: str, start_after: datetime | None,
              page_size: int, page_token: str) -> tuple[list[str], str]:
         return self.select({"course_id": course_id, "service_space_id": service_space_id},
                            page_size=page_size, page_token=page_token,
-                           extra=_StartsAfter(start_after) if start_after else None)
+                           extra=(lambda attrs, _id: attrs["starts_at"] >= start_after)
+                           if start_after else None,
+                           filters=[f"start_after={start_after.isoformat()}"]
+                           if start_after else ())
 
 
 class TrainingViews:

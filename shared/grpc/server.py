@@ -9,6 +9,7 @@ import threading
 from collections.abc import Callable
 from concurrent import futures
 from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 import structlog
@@ -18,7 +19,6 @@ from grpc_reflection.v1alpha import reflection
 from shared.application import QijiApplication
 from shared.auth import TokenRegistry
 from shared.config import Settings, load_settings
-from shared.followers import Follower
 from shared.grpc import feed
 from shared.grpc.guard import Guard
 from shared.logging import configure as configure_logging
@@ -39,8 +39,10 @@ class ServiceSpec:
     # Adds the service's own servicers to the server; returns their full service names.
     add_servicers: Callable[[grpc.Server, QijiApplication], list[str]]
     permissions: dict[str, frozenset[str]]
-    # The service's policies over other services' feeds, run in background threads.
-    make_followers: Callable[[QijiApplication, Settings], list[Follower]] | None = None
+    # The service's background work, each run in a thread: followers of other services'
+    # feeds, and jobs such as lapsing codes. Anything with `.upstream` (a name for its thread)
+    # and `.run_forever(stopping)` will do.
+    make_followers: Callable[[QijiApplication, Settings], list[Any]] | None = None
 
 
 @dataclass
@@ -52,7 +54,7 @@ class RunningService:
     health: health.HealthServicer
     stopping: threading.Event = field(default_factory=threading.Event)
     service_names: list[str] = field(default_factory=list)
-    followers: list[Follower] = field(default_factory=list)
+    followers: list[Any] = field(default_factory=list)
     _threads: list[threading.Thread] = field(default_factory=list)
 
     def stop(self, grace: float = GRACE_SECONDS) -> None:

@@ -274,17 +274,3 @@ class PreJobProgramme(Aggregate):
         # Certifications already made stand: they record which courses they were made on.
         self.course_ids = sorted(set(course_ids))
 
-
-class Reference(Aggregate):
-    """Something training refers to but identity owns (a service space, an organisation),
-    noted from identity's feed under identity's id so references can be checked locally."""
-
-    @staticmethod
-    def create_id(upstream_id: str, **_: Any) -> uuid.UUID:
-        return uuid.UUID(upstream_id)
-
-    @event("Noted")
-    def __init__(self, upstream_id: str, kind: str, name: str):
-        self.upstream_id = upstream_id
-        self.kind = kind
-        self.name = name

@@ -1,0 +1,710 @@
+"""The merchants service layer: merchants, perk offers, claims and redemptions, care packages,
+and the policies that follow identity's and badges' feeds."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from eventsourcing.application import ProcessingEvent
+
+from services.badges import events as badge_events
+from services.identity import events as identity_events
+from services.merchants.domain.model import (
+    CareCampaign,
+    Claim,
+    Merchant,
+    PerkOffer,
+    RiderStanding,
+)
+from services.merchants.domain.values import (
+    MAX_CODE_TTL_MINUTES,
+    MAX_QUOTA,
+    ClaimStatus,
+    Eligibility,
+    LimitPeriod,
+    MerchantAmenity,
+    MerchantStatus,
+    PerkKind,
+    PerkStatus,
+)
+from services.merchants.views import MerchantsViews
+from shared import auth, context
+from shared.application import Outcome, QijiApplication
+from shared.config import Settings
+from shared.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    NotFound,
+    PermissionDenied,
+    QijiError,
+    Violations,
+    require_ids,
+)
+from shared.followers import Follower, UpstreamEvent
+from shared.references import Reference, require_reference
+
+MAX_TEXT = 200
+# Crockford's base32: no I, L, O or U, so a code read aloud or typed at a till survives.
+_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+_B32 = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
+CODE_LENGTH = 16  # 80 bits: unguessable, and short enough to type
+
+
+class CodeMinter:
+    """Makes redemption codes. A code is an HMAC (under a key derived from the master key) of a
+    random nonce; only the nonce and the code's digest are stored, so someone reading the
+    database can neither see nor forge a code, and a retried claim gets the same code back."""
+
+    def __init__(self, master_key: bytes):
+        self._key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None,
+                         info=b"qiji-merchants-claim-codes").derive(master_key)
+
+    def code(self, nonce: str) -> str:
+        mac = hmac.new(self._key, bytes.fromhex(nonce), hashlib.sha256).digest()[:10]
+        raw = base64.b32encode(mac).decode()
+        return raw.translate(str.maketrans(_B32, _CROCKFORD))
+
+    @staticmethod
+    def new_nonce() -> str:
+        return os.urandom(16).hex()
+
+    @staticmethod
+    def normalise(code: str) -> str:
+        """What a merchant typed, as the canonical code: case, spaces and dashes ignored, and
+        the letters Crockford's alphabet leaves out read as the digits they look like."""
+        text = code.upper().replace("-", "").replace(" ", "")
+        return text.translate(str.maketrans("ILO", "110"))
+
+    @staticmethod
+    def digest(code: str) -> str:
+        return hashlib.sha256(code.encode()).hexdigest()
+
+    @staticmethod
+    def display(code: str) -> str:
+        return "-".join(code[i:i + 4] for i in range(0, len(code), 4))
+
+
+@dataclass(frozen=True)
+class MerchantView:
+    merchant_id: str
+    name: str
+    street_id: str
+    category: str
+    latitude: float
+    longitude: float
+    address: str
+    amenities: list[MerchantAmenity]
+    status: MerchantStatus
+    status_reason: str
+    version: int
+
+
+@dataclass(frozen=True)
+class PerkView:
+    perk_id: str
+    merchant_id: str
+    title: str
+    kind: PerkKind
+    percent_off: int
+    amount_off_fen: int
+    free_item: str
+    eligibility: Eligibility
+    badge_class_id: str
+    total_quota: int
+    per_rider_limit: int
+    limit_period: LimitPeriod
+    valid_from: datetime
+    valid_until: datetime
+    code_ttl_minutes: int
+    status: PerkStatus
+    remaining: int
+    outstanding: int
+    redeemed: int
+    version: int
+
+
+@dataclass(frozen=True)
+class ClaimView:
+    claim_id: str
+    perk_id: str
+    merchant_id: str
+    rider_id: str
+    code: str
+    status: ClaimStatus
+    claimed_at: datetime
+    expires_at: datetime
+    redeemed_at: datetime | None
+    reversed_at: datetime | None
+    reverse_reason: str
+    version: int
+
+
+@dataclass(frozen=True)
+class CampaignView:
+    campaign_id: str
+    street_id: str
+    name: str
+    description: str
+    stock: int
+    allocations: dict[str, dict[str, Any]]
+    handed_over: int
+    version: int
+
+
+class MerchantsApplication(QijiApplication):
+    name = "merchants"
+
+    def __init__(self, settings: Settings, master_key: bytes,
+                 clock: Callable[[], datetime] | None = None):
+        super().__init__(settings, master_key)
+        self.clock = clock or (lambda: datetime.now(UTC))
+        self.codes = CodeMinter(master_key)
+        self.views = MerchantsViews(self)
+        self.views.catch_up()
+        self.identity_follower: Follower | None = None
+
+    # ------------------------------------------------------------------ merchants
+
+    def apply_merchant(self, *, merchant_id: str, name: str, street_id: str, category: str,
+                       latitude: float, longitude: float, address: str,
+                       amenities: list[MerchantAmenity | None],
+                       fingerprint: str = "") -> dict[str, Any]:
+        violations = Violations()
+        violations.require(bool(name.strip()) and len(name) <= MAX_TEXT, "name",
+                           f"1 to {MAX_TEXT} characters")
+        violations.require(bool(category.strip()) and len(category) <= 50, "category",
+                           "1 to 50 characters")
+        violations.require(-90 <= latitude <= 90, "location.latitude", "must be -90 to 90")
+        violations.require(-180 <= longitude <= 180, "location.longitude",
+                           "must be -180 to 180")
+        violations.require(len(address) <= MAX_TEXT, "location.address",
+                           f"at most {MAX_TEXT} characters")
+        _check_amenities(violations, amenities)
+        violations.raise_if_any()
+        self._reference(merchant_id, "merchant_id", "merchant")
+        self._reference(street_id, "street_id", "street")
+        self._require_merchant_side(merchant_id, street_id)
+
+        def decide() -> Outcome:
+            if self.exists(uuid.UUID(merchant_id)):
+                raise AlreadyExists("the merchant has already applied",
+                                    reason="MERCHANT_ALREADY_APPLIED")
+            merchant = Merchant(merchant_id=merchant_id, name=name.strip(), street_id=street_id,
+                                category=category.strip(), latitude=latitude,
+                                longitude=longitude, address=address.strip(),
+                                amenities=[a.value for a in amenities if a])
+            return Outcome([merchant], {"merchant_id": merchant_id, "version": merchant.version})
+        return self.execute(decide, fingerprint=fingerprint)
+
+    def approve_merchant(self, *, merchant_id: str, fingerprint: str = "") -> dict[str, Any]:
+        return self._street_office_decides(merchant_id, Merchant.approve, fingerprint)
+
+    def reject_merchant(self, *, merchant_id: str, reason: str, fingerprint: str = ""
+                        ) -> dict[str, Any]:
+        _require_reason(reason)
+        return self._street_office_decides(merchant_id, lambda m: m.reject(reason.strip()),
+                                           fingerprint)
+
+    def suspend_merchant(self, *, merchant_id: str, reason: str, fingerprint: str = ""
+                         ) -> dict[str, Any]:
+        _require_reason(reason)
+        return self._street_office_decides(merchant_id, lambda m: m.suspend(reason.strip()),
+                                           fingerprint)
+
+    def reinstate_merchant(self, *, merchant_id: str, reason: str, fingerprint: str = ""
+                           ) -> dict[str, Any]:
+        _require_reason(reason)
+        return self._street_office_decides(merchant_id, lambda m: m.reinstate(reason.strip()),
+                                           fingerprint)
+
+    def update_merchant_amenities(self, *, merchant_id: str,
+                                  amenities: list[MerchantAmenity | None],
+                                  fingerprint: str = "") -> dict[str, Any]:
+        violations = Violations()
+        _check_amenities(violations, amenities)
+        violations.raise_if_any()
+
+        def decide() -> Outcome:
+            merchant = self.get(merchant_id, Merchant, "merchant")
+            self._require_merchant_side(merchant_id, merchant.street_id)
+            merchant.update_amenities(amenities=[a.value for a in amenities if a])
+            return Outcome([merchant], {"merchant_id": merchant_id, "version": merchant.version})
+        return self.execute(decide, fingerprint=fingerprint)
+
+    def _street_office_decides(self, merchant_id: str, change: Callable[[Merchant], None],
+                               fingerprint: str) -> dict[str, Any]:
+        def decide() -> Outcome:
+            merchant = self.get(merchant_id, Merchant, "merchant")
+            self._require_street_office(merchant.street_id)
+            change(merchant)
+            return Outcome([merchant], {"merchant_id": merchant_id, "version": merchant.version})
+        return self.execute(decide, fingerprint=fingerprint)
+
+    def merchant(self, merchant_id: str, version: int | None = None) -> MerchantView:
+        m = self.get(merchant_id, Merchant, "merchant", version)
+        return MerchantView(
+            merchant_id=str(m.id), name=m.name, street_id=m.street_id, category=m.category,
+            latitude=m.latitude, longitude=m.longitude, address=m.address,
+            amenities=[MerchantAmenity(a) for a in m.amenities], status=m.status,
+            status_reason=m.status_reason, version=m.version)
+
+    def list_merchants(self, *, street_id: str, status: MerchantStatus | None,
+                       amenities: list[MerchantAmenity], page_size: int, page_token: str
+                       ) -> tuple[list[MerchantView], str]:
+        self.views.catch_up()
+        ids, token = self.views.merchants.page(street_id=street_id, status=status,
+                                               amenities=amenities, page_size=page_size,
+                                               page_token=page_token)
+        return [self.merchant(i) for i in ids], token
+
+    # ------------------------------------------------------------------ perk offers
+
+    def create_perk_offer(self, *, merchant_id: str, title: str, kind: PerkKind | None,
+                          percent_off: int, amount_off_fen: int, free_item: str,
+                          eligibility: Eligibility | None, badge_class_id: str,
+                          total_quota: int, per_rider_limit: int,
+                          limit_period: LimitPeriod | None, valid_from: datetime | None,
+                          valid_until: datetime | None, code_ttl_minutes: int,
+                          fingerprint: str = "") -> dict[str, Any]:
+        v = Violations()
+        v.require(bool(title.strip()) and len(title) <= MAX_TEXT, "title",
+                  f"1 to {MAX_TEXT} characters")
+        v.require(kind is not None, "kind", "must be specified")
+        if kind is PerkKind.PERCENT_DISCOUNT:
+            v.require(1 <= percent_off <= 100, "percent_off", "must be 1 to 100")
+        if kind is PerkKind.FIXED_DISCOUNT:
+            v.require(1 <= amount_off_fen <= 1_000_000, "amount_off_fen",
+                      "must be 1 to 1,000,000 fen")
+        if kind is PerkKind.FREE_ITEM:
+            v.require(bool(free_item.strip()) and len(free_item) <= MAX_TEXT, "free_item",
+                      f"1 to {MAX_TEXT} characters")
+        v.require(eligibility is not None, "eligibility", "must be specified")
+        if eligibility is Eligibility.BADGE_HOLDERS:
+            v.require(_is_uuid(badge_class_id), "badge_class_id",
+                      "must name a badge class for a badge-holders perk")
+        v.require(1 <= total_quota <= MAX_QUOTA, "total_quota", f"must be 1 to {MAX_QUOTA}")
+        v.require(per_rider_limit >= 1, "per_rider_limit", "must be at least 1")
+        v.require(limit_period is not None, "limit_period", "must be specified")
+        v.require(valid_from is not None, "valid_from_time", "must be set")
+        v.require(valid_until is not None, "valid_until_time", "must be set")
+        if valid_from and valid_until:
+            v.require(valid_until > valid_from, "valid_until_time",
+                      "must be after valid_from_time")
+            v.require(valid_until > self.clock(), "valid_until_time", "must be in the future")
+        v.require(1 <= code_ttl_minutes <= MAX_CODE_TTL_MINUTES, "code_ttl_minutes",
+                  f"must be 1 to {MAX_CODE_TTL_MINUTES}")
+        v.raise_if_any()
+        assert kind and eligibility and limit_period and valid_from and valid_until
+
+        def decide() -> Outcome:
+            merchant = self.get(merchant_id, Merchant, "merchant", field="merchant_id")
+            self._require_merchant(merchant_id)
+            merchant.require_approved()
+            offer = PerkOffer(
+                merchant_id=merchant_id, title=title.strip(), kind=kind.value,
+                percent_off=percent_off if kind is PerkKind.PERCENT_DISCOUNT else 0,
+                amount_off_fen=amount_off_fen if kind is PerkKind.FIXED_DISCOUNT else 0,
+                free_item=free_item.strip() if kind is PerkKind.FREE_ITEM else "",
+                eligibility=eligibility.value,
+                badge_class_id=badge_class_id if eligibility is Eligibility.BADGE_HOLDERS else "",
+                total_quota=total_quota, per_rider_limit=per_rider_limit,
+                limit_period=limit_period.value, valid_from=valid_from,
+                valid_until=valid_until, code_ttl_minutes=code_ttl_minutes)
+            return Outcome([offer], {"perk_id": str(offer.id), "version": offer.version})
+        return self.execute(decide, fingerprint=fingerprint)
+
+    def publish_perk_offer(self, *, perk_id: str, fingerprint: str = "") -> dict[str, Any]:
+        def change(offer: PerkOffer) -> None:
+            self.get(offer.merchant_id, Merchant, "merchant").require_approved()
+            offer.publish()
+        return self._merchant_changes_offer(perk_id, change, fingerprint)
+
+    def pause_perk_offer(self, *, perk_id: str, fingerprint: str = "") -> dict[str, Any]:
+        return self._merchant_changes_offer(perk_id, PerkOffer.pause, fingerprint)
+
+    def withdraw_perk_offer(self, *, perk_id: str, fingerprint: str = "") -> dict[str, Any]:
+        return self._merchant_changes_offer(perk_id, PerkOffer.withdraw, fingerprint)
+
+    def _merchant_changes_offer(self, perk_id: str, change: Callable[[PerkOffer], None],
+                                fingerprint: str) -> dict[str, Any]:
+        def decide() -> Outcome:
+            offer = self.get(perk_id, PerkOffer, "perk")
+            self._require_merchant(offer.merchant_id)
+            change(offer)
+            return Outcome([offer], {"perk_id": perk_id, "version": offer.version})
+        return self.execute(decide, fingerprint=fingerprint, serialise_on=perk_id)
+
+    def perk(self, perk_id: str, version: int | None = None) -> PerkView:
+        o = self.get(perk_id, PerkOffer, "perk", version)
+        return PerkView(
+            perk_id=str(o.id), merchant_id=o.merchant_id, title=o.title, kind=PerkKind(o.kind),
+            percent_off=o.percent_off, amount_off_fen=o.amount_off_fen, free_item=o.free_item,
+            eligibility=o.eligibility, badge_class_id=o.badge_class_id,
+            total_quota=o.total_quota, per_rider_limit=o.per_rider_limit,
+            limit_period=o.limit_period, valid_from=o.valid_from, valid_until=o.valid_until,
+            code_ttl_minutes=o.code_ttl_minutes, status=o.status, remaining=o.remaining,
+            outstanding=len(o.outstanding), redeemed=len(o.redeemed), version=o.version)
+
+    def list_perk_offers(self, *, merchant_id: str, status: PerkStatus | None, page_size: int,
+                         page_token: str) -> tuple[list[PerkView], str]:
+        self.views.catch_up()
+        ids, token = self.views.perks.select(
+            {"merchant_id": merchant_id, "status": status.value if status else ""},
+            page_size=page_size, page_token=page_token)
+        return [self.perk(i) for i in ids], token
+
+    def perks_for_rider(self, *, rider_id: str, street_id: str, page_size: int,
+                        page_token: str) -> tuple[list[PerkView], str]:
+        """Perks the rider could claim right now: published, valid, quota and limit left,
+        eligible, at an approved merchant."""
+        require_ids(rider_id=rider_id)
+        standing = self._standing(rider_id)
+        now = self.clock()
+        self.views.catch_up()
+
+        def claimable(attrs: dict[str, Any], perk_id: str) -> bool:
+            if street_id and self.views.merchant_street(attrs["merchant_id"]) != street_id:
+                return False
+            offer = self.get(perk_id, PerkOffer, "perk")
+            merchant = self.get(offer.merchant_id, Merchant, "merchant")
+            if merchant.status is not MerchantStatus.APPROVED or not standing.is_active:
+                return False
+            try:
+                offer.check_claimable(rider_id, now, standing.holds_badge(offer.badge_class_id))
+            except QijiError:  # any refusal means "not open to this rider"
+                return False
+            return True
+
+        ids, token = self.views.perks.select(
+            {"status": PerkStatus.PUBLISHED.value}, extra=lambda attrs, perk_id: claimable(
+                attrs, perk_id), page_size=page_size, page_token=page_token,
+            filters=[f"rider={rider_id}", f"street={street_id}"])
+        return [self.perk(i) for i in ids], token
+
+    # ------------------------------------------------------------------ claims
+
+    def claim_perk(self, *, perk_id: str, rider_id: str, fingerprint: str = ""
+                   ) -> dict[str, Any]:
+        require_ids(perk_id=perk_id, rider_id=rider_id)
+        self._standing(rider_id)  # catches up with identity if the rider is new here
+
+        def decide() -> Outcome:
+            now = self.clock()
+            offer = self.get(perk_id, PerkOffer, "perk")
+            merchant = self.get(offer.merchant_id, Merchant, "merchant")
+            standing = self._standing(rider_id, catch_up=False)
+            merchant.require_approved()
+            standing.require_active()
+            touched: list[Any] = [offer, standing]
+            # Codes past their expiry give their quota back now, in this same save, rather
+            # than whenever the lapse job next runs: the next rider in line is not refused.
+            touched += self._lapse_expired(offer, now, touched)
+            offer.check_claimable(rider_id, now, standing.holds_badge(offer.badge_class_id))
+            nonce = self.codes.new_nonce()
+            digest = self.codes.digest(self.codes.code(nonce))
+            claim_id = Claim.create_id(digest)
+            expires_at = offer.issue(str(claim_id), rider_id, now)
+            claim = Claim(code_digest=digest, code_nonce=nonce, perk_id=perk_id,
+                          merchant_id=offer.merchant_id, rider_id=rider_id, claimed_at=now,
+                          expires_at=expires_at)
+            standing.claim_opened(str(claim.id))
+            return Outcome([*touched, claim], {"claim_id": str(claim.id),
+                                               "version": claim.version,
+                                               "remaining": offer.remaining})
+        # A perk is a hot spot when it opens: claims queue on it here, and replicas settle
+        # collisions on the offer's version.
+        return self.execute(decide, fingerprint=fingerprint, serialise_on=perk_id)
+
+    def redeem_code(self, *, merchant_id: str, code: str, fingerprint: str = ""
+                    ) -> dict[str, Any]:
+        require_ids(merchant_id=merchant_id)
+        self._require_merchant(merchant_id)
+        canonical = self.codes.normalise(code)
+        violations = Violations()
+        violations.require(len(canonical) == CODE_LENGTH and all(
+            c in _CROCKFORD for c in canonical), "code", f"a code has {CODE_LENGTH} characters")
+        violations.raise_if_any()
+        claim_id = Claim.create_id(self.codes.digest(canonical))
+        if not self.exists(claim_id):
+            raise NotFound("code", "(as given)")
+        perk_id = self.get(claim_id, Claim, "code").perk_id
+
+        def decide() -> Outcome:
+            now = self.clock()
+            claim = self.get(claim_id, Claim, "code")
+            offer = self.get(perk_id, PerkOffer, "perk")
+            standing = self._standing(claim.rider_id, catch_up=False)
+            claim.redeem(merchant_id, now)
+            offer.note_redeemed(str(claim_id), now)
+            standing.claim_closed(str(claim_id))
+            return Outcome([claim, offer, standing], {
+                "claim_id": str(claim_id), "version": claim.version, "perk_id": perk_id,
+                "perk_version": offer.version})
+        return self.execute(decide, fingerprint=fingerprint, serialise_on=perk_id)
+
+    def reverse_redemption(self, *, claim_id: str, reason: str, fingerprint: str = ""
+                           ) -> dict[str, Any]:
+        require_ids(claim_id=claim_id)
+        _require_reason(reason)
+        perk_id = self.get(claim_id, Claim, "claim").perk_id
+
+        def decide() -> Outcome:
+            now = self.clock()
+            claim = self.get(claim_id, Claim, "claim")
+            self._require_merchant(claim.merchant_id)
+            offer = self.get(perk_id, PerkOffer, "perk")
+            claim.reverse(reason.strip(), now)
+            offer.note_returned(claim_id, "REVERSED", now)
+            return Outcome([claim, offer], {"claim_id": claim_id, "version": claim.version,
+                                            "remaining": offer.remaining})
+        return self.execute(decide, fingerprint=fingerprint, serialise_on=perk_id)
+
+    def lapse_expired(self, perk_id: str) -> int:
+        """Lapses the perk's codes that expired unredeemed (the lapse job calls this)."""
+        def decide() -> Outcome:
+            offer = self.get(perk_id, PerkOffer, "perk")
+            touched: list[Any] = [offer]
+            changed = self._lapse_expired(offer, self.clock(), touched)
+            lapsed = sum(1 for c in changed if isinstance(c, Claim))
+            return Outcome([*touched, *changed] if changed else [], {"lapsed": lapsed})
+        return int(self.execute(decide, serialise_on=perk_id)["lapsed"] or 0)
+
+    def _lapse_expired(self, offer: PerkOffer, now: datetime, touched: list[Any]) -> list[Any]:
+        changed: list[Any] = []
+        standings: dict[str, RiderStanding] = {
+            str(t.rider_id): t for t in touched if isinstance(t, RiderStanding)}
+        for claim_id in offer.expired_outstanding(now):
+            claim = self.get(claim_id, Claim, "claim")
+            claim.lapse(now)
+            offer.note_returned(claim_id, "LAPSED", now)
+            standing = standings.get(claim.rider_id)
+            if standing is None:
+                standing = standings[claim.rider_id] = self._standing(claim.rider_id,
+                                                                      catch_up=False)
+                changed.append(standing)
+            standing.claim_closed(claim_id)
+            changed.append(claim)
+        return changed
+
+    def claim(self, claim_id: str, version: int | None = None) -> ClaimView:
+        c = self.get(claim_id, Claim, "claim", version)
+        actor = context.current().actor
+        # The code is the rider's: shown to the platform that claimed it for them and to
+        # officials, never to a merchant (who must be shown it by the rider).
+        show_code = not (auth.MERCHANT in actor.roles and len(actor.roles) == 1)
+        return ClaimView(
+            claim_id=str(c.id), perk_id=c.perk_id, merchant_id=c.merchant_id,
+            rider_id=c.rider_id,
+            code=self.codes.display(self.codes.code(c.code_nonce)) if show_code else "",
+            status=c.status, claimed_at=c.claimed_at, expires_at=c.expires_at,
+            redeemed_at=c.redeemed_at, reversed_at=c.reversed_at,
+            reverse_reason=c.reverse_reason, version=c.version)
+
+    def redemptions(self, *, merchant_id: str, perk_id: str, page_size: int, page_token: str
+                    ) -> tuple[list[dict[str, Any]], str]:
+        violations = Violations()
+        violations.require(bool(merchant_id or perk_id), "merchant_id",
+                           "name a merchant or a perk")
+        violations.raise_if_any()
+        if merchant_id:
+            require_ids(merchant_id=merchant_id)
+        if perk_id:
+            require_ids(perk_id=perk_id)
+        actor = context.current().actor
+        if auth.MERCHANT in actor.roles and not actor.roles & {auth.CITY_ADMIN, auth.AUDITOR,
+                                                               auth.STREET_OFFICE}:
+            owner = merchant_id or self.get(perk_id, PerkOffer, "perk").merchant_id
+            self._require_merchant(owner)
+        self.views.catch_up()
+        return self.views.redemptions.select(
+            {"merchant_id": merchant_id, "perk_id": perk_id}, page_size=page_size,
+            page_token=page_token, rows=True)
+
+    # ------------------------------------------------------------------ care packages
+
+    def create_care_campaign(self, *, street_id: str, name: str, description: str, stock: int,
+                             fingerprint: str = "") -> dict[str, Any]:
+        violations = Violations()
+        violations.require(bool(name.strip()) and len(name) <= MAX_TEXT, "name",
+                           f"1 to {MAX_TEXT} characters")
+        violations.require(len(description) <= 2000, "description", "at most 2000 characters")
+        violations.require(1 <= stock <= 100_000, "stock", "must be 1 to 100000")
+        violations.raise_if_any()
+        self._reference(street_id, "street_id", "street")
+        self._require_street_office(street_id)
+
+        def decide() -> Outcome:
+            campaign = CareCampaign(street_id=street_id, name=name.strip(),
+                                    description=description.strip(), stock=stock)
+            return Outcome([campaign], {"campaign_id": str(campaign.id),
+                                        "version": campaign.version})
+        return self.execute(decide, fingerprint=fingerprint)
+
+    def allocate_care_package(self, *, campaign_id: str, rider_id: str, fingerprint: str = ""
+                              ) -> dict[str, Any]:
+        require_ids(campaign_id=campaign_id, rider_id=rider_id)
+        self._standing(rider_id)
+
+        def decide() -> Outcome:
+            campaign = self.get(campaign_id, CareCampaign, "campaign")
+            self._require_street_office(campaign.street_id)
+            standing = self._standing(rider_id, catch_up=False)
+            if standing.left:
+                raise FailedPrecondition("the rider has left the programme", reason="RIDER_LEFT")
+            campaign.allocate(rider_id, self.clock())
+            return Outcome([campaign], {"campaign_id": campaign_id, "version": campaign.version})
+        return self.execute(decide, fingerprint=fingerprint, serialise_on=campaign_id)
+
+    def record_hand_over(self, *, campaign_id: str, rider_id: str, handed_over_by: str,
+                         fingerprint: str = "") -> dict[str, Any]:
+        require_ids(campaign_id=campaign_id, rider_id=rider_id)
+        violations = Violations()
+        violations.require(bool(handed_over_by.strip()) and len(handed_over_by) <= 100,
+                           "handed_over_by", "1 to 100 characters: who handed it over")
+        violations.raise_if_any()
+
+        def decide() -> Outcome:
+            campaign = self.get(campaign_id, CareCampaign, "campaign")
+            self._require_street_office(campaign.street_id)
+            campaign.hand_over(rider_id, handed_over_by.strip(),
+                               context.current().actor.principal, self.clock())
+            return Outcome([campaign], {"campaign_id": campaign_id, "version": campaign.version})
+        return self.execute(decide, fingerprint=fingerprint, serialise_on=campaign_id)
+
+    def campaign(self, campaign_id: str, version: int | None = None) -> CampaignView:
+        c = self.get(campaign_id, CareCampaign, "campaign", version)
+        return CampaignView(campaign_id=str(c.id), street_id=c.street_id, name=c.name,
+                            description=c.description, stock=c.stock,
+                            allocations={k: dict(v) for k, v in c.allocations.items()},
+                            handed_over=c.handed_over, version=c.version)
+
+    def list_campaigns(self, *, street_id: str, page_size: int, page_token: str
+                       ) -> tuple[list[CampaignView], str]:
+        self.views.catch_up()
+        ids, token = self.views.campaigns.select({"street_id": street_id}, page_size=page_size,
+                                                 page_token=page_token)
+        return [self.campaign(i) for i in ids], token
+
+    # ------------------------------------------------------------------ followers
+
+    IDENTITY_TOPICS = (*identity_events.RIDER_STATUS_TOPICS, identity_events.ORGANISATION_CREATED)
+    BADGE_TOPICS = badge_events.AWARD_TOPICS
+
+    def follow_identity(self, upstream: UpstreamEvent, processing: ProcessingEvent) -> None:
+        """Rider status decides who may claim; a suspended rider's open codes are frozen until
+        reinstatement, and a rider who left loses them."""
+        if upstream.topic == identity_events.ORGANISATION_CREATED:
+            kind = {"STREET": "street", "MERCHANT": "merchant"}.get(upstream.state["kind"])
+            if kind:
+                processing.collect_events(Reference(upstream_id=str(upstream.originator_id),
+                                                    kind=kind, name=upstream.state["name"]))
+            return
+        rider_id = str(upstream.originator_id)
+        standing = self._standing_for_policy(rider_id)
+        verified, suspended, left = identity_events.rider_flags_after(
+            upstream.topic, standing.verified, standing.suspended, standing.left)
+        if (verified, suspended, left) != (standing.verified, standing.suspended, standing.left):
+            standing.note_status(verified=verified, suspended=suspended, left=left)
+        touched: list[Any] = [standing]
+        for claim_id in list(standing.open_claims):
+            claim = self.get(claim_id, Claim, "claim")
+            if suspended or left:
+                claim.freeze()
+            else:
+                claim.unfreeze()
+            touched.append(claim)
+        processing.collect_events(*touched)
+
+    def follow_badges(self, upstream: UpstreamEvent, processing: ProcessingEvent) -> None:
+        """Badges held decide which badge-only perks a rider may claim."""
+        award_id = str(upstream.originator_id)
+        if upstream.topic == badge_events.BADGE_GRANTED:
+            standing = self._standing_for_policy(upstream.state["rider_id"])
+            standing.note_badge(award_id=award_id,
+                                badge_class_id=upstream.state["badge_class_id"])
+            processing.collect_events(standing)
+            return
+        rider_id = self.views.award_holder(award_id)
+        if rider_id is not None:
+            standing = self._standing_for_policy(rider_id)
+            standing.forget_badge(award_id)
+            processing.collect_events(standing)
+
+    def catch_up_upstream(self) -> None:
+        if self.identity_follower is not None:
+            self.identity_follower.run_once()
+
+    # ------------------------------------------------------------------ helpers
+
+    def _standing(self, rider_id: str, *, catch_up: bool = True) -> RiderStanding:
+        standing_id = RiderStanding.create_id(rider_id)
+        if catch_up and not self.exists(standing_id):
+            self.catch_up_upstream()
+        if not self.exists(standing_id):
+            raise NotFound("rider", rider_id)
+        return self.get(standing_id, RiderStanding, "rider")
+
+    def _standing_for_policy(self, rider_id: str) -> RiderStanding:
+        # Never catches up: the policy runs inside the follower that catching up would call.
+        standing_id = RiderStanding.create_id(rider_id)
+        if self.exists(standing_id):
+            return self.get(standing_id, RiderStanding, "rider")
+        return RiderStanding(rider_id=rider_id)
+
+    def _reference(self, upstream_id: str, field: str, kind: str) -> Reference:
+        return require_reference(self, upstream_id, field, kind, self.catch_up_upstream)
+
+    def _require_merchant(self, merchant_id: str) -> None:
+        """A merchant acts on its own merchant account only; the city admin on any."""
+        actor = context.current().actor
+        if auth.CITY_ADMIN in actor.roles:
+            return
+        if not auth.acts_for(actor, auth.MERCHANT, merchant_id, city_wide_ok=False):
+            raise PermissionDenied("a merchant may act on its own perks and codes only",
+                                   reason="NOT_YOUR_MERCHANT")
+
+    def _require_merchant_side(self, merchant_id: str, street_id: str) -> None:
+        """The merchant itself, or the street office of its street, or the city admin."""
+        actor = context.current().actor
+        if auth.CITY_ADMIN in actor.roles or auth.acts_for(
+                actor, auth.STREET_OFFICE, street_id, city_wide_ok=True):
+            return
+        self._require_merchant(merchant_id)
+
+    def _require_street_office(self, street_id: str) -> None:
+        actor = context.current().actor
+        if auth.CITY_ADMIN in actor.roles or auth.acts_for(
+                actor, auth.STREET_OFFICE, street_id, city_wide_ok=True):
+            return
+        raise PermissionDenied("only the street office of this street may do this",
+                               reason="NOT_YOUR_STREET")
+
+
+def _check_amenities(violations: Violations, amenities: list[MerchantAmenity | None]) -> None:
+    for i, amenity in enumerate(amenities):
+        violations.require(amenity is not None, f"amenities[{i}]", "must be specified")
+
+
+def _require_reason(reason: str) -> None:
+    violations = Violations()
+    violations.require(bool(reason.strip()) and len(reason) <= 500, "reason",
+                       "1 to 500 characters")
+    violations.raise_if_any()
+
+
+def _is_uuid(value: str) -> bool:
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True

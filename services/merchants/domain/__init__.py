@@ -1,0 +1,1 @@
+"""The merchants domain: pure Python, no gRPC, SQL or AMQP."""

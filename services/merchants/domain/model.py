@@ -1,0 +1,419 @@
+"""Aggregates of the merchants domain.
+
+A perk offer keeps the quota ledger (codes outstanding, codes redeemed, per rider); a claim is
+one code's life. Every step that moves quota changes both in one atomic save, so the ledger
+and the codes can never disagree, and the offer's version serialises competing claims: two
+concurrent claims for the last unit cannot both be stored.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta
+from typing import Any
+
+from eventsourcing.domain import Aggregate, event
+
+from services.merchants.domain.values import (
+    REVERSAL_WINDOW,
+    ClaimStatus,
+    Eligibility,
+    LimitPeriod,
+    MerchantStatus,
+    PerkStatus,
+    period_start,
+)
+from shared.errors import AlreadyExists, FailedPrecondition, NotFound
+
+_NS = uuid.UUID("d2c7c1e4-5b1a-4c55-9a51-2f0f5d4b8e77")
+
+
+class Merchant(Aggregate):
+    """A friendly merchant (友好商户), under the id identity gave its organisation."""
+
+    @staticmethod
+    def create_id(merchant_id: str, **_: Any) -> uuid.UUID:
+        return uuid.UUID(merchant_id)
+
+    @event("Applied")
+    def __init__(self, merchant_id: str, name: str, street_id: str, category: str,
+                 latitude: float, longitude: float, address: str, amenities: list[str]):
+        self.name = name
+        self.street_id = street_id
+        self.category = category
+        self.latitude = latitude
+        self.longitude = longitude
+        self.address = address
+        self.amenities = sorted(set(amenities))
+        self.status = MerchantStatus.APPLIED
+        self.status_reason = ""
+
+    def approve(self) -> None:
+        self._require(MerchantStatus.APPLIED, "only an application can be approved")
+        self._approved()
+
+    @event("Approved")
+    def _approved(self) -> None:
+        self.status = MerchantStatus.APPROVED
+
+    def reject(self, reason: str) -> None:
+        self._require(MerchantStatus.APPLIED, "only an application can be rejected")
+        self._rejected(reason=reason)
+
+    @event("Rejected")
+    def _rejected(self, reason: str) -> None:
+        self.status = MerchantStatus.REJECTED
+        self.status_reason = reason
+
+    def suspend(self, reason: str) -> None:
+        self._require(MerchantStatus.APPROVED, "only an approved merchant can be suspended")
+        self._suspended(reason=reason)
+
+    @event("Suspended")
+    def _suspended(self, reason: str) -> None:
+        self.status = MerchantStatus.SUSPENDED
+        self.status_reason = reason
+
+    def reinstate(self, reason: str) -> None:
+        self._require(MerchantStatus.SUSPENDED, "only a suspended merchant can be reinstated")
+        self._reinstated(reason=reason)
+
+    @event("Reinstated")
+    def _reinstated(self, reason: str) -> None:
+        self.status = MerchantStatus.APPROVED
+        self.status_reason = reason
+
+    @event("AmenitiesUpdated")
+    def update_amenities(self, amenities: list[str]) -> None:
+        self.amenities = sorted(set(amenities))
+
+    def require_approved(self) -> None:
+        if self.status is not MerchantStatus.APPROVED:
+            raise FailedPrecondition(f"the merchant is {self.status.value.lower()}",
+                                     reason="MERCHANT_NOT_APPROVED")
+
+    def _require(self, wanted: MerchantStatus, message: str) -> None:
+        if self.status is not wanted:
+            raise FailedPrecondition(f"{message} (it is {self.status.value})",
+                                     reason=f"MERCHANT_{self.status.value}")
+
+
+class PerkOffer(Aggregate):
+    @event("Created")
+    def __init__(self, merchant_id: str, title: str, kind: str, percent_off: int,
+                 amount_off_fen: int, free_item: str, eligibility: str, badge_class_id: str,
+                 total_quota: int, per_rider_limit: int, limit_period: str,
+                 valid_from: datetime, valid_until: datetime, code_ttl_minutes: int):
+        self.merchant_id = merchant_id
+        self.title = title
+        self.kind = kind
+        self.percent_off = percent_off
+        self.amount_off_fen = amount_off_fen
+        self.free_item = free_item
+        self.eligibility = Eligibility(eligibility)
+        self.badge_class_id = badge_class_id
+        self.total_quota = total_quota
+        self.per_rider_limit = per_rider_limit
+        self.limit_period = LimitPeriod(limit_period)
+        self.valid_from = valid_from
+        self.valid_until = valid_until
+        self.code_ttl_minutes = code_ttl_minutes
+        self.status = PerkStatus.DRAFT
+        # The quota ledger: codes handed out and not yet redeemed or returned, and redeemed.
+        self.outstanding: dict[str, dict[str, Any]] = {}
+        self.redeemed: dict[str, dict[str, Any]] = {}
+
+    # -- life of the offer
+
+    def publish(self) -> None:
+        if self.status not in (PerkStatus.DRAFT, PerkStatus.PAUSED):
+            raise FailedPrecondition(f"a {self.status.value} perk cannot be published",
+                                     reason=f"PERK_{self.status.value}")
+        self._published()
+
+    @event("Published")
+    def _published(self) -> None:
+        self.status = PerkStatus.PUBLISHED
+
+    def pause(self) -> None:
+        if self.status is not PerkStatus.PUBLISHED:
+            raise FailedPrecondition("only a published perk can be paused",
+                                     reason=f"PERK_{self.status.value}")
+        self._paused()
+
+    @event("Paused")
+    def _paused(self) -> None:
+        self.status = PerkStatus.PAUSED
+
+    def withdraw(self) -> None:
+        if self.status is PerkStatus.WITHDRAWN:
+            raise FailedPrecondition("the perk is already withdrawn", reason="PERK_WITHDRAWN")
+        self._withdrawn()
+
+    @event("Withdrawn")
+    def _withdrawn(self) -> None:
+        # Codes already handed out stay redeemable until they expire: the rider was promised.
+        self.status = PerkStatus.WITHDRAWN
+
+    # -- the quota ledger
+
+    @property
+    def remaining(self) -> int:
+        return self.total_quota - len(self.outstanding) - len(self.redeemed)
+
+    def claims_in_period(self, rider_id: str, at: datetime) -> int:
+        since = period_start(self.limit_period, at)
+        return sum(1 for c in (*self.outstanding.values(), *self.redeemed.values())
+                   if c["rider_id"] == rider_id and c["claimed_at"] >= since)
+
+    def expired_outstanding(self, at: datetime) -> list[str]:
+        return [cid for cid, c in self.outstanding.items() if c["expires_at"] <= at]
+
+    def check_claimable(self, rider_id: str, at: datetime, holds_badge: bool) -> None:
+        """Every rule a claim must pass, in the order a rider would want to hear them."""
+        if self.status is not PerkStatus.PUBLISHED:
+            raise FailedPrecondition(f"the perk is {self.status.value.lower()}",
+                                     reason="PERK_NOT_AVAILABLE")
+        if at < self.valid_from:
+            raise FailedPrecondition("the perk is not valid yet", reason="PERK_NOT_YET_VALID")
+        if at >= self.valid_until:
+            raise FailedPrecondition("the perk has ended", reason="PERK_ENDED")
+        if self.eligibility is Eligibility.BADGE_HOLDERS and not holds_badge:
+            raise FailedPrecondition("the perk is for holders of a badge the rider lacks",
+                                     reason="BADGE_REQUIRED", badge_class_id=self.badge_class_id)
+        if self.claims_in_period(rider_id, at) >= self.per_rider_limit:
+            raise FailedPrecondition(
+                f"the rider reached the limit of {self.per_rider_limit} per "
+                f"{self.limit_period.value.lower()}", reason="RIDER_LIMIT_REACHED")
+        if self.remaining <= 0:
+            raise FailedPrecondition("the perk's quota is used up", reason="QUOTA_EXHAUSTED")
+
+    def issue(self, claim_id: str, rider_id: str, at: datetime) -> datetime:
+        expires_at = min(at + timedelta(minutes=self.code_ttl_minutes), self.valid_until)
+        self._issued(claim_id=claim_id, rider_id=rider_id, at=at, expires_at=expires_at)
+        return expires_at
+
+    @event("CodeIssued")
+    def _issued(self, claim_id: str, rider_id: str, at: datetime, expires_at: datetime) -> None:
+        self.outstanding[claim_id] = {"rider_id": rider_id, "claimed_at": at,
+                                      "expires_at": expires_at}
+
+    def note_redeemed(self, claim_id: str, at: datetime) -> None:
+        self._redeemed(claim_id=claim_id, at=at, remaining_after=self.remaining)
+
+    @event("CodeRedeemed")
+    def _redeemed(self, claim_id: str, at: datetime, remaining_after: int) -> None:
+        # The quota after a redemption is written into the event itself, so an auditor reads
+        # "the quota after each one" straight from the history.
+        entry = self.outstanding.pop(claim_id)
+        self.redeemed[claim_id] = {**entry, "redeemed_at": at}
+
+    def note_returned(self, claim_id: str, why: str, at: datetime) -> None:
+        """A lapsed code or a reversed redemption gives its unit of quota back."""
+        if claim_id not in self.outstanding and claim_id not in self.redeemed:
+            raise NotFound("claim", claim_id)
+        self._returned(claim_id=claim_id, why=why, at=at, remaining_after=self.remaining + 1)
+
+    @event("QuotaReturned")
+    def _returned(self, claim_id: str, why: str, at: datetime, remaining_after: int) -> None:
+        self.outstanding.pop(claim_id, None)
+        self.redeemed.pop(claim_id, None)
+
+
+class Claim(Aggregate):
+    """One single-use code. Its id is derived from the code's digest, so a merchant's code
+    finds its claim directly; the code itself is never stored."""
+
+    @staticmethod
+    def create_id(code_digest: str, **_: Any) -> uuid.UUID:
+        return uuid.uuid5(_NS, f"claim\n{code_digest}")
+
+    @event("Issued")
+    def __init__(self, code_digest: str, code_nonce: str, perk_id: str, merchant_id: str,
+                 rider_id: str, claimed_at: datetime, expires_at: datetime):
+        self.code_nonce = code_nonce
+        self.perk_id = perk_id
+        self.merchant_id = merchant_id
+        self.rider_id = rider_id
+        self.claimed_at = claimed_at
+        self.expires_at = expires_at
+        self.status = ClaimStatus.ISSUED
+        self.redeemed_at: datetime | None = None
+        self.reversed_at: datetime | None = None
+        self.reverse_reason = ""
+
+    @property
+    def is_open(self) -> bool:
+        return self.status in (ClaimStatus.ISSUED, ClaimStatus.FROZEN)
+
+    def redeem(self, merchant_id: str, at: datetime) -> None:
+        if merchant_id != self.merchant_id:
+            raise FailedPrecondition("the code belongs to another merchant",
+                                     reason="CODE_OF_ANOTHER_MERCHANT")
+        refusals = {
+            ClaimStatus.REDEEMED: ("the code was already redeemed", "CODE_ALREADY_REDEEMED"),
+            ClaimStatus.REVERSED: ("the code's redemption was reversed", "CODE_REVERSED"),
+            ClaimStatus.LAPSED: ("the code expired", "CODE_EXPIRED"),
+            ClaimStatus.FROZEN: ("the rider's claims are frozen while they are suspended",
+                                 "CLAIM_FROZEN"),
+        }
+        if self.status in refusals:
+            message, reason = refusals[self.status]
+            raise FailedPrecondition(message, reason=reason)
+        if at >= self.expires_at:
+            raise FailedPrecondition("the code expired", reason="CODE_EXPIRED")
+        self._redeemed(at=at)
+
+    @event("Redeemed")
+    def _redeemed(self, at: datetime) -> None:
+        self.status = ClaimStatus.REDEEMED
+        self.redeemed_at = at
+
+    def reverse(self, reason: str, at: datetime) -> None:
+        if self.status is not ClaimStatus.REDEEMED:
+            raise FailedPrecondition("only a redeemed code can be reversed",
+                                     reason="CLAIM_NOT_REDEEMED")
+        assert self.redeemed_at is not None
+        if at - self.redeemed_at > REVERSAL_WINDOW:
+            raise FailedPrecondition(
+                f"a redemption can be reversed within {REVERSAL_WINDOW} only",
+                reason="REVERSAL_WINDOW_CLOSED")
+        self._reversed(reason=reason, at=at)
+
+    @event("Reversed")
+    def _reversed(self, reason: str, at: datetime) -> None:
+        self.status = ClaimStatus.REVERSED
+        self.reversed_at = at
+        self.reverse_reason = reason
+
+    def lapse(self, at: datetime) -> None:
+        if not self.is_open or at < self.expires_at:
+            raise FailedPrecondition("only an unredeemed, expired code lapses",
+                                     reason="CLAIM_NOT_LAPSABLE")
+        self._lapsed()
+
+    @event("Lapsed")
+    def _lapsed(self) -> None:
+        self.status = ClaimStatus.LAPSED
+
+    def freeze(self) -> None:
+        if self.status is ClaimStatus.ISSUED:
+            self._frozen()
+
+    @event("Frozen")
+    def _frozen(self) -> None:
+        self.status = ClaimStatus.FROZEN
+
+    def unfreeze(self) -> None:
+        if self.status is ClaimStatus.FROZEN:
+            self._unfrozen()
+
+    @event("Unfrozen")
+    def _unfrozen(self) -> None:
+        self.status = ClaimStatus.ISSUED
+
+
+class RiderStanding(Aggregate):
+    """A rider as merchants knows them: eligibility from identity's feed, badges from badges'
+    feed, and their open claims (frozen when they are suspended)."""
+
+    @staticmethod
+    def create_id(rider_id: str, **_: Any) -> uuid.UUID:
+        return uuid.uuid5(_NS, f"standing\n{rider_id}")
+
+    @event("Noted")
+    def __init__(self, rider_id: str):
+        self.rider_id = rider_id
+        self.verified = False
+        self.suspended = False
+        self.left = False
+        self.awards: dict[str, str] = {}  # award id -> badge class id
+        self.open_claims: list[str] = []
+
+    @property
+    def is_active(self) -> bool:
+        return self.verified and not self.suspended and not self.left
+
+    def require_active(self) -> None:
+        if not self.is_active:
+            state = ("has left" if self.left else "is suspended" if self.suspended
+                     else "is not verified yet")
+            raise FailedPrecondition(f"the rider {state}", reason="RIDER_NOT_ACTIVE")
+
+    @event("StatusNoted")
+    def note_status(self, verified: bool, suspended: bool, left: bool) -> None:
+        self.verified, self.suspended, self.left = verified, suspended, left
+
+    def holds_badge(self, badge_class_id: str) -> bool:
+        return badge_class_id in self.awards.values()
+
+    @event("BadgeNoted")
+    def note_badge(self, award_id: str, badge_class_id: str) -> None:
+        self.awards[award_id] = badge_class_id
+
+    def forget_badge(self, award_id: str) -> None:
+        if award_id in self.awards:
+            self._badge_forgotten(award_id=award_id)
+
+    @event("BadgeForgotten")
+    def _badge_forgotten(self, award_id: str) -> None:
+        del self.awards[award_id]
+
+    @event("ClaimOpened")
+    def claim_opened(self, claim_id: str) -> None:
+        self.open_claims.append(claim_id)
+
+    def claim_closed(self, claim_id: str) -> None:
+        if claim_id in self.open_claims:
+            self._claim_closed(claim_id=claim_id)
+
+    @event("ClaimClosed")
+    def _claim_closed(self, claim_id: str) -> None:
+        self.open_claims.remove(claim_id)
+
+
+class CareCampaign(Aggregate):
+    """A street office's care-package campaign (关爱礼包) with a fixed stock."""
+
+    @event("Launched")
+    def __init__(self, street_id: str, name: str, description: str, stock: int):
+        self.street_id = street_id
+        self.name = name
+        self.description = description
+        self.stock = stock
+        self.allocations: dict[str, dict[str, Any]] = {}
+
+    @property
+    def handed_over(self) -> int:
+        return sum(1 for a in self.allocations.values() if a["handed_over_at"] is not None)
+
+    def allocate(self, rider_id: str, at: datetime) -> None:
+        if rider_id in self.allocations:
+            raise AlreadyExists("the rider already has a package from this campaign",
+                                reason="PACKAGE_ALREADY_ALLOCATED")
+        if len(self.allocations) >= self.stock:
+            raise FailedPrecondition("the campaign has no packages left", reason="OUT_OF_STOCK")
+        self._allocated(rider_id=rider_id, at=at)
+
+    @event("PackageAllocated")
+    def _allocated(self, rider_id: str, at: datetime) -> None:
+        self.allocations[rider_id] = {"allocated_at": at, "handed_over_at": None,
+                                      "handed_over_by": "", "recorded_by": ""}
+
+    def hand_over(self, rider_id: str, handed_over_by: str, recorded_by: str,
+                  at: datetime) -> None:
+        allocation = self.allocations.get(rider_id)
+        if allocation is None:
+            raise NotFound("allocation", rider_id)
+        if allocation["handed_over_at"] is not None:
+            raise FailedPrecondition("the package was already handed over",
+                                     reason="ALREADY_HANDED_OVER")
+        self._handed_over(rider_id=rider_id, handed_over_by=handed_over_by,
+                          recorded_by=recorded_by, at=at)
+
+    @event("PackageHandedOver")
+    def _handed_over(self, rider_id: str, handed_over_by: str, recorded_by: str,
+                     at: datetime) -> None:
+        self.allocations[rider_id].update(handed_over_at=at, handed_over_by=handed_over_by,
+                                          recorded_by=recorded_by)
+

@@ -1,0 +1,311 @@
+"""merchants' gRPC entry point: translate, call one application method, render."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+from qiji.merchants.v1 import merchants_service_pb2 as pb
+from qiji.merchants.v1 import merchants_service_pb2_grpc as pb_grpc
+
+from services.merchants.application import (
+    CampaignView,
+    ClaimView,
+    MerchantsApplication,
+    MerchantView,
+    PerkView,
+)
+from services.merchants.domain.values import (
+    Eligibility,
+    LimitPeriod,
+    MerchantAmenity,
+    MerchantStatus,
+    PerkKind,
+    PerkStatus,
+)
+from shared.auth import (
+    AUDITOR,
+    CITY_ADMIN,
+    DEPARTMENT,
+    MERCHANT,
+    OPERATOR,
+    PLATFORM,
+    SERVICE,
+    STREET_OFFICE,
+)
+from shared.grpc.convert import enum_in, enum_out, optional_time, request_fingerprint, timestamp
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["MerchantsService"].full_name
+
+_READERS = frozenset({CITY_ADMIN, STREET_OFFICE, DEPARTMENT, OPERATOR, AUDITOR, SERVICE})
+_OFFICE = frozenset({STREET_OFFICE, CITY_ADMIN})
+# Which merchant or street a caller acts for is checked by the application (a merchant on its
+# own perks and codes, a street office in its own street); this table only names roles.
+PERMISSIONS: dict[str, frozenset[str]] = {f"/{SERVICE_NAME}/{rpc}": roles for rpc, roles in {
+    "ApplyMerchant": _OFFICE | {MERCHANT},
+    "ApproveMerchant": _OFFICE,
+    "RejectMerchant": _OFFICE,
+    "SuspendMerchant": _OFFICE,
+    "ReinstateMerchant": _OFFICE,
+    "UpdateMerchantAmenities": _OFFICE | {MERCHANT},
+    "GetMerchant": _READERS | {MERCHANT, PLATFORM},
+    "ListMerchants": _READERS | {MERCHANT, PLATFORM},
+    "CreatePerkOffer": frozenset({MERCHANT, CITY_ADMIN}),
+    "PublishPerkOffer": frozenset({MERCHANT, CITY_ADMIN}),
+    "PausePerkOffer": frozenset({MERCHANT, CITY_ADMIN}),
+    "WithdrawPerkOffer": frozenset({MERCHANT, CITY_ADMIN}),
+    "GetPerkOffer": _READERS | {MERCHANT, PLATFORM},
+    "ListPerkOffers": _READERS | {MERCHANT, PLATFORM},
+    # The rider's side is the platform's app (or a street office's counter).
+    "ListPerksForRider": frozenset({PLATFORM, STREET_OFFICE, CITY_ADMIN}),
+    "ClaimPerk": frozenset({PLATFORM, STREET_OFFICE}),
+    "GetClaim": frozenset({PLATFORM, STREET_OFFICE, CITY_ADMIN, AUDITOR}),
+    "RedeemCode": frozenset({MERCHANT}),
+    "ReverseRedemption": frozenset({MERCHANT}),
+    "ListRedemptions": frozenset({MERCHANT, CITY_ADMIN, STREET_OFFICE, AUDITOR}),
+    "CreateCareCampaign": _OFFICE,
+    "AllocateCarePackage": _OFFICE,
+    "RecordHandOver": _OFFICE,
+    "GetCareCampaign": _READERS,
+    "ListCareCampaigns": _READERS,
+}.items()}
+
+
+class MerchantsServicer(pb_grpc.MerchantsServiceServicer):
+    def __init__(self, app: MerchantsApplication):
+        self.app = app
+
+    # ------------------------------------------------------------------ merchants
+
+    def ApplyMerchant(self, request: Any, context: Any) -> Any:
+        result = self.app.apply_merchant(
+            merchant_id=request.merchant_id, name=request.name, street_id=request.street_id,
+            category=request.category, latitude=request.location.latitude,
+            longitude=request.location.longitude, address=request.location.address,
+            amenities=self._amenities(request.amenities),
+            fingerprint=request_fingerprint(request))
+        return pb.ApplyMerchantResponse(merchant=self._merchant_at(result))
+
+    def ApproveMerchant(self, request: Any, context: Any) -> Any:
+        result = self.app.approve_merchant(merchant_id=request.merchant_id,
+                                           fingerprint=request_fingerprint(request))
+        return pb.ApproveMerchantResponse(merchant=self._merchant_at(result))
+
+    def RejectMerchant(self, request: Any, context: Any) -> Any:
+        result = self.app.reject_merchant(merchant_id=request.merchant_id,
+                                          reason=request.reason,
+                                          fingerprint=request_fingerprint(request))
+        return pb.RejectMerchantResponse(merchant=self._merchant_at(result))
+
+    def SuspendMerchant(self, request: Any, context: Any) -> Any:
+        result = self.app.suspend_merchant(merchant_id=request.merchant_id,
+                                           reason=request.reason,
+                                           fingerprint=request_fingerprint(request))
+        return pb.SuspendMerchantResponse(merchant=self._merchant_at(result))
+
+    def ReinstateMerchant(self, request: Any, context: Any) -> Any:
+        result = self.app.reinstate_merchant(merchant_id=request.merchant_id,
+                                             reason=request.reason,
+                                             fingerprint=request_fingerprint(request))
+        return pb.ReinstateMerchantResponse(merchant=self._merchant_at(result))
+
+    def UpdateMerchantAmenities(self, request: Any, context: Any) -> Any:
+        result = self.app.update_merchant_amenities(
+            merchant_id=request.merchant_id, amenities=self._amenities(request.amenities),
+            fingerprint=request_fingerprint(request))
+        return pb.UpdateMerchantAmenitiesResponse(merchant=self._merchant_at(result))
+
+    def GetMerchant(self, request: Any, context: Any) -> Any:
+        return pb.GetMerchantResponse(
+            merchant=self._merchant(self.app.merchant(request.merchant_id)))
+
+    def ListMerchants(self, request: Any, context: Any) -> Any:
+        found, token = self.app.list_merchants(
+            street_id=request.street_id,
+            status=enum_in(request.status, pb.MerchantStatus, MerchantStatus),
+            amenities=[a for a in self._amenities(request.amenities) if a],
+            page_size=request.page_size, page_token=request.page_token)
+        return pb.ListMerchantsResponse(merchants=[self._merchant(m) for m in found],
+                                        next_page_token=token)
+
+    # ------------------------------------------------------------------ perks
+
+    def CreatePerkOffer(self, request: Any, context: Any) -> Any:
+        result = self.app.create_perk_offer(
+            merchant_id=request.merchant_id, title=request.title,
+            kind=enum_in(request.kind, pb.PerkKind, PerkKind), percent_off=request.percent_off,
+            amount_off_fen=request.amount_off_fen, free_item=request.free_item,
+            eligibility=enum_in(request.eligibility, pb.Eligibility, Eligibility),
+            badge_class_id=request.badge_class_id, total_quota=request.total_quota,
+            per_rider_limit=request.per_rider_limit,
+            limit_period=enum_in(request.limit_period, pb.LimitPeriod, LimitPeriod),
+            valid_from=optional_time(request, "valid_from_time"),
+            valid_until=optional_time(request, "valid_until_time"),
+            code_ttl_minutes=request.code_ttl_minutes, fingerprint=request_fingerprint(request))
+        return pb.CreatePerkOfferResponse(perk_offer=self._perk_at(result))
+
+    def PublishPerkOffer(self, request: Any, context: Any) -> Any:
+        result = self.app.publish_perk_offer(perk_id=request.perk_id,
+                                             fingerprint=request_fingerprint(request))
+        return pb.PublishPerkOfferResponse(perk_offer=self._perk_at(result))
+
+    def PausePerkOffer(self, request: Any, context: Any) -> Any:
+        result = self.app.pause_perk_offer(perk_id=request.perk_id,
+                                           fingerprint=request_fingerprint(request))
+        return pb.PausePerkOfferResponse(perk_offer=self._perk_at(result))
+
+    def WithdrawPerkOffer(self, request: Any, context: Any) -> Any:
+        result = self.app.withdraw_perk_offer(perk_id=request.perk_id,
+                                              fingerprint=request_fingerprint(request))
+        return pb.WithdrawPerkOfferResponse(perk_offer=self._perk_at(result))
+
+    def GetPerkOffer(self, request: Any, context: Any) -> Any:
+        return pb.GetPerkOfferResponse(perk_offer=self._perk(self.app.perk(request.perk_id)))
+
+    def ListPerkOffers(self, request: Any, context: Any) -> Any:
+        found, token = self.app.list_perk_offers(
+            merchant_id=request.merchant_id,
+            status=enum_in(request.status, pb.PerkStatus, PerkStatus),
+            page_size=request.page_size, page_token=request.page_token)
+        return pb.ListPerkOffersResponse(perk_offers=[self._perk(p) for p in found],
+                                         next_page_token=token)
+
+    def ListPerksForRider(self, request: Any, context: Any) -> Any:
+        found, token = self.app.perks_for_rider(
+            rider_id=request.rider_id, street_id=request.street_id,
+            page_size=request.page_size, page_token=request.page_token)
+        return pb.ListPerksForRiderResponse(perk_offers=[self._perk(p) for p in found],
+                                            next_page_token=token)
+
+    # ------------------------------------------------------------------ claims
+
+    def ClaimPerk(self, request: Any, context: Any) -> Any:
+        result = self.app.claim_perk(perk_id=request.perk_id, rider_id=request.rider_id,
+                                     fingerprint=request_fingerprint(request))
+        return pb.ClaimPerkResponse(
+            claim=self._claim(self.app.claim(result["claim_id"], result["version"])),
+            remaining_quota=result["remaining"])
+
+    def GetClaim(self, request: Any, context: Any) -> Any:
+        return pb.GetClaimResponse(claim=self._claim(self.app.claim(request.claim_id)))
+
+    def RedeemCode(self, request: Any, context: Any) -> Any:
+        result = self.app.redeem_code(merchant_id=request.merchant_id, code=request.code,
+                                      fingerprint=request_fingerprint(request))
+        return pb.RedeemCodeResponse(
+            claim=self._claim(self.app.claim(result["claim_id"], result["version"])),
+            perk_offer=self._perk(self.app.perk(result["perk_id"], result["perk_version"])))
+
+    def ReverseRedemption(self, request: Any, context: Any) -> Any:
+        result = self.app.reverse_redemption(claim_id=request.claim_id, reason=request.reason,
+                                             fingerprint=request_fingerprint(request))
+        return pb.ReverseRedemptionResponse(
+            claim=self._claim(self.app.claim(result["claim_id"], result["version"])),
+            remaining_quota=result["remaining"])
+
+    def ListRedemptions(self, request: Any, context: Any) -> Any:
+        found, token = self.app.redemptions(
+            merchant_id=request.merchant_id, perk_id=request.perk_id,
+            page_size=request.page_size, page_token=request.page_token)
+        return pb.ListRedemptionsResponse(redemptions=[pb.Redemption(
+            claim_id=r["id"], perk_id=r["perk_id"], rider_id=r["rider_id"],
+            redeem_time=timestamp(r["redeemed_at"]), remaining_quota_after=r["remaining_after"],
+            reversed=r["reversed"]) for r in found], next_page_token=token)
+
+    # ------------------------------------------------------------------ care packages
+
+    def CreateCareCampaign(self, request: Any, context: Any) -> Any:
+        result = self.app.create_care_campaign(
+            street_id=request.street_id, name=request.name, description=request.description,
+            stock=request.stock, fingerprint=request_fingerprint(request))
+        return pb.CreateCareCampaignResponse(campaign=self._campaign_at(result))
+
+    def AllocateCarePackage(self, request: Any, context: Any) -> Any:
+        result = self.app.allocate_care_package(campaign_id=request.campaign_id,
+                                                rider_id=request.rider_id,
+                                                fingerprint=request_fingerprint(request))
+        return pb.AllocateCarePackageResponse(campaign=self._campaign_at(result))
+
+    def RecordHandOver(self, request: Any, context: Any) -> Any:
+        result = self.app.record_hand_over(campaign_id=request.campaign_id,
+                                           rider_id=request.rider_id,
+                                           handed_over_by=request.handed_over_by,
+                                           fingerprint=request_fingerprint(request))
+        return pb.RecordHandOverResponse(campaign=self._campaign_at(result))
+
+    def GetCareCampaign(self, request: Any, context: Any) -> Any:
+        return pb.GetCareCampaignResponse(
+            campaign=self._campaign(self.app.campaign(request.campaign_id)))
+
+    def ListCareCampaigns(self, request: Any, context: Any) -> Any:
+        found, token = self.app.list_campaigns(street_id=request.street_id,
+                                               page_size=request.page_size,
+                                               page_token=request.page_token)
+        return pb.ListCareCampaignsResponse(campaigns=[self._campaign(c) for c in found],
+                                            next_page_token=token)
+
+    # ------------------------------------------------------------------ rendering
+
+    def _merchant_at(self, result: dict[str, Any]) -> Any:
+        return self._merchant(self.app.merchant(result["merchant_id"], result["version"]))
+
+    def _perk_at(self, result: dict[str, Any]) -> Any:
+        return self._perk(self.app.perk(result["perk_id"], result["version"]))
+
+    def _campaign_at(self, result: dict[str, Any]) -> Any:
+        return self._campaign(self.app.campaign(result["campaign_id"], result["version"]))
+
+    @staticmethod
+    def _merchant(m: MerchantView) -> Any:
+        return pb.Merchant(
+            merchant_id=m.merchant_id, name=m.name, street_id=m.street_id, category=m.category,
+            location=pb.Location(latitude=m.latitude, longitude=m.longitude, address=m.address),
+            amenities=[enum_out(a, pb.MerchantAmenity) for a in m.amenities],
+            status=enum_out(m.status, pb.MerchantStatus), status_reason=m.status_reason,
+            version=m.version)
+
+    @staticmethod
+    def _perk(p: PerkView) -> Any:
+        return pb.PerkOffer(
+            perk_id=p.perk_id, merchant_id=p.merchant_id, title=p.title,
+            kind=enum_out(p.kind, pb.PerkKind), percent_off=p.percent_off,
+            amount_off_fen=p.amount_off_fen, free_item=p.free_item,
+            eligibility=enum_out(p.eligibility, pb.Eligibility),
+            badge_class_id=p.badge_class_id, total_quota=p.total_quota,
+            per_rider_limit=p.per_rider_limit,
+            limit_period=enum_out(p.limit_period, pb.LimitPeriod),
+            valid_from_time=timestamp(p.valid_from), valid_until_time=timestamp(p.valid_until),
+            code_ttl_minutes=p.code_ttl_minutes, status=enum_out(p.status, pb.PerkStatus),
+            remaining_quota=p.remaining, outstanding_codes=p.outstanding,
+            redeemed_count=p.redeemed, version=p.version)
+
+    @staticmethod
+    def _claim(c: ClaimView) -> Any:
+        return pb.Claim(
+            claim_id=c.claim_id, perk_id=c.perk_id, merchant_id=c.merchant_id,
+            rider_id=c.rider_id, code=c.code, status=enum_out(c.status, pb.ClaimStatus),
+            claim_time=timestamp(c.claimed_at), expire_time=timestamp(c.expires_at),
+            redeem_time=timestamp(c.redeemed_at), reverse_time=timestamp(c.reversed_at),
+            reverse_reason=c.reverse_reason, version=c.version)
+
+    @staticmethod
+    def _campaign(c: CampaignView) -> Any:
+        return pb.CareCampaign(
+            campaign_id=c.campaign_id, street_id=c.street_id, name=c.name,
+            description=c.description, stock=c.stock, allocated=len(c.allocations),
+            handed_over=c.handed_over,
+            allocations=[pb.CarePackageAllocation(
+                rider_id=rider_id, allocate_time=timestamp(a["allocated_at"]),
+                hand_over_time=timestamp(a["handed_over_at"]),
+                handed_over_by=a["handed_over_by"], recorded_by=a["recorded_by"])
+                for rider_id, a in c.allocations.items()],
+            version=c.version)
+
+    @staticmethod
+    def _amenities(values: Any) -> list[MerchantAmenity | None]:
+        return [enum_in(v, pb.MerchantAmenity, MerchantAmenity) for v in values]
+
+
+def add_servicers(server: grpc.Server, app: Any) -> list[str]:
+    pb_grpc.add_MerchantsServiceServicer_to_server(MerchantsServicer(app), server)
+    return [SERVICE_NAME]

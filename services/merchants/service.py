@@ -1,0 +1,61 @@
+"""What makes merchants a Qiji service: its application, servicers, roles and background
+work (followers of identity and badges, and the lapse job)."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import structlog
+
+from services.merchants.application import MerchantsApplication
+from services.merchants.grpc_api import PERMISSIONS, add_servicers
+from shared.config import Settings
+from shared.context import Actor, RequestContext, acting_as
+from shared.followers import Follower, GrpcFeed
+from shared.grpc.server import ServiceSpec
+
+log = structlog.get_logger(__name__)
+
+
+class LapseJob:
+    """Lapses codes that expired unredeemed, giving their quota back. Driven by the log (the
+    open claims view), not by timers, so a restart loses nothing; a lapse is an ordinary
+    command, so two replicas running it at once store each lapse once."""
+
+    upstream = "clock"
+
+    def __init__(self, app: MerchantsApplication, every_seconds: float = 5.0):
+        self.app = app
+        self.every = every_seconds
+        self.actor = Actor(principal="merchants-lapse-job", roles=frozenset({"service"}))
+
+    def run_once(self) -> int:
+        lapsed = 0
+        with acting_as(RequestContext(actor=self.actor, rpc="LapseExpiredCodes")):
+            for perk_id in sorted(set(self.app.views.expired_claims(self.app.clock()).values())):
+                lapsed += self.app.lapse_expired(perk_id)
+        return lapsed
+
+    def run_forever(self, stopping: threading.Event) -> None:
+        while not stopping.wait(self.every):
+            try:
+                if lapsed := self.run_once():
+                    log.info("lapse_job.lapsed", codes=lapsed)
+            except Exception:
+                log.exception("lapse_job.failed")
+
+
+def make_followers(app: Any, settings: Settings) -> list[Any]:
+    identity = Follower(app, GrpcFeed("identity", settings.upstreams["identity"],
+                                      settings.service_token),
+                        app.follow_identity, topics=MerchantsApplication.IDENTITY_TOPICS)
+    badges = Follower(app, GrpcFeed("badges", settings.upstreams["badges"],
+                                    settings.service_token),
+                      app.follow_badges, topics=MerchantsApplication.BADGE_TOPICS)
+    app.identity_follower = identity
+    return [identity, badges, LapseJob(app)]
+
+
+SPEC = ServiceSpec(name="merchants", make_app=MerchantsApplication, add_servicers=add_servicers,
+                   permissions=PERMISSIONS, make_followers=make_followers)

@@ -1,0 +1,368 @@
+"""merchants over a real store, following identity in-process and a test badges upstream."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from services.badges import events as badge_events
+from services.identity.application import IdentityApplication
+from services.identity.domain.values import OrganisationKind
+from services.merchants.application import MerchantsApplication
+from services.merchants.domain.values import (
+    ClaimStatus,
+    Eligibility,
+    LimitPeriod,
+    MerchantAmenity,
+    PerkKind,
+)
+from services.merchants.service import LapseJob
+from shared.errors import AlreadyExists, FailedPrecondition, NotFound, PermissionDenied
+from shared.followers import Follower, LocalFeed, UpstreamEvent
+from tests.conftest import MASTER_KEY, actor, as_actor, settings_for
+
+ADMIN = actor("city", "city_admin")
+PLATFORM = actor("platform-co", "platform")
+OFFICE = actor("hehuachi-office", "street_office")
+
+
+class Clock:
+    """merchants' clock, moved by the test; starts at the real now, as identity's events do."""
+
+    def __init__(self) -> None:
+        self.now = datetime.now(UTC).replace(microsecond=0)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+class ListFeed:
+    """A test upstream holding events under the badges contract's topics (badges is not built
+    yet): the follower reads it exactly as it would read the real feed."""
+
+    name = "badges"
+
+    def __init__(self) -> None:
+        self.events: list[UpstreamEvent] = []
+
+    def award(self, rider_id: str, badge_class_id: str) -> str:
+        award_id = uuid.uuid4()
+        self._add(badge_events.BADGE_GRANTED, award_id,
+                  {"rider_id": rider_id, "badge_class_id": badge_class_id})
+        return str(award_id)
+
+    def revoke(self, award_id: str) -> None:
+        self._add(badge_events.BADGE_REVOKED, uuid.UUID(award_id), {"reason": "test"})
+
+    def _add(self, topic: str, award_id: uuid.UUID, state: dict) -> None:
+        state = {**state, "timestamp": datetime.now(UTC)}
+        self.events.append(UpstreamEvent("badges", len(self.events) + 1, award_id, 1, topic,
+                                         state))
+
+    def read(self, from_position, limit, topics):
+        return [e for e in self.events[from_position - 1:][:limit]
+                if not topics or e.topic in topics]
+
+    def wait(self, timeout):
+        pass
+
+
+@pytest.fixture
+def world(store_env):
+    clock = Clock()
+    identity = IdentityApplication(settings_for("identity", store_env), MASTER_KEY)
+    merchants = MerchantsApplication(settings_for("merchants", store_env), MASTER_KEY,
+                                     clock=clock)
+    follower = Follower(merchants, LocalFeed(identity), merchants.follow_identity,
+                        topics=MerchantsApplication.IDENTITY_TOPICS)
+    merchants.identity_follower = follower
+    badges = ListFeed()
+    badge_follower = Follower(merchants, badges, merchants.follow_badges,
+                              topics=MerchantsApplication.BADGE_TOPICS)
+    with as_actor(ADMIN):
+        def org(kind, name, parent=""):
+            return identity.create_organisation(kind=kind, name=name, parent_id=parent,
+                                                department_function=None)["organisation_id"]
+        district = org(OrganisationKind.DISTRICT, "钟楼区", org(OrganisationKind.CITY, "常州市"))
+        street = org(OrganisationKind.STREET, "荷花池街道", district)
+        platform = org(OrganisationKind.PLATFORM, "Platform Co")
+        station = org(OrganisationKind.STATION, "Station", platform)
+        shop = org(OrganisationKind.MERCHANT, "荷花池面馆", street)
+        other_shop = org(OrganisationKind.MERCHANT, "北大街便利店", street)
+    w = dict(identity=identity, merchants=merchants, follower=follower, badges=badges,
+             badge_follower=badge_follower, clock=clock, street=street, platform=platform,
+             station=station, shop=shop, other_shop=other_shop, riders=0)
+    for merchant_id in (shop, other_shop):
+        with as_actor(actor("m", "merchant", organisation_id=merchant_id)):
+            merchants.apply_merchant(merchant_id=merchant_id, name="店", street_id=street,
+                                     category="restaurant", latitude=31.78, longitude=119.95,
+                                     address="北大街", amenities=[MerchantAmenity.DRINKING_WATER])
+        with as_actor(OFFICE):
+            merchants.approve_merchant(merchant_id=merchant_id)
+    yield w
+    merchants.close()
+    identity.close()
+
+
+def shop_actor(w, key="shop"):
+    return actor(f"merchant-{key}", "merchant", organisation_id=w[key])
+
+
+def new_rider(w, *, verify=True) -> str:
+    w["riders"] += 1
+    with as_actor(PLATFORM):
+        rider_id = w["identity"].register_rider(
+            platform_id=w["platform"], platform_rider_id=f"R{w['riders']}", name="骑手",
+            phone="13812345678", national_id="", home_street_id=w["street"],
+            station_id=w["station"])["rider_id"]
+        if verify:
+            w["identity"].verify_rider(rider_id=rider_id)
+    w["follower"].run_once()
+    return rider_id
+
+
+def perk(w, *, quota=10, limit=1, period=LimitPeriod.DAY, ttl=30, badge="", key="shop") -> str:
+    now = w["clock"]()
+    with as_actor(shop_actor(w, key)):
+        perk_id = w["merchants"].create_perk_offer(
+            merchant_id=w[key], title="骑手免费饮水", kind=PerkKind.FREE_ITEM, percent_off=0,
+            amount_off_fen=0, free_item="一瓶水",
+            eligibility=Eligibility.BADGE_HOLDERS if badge else Eligibility.ANY_VERIFIED_RIDER,
+            badge_class_id=badge, total_quota=quota, per_rider_limit=limit, limit_period=period,
+            valid_from=now - timedelta(hours=1), valid_until=now + timedelta(days=30),
+            code_ttl_minutes=ttl)["perk_id"]
+        w["merchants"].publish_perk_offer(perk_id=perk_id)
+    return perk_id
+
+
+def claim(w, perk_id, rider_id):
+    with as_actor(PLATFORM):
+        result = w["merchants"].claim_perk(perk_id=perk_id, rider_id=rider_id)
+        return w["merchants"].claim(result["claim_id"])
+
+
+def redeem(w, code, key="shop"):
+    with as_actor(shop_actor(w, key)):
+        return w["merchants"].redeem_code(merchant_id=w[key], code=code)
+
+
+def test_a_rider_claims_a_code_and_the_merchant_redeems_it_once(world):
+    p = perk(world, quota=5)
+    c = claim(world, p, new_rider(world))
+    assert c.status is ClaimStatus.ISSUED and len(c.code.replace("-", "")) == 16
+    redeem(world, c.code.lower())  # typed in lower case at the till: still the code
+    with pytest.raises(FailedPrecondition) as error:
+        redeem(world, c.code)
+    assert error.value.reason == "CODE_ALREADY_REDEEMED"
+    offer = world["merchants"].perk(p)
+    assert (offer.remaining, offer.outstanding, offer.redeemed) == (4, 0, 1)
+
+
+def test_codes_are_refused_precisely(world):
+    p = perk(world)
+    c = claim(world, p, new_rider(world))
+    with pytest.raises(NotFound):
+        redeem(world, "0000-0000-0000-0000")
+    with pytest.raises(FailedPrecondition) as error:
+        redeem(world, c.code, key="other_shop")
+    assert error.value.reason == "CODE_OF_ANOTHER_MERCHANT"
+    with pytest.raises(PermissionDenied):
+        with as_actor(shop_actor(world, "other_shop")):
+            world["merchants"].redeem_code(merchant_id=world["shop"], code=c.code)
+    world["clock"].now += timedelta(minutes=31)
+    with pytest.raises(FailedPrecondition) as error:
+        redeem(world, c.code)
+    assert error.value.reason == "CODE_EXPIRED"
+
+
+def test_the_code_is_not_in_the_store(world, store_env):
+    c = claim(world, perk(world), new_rider(world))
+    raw = b"".join(n.state for n in world["merchants"].read_log(1, 10_000))
+    assert c.code.replace("-", "").encode() not in raw
+    assert c.code.encode() not in raw
+
+
+def test_per_rider_limit_holds_within_the_period_and_resets_after(world):
+    p = perk(world, limit=2, period=LimitPeriod.DAY)
+    rider = new_rider(world)
+    claim(world, p, rider)
+    claim(world, p, rider)
+    with pytest.raises(FailedPrecondition) as error:
+        claim(world, p, rider)
+    assert error.value.reason == "RIDER_LIMIT_REACHED"
+    world["clock"].now += timedelta(days=1)
+    claim(world, p, rider)
+
+
+def test_an_expired_code_lapses_and_gives_its_quota_back(world):
+    p = perk(world, quota=1, ttl=10)
+    first = claim(world, p, new_rider(world))
+    with pytest.raises(FailedPrecondition) as error:
+        claim(world, p, new_rider(world))
+    assert error.value.reason == "QUOTA_EXHAUSTED"
+    world["clock"].now += timedelta(minutes=11)
+    assert LapseJob(world["merchants"]).run_once() == 1
+    assert LapseJob(world["merchants"]).run_once() == 0
+    assert world["merchants"].claim(first.claim_id).status is ClaimStatus.LAPSED
+    assert world["merchants"].perk(p).remaining == 1
+    claim(world, p, new_rider(world))
+
+
+def test_a_claim_past_expiry_frees_quota_even_before_the_lapse_job_runs(world):
+    p = perk(world, quota=1, ttl=10)
+    claim(world, p, new_rider(world))
+    world["clock"].now += timedelta(minutes=11)
+    claim(world, p, new_rider(world))  # the first code lapses inside this claim's save
+    assert world["merchants"].perk(p).remaining == 0
+
+
+def test_a_redemption_reversed_in_time_gives_quota_back_and_not_later(world):
+    p = perk(world, quota=3)
+    c = claim(world, p, new_rider(world))
+    redeem(world, c.code)
+    with as_actor(shop_actor(world)):
+        world["merchants"].reverse_redemption(claim_id=c.claim_id, reason="till mistake")
+    assert world["merchants"].perk(p).remaining == 3
+    c2 = claim(world, p, new_rider(world))
+    redeem(world, c2.code)
+    world["clock"].now += timedelta(minutes=61)
+    with as_actor(shop_actor(world)), pytest.raises(FailedPrecondition) as error:
+        world["merchants"].reverse_redemption(claim_id=c2.claim_id, reason="late")
+    assert error.value.reason == "REVERSAL_WINDOW_CLOSED"
+
+
+def test_the_audit_of_a_perk_shows_every_redemption_with_the_quota_after(world):
+    p = perk(world, quota=3, limit=5)
+    rider = new_rider(world)
+    for _ in range(3):
+        redeem(world, claim(world, p, rider).code)
+    with as_actor(ADMIN):
+        rows, _ = world["merchants"].redemptions(merchant_id="", perk_id=p, page_size=10,
+                                                 page_token="")
+    assert [r["remaining_after"] for r in rows] == [2, 1, 0]
+    assert {r["rider_id"] for r in rows} == {rider}
+
+
+def test_a_suspended_riders_codes_are_frozen_until_reinstatement(world):
+    p = perk(world)
+    rider = new_rider(world)
+    c = claim(world, p, rider)
+    with as_actor(ADMIN):
+        world["identity"].suspend_rider(rider_id=rider, reason="complaint")
+    world["follower"].run_once()
+    assert world["merchants"].claim(c.claim_id).status is ClaimStatus.FROZEN
+    with pytest.raises(FailedPrecondition) as error:
+        redeem(world, c.code)
+    assert error.value.reason == "CLAIM_FROZEN"
+    with pytest.raises(FailedPrecondition) as error:
+        claim(world, perk(world, key="other_shop"), rider)
+    assert error.value.reason == "RIDER_NOT_ACTIVE"
+    with as_actor(ADMIN):
+        world["identity"].reinstate_rider(rider_id=rider, reason="cleared")
+    world["follower"].run_once()
+    redeem(world, c.code)
+
+
+def test_badge_only_perks_follow_awards_and_revocations(world):
+    golden_bee = str(uuid.uuid4())
+    p = perk(world, badge=golden_bee)
+    rider = new_rider(world)
+    with pytest.raises(FailedPrecondition) as error:
+        claim(world, p, rider)
+    assert error.value.reason == "BADGE_REQUIRED"
+    award = world["badges"].award(rider, golden_bee)
+    world["badge_follower"].run_once()
+    with as_actor(PLATFORM):
+        open_now, _ = world["merchants"].perks_for_rider(rider_id=rider, street_id="",
+                                                          page_size=10, page_token="")
+    assert p in [o.perk_id for o in open_now]
+    claim(world, p, rider)
+    world["badges"].revoke(award)
+    world["badge_follower"].run_once()
+    world["badge_follower"].run_once()
+    with as_actor(PLATFORM):
+        open_now, _ = world["merchants"].perks_for_rider(rider_id=rider, street_id="",
+                                                          page_size=10, page_token="")
+    assert p not in [o.perk_id for o in open_now]
+
+
+def test_a_merchant_acts_only_on_its_own_perks(world):
+    p = perk(world)
+    with as_actor(shop_actor(world, "other_shop")), pytest.raises(PermissionDenied):
+        world["merchants"].pause_perk_offer(perk_id=p)
+
+
+def test_care_packages_never_exceed_stock_nor_go_twice_to_one_rider(world):
+    with as_actor(OFFICE):
+        campaign = world["merchants"].create_care_campaign(
+            street_id=world["street"], name="夏日关爱礼包", description="", stock=2)["campaign_id"]
+        a, b, c = new_rider(world), new_rider(world), new_rider(world)
+        world["merchants"].allocate_care_package(campaign_id=campaign, rider_id=a)
+        with pytest.raises(AlreadyExists):
+            world["merchants"].allocate_care_package(campaign_id=campaign, rider_id=a)
+        world["merchants"].allocate_care_package(campaign_id=campaign, rider_id=b)
+        with pytest.raises(FailedPrecondition) as error:
+            world["merchants"].allocate_care_package(campaign_id=campaign, rider_id=c)
+        assert error.value.reason == "OUT_OF_STOCK"
+        world["merchants"].record_hand_over(campaign_id=campaign, rider_id=a,
+                                            handed_over_by="王社工")
+    view = world["merchants"].campaign(campaign)
+    assert view.handed_over == 1
+    assert view.allocations[a]["handed_over_by"] == "王社工"
+    assert view.allocations[a]["recorded_by"] == "hehuachi-office"
+
+
+def test_another_streets_office_cannot_run_this_streets_campaign(world):
+    elsewhere = actor("xilin-office", "street_office", organisation_id=str(uuid.uuid4()))
+    with as_actor(elsewhere), pytest.raises(PermissionDenied):
+        world["merchants"].create_care_campaign(street_id=world["street"], name="x",
+                                                description="", stock=1)
+
+
+def _race(n, fn):
+    barrier = threading.Barrier(n)
+    outcomes: list[str] = []
+
+    def run(i):
+        barrier.wait()
+        try:
+            fn(i)
+            outcomes.append("ok")
+        except FailedPrecondition as error:
+            outcomes.append(error.reason)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return Counter(outcomes)
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("store_env", ["postgres"], indirect=True)
+def test_two_hundred_concurrent_claims_on_a_quota_of_fifty_give_fifty_codes(world):
+    p = perk(world, quota=50)
+    riders = [new_rider(world) for _ in range(200)]
+    outcome = _race(200, lambda i: claim(world, p, riders[i]))
+    assert outcome == {"ok": 50, "QUOTA_EXHAUSTED": 150}
+    offer = world["merchants"].perk(p)
+    assert (offer.remaining, offer.outstanding) == (0, 50)
+    issued = [n for n in world["merchants"].read_log(1, 100_000) if n.topic.endswith(
+        "Claim.Issued")]
+    assert len(issued) == 50
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("store_env", ["postgres"], indirect=True)
+def test_twenty_concurrent_redemptions_of_one_code_succeed_once(world):
+    c = claim(world, perk(world), new_rider(world))
+    outcome = _race(20, lambda i: redeem(world, c.code))
+    assert outcome == {"ok": 1, "CODE_ALREADY_REDEEMED": 19}
+    redeemed = [n for n in world["merchants"].read_log(1, 100_000)
+                if n.topic.endswith("Claim.Redeemed")]
+    assert len(redeemed) == 1
