@@ -18,7 +18,7 @@ from shared.config import DEFAULT_PORTS, load_settings
 from shared.personal_data import load_master_key
 
 # The services `qiji run` starts, in start order; each new service joins this list.
-SERVICES = ["identity", "training", "merchants"]
+SERVICES = ["identity", "training", "merchants", "badges"]
 ADMIN_PRINCIPAL = "local-admin"
 SERVICES_PRINCIPAL = "qiji-services"
 
@@ -37,9 +37,19 @@ def main(argv: list[str] | None = None) -> int:
                        help="the organisation the caller acts for, if any")
     token.add_argument("--tokens-file", type=Path, default=None,
                        help="default: $QIJI_TOKENS_FILE or data/tokens.json")
+    credential = sub.add_parser(
+        "credential", help="export or verify an Open Badges 3.0 credential (badges service)")
+    credential.add_argument("action", choices=["export", "verify"])
+    credential.add_argument("target", help="export: an award id; verify: a file holding the "
+                            "credential's JWT (or - for standard input)")
+    credential.add_argument("--address", default=f"127.0.0.1:{DEFAULT_PORTS['badges']}")
+    credential.add_argument("--token", default=os.environ.get("QIJI_TOKEN", ""),
+                            help="bearer token (default: $QIJI_TOKEN, else data/admin.token)")
     args = parser.parse_args(argv)
     if args.command == "run":
         return _run([s for s in args.services.split(",") if s])
+    if args.command == "credential":
+        return _credential(args.action, args.target, args.address, args.token)
     tokens_file = args.tokens_file or load_settings("qiji").tokens_file
     print(add_caller(tokens_file, args.principal, args.role, args.organisation_id))
     return 0
@@ -97,6 +107,40 @@ def _run(services: list[str]) -> int:
                 proc.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 proc.kill()
+
+
+def _credential(action: str, target: str, address: str, token: str) -> int:
+    """Exports a credential as JSON and JWT, or verifies one: the signature under the issuer's
+    key and the award's status now (revoked? expired?). Exit 0 only for a valid credential."""
+    from qiji.badges.v1 import badges_service_pb2 as pb
+    from qiji.badges.v1 import badges_service_pb2_grpc as pb_grpc
+
+    if not token:
+        token_file = load_settings("qiji").data_dir / "admin.token"
+        token = token_file.read_text().strip() if token_file.exists() else ""
+    metadata = [("authorization", f"Bearer {token}")]
+    with grpc.insecure_channel(address) as channel:
+        stub = pb_grpc.BadgesServiceStub(channel)
+        try:
+            if action == "export":
+                reply = stub.ExportCredential(pb.ExportCredentialRequest(award_id=target),
+                                              metadata=metadata, timeout=10)
+                print(reply.credential_json)
+                print(reply.credential_jwt, file=sys.stderr)
+                return 0
+            jwt = (sys.stdin.read() if target == "-" else Path(target).read_text()).strip()
+            result = stub.VerifyCredential(pb.VerifyCredentialRequest(credential_jwt=jwt),
+                                           metadata=metadata, timeout=10)
+        except grpc.RpcError as error:
+            print(f"{error.code().name}: {error.details()}", file=sys.stderr)
+            return 2
+    print(f"signature: {'valid' if result.signature_valid else 'INVALID'}")
+    print(f"award:     {result.award_id or '-'}  status: "
+          f"{pb.AwardStatus.Name(result.status).removeprefix('AWARD_STATUS_')}")
+    for problem in result.problems:
+        print(f"problem:   {problem}")
+    print("VALID" if result.valid else "NOT VALID")
+    return 0 if result.valid else 1
 
 
 def _admin_token(tokens_file: Path, token_file: Path) -> str:

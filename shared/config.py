@@ -48,6 +48,9 @@ class Settings:
     # `service` role token its followers present there.
     upstreams: dict[str, str]
     service_token: str
+    # A service's own signing key (badges signs credentials with it): base64 or a file.
+    signing_key: str
+    signing_key_file: Path
 
     @property
     def sqlite_path(self) -> Path:
@@ -101,7 +104,9 @@ def load_settings(service: str, env: Mapping[str, str] | None = None) -> Setting
         postgres_user=_lookup(env, service, "POSTGRES_USER", "postgres"),
         postgres_password=_lookup(env, service, "POSTGRES_PASSWORD", ""),
         postgres_schema=_identifier(_lookup(env, service, "POSTGRES_SCHEMA", service)),
-        postgres_pool_size=_int(env, service, "POSTGRES_POOL_SIZE", 10),
+        # Connections a process opens at start; as many again open under load. PostgreSQL's
+        # default allows 100 clients in all: five services and their replicas share them.
+        postgres_pool_size=_int(env, service, "POSTGRES_POOL_SIZE", 4),
         tokens_file=Path(_lookup(env, service, "TOKENS_FILE", str(data_dir / "tokens.json"))),
         master_key=_lookup(env, service, "MASTER_KEY", ""),
         master_key_file=Path(
@@ -112,4 +117,7 @@ def load_settings(service: str, env: Mapping[str, str] | None = None) -> Setting
                                   f"127.0.0.1:{port}")
                    for other, port in DEFAULT_PORTS.items() if other != service},
         service_token=_lookup(env, service, "SERVICE_TOKEN", ""),
+        signing_key=_lookup(env, service, "SIGNING_KEY", ""),
+        signing_key_file=Path(_lookup(env, service, "SIGNING_KEY_FILE",
+                                      str(data_dir / f"{service}-signing.key"))),
     )

@@ -30,6 +30,7 @@ from eventsourcing.persistence import IntegrityError, JSONTranscoder, Tracking
 from shared import context
 from shared.application import META_KEY, QijiApplication
 from shared.context import Actor, RequestContext
+from shared.errors import Unavailable
 
 log = structlog.get_logger(__name__)
 
@@ -117,7 +118,8 @@ class GrpcFeed:
         reply = self._stub.ReadEvents(
             self._pb.ReadEventsRequest(from_position=from_position, limit=limit,
                                        topics=list(topics)),
-            metadata=self._metadata, timeout=30)
+            # Short: a request may be waiting on this read (catching up on a miss).
+            metadata=self._metadata, timeout=5)
         self._last_seen = reply.last_position
         return [UpstreamEvent(self.name, e.position, uuid.UUID(e.originator_id),
                               e.originator_version, e.topic, self._transcoder.decode(e.state))
@@ -163,6 +165,18 @@ class Follower:
                     done += 1
                 if len(events) < BATCH:
                     return done
+
+    def catch_up(self) -> None:
+        """Applies what the upstream has now, for a request that names something not known
+        here yet. An upstream that cannot be reached is the caller's UNAVAILABLE (retry), not
+        an internal error: what this service already knows keeps being served."""
+        try:
+            self.run_once()
+        except grpc.RpcError as error:
+            raise Unavailable(
+                f"{self.upstream} cannot be reached to look this up; retry shortly",
+                reason="UPSTREAM_UNAVAILABLE", upstream=self.upstream,
+                code=error.code().name) from None
 
     def process(self, upstream_event: UpstreamEvent) -> None:
         tracking = Tracking(application_name=self.upstream,

@@ -1,1 +1,2 @@
-"""badges — volunteer service, badge classes and awards (not built yet: only its contract)."""
+"""badges — volunteer service (爱心公益), badge classes with versioned criteria, automatic and
+manual awards, and Open Badges 3.0 credentials verifiable outside the city."""

@@ -642,7 +642,7 @@ class MerchantsApplication(QijiApplication):
 
     def catch_up_upstream(self) -> None:
         if self.identity_follower is not None:
-            self.identity_follower.run_once()
+            self.identity_follower.catch_up()
 
     # ------------------------------------------------------------------ helpers
 

@@ -27,7 +27,7 @@ from services.training.domain.values import (
     EnrolmentStatus,
     InstructorKind,
     Track,
-    parse_hours,
+    parse_course_hours,
 )
 from services.training.views import TrainingViews
 from shared.application import Outcome, QijiApplication
@@ -101,7 +101,7 @@ class TrainingApplication(QijiApplication):
                            f"1 to {MAX_TITLE} characters")
         violations.require(len(description) <= MAX_DESCRIPTION, "description",
                            f"at most {MAX_DESCRIPTION} characters")
-        parsed_hours = parse_hours(violations, "hours", hours)
+        parsed_hours = parse_course_hours(violations, "hours", hours)
         violations.require(bool(formats), "formats", "name at least one format")
         for i, f in enumerate(formats):
             violations.require(f is not None, f"formats[{i}]", "must be specified")
@@ -373,16 +373,17 @@ class TrainingApplication(QijiApplication):
                 f"rider suspended: {state.get('reason', '')}")
             for session_id in learner.future_bookings(after=upstream.timestamp):
                 session = self.get(session_id, TrainingSession, "session")
-                session.cancel_enrolment(rider_id, reason)
-                learner.release(session_id)
-                touched.append(session)
+                # A rider already checked in keeps their place, and so their booking.
+                if session.cancel_enrolment(rider_id, reason):
+                    learner.release(session_id)
+                    touched.append(session)
         processing.collect_events(*touched)
 
     def catch_up_upstream(self) -> None:
         """Applies what identity has stored so far: a reference or a rider made a moment ago
         is then known here too (read-your-writes across services)."""
         if self.identity_follower is not None:
-            self.identity_follower.run_once()
+            self.identity_follower.catch_up()
 
     # ------------------------------------------------------------------ helpers
 

@@ -14,9 +14,12 @@ from qiji.feed.v1 import feed_service_pb2 as feed_pb
 from qiji.feed.v1 import feed_service_pb2_grpc as feed_grpc
 from qiji.identity.v1 import identity_service_pb2 as pb
 from qiji.identity.v1 import identity_service_pb2_grpc as pb_grpc
+from qiji.training.v1 import training_service_pb2 as training_pb
+from qiji.training.v1 import training_service_pb2_grpc as training_grpc
 
 RPC_TIMEOUT = 10.0
 IDENTITY_SERVICE = pb.DESCRIPTOR.services_by_name["IdentityService"]
+TRAINING_SERVICE = training_pb.DESCRIPTOR.services_by_name["TrainingService"]
 FEED_SERVICE = feed_pb.DESCRIPTOR.services_by_name["FeedService"]
 RIDER_REGISTERED_TOPIC = "services.identity.domain.model:Rider.Registered"
 
@@ -76,15 +79,22 @@ def call_error(call: Callable[[], Any]) -> ErrorDetails:
 class Client:
     """One caller (one token, or none) of one running server."""
 
+    # The stub whose RPCs `client.SomeRpc(request)` calls: the server's own service.
+    stub = "identity"
+
     def __init__(self, channel: grpc.Channel, token: str | None):
         self.channel = channel
         self.metadata = bearer(token) if token is not None else []
         self.identity = pb_grpc.IdentityServiceStub(channel)
+        self.training = training_grpc.TrainingServiceStub(channel)
         self.feed = feed_grpc.FeedServiceStub(channel)
 
     def __getattr__(self, rpc: str) -> Callable[..., Any]:
-        """client.RegisterRider(request) calls the identity RPC with this caller's token."""
-        method = getattr(self.identity, rpc)
+        """client.RegisterRider(request) calls the server's RPC with this caller's token."""
+        stub = self.__dict__.get(self.stub)
+        if stub is None or rpc.startswith("_"):
+            raise AttributeError(rpc)
+        method = getattr(stub, rpc)
 
         def invoke(request: Any, *, timeout: float = RPC_TIMEOUT,
                    metadata: list[tuple[str, str]] | None = None) -> Any:
@@ -112,3 +122,13 @@ class Client:
     def stream_events(self, *, timeout: float = RPC_TIMEOUT, **fields: Any) -> Any:
         return self.feed.StreamEvents(feed_pb.StreamEventsRequest(**fields),
                                       metadata=self.metadata, timeout=timeout)
+
+
+class TrainingClient(Client):
+    """A caller of a training server: client.EnrolRider(request) and so on."""
+
+    stub = "training"
+
+
+# Which client a ServiceProcess hands out for each service.
+CLIENT_CLASSES: dict[str, type[Client]] = {"identity": Client, "training": TrainingClient}

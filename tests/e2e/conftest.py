@@ -1,5 +1,9 @@
-"""The end-to-end harness: the real service process (`python -m services.<name>`) on a free port
-over this session's PostgreSQL database, one bearer token per role, and a plain grpcio client."""
+"""The end-to-end harness: real service processes (`python -m services.<name>`) on free ports
+over this session's PostgreSQL database (a schema each), one bearer token per role in a tokens
+file the processes of a module share, and a plain grpcio client.
+
+training follows identity's feed over gRPC, so a training process is started beside an identity
+process of its own module, with identity's address and the `service` token in its environment."""
 
 from __future__ import annotations
 
@@ -21,12 +25,17 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from shared.auth import ROLES, add_caller
 from tests.conftest import pg_env
-from tests.e2e.client import Client
+from tests.e2e.client import CLIENT_CLASSES, Client
 
 REPO = Path(__file__).resolve().parents[2]
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0
 LOG_TAIL_CHARS = 20_000
+# The services a process must report SERVING (besides the whole server, "") before tests run.
+HEALTH_NAMES = {
+    "identity": ["", "qiji.identity.v1.IdentityService"],
+    "training": ["", "qiji.training.v1.TrainingService"],
+}
 
 
 def free_port() -> int:
@@ -61,9 +70,11 @@ class ServiceProcess:
         return self.proc is not None and self.proc.poll() is None
 
     def client(self, role: str | None = None, *, token: str | None = None) -> Client:
-        """A caller holding the token of `role` (or the given token, or none at all)."""
+        """A caller holding the token of `role` (or the given token, or none at all); its
+        `client.SomeRpc(request)` calls this service's own RPCs."""
         assert self.channel is not None, "the server is not running"
-        return Client(self.channel, self.tokens[role] if role is not None else token)
+        kind = CLIENT_CLASSES.get(self.service, Client)
+        return kind(self.channel, self.tokens[role] if role is not None else token)
 
     def start(self) -> None:
         assert not self.running, "already running"
@@ -81,7 +92,7 @@ class ServiceProcess:
     def _wait_serving(self) -> None:
         assert self.proc is not None and self.channel is not None
         health = health_pb2_grpc.HealthStub(self.channel)
-        names = ["", "qiji.identity.v1.IdentityService"] if self.service == "identity" else [""]
+        names = HEALTH_NAMES.get(self.service, [""])
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -99,6 +110,21 @@ class ServiceProcess:
         self.proc.wait()
         pytest.fail(f"{self.service} not SERVING within {START_TIMEOUT}s:\n{self.log_tail()}")
 
+    def kill(self) -> None:
+        """SIGKILL: the process dies at once, mid-whatever, as in a crash or an OOM kill."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=STOP_TIMEOUT)
+        self._release()
+
+    def _release(self) -> None:
+        if self.channel is not None:
+            self.channel.close()
+            self.channel = None
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
     def terminate(self) -> tuple[int, float]:
         """SIGTERM, then wait; returns (exit code, seconds taken). Killed after STOP_TIMEOUT."""
         assert self.proc is not None
@@ -111,12 +137,7 @@ class ServiceProcess:
             self.proc.wait()
             code = -signal.SIGKILL
         elapsed = time.monotonic() - started
-        if self.channel is not None:
-            self.channel.close()
-            self.channel = None
-        if self._log is not None:
-            self._log.close()
-            self._log = None
+        self._release()
         return code, elapsed
 
     def stop(self) -> None:
@@ -137,9 +158,22 @@ class ServiceProcess:
         return text[-LOG_TAIL_CHARS:]
 
 
-def start_service(service: str, postgres_db: str, tmp: Path) -> ServiceProcess:
-    tokens_file = tmp / "tokens.json"
-    tokens = {role: add_caller(tokens_file, f"e2e-{role}", [role]) for role in sorted(ROLES)}
+def issue_tokens(tokens_file: Path) -> dict[str, str]:
+    """One caller per role (principal "e2e-<role>") in `tokens_file`; returns role -> token."""
+    return {role: add_caller(tokens_file, f"e2e-{role}", [role]) for role in sorted(ROLES)}
+
+
+def start_service(service: str, postgres_db: str, tmp: Path, *,
+                  tokens_file: Path | None = None, tokens: dict[str, str] | None = None,
+                  extra_env: dict[str, str] | None = None) -> ServiceProcess:
+    """Starts `python -m services.<service>` in a schema of its own. Without `tokens_file` it
+    gets a new tokens file with one token per role; with one, `tokens` are that file's tokens
+    (role -> token) and the process shares it. `extra_env` is set last (e.g. the address of an
+    upstream service and the `service` token a follower presents there)."""
+    if tokens_file is None:
+        tokens_file = tmp / "tokens.json"
+        tokens = issue_tokens(tokens_file)
+    assert tokens is not None, "pass the tokens of the tokens file you pass"
     schema = f"e2e_{uuid.uuid4().hex[:12]}"
     port = free_port()
     # Only what the harness sets: no QIJI_* or <SERVICE>_* setting leaks in from the caller.
@@ -153,9 +187,10 @@ def start_service(service: str, postgres_db: str, tmp: Path) -> ServiceProcess:
         f"{service.upper()}_GRPC_PORT": str(port),
         "PYTHONUNBUFFERED": "1",
         **pg_env(postgres_db, schema),
+        **(extra_env or {}),
     })
     server = ServiceProcess(service=service, env=env, port=port, log_path=tmp / "stderr.log",
-                            tokens=tokens, db=postgres_db, schema=schema)
+                            tokens=dict(tokens), db=postgres_db, schema=schema)
     server.start()
     return server
 
@@ -164,6 +199,23 @@ def start_service(service: str, postgres_db: str, tmp: Path) -> ServiceProcess:
 def identity_server(postgres_db: str, tmp_path_factory: pytest.TempPathFactory
                     ) -> Iterator[ServiceProcess]:
     server = start_service("identity", postgres_db, tmp_path_factory.mktemp("identity-e2e"))
+    try:
+        yield server
+    finally:
+        if server.running:
+            server.stop()
+
+
+@pytest.fixture(scope="module")
+def training_server(identity_server: ServiceProcess, postgres_db: str,
+                    tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
+    """training beside this module's identity process: same database (its own schema), same
+    tokens file, following identity's feed with the `service` token."""
+    server = start_service(
+        "training", postgres_db, tmp_path_factory.mktemp("training-e2e"),
+        tokens_file=identity_server.tokens_file, tokens=identity_server.tokens,
+        extra_env={"TRAINING_IDENTITY_ADDRESS": identity_server.address,
+                   "QIJI_SERVICE_TOKEN": identity_server.tokens["service"]})
     try:
         yield server
     finally:

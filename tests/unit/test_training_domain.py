@@ -6,7 +6,7 @@ from decimal import Decimal
 import pytest
 
 from services.training.domain.model import Course, Learner, TrainingSession
-from services.training.domain.values import CompletionResult, CourseStatus, parse_hours
+from services.training.domain.values import CompletionResult, CourseStatus, parse_course_hours
 from shared.errors import AlreadyExists, FailedPrecondition, NotFound, Violations
 
 T0 = datetime(2026, 6, 5, 9, 0, tzinfo=UTC)
@@ -113,8 +113,18 @@ def test_a_course_goes_draft_published_retired_and_never_back():
 
 @pytest.mark.parametrize("text,ok", [("1.5", True), ("0.25", True), ("200", True),
                                      ("0", False), ("-1", False), ("1.1", False),
-                                     ("abc", False), ("NaN", False), ("201", False)])
+                                     ("abc", False), ("NaN", False), ("201", False),
+                                     ("1_5", False), ("0.2500000000000000000000000001", False),
+                                     ("１.5", False), (" 1.5", False)])
 def test_course_hours_are_positive_quarter_hours(text, ok):
     v = Violations()
-    assert (parse_hours(v, "hours", text) is not None) is ok
+    assert (parse_course_hours(v, "hours", text) is not None) is ok
     assert (v.items == []) is ok
+
+
+def test_a_checked_in_rider_is_not_cancelled_and_keeps_their_place():
+    s = a_session()
+    s.enrol("a", T0 - timedelta(days=1))
+    s.check_in("a", T0)
+    assert s.cancel_enrolment("a", "suspended") is False
+    assert s.places_taken == 1

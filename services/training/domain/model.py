@@ -118,10 +118,13 @@ class TrainingSession(Aggregate):
     def _withdrawn(self, rider_id: str) -> None:
         self.enrolments[rider_id]["status"] = EnrolmentStatus.WITHDRAWN.value
 
-    def cancel_enrolment(self, rider_id: str, reason: str) -> None:
-        """Qiji's own cancellation, e.g. when the rider is suspended; a no-op if not enrolled."""
-        if self.status_of(rider_id) is EnrolmentStatus.ENROLLED:
-            self._cancelled(rider_id=rider_id, reason=reason)
+    def cancel_enrolment(self, rider_id: str, reason: str) -> bool:
+        """Qiji's own cancellation, e.g. when the rider is suspended: True if it cancelled, False
+        (and nothing stored) if the rider is not simply enrolled, e.g. already checked in."""
+        if self.status_of(rider_id) is not EnrolmentStatus.ENROLLED:
+            return False
+        self._cancelled(rider_id=rider_id, reason=reason)
+        return True
 
     @event("EnrolmentCancelled")
     def _cancelled(self, rider_id: str, reason: str) -> None:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from enum import StrEnum
 
 from shared.errors import Violations
+from shared.values import parse_hours
 
 
 class Track(StrEnum):
@@ -60,17 +61,6 @@ MAX_COURSE_HOURS = Decimal(200)
 MAX_SESSION_HOURS = 12
 
 
-def parse_hours(violations: Violations, field: str, text: str) -> Decimal | None:
-    """Course hours as a decimal ("1.5"): exact, so transcripts add up to what was taught."""
-    try:
-        hours = Decimal(text)
-    except InvalidOperation:
-        violations.add(field, "must be a number of hours such as 1.5")
-        return None
-    if not hours.is_finite() or hours <= 0 or hours > MAX_COURSE_HOURS:
-        violations.add(field, f"must be more than 0 and at most {MAX_COURSE_HOURS}")
-        return None
-    if (hours * 4) % 1 != 0:
-        violations.add(field, "must be a multiple of a quarter hour")
-        return None
-    return hours
+def parse_course_hours(violations: Violations, field: str, text: str) -> Decimal | None:
+    """Course hours as a decimal ("1.5"), in quarter hours."""
+    return parse_hours(violations, field, text, maximum=MAX_COURSE_HOURS)

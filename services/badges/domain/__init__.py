@@ -1,0 +1,1 @@
+"""The badges domain: pure Python, no gRPC, SQL or AMQP."""

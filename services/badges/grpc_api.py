@@ -1,0 +1,239 @@
+"""badges' gRPC entry point: translate, call one application method, render."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import grpc
+from qiji.badges.v1 import badges_service_pb2 as pb
+from qiji.badges.v1 import badges_service_pb2_grpc as pb_grpc
+
+from services.badges.application import BadgesApplication
+from services.badges.domain.criteria import Criteria, Track
+from services.badges.domain.model import Award, BadgeClass, VolunteerShift
+from shared.auth import (
+    AUDITOR,
+    CITY_ADMIN,
+    DEPARTMENT,
+    MERCHANT,
+    OPERATOR,
+    PLATFORM,
+    SERVICE,
+    STREET_OFFICE,
+)
+from shared.grpc.convert import enum_in, enum_out, optional_time, request_fingerprint, timestamp
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["BadgesService"].full_name
+
+_READERS = frozenset({CITY_ADMIN, STREET_OFFICE, DEPARTMENT, PLATFORM, OPERATOR, AUDITOR,
+                      SERVICE})
+_OFFICIALS = frozenset({CITY_ADMIN, STREET_OFFICE})
+
+PERMISSIONS: dict[str, frozenset[str]] = {f"/{SERVICE_NAME}/{rpc}": roles for rpc, roles in {
+    # Service is logged by the rider's app (the platform) or at the community's desk, and
+    # confirmed by the community (through the street office's system).
+    "LogVolunteerService": _OFFICIALS | {PLATFORM},
+    "ConfirmVolunteerService": _OFFICIALS,
+    "RejectVolunteerService": _OFFICIALS,
+    "ListVolunteerService": _READERS,
+    "CreateBadgeClass": frozenset({CITY_ADMIN}),
+    "ReviseBadgeCriteria": frozenset({CITY_ADMIN}),
+    "GetBadgeClass": _READERS | {MERCHANT},
+    "ListBadgeClasses": _READERS | {MERCHANT},
+    "GrantBadge": _OFFICIALS,
+    "RevokeAward": _OFFICIALS,
+    "GetAward": _READERS,
+    "ListRiderAwards": _READERS,
+    "ListBadgeHolders": _READERS,
+    "ExplainAward": _READERS,
+    "ExportCredential": _READERS,
+    # Anyone Qiji knows may check a credential a rider shows them; a merchant too.
+    "VerifyCredential": _READERS | {MERCHANT},
+    "GetIssuerKeys": _READERS | {MERCHANT},
+}.items()}
+
+
+class BadgesServicer(pb_grpc.BadgesServiceServicer):
+    def __init__(self, app: BadgesApplication):
+        self.app = app
+
+    # ------------------------------------------------------------------ volunteer service
+
+    def LogVolunteerService(self, request: Any, context: Any) -> Any:
+        result = self.app.log_volunteer_service(
+            rider_id=request.rider_id, community_id=request.community_id,
+            activity=request.activity, started_at=optional_time(request, "start_time"),
+            hours=request.hours, fingerprint=request_fingerprint(request))
+        return pb.LogVolunteerServiceResponse(shift=self._shift_at(result))
+
+    def ConfirmVolunteerService(self, request: Any, context: Any) -> Any:
+        result = self.app.confirm_volunteer_service(shift_id=request.shift_id,
+                                                    fingerprint=request_fingerprint(request))
+        return pb.ConfirmVolunteerServiceResponse(shift=self._shift_at(result),
+                                                  award_ids=result["award_ids"])
+
+    def RejectVolunteerService(self, request: Any, context: Any) -> Any:
+        result = self.app.reject_volunteer_service(shift_id=request.shift_id,
+                                                   reason=request.reason,
+                                                   fingerprint=request_fingerprint(request))
+        return pb.RejectVolunteerServiceResponse(shift=self._shift_at(result))
+
+    def ListVolunteerService(self, request: Any, context: Any) -> Any:
+        status = pb.ShiftStatus.Name(request.status).removeprefix("SHIFT_STATUS_") if (
+            request.status in pb.ShiftStatus.values() and request.status) else ""
+        shifts, token, hours = self.app.volunteer_service(
+            rider_id=request.rider_id, status=status, page_size=request.page_size,
+            page_token=request.page_token)
+        return pb.ListVolunteerServiceResponse(shifts=[self._shift(s) for s in shifts],
+                                               next_page_token=token,
+                                               confirmed_hours=_decimal(hours))
+
+    # ------------------------------------------------------------------ badge classes
+
+    def CreateBadgeClass(self, request: Any, context: Any) -> Any:
+        result = self.app.create_badge_class(
+            name=request.name, description=request.description, image_url=request.image_url,
+            issuer_id=request.issuer_id, criteria=self._criteria_in(request.criteria),
+            validity_days=request.validity_days, fingerprint=request_fingerprint(request))
+        return pb.CreateBadgeClassResponse(badge_class=self._class_at(result))
+
+    def ReviseBadgeCriteria(self, request: Any, context: Any) -> Any:
+        result = self.app.revise_badge_criteria(
+            badge_class_id=request.badge_class_id, criteria=self._criteria_in(request.criteria),
+            fingerprint=request_fingerprint(request))
+        return pb.ReviseBadgeCriteriaResponse(badge_class=self._class_at(result))
+
+    def GetBadgeClass(self, request: Any, context: Any) -> Any:
+        return pb.GetBadgeClassResponse(
+            badge_class=self._class(self.app.badge_class(request.badge_class_id)))
+
+    def ListBadgeClasses(self, request: Any, context: Any) -> Any:
+        found, token = self.app.list_badge_classes(page_size=request.page_size,
+                                                   page_token=request.page_token)
+        return pb.ListBadgeClassesResponse(badge_classes=[self._class(c) for c in found],
+                                           next_page_token=token)
+
+    # ------------------------------------------------------------------ awards
+
+    def GrantBadge(self, request: Any, context: Any) -> Any:
+        result = self.app.grant_badge(
+            rider_id=request.rider_id, badge_class_id=request.badge_class_id,
+            reason=request.reason,
+            evidence=[{"reference": e.source + ":" + e.reference if e.source else e.reference,
+                       "narrative": e.narrative,
+                       "at": optional_time(e, "time")} for e in request.evidence],
+            fingerprint=request_fingerprint(request))
+        return pb.GrantBadgeResponse(award=self._award_at(result))
+
+    def RevokeAward(self, request: Any, context: Any) -> Any:
+        result = self.app.revoke_award(award_id=request.award_id, reason=request.reason,
+                                       fingerprint=request_fingerprint(request))
+        return pb.RevokeAwardResponse(award=self._award_at(result))
+
+    def GetAward(self, request: Any, context: Any) -> Any:
+        return pb.GetAwardResponse(award=self._award(self.app.award(request.award_id)))
+
+    def ListRiderAwards(self, request: Any, context: Any) -> Any:
+        awards = self.app.rider_awards(rider_id=request.rider_id,
+                                       include_inactive=request.include_inactive)
+        return pb.ListRiderAwardsResponse(awards=[self._award(a) for a in awards])
+
+    def ListBadgeHolders(self, request: Any, context: Any) -> Any:
+        found, token = self.app.badge_holders(badge_class_id=request.badge_class_id,
+                                              page_size=request.page_size,
+                                              page_token=request.page_token)
+        return pb.ListBadgeHoldersResponse(awards=[self._award(a) for a in found],
+                                           next_page_token=token)
+
+    def ExplainAward(self, request: Any, context: Any) -> Any:
+        e = self.app.explain(rider_id=request.rider_id, badge_class_id=request.badge_class_id)
+        return pb.ExplainAwardResponse(award=self._award(e.award),
+                                       badge_class=self._class(e.badge_class),
+                                       criteria=self._criteria_out(e.criteria),
+                                       explanation=e.text)
+
+    # ------------------------------------------------------------------ credentials
+
+    def ExportCredential(self, request: Any, context: Any) -> Any:
+        credential, jwt = self.app.export_credential(award_id=request.award_id)
+        return pb.ExportCredentialResponse(
+            credential_json=json.dumps(credential, ensure_ascii=False, indent=2),
+            credential_jwt=jwt, key_id=self.app.issuer_key.key_id)
+
+    def VerifyCredential(self, request: Any, context: Any) -> Any:
+        r = self.app.verify_credential(jwt=request.credential_jwt)
+        return pb.VerifyCredentialResponse(
+            signature_valid=r["signature_valid"],
+            status=enum_out(r["status"], pb.AwardStatus), valid=r["valid"],
+            problems=r["problems"], award_id=r["award_id"])
+
+    def GetIssuerKeys(self, request: Any, context: Any) -> Any:
+        return pb.GetIssuerKeysResponse(jwks_json=self.app.issuer_keys())
+
+    # ------------------------------------------------------------------ rendering
+
+    def _shift_at(self, result: dict[str, Any]) -> Any:
+        return self._shift(self.app.shift(result["shift_id"], result["version"]))
+
+    def _class_at(self, result: dict[str, Any]) -> Any:
+        return self._class(self.app.badge_class(result["badge_class_id"], result["version"]))
+
+    def _award_at(self, result: dict[str, Any]) -> Any:
+        return self._award(self.app.award(result["award_id"], result["version"]))
+
+    @staticmethod
+    def _shift(s: VolunteerShift) -> Any:
+        return pb.VolunteerShift(
+            shift_id=str(s.id), rider_id=s.rider_id, community_id=s.community_id,
+            activity=s.activity, start_time=timestamp(s.started_at), hours=_decimal(s.hours),
+            status=enum_out(s.status, pb.ShiftStatus), reason=s.reason, version=s.version)
+
+    def _class(self, c: BadgeClass) -> Any:
+        return pb.BadgeClass(
+            badge_class_id=str(c.id), name=c.name, description=c.description,
+            image_url=c.image_url, issuer_id=c.issuer_id,
+            criteria=self._criteria_out(c.criteria()), criteria_version=c.criteria_version,
+            validity_days=c.validity_days, version=c.version)
+
+    @staticmethod
+    def _award(a: Award) -> Any:
+        return pb.Award(
+            award_id=str(a.id), rider_id=a.rider_id, badge_class_id=a.badge_class_id,
+            criteria_version=a.criteria_version, kind=enum_out(a.kind, pb.AwardKind),
+            status=enum_out(a.status, pb.AwardStatus),
+            evidence=[pb.Evidence(source=e["source"], reference=e["reference"],
+                                  position=e["position"], narrative=e["narrative"],
+                                  time=timestamp(e["at"])) for e in a.evidence],
+            reason=a.reason, awarded_by=a.awarded_by, award_time=timestamp(a.awarded_at),
+            expire_time=timestamp(a.expires_at), revoke_time=timestamp(a.revoked_at),
+            revoke_reason=a.revoke_reason, revoked_by=a.revoked_by, version=a.version)
+
+    @staticmethod
+    def _criteria_in(c: Any) -> dict[str, Any]:
+        return {"min_volunteer_hours": c.min_volunteer_hours,
+                "required_course_ids": list(c.required_course_ids),
+                "track_requirements": [(enum_in(t.track, pb.Track, Track), t.courses_passed)
+                                       for t in c.track_requirements],
+                "min_verified_reports": c.min_verified_reports, "within_days": c.within_days,
+                "narrative": c.narrative}
+
+    @staticmethod
+    def _criteria_out(c: Criteria) -> Any:
+        return pb.Criteria(
+            min_volunteer_hours=_decimal(c.min_volunteer_hours) if c.min_volunteer_hours else "",
+            required_course_ids=list(c.required_course_ids),
+            track_requirements=[pb.TrackRequirement(track=enum_out(t, pb.Track),
+                                                    courses_passed=n)
+                                for t, n in sorted(c.track_requirements.items())],
+            min_verified_reports=c.min_verified_reports, within_days=c.within_days,
+            narrative=c.narrative)
+
+
+def _decimal(value: Any) -> str:
+    return format(value.normalize(), "f") if value else "0"
+
+
+def add_servicers(server: grpc.Server, app: Any) -> list[str]:
+    pb_grpc.add_BadgesServiceServicer_to_server(BadgesServicer(app), server)
+    return [SERVICE_NAME]

@@ -1,0 +1,28 @@
+"""Shared value parsing: numbers that arrive as text in requests (hours) are read strictly."""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal
+
+from shared.errors import Violations
+
+# ASCII digits, at most two decimals: Decimal() alone would take "1_5" as 15, full-width
+# digits, surrounding spaces, and 30 decimals that round away to a quarter.
+_DECIMAL = re.compile(r"[0-9]{1,6}(\.[0-9]{1,2})?")
+
+
+def parse_hours(violations: Violations, field: str, text: str, *, maximum: Decimal,
+                quarters: bool = True, allow_zero: bool = False) -> Decimal | None:
+    """Hours such as "1.5": exact, so transcripts and volunteer totals add up."""
+    if not _DECIMAL.fullmatch(text):
+        violations.add(field, "must be a number of hours such as 1.5")
+        return None
+    hours = Decimal(text)
+    if (hours == 0 and not allow_zero) or hours > maximum:
+        violations.add(field, f"must be more than 0 and at most {maximum}")
+        return None
+    if quarters and (hours * 4) % 1 != 0:
+        violations.add(field, "must be a multiple of a quarter hour")
+        return None
+    return hours

@@ -1,0 +1,338 @@
+"""badges over a real store: volunteer hours, training and governance evidence, automatic and
+manual awards, revocation, expiry, credentials, and followers that crash mid-stream."""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from services.badges.application import BadgesApplication
+from services.badges.credentials import IssuerKey
+from services.badges.domain.criteria import Track
+from services.badges.service import ExpiryJob
+from services.governance import events as governance_events
+from services.identity.application import IdentityApplication
+from services.identity.domain.values import OrganisationKind
+from services.training import events as training_events
+from shared.errors import AlreadyExists, FailedPrecondition, InvalidArgument
+from shared.followers import Follower, LocalFeed, UpstreamEvent
+from tests.conftest import MASTER_KEY, actor, as_actor, settings_for
+
+# Configured, as in production: the same key across restarts, so credentials keep verifying.
+ISSUER_KEY = IssuerKey(bytes(range(100, 132)))
+ADMIN = actor("city", "city_admin")
+OFFICE = actor("beidajie-desk", "street_office")
+PLATFORM = actor("platform-co", "platform")
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = datetime.now(UTC).replace(microsecond=0)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+class ListFeed:
+    """An upstream holding events under a published contract's topics."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.events: list[UpstreamEvent] = []
+
+    def add(self, topic: str, originator: uuid.UUID, **state) -> None:
+        state.setdefault("timestamp", datetime.now(UTC))
+        self.events.append(UpstreamEvent(self.name, len(self.events) + 1, originator, 1, topic,
+                                         state))
+
+    def read(self, from_position, limit, topics):
+        return [e for e in self.events[from_position - 1:][:limit]
+                if not topics or e.topic in topics]
+
+    def wait(self, timeout):
+        pass
+
+
+def criteria(**given):
+    base = {"min_volunteer_hours": "", "required_course_ids": [], "track_requirements": [],
+            "min_verified_reports": 0, "within_days": 0, "narrative": ""}
+    return {**base, **given}
+
+
+@pytest.fixture
+def world(store_env):
+    clock = Clock()
+    identity = IdentityApplication(settings_for("identity", store_env), MASTER_KEY)
+    badges = BadgesApplication(settings_for("badges", store_env), MASTER_KEY, clock=clock,
+                               issuer_key=ISSUER_KEY)
+    follower = Follower(badges, LocalFeed(identity), badges.follow_identity,
+                        topics=BadgesApplication.IDENTITY_TOPICS)
+    badges.identity_follower = follower
+    training, governance = ListFeed("training"), ListFeed("governance")
+    with as_actor(ADMIN):
+        def org(kind, name, parent=""):
+            return identity.create_organisation(kind=kind, name=name, parent_id=parent,
+                                                department_function=None)["organisation_id"]
+        city = org(OrganisationKind.CITY, "常州市")
+        street = org(OrganisationKind.STREET, "荷花池街道", org(OrganisationKind.DISTRICT,
+                                                                 "钟楼区", city))
+        community = org(OrganisationKind.COMMUNITY, "北大街社区", street)
+        platform = org(OrganisationKind.PLATFORM, "Platform Co")
+        station = org(OrganisationKind.STATION, "Station", platform)
+    w = dict(identity=identity, badges=badges, follower=follower, clock=clock, city=city,
+             street=street, community=community, platform=platform, station=station,
+             training=training, governance=governance, riders=0,
+             training_follower=Follower(badges, training, badges.follow_training,
+                                        topics=BadgesApplication.TRAINING_TOPICS),
+             governance_follower=Follower(badges, governance, badges.follow_governance,
+                                          topics=BadgesApplication.GOVERNANCE_TOPICS))
+    yield w
+    badges.close()
+    identity.close()
+
+
+def new_rider(w) -> str:
+    w["riders"] += 1
+    with as_actor(PLATFORM):
+        rider_id = w["identity"].register_rider(
+            platform_id=w["platform"], platform_rider_id=f"R{w['riders']}", name="骑手",
+            phone="13812345678", national_id="", home_street_id=w["street"],
+            station_id=w["station"])["rider_id"]
+        w["identity"].verify_rider(rider_id=rider_id)
+    w["follower"].run_once()
+    return rider_id
+
+
+def badge(w, name="金蜂骑士", **given) -> str:
+    with as_actor(ADMIN):
+        return w["badges"].create_badge_class(
+            name=name, description="Golden Bee Knight", image_url="https://example.org/b.png",
+            issuer_id=w["city"], criteria=criteria(**given),
+            validity_days=given.pop("validity_days", 0) if "validity_days" in given else 0,
+        )["badge_class_id"]
+
+
+def serve(w, rider_id, hours) -> dict:
+    with as_actor(PLATFORM):
+        shift = w["badges"].log_volunteer_service(
+            rider_id=rider_id, community_id=w["community"], activity="帮助独居老人",
+            started_at=w["clock"]() - timedelta(hours=3), hours=hours)["shift_id"]
+    with as_actor(OFFICE):
+        return w["badges"].confirm_volunteer_service(shift_id=shift)
+
+
+def test_confirmed_hours_award_a_badge_the_moment_they_meet_the_criteria(world):
+    golden = badge(world, min_volunteer_hours="10")
+    rider = new_rider(world)
+    assert serve(world, rider, "6")["award_ids"] == []
+    with as_actor(PLATFORM):  # logged but never confirmed: does not count
+        world["badges"].log_volunteer_service(
+            rider_id=rider, community_id=world["community"], activity="x",
+            started_at=world["clock"]() - timedelta(hours=1), hours="8")
+    awarded = serve(world, rider, "4")["award_ids"]
+    assert len(awarded) == 1
+    award = world["badges"].award(awarded[0])
+    assert (award.badge_class_id, award.kind, award.criteria_version) == (golden, "AUTOMATIC", 1)
+    assert [e["narrative"] for e in award.evidence] == [
+        "6 h of volunteer service confirmed", "4 h of volunteer service confirmed"]
+    assert award.awarded_by == "beidajie-desk"
+    assert serve(world, rider, "4")["award_ids"] == []  # never the same badge twice at once
+
+
+def test_training_completions_count_through_the_published_contract(world):
+    green = badge(world, "青蜂骑士", track_requirements=[(Track.GRASSROOTS_GOVERNANCE, 2)])
+    rider = new_rider(world)
+    learner = uuid.uuid4()
+    t = world["training"]
+    t.add(training_events.LEARNER_NOTED, learner, rider_id=rider)
+    for result in ("PASSED", "FAILED", "PASSED"):
+        t.add(training_events.COURSE_COMPLETED, learner, course_id=str(uuid.uuid4()),
+              session_id=str(uuid.uuid4()), track="GRASSROOTS_GOVERNANCE", hours="1.5",
+              result=result, score=None, at=world["clock"]())
+    world["training_follower"].run_once()
+    awards = world["badges"].rider_awards(rider_id=rider, include_inactive=False)
+    assert [a.badge_class_id for a in awards] == [green]
+    assert [e["position"] for e in awards[0].evidence] == [2, 4]
+
+
+def test_verified_reports_count_and_the_award_explains_itself(world):
+    probe = badge(world, "移动探头", min_verified_reports=2)
+    rider = new_rider(world)
+    for _ in range(2):
+        world["governance"].add(governance_events.REPORT_VERIFIED, uuid.uuid4(),
+                                rider_id=rider, street_id=world["street"], kind="ANOMALY",
+                                category="ROAD_HAZARD", at=world["clock"]())
+    world["governance_follower"].run_once()
+    why = world["badges"].explain(rider_id=rider, badge_class_id=probe)
+    assert "2 verified governance report(s)" in why.text
+    assert "log position 1" in why.text and "log position 2" in why.text
+
+
+def test_revised_criteria_never_change_an_award_already_made(world):
+    golden = badge(world, min_volunteer_hours="2")
+    first = new_rider(world)
+    serve(world, first, "2")
+    with as_actor(ADMIN):
+        world["badges"].revise_badge_criteria(badge_class_id=golden,
+                                              criteria=criteria(min_volunteer_hours="20"))
+    second = new_rider(world)
+    assert serve(world, second, "2")["award_ids"] == []
+    why = world["badges"].explain(rider_id=first, badge_class_id=golden)
+    assert why.award.criteria_version == 1
+    assert str(why.criteria.min_volunteer_hours) == "2"
+
+
+def test_manual_awards_need_a_reason_revocation_is_final_for_automatic_awards(world):
+    golden = badge(world, min_volunteer_hours="2")
+    rider = new_rider(world)
+    with as_actor(OFFICE):
+        with pytest.raises(InvalidArgument):
+            world["badges"].grant_badge(rider_id=rider, badge_class_id=golden, reason="",
+                                        evidence=[])
+        award = world["badges"].grant_badge(
+            rider_id=rider, badge_class_id=golden, reason="救助落水儿童",
+            evidence=[{"reference": "news:2026-06-05", "narrative": "reported by 常州日报"}])
+        with pytest.raises(AlreadyExists):
+            world["badges"].grant_badge(rider_id=rider, badge_class_id=golden, reason="again",
+                                        evidence=[{"reference": "x", "narrative": ""}])
+        world["badges"].revoke_award(award_id=award["award_id"], reason="granted in error")
+        with pytest.raises(FailedPrecondition) as error:
+            world["badges"].revoke_award(award_id=award["award_id"], reason="twice")
+        assert error.value.reason == "AWARD_REVOKED"
+    assert serve(world, rider, "4")["award_ids"] == []  # an official revoked it: not re-made
+
+
+def test_awards_expire_on_their_date(world):
+    golden = badge(world, min_volunteer_hours="2", validity_days=30)
+    rider = new_rider(world)
+    award_id = serve(world, rider, "2")["award_ids"][0]
+    job = ExpiryJob(world["badges"])
+    assert job.run_once() == 0
+    world["clock"].now += timedelta(days=31)
+    assert job.run_once() == 1
+    assert job.run_once() == 0
+    assert world["badges"].award(award_id).status == "EXPIRED"
+    with as_actor(ADMIN):
+        holders, _ = world["badges"].badge_holders(badge_class_id=golden, page_size=10,
+                                                   page_token="")
+    assert holders == []
+
+
+def test_criteria_that_can_never_be_met_are_refused(world):
+    for bad in (criteria(), criteria(min_volunteer_hours="100", within_days=2),
+                criteria(track_requirements=[(None, 1)]),
+                criteria(required_course_ids=["not-a-course"])):
+        with as_actor(ADMIN), pytest.raises(InvalidArgument):
+            world["badges"].create_badge_class(name="x", description="", image_url="",
+                                               issuer_id=world["city"], criteria=bad,
+                                               validity_days=0)
+
+
+def _independent_verify(jwt: str, jwk: dict) -> dict:
+    """A verifier written from RFC 7515 / 8037 alone, not Qiji's own code."""
+    header_b64, payload_b64, sig_b64 = jwt.split(".")
+
+    def unb64(s):
+        return base64.urlsafe_b64decode(s + "=" * (-len(s) % 4))
+    header = json.loads(unb64(header_b64))
+    assert header["alg"] == "EdDSA" and header["kid"] == jwk["kid"]
+    key = Ed25519PublicKey.from_public_bytes(unb64(jwk["x"]))
+    key.verify(unb64(sig_b64), f"{header_b64}.{payload_b64}".encode())
+    return json.loads(unb64(payload_b64))
+
+
+def test_an_exported_credential_verifies_independently_and_a_tampered_one_does_not(world):
+    badge(world, min_volunteer_hours="2", validity_days=365)
+    rider = new_rider(world)
+    award_id = serve(world, rider, "2")["award_ids"][0]
+    credential, jwt = world["badges"].export_credential(award_id=award_id)
+    jwk = json.loads(world["badges"].issuer_keys())["keys"][0]
+    payload = _independent_verify(jwt, jwk)
+    assert payload == credential
+    assert payload["type"] == ["VerifiableCredential", "OpenBadgeCredential"]
+    assert payload["credentialSubject"]["achievement"]["name"] == "金蜂骑士"
+    assert payload["issuer"]["name"] == "常州市" and "validUntil" in payload
+    assert rider not in json.dumps(payload)  # the rider is only a salted hash
+    header, body, sig = jwt.split(".")
+    forged = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+    forged["name"] = "Forged Knight"
+    forged_body = base64.urlsafe_b64encode(json.dumps(forged).encode()).decode().rstrip("=")
+    with pytest.raises(InvalidSignature):
+        _independent_verify(f"{header}.{forged_body}.{sig}", jwk)
+    assert world["badges"].verify_credential(jwt=f"{header}.{forged_body}.{sig}")[
+        "signature_valid"] is False
+    assert world["badges"].verify_credential(jwt=jwt)["valid"] is True
+    with as_actor(OFFICE):
+        world["badges"].revoke_award(award_id=award_id, reason="misconduct")
+    checked = world["badges"].verify_credential(jwt=jwt)
+    assert checked["signature_valid"] and not checked["valid"]
+    assert checked["status"] == "REVOKED"
+
+
+def test_a_follower_killed_mid_stream_awards_nothing_twice_and_misses_nothing(world,
+                                                                             store_env):
+    probe = badge(world, "移动探头", min_verified_reports=1)
+    riders = [new_rider(world) for _ in range(6)]
+    for rider in riders:
+        world["governance"].add(governance_events.REPORT_VERIFIED, uuid.uuid4(),
+                                rider_id=rider, street_id=world["street"], kind="ANOMALY",
+                                category="FIRE", at=world["clock"]())
+    seen = []
+
+    def crashing(upstream, processing):
+        if len(seen) == 3:
+            raise SystemExit("killed")  # the process dies in the middle of the stream
+        seen.append(upstream.position)
+        world["badges"].follow_governance(upstream, processing)
+
+    with pytest.raises(SystemExit):
+        Follower(world["badges"], world["governance"], crashing,
+                 topics=BadgesApplication.GOVERNANCE_TOPICS).run_once()
+    world["badges"].close()
+    restarted = BadgesApplication(settings_for("badges", store_env), MASTER_KEY,
+                                  clock=world["clock"], issuer_key=world["badges"].issuer_key)
+    try:
+        follower = Follower(restarted, world["governance"], restarted.follow_governance,
+                            topics=BadgesApplication.GOVERNANCE_TOPICS)
+        assert follower.position == 3
+        assert follower.run_once() == 3
+        with as_actor(ADMIN):
+            holders, _ = restarted.badge_holders(badge_class_id=probe, page_size=50,
+                                                 page_token="")
+        assert sorted(a.rider_id for a in holders) == sorted(riders)
+    finally:
+        world["badges"] = restarted
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("store_env", ["postgres"], indirect=True)
+def test_two_confirmations_at_once_that_each_complete_the_criteria_award_once(world):
+    golden = badge(world, min_volunteer_hours="4")
+    rider = new_rider(world)
+    shifts = []
+    with as_actor(PLATFORM):
+        for _ in range(2):
+            shifts.append(world["badges"].log_volunteer_service(
+                rider_id=rider, community_id=world["community"], activity="x",
+                started_at=world["clock"]() - timedelta(hours=2), hours="4")["shift_id"])
+    barrier = threading.Barrier(2)
+
+    def confirm(shift_id):
+        barrier.wait()
+        with as_actor(OFFICE):
+            world["badges"].confirm_volunteer_service(shift_id=shift_id)
+
+    threads = [threading.Thread(target=confirm, args=(s,)) for s in shifts]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    awards = world["badges"].rider_awards(rider_id=rider, include_inactive=True)
+    assert [a.badge_class_id for a in awards] == [golden]
