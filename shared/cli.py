@@ -45,7 +45,29 @@ def main(argv: list[str] | None = None) -> int:
     credential.add_argument("--address", default=f"127.0.0.1:{DEFAULT_PORTS['badges']}")
     credential.add_argument("--token", default=os.environ.get("QIJI_TOKEN", ""),
                             help="bearer token (default: $QIJI_TOKEN, else data/admin.token)")
+    audit = sub.add_parser("audit", help="answer an auditor: history, as-of, verify, perk, award")
+    audit.add_argument("--token", default=os.environ.get("QIJI_TOKEN", ""),
+                       help="an auditor's token (default: $QIJI_TOKEN, else data/admin.token)")
+    audit.add_argument("--host", default="127.0.0.1")
+    asub = audit.add_subparsers(dest="question", required=True)
+    h = asub.add_parser("history", help="every event of an aggregate, with who acted and why")
+    h.add_argument("service", choices=SERVICES)
+    h.add_argument("aggregate_id")
+    a = asub.add_parser("as-of", help="an aggregate as it stood at a moment (ISO 8601)")
+    a.add_argument("service", choices=SERVICES)
+    a.add_argument("aggregate_id")
+    a.add_argument("moment", help="e.g. 2026-03-01 or 2026-03-01T12:00:00+08:00")
+    v = asub.add_parser("verify", help="prove a service's log was not altered (all by default)")
+    v.add_argument("services", nargs="*", help=f"some of {SERVICES} (default: all)")
+    p = asub.add_parser("perk", help="every redemption of a perk, with the quota after each")
+    p.add_argument("perk_id")
+    w = asub.add_parser("award", help="why a rider holds a badge")
+    w.add_argument("rider_id")
+    w.add_argument("badge_class_id")
     args = parser.parse_args(argv)
+    if args.command == "audit":
+        from shared.audit_cli import answer
+        return answer(args, _token(args.token))
     if args.command == "run":
         return _run([s for s in args.services.split(",") if s])
     if args.command == "credential":
@@ -115,10 +137,7 @@ def _credential(action: str, target: str, address: str, token: str) -> int:
     from qiji.badges.v1 import badges_service_pb2 as pb
     from qiji.badges.v1 import badges_service_pb2_grpc as pb_grpc
 
-    if not token:
-        token_file = load_settings("qiji").data_dir / "admin.token"
-        token = token_file.read_text().strip() if token_file.exists() else ""
-    metadata = [("authorization", f"Bearer {token}")]
+    metadata = [("authorization", f"Bearer {_token(token)}")]
     with grpc.insecure_channel(address) as channel:
         stub = pb_grpc.BadgesServiceStub(channel)
         try:
@@ -141,6 +160,14 @@ def _credential(action: str, target: str, address: str, token: str) -> int:
         print(f"problem:   {problem}")
     print("VALID" if result.valid else "NOT VALID")
     return 0 if result.valid else 1
+
+
+def _token(token: str) -> str:
+    """The given token, else the embedded default's admin token."""
+    if token:
+        return token
+    token_file = load_settings("qiji").data_dir / "admin.token"
+    return token_file.read_text().strip() if token_file.exists() else ""
 
 
 def _admin_token(tokens_file: Path, token_file: Path) -> str:

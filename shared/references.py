@@ -25,10 +25,12 @@ class Reference(Aggregate):
         return uuid.uuid5(_NS, f"reference\n{upstream_id}")
 
     @event("Noted")
-    def __init__(self, upstream_id: str, kind: str, name: str):
+    def __init__(self, upstream_id: str, kind: str, name: str, parent_id: str = ""):
         self.upstream_id = upstream_id
         self.kind = kind
         self.name = name
+        # Where the owner placed it (e.g. the street a merchant belongs to), if anywhere.
+        self.parent_id = parent_id
 
 
 def require_reference(app: Any, upstream_id: str, field: str, kind: str,

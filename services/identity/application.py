@@ -295,6 +295,17 @@ class IdentityApplication(QijiApplication):
         return self._change_rider(
             rider_id, lambda r: r.withdraw_consent(consent_id, self.clock()), fingerprint)
 
+    def erase_rider_personal_data(self, *, rider_id: str, reason: str, fingerprint: str = ""
+                                  ) -> dict[str, Any]:
+        """Crypto-shredding: the key goes first (irreversibly), then the event that records who
+        erased and why; a retry after a crash between the two stores the event."""
+        _require_reason(reason)
+        rider = self.get(rider_id, Rider, "rider")
+        if not rider.personal_data_erased:
+            self.vault.erase(str(rider.id))
+        return self._change_rider(rider_id, lambda r: r.record_erasure(reason.strip()),
+                                  fingerprint)
+
     def rider(self, rider_id: str, version: int | None = None) -> RiderView:
         return self._rider_view(self.get(rider_id, Rider, "rider", version))
 

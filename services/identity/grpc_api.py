@@ -64,6 +64,7 @@ PERMISSIONS: dict[str, frozenset[str]] = {f"/{SERVICE_NAME}/{rpc}": roles for rp
     "GetRider": _READERS,
     "LookupRider": _READERS,
     "ListRiders": _READERS,
+    "EraseRiderPersonalData": frozenset({CITY_ADMIN}),
 }.items()}
 
 
@@ -193,6 +194,12 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
             page_size=request.page_size, page_token=request.page_token)
         return pb.ListRidersResponse(riders=[self._rider(r) for r in found],
                                      next_page_token=token)
+
+    def EraseRiderPersonalData(self, request: Any, context: Any) -> Any:
+        result = self.app.erase_rider_personal_data(
+            rider_id=request.rider_id, reason=request.reason,
+            fingerprint=request_fingerprint(request))
+        return pb.EraseRiderPersonalDataResponse(rider=self._rider_at(result))
 
     # ------------------------------------------------------------------ rendering
 

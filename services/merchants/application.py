@@ -191,8 +191,12 @@ class MerchantsApplication(QijiApplication):
                            f"at most {MAX_TEXT} characters")
         _check_amenities(violations, amenities)
         violations.raise_if_any()
-        self._reference(merchant_id, "merchant_id", "merchant")
+        merchant_ref = self._reference(merchant_id, "merchant_id", "merchant")
         self._reference(street_id, "street_id", "street")
+        if merchant_ref.parent_id and merchant_ref.parent_id != street_id:
+            # identity placed the merchant under another street: that street's office decides.
+            violations.add("street_id", "is not the street identity registered the merchant in")
+            violations.raise_if_any()
         self._require_merchant_side(merchant_id, street_id)
 
         def decide() -> Outcome:
@@ -607,7 +611,8 @@ class MerchantsApplication(QijiApplication):
             kind = {"STREET": "street", "MERCHANT": "merchant"}.get(upstream.state["kind"])
             if kind:
                 processing.collect_events(Reference(upstream_id=str(upstream.originator_id),
-                                                    kind=kind, name=upstream.state["name"]))
+                                                    kind=kind, name=upstream.state["name"],
+                                                    parent_id=upstream.state["parent_id"]))
             return
         rider_id = str(upstream.originator_id)
         standing = self._standing_for_policy(rider_id)

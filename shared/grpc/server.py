@@ -17,8 +17,10 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from shared.application import QijiApplication
+from shared.audit import Sealer
 from shared.auth import TokenRegistry
 from shared.config import Settings, load_settings
+from shared.grpc import audit as audit_api
 from shared.grpc import feed
 from shared.grpc.guard import Guard
 from shared.logging import configure as configure_logging
@@ -73,7 +75,8 @@ def build_server(spec: ServiceSpec, settings: Settings, *, app: QijiApplication 
         master_key = load_master_key(settings.master_key, settings.master_key_file,
                                      create=settings.persistence == "sqlite")
         app = spec.make_app(settings, master_key)
-    permissions = {**spec.permissions, **feed.feed_permissions()}
+    permissions = {**spec.permissions, **feed.feed_permissions(),
+                   **audit_api.audit_permissions()}
     guard = Guard(tokens=TokenRegistry(settings.tokens_file), permissions=permissions,
                   error_domain=f"{spec.name}.qiji")
     server = grpc.server(
@@ -86,6 +89,7 @@ def build_server(spec: ServiceSpec, settings: Settings, *, app: QijiApplication 
     stopping = threading.Event()
     names = spec.add_servicers(server, app)
     names.append(feed.register(server, app, stopping))
+    names.append(audit_api.register(server, app))
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     # NOT_SERVING until the first store check says otherwise (the servicer starts at SERVING).
     health_servicer.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
@@ -97,6 +101,8 @@ def build_server(spec: ServiceSpec, settings: Settings, *, app: QijiApplication 
     if port == 0:
         raise OSError(f"could not bind {settings.address}")
     followers = spec.make_followers(app, settings) if spec.make_followers else []
+    # Every service seals its own log (tamper evidence), a moment behind its writers.
+    followers.append(Sealer(app))
     return RunningService(spec=spec, app=app, server=server, port=port, health=health_servicer,
                           stopping=stopping, service_names=names, followers=followers)
 

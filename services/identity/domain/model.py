@@ -179,6 +179,7 @@ class Rider(Aggregate):
         self.registered_at: datetime = self.created_on
         self.milestones: list[dict[str, Any]] = []
         self.consents: list[dict[str, Any]] = []
+        self.personal_data_erased = False
 
     # -- lifecycle
 
@@ -280,6 +281,17 @@ class Rider(Aggregate):
     def consents_to(self, scope: ConsentScope, recipient_id: str) -> bool:
         return any(c["scope"] == scope.value and c["recipient_id"] == recipient_id
                    and c["withdrawn_at"] is None for c in self.consents)
+
+    def record_erasure(self, reason: str) -> None:
+        if self.personal_data_erased:
+            raise FailedPrecondition("the rider's personal data is already erased",
+                                     reason="ALREADY_ERASED")
+        self._erased(reason=reason)
+
+    @event("PersonalDataErased")
+    def _erased(self, reason: str) -> None:
+        # The sealed values stay in the history; without their key they are noise.
+        self.personal_data_erased = True
 
     def _require_not_left(self) -> None:
         if self.status is RiderStatus.LEFT:

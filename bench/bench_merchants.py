@@ -1,0 +1,227 @@
+"""ClaimPerk and RedeemCode over gRPC into PostgreSQL, beside raw psycopg single-row transactions.
+
+A claim reads the perk offer (its quota ledger), the merchant and the rider's standing, and
+stores four events in one transaction (the offer's CodeIssued, the standing's ClaimOpened, the
+claim's Issued, the request record); a redemption stores the claim's Redeemed, the offer's
+CodeRedeemed and the standing's ClaimClosed. Both queue per perk inside the process
+(`serialise_on`) and settle collisions between replicas on the offer's version, so they are
+measured (a) spread over many perks of several merchants, as in a city, and (b) all on one perk
+— the hot spot of a perk everyone claims the moment it opens. Each round uses fresh perks, and
+no rider claims twice in a round, so that no figure is a per-rider limit or a quota running out.
+
+Run: `.venv/bin/python -m bench.bench_merchants` (BENCH_ROUNDS, BENCH_OPS, BENCH_CLIENTS,
+BENCH_PERKS to size it)."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import tempfile
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import grpc
+import psycopg
+from psycopg_pool import ConnectionPool
+from qiji.identity.v1 import identity_service_pb2 as ipb
+from qiji.identity.v1 import identity_service_pb2_grpc as irpc
+from qiji.merchants.v1 import merchants_service_pb2 as mpb
+from qiji.merchants.v1 import merchants_service_pb2_grpc as mrpc
+
+from bench.common import (
+    PG,
+    median_of,
+    print_table,
+    running_services,
+    scratch_database,
+    throughput,
+)
+from shared.auth import add_caller, hash_token
+
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
+PER_ROUND = int(os.environ.get("BENCH_OPS", "200"))
+CONCURRENCY = [int(c) for c in os.environ.get("BENCH_CLIENTS", "1,8,32").split(",")]
+SPREAD_PERKS = int(os.environ.get("BENCH_PERKS", "50"))
+MERCHANT_COUNT = 5
+ROW_BYTES = 900  # about the size of one of the events a claim stores
+SETUP_WORKERS = 16
+
+Metadata = list[tuple[str, str]]
+
+
+def bearer(token: str) -> Metadata:
+    return [("authorization", f"Bearer {token}")]
+
+
+def main() -> None:
+    riders_needed = max(PER_ROUND, max(CONCURRENCY)) + 1
+    with scratch_database() as db, running_services(
+            ["identity", "merchants"], db,
+            {"bench-admin": ["city_admin"], "bench-platform": ["platform"],
+             "bench-office": ["street_office"]}
+    ) as (addresses, tokens):
+        ichan = grpc.insecure_channel(addresses["identity"])
+        mchan = grpc.insecure_channel(addresses["merchants"])
+        identity, merchants = irpc.IdentityServiceStub(ichan), mrpc.MerchantsServiceStub(mchan)
+        admin, platform = bearer(tokens["bench-admin"]), bearer(tokens["bench-platform"])
+        office = bearer(tokens["bench-office"])
+
+        tree = _tree(identity, admin)
+        # Each merchant acts with a token of its own, scoped to its organisation, in the tokens
+        # file both services read (it is re-read when it changes).
+        tokens_file = _tokens_file_holding(tokens["bench-admin"])
+        tills = [bearer(add_caller(tokens_file, f"bench-merchant-{i}", ["merchant"], m))
+                 for i, m in enumerate(tree["merchants"])]
+        for merchant_id, till in zip(tree["merchants"], tills, strict=True):
+            merchants.ApplyMerchant(mpb.ApplyMerchantRequest(
+                request_id=str(uuid.uuid4()), merchant_id=merchant_id, name="友好商户",
+                street_id=tree["street"], category="restaurant",
+                location=mpb.Location(latitude=31.78, longitude=119.95, address="北大街"),
+                amenities=[mpb.MERCHANT_AMENITY_DRINKING_WATER]), metadata=till)
+            merchants.ApproveMerchant(mpb.ApproveMerchantRequest(
+                request_id=str(uuid.uuid4()), merchant_id=merchant_id), metadata=office)
+        print(f"registering and verifying {riders_needed} riders ...", flush=True)
+        riders = _riders(identity, platform, tree, riders_needed)
+        # merchants learns of them all now (asked about a rider it does not know, it catches up
+        # with identity's feed first), not inside the first timed claims.
+        try:
+            merchants.ListPerksForRider(mpb.ListPerksForRiderRequest(
+                rider_id=str(uuid.uuid4())), metadata=platform, timeout=120)
+        except grpc.RpcError as error:
+            assert error.code() == grpc.StatusCode.NOT_FOUND, error
+        rider_offset = itertools.count()
+
+        def new_perks(count: int, quota: int) -> list[tuple[str, int]]:
+            """`count` published perks (perk id, merchant index), round-robin over merchants."""
+            def one(i: int) -> tuple[str, int]:
+                m = i % len(tills)
+                request = mpb.CreatePerkOfferRequest(
+                    request_id=str(uuid.uuid4()), merchant_id=tree["merchants"][m],
+                    title="骑手免费饮水", kind=mpb.PERK_KIND_FREE_ITEM, free_item="一瓶水",
+                    eligibility=mpb.ELIGIBILITY_ANY_VERIFIED_RIDER, total_quota=quota,
+                    per_rider_limit=1, limit_period=mpb.LIMIT_PERIOD_DAY, code_ttl_minutes=240)
+                request.valid_from_time.FromDatetime(datetime.now(UTC) - timedelta(hours=1))
+                request.valid_until_time.FromDatetime(datetime.now(UTC) + timedelta(days=7))
+                perk_id = merchants.CreatePerkOffer(request, metadata=tills[m]).perk_offer.perk_id
+                merchants.PublishPerkOffer(mpb.PublishPerkOfferRequest(
+                    request_id=str(uuid.uuid4()), perk_id=perk_id), metadata=tills[m])
+                return perk_id, m
+            with ThreadPoolExecutor(SETUP_WORKERS) as pool:
+                return list(pool.map(one, range(count)))
+
+        def claim_op(perks: list[tuple[str, int]], out: list[tuple[int, str]] | None = None
+                     ) -> Callable[[int], None]:
+            """Operation i claims perk i (mod the perks) for a rider no other operation of this
+            batch uses; with `out`, keeps (merchant index, code) for redeeming later."""
+            first = next(rider_offset) * PER_ROUND
+
+            def claim(i: int) -> None:
+                perk_id, m = perks[i % len(perks)]
+                reply = merchants.ClaimPerk(mpb.ClaimPerkRequest(
+                    request_id=str(uuid.uuid4()), perk_id=perk_id,
+                    rider_id=riders[(first + i) % len(riders)]), metadata=platform, timeout=120)
+                if out is not None:
+                    out.append((m, reply.claim.code))
+            return claim
+
+        def measure_claims(perk_count: int, clients: int) -> float:
+            perks = new_perks(perk_count, quota=PER_ROUND // perk_count + 1)
+            return throughput(claim_op(perks), PER_ROUND, clients)
+
+        def measure_redemptions(perk_count: int, clients: int) -> float:
+            perks = new_perks(perk_count, quota=PER_ROUND // perk_count + 1)
+            codes: list[tuple[int, str]] = []
+            with ThreadPoolExecutor(SETUP_WORKERS) as pool:  # not timed: the codes to redeem
+                list(pool.map(claim_op(perks, codes), range(PER_ROUND)))
+
+            def redeem(i: int) -> None:
+                m, code = codes[i]
+                merchants.RedeemCode(mpb.RedeemCodeRequest(
+                    request_id=str(uuid.uuid4()), merchant_id=tree["merchants"][m], code=code),
+                    metadata=tills[m], timeout=120)
+            return throughput(redeem, PER_ROUND, clients)
+
+        # Warm: connections, caches, prepared statements, on both paths.
+        warm: list[tuple[int, str]] = []
+        claim_op(new_perks(1, quota=1), warm)(0)
+        merchants.RedeemCode(mpb.RedeemCodeRequest(
+            request_id=str(uuid.uuid4()), merchant_id=tree["merchants"][warm[0][0]],
+            code=warm[0][1]), metadata=tills[warm[0][0]])
+
+        with psycopg.connect(dbname=db, autocommit=True, **PG) as conn:
+            conn.execute("CREATE TABLE raw_rows (id BIGSERIAL PRIMARY KEY, payload BYTEA)")
+        pool = ConnectionPool(conninfo=psycopg.conninfo.make_conninfo(dbname=db, **PG),
+                              min_size=max(CONCURRENCY), max_size=max(CONCURRENCY),
+                              kwargs={"autocommit": True}, open=True)
+        payload = os.urandom(ROW_BYTES)
+
+        def raw_insert(_: int) -> None:
+            with pool.connection() as conn:
+                conn.execute("INSERT INTO raw_rows (payload) VALUES (%s)", (payload,))
+
+        rows = []
+        for clients in CONCURRENCY:
+            print(f"measuring at {clients} client(s) ...", flush=True)
+            raw = median_of(ROUNDS, lambda _r, c=clients: throughput(raw_insert, PER_ROUND, c))
+            for name, measure in (("ClaimPerk", measure_claims),
+                                  ("RedeemCode", measure_redemptions)):
+                spread = median_of(ROUNDS, lambda _r, c=clients, m=measure: m(SPREAD_PERKS, c))
+                hot = median_of(ROUNDS, lambda _r, c=clients, m=measure: m(1, c))
+                rows.append((f"{name}, {SPREAD_PERKS} perks, {clients} client(s)", spread, raw))
+                rows.append((f"{name}, one perk, {clients} client(s)", hot, raw))
+        pool.close()
+        ichan.close()
+        mchan.close()
+    print_table(f"merchants claims and redemptions (PostgreSQL; median of {ROUNDS} rounds of "
+                f"{PER_ROUND}; raw = psycopg one-row INSERT per transaction)", rows)
+
+
+def _tokens_file_holding(token: str) -> Path:
+    """The tokens file running_services made for this run: the one holding `token`'s hash."""
+    wanted = hash_token(token)
+    for path in Path(tempfile.gettempdir()).glob("qiji-bench-*/tokens.json"):
+        try:
+            callers = json.loads(path.read_text()).get("callers", [])
+        except (OSError, ValueError):
+            continue
+        if any(c.get("token_sha256") == wanted for c in callers):
+            return path
+    raise RuntimeError("the tokens file of this run was not found")
+
+
+def _tree(stub: irpc.IdentityServiceStub, md: Metadata) -> dict[str, Any]:
+    def org(kind: int, name: str, parent: str = "") -> str:
+        return stub.CreateOrganisation(ipb.CreateOrganisationRequest(
+            request_id=str(uuid.uuid4()), kind=kind, name=name, parent_id=parent),
+            metadata=md).organisation.organisation_id
+    city = org(ipb.ORGANISATION_KIND_CITY, "常州市")
+    street = org(ipb.ORGANISATION_KIND_STREET, "荷花池街道",
+                 org(ipb.ORGANISATION_KIND_DISTRICT, "钟楼区", city))
+    platform = org(ipb.ORGANISATION_KIND_PLATFORM, "Platform")
+    station = org(ipb.ORGANISATION_KIND_STATION, "Station", platform)
+    shops = [org(ipb.ORGANISATION_KIND_MERCHANT, f"友好商户{i}", street)
+             for i in range(MERCHANT_COUNT)]
+    return {"street": street, "platform": platform, "station": station, "merchants": shops}
+
+
+def _riders(stub: irpc.IdentityServiceStub, md: Metadata, tree: dict[str, Any],
+            count: int) -> list[str]:
+    def one(_: int) -> str:
+        rider = stub.RegisterRider(ipb.RegisterRiderRequest(
+            request_id=str(uuid.uuid4()), platform_id=tree["platform"],
+            platform_rider_id=uuid.uuid4().hex, name="骑手", phone="13812345678",
+            home_street_id=tree["street"], station_id=tree["station"]), metadata=md).rider
+        stub.VerifyRider(ipb.VerifyRiderRequest(request_id=str(uuid.uuid4()),
+                                                rider_id=rider.rider_id), metadata=md)
+        return rider.rider_id
+    with ThreadPoolExecutor(SETUP_WORKERS) as pool:
+        return list(pool.map(one, range(count)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,80 @@
+"""The audit API every service exposes over its own log (qiji.audit.v1.AuditService)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from datetime import UTC
+from typing import Any
+
+import grpc
+from qiji.audit.v1 import audit_service_pb2 as pb
+from qiji.audit.v1 import audit_service_pb2_grpc as pb_grpc
+
+from shared import audit, auth
+from shared.application import QijiApplication
+from shared.errors import FieldViolation, InvalidArgument, NotFound
+from shared.grpc.convert import optional_time, timestamp
+
+AUDIT_ROLES = frozenset({auth.AUDITOR})
+
+
+def audit_permissions() -> dict[str, frozenset[str]]:
+    name = pb.DESCRIPTOR.services_by_name["AuditService"].full_name
+    return {f"/{name}/{rpc}": AUDIT_ROLES for rpc in ("GetHistory", "GetStateAsOf", "VerifyLog")}
+
+
+def _aggregate_id(text: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(text)
+    except ValueError:
+        raise InvalidArgument([FieldViolation("aggregate_id", "is not a valid id")]) from None
+
+
+class AuditServicer(pb_grpc.AuditServiceServicer):
+    def __init__(self, app: QijiApplication):
+        self._app = app
+
+    def GetHistory(self, request: Any, context: Any) -> Any:
+        ident = _aggregate_id(request.aggregate_id)
+        entries = audit.history(self._app, ident)
+        if not entries:
+            raise NotFound("aggregate", request.aggregate_id)
+        return pb.GetHistoryResponse(entries=[pb.HistoryEntry(
+            version=e.position_version, event_type=e.topic, time=timestamp(e.time),
+            principal=e.principal, roles=e.roles, request_id=e.request_id,
+            correlation_id=e.correlation_id, summary=e.summary) for e in entries])
+
+    def GetStateAsOf(self, request: Any, context: Any) -> Any:
+        ident = _aggregate_id(request.aggregate_id)
+        when = optional_time(request, "as_of_time")
+        if when is None:
+            raise InvalidArgument([FieldViolation("as_of_time", "must be set")])
+        if not self._app.exists(ident):
+            raise NotFound("aggregate", request.aggregate_id)
+        state = audit.state_as_of(self._app, ident, when.astimezone(UTC))
+        return pb.GetStateAsOfResponse(existed=bool(state), version=state.get("version", 0),
+                                       state_json=json.dumps(state, default=str,
+                                                             ensure_ascii=False, indent=2))
+
+    def VerifyLog(self, request: Any, context: Any) -> Iterator[Any]:
+        last = None
+        for verdict in audit.verify(self._app):
+            # Every verdict but the last is progress; the last is the answer.
+            if last is not None and context.is_active():
+                yield self._reply(last, done=False)
+            last = verdict
+        if last is not None:
+            yield self._reply(last, done=True)
+
+    @staticmethod
+    def _reply(v: audit.Verdict, *, done: bool) -> Any:
+        return pb.VerifyLogResponse(checked=v.checked, sealed_through=v.sealed_through,
+                                    head_seal=v.head_seal, done=done, intact=v.intact,
+                                    first_broken_position=v.first_broken, problem=v.problem)
+
+
+def register(server: grpc.Server, app: QijiApplication) -> str:
+    pb_grpc.add_AuditServiceServicer_to_server(AuditServicer(app), server)
+    return pb.DESCRIPTOR.services_by_name["AuditService"].full_name

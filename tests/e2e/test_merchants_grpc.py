@@ -1,0 +1,926 @@
+"""The merchants service as its callers meet it: a real merchants process following a real
+identity process's feed over gRPC, both on PostgreSQL (a schema each), one tokens file with a
+token per role, merchant tokens scoped to their merchant (the organisation identity gave them),
+street office tokens scoped to their street, and a `service` token for merchants' followers.
+
+Cross-service consistency: a merchants command naming a rider, street or merchant it has not
+heard of yet reads identity's feed first, so the set-up below needs no sleeps. Only merchants'
+*reaction* to identity's events (a suspension freezing a rider's open codes) runs in the
+background follower, which polls identity's feed every half second: that test polls
+(`eventually`) for up to 10 s. `caught_up` forces merchants to apply everything identity has
+stored so far, through the same catch-up path, before a test compares merchants' log positions.
+
+badges is not built yet: merchants' badges follower is pointed at a port nobody listens on and
+just backs off, as it would in production until badges is deployed."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+import grpc
+import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from qiji.feed.v1 import feed_service_pb2 as feed_pb
+from qiji.identity.v1 import identity_service_pb2 as ipb
+from qiji.merchants.v1 import merchants_service_pb2 as pb
+from qiji.merchants.v1 import merchants_service_pb2_grpc as pb_grpc
+
+from shared.auth import ROLES, add_caller
+from tests.conftest import pg_env
+from tests.e2e.client import RPC_TIMEOUT, Client, call_error, details_of, new_request_id
+from tests.e2e.conftest import ServiceProcess, free_port
+
+pytestmark = pytest.mark.e2e
+
+MERCHANTS = "qiji.merchants.v1.MerchantsService"
+FEED = "qiji.feed.v1.FeedService"
+HEALTH = "grpc.health.v1.Health"
+DOMAIN = "merchants.qiji"
+MODEL = "services.merchants.domain.model"
+CLAIM_ISSUED = f"{MODEL}:Claim.Issued"
+CLAIM_REDEEMED = f"{MODEL}:Claim.Redeemed"
+CLAIM_FROZEN = f"{MODEL}:Claim.Frozen"
+CLAIM_UNFROZEN = f"{MODEL}:Claim.Unfrozen"
+REACTION_TIMEOUT = 10.0
+# What a rider shows at the till: 16 characters of Crockford's base32 in groups of four.
+CODE_SHAPE = re.compile(r"[0-9A-HJKMNP-TV-Z]{4}(-[0-9A-HJKMNP-TV-Z]{4}){3}")
+
+INVALID = grpc.StatusCode.INVALID_ARGUMENT
+NOT_FOUND = grpc.StatusCode.NOT_FOUND
+EXISTS = grpc.StatusCode.ALREADY_EXISTS
+PRECONDITION = grpc.StatusCode.FAILED_PRECONDITION
+DENIED = grpc.StatusCode.PERMISSION_DENIED
+RANDOM_ID = str(uuid.uuid4())
+
+T = TypeVar("T")
+
+
+# ---------------------------------------------------------------------------- processes
+
+
+def issue_role_tokens(tokens_file: Path) -> dict[str, str]:
+    """One caller per role (principal "e2e-<role>", no organisation); role -> token."""
+    return {role: add_caller(tokens_file, f"e2e-{role}", [role]) for role in sorted(ROLES)}
+
+
+def launch(service: str, postgres_db: str, tmp: Path, *, tokens_file: Path,
+           tokens: dict[str, str], extra_env: dict[str, str] | None = None) -> ServiceProcess:
+    """Starts `python -m services.<service>` in a schema of its own, sharing `tokens_file`,
+    built exactly as the e2e harness builds its processes (only what is set here reaches it)."""
+    schema = f"e2e_{uuid.uuid4().hex[:12]}"
+    port = free_port()
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("QIJI_", f"{service.upper()}_"))}
+    env.update({
+        "QIJI_DATA_DIR": str(tmp / "data"),
+        "QIJI_TOKENS_FILE": str(tokens_file),
+        "QIJI_MASTER_KEY": base64.b64encode(os.urandom(32)).decode(),
+        "QIJI_LOG_FORMAT": "json",
+        f"{service.upper()}_GRPC_PORT": str(port),
+        "PYTHONUNBUFFERED": "1",
+        **pg_env(postgres_db, schema),
+        **(extra_env or {}),
+    })
+    server = ServiceProcess(service=service, env=env, port=port, log_path=tmp / "stderr.log",
+                            tokens=dict(tokens), db=postgres_db, schema=schema)
+    server.start()
+    return server
+
+
+def launch_pair(postgres_db: str, tmp_path_factory: pytest.TempPathFactory
+                ) -> tuple[ServiceProcess, ServiceProcess]:
+    """identity, and merchants beside it following its feed with the `service` token."""
+    tmp = tmp_path_factory.mktemp("merchants-e2e")
+    tokens_file = tmp / "tokens.json"
+    tokens = issue_role_tokens(tokens_file)
+    (tmp / "identity").mkdir()
+    (tmp / "merchants").mkdir()
+    identity = launch("identity", postgres_db, tmp / "identity", tokens_file=tokens_file,
+                      tokens=tokens)
+    try:
+        merchants = launch("merchants", postgres_db, tmp / "merchants", tokens_file=tokens_file,
+                           tokens=tokens, extra_env={
+                               "MERCHANTS_IDENTITY_ADDRESS": identity.address,
+                               # badges is not built yet: nobody listens there.
+                               "MERCHANTS_BADGES_ADDRESS": f"127.0.0.1:{free_port()}",
+                               "QIJI_SERVICE_TOKEN": tokens["service"]})
+    except BaseException:
+        identity.stop()
+        raise
+    return identity, merchants
+
+
+def shut_down(*servers: ServiceProcess) -> None:
+    for server in servers:
+        if server.running:
+            server.stop()
+
+
+class MerchantsClient(Client):
+    """A caller of a merchants server: client.ClaimPerk(request) calls MerchantsService with
+    this caller's token; the feed helpers (last_position, all_events) read merchants' feed."""
+
+    def __init__(self, channel: grpc.Channel, token: str | None):
+        super().__init__(channel, token)
+        self.merchants = pb_grpc.MerchantsServiceStub(channel)
+
+    def __getattr__(self, rpc: str) -> Callable[..., Any]:
+        stub = self.__dict__.get("merchants")
+        if stub is None or rpc.startswith("_"):
+            raise AttributeError(rpc)
+        method = getattr(stub, rpc)
+
+        def invoke(request: Any, *, timeout: float = RPC_TIMEOUT,
+                   metadata: list[tuple[str, str]] | None = None) -> Any:
+            return method(request, metadata=[*self.metadata, *(metadata or [])],
+                          timeout=timeout)
+        return invoke
+
+
+def mc(merchants: ServiceProcess, role: str | None = None, *, token: str | None = None
+       ) -> MerchantsClient:
+    """A caller of the merchants process: by role (the role's unscoped token), by a given
+    (e.g. merchant-scoped) token, or with no token at all."""
+    assert merchants.channel is not None, "merchants is not running"
+    return MerchantsClient(merchants.channel,
+                           merchants.tokens[role] if role is not None else token)
+
+
+# ---------------------------------------------------------------------------- helpers
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+def phone_number() -> str:
+    return "139" + str(uuid.uuid4().int)[:8]
+
+
+def at(delta: timedelta) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromDatetime(datetime.now(UTC) + delta)
+    return stamp
+
+
+def eventually(check: Callable[[], T | None], what: str,
+               timeout: float = REACTION_TIMEOUT) -> T:
+    """Polls `check` until it returns something truthy: only for merchants' background
+    reaction to identity's events (its follower polls identity's feed every 0.5 s)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = check()
+        if found:
+            return found
+        assert time.monotonic() < deadline, f"{what}: not within {timeout:.0f} s"
+        time.sleep(0.1)
+
+
+def caught_up(merchants: ServiceProcess) -> None:
+    """Makes merchants apply everything identity has stored until now: asked for the perks of a
+    rider it does not know, merchants first reads identity's feed, then answers NOT_FOUND."""
+    details = call_error(lambda: mc(merchants, "platform").ListPerksForRider(
+        pb.ListPerksForRiderRequest(rider_id=str(uuid.uuid4()))))
+    assert (details.code, details.reason) == (NOT_FOUND, "RIDER_NOT_FOUND"), details
+
+
+def events(merchants: ServiceProcess, topic: str) -> list[feed_pb.StoredEvent]:
+    return mc(merchants, "service").all_events(topics=[topic])
+
+
+def last_position(merchants: ServiceProcess) -> int:
+    return mc(merchants, "service").last_position()
+
+
+def state(event: feed_pb.StoredEvent) -> dict[str, Any]:
+    return json.loads(event.state)
+
+
+# ---------------------------------------------------------------------------- identity's side
+
+
+def create_organisation(admin: Client, kind: int, name: str, parent_id: str = "") -> str:
+    return admin.CreateOrganisation(ipb.CreateOrganisationRequest(
+        request_id=new_request_id(), kind=kind, name=name, parent_id=parent_id)
+    ).organisation.organisation_id
+
+
+@dataclass(frozen=True)
+class City:
+    """What identity knows before merchants is used, and the scoped tokens of its merchants and
+    its street office (in the tokens file both processes read)."""
+
+    street: str
+    platform: str
+    station: str
+    shop: str
+    other_shop: str
+    shop_token: str
+    other_shop_token: str
+    office_token: str  # the street office of `street`
+
+
+def set_up_city(identity: ServiceProcess, *, tag: str = "") -> City:
+    """city_admin builds 常州市/钟楼区/荷花池街道, two MERCHANT organisations under the street, a
+    platform and its station; the merchants and the street office get tokens of their own."""
+    admin = identity.client("city_admin")
+    city = create_organisation(admin, ipb.ORGANISATION_KIND_CITY, "常州市")
+    district = create_organisation(admin, ipb.ORGANISATION_KIND_DISTRICT, "钟楼区", city)
+    street = create_organisation(admin, ipb.ORGANISATION_KIND_STREET, "荷花池街道", district)
+    shop = create_organisation(admin, ipb.ORGANISATION_KIND_MERCHANT, "荷花池面馆", street)
+    other = create_organisation(admin, ipb.ORGANISATION_KIND_MERCHANT, "北大街便利店", street)
+    platform = create_organisation(admin, ipb.ORGANISATION_KIND_PLATFORM, "骑迹外卖")
+    station = create_organisation(admin, ipb.ORGANISATION_KIND_STATION, "荷花池站", platform)
+    tokens_file = identity.tokens_file
+    tag = tag or uuid.uuid4().hex[:6]
+    return City(
+        street=street, platform=platform, station=station, shop=shop, other_shop=other,
+        shop_token=add_caller(tokens_file, f"e2e-shop-{tag}", ["merchant"], shop),
+        other_shop_token=add_caller(tokens_file, f"e2e-other-shop-{tag}", ["merchant"], other),
+        office_token=add_caller(tokens_file, f"e2e-hehuachi-office-{tag}", ["street_office"],
+                                street))
+
+
+def new_rider(identity: ServiceProcess, city: City, *, verify: bool = True) -> str:
+    platform = identity.client("platform")
+    rider_id = platform.RegisterRider(ipb.RegisterRiderRequest(
+        request_id=new_request_id(), platform_id=city.platform,
+        platform_rider_id=unique("rider"), name="王五", phone=phone_number(),
+        home_street_id=city.street, station_id=city.station)).rider.rider_id
+    if verify:
+        platform.VerifyRider(ipb.VerifyRiderRequest(request_id=new_request_id(),
+                                                    rider_id=rider_id))
+    return rider_id
+
+
+def new_riders(identity: ServiceProcess, city: City, count: int) -> list[str]:
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        return list(pool.map(lambda _: new_rider(identity, city), range(count)))
+
+
+# ---------------------------------------------------------------------------- merchants' side
+
+
+def apply_request(merchant_id: str, street_id: str, **fields: Any) -> pb.ApplyMerchantRequest:
+    values: dict[str, Any] = {
+        "request_id": new_request_id(), "merchant_id": merchant_id, "name": "荷花池面馆",
+        "street_id": street_id, "category": "restaurant",
+        "location": pb.Location(latitude=31.78, longitude=119.95, address="钟楼区北大街8号"),
+        "amenities": [pb.MERCHANT_AMENITY_DRINKING_WATER, pb.MERCHANT_AMENITY_CHARGING]}
+    values.update(fields)
+    return pb.ApplyMerchantRequest(**values)
+
+
+def join(merchants: ServiceProcess, city: City) -> None:
+    """Both merchants apply with their own tokens; the street office approves them."""
+    office = mc(merchants, token=city.office_token)
+    for merchant_id, token in ((city.shop, city.shop_token),
+                               (city.other_shop, city.other_shop_token)):
+        mc(merchants, token=token).ApplyMerchant(apply_request(merchant_id, city.street))
+        office.ApproveMerchant(pb.ApproveMerchantRequest(request_id=new_request_id(),
+                                                         merchant_id=merchant_id))
+
+
+def perk_request(merchant_id: str, **fields: Any) -> pb.CreatePerkOfferRequest:
+    """A FREE_ITEM perk "骑手免费饮水" for any verified rider, valid from an hour ago for 30 days,
+    quota 5, one per rider per day, codes redeemable for two hours."""
+    values: dict[str, Any] = {
+        "request_id": new_request_id(), "merchant_id": merchant_id, "title": "骑手免费饮水",
+        "kind": pb.PERK_KIND_FREE_ITEM, "free_item": "一瓶矿泉水",
+        "eligibility": pb.ELIGIBILITY_ANY_VERIFIED_RIDER, "total_quota": 5,
+        "per_rider_limit": 1, "limit_period": pb.LIMIT_PERIOD_DAY,
+        "valid_from_time": at(-timedelta(hours=1)), "valid_until_time": at(timedelta(days=30)),
+        "code_ttl_minutes": 120}
+    values.update(fields)
+    return pb.CreatePerkOfferRequest(**values)
+
+
+def published_perk(merchants: ServiceProcess, token: str, merchant_id: str, **fields: Any
+                   ) -> pb.PerkOffer:
+    owner = mc(merchants, token=token)
+    offer = owner.CreatePerkOffer(perk_request(merchant_id, **fields)).perk_offer
+    return owner.PublishPerkOffer(pb.PublishPerkOfferRequest(
+        request_id=new_request_id(), perk_id=offer.perk_id)).perk_offer
+
+
+def claim(merchants: ServiceProcess, perk_id: str, rider_id: str, **kw: Any
+          ) -> pb.ClaimPerkResponse:
+    return mc(merchants, "platform").ClaimPerk(pb.ClaimPerkRequest(
+        request_id=new_request_id(), perk_id=perk_id, rider_id=rider_id), **kw)
+
+
+def redeem_request(merchant_id: str, code: str) -> pb.RedeemCodeRequest:
+    return pb.RedeemCodeRequest(request_id=new_request_id(), merchant_id=merchant_id, code=code)
+
+
+def get_claim(merchants: ServiceProcess, claim_id: str) -> pb.Claim:
+    return mc(merchants, "platform").GetClaim(pb.GetClaimRequest(claim_id=claim_id)).claim
+
+
+def get_perk(merchants: ServiceProcess, perk_id: str) -> pb.PerkOffer:
+    return mc(merchants, "auditor").GetPerkOffer(pb.GetPerkOfferRequest(perk_id=perk_id)
+                                                 ).perk_offer
+
+
+# ---------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def pair(postgres_db: str, tmp_path_factory: pytest.TempPathFactory
+         ) -> Iterator[tuple[ServiceProcess, ServiceProcess]]:
+    identity, merchants = launch_pair(postgres_db, tmp_path_factory)
+    try:
+        yield identity, merchants
+    finally:
+        shut_down(merchants, identity)
+
+
+@pytest.fixture(scope="module")
+def identity(pair: tuple[ServiceProcess, ServiceProcess]) -> ServiceProcess:
+    return pair[0]
+
+
+@pytest.fixture(scope="module")
+def merchants(pair: tuple[ServiceProcess, ServiceProcess]) -> ServiceProcess:
+    return pair[1]
+
+
+@pytest.fixture(scope="module")
+def city(identity: ServiceProcess, merchants: ServiceProcess) -> City:
+    """A city whose two merchants have joined (applied and been approved)."""
+    city = set_up_city(identity)
+    join(merchants, city)
+    return city
+
+
+@dataclass(frozen=True)
+class Scene:
+    """Perks, codes, riders and a care campaign in every state the bad-input table needs."""
+
+    city: City
+    far_office_token: str  # a street office of another street
+    perk: str  # the shop's, published, quota 100, one per rider per day
+    full_perk: str  # the shop's, quota 1, taken
+    limited_rider: str  # claimed `perk` today: at their limit
+    fresh_rider: str  # verified, claimed nothing
+    unverified: str
+    open_claim: str  # the shop's code, issued to `limited_rider`, not redeemed
+    open_code: str
+    redeemed_code: str
+    campaign: str  # stock 1, allocated to `limited_rider`
+    perks_page_token: str
+
+
+@pytest.fixture(scope="module")
+def scene(identity: ServiceProcess, merchants: ServiceProcess, city: City) -> Scene:
+    limited, fresh, filler, redeemer = new_riders(identity, city, 4)
+    unverified = new_rider(identity, city, verify=False)
+    perk = published_perk(merchants, city.shop_token, city.shop, total_quota=100).perk_id
+    full_perk = published_perk(merchants, city.shop_token, city.shop, total_quota=1).perk_id
+    opened = claim(merchants, perk, limited).claim
+    claim(merchants, full_perk, filler)
+    spent = claim(merchants, perk, redeemer).claim.code
+    mc(merchants, token=city.shop_token).RedeemCode(redeem_request(city.shop, spent))
+    office = mc(merchants, token=city.office_token)
+    campaign = office.CreateCareCampaign(pb.CreateCareCampaignRequest(
+        request_id=new_request_id(), street_id=city.street, name="夏日关爱礼包",
+        description="清凉包：藿香正气水、毛巾、矿泉水", stock=1)).campaign.campaign_id
+    office.AllocateCarePackage(pb.AllocateCarePackageRequest(
+        request_id=new_request_id(), campaign_id=campaign, rider_id=limited))
+    token = mc(merchants, "auditor").ListPerkOffers(pb.ListPerkOffersRequest(
+        page_size=1)).next_page_token
+    assert token
+    far_office = add_caller(identity.tokens_file, f"e2e-far-office-{uuid.uuid4().hex[:6]}",
+                            ["street_office"], str(uuid.uuid4()))
+    return Scene(city=city, far_office_token=far_office, perk=perk, full_perk=full_perk,
+                 limited_rider=limited, fresh_rider=fresh, unverified=unverified,
+                 open_claim=opened.claim_id, open_code=opened.code, redeemed_code=spent,
+                 campaign=campaign, perks_page_token=token)
+
+
+# ---------------------------------------------------------------------------- bad input
+
+
+@dataclass(frozen=True)
+class Bad:
+    rpc: str
+    # A role (its unscoped token), or "shop" / "other_shop" / "office" / "far_office" for the
+    # scene's scoped tokens.
+    caller: str
+    request: Callable[[Scene], Any]
+    code: grpc.StatusCode
+    field: str = ""
+    reason: str = ""
+
+
+def token_of(s: Scene, caller: str, merchants: ServiceProcess) -> str:
+    scoped = {"shop": s.city.shop_token, "other_shop": s.city.other_shop_token,
+              "office": s.city.office_token, "far_office": s.far_office_token}
+    return scoped[caller] if caller in scoped else merchants.tokens[caller]
+
+
+def on(message: Any, **fields: Any) -> Callable[[Scene], Any]:
+    """A request of `message` whose callable fields are read from the scene."""
+    def make(s: Scene) -> Any:
+        values = {k: (v(s) if callable(v) else v) for k, v in fields.items()}
+        if "request_id" in message.DESCRIPTOR.fields_by_name:
+            values.setdefault("request_id", new_request_id())
+        return message(**values)
+    return make
+
+
+def offer(**fields: Any) -> Callable[[Scene], Any]:
+    """A CreatePerkOffer request by the shop (times are taken when the case runs)."""
+    def make(s: Scene) -> Any:
+        values = {k: (v(s) if callable(v) else v) for k, v in fields.items()}
+        values.setdefault("merchant_id", s.city.shop)
+        return perk_request(**values)
+    return make
+
+
+def percent(n: int) -> dict[str, Any]:
+    return {"kind": pb.PERK_KIND_PERCENT_DISCOUNT, "percent_off": n, "free_item": ""}
+
+
+def application(**fields: Any) -> Callable[[Scene], Any]:
+    def make(s: Scene) -> Any:
+        values = {k: (v(s) if callable(v) else v) for k, v in fields.items()}
+        values.setdefault("merchant_id", s.city.shop)
+        return apply_request(street_id=values.pop("street_id", s.city.street), **values)
+    return make
+
+
+BAD_INPUT: dict[str, Bad] = {
+    # -- perk offers
+    "CreatePerkOffer-percent-off-0": Bad(
+        "CreatePerkOffer", "shop", offer(**percent(0)), INVALID, field="percent_off"),
+    "CreatePerkOffer-percent-off-101": Bad(
+        "CreatePerkOffer", "shop", offer(**percent(101)), INVALID, field="percent_off"),
+    "CreatePerkOffer-total-quota-0": Bad(
+        "CreatePerkOffer", "shop", offer(total_quota=0), INVALID, field="total_quota"),
+    "CreatePerkOffer-valid-until-before-valid-from": Bad(
+        "CreatePerkOffer", "shop",
+        offer(valid_from_time=lambda _: at(timedelta(days=2)),
+              valid_until_time=lambda _: at(timedelta(days=1))),
+        INVALID, field="valid_until_time"),
+    "CreatePerkOffer-without-kind": Bad(
+        "CreatePerkOffer", "shop", offer(kind=pb.PERK_KIND_UNSPECIFIED), INVALID, field="kind"),
+    "CreatePerkOffer-badge-holders-without-badge-class": Bad(
+        "CreatePerkOffer", "shop", offer(eligibility=pb.ELIGIBILITY_BADGE_HOLDERS),
+        INVALID, field="badge_class_id"),
+    "CreatePerkOffer-code-ttl-0": Bad(
+        "CreatePerkOffer", "city_admin", offer(code_ttl_minutes=0),
+        INVALID, field="code_ttl_minutes"),
+    "CreatePerkOffer-unknown-merchant": Bad(
+        "CreatePerkOffer", "city_admin", offer(merchant_id=RANDOM_ID),
+        NOT_FOUND, reason="MERCHANT_NOT_FOUND"),
+    "CreatePerkOffer-for-another-merchant": Bad(
+        "CreatePerkOffer", "other_shop", offer(), DENIED, reason="NOT_YOUR_MERCHANT"),
+    "PublishPerkOffer-already-published": Bad(
+        "PublishPerkOffer", "shop", on(pb.PublishPerkOfferRequest, perk_id=lambda s: s.perk),
+        PRECONDITION, reason="PERK_PUBLISHED"),
+    "PausePerkOffer-another-merchants-perk": Bad(
+        "PausePerkOffer", "other_shop", on(pb.PausePerkOfferRequest, perk_id=lambda s: s.perk),
+        DENIED, reason="NOT_YOUR_MERCHANT"),
+    "GetPerkOffer-unknown": Bad(
+        "GetPerkOffer", "platform", on(pb.GetPerkOfferRequest, perk_id=RANDOM_ID),
+        NOT_FOUND, reason="PERK_NOT_FOUND"),
+    "GetPerkOffer-not-a-uuid": Bad(
+        "GetPerkOffer", "auditor", on(pb.GetPerkOfferRequest, perk_id="not-a-uuid"),
+        INVALID, field="perk_id"),
+    "ListPerkOffers-page-size-10000": Bad(
+        "ListPerkOffers", "auditor", on(pb.ListPerkOffersRequest, page_size=10000),
+        INVALID, field="page_size"),
+    "ListPerkOffers-page-token-of-other-filters": Bad(
+        "ListPerkOffers", "auditor",
+        on(pb.ListPerkOffersRequest, status=pb.PERK_STATUS_DRAFT,
+           page_token=lambda s: s.perks_page_token), INVALID, field="page_token"),
+    # -- merchants
+    "ApplyMerchant-latitude-91": Bad(
+        "ApplyMerchant", "shop",
+        application(location=pb.Location(latitude=91, longitude=119.95)),
+        INVALID, field="location.latitude"),
+    "ApplyMerchant-unknown-merchant": Bad(
+        "ApplyMerchant", "street_office", application(merchant_id=RANDOM_ID),
+        NOT_FOUND, reason="MERCHANT_NOT_FOUND"),
+    "ApplyMerchant-street-is-a-merchant": Bad(
+        "ApplyMerchant", "shop", application(street_id=lambda s: s.city.other_shop),
+        INVALID, field="street_id"),
+    "ApplyMerchant-twice": Bad(
+        "ApplyMerchant", "shop", application(), EXISTS, reason="MERCHANT_ALREADY_APPLIED"),
+    "ApproveMerchant-already-approved": Bad(
+        "ApproveMerchant", "office",
+        on(pb.ApproveMerchantRequest, merchant_id=lambda s: s.city.shop),
+        PRECONDITION, reason="MERCHANT_APPROVED"),
+    "SuspendMerchant-by-another-streets-office": Bad(
+        "SuspendMerchant", "far_office",
+        on(pb.SuspendMerchantRequest, merchant_id=lambda s: s.city.shop, reason="投诉"),
+        DENIED, reason="NOT_YOUR_STREET"),
+    "GetMerchant-unknown": Bad(
+        "GetMerchant", "auditor", on(pb.GetMerchantRequest, merchant_id=RANDOM_ID),
+        NOT_FOUND, reason="MERCHANT_NOT_FOUND"),
+    "GetMerchant-not-a-uuid": Bad(
+        "GetMerchant", "platform", on(pb.GetMerchantRequest, merchant_id="x"),
+        INVALID, field="merchant_id"),
+    # -- codes
+    "RedeemCode-unknown-code": Bad(
+        "RedeemCode", "shop",
+        on(pb.RedeemCodeRequest, merchant_id=lambda s: s.city.shop, code="0000-0000-0000-0000"),
+        NOT_FOUND, reason="CODE_NOT_FOUND"),
+    "RedeemCode-malformed-code": Bad(
+        "RedeemCode", "shop",
+        on(pb.RedeemCodeRequest, merchant_id=lambda s: s.city.shop, code="ABC-123"),
+        INVALID, field="code"),
+    "RedeemCode-letter-outside-the-alphabet": Bad(
+        "RedeemCode", "shop",
+        on(pb.RedeemCodeRequest, merchant_id=lambda s: s.city.shop, code="UUUU-UUUU-UUUU-UUUU"),
+        INVALID, field="code"),
+    "RedeemCode-already-redeemed": Bad(
+        "RedeemCode", "shop",
+        on(pb.RedeemCodeRequest, merchant_id=lambda s: s.city.shop,
+           code=lambda s: s.redeemed_code), PRECONDITION, reason="CODE_ALREADY_REDEEMED"),
+    "RedeemCode-another-merchants-code": Bad(
+        "RedeemCode", "other_shop",
+        on(pb.RedeemCodeRequest, merchant_id=lambda s: s.city.other_shop,
+           code=lambda s: s.open_code), PRECONDITION, reason="CODE_OF_ANOTHER_MERCHANT"),
+    "RedeemCode-as-another-merchant": Bad(
+        "RedeemCode", "other_shop",
+        on(pb.RedeemCodeRequest, merchant_id=lambda s: s.city.shop,
+           code=lambda s: s.open_code), DENIED, reason="NOT_YOUR_MERCHANT"),
+    "RedeemCode-merchant-not-a-uuid": Bad(
+        "RedeemCode", "shop",
+        on(pb.RedeemCodeRequest, merchant_id="shop", code=lambda s: s.open_code),
+        INVALID, field="merchant_id"),
+    "ReverseRedemption-of-an-unredeemed-claim": Bad(
+        "ReverseRedemption", "shop",
+        on(pb.ReverseRedemptionRequest, claim_id=lambda s: s.open_claim, reason="收银误操作"),
+        PRECONDITION, reason="CLAIM_NOT_REDEEMED"),
+    "ReverseRedemption-without-reason": Bad(
+        "ReverseRedemption", "shop",
+        on(pb.ReverseRedemptionRequest, claim_id=lambda s: s.open_claim),
+        INVALID, field="reason"),
+    "ListRedemptions-of-nothing": Bad(
+        "ListRedemptions", "auditor", on(pb.ListRedemptionsRequest),
+        INVALID, field="merchant_id"),
+    "ListRedemptions-of-another-merchant": Bad(
+        "ListRedemptions", "other_shop",
+        on(pb.ListRedemptionsRequest, merchant_id=lambda s: s.city.shop),
+        DENIED, reason="NOT_YOUR_MERCHANT"),
+    # -- claims
+    "ClaimPerk-over-quota": Bad(
+        "ClaimPerk", "platform",
+        on(pb.ClaimPerkRequest, perk_id=lambda s: s.full_perk, rider_id=lambda s: s.fresh_rider),
+        PRECONDITION, reason="QUOTA_EXHAUSTED"),
+    "ClaimPerk-over-the-per-rider-limit": Bad(
+        "ClaimPerk", "platform",
+        on(pb.ClaimPerkRequest, perk_id=lambda s: s.perk, rider_id=lambda s: s.limited_rider),
+        PRECONDITION, reason="RIDER_LIMIT_REACHED"),
+    "ClaimPerk-unverified-rider": Bad(
+        "ClaimPerk", "street_office",
+        on(pb.ClaimPerkRequest, perk_id=lambda s: s.perk, rider_id=lambda s: s.unverified),
+        PRECONDITION, reason="RIDER_NOT_ACTIVE"),
+    "ClaimPerk-unknown-rider": Bad(
+        "ClaimPerk", "platform",
+        on(pb.ClaimPerkRequest, perk_id=lambda s: s.perk, rider_id=RANDOM_ID),
+        NOT_FOUND, reason="RIDER_NOT_FOUND"),
+    "ClaimPerk-unknown-perk": Bad(
+        "ClaimPerk", "platform",
+        on(pb.ClaimPerkRequest, perk_id=RANDOM_ID, rider_id=lambda s: s.fresh_rider),
+        NOT_FOUND, reason="PERK_NOT_FOUND"),
+    "ClaimPerk-rider-not-a-uuid": Bad(
+        "ClaimPerk", "platform",
+        on(pb.ClaimPerkRequest, perk_id=lambda s: s.perk, rider_id="R-1"),
+        INVALID, field="rider_id"),
+    "GetClaim-unknown": Bad(
+        "GetClaim", "auditor", on(pb.GetClaimRequest, claim_id=RANDOM_ID),
+        NOT_FOUND, reason="CLAIM_NOT_FOUND"),
+    "GetClaim-a-perk-id": Bad(
+        "GetClaim", "platform", on(pb.GetClaimRequest, claim_id=lambda s: s.perk),
+        NOT_FOUND, reason="CLAIM_NOT_FOUND"),
+    "ListPerksForRider-unknown-rider": Bad(
+        "ListPerksForRider", "platform",
+        on(pb.ListPerksForRiderRequest, rider_id=RANDOM_ID), NOT_FOUND, reason="RIDER_NOT_FOUND"),
+    # -- care packages
+    "AllocateCarePackage-twice": Bad(
+        "AllocateCarePackage", "office",
+        on(pb.AllocateCarePackageRequest, campaign_id=lambda s: s.campaign,
+           rider_id=lambda s: s.limited_rider), EXISTS, reason="PACKAGE_ALREADY_ALLOCATED"),
+    "AllocateCarePackage-beyond-stock": Bad(
+        "AllocateCarePackage", "office",
+        on(pb.AllocateCarePackageRequest, campaign_id=lambda s: s.campaign,
+           rider_id=lambda s: s.fresh_rider), PRECONDITION, reason="OUT_OF_STOCK"),
+    "AllocateCarePackage-by-another-streets-office": Bad(
+        "AllocateCarePackage", "far_office",
+        on(pb.AllocateCarePackageRequest, campaign_id=lambda s: s.campaign,
+           rider_id=lambda s: s.fresh_rider), DENIED, reason="NOT_YOUR_STREET"),
+    "CreateCareCampaign-stock-0": Bad(
+        "CreateCareCampaign", "office",
+        on(pb.CreateCareCampaignRequest, street_id=lambda s: s.city.street, name="关爱礼包"),
+        INVALID, field="stock"),
+    "RecordHandOver-not-allocated": Bad(
+        "RecordHandOver", "office",
+        on(pb.RecordHandOverRequest, campaign_id=lambda s: s.campaign,
+           rider_id=lambda s: s.fresh_rider, handed_over_by="王社工"),
+        NOT_FOUND, reason="ALLOCATION_NOT_FOUND"),
+    # -- request ids
+    "ClaimPerk-request-id-too-long": Bad(
+        "ClaimPerk", "platform",
+        on(pb.ClaimPerkRequest, request_id="r" * 129, perk_id=lambda s: s.perk,
+           rider_id=lambda s: s.fresh_rider), INVALID, field="request_id"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_INPUT.values(), ids=BAD_INPUT.keys())
+def test_a_bad_request_gets_a_precise_error_and_writes_nothing(
+        identity: ServiceProcess, merchants: ServiceProcess, scene: Scene, case: Bad) -> None:
+    caller = mc(merchants, token=token_of(scene, case.caller, merchants))
+    request = case.request(scene)
+    caught_up(merchants)  # nothing of identity's is still to be applied in the background
+    before = last_position(merchants)
+
+    details = call_error(lambda: getattr(caller, case.rpc)(request))
+
+    assert details.code == case.code, details
+    assert "Traceback" not in details.message
+    assert details.domain == DOMAIN, details
+    if case.field:
+        assert case.field in details.fields, details
+    if case.reason:
+        assert details.reason == case.reason, details
+    assert last_position(merchants) == before, "a refused request wrote events"
+
+
+# ---------------------------------------------------------------------------- the story
+
+
+def test_a_merchant_joins_and_a_rider_gets_free_water_with_a_single_use_code(
+        identity: ServiceProcess, merchants: ServiceProcess) -> None:
+    # identity: the city's tree, two merchants in a street, a platform and its station; the
+    # platform registers and verifies its riders.
+    city = set_up_city(identity)
+    rider_id, colleague = new_rider(identity, city), new_rider(identity, city)
+
+    # merchants, at once: the merchant applies with its own token, the street office approves.
+    shop = mc(merchants, token=city.shop_token)
+    applied = shop.ApplyMerchant(apply_request(city.shop, city.street)).merchant
+    assert (applied.merchant_id, applied.street_id, applied.status) == (
+        city.shop, city.street, pb.MERCHANT_STATUS_APPLIED)
+    approved = mc(merchants, token=city.office_token).ApproveMerchant(
+        pb.ApproveMerchantRequest(request_id=new_request_id(), merchant_id=city.shop)).merchant
+    assert (approved.status, approved.version) == (pb.MERCHANT_STATUS_APPROVED,
+                                                   applied.version + 1)
+    platform = mc(merchants, "platform")
+    on_the_map = platform.ListMerchants(pb.ListMerchantsRequest(
+        street_id=city.street, amenities=[pb.MERCHANT_AMENITY_DRINKING_WATER])).merchants
+    assert [m.merchant_id for m in on_the_map] == [city.shop]
+
+    # The merchant offers free water: 5 bottles, one per rider per day.
+    drafted = shop.CreatePerkOffer(perk_request(city.shop)).perk_offer
+    assert (drafted.status, drafted.title, drafted.free_item) == (
+        pb.PERK_STATUS_DRAFT, "骑手免费饮水", "一瓶矿泉水")
+    offer = shop.PublishPerkOffer(pb.PublishPerkOfferRequest(
+        request_id=new_request_id(), perk_id=drafted.perk_id)).perk_offer
+    assert (offer.status, offer.remaining_quota, offer.total_quota) == (
+        pb.PERK_STATUS_PUBLISHED, 5, 5)
+
+    # The platform's app shows the rider what is open to them and claims it.
+    open_now = platform.ListPerksForRider(pb.ListPerksForRiderRequest(
+        rider_id=rider_id, street_id=city.street)).perk_offers
+    assert [p.perk_id for p in open_now] == [offer.perk_id]
+    claimed = claim(merchants, offer.perk_id, rider_id)
+    code = claimed.claim.code
+    assert CODE_SHAPE.fullmatch(code) and len(code) == 19, code
+    assert (claimed.claim.status, claimed.claim.rider_id, claimed.claim.merchant_id,
+            claimed.remaining_quota) == (pb.CLAIM_STATUS_ISSUED, rider_id, city.shop, 4)
+    assert claimed.claim.expire_time.ToDatetime() > claimed.claim.claim_time.ToDatetime()
+    after_claim = platform.ListPerksForRider(pb.ListPerksForRiderRequest(
+        rider_id=rider_id, street_id=city.street)).perk_offers
+    assert after_claim == [], "one per rider per day: nothing left for this rider today"
+    still_open = platform.ListPerksForRider(pb.ListPerksForRiderRequest(
+        rider_id=colleague)).perk_offers
+    assert offer.perk_id in [p.perk_id for p in still_open]
+
+    # At the till the code is typed in lower case with spaces: still the code.
+    typed = code.lower().replace("-", " ")
+    redeemed = shop.RedeemCode(redeem_request(city.shop, typed))
+    assert redeemed.claim.claim_id == claimed.claim.claim_id
+    assert redeemed.claim.status == pb.CLAIM_STATUS_REDEEMED
+    assert redeemed.claim.code == "", "the merchant is never shown the rider's code"
+    assert (redeemed.perk_offer.remaining_quota, redeemed.perk_offer.redeemed_count,
+            redeemed.perk_offer.outstanding_codes) == (4, 1, 0)
+    seen = shop.GetPerkOffer(pb.GetPerkOfferRequest(perk_id=offer.perk_id)).perk_offer
+    assert (seen.remaining_quota, seen.redeemed_count) == (4, 1)
+    rows = shop.ListRedemptions(pb.ListRedemptionsRequest(merchant_id=city.shop)).redemptions
+    assert [(r.claim_id, r.perk_id, r.rider_id, r.remaining_quota_after, r.reversed)
+            for r in rows] == [(claimed.claim.claim_id, offer.perk_id, rider_id, 4, False)]
+
+    # A till mistake, reversed within the window: the bottle goes back into the quota.
+    reversed_ = shop.ReverseRedemption(pb.ReverseRedemptionRequest(
+        request_id=new_request_id(), claim_id=claimed.claim.claim_id, reason="收银误操作"))
+    assert (reversed_.claim.status, reversed_.remaining_quota) == (pb.CLAIM_STATUS_REVERSED, 5)
+    assert reversed_.claim.reverse_reason == "收银误操作" and reversed_.claim.code == ""
+    seen = shop.GetPerkOffer(pb.GetPerkOfferRequest(perk_id=offer.perk_id)).perk_offer
+    assert (seen.remaining_quota, seen.redeemed_count, seen.outstanding_codes) == (5, 0, 0)
+    rows = shop.ListRedemptions(pb.ListRedemptionsRequest(perk_id=offer.perk_id)).redemptions
+    assert [(r.remaining_quota_after, r.reversed) for r in rows] == [(4, True)]
+
+    # The code is the rider's: the platform that claimed it sees it, a merchant never does.
+    refused = call_error(lambda: shop.GetClaim(pb.GetClaimRequest(
+        claim_id=claimed.claim.claim_id)))
+    assert refused.code == DENIED and code not in refused.message, refused
+    mine = get_claim(merchants, claimed.claim.claim_id)
+    assert (mine.code, mine.status) == (code, pb.CLAIM_STATUS_REVERSED)
+
+    # ... and it is nowhere in merchants' log, in any form.
+    stored = mc(merchants, "service").all_events()
+    assert any(e.originator_id == claimed.claim.claim_id for e in stored)
+    for form in {code, code.replace("-", ""), typed}:
+        assert not [e.topic for e in stored if form.encode() in e.state], form
+
+
+# ---------------------------------------------------------------------------- across services
+
+
+def test_a_suspended_riders_open_code_is_frozen_until_reinstated_exactly_once(
+        identity: ServiceProcess, merchants: ServiceProcess, city: City) -> None:
+    rider_id = new_rider(identity, city)
+    offer = published_perk(merchants, city.shop_token, city.shop)
+    issued = claim(merchants, offer.perk_id, rider_id).claim
+    claim_id, code = issued.claim_id, issued.code
+
+    identity.client("street_office").SuspendRider(ipb.SuspendRiderRequest(
+        request_id=new_request_id(), rider_id=rider_id, reason="投诉核查中"))
+    eventually(lambda: get_claim(merchants, claim_id).status == pb.CLAIM_STATUS_FROZEN,
+               "the suspended rider's code frozen")
+    refused = call_error(lambda: mc(merchants, token=city.shop_token).RedeemCode(
+        redeem_request(city.shop, code)))
+    assert (refused.code, refused.reason) == (PRECONDITION, "CLAIM_FROZEN"), refused
+    assert get_perk(merchants, offer.perk_id).outstanding_codes == 1  # still the rider's
+
+    def frozen_events() -> list[feed_pb.StoredEvent]:
+        return [e for e in events(merchants, CLAIM_FROZEN) if e.originator_id == claim_id]
+    assert len(frozen_events()) == 1
+    caught_up(merchants)
+    written = last_position(merchants)
+
+    # merchants restarts (SIGTERM); the rider is reinstated on identity while it is down.
+    merchants.stop()
+    try:
+        identity.client("street_office").ReinstateRider(ipb.ReinstateRiderRequest(
+            request_id=new_request_id(), rider_id=rider_id, reason="核查完毕"))
+    finally:
+        merchants.start()
+
+    eventually(lambda: get_claim(merchants, claim_id).status == pb.CLAIM_STATUS_ISSUED,
+               "the reinstated rider's code issued again after the restart")
+    caught_up(merchants)
+    assert len(frozen_events()) == 1, "an identity event was applied twice after the restart"
+    unfrozen = [e for e in events(merchants, CLAIM_UNFROZEN) if e.originator_id == claim_id]
+    assert len(unfrozen) == 1
+    # Since the restart: the reinstatement's own effects only (the rider's standing, the claim).
+    new = mc(merchants, "service").read_events(from_position=written + 1, limit=100).events
+    assert sorted(e.topic.rsplit(":", 1)[1] for e in new) == [
+        "Claim.Unfrozen", "RiderStanding.StatusNoted"], [e.topic for e in new]
+
+    redeemed = mc(merchants, token=city.shop_token).RedeemCode(redeem_request(city.shop, code))
+    assert redeemed.claim.status == pb.CLAIM_STATUS_REDEEMED
+    assert redeemed.perk_offer.redeemed_count == 1
+
+
+# ---------------------------------------------------------------------------- concurrency
+
+
+def test_two_hundred_concurrent_claims_on_a_quota_of_fifty_give_fifty_codes_then_one_redeems(
+        identity: ServiceProcess, merchants: ServiceProcess, city: City) -> None:
+    riders = new_riders(identity, city, 200)
+    caught_up(merchants)  # the race is about the quota, not about learning of the riders
+    offer = published_perk(merchants, city.other_shop_token, city.other_shop, total_quota=50)
+    barrier = threading.Barrier(len(riders))
+
+    def attempt(rider_id: str) -> tuple[str, pb.Claim | None]:
+        client = mc(merchants, "platform")
+        request = pb.ClaimPerkRequest(request_id=new_request_id(), perk_id=offer.perk_id,
+                                      rider_id=rider_id)
+        barrier.wait(timeout=30)
+        try:
+            return "OK", client.ClaimPerk(request, timeout=60).claim
+        except grpc.RpcError as error:
+            details = details_of(error)
+            return f"{details.code.name} {details.reason}", None
+
+    with ThreadPoolExecutor(max_workers=len(riders)) as pool:
+        results = list(pool.map(attempt, riders))
+    outcomes = Counter(outcome for outcome, _ in results)
+    assert outcomes == {"OK": 50, "FAILED_PRECONDITION QUOTA_EXHAUSTED": 150}, outcomes
+    claims = [c for _, c in results if c is not None]
+    assert len({c.code for c in claims}) == 50
+    assert len({c.rider_id for c in claims}) == 50
+    seen = get_perk(merchants, offer.perk_id)
+    assert (seen.remaining_quota, seen.outstanding_codes) == (0, 50)
+    issued = [e for e in events(merchants, CLAIM_ISSUED)
+              if state(e)["perk_id"] == offer.perk_id]
+    assert len(issued) == 50
+
+    # Twenty tills redeem one code at the same moment: it is redeemed once.
+    code, claim_id = claims[0].code, claims[0].claim_id
+    till_barrier = threading.Barrier(20)
+
+    def redeem_once(_: int) -> str:
+        till = mc(merchants, token=city.other_shop_token)
+        request = redeem_request(city.other_shop, code)
+        till_barrier.wait(timeout=30)
+        try:
+            till.RedeemCode(request, timeout=60)
+        except grpc.RpcError as error:
+            details = details_of(error)
+            return f"{details.code.name} {details.reason}"
+        return "OK"
+
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        tills = Counter(pool.map(redeem_once, range(20)))
+    assert tills == {"OK": 1, "FAILED_PRECONDITION CODE_ALREADY_REDEEMED": 19}, tills
+    assert len([e for e in events(merchants, CLAIM_REDEEMED)
+                if e.originator_id == claim_id]) == 1
+    seen = get_perk(merchants, offer.perk_id)
+    assert (seen.remaining_quota, seen.outstanding_codes, seen.redeemed_count) == (0, 49, 1)
+
+
+# ---------------------------------------------------------------------------- idempotency
+
+
+def test_a_retried_claim_answers_the_first_answer_and_writes_nothing_also_after_a_restart(
+        identity: ServiceProcess, merchants: ServiceProcess, city: City) -> None:
+    rider_id, other = new_rider(identity, city), new_rider(identity, city)
+    offer = published_perk(merchants, city.shop_token, city.shop)
+    caught_up(merchants)
+    request = pb.ClaimPerkRequest(request_id=new_request_id(), perk_id=offer.perk_id,
+                                  rider_id=rider_id)
+    first = mc(merchants, "platform").ClaimPerk(request)
+    assert first.claim.code and first.remaining_quota == 4
+    written = last_position(merchants)
+
+    again = mc(merchants, "platform").ClaimPerk(request)
+    assert again == first
+    assert last_position(merchants) == written
+
+    changed = pb.ClaimPerkRequest()
+    changed.CopyFrom(request)
+    changed.rider_id = other
+    details = call_error(lambda: mc(merchants, "platform").ClaimPerk(changed))
+    assert details.code == INVALID and "request_id" in details.fields, details
+    assert last_position(merchants) == written
+
+    merchants.restart()
+    assert mc(merchants, "platform").ClaimPerk(request) == first
+    assert last_position(merchants) == written
+    seen = get_perk(merchants, offer.perk_id)
+    assert (seen.remaining_quota, seen.outstanding_codes) == (4, 1)
+    assert len([e for e in events(merchants, CLAIM_ISSUED)
+                if state(e)["perk_id"] == offer.perk_id]) == 1
+
+    # The till's retry of a redemption (its first answer lost on the way) is the same success,
+    # not CODE_ALREADY_REDEEMED.
+    till = mc(merchants, token=city.shop_token)
+    redemption = redeem_request(city.shop, first.claim.code)
+    redeemed = till.RedeemCode(redemption)
+    written = last_position(merchants)
+    assert till.RedeemCode(redemption) == redeemed
+    assert last_position(merchants) == written
+    assert redeemed.perk_offer.redeemed_count == 1
+
+
+# ---------------------------------------------------------------------------- standard services
+
+
+def test_health_and_reflection_answer_without_a_token(merchants: ServiceProcess) -> None:
+    assert merchants.channel is not None
+    health = health_pb2_grpc.HealthStub(merchants.channel)
+    for name in ("", MERCHANTS, FEED):
+        reply = health.Check(health_pb2.HealthCheckRequest(service=name), timeout=RPC_TIMEOUT)
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING, name
+
+    reflection = reflection_pb2_grpc.ServerReflectionStub(merchants.channel)
+    replies = list(reflection.ServerReflectionInfo(
+        iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=RPC_TIMEOUT))
+    listed = {s.name for r in replies for s in r.list_services_response.service}
+    assert {MERCHANTS, FEED, HEALTH} <= listed
+    assert "qiji.identity.v1.IdentityService" not in listed
+    described = list(reflection.ServerReflectionInfo(
+        iter([reflection_pb2.ServerReflectionRequest(file_containing_symbol=MERCHANTS)]),
+        timeout=RPC_TIMEOUT))
+    assert described[0].file_descriptor_response.file_descriptor_proto
