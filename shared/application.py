@@ -54,21 +54,20 @@ class MetadataMapper(Mapper):
             object.__setattr__(domain_event, META_KEY, context.current().event_metadata())
         vars(domain_event).pop(MAC_KEY, None)
         stored = super().to_stored_event(domain_event)
-        mac = event_mac(self._mac_key, stored.originator_id, stored.originator_version,
-                        stored.topic, stored.state)
         state = json.loads(stored.state)
-        state[MAC_KEY] = mac
+        state[MAC_KEY] = event_mac(self._mac_key, stored.originator_id,
+                                   stored.originator_version, stored.topic, state)
         return type(stored)(originator_id=stored.originator_id,
                             originator_version=stored.originator_version, topic=stored.topic,
                             state=json.dumps(state, separators=(",", ":"),
                                              ensure_ascii=False).encode())
 
 
-def event_mac(key: bytes, originator_id: Any, version: int, topic: str, state: bytes) -> str:
-    """The MAC of a stored event, over a canonical form of its state without the MAC itself,
-    so that it can be checked from the stored row alone."""
-    content = json.loads(state)
-    content.pop(MAC_KEY, None)
+def event_mac(key: bytes, originator_id: Any, version: int, topic: str,
+              content: dict[str, Any]) -> str:
+    """The MAC of a stored event, over a canonical form of its decoded state without the MAC
+    itself, so that it can be checked from the stored row alone."""
+    content = {k: v for k, v in content.items() if k != MAC_KEY}
     canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     message = f"{originator_id}\n{version}\n{topic}\n{canonical}".encode()
     return hmac.new(key, message, hashlib.sha256).hexdigest()

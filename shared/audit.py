@@ -68,10 +68,9 @@ class SealStore:
     def add(self, seals: list[tuple[int, bytes]]) -> None:
         now = datetime.now(UTC).isoformat()
         with self._datastore.transaction(commit=True) as curs:
-            for notification_id, seal in seals:
-                curs.execute(f"INSERT INTO {self._table} (notification_id, seal, sealed_at)"  # noqa: S608
+            curs.executemany(f"INSERT INTO {self._table} (notification_id, seal, sealed_at)"  # noqa: S608
                              f" VALUES ({self._p}, {self._p}, {self._p})",
-                             (notification_id, seal, now))
+                             [(notification_id, seal, now) for notification_id, seal in seals])
 
     def range(self, start: int, stop: int) -> dict[int, bytes]:
         with self._datastore.transaction(commit=False) as curs:
@@ -164,15 +163,19 @@ def verify(app: QijiApplication, *, progress_every: int = 100_000) -> Iterator[V
         rows = [r for r in rows if r.id <= head_position]
         stop = rows[-1].id if rows else head_position
         seals = store.range(position + 1, stop if rows else head_position)
-        seen = set()
+        sealed_ids = sorted(seals)
+        cursor = 0  # walks the sealed positions alongside the rows: a sealed one skipped over
+        seen = set()  # is a deleted (or moved) event
         for row in rows:
             seen.add(row.id)
             expected = seals.get(row.id)
-            missing_before = [p for p in seals if p < row.id and p not in seen]
-            if missing_before:
-                yield Verdict(checked, head_position, head_seal.hex(), min(missing_before),
-                              "a sealed event is missing (deleted, or its position changed)")
-                return
+            while cursor < len(sealed_ids) and sealed_ids[cursor] < row.id:
+                if sealed_ids[cursor] not in seen:
+                    yield Verdict(checked, head_position, head_seal.hex(), sealed_ids[cursor],
+                                  "a sealed event is missing (deleted, or its position "
+                                  "changed)")
+                    return
+                cursor += 1
             if expected is None:
                 yield Verdict(checked, head_position, head_seal.hex(), row.id,
                               "an event that was never sealed sits inside the sealed log "
@@ -198,9 +201,9 @@ def verify(app: QijiApplication, *, progress_every: int = 100_000) -> Iterator[V
 
 
 def _mac_ok(key: bytes, row: Any) -> bool:
-    stored = json.loads(row.state).get(MAC_KEY, "")
-    expected = event_mac(key, row.originator_id, row.originator_version, row.topic, row.state)
-    return hmac.compare_digest(stored, expected)
+    content = json.loads(row.state)
+    expected = event_mac(key, row.originator_id, row.originator_version, row.topic, content)
+    return hmac.compare_digest(str(content.get(MAC_KEY, "")), expected)
 
 
 @dataclass(frozen=True)

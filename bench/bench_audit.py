@@ -1,0 +1,117 @@
+"""Audit and replay over a large log (default one million events) on PostgreSQL: sealing,
+verifying and replaying into a read model, each beside a raw sequential SELECT of the same
+rows in the same run, with the peak memory of each (each phase runs in its own process, so
+its peak RSS is its own)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+import psycopg
+
+from bench.common import PG, scratch_database
+
+EVENTS = int(os.environ.get("BENCH_EVENTS", "1000000"))
+PER_AGGREGATE = 50
+PER_SAVE = 200  # aggregates per transaction while loading
+MASTER_KEY = base64.b64encode(bytes(range(32))).decode()
+
+
+def env_for(db: str) -> dict[str, str]:
+    return {"QIJI_PERSISTENCE": "postgres", "QIJI_POSTGRES_DBNAME": db,
+            "QIJI_POSTGRES_HOST": PG["host"], "QIJI_DATA_DIR": "/tmp/qiji-bench-audit"}
+
+
+def app_for(db: str):
+    from services.identity.application import IdentityApplication
+    from shared.config import load_settings
+    return IdentityApplication(load_settings("identity", env_for(db)),
+                               base64.b64decode(MASTER_KEY))
+
+
+def phase(name: str, db: str) -> dict:
+    """Runs in a child process: one measured phase."""
+    started = time.perf_counter()
+    if name == "load":
+        from bench import bench_audit_model as m
+        app = app_for(db)
+        done = 0
+        while done < EVENTS:
+            batch = []
+            for _ in range(PER_SAVE):
+                counter = m.Counter(name="c")
+                for _ in range(PER_AGGREGATE - 1):
+                    counter.tick(note="x" * 40)
+                batch.append(counter)
+            app.save(*batch)
+            done += PER_SAVE * PER_AGGREGATE
+            if done % 100_000 == 0:
+                print(f"  loaded {done:,} events", file=sys.stderr, flush=True)
+        count = done
+    elif name == "seal":
+        from shared.audit import Sealer
+        count = Sealer(app_for(db)).run_once()
+    elif name == "verify":
+        from shared.audit import verify
+        verdict = list(verify(app_for(db), progress_every=10**9))[-1]
+        assert verdict.intact, verdict
+        count = verdict.checked
+    elif name == "replay":
+        from shared.views import LogFollower
+        app = app_for(db)
+        seen = {"n": 0}
+
+        def apply(_position: int, _event: object) -> None:
+            seen["n"] += 1
+        LogFollower(app, "bench", apply).catch_up()
+        count = seen["n"]
+    elif name == "raw":
+        with psycopg.connect(dbname=db, **PG) as conn, conn.cursor(name="scan") as cur:
+            cur.itersize = 1000
+            cur.execute("SELECT notification_id, originator_id, originator_version, topic, "
+                        "state FROM identity.identity_events ORDER BY notification_id")
+            count = sum(1 for _ in cur)
+    else:
+        raise ValueError(name)
+    seconds = time.perf_counter() - started
+    return {"phase": name, "events": count, "seconds": seconds,
+            "per_second": count / seconds if seconds else 0,
+            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def run(name: str, db: str) -> dict:
+    out = subprocess.run([sys.executable, "-m", "bench.bench_audit", "--phase", name, db],
+                         check=True, capture_output=True, text=True)
+    sys.stderr.write(out.stderr)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    with scratch_database() as db:
+        print(f"loading {EVENTS:,} events into PostgreSQL ...", flush=True)
+        load = run("load", db)
+        results = {name: run(name, db) for name in ("seal", "raw", "verify", "replay")}
+    raw = results["raw"]
+    print(f"\naudit and replay over {load['events']:,} events (PostgreSQL; load took "
+          f"{load['seconds']:.0f} s, {load['per_second']:,.0f} events/s)")
+    print(f"{'phase':<34}{'events/s':>12}{'raw scan':>12}{'ratio':>8}{'peak MiB':>10}")
+    for name, label in (("seal", "seal (MAC check + seal chain write)"),
+                        ("verify", "verify (MACs + seal chain)"),
+                        ("replay", "replay into a read model"),
+                        ("raw", "raw sequential SELECT")):
+        r = results[name]
+        print(f"{label:<34}{r['per_second']:>12,.0f}{raw['per_second']:>12,.0f}"
+              f"{r['per_second'] / raw['per_second']:>8.2f}{r['peak_rss_mib']:>10.0f}")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 4 and sys.argv[1] == "--phase":
+        print(json.dumps(phase(sys.argv[2], sys.argv[3])))
+    else:
+        main()
