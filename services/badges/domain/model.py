@@ -17,6 +17,7 @@ from eventsourcing.domain import Aggregate, event
 
 from services.badges.domain.criteria import Criteria
 from shared.errors import AlreadyExists, FailedPrecondition
+from shared.rider_status import FollowedRiderStatus
 
 _NS = uuid.UUID("8e0ad1c2-27a5-4c8b-a0f6-0f3d2b6e9c44")
 
@@ -84,7 +85,7 @@ class BadgeClass(Aggregate):
         self.criteria_versions.append(criteria)
 
 
-class RiderRecord(Aggregate):
+class RiderRecord(FollowedRiderStatus, Aggregate):
     @staticmethod
     def create_id(rider_id: str, **_: Any) -> uuid.UUID:
         return uuid.uuid5(_NS, f"record\n{rider_id}")
@@ -101,10 +102,6 @@ class RiderRecord(Aggregate):
         self.held: dict[str, str] = {}  # badge class id -> award id
         # Classes an official revoked from this rider: not re-awarded automatically.
         self.revoked_classes: list[str] = []
-
-    @property
-    def is_active(self) -> bool:
-        return self.verified and not self.suspended and not self.left
 
     @event("StatusNoted")
     def note_status(self, verified: bool, suspended: bool, left: bool) -> None:

@@ -24,6 +24,7 @@ from services.merchants.domain.values import (
     period_start,
 )
 from shared.errors import AlreadyExists, FailedPrecondition, NotFound
+from shared.rider_status import FollowedRiderStatus
 
 _NS = uuid.UUID("d2c7c1e4-5b1a-4c55-9a51-2f0f5d4b8e77")
 
@@ -313,7 +314,7 @@ class Claim(Aggregate):
         self.status = ClaimStatus.ISSUED
 
 
-class RiderStanding(Aggregate):
+class RiderStanding(FollowedRiderStatus, Aggregate):
     """A rider as merchants knows them: eligibility from identity's feed, badges from badges'
     feed, and their open claims (frozen when they are suspended)."""
 
@@ -329,16 +330,6 @@ class RiderStanding(Aggregate):
         self.left = False
         self.awards: dict[str, str] = {}  # award id -> badge class id
         self.open_claims: list[str] = []
-
-    @property
-    def is_active(self) -> bool:
-        return self.verified and not self.suspended and not self.left
-
-    def require_active(self) -> None:
-        if not self.is_active:
-            state = ("has left" if self.left else "is suspended" if self.suspended
-                     else "is not verified yet")
-            raise FailedPrecondition(f"the rider {state}", reason="RIDER_NOT_ACTIVE")
 
     @event("StatusNoted")
     def note_status(self, verified: bool, suspended: bool, left: bool) -> None:

@@ -21,6 +21,7 @@ from services.training.domain.values import (
     EnrolmentStatus,
 )
 from shared.errors import AlreadyExists, FailedPrecondition, NotFound
+from shared.rider_status import FollowedRiderStatus
 
 _NS = uuid.UUID("a4a1f0de-7f47-4d7c-8f3a-2b6b0b9f5c10")
 # How early before the start a rider may check in.
@@ -176,7 +177,7 @@ class TrainingSession(Aggregate):
                                      reason=f"ENROLMENT_{status.value}")
 
 
-class Learner(Aggregate):
+class Learner(FollowedRiderStatus, Aggregate):
     """A rider as training knows them: eligibility learned from identity's feed, bookings (to
     refuse overlapping sessions), and the transcript."""
 
@@ -195,19 +196,9 @@ class Learner(Aggregate):
         self.certified_at: datetime | None = None
         self.certified_courses: list[str] = []
 
-    @property
-    def is_active(self) -> bool:
-        return self.verified and not self.suspended and not self.left
-
     @event("RiderStatusNoted")
     def note_status(self, verified: bool, suspended: bool, left: bool) -> None:
         self.verified, self.suspended, self.left = verified, suspended, left
-
-    def require_active(self) -> None:
-        if not self.is_active:
-            state = ("has left" if self.left else "is suspended" if self.suspended
-                     else "is not verified yet")
-            raise FailedPrecondition(f"the rider {state}", reason="RIDER_NOT_ACTIVE")
 
     def book(self, session_id: str, starts_at: datetime, ends_at: datetime) -> None:
         for other_id, slot in self.bookings.items():
