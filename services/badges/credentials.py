@@ -81,11 +81,16 @@ def verify_signature(jwt: str, keys: dict[str, Ed25519PublicKey]) -> dict[str, A
     try:
         header_b64, payload_b64, signature_b64 = jwt.split(".")
         header = json.loads(b64url_decode(header_b64))
-        key = keys.get(header.get("kid", ""))
+        # Anything can arrive here: a header that is not an object, or a kid that is not a
+        # string, is simply not a credential of ours.
+        if not isinstance(header, dict) or not isinstance(header.get("kid"), str):
+            return None
+        key = keys.get(header["kid"])
         if key is None or header.get("alg") != "EdDSA":
             return None
         key.verify(b64url_decode(signature_b64), f"{header_b64}.{payload_b64}".encode())
-        return json.loads(b64url_decode(payload_b64))
+        payload = json.loads(b64url_decode(payload_b64))
+        return payload if isinstance(payload, dict) else None
     except (ValueError, InvalidSignature, UnicodeDecodeError):
         return None
 

@@ -132,3 +132,18 @@ class TrainingClient(Client):
 
 # Which client a ServiceProcess hands out for each service.
 CLIENT_CLASSES: dict[str, type[Client]] = {"identity": Client, "training": TrainingClient}
+
+
+class BadgesClient(Client):
+    """A caller of a badges server: client.GrantBadge(request) calls BadgesService with this
+    caller's token; the feed helpers (last_position, all_events) read badges' feed."""
+
+    stub = "badges"
+
+    def __init__(self, channel: grpc.Channel, token: str | None):
+        super().__init__(channel, token)
+        from qiji.badges.v1 import badges_service_pb2_grpc as badges_grpc
+        self.badges = badges_grpc.BadgesServiceStub(channel)
+
+
+CLIENT_CLASSES["badges"] = BadgesClient

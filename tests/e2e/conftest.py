@@ -235,3 +235,31 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
             report.sections.append((f"{server.service} server log ({server.log_path})",
                                     server.log_tail()))
     return report
+
+
+# ---------------------------------------------------------------------------- badges
+
+HEALTH_NAMES["badges"] = ["", "qiji.badges.v1.BadgesService"]
+
+
+@pytest.fixture(scope="module")
+def badges_server(identity_server: ServiceProcess, training_server: ServiceProcess,
+                  postgres_db: str, tmp_path_factory: pytest.TempPathFactory
+                  ) -> Iterator[ServiceProcess]:
+    """badges beside this module's identity and training processes: same database (its own
+    schema), same tokens file, following both feeds with the `service` token, and a configured
+    signing key (kept across restarts: the environment is the process's). governance is not
+    deployed beside it: its address is a port nobody listens on, so that follower backs off."""
+    server = start_service(
+        "badges", postgres_db, tmp_path_factory.mktemp("badges-e2e"),
+        tokens_file=identity_server.tokens_file, tokens=identity_server.tokens,
+        extra_env={"BADGES_IDENTITY_ADDRESS": identity_server.address,
+                   "BADGES_TRAINING_ADDRESS": training_server.address,
+                   "BADGES_GOVERNANCE_ADDRESS": f"127.0.0.1:{free_port()}",
+                   "BADGES_SIGNING_KEY": base64.b64encode(os.urandom(32)).decode(),
+                   "QIJI_SERVICE_TOKEN": identity_server.tokens["service"]})
+    try:
+        yield server
+    finally:
+        if server.running:
+            server.stop()
