@@ -18,7 +18,7 @@ from shared.config import DEFAULT_PORTS, load_settings
 from shared.personal_data import load_master_key
 
 # The services `qiji run` starts, in start order; each new service joins this list.
-SERVICES = ["identity", "training", "merchants", "badges"]
+SERVICES = ["identity", "training", "merchants", "badges", "governance"]
 ADMIN_PRINCIPAL = "local-admin"
 SERVICES_PRINCIPAL = "qiji-services"
 

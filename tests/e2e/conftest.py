@@ -35,6 +35,7 @@ LOG_TAIL_CHARS = 20_000
 HEALTH_NAMES = {
     "identity": ["", "qiji.identity.v1.IdentityService"],
     "training": ["", "qiji.training.v1.TrainingService"],
+    "governance": ["", "qiji.governance.v1.GovernanceService"],
 }
 
 

@@ -130,7 +130,7 @@ def sealed(postgres_env):
 
 @pytest.mark.postgres
 def test_a_changed_event_is_named(sealed):
-    app, conn, table, ids = sealed
+    app, conn, table, _ids = sealed
     target = conn.execute(f"SELECT notification_id FROM {table} WHERE convert_from(state, "
                           f"'UTF8') LIKE '%%\"platform_rider_id\":\"R1\"%%'").fetchone()[0]
     conn.execute(f"UPDATE {table} SET state = convert_to(replace(convert_from(state, 'UTF8'),"

@@ -1,0 +1,786 @@
+"""The governance service layer: reports and their routing, departments' work and deadlines,
+verification, mediation cases, the participation pledge, and the policy that follows
+identity's feed."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from eventsourcing.application import ProcessingEvent
+
+from services.governance.domain.model import (
+    MediationCase,
+    Organisation,
+    Participant,
+    Pledge,
+    Report,
+    RoutingRules,
+    check_parties,
+    check_rules,
+    resolve_departments,
+)
+from services.governance.domain.values import (
+    CLOCK_SKEW,
+    DUPLICATE_WITHIN_METRES,
+    FALLBACK_RULE,
+    MAX_ATTACHMENT_REF,
+    MAX_ATTACHMENTS,
+    MAX_NAME,
+    MAX_TEXT,
+    Category,
+    DeadlineKind,
+    DepartmentFunction,
+    EscalationLevel,
+    Location,
+    MediationStatus,
+    PartyRole,
+    RejectionReason,
+    ReportKind,
+    ReportStatus,
+    check_coordinates,
+    check_deadline,
+    check_text,
+    default_deadline_seconds,
+    latitude_band_degrees,
+    mask_name,
+    same_incident,
+)
+from services.governance.views import GovernanceViews, QueueEntry, StatisticsRow
+from services.identity import events as identity_events
+from shared import auth, context
+from shared.application import (
+    MAC_KEY,
+    META_KEY,
+    Outcome,
+    QijiApplication,
+    event_metadata,
+    fingerprint_of,
+)
+from shared.config import Settings
+from shared.context import Actor, RequestContext
+from shared.errors import (
+    FieldViolation,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    Violations,
+)
+from shared.followers import Follower, UpstreamEvent
+from shared.paging import page
+
+# Roles that see mediation parties' names in clear; everyone else sees them masked.
+PERSONAL_DATA_ROLES = frozenset({auth.CITY_ADMIN, auth.STREET_OFFICE})
+# Who stores an escalation: the deadline scheduler, through the same command path as callers.
+DEADLINE_SCHEDULER = Actor(principal="governance-deadline-scheduler",
+                           roles=frozenset({auth.SERVICE}))
+ESCALATE_RPC = "EscalateMissedDeadline"
+# An event's envelope, shown by a history entry's own fields rather than among its details.
+_NOT_DETAILS = frozenset({"originator_id", "originator_version", "originator_topic",
+                          "timestamp", META_KEY, MAC_KEY})
+# identity's organisation kinds, as its feed spells them.
+STREET, DEPARTMENT = "STREET", "DEPARTMENT"
+
+
+@dataclass(frozen=True)
+class ReportView:
+    report_id: str
+    rider_id: str
+    kind: ReportKind
+    category: Category
+    location: Location
+    text: str
+    attachment_refs: list[str]
+    observed_at: datetime
+    submitted_at: datetime
+    status: ReportStatus
+    assignments: list[dict[str, Any]]
+    rules_version: int
+    rule_name: str
+    unresolved_functions: list[str]
+    duplicate_of: str
+    duplicates: list[str]
+    closed_at: datetime | None
+    verified_at: datetime | None
+    verification_note: str
+    version: int
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    """One stored event of a report: what happened, when it was stored, who acted, and the
+    request that made it happen."""
+
+    version: int
+    event_type: str
+    stored_at: datetime
+    principal: str
+    rpc: str
+    request_id: str
+    correlation_id: str
+    details: dict[str, str]
+
+
+@dataclass(frozen=True)
+class RoutingRulesView:
+    rules: list[dict[str, Any]]
+    deadlines: dict[str, dict[str, int]]
+    version: int
+    updated_at: datetime | None
+
+
+@dataclass(frozen=True)
+class MediationCaseView:
+    case_id: str
+    street_id: str
+    report_id: str
+    subject: str
+    mediator_name: str
+    parties: list[dict[str, str]]
+    sessions: list[dict[str, Any]]
+    status: MediationStatus
+    outcome: str
+    failure_reason: str
+    opened_at: datetime
+    closed_at: datetime | None
+    version: int
+
+
+@dataclass(frozen=True)
+class PledgeView:
+    version: int
+    text: str
+    published_at: datetime
+
+
+@dataclass(frozen=True)
+class SignatureView:
+    rider_id: str
+    pledge_version: int
+    signed_at: datetime
+
+
+@dataclass(frozen=True)
+class Party:
+    role: PartyRole | None
+    name: str = ""
+    rider_id: str = ""
+
+
+@dataclass(frozen=True)
+class RuleInput:
+    name: str
+    kind: ReportKind | None = None
+    category: Category | None = None
+    street_id: str = ""
+    department_functions: list[DepartmentFunction | None] = field(default_factory=list)
+    department_ids: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class DeadlineInput:
+    kind: ReportKind | None
+    acknowledge_within: timedelta | None
+    resolve_within: timedelta | None
+
+
+class GovernanceApplication(QijiApplication):
+    name = "governance"
+
+    IDENTITY_TOPICS = (*identity_events.RIDER_STATUS_TOPICS,
+                       identity_events.ORGANISATION_CREATED)
+
+    def __init__(self, settings: Settings, master_key: bytes,
+                 clock: Callable[[], datetime] | None = None):
+        super().__init__(settings, master_key)
+        self.clock = clock or (lambda: datetime.now(UTC))
+        self.views = GovernanceViews(self)
+        self.views.catch_up()
+        # Set by the service wiring (or a test): the follower of identity's feed.
+        self.identity_follower: Follower | None = None
+
+    # ------------------------------------------------------------------ reports
+
+    def submit_report(self, *, rider_id: str, kind: ReportKind | None,
+                      category: Category | None, location: Location | None, text: str,
+                      attachment_refs: list[str], observed_at: datetime | None,
+                      fingerprint: str = "") -> dict[str, Any]:
+        """Stores the report and, in the same save, either links it to the open report of the
+        same incident or routes it by the current rules."""
+        violations = Violations()
+        _check_id(violations, "rider_id", rider_id)
+        violations.require(kind is not None, "kind", "must be specified")
+        violations.require(category is not None, "category",
+                           f"must be one of {[c.value for c in Category]}")
+        if location is None:
+            violations.add("location", "must give the street and WGS84 coordinates")
+        else:
+            _check_id(violations, "location.street_id", location.street_id)
+            check_coordinates(violations, "location", location.latitude, location.longitude)
+        check_text(violations, "text", text, required=True, limit=MAX_TEXT)
+        _check_attachments(violations, attachment_refs)
+        if observed_at is not None and observed_at > self.clock() + CLOCK_SKEW:
+            violations.add("observe_time", "must not be in the future")
+        violations.raise_if_any()
+        assert kind is not None and category is not None and location is not None
+        self._organisation(location.street_id, "location.street_id", STREET, "street")
+        # Read once: the report does not change the rider, so a retried decision needs no
+        # fresher copy.
+        participant = self._participant(rider_id, refresh_unless=lambda p: p.is_active)
+
+        def decide() -> Outcome:
+            participant.require_active()
+            now = self.clock()
+            report = Report(rider_id=rider_id, kind=kind.value, category=category.value,
+                            street_id=location.street_id, latitude=location.latitude,
+                            longitude=location.longitude, text=text.strip(),
+                            attachment_refs=[a.strip() for a in attachment_refs],
+                            observed_at=observed_at or now, submitted_at=now)
+            original = self._original_of(report)
+            if original is not None:
+                found, metres = original
+                report.link_as_duplicate(str(found.id), metres)
+                found.note_duplicate(str(report.id))
+                return Outcome([report, found], {"report_id": str(report.id),
+                                                 "version": report.version})
+            self._route(report, now)
+            return Outcome([report], {"report_id": str(report.id), "version": report.version})
+        return self.execute(decide, fingerprint=fingerprint)
+
+    def _original_of(self, report: Report) -> tuple[Report, float] | None:
+        """The open report this one repeats, if any: the earliest observed of its incident."""
+        self.views.catch_up()
+        incident = report.as_incident()
+        for report_id, other in self.views.open_incidents(
+                report.category, report.latitude, latitude_band_degrees(DUPLICATE_WITHIN_METRES)):
+            metres = same_incident(incident, other)
+            if metres is None:
+                continue
+            original = self.get(report_id, Report, "report")
+            # The view may lag a close stored a moment ago: the aggregate decides.
+            if original.status is ReportStatus.OPEN:
+                return original, metres
+        return None
+
+    def _route(self, report: Report, now: datetime) -> None:
+        rules = self._rules()
+        rule = (rules.match(report.kind, report.category, report.street_id) if rules else None
+                ) or FALLBACK_RULE
+        deadlines = (rules.deadlines if rules else default_deadline_seconds())[report.kind]
+        chain = self._escalation_chain(report.street_id)
+        departments, unresolved = resolve_departments(
+            rule, [chain.get(level.value, "") for level in EscalationLevel],
+            self.views.nearest_department,
+            lambda d: (self.views.organisation(d) or {}).get("department_function", ""))
+        report.route(departments=departments, rules_version=rules.version if rules else 0,
+                     rule_name=rule["name"], unresolved_functions=unresolved,
+                     deadlines=deadlines, escalation_chain=chain, at=now)
+
+    def _escalation_chain(self, street_id: str) -> dict[str, str]:
+        """The street, its district and the city: where missed deadlines go, level by level."""
+        chain = {EscalationLevel.STREET.value: street_id}
+        street = self.views.organisation(street_id) or {}
+        district_id = street.get("parent_id", "")
+        if district_id:
+            chain[EscalationLevel.DISTRICT.value] = district_id
+            city_id = (self.views.organisation(district_id) or {}).get("parent_id", "")
+            if city_id:
+                chain[EscalationLevel.CITY.value] = city_id
+        return chain
+
+    def report(self, report_id: str, version: int | None = None) -> ReportView:
+        r = self.get(report_id, Report, "report", version)
+        return ReportView(
+            report_id=str(r.id), rider_id=r.rider_id, kind=ReportKind(r.kind),
+            category=Category(r.category),
+            location=Location(r.street_id, r.latitude, r.longitude), text=r.text,
+            attachment_refs=list(r.attachment_refs), observed_at=r.observed_at,
+            submitted_at=r.submitted_at, status=r.status,
+            assignments=[{"department_id": d, **a} for d, a in r.assignments.items()],
+            rules_version=r.rules_version, rule_name=r.rule_name,
+            unresolved_functions=list(r.unresolved_functions), duplicate_of=r.duplicate_of,
+            duplicates=list(r.duplicates), closed_at=r.closed_at, verified_at=r.verified_at,
+            verification_note=r.verification_note, version=r.version)
+
+    def list_reports(self, *, street_id: str, kind: ReportKind | None,
+                     status: ReportStatus | None, rider_id: str, page_size: int,
+                     page_token: str) -> tuple[list[ReportView], str]:
+        self.views.catch_up()
+        ids, token = self.views.reports.select(
+            {"street_id": street_id, "kind": kind.value if kind else "",
+             "status": status.value if status else "", "rider_id": rider_id},
+            page_size=page_size, page_token=page_token)
+        return [self.report(i) for i in ids], token
+
+    def report_history(self, report_id: str) -> list[HistoryEntry]:
+        """Every stored event of the report, in order, with who acted and by which request:
+        what an auditor asks for when a report's handling is questioned."""
+        report = self.get(report_id, Report, "report")
+        entries = []
+        for e in self.events.get(report.id):
+            meta = event_metadata(e)
+            entries.append(HistoryEntry(
+                version=e.originator_version, event_type=type(e).__qualname__,
+                stored_at=e.timestamp, principal=meta.get("principal", ""),
+                rpc=meta.get("rpc", ""), request_id=meta.get("request_id", ""),
+                correlation_id=meta.get("correlation_id", ""),
+                details={k: _detail(v) for k, v in vars(e).items()
+                         if k not in _NOT_DETAILS}))
+        return entries
+
+    # ------------------------------------------------------------------ departments' work
+
+    def acknowledge_assignment(self, *, report_id: str, department_id: str,
+                               fingerprint: str = "") -> dict[str, Any]:
+        return self._work(report_id, department_id, fingerprint, Violations(),
+                          lambda r, now: r.acknowledge(department_id, now))
+
+    def start_assignment_work(self, *, report_id: str, department_id: str, note: str,
+                              fingerprint: str = "") -> dict[str, Any]:
+        violations = Violations()
+        check_text(violations, "note", note, required=False)
+        return self._work(report_id, department_id, fingerprint, violations,
+                          lambda r, now: r.start_work(department_id, note.strip(), now))
+
+    def resolve_assignment(self, *, report_id: str, department_id: str, resolution: str,
+                           fingerprint: str = "") -> dict[str, Any]:
+        violations = Violations()
+        check_text(violations, "resolution", resolution, required=True)
+        return self._work(report_id, department_id, fingerprint, violations,
+                          lambda r, now: r.resolve(department_id, resolution.strip(), now))
+
+    def reject_assignment(self, *, report_id: str, department_id: str,
+                          reason: RejectionReason | None, note: str,
+                          fingerprint: str = "") -> dict[str, Any]:
+        violations = Violations()
+        violations.require(reason is not None, "reason", "must be specified")
+        check_text(violations, "note", note, required=False)
+        return self._work(report_id, department_id, fingerprint, violations,
+                          lambda r, now: r.reject(department_id, reason.value if reason else "",
+                                                  note.strip(), now))
+
+    def _work(self, report_id: str, department_id: str, fingerprint: str,
+              violations: Violations, change: Callable[[Report, datetime], None]
+              ) -> dict[str, Any]:
+        _check_id(violations, "report_id", report_id)
+        _check_id(violations, "department_id", department_id)
+        violations.raise_if_any()
+        _require_acting_for(department_id, "NOT_ASSIGNED_DEPARTMENT")
+
+        def decide() -> Outcome:
+            report = self.get(report_id, Report, "report")
+            change(report, self.clock())
+            return Outcome([report], {"report_id": report_id, "version": report.version})
+        return self.execute(decide, fingerprint=fingerprint)
+
+    def verify_report(self, *, report_id: str, note: str, fingerprint: str = ""
+                      ) -> dict[str, Any]:
+        violations = Violations()
+        _check_id(violations, "report_id", report_id)
+        check_text(violations, "note", note, required=False)
+        violations.raise_if_any()
+
+        def decide() -> Outcome:
+            report = self.get(report_id, Report, "report")
+            # The street office of the report's street vouches for the resolution.
+            _require_acting_for(report.street_id, "NOT_THIS_STREET")
+            report.verify(note.strip(), self.clock())
+            return Outcome([report], {"report_id": report_id, "version": report.version})
+        return self.execute(decide, fingerprint=fingerprint)
+
+    def department_queue(self, *, department_id: str, page_size: int, page_token: str
+                         ) -> tuple[list[QueueEntry], str]:
+        """The department's open assignments, the most urgent deadline first."""
+        violations = Violations()
+        _check_id(violations, "department_id", department_id)
+        violations.raise_if_any()
+        self._organisation(department_id, "department_id", DEPARTMENT, "department")
+        self.views.catch_up()
+        keys = self.views.queue(department_id)
+        return page(sorted(keys), lambda key: self.views.queue_entry(keys[key], department_id),
+                    page_size=page_size, page_token=page_token,
+                    filters=[f"department_id={department_id}"])
+
+    def report_statistics(self, *, street_id: str, kind: ReportKind | None,
+                          start: datetime | None, end: datetime | None
+                          ) -> list[StatisticsRow]:
+        violations = Violations()
+        if street_id:
+            _check_id(violations, "street_id", street_id)
+        if start is not None and end is not None:
+            violations.require(end > start, "end_time", "must be after start_time")
+        violations.raise_if_any()
+        self.views.catch_up()
+        return self.views.statistics(street_id=street_id, kind=kind.value if kind else "",
+                                     start=start, end=end)
+
+    # ------------------------------------------------------------------ deadlines
+
+    def escalate_missed_deadline(self, *, report_id: str, department_id: str,
+                                 deadline: DeadlineKind) -> dict[str, Any]:
+        """Stores one escalation of one missed deadline. The request id is made from the
+        assignment and the deadline, so a scheduler that runs this again (after a crash, or on
+        another replica) finds the first answer and stores nothing twice."""
+        request_id = f"{report_id}:{department_id}:{deadline.value}"
+        ctx = RequestContext(actor=DEADLINE_SCHEDULER, rpc=ESCALATE_RPC, request_id=request_id,
+                             # The escalation joins the story its report began.
+                             correlation_id=self.views.correlation_id(report_id)
+                             or str(uuid.uuid4()))
+
+        def decide() -> Outcome:
+            report = self.get(report_id, Report, "report")
+            report.escalate(department_id, deadline, self.clock())
+            return Outcome([report], {"report_id": report_id, "version": report.version,
+                                      "level": report.assignments[department_id]["level"]})
+        with context.acting_as(ctx):
+            return self.execute(decide, fingerprint=fingerprint_of(request_id.encode()))
+
+    # ------------------------------------------------------------------ routing rules
+
+    def set_routing_rules(self, *, rules: list[RuleInput], deadlines: list[DeadlineInput],
+                          fingerprint: str = "") -> dict[str, Any]:
+        """Replaces the whole table; kinds the request gives no deadlines for get the
+        defaults of values.py."""
+        violations = Violations()
+        stored = [{"name": r.name.strip(), "kind": r.kind.value if r.kind else "",
+                   "category": r.category.value if r.category else "",
+                   "street_id": r.street_id,
+                   "department_functions": [f.value if f else "" for f in
+                                            r.department_functions],
+                   "department_ids": list(r.department_ids)} for r in rules]
+        check_rules(violations, stored)
+        for i, rule in enumerate(rules):
+            if rule.street_id:
+                _check_id(violations, f"rules[{i}].street_id", rule.street_id)
+            for j, department_id in enumerate(rule.department_ids):
+                _check_id(violations, f"rules[{i}].department_ids[{j}]", department_id)
+        seconds = default_deadline_seconds()
+        seen: set[ReportKind] = set()
+        for i, d in enumerate(deadlines):
+            check_deadline(violations, f"deadlines[{i}]", d.acknowledge_within, d.resolve_within)
+            if d.kind is None:
+                violations.add(f"deadlines[{i}].kind", "must be specified")
+            elif d.kind in seen:
+                violations.add(f"deadlines[{i}].kind", "given twice")
+            elif d.acknowledge_within and d.resolve_within:
+                seen.add(d.kind)
+                seconds[d.kind.value] = {
+                    "acknowledge": int(d.acknowledge_within.total_seconds()),
+                    "resolve": int(d.resolve_within.total_seconds())}
+        violations.raise_if_any()
+        for i, rule in enumerate(rules):
+            if rule.street_id:
+                self._organisation(rule.street_id, f"rules[{i}].street_id", STREET, "street")
+            for j, department_id in enumerate(rule.department_ids):
+                self._organisation(department_id, f"rules[{i}].department_ids[{j}]",
+                                   DEPARTMENT, "department")
+
+        def decide() -> Outcome:
+            current = self._rules()
+            if current is None:
+                current = RoutingRules(rules=stored, deadlines=seconds)
+            else:
+                current.change(rules=stored, deadlines=seconds)
+            return Outcome([current], {"version": current.version})
+        # One table for the city: concurrent edits queue here instead of colliding.
+        return self.execute(decide, fingerprint=fingerprint, serialise_on=RoutingRules.ID)
+
+    def routing_rules(self, version: int = 0) -> RoutingRulesView:
+        """The rules at `version` (the current ones for 0); version 0 and no rules when none
+        were ever set."""
+        if version < 0:
+            raise InvalidArgument([FieldViolation("version", "must not be negative")])
+        current = self._rules(version or None)
+        if current is None or (version and current.version != version):
+            if version:
+                raise NotFound("routing_rules_version", str(version))
+            return RoutingRulesView([], default_deadline_seconds(), 0, None)
+        return RoutingRulesView([dict(r) for r in current.rules],
+                                {k: dict(v) for k, v in current.deadlines.items()},
+                                current.version, current.modified_on)
+
+    def _rules(self, version: int | None = None) -> RoutingRules | None:
+        try:
+            return self.get(RoutingRules.ID, RoutingRules, "routing_rules", version)
+        except NotFound:
+            return None
+
+    # ------------------------------------------------------------------ mediation
+
+    def open_mediation_case(self, *, street_id: str, report_id: str, subject: str,
+                            mediator_name: str, parties: list[Party], fingerprint: str = ""
+                            ) -> dict[str, Any]:
+        violations = Violations()
+        _check_id(violations, "street_id", street_id)
+        if report_id:
+            _check_id(violations, "report_id", report_id)
+        check_text(violations, "subject", subject, required=True)
+        check_text(violations, "mediator_name", mediator_name, required=True, limit=MAX_NAME)
+        plain = [{"role": p.role.value if p.role else "", "name": p.name.strip(),
+                  "rider_id": p.rider_id} for p in parties]
+        check_parties(violations, plain)
+        for i, p in enumerate(plain):
+            if p["rider_id"]:
+                _check_id(violations, f"parties[{i}].rider_id", p["rider_id"])
+        violations.raise_if_any()
+        self._organisation(street_id, "street_id", STREET, "street")
+        _require_acting_for(street_id, "NOT_THIS_STREET")
+        for p in plain:
+            if p["rider_id"]:
+                self._participant(p["rider_id"])
+        if report_id:
+            self.get(report_id, Report, "report")
+        # Sealed once, outside the retried decision: each party's name under its own key.
+        sealed = []
+        for p in plain:
+            party_id = str(uuid.uuid4())
+            sealed.append({"party_id": party_id, "role": p["role"], "rider_id": p["rider_id"],
+                           "sealed_name": self.vault.seal(party_id, p["name"])
+                           if p["name"] else ""})
+
+        def decide() -> Outcome:
+            case = MediationCase(street_id=street_id, report_id=report_id,
+                                 subject=subject.strip(), mediator_name=mediator_name.strip(),
+                                 parties=sealed, opened_at=self.clock())
+            return Outcome([case], {"case_id": str(case.id), "version": case.version})
+        return self.execute(decide, fingerprint=fingerprint)
+
+    def record_mediation_session(self, *, case_id: str, held_at: datetime | None, place: str,
+                                 notes: str, fingerprint: str = "") -> dict[str, Any]:
+        violations = Violations()
+        violations.require(held_at is not None, "hold_time", "must be set")
+        if held_at is not None and held_at > self.clock() + CLOCK_SKEW:
+            violations.add("hold_time", "record a session once it was held, not before")
+        check_text(violations, "place", place, required=True)
+        check_text(violations, "notes", notes, required=False, limit=MAX_TEXT)
+        # `held_at` is set whenever the change runs: a missing one is a violation raised first.
+        return self._change_case(case_id, fingerprint, violations,
+                                 lambda c: c.hold_session(held_at, place.strip(), notes.strip()))
+
+    def record_mediation_agreement(self, *, case_id: str, outcome: str, fingerprint: str = ""
+                                   ) -> dict[str, Any]:
+        violations = Violations()
+        check_text(violations, "outcome", outcome, required=True, limit=MAX_TEXT)
+        return self._change_case(case_id, fingerprint, violations,
+                                 lambda c: c.agree(outcome.strip(), self.clock()))
+
+    def record_mediation_failure(self, *, case_id: str, reason: str, fingerprint: str = ""
+                                 ) -> dict[str, Any]:
+        violations = Violations()
+        check_text(violations, "reason", reason, required=True)
+        return self._change_case(case_id, fingerprint, violations,
+                                 lambda c: c.fail(reason.strip(), self.clock()))
+
+    def _change_case(self, case_id: str, fingerprint: str, violations: Violations,
+                     change: Callable[[MediationCase], None]) -> dict[str, Any]:
+        _check_id(violations, "case_id", case_id)
+        violations.raise_if_any()
+
+        def decide() -> Outcome:
+            case = self.get(case_id, MediationCase, "mediation_case")
+            _require_acting_for(case.street_id, "NOT_THIS_STREET")
+            change(case)
+            return Outcome([case], {"case_id": case_id, "version": case.version})
+        return self.execute(decide, fingerprint=fingerprint)
+
+    def mediation_case(self, case_id: str, version: int | None = None) -> MediationCaseView:
+        c = self.get(case_id, MediationCase, "mediation_case", version)
+        reveal = context.current().actor.has_any(PERSONAL_DATA_ROLES)
+        parties = []
+        for p in c.parties:
+            name = self.vault.open(p["party_id"], p["sealed_name"])
+            parties.append({"role": p["role"], "rider_id": p["rider_id"],
+                            "name": name if reveal else mask_name(name)})
+        return MediationCaseView(
+            case_id=str(c.id), street_id=c.street_id, report_id=c.report_id,
+            subject=c.subject, mediator_name=c.mediator_name, parties=parties,
+            sessions=[dict(s) for s in c.sessions], status=c.status, outcome=c.outcome,
+            failure_reason=c.failure_reason, opened_at=c.opened_at, closed_at=c.closed_at,
+            version=c.version)
+
+    def list_mediation_cases(self, *, street_id: str, status: MediationStatus | None,
+                             page_size: int, page_token: str
+                             ) -> tuple[list[MediationCaseView], str]:
+        self.views.catch_up()
+        ids, token = self.views.cases.select(
+            {"street_id": street_id, "status": status.value if status else ""},
+            page_size=page_size, page_token=page_token)
+        return [self.mediation_case(i) for i in ids], token
+
+    # ------------------------------------------------------------------ pledge
+
+    def publish_pledge(self, *, text: str, fingerprint: str = "") -> dict[str, Any]:
+        violations = Violations()
+        check_text(violations, "text", text, required=True, limit=MAX_TEXT)
+        violations.raise_if_any()
+
+        def decide() -> Outcome:
+            pledge = self._pledge()
+            if pledge is None:
+                pledge = Pledge(text=text.strip(), at=self.clock())
+            else:
+                pledge.revise(text=text.strip(), at=self.clock())
+            return Outcome([pledge], {"pledge_version": pledge.current_version})
+        return self.execute(decide, fingerprint=fingerprint, serialise_on=Pledge.ID)
+
+    def pledge(self, version: int = 0) -> PledgeView:
+        if version < 0:
+            raise InvalidArgument([FieldViolation("version", "must not be negative")])
+        pledge = self._pledge()
+        if pledge is None:
+            raise NotFound("pledge", "participation pledge")
+        wanted = version or pledge.current_version
+        entry = pledge.text_of(wanted)
+        return PledgeView(wanted, entry["text"], entry["published_at"])
+
+    def sign_pledge(self, *, rider_id: str, pledge_version: int, fingerprint: str = ""
+                    ) -> dict[str, Any]:
+        violations = Violations()
+        _check_id(violations, "rider_id", rider_id)
+        violations.require(pledge_version >= 1, "pledge_version",
+                           "name the version the rider read (1 or more)")
+        violations.raise_if_any()
+        self._participant(rider_id, refresh_unless=lambda p: p.is_active)
+
+        def decide() -> Outcome:
+            pledge = self._pledge()
+            if pledge is None:
+                raise NotFound("pledge", "participation pledge")
+            pledge.text_of(pledge_version)
+            participant = self.get(Participant.create_id(rider_id), Participant, "rider")
+            participant.require_active()
+            participant.sign_pledge(pledge_version, pledge.current_version, self.clock())
+            return Outcome([participant], {"rider_id": rider_id,
+                                           "pledge_version": pledge_version,
+                                           "version": participant.version})
+        return self.execute(decide, fingerprint=fingerprint)
+
+    def signature(self, rider_id: str, pledge_version: int, version: int | None = None
+                  ) -> SignatureView:
+        participant = self.get(Participant.create_id(rider_id), Participant, "rider", version)
+        signed_at = participant.pledges.get(str(pledge_version))
+        if signed_at is None:
+            raise NotFound("pledge_signature", f"{rider_id}@{pledge_version}")
+        return SignatureView(rider_id, pledge_version, signed_at)
+
+    def _pledge(self) -> Pledge | None:
+        try:
+            return self.get(Pledge.ID, Pledge, "pledge")
+        except NotFound:
+            return None
+
+    # ------------------------------------------------------------------ identity's feed
+
+    def follow_identity(self, upstream: UpstreamEvent, processing: ProcessingEvent) -> None:
+        """What governance notes of identity's events: the organisation tree with its
+        departments (for routing and escalation), and each rider's standing (who may report)."""
+        topic, state = upstream.topic, upstream.state
+        if topic == identity_events.ORGANISATION_CREATED:
+            if not self.exists(upstream.originator_id):
+                processing.collect_events(Organisation(
+                    upstream_id=str(upstream.originator_id), kind=state["kind"],
+                    name=state["name"], parent_id=state.get("parent_id", ""),
+                    department_function=state.get("department_function", "")))
+            return
+        rider_id = str(upstream.originator_id)
+        participant_id = Participant.create_id(rider_id)
+        if topic == identity_events.RIDER_REGISTERED:
+            if not self.exists(participant_id):
+                processing.collect_events(Participant(
+                    rider_id=rider_id, home_street_id=state.get("home_street_id", "")))
+            return
+        # Never self._participant() here: it catches up the follower, which is running this.
+        participant = (self.get(participant_id, Participant, "rider")
+                       if self.exists(participant_id)
+                       else Participant(rider_id=rider_id, home_street_id=""))
+        verified, suspended, left = participant.verified, participant.suspended, participant.left
+        if topic == identity_events.RIDER_VERIFIED:
+            verified = True
+        elif topic == identity_events.RIDER_SUSPENDED:
+            suspended = True
+        elif topic == identity_events.RIDER_REINSTATED:
+            suspended = False
+        elif topic == identity_events.RIDER_LEFT:
+            left = True
+        participant.note_status(verified=verified, suspended=suspended, left=left)
+        processing.collect_events(participant)
+
+    def catch_up_upstream(self) -> None:
+        """Applies what identity has stored so far: a rider verified or a street created a
+        moment ago is then known here too (read-your-writes across services). identity out of
+        reach is the caller's UNAVAILABLE, to retry."""
+        if self.identity_follower is not None:
+            self.identity_follower.catch_up()
+
+    # ------------------------------------------------------------------ helpers
+
+    def _participant(self, rider_id: str,
+                     refresh_unless: Callable[[Participant], bool] | None = None
+                     ) -> Participant:
+        participant_id = Participant.create_id(rider_id)
+        try:
+            participant = self.get(participant_id, Participant, "rider")
+            if refresh_unless is None or refresh_unless(participant):
+                return participant
+        except NotFound:
+            pass
+        # Unknown or not (yet) eligible here: identity may have said otherwise a moment ago.
+        self.catch_up_upstream()
+        return self.get(participant_id, Participant, "rider")
+
+    def _organisation(self, organisation_id: str, field: str, kind: str, label: str
+                      ) -> dict[str, str]:
+        """A referenced organisation of `kind`: NotFound when identity never created it, an
+        invalid argument when it is of another kind."""
+        found = self.views.organisation(organisation_id)
+        if found is None:
+            self.catch_up_upstream()
+            found = self.views.organisation(organisation_id)
+        if found is None:
+            raise NotFound(label, organisation_id)
+        if found["kind"] != kind:
+            raise InvalidArgument([FieldViolation(
+                field, f"must be a {kind}, not a {found['kind']}")])
+        return found
+
+
+def _require_acting_for(organisation_id: str, reason: str) -> None:
+    """Departments and street offices act for one organisation each (their token's
+    organisation_id): only that organisation's work is theirs."""
+    actor = context.current().actor
+    if actor.organisation_id != organisation_id:
+        raise PermissionDenied(
+            f"{actor.principal} acts for {actor.organisation_id or 'no organisation'}, "
+            f"not for {organisation_id}", reason=reason, principal=actor.principal)
+
+
+def _check_id(violations: Violations, field: str, value: str) -> None:
+    if not value:
+        violations.add(field, "must not be empty")
+        return
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        violations.add(field, f"{value[:40]!r} is not a valid id")
+
+
+def _check_attachments(violations: Violations, refs: list[str]) -> None:
+    if len(refs) > MAX_ATTACHMENTS:
+        violations.add("attachment_refs", f"at most {MAX_ATTACHMENTS} attachments")
+    for i, ref in enumerate(refs):
+        if not ref.strip() or len(ref) > MAX_ATTACHMENT_REF or not ref.isprintable():
+            violations.add(f"attachment_refs[{i}]",
+                           f"1 to {MAX_ATTACHMENT_REF} printable characters")
+
+
+def _detail(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return json.dumps(value, default=str, ensure_ascii=False, sort_keys=True)
+

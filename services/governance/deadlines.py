@@ -1,0 +1,73 @@
+"""The deadline scheduler: finds acknowledgement and resolution deadlines that passed with the
+work still not done, and escalates each one level up the tree exactly once.
+
+It keeps no timers and no state of its own. What is due is read from the service's views,
+which are rebuilt from the log at start, and each escalation goes through the normal command
+path with a request id made from the assignment and the deadline. So a restart, a crash between
+a save and the next look, or a second replica finds the escalation already stored and stores
+nothing twice; a deadline that passed while the process was down is escalated on the first
+pass after it starts."""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING
+
+import structlog
+
+from shared.errors import FailedPrecondition
+from shared.followers import leadership
+
+if TYPE_CHECKING:
+    from services.governance.application import GovernanceApplication
+
+log = structlog.get_logger(__name__)
+
+DEFAULT_POLL_SECONDS = 1.0
+
+
+class DeadlineScheduler:
+    """Has the interface of a kernel Follower (`upstream`, `run_forever`), so the server
+    factory runs it in a background thread beside the followers and stops it with them."""
+
+    # Names the thread and the leadership lock: one replica escalates at a time.
+    upstream = "deadlines"
+
+    def __init__(self, app: GovernanceApplication,
+                 poll_seconds: float = DEFAULT_POLL_SECONDS):
+        self.app = app
+        self.poll_seconds = poll_seconds
+        self._lock = threading.Lock()
+
+    def run_once(self) -> int:
+        """Escalates every deadline missed by now; returns how many it stored."""
+        stored = 0
+        with self._lock:
+            self.app.views.catch_up()
+            for report_id, department_id, deadline in self.app.views.due_deadlines(
+                    self.app.clock()):
+                try:
+                    self.app.escalate_missed_deadline(report_id=report_id,
+                                                      department_id=department_id,
+                                                      deadline=deadline)
+                except FailedPrecondition as refused:
+                    # The work was done (or escalated by another replica) after the view
+                    # was read: the aggregate decided, nothing is due.
+                    log.info("deadline.not_due", report_id=report_id,
+                             department_id=department_id, deadline=deadline.value,
+                             reason=refused.reason)
+                    continue
+                stored += 1
+                log.info("deadline.escalated", report_id=report_id,
+                            department_id=department_id, deadline=deadline.value)
+        return stored
+
+    def run_forever(self, stopping: threading.Event) -> None:
+        with leadership(self.app, self.upstream, stopping):
+            while not stopping.is_set():
+                try:
+                    self.run_once()
+                except Exception:
+                    # The store may be down: try again on the next tick, never die silently.
+                    log.exception("deadline.scan_failed")
+                stopping.wait(self.poll_seconds)

@@ -1,0 +1,1 @@
+"""The governance domain: pure Python, no gRPC, SQL or AMQP."""

@@ -1,0 +1,534 @@
+"""Aggregates of the governance domain: reports and their department assignments, the routing
+rules, mediation cases, the participation pledge, and what governance knows of identity's riders
+and organisations.
+
+A report holds its assignments, so every change to one assignment is a change of the report:
+two departments' clerks acknowledging the same assignment at once collide on the report's
+version, and the loser decides again from what the winner stored.
+
+Event classes are stored by topic (this module and the class name): keep them here, and when
+one must change its fields, raise its class_version and add an upcaster. Topics other services
+follow are listed in services/governance/events.py.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from eventsourcing.domain import Aggregate, event
+
+from services.governance.domain.values import (
+    DONE,
+    MAX_NAME,
+    MAX_RULES,
+    AssignmentStatus,
+    DeadlineKind,
+    EscalationLevel,
+    MediationStatus,
+    PartyRole,
+    ReportStatus,
+    due_times,
+    next_level,
+)
+from shared.errors import AlreadyExists, FailedPrecondition, NotFound, Violations
+
+_NS = uuid.UUID("5d0c1f3e-4a6b-4e0f-9b7d-2c8e1a9f6b55")
+
+
+# ---------------------------------------------------------------------------- reports
+
+
+class Report(Aggregate):
+    """What a rider saw and reported (a "mobile probe", 移动探头), and what each department it
+    was routed to did about it."""
+
+    @event("Submitted")
+    def __init__(self, rider_id: str, kind: str, category: str, street_id: str,
+                 latitude: float, longitude: float, text: str, attachment_refs: list[str],
+                 observed_at: datetime, submitted_at: datetime):
+        self.rider_id = rider_id
+        self.kind = kind
+        self.category = category
+        self.street_id = street_id
+        self.latitude = latitude
+        self.longitude = longitude
+        self.text = text
+        self.attachment_refs = list(attachment_refs)
+        self.observed_at = observed_at
+        self.submitted_at = submitted_at
+        self.status = ReportStatus.OPEN
+        self.assignments: dict[str, dict[str, Any]] = {}
+        self.rules_version = 0
+        self.rule_name = ""
+        self.unresolved_functions: list[str] = []
+        # Who a missed deadline goes to at each level: the street, its district, the city.
+        self.escalation_chain: dict[str, str] = {}
+        self.duplicate_of = ""
+        self.duplicate_distance_metres = 0.0
+        self.duplicates: list[str] = []
+        self.closed_at: datetime | None = None
+        self.verified_at: datetime | None = None
+        self.verification_note = ""
+
+    def as_incident(self) -> dict[str, Any]:
+        return {"category": self.category, "latitude": self.latitude,
+                "longitude": self.longitude, "observed_at": self.observed_at}
+
+    # -- routing and duplicates
+
+    def route(self, *, departments: list[tuple[str, str]], rules_version: int, rule_name: str,
+              unresolved_functions: list[str], deadlines: dict[str, int],
+              escalation_chain: dict[str, str], at: datetime) -> None:
+        """Assigns the report to each department (id, function) the matching rule named."""
+        if self.status is not ReportStatus.OPEN or self.assignments:
+            raise FailedPrecondition("the report is already routed",
+                                     reason="REPORT_ALREADY_ROUTED")
+        if not departments:
+            raise FailedPrecondition(
+                "no routing rule sends this report to a department that exists; the city "
+                "admin must add one", reason="NO_ROUTE")
+        due = due_times(at, deadlines)
+        self._routed(
+            assignments=[{"department_id": d, "department_function": f,
+                          "acknowledge_due": due[DeadlineKind.ACKNOWLEDGE.value],
+                          "resolve_due": due[DeadlineKind.RESOLVE.value]}
+                         for d, f in departments],
+            rules_version=rules_version, rule_name=rule_name,
+            unresolved_functions=unresolved_functions, escalation_chain=escalation_chain, at=at)
+
+    @event("Routed")
+    def _routed(self, assignments: list[dict[str, Any]], rules_version: int, rule_name: str,
+                unresolved_functions: list[str], escalation_chain: dict[str, str],
+                at: datetime) -> None:
+        self.rules_version = rules_version
+        self.rule_name = rule_name
+        self.unresolved_functions = list(unresolved_functions)
+        self.escalation_chain = dict(escalation_chain)
+        for a in assignments:
+            self.assignments[a["department_id"]] = {
+                "department_function": a["department_function"],
+                "status": AssignmentStatus.ROUTED.value, "routed_at": at,
+                "due": {DeadlineKind.ACKNOWLEDGE.value: a["acknowledge_due"],
+                        DeadlineKind.RESOLVE.value: a["resolve_due"]},
+                "acknowledged_at": None, "work_started_at": None, "work_note": "",
+                "resolved_at": None, "resolution": "", "rejected_at": None,
+                "rejection_reason": "", "rejection_note": "",
+                "level": EscalationLevel.STREET.value, "escalations": {},
+            }
+
+    def link_as_duplicate(self, original_id: str, distance_metres: float) -> None:
+        if self.status is not ReportStatus.OPEN or self.assignments:
+            raise FailedPrecondition("only a new report can be linked as a duplicate",
+                                     reason="REPORT_ALREADY_ROUTED")
+        self._linked_as_duplicate(original_id=original_id,
+                                  distance_metres=round(distance_metres, 1))
+
+    @event("LinkedAsDuplicate")
+    def _linked_as_duplicate(self, original_id: str, distance_metres: float) -> None:
+        self.status = ReportStatus.DUPLICATE
+        self.duplicate_of = original_id
+        self.duplicate_distance_metres = distance_metres
+
+    def note_duplicate(self, report_id: str) -> None:
+        if self.status is not ReportStatus.OPEN:
+            raise FailedPrecondition("only an open report takes duplicates",
+                                     reason=f"REPORT_{self.status.value}")
+        self._duplicate_noted(report_id=report_id)
+
+    @event("DuplicateNoted")
+    def _duplicate_noted(self, report_id: str) -> None:
+        self.duplicates.append(report_id)
+
+    # -- a department's work on its assignment
+
+    def acknowledge(self, department_id: str, at: datetime) -> None:
+        self._require(department_id, {AssignmentStatus.ROUTED}, "acknowledge")
+        self._acknowledged(department_id=department_id, at=at)
+
+    @event("Acknowledged")
+    def _acknowledged(self, department_id: str, at: datetime) -> None:
+        a = self.assignments[department_id]
+        a["status"] = AssignmentStatus.ACKNOWLEDGED.value
+        a["acknowledged_at"] = at
+
+    def start_work(self, department_id: str, note: str, at: datetime) -> None:
+        self._require(department_id, {AssignmentStatus.ACKNOWLEDGED}, "start work on")
+        self._work_started(department_id=department_id, note=note, at=at)
+
+    @event("WorkStarted")
+    def _work_started(self, department_id: str, note: str, at: datetime) -> None:
+        a = self.assignments[department_id]
+        a["status"] = AssignmentStatus.IN_PROGRESS.value
+        a["work_started_at"] = at
+        a["work_note"] = note
+
+    def resolve(self, department_id: str, resolution: str, at: datetime) -> None:
+        self._require(department_id, {AssignmentStatus.IN_PROGRESS}, "resolve")
+        self._assignment_resolved(department_id=department_id, resolution=resolution, at=at)
+        self._close_if_done(at)
+
+    @event("AssignmentResolved")
+    def _assignment_resolved(self, department_id: str, resolution: str, at: datetime) -> None:
+        a = self.assignments[department_id]
+        a["status"] = AssignmentStatus.RESOLVED.value
+        a["resolved_at"] = at
+        a["resolution"] = resolution
+
+    def reject(self, department_id: str, reason: str, note: str, at: datetime) -> None:
+        self._require(department_id, {AssignmentStatus.ROUTED, AssignmentStatus.ACKNOWLEDGED,
+                                      AssignmentStatus.IN_PROGRESS}, "reject")
+        self._assignment_rejected(department_id=department_id, reason=reason, note=note, at=at)
+        self._close_if_done(at)
+
+    @event("AssignmentRejected")
+    def _assignment_rejected(self, department_id: str, reason: str, note: str,
+                             at: datetime) -> None:
+        a = self.assignments[department_id]
+        a["status"] = AssignmentStatus.REJECTED.value
+        a["rejected_at"] = at
+        a["rejection_reason"] = reason
+        a["rejection_note"] = note
+
+    def _close_if_done(self, at: datetime) -> None:
+        statuses = {AssignmentStatus(a["status"]) for a in self.assignments.values()}
+        if statuses <= DONE:
+            outcome = (ReportStatus.RESOLVED if AssignmentStatus.RESOLVED in statuses
+                       else ReportStatus.REJECTED)
+            self._closed(outcome=outcome.value, at=at)
+
+    @event("Closed")
+    def _closed(self, outcome: str, at: datetime) -> None:
+        self.status = ReportStatus(outcome)
+        self.closed_at = at
+
+    def _require(self, department_id: str, wanted: set[AssignmentStatus], verb: str
+                 ) -> dict[str, Any]:
+        assignment = self.assignments.get(department_id)
+        if assignment is None:
+            raise NotFound("assignment", department_id)
+        status = AssignmentStatus(assignment["status"])
+        if status not in wanted:
+            raise FailedPrecondition(f"cannot {verb} an assignment that is {status.value}",
+                                     reason=f"ASSIGNMENT_{status.value}")
+        return assignment
+
+    # -- verification by the street office
+
+    def verify(self, note: str, at: datetime) -> None:
+        if self.status is not ReportStatus.RESOLVED:
+            raise FailedPrecondition(
+                f"only a resolved report can be verified; this one is {self.status.value}",
+                reason=f"REPORT_{self.status.value}")
+        self._verified(rider_id=self.rider_id, street_id=self.street_id, kind=self.kind,
+                       category=self.category, note=note, at=at)
+
+    @event("Verified")
+    def _verified(self, rider_id: str, street_id: str, kind: str, category: str, note: str,
+                  at: datetime) -> None:
+        # The event repeats who reported what and where, so that badges can count verified
+        # reports per rider from this one event without reading governance's aggregates.
+        self.status = ReportStatus.VERIFIED
+        self.verified_at = at
+        self.verification_note = note
+
+    # -- deadlines
+
+    def missed_deadline(self, department_id: str, deadline: DeadlineKind, now: datetime
+                        ) -> bool:
+        """True while the deadline is past and the work it asks for is still not done."""
+        a = self.assignments[department_id]
+        status = AssignmentStatus(a["status"])
+        pending = (status is AssignmentStatus.ROUTED if deadline is DeadlineKind.ACKNOWLEDGE
+                   else status not in DONE)
+        return pending and now >= a["due"][deadline.value]
+
+    def escalate(self, department_id: str, deadline: DeadlineKind, at: datetime) -> None:
+        """Records a missed deadline one level up the tree: once per assignment and deadline."""
+        assignment = self.assignments.get(department_id)
+        if assignment is None:
+            raise NotFound("assignment", department_id)
+        if deadline.value in assignment["escalations"]:
+            raise FailedPrecondition("this missed deadline was already escalated",
+                                     reason="ALREADY_ESCALATED")
+        if not self.missed_deadline(department_id, deadline, at):
+            raise FailedPrecondition("the deadline is not missed", reason="DEADLINE_NOT_MISSED")
+        level = next_level(EscalationLevel(assignment["level"]))
+        self._escalated(department_id=department_id, deadline=deadline.value,
+                        due_at=assignment["due"][deadline.value], level=level.value,
+                        escalated_to=self.escalation_chain.get(level.value, ""), at=at)
+
+    @event("Escalated")
+    def _escalated(self, department_id: str, deadline: str, due_at: datetime, level: str,
+                   escalated_to: str, at: datetime) -> None:
+        a = self.assignments[department_id]
+        a["level"] = level
+        a["escalations"][deadline] = {"due_at": due_at, "level": level,
+                                      "escalated_to": escalated_to, "at": at}
+
+
+# ---------------------------------------------------------------------------- routing rules
+
+
+def rule_matches(rule: dict[str, Any], kind: str, category: str, street_id: str) -> bool:
+    """An empty kind, category or street in a rule matches any."""
+    return ((not rule["kind"] or rule["kind"] == kind)
+            and (not rule["category"] or rule["category"] == category)
+            and (not rule["street_id"] or rule["street_id"] == street_id))
+
+
+def check_rules(violations: Violations, rules: list[dict[str, Any]]) -> None:
+    """The shape of a rule table; whether its streets and departments exist is the caller's."""
+    if not rules:
+        violations.add("rules", "name at least one rule")
+    if len(rules) > MAX_RULES:
+        violations.add("rules", f"at most {MAX_RULES} rules")
+    names: set[str] = set()
+    for i, rule in enumerate(rules):
+        field = f"rules[{i}]"
+        name = rule["name"]
+        if not name.strip() or len(name) > MAX_NAME:
+            violations.add(f"{field}.name", f"1 to {MAX_NAME} characters")
+        elif name in names:
+            violations.add(f"{field}.name", "given to another rule already")
+        names.add(name)
+        if not rule["department_functions"] and not rule["department_ids"]:
+            violations.add(field, "name at least one department function or department id")
+        for j, function in enumerate(rule["department_functions"]):
+            if not function:
+                violations.add(f"{field}.department_functions[{j}]", "must be specified")
+        if len(set(rule["department_functions"])) != len(rule["department_functions"]):
+            violations.add(f"{field}.department_functions", "names a function twice")
+        if len(set(rule["department_ids"])) != len(rule["department_ids"]):
+            violations.add(f"{field}.department_ids", "names a department twice")
+
+
+def resolve_departments(rule: dict[str, Any], chain: list[str],
+                        nearest: Callable[[str, str], str | None],
+                        function_of: Callable[[str], str]
+                        ) -> tuple[list[tuple[str, str]], list[str]]:
+    """The (department id, function) pairs a rule routes to, and the functions no department
+    could be found for. A function goes to the department of that function nearest the
+    report's street: one of the street's own, else its district's, else the city's."""
+    found: list[tuple[str, str]] = []
+    unresolved: list[str] = []
+    for function in rule["department_functions"]:
+        department = next((d for d in (nearest(level, function) for level in chain if level)
+                           if d), None)
+        if department is None:
+            unresolved.append(function)
+        elif department not in {d for d, _ in found}:
+            found.append((department, function))
+    for department in rule["department_ids"]:
+        if department not in {d for d, _ in found}:
+            found.append((department, function_of(department)))
+    return found, unresolved
+
+
+class RoutingRules(Aggregate):
+    """Which departments get which reports, and the deadlines they get them with: data the city
+    admin changes at run time. Its version is stored with every routing decision it made."""
+
+    ID = uuid.uuid5(_NS, "routing-rules")
+
+    @staticmethod
+    def create_id(**_: Any) -> uuid.UUID:
+        return RoutingRules.ID
+
+    @event("Configured")
+    def __init__(self, rules: list[dict[str, Any]], deadlines: dict[str, dict[str, int]]):
+        self.rules = [dict(r) for r in rules]
+        self.deadlines = {k: dict(v) for k, v in deadlines.items()}
+
+    @event("Changed")
+    def change(self, rules: list[dict[str, Any]], deadlines: dict[str, dict[str, int]]) -> None:
+        # Reports routed already keep their assignments and deadlines: each records the
+        # version that routed it.
+        self.rules = [dict(r) for r in rules]
+        self.deadlines = {k: dict(v) for k, v in deadlines.items()}
+
+    def match(self, kind: str, category: str, street_id: str) -> dict[str, Any] | None:
+        """The first rule, in the admin's order, that matches: specific rules go first and a
+        catch-all last, as in a firewall's table."""
+        return next((r for r in self.rules if rule_matches(r, kind, category, street_id)), None)
+
+
+# ---------------------------------------------------------------------------- mediation
+
+
+def check_parties(violations: Violations, parties: list[dict[str, Any]]) -> None:
+    if len(parties) < 2:
+        violations.add("parties", "a mediation needs at least two parties")
+    for i, party in enumerate(parties):
+        field = f"parties[{i}]"
+        if not party["role"]:
+            violations.add(f"{field}.role", "must be specified")
+        elif party["role"] == PartyRole.RIDER.value and not party["rider_id"]:
+            violations.add(f"{field}.rider_id", "a rider party names the rider")
+        elif party["role"] != PartyRole.RIDER.value and party["rider_id"]:
+            violations.add(f"{field}.rider_id", "only a rider party has a rider id")
+        if party["role"] != PartyRole.RIDER.value and not party["name"].strip():
+            violations.add(f"{field}.name", "must not be empty")
+        if len(party["name"]) > MAX_NAME:
+            violations.add(f"{field}.name", f"at most {MAX_NAME} characters")
+
+
+class MediationCase(Aggregate):
+    """A dispute mediated by a street office (调处) between riders, property managers,
+    merchants and customers. Parties' names are sealed, each under its own key, so that one
+    person's name can be erased without touching the rest of the case."""
+
+    @event("Opened")
+    def __init__(self, street_id: str, report_id: str, subject: str, mediator_name: str,
+                 parties: list[dict[str, Any]], opened_at: datetime):
+        self.street_id = street_id
+        self.report_id = report_id
+        self.subject = subject
+        self.mediator_name = mediator_name
+        self.parties = [dict(p) for p in parties]
+        self.opened_at = opened_at
+        self.sessions: list[dict[str, Any]] = []
+        self.status = MediationStatus.OPEN
+        self.outcome = ""
+        self.failure_reason = ""
+        self.closed_at: datetime | None = None
+
+    def hold_session(self, held_at: datetime, place: str, notes: str) -> None:
+        self._require_open()
+        self._session_held(held_at=held_at, place=place, notes=notes)
+
+    @event("SessionHeld")
+    def _session_held(self, held_at: datetime, place: str, notes: str) -> None:
+        self.sessions.append({"held_at": held_at, "place": place, "notes": notes})
+
+    def agree(self, outcome: str, at: datetime) -> None:
+        self._require_open()
+        self._require_a_session()
+        self._agreed(outcome=outcome, at=at)
+
+    @event("Agreed")
+    def _agreed(self, outcome: str, at: datetime) -> None:
+        self.status = MediationStatus.AGREED
+        self.outcome = outcome
+        self.closed_at = at
+
+    def fail(self, reason: str, at: datetime) -> None:
+        self._require_open()
+        self._require_a_session()
+        self._failed(reason=reason, at=at)
+
+    @event("Failed")
+    def _failed(self, reason: str, at: datetime) -> None:
+        self.status = MediationStatus.FAILED
+        self.failure_reason = reason
+        self.closed_at = at
+
+    def _require_open(self) -> None:
+        if self.status is not MediationStatus.OPEN:
+            raise FailedPrecondition(f"the case is closed ({self.status.value})",
+                                     reason=f"CASE_{self.status.value}")
+
+    def _require_a_session(self) -> None:
+        # An outcome nobody sat down for is not a mediation.
+        if not self.sessions:
+            raise FailedPrecondition("record a mediation session first",
+                                     reason="NO_SESSION_HELD")
+
+
+# ---------------------------------------------------------------------------- pledge, riders
+
+
+class Pledge(Aggregate):
+    """The governance participation pledge (承诺倡议); each new text is a new version that
+    riders sign afresh. One per Qiji installation."""
+
+    ID = uuid.uuid5(_NS, "participation-pledge")
+
+    @staticmethod
+    def create_id(**_: Any) -> uuid.UUID:
+        return Pledge.ID
+
+    @event("Published")
+    def __init__(self, text: str, at: datetime):
+        self.texts = [{"text": text, "published_at": at}]
+
+    @event("Revised")
+    def revise(self, text: str, at: datetime) -> None:
+        self.texts.append({"text": text, "published_at": at})
+
+    @property
+    def current_version(self) -> int:
+        return len(self.texts)
+
+    def text_of(self, version: int) -> dict[str, Any]:
+        if not 1 <= version <= len(self.texts):
+            raise NotFound("pledge_version", str(version))
+        return self.texts[version - 1]
+
+
+class Participant(Aggregate):
+    """A rider as governance knows them: eligibility learned from identity's feed, and the
+    pledges they signed."""
+
+    @staticmethod
+    def create_id(rider_id: str, **_: Any) -> uuid.UUID:
+        return uuid.uuid5(_NS, f"participant\n{rider_id}")
+
+    @event("Noted")
+    def __init__(self, rider_id: str, home_street_id: str):
+        self.rider_id = rider_id
+        self.home_street_id = home_street_id
+        self.verified = False
+        self.suspended = False
+        self.left = False
+        self.pledges: dict[str, datetime] = {}  # version (as text: JSON keys) -> signed at
+
+    @property
+    def is_active(self) -> bool:
+        return self.verified and not self.suspended and not self.left
+
+    @event("RiderStatusNoted")
+    def note_status(self, verified: bool, suspended: bool, left: bool) -> None:
+        self.verified, self.suspended, self.left = verified, suspended, left
+
+    def require_active(self) -> None:
+        if not self.is_active:
+            state = ("has left" if self.left else "is suspended" if self.suspended
+                     else "is not verified yet")
+            raise FailedPrecondition(f"the rider {state}", reason="RIDER_NOT_ACTIVE")
+
+    def sign_pledge(self, version: int, current_version: int, at: datetime) -> None:
+        if str(version) in self.pledges:
+            raise AlreadyExists("the rider already signed this version of the pledge",
+                                reason="PLEDGE_ALREADY_SIGNED", pledge_version=str(version))
+        if version != current_version:
+            # A rider signs the text the city stands behind now, not one it has replaced.
+            raise FailedPrecondition(
+                f"version {version} of the pledge was replaced by version {current_version}",
+                reason="PLEDGE_VERSION_SUPERSEDED")
+        self._pledge_signed(rider_id=self.rider_id, version=version, at=at)
+
+    @event("PledgeSigned")
+    def _pledge_signed(self, rider_id: str, version: int, at: datetime) -> None:
+        self.pledges[str(version)] = at
+
+
+class Organisation(Aggregate):
+    """An organisation identity owns (a street, district, city or department), noted from
+    identity's feed under identity's id, so that routing and escalation can walk the tree
+    locally."""
+
+    @staticmethod
+    def create_id(upstream_id: str, **_: Any) -> uuid.UUID:
+        return uuid.UUID(upstream_id)
+
+    @event("Noted")
+    def __init__(self, upstream_id: str, kind: str, name: str, parent_id: str,
+                 department_function: str):
+        self.upstream_id = upstream_id
+        self.kind = kind
+        self.name = name
+        self.parent_id = parent_id
+        self.department_function = department_function

@@ -1,0 +1,222 @@
+"""Value rules of the governance domain: kinds and categories of reports, deadlines, distances
+and the levels a missed deadline escalates through."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from shared.errors import Violations
+
+
+class ReportKind(StrEnum):
+    ANOMALY_WARNING = "ANOMALY_WARNING"  # 异常情况预警
+    EMERGENCY = "EMERGENCY"  # 突发事件直报
+    PUBLIC_SENTIMENT = "PUBLIC_SENTIMENT"  # 社情民意传达
+
+
+class Category(StrEnum):
+    ROAD_HAZARD = "ROAD_HAZARD"
+    FIRE = "FIRE"
+    PUBLIC_SECURITY = "PUBLIC_SECURITY"
+    PERSON_IN_NEED = "PERSON_IN_NEED"
+    DISPUTE = "DISPUTE"
+    ENVIRONMENT = "ENVIRONMENT"
+    OTHER = "OTHER"
+
+
+class DepartmentFunction(StrEnum):
+    """The functions identity gives departments; governance matches on the same strings."""
+
+    SOCIAL_WORK = "SOCIAL_WORK"  # 社会工作
+    POLITICAL_LEGAL = "POLITICAL_LEGAL"  # 政法
+    PUBLIC_SECURITY = "PUBLIC_SECURITY"  # 公安
+    PETITIONS = "PETITIONS"  # 信访
+
+
+class ReportStatus(StrEnum):
+    OPEN = "OPEN"
+    # Linked to an open report of the same incident instead of being routed a second time.
+    DUPLICATE = "DUPLICATE"
+    # Closed: every assignment is done, and at least one department resolved it.
+    RESOLVED = "RESOLVED"
+    # Closed: every department rejected it.
+    REJECTED = "REJECTED"
+    # Resolved, and the street office confirmed the resolution: this counts toward badges.
+    VERIFIED = "VERIFIED"
+
+
+class AssignmentStatus(StrEnum):
+    ROUTED = "ROUTED"
+    ACKNOWLEDGED = "ACKNOWLEDGED"
+    IN_PROGRESS = "IN_PROGRESS"
+    RESOLVED = "RESOLVED"
+    REJECTED = "REJECTED"
+
+
+DONE = frozenset({AssignmentStatus.RESOLVED, AssignmentStatus.REJECTED})
+
+
+class RejectionReason(StrEnum):
+    DUPLICATE = "DUPLICATE"
+    NOT_ACTIONABLE = "NOT_ACTIONABLE"
+
+
+class DeadlineKind(StrEnum):
+    ACKNOWLEDGE = "ACKNOWLEDGE"
+    RESOLVE = "RESOLVE"
+
+
+class EscalationLevel(StrEnum):
+    """市—区—街三级联动: a missed deadline goes one level up the tree."""
+
+    STREET = "STREET"
+    DISTRICT = "DISTRICT"
+    CITY = "CITY"
+
+
+LEVELS = (EscalationLevel.STREET, EscalationLevel.DISTRICT, EscalationLevel.CITY)
+
+
+def next_level(level: EscalationLevel) -> EscalationLevel:
+    """One level up; the city is the top and stays the city."""
+    return LEVELS[min(LEVELS.index(level) + 1, len(LEVELS) - 1)]
+
+
+class PartyRole(StrEnum):
+    RIDER = "RIDER"
+    PROPERTY_MANAGER = "PROPERTY_MANAGER"
+    MERCHANT = "MERCHANT"
+    CUSTOMER = "CUSTOMER"
+
+
+class MediationStatus(StrEnum):
+    OPEN = "OPEN"
+    AGREED = "AGREED"
+    FAILED = "FAILED"
+
+
+# ---------------------------------------------------------------------------- deadlines
+
+# Defaults until the city admin sets its own in the routing rules. Emergencies must be picked up
+# within minutes (突发事件直报); the rest within hours.
+DEFAULT_DEADLINES: dict[ReportKind, tuple[timedelta, timedelta]] = {
+    # kind: (acknowledge within, resolve within)
+    ReportKind.EMERGENCY: (timedelta(minutes=15), timedelta(hours=24)),
+    ReportKind.ANOMALY_WARNING: (timedelta(hours=2), timedelta(hours=72)),
+    ReportKind.PUBLIC_SENTIMENT: (timedelta(hours=24), timedelta(days=15)),
+}
+MAX_ACKNOWLEDGE_WITHIN = timedelta(days=7)
+MAX_RESOLVE_WITHIN = timedelta(days=90)
+
+
+def default_deadline_seconds() -> dict[str, dict[str, int]]:
+    return {kind.value: {"acknowledge": int(ack.total_seconds()),
+                         "resolve": int(res.total_seconds())}
+            for kind, (ack, res) in DEFAULT_DEADLINES.items()}
+
+
+def due_times(routed_at: datetime, policy: dict[str, int]) -> dict[str, datetime]:
+    """When an assignment routed at `routed_at` must be acknowledged and resolved."""
+    return {DeadlineKind.ACKNOWLEDGE.value: routed_at + timedelta(seconds=policy["acknowledge"]),
+            DeadlineKind.RESOLVE.value: routed_at + timedelta(seconds=policy["resolve"])}
+
+
+def check_deadline(violations: Violations, field: str, acknowledge: timedelta | None,
+                   resolve: timedelta | None) -> None:
+    if acknowledge is None or acknowledge <= timedelta(0):
+        violations.add(f"{field}.acknowledge_within", "must be a positive duration")
+    elif acknowledge > MAX_ACKNOWLEDGE_WITHIN:
+        violations.add(f"{field}.acknowledge_within", "at most 7 days")
+    if resolve is None or resolve <= timedelta(0):
+        violations.add(f"{field}.resolve_within", "must be a positive duration")
+    elif resolve > MAX_RESOLVE_WITHIN:
+        violations.add(f"{field}.resolve_within", "at most 90 days")
+    elif acknowledge is not None and resolve <= acknowledge:
+        violations.add(f"{field}.resolve_within", "must be longer than acknowledge_within")
+
+
+# ---------------------------------------------------------------------------- places
+
+@dataclass(frozen=True)
+class Location:
+    """Where a report was made: the street (an identity organisation) and WGS84 degrees."""
+
+    street_id: str
+    latitude: float
+    longitude: float
+
+
+EARTH_RADIUS_METRES = 6_371_008.8  # the mean radius (IUGG)
+# Two reports of one category this close in space and time are taken for one incident.
+DUPLICATE_WITHIN_METRES = 200.0
+DUPLICATE_WITHIN = timedelta(hours=2)
+
+
+def check_coordinates(violations: Violations, field: str, latitude: float,
+                      longitude: float) -> None:
+    """WGS84 degrees; NaN fails both comparisons and so is refused too."""
+    if not -90.0 <= latitude <= 90.0:
+        violations.add(f"{field}.latitude", "must be WGS84 degrees from -90 to 90")
+    if not -180.0 <= longitude <= 180.0:
+        violations.add(f"{field}.longitude", "must be WGS84 degrees from -180 to 180")
+
+
+def distance_metres(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
+    """Great-circle (haversine) distance: exact enough at a few hundred metres, and no map data."""
+    p1, p2 = math.radians(lat1), math.radians(lat2)
+    dp, dl = p2 - p1, math.radians(lon2 - lon1)
+    a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
+    return 2 * EARTH_RADIUS_METRES * math.asin(min(1.0, math.sqrt(a)))
+
+
+def latitude_band_degrees(metres: float) -> float:
+    """How far in latitude two points `metres` apart can be: never more than the arc along a
+    meridian, so a search may skip everything outside this band."""
+    return math.degrees(metres / EARTH_RADIUS_METRES)
+
+
+def same_incident(a: dict, b: dict) -> float | None:
+    """The distance in metres when reports `a` and `b` (category, latitude, longitude,
+    observed_at) describe one incident; None when they do not."""
+    if a["category"] != b["category"]:
+        return None
+    if abs(a["observed_at"] - b["observed_at"]) > DUPLICATE_WITHIN:
+        return None
+    metres = distance_metres(a["latitude"], a["longitude"], b["latitude"], b["longitude"])
+    return metres if metres <= DUPLICATE_WITHIN_METRES else None
+
+
+# ---------------------------------------------------------------------------- text
+
+MAX_TEXT = 2000
+MAX_NOTE = 500
+MAX_NAME = 100
+MAX_ATTACHMENTS = 10
+MAX_ATTACHMENT_REF = 500
+MAX_RULES = 200
+# A report may be observed a little "in the future" of our clock: phones' clocks drift.
+CLOCK_SKEW = timedelta(minutes=5)
+
+
+def check_text(violations: Violations, field: str, value: str, *, required: bool,
+               limit: int = MAX_NOTE) -> None:
+    if required and not value.strip():
+        violations.add(field, "must not be empty")
+    elif len(value) > limit:
+        violations.add(field, f"at most {limit} characters")
+
+
+def mask_name(name: str) -> str:
+    """王** : enough to tell parties apart in a list, not enough to identify a person."""
+    return name[:1] + "*" * (len(name) - 1) if name else ""
+
+
+# Where a report goes when no rule of the city admin's table matches it (or there is no table
+# yet): the social-work department that runs the programme, and petitions, at the level
+# nearest the report's street. A rider's report is never refused for want of a rule.
+FALLBACK_RULE: dict = {"name": "fallback (no rule matched)", "kind": "", "category": "",
+                       "street_id": "", "department_functions": ["SOCIAL_WORK", "PETITIONS"],
+                       "department_ids": []}

@@ -1,0 +1,383 @@
+"""governance's gRPC entry point: translate the request, call one application method, render the
+answer. Rules live in the domain and the application, roles in PERMISSIONS below."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import grpc
+from google.protobuf.duration_pb2 import Duration
+from qiji.governance.v1 import governance_service_pb2 as pb
+from qiji.governance.v1 import governance_service_pb2_grpc as pb_grpc
+
+from services.governance.application import (
+    DeadlineInput,
+    GovernanceApplication,
+    HistoryEntry,
+    MediationCaseView,
+    Party,
+    PledgeView,
+    ReportView,
+    RoutingRulesView,
+    RuleInput,
+)
+from services.governance.domain.values import (
+    Category,
+    DepartmentFunction,
+    Location,
+    MediationStatus,
+    PartyRole,
+    RejectionReason,
+    ReportKind,
+    ReportStatus,
+)
+from services.governance.views import QueueEntry, StatisticsRow
+from shared.auth import (
+    AUDITOR,
+    CITY_ADMIN,
+    DEPARTMENT,
+    OPERATOR,
+    PLATFORM,
+    SERVICE,
+    STREET_OFFICE,
+)
+from shared.grpc.convert import enum_in, enum_out, optional_time, request_fingerprint, timestamp
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["GovernanceService"].full_name
+
+_READERS = frozenset({CITY_ADMIN, STREET_OFFICE, DEPARTMENT, OPERATOR, AUDITOR, SERVICE})
+# Riders report through the platform's app, or at a street office's counter.
+_REPORTERS = frozenset({PLATFORM, STREET_OFFICE})
+# Only departments work assignments, and each only its own (checked against the caller's
+# organisation in the application).
+_DEPARTMENTS = frozenset({DEPARTMENT})
+
+# Which roles may call each RPC. An RPC missing here is refused to everyone (the guard fails
+# closed), and a test checks that every RPC of the service is listed.
+PERMISSIONS: dict[str, frozenset[str]] = {f"/{SERVICE_NAME}/{rpc}": roles for rpc, roles in {
+    "SubmitReport": _REPORTERS,
+    "GetReport": _READERS,
+    "ListReports": _READERS,
+    "GetReportHistory": _READERS,
+    "AcknowledgeAssignment": _DEPARTMENTS,
+    "StartAssignmentWork": _DEPARTMENTS,
+    "ResolveAssignment": _DEPARTMENTS,
+    "RejectAssignment": _DEPARTMENTS,
+    "VerifyReport": frozenset({STREET_OFFICE}),
+    "ListDepartmentQueue": _READERS,
+    "GetReportStatistics": _READERS,
+    "SetRoutingRules": frozenset({CITY_ADMIN}),
+    "GetRoutingRules": _READERS,
+    "OpenMediationCase": frozenset({STREET_OFFICE}),
+    "RecordMediationSession": frozenset({STREET_OFFICE}),
+    "RecordMediationAgreement": frozenset({STREET_OFFICE}),
+    "RecordMediationFailure": frozenset({STREET_OFFICE}),
+    "GetMediationCase": _READERS,
+    "ListMediationCases": _READERS,
+    "PublishPledge": frozenset({CITY_ADMIN}),
+    # The platform shows riders the text they sign.
+    "GetPledge": _READERS | {PLATFORM},
+    "SignPledge": _REPORTERS,
+}.items()}
+
+
+class GovernanceServicer(pb_grpc.GovernanceServiceServicer):
+    def __init__(self, app: GovernanceApplication):
+        self.app = app
+
+    # ------------------------------------------------------------------ reports
+
+    def SubmitReport(self, request: Any, context: Any) -> Any:
+        location = None
+        if request.HasField("location"):
+            location = Location(request.location.street_id, request.location.latitude,
+                                request.location.longitude)
+        result = self.app.submit_report(
+            rider_id=request.rider_id, kind=enum_in(request.kind, pb.ReportKind, ReportKind),
+            category=enum_in(request.category, pb.Category, Category), location=location,
+            text=request.text, attachment_refs=list(request.attachment_refs),
+            observed_at=optional_time(request, "observe_time"),
+            fingerprint=request_fingerprint(request))
+        return pb.SubmitReportResponse(report=self._report_at(result))
+
+    def GetReport(self, request: Any, context: Any) -> Any:
+        return pb.GetReportResponse(report=self._report(self.app.report(request.report_id)))
+
+    def ListReports(self, request: Any, context: Any) -> Any:
+        found, token = self.app.list_reports(
+            street_id=request.street_id, kind=enum_in(request.kind, pb.ReportKind, ReportKind),
+            status=enum_in(request.status, pb.ReportStatus, ReportStatus),
+            rider_id=request.rider_id, page_size=request.page_size,
+            page_token=request.page_token)
+        return pb.ListReportsResponse(reports=[self._report(r) for r in found],
+                                      next_page_token=token)
+
+    def GetReportHistory(self, request: Any, context: Any) -> Any:
+        entries = self.app.report_history(request.report_id)
+        return pb.GetReportHistoryResponse(report_id=request.report_id,
+                                           entries=[self._history(e) for e in entries])
+
+    # ------------------------------------------------------------------ departments' work
+
+    def AcknowledgeAssignment(self, request: Any, context: Any) -> Any:
+        result = self.app.acknowledge_assignment(
+            report_id=request.report_id, department_id=request.department_id,
+            fingerprint=request_fingerprint(request))
+        return pb.AcknowledgeAssignmentResponse(report=self._report_at(result))
+
+    def StartAssignmentWork(self, request: Any, context: Any) -> Any:
+        result = self.app.start_assignment_work(
+            report_id=request.report_id, department_id=request.department_id,
+            note=request.note, fingerprint=request_fingerprint(request))
+        return pb.StartAssignmentWorkResponse(report=self._report_at(result))
+
+    def ResolveAssignment(self, request: Any, context: Any) -> Any:
+        result = self.app.resolve_assignment(
+            report_id=request.report_id, department_id=request.department_id,
+            resolution=request.resolution, fingerprint=request_fingerprint(request))
+        return pb.ResolveAssignmentResponse(report=self._report_at(result))
+
+    def RejectAssignment(self, request: Any, context: Any) -> Any:
+        result = self.app.reject_assignment(
+            report_id=request.report_id, department_id=request.department_id,
+            reason=enum_in(request.reason, pb.RejectionReason, RejectionReason),
+            note=request.note, fingerprint=request_fingerprint(request))
+        return pb.RejectAssignmentResponse(report=self._report_at(result))
+
+    def VerifyReport(self, request: Any, context: Any) -> Any:
+        result = self.app.verify_report(report_id=request.report_id, note=request.note,
+                                        fingerprint=request_fingerprint(request))
+        return pb.VerifyReportResponse(report=self._report_at(result))
+
+    # ------------------------------------------------------------------ queue, statistics
+
+    def ListDepartmentQueue(self, request: Any, context: Any) -> Any:
+        found, token = self.app.department_queue(department_id=request.department_id,
+                                                 page_size=request.page_size,
+                                                 page_token=request.page_token)
+        return pb.ListDepartmentQueueResponse(entries=[self._queue_entry(e) for e in found],
+                                              next_page_token=token)
+
+    def GetReportStatistics(self, request: Any, context: Any) -> Any:
+        rows = self.app.report_statistics(
+            street_id=request.street_id, kind=enum_in(request.kind, pb.ReportKind, ReportKind),
+            start=optional_time(request, "start_time"), end=optional_time(request, "end_time"))
+        return pb.GetReportStatisticsResponse(statistics=[self._statistics(r) for r in rows])
+
+    # ------------------------------------------------------------------ routing rules
+
+    def SetRoutingRules(self, request: Any, context: Any) -> Any:
+        rules = [RuleInput(
+            name=r.name, kind=enum_in(r.kind, pb.ReportKind, ReportKind),
+            category=enum_in(r.category, pb.Category, Category), street_id=r.street_id,
+            department_functions=[enum_in(f, pb.DepartmentFunction, DepartmentFunction)
+                                  for f in r.department_functions],
+            department_ids=list(r.department_ids)) for r in request.rules]
+        deadlines = [DeadlineInput(
+            kind=enum_in(d.kind, pb.ReportKind, ReportKind),
+            acknowledge_within=_timedelta(d, "acknowledge_within"),
+            resolve_within=_timedelta(d, "resolve_within")) for d in request.deadlines]
+        result = self.app.set_routing_rules(rules=rules, deadlines=deadlines,
+                                            fingerprint=request_fingerprint(request))
+        return pb.SetRoutingRulesResponse(
+            routing_rules=self._rules(self.app.routing_rules(result["version"])))
+
+    def GetRoutingRules(self, request: Any, context: Any) -> Any:
+        return pb.GetRoutingRulesResponse(
+            routing_rules=self._rules(self.app.routing_rules(request.version)))
+
+    # ------------------------------------------------------------------ mediation
+
+    def OpenMediationCase(self, request: Any, context: Any) -> Any:
+        result = self.app.open_mediation_case(
+            street_id=request.street_id, report_id=request.report_id, subject=request.subject,
+            mediator_name=request.mediator_name,
+            parties=[Party(role=enum_in(p.role, pb.PartyRole, PartyRole), name=p.name,
+                           rider_id=p.rider_id) for p in request.parties],
+            fingerprint=request_fingerprint(request))
+        return pb.OpenMediationCaseResponse(mediation_case=self._case_at(result))
+
+    def RecordMediationSession(self, request: Any, context: Any) -> Any:
+        result = self.app.record_mediation_session(
+            case_id=request.case_id, held_at=optional_time(request.session, "hold_time"),
+            place=request.session.place, notes=request.session.notes,
+            fingerprint=request_fingerprint(request))
+        return pb.RecordMediationSessionResponse(mediation_case=self._case_at(result))
+
+    def RecordMediationAgreement(self, request: Any, context: Any) -> Any:
+        result = self.app.record_mediation_agreement(
+            case_id=request.case_id, outcome=request.outcome,
+            fingerprint=request_fingerprint(request))
+        return pb.RecordMediationAgreementResponse(mediation_case=self._case_at(result))
+
+    def RecordMediationFailure(self, request: Any, context: Any) -> Any:
+        result = self.app.record_mediation_failure(
+            case_id=request.case_id, reason=request.reason,
+            fingerprint=request_fingerprint(request))
+        return pb.RecordMediationFailureResponse(mediation_case=self._case_at(result))
+
+    def GetMediationCase(self, request: Any, context: Any) -> Any:
+        return pb.GetMediationCaseResponse(
+            mediation_case=self._case(self.app.mediation_case(request.case_id)))
+
+    def ListMediationCases(self, request: Any, context: Any) -> Any:
+        found, token = self.app.list_mediation_cases(
+            street_id=request.street_id,
+            status=enum_in(request.status, pb.MediationStatus, MediationStatus),
+            page_size=request.page_size, page_token=request.page_token)
+        return pb.ListMediationCasesResponse(mediation_cases=[self._case(c) for c in found],
+                                             next_page_token=token)
+
+    # ------------------------------------------------------------------ pledge
+
+    def PublishPledge(self, request: Any, context: Any) -> Any:
+        result = self.app.publish_pledge(text=request.text,
+                                         fingerprint=request_fingerprint(request))
+        return pb.PublishPledgeResponse(
+            pledge=self._pledge(self.app.pledge(result["pledge_version"])))
+
+    def GetPledge(self, request: Any, context: Any) -> Any:
+        return pb.GetPledgeResponse(pledge=self._pledge(self.app.pledge(request.version)))
+
+    def SignPledge(self, request: Any, context: Any) -> Any:
+        result = self.app.sign_pledge(rider_id=request.rider_id,
+                                      pledge_version=request.pledge_version,
+                                      fingerprint=request_fingerprint(request))
+        signature = self.app.signature(result["rider_id"], result["pledge_version"],
+                                       result["version"])
+        return pb.SignPledgeResponse(signature=pb.PledgeSignature(
+            rider_id=signature.rider_id, pledge_version=signature.pledge_version,
+            sign_time=timestamp(signature.signed_at)))
+
+    # ------------------------------------------------------------------ rendering
+
+    def _report_at(self, result: dict[str, Any]) -> Any:
+        # The report as this command left it (also on a retry): the first answer, not today's.
+        return self._report(self.app.report(result["report_id"], result["version"]))
+
+    def _case_at(self, result: dict[str, Any]) -> Any:
+        return self._case(self.app.mediation_case(result["case_id"], result["version"]))
+
+    @staticmethod
+    def _report(r: ReportView) -> Any:
+        return pb.Report(
+            report_id=r.report_id, rider_id=r.rider_id, kind=enum_out(r.kind, pb.ReportKind),
+            category=enum_out(r.category, pb.Category),
+            location=pb.Location(street_id=r.location.street_id,
+                                 latitude=r.location.latitude,
+                                 longitude=r.location.longitude),
+            text=r.text, attachment_refs=r.attachment_refs,
+            observe_time=timestamp(r.observed_at), submit_time=timestamp(r.submitted_at),
+            status=enum_out(r.status, pb.ReportStatus),
+            assignments=[_assignment(a) for a in r.assignments],
+            routing_rules_version=r.rules_version, routing_rule_name=r.rule_name,
+            unresolved_functions=[enum_out(f, pb.DepartmentFunction)
+                                  for f in r.unresolved_functions],
+            duplicate_of_report_id=r.duplicate_of, duplicate_report_ids=r.duplicates,
+            close_time=timestamp(r.closed_at), verify_time=timestamp(r.verified_at),
+            verification_note=r.verification_note, version=r.version)
+
+    @staticmethod
+    def _history(e: HistoryEntry) -> Any:
+        return pb.HistoryEntry(version=e.version, event_type=e.event_type,
+                               time=timestamp(e.stored_at), principal=e.principal, rpc=e.rpc,
+                               request_id=e.request_id, correlation_id=e.correlation_id,
+                               details=e.details)
+
+    @staticmethod
+    def _queue_entry(e: QueueEntry) -> Any:
+        return pb.QueueEntry(
+            report_id=e.report_id, department_id=e.department_id,
+            kind=enum_out(e.kind, pb.ReportKind), category=enum_out(e.category, pb.Category),
+            street_id=e.street_id, status=enum_out(e.status, pb.AssignmentStatus),
+            deadline=enum_out(e.deadline, pb.DeadlineKind), due_time=timestamp(e.due_at),
+            escalation_level=enum_out(e.level, pb.EscalationLevel),
+            submit_time=timestamp(e.submitted_at))
+
+    @staticmethod
+    def _statistics(s: StatisticsRow) -> Any:
+        return pb.ReportStatistics(
+            street_id=s.street_id, kind=enum_out(s.kind, pb.ReportKind), submitted=s.submitted,
+            duplicates=s.duplicates, open=s.open, resolved=s.resolved, rejected=s.rejected,
+            verified=s.verified, escalations=s.escalations,
+            acknowledged_assignments=s.acknowledged_assignments,
+            median_acknowledge_duration=_duration(s.median_acknowledge),
+            resolved_assignments=s.resolved_assignments,
+            median_resolve_duration=_duration(s.median_resolve))
+
+    @staticmethod
+    def _rules(r: RoutingRulesView) -> Any:
+        return pb.RoutingRules(
+            rules=[pb.RoutingRule(
+                name=rule["name"], kind=enum_out(rule["kind"], pb.ReportKind),
+                category=enum_out(rule["category"], pb.Category), street_id=rule["street_id"],
+                department_functions=[enum_out(f, pb.DepartmentFunction)
+                                      for f in rule["department_functions"]],
+                department_ids=rule["department_ids"]) for rule in r.rules],
+            deadlines=[pb.DeadlinePolicy(
+                kind=enum_out(kind, pb.ReportKind),
+                acknowledge_within=_duration(timedelta(seconds=r.deadlines[kind]["acknowledge"])),
+                resolve_within=_duration(timedelta(seconds=r.deadlines[kind]["resolve"])))
+                for kind in ReportKind if kind.value in r.deadlines],
+            version=r.version, update_time=timestamp(r.updated_at))
+
+    @staticmethod
+    def _case(c: MediationCaseView) -> Any:
+        return pb.MediationCase(
+            case_id=c.case_id, street_id=c.street_id, report_id=c.report_id,
+            subject=c.subject, mediator_name=c.mediator_name,
+            parties=[pb.MediationParty(role=enum_out(p["role"], pb.PartyRole), name=p["name"],
+                                       rider_id=p["rider_id"]) for p in c.parties],
+            sessions=[pb.MediationSession(hold_time=timestamp(s["held_at"]), place=s["place"],
+                                          notes=s["notes"]) for s in c.sessions],
+            status=enum_out(c.status, pb.MediationStatus), outcome=c.outcome,
+            failure_reason=c.failure_reason, open_time=timestamp(c.opened_at),
+            close_time=timestamp(c.closed_at), version=c.version)
+
+    @staticmethod
+    def _pledge(p: PledgeView) -> Any:
+        return pb.Pledge(version=p.version, text=p.text, publish_time=timestamp(p.published_at))
+
+
+def _assignment(a: dict[str, Any]) -> Any:
+    return pb.Assignment(
+        department_id=a["department_id"],
+        department_function=enum_out(a["department_function"], pb.DepartmentFunction),
+        status=enum_out(a["status"], pb.AssignmentStatus), route_time=timestamp(a["routed_at"]),
+        acknowledge_due_time=timestamp(a["due"]["ACKNOWLEDGE"]),
+        resolve_due_time=timestamp(a["due"]["RESOLVE"]),
+        acknowledge_time=timestamp(a["acknowledged_at"]),
+        work_start_time=timestamp(a["work_started_at"]), work_note=a["work_note"],
+        resolve_time=timestamp(a["resolved_at"]), resolution=a["resolution"],
+        reject_time=timestamp(a["rejected_at"]),
+        rejection_reason=enum_out(a["rejection_reason"], pb.RejectionReason),
+        rejection_note=a["rejection_note"],
+        escalation_level=enum_out(a["level"], pb.EscalationLevel),
+        escalations=[pb.Escalation(
+            deadline=enum_out(deadline, pb.DeadlineKind), due_time=timestamp(e["due_at"]),
+            level=enum_out(e["level"], pb.EscalationLevel), escalated_to_id=e["escalated_to"],
+            escalate_time=timestamp(e["at"])) for deadline, e in a["escalations"].items()])
+
+
+def _timedelta(message: Any, field: str) -> timedelta | None:
+    """None when absent or beyond what a timedelta holds; the application says which."""
+    if not message.HasField(field):
+        return None
+    try:
+        return getattr(message, field).ToTimedelta()
+    except (ValueError, OverflowError):
+        return None
+
+
+def _duration(value: timedelta | None) -> Duration | None:
+    if value is None:
+        return None
+    duration = Duration()
+    duration.FromTimedelta(value)
+    return duration
+
+
+def add_servicers(server: grpc.Server, app: Any) -> list[str]:
+    pb_grpc.add_GovernanceServiceServicer_to_server(GovernanceServicer(app), server)
+    return [SERVICE_NAME]

@@ -1,0 +1,80 @@
+"""What makes governance a Qiji service: its application, servicers, roles, the follower of
+identity's feed and the deadline scheduler."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from services.governance.application import GovernanceApplication
+from services.governance.deadlines import DEFAULT_POLL_SECONDS, DeadlineScheduler
+from services.governance.grpc_api import PERMISSIONS, add_servicers
+from shared.config import ConfigError, Settings
+from shared.followers import Follower, GrpcFeed
+from shared.grpc.server import ServiceSpec
+
+log = structlog.get_logger(__name__)
+
+# FOR TESTS AND DRILLS ONLY: a file holding an ISO-8601 time that the service takes for "now",
+# read again on every look at the clock, so a test (or an operators' drill of escalations) can
+# move time forward without waiting 15 minutes. Never set it in production: deadlines and
+# every recorded time would follow the file.
+CLOCK_FILE_SETTING = "GOVERNANCE_CLOCK_FILE"
+POLL_SETTING = "GOVERNANCE_DEADLINE_POLL_SECONDS"
+
+
+class FileClock:
+    """The time taken for "now", read from a file (tests and drills only; see
+    CLOCK_FILE_SETTING)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self()  # a missing or malformed file stops the process at start, not at a request
+
+    def __call__(self) -> datetime:
+        text = self.path.read_text().strip()
+        try:
+            when = datetime.fromisoformat(text)
+        except ValueError:
+            raise ConfigError(f"{CLOCK_FILE_SETTING} {self.path}: not an ISO-8601 time: "
+                              f"{text[:40]!r}") from None
+        return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+def clock_from_environment() -> Callable[[], datetime] | None:
+    path = os.environ.get(CLOCK_FILE_SETTING, "")
+    if not path:
+        return None
+    log.warning("clock.from_file", path=path,
+                note="for tests and drills only: time is read from this file")
+    return FileClock(Path(path))
+
+
+def make_app(settings: Settings, master_key: bytes) -> GovernanceApplication:
+    return GovernanceApplication(settings, master_key, clock=clock_from_environment())
+
+
+def make_followers(app: Any, settings: Settings) -> list[Any]:
+    """identity's feed, and the deadline scheduler, which runs beside the followers with the
+    same interface (`upstream`, `run_forever`)."""
+    feed = GrpcFeed("identity", settings.upstreams["identity"], settings.service_token)
+    follower = Follower(app, feed, app.follow_identity,
+                        topics=GovernanceApplication.IDENTITY_TOPICS)
+    app.identity_follower = follower
+    raw = os.environ.get(POLL_SETTING, "")
+    try:
+        poll = float(raw) if raw else DEFAULT_POLL_SECONDS
+    except ValueError:
+        poll = 0.0
+    if not poll > 0:  # also refuses NaN
+        raise ConfigError(f"{POLL_SETTING} must be a positive number of seconds, got {raw!r}")
+    return [follower, DeadlineScheduler(app, poll_seconds=poll)]
+
+
+SPEC = ServiceSpec(name="governance", make_app=make_app, add_servicers=add_servicers,
+                   permissions=PERMISSIONS, make_followers=make_followers)

@@ -1,0 +1,333 @@
+"""Read models of governance: derived from the log, rebuilt at start, caught up before each
+query. They answer the questions no single aggregate can: which open report a new one repeats,
+which deadlines are due, a department's queue, statistics, and the organisation tree."""
+
+from __future__ import annotations
+
+import bisect
+import statistics
+import threading
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from services.governance.domain.model import MediationCase, Organisation, Report
+from services.governance.domain.values import (
+    AssignmentStatus,
+    DeadlineKind,
+    EscalationLevel,
+    MediationStatus,
+    ReportStatus,
+)
+from shared.application import event_metadata
+from shared.views import Index, LogFollower
+
+if TYPE_CHECKING:
+    from shared.application import QijiApplication
+
+# identity's OrganisationKind.DEPARTMENT, as its feed spells it.
+DEPARTMENT = "DEPARTMENT"
+
+
+@dataclass
+class AssignmentRow:
+    report_id: str
+    department_id: str
+    position: int  # of the Routed event: ties in a queue go in routing order
+    status: AssignmentStatus
+    routed_at: datetime
+    due: dict[str, datetime]
+    level: str
+    acknowledged_at: datetime | None = None
+    resolved_at: datetime | None = None
+    escalated: set[str] = field(default_factory=set)
+
+    @property
+    def next_deadline(self) -> DeadlineKind:
+        return (DeadlineKind.ACKNOWLEDGE if self.status is AssignmentStatus.ROUTED
+                else DeadlineKind.RESOLVE)
+
+
+@dataclass
+class ReportRow:
+    report_id: str
+    street_id: str
+    kind: str
+    category: str
+    latitude: float
+    longitude: float
+    observed_at: datetime
+    submitted_at: datetime
+    correlation_id: str
+    status: ReportStatus = ReportStatus.OPEN
+    departments: list[str] = field(default_factory=list)
+    escalations: int = 0
+
+    def as_incident(self) -> dict[str, Any]:
+        return {"category": self.category, "latitude": self.latitude,
+                "longitude": self.longitude, "observed_at": self.observed_at}
+
+
+@dataclass(frozen=True)
+class QueueEntry:
+    report_id: str
+    department_id: str
+    kind: str
+    category: str
+    street_id: str
+    status: AssignmentStatus
+    deadline: DeadlineKind
+    due_at: datetime
+    level: str
+    submitted_at: datetime
+
+
+@dataclass(frozen=True)
+class StatisticsRow:
+    street_id: str
+    kind: str
+    submitted: int
+    duplicates: int
+    open: int
+    resolved: int
+    rejected: int
+    verified: int
+    escalations: int
+    acknowledged_assignments: int
+    median_acknowledge: timedelta | None
+    resolved_assignments: int
+    median_resolve: timedelta | None
+
+
+def queue_key(due_at: datetime, position: int) -> int:
+    """A department's queue is ordered by deadline, ties by routing order: one integer, so the
+    kernel's AIP-158 paging (which pages over ascending integer keys) serves it unchanged."""
+    return (int(due_at.timestamp() * 1_000_000) << 32) | position
+
+
+class GovernanceViews:
+    def __init__(self, app: QijiApplication):
+        self.reports = Index()
+        self.cases = Index()
+        self._lock = threading.RLock()
+        self._rows: dict[str, ReportRow] = {}
+        self._assignments: dict[tuple[str, str], AssignmentRow] = {}
+        self._open_assignments: set[tuple[str, str]] = set()
+        # department -> report -> its place in the department's queue (`queue_key`).
+        self._queues: dict[str, dict[str, int]] = defaultdict(dict)
+        # Open reports per category, sorted by latitude: a duplicate check looks only at the
+        # band of latitudes within reach instead of at every open report of the city.
+        self._open_by_category: dict[str, list[tuple[float, str]]] = defaultdict(list)
+        self._organisations: dict[str, dict[str, str]] = {}
+        self._departments: dict[tuple[str, str], list[str]] = defaultdict(list)
+        self._follower = LogFollower(app, "governance", self._apply)
+
+    def catch_up(self) -> int:
+        return self._follower.catch_up()
+
+    # ------------------------------------------------------------------ queries
+
+    def organisation(self, organisation_id: str) -> dict[str, str] | None:
+        """Kind, parent and function of an organisation noted from identity; they never change
+        once created. Caught up first when the id is not known yet."""
+        for attempt in range(2):
+            with self._lock:
+                found = self._organisations.get(organisation_id)
+            if found is not None:
+                return dict(found)
+            if attempt == 0:
+                self.catch_up()
+        return None
+
+    def nearest_department(self, parent_id: str, function: str) -> str | None:
+        """The first department of `function` created under `parent_id`."""
+        with self._lock:
+            found = self._departments.get((parent_id, function))
+            return found[0] if found else None
+
+    def open_incidents(self, category: str, latitude: float, band_degrees: float
+                       ) -> list[tuple[str, dict[str, Any]]]:
+        """Open reports of a category within `band_degrees` of latitude, earliest observed
+        first: a duplicate links to the first report of its incident."""
+        with self._lock:
+            band = self._open_by_category.get(category, [])
+            start = bisect.bisect_left(band, (latitude - band_degrees, ""))
+            end = bisect.bisect_right(band, (latitude + band_degrees, "\uffff"))
+            rows = [self._rows[report_id] for _, report_id in band[start:end]]
+        return [(r.report_id, r.as_incident())
+                for r in sorted(rows, key=lambda r: (r.observed_at, r.report_id))]
+
+    def correlation_id(self, report_id: str) -> str:
+        with self._lock:
+            row = self._rows.get(report_id)
+            return row.correlation_id if row else ""
+
+    def due_deadlines(self, now: datetime) -> list[tuple[str, str, DeadlineKind]]:
+        """(report, department, deadline) for every deadline past and not yet escalated, the
+        longest overdue first."""
+        due: list[tuple[datetime, str, str, DeadlineKind]] = []
+        with self._lock:
+            for key in self._open_assignments:
+                row = self._assignments[key]
+                for deadline in DeadlineKind:
+                    if deadline.value in row.escalated or row.due[deadline.value] > now:
+                        continue
+                    if (deadline is DeadlineKind.ACKNOWLEDGE
+                            and row.status is not AssignmentStatus.ROUTED):
+                        continue
+                    due.append((row.due[deadline.value], *key, deadline))
+        return [(report, department, deadline)
+                for _, report, department, deadline in sorted(due)]
+
+    def queue(self, department_id: str) -> dict[int, str]:
+        """The department's open assignments: `queue_key` -> report id."""
+        with self._lock:
+            return {key: report_id
+                    for report_id, key in self._queues.get(department_id, {}).items()}
+
+    def queue_entry(self, report_id: str, department_id: str) -> QueueEntry | None:
+        """The entry, built only for the rows of the page asked for; None once it is done."""
+        with self._lock:
+            if report_id not in self._queues.get(department_id, {}):
+                return None
+            a = self._assignments[(report_id, department_id)]
+            r = self._rows[report_id]
+            deadline = a.next_deadline
+            return QueueEntry(
+                report_id=report_id, department_id=department_id, kind=r.kind,
+                category=r.category, street_id=r.street_id, status=a.status,
+                deadline=deadline, due_at=a.due[deadline.value], level=a.level,
+                submitted_at=r.submitted_at)
+
+    def statistics(self, *, street_id: str, kind: str, start: datetime | None,
+                   end: datetime | None) -> list[StatisticsRow]:
+        """Per street and kind, over reports submitted in [start, end)."""
+        groups: dict[tuple[str, str], list[ReportRow]] = defaultdict(list)
+        with self._lock:
+            for row in self._rows.values():
+                if ((street_id and row.street_id != street_id) or (kind and row.kind != kind)
+                        or (start and row.submitted_at < start)
+                        or (end and row.submitted_at >= end)):
+                    continue
+                groups[(row.street_id, row.kind)].append(row)
+            result = [self._summarise(key, rows) for key, rows in sorted(groups.items())]
+        return result
+
+    def _summarise(self, key: tuple[str, str], rows: list[ReportRow]) -> StatisticsRow:
+        counts = defaultdict(int)
+        to_acknowledge: list[float] = []
+        to_resolve: list[float] = []
+        for row in rows:
+            counts[row.status] += 1
+            for dept in row.departments:
+                a = self._assignments[(row.report_id, dept)]
+                if a.acknowledged_at is not None:
+                    to_acknowledge.append((a.acknowledged_at - a.routed_at).total_seconds())
+                if a.resolved_at is not None:
+                    to_resolve.append((a.resolved_at - a.routed_at).total_seconds())
+
+        def median(values: list[float]) -> timedelta | None:
+            return timedelta(seconds=statistics.median(values)) if values else None
+
+        return StatisticsRow(
+            street_id=key[0], kind=key[1], submitted=len(rows),
+            duplicates=counts[ReportStatus.DUPLICATE], open=counts[ReportStatus.OPEN],
+            # A verified report was resolved first: it counts as both.
+            resolved=counts[ReportStatus.RESOLVED] + counts[ReportStatus.VERIFIED],
+            rejected=counts[ReportStatus.REJECTED], verified=counts[ReportStatus.VERIFIED],
+            escalations=sum(r.escalations for r in rows),
+            acknowledged_assignments=len(to_acknowledge), median_acknowledge=median(to_acknowledge),
+            resolved_assignments=len(to_resolve), median_resolve=median(to_resolve))
+
+    # ------------------------------------------------------------------ building
+
+    def _apply(self, position: int, event: Any) -> None:
+        with self._lock:
+            self._apply_locked(position, event)
+
+    def _apply_locked(self, position: int, event: Any) -> None:
+        ident = str(event.originator_id)
+        if isinstance(event, Report.Submitted):
+            self._rows[ident] = ReportRow(
+                report_id=ident, street_id=event.street_id, kind=event.kind,
+                category=event.category, latitude=event.latitude, longitude=event.longitude,
+                observed_at=event.observed_at, submitted_at=event.submitted_at,
+                correlation_id=event_metadata(event).get("correlation_id", ""))
+            bisect.insort(self._open_by_category[event.category], (event.latitude, ident))
+            self.reports.add(position, ident, street_id=event.street_id, kind=event.kind,
+                             category=event.category, rider_id=event.rider_id,
+                             status=ReportStatus.OPEN.value)
+        elif isinstance(event, Report.Routed):
+            row = self._rows[ident]
+            for a in event.assignments:
+                dept = a["department_id"]
+                row.departments.append(dept)
+                self._assignments[(ident, dept)] = AssignmentRow(
+                    report_id=ident, department_id=dept, position=position,
+                    status=AssignmentStatus.ROUTED, routed_at=event.at,
+                    due={DeadlineKind.ACKNOWLEDGE.value: a["acknowledge_due"],
+                         DeadlineKind.RESOLVE.value: a["resolve_due"]},
+                    level=EscalationLevel.STREET.value)
+                self._open_assignments.add((ident, dept))
+                self._queue(ident, dept)
+        elif isinstance(event, Report.LinkedAsDuplicate):
+            self._set_report_status(ident, ReportStatus.DUPLICATE)
+        elif isinstance(event, Report.Acknowledged):
+            a = self._assignments[(ident, event.department_id)]
+            a.status, a.acknowledged_at = AssignmentStatus.ACKNOWLEDGED, event.at
+            self._queue(ident, event.department_id)  # now due by its resolution deadline
+        elif isinstance(event, Report.WorkStarted):
+            self._assignments[(ident, event.department_id)].status = AssignmentStatus.IN_PROGRESS
+        elif isinstance(event, Report.AssignmentResolved):
+            a = self._assignments[(ident, event.department_id)]
+            a.status, a.resolved_at = AssignmentStatus.RESOLVED, event.at
+            self._assignment_done(ident, event.department_id)
+        elif isinstance(event, Report.AssignmentRejected):
+            self._assignments[(ident, event.department_id)].status = AssignmentStatus.REJECTED
+            self._assignment_done(ident, event.department_id)
+        elif isinstance(event, Report.Closed):
+            self._set_report_status(ident, ReportStatus(event.outcome))
+        elif isinstance(event, Report.Verified):
+            self._set_report_status(ident, ReportStatus.VERIFIED)
+        elif isinstance(event, Report.Escalated):
+            a = self._assignments[(ident, event.department_id)]
+            a.escalated.add(event.deadline)
+            a.level = event.level
+            self._rows[ident].escalations += 1
+        elif isinstance(event, MediationCase.Opened):
+            self.cases.add(position, ident, street_id=event.street_id,
+                           report_id=event.report_id, status=MediationStatus.OPEN.value)
+        elif isinstance(event, MediationCase.Agreed):
+            self.cases.update(ident, status=MediationStatus.AGREED.value)
+        elif isinstance(event, MediationCase.Failed):
+            self.cases.update(ident, status=MediationStatus.FAILED.value)
+        elif isinstance(event, Organisation.Noted):
+            self._organisations[ident] = {"kind": event.kind, "parent_id": event.parent_id,
+                                          "department_function": event.department_function,
+                                          "name": event.name}
+            if event.kind == DEPARTMENT:
+                self._departments[(event.parent_id, event.department_function)].append(ident)
+
+    def _queue(self, report_id: str, department_id: str) -> None:
+        a = self._assignments[(report_id, department_id)]
+        self._queues[department_id][report_id] = queue_key(a.due[a.next_deadline.value],
+                                                           a.position)
+
+    def _assignment_done(self, report_id: str, department_id: str) -> None:
+        self._open_assignments.discard((report_id, department_id))
+        self._queues[department_id].pop(report_id, None)
+
+    def _set_report_status(self, report_id: str, status: ReportStatus) -> None:
+        row = self._rows[report_id]
+        was_open = row.status is ReportStatus.OPEN
+        row.status = status
+        if was_open and status is not ReportStatus.OPEN:
+            band = self._open_by_category[row.category]
+            entry = (row.latitude, report_id)
+            at = bisect.bisect_left(band, entry)
+            if at < len(band) and band[at] == entry:
+                del band[at]
+        self.reports.update(report_id, status=status.value)
+
+

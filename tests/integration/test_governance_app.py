@@ -1,0 +1,580 @@
+"""governance over a real store (SQLite and PostgreSQL), following a real identity application's
+log in-process, on a clock the test moves."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from services.governance.application import (
+    DeadlineInput,
+    GovernanceApplication,
+    Party,
+    RuleInput,
+)
+from services.governance.deadlines import DeadlineScheduler
+from services.governance.domain.values import (
+    Category,
+    DeadlineKind,
+    DepartmentFunction,
+    Location,
+    PartyRole,
+    RejectionReason,
+    ReportKind,
+    ReportStatus,
+)
+from services.identity.application import IdentityApplication
+from services.identity.domain.values import DepartmentFunction as IdentityFunction
+from services.identity.domain.values import OrganisationKind
+from shared.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+)
+from shared.followers import Follower, LocalFeed
+from tests.conftest import MASTER_KEY, actor, as_actor, settings_for
+
+ADMIN = actor("city", "city_admin")
+PLATFORM = actor("platform-co", "platform")
+# Hehuachi street, Changzhou; one degree of latitude is about 111.2 km.
+LAT, LON = 31.7790, 119.9460
+METRE = 1 / 111_195
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = datetime.now(UTC).replace(microsecond=0)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@pytest.fixture
+def clock():
+    return Clock()
+
+
+def open_governance(env, clock, identity) -> GovernanceApplication:
+    governance = GovernanceApplication(settings_for("governance", env), MASTER_KEY, clock=clock)
+    governance.identity_follower = Follower(governance, LocalFeed(identity),
+                                            governance.follow_identity,
+                                            topics=GovernanceApplication.IDENTITY_TOPICS)
+    return governance
+
+
+@pytest.fixture
+def world(store_env, clock):
+    """A city, a district with two streets and their departments, a platform and riders."""
+    identity = IdentityApplication(settings_for("identity", store_env), MASTER_KEY)
+    governance = open_governance(store_env, clock, identity)
+    with as_actor(ADMIN):
+        def org(kind, name, parent="", function=None):
+            return identity.create_organisation(kind=kind, name=name, parent_id=parent,
+                                                department_function=function)["organisation_id"]
+        city = org(OrganisationKind.CITY, "常州市")
+        district = org(OrganisationKind.DISTRICT, "钟楼区", city)
+        street = org(OrganisationKind.STREET, "荷花池街道", district)
+        other_street = org(OrganisationKind.STREET, "南大街街道", district)
+        platform = org(OrganisationKind.PLATFORM, "Platform Co")
+        station = org(OrganisationKind.STATION, "Station", platform)
+        w = {
+            "identity": identity, "governance": governance, "env": store_env, "city": city,
+            "district": district, "street": street, "other_street": other_street,
+            "platform": platform, "station": station, "riders": 0,
+            # Public security sits at the district, social work at the street, petitions at
+            # the city: routing finds each function's nearest department.
+            "police": org(OrganisationKind.DEPARTMENT, "钟楼公安分局", district,
+                          IdentityFunction.PUBLIC_SECURITY),
+            "social": org(OrganisationKind.DEPARTMENT, "荷花池社工站", street,
+                          IdentityFunction.SOCIAL_WORK),
+            "petitions": org(OrganisationKind.DEPARTMENT, "常州市信访局", city,
+                             IdentityFunction.PETITIONS),
+            "legal": org(OrganisationKind.DEPARTMENT, "钟楼区政法委", district,
+                         IdentityFunction.POLITICAL_LEGAL),
+        }
+    w["scheduler"] = DeadlineScheduler(governance)
+    yield w
+    w["governance"].close()
+    identity.close()
+
+
+def new_rider(w, *, verify=True) -> str:
+    w["riders"] += 1
+    with as_actor(PLATFORM):
+        rider_id = w["identity"].register_rider(
+            platform_id=w["platform"], platform_rider_id=f"R{w['riders']}", name="骑手",
+            phone="13812345678", national_id="", home_street_id=w["street"],
+            station_id=w["station"])["rider_id"]
+        if verify:
+            w["identity"].verify_rider(rider_id=rider_id)
+    return rider_id
+
+
+def set_rules(w, *rules: RuleInput, deadlines=()) -> int:
+    with as_actor(ADMIN):
+        return w["governance"].set_routing_rules(rules=list(rules),
+                                                 deadlines=list(deadlines))["version"]
+
+
+def standard_rules(w) -> int:
+    return set_rules(
+        w,
+        RuleInput(name="emergencies", kind=ReportKind.EMERGENCY,
+                  department_functions=[DepartmentFunction.PUBLIC_SECURITY]),
+        RuleInput(name="everything else", department_functions=[DepartmentFunction.SOCIAL_WORK]))
+
+
+def submit(w, rider_id, *, kind=ReportKind.EMERGENCY, category=Category.FIRE, lat=LAT, lon=LON,
+           street=None, observed_at=None, request_id="", who=PLATFORM) -> dict:
+    with as_actor(who, rpc="SubmitReport", request_id=request_id):
+        return w["governance"].submit_report(
+            rider_id=rider_id, kind=kind, category=category,
+            location=Location(street or w["street"], lat, lon), text="电动车起火",
+            attachment_refs=["oss://photos/1.jpg"], observed_at=observed_at,
+            fingerprint=f"{rider_id}{kind}{category}{lat}{lon}")
+
+
+def department(w, name):
+    return actor(f"dept-{name}", "department", organisation_id=w[name])
+
+
+def work(w, name, report_id, step, **fields):
+    with as_actor(department(w, name), rpc=step):
+        return getattr(w["governance"], step)(report_id=report_id, department_id=w[name],
+                                              **fields)
+
+
+def topics(app, suffix):
+    return [n for n in app.read_log(1, 100_000) if n.topic.endswith(suffix)]
+
+
+# ---------------------------------------------------------------------------- routing
+
+
+def test_a_report_is_routed_to_the_nearest_departments_with_the_rule_version(world):
+    rules_v1 = set_rules(world, RuleInput(
+        name="fires", category=Category.FIRE,
+        department_functions=[DepartmentFunction.PUBLIC_SECURITY,
+                              DepartmentFunction.SOCIAL_WORK]))
+    report = world["governance"].report(submit(world, new_rider(world))["report_id"])
+    assert (report.rules_version, report.rule_name) == (rules_v1, "fires")
+    assert [(a["department_id"], a["department_function"]) for a in report.assignments] == [
+        (world["police"], "PUBLIC_SECURITY"), (world["social"], "SOCIAL_WORK")]
+    first = report.assignments[0]
+    assert first["due"]["ACKNOWLEDGE"] - first["routed_at"] == timedelta(minutes=15)
+    routed = [e for e in world["governance"].report_history(report.report_id)
+              if e.event_type == "Report.Routed"]
+    assert routed[0].details["rules_version"] == str(rules_v1)
+
+
+def test_new_rules_route_new_reports_and_old_reports_keep_the_version_that_routed_them(world):
+    rider = new_rider(world)
+    v1 = set_rules(world, RuleInput(name="all", department_functions=[
+        DepartmentFunction.SOCIAL_WORK]))
+    old = submit(world, rider)["report_id"]
+    v2 = set_rules(world, RuleInput(name="all fires to legal and petitions",
+                                    category=Category.FIRE,
+                                    department_functions=[DepartmentFunction.POLITICAL_LEGAL],
+                                    department_ids=[world["petitions"]]),
+                   deadlines=[DeadlineInput(ReportKind.EMERGENCY, timedelta(minutes=5),
+                                            timedelta(hours=4))])
+    assert v2 == v1 + 1
+    new = world["governance"].report(submit(world, rider, lat=LAT + 0.1)["report_id"])
+    assert new.rules_version == v2
+    assert [a["department_id"] for a in new.assignments] == [world["legal"],
+                                                             world["petitions"]]
+    assert new.assignments[0]["due"]["ACKNOWLEDGE"] == world["governance"].clock() + timedelta(
+        minutes=5)
+    kept = world["governance"].report(old)
+    assert (kept.rules_version, [a["department_id"] for a in kept.assignments]) == (
+        v1, [world["social"]])
+    assert world["governance"].routing_rules(v1).rules[0]["name"] == "all"
+
+
+def test_a_report_no_rule_matches_goes_to_social_work_and_petitions_never_refused(world):
+    rider = new_rider(world)
+    world["governance"].catch_up_upstream()
+    before_any_rules = submit(world, rider)
+    report = world["governance"].report(before_any_rules["report_id"])
+    assert (report.rules_version, report.rule_name) == (0, "fallback (no rule matched)")
+    assert {a["department_id"] for a in report.assignments} == {world["social"],
+                                                                 world["petitions"]}
+    set_rules(world, RuleInput(name="disputes only", category=Category.DISPUTE,
+                               department_functions=[DepartmentFunction.POLITICAL_LEGAL]))
+    fire = world["governance"].report(submit(world, rider, lat=LAT + 0.1)["report_id"])
+    assert fire.rule_name == "fallback (no rule matched)" and fire.rules_version == 1
+
+
+def test_rules_naming_unknown_or_wrong_organisations_are_refused(world):
+    with pytest.raises(NotFound) as error:
+        set_rules(world, RuleInput(name="x", department_ids=[
+            "5b0b276e-3dca-4072-bc38-1c35fa3f20b2"]))
+    assert error.value.reason == "DEPARTMENT_NOT_FOUND"
+    with pytest.raises(InvalidArgument) as invalid:
+        set_rules(world, RuleInput(name="x", street_id=world["district"],
+                                   department_ids=[world["street"]]))
+    assert [v.field for v in invalid.value.violations] == ["rules[0].street_id"]
+
+
+# ---------------------------------------------------------------------------- riders
+
+
+def test_only_an_active_rider_may_report(world):
+    standard_rules(world)
+    unverified = new_rider(world, verify=False)
+    suspended = new_rider(world)
+    with as_actor(ADMIN):
+        world["identity"].suspend_rider(rider_id=suspended, reason="complaint")
+    world["governance"].catch_up_upstream()
+    before = world["governance"].last_position()
+    for rider in (unverified, suspended):
+        with pytest.raises(FailedPrecondition) as error:
+            submit(world, rider)
+        assert error.value.reason == "RIDER_NOT_ACTIVE"
+    with pytest.raises(NotFound) as unknown:
+        submit(world, "5b0b276e-3dca-4072-bc38-1c35fa3f20b2")
+    assert unknown.value.reason == "RIDER_NOT_FOUND"
+    assert world["governance"].last_position() == before
+    # Reinstated in identity a moment ago: governance learns it while deciding.
+    with as_actor(ADMIN):
+        world["identity"].reinstate_rider(rider_id=suspended, reason="cleared")
+    assert submit(world, suspended)["report_id"]
+
+
+def test_bad_coordinates_text_and_category_are_field_violations(world):
+    with pytest.raises(InvalidArgument) as error, as_actor(PLATFORM):
+        world["governance"].submit_report(
+            rider_id=new_rider(world), kind=ReportKind.EMERGENCY, category=None,
+            location=Location(world["street"], 91.0, float("nan")), text="  ",
+            attachment_refs=[""], observed_at=world["governance"].clock() + timedelta(hours=1))
+    assert {v.field for v in error.value.violations} == {
+        "category", "location.latitude", "location.longitude", "text", "attachment_refs[0]",
+        "observe_time"}
+
+
+# ---------------------------------------------------------------------------- duplicates
+
+
+def test_a_report_near_an_open_one_is_linked_to_it_not_routed_again(world, clock):
+    standard_rules(world)
+    first, second = new_rider(world), new_rider(world)
+    original = submit(world, first)["report_id"]
+    clock.now += timedelta(minutes=30)
+    duplicate = world["governance"].report(
+        submit(world, second, lat=LAT + 120 * METRE)["report_id"])
+    assert duplicate.status is ReportStatus.DUPLICATE
+    assert duplicate.duplicate_of == original
+    assert duplicate.assignments == []
+    assert world["governance"].report(original).duplicates == [duplicate.report_id]
+    # Another category at the same spot, or the same category 500 m away: new incidents.
+    other_category = submit(world, second, category=Category.ROAD_HAZARD)["report_id"]
+    far = submit(world, second, lat=LAT + 500 * METRE)["report_id"]
+    for report_id in (other_category, far):
+        assert world["governance"].report(report_id).status is ReportStatus.OPEN
+
+
+def test_a_report_near_a_closed_one_is_a_new_incident(world, clock):
+    standard_rules(world)
+    rider = new_rider(world)
+    original = submit(world, rider)["report_id"]
+    work(world, "police", original, "reject_assignment", reason=RejectionReason.NOT_ACTIONABLE,
+         note="")
+    again = world["governance"].report(submit(world, rider)["report_id"])
+    assert again.status is ReportStatus.OPEN and again.duplicate_of == ""
+
+
+def test_a_retried_submission_returns_the_first_report_and_is_not_its_own_duplicate(world):
+    standard_rules(world)
+    rider = new_rider(world)
+    first = submit(world, rider, request_id="app-1")
+    position = world["governance"].last_position()
+    assert submit(world, rider, request_id="app-1") == first
+    assert world["governance"].last_position() == position
+    assert world["governance"].report(first["report_id"]).status is ReportStatus.OPEN
+
+
+# ---------------------------------------------------------------------------- deadlines
+
+
+def escalations(app) -> list:
+    return [app.to_domain_event(n) for n in topics(app, "Report.Escalated")]
+
+
+def test_a_missed_acknowledgement_escalates_exactly_once_also_after_reopening(world, clock):
+    standard_rules(world)
+    report_id = submit(world, new_rider(world))["report_id"]
+    scheduler = world["scheduler"]
+    clock.now += timedelta(minutes=14, seconds=59)
+    assert scheduler.run_once() == 0
+    clock.now += timedelta(seconds=1)
+    assert scheduler.run_once() == 1
+    assert scheduler.run_once() == 0
+    [escalated] = escalations(world["governance"])
+    assert (escalated.deadline, escalated.level, escalated.escalated_to) == (
+        "ACKNOWLEDGE", "DISTRICT", world["district"])
+
+    # A new process on the same store: its views are rebuilt from the log.
+    world["governance"].close()
+    reopened = open_governance(world["env"], clock, world["identity"])
+    world["governance"] = reopened
+    assert DeadlineScheduler(reopened).run_once() == 0
+    # As if a crash had come between the save and the scheduler noting it: the deterministic
+    # request id answers with the first escalation and stores nothing.
+    again = reopened.escalate_missed_deadline(report_id=report_id,
+                                              department_id=world["police"],
+                                              deadline=DeadlineKind.ACKNOWLEDGE)
+    assert again["level"] == "DISTRICT"
+    assert len(escalations(reopened)) == 1
+    history = reopened.report_history(report_id)
+    assert [(e.principal, e.rpc, e.request_id) for e in history
+            if e.event_type == "Report.Escalated"] == [
+        ("governance-deadline-scheduler", "EscalateMissedDeadline",
+         f"{report_id}:{world['police']}:ACKNOWLEDGE")]
+
+
+def test_an_unresolved_assignment_escalates_to_the_city_when_its_resolution_is_missed(
+        world, clock):
+    standard_rules(world)
+    report_id = submit(world, new_rider(world))["report_id"]
+    work(world, "police", report_id, "acknowledge_assignment")
+    clock.now += timedelta(hours=24)
+    assert world["scheduler"].run_once() == 1
+    assignment = world["governance"].report(report_id).assignments[0]
+    # The acknowledgement was in time: the missed resolution is the first escalation.
+    assert assignment["level"] == "DISTRICT"
+    assert list(assignment["escalations"]) == ["RESOLVE"]
+
+
+def test_work_done_in_time_never_escalates(world, clock):
+    standard_rules(world)
+    report_id = submit(world, new_rider(world))["report_id"]
+    clock.now += timedelta(minutes=10)
+    work(world, "police", report_id, "acknowledge_assignment")
+    work(world, "police", report_id, "start_assignment_work", note="")
+    work(world, "police", report_id, "resolve_assignment", resolution="extinguished")
+    clock.now += timedelta(days=30)
+    assert world["scheduler"].run_once() == 0
+    assert escalations(world["governance"]) == []
+
+
+# ---------------------------------------------------------------------------- departments
+
+
+def test_only_the_assigned_department_may_act_on_its_assignment(world):
+    standard_rules(world)
+    report_id = submit(world, new_rider(world))["report_id"]
+    before = world["governance"].last_position()
+    with as_actor(department(world, "social")), pytest.raises(PermissionDenied) as denied:
+        world["governance"].acknowledge_assignment(report_id=report_id,
+                                                   department_id=world["police"])
+    assert denied.value.reason == "NOT_ASSIGNED_DEPARTMENT"
+    with pytest.raises(NotFound) as not_assigned:
+        work(world, "social", report_id, "acknowledge_assignment")
+    assert not_assigned.value.reason == "ASSIGNMENT_NOT_FOUND"
+    assert world["governance"].last_position() == before
+
+
+def test_a_resolved_report_is_verified_by_its_own_street_office_and_counts(world):
+    standard_rules(world)
+    rider = new_rider(world)
+    report_id = submit(world, rider)["report_id"]
+    work(world, "police", report_id, "acknowledge_assignment")
+    work(world, "police", report_id, "start_assignment_work", note="patrol sent")
+    work(world, "police", report_id, "resolve_assignment", resolution="fire out, no injuries")
+    other_office = actor("other-office", "street_office", organisation_id=world["other_street"])
+    with as_actor(other_office), pytest.raises(PermissionDenied):
+        world["governance"].verify_report(report_id=report_id, note="")
+    office = actor("hehuachi-office", "street_office", organisation_id=world["street"])
+    with as_actor(office):
+        world["governance"].verify_report(report_id=report_id, note="checked on site")
+    assert world["governance"].report(report_id).status is ReportStatus.VERIFIED
+    [verified] = [world["governance"].to_domain_event(n)
+                  for n in topics(world["governance"], "Report.Verified")]
+    assert (verified.rider_id, verified.street_id) == (rider, world["street"])
+
+
+def test_a_departments_queue_is_ordered_by_its_next_deadline_and_pages(world, clock):
+    set_rules(world, RuleInput(name="all to social work",
+                               department_functions=[DepartmentFunction.SOCIAL_WORK]))
+    rider = new_rider(world)
+    t0 = clock.now
+    sentiment = submit(world, rider, kind=ReportKind.PUBLIC_SENTIMENT, lat=LAT + 0.01)
+    clock.now = t0 + timedelta(minutes=1)
+    anomaly = submit(world, rider, kind=ReportKind.ANOMALY_WARNING, lat=LAT + 0.02)
+    clock.now = t0 + timedelta(minutes=2)
+    emergency = submit(world, rider, kind=ReportKind.EMERGENCY, lat=LAT + 0.03)
+    # Acknowledged: the emergency's next deadline is its resolution, a day after routing.
+    work(world, "social", emergency["report_id"], "acknowledge_assignment")
+    queue, _ = world["governance"].department_queue(department_id=world["social"],
+                                                    page_size=0, page_token="")
+    assert [(e.report_id, e.deadline) for e in queue] == [
+        (anomaly["report_id"], DeadlineKind.ACKNOWLEDGE),        # t0 + 1 min + 2 h
+        (sentiment["report_id"], DeadlineKind.ACKNOWLEDGE),      # t0 + 24 h
+        (emergency["report_id"], DeadlineKind.RESOLVE)]          # t0 + 2 min + 24 h
+    walked, token = [], ""
+    while True:
+        page, token = world["governance"].department_queue(
+            department_id=world["social"], page_size=1, page_token=token)
+        walked += [e.report_id for e in page]
+        if not token:
+            break
+    assert walked == [e.report_id for e in queue]
+    assert world["governance"].department_queue(department_id=world["police"], page_size=0,
+                                                page_token="") == ([], "")
+
+
+def test_statistics_count_per_street_and_kind_with_median_times(world, clock):
+    standard_rules(world)
+    rider = new_rider(world)
+    t0 = clock.now
+    reports = [submit(world, rider, lat=LAT + i * 0.01)["report_id"] for i in range(3)]
+    for minutes, report_id in zip((10, 20, 40), reports, strict=True):
+        clock.now = t0 + timedelta(minutes=minutes)
+        work(world, "police", report_id, "acknowledge_assignment")
+    clock.now = t0 + timedelta(hours=3)
+    work(world, "police", reports[0], "start_assignment_work", note="")
+    work(world, "police", reports[0], "resolve_assignment", resolution="done")
+    # Where reports[0] was, but that one is closed: a new open report, not a duplicate.
+    submit(world, rider, lat=LAT + 30 * METRE)
+    submit(world, rider, category=Category.ENVIRONMENT, street=world["other_street"])
+    rows = world["governance"].report_statistics(street_id="", kind=None, start=None, end=None)
+    by_key = {(r.street_id, r.kind): r for r in rows}
+    emergencies = by_key[(world["street"], "EMERGENCY")]
+    assert (emergencies.submitted, emergencies.open, emergencies.resolved) == (4, 3, 1)
+    assert emergencies.median_acknowledge == timedelta(minutes=20)
+    assert emergencies.median_resolve == timedelta(hours=3)
+    assert by_key[(world["other_street"], "EMERGENCY")].submitted == 1
+    later = world["governance"].report_statistics(
+        street_id=world["street"], kind=ReportKind.EMERGENCY,
+        start=t0 + timedelta(minutes=1), end=None)
+    assert [r.submitted for r in later] == [1]
+
+
+def test_a_reports_history_lists_its_events_with_who_acted_and_why(world):
+    standard_rules(world)
+    with as_actor(PLATFORM, rpc="SubmitReport", request_id="submit-42"):
+        report_id = world["governance"].submit_report(
+            rider_id=new_rider(world), kind=ReportKind.EMERGENCY, category=Category.FIRE,
+            location=Location(world["street"], LAT, LON), text="起火", attachment_refs=[],
+            observed_at=None)["report_id"]
+    with as_actor(department(world, "police"), rpc="AcknowledgeAssignment",
+                  request_id="ack-7"):
+        world["governance"].acknowledge_assignment(report_id=report_id,
+                                                   department_id=world["police"])
+    history = world["governance"].report_history(report_id)
+    assert [(e.version, e.event_type, e.principal, e.request_id) for e in history] == [
+        (1, "Report.Submitted", "platform-co", "submit-42"),
+        (2, "Report.Routed", "platform-co", "submit-42"),
+        (3, "Report.Acknowledged", "dept-police", "ack-7")]
+    assert history[0].stored_at <= history[2].stored_at
+    # The event's own fields, and nothing of the envelope (metadata, MAC).
+    assert history[2].details == {"department_id": world["police"],
+                                  "at": world["governance"].clock().isoformat()}
+
+
+# ---------------------------------------------------------------------------- pledge, mediation
+
+
+def test_a_rider_signs_the_current_pledge_once(world):
+    rider = new_rider(world)
+    with as_actor(ADMIN):
+        version = world["governance"].publish_pledge(text="我承诺做城市的移动探头")
+    assert version["pledge_version"] == 1
+    with as_actor(PLATFORM):
+        world["governance"].sign_pledge(rider_id=rider, pledge_version=1)
+        position = world["governance"].last_position()
+        with pytest.raises(AlreadyExists) as error:
+            world["governance"].sign_pledge(rider_id=rider, pledge_version=1)
+    assert error.value.reason == "PLEDGE_ALREADY_SIGNED"
+    assert world["governance"].last_position() == position
+    assert world["governance"].signature(rider, 1).signed_at == world["governance"].clock()
+
+
+def test_a_mediation_case_runs_from_parties_to_an_agreement(world, clock):
+    rider = new_rider(world)
+    office = actor("hehuachi-office", "street_office", organisation_id=world["street"])
+    with as_actor(office):
+        case_id = world["governance"].open_mediation_case(
+            street_id=world["street"], report_id="", subject="小区禁止骑手进入",
+            mediator_name="李调解员",
+            parties=[Party(PartyRole.RIDER, rider_id=rider),
+                     Party(PartyRole.PROPERTY_MANAGER, name="张经理")])["case_id"]
+        world["governance"].record_mediation_session(
+            case_id=case_id, held_at=clock.now, place="荷花池驿站", notes="双方陈述")
+        world["governance"].record_mediation_agreement(
+            case_id=case_id, outcome="物业开放骑手通道，骑手限速通行")
+        seen_by_office = world["governance"].mediation_case(case_id)
+    assert seen_by_office.status.value == "AGREED"
+    assert [p["name"] for p in seen_by_office.parties] == ["", "张经理"]
+    with as_actor(department(world, "social")):
+        assert world["governance"].mediation_case(case_id).parties[1]["name"] == "张**"
+    # The name is sealed in the log; the subject beside it is not, and is found by the same
+    # search (so the search itself is not what hides the name).
+    stored = [n.state.decode(errors="replace") for n in world["governance"].read_log(1, 100_000)]
+    assert any("小区禁止骑手进入" in s for s in stored)
+    assert not any("张经理" in s for s in stored)
+    with as_actor(actor("other", "street_office", organisation_id=world["other_street"])
+                  ), pytest.raises(PermissionDenied):
+        world["governance"].record_mediation_failure(case_id=case_id, reason="x")
+
+
+# ---------------------------------------------------------------------------- concurrency
+
+
+@pytest.mark.postgres
+def test_two_clerks_acknowledging_one_assignment_at_once_let_exactly_one_through(
+        postgres_env, clock):
+    identity = IdentityApplication(settings_for("identity", postgres_env), MASTER_KEY)
+    barrier = threading.Barrier(2, timeout=10)
+    local = threading.local()
+
+    def racing_clock() -> datetime:
+        # Both commands read the report before either saves: the race is certain, not likely.
+        if getattr(local, "racing", False):
+            local.racing = False
+            barrier.wait()
+        return clock()
+
+    governance = open_governance(postgres_env, racing_clock, identity)
+    try:
+        w = {"identity": identity, "governance": governance, "riders": 0}
+        with as_actor(ADMIN):
+            def org(kind, name, parent="", function=None):
+                return identity.create_organisation(
+                    kind=kind, name=name, parent_id=parent,
+                    department_function=function)["organisation_id"]
+            district = org(OrganisationKind.DISTRICT, "钟楼区", org(OrganisationKind.CITY, "c"))
+            w["street"] = org(OrganisationKind.STREET, "荷花池街道", district)
+            w["platform"] = org(OrganisationKind.PLATFORM, "p")
+            w["station"] = org(OrganisationKind.STATION, "s", w["platform"])
+            w["police"] = org(OrganisationKind.DEPARTMENT, "公安", district,
+                              IdentityFunction.PUBLIC_SECURITY)
+        standard_rules(w)
+        report_id = submit(w, new_rider(w))["report_id"]
+        outcomes: list[str] = []
+
+        def acknowledge(n: int) -> None:
+            local.racing = True
+            with as_actor(department(w, "police"), rpc="AcknowledgeAssignment",
+                          request_id=f"clerk-{n}"):
+                try:
+                    governance.acknowledge_assignment(report_id=report_id,
+                                                      department_id=w["police"])
+                    outcomes.append("ok")
+                except FailedPrecondition as error:
+                    outcomes.append(error.reason)
+
+        threads = [threading.Thread(target=acknowledge, args=(n,)) for n in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert sorted(outcomes) == ["ASSIGNMENT_ACKNOWLEDGED", "ok"]
+        assert len(topics(governance, "Report.Acknowledged")) == 1
+    finally:
+        governance.close()
+        identity.close()

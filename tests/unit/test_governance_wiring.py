@@ -1,0 +1,51 @@
+"""governance's wiring: its roles table covers its contract, and its test clock reads a file."""
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from qiji.governance.v1 import governance_service_pb2 as pb
+
+from services.governance import service
+from services.governance.grpc_api import PERMISSIONS
+from shared.auth import DEPARTMENT, PLATFORM, ROLES
+from shared.config import ConfigError
+
+
+def test_every_rpc_has_roles_and_only_known_ones():
+    methods = pb.DESCRIPTOR.services_by_name["GovernanceService"].methods
+    assert set(PERMISSIONS) == {f"/qiji.governance.v1.GovernanceService/{m.name}"
+                                for m in methods}
+    for path, roles in PERMISSIONS.items():
+        assert roles and roles <= ROLES, path
+
+
+def test_only_departments_work_assignments_and_the_platform_reads_only_the_pledge():
+    work = [p for p in PERMISSIONS if p.rsplit("/", 1)[1] in {
+        "AcknowledgeAssignment", "StartAssignmentWork", "ResolveAssignment", "RejectAssignment"}]
+    assert len(work) == 4 and all(PERMISSIONS[p] == {DEPARTMENT} for p in work)
+    readable_by_platform = {p.rsplit("/", 1)[1] for p, roles in PERMISSIONS.items()
+                            if PLATFORM in roles}
+    assert readable_by_platform == {"SubmitReport", "SignPledge", "GetPledge"}
+
+
+def test_the_file_clock_reads_the_file_on_every_call(tmp_path):
+    path = tmp_path / "clock"
+    path.write_text("2026-06-05T09:00:00+08:00\n")
+    clock = service.FileClock(path)
+    assert clock() == datetime(2026, 6, 5, 1, 0, tzinfo=UTC)
+    path.write_text("2026-06-05T09:16:00")  # no zone: taken as UTC
+    assert clock() - datetime(2026, 6, 5, 9, 0, tzinfo=UTC) == timedelta(minutes=16)
+
+
+def test_a_malformed_clock_file_stops_the_service_at_start(tmp_path):
+    path = tmp_path / "clock"
+    path.write_text("next tuesday")
+    with pytest.raises(ConfigError):
+        service.FileClock(path)
+    with pytest.raises(FileNotFoundError):
+        service.FileClock(tmp_path / "missing")
+
+
+def test_without_the_setting_the_real_clock_is_used(monkeypatch):
+    monkeypatch.delenv(service.CLOCK_FILE_SETTING, raising=False)
+    assert service.clock_from_environment() is None
