@@ -51,6 +51,13 @@ class Settings:
     # A service's own signing key (badges signs credentials with it): base64 or a file.
     signing_key: str
     signing_key_file: Path
+    # The environment the settings were read from, for a service's own extra settings.
+    env: Mapping[str, str]
+
+    def own_setting(self, name: str, default: str = "") -> str:
+        """A setting only one service has (`GOVERNANCE_CLOCK_FILE`), by the same rule:
+        `<SERVICE>_<NAME>`, then `QIJI_<NAME>`, then the default."""
+        return _lookup(self.env, self.service, name, default)
 
     @property
     def sqlite_path(self) -> Path:
@@ -120,4 +127,5 @@ def load_settings(service: str, env: Mapping[str, str] | None = None) -> Setting
         signing_key=_lookup(env, service, "SIGNING_KEY", ""),
         signing_key_file=Path(_lookup(env, service, "SIGNING_KEY_FILE",
                                       str(data_dir / f"{service}-signing.key"))),
+        env=dict(env),
     )

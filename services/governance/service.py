@@ -3,7 +3,6 @@ identity's feed and the deadline scheduler."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -46,8 +45,8 @@ class FileClock:
         return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
-def clock_from_environment() -> Callable[[], datetime] | None:
-    path = os.environ.get(CLOCK_FILE_SETTING, "")
+def clock_from_settings(settings: Settings) -> Callable[[], datetime] | None:
+    path = settings.own_setting("CLOCK_FILE")
     if not path:
         return None
     log.warning("clock.from_file", path=path,
@@ -56,7 +55,7 @@ def clock_from_environment() -> Callable[[], datetime] | None:
 
 
 def make_app(settings: Settings, master_key: bytes) -> GovernanceApplication:
-    return GovernanceApplication(settings, master_key, clock=clock_from_environment())
+    return GovernanceApplication(settings, master_key, clock=clock_from_settings(settings))
 
 
 def make_followers(app: Any, settings: Settings) -> list[Any]:
@@ -66,7 +65,7 @@ def make_followers(app: Any, settings: Settings) -> list[Any]:
     follower = Follower(app, feed, app.follow_identity,
                         topics=GovernanceApplication.IDENTITY_TOPICS)
     app.identity_follower = follower
-    raw = os.environ.get(POLL_SETTING, "")
+    raw = settings.own_setting("DEADLINE_POLL_SECONDS")
     try:
         poll = float(raw) if raw else DEFAULT_POLL_SECONDS
     except ValueError:

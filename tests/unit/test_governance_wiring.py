@@ -8,7 +8,7 @@ from qiji.governance.v1 import governance_service_pb2 as pb
 from services.governance import service
 from services.governance.grpc_api import PERMISSIONS
 from shared.auth import DEPARTMENT, PLATFORM, ROLES
-from shared.config import ConfigError
+from shared.config import ConfigError, load_settings
 
 
 def test_every_rpc_has_roles_and_only_known_ones():
@@ -46,6 +46,13 @@ def test_a_malformed_clock_file_stops_the_service_at_start(tmp_path):
         service.FileClock(tmp_path / "missing")
 
 
-def test_without_the_setting_the_real_clock_is_used(monkeypatch):
-    monkeypatch.delenv(service.CLOCK_FILE_SETTING, raising=False)
-    assert service.clock_from_environment() is None
+def test_without_the_setting_the_real_clock_is_used():
+    assert service.clock_from_settings(load_settings("governance", {})) is None
+
+
+def test_the_clock_file_setting_is_read_like_every_other_setting(tmp_path):
+    path = tmp_path / "clock"
+    path.write_text("2026-06-05T09:00:00+08:00")
+    clock = service.clock_from_settings(
+        load_settings("governance", {"GOVERNANCE_CLOCK_FILE": str(path)}))
+    assert clock is not None and clock().isoformat() == "2026-06-05T09:00:00+08:00"
