@@ -277,7 +277,8 @@ class BadgesApplication(QijiApplication):
             raise NotFound("award", f"{badge_class_id} of rider {rider_id}")
         award = self.award(award_id)
         criteria = badge.criteria(award.criteria_version)
-        lines = [f"Rider {rider_id} holds {badge.name} (award {award_id}), a {award.kind.lower()}"
+        kind = "an automatic" if award.kind == AUTOMATIC else "a manual"
+        lines = [f"Rider {rider_id} holds {badge.name} (award {award_id}), {kind}"
                  f" award made {award.awarded_at.isoformat()} by {award.awarded_by}.",
                  f"Criteria version {award.criteria_version}: {criteria.describe()}."]
         if award.reason:

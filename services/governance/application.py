@@ -25,6 +25,7 @@ from services.governance.domain.model import (
     resolve_departments,
 )
 from services.governance.domain.values import (
+    ANY_DEPARTMENT_RULE,
     CLOCK_SKEW,
     DUPLICATE_WITHIN_METRES,
     FALLBACK_RULE,
@@ -272,10 +273,22 @@ class GovernanceApplication(QijiApplication):
                 ) or FALLBACK_RULE
         deadlines = (rules.deadlines if rules else default_deadline_seconds())[report.kind]
         chain = self._escalation_chain(report.street_id)
-        departments, unresolved = resolve_departments(
-            rule, [chain.get(level.value, "") for level in EscalationLevel],
-            self.views.nearest_department,
-            lambda d: (self.views.organisation(d) or {}).get("department_function", ""))
+        levels = [chain.get(level.value, "") for level in EscalationLevel]
+
+        def resolve(r: dict[str, Any]) -> tuple[list[tuple[str, str]], list[str]]:
+            return resolve_departments(
+                r, levels, self.views.nearest_department,
+                lambda d: (self.views.organisation(d) or {}).get("department_function", ""))
+        departments, unresolved = resolve(rule)
+        # A rider's report is not refused while the city has any department to take it: the
+        # fallback (social work, petitions), and failing that the department nearest the
+        # report's street, whatever its function. Only a city with no department refuses.
+        for wider in (FALLBACK_RULE, ANY_DEPARTMENT_RULE):
+            if departments:
+                break
+            rule = wider
+            found, _ = resolve(wider)
+            departments = found[:1] if wider is ANY_DEPARTMENT_RULE else found
         report.route(departments=departments, rules_version=rules.version if rules else 0,
                      rule_name=rule["name"], unresolved_functions=unresolved,
                      deadlines=deadlines, escalation_chain=chain, at=now)

@@ -578,3 +578,29 @@ def test_two_clerks_acknowledging_one_assignment_at_once_let_exactly_one_through
     finally:
         governance.close()
         identity.close()
+
+
+def test_with_only_a_police_station_in_the_city_an_unmatched_report_still_goes_somewhere(
+        store_env, clock):
+    identity = IdentityApplication(settings_for("identity", store_env), MASTER_KEY)
+    governance = open_governance(store_env, clock, identity)
+    try:
+        with as_actor(ADMIN):
+            def org(kind, name, parent="", function=None):
+                return identity.create_organisation(
+                    kind=kind, name=name, parent_id=parent,
+                    department_function=function)["organisation_id"]
+            district = org(OrganisationKind.DISTRICT, "钟楼区", org(OrganisationKind.CITY, "常州"))
+            street = org(OrganisationKind.STREET, "荷花池街道", district)
+            platform = org(OrganisationKind.PLATFORM, "p")
+            station = org(OrganisationKind.STATION, "s", platform)
+            police = org(OrganisationKind.DEPARTMENT, "钟楼公安分局", district,
+                         IdentityFunction.PUBLIC_SECURITY)
+        w = {"identity": identity, "governance": governance, "street": street,
+             "platform": platform, "station": station, "riders": 0}
+        report = governance.report(submit(w, new_rider(w))["report_id"])
+        assert report.rule_name == "fallback (nearest department)"
+        assert [a["department_id"] for a in report.assignments] == [police]
+    finally:
+        governance.close()
+        identity.close()

@@ -220,3 +220,7 @@ def mask_name(name: str) -> str:
 FALLBACK_RULE: dict = {"name": "fallback (no rule matched)", "kind": "", "category": "",
                        "street_id": "", "department_functions": ["SOCIAL_WORK", "PETITIONS"],
                        "department_ids": []}
+ANY_DEPARTMENT_RULE: dict = {"name": "fallback (nearest department)", "kind": "", "category": "",
+                             "street_id": "", "department_functions": [
+                                 "SOCIAL_WORK", "PETITIONS", "POLITICAL_LEGAL",
+                                 "PUBLIC_SECURITY"], "department_ids": []}
