@@ -24,7 +24,7 @@ from eventsourcing.application import AggregateNotFoundError, Application, Proce
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import IntegrityError, Mapper, Notification
 
-from shared import context
+from shared import context, metrics
 from shared.config import Settings
 from shared.errors import Aborted, FieldViolation, InvalidArgument, NotFound, QijiError
 from shared.idempotency import RequestRecord
@@ -120,15 +120,21 @@ class QijiApplication(Application[uuid.UUID]):
 
     def save(self, *objs: Any, **kwargs: Any) -> Any:
         recordings = super().save(*objs, **kwargs)
-        self.wake_waiters()
+        self._stored(recordings)
         return recordings
 
     def record(self, processing: ProcessingEvent[uuid.UUID]) -> Any:
         """Stores a follower's reaction: its events and its tracking record in one transaction."""
         recordings = self._record(processing)
         self._notify(recordings)
-        self.wake_waiters()
+        self._stored(recordings)
         return recordings
+
+    def _stored(self, recordings: list[Any]) -> None:
+        if recordings:
+            metrics.EVENTS_STORED.labels(self.name).inc(len(recordings))
+            metrics.LOG_POSITION.labels(self.name).set(recordings[-1].notification.id)
+        self.wake_waiters()
 
     def get(self, aggregate_id: uuid.UUID | str, kind: type[Aggregate], label: str,
             version: int | None = None, *, field: str = "") -> Any:

@@ -11,7 +11,7 @@ import grpc
 from qiji.audit.v1 import audit_service_pb2 as pb
 from qiji.audit.v1 import audit_service_pb2_grpc as pb_grpc
 
-from shared.config import DEFAULT_PORTS
+from shared.config import DEFAULT_PORTS, EVENT_SOURCED_SERVICES
 
 
 def answer(args: argparse.Namespace, token: str) -> int:
@@ -43,7 +43,7 @@ def answer(args: argparse.Namespace, token: str) -> int:
             print(reply.state_json if reply.existed else "(did not exist yet)")
             return 0
         if args.question == "verify":
-            return _verify(args.services or list(DEFAULT_PORTS), channel, metadata)
+            return _verify(args.services or list(EVENT_SOURCED_SERVICES), channel, metadata)
         if args.question == "perk":
             from qiji.merchants.v1 import merchants_service_pb2 as mpb
             from qiji.merchants.v1 import merchants_service_pb2_grpc as mrpc
@@ -78,7 +78,7 @@ def answer(args: argparse.Namespace, token: str) -> int:
 def _verify(services: list[str], channel: object, metadata: list[tuple[str, str]]) -> int:
     broken = unreachable = 0
     for service in services:
-        if service not in DEFAULT_PORTS:
+        if service not in EVENT_SOURCED_SERVICES:
             print(f"unknown service {service}", file=sys.stderr)
             return 2
         last = None

@@ -14,11 +14,11 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from shared.auth import ROLES, add_caller
-from shared.config import DEFAULT_PORTS, load_settings
+from shared.config import DEFAULT_PORTS, EVENT_SOURCED_SERVICES, load_settings
 from shared.personal_data import load_master_key
 
 # The services `qiji run` starts, in start order; each new service joins this list.
-SERVICES = ["identity", "training", "merchants", "badges", "governance"]
+SERVICES = ["identity", "training", "merchants", "badges", "governance", "platform"]
 ADMIN_PRINCIPAL = "local-admin"
 SERVICES_PRINCIPAL = "qiji-services"
 
@@ -51,14 +51,15 @@ def main(argv: list[str] | None = None) -> int:
     audit.add_argument("--host", default="127.0.0.1")
     asub = audit.add_subparsers(dest="question", required=True)
     h = asub.add_parser("history", help="every event of an aggregate, with who acted and why")
-    h.add_argument("service", choices=SERVICES)
+    h.add_argument("service", choices=EVENT_SOURCED_SERVICES)
     h.add_argument("aggregate_id")
     a = asub.add_parser("as-of", help="an aggregate as it stood at a moment (ISO 8601)")
-    a.add_argument("service", choices=SERVICES)
+    a.add_argument("service", choices=EVENT_SOURCED_SERVICES)
     a.add_argument("aggregate_id")
     a.add_argument("moment", help="e.g. 2026-03-01 or 2026-03-01T12:00:00+08:00")
     v = asub.add_parser("verify", help="prove a service's log was not altered (all by default)")
-    v.add_argument("services", nargs="*", help=f"some of {SERVICES} (default: all)")
+    v.add_argument("services", nargs="*",
+                   help=f"some of {EVENT_SOURCED_SERVICES} (default: all)")
     p = asub.add_parser("perk", help="every redemption of a perk, with the quota after each")
     p.add_argument("perk_id")
     w = asub.add_parser("award", help="why a rider holds a badge")
@@ -92,6 +93,7 @@ def _run(services: list[str]) -> int:
     env = {**os.environ, "QIJI_DATA_DIR": str(settings.data_dir),
            "QIJI_TOKENS_FILE": str(settings.tokens_file),
            "QIJI_SERVICE_TOKEN": service_token,
+           **{f"{name.upper()}_METRICS_PORT": str(metrics_port(name)) for name in services},
            "QIJI_LOG_FORMAT": os.environ.get("QIJI_LOG_FORMAT", "console")}
     processes: dict[str, subprocess.Popen[bytes]] = {}
     for name in services:
@@ -162,6 +164,11 @@ def _credential(action: str, target: str, address: str, token: str) -> int:
     return 0 if result.valid else 1
 
 
+def metrics_port(service: str) -> int:
+    """Where `qiji run` serves each service's /metrics: 9101 for identity, and so on."""
+    return 9100 + 1 + list(DEFAULT_PORTS).index(service)
+
+
 def _token(token: str) -> str:
     """The given token, else the embedded default's admin token."""
     if token:
@@ -201,7 +208,8 @@ def _print_banner(services: list[str], data_dir: Path, token: str) -> None:
     lines = ["", "Qiji is running on its embedded default (SQLite files in "
              f"{data_dir}).", ""]
     for name in services:
-        lines.append(f"  {name:<11} 127.0.0.1:{DEFAULT_PORTS[name]}   (gRPC, health, reflection)")
+        lines.append(f"  {name:<11} 127.0.0.1:{DEFAULT_PORTS[name]}   (gRPC, health, reflection)"
+                     f"   metrics http://127.0.0.1:{metrics_port(name)}/metrics")
     lines += [
         "",
         f"Admin token ({ADMIN_PRINCIPAL}: city_admin, operator, auditor):",

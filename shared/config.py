@@ -16,7 +16,11 @@ DEFAULT_PORTS = {
     "merchants": 50053,
     "badges": 50054,
     "governance": 50055,
+    # The platform company's event feed gateway (services/platform): no store of its own.
+    "platform": 50056,
 }
+# The services that keep an event store (and serve its feed and audit API); the gateway does not.
+EVENT_SOURCED_SERVICES = ("identity", "training", "merchants", "badges", "governance")
 
 PERSISTENCE_CHOICES = ("sqlite", "postgres")
 
@@ -33,6 +37,8 @@ class Settings:
     grpc_host: str
     grpc_port: int
     grpc_workers: int
+    # The HTTP port of /metrics (0: none).
+    metrics_port: int
     postgres_dbname: str
     postgres_host: str
     postgres_port: int
@@ -105,6 +111,7 @@ def load_settings(service: str, env: Mapping[str, str] | None = None) -> Setting
         grpc_host=_lookup(env, service, "GRPC_HOST", "127.0.0.1"),
         grpc_port=_int(env, service, "GRPC_PORT", DEFAULT_PORTS.get(service, 0)),
         grpc_workers=_int(env, service, "GRPC_WORKERS", 32),
+        metrics_port=_int(env, service, "METRICS_PORT", 0),
         postgres_dbname=_lookup(env, service, "POSTGRES_DBNAME", "qiji"),
         postgres_host=_lookup(env, service, "POSTGRES_HOST", "127.0.0.1"),
         postgres_port=_int(env, service, "POSTGRES_PORT", 5432),

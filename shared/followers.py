@@ -27,7 +27,7 @@ import structlog
 from eventsourcing.application import ProcessingEvent
 from eventsourcing.persistence import IntegrityError, JSONTranscoder, Tracking
 
-from shared import context
+from shared import context, metrics
 from shared.application import META_KEY, QijiApplication
 from shared.context import Actor, RequestContext
 from shared.errors import Unavailable
@@ -72,6 +72,11 @@ class Feed(Protocol):
         """Blocks until new events may be there (or the timeout passes)."""
         ...
 
+    @property
+    def last_position(self) -> int:
+        """The upstream's highest position, as far as the feed knows."""
+        ...
+
 
 def _transcoder() -> JSONTranscoder:
     # The same transcodings every Qiji application registers (eventsourcing's defaults).
@@ -97,6 +102,10 @@ class LocalFeed:
 
     def wait(self, timeout: float) -> None:
         self._app.wait_for_log_change(timeout)
+
+    @property
+    def last_position(self) -> int:
+        return self._app.last_position()
 
 
 class GrpcFeed:
@@ -127,6 +136,11 @@ class GrpcFeed:
 
     def wait(self, timeout: float) -> None:
         time.sleep(min(timeout, self._poll))
+
+    @property
+    def last_position(self) -> int:
+        """The upstream's last position as of the latest read (for the lag metric)."""
+        return self._last_seen
 
     def close(self) -> None:
         self._channel.close()
@@ -164,6 +178,8 @@ class Follower:
                     self.process(upstream_event)
                     done += 1
                 if len(events) < BATCH:
+                    metrics.FOLLOWER_LAG.labels(self.app.name, self.upstream).set(
+                        max(0, self.feed.last_position - self.position))
                     return done
 
     def catch_up(self) -> None:

@@ -10,6 +10,7 @@ import structlog
 
 from services.badges.application import BadgesApplication
 from services.badges.grpc_api import PERMISSIONS, add_servicers
+from services.badges.public_events import CATALOGUE as PUBLIC_EVENTS
 from shared.config import Settings
 from shared.context import Actor, RequestContext, acting_as
 from shared.followers import Follower, GrpcFeed
@@ -57,4 +58,5 @@ def make_followers(app: Any, settings: Settings) -> list[Any]:
 
 
 SPEC = ServiceSpec(name="badges", make_app=BadgesApplication, add_servicers=add_servicers,
-                   permissions=PERMISSIONS, make_followers=make_followers)
+                   permissions=PERMISSIONS, make_followers=make_followers,
+                   public_events=PUBLIC_EVENTS)

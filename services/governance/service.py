@@ -13,6 +13,7 @@ import structlog
 from services.governance.application import GovernanceApplication
 from services.governance.deadlines import DEFAULT_POLL_SECONDS, DeadlineScheduler
 from services.governance.grpc_api import PERMISSIONS, add_servicers
+from services.governance.public_events import CATALOGUE as PUBLIC_EVENTS
 from shared.config import ConfigError, Settings
 from shared.followers import Follower, GrpcFeed
 from shared.grpc.server import ServiceSpec
@@ -76,4 +77,5 @@ def make_followers(app: Any, settings: Settings) -> list[Any]:
 
 
 SPEC = ServiceSpec(name="governance", make_app=make_app, add_servicers=add_servicers,
-                   permissions=PERMISSIONS, make_followers=make_followers)
+                   permissions=PERMISSIONS, make_followers=make_followers,
+                   public_events=PUBLIC_EVENTS)

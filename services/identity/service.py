@@ -2,7 +2,8 @@
 
 from services.identity.application import IdentityApplication
 from services.identity.grpc_api import PERMISSIONS, add_servicers
+from services.identity.public_events import CATALOGUE as PUBLIC_EVENTS
 from shared.grpc.server import ServiceSpec
 
 SPEC = ServiceSpec(name="identity", make_app=IdentityApplication, add_servicers=add_servicers,
-                   permissions=PERMISSIONS)
+                   permissions=PERMISSIONS, public_events=PUBLIC_EVENTS)

@@ -10,6 +10,7 @@ import structlog
 
 from services.merchants.application import MerchantsApplication
 from services.merchants.grpc_api import PERMISSIONS, add_servicers
+from services.merchants.public_events import CATALOGUE as PUBLIC_EVENTS
 from shared.config import Settings
 from shared.context import Actor, RequestContext, acting_as
 from shared.followers import Follower, GrpcFeed
@@ -58,4 +59,5 @@ def make_followers(app: Any, settings: Settings) -> list[Any]:
 
 
 SPEC = ServiceSpec(name="merchants", make_app=MerchantsApplication, add_servicers=add_servicers,
-                   permissions=PERMISSIONS, make_followers=make_followers)
+                   permissions=PERMISSIONS, make_followers=make_followers,
+                   public_events=PUBLIC_EVENTS)

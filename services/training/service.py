@@ -6,6 +6,7 @@ from typing import Any
 
 from services.training.application import TrainingApplication
 from services.training.grpc_api import PERMISSIONS, add_servicers
+from services.training.public_events import CATALOGUE as PUBLIC_EVENTS
 from shared.config import Settings
 from shared.followers import Follower, GrpcFeed
 from shared.grpc.server import ServiceSpec
@@ -19,4 +20,5 @@ def make_followers(app: Any, settings: Settings) -> list[Follower]:
 
 
 SPEC = ServiceSpec(name="training", make_app=TrainingApplication, add_servicers=add_servicers,
-                   permissions=PERMISSIONS, make_followers=make_followers)
+                   permissions=PERMISSIONS, make_followers=make_followers,
+                   public_events=PUBLIC_EVENTS)

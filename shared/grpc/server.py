@@ -16,15 +16,18 @@ import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from shared import metrics
 from shared.application import QijiApplication
 from shared.audit import Sealer
 from shared.auth import TokenRegistry
 from shared.config import Settings, load_settings
 from shared.grpc import audit as audit_api
 from shared.grpc import feed
+from shared.grpc import public_feed as public_feed_api
 from shared.grpc.guard import Guard
 from shared.logging import configure as configure_logging
 from shared.personal_data import load_master_key
+from shared.public_feed import PublicCatalogue
 
 log = structlog.get_logger(__name__)
 
@@ -45,6 +48,9 @@ class ServiceSpec:
     # feeds, and jobs such as lapsing codes. Anything with `.upstream` (a name for its thread)
     # and `.run_forever(stopping)` will do.
     make_followers: Callable[[QijiApplication, Settings], list[Any]] | None = None
+    # The service's published event contract for outside consumers
+    # (services/<name>/public_events.py); served to the platform gateway.
+    public_events: PublicCatalogue | None = None
 
 
 @dataclass
@@ -76,9 +82,10 @@ def build_server(spec: ServiceSpec, settings: Settings, *, app: QijiApplication 
                                      create=settings.persistence == "sqlite")
         app = spec.make_app(settings, master_key)
     permissions = {**spec.permissions, **feed.feed_permissions(),
+                   **public_feed_api.public_feed_permissions(),
                    **audit_api.audit_permissions()}
     guard = Guard(tokens=TokenRegistry(settings.tokens_file), permissions=permissions,
-                  error_domain=f"{spec.name}.qiji")
+                  error_domain=f"{spec.name}.qiji", on_rpc=metrics.rpc_observer(spec.name))
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.grpc_workers,
                                    thread_name_prefix=f"{spec.name}-rpc"),
@@ -89,6 +96,8 @@ def build_server(spec: ServiceSpec, settings: Settings, *, app: QijiApplication 
     stopping = threading.Event()
     names = spec.add_servicers(server, app)
     names.append(feed.register(server, app, stopping))
+    names.append(public_feed_api.register(
+        server, app, spec.public_events or PublicCatalogue(spec.name, [])))
     names.append(audit_api.register(server, app))
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     # NOT_SERVING until the first store check says otherwise (the servicer starts at SERVING).
@@ -140,6 +149,7 @@ def serve(spec: ServiceSpec) -> None:
     settings = load_settings(spec.name)
     configure_logging(spec.name, settings.log_format)
     running = build_server(spec, settings)
+    metrics.serve(settings.grpc_host, settings.metrics_port)
     start(running)
     log.info("service.started", address=f"{settings.grpc_host}:{running.port}",
              persistence=settings.persistence)

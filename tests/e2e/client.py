@@ -1,27 +1,59 @@
-"""A plain grpcio client for the end-to-end tests: stubs, bearer metadata, error details."""
+"""A plain grpcio client for the end-to-end tests: stubs, bearer metadata, error details, and
+the small request builders every service's tests use."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
+from qiji.audit.v1 import audit_service_pb2 as audit_pb
+from qiji.badges.v1 import badges_service_pb2 as badges_pb
+from qiji.badges.v1 import badges_service_pb2_grpc as badges_grpc
 from qiji.feed.v1 import feed_service_pb2 as feed_pb
 from qiji.feed.v1 import feed_service_pb2_grpc as feed_grpc
+from qiji.governance.v1 import governance_service_pb2 as governance_pb
+from qiji.governance.v1 import governance_service_pb2_grpc as governance_grpc
 from qiji.identity.v1 import identity_service_pb2 as pb
 from qiji.identity.v1 import identity_service_pb2_grpc as pb_grpc
+from qiji.merchants.v1 import merchants_service_pb2 as merchants_pb
+from qiji.merchants.v1 import merchants_service_pb2_grpc as merchants_grpc
 from qiji.training.v1 import training_service_pb2 as training_pb
 from qiji.training.v1 import training_service_pb2_grpc as training_grpc
 
 RPC_TIMEOUT = 10.0
-IDENTITY_SERVICE = pb.DESCRIPTOR.services_by_name["IdentityService"]
-TRAINING_SERVICE = training_pb.DESCRIPTOR.services_by_name["TrainingService"]
+# Each service's own API (its descriptor and stub), by the service's name.
+API = {
+    "identity": pb.DESCRIPTOR.services_by_name["IdentityService"],
+    "training": training_pb.DESCRIPTOR.services_by_name["TrainingService"],
+    "merchants": merchants_pb.DESCRIPTOR.services_by_name["MerchantsService"],
+    "badges": badges_pb.DESCRIPTOR.services_by_name["BadgesService"],
+    "governance": governance_pb.DESCRIPTOR.services_by_name["GovernanceService"],
+}
+STUBS: dict[str, Callable[[grpc.Channel], Any]] = {
+    "identity": pb_grpc.IdentityServiceStub,
+    "training": training_grpc.TrainingServiceStub,
+    "merchants": merchants_grpc.MerchantsServiceStub,
+    "badges": badges_grpc.BadgesServiceStub,
+    "governance": governance_grpc.GovernanceServiceStub,
+}
+# The kernel's services, which every service serves beside its own.
 FEED_SERVICE = feed_pb.DESCRIPTOR.services_by_name["FeedService"]
+AUDIT_SERVICE = audit_pb.DESCRIPTOR.services_by_name["AuditService"]
 RIDER_REGISTERED_TOPIC = "services.identity.domain.model:Rider.Registered"
+# The codes the bad-input tables expect.
+INVALID = grpc.StatusCode.INVALID_ARGUMENT
+NOT_FOUND = grpc.StatusCode.NOT_FOUND
+EXISTS = grpc.StatusCode.ALREADY_EXISTS
+PRECONDITION = grpc.StatusCode.FAILED_PRECONDITION
+DENIED = grpc.StatusCode.PERMISSION_DENIED
 
 # Valid resident identity card numbers (GB 11643-1999 check character verified).
 NATIONAL_ID = "320402199003071235"
@@ -34,6 +66,29 @@ def bearer(token: str) -> list[tuple[str, str]]:
 
 def new_request_id() -> str:
     return str(uuid.uuid4())
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+def phone_number() -> str:
+    return "139" + str(uuid.uuid4().int)[:8]
+
+
+def at(delta: timedelta) -> Timestamp:
+    """A timestamp `delta` from now."""
+    stamp = Timestamp()
+    stamp.FromDatetime(datetime.now(UTC) + delta)
+    return stamp
+
+
+def minutes(n: float) -> timedelta:
+    return timedelta(minutes=n)
+
+
+def state(event: feed_pb.StoredEvent) -> dict[str, Any]:
+    return json.loads(event.state)
 
 
 @dataclass
@@ -77,21 +132,19 @@ def call_error(call: Callable[[], Any]) -> ErrorDetails:
 
 
 class Client:
-    """One caller (one token, or none) of one running server."""
+    """One caller (one token, or none) of one running server of `service`."""
 
-    # The stub whose RPCs `client.SomeRpc(request)` calls: the server's own service.
-    stub = "identity"
-
-    def __init__(self, channel: grpc.Channel, token: str | None):
+    def __init__(self, channel: grpc.Channel, token: str | None, service: str = "identity"):
         self.channel = channel
         self.metadata = bearer(token) if token is not None else []
-        self.identity = pb_grpc.IdentityServiceStub(channel)
-        self.training = training_grpc.TrainingServiceStub(channel)
+        # The server's own service, and its feed.
+        self.stub = STUBS[service](channel) if service in STUBS else None
         self.feed = feed_grpc.FeedServiceStub(channel)
 
     def __getattr__(self, rpc: str) -> Callable[..., Any]:
-        """client.RegisterRider(request) calls the server's RPC with this caller's token."""
-        stub = self.__dict__.get(self.stub)
+        """client.RegisterRider(request) calls the server's RPC (of its own service, or of its
+        feed) with this caller's token."""
+        stub = self.__dict__.get("feed" if rpc in FEED_SERVICE.methods_by_name else "stub")
         if stub is None or rpc.startswith("_"):
             raise AttributeError(rpc)
         method = getattr(stub, rpc)
@@ -124,26 +177,73 @@ class Client:
                                       metadata=self.metadata, timeout=timeout)
 
 
-class TrainingClient(Client):
-    """A caller of a training server: client.EnrolRider(request) and so on."""
-
-    stub = "training"
+# ---------------------------------------------------------------------------- requests
 
 
-# Which client a ServiceProcess hands out for each service.
-CLIENT_CLASSES: dict[str, type[Client]] = {"identity": Client, "training": TrainingClient}
+def create_organisation(admin: Client, kind: int, name: str, parent_id: str = "",
+                        **fields: Any) -> pb.Organisation:
+    """city_admin creates an organisation on identity."""
+    return admin.CreateOrganisation(pb.CreateOrganisationRequest(
+        request_id=new_request_id(), kind=kind, name=name, parent_id=parent_id, **fields)
+    ).organisation
 
 
-class BadgesClient(Client):
-    """A caller of a badges server: client.GrantBadge(request) calls BadgesService with this
-    caller's token; the feed helpers (last_position, all_events) read badges' feed."""
+def create_city(admin: Client) -> dict[str, str]:
+    """常州市, its district 钟楼区 and street 荷花池街道, and the platform 骑迹外卖 with its station
+    荷花池站: their ids, as city, district, street, platform and station."""
+    city = create_organisation(admin, pb.ORGANISATION_KIND_CITY, "常州市").organisation_id
+    district = create_organisation(admin, pb.ORGANISATION_KIND_DISTRICT, "钟楼区",
+                                   city).organisation_id
+    street = create_organisation(admin, pb.ORGANISATION_KIND_STREET, "荷花池街道",
+                                 district).organisation_id
+    platform = create_organisation(admin, pb.ORGANISATION_KIND_PLATFORM, "骑迹外卖").organisation_id
+    station = create_organisation(admin, pb.ORGANISATION_KIND_STATION, "荷花池站",
+                                  platform).organisation_id
+    return {"city": city, "district": district, "street": street, "platform": platform,
+            "station": station}
 
-    stub = "badges"
 
-    def __init__(self, channel: grpc.Channel, token: str | None):
-        super().__init__(channel, token)
-        from qiji.badges.v1 import badges_service_pb2_grpc as badges_grpc
-        self.badges = badges_grpc.BadgesServiceStub(channel)
+def create_service_space(admin: Client, street_id: str, name: str = "荷花池骑手驿站") -> str:
+    """A rest space (驿站) in a street, open every day from 08:00 to 20:00."""
+    return admin.CreateServiceSpace(pb.CreateServiceSpaceRequest(
+        request_id=new_request_id(), street_id=street_id, name=name,
+        address="钟楼区北大街1号", amenities=[pb.AMENITY_REST],
+        opening_hours=[pb.OpeningHours(weekday=d, opens="08:00", closes="20:00")
+                       for d in range(1, 8)])).service_space.service_space_id
 
 
-CLIENT_CLASSES["badges"] = BadgesClient
+def on(message: Any, **fields: Any) -> Callable[..., Any]:
+    """A request of `message` whose callable fields are read from the module's scene (the first
+    argument the builder is given); a new request id where the message has one."""
+    def make(scene: Any, *_: Any) -> Any:
+        values = {k: (v(scene) if callable(v) else v) for k, v in fields.items()}
+        if "request_id" in message.DESCRIPTOR.fields_by_name:
+            values.setdefault("request_id", new_request_id())
+        return message(**values)
+    return make
+
+
+@dataclass(frozen=True)
+class Bad:
+    """A request that must be refused: `rpc`, called by `who` (a role, or a name the module
+    gives a scoped token) with what `request` builds from the module's scene, fails with `code`,
+    its BadRequest naming `field` and its ErrorInfo giving `reason` (where given)."""
+
+    rpc: str
+    who: str
+    request: Callable[..., Any]
+    code: grpc.StatusCode
+    field: str = ""
+    reason: str = ""
+
+    def refused(self, caller: Client, request: Any, domain: str) -> ErrorDetails:
+        """Calls the RPC and checks the refusal, which must come from the error `domain`."""
+        details = call_error(lambda: getattr(caller, self.rpc)(request))
+        assert details.code == self.code, details
+        assert "Traceback" not in details.message
+        assert details.domain == domain, details
+        if self.field:
+            assert self.field in details.fields, details
+        if self.reason:
+            assert details.reason == self.reason, details
+        return details

@@ -2,8 +2,10 @@
 over this session's PostgreSQL database (a schema each), one bearer token per role in a tokens
 file the processes of a module share, and a plain grpcio client.
 
-training follows identity's feed over gRPC, so a training process is started beside an identity
-process of its own module, with identity's address and the `service` token in its environment."""
+Every other service follows identity's feed over gRPC, so it is started beside an identity
+process of its own module (`start_beside`), with identity's address and the `service` token in
+its environment; badges follows training's feed too. The fixtures `identity`, `training`,
+`merchants`, `badges` and `governance` are one process each per module."""
 
 from __future__ import annotations
 
@@ -15,28 +17,35 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO
+from typing import IO, Any, TypeVar
 
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from qiji.badges.v1 import badges_service_pb2 as badges_pb
+from qiji.feed.v1 import feed_service_pb2 as feed_pb
+from qiji.governance.v1 import governance_service_pb2 as governance_pb
+from qiji.identity.v1 import identity_service_pb2 as ipb
+from qiji.merchants.v1 import merchants_service_pb2 as merchants_pb
+from qiji.training.v1 import training_service_pb2 as training_pb
 
 from shared.auth import ROLES, add_caller
 from tests.conftest import pg_env
-from tests.e2e.client import CLIENT_CLASSES, Client
+from tests.e2e.client import API, Client, call_error, new_request_id, phone_number, unique
 
 REPO = Path(__file__).resolve().parents[2]
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0
 LOG_TAIL_CHARS = 20_000
+# How long a test waits for a service's background reaction to another's events.
+REACTION_TIMEOUT = 10.0
 # The services a process must report SERVING (besides the whole server, "") before tests run.
-HEALTH_NAMES = {
-    "identity": ["", "qiji.identity.v1.IdentityService"],
-    "training": ["", "qiji.training.v1.TrainingService"],
-    "governance": ["", "qiji.governance.v1.GovernanceService"],
-}
+HEALTH_NAMES = {service: ["", api.full_name] for service, api in API.items()}
+
+T = TypeVar("T")
 
 
 def free_port() -> int:
@@ -74,8 +83,16 @@ class ServiceProcess:
         """A caller holding the token of `role` (or the given token, or none at all); its
         `client.SomeRpc(request)` calls this service's own RPCs."""
         assert self.channel is not None, "the server is not running"
-        kind = CLIENT_CLASSES.get(self.service, Client)
-        return kind(self.channel, self.tokens[role] if role is not None else token)
+        return Client(self.channel, self.tokens[role] if role is not None else token,
+                      self.service)
+
+    def last_position(self) -> int:
+        """The position of the newest event in this service's log."""
+        return self.client("service").last_position()
+
+    def events(self, *topics: str) -> list[feed_pb.StoredEvent]:
+        """Every event in this service's log (of `topics`, if given)."""
+        return self.client("service").all_events(topics=list(topics))
 
     def start(self) -> None:
         assert not self.running, "already running"
@@ -170,7 +187,9 @@ def start_service(service: str, postgres_db: str, tmp: Path, *,
     """Starts `python -m services.<service>` in a schema of its own. Without `tokens_file` it
     gets a new tokens file with one token per role; with one, `tokens` are that file's tokens
     (role -> token) and the process shares it. `extra_env` is set last (e.g. the address of an
-    upstream service and the `service` token a follower presents there)."""
+    upstream service and the `service` token a follower presents there). The pool of database
+    connections is QIJI_POSTGRES_POOL_SIZE of the test run, or 4: the test server is shared
+    with other test sessions, and a small pool leaves room."""
     if tokens_file is None:
         tokens_file = tmp / "tokens.json"
         tokens = issue_tokens(tokens_file)
@@ -187,6 +206,7 @@ def start_service(service: str, postgres_db: str, tmp: Path, *,
         "QIJI_LOG_FORMAT": "json",
         f"{service.upper()}_GRPC_PORT": str(port),
         "PYTHONUNBUFFERED": "1",
+        "QIJI_POSTGRES_POOL_SIZE": os.environ.get("QIJI_POSTGRES_POOL_SIZE", "4"),
         **pg_env(postgres_db, schema),
         **(extra_env or {}),
     })
@@ -196,10 +216,18 @@ def start_service(service: str, postgres_db: str, tmp: Path, *,
     return server
 
 
-@pytest.fixture(scope="module")
-def identity_server(postgres_db: str, tmp_path_factory: pytest.TempPathFactory
-                    ) -> Iterator[ServiceProcess]:
-    server = start_service("identity", postgres_db, tmp_path_factory.mktemp("identity-e2e"))
+def start_beside(service: str, identity: ServiceProcess, tmp: Path, **extra_env: str
+                 ) -> ServiceProcess:
+    """`service` beside `identity`: same database (its own schema), same tokens file, following
+    identity's feed with the `service` token; `extra_env` for its other settings."""
+    return start_service(
+        service, identity.db, tmp, tokens_file=identity.tokens_file, tokens=identity.tokens,
+        extra_env={f"{service.upper()}_IDENTITY_ADDRESS": identity.address,
+                   "QIJI_SERVICE_TOKEN": identity.tokens["service"], **extra_env})
+
+
+def serving(server: ServiceProcess) -> Iterator[ServiceProcess]:
+    """A fixture's body: the server, stopped at the end if it still runs."""
     try:
         yield server
     finally:
@@ -207,21 +235,136 @@ def identity_server(postgres_db: str, tmp_path_factory: pytest.TempPathFactory
             server.stop()
 
 
+def nobody_listening() -> str:
+    """The address of an upstream that is not deployed beside a module's processes: its
+    follower backs off, as it would in production until that service is deployed."""
+    return f"127.0.0.1:{free_port()}"
+
+
 @pytest.fixture(scope="module")
-def training_server(identity_server: ServiceProcess, postgres_db: str,
-                    tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
-    """training beside this module's identity process: same database (its own schema), same
-    tokens file, following identity's feed with the `service` token."""
-    server = start_service(
-        "training", postgres_db, tmp_path_factory.mktemp("training-e2e"),
-        tokens_file=identity_server.tokens_file, tokens=identity_server.tokens,
-        extra_env={"TRAINING_IDENTITY_ADDRESS": identity_server.address,
-                   "QIJI_SERVICE_TOKEN": identity_server.tokens["service"]})
-    try:
-        yield server
-    finally:
-        if server.running:
-            server.stop()
+def identity(postgres_db: str, tmp_path_factory: pytest.TempPathFactory
+             ) -> Iterator[ServiceProcess]:
+    yield from serving(start_service("identity", postgres_db,
+                                     tmp_path_factory.mktemp("identity-e2e")))
+
+
+@pytest.fixture(scope="module")
+def training(identity: ServiceProcess, tmp_path_factory: pytest.TempPathFactory
+             ) -> Iterator[ServiceProcess]:
+    yield from serving(start_beside("training", identity, tmp_path_factory.mktemp("training-e2e")))
+
+
+@pytest.fixture(scope="module")
+def merchants(identity: ServiceProcess, tmp_path_factory: pytest.TempPathFactory
+              ) -> Iterator[ServiceProcess]:
+    """merchants beside identity; badges is not deployed beside it (its badges follower backs
+    off)."""
+    yield from serving(start_beside("merchants", identity, tmp_path_factory.mktemp("merchants-e2e"),
+                                    MERCHANTS_BADGES_ADDRESS=nobody_listening()))
+
+
+@pytest.fixture(scope="module")
+def badges(identity: ServiceProcess, training: ServiceProcess,
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
+    """badges beside identity and training, following both feeds, with a configured signing key
+    (kept across restarts: the environment is the process's). governance is not deployed beside
+    it (its governance follower backs off)."""
+    yield from serving(start_beside(
+        "badges", identity, tmp_path_factory.mktemp("badges-e2e"),
+        BADGES_TRAINING_ADDRESS=training.address, BADGES_GOVERNANCE_ADDRESS=nobody_listening(),
+        BADGES_SIGNING_KEY=base64.b64encode(os.urandom(32)).decode()))
+
+
+class ClockFile:
+    """governance's "now", moved by the test: written whole (rename), read on every call."""
+
+    def __init__(self, path: Path, start: datetime):
+        self.path = path
+        self.set(start)
+
+    def set(self, when: datetime) -> None:
+        self.now = when
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(when.isoformat())
+        os.replace(tmp, self.path)
+
+
+def start_governance(identity: ServiceProcess, tmp: Path, clock: ClockFile) -> ServiceProcess:
+    """governance beside identity (and under identity's master key), its clock read from
+    `clock`, looking for missed deadlines every 0.2 s."""
+    return start_beside("governance", identity, tmp,
+                        QIJI_MASTER_KEY=identity.env["QIJI_MASTER_KEY"],
+                        GOVERNANCE_CLOCK_FILE=str(clock.path),
+                        GOVERNANCE_DEADLINE_POLL_SECONDS="0.2")
+
+
+@pytest.fixture(scope="module")
+def clock(tmp_path_factory: pytest.TempPathFactory) -> ClockFile:
+    """The module's governance clock, at the moment it is made."""
+    return ClockFile(tmp_path_factory.mktemp("clock") / "now",
+                     datetime.now(UTC).replace(microsecond=0))
+
+
+@pytest.fixture(scope="module")
+def governance(identity: ServiceProcess, clock: ClockFile,
+               tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
+    yield from serving(start_governance(identity, tmp_path_factory.mktemp("governance-e2e"),
+                                        clock))
+
+
+# ---------------------------------------------------------------------------- waiting
+
+
+def eventually(check: Callable[[], T | None], what: str,
+               timeout: float = REACTION_TIMEOUT) -> T:
+    """Polls `check` until it returns something truthy. Only for a service's background
+    reaction to another's events (its followers poll their upstream's feed every 0.5 s)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = check()
+        if found:
+            return found
+        assert time.monotonic() < deadline, f"{what}: not within {timeout:.0f} s"
+        time.sleep(0.1)
+
+
+# For each follower of identity: a question naming something nobody created, as (role, RPC,
+# request, reason of its NOT_FOUND).
+CATCH_UP_PROBES: dict[str, tuple[str, str, Callable[[], Any], str]] = {
+    "training": ("auditor", "GetTranscript", lambda: training_pb.GetTranscriptRequest(
+        rider_id=str(uuid.uuid4())), "RIDER_NOT_FOUND"),
+    "merchants": ("platform", "ListPerksForRider", lambda: merchants_pb.ListPerksForRiderRequest(
+        rider_id=str(uuid.uuid4())), "RIDER_NOT_FOUND"),
+    "badges": ("auditor", "ListRiderAwards", lambda: badges_pb.ListRiderAwardsRequest(
+        rider_id=str(uuid.uuid4())), "RIDER_NOT_FOUND"),
+    "governance": ("department", "ListDepartmentQueue",
+                   lambda: governance_pb.ListDepartmentQueueRequest(
+                       department_id=str(uuid.uuid4())), "DEPARTMENT_NOT_FOUND"),
+}
+
+
+def caught_up(server: ServiceProcess) -> None:
+    """Makes a follower of identity apply everything identity has stored until now: asked
+    about something it does not know, it first reads identity's feed (read-your-writes across
+    services), and only then answers NOT_FOUND."""
+    role, rpc, request, reason = CATCH_UP_PROBES[server.service]
+    details = call_error(lambda: getattr(server.client(role), rpc)(request()))
+    assert (details.code, details.reason) == (grpc.StatusCode.NOT_FOUND, reason), details
+
+
+def new_rider(identity: ServiceProcess, city: Any, *, name: str = "王五",
+              verify: bool = True) -> str:
+    """A rider the platform registered (and verified, unless told not to) on identity, living
+    in `city.street` and riding for `city.platform` from `city.station`."""
+    platform = identity.client("platform")
+    rider_id = platform.RegisterRider(ipb.RegisterRiderRequest(
+        request_id=new_request_id(), platform_id=city.platform,
+        platform_rider_id=unique("rider"), name=name, phone=phone_number(),
+        home_street_id=city.street, station_id=city.station)).rider.rider_id
+    if verify:
+        platform.VerifyRider(ipb.VerifyRiderRequest(request_id=new_request_id(),
+                                                    rider_id=rider_id))
+    return rider_id
 
 
 @pytest.hookimpl(wrapper=True)
@@ -236,31 +379,3 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
             report.sections.append((f"{server.service} server log ({server.log_path})",
                                     server.log_tail()))
     return report
-
-
-# ---------------------------------------------------------------------------- badges
-
-HEALTH_NAMES["badges"] = ["", "qiji.badges.v1.BadgesService"]
-
-
-@pytest.fixture(scope="module")
-def badges_server(identity_server: ServiceProcess, training_server: ServiceProcess,
-                  postgres_db: str, tmp_path_factory: pytest.TempPathFactory
-                  ) -> Iterator[ServiceProcess]:
-    """badges beside this module's identity and training processes: same database (its own
-    schema), same tokens file, following both feeds with the `service` token, and a configured
-    signing key (kept across restarts: the environment is the process's). governance is not
-    deployed beside it: its address is a port nobody listens on, so that follower backs off."""
-    server = start_service(
-        "badges", postgres_db, tmp_path_factory.mktemp("badges-e2e"),
-        tokens_file=identity_server.tokens_file, tokens=identity_server.tokens,
-        extra_env={"BADGES_IDENTITY_ADDRESS": identity_server.address,
-                   "BADGES_TRAINING_ADDRESS": training_server.address,
-                   "BADGES_GOVERNANCE_ADDRESS": f"127.0.0.1:{free_port()}",
-                   "BADGES_SIGNING_KEY": base64.b64encode(os.urandom(32)).decode(),
-                   "QIJI_SERVICE_TOKEN": identity_server.tokens["service"]})
-    try:
-        yield server
-    finally:
-        if server.running:
-            server.stop()

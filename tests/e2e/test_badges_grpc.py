@@ -27,17 +27,15 @@ import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import grpc
 import pytest
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from qiji.badges.v1 import badges_service_pb2 as pb
 from qiji.feed.v1 import feed_service_pb2 as feed_pb
 from qiji.identity.v1 import identity_service_pb2 as ipb
@@ -45,74 +43,41 @@ from qiji.training.v1 import training_service_pb2 as tpb
 
 from services.badges import events as badges_events
 from services.training import events as training_events
-from tests.e2e.client import RPC_TIMEOUT, Client, call_error, details_of, new_request_id
-from tests.e2e.conftest import REPO, ServiceProcess
+from tests.e2e.client import (
+    API,
+    EXISTS,
+    INVALID,
+    NOT_FOUND,
+    PRECONDITION,
+    RPC_TIMEOUT,
+    Bad,
+    at,
+    call_error,
+    create_city,
+    create_organisation,
+    create_service_space,
+    details_of,
+    minutes,
+    new_request_id,
+    on,
+    state,
+    unique,
+)
+from tests.e2e.conftest import REPO, ServiceProcess, caught_up, eventually
+from tests.e2e.conftest import new_rider as register_rider
 
 pytestmark = pytest.mark.e2e
 
-BADGES = "qiji.badges.v1.BadgesService"
-FEED = "qiji.feed.v1.FeedService"
-HEALTH = "grpc.health.v1.Health"
+BADGES = API["badges"].full_name
 GRANTED = badges_events.BADGE_GRANTED
-REACTION_TIMEOUT = 10.0
 # Principals of badges' own background work (followers, the expiry job): what they store is
 # not written by a caller's request.
 BACKGROUND_PRINCIPALS = ("badges-follower-of-", "badges-expiry-job")
 
-INVALID = grpc.StatusCode.INVALID_ARGUMENT
-NOT_FOUND = grpc.StatusCode.NOT_FOUND
-EXISTS = grpc.StatusCode.ALREADY_EXISTS
-PRECONDITION = grpc.StatusCode.FAILED_PRECONDITION
 RANDOM_ID = str(uuid.uuid4())
-
-T = TypeVar("T")
 
 
 # ---------------------------------------------------------------------------- helpers
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:10]}"
-
-
-def phone_number() -> str:
-    return "139" + str(uuid.uuid4().int)[:8]
-
-
-def at(delta: timedelta) -> Timestamp:
-    """A timestamp `delta` from now."""
-    stamp = Timestamp()
-    stamp.FromDatetime(datetime.now(UTC) + delta)
-    return stamp
-
-
-def minutes(n: float) -> timedelta:
-    return timedelta(minutes=n)
-
-
-def eventually(check: Callable[[], T | None], what: str,
-               timeout: float = REACTION_TIMEOUT) -> T:
-    """Polls `check` until it returns something truthy. Only for badges' background reaction
-    to training's events (its follower polls training's feed every 0.5 s)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        found = check()
-        if found:
-            return found
-        assert time.monotonic() < deadline, f"{what}: not within {timeout:.0f} s"
-        time.sleep(0.1)
-
-
-def state(event: feed_pb.StoredEvent) -> dict[str, Any]:
-    return json.loads(event.state)
-
-
-def caught_up(badges: ServiceProcess) -> None:
-    """Makes badges apply everything identity has stored until now: asked for the awards of a
-    rider it does not know, badges first reads identity's feed, then answers NOT_FOUND."""
-    details = call_error(lambda: badges.client("auditor").ListRiderAwards(
-        pb.ListRiderAwardsRequest(rider_id=str(uuid.uuid4()))))
-    assert (details.code, details.reason) == (NOT_FOUND, "RIDER_NOT_FOUND"), details
 
 
 def settled(badges: ServiceProcess, training: ServiceProcess, quiet: float = 1.5,
@@ -121,17 +86,14 @@ def settled(badges: ServiceProcess, training: ServiceProcess, quiet: float = 1.5
     and training's feeds are caught up through their request paths, then badges' log must stay
     still for `quiet` seconds (three polls of its follower of training). Returns its last
     position."""
-    details = call_error(lambda: training.client("auditor").GetTranscript(
-        tpb.GetTranscriptRequest(rider_id=str(uuid.uuid4()))))
-    assert details.code == NOT_FOUND, details
+    caught_up(training)
     caught_up(badges)
-    feed = badges.client("service")
     deadline = time.monotonic() + timeout
-    last, still_since = feed.last_position(), time.monotonic()
+    last, still_since = badges.last_position(), time.monotonic()
     while time.monotonic() - still_since < quiet:
         assert time.monotonic() < deadline, "badges' log did not settle"
         time.sleep(0.25)
-        position = feed.last_position()
+        position = badges.last_position()
         if position != last:
             last, still_since = position, time.monotonic()
     return last
@@ -142,10 +104,6 @@ def written_by_callers_since(badges: ServiceProcess, position: int
     """Events stored after `position` by a caller's request (not by badges' followers)."""
     found = badges.client("service").read_events(from_position=position + 1, limit=1000)
     return [e for e in found.events if not e.principal.startswith(BACKGROUND_PRINCIPALS)]
-
-
-def granted_events(badges: ServiceProcess) -> list[feed_pb.StoredEvent]:
-    return badges.client("service").all_events(topics=[GRANTED])
 
 
 # ---------------------------------------------------------------------------- identity's side
@@ -172,39 +130,17 @@ class World:
     riders: list[str] = field(default_factory=list)
 
 
-def create_organisation(admin: Client, kind: int, name: str, parent_id: str = "") -> str:
-    return admin.CreateOrganisation(ipb.CreateOrganisationRequest(
-        request_id=new_request_id(), kind=kind, name=name, parent_id=parent_id)
-    ).organisation.organisation_id
-
-
 def set_up_city(identity: ServiceProcess) -> City:
     admin = identity.client("city_admin")
-    city = create_organisation(admin, ipb.ORGANISATION_KIND_CITY, "常州市")
-    district = create_organisation(admin, ipb.ORGANISATION_KIND_DISTRICT, "钟楼区", city)
-    street = create_organisation(admin, ipb.ORGANISATION_KIND_STREET, "荷花池街道", district)
+    tree = create_city(admin)
     community = create_organisation(admin, ipb.ORGANISATION_KIND_COMMUNITY, "北大街社区",
-                                    street)
-    platform = create_organisation(admin, ipb.ORGANISATION_KIND_PLATFORM, "骑迹外卖")
-    station = create_organisation(admin, ipb.ORGANISATION_KIND_STATION, "荷花池站", platform)
-    space = admin.CreateServiceSpace(ipb.CreateServiceSpaceRequest(
-        request_id=new_request_id(), street_id=street, name="荷花池骑手驿站",
-        address="钟楼区北大街1号", amenities=[ipb.AMENITY_REST],
-        opening_hours=[ipb.OpeningHours(weekday=d, opens="08:00", closes="20:00")
-                       for d in range(1, 8)])).service_space.service_space_id
-    return City(city=city, district=district, street=street, community=community,
-                platform=platform, station=station, space=space)
+                                    tree["street"]).organisation_id
+    return City(**tree, community=community, space=create_service_space(admin, tree["street"]))
 
 
 def new_rider(identity: ServiceProcess, world: World, *, name: str = "王五") -> str:
     """A rider the platform registered and verified on identity."""
-    platform = identity.client("platform")
-    rider_id = platform.RegisterRider(ipb.RegisterRiderRequest(
-        request_id=new_request_id(), platform_id=world.city.platform,
-        platform_rider_id=unique("rider"), name=name, phone=phone_number(),
-        home_street_id=world.city.street, station_id=world.city.station)).rider.rider_id
-    platform.VerifyRider(ipb.VerifyRiderRequest(request_id=new_request_id(),
-                                                rider_id=rider_id))
+    rider_id = register_rider(identity, world.city, name=name)
     world.riders.append(rider_id)
     return rider_id
 
@@ -307,21 +243,6 @@ def award_of(badges: ServiceProcess, rider_id: str, badge_class_id: str) -> pb.A
 
 
 # ---------------------------------------------------------------------------- fixtures
-
-
-@pytest.fixture(scope="module")
-def identity(identity_server: ServiceProcess) -> ServiceProcess:
-    return identity_server
-
-
-@pytest.fixture(scope="module")
-def training(training_server: ServiceProcess) -> ServiceProcess:
-    return training_server
-
-
-@pytest.fixture(scope="module")
-def badges(badges_server: ServiceProcess) -> ServiceProcess:
-    return badges_server
 
 
 @pytest.fixture(scope="module")
@@ -506,26 +427,6 @@ def scene(identity: ServiceProcess, training: ServiceProcess, badges: ServicePro
 Build = Callable[[Scene], Any]
 
 
-@dataclass(frozen=True)
-class Bad:
-    rpc: str
-    role: str
-    request: Build
-    code: grpc.StatusCode
-    field: str = ""
-    reason: str = ""
-
-
-def on(kind: Any, **fields: Any) -> Build:
-    """A request of `kind`: each field a value, or a function of the scene."""
-    def build(scene: Scene) -> Any:
-        values = {k: v(scene) if callable(v) else v for k, v in fields.items()}
-        if "request_id" in kind.DESCRIPTOR.fields_by_name:
-            values.setdefault("request_id", new_request_id())
-        return kind(**values)
-    return build
-
-
 def criteria(**fields: Any) -> Build:
     return on(pb.CreateBadgeClassRequest, name="不可能骑士", issuer_id=lambda s: s.city.city,
               criteria=pb.Criteria(**fields))
@@ -685,16 +586,8 @@ BAD_INPUT = {
 def test_bad_input_is_refused_precisely_and_writes_nothing(
         badges: ServiceProcess, scene: Scene, case: Bad) -> None:
     request = case.request(scene)
-    client = badges.client(case.role)
-    before = badges.client("service").last_position()
-    details = call_error(lambda: getattr(client, case.rpc)(request))
-    assert details.code == case.code, details
-    assert "Traceback" not in details.message
-    assert details.domain == "badges.qiji", details
-    if case.field:
-        assert case.field in details.fields, details
-    if case.reason:
-        assert details.reason == case.reason, details
+    before = badges.last_position()
+    case.refused(badges.client(case.who), request, "badges.qiji")
     assert written_by_callers_since(badges, before) == []
 
 
@@ -725,7 +618,7 @@ def test_a_credential_that_is_not_a_signed_credential_of_ours_never_verifies(
         "our kid, zero signature": f"{header(alg='EdDSA', kid=kid)}.{payload}.{b64(bytes(64))}",
         "alg none, no signature": f"{header(alg='none', kid=kid)}.{payload}.",
     }
-    before = badges.client("service").last_position()
+    before = badges.last_position()
     wrong: dict[str, str] = {}
     for name, jwt in variants.items():
         try:
@@ -872,7 +765,7 @@ def test_a_follower_killed_mid_stream_awards_each_completion_exactly_once(
         assert [(e.source, e.reference) for e in award.evidence] == [("training", course_id)]
         assert award.evidence[0].position > 0
 
-    granted = granted_events(badges)
+    granted = badges.events(GRANTED)
     per_rider = Counter(state(e)["rider_id"] for e in granted)
     assert all(per_rider[r] == 1 for r in riders), per_rider
     # Every Granted event is an award, and every award has exactly one Granted event.
@@ -905,7 +798,7 @@ def test_a_retried_grant_answers_the_same_and_writes_nothing_also_after_a_restar
         grant_request(rider_id, honour, request.request_id, reason="另一件事")))
     assert (reused.code, reused.fields) == (INVALID, ["request_id"]), reused
     assert written_by_callers_since(badges, position) == []
-    granted = [e for e in granted_events(badges) if state(e)["rider_id"] == rider_id]
+    granted = [e for e in badges.events(GRANTED) if state(e)["rider_id"] == rider_id]
     assert [e.originator_id for e in granted] == [first.award.award_id]
     assert [a.award_id for a in awards_of(badges, rider_id, include_inactive=True)] == [
         first.award.award_id]
@@ -941,22 +834,3 @@ def test_badges_keeps_serving_while_governance_cannot_be_reached(
     assert got.name == "金蜂骑士"
     assert json.loads(badges.client("merchant").GetIssuerKeys(
         pb.GetIssuerKeysRequest()).jwks_json)["keys"]
-
-
-def test_health_and_reflection_answer_without_a_token(badges: ServiceProcess) -> None:
-    assert badges.channel is not None
-    health = health_pb2_grpc.HealthStub(badges.channel)
-    for name in ("", BADGES, FEED):
-        reply = health.Check(health_pb2.HealthCheckRequest(service=name), timeout=RPC_TIMEOUT)
-        assert reply.status == health_pb2.HealthCheckResponse.SERVING, name
-
-    reflection = reflection_pb2_grpc.ServerReflectionStub(badges.channel)
-    replies = list(reflection.ServerReflectionInfo(
-        iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=RPC_TIMEOUT))
-    listed = {s.name for r in replies for s in r.list_services_response.service}
-    assert {BADGES, FEED, HEALTH} <= listed
-    assert "qiji.identity.v1.IdentityService" not in listed
-    described = list(reflection.ServerReflectionInfo(
-        iter([reflection_pb2.ServerReflectionRequest(file_containing_symbol=BADGES)]),
-        timeout=RPC_TIMEOUT))
-    assert described[0].file_descriptor_response.file_descriptor_proto

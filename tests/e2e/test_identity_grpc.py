@@ -18,8 +18,6 @@ import grpc
 import psycopg
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from psycopg import sql
 from qiji.feed.v1 import feed_service_pb2 as feed_pb
 from qiji.identity.v1 import identity_service_pb2 as pb
@@ -27,38 +25,31 @@ from qiji.identity.v1 import identity_service_pb2 as pb
 from services.identity.grpc_api import PERMISSIONS
 from tests.conftest import PG
 from tests.e2e.client import (
+    API,
+    EXISTS,
+    INVALID,
     NATIONAL_ID,
+    NOT_FOUND,
     OTHER_NATIONAL_ID,
+    PRECONDITION,
     RIDER_REGISTERED_TOPIC,
     RPC_TIMEOUT,
+    Bad,
     Client,
     call_error,
+    create_organisation,
     details_of,
     new_request_id,
+    on,
+    phone_number,
+    unique,
 )
 from tests.e2e.conftest import ServiceProcess
 
 pytestmark = pytest.mark.e2e
 
-IDENTITY = "qiji.identity.v1.IdentityService"
-FEED = "qiji.feed.v1.FeedService"
-HEALTH = "grpc.health.v1.Health"
+IDENTITY = API["identity"].full_name
 ALL_WEEK = [pb.OpeningHours(weekday=d, opens="08:00", closes="20:00") for d in range(1, 8)]
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:10]}"
-
-
-def phone_number() -> str:
-    return "139" + str(uuid.uuid4().int)[:8]
-
-
-def create_organisation(admin: Client, kind: int, name: str, parent_id: str = "",
-                        **fields: Any) -> pb.Organisation:
-    return admin.CreateOrganisation(pb.CreateOrganisationRequest(
-        request_id=new_request_id(), kind=kind, name=name, parent_id=parent_id, **fields)
-    ).organisation
 
 
 def register_request(world: World, **fields: Any) -> pb.RegisterRiderRequest:
@@ -96,14 +87,9 @@ class World:
 
 
 @pytest.fixture(scope="module")
-def server(identity_server: ServiceProcess) -> ServiceProcess:
-    return identity_server
-
-
-@pytest.fixture(scope="module")
-def world(identity_server: ServiceProcess) -> World:
-    admin = identity_server.client("city_admin")
-    platform = identity_server.client("platform")
+def world(identity: ServiceProcess) -> World:
+    admin = identity.client("city_admin")
+    platform = identity.client("platform")
     city = create_organisation(admin, pb.ORGANISATION_KIND_CITY, "常州市").organisation_id
     district = create_organisation(admin, pb.ORGANISATION_KIND_DISTRICT, "天宁区",
                                    city).organisation_id
@@ -159,20 +145,6 @@ def world(identity_server: ServiceProcess) -> World:
 # ---------------------------------------------------------------------------- bad input
 
 
-@dataclass(frozen=True)
-class Bad:
-    rpc: str
-    role: str
-    request: Callable[[World], Any]
-    code: grpc.StatusCode
-    field: str = ""
-    reason: str = ""
-
-
-INVALID = grpc.StatusCode.INVALID_ARGUMENT
-NOT_FOUND = grpc.StatusCode.NOT_FOUND
-EXISTS = grpc.StatusCode.ALREADY_EXISTS
-PRECONDITION = grpc.StatusCode.FAILED_PRECONDITION
 RANDOM_ID = str(uuid.uuid4())
 OUT_OF_RANGE_PAGE_TOKEN = base64.urlsafe_b64encode(
     b'{"a": 1e999, "f": "0000000000000000"}').decode().rstrip("=")
@@ -198,16 +170,6 @@ def rider(**fields: Any) -> Callable[[World], Any]:
     def make(w: World) -> Any:
         return register_request(w, **{k: (v(w) if callable(v) else v)
                                       for k, v in fields.items()})
-    return make
-
-
-def on(message: Any, **fields: Any) -> Callable[[World], Any]:
-    """A request of `message` whose callable fields are read from the world."""
-    def make(w: World) -> Any:
-        values = {k: (v(w) if callable(v) else v) for k, v in fields.items()}
-        if "request_id" in message.DESCRIPTOR.fields_by_name:
-            values.setdefault("request_id", new_request_id())
-        return message(**values)
     return make
 
 
@@ -500,32 +462,19 @@ BAD_INPUT: dict[str, Bad] = {
 
 @pytest.mark.parametrize("case", BAD_INPUT.values(), ids=BAD_INPUT.keys())
 def test_a_bad_request_gets_a_precise_error_and_writes_nothing(
-        server: ServiceProcess, world: World, case: Bad) -> None:
-    caller = server.client(case.role)
-    feed = server.client("service")
-    stub = caller.feed if case.rpc in ("ReadEvents", "StreamEvents") else caller.identity
+        identity: ServiceProcess, world: World, case: Bad) -> None:
     request = case.request(world)
-    before = feed.last_position()
-
-    details = call_error(lambda: getattr(stub, case.rpc)(
-        request, metadata=caller.metadata, timeout=RPC_TIMEOUT))
-
-    assert details.code == case.code, details
-    assert "Traceback" not in details.message
-    assert details.domain == "identity.qiji"
-    if case.field:
-        assert case.field in details.fields, details
-    if case.reason:
-        assert details.reason == case.reason, details
-    assert feed.last_position() == before, "a refused request wrote events"
+    before = identity.last_position()
+    case.refused(identity.client(case.who), request, "identity.qiji")
+    assert identity.last_position() == before, "a refused request wrote events"
 
 
 # ---------------------------------------------------------------------------- happy path
 
 
 def test_a_city_sets_up_its_tree_and_a_platform_registers_and_cares_for_its_rider(
-        server: ServiceProcess) -> None:
-    admin, platform = server.client("city_admin"), server.client("platform")
+        identity: ServiceProcess) -> None:
+    admin, platform = identity.client("city_admin"), identity.client("platform")
 
     city = create_organisation(admin, pb.ORGANISATION_KIND_CITY, "常州市")
     district = create_organisation(admin, pb.ORGANISATION_KIND_DISTRICT, "钟楼区",
@@ -553,12 +502,12 @@ def test_a_city_sets_up_its_tree_and_a_platform_registers_and_cares_for_its_ride
                                     pb.AMENITY_DRINKING_WATER}
     assert platform.GetServiceSpace(pb.GetServiceSpaceRequest(
         service_space_id=space.service_space_id)).service_space == space
-    found = server.client("merchant").ListServiceSpaces(pb.ListServiceSpacesRequest(
+    found = identity.client("merchant").ListServiceSpaces(pb.ListServiceSpacesRequest(
         street_id=street.organisation_id, amenities=[pb.AMENITY_CHARGING])).service_spaces
     assert [s.service_space_id for s in found] == [space.service_space_id]
-    assert not server.client("merchant").ListServiceSpaces(pb.ListServiceSpacesRequest(
+    assert not identity.client("merchant").ListServiceSpaces(pb.ListServiceSpacesRequest(
         street_id=street.organisation_id, amenities=[pb.AMENITY_TOILET])).service_spaces
-    updated = server.client("street_office").UpdateServiceSpace(pb.UpdateServiceSpaceRequest(
+    updated = identity.client("street_office").UpdateServiceSpace(pb.UpdateServiceSpaceRequest(
         request_id=new_request_id(), service_space_id=space.service_space_id,
         amenities=[pb.AMENITY_REST, pb.AMENITY_TOILET], opening_hours=ALL_WEEK[:5])
     ).service_space
@@ -613,8 +562,8 @@ def test_a_city_sets_up_its_tree_and_a_platform_registers_and_cares_for_its_ride
 
 
 def test_listing_a_stations_riders_by_status_pages_through_each_rider_once(
-        server: ServiceProcess, world: World) -> None:
-    admin, platform = server.client("city_admin"), server.client("platform")
+        identity: ServiceProcess, world: World) -> None:
+    admin, platform = identity.client("city_admin"), identity.client("platform")
     station = create_organisation(admin, pb.ORGANISATION_KIND_STATION, "翻页站",
                                   world.platform).organisation_id
     riders = [register(platform, world, station_id=station).rider_id for _ in range(9)]
@@ -646,8 +595,8 @@ def test_listing_a_stations_riders_by_status_pages_through_each_rider_once(
 
 
 def test_a_suspended_rider_is_reinstated_and_a_rider_who_leaves_is_listed_as_left(
-        server: ServiceProcess, world: World) -> None:
-    platform, office = server.client("platform"), server.client("street_office")
+        identity: ServiceProcess, world: World) -> None:
+    platform, office = identity.client("platform"), identity.client("street_office")
     rider_id = register(platform, world).rider_id
     platform.VerifyRider(pb.VerifyRiderRequest(request_id=new_request_id(), rider_id=rider_id))
 
@@ -669,11 +618,11 @@ def test_a_suspended_rider_is_reinstated_and_a_rider_who_leaves_is_listed_as_lef
 
 @pytest.mark.parametrize("role", sorted(PERMISSIONS[f"/{IDENTITY}/GetRider"]))
 def test_only_officials_see_a_riders_phone_and_national_id_in_full(
-        server: ServiceProcess, world: World, role: str) -> None:
+        identity: ServiceProcess, world: World, role: str) -> None:
     phone = phone_number()
-    registered = register(server.client("platform"), world, phone=phone,
+    registered = register(identity.client("platform"), world, phone=phone,
                           national_id=NATIONAL_ID)
-    caller = server.client(role)
+    caller = identity.client(role)
     listed = caller.ListRiders(pb.ListRidersRequest(station_id=world.station, page_size=500))
     seen = [caller.GetRider(pb.GetRiderRequest(rider_id=registered.rider_id)).rider,
             caller.LookupRider(pb.LookupRiderRequest(
@@ -695,21 +644,21 @@ def test_only_officials_see_a_riders_phone_and_national_id_in_full(
 
 
 def test_personal_data_is_encrypted_at_rest_and_kept_out_of_the_log(
-        server: ServiceProcess, world: World) -> None:
+        identity: ServiceProcess, world: World) -> None:
     phone, name = "13912345678", "李四秘名"
-    rider_id = register(server.client("platform"), world, phone=phone, name=name,
+    rider_id = register(identity.client("platform"), world, phone=phone, name=name,
                         national_id=OTHER_NATIONAL_ID).rider_id
 
     conninfo = psycopg.conninfo.make_conninfo(
-        dbname=server.db, **{k: v for k, v in PG.items() if v != ""})
+        dbname=identity.db, **{k: v for k, v in PG.items() if v != ""})
     with psycopg.connect(conninfo) as conn:
         tables = [t for (t,) in conn.execute(
             "SELECT table_name FROM information_schema.columns"
-            " WHERE table_schema = %s AND column_name = 'state'", (server.schema,))]
-        assert tables, f"no event table in schema {server.schema}"
+            " WHERE table_schema = %s AND column_name = 'state'", (identity.schema,))]
+        assert tables, f"no event table in schema {identity.schema}"
         states: list[str] = []
         for table in tables:
-            query = sql.SQL("SELECT state FROM {}").format(sql.Identifier(server.schema, table))
+            query = sql.SQL("SELECT state FROM {}").format(sql.Identifier(identity.schema, table))
             states += [bytes(s).decode("utf-8", "replace") for (s,) in conn.execute(query)]
 
     assert any(rider_id in s for s in states), "the rider's events were not found"
@@ -717,24 +666,24 @@ def test_personal_data_is_encrypted_at_rest_and_kept_out_of_the_log(
         for secret in (phone, OTHER_NATIONAL_ID, name):
             assert secret not in state
             assert secret.encode("unicode_escape").decode() not in state
-    for event in server.client("auditor").all_events():
+    for event in identity.client("auditor").all_events():
         state = event.state.decode("utf-8", "replace")
         assert phone not in state and OTHER_NATIONAL_ID not in state
-    log = server.log_path.read_text(errors="replace")
+    log = identity.log_path.read_text(errors="replace")
     for secret in (phone, OTHER_NATIONAL_ID):
         assert secret not in log
 
 
 def test_a_failing_registration_never_writes_the_riders_personal_data_to_the_log(
-        server: ServiceProcess, world: World) -> None:
+        identity: ServiceProcess, world: World) -> None:
     """Whatever goes wrong with a registration, the operators' log must not receive the
     rider's phone or name (here: a national id the validator trips over)."""
     phone, name = "13698765432", "赵六不记"
-    details = call_error(lambda: server.client("platform").RegisterRider(register_request(
+    details = call_error(lambda: identity.client("platform").RegisterRider(register_request(
         world, phone=phone, name=name, national_id="\u00b2" * 17 + "1")))
     assert details.code != grpc.StatusCode.OK
     time.sleep(0.2)  # the log line of the failure is written as the call ends
-    log = server.log_path.read_text(errors="replace")
+    log = identity.log_path.read_text(errors="replace")
     assert phone not in log
     assert name not in log and name.encode("unicode_escape").decode() not in log
 
@@ -743,39 +692,39 @@ def test_a_failing_registration_never_writes_the_riders_personal_data_to_the_log
 
 
 def test_a_retried_registration_answers_the_first_answer_even_after_a_restart(
-        server: ServiceProcess, world: World) -> None:
+        identity: ServiceProcess, world: World) -> None:
     request = register_request(world)
-    first = server.client("platform").RegisterRider(request)
-    written = server.client("service").last_position()
+    first = identity.client("platform").RegisterRider(request)
+    written = identity.last_position()
 
-    again = server.client("platform").RegisterRider(request)
+    again = identity.client("platform").RegisterRider(request)
     assert again == first
-    assert server.client("service").last_position() == written
+    assert identity.last_position() == written
 
     changed = pb.RegisterRiderRequest()
     changed.CopyFrom(request)
     changed.name = "别人"
-    details = call_error(lambda: server.client("platform").RegisterRider(changed))
+    details = call_error(lambda: identity.client("platform").RegisterRider(changed))
     assert details.code == grpc.StatusCode.INVALID_ARGUMENT
     assert "request_id" in details.fields
-    assert server.client("service").last_position() == written
+    assert identity.last_position() == written
 
-    server.restart()
+    identity.restart()
 
-    after_restart = server.client("platform").RegisterRider(request)
+    after_restart = identity.client("platform").RegisterRider(request)
     assert after_restart == first
-    assert server.client("service").last_position() == written
+    assert identity.last_position() == written
 
 
 def test_concurrent_registrations_of_one_rider_let_exactly_one_through(
-        server: ServiceProcess, world: World) -> None:
+        identity: ServiceProcess, world: World) -> None:
     platform_rider_id = unique("race")
     requests = [register_request(world, platform_rider_id=platform_rider_id, phone="13700000000")
                 for _ in range(10)]
     barrier = threading.Barrier(len(requests))
 
     def attempt(request: pb.RegisterRiderRequest) -> tuple[grpc.StatusCode, str, str]:
-        client = server.client("platform")
+        client = identity.client("platform")
         barrier.wait(timeout=10)
         try:
             return grpc.StatusCode.OK, client.RegisterRider(request).rider.rider_id, ""
@@ -791,12 +740,12 @@ def test_concurrent_registrations_of_one_rider_let_exactly_one_through(
     assert {reason for code, _, reason in outcomes if code != grpc.StatusCode.OK} == {
         "RIDER_ALREADY_REGISTERED"}
     [rider_id] = {rider_id for _, rider_id, _ in outcomes}
-    registered = server.client("service").all_events(topics=[RIDER_REGISTERED_TOPIC])
+    registered = identity.events(RIDER_REGISTERED_TOPIC)
     assert [e.originator_id for e in registered].count(rider_id) == 1
 
 
 def test_a_request_retried_while_the_first_is_still_running_gets_the_first_answer(
-        server: ServiceProcess, world: World) -> None:
+        identity: ServiceProcess, world: World) -> None:
     """A client that times out and retries at once races its own first call: every copy of the
     request must get the first answer, never ALREADY_EXISTS for the rider it just registered."""
     for _ in range(20):
@@ -805,7 +754,7 @@ def test_a_request_retried_while_the_first_is_still_running_gets_the_first_answe
 
         def attempt(_: int, request: pb.RegisterRiderRequest = request,
                     barrier: threading.Barrier = barrier) -> Any:
-            client = server.client("platform")
+            client = identity.client("platform")
             barrier.wait(timeout=10)
             try:
                 return client.RegisterRider(request)
@@ -819,40 +768,23 @@ def test_a_request_retried_while_the_first_is_still_running_gets_the_first_answe
         assert all(a == answers[0] for a in answers)
 
 
-# ---------------------------------------------------------------------------- standard services
-
-
-def test_health_and_reflection_answer_without_a_token(server: ServiceProcess) -> None:
-    assert server.channel is not None
-    health = health_pb2_grpc.HealthStub(server.channel)
-    for name in ("", IDENTITY, FEED):
-        reply = health.Check(health_pb2.HealthCheckRequest(service=name), timeout=RPC_TIMEOUT)
-        assert reply.status == health_pb2.HealthCheckResponse.SERVING, name
-
-    reflection = reflection_pb2_grpc.ServerReflectionStub(server.channel)
-    replies = list(reflection.ServerReflectionInfo(
-        iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=RPC_TIMEOUT))
-    listed = {s.name for r in replies for s in r.list_services_response.service}
-    assert {IDENTITY, FEED, HEALTH} <= listed
-
-
 # ---------------------------------------------------------------------------- feed
 
 
 def test_the_feed_reads_events_in_order_with_who_acted_and_why(
-        server: ServiceProcess) -> None:
-    admin = server.client("city_admin")
+        identity: ServiceProcess) -> None:
+    admin = identity.client("city_admin")
     correlation_id = unique("e2e-correlation")
     request_id = new_request_id()
     started = datetime.now(UTC)
-    created, call = admin.identity.CreateOrganisation.with_call(
+    created, call = admin.stub.CreateOrganisation.with_call(
         pb.CreateOrganisationRequest(request_id=request_id, kind=pb.ORGANISATION_KIND_CITY,
                                      name="溧阳市"),
         metadata=[*admin.metadata, ("x-correlation-id", correlation_id)], timeout=RPC_TIMEOUT)
     assert ("x-correlation-id", correlation_id) in call.initial_metadata()
 
     # Every write of this module carries a request id, so every event must show one.
-    events = server.client("auditor").all_events()
+    events = identity.client("auditor").all_events()
     positions = [e.position for e in events]
     assert positions == sorted(set(positions)) and positions[0] >= 1
     for event in events:
@@ -866,8 +798,8 @@ def test_the_feed_reads_events_in_order_with_who_acted_and_why(
     assert abs(event.time.ToDatetime(tzinfo=UTC) - started) < timedelta(minutes=1)
 
 
-def test_a_stream_receives_an_event_stored_after_it_started(server: ServiceProcess) -> None:
-    feed = server.client("service")
+def test_a_stream_receives_an_event_stored_after_it_started(identity: ServiceProcess) -> None:
+    feed = identity.client("service")
     stream = feed.stream_events(from_position=feed.last_position() + 1, timeout=30)
     received: list[feed_pb.StoredEvent] = []
 
@@ -879,7 +811,7 @@ def test_a_stream_receives_an_event_stored_after_it_started(server: ServiceProce
     try:
         stream.initial_metadata()  # the server has taken the call
         threading.Thread(target=read, daemon=True).start()
-        created = create_organisation(server.client("city_admin"),
+        created = create_organisation(identity.client("city_admin"),
                                       pb.ORGANISATION_KIND_CITY, "金坛市")
         deadline = time.monotonic() + 5
         while created.organisation_id not in {e.originator_id for e in received}:
@@ -890,8 +822,8 @@ def test_a_stream_receives_an_event_stored_after_it_started(server: ServiceProce
         stream.cancel()
 
 
-def test_a_stream_from_a_negative_position_is_invalid(server: ServiceProcess) -> None:
-    stream = server.client("service").stream_events(from_position=-5)
+def test_a_stream_from_a_negative_position_is_invalid(identity: ServiceProcess) -> None:
+    stream = identity.client("service").stream_events(from_position=-5)
     details = call_error(lambda: next(stream))
     assert details.code == grpc.StatusCode.INVALID_ARGUMENT
     assert "from_position" in details.fields
@@ -901,8 +833,8 @@ def test_a_stream_from_a_negative_position_is_invalid(server: ServiceProcess) ->
 
 
 def test_sigterm_stops_the_process_promptly_even_with_a_stream_open(
-        server: ServiceProcess) -> None:
-    feed = server.client("service")
+        identity: ServiceProcess) -> None:
+    feed = identity.client("service")
     stream = feed.stream_events(from_position=feed.last_position() + 1, timeout=60)
     stream.initial_metadata()
     ended: list[str] = []
@@ -919,13 +851,13 @@ def test_sigterm_stops_the_process_promptly_even_with_a_stream_open(
     follower.start()
     time.sleep(0.3)  # the stream is waiting for new events
 
-    code, elapsed = server.terminate()
+    code, elapsed = identity.terminate()
     try:
-        assert code == 0, f"exit {code}:\n{server.log_tail()}"
+        assert code == 0, f"exit {code}:\n{identity.log_tail()}"
         assert elapsed < 10
         follower.join(timeout=5)
         assert ended, "the stream never ended"
-        assert "service.stopped" in server.log_tail()
+        assert "service.stopped" in identity.log_tail()
     finally:
-        server.start()  # leave the module's server running for whatever runs next
+        identity.start()  # leave the module's server running for whatever runs next
 

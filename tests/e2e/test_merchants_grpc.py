@@ -15,209 +15,56 @@ just backs off, as it would in production until badges is deployed."""
 
 from __future__ import annotations
 
-import base64
-import json
-import os
 import re
 import threading
-import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
-from typing import Any, TypeVar
+from datetime import timedelta
+from typing import Any
 
 import grpc
 import pytest
-from google.protobuf.timestamp_pb2 import Timestamp
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from qiji.feed.v1 import feed_service_pb2 as feed_pb
 from qiji.identity.v1 import identity_service_pb2 as ipb
 from qiji.merchants.v1 import merchants_service_pb2 as pb
-from qiji.merchants.v1 import merchants_service_pb2_grpc as pb_grpc
 
-from shared.auth import ROLES, add_caller
-from tests.conftest import pg_env
-from tests.e2e.client import RPC_TIMEOUT, Client, call_error, details_of, new_request_id
-from tests.e2e.conftest import ServiceProcess, free_port
+from shared.auth import add_caller
+from tests.e2e.client import (
+    DENIED,
+    EXISTS,
+    INVALID,
+    NOT_FOUND,
+    PRECONDITION,
+    Bad,
+    at,
+    call_error,
+    create_city,
+    create_organisation,
+    details_of,
+    new_request_id,
+    on,
+    state,
+)
+from tests.e2e.conftest import ServiceProcess, caught_up, eventually, new_rider
 
 pytestmark = pytest.mark.e2e
 
-MERCHANTS = "qiji.merchants.v1.MerchantsService"
-FEED = "qiji.feed.v1.FeedService"
-HEALTH = "grpc.health.v1.Health"
 DOMAIN = "merchants.qiji"
 MODEL = "services.merchants.domain.model"
 CLAIM_ISSUED = f"{MODEL}:Claim.Issued"
 CLAIM_REDEEMED = f"{MODEL}:Claim.Redeemed"
 CLAIM_FROZEN = f"{MODEL}:Claim.Frozen"
 CLAIM_UNFROZEN = f"{MODEL}:Claim.Unfrozen"
-REACTION_TIMEOUT = 10.0
 # What a rider shows at the till: 16 characters of Crockford's base32 in groups of four.
 CODE_SHAPE = re.compile(r"[0-9A-HJKMNP-TV-Z]{4}(-[0-9A-HJKMNP-TV-Z]{4}){3}")
 
-INVALID = grpc.StatusCode.INVALID_ARGUMENT
-NOT_FOUND = grpc.StatusCode.NOT_FOUND
-EXISTS = grpc.StatusCode.ALREADY_EXISTS
-PRECONDITION = grpc.StatusCode.FAILED_PRECONDITION
-DENIED = grpc.StatusCode.PERMISSION_DENIED
 RANDOM_ID = str(uuid.uuid4())
-
-T = TypeVar("T")
-
-
-# ---------------------------------------------------------------------------- processes
-
-
-def issue_role_tokens(tokens_file: Path) -> dict[str, str]:
-    """One caller per role (principal "e2e-<role>", no organisation); role -> token."""
-    return {role: add_caller(tokens_file, f"e2e-{role}", [role]) for role in sorted(ROLES)}
-
-
-def launch(service: str, postgres_db: str, tmp: Path, *, tokens_file: Path,
-           tokens: dict[str, str], extra_env: dict[str, str] | None = None) -> ServiceProcess:
-    """Starts `python -m services.<service>` in a schema of its own, sharing `tokens_file`,
-    built exactly as the e2e harness builds its processes (only what is set here reaches it)."""
-    schema = f"e2e_{uuid.uuid4().hex[:12]}"
-    port = free_port()
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("QIJI_", f"{service.upper()}_"))}
-    env.update({
-        "QIJI_DATA_DIR": str(tmp / "data"),
-        "QIJI_TOKENS_FILE": str(tokens_file),
-        "QIJI_MASTER_KEY": base64.b64encode(os.urandom(32)).decode(),
-        "QIJI_LOG_FORMAT": "json",
-        f"{service.upper()}_GRPC_PORT": str(port),
-        "PYTHONUNBUFFERED": "1",
-        **pg_env(postgres_db, schema),
-        **(extra_env or {}),
-    })
-    server = ServiceProcess(service=service, env=env, port=port, log_path=tmp / "stderr.log",
-                            tokens=dict(tokens), db=postgres_db, schema=schema)
-    server.start()
-    return server
-
-
-def launch_pair(postgres_db: str, tmp_path_factory: pytest.TempPathFactory
-                ) -> tuple[ServiceProcess, ServiceProcess]:
-    """identity, and merchants beside it following its feed with the `service` token."""
-    tmp = tmp_path_factory.mktemp("merchants-e2e")
-    tokens_file = tmp / "tokens.json"
-    tokens = issue_role_tokens(tokens_file)
-    (tmp / "identity").mkdir()
-    (tmp / "merchants").mkdir()
-    identity = launch("identity", postgres_db, tmp / "identity", tokens_file=tokens_file,
-                      tokens=tokens)
-    try:
-        merchants = launch("merchants", postgres_db, tmp / "merchants", tokens_file=tokens_file,
-                           tokens=tokens, extra_env={
-                               "MERCHANTS_IDENTITY_ADDRESS": identity.address,
-                               # badges is not built yet: nobody listens there.
-                               "MERCHANTS_BADGES_ADDRESS": f"127.0.0.1:{free_port()}",
-                               "QIJI_SERVICE_TOKEN": tokens["service"]})
-    except BaseException:
-        identity.stop()
-        raise
-    return identity, merchants
-
-
-def shut_down(*servers: ServiceProcess) -> None:
-    for server in servers:
-        if server.running:
-            server.stop()
-
-
-class MerchantsClient(Client):
-    """A caller of a merchants server: client.ClaimPerk(request) calls MerchantsService with
-    this caller's token; the feed helpers (last_position, all_events) read merchants' feed."""
-
-    def __init__(self, channel: grpc.Channel, token: str | None):
-        super().__init__(channel, token)
-        self.merchants = pb_grpc.MerchantsServiceStub(channel)
-
-    def __getattr__(self, rpc: str) -> Callable[..., Any]:
-        stub = self.__dict__.get("merchants")
-        if stub is None or rpc.startswith("_"):
-            raise AttributeError(rpc)
-        method = getattr(stub, rpc)
-
-        def invoke(request: Any, *, timeout: float = RPC_TIMEOUT,
-                   metadata: list[tuple[str, str]] | None = None) -> Any:
-            return method(request, metadata=[*self.metadata, *(metadata or [])],
-                          timeout=timeout)
-        return invoke
-
-
-def mc(merchants: ServiceProcess, role: str | None = None, *, token: str | None = None
-       ) -> MerchantsClient:
-    """A caller of the merchants process: by role (the role's unscoped token), by a given
-    (e.g. merchant-scoped) token, or with no token at all."""
-    assert merchants.channel is not None, "merchants is not running"
-    return MerchantsClient(merchants.channel,
-                           merchants.tokens[role] if role is not None else token)
-
-
-# ---------------------------------------------------------------------------- helpers
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:10]}"
-
-
-def phone_number() -> str:
-    return "139" + str(uuid.uuid4().int)[:8]
-
-
-def at(delta: timedelta) -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromDatetime(datetime.now(UTC) + delta)
-    return stamp
-
-
-def eventually(check: Callable[[], T | None], what: str,
-               timeout: float = REACTION_TIMEOUT) -> T:
-    """Polls `check` until it returns something truthy: only for merchants' background
-    reaction to identity's events (its follower polls identity's feed every 0.5 s)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        found = check()
-        if found:
-            return found
-        assert time.monotonic() < deadline, f"{what}: not within {timeout:.0f} s"
-        time.sleep(0.1)
-
-
-def caught_up(merchants: ServiceProcess) -> None:
-    """Makes merchants apply everything identity has stored until now: asked for the perks of a
-    rider it does not know, merchants first reads identity's feed, then answers NOT_FOUND."""
-    details = call_error(lambda: mc(merchants, "platform").ListPerksForRider(
-        pb.ListPerksForRiderRequest(rider_id=str(uuid.uuid4()))))
-    assert (details.code, details.reason) == (NOT_FOUND, "RIDER_NOT_FOUND"), details
-
-
-def events(merchants: ServiceProcess, topic: str) -> list[feed_pb.StoredEvent]:
-    return mc(merchants, "service").all_events(topics=[topic])
-
-
-def last_position(merchants: ServiceProcess) -> int:
-    return mc(merchants, "service").last_position()
-
-
-def state(event: feed_pb.StoredEvent) -> dict[str, Any]:
-    return json.loads(event.state)
 
 
 # ---------------------------------------------------------------------------- identity's side
-
-
-def create_organisation(admin: Client, kind: int, name: str, parent_id: str = "") -> str:
-    return admin.CreateOrganisation(ipb.CreateOrganisationRequest(
-        request_id=new_request_id(), kind=kind, name=name, parent_id=parent_id)
-    ).organisation.organisation_id
 
 
 @dataclass(frozen=True)
@@ -225,6 +72,8 @@ class City:
     """What identity knows before merchants is used, and the scoped tokens of its merchants and
     its street office (in the tokens file both processes read)."""
 
+    city: str
+    district: str
     street: str
     platform: str
     station: str
@@ -239,33 +88,20 @@ def set_up_city(identity: ServiceProcess, *, tag: str = "") -> City:
     """city_admin builds 常州市/钟楼区/荷花池街道, two MERCHANT organisations under the street, a
     platform and its station; the merchants and the street office get tokens of their own."""
     admin = identity.client("city_admin")
-    city = create_organisation(admin, ipb.ORGANISATION_KIND_CITY, "常州市")
-    district = create_organisation(admin, ipb.ORGANISATION_KIND_DISTRICT, "钟楼区", city)
-    street = create_organisation(admin, ipb.ORGANISATION_KIND_STREET, "荷花池街道", district)
-    shop = create_organisation(admin, ipb.ORGANISATION_KIND_MERCHANT, "荷花池面馆", street)
-    other = create_organisation(admin, ipb.ORGANISATION_KIND_MERCHANT, "北大街便利店", street)
-    platform = create_organisation(admin, ipb.ORGANISATION_KIND_PLATFORM, "骑迹外卖")
-    station = create_organisation(admin, ipb.ORGANISATION_KIND_STATION, "荷花池站", platform)
+    tree = create_city(admin)
+    street = tree["street"]
+    shop = create_organisation(admin, ipb.ORGANISATION_KIND_MERCHANT, "荷花池面馆",
+                               street).organisation_id
+    other = create_organisation(admin, ipb.ORGANISATION_KIND_MERCHANT, "北大街便利店",
+                                street).organisation_id
     tokens_file = identity.tokens_file
     tag = tag or uuid.uuid4().hex[:6]
     return City(
-        street=street, platform=platform, station=station, shop=shop, other_shop=other,
+        **tree, shop=shop, other_shop=other,
         shop_token=add_caller(tokens_file, f"e2e-shop-{tag}", ["merchant"], shop),
         other_shop_token=add_caller(tokens_file, f"e2e-other-shop-{tag}", ["merchant"], other),
         office_token=add_caller(tokens_file, f"e2e-hehuachi-office-{tag}", ["street_office"],
                                 street))
-
-
-def new_rider(identity: ServiceProcess, city: City, *, verify: bool = True) -> str:
-    platform = identity.client("platform")
-    rider_id = platform.RegisterRider(ipb.RegisterRiderRequest(
-        request_id=new_request_id(), platform_id=city.platform,
-        platform_rider_id=unique("rider"), name="王五", phone=phone_number(),
-        home_street_id=city.street, station_id=city.station)).rider.rider_id
-    if verify:
-        platform.VerifyRider(ipb.VerifyRiderRequest(request_id=new_request_id(),
-                                                    rider_id=rider_id))
-    return rider_id
 
 
 def new_riders(identity: ServiceProcess, city: City, count: int) -> list[str]:
@@ -288,10 +124,10 @@ def apply_request(merchant_id: str, street_id: str, **fields: Any) -> pb.ApplyMe
 
 def join(merchants: ServiceProcess, city: City) -> None:
     """Both merchants apply with their own tokens; the street office approves them."""
-    office = mc(merchants, token=city.office_token)
+    office = merchants.client(token=city.office_token)
     for merchant_id, token in ((city.shop, city.shop_token),
                                (city.other_shop, city.other_shop_token)):
-        mc(merchants, token=token).ApplyMerchant(apply_request(merchant_id, city.street))
+        merchants.client(token=token).ApplyMerchant(apply_request(merchant_id, city.street))
         office.ApproveMerchant(pb.ApproveMerchantRequest(request_id=new_request_id(),
                                                          merchant_id=merchant_id))
 
@@ -312,7 +148,7 @@ def perk_request(merchant_id: str, **fields: Any) -> pb.CreatePerkOfferRequest:
 
 def published_perk(merchants: ServiceProcess, token: str, merchant_id: str, **fields: Any
                    ) -> pb.PerkOffer:
-    owner = mc(merchants, token=token)
+    owner = merchants.client(token=token)
     offer = owner.CreatePerkOffer(perk_request(merchant_id, **fields)).perk_offer
     return owner.PublishPerkOffer(pb.PublishPerkOfferRequest(
         request_id=new_request_id(), perk_id=offer.perk_id)).perk_offer
@@ -320,7 +156,7 @@ def published_perk(merchants: ServiceProcess, token: str, merchant_id: str, **fi
 
 def claim(merchants: ServiceProcess, perk_id: str, rider_id: str, **kw: Any
           ) -> pb.ClaimPerkResponse:
-    return mc(merchants, "platform").ClaimPerk(pb.ClaimPerkRequest(
+    return merchants.client("platform").ClaimPerk(pb.ClaimPerkRequest(
         request_id=new_request_id(), perk_id=perk_id, rider_id=rider_id), **kw)
 
 
@@ -329,35 +165,15 @@ def redeem_request(merchant_id: str, code: str) -> pb.RedeemCodeRequest:
 
 
 def get_claim(merchants: ServiceProcess, claim_id: str) -> pb.Claim:
-    return mc(merchants, "platform").GetClaim(pb.GetClaimRequest(claim_id=claim_id)).claim
+    return merchants.client("platform").GetClaim(pb.GetClaimRequest(claim_id=claim_id)).claim
 
 
 def get_perk(merchants: ServiceProcess, perk_id: str) -> pb.PerkOffer:
-    return mc(merchants, "auditor").GetPerkOffer(pb.GetPerkOfferRequest(perk_id=perk_id)
+    return merchants.client("auditor").GetPerkOffer(pb.GetPerkOfferRequest(perk_id=perk_id)
                                                  ).perk_offer
 
 
 # ---------------------------------------------------------------------------- fixtures
-
-
-@pytest.fixture(scope="module")
-def pair(postgres_db: str, tmp_path_factory: pytest.TempPathFactory
-         ) -> Iterator[tuple[ServiceProcess, ServiceProcess]]:
-    identity, merchants = launch_pair(postgres_db, tmp_path_factory)
-    try:
-        yield identity, merchants
-    finally:
-        shut_down(merchants, identity)
-
-
-@pytest.fixture(scope="module")
-def identity(pair: tuple[ServiceProcess, ServiceProcess]) -> ServiceProcess:
-    return pair[0]
-
-
-@pytest.fixture(scope="module")
-def merchants(pair: tuple[ServiceProcess, ServiceProcess]) -> ServiceProcess:
-    return pair[1]
 
 
 @pytest.fixture(scope="module")
@@ -395,14 +211,14 @@ def scene(identity: ServiceProcess, merchants: ServiceProcess, city: City) -> Sc
     opened = claim(merchants, perk, limited).claim
     claim(merchants, full_perk, filler)
     spent = claim(merchants, perk, redeemer).claim.code
-    mc(merchants, token=city.shop_token).RedeemCode(redeem_request(city.shop, spent))
-    office = mc(merchants, token=city.office_token)
+    merchants.client(token=city.shop_token).RedeemCode(redeem_request(city.shop, spent))
+    office = merchants.client(token=city.office_token)
     campaign = office.CreateCareCampaign(pb.CreateCareCampaignRequest(
         request_id=new_request_id(), street_id=city.street, name="夏日关爱礼包",
         description="清凉包：藿香正气水、毛巾、矿泉水", stock=1)).campaign.campaign_id
     office.AllocateCarePackage(pb.AllocateCarePackageRequest(
         request_id=new_request_id(), campaign_id=campaign, rider_id=limited))
-    token = mc(merchants, "auditor").ListPerkOffers(pb.ListPerkOffersRequest(
+    token = merchants.client("auditor").ListPerkOffers(pb.ListPerkOffersRequest(
         page_size=1)).next_page_token
     assert token
     far_office = add_caller(identity.tokens_file, f"e2e-far-office-{uuid.uuid4().hex[:6]}",
@@ -416,32 +232,12 @@ def scene(identity: ServiceProcess, merchants: ServiceProcess, city: City) -> Sc
 # ---------------------------------------------------------------------------- bad input
 
 
-@dataclass(frozen=True)
-class Bad:
-    rpc: str
-    # A role (its unscoped token), or "shop" / "other_shop" / "office" / "far_office" for the
-    # scene's scoped tokens.
-    caller: str
-    request: Callable[[Scene], Any]
-    code: grpc.StatusCode
-    field: str = ""
-    reason: str = ""
-
-
-def token_of(s: Scene, caller: str, merchants: ServiceProcess) -> str:
+def token_of(s: Scene, who: str, merchants: ServiceProcess) -> str:
+    """The token of a bad-input case's caller: a role (its unscoped token), or "shop" /
+    "other_shop" / "office" / "far_office" for the scene's scoped tokens."""
     scoped = {"shop": s.city.shop_token, "other_shop": s.city.other_shop_token,
               "office": s.city.office_token, "far_office": s.far_office_token}
-    return scoped[caller] if caller in scoped else merchants.tokens[caller]
-
-
-def on(message: Any, **fields: Any) -> Callable[[Scene], Any]:
-    """A request of `message` whose callable fields are read from the scene."""
-    def make(s: Scene) -> Any:
-        values = {k: (v(s) if callable(v) else v) for k, v in fields.items()}
-        if "request_id" in message.DESCRIPTOR.fields_by_name:
-            values.setdefault("request_id", new_request_id())
-        return message(**values)
-    return make
+    return scoped[who] if who in scoped else merchants.tokens[who]
 
 
 def offer(**fields: Any) -> Callable[[Scene], Any]:
@@ -648,21 +444,12 @@ BAD_INPUT: dict[str, Bad] = {
 @pytest.mark.parametrize("case", BAD_INPUT.values(), ids=BAD_INPUT.keys())
 def test_a_bad_request_gets_a_precise_error_and_writes_nothing(
         identity: ServiceProcess, merchants: ServiceProcess, scene: Scene, case: Bad) -> None:
-    caller = mc(merchants, token=token_of(scene, case.caller, merchants))
+    caller = merchants.client(token=token_of(scene, case.who, merchants))
     request = case.request(scene)
     caught_up(merchants)  # nothing of identity's is still to be applied in the background
-    before = last_position(merchants)
-
-    details = call_error(lambda: getattr(caller, case.rpc)(request))
-
-    assert details.code == case.code, details
-    assert "Traceback" not in details.message
-    assert details.domain == DOMAIN, details
-    if case.field:
-        assert case.field in details.fields, details
-    if case.reason:
-        assert details.reason == case.reason, details
-    assert last_position(merchants) == before, "a refused request wrote events"
+    before = merchants.last_position()
+    case.refused(caller, request, DOMAIN)
+    assert merchants.last_position() == before, "a refused request wrote events"
 
 
 # ---------------------------------------------------------------------------- the story
@@ -676,15 +463,15 @@ def test_a_merchant_joins_and_a_rider_gets_free_water_with_a_single_use_code(
     rider_id, colleague = new_rider(identity, city), new_rider(identity, city)
 
     # merchants, at once: the merchant applies with its own token, the street office approves.
-    shop = mc(merchants, token=city.shop_token)
+    shop = merchants.client(token=city.shop_token)
     applied = shop.ApplyMerchant(apply_request(city.shop, city.street)).merchant
     assert (applied.merchant_id, applied.street_id, applied.status) == (
         city.shop, city.street, pb.MERCHANT_STATUS_APPLIED)
-    approved = mc(merchants, token=city.office_token).ApproveMerchant(
+    approved = merchants.client(token=city.office_token).ApproveMerchant(
         pb.ApproveMerchantRequest(request_id=new_request_id(), merchant_id=city.shop)).merchant
     assert (approved.status, approved.version) == (pb.MERCHANT_STATUS_APPROVED,
                                                    applied.version + 1)
-    platform = mc(merchants, "platform")
+    platform = merchants.client("platform")
     on_the_map = platform.ListMerchants(pb.ListMerchantsRequest(
         street_id=city.street, amenities=[pb.MERCHANT_AMENITY_DRINKING_WATER])).merchants
     assert [m.merchant_id for m in on_the_map] == [city.shop]
@@ -747,7 +534,7 @@ def test_a_merchant_joins_and_a_rider_gets_free_water_with_a_single_use_code(
     assert (mine.code, mine.status) == (code, pb.CLAIM_STATUS_REVERSED)
 
     # ... and it is nowhere in merchants' log, in any form.
-    stored = mc(merchants, "service").all_events()
+    stored = merchants.client("service").all_events()
     assert any(e.originator_id == claimed.claim.claim_id for e in stored)
     for form in {code, code.replace("-", ""), typed}:
         assert not [e.topic for e in stored if form.encode() in e.state], form
@@ -767,16 +554,16 @@ def test_a_suspended_riders_open_code_is_frozen_until_reinstated_exactly_once(
         request_id=new_request_id(), rider_id=rider_id, reason="投诉核查中"))
     eventually(lambda: get_claim(merchants, claim_id).status == pb.CLAIM_STATUS_FROZEN,
                "the suspended rider's code frozen")
-    refused = call_error(lambda: mc(merchants, token=city.shop_token).RedeemCode(
+    refused = call_error(lambda: merchants.client(token=city.shop_token).RedeemCode(
         redeem_request(city.shop, code)))
     assert (refused.code, refused.reason) == (PRECONDITION, "CLAIM_FROZEN"), refused
     assert get_perk(merchants, offer.perk_id).outstanding_codes == 1  # still the rider's
 
     def frozen_events() -> list[feed_pb.StoredEvent]:
-        return [e for e in events(merchants, CLAIM_FROZEN) if e.originator_id == claim_id]
+        return [e for e in merchants.events(CLAIM_FROZEN) if e.originator_id == claim_id]
     assert len(frozen_events()) == 1
     caught_up(merchants)
-    written = last_position(merchants)
+    written = merchants.last_position()
 
     # merchants restarts (SIGTERM); the rider is reinstated on identity while it is down.
     merchants.stop()
@@ -790,14 +577,14 @@ def test_a_suspended_riders_open_code_is_frozen_until_reinstated_exactly_once(
                "the reinstated rider's code issued again after the restart")
     caught_up(merchants)
     assert len(frozen_events()) == 1, "an identity event was applied twice after the restart"
-    unfrozen = [e for e in events(merchants, CLAIM_UNFROZEN) if e.originator_id == claim_id]
+    unfrozen = [e for e in merchants.events(CLAIM_UNFROZEN) if e.originator_id == claim_id]
     assert len(unfrozen) == 1
     # Since the restart: the reinstatement's own effects only (the rider's standing, the claim).
-    new = mc(merchants, "service").read_events(from_position=written + 1, limit=100).events
+    new = merchants.client("service").read_events(from_position=written + 1, limit=100).events
     assert sorted(e.topic.rsplit(":", 1)[1] for e in new) == [
         "Claim.Unfrozen", "RiderStanding.StatusNoted"], [e.topic for e in new]
 
-    redeemed = mc(merchants, token=city.shop_token).RedeemCode(redeem_request(city.shop, code))
+    redeemed = merchants.client(token=city.shop_token).RedeemCode(redeem_request(city.shop, code))
     assert redeemed.claim.status == pb.CLAIM_STATUS_REDEEMED
     assert redeemed.perk_offer.redeemed_count == 1
 
@@ -813,7 +600,7 @@ def test_two_hundred_concurrent_claims_on_a_quota_of_fifty_give_fifty_codes_then
     barrier = threading.Barrier(len(riders))
 
     def attempt(rider_id: str) -> tuple[str, pb.Claim | None]:
-        client = mc(merchants, "platform")
+        client = merchants.client("platform")
         request = pb.ClaimPerkRequest(request_id=new_request_id(), perk_id=offer.perk_id,
                                       rider_id=rider_id)
         barrier.wait(timeout=30)
@@ -832,7 +619,7 @@ def test_two_hundred_concurrent_claims_on_a_quota_of_fifty_give_fifty_codes_then
     assert len({c.rider_id for c in claims}) == 50
     seen = get_perk(merchants, offer.perk_id)
     assert (seen.remaining_quota, seen.outstanding_codes) == (0, 50)
-    issued = [e for e in events(merchants, CLAIM_ISSUED)
+    issued = [e for e in merchants.events(CLAIM_ISSUED)
               if state(e)["perk_id"] == offer.perk_id]
     assert len(issued) == 50
 
@@ -841,7 +628,7 @@ def test_two_hundred_concurrent_claims_on_a_quota_of_fifty_give_fifty_codes_then
     till_barrier = threading.Barrier(20)
 
     def redeem_once(_: int) -> str:
-        till = mc(merchants, token=city.other_shop_token)
+        till = merchants.client(token=city.other_shop_token)
         request = redeem_request(city.other_shop, code)
         till_barrier.wait(timeout=30)
         try:
@@ -854,7 +641,7 @@ def test_two_hundred_concurrent_claims_on_a_quota_of_fifty_give_fifty_codes_then
     with ThreadPoolExecutor(max_workers=20) as pool:
         tills = Counter(pool.map(redeem_once, range(20)))
     assert tills == {"OK": 1, "FAILED_PRECONDITION CODE_ALREADY_REDEEMED": 19}, tills
-    assert len([e for e in events(merchants, CLAIM_REDEEMED)
+    assert len([e for e in merchants.events(CLAIM_REDEEMED)
                 if e.originator_id == claim_id]) == 1
     seen = get_perk(merchants, offer.perk_id)
     assert (seen.remaining_quota, seen.outstanding_codes, seen.redeemed_count) == (0, 49, 1)
@@ -870,57 +657,35 @@ def test_a_retried_claim_answers_the_first_answer_and_writes_nothing_also_after_
     caught_up(merchants)
     request = pb.ClaimPerkRequest(request_id=new_request_id(), perk_id=offer.perk_id,
                                   rider_id=rider_id)
-    first = mc(merchants, "platform").ClaimPerk(request)
+    first = merchants.client("platform").ClaimPerk(request)
     assert first.claim.code and first.remaining_quota == 4
-    written = last_position(merchants)
+    written = merchants.last_position()
 
-    again = mc(merchants, "platform").ClaimPerk(request)
+    again = merchants.client("platform").ClaimPerk(request)
     assert again == first
-    assert last_position(merchants) == written
+    assert merchants.last_position() == written
 
     changed = pb.ClaimPerkRequest()
     changed.CopyFrom(request)
     changed.rider_id = other
-    details = call_error(lambda: mc(merchants, "platform").ClaimPerk(changed))
+    details = call_error(lambda: merchants.client("platform").ClaimPerk(changed))
     assert details.code == INVALID and "request_id" in details.fields, details
-    assert last_position(merchants) == written
+    assert merchants.last_position() == written
 
     merchants.restart()
-    assert mc(merchants, "platform").ClaimPerk(request) == first
-    assert last_position(merchants) == written
+    assert merchants.client("platform").ClaimPerk(request) == first
+    assert merchants.last_position() == written
     seen = get_perk(merchants, offer.perk_id)
     assert (seen.remaining_quota, seen.outstanding_codes) == (4, 1)
-    assert len([e for e in events(merchants, CLAIM_ISSUED)
+    assert len([e for e in merchants.events(CLAIM_ISSUED)
                 if state(e)["perk_id"] == offer.perk_id]) == 1
 
     # The till's retry of a redemption (its first answer lost on the way) is the same success,
     # not CODE_ALREADY_REDEEMED.
-    till = mc(merchants, token=city.shop_token)
+    till = merchants.client(token=city.shop_token)
     redemption = redeem_request(city.shop, first.claim.code)
     redeemed = till.RedeemCode(redemption)
-    written = last_position(merchants)
+    written = merchants.last_position()
     assert till.RedeemCode(redemption) == redeemed
-    assert last_position(merchants) == written
+    assert merchants.last_position() == written
     assert redeemed.perk_offer.redeemed_count == 1
-
-
-# ---------------------------------------------------------------------------- standard services
-
-
-def test_health_and_reflection_answer_without_a_token(merchants: ServiceProcess) -> None:
-    assert merchants.channel is not None
-    health = health_pb2_grpc.HealthStub(merchants.channel)
-    for name in ("", MERCHANTS, FEED):
-        reply = health.Check(health_pb2.HealthCheckRequest(service=name), timeout=RPC_TIMEOUT)
-        assert reply.status == health_pb2.HealthCheckResponse.SERVING, name
-
-    reflection = reflection_pb2_grpc.ServerReflectionStub(merchants.channel)
-    replies = list(reflection.ServerReflectionInfo(
-        iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=RPC_TIMEOUT))
-    listed = {s.name for r in replies for s in r.list_services_response.service}
-    assert {MERCHANTS, FEED, HEALTH} <= listed
-    assert "qiji.identity.v1.IdentityService" not in listed
-    described = list(reflection.ServerReflectionInfo(
-        iter([reflection_pb2.ServerReflectionRequest(file_containing_symbol=MERCHANTS)]),
-        timeout=RPC_TIMEOUT))
-    assert described[0].file_descriptor_response.file_descriptor_proto

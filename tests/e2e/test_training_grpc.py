@@ -20,94 +20,53 @@ from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from datetime import timedelta
+from typing import Any
 
 import grpc
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from qiji.feed.v1 import feed_service_pb2 as feed_pb
 from qiji.identity.v1 import identity_service_pb2 as ipb
 from qiji.training.v1 import training_service_pb2 as pb
 
 from services.training.domain.model import Learner
-from tests.e2e.client import RPC_TIMEOUT, Client, call_error, details_of, new_request_id
-from tests.e2e.conftest import ServiceProcess
+from tests.e2e.client import (
+    EXISTS,
+    INVALID,
+    NOT_FOUND,
+    PRECONDITION,
+    Bad,
+    Client,
+    at,
+    call_error,
+    create_city,
+    create_organisation,
+    create_service_space,
+    details_of,
+    minutes,
+    new_request_id,
+    on,
+)
+from tests.e2e.conftest import ServiceProcess, caught_up, eventually, new_rider
 
 pytestmark = pytest.mark.e2e
 
-TRAINING = "qiji.training.v1.TrainingService"
-FEED = "qiji.feed.v1.FeedService"
-HEALTH = "grpc.health.v1.Health"
 DOMAIN = "training.qiji"
 ENROLLED_TOPIC = "services.training.domain.model:TrainingSession.RiderEnrolled"
 CANCELLED_TOPIC = "services.training.domain.model:TrainingSession.EnrolmentCancelled"
 CERTIFIED_TOPIC = "services.training.domain.model:Learner.PreJobCertified"
-REACTION_TIMEOUT = 10.0
 ONE_HOUR = timedelta(hours=1)
 TWO_DAYS = timedelta(hours=48)
 
-INVALID = grpc.StatusCode.INVALID_ARGUMENT
-NOT_FOUND = grpc.StatusCode.NOT_FOUND
-EXISTS = grpc.StatusCode.ALREADY_EXISTS
-PRECONDITION = grpc.StatusCode.FAILED_PRECONDITION
 RANDOM_ID = str(uuid.uuid4())
-
-T = TypeVar("T")
 
 
 # ---------------------------------------------------------------------------- helpers
 
 
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:10]}"
-
-
-def phone_number() -> str:
-    return "139" + str(uuid.uuid4().int)[:8]
-
-
-def at(delta: timedelta) -> Timestamp:
-    """A timestamp `delta` from now."""
-    stamp = Timestamp()
-    stamp.FromDatetime(datetime.now(UTC) + delta)
-    return stamp
-
-
-def minutes(n: float) -> timedelta:
-    return timedelta(minutes=n)
-
-
 def hours(n: float) -> timedelta:
     return timedelta(hours=n)
-
-
-def eventually(check: Callable[[], T | None], what: str,
-               timeout: float = REACTION_TIMEOUT) -> T:
-    """Polls `check` until it returns something truthy. Only for training's background reaction
-    to identity's events (its follower polls identity's feed every 0.5 s)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        found = check()
-        if found:
-            return found
-        assert time.monotonic() < deadline, f"{what}: not within {timeout:.0f} s"
-        time.sleep(0.1)
-
-
-def caught_up(training: ServiceProcess) -> None:
-    """Makes training apply everything identity has stored until now: asked for the transcript
-    of a rider it does not know, training first reads identity's feed (read-your-writes across
-    services), and only then answers NOT_FOUND."""
-    details = call_error(lambda: training.client("auditor").GetTranscript(
-        pb.GetTranscriptRequest(rider_id=str(uuid.uuid4()))))
-    assert details.code == NOT_FOUND, details
-
-
-def events(training: ServiceProcess, topic: str) -> list[feed_pb.StoredEvent]:
-    return training.client("service").all_events(topics=[topic])
 
 
 def about_rider(found: list[feed_pb.StoredEvent], rider_id: str, session_id: str = ""
@@ -137,40 +96,12 @@ class City:
     space: str
 
 
-def create_organisation(admin: Client, kind: int, name: str, parent_id: str = "") -> str:
-    return admin.CreateOrganisation(ipb.CreateOrganisationRequest(
-        request_id=new_request_id(), kind=kind, name=name, parent_id=parent_id)
-    ).organisation.organisation_id
-
-
 def set_up_city(identity: ServiceProcess) -> City:
     admin = identity.client("city_admin")
-    city = create_organisation(admin, ipb.ORGANISATION_KIND_CITY, "常州市")
-    district = create_organisation(admin, ipb.ORGANISATION_KIND_DISTRICT, "钟楼区", city)
-    street = create_organisation(admin, ipb.ORGANISATION_KIND_STREET, "荷花池街道", district)
-    platform = create_organisation(admin, ipb.ORGANISATION_KIND_PLATFORM, "骑迹外卖")
-    station = create_organisation(admin, ipb.ORGANISATION_KIND_STATION, "荷花池站", platform)
+    tree = create_city(admin)
     provider = create_organisation(admin, ipb.ORGANISATION_KIND_EDUCATION_PROVIDER,
-                                   "江苏理工学院")
-    space = admin.CreateServiceSpace(ipb.CreateServiceSpaceRequest(
-        request_id=new_request_id(), street_id=street, name="荷花池骑手驿站",
-        address="钟楼区北大街1号", amenities=[ipb.AMENITY_REST],
-        opening_hours=[ipb.OpeningHours(weekday=d, opens="08:00", closes="20:00")
-                       for d in range(1, 8)])).service_space.service_space_id
-    return City(city=city, district=district, street=street, platform=platform,
-                station=station, provider=provider, space=space)
-
-
-def new_rider(identity: ServiceProcess, city: City, *, verify: bool = True) -> str:
-    platform = identity.client("platform")
-    rider_id = platform.RegisterRider(ipb.RegisterRiderRequest(
-        request_id=new_request_id(), platform_id=city.platform,
-        platform_rider_id=unique("rider"), name="王五", phone=phone_number(),
-        home_street_id=city.street, station_id=city.station)).rider.rider_id
-    if verify:
-        platform.VerifyRider(ipb.VerifyRiderRequest(request_id=new_request_id(),
-                                                    rider_id=rider_id))
-    return rider_id
+                                   "江苏理工学院").organisation_id
+    return City(**tree, provider=provider, space=create_service_space(admin, tree["street"]))
 
 
 def suspend(identity: ServiceProcess, rider_id: str, reason: str) -> None:
@@ -240,16 +171,6 @@ def get_session(training: ServiceProcess, session_id: str) -> pb.Session:
 
 
 @pytest.fixture(scope="module")
-def identity(identity_server: ServiceProcess) -> ServiceProcess:
-    return identity_server
-
-
-@pytest.fixture(scope="module")
-def training(training_server: ServiceProcess) -> ServiceProcess:
-    return training_server
-
-
-@pytest.fixture(scope="module")
 def city(identity: ServiceProcess) -> City:
     return set_up_city(identity)
 
@@ -303,26 +224,6 @@ def scene(identity: ServiceProcess, training: ServiceProcess, city: City) -> Sce
 
 
 # ---------------------------------------------------------------------------- bad input
-
-
-@dataclass(frozen=True)
-class Bad:
-    rpc: str
-    role: str
-    request: Callable[[Scene], Any]
-    code: grpc.StatusCode
-    field: str = ""
-    reason: str = ""
-
-
-def on(message: Any, **fields: Any) -> Callable[[Scene], Any]:
-    """A request of `message` whose callable fields are read from the scene."""
-    def make(s: Scene) -> Any:
-        values = {k: (v(s) if callable(v) else v) for k, v in fields.items()}
-        if "request_id" in message.DESCRIPTOR.fields_by_name:
-            values.setdefault("request_id", new_request_id())
-        return message(**values)
-    return make
 
 
 def course(**fields: Any) -> Callable[[Scene], Any]:
@@ -572,24 +473,11 @@ BAD_INPUT: dict[str, Bad] = {
 @pytest.mark.parametrize("case", BAD_INPUT.values(), ids=BAD_INPUT.keys())
 def test_a_bad_request_gets_a_precise_error_and_writes_nothing(
         identity: ServiceProcess, training: ServiceProcess, scene: Scene, case: Bad) -> None:
-    caller = training.client(case.role)
-    feed = training.client("service")
-    stub = caller.feed if case.rpc == "ReadEvents" else caller.training
     request = case.request(scene)
     caught_up(training)  # nothing of identity's is still to be applied in the background
-    before = feed.last_position()
-
-    details = call_error(lambda: getattr(stub, case.rpc)(
-        request, metadata=caller.metadata, timeout=RPC_TIMEOUT))
-
-    assert details.code == case.code, details
-    assert "Traceback" not in details.message
-    assert details.domain == DOMAIN
-    if case.field:
-        assert case.field in details.fields, details
-    if case.reason:
-        assert details.reason == case.reason, details
-    assert feed.last_position() == before, "a refused request wrote events"
+    before = training.last_position()
+    case.refused(training.client(case.who), request, DOMAIN)
+    assert training.last_position() == before, "a refused request wrote events"
 
 
 # ---------------------------------------------------------------------------- the story
@@ -660,7 +548,7 @@ def test_a_city_trains_a_rider_across_both_services_until_pre_job_certified(
     other = training.client("auditor").GetTranscript(pb.GetTranscriptRequest(rider_id=classmate))
     assert not other.tracks and not other.pre_job_certified
 
-    certified = [e for e in training.client("service").all_events()
+    certified = [e for e in training.events()
                  if e.topic.endswith("Learner.PreJobCertified")]
     learner_id = str(Learner.create_id(rider_id))
     assert [e.originator_id for e in certified].count(learner_id) == 1
@@ -692,16 +580,16 @@ def test_suspending_a_rider_on_identity_cancels_their_future_enrolment_exactly_o
     assert "suspended" in reason and "投诉核查中" in reason, reason
     assert session.places_taken == taken - 1
     assert enrolment(session, stays).status == pb.ENROLMENT_STATUS_ENROLLED
-    assert len(about_rider(events(training, CANCELLED_TOPIC), rider_id, session_id)) == 1
+    assert len(about_rider(training.events(CANCELLED_TOPIC), rider_id, session_id)) == 1
     caught_up(training)
-    written = training.client("service").last_position()
+    written = training.last_position()
 
     training.restart()
     caught_up(training)  # the follower resumes from its tracked position: nothing re-applied
     time.sleep(1.0)  # and the background follower, too, has had its turns by now
 
-    assert len(about_rider(events(training, CANCELLED_TOPIC), rider_id, session_id)) == 1
-    assert training.client("service").last_position() == written
+    assert len(about_rider(training.events(CANCELLED_TOPIC), rider_id, session_id)) == 1
+    assert training.last_position() == written
     assert get_session(training, session_id) == session
 
 
@@ -730,7 +618,7 @@ def test_a_follower_killed_mid_stream_misses_nothing_and_repeats_nothing(
     session = eventually(both_cancelled, "both enrolments cancelled after the restart")
     assert session.places_taken == 0
     caught_up(training)
-    cancelled = events(training, CANCELLED_TOPIC)
+    cancelled = training.events(CANCELLED_TOPIC)
     for rider_id in (first, second):
         assert len(about_rider(cancelled, rider_id, session_id)) == 1, rider_id
 
@@ -740,12 +628,12 @@ def test_a_follower_killed_mid_stream_misses_nothing_and_repeats_nothing(
     refused = call_error(lambda: enrol(platform, later_id, first))
     assert (refused.code, refused.reason) == (PRECONDITION, "RIDER_NOT_ACTIVE")
 
-    written = training.client("service").last_position()
+    written = training.last_position()
     training.kill()
     training.start()
     caught_up(training)
-    assert training.client("service").last_position() == written
-    assert len(about_rider(events(training, CANCELLED_TOPIC), first, session_id)) == 1
+    assert training.last_position() == written
+    assert len(about_rider(training.events(CANCELLED_TOPIC), first, session_id)) == 1
 
 
 def test_suspending_a_checked_in_rider_keeps_their_place_and_their_booking(
@@ -806,7 +694,7 @@ def test_fifty_concurrent_enrolments_fill_twenty_places_exactly(
     assert outcomes == {"OK": 20, "FAILED_PRECONDITION SESSION_FULL": 30}, outcomes
     session = get_session(training, session_id)
     assert session.places_taken == 20 and len(session.enrolments) == 20
-    enrolled = [e for e in events(training, ENROLLED_TOPIC) if e.originator_id == session_id]
+    enrolled = [e for e in training.events(ENROLLED_TOPIC) if e.originator_id == session_id]
     assert len(enrolled) == 20
     assert {json.loads(e.state)["rider_id"] for e in enrolled} == {
         e.rider_id for e in session.enrolments}
@@ -824,22 +712,22 @@ def test_a_retried_enrolment_answers_the_first_answer_and_writes_nothing(
     request = pb.EnrolRiderRequest(request_id=new_request_id(), session_id=session_id,
                                    rider_id=rider_id)
     first = platform.EnrolRider(request)
-    written = training.client("service").last_position()
+    written = training.last_position()
 
     assert platform.EnrolRider(request) == first
-    assert training.client("service").last_position() == written
+    assert training.last_position() == written
 
     changed = pb.EnrolRiderRequest()
     changed.CopyFrom(request)
     changed.rider_id = other
     details = call_error(lambda: platform.EnrolRider(changed))
     assert details.code == INVALID and "request_id" in details.fields, details
-    assert training.client("service").last_position() == written
+    assert training.last_position() == written
 
     training.restart()
     platform = training.client("platform")
     assert platform.EnrolRider(request) == first
-    assert training.client("service").last_position() == written
+    assert training.last_position() == written
     assert get_session(training, session_id).places_taken == 1
 
 
@@ -880,21 +768,3 @@ def test_training_keeps_answering_precisely_while_identity_is_down(
             return None  # training's channel to identity may still be backing off
     session = eventually(enrolled, "training following identity again")
     assert session.places_taken == 2
-
-
-# ---------------------------------------------------------------------------- standard services
-
-
-def test_health_and_reflection_answer_without_a_token(training: ServiceProcess) -> None:
-    assert training.channel is not None
-    health = health_pb2_grpc.HealthStub(training.channel)
-    for name in ("", TRAINING, FEED):
-        reply = health.Check(health_pb2.HealthCheckRequest(service=name), timeout=RPC_TIMEOUT)
-        assert reply.status == health_pb2.HealthCheckResponse.SERVING, name
-
-    reflection = reflection_pb2_grpc.ServerReflectionStub(training.channel)
-    replies = list(reflection.ServerReflectionInfo(
-        iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=RPC_TIMEOUT))
-    listed = {s.name for r in replies for s in r.list_services_response.service}
-    assert {TRAINING, FEED, HEALTH} <= listed
-    assert "qiji.identity.v1.IdentityService" not in listed

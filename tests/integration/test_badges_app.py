@@ -59,6 +59,10 @@ class ListFeed:
     def wait(self, timeout):
         pass
 
+    @property
+    def last_position(self):
+        return len(self.events)
+
 
 def criteria(**given):
     base = {"min_volunteer_hours": "", "required_course_ids": [], "track_requirements": [],

@@ -70,6 +70,10 @@ class ListFeed:
     def wait(self, timeout):
         pass
 
+    @property
+    def last_position(self):
+        return len(self.events)
+
 
 @pytest.fixture
 def world(store_env):

@@ -1,0 +1,45 @@
+"""badges' public event contract for outside consumers: badges awarded, revoked and expired.
+Revoked and Expired name the award only; the Award aggregate names the rider and the badge
+class. A revocation's free-text reason and the award's evidence stay inside Qiji (the signed
+Open Badges credential is how an award is shown outside)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from services.badges import events as topics
+from shared.public_feed import Fact, Mapped, PublicCatalogue, PublicType
+
+
+def _award_data(app: Any, fact: Fact) -> dict[str, Any]:
+    award = app.repository.get(fact.originator_id)
+    return {"award_id": str(fact.originator_id), "rider_id": award.rider_id,
+            "badge_class_id": award.badge_class_id}
+
+
+def _awarded(app: Any, fact: Fact) -> Mapped:
+    e = fact.event
+    data = {**_award_data(app, fact), "criteria_version": e.criteria_version, "kind": e.kind,
+            "awarded_time": e.awarded_at, "expire_time": e.expires_at}
+    return Mapped(data["rider_id"], data)
+
+
+def _revoked(app: Any, fact: Fact) -> Mapped:
+    data = {**_award_data(app, fact), "revoked_time": fact.event.at}
+    return Mapped(data["rider_id"], data)
+
+
+def _expired(app: Any, fact: Fact) -> Mapped:
+    data = {**_award_data(app, fact), "expired_time": fact.event.timestamp}
+    return Mapped(data["rider_id"], data)
+
+
+CATALOGUE = PublicCatalogue("badges", [
+    PublicType("qiji.badges.v1.BadgeAwarded", topics.BADGE_GRANTED,
+               ("award_id", "rider_id", "badge_class_id", "criteria_version", "kind",
+                "awarded_time", "expire_time"), _awarded),
+    PublicType("qiji.badges.v1.BadgeRevoked", topics.BADGE_REVOKED,
+               ("award_id", "rider_id", "badge_class_id", "revoked_time"), _revoked),
+    PublicType("qiji.badges.v1.BadgeExpired", topics.BADGE_EXPIRED,
+               ("award_id", "rider_id", "badge_class_id", "expired_time"), _expired),
+])

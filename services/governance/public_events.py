@@ -1,0 +1,36 @@
+"""governance's public event contract for outside consumers: that a rider's report was closed,
+and that the street office verified it. Not public: a report's submission, text, place,
+attachments, routing and escalations — they are the city's casework and may describe third
+parties; the platform learns only the outcome for its rider, by kind and category."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from services.governance import events as topics
+from shared.public_feed import Fact, Mapped, PublicCatalogue, PublicType
+
+
+def _closed(app: Any, fact: Fact) -> Mapped:
+    report = app.repository.get(fact.originator_id)
+    return Mapped(report.rider_id, {
+        "report_id": str(fact.originator_id), "rider_id": report.rider_id,
+        "kind": report.kind, "category": report.category, "street_id": report.street_id,
+        "outcome": fact.event.outcome, "closed_time": fact.event.at})
+
+
+def _verified(app: Any, fact: Fact) -> Mapped:
+    e = fact.event
+    return Mapped(e.rider_id, {
+        "report_id": str(fact.originator_id), "rider_id": e.rider_id, "kind": e.kind,
+        "category": e.category, "street_id": e.street_id, "verified_time": e.at})
+
+
+CATALOGUE = PublicCatalogue("governance", [
+    PublicType("qiji.governance.v1.ReportClosed", topics.REPORT_CLOSED,
+               ("report_id", "rider_id", "kind", "category", "street_id", "outcome",
+                "closed_time"), _closed),
+    PublicType("qiji.governance.v1.ReportVerified", topics.REPORT_VERIFIED,
+               ("report_id", "rider_id", "kind", "category", "street_id", "verified_time"),
+               _verified),
+])

@@ -1,0 +1,1 @@
+"""The platform company's event feed gateway: one CloudEvents feed across all five services."""

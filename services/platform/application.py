@@ -1,0 +1,145 @@
+"""The gateway's service layer: pages of public events merged from the five services' public
+feeds, with the cursor after each event. It keeps no state: where a consumer stands is all in
+its cursor, so the gateway can restart, or run as several replicas, without losing anyone."""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import grpc
+import structlog
+from qiji.feed.v1 import public_feed_service_pb2 as feed_pb
+from qiji.feed.v1 import public_feed_service_pb2_grpc as feed_grpc
+
+from services.platform import cursor as cursors
+from services.platform.catalogue import SERVICES, types_by_service
+from shared.errors import FieldViolation, InvalidArgument, Unavailable
+from shared.grpc.public_feed import read_public
+
+log = structlog.get_logger(__name__)
+
+DEFAULT_PAGE_SIZE = 100
+MAX_PAGE_SIZE = 1000
+UPSTREAM_TIMEOUT = 10.0
+
+
+class UpstreamDown(Exception):
+    """A service's public feed cannot be read just now; its events wait, none are lost."""
+
+
+class Upstream(Protocol):
+    """One service's public feed: ReadPublicEvents."""
+
+    def read(self, request: Any) -> Any:
+        ...
+
+
+class GrpcUpstream:
+    """A service's PublicFeedService over gRPC, with the gateway's `service` role token."""
+
+    def __init__(self, address: str, token: str):
+        self._channel = grpc.insecure_channel(address)
+        self._stub = feed_grpc.PublicFeedServiceStub(self._channel)
+        self._metadata = (("authorization", f"Bearer {token}"),)
+
+    def read(self, request: Any) -> Any:
+        try:
+            return self._stub.ReadPublicEvents(request, metadata=self._metadata,
+                                               timeout=UPSTREAM_TIMEOUT)
+        except grpc.RpcError as error:
+            code = error.code() if isinstance(error, grpc.Call) else None
+            if code is grpc.StatusCode.INVALID_ARGUMENT:
+                raise  # a bug of ours, not an outage: let it show
+            raise UpstreamDown(code.name if code else "UNKNOWN") from None
+
+    def close(self) -> None:
+        self._channel.close()
+
+
+class LocalUpstream:
+    """A service's public feed in this process (tests and tools): the same code path as its
+    servicer, without the network."""
+
+    def __init__(self, app: Any, catalogue: Any):
+        self._app = app
+        self._catalogue = catalogue
+
+    def read(self, request: Any) -> Any:
+        return read_public(self._app, self._catalogue, request)
+
+
+@dataclass
+class Page:
+    # (CloudEvent message, cursor that resumes right after it)
+    events: list[tuple[Any, str]]
+    positions: dict[str, int]
+    caught_up: bool
+    unreachable: list[str] = field(default_factory=list)
+
+    @property
+    def next_cursor(self) -> str:
+        return cursors.encode(self.positions)
+
+
+def check_page_size(page_size: int) -> int:
+    if not 0 <= page_size <= MAX_PAGE_SIZE:
+        raise InvalidArgument([FieldViolation("page_size", f"must be 0 to {MAX_PAGE_SIZE}")])
+    return page_size or DEFAULT_PAGE_SIZE
+
+
+class PlatformFeed:
+    def __init__(self, upstreams: Mapping[str, Upstream]):
+        self.upstreams = dict(upstreams)
+
+    def decode_cursor(self, cursor: str) -> dict[str, int]:
+        return cursors.decode(cursor, SERVICES)
+
+    def read(self, positions: Mapping[str, int], page_size: int, types: Sequence[str],
+             organisation_id: str) -> Page:
+        """The next events after `positions`, at most `page_size`, in each service's log order
+        (services interleaved by event time; no order is promised between services)."""
+        size = check_page_size(page_size)
+        wanted = types_by_service(list(types))
+        positions = dict(positions)
+        batches: dict[str, tuple[list[Any], int]] = {}
+        caught_up = True
+        unreachable = []
+        for service, service_types in wanted.items():
+            upstream = self.upstreams.get(service)
+            if upstream is None:
+                continue
+            try:
+                reply = upstream.read(feed_pb.ReadPublicEventsRequest(
+                    from_position=positions[service], limit=size, types=service_types,
+                    consumer_organisation_id=organisation_id))
+            except UpstreamDown as down:
+                log.warning("platform.upstream_unavailable", upstream=service, code=str(down))
+                unreachable.append(service)
+                caught_up = False
+                continue
+            batches[service] = (list(reply.events), reply.next_position)
+            if reply.next_position <= reply.last_position:
+                caught_up = False
+        if unreachable and not batches:
+            raise Unavailable(f"{', '.join(unreachable)} cannot be reached; retry with the "
+                              "same cursor", reason="UPSTREAM_UNAVAILABLE")
+        merged = heapq.merge(
+            *[[(e.event.attributes["time"].ce_timestamp.ToNanoseconds(), service, e)
+               for e in events] for service, (events, _) in batches.items()],
+            key=lambda item: (item[0], item[1]))
+        taken: list[tuple[Any, str]] = []
+        for _, service, public in merged:
+            if len(taken) == size:
+                caught_up = False
+                break
+            positions[service] = public.position + 1
+            taken.append((public.event, cursors.encode(positions)))
+        for service, (events, next_position) in batches.items():
+            # A service whose whole batch was delivered moves past everything it looked at.
+            if not events or positions[service] > events[-1].position:
+                positions[service] = max(positions[service], next_position)
+        return Page(events=taken, positions=positions, caught_up=caught_up,
+                    unreachable=unreachable)

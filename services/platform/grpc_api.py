@@ -1,0 +1,72 @@
+"""The gateway's gRPC entry point (qiji.platform.v1.PlatformFeedService): translate the request,
+call the feed, render CloudEvents with their cursors. Platform role only."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import grpc
+from qiji.platform.v1 import platform_feed_service_pb2 as pb
+from qiji.platform.v1 import platform_feed_service_pb2_grpc as pb_grpc
+
+from services.platform.application import Page, PlatformFeed
+from shared import context
+from shared.auth import PLATFORM
+from shared.errors import Unavailable
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["PlatformFeedService"].full_name
+# How long a stream waits before looking again when every service had nothing new.
+STREAM_POLL_SECONDS = 0.5
+STREAM_BATCH = 100
+
+PERMISSIONS: dict[str, frozenset[str]] = {
+    f"/{SERVICE_NAME}/ReadEvents": frozenset({PLATFORM}),
+    f"/{SERVICE_NAME}/StreamEvents": frozenset({PLATFORM}),
+}
+
+
+class PlatformFeedServicer(pb_grpc.PlatformFeedServiceServicer):
+    def __init__(self, feed: PlatformFeed, stopping: threading.Event):
+        self.feed = feed
+        self.stopping = stopping
+
+    def ReadEvents(self, request: Any, context_: Any) -> Any:
+        positions = self.feed.decode_cursor(request.cursor)
+        page = self.feed.read(positions, request.page_size, request.types, _organisation())
+        return pb.ReadEventsResponse(
+            events=[pb.FeedEvent(event=e, cursor=c) for e, c in page.events],
+            next_cursor=page.next_cursor, caught_up=page.caught_up)
+
+    def StreamEvents(self, request: Any, context_: Any) -> Iterator[Any]:
+        positions = self.feed.decode_cursor(request.cursor)
+        types = list(request.types)
+        organisation = _organisation()
+        # Validate everything before the first message, so a bad request fails at once.
+        page = self.feed.read(positions, STREAM_BATCH, types, organisation)
+        while True:
+            for event, cursor in page.events:
+                yield pb.StreamEventsResponse(event=pb.FeedEvent(event=event, cursor=cursor))
+            positions = page.positions
+            if not page.events and self.stopping.wait(STREAM_POLL_SECONDS):
+                return
+            if not context_.is_active() or self.stopping.is_set():
+                return
+            try:
+                page = self.feed.read(positions, STREAM_BATCH, types, organisation)
+            except Unavailable:
+                # Every wanted service is down for now: the stream waits, it does not end.
+                page = Page(events=[], positions=positions, caught_up=False)
+
+
+def _organisation() -> str:
+    # Consent is given to an organisation: the one the caller's token acts for.
+    return context.current().actor.organisation_id
+
+
+def add_servicers(server: grpc.Server, feed: PlatformFeed, stopping: threading.Event
+                  ) -> list[str]:
+    pb_grpc.add_PlatformFeedServiceServicer_to_server(PlatformFeedServicer(feed, stopping),
+                                                      server)
+    return [SERVICE_NAME]

@@ -1,0 +1,96 @@
+"""What makes the platform gateway a Qiji process: the same guard, health and reflection as
+every service, its feed over the five services' public feeds, no store of its own."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from concurrent import futures
+from dataclasses import dataclass, field
+
+import grpc
+import structlog
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from services.platform.application import GrpcUpstream, PlatformFeed, Upstream
+from services.platform.catalogue import SERVICES
+from services.platform.grpc_api import PERMISSIONS, add_servicers
+from shared.auth import TokenRegistry
+from shared.config import ConfigError, Settings, load_settings
+from shared.grpc.guard import Guard
+from shared.logging import configure as configure_logging
+
+log = structlog.get_logger(__name__)
+
+NAME = "platform"
+GRACE_SECONDS = 5.0
+
+
+@dataclass
+class RunningGateway:
+    server: grpc.Server
+    port: int
+    health: health.HealthServicer
+    stopping: threading.Event
+    upstreams: dict[str, Upstream] = field(default_factory=dict)
+
+    def stop(self, grace: float = GRACE_SECONDS) -> None:
+        self.stopping.set()  # streams end at their next look
+        self.health.enter_graceful_shutdown()
+        self.server.stop(grace).wait()
+        for upstream in self.upstreams.values():
+            close = getattr(upstream, "close", None)
+            if close is not None:
+                close()
+
+
+def build_gateway(settings: Settings, upstreams: dict[str, Upstream] | None = None
+                  ) -> RunningGateway:
+    if upstreams is None:
+        if not settings.service_token:
+            raise ConfigError("PLATFORM_SERVICE_TOKEN / QIJI_SERVICE_TOKEN must be set: the "
+                              "gateway reads the services' public feeds with it")
+        upstreams = {s: GrpcUpstream(settings.upstreams[s], settings.service_token)
+                     for s in SERVICES}
+    guard = Guard(tokens=TokenRegistry(settings.tokens_file), permissions=PERMISSIONS,
+                  error_domain=f"{NAME}.qiji")
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=settings.grpc_workers,
+                                   thread_name_prefix=f"{NAME}-rpc"),
+        interceptors=[guard], options=[("grpc.so_reuseport", 0)])
+    stopping = threading.Event()
+    names = add_servicers(server, PlatformFeed(upstreams), stopping)
+    health_servicer = health.HealthServicer(experimental_non_blocking=True)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    for name in ["", *names]:
+        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    reflection.enable_server_reflection(
+        [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+         reflection.SERVICE_NAME], server)
+    port = server.add_insecure_port(f"{settings.grpc_host}:{settings.grpc_port}")
+    if port == 0:
+        raise OSError(f"could not bind {settings.address}")
+    return RunningGateway(server=server, port=port, health=health_servicer, stopping=stopping,
+                          upstreams=upstreams)
+
+
+def serve() -> None:
+    """The process entry point: `python -m services.platform`."""
+    settings = load_settings(NAME)
+    configure_logging(NAME, settings.log_format)
+    running = build_gateway(settings)
+    running.server.start()
+    log.info("service.started", address=f"{settings.grpc_host}:{running.port}",
+             upstreams={s: settings.upstreams[s] for s in SERVICES})
+    done = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        log.info("service.stopping", signal=signal.Signals(signum).name)
+        done.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    done.wait()
+    running.stop()
+    log.info("service.stopped")

@@ -1,0 +1,39 @@
+"""training's public event contract for outside consumers: a rider's completed courses and
+pre-job certification (岗前培训). Both are events of a Learner, whose id is not the rider's; the
+Learner aggregate names its rider."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from services.training import events as topics
+from shared.public_feed import Fact, Mapped, PublicCatalogue, PublicType
+
+
+def _rider_id(app: Any, fact: Fact) -> str:
+    return app.repository.get(fact.originator_id).rider_id
+
+
+def _completed(app: Any, fact: Fact) -> Mapped:
+    e = fact.event
+    rider_id = _rider_id(app, fact)
+    return Mapped(rider_id, {"rider_id": rider_id, "course_id": e.course_id,
+                             "session_id": e.session_id, "track": e.track, "hours": e.hours,
+                             "result": e.result, "score": e.score, "completed_time": e.at})
+
+
+def _certified(app: Any, fact: Fact) -> Mapped:
+    e = fact.event
+    rider_id = _rider_id(app, fact)
+    return Mapped(rider_id, {"rider_id": rider_id, "course_ids": list(e.course_ids),
+                             "programme_version": e.programme_version,
+                             "certified_time": e.at})
+
+
+CATALOGUE = PublicCatalogue("training", [
+    PublicType("qiji.training.v1.CourseCompleted", topics.COURSE_COMPLETED,
+               ("rider_id", "course_id", "session_id", "track", "hours", "result", "score",
+                "completed_time"), _completed),
+    PublicType("qiji.training.v1.PreJobCertified", topics.PRE_JOB_CERTIFIED,
+               ("rider_id", "course_ids", "programme_version", "certified_time"), _certified),
+])

@@ -1,0 +1,89 @@
+"""The public feed every service serves over its own log (qiji.feed.v1.PublicFeedService): the
+log mapped through the service's public event contract, for the platform gateway only."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import grpc
+from cloudevents.v1 import cloudevents_pb2 as ce
+from qiji.feed.v1 import public_feed_service_pb2 as pb
+from qiji.feed.v1 import public_feed_service_pb2_grpc as pb_grpc
+
+from shared import auth
+from shared.application import QijiApplication
+from shared.errors import Violations
+from shared.public_feed import DATA_CONTENT_TYPE, SPEC_VERSION, Fact, PublicCatalogue, PublicEvent
+
+DEFAULT_LIMIT = 100
+MAX_LIMIT = 1000
+PUBLIC_FEED_ROLES = frozenset({auth.SERVICE})
+
+
+def public_feed_permissions() -> dict[str, frozenset[str]]:
+    name = pb.DESCRIPTOR.services_by_name["PublicFeedService"].full_name
+    return {f"/{name}/ReadPublicEvents": PUBLIC_FEED_ROLES}
+
+
+def to_cloudevent(event: PublicEvent) -> ce.CloudEvent:
+    """The CloudEvents protobuf format: required attributes as fields, the optional ones in the
+    attributes map, data as JSON text."""
+    message = ce.CloudEvent(id=event.id, source=event.source, spec_version=SPEC_VERSION,
+                            type=event.type,
+                            text_data=json.dumps(event.data, ensure_ascii=False, sort_keys=True,
+                                                 separators=(",", ":")))
+    attrs = message.attributes
+    attrs["time"].ce_timestamp.FromDatetime(event.time)
+    attrs["subject"].ce_string = event.subject
+    attrs["datacontenttype"].ce_string = DATA_CONTENT_TYPE
+    return message
+
+
+def read_public(app: QijiApplication, catalogue: PublicCatalogue, request: Any) -> Any:
+    """ReadPublicEvents over one application: its log from a position, through its catalogue,
+    for one consumer organisation. Positions of internal events, and of events this consumer
+    may not see, are passed over: `next_position` moves past them."""
+    violations = Violations()
+    violations.require(request.from_position >= 0, "from_position", "must not be negative")
+    violations.require(0 <= request.limit <= MAX_LIMIT, "limit",
+                       f"must be between 0 and {MAX_LIMIT}")
+    violations.raise_if_any()
+    wanted = list(request.types)
+    topics = catalogue.topics_for(wanted)
+    start = max(request.from_position, 1)
+    # Read before the select: every position up to it is committed (ids are given out in
+    # commit order), so a short read may move the caller past all of them.
+    last = app.last_position()
+    if not topics:  # a service that publishes nothing: nothing to look at, ever
+        return pb.ReadPublicEventsResponse(next_position=max(start, last + 1),
+                                           last_position=last)
+    limit = request.limit or DEFAULT_LIMIT
+    notifications = app.read_log(start, limit, topics)
+    events = []
+    for n in notifications:
+        fact = Fact(position=n.id, originator_id=n.originator_id,
+                    originator_version=n.originator_version, topic=n.topic,
+                    event=app.to_domain_event(n),
+                    consumer_organisation_id=request.consumer_organisation_id)
+        events += [pb.PublicEvent(position=n.id, event=to_cloudevent(e))
+                   for e in catalogue.map(app, fact, wanted)]
+    next_position = notifications[-1].id + 1 if notifications else start
+    if len(notifications) < limit:
+        next_position = max(next_position, last + 1)
+    return pb.ReadPublicEventsResponse(events=events, next_position=next_position,
+                                       last_position=last)
+
+
+class PublicFeedServicer(pb_grpc.PublicFeedServiceServicer):
+    def __init__(self, app: QijiApplication, catalogue: PublicCatalogue):
+        self._app = app
+        self._catalogue = catalogue
+
+    def ReadPublicEvents(self, request: Any, context: Any) -> Any:
+        return read_public(self._app, self._catalogue, request)
+
+
+def register(server: grpc.Server, app: QijiApplication, catalogue: PublicCatalogue) -> str:
+    pb_grpc.add_PublicFeedServiceServicer_to_server(PublicFeedServicer(app, catalogue), server)
+    return pb.DESCRIPTOR.services_by_name["PublicFeedService"].full_name

@@ -1,0 +1,38 @@
+"""Prometheus metrics every service exposes: RPCs (count, latency, errors by code), events
+stored, log position, and how far each follower trails its upstream."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+# One registry per process (a process runs one service).
+REGISTRY = CollectorRegistry()
+
+RPCS = Counter("qiji_rpc_total", "RPCs served, by method and status code",
+               ["service", "method", "code"], registry=REGISTRY)
+RPC_SECONDS = Histogram("qiji_rpc_duration_seconds", "RPC latency", ["service", "method"],
+                        registry=REGISTRY,
+                        buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 10))
+EVENTS_STORED = Counter("qiji_events_stored_total", "Events stored by this process",
+                        ["service"], registry=REGISTRY)
+LOG_POSITION = Gauge("qiji_log_position", "Highest position this process stored or saw",
+                     ["service"], registry=REGISTRY)
+FOLLOWER_LAG = Gauge("qiji_follower_lag_events",
+                     "Events the upstream has that this follower has not applied yet",
+                     ["service", "upstream"], registry=REGISTRY)
+
+
+def rpc_observer(service: str) -> Callable[[str, str, float], None]:
+    def observe(method: str, code: str, seconds: float) -> None:
+        name = method.rsplit("/", 1)[-1]
+        RPCS.labels(service, name, code).inc()
+        RPC_SECONDS.labels(service, name).observe(seconds)
+    return observe
+
+
+def serve(host: str, port: int) -> None:
+    """Serves /metrics over HTTP; port 0 means no metrics endpoint (tests)."""
+    if port:
+        start_http_server(port, addr=host, registry=REGISTRY)

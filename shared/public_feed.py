@@ -1,0 +1,142 @@
+"""The public event contract every service publishes for outside consumers (the platform
+company): an explicit table from internal event topics to versioned CloudEvent types, each with
+a function that builds the event's `subject` and JSON `data` from the stored event. Internal
+event classes can change without breaking the contract: only the table's functions read them.
+
+Pure Python: the gRPC servicer (shared/grpc/public_feed.py) and the gateway (services/platform)
+turn a PublicEvent into the CloudEvents protobuf message."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from enum import Enum
+from typing import Any
+
+from shared.errors import FieldViolation, InvalidArgument
+
+SPEC_VERSION = "1.0"
+DATA_CONTENT_TYPE = "application/json"
+# CloudEvent ids are uuid5 of (service, aggregate id, version) under this namespace: the same
+# stored event always has the same id, whoever reads it and however often.
+_EVENT_ID_NAMESPACE = uuid.UUID("5d1a3c1e-2f0b-4f43-9a55-0e2b7c9d4f10")
+
+
+@dataclass(frozen=True)
+class Fact:
+    """One stored event as a mapping function sees it: decoded (upcast) by the service's own
+    mapper, with its place in the log, and the organisation the reader acts for."""
+
+    position: int
+    originator_id: uuid.UUID
+    originator_version: int
+    topic: str
+    event: Any  # the domain event object
+    consumer_organisation_id: str
+
+    @property
+    def time(self) -> datetime:
+        return self.event.timestamp
+
+
+@dataclass(frozen=True)
+class Mapped:
+    """What a mapping function made of a stored event: whom it is about and its public data."""
+
+    subject: str
+    data: dict[str, Any]
+
+
+# A mapping function: the public form of one stored event for one consumer, or None when this
+# consumer may not see it at all (e.g. another organisation's consent).
+Builder = Callable[[Any, Fact], Mapped | None]
+
+
+@dataclass(frozen=True)
+class PublicType:
+    """One published event type: its name, the internal topic it is made from, its data fields
+    (documented in docs/event-feed.md; a test keeps them in step) and which of them are personal
+    and appear only with the rider's consent."""
+
+    name: str
+    topic: str
+    fields: tuple[str, ...]
+    build: Builder = field(compare=False, repr=False)
+    personal: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class PublicEvent:
+    """A CloudEvent 1.0, in plain values."""
+
+    id: str
+    source: str
+    type: str
+    time: datetime
+    subject: str
+    data: dict[str, Any]
+    position: int
+
+
+class PublicCatalogue:
+    """A service's public types, keyed by name and by the internal topic each is made from."""
+
+    def __init__(self, service: str, types: Iterable[PublicType]):
+        self.service = service
+        self.source = f"/qiji/{service}"
+        self.types = {t.name: t for t in types}
+        self._by_topic: dict[str, list[PublicType]] = {}
+        for t in self.types.values():
+            if not t.name.startswith(f"qiji.{service}.v"):
+                raise ValueError(f"{t.name} is not a type of {service}")
+            self._by_topic.setdefault(t.topic, []).append(t)
+
+    def topics_for(self, names: Sequence[str], *, field_name: str = "types") -> list[str]:
+        """The internal topics to read for the wanted types (all when none are named)."""
+        unknown = [n for n in names if n not in self.types]
+        if unknown:
+            raise InvalidArgument([FieldViolation(
+                field_name, f"{sorted(unknown)} are not public types of {self.service}")])
+        wanted = names or list(self.types)
+        return sorted({self.types[n].topic for n in wanted})
+
+    def map(self, app: Any, fact: Fact, wanted: Sequence[str] = ()) -> list[PublicEvent]:
+        """The public events one stored event gives this consumer (usually none or one)."""
+        found = []
+        for t in self._by_topic.get(fact.topic, []):
+            if wanted and t.name not in wanted:
+                continue
+            mapped = t.build(app, fact)
+            if mapped is None:
+                continue
+            found.append(PublicEvent(
+                id=event_id(self.service, fact.originator_id, fact.originator_version, t.name),
+                source=self.source, type=t.name, time=fact.time.astimezone(UTC),
+                subject=mapped.subject, data=plain(mapped.data), position=fact.position))
+        return found
+
+
+def event_id(service: str, originator_id: uuid.UUID, version: int, type_name: str) -> str:
+    return str(uuid.uuid5(_EVENT_ID_NAMESPACE,
+                          f"{service}\n{originator_id}\n{version}\n{type_name}"))
+
+
+def plain(value: Any) -> Any:
+    """Plain JSON values: times as RFC 3339 UTC strings, decimals as strings, enums by value."""
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        items = [plain(v) for v in value]
+        return sorted(items) if isinstance(value, set | frozenset) else items
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    return value

@@ -1,0 +1,46 @@
+"""Metrics an operator scrapes: RPCs by code, events stored, follower lag, over HTTP."""
+
+from __future__ import annotations
+
+import socket
+import urllib.request
+
+from services.identity.application import IdentityApplication
+from services.identity.domain.values import OrganisationKind
+from shared import metrics
+from shared.followers import Follower, LocalFeed
+from tests.conftest import MASTER_KEY, actor, as_actor, settings_for
+
+
+def value(name: str, **labels: str) -> float:
+    return metrics.REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def test_stored_events_and_follower_lag_are_counted(store_env):
+    app = IdentityApplication(settings_for("identity", store_env), MASTER_KEY)
+    try:
+        before = value("qiji_events_stored_total", service="identity")
+        with as_actor(actor("city", "city_admin")):
+            app.create_organisation(kind=OrganisationKind.CITY, name="常州市", parent_id="",
+                                    department_function=None)
+        assert value("qiji_events_stored_total", service="identity") == before + 1
+        assert value("qiji_log_position", service="identity") == app.last_position()
+        follower = Follower(app, LocalFeed(app, name="itself"), lambda e, p: None)
+        follower.run_once()
+        assert value("qiji_follower_lag_events", service="identity", upstream="itself") == 0
+    finally:
+        app.close()
+
+
+def test_rpcs_are_counted_by_code_and_served_over_http():
+    observe = metrics.rpc_observer("identity")
+    observe("/qiji.identity.v1.IdentityService/GetRider", "NOT_FOUND", 0.004)
+    assert value("qiji_rpc_total", service="identity", method="GetRider",
+                 code="NOT_FOUND") >= 1
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    metrics.serve("127.0.0.1", port)
+    body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    assert 'qiji_rpc_total{code="NOT_FOUND",method="GetRider",service="identity"}' in body
+    assert "qiji_rpc_duration_seconds_bucket" in body
