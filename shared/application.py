@@ -162,6 +162,23 @@ class QijiApplication(Application[uuid.UUID]):
     def exists(self, aggregate_id: uuid.UUID) -> bool:
         return aggregate_id in self.repository
 
+    def followed(self, aggregate_id: uuid.UUID, kind: type[Aggregate], label: str,
+                 shown_id: str, catch_up: Callable[[], None] | None) -> Any:
+        """An aggregate this service keeps from an upstream's events (a rider as training or
+        badges knows them): caught up once with the upstream on a miss, so something created
+        there a moment ago is found; NotFound (naming `shown_id`) if it still is not."""
+        if catch_up is not None and not self.exists(aggregate_id):
+            catch_up()
+        if not self.exists(aggregate_id):
+            raise NotFound(label, shown_id)
+        return self.get(aggregate_id, kind, label)
+
+    def current_or_new(self, aggregate_id: uuid.UUID, kind: type[Aggregate],
+                       new: Callable[[], Any]) -> Any:
+        """For a follower's policy: the aggregate as stored, or a new one. Never catches up:
+        the policy runs inside the very follower that catching up would call."""
+        return self.get(aggregate_id, kind, kind.__name__) if self.exists(aggregate_id) else new()
+
     def version_at(self, aggregate_id: uuid.UUID, when: datetime) -> int | None:
         """The aggregate's version as it stood at `when` (None if it did not exist yet): what
         "rider R's record on 1 March" is rebuilt from, by replaying events up to that moment."""

@@ -403,19 +403,12 @@ class BadgesApplication(QijiApplication):
         return award
 
     def _rider_record(self, rider_id: str, *, catch_up: bool = True) -> RiderRecord:
-        record_id = RiderRecord.create_id(rider_id)
-        if catch_up and not self.exists(record_id):
-            self.catch_up_upstream()
-        if not self.exists(record_id):
-            raise NotFound("rider", rider_id)
-        return self.get(record_id, RiderRecord, "rider")
+        return self.followed(RiderRecord.create_id(rider_id), RiderRecord, "rider", rider_id,
+                             self.catch_up_upstream if catch_up else None)
 
     def _rider_record_for_policy(self, rider_id: str) -> RiderRecord:
-        # Never catches up: the policy runs inside the follower that catching up would call.
-        record_id = RiderRecord.create_id(rider_id)
-        if self.exists(record_id):
-            return self.get(record_id, RiderRecord, "rider")
-        return RiderRecord(rider_id=rider_id)
+        return self.current_or_new(RiderRecord.create_id(rider_id), RiderRecord,
+                                   lambda: RiderRecord(rider_id=rider_id))
 
 
 def _require_text(field: str, text: str) -> None:

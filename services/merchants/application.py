@@ -652,19 +652,12 @@ class MerchantsApplication(QijiApplication):
     # ------------------------------------------------------------------ helpers
 
     def _standing(self, rider_id: str, *, catch_up: bool = True) -> RiderStanding:
-        standing_id = RiderStanding.create_id(rider_id)
-        if catch_up and not self.exists(standing_id):
-            self.catch_up_upstream()
-        if not self.exists(standing_id):
-            raise NotFound("rider", rider_id)
-        return self.get(standing_id, RiderStanding, "rider")
+        return self.followed(RiderStanding.create_id(rider_id), RiderStanding, "rider",
+                             rider_id, self.catch_up_upstream if catch_up else None)
 
     def _standing_for_policy(self, rider_id: str) -> RiderStanding:
-        # Never catches up: the policy runs inside the follower that catching up would call.
-        standing_id = RiderStanding.create_id(rider_id)
-        if self.exists(standing_id):
-            return self.get(standing_id, RiderStanding, "rider")
-        return RiderStanding(rider_id=rider_id)
+        return self.current_or_new(RiderStanding.create_id(rider_id), RiderStanding,
+                                   lambda: RiderStanding(rider_id=rider_id))
 
     def _reference(self, upstream_id: str, field: str, kind: str) -> Reference:
         return require_reference(self, upstream_id, field, kind, self.catch_up_upstream)

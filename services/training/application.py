@@ -361,9 +361,7 @@ class TrainingApplication(QijiApplication):
             if not self.exists(learner_id):
                 processing.collect_events(Learner(rider_id=rider_id))
             return
-        # Never self._learner() here: it catches up the follower, which is running this.
-        learner = (self.get(learner_id, Learner, "rider") if self.exists(learner_id)
-                   else Learner(rider_id=rider_id))
+        learner = self.current_or_new(learner_id, Learner, lambda: Learner(rider_id=rider_id))
         verified, suspended, left = identity_events.rider_flags_after(
             topic, learner.verified, learner.suspended, learner.left)
         learner.note_status(verified=verified, suspended=suspended, left=left)
