@@ -29,6 +29,8 @@ def main(argv: list[str] | None = None) -> int:
     run = sub.add_parser("run", help="start every service on the embedded default (SQLite)")
     run.add_argument("--services", default=",".join(SERVICES),
                      help="comma-separated subset to start (default: all)")
+    run.add_argument("--relay", action="store_true",
+                     help="also start the AMQP relay (needs RabbitMQ at RELAY_AMQP_URI)")
     token = sub.add_parser("token", help="add a caller, or rotate its token")
     token.add_argument("principal", help="the calling system's name, e.g. platform-company")
     token.add_argument("--role", action="append", required=True, choices=sorted(ROLES),
@@ -70,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         from shared.audit_cli import answer
         return answer(args, _token(args.token))
     if args.command == "run":
-        return _run([s for s in args.services.split(",") if s])
+        return _run([s for s in args.services.split(",") if s], relay=args.relay)
     if args.command == "credential":
         return _credential(args.action, args.target, args.address, args.token)
     tokens_file = args.tokens_file or load_settings("qiji").tokens_file
@@ -78,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _run(services: list[str]) -> int:
+def _run(services: list[str], *, relay: bool = False) -> int:
     unknown = set(services) - set(SERVICES)
     if unknown:
         print(f"unknown services: {sorted(unknown)}; known: {SERVICES}", file=sys.stderr)
@@ -114,6 +116,10 @@ def _run(services: list[str]) -> int:
             if not _wait_serving(address, processes[name]):
                 print(f"{name} did not start; see its log above", file=sys.stderr)
                 return 1
+        if relay:
+            # Started once the services answer; it has no gRPC port of its own to wait for.
+            processes["relay"] = subprocess.Popen(
+                [sys.executable, "-m", "services.relay"], env=env)
         _print_banner(services, settings.data_dir, admin_token)
         while not stopping:
             for name, proc in processes.items():

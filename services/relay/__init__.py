@@ -1,0 +1,1 @@
+"""The relay: publishes every service's public events to RabbitMQ (see relay.py)."""

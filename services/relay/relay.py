@@ -1,0 +1,311 @@
+"""The relay: the platform company's event feed pushed over AMQP.
+
+It follows every service's public log (`qiji.feed.v1.PublicFeedService/ReadPublicEvents`, the
+same contract the gRPC gateway `services/platform` merges) at a position of its own per service,
+and publishes each public event, as a CloudEvent 1.0 in the structured JSON format
+(services/relay/cloudevents.py), to the durable topic exchange `qiji.events`, routing key = the
+CloudEvents `type` (e.g. `qiji.training.v1.PreJobCertified`).
+
+Guarantees:
+- At least once, nothing lost. The position of a service is stored (services/relay/positions.py)
+  only after the broker confirmed every message before it (publisher confirms, persistent
+  messages). A broker outage, a service outage or a relay killed with `kill -9` delays events
+  and loses none; what was published but not yet recorded is published again after a crash,
+  with the same CloudEvents `id` (uuid5 of service, aggregate, version and type), so consumers
+  drop duplicates by `id`. At most one batch (RELAY_BATCH, 200 log positions) per service is
+  repeated.
+- Order: within one service, log order (one publisher, one channel, confirms awaited in turn);
+  no order between services, as in the gRPC feed.
+- No personal data over AMQP: the relay reads with `consumer_organisation_id=""`, which the
+  services answer without any personal field (no name, no phone, never a national id), whatever
+  consents exist. Consumers that need consented fields use the gRPC gateway with their own
+  organisation's token.
+- Only messages for queues that exist: the exchange is declared (durable) by the relay, but a
+  consumer must declare and bind its durable queue before the events it wants are published;
+  RabbitMQ drops what no queue is bound for (no `mandatory` flag: an unbound type must not stall
+  the feed). Bind `qiji.#` for everything, `qiji.identity.#` for one service, or exact types.
+
+Why the relay is not a `nameko run` service (this departs from ARCHITECTURE.md's process table,
+on purpose): the relay is a gRPC client of the five services, and grpcio must not run under
+eventlet's monkey-patching (`nameko run` patches sockets and threads before it imports the
+service; grpcio's C core then blocks the hub, or deadlocks on its own threads). So it is a plain
+threaded process that uses nameko's *standalone* event dispatcher
+(`nameko.standalone.events.event_dispatcher`, kombu underneath, no eventlet), with publisher
+confirms on. Consumers are ordinary nameko services with `@event_handler("qiji", "<type>")`
+(services/relay/sample_consumer.py), which only speak AMQP and run under `nameko run` fine.
+
+Settings (shared/config.py rules: `RELAY_<NAME>`, then `QIJI_<NAME>`):
+`RELAY_<SERVICE>_ADDRESS` (each service's gRPC address), `QIJI_SERVICE_TOKEN` (a `service`
+role token), `RELAY_AMQP_URI` (default amqp://guest:guest@127.0.0.1:5672/), `RELAY_SERVICES`
+(comma list, default all five), `RELAY_BATCH` (200), `RELAY_POLL_SECONDS` (0.2),
+`QIJI_PERSISTENCE` and the PostgreSQL settings / `RELAY_POSTGRES_SCHEMA` (`relay`) or
+`QIJI_DATA_DIR` (SQLite `relay.sqlite3`). Only one relay publishes at a time (a PostgreSQL
+advisory lock, or a file lock on SQLite); a second one waits as a hot standby."""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import kombu.pools
+import psycopg
+import structlog
+from qiji.feed.v1 import public_feed_service_pb2 as feed_pb
+
+from services.relay.cloudevents import SOURCE_SERVICE, register_serializer, structured
+from services.relay.positions import PositionStore, open_positions
+from shared.config import EVENT_SOURCED_SERVICES, ConfigError, Settings, load_settings
+from shared.logging import configure as configure_logging
+from shared.persistence import postgres_conninfo
+
+log = structlog.get_logger(__name__)
+
+NAME = "relay"
+DEFAULT_AMQP_URI = "amqp://guest:guest@127.0.0.1:5672/"
+# kombu's retry of one publish (reconnecting on the way) before the relay's own backoff.
+PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5,
+                        "interval_max": 1.0}
+BACKOFF_START = 0.5
+BACKOFF_MAX = 10.0
+PROGRESS_SECONDS = 5.0
+
+Publish = Callable[[str, dict[str, Any]], None]
+
+
+class BrokerDown(Exception):
+    """A publish was not confirmed; nothing after it is stored as done."""
+
+
+def amqp_publisher(uri: str) -> Publish:
+    """nameko's standalone event dispatcher, with publisher confirms: `publish(type, event)`
+    returns only once the broker confirmed the persistent message."""
+    from nameko.standalone.events import event_dispatcher
+    register_serializer()
+    dispatch = event_dispatcher(uri=uri, serializer="cloudevents", use_confirms=True,
+                                retry_policy=PUBLISH_RETRY_POLICY)
+
+    def publish(type_name: str, event: dict[str, Any]) -> None:
+        try:
+            dispatch(SOURCE_SERVICE, type_name, event)
+        except Exception as error:
+            # A dead pooled connection must not be handed out again.
+            kombu.pools.reset()
+            raise BrokerDown(f"{type(error).__name__}: {error}") from error
+
+    return publish
+
+
+@dataclass
+class ServiceState:
+    name: str
+    upstream: Any  # services.platform.application.Upstream: `read(request)`
+    next_position: int = 1
+    published: int = 0
+    retry_at: float = 0.0
+    backoff: float = BACKOFF_START
+    last_position: int = 0
+
+
+@dataclass
+class Relay:
+    upstreams: Mapping[str, Any]
+    positions: PositionStore
+    publish: Publish
+    batch: int = 200
+    services: dict[str, ServiceState] = field(init=False)
+
+    def __post_init__(self) -> None:
+        stored = self.positions.load()
+        self.services = {name: ServiceState(name, up, next_position=stored.get(name, 1))
+                         for name, up in self.upstreams.items()}
+        log.info("relay.resumed", positions={s.name: s.next_position
+                                             for s in self.services.values()})
+
+    def run_once(self, state: ServiceState) -> int:
+        """Publishes one batch of `state`'s service; returns how many events it published."""
+        from services.platform.application import UpstreamDown
+        try:
+            reply = state.upstream.read(feed_pb.ReadPublicEventsRequest(
+                from_position=state.next_position, limit=self.batch,
+                consumer_organisation_id=""))  # no personal data over AMQP, ever
+        except UpstreamDown as down:
+            self._back_off(state, "relay.upstream_unavailable", code=str(down))
+            return 0
+        if state.backoff > BACKOFF_START:
+            log.info("relay.upstream_back", upstream=state.name)
+        state.backoff = BACKOFF_START
+        state.last_position = reply.last_position
+        done_through = state.next_position  # every position below it is confirmed
+        for index, public in enumerate(reply.events):
+            try:
+                self.publish(public.event.type, structured(public.event))
+            except BrokerDown:
+                # Keep what is confirmed: the positions wholly published before this one.
+                complete = [e.position for e in reply.events[:index]
+                            if e.position < public.position]
+                if complete:
+                    done_through = max(complete) + 1
+                    self._store(state, done_through)
+                raise
+            state.published += 1
+        if reply.next_position > state.next_position:
+            self._store(state, reply.next_position)
+        if reply.events:
+            log.info("relay.published", upstream=state.name, events=len(reply.events),
+                     next_position=state.next_position, last_position=reply.last_position)
+        return len(reply.events)
+
+    def _store(self, state: ServiceState, next_position: int) -> None:
+        self.positions.save(state.name, next_position)
+        state.next_position = next_position
+
+    def _back_off(self, state: ServiceState, what: str, **fields: Any) -> None:
+        if state.backoff == BACKOFF_START:  # said once per outage, not every retry
+            log.warning(what, upstream=state.name, **fields)
+        state.retry_at = time.monotonic() + state.backoff
+        state.backoff = min(state.backoff * 2, BACKOFF_MAX)
+
+    def run_forever(self, stopping: threading.Event, poll_seconds: float = 0.2) -> None:
+        broker_backoff = BACKOFF_START
+        last_progress = time.monotonic()
+        while not stopping.is_set():
+            busy = False
+            try:
+                for state in self.services.values():
+                    if stopping.is_set():
+                        return
+                    if state.retry_at <= time.monotonic():
+                        self.run_once(state)
+                        # More stored than read: go on at once, without the poll pause.
+                        busy |= state.next_position <= state.last_position
+                if broker_backoff > BACKOFF_START:
+                    log.info("relay.broker_back")
+                broker_backoff = BACKOFF_START
+            except BrokerDown as down:
+                if broker_backoff == BACKOFF_START:
+                    log.warning("relay.broker_unavailable", error=str(down))
+                stopping.wait(broker_backoff)
+                broker_backoff = min(broker_backoff * 2, BACKOFF_MAX)
+                continue
+            except psycopg.OperationalError as error:
+                log.warning("relay.position_store_unavailable", error=str(error))
+                stopping.wait(2.0)
+                continue
+            if time.monotonic() - last_progress >= PROGRESS_SECONDS:
+                last_progress = time.monotonic()
+                log.info("relay.progress", **{
+                    s.name: {"next_position": s.next_position, "last_position": s.last_position,
+                             "published": s.published} for s in self.services.values()})
+            if not busy:
+                stopping.wait(poll_seconds)
+
+
+@contextmanager
+def leadership(settings: Settings, stopping: threading.Event) -> Iterator[bool]:
+    """Only one relay publishes: a PostgreSQL advisory lock (on its own connection, released
+    when the process dies) or a file lock on SQLite. Yields False if stopped while waiting."""
+    key = f"{settings.postgres_schema}:relay"
+    waited = False
+    if settings.persistence == "postgres":
+        lock_id = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big", signed=True)
+        conn = None
+        try:
+            while not stopping.is_set():
+                try:
+                    conn = conn or psycopg.connect(postgres_conninfo(settings), autocommit=True)
+                    if conn.execute("SELECT pg_try_advisory_lock(%s)", (lock_id,)
+                                    ).fetchone()[0]:
+                        break
+                except psycopg.OperationalError:
+                    conn = None
+                if not waited:
+                    log.info("relay.standby", reason="another relay holds the lock")
+                    waited = True
+                stopping.wait(1.0)
+            yield not stopping.is_set()
+        finally:
+            if conn is not None:
+                conn.close()
+    else:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(settings.data_dir / ".relay.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            while not stopping.is_set():
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if not waited:
+                        log.info("relay.standby", reason="another relay holds the lock")
+                        waited = True
+                    stopping.wait(1.0)
+            yield not stopping.is_set()
+        finally:
+            os.close(fd)
+
+
+def relayed_services(settings: Settings) -> list[str]:
+    raw = settings.own_setting("SERVICES", ",".join(EVENT_SOURCED_SERVICES))
+    names = [s.strip() for s in raw.split(",") if s.strip()]
+    unknown = sorted(set(names) - set(EVENT_SOURCED_SERVICES))
+    if unknown or not names:
+        raise ConfigError(f"RELAY_SERVICES: {unknown or 'empty'}; choose from "
+                          f"{EVENT_SOURCED_SERVICES}")
+    return names
+
+
+def serve() -> None:
+    """The process entry point: `python -m services.relay`."""
+    from services.platform.application import GrpcUpstream
+    settings = load_settings(NAME)
+    configure_logging(NAME, settings.log_format)
+    if not settings.service_token:
+        raise ConfigError("RELAY_SERVICE_TOKEN / QIJI_SERVICE_TOKEN must be set: the relay "
+                          "reads the services' public feeds with it")
+    amqp_uri = settings.own_setting("AMQP_URI", DEFAULT_AMQP_URI)
+    batch = int(settings.own_setting("BATCH", "200"))
+    poll = float(settings.own_setting("POLL_SECONDS", "0.2"))
+    services = relayed_services(settings)
+    stopping = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        log.info("relay.stopping", signal=signal.Signals(signum).name)
+        stopping.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    upstreams = {s: GrpcUpstream(settings.upstreams[s], settings.service_token)
+                 for s in services}
+    log.info("relay.started", upstreams={s: settings.upstreams[s] for s in services},
+             broker=_redacted(amqp_uri), persistence=settings.persistence)
+    try:
+        with leadership(settings, stopping) as leading:
+            if leading:
+                positions = open_positions(settings)
+                try:
+                    Relay(upstreams, positions, amqp_publisher(amqp_uri), batch
+                          ).run_forever(stopping, poll)
+                finally:
+                    positions.close()
+    finally:
+        for upstream in upstreams.values():
+            upstream.close()
+        kombu.pools.reset()
+    log.info("relay.stopped")
+
+
+def _redacted(uri: str) -> str:
+    # Never log the broker password.
+    head, sep, tail = uri.rpartition("@")
+    if not sep:
+        return uri
+    scheme, _, credentials = head.partition("://")
+    return f"{scheme}://{credentials.split(':')[0]}:***@{tail}"

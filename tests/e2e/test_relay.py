@@ -1,0 +1,270 @@
+"""The relay end to end: a real identity process on PostgreSQL, the relay as a real process
+(`python -m services.relay`, positions in a schema of its own), RabbitMQ in a vhost of this
+test's own, and a consumer whose durable queue is declared before anything is published.
+
+1,000 public events (500 riders registered and verified) go out while the relay is killed
+with SIGKILL twice and the broker is restarted once (`rabbitmqctl stop_app` / `start_app`):
+the consumer ends with every one of the 1,000 ids, duplicates (same id) only, and no phone
+number in any message. A relay stopped with SIGTERM and started again resumes from its stored
+position. The sample nameko adapter (`nameko run`) records each id once."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import kombu
+import psycopg
+import pytest
+from qiji.feed.v1 import public_feed_service_pb2 as public_pb
+from qiji.feed.v1 import public_feed_service_pb2_grpc as public_grpc
+from qiji.identity.v1 import identity_service_pb2 as ipb
+
+from services.relay.cloudevents import CONTENT_TYPE, EXCHANGE, register_serializer
+from tests.conftest import _admin_conninfo, pg_env
+from tests.e2e.client import bearer, create_city, new_request_id, phone_number
+from tests.e2e.conftest import ServiceProcess, start_service
+from tests.e2e.relay_harness import (
+    REPO,
+    Collector,
+    RelayProcess,
+    Vhost,
+    relay_env,
+    restart_broker,
+)
+
+pytestmark = pytest.mark.e2e
+
+RIDERS = 500  # registered + verified: 1,000 public events
+ENVELOPE = {"specversion", "id", "source", "type", "time", "subject", "datacontenttype", "data"}
+
+
+@pytest.fixture
+def vhost() -> Iterator[Vhost]:
+    try:
+        v = Vhost()
+    except (FileNotFoundError, subprocess.CalledProcessError) as error:
+        if os.environ.get("QIJI_REQUIRE_SERVICES") == "1":
+            pytest.fail(f"RabbitMQ is required but: {error}")
+        pytest.skip(f"RabbitMQ (rabbitmqctl) not available: {error}")
+    try:
+        yield v
+    finally:
+        v.delete()
+
+
+@pytest.fixture
+def identity(postgres_db: str, tmp_path: Path) -> Iterator[ServiceProcess]:
+    server = start_service("identity", postgres_db, tmp_path / "identity",
+                           extra_env={"QIJI_POSTGRES_POOL_SIZE": "2", "IDENTITY_GRPC_WORKERS": "8"})
+    try:
+        yield server
+    finally:
+        if server.running:
+            server.stop()
+
+
+def new_relay(identity: ServiceProcess, vhost: Vhost, tmp_path: Path) -> RelayProcess:
+    schema = f"relay_{uuid.uuid4().hex[:10]}"
+    env = relay_env(amqp_uri=vhost.uri, service_token=identity.tokens["service"],
+                    addresses={"identity": identity.address},
+                    postgres=pg_env(identity.db, schema), schema=schema,
+                    data_dir=tmp_path / "relay")
+    env["RELAY_POLL_SECONDS"] = "0.1"
+    return RelayProcess(env=env, log_path=tmp_path / "relay.log")
+
+
+def stored_position(relay: RelayProcess) -> int | None:
+    with psycopg.connect(_admin_conninfo(relay.env["QIJI_POSTGRES_DBNAME"])) as conn:
+        row = conn.execute(
+            f'SELECT next_position FROM "{relay.env["RELAY_POSTGRES_SCHEMA"]}".relay_positions '
+            "WHERE service = 'identity'").fetchone()
+    return row[0] if row else None
+
+
+def public_ids(identity: ServiceProcess) -> set[str]:
+    """Every public event id identity's log holds, read directly from its public feed."""
+    stub = public_grpc.PublicFeedServiceStub(identity.channel)
+    found, position = set(), 1
+    while True:
+        reply = stub.ReadPublicEvents(public_pb.ReadPublicEventsRequest(
+            from_position=position, limit=1000), metadata=bearer(identity.tokens["service"]),
+            timeout=10)
+        found |= {e.event.id for e in reply.events}
+        if reply.next_position > reply.last_position:
+            return found
+        position = reply.next_position
+
+
+def rider_maker(identity: ServiceProcess, phones: list[str]):
+    city = create_city(identity.client("city_admin"))
+    platform = identity.client("platform")
+    lock = threading.Lock()
+
+    def make(_: int) -> None:
+        phone = phone_number()
+        with lock:
+            phones.append(phone)
+        rider = platform.RegisterRider(ipb.RegisterRiderRequest(
+            request_id=new_request_id(), platform_id=city["platform"],
+            platform_rider_id=f"r-{uuid.uuid4().hex[:10]}", name="王五", phone=phone,
+            home_street_id=city["street"], station_id=city["station"]), timeout=30
+        ).rider.rider_id
+        platform.VerifyRider(ipb.VerifyRiderRequest(request_id=new_request_id(),
+                                                    rider_id=rider), timeout=30)
+    return make
+
+
+def test_a_thousand_events_survive_two_relay_kills_and_a_broker_restart(
+        identity: ServiceProcess, vhost: Vhost, tmp_path: Path) -> None:
+    collector = Collector(vhost.uri)  # the durable queue exists before anything is published
+    relay = new_relay(identity, vhost, tmp_path)
+    phones: list[str] = []
+    make = rider_maker(identity, phones)
+    relay.start()
+    timeline: list[str] = []
+    try:
+        with ThreadPoolExecutor(6) as pool:
+            producing = pool.map(make, range(RIDERS))
+            # Kill -9 twice and restart the broker once, while events are still being stored.
+            for threshold, action in ((150, "kill"), (400, "kill"), (650, "broker")):
+                got = collector.wait_for(threshold, timeout=30)
+                assert len(got) >= threshold, f"stalled at {len(got)}:\n{relay.log_tail()}"
+                if action == "kill":
+                    relay.kill()
+                    timeline.append(f"kill -9 at {len(got)}")
+                    relay.start()
+                else:
+                    took = restart_broker()
+                    timeline.append(f"broker restart at {len(got)} ({took:.1f}s)")
+            list(producing)
+        expected = public_ids(identity)
+        assert len(expected) == 2 * RIDERS
+        got = collector.wait_for(len(expected), timeout=30)
+        assert got == expected, (f"missing {len(expected - got)}, extra {len(got - expected)}; "
+                                 f"{timeline}\n{relay.log_tail()}")
+
+        deliveries = collector.snapshot()
+        duplicates = len(deliveries) - len(got)
+        print(f"\n{timeline}; {len(deliveries)} deliveries, {duplicates} duplicates dropped, "
+              f"consumer reconnects {collector.reconnects}")
+        raw = b"\n".join(d.raw for d in deliveries)
+        for phone in phones:
+            assert phone.encode() not in raw, "a phone number went over AMQP"
+        for d in deliveries:
+            assert set(d.body) == ENVELOPE
+            assert d.body["specversion"] == "1.0" and d.body["source"] == "/qiji/identity"
+            assert d.routing_key == d.body["type"] and d.content_type == CONTENT_TYPE
+            assert d.body["datacontenttype"] == "application/json"
+            assert "phone" not in d.body["data"] and "name" not in d.body["data"]
+        # A duplicate is the same message again: same id, same content.
+        by_id: dict[str, bytes] = {}
+        for d in deliveries:
+            assert by_id.setdefault(d.body["id"], d.raw) == d.raw
+        # Log order within the service: each rider's registration before their verification.
+        first: dict[tuple[str, str], int] = {}
+        for index, d in enumerate(deliveries):
+            first.setdefault((d.body["subject"], d.body["type"].rsplit(".", 1)[-1]), index)
+        for (subject, kind), index in first.items():
+            if kind == "RiderVerified":
+                assert first[(subject, "RiderRegistered")] < index
+
+        # SIGTERM: stops at once, cleanly; the stored position is past everything.
+        code, took = relay.terminate()
+        assert code == 0 and took < 10, relay.log_tail()
+        position = stored_position(relay)
+        assert position == identity.last_position() + 1
+        # Restarted, it resumes from there: only the new rider's two events go out.
+        before = len(collector.snapshot())
+        relay.start()
+        make(0)
+        assert len(collector.wait_for(len(expected) + 2, timeout=15)) == len(expected) + 2
+        time.sleep(1.0)
+        assert len(collector.snapshot()) == before + 2, "a restarted relay published old events"
+        assert stored_position(relay) == identity.last_position() + 1
+    finally:
+        if relay.running:
+            relay.terminate()
+        collector.stop()
+
+
+def test_the_sample_nameko_adapter_records_each_event_once(
+        identity: ServiceProcess, vhost: Vhost, tmp_path: Path) -> None:
+    db = tmp_path / "adapter.sqlite3"
+    env = {**os.environ, "AMQP_URI": vhost.uri, "PLATFORM_ADAPTER_DB": str(db),
+           "PYTHONPATH": f"{REPO}:{REPO / 'build' / 'gen'}"}
+    log = open(tmp_path / "adapter.log", "wb")
+    adapter = subprocess.Popen(
+        [str(Path(sys.executable).parent / "nameko"), "run", "--config",
+         "services/relay/sample_consumer.yaml", "services.relay.sample_consumer"],
+        cwd=REPO, env=env, stdout=log, stderr=log)
+    relay = new_relay(identity, vhost, tmp_path)
+    try:
+        # The adapter declares its queues when it starts: wait for them before publishing.
+        queue = "evt-qiji-qiji.identity.v1.RiderVerified--platform_adapter.rider_verified"
+        deadline = time.monotonic() + 30
+        while queue not in subprocess.run(
+                ["rabbitmqctl", "list_queues", "-p", vhost.name, "name", "-q"],
+                capture_output=True, text=True).stdout:
+            assert adapter.poll() is None and time.monotonic() < deadline, (
+                (tmp_path / "adapter.log").read_text())
+            time.sleep(0.3)
+        relay.start()
+        make = rider_maker(identity, [])
+        for i in range(5):
+            make(i)
+
+        def seen() -> list[tuple[str, str]]:
+            if not db.exists():
+                return []
+            with sqlite3.connect(db) as conn:
+                return conn.execute("SELECT id, type FROM seen").fetchall()
+
+        deadline = time.monotonic() + 20
+        while len(seen()) < 5 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        first = seen()
+        assert len(first) == 5, (tmp_path / "adapter.log").read_text()
+        # The same event again (as after a relay crash): dropped by its id.
+        register_serializer()
+        (event_id, _), = first[:1]
+        with sqlite3.connect(db) as conn:
+            subject, time_ = conn.execute("SELECT subject, time FROM seen WHERE id = ?",
+                                          (event_id,)).fetchone()
+        again = {"specversion": "1.0", "id": event_id, "source": "/qiji/identity",
+                 "type": "qiji.identity.v1.RiderVerified", "time": time_, "subject": subject,
+                 "datacontenttype": "application/json",
+                 "data": {"rider_id": subject, "verified_time": time_}}
+        with kombu.Connection(vhost.uri) as conn:
+            conn.Producer(serializer="cloudevents").publish(
+                again, exchange=kombu.Exchange(EXCHANGE, type="topic", durable=True),
+                routing_key=again["type"], delivery_mode=2)
+        make(5)
+        deadline = time.monotonic() + 20
+        while len(seen()) < 6 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(0.5)
+        assert len(seen()) == 6
+        with sqlite3.connect(db) as conn:
+            assert conn.execute("SELECT count(*) FROM riders WHERE verified_time IS NOT NULL"
+                                ).fetchone()[0] == 6
+        assert json.dumps(seen())  # plain values
+    finally:
+        if relay.running:
+            relay.terminate()
+        adapter.terminate()
+        try:
+            adapter.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            adapter.kill()
+            adapter.wait()
+        log.close()
