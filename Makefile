@@ -49,7 +49,7 @@ node_modules/.bin/buf: package.json
 
 ## lint: ruff over the Python, buf over the contracts
 lint: $(STAMP) node_modules/.bin/buf
-	$(BIN)/ruff check shared services tests bench deploy examples
+	$(BIN)/ruff check shared services tests bench deploy
 	node_modules/.bin/buf lint
 
 ## bench: every benchmark in bench/, each printing figures beside its raw baseline

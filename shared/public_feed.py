@@ -58,8 +58,8 @@ Builder = Callable[[Any, Fact], Mapped | None]
 @dataclass(frozen=True)
 class PublicType:
     """One published event type: its name, the internal topic it is made from, its data fields
-    (documented in docs/event-feed.md; a test keeps them in step) and which of them are personal
-    and appear only with the rider's consent."""
+    (documented in services/platform/event-feed.md; a test keeps them in step) and which of
+    them are personal and appear only with the rider's consent."""
 
     name: str
     topic: str

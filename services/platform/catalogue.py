@@ -23,7 +23,7 @@ def types_by_service(types: list[str]) -> dict[str, list[str]]:
     unknown = sorted({t for t in types if t not in PUBLISHER})
     if unknown:
         raise InvalidArgument([FieldViolation(
-            "types", f"{unknown} are not public event types; see docs/event-feed.md")])
+            "types", f"{unknown} are not public event types; see services/platform/event-feed.md")])
     if not types:
         return {service: [] for service in SERVICES}
     wanted: dict[str, list[str]] = {}

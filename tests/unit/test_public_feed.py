@@ -21,7 +21,7 @@ from shared.errors import InvalidArgument
 from shared.grpc.public_feed import to_cloudevent
 from shared.public_feed import Fact, PublicEvent, event_id, plain
 
-DOC = (Path(__file__).resolve().parents[2] / "docs" / "event-feed.md").read_text()
+DOC = (Path(__file__).resolve().parents[2] / "services" / "platform" / "event-feed.md").read_text()
 
 
 # ---------------------------------------------------------------------------- the contract
@@ -38,7 +38,7 @@ def test_every_public_type_is_made_from_a_stored_event_class(catalogue):
 def test_the_documentation_lists_every_type_with_every_field(name):
     t = next(c.types[name] for c in CATALOGUES if name in c.types)
     row = next((line for line in DOC.splitlines() if line.startswith(f"| `{name}` |")), None)
-    assert row is not None, f"{name} is missing from docs/event-feed.md"
+    assert row is not None, f"{name} is missing from services/platform/event-feed.md"
     for field in t.fields:
         assert f"`{field}`" in row, f"{name}.{field} is not documented"
 

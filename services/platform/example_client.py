@@ -3,7 +3,7 @@ gateway (qiji.platform.v1.PlatformFeedService/StreamEvents) and keep the cursor 
 restart continues right after the last event handled. At least once: the cursor is saved after
 handling; an event handled but not yet saved comes again with the same `id`.
 
-    QIJI_FEED_TOKEN=<platform token> python examples/platform_feed_client.py \\
+    QIJI_FEED_TOKEN=<platform token> python -m services.platform.example_client \\
         [--address 127.0.0.1:50056] [--cursor-file feed.cursor] [--type qiji.badges.v1.BadgeAwarded]
 
 Needs the generated code on the path (`make protos`; build/gen)."""
