@@ -86,11 +86,13 @@ def load_tokens(path: Path) -> dict[str, Actor]:
         entries[caller["token_sha256"]] = Actor(
             principal=caller["principal"], roles=roles,
             organisation_id=caller.get("organisation_id", ""),
+            subscriptions=frozenset(caller.get("subscriptions", [])),
         )
     return entries
 
 
-def add_caller(path: Path, principal: str, roles: list[str], organisation_id: str = "") -> str:
+def add_caller(path: Path, principal: str, roles: list[str], organisation_id: str = "",
+               subscriptions: list[str] | None = None) -> str:
     """Adds (or replaces, i.e. rotates) a caller's token and returns the new token. The old
     token of that principal stops working as soon as the file is written."""
     unknown = set(roles) - ROLES
@@ -102,7 +104,8 @@ def add_caller(path: Path, principal: str, roles: list[str], organisation_id: st
     callers = [c for c in data.get("callers", []) if c["principal"] != principal]
     token = new_token()
     callers.append({"principal": principal, "roles": sorted(roles),
-                    "organisation_id": organisation_id, "token_sha256": hash_token(token)})
+                    "organisation_id": organisation_id, "token_sha256": hash_token(token),
+                    **({"subscriptions": sorted(subscriptions)} if subscriptions else {})})
     tmp = path.with_suffix(f".{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:

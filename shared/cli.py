@@ -37,6 +37,9 @@ def main(argv: list[str] | None = None) -> int:
                        help="a role of the caller (repeat for several)")
     token.add_argument("--organisation-id", default="",
                        help="the organisation the caller acts for, if any")
+    token.add_argument("--subscribe", action="append", default=[], metavar="TYPE",
+                       help="for a feed consumer: a public event type, or a prefix such as "
+                       "'qiji.training.v1.*', it may receive (repeat; default: all)")
     token.add_argument("--tokens-file", type=Path, default=None,
                        help="default: $QIJI_TOKENS_FILE or data/tokens.json")
     credential = sub.add_parser(
@@ -76,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "credential":
         return _credential(args.action, args.target, args.address, args.token)
     tokens_file = args.tokens_file or load_settings("qiji").tokens_file
-    print(add_caller(tokens_file, args.principal, args.role, args.organisation_id))
+    print(add_caller(tokens_file, args.principal, args.role, args.organisation_id,
+                     args.subscribe))
     return 0
 
 

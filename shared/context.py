@@ -17,6 +17,8 @@ class Actor:
     principal: str
     roles: frozenset[str]
     organisation_id: str = ""
+    # Public event types (or "prefix.*" patterns) a feed consumer is subscribed to; empty: all.
+    subscriptions: frozenset[str] = frozenset()
 
     def has_any(self, roles: frozenset[str] | set[str]) -> bool:
         return bool(self.roles & roles)

@@ -12,6 +12,7 @@ from qiji.platform.v1 import platform_feed_service_pb2 as pb
 from qiji.platform.v1 import platform_feed_service_pb2_grpc as pb_grpc
 
 from services.platform.application import Page, PlatformFeed
+from services.platform.catalogue import subscribed, types_by_service
 from shared import context
 from shared.auth import PLATFORM
 from shared.errors import Unavailable
@@ -34,14 +35,15 @@ class PlatformFeedServicer(pb_grpc.PlatformFeedServiceServicer):
 
     def ReadEvents(self, request: Any, context_: Any) -> Any:
         positions = self.feed.decode_cursor(request.cursor)
-        page = self.feed.read(positions, request.page_size, request.types, _organisation())
+        page = self.feed.read(positions, request.page_size, _types(request.types),
+                              _organisation())
         return pb.ReadEventsResponse(
             events=[pb.FeedEvent(event=e, cursor=c) for e, c in page.events],
             next_cursor=page.next_cursor, caught_up=page.caught_up)
 
     def StreamEvents(self, request: Any, context_: Any) -> Iterator[Any]:
         positions = self.feed.decode_cursor(request.cursor)
-        types = list(request.types)
+        types = _types(request.types)
         organisation = _organisation()
         # Validate everything before the first message, so a bad request fails at once.
         page = self.feed.read(positions, STREAM_BATCH, types, organisation)
@@ -58,6 +60,13 @@ class PlatformFeedServicer(pb_grpc.PlatformFeedServiceServicer):
             except Unavailable:
                 # Every wanted service is down for now: the stream waits, it does not end.
                 page = Page(events=[], positions=positions, caught_up=False)
+
+
+def _types(requested: Any) -> list[str]:
+    # Unknown names are refused by the catalogue; here, what the consumer is subscribed to.
+    types = list(requested)
+    types_by_service(types)
+    return subscribed(types, context.current().actor.subscriptions)
 
 
 def _organisation() -> str:

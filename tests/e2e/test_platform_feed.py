@@ -304,3 +304,21 @@ def test_a_bad_cursor_is_an_invalid_argument(stack, cursor):
 def test_an_unknown_type_is_an_invalid_argument(stack):
     error = call_error(lambda: stack.read(types=["qiji.badges.v1.BadgeInvented"]))
     assert error.code == grpc.StatusCode.INVALID_ARGUMENT and error.fields == ["types"]
+
+
+def test_a_consumer_subscribed_to_training_receives_training_events_only(stack):
+    token = add_caller(stack.identity.tokens_file, "platform-co-training", ["platform"],
+                       organisation_id=stack.platform_org, subscriptions=["qiji.training.v1.*"])
+    feed = stack.feed()
+    rider = register(stack)
+    certify(stack, rider)
+    page = feed.ReadEvents(pb.ReadEventsRequest(page_size=500), metadata=bearer(token),
+                           timeout=10)
+    types = {e.event.type for e in page.events}
+    assert CERTIFIED in types
+    assert all(t.startswith("qiji.training.v1.") for t in types)
+    refused = call_error(lambda: feed.ReadEvents(
+        pb.ReadEventsRequest(types=["qiji.identity.v1.RiderRegistered"]),
+        metadata=bearer(token), timeout=10))
+    assert refused.code == grpc.StatusCode.PERMISSION_DENIED
+    assert refused.reason == "NOT_SUBSCRIBED"

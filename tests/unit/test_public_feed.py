@@ -201,3 +201,29 @@ def test_pages_keep_each_service_in_log_order_and_resume_exactly():
     first = feed.read(feed.decode_cursor(""), 1, [], "")
     rest = feed.read(feed.decode_cursor(first.events[0][1]), 10, [], "")
     assert ids(first) + ids(rest) == seen
+
+
+def test_a_consumer_receives_only_the_types_it_is_subscribed_to():
+    from services.platform.catalogue import PUBLISHER, subscribed
+    from shared.errors import PermissionDenied
+
+    everything = subscribed([], frozenset())
+    assert everything == []  # no list: the consumer may ask for anything (all by default)
+    training = subscribed([], frozenset({"qiji.training.v1.*"}))
+    assert training and all(t.startswith("qiji.training.v1.") for t in training)
+    assert set(training) == {t for t in PUBLISHER if t.startswith("qiji.training.v1.")}
+    one = sorted(PUBLISHER)[0]
+    assert subscribed([one], frozenset({one})) == [one]
+    other = next(t for t in PUBLISHER if t != one)
+    with pytest.raises(PermissionDenied) as error:
+        subscribed([other], frozenset({one}))
+    assert error.value.reason == "NOT_SUBSCRIBED"
+
+
+def test_subscriptions_travel_from_the_tokens_file_to_the_caller(tmp_path):
+    from shared.auth import TokenRegistry, add_caller
+
+    token = add_caller(tmp_path / "tokens.json", "platform-co", ["platform"], "org-1",
+                       ["qiji.training.v1.*"])
+    actor = TokenRegistry(tmp_path / "tokens.json").authenticate(token)
+    assert actor.subscriptions == frozenset({"qiji.training.v1.*"})
