@@ -163,15 +163,22 @@ class QijiApplication(Application[uuid.UUID]):
         return aggregate_id in self.repository
 
     def followed(self, aggregate_id: uuid.UUID, kind: type[Aggregate], label: str,
-                 shown_id: str, catch_up: Callable[[], None] | None) -> Any:
+                 shown_id: str, catch_up: Callable[[], None] | None,
+                 refresh_unless: Callable[[Any], bool] | None = None) -> Any:
         """An aggregate this service keeps from an upstream's events (a rider as training or
         badges knows them): caught up once with the upstream on a miss, so something created
-        there a moment ago is found; NotFound (naming `shown_id`) if it still is not."""
+        there a moment ago is found; NotFound (naming `shown_id`) if it still is not. With
+        `refresh_unless`, also caught up when the copy here fails it (a rider verified a moment
+        ago upstream must not be refused here as unverified)."""
         if catch_up is not None and not self.exists(aggregate_id):
             catch_up()
         if not self.exists(aggregate_id):
             raise NotFound(label, shown_id)
-        return self.get(aggregate_id, kind, label)
+        found = self.get(aggregate_id, kind, label)
+        if catch_up is not None and refresh_unless is not None and not refresh_unless(found):
+            catch_up()
+            found = self.get(aggregate_id, kind, label)
+        return found
 
     def current_or_new(self, aggregate_id: uuid.UUID, kind: type[Aggregate],
                        new: Callable[[], Any]) -> Any:

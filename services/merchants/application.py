@@ -653,7 +653,8 @@ class MerchantsApplication(QijiApplication):
 
     def _standing(self, rider_id: str, *, catch_up: bool = True) -> RiderStanding:
         return self.followed(RiderStanding.create_id(rider_id), RiderStanding, "rider",
-                             rider_id, self.catch_up_upstream if catch_up else None)
+                             rider_id, self.catch_up_upstream if catch_up else None,
+                             refresh_unless=lambda s: s.is_active)
 
     def _standing_for_policy(self, rider_id: str) -> RiderStanding:
         return self.current_or_new(RiderStanding.create_id(rider_id), RiderStanding,

@@ -370,3 +370,16 @@ def test_twenty_concurrent_redemptions_of_one_code_succeed_once(world):
     redeemed = [n for n in world["merchants"].read_log(1, 100_000)
                 if n.topic.endswith("Claim.Redeemed")]
     assert len(redeemed) == 1
+
+
+def test_a_rider_verified_a_moment_ago_can_claim_before_the_follower_has_run(world):
+    p = perk(world)
+    with as_actor(PLATFORM):
+        rider = world["identity"].register_rider(
+            platform_id=world["platform"], platform_rider_id="fresh", name="骑手",
+            phone="13812345678", national_id="", home_street_id=world["street"],
+            station_id=world["station"])["rider_id"]
+    world["follower"].run_once()  # merchants has heard of the registration only
+    with as_actor(PLATFORM):
+        world["identity"].verify_rider(rider_id=rider)
+    assert claim(world, p, rider).status is ClaimStatus.ISSUED
