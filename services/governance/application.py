@@ -734,16 +734,9 @@ class GovernanceApplication(QijiApplication):
     def _participant(self, rider_id: str,
                      refresh_unless: Callable[[Participant], bool] | None = None
                      ) -> Participant:
-        participant_id = Participant.create_id(rider_id)
-        try:
-            participant = self.get(participant_id, Participant, "rider")
-            if refresh_unless is None or refresh_unless(participant):
-                return participant
-        except NotFound:
-            pass
         # Unknown or not (yet) eligible here: identity may have said otherwise a moment ago.
-        self.catch_up_upstream()
-        return self.get(participant_id, Participant, "rider")
+        return self.followed(Participant.create_id(rider_id), Participant, "rider", rider_id,
+                             self.catch_up_upstream, refresh_unless)
 
     def _organisation(self, organisation_id: str, field: str, kind: str, label: str
                       ) -> dict[str, str]:

@@ -387,12 +387,8 @@ class TrainingApplication(QijiApplication):
 
     def _learner(self, rider_id: str,
                  refresh_unless: Callable[[Learner], bool] | None = None) -> Learner:
-        learner_id = Learner.create_id(rider_id)
-        if not self.exists(learner_id) or (
-                refresh_unless is not None
-                and not refresh_unless(self.get(learner_id, Learner, "rider"))):
-            self.catch_up_upstream()
-        return self.get(learner_id, Learner, "rider")
+        return self.followed(Learner.create_id(rider_id), Learner, "rider", rider_id,
+                             self.catch_up_upstream, refresh_unless)
 
     def _reference(self, upstream_id: str, field: str, kind: str) -> Reference:
         return require_reference(self, upstream_id, field, kind, self.catch_up_upstream)
