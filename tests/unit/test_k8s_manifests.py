@@ -1,0 +1,47 @@
+"""deploy/k8s/qiji.yaml cannot be applied here (no cluster): check it against Kubernetes' own
+schemas (kubernetes-validate ships them) and check what scale-out relies on."""
+
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from shared.cli import SERVICES
+from shared.config import DEFAULT_PORTS
+
+ROOT = Path(__file__).resolve().parents[2]
+DOCS = list(yaml.safe_load_all((ROOT / "deploy" / "k8s" / "qiji.yaml").read_text()))
+KUBERNETES = "1.30.0"
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda d: f"{d['kind']}/{d['metadata']['name']}")
+def test_every_resource_is_valid_for_kubernetes(doc):
+    kubernetes_validate.validate(doc, KUBERNETES, strict=True)
+
+
+def by(kind: str) -> dict[str, dict]:
+    return {d["metadata"]["name"]: d for d in DOCS if d["kind"] == kind}
+
+
+def test_every_service_runs_replicated_behind_a_service_with_grpc_readiness():
+    deployments, services = by("Deployment"), by("Service")
+    for name in SERVICES:
+        deployment = deployments[f"qiji-{name}"]
+        assert deployment["spec"]["replicas"] >= 2
+        container = deployment["spec"]["template"]["spec"]["containers"][0]
+        assert container["command"] == ["python", "-m", f"services.{name}"]
+        assert container["readinessProbe"]["grpc"]["port"] == DEFAULT_PORTS[name]
+        assert container["securityContext"]["runAsNonRoot"] is True
+        ports = {p["name"]: p["port"] for p in services[f"qiji-{name}"]["spec"]["ports"]}
+        assert ports["grpc"] == DEFAULT_PORTS[name]
+
+
+def test_every_upstream_address_names_a_service_that_exists():
+    services = by("Service")
+    for deployment in by("Deployment").values():
+        for env in deployment["spec"]["template"]["spec"]["containers"][0]["env"]:
+            if env["name"].endswith("_ADDRESS"):
+                host, port = env["value"].split(":")
+                target = services[host]
+                assert int(port) in [p["port"] for p in target["spec"]["ports"]], env
