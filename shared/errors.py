@@ -71,13 +71,19 @@ class Unavailable(QijiError):
     reason = "STORE_UNAVAILABLE"
 
 
+def is_uuid(value: str) -> bool:
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True
+
+
 def require_ids(**ids: str) -> None:
     """Every named argument must be a UUID: one violation per malformed id."""
     violations = Violations()
     for name, value in ids.items():
-        try:
-            uuid.UUID(value)
-        except ValueError:
+        if not is_uuid(value):
             violations.add(name, "is not a valid id")
     violations.raise_if_any()
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from eventsourcing.domain import Aggregate, event
 
-from shared.errors import FieldViolation, InvalidArgument, NotFound
+from shared.errors import FieldViolation, InvalidArgument, NotFound, is_uuid
 
 _NS = uuid.UUID("5f0c3c55-4a34-4bf1-a8f5-6f8f3c2a7d01")
 
@@ -38,10 +38,8 @@ def require_reference(app: Any, upstream_id: str, field: str, kind: str,
     """The noted reference of that kind; NotFound when the owner never told us of it (after
     catching up once, so a thing created a moment ago is found), INVALID_ARGUMENT for an id
     that is malformed or names a thing of another kind."""
-    try:
-        uuid.UUID(upstream_id)
-    except ValueError:
-        raise InvalidArgument([FieldViolation(field, "is not a valid id")]) from None
+    if not is_uuid(upstream_id):
+        raise InvalidArgument([FieldViolation(field, "is not a valid id")])
     ident = Reference.create_id(upstream_id)
     if not app.exists(ident) and catch_up is not None:
         catch_up()

@@ -4,7 +4,6 @@ credentials, and the policies that follow identity, training and governance."""
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -28,6 +27,7 @@ from shared.errors import (
     InvalidArgument,
     NotFound,
     Violations,
+    is_uuid,
     require_ids,
 )
 from shared.followers import Follower, UpstreamEvent
@@ -182,7 +182,7 @@ class BadgesApplication(QijiApplication):
             required_course_ids=c["required_course_ids"],
             track_requirements=c["track_requirements"],
             min_verified_reports=c["min_verified_reports"], within_days=c["within_days"],
-            narrative=c["narrative"], is_uuid=_is_uuid)
+            narrative=c["narrative"], is_uuid=is_uuid)
 
     # ------------------------------------------------------------------ awards
 
@@ -415,14 +415,6 @@ def _require_text(field: str, text: str) -> None:
     v = Violations()
     v.require(bool(text.strip()) and len(text) <= 1000, field, "1 to 1000 characters")
     v.raise_if_any()
-
-
-def _is_uuid(value: str) -> bool:
-    try:
-        uuid.UUID(value)
-    except ValueError:
-        return False
-    return True
 
 
 __all__ = ["BadgesApplication", "Explanation", "Track"]

@@ -48,6 +48,7 @@ from shared.errors import (
     PermissionDenied,
     QijiError,
     Violations,
+    is_uuid,
     require_ids,
 )
 from shared.followers import Follower, UpstreamEvent
@@ -294,7 +295,7 @@ class MerchantsApplication(QijiApplication):
                       f"1 to {MAX_TEXT} characters")
         v.require(eligibility is not None, "eligibility", "must be specified")
         if eligibility is Eligibility.BADGE_HOLDERS:
-            v.require(_is_uuid(badge_class_id), "badge_class_id",
+            v.require(is_uuid(badge_class_id), "badge_class_id",
                       "must name a badge class for a badge-holders perk")
         v.require(1 <= total_quota <= MAX_QUOTA, "total_quota", f"must be 1 to {MAX_QUOTA}")
         v.require(per_rider_limit >= 1, "per_rider_limit", "must be at least 1")
@@ -699,11 +700,3 @@ def _require_reason(reason: str) -> None:
     violations.require(bool(reason.strip()) and len(reason) <= 500, "reason",
                        "1 to 500 characters")
     violations.raise_if_any()
-
-
-def _is_uuid(value: str) -> bool:
-    try:
-        uuid.UUID(value)
-    except ValueError:
-        return False
-    return True
