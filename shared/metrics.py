@@ -19,6 +19,9 @@ EVENTS_STORED = Counter("qiji_events_stored_total", "Events stored by this proce
                         ["service"], registry=REGISTRY)
 LOG_POSITION = Gauge("qiji_log_position", "Highest position this process stored or saw",
                      ["service"], registry=REGISTRY)
+COMMIT_BATCH = Histogram("qiji_commit_batch_saves",
+                         "Saves (commands, follower reactions) sharing one commit",
+                         ["schema"], registry=REGISTRY, buckets=(1, 2, 4, 8, 16, 32, 64, 128))
 FOLLOWER_LAG = Gauge("qiji_follower_lag_events",
                      "Events the upstream has that this follower has not applied yet",
                      ["service", "upstream"], registry=REGISTRY)
