@@ -48,12 +48,15 @@ class KeyStore:
 
     def get(self, subject_id: str) -> tuple[bytes | None, bool] | None:
         """(wrapped key, erased) for a subject, or None if it has no key yet."""
-        with self._datastore.transaction(commit=False) as curs:
-            curs.execute(
-                f"SELECT wrapped_key, erased_at FROM {self._table} WHERE subject_id = {self._p}",  # noqa: S608
-                (subject_id,),
-            )
-            row = curs.fetchone()
+        query = f"SELECT wrapped_key, erased_at FROM {self._table} WHERE subject_id = {self._p}"  # noqa: S608
+        if self._dialect == "postgres":
+            # One statement on an autocommit connection: one round trip, no BEGIN/ROLLBACK.
+            with self._datastore.get_connection() as conn:
+                row = conn.execute(query, (subject_id,)).fetchone()
+        else:
+            with self._datastore.transaction(commit=False) as curs:
+                curs.execute(query, (subject_id,))
+                row = curs.fetchone()
         if row is None:
             return None
         wrapped = row["wrapped_key"]
@@ -62,13 +65,15 @@ class KeyStore:
     def put_if_absent(self, subject_id: str, wrapped: bytes) -> bool:
         """True when this call stored the key, False when the subject already had one."""
         now = datetime.now(UTC).isoformat()
+        insert = (f"INSERT INTO {self._table} (subject_id, wrapped_key, created_at)"  # noqa: S608
+                  f" VALUES ({self._p}, {self._p}, {self._p}) ON CONFLICT (subject_id) DO NOTHING"
+                  " RETURNING subject_id")
+        if self._dialect == "postgres":
+            # One statement on an autocommit connection: one round trip, no BEGIN/COMMIT.
+            with self._datastore.get_connection() as conn:
+                return conn.execute(insert, (subject_id, wrapped, now)).fetchone() is not None
         with self._datastore.transaction(commit=True) as curs:
-            curs.execute(
-                f"INSERT INTO {self._table} (subject_id, wrapped_key, created_at)"  # noqa: S608
-                f" VALUES ({self._p}, {self._p}, {self._p}) ON CONFLICT (subject_id) DO NOTHING"
-                " RETURNING subject_id",
-                (subject_id, wrapped, now),
-            )
+            curs.execute(insert, (subject_id, wrapped, now))
             return curs.fetchone() is not None
 
     def erase(self, subject_id: str) -> None:

@@ -1,0 +1,87 @@
+"""The event store's write path without gRPC: concurrent saves through the library's PostgreSQL
+recorder and through Qiji's group-commit recorder, beside raw psycopg single-row transactions.
+
+Each save is what a command stores: two events (the domain event and the request record, about
+1,200 bytes together) for a new aggregate, committed durably before the writer goes on. The
+library's recorder holds an exclusive table lock through each commit, so concurrent writers
+queue behind one fsync each; group commit lets the writers that queue share a commit. Same
+server, same run, median of rounds."""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import psycopg
+from eventsourcing.persistence import InfrastructureFactory, StoredEvent
+from eventsourcing.utils import Environment
+from psycopg_pool import ConnectionPool
+
+from bench.common import PG, median_of, print_table, scratch_database, throughput
+from shared.config import load_settings
+from shared.persistence import eventsourcing_env
+
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
+PER_ROUND = int(os.environ.get("BENCH_OPS", "600"))
+CONCURRENCY = [int(c) for c in os.environ.get("BENCH_CLIENTS", "1,8,32").split(",")]
+EVENT_BYTES = (900, 300)
+
+
+def recorder(db: str, schema: str, *, group_commit: bool):
+    settings = load_settings("identity", {
+        "QIJI_PERSISTENCE": "postgres", "QIJI_POSTGRES_DBNAME": db,
+        "QIJI_POSTGRES_HOST": PG["host"], "QIJI_POSTGRES_PORT": str(PG["port"]),
+        "QIJI_POSTGRES_USER": PG["user"], "QIJI_POSTGRES_SCHEMA": schema,
+        "QIJI_POSTGRES_POOL_SIZE": str(max(CONCURRENCY)), "QIJI_DATA_DIR": "/tmp/qiji-bench",
+    })
+    env = {**eventsourcing_env(settings), "CREATE_TABLE": "y", "POSTGRES_MAX_OVERFLOW": "0"}
+    if not group_commit:
+        env.pop("PROCESS_RECORDER_TOPIC")  # the library's own recorder
+    # Named as the service's application is, so that the tables are named as in production.
+    return InfrastructureFactory.construct(Environment("identity", env)).process_recorder()
+
+
+def saves(count: int) -> list[list[StoredEvent]]:
+    return [[StoredEvent(originator_id=o, originator_version=version, topic="bench:Event",
+                         state=os.urandom(size)) for version, size in enumerate(EVENT_BYTES, 1)]
+            for o in (uuid.uuid4() for _ in range(count))]
+
+
+def main() -> None:
+    rows = []
+    with scratch_database() as db:
+        library = recorder(db, "library", group_commit=False)
+        ours = recorder(db, "grouped", group_commit=True)
+        with psycopg.connect(dbname=db, autocommit=True, **PG) as conn:
+            conn.execute("CREATE TABLE raw_rows (id BIGSERIAL PRIMARY KEY, payload BYTEA)")
+        pool = ConnectionPool(conninfo=psycopg.conninfo.make_conninfo(dbname=db, **PG),
+                              min_size=max(CONCURRENCY), max_size=max(CONCURRENCY),
+                              kwargs={"autocommit": True}, open=True)
+        payload = os.urandom(sum(EVENT_BYTES))
+
+        def raw_insert(_: int) -> None:
+            with pool.connection() as conn:
+                conn.execute("INSERT INTO raw_rows (payload) VALUES (%s)", (payload,))
+
+        def measure(rec, clients: int) -> float:
+            batch = saves(PER_ROUND)
+            return throughput(lambda i: rec.insert_events(batch[i]), PER_ROUND, clients)
+
+        for warm in (library, ours):
+            measure(warm, 1)
+        for clients in CONCURRENCY:
+            lib = median_of(ROUNDS, lambda _r, c=clients: measure(library, c))
+            grouped = median_of(ROUNDS, lambda _r, c=clients: measure(ours, c))
+            raw = median_of(ROUNDS, lambda _r, c=clients: throughput(raw_insert, PER_ROUND, c))
+            rows.append((f"library recorder, {clients} writer(s)", lib, raw))
+            rows.append((f"group commit, {clients} writer(s)", grouped, raw))
+        pool.close()
+        for rec in (library, ours):
+            rec.datastore.close()
+    print_table(f"event store write path, no gRPC (PostgreSQL; saves of 2 events; median of "
+                f"{ROUNDS} rounds of {PER_ROUND}; raw = psycopg one-row INSERT per transaction)",
+                rows, unit="saves/s")
+
+
+if __name__ == "__main__":
+    main()
