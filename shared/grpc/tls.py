@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable
 from pathlib import Path
 
 import grpc
@@ -140,6 +139,3 @@ def certificate_names(context: grpc.ServicerContext) -> frozenset[str]:
     auth = context.auth_context()
     names = [*auth.get("x509_common_name", ()), *auth.get("x509_subject_alternative_name", ())]
     return frozenset(n.decode() if isinstance(n, bytes) else str(n) for n in names)
-
-
-CertificateNames = Callable[[grpc.ServicerContext], frozenset[str]]
