@@ -13,7 +13,6 @@ import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
-import grpc
 import psycopg
 from psycopg_pool import ConnectionPool
 from qiji.identity.v1 import identity_service_pb2 as ipb
@@ -23,6 +22,7 @@ from qiji.training.v1 import training_service_pb2_grpc as trpc
 
 from bench.common import (
     PG,
+    dial,
     median_of,
     print_table,
     running_services,
@@ -41,8 +41,8 @@ def main() -> None:
             ["identity", "training"], db,
             {"bench-admin": ["city_admin"], "bench-platform": ["platform"]}
     ) as (addresses, tokens):
-        ichan = grpc.insecure_channel(addresses["identity"])
-        tchan = grpc.insecure_channel(addresses["training"])
+        ichan = dial(addresses["identity"])
+        tchan = dial(addresses["training"])
         identity, training = irpc.IdentityServiceStub(ichan), trpc.TrainingServiceStub(tchan)
         admin = [("authorization", f"Bearer {tokens['bench-admin']}")]
         platform = [("authorization", f"Bearer {tokens['bench-platform']}")]

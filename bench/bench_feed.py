@@ -19,12 +19,11 @@ import uuid
 from datetime import datetime
 from pathlib import Path
 
-import grpc
 import kombu
 from qiji.identity.v1 import identity_service_pb2 as pb
 from qiji.identity.v1 import identity_service_pb2_grpc as rpc
 
-from bench.common import PG, print_table, running_services, scratch_database, throughput
+from bench.common import PG, dial, print_table, running_services, scratch_database, throughput
 from services.relay.cloudevents import EXCHANGE, register_serializer
 from tests.e2e.relay_harness import Collector, RelayProcess, Vhost, relay_env
 
@@ -62,7 +61,7 @@ def main() -> None:
                 ["identity"], db, {"bench-admin": ["city_admin"],
                                    "bench-platform": ["platform"], "bench-relay": ["service"]}
         ) as (addresses, tokens):
-            stub = rpc.IdentityServiceStub(grpc.insecure_channel(addresses["identity"]))
+            stub = rpc.IdentityServiceStub(dial(addresses["identity"]))
             admin = [("authorization", f"Bearer {tokens['bench-admin']}")]
             platform = [("authorization", f"Bearer {tokens['bench-platform']}")]
             tree = _tree(stub, admin)

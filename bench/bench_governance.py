@@ -17,7 +17,6 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from itertools import count
 
-import grpc
 import psycopg
 from psycopg_pool import ConnectionPool
 from qiji.governance.v1 import governance_service_pb2 as gpb
@@ -27,6 +26,7 @@ from qiji.identity.v1 import identity_service_pb2_grpc as grpc_identity
 
 from bench.common import (
     PG,
+    dial,
     median_of,
     print_table,
     running_services,
@@ -49,8 +49,8 @@ def main() -> None:
             ["identity", "governance"], db,
             {"bench-admin": ["city_admin"], "bench-platform": ["platform"]}
     ) as (addresses, tokens):
-        ichan = grpc.insecure_channel(addresses["identity"])
-        gchan = grpc.insecure_channel(addresses["governance"])
+        ichan = dial(addresses["identity"])
+        gchan = dial(addresses["governance"])
         identity = grpc_identity.IdentityServiceStub(ichan)
         governance = grpc_gov.GovernanceServiceStub(gchan)
         admin = [("authorization", f"Bearer {tokens['bench-admin']}")]

@@ -35,6 +35,7 @@ from qiji.merchants.v1 import merchants_service_pb2_grpc as mrpc
 
 from bench.common import (
     PG,
+    dial,
     median_of,
     print_table,
     running_services,
@@ -65,8 +66,8 @@ def main() -> None:
             {"bench-admin": ["city_admin"], "bench-platform": ["platform"],
              "bench-office": ["street_office"]}
     ) as (addresses, tokens):
-        ichan = grpc.insecure_channel(addresses["identity"])
-        mchan = grpc.insecure_channel(addresses["merchants"])
+        ichan = dial(addresses["identity"])
+        mchan = dial(addresses["merchants"])
         identity, merchants = irpc.IdentityServiceStub(ichan), mrpc.MerchantsServiceStub(mchan)
         admin, platform = bearer(tokens["bench-admin"]), bearer(tokens["bench-platform"])
         office = bearer(tokens["bench-office"])

@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import uuid
 
-import grpc
 import psycopg
 from psycopg_pool import ConnectionPool
 from qiji.identity.v1 import identity_service_pb2 as pb
@@ -16,6 +15,7 @@ from qiji.identity.v1 import identity_service_pb2_grpc as rpc
 
 from bench.common import (
     PG,
+    dial,
     median_of,
     print_table,
     running_services,
@@ -33,7 +33,7 @@ def main() -> None:
     with scratch_database() as db, running_services(
             ["identity"], db, {"bench-admin": ["city_admin"], "bench-platform": ["platform"]}
     ) as (addresses, tokens):
-        channel = grpc.insecure_channel(addresses["identity"])
+        channel = dial(addresses["identity"])
         stub = rpc.IdentityServiceStub(channel)
         admin = [("authorization", f"Bearer {tokens['bench-admin']}")]
         platform = [("authorization", f"Bearer {tokens['bench-platform']}")]

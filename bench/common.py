@@ -24,6 +24,8 @@ import psycopg
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from shared.auth import add_caller
+from shared.config import load_settings
+from shared.grpc.channels import open_channel
 
 ROOT = Path(__file__).resolve().parents[1]
 PG = dict(host=os.environ.get("QIJI_BENCH_POSTGRES_HOST", "127.0.0.1"), port=5432,
@@ -85,9 +87,15 @@ def running_services(services: list[str], dbname: str, roles: dict[str, list[str
         log.close()
 
 
+def dial(address: str) -> grpc.Channel:
+    """A channel to a benchmarked service: TLS when this shell's QIJI_TLS_* settings say so
+    (the services inherit them), to measure what transport security costs."""
+    return open_channel(address, load_settings("qiji"))
+
+
 def wait_serving(address: str, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
-    with grpc.insecure_channel(address) as channel:
+    with dial(address) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         while time.monotonic() < deadline:
             try:

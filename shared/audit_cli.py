@@ -11,14 +11,15 @@ import grpc
 from qiji.audit.v1 import audit_service_pb2 as pb
 from qiji.audit.v1 import audit_service_pb2_grpc as pb_grpc
 
-from shared.config import DEFAULT_PORTS, EVENT_SOURCED_SERVICES
+from shared.config import DEFAULT_PORTS, EVENT_SOURCED_SERVICES, Settings
+from shared.grpc.channels import open_channel
 
 
-def answer(args: argparse.Namespace, token: str) -> int:
+def answer(args: argparse.Namespace, token: str, settings: Settings | None = None) -> int:
     metadata = [("authorization", f"Bearer {token}")]
 
     def channel(service: str) -> grpc.Channel:
-        return grpc.insecure_channel(f"{args.host}:{DEFAULT_PORTS[service]}")
+        return open_channel(f"{args.host}:{DEFAULT_PORTS[service]}", settings)
 
     try:
         if args.question == "history":

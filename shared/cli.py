@@ -14,7 +14,14 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from shared.auth import ROLES, add_caller
-from shared.config import DEFAULT_PORTS, EVENT_SOURCED_SERVICES, load_settings
+from shared.config import (
+    DEFAULT_PORTS,
+    EVENT_SOURCED_SERVICES,
+    ConfigError,
+    Settings,
+    load_settings,
+)
+from shared.grpc.channels import open_channel
 from shared.personal_data import load_master_key
 
 # The services `qiji run` starts, in start order; each new service joins this list.
@@ -42,6 +49,10 @@ def main(argv: list[str] | None = None) -> int:
                        "'qiji.training.v1.*', it may receive (repeat; default: all)")
     token.add_argument("--tokens-file", type=Path, default=None,
                        help="default: $QIJI_TOKENS_FILE or data/tokens.json")
+    token.add_argument("--certificate-subject", default="", metavar="NAME",
+                       help="where ports require client certificates (mTLS): a client "
+                       "certificate with this common name or subject alternative name, "
+                       "verified by the client CA, is this caller even without a token")
     credential = sub.add_parser(
         "credential", help="export or verify an Open Badges 3.0 credential (badges service)")
     credential.add_argument("action", choices=["export", "verify"])
@@ -71,16 +82,27 @@ def main(argv: list[str] | None = None) -> int:
     w.add_argument("rider_id")
     w.add_argument("badge_class_id")
     args = parser.parse_args(argv)
-    if args.command == "audit":
-        from shared.audit_cli import answer
-        return answer(args, _token(args.token))
-    if args.command == "run":
-        return _run([s for s in args.services.split(",") if s], relay=args.relay)
-    if args.command == "credential":
-        return _credential(args.action, args.target, args.address, args.token)
-    tokens_file = args.tokens_file or load_settings("qiji").tokens_file
-    print(add_caller(tokens_file, args.principal, args.role, args.organisation_id,
-                     args.subscribe))
+    try:
+        # The `qiji` command's own channels are secured by the same QIJI_TLS_* settings as a
+        # service's (TLS_CA_FILE, TLS_CLIENT_CERT_FILE, TLS_CLIENT_KEY_FILE).
+        settings = load_settings("qiji")
+        if args.command == "audit":
+            from shared.audit_cli import answer
+            return answer(args, _token(args.token), settings)
+        if args.command == "run":
+            return _run([s for s in args.services.split(",") if s], relay=args.relay)
+        if args.command == "credential":
+            return _credential(args.action, args.target, args.address, args.token, settings)
+    except ConfigError as error:
+        print(f"configuration: {error}", file=sys.stderr)
+        return 2
+    tokens_file = args.tokens_file or settings.tokens_file
+    try:
+        print(add_caller(tokens_file, args.principal, args.role, args.organisation_id,
+                         args.subscribe, certificate_subject=args.certificate_subject))
+    except ValueError as error:
+        print(error, file=sys.stderr)
+        return 2
     return 0
 
 
@@ -117,7 +139,7 @@ def _run(services: list[str], *, relay: bool = False) -> int:
     try:
         for name in services:
             address = f"127.0.0.1:{load_settings(name).grpc_port}"
-            if not _wait_serving(address, processes[name]):
+            if not _wait_serving(address, processes[name], settings):
                 print(f"{name} did not start; see its log above", file=sys.stderr)
                 return 1
         if relay:
@@ -143,14 +165,14 @@ def _run(services: list[str], *, relay: bool = False) -> int:
                 proc.kill()
 
 
-def _credential(action: str, target: str, address: str, token: str) -> int:
+def _credential(action: str, target: str, address: str, token: str, settings: Settings) -> int:
     """Exports a credential as JSON and JWT, or verifies one: the signature under the issuer's
     key and the award's status now (revoked? expired?). Exit 0 only for a valid credential."""
     from qiji.badges.v1 import badges_service_pb2 as pb
     from qiji.badges.v1 import badges_service_pb2_grpc as pb_grpc
 
     metadata = [("authorization", f"Bearer {_token(token)}")]
-    with grpc.insecure_channel(address) as channel:
+    with open_channel(address, settings) as channel:
         stub = pb_grpc.BadgesServiceStub(channel)
         try:
             if action == "export":
@@ -199,9 +221,10 @@ def _admin_token(tokens_file: Path, token_file: Path) -> str:
     return token
 
 
-def _wait_serving(address: str, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> bool:
+def _wait_serving(address: str, proc: subprocess.Popen[bytes], settings: Settings,
+                  timeout: float = 30.0) -> bool:
     deadline = time.monotonic() + timeout
-    with grpc.insecure_channel(address) as channel:
+    with open_channel(address, settings) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         while time.monotonic() < deadline and proc.poll() is None:
             try:

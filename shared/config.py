@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 # Fixed default ports, so `make run` prints stable addresses and clients need no discovery.
@@ -27,6 +27,38 @@ PERSISTENCE_CHOICES = ("sqlite", "postgres")
 
 class ConfigError(Exception):
     """A setting is missing or malformed; the process should not start."""
+
+
+@dataclass(frozen=True)
+class TlsSettings:
+    """Transport security, for this process's own port and for the channels it opens to other
+    Qiji services. Files are PEM; nothing set means plaintext, as on the embedded default."""
+
+    # The server's certificate chain and key: when set, the port serves TLS only.
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    # Roots that sign client certificates: when set, every connection must present a
+    # certificate they verify (mTLS). grpcio's Python API offers no "verify if presented"
+    # mode: a server either requires and verifies client certificates or never asks for one.
+    client_ca_file: Path | None = None
+    # For this process's own clients (followers, the gateway, the relay, the CLI): the roots
+    # that sign the servers' certificates (when set, channels use TLS), and the certificate
+    # presented to a server that requires one.
+    ca_file: Path | None = None
+    client_cert_file: Path | None = None
+    client_key_file: Path | None = None
+
+    @property
+    def serves_tls(self) -> bool:
+        return self.cert_file is not None
+
+    @property
+    def requires_client_certificates(self) -> bool:
+        return self.client_ca_file is not None
+
+    @property
+    def dials_tls(self) -> bool:
+        return self.ca_file is not None
 
 
 @dataclass(frozen=True)
@@ -59,6 +91,7 @@ class Settings:
     signing_key_file: Path
     # The environment the settings were read from, for a service's own extra settings.
     env: Mapping[str, str]
+    tls: TlsSettings = field(default_factory=TlsSettings)
 
     def own_setting(self, name: str, default: str = "") -> str:
         """A setting only one service has (`GOVERNANCE_CLOCK_FILE`), by the same rule:
@@ -135,4 +168,34 @@ def load_settings(service: str, env: Mapping[str, str] | None = None) -> Setting
         signing_key_file=Path(_lookup(env, service, "SIGNING_KEY_FILE",
                                       str(data_dir / f"{service}-signing.key"))),
         env=dict(env),
+        tls=load_tls_settings(service, env),
     )
+
+
+def load_tls_settings(service: str, env: Mapping[str, str]) -> TlsSettings:
+    """The `TLS_*` settings, checked for combinations that cannot work. That the files can be
+    read (and hold what they should) is checked when credentials are made from them, at start."""
+
+    def path(name: str) -> Path | None:
+        raw = _lookup(env, service, name, "")
+        return Path(raw) if raw else None
+
+    tls = TlsSettings(
+        cert_file=path("TLS_CERT_FILE"), key_file=path("TLS_KEY_FILE"),
+        client_ca_file=path("TLS_CLIENT_CA_FILE"), ca_file=path("TLS_CA_FILE"),
+        client_cert_file=path("TLS_CLIENT_CERT_FILE"),
+        client_key_file=path("TLS_CLIENT_KEY_FILE"))
+    if (tls.cert_file is None) != (tls.key_file is None):
+        raise ConfigError("TLS_CERT_FILE and TLS_KEY_FILE go together: set both (serve TLS) "
+                          "or neither (serve plaintext)")
+    if tls.client_ca_file is not None and not tls.serves_tls:
+        raise ConfigError("TLS_CLIENT_CA_FILE needs TLS_CERT_FILE and TLS_KEY_FILE: client "
+                          "certificates are only asked for on a TLS port")
+    if (tls.client_cert_file is None) != (tls.client_key_file is None):
+        raise ConfigError("TLS_CLIENT_CERT_FILE and TLS_CLIENT_KEY_FILE go together: set both "
+                          "or neither")
+    if tls.client_cert_file is not None and not tls.dials_tls:
+        raise ConfigError("TLS_CLIENT_CERT_FILE needs TLS_CA_FILE: a client certificate is "
+                          "only presented over TLS, and TLS_CA_FILE names the roots that "
+                          "verify the servers")
+    return tls

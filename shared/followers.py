@@ -29,8 +29,10 @@ from eventsourcing.persistence import IntegrityError, JSONTranscoder, Tracking
 
 from shared import context, metrics
 from shared.application import META_KEY, QijiApplication
+from shared.config import Settings, TlsSettings
 from shared.context import Actor, RequestContext
 from shared.errors import Unavailable
+from shared.grpc.channels import open_channel
 
 log = structlog.get_logger(__name__)
 
@@ -111,17 +113,25 @@ class LocalFeed:
 class GrpcFeed:
     """Reads another service's log through its FeedService, with a `service` role token."""
 
-    def __init__(self, name: str, address: str, token: str, poll_seconds: float = 0.5):
+    def __init__(self, name: str, address: str, token: str, poll_seconds: float = 0.5,
+                 tls: TlsSettings | None = None):
         from qiji.feed.v1 import feed_service_pb2 as pb
         from qiji.feed.v1 import feed_service_pb2_grpc as pb_grpc
         self.name = name
         self._pb = pb
-        self._channel = grpc.insecure_channel(address)
+        self._channel = open_channel(address, tls)
         self._stub = pb_grpc.FeedServiceStub(self._channel)
         self._metadata = (("authorization", f"Bearer {token}"),)
         self._poll = poll_seconds
         self._transcoder = _transcoder()
         self._last_seen = 0
+
+    @classmethod
+    def of(cls, upstream: str, settings: Settings) -> GrpcFeed:
+        """`upstream`'s feed as this service's settings say: its address, the `service` token,
+        and the transport security of this service's own channels."""
+        return cls(upstream, settings.upstreams[upstream], settings.service_token,
+                   tls=settings.tls)
 
     def read(self, from_position: int, limit: int, topics: Sequence[str]) -> list[UpstreamEvent]:
         reply = self._stub.ReadEvents(

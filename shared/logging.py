@@ -4,9 +4,14 @@ correlation ids bound by the gRPC guard."""
 from __future__ import annotations
 
 import logging
+import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import structlog
+
+from shared.config import ConfigError
 
 
 def configure(service: str, fmt: str = "json", level: int = logging.INFO) -> None:
@@ -39,3 +44,17 @@ def _add_service(service: str) -> structlog.typing.Processor:
         event.setdefault("service", service)
         return event
     return add
+
+
+@contextmanager
+def exits_on_config_error(service: str) -> Iterator[None]:
+    """A setting that cannot work (a certificate without its key, a file that cannot be read)
+    stops the process at start with one structured line and exit code 2, not a traceback."""
+    try:
+        yield
+    except ConfigError as error:
+        if not structlog.is_configured():
+            configure(service, os.environ.get(f"{service.upper()}_LOG_FORMAT")
+                      or os.environ.get("QIJI_LOG_FORMAT") or "json")
+        structlog.get_logger(__name__).error("service.misconfigured", error=str(error))
+        raise SystemExit(2) from None

@@ -45,7 +45,7 @@ class ExpiryJob:
 
 def make_followers(app: Any, settings: Settings) -> list[Any]:
     def feed(name: str) -> GrpcFeed:
-        return GrpcFeed(name, settings.upstreams[name], settings.service_token)
+        return GrpcFeed.of(name, settings)
     identity = Follower(app, feed("identity"), app.follow_identity,
                         topics=BadgesApplication.IDENTITY_TOPICS)
     app.identity_follower = identity

@@ -62,7 +62,7 @@ def make_app(settings: Settings, master_key: bytes) -> GovernanceApplication:
 def make_followers(app: Any, settings: Settings) -> list[Any]:
     """identity's feed, and the deadline scheduler, which runs beside the followers with the
     same interface (`upstream`, `run_forever`)."""
-    feed = GrpcFeed("identity", settings.upstreams["identity"], settings.service_token)
+    feed = GrpcFeed.of("identity", settings)
     follower = Follower(app, feed, app.follow_identity,
                         topics=GovernanceApplication.IDENTITY_TOPICS)
     app.identity_follower = follower

@@ -48,11 +48,9 @@ class LapseJob:
 
 
 def make_followers(app: Any, settings: Settings) -> list[Any]:
-    identity = Follower(app, GrpcFeed("identity", settings.upstreams["identity"],
-                                      settings.service_token),
+    identity = Follower(app, GrpcFeed.of("identity", settings),
                         app.follow_identity, topics=MerchantsApplication.IDENTITY_TOPICS)
-    badges = Follower(app, GrpcFeed("badges", settings.upstreams["badges"],
-                                    settings.service_token),
+    badges = Follower(app, GrpcFeed.of("badges", settings),
                       app.follow_badges, topics=MerchantsApplication.BADGE_TOPICS)
     app.identity_follower = identity
     return [identity, badges, LapseJob(app)]

@@ -1,4 +1,7 @@
+"""`python -m services.platform`: the platform feed gateway, until SIGTERM/SIGINT."""
 from services.platform.service import serve
+from shared.logging import exits_on_config_error
 
 if __name__ == "__main__":
-    serve()
+    with exits_on_config_error("platform"):
+        serve()

@@ -16,7 +16,9 @@ from qiji.feed.v1 import public_feed_service_pb2_grpc as feed_grpc
 
 from services.platform import cursor as cursors
 from services.platform.catalogue import SERVICES, types_by_service
+from shared.config import TlsSettings
 from shared.errors import FieldViolation, InvalidArgument, Unavailable
+from shared.grpc.channels import open_channel
 from shared.grpc.public_feed import read_public
 
 log = structlog.get_logger(__name__)
@@ -40,8 +42,8 @@ class Upstream(Protocol):
 class GrpcUpstream:
     """A service's PublicFeedService over gRPC, with the gateway's `service` role token."""
 
-    def __init__(self, address: str, token: str):
-        self._channel = grpc.insecure_channel(address)
+    def __init__(self, address: str, token: str, tls: TlsSettings | None = None):
+        self._channel = open_channel(address, tls)
         self._stub = feed_grpc.PublicFeedServiceStub(self._channel)
         self._metadata = (("authorization", f"Bearer {token}"),)
 

@@ -5,6 +5,11 @@ handling; an event handled but not yet saved comes again with the same `id`.
 
     QIJI_FEED_TOKEN=<platform token> python -m services.platform.example_client \\
         [--address 127.0.0.1:50056] [--cursor-file feed.cursor] [--type qiji.badges.v1.BadgeAwarded]
+        [--ca-file ca.crt [--cert-file ours.crt --key-file ours.key]]
+
+Over TLS, `--ca-file` names the roots that sign the gateway's certificate; where the gateway
+requires client certificates, `--cert-file` / `--key-file` are ours, and if Qiji registered
+that certificate for our caller, QIJI_FEED_TOKEN may be left out.
 
 Needs the generated code on the path (`make protos`; build/gen)."""
 
@@ -36,9 +41,20 @@ def main() -> None:
     parser.add_argument("--address", default="127.0.0.1:50056")
     parser.add_argument("--cursor-file", type=Path, default=Path("feed.cursor"))
     parser.add_argument("--type", action="append", default=[], dest="types")
+    parser.add_argument("--ca-file", type=Path)
+    parser.add_argument("--cert-file", type=Path)
+    parser.add_argument("--key-file", type=Path)
     args = parser.parse_args()
-    metadata = [("authorization", f"Bearer {os.environ['QIJI_FEED_TOKEN']}")]
-    feed = rpc.PlatformFeedServiceStub(grpc.insecure_channel(args.address))
+    token = os.environ.get("QIJI_FEED_TOKEN", "")
+    metadata = [("authorization", f"Bearer {token}")] if token else []
+    if args.ca_file:
+        channel = grpc.secure_channel(args.address, grpc.ssl_channel_credentials(
+            root_certificates=args.ca_file.read_bytes(),
+            private_key=args.key_file.read_bytes() if args.key_file else None,
+            certificate_chain=args.cert_file.read_bytes() if args.cert_file else None))
+    else:
+        channel = grpc.insecure_channel(args.address)
+    feed = rpc.PlatformFeedServiceStub(channel)
     while True:  # reconnect with the stored cursor whenever the stream breaks
         cursor = args.cursor_file.read_text() if args.cursor_file.exists() else ""
         try:

@@ -18,6 +18,7 @@ from services.platform.catalogue import SERVICES
 from services.platform.grpc_api import PERMISSIONS, add_servicers
 from shared.auth import TokenRegistry
 from shared.config import ConfigError, Settings, load_settings
+from shared.grpc import tls
 from shared.grpc.guard import Guard
 from shared.logging import configure as configure_logging
 
@@ -51,10 +52,11 @@ def build_gateway(settings: Settings, upstreams: dict[str, Upstream] | None = No
         if not settings.service_token:
             raise ConfigError("PLATFORM_SERVICE_TOKEN / QIJI_SERVICE_TOKEN must be set: the "
                               "gateway reads the services' public feeds with it")
-        upstreams = {s: GrpcUpstream(settings.upstreams[s], settings.service_token)
-                     for s in SERVICES}
+        upstreams = {s: GrpcUpstream(settings.upstreams[s], settings.service_token,
+                                     settings.tls) for s in SERVICES}
     guard = Guard(tokens=TokenRegistry(settings.tokens_file), permissions=PERMISSIONS,
-                  error_domain=f"{NAME}.qiji")
+                  error_domain=f"{NAME}.qiji",
+                  certificates=settings.tls.requires_client_certificates)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.grpc_workers,
                                    thread_name_prefix=f"{NAME}-rpc"),
@@ -68,9 +70,7 @@ def build_gateway(settings: Settings, upstreams: dict[str, Upstream] | None = No
     reflection.enable_server_reflection(
         [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
          reflection.SERVICE_NAME], server)
-    port = server.add_insecure_port(f"{settings.grpc_host}:{settings.grpc_port}")
-    if port == 0:
-        raise OSError(f"could not bind {settings.address}")
+    port = tls.add_port(server, settings)
     return RunningGateway(server=server, port=port, health=health_servicer, stopping=stopping,
                           upstreams=upstreams)
 

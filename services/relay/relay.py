@@ -282,7 +282,7 @@ def serve() -> None:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    upstreams = {s: GrpcUpstream(settings.upstreams[s], settings.service_token)
+    upstreams = {s: GrpcUpstream(settings.upstreams[s], settings.service_token, settings.tls)
                  for s in services}
     log.info("relay.started", upstreams={s: settings.upstreams[s] for s in services},
              broker=_redacted(amqp_uri), persistence=settings.persistence)

@@ -13,7 +13,7 @@ from shared.grpc.server import ServiceSpec
 
 
 def make_followers(app: Any, settings: Settings) -> list[Follower]:
-    feed = GrpcFeed("identity", settings.upstreams["identity"], settings.service_token)
+    feed = GrpcFeed.of("identity", settings)
     follower = Follower(app, feed, app.follow_identity, topics=TrainingApplication.IDENTITY_TOPICS)
     app.identity_follower = follower
     return [follower]

@@ -1,6 +1,11 @@
 """Wraps every RPC handler of a service: authenticates the caller, checks the RPC's allowed
 roles, sets the request context (actor, request id, correlation id) and turns every error into
-a precise status. Nothing else ever reaches a caller."""
+a precise status. Nothing else ever reaches a caller.
+
+Who the caller is: its bearer token when it sends one; otherwise, on a port that requires
+client certificates, the principal registered for its certificate. A token wins over a
+certificate: the certificate has already done its part (only holders of one the client CA
+signed connect at all), and the token is the narrower claim a calling system chose to make."""
 
 from __future__ import annotations
 
@@ -14,8 +19,9 @@ import structlog
 
 from shared import errors
 from shared.auth import TokenRegistry
-from shared.context import RequestContext, acting_as
+from shared.context import Actor, RequestContext, acting_as
 from shared.grpc.errors import STORE_DOWN_ERRORS, internal_status, to_status
+from shared.grpc.tls import certificate_names
 
 log = structlog.get_logger(__name__)
 
@@ -27,10 +33,13 @@ MAX_REQUEST_ID_LENGTH = 128
 
 class Guard(grpc.ServerInterceptor):
     def __init__(self, *, tokens: TokenRegistry, permissions: Mapping[str, frozenset[str]],
-                 error_domain: str, on_rpc: Callable[[str, str, float], None] | None = None):
+                 error_domain: str, on_rpc: Callable[[str, str, float], None] | None = None,
+                 certificates: bool = False):
         """`permissions` maps full method names ("/pkg.Service/Method") to allowed roles. A
-        method missing from it is refused to everyone: the table fails closed."""
+        method missing from it is refused to everyone: the table fails closed. `certificates`:
+        the port requires and verifies client certificates, so their names may be trusted."""
         self._tokens = tokens
+        self._certificates = certificates
         self._permissions = dict(permissions)
         self._domain = error_domain
         self._on_rpc = on_rpc
@@ -62,7 +71,7 @@ class Guard(grpc.ServerInterceptor):
         context.send_initial_metadata((("x-correlation-id", correlation_id),))
         auth = metadata.get("authorization", "")
         bearer = auth[7:].strip() if auth.lower().startswith("bearer ") else None
-        actor = self._tokens.authenticate(bearer)
+        actor = self._authenticate(bearer, context)
         allowed = self._permissions.get(method, frozenset())
         if not actor.has_any(allowed):
             raise errors.PermissionDenied(
@@ -74,6 +83,13 @@ class Guard(grpc.ServerInterceptor):
                 "request_id", f"at most {MAX_REQUEST_ID_LENGTH} printable characters")])
         return RequestContext(actor=actor, rpc=method.rsplit("/", 1)[-1],
                               request_id=request_id, correlation_id=correlation_id)
+
+    def _authenticate(self, bearer: str | None, context: grpc.ServicerContext) -> Actor:
+        if not bearer and self._certificates:
+            names = certificate_names(context)
+            if names:
+                return self._tokens.authenticate_certificate(names)
+        return self._tokens.authenticate(bearer)
 
     def _wrap_unary(self, method: str, behaviour: Callable[..., Any]) -> Callable[..., Any]:
         def handle(request: Any, context: grpc.ServicerContext) -> Any:

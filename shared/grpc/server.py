@@ -22,10 +22,11 @@ from shared.audit import Sealer
 from shared.auth import TokenRegistry
 from shared.config import Settings, load_settings
 from shared.grpc import audit as audit_api
-from shared.grpc import feed
+from shared.grpc import feed, tls
 from shared.grpc import public_feed as public_feed_api
 from shared.grpc.guard import Guard
 from shared.logging import configure as configure_logging
+from shared.logging import exits_on_config_error
 from shared.personal_data import load_master_key
 from shared.public_feed import PublicCatalogue
 
@@ -85,7 +86,8 @@ def build_server(spec: ServiceSpec, settings: Settings, *, app: QijiApplication 
                    **public_feed_api.public_feed_permissions(),
                    **audit_api.audit_permissions()}
     guard = Guard(tokens=TokenRegistry(settings.tokens_file), permissions=permissions,
-                  error_domain=f"{spec.name}.qiji", on_rpc=metrics.rpc_observer(spec.name))
+                  error_domain=f"{spec.name}.qiji", on_rpc=metrics.rpc_observer(spec.name),
+                  certificates=settings.tls.requires_client_certificates)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.grpc_workers,
                                    thread_name_prefix=f"{spec.name}-rpc"),
@@ -106,9 +108,7 @@ def build_server(spec: ServiceSpec, settings: Settings, *, app: QijiApplication 
     reflection.enable_server_reflection(
         [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
          reflection.SERVICE_NAME], server)
-    port = server.add_insecure_port(f"{settings.grpc_host}:{settings.grpc_port}")
-    if port == 0:
-        raise OSError(f"could not bind {settings.address}")
+    port = tls.add_port(server, settings)
     followers = spec.make_followers(app, settings) if spec.make_followers else []
     # Every service seals its own log (tamper evidence), a moment behind its writers.
     followers.append(Sealer(app))
@@ -146,9 +146,10 @@ def _probe_health(running: RunningService) -> None:
 
 def serve(spec: ServiceSpec) -> None:
     """The process entry point: `python -m services.<name>`."""
-    settings = load_settings(spec.name)
-    configure_logging(spec.name, settings.log_format)
-    running = build_server(spec, settings)
+    with exits_on_config_error(spec.name):
+        settings = load_settings(spec.name)
+        configure_logging(spec.name, settings.log_format)
+        running = build_server(spec, settings)
     metrics.serve(settings.grpc_host, settings.metrics_port)
     start(running)
     log.info("service.started", address=f"{settings.grpc_host}:{running.port}",

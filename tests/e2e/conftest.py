@@ -33,6 +33,8 @@ from qiji.merchants.v1 import merchants_service_pb2 as merchants_pb
 from qiji.training.v1 import training_service_pb2 as training_pb
 
 from shared.auth import ROLES, add_caller
+from shared.config import TlsSettings
+from shared.grpc.channels import open_channel
 from tests.conftest import pg_env
 from tests.e2e.client import API, Client, call_error, new_request_id, phone_number, unique
 
@@ -58,8 +60,11 @@ class ServiceProcess:
     """One service process, started and stopped as an operator would: by signals."""
 
     def __init__(self, *, service: str, env: dict[str, str], port: int, log_path: Path,
-                 tokens: dict[str, str], db: str, schema: str):
+                 tokens: dict[str, str], db: str, schema: str,
+                 client_tls: TlsSettings | None = None):
         self.service = service
+        # How the test's own channel dials this process (plaintext unless its port is TLS).
+        self.client_tls = client_tls
         self.env = env
         self.port = port
         self.log_path = log_path
@@ -104,7 +109,7 @@ class ServiceProcess:
             cwd=REPO, env=self.env, stdout=self._log, stderr=self._log,
             stdin=subprocess.DEVNULL,
         )
-        self.channel = grpc.insecure_channel(self.address)
+        self.channel = open_channel(self.address, self.client_tls)
         self._wait_serving()
 
     def _wait_serving(self) -> None:
@@ -183,13 +188,15 @@ def issue_tokens(tokens_file: Path) -> dict[str, str]:
 
 def start_service(service: str, postgres_db: str, tmp: Path, *,
                   tokens_file: Path | None = None, tokens: dict[str, str] | None = None,
-                  extra_env: dict[str, str] | None = None) -> ServiceProcess:
+                  extra_env: dict[str, str] | None = None,
+                  client_tls: TlsSettings | None = None) -> ServiceProcess:
     """Starts `python -m services.<service>` in a schema of its own. Without `tokens_file` it
     gets a new tokens file with one token per role; with one, `tokens` are that file's tokens
     (role -> token) and the process shares it. `extra_env` is set last (e.g. the address of an
     upstream service and the `service` token a follower presents there). The pool of database
     connections is QIJI_POSTGRES_POOL_SIZE of the test run, or 4: the test server is shared
-    with other test sessions, and a small pool leaves room."""
+    with other test sessions, and a small pool leaves room. `client_tls`: how the test's own
+    channel dials the process, when `extra_env` makes its port serve TLS."""
     if tokens_file is None:
         tokens_file = tmp / "tokens.json"
         tokens = issue_tokens(tokens_file)
@@ -211,7 +218,8 @@ def start_service(service: str, postgres_db: str, tmp: Path, *,
         **(extra_env or {}),
     })
     server = ServiceProcess(service=service, env=env, port=port, log_path=tmp / "stderr.log",
-                            tokens=dict(tokens), db=postgres_db, schema=schema)
+                            tokens=dict(tokens), db=postgres_db, schema=schema,
+                            client_tls=client_tls)
     server.start()
     return server
 
@@ -219,11 +227,13 @@ def start_service(service: str, postgres_db: str, tmp: Path, *,
 def start_beside(service: str, identity: ServiceProcess, tmp: Path, **extra_env: str
                  ) -> ServiceProcess:
     """`service` beside `identity`: same database (its own schema), same tokens file, following
-    identity's feed with the `service` token; `extra_env` for its other settings."""
+    identity's feed with the `service` token; `extra_env` for its other settings (with TLS
+    settings, the test dials it as it dials identity)."""
     return start_service(
         service, identity.db, tmp, tokens_file=identity.tokens_file, tokens=identity.tokens,
         extra_env={f"{service.upper()}_IDENTITY_ADDRESS": identity.address,
-                   "QIJI_SERVICE_TOKEN": identity.tokens["service"], **extra_env})
+                   "QIJI_SERVICE_TOKEN": identity.tokens["service"], **extra_env},
+        client_tls=identity.client_tls)
 
 
 def serving(server: ServiceProcess) -> Iterator[ServiceProcess]:
