@@ -19,6 +19,9 @@ EVENTS_STORED = Counter("qiji_events_stored_total", "Events stored by this proce
                         ["service"], registry=REGISTRY)
 LOG_POSITION = Gauge("qiji_log_position", "Highest position this process stored or saw",
                      ["service"], registry=REGISTRY)
+FOLLOWER_POSITION = Gauge("qiji_follower_position",
+                          "The upstream log position this follower has caught up through",
+                          ["service", "upstream"], registry=REGISTRY)
 FOLLOWER_LAG = Gauge("qiji_follower_lag_events",
                      "Events the upstream has that this follower has not applied yet",
                      ["service", "upstream"], registry=REGISTRY)
