@@ -112,7 +112,13 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        # Said by the command's own parser (its usage, not the umbrella's); exits 2.
+        subparsers = next(a for a in parser._actions
+                          if isinstance(a, argparse._SubParsersAction))
+        subparsers.choices[args.command].error(f"unrecognized arguments: {' '.join(extra)}")
     from shared.ops.stack import Stack
     overrides = {key: getattr(args, key, None) for key in
                  ("pg_host", "pg_port", "pg_db", "pg_user", "amqp_uri", "port_offset")}

@@ -45,7 +45,7 @@ def free_offset() -> int:
     """A --port-offset at which every port the stack binds (gRPC 50051-50056 and metrics
     9101-9107, plus the offset) is free just now."""
     for _ in range(50):
-        offset = random.randrange(1000, 15000)  # noqa: S311
+        offset = random.randrange(1000, 15000)
         ports = [p + offset for p in (*DEFAULT_PORTS.values(), *range(9101, 9108))]
         if all(_free(p) for p in ports):
             return offset
