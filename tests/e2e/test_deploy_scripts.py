@@ -37,7 +37,7 @@ pytestmark = pytest.mark.e2e
 
 SCRIPTS = ["up", "down", "status", "schemas", "backup", "restore", "verify", "rotate-token"]
 # The exit codes the scripts document (shared/ops/__init__.py), as an operator reads them.
-USAGE, DEPENDENCY_UNREACHABLE, VERIFICATION_FAILED = 2, 3, 6
+USAGE, DEPENDENCY_UNREACHABLE, UNHEALTHY, VERIFICATION_FAILED = 2, 3, 4, 6
 CATCH_UP_TIMEOUT = 20.0
 
 
@@ -248,6 +248,9 @@ def test_the_full_stack_runs_backs_up_restores_rotates_and_stops(operator: Opera
     assert not [pid for pid in pids if _alive(pid)]
     again = operator.run("down", connection=False)
     assert again.returncode == 0 and "nothing running" in again.stdout
+    code, report = operator.status()
+    assert code == UNHEALTHY, report
+    assert report["services"]["identity"]["health"].startswith("UNREACHABLE")
 
 
 def _alive(pid: int) -> bool:
