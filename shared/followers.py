@@ -188,9 +188,16 @@ class Follower:
                     self.process(upstream_event)
                     done += 1
                 if len(events) < BATCH:
-                    metrics.FOLLOWER_LAG.labels(self.app.name, self.upstream).set(
-                        max(0, self.feed.last_position - self.position))
+                    # Caught up: every upstream event up to the position the upstream reported
+                    # with this read took effect here, or is of a topic this follower passes
+                    # over. (Its tracked position alone stops at the last event it reacted to,
+                    # which would show a caught-up follower as lagging for ever.)
+                    metrics.FOLLOWER_POSITION.labels(self.app.name, self.upstream).set(
+                        max(self.position, self.feed.last_position))
+                    metrics.FOLLOWER_LAG.labels(self.app.name, self.upstream).set(0)
                     return done
+                metrics.FOLLOWER_LAG.labels(self.app.name, self.upstream).set(
+                    max(0, self.feed.last_position - self.position))
 
     def catch_up(self) -> None:
         """Applies what the upstream has now, for a request that names something not known
@@ -234,6 +241,13 @@ class Follower:
         survives upstream outages by retrying."""
         backoff = 0.5
         with leadership(self.app, self.upstream, stopping):
+            try:
+                # The leader reports where it stands from the moment it leads, before its first
+                # read (an upstream that is down would otherwise leave no trace in /metrics).
+                metrics.FOLLOWER_POSITION.labels(self.app.name, self.upstream).set(
+                    self.position)
+            except Exception:  # the store is down: the loop below reports and retries
+                log.warning("follower.position_unknown", upstream=self.upstream)
             while not stopping.is_set():
                 try:
                     if self.run_once() == 0:

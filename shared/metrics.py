@@ -22,6 +22,9 @@ LOG_POSITION = Gauge("qiji_log_position", "Highest position this process stored 
 COMMIT_BATCH = Histogram("qiji_commit_batch_saves",
                          "Saves (commands, follower reactions) sharing one commit",
                          ["schema"], registry=REGISTRY, buckets=(1, 2, 4, 8, 16, 32, 64, 128))
+FOLLOWER_POSITION = Gauge("qiji_follower_position",
+                          "The upstream log position this follower has caught up through",
+                          ["service", "upstream"], registry=REGISTRY)
 FOLLOWER_LAG = Gauge("qiji_follower_lag_events",
                      "Events the upstream has that this follower has not applied yet",
                      ["service", "upstream"], registry=REGISTRY)

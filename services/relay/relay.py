@@ -40,7 +40,9 @@ role token), `RELAY_AMQP_URI` (default amqp://guest:guest@127.0.0.1:5672/), `REL
 (comma list, default all five), `RELAY_BATCH` (200), `RELAY_POLL_SECONDS` (0.2),
 `QIJI_PERSISTENCE` and the PostgreSQL settings / `RELAY_POSTGRES_SCHEMA` (`relay`) or
 `QIJI_DATA_DIR` (SQLite `relay.sqlite3`). Only one relay publishes at a time (a PostgreSQL
-advisory lock, or a file lock on SQLite); a second one waits as a hot standby."""
+advisory lock, or a file lock on SQLite); a second one waits as a hot standby.
+`RELAY_METRICS_PORT` (0: none) serves Prometheus /metrics with events published, positions,
+lag per service and a health signal (services/relay/metrics.py), which `deploy/status` reads."""
 
 from __future__ import annotations
 
@@ -60,8 +62,10 @@ import psycopg
 import structlog
 from qiji.feed.v1 import public_feed_service_pb2 as feed_pb
 
+from services.relay import metrics
 from services.relay.cloudevents import SOURCE_SERVICE, register_serializer, structured
 from services.relay.positions import PositionStore, open_positions
+from shared import metrics as shared_metrics
 from shared.config import EVENT_SOURCED_SERVICES, ConfigError, Settings, load_settings
 from shared.logging import configure as configure_logging
 from shared.persistence import postgres_conninfo
@@ -87,10 +91,14 @@ class BrokerDown(Exception):
 def amqp_publisher(uri: str) -> Publish:
     """nameko's standalone event dispatcher, with publisher confirms: `publish(type, event)`
     returns only once the broker confirmed the persistent message."""
-    from nameko.standalone.events import event_dispatcher
+    from nameko.standalone.events import event_dispatcher, get_event_exchange
     register_serializer()
+    # The dispatcher does not declare the exchange itself: on a broker where no consumer has
+    # declared `qiji.events` yet, every publish would fail with NOT_FOUND and stall the feed.
+    # kombu declares it once per connection.
     dispatch = event_dispatcher(uri=uri, serializer="cloudevents", use_confirms=True,
-                                retry_policy=PUBLISH_RETRY_POLICY)
+                                retry_policy=PUBLISH_RETRY_POLICY,
+                                declare=[get_event_exchange(SOURCE_SERVICE)])
 
     def publish(type_name: str, event: dict[str, Any]) -> None:
         try:
@@ -137,6 +145,7 @@ class Relay:
                 from_position=state.next_position, limit=self.batch,
                 consumer_organisation_id=""))  # no personal data over AMQP, ever
         except UpstreamDown as down:
+            metrics.UPSTREAM_UP.labels(state.name).set(0)
             self._back_off(state, "relay.upstream_unavailable", code=str(down))
             return 0
         if state.backoff > BACKOFF_START:
@@ -154,10 +163,16 @@ class Relay:
                 if complete:
                     done_through = max(complete) + 1
                     self._store(state, done_through)
+                metrics.BROKER_UP.set(0)
                 raise
             state.published += 1
+            metrics.PUBLISHED.labels(state.name).inc()
+        if reply.events:
+            metrics.BROKER_UP.set(1)
         if reply.next_position > state.next_position:
             self._store(state, reply.next_position)
+        metrics.read(state.name, published_through=state.next_position - 1,
+                     last_position=reply.last_position)
         if reply.events:
             log.info("relay.published", upstream=state.name, events=len(reply.events),
                      next_position=state.next_position, last_position=reply.last_position)
@@ -176,8 +191,10 @@ class Relay:
     def run_forever(self, stopping: threading.Event, poll_seconds: float = 0.2) -> None:
         broker_backoff = BACKOFF_START
         last_progress = time.monotonic()
+        metrics.LEADER.set(1)
         while not stopping.is_set():
             busy = False
+            metrics.heartbeat()
             try:
                 for state in self.services.values():
                     if stopping.is_set():
@@ -189,13 +206,19 @@ class Relay:
                 if broker_backoff > BACKOFF_START:
                     log.info("relay.broker_back")
                 broker_backoff = BACKOFF_START
+                # Healthy when every service's feed answered its latest read (one in backoff
+                # has not); the broker and the position store answered, or we would be below.
+                metrics.HEALTHY.set(all(s.backoff == BACKOFF_START
+                                        for s in self.services.values()))
             except BrokerDown as down:
+                metrics.HEALTHY.set(0)
                 if broker_backoff == BACKOFF_START:
                     log.warning("relay.broker_unavailable", error=str(down))
                 stopping.wait(broker_backoff)
                 broker_backoff = min(broker_backoff * 2, BACKOFF_MAX)
                 continue
             except psycopg.OperationalError as error:
+                metrics.HEALTHY.set(0)
                 log.warning("relay.position_store_unavailable", error=str(error))
                 stopping.wait(2.0)
                 continue
@@ -224,8 +247,11 @@ def leadership(settings: Settings, stopping: threading.Event) -> Iterator[bool]:
                     if conn.execute("SELECT pg_try_advisory_lock(%s)", (lock_id,)
                                     ).fetchone()[0]:
                         break
+                    metrics.HEALTHY.set(1)  # a standby that can reach the store is fine
                 except psycopg.OperationalError:
                     conn = None
+                    metrics.HEALTHY.set(0)
+                metrics.heartbeat()
                 if not waited:
                     log.info("relay.standby", reason="another relay holds the lock")
                     waited = True
@@ -243,6 +269,8 @@ def leadership(settings: Settings, stopping: threading.Event) -> Iterator[bool]:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                     break
                 except BlockingIOError:
+                    metrics.HEALTHY.set(1)
+                    metrics.heartbeat()
                     if not waited:
                         log.info("relay.standby", reason="another relay holds the lock")
                         waited = True
@@ -282,10 +310,15 @@ def serve() -> None:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    # Unhealthy until a first cycle (or standby check) says otherwise.
+    metrics.LEADER.set(0)
+    metrics.HEALTHY.set(0)
+    shared_metrics.serve(settings.grpc_host, settings.metrics_port)
     upstreams = {s: GrpcUpstream(settings.upstreams[s], settings.service_token, settings.tls)
                  for s in services}
     log.info("relay.started", upstreams={s: settings.upstreams[s] for s in services},
-             broker=_redacted(amqp_uri), persistence=settings.persistence)
+             broker=_redacted(amqp_uri), persistence=settings.persistence,
+             metrics_port=settings.metrics_port or None)
     try:
         with leadership(settings, stopping) as leading:
             if leading:

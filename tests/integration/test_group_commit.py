@@ -67,7 +67,7 @@ def stored_rows(app) -> list[tuple[uuid.UUID, int, int]]:
     settings = app.settings
     with psycopg.connect(postgres_conninfo(settings)) as conn:
         return conn.execute(
-            f'SELECT originator_id, originator_version, notification_id '  # noqa: S608
+            f'SELECT originator_id, originator_version, notification_id '
             f'FROM "{settings.postgres_schema}".identity_events ORDER BY notification_id'
         ).fetchall()
 

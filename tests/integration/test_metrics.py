@@ -32,6 +32,24 @@ def test_stored_events_and_follower_lag_are_counted(store_env):
         app.close()
 
 
+def test_a_follower_of_some_topics_is_caught_up_past_events_it_passes_over(store_env):
+    app = IdentityApplication(settings_for("identity", store_env), MASTER_KEY)
+    try:
+        with as_actor(actor("city", "city_admin")):
+            app.create_organisation(kind=OrganisationKind.CITY, name="常州市", parent_id="",
+                                    department_function=None)
+        # It reacts only to riders' registrations; the log holds none, only the city.
+        follower = Follower(app, LocalFeed(app, name="riders-only"), lambda e, p: None,
+                            topics=["services.identity.domain.model:Rider.Registered"])
+        follower.run_once()
+        assert value("qiji_follower_position", service="identity",
+                     upstream="riders-only") == app.last_position() > 0
+        assert value("qiji_follower_lag_events", service="identity",
+                     upstream="riders-only") == 0
+    finally:
+        app.close()
+
+
 def test_rpcs_are_counted_by_code_and_served_over_http():
     observe = metrics.rpc_observer("identity")
     observe("/qiji.identity.v1.IdentityService/GetRider", "NOT_FOUND", 0.004)

@@ -1,0 +1,431 @@
+"""The native full stack: where it runs (a run directory), against which PostgreSQL and
+RabbitMQ, on which ports; bringing it up and down.
+
+The run directory holds everything `up` makes and later commands need: `stack.json` (the
+settings it was brought up with; no password), the tokens file, the master key and the badges
+signing key (made on the first `up` and kept after: losing the master key loses every rider's
+personal data and the audit chain), the admin token, one pid file and one log file per process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+
+from shared.auth import add_caller
+from shared.cli import ADMIN_PRINCIPAL, SERVICES, SERVICES_PRINCIPAL, _admin_token, _wait_serving
+from shared.cli import metrics_port as default_metrics_port
+from shared.config import DEFAULT_PORTS, TlsSettings, load_tls_settings
+from shared.ops import DEPENDENCY_UNREACHABLE, REFUSED, UNHEALTHY, OpsError
+from shared.personal_data import load_master_key
+
+REPO = Path(__file__).resolve().parents[2]
+RELAY = "relay"
+# Everything `up` starts, in start order; `down` stops them in reverse.
+PROCESSES = [*SERVICES, RELAY]
+STACK_FILE = "stack.json"
+DEFAULT_RUN_DIR = "qiji-run"
+DEFAULT_AMQP_URI = "amqp://guest:guest@127.0.0.1:5672/"
+# The relay's /metrics beside the services' 9101-9106.
+RELAY_METRICS_PORT = 9107
+STOP_TIMEOUT = 20.0
+
+Say = Callable[[str], None]
+
+
+def say(line: str) -> None:
+    print(line, flush=True)
+
+
+@dataclass
+class Stack:
+    run_dir: Path
+    pg_host: str = "127.0.0.1"
+    pg_port: int = 5432
+    pg_db: str = "qiji"
+    pg_user: str = "postgres"
+    amqp_uri: str = DEFAULT_AMQP_URI
+    # Added to every default port (50051..., 9101...), to run a second stack on one machine.
+    port_offset: int = 0
+
+    # ------------------------------------------------------------------ configuration
+
+    @classmethod
+    def resolve(cls, run_dir: Path | None, overrides: Mapping[str, object],
+                env: Mapping[str, str] | None = None) -> Stack:
+        """Flags first, then the run directory's stack.json (what `up` last used), then the
+        environment (the services' own setting names), then defaults."""
+        env = os.environ if env is None else env
+        run_dir = Path(run_dir or env.get("QIJI_RUN_DIR") or DEFAULT_RUN_DIR).resolve()
+        values: dict[str, object] = {
+            "pg_host": env.get("QIJI_POSTGRES_HOST") or "127.0.0.1",
+            "pg_port": int(env.get("QIJI_POSTGRES_PORT") or 5432),
+            "pg_db": env.get("QIJI_POSTGRES_DBNAME") or "qiji",
+            "pg_user": env.get("QIJI_POSTGRES_USER") or "postgres",
+            "amqp_uri": env.get("RELAY_AMQP_URI") or DEFAULT_AMQP_URI,
+            "port_offset": int(env.get("QIJI_PORT_OFFSET") or 0),
+        }
+        saved = run_dir / STACK_FILE
+        if saved.exists():
+            known = {f.name for f in fields(cls)} - {"run_dir"}
+            values.update({k: v for k, v in json.loads(saved.read_text()).items() if k in known})
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(run_dir=run_dir, **values)  # type: ignore[arg-type]
+
+    def save(self) -> None:
+        data = {k: v for k, v in asdict(self).items() if k != "run_dir"}
+        write_private(self.run_dir / STACK_FILE, json.dumps(data, indent=2) + "\n")
+
+    @property
+    def password(self) -> str:
+        # Never on a command line or in stack.json: from the environment only.
+        return os.environ.get("QIJI_POSTGRES_PASSWORD", "")
+
+    def conninfo(self, dbname: str | None = None) -> str:
+        return psycopg.conninfo.make_conninfo(
+            dbname=dbname or self.pg_db, host=self.pg_host, port=self.pg_port,
+            user=self.pg_user, password=self.password or None, connect_timeout=5)
+
+    def grpc_port(self, name: str) -> int:
+        return DEFAULT_PORTS[name] + self.port_offset
+
+    def metrics_port(self, name: str) -> int:
+        base = RELAY_METRICS_PORT if name == RELAY else default_metrics_port(name)
+        return base + self.port_offset
+
+    def address(self, name: str) -> str:
+        return f"127.0.0.1:{self.grpc_port(name)}"
+
+    def metrics_url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.metrics_port(name)}/metrics"
+
+    # ------------------------------------------------------------------ files
+
+    @property
+    def tokens_file(self) -> Path:
+        return self.run_dir / "tokens.json"
+
+    @property
+    def admin_token_file(self) -> Path:
+        return self.run_dir / "admin.token"
+
+    @property
+    def master_key_file(self) -> Path:
+        return self.run_dir / "master.key"
+
+    @property
+    def signing_key_file(self) -> Path:
+        return self.run_dir / "badges-signing.key"
+
+    def pid_file(self, name: str) -> Path:
+        return self.run_dir / "pids" / f"{name}.pid"
+
+    def log_file(self, name: str) -> Path:
+        return self.run_dir / "logs" / f"{name}.log"
+
+    def admin_token(self) -> str:
+        try:
+            return self.admin_token_file.read_text().strip()
+        except FileNotFoundError:
+            raise OpsError(REFUSED, f"no admin token in {self.run_dir}: run deploy/up first "
+                           "(or pass --run-dir)") from None
+
+    def master_key(self, *, create: bool = False) -> bytes:
+        """QIJI_MASTER_KEY if the operator set one, else the run directory's key file."""
+        try:
+            return load_master_key(os.environ.get("QIJI_MASTER_KEY", ""), self.master_key_file,
+                                   create=create)
+        except FileNotFoundError as missing:
+            raise OpsError(REFUSED, str(missing)) from None
+
+    # ------------------------------------------------------------------ environments
+
+    def settings_env(self, dbname: str | None = None, pool_size: int = 1) -> dict[str, str]:
+        """The environment `load_settings` reads, for this stack's database: what the ops
+        commands use in-process (schema names, a store to verify)."""
+        env = {k: v for k, v in os.environ.items()}
+        env.update({
+            "QIJI_PERSISTENCE": "postgres",
+            "QIJI_POSTGRES_HOST": self.pg_host,
+            "QIJI_POSTGRES_PORT": str(self.pg_port),
+            "QIJI_POSTGRES_DBNAME": dbname or self.pg_db,
+            "QIJI_POSTGRES_USER": self.pg_user,
+            "QIJI_POSTGRES_PASSWORD": self.password,
+            "QIJI_POSTGRES_POOL_SIZE": str(pool_size),
+            "QIJI_DATA_DIR": str(self.run_dir / "data"),
+            "QIJI_TOKENS_FILE": str(self.tokens_file),
+        })
+        return env
+
+    def process_env(self, service_token: str) -> dict[str, str]:
+        """Every process's environment: the operator's own (pool size, log format...), then
+        what the stack decides (store, ports, addresses, secrets' files)."""
+        env = self.settings_env(pool_size=int(os.environ.get("QIJI_POSTGRES_POOL_SIZE") or 4))
+        env.update({
+            "QIJI_LOG_FORMAT": os.environ.get("QIJI_LOG_FORMAT", "json"),
+            "QIJI_SERVICE_TOKEN": service_token,
+            "RELAY_AMQP_URI": self.amqp_uri,
+            "PYTHONUNBUFFERED": "1",
+            **{f"{name.upper()}_GRPC_PORT": str(self.grpc_port(name)) for name in SERVICES},
+            **{f"{name.upper()}_METRICS_PORT": str(self.metrics_port(name))
+               for name in PROCESSES},
+            # Where every process finds every other: QIJI_<OTHER>_ADDRESS applies to all.
+            **{f"QIJI_{name.upper()}_ADDRESS": self.address(name) for name in SERVICES},
+        })
+        if not env.get("QIJI_MASTER_KEY"):
+            env["QIJI_MASTER_KEY_FILE"] = str(self.master_key_file)
+        if not env.get("BADGES_SIGNING_KEY"):
+            env["BADGES_SIGNING_KEY_FILE"] = str(self.signing_key_file)
+        return env
+
+
+def write_private(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------------- dependencies
+
+
+def check_postgres(stack: Stack, *, create_database: bool, out: Say = say) -> None:
+    """PostgreSQL answers, and the stack's database exists (created if asked)."""
+    try:
+        with psycopg.connect(stack.conninfo("postgres"), autocommit=True) as conn:
+            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s",
+                                  (stack.pg_db,)).fetchone()
+            if not exists:
+                if not create_database:
+                    raise OpsError(REFUSED, f"database {stack.pg_db!r} does not exist")
+                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(stack.pg_db)))
+                out(f"created database {stack.pg_db}")
+    except psycopg.OperationalError as error:
+        raise OpsError(DEPENDENCY_UNREACHABLE, f"PostgreSQL at {stack.pg_host}:{stack.pg_port} "
+                       f"is unreachable: {_first_line(error)}") from None
+
+
+def check_rabbitmq(uri: str) -> None:
+    import kombu
+    try:
+        with kombu.Connection(uri, connect_timeout=3) as conn:
+            conn.connect()
+    except Exception as error:  # socket errors, AMQP refusals (vhost, login): all "unreachable"
+        raise OpsError(DEPENDENCY_UNREACHABLE, f"RabbitMQ at {redacted(uri)} is unreachable: "
+                       f"{type(error).__name__}: {error}") from None
+
+
+def redacted(uri: str) -> str:
+    head, sep, tail = uri.rpartition("@")
+    if not sep:
+        return uri
+    scheme, _, credentials = head.partition("://")
+    return f"{scheme}://{credentials.split(':')[0]}:***@{tail}"
+
+
+def _first_line(error: Exception) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
+
+
+# ---------------------------------------------------------------------- processes
+
+
+def running_pid(stack: Stack, name: str) -> int | None:
+    """The pid in `name`'s pid file if that process is alive and is that Qiji process (a pid
+    file outliving its process must never get someone else's process signalled)."""
+    try:
+        pid = int(stack.pid_file(name).read_text().strip())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except (FileNotFoundError, ProcessLookupError, ValueError, PermissionError):
+        return None
+    return pid if f"services.{name}".encode() in cmdline else None
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        # As the servers bind: connections of a stopped stack in TIME_WAIT do not count,
+        # a process listening there does.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def dialling_tls() -> TlsSettings:
+    """How the operator's commands dial the services: the same QIJI_TLS_* settings the services
+    are given (plaintext when none are set)."""
+    return load_tls_settings("qiji", os.environ)
+
+
+def _start(stack: Stack, name: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    log_path = stack.log_file(name)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log:
+        log.write(f"----- up {time.strftime('%Y-%m-%dT%H:%M:%S')} -----\n".encode())
+        log.flush()
+        # A session of its own: the process outlives `up` and the operator's terminal.
+        # The module names come from PROCESSES, never from input.
+        proc = subprocess.Popen(  # noqa: S603
+            [sys.executable, "-m", f"services.{name}"], cwd=REPO, env=env, stdout=log,
+            stderr=log, stdin=subprocess.DEVNULL, start_new_session=True)
+    write_private(stack.pid_file(name), f"{proc.pid}\n")
+    return proc
+
+
+def relay_healthy(stack: Stack) -> bool:
+    from shared.ops.status import scrape
+    samples = scrape(stack.metrics_url(RELAY))
+    return bool(samples.get(("qiji_relay_healthy", ())))
+
+
+def up(stack: Stack, *, timeout: float, out: Say = say) -> None:
+    alive = {name: pid for name in PROCESSES if (pid := running_pid(stack, name))}
+    if alive:
+        raise OpsError(REFUSED, f"already running in {stack.run_dir}: {alive}; run deploy/down "
+                       "first")
+    busy = [port for name in PROCESSES for port in (
+        *([stack.grpc_port(name)] if name in DEFAULT_PORTS else []), stack.metrics_port(name))
+        if not _port_free(port)]
+    if busy:
+        raise OpsError(REFUSED, f"ports in use: {busy} (another stack? try --port-offset)")
+    out(f"checking PostgreSQL {stack.pg_host}:{stack.pg_port}/{stack.pg_db} and RabbitMQ "
+        f"{redacted(stack.amqp_uri)}")
+    check_postgres(stack, create_database=True, out=out)
+    check_rabbitmq(stack.amqp_uri)
+    stack.run_dir.mkdir(parents=True, exist_ok=True)
+    os.chmod(stack.run_dir, 0o700)
+    stack.save()
+    if not os.environ.get("QIJI_MASTER_KEY"):
+        made = not stack.master_key_file.exists()
+        stack.master_key(create=True)
+        if made:
+            out(f"made the master key {stack.master_key_file}: back it up outside this "
+                "machine; without it no rider's personal data opens and nothing verifies")
+    if not os.environ.get("BADGES_SIGNING_KEY") and not stack.signing_key_file.exists():
+        from services.badges.credentials import IssuerKey
+        IssuerKey.load("", stack.signing_key_file, create=True)
+        out(f"made the badges signing key {stack.signing_key_file}")
+    _admin_token(stack.tokens_file, stack.admin_token_file)
+    # The processes' own token for reading each other's feeds: new at every up, since only
+    # the processes started here hold it.
+    env = stack.process_env(add_caller(stack.tokens_file, SERVICES_PRINCIPAL, ["service"]))
+    started: dict[str, subprocess.Popen[bytes]] = {}
+    deadline = time.monotonic() + timeout
+    try:
+        began = time.monotonic()
+        # All at once: followers back off until their upstream answers, and start is faster.
+        for name in SERVICES:
+            started[name] = _start(stack, name, env)
+        for name in SERVICES:
+            if not _wait_serving(stack.address(name), started[name], dialling_tls(),
+                                 timeout=max(0.0, deadline - time.monotonic())):
+                raise OpsError(UNHEALTHY, f"{name} did not become SERVING within {timeout:.0f} s"
+                               f"; the end of {stack.log_file(name)}:\n{_tail(stack, name)}")
+            out(f"  {name:<11} SERVING on {stack.address(name)} "
+                f"({time.monotonic() - began:.1f} s)")
+        started[RELAY] = _start(stack, RELAY, env)
+        while not _safe(relay_healthy, stack):
+            if started[RELAY].poll() is not None or time.monotonic() > deadline:
+                raise OpsError(UNHEALTHY, f"the relay did not become healthy within "
+                               f"{timeout:.0f} s; the end of {stack.log_file(RELAY)}:\n"
+                               f"{_tail(stack, RELAY)}")
+            time.sleep(0.2)
+        out(f"  {'relay':<11} healthy, metrics {stack.metrics_url(RELAY)} "
+            f"({time.monotonic() - began:.1f} s)")
+    except BaseException:
+        # All or nothing: a half-started stack is stopped again.
+        _stop({name: proc.pid for name, proc in started.items() if proc.poll() is None},
+              STOP_TIMEOUT, out=lambda _line: None)
+        for name in started:
+            stack.pid_file(name).unlink(missing_ok=True)
+        raise
+    out("")
+    out(f"Qiji is up (run directory {stack.run_dir}).")
+    for name in SERVICES:
+        out(f"  {name:<11} {stack.address(name)}   metrics {stack.metrics_url(name)}")
+    out(f"  {'relay':<11} -> {redacted(stack.amqp_uri)}   metrics {stack.metrics_url(RELAY)}")
+    out(f"Admin token ({ADMIN_PRINCIPAL}: city_admin, operator, auditor): "
+        f"{stack.admin_token_file}")
+    out(f"Logs: {stack.run_dir / 'logs'}   Status: deploy/status --run-dir {stack.run_dir}")
+
+
+def _safe(check: Callable[[Stack], bool], stack: Stack) -> bool:
+    try:
+        return check(stack)
+    except OSError:
+        return False
+
+
+def _tail(stack: Stack, name: str, lines: int = 20) -> str:
+    try:
+        return "\n".join(stack.log_file(name).read_text(errors="replace").splitlines()[-lines:])
+    except FileNotFoundError:
+        return "(no log)"
+
+
+def down(stack: Stack, *, timeout: float, out: Say = say) -> None:
+    pids = {name: pid for name in reversed(PROCESSES) if (pid := running_pid(stack, name))}
+    if not pids:
+        out(f"nothing running in {stack.run_dir}")
+    else:
+        _stop(pids, timeout, out=out)
+    for name in PROCESSES:
+        stack.pid_file(name).unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # Not reaped yet but dead (our own child): a zombie counts as stopped.
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False
+
+
+def _stop(pids: dict[str, int], timeout: float, *, out: Say) -> None:
+    """SIGTERM to each, then wait; SIGKILL whatever still runs after `timeout`."""
+    for name, pid in pids.items():
+        try:
+            os.kill(pid, signal.SIGTERM)
+            out(f"  {name:<11} SIGTERM (pid {pid})")
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + timeout
+    waiting = dict(pids)
+    while waiting and time.monotonic() < deadline:
+        for name, pid in list(waiting.items()):
+            if not _alive(pid):
+                out(f"  {name:<11} stopped")
+                del waiting[name]
+        time.sleep(0.1)
+    for name, pid in waiting.items():
+        try:
+            os.kill(pid, signal.SIGKILL)
+            out(f"  {name:<11} did not stop within {timeout:.0f} s: SIGKILL (pid {pid})")
+        except ProcessLookupError:
+            pass
+
+
+def http_get(url: str, timeout: float = 2.0) -> str:
+    # Only ever our own http://127.0.0.1 metrics endpoints.
+    with urllib.request.urlopen(url, timeout=timeout) as reply:  # noqa: S310
+        return reply.read().decode()

@@ -1,0 +1,260 @@
+"""`status`: every process's health, each service's log position and seal head, each
+follower's position against its upstream's, and the relay's position against every service's.
+
+Where each figure comes from: health from grpc.health.v1; a service's log position from its
+FeedService (the admin token holds the operator role); a follower's position from its service's
+/metrics (`qiji_follower_position`: the upstream position it has caught up through); the relay's
+health from its /metrics and its positions from its own table (services/relay/positions.py);
+the seal head from the service's `audit_seals` table. Lag is always "upstream log position now
+minus where the reader stands", so a stuck reader's lag grows while its upstream writes."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+import psycopg
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from prometheus_client.parser import text_string_to_metric_families
+from psycopg import sql
+from qiji.feed.v1 import feed_service_pb2 as feed_pb
+from qiji.feed.v1 import feed_service_pb2_grpc as feed_grpc
+
+from shared.cli import SERVICES
+from shared.config import EVENT_SOURCED_SERVICES, load_settings
+from shared.grpc.channels import open_channel
+from shared.ops import DEPENDENCY_UNREACHABLE, LAGGING, OK, UNHEALTHY, OpsError
+from shared.ops.stack import RELAY, Stack, check_rabbitmq, dialling_tls, http_get, running_pid
+
+# A relay whose heartbeat is older than this is stuck, whatever its last health said.
+RELAY_HEARTBEAT_STALE = 30.0
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def scrape(url: str) -> Samples:
+    """Prometheus text from `url` as {(name, sorted labels): value}."""
+    samples: Samples = {}
+    for family in text_string_to_metric_families(http_get(url)):
+        for s in family.samples:
+            samples[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return samples
+
+
+@dataclass
+class Report:
+    services: dict[str, dict[str, Any]] = field(default_factory=dict)
+    followers: list[dict[str, Any]] = field(default_factory=list)
+    relay: dict[str, Any] = field(default_factory=dict)
+    dependencies: dict[str, str] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+    code: int = OK
+
+    def as_json(self) -> dict[str, Any]:
+        return {"ok": self.code == OK, "exit_code": self.code, "services": self.services,
+                "followers": self.followers, "relay": self.relay,
+                "dependencies": self.dependencies, "problems": self.problems}
+
+
+def collect(stack: Stack, *, max_lag: int | None) -> Report:
+    report = Report()
+    dependency_down = unhealthy = lagging = False
+    try:
+        conn: psycopg.Connection | None = psycopg.connect(stack.conninfo(), autocommit=True)
+        report.dependencies["postgresql"] = "ok"
+    except psycopg.OperationalError as error:
+        conn = None
+        report.dependencies["postgresql"] = str(error).strip().splitlines()[0]
+        report.problems.append("PostgreSQL is unreachable")
+        dependency_down = True
+    try:
+        check_rabbitmq(stack.amqp_uri)
+        report.dependencies["rabbitmq"] = "ok"
+    except OpsError as error:
+        report.dependencies["rabbitmq"] = str(error)
+        report.problems.append("RabbitMQ is unreachable")
+        dependency_down = True
+    token = stack.admin_token()
+    metadata = (("authorization", f"Bearer {token}"),)
+    positions: dict[str, int | None] = {}
+    try:
+        for name in SERVICES:
+            entry = report.services[name] = _service(stack, name, metadata, conn)
+            positions[name] = entry.get("log_position")
+            if entry["health"] != "SERVING":
+                unhealthy = True
+                report.problems.append(f"{name} is {entry['health']}")
+        for name in SERVICES:
+            for follower in _followers(stack, name, positions):
+                report.followers.append(follower)
+        for name in EVENT_SOURCED_SERVICES:
+            seal = report.services[name].get("seal_lag")
+            if seal is not None:
+                report.followers.append({"service": name, "upstream": "seal (its own log)",
+                                         "position": report.services[name]["sealed_through"],
+                                         "upstream_position": positions[name], "lag": seal})
+        report.relay = _relay(stack, conn, positions)
+        if not report.relay["healthy"]:
+            unhealthy = True
+            report.problems.append(f"the relay is not healthy: {report.relay['reason']}")
+    finally:
+        if conn is not None:
+            conn.close()
+    lags = [*report.followers, *report.relay.get("services", [])]
+    if max_lag is not None:
+        for entry in lags:
+            if entry.get("lag") is not None and entry["lag"] > max_lag:
+                lagging = True
+                report.problems.append(
+                    f"{entry.get('service', 'relay')} <- {entry['upstream']} lags by "
+                    f"{entry['lag']} (> --max-lag {max_lag})")
+    report.code = (DEPENDENCY_UNREACHABLE if dependency_down else UNHEALTHY if unhealthy
+                   else LAGGING if lagging else OK)
+    return report
+
+
+def _service(stack: Stack, name: str, metadata: Any, conn: psycopg.Connection | None
+             ) -> dict[str, Any]:
+    entry: dict[str, Any] = {"address": stack.address(name), "pid": running_pid(stack, name)}
+    with open_channel(stack.address(name), dialling_tls()) as channel:
+        try:
+            reply = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=""), timeout=2)
+            entry["health"] = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+        except grpc.RpcError as error:
+            entry["health"] = f"UNREACHABLE ({error.code().name})"
+        if name in EVENT_SOURCED_SERVICES and entry["health"] == "SERVING":
+            try:
+                entry["log_position"] = feed_grpc.FeedServiceStub(channel).ReadEvents(
+                    feed_pb.ReadEventsRequest(from_position=0, limit=1), metadata=metadata,
+                    timeout=5).last_position
+            except grpc.RpcError as error:
+                entry["log_position"] = None
+                entry["log_position_error"] = error.code().name
+    if name in EVENT_SOURCED_SERVICES and conn is not None:
+        schema = load_settings(name, stack.settings_env()).postgres_schema
+        head = seal_head(conn, schema)
+        if head is not None:
+            entry["sealed_through"], entry["head_seal"] = head
+            if entry.get("log_position") is not None:
+                entry["seal_lag"] = max(0, entry["log_position"] - head[0])
+    return entry
+
+
+def seal_head(conn: psycopg.Connection, schema: str) -> tuple[int, str] | None:
+    """The newest seal of a service's chain (position, hex), (0, "") if none yet, or None
+    when the service has no seal table."""
+    if not table_exists(conn, schema, "audit_seals"):
+        return None
+    row = conn.execute(sql.SQL("SELECT notification_id, seal FROM {} ORDER BY notification_id "
+                               "DESC LIMIT 1").format(sql.Identifier(schema, "audit_seals"))
+                       ).fetchone()
+    return (int(row[0]), bytes(row[1]).hex()) if row else (0, "")
+
+
+def table_exists(conn: psycopg.Connection, schema: str, table: str) -> bool:
+    return conn.execute("SELECT to_regclass(%s) IS NOT NULL",
+                        (f'"{schema}"."{table}"',)).fetchone()[0]
+
+
+def _followers(stack: Stack, name: str, positions: dict[str, int | None]
+               ) -> list[dict[str, Any]]:
+    if name not in EVENT_SOURCED_SERVICES:
+        return []
+    try:
+        samples = scrape(stack.metrics_url(name))
+    except OSError:
+        return [{"service": name, "upstream": "?", "position": None, "upstream_position": None,
+                 "lag": None, "error": f"metrics unreachable at {stack.metrics_url(name)}"}]
+    found = []
+    for (metric, labels), value in sorted(samples.items()):
+        if metric != "qiji_follower_position":
+            continue
+        upstream = dict(labels)["upstream"]
+        upstream_position = positions.get(upstream)
+        found.append({"service": name, "upstream": upstream, "position": int(value),
+                      "upstream_position": upstream_position,
+                      "lag": None if upstream_position is None
+                      else max(0, upstream_position - int(value))})
+    return found
+
+
+def _relay(stack: Stack, conn: psycopg.Connection | None, positions: dict[str, int | None]
+           ) -> dict[str, Any]:
+    relay: dict[str, Any] = {"pid": running_pid(stack, RELAY), "metrics":
+                             stack.metrics_url(RELAY), "healthy": False, "reason": ""}
+    try:
+        samples = scrape(stack.metrics_url(RELAY))
+    except OSError as error:
+        relay["reason"] = f"metrics unreachable ({error})"
+        samples = {}
+    if samples:
+        heartbeat = samples.get(("qiji_relay_heartbeat_timestamp_seconds", ()), 0.0)
+        age = time.time() - heartbeat if heartbeat else None
+        relay.update({
+            "leader": bool(samples.get(("qiji_relay_leader", ()))),
+            "heartbeat_age_seconds": None if age is None else round(age, 1),
+        })
+        if not samples.get(("qiji_relay_healthy", ())):
+            relay["reason"] = "it reports itself unhealthy (see its log)"
+        elif age is None or age > RELAY_HEARTBEAT_STALE:
+            relay["reason"] = f"no heartbeat for {RELAY_HEARTBEAT_STALE:.0f} s"
+        else:
+            relay["healthy"] = True
+    stored: dict[str, int] = {}
+    if conn is not None:
+        schema = load_settings(RELAY, stack.settings_env()).postgres_schema
+        if table_exists(conn, schema, "relay_positions"):
+            stored = dict(conn.execute(sql.SQL("SELECT service, next_position FROM {}").format(
+                sql.Identifier(schema, "relay_positions"))).fetchall())
+    relay["services"] = []
+    for name in EVENT_SOURCED_SERVICES:
+        through = stored.get(name, 1) - 1
+        upstream_position = positions.get(name)
+        relay["services"].append({
+            "service": "relay", "upstream": name, "position": through,
+            "upstream_position": upstream_position,
+            "lag": None if upstream_position is None else max(0, upstream_position - through)})
+    return relay
+
+
+def render(report: Report) -> str:
+    lines = [f"{'service':<11} {'health':<12} {'pid':>7} {'log position':>13} "
+             f"{'sealed through':>15}  head seal"]
+    for name, s in report.services.items():
+        lines.append(
+            f"{name:<11} {s['health']:<12} {s['pid'] or '-':>7} "
+            f"{_n(s.get('log_position')):>13} {_n(s.get('sealed_through')):>15}  "
+            f"{(s.get('head_seal') or '-')[:16]}")
+    lines += ["", "followers (position / upstream position, lag):"]
+    for f in report.followers:
+        lines.append(f"  {f['service']:<11} <- {f['upstream']:<19} {_n(f['position']):>8} / "
+                     f"{_n(f['upstream_position']):<8} lag {_n(f['lag'])}"
+                     + (f"  ({f['error']})" if f.get("error") else ""))
+    r = report.relay
+    lines += ["", f"relay: {'healthy' if r.get('healthy') else 'NOT HEALTHY'}"
+              + (f", {'leader' if r.get('leader') else 'standby'}" if "leader" in r else "")
+              + (f", heartbeat {r['heartbeat_age_seconds']} s ago"
+                 if r.get("heartbeat_age_seconds") is not None else "")
+              + (f" ({r['reason']})" if r.get("reason") else "")]
+    for s in r.get("services", []):
+        lines.append(f"  {s['upstream']:<11} published through {_n(s['position']):>8} / "
+                     f"{_n(s['upstream_position']):<8} lag {_n(s['lag'])}")
+    lines += ["", "dependencies: " + ", ".join(f"{k} {v}" for k, v in report.dependencies
+                                               .items())]
+    lines.append("OK" if not report.problems else "PROBLEMS:\n  " + "\n  ".join(
+        report.problems))
+    return "\n".join(lines)
+
+
+def _n(value: Any) -> str:
+    return "-" if value is None else str(value)
+
+
+def status(stack: Stack, *, max_lag: int | None, as_json: bool) -> int:
+    report = collect(stack, max_lag=max_lag)
+    print(json.dumps(report.as_json(), indent=2) if as_json else render(report), flush=True)
+    return report.code

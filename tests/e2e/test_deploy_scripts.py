@@ -1,0 +1,261 @@
+"""The operator's scripts in deploy/, run as an operator runs them, against the real PostgreSQL
+and RabbitMQ: a database and a vhost of this module's own (dropped after), a run directory in
+tmp, and ports moved by --port-offset so the stack never meets another on this machine.
+
+The story: every script explains itself and refuses bad flags; `up` says so when PostgreSQL is
+not there; `schemas` is idempotent; the full stack comes up, takes a few commands, and `status`
+shows every reader caught up; a backup restores into a new database and verifies, and a row
+altered there afterwards fails verification; a rotated token stops working at once; `down`
+leaves no process behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+import psycopg
+import pytest
+from qiji.identity.v1 import identity_service_pb2 as ipb
+
+from shared.auth import add_caller
+from shared.config import DEFAULT_PORTS
+from tests.conftest import PG, REQUIRE_SERVICES, _admin_conninfo
+from tests.e2e.client import Client, call_error, create_city, new_request_id, phone_number, unique
+from tests.e2e.relay_harness import REPO, Vhost
+
+pytestmark = pytest.mark.e2e
+
+SCRIPTS = ["up", "down", "status", "schemas", "backup", "restore", "verify", "rotate-token"]
+# The exit codes the scripts document (shared/ops/__init__.py), as an operator reads them.
+USAGE, DEPENDENCY_UNREACHABLE, UNHEALTHY, VERIFICATION_FAILED = 2, 3, 4, 6
+CATCH_UP_TIMEOUT = 20.0
+
+
+def free_offset() -> int:
+    """A --port-offset at which every port the stack binds (gRPC 50051-50056 and metrics
+    9101-9107, plus the offset) is free just now."""
+    for _ in range(50):
+        offset = random.randrange(1000, 15000)
+        ports = [p + offset for p in (*DEFAULT_PORTS.values(), *range(9101, 9108))]
+        if all(_free(p) for p in ports):
+            return offset
+    raise RuntimeError("no free port range found")
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+@dataclass
+class Operator:
+    """Runs deploy/<script> with this stack's run directory and connection flags."""
+
+    run_dir: Path
+    db: str
+    amqp_uri: str
+    offset: int
+    env: dict[str, str]
+
+    def run(self, script: str, *args: str, connection: bool = True, timeout: float = 120
+            ) -> subprocess.CompletedProcess[str]:
+        flags = ["--run-dir", str(self.run_dir)]
+        if connection:
+            flags += ["--pg-host", PG["host"], "--pg-port", str(PG["port"]), "--pg-user",
+                      PG["user"], "--pg-db", self.db]
+        if connection and script in ("up", "status"):
+            flags += ["--amqp-uri", self.amqp_uri, "--port-offset", str(self.offset)]
+        return subprocess.run([str(REPO / "deploy" / script), *flags, *args], env=self.env,
+                              capture_output=True, text=True, timeout=timeout, check=False)
+
+    def address(self, service: str) -> str:
+        return f"127.0.0.1:{DEFAULT_PORTS[service] + self.offset}"
+
+    def status(self, *args: str) -> tuple[int, dict[str, Any]]:
+        done = self.run("status", "--json", *args)
+        return done.returncode, json.loads(done.stdout)
+
+
+def script_env() -> dict[str, str]:
+    # Only what an operator of this test sets: nothing of the caller's Qiji settings leaks in.
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("QIJI_", "RELAY_", "BADGES_", "IDENTITY_"))}
+    env.update({"QIJI_POSTGRES_POOL_SIZE": "2", "QIJI_POSTGRES_PASSWORD": PG["password"]})
+    return env
+
+
+def drop_database(name: str) -> None:
+    with psycopg.connect(_admin_conninfo(), autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="module")
+def operator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
+    try:
+        psycopg.connect(_admin_conninfo()).close()
+        vhost = Vhost("qiji_deploy")
+    except (psycopg.OperationalError, FileNotFoundError, subprocess.CalledProcessError) as error:
+        if REQUIRE_SERVICES:
+            pytest.fail(f"PostgreSQL and RabbitMQ are required but: {error}")
+        pytest.skip(f"PostgreSQL or RabbitMQ not available: {error}")
+    db = f"qiji_deploy_{uuid.uuid4().hex[:10]}"
+    op = Operator(run_dir=tmp_path_factory.mktemp("deploy") / "run", db=db,
+                  amqp_uri=vhost.uri, offset=free_offset(), env=script_env())
+    try:
+        yield op
+    finally:
+        if op.run_dir.exists():
+            op.run("down", "--timeout", "10", connection=False)
+        for name in (db, f"{db}_restored", f"{db}_schemas"):
+            drop_database(name)
+        vhost.delete()
+
+
+def test_every_script_explains_itself_and_refuses_a_bad_flag():
+    env = script_env()
+    for script in SCRIPTS:
+        path = str(REPO / "deploy" / script)
+        helped = subprocess.run([path, "--help"], env=env, capture_output=True, text=True,
+                                timeout=30, check=False)
+        assert helped.returncode == 0, helped.stderr
+        assert f"deploy/{script}" in helped.stdout and "exit codes:" in helped.stdout
+        refused = subprocess.run([path, "--no-such-flag"], env=env, capture_output=True,
+                                 text=True, timeout=30, check=False)
+        assert refused.returncode == USAGE, (script, refused.stderr)
+
+
+def test_up_says_when_postgresql_is_unreachable(operator: Operator, tmp_path: Path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        nobody = s.getsockname()[1]
+    done = subprocess.run(
+        [str(REPO / "deploy" / "up"), "--run-dir", str(tmp_path / "run"), "--pg-port",
+         str(nobody), "--amqp-uri", operator.amqp_uri, "--port-offset", str(operator.offset)],
+        env=operator.env, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == DEPENDENCY_UNREACHABLE, done.stderr
+    assert "PostgreSQL" in done.stderr and "unreachable" in done.stderr
+    assert not (tmp_path / "run" / "pids").exists(), "nothing may start without its store"
+
+
+def test_schemas_creates_what_is_missing_once(operator: Operator):
+    fresh = Operator(**{**operator.__dict__, "db": f"{operator.db}_schemas"})
+    first = fresh.run("schemas")
+    assert first.returncode == 0, first.stderr
+    for table in ("identity_events", "identity_tracking", "personal_data_keys", "audit_seals",
+                  "relay_positions"):
+        assert table in first.stdout
+    again = fresh.run("schemas")
+    assert again.returncode == 0, again.stderr
+    assert "created" not in again.stdout
+    assert again.stdout.count("up to date") == 6  # five services and the relay
+
+
+def test_the_full_stack_runs_backs_up_restores_rotates_and_stops(operator: Operator):
+    up = operator.run("up", "--timeout", "90")
+    assert up.returncode == 0, up.stdout + up.stderr
+    code, report = operator.status()
+    assert code == 0, report["problems"]
+    assert {s["health"] for s in report["services"].values()} == {"SERVING"}
+    assert report["relay"]["healthy"] and report["relay"]["leader"]
+
+    # A few commands through gRPC, with the admin token `up` made.
+    token = (operator.run_dir / "admin.token").read_text().strip()
+    with grpc.insecure_channel(operator.address("identity")) as channel:
+        admin = Client(channel, token, "identity")
+        city = create_city(admin)
+        rider = admin.RegisterRider(ipb.RegisterRiderRequest(
+            request_id=new_request_id(), platform_id=city["platform"],
+            platform_rider_id=unique("rider"), name="王五", phone=phone_number(),
+            home_street_id=city["street"], station_id=city["station"])).rider
+        admin.VerifyRider(ipb.VerifyRiderRequest(request_id=new_request_id(),
+                                                 rider_id=rider.rider_id))
+        identity_position = admin.last_position()
+
+    # Every follower, every seal chain and the relay catch up: lag 0 everywhere.
+    deadline = time.monotonic() + CATCH_UP_TIMEOUT
+    while (code := operator.status("--max-lag", "0"))[0] != 0:
+        assert time.monotonic() < deadline, f"not caught up: {code[1]['problems']}"
+        time.sleep(0.5)
+    report = code[1]
+    assert report["services"]["identity"]["log_position"] == identity_position
+    followers = {(f["service"], f["upstream"]): f for f in report["followers"]}
+    assert followers[("training", "identity")]["position"] == identity_position
+    assert followers[("training", "identity")]["lag"] == 0
+    relayed = {s["upstream"]: s for s in report["relay"]["services"]}
+    assert relayed["identity"]["position"] == identity_position
+
+    # Backup, restore into a new database, verified against the manifest.
+    backup = operator.run("backup", "--out", str(operator.run_dir.parent / "backups"))
+    assert backup.returncode == 0, backup.stdout + backup.stderr
+    backup_dir = next((operator.run_dir.parent / "backups").iterdir())
+    manifest = json.loads((backup_dir / "manifest.json").read_text())
+    assert manifest["services"]["identity"]["events"] == identity_position
+    assert manifest["services"]["identity"]["sealed_through"] == identity_position
+    restored = f"{operator.db}_restored"
+    restore = operator.run("restore", str(backup_dir), "--target-db", restored)
+    assert restore.returncode == 0, restore.stdout + restore.stderr
+    assert "verified" in restore.stdout
+    with psycopg.connect(_admin_conninfo(restored)) as conn:
+        for service, entry in manifest["services"].items():
+            (count,) = conn.execute(
+                f'SELECT count(*) FROM "{service}"."{service}_events"').fetchone()
+            assert count == entry["events"], service
+
+    # One restored row altered with raw SQL: verification fails, naming the event.
+    with psycopg.connect(_admin_conninfo(restored), autocommit=True) as conn:
+        altered = conn.execute(
+            "UPDATE identity.identity_events SET state = convert_to((convert_from(state, "
+            "'UTF8')::jsonb || '{\"name\": \"天宁区\"}')::text, 'UTF8') "
+            "WHERE notification_id = 2").rowcount
+    assert altered == 1
+    tampered = operator.run("verify", str(backup_dir), "--pg-db", restored)
+    assert tampered.returncode == VERIFICATION_FAILED, tampered.stdout + tampered.stderr
+    assert "identity: position 2" in tampered.stderr
+
+    # A rotated token: the old one is refused at once, the new one works.
+    tokens_file = operator.run_dir / "tokens.json"
+    old = add_caller(tokens_file, "city-auditor", ["auditor"])
+    with grpc.insecure_channel(operator.address("identity")) as channel:
+        assert Client(channel, old, "identity").last_position() == identity_position
+        rotated = operator.run("rotate-token", "city-auditor", connection=False)
+        assert rotated.returncode == 0, rotated.stderr
+        new = rotated.stdout.strip()
+        assert new and new != old
+        refused = call_error(lambda: Client(channel, old, "identity").last_position())
+        assert refused.code == grpc.StatusCode.UNAUTHENTICATED
+        assert Client(channel, new, "identity").last_position() == identity_position
+
+    # Down: every process gone, no pid file left; down again is fine.
+    pids = [int(p.read_text()) for p in (operator.run_dir / "pids").glob("*.pid")]
+    assert len(pids) == 7
+    down = operator.run("down", connection=False)
+    assert down.returncode == 0, down.stderr
+    assert not list((operator.run_dir / "pids").glob("*.pid"))
+    assert not [pid for pid in pids if _alive(pid)]
+    again = operator.run("down", connection=False)
+    assert again.returncode == 0 and "nothing running" in again.stdout
+    code, report = operator.status()
+    assert code == UNHEALTHY, report
+    assert report["services"]["identity"]["health"].startswith("UNREACHABLE")
+
+
+def _alive(pid: int) -> bool:
+    """Running (an exited process its parent has not reaped yet is not)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except FileNotFoundError:
+        return False
