@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 
 import grpc
@@ -14,11 +15,14 @@ from qiji.audit.v1 import audit_service_pb2_grpc as pb_grpc
 from shared.config import DEFAULT_PORTS, EVENT_SOURCED_SERVICES
 
 
-def answer(args: argparse.Namespace, token: str) -> int:
+def answer(args: argparse.Namespace, token: str,
+           channel: Callable[[str], grpc.Channel] | None = None) -> int:
+    """Prints the answer to `args.question`; `channel(service)` opens a channel to a service
+    (default: `args.host` at the service's default port). `qiji demo` ends with two of these."""
     metadata = [("authorization", f"Bearer {token}")]
-
-    def channel(service: str) -> grpc.Channel:
-        return grpc.insecure_channel(f"{args.host}:{DEFAULT_PORTS[service]}")
+    if channel is None:
+        def channel(service: str) -> grpc.Channel:
+            return grpc.insecure_channel(f"{args.host}:{DEFAULT_PORTS[service]}")
 
     try:
         if args.question == "history":
