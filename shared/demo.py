@@ -67,6 +67,7 @@ STUBS: dict[str, Callable[[grpc.Channel], Any]] = {
     "platform": prpc.PlatformFeedServiceStub,
 }
 RPC_TIMEOUT = 15.0
+UNAVAILABLE_RETRY_SECONDS = 20.0
 # Riders' names are invented (DOMAIN.md): a surname and a given name drawn per run.
 SURNAMES = "王李张刘陈杨赵黄周吴徐孙朱马胡郭林何高罗宦钱汤"
 GIVEN_NAMES = ["建国", "志强", "海峰", "晓东", "俊杰", "明辉", "文斌", "小龙", "国庆", "立新",
@@ -171,13 +172,21 @@ class Caller:
     token: str
 
     def __call__(self, service: str, rpc: str, request: Any) -> Any:
+        """The RPC's answer. UNAVAILABLE is retried for a while with the same request (and
+        request id, so a retry never does a thing twice): a service whose upstream it has not
+        reached yet (just started, say) answers UNAVAILABLE and "retry shortly"."""
         method = getattr(self.stack.stub(service), rpc)
-        try:
-            return method(request, metadata=[("authorization", f"Bearer {self.token}")],
-                          timeout=RPC_TIMEOUT)
-        except grpc.RpcError as error:
-            raise CallFailed(f"{self.name} calling {service}.{rpc} at "
-                             f"{self.stack.addresses[service]}", error) from None
+        deadline = time.monotonic() + UNAVAILABLE_RETRY_SECONDS
+        while True:
+            try:
+                return method(request, metadata=[("authorization", f"Bearer {self.token}")],
+                              timeout=RPC_TIMEOUT)
+            except grpc.RpcError as error:
+                failed = CallFailed(f"{self.name} calling {service}.{rpc} at "
+                                    f"{self.stack.addresses[service]}", error)
+                if failed.code != grpc.StatusCode.UNAVAILABLE or time.monotonic() > deadline:
+                    raise failed from None
+            time.sleep(0.5)
 
 
 @dataclass
@@ -248,7 +257,9 @@ class Story:
         return self.callers[key]
 
     def fresh(self, created: Timestamp) -> str:
-        return "" if created.ToDatetime(tzinfo=UTC) >= self.started - timedelta(seconds=5) \
+        """A note for something the set-up found rather than made (a second second of leeway
+        for the server's clock)."""
+        return "" if created.ToDatetime(tzinfo=UTC) >= self.started - timedelta(seconds=1) \
             else " (already there from an earlier run)"
 
     # ------------------------------------------------------------------ the story
