@@ -784,8 +784,11 @@ def free_port_base() -> int:
 def embedded_qiji(data_dir: Path, port_base: int) -> Iterator[subprocess.Popen[bytes]]:
     """`qiji run --port-base N` on `data_dir`, its output in data_dir/qiji.log; stopped with
     SIGTERM (as Ctrl-C would) on the way out."""
-    env = {**os.environ, "QIJI_DATA_DIR": str(data_dir)}
-    env.pop("QIJI_TOKENS_FILE", None)
+    # The embedded default whatever this shell exports (QIJI_PERSISTENCE=postgres, a tokens
+    # file, a port...): nothing of another Qiji's settings leaks in.
+    prefixes = ("QIJI_", "RELAY_", *(f"{name.upper()}_" for name in DEFAULT_PORTS))
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith(prefixes)},
+           "QIJI_DATA_DIR": str(data_dir)}
     with open(data_dir / "qiji.log", "wb") as log:
         proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
             [sys.executable, "-m", "shared.cli", "run", "--port-base", str(port_base)],
