@@ -203,7 +203,6 @@ class Story:
     tokens_file: Path
     timeout: float
     out: Any = sys.stdout
-    started: datetime = field(default_factory=lambda: datetime.now(UTC))
     steps: int = 0
     callers: dict[str, Caller] = field(default_factory=dict)
     names: dict[str, str] = field(default_factory=dict)
@@ -256,11 +255,17 @@ class Story:
                       f"{self.tokens_file}")
         return self.callers[key]
 
-    def fresh(self, created: Timestamp) -> str:
-        """A note for something the set-up found rather than made (a second second of leeway
-        for the server's clock)."""
-        return "" if created.ToDatetime(tzinfo=UTC) >= self.started - timedelta(seconds=1) \
-            else " (already there from an earlier run)"
+    def cities(self) -> set[str]:
+        """The ids of every city identity knows."""
+        found: set[str] = set()
+        token = ""
+        while True:
+            page = self.admin("identity", "ListOrganisations", ipb.ListOrganisationsRequest(
+                kind=ipb.ORGANISATION_KIND_CITY, page_size=500, page_token=token))
+            found.update(o.organisation_id for o in page.organisations)
+            token = page.next_page_token
+            if not token:
+                return found
 
     # ------------------------------------------------------------------ the story
 
@@ -288,6 +293,8 @@ class Story:
 
     def city(self) -> dict[str, str]:
         c: dict[str, str] = {}
+        # Known before the (idempotent) create: then this run found it rather than made it.
+        earlier = self.cities()
         first = self.admin("identity", "CreateOrganisation", ipb.CreateOrganisationRequest(
             request_id=setup_id("organisation", str(ipb.ORGANISATION_KIND_CITY), "常州市", "",
                                 "0"), kind=ipb.ORGANISATION_KIND_CITY, name="常州市"))
@@ -298,7 +305,7 @@ class Story:
         c["community"] = self.org(ipb.ORGANISATION_KIND_COMMUNITY, "北大街社区", c["street"])
         self.say("常州市 › 钟楼区 › 荷花池街道 › 北大街社区 — the city admin (市委社会工作部) "
                  "sets up city, district, street and community (市—区—街三级联动)"
-                 + self.fresh(first.organisation.create_time))
+                 + (" (already there from an earlier run)" if c["city"] in earlier else ""))
         departments = [
             ("social_work", "钟楼区委社会工作部", c["district"],
              ipb.DEPARTMENT_FUNCTION_SOCIAL_WORK),
@@ -332,8 +339,7 @@ class Story:
         c["space"] = reply.service_space.service_space_id
         self.say("常州市外卖人才联合服务空间 opens in 荷花池街道 at 荷悦体育公园 "
                  "(the service space): 歇脚 rest, 充电 charging, 饮水 drinking water, "
-                 "microwave, first aid, 07:00–22:00"
-                 + self.fresh(reply.service_space.create_time))
+                 "microwave, first aid, 07:00–22:00")
         # The callers that act for one organisation each; the departments come when a report
         # is routed to them.
         self.caller("office", f"qiji-demo-street-office-{c['street'][:8]}", "street_office",
