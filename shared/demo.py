@@ -94,8 +94,8 @@ class CallFailed(DemoFailed):
                 detail.Unpack(info)
                 self.reason = info.reason
         details = error.details() if isinstance(error, grpc.Call) else str(error)
-        super().__init__(f"{what}: {self.code.name}"
-                         f"{' ' + self.reason if self.reason else ''}: {details}")
+        reason = f" {self.reason}" if self.reason and self.reason != self.code.name else ""
+        super().__init__(f"{what}: {self.code.name}{reason}: {details}")
 
 
 def open_channel(address: str) -> grpc.Channel:

@@ -156,8 +156,9 @@ def test_a_refused_step_stops_the_demo_and_says_which(embedded: Embedded) -> Non
     result = demo("--port-base", str(embedded.port_base), "--token", "qiji_not-a-token",
                   env=embedded.env)
     assert result.returncode == 1
-    assert ("FAILED at step 1: the city admin calling identity.CreateOrganisation at "
-            f"127.0.0.1:{embedded.port_base + 1}: UNAUTHENTICATED") in result.stderr
+    assert ("FAILED at step 1: the city admin calling identity.ListOrganisations at "
+            f"127.0.0.1:{embedded.port_base + 1}: UNAUTHENTICATED: unknown or revoked token"
+            ) in result.stderr
     assert "Traceback" not in result.stderr
 
 
