@@ -8,11 +8,16 @@ GEN := build/gen
 PROTOS := $(shell find protos -name '*.proto' | sort)
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-unit test-integration test-e2e protos lint bench clean venv
+.PHONY: run demo test test-unit test-integration test-e2e protos lint bench clean venv
 
 ## run: start Qiji on its embedded default (SQLite files under ./data, no servers)
 run: $(STAMP) protos
 	$(PY) -m shared.cli run
+
+## demo: tell the city's report against a Qiji of its own (embedded default, throwaway data
+## dir, free ports), then stop it; exits with the demo's status
+demo: $(STAMP) protos
+	$(PY) -m shared.cli demo --embedded
 
 ## test: the whole suite, with a pytest summary
 test: $(STAMP) protos

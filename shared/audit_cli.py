@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 
 import grpc
@@ -15,11 +16,15 @@ from shared.config import DEFAULT_PORTS, EVENT_SOURCED_SERVICES, Settings
 from shared.grpc.channels import open_channel
 
 
-def answer(args: argparse.Namespace, token: str, settings: Settings | None = None) -> int:
+def answer(args: argparse.Namespace, token: str, settings: Settings | None = None,
+           channel: Callable[[str], grpc.Channel] | None = None) -> int:
+    """Prints the answer to `args.question`; `channel(service)` opens a channel to a service
+    (default: `args.host` at the service's default port, secured as `settings` say). `qiji demo`
+    ends with two of these."""
     metadata = [("authorization", f"Bearer {token}")]
-
-    def channel(service: str) -> grpc.Channel:
-        return open_channel(f"{args.host}:{DEFAULT_PORTS[service]}", settings)
+    if channel is None:
+        def channel(service: str) -> grpc.Channel:
+            return open_channel(f"{args.host}:{DEFAULT_PORTS[service]}", settings)
 
     try:
         if args.question == "history":

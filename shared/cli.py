@@ -38,6 +38,9 @@ def main(argv: list[str] | None = None) -> int:
                      help="comma-separated subset to start (default: all)")
     run.add_argument("--relay", action="store_true",
                      help="also start the AMQP relay (needs RabbitMQ at RELAY_AMQP_URI)")
+    run.add_argument("--port-base", type=int, default=None, metavar="N",
+                     help="serve gRPC on N+1..N+6 instead of 50051..50056 and no metrics "
+                     "(unless <SERVICE>_METRICS_PORT is set), to run beside another Qiji")
     token = sub.add_parser("token", help="add a caller, or rotate its token")
     token.add_argument("principal", help="the calling system's name, e.g. platform-company")
     token.add_argument("--role", action="append", required=True, choices=sorted(ROLES),
@@ -61,6 +64,10 @@ def main(argv: list[str] | None = None) -> int:
     credential.add_argument("--address", default=f"127.0.0.1:{DEFAULT_PORTS['badges']}")
     credential.add_argument("--token", default=os.environ.get("QIJI_TOKEN", ""),
                             help="bearer token (default: $QIJI_TOKEN, else data/admin.token)")
+    demo = sub.add_parser("demo", help="play the city's report against a running Qiji "
+                          "(or, with --embedded, one it starts and stops)")
+    from shared.demo import add_arguments as demo_arguments
+    demo_arguments(demo)
     audit = sub.add_parser("audit", help="answer an auditor: history, as-of, verify, perk, award")
     audit.add_argument("--token", default=os.environ.get("QIJI_TOKEN", ""),
                        help="an auditor's token (default: $QIJI_TOKEN, else data/admin.token)")
@@ -89,8 +96,15 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "audit":
             from shared.audit_cli import answer
             return answer(args, _token(args.token), settings)
+        if args.command == "demo":
+            from shared import demo as demo_module
+            if args.embedded:
+                return demo_module.run_embedded(args)
+            return demo_module.run(args, _token(args.token),
+                                   args.tokens_file or settings.tokens_file)
         if args.command == "run":
-            return _run([s for s in args.services.split(",") if s], relay=args.relay)
+            return _run([s for s in args.services.split(",") if s], relay=args.relay,
+                        port_base=args.port_base)
         if args.command == "credential":
             return _credential(args.action, args.target, args.address, args.token, settings)
     except ConfigError as error:
@@ -106,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _run(services: list[str], *, relay: bool = False) -> int:
+def _run(services: list[str], *, relay: bool = False, port_base: int | None = None) -> int:
     unknown = set(services) - set(SERVICES)
     if unknown:
         print(f"unknown services: {sorted(unknown)}; known: {SERVICES}", file=sys.stderr)
@@ -118,10 +132,20 @@ def _run(services: list[str], *, relay: bool = False) -> int:
     # The services' own token for reading each other's feeds; rotated at every start, since
     # only the processes started here need it.
     service_token = add_caller(settings.tokens_file, SERVICES_PRINCIPAL, ["service"])
+    ports = grpc_ports(port_base)
+    metrics = {name: int(os.environ.get(f"{name.upper()}_METRICS_PORT")
+                         or (metrics_port(name) if port_base is None else 0))
+               for name in services}
     env = {**os.environ, "QIJI_DATA_DIR": str(settings.data_dir),
            "QIJI_TOKENS_FILE": str(settings.tokens_file),
            "QIJI_SERVICE_TOKEN": service_token,
-           **{f"{name.upper()}_METRICS_PORT": str(metrics_port(name)) for name in services},
+           **{f"{name.upper()}_GRPC_PORT": str(port) for name, port in ports.items()},
+           **{f"{name.upper()}_METRICS_PORT": str(port) for name, port in metrics.items()},
+           # Each follower (and the relay) finds the others where they were started here.
+           **{f"{follower.upper()}_{name.upper()}_ADDRESS": f"127.0.0.1:{port}"
+              for follower in [*SERVICES, "relay"] for name, port in ports.items()
+              if follower != name
+              and not os.environ.get(f"{follower.upper()}_{name.upper()}_ADDRESS")},
            "QIJI_LOG_FORMAT": os.environ.get("QIJI_LOG_FORMAT", "console")}
     processes: dict[str, subprocess.Popen[bytes]] = {}
     for name in services:
@@ -138,15 +162,14 @@ def _run(services: list[str], *, relay: bool = False) -> int:
     signal.signal(signal.SIGINT, stop)
     try:
         for name in services:
-            address = f"127.0.0.1:{load_settings(name).grpc_port}"
-            if not _wait_serving(address, processes[name], settings):
+            if not _wait_serving(f"127.0.0.1:{ports[name]}", processes[name], settings):
                 print(f"{name} did not start; see its log above", file=sys.stderr)
                 return 1
         if relay:
             # Started once the services answer; it has no gRPC port of its own to wait for.
             processes["relay"] = subprocess.Popen(
                 [sys.executable, "-m", "services.relay"], env=env)
-        _print_banner(services, settings.data_dir, admin_token)
+        _print_banner(services, settings.data_dir, admin_token, ports, metrics)
         while not stopping:
             for name, proc in processes.items():
                 if proc.poll() is not None:
@@ -196,6 +219,14 @@ def _credential(action: str, target: str, address: str, token: str, settings: Se
     return 0 if result.valid else 1
 
 
+def grpc_ports(port_base: int | None = None) -> dict[str, int]:
+    """Where `qiji run` serves each service's gRPC: `<SERVICE>_GRPC_PORT` or the default port
+    (50051 for identity, and so on), or, with a port base N, N+1 for identity, and so on."""
+    if port_base is None:
+        return {name: load_settings(name).grpc_port for name in DEFAULT_PORTS}
+    return {name: port_base + 1 + i for i, name in enumerate(DEFAULT_PORTS)}
+
+
 def metrics_port(service: str) -> int:
     """Where `qiji run` serves each service's /metrics: 9101 for identity, and so on."""
     return 9100 + 1 + list(DEFAULT_PORTS).index(service)
@@ -237,12 +268,13 @@ def _wait_serving(address: str, proc: subprocess.Popen[bytes], settings: Setting
     return False
 
 
-def _print_banner(services: list[str], data_dir: Path, token: str) -> None:
+def _print_banner(services: list[str], data_dir: Path, token: str, ports: dict[str, int],
+                  metrics: dict[str, int]) -> None:
     lines = ["", "Qiji is running on its embedded default (SQLite files in "
              f"{data_dir}).", ""]
     for name in services:
-        lines.append(f"  {name:<11} 127.0.0.1:{DEFAULT_PORTS[name]}   (gRPC, health, reflection)"
-                     f"   metrics http://127.0.0.1:{metrics_port(name)}/metrics")
+        lines.append(f"  {name:<11} 127.0.0.1:{ports[name]}   (gRPC, health, reflection)" + (
+            f"   metrics http://127.0.0.1:{metrics[name]}/metrics" if metrics[name] else ""))
     lines += [
         "",
         f"Admin token ({ADMIN_PRINCIPAL}: city_admin, operator, auditor):",
@@ -251,13 +283,13 @@ def _print_banner(services: list[str], data_dir: Path, token: str) -> None:
         "Call it, e.g. from Python:",
         "  import grpc",
         "  from qiji.identity.v1 import identity_service_pb2 as pb, identity_service_pb2_grpc as g",
-        "  stub = g.IdentityServiceStub(grpc.insecure_channel('127.0.0.1:50051'))",
+        f"  stub = g.IdentityServiceStub(grpc.insecure_channel('127.0.0.1:{ports['identity']}'))",
         f"  md = [('authorization', 'Bearer {token}')]",
         "  stub.ListRiders(pb.ListRidersRequest(), metadata=md)",
         "",
         "or with grpcurl (reflection is on):",
         f"  grpcurl -plaintext -H 'authorization: Bearer {token}' \\",
-        "    127.0.0.1:50051 qiji.identity.v1.IdentityService/ListOrganisations",
+        f"    127.0.0.1:{ports['identity']} qiji.identity.v1.IdentityService/ListOrganisations",
         "",
         "More callers: .venv/bin/qiji token NAME --role platform   Stop: Ctrl-C",
         "",

@@ -44,7 +44,8 @@ class SlowWriter:
                 p.ids = [index]
 
 
-def run_all(group: GroupCommit, names: list[str], results: dict[str, object]) -> list[threading.Thread]:
+def run_all(group: GroupCommit, names: list[str], results: dict[str, object]
+            ) -> list[threading.Thread]:
     def submit(name: str) -> None:
         try:
             results[name] = group.submit(pending(name))

@@ -1,0 +1,840 @@
+"""`qiji demo`: the city's report (DOMAIN.md) played against a running Qiji, over gRPC, by the
+callers who would do each step in the city, ending with the audit trail of one perk and one
+award.
+
+The city, its organisations, courses, badge classes and merchant are set up with request ids
+derived from what they are (AIP-155), so a second run against the same Qiji finds them again
+instead of making a second 常州市; riders, sessions, perks, shifts and reports are new in every
+run. Each step prints one line; a step that does not happen (a refused call, a reaction that
+does not come within the timeout, a service that does not answer) stops the demo with a
+message that says which and exits non-zero."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+from google.rpc import error_details_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_status import rpc_status
+from qiji.badges.v1 import badges_service_pb2 as bpb
+from qiji.badges.v1 import badges_service_pb2_grpc as brpc
+from qiji.governance.v1 import governance_service_pb2 as gpb
+from qiji.governance.v1 import governance_service_pb2_grpc as grpc_gov
+from qiji.identity.v1 import identity_service_pb2 as ipb
+from qiji.identity.v1 import identity_service_pb2_grpc as irpc
+from qiji.merchants.v1 import merchants_service_pb2 as mpb
+from qiji.merchants.v1 import merchants_service_pb2_grpc as mrpc
+from qiji.platform.v1 import platform_feed_service_pb2 as ppb
+from qiji.platform.v1 import platform_feed_service_pb2_grpc as prpc
+from qiji.training.v1 import training_service_pb2 as tpb
+from qiji.training.v1 import training_service_pb2_grpc as trpc
+
+from shared import audit_cli
+from shared.auth import add_caller
+from shared.config import DEFAULT_PORTS, load_tls_settings
+from shared.grpc import channels
+
+T = TypeVar("T")
+# Names, phone numbers, scores and places of demo data; not secrets.
+_rng = random.SystemRandom()
+
+# Request ids of the set-up are uuid5 in this namespace of what is being made (and its
+# parent's id), so a rerun's retry returns what the first run made.
+_NAMESPACE = uuid.UUID("0d6c2f3e-6a51-4a8e-9a0e-5b3c0f2d7e11")
+STUBS: dict[str, Callable[[grpc.Channel], Any]] = {
+    "identity": irpc.IdentityServiceStub,
+    "training": trpc.TrainingServiceStub,
+    "merchants": mrpc.MerchantsServiceStub,
+    "badges": brpc.BadgesServiceStub,
+    "governance": grpc_gov.GovernanceServiceStub,
+    "platform": prpc.PlatformFeedServiceStub,
+}
+RPC_TIMEOUT = 15.0
+UNAVAILABLE_RETRY_SECONDS = 20.0
+# Riders' names are invented (DOMAIN.md): a surname and a given name drawn per run.
+SURNAMES = "王李张刘陈杨赵黄周吴徐孙朱马胡郭林何高罗宦钱汤"
+GIVEN_NAMES = ["建国", "志强", "海峰", "晓东", "俊杰", "明辉", "文斌", "小龙", "国庆", "立新",
+               "春雷", "家豪", "子轩", "浩然", "宇航", "振华"]
+# 荷花池街道, Changzhou: reports are jittered around here, so that two runs never look like
+# one incident (200 m) to governance's duplicate check.
+LAT, LON = 31.7790, 119.9460
+PLEDGE = ("我承诺：做城市治理的“移动探头”，遇到异常情况及时预警，突发事件第一时间直报，"
+          "社情民意如实传达，与物业、商家和顾客和谐相处，为“荷睦”友好社区贡献力量。")
+
+
+class DemoFailed(Exception):
+    """A step of the story did not happen; the message says which and why."""
+
+
+class CallFailed(DemoFailed):
+    def __init__(self, what: str, error: grpc.RpcError):
+        self.code = error.code() if isinstance(error, grpc.Call) else grpc.StatusCode.UNKNOWN
+        self.reason = ""
+        status = rpc_status.from_call(error) if isinstance(error, grpc.Call) else None
+        for detail in status.details if status else []:
+            if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+                info = error_details_pb2.ErrorInfo()
+                detail.Unpack(info)
+                self.reason = info.reason
+        details = error.details() if isinstance(error, grpc.Call) else str(error)
+        reason = f" {self.reason}" if self.reason and self.reason != self.code.name else ""
+        super().__init__(f"{what}: {self.code.name}{reason}: {details}")
+
+
+def open_channel(address: str) -> grpc.Channel:
+    """The one place the demo opens a channel to a service: secured by the same QIJI_TLS_*
+    settings as the `qiji` command's other channels (plaintext when none are set)."""
+    return channels.open_channel(address, load_tls_settings("qiji", os.environ))
+
+
+def setup_id(*parts: str) -> str:
+    return str(uuid.uuid5(_NAMESPACE, "\n".join(parts)))
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def stamp(when: datetime) -> Timestamp:
+    ts = Timestamp()
+    ts.FromDatetime(when)
+    return ts
+
+
+class Stack:
+    """The running Qiji: one channel per service, and who calls it."""
+
+    def __init__(self, addresses: dict[str, str]):
+        self.addresses = addresses
+        self._channels: dict[str, grpc.Channel] = {}
+
+    def stub(self, service: str) -> Any:
+        if service not in self._channels:
+            self._channels[service] = open_channel(self.addresses[service])
+        return STUBS[service](self._channels[service])
+
+    def wait_serving(self, wait_seconds: float) -> None:
+        """Every service answers its health check with SERVING, within `wait_seconds` (at
+        least one try each); otherwise DemoFailed naming the ones that do not."""
+        deadline = time.monotonic() + wait_seconds
+        missing: dict[str, str] = dict.fromkeys(self.addresses, "not asked")
+        while True:
+            for service in list(missing):
+                if service not in self._channels:
+                    self._channels[service] = open_channel(self.addresses[service])
+                health = health_pb2_grpc.HealthStub(self._channels[service])
+                try:
+                    reply = health.Check(health_pb2.HealthCheckRequest(service=""), timeout=2)
+                    if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                        del missing[service]
+                    else:
+                        missing[service] = health_pb2.HealthCheckResponse.ServingStatus.Name(
+                            reply.status)
+                except grpc.RpcError as error:
+                    missing[service] = error.code().name
+            if not missing or time.monotonic() >= deadline:
+                break
+            time.sleep(0.3)
+        if missing:
+            raise DemoFailed("Qiji is not (all) running: " + "; ".join(
+                f"{s} at {self.addresses[s]} answers {why}" for s, why in missing.items())
+                + " — start it (`make run`, or deploy/README.md) or give its address "
+                "(--host, --port-base, --address SERVICE=HOST:PORT)")
+
+    def close(self) -> None:
+        for channel in self._channels.values():
+            channel.close()
+        self._channels.clear()
+
+
+@dataclass
+class Caller:
+    """One calling system, with its own token: the city admin, a street office, a merchant..."""
+
+    stack: Stack
+    name: str
+    token: str
+
+    def __call__(self, service: str, rpc: str, request: Any) -> Any:
+        """The RPC's answer. UNAVAILABLE is retried for a while with the same request (and
+        request id, so a retry never does a thing twice): a service whose upstream it has not
+        reached yet (just started, say) answers UNAVAILABLE and "retry shortly"."""
+        method = getattr(self.stack.stub(service), rpc)
+        deadline = time.monotonic() + UNAVAILABLE_RETRY_SECONDS
+        while True:
+            try:
+                return method(request, metadata=[("authorization", f"Bearer {self.token}")],
+                              timeout=RPC_TIMEOUT)
+            except grpc.RpcError as error:
+                failed = CallFailed(f"{self.name} calling {service}.{rpc} at "
+                                    f"{self.stack.addresses[service]}", error)
+                if failed.code != grpc.StatusCode.UNAVAILABLE or time.monotonic() > deadline:
+                    raise failed from None
+            time.sleep(0.5)
+
+
+@dataclass
+class Rider:
+    rider_id: str
+    name: str
+    platform_rider_id: str
+
+
+@dataclass
+class Story:
+    stack: Stack
+    admin: Caller
+    tokens_file: Path
+    timeout: float
+    out: Any = sys.stdout
+    steps: int = 0
+    callers: dict[str, Caller] = field(default_factory=dict)
+    names: dict[str, str] = field(default_factory=dict)
+
+    # ------------------------------------------------------------------ plumbing
+
+    def say(self, line: str) -> None:
+        self.steps += 1
+        print(f"[{self.steps:02}] {line}", file=self.out, flush=True)
+
+    def note(self, line: str) -> None:
+        print(f"     {line}", file=self.out, flush=True)
+
+    def wait_for(self, check: Callable[[], T | None], what: str) -> T:
+        """Polls `check` until it returns something truthy: for a reaction of one service to
+        another's events (followers poll their upstream's feed about twice a second)."""
+        deadline = time.monotonic() + self.timeout
+        while True:
+            found = check()
+            if found:
+                return found
+            if time.monotonic() >= deadline:
+                raise DemoFailed(f"{what}: did not happen within {self.timeout:.0f} s (is every "
+                                 "service running, and do they reach each other's feeds?)")
+            time.sleep(0.2)
+
+    def until_known(self, call: Callable[[], T], what: str) -> T:
+        """`call`, retried while the service refuses because it has not yet heard from identity
+        that the rider is active (its follower applies identity's events a moment later)."""
+        deadline = time.monotonic() + self.timeout
+        while True:
+            try:
+                return call()
+            except CallFailed as failed:
+                waiting = (failed.code, failed.reason) in {
+                    (grpc.StatusCode.FAILED_PRECONDITION, "RIDER_NOT_ACTIVE"),
+                    (grpc.StatusCode.NOT_FOUND, "RIDER_NOT_FOUND")}
+                if not waiting or time.monotonic() >= deadline:
+                    raise DemoFailed(f"{what}: {failed}") from None
+            time.sleep(0.2)
+
+    def caller(self, key: str, principal: str, role: str, organisation_id: str,
+               label: str) -> Caller:
+        """A caller acting for one organisation, added to the tokens file the services read, as
+        an operator would (`qiji token`); the same principal again rotates its token."""
+        if key not in self.callers:
+            token = add_caller(self.tokens_file, principal, [role], organisation_id)
+            self.callers[key] = Caller(self.stack, label, token)
+            self.note(f"operator: added caller {principal} ({role} for {label}) to "
+                      f"{self.tokens_file}")
+        return self.callers[key]
+
+    def cities(self) -> set[str]:
+        """The ids of every city identity knows."""
+        found: set[str] = set()
+        token = ""
+        while True:
+            page = self.admin("identity", "ListOrganisations", ipb.ListOrganisationsRequest(
+                kind=ipb.ORGANISATION_KIND_CITY, page_size=500, page_token=token))
+            found.update(o.organisation_id for o in page.organisations)
+            token = page.next_page_token
+            if not token:
+                return found
+
+    # ------------------------------------------------------------------ the story
+
+    def play(self) -> None:
+        city = self.city()
+        self.service_space(city)
+        riders = self.riders(city)
+        self.pre_job_training(city, riders)
+        badges = self.badge_classes(city)
+        perks = self.merchant_offers(city, badges)
+        self.volunteers(city, riders, badges)
+        claim_id = self.perk_claimed_and_redeemed(city, riders[0], perks)
+        self.pledge(riders)
+        self.emergency(city, riders[1])
+        self.care_packages(city, riders)
+        self.social_worker(city, riders[2])
+        self.audit(perks["golden"], claim_id, riders[0], badges["golden"])
+
+    def org(self, kind: int, name: str, parent: str = "", function: int = 0) -> str:
+        reply = self.admin("identity", "CreateOrganisation", ipb.CreateOrganisationRequest(
+            request_id=setup_id("organisation", str(kind), name, parent, str(function)),
+            kind=kind, name=name, parent_id=parent, department_function=function))
+        self.names[reply.organisation.organisation_id] = name
+        return reply.organisation.organisation_id
+
+    def city(self) -> dict[str, str]:
+        c: dict[str, str] = {}
+        # Known before the (idempotent) create: then this run found it rather than made it.
+        earlier = self.cities()
+        first = self.admin("identity", "CreateOrganisation", ipb.CreateOrganisationRequest(
+            request_id=setup_id("organisation", str(ipb.ORGANISATION_KIND_CITY), "常州市", "",
+                                "0"), kind=ipb.ORGANISATION_KIND_CITY, name="常州市"))
+        c["city"] = first.organisation.organisation_id
+        self.names[c["city"]] = "常州市"
+        c["district"] = self.org(ipb.ORGANISATION_KIND_DISTRICT, "钟楼区", c["city"])
+        c["street"] = self.org(ipb.ORGANISATION_KIND_STREET, "荷花池街道", c["district"])
+        c["community"] = self.org(ipb.ORGANISATION_KIND_COMMUNITY, "北大街社区", c["street"])
+        self.say("常州市 › 钟楼区 › 荷花池街道 › 北大街社区 — the city admin (市委社会工作部) "
+                 "sets up city, district, street and community (市—区—街三级联动)"
+                 + (" (already there from an earlier run)" if c["city"] in earlier else ""))
+        departments = [
+            ("social_work", "钟楼区委社会工作部", c["district"],
+             ipb.DEPARTMENT_FUNCTION_SOCIAL_WORK),
+            ("political_legal", "钟楼区委政法委", c["district"],
+             ipb.DEPARTMENT_FUNCTION_POLITICAL_LEGAL),
+            ("public_security", "荷花池派出所", c["street"],
+             ipb.DEPARTMENT_FUNCTION_PUBLIC_SECURITY),
+            ("petitions", "钟楼区信访局", c["district"], ipb.DEPARTMENT_FUNCTION_PETITIONS)]
+        for key, name, parent, function in departments:
+            c[key] = self.org(ipb.ORGANISATION_KIND_DEPARTMENT, name, parent, function)
+        self.say("departments 社会工作 / 政法 / 公安 / 信访: " + ", ".join(
+            name for _, name, _, _ in departments) + " (the district's information mechanism)")
+        c["platform"] = self.org(ipb.ORGANISATION_KIND_PLATFORM, "骑迹外卖")
+        c["station"] = self.org(ipb.ORGANISATION_KIND_STATION, "荷花池站", c["platform"])
+        c["university"] = self.org(ipb.ORGANISATION_KIND_EDUCATION_PROVIDER, "江苏理工学院",
+                                   c["city"])
+        c["merchant"] = self.org(ipb.ORGANISATION_KIND_MERCHANT, "荷花池面馆", c["street"])
+        self.say("partners: the platform company 骑迹外卖 and its station 荷花池站, the education "
+                 "provider 江苏理工学院, the merchant 荷花池面馆")
+        return c
+
+    def service_space(self, c: dict[str, str]) -> None:
+        reply = self.admin("identity", "CreateServiceSpace", ipb.CreateServiceSpaceRequest(
+            request_id=setup_id("service-space", c["street"], "常州市外卖人才联合服务空间"),
+            street_id=c["street"], name="常州市外卖人才联合服务空间",
+            address="钟楼区荷悦体育公园",
+            amenities=[ipb.AMENITY_REST, ipb.AMENITY_CHARGING, ipb.AMENITY_DRINKING_WATER,
+                       ipb.AMENITY_MICROWAVE, ipb.AMENITY_FIRST_AID],
+            opening_hours=[ipb.OpeningHours(weekday=d, opens="07:00", closes="22:00")
+                           for d in range(1, 8)]))
+        c["space"] = reply.service_space.service_space_id
+        self.say("常州市外卖人才联合服务空间 opens in 荷花池街道 at 荷悦体育公园 "
+                 "(the service space): 歇脚 rest, 充电 charging, 饮水 drinking water, "
+                 "microwave, first aid, 07:00–22:00")
+        # The callers that act for one organisation each; the departments come when a report
+        # is routed to them.
+        self.caller("office", f"qiji-demo-street-office-{c['street'][:8]}", "street_office",
+                    c["street"], "荷花池街道")
+        self.caller("platform", f"qiji-demo-platform-{c['platform'][:8]}", "platform",
+                    c["platform"], "骑迹外卖")
+        self.caller("merchant", f"qiji-demo-merchant-{c['merchant'][:8]}", "merchant",
+                    c["merchant"], "荷花池面馆")
+        self.caller("auditor", "qiji-demo-auditor", "auditor", "", "the whole programme")
+
+    def riders(self, c: dict[str, str]) -> list[Rider]:
+        platform = self.callers["platform"]
+        names = _rng.sample([s + g for s in SURNAMES for g in GIVEN_NAMES], 4)
+        riders = []
+        for name in names:
+            platform_rider_id = f"QJ{uuid.uuid4().hex[:8].upper()}"
+            phone = "139" + "".join(_rng.choices("0123456789", k=8))
+            rider = platform("identity", "RegisterRider", ipb.RegisterRiderRequest(
+                request_id=new_id(), platform_id=c["platform"],
+                platform_rider_id=platform_rider_id, name=name, phone=phone,
+                home_street_id=c["street"], station_id=c["station"])).rider
+            platform("identity", "VerifyRider", ipb.VerifyRiderRequest(
+                request_id=new_id(), rider_id=rider.rider_id))
+            riders.append(Rider(rider.rider_id, name, platform_rider_id))
+        self.say("骑迹外卖 registers and verifies 4 riders of 荷花池站: " + ", ".join(
+            f"{r.name} ({r.platform_rider_id})" for r in riders))
+        return riders
+
+    def course(self, track: int, title: str, hours: str, formats: list[int], provider: str,
+               instructor: tpb.Instructor) -> str:
+        reply = self.admin("training", "DraftCourse", tpb.DraftCourseRequest(
+            request_id=setup_id("course", provider, title), track=track, title=title,
+            description=title, hours=hours, formats=formats, provider_id=provider,
+            instructor=instructor))
+        course_id = reply.course.course_id
+        if reply.course.status == tpb.COURSE_STATUS_DRAFT:
+            self.admin("training", "PublishCourse", tpb.PublishCourseRequest(
+                request_id=setup_id("publish", course_id), course_id=course_id))
+        self.names[course_id] = title
+        return course_id
+
+    def pre_job_training(self, c: dict[str, str], riders: list[Rider]) -> None:
+        civic = self.course(
+            tpb.TRACK_CIVIC_EDUCATION, "思政第一课：新就业群体与城市共成长", "2",
+            [tpb.COURSE_FORMAT_CLASSROOM], c["university"],
+            tpb.Instructor(name="陈教授", kind=tpb.INSTRUCTOR_KIND_TEACHER))
+        safety = self.course(
+            tpb.TRACK_SKILLS, "岗前安全培训：电动车安全与文明配送", "1.5",
+            [tpb.COURSE_FORMAT_MORNING_MEETING, tpb.COURSE_FORMAT_HANDS_ON_PRACTICE],
+            c["station"], tpb.Instructor(name="刘站长", kind=tpb.INSTRUCTOR_KIND_STATION_MASTER))
+        c["civic_course"] = civic
+        current = list(self.admin("training", "GetPreJobCourses",
+                                  tpb.GetPreJobCoursesRequest()).course_ids)
+        if not current:
+            current = list(self.admin("training", "SetPreJobCourses", tpb.SetPreJobCoursesRequest(
+                request_id=setup_id("pre-job", civic, safety),
+                course_ids=[civic, safety])).course_ids)
+        # The Golden Bee needs a civic course: a city whose pre-job list lacks ours takes it too.
+        courses = current + ([civic] if civic not in current else [])
+        for course_id in courses:
+            if course_id not in self.names:
+                self.names[course_id] = self.admin("training", "GetCourse", tpb.GetCourseRequest(
+                    course_id=course_id)).course.title
+        self.say("四时课程: 江苏理工学院's civic lesson and 荷花池站's safety training are the "
+                 "pre-job courses (岗前培训): " + " + ".join(self.names[i] for i in current))
+        platform = self.callers["platform"]
+        # One session after another (a rider never holds two overlapping sessions), starting
+        # in two minutes: check-in opens an hour before the start.
+        start = datetime.now(UTC) + timedelta(minutes=2)
+        certified: set[str] = set()
+        for i, course_id in enumerate(courses):
+            begins = start + timedelta(minutes=40 * i)
+            session_id = platform("training", "ScheduleSession", tpb.ScheduleSessionRequest(
+                request_id=new_id(), course_id=course_id, service_space_id=c["space"],
+                start_time=stamp(begins), end_time=stamp(begins + timedelta(minutes=30)),
+                capacity=30)).session.session_id
+            for rider in riders:
+                request = tpb.EnrolRiderRequest(request_id=new_id(), session_id=session_id,
+                                                rider_id=rider.rider_id)
+                self.until_known(lambda r=request: platform("training", "EnrolRider", r),
+                                 f"training: enrolling {rider.name}")
+                platform("training", "CheckInRider", tpb.CheckInRiderRequest(
+                    request_id=new_id(), session_id=session_id, rider_id=rider.rider_id))
+                done = platform("training", "RecordCompletion", tpb.RecordCompletionRequest(
+                    request_id=new_id(), session_id=session_id, rider_id=rider.rider_id,
+                    result=tpb.COMPLETION_RESULT_PASSED, score=_rng.randint(85, 100)))
+                if done.pre_job_certified:
+                    certified.add(rider.rider_id)
+        if len(certified) != len(riders):
+            raise DemoFailed("training: not every rider was pre-job certified after passing "
+                             f"every pre-job course ({len(certified)} of {len(riders)})")
+        self.say(f"{len(riders)} riders enrol, check in at 常州市外卖人才联合服务空间 and pass; "
+                 "training certifies them for the job (岗前培训合格)")
+        # The platform company learns it from its event feed, not by asking training.
+        wanted = {r.rider_id for r in riders}
+        self.wait_for(lambda: wanted <= self.certified_in_feed(),
+                      "the platform's feed carrying qiji.training.v1.PreJobCertified "
+                      "for the 4 riders")
+        self.say("骑迹外卖's event feed (platform gateway) carries "
+                 "qiji.training.v1.PreJobCertified for all 4: they may take orders")
+
+    def certified_in_feed(self) -> set[str]:
+        seen: set[str] = set()
+        cursor = ""
+        platform = self.callers["platform"]
+        while True:
+            page = platform("platform", "ReadEvents", ppb.ReadEventsRequest(
+                cursor=cursor, page_size=1000, types=["qiji.training.v1.PreJobCertified"]))
+            seen.update(e.event.attributes["subject"].ce_string for e in page.events)
+            if page.caught_up or page.next_cursor == cursor:
+                return seen
+            cursor = page.next_cursor
+
+    def badge_classes(self, c: dict[str, str]) -> dict[str, str]:
+        def badge(name: str, english: str, criteria: bpb.Criteria) -> str:
+            reply = self.admin("badges", "CreateBadgeClass", bpb.CreateBadgeClassRequest(
+                request_id=setup_id("badge-class", c["city"], name), name=name,
+                description=f"{english}: {criteria.narrative}",
+                image_url="https://qiji.example.org/badges/bee.png", issuer_id=c["city"],
+                criteria=criteria, validity_days=365))
+            self.names[reply.badge_class.badge_class_id] = name
+            return reply.badge_class.badge_class_id
+        found = {
+            "golden": badge("金蜂骑士", "Golden Bee Knight", bpb.Criteria(
+                min_volunteer_hours="8", track_requirements=[bpb.TrackRequirement(
+                    track=bpb.TRACK_CIVIC_EDUCATION, courses_passed=1)],
+                narrative="8 hours of confirmed volunteer service (爱心公益) and a civic course")),
+            "green": badge("青蜂骑士", "Green Bee Knight", bpb.Criteria(
+                min_volunteer_hours="4", narrative="4 hours of confirmed volunteer service")),
+        }
+        self.say("badges: 金蜂骑士 Golden Bee Knight (8 h volunteer service + a civic course) and "
+                 "青蜂骑士 Green Bee Knight (4 h), awarded automatically when met")
+        return found
+
+    def merchant_offers(self, c: dict[str, str], badges: dict[str, str]) -> dict[str, str]:
+        merchant, office = self.callers["merchant"], self.callers["office"]
+        applied = merchant("merchants", "ApplyMerchant", mpb.ApplyMerchantRequest(
+            request_id=setup_id("apply", c["merchant"]), merchant_id=c["merchant"],
+            name="荷花池面馆", street_id=c["street"], category="restaurant",
+            location=mpb.Location(latitude=LAT, longitude=LON, address="钟楼区北大街18号"),
+            amenities=[mpb.MERCHANT_AMENITY_DRINKING_WATER, mpb.MERCHANT_AMENITY_CHARGING,
+                       mpb.MERCHANT_AMENITY_REST])).merchant
+        if applied.status == mpb.MERCHANT_STATUS_APPLIED:
+            office("merchants", "ApproveMerchant", mpb.ApproveMerchantRequest(
+                request_id=setup_id("approve", c["merchant"]), merchant_id=c["merchant"]))
+        now = datetime.now(UTC)
+
+        def offer(title: str, **fields: Any) -> str:
+            perk = merchant("merchants", "CreatePerkOffer", mpb.CreatePerkOfferRequest(
+                request_id=new_id(), merchant_id=c["merchant"], title=title,
+                valid_from_time=stamp(now - timedelta(hours=1)),
+                valid_until_time=stamp(now + timedelta(days=90)), code_ttl_minutes=120,
+                **fields)).perk_offer
+            merchant("merchants", "PublishPerkOffer", mpb.PublishPerkOfferRequest(
+                request_id=new_id(), perk_id=perk.perk_id))
+            self.names[perk.perk_id] = title
+            return perk.perk_id
+        perks = {
+            "water": offer("骑手免费饮水", kind=mpb.PERK_KIND_FREE_ITEM, free_item="一瓶矿泉水",
+                           eligibility=mpb.ELIGIBILITY_ANY_VERIFIED_RIDER, total_quota=200,
+                           per_rider_limit=1, limit_period=mpb.LIMIT_PERIOD_DAY),
+            "golden": offer("金蜂骑士专享：招牌面八折", kind=mpb.PERK_KIND_PERCENT_DISCOUNT,
+                            percent_off=20, eligibility=mpb.ELIGIBILITY_BADGE_HOLDERS,
+                            badge_class_id=badges["golden"], total_quota=50,
+                            per_rider_limit=1, limit_period=mpb.LIMIT_PERIOD_WEEK),
+        }
+        self.say("友好商户 荷花池面馆 joins (approved by 荷花池街道) and offers perks: "
+                 "骑手免费饮水 (any verified rider, 200) and 金蜂骑士专享：招牌面八折 "
+                 "(Golden Bee holders only, 50)")
+        return perks
+
+    def volunteers(self, c: dict[str, str], riders: list[Rider], badges: dict[str, str]) -> None:
+        platform, office = self.callers["platform"], self.callers["office"]
+        activities = [("助老送餐", "8"), ("荷悦体育公园义务巡河", "8"), ("社区防汛值守", "4"),
+                      ("爱心义卖", "4")]
+        when = datetime.now(UTC) - timedelta(days=2)
+        for rider, (activity, hours) in zip(riders, activities, strict=True):
+            request = bpb.LogVolunteerServiceRequest(
+                request_id=new_id(), rider_id=rider.rider_id, community_id=c["community"],
+                activity=activity, start_time=stamp(when), hours=hours)
+            shift = self.until_known(
+                lambda r=request: platform("badges", "LogVolunteerService", r),
+                f"badges: logging {rider.name}'s volunteer service").shift
+            office("badges", "ConfirmVolunteerService", bpb.ConfirmVolunteerServiceRequest(
+                request_id=new_id(), shift_id=shift.shift_id))
+        self.say("爱心公益: 北大街社区 confirms the volunteers' hours — " + ", ".join(
+            f"{r.name} {a} {h} h" for r, (a, h) in zip(riders, activities, strict=True)))
+        expected = {riders[0].rider_id: "golden", riders[1].rider_id: "golden",
+                    riders[2].rider_id: "green", riders[3].rider_id: "green"}
+        auditor = self.callers["auditor"]
+
+        def held(rider_id: str) -> set[str]:
+            return {a.badge_class_id for a in auditor("badges", "ListRiderAwards",
+                                                      bpb.ListRiderAwardsRequest(
+                                                          rider_id=rider_id)).awards}
+        for rider in riders:
+            wanted = badges[expected[rider.rider_id]]
+            self.wait_for(lambda r=rider, w=wanted: w in held(r.rider_id),
+                          f"badges awarding {self.names[wanted]} to {rider.name}")
+        self.say("4 volunteers earn their badges (as at the opening at 荷悦体育公园): "
+                 f"金蜂骑士 Golden Bee → {riders[0].name}, {riders[1].name}; "
+                 f"青蜂骑士 Green Bee → {riders[2].name}, {riders[3].name}")
+
+    def perk_claimed_and_redeemed(self, c: dict[str, str], rider: Rider,
+                                  perks: dict[str, str]) -> str:
+        platform, merchant = self.callers["platform"], self.callers["merchant"]
+
+        def listed() -> bool:
+            return perks["golden"] in {p.perk_id for p in platform(
+                "merchants", "ListPerksForRider", mpb.ListPerksForRiderRequest(
+                    rider_id=rider.rider_id, page_size=500)).perk_offers}
+        self.wait_for(listed, f"merchants offering 金蜂骑士专享 to {rider.name} once "
+                              "badges awarded the badge")
+        claim = platform("merchants", "ClaimPerk", mpb.ClaimPerkRequest(
+            request_id=new_id(), perk_id=perks["golden"], rider_id=rider.rider_id))
+        redeemed = merchant("merchants", "RedeemCode", mpb.RedeemCodeRequest(
+            request_id=new_id(), merchant_id=c["merchant"], code=claim.claim.code))
+        self.say(f"{rider.name} (Golden Bee) claims 金蜂骑士专享：招牌面八折 in the app (code "
+                 f"{claim.claim.code}) and 荷花池面馆 redeems it once; quota left "
+                 f"{redeemed.perk_offer.remaining_quota}")
+        return claim.claim.claim_id
+
+    def pledge(self, riders: list[Rider]) -> None:
+        try:
+            current = self.admin("governance", "GetPledge", gpb.GetPledgeRequest()).pledge
+        except CallFailed as failed:
+            if failed.code != grpc.StatusCode.NOT_FOUND:
+                raise
+            current = self.admin("governance", "PublishPledge", gpb.PublishPledgeRequest(
+                request_id=setup_id("pledge", PLEDGE), text=PLEDGE)).pledge
+        platform = self.callers["platform"]
+        for rider in riders:
+            request = gpb.SignPledgeRequest(request_id=new_id(), rider_id=rider.rider_id,
+                                            pledge_version=current.version)
+            self.until_known(lambda r=request: platform("governance", "SignPledge", r),
+                             f"governance: {rider.name} signing the pledge")
+        self.say(f"the riders read and sign the pledge to take part in grassroots governance "
+                 f"(参与基层治理承诺倡议, version {current.version})")
+
+    def emergency(self, c: dict[str, str], rider: Rider) -> None:
+        rules = self.admin("governance", "GetRoutingRules", gpb.GetRoutingRulesRequest()
+                           ).routing_rules
+        if rules.version == 0:
+            rules = self.admin("governance", "SetRoutingRules", gpb.SetRoutingRulesRequest(
+                request_id=setup_id("routing-rules", c["city"]), rules=[
+                    gpb.RoutingRule(name="突发事件直报", kind=gpb.REPORT_KIND_EMERGENCY,
+                                    department_functions=[
+                                        gpb.DEPARTMENT_FUNCTION_PUBLIC_SECURITY,
+                                        gpb.DEPARTMENT_FUNCTION_SOCIAL_WORK]),
+                    gpb.RoutingRule(name="异常情况预警", kind=gpb.REPORT_KIND_ANOMALY_WARNING,
+                                    department_functions=[
+                                        gpb.DEPARTMENT_FUNCTION_POLITICAL_LEGAL,
+                                        gpb.DEPARTMENT_FUNCTION_SOCIAL_WORK]),
+                    gpb.RoutingRule(name="社情民意传达", department_functions=[
+                        gpb.DEPARTMENT_FUNCTION_PETITIONS,
+                        gpb.DEPARTMENT_FUNCTION_SOCIAL_WORK])])).routing_rules
+            self.say(f"the city admin sets the routing rules (version {rules.version}): "
+                     "emergencies → 公安 + 社会工作, warnings → 政法 + 社会工作, "
+                     "public sentiment → 信访 + 社会工作")
+        else:
+            self.say(f"routing rules version {rules.version} are in force; the report goes "
+                     "where they send it")
+        platform = self.callers["platform"]
+        # Somewhere in the street, never within 200 m of an earlier run's report.
+        lat = LAT + _rng.uniform(-0.02, 0.02)
+        lon = LON + _rng.uniform(-0.02, 0.02)
+        request = gpb.SubmitReportRequest(
+            request_id=new_id(), rider_id=rider.rider_id, kind=gpb.REPORT_KIND_EMERGENCY,
+            category=gpb.CATEGORY_FIRE,
+            text="北大街一小区楼道内电动车充电起火冒烟，已帮助疏散住户并拨打119",
+            location=gpb.Location(street_id=c["street"], latitude=lat, longitude=lon),
+            observe_time=stamp(datetime.now(UTC) - timedelta(minutes=3)))
+        report = self.until_known(lambda: platform("governance", "SubmitReport", request),
+                                  f"governance: {rider.name} submitting the emergency report"
+                                  ).report
+        if report.status == gpb.REPORT_STATUS_DUPLICATE:
+            raise DemoFailed(f"governance linked the emergency report {report.report_id} to the "
+                             f"open report {report.duplicate_of_report_id} instead of routing it")
+        departments = [a.department_id for a in report.assignments]
+        for d in departments:
+            if d not in self.names:
+                self.names[d] = self.admin("identity", "GetOrganisation",
+                                           ipb.GetOrganisationRequest(organisation_id=d)
+                                           ).organisation.name
+        self.say(f"突发事件直报: {rider.name} reports a fire (电动车充电起火) in 荷花池街道; "
+                 f"governance routes it by rule “{report.routing_rule_name}” to "
+                 + " and ".join(self.names[d] for d in departments))
+        for d in departments:
+            department = self.caller(f"department-{d}", f"qiji-demo-department-{d[:8]}",
+                                     "department", d, self.names[d])
+            common = {"report_id": report.report_id, "department_id": d}
+            department("governance", "AcknowledgeAssignment", gpb.AcknowledgeAssignmentRequest(
+                request_id=new_id(), **common))
+            department("governance", "StartAssignmentWork", gpb.StartAssignmentWorkRequest(
+                request_id=new_id(), note="已到场处置", **common))
+            resolved = department("governance", "ResolveAssignment",
+                                  gpb.ResolveAssignmentRequest(
+                                      request_id=new_id(), resolution="明火已扑灭，住户安全，"
+                                      "楼道充电隐患已清理", **common)).report
+        if resolved.status != gpb.REPORT_STATUS_RESOLVED:
+            raise DemoFailed(f"governance: report {report.report_id} is "
+                             f"{gpb.ReportStatus.Name(resolved.status)} after every department "
+                             "resolved its assignment")
+        verified = self.callers["office"]("governance", "VerifyReport", gpb.VerifyReportRequest(
+            request_id=new_id(), report_id=report.report_id, note="街道回访核实")).report
+        self.say("each department acknowledges, works and resolves it; 荷花池街道 verifies it "
+                 f"({gpb.ReportStatus.Name(verified.status).removeprefix('REPORT_STATUS_')})")
+
+    def care_packages(self, c: dict[str, str], riders: list[Rider]) -> None:
+        office = self.callers["office"]
+        # One campaign per run: a rider gets one package per campaign.
+        campaign = office("merchants", "CreateCareCampaign", mpb.CreateCareCampaignRequest(
+            request_id=new_id(), street_id=c["street"],
+            name=f"荷睦关爱礼包 {datetime.now(UTC):%Y-%m-%d %H:%M}",
+            description="防暑降温用品、雨衣和充电宝", stock=50)).campaign
+        for rider in riders:
+            request = mpb.AllocateCarePackageRequest(request_id=new_id(),
+                                                     campaign_id=campaign.campaign_id,
+                                                     rider_id=rider.rider_id)
+            self.until_known(lambda r=request: office("merchants", "AllocateCarePackage", r),
+                             f"merchants: allocating {rider.name} a care package")
+            done = office("merchants", "RecordHandOver", mpb.RecordHandOverRequest(
+                request_id=new_id(), campaign_id=campaign.campaign_id,
+                rider_id=rider.rider_id, handed_over_by="荷花池街道 张社工")).campaign
+        self.say(f"荷花池街道 hands out 关爱礼包 (care packages): {done.handed_over} of "
+                 f"{done.stock} handed over")
+
+    def social_worker(self, c: dict[str, str], rider: Rider) -> None:
+        office = self.callers["office"]
+        office("identity", "RecordCareerMilestone", ipb.RecordCareerMilestoneRequest(
+            request_id=new_id(), rider_id=rider.rider_id,
+            kind=ipb.CAREER_MILESTONE_KIND_COMMUNITY_SOCIAL_WORKER,
+            organisation_id=c["community"], note="从“小哥”成长为专职社工"))
+        self.say(f"{rider.name} becomes a full-time community social worker (社区社工) at "
+                 "北大街社区 — from 小哥 to 社工")
+
+    def audit(self, perk_id: str, claim_id: str, rider: Rider, badge_class_id: str) -> None:
+        token = self.callers["auditor"].token
+
+        def channel(service: str) -> grpc.Channel:
+            return open_channel(self.stack.addresses[service])
+
+        def ask(title: str, **question: str) -> None:
+            print(f"\n== {title}", file=self.out, flush=True)
+            code = audit_cli.answer(argparse.Namespace(**question), token, channel=channel)
+            sys.stdout.flush()
+            if code != 0:
+                raise DemoFailed(f"the auditor's question `{title}` was not answered")
+        self.say("the auditor asks: every redemption of the perk, the claim's history, and why "
+                 f"{rider.name} holds 金蜂骑士")
+        ask(f"qiji audit perk {perk_id}   (金蜂骑士专享: redemptions, quota after each)",
+            question="perk", perk_id=perk_id)
+        ask(f"qiji audit history merchants {claim_id}   (the claim: claimed, then redeemed)",
+            question="history", service="merchants", aggregate_id=claim_id)
+        ask(f"qiji audit award {rider.rider_id} {badge_class_id}   (why {rider.name} holds "
+            "金蜂骑士)", question="award", rider_id=rider.rider_id,
+            badge_class_id=badge_class_id)
+
+
+# ---------------------------------------------------------------------------- the command
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="where the services listen (default 127.0.0.1)")
+    parser.add_argument("--port-base", type=int, default=None, metavar="N",
+                        help="the services listen on N+1..N+6 (as `qiji run --port-base N`) "
+                        "instead of 50051..50056")
+    parser.add_argument("--address", action="append", default=[], metavar="SERVICE=HOST:PORT",
+                        help="one service elsewhere, e.g. governance=10.0.0.5:50055 (repeat)")
+    parser.add_argument("--token", default=os.environ.get("QIJI_TOKEN", ""),
+                        help="a city_admin token (default: $QIJI_TOKEN, else the embedded "
+                        "default's data/admin.token)")
+    parser.add_argument("--tokens-file", type=Path, default=None,
+                        help="the tokens file the services read, where the demo adds the "
+                        "callers it plays (default: $QIJI_TOKENS_FILE or data/tokens.json)")
+    parser.add_argument("--timeout", type=float, default=30.0,
+                        help="seconds to wait for each cross-service reaction (default 30)")
+    parser.add_argument("--wait", type=float, default=0.0,
+                        help="seconds to wait for every service to be SERVING first (default: "
+                        "ask once)")
+    parser.add_argument("--embedded", action="store_true",
+                        help="start Qiji on the embedded default in a throwaway data dir on "
+                        "free ports, play the story against it, stop it (`make demo`)")
+
+
+def addresses(host: str, port_base: int | None, overrides: list[str]) -> dict[str, str]:
+    found = {name: f"{host}:{(port_base + 1 + i) if port_base is not None else port}"
+             for i, (name, port) in enumerate(DEFAULT_PORTS.items())}
+    for override in overrides:
+        name, sep, address = override.partition("=")
+        if not sep or name not in found or ":" not in address:
+            raise DemoFailed(f"--address {override!r}: expected SERVICE=HOST:PORT with SERVICE "
+                             f"one of {sorted(found)}")
+        found[name] = address
+    return found
+
+
+def run(args: argparse.Namespace, admin_token: str, tokens_file: Path) -> int:
+    """Plays the story; 0 when every step happened, 1 (with the reason on stderr) otherwise."""
+    try:
+        stack = Stack(addresses(args.host, args.port_base, args.address))
+    except DemoFailed as failed:
+        print(f"qiji demo: {failed}", file=sys.stderr)
+        return 2
+    if not admin_token:
+        print("qiji demo: no city_admin token: give --token (or $QIJI_TOKEN), or run it where "
+              "the embedded default keeps data/admin.token", file=sys.stderr)
+        return 2
+    story = Story(stack, Caller(stack, "the city admin", admin_token), tokens_file,
+                  timeout=args.timeout)
+    print("骑迹 Qiji — 常州市外卖人才联合服务空间启用 (the city's report of 5 June, played against "
+          f"Qiji at {stack.addresses['identity']} …)", flush=True)
+    started = time.monotonic()
+    try:
+        stack.wait_serving(args.wait)
+        story.play()
+    except DemoFailed as failed:
+        print(f"\nqiji demo: FAILED at step {story.steps + 1}: {failed}", file=sys.stderr)
+        return 1
+    finally:
+        stack.close()
+    print(f"\nThe story is told: {story.steps} steps in {time.monotonic() - started:.1f} s.",
+          flush=True)
+    return 0
+
+
+def free_port_base() -> int:
+    """N such that N+1..N+6 are free now (a moment later someone may take one; unlikely)."""
+    for _ in range(50):
+        base = _rng.randrange(20000, 30000, 10)
+        sockets = []
+        try:
+            for port in range(base + 1, base + 1 + len(DEFAULT_PORTS)):
+                s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                sockets.append(s)
+                s.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in sockets:
+                s.close()
+    raise DemoFailed("no six free consecutive ports found between 20000 and 30000")
+
+
+@contextmanager
+def embedded_qiji(data_dir: Path, port_base: int) -> Iterator[subprocess.Popen[bytes]]:
+    """`qiji run --port-base N` on `data_dir`, its output in data_dir/qiji.log; stopped with
+    SIGTERM (as Ctrl-C would) on the way out."""
+    # The embedded default whatever this shell exports (QIJI_PERSISTENCE=postgres, a tokens
+    # file, a port...): nothing of another Qiji's settings leaks in.
+    prefixes = ("QIJI_", "RELAY_", *(f"{name.upper()}_" for name in DEFAULT_PORTS))
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith(prefixes)},
+           "QIJI_DATA_DIR": str(data_dir)}
+    with open(data_dir / "qiji.log", "wb") as log:
+        proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+            [sys.executable, "-m", "shared.cli", "run", "--port-base", str(port_base)],
+            env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        try:
+            yield proc
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def run_embedded(args: argparse.Namespace) -> int:
+    data_dir = Path(tempfile.mkdtemp(prefix="qiji-demo-"))
+    try:
+        port_base = free_port_base()
+        print(f"Starting Qiji on its embedded default (data {data_dir}, gRPC ports "
+              f"{port_base + 1}–{port_base + len(DEFAULT_PORTS)}) …", flush=True)
+        with embedded_qiji(data_dir, port_base) as proc:
+            deadline = time.monotonic() + max(args.wait, 90.0)
+            token_file = data_dir / "admin.token"
+            while not token_file.exists() and proc.poll() is None \
+                    and time.monotonic() < deadline:
+                time.sleep(0.2)
+            args.port_base, args.host, args.wait = port_base, "127.0.0.1", \
+                max(1.0, deadline - time.monotonic())
+            code = run(args, token_file.read_text().strip() if token_file.exists() else "",
+                       data_dir / "tokens.json")
+        if code != 0:
+            log = (data_dir / "qiji.log").read_text(errors="replace")
+            print(f"\n--- the end of Qiji's log ({data_dir / 'qiji.log'}):\n{log[-4000:]}",
+                  file=sys.stderr)
+        return code
+    except DemoFailed as failed:
+        print(f"qiji demo: {failed}", file=sys.stderr)
+        return 1
+    finally:
+        shutil.rmtree(data_dir, ignore_errors=True)

@@ -1,0 +1,226 @@
+"""`qiji demo` tells the city's report against a running Qiji: on the embedded default started by
+`qiji run` (twice against the same one: a rerun makes no second city), on the six services on
+PostgreSQL started one by one as deploy/README.md does, and it stops with a clear message and a
+non-zero exit when a step cannot happen."""
+
+from __future__ import annotations
+
+import base64
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import pytest
+from qiji.identity.v1 import identity_service_pb2 as ipb
+from qiji.identity.v1 import identity_service_pb2_grpc as irpc
+
+from shared.config import DEFAULT_PORTS
+from shared.demo import free_port_base
+from tests.e2e.conftest import (
+    REPO,
+    ServiceProcess,
+    free_port,
+    start_beside,
+    start_service,
+)
+
+pytestmark = pytest.mark.e2e
+
+DEMO_TIMEOUT = 120
+# What a reader of the story must see, in this order.
+LANDMARKS = [
+    "常州市 › 钟楼区 › 荷花池街道 › 北大街社区",
+    "常州市外卖人才联合服务空间 opens in 荷花池街道",
+    "operator: added caller qiji-demo-merchant-",
+    "registers and verifies 4 riders of 荷花池站",
+    "training certifies them for the job (岗前培训合格)",
+    "carries qiji.training.v1.PreJobCertified for all 4",
+    "友好商户 荷花池面馆 joins",
+    "金蜂骑士 Golden Bee →",
+    "claims 金蜂骑士专享：招牌面八折",
+    "突发事件直报:",
+    "荷花池街道 verifies it (VERIFIED)",
+    "becomes a full-time community social worker (社区社工) at 北大街社区",
+    # The audit trail of the perk: its redemption with the quota after it, and the claim's
+    # history with who acted; then why the rider holds the Golden Bee.
+    "quota after: 49",
+    "Claim.Issued(",
+    "Claim.Redeemed(",
+    "holds 金蜂骑士",
+    "an automatic award",
+    "passed a CIVIC_EDUCATION course",
+    "The story is told: 20 steps",
+]
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """This process's environment without any Qiji setting, and `extra`."""
+    prefixes = ("QIJI_", *(f"{s.upper()}_" for s in DEFAULT_PORTS), "RELAY_")
+    return {**{k: v for k, v in os.environ.items() if not k.startswith(prefixes)},
+            "PYTHONUNBUFFERED": "1", **extra}
+
+
+def demo(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "shared.cli", "demo", *args], cwd=REPO, env=env,
+        capture_output=True, text=True, timeout=DEMO_TIMEOUT)
+
+
+def assert_told(result: subprocess.CompletedProcess[str]) -> None:
+    assert result.returncode == 0, f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+    at = 0
+    for landmark in LANDMARKS:
+        found = result.stdout.find(landmark, at)
+        assert found >= 0, f"{landmark!r} missing (or out of order) in:\n{result.stdout}"
+        at = found
+
+
+@dataclass
+class Embedded:
+    data_dir: Path
+    port_base: int
+    proc: subprocess.Popen[bytes]
+
+    @property
+    def env(self) -> dict[str, str]:
+        return clean_env(QIJI_DATA_DIR=str(self.data_dir))
+
+    def cities(self) -> list[str]:
+        token = (self.data_dir / "admin.token").read_text().strip()
+        with grpc.insecure_channel(f"127.0.0.1:{self.port_base + 1}") as channel:
+            reply = irpc.IdentityServiceStub(channel).ListOrganisations(
+                ipb.ListOrganisationsRequest(kind=ipb.ORGANISATION_KIND_CITY),
+                metadata=[("authorization", f"Bearer {token}")], timeout=10)
+        return [o.name for o in reply.organisations]
+
+
+@pytest.fixture(scope="module")
+def embedded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Embedded]:
+    """`qiji run --port-base N` on a data dir of its own: the embedded default, on ports no
+    other test and no developer's `make run` uses."""
+    data_dir = tmp_path_factory.mktemp("demo-embedded")
+    port_base = free_port_base()
+    log = open(data_dir / "qiji.log", "wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "shared.cli", "run", "--port-base", str(port_base)],
+        cwd=REPO, env=clean_env(QIJI_DATA_DIR=str(data_dir)), stdout=log,
+        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while b"Qiji is running" not in (data_dir / "qiji.log").read_bytes():
+            assert proc.poll() is None, (data_dir / "qiji.log").read_text(errors="replace")
+            assert time.monotonic() < deadline, "qiji run did not start within 60 s"
+            time.sleep(0.2)
+        yield Embedded(data_dir, port_base, proc)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+def test_the_story_is_told_on_the_embedded_default_and_again_on_the_same_qiji(
+        embedded: Embedded) -> None:
+    first = demo("--port-base", str(embedded.port_base), env=embedded.env)
+    assert_told(first)
+
+    again = demo("--port-base", str(embedded.port_base), env=embedded.env)
+    assert_told(again)
+    # The second telling found the city of the first, and brought riders of its own.
+    assert embedded.cities() == ["常州市"]
+    assert "already there from an earlier run" in again.stdout
+    riders = [line for line in again.stdout.splitlines() if "registers and verifies" in line]
+    assert riders and riders[0] not in first.stdout
+
+
+def test_a_service_that_does_not_answer_stops_the_demo_before_anything_is_written(
+        embedded: Embedded) -> None:
+    nowhere = f"127.0.0.1:{free_port()}"
+    result = demo("--port-base", str(embedded.port_base), "--address",
+                  f"governance={nowhere}", env=embedded.env)
+    assert result.returncode == 1
+    assert f"governance at {nowhere} answers UNAVAILABLE" in result.stderr
+    assert "[01]" not in result.stdout
+
+
+def test_a_refused_step_stops_the_demo_and_says_which(embedded: Embedded) -> None:
+    result = demo("--port-base", str(embedded.port_base), "--token", "qiji_not-a-token",
+                  env=embedded.env)
+    assert result.returncode == 1
+    assert ("FAILED at step 1: the city admin calling identity.ListOrganisations at "
+            f"127.0.0.1:{embedded.port_base + 1}: UNAUTHENTICATED: unknown or revoked token"
+            ) in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+# ---------------------------------------------------------------------------- PostgreSQL
+
+
+@pytest.fixture(scope="module")
+def full_stack(postgres_db: str, tmp_path_factory: pytest.TempPathFactory
+               ) -> Iterator[dict[str, ServiceProcess]]:
+    """The six services on PostgreSQL, one process each, wired to each other's feeds by
+    address as deploy/README.md runs them: one master key, one tokens file, small pools."""
+    tmp = tmp_path_factory.mktemp("demo-postgres")
+    common = {"QIJI_POSTGRES_POOL_SIZE": "2"}
+    (tmp / "identity").mkdir()
+    identity = start_service("identity", postgres_db, tmp / "identity", extra_env=common)
+    started = {"identity": identity}
+
+    def beside(service: str, **env: str) -> ServiceProcess:
+        (tmp / service).mkdir()
+        started[service] = start_beside(service, identity, tmp / service, **common,
+                                        QIJI_MASTER_KEY=identity.env["QIJI_MASTER_KEY"], **env)
+        return started[service]
+    try:
+        training = beside("training")
+        governance = beside("governance")
+        badges = beside("badges", BADGES_TRAINING_ADDRESS=training.address,
+                        BADGES_GOVERNANCE_ADDRESS=governance.address,
+                        BADGES_SIGNING_KEY=base64.b64encode(os.urandom(32)).decode())
+        merchants = beside("merchants", MERCHANTS_BADGES_ADDRESS=badges.address)
+        beside("platform", **{f"PLATFORM_{s.upper()}_ADDRESS": p.address
+                              for s, p in [("training", training), ("merchants", merchants),
+                                           ("badges", badges), ("governance", governance)]})
+        yield started
+    finally:
+        for server in reversed(list(started.values())):
+            if server.running:
+                server.stop()
+
+
+def test_the_story_is_told_on_the_services_on_postgresql(
+        full_stack: dict[str, ServiceProcess]) -> None:
+    identity = full_stack["identity"]
+    addresses = [arg for name, server in full_stack.items()
+                 for arg in ("--address", f"{name}={server.address}")]
+    result = demo(*addresses, "--token", identity.tokens["city_admin"], "--tokens-file",
+                  str(identity.tokens_file), env=clean_env())
+    assert_told(result)
+
+
+def test_a_reaction_that_does_not_come_stops_the_demo_and_says_which(
+        full_stack: dict[str, ServiceProcess]) -> None:
+    # badges no longer reaches training's feed: the civic course never counts toward the
+    # Golden Bee, so that award never comes.
+    badges, identity = full_stack["badges"], full_stack["identity"]
+    badges.env["BADGES_TRAINING_ADDRESS"] = f"127.0.0.1:{free_port()}"
+    badges.restart()
+    addresses = [arg for name, server in full_stack.items()
+                 for arg in ("--address", f"{name}={server.address}")]
+    result = demo(*addresses, "--token", identity.tokens["city_admin"], "--tokens-file",
+                  str(identity.tokens_file), "--timeout", "3", env=clean_env())
+    assert result.returncode == 1
+    assert "[11] 爱心公益: 北大街社区 confirms" in result.stdout
+    assert "[12]" not in result.stdout
+    assert "FAILED at step 12: badges awarding 金蜂骑士 to " in result.stderr
+    assert "did not happen within 3 s" in result.stderr
