@@ -16,6 +16,7 @@ from grpc_reflection.v1alpha import reflection
 from services.platform.application import GrpcUpstream, PlatformFeed, Upstream
 from services.platform.catalogue import SERVICES
 from services.platform.grpc_api import PERMISSIONS, add_servicers
+from shared import metrics
 from shared.auth import TokenRegistry
 from shared.config import ConfigError, Settings, load_settings
 from shared.grpc import tls
@@ -55,7 +56,7 @@ def build_gateway(settings: Settings, upstreams: dict[str, Upstream] | None = No
         upstreams = {s: GrpcUpstream(settings.upstreams[s], settings.service_token,
                                      settings.tls) for s in SERVICES}
     guard = Guard(tokens=TokenRegistry(settings.tokens_file), permissions=PERMISSIONS,
-                  error_domain=f"{NAME}.qiji",
+                  error_domain=f"{NAME}.qiji", on_rpc=metrics.rpc_observer(NAME),
                   certificates=settings.tls.requires_client_certificates)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.grpc_workers,
@@ -80,6 +81,8 @@ def serve() -> None:
     settings = load_settings(NAME)
     configure_logging(NAME, settings.log_format)
     running = build_gateway(settings)
+    # RPC counts, latency and errors by code, like every service (PLATFORM_METRICS_PORT).
+    metrics.serve(settings.grpc_host, settings.metrics_port)
     running.server.start()
     log.info("service.started", address=f"{settings.grpc_host}:{running.port}",
              upstreams={s: settings.upstreams[s] for s in SERVICES})

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from typing import Any
 import grpc
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
+from prometheus_client.parser import text_string_to_metric_families
 from qiji.feed.v1 import public_feed_service_pb2 as public_pb
 from qiji.feed.v1 import public_feed_service_pb2_grpc as public_grpc
 from qiji.identity.v1 import identity_service_pb2 as ipb
@@ -53,6 +55,7 @@ class Stack:
     space: str
     course: str
     consumer_token: str  # platform role, acting for platform_org
+    gateway_metrics_port: int
 
     def feed(self, token: str | None = None) -> pb_grpc.PlatformFeedServiceStub:
         assert self.gateway.channel is not None
@@ -107,9 +110,11 @@ def stack(postgres_db: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
                    "QIJI_SERVICE_TOKEN": service_token})
     nowhere = {f"PLATFORM_{s.upper()}_ADDRESS": f"127.0.0.1:{free_port()}"
                for s in ("merchants", "badges", "governance")}
+    metrics_port = free_port()
     gateway = start_service(
         "platform", postgres_db, tmp_path_factory.mktemp("pf-gateway"), **shared,
         extra_env={**SMALL_POOL, **nowhere, "PLATFORM_IDENTITY_ADDRESS": identity.address,
+                   "PLATFORM_METRICS_PORT": str(metrics_port),
                    "PLATFORM_TRAINING_ADDRESS": training.address,
                    "QIJI_SERVICE_TOKEN": service_token})
     try:
@@ -142,7 +147,7 @@ def stack(postgres_db: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         consumer = add_caller(identity.tokens_file, "platform-co-feed", ["platform"],
                               organisation_id=platform)
         yield Stack(identity, training, gateway, platform, street, station, space, course,
-                    consumer)
+                    consumer, metrics_port)
     finally:
         for server in (gateway, training, identity):
             if server.running:
@@ -197,6 +202,22 @@ def test_a_rider_story_resumes_exactly_after_the_last_event_across_a_gateway_res
     again, _ = stack.read_all(start)
     assert [e.event.id for e in again] == [first.events[0].event.id,
                                            *(e.event.id for e in rest)]
+
+
+def test_the_gateway_counts_its_rpcs_by_method_and_code_on_its_metrics_port(stack):
+    with pytest.raises(grpc.RpcError):
+        stack.feed().ReadEvents(pb.ReadEventsRequest(), metadata=[
+            ("authorization", "Bearer not-a-token")])
+    stack.feed().ReadEvents(pb.ReadEventsRequest(page_size=1), metadata=[
+        ("authorization", f"Bearer {stack.consumer_token}")])
+    text = urllib.request.urlopen(
+        f"http://127.0.0.1:{stack.gateway_metrics_port}/metrics", timeout=5).read().decode()
+    counted = {sample.labels["code"] for family in text_string_to_metric_families(text)
+               for sample in family.samples
+               if sample.name == "qiji_rpc_total" and sample.value >= 1
+               and sample.labels["service"] == "platform"
+               and sample.labels["method"] == "ReadEvents"}
+    assert {"OK", "UNAUTHENTICATED"} <= counted
 
 
 def test_a_cursor_from_yesterday_resumes_after_many_events_and_restarts(stack):
