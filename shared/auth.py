@@ -9,6 +9,7 @@ but no entry names authenticates nobody."""
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -102,7 +103,14 @@ class TokenRegistry:
             stamp = None
         with self._lock:
             if stamp != self._stamp:
-                self._callers = load_callers(self._path) if stamp else Callers()
+                try:
+                    self._callers = load_callers(self._path) if stamp else Callers()
+                except (ValueError, KeyError, TypeError, AttributeError) as error:
+                    # A hand edit gone wrong (or an unknown role): keep answering with the
+                    # last good copy rather than failing every call, and say so loudly.
+                    # `qiji token` itself never writes such a file.
+                    log.error("tokens.file_unreadable", path=str(self._path), error=str(error),
+                              keeping=len(self._callers.by_token_hash))
                 self._stamp = stamp
             return self._callers
 
@@ -149,6 +157,15 @@ def add_caller(path: Path, principal: str, roles: list[str], organisation_id: st
         raise ValueError(f"unknown roles {sorted(unknown)}; known: {sorted(ROLES)}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    # Read-modify-write under a lock file: two callers added at once must both be kept.
+    with open(path.with_name(path.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _replace_caller(path, principal, roles, organisation_id, subscriptions,
+                               certificate_subject)
+
+
+def _replace_caller(path: Path, principal: str, roles: list[str], organisation_id: str,
+                    subscriptions: list[str] | None, certificate_subject: str) -> str:
     data = json.loads(path.read_text() or "{}") if path.exists() else {}
     callers = [c for c in data.get("callers", []) if c["principal"] != principal]
     if certificate_subject:

@@ -1,0 +1,71 @@
+"""The tokens file as operators meet it: rotations, hand edits gone wrong, callers added at once."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+
+import pytest
+
+from shared.auth import TokenRegistry, add_caller
+from shared.errors import Unauthenticated
+
+
+def touch_later(path) -> None:
+    # The registry reloads on a changed (mtime, size); make sure the edit is seen as a change.
+    st = os.stat(path)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
+
+
+def test_a_rotated_token_stops_working_at_once(tmp_path):
+    path = tmp_path / "tokens.json"
+    registry = TokenRegistry(path)
+    old = add_caller(path, "platform-co", ["platform"])
+    assert registry.authenticate(old).principal == "platform-co"
+    new = add_caller(path, "platform-co", ["platform"])
+    assert registry.authenticate(new).roles == frozenset({"platform"})
+    with pytest.raises(Unauthenticated):
+        registry.authenticate(old)
+
+
+def test_a_broken_hand_edit_keeps_the_last_good_callers_instead_of_failing_every_call(tmp_path):
+    path = tmp_path / "tokens.json"
+    registry = TokenRegistry(path)
+    token = add_caller(path, "platform-co", ["platform"])
+    assert registry.authenticate(token).principal == "platform-co"
+    data = json.loads(path.read_text())
+    data["callers"][0]["roles"] = ["platfrom"]  # a typo: an unknown role
+    path.write_text(json.dumps(data))
+    touch_later(path)
+    assert registry.authenticate(token).principal == "platform-co"
+    path.write_text('{"callers": [')  # half a file
+    touch_later(path)
+    assert registry.authenticate(token).principal == "platform-co"
+
+
+def test_a_broken_file_at_start_admits_nobody(tmp_path):
+    path = tmp_path / "tokens.json"
+    path.write_text('{"callers": [{"principal": "x"')
+    with pytest.raises(Unauthenticated):
+        TokenRegistry(path).authenticate("anything")
+
+
+def test_callers_added_at_the_same_moment_are_all_kept(tmp_path):
+    path = tmp_path / "tokens.json"
+    tokens: dict[str, str] = {}
+    start = threading.Barrier(16)
+
+    def add(n: int) -> None:
+        start.wait()
+        tokens[f"caller-{n}"] = add_caller(path, f"caller-{n}", ["auditor"])
+
+    threads = [threading.Thread(target=add, args=(n,)) for n in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    registry = TokenRegistry(path)
+    for principal, token in tokens.items():
+        assert registry.authenticate(token).principal == principal
+    assert len(json.loads(path.read_text())["callers"]) == 16
