@@ -31,6 +31,7 @@ from shared import context, metrics
 from shared.application import META_KEY, QijiApplication
 from shared.context import Actor, RequestContext
 from shared.errors import Unavailable
+from shared.persistence import STORE_DOWN_ERRORS
 
 log = structlog.get_logger(__name__)
 
@@ -222,7 +223,7 @@ class Follower:
     def run_forever(self, stopping: threading.Event, idle_wait: float = 0.5) -> None:
         """Follows the upstream until `stopping` is set, as the single leader among replicas;
         survives upstream outages by retrying."""
-        backoff = 0.5
+        backoff, store_down = 0.5, False
         with leadership(self.app, self.upstream, stopping):
             while not stopping.is_set():
                 try:
@@ -230,7 +231,9 @@ class Follower:
                         self.feed.wait(idle_wait)
                     if backoff > 0.5:
                         log.info("follower.upstream_back", upstream=self.upstream)
-                    backoff = 0.5
+                    if store_down:
+                        log.info("follower.store_back", upstream=self.upstream)
+                    backoff, store_down = 0.5, False
                 except grpc.RpcError as error:
                     # An upstream that is down (or not deployed yet) delays reactions and loses
                     # none: the position is only moved by what was applied. Said once, not
@@ -240,6 +243,14 @@ class Follower:
                                     code=error.code().name)
                     stopping.wait(backoff)
                     backoff = min(backoff * 2, 30.0)
+                except STORE_DOWN_ERRORS as error:
+                    # Our own store is away (restarting): the same, and no traceback for it. A
+                    # short, fixed wait: the health probe reopens the store within seconds.
+                    if not store_down:
+                        log.warning("follower.store_unavailable", upstream=self.upstream,
+                                    error=str(error))
+                    store_down = True
+                    stopping.wait(1.0)
                 except Exception:
                     log.exception("follower.failed", upstream=self.upstream,
                                   position=self.position)
