@@ -43,6 +43,7 @@ from tests.e2e.conftest import (
     REPO,
     ServiceProcess,
     caught_up,
+    eventually,
     free_port,
     start_beside,
     start_service,
@@ -451,6 +452,8 @@ def test_services_report_not_serving_while_postgres_is_down_and_recover_by_thems
         watch = HealthWatch(servers)
         city = create_city(identity.client("city_admin"))
         token = identity.tokens["platform"]
+        # training leads its follower of identity (an advisory lock in the store).
+        leaders = eventually(lambda: advisory_locks(cluster.conninfo), "a follower leads")
         load = Load(identity.address, token, city, callers=4, pause=0.02).start()
         # A clean stop, then a crash long enough for commands waiting on the store to give up.
         for mode, down_for in (("fast", 4.0), ("immediate", 8.0)):
@@ -500,6 +503,12 @@ def test_services_report_not_serving_while_postgres_is_down_and_recover_by_thems
             if time.monotonic() - started > 15:
                 break
             time.sleep(0.1)
+        # After the restarts (which end every session, and every lock with it) the follower
+        # leads again under its lock, instead of following without one.
+        started = time.monotonic()
+        while advisory_locks(cluster.conninfo) < leaders and time.monotonic() - started < 15:
+            time.sleep(0.2)
+        relocked = advisory_locks(cluster.conninfo)
         write_figures("postgres_restart_under_load", {
             "callers": load.callers, "commands_sent": len(load.commands),
             "acknowledged": load.answered(), "outages": outages,
@@ -510,7 +519,8 @@ def test_services_report_not_serving_while_postgres_is_down_and_recover_by_thems
             "replayed_with_a_different_answer": len(differing),
             "stored_by_replay": stored_after_replay,
             "follower_caught_up_seconds": round(time.monotonic() - started, 2),
-            "health_changes": len(watch.changes)})
+            "health_changes": len(watch.changes),
+            "leader_locks_before_and_after": [leaders, relocked]})
 
         for outage in outages:
             assert outage["refused"] == "UNAVAILABLE/STORE_UNAVAILABLE", outage
@@ -529,6 +539,7 @@ def test_services_report_not_serving_while_postgres_is_down_and_recover_by_thems
         for service in names:
             assert [status for _, s, status in watch.changes if s == service] == [
                 "SERVING", "NOT_SERVING", "SERVING", "NOT_SERVING", "SERVING"], watch.changes
+        assert relocked == leaders, f"{relocked} of {leaders} leaders took their lock again"
         assert tracked >= last, f"training's follower stopped at {tracked} (identity at {last})"
         caught_up(training)
         # Neither service was restarted: the same processes served throughout.
@@ -547,3 +558,11 @@ def training_position(conninfo: str, schema: str) -> int:
         row = conn.execute(f'SELECT max(notification_id) FROM "{schema}".training_tracking '
                            "WHERE application_name = 'identity'").fetchone()
     return row[0] or 0 if row else 0
+
+
+def advisory_locks(conninfo: str) -> int:
+    """How many advisory locks are held in the cluster: one per leading follower."""
+    with psycopg.connect(conninfo) as conn:
+        row = conn.execute("SELECT count(*) FROM pg_locks "
+                           "WHERE locktype = 'advisory' AND granted").fetchone()
+    return row[0] if row else 0
