@@ -29,7 +29,7 @@ from shared import context, metrics
 from shared.config import Settings
 from shared.errors import Aborted, FieldViolation, InvalidArgument, NotFound, QijiError
 from shared.idempotency import RequestRecord
-from shared.persistence import eventsourcing_env
+from shared.persistence import StoreGate, eventsourcing_env
 from shared.personal_data import KeyStore, PersonalDataVault
 
 log = structlog.get_logger(__name__)
@@ -108,6 +108,7 @@ class QijiApplication(Application[uuid.UUID]):
         )
         self._log_changed = threading.Condition()
         self._keyed_locks = KeyedLocks()
+        self.store_gate = StoreGate(settings, datastore)
 
     # ------------------------------------------------------------------ store
 
@@ -306,12 +307,13 @@ class QijiApplication(Application[uuid.UUID]):
         return self.mapper.to_domain_event(notification)
 
     def check_store(self) -> bool:
-        """True when the store answers; the health service reports it."""
-        try:
-            self.recorder.max_notification_id()
-        except Exception:  # any failure means "not serving", whatever the driver raised
-            return False
-        return True
+        """True when the store answers; the health service reports it. While it does not,
+        commands fail at once as UNAVAILABLE (see StoreGate)."""
+        return self.store_gate.probe(self.recorder.max_notification_id)
+
+    def close(self) -> None:
+        self.store_gate.close()
+        super().close()
 
 
 class KeyedLocks:

@@ -25,6 +25,7 @@ from typing import Any
 import structlog
 
 from shared.application import MAC_KEY, META_KEY, QijiApplication, event_mac
+from shared.persistence import STORE_DOWN_ERRORS
 
 log = structlog.get_logger(__name__)
 
@@ -119,6 +120,8 @@ class Sealer:
         while not stopping.wait(self.every):
             try:
                 self.run_once()
+            except STORE_DOWN_ERRORS as error:  # the store is restarting: sealed later
+                log.warning("sealer.store_unavailable", error=str(error))
             except Exception:
                 log.exception("sealer.failed")
 

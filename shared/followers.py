@@ -33,6 +33,7 @@ from shared.config import Settings, TlsSettings
 from shared.context import Actor, RequestContext
 from shared.errors import Unavailable
 from shared.grpc.channels import open_channel
+from shared.persistence import STORE_DOWN_ERRORS
 
 log = structlog.get_logger(__name__)
 
@@ -238,43 +239,85 @@ class Follower:
 
     def run_forever(self, stopping: threading.Event, idle_wait: float = 0.5) -> None:
         """Follows the upstream until `stopping` is set, as the single leader among replicas;
-        survives upstream outages by retrying."""
-        backoff = 0.5
-        with leadership(self.app, self.upstream, stopping):
+        survives upstream outages by retrying, and steps down to queue for leadership again
+        when its lock went with a restart of the store."""
+        while not stopping.is_set():
+            with leadership(self.app, self.upstream, stopping) as lease:
+                self._follow(stopping, lease, idle_wait)
+
+    def _follow(self, stopping: threading.Event, lease: Lease, idle_wait: float) -> None:
+        backoff, store_down = 0.5, False
+        try:
+            # The leader reports where it stands from the moment it leads, before its first
+            # read (an upstream that is down would otherwise leave no trace in /metrics).
+            metrics.FOLLOWER_POSITION.labels(self.app.name, self.upstream).set(self.position)
+        except Exception:  # the store is down: the loop below reports and retries
+            log.warning("follower.position_unknown", upstream=self.upstream)
+        while not stopping.is_set() and lease.held():
             try:
-                # The leader reports where it stands from the moment it leads, before its first
-                # read (an upstream that is down would otherwise leave no trace in /metrics).
-                metrics.FOLLOWER_POSITION.labels(self.app.name, self.upstream).set(
-                    self.position)
-            except Exception:  # the store is down: the loop below reports and retries
-                log.warning("follower.position_unknown", upstream=self.upstream)
-            while not stopping.is_set():
-                try:
-                    if self.run_once() == 0:
-                        self.feed.wait(idle_wait)
-                    if backoff > 0.5:
-                        log.info("follower.upstream_back", upstream=self.upstream)
-                    backoff = 0.5
-                except grpc.RpcError as error:
-                    # An upstream that is down (or not deployed yet) delays reactions and loses
-                    # none: the position is only moved by what was applied. Said once, not
-                    # every second.
-                    if backoff == 0.5:
-                        log.warning("follower.upstream_unavailable", upstream=self.upstream,
-                                    code=error.code().name)
-                    stopping.wait(backoff)
-                    backoff = min(backoff * 2, 30.0)
-                except Exception:
-                    log.exception("follower.failed", upstream=self.upstream,
-                                  position=self.position)
-                    stopping.wait(2.0)
+                if self.run_once() == 0:
+                    self.feed.wait(idle_wait)
+                if backoff > 0.5:
+                    log.info("follower.upstream_back", upstream=self.upstream)
+                if store_down:
+                    log.info("follower.store_back", upstream=self.upstream)
+                backoff, store_down = 0.5, False
+            except grpc.RpcError as error:
+                # An upstream that is down (or not deployed yet) delays reactions and loses
+                # none: the position is only moved by what was applied. Said once, not
+                # every second.
+                if backoff == 0.5:
+                    log.warning("follower.upstream_unavailable", upstream=self.upstream,
+                                code=error.code().name)
+                stopping.wait(backoff)
+                backoff = min(backoff * 2, 30.0)
+            except STORE_DOWN_ERRORS as error:
+                # Our own store is away (restarting): the same, and no traceback for it. A
+                # short, fixed wait: the health probe reopens the store within seconds.
+                if not store_down:
+                    log.warning("follower.store_unavailable", upstream=self.upstream,
+                                error=str(error))
+                store_down = True
+                stopping.wait(1.0)
+            except Exception:
+                log.exception("follower.failed", upstream=self.upstream,
+                              position=self.position)
+                stopping.wait(2.0)
+
+
+# How often a leader checks that the connection holding its lock is still alive.
+LEASE_CHECK_SECONDS = 5.0
+
+
+class Lease:
+    """Leadership as held: a PostgreSQL advisory lock lives as long as the session holding it,
+    and a restart of the server ends every session. `held()` says so (checked every few
+    seconds), so a leader steps down and queues for the lock again instead of going on
+    leading without it beside a replica that took the lock in the meantime."""
+
+    def __init__(self, conn: psycopg.Connection[Any] | None, what: str):
+        self._conn = conn
+        self._what = what
+        self._checked = time.monotonic()
+
+    def held(self) -> bool:
+        if self._conn is None or time.monotonic() - self._checked < LEASE_CHECK_SECONDS:
+            return True
+        self._checked = time.monotonic()
+        try:
+            self._conn.execute("SELECT 1")
+        except psycopg.Error as error:
+            log.warning("leadership.lost", of=self._what, error=str(error).strip())
+            return False
+        return True
 
 
 @contextmanager
 def leadership(app: QijiApplication, upstream: str, stopping: threading.Event
-               ) -> Iterator[None]:
+               ) -> Iterator[Lease]:
     """Only one replica follows a given upstream at a time: a PostgreSQL advisory lock (held on
-    its own connection for as long as this replica leads) or, on SQLite, a file lock."""
+    its own connection for as long as this replica leads) or, on SQLite, a file lock. Work
+    under it goes on while `lease.held()`; then leadership() is entered again."""
     key = f"{app.settings.postgres_schema}:{app.name}:{upstream}"
     if app.settings.persistence == "postgres":
         from shared.persistence import postgres_conninfo
@@ -289,9 +332,11 @@ def leadership(app: QijiApplication, upstream: str, stopping: threading.Event
                                     ).fetchone()[0]:
                         break
                 except psycopg.OperationalError:
+                    if conn is not None:
+                        conn.close()
                     conn = None
                 stopping.wait(2.0)
-            yield
+            yield Lease(conn, key)
         finally:
             if conn is not None:
                 conn.close()  # the session's advisory lock goes with it
@@ -305,6 +350,6 @@ def leadership(app: QijiApplication, upstream: str, stopping: threading.Event
                     break
                 except BlockingIOError:
                     stopping.wait(2.0)
-            yield
+            yield Lease(None, key)  # a file lock lives as long as this process
         finally:
             os.close(fd)

@@ -17,6 +17,7 @@ import structlog
 
 from shared.errors import FailedPrecondition
 from shared.followers import leadership
+from shared.persistence import STORE_DOWN_ERRORS
 
 if TYPE_CHECKING:
     from services.governance.application import GovernanceApplication
@@ -63,11 +64,14 @@ class DeadlineScheduler:
         return stored
 
     def run_forever(self, stopping: threading.Event) -> None:
-        with leadership(self.app, self.upstream, stopping):
-            while not stopping.is_set():
-                try:
-                    self.run_once()
-                except Exception:
-                    # The store may be down: try again on the next tick, never die silently.
-                    log.exception("deadline.scan_failed")
-                stopping.wait(self.poll_seconds)
+        while not stopping.is_set():  # entered again when the lock went with a store restart
+            with leadership(self.app, self.upstream, stopping) as lease:
+                while not stopping.is_set() and lease.held():
+                    try:
+                        self.run_once()
+                    except STORE_DOWN_ERRORS as error:  # restarting: the next tick will do
+                        log.warning("deadline.store_unavailable", error=str(error))
+                    except Exception:
+                        # Try again on the next tick, never die silently.
+                        log.exception("deadline.scan_failed")
+                    stopping.wait(self.poll_seconds)

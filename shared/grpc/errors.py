@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import grpc
-from eventsourcing.persistence import InterfaceError, OperationalError
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
@@ -21,9 +20,6 @@ STATUS_TABLE: list[tuple[type[errors.QijiError], int]] = [
     (errors.Aborted, code_pb2.ABORTED),
     (errors.Unavailable, code_pb2.UNAVAILABLE),
 ]
-
-# Store failures the caller can retry: the database is down or restarting. Nothing was written.
-STORE_DOWN_ERRORS: tuple[type[BaseException], ...] = (OperationalError, InterfaceError)
 
 
 def to_status(error: errors.QijiError, domain: str) -> grpc.Status:

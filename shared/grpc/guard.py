@@ -20,8 +20,9 @@ import structlog
 from shared import errors
 from shared.auth import TokenRegistry
 from shared.context import Actor, RequestContext, acting_as
-from shared.grpc.errors import STORE_DOWN_ERRORS, internal_status, to_status
+from shared.grpc.errors import internal_status, to_status
 from shared.grpc.tls import certificate_names
+from shared.persistence import STORE_DOWN_ERRORS
 
 log = structlog.get_logger(__name__)
 

@@ -32,7 +32,7 @@ from shared.public_feed import PublicCatalogue
 
 log = structlog.get_logger(__name__)
 
-HEALTH_PROBE_SECONDS = 2.0
+HEALTH_PROBE_SECONDS = 1.0
 GRACE_SECONDS = 5.0
 
 
