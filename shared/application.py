@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
 from eventsourcing.domain import Aggregate
-from eventsourcing.persistence import IntegrityError, Mapper, Notification
+from eventsourcing.persistence import IntegrityError, Mapper, Notification, Transcoder
 
 from shared import context, metrics
 from shared.config import Settings
@@ -30,6 +30,7 @@ from shared.errors import Aborted, FieldViolation, InvalidArgument, NotFound, Qi
 from shared.idempotency import RequestRecord
 from shared.persistence import eventsourcing_env
 from shared.personal_data import KeyStore, PersonalDataVault
+from shared.transcoding import qiji_transcoder
 
 log = structlog.get_logger(__name__)
 
@@ -112,6 +113,11 @@ class QijiApplication(Application[uuid.UUID]):
 
     def construct_mapper(self) -> Mapper[uuid.UUID]:
         return MetadataMapper(transcoder=self.construct_transcoder(), mac_key=self.audit_key)
+
+    def construct_transcoder(self) -> Transcoder:
+        # The library's transcodings, decoded with orjson (shared/transcoding.py): replaying
+        # the log into read models is mostly JSON decoding.
+        return qiji_transcoder()
 
     def construct_recorder(self) -> Any:
         # A process recorder: an application recorder that can also store tracking records
