@@ -6,7 +6,9 @@ the same run, as a ratio, taking the median of several rounds."""
 from __future__ import annotations
 
 import base64
+import json
 import os
+import re
 import socket
 import statistics
 import subprocess
@@ -17,6 +19,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import grpc
@@ -122,8 +125,99 @@ def median_of(rounds: int, measure: Callable[[int], float]) -> float:
     return statistics.median(measure(r) for r in range(rounds))
 
 
-def print_table(title: str, rows: list[tuple[str, float, float]], unit: str = "ops/s") -> None:
+# Units of figures where less is better (the goal is then a ceiling on qiji / baseline).
+LOWER_IS_BETTER = ("ms", "µs", "s", "MiB")
+RESULTS_ENV = "BENCH_RESULTS"
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One measured figure beside its baseline from the same run. For throughputs the ratio is
+    qiji / baseline and the goal a floor; for latencies (ms, µs) it is how many times the
+    baseline qiji takes, and the goal a ceiling."""
+
+    benchmark: str
+    qiji: float
+    baseline: float
+    unit: str = "ops/s"
+    concurrency: int | None = None
+    baseline_name: str = "raw"
+    goal: float | None = None
+
+    @property
+    def lower_is_better(self) -> bool:
+        return self.unit in LOWER_IS_BETTER
+
+    @property
+    def ratio(self) -> float:
+        return self.qiji / self.baseline if self.baseline else float("nan")
+
+    @property
+    def met(self) -> bool | None:
+        if self.goal is None:
+            return None
+        return self.ratio <= self.goal if self.lower_is_better else self.ratio >= self.goal
+
+    @property
+    def goal_text(self) -> str:
+        if self.goal is None:
+            return "—"
+        return f"≤ {self.goal:g}×" if self.lower_is_better else f"≥ {self.goal:g}"
+
+
+def _concurrency_in(name: str) -> int | None:
+    found = re.search(r"(\d+) (?:client|cl\.)", name)
+    return int(found.group(1)) if found else None
+
+
+def record(figures: list[Figure]) -> None:
+    """Hands figures to `make bench`'s combined table (bench/run_all.py), which names a file
+    in BENCH_RESULTS; a script run alone just prints its own table."""
+    path = os.environ.get(RESULTS_ENV)
+    if path:
+        with open(path, "a", encoding="utf-8") as f:
+            for figure in figures:
+                f.write(json.dumps(asdict(figure), ensure_ascii=False) + "\n")
+
+
+def read_recorded(path: str | Path) -> list[Figure]:
+    lines = Path(path).read_text(encoding="utf-8").splitlines() if Path(path).exists() else []
+    return [Figure(**json.loads(line)) for line in lines if line.strip()]
+
+
+def print_table(title: str, rows: list[tuple[str, float, float]], unit: str = "ops/s",
+                goal: float | None = None) -> list[Figure]:
+    """Prints a script's own table and records its figures for the combined one; the
+    concurrency is read from "<n> client(s)" in a figure's name."""
+    figures = [Figure(name, ours, raw, unit, _concurrency_in(name), goal=goal)
+               for name, ours, raw in rows]
+    print_figures(title, figures)
+    return figures
+
+
+def print_figures(title: str, figures: list[Figure]) -> None:
     print(f"\n{title}")
     print(f"{'figure':<44}{'qiji':>12}{'raw':>12}{'ratio':>9}")
-    for name, ours, raw in rows:
-        print(f"{name:<44}{ours:>12,.0f}{raw:>12,.0f}{ours / raw:>9.2f}   ({unit})")
+    for f in figures:
+        print(f"{f.benchmark:<44}{_number(f.qiji, f.unit):>12}{_number(f.baseline, f.unit):>12}"
+              f"{f.ratio:>9.2f}   ({f.unit})")
+    record(figures)
+
+
+def _number(value: float, unit: str) -> str:
+    return f"{value:,.2f}" if unit in LOWER_IS_BETTER and value < 100 else f"{value:,.0f}"
+
+
+def combined_table(figures: list[Figure]) -> str:
+    """The one table `make bench` ends with (markdown, so it pastes into BENCHMARKS.md)."""
+    header = ["benchmark", "concurrency", "Qiji figure", "raw baseline", "ratio", "goal",
+              "met?"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for f in figures:
+        met = {True: "yes", False: "no", None: "—"}[f.met]
+        lines.append("| " + " | ".join([
+            f.benchmark, "—" if f.concurrency is None else str(f.concurrency),
+            f"{_number(f.qiji, f.unit)} {f.unit}",
+            f"{_number(f.baseline, f.unit)} {f.unit} ({f.baseline_name})",
+            f"{f.ratio:.2f}", f.goal_text, met]) + " |")
+    return "\n".join(lines)

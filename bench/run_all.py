@@ -1,14 +1,65 @@
-"""`make bench`: runs every bench/bench_*.py in turn; each prints its own table."""
+"""`make bench`: runs every bench/bench_*.py in turn (each prints its own table as it goes, and
+each still runs alone), then prints ONE combined table of every figure beside its baseline,
+its ratio, the goal and whether it is met.
 
+    .venv/bin/python -m bench.run_all                 # everything, full size
+    .venv/bin/python -m bench.run_all --quick         # small sizes, for development
+    .venv/bin/python -m bench.run_all bench_read bench_audit   # some scripts only
+
+`--quick` (or BENCH_QUICK=1) sets small sizes for whatever is not already set in the
+environment: the figures are then only a smoke test, not the ones to quote."""
+
+from __future__ import annotations
+
+import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
+
+from bench.common import RESULTS_ENV, combined_table, read_recorded
 
 HERE = Path(__file__).resolve().parent
 
+QUICK = {
+    "BENCH_ROUNDS": "3",
+    "BENCH_OPS": "30",
+    "BENCH_CLIENTS": "1,8",
+    "BENCH_PERKS": "10",
+    "BENCH_AUDIT_EVENTS": "20000",
+    "BENCH_EVENTS": "300",
+    "BENCH_LATENCY_SAMPLES": "30",
+    "BENCH_READ_CALLS": "200",
+}
+
+
+def main(argv: list[str], scripts_dir: Path = HERE) -> int:
+    quick = "--quick" in argv or os.environ.get("BENCH_QUICK", "") not in ("", "0")
+    wanted = {a.removesuffix(".py") for a in argv if not a.startswith("-")}
+    scripts = [s for s in sorted(scripts_dir.glob("bench_*.py"))
+               if not wanted or s.stem in wanted]
+    env = dict(os.environ)
+    if quick:
+        for key, value in QUICK.items():
+            env.setdefault(key, value)
+    failed = []
+    with tempfile.TemporaryDirectory(prefix="qiji-bench-results-") as tmp:
+        results = Path(tmp) / "figures.jsonl"
+        env[RESULTS_ENV] = str(results)
+        for script in scripts:
+            print(f"\n### {script.name}", flush=True)
+            # A module of bench/ when it is one (imports resolve from the project root).
+            command = ([sys.executable, "-m", f"bench.{script.stem}"] if scripts_dir == HERE
+                       else [sys.executable, str(script)])
+            if subprocess.call(command, cwd=HERE.parent, env=env) != 0:
+                failed.append(script.name)
+        figures = read_recorded(results)
+    print(f"\n## All figures{' (QUICK: smoke sizes, not figures to quote)' if quick else ''}\n")
+    print(combined_table(figures))
+    if failed:
+        print(f"\nFAILED: {', '.join(failed)}")
+    return 1 if failed else 0
+
+
 if __name__ == "__main__":
-    failed = 0
-    for script in sorted(HERE.glob("bench_*.py")):
-        print(f"\n### {script.name}", flush=True)
-        failed |= subprocess.call([sys.executable, str(script)], cwd=HERE.parent)
-    sys.exit(failed)
+    sys.exit(main(sys.argv[1:]))

@@ -34,6 +34,7 @@ from shared.context import Actor, RequestContext
 from shared.errors import Unavailable
 from shared.grpc.channels import open_channel
 from shared.persistence import STORE_DOWN_ERRORS
+from shared.transcoding import qiji_transcoder
 
 log = structlog.get_logger(__name__)
 
@@ -82,12 +83,8 @@ class Feed(Protocol):
 
 
 def _transcoder() -> JSONTranscoder:
-    # The same transcodings every Qiji application registers (eventsourcing's defaults).
-    from eventsourcing.persistence import DatetimeAsISO, DecimalAsStr, UUIDAsHex
-    transcoder = JSONTranscoder()
-    for transcoding in (UUIDAsHex(), DecimalAsStr(), DatetimeAsISO()):
-        transcoder.register(transcoding)
-    return transcoder
+    # The same transcodings (and the same fast decoder) every Qiji application uses.
+    return qiji_transcoder()
 
 
 class LocalFeed:

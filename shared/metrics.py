@@ -4,6 +4,7 @@ stored, log position, and how far each follower trails its upstream."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
@@ -31,11 +32,25 @@ FOLLOWER_LAG = Gauge("qiji_follower_lag_events",
 
 
 def rpc_observer(service: str) -> Callable[[str, str, float], None]:
+    # The labelled children, looked up once per method and code instead of on every RPC
+    # (`labels()` takes a lock and builds a key each time).
+    counters: dict[tuple[str, str], Any] = {}
+    timers: dict[str, Any] = {}
+
     def observe(method: str, code: str, seconds: float) -> None:
-        name = method.rsplit("/", 1)[-1]
-        RPCS.labels(service, name, code).inc()
-        RPC_SECONDS.labels(service, name).observe(seconds)
+        counter = counters.get((method, code))
+        if counter is None:
+            counter = counters[method, code] = RPCS.labels(service, _name(method), code)
+        timer = timers.get(method)
+        if timer is None:
+            timer = timers[method] = RPC_SECONDS.labels(service, _name(method))
+        counter.inc()
+        timer.observe(seconds)
     return observe
+
+
+def _name(method: str) -> str:
+    return method.rsplit("/", 1)[-1]
 
 
 def serve(host: str, port: int) -> None:

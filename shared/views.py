@@ -10,10 +10,12 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any
 
 import structlog
 
+from shared import replay
 from shared.application import QijiApplication
 from shared.paging import page
 
@@ -38,17 +40,27 @@ class LogFollower:
             applied = 0
             started = time.perf_counter()
             while True:
+                # Usually a handful of new events: one page answers. A full page means a
+                # rebuild (or a long absence): the rest streams through one cursor.
                 batch = self._app.read_log(self.position + 1, BATCH)
-                for notification in batch:
-                    self._apply(notification.id, self._app.to_domain_event(notification))
-                    self.position = notification.id
-                    applied += 1
-                    if applied % PROGRESS_EVERY == 0:
+                events = ((n.id, self._app.to_domain_event(n)) for n in batch)
+                if len(batch) == BATCH:
+                    events = chain(events, replay.scan(self._app, batch[-1].id + 1))
+                count = 0
+                for position, event in events:
+                    self._apply(position, event)
+                    self.position = position
+                    count += 1
+                    if (applied + count) % PROGRESS_EVERY == 0:
                         # A long rebuild shows that it is moving, and how fast.
-                        log.info("view.rebuild.progress", view=self._name, events=applied,
-                                 position=self.position,
-                                 per_second=round(applied / (time.perf_counter() - started)))
-                if len(batch) < BATCH:
+                        log.info("view.rebuild.progress", view=self._name,
+                                 events=applied + count, position=self.position,
+                                 per_second=round((applied + count)
+                                                  / (time.perf_counter() - started)))
+                applied += count
+                if count < BATCH:
+                    # Less than a page: nothing more was there. After a scan, look once more
+                    # for what was committed while it ran.
                     break
             if applied >= PROGRESS_EVERY:
                 log.info("view.rebuild.done", view=self._name, events=applied,

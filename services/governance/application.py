@@ -306,7 +306,8 @@ class GovernanceApplication(QijiApplication):
         return chain
 
     def report(self, report_id: str, version: int | None = None) -> ReportView:
-        r = self.get(report_id, Report, "report", version)
+        # Only read, to render it: the cached report itself, not a copy.
+        r = self.get(report_id, Report, "report", version, copy=False)
         return ReportView(
             report_id=str(r.id), rider_id=r.rider_id, kind=ReportKind(r.kind),
             category=Category(r.category),

@@ -307,7 +307,8 @@ class IdentityApplication(QijiApplication):
                                   fingerprint)
 
     def rider(self, rider_id: str, version: int | None = None) -> RiderView:
-        return self._rider_view(self.get(rider_id, Rider, "rider", version))
+        # Only read, to render it: the cached rider itself, not a copy.
+        return self._rider_view(self.get(rider_id, Rider, "rider", version, copy=False))
 
     def lookup_rider(self, *, platform_id: str, platform_rider_id: str) -> RiderView:
         violations = Violations()
