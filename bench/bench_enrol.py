@@ -22,6 +22,7 @@ from qiji.training.v1 import training_service_pb2_grpc as trpc
 
 from bench.common import (
     PG,
+    WRITE_GOAL,
     dial,
     median_of,
     print_table,
@@ -103,7 +104,8 @@ def main() -> None:
         ichan.close()
         tchan.close()
     print_table(f"training enrolment (PostgreSQL; median of {ROUNDS} rounds of {PER_ROUND}; "
-                f"raw = psycopg one-row INSERT per transaction)", rows)
+                f"raw = psycopg one-row INSERT per transaction)", rows,
+                goal=WRITE_GOAL)
 
 
 def _tree(stub: irpc.IdentityServiceStub, md: list[tuple[str, str]]) -> dict[str, str]:

@@ -35,6 +35,7 @@ from qiji.merchants.v1 import merchants_service_pb2_grpc as mrpc
 
 from bench.common import (
     PG,
+    WRITE_GOAL,
     dial,
     median_of,
     print_table,
@@ -179,7 +180,8 @@ def main() -> None:
         ichan.close()
         mchan.close()
     print_table(f"merchants claims and redemptions (PostgreSQL; median of {ROUNDS} rounds of "
-                f"{PER_ROUND}; raw = psycopg one-row INSERT per transaction)", rows)
+                f"{PER_ROUND}; raw = psycopg one-row INSERT per transaction)", rows,
+                goal=WRITE_GOAL)
 
 
 def _tokens_file_holding(token: str) -> Path:

@@ -15,6 +15,7 @@ from qiji.identity.v1 import identity_service_pb2_grpc as rpc
 
 from bench.common import (
     PG,
+    WRITE_GOAL,
     dial,
     median_of,
     print_table,
@@ -66,7 +67,8 @@ def main() -> None:
         pool.close()
         channel.close()
     print_table(f"identity write path (PostgreSQL; median of {ROUNDS} rounds of {PER_ROUND}; "
-                f"raw = psycopg one-row INSERT per transaction)", rows)
+                f"raw = psycopg one-row INSERT per transaction)", rows,
+                goal=WRITE_GOAL)
 
 
 def _tree(stub: rpc.IdentityServiceStub, md: list[tuple[str, str]]) -> dict[str, str]:

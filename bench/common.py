@@ -125,6 +125,10 @@ def median_of(rounds: int, measure: Callable[[int], float]) -> float:
     return statistics.median(measure(r) for r in range(rounds))
 
 
+# The write goal: with concurrent clients, commands stored at least as fast as raw
+# single-row psycopg transactions at the same concurrency (a ratio of 1).
+WRITE_GOAL = 1.0
+
 # Units of figures where less is better (the goal is then a ceiling on qiji / baseline).
 LOWER_IS_BETTER = ("ms", "µs", "s", "MiB")
 RESULTS_ENV = "BENCH_RESULTS"

@@ -3,6 +3,7 @@ own. The domain and the application code never know which."""
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -205,11 +206,13 @@ class GroupCommitRecorder(PostgresProcessRecorder):
 
     def _write_together(self, events: list[StoredEvent]) -> list[int]:
         """Every save of the batch in one call of `qiji_insert_<table>` on an autocommit
-        connection: lock, insert and commit in one round trip, whatever the batch size."""
-        pg_events = [self.construct_pg_stored_event(
-            e.originator_id, e.originator_version, e.topic, e.state) for e in events]
+        connection: lock, insert and commit in one round trip, whatever the batch size. The
+        columns go as four arrays of plain types, which psycopg sends in binary, rather than
+        as one array of a composite type, which it renders as text field by field."""
+        columns = ([e.originator_id for e in events], [e.originator_version for e in events],
+                   [e.topic for e in events], [e.state for e in events])
         with self.datastore.get_connection() as conn, conn.cursor() as curs:
-            curs.execute(self._insert_together, (pg_events,), prepare=True)
+            curs.execute(self._insert_together, columns, prepare=True)
             return [row["notification_id"] for row in curs.fetchall()]
 
     def create_table(self) -> None:
@@ -226,30 +229,36 @@ class GroupCommitRecorder(PostgresProcessRecorder):
         # One per events table: several services may share a schema (tests, small installs).
         return f"qiji_insert_{self.events_table_name}"
 
-    @property
-    def _insert_together(self) -> sql.Composed:
-        return sql.SQL("SELECT notification_id FROM {}.{}(%s) AS notification_id").format(
-            sql.Identifier(self.datastore.schema), sql.Identifier(self._insert_function))
+    @functools.cached_property
+    def _insert_together(self) -> bytes:
+        # Rendered once: a composed statement is re-rendered (each identifier escaped through
+        # libpq) on every execution.
+        return sql.SQL(
+            "SELECT notification_id FROM {}.{}(%s::{}[], %s::bigint[], %s::text[], "
+            "%s::bytea[]) AS notification_id").format(
+            sql.Identifier(self.datastore.schema), sql.Identifier(self._insert_function),
+            sql.SQL(self.datastore.originator_id_type)).as_string(None).encode()
 
     @property
     def _create_insert_together(self) -> sql.Composed:
         # The same statements the library's recorder sends one by one (the exclusive lock that
         # keeps notification order gap-free, the notify, the insert), as one server-side call.
         return sql.SQL(
-            "CREATE OR REPLACE FUNCTION {schema}.{function}(events {schema}.{event}[]) "
+            "CREATE OR REPLACE FUNCTION {schema}.{function}(ids {id_type}[], versions bigint[], "
+            "topics text[], states bytea[]) "
             "RETURNS SETOF bigint LANGUAGE plpgsql AS $body$ BEGIN "
             "SET LOCAL lock_timeout = '{lock_timeout}s'; "
             "LOCK TABLE {schema}.{table} IN EXCLUSIVE MODE; "
             "NOTIFY {channel}; "
             "RETURN QUERY INSERT INTO {schema}.{table} "
             "(originator_id, originator_version, topic, state) "
-            "SELECT originator_id, originator_version, topic, state FROM unnest(events) "
+            "SELECT * FROM unnest(ids, versions, topics, states) "
             "RETURNING notification_id; "
             "END; $body$"
         ).format(
             schema=sql.Identifier(self.datastore.schema),
             function=sql.Identifier(self._insert_function),
-            event=sql.Identifier(self.stored_event_type_name),
+            id_type=sql.SQL(self.datastore.originator_id_type),
             lock_timeout=sql.Literal(int(self.datastore.lock_timeout)),
             table=sql.Identifier(self.events_table_name),
             channel=sql.Identifier(self.channel_name),

@@ -22,6 +22,7 @@ import subprocess
 import tempfile
 import threading
 import time
+import urllib.request
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -33,6 +34,7 @@ import grpc
 import psycopg
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from prometheus_client.parser import text_string_to_metric_families
 from qiji.identity.v1 import identity_service_pb2 as ipb
 from qiji.identity.v1 import identity_service_pb2_grpc as ipb_grpc
 
@@ -277,17 +279,23 @@ def write_figures(name: str, figures: dict[str, Any]) -> None:
 
 def test_acknowledged_commands_survive_kill_9_under_load_and_retries_store_nothing_twice(
         postgres_db: str, tmp_path: Path) -> None:
+    metrics_port = free_port()
     identity = start_service("identity", postgres_db, tmp_path / "identity",
                              extra_env={"QIJI_POSTGRES_POOL_SIZE": "2",
-                                        "IDENTITY_GRPC_WORKERS": "16"})
+                                        "IDENTITY_GRPC_WORKERS": "16",
+                                        "IDENTITY_METRICS_PORT": str(metrics_port)})
     conninfo = _admin_conninfo(postgres_db)
     kills: list[dict[str, Any]] = []
+    # Saves and commits of each incarnation, read just before it is killed: the kills must
+    # land on group commits that several commands share.
+    commits: list[tuple[float, float]] = []
     try:
         city = create_city(identity.client("city_admin"))
         token = identity.tokens["platform"]
         load = Load(identity.address, token, city, callers=8).start()
         for _ in range(2):
             load.wait_answered(load.answered() + 120, timeout=30)
+            commits.append(commit_batches(metrics_port))
             identity.kill()
             killed_at = time.monotonic()
             # What the store holds at the kill (the process is gone, the database is not):
@@ -314,6 +322,7 @@ def test_acknowledged_commands_survive_kill_9_under_load_and_retries_store_nothi
         write_figures("kill_9_under_load", {
             "callers": load.callers, "commands_sent": len(load.commands),
             "acknowledged": load.answered(), "kills": kills,
+            "saves_and_commits_before_each_kill": commits,
             "retried": sum(c.attempts > 1 for c in load.commands),
             "retry_attempts": sum(c.attempts - 1 for c in load.commands),
             "failure_codes": dict(load.failure_codes()), **stored,
@@ -328,9 +337,20 @@ def test_acknowledged_commands_survive_kill_9_under_load_and_retries_store_nothi
         assert not differing, [(c.rpc, c.request_id) for c in differing[:5]]
         assert stored_after_replay == 0
         assert all(k["in_flight"] for k in kills), "a kill hit nothing in flight"
+        saves, shared_commits = map(sum, zip(*commits, strict=True))
+        assert saves > shared_commits, "no commit was shared: group commit was not exercised"
     finally:
         if identity.running:
             identity.stop()
+
+
+def commit_batches(metrics_port: int) -> tuple[float, float]:
+    """(saves, commits) of the process's group commit so far, from its /metrics."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5
+                                  ).read().decode()
+    values = {sample.name: sample.value for family in text_string_to_metric_families(text)
+              for sample in family.samples if sample.name.startswith("qiji_commit_batch_saves")}
+    return values["qiji_commit_batch_saves_sum"], values["qiji_commit_batch_saves_count"]
 
 
 # ---------------------------------------------------------------------------- PostgreSQL
