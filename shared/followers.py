@@ -8,9 +8,6 @@ classes: a service depends on another's published event contract, not on its cod
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
-import os
 import threading
 import time
 import uuid
@@ -18,11 +15,9 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 from typing import Any, Protocol
 
 import grpc
-import psycopg
 import structlog
 from eventsourcing.application import ProcessingEvent
 from eventsourcing.persistence import IntegrityError, JSONTranscoder, Tracking
@@ -33,6 +28,8 @@ from shared.config import Settings, TlsSettings
 from shared.context import Actor, RequestContext
 from shared.errors import Unavailable
 from shared.grpc.channels import open_channel
+from shared.leadership import Lease
+from shared.leadership import leadership as hold_leadership
 from shared.persistence import STORE_DOWN_ERRORS
 from shared.transcoding import qiji_transcoder
 
@@ -240,6 +237,8 @@ class Follower:
         when its lock went with a restart of the store."""
         while not stopping.is_set():
             with leadership(self.app, self.upstream, stopping) as lease:
+                if lease is None:
+                    return  # stopped while waiting to lead
                 self._follow(stopping, lease, idle_wait)
 
     def _follow(self, stopping: threading.Event, lease: Lease, idle_wait: float) -> None:
@@ -277,76 +276,17 @@ class Follower:
                 store_down = True
                 stopping.wait(1.0)
             except Exception:
-                log.exception("follower.failed", upstream=self.upstream,
-                              position=self.position)
+                # Not `self.position`: it reads the store, which may be what just failed, and
+                # an exception here would end the follower's thread for good.
+                log.exception("follower.failed", upstream=self.upstream)
                 stopping.wait(2.0)
-
-
-# How often a leader checks that the connection holding its lock is still alive.
-LEASE_CHECK_SECONDS = 5.0
-
-
-class Lease:
-    """Leadership as held: a PostgreSQL advisory lock lives as long as the session holding it,
-    and a restart of the server ends every session. `held()` says so (checked every few
-    seconds), so a leader steps down and queues for the lock again instead of going on
-    leading without it beside a replica that took the lock in the meantime."""
-
-    def __init__(self, conn: psycopg.Connection[Any] | None, what: str):
-        self._conn = conn
-        self._what = what
-        self._checked = time.monotonic()
-
-    def held(self) -> bool:
-        if self._conn is None or time.monotonic() - self._checked < LEASE_CHECK_SECONDS:
-            return True
-        self._checked = time.monotonic()
-        try:
-            self._conn.execute("SELECT 1")
-        except psycopg.Error as error:
-            log.warning("leadership.lost", of=self._what, error=str(error).strip())
-            return False
-        return True
 
 
 @contextmanager
 def leadership(app: QijiApplication, upstream: str, stopping: threading.Event
-               ) -> Iterator[Lease]:
-    """Only one replica follows a given upstream at a time: a PostgreSQL advisory lock (held on
-    its own connection for as long as this replica leads) or, on SQLite, a file lock. Work
-    under it goes on while `lease.held()`; then leadership() is entered again."""
-    key = f"{app.settings.postgres_schema}:{app.name}:{upstream}"
-    if app.settings.persistence == "postgres":
-        from shared.persistence import postgres_conninfo
-        lock_id = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big", signed=True)
-        conn = None
-        try:
-            while not stopping.is_set():
-                try:
-                    conn = conn or psycopg.connect(postgres_conninfo(app.settings),
-                                                   autocommit=True)
-                    if conn.execute("SELECT pg_try_advisory_lock(%s)", (lock_id,)
-                                    ).fetchone()[0]:
-                        break
-                except psycopg.OperationalError:
-                    if conn is not None:
-                        conn.close()
-                    conn = None
-                stopping.wait(2.0)
-            yield Lease(conn, key)
-        finally:
-            if conn is not None:
-                conn.close()  # the session's advisory lock goes with it
-    else:
-        path = Path(app.settings.data_dir) / f".{app.name}-follows-{upstream}.lock"
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            while not stopping.is_set():
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    stopping.wait(2.0)
-            yield Lease(None, key)  # a file lock lives as long as this process
-        finally:
-            os.close(fd)
+               ) -> Iterator[Lease | None]:
+    """Only one replica follows a given upstream at a time (shared.leadership). Work under it
+    goes on while `lease.held()`; then leadership() is entered again. None: stopped first."""
+    with hold_leadership(app.settings, f"{app.settings.postgres_schema}:{app.name}:{upstream}",
+                         f".{app.name}-follows-{upstream}.lock", stopping) as lease:
+        yield lease

@@ -66,7 +66,7 @@ class DeadlineScheduler:
     def run_forever(self, stopping: threading.Event) -> None:
         while not stopping.is_set():  # entered again when the lock went with a store restart
             with leadership(self.app, self.upstream, stopping) as lease:
-                while not stopping.is_set() and lease.held():
+                while lease is not None and not stopping.is_set() and lease.held():
                     try:
                         self.run_once()
                     except STORE_DOWN_ERRORS as error:  # restarting: the next tick will do

@@ -21,6 +21,7 @@ from shared.auth import TokenRegistry
 from shared.config import ConfigError, Settings, load_settings
 from shared.grpc import tls
 from shared.grpc.guard import Guard
+from shared.grpc.server import LIVENESS
 from shared.logging import configure as configure_logging
 
 log = structlog.get_logger(__name__)
@@ -66,7 +67,7 @@ def build_gateway(settings: Settings, upstreams: dict[str, Upstream] | None = No
     names = add_servicers(server, PlatformFeed(upstreams), stopping)
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    for name in ["", *names]:
+    for name in ["", LIVENESS, *names]:
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     reflection.enable_server_reflection(
         [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,

@@ -46,9 +46,6 @@ lag per service and a health signal (services/relay/metrics.py), which `deploy/s
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
-import os
 import signal
 import threading
 import time
@@ -67,8 +64,9 @@ from services.relay.cloudevents import SOURCE_SERVICE, register_serializer, stru
 from services.relay.positions import PositionStore, open_positions
 from shared import metrics as shared_metrics
 from shared.config import EVENT_SOURCED_SERVICES, ConfigError, Settings, load_settings
+from shared.leadership import Lease
+from shared.leadership import leadership as hold_leadership
 from shared.logging import configure as configure_logging
-from shared.persistence import postgres_conninfo
 
 log = structlog.get_logger(__name__)
 
@@ -188,11 +186,13 @@ class Relay:
         state.retry_at = time.monotonic() + state.backoff
         state.backoff = min(state.backoff * 2, BACKOFF_MAX)
 
-    def run_forever(self, stopping: threading.Event, poll_seconds: float = 0.2) -> None:
+    def run_forever(self, stopping: threading.Event, poll_seconds: float = 0.2, *,
+                    lease: Lease | None = None) -> None:
+        """Publishes until `stopping` is set or the `lease` on leadership is lost."""
         broker_backoff = BACKOFF_START
         last_progress = time.monotonic()
         metrics.LEADER.set(1)
-        while not stopping.is_set():
+        while not stopping.is_set() and (lease is None or lease.held()):
             busy = False
             metrics.heartbeat()
             try:
@@ -232,52 +232,22 @@ class Relay:
 
 
 @contextmanager
-def leadership(settings: Settings, stopping: threading.Event) -> Iterator[bool]:
-    """Only one relay publishes: a PostgreSQL advisory lock (on its own connection, released
-    when the process dies) or a file lock on SQLite. Yields False if stopped while waiting."""
-    key = f"{settings.postgres_schema}:relay"
-    waited = False
-    if settings.persistence == "postgres":
-        lock_id = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big", signed=True)
-        conn = None
-        try:
-            while not stopping.is_set():
-                try:
-                    conn = conn or psycopg.connect(postgres_conninfo(settings), autocommit=True)
-                    if conn.execute("SELECT pg_try_advisory_lock(%s)", (lock_id,)
-                                    ).fetchone()[0]:
-                        break
-                    metrics.HEALTHY.set(1)  # a standby that can reach the store is fine
-                except psycopg.OperationalError:
-                    conn = None
-                    metrics.HEALTHY.set(0)
-                metrics.heartbeat()
-                if not waited:
-                    log.info("relay.standby", reason="another relay holds the lock")
-                    waited = True
-                stopping.wait(1.0)
-            yield not stopping.is_set()
-        finally:
-            if conn is not None:
-                conn.close()
-    else:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(settings.data_dir / ".relay.lock", os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            while not stopping.is_set():
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    metrics.HEALTHY.set(1)
-                    metrics.heartbeat()
-                    if not waited:
-                        log.info("relay.standby", reason="another relay holds the lock")
-                        waited = True
-                    stopping.wait(1.0)
-            yield not stopping.is_set()
-        finally:
-            os.close(fd)
+def leadership(settings: Settings, stopping: threading.Event) -> Iterator[Lease | None]:
+    """Only one relay publishes (shared.leadership); the others stand by, healthy while they
+    can reach the store. None: stopped while standing by."""
+    said = False
+
+    def standing_by(reachable: bool) -> None:
+        nonlocal said
+        metrics.HEALTHY.set(1 if reachable else 0)
+        metrics.heartbeat()
+        if not said:
+            log.info("relay.standby", reason="another relay holds the lock")
+            said = True
+
+    with hold_leadership(settings, f"{settings.postgres_schema}:relay", ".relay.lock",
+                         stopping, retry_seconds=1.0, waiting=standing_by) as lease:
+        yield lease
 
 
 def relayed_services(settings: Settings) -> list[str]:
@@ -320,14 +290,17 @@ def serve() -> None:
              broker=_redacted(amqp_uri), persistence=settings.persistence,
              metrics_port=settings.metrics_port or None)
     try:
-        with leadership(settings, stopping) as leading:
-            if leading:
+        while not stopping.is_set():  # entered again when the lock went with a store restart
+            with leadership(settings, stopping) as lease:
+                if lease is None:
+                    break
                 positions = open_positions(settings)
                 try:
                     Relay(upstreams, positions, amqp_publisher(amqp_uri), batch
-                          ).run_forever(stopping, poll)
+                          ).run_forever(stopping, poll, lease=lease)
                 finally:
                     positions.close()
+                    metrics.LEADER.set(0)
     finally:
         for upstream in upstreams.values():
             upstream.close()

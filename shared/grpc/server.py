@@ -33,6 +33,10 @@ from shared.public_feed import PublicCatalogue
 log = structlog.get_logger(__name__)
 
 HEALTH_PROBE_SECONDS = 1.0
+# A health name that is SERVING for as long as the process serves, whatever its store does: for
+# liveness probes. Restarting every replica because the database is away for a minute would
+# only add a cold start to the outage; readiness ("") takes them out of the load balancer.
+LIVENESS = "qiji.liveness"
 GRACE_SECONDS = 5.0
 
 
@@ -104,6 +108,7 @@ def build_server(spec: ServiceSpec, settings: Settings, *, app: QijiApplication 
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     # NOT_SERVING until the first store check says otherwise (the servicer starts at SERVING).
     health_servicer.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
+    health_servicer.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
         [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,

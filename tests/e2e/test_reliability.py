@@ -38,6 +38,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from qiji.identity.v1 import identity_service_pb2 as ipb
 from qiji.identity.v1 import identity_service_pb2_grpc as ipb_grpc
 
+from shared.grpc.server import LIVENESS
 from shared.idempotency import RequestRecord
 from tests.conftest import _admin_conninfo
 from tests.e2e.client import bearer, call_error, create_city, phone_number
@@ -489,6 +490,10 @@ def test_services_report_not_serving_while_postgres_is_down_and_recover_by_thems
                 probe.request))  # noqa: B023
             refused_in = time.monotonic() - probe.first_sent
             probe.failures.append((refused.code.name, refused.message))
+            # Not ready, yet alive: a liveness probe must not restart the replicas meanwhile.
+            alive = {s.service: health_pb2_grpc.HealthStub(s.channel).Check(
+                health_pb2.HealthCheckRequest(service=LIVENESS), timeout=2).status
+                for s in (identity, training)}
             time.sleep(max(0.0, down_for - (time.monotonic() - stopped)))
             cluster.start()
             back = time.monotonic()
@@ -504,6 +509,8 @@ def test_services_report_not_serving_while_postgres_is_down_and_recover_by_thems
                 "refused_in_seconds": round(refused_in, 2),
                 "down_seconds": round(back - stopped, 2),
                 "seconds_to_serving_after_start": round(serving, 2),
+                "liveness_during_outage": {k: health_pb2.HealthCheckResponse.ServingStatus.Name(
+                    v) for k, v in alive.items()},
                 "failed_calls_of_the_load": len(load.failure_messages()) - failures_before,
             })
         load.finish(timeout=60)
@@ -544,6 +551,7 @@ def test_services_report_not_serving_while_postgres_is_down_and_recover_by_thems
 
         for outage in outages:
             assert outage["refused"] == "UNAVAILABLE/STORE_UNAVAILABLE", outage
+            assert set(outage["liveness_during_outage"].values()) == {"SERVING"}, outage
             # Refused soon, not at the caller's deadline (10 s).
             assert outage["refused_in_seconds"] < 5, outage
         assert not load.unexpected, f"non-retryable failures: {load.unexpected[:5]}"

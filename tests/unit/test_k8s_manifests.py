@@ -9,6 +9,7 @@ import yaml
 
 from shared.cli import SERVICES
 from shared.config import DEFAULT_PORTS
+from shared.grpc.server import LIVENESS
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = list(yaml.safe_load_all((ROOT / "deploy" / "k8s" / "qiji.yaml").read_text()))
@@ -35,6 +36,18 @@ def test_every_service_runs_replicated_behind_a_service_with_grpc_readiness():
         assert container["securityContext"]["runAsNonRoot"] is True
         ports = {p["name"]: p["port"] for p in services[f"qiji-{name}"]["spec"]["ports"]}
         assert ports["grpc"] == DEFAULT_PORTS[name]
+
+
+def test_liveness_survives_a_database_outage_and_readiness_does_not():
+    """Readiness asks the whole server's health (NOT_SERVING while the store is away: out of
+    the load balancer); liveness asks the name that stays SERVING while the process serves,
+    so an outage of the database does not restart every replica."""
+    deployments = by("Deployment")
+    for name in SERVICES:
+        container = deployments[f"qiji-{name}"]["spec"]["template"]["spec"]["containers"][0]
+        assert container["readinessProbe"]["grpc"].get("service", "") == ""
+        assert container["livenessProbe"]["grpc"] == {"port": DEFAULT_PORTS[name],
+                                                      "service": LIVENESS}
 
 
 def test_every_upstream_address_names_a_service_that_exists():
