@@ -254,7 +254,11 @@ def read_manifest(backup_dir: Path) -> dict[str, Any]:
     try:
         manifest = json.loads((backup_dir / MANIFEST).read_text())
     except FileNotFoundError:
-        raise OpsError(REFUSED, f"no {MANIFEST} in {backup_dir}: not a Qiji backup") from None
+        # `backup --out DIR` writes each backup into a directory of its own inside DIR.
+        inside = sorted(p.parent.name for p in backup_dir.glob(f"*/{MANIFEST}"))
+        hint = (f"; the backups inside it: {', '.join(inside)}" if inside else "")
+        raise OpsError(REFUSED, f"no {MANIFEST} in {backup_dir}: not a Qiji backup{hint}"
+                       ) from None
     if manifest.get("format") != FORMAT:
         raise OpsError(REFUSED, f"{backup_dir}: unknown backup format {manifest.get('format')!r}")
     return manifest
