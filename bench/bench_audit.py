@@ -40,7 +40,7 @@ def phase(name: str, db: str) -> dict:
     """Runs in a child process: one measured phase."""
     started = time.perf_counter()
     if name == "load":
-        from bench import bench_audit_model as m
+        from bench import audit_model as m
         app = app_for(db)
         done = 0
         while done < EVENTS:
