@@ -14,9 +14,11 @@ import os
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from itertools import count
 
+import grpc
 import psycopg
 from psycopg_pool import ConnectionPool
 from qiji.governance.v1 import governance_service_pb2 as gpb
@@ -44,23 +46,44 @@ ROW_BYTES = 1500  # about a Submitted event with its text, attachments and metad
 STEP_DEGREES = 300 / 111_195
 
 
+@dataclass
+class World:
+    """identity and governance with a city, 8 riders and one routing rule (all reports to the
+    police): what bench_governance and bench_read measure against."""
+
+    ichan: grpc.Channel
+    gchan: grpc.Channel
+    identity: grpc_identity.IdentityServiceStub
+    governance: grpc_gov.GovernanceServiceStub
+    admin: list[tuple[str, str]]
+    platform: list[tuple[str, str]]
+    tree: dict[str, str]
+    riders: list[str]
+
+
+def world(addresses: dict[str, str], tokens: dict[str, str]) -> World:
+    ichan, gchan = dial(addresses["identity"]), dial(addresses["governance"])
+    identity = grpc_identity.IdentityServiceStub(ichan)
+    governance = grpc_gov.GovernanceServiceStub(gchan)
+    admin = [("authorization", f"Bearer {tokens['bench-admin']}")]
+    platform = [("authorization", f"Bearer {tokens['bench-platform']}")]
+    tree = _tree(identity, admin)
+    riders = _riders(identity, platform, tree, 8)
+    governance.SetRoutingRules(gpb.SetRoutingRulesRequest(
+        request_id=str(uuid.uuid4()), rules=[gpb.RoutingRule(
+            name="all", department_functions=[gpb.DEPARTMENT_FUNCTION_PUBLIC_SECURITY])]),
+        metadata=admin)
+    return World(ichan, gchan, identity, governance, admin, platform, tree, riders)
+
+
 def main() -> None:
     with scratch_database() as db, running_services(
             ["identity", "governance"], db,
             {"bench-admin": ["city_admin"], "bench-platform": ["platform"]}
     ) as (addresses, tokens):
-        ichan = dial(addresses["identity"])
-        gchan = dial(addresses["governance"])
-        identity = grpc_identity.IdentityServiceStub(ichan)
-        governance = grpc_gov.GovernanceServiceStub(gchan)
-        admin = [("authorization", f"Bearer {tokens['bench-admin']}")]
-        platform = [("authorization", f"Bearer {tokens['bench-platform']}")]
-        tree = _tree(identity, admin)
-        riders = _riders(identity, platform, tree, 8)
-        governance.SetRoutingRules(gpb.SetRoutingRulesRequest(
-            request_id=str(uuid.uuid4()), rules=[gpb.RoutingRule(
-                name="all", department_functions=[gpb.DEPARTMENT_FUNCTION_PUBLIC_SECURITY])]),
-            metadata=admin)
+        w = world(addresses, tokens)
+        ichan, gchan, governance = w.ichan, w.gchan, w.governance
+        admin, platform, tree, riders = w.admin, w.platform, w.tree, w.riders
         spot = count()
 
         def submit(i: int) -> None:

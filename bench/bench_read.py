@@ -26,11 +26,9 @@ from typing import Any
 
 import grpc
 from qiji.governance.v1 import governance_service_pb2 as gpb
-from qiji.governance.v1 import governance_service_pb2_grpc as grpc_gov
 from qiji.identity.v1 import identity_service_pb2 as ipb
-from qiji.identity.v1 import identity_service_pb2_grpc as grpc_identity
 
-from bench.bench_governance import STEP_DEGREES, _riders, _tree
+from bench.bench_governance import STEP_DEGREES, world
 from bench.common import (
     ROOT,
     Figure,
@@ -52,18 +50,9 @@ def main() -> list[Figure]:
             ["identity", "governance"], db,
             {"bench-admin": ["city_admin"], "bench-platform": ["platform"]}
     ) as (addresses, tokens):
-        ichan = grpc.insecure_channel(addresses["identity"])
-        gchan = grpc.insecure_channel(addresses["governance"])
-        identity = grpc_identity.IdentityServiceStub(ichan)
-        governance = grpc_gov.GovernanceServiceStub(gchan)
-        admin = [("authorization", f"Bearer {tokens['bench-admin']}")]
-        platform = [("authorization", f"Bearer {tokens['bench-platform']}")]
-        tree = _tree(identity, admin)
-        riders = _riders(identity, platform, tree, 8)
-        governance.SetRoutingRules(gpb.SetRoutingRulesRequest(
-            request_id=str(uuid.uuid4()), rules=[gpb.RoutingRule(
-                name="all", department_functions=[gpb.DEPARTMENT_FUNCTION_PUBLIC_SECURITY])]),
-            metadata=admin)
+        w = world(addresses, tokens)
+        ichan, gchan, identity, governance = w.ichan, w.gchan, w.identity, w.governance
+        admin, platform, tree, riders = w.admin, w.platform, w.tree, w.riders
         reports = [governance.SubmitReport(gpb.SubmitReportRequest(
             request_id=str(uuid.uuid4()), rider_id=riders[i], kind=gpb.REPORT_KIND_ANOMALY_WARNING,
             category=gpb.CATEGORY_ROAD_HAZARD, location=gpb.Location(

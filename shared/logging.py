@@ -58,3 +58,12 @@ def exits_on_config_error(service: str) -> Iterator[None]:
                       or os.environ.get("QIJI_LOG_FORMAT") or "json")
         structlog.get_logger(__name__).error("service.misconfigured", error=str(error))
         raise SystemExit(2) from None
+
+
+def redacted(uri: str) -> str:
+    """A connection URI fit for a log line or a message: the password replaced by ***."""
+    head, sep, tail = uri.rpartition("@")
+    if not sep:
+        return uri
+    scheme, _, credentials = head.partition("://")
+    return f"{scheme}://{credentials.split(':')[0]}:***@{tail}"

@@ -67,6 +67,7 @@ from shared.config import EVENT_SOURCED_SERVICES, ConfigError, Settings, load_se
 from shared.leadership import Lease
 from shared.leadership import leadership as hold_leadership
 from shared.logging import configure as configure_logging
+from shared.logging import redacted
 
 log = structlog.get_logger(__name__)
 
@@ -287,7 +288,7 @@ def serve() -> None:
     upstreams = {s: GrpcUpstream(settings.upstreams[s], settings.service_token, settings.tls)
                  for s in services}
     log.info("relay.started", upstreams={s: settings.upstreams[s] for s in services},
-             broker=_redacted(amqp_uri), persistence=settings.persistence,
+             broker=redacted(amqp_uri), persistence=settings.persistence,
              metrics_port=settings.metrics_port or None)
     try:
         while not stopping.is_set():  # entered again when the lock went with a store restart
@@ -306,12 +307,3 @@ def serve() -> None:
             upstream.close()
         kombu.pools.reset()
     log.info("relay.stopped")
-
-
-def _redacted(uri: str) -> str:
-    # Never log the broker password.
-    head, sep, tail = uri.rpartition("@")
-    if not sep:
-        return uri
-    scheme, _, credentials = head.partition("://")
-    return f"{scheme}://{credentials.split(':')[0]}:***@{tail}"

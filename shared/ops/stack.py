@@ -28,6 +28,7 @@ from shared.auth import add_caller
 from shared.cli import ADMIN_PRINCIPAL, SERVICES, SERVICES_PRINCIPAL, _admin_token, _wait_serving
 from shared.cli import metrics_port as default_metrics_port
 from shared.config import DEFAULT_PORTS, TlsSettings, load_tls_settings
+from shared.logging import redacted
 from shared.ops import DEPENDENCY_UNREACHABLE, REFUSED, UNHEALTHY, OpsError
 from shared.personal_data import load_master_key
 
@@ -227,14 +228,6 @@ def check_rabbitmq(uri: str) -> None:
     except Exception as error:  # socket errors, AMQP refusals (vhost, login): all "unreachable"
         raise OpsError(DEPENDENCY_UNREACHABLE, f"RabbitMQ at {redacted(uri)} is unreachable: "
                        f"{type(error).__name__}: {error}") from None
-
-
-def redacted(uri: str) -> str:
-    head, sep, tail = uri.rpartition("@")
-    if not sep:
-        return uri
-    scheme, _, credentials = head.partition("://")
-    return f"{scheme}://{credentials.split(':')[0]}:***@{tail}"
 
 
 def _first_line(error: Exception) -> str:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import base64
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -21,7 +20,7 @@ from qiji.identity.v1 import identity_service_pb2 as ipb
 from qiji.identity.v1 import identity_service_pb2_grpc as irpc
 
 from shared.config import DEFAULT_PORTS
-from shared.demo import free_port_base
+from shared.demo import embedded_qiji, free_port_base
 from tests.e2e.conftest import (
     REPO,
     ServiceProcess,
@@ -106,26 +105,13 @@ def embedded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Embedded]:
     other test and no developer's `make run` uses."""
     data_dir = tmp_path_factory.mktemp("demo-embedded")
     port_base = free_port_base()
-    log = open(data_dir / "qiji.log", "wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "shared.cli", "run", "--port-base", str(port_base)],
-        cwd=REPO, env=clean_env(QIJI_DATA_DIR=str(data_dir)), stdout=log,
-        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    try:
+    with embedded_qiji(data_dir, port_base) as proc:  # what `make demo` starts, too
         deadline = time.monotonic() + 60
         while b"Qiji is running" not in (data_dir / "qiji.log").read_bytes():
             assert proc.poll() is None, (data_dir / "qiji.log").read_text(errors="replace")
             assert time.monotonic() < deadline, "qiji run did not start within 60 s"
             time.sleep(0.2)
         yield Embedded(data_dir, port_base, proc)
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
 
 
 def test_the_story_is_told_on_the_embedded_default_and_again_on_the_same_qiji(

@@ -269,6 +269,20 @@ def check_store(load: Load, log: StoredLog) -> tuple[dict[str, int], list[str]]:
             "duplicates": duplicates}, problems
 
 
+def assert_nothing_lost_or_doubled(load: Load, problems: list[str], differing: list[Command],
+                                   stored_after_replay: int) -> None:
+    """Every command answered; callers only ever saw UNAVAILABLE (never an internal error or
+    a deadline passing, no traceback); every acknowledged command stored once; replaying every
+    command with its request id answered the first answer and stored nothing."""
+    assert not load.unexpected, f"non-retryable failures: {load.unexpected[:5]}"
+    assert load.answered() == len(load.commands), "commands left unanswered"
+    assert set(load.failure_codes()) <= {"UNAVAILABLE"}, load.failure_codes()
+    assert not any("Traceback" in m for m in load.failure_messages())
+    assert not problems, problems
+    assert not differing, [(c.rpc, c.request_id) for c in differing[:5]]
+    assert stored_after_replay == 0
+
+
 def write_figures(name: str, figures: dict[str, Any]) -> None:
     FIGURES.mkdir(parents=True, exist_ok=True)
     (FIGURES / f"{name}.json").write_text(json.dumps(figures, indent=2, ensure_ascii=False))
@@ -330,13 +344,7 @@ def test_acknowledged_commands_survive_kill_9_under_load_and_retries_store_nothi
             "replayed_with_a_different_answer": len(differing),
             "stored_by_replay": stored_after_replay})
 
-        assert not load.unexpected, f"non-retryable failures: {load.unexpected[:5]}"
-        assert load.answered() == len(load.commands), "commands left unanswered"
-        assert set(load.failure_codes()) <= {"UNAVAILABLE"}, load.failure_codes()
-        assert not any("Traceback" in m for m in load.failure_messages())
-        assert not problems, problems
-        assert not differing, [(c.rpc, c.request_id) for c in differing[:5]]
-        assert stored_after_replay == 0
+        assert_nothing_lost_or_doubled(load, problems, differing, stored_after_replay)
         assert all(k["in_flight"] for k in kills), "a kill hit nothing in flight"
         saves, shared_commits = map(sum, zip(*commits, strict=True))
         assert saves > shared_commits, "no commit was shared: group commit was not exercised"
@@ -554,15 +562,7 @@ def test_services_report_not_serving_while_postgres_is_down_and_recover_by_thems
             assert set(outage["liveness_during_outage"].values()) == {"SERVING"}, outage
             # Refused soon, not at the caller's deadline (10 s).
             assert outage["refused_in_seconds"] < 5, outage
-        assert not load.unexpected, f"non-retryable failures: {load.unexpected[:5]}"
-        assert load.answered() == len(load.commands), "commands left unanswered"
-        # A store outage is UNAVAILABLE to a caller, never an internal error or a deadline
-        # passing, and no traceback reaches the caller.
-        assert set(load.failure_codes()) <= {"UNAVAILABLE"}, load.failure_codes()
-        assert not any("Traceback" in m for m in load.failure_messages())
-        assert not problems, problems
-        assert not differing, [(c.rpc, c.request_id) for c in differing[:5]]
-        assert stored_after_replay == 0
+        assert_nothing_lost_or_doubled(load, problems, differing, stored_after_replay)
         # Each outage flipped each service's health once each way, no flapping in between.
         for service in names:
             assert [status for _, s, status in watch.changes if s == service] == [
