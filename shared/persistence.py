@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import psycopg
+import psycopg.rows
 import structlog
 from eventsourcing.persistence import (
     IntegrityError,
@@ -187,6 +188,21 @@ class GroupCommitRecorder(PostgresProcessRecorder):
         if not stored_events and tracking is None:
             return []
         return self._group_commit.submit(_PendingSave(stored_events, tracking))
+
+    @retry((InterfaceError, OperationalError), max_attempts=3, wait=0.2)
+    def has_events_after(self, originator_id: Any, version: int) -> bool:
+        """Whether an event of `originator_id` newer than `version` is stored."""
+        with self.datastore.get_connection() as conn:
+            cursor = conn.cursor(row_factory=psycopg.rows.tuple_row)
+            cursor.execute(self._newer_event, (originator_id, version), prepare=True)
+            return cursor.fetchone() is not None
+
+    @functools.cached_property
+    def _newer_event(self) -> bytes:
+        return sql.SQL(
+            "SELECT 1 FROM {}.{} WHERE originator_id = %s AND originator_version > %s LIMIT 1"
+        ).format(sql.Identifier(self.datastore.schema),
+                 sql.Identifier(self.events_table_name)).as_string(None).encode()
 
     def _write_batch(self, batch: list[_PendingSave]) -> None:
         if not any(p.tracking is not None for p in batch):

@@ -41,13 +41,20 @@ class Guard(grpc.ServerInterceptor):
         the port requires and verifies client certificates, so their names may be trusted."""
         self._tokens = tokens
         self._certificates = certificates
+        self._wrapped: dict[str, Any] = {}
         self._permissions = dict(permissions)
         self._domain = error_domain
         self._on_rpc = on_rpc
 
     def intercept_service(self, continuation: Any, details: Any) -> Any:
-        handler = continuation(details)
+        # A method's handler never changes: wrap it once, not on every call.
         method = details.method
+        wrapped = self._wrapped.get(method)
+        if wrapped is None:
+            wrapped = self._wrapped[method] = self._wrap(method, continuation(details))
+        return wrapped
+
+    def _wrap(self, method: str, handler: Any) -> Any:
         if handler is None or method.startswith(OPEN_SERVICES):
             return handler
         if handler.unary_unary is not None:

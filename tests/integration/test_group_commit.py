@@ -165,3 +165,4 @@ def test_commands_through_the_application_under_concurrency(app):
     assert positions == list(range(1, len(positions) + 1))
     for rider_id in acknowledged:
         assert app.rider(rider_id).rider_id == rider_id
+
