@@ -212,6 +212,19 @@ class QijiApplication(Application[uuid.UUID]):
         return deepcopy(aggregate) if copy else aggregate
 
     def exists(self, aggregate_id: uuid.UUID) -> bool:
+        # Events are never deleted: a cached aggregate exists. Otherwise one lean statement
+        # rather than the library's way of asking (rebuilding the aggregate from all of its
+        # events just to learn that there are some).
+        cache = self.repository.cache
+        if cache is not None:
+            try:
+                cache.get(aggregate_id)
+                return True
+            except KeyError:
+                pass
+        newer_than = getattr(self.recorder, "has_events_after", None)
+        if newer_than is not None:
+            return bool(newer_than(aggregate_id, 0))
         return aggregate_id in self.repository
 
     def followed(self, aggregate_id: uuid.UUID, kind: type[Aggregate], label: str,
