@@ -318,6 +318,9 @@ class QijiApplication(Application[uuid.UUID]):
         raise Aborted(f"{ctx.rpc or 'command'} kept colliding with concurrent changes; retry it")
 
     def _prior_result(self, record_id: uuid.UUID, fingerprint: str) -> dict[str, Any] | None:
+        # Nearly every request is new: ask the lean way first.
+        if not self.exists(record_id):
+            return None
         try:
             record = self.repository.get(record_id)
         except AggregateNotFoundError:
