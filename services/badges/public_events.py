@@ -12,7 +12,7 @@ from shared.public_feed import Fact, Mapped, PublicCatalogue, PublicType
 
 
 def _award_data(app: Any, fact: Fact) -> dict[str, Any]:
-    award = app.repository.get(fact.originator_id)
+    award = app.current(fact.originator_id)
     return {"award_id": str(fact.originator_id), "rider_id": award.rider_id,
             "badge_class_id": award.badge_class_id}
 

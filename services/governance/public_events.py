@@ -12,7 +12,7 @@ from shared.public_feed import Fact, Mapped, PublicCatalogue, PublicType
 
 
 def _closed(app: Any, fact: Fact) -> Mapped:
-    report = app.repository.get(fact.originator_id)
+    report = app.current(fact.originator_id)
     return Mapped(report.rider_id, {
         "report_id": str(fact.originator_id), "rider_id": report.rider_id,
         "kind": report.kind, "category": report.category, "street_id": report.street_id,

@@ -43,7 +43,7 @@ def personal_data(app: Any, rider: Rider, organisation_id: str,
 
 def _rider(app: Any, fact: Fact) -> Rider:
     # Today's rider, not the one at the event: consent is judged at the moment of delivery.
-    return app.repository.get(fact.originator_id)
+    return app.current(fact.originator_id)
 
 
 def _registered(app: Any, fact: Fact) -> Mapped:

@@ -13,7 +13,7 @@ CLAIM_REVERSED = "services.merchants.domain.model:Claim.Reversed"
 
 
 def _claim_data(app: Any, fact: Fact) -> dict[str, Any]:
-    claim = app.repository.get(fact.originator_id)
+    claim = app.current(fact.originator_id)
     return {"claim_id": str(fact.originator_id), "rider_id": claim.rider_id,
             "perk_id": claim.perk_id, "merchant_id": claim.merchant_id}
 

@@ -11,7 +11,7 @@ from shared.public_feed import Fact, Mapped, PublicCatalogue, PublicType
 
 
 def _rider_id(app: Any, fact: Fact) -> str:
-    return app.repository.get(fact.originator_id).rider_id
+    return app.current(fact.originator_id).rider_id
 
 
 def _completed(app: Any, fact: Fact) -> Mapped:

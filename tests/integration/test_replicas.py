@@ -4,7 +4,8 @@ on SQLite and PostgreSQL)."""
 from __future__ import annotations
 
 from services.identity.application import IdentityApplication
-from services.identity.domain.values import OrganisationKind
+from services.identity.domain.model import Rider
+from services.identity.domain.values import OrganisationKind, RiderStatus
 from tests.conftest import MASTER_KEY, actor, as_actor, settings_for
 
 
@@ -15,23 +16,47 @@ def test_a_replica_reads_what_another_replica_stored_a_moment_ago(store_env):
     one = IdentityApplication(settings_for("identity", store_env), MASTER_KEY)
     two = IdentityApplication(settings_for("identity", store_env), MASTER_KEY)
     try:
-        with as_actor(actor("city", "city_admin")):
-            def org(app, kind, name, parent=""):
-                return app.create_organisation(kind=kind, name=name, parent_id=parent,
-                                               department_function=None)["organisation_id"]
-            city = org(one, OrganisationKind.CITY, "常州市")
-            street = org(one, OrganisationKind.STREET, "荷花池街道",
-                         org(one, OrganisationKind.DISTRICT, "钟楼区", city))
-            platform = org(one, OrganisationKind.PLATFORM, "Platform Co")
-            station = org(one, OrganisationKind.STATION, "Hehuachi station", platform)
+        rider_id = registered_rider(one)
         with as_actor(actor("platform-co", "platform")):
-            rider_id = one.register_rider(
-                platform_id=platform, platform_rider_id="R-1", name="骑手",
-                phone="13812345678", national_id="", home_street_id=street,
-                station_id=station)["rider_id"]
             assert one.rider(rider_id).status.name != "ACTIVE"  # cached on replica one
             two.verify_rider(rider_id=rider_id)
             assert one.rider(rider_id).status.name == "ACTIVE"
     finally:
         one.close()
         two.close()
+
+
+def test_a_cached_aggregate_being_read_is_never_changed_under_the_reader(store_env):
+    """A query renders the cached aggregate itself (no copy); when another replica's events
+    arrive, they are applied to a copy that replaces it, so a reader holding the old one keeps
+    a whole, consistent state instead of one changing under it."""
+    one = IdentityApplication(settings_for("identity", store_env), MASTER_KEY)
+    two = IdentityApplication(settings_for("identity", store_env), MASTER_KEY)
+    try:
+        rider_id = registered_rider(one)
+        reading = one.get(rider_id, Rider, "rider", copy=False)
+        before = (reading.version, reading.status)
+        with as_actor(actor("platform-co", "platform")):
+            two.verify_rider(rider_id=rider_id)
+        now = one.get(rider_id, Rider, "rider", copy=False)
+        assert now.version > before[0] and now.status == RiderStatus.ACTIVE
+        assert (reading.version, reading.status) == before  # the reader's object is untouched
+    finally:
+        one.close()
+        two.close()
+
+
+def registered_rider(app: IdentityApplication) -> str:
+    with as_actor(actor("city", "city_admin")):
+        def org(kind, name, parent=""):
+            return app.create_organisation(kind=kind, name=name, parent_id=parent,
+                                           department_function=None)["organisation_id"]
+        city = org(OrganisationKind.CITY, "常州市")
+        street = org(OrganisationKind.STREET, "荷花池街道",
+                     org(OrganisationKind.DISTRICT, "钟楼区", city))
+        platform = org(OrganisationKind.PLATFORM, "Platform Co")
+        station = org(OrganisationKind.STATION, "Hehuachi station", platform)
+    with as_actor(actor("platform-co", "platform")):
+        return app.register_rider(
+            platform_id=platform, platform_rider_id="R-1", name="骑手", phone="13812345678",
+            national_id="", home_street_id=street, station_id=station)["rider_id"]
