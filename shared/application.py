@@ -11,7 +11,7 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from copy import deepcopy
 from dataclasses import dataclass, field
@@ -133,15 +133,27 @@ class QijiApplication(Application[uuid.UUID]):
 
     def save(self, *objs: Any, **kwargs: Any) -> Any:
         recordings = super().save(*objs, **kwargs)
+        self._cache_saved(o for o in objs if isinstance(o, Aggregate))
         self._stored(recordings)
         return recordings
 
     def record(self, processing: ProcessingEvent[uuid.UUID]) -> Any:
         """Stores a follower's reaction: its events and its tracking record in one transaction."""
         recordings = self._record(processing)
+        self._cache_saved(processing.aggregates.values())
         self._notify(recordings)
         self._stored(recordings)
         return recordings
+
+    def _cache_saved(self, aggregates: Iterable[Any]) -> None:
+        # Committed: the command's own copy, at the version it stored, replaces the cached one
+        # (the library leaves the cache alone when it fast-forwards): the response renders it
+        # without asking the store, and the next get finds it current. Nothing changes it
+        # after this (the command is done with it): cached aggregates stay copy-on-write.
+        cache = self.repository.cache
+        if cache is not None:
+            for aggregate in aggregates:
+                cache.put(aggregate.id, aggregate)
 
     def _stored(self, recordings: list[Any]) -> None:
         if recordings:
@@ -154,8 +166,8 @@ class QijiApplication(Application[uuid.UUID]):
         """The aggregate, or NotFound when there is none of that kind with that id; an id that
         is not a UUID at all is an invalid `<label>_id` argument. `copy=False` is for a query
         that only reads the aggregate to render it: the cached aggregate itself, not a deep copy
-        of it (the library's `deepcopy_from_cache`; a copy is a quarter of a get's time in
-        this process). A command's decision must never use it: it would change the cache."""
+        of it (a copy is a quarter of a get's time in this process). A command's decision must
+        never use it: it would change the cache."""
         try:
             ident = aggregate_id if isinstance(aggregate_id, uuid.UUID) else uuid.UUID(
                 str(aggregate_id))
@@ -170,9 +182,7 @@ class QijiApplication(Application[uuid.UUID]):
                 cached = self._cached_at(ident, version, copy=copy)
                 if cached is not None:
                     return self._of_kind(cached, kind, label, aggregate_id)
-            elif (current := self._cached_if_current(ident, copy=copy)) is not None:
-                return self._of_kind(current, kind, label, aggregate_id)
-            aggregate = self.repository.get(ident, deepcopy_from_cache=copy)
+            aggregate = self._current(ident, copy=copy)
             if version is not None and aggregate.version != version:
                 # Only an older version is replayed from the store (a retry's first answer);
                 # the version a command just stored is the cached, current one.
@@ -199,32 +209,39 @@ class QijiApplication(Application[uuid.UUID]):
             return None
         return deepcopy(aggregate) if copy else aggregate
 
-    def _cached_if_current(self, ident: uuid.UUID, *, copy: bool) -> Any:
-        """The cached aggregate brought up to date with what any replica stored since (on
-        PostgreSQL, one prepared `SELECT 1` when nothing was, the usual case). When something
-        was, the newer events are applied to a copy that then replaces the cached one: a cached
-        aggregate is never changed in place, so a query rendering it (`copy=False`) can never
-        see it half fast-forwarded. None: not cached (the library's path rebuilds it)."""
+    def _current(self, ident: uuid.UUID, *, copy: bool) -> Any:
+        """The aggregate as stored now (AggregateNotFoundError if it is not), from the cache
+        when it is there and current: checked against what any replica stored since (on
+        PostgreSQL one prepared `SELECT 1` when nothing was, the usual case), else brought up
+        to date. A cached aggregate is never changed in place: newer events are applied to a
+        copy that replaces it, so a query rendering it (`copy=False`) never sees it change
+        under it. (The library's cache fast-forwards in place; it is not used for this.)"""
         cache = self.repository.cache
-        if cache is None:
-            return None
-        try:
-            aggregate = cache.get(ident)
-        except KeyError:
-            return None
-        newer_than = getattr(self.recorder, "has_events_after", None)
-        if newer_than is None or newer_than(ident, aggregate.version):
-            newer = list(self.repository.event_store.get(ident, gt=aggregate.version))
-            if newer:
-                aggregate = project_aggregate(deepcopy(aggregate), newer)
+        aggregate = None
+        if cache is not None:
+            try:
+                aggregate = cache.get(ident)
+            except KeyError:
+                pass
+        if aggregate is None:
+            aggregate = project_aggregate(None, self.repository.event_store.get(ident))
+            if aggregate is None:
+                raise AggregateNotFoundError(ident)
+            if cache is not None:
                 cache.put(ident, aggregate)
+        else:
+            newer_than = getattr(self.recorder, "has_events_after", None)
+            if newer_than is None or newer_than(ident, aggregate.version):
+                newer = list(self.repository.event_store.get(ident, gt=aggregate.version))
+                if newer:
+                    aggregate = project_aggregate(deepcopy(aggregate), newer)
+                    cache.put(ident, aggregate)
         return deepcopy(aggregate) if copy else aggregate
 
     def current(self, aggregate_id: uuid.UUID) -> Any:
         """The aggregate as stored now, whatever its kind (a copy): for code that already
         knows the id exists, such as the public feed rendering an event's aggregate."""
-        found = self._cached_if_current(aggregate_id, copy=True)
-        return found if found is not None else self.repository.get(aggregate_id)
+        return self._current(aggregate_id, copy=True)
 
     def exists(self, aggregate_id: uuid.UUID) -> bool:
         # Events are never deleted: a cached aggregate exists. Otherwise one lean statement
@@ -240,7 +257,11 @@ class QijiApplication(Application[uuid.UUID]):
         newer_than = getattr(self.recorder, "has_events_after", None)
         if newer_than is not None:
             return bool(newer_than(aggregate_id, 0))
-        return aggregate_id in self.repository
+        try:
+            self._current(aggregate_id, copy=False)
+        except AggregateNotFoundError:
+            return False
+        return True
 
     def followed(self, aggregate_id: uuid.UUID, kind: type[Aggregate], label: str,
                  shown_id: str, catch_up: Callable[[], None] | None,
@@ -337,7 +358,7 @@ class QijiApplication(Application[uuid.UUID]):
         if not self.exists(record_id):
             return None
         try:
-            record = self.repository.get(record_id)
+            record = self._current(record_id, copy=False)
         except AggregateNotFoundError:
             return None
         if record.fingerprint != fingerprint:
