@@ -7,10 +7,12 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, NoReturn
 
 import psycopg
 import pytest
 
+from services.identity.domain.values import OrganisationKind
 from shared.config import Settings, load_settings
 from shared.context import Actor, RequestContext, acting_as
 
@@ -29,15 +31,37 @@ def _admin_conninfo(dbname: str = "postgres") -> str:
                                           **{k: v for k, v in PG.items() if v != ""})
 
 
+def missing_server(why: str) -> NoReturn:
+    """A server a test needs is not there: a failure in CI (QIJI_REQUIRE_SERVICES=1), where
+    every test must run, else a skip."""
+    if REQUIRE_SERVICES:
+        pytest.fail(f"required (QIJI_REQUIRE_SERVICES=1): {why}")
+    pytest.skip(why)
+
+
+def city_tree(identity: Any) -> dict[str, str]:
+    """常州市 › 钟楼区 › 荷花池街道, a platform and its station, made by a city admin: what a
+    rider needs to be registered."""
+    with as_actor(actor("city", "city_admin")):
+        def org(kind: Any, name: str, parent: str = "") -> str:
+            return identity.create_organisation(kind=kind, name=name, parent_id=parent,
+                                                department_function=None)["organisation_id"]
+        city = org(OrganisationKind.CITY, "常州市")
+        district = org(OrganisationKind.DISTRICT, "钟楼区", city)
+        street = org(OrganisationKind.STREET, "荷花池街道", district)
+        platform = org(OrganisationKind.PLATFORM, "Platform Co")
+        station = org(OrganisationKind.STATION, "Hehuachi station", platform)
+    return {"city": city, "district": district, "street": street, "platform": platform,
+            "station": station}
+
+
 @pytest.fixture(scope="session")
 def postgres_db() -> Iterator[str]:
     """A database of this test session's own, dropped at the end."""
     try:
         admin = psycopg.connect(_admin_conninfo(), autocommit=True)
     except psycopg.OperationalError as error:
-        if REQUIRE_SERVICES:
-            pytest.fail(f"PostgreSQL is required (QIJI_REQUIRE_SERVICES=1) but: {error}")
-        pytest.skip(f"PostgreSQL not reachable: {error}")
+        missing_server(f"PostgreSQL is not reachable: {error}")
     name = f"qiji_test_{uuid.uuid4().hex[:12]}"
     with admin:
         admin.execute(f'CREATE DATABASE "{name}"')

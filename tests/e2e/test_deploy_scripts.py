@@ -29,7 +29,7 @@ from qiji.identity.v1 import identity_service_pb2 as ipb
 
 from shared.auth import add_caller
 from shared.config import DEFAULT_PORTS
-from tests.conftest import PG, REQUIRE_SERVICES, _admin_conninfo
+from tests.conftest import PG, _admin_conninfo, missing_server
 from tests.e2e.client import Client, call_error, create_city, new_request_id, phone_number, unique
 from tests.e2e.relay_harness import REPO, Vhost
 
@@ -109,9 +109,7 @@ def operator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
         psycopg.connect(_admin_conninfo()).close()
         vhost = Vhost("qiji_deploy")
     except (psycopg.OperationalError, FileNotFoundError, subprocess.CalledProcessError) as error:
-        if REQUIRE_SERVICES:
-            pytest.fail(f"PostgreSQL and RabbitMQ are required but: {error}")
-        pytest.skip(f"PostgreSQL or RabbitMQ not available: {error}")
+        missing_server(f"PostgreSQL or RabbitMQ not available: {error}")
     db = f"qiji_deploy_{uuid.uuid4().hex[:10]}"
     op = Operator(run_dir=tmp_path_factory.mktemp("deploy") / "run", db=db,
                   amqp_uri=vhost.uri, offset=free_offset(), env=script_env())

@@ -30,7 +30,7 @@ from qiji.feed.v1 import public_feed_service_pb2_grpc as public_grpc
 from qiji.identity.v1 import identity_service_pb2 as ipb
 
 from services.relay.cloudevents import CONTENT_TYPE, EXCHANGE, register_serializer
-from tests.conftest import _admin_conninfo, pg_env
+from tests.conftest import _admin_conninfo, missing_server, pg_env
 from tests.e2e.client import bearer, create_city, new_request_id, phone_number
 from tests.e2e.conftest import ServiceProcess, start_service
 from tests.e2e.relay_harness import (
@@ -53,9 +53,7 @@ def vhost() -> Iterator[Vhost]:
     try:
         v = Vhost()
     except (FileNotFoundError, subprocess.CalledProcessError) as error:
-        if os.environ.get("QIJI_REQUIRE_SERVICES") == "1":
-            pytest.fail(f"RabbitMQ is required but: {error}")
-        pytest.skip(f"RabbitMQ (rabbitmqctl) not available: {error}")
+        missing_server(f"RabbitMQ (rabbitmqctl) not available: {error}")
     try:
         yield v
     finally:

@@ -16,7 +16,6 @@ Each test prints its figures and writes them to build/reliability/<test>.json.""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import tempfile
@@ -40,7 +39,7 @@ from qiji.identity.v1 import identity_service_pb2_grpc as ipb_grpc
 
 from shared.grpc.server import LIVENESS
 from shared.idempotency import RequestRecord
-from tests.conftest import _admin_conninfo
+from tests.conftest import _admin_conninfo, missing_server
 from tests.e2e.client import bearer, call_error, create_city, phone_number
 from tests.e2e.conftest import (
     REPO,
@@ -411,9 +410,7 @@ class PrivateCluster:
 @pytest.fixture
 def cluster() -> Iterator[PrivateCluster]:
     if not (PG_BIN / "initdb").exists():
-        if os.environ.get("QIJI_REQUIRE_SERVICES") == "1":
-            pytest.fail(f"PostgreSQL server binaries are required but not in {PG_BIN}")
-        pytest.skip(f"no PostgreSQL server binaries in {PG_BIN}")
+        missing_server(f"no PostgreSQL server binaries in {PG_BIN}")
     made = PrivateCluster()
     try:
         yield made

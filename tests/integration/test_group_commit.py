@@ -12,10 +12,9 @@ import pytest
 from eventsourcing.persistence import IntegrityError, StoredEvent, Tracking
 
 from services.identity.application import IdentityApplication
-from services.identity.domain.values import OrganisationKind
 from shared import metrics
 from shared.persistence import GroupCommitRecorder, postgres_conninfo
-from tests.conftest import MASTER_KEY, actor, as_actor, settings_for
+from tests.conftest import MASTER_KEY, actor, as_actor, city_tree, settings_for
 
 THREADS = 24
 
@@ -133,15 +132,8 @@ def test_tracking_records_are_kept_with_their_events_and_refused_twice(app):
 
 def test_commands_through_the_application_under_concurrency(app):
     """What a caller sees: every registration acknowledged is stored, once."""
-    with as_actor(actor("city", "city_admin")):
-        def org(kind, name, parent=""):
-            return app.create_organisation(kind=kind, name=name, parent_id=parent,
-                                           department_function=None)["organisation_id"]
-        city = org(OrganisationKind.CITY, "常州市")
-        street = org(OrganisationKind.STREET, "荷花池街道",
-                     org(OrganisationKind.DISTRICT, "钟楼区", city))
-        platform = org(OrganisationKind.PLATFORM, "Platform Co")
-        station = org(OrganisationKind.STATION, "Hehuachi station", platform)
+    tree = city_tree(app)
+    street, platform, station = tree["street"], tree["platform"], tree["station"]
     acknowledged: list[str] = []
     start = threading.Barrier(THREADS)
 

@@ -12,7 +12,7 @@ from services.identity.application import IdentityApplication
 from services.identity.domain.values import OrganisationKind, RiderStatus
 from shared.errors import AlreadyExists, InvalidArgument, NotFound
 from shared.persistence import postgres_conninfo
-from tests.conftest import MASTER_KEY, actor, as_actor, settings_for
+from tests.conftest import MASTER_KEY, actor, as_actor, city_tree, settings_for
 
 ADMIN = actor("city", "city_admin")
 PLATFORM = actor("platform-co", "platform")
@@ -27,18 +27,12 @@ def app(store_env):
 
 @pytest.fixture
 def tree(app):
+    made = city_tree(app)
     with as_actor(ADMIN):
-        def org(kind, name, parent=""):
-            return app.create_organisation(kind=kind, name=name, parent_id=parent,
-                                           department_function=None)["organisation_id"]
-        city = org(OrganisationKind.CITY, "常州市")
-        district = org(OrganisationKind.DISTRICT, "钟楼区", city)
-        street = org(OrganisationKind.STREET, "荷花池街道", district)
-        other_street = org(OrganisationKind.STREET, "西林街道", district)
-        platform = org(OrganisationKind.PLATFORM, "Platform Co")
-        station = org(OrganisationKind.STATION, "Hehuachi station", platform)
-    return {"city": city, "street": street, "other_street": other_street,
-            "platform": platform, "station": station}
+        made["other_street"] = app.create_organisation(
+            kind=OrganisationKind.STREET, name="西林街道", parent_id=made["district"],
+            department_function=None)["organisation_id"]
+    return made
 
 
 def register(app, tree, rider_no, *, street=None, request_id="", phone="13812345678",

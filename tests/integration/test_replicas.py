@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from services.identity.application import IdentityApplication
 from services.identity.domain.model import Rider
-from services.identity.domain.values import OrganisationKind, RiderStatus
-from tests.conftest import MASTER_KEY, actor, as_actor, settings_for
+from services.identity.domain.values import RiderStatus
+from tests.conftest import MASTER_KEY, actor, as_actor, city_tree, settings_for
 
 
 def test_a_replica_reads_what_another_replica_stored_a_moment_ago(store_env):
@@ -47,16 +47,9 @@ def test_a_cached_aggregate_being_read_is_never_changed_under_the_reader(store_e
 
 
 def registered_rider(app: IdentityApplication) -> str:
-    with as_actor(actor("city", "city_admin")):
-        def org(kind, name, parent=""):
-            return app.create_organisation(kind=kind, name=name, parent_id=parent,
-                                           department_function=None)["organisation_id"]
-        city = org(OrganisationKind.CITY, "常州市")
-        street = org(OrganisationKind.STREET, "荷花池街道",
-                     org(OrganisationKind.DISTRICT, "钟楼区", city))
-        platform = org(OrganisationKind.PLATFORM, "Platform Co")
-        station = org(OrganisationKind.STATION, "Hehuachi station", platform)
+    tree = city_tree(app)
     with as_actor(actor("platform-co", "platform")):
         return app.register_rider(
-            platform_id=platform, platform_rider_id="R-1", name="骑手", phone="13812345678",
-            national_id="", home_street_id=street, station_id=station)["rider_id"]
+            platform_id=tree["platform"], platform_rider_id="R-1", name="骑手",
+            phone="13812345678", national_id="", home_street_id=tree["street"],
+            station_id=tree["station"])["rider_id"]
