@@ -40,9 +40,12 @@ PROBE_TIMEOUT_SECONDS = 2
 # backoff grow so long during an outage that the pool reconnects long after the store is back.
 POOL_RECONNECT_SECONDS = 10.0
 
-# Aggregates stay cached between requests and are fast-forwarded with only the events stored
-# since (by any replica), instead of being replayed from their first event on every read: a
-# busy training session has hundreds of events.
+# Aggregates stay cached between requests and are brought up to date with only the events
+# stored since (by any replica), instead of being replayed from their first event on every
+# read: a busy training session has hundreds of events. QijiApplication._current does that
+# (copy-on-write); the library's own fast-forward is never called. FASTFORWARD stays on because
+# it also stops the library caching a saved aggregate itself: QijiApplication caches the
+# command's copy once it is committed.
 CACHE = {"AGGREGATE_CACHE_MAXSIZE": "20000", "AGGREGATE_CACHE_FASTFORWARD": "y"}
 
 
