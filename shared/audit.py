@@ -25,7 +25,7 @@ from typing import Any
 import structlog
 
 from shared.application import MAC_KEY, META_KEY, QijiApplication, event_mac
-from shared.persistence import STORE_DOWN_ERRORS
+from shared.persistence import STORE_DOWN_ERRORS, OutageNotice
 
 log = structlog.get_logger(__name__)
 
@@ -93,6 +93,7 @@ class Sealer:
         self._key = app.audit_key
         self.every = every_seconds
         self._lock = threading.Lock()
+        self._outage = OutageNotice("sealer")
 
     def run_once(self) -> int:
         sealed = 0
@@ -120,8 +121,9 @@ class Sealer:
         while not stopping.wait(self.every):
             try:
                 self.run_once()
+                self._outage.worked()
             except STORE_DOWN_ERRORS as error:  # the store is restarting: sealed later
-                log.warning("sealer.store_unavailable", error=str(error))
+                self._outage.failed(error)
             except Exception:
                 log.exception("sealer.failed")
 

@@ -30,7 +30,7 @@ from shared.errors import Unavailable
 from shared.grpc.channels import open_channel
 from shared.leadership import Lease
 from shared.leadership import leadership as hold_leadership
-from shared.persistence import STORE_DOWN_ERRORS
+from shared.persistence import STORE_DOWN_ERRORS, OutageNotice
 from shared.transcoding import qiji_transcoder
 
 log = structlog.get_logger(__name__)
@@ -242,7 +242,7 @@ class Follower:
                 self._follow(stopping, lease, idle_wait)
 
     def _follow(self, stopping: threading.Event, lease: Lease, idle_wait: float) -> None:
-        backoff, store_down = 0.5, False
+        backoff, store = 0.5, OutageNotice("follower", upstream=self.upstream)
         try:
             # The leader reports where it stands from the moment it leads, before its first
             # read (an upstream that is down would otherwise leave no trace in /metrics).
@@ -255,9 +255,8 @@ class Follower:
                     self.feed.wait(idle_wait)
                 if backoff > 0.5:
                     log.info("follower.upstream_back", upstream=self.upstream)
-                if store_down:
-                    log.info("follower.store_back", upstream=self.upstream)
-                backoff, store_down = 0.5, False
+                store.worked()
+                backoff = 0.5
             except grpc.RpcError as error:
                 # An upstream that is down (or not deployed yet) delays reactions and loses
                 # none: the position is only moved by what was applied. Said once, not
@@ -270,10 +269,7 @@ class Follower:
             except STORE_DOWN_ERRORS as error:
                 # Our own store is away (restarting): the same, and no traceback for it. A
                 # short, fixed wait: the health probe reopens the store within seconds.
-                if not store_down:
-                    log.warning("follower.store_unavailable", upstream=self.upstream,
-                                error=str(error))
-                store_down = True
+                store.failed(error)
                 stopping.wait(1.0)
             except Exception:
                 # Not `self.position`: it reads the store, which may be what just failed, and

@@ -15,6 +15,7 @@ from shared.config import Settings
 from shared.context import Actor, RequestContext, acting_as
 from shared.followers import Follower, GrpcFeed
 from shared.grpc.server import ServiceSpec
+from shared.persistence import STORE_DOWN_ERRORS, OutageNotice
 
 log = structlog.get_logger(__name__)
 
@@ -29,6 +30,7 @@ class ExpiryJob:
         self.app = app
         self.every = every_seconds
         self.actor = Actor(principal="badges-expiry-job", roles=frozenset({"service"}))
+        self._outage = OutageNotice("expiry_job")
 
     def run_once(self) -> int:
         with acting_as(RequestContext(actor=self.actor, rpc="ExpireAwards")):
@@ -39,6 +41,9 @@ class ExpiryJob:
             try:
                 if expired := self.run_once():
                     log.info("expiry_job.expired", awards=expired)
+                self._outage.worked()
+            except STORE_DOWN_ERRORS as error:  # restarting: the next tick will do
+                self._outage.failed(error)
             except Exception:
                 log.exception("expiry_job.failed")
 

@@ -17,7 +17,7 @@ import structlog
 
 from shared.errors import FailedPrecondition
 from shared.followers import leadership
-from shared.persistence import STORE_DOWN_ERRORS
+from shared.persistence import STORE_DOWN_ERRORS, OutageNotice
 
 if TYPE_CHECKING:
     from services.governance.application import GovernanceApplication
@@ -38,6 +38,7 @@ class DeadlineScheduler:
                  poll_seconds: float = DEFAULT_POLL_SECONDS):
         self.app = app
         self.poll_seconds = poll_seconds
+        self._outage = OutageNotice("deadline")
         self._lock = threading.Lock()
 
     def run_once(self) -> int:
@@ -69,8 +70,9 @@ class DeadlineScheduler:
                 while lease is not None and not stopping.is_set() and lease.held():
                     try:
                         self.run_once()
+                        self._outage.worked()
                     except STORE_DOWN_ERRORS as error:  # restarting: the next tick will do
-                        log.warning("deadline.store_unavailable", error=str(error))
+                        self._outage.failed(error)
                     except Exception:
                         # Try again on the next tick, never die silently.
                         log.exception("deadline.scan_failed")

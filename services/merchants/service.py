@@ -15,6 +15,7 @@ from shared.config import Settings
 from shared.context import Actor, RequestContext, acting_as
 from shared.followers import Follower, GrpcFeed
 from shared.grpc.server import ServiceSpec
+from shared.persistence import STORE_DOWN_ERRORS, OutageNotice
 
 log = structlog.get_logger(__name__)
 
@@ -30,6 +31,7 @@ class LapseJob:
         self.app = app
         self.every = every_seconds
         self.actor = Actor(principal="merchants-lapse-job", roles=frozenset({"service"}))
+        self._outage = OutageNotice("lapse_job")
 
     def run_once(self) -> int:
         lapsed = 0
@@ -43,6 +45,9 @@ class LapseJob:
             try:
                 if lapsed := self.run_once():
                     log.info("lapse_job.lapsed", codes=lapsed)
+                self._outage.worked()
+            except STORE_DOWN_ERRORS as error:  # restarting: the next tick will do
+                self._outage.failed(error)
             except Exception:
                 log.exception("lapse_job.failed")
 

@@ -68,6 +68,7 @@ from shared.leadership import Lease
 from shared.leadership import leadership as hold_leadership
 from shared.logging import configure as configure_logging
 from shared.logging import redacted
+from shared.persistence import OutageNotice
 
 log = structlog.get_logger(__name__)
 
@@ -192,6 +193,7 @@ class Relay:
         """Publishes until `stopping` is set or the `lease` on leadership is lost."""
         broker_backoff = BACKOFF_START
         last_progress = time.monotonic()
+        positions_outage = OutageNotice("relay")
         metrics.LEADER.set(1)
         while not stopping.is_set() and (lease is None or lease.held()):
             busy = False
@@ -207,6 +209,7 @@ class Relay:
                 if broker_backoff > BACKOFF_START:
                     log.info("relay.broker_back")
                 broker_backoff = BACKOFF_START
+                positions_outage.worked()
                 # Healthy when every service's feed answered its latest read (one in backoff
                 # has not); the broker and the position store answered, or we would be below.
                 metrics.HEALTHY.set(all(s.backoff == BACKOFF_START
@@ -220,7 +223,7 @@ class Relay:
                 continue
             except psycopg.OperationalError as error:
                 metrics.HEALTHY.set(0)
-                log.warning("relay.position_store_unavailable", error=str(error))
+                positions_outage.failed(error)
                 stopping.wait(2.0)
                 continue
             if time.monotonic() - last_progress >= PROGRESS_SECONDS:

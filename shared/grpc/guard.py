@@ -143,8 +143,10 @@ class Guard(grpc.ServerInterceptor):
         elif isinstance(error, STORE_DOWN_ERRORS):
             status = to_status(errors.Unavailable("the event store is unavailable; retry later"),
                                self._domain)
-            log.warning("rpc.store_unavailable", method=method, error=str(error),
-                        correlation_id=correlation_id)
+            # Info, not a warning: the store gate says once that the store went away
+            # (store.unavailable); every call refused meanwhile is not news.
+            log.info("rpc.store_unavailable", method=method, error=str(error),
+                     correlation_id=correlation_id)
         else:
             log.exception("rpc.internal_error", method=method, correlation_id=correlation_id)
             status = internal_status(correlation_id or "-")

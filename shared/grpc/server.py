@@ -72,6 +72,7 @@ class RunningService:
 
     def stop(self, grace: float = GRACE_SECONDS) -> None:
         self.stopping.set()
+        self.app.store_gate.doubt()  # wakes the health probe's loop, which sees `stopping`
         self.health.enter_graceful_shutdown()
         self.app.wake_waiters()  # feed streams notice `stopping` at once
         self.server.stop(grace).wait()
@@ -146,7 +147,8 @@ def _probe_health(running: RunningService) -> None:
                 running.health.set(name, status)
             log.info("health.changed", serving=ok)
             last = status
-        running.stopping.wait(HEALTH_PROBE_SECONDS)
+        # The next probe in a second, or at once when a call met a broken connection.
+        running.app.store_gate.wait_for_doubt(HEALTH_PROBE_SECONDS)
 
 
 def serve(spec: ServiceSpec) -> None:

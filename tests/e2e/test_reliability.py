@@ -75,6 +75,8 @@ class Command:
     answered_at: float | None = None
     attempts: int = 0
     slowest_attempt: float = 0.0  # seconds
+    # Every attempt as (sent, answered or failed), on the monotonic clock.
+    attempt_spans: list[tuple[float, float]] = field(default_factory=list)
     answer: Any = None
     failures: list[tuple[str, str]] = field(default_factory=list)  # (code, message)
 
@@ -171,6 +173,7 @@ class Load:
                 answer = getattr(stub, rpc)(request, metadata=bearer(self.token), timeout=10)
             except grpc.RpcError as error:
                 command.slowest_attempt = max(command.slowest_attempt, time.monotonic() - called)
+                command.attempt_spans.append((called, time.monotonic()))
                 assert isinstance(error, grpc.Call)
                 command.failures.append((error.code().name, error.details() or ""))
                 if error.code() not in RETRYABLE:
@@ -182,9 +185,18 @@ class Load:
                 continue
             command.answer = answer
             command.answered_at = time.monotonic()
+            command.attempt_spans.append((called, command.answered_at))
             command.slowest_attempt = max(command.slowest_attempt, command.answered_at - called)
             return answer
         return None
+
+    def spans_within(self, start: float, end: float) -> list[float]:
+        """How long each attempt took of the window from `start` to `end`: counted from
+        `start` for one already in flight then, from its sending for the others."""
+        with self._lock:
+            commands = list(self.commands)
+        return [ended - max(sent, start) for c in commands
+                for sent, ended in list(c.attempt_spans) if sent < end and ended > start]
 
     def failure_codes(self) -> Counter[str]:
         return Counter(code for c in self.commands for code, _ in c.failures)
@@ -508,10 +520,16 @@ def test_services_report_not_serving_while_postgres_is_down_and_recover_by_thems
             probe.answered_at = time.monotonic()
             probes.append(probe)
             load.wait_answered(load.answered() + 30, timeout=20)
+            # Every call of the load during the outage, those in flight when the stop began
+            # included: how long each took (counted from the stop for those): the longest a
+            # caller waited to hear that the store is away.
+            during = load.spans_within(stopped, back)
             outages.append({
                 "mode": mode, "seconds_to_not_serving": round(not_serving, 2),
                 "refused": f"{refused.code.name}/{refused.reason}",
                 "refused_in_seconds": round(refused_in, 2),
+                "calls_during_outage": len(during),
+                "slowest_call_during_outage_seconds": round(max(during, default=0.0), 2),
                 "down_seconds": round(back - stopped, 2),
                 "seconds_to_serving_after_start": round(serving, 2),
                 "liveness_during_outage": {k: health_pb2.HealthCheckResponse.ServingStatus.Name(
@@ -559,6 +577,14 @@ def test_services_report_not_serving_while_postgres_is_down_and_recover_by_thems
             assert set(outage["liveness_during_outage"].values()) == {"SERVING"}, outage
             # Refused soon, not at the caller's deadline (10 s).
             assert outage["refused_in_seconds"] < 5, outage
+            # Calls in flight when the store went heard it within about a second too.
+            assert outage["slowest_call_during_outage_seconds"] < 1.5, outage
+        # An expected outage is told in a few warnings (the store gate's, a background job's
+        # that met it first), never as errors or exception dumps.
+        for server in servers:
+            dumps = [line for line in server.log_path.read_text(errors="replace").splitlines()
+                     if '"level": "error"' in line or '"exception"' in line]
+            assert not dumps, dumps[:3]
         assert_nothing_lost_or_doubled(load, problems, differing, stored_after_replay)
         # Each outage flipped each service's health once each way, no flapping in between.
         for service in names:
