@@ -6,8 +6,10 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TextIO
 
 import structlog
 
@@ -19,23 +21,75 @@ def configure(service: str, fmt: str = "json", level: int = logging.INFO) -> Non
         structlog.dev.ConsoleRenderer(colors=False) if fmt == "console"
         else structlog.processors.JSONRenderer(ensure_ascii=False)
     )
+    common: list[structlog.typing.Processor] = [
+        structlog.contextvars.merge_contextvars,
+        _add_service(service),
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        # Tracebacks as data, without local variables: locals would put riders' phone
+        # numbers and names into the log in clear.
+        structlog.processors.ExceptionRenderer(
+            structlog.tracebacks.ExceptionDictTransformer(show_locals=False)),
+    ]
+    out = LineWriter(sys.stderr)
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            _add_service(service),
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            # Tracebacks as data, without local variables: locals would put riders' phone
-            # numbers and names into the log in clear.
-            structlog.processors.ExceptionRenderer(
-                structlog.tracebacks.ExceptionDictTransformer(show_locals=False)),
-            renderer,
-        ],
+        processors=[*common, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=lambda *_args: out,
         cache_logger_on_first_use=True,
     )
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    # What the libraries log (grpc, kombu, psycopg) goes out as the same structured lines.
+    handler = _LineHandler(out)
+    handler.setFormatter(structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[*common, structlog.stdlib.add_logger_name],
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer]))
+    root = logging.getLogger()
+    root.handlers = [handler]
+    root.setLevel(logging.WARNING)
+    # The pool's reconnection failures during an outage of the store: the store gate says
+    # that once (store.unavailable), and the pool would repeat it as errors.
+    logging.getLogger("psycopg.pool").setLevel(logging.CRITICAL)
+
+
+class LineWriter:
+    """A structlog logger that writes each line, its newline included, in one write(2) to the
+    file's descriptor. Processes that share an output (`qiji run`'s six services on one
+    terminal) then never run two lines together: structlog's PrintLogger prints the line and
+    then its newline, two writes when Python's output is unbuffered (PYTHONUNBUFFERED=1, as
+    `deploy/up` and most containers set it), and another process's line could fall between
+    them. A write to a pipe is atomic up to PIPE_BUF (4 KiB), to a terminal whole."""
+
+    def __init__(self, file: TextIO):
+        self._file = file
+        self._lock = threading.Lock()
+
+    def msg(self, message: str) -> None:
+        data = (message + "\n").encode("utf-8", "replace")
+        with self._lock:
+            try:
+                fd = self._file.fileno()
+            except (AttributeError, OSError, ValueError):  # a file without one (a test's)
+                self._file.write(message + "\n")
+                self._file.flush()
+                return
+            self._file.flush()  # whatever Python buffered for this file goes first
+            while data:
+                data = data[os.write(fd, data):]
+
+    log = debug = info = warn = warning = msg
+    fatal = failure = err = error = critical = exception = msg
+
+
+class _LineHandler(logging.Handler):
+    def __init__(self, out: LineWriter):
+        super().__init__()
+        self._out = out
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self._out.msg(self.format(record))
+        except Exception:
+            self.handleError(record)
 
 
 def _add_service(service: str) -> structlog.typing.Processor:
