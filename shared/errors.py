@@ -38,8 +38,9 @@ class InvalidArgument(QijiError):
 
 
 class NotFound(QijiError):
-    def __init__(self, kind: str, ident: str):
-        super().__init__(f"{kind} {ident!r} not found", reason=f"{kind.upper()}_NOT_FOUND")
+    def __init__(self, kind: str, ident: str, message: str | None = None):
+        super().__init__(message or f"{kind} {ident!r} not found",
+                         reason=f"{kind.upper()}_NOT_FOUND")
         self.metadata = {"kind": kind, "id": ident}
 
 

@@ -268,17 +268,29 @@ class BadgesApplication(QijiApplication):
 
     def explain(self, *, rider_id: str, badge_class_id: str) -> Explanation:
         """Why does rider R hold badge B: the award, the criteria version it was made under,
-        the evidence events, who acted."""
+        the evidence events, who acted. A rider who held B once and no longer does (revoked,
+        expired) is answered with that award and how it ended: the trail outlives the badge."""
         require_ids(rider_id=rider_id, badge_class_id=badge_class_id)
         record = self._rider_record(rider_id)
         badge = self.badge_class(badge_class_id)
         award_id = record.held.get(badge_class_id)
         if award_id is None:
-            raise NotFound("award", f"{badge_class_id} of rider {rider_id}")
-        award = self.award(award_id)
+            self.views.catch_up()
+            earlier = [a for a in (self.award(i) for i in self.views.awards_of(rider_id))
+                       if a.badge_class_id == badge_class_id]
+            if not earlier:
+                raise NotFound("award", badge_class_id,
+                               f"rider {rider_id} has never held badge class {badge_class_id} "
+                               f"({badge.name})")
+            award = max(earlier, key=lambda a: a.awarded_at)
+            award_id = str(award.id)
+        else:
+            award = self.award(award_id)
         criteria = badge.criteria(award.criteria_version)
         kind = "an automatic" if award.kind == AUTOMATIC else "a manual"
-        lines = [f"Rider {rider_id} holds {badge.name} (award {award_id}), {kind}"
+        status = award.status_at(self.clock())
+        holds = "holds" if status == "ACTIVE" else "no longer holds"
+        lines = [f"Rider {rider_id} {holds} {badge.name} (award {award_id}), {kind}"
                  f" award made {award.awarded_at.isoformat()} by {award.awarded_by}.",
                  f"Criteria version {award.criteria_version}: {criteria.describe()}."]
         if award.reason:
@@ -286,7 +298,12 @@ class BadgesApplication(QijiApplication):
         lines += [f"- {e['source']} {e['reference']}"
                   + (f" (log position {e['position']})" if e["position"] else "")
                   + f": {e['narrative']}" for e in award.evidence]
-        if award.expires_at:
+        if award.revoked_at is not None:
+            lines.append(f"Revoked {award.revoked_at.isoformat()} by {award.revoked_by}: "
+                         f"{award.revoke_reason}")
+        elif award.expires_at and status == "EXPIRED":
+            lines.append(f"Expired {award.expires_at.isoformat()}.")
+        elif award.expires_at:
             lines.append(f"Valid until {award.expires_at.isoformat()}.")
         return Explanation(award, badge, criteria, "\n".join(lines))
 

@@ -523,8 +523,10 @@ class MerchantsApplication(QijiApplication):
         violations.raise_if_any()
         if merchant_id:
             require_ids(merchant_id=merchant_id)
+            self.get(merchant_id, Merchant, "merchant")  # NOT_FOUND, not an empty list
         if perk_id:
             require_ids(perk_id=perk_id)
+            self.get(perk_id, PerkOffer, "perk")
         actor = context.current().actor
         if auth.MERCHANT in actor.roles and not actor.roles & {auth.CITY_ADMIN, auth.AUDITOR,
                                                                auth.STREET_OFFICE}:

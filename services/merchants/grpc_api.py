@@ -210,7 +210,10 @@ class MerchantsServicer(pb_grpc.MerchantsServiceServicer):
         return pb.ListRedemptionsResponse(redemptions=[pb.Redemption(
             claim_id=r["id"], perk_id=r["perk_id"], rider_id=r["rider_id"],
             redeem_time=timestamp(r["redeemed_at"]), remaining_quota_after=r["remaining_after"],
-            reversed=r["reversed"]) for r in found], next_page_token=token)
+            reversed=r["reversed"],
+            reverse_time=timestamp(r.get("reversed_at")),
+            remaining_quota_after_reversal=r.get("remaining_after_reversal", 0))
+            for r in found], next_page_token=token)
 
     # ------------------------------------------------------------------ care packages
 

@@ -96,7 +96,8 @@ class MerchantsViews:
                                  redeemed_at=event.at, remaining_after=event.remaining_after,
                                  reversed=False)
         elif isinstance(event, PerkOffer.QuotaReturned) and event.why == "REVERSED":
-            self.redemptions.update(event.claim_id, reversed=True)
+            self.redemptions.update(event.claim_id, reversed=True, reversed_at=event.at,
+                                    remaining_after_reversal=event.remaining_after)
         elif isinstance(event, Claim.Issued):
             with self._lock:
                 self.open_claims[ident] = {"perk_id": event.perk_id,

@@ -373,6 +373,12 @@ BAD_INPUT: dict[str, Bad] = {
     "ListRedemptions-of-nothing": Bad(
         "ListRedemptions", "auditor", on(pb.ListRedemptionsRequest),
         INVALID, field="merchant_id"),
+    "ListRedemptions-of-an-unknown-perk": Bad(
+        "ListRedemptions", "auditor", on(pb.ListRedemptionsRequest, perk_id=RANDOM_ID),
+        NOT_FOUND, reason="PERK_NOT_FOUND"),
+    "ListRedemptions-of-an-unknown-merchant": Bad(
+        "ListRedemptions", "auditor", on(pb.ListRedemptionsRequest, merchant_id=RANDOM_ID),
+        NOT_FOUND, reason="MERCHANT_NOT_FOUND"),
     "ListRedemptions-of-another-merchant": Bad(
         "ListRedemptions", "other_shop",
         on(pb.ListRedemptionsRequest, merchant_id=lambda s: s.city.shop),
@@ -524,7 +530,10 @@ def test_a_merchant_joins_and_a_rider_gets_free_water_with_a_single_use_code(
     seen = shop.GetPerkOffer(pb.GetPerkOfferRequest(perk_id=offer.perk_id)).perk_offer
     assert (seen.remaining_quota, seen.redeemed_count, seen.outstanding_codes) == (5, 0, 0)
     rows = shop.ListRedemptions(pb.ListRedemptionsRequest(perk_id=offer.perk_id)).redemptions
-    assert [(r.remaining_quota_after, r.reversed) for r in rows] == [(4, True)]
+    # The redemption, and the quota it gave back when reversed (what `qiji audit perk` shows).
+    assert [(r.remaining_quota_after, r.reversed, r.remaining_quota_after_reversal)
+            for r in rows] == [(4, True, 5)]
+    assert rows[0].reverse_time.ToDatetime() >= rows[0].redeem_time.ToDatetime()
 
     # The code is the rider's: the platform that claimed it sees it, a merchant never does.
     refused = call_error(lambda: shop.GetClaim(pb.GetClaimRequest(

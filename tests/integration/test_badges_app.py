@@ -21,7 +21,7 @@ from services.governance import events as governance_events
 from services.identity.application import IdentityApplication
 from services.identity.domain.values import OrganisationKind
 from services.training import events as training_events
-from shared.errors import AlreadyExists, FailedPrecondition, InvalidArgument
+from shared.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from shared.followers import Follower, LocalFeed, UpstreamEvent
 from tests.conftest import MASTER_KEY, actor, as_actor, settings_for
 
@@ -211,6 +211,23 @@ def test_manual_awards_need_a_reason_revocation_is_final_for_automatic_awards(wo
             world["badges"].revoke_award(award_id=award["award_id"], reason="twice")
         assert error.value.reason == "AWARD_REVOKED"
     assert serve(world, rider, "4")["award_ids"] == []  # an official revoked it: not re-made
+
+
+def test_a_revoked_award_is_still_explained_and_a_badge_never_held_is_said_plainly(world):
+    golden = badge(world, min_volunteer_hours="2")
+    rider, other = new_rider(world), new_rider(world)
+    award_id = serve(world, rider, "2")["award_ids"][0]
+    with as_actor(OFFICE):
+        world["badges"].revoke_award(award_id=award_id, reason="hours logged twice")
+    why = world["badges"].explain(rider_id=rider, badge_class_id=golden)
+    assert why.award.status == "REVOKED"
+    assert f"no longer holds 金蜂骑士 (award {award_id})" in why.text
+    assert "Revoked" in why.text and "beidajie-desk: hours logged twice" in why.text
+    assert "2 h of volunteer service confirmed" in why.text  # its evidence, still
+    with pytest.raises(NotFound) as never:
+        world["badges"].explain(rider_id=other, badge_class_id=golden)
+    assert never.value.message == (f"rider {other} has never held badge class {golden} "
+                                   "(金蜂骑士)")
 
 
 def test_awards_expire_on_their_date(world):

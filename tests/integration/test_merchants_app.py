@@ -242,13 +242,23 @@ def test_a_redemption_reversed_in_time_gives_quota_back_and_not_later(world):
 def test_the_audit_of_a_perk_shows_every_redemption_with_the_quota_after(world):
     p = perk(world, quota=3, limit=5)
     rider = new_rider(world)
+    claims = []
     for _ in range(3):
-        redeem(world, claim(world, p, rider).code)
+        claims.append(claim(world, p, rider))
+        redeem(world, claims[-1].code)
+    with as_actor(shop_actor(world)):
+        world["merchants"].reverse_redemption(claim_id=claims[1].claim_id, reason="收银误操作")
     with as_actor(ADMIN):
         rows, _ = world["merchants"].redemptions(merchant_id="", perk_id=p, page_size=10,
                                                  page_token="")
+        with pytest.raises(NotFound):
+            world["merchants"].redemptions(merchant_id="", perk_id=str(uuid.uuid4()),
+                                           page_size=10, page_token="")
     assert [r["remaining_after"] for r in rows] == [2, 1, 0]
     assert {r["rider_id"] for r in rows} == {rider}
+    # The reversal gave the quota back: 1 left after it.
+    assert [(r["reversed"], r.get("remaining_after_reversal")) for r in rows] == [
+        (False, None), (True, 1), (False, None)]
 
 
 def test_a_suspended_riders_codes_are_frozen_until_reinstatement(world):
