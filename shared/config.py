@@ -3,11 +3,14 @@ default. One place, so that every service reads its settings the same way."""
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 # Fixed default ports, so `make run` prints stable addresses and clients need no discovery.
 DEFAULT_PORTS = {
@@ -61,8 +64,21 @@ class TlsSettings:
         return self.ca_file is not None
 
 
+# Where `make run` keeps the embedded default's files: the project's own `data` folder,
+# wherever a command is started from (a relative default would make `qiji` commands run
+# elsewhere look in the wrong place and find no token).
+PROJECT_DIR = Path(__file__).resolve().parents[1]
+DEFAULT_DATA_DIR = PROJECT_DIR / "data"
+DEFAULT_AMQP_URI = "amqp://guest:guest@127.0.0.1:5672/"
+MAX_PORT = 65535
+
+
 @dataclass(frozen=True)
 class Settings:
+    """A process's settings, read and checked once at start (`load_settings`). Secrets (the
+    PostgreSQL password, the master key, the service token, the signing key, the broker URI)
+    are left out of the repr, so that no log line or error message can carry them."""
+
     service: str
     persistence: str
     data_dir: Path
@@ -75,28 +91,28 @@ class Settings:
     postgres_host: str
     postgres_port: int
     postgres_user: str
-    postgres_password: str
+    postgres_password: str = field(repr=False)
     postgres_schema: str
     postgres_pool_size: int
     tokens_file: Path
-    master_key: str
+    master_key: str = field(repr=False)
     master_key_file: Path
     log_format: str
     # Where this service finds each other service's feed (`<SERVICE>_<OTHER>_ADDRESS`), and the
     # `service` role token its followers present there.
     upstreams: dict[str, str]
-    service_token: str
-    # A service's own signing key (badges signs credentials with it): base64 or a file.
-    signing_key: str
-    signing_key_file: Path
-    # The environment the settings were read from, for a service's own extra settings.
-    env: Mapping[str, str]
+    service_token: str = field(repr=False)
+    # The environment the settings were read from (it holds the secrets too).
+    env: Mapping[str, str] = field(repr=False)
     tls: TlsSettings = field(default_factory=TlsSettings)
+    # Settings only one service has (OWN_SETTINGS), read and checked like the others.
+    own: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
-    def own_setting(self, name: str, default: str = "") -> str:
-        """A setting only one service has (`GOVERNANCE_CLOCK_FILE`), by the same rule:
-        `<SERVICE>_<NAME>`, then `QIJI_<NAME>`, then the default."""
-        return _lookup(self.env, self.service, name, default)
+    def own_setting(self, name: str) -> Any:
+        """A setting only this service has (`GOVERNANCE_CLOCK_FILE`, `RELAY_BATCH`), as
+        declared in OWN_SETTINGS: read by the same rule, `<SERVICE>_<NAME>`, then
+        `QIJI_<NAME>`, then the default, and checked at start."""
+        return self.own[name]
 
     @property
     def sqlite_path(self) -> Path:
@@ -107,68 +123,197 @@ class Settings:
         return f"{self.grpc_host}:{self.grpc_port}"
 
 
+# ---------------------------------------------------------------------------- reading
+
+Parse = Callable[[str], Any]
+
+
 def _lookup(env: Mapping[str, str], service: str, name: str, default: str) -> str:
+    return _lookup_with_key(env, service, name, default)[1]
+
+
+def _lookup_with_key(env: Mapping[str, str], service: str, name: str, default: str
+                     ) -> tuple[str, str]:
+    """(the variable that gave the value, the value); ("", default) when none is set."""
     for key in (f"{service.upper()}_{name}", f"QIJI_{name}"):
         value = env.get(key)
         if value is not None and value != "":
-            return value
-    return default
+            return key, value
+    return "", default
 
 
-def _int(env: Mapping[str, str], service: str, name: str, default: int) -> int:
-    raw = _lookup(env, service, name, str(default))
+def read_setting(env: Mapping[str, str], service: str, name: str, parse: Parse,
+                 default: str, *, secret: bool = False) -> Any:
+    """One setting, the one way every setting is read: `<SERVICE>_<NAME>`, then `QIJI_<NAME>`,
+    then `default`, through `parse`, which says what is wrong with a value by raising
+    ValueError. A bad value is a ConfigError naming the variable (a secret's value is never
+    repeated in it)."""
+    key, raw = _lookup_with_key(env, service, name, default)
     try:
-        return int(raw)
+        return parse(raw)
+    except ValueError as error:
+        where = key or f"the default of {service.upper()}_{name}"
+        shown = "" if secret else f", got {raw!r}"
+        raise ConfigError(f"{where}: {error}{shown}") from None
+
+
+def integer(minimum: int = 0, maximum: int | None = None) -> Parse:
+    def parse(raw: str) -> int:
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ValueError("must be an integer") from None
+        if value < minimum or (maximum is not None and value > maximum):
+            raise ValueError(f"must be an integer from {minimum}"
+                             + (f" to {maximum}" if maximum is not None else " up"))
+        return value
+    return parse
+
+
+PORT = integer(0, MAX_PORT)
+POSITIVE = integer(1)
+
+
+def seconds(raw: str) -> float:
+    try:
+        value = float(raw)
     except ValueError:
-        raise ConfigError(
-            f"{service.upper()}_{name} / QIJI_{name} must be an integer, got {raw!r}") from None
+        raise ValueError("must be a number of seconds") from None
+    if not 0 < value < 86_400:  # also refuses NaN and infinity
+        raise ValueError("must be a positive number of seconds (under a day)")
+    return value
 
 
-def _identifier(name: str) -> str:
+def one_of(*choices: str) -> Parse:
+    def parse(raw: str) -> str:
+        if raw.lower() not in choices:
+            raise ValueError(f"must be one of {', '.join(choices)}")
+        return raw.lower()
+    return parse
+
+
+def text(raw: str) -> str:
+    return raw
+
+
+def path(raw: str) -> Path:
+    if not raw.strip():
+        raise ValueError("must be a path")
+    return Path(raw)
+
+
+def optional_path(raw: str) -> Path | None:
+    return Path(raw) if raw.strip() else None
+
+
+def identifier(raw: str) -> str:
     # Schema names end up in SQL text (DDL cannot take parameters): allow only plain names.
-    if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", name):
-        raise ConfigError(f"POSTGRES_SCHEMA must be a plain lower-case identifier, got {name!r}")
-    return name
+    if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", raw):
+        raise ValueError("must be a plain lower-case identifier")
+    return raw
+
+
+def address(raw: str) -> str:
+    """A gRPC target `host:port` (a name, an IPv4 address or a [bracketed] IPv6 one)."""
+    host, sep, port = raw.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) <= MAX_PORT:
+        raise ValueError(f"must be HOST:PORT with a port from 1 to {MAX_PORT}")
+    return raw
+
+
+def base64_key(raw: str) -> str:
+    """A key given inline: base64 of 32 bytes (or empty: then its file is used)."""
+    if raw:
+        try:
+            key = base64.b64decode(raw.strip(), validate=True)
+        except (binascii.Error, ValueError):
+            raise ValueError("must be base64 (of 32 bytes)") from None
+        if len(key) != 32:
+            raise ValueError("must be base64 of 32 bytes")
+    return raw
+
+
+def amqp_uri(raw: str) -> str:
+    if not raw.startswith(("amqp://", "amqps://")):
+        raise ValueError("must be an amqp:// or amqps:// URI")
+    return raw
+
+
+def service_list(raw: str) -> list[str]:
+    names = [s.strip() for s in raw.split(",") if s.strip()]
+    unknown = sorted(set(names) - set(EVENT_SOURCED_SERVICES))
+    if unknown or not names:
+        raise ValueError(f"must name some of {', '.join(EVENT_SOURCED_SERVICES)} "
+                         f"(unknown: {', '.join(unknown) or 'none given'})")
+    return names
+
+
+@dataclass(frozen=True)
+class OwnSetting:
+    parse: Parse
+    # The default as text, or made from the data folder.
+    default: str | Callable[[Path], str]
+    secret: bool = False
+
+
+# Settings only one service has: `<SERVICE>_<NAME>` (or `QIJI_<NAME>`), in README's table.
+OWN_SETTINGS: dict[str, dict[str, OwnSetting]] = {
+    "badges": {
+        # The Ed25519 seed badges signs credentials with: base64, else its file.
+        "SIGNING_KEY": OwnSetting(base64_key, "", secret=True),
+        "SIGNING_KEY_FILE": OwnSetting(path, lambda data: str(data / "badges-signing.key")),
+    },
+    "governance": {
+        # Tests and drills only: a file holding the time governance takes for "now".
+        "CLOCK_FILE": OwnSetting(optional_path, ""),
+        "DEADLINE_POLL_SECONDS": OwnSetting(seconds, "1"),
+    },
+    "relay": {
+        # The URI holds the broker's password.
+        "AMQP_URI": OwnSetting(amqp_uri, DEFAULT_AMQP_URI, secret=True),
+        "BATCH": OwnSetting(POSITIVE, "200"),
+        "POLL_SECONDS": OwnSetting(seconds, "0.2"),
+        "SERVICES": OwnSetting(service_list, ",".join(EVENT_SOURCED_SERVICES)),
+    },
+}
 
 
 def load_settings(service: str, env: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if env is None else env
-    persistence = _lookup(env, service, "PERSISTENCE", "sqlite").lower()
-    if persistence not in PERSISTENCE_CHOICES:
-        raise ConfigError(f"PERSISTENCE must be one of {PERSISTENCE_CHOICES}, got {persistence!r}")
-    data_dir = Path(_lookup(env, service, "DATA_DIR", "data")).resolve()
+
+    def read(name: str, parse: Parse, default: str, *, secret: bool = False) -> Any:
+        return read_setting(env, service, name, parse, default, secret=secret)
+
+    data_dir = read("DATA_DIR", path, str(DEFAULT_DATA_DIR)).resolve()
     return Settings(
         service=service,
-        persistence=persistence,
+        persistence=read("PERSISTENCE", one_of(*PERSISTENCE_CHOICES), "sqlite"),
         data_dir=data_dir,
-        grpc_host=_lookup(env, service, "GRPC_HOST", "127.0.0.1"),
-        grpc_port=_int(env, service, "GRPC_PORT", DEFAULT_PORTS.get(service, 0)),
-        grpc_workers=_int(env, service, "GRPC_WORKERS", 32),
-        metrics_port=_int(env, service, "METRICS_PORT", 0),
-        postgres_dbname=_lookup(env, service, "POSTGRES_DBNAME", "qiji"),
-        postgres_host=_lookup(env, service, "POSTGRES_HOST", "127.0.0.1"),
-        postgres_port=_int(env, service, "POSTGRES_PORT", 5432),
-        postgres_user=_lookup(env, service, "POSTGRES_USER", "postgres"),
-        postgres_password=_lookup(env, service, "POSTGRES_PASSWORD", ""),
-        postgres_schema=_identifier(_lookup(env, service, "POSTGRES_SCHEMA", service)),
+        grpc_host=read("GRPC_HOST", text, "127.0.0.1"),
+        grpc_port=read("GRPC_PORT", PORT, str(DEFAULT_PORTS.get(service, 0))),
+        grpc_workers=read("GRPC_WORKERS", POSITIVE, "32"),
+        metrics_port=read("METRICS_PORT", PORT, "0"),
+        postgres_dbname=read("POSTGRES_DBNAME", text, "qiji"),
+        postgres_host=read("POSTGRES_HOST", text, "127.0.0.1"),
+        postgres_port=read("POSTGRES_PORT", integer(1, MAX_PORT), "5432"),
+        postgres_user=read("POSTGRES_USER", text, "postgres"),
+        postgres_password=read("POSTGRES_PASSWORD", text, "", secret=True),
+        postgres_schema=read("POSTGRES_SCHEMA", identifier, service),
         # Connections a process opens at start; as many again open under load. PostgreSQL's
         # default allows 100 clients in all: five services and their replicas share them.
-        postgres_pool_size=_int(env, service, "POSTGRES_POOL_SIZE", 4),
-        tokens_file=Path(_lookup(env, service, "TOKENS_FILE", str(data_dir / "tokens.json"))),
-        master_key=_lookup(env, service, "MASTER_KEY", ""),
-        master_key_file=Path(
-            _lookup(env, service, "MASTER_KEY_FILE", str(data_dir / "master.key"))
-        ),
-        log_format=_lookup(env, service, "LOG_FORMAT", "json"),
-        upstreams={other: _lookup(env, service, f"{other.upper()}_ADDRESS",
-                                  f"127.0.0.1:{port}")
+        postgres_pool_size=read("POSTGRES_POOL_SIZE", POSITIVE, "4"),
+        tokens_file=read("TOKENS_FILE", path, str(data_dir / "tokens.json")),
+        master_key=read("MASTER_KEY", base64_key, "", secret=True),
+        master_key_file=read("MASTER_KEY_FILE", path, str(data_dir / "master.key")),
+        log_format=read("LOG_FORMAT", one_of("json", "console"), "json"),
+        upstreams={other: read(f"{other.upper()}_ADDRESS", address, f"127.0.0.1:{port}")
                    for other, port in DEFAULT_PORTS.items() if other != service},
-        service_token=_lookup(env, service, "SERVICE_TOKEN", ""),
-        signing_key=_lookup(env, service, "SIGNING_KEY", ""),
-        signing_key_file=Path(_lookup(env, service, "SIGNING_KEY_FILE",
-                                      str(data_dir / f"{service}-signing.key"))),
+        service_token=read("SERVICE_TOKEN", text, "", secret=True),
         env=dict(env),
         tls=load_tls_settings(service, env),
+        own={name: read(name, s.parse, s.default(data_dir) if callable(s.default)
+                        else s.default, secret=s.secret)
+             for name, s in OWN_SETTINGS.get(service, {}).items()},
     )
 
 
@@ -177,8 +322,7 @@ def load_tls_settings(service: str, env: Mapping[str, str]) -> TlsSettings:
     read (and hold what they should) is checked when credentials are made from them, at start."""
 
     def path(name: str) -> Path | None:
-        raw = _lookup(env, service, name, "")
-        return Path(raw) if raw else None
+        return read_setting(env, service, name, optional_path, "")
 
     tls = TlsSettings(
         cert_file=path("TLS_CERT_FILE"), key_file=path("TLS_KEY_FILE"),

@@ -9,6 +9,7 @@ is deliberately mutable (and deletable) outside the event log.
 from __future__ import annotations
 
 import base64
+import binascii
 import os
 import threading
 from collections import OrderedDict
@@ -17,6 +18,8 @@ from typing import Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from shared.config import ConfigError
 
 SEAL_PREFIX = "pd1:"
 ERASED = "[erased]"
@@ -169,16 +172,22 @@ class PersonalDataVault:
         return self._master.decrypt(wrapped[:12], wrapped[12:], b"qiji-dek:" + subject_id.encode())
 
 
+class MasterKeyMissing(ConfigError, FileNotFoundError):
+    """Neither QIJI_MASTER_KEY nor its file: the process must not start (a configuration error
+    to a service, a missing file to the operator's scripts)."""
+
+
 def load_master_key(value: str, key_file: os.PathLike[str] | str, *, create: bool) -> bytes:
     """The master key from its setting (base64), else from its file; `create` makes the file for
-    the embedded default, where there is no operator to hand one out."""
+    the embedded default, where there is no operator to hand one out. A key that is not base64
+    of 32 bytes is a ConfigError that never repeats the key."""
     if value:
-        key = base64.b64decode(value)
+        key = _decode_key(value, "QIJI_MASTER_KEY")
     else:
         path = os.fspath(key_file)
         if not os.path.exists(path):
             if not create:
-                raise FileNotFoundError(
+                raise MasterKeyMissing(
                     f"no master key: set QIJI_MASTER_KEY (base64 of 32 bytes) or create {path}"
                 )
             os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
@@ -194,8 +203,20 @@ def load_master_key(value: str, key_file: os.PathLike[str] | str, *, create: boo
                 pass
             finally:
                 os.unlink(tmp)
-        with open(path) as f:
-            key = base64.b64decode(f.read().strip())
+        try:
+            with open(path) as f:
+                key = _decode_key(f.read(), f"the master key file {path}")
+        except OSError as error:
+            raise ConfigError(f"the master key file {path} cannot be read: "
+                              f"{error.strerror}") from None
+    return key
+
+
+def _decode_key(text: str, where: str) -> bytes:
+    try:
+        key = base64.b64decode(text.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        key = b""
     if len(key) != 32:
-        raise ValueError("the master key must decode to 32 bytes")
+        raise ConfigError(f"{where} must hold base64 of 32 bytes")
     return key

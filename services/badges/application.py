@@ -55,7 +55,7 @@ class BadgesApplication(QijiApplication):
         super().__init__(settings, master_key)
         self.clock = clock or (lambda: datetime.now(UTC))
         self.issuer_key = issuer_key or IssuerKey.load(
-            settings.signing_key, settings.signing_key_file,
+            settings.own_setting("SIGNING_KEY"), settings.own_setting("SIGNING_KEY_FILE"),
             create=settings.persistence == "sqlite")
         self.views = BadgesViews(self)
         self.views.catch_up()

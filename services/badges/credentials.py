@@ -7,6 +7,7 @@ The signature covers the credential exactly as exported; whether the award still
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import json
 import os
@@ -17,6 +18,8 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from shared.config import ConfigError
 
 OB3_CONTEXT = [
     "https://www.w3.org/ns/credentials/v2",
@@ -30,6 +33,10 @@ def b64url(data: bytes) -> str:
 
 def b64url_decode(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+class SigningKeyMissing(ConfigError, FileNotFoundError):
+    """Neither BADGES_SIGNING_KEY nor its file: badges must not start."""
 
 
 class IssuerKey:
@@ -48,11 +55,11 @@ class IssuerKey:
 
     @classmethod
     def load(cls, value: str, key_file: Path, *, create: bool) -> IssuerKey:
-        if value:
+        if value:  # checked as base64 of 32 bytes with the other settings, at start
             return cls(base64.b64decode(value))
         if not key_file.exists():
             if not create:
-                raise FileNotFoundError(
+                raise SigningKeyMissing(
                     f"no badges signing key: set BADGES_SIGNING_KEY (base64 of a 32-byte "
                     f"Ed25519 seed) or create {key_file}")
             key_file.parent.mkdir(parents=True, exist_ok=True)
@@ -66,7 +73,14 @@ class IssuerKey:
                 pass
             finally:
                 os.unlink(tmp)
-        return cls(base64.b64decode(key_file.read_text().strip()))
+        try:
+            seed = base64.b64decode(key_file.read_text().strip(), validate=True)
+        except (OSError, binascii.Error, ValueError):
+            seed = b""
+        if len(seed) != 32:
+            raise ConfigError(f"the badges signing key file {key_file} must be readable and "
+                              "hold base64 of a 32-byte Ed25519 seed")
+        return cls(seed)
 
     def sign(self, credential: dict[str, Any]) -> str:
         header = {"alg": "EdDSA", "typ": "vc+jwt", "cty": "vc", "kid": self.key_id}

@@ -11,7 +11,7 @@ from typing import Any
 import structlog
 
 from services.governance.application import GovernanceApplication
-from services.governance.deadlines import DEFAULT_POLL_SECONDS, DeadlineScheduler
+from services.governance.deadlines import DeadlineScheduler
 from services.governance.grpc_api import PERMISSIONS, add_servicers
 from services.governance.public_events import CATALOGUE as PUBLIC_EVENTS
 from shared.config import ConfigError, Settings
@@ -25,7 +25,6 @@ log = structlog.get_logger(__name__)
 # move time forward without waiting 15 minutes. Never set it in production: deadlines and
 # every recorded time would follow the file.
 CLOCK_FILE_SETTING = "GOVERNANCE_CLOCK_FILE"
-POLL_SETTING = "GOVERNANCE_DEADLINE_POLL_SECONDS"
 
 
 class FileClock:
@@ -47,12 +46,12 @@ class FileClock:
 
 
 def clock_from_settings(settings: Settings) -> Callable[[], datetime] | None:
-    path = settings.own_setting("CLOCK_FILE")
-    if not path:
+    path: Path | None = settings.own_setting("CLOCK_FILE")
+    if path is None:
         return None
-    log.warning("clock.from_file", path=path,
+    log.warning("clock.from_file", path=str(path),
                 note="for tests and drills only: time is read from this file")
-    return FileClock(Path(path))
+    return FileClock(path)
 
 
 def make_app(settings: Settings, master_key: bytes) -> GovernanceApplication:
@@ -66,13 +65,8 @@ def make_followers(app: Any, settings: Settings) -> list[Any]:
     follower = Follower(app, feed, app.follow_identity,
                         topics=GovernanceApplication.IDENTITY_TOPICS)
     app.identity_follower = follower
-    raw = settings.own_setting("DEADLINE_POLL_SECONDS")
-    try:
-        poll = float(raw) if raw else DEFAULT_POLL_SECONDS
-    except ValueError:
-        poll = 0.0
-    if not poll > 0:  # also refuses NaN
-        raise ConfigError(f"{POLL_SETTING} must be a positive number of seconds, got {raw!r}")
+    # Checked at start with every other setting (shared/config.py OWN_SETTINGS).
+    poll: float = settings.own_setting("DEADLINE_POLL_SECONDS")
     return [follower, DeadlineScheduler(app, poll_seconds=poll)]
 
 

@@ -23,6 +23,7 @@ from shared.grpc import tls
 from shared.grpc.guard import Guard
 from shared.grpc.server import LIVENESS
 from shared.logging import configure as configure_logging
+from shared.logging import exits_on_config_error
 
 log = structlog.get_logger(__name__)
 
@@ -79,9 +80,11 @@ def build_gateway(settings: Settings, upstreams: dict[str, Upstream] | None = No
 
 def serve() -> None:
     """The process entry point: `python -m services.platform`."""
-    settings = load_settings(NAME)
-    configure_logging(NAME, settings.log_format)
-    running = build_gateway(settings)
+    # A setting that cannot work stops the gateway at start: one line, exit code 2.
+    with exits_on_config_error(NAME):
+        settings = load_settings(NAME)
+        configure_logging(NAME, settings.log_format)
+        running = build_gateway(settings)
     # RPC counts, latency and errors by code, like every service (PLATFORM_METRICS_PORT).
     metrics.serve(settings.grpc_host, settings.metrics_port)
     running.server.start()

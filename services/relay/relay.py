@@ -63,17 +63,16 @@ from services.relay import metrics
 from services.relay.cloudevents import SOURCE_SERVICE, register_serializer, structured
 from services.relay.positions import PositionStore, open_positions
 from shared import metrics as shared_metrics
-from shared.config import EVENT_SOURCED_SERVICES, ConfigError, Settings, load_settings
+from shared.config import ConfigError, Settings, load_settings
 from shared.leadership import Lease
 from shared.leadership import leadership as hold_leadership
 from shared.logging import configure as configure_logging
-from shared.logging import redacted
+from shared.logging import exits_on_config_error, redacted
 from shared.persistence import OutageNotice
 
 log = structlog.get_logger(__name__)
 
 NAME = "relay"
-DEFAULT_AMQP_URI = "amqp://guest:guest@127.0.0.1:5672/"
 # kombu's retry of one publish (reconnecting on the way) before the relay's own backoff.
 PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5,
                         "interval_max": 1.0}
@@ -254,28 +253,21 @@ def leadership(settings: Settings, stopping: threading.Event) -> Iterator[Lease 
         yield lease
 
 
-def relayed_services(settings: Settings) -> list[str]:
-    raw = settings.own_setting("SERVICES", ",".join(EVENT_SOURCED_SERVICES))
-    names = [s.strip() for s in raw.split(",") if s.strip()]
-    unknown = sorted(set(names) - set(EVENT_SOURCED_SERVICES))
-    if unknown or not names:
-        raise ConfigError(f"RELAY_SERVICES: {unknown or 'empty'}; choose from "
-                          f"{EVENT_SOURCED_SERVICES}")
-    return names
-
-
 def serve() -> None:
     """The process entry point: `python -m services.relay`."""
     from services.platform.application import GrpcUpstream
-    settings = load_settings(NAME)
-    configure_logging(NAME, settings.log_format)
-    if not settings.service_token:
-        raise ConfigError("RELAY_SERVICE_TOKEN / QIJI_SERVICE_TOKEN must be set: the relay "
-                          "reads the services' public feeds with it")
-    amqp_uri = settings.own_setting("AMQP_URI", DEFAULT_AMQP_URI)
-    batch = int(settings.own_setting("BATCH", "200"))
-    poll = float(settings.own_setting("POLL_SECONDS", "0.2"))
-    services = relayed_services(settings)
+    # A setting that cannot work stops the relay at start: one line, exit code 2.
+    with exits_on_config_error(NAME):
+        settings = load_settings(NAME)
+        configure_logging(NAME, settings.log_format)
+        if not settings.service_token:
+            raise ConfigError("RELAY_SERVICE_TOKEN / QIJI_SERVICE_TOKEN must be set: the "
+                              "relay reads the services' public feeds with it")
+    # Typed and checked at start with every other setting (shared/config.py OWN_SETTINGS).
+    amqp_uri: str = settings.own_setting("AMQP_URI")
+    batch: int = settings.own_setting("BATCH")
+    poll: float = settings.own_setting("POLL_SECONDS")
+    services: list[str] = settings.own_setting("SERVICES")
     stopping = threading.Event()
 
     def on_signal(signum: int, _frame: object) -> None:

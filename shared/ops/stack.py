@@ -27,9 +27,19 @@ from psycopg import sql
 from shared.auth import add_caller
 from shared.cli import ADMIN_PRINCIPAL, SERVICES, SERVICES_PRINCIPAL, _admin_token, _wait_serving
 from shared.cli import metrics_port as default_metrics_port
-from shared.config import DEFAULT_PORTS, TlsSettings, load_tls_settings
+from shared.config import (
+    DEFAULT_AMQP_URI,
+    DEFAULT_PORTS,
+    MAX_PORT,
+    ConfigError,
+    TlsSettings,
+    integer,
+    load_settings,
+    load_tls_settings,
+    read_setting,
+)
 from shared.logging import redacted
-from shared.ops import DEPENDENCY_UNREACHABLE, REFUSED, UNHEALTHY, OpsError
+from shared.ops import DEPENDENCY_UNREACHABLE, REFUSED, UNHEALTHY, USAGE, OpsError
 from shared.personal_data import load_master_key
 
 REPO = Path(__file__).resolve().parents[2]
@@ -38,7 +48,6 @@ RELAY = "relay"
 PROCESSES = [*SERVICES, RELAY]
 STACK_FILE = "stack.json"
 DEFAULT_RUN_DIR = "qiji-run"
-DEFAULT_AMQP_URI = "amqp://guest:guest@127.0.0.1:5672/"
 # The relay's /metrics beside the services' 9101-9106.
 RELAY_METRICS_PORT = 9107
 STOP_TIMEOUT = 20.0
@@ -70,20 +79,31 @@ class Stack:
         environment (the services' own setting names), then defaults."""
         env = os.environ if env is None else env
         run_dir = Path(run_dir or env.get("QIJI_RUN_DIR") or DEFAULT_RUN_DIR).resolve()
-        values: dict[str, object] = {
-            "pg_host": env.get("QIJI_POSTGRES_HOST") or "127.0.0.1",
-            "pg_port": int(env.get("QIJI_POSTGRES_PORT") or 5432),
-            "pg_db": env.get("QIJI_POSTGRES_DBNAME") or "qiji",
-            "pg_user": env.get("QIJI_POSTGRES_USER") or "postgres",
-            "amqp_uri": env.get("RELAY_AMQP_URI") or DEFAULT_AMQP_URI,
-            "port_offset": int(env.get("QIJI_PORT_OFFSET") or 0),
-        }
+        try:  # read and checked as the services read theirs (shared/config.py)
+            settings = load_settings("qiji", env)
+            values: dict[str, object] = {
+                "pg_host": settings.postgres_host,
+                "pg_port": settings.postgres_port,
+                "pg_db": settings.postgres_dbname,
+                "pg_user": settings.postgres_user,
+                "amqp_uri": load_settings(RELAY, env).own_setting("AMQP_URI"),
+                "port_offset": read_setting(env, "qiji", "PORT_OFFSET", integer(-MAX_PORT),
+                                            "0"),
+            }
+        except ConfigError as error:
+            raise OpsError(USAGE, f"configuration: {error}") from None
         saved = run_dir / STACK_FILE
         if saved.exists():
             known = {f.name for f in fields(cls)} - {"run_dir"}
             values.update({k: v for k, v in json.loads(saved.read_text()).items() if k in known})
         values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(run_dir=run_dir, **values)  # type: ignore[arg-type]
+        stack = cls(run_dir=run_dir, **values)  # type: ignore[arg-type]
+        ports = [p for name in PROCESSES for p in (
+            *([stack.grpc_port(name)] if name in DEFAULT_PORTS else []), stack.metrics_port(name))]
+        if not all(0 < port <= MAX_PORT for port in ports):
+            raise OpsError(USAGE, f"port offset {stack.port_offset} puts ports outside "
+                           f"1..{MAX_PORT} ({min(ports)}..{max(ports)})")
+        return stack
 
     def save(self) -> None:
         data = {k: v for k, v in asdict(self).items() if k != "run_dir"}
@@ -173,7 +193,7 @@ class Stack:
     def process_env(self, service_token: str) -> dict[str, str]:
         """Every process's environment: the operator's own (pool size, log format...), then
         what the stack decides (store, ports, addresses, secrets' files)."""
-        env = self.settings_env(pool_size=int(os.environ.get("QIJI_POSTGRES_POOL_SIZE") or 4))
+        env = self.settings_env(pool_size=load_settings("qiji").postgres_pool_size)
         env.update({
             "QIJI_LOG_FORMAT": os.environ.get("QIJI_LOG_FORMAT", "json"),
             "QIJI_SERVICE_TOKEN": service_token,
