@@ -1,24 +1,33 @@
-"""The `qiji` command: run Qiji on its embedded default, and manage callers' tokens."""
+"""The `qiji` command: run Qiji on its embedded default, manage callers' tokens, and ask a
+running Qiji — wherever it runs (shared/addressing.py) — for an audit, a credential or the
+city's story.
+
+Every subcommand answers bad input with one line and a non-zero exit (the codes below), never
+a traceback."""
 
 from __future__ import annotations
 
 import argparse
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import NoReturn
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from shared import addressing
+from shared.addressing import AddressingError, Deployment, RunLock
 from shared.auth import ROLES, add_caller
 from shared.config import (
     DEFAULT_PORTS,
-    EVENT_SOURCED_SERVICES,
     ConfigError,
     Settings,
+    TlsSettings,
     load_settings,
 )
 from shared.grpc.channels import open_channel
@@ -29,18 +38,55 @@ SERVICES = ["identity", "training", "merchants", "badges", "governance", "platfo
 ADMIN_PRINCIPAL = "local-admin"
 SERVICES_PRINCIPAL = "qiji-services"
 
+# Exit codes of every subcommand.
+OK = 0
+NO = 1  # the answer is no: not found, not valid, a log altered, a step of the story failed
+USAGE = 2  # bad arguments, a setting that cannot work, a refused token or precondition
+UNREACHABLE = 3  # Qiji does not answer where the command looked for it
+EXIT_CODES = {
+    OK: "done (a valid credential, every log intact)",
+    NO: "the answer is no: not found, not valid, a log altered, the story stopped",
+    USAGE: "bad arguments or settings, a refused token, another Qiji on the data folder",
+    UNREACHABLE: "Qiji does not answer where the command looked (see --run-dir, --port-base, "
+                 "--address)",
+}
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="qiji", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="start every service on the embedded default (SQLite)")
-    run.add_argument("--services", default=",".join(SERVICES),
+
+class CommandFailed(Exception):
+    """Ends a subcommand with one line on stderr and `code`."""
+
+    def __init__(self, message: str, code: int = USAGE):
+        super().__init__(message)
+        self.code = code
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, saying a usage error in one line (and where the help is) instead of the
+    whole usage block; every subcommand's parser is one of these too."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(USAGE, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Every subcommand of `qiji`, with its arguments (tests walk it to reach each one)."""
+    parser = Parser(
+        prog="qiji", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="exit codes:\n" + "\n".join(f"  {c}  {t}" for c, t in EXIT_CODES.items()))
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="start every service on the embedded default (SQLite)",
+                         description="Starts the services on the embedded default: SQLite "
+                         "files in the data folder ($QIJI_DATA_DIR, default the project's "
+                         "data). One Qiji per data folder: a second `qiji run` on it refuses.")
+    run.add_argument("--services", type=_service_names, default=list(SERVICES),
                      help="comma-separated subset to start (default: all)")
     run.add_argument("--relay", action="store_true",
                      help="also start the AMQP relay (needs RabbitMQ at RELAY_AMQP_URI)")
-    run.add_argument("--port-base", type=int, default=None, metavar="N",
+    run.add_argument("--port-base", type=addressing.port_base, default=None, metavar="N",
                      help="serve gRPC on N+1..N+6 instead of 50051..50056 and no metrics "
                      "(unless <SERVICE>_METRICS_PORT is set), to run beside another Qiji")
+
     token = sub.add_parser("token", help="add a caller, or rotate its token")
     token.add_argument("principal", help="the calling system's name, e.g. platform-company")
     token.add_argument("--role", action="append", required=True, choices=sorted(ROLES),
@@ -51,91 +97,171 @@ def main(argv: list[str] | None = None) -> int:
                        help="for a feed consumer: a public event type, or a prefix such as "
                        "'qiji.training.v1.*', it may receive (repeat; default: all)")
     token.add_argument("--tokens-file", type=Path, default=None,
-                       help="default: $QIJI_TOKENS_FILE or data/tokens.json")
+                       help="default: $QIJI_TOKENS_FILE or the data folder's tokens.json")
     token.add_argument("--certificate-subject", default="", metavar="NAME",
                        help="where ports require client certificates (mTLS): a client "
                        "certificate with this common name or subject alternative name, "
                        "verified by the client CA, is this caller even without a token")
+
     credential = sub.add_parser(
         "credential", help="export or verify an Open Badges 3.0 credential (badges service)")
-    credential.add_argument("action", choices=["export", "verify"])
-    credential.add_argument("target", help="export: an award id; verify: a file holding the "
-                            "credential's JWT (or - for standard input)")
-    credential.add_argument("--address", default=f"127.0.0.1:{DEFAULT_PORTS['badges']}")
-    credential.add_argument("--token", default=os.environ.get("QIJI_TOKEN", ""),
-                            help="bearer token (default: $QIJI_TOKEN, else data/admin.token)")
+    actions = credential.add_subparsers(dest="action", required=True, metavar="ACTION")
+    export = actions.add_parser("export", help="an award as a signed credential: JSON on "
+                                "stdout, the JWT on stderr")
+    export.add_argument("award_id", type=_id, help="the award's id")
+    addressing.add_arguments(export)
+    verify = actions.add_parser("verify", help="check a credential's signature and whether "
+                                "its award still stands; exit 0 only when valid")
+    verify.add_argument("file", help="a file holding the credential's JWT (- for standard "
+                        "input)")
+    addressing.add_arguments(verify)
+
     demo = sub.add_parser("demo", help="play the city's report against a running Qiji "
                           "(or, with --embedded, one it starts and stops)")
     from shared.demo import add_arguments as demo_arguments
     demo_arguments(demo)
-    audit = sub.add_parser("audit", help="answer an auditor: history, as-of, verify, perk, award")
-    audit.add_argument("--token", default=os.environ.get("QIJI_TOKEN", ""),
-                       help="an auditor's token (default: $QIJI_TOKEN, else data/admin.token)")
-    audit.add_argument("--host", default="127.0.0.1")
-    asub = audit.add_subparsers(dest="question", required=True)
-    h = asub.add_parser("history", help="every event of an aggregate, with who acted and why")
-    h.add_argument("service", choices=EVENT_SOURCED_SERVICES)
-    h.add_argument("aggregate_id")
-    a = asub.add_parser("as-of", help="an aggregate as it stood at a moment (ISO 8601)")
-    a.add_argument("service", choices=EVENT_SOURCED_SERVICES)
-    a.add_argument("aggregate_id")
-    a.add_argument("moment", help="e.g. 2026-03-01 or 2026-03-01T12:00:00+08:00")
-    v = asub.add_parser("verify", help="prove a service's log was not altered (all by default)")
-    v.add_argument("services", nargs="*",
-                   help=f"some of {EVENT_SOURCED_SERVICES} (default: all)")
-    p = asub.add_parser("perk", help="every redemption of a perk, with the quota after each")
-    p.add_argument("perk_id")
-    w = asub.add_parser("award", help="why a rider holds a badge")
-    w.add_argument("rider_id")
-    w.add_argument("badge_class_id")
-    args = parser.parse_args(argv)
+
+    from shared.audit_cli import add_parser as audit_parser
+    audit_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     try:
-        # The `qiji` command's own channels are secured by the same QIJI_TLS_* settings as a
-        # service's (TLS_CA_FILE, TLS_CLIENT_CERT_FILE, TLS_CLIENT_KEY_FILE).
-        settings = load_settings("qiji")
-        if args.command == "audit":
-            from shared.audit_cli import answer
-            return answer(args, _token(args.token), settings)
-        if args.command == "demo":
-            from shared import demo as demo_module
-            if args.embedded:
-                return demo_module.run_embedded(args)
-            return demo_module.run(args, _token(args.token),
-                                   args.tokens_file or settings.tokens_file)
-        if args.command == "run":
-            return _run([s for s in args.services.split(",") if s], relay=args.relay,
-                        port_base=args.port_base)
-        if args.command == "credential":
-            return _credential(args.action, args.target, args.address, args.token, settings)
-    except ConfigError as error:
-        print(f"configuration: {error}", file=sys.stderr)
-        return 2
-    tokens_file = args.tokens_file or settings.tokens_file
+        args, extra = parser.parse_known_args(argv)
+        if extra:  # said by the subcommand's own parser, with its own --help
+            _subcommand_parser(parser, args).error(
+                f"unrecognized arguments: {' '.join(extra)}")
+    except SystemExit as done:  # --help (0) or a usage error (2), already said by argparse
+        return done.code if isinstance(done.code, int) else USAGE
+    command = " ".join(filter(None, [args.command, getattr(args, "action", None),
+                                     getattr(args, "question", None)]))
     try:
-        print(add_caller(tokens_file, args.principal, args.role, args.organisation_id,
-                         args.subscribe, certificate_subject=args.certificate_subject))
+        return _dispatch(args)
+    except (CommandFailed, AddressingError, ConfigError) as failed:
+        print(f"qiji {command}: {failed}", file=sys.stderr, flush=True)
+        return getattr(failed, "code", USAGE)
+    except KeyboardInterrupt:
+        return 130
+    except OSError as error:  # a file that cannot be read or written, a port...
+        what = f" {error.filename}" if error.filename else ""
+        print(f"qiji {command}:{what} {error.strerror or error}", file=sys.stderr, flush=True)
+        return USAGE
+    except Exception as error:
+        if os.environ.get("QIJI_DEBUG"):
+            raise
+        print(f"qiji {command}: unexpected error: {type(error).__name__}: {error} (set "
+              "QIJI_DEBUG=1 to see where)", file=sys.stderr, flush=True)
+        return NO
+
+
+def _subcommand_parser(parser: argparse.ArgumentParser, args: argparse.Namespace
+                       ) -> argparse.ArgumentParser:
+    """The parser of the subcommand `args` were parsed for (`qiji audit perk`'s, say)."""
+    while True:
+        subcommands = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        chosen = getattr(args, subcommands[0].dest, None) if subcommands else None
+        if chosen is None:
+            return parser
+        parser = subcommands[0].choices[chosen]
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "audit":
+        from shared.audit_cli import answer
+        deployment = addressing.resolve(args)
+        return answer(args, deployment.require_token(), deployment.dialer())
+    if args.command == "demo":
+        from shared import demo as demo_module
+        if args.embedded:
+            return demo_module.run_embedded(args)
+        return demo_module.run(args, addressing.resolve(args))
+    if args.command == "run":
+        return _run(args.services, relay=args.relay, port_base=args.port_base)
+    if args.command == "credential":
+        return _credential(args, addressing.resolve(args))
+    settings = load_settings("qiji")
+    try:
+        print(add_caller(args.tokens_file or settings.tokens_file, args.principal, args.role,
+                         args.organisation_id, args.subscribe,
+                         certificate_subject=args.certificate_subject))
     except ValueError as error:
-        print(error, file=sys.stderr)
-        return 2
-    return 0
+        raise CommandFailed(str(error)) from None
+    return OK
+
+
+def rpc_failed(error: grpc.RpcError, service: str, address: str) -> CommandFailed:
+    """One line for a call that failed, and the exit code that says what kind of failure."""
+    code = error.code() if isinstance(error, grpc.Call) else grpc.StatusCode.UNKNOWN
+    details = (error.details() if isinstance(error, grpc.Call) else "") or ""
+    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED) \
+            and "store" not in details:
+        return CommandFailed(f"{service} at {address} does not answer ({code.name}): is Qiji "
+                             "running there? (--run-dir, --port-base, --address say where)",
+                             UNREACHABLE)
+    if code == grpc.StatusCode.UNAVAILABLE:
+        return CommandFailed(f"{code.name}: {details}", UNREACHABLE)
+    if code == grpc.StatusCode.UNAUTHENTICATED:
+        return CommandFailed(f"{code.name}: {service} at {address} does not know the token "
+                             "(give --token, $QIJI_TOKEN or --run-dir of that Qiji)")
+    return CommandFailed(f"{code.name}: {details}", NO if code == grpc.StatusCode.NOT_FOUND
+                         else USAGE)
+
+
+def _service_names(raw: str) -> list[str]:
+    names = [s.strip() for s in raw.split(",") if s.strip()]
+    unknown = [s for s in names if s not in SERVICES]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"{', '.join(unknown) or 'none given'}: choose from {', '.join(SERVICES)}")
+    return names
+
+
+def _id(raw: str) -> str:
+    """argparse type of an id: every aggregate in Qiji is named by a UUID."""
+    import uuid
+    try:
+        return str(uuid.UUID(raw))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{raw!r} is not an id (a UUID such as 0d6c2f3e-6a51-4a8e-9a0e-5b3c0f2d7e11)"
+        ) from None
 
 
 def _run(services: list[str], *, relay: bool = False, port_base: int | None = None) -> int:
-    unknown = set(services) - set(SERVICES)
-    if unknown:
-        print(f"unknown services: {sorted(unknown)}; known: {SERVICES}", file=sys.stderr)
-        return 2
     settings = load_settings("qiji")
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    load_master_key(settings.master_key, settings.master_key_file, create=True)
-    admin_token = _admin_token(settings.tokens_file, settings.data_dir / "admin.token")
-    # The services' own token for reading each other's feeds; rotated at every start, since
-    # only the processes started here need it.
-    service_token = add_caller(settings.tokens_file, SERVICES_PRINCIPAL, ["service"])
     ports = grpc_ports(port_base)
-    metrics = {name: int(os.environ.get(f"{name.upper()}_METRICS_PORT")
-                         or (metrics_port(name) if port_base is None else 0))
+    metrics = {name: (load_settings(name).metrics_port
+                      or (metrics_port(name) if port_base is None else 0))
                for name in services}
+    # One Qiji per data folder, decided before anything in it is touched: a second one would
+    # rotate the services' token under the first one's followers, for good.
+    lock = RunLock(settings.data_dir)
+    try:
+        lock.acquire()
+    except AddressingError as taken:
+        raise CommandFailed(str(taken)) from None
+    try:
+        busy = sorted(port for name in services
+                      for port in (ports[name], metrics[name]) if port and not _port_free(port))
+        if busy:
+            raise CommandFailed(f"ports in use: {busy} (another Qiji? give it --port-base N)")
+        load_master_key(settings.master_key, settings.master_key_file, create=True)
+        admin_token = _admin_token(settings.tokens_file, settings.data_dir / "admin.token")
+        # The services' own token for reading each other's feeds; rotated at every start,
+        # since only the processes started here need it.
+        service_token = add_caller(settings.tokens_file, SERVICES_PRINCIPAL, ["service"])
+        lock.announce({name: f"127.0.0.1:{ports[name]}" for name in services})
+        return _serve(services, settings, ports, metrics, admin_token, service_token, lock.fd,
+                      relay=relay)
+    finally:
+        lock.release()
+
+
+def _serve(services: list[str], settings: Settings, ports: dict[str, int],
+           metrics: dict[str, int], admin_token: str, service_token: str, lock_fd: int, *,
+           relay: bool) -> int:
     env = {**os.environ, "QIJI_DATA_DIR": str(settings.data_dir),
            "QIJI_TOKENS_FILE": str(settings.tokens_file),
            "QIJI_SERVICE_TOKEN": service_token,
@@ -148,10 +274,16 @@ def _run(services: list[str], *, relay: bool = False, port_base: int | None = No
               and not os.environ.get(f"{follower.upper()}_{name.upper()}_ADDRESS")},
            "QIJI_LOG_FORMAT": os.environ.get("QIJI_LOG_FORMAT", "console")}
     processes: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(module: str) -> subprocess.Popen[bytes]:
+        # The module names come from SERVICES, never from input. Each process holds the data
+        # folder's lock too (pass_fds): killed alone, `qiji run` leaves it taken while its
+        # services live.
+        return subprocess.Popen(  # noqa: S603
+            [sys.executable, "-m", f"services.{module}"], env=env, pass_fds=(lock_fd,))
+
     for name in services:
-        # The module names come from SERVICES above, never from input.
-        processes[name] = subprocess.Popen(  # noqa: S603
-            [sys.executable, "-m", f"services.{name}"], env=env)
+        processes[name] = start(name)
     stopping = False
 
     def stop(_signum: int, _frame: object) -> None:
@@ -162,21 +294,20 @@ def _run(services: list[str], *, relay: bool = False, port_base: int | None = No
     signal.signal(signal.SIGINT, stop)
     try:
         for name in services:
-            if not _wait_serving(f"127.0.0.1:{ports[name]}", processes[name], settings):
+            if not _wait_serving(f"127.0.0.1:{ports[name]}", processes[name], settings.tls):
                 print(f"{name} did not start; see its log above", file=sys.stderr)
-                return 1
+                return NO
         if relay:
             # Started once the services answer; it has no gRPC port of its own to wait for.
-            processes["relay"] = subprocess.Popen(
-                [sys.executable, "-m", "services.relay"], env=env)
+            processes["relay"] = start("relay")
         _print_banner(services, settings.data_dir, admin_token, ports, metrics)
         while not stopping:
             for name, proc in processes.items():
                 if proc.poll() is not None:
                     print(f"{name} exited with {proc.returncode}", file=sys.stderr)
-                    return 1
+                    return NO
             time.sleep(0.5)
-        return 0
+        return OK
     finally:
         for proc in processes.values():
             if proc.poll() is None:
@@ -188,35 +319,53 @@ def _run(services: list[str], *, relay: bool = False, port_base: int | None = No
                 proc.kill()
 
 
-def _credential(action: str, target: str, address: str, token: str, settings: Settings) -> int:
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        # As the servers bind: a stopped Qiji's connections in TIME_WAIT do not count.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _credential(args: argparse.Namespace, deployment: Deployment) -> int:
     """Exports a credential as JSON and JWT, or verifies one: the signature under the issuer's
     key and the award's status now (revoked? expired?). Exit 0 only for a valid credential."""
     from qiji.badges.v1 import badges_service_pb2 as pb
     from qiji.badges.v1 import badges_service_pb2_grpc as pb_grpc
 
-    metadata = [("authorization", f"Bearer {_token(token)}")]
-    with open_channel(address, settings) as channel:
+    if args.action == "verify":
+        try:
+            jwt = (sys.stdin.read() if args.file == "-" else Path(args.file).read_text()).strip()
+        except (OSError, UnicodeDecodeError) as error:
+            why = error.strerror if isinstance(error, OSError) else "not a text file"
+            raise CommandFailed(f"cannot read {args.file}: {why}") from None
+        if not jwt:
+            raise CommandFailed(f"{args.file} holds no credential")
+    metadata = [("authorization", f"Bearer {deployment.require_token()}")]
+    address = deployment.addresses["badges"]
+    with open_channel(address, deployment.tls) as channel:
         stub = pb_grpc.BadgesServiceStub(channel)
         try:
-            if action == "export":
-                reply = stub.ExportCredential(pb.ExportCredentialRequest(award_id=target),
+            if args.action == "export":
+                reply = stub.ExportCredential(pb.ExportCredentialRequest(award_id=args.award_id),
                                               metadata=metadata, timeout=10)
                 print(reply.credential_json)
                 print(reply.credential_jwt, file=sys.stderr)
-                return 0
-            jwt = (sys.stdin.read() if target == "-" else Path(target).read_text()).strip()
+                return OK
             result = stub.VerifyCredential(pb.VerifyCredentialRequest(credential_jwt=jwt),
                                            metadata=metadata, timeout=10)
         except grpc.RpcError as error:
-            print(f"{error.code().name}: {error.details()}", file=sys.stderr)
-            return 2
+            raise rpc_failed(error, "badges", address) from None
     print(f"signature: {'valid' if result.signature_valid else 'INVALID'}")
     print(f"award:     {result.award_id or '-'}  status: "
           f"{pb.AwardStatus.Name(result.status).removeprefix('AWARD_STATUS_')}")
     for problem in result.problems:
         print(f"problem:   {problem}")
     print("VALID" if result.valid else "NOT VALID")
-    return 0 if result.valid else 1
+    return OK if result.valid else NO
 
 
 def grpc_ports(port_base: int | None = None) -> dict[str, int]:
@@ -232,14 +381,6 @@ def metrics_port(service: str) -> int:
     return 9100 + 1 + list(DEFAULT_PORTS).index(service)
 
 
-def _token(token: str) -> str:
-    """The given token, else the embedded default's admin token."""
-    if token:
-        return token
-    token_file = load_settings("qiji").data_dir / "admin.token"
-    return token_file.read_text().strip() if token_file.exists() else ""
-
-
 def _admin_token(tokens_file: Path, token_file: Path) -> str:
     """The embedded default's admin token: made on first run, kept (0600) beside the data so
     later runs can print it again. The tokens file itself holds only its hash."""
@@ -252,10 +393,10 @@ def _admin_token(tokens_file: Path, token_file: Path) -> str:
     return token
 
 
-def _wait_serving(address: str, proc: subprocess.Popen[bytes], settings: Settings,
+def _wait_serving(address: str, proc: subprocess.Popen[bytes], tls: TlsSettings,
                   timeout: float = 30.0) -> bool:
     deadline = time.monotonic() + timeout
-    with open_channel(address, settings) as channel:
+    with open_channel(address, tls) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         while time.monotonic() < deadline and proc.poll() is None:
             try:

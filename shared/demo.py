@@ -47,10 +47,10 @@ from qiji.platform.v1 import platform_feed_service_pb2_grpc as prpc
 from qiji.training.v1 import training_service_pb2 as tpb
 from qiji.training.v1 import training_service_pb2_grpc as trpc
 
-from shared import audit_cli
+from shared import addressing, audit_cli
+from shared.addressing import Deployment, Dialer
 from shared.auth import add_caller
-from shared.config import DEFAULT_PORTS, load_tls_settings
-from shared.grpc import channels
+from shared.config import DEFAULT_PORTS, TlsSettings, load_tls_settings
 
 T = TypeVar("T")
 # Names, phone numbers, scores and places of demo data; not secrets.
@@ -99,10 +99,6 @@ class CallFailed(DemoFailed):
         super().__init__(f"{what}: {self.code.name}{reason}: {details}")
 
 
-def open_channel(address: str) -> grpc.Channel:
-    """The one place the demo opens a channel to a service: secured by the same QIJI_TLS_*
-    settings as the `qiji` command's other channels (plaintext when none are set)."""
-    return channels.open_channel(address, load_tls_settings("qiji", os.environ))
 
 
 def setup_id(*parts: str) -> str:
@@ -122,13 +118,16 @@ def stamp(when: datetime) -> Timestamp:
 class Stack:
     """The running Qiji: one channel per service, and who calls it."""
 
-    def __init__(self, addresses: dict[str, str]):
+    def __init__(self, addresses: dict[str, str], tls: TlsSettings | None = None):
         self.addresses = addresses
+        # The one place the demo opens channels: secured by the same QIJI_TLS_* settings as
+        # the `qiji` command's other channels (plaintext when none are set).
+        self.dial = Dialer(addresses, tls)
         self._channels: dict[str, grpc.Channel] = {}
 
     def stub(self, service: str) -> Any:
         if service not in self._channels:
-            self._channels[service] = open_channel(self.addresses[service])
+            self._channels[service] = self.dial(service)
         return STUBS[service](self._channels[service])
 
     def wait_serving(self, wait_seconds: float) -> None:
@@ -139,7 +138,7 @@ class Stack:
         while True:
             for service in list(missing):
                 if service not in self._channels:
-                    self._channels[service] = open_channel(self.addresses[service])
+                    self._channels[service] = self.dial(service)
                 health = health_pb2_grpc.HealthStub(self._channels[service])
                 try:
                     reply = health.Check(health_pb2.HealthCheckRequest(service=""), timeout=2)
@@ -156,8 +155,8 @@ class Stack:
         if missing:
             raise DemoFailed("Qiji is not (all) running: " + "; ".join(
                 f"{s} at {self.addresses[s]} answers {why}" for s, why in missing.items())
-                + " — start it (`make run`, or deploy/README.md) or give its address "
-                "(--host, --port-base, --address SERVICE=HOST:PORT)")
+                + " — start it (`make run`, or deploy/README.md) or say where it runs "
+                "(--run-dir, --port-base, --host, --address SERVICE=HOST:PORT)")
 
     def close(self) -> None:
         for channel in self._channels.values():
@@ -681,12 +680,9 @@ class Story:
     def audit(self, perk_id: str, claim_id: str, rider: Rider, badge_class_id: str) -> None:
         token = self.callers["auditor"].token
 
-        def channel(service: str) -> grpc.Channel:
-            return open_channel(self.stack.addresses[service])
-
         def ask(title: str, **question: str) -> None:
             print(f"\n== {title}", file=self.out, flush=True)
-            code = audit_cli.answer(argparse.Namespace(**question), token, channel=channel)
+            code = audit_cli.answer(argparse.Namespace(**question), token, self.stack.dial)
             sys.stdout.flush()
             if code != 0:
                 raise DemoFailed(f"the auditor's question `{title}` was not answered")
@@ -705,22 +701,10 @@ class Story:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--host", default="127.0.0.1",
-                        help="where the services listen (default 127.0.0.1)")
-    parser.add_argument("--port-base", type=int, default=None, metavar="N",
-                        help="the services listen on N+1..N+6 (as `qiji run --port-base N`) "
-                        "instead of 50051..50056")
-    parser.add_argument("--address", action="append", default=[], metavar="SERVICE=HOST:PORT",
-                        help="one service elsewhere, e.g. governance=10.0.0.5:50055 (repeat)")
-    parser.add_argument("--token", default=os.environ.get("QIJI_TOKEN", ""),
-                        help="a city_admin token (default: $QIJI_TOKEN, else the embedded "
-                        "default's data/admin.token)")
-    parser.add_argument("--tokens-file", type=Path, default=None,
-                        help="the tokens file the services read, where the demo adds the "
-                        "callers it plays (default: $QIJI_TOKENS_FILE or data/tokens.json)")
-    parser.add_argument("--timeout", type=float, default=30.0,
+    addressing.add_arguments(parser, tokens_file=True, whose="a city_admin")
+    parser.add_argument("--timeout", type=_seconds, default=30.0,
                         help="seconds to wait for each cross-service reaction (default 30)")
-    parser.add_argument("--wait", type=float, default=0.0,
+    parser.add_argument("--wait", type=_seconds, default=0.0,
                         help="seconds to wait for every service to be SERVING first (default: "
                         "ask once)")
     parser.add_argument("--embedded", action="store_true",
@@ -728,30 +712,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "free ports, play the story against it, stop it (`make demo`)")
 
 
-def addresses(host: str, port_base: int | None, overrides: list[str]) -> dict[str, str]:
-    found = {name: f"{host}:{(port_base + 1 + i) if port_base is not None else port}"
-             for i, (name, port) in enumerate(DEFAULT_PORTS.items())}
-    for override in overrides:
-        name, sep, address = override.partition("=")
-        if not sep or name not in found or ":" not in address:
-            raise DemoFailed(f"--address {override!r}: expected SERVICE=HOST:PORT with SERVICE "
-                             f"one of {sorted(found)}")
-        found[name] = address
-    return found
-
-
-def run(args: argparse.Namespace, admin_token: str, tokens_file: Path) -> int:
-    """Plays the story; 0 when every step happened, 1 (with the reason on stderr) otherwise."""
+def _seconds(raw: str) -> float:
     try:
-        stack = Stack(addresses(args.host, args.port_base, args.address))
-    except DemoFailed as failed:
-        print(f"qiji demo: {failed}", file=sys.stderr)
-        return 2
-    if not admin_token:
-        print("qiji demo: no city_admin token: give --token (or $QIJI_TOKEN), or run it where "
-              "the embedded default keeps data/admin.token", file=sys.stderr)
-        return 2
-    story = Story(stack, Caller(stack, "the city admin", admin_token), tokens_file,
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 3600:  # also refuses NaN
+        raise argparse.ArgumentTypeError(f"{raw!r} is not a number of seconds (0 to 3600)")
+    return value
+
+
+def run(args: argparse.Namespace, deployment: Deployment) -> int:
+    """Plays the story; 0 when every step happened, 1 (with the reason on stderr) otherwise."""
+    admin_token = deployment.require_token()
+    stack = Stack(deployment.addresses, deployment.tls)
+    story = Story(stack, Caller(stack, "the city admin", admin_token), deployment.tokens_file,
                   timeout=args.timeout)
     print("骑迹 Qiji — 常州市外卖人才联合服务空间启用 (the city's report of 5 June, played against "
           f"Qiji at {stack.addresses['identity']} …)", flush=True)
@@ -813,6 +788,13 @@ def embedded_qiji(data_dir: Path, port_base: int) -> Iterator[subprocess.Popen[b
 
 
 def run_embedded(args: argparse.Namespace) -> int:
+    given = sorted(set(vars(args)) & {"run_dir", "port_base", "host", "address", "token",
+                                      "tokens_file"})
+    if given:
+        print(f"qiji demo: --embedded starts a Qiji of its own: "
+              f"{', '.join('--' + g.replace('_', '-') for g in given)} do not apply",
+              file=sys.stderr)
+        return 2
     data_dir = Path(tempfile.mkdtemp(prefix="qiji-demo-"))
     try:
         port_base = free_port_base()
@@ -824,10 +806,13 @@ def run_embedded(args: argparse.Namespace) -> int:
             while not token_file.exists() and proc.poll() is None \
                     and time.monotonic() < deadline:
                 time.sleep(0.2)
-            args.port_base, args.host, args.wait = port_base, "127.0.0.1", \
-                max(1.0, deadline - time.monotonic())
-            code = run(args, token_file.read_text().strip() if token_file.exists() else "",
-                       data_dir / "tokens.json")
+            args.wait = max(1.0, deadline - time.monotonic())
+            code = run(args, Deployment(
+                addresses={name: f"127.0.0.1:{port_base + 1 + i}"
+                           for i, name in enumerate(DEFAULT_PORTS)},
+                token=token_file.read_text().strip() if token_file.exists() else "",
+                token_source=f"{token_file} was not made", tokens_file=data_dir / "tokens.json",
+                tls=load_tls_settings("qiji", os.environ)))
         if code != 0:
             log = (data_dir / "qiji.log").read_text(errors="replace")
             print(f"\n--- the end of Qiji's log ({data_dir / 'qiji.log'}):\n{log[-4000:]}",

@@ -6,6 +6,7 @@ non-zero exit when a step cannot happen."""
 from __future__ import annotations
 
 import base64
+import json
 import os
 import subprocess
 import sys
@@ -146,6 +147,44 @@ def test_a_refused_step_stops_the_demo_and_says_which(embedded: Embedded) -> Non
             f"127.0.0.1:{embedded.port_base + 1}: UNAUTHENTICATED: unknown or revoked token"
             ) in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def qiji(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "shared.cli", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_qiji_commands_find_the_running_qiji_and_its_token_from_any_directory(
+        embedded: Embedded, tmp_path: Path) -> None:
+    # Only the data folder is named: the ports come from the `qiji run` holding it, the token
+    # from the folder, never from the directory the command is run in.
+    verified = qiji("audit", "verify", env=embedded.env, cwd=tmp_path)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert [json.loads(line)["intact"] for line in verified.stdout.splitlines()] == [True] * 5
+    # The same Qiji as a deploy/ run directory would describe it: stack.json and admin.token.
+    run_dir = tmp_path / "qiji-run"
+    run_dir.mkdir()
+    (run_dir / "stack.json").write_text(json.dumps(
+        {"port_offset": embedded.port_base + 1 - DEFAULT_PORTS["identity"]}))
+    (run_dir / "admin.token").write_text((embedded.data_dir / "admin.token").read_text())
+    verified = qiji("audit", "verify", "identity", "--run-dir", "qiji-run", env=clean_env(),
+                    cwd=tmp_path)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert json.loads(verified.stdout)["service"] == "identity"
+
+
+def test_a_second_qiji_run_on_the_same_data_folder_refuses_and_touches_nothing(
+        embedded: Embedded) -> None:
+    tokens = (embedded.data_dir / "tokens.json").read_bytes()
+    second = qiji("run", "--port-base", str(free_port_base()), env=embedded.env, cwd=REPO)
+    assert second.returncode == 2
+    assert second.stderr.startswith(
+        f"qiji run: another Qiji runs on the data folder {embedded.data_dir} (qiji run pid "
+        f"{embedded.proc.pid}, identity at 127.0.0.1:{embedded.port_base + 1})")
+    # The first one's callers (its services' own token among them) are as they were, and it
+    # still answers.
+    assert (embedded.data_dir / "tokens.json").read_bytes() == tokens
+    assert embedded.cities() in ([], ["常州市"])
 
 
 # ---------------------------------------------------------------------------- PostgreSQL

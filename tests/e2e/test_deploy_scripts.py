@@ -15,6 +15,7 @@ import os
 import random
 import socket
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -195,6 +196,15 @@ def test_the_full_stack_runs_backs_up_restores_rotates_and_stops(operator: Opera
     assert followers[("training", "identity")]["lag"] == 0
     relayed = {s["upstream"]: s for s in report["relay"]["services"]}
     assert relayed["identity"]["position"] == identity_position
+
+    # The auditor's commands reach the stack from its run directory alone (its ports, its
+    # admin token), wherever they are run from.
+    verified = subprocess.run(
+        [sys.executable, "-m", "shared.cli", "audit", "verify", "--run-dir",
+         str(operator.run_dir)], cwd=operator.run_dir.parent, env=operator.env,
+        capture_output=True, text=True, timeout=60, check=False)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert [json.loads(line)["intact"] for line in verified.stdout.splitlines()] == [True] * 5
 
     # Backup, restore into a new database, verified against the manifest.
     backup = operator.run("backup", "--out", str(operator.run_dir.parent / "backups"))

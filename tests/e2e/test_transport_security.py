@@ -27,7 +27,7 @@ from qiji.training.v1 import training_service_pb2 as tpb
 
 from shared import cli
 from shared.auth import add_caller
-from shared.config import DEFAULT_PORTS, TlsSettings
+from shared.config import TlsSettings
 from shared.grpc import health_probe
 from shared.grpc.channels import open_channel
 from tests.certificates import Authority, Issued, new_authority
@@ -287,10 +287,8 @@ def test_the_qiji_command_and_health_probe_work_against_a_tls_port(
     monkeypatch.setenv("QIJI_TLS_CA_FILE", str(pki.ca.cert_file))
     monkeypatch.setenv("QIJI_TLS_CLIENT_CERT_FILE", str(pki.harness.cert_file))
     monkeypatch.setenv("QIJI_TLS_CLIENT_KEY_FILE", str(pki.harness.key_file))
-    # `qiji audit` dials each service's fixed port; point identity's at this test's process.
-    monkeypatch.setitem(DEFAULT_PORTS, "identity", identity.port)
     assert cli.main(["audit", "--token", identity.tokens["auditor"], "history", "identity",
-                     rider]) == 0
+                     rider, "--address", f"identity=127.0.0.1:{identity.port}"]) == 0
     assert "e2e-platform" in capsys.readouterr().out
     assert health_probe.main([identity.address]) == 0
     assert "SERVING" in capsys.readouterr().out
