@@ -219,11 +219,14 @@ def test_a_token_over_tls_still_works_and_wins_over_the_certificate(
 
 
 def test_a_certificate_stops_standing_for_its_principal_once_unregistered(
-        identity: ServiceProcess, pki: Pki) -> None:
+        identity: ServiceProcess, pki: Pki, city: SimpleNamespace) -> None:
     principal, subject = f"tls-e2e-{uuid.uuid4().hex[:6]}", "stranger.qiji.test"
     add_caller(identity.tokens_file, principal, ["auditor"], certificate_subject=subject)
     stranger = dial(identity, pki.dialling(pki.stranger))
-    assert stranger.ListOrganisations(ipb.ListOrganisationsRequest()).organisations
+    # The auditor it stands for reads the city this module made (not whatever the tests before
+    # it happened to make: run alone, or first, there were none).
+    listed = stranger.ListOrganisations(ipb.ListOrganisationsRequest()).organisations
+    assert city.city in {o.organisation_id for o in listed}
     add_caller(identity.tokens_file, principal, ["auditor"])  # the whole entry, no subject
     details = call_error(lambda: stranger.ListOrganisations(ipb.ListOrganisationsRequest()))
     assert details.code is grpc.StatusCode.UNAUTHENTICATED
