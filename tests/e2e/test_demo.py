@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -171,6 +172,21 @@ def test_qiji_commands_find_the_running_qiji_and_its_token_from_any_directory(
                     cwd=tmp_path)
     assert verified.returncode == 0, verified.stdout + verified.stderr
     assert json.loads(verified.stdout)["service"] == "identity"
+
+
+@pytest.mark.parametrize(("question", "says"), [
+    (["perk", "{id}"], "qiji audit perk: NOT_FOUND: perk '{id}' not found"),
+    (["history", "identity", "{id}"], "qiji audit history: NOT_FOUND: aggregate '{id}' not "
+     "found"),
+    (["award", "{id}", "{id}"], "qiji audit award: NOT_FOUND: rider '{id}' not found"),
+])
+def test_an_auditor_asking_about_something_that_does_not_exist_is_told_so(
+        embedded: Embedded, tmp_path: Path, question: list[str], says: str) -> None:
+    unknown = str(uuid.uuid4())
+    asked = qiji("audit", *[w.format(id=unknown) for w in question], env=embedded.env,
+                 cwd=tmp_path)
+    assert (asked.returncode, asked.stdout, asked.stderr) == (1, "", says.format(id=unknown)
+                                                             + "\n")
 
 
 def test_a_second_qiji_run_on_the_same_data_folder_refuses_and_touches_nothing(
