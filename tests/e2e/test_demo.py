@@ -254,12 +254,18 @@ def test_a_reaction_that_does_not_come_stops_the_demo_and_says_which(
     # badges no longer reaches training's feed: the civic course never counts toward the
     # Golden Bee, so that award never comes.
     badges, identity = full_stack["badges"], full_stack["identity"]
+    training_address = badges.env["BADGES_TRAINING_ADDRESS"]
     badges.env["BADGES_TRAINING_ADDRESS"] = f"127.0.0.1:{free_port()}"
     badges.restart()
-    addresses = [arg for name, server in full_stack.items()
-                 for arg in ("--address", f"{name}={server.address}")]
-    result = demo(*addresses, "--token", identity.tokens["city_admin"], "--tokens-file",
-                  str(identity.tokens_file), "--timeout", "3", env=clean_env())
+    try:
+        addresses = [arg for name, server in full_stack.items()
+                     for arg in ("--address", f"{name}={server.address}")]
+        result = demo(*addresses, "--token", identity.tokens["city_admin"], "--tokens-file",
+                      str(identity.tokens_file), "--timeout", "3", env=clean_env())
+    finally:
+        # The module's stack is whole again for whichever test comes next.
+        badges.env["BADGES_TRAINING_ADDRESS"] = training_address
+        badges.restart()
     assert result.returncode == 1
     assert "[11] 爱心公益: 北大街社区 confirms" in result.stdout
     assert "[12]" not in result.stdout
