@@ -578,8 +578,24 @@ def test_the_whole_chain_course_and_report_earn_a_badge_whose_perk_opens_and_clo
                                             {"award_id": award.award_id})
 
 
+def grant_honour(qiji: Deployment, city: City, reason: str) -> str:
+    """A manual honour badge for a new rider, noted by merchants; returns the award's id."""
+    rider_id = rider(qiji, city)
+    award = qiji.badges.client("street_office").GrantBadge(bpb.GrantBadgeRequest(
+        request_id=new_request_id(), rider_id=rider_id, badge_class_id=city.honour_badge,
+        reason=reason, evidence=[bpb.Evidence(source="news", reference="常州日报-2026-06-06",
+                                              narrative="常州日报报道")])).award
+    eventually(lambda: city.honour_perk in perks_for(qiji.merchants, rider_id),
+               "the award reaches merchants", timeout=REACTION)
+    return award.award_id
+
+
 def test_restarting_every_process_applies_nothing_twice(qiji: Deployment, city: City) -> None:
-    assert APPLIED, "the stories above ran first"
+    # A reaction of its own, so that there is something to apply twice however many of the
+    # stories above ran before this test (in a shuffled order, maybe none).
+    before_restart = grant_honour(qiji, city, "重启前授予")
+    APPLIED["merchants-before-restart"] = ("merchants", BADGE_NOTED,
+                                           {"award_id": before_restart})
     before_counts = counts(qiji)
     before = settle(qiji)
 
@@ -595,13 +611,7 @@ def test_restarting_every_process_applies_nothing_twice(qiji: Deployment, city: 
     assert counts(qiji) == before_counts
 
     # The restarted followers still follow: a new award reaches merchants once.
-    rider_id = rider(qiji, city)
-    award = qiji.badges.client("street_office").GrantBadge(bpb.GrantBadgeRequest(
-        request_id=new_request_id(), rider_id=rider_id, badge_class_id=city.honour_badge,
-        reason="重启后授予", evidence=[bpb.Evidence(source="news", reference="常州日报-2026-06-06",
-                                                  narrative="常州日报报道")])).award
-    eventually(lambda: city.honour_perk in perks_for(qiji.merchants, rider_id),
-               "a badge awarded after the restart reaches merchants", timeout=REACTION)
+    after_restart = grant_honour(qiji, city, "重启后授予")
     settle(qiji)
-    assert len(of(qiji.merchants.events(BADGE_NOTED), award_id=award.award_id)) == 1
+    assert len(of(qiji.merchants.events(BADGE_NOTED), award_id=after_restart)) == 1
     assert counts(qiji) == before_counts
