@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NoReturn
 
+import hypothesis
 import psycopg
 import pytest
 
@@ -24,6 +25,13 @@ PG = {
 }
 REQUIRE_SERVICES = os.environ.get("QIJI_REQUIRE_SERVICES") == "1"
 MASTER_KEY = bytes(range(32))
+
+# Property tests check what a value is, never how fast it is computed: Hypothesis' default
+# deadline (200 ms an example) is a timed assertion, and on a busy shared machine an example
+# the scheduler set aside for a moment fails the test as "Unreliable test timings". Speed is
+# measured in bench/.
+hypothesis.settings.register_profile("qiji", deadline=None)
+hypothesis.settings.load_profile("qiji")
 
 
 def _admin_conninfo(dbname: str = "postgres") -> str:

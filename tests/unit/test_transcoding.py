@@ -50,7 +50,7 @@ def same(state: dict) -> None:
     assert repr(got) == repr(expected)  # repr: NaN != NaN, and types must match too
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300)
 @given(st.dictionaries(text, values, max_size=6))
 def test_any_stored_state_decodes_as_the_library_decodes_it(state):
     same(state)
