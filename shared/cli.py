@@ -244,7 +244,7 @@ def _run(services: list[str], *, relay: bool = False, port_base: int | None = No
         raise CommandFailed(str(taken)) from None
     try:
         busy = sorted(port for name in services
-                      for port in (ports[name], metrics[name]) if port and not _port_free(port))
+                      for port in (ports[name], metrics[name]) if port and not port_free(port))
         if busy:
             raise CommandFailed(f"ports in use: {busy} (another Qiji? give it --port-base N)")
         load_master_key(settings.master_key, settings.master_key_file, create=True)
@@ -319,9 +319,12 @@ def _serve(services: list[str], settings: Settings, ports: dict[str, int],
                 proc.kill()
 
 
-def _port_free(port: int) -> bool:
+def port_free(port: int) -> bool:
+    """Whether a server could listen on 127.0.0.1:`port` now (`qiji run` and deploy/up look
+    before they start anything)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        # As the servers bind: a stopped Qiji's connections in TIME_WAIT do not count.
+        # As the servers bind: connections of a stopped Qiji in TIME_WAIT do not count, a
+        # process listening there does.
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,7 +24,14 @@ import psycopg
 from psycopg import sql
 
 from shared.auth import add_caller
-from shared.cli import ADMIN_PRINCIPAL, SERVICES, SERVICES_PRINCIPAL, _admin_token, _wait_serving
+from shared.cli import (
+    ADMIN_PRINCIPAL,
+    SERVICES,
+    SERVICES_PRINCIPAL,
+    _admin_token,
+    _wait_serving,
+    port_free,
+)
 from shared.cli import metrics_port as default_metrics_port
 from shared.config import (
     DEFAULT_AMQP_URI,
@@ -268,18 +274,6 @@ def running_pid(stack: Stack, name: str) -> int | None:
     return pid if f"services.{name}".encode() in cmdline else None
 
 
-def _port_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        # As the servers bind: connections of a stopped stack in TIME_WAIT do not count,
-        # a process listening there does.
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
 def dialling_tls() -> TlsSettings:
     """How the operator's commands dial the services: the same QIJI_TLS_* settings the services
     are given (plaintext when none are set)."""
@@ -314,7 +308,7 @@ def up(stack: Stack, *, timeout: float, out: Say = say) -> None:
                        "first")
     busy = [port for name in PROCESSES for port in (
         *([stack.grpc_port(name)] if name in DEFAULT_PORTS else []), stack.metrics_port(name))
-        if not _port_free(port)]
+        if not port_free(port)]
     if busy:
         raise OpsError(REFUSED, f"ports in use: {busy} (another stack? try --port-offset)")
     out(f"checking PostgreSQL {stack.pg_host}:{stack.pg_port}/{stack.pg_db} and RabbitMQ "
