@@ -11,7 +11,8 @@ from pathlib import Path
 
 from shared.ops import EXIT_CODES, FAILED, OK, REFUSED, OpsError
 
-COMMANDS = ("up", "down", "status", "schemas", "backup", "restore", "verify", "rotate-token")
+COMMANDS = ("up", "down", "restart", "status", "schemas", "backup", "restore", "verify",
+            "rotate-token", "upgrade")
 
 
 def _exit_codes_text() -> str:
@@ -64,6 +65,18 @@ def _parser() -> argparse.ArgumentParser:
                    "is fine.")
     down.add_argument("--timeout", type=float, default=20.0,
                       help="seconds to wait after SIGTERM before SIGKILL (default 20)")
+
+    restart = command("restart", "restart processes one at a time, each SERVING before the next",
+                      "Restarts the named processes (default: all, in start order) through "
+                      "supervisord, one at a time, waiting for each to be SERVING (the relay: "
+                      "healthy) before the next: the stack keeps serving. A process that dies "
+                      "is restarted by supervisord without this command; use it after changing "
+                      "settings or certificates that are read at start.")
+    restart.add_argument("processes", nargs="*", metavar="PROCESS",
+                         help="identity, training, merchants, badges, governance, platform, "
+                         "relay (default: all)")
+    restart.add_argument("--timeout", type=float, default=90.0,
+                         help="seconds to wait for each process to be ready (default 90)")
 
     status = command("status", "health, log positions, follower and relay lag",
                      "Every service's health and log position, its seal head, each follower's "
@@ -141,6 +154,8 @@ def _dispatch(args: argparse.Namespace, stack: object) -> int:
         stack_ops.up(stack, timeout=args.timeout)
     elif args.command == "down":
         stack_ops.down(stack, timeout=args.timeout)
+    elif args.command == "restart":
+        stack_ops.restart(stack, args.processes, timeout=args.timeout)
     elif args.command == "status":
         return status_ops.status(stack, max_lag=args.max_lag, as_json=args.json)
     elif args.command == "schemas":

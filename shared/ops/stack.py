@@ -13,23 +13,24 @@ import json
 import os
 import signal
 import socket
-import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+import grpc
 import psycopg
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from psycopg import sql
 
 from shared.auth import add_caller
-from shared.cli import ADMIN_PRINCIPAL, SERVICES, SERVICES_PRINCIPAL, _admin_token, _wait_serving
+from shared.cli import ADMIN_PRINCIPAL, SERVICES, SERVICES_PRINCIPAL, _admin_token
 from shared.cli import metrics_port as default_metrics_port
 from shared.config import DEFAULT_PORTS, TlsSettings, load_tls_settings
+from shared.grpc.channels import open_channel
 from shared.logging import redacted
-from shared.ops import DEPENDENCY_UNREACHABLE, REFUSED, UNHEALTHY, OpsError
+from shared.ops import DEPENDENCY_UNREACHABLE, REFUSED, UNHEALTHY, USAGE, OpsError, supervision
 from shared.personal_data import load_master_key
 
 REPO = Path(__file__).resolve().parents[2]
@@ -238,6 +239,14 @@ def _first_line(error: Exception) -> str:
 
 
 def running_pid(stack: Stack, name: str) -> int | None:
+    """The pid of `name` as supervisord runs it, else as an older release's pid file says."""
+    state = supervision.processes(stack).get(name)
+    if state is not None:
+        return state.pid
+    return _pid_file_pid(stack, name)
+
+
+def _pid_file_pid(stack: Stack, name: str) -> int | None:
     """The pid in `name`'s pid file if that process is alive and is that Qiji process (a pid
     file outliving its process must never get someone else's process signalled)."""
     try:
@@ -245,7 +254,7 @@ def running_pid(stack: Stack, name: str) -> int | None:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except (FileNotFoundError, ProcessLookupError, ValueError, PermissionError):
         return None
-    return pid if f"services.{name}".encode() in cmdline else None
+    return pid if f"services.{name}".encode() in cmdline and _alive(pid) else None
 
 
 def _port_free(port: int) -> bool:
@@ -266,21 +275,6 @@ def dialling_tls() -> TlsSettings:
     return load_tls_settings("qiji", os.environ)
 
 
-def _start(stack: Stack, name: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    log_path = stack.log_file(name)
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "ab") as log:
-        log.write(f"----- up {time.strftime('%Y-%m-%dT%H:%M:%S')} -----\n".encode())
-        log.flush()
-        # A session of its own: the process outlives `up` and the operator's terminal.
-        # The module names come from PROCESSES, never from input.
-        proc = subprocess.Popen(  # noqa: S603
-            [sys.executable, "-m", f"services.{name}"], cwd=REPO, env=env, stdout=log,
-            stderr=log, stdin=subprocess.DEVNULL, start_new_session=True)
-    write_private(stack.pid_file(name), f"{proc.pid}\n")
-    return proc
-
-
 def relay_healthy(stack: Stack) -> bool:
     from shared.ops.status import scrape
     samples = scrape(stack.metrics_url(RELAY))
@@ -289,7 +283,7 @@ def relay_healthy(stack: Stack) -> bool:
 
 def up(stack: Stack, *, timeout: float, out: Say = say) -> None:
     alive = {name: pid for name in PROCESSES if (pid := running_pid(stack, name))}
-    if alive:
+    if alive or supervision.supervisord_pid(stack) is not None:
         raise OpsError(REFUSED, f"already running in {stack.run_dir}: {alive}; run deploy/down "
                        "first")
     busy = [port for name in PROCESSES for port in (
@@ -318,35 +312,11 @@ def up(stack: Stack, *, timeout: float, out: Say = say) -> None:
     # The processes' own token for reading each other's feeds: new at every up, since only
     # the processes started here hold it.
     env = stack.process_env(add_caller(stack.tokens_file, SERVICES_PRINCIPAL, ["service"]))
-    started: dict[str, subprocess.Popen[bytes]] = {}
-    deadline = time.monotonic() + timeout
     try:
-        began = time.monotonic()
-        # All at once: followers back off until their upstream answers, and start is faster.
-        for name in SERVICES:
-            started[name] = _start(stack, name, env)
-        for name in SERVICES:
-            if not _wait_serving(stack.address(name), started[name], dialling_tls(),
-                                 timeout=max(0.0, deadline - time.monotonic())):
-                raise OpsError(UNHEALTHY, f"{name} did not become SERVING within {timeout:.0f} s"
-                               f"; the end of {stack.log_file(name)}:\n{_tail(stack, name)}")
-            out(f"  {name:<11} SERVING on {stack.address(name)} "
-                f"({time.monotonic() - began:.1f} s)")
-        started[RELAY] = _start(stack, RELAY, env)
-        while not _safe(relay_healthy, stack):
-            if started[RELAY].poll() is not None or time.monotonic() > deadline:
-                raise OpsError(UNHEALTHY, f"the relay did not become healthy within "
-                               f"{timeout:.0f} s; the end of {stack.log_file(RELAY)}:\n"
-                               f"{_tail(stack, RELAY)}")
-            time.sleep(0.2)
-        out(f"  {'relay':<11} healthy, metrics {stack.metrics_url(RELAY)} "
-            f"({time.monotonic() - began:.1f} s)")
+        launch(stack, env, timeout=timeout, out=out)
     except BaseException:
         # All or nothing: a half-started stack is stopped again.
-        _stop({name: proc.pid for name, proc in started.items() if proc.poll() is None},
-              STOP_TIMEOUT, out=lambda _line: None)
-        for name in started:
-            stack.pid_file(name).unlink(missing_ok=True)
+        supervision.shutdown(stack, STOP_TIMEOUT)
         raise
     out("")
     out(f"Qiji is up (run directory {stack.run_dir}).")
@@ -356,6 +326,72 @@ def up(stack: Stack, *, timeout: float, out: Say = say) -> None:
     out(f"Admin token ({ADMIN_PRINCIPAL}: city_admin, operator, auditor): "
         f"{stack.admin_token_file}")
     out(f"Logs: {stack.run_dir / 'logs'}   Status: deploy/status --run-dir {stack.run_dir}")
+
+
+def launch(stack: Stack, env: Mapping[str, str], *, timeout: float, out: Say = say) -> None:
+    """supervisord with a fresh configuration, then every process through it: the services
+    at once (followers back off until their upstream answers), then the relay once they
+    serve. Returns when every one is SERVING (the relay healthy)."""
+    supervision.write_config(stack, PROCESSES)
+    for name in PROCESSES:
+        stack.pid_file(name).unlink(missing_ok=True)  # an older release's: not ours any more
+    supervision.start_supervisord(stack, env)
+    deadline = time.monotonic() + timeout
+    began = time.monotonic()
+    for name in SERVICES:
+        supervision.start(stack, name)
+    for name in SERVICES:
+        wait_ready(stack, name, deadline)
+        out(f"  {name:<11} SERVING on {stack.address(name)} ({time.monotonic() - began:.1f} s)")
+    supervision.start(stack, RELAY)
+    wait_ready(stack, RELAY, deadline)
+    out(f"  {'relay':<11} healthy, metrics {stack.metrics_url(RELAY)} "
+        f"({time.monotonic() - began:.1f} s)")
+
+
+def ready(stack: Stack, name: str) -> bool:
+    """A service answers SERVING on its health check; the relay calls itself healthy."""
+    if name == RELAY:
+        return _safe(relay_healthy, stack)
+    with open_channel(stack.address(name), dialling_tls()) as channel:
+        try:
+            reply = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=""), timeout=1)
+        except grpc.RpcError:
+            return False
+    return reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def wait_ready(stack: Stack, name: str, deadline: float) -> None:
+    """Until `name` is ready; UNHEALTHY (with the end of its log) at `deadline`, or at once
+    when supervisord gave up on it (FATAL: it kept dying at start)."""
+    while not ready(stack, name):
+        state = supervision.processes(stack).get(name)
+        if state is not None and state.state == supervision.FATAL:
+            raise OpsError(UNHEALTHY, f"{name} keeps exiting at start (supervisord gave up); "
+                           f"the end of {stack.log_file(name)}:\n{_tail(stack, name)}")
+        if time.monotonic() > deadline:
+            raise OpsError(UNHEALTHY, f"{name} did not become "
+                           f"{'healthy' if name == RELAY else 'SERVING'} in time; the end of "
+                           f"{stack.log_file(name)}:\n{_tail(stack, name)}")
+        time.sleep(0.2)
+
+
+def restart(stack: Stack, names: list[str], *, timeout: float, out: Say = say) -> None:
+    """Restarts `names` (default: every process) one at a time, in start order, each ready
+    before the next is stopped: the stack keeps serving, one process short at most."""
+    if supervision.supervisord_pid(stack) is None:
+        raise OpsError(REFUSED, f"nothing is supervised in {stack.run_dir}: run deploy/up")
+    unknown = sorted(set(names) - set(PROCESSES))
+    if unknown:
+        raise OpsError(USAGE, f"unknown process {unknown}: choose from {PROCESSES}")
+    for name in [n for n in PROCESSES if n in (names or PROCESSES)]:
+        began = time.monotonic()
+        supervision.stop(stack, name)
+        supervision.start(stack, name)
+        wait_ready(stack, name, time.monotonic() + timeout)
+        out(f"  {name:<11} restarted, {'healthy' if name == RELAY else 'SERVING'} "
+            f"({time.monotonic() - began:.1f} s)")
 
 
 def _safe(check: Callable[[Stack], bool], stack: Stack) -> bool:
@@ -373,11 +409,19 @@ def _tail(stack: Stack, name: str, lines: int = 20) -> str:
 
 
 def down(stack: Stack, *, timeout: float, out: Say = say) -> None:
-    pids = {name: pid for name in reversed(PROCESSES) if (pid := running_pid(stack, name))}
-    if not pids:
-        out(f"nothing running in {stack.run_dir}")
-    else:
+    supervised = supervision.supervisord_pid(stack) is not None
+    if supervised:
+        for name, state in supervision.processes(stack).items():
+            if state.pid:
+                out(f"  {name:<11} stopping (pid {state.pid})")
+        supervision.shutdown(stack, timeout + 5)
+        out("  every process stopped; supervisord stopped")
+    # Processes an older release started without a supervisor (pid files): stopped too.
+    pids = {name: pid for name in reversed(PROCESSES) if (pid := _pid_file_pid(stack, name))}
+    if pids:
         _stop(pids, timeout, out=out)
+    elif not supervised:
+        out(f"nothing running in {stack.run_dir}")
     for name in PROCESSES:
         stack.pid_file(name).unlink(missing_ok=True)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import grpc
@@ -26,7 +26,7 @@ from qiji.feed.v1 import feed_service_pb2_grpc as feed_grpc
 from shared.cli import SERVICES
 from shared.config import EVENT_SOURCED_SERVICES, load_settings
 from shared.grpc.channels import open_channel
-from shared.ops import DEPENDENCY_UNREACHABLE, LAGGING, OK, UNHEALTHY, OpsError
+from shared.ops import DEPENDENCY_UNREACHABLE, LAGGING, OK, UNHEALTHY, OpsError, supervision
 from shared.ops.stack import RELAY, Stack, check_rabbitmq, dialling_tls, http_get, running_pid
 
 # A relay whose heartbeat is older than this is stuck, whatever its last health said.
@@ -50,13 +50,15 @@ class Report:
     followers: list[dict[str, Any]] = field(default_factory=list)
     relay: dict[str, Any] = field(default_factory=dict)
     dependencies: dict[str, str] = field(default_factory=dict)
+    supervisor: dict[str, Any] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
     code: int = OK
 
     def as_json(self) -> dict[str, Any]:
         return {"ok": self.code == OK, "exit_code": self.code, "services": self.services,
                 "followers": self.followers, "relay": self.relay,
-                "dependencies": self.dependencies, "problems": self.problems}
+                "dependencies": self.dependencies, "supervisor": self.supervisor,
+                "problems": self.problems}
 
 
 def collect(stack: Stack, *, max_lag: int | None) -> Report:
@@ -79,6 +81,20 @@ def collect(stack: Stack, *, max_lag: int | None) -> Report:
         dependency_down = True
     token = stack.admin_token()
     metadata = (("authorization", f"Bearer {token}"),)
+    supervised = supervision.processes(stack)
+    report.supervisor = {
+        "pid": supervision.supervisord_pid(stack),
+        "processes": {name: asdict(state) for name, state in supervised.items()}}
+    if report.supervisor["pid"] is None:
+        report.problems.append("supervisord is not running: nothing restarts a process that "
+                               "dies (deploy/up starts it)")
+    for name, state in supervised.items():
+        # STARTING: within its first seconds (health says whether it serves yet).
+        if state.state not in (supervision.RUNNING, supervision.STARTING):
+            unhealthy = True
+            report.problems.append(f"{name} is {state.state} under supervisord"
+                                   + (f" (last exit: {state.last_exit})" if state.last_exit
+                                      else ""))
     positions: dict[str, int | None] = {}
     try:
         for name in SERVICES:
@@ -243,11 +259,24 @@ def render(report: Report) -> str:
     for s in r.get("services", []):
         lines.append(f"  {s['upstream']:<11} published through {_n(s['position']):>8} / "
                      f"{_n(s['upstream_position']):<8} lag {_n(s['lag'])}")
+    sup = report.supervisor
+    lines += ["", f"supervisord: {'pid ' + str(sup['pid']) if sup.get('pid') else 'NOT RUNNING'}"]
+    for name, p in sup.get("processes", {}).items():
+        up = p["uptime_seconds"]
+        lines.append(f"  {name:<11} {p['state']:<9} pid {p['pid'] or '-':>7}  up "
+                     f"{'-' if up is None else _duration(up):>8}  restarts {p['restarts']}"
+                     + (f" (last: {p['last_exit']})" if p["last_exit"] else ""))
     lines += ["", "dependencies: " + ", ".join(f"{k} {v}" for k, v in report.dependencies
                                                .items())]
     lines.append("OK" if not report.problems else "PROBLEMS:\n  " + "\n  ".join(
         report.problems))
     return "\n".join(lines)
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    return (f"{seconds // 3600}h{seconds % 3600 // 60:02}m" if seconds >= 3600
+            else f"{seconds // 60}m{seconds % 60:02}s")
 
 
 def _n(value: Any) -> str:

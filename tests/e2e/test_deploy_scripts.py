@@ -18,6 +18,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,8 @@ from tests.e2e.relay_harness import REPO, Vhost
 
 pytestmark = pytest.mark.e2e
 
-SCRIPTS = ["up", "down", "status", "schemas", "backup", "restore", "verify", "rotate-token"]
+SCRIPTS = ["up", "down", "restart", "status", "schemas", "backup", "restore", "verify",
+           "rotate-token", "upgrade"]
 # The exit codes the scripts document (shared/ops/__init__.py), as an operator reads them.
 USAGE, DEPENDENCY_UNREACHABLE, UNHEALTHY, VERIFICATION_FAILED = 2, 3, 4, 6
 CATCH_UP_TIMEOUT = 20.0
@@ -103,24 +105,31 @@ def drop_database(name: str) -> None:
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-@pytest.fixture(scope="module")
-def operator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
+@contextmanager
+def operator_for(tmp_path_factory: pytest.TempPathFactory, name: str) -> Iterator[Operator]:
+    """An operator with a database, a vhost and ports of its own; everything removed after."""
     try:
         psycopg.connect(_admin_conninfo()).close()
-        vhost = Vhost("qiji_deploy")
+        vhost = Vhost(f"qiji_{name}")
     except (psycopg.OperationalError, FileNotFoundError, subprocess.CalledProcessError) as error:
         missing_server(f"PostgreSQL or RabbitMQ not available: {error}")
-    db = f"qiji_deploy_{uuid.uuid4().hex[:10]}"
-    op = Operator(run_dir=tmp_path_factory.mktemp("deploy") / "run", db=db,
+    db = f"qiji_{name}_{uuid.uuid4().hex[:10]}"
+    op = Operator(run_dir=tmp_path_factory.mktemp(name) / "run", db=db,
                   amqp_uri=vhost.uri, offset=free_offset(), env=script_env())
     try:
         yield op
     finally:
         if op.run_dir.exists():
             op.run("down", "--timeout", "10", connection=False)
-        for name in (db, f"{db}_restored", f"{db}_schemas"):
-            drop_database(name)
+        for dbname in (db, f"{db}_restored", f"{db}_schemas"):
+            drop_database(dbname)
         vhost.delete()
+
+
+@pytest.fixture(scope="module")
+def operator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
+    with operator_for(tmp_path_factory, "deploy") as op:
+        yield op
 
 
 def test_every_script_explains_itself_and_refuses_a_bad_flag():
@@ -237,12 +246,12 @@ def test_the_full_stack_runs_backs_up_restores_rotates_and_stops(operator: Opera
         assert refused.code == grpc.StatusCode.UNAUTHENTICATED
         assert Client(channel, new, "identity").last_position() == identity_position
 
-    # Down: every process gone, no pid file left; down again is fine.
-    pids = [int(p.read_text()) for p in (operator.run_dir / "pids").glob("*.pid")]
-    assert len(pids) == 7
+    # Down: every process gone, supervisord too; down again is fine.
+    supervisor = operator.status()[1]["supervisor"]
+    pids = [supervisor["pid"], *(p["pid"] for p in supervisor["processes"].values())]
+    assert len(pids) == 8 and all(pids)
     down = operator.run("down", connection=False)
     assert down.returncode == 0, down.stderr
-    assert not list((operator.run_dir / "pids").glob("*.pid"))
     assert not [pid for pid in pids if _alive(pid)]
     again = operator.run("down", connection=False)
     assert again.returncode == 0 and "nothing running" in again.stdout
