@@ -115,6 +115,21 @@ def _parser() -> argparse.ArgumentParser:
     connection(verify)
     verify.add_argument("backup", type=Path, help="a backup directory written by backup")
 
+    upgrade = command("upgrade", "move the running stack onto the release in this directory",
+                      "With the new release's code in place: checks the stack is healthy, "
+                      "backs it up (the way back), creates what the new schemas need, restarts "
+                      "every process on the new code one at a time in start order (identity, "
+                      "training, merchants, badges, governance, platform, relay), each SERVING "
+                      "before the next, and checks that the store still holds every event of "
+                      "the backup, verified. deploy/README.md: upgrade and rollback.")
+    connection(upgrade)
+    upgrade.add_argument("--backup-dir", type=Path, default=None,
+                         help="where the backup taken before the upgrade goes (default: the "
+                         "run directory's backups/)")
+    upgrade.add_argument("--timeout", type=float, default=120.0,
+                         help="seconds to wait for each process, and for the stack, to be "
+                         "healthy (default 120)")
+
     rotate = command("rotate-token", "give a caller a new token; the old one stops at once",
                      "Rotates an existing caller's token in the stack's tokens file, keeping "
                      "its roles, organisation and subscriptions, and prints the new token once. "
@@ -166,6 +181,9 @@ def _dispatch(args: argparse.Namespace, stack: object) -> int:
         store.restore(stack, args.backup, args.target_db)
     elif args.command == "verify":
         store.verify(stack, args.backup)
+    elif args.command == "upgrade":
+        from shared.ops.upgrade import upgrade
+        upgrade(stack, backup_dir=args.backup_dir, timeout=args.timeout)
     elif args.command == "rotate-token":
         print(rotate_token(stack.tokens_file, args.principal, stack.admin_token_file))
     return OK

@@ -444,7 +444,7 @@ def embedded(out: Path, port_base: int) -> None:
     rec = Recorder()
 
     def run() -> subprocess.Popen[bytes]:
-        log = open(out / "qiji.log", "ab")  # noqa: SIM115 - closed with the process
+        log = open(out / "qiji.log", "ab")
         return subprocess.Popen([sys.executable, "-m", "shared.cli", "run", "--port-base",
                                  str(port_base)], env=env, stdout=log, stderr=log, cwd=REPO)
 
