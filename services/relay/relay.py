@@ -77,7 +77,8 @@ DEFAULT_AMQP_URI = "amqp://guest:guest@127.0.0.1:5672/"
 PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5,
                         "interval_max": 1.0}
 BACKOFF_START = 0.5
-BACKOFF_MAX = 10.0
+# Short: a service that is back is published from (and the relay healthy) within seconds.
+BACKOFF_MAX = 2.0
 PROGRESS_SECONDS = 5.0
 
 Publish = Callable[[str, dict[str, Any]], None]
@@ -247,7 +248,8 @@ def leadership(settings: Settings, stopping: threading.Event) -> Iterator[Lease 
             said = True
 
     with hold_leadership(settings, f"{settings.postgres_schema}:relay", ".relay.lock",
-                         stopping, retry_seconds=1.0, waiting=standing_by) as lease:
+                         stopping, retry_seconds=1.0, waiting=standing_by,
+                         work="relay") as lease:
         yield lease
 
 

@@ -20,6 +20,7 @@ import structlog
 from shared import errors
 from shared.auth import TokenRegistry
 from shared.context import Actor, RequestContext, acting_as
+from shared.grpc import refusals
 from shared.grpc.errors import internal_status, to_status
 from shared.grpc.tls import certificate_names
 from shared.persistence import STORE_DOWN_ERRORS
@@ -114,6 +115,7 @@ class Guard(grpc.ServerInterceptor):
             except Exception as error:  # every failure becomes a precise status below
                 status = self._status_for(error, method, correlation_id)
                 code = status.code.name
+                refusals.note(status, error, method, context, self._domain.split(".")[0])
                 context.abort_with_status(status)
             finally:
                 self._observe(method, code, started)
@@ -132,6 +134,7 @@ class Guard(grpc.ServerInterceptor):
             except Exception as error:
                 status = self._status_for(error, method, correlation_id)
                 code = status.code.name
+                refusals.note(status, error, method, context, self._domain.split(".")[0])
                 context.abort_with_status(status)
             finally:
                 self._observe(method, code, started)

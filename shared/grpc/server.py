@@ -37,6 +37,9 @@ HEALTH_PROBE_SECONDS = 1.0
 # liveness probes. Restarting every replica because the database is away for a minute would
 # only add a cold start to the outage; readiness ("") takes them out of the load balancer.
 LIVENESS = "qiji.liveness"
+# NOT_SERVING while an upstream refuses one of the service's followers (its token was replaced):
+# the service serves, but reacts to nothing from that upstream until an operator fixes it.
+FOLLOWERS = "qiji.followers"
 GRACE_SECONDS = 5.0
 
 
@@ -109,6 +112,7 @@ def build_server(spec: ServiceSpec, settings: Settings, *, app: QijiApplication 
     # NOT_SERVING until the first store check says otherwise (the servicer starts at SERVING).
     health_servicer.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
     health_servicer.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)
+    health_servicer.set(FOLLOWERS, health_pb2.HealthCheckResponse.SERVING)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
         [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
@@ -137,7 +141,18 @@ def _probe_health(running: RunningService) -> None:
     """Reports NOT_SERVING while the store cannot be reached, so a load balancer stops sending
     traffic; SERVING again as soon as it answers."""
     last = None
+    followers_last = None
     while not running.stopping.is_set():
+        # A follower whose upstream refuses its token applies nothing until an operator fixes
+        # it: `qiji.followers` says so (the service itself still serves, so "" does not).
+        refused = sorted(f.upstream for f in running.followers if getattr(f, "refused", None))
+        followers_status = (health_pb2.HealthCheckResponse.NOT_SERVING if refused
+                            else health_pb2.HealthCheckResponse.SERVING)
+        if followers_status != followers_last:
+            running.health.set(FOLLOWERS, followers_status)
+            if refused:
+                log.error("health.followers_refused", upstreams=refused)
+            followers_last = followers_status
         ok = running.app.check_store()
         status = (health_pb2.HealthCheckResponse.SERVING if ok
                   else health_pb2.HealthCheckResponse.NOT_SERVING)

@@ -26,6 +26,7 @@ from qiji.feed.v1 import feed_service_pb2_grpc as feed_grpc
 from shared.cli import SERVICES
 from shared.config import EVENT_SOURCED_SERVICES, load_settings
 from shared.grpc.channels import open_channel
+from shared.grpc.server import FOLLOWERS
 from shared.ops import DEPENDENCY_UNREACHABLE, LAGGING, OK, UNHEALTHY, OpsError, supervision
 from shared.ops.stack import RELAY, Stack, check_rabbitmq, dialling_tls, http_get, running_pid
 
@@ -51,6 +52,7 @@ class Report:
     relay: dict[str, Any] = field(default_factory=dict)
     dependencies: dict[str, str] = field(default_factory=dict)
     supervisor: dict[str, Any] = field(default_factory=dict)
+    leaders: dict[str, str] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
     code: int = OK
 
@@ -58,6 +60,7 @@ class Report:
         return {"ok": self.code == OK, "exit_code": self.code, "services": self.services,
                 "followers": self.followers, "relay": self.relay,
                 "dependencies": self.dependencies, "supervisor": self.supervisor,
+                "leaders": self.leaders,
                 "problems": self.problems}
 
 
@@ -106,6 +109,16 @@ def collect(stack: Stack, *, max_lag: int | None) -> Report:
         for name in SERVICES:
             for follower in _followers(stack, name, positions):
                 report.followers.append(follower)
+                if follower.get("refused"):
+                    unhealthy = True
+                    report.problems.append(
+                        f"{name}'s follower of {follower['upstream']} is refused by it "
+                        f"({follower['refused']}): QIJI_SERVICE_TOKEN is not accepted there")
+            if report.services[name].get("followers_health") == "NOT_SERVING":
+                unhealthy = True
+                report.problems.append(f"{name}: health qiji.followers is NOT_SERVING (an "
+                                       "upstream refuses one of its followers)")
+        report.leaders = leaders(stack)
         for name in EVENT_SOURCED_SERVICES:
             seal = report.services[name].get("seal_lag")
             if seal is not None:
@@ -140,8 +153,12 @@ def _service(stack: Stack, name: str, metadata: Any, conn: psycopg.Connection | 
             reply = health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(service=""), timeout=2)
             entry["health"] = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+            followers = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=FOLLOWERS), timeout=2)
+            entry["followers_health"] = health_pb2.HealthCheckResponse.ServingStatus.Name(
+                followers.status)
         except grpc.RpcError as error:
-            entry["health"] = f"UNREACHABLE ({error.code().name})"
+            entry.setdefault("health", f"UNREACHABLE ({error.code().name})")
         if name in EVENT_SOURCED_SERVICES and entry["health"] == "SERVING":
             try:
                 entry["log_position"] = feed_grpc.FeedServiceStub(channel).ReadEvents(
@@ -186,6 +203,8 @@ def _followers(stack: Stack, name: str, positions: dict[str, int | None]
         return [{"service": name, "upstream": "?", "position": None, "upstream_position": None,
                  "lag": None, "error": f"metrics unreachable at {stack.metrics_url(name)}"}]
     found = []
+    refused = {dict(labels)["upstream"]: value for (metric, labels), value in samples.items()
+               if metric == "qiji_follower_upstream_refused"}
     for (metric, labels), value in sorted(samples.items()):
         if metric != "qiji_follower_position":
             continue
@@ -194,8 +213,33 @@ def _followers(stack: Stack, name: str, positions: dict[str, int | None]
         found.append({"service": name, "upstream": upstream, "position": int(value),
                       "upstream_position": upstream_position,
                       "lag": None if upstream_position is None
-                      else max(0, upstream_position - int(value))})
+                      else max(0, upstream_position - int(value)),
+                      **({"refused": "UNAUTHENTICATED or PERMISSION_DENIED"}
+                         if refused.get(upstream) else {})})
     return found
+
+
+def leaders(stack: Stack) -> dict[str, str]:
+    """Which process leads each background work ("training follows identity", "governance
+    deadlines", "relay"): from every process's /metrics (`qiji_leader`, `qiji_relay_leader`);
+    "nobody" when none of this stack's processes does (another replica, or none at all)."""
+    led: dict[str, str] = {}
+    for name in [*SERVICES, RELAY]:
+        try:
+            samples = scrape(stack.metrics_url(name))
+        except OSError:
+            continue
+        where = f"{name} pid {running_pid(stack, name) or '?'}"
+        for (metric, labels), value in samples.items():
+            if metric == "qiji_leader":
+                work = dict(labels)["work"]
+                what = f"{name} {'deadlines' if work == 'deadlines' else 'follows ' + work}"
+                if what != f"{RELAY} follows relay":
+                    led[what] = where if value else led.get(what, "nobody here")
+            elif metric == "qiji_relay_leader":
+                led["relay publishes"] = where if value else led.get("relay publishes",
+                                                                      "nobody here")
+    return dict(sorted(led.items()))
 
 
 def _relay(stack: Stack, conn: psycopg.Connection | None, positions: dict[str, int | None]
@@ -259,6 +303,8 @@ def render(report: Report) -> str:
     for s in r.get("services", []):
         lines.append(f"  {s['upstream']:<11} published through {_n(s['position']):>8} / "
                      f"{_n(s['upstream_position']):<8} lag {_n(s['lag'])}")
+    lines += ["", "leaders (one among replicas):"] + [
+        f"  {what:<30} {who}" for what, who in report.leaders.items()]
     sup = report.supervisor
     lines += ["", f"supervisord: {'pid ' + str(sup['pid']) if sup.get('pid') else 'NOT RUNNING'}"]
     for name, p in sup.get("processes", {}).items():
