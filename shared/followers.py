@@ -254,7 +254,17 @@ class Follower:
             with leadership(self.app, self.upstream, stopping) as lease:
                 if lease is None:
                     return  # stopped while waiting to lead
-                self._follow(stopping, lease, idle_wait)
+                try:
+                    self._follow(stopping, lease, idle_wait)
+                finally:
+                    self._stop_reporting()
+
+    def _stop_reporting(self) -> None:
+        """A replica that no longer leads measures no lag and meets no refusal: left in
+        /metrics, its last figures would go on alerting beside the new leader's. (The position
+        stays: it is the store's, whichever replica read it.)"""
+        metrics.FOLLOWER_LAG.remove(self.app.name, self.upstream)
+        metrics.FOLLOWER_REFUSED.remove(self.app.name, self.upstream)
 
     def _follow(self, stopping: threading.Event, lease: Lease, idle_wait: float) -> None:
         backoff, store_down = 0.5, False

@@ -110,3 +110,14 @@ def actor(principal: str, *roles: str, organisation_id: str = "") -> Actor:
 
 def as_actor(who: Actor, rpc: str = "test", request_id: str = ""):
     return acting_as(RequestContext(actor=who, rpc=rpc, request_id=request_id))
+
+
+class FakeLease:
+    """A lease on leadership (shared.leadership.Lease) that is held for `checks` checks."""
+
+    def __init__(self, checks: int):
+        self.checks = checks
+
+    def held(self) -> bool:
+        self.checks -= 1
+        return self.checks >= 0

@@ -191,6 +191,13 @@ class Relay:
     def run_forever(self, stopping: threading.Event, poll_seconds: float = 0.2, *,
                     lease: Lease | None = None) -> None:
         """Publishes until `stopping` is set or the `lease` on leadership is lost."""
+        try:
+            self._publish(stopping, poll_seconds, lease)
+        finally:
+            metrics.stop_reporting()
+
+    def _publish(self, stopping: threading.Event, poll_seconds: float, lease: Lease | None
+                 ) -> None:
         broker_backoff = BACKOFF_START
         last_progress = time.monotonic()
         metrics.LEADER.set(1)
