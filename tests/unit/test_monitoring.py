@@ -1,6 +1,6 @@
-"""deploy/monitoring: the Prometheus alert rules pass `promtool check rules` (Debian's
-`prometheus` package ships it; .ci/run installs it), and the Grafana dashboard and the rules
-ask only for metrics Qiji's processes serve."""
+"""deploy/monitoring: the Prometheus alert rules pass `promtool check rules` and their unit
+tests (`promtool test rules`; Debian's `prometheus` package ships promtool, .ci/run installs
+it), and the Grafana dashboard and the rules ask only for metrics Qiji's processes serve."""
 
 from __future__ import annotations
 
@@ -13,9 +13,13 @@ from pathlib import Path
 import yaml
 
 from shared import metrics
+from shared.cli import SERVICES
 from tests.conftest import missing_server
 
-MONITORING = Path(__file__).resolve().parents[2] / "deploy" / "monitoring"
+ROOT = Path(__file__).resolve().parents[2]
+MONITORING = ROOT / "deploy" / "monitoring"
+# Every process that serves /metrics: the six gRPC services and the relay.
+PROCESSES = {*SERVICES, "relay"}
 
 
 def served_metrics() -> set[str]:
@@ -28,13 +32,56 @@ def served_metrics() -> set[str]:
     return names | {"up"}
 
 
-def test_promtool_accepts_the_alert_rules() -> None:
-    promtool = shutil.which("promtool")
-    if promtool is None:
+def promtool(*args: str, cwd: Path = MONITORING) -> None:
+    found = shutil.which("promtool")
+    if found is None:
         missing_server("promtool is not installed (apt-get install prometheus)")
-    done = subprocess.run([promtool, "check", "rules", str(MONITORING / "qiji-alerts.yml")],
-                          capture_output=True, text=True, timeout=60, check=False)
+    done = subprocess.run([found, *args], cwd=cwd, capture_output=True, text=True, timeout=60,
+                          check=False)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_promtool_accepts_the_alert_rules() -> None:
+    promtool("check", "rules", str(MONITORING / "qiji-alerts.yml"))
+
+
+def test_the_alerts_fire_when_they_should_and_only_then() -> None:
+    """qiji-alerts.test.yml: a process down or never scraped, no leader for one service's
+    work while another's leads the same upstream, slow calls beside a long feed stream, a
+    refused follower, a lag that clears."""
+    promtool("test", "rules", "qiji-alerts.test.yml")
+
+
+def alert_exprs() -> dict[str, str]:
+    rules = yaml.safe_load((MONITORING / "qiji-alerts.yml").read_text())
+    return {r["alert"]: r["expr"] for g in rules["groups"] for r in g["rules"]}
+
+
+def test_a_missing_process_is_noticed_for_every_qiji_process() -> None:
+    named = set(re.findall(r'absent\(up\{job="qiji", process="([a-z]+)"\}\)',
+                           alert_exprs()["QijiProcessMissing"]))
+    assert named == PROCESSES
+
+
+def streaming_rpcs() -> set[str]:
+    """RPCs that return a stream: their duration is as long as the caller keeps it open."""
+    return {m for proto in (ROOT / "protos").rglob("*.proto")
+            for m in re.findall(r"rpc\s+(\w+)\s*\([^)]*\)\s*returns\s*\(\s*stream\b",
+                                proto.read_text())}
+
+
+def latency_exprs() -> list[str]:
+    return [e for e in alert_exprs().values() if "qiji_rpc_duration_seconds" in e]
+
+
+def test_latency_leaves_out_every_streaming_rpc() -> None:
+    streams = streaming_rpcs()
+    assert {"StreamEvents", "VerifyLog"} <= streams
+    exprs = latency_exprs()
+    assert exprs
+    for expr in exprs:
+        left_out = re.search(r'qiji_rpc_duration_seconds_bucket\{method!~"([^"]+)"\}', expr)
+        assert left_out and set(left_out.group(1).split("|")) >= streams, expr
 
 
 def test_rules_and_dashboard_ask_for_metrics_that_exist() -> None:
