@@ -6,20 +6,18 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
-import subprocess
 from pathlib import Path
 
 import yaml
 
 from shared import metrics
-from shared.cli import SERVICES
-from tests.conftest import missing_server
-
-ROOT = Path(__file__).resolve().parents[2]
-MONITORING = ROOT / "deploy" / "monitoring"
-# Every process that serves /metrics: the six gRPC services and the relay.
-PROCESSES = {*SERVICES, "relay"}
+from tests.unit.monitoring_files import (
+    ALERT_RULES,
+    DASHBOARD,
+    PROCESSES,
+    ROOT,
+    promtool,
+)
 
 
 def served_metrics() -> set[str]:
@@ -32,17 +30,8 @@ def served_metrics() -> set[str]:
     return names | {"up"}
 
 
-def promtool(*args: str, cwd: Path = MONITORING) -> None:
-    found = shutil.which("promtool")
-    if found is None:
-        missing_server("promtool is not installed (apt-get install prometheus)")
-    done = subprocess.run([found, *args], cwd=cwd, capture_output=True, text=True, timeout=60,
-                          check=False)
-    assert done.returncode == 0, done.stdout + done.stderr
-
-
 def test_promtool_accepts_the_alert_rules() -> None:
-    promtool("check", "rules", str(MONITORING / "qiji-alerts.yml"))
+    promtool("check", "rules", str(ALERT_RULES))
 
 
 def test_the_alerts_fire_when_they_should_and_only_then() -> None:
@@ -53,7 +42,7 @@ def test_the_alerts_fire_when_they_should_and_only_then() -> None:
 
 
 def alert_exprs() -> dict[str, str]:
-    rules = yaml.safe_load((MONITORING / "qiji-alerts.yml").read_text())
+    rules = yaml.safe_load(ALERT_RULES.read_text())
     return {r["alert"]: r["expr"] for g in rules["groups"] for r in g["rules"]}
 
 
@@ -71,7 +60,7 @@ def streaming_rpcs() -> set[str]:
 
 
 def dashboard() -> dict:
-    return json.loads((MONITORING / "grafana-qiji.json").read_text())
+    return json.loads(DASHBOARD.read_text())
 
 
 def dashboard_exprs() -> list[str]:
