@@ -46,7 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     token.add_argument("--role", action="append", required=True, choices=sorted(ROLES),
                        help="a role of the caller (repeat for several)")
     token.add_argument("--organisation-id", default="",
-                       help="the organisation the caller acts for, if any")
+                       help="the organisation the caller acts for: required for every role but "
+                       "city_admin, auditor, operator and service")
     token.add_argument("--subscribe", action="append", default=[], metavar="TYPE",
                        help="for a feed consumer: a public event type, or a prefix such as "
                        "'qiji.training.v1.*', it may receive (repeat; default: all)")
@@ -56,6 +57,18 @@ def main(argv: list[str] | None = None) -> int:
                        help="where ports require client certificates (mTLS): a client "
                        "certificate with this common name or subject alternative name, "
                        "verified by the client CA, is this caller even without a token")
+    tokens = sub.add_parser("tokens", help="look after the tokens file: list its callers, or "
+                            "name the organisation an existing caller acts for")
+    tokens.add_argument("--tokens-file", type=Path, default=None,
+                        help="default: $QIJI_TOKENS_FILE or data/tokens.json")
+    tsub = tokens.add_subparsers(dest="action", required=True)
+    tsub.add_parser("list", help="every caller, its roles and organisation, and why an entry "
+                    "is refused (exit 1 when one is)")
+    assign = tsub.add_parser("assign", help="name the organisation a caller acts for, keeping "
+                             "its token (how a tokens file from before organisations were "
+                             "required is brought across)")
+    assign.add_argument("principal")
+    assign.add_argument("--organisation-id", required=True)
     credential = sub.add_parser(
         "credential", help="export or verify an Open Badges 3.0 credential (badges service)")
     credential.add_argument("action", choices=["export", "verify"])
@@ -111,13 +124,52 @@ def main(argv: list[str] | None = None) -> int:
         print(f"configuration: {error}", file=sys.stderr)
         return 2
     tokens_file = args.tokens_file or settings.tokens_file
+    if args.command == "tokens":
+        return _tokens(args, tokens_file)
     try:
+        _check_subscriptions(args.subscribe)
         print(add_caller(tokens_file, args.principal, args.role, args.organisation_id,
                          args.subscribe, certificate_subject=args.certificate_subject))
     except ValueError as error:
-        print(error, file=sys.stderr)
+        print(f"qiji token: {error}", file=sys.stderr)
         return 2
     return 0
+
+
+def _check_subscriptions(patterns: list[str]) -> None:
+    """Each subscription names a public event type, or a prefix of some ("qiji.training.v1.*"):
+    a typo would otherwise subscribe a consumer to nothing, silently."""
+    from services.platform.catalogue import PUBLISHER
+    for pattern in patterns:
+        known = (any(t.startswith(pattern[:-1]) for t in PUBLISHER) if pattern.endswith("*")
+                 else pattern in PUBLISHER)
+        if not known:
+            raise ValueError(f"--subscribe {pattern!r} names no public event type; see "
+                             "services/platform/event-feed.md")
+
+
+def _tokens(args: argparse.Namespace, tokens_file: Path) -> int:
+    from shared.auth import assign_organisation, list_callers
+    if args.action == "assign":
+        try:
+            assign_organisation(tokens_file, args.principal, args.organisation_id)
+        except ValueError as error:
+            print(f"qiji tokens assign: {error}", file=sys.stderr)
+            return 2
+        print(f"{args.principal} now acts for {args.organisation_id}; its token is unchanged")
+        return 0
+    refused = 0
+    for c in list_callers(tokens_file):
+        line = (f"{c['principal']}\troles={','.join(c['roles'])}"
+                f"\torganisation={c['organisation_id'] or '-'}")
+        if c["refused"]:
+            refused += 1
+            line += f"\tREFUSED: {c['refused']}"
+        print(line)
+    if refused:
+        print(f"{refused} entries are refused; fix each with `qiji tokens assign <principal> "
+              "--organisation-id <id>`", file=sys.stderr)
+    return 1 if refused else 0
 
 
 def _run(services: list[str], *, relay: bool = False, port_base: int | None = None) -> int:

@@ -32,6 +32,7 @@ from shared.errors import (
 )
 from shared.followers import Follower, UpstreamEvent
 from shared.references import Reference, require_reference
+from shared.tenancy import Owners
 from shared.values import parse_hours
 
 MAX_TEXT = 200
@@ -64,8 +65,7 @@ class BadgesApplication(QijiApplication):
     # ------------------------------------------------------------------ volunteer service
 
     def log_volunteer_service(self, *, rider_id: str, community_id: str, activity: str,
-                              started_at: datetime | None, hours: str,
-                              fingerprint: str = "") -> dict[str, Any]:
+                              started_at: datetime | None, hours: str) -> dict[str, Any]:
         require_ids(rider_id=rider_id, community_id=community_id)
         v = Violations()
         v.require(bool(activity.strip()) and len(activity) <= MAX_TEXT, "activity",
@@ -87,9 +87,9 @@ class BadgesApplication(QijiApplication):
                                    activity=activity.strip(), started_at=started_at,
                                    hours=parsed)
             return Outcome([shift], {"shift_id": str(shift.id), "version": shift.version})
-        return self.execute(decide, fingerprint=fingerprint)
+        return self.execute(decide)
 
-    def confirm_volunteer_service(self, *, shift_id: str, fingerprint: str = ""
+    def confirm_volunteer_service(self, *, shift_id: str
                                   ) -> dict[str, Any]:
         require_ids(shift_id=shift_id)
 
@@ -102,9 +102,9 @@ class BadgesApplication(QijiApplication):
             return Outcome([shift, record, *awards], {
                 "shift_id": shift_id, "version": shift.version,
                 "award_ids": [str(a.id) for a in awards]})
-        return self.execute(decide, fingerprint=fingerprint, serialise_on=shift_id)
+        return self.execute(decide, serialise_on=shift_id)
 
-    def reject_volunteer_service(self, *, shift_id: str, reason: str, fingerprint: str = ""
+    def reject_volunteer_service(self, *, shift_id: str, reason: str
                                  ) -> dict[str, Any]:
         require_ids(shift_id=shift_id)
         _require_text("reason", reason)
@@ -113,7 +113,7 @@ class BadgesApplication(QijiApplication):
             shift = self.get(shift_id, VolunteerShift, "shift")
             shift.reject(reason.strip())
             return Outcome([shift], {"shift_id": shift_id, "version": shift.version})
-        return self.execute(decide, fingerprint=fingerprint, serialise_on=shift_id)
+        return self.execute(decide, serialise_on=shift_id)
 
     def shift(self, shift_id: str, version: int | None = None) -> VolunteerShift:
         return self.get(shift_id, VolunteerShift, "shift", version)
@@ -128,11 +128,32 @@ class BadgesApplication(QijiApplication):
         confirmed = sum((s["hours"] for s in record.shifts.values()), Decimal(0))
         return [self.shift(i) for i in ids], token, confirmed
 
+    # ------------------------------------------------------------------ tenancy
+
+    def owner_resolvers(self) -> dict[str, Callable[[str], Owners | None]]:
+        return {**super().owner_resolvers(), "shift_community": self._shift_community_owners,
+                "award": self._award_owners}
+
+    def _shift_community_owners(self, shift_id: str) -> Owners | None:
+        """Volunteer service is confirmed where it was done: by that community, or its
+        street office."""
+        shift = self.found(shift_id, VolunteerShift)
+        if shift is None:
+            return None
+        return self.organisation_owners(shift.community_id)
+
+    def _award_owners(self, award_id: str) -> Owners | None:
+        """An award is its rider's: their platform's and their street office's."""
+        award = self.found(award_id, Award)
+        if award is None or self.directory is None:
+            return None
+        return self.directory.rider_owners(award.rider_id)
+
     # ------------------------------------------------------------------ badge classes
 
     def create_badge_class(self, *, name: str, description: str, image_url: str,
-                           issuer_id: str, criteria: dict[str, Any], validity_days: int,
-                           fingerprint: str = "") -> dict[str, Any]:
+                           issuer_id: str, criteria: dict[str, Any], validity_days: int
+                           ) -> dict[str, Any]:
         v = Violations()
         v.require(bool(name.strip()) and len(name) <= MAX_TEXT, "name",
                   f"1 to {MAX_TEXT} characters")
@@ -150,10 +171,10 @@ class BadgesApplication(QijiApplication):
                                image_url=image_url, issuer_id=issuer_id,
                                criteria=parsed.to_state(), validity_days=validity_days)
             return Outcome([badge], {"badge_class_id": str(badge.id), "version": badge.version})
-        return self.execute(decide, fingerprint=fingerprint)
+        return self.execute(decide)
 
-    def revise_badge_criteria(self, *, badge_class_id: str, criteria: dict[str, Any],
-                              fingerprint: str = "") -> dict[str, Any]:
+    def revise_badge_criteria(self, *, badge_class_id: str, criteria: dict[str, Any]
+                              ) -> dict[str, Any]:
         require_ids(badge_class_id=badge_class_id)
         v = Violations()
         parsed = self._criteria(v, criteria)
@@ -164,7 +185,7 @@ class BadgesApplication(QijiApplication):
             badge = self.get(badge_class_id, BadgeClass, "badge_class")
             badge.revise(criteria=parsed.to_state())
             return Outcome([badge], {"badge_class_id": badge_class_id, "version": badge.version})
-        return self.execute(decide, fingerprint=fingerprint)
+        return self.execute(decide)
 
     def badge_class(self, badge_class_id: str, version: int | None = None) -> BadgeClass:
         return self.get(badge_class_id, BadgeClass, "badge_class", version)
@@ -187,7 +208,7 @@ class BadgesApplication(QijiApplication):
     # ------------------------------------------------------------------ awards
 
     def grant_badge(self, *, rider_id: str, badge_class_id: str, reason: str,
-                    evidence: list[dict[str, Any]], fingerprint: str = "") -> dict[str, Any]:
+                    evidence: list[dict[str, Any]]) -> dict[str, Any]:
         """A manual award by an official: a written reason and at least one piece of evidence."""
         require_ids(rider_id=rider_id, badge_class_id=badge_class_id)
         v = Violations()
@@ -212,9 +233,9 @@ class BadgesApplication(QijiApplication):
                  "narrative": e["narrative"], "at": e.get("at") or now} for e in evidence],
                 reason.strip(), now)
             return Outcome([record, award], {"award_id": str(award.id), "version": 1})
-        return self.execute(decide, fingerprint=fingerprint)
+        return self.execute(decide)
 
-    def revoke_award(self, *, award_id: str, reason: str, fingerprint: str = ""
+    def revoke_award(self, *, award_id: str, reason: str
                      ) -> dict[str, Any]:
         require_ids(award_id=award_id)
         _require_text("reason", reason)
@@ -225,7 +246,7 @@ class BadgesApplication(QijiApplication):
             award.revoke(reason.strip(), context.current().actor.principal, self.clock())
             record.release(award.badge_class_id, award_id, revoked=True)
             return Outcome([award, record], {"award_id": award_id, "version": award.version})
-        return self.execute(decide, fingerprint=fingerprint)
+        return self.execute(decide)
 
     def expire_due(self) -> int:
         """Stores Expired for every award past its expiry (the expiry job calls this)."""

@@ -12,46 +12,49 @@ from qiji.badges.v1 import badges_service_pb2_grpc as pb_grpc
 from services.badges.application import BadgesApplication
 from services.badges.domain.criteria import Criteria, Track
 from services.badges.domain.model import Award, BadgeClass, VolunteerShift
-from shared.auth import (
-    AUDITOR,
-    CITY_ADMIN,
-    DEPARTMENT,
-    MERCHANT,
-    OPERATOR,
-    PLATFORM,
-    SERVICE,
-    STREET_OFFICE,
-)
-from shared.grpc.convert import enum_in, enum_out, optional_time, request_fingerprint, timestamp
+from shared import masking
+from shared.auth import AUDITOR, CITY_ADMIN, OPERATOR, ROLES, SERVICE
+from shared.grpc.convert import enum_in, enum_out, optional_time, timestamp
+from shared.tenancy import RIDER, Ref, Rows, access_table, city_wide, public, scoped
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["BadgesService"].full_name
 
-_READERS = frozenset({CITY_ADMIN, STREET_OFFICE, DEPARTMENT, PLATFORM, OPERATOR, AUDITOR,
-                      SERVICE})
-_OFFICIALS = frozenset({CITY_ADMIN, STREET_OFFICE})
+_CITY_READERS = frozenset({CITY_ADMIN, OPERATOR, AUDITOR, SERVICE})
+# Volunteer service is the rider's (their platform's, their street office's) and, for
+# confirming it, the community's where it was done (and that community's street office's).
+SHIFT_AT = Ref("shift_id", "shift_community")
+COMMUNITY_OF_REQUEST = Ref("community_id", "organisation")
+# An award is its rider's: their platform's, their street office's.
+AWARD = Ref("award_id", "award")
 
-PERMISSIONS: dict[str, frozenset[str]] = {f"/{SERVICE_NAME}/{rpc}": roles for rpc, roles in {
-    # Service is logged by the rider's app (the platform) or at the community's desk, and
-    # confirmed by the community (through the street office's system).
-    "LogVolunteerService": _OFFICIALS | {PLATFORM},
-    "ConfirmVolunteerService": _OFFICIALS,
-    "RejectVolunteerService": _OFFICIALS,
-    "ListVolunteerService": _READERS,
-    "CreateBadgeClass": frozenset({CITY_ADMIN}),
-    "ReviseBadgeCriteria": frozenset({CITY_ADMIN}),
-    "GetBadgeClass": _READERS | {MERCHANT},
-    "ListBadgeClasses": _READERS | {MERCHANT},
-    "GrantBadge": _OFFICIALS,
-    "RevokeAward": _OFFICIALS,
-    "GetAward": _READERS,
-    "ListRiderAwards": _READERS,
-    "ListBadgeHolders": _READERS,
-    "ExplainAward": _READERS,
-    "ExportCredential": _READERS,
-    # Anyone Qiji knows may check a credential a rider shows them; a merchant too.
-    "VerifyCredential": _READERS | {MERCHANT},
-    "GetIssuerKeys": _READERS | {MERCHANT},
-}.items()}
+# Who may call each RPC, and for each role that acts for one organisation, what that
+# organisation must own (shared/tenancy.py). An RPC missing here is refused to everyone.
+ACCESS = access_table(SERVICE_NAME, {
+    # Service is logged by the rider's app (their platform) or at the community's desk, and
+    # confirmed by the community where it was done (or its street office).
+    "LogVolunteerService": scoped(CITY_ADMIN, platform=RIDER, community=COMMUNITY_OF_REQUEST,
+                                  street_office=COMMUNITY_OF_REQUEST),
+    "ConfirmVolunteerService": scoped(CITY_ADMIN, community=SHIFT_AT, street_office=SHIFT_AT),
+    "RejectVolunteerService": scoped(CITY_ADMIN, community=SHIFT_AT, street_office=SHIFT_AT),
+    "ListVolunteerService": scoped(_CITY_READERS, platform=RIDER, street_office=RIDER,
+                                   community=Rows("shift_community", "id")),
+    "CreateBadgeClass": city_wide(CITY_ADMIN),
+    "ReviseBadgeCriteria": city_wide(CITY_ADMIN),
+    # Badge classes and the issuer's keys are public: a merchant checks a badge-only perk,
+    # anyone checks a credential a rider shows them.
+    "GetBadgeClass": public(ROLES),
+    "ListBadgeClasses": public(ROLES),
+    "GrantBadge": scoped(CITY_ADMIN, street_office=RIDER),
+    "RevokeAward": scoped(CITY_ADMIN, street_office=AWARD),
+    "GetAward": scoped(_CITY_READERS, platform=AWARD, street_office=AWARD),
+    "ListRiderAwards": scoped(_CITY_READERS, platform=RIDER, street_office=RIDER),
+    "ListBadgeHolders": scoped(_CITY_READERS, platform=Rows("rider", "rider_id"),
+                               street_office=Rows("rider", "rider_id")),
+    "ExplainAward": scoped(_CITY_READERS, platform=RIDER, street_office=RIDER),
+    "ExportCredential": scoped(_CITY_READERS, platform=AWARD, street_office=AWARD),
+    "VerifyCredential": public(ROLES),
+    "GetIssuerKeys": public(ROLES),
+})
 
 
 class BadgesServicer(pb_grpc.BadgesServiceServicer):
@@ -64,19 +67,17 @@ class BadgesServicer(pb_grpc.BadgesServiceServicer):
         result = self.app.log_volunteer_service(
             rider_id=request.rider_id, community_id=request.community_id,
             activity=request.activity, started_at=optional_time(request, "start_time"),
-            hours=request.hours, fingerprint=request_fingerprint(request))
+            hours=request.hours)
         return pb.LogVolunteerServiceResponse(shift=self._shift_at(result))
 
     def ConfirmVolunteerService(self, request: Any, context: Any) -> Any:
-        result = self.app.confirm_volunteer_service(shift_id=request.shift_id,
-                                                    fingerprint=request_fingerprint(request))
+        result = self.app.confirm_volunteer_service(shift_id=request.shift_id)
         return pb.ConfirmVolunteerServiceResponse(shift=self._shift_at(result),
                                                   award_ids=result["award_ids"])
 
     def RejectVolunteerService(self, request: Any, context: Any) -> Any:
         result = self.app.reject_volunteer_service(shift_id=request.shift_id,
-                                                   reason=request.reason,
-                                                   fingerprint=request_fingerprint(request))
+                                                   reason=request.reason)
         return pb.RejectVolunteerServiceResponse(shift=self._shift_at(result))
 
     def ListVolunteerService(self, request: Any, context: Any) -> Any:
@@ -95,13 +96,12 @@ class BadgesServicer(pb_grpc.BadgesServiceServicer):
         result = self.app.create_badge_class(
             name=request.name, description=request.description, image_url=request.image_url,
             issuer_id=request.issuer_id, criteria=self._criteria_in(request.criteria),
-            validity_days=request.validity_days, fingerprint=request_fingerprint(request))
+            validity_days=request.validity_days)
         return pb.CreateBadgeClassResponse(badge_class=self._class_at(result))
 
     def ReviseBadgeCriteria(self, request: Any, context: Any) -> Any:
         result = self.app.revise_badge_criteria(
-            badge_class_id=request.badge_class_id, criteria=self._criteria_in(request.criteria),
-            fingerprint=request_fingerprint(request))
+            badge_class_id=request.badge_class_id, criteria=self._criteria_in(request.criteria))
         return pb.ReviseBadgeCriteriaResponse(badge_class=self._class_at(result))
 
     def GetBadgeClass(self, request: Any, context: Any) -> Any:
@@ -122,13 +122,11 @@ class BadgesServicer(pb_grpc.BadgesServiceServicer):
             reason=request.reason,
             evidence=[{"reference": e.source + ":" + e.reference if e.source else e.reference,
                        "narrative": e.narrative,
-                       "at": optional_time(e, "time")} for e in request.evidence],
-            fingerprint=request_fingerprint(request))
+                       "at": optional_time(e, "time")} for e in request.evidence])
         return pb.GrantBadgeResponse(award=self._award_at(result))
 
     def RevokeAward(self, request: Any, context: Any) -> Any:
-        result = self.app.revoke_award(award_id=request.award_id, reason=request.reason,
-                                       fingerprint=request_fingerprint(request))
+        result = self.app.revoke_award(award_id=request.award_id, reason=request.reason)
         return pb.RevokeAwardResponse(award=self._award_at(result))
 
     def GetAward(self, request: Any, context: Any) -> Any:
@@ -187,7 +185,8 @@ class BadgesServicer(pb_grpc.BadgesServiceServicer):
         return pb.VolunteerShift(
             shift_id=str(s.id), rider_id=s.rider_id, community_id=s.community_id,
             activity=s.activity, start_time=timestamp(s.started_at), hours=_decimal(s.hours),
-            status=enum_out(s.status, pb.ShiftStatus), reason=s.reason, version=s.version)
+            status=enum_out(s.status, pb.ShiftStatus),
+            reason=masking.show_to_caller(masking.FREE_TEXT, s.reason), version=s.version)
 
     def _class(self, c: BadgeClass) -> Any:
         return pb.BadgeClass(
@@ -207,7 +206,8 @@ class BadgesServicer(pb_grpc.BadgesServiceServicer):
                                   time=timestamp(e["at"])) for e in a.evidence],
             reason=a.reason, awarded_by=a.awarded_by, award_time=timestamp(a.awarded_at),
             expire_time=timestamp(a.expires_at), revoke_time=timestamp(a.revoked_at),
-            revoke_reason=a.revoke_reason, revoked_by=a.revoked_by, version=a.version)
+            revoke_reason=masking.show_to_caller(masking.FREE_TEXT, a.revoke_reason),
+            revoked_by=a.revoked_by, version=a.version)
 
     @staticmethod
     def _criteria_in(c: Any) -> dict[str, Any]:

@@ -86,7 +86,7 @@ def world(store_env):
     merchants.identity_follower = follower
     badges = ListFeed()
     badge_follower = Follower(merchants, badges, merchants.follow_badges,
-                              topics=MerchantsApplication.BADGE_TOPICS)
+                              topics=MerchantsApplication.BADGES_TOPICS)
     with as_actor(ADMIN):
         def org(kind, name, parent=""):
             return identity.create_organisation(kind=kind, name=name, parent_id=parent,
