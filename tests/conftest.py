@@ -108,5 +108,10 @@ def actor(principal: str, *roles: str, organisation_id: str = "") -> Actor:
     return Actor(principal=principal, roles=frozenset(roles), organisation_id=organisation_id)
 
 
-def as_actor(who: Actor, rpc: str = "test", request_id: str = ""):
-    return acting_as(RequestContext(actor=who, rpc=rpc, request_id=request_id))
+def as_actor(who: Actor, rpc: str = "test", request_id: str = "", request: Any = None,
+             access: Any = None):
+    """Acts as `who`, as the guard would set it up: `request` is what the kernel fingerprints
+    for a retry (the protobuf message, with its `access` entry for personal fields, or bytes
+    for what a caller inside Qiji asks)."""
+    return acting_as(RequestContext(actor=who, rpc=rpc, request_id=request_id,
+                                    request=request, access=access))

@@ -59,8 +59,8 @@ class Tenant:
     @property
     def secrets(self) -> set[str]:
         """What the other tenant must never see: ids of what is not public, and personal data."""
-        keys = ("rider", "perk_draft", "claim", "course_draft", "report", "case", "shift",
-                "award")
+        keys = ("rider", "perk_draft", "claim", "course_draft", "course_draft_by_platform",
+                "course_draft_by_street_office", "report", "case", "shift", "award")
         return {self.ids[k] for k in keys} | {self.rider_name, self.rider_phone}
 
 
@@ -149,6 +149,15 @@ def _hold(qiji: InProcessQiji, t: Tenant, badge_class: str, n: int) -> None:
             instructor=tpb.Instructor(name="张老师", kind=tpb.INSTRUCTOR_KIND_TEACHER)),
             tok["education_provider"]).course.course_id
     t.ids["course_draft"] = course(f"草稿课程{t.name}")
+    # A platform (the station master's morning meeting) and a street office provide courses
+    # of their own too.
+    for role, kind in (("platform", "platform"), ("street_office", "street")):
+        t.ids[f"course_draft_by_{role}"] = ok("training", "DraftCourse", tpb.DraftCourseRequest(
+            request_id=rid(), track=tpb.TRACK_CIVIC_EDUCATION, title=f"晨会{t.name}{role}",
+            description="", hours="0.5", formats=[tpb.COURSE_FORMAT_MORNING_MEETING],
+            provider_id=t.ids[kind],
+            instructor=tpb.Instructor(name="王站长", kind=tpb.INSTRUCTOR_KIND_STATION_MASTER)),
+            tok[role]).course.course_id
     t.ids["course"] = course(f"安全骑行{t.name}")
     ok("training", "PublishCourse", tpb.PublishCourseRequest(
         request_id=rid(), course_id=t.course), tok["education_provider"])

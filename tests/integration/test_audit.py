@@ -34,7 +34,7 @@ def build(app: IdentityApplication, riders: int = 3) -> list[str]:
             ids.append(app.register_rider(
                 platform_id=platform, platform_rider_id=f"R{n}", name=f"骑手{n}",
                 phone=f"1380000000{n}", national_id="", home_street_id=street,
-                station_id=station, fingerprint=str(n))["rider_id"])
+                station_id=station)["rider_id"])
     return ids
 
 

@@ -29,8 +29,13 @@ RIDER = str(uuid.uuid4())
 
 
 def read(app, catalogue) -> list[tuple[str, dict]]:
-    reply = read_public(app, catalogue, pb.ReadPublicEventsRequest(from_position=1))
+    """Every public event, as Qiji's relay reads them (every platform's riders); read for no
+    organisation at all, none of them is about a rider."""
+    reply = read_public(app, catalogue, pb.ReadPublicEventsRequest(from_position=1,
+                                                                  all_platforms=True))
     assert reply.next_position == app.last_position() + 1
+    nobodys = read_public(app, catalogue, pb.ReadPublicEventsRequest(from_position=1))
+    assert not [e for e in nobodys.events if '"rider_id"' in e.event.text_data]
     return [(e.event.type, json.loads(e.event.text_data)) for e in reply.events]
 
 
