@@ -32,7 +32,7 @@ from qiji.identity.v1 import identity_service_pb2 as ipb
 from qiji.merchants.v1 import merchants_service_pb2 as merchants_pb
 from qiji.training.v1 import training_service_pb2 as training_pb
 
-from shared.auth import ROLES, add_caller
+from shared.auth import CITY_WIDE_ROLES, add_caller
 from shared.config import TlsSettings
 from shared.grpc.channels import open_channel
 from tests.conftest import pg_env
@@ -86,10 +86,25 @@ class ServiceProcess:
 
     def client(self, role: str | None = None, *, token: str | None = None) -> Client:
         """A caller holding the token of `role` (or the given token, or none at all); its
-        `client.SomeRpc(request)` calls this service's own RPCs."""
+        `client.SomeRpc(request)` calls this service's own RPCs. A role that acts for one
+        organisation acts for the one the module last named with `act_for`."""
         assert self.channel is not None, "the server is not running"
+        if role is not None and role not in self.tokens:
+            raise AssertionError(f"no {role} acts for any organisation yet: call act_for "
+                                 "(create_city does, for the platform and street office)")
         return Client(self.channel, self.tokens[role] if role is not None else token,
-                      self.service)
+                      self.service, acts_for=self.act_for if role == "city_admin" else None)
+
+    def act_for(self, **organisations: str) -> dict[str, str]:
+        """Callers of these roles, acting for these organisations (`platform=<id>`): added to
+        the module's shared tokens file, and what `client(role)` holds from now on. Each
+        organisation's caller is a principal of its own, so earlier clients keep working."""
+        issued = {}
+        for role, organisation in organisations.items():
+            issued[role] = add_caller(self.tokens_file, f"e2e-{role}-{organisation[:8]}",
+                                      [role], organisation)
+        self.tokens.update(issued)
+        return issued
 
     def last_position(self) -> int:
         """The position of the newest event in this service's log."""
@@ -182,8 +197,11 @@ class ServiceProcess:
 
 
 def issue_tokens(tokens_file: Path) -> dict[str, str]:
-    """One caller per role (principal "e2e-<role>") in `tokens_file`; returns role -> token."""
-    return {role: add_caller(tokens_file, f"e2e-{role}", [role]) for role in sorted(ROLES)}
+    """One caller per city-wide role (principal "e2e-<role>") in `tokens_file`; returns
+    role -> token. Roles that act for one organisation get theirs once it exists
+    (ServiceProcess.act_for)."""
+    return {role: add_caller(tokens_file, f"e2e-{role}", [role])
+            for role in sorted(CITY_WIDE_ROLES)}
 
 
 def start_service(service: str, postgres_db: str, tmp: Path, *,
@@ -217,8 +235,10 @@ def start_service(service: str, postgres_db: str, tmp: Path, *,
         **pg_env(postgres_db, schema),
         **(extra_env or {}),
     })
+    # The very dict, not a copy: callers added for one process of the module are every
+    # process's (they share the tokens file).
     server = ServiceProcess(service=service, env=env, port=port, log_path=tmp / "stderr.log",
-                            tokens=dict(tokens), db=postgres_db, schema=schema,
+                            tokens=tokens, db=postgres_db, schema=schema,
                             client_tls=client_tls)
     server.start()
     return server
@@ -343,11 +363,11 @@ def eventually(check: Callable[[], T | None], what: str,
 CATCH_UP_PROBES: dict[str, tuple[str, str, Callable[[], Any], str]] = {
     "training": ("auditor", "GetTranscript", lambda: training_pb.GetTranscriptRequest(
         rider_id=str(uuid.uuid4())), "RIDER_NOT_FOUND"),
-    "merchants": ("platform", "ListPerksForRider", lambda: merchants_pb.ListPerksForRiderRequest(
+    "merchants": ("city_admin", "ListPerksForRider", lambda: merchants_pb.ListPerksForRiderRequest(
         rider_id=str(uuid.uuid4())), "RIDER_NOT_FOUND"),
     "badges": ("auditor", "ListRiderAwards", lambda: badges_pb.ListRiderAwardsRequest(
         rider_id=str(uuid.uuid4())), "RIDER_NOT_FOUND"),
-    "governance": ("department", "ListDepartmentQueue",
+    "governance": ("auditor", "ListDepartmentQueue",
                    lambda: governance_pb.ListDepartmentQueueRequest(
                        department_id=str(uuid.uuid4())), "DEPARTMENT_NOT_FOUND"),
 }
