@@ -99,12 +99,27 @@ class ServiceProcess:
         """Callers of these roles, acting for these organisations (`platform=<id>`): added to
         the module's shared tokens file, and what `client(role)` holds from now on. Each
         organisation's caller is a principal of its own, so earlier clients keep working."""
-        issued = {}
-        for role, organisation in organisations.items():
-            issued[role] = add_caller(self.tokens_file, f"e2e-{role}-{organisation[:8]}",
-                                      [role], organisation)
+        issued = {role: self._caller_token(role, organisation)
+                  for role, organisation in organisations.items()}
         self.tokens.update(issued)
         return issued
+
+    def client_for(self, role: str, organisation: str) -> Client:
+        """A caller of `role` acting for `organisation`, whatever `client(role)` holds: for a
+        test that works with several organisations of one kind (two platforms, or the module's
+        city beside one of its own)."""
+        assert self.channel is not None, "the server is not running"
+        return Client(self.channel, self._caller_token(role, organisation), self.service)
+
+    def _caller_token(self, role: str, organisation: str) -> str:
+        # One caller per role and organisation in a module, kept in the shared tokens dict
+        # under "role@organisation": issuing it again would rotate its principal's token, and
+        # clients holding the old one would stop working.
+        key = f"{role}@{organisation}"
+        if key not in self.tokens:
+            self.tokens[key] = add_caller(self.tokens_file, f"e2e-{role}-{organisation[:8]}",
+                                          [role], organisation)
+        return self.tokens[key]
 
     def last_position(self) -> int:
         """The position of the newest event in this service's log."""
@@ -386,7 +401,7 @@ def new_rider(identity: ServiceProcess, city: Any, *, name: str = "王五",
               verify: bool = True) -> str:
     """A rider the platform registered (and verified, unless told not to) on identity, living
     in `city.street` and riding for `city.platform` from `city.station`."""
-    platform = identity.client("platform")
+    platform = identity.client_for("platform", city.platform)
     rider_id = platform.RegisterRider(ipb.RegisterRiderRequest(
         request_id=new_request_id(), platform_id=city.platform,
         platform_rider_id=unique("rider"), name=name, phone=phone_number(),
