@@ -399,7 +399,7 @@ def caught_up(server: ServiceProcess) -> None:
 
 def new_rider(identity: ServiceProcess, city: Any, *, name: str = "王五",
               verify: bool = True) -> str:
-    """A rider the platform registered (and verified, unless told not to) on identity, living
+    """A rider `city.platform` registered (and verified, unless told not to) on identity, living
     in `city.street` and riding for `city.platform` from `city.station`."""
     platform = identity.client_for("platform", city.platform)
     rider_id = platform.RegisterRider(ipb.RegisterRiderRequest(
