@@ -171,8 +171,14 @@ def rotate_token(tokens_file: Path, principal: str, admin_token_file: Path) -> s
         raise OpsError(REFUSED, f"no caller {principal!r} in {tokens_file} (known: {known}); "
                        f"add one with .venv/bin/qiji token {principal} --role ROLE "
                        f"--tokens-file {tokens_file}")
-    token = add_caller(tokens_file, principal, list(caller["roles"]),
-                       caller.get("organisation_id", ""), caller.get("subscriptions"))
+    try:
+        token = add_caller(tokens_file, principal, list(caller["roles"]),
+                           caller.get("organisation_id", ""), caller.get("subscriptions"))
+    except ValueError as error:
+        # An entry from before tokens had to name their organisation: name it first.
+        raise OpsError(REFUSED, f"{principal}: {error}; first run .venv/bin/qiji tokens "
+                       f"--tokens-file {tokens_file} assign {principal} --organisation-id <id>"
+                       ) from None
     if principal == ADMIN_PRINCIPAL:
         write_private(admin_token_file, token + "\n")  # status and the operator read it there
     return token
