@@ -22,7 +22,7 @@ from services.merchants.application import MerchantsApplication
 from services.merchants.domain.model import Claim
 from services.merchants.public_events import CATALOGUE as MERCHANTS
 from shared.grpc.public_feed import read_public
-from tests.conftest import MASTER_KEY, settings_for
+from tests.conftest import badges_key_env, MASTER_KEY, settings_for
 
 NOW = datetime(2026, 6, 5, 9, 0, tzinfo=UTC)
 RIDER = str(uuid.uuid4())
@@ -59,9 +59,7 @@ def test_a_claim_redeemed_and_reversed_is_public_without_its_code(merchants):
 
 @pytest.fixture
 def badges(store_env):
-    signing_key = base64.b64encode(bytes(32)).decode()
-    app = BadgesApplication(settings_for("badges", {**store_env,
-                                                    "BADGES_SIGNING_KEY": signing_key}),
+    app = BadgesApplication(settings_for("badges", {**store_env, **badges_key_env()}),
                             MASTER_KEY)
     yield app
     app.close()
