@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import grpc
@@ -15,6 +16,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from shared.auth import ROLES, add_caller
 from shared.config import (
+    CREDENTIALS_HTTP_PORT,
     DEFAULT_PORTS,
     EVENT_SOURCED_SERVICES,
     ConfigError,
@@ -26,6 +28,8 @@ from shared.personal_data import load_master_key
 
 # The services `qiji run` starts, in start order; each new service joins this list.
 SERVICES = ["identity", "training", "merchants", "badges", "governance", "platform"]
+# The public credentials face: HTTP, not gRPC, started once badges serves.
+WEB = "credentials"
 ADMIN_PRINCIPAL = "local-admin"
 SERVICES_PRINCIPAL = "qiji-services"
 
@@ -39,8 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--relay", action="store_true",
                      help="also start the AMQP relay (needs RabbitMQ at RELAY_AMQP_URI)")
     run.add_argument("--port-base", type=int, default=None, metavar="N",
-                     help="serve gRPC on N+1..N+6 instead of 50051..50056 and no metrics "
-                     "(unless <SERVICE>_METRICS_PORT is set), to run beside another Qiji")
+                     help="serve gRPC on N+1..N+6 instead of 50051..50056, the public "
+                     "credentials face on N+7 instead of 50057, and no metrics (unless "
+                     "<SERVICE>_METRICS_PORT is set), to run beside another Qiji")
     token = sub.add_parser("token", help="add a caller, or rotate its token")
     token.add_argument("principal", help="the calling system's name, e.g. platform-company")
     token.add_argument("--role", action="append", required=True, choices=sorted(ROLES),
@@ -136,14 +141,19 @@ def _run(services: list[str], *, relay: bool = False, port_base: int | None = No
     metrics = {name: int(os.environ.get(f"{name.upper()}_METRICS_PORT")
                          or (metrics_port(name) if port_base is None else 0))
                for name in services}
-    env = {**os.environ, "QIJI_DATA_DIR": str(settings.data_dir),
+    web_port = web_http_port(port_base)
+    # Where credentials say their issuer, keys and status lists are: the city's own address
+    # when the operator gives one, else this machine's public face.
+    issuer_url = os.environ.get("QIJI_ISSUER_URL") or f"http://127.0.0.1:{web_port}"
+    env = {**os.environ, "QIJI_ISSUER_URL": issuer_url,
+           "CREDENTIALS_HTTP_PORT": str(web_port), "QIJI_DATA_DIR": str(settings.data_dir),
            "QIJI_TOKENS_FILE": str(settings.tokens_file),
            "QIJI_SERVICE_TOKEN": service_token,
            **{f"{name.upper()}_GRPC_PORT": str(port) for name, port in ports.items()},
            **{f"{name.upper()}_METRICS_PORT": str(port) for name, port in metrics.items()},
            # Each follower (and the relay) finds the others where they were started here.
            **{f"{follower.upper()}_{name.upper()}_ADDRESS": f"127.0.0.1:{port}"
-              for follower in [*SERVICES, "relay"] for name, port in ports.items()
+              for follower in [*SERVICES, "relay", WEB] for name, port in ports.items()
               if follower != name
               and not os.environ.get(f"{follower.upper()}_{name.upper()}_ADDRESS")},
            "QIJI_LOG_FORMAT": os.environ.get("QIJI_LOG_FORMAT", "console")}
@@ -169,7 +179,16 @@ def _run(services: list[str], *, relay: bool = False, port_base: int | None = No
             # Started once the services answer; it has no gRPC port of its own to wait for.
             processes["relay"] = subprocess.Popen(
                 [sys.executable, "-m", "services.relay"], env=env)
-        _print_banner(services, settings.data_dir, admin_token, ports, metrics)
+        web = ""
+        if "badges" in services:
+            processes[WEB] = subprocess.Popen(  # noqa: S603
+                [sys.executable, "-m", f"services.{WEB}"], env=env)
+            web = f"http://127.0.0.1:{web_port}"
+            if not wait_http_ready(f"{web}/readyz", processes[WEB]):
+                print(f"{WEB} did not start; see its log above", file=sys.stderr)
+                return 1
+        _print_banner(services, settings.data_dir, admin_token, ports, metrics, web,
+                      issuer_url)
         while not stopping:
             for name, proc in processes.items():
                 if proc.poll() is not None:
@@ -227,6 +246,29 @@ def grpc_ports(port_base: int | None = None) -> dict[str, int]:
     return {name: port_base + 1 + i for i, name in enumerate(DEFAULT_PORTS)}
 
 
+def web_http_port(port_base: int | None = None) -> int:
+    """Where `qiji run` serves the public credentials face: CREDENTIALS_HTTP_PORT or 50057,
+    or, with a port base N, N+7."""
+    if port_base is not None:
+        return port_base + 1 + len(DEFAULT_PORTS)
+    return int(os.environ.get("CREDENTIALS_HTTP_PORT") or CREDENTIALS_HTTP_PORT)
+
+
+def wait_http_ready(url: str, proc: subprocess.Popen[bytes] | None,
+                    timeout: float = 30.0) -> bool:
+    """Polls an HTTP readiness URL (ours, on this machine) until it answers 200."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and (proc is None or proc.poll() is None):
+        try:
+            with urllib.request.urlopen(url, timeout=1) as reply:  # noqa: S310
+                if reply.status == 200:
+                    return True
+        except OSError:
+            pass
+        time.sleep(0.2)
+    return False
+
+
 def metrics_port(service: str) -> int:
     """Where `qiji run` serves each service's /metrics: 9101 for identity, and so on."""
     return 9100 + 1 + list(DEFAULT_PORTS).index(service)
@@ -269,12 +311,15 @@ def _wait_serving(address: str, proc: subprocess.Popen[bytes], settings: Setting
 
 
 def _print_banner(services: list[str], data_dir: Path, token: str, ports: dict[str, int],
-                  metrics: dict[str, int]) -> None:
+                  metrics: dict[str, int], web: str = "", issuer_url: str = "") -> None:
     lines = ["", "Qiji is running on its embedded default (SQLite files in "
              f"{data_dir}).", ""]
     for name in services:
         lines.append(f"  {name:<11} 127.0.0.1:{ports[name]}   (gRPC, health, reflection)" + (
             f"   metrics http://127.0.0.1:{metrics[name]}/metrics" if metrics[name] else ""))
+    if web:
+        lines.append(f"  {WEB:<11} {web}/verify   (public, no token: issuer {issuer_url}, "
+                     "keys, status lists)")
     lines += [
         "",
         f"Admin token ({ADMIN_PRINCIPAL}: city_admin, operator, auditor):",

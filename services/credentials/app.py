@@ -77,7 +77,9 @@ def build_app(source: BadgesSource, *, service: str = "credentials") -> Starlett
         except NotFoundUpstream:
             raise Problem(404, "not found") from None
         except BadRequest as bad:
-            raise Problem(400, bad.description, bad.field) from None
+            # badges' field names, as this face's callers know them.
+            field = {"credential_jwt": "credential"}.get(bad.field, bad.field)
+            raise Problem(400, bad.description, field) from None
         except Unreachable as down:
             log.warning("badges.unreachable", code=str(down))
             raise Problem(503, "the badges service cannot be reached just now; try again in "

@@ -3,8 +3,11 @@ beside it (the people who check a rider's badge are employers and other cities' 
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta, timezone
 from html import escape
 from typing import Any
+
+_BEIJING = timezone(timedelta(hours=8))
 
 VERDICTS = {
     # verdict: (Chinese, English, colour, what it means)
@@ -37,9 +40,21 @@ font-weight:bold}
 .badge{display:flex;gap:20px;align-items:center}.badge img{width:120px;height:120px}
 dl{display:grid;grid-template-columns:9em 1fr;gap:6px 12px;margin:12px 0 0}
 dt{color:#666}dd{margin:0;word-break:break-all}
-.problems li{color:#b3261e}.en{color:#666;font-size:.85em}
+.problems li,.alert{color:#b3261e}.en{color:#666;font-size:.85em}
 code{font-size:12px;word-break:break-all}
 """
+
+
+def _beijing(iso: str) -> str:
+    """A credential's time as a reader in the city reads it (UTC+8), with the UTC original."""
+    try:
+        at = datetime.fromisoformat(iso.replace("Z", "+00:00"))
+    except ValueError:
+        return iso
+    if at.tzinfo is None:
+        return iso
+    local = at.astimezone(_BEIJING)
+    return f"{local:%Y-%m-%d %H:%M}（北京时间）  {iso}"
 
 
 def _page(title: str, body: str) -> str:
@@ -53,7 +68,7 @@ def _page(title: str, body: str) -> str:
 
 
 def form(jwt: str = "", error: str = "") -> str:
-    problem = (f'<p class="problems" role="alert"><strong>无法核验 Cannot check:</strong> '
+    problem = (f'<p class="alert" role="alert"><strong>无法核验 Cannot check:</strong> '
                f"{escape(error)}</p>") if error else ""
     return _page("徽章证书核验 Verify a credential", f"""
 <div class="card"><h2>核验一枚徽章证书 <span class="en">Verify a credential</span></h2>
@@ -82,8 +97,8 @@ def result(outcome: dict[str, Any], image_url: str) -> str:
             ("授予条件 Criteria", criteria),
             ("签发机构 Issuer", issuer_name),
             ("机构标识 Issuer id", issuer_id),
-            ("生效 Valid from", credential.get("validFrom", "")),
-            ("到期 Valid until", credential.get("validUntil", "长期有效 no expiry")
+            ("生效 Valid from", _beijing(credential.get("validFrom", ""))),
+            ("到期 Valid until", _beijing(credential.get("validUntil", "")) or "长期有效 no expiry"
              if credential else ""),
             ("证书编号 Credential", credential.get("id", ""))]
     details = "".join(f"<dt>{escape(k)}</dt><dd>{escape(str(v))}</dd>" for k, v in rows if v)

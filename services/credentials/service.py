@@ -4,6 +4,8 @@ served by uvicorn."""
 
 from __future__ import annotations
 
+import signal
+
 import structlog
 import uvicorn
 
@@ -36,6 +38,15 @@ def http_settings(settings: Settings) -> tuple[str, int, dict[str, str]]:
     return host, int(raw), tls
 
 
+class _Server(uvicorn.Server):
+    def handle_exit(self, sig: int, frame: object) -> None:
+        log.info("service.stopping", signal=signal.Signals(sig).name)
+        super().handle_exit(sig, frame)  # type: ignore[arg-type]
+        # uvicorn raises the signal again once it has stopped, which would end the process
+        # "killed by SIGTERM"; a stop asked for and done is exit 0, like every Qiji process.
+        self._captured_signals.clear()
+
+
 def serve() -> None:
     """The process entry point: `python -m services.credentials`."""
     with exits_on_config_error(NAME):
@@ -55,7 +66,7 @@ def serve() -> None:
              badges=settings.upstreams["badges"], https=bool(tls))
     try:
         # uvicorn handles SIGTERM / SIGINT: it stops accepting, lets requests finish, exits.
-        uvicorn.Server(config).run()
+        _Server(config).run()
     finally:
         source.close()
         log.info("service.stopped")

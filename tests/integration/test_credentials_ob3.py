@@ -14,15 +14,7 @@ from services.badges import credentials as ob3
 from shared.errors import InvalidArgument
 from tests import ob3 as verifier
 from tests.conftest import as_actor, badges_keys
-from tests.integration.test_badges_app import (  # noqa: F401  (fixture)
-    ADMIN,
-    OFFICE,
-    URLS,
-    badge,
-    new_rider,
-    serve,
-    world,
-)
+from tests.integration.test_badges_app import ADMIN, OFFICE, URLS, badge, new_rider, serve
 
 PNG = (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x06\x00\x00"
        b"\x00\x1f\x15\xc4\x89\x00\x00\x00\rIDATx\x9cc\xf8\xcf\xc0\xf0\x1f\x00\x05\x00\x01\xff"
@@ -65,7 +57,22 @@ def test_an_exported_credential_conforms_and_two_independent_libraries_verify_it
     assert credential["credentialSubject"]["achievement"]["name"] == "金蜂骑士"
     assert rider not in token + json.dumps(credential, ensure_ascii=False)
     verifier.assert_valid_uris(credential)
-    verifier.conforms(credential, "achievementcredential.json")
+
+
+def test_exported_credentials_and_issuer_profiles_conform_to_1edtechs_schemas(world):
+    _, _, award_id = awarded(world, validity_days=365)
+    green = badge(world, name="青蜂骑士", min_volunteer_hours="100")
+    rider = new_rider(world)
+    with as_actor(OFFICE):
+        manual = world["badges"].grant_badge(
+            rider_id=rider, badge_class_id=green, reason="见义勇为",
+            evidence=[{"reference": "official:常钟社〔2025〕1号", "narrative": "授予通知"}])[
+            "award_id"]
+    for credential in (world["badges"].export_credential(award_id=a)[0]
+                       for a in (award_id, manual)):
+        verifier.conforms(credential, "achievementcredential.json")
+    verifier.conforms(world["badges"].issuer_profile(issuer_id=world["city"])[0],
+                      "profile.json")
 
 
 def test_a_manual_awards_official_document_number_is_a_valid_uri(world):
@@ -172,4 +179,3 @@ def test_a_badge_picture_uploaded_with_its_class_is_what_the_credential_points_a
     assert profile["id"] == URLS.issuer(world["city"]) and profile["name"] == "常州市"
     assert {m["publicKeyJwk"]["kty"] for m in did["verificationMethod"]} == {"RSA", "OKP"}
     verifier.assert_valid_uris([achievement, profile, did])
-    verifier.conforms(profile, "profile.json")
