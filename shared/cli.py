@@ -66,6 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     credential.add_argument("action", choices=["export", "verify"])
     credential.add_argument("target", help="export: an award id; verify: a file holding the "
                             "credential's JWT (or - for standard input)")
+    credential.add_argument("--baked", type=Path, default=None, metavar="FILE",
+                            help="export: also write the badge's picture with the credential "
+                            "baked in (PNG or SVG, Open Badges 3.0 §5.3)")
     credential.add_argument("--address", default=f"127.0.0.1:{DEFAULT_PORTS['badges']}")
     credential.add_argument("--token", default=os.environ.get("QIJI_TOKEN", ""),
                             help="bearer token (default: $QIJI_TOKEN, else data/admin.token)")
@@ -111,7 +114,8 @@ def main(argv: list[str] | None = None) -> int:
             return _run([s for s in args.services.split(",") if s], relay=args.relay,
                         port_base=args.port_base)
         if args.command == "credential":
-            return _credential(args.action, args.target, args.address, args.token, settings)
+            return _credential(args.action, args.target, args.address, args.token, settings,
+                               baked=args.baked)
     except ConfigError as error:
         print(f"configuration: {error}", file=sys.stderr)
         return 2
@@ -207,31 +211,48 @@ def _run(services: list[str], *, relay: bool = False, port_base: int | None = No
                 proc.kill()
 
 
-def _credential(action: str, target: str, address: str, token: str, settings: Settings) -> int:
-    """Exports a credential as JSON and JWT, or verifies one: the signature under the issuer's
-    key and the award's status now (revoked? expired?). Exit 0 only for a valid credential."""
+def _credential(action: str, target: str, address: str, token: str, settings: Settings,
+                *, baked: Path | None = None) -> int:
+    """Exports a credential as JSON and JWT (and, with `baked`, baked into the badge's
+    picture), or verifies one — a JWT, or a baked PNG / SVG: the signature under the issuer's
+    key, the claims, and the award's status now (revoked? expired?). Exit 0 only for a valid
+    credential."""
     from qiji.badges.v1 import badges_service_pb2 as pb
     from qiji.badges.v1 import badges_service_pb2_grpc as pb_grpc
+
+    from services.badges.credentials import NotBaked, unbake
 
     metadata = [("authorization", f"Bearer {_token(token)}")]
     with open_channel(address, settings) as channel:
         stub = pb_grpc.BadgesServiceStub(channel)
         try:
             if action == "export":
-                reply = stub.ExportCredential(pb.ExportCredentialRequest(award_id=target),
-                                              metadata=metadata, timeout=10)
+                reply = stub.ExportCredential(pb.ExportCredentialRequest(
+                    award_id=target, baked=baked is not None), metadata=metadata, timeout=10)
                 print(reply.credential_json)
                 print(reply.credential_jwt, file=sys.stderr)
+                if baked is not None:
+                    baked.write_bytes(reply.baked_image)
+                    print(f"baked into {baked} ({reply.baked_image_media_type})",
+                          file=sys.stderr)
                 return 0
-            jwt = (sys.stdin.read() if target == "-" else Path(target).read_text()).strip()
+            raw = sys.stdin.buffer.read() if target == "-" else Path(target).read_bytes()
+            try:
+                jwt = unbake(raw) if raw.startswith((b"\x89PNG", b"<")) else \
+                    raw.decode("utf-8").strip()
+            except (NotBaked, UnicodeDecodeError) as error:
+                print(f"not a credential: {error}", file=sys.stderr)
+                return 2
             result = stub.VerifyCredential(pb.VerifyCredentialRequest(credential_jwt=jwt),
                                            metadata=metadata, timeout=10)
         except grpc.RpcError as error:
             print(f"{error.code().name}: {error.details()}", file=sys.stderr)
             return 2
+    verdict = pb.CredentialVerdict.Name(result.verdict).removeprefix("CREDENTIAL_VERDICT_")
     print(f"signature: {'valid' if result.signature_valid else 'INVALID'}")
     print(f"award:     {result.award_id or '-'}  status: "
           f"{pb.AwardStatus.Name(result.status).removeprefix('AWARD_STATUS_')}")
+    print(f"verdict:   {verdict}")
     for problem in result.problems:
         print(f"problem:   {problem}")
     print("VALID" if result.valid else "NOT VALID")

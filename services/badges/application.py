@@ -334,6 +334,18 @@ class BadgesApplication(QijiApplication):
             status=self.views.status_lists.place(award_id))
         return credential, ob3.sign(self.issuer_keys, self.urls, credential, badge.issuer_id)
 
+    def baked_credential(self, *, award_id: str, jwt: str) -> tuple[bytes, str]:
+        """The award's signed credential baked into its badge's uploaded picture (OB 3.0
+        §5.3): what a rider can post anywhere a picture goes."""
+        badge = self.badge_class(self.award(award_id).badge_class_id)
+        if not badge.image:
+            raise FailedPrecondition("the badge class has no uploaded picture to bake the "
+                                     "credential into", reason="BADGE_HAS_NO_IMAGE")
+        picture = base64.b64decode(badge.image["data"])
+        media_type = badge.image["media_type"]
+        bake = ob3.bake_png if media_type == "image/png" else ob3.bake_svg
+        return bake(picture, jwt), media_type
+
     def verify_credential(self, *, jwt: str) -> dict[str, Any]:
         """OB 3.0 §8.2.6-7 and the award's standing now: VALID, TAMPERED, UNKNOWN_KEY,
         REVOKED, EXPIRED, NOT_YET_VALID or UNKNOWN_AWARD, with the problems found."""

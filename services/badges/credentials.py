@@ -17,6 +17,7 @@ import json
 import os
 import re
 import uuid
+import zlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -592,3 +593,98 @@ def _claim_problems(payload: Mapping[str, Any]) -> list[str]:
     except ValueError:
         problems.append("validFrom / validUntil are not date-times")
     return problems
+
+
+# ---------------------------------------------------------------------- baked badges
+
+# OB 3.0 §5.3 (Baked Badge): the signed credential inside the badge's own picture.
+BAKED_KEYWORD = b"openbadgecredential"
+OB3_BAKING_NAMESPACE = "https://purl.imsglobal.org/ob/v3p0"
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+class NotBaked(ValueError):
+    """The image holds no Open Badges credential (or is not a PNG / SVG at all)."""
+
+
+def _png_chunks(png: bytes) -> list[tuple[bytes, bytes]]:
+    if not png.startswith(_PNG_SIGNATURE):
+        raise NotBaked("not a PNG file")
+    chunks, at = [], len(_PNG_SIGNATURE)
+    while at + 8 <= len(png):
+        length = int.from_bytes(png[at:at + 4], "big")
+        kind = png[at + 4:at + 8]
+        data = png[at + 8:at + 8 + length]
+        if len(data) != length or at + 12 + length > len(png):
+            raise NotBaked("the PNG is cut short")
+        chunks.append((kind, data))
+        at += 12 + length
+        if kind == b"IEND":
+            return chunks
+    raise NotBaked("the PNG has no IEND chunk")
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return (len(data).to_bytes(4, "big") + kind + data
+            + zlib.crc32(kind + data).to_bytes(4, "big"))
+
+
+def bake_png(png: bytes, jwt: str) -> bytes:
+    """The PNG with one uncompressed iTXt chunk, keyword openbadgecredential, holding the
+    compact JWS, just before IEND (an earlier credential chunk is replaced: §5.3.1 allows only
+    one)."""
+    itxt = BAKED_KEYWORD + b"\x00" + b"\x00\x00" + b"\x00" + b"\x00" + jwt.encode("ascii")
+    out = [_PNG_SIGNATURE]
+    for kind, data in _png_chunks(png):
+        if kind == b"iTXt" and data.split(b"\x00", 1)[0] == BAKED_KEYWORD:
+            continue
+        if kind == b"IEND":
+            out.append(_chunk(b"iTXt", itxt))
+        out.append(_chunk(kind, data))
+    return b"".join(out)
+
+
+def bake_svg(svg: bytes, jwt: str) -> bytes:
+    """The SVG with the openbadges namespace on its <svg> element and, right after it, an
+    <openbadges:credential verify="<compact JWS>"/> (§5.3.2)."""
+    text = svg.decode("utf-8")
+    text = re.sub(r"<openbadges:credential\b.*?(/>|</openbadges:credential>)", "", text,
+                  flags=re.DOTALL)
+    opening = re.search(r"<svg\b[^>]*>", text)
+    if opening is None:
+        raise NotBaked("not an SVG document")
+    tag = opening.group(0)
+    if "xmlns:openbadges" not in tag:
+        tag = tag[:-1].rstrip("/").rstrip() + f' xmlns:openbadges="{OB3_BAKING_NAMESPACE}">'
+        if opening.group(0).endswith("/>"):
+            tag += "</svg>"
+    baked = f'{tag}<openbadges:credential verify="{jwt}"/>'
+    return (text[:opening.start()] + baked + text[opening.end():]).encode("utf-8")
+
+
+def unbake(image: bytes) -> str:
+    """The credential baked into a PNG or SVG: the compact JWS (or, from other issuers, the
+    JSON text) as found (§5.3.1 / §5.3.2 "Extracting")."""
+    if image.startswith(_PNG_SIGNATURE):
+        for kind, data in _png_chunks(image):
+            if kind == b"iTXt" and data.split(b"\x00", 1)[0] == BAKED_KEYWORD:
+                rest = data[len(BAKED_KEYWORD) + 1:]
+                if rest[:1] != b"\x00":
+                    raise NotBaked("the credential chunk is compressed (§5.3.1 forbids it)")
+                # compression flag, method, language tag \0, translated keyword \0, text
+                text = rest[2:].split(b"\x00", 2)
+                return text[2].decode("utf-8").strip() if len(text) == 3 else ""
+        raise NotBaked("the PNG holds no openbadgecredential chunk")
+    try:
+        text = image.decode("utf-8")
+    except UnicodeDecodeError:
+        raise NotBaked("neither a PNG nor an SVG file") from None
+    found = re.search(r"<openbadges:credential\b([^>]*?)(/>|>(.*?)</openbadges:credential>)",
+                      text, flags=re.DOTALL)
+    if found is None:
+        raise NotBaked("the SVG holds no <openbadges:credential>")
+    verify = re.search(r'\bverify\s*=\s*"([^"]*)"', found.group(1))
+    if verify:
+        return verify.group(1).strip()
+    inner = (found.group(3) or "").strip()
+    return inner.removeprefix("<![CDATA[").removesuffix("]]>").strip()

@@ -174,9 +174,12 @@ class BadgesServicer(pb_grpc.BadgesServiceServicer):
 
     def ExportCredential(self, request: Any, context: Any) -> Any:
         credential, jwt = self.app.export_credential(award_id=request.award_id)
+        baked, media_type = self.app.baked_credential(
+            award_id=request.award_id, jwt=jwt) if request.baked else (b"", "")
         return pb.ExportCredentialResponse(
             credential_json=json.dumps(credential, ensure_ascii=False, indent=2),
-            credential_jwt=jwt, key_id=_header(jwt)["kid"])
+            credential_jwt=jwt, key_id=_header(jwt)["kid"], baked_image=baked,
+            baked_image_media_type=media_type)
 
     def VerifyCredential(self, request: Any, context: Any) -> Any:
         r = self.app.verify_credential(jwt=request.credential_jwt)

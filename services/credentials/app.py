@@ -21,13 +21,16 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
+from services.badges.credentials import NotBaked, unbake
 from services.credentials import pages
 from services.credentials.source import BadgesSource, BadRequest, NotFoundUpstream, Unreachable
 from shared import metrics
 
 log = structlog.get_logger(__name__)
 
-MAX_BODY = 100_000
+# A credential is a few KB; a baked badge carries its picture (at most 256 KiB) too.
+MAX_BODY = 400_000
+MAX_JWT = 100_000
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _JWS = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
 # Pages run no script; pictures come from here or from a badge's own https address.
@@ -167,8 +170,16 @@ def build_app(source: BadgesSource, *, service: str = "credentials") -> Starlett
         return _html(pages.result(outcome, _image_of(outcome)))
 
     async def verify_api(request: Request) -> Response:
-        body = (await _body(request)).decode("utf-8", "replace").strip()
-        if request.headers.get("content-type", "").startswith("application/json"):
+        raw = await _body(request)
+        content_type = request.headers.get("content-type", "")
+        if content_type.startswith(("image/png", "image/svg+xml")):
+            # A baked badge (OB 3.0 §5.3): the credential inside the picture.
+            try:
+                raw = unbake(raw).encode()
+            except NotBaked as error:
+                raise Problem(400, f"no credential in this image: {error}", "image") from None
+        body = raw.decode("utf-8", "replace").strip()
+        if content_type.startswith("application/json"):
             try:
                 parsed = json.loads(body)
             except ValueError:
@@ -225,7 +236,7 @@ def _credential(jwt: str) -> str:
     if not jwt:
         raise Problem(400, "paste the credential: a VC-JWT (header.payload.signature)",
                       "credential")
-    if len(jwt) > MAX_BODY or not _JWS.fullmatch(jwt):
+    if len(jwt) > MAX_JWT or not _JWS.fullmatch(jwt):
         raise Problem(400, "this is not a VC-JWT: three base64url parts separated by dots "
                       "(header.payload.signature)", "credential")
     return jwt

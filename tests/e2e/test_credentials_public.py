@@ -37,7 +37,8 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu",
                   "--disable-background-networking", "--disable-component-update",
                   "--disable-sync"]
 # 金蜂骑士's picture, uploaded with its class (an SVG: drawn and lettered by the browser).
-GOLDEN_SVG = """<svg xmlns="http://www.w3.org/2000/svg" width="120" height="120" viewBox="0 0 120 120">
+GOLDEN_SVG = """<svg xmlns="http://www.w3.org/2000/svg" width="120" height="120"
+ viewBox="0 0 120 120">
 <circle cx="60" cy="60" r="56" fill="#f2b705" stroke="#8c1c13" stroke-width="6"/>
 <ellipse cx="60" cy="52" rx="20" ry="14" fill="#3b2a00"/>
 <rect x="42" y="46" width="36" height="5" fill="#f2b705"/>
@@ -171,6 +172,23 @@ def test_a_revocation_shows_in_the_public_status_list_within_seconds(
     assert status == 200 and json.loads(body)["verdict"] == "revoked"
 
 
+def test_a_baked_badge_carries_its_credential_and_verifies_as_posted(
+        badges: ServiceProcess, credentials: WebProcess, scene: Scene) -> None:
+    """OB 3.0 §5.3: the credential baked into the badge's own picture, which a rider can post
+    anywhere; the public face takes the picture itself."""
+    exported = badges.client("auditor").ExportCredential(
+        pb.ExportCredentialRequest(award_id=scene.award_id, baked=True))
+    assert exported.baked_image_media_type == "image/svg+xml"
+    assert f'<openbadges:credential verify="{scene.jwt}"/>'.encode() in exported.baked_image
+    status, _, body = http(f"{credentials.url}/api/verify", data=exported.baked_image,
+                           headers={"Content-Type": "image/svg+xml"})
+    assert status == 200, body
+    assert json.loads(body)["verdict"] == "valid"
+    status, _, body = http(f"{credentials.url}/api/verify", data=GOLDEN_SVG,
+                           headers={"Content-Type": "image/svg+xml"})
+    assert (status, json.loads(body)["field"]) == (400, "image")
+
+
 BAD = {
     # path or (path, body, content type): (status, field)
     "/issuers/not-a-uuid": (400, "issuer_id"),
@@ -183,13 +201,13 @@ BAD = {
     "POST /api/verify garbage": (400, "credential"),
     "POST /api/verify json without credential": (400, "credential"),
     "POST /api/verify three parts, not a JWS of JSON": (400, "credential"),
-    "POST /api/verify 200 KB": (413, ""),
+    "POST /api/verify 500 KB": (413, ""),
 }
 BODIES = {
     "POST /api/verify garbage": (b"garbage", "text/plain"),
     "POST /api/verify json without credential": (b'{"jwt": "x"}', "application/json"),
     "POST /api/verify three parts, not a JWS of JSON": (b"abc.def.ghi", "text/plain"),
-    "POST /api/verify 200 KB": (b"a" * 200_000, "text/plain"),
+    "POST /api/verify 500 KB": (b"a" * 500_000, "text/plain"),
 }
 
 
