@@ -179,3 +179,18 @@ def test_a_badge_picture_uploaded_with_its_class_is_what_the_credential_points_a
     assert profile["id"] == URLS.issuer(world["city"]) and profile["name"] == "常州市"
     assert {m["publicKeyJwk"]["kty"] for m in did["verificationMethod"]} == {"RSA", "OKP"}
     verifier.assert_valid_uris([achievement, profile, did])
+
+
+def test_a_credential_exported_before_ob3s_claims_still_verifies_until_revoked(world):
+    """Qiji's earlier exports: alg EdDSA, typ vc+jwt, a bare kid, no JWT claims."""
+    _, _, award_id = awarded(world)
+    credential, _ = world["badges"].export_credential(award_id=award_id)
+    key = world["badges"].issuer_keys.keys[1]
+    header = {"alg": "EdDSA", "typ": "vc+jwt", "cty": "vc", "kid": key.legacy_key_id}
+    signing_input = ob3.b64url(json.dumps(header).encode()) + "." + ob3.b64url(
+        json.dumps(credential).encode())
+    old = f"{signing_input}.{ob3.b64url(key.sign(signing_input.encode()))}"
+    assert world["badges"].verify_credential(jwt=old)["verdict"] == "VALID"
+    with as_actor(OFFICE):
+        world["badges"].revoke_award(award_id=award_id, reason="misconduct")
+    assert world["badges"].verify_credential(jwt=old)["verdict"] == "REVOKED"
