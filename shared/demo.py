@@ -784,12 +784,13 @@ def run(args: argparse.Namespace, admin_token: str, tokens_file: Path) -> int:
 
 
 def free_port_base() -> int:
-    """N such that N+1..N+6 are free now (a moment later someone may take one; unlikely)."""
+    """N such that N+1..N+7 are free now (the six gRPC services and the public credentials
+    face; a moment later someone may take one; unlikely)."""
     for _ in range(50):
         base = _rng.randrange(20000, 30000, 10)
         sockets = []
         try:
-            for port in range(base + 1, base + 1 + len(DEFAULT_PORTS)):
+            for port in range(base + 1, base + 2 + len(DEFAULT_PORTS)):
                 s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
                 sockets.append(s)
                 s.bind(("127.0.0.1", port))
@@ -799,7 +800,7 @@ def free_port_base() -> int:
         finally:
             for s in sockets:
                 s.close()
-    raise DemoFailed("no six free consecutive ports found between 20000 and 30000")
+    raise DemoFailed("no seven free consecutive ports found between 20000 and 30000")
 
 
 @contextmanager

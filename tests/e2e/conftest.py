@@ -35,7 +35,7 @@ from qiji.training.v1 import training_service_pb2 as training_pb
 from shared.auth import CITY_WIDE_ROLES, add_caller
 from shared.config import TlsSettings
 from shared.grpc.channels import open_channel
-from tests.conftest import pg_env
+from tests.conftest import badges_key_env, pg_env
 from tests.e2e.client import API, Client, call_error, new_request_id, phone_number, unique
 
 REPO = Path(__file__).resolve().parents[2]
@@ -311,13 +311,74 @@ def merchants(identity: ServiceProcess, tmp_path_factory: pytest.TempPathFactory
 @pytest.fixture(scope="module")
 def badges(identity: ServiceProcess, training: ServiceProcess,
            tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
-    """badges beside identity and training, following both feeds, with a configured signing key
-    (kept across restarts: the environment is the process's). governance is not deployed beside
-    it (its governance follower backs off)."""
+    """badges beside identity and training, following both feeds, with configured signing keys
+    (kept across restarts: the environment is the process's) and, as its QIJI_ISSUER_URL, the
+    address where the module's public face (`credentials`) will listen. governance is not
+    deployed beside it (its governance follower backs off)."""
+    web = f"http://127.0.0.1:{free_port()}"
     yield from serving(start_beside(
         "badges", identity, tmp_path_factory.mktemp("badges-e2e"),
         BADGES_TRAINING_ADDRESS=training.address, BADGES_GOVERNANCE_ADDRESS=nobody_listening(),
-        BADGES_SIGNING_KEY=base64.b64encode(os.urandom(32)).decode()))
+        **badges_key_env(issuer_url=web)))
+
+
+class WebProcess:
+    """The public credentials face (`python -m services.credentials`), as an outsider meets
+    it: plain HTTP, no token."""
+
+    def __init__(self, badges: ServiceProcess, tmp: Path, port: int | None = None):
+        """On the port badges' QIJI_ISSUER_URL names, unless given another."""
+        self.url = badges.env["QIJI_ISSUER_URL"]
+        self.port = int(self.url.rsplit(":", 1)[1])
+        if port is not None:
+            self.port, self.url = port, f"http://127.0.0.1:{port}"
+        self.log_path = tmp / "credentials.log"
+        self.env = {k: v for k, v in os.environ.items()
+                    if not k.startswith(("QIJI_", "CREDENTIALS_"))}
+        self.env.update({"QIJI_TOKENS_FILE": str(badges.tokens_file),
+                         "QIJI_SERVICE_TOKEN": badges.tokens["service"],
+                         "QIJI_LOG_FORMAT": "json", "PYTHONUNBUFFERED": "1",
+                         "CREDENTIALS_HTTP_PORT": str(self.port),
+                         "CREDENTIALS_BADGES_ADDRESS": badges.address})
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "services.credentials"], cwd=REPO, env=self.env,
+                stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+        from shared.cli import wait_http_ready
+        if not wait_http_ready(f"{self.url}/readyz", self.proc, START_TIMEOUT):
+            self.proc.kill()
+            pytest.fail(f"credentials not ready within {START_TIMEOUT}s:\n{self.log_tail()}")
+
+    def stop(self) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            return -signal.SIGKILL
+
+    def log_tail(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-LOG_TAIL_CHARS:]
+        except FileNotFoundError:
+            return "(no log)"
+
+
+@pytest.fixture(scope="module")
+def credentials(badges: ServiceProcess, tmp_path_factory: pytest.TempPathFactory
+                ) -> Iterator[WebProcess]:
+    web = WebProcess(badges, tmp_path_factory.mktemp("credentials-e2e"))
+    web.start()
+    try:
+        yield web
+    finally:
+        if web.proc is not None and web.proc.poll() is None:
+            web.stop()
 
 
 class ClockFile:

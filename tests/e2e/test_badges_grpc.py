@@ -34,6 +34,8 @@ from typing import Any
 import grpc
 import pytest
 from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from qiji.badges.v1 import badges_service_pb2 as pb
@@ -705,21 +707,30 @@ def test_a_credential_that_is_not_a_signed_credential_of_ours_never_verifies(
 
 
 def independent_verify(jwt: str, jwks_json: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """A verifier written from RFC 7515 (compact JWS) and RFC 8037 (EdDSA, OKP keys) with
-    `cryptography` alone: (header, payload) when the signature holds; InvalidSignature when
-    not."""
+    """A verifier written from RFC 7515 (compact JWS), RFC 7518 (RS256) and RFC 8037 / 9864
+    (Ed25519, OKP keys) with `cryptography` alone: (header, payload) when the signature holds;
+    InvalidSignature when not."""
     def unb64(text: str) -> bytes:
         return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
     header_b64, payload_b64, signature_b64 = jwt.split(".")
     header = json.loads(unb64(header_b64))
-    assert header["alg"] == "EdDSA"
     keys = {k["kid"]: k for k in json.loads(jwks_json)["keys"]}
     jwk = keys[header["kid"]]
-    assert (jwk["kty"], jwk["crv"]) == ("OKP", "Ed25519")
-    public = Ed25519PublicKey.from_public_bytes(unb64(jwk["x"]))
-    public.verify(unb64(signature_b64), f"{header_b64}.{payload_b64}".encode())
+    signed = f"{header_b64}.{payload_b64}".encode()
+    if header["alg"] == "RS256":
+        assert jwk["kty"] == "RSA"
+        public = rsa.RSAPublicNumbers(int.from_bytes(unb64(jwk["e"]), "big"),
+                                      int.from_bytes(unb64(jwk["n"]), "big")).public_key()
+        public.verify(unb64(signature_b64), signed, padding.PKCS1v15(), hashes.SHA256())
+    else:
+        assert header["alg"] == "Ed25519" and (jwk["kty"], jwk["crv"]) == ("OKP", "Ed25519")
+        Ed25519PublicKey.from_public_bytes(unb64(jwk["x"])).verify(unb64(signature_b64),
+                                                                   signed)
     return header, json.loads(unb64(payload_b64))
+
+
+CLAIMS = ("iss", "jti", "sub", "nbf", "exp")
 
 
 def cli_verify(jwt_file: Path, badges: ServiceProcess, token: str) -> subprocess.CompletedProcess:
@@ -747,18 +758,20 @@ def test_an_exported_credential_verifies_independently_until_it_is_revoked(
     exported = auditor.ExportCredential(pb.ExportCredentialRequest(award_id=award.award_id))
     jwks = badges.client("merchant").GetIssuerKeys(pb.GetIssuerKeysRequest()).jwks_json
     header, payload = independent_verify(exported.credential_jwt, jwks)
-    assert header["kid"] == exported.key_id
-    assert payload == json.loads(exported.credential_json)
+    assert header == {"alg": "RS256", "kid": exported.key_id, "typ": "JWT"}
+    assert {k: v for k, v in payload.items() if k not in CLAIMS} == json.loads(
+        exported.credential_json)
     assert payload["type"] == ["VerifiableCredential", "OpenBadgeCredential"]
-    assert payload["id"] == f"urn:uuid:{award.award_id}"
+    assert payload["id"] == payload["jti"] == f"urn:uuid:{award.award_id}"
     assert payload["issuer"]["name"] == "常州市"
-    assert payload["issuer"]["id"] == f"urn:uuid:{world.city.city}"
+    assert payload["issuer"]["id"] == payload["iss"] == (
+        f"{badges.env['QIJI_ISSUER_URL']}/issuers/{world.city.city}")
     achievement = payload["credentialSubject"]["achievement"]
     assert achievement["name"] == guardian.name
     assert achievement["criteria"]["narrative"] == "12 小时经社区确认的志愿服务"
     assert payload["validFrom"] and payload["validUntil"]
     assert [e["id"] for e in payload["evidence"]] == [
-        f"urn:qiji:badges:{e.reference}" for e in award.evidence]
+        f"urn:qiji:evidence:badges:{e.reference}" for e in award.evidence]
     assert rider_id not in exported.credential_jwt + exported.credential_json
 
     # Tampered with: the independent check and badges both say the signature fails.

@@ -20,6 +20,7 @@ from qiji.identity.v1 import identity_service_pb2 as ipb
 
 from shared.auth import ROLES, add_caller
 from shared.tenancy import TENANT_ROLES
+from tests.conftest import badges_key_env
 from tests.inprocess import API_NAMES, SPECS, Answer, InProcessQiji
 
 KERNEL = ("qiji.feed.v1.FeedService", "qiji.feed.v1.PublicFeedService",
@@ -56,8 +57,7 @@ def qiji(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcessQiji]:
     """The five on SQLite, one caller per role (those acting for one organisation act for
     one), with events in every log, so that a stream has something to send at once."""
     tmp = tmp_path_factory.mktemp("roles")
-    q = InProcessQiji({"QIJI_DATA_DIR": str(tmp / "data"),
-                       "BADGES_SIGNING_KEY": "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="},
+    q = InProcessQiji({"QIJI_DATA_DIR": str(tmp / "data"), **badges_key_env()},
                       Path(tmp / "tokens.json"))
     q.tokens = {role: q.token(f"roles-{role}", role, organisation_id=str(uuid.uuid4())
                               if role in TENANT_ROLES else "") for role in sorted(ROLES)}
