@@ -409,7 +409,10 @@ def _print_banner(services: list[str], data_dir: Path, token: str, ports: dict[s
         f"  grpcurl -plaintext -H 'authorization: Bearer {token}' \\",
         f"    127.0.0.1:{ports['identity']} qiji.identity.v1.IdentityService/ListOrganisations",
         "",
-        "More callers: .venv/bin/qiji token NAME --role platform   Stop: Ctrl-C",
+        "More callers (a platform, street office, department, merchant, community or education",
+        "provider acts for one organisation): .venv/bin/qiji token NAME --role platform "
+        "--organisation-id ID",
+        "Stop: Ctrl-C",
         "",
     ]
     print("\n".join(lines), flush=True)
