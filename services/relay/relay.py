@@ -143,7 +143,8 @@ class Relay:
         try:
             reply = state.upstream.read(feed_pb.ReadPublicEventsRequest(
                 from_position=state.next_position, limit=self.batch,
-                consumer_organisation_id=""))  # no personal data over AMQP, ever
+                # No personal data over AMQP, ever; every platform's rider events.
+                consumer_organisation_id="", all_platforms=True))
         except UpstreamDown as down:
             metrics.UPSTREAM_UP.labels(state.name).set(0)
             self._back_off(state, "relay.upstream_unavailable", code=str(down))

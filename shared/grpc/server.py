@@ -29,6 +29,7 @@ from shared.logging import configure as configure_logging
 from shared.logging import exits_on_config_error
 from shared.personal_data import load_master_key
 from shared.public_feed import PublicCatalogue
+from shared.tenancy import Access
 
 log = structlog.get_logger(__name__)
 
@@ -51,7 +52,8 @@ class ServiceSpec:
     make_app: Callable[[Settings, bytes], QijiApplication]
     # Adds the service's own servicers to the server; returns their full service names.
     add_servicers: Callable[[grpc.Server, QijiApplication], list[str]]
-    permissions: dict[str, frozenset[str]]
+    # Each RPC's roles and tenancy scope (shared/tenancy.py), by full method name.
+    access: dict[str, Access]
     # The service's background work, each run in a thread: followers of other services'
     # feeds, and jobs such as lapsing codes. Anything with `.upstream` (a name for its thread)
     # and `.run_forever(stopping)` will do.
@@ -83,17 +85,22 @@ class RunningService:
         self.app.close()
 
 
+def service_access(spec: ServiceSpec) -> dict[str, Access]:
+    """Every RPC a service's server serves behind its guard: its own, and the kernel's feed,
+    public feed and audit."""
+    return {**spec.access, **feed.feed_access(), **public_feed_api.public_feed_access(),
+            **audit_api.audit_access()}
+
+
 def build_server(spec: ServiceSpec, settings: Settings, *, app: QijiApplication | None = None
                  ) -> RunningService:
     if app is None:
         master_key = load_master_key(settings.master_key, settings.master_key_file,
                                      create=settings.persistence == "sqlite")
         app = spec.make_app(settings, master_key)
-    permissions = {**spec.permissions, **feed.feed_permissions(),
-                   **public_feed_api.public_feed_permissions(),
-                   **audit_api.audit_permissions()}
-    guard = Guard(tokens=TokenRegistry(settings.tokens_file), permissions=permissions,
-                  error_domain=f"{spec.name}.qiji", on_rpc=metrics.rpc_observer(spec.name),
+    guard = Guard(tokens=TokenRegistry(settings.tokens_file), access=service_access(spec),
+                  resolve=app.owners, error_domain=f"{spec.name}.qiji",
+                  on_rpc=metrics.rpc_observer(spec.name),
                   certificates=settings.tls.requires_client_certificates)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.grpc_workers,

@@ -25,9 +25,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from psycopg import sql
 
 from shared.auth import add_caller
-from shared.cli import ADMIN_PRINCIPAL, SERVICES, SERVICES_PRINCIPAL, _admin_token
+from shared.cli import ADMIN_PRINCIPAL, SERVICES, SERVICES_PRINCIPAL, WEB, _admin_token
 from shared.cli import metrics_port as default_metrics_port
-from shared.config import DEFAULT_PORTS, TlsSettings, load_tls_settings
+from shared.config import CREDENTIALS_HTTP_PORT, DEFAULT_PORTS, TlsSettings, load_tls_settings
 from shared.grpc.channels import open_channel
 from shared.logging import redacted
 from shared.ops import DEPENDENCY_UNREACHABLE, REFUSED, UNHEALTHY, USAGE, OpsError, supervision
@@ -36,12 +36,13 @@ from shared.personal_data import load_master_key
 REPO = Path(__file__).resolve().parents[2]
 RELAY = "relay"
 # Everything `up` starts, in start order; `down` stops them in reverse.
-PROCESSES = [*SERVICES, RELAY]
+PROCESSES = [*SERVICES, RELAY, WEB]
 STACK_FILE = "stack.json"
 DEFAULT_RUN_DIR = "qiji-run"
 DEFAULT_AMQP_URI = "amqp://guest:guest@127.0.0.1:5672/"
-# The relay's /metrics beside the services' 9101-9106.
+# The relay's /metrics beside the services' 9101-9106, then the public credentials face's.
 RELAY_METRICS_PORT = 9107
+WEB_METRICS_PORT = 9108
 STOP_TIMEOUT = 20.0
 
 Say = Callable[[str], None]
@@ -61,6 +62,9 @@ class Stack:
     amqp_uri: str = DEFAULT_AMQP_URI
     # Added to every default port (50051..., 9101...), to run a second stack on one machine.
     port_offset: int = 0
+    # The public credentials face's address, named in every credential (QIJI_ISSUER_URL):
+    # the city's https:// address in production; empty means this machine's face.
+    issuer_url: str = ""
 
     # ------------------------------------------------------------------ configuration
 
@@ -78,6 +82,7 @@ class Stack:
             "pg_user": env.get("QIJI_POSTGRES_USER") or "postgres",
             "amqp_uri": env.get("RELAY_AMQP_URI") or DEFAULT_AMQP_URI,
             "port_offset": int(env.get("QIJI_PORT_OFFSET") or 0),
+            "issuer_url": env.get("QIJI_ISSUER_URL") or "",
         }
         saved = run_dir / STACK_FILE
         if saved.exists():
@@ -104,8 +109,21 @@ class Stack:
         return DEFAULT_PORTS[name] + self.port_offset
 
     def metrics_port(self, name: str) -> int:
-        base = RELAY_METRICS_PORT if name == RELAY else default_metrics_port(name)
+        base = {RELAY: RELAY_METRICS_PORT, WEB: WEB_METRICS_PORT}.get(name) \
+            or default_metrics_port(name)
         return base + self.port_offset
+
+    @property
+    def web_port(self) -> int:
+        return CREDENTIALS_HTTP_PORT + self.port_offset
+
+    @property
+    def web_url(self) -> str:
+        return f"http://127.0.0.1:{self.web_port}"
+
+    @property
+    def public_url(self) -> str:
+        return self.issuer_url or self.web_url
 
     def address(self, name: str) -> str:
         return f"127.0.0.1:{self.grpc_port(name)}"
@@ -130,6 +148,10 @@ class Stack:
     @property
     def signing_key_file(self) -> Path:
         return self.run_dir / "badges-signing.key"
+
+    @property
+    def rsa_signing_key_file(self) -> Path:
+        return self.run_dir / "badges-signing-rsa.pem"
 
     def pid_file(self, name: str) -> Path:
         return self.run_dir / "pids" / f"{name}.pid"
@@ -185,11 +207,15 @@ class Stack:
                for name in PROCESSES},
             # Where every process finds every other: QIJI_<OTHER>_ADDRESS applies to all.
             **{f"QIJI_{name.upper()}_ADDRESS": self.address(name) for name in SERVICES},
+            "QIJI_ISSUER_URL": self.public_url,
+            "CREDENTIALS_HTTP_PORT": str(self.web_port),
         })
         if not env.get("QIJI_MASTER_KEY"):
             env["QIJI_MASTER_KEY_FILE"] = str(self.master_key_file)
         if not env.get("BADGES_SIGNING_KEY"):
             env["BADGES_SIGNING_KEY_FILE"] = str(self.signing_key_file)
+        if not env.get("BADGES_RSA_SIGNING_KEY"):
+            env["BADGES_RSA_SIGNING_KEY_FILE"] = str(self.rsa_signing_key_file)
         return env
 
 
@@ -281,13 +307,19 @@ def relay_healthy(stack: Stack) -> bool:
     return bool(samples.get(("qiji_relay_healthy", ())))
 
 
+def web_ready(stack: Stack) -> bool:
+    http_get(f"{stack.web_url}/readyz", timeout=1.0)  # 503 raises (HTTPError is an OSError)
+    return True
+
+
 def up(stack: Stack, *, timeout: float, out: Say = say) -> None:
     alive = {name: pid for name in PROCESSES if (pid := running_pid(stack, name))}
     if alive or supervision.supervisord_pid(stack) is not None:
         raise OpsError(REFUSED, f"already running in {stack.run_dir}: {alive}; run deploy/down "
                        "first")
     busy = [port for name in PROCESSES for port in (
-        *([stack.grpc_port(name)] if name in DEFAULT_PORTS else []), stack.metrics_port(name))
+        *([stack.grpc_port(name)] if name in DEFAULT_PORTS else []),
+        *([stack.web_port] if name == WEB else []), stack.metrics_port(name))
         if not _port_free(port)]
     if busy:
         raise OpsError(REFUSED, f"ports in use: {busy} (another stack? try --port-offset)")
@@ -304,10 +336,13 @@ def up(stack: Stack, *, timeout: float, out: Say = say) -> None:
         if made:
             out(f"made the master key {stack.master_key_file}: back it up outside this "
                 "machine; without it no rider's personal data opens and nothing verifies")
+    from services.badges import credentials
     if not os.environ.get("BADGES_SIGNING_KEY") and not stack.signing_key_file.exists():
-        from services.badges.credentials import IssuerKey
-        IssuerKey.load("", stack.signing_key_file, create=True)
+        credentials.load_ed25519("", stack.signing_key_file, create=True)
         out(f"made the badges signing key {stack.signing_key_file}")
+    if not os.environ.get("BADGES_RSA_SIGNING_KEY") and not stack.rsa_signing_key_file.exists():
+        credentials.load_rsa("", stack.rsa_signing_key_file, create=True)
+        out(f"made the badges RSA signing key {stack.rsa_signing_key_file}")
     _admin_token(stack.tokens_file, stack.admin_token_file)
     # The processes' own token for reading each other's feeds: new at every up, since only
     # the processes started here hold it.
@@ -323,6 +358,8 @@ def up(stack: Stack, *, timeout: float, out: Say = say) -> None:
     for name in SERVICES:
         out(f"  {name:<11} {stack.address(name)}   metrics {stack.metrics_url(name)}")
     out(f"  {'relay':<11} -> {redacted(stack.amqp_uri)}   metrics {stack.metrics_url(RELAY)}")
+    out(f"  {WEB:<11} {stack.web_url}/verify (public as {stack.public_url})   "
+        f"metrics {stack.metrics_url(WEB)}")
     out(f"Admin token ({ADMIN_PRINCIPAL}: city_admin, operator, auditor): "
         f"{stack.admin_token_file}")
     out(f"Logs: {stack.run_dir / 'logs'}   Status: deploy/status --run-dir {stack.run_dir}")
@@ -331,7 +368,8 @@ def up(stack: Stack, *, timeout: float, out: Say = say) -> None:
 def launch(stack: Stack, env: Mapping[str, str], *, timeout: float, out: Say = say) -> None:
     """supervisord with a fresh configuration, then every process through it: the services
     at once (followers back off until their upstream answers), then the relay once they
-    serve. Returns when every one is SERVING (the relay healthy)."""
+    serve, then the public credentials face. Returns when every one is SERVING (the relay
+    healthy, the face ready)."""
     supervision.write_config(stack, PROCESSES)
     for name in PROCESSES:
         stack.pid_file(name).unlink(missing_ok=True)  # an older release's: not ours any more
@@ -347,12 +385,19 @@ def launch(stack: Stack, env: Mapping[str, str], *, timeout: float, out: Say = s
     wait_ready(stack, RELAY, deadline)
     out(f"  {'relay':<11} healthy, metrics {stack.metrics_url(RELAY)} "
         f"({time.monotonic() - began:.1f} s)")
+    # The public face last: it is ready only while badges answers it.
+    supervision.start(stack, WEB)
+    wait_ready(stack, WEB, deadline)
+    out(f"  {WEB:<11} ready on {stack.web_url} ({time.monotonic() - began:.1f} s)")
 
 
 def ready(stack: Stack, name: str) -> bool:
-    """A service answers SERVING on its health check; the relay calls itself healthy."""
+    """A service answers SERVING on its health check; the relay calls itself healthy; the
+    public credentials face answers /readyz (200 only while badges answers it)."""
     if name == RELAY:
         return _safe(relay_healthy, stack)
+    if name == WEB:
+        return _safe(web_ready, stack)
     with open_channel(stack.address(name), dialling_tls()) as channel:
         try:
             reply = health_pb2_grpc.HealthStub(channel).Check(
@@ -372,7 +417,7 @@ def wait_ready(stack: Stack, name: str, deadline: float) -> None:
                            f"the end of {stack.log_file(name)}:\n{_tail(stack, name)}")
         if time.monotonic() > deadline:
             raise OpsError(UNHEALTHY, f"{name} did not become "
-                           f"{'healthy' if name == RELAY else 'SERVING'} in time; the end of "
+                           f"{_ready_word(name)} in time; the end of "
                            f"{stack.log_file(name)}:\n{_tail(stack, name)}")
         time.sleep(0.2)
 
@@ -390,8 +435,12 @@ def restart(stack: Stack, names: list[str], *, timeout: float, out: Say = say) -
         supervision.stop(stack, name)
         supervision.start(stack, name)
         wait_ready(stack, name, time.monotonic() + timeout)
-        out(f"  {name:<11} restarted, {'healthy' if name == RELAY else 'SERVING'} "
+        out(f"  {name:<11} restarted, {_ready_word(name)} "
             f"({time.monotonic() - began:.1f} s)")
+
+
+def _ready_word(name: str) -> str:
+    return {RELAY: "healthy", WEB: "ready"}.get(name, "SERVING")
 
 
 def _safe(check: Callable[[Stack], bool], stack: Stack) -> bool:

@@ -82,7 +82,8 @@ def config_text(stack: Stack, processes: list[str], python: str = sys.executable
             f"[program:{name}]",
             f"command={python} -m services.{name}",
             f"directory={REPO}",
-            # Services first (followers back off until their upstream answers), relay last.
+            # Services first (followers back off until their upstream answers), then the
+            # relay, then the public credentials face; stopped in reverse.
             f"priority={priority * 10}",
             "autostart=false",
             "autorestart=true",

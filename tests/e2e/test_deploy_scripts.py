@@ -16,6 +16,7 @@ import random
 import socket
 import subprocess
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -29,7 +30,7 @@ import pytest
 from qiji.identity.v1 import identity_service_pb2 as ipb
 
 from shared.auth import add_caller
-from shared.config import DEFAULT_PORTS
+from shared.config import CREDENTIALS_HTTP_PORT, DEFAULT_PORTS
 from tests.conftest import PG, _admin_conninfo, missing_server
 from tests.e2e.client import Client, call_error, create_city, new_request_id, phone_number, unique
 from tests.e2e.relay_harness import REPO, Vhost
@@ -44,11 +45,12 @@ CATCH_UP_TIMEOUT = 20.0
 
 
 def free_offset() -> int:
-    """A --port-offset at which every port the stack binds (gRPC 50051-50056 and metrics
-    9101-9107, plus the offset) is free just now."""
+    """A --port-offset at which every port the stack binds (gRPC 50051-50056, the public
+    credentials face's 50057 and metrics 9101-9108, plus the offset) is free just now."""
     for _ in range(50):
         offset = random.randrange(1000, 15000)
-        ports = [p + offset for p in (*DEFAULT_PORTS.values(), *range(9101, 9108))]
+        ports = [p + offset for p in (*DEFAULT_PORTS.values(), CREDENTIALS_HTTP_PORT,
+                                      *range(9101, 9109))]
         if all(_free(p) for p in ports):
             return offset
     raise RuntimeError("no free port range found")
@@ -178,6 +180,11 @@ def test_the_full_stack_runs_backs_up_restores_rotates_and_stops(operator: Opera
     assert code == 0, report["problems"]
     assert {s["health"] for s in report["services"].values()} == {"SERVING"}
     assert report["relay"]["healthy"] and report["relay"]["leader"]
+    # The public face answers with the keys up made (kept in the run directory).
+    web = f"http://127.0.0.1:{CREDENTIALS_HTTP_PORT + operator.offset}"
+    with urllib.request.urlopen(f"{web}/.well-known/jwks.json", timeout=5) as reply:
+        assert {k["alg"] for k in json.loads(reply.read())["keys"]} == {"RS256", "Ed25519"}
+    assert (operator.run_dir / "badges-signing-rsa.pem").stat().st_mode & 0o077 == 0
 
     # A few commands through gRPC, with the admin token `up` made.
     token = (operator.run_dir / "admin.token").read_text().strip()
@@ -246,10 +253,12 @@ def test_the_full_stack_runs_backs_up_restores_rotates_and_stops(operator: Opera
         assert refused.code == grpc.StatusCode.UNAUTHENTICATED
         assert Client(channel, new, "identity").last_position() == identity_position
 
-    # Down: every process gone, supervisord too; down again is fine.
+    # Down: every process gone (the six services, the relay, the public credentials face),
+    # supervisord too; down again is fine.
     supervisor = operator.status()[1]["supervisor"]
+    assert set(supervisor["processes"]) == {*DEFAULT_PORTS, "relay", "credentials"}
     pids = [supervisor["pid"], *(p["pid"] for p in supervisor["processes"].values())]
-    assert len(pids) == 8 and all(pids)
+    assert len(pids) == 9 and all(pids)
     down = operator.run("down", connection=False)
     assert down.returncode == 0, down.stderr
     assert not [pid for pid in pids if _alive(pid)]

@@ -224,3 +224,22 @@ def test_the_monitoring_pods_run_pinned_images_as_non_root():
         assert re.fullmatch(r"[a-z/]+:v?\d+\.\d+\.\d+", pod["containers"][0]["image"]), name
         assert pod["securityContext"]["runAsNonRoot"] is True
         assert pod["containers"][0]["securityContext"]["readOnlyRootFilesystem"] is True
+
+
+def test_the_public_credentials_face_is_replicated_probed_over_http_and_alone_exposed():
+    deployment = by("Deployment")["qiji-credentials"]
+    assert deployment["spec"]["replicas"] >= 2
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["command"] == ["python", "-m", "services.credentials"]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    # A reader: no store password, no master key, no signing key in its environment.
+    assert "envFrom" in container and all(
+        "secretRef" not in source for source in container["envFrom"])
+    config = by("ConfigMap")["qiji-config"]["data"]
+    ingress = by("Ingress")["qiji-credentials"]
+    assert ingress["spec"]["rules"][0]["host"] == config["QIJI_ISSUER_URL"].removeprefix(
+        "https://")
+    assert ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]["name"] == \
+        "qiji-credentials"
+    assert len(by("Ingress")) == 1
