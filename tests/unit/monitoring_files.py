@@ -9,15 +9,16 @@ from pathlib import Path
 
 import yaml
 
-from shared.cli import SERVICES
+from shared.cli import SERVICES, WEB
 from tests.conftest import missing_server
 
 ROOT = Path(__file__).resolve().parents[2]
 MONITORING = ROOT / "deploy" / "monitoring"
 ALERT_RULES = MONITORING / "qiji-alerts.yml"
 DASHBOARD = MONITORING / "grafana-qiji.json"
-# Every process that serves /metrics: the six gRPC services and the relay.
-PROCESSES = {*SERVICES, "relay"}
+# Every process that serves /metrics: the six gRPC services, the relay and the public
+# credentials face.
+PROCESSES = {*SERVICES, "relay", WEB}
 # The one scrape job the rules and the dashboard select (up{job="qiji"}).
 JOB = "qiji"
 

@@ -21,6 +21,8 @@ from tests.unit.monitoring_files import (
 
 
 def served_metrics() -> set[str]:
+    # Importing registers the public face's and the relay's metrics.
+    import services.credentials.app
     import services.relay.metrics  # noqa: F401 - registers the relay's metrics
     names = set()
     for family in metrics.REGISTRY.collect():
@@ -103,6 +105,9 @@ NOT_CHARTED = {
     "qiji_rpc_duration_seconds_count": "calls are counted by code in qiji_rpc_total",
     "qiji_commit_batch_saves_sum": "the quantiles come from the buckets",
     "qiji_commit_batch_saves_count": "qiji_events_stored_total counts what was stored",
+    "qiji_http_request_duration_seconds_sum": "the quantiles come from the buckets",
+    "qiji_http_request_duration_seconds_count": "requests are counted by status in "
+                                                "qiji_http_requests_total",
 }
 
 
@@ -113,8 +118,8 @@ def test_the_dashboard_charts_every_metric_a_process_serves_or_says_why_not() ->
     # Health, errors by code, latency, refusals, follower and relay lag, leaders.
     assert {"up", "qiji_rpc_total", "qiji_rpc_duration_seconds_bucket", "qiji_rpc_refused_total",
             "qiji_follower_lag_events", "qiji_relay_lag_events", "qiji_leader",
-            "qiji_relay_leader", "qiji_relay_healthy", "qiji_follower_upstream_refused"
-            } <= charted
+            "qiji_relay_leader", "qiji_relay_healthy", "qiji_follower_upstream_refused",
+            "qiji_http_requests_total"} <= charted
     assert any(re.search(r"qiji_rpc_total\{code=~\"[A-Z_|]+\"\}", e)
                and "by (service, code)" in e for e in dashboard_exprs())
 
