@@ -96,7 +96,9 @@ def test_an_old_entry_without_its_organisation_is_refused_alone_and_says_how_to_
     next(c for c in data["callers"] if c["principal"] == "platform-co")["organisation_id"] = ""
     path.write_text(json.dumps(data))
     touch_later(path)
-    with pytest.raises(Unauthenticated, match="qiji token"):
+    # The command it names is the one that fixes it (`qiji token assign` would add a caller
+    # called "assign" instead).
+    with pytest.raises(Unauthenticated, match="`qiji tokens assign`"):
         registry.authenticate(platform)
     assert registry.authenticate(admin).principal == "admin"
     assert [c["principal"] for c in list_callers(path) if c["refused"]] == ["platform-co"]
