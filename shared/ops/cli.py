@@ -74,12 +74,13 @@ def _parser() -> argparse.ArgumentParser:
     restart = command("restart", "restart processes one at a time, each SERVING before the next",
                       "Restarts the named processes (default: all, in start order) through "
                       "supervisord, one at a time, waiting for each to be SERVING (the relay: "
-                      "healthy) before the next: the stack keeps serving. A process that dies "
+                      "healthy; the public credentials face: ready) before the next: the stack "
+                      "keeps serving. A process that dies "
                       "is restarted by supervisord without this command; use it after changing "
                       "settings or certificates that are read at start.")
     restart.add_argument("processes", nargs="*", metavar="PROCESS",
                          help="identity, training, merchants, badges, governance, platform, "
-                         "relay (default: all)")
+                         "relay, credentials (default: all)")
     restart.add_argument("--timeout", type=float, default=90.0,
                          help="seconds to wait for each process to be ready (default 90)")
 
@@ -121,13 +122,20 @@ def _parser() -> argparse.ArgumentParser:
     verify.add_argument("backup", type=Path, help="a backup directory written by backup")
 
     upgrade = command("upgrade", "move the running stack onto the release in this directory",
-                      "With the new release's code in place: checks the stack is healthy, "
-                      "backs it up (the way back), creates what the new schemas need, restarts "
-                      "every process on the new code one at a time in start order (identity, "
-                      "training, merchants, badges, governance, platform, relay), each SERVING "
-                      "before the next, and checks that the store still holds every event of "
-                      "the backup, verified. deploy/README.md: upgrade and rollback.")
+                      "With the new release's code in place: checks the stack is healthy and "
+                      "that this release accepts every caller of the tokens file (else exit 7 "
+                      "with the `qiji tokens assign` command for each refused one, nothing "
+                      "changed), backs it up (the way back), creates what the new schemas "
+                      "need, restarts every process on the new code one at a time in start "
+                      "order (identity, training, merchants, badges, governance, platform, "
+                      "relay, credentials), each ready before the next, and checks that the "
+                      "store still holds every event of the backup, verified. "
+                      "deploy/README.md: upgrade and rollback.")
     connection(upgrade)
+    upgrade.add_argument("--issuer-url", default=None, metavar="URL",
+                         help="from a release without the public credentials face: the "
+                         "city's https:// address of it, named in every credential from now "
+                         "on (as deploy/up --issuer-url; kept in stack.json)")
     upgrade.add_argument("--backup-dir", type=Path, default=None,
                          help="where the backup taken before the upgrade goes (default: the "
                          "run directory's backups/)")

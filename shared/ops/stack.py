@@ -15,7 +15,7 @@ import signal
 import socket
 import time
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -44,6 +44,9 @@ DEFAULT_AMQP_URI = "amqp://guest:guest@127.0.0.1:5672/"
 RELAY_METRICS_PORT = 9107
 WEB_METRICS_PORT = 9108
 STOP_TIMEOUT = 20.0
+# Settings that hold secrets (or, for the AMQP URI, may): never compared nor written down.
+SECRET_SETTINGS = frozenset({"QIJI_SERVICE_TOKEN", "QIJI_POSTGRES_PASSWORD", "QIJI_MASTER_KEY",
+                             "BADGES_SIGNING_KEY", "BADGES_RSA_SIGNING_KEY", "RELAY_AMQP_URI"})
 
 Say = Callable[[str], None]
 
@@ -336,13 +339,7 @@ def up(stack: Stack, *, timeout: float, out: Say = say) -> None:
         if made:
             out(f"made the master key {stack.master_key_file}: back it up outside this "
                 "machine; without it no rider's personal data opens and nothing verifies")
-    from services.badges import credentials
-    if not os.environ.get("BADGES_SIGNING_KEY") and not stack.signing_key_file.exists():
-        credentials.load_ed25519("", stack.signing_key_file, create=True)
-        out(f"made the badges signing key {stack.signing_key_file}")
-    if not os.environ.get("BADGES_RSA_SIGNING_KEY") and not stack.rsa_signing_key_file.exists():
-        credentials.load_rsa("", stack.rsa_signing_key_file, create=True)
-        out(f"made the badges RSA signing key {stack.rsa_signing_key_file}")
+    make_signing_keys(stack, out=out)
     _admin_token(stack.tokens_file, stack.admin_token_file)
     # The processes' own token for reading each other's feeds: new at every up, since only
     # the processes started here hold it.
@@ -363,6 +360,33 @@ def up(stack: Stack, *, timeout: float, out: Say = say) -> None:
     out(f"Admin token ({ADMIN_PRINCIPAL}: city_admin, operator, auditor): "
         f"{stack.admin_token_file}")
     out(f"Logs: {stack.run_dir / 'logs'}   Status: deploy/status --run-dir {stack.run_dir}")
+
+
+def make_signing_keys(stack: Stack, *, out: Say = say) -> None:
+    """The issuer's keys badges signs with, made once where the operator set none: `up` makes
+    them, and so does `upgrade` for a key a release newly needs (0.1.0 had no RSA key)."""
+    from services.badges import credentials
+    if not os.environ.get("BADGES_SIGNING_KEY") and not stack.signing_key_file.exists():
+        credentials.load_ed25519("", stack.signing_key_file, create=True)
+        out(f"made the badges signing key {stack.signing_key_file}")
+    if not os.environ.get("BADGES_RSA_SIGNING_KEY") and not stack.rsa_signing_key_file.exists():
+        credentials.load_rsa("", stack.rsa_signing_key_file, create=True)
+        out(f"made the badges RSA signing key {stack.rsa_signing_key_file}")
+
+
+def stale_settings(stack: Stack) -> list[str]:
+    """The settings (names only) this release gives its processes that supervisord, started
+    by an earlier `up`, does not hand down: a setting the release is new in, or one changed
+    since. Its programs inherit supervisord's environment, so restarting them cannot apply
+    these; supervisord itself must start again. Secrets are left out of the comparison (the
+    service token is new at every up; the others are the operator's)."""
+    running = supervision.environment(stack)
+    if running is None:
+        return []
+    wanted = stack.process_env("")
+    ours = ("QIJI_", "PYTHON", *(f"{name.upper()}_" for name in PROCESSES))
+    return sorted(k for k in {*wanted, *running} if k.startswith(ours)
+                  and k not in SECRET_SETTINGS and running.get(k) != wanted.get(k))
 
 
 def launch(stack: Stack, env: Mapping[str, str], *, timeout: float, out: Say = say) -> None:
@@ -422,21 +446,28 @@ def wait_ready(stack: Stack, name: str, deadline: float) -> None:
         time.sleep(0.2)
 
 
-def restart(stack: Stack, names: list[str], *, timeout: float, out: Say = say) -> None:
+def restart(stack: Stack, names: list[str], *, timeout: float, out: Say = say,
+            reconfigured: Collection[str] = ()) -> None:
     """Restarts `names` (default: every process) one at a time, in start order, each ready
-    before the next is stopped: the stack keeps serving, one process short at most."""
+    before the next is stopped: the stack keeps serving, one process short at most. A name
+    in `reconfigured` takes its new supervisord.conf entry while stopped; one that was not
+    running (new in this release) is started in its place in the order."""
     if supervision.supervisord_pid(stack) is None:
         raise OpsError(REFUSED, f"nothing is supervised in {stack.run_dir}: run deploy/up")
     unknown = sorted(set(names) - set(PROCESSES))
     if unknown:
         raise OpsError(USAGE, f"unknown process {unknown}: choose from {PROCESSES}")
+    states = supervision.processes(stack)
     for name in [n for n in PROCESSES if n in (names or PROCESSES)]:
         began = time.monotonic()
+        was_running = name in states and states[name].pid is not None
         supervision.stop(stack, name)
+        if name in reconfigured:
+            supervision.reconfigure(stack, name)
         supervision.start(stack, name)
         wait_ready(stack, name, time.monotonic() + timeout)
-        out(f"  {name:<11} restarted, {_ready_word(name)} "
-            f"({time.monotonic() - began:.1f} s)")
+        out(f"  {name:<11} {'restarted' if was_running else 'started'}, "
+            f"{_ready_word(name)} ({time.monotonic() - began:.1f} s)")
 
 
 def _ready_word(name: str) -> str:

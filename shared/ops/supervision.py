@@ -234,18 +234,34 @@ def shutdown(stack: Stack, timeout: float) -> None:
         os.kill(left, 9)
 
 
-def reload(stack: Stack) -> list[str]:
-    """Reads supervisord.conf again (after an upgrade wrote it): adds new programs, removes
-    gone ones; returns the added."""
+def reload(stack: Stack) -> tuple[list[str], list[str]]:
+    """Reads supervisord.conf again (after an upgrade wrote it): removes gone programs, adds
+    new ones (not started), and returns (added, changed). A changed program keeps running on
+    its old configuration until `reconfigure` (the upgrade's restart does it in start order,
+    one at a time, rather than stopping every changed program at once here)."""
     server = rpc(stack).supervisor
     [[added, changed, removed]] = server.reloadConfig()
     for name in removed:
         stop(stack, name)
         server.removeProcessGroup(name)
-    for name in [*changed]:
-        stop(stack, name)
-        server.removeProcessGroup(name)
-        server.addProcessGroup(name)
     for name in added:
         server.addProcessGroup(name)
-    return [*added, *changed]
+    return list(added), list(changed)
+
+
+def reconfigure(stack: Stack, name: str) -> None:
+    """A stopped program takes its new configuration (supervisord only swaps a group whole)."""
+    server = rpc(stack).supervisor
+    server.removeProcessGroup(name)
+    server.addProcessGroup(name)
+
+
+def environment(stack: Stack) -> dict[str, str] | None:
+    """The environment supervisord was started with, which every program it starts inherits;
+    None when it does not run."""
+    pid = supervisord_pid(stack)
+    if pid is None:
+        return None
+    raw = Path(f"/proc/{pid}/environ").read_bytes()
+    return dict(item.split("=", 1) for item in raw.decode(errors="replace").split("\0")
+                if "=" in item)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shlex
 import socket
 import subprocess
 import time
@@ -40,7 +41,7 @@ pytestmark = pytest.mark.e2e
 SCRIPTS = ["up", "down", "restart", "status", "schemas", "backup", "restore", "verify",
            "rotate-token", "upgrade"]
 # The exit codes the scripts document (shared/ops/__init__.py), as an operator reads them.
-USAGE, DEPENDENCY_UNREACHABLE, UNHEALTHY, VERIFICATION_FAILED = 2, 3, 4, 6
+USAGE, DEPENDENCY_UNREACHABLE, UNHEALTHY, VERIFICATION_FAILED, REFUSED = 2, 3, 4, 6, 7
 CATCH_UP_TIMEOUT = 20.0
 
 
@@ -252,6 +253,48 @@ def test_the_full_stack_runs_backs_up_restores_rotates_and_stops(operator: Opera
         refused = call_error(lambda: Client(channel, old, "identity").last_position())
         assert refused.code == grpc.StatusCode.UNAUTHENTICATED
         assert Client(channel, new, "identity").last_position() == identity_position
+
+    # Restart by hand: every process, one at a time in start order (the public face last),
+    # each ready again on a new pid before the next; none of it counted as a crash.
+    order = [*DEFAULT_PORTS, "relay", "credentials"]
+    before = operator.status()[1]["supervisor"]["processes"]
+    restarted = operator.run("restart", connection=False)
+    assert restarted.returncode == 0, restarted.stdout + restarted.stderr
+    assert [line.split()[0] for line in restarted.stdout.splitlines()
+            if " restarted, " in line] == order
+    code, report = operator.status()
+    assert code == 0, report["problems"]
+    after = report["supervisor"]["processes"]
+    assert all(after[n]["pid"] != before[n]["pid"] and after[n]["restarts"] == 0
+               for n in order), after
+
+    # Upgrade (to this same release: the supervised path). A caller this release refuses
+    # (a platform token naming no platform, as files from before issue 14 hold) stops it
+    # before anything changes, with the command that fixes the entry; run as printed, the
+    # upgrade goes through in start order and verifies.
+    stale = add_caller(tokens_file, "old-platform-system", ["platform"], city["platform"])
+    data = json.loads(tokens_file.read_text())
+    next(c for c in data["callers"]
+         if c["principal"] == "old-platform-system")["organisation_id"] = ""
+    tokens_file.write_text(json.dumps(data))
+    refused = operator.run("upgrade")
+    assert refused.returncode == REFUSED, refused.stdout + refused.stderr
+    assert not (operator.run_dir / "backups").exists(), "nothing may change"
+    [fix] = [line.strip() for line in refused.stderr.splitlines()
+             if " assign old-platform-system " in line]
+    fix_args = shlex.split(fix.replace("<id of the organisation it acts for>", city["platform"]))
+    fixed = subprocess.run([str(REPO / fix_args[0]), *fix_args[1:]], cwd=REPO, env=operator.env,
+                           capture_output=True, text=True, timeout=60, check=False)
+    assert fixed.returncode == 0, fixed.stderr
+    upgraded = operator.run("upgrade", timeout=300)
+    assert upgraded.returncode == 0, upgraded.stdout + upgraded.stderr
+    assert [line.split()[0] for line in upgraded.stdout.splitlines()
+            if " restarted, " in line] == order
+    assert "holds everything in" in upgraded.stdout
+    with grpc.insecure_channel(operator.address("identity")) as channel:
+        # The same token, now acting for the city's platform: it reads that platform's rider.
+        assert Client(channel, stale, "identity").GetRider(ipb.GetRiderRequest(
+            rider_id=rider.rider_id)).rider.rider_id == rider.rider_id
 
     # Down: every process gone (the six services, the relay, the public credentials face),
     # supervisord too; down again is fine.

@@ -1,7 +1,7 @@
 """The native stack keeps its processes up by itself: every kind of process `deploy/up` starts
-(each service, the platform gateway, the relay) is killed with SIGKILL in turn, under a load of
-concurrent commands, and supervisord brings it back, SERVING (the relay: healthy), without the
-operator; `deploy/status` counts the restart and says why. Nothing acknowledged is lost: every
+(each service, the platform gateway, the relay, the public credentials face) is killed with
+SIGKILL in turn, under a load of concurrent commands, and supervisord brings it back, SERVING
+(the relay: healthy; the face: ready, /readyz), without the operator; `deploy/status` counts the restart and says why. Nothing acknowledged is lost: every
 answered command is in the store once, a retry with its request id answers the first answer,
 training's follower and the relay catch up with identity's log.
 
@@ -66,6 +66,7 @@ def test_every_kind_of_process_killed_under_load_comes_back_serving_and_nothing_
                           city["platform"])
     # Every kind of process deploy/up supervises (new ones join PROCESSES, and this test).
     kinds = list(PROCESSES)
+    assert "credentials" in kinds
     load = Load(stack.address("identity"), platform, city, callers=4, pause=0.01).start()
     restarts: list[dict[str, Any]] = []
     try:
