@@ -64,7 +64,9 @@ class Report:
                 "problems": self.problems}
 
 
-def collect(stack: Stack, *, max_lag: int | None) -> Report:
+def collect(stack: Stack, *, max_lag: int | None, face_expected: bool = True) -> Report:
+    """`face_expected=False`: the running stack is of a release without the public credentials
+    face (upgrade's health check before it brings one), so its absence is no problem."""
     report = Report()
     dependency_down = unhealthy = lagging = False
     try:
@@ -126,7 +128,7 @@ def collect(stack: Stack, *, max_lag: int | None) -> Report:
                                          "position": report.services[name]["sealed_through"],
                                          "upstream_position": positions[name], "lag": seal})
         report.services[WEB] = _web(stack)
-        if report.services[WEB]["health"] != "SERVING":
+        if report.services[WEB]["health"] != "SERVING" and face_expected:
             unhealthy = True
             report.problems.append(f"{WEB} is {report.services[WEB]['health']}")
         report.relay = _relay(stack, conn, positions)

@@ -37,6 +37,7 @@ from shared.ops import status as status_ops
 from shared.ops.stack import (
     PROCESSES,
     STOP_TIMEOUT,
+    WEB,
     Say,
     Stack,
     _pid_file_pid,
@@ -57,7 +58,11 @@ def upgrade(stack: Stack, *, backup_dir: Path | None, timeout: float, out: Say =
         raise OpsError(REFUSED, f"nothing runs in {stack.run_dir}: a stopped stack is upgraded "
                        "by deploy/schemas and deploy/up with the new release")
     callers = check_tokens(stack)
-    before = status_ops.collect(stack, max_lag=None)
+    # A release before the public credentials face ran none: its absence is what the upgrade
+    # fixes, not a reason to refuse it.
+    had_face = (WEB in supervision.processes(stack) if supervised
+                else stack.pid_file(WEB).exists())
+    before = status_ops.collect(stack, max_lag=None, face_expected=had_face)
     if before.code != OK:
         raise OpsError(UNHEALTHY, "the stack is not healthy; fix it before upgrading:\n  "
                        + "\n  ".join(before.problems))

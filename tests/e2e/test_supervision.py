@@ -1,9 +1,10 @@
 """The native stack keeps its processes up by itself: every kind of process `deploy/up` starts
 (each service, the platform gateway, the relay, the public credentials face) is killed with
 SIGKILL in turn, under a load of concurrent commands, and supervisord brings it back, SERVING
-(the relay: healthy; the face: ready, /readyz), without the operator; `deploy/status` counts the restart and says why. Nothing acknowledged is lost: every
-answered command is in the store once, a retry with its request id answers the first answer,
-training's follower and the relay catch up with identity's log.
+(the relay: healthy; the face: ready, /readyz), without the operator; `deploy/status` counts
+the restart and says why. Nothing acknowledged is lost: every answered command is in the store
+once, a retry with its request id answers the first answer, training's follower and the relay
+catch up with identity's log.
 
 Figures (restart times, what the callers saw) go to build/reliability/supervised_kill_9.json."""
 
