@@ -79,3 +79,48 @@ def ask_again(addresses: dict[str, str], token: str, answers_file: Path) -> list
     finally:
         stack.close()
     return problems
+
+
+def riders_as_platform(addresses: dict[str, str], platform: str, token: str,
+                       answers_file: Path) -> list[str]:
+    """Every rider of the release log asked of the running release by a caller acting for the
+    platform `platform` (issue 14's rules over the old log): the platform's own riders as the
+    old release showed them to the city admin, but with name and phone masked unless the rider
+    consented to that field for this platform and has not withdrawn it (the consents the old
+    log holds), free text (reasons, notes) withheld as shared/masking.py's table says; another
+    platform's riders refused. What differs from that."""
+    from qiji.identity.v1 import identity_service_pb2 as ipb
+
+    from shared.masking import mask_name, mask_phone, redact
+    recorded = [e for e in json.loads(answers_file.read_text())["answers"]
+                if e["rpc"] == "GetRider"]
+    stack = demo.Stack(addresses)
+    caller = demo.Caller(stack, f"platform {platform}", token)
+    problems = []
+    try:
+        for entry in recorded:
+            rider = entry["response"]["rider"]
+            where = f"GetRider({rider['rider_id']}) as platform {platform}"
+            try:
+                reply = caller("identity", "GetRider", ipb.GetRiderRequest(
+                    rider_id=rider["rider_id"]))
+            except demo.CallFailed as failed:
+                if rider["platform_id"] == platform or (
+                        failed.code.name, failed.reason) != ("PERMISSION_DENIED", "OUT_OF_SCOPE"):
+                    problems.append(f"{where}: {failed}")
+                continue
+            if rider["platform_id"] != platform:
+                problems.append(f"{where}: answered another platform's rider")
+                continue
+            consented = {c["scope"] for c in rider.get("consents", [])
+                         if c["recipient_id"] == platform and not c.get("withdraw_time")}
+            expected = {**redact(rider, {"platform"}),
+                        "name": rider["name"] if "CONSENT_SCOPE_NAME" in consented
+                        or rider["name"] == "[erased]" else mask_name(rider["name"]),
+                        "phone": rider["phone"] if "CONSENT_SCOPE_PHONE" in consented
+                        or rider["phone"] == "[erased]" else mask_phone(rider["phone"])}
+            now = json_format.MessageToDict(reply, preserving_proto_field_name=True)["rider"]
+            problems += [f"{where}{d}" for d in differences(expected, now)]
+    finally:
+        stack.close()
+    return problems

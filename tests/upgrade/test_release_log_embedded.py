@@ -1,7 +1,9 @@
 """Release 0.1.0's log on the embedded default (SQLite), read by this release: every event of
 every type is there and decodes into its aggregate (upcast where its shape changed), every
 MAC and the seal chain verify under the key beside it, every service replays it into its read
-models, and, served by `qiji run`, every question gets the answer 0.1.0 gave."""
+models, and, served by `qiji run`, every question gets the answer 0.1.0 gave the city admin,
+while 0.1.0's platform sees its riders as issue 14 says (masked unless they consented to it,
+as the old log records) and another platform none of them."""
 
 from __future__ import annotations
 
@@ -10,14 +12,19 @@ import shutil
 import signal
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
 
 from shared.audit import verify
+from shared.auth import add_caller
 from shared.config import EVENT_SOURCED_SERVICES, load_settings
 from shared.personal_data import load_master_key
-from tests.upgrade.release_log import OLDEST, ask_again, event_types
+from tests.upgrade.release_log import OLDEST, ask_again, event_types, riders_as_platform
+
+# The story's platform company (骑迹外卖): every rider of the log is its.
+STORY_PLATFORM = "3403700e-514a-42f5-83aa-ad3481d3d1ca"
 
 SPECS = {
     "identity": "services.identity.service",
@@ -72,6 +79,14 @@ def test_every_event_decodes_verifies_and_replays(data: Path) -> None:
 def test_qiji_run_on_the_old_data_answers_as_the_old_release_did(data: Path) -> None:
     from shared.demo import Stack, addresses, free_port_base
     base = free_port_base()
+    # 0.1.0's platform caller brought across (its token rotated: the file keeps only hashes),
+    # and a competing platform's caller.
+    tokens = data / "tokens.json"
+    another_platform = str(uuid.uuid4())
+    callers = {STORY_PLATFORM: add_caller(tokens, "qiji-demo-platform-3403700e", ["platform"],
+                                          STORY_PLATFORM),
+               another_platform: add_caller(tokens, "another-platform", ["platform"],
+                                            another_platform)}
     log = open(data.parent / "qiji.log", "wb")
     proc = subprocess.Popen([sys.executable, "-m", "shared.cli", "run", "--port-base",
                              str(base)], env=embedded_env(data), stdout=log, stderr=log)
@@ -81,6 +96,10 @@ def test_qiji_run_on_the_old_data_answers_as_the_old_release_did(data: Path) -> 
         token = (data / "admin.token").read_text().strip()
         problems = ask_again(where, token, OLDEST / "embedded" / "answers.json")
         assert not problems, "\n".join(problems[:20])
+        for platform, platform_token in callers.items():
+            problems = riders_as_platform(where, platform, platform_token,
+                                          OLDEST / "embedded" / "answers.json")
+            assert not problems, "\n".join(problems[:20])
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)
