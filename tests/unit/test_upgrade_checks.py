@@ -1,7 +1,13 @@
-"""deploy/upgrade's first check of the tokens file (shared/ops/upgrade.py, check_tokens): a
-file written before issue 14 may hold a token of a role that acts for an organisation without
-naming one, which this release refuses. The upgrade stops before changing anything and prints,
-per refused caller, the command that brings it across; that command, run as printed, does."""
+"""deploy/upgrade's checks that need no running stack.
+
+The tokens file (shared/ops/upgrade.py, check_tokens): a file written before issue 14 may hold
+a token of a role that acts for an organisation without naming one, which this release
+refuses. The upgrade stops before changing anything and prints, per refused caller, the command
+that brings it across; that command, run as printed, does.
+
+supervisord's environment (shared/ops/stack.py, stale_settings): what it was started with is
+what every program it restarts gets, so a setting this release adds (the credentials face's
+port) means starting supervisord again; a new service token or a secret does not count."""
 
 from __future__ import annotations
 
@@ -12,8 +18,8 @@ import pytest
 
 from shared import cli
 from shared.auth import TokenRegistry, add_caller
-from shared.ops import REFUSED, OpsError
-from shared.ops.stack import Stack
+from shared.ops import REFUSED, OpsError, supervision
+from shared.ops.stack import Stack, stale_settings
 from shared.ops.upgrade import check_tokens
 
 PLATFORM_ORG = "2e36f56c-b258-4e35-ac29-ad17468f3fbd"
@@ -46,3 +52,19 @@ def test_a_caller_the_new_rules_refuse_stops_the_upgrade_with_the_command_that_f
     assert check_tokens(stack) == 2
     assert TokenRegistry(stack.tokens_file).authenticate(platform).organisation_id == \
         PLATFORM_ORG
+
+
+def test_a_setting_the_running_supervisord_lacks_or_differs_in_is_named(tmp_path, monkeypatch):
+    stack = Stack(run_dir=tmp_path, port_offset=700)
+    started_with = {**stack.process_env("qiji_token-of-the-last-up"),
+                    "QIJI_POSTGRES_PASSWORD": "the password then", "SSH_TTY": "/dev/pts/3"}
+    monkeypatch.setattr(supervision, "environment", lambda _stack: dict(started_with))
+    assert stale_settings(stack) == []
+
+    # An earlier build's supervisord: no face port, and the issuer URL has changed since.
+    del started_with["CREDENTIALS_HTTP_PORT"]
+    stack.issuer_url = "https://badges.changzhou.example"
+    assert stale_settings(stack) == ["CREDENTIALS_HTTP_PORT", "QIJI_ISSUER_URL"]
+
+    monkeypatch.setattr(supervision, "environment", lambda _stack: None)
+    assert stale_settings(stack) == []  # nothing supervised: nothing to compare
