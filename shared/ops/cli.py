@@ -76,8 +76,9 @@ def _parser() -> argparse.ArgumentParser:
                       "supervisord, one at a time, waiting for each to be SERVING (the relay: "
                       "healthy; the public credentials face: ready) before the next: the stack "
                       "keeps serving. A process that dies "
-                      "is restarted by supervisord without this command; use it after changing "
-                      "settings or certificates that are read at start.")
+                      "is restarted by supervisord without this command. A restarted process gets "
+                      "the environment supervisord started with: for a changed setting, down "
+                      "and up.")
     restart.add_argument("processes", nargs="*", metavar="PROCESS",
                          help="identity, training, merchants, badges, governance, platform, "
                          "relay, credentials (default: all)")
