@@ -170,9 +170,16 @@ def rotate_token(tokens_file: Path, principal: str, admin_token_file: Path) -> s
         known = ", ".join(sorted(c["principal"] for c in callers))
         raise OpsError(REFUSED, f"no caller {principal!r} in {tokens_file} (known: {known}); "
                        f"add one with .venv/bin/qiji token {principal} --role ROLE "
-                       f"--tokens-file {tokens_file}")
-    token = add_caller(tokens_file, principal, list(caller["roles"]),
-                       caller.get("organisation_id", ""), caller.get("subscriptions"))
+                       f"[--organisation-id ID] --tokens-file {tokens_file}")
+    try:
+        token = add_caller(tokens_file, principal, list(caller["roles"]),
+                           caller.get("organisation_id", ""), caller.get("subscriptions"))
+    except ValueError as refused:
+        # An entry from before tokens had to name their organisation: it is brought across
+        # first, keeping its token, and only then rotated.
+        raise OpsError(REFUSED, f"{principal}: {refused}; name it first with .venv/bin/qiji "
+                       f"tokens --tokens-file {tokens_file} assign {principal} "
+                       "--organisation-id ID") from None
     if principal == ADMIN_PRINCIPAL:
         write_private(admin_token_file, token + "\n")  # status and the operator read it there
     return token

@@ -40,6 +40,7 @@ from tests.e2e.client import (
     PRECONDITION,
     Bad,
     Client,
+    call_error,
     create_city,
     create_organisation,
     new_request_id,
@@ -466,6 +467,18 @@ def test_a_bad_request_gets_a_precise_error_and_writes_nothing(
     case.refused(caller(governance, world, case.who), case.request(world, clock),
                  "governance.qiji")
     assert governance.last_position() == before, "a refused request wrote events"
+
+
+def test_a_token_naming_no_organisation_is_told_how_it_is_brought_across(
+        governance: ServiceProcess, world: World) -> None:
+    """A department's token from a tokens file of before tokens named their organisation acts
+    for no one, and its caller is told which command names it one."""
+    refused = call_error(lambda: caller(governance, world, "unbound_department").GetReport(
+        pb.GetReportRequest(report_id=world.open_report)))
+    assert (refused.code, refused.reason) == (grpc.StatusCode.UNAUTHENTICATED,
+                                              "TOKEN_ENTRY_REFUSED"), refused
+    assert "must name the organisation" in refused.message
+    assert "qiji tokens assign" in refused.message, refused.message
 
 
 # ---------------------------------------------------------------------------- the story
