@@ -19,6 +19,9 @@ DEFAULT_PORTS = {
     # The platform company's event feed gateway (services/platform): no store of its own.
     "platform": 50056,
 }
+# The public credentials face (services/credentials): HTTP, not gRPC; it serves what badges
+# publishes to anyone, with no token. `qiji run --port-base N` puts it on N+7.
+CREDENTIALS_HTTP_PORT = 50057
 # The services that keep an event store (and serve its feed and audit API); the gateway does not.
 EVENT_SOURCED_SERVICES = ("identity", "training", "merchants", "badges", "governance")
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from enum import IntEnum
+from typing import Any
 
 from shared import auth, context
 from shared.personal_data import ERASED
@@ -112,3 +113,32 @@ def show(field: str, value: str, roles: Iterable[str], *, consented: bool = Fals
 def show_to_caller(field: str, value: str, *, consented: bool = False) -> str:
     """`value` as the caller of the request being served may see it."""
     return show(field, value, context.current().actor.roles, consented=consented)
+
+
+# Field names under which events and aggregates keep free text that may name people, and
+# people's names that are not sealed (who handed a package over, who mediated): what the audit
+# answers (history, state as of a moment) show through this table.
+FREE_TEXT_FIELDS = frozenset({
+    "text", "note", "notes", "resolution", "reason", "verification_note", "subject", "outcome",
+    "failure_reason", "status_reason", "work_note", "rejection_note", "revoke_reason",
+    "reverse_reason", "place", "narrative"})
+NAME_FIELDS = frozenset({"handed_over_by", "mediator_name"})
+
+
+def redact(value: Any, roles: Iterable[str]) -> Any:
+    """`value` (an event's or an aggregate's state, nested dicts and lists) with every free-text
+    and name field shown as the table says for `roles`."""
+    roles = frozenset(roles)
+    if isinstance(value, dict):
+        return {k: _redact_field(k, v, roles) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [redact(v, roles) for v in value]
+    return value
+
+
+def _redact_field(key: Any, value: Any, roles: frozenset[str]) -> Any:
+    if isinstance(value, str) and key in FREE_TEXT_FIELDS:
+        return show(FREE_TEXT, value, roles)
+    if isinstance(value, str) and key in NAME_FIELDS:
+        return show(NAME, value, roles)
+    return redact(value, roles)

@@ -10,6 +10,7 @@ reactions that happen in the background (an award after a course, say)."""
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,8 +66,12 @@ class _Aborted(Exception):
 class _Context:
     """The part of a grpc.ServicerContext the guard and the servicers use."""
 
+    # A stream with nothing to send ends after this long, as if its caller had gone.
+    STREAM_PATIENCE = 2.0
+
     def __init__(self, token: str | None):
         self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        self._until = time.monotonic() + self.STREAM_PATIENCE
 
     def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
         return self._metadata
@@ -78,7 +83,7 @@ class _Context:
         raise _Aborted(status)
 
     def is_active(self) -> bool:
-        return True
+        return time.monotonic() < self._until
 
     def auth_context(self) -> dict[str, Any]:
         return {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from typing import Any
 
@@ -10,6 +11,7 @@ from qiji.badges.v1 import badges_service_pb2 as pb
 from qiji.badges.v1 import badges_service_pb2_grpc as pb_grpc
 
 from services.badges.application import BadgesApplication
+from services.badges.credentials import image_url
 from services.badges.domain.criteria import Criteria, Track
 from services.badges.domain.model import Award, BadgeClass, VolunteerShift
 from shared import masking
@@ -44,6 +46,7 @@ ACCESS = access_table(SERVICE_NAME, {
     # anyone checks a credential a rider shows them.
     "GetBadgeClass": public(ROLES),
     "ListBadgeClasses": public(ROLES),
+    "UploadBadgeImage": city_wide(CITY_ADMIN),
     "GrantBadge": scoped(CITY_ADMIN, street_office=RIDER),
     "RevokeAward": scoped(CITY_ADMIN, street_office=AWARD),
     "GetAward": scoped(_CITY_READERS, platform=AWARD, street_office=AWARD),
@@ -54,6 +57,13 @@ ACCESS = access_table(SERVICE_NAME, {
     "ExportCredential": scoped(_CITY_READERS, platform=AWARD, street_office=AWARD),
     "VerifyCredential": public(ROLES),
     "GetIssuerKeys": public(ROLES),
+    # What the public credentials face serves to anyone without a token (it reads them with
+    # the `service` role): no personal data, the same answer for every caller.
+    "GetIssuerProfile": public(ROLES),
+    "GetAchievement": public(ROLES),
+    "ListAchievements": public(ROLES),
+    "GetBadgeImage": public(ROLES),
+    "GetStatusList": public(ROLES),
 })
 
 
@@ -96,8 +106,15 @@ class BadgesServicer(pb_grpc.BadgesServiceServicer):
         result = self.app.create_badge_class(
             name=request.name, description=request.description, image_url=request.image_url,
             issuer_id=request.issuer_id, criteria=self._criteria_in(request.criteria),
-            validity_days=request.validity_days)
+            validity_days=request.validity_days, image=request.image,
+            image_media_type=request.image_media_type)
         return pb.CreateBadgeClassResponse(badge_class=self._class_at(result))
+
+    def UploadBadgeImage(self, request: Any, context: Any) -> Any:
+        result = self.app.upload_badge_image(
+            badge_class_id=request.badge_class_id, image=request.image,
+            media_type=request.image_media_type)
+        return pb.UploadBadgeImageResponse(badge_class=self._class_at(result))
 
     def ReviseBadgeCriteria(self, request: Any, context: Any) -> Any:
         result = self.app.revise_badge_criteria(
@@ -155,19 +172,56 @@ class BadgesServicer(pb_grpc.BadgesServiceServicer):
 
     def ExportCredential(self, request: Any, context: Any) -> Any:
         credential, jwt = self.app.export_credential(award_id=request.award_id)
+        baked, media_type = self.app.baked_credential(
+            award_id=request.award_id, jwt=jwt) if request.baked else (b"", "")
         return pb.ExportCredentialResponse(
             credential_json=json.dumps(credential, ensure_ascii=False, indent=2),
-            credential_jwt=jwt, key_id=self.app.issuer_key.key_id)
+            credential_jwt=jwt, key_id=_header(jwt)["kid"], baked_image=baked,
+            baked_image_media_type=media_type)
 
     def VerifyCredential(self, request: Any, context: Any) -> Any:
         r = self.app.verify_credential(jwt=request.credential_jwt)
         return pb.VerifyCredentialResponse(
             signature_valid=r["signature_valid"],
             status=enum_out(r["status"], pb.AwardStatus), valid=r["valid"],
-            problems=r["problems"], award_id=r["award_id"])
+            problems=r["problems"], award_id=r["award_id"],
+            verdict=enum_out(r["verdict"], pb.CredentialVerdict),
+            credential_json=json.dumps(r["credential"], ensure_ascii=False)
+            if r["credential"] is not None else "")
 
     def GetIssuerKeys(self, request: Any, context: Any) -> Any:
-        return pb.GetIssuerKeysResponse(jwks_json=self.app.issuer_keys())
+        keys = self.app.issuer_keys
+        return pb.GetIssuerKeysResponse(
+            jwks_json=json.dumps(self.app.issuer_keys_json()),
+            signing_key_id=keys.jwk(keys.active, self.app.urls)["kid"])
+
+    def GetIssuerProfile(self, request: Any, context: Any) -> Any:
+        profile, did = self.app.issuer_profile(issuer_id=request.issuer_id)
+        return pb.GetIssuerProfileResponse(profile_json=_json(profile),
+                                           did_document_json=_json(did))
+
+    def GetAchievement(self, request: Any, context: Any) -> Any:
+        return pb.GetAchievementResponse(achievement_json=_json(
+            self.app.achievement(badge_class_id=request.badge_class_id)))
+
+    def ListAchievements(self, request: Any, context: Any) -> Any:
+        found, token = self.app.achievements(issuer_id=request.issuer_id,
+                                             page_size=request.page_size,
+                                             page_token=request.page_token)
+        return pb.ListAchievementsResponse(achievement_json=[_json(a) for a in found],
+                                           next_page_token=token)
+
+    def GetBadgeImage(self, request: Any, context: Any) -> Any:
+        image = self.app.badge_image(badge_class_id=request.badge_class_id)
+        return pb.GetBadgeImageResponse(image=image["data"],
+                                        image_media_type=image["media_type"],
+                                        image_sha256=image["sha256"])
+
+    def GetStatusList(self, request: Any, context: Any) -> Any:
+        credential, jwt = self.app.status_list(issuer_id=request.issuer_id,
+                                               list_number=request.list_number)
+        return pb.GetStatusListResponse(status_list_json=_json(credential),
+                                        status_list_jwt=jwt)
 
     # ------------------------------------------------------------------ rendering
 
@@ -191,9 +245,11 @@ class BadgesServicer(pb_grpc.BadgesServiceServicer):
     def _class(self, c: BadgeClass) -> Any:
         return pb.BadgeClass(
             badge_class_id=str(c.id), name=c.name, description=c.description,
-            image_url=c.image_url, issuer_id=c.issuer_id,
+            image_url=image_url(self.app.urls, c), issuer_id=c.issuer_id,
             criteria=self._criteria_out(c.criteria()), criteria_version=c.criteria_version,
-            validity_days=c.validity_days, version=c.version)
+            validity_days=c.validity_days, version=c.version,
+            image_media_type=(c.image or {}).get("media_type", ""),
+            image_sha256=(c.image or {}).get("sha256", ""))
 
     @staticmethod
     def _award(a: Award) -> Any:
@@ -228,6 +284,15 @@ class BadgesServicer(pb_grpc.BadgesServiceServicer):
                                 for t, n in sorted(c.track_requirements.items())],
             min_verified_reports=c.min_verified_reports, within_days=c.within_days,
             narrative=c.narrative)
+
+
+def _json(document: Any) -> str:
+    return json.dumps(document, ensure_ascii=False)
+
+
+def _header(jwt: str) -> dict[str, Any]:
+    head = jwt.split(".", 1)[0]
+    return json.loads(base64.urlsafe_b64decode(head + "=" * (-len(head) % 4)))
 
 
 def _decimal(value: Any) -> str:

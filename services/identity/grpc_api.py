@@ -1,5 +1,5 @@
 """identity's gRPC entry point: translate the request, call one application method, render the
-answer. Rules live in the domain and the application, roles in PERMISSIONS below."""
+answer. Rules live in the domain and the application, roles and tenancy scopes in ACCESS below."""
 
 from __future__ import annotations
 

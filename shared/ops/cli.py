@@ -50,12 +50,17 @@ def _parser() -> argparse.ArgumentParser:
                            "9101-9107), to run a second stack beside the first")
 
     up = command("up", "start every service and the relay, wait until healthy",
-                 "Starts identity, training, merchants, badges, governance, platform and the "
-                 "relay as background processes against PostgreSQL and RabbitMQ, and waits "
-                 "for every service's grpc.health.v1 SERVING and the relay's health. Checks "
-                 "both servers first. Makes the master key, the badges signing key and an admin "
-                 "token on the first up, and keeps them after.")
+                 "Starts identity, training, merchants, badges, governance, platform, the "
+                 "relay and the public credentials face as background processes against "
+                 "PostgreSQL and RabbitMQ, and waits for every service's grpc.health.v1 "
+                 "SERVING, the relay's health and the face's readiness. Checks both servers "
+                 "first. Makes the master key, the badges signing keys (RSA and Ed25519) and "
+                 "an admin token on the first up, and keeps them after.")
     connection(up, amqp=True)
+    up.add_argument("--issuer-url", default=None, metavar="URL",
+                    help="the city's https:// address of the public credentials face, named "
+                    "in every credential (default: $QIJI_ISSUER_URL, else this machine's "
+                    "http://127.0.0.1 face); choose it once")
     up.add_argument("--timeout", type=float, default=90.0,
                     help="seconds to wait for everything to be healthy (default 90)")
 
@@ -121,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
         subparsers.choices[args.command].error(f"unrecognized arguments: {' '.join(extra)}")
     from shared.ops.stack import Stack
     overrides = {key: getattr(args, key, None) for key in
-                 ("pg_host", "pg_port", "pg_db", "pg_user", "amqp_uri", "port_offset")}
+                 ("pg_host", "pg_port", "pg_db", "pg_user", "amqp_uri", "port_offset",
+                  "issuer_url")}
     try:
         stack = Stack.resolve(args.run_dir, overrides)
         return _dispatch(args, stack)
@@ -170,16 +176,15 @@ def rotate_token(tokens_file: Path, principal: str, admin_token_file: Path) -> s
         known = ", ".join(sorted(c["principal"] for c in callers))
         raise OpsError(REFUSED, f"no caller {principal!r} in {tokens_file} (known: {known}); "
                        f"add one with .venv/bin/qiji token {principal} --role ROLE "
-                       f"[--organisation-id ID] --tokens-file {tokens_file}")
+                       f"--tokens-file {tokens_file}")
     try:
         token = add_caller(tokens_file, principal, list(caller["roles"]),
                            caller.get("organisation_id", ""), caller.get("subscriptions"))
-    except ValueError as refused:
-        # An entry from before tokens had to name their organisation: it is brought across
-        # first, keeping its token, and only then rotated.
-        raise OpsError(REFUSED, f"{principal}: {refused}; name it first with .venv/bin/qiji "
-                       f"tokens --tokens-file {tokens_file} assign {principal} "
-                       "--organisation-id ID") from None
+    except ValueError as error:
+        # An entry from before tokens had to name their organisation: name it first.
+        raise OpsError(REFUSED, f"{principal}: {error}; first run .venv/bin/qiji tokens "
+                       f"--tokens-file {tokens_file} assign {principal} --organisation-id <id>"
+                       ) from None
     if principal == ADMIN_PRINCIPAL:
         write_private(admin_token_file, token + "\n")  # status and the operator read it there
     return token

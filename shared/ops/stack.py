@@ -25,9 +25,17 @@ import psycopg
 from psycopg import sql
 
 from shared.auth import add_caller
-from shared.cli import ADMIN_PRINCIPAL, SERVICES, SERVICES_PRINCIPAL, _admin_token, _wait_serving
+from shared.cli import (
+    ADMIN_PRINCIPAL,
+    SERVICES,
+    SERVICES_PRINCIPAL,
+    WEB,
+    _admin_token,
+    _wait_serving,
+    wait_http_ready,
+)
 from shared.cli import metrics_port as default_metrics_port
-from shared.config import DEFAULT_PORTS, TlsSettings, load_tls_settings
+from shared.config import CREDENTIALS_HTTP_PORT, DEFAULT_PORTS, TlsSettings, load_tls_settings
 from shared.logging import redacted
 from shared.ops import DEPENDENCY_UNREACHABLE, REFUSED, UNHEALTHY, OpsError
 from shared.personal_data import load_master_key
@@ -35,12 +43,13 @@ from shared.personal_data import load_master_key
 REPO = Path(__file__).resolve().parents[2]
 RELAY = "relay"
 # Everything `up` starts, in start order; `down` stops them in reverse.
-PROCESSES = [*SERVICES, RELAY]
+PROCESSES = [*SERVICES, RELAY, WEB]
 STACK_FILE = "stack.json"
 DEFAULT_RUN_DIR = "qiji-run"
 DEFAULT_AMQP_URI = "amqp://guest:guest@127.0.0.1:5672/"
-# The relay's /metrics beside the services' 9101-9106.
+# The relay's /metrics beside the services' 9101-9106, then the public credentials face's.
 RELAY_METRICS_PORT = 9107
+WEB_METRICS_PORT = 9108
 STOP_TIMEOUT = 20.0
 
 Say = Callable[[str], None]
@@ -60,6 +69,9 @@ class Stack:
     amqp_uri: str = DEFAULT_AMQP_URI
     # Added to every default port (50051..., 9101...), to run a second stack on one machine.
     port_offset: int = 0
+    # The public credentials face's address, named in every credential (QIJI_ISSUER_URL):
+    # the city's https:// address in production; empty means this machine's face.
+    issuer_url: str = ""
 
     # ------------------------------------------------------------------ configuration
 
@@ -77,6 +89,7 @@ class Stack:
             "pg_user": env.get("QIJI_POSTGRES_USER") or "postgres",
             "amqp_uri": env.get("RELAY_AMQP_URI") or DEFAULT_AMQP_URI,
             "port_offset": int(env.get("QIJI_PORT_OFFSET") or 0),
+            "issuer_url": env.get("QIJI_ISSUER_URL") or "",
         }
         saved = run_dir / STACK_FILE
         if saved.exists():
@@ -103,8 +116,21 @@ class Stack:
         return DEFAULT_PORTS[name] + self.port_offset
 
     def metrics_port(self, name: str) -> int:
-        base = RELAY_METRICS_PORT if name == RELAY else default_metrics_port(name)
+        base = {RELAY: RELAY_METRICS_PORT, WEB: WEB_METRICS_PORT}.get(name) \
+            or default_metrics_port(name)
         return base + self.port_offset
+
+    @property
+    def web_port(self) -> int:
+        return CREDENTIALS_HTTP_PORT + self.port_offset
+
+    @property
+    def web_url(self) -> str:
+        return f"http://127.0.0.1:{self.web_port}"
+
+    @property
+    def public_url(self) -> str:
+        return self.issuer_url or self.web_url
 
     def address(self, name: str) -> str:
         return f"127.0.0.1:{self.grpc_port(name)}"
@@ -129,6 +155,10 @@ class Stack:
     @property
     def signing_key_file(self) -> Path:
         return self.run_dir / "badges-signing.key"
+
+    @property
+    def rsa_signing_key_file(self) -> Path:
+        return self.run_dir / "badges-signing-rsa.pem"
 
     def pid_file(self, name: str) -> Path:
         return self.run_dir / "pids" / f"{name}.pid"
@@ -184,11 +214,15 @@ class Stack:
                for name in PROCESSES},
             # Where every process finds every other: QIJI_<OTHER>_ADDRESS applies to all.
             **{f"QIJI_{name.upper()}_ADDRESS": self.address(name) for name in SERVICES},
+            "QIJI_ISSUER_URL": self.public_url,
+            "CREDENTIALS_HTTP_PORT": str(self.web_port),
         })
         if not env.get("QIJI_MASTER_KEY"):
             env["QIJI_MASTER_KEY_FILE"] = str(self.master_key_file)
         if not env.get("BADGES_SIGNING_KEY"):
             env["BADGES_SIGNING_KEY_FILE"] = str(self.signing_key_file)
+        if not env.get("BADGES_RSA_SIGNING_KEY"):
+            env["BADGES_RSA_SIGNING_KEY_FILE"] = str(self.rsa_signing_key_file)
         return env
 
 
@@ -293,7 +327,8 @@ def up(stack: Stack, *, timeout: float, out: Say = say) -> None:
         raise OpsError(REFUSED, f"already running in {stack.run_dir}: {alive}; run deploy/down "
                        "first")
     busy = [port for name in PROCESSES for port in (
-        *([stack.grpc_port(name)] if name in DEFAULT_PORTS else []), stack.metrics_port(name))
+        *([stack.grpc_port(name)] if name in DEFAULT_PORTS else []),
+        *([stack.web_port] if name == WEB else []), stack.metrics_port(name))
         if not _port_free(port)]
     if busy:
         raise OpsError(REFUSED, f"ports in use: {busy} (another stack? try --port-offset)")
@@ -310,10 +345,13 @@ def up(stack: Stack, *, timeout: float, out: Say = say) -> None:
         if made:
             out(f"made the master key {stack.master_key_file}: back it up outside this "
                 "machine; without it no rider's personal data opens and nothing verifies")
+    from services.badges import credentials
     if not os.environ.get("BADGES_SIGNING_KEY") and not stack.signing_key_file.exists():
-        from services.badges.credentials import IssuerKey
-        IssuerKey.load("", stack.signing_key_file, create=True)
+        credentials.load_ed25519("", stack.signing_key_file, create=True)
         out(f"made the badges signing key {stack.signing_key_file}")
+    if not os.environ.get("BADGES_RSA_SIGNING_KEY") and not stack.rsa_signing_key_file.exists():
+        credentials.load_rsa("", stack.rsa_signing_key_file, create=True)
+        out(f"made the badges RSA signing key {stack.rsa_signing_key_file}")
     _admin_token(stack.tokens_file, stack.admin_token_file)
     # The processes' own token for reading each other's feeds: new at every up, since only
     # the processes started here hold it.
@@ -341,6 +379,13 @@ def up(stack: Stack, *, timeout: float, out: Say = say) -> None:
             time.sleep(0.2)
         out(f"  {'relay':<11} healthy, metrics {stack.metrics_url(RELAY)} "
             f"({time.monotonic() - began:.1f} s)")
+        started[WEB] = _start(stack, WEB, env)
+        if not wait_http_ready(f"{stack.web_url}/readyz", started[WEB],
+                               max(0.0, deadline - time.monotonic())):
+            raise OpsError(UNHEALTHY, f"the public credentials face did not become ready "
+                           f"within {timeout:.0f} s; the end of {stack.log_file(WEB)}:\n"
+                           f"{_tail(stack, WEB)}")
+        out(f"  {WEB:<11} ready on {stack.web_url} ({time.monotonic() - began:.1f} s)")
     except BaseException:
         # All or nothing: a half-started stack is stopped again.
         _stop({name: proc.pid for name, proc in started.items() if proc.poll() is None},
@@ -353,6 +398,8 @@ def up(stack: Stack, *, timeout: float, out: Say = say) -> None:
     for name in SERVICES:
         out(f"  {name:<11} {stack.address(name)}   metrics {stack.metrics_url(name)}")
     out(f"  {'relay':<11} -> {redacted(stack.amqp_uri)}   metrics {stack.metrics_url(RELAY)}")
+    out(f"  {WEB:<11} {stack.web_url}/verify (public as {stack.public_url})   "
+        f"metrics {stack.metrics_url(WEB)}")
     out(f"Admin token ({ADMIN_PRINCIPAL}: city_admin, operator, auditor): "
         f"{stack.admin_token_file}")
     out(f"Logs: {stack.run_dir / 'logs'}   Status: deploy/status --run-dir {stack.run_dir}")

@@ -27,7 +27,7 @@ from shared.cli import SERVICES
 from shared.config import EVENT_SOURCED_SERVICES, load_settings
 from shared.grpc.channels import open_channel
 from shared.ops import DEPENDENCY_UNREACHABLE, LAGGING, OK, UNHEALTHY, OpsError
-from shared.ops.stack import RELAY, Stack, check_rabbitmq, dialling_tls, http_get, running_pid
+from shared.ops.stack import RELAY, WEB, Stack, check_rabbitmq, dialling_tls, http_get, running_pid
 
 # A relay whose heartbeat is older than this is stuck, whatever its last health said.
 RELAY_HEARTBEAT_STALE = 30.0
@@ -96,6 +96,10 @@ def collect(stack: Stack, *, max_lag: int | None) -> Report:
                 report.followers.append({"service": name, "upstream": "seal (its own log)",
                                          "position": report.services[name]["sealed_through"],
                                          "upstream_position": positions[name], "lag": seal})
+        report.services[WEB] = _web(stack)
+        if report.services[WEB]["health"] != "SERVING":
+            unhealthy = True
+            report.problems.append(f"{WEB} is {report.services[WEB]['health']}")
         report.relay = _relay(stack, conn, positions)
         if not report.relay["healthy"]:
             unhealthy = True
@@ -141,6 +145,17 @@ def _service(stack: Stack, name: str, metadata: Any, conn: psycopg.Connection | 
             entry["sealed_through"], entry["head_seal"] = head
             if entry.get("log_position") is not None:
                 entry["seal_lag"] = max(0, entry["log_position"] - head[0])
+    return entry
+
+
+def _web(stack: Stack) -> dict[str, Any]:
+    """The public credentials face: SERVING while /readyz says badges answers it."""
+    entry: dict[str, Any] = {"address": stack.web_url, "pid": running_pid(stack, WEB)}
+    try:
+        http_get(f"{stack.web_url}/readyz")
+        entry["health"] = "SERVING"
+    except OSError as error:
+        entry["health"] = f"NOT_SERVING ({getattr(error, 'code', type(error).__name__)})"
     return entry
 
 

@@ -18,6 +18,7 @@ import random
 import socket
 import subprocess
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -30,7 +31,7 @@ import pytest
 from qiji.identity.v1 import identity_service_pb2 as ipb
 
 from shared.auth import add_caller, hash_token, new_token
-from shared.config import DEFAULT_PORTS
+from shared.config import CREDENTIALS_HTTP_PORT, DEFAULT_PORTS
 from tests.conftest import PG, _admin_conninfo, missing_server
 from tests.e2e.client import Client, call_error, create_city, new_request_id, phone_number, unique
 from tests.e2e.relay_harness import REPO, Vhost
@@ -44,11 +45,12 @@ CATCH_UP_TIMEOUT = 20.0
 
 
 def free_offset() -> int:
-    """A --port-offset at which every port the stack binds (gRPC 50051-50056 and metrics
-    9101-9107, plus the offset) is free just now."""
+    """A --port-offset at which every port the stack binds (gRPC 50051-50056, the public
+    credentials face's 50057 and metrics 9101-9108, plus the offset) is free just now."""
     for _ in range(50):
         offset = random.randrange(1000, 15000)
-        ports = [p + offset for p in (*DEFAULT_PORTS.values(), *range(9101, 9108))]
+        ports = [p + offset for p in (*DEFAULT_PORTS.values(), CREDENTIALS_HTTP_PORT,
+                                      *range(9101, 9109))]
         if all(_free(p) for p in ports):
             return offset
     raise RuntimeError("no free port range found")
@@ -180,8 +182,8 @@ def test_an_old_tenant_token_is_named_an_organisation_before_it_is_rotated(tmp_p
     assert refused.returncode == REFUSED, refused.stdout + refused.stderr
     assert "Traceback" not in refused.stderr and refused.stdout == ""
     assert "must name the organisation" in refused.stderr
-    hint = refused.stderr[refused.stderr.index(".venv/bin/qiji"):].split()
-    assert hint[-1] == "ID"
+    hint = refused.stderr[refused.stderr.rindex(".venv/bin/qiji"):].split()
+    assert hint[-1] == "<id>"
     platform = str(uuid.uuid4())
     assigned = subprocess.run([str(REPO / hint[0]), *hint[1:-1], platform], env=operator.env,
                               capture_output=True, text=True, timeout=30, check=False)
@@ -203,6 +205,11 @@ def test_the_full_stack_runs_backs_up_restores_rotates_and_stops(operator: Opera
     assert code == 0, report["problems"]
     assert {s["health"] for s in report["services"].values()} == {"SERVING"}
     assert report["relay"]["healthy"] and report["relay"]["leader"]
+    # The public face answers with the keys up made (kept in the run directory).
+    web = f"http://127.0.0.1:{CREDENTIALS_HTTP_PORT + operator.offset}"
+    with urllib.request.urlopen(f"{web}/.well-known/jwks.json", timeout=5) as reply:
+        assert {k["alg"] for k in json.loads(reply.read())["keys"]} == {"RS256", "Ed25519"}
+    assert (operator.run_dir / "badges-signing-rsa.pem").stat().st_mode & 0o077 == 0
 
     # A few commands through gRPC: the city's tree with the admin token `up` made, then the
     # platform's own token (the operator names the organisation it acts for: a platform token
@@ -286,7 +293,7 @@ def test_the_full_stack_runs_backs_up_restores_rotates_and_stops(operator: Opera
 
     # Down: every process gone, no pid file left; down again is fine.
     pids = [int(p.read_text()) for p in (operator.run_dir / "pids").glob("*.pid")]
-    assert len(pids) == 7
+    assert len(pids) == 8
     down = operator.run("down", connection=False)
     assert down.returncode == 0, down.stderr
     assert not list((operator.run_dir / "pids").glob("*.pid"))

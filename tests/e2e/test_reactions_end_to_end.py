@@ -11,9 +11,7 @@ with SIGTERM and checks that nothing was applied twice."""
 
 from __future__ import annotations
 
-import base64
 import json
-import os
 import time
 import uuid
 from collections.abc import Iterator
@@ -34,6 +32,7 @@ from services.badges import events as badges_events
 from services.governance import events as governance_events
 from services.training import events as training_events
 from shared.auth import add_caller
+from tests.conftest import badges_key_env
 from tests.e2e.client import (
     PRECONDITION,
     at,
@@ -84,8 +83,7 @@ def badges(identity: ServiceProcess, training: ServiceProcess, governance: Servi
     yield from serving(start_beside(
         "badges", identity, tmp_path_factory.mktemp("badges-chain"),
         BADGES_TRAINING_ADDRESS=training.address,
-        BADGES_GOVERNANCE_ADDRESS=governance.address,
-        BADGES_SIGNING_KEY=base64.b64encode(os.urandom(32)).decode()))
+        BADGES_GOVERNANCE_ADDRESS=governance.address, **badges_key_env()))
 
 
 @pytest.fixture(scope="module")

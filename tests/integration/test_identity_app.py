@@ -7,14 +7,13 @@ from collections import Counter
 
 import psycopg
 import pytest
-
-from services.identity.application import IdentityApplication
 from qiji.identity.v1 import identity_service_pb2 as ipb
 
+from services.identity.application import IdentityApplication
 from services.identity.domain.values import ConsentScope, OrganisationKind, RiderStatus
 from services.identity.grpc_api import ACCESS, SERVICE_NAME
-from shared.idempotency import RequestRecord
 from shared.errors import AlreadyExists, InvalidArgument, NotFound
+from shared.idempotency import RequestRecord
 from shared.persistence import postgres_conninfo
 from tests.conftest import MASTER_KEY, actor, as_actor, city_tree, settings_for
 

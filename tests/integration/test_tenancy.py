@@ -11,7 +11,6 @@ no name or phone. A's own call is admitted."""
 
 from __future__ import annotations
 
-import base64
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,7 +23,7 @@ from google.protobuf.descriptor import FieldDescriptor
 
 from services.platform.application import LocalUpstream, PlatformFeed
 from shared.tenancy import TENANT_ROLES, Rows
-from tests.conftest import pg_env
+from tests.conftest import badges_key_env, pg_env
 from tests.inprocess import API_NAMES, SPECS, InProcessQiji, Service
 from tests.tenancy_world import World, build
 
@@ -81,7 +80,7 @@ def a_world(store: str, request: pytest.FixtureRequest,
             tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     tmp = tmp_path_factory.mktemp(f"tenancy-{store}")
     env = {"QIJI_DATA_DIR": str(tmp / "data"), "QIJI_POSTGRES_POOL_SIZE": "2",
-           "BADGES_SIGNING_KEY": base64.b64encode(bytes(range(32, 64))).decode()}
+           **badges_key_env()}
     if store == "postgres":
         env.update(pg_env(request.getfixturevalue("postgres_db"),
                           f"t_{uuid.uuid4().hex[:12]}"))

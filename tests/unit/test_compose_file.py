@@ -69,3 +69,20 @@ def test_the_tokens_file_is_mounted_by_its_directory_so_rotations_reach_the_serv
     for name in SERVICES:
         mounts = [v.split(":") for v in compose["services"][name].get("volumes", [])]
         assert any(Path(target) == tokens_file.parent for _source, target, *_ in mounts), name
+
+
+def test_the_public_credentials_face_reads_badges_and_reports_ready_on_its_own_port():
+    compose = _compose()
+    face = compose["services"]["credentials"]
+    env = face["environment"]
+    assert face["command"] == ["python", "-m", "services.credentials"]
+    assert env["CREDENTIALS_BADGES_ADDRESS"] == "badges:50054"
+    assert face["ports"] == [f"{env['CREDENTIALS_HTTP_PORT']}:{env['CREDENTIALS_HTTP_PORT']}"]
+    assert f"127.0.0.1:{env['CREDENTIALS_HTTP_PORT']}/readyz" in " ".join(
+        face["healthcheck"]["test"])
+    assert face["depends_on"]["badges"]["condition"] == "service_healthy"
+    # Every credential names the city's address; badges signs with configured keys only.
+    assert compose["x-qiji-env"]["QIJI_ISSUER_URL"].startswith("${QIJI_ISSUER_URL:?")
+    badges = compose["services"]["badges"]["environment"]
+    assert badges["BADGES_RSA_SIGNING_KEY"].startswith("${BADGES_RSA_SIGNING_KEY:?")
+    assert badges["BADGES_SIGNING_KEY"].startswith("${BADGES_SIGNING_KEY:?")

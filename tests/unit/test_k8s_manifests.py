@@ -58,3 +58,22 @@ def test_every_upstream_address_names_a_service_that_exists():
                 host, port = env["value"].split(":")
                 target = services[host]
                 assert int(port) in [p["port"] for p in target["spec"]["ports"]], env
+
+
+def test_the_public_credentials_face_is_replicated_probed_over_http_and_alone_exposed():
+    deployment = by("Deployment")["qiji-credentials"]
+    assert deployment["spec"]["replicas"] >= 2
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["command"] == ["python", "-m", "services.credentials"]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    # A reader: no store password, no master key, no signing key in its environment.
+    assert "envFrom" in container and all(
+        "secretRef" not in source for source in container["envFrom"])
+    config = by("ConfigMap")["qiji-config"]["data"]
+    ingress = by("Ingress")["qiji-credentials"]
+    assert ingress["spec"]["rules"][0]["host"] == config["QIJI_ISSUER_URL"].removeprefix(
+        "https://")
+    assert ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]["name"] == \
+        "qiji-credentials"
+    assert len(by("Ingress")) == 1
