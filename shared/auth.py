@@ -113,7 +113,7 @@ class TokenRegistry:
             why = callers.refused_by_token_hash.get(digest)
             if why is not None:
                 raise Unauthenticated(f"this token's entry in the tokens file is refused: {why}; "
-                                      "an operator can fix it with `qiji token assign`",
+                                      "an operator can fix it with `qiji tokens assign`",
                                       reason="TOKEN_ENTRY_REFUSED")
             raise Unauthenticated("unknown or revoked token")
         return actor
@@ -151,7 +151,7 @@ class TokenRegistry:
                     for principal, why in refused_entries(self._path, self._callers):
                         log.error("tokens.entry_refused", path=str(self._path),
                                   principal=principal, why=why,
-                                  fix="qiji token assign <principal> --organisation-id <id>")
+                                  fix="qiji tokens assign <principal> --organisation-id <id>")
                 self._stamp = stamp
             return self._callers
 
@@ -220,7 +220,7 @@ def add_caller(path: Path, principal: str, roles: list[str], organisation_id: st
 
 def assign_organisation(path: Path, principal: str, organisation_id: str) -> None:
     """Names the organisation an existing caller acts for, keeping its token: how a tokens
-    file written before tokens had to name one is brought across (`qiji token assign`)."""
+    file written before tokens had to name one is brought across (`qiji tokens assign`)."""
     with _locked(path):
         path = Path(path)
         data = json.loads(path.read_text() or "{}") if path.exists() else {}
