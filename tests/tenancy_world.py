@@ -59,7 +59,8 @@ class Tenant:
     @property
     def secrets(self) -> set[str]:
         """What the other tenant must never see: ids of what is not public, and personal data."""
-        keys = ("rider", "perk_draft", "claim", "course_draft", "course_draft_by_platform",
+        keys = ("rider", "perk_draft", "claim", "claim_redeemed", "course_draft",
+                "course_draft_by_platform",
                 "course_draft_by_street_office", "report", "case", "shift", "award")
         return {self.ids[k] for k in keys} | {self.rider_name, self.rider_phone}
 
@@ -194,6 +195,15 @@ def _hold(qiji: InProcessQiji, t: Tenant, badge_class: str, n: int) -> None:
         request_id=rid(), perk_id=t.perk, rider_id=t.rider), tok["platform"]).claim
     t.ids["claim"] = claim.claim_id
     t.ids["code"] = claim.code
+    # A second perk, claimed and redeemed at the counter: the merchant's books have a row.
+    t.ids["perk_redeemed"] = perk(f"充电半价{t.name}")
+    ok("merchants", "PublishPerkOffer", mpb.PublishPerkOfferRequest(
+        request_id=rid(), perk_id=t.perk_redeemed), tok["merchant"])
+    redeemed = ok("merchants", "ClaimPerk", mpb.ClaimPerkRequest(
+        request_id=rid(), perk_id=t.perk_redeemed, rider_id=t.rider), tok["platform"]).claim
+    ok("merchants", "RedeemCode", mpb.RedeemCodeRequest(
+        request_id=rid(), merchant_id=t.merchant, code=redeemed.code), tok["merchant"])
+    t.ids["claim_redeemed"] = redeemed.claim_id
     t.ids["campaign"] = ok("merchants", "CreateCareCampaign", mpb.CreateCareCampaignRequest(
         request_id=rid(), street_id=t.street, name=f"关爱礼包{t.name}", description="",
         stock=10), tok["street_office"]).campaign.campaign_id

@@ -655,8 +655,8 @@ class MerchantsApplication(QijiApplication):
 
     def owner_resolvers(self) -> dict[str, Callable[[str], Owners | None]]:
         return {**super().owner_resolvers(), "merchant": self._merchant_owners,
-                "perk": self._perk_owners, "claim": self._claim_owners,
-                "campaign": self._campaign_owners}
+                "merchant_books": self._merchant_books_owners, "perk": self._perk_owners,
+                "claim": self._claim_owners, "campaign": self._campaign_owners}
 
     def _merchant_owners(self, merchant_id: str) -> Owners | None:
         """A merchant is its own and its street office's; once approved it is in the city's
@@ -666,6 +666,12 @@ class MerchantsApplication(QijiApplication):
             return self.directory.organisation_owners(merchant_id) if self.directory else None
         return Owners(Owners.of(merchant=merchant_id, street_office=merchant.street_id).by_role,
                       public=merchant.status is MerchantStatus.APPROVED)
+
+    def _merchant_books_owners(self, merchant_id: str) -> Owners | None:
+        """A merchant's own books (what it redeemed, for which rider, when): the merchant's and
+        its street office's only, even once the merchant is in the public directory."""
+        owners = self._merchant_owners(merchant_id)
+        return None if owners is None else Owners(owners.by_role)
 
     def _perk_owners(self, perk_id: str) -> Owners | None:
         """A perk is its merchant's (and the street office's of the merchant); its draft is

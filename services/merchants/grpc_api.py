@@ -85,8 +85,9 @@ ACCESS = access_table(SERVICE_NAME, {
     # A merchant redeems at its own counter: a code of another merchant is, to it, no code.
     "RedeemCode": scoped(merchant=MERCHANT_),
     "ReverseRedemption": scoped(merchant=CLAIM),
+    # Not "merchant": an approved merchant is public, its redemptions are not.
     "ListRedemptions": scoped(CITY_ADMIN, AUDITOR,
-                              **_readers(Rows("merchant", "merchant_id"),
+                              **_readers(Rows("merchant_books", "merchant_id"),
                                          MERCHANT, STREET_OFFICE)),
     "CreateCareCampaign": scoped(CITY_ADMIN, street_office=Ref("street_id", "organisation")),
     "AllocateCarePackage": scoped(CITY_ADMIN, street_office=CAMPAIGN),

@@ -205,7 +205,8 @@ def _dispatch(args: argparse.Namespace, stack: object) -> int:
 
 
 def rotate_token(tokens_file: Path, principal: str, admin_token_file: Path) -> str:
-    """The caller's new token, with its roles, organisation and subscriptions kept."""
+    """The caller's new token, with its roles, organisation, subscriptions and certificate
+    subject kept (rotating a token must not unregister a caller's certificate)."""
     from shared.auth import add_caller
     from shared.cli import ADMIN_PRINCIPAL
     from shared.ops.stack import write_private
@@ -221,7 +222,8 @@ def rotate_token(tokens_file: Path, principal: str, admin_token_file: Path) -> s
                        f"--tokens-file {tokens_file}")
     try:
         token = add_caller(tokens_file, principal, list(caller["roles"]),
-                           caller.get("organisation_id", ""), caller.get("subscriptions"))
+                           caller.get("organisation_id", ""), caller.get("subscriptions"),
+                           certificate_subject=caller.get("certificate_subject", ""))
     except ValueError as error:
         # An entry from before tokens had to name their organisation: name it first.
         raise OpsError(REFUSED, f"{principal}: {error}; first run .venv/bin/qiji tokens "

@@ -6,7 +6,9 @@ The story: every script explains itself and refuses bad flags; `up` says so when
 not there; `schemas` is idempotent; the full stack comes up, takes a few commands, and `status`
 shows every reader caught up; a backup restores into a new database and verifies, and a row
 altered there afterwards fails verification; a rotated token stops working at once; `down`
-leaves no process behind."""
+leaves no process behind. A tokens file from before tokens had to name their organisation:
+rotating its platform entry is refused with the command that brings it across, after which it
+rotates."""
 
 from __future__ import annotations
 
@@ -30,7 +32,7 @@ import psycopg
 import pytest
 from qiji.identity.v1 import identity_service_pb2 as ipb
 
-from shared.auth import add_caller
+from shared.auth import add_caller, hash_token, new_token
 from shared.config import CREDENTIALS_HTTP_PORT, DEFAULT_PORTS
 from tests.conftest import PG, _admin_conninfo, missing_server
 from tests.e2e.client import Client, call_error, create_city, new_request_id, phone_number, unique
@@ -174,6 +176,38 @@ def test_schemas_creates_what_is_missing_once(operator: Operator):
     assert again.stdout.count("up to date") == 6  # five services and the relay
 
 
+def test_an_old_tenant_token_is_named_an_organisation_before_it_is_rotated(tmp_path: Path):
+    """The platform's entry of a tokens file written before tokens named their organisation:
+    rotating it is refused (not a traceback), naming the command that brings it across; that
+    command keeps its token, and the entry then rotates, keeping its organisation."""
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    tokens_file = run_dir / "tokens.json"
+    old = new_token()
+    tokens_file.write_text(json.dumps({"callers": [{
+        "principal": "platform-company", "roles": ["platform"], "token_sha256": hash_token(old)}]}))
+    operator = Operator(run_dir=run_dir, db="", amqp_uri="", offset=0, env=script_env())
+
+    refused = operator.run("rotate-token", "platform-company", connection=False)
+    assert refused.returncode == REFUSED, refused.stdout + refused.stderr
+    assert "Traceback" not in refused.stderr and refused.stdout == ""
+    assert "must name the organisation" in refused.stderr
+    hint = refused.stderr[refused.stderr.rindex(".venv/bin/qiji"):].split()
+    assert hint[-1] == "<id>"
+    platform = str(uuid.uuid4())
+    assigned = subprocess.run([str(REPO / hint[0]), *hint[1:-1], platform], env=operator.env,
+                              capture_output=True, text=True, timeout=30, check=False)
+    assert assigned.returncode == 0, assigned.stderr
+    [entry] = json.loads(tokens_file.read_text())["callers"]
+    assert (entry["organisation_id"], entry["token_sha256"]) == (platform, hash_token(old))
+
+    rotated = operator.run("rotate-token", "platform-company", connection=False)
+    assert rotated.returncode == 0, rotated.stderr
+    [entry] = json.loads(tokens_file.read_text())["callers"]
+    assert entry["organisation_id"] == platform
+    assert entry["token_sha256"] == hash_token(rotated.stdout.strip()) != hash_token(old)
+
+
 def test_the_full_stack_runs_backs_up_restores_rotates_and_stops(operator: Operator):
     up = operator.run("up", "--timeout", "90")
     assert up.returncode == 0, up.stdout + up.stderr
@@ -187,17 +221,31 @@ def test_the_full_stack_runs_backs_up_restores_rotates_and_stops(operator: Opera
         assert {k["alg"] for k in json.loads(reply.read())["keys"]} == {"RS256", "Ed25519"}
     assert (operator.run_dir / "badges-signing-rsa.pem").stat().st_mode & 0o077 == 0
 
-    # A few commands through gRPC, with the admin token `up` made.
+    # A few commands through gRPC: the city's tree with the admin token `up` made, then the
+    # platform's own token (the operator names the organisation it acts for: a platform token
+    # naming none is refused) registers and verifies its rider.
     token = (operator.run_dir / "admin.token").read_text().strip()
+    tokens_file = operator.run_dir / "tokens.json"
     with grpc.insecure_channel(operator.address("identity")) as channel:
         admin = Client(channel, token, "identity")
         city = create_city(admin)
-        rider = admin.RegisterRider(ipb.RegisterRiderRequest(
+
+        def qiji_token(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run([str(REPO / ".venv" / "bin" / "qiji"), "token",
+                                   "platform-company", "--role", "platform", "--tokens-file",
+                                   str(tokens_file), *args], env=operator.env,
+                                  capture_output=True, text=True, timeout=30, check=False)
+        unbound = qiji_token()
+        assert unbound.returncode == USAGE and "must name the organisation" in unbound.stderr
+        issued = qiji_token("--organisation-id", city["platform"])
+        assert issued.returncode == 0, issued.stderr
+        platform = Client(channel, issued.stdout.strip(), "identity")
+        rider = platform.RegisterRider(ipb.RegisterRiderRequest(
             request_id=new_request_id(), platform_id=city["platform"],
             platform_rider_id=unique("rider"), name="王五", phone=phone_number(),
             home_street_id=city["street"], station_id=city["station"])).rider
-        admin.VerifyRider(ipb.VerifyRiderRequest(request_id=new_request_id(),
-                                                 rider_id=rider.rider_id))
+        platform.VerifyRider(ipb.VerifyRiderRequest(request_id=new_request_id(),
+                                                    rider_id=rider.rider_id))
         identity_position = admin.last_position()
 
     # Every follower, every seal chain and the relay catch up: lag 0 everywhere.
@@ -242,7 +290,6 @@ def test_the_full_stack_runs_backs_up_restores_rotates_and_stops(operator: Opera
     assert "identity: position 2" in tampered.stderr
 
     # A rotated token: the old one is refused at once, the new one works.
-    tokens_file = operator.run_dir / "tokens.json"
     old = add_caller(tokens_file, "city-auditor", ["auditor"])
     with grpc.insecure_channel(operator.address("identity")) as channel:
         assert Client(channel, old, "identity").last_position() == identity_position

@@ -279,7 +279,9 @@ def reinstate(identity: ServiceProcess, rider_id: str) -> None:
 
 
 def session(training: ServiceProcess, city: City, start_in: timedelta) -> str:
-    return training.client("platform").ScheduleSession(tpb.ScheduleSessionRequest(
+    """A session of the city's course at the street's rest space, scheduled by the street
+    office (a platform schedules only its own courses)."""
+    return training.client(token=city.office_token).ScheduleSession(tpb.ScheduleSessionRequest(
         request_id=new_request_id(), course_id=city.grassroots_course,
         service_space_id=city.space, start_time=at(start_in),
         end_time=at(start_in + minutes(30)), capacity=20)).session.session_id

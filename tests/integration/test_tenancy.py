@@ -127,6 +127,22 @@ def request_for(w: World, service: Service, path: str, tenant: str, role: str) -
     return request
 
 
+def filter_variants(request: Any) -> list[Any]:
+    """The request with each of the ids it names alone, and with none."""
+    named = [f.name for f in request.DESCRIPTOR.fields
+             if f.type == FieldDescriptor.TYPE_STRING and not f.is_repeated
+             and getattr(request, f.name) and f.name != "request_id"]
+    variants = []
+    for keep in [*([n] for n in named), []]:
+        variant = type(request)()
+        variant.CopyFrom(request)
+        for name in named:
+            if name not in keep:
+                variant.ClearField(name)
+        variants.append(variant)
+    return variants
+
+
 def shown(response: Any) -> str:
     return text_format.MessageToString(response, as_utf8=True) if response is not None else ""
 
@@ -199,7 +215,8 @@ class TestAsAdversaries:
                                             mpb.ListPerkOffersRequest(), token).perk_offers}
         # A merchant sees its own drafts, and what every merchant has published; never another's
         # drafts.
-        assert perks(world.token("b", "merchant")) == {b.perk_draft, b.perk, a.perk}
+        assert perks(world.token("b", "merchant")) == {b.perk_draft, b.perk, b.perk_redeemed,
+                                                       a.perk, a.perk_redeemed}
 
 
     def test_what_another_tenant_shares_in_public_shows_none_of_its_riders(
@@ -284,6 +301,14 @@ class TestEveryRpcAsAnotherTenant:
             # Reference data: no tenant's at all. Whatever it answers shows nothing of A's.
             assert not [s for s in secrets if s and s in shown(answer.response) + answer.message]
             return
+        if isinstance(access.scopes[role], Rows):
+            # A list: whatever filter B sets — everything of A's it names, one of them, or
+            # none — it shows no row of A's.
+            for variant in filter_variants(request):
+                listed = svc.call(path, variant, world.token("b", role))
+                leaked = [s for s in secrets if s and s in shown(listed.response)]
+                assert not leaked, f"{path} {variant} listed A's {leaked} to B's {role}"
+            assert qiji.positions() == before
         if answer.ok:
             assert "request_id" not in request.DESCRIPTOR.fields_by_name, \
                 f"{path}: B's {role} changed what A holds"

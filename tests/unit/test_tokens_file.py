@@ -107,3 +107,20 @@ def test_an_old_entry_without_its_organisation_is_refused_alone_and_says_how_to_
     touch_later(path)
     assert registry.authenticate(platform).organisation_id == PLATFORM_ORG
     assert not any(c["refused"] for c in list_callers(path))
+
+
+def test_rotating_a_token_keeps_what_the_caller_is(tmp_path):
+    """deploy/rotate-token: a new token, the same roles, organisation, subscriptions and
+    certificate (an mTLS caller must not lose its certificate to a rotation)."""
+    from shared.ops.cli import rotate_token
+    path = tmp_path / "tokens.json"
+    old = add_caller(path, "platform-co", ["platform"], PLATFORM_ORG, ["qiji.training.v1.*"],
+                     certificate_subject="platform.qiji.test")
+    new = rotate_token(path, "platform-co", tmp_path / "admin.token")
+    registry = TokenRegistry(path)
+    with pytest.raises(Unauthenticated):
+        registry.authenticate(old)
+    actor = registry.authenticate(new)
+    assert (actor.roles, actor.organisation_id, actor.subscriptions) == (
+        frozenset({"platform"}), PLATFORM_ORG, frozenset({"qiji.training.v1.*"}))
+    assert registry.authenticate_certificate(["platform.qiji.test"]).principal == "platform-co"
