@@ -26,6 +26,7 @@ from tests.conftest import _admin_conninfo
 from tests.e2e.client import Client, create_city
 from tests.e2e.test_deploy_scripts import Operator, operator_for
 from tests.e2e.test_reliability import (
+    PLATFORM_PRINCIPAL,
     Load,
     assert_nothing_lost_or_doubled,
     check_store,
@@ -63,7 +64,8 @@ def test_every_kind_of_process_killed_under_load_comes_back_serving_and_nothing_
     token = (stack.run_dir / "admin.token").read_text().strip()
     with grpc.insecure_channel(stack.address("identity")) as channel:
         city = create_city(Client(channel, token, "identity"))
-    platform = add_caller(stack.run_dir / "tokens.json", "e2e-platform", ["platform"],
+    # The principal the load's request records are keyed by (check_store finds them so).
+    platform = add_caller(stack.run_dir / "tokens.json", PLATFORM_PRINCIPAL, ["platform"],
                           city["platform"])
     # Every kind of process deploy/up supervises (new ones join PROCESSES, and this test).
     kinds = list(PROCESSES)
