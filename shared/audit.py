@@ -24,6 +24,7 @@ from typing import Any
 
 import structlog
 
+from shared import context, masking
 from shared.application import MAC_KEY, META_KEY, QijiApplication, event_mac
 from shared.persistence import STORE_DOWN_ERRORS, OutageNotice
 
@@ -228,10 +229,12 @@ _HIDDEN = {"timestamp", "originator_topic", META_KEY, MAC_KEY}
 
 def history(app: QijiApplication, aggregate_id: Any) -> list[HistoryEntry]:
     """Every event of one aggregate, in order, with who acted and why, and a readable summary.
-    Sealed personal data is shown as sealed, never opened here."""
+    Sealed personal data is shown as sealed, never opened here; free text and names as the
+    masking table shows them to the caller."""
     entries = []
+    roles = context.current().actor.roles
     for event in app.events.get(aggregate_id):
-        state = vars(event)
+        state = masking.redact(dict(vars(event)), roles)
         meta = state.get(META_KEY) or {}
         name = type(event).__qualname__
         fields = ", ".join(
@@ -257,5 +260,6 @@ def state_as_of(app: QijiApplication, aggregate_id: Any, when: datetime) -> dict
     if version is None:
         return {}
     aggregate = app.repository.get(aggregate_id, version=version)
-    return {k.lstrip("_"): ("[sealed]" if k.startswith("sealed_") and v else v)
-            for k, v in vars(aggregate).items() if k not in ("_pending_events",)}
+    state = {k.lstrip("_"): ("[sealed]" if k.startswith("sealed_") and v else v)
+             for k, v in vars(aggregate).items() if k not in ("_pending_events",)}
+    return masking.redact(state, context.current().actor.roles)

@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 from typing import NoReturn
 
@@ -35,6 +36,8 @@ from shared.personal_data import load_master_key
 
 # The services `qiji run` starts, in start order; each new service joins this list.
 SERVICES = ["identity", "training", "merchants", "badges", "governance", "platform"]
+# The public credentials face: HTTP, not gRPC, started once badges serves.
+WEB = "credentials"
 ADMIN_PRINCIPAL = "local-admin"
 SERVICES_PRINCIPAL = "qiji-services"
 
@@ -84,15 +87,18 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--relay", action="store_true",
                      help="also start the AMQP relay (needs RabbitMQ at RELAY_AMQP_URI)")
     run.add_argument("--port-base", type=addressing.port_base, default=None, metavar="N",
-                     help="serve gRPC on N+1..N+6 instead of 50051..50056 and no metrics "
-                     "(unless <SERVICE>_METRICS_PORT is set), to run beside another Qiji")
+                     help="serve gRPC on N+1..N+6 instead of 50051..50056, the public "
+                     "credentials face on N+7 instead of 50057, and no metrics (unless "
+                     "<SERVICE>_METRICS_PORT is set), to run beside another Qiji")
 
     token = sub.add_parser("token", help="add a caller, or rotate its token")
-    token.add_argument("principal", help="the calling system's name, e.g. platform-company")
+    token.add_argument("principal", type=_principal,
+                       help="the calling system's name, e.g. platform-company")
     token.add_argument("--role", action="append", required=True, choices=sorted(ROLES),
                        help="a role of the caller (repeat for several)")
     token.add_argument("--organisation-id", default="",
-                       help="the organisation the caller acts for, if any")
+                       help="the organisation the caller acts for: required for every role but "
+                       "city_admin, auditor, operator and service")
     token.add_argument("--subscribe", action="append", default=[], metavar="TYPE",
                        help="for a feed consumer: a public event type, or a prefix such as "
                        "'qiji.training.v1.*', it may receive (repeat; default: all)")
@@ -103,17 +109,33 @@ def build_parser() -> argparse.ArgumentParser:
                        "certificate with this common name or subject alternative name, "
                        "verified by the client CA, is this caller even without a token")
 
+    tokens = sub.add_parser("tokens", help="look after the tokens file: list its callers, or "
+                            "name the organisation an existing caller acts for")
+    tokens.add_argument("--tokens-file", type=Path, default=None,
+                        help="default: $QIJI_TOKENS_FILE or the data folder's tokens.json")
+    tsub = tokens.add_subparsers(dest="action", required=True, metavar="ACTION")
+    tsub.add_parser("list", help="every caller, its roles and organisation, and why an entry "
+                    "is refused (exit 1 when one is)")
+    assign = tsub.add_parser("assign", help="name the organisation a caller acts for, keeping "
+                             "its token (how a tokens file from before organisations were "
+                             "required is brought across)")
+    assign.add_argument("principal")
+    assign.add_argument("--organisation-id", required=True)
+
     credential = sub.add_parser(
         "credential", help="export or verify an Open Badges 3.0 credential (badges service)")
     actions = credential.add_subparsers(dest="action", required=True, metavar="ACTION")
     export = actions.add_parser("export", help="an award as a signed credential: JSON on "
                                 "stdout, the JWT on stderr")
     export.add_argument("award_id", type=_id, help="the award's id")
+    export.add_argument("--baked", type=Path, default=None, metavar="FILE",
+                        help="also write the badge's picture with the credential baked in (PNG "
+                        "or SVG, Open Badges 3.0 §5.3)")
     addressing.add_arguments(export)
-    verify = actions.add_parser("verify", help="check a credential's signature and whether "
-                                "its award still stands; exit 0 only when valid")
-    verify.add_argument("file", help="a file holding the credential's JWT (- for standard "
-                        "input)")
+    verify = actions.add_parser("verify", help="check a credential's signature, its claims and "
+                                "whether its award still stands; exit 0 only when valid")
+    verify.add_argument("file", help="a file holding the credential: its JWT, or a baked PNG or "
+                        "SVG (- for standard input)")
     addressing.add_arguments(verify)
 
     demo = sub.add_parser("demo", help="play the city's report against a running Qiji "
@@ -181,14 +203,51 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _run(args.services, relay=args.relay, port_base=args.port_base)
     if args.command == "credential":
         return _credential(args, addressing.resolve(args))
-    settings = load_settings("qiji")
+    tokens_file = args.tokens_file or load_settings("qiji").tokens_file
+    if args.command == "tokens":
+        return _tokens(args, tokens_file)
     try:
-        print(add_caller(args.tokens_file or settings.tokens_file, args.principal, args.role,
-                         args.organisation_id, args.subscribe,
-                         certificate_subject=args.certificate_subject))
+        _check_subscriptions(args.subscribe)
+        print(add_caller(tokens_file, args.principal, args.role, args.organisation_id,
+                         args.subscribe, certificate_subject=args.certificate_subject))
     except ValueError as error:
         raise CommandFailed(str(error)) from None
     return OK
+
+
+def _check_subscriptions(patterns: list[str]) -> None:
+    """Each subscription names a public event type, or a prefix of some ("qiji.training.v1.*"):
+    a typo would otherwise subscribe a consumer to nothing, silently."""
+    from services.platform.catalogue import PUBLISHER
+    for pattern in patterns:
+        known = (any(t.startswith(pattern[:-1]) for t in PUBLISHER) if pattern.endswith("*")
+                 else pattern in PUBLISHER)
+        if not known:
+            raise ValueError(f"--subscribe {pattern!r} names no public event type; see "
+                             "services/platform/event-feed.md")
+
+
+def _tokens(args: argparse.Namespace, tokens_file: Path) -> int:
+    from shared.auth import assign_organisation, list_callers
+    if args.action == "assign":
+        try:
+            assign_organisation(tokens_file, args.principal, args.organisation_id)
+        except ValueError as error:
+            raise CommandFailed(str(error)) from None
+        print(f"{args.principal} now acts for {args.organisation_id}; its token is unchanged")
+        return OK
+    refused = 0
+    for c in list_callers(tokens_file):
+        line = (f"{c['principal']}\troles={','.join(c['roles'])}"
+                f"\torganisation={c['organisation_id'] or '-'}")
+        if c["refused"]:
+            refused += 1
+            line += f"\tREFUSED: {c['refused']}"
+        print(line)
+    if refused:
+        print(f"{refused} entries are refused; fix each with `qiji tokens assign <principal> "
+              "--organisation-id <id>`", file=sys.stderr)
+    return NO if refused else OK
 
 
 def rpc_failed(error: grpc.RpcError, service: str, address: str) -> CommandFailed:
@@ -218,6 +277,16 @@ def _service_names(raw: str) -> list[str]:
     return names
 
 
+def _principal(raw: str) -> str:
+    """argparse type of a caller's name: what every event it causes records as its principal,
+    so something to read — not empty, no spaces or control characters, at most 128 long."""
+    if not raw or len(raw) > 128 or any(c.isspace() or not c.isprintable() for c in raw):
+        raise argparse.ArgumentTypeError(
+            f"{raw[:40]!r} is not a caller's name (1 to 128 characters, no spaces), e.g. "
+            "platform-company")
+    return raw
+
+
 def _id(raw: str) -> str:
     """argparse type of an id: every aggregate in Qiji is named by a UUID."""
     import uuid
@@ -235,6 +304,7 @@ def _run(services: list[str], *, relay: bool = False, port_base: int | None = No
     metrics = {name: (load_settings(name).metrics_port
                       or (metrics_port(name) if port_base is None else 0))
                for name in services}
+    web_port = web_http_port(port_base) if "badges" in services else 0
     # One Qiji per data folder, decided before anything in it is touched: a second one would
     # rotate the services' token under the first one's followers, for good.
     lock = RunLock(settings.data_dir)
@@ -245,6 +315,7 @@ def _run(services: list[str], *, relay: bool = False, port_base: int | None = No
     try:
         busy = sorted(port for name in services
                       for port in (ports[name], metrics[name]) if port and not port_free(port))
+        busy += [web_port] if web_port and not port_free(web_port) else []
         if busy:
             raise CommandFailed(f"ports in use: {busy} (another Qiji? give it --port-base N)")
         load_master_key(settings.master_key, settings.master_key_file, create=True)
@@ -253,23 +324,28 @@ def _run(services: list[str], *, relay: bool = False, port_base: int | None = No
         # since only the processes started here need it.
         service_token = add_caller(settings.tokens_file, SERVICES_PRINCIPAL, ["service"])
         lock.announce({name: f"127.0.0.1:{ports[name]}" for name in services})
-        return _serve(services, settings, ports, metrics, admin_token, service_token, lock.fd,
-                      relay=relay)
+        return _serve(services, settings, ports, metrics, web_port, admin_token, service_token,
+                      lock.fd, relay=relay)
     finally:
         lock.release()
 
 
 def _serve(services: list[str], settings: Settings, ports: dict[str, int],
-           metrics: dict[str, int], admin_token: str, service_token: str, lock_fd: int, *,
-           relay: bool) -> int:
-    env = {**os.environ, "QIJI_DATA_DIR": str(settings.data_dir),
+           metrics: dict[str, int], web_port: int, admin_token: str, service_token: str,
+           lock_fd: int, *, relay: bool) -> int:
+    # Where credentials say their issuer, keys and status lists are: the city's own address
+    # when the operator gives one, else this machine's public face.
+    issuer_url = (load_settings("badges").own_setting("ISSUER_URL")
+                  or f"http://127.0.0.1:{web_port}")
+    env = {**os.environ, "QIJI_ISSUER_URL": issuer_url,
+           "CREDENTIALS_HTTP_PORT": str(web_port), "QIJI_DATA_DIR": str(settings.data_dir),
            "QIJI_TOKENS_FILE": str(settings.tokens_file),
            "QIJI_SERVICE_TOKEN": service_token,
            **{f"{name.upper()}_GRPC_PORT": str(port) for name, port in ports.items()},
            **{f"{name.upper()}_METRICS_PORT": str(port) for name, port in metrics.items()},
            # Each follower (and the relay) finds the others where they were started here.
            **{f"{follower.upper()}_{name.upper()}_ADDRESS": f"127.0.0.1:{port}"
-              for follower in [*SERVICES, "relay"] for name, port in ports.items()
+              for follower in [*SERVICES, "relay", WEB] for name, port in ports.items()
               if follower != name
               and not os.environ.get(f"{follower.upper()}_{name.upper()}_ADDRESS")},
            "QIJI_LOG_FORMAT": os.environ.get("QIJI_LOG_FORMAT", "console")}
@@ -300,7 +376,15 @@ def _serve(services: list[str], settings: Settings, ports: dict[str, int],
         if relay:
             # Started once the services answer; it has no gRPC port of its own to wait for.
             processes["relay"] = start("relay")
-        _print_banner(services, settings.data_dir, admin_token, ports, metrics)
+        web = ""
+        if web_port:
+            processes[WEB] = start(WEB)
+            web = f"http://127.0.0.1:{web_port}"
+            if not wait_http_ready(f"{web}/readyz", processes[WEB]):
+                print(f"{WEB} did not start; see its log above", file=sys.stderr)
+                return NO
+        _print_banner(services, settings.data_dir, admin_token, ports, metrics, web,
+                      issuer_url)
         while not stopping:
             for name, proc in processes.items():
                 if proc.poll() is not None:
@@ -334,17 +418,26 @@ def port_free(port: int) -> bool:
 
 
 def _credential(args: argparse.Namespace, deployment: Deployment) -> int:
-    """Exports a credential as JSON and JWT, or verifies one: the signature under the issuer's
-    key and the award's status now (revoked? expired?). Exit 0 only for a valid credential."""
+    """Exports a credential as JSON and JWT (and, with --baked, baked into the badge's
+    picture), or verifies one — a JWT, or a baked PNG / SVG: the signature under the issuer's
+    key, the claims, and the award's status now (revoked? expired?). Exit 0 only for a valid
+    credential."""
     from qiji.badges.v1 import badges_service_pb2 as pb
     from qiji.badges.v1 import badges_service_pb2_grpc as pb_grpc
 
+    from services.badges.credentials import NotBaked, unbake
+
     if args.action == "verify":
         try:
-            jwt = (sys.stdin.read() if args.file == "-" else Path(args.file).read_text()).strip()
-        except (OSError, UnicodeDecodeError) as error:
-            why = error.strerror if isinstance(error, OSError) else "not a text file"
-            raise CommandFailed(f"cannot read {args.file}: {why}") from None
+            raw = sys.stdin.buffer.read() if args.file == "-" else Path(args.file).read_bytes()
+        except OSError as error:
+            raise CommandFailed(f"cannot read {args.file}: {error.strerror}") from None
+        try:
+            jwt = unbake(raw) if raw.startswith((b"\x89PNG", b"<")) else \
+                raw.decode("utf-8").strip()
+        except (NotBaked, UnicodeDecodeError) as error:
+            why = "not a text file" if isinstance(error, UnicodeDecodeError) else str(error)
+            raise CommandFailed(f"{args.file} is not a credential: {why}") from None
         if not jwt:
             raise CommandFailed(f"{args.file} holds no credential")
     metadata = [("authorization", f"Bearer {deployment.require_token()}")]
@@ -353,18 +446,25 @@ def _credential(args: argparse.Namespace, deployment: Deployment) -> int:
         stub = pb_grpc.BadgesServiceStub(channel)
         try:
             if args.action == "export":
-                reply = stub.ExportCredential(pb.ExportCredentialRequest(award_id=args.award_id),
-                                              metadata=metadata, timeout=10)
+                reply = stub.ExportCredential(pb.ExportCredentialRequest(
+                    award_id=args.award_id, baked=args.baked is not None), metadata=metadata,
+                    timeout=10)
                 print(reply.credential_json)
                 print(reply.credential_jwt, file=sys.stderr)
+                if args.baked is not None:
+                    args.baked.write_bytes(reply.baked_image)
+                    print(f"baked into {args.baked} ({reply.baked_image_media_type})",
+                          file=sys.stderr)
                 return OK
             result = stub.VerifyCredential(pb.VerifyCredentialRequest(credential_jwt=jwt),
                                            metadata=metadata, timeout=10)
         except grpc.RpcError as error:
             raise rpc_failed(error, "badges", address) from None
+    verdict = pb.CredentialVerdict.Name(result.verdict).removeprefix("CREDENTIAL_VERDICT_")
     print(f"signature: {'valid' if result.signature_valid else 'INVALID'}")
     print(f"award:     {result.award_id or '-'}  status: "
           f"{pb.AwardStatus.Name(result.status).removeprefix('AWARD_STATUS_')}")
+    print(f"verdict:   {verdict}")
     for problem in result.problems:
         print(f"problem:   {problem}")
     print("VALID" if result.valid else "NOT VALID")
@@ -377,6 +477,30 @@ def grpc_ports(port_base: int | None = None) -> dict[str, int]:
     if port_base is None:
         return {name: load_settings(name).grpc_port for name in DEFAULT_PORTS}
     return {name: port_base + 1 + i for i, name in enumerate(DEFAULT_PORTS)}
+
+
+def web_http_port(port_base: int | None = None) -> int:
+    """Where `qiji run` serves the public credentials face: CREDENTIALS_HTTP_PORT or 50057,
+    or, with a port base N, N+7."""
+    if port_base is not None:
+        return port_base + 1 + len(DEFAULT_PORTS)
+    port: int = load_settings(WEB).own_setting("HTTP_PORT")
+    return port
+
+
+def wait_http_ready(url: str, proc: subprocess.Popen[bytes] | None,
+                    timeout: float = 30.0) -> bool:
+    """Polls an HTTP readiness URL (ours, on this machine) until it answers 200."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and (proc is None or proc.poll() is None):
+        try:
+            with urllib.request.urlopen(url, timeout=1) as reply:  # noqa: S310
+                if reply.status == 200:
+                    return True
+        except OSError:
+            pass
+        time.sleep(0.2)
+    return False
 
 
 def metrics_port(service: str) -> int:
@@ -413,12 +537,15 @@ def _wait_serving(address: str, proc: subprocess.Popen[bytes], tls: TlsSettings,
 
 
 def _print_banner(services: list[str], data_dir: Path, token: str, ports: dict[str, int],
-                  metrics: dict[str, int]) -> None:
+                  metrics: dict[str, int], web: str = "", issuer_url: str = "") -> None:
     lines = ["", "Qiji is running on its embedded default (SQLite files in "
              f"{data_dir}).", ""]
     for name in services:
         lines.append(f"  {name:<11} 127.0.0.1:{ports[name]}   (gRPC, health, reflection)" + (
             f"   metrics http://127.0.0.1:{metrics[name]}/metrics" if metrics[name] else ""))
+    if web:
+        lines.append(f"  {WEB:<11} {web}/verify   (public, no token: issuer {issuer_url}, "
+                     "keys, status lists)")
     lines += [
         "",
         f"Admin token ({ADMIN_PRINCIPAL}: city_admin, operator, auditor):",
@@ -435,7 +562,10 @@ def _print_banner(services: list[str], data_dir: Path, token: str, ports: dict[s
         f"  grpcurl -plaintext -H 'authorization: Bearer {token}' \\",
         f"    127.0.0.1:{ports['identity']} qiji.identity.v1.IdentityService/ListOrganisations",
         "",
-        "More callers: .venv/bin/qiji token NAME --role platform   Stop: Ctrl-C",
+        "More callers (a platform, street office, department, merchant, community or education",
+        "provider acts for one organisation): .venv/bin/qiji token NAME --role platform "
+        "--organisation-id ID",
+        "Stop: Ctrl-C",
         "",
     ]
     print("\n".join(lines), flush=True)

@@ -22,6 +22,9 @@ DEFAULT_PORTS = {
     # The platform company's event feed gateway (services/platform): no store of its own.
     "platform": 50056,
 }
+# The public credentials face (services/credentials): HTTP, not gRPC; it serves what badges
+# publishes to anyone, with no token. `qiji run --port-base N` puts it on N+7.
+CREDENTIALS_HTTP_PORT = 50057
 # The services that keep an event store (and serve its feed and audit API); the gateway does not.
 EVENT_SOURCED_SERVICES = ("identity", "training", "merchants", "badges", "governance")
 
@@ -192,6 +195,15 @@ def one_of(*choices: str) -> Parse:
     return parse
 
 
+def exactly(*choices: str) -> Parse:
+    """One of `choices`, spelled as they are (a case that matters: `Ed25519`, `did:web`)."""
+    def parse(raw: str) -> str:
+        if raw not in choices:
+            raise ValueError(f"must be one of {', '.join(choices)}")
+        return raw
+    return parse
+
+
 def text(raw: str) -> str:
     return raw
 
@@ -259,9 +271,26 @@ class OwnSetting:
 # Settings only one service has: `<SERVICE>_<NAME>` (or `QIJI_<NAME>`), in README's table.
 OWN_SETTINGS: dict[str, dict[str, OwnSetting]] = {
     "badges": {
-        # The Ed25519 seed badges signs credentials with: base64, else its file.
+        # The issuer's keys: an Ed25519 seed (base64) and an RSA private key (PEM, or base64
+        # of it), each else its file; SIGNING_ALG chooses the one that signs.
         "SIGNING_KEY": OwnSetting(base64_key, "", secret=True),
         "SIGNING_KEY_FILE": OwnSetting(path, lambda data: str(data / "badges-signing.key")),
+        "RSA_SIGNING_KEY": OwnSetting(text, "", secret=True),
+        "RSA_SIGNING_KEY_FILE": OwnSetting(path,
+                                           lambda data: str(data / "badges-signing-rsa.pem")),
+        "SIGNING_ALG": OwnSetting(exactly("RS256", "Ed25519"), "RS256"),
+        # The city's public https:// address of the credentials face (checked by
+        # PublicUrls), and the form of the issuer's id.
+        "ISSUER_URL": OwnSetting(text, ""),
+        "ISSUER_ID_FORM": OwnSetting(exactly("https", "did:web"), "https"),
+    },
+    "credentials": {
+        # Where the public credentials face listens, and its own HTTPS certificate (for the
+        # public, not Qiji's internal CA) when it is not behind the city's reverse proxy.
+        "HTTP_HOST": OwnSetting(text, "127.0.0.1"),
+        "HTTP_PORT": OwnSetting(integer(1, MAX_PORT), str(CREDENTIALS_HTTP_PORT)),
+        "HTTPS_CERT_FILE": OwnSetting(optional_path, ""),
+        "HTTPS_KEY_FILE": OwnSetting(optional_path, ""),
     },
     "governance": {
         # Tests and drills only: a file holding the time governance takes for "now".

@@ -12,11 +12,12 @@ import structlog
 
 from services.governance.application import GovernanceApplication
 from services.governance.deadlines import DeadlineScheduler
-from services.governance.grpc_api import PERMISSIONS, add_servicers
+from services.governance.grpc_api import ACCESS, add_servicers
 from services.governance.public_events import CATALOGUE as PUBLIC_EVENTS
 from shared.config import ConfigError, Settings
 from shared.followers import Follower, GrpcFeed
 from shared.grpc.server import ServiceSpec
+from shared.tenancy import TenancyDirectory
 
 log = structlog.get_logger(__name__)
 
@@ -65,11 +66,12 @@ def make_followers(app: Any, settings: Settings) -> list[Any]:
     follower = Follower(app, feed, app.follow_identity,
                         topics=GovernanceApplication.IDENTITY_TOPICS)
     app.identity_follower = follower
+    app.directory = TenancyDirectory(feed)
     # Checked at start with every other setting (shared/config.py OWN_SETTINGS).
     poll: float = settings.own_setting("DEADLINE_POLL_SECONDS")
-    return [follower, DeadlineScheduler(app, poll_seconds=poll)]
+    return [follower, app.directory, DeadlineScheduler(app, poll_seconds=poll)]
 
 
 SPEC = ServiceSpec(name="governance", make_app=make_app, add_servicers=add_servicers,
-                   permissions=PERMISSIONS, make_followers=make_followers,
+                   access=ACCESS, make_followers=make_followers,
                    public_events=PUBLIC_EVENTS)

@@ -16,13 +16,15 @@ from shared import audit, auth
 from shared.application import QijiApplication
 from shared.errors import FieldViolation, InvalidArgument, NotFound
 from shared.grpc.convert import optional_time, timestamp
+from shared.tenancy import Access, city_wide
 
 AUDIT_ROLES = frozenset({auth.AUDITOR})
 
 
-def audit_permissions() -> dict[str, frozenset[str]]:
+def audit_access() -> dict[str, Access]:
     name = pb.DESCRIPTOR.services_by_name["AuditService"].full_name
-    return {f"/{name}/{rpc}": AUDIT_ROLES for rpc in ("GetHistory", "GetStateAsOf", "VerifyLog")}
+    return {f"/{name}/{rpc}": city_wide(AUDIT_ROLES)
+            for rpc in ("GetHistory", "GetStateAsOf", "VerifyLog")}
 
 
 def _aggregate_id(text: str) -> uuid.UUID:

@@ -33,8 +33,17 @@ BAD: dict[str, list[str]] = {
     "perk_id": ["not-a-perk"], "rider_id": ["R-1"], "badge_class_id": ["金蜂骑士"],
     "award_id": ["award-1"],
     "file": ["{tmp}/missing.jwt", "{tmp}", "{tmp}/empty.jwt", "{tmp}/binary.jwt"],
-    # `qiji token` is the lead's (issue 14 validates its organisation and subscriptions).
-    "principal": [],
+    "principal": ["", "platform company", "a" * 129, "tab\there"],
+}
+# Options that take any text, and why; any other option without a type needs bad values here.
+FREE_TEXT = {
+    "--host": "a host name or address: dialled, and refused by the network if wrong",
+    "--token": "a token: refused by the service if wrong (UNAUTHENTICATED, one line)",
+    "--certificate-subject": "a certificate's name: only ever compared",
+}
+BAD_OPTIONS: dict[str, list[str]] = {
+    "--organisation-id": ["nope", "12345"],
+    "--subscribe": ["qiji.nope", "qiji.training.v1.NoSuchEvent"],
 }
 # Values no typed option accepts.
 NOT_A_VALUE = ["nope!", ""]
@@ -63,11 +72,17 @@ def options(parser: argparse.ArgumentParser) -> list[argparse.Action]:
     return [a for a in parser._actions if a.option_strings and a.dest != "help"]
 
 
+# Values for the options a subcommand requires.
+REQUIRED = {"--role": "auditor", "--organisation-id": ID}
+
+
 def good_words(parser: argparse.ArgumentParser, *, but: str = "", bad: str = "") -> list[str]:
-    """Values for every positional argument, `bad` for the one named `but`."""
+    """Values for every positional argument (`bad` for the one named `but`) and every
+    required option."""
     words = [bad if a.dest == but else GOOD[a.dest] for a in positionals(parser)]
-    if any(o.dest == "role" for o in options(parser)):  # a required option
-        words += ["--role", "auditor", "--tokens-file", "{tmp}/tokens.json"]
+    for option in options(parser):
+        if option.required:
+            words += [option.option_strings[-1], REQUIRED[option.option_strings[-1]]]
     return words
 
 
@@ -93,7 +108,9 @@ def cases() -> Iterator[Any]:
                      *elsewhere(parser)], id=f"{name}: {action.dest}={value!r}")
         for action in options(parser):
             flag = action.option_strings[-1]
-            if action.choices:
+            if flag in BAD_OPTIONS:
+                values = BAD_OPTIONS[flag]
+            elif action.choices:
                 values = ["no-such-choice"]
             elif action.type is not None and action.type not in (str, Path):
                 values = [*NOT_A_VALUE, *(PORT_BASES if action.type is addressing.port_base
@@ -130,10 +147,14 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     return {"tmp": str(tmp_path), "base": str(free_port_base())}
 
 
-def test_every_positional_argument_has_bad_values_to_try() -> None:
+def test_every_argument_has_bad_values_to_try() -> None:
     missing = {f"{' '.join(path)} {a.dest}" for path, parser in LEAVES.items()
                for a in positionals(parser) if a.dest not in BAD or a.dest not in GOOD}
     assert not missing, f"add them to GOOD and BAD: {sorted(missing)}"
+    text = {f"{' '.join(path)} {a.option_strings[-1]}" for path, parser in LEAVES.items()
+            for a in options(parser) if a.type in (None, str) and not a.choices
+            and a.nargs != 0 and a.option_strings[-1] not in {*FREE_TEXT, *BAD_OPTIONS}}
+    assert not text, f"add bad values to BAD_OPTIONS, or say in FREE_TEXT why any do: {text}"
 
 
 @pytest.mark.parametrize("argv", list(cases()))
