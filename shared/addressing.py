@@ -94,16 +94,18 @@ class Dialer:
 
 
 def port_base(raw: str) -> int:
-    """argparse type of a port base N: Qiji serves on N+1..N+6, all of them ports."""
+    """argparse type of a port base N: Qiji serves gRPC on N+1..N+6 and the public credentials
+    face on N+7, all of them ports."""
     try:
         base = int(raw)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{raw!r} is not a number") from None
-    highest = MAX_PORT - len(DEFAULT_PORTS)
+    used = len(DEFAULT_PORTS) + 1  # the gRPC services, then the credentials face
+    highest = MAX_PORT - used
     if not 0 < base <= highest:
         raise argparse.ArgumentTypeError(
             f"{base} puts ports outside 1..{MAX_PORT}: give 1 to {highest} "
-            f"(Qiji serves on N+1..N+{len(DEFAULT_PORTS)})")
+            f"(Qiji serves on N+1..N+{used})")
     return base
 
 

@@ -47,7 +47,7 @@ BAD_OPTIONS: dict[str, list[str]] = {
 }
 # Values no typed option accepts.
 NOT_A_VALUE = ["nope!", ""]
-PORT_BASES = ["70000", "0", "-5", "65530"]
+PORT_BASES = ["70000", "0", "-5", "65529"]
 
 
 def leaves(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()
