@@ -170,8 +170,7 @@ def resolve(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> D
         addresses = {s: f"{host or '127.0.0.1'}:{port + offset}"
                      for s, port in DEFAULT_PORTS.items()}
     elif base is not None:
-        addresses = {s: f"{host or '127.0.0.1'}:{base + 1 + i}"
-                     for i, s in enumerate(DEFAULT_PORTS)}
+        addresses = port_base_addresses(base, host or "127.0.0.1")
     else:
         running = {} if host else running_addresses(own.data_dir)
         addresses = {}
@@ -192,6 +191,11 @@ def resolve(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> D
                    or (run_dir / "tokens.json" if run_dir is not None else own.tokens_file))
     return Deployment(addresses=addresses, token=token, token_source=token_source,
                       tokens_file=Path(tokens_file), tls=own.tls)
+
+
+def port_base_addresses(base: int, host: str = "127.0.0.1") -> dict[str, str]:
+    """Where a `qiji run --port-base N` serves each service: N+1 for identity, and so on."""
+    return {s: f"{host}:{base + 1 + i}" for i, s in enumerate(DEFAULT_PORTS)}
 
 
 def _configured_address(env: Mapping[str, str], service: str) -> str:

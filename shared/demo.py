@@ -823,8 +823,7 @@ def run_embedded(args: argparse.Namespace) -> int:
                 time.sleep(0.2)
             args.wait = max(1.0, deadline - time.monotonic())
             code = run(args, Deployment(
-                addresses={name: f"127.0.0.1:{port_base + 1 + i}"
-                           for i, name in enumerate(DEFAULT_PORTS)},
+                addresses=addressing.port_base_addresses(port_base),
                 token=token_file.read_text().strip() if token_file.exists() else "",
                 token_source=f"{token_file} was not made", tokens_file=data_dir / "tokens.json",
                 tls=load_tls_settings("qiji", os.environ)))

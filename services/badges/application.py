@@ -323,22 +323,11 @@ class BadgesApplication(QijiApplication):
         badge = self.badge_class(badge_class_id)
         award_id = record.held.get(badge_class_id)
         if award_id is None:
-            self.views.catch_up()
-            earlier = [a for a in (self.award(i) for i in self.views.awards_of(rider_id))
-                       if a.badge_class_id == badge_class_id]
-            if not earlier:
-                raise NotFound("award", badge_class_id,
-                               f"rider {rider_id} has never held badge class {badge_class_id} "
-                               f"({badge.name})")
-            award = max(earlier, key=lambda a: a.awarded_at)
-            award_id = str(award.id)
-        else:
-            award = self.award(award_id)
+            raise self._not_held(rider_id, badge_class_id, badge.name)
+        award = self.award(award_id)
         criteria = badge.criteria(award.criteria_version)
         kind = "an automatic" if award.kind == AUTOMATIC else "a manual"
-        status = award.status_at(self.clock())
-        holds = "holds" if status == "ACTIVE" else "no longer holds"
-        lines = [f"Rider {rider_id} {holds} {badge.name} (award {award_id}), {kind}"
+        lines = [f"Rider {rider_id} holds {badge.name} (award {award_id}), {kind}"
                  f" award made {award.awarded_at.isoformat()} by {award.awarded_by}.",
                  f"Criteria version {award.criteria_version}: {criteria.describe()}."]
         if award.reason:
@@ -346,14 +335,29 @@ class BadgesApplication(QijiApplication):
         lines += [f"- {e['source']} {e['reference']}"
                   + (f" (log position {e['position']})" if e["position"] else "")
                   + f": {e['narrative']}" for e in award.evidence]
-        if award.revoked_at is not None:
-            lines.append(f"Revoked {award.revoked_at.isoformat()} by {award.revoked_by}: "
-                         f"{award.revoke_reason}")
-        elif award.expires_at and status == "EXPIRED":
-            lines.append(f"Expired {award.expires_at.isoformat()}.")
-        elif award.expires_at:
+        if award.expires_at:
             lines.append(f"Valid until {award.expires_at.isoformat()}.")
         return Explanation(award, badge, criteria, "\n".join(lines))
+
+    def _not_held(self, rider_id: str, badge_class_id: str, name: str) -> NotFound:
+        """NOT_FOUND (as every release answered), saying plainly why: never held, or held
+        once and how that award ended, so the auditor knows where to look next."""
+        self.views.catch_up()
+        earlier = sorted((a for a in (self.award(i) for i in self.views.awards_of(rider_id))
+                          if a.badge_class_id == badge_class_id), key=lambda a: a.awarded_at)
+        if not earlier:
+            return NotFound("award", badge_class_id, f"rider {rider_id} has never held "
+                            f"{name} (badge class {badge_class_id})")
+        last = earlier[-1]
+        if last.revoked_at is not None:
+            ended = (f"revoked {last.revoked_at.isoformat()} by {last.revoked_by}: "
+                     f"{last.revoke_reason}")
+        else:
+            ended = f"expired {last.expires_at.isoformat() if last.expires_at else ''}"
+        return NotFound("award", badge_class_id, f"rider {rider_id} no longer holds {name}: "
+                        f"award {last.id} (made {last.awarded_at.isoformat()} by "
+                        f"{last.awarded_by}) was {ended}; its trail: qiji audit history "
+                        f"badges {last.id}")
 
     # ------------------------------------------------------------------ credentials
 

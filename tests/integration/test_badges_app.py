@@ -217,21 +217,24 @@ def test_manual_awards_need_a_reason_revocation_is_final_for_automatic_awards(wo
     assert serve(world, rider, "4")["award_ids"] == []  # an official revoked it: not re-made
 
 
-def test_a_revoked_award_is_still_explained_and_a_badge_never_held_is_said_plainly(world):
+def test_a_badge_no_longer_or_never_held_is_not_found_and_says_why(world):
     golden = badge(world, min_volunteer_hours="2")
     rider, other = new_rider(world), new_rider(world)
     award_id = serve(world, rider, "2")["award_ids"][0]
     with as_actor(OFFICE):
         world["badges"].revoke_award(award_id=award_id, reason="hours logged twice")
-    why = world["badges"].explain(rider_id=rider, badge_class_id=golden)
-    assert why.award.status == "REVOKED"
-    assert f"no longer holds 金蜂骑士 (award {award_id})" in why.text
-    assert "Revoked" in why.text and "beidajie-desk: hours logged twice" in why.text
-    assert "2 h of volunteer service confirmed" in why.text  # its evidence, still
+    with pytest.raises(NotFound) as revoked:
+        world["badges"].explain(rider_id=rider, badge_class_id=golden)
+    # NOT_FOUND, as every release answered, and the reason too; the message says what ended it.
+    assert revoked.value.reason == "AWARD_NOT_FOUND"
+    assert revoked.value.message.startswith(
+        f"rider {rider} no longer holds 金蜂骑士: award {award_id} (made ")
+    assert revoked.value.message.endswith(
+        f"was revoked {world['clock']().isoformat()} by beidajie-desk: hours logged twice; "
+        f"its trail: qiji audit history badges {award_id}")
     with pytest.raises(NotFound) as never:
         world["badges"].explain(rider_id=other, badge_class_id=golden)
-    assert never.value.message == (f"rider {other} has never held badge class {golden} "
-                                   "(金蜂骑士)")
+    assert never.value.message == f"rider {other} has never held 金蜂骑士 (badge class {golden})"
 
 
 def test_awards_expire_on_their_date(world):

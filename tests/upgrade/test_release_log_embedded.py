@@ -77,7 +77,8 @@ def test_every_event_decodes_verifies_and_replays(data: Path) -> None:
 
 
 def test_qiji_run_on_the_old_data_answers_as_the_old_release_did(data: Path) -> None:
-    from shared.demo import Stack, addresses, free_port_base
+    from shared.addressing import port_base_addresses
+    from shared.demo import Stack, free_port_base
     base = free_port_base()
     # 0.1.0's platform caller brought across (its token rotated: the file keeps only hashes),
     # and a competing platform's caller.
@@ -91,7 +92,7 @@ def test_qiji_run_on_the_old_data_answers_as_the_old_release_did(data: Path) -> 
     proc = subprocess.Popen([sys.executable, "-m", "shared.cli", "run", "--port-base",
                              str(base)], env=embedded_env(data), stdout=log, stderr=log)
     try:
-        where = addresses("127.0.0.1", base, [])
+        where = port_base_addresses(base)
         Stack(where).wait_serving(60)
         token = (data / "admin.token").read_text().strip()
         problems = ask_again(where, token, OLDEST / "embedded" / "answers.json")
