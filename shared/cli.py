@@ -19,6 +19,7 @@ from shared.config import (
     EVENT_SOURCED_SERVICES,
     ConfigError,
     Settings,
+    env_for,
     load_settings,
 )
 from shared.grpc.channels import open_channel
@@ -68,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
                           "(or, with --embedded, one it starts and stops)")
     from shared.demo import add_arguments as demo_arguments
     demo_arguments(demo)
-    audit = sub.add_parser("audit", help="answer an auditor: history, as-of, verify, perk, award")
+    audit = sub.add_parser("audit", help="answer an auditor: history, as-of, verify, perk, "
+                           "award; keep checkpoints")
     audit.add_argument("--token", default=os.environ.get("QIJI_TOKEN", ""),
                        help="an auditor's token (default: $QIJI_TOKEN, else data/admin.token)")
     audit.add_argument("--host", default="127.0.0.1")
@@ -83,6 +85,20 @@ def main(argv: list[str] | None = None) -> int:
     v = asub.add_parser("verify", help="prove a service's log was not altered (all by default)")
     v.add_argument("services", nargs="*",
                    help=f"some of {EVENT_SOURCED_SERVICES} (default: all)")
+    v.add_argument("--checkpoints", action="append", metavar="FILE",
+                   help="signed checkpoints a witness kept (JSON lines, as `qiji audit "
+                   "checkpoints` or an AMQP consumer wrote them); repeat for several files")
+    v.add_argument("--checkpoints-from-feed", action="store_true",
+                   help="also every checkpoint on the platform feed now (needs --feed-token)")
+    v.add_argument("--verifier-key", action="append", default=[], metavar="KEY",
+                   help="a log's checkpoint verifier key as the city publishes it "
+                   "(name+keyid+base64): checkpoints it did not sign are refused here")
+    _feed_arguments(v)
+    c = asub.add_parser("checkpoints", help="keep a witness copy: append every checkpoint "
+                        "published since the last run to a file")
+    c.add_argument("--out", required=True, help="the file to append to (its cursor is kept "
+                   "beside it, in FILE.cursor)")
+    _feed_arguments(c)
     p = asub.add_parser("perk", help="every redemption of a perk, with the quota after each")
     p.add_argument("perk_id")
     w = asub.add_parser("award", help="why a rider holds a badge")
@@ -120,6 +136,13 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _feed_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--feed-address", default=f"127.0.0.1:{DEFAULT_PORTS['platform']}",
+                        help="the platform gateway (default: %(default)s)")
+    parser.add_argument("--feed-token", default="",
+                        help="a platform-role token for the feed (default: $QIJI_FEED_TOKEN)")
+
+
 def _run(services: list[str], *, relay: bool = False, port_base: int | None = None) -> int:
     unknown = set(services) - set(SERVICES)
     if unknown:
@@ -151,7 +174,7 @@ def _run(services: list[str], *, relay: bool = False, port_base: int | None = No
     for name in services:
         # The module names come from SERVICES above, never from input.
         processes[name] = subprocess.Popen(  # noqa: S603
-            [sys.executable, "-m", f"services.{name}"], env=env)
+            [sys.executable, "-m", f"services.{name}"], env=env_for(name, env))
     stopping = False
 
     def stop(_signum: int, _frame: object) -> None:
@@ -168,7 +191,7 @@ def _run(services: list[str], *, relay: bool = False, port_base: int | None = No
         if relay:
             # Started once the services answer; it has no gRPC port of its own to wait for.
             processes["relay"] = subprocess.Popen(
-                [sys.executable, "-m", "services.relay"], env=env)
+                [sys.executable, "-m", "services.relay"], env=env_for("relay", env))
         _print_banner(services, settings.data_dir, admin_token, ports, metrics)
         while not stopping:
             for name, proc in processes.items():

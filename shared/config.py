@@ -89,6 +89,11 @@ class Settings:
     # A service's own signing key (badges signs credentials with it): base64 or a file.
     signing_key: str
     signing_key_file: Path
+    # The audit signing key (Ed25519) every service signs its log's checkpoints with, and the
+    # name its checkpoints carry: `<audit_origin>/<service>` (shared/checkpoints.py).
+    audit_signing_key: str
+    audit_signing_key_file: Path
+    audit_origin: str
     # The environment the settings were read from, for a service's own extra settings.
     env: Mapping[str, str]
     tls: TlsSettings = field(default_factory=TlsSettings)
@@ -131,6 +136,15 @@ def _identifier(name: str) -> str:
     return name
 
 
+def _origin(name: str) -> str:
+    # The first line of every checkpoint and its key name: c2sp.org/signed-note forbids spaces
+    # and "+" in it; a schema-less URL of the city's is the recommended form.
+    if not name or any(c.isspace() or c == "+" for c in name):
+        raise ConfigError(f"AUDIT_ORIGIN must be a name without spaces or '+' (e.g. "
+                          f"audit.changzhou.gov.cn/qiji), got {name!r}")
+    return name
+
+
 def load_settings(service: str, env: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if env is None else env
     persistence = _lookup(env, service, "PERSISTENCE", "sqlite").lower()
@@ -167,6 +181,10 @@ def load_settings(service: str, env: Mapping[str, str] | None = None) -> Setting
         signing_key=_lookup(env, service, "SIGNING_KEY", ""),
         signing_key_file=Path(_lookup(env, service, "SIGNING_KEY_FILE",
                                       str(data_dir / f"{service}-signing.key"))),
+        audit_signing_key=_lookup(env, service, "AUDIT_SIGNING_KEY", ""),
+        audit_signing_key_file=Path(_lookup(env, service, "AUDIT_SIGNING_KEY_FILE",
+                                            str(data_dir / "audit-signing.key"))),
+        audit_origin=_origin(_lookup(env, service, "AUDIT_ORIGIN", "qiji.local")),
         env=dict(env),
         tls=load_tls_settings(service, env),
     )
@@ -199,3 +217,18 @@ def load_tls_settings(service: str, env: Mapping[str, str]) -> TlsSettings:
                           "only presented over TLS, and TLS_CA_FILE names the roots that "
                           "verify the servers")
     return tls
+
+
+# Settings that hand a process a key: the master key, the audit and badges signing keys.
+_KEY_SETTINGS = ("MASTER_KEY", "MASTER_KEY_FILE", "SIGNING_KEY", "SIGNING_KEY_FILE")
+
+
+def env_for(name: str, env: Mapping[str, str]) -> dict[str, str]:
+    """One process's environment: every setting, but keys only for the processes that use them
+    (least privilege). The five services hold the master key (personal data, and the audit
+    key derived from it that MACs and seals events) and the audit signing key (checkpoints);
+    badges alone its credential key. The platform gateway and the relay hold none: they face
+    outside parties, and the services check every event's MAC for them."""
+    own = ("QIJI_", f"{name.upper()}_") if name in EVENT_SOURCED_SERVICES else ()
+    return {key: value for key, value in env.items()
+            if not key.endswith(_KEY_SETTINGS) or key.startswith(own)}

@@ -18,6 +18,8 @@ from typing import Any
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from shared.signing import load_key
+
 SEAL_PREFIX = "pd1:"
 ERASED = "[erased]"
 
@@ -172,30 +174,5 @@ class PersonalDataVault:
 def load_master_key(value: str, key_file: os.PathLike[str] | str, *, create: bool) -> bytes:
     """The master key from its setting (base64), else from its file; `create` makes the file for
     the embedded default, where there is no operator to hand one out."""
-    if value:
-        key = base64.b64decode(value)
-    else:
-        path = os.fspath(key_file)
-        if not os.path.exists(path):
-            if not create:
-                raise FileNotFoundError(
-                    f"no master key: set QIJI_MASTER_KEY (base64 of 32 bytes) or create {path}"
-                )
-            os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-            # Written under a temporary name and linked into place, so a second process
-            # starting at the same moment never reads a half-written key.
-            tmp = f"{path}.{os.getpid()}.tmp"
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as f:
-                f.write(base64.b64encode(os.urandom(32)).decode())
-            try:
-                os.link(tmp, path)
-            except FileExistsError:
-                pass
-            finally:
-                os.unlink(tmp)
-        with open(path) as f:
-            key = base64.b64decode(f.read().strip())
-    if len(key) != 32:
-        raise ValueError("the master key must decode to 32 bytes")
-    return key
+    return load_key(value, key_file, create=create, setting="QIJI_MASTER_KEY",
+                    what="master key")

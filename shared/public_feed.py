@@ -16,6 +16,7 @@ from decimal import Decimal
 from enum import Enum
 from typing import Any
 
+from shared.checkpoints import CHECKPOINT_TOPIC
 from shared.errors import FieldViolation, InvalidArgument
 
 SPEC_VERSION = "1.0"
@@ -82,12 +83,14 @@ class PublicEvent:
 
 
 class PublicCatalogue:
-    """A service's public types, keyed by name and by the internal topic each is made from."""
+    """A service's public types, keyed by name and by the internal topic each is made from.
+    Every service's catalogue carries its log's signed checkpoints too (`checkpoint_type`): a
+    log without outside witnesses could be rewritten unseen."""
 
     def __init__(self, service: str, types: Iterable[PublicType]):
         self.service = service
         self.source = f"/qiji/{service}"
-        self.types = {t.name: t for t in types}
+        self.types = {t.name: t for t in [*types, checkpoint_type(service)]}
         self._by_topic: dict[str, list[PublicType]] = {}
         for t in self.types.values():
             if not t.name.startswith(f"qiji.{service}.v"):
@@ -117,6 +120,25 @@ class PublicCatalogue:
                 source=self.source, type=t.name, time=fact.time.astimezone(UTC),
                 subject=mapped.subject, data=plain(mapped.data), position=fact.position))
         return found
+
+
+# The checkpoint type's fields. Not about any rider: every consumer of every organisation
+# receives it (it is the point that many independent parties hold copies).
+CHECKPOINT_FIELDS = ("origin", "position", "seal", "key_id", "checkpoint", "signed_time")
+
+
+def checkpoint_type(service: str) -> PublicType:
+    """`qiji.<service>.v1.LogCheckpointSigned`: a signed checkpoint of the service's log
+    (shared/checkpoints.py), for witnesses to keep."""
+    return PublicType(f"qiji.{service}.v1.LogCheckpointSigned", CHECKPOINT_TOPIC,
+                      CHECKPOINT_FIELDS, _checkpoint)
+
+
+def _checkpoint(_app: Any, fact: Fact) -> Mapped:
+    e = fact.event
+    return Mapped(e.origin, {"origin": e.origin, "position": e.position, "seal": e.seal,
+                             "key_id": e.key_id, "checkpoint": e.note,
+                             "signed_time": e.timestamp})
 
 
 def event_id(service: str, originator_id: uuid.UUID, version: int, type_name: str) -> str:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import os
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,8 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from shared.signing import load_key
 
 OB3_CONTEXT = [
     "https://www.w3.org/ns/credentials/v2",
@@ -48,25 +49,8 @@ class IssuerKey:
 
     @classmethod
     def load(cls, value: str, key_file: Path, *, create: bool) -> IssuerKey:
-        if value:
-            return cls(base64.b64decode(value))
-        if not key_file.exists():
-            if not create:
-                raise FileNotFoundError(
-                    f"no badges signing key: set BADGES_SIGNING_KEY (base64 of a 32-byte "
-                    f"Ed25519 seed) or create {key_file}")
-            key_file.parent.mkdir(parents=True, exist_ok=True)
-            tmp = key_file.with_suffix(f".{os.getpid()}.tmp")
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as f:
-                f.write(base64.b64encode(os.urandom(32)).decode())
-            try:
-                os.link(tmp, key_file)
-            except FileExistsError:
-                pass
-            finally:
-                os.unlink(tmp)
-        return cls(base64.b64decode(key_file.read_text().strip()))
+        return cls(load_key(value, key_file, create=create, setting="BADGES_SIGNING_KEY",
+                            what="badges signing key (an Ed25519 seed)"))
 
     def sign(self, credential: dict[str, Any]) -> str:
         header = {"alg": "EdDSA", "typ": "vc+jwt", "cty": "vc", "kid": self.key_id}

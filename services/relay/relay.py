@@ -16,6 +16,13 @@ Guarantees:
   repeated.
 - Order: within one service, log order (one publisher, one channel, confirms awaited in turn);
   no order between services, as in the gRPC feed.
+- Nothing unchecked: the relay holds no key of its own (least privilege: it faces the broker,
+  and a MAC key would let whoever took it over forge events every follower accepts). Each
+  service checks every event's MAC as it reads it for the relay (the only place where the row
+  and the key meet) and stops its answer at one that fails (`integrity_failure`): the relay
+  publishes what came before, stores that position, raises `qiji_audit_intact{reader="relay"}
+  0`, logs `integrity.broken` naming the service and position, and asks again each cycle (at
+  the idle pace); it never skips the event.
 - No personal data over AMQP: the relay reads with `consumer_organisation_id=""`, which the
   services answer without any personal field (no name, no phone, never a national id), whatever
   consents exist. Consumers that need consented fields use the gRPC gateway with their own
@@ -64,6 +71,7 @@ from services.relay.cloudevents import SOURCE_SERVICE, register_serializer, stru
 from services.relay.positions import PositionStore, open_positions
 from shared import metrics as shared_metrics
 from shared.config import EVENT_SOURCED_SERVICES, ConfigError, Settings, load_settings
+from shared.integrity import ALARM
 from shared.leadership import Lease
 from shared.leadership import leadership as hold_leadership
 from shared.logging import configure as configure_logging
@@ -119,6 +127,9 @@ class ServiceState:
     retry_at: float = 0.0
     backoff: float = BACKOFF_START
     last_position: int = 0
+    # Stopped at an event that fails its integrity check: it is never published, nor anything
+    # after it, until the store is repaired.
+    stopped_at: int = 0
 
 
 @dataclass
@@ -170,6 +181,15 @@ class Relay:
             metrics.BROKER_UP.set(1)
         if reply.next_position > state.next_position:
             self._store(state, reply.next_position)
+        if reply.HasField("integrity_failure"):
+            # The service checked each event's MAC as it read it for us and stopped at this
+            # one: publish nothing of it or after it, say so, and ask again next cycle.
+            failure = reply.integrity_failure
+            state.stopped_at = failure.position
+            ALARM.broken(state.name, NAME, failure.position, failure.problem)
+        elif state.stopped_at:
+            state.stopped_at = 0
+            ALARM.intact(state.name, NAME)
         metrics.read(state.name, published_through=state.next_position - 1,
                      last_position=reply.last_position)
         if reply.events:
@@ -202,13 +222,17 @@ class Relay:
                         return
                     if state.retry_at <= time.monotonic():
                         self.run_once(state)
-                        # More stored than read: go on at once, without the poll pause.
-                        busy |= state.next_position <= state.last_position
+                        # More stored than read: go on at once, without the poll pause (but not
+                        # for a service stopped at a bad event: it waits like an idle one).
+                        busy |= (state.next_position <= state.last_position
+                                 and not state.stopped_at)
                 if broker_backoff > BACKOFF_START:
                     log.info("relay.broker_back")
                 broker_backoff = BACKOFF_START
                 # Healthy when every service's feed answered its latest read (one in backoff
                 # has not); the broker and the position store answered, or we would be below.
+                # (A service stopped at an event that fails its integrity check is not a sick
+                # relay — restarting it would change nothing: that is the integrity alarm's.)
                 metrics.HEALTHY.set(all(s.backoff == BACKOFF_START
                                         for s in self.services.values()))
             except BrokerDown as down:

@@ -2,9 +2,10 @@
 RabbitMQ, on which ports; bringing it up and down.
 
 The run directory holds everything `up` makes and later commands need: `stack.json` (the
-settings it was brought up with; no password), the tokens file, the master key and the badges
-signing key (made on the first `up` and kept after: losing the master key loses every rider's
-personal data and the audit chain), the admin token, one pid file and one log file per process.
+settings it was brought up with; no password), the tokens file, the master key, the badges
+signing key and the audit signing key (made on the first `up` and kept after: losing the master
+key loses every rider's personal data and the audit chain), the admin token, one pid file and
+one log file per process.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from psycopg import sql
 from shared.auth import add_caller
 from shared.cli import ADMIN_PRINCIPAL, SERVICES, SERVICES_PRINCIPAL, _admin_token, _wait_serving
 from shared.cli import metrics_port as default_metrics_port
-from shared.config import DEFAULT_PORTS, TlsSettings, load_tls_settings
+from shared.config import DEFAULT_PORTS, TlsSettings, env_for, load_tls_settings
 from shared.logging import redacted
 from shared.ops import DEPENDENCY_UNREACHABLE, REFUSED, UNHEALTHY, OpsError
 from shared.personal_data import load_master_key
@@ -130,6 +131,25 @@ class Stack:
     def signing_key_file(self) -> Path:
         return self.run_dir / "badges-signing.key"
 
+    @property
+    def audit_signing_key_file(self) -> Path:
+        return self.run_dir / "audit-signing.key"
+
+    def verifier_key(self, service: str) -> str | None:
+        """The checkpoint verifier key of a service's log (what auditors pin), from the audit
+        signing key this stack gives its services; None if there is none to read."""
+        from shared.checkpoints import CheckpointSigner, origin_of
+        from shared.config import load_settings
+        from shared.signing import load_key
+        try:
+            seed = load_key(os.environ.get("QIJI_AUDIT_SIGNING_KEY", ""),
+                            self.audit_signing_key_file, create=False,
+                            setting="QIJI_AUDIT_SIGNING_KEY", what="audit signing key")
+        except (FileNotFoundError, ValueError):
+            return None
+        origin = load_settings(service, self.settings_env()).audit_origin
+        return CheckpointSigner(seed, origin_of(origin, service)).verifier_key
+
     def pid_file(self, name: str) -> Path:
         return self.run_dir / "pids" / f"{name}.pid"
 
@@ -189,6 +209,8 @@ class Stack:
             env["QIJI_MASTER_KEY_FILE"] = str(self.master_key_file)
         if not env.get("BADGES_SIGNING_KEY"):
             env["BADGES_SIGNING_KEY_FILE"] = str(self.signing_key_file)
+        if not env.get("QIJI_AUDIT_SIGNING_KEY"):
+            env["QIJI_AUDIT_SIGNING_KEY_FILE"] = str(self.audit_signing_key_file)
         return env
 
 
@@ -275,7 +297,8 @@ def _start(stack: Stack, name: str, env: dict[str, str]) -> subprocess.Popen[byt
         # A session of its own: the process outlives `up` and the operator's terminal.
         # The module names come from PROCESSES, never from input.
         proc = subprocess.Popen(  # noqa: S603
-            [sys.executable, "-m", f"services.{name}"], cwd=REPO, env=env, stdout=log,
+            [sys.executable, "-m", f"services.{name}"], cwd=REPO, env=env_for(name, env),
+            stdout=log,
             stderr=log, stdin=subprocess.DEVNULL, start_new_session=True)
     write_private(stack.pid_file(name), f"{proc.pid}\n")
     return proc
@@ -314,6 +337,14 @@ def up(stack: Stack, *, timeout: float, out: Say = say) -> None:
         from services.badges.credentials import IssuerKey
         IssuerKey.load("", stack.signing_key_file, create=True)
         out(f"made the badges signing key {stack.signing_key_file}")
+    if (not os.environ.get("QIJI_AUDIT_SIGNING_KEY")
+            and not stack.audit_signing_key_file.exists()):
+        from shared.signing import load_key
+        load_key("", stack.audit_signing_key_file, create=True,
+                 setting="QIJI_AUDIT_SIGNING_KEY", what="audit signing key")
+        out(f"made the audit signing key {stack.audit_signing_key_file}: the services sign "
+            "their logs' checkpoints with it; keep it, and publish the verifier keys "
+            "`deploy/status` prints so that witnesses can check the checkpoints")
     _admin_token(stack.tokens_file, stack.admin_token_file)
     # The processes' own token for reading each other's feeds: new at every up, since only
     # the processes started here hold it.

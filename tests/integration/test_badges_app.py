@@ -23,7 +23,7 @@ from services.identity.domain.values import OrganisationKind
 from services.training import events as training_events
 from shared.errors import AlreadyExists, FailedPrecondition, InvalidArgument
 from shared.followers import Follower, LocalFeed, UpstreamEvent
-from tests.conftest import MASTER_KEY, actor, as_actor, settings_for
+from tests.conftest import MASTER_KEY, actor, as_actor, settings_for, stored_state
 
 # Configured, as in production: the same key across restarts, so credentials keep verifying.
 ISSUER_KEY = IssuerKey(bytes(range(100, 132)))
@@ -50,7 +50,7 @@ class ListFeed:
     def add(self, topic: str, originator: uuid.UUID, **state) -> None:
         state.setdefault("timestamp", datetime.now(UTC))
         self.events.append(UpstreamEvent(self.name, len(self.events) + 1, originator, 1, topic,
-                                         state))
+                                         stored_state(originator, 1, topic, state)))
 
     def read(self, from_position, limit, topics):
         return [e for e in self.events[from_position - 1:][:limit]
