@@ -388,9 +388,14 @@ class Sealer:
         signed = self.signer.sign(position, seal)
         with context.acting_as(RequestContext(actor=SEALER_ACTOR, rpc="audit:checkpoint")):
             try:
-                self.app.save(LogCheckpoint.of(signed, self.signer))
+                recordings = self.app.save(LogCheckpoint.of(signed, self.signer))
             except IntegrityError:
                 pass  # another replica signed this very head first
+            else:
+                # Remembered at once, not only once sealed: a witness may hold it before the
+                # sealer's next round, and the log must never be let fall behind it.
+                self._newest = (recordings[-1].notification.id, signed)
+                metrics.AUDIT_CHECKPOINT_POSITION.labels(self.app.name).set(position)
         self._signed_at = time.monotonic()
         self._signed_position = position
         log.info("audit.checkpoint_signed", position=position, seal=seal.hex())

@@ -93,10 +93,13 @@ class CheckpointSigner:
         return CheckpointVerifier.parse(self.verifier_key)
 
     def sign(self, position: int, seal: bytes) -> Checkpoint:
-        body = checkpoint_body(self.origin, position, seal)
-        signature = base64.b64encode(self.key_id + self._private.sign(body.encode())).decode()
         return Checkpoint(self.origin, position, seal,
-                          f"{body}\n{DASH} {self.origin} {signature}\n")
+                          self.sign_text(checkpoint_body(self.origin, position, seal)))
+
+    def sign_text(self, text: str) -> str:
+        """A signed note of `text` (which ends in a newline), c2sp.org/signed-note."""
+        signature = base64.b64encode(self.key_id + self._private.sign(text.encode())).decode()
+        return f"{text}\n{DASH} {self.origin} {signature}\n"
 
 
 class CheckpointVerifier:
@@ -123,8 +126,12 @@ class CheckpointVerifier:
         return cls(name, Ed25519PublicKey.from_public_bytes(raw[1:]), ident, text.strip())
 
     def verify(self, note: str) -> Checkpoint:
-        """The checkpoint in `note` if this key signed it; BadCheckpoint otherwise (notes
-        signed only by other keys included: c2sp.org/signed-note says to ignore those)."""
+        """The checkpoint in `note` if this key signed it; BadCheckpoint otherwise."""
+        return parse_body(self.open(note), note)
+
+    def open(self, note: str) -> str:
+        """The text of `note` if this key signed it; BadCheckpoint otherwise (notes signed
+        only by other keys included: c2sp.org/signed-note says to ignore those)."""
         body, signatures = split_note(note)
         good = False
         for name, blob in signatures:
@@ -138,7 +145,7 @@ class CheckpointVerifier:
             good = True
         if not good:
             raise BadCheckpoint(f"not signed by {self.name} (key id {self.key_id.hex()})")
-        return parse_body(body, note)
+        return body
 
 
 def split_note(note: str) -> tuple[str, list[tuple[str, bytes]]]:

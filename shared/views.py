@@ -28,9 +28,12 @@ PROGRESS_EVERY = 10_000
 
 class LogFollower:
     """Applies the service's own log to a view, in order. An event that fails its integrity
-    check stops the view there (it never applies anything past it, so it answers as of the
-    event before) and raises the integrity alarm; the next catch-up tries again, so a repaired
-    store resumes it."""
+    check stops the view there: it never applies anything past it, and raises the integrity
+    alarm. A view that cannot be brought up to date must not answer as if it were (a rule
+    checked against it would miss what came after), so every later catch-up — before each
+    query and command that reads the view — raises EventIntegrityError (DATA_LOSS to the
+    caller) until the store is repaired; the rebuild at start alone does not raise, so that the
+    process comes up and serves its health, its audit API and what needs no view."""
 
     def __init__(self, app: QijiApplication, name: str,
                  apply: Callable[[int, Any], None]):
@@ -40,18 +43,22 @@ class LogFollower:
         self._lock = threading.Lock()
         self._reader = f"{app.name}.view.{name}"
         self._stopped = False
+        self._started = False
         self.position = 0
 
     def catch_up(self) -> int:
         """Applies every event stored since the last call; returns how many."""
         with self._lock:
+            first, self._started = not self._started, True
             try:
                 applied = self._catch_up()
             except EventIntegrityError as error:
                 self._stopped = True
                 ALARM.broken(self._app.name, self._reader,
                              error.position or self.position + 1, error.problem)
-                return 0
+                if first:
+                    return 0
+                raise
             if self._stopped:
                 self._stopped = False
                 ALARM.intact(self._app.name, self._reader)

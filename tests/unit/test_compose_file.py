@@ -69,3 +69,15 @@ def test_the_tokens_file_is_mounted_by_its_directory_so_rotations_reach_the_serv
     for name in SERVICES:
         mounts = [v.split(":") for v in compose["services"][name].get("volumes", [])]
         assert any(Path(target) == tokens_file.parent for _source, target, *_ in mounts), name
+
+
+def test_keys_reach_the_five_services_only():
+    """The gateway and the relay face outside parties and hold no key (the services check
+    every event's MAC for them); every service holds the master and audit signing keys."""
+    services = _compose()["services"]
+    for name in ("platform", "relay"):
+        assert not [k for k in services[name]["environment"] if "KEY" in k], name
+    for name in ("identity", "training", "merchants", "badges", "governance"):
+        env = services[name]["environment"]
+        assert {"QIJI_MASTER_KEY", "QIJI_AUDIT_SIGNING_KEY"} <= set(env), name
+        assert ("BADGES_SIGNING_KEY" in env) == (name == "badges")

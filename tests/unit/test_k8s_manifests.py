@@ -58,3 +58,17 @@ def test_every_upstream_address_names_a_service_that_exists():
                 host, port = env["value"].split(":")
                 target = services[host]
                 assert int(port) in [p["port"] for p in target["spec"]["ports"]], env
+
+
+def test_keys_reach_the_five_services_only():
+    """qiji-keys (master key, audit signing key) only to the five services, qiji-badges-key
+    only to badges: the gateway and the relay hold no key."""
+    for name, deployment in by("Deployment").items():
+        container = deployment["spec"]["template"]["spec"]["containers"][0]
+        secrets = {e["secretRef"]["name"] for e in container.get("envFrom", [])
+                   if "secretRef" in e}
+        service = name.removeprefix("qiji-")
+        keyed = service in ("identity", "training", "merchants", "badges", "governance")
+        assert ("qiji-keys" in secrets) == keyed, name
+        assert ("qiji-badges-key" in secrets) == (service == "badges"), name
+        assert not [e for e in container.get("env", []) if "KEY" in e["name"]], name
