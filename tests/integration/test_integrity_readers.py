@@ -66,8 +66,8 @@ def world(postgres_env):
     (victim_registered,) = conn.execute(f"SELECT notification_id FROM {table} WHERE "
                                         "originator_id = %s", (victim,)).fetchone()
     yield {"victim_registered": victim_registered, "identity": identity, "training": training,
-           "follower": follower, "relay": relay, "published": published, "gateway": gateway, "orgs": orgs, "verified": verified,
-           "victim": victim, "conn": conn, "table": table}
+           "follower": follower, "relay": relay, "published": published, "gateway": gateway,
+           "orgs": orgs, "verified": verified, "victim": victim, "conn": conn, "table": table}
     conn.close()
     training.close()
     identity.close()
