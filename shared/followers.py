@@ -30,7 +30,7 @@ from shared import context, metrics
 from shared.application import META_KEY, QijiApplication
 from shared.config import Settings, TlsSettings
 from shared.context import Actor, RequestContext
-from shared.errors import Unavailable
+from shared.errors import DataLoss, Unavailable
 from shared.grpc.channels import open_channel
 from shared.integrity import ALARM, MAC_PROBLEM
 from shared.leadership import Lease
@@ -231,6 +231,14 @@ class Follower:
                 f"{self.upstream} cannot be reached to look this up; retry shortly",
                 reason="UPSTREAM_UNAVAILABLE", upstream=self.upstream,
                 code=error.code().name) from None
+        if self.stopped_at:
+            # What the request names may lie past the event this follower stopped at: "not
+            # found" would be a guess. Not retryable until the upstream's store is repaired.
+            raise DataLoss(
+                f"{self.upstream}'s log is stopped at position {self.stopped_at}: an event "
+                "there fails its integrity check, so nothing after it is known here yet; the "
+                "operators are alerted", reason="UPSTREAM_INTEGRITY_FAILED",
+                upstream=self.upstream, position=str(self.stopped_at))
 
     def process(self, upstream_event: UpstreamEvent) -> None:
         tracking = Tracking(application_name=self.upstream,

@@ -18,6 +18,7 @@ from services.platform.application import LocalUpstream, PlatformFeed
 from services.relay.relay import Relay
 from services.training.application import TrainingApplication
 from services.training.domain.model import Learner
+from shared.errors import DataLoss
 from shared.followers import Follower, LocalFeed
 from shared.grpc.public_feed import read_public
 from shared.integrity import ALARM, EventIntegrityError
@@ -105,6 +106,11 @@ def test_a_forged_next_version_is_neither_followed_nor_published_nor_skipped(wor
     assert not learner_verified(world["training"], world["victim"])
     assert not world["training"].exists(Learner.create_id(later))
     assert intact("training.follower") == 0
+    # A request naming the rider after it is told why, not "not found".
+    with pytest.raises(DataLoss) as stopped:
+        follower.catch_up()
+    assert stopped.value.reason == "UPSTREAM_INTEGRITY_FAILED"
+    assert stopped.value.metadata["position"] == str(forged)
 
     # The relay publishes nothing of it, nor after it; it stores the position it stopped at.
     published = len(world["published"])
