@@ -17,7 +17,13 @@ redelivers a message that is then recognised.
 
 Messages never hold personal data (no name, no phone): consented fields come only through the
 gRPC feed, to a token of the platform's organisation. Runs under eventlet (`nameko run`): it
-imports no grpc and no psycopg."""
+imports no grpc and no psycopg.
+
+The adapter is also a witness: every service's signed checkpoints
+(`qiji.<service>.v1.LogCheckpointSigned`) are appended, once each, to the file named by
+`PLATFORM_ADAPTER_CHECKPOINTS` (default `platform_checkpoints.jsonl`), one CloudEvent per line —
+the file the city's auditor runs `qiji audit verify --checkpoints` with. Keep it where nobody
+at the city can write."""
 
 from __future__ import annotations
 
@@ -30,6 +36,7 @@ from nameko.events import event_handler
 
 SOURCE = "qiji"  # the exchange `qiji.events`
 DB_ENV = "PLATFORM_ADAPTER_DB"
+CHECKPOINTS_ENV = "PLATFORM_ADAPTER_CHECKPOINTS"
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS seen (
@@ -82,6 +89,34 @@ class PlatformAdapter:
 
     def __init__(self) -> None:
         self.record = Record(os.environ.get(DB_ENV, "platform_adapter.sqlite3"))
+        self.checkpoints = os.environ.get(CHECKPOINTS_ENV, "platform_checkpoints.jsonl")
+
+    def _keep(self, event: dict[str, Any]) -> None:
+        """A checkpoint, appended once (a repeat delivery appends nothing: same id)."""
+        def effect(_db: sqlite3.Connection, e: dict[str, Any]) -> None:
+            with open(self.checkpoints, "a", encoding="utf-8") as f:
+                f.write(json.dumps(e, ensure_ascii=False, sort_keys=True) + "\n")
+        self.record.once(event, effect)
+
+    @event_handler(SOURCE, "qiji.identity.v1.LogCheckpointSigned")
+    def identity_checkpoint(self, event: dict[str, Any]) -> None:
+        self._keep(event)
+
+    @event_handler(SOURCE, "qiji.training.v1.LogCheckpointSigned")
+    def training_checkpoint(self, event: dict[str, Any]) -> None:
+        self._keep(event)
+
+    @event_handler(SOURCE, "qiji.merchants.v1.LogCheckpointSigned")
+    def merchants_checkpoint(self, event: dict[str, Any]) -> None:
+        self._keep(event)
+
+    @event_handler(SOURCE, "qiji.badges.v1.LogCheckpointSigned")
+    def badges_checkpoint(self, event: dict[str, Any]) -> None:
+        self._keep(event)
+
+    @event_handler(SOURCE, "qiji.governance.v1.LogCheckpointSigned")
+    def governance_checkpoint(self, event: dict[str, Any]) -> None:
+        self._keep(event)
 
     @event_handler(SOURCE, "qiji.identity.v1.RiderVerified")
     def rider_verified(self, event: dict[str, Any]) -> None:
