@@ -12,7 +12,7 @@ from shared.checkpoints import CheckpointSigner
 
 
 # nameko imports eventlet (without patching anything): its deprecation notice is not ours.
-@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+@pytest.mark.filterwarnings(r"ignore:\s*Eventlet is deprecated")
 def test_the_sample_adapter_keeps_each_checkpoint_once(tmp_path: Path,
                                                        monkeypatch: pytest.MonkeyPatch):
     from services.relay.sample_consumer import PlatformAdapter
