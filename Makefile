@@ -8,7 +8,7 @@ GEN := build/gen
 PROTOS := $(shell find protos -name '*.proto' | sort)
 STAMP := $(VENV)/.installed
 
-.PHONY: run demo test test-unit test-integration test-e2e protos lint bench clean venv
+.PHONY: run demo test test-unit test-integration test-e2e protos lint bench clean venv k8s
 
 ## run: start Qiji on its embedded default (SQLite files under ./data, no servers)
 run: $(STAMP) protos
@@ -56,6 +56,11 @@ node_modules/.bin/buf: package.json
 lint: $(STAMP) node_modules/.bin/buf
 	$(BIN)/ruff check shared services tests bench deploy
 	node_modules/.bin/buf lint
+
+## k8s: write deploy/k8s/monitoring.yaml (Prometheus, Grafana and their ConfigMaps) from
+## deploy/monitoring/; the tests fail while it is out of date
+k8s: $(STAMP)
+	$(PY) deploy/k8s/monitoring.py
 
 ## bench: every benchmark in bench/, each printing figures beside its raw baseline
 bench: $(STAMP) protos

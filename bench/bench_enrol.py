@@ -46,8 +46,9 @@ def main() -> None:
         tchan = dial(addresses["training"])
         identity, training = irpc.IdentityServiceStub(ichan), trpc.TrainingServiceStub(tchan)
         admin = [("authorization", f"Bearer {tokens['bench-admin']}")]
-        platform = [("authorization", f"Bearer {tokens['bench-platform']}")]
         tree = _tree(identity, admin)
+        platform = [("authorization",
+                     f"Bearer {tokens.act_for('bench-platform', tree['platform'])}")]
         print(f"registering and verifying {total_riders} riders ...", flush=True)
         riders = iter(_riders(identity, platform, tree, total_riders))
         course = training.DraftCourse(tpb.DraftCourseRequest(

@@ -63,8 +63,9 @@ def main() -> None:
         ) as (addresses, tokens):
             stub = rpc.IdentityServiceStub(dial(addresses["identity"]))
             admin = [("authorization", f"Bearer {tokens['bench-admin']}")]
-            platform = [("authorization", f"Bearer {tokens['bench-platform']}")]
             tree = _tree(stub, admin)
+            platform = [("authorization",
+                         f"Bearer {tokens.act_for('bench-platform', tree['platform'])}")]
 
             def rider(_: int) -> None:
                 rider_id = stub.RegisterRider(pb.RegisterRiderRequest(

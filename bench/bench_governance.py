@@ -66,8 +66,8 @@ def world(addresses: dict[str, str], tokens: dict[str, str]) -> World:
     identity = grpc_identity.IdentityServiceStub(ichan)
     governance = grpc_gov.GovernanceServiceStub(gchan)
     admin = [("authorization", f"Bearer {tokens['bench-admin']}")]
-    platform = [("authorization", f"Bearer {tokens['bench-platform']}")]
     tree = _tree(identity, admin)
+    platform = [("authorization", f"Bearer {tokens.act_for('bench-platform', tree['platform'])}")]
     riders = _riders(identity, platform, tree, 8)
     governance.SetRoutingRules(gpb.SetRoutingRulesRequest(
         request_id=str(uuid.uuid4()), rules=[gpb.RoutingRule(

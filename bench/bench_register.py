@@ -37,8 +37,9 @@ def main() -> None:
         channel = dial(addresses["identity"])
         stub = rpc.IdentityServiceStub(channel)
         admin = [("authorization", f"Bearer {tokens['bench-admin']}")]
-        platform = [("authorization", f"Bearer {tokens['bench-platform']}")]
         tree = _tree(stub, admin)
+        platform = [("authorization",
+                     f"Bearer {tokens.act_for('bench-platform', tree['platform'])}")]
 
         def register(_: int) -> None:
             stub.RegisterRider(pb.RegisterRiderRequest(

@@ -26,7 +26,7 @@ import grpc
 import psycopg
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from shared.auth import add_caller
+from shared.auth import ORGANISATION_ROLES, add_caller
 from shared.config import load_settings
 from shared.grpc.channels import open_channel
 
@@ -53,6 +53,25 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+class Callers(dict[str, str]):
+    """Tokens by principal. A principal of a city-wide role has its token at once; one of a
+    role that acts for one organisation gets it from `act_for`, once that organisation exists
+    (tokens must name the organisation they act for)."""
+
+    def __init__(self, tokens_file: Path, roles: dict[str, list[str]]):
+        super().__init__()
+        self.tokens_file = tokens_file
+        self.roles = roles
+        for principal, granted in roles.items():
+            if not set(granted) & ORGANISATION_ROLES:
+                self[principal] = add_caller(tokens_file, principal, granted)
+
+    def act_for(self, principal: str, organisation_id: str) -> str:
+        self[principal] = add_caller(self.tokens_file, principal, self.roles[principal],
+                                     organisation_id)
+        return self[principal]
+
+
 @contextmanager
 def running_services(services: list[str], dbname: str, roles: dict[str, list[str]]
                      ) -> Iterator[tuple[dict[str, str], dict[str, str]]]:
@@ -60,7 +79,7 @@ def running_services(services: list[str], dbname: str, roles: dict[str, list[str
     as in production; yields their addresses and a token per principal named in `roles`."""
     workdir = Path(tempfile.mkdtemp(prefix="qiji-bench-"))
     tokens_file = workdir / "tokens.json"
-    tokens = {p: add_caller(tokens_file, p, r) for p, r in roles.items()}
+    tokens = Callers(tokens_file, roles)
     service_token = add_caller(tokens_file, "bench-services", ["service"])
     ports = {name: free_port() for name in services}
     env = {**os.environ, "QIJI_PERSISTENCE": "postgres", "QIJI_POSTGRES_DBNAME": dbname,

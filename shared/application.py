@@ -5,6 +5,8 @@ a readable log for the service's feed."""
 from __future__ import annotations
 
 import hashlib
+import hmac
+import json
 import random
 import threading
 import time
@@ -17,6 +19,8 @@ from datetime import datetime
 from typing import Any, ClassVar
 
 import structlog
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from eventsourcing.application import (
     AggregateNotFoundError,
     Application,
@@ -33,6 +37,7 @@ from shared.idempotency import RequestRecord
 from shared.integrity import MAC_KEY, EventIntegrityError, EventMac, audit_key
 from shared.persistence import StoreGate, eventsourcing_env
 from shared.personal_data import KeyStore, PersonalDataVault
+from shared.tenancy import Owners, TenancyDirectory
 from shared.transcoding import qiji_transcoder
 
 log = structlog.get_logger(__name__)
@@ -106,6 +111,10 @@ class QijiApplication(Application[uuid.UUID]):
             KeyStore(datastore, dialect=settings.persistence, schema=settings.postgres_schema),
             master_key,
         )
+        self.fingerprints = Fingerprints(master_key, self.vault)
+        # Who owns which rider, organisation and service space, as identity recorded them
+        # (shared/tenancy.py); wired by the service to identity's feed.
+        self._directory: TenancyDirectory | None = None
         self._log_changed = threading.Condition()
         self._keyed_locks = KeyedLocks()
         self.store_gate = StoreGate(settings, datastore)
@@ -293,27 +302,29 @@ class QijiApplication(Application[uuid.UUID]):
 
     # ------------------------------------------------------------------ commands
 
-    def execute(self, decide: Callable[[], Outcome], *, fingerprint: str = "",
-                serialise_on: object = None) -> dict[str, Any]:
+    def execute(self, decide: Callable[[], Outcome], *, serialise_on: object = None
+                ) -> dict[str, Any]:
         """Runs a command: decide → save, atomically with its request record when the request
         carries a request id; retried from a fresh read when a concurrent writer got there first.
 
         A retry of a request id answers what the first call answered and stores nothing; a
-        request id reused for a different request is refused. `serialise_on` names a hot
-        aggregate (a session everyone enrols in): commands on it queue in this process instead
-        of colliding; replicas still resolve collisions optimistically.
+        request id reused for a different request is refused. What "the same request" means is
+        the kernel's: the request the guard put in the context, fingerprinted here
+        (`request_fingerprint`), never a value a command passes by hand. `serialise_on` names a
+        hot aggregate (a session everyone enrols in): commands on it queue in this process
+        instead of colliding; replicas still resolve collisions optimistically.
         """
         if serialise_on is not None:
             with self._keyed_locks.hold(serialise_on):
-                return self._execute(decide, fingerprint)
-        return self._execute(decide, fingerprint)
+                return self._execute(decide)
+        return self._execute(decide)
 
-    def _execute(self, decide: Callable[[], Outcome], fingerprint: str) -> dict[str, Any]:
+    def _execute(self, decide: Callable[[], Outcome]) -> dict[str, Any]:
         ctx = context.current()
         record_id = None
         if ctx.request_id:
             record_id = RequestRecord.create_id(ctx.actor.principal, ctx.rpc, ctx.request_id)
-            prior = self._prior_result(record_id, fingerprint)
+            prior = self._prior_result(record_id, ctx)
             if prior is not None:
                 return prior
         for attempt in range(MAX_ATTEMPTS):
@@ -323,7 +334,7 @@ class QijiApplication(Application[uuid.UUID]):
                 # A copy of this very request may have committed since we looked: then its
                 # answer is ours (e.g. not "already registered" for our own registration).
                 if record_id is not None:
-                    prior = self._prior_result(record_id, fingerprint)
+                    prior = self._prior_result(record_id, ctx)
                     if prior is not None:
                         return prior
                 raise
@@ -331,13 +342,13 @@ class QijiApplication(Application[uuid.UUID]):
             if record_id is not None:
                 pending.append(RequestRecord(
                     principal=ctx.actor.principal, rpc=ctx.rpc, request_id=ctx.request_id,
-                    fingerprint=fingerprint, result=outcome.result,
+                    fingerprint=self.fingerprints.of(ctx, create=True), result=outcome.result,
                 ))
             try:
                 self.save(*pending)
             except IntegrityError:
                 if record_id is not None:
-                    prior = self._prior_result(record_id, fingerprint)
+                    prior = self._prior_result(record_id, ctx)
                     if prior is not None:
                         return prior
                 log.info("command.conflict", rpc=ctx.rpc, attempt=attempt + 1)
@@ -347,7 +358,8 @@ class QijiApplication(Application[uuid.UUID]):
             return outcome.result
         raise Aborted(f"{ctx.rpc or 'command'} kept colliding with concurrent changes; retry it")
 
-    def _prior_result(self, record_id: uuid.UUID, fingerprint: str) -> dict[str, Any] | None:
+    def _prior_result(self, record_id: uuid.UUID, ctx: context.RequestContext
+                      ) -> dict[str, Any] | None:
         # Nearly every request is new: ask the lean way first.
         if not self.exists(record_id):
             return None
@@ -355,10 +367,67 @@ class QijiApplication(Application[uuid.UUID]):
             record = self._current(record_id, copy=False)
         except AggregateNotFoundError:
             return None
-        if record.fingerprint != fingerprint:
+        if not self.fingerprints.matches(record.fingerprint, ctx):
             raise InvalidArgument([FieldViolation(
                 "request_id", "already used for a different request; use a new request id")])
         return dict(record.result)
+
+    # ------------------------------------------------------------------ tenancy
+
+    @property
+    def directory(self) -> TenancyDirectory | None:
+        """Who owns which rider, organisation and service space. A service that follows
+        identity reads it from the same feed as its follower of identity, unless wired to
+        another."""
+        if self._directory is None:
+            follower = getattr(self, "identity_follower", None)
+            if follower is not None:
+                self._directory = TenancyDirectory(follower.feed)
+        return self._directory
+
+    @directory.setter
+    def directory(self, directory: TenancyDirectory | None) -> None:
+        self._directory = directory
+
+    def owners(self, kind: str, ident: str) -> Owners | None:
+        """Who owns the thing of `kind` with id `ident` (None: no such thing): what the guard
+        checks a caller's organisation against (shared/tenancy.py)."""
+        resolver = self.owner_resolvers().get(kind)
+        if resolver is None:
+            raise LookupError(f"{self.name} cannot tell who owns a {kind}")
+        return resolver(ident)
+
+    def owner_resolvers(self) -> dict[str, Callable[[str], Owners | None]]:
+        """The kinds of thing this service can tell the owners of. Every service knows
+        identity's riders, organisations and service spaces (through its directory); a
+        service adds its own kinds (a perk, a report...)."""
+        directory = self.directory
+        if directory is None:
+            return {}
+        return {"organisation": directory.organisation_owners,
+                "rider": directory.rider_owners,
+                "service_space": directory.service_space_owners}
+
+    def found(self, aggregate_id: str, kind: type[Aggregate]) -> Any | None:
+        """The aggregate (not a copy: only to read it), or None when there is none of that
+        kind with that id: for an owner resolver, to which an unknown thing is no one's."""
+        try:
+            return self.get(aggregate_id, kind, kind.__name__, copy=False)
+        except (NotFound, InvalidArgument):
+            return None
+
+    def organisation_owners(self, organisation_id: str) -> Owners:
+        """The owners of a thing an organisation owns (a course its provider): that
+        organisation, in the role its kind implies; no one when identity does not know it."""
+        if self.directory is None:
+            return Owners()
+        return self.directory.organisation_owners(organisation_id) or Owners()
+
+    def sees_rider(self, rider_id: str) -> bool:
+        """The caller of the request being served may see this rider (inside another answer:
+        a session's enrolments, a campaign's allocations)."""
+        reach = context.current().reach
+        return reach is None or reach.sees("rider", rider_id)
 
     # ------------------------------------------------------------------ feed
 
@@ -415,5 +484,83 @@ class KeyedLocks:
 
 
 def fingerprint_of(payload: bytes) -> str:
+    """The unkeyed SHA-256 request records stored before fingerprints were keyed; kept only to
+    recognise their retries."""
     return hashlib.sha256(payload).hexdigest()
+
+
+class Fingerprints:
+    """What "the same request" means for AIP-155 retries, kept so that a stored request record
+    reveals nothing: an HMAC of the request (without its request id) under a key derived from
+    the master key, and the request's personal fields (a rider's name, phone, national id)
+    apart, under a key derived from that rider's own data key. Erasing the rider destroys that
+    key: after it, nothing stored — not even with the master key — confirms a guess of them.
+
+    Stored form: "k1:<hmac of the rest>" or "k1:<hmac of the rest>.<hmac of personal fields>";
+    records written before (a bare SHA-256 of the whole request) are still recognised."""
+
+    PREFIX = "k1:"
+
+    def __init__(self, master_key: bytes, vault: PersonalDataVault):
+        self._key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None,
+                         info=b"qiji-request-fingerprint").derive(master_key)
+        self._vault = vault
+
+    def of(self, ctx: context.RequestContext, *, create: bool) -> str:
+        parts = self._parts(ctx)
+        if parts is None:
+            return ""
+        rest, personal, subject = parts
+        found = self.PREFIX + hmac.new(self._key, rest, hashlib.sha256).hexdigest()
+        if personal:
+            key = self._vault.fingerprint_key(subject, create=create)
+            found += "." + (hmac.new(key, personal, hashlib.sha256).hexdigest() if key
+                            else "erased")
+        return found
+
+    def matches(self, stored: str, ctx: context.RequestContext) -> bool:
+        if not stored.startswith(self.PREFIX):
+            return stored == self._legacy(ctx)
+        rest, _, personal = stored.partition(".")
+        now_rest, _, now_personal = self.of(ctx, create=False).partition(".")
+        if rest != now_rest:
+            return False
+        # The rider's key is gone (erased): the personal fields can no longer be compared;
+        # answering the first answer again writes nothing.
+        return personal == now_personal or now_personal == "erased" or not personal
+
+    def _parts(self, ctx: context.RequestContext) -> tuple[bytes, bytes, str] | None:
+        request = ctx.request
+        if request is None:
+            return None  # a caller inside Qiji that named no request: ids alone decide
+        if isinstance(request, bytes):
+            return request, b"", ""
+        access = ctx.access
+        personal_fields = tuple(getattr(access, "personal", ()) or ())
+        copy = type(request)()
+        copy.CopyFrom(request)
+        if "request_id" in copy.DESCRIPTOR.fields_by_name:
+            copy.ClearField("request_id")
+        personal = b""
+        subject = ""
+        if personal_fields:
+            values = {f: getattr(request, f) for f in personal_fields}
+            personal = json.dumps(values, sort_keys=True, ensure_ascii=False).encode()
+            subject = access.subject(request)
+            for f in personal_fields:
+                copy.ClearField(f)
+        return copy.SerializeToString(deterministic=True), personal, subject
+
+    @staticmethod
+    def _legacy(ctx: context.RequestContext) -> str:
+        request = ctx.request
+        if request is None:
+            return ""
+        if isinstance(request, bytes):
+            return fingerprint_of(request)
+        copy = type(request)()
+        copy.CopyFrom(request)
+        if "request_id" in copy.DESCRIPTOR.fields_by_name:
+            copy.ClearField("request_id")
+        return fingerprint_of(copy.SerializeToString(deterministic=True))
 

@@ -41,7 +41,7 @@ import structlog
 from eventsourcing.persistence import IntegrityError
 from psycopg import sql
 
-from shared import context, metrics, replay
+from shared import context, masking, metrics, replay
 from shared.application import MAC_KEY, META_KEY, QijiApplication
 from shared.checkpoints import (
     CHECKPOINT_TOPIC,
@@ -752,10 +752,12 @@ _HIDDEN = {"timestamp", "originator_topic", META_KEY, MAC_KEY}
 
 def history(app: QijiApplication, aggregate_id: Any) -> list[HistoryEntry]:
     """Every event of one aggregate, in order, with who acted and why, and a readable summary.
-    Sealed personal data is shown as sealed, never opened here."""
+    Sealed personal data is shown as sealed, never opened here; free text and names as the
+    masking table shows them to the caller."""
     entries = []
+    roles = context.current().actor.roles
     for event in app.events.get(aggregate_id):
-        state = vars(event)
+        state = masking.redact(dict(vars(event)), roles)
         meta = state.get(META_KEY) or {}
         name = type(event).__qualname__
         fields = ", ".join(
@@ -781,5 +783,6 @@ def state_as_of(app: QijiApplication, aggregate_id: Any, when: datetime) -> dict
     if version is None:
         return {}
     aggregate = app.repository.get(aggregate_id, version=version)
-    return {k.lstrip("_"): ("[sealed]" if k.startswith("sealed_") and v else v)
-            for k, v in vars(aggregate).items() if k not in ("_pending_events",)}
+    state = {k.lstrip("_"): ("[sealed]" if k.startswith("sealed_") and v else v)
+             for k, v in vars(aggregate).items() if k not in ("_pending_events",)}
+    return masking.redact(state, context.current().actor.roles)

@@ -15,9 +15,12 @@ import json
 import os
 import secrets
 import threading
-from collections.abc import Iterable
+import uuid
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import structlog
 
@@ -31,24 +34,22 @@ PLATFORM = "platform"
 MERCHANT = "merchant"
 OPERATOR = "operator"
 AUDITOR = "auditor"
+# A community (社区) confirms the volunteer service done at it.
+COMMUNITY = "community"
+# A university, an enterprise or an industry association running its own courses.
+EDUCATION_PROVIDER = "education_provider"
 # Qiji's own processes (followers, the relay) reading other services' feeds.
 SERVICE = "service"
 
-ROLES = frozenset({CITY_ADMIN, STREET_OFFICE, DEPARTMENT, PLATFORM, MERCHANT, OPERATOR,
-                   AUDITOR, SERVICE})
+# Roles that act for the whole city; every other role acts for the one organisation its token
+# names (shared/tenancy.py), and a token of such a role that names none is refused at load.
+CITY_WIDE_ROLES = frozenset({CITY_ADMIN, AUDITOR, OPERATOR, SERVICE})
+ORGANISATION_ROLES = frozenset({STREET_OFFICE, DEPARTMENT, PLATFORM, MERCHANT, COMMUNITY,
+                                EDUCATION_PROVIDER})
+ROLES = CITY_WIDE_ROLES | ORGANISATION_ROLES
 TOKEN_PREFIX = "qiji_"  # noqa: S105 - a prefix that makes leaked tokens easy to grep for
 
 log = structlog.get_logger(__name__)
-
-
-def acts_for(actor: Actor, role: str, organisation_id: str, *, city_wide_ok: bool) -> bool:
-    """The actor holds `role` for that organisation: its token names the organisation, or, where
-    `city_wide_ok`, names none (a city-wide system of that role, e.g. the street offices'
-    shared case system). A merchant always acts for itself only."""
-    if role not in actor.roles:
-        return False
-    return actor.organisation_id == organisation_id or (
-        city_wide_ok and actor.organisation_id == "")
 
 
 def hash_token(token: str) -> str:
@@ -61,10 +62,38 @@ def new_token() -> str:
 
 @dataclass(frozen=True)
 class Callers:
-    """The tokens file, indexed: by token hash, and by registered certificate subject."""
+    """The tokens file, indexed: by token hash, and by registered certificate subject. An entry
+    that cannot stand (a role that acts for one organisation, with none named) is refused:
+    its token authenticates nobody, and the caller is told why."""
 
     by_token_hash: dict[str, Actor] = field(default_factory=dict)
     by_certificate_subject: dict[str, Actor] = field(default_factory=dict)
+    refused_by_token_hash: dict[str, str] = field(default_factory=dict)
+
+
+def entry_problem(roles: Iterable[str], organisation_id: str) -> str:
+    """Why a caller with these roles and this organisation may not be registered, or ""."""
+    roles = set(roles)
+    unknown = roles - ROLES
+    if unknown:
+        return f"unknown roles {sorted(unknown)}; known: {sorted(ROLES)}"
+    if not roles:
+        return "a caller needs at least one role"
+    if organisation_id and not _is_uuid(organisation_id):
+        return f"organisation id {organisation_id[:40]!r} is not a valid id"
+    bound = sorted(roles & ORGANISATION_ROLES)
+    if bound and not organisation_id:
+        return (f"a {'/'.join(bound)} token must name the organisation it acts for "
+                "(--organisation-id)")
+    return ""
+
+
+def _is_uuid(value: str) -> bool:
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True
 
 
 class TokenRegistry:
@@ -77,8 +106,15 @@ class TokenRegistry:
     def authenticate(self, bearer: str | None) -> Actor:
         if not bearer:
             raise Unauthenticated("missing bearer token: send 'authorization: Bearer <token>'")
-        actor = self._entries().by_token_hash.get(hash_token(bearer))
+        callers = self._entries()
+        digest = hash_token(bearer)
+        actor = callers.by_token_hash.get(digest)
         if actor is None:
+            why = callers.refused_by_token_hash.get(digest)
+            if why is not None:
+                raise Unauthenticated(f"this token's entry in the tokens file is refused: {why}; "
+                                      "an operator can fix it with `qiji tokens assign`",
+                                      reason="TOKEN_ENTRY_REFUSED")
             raise Unauthenticated("unknown or revoked token")
         return actor
 
@@ -111,8 +147,24 @@ class TokenRegistry:
                     # `qiji token` itself never writes such a file.
                     log.error("tokens.file_unreadable", path=str(self._path), error=str(error),
                               keeping=len(self._callers.by_token_hash))
+                else:
+                    for principal, why in refused_entries(self._path, self._callers):
+                        log.error("tokens.entry_refused", path=str(self._path),
+                                  principal=principal, why=why,
+                                  fix="qiji tokens assign <principal> --organisation-id <id>")
                 self._stamp = stamp
             return self._callers
+
+
+def refused_entries(path: Path, callers: Callers | None = None) -> list[tuple[str, str]]:
+    """(principal, why) of every entry of the tokens file that is refused."""
+    data = json.loads(Path(path).read_text() or "{}") if Path(path).exists() else {}
+    found = []
+    for caller in data.get("callers", []):
+        why = entry_problem(caller.get("roles", []), caller.get("organisation_id", ""))
+        if why and not why.startswith("unknown roles"):
+            found.append((caller["principal"], why))
+    return found
 
 
 def load_tokens(path: Path) -> dict[str, Actor]:
@@ -128,9 +180,15 @@ def load_callers(path: Path) -> Callers:
         unknown = roles - ROLES
         if unknown:
             raise ValueError(f"tokens file {path}: unknown roles {sorted(unknown)}")
+        organisation_id = caller.get("organisation_id", "")
+        why = entry_problem(roles, organisation_id)
+        if why:
+            # One bad entry refuses its own caller, not everyone's.
+            callers.refused_by_token_hash[caller["token_sha256"]] = why
+            continue
         actor = Actor(
             principal=caller["principal"], roles=roles,
-            organisation_id=caller.get("organisation_id", ""),
+            organisation_id=organisation_id,
             subscriptions=frozenset(caller.get("subscriptions", [])),
         )
         callers.by_token_hash[caller["token_sha256"]] = actor
@@ -152,16 +210,52 @@ def add_caller(path: Path, principal: str, roles: list[str], organisation_id: st
     """Adds (or replaces, i.e. rotates) a caller's token and returns the new token. The old
     token of that principal stops working as soon as the file is written. The entry is
     replaced whole: a `certificate_subject` not given again is no longer registered."""
-    unknown = set(roles) - ROLES
-    if unknown:
-        raise ValueError(f"unknown roles {sorted(unknown)}; known: {sorted(ROLES)}")
+    why = entry_problem(roles, organisation_id)
+    if why:
+        raise ValueError(why)
+    with _locked(path):
+        return _replace_caller(Path(path), principal, roles, organisation_id, subscriptions,
+                               certificate_subject)
+
+
+def assign_organisation(path: Path, principal: str, organisation_id: str) -> None:
+    """Names the organisation an existing caller acts for, keeping its token: how a tokens
+    file written before tokens had to name one is brought across (`qiji tokens assign`)."""
+    with _locked(path):
+        path = Path(path)
+        data = json.loads(path.read_text() or "{}") if path.exists() else {}
+        callers = data.get("callers", [])
+        entry = next((c for c in callers if c["principal"] == principal), None)
+        if entry is None:
+            raise ValueError(f"no caller named {principal!r} in {path}")
+        why = entry_problem(entry.get("roles", []), organisation_id)
+        if why:
+            raise ValueError(why)
+        entry["organisation_id"] = organisation_id
+        _write(path, callers)
+
+
+def list_callers(path: Path) -> list[dict[str, Any]]:
+    """Every entry of the tokens file (without its token hash), with why it is refused, if
+    it is."""
+    path = Path(path)
+    data = json.loads(path.read_text() or "{}") if path.exists() else {}
+    return [{"principal": c["principal"], "roles": sorted(c.get("roles", [])),
+             "organisation_id": c.get("organisation_id", ""),
+             "subscriptions": sorted(c.get("subscriptions", [])),
+             "certificate_subject": c.get("certificate_subject", ""),
+             "refused": entry_problem(c.get("roles", []), c.get("organisation_id", ""))}
+            for c in data.get("callers", [])]
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    # Read-modify-write under a lock file: two callers added at once must both be kept.
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    # Read-modify-write under a lock file: two callers added at once must both be kept.
     with open(path.with_name(path.name + ".lock"), "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        return _replace_caller(path, principal, roles, organisation_id, subscriptions,
-                               certificate_subject)
+        yield
 
 
 def _replace_caller(path: Path, principal: str, roles: list[str], organisation_id: str,
@@ -180,9 +274,13 @@ def _replace_caller(path: Path, principal: str, roles: list[str], organisation_i
                     **({"subscriptions": sorted(subscriptions)} if subscriptions else {}),
                     **({"certificate_subject": certificate_subject}
                        if certificate_subject else {})})
+    _write(path, callers)
+    return token
+
+
+def _write(path: Path, callers: list[dict[str, Any]]) -> None:
     tmp = path.with_suffix(f".{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         json.dump({"callers": callers}, f, indent=2)
     os.replace(tmp, path)
-    return token

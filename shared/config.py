@@ -19,6 +19,9 @@ DEFAULT_PORTS = {
     # The platform company's event feed gateway (services/platform): no store of its own.
     "platform": 50056,
 }
+# The public credentials face (services/credentials): HTTP, not gRPC; it serves what badges
+# publishes to anyone, with no token. `qiji run --port-base N` puts it on N+7.
+CREDENTIALS_HTTP_PORT = 50057
 # The services that keep an event store (and serve its feed and audit API); the gateway does not.
 EVENT_SOURCED_SERVICES = ("identity", "training", "merchants", "badges", "governance")
 
@@ -221,6 +224,18 @@ def load_tls_settings(service: str, env: Mapping[str, str]) -> TlsSettings:
 
 # Settings that hand a process a key: the master key, the audit and badges signing keys.
 _KEY_SETTINGS = ("MASTER_KEY", "MASTER_KEY_FILE", "SIGNING_KEY", "SIGNING_KEY_FILE")
+
+
+# Every setting that hands a process a key, by name: what a supervisor that passes one
+# environment to all its programs must blank for those that hold none.
+KEY_SETTING_NAMES = tuple(f"{prefix}_{key}{file}" for prefix, key in (
+    ("QIJI", "MASTER_KEY"), ("QIJI", "AUDIT_SIGNING_KEY"), ("BADGES", "SIGNING_KEY"),
+    ("BADGES", "RSA_SIGNING_KEY")) for file in ("", "_FILE"))
+
+
+def withheld_keys(name: str) -> list[str]:
+    """The key settings process `name` must not be given (env_for's rule)."""
+    return [k for k in KEY_SETTING_NAMES if k not in env_for(name, {k: "x"})]
 
 
 def env_for(name: str, env: Mapping[str, str]) -> dict[str, str]:

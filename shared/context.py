@@ -8,6 +8,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -26,10 +27,22 @@ class Actor:
 
 @dataclass(frozen=True)
 class RequestContext:
+    """The request being served, as the kernel's command path knows it: who calls, for which
+    organisation (the actor's), by which request id, asking what (`request`: the protobuf
+    message, or bytes for a caller inside Qiji; the kernel fingerprints it), under which
+    access entry, and what the caller may see (`reach`, shared/tenancy.py)."""
+
     actor: Actor
     rpc: str = ""
     request_id: str = ""
     correlation_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    request: Any = field(default=None, repr=False, compare=False)
+    access: Any = field(default=None, repr=False, compare=False)
+    reach: Any = field(default=None, repr=False, compare=False)
+
+    @property
+    def organisation_id(self) -> str:
+        return self.actor.organisation_id
 
     def event_metadata(self) -> dict[str, str]:
         return {

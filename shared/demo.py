@@ -208,6 +208,8 @@ class Story:
     steps: int = 0
     callers: dict[str, Caller] = field(default_factory=dict)
     names: dict[str, str] = field(default_factory=dict)
+    # Each course of ours, and the caller that provides it (who schedules its sessions).
+    providers: dict[str, Caller] = field(default_factory=dict)
 
     # ------------------------------------------------------------------ plumbing
 
@@ -350,6 +352,10 @@ class Story:
                     c["platform"], "骑迹外卖")
         self.caller("merchant", f"qiji-demo-merchant-{c['merchant'][:8]}", "merchant",
                     c["merchant"], "荷花池面馆")
+        self.caller("community", f"qiji-demo-community-{c['community'][:8]}", "community",
+                    c["community"], "北大街社区")
+        self.caller("university", f"qiji-demo-university-{c['university'][:8]}",
+                    "education_provider", c["university"], "江苏理工学院")
         self.caller("auditor", "qiji-demo-auditor", "auditor", "", "the whole programme")
 
     def riders(self, c: dict[str, str]) -> list[Rider]:
@@ -370,26 +376,30 @@ class Story:
             f"{r.name} ({r.platform_rider_id})" for r in riders))
         return riders
 
-    def course(self, track: int, title: str, hours: str, formats: list[int], provider: str,
-               instructor: tpb.Instructor) -> str:
-        reply = self.admin("training", "DraftCourse", tpb.DraftCourseRequest(
+    def course(self, by: Caller, track: int, title: str, hours: str, formats: list[int],
+               provider: str, instructor: tpb.Instructor) -> str:
+        """A course its provider drafts and publishes (the university, or the platform for
+        its station's morning meetings)."""
+        reply = by("training", "DraftCourse", tpb.DraftCourseRequest(
             request_id=setup_id("course", provider, title), track=track, title=title,
             description=title, hours=hours, formats=formats, provider_id=provider,
             instructor=instructor))
         course_id = reply.course.course_id
         if reply.course.status == tpb.COURSE_STATUS_DRAFT:
-            self.admin("training", "PublishCourse", tpb.PublishCourseRequest(
+            by("training", "PublishCourse", tpb.PublishCourseRequest(
                 request_id=setup_id("publish", course_id), course_id=course_id))
         self.names[course_id] = title
+        self.providers[course_id] = by
         return course_id
 
     def pre_job_training(self, c: dict[str, str], riders: list[Rider]) -> None:
         civic = self.course(
-            tpb.TRACK_CIVIC_EDUCATION, "思政第一课：新就业群体与城市共成长", "2",
+            self.callers["university"], tpb.TRACK_CIVIC_EDUCATION,
+            "思政第一课：新就业群体与城市共成长", "2",
             [tpb.COURSE_FORMAT_CLASSROOM], c["university"],
             tpb.Instructor(name="陈教授", kind=tpb.INSTRUCTOR_KIND_TEACHER))
         safety = self.course(
-            tpb.TRACK_SKILLS, "岗前安全培训：电动车安全与文明配送", "1.5",
+            self.callers["platform"], tpb.TRACK_SKILLS, "岗前安全培训：电动车安全与文明配送", "1.5",
             [tpb.COURSE_FORMAT_MORNING_MEETING, tpb.COURSE_FORMAT_HANDS_ON_PRACTICE],
             c["station"], tpb.Instructor(name="刘站长", kind=tpb.INSTRUCTOR_KIND_STATION_MASTER))
         c["civic_course"] = civic
@@ -405,7 +415,8 @@ class Story:
             if course_id not in self.names:
                 self.names[course_id] = self.admin("training", "GetCourse", tpb.GetCourseRequest(
                     course_id=course_id)).course.title
-        self.say("四时课程: 江苏理工学院's civic lesson and 荷花池站's safety training are the "
+        self.say("四时课程: 江苏理工学院 publishes its civic lesson, 骑迹外卖 its station's safety "
+                 "training; they are the "
                  "pre-job courses (岗前培训): " + " + ".join(self.names[i] for i in current))
         platform = self.callers["platform"]
         # One session after another (a rider never holds two overlapping sessions), starting
@@ -414,7 +425,10 @@ class Story:
         certified: set[str] = set()
         for i, course_id in enumerate(courses):
             begins = start + timedelta(minutes=40 * i)
-            session_id = platform("training", "ScheduleSession", tpb.ScheduleSessionRequest(
+            # Its provider schedules a session of its course (站长+校长); a course of the city's
+            # list that is not ours, the city admin.
+            organiser = self.providers.get(course_id, self.admin)
+            session_id = organiser("training", "ScheduleSession", tpb.ScheduleSessionRequest(
                 request_id=new_id(), course_id=course_id, service_space_id=c["space"],
                 start_time=stamp(begins), end_time=stamp(begins + timedelta(minutes=30)),
                 capacity=30)).session.session_id
@@ -514,7 +528,7 @@ class Story:
         return perks
 
     def volunteers(self, c: dict[str, str], riders: list[Rider], badges: dict[str, str]) -> None:
-        platform, office = self.callers["platform"], self.callers["office"]
+        platform, community = self.callers["platform"], self.callers["community"]
         activities = [("助老送餐", "8"), ("荷悦体育公园义务巡河", "8"), ("社区防汛值守", "4"),
                       ("爱心义卖", "4")]
         when = datetime.now(UTC) - timedelta(days=2)
@@ -525,7 +539,7 @@ class Story:
             shift = self.until_known(
                 lambda r=request: platform("badges", "LogVolunteerService", r),
                 f"badges: logging {rider.name}'s volunteer service").shift
-            office("badges", "ConfirmVolunteerService", bpb.ConfirmVolunteerServiceRequest(
+            community("badges", "ConfirmVolunteerService", bpb.ConfirmVolunteerServiceRequest(
                 request_id=new_id(), shift_id=shift.shift_id))
         self.say("爱心公益: 北大街社区 confirms the volunteers' hours — " + ", ".join(
             f"{r.name} {a} {h} h" for r, (a, h) in zip(riders, activities, strict=True)))
@@ -770,12 +784,13 @@ def run(args: argparse.Namespace, admin_token: str, tokens_file: Path) -> int:
 
 
 def free_port_base() -> int:
-    """N such that N+1..N+6 are free now (a moment later someone may take one; unlikely)."""
+    """N such that N+1..N+7 are free now (the six gRPC services and the public credentials
+    face; a moment later someone may take one; unlikely)."""
     for _ in range(50):
         base = _rng.randrange(20000, 30000, 10)
         sockets = []
         try:
-            for port in range(base + 1, base + 1 + len(DEFAULT_PORTS)):
+            for port in range(base + 1, base + 2 + len(DEFAULT_PORTS)):
                 s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
                 sockets.append(s)
                 s.bind(("127.0.0.1", port))
@@ -785,7 +800,7 @@ def free_port_base() -> int:
         finally:
             for s in sockets:
                 s.close()
-    raise DemoFailed("no six free consecutive ports found between 20000 and 30000")
+    raise DemoFailed("no seven free consecutive ports found between 20000 and 30000")
 
 
 @contextmanager

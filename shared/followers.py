@@ -41,6 +41,9 @@ from shared.transcoding import qiji_transcoder
 log = structlog.get_logger(__name__)
 
 BATCH = 200
+# The longest wait between tries of an upstream that does not answer.
+MAX_BACKOFF = 4.0
+REFUSED_CODES = (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
 
 
 _TRANSCODER = qiji_transcoder()
@@ -177,6 +180,9 @@ class Follower:
         self.stopped_at = 0
         self._check = app.event_mac.check
         self._lock = threading.Lock()
+        # The code the upstream refuses this follower's token with, while it does: the
+        # service's health (`qiji.followers`) and /metrics say so instead of failing silently.
+        self.refused: str | None = None
 
     @property
     def position(self) -> int:
@@ -265,6 +271,15 @@ class Follower:
                              position=upstream_event.position, attempt=attempt + 1)
         raise RuntimeError(f"could not apply {self.upstream}#{upstream_event.position}")
 
+    def _refused(self, code: str) -> None:
+        if self.refused is None:
+            # Not an outage: nothing changes until an operator fixes the token.
+            log.error("follower.upstream_refused", upstream=self.upstream, code=code,
+                      fix="QIJI_SERVICE_TOKEN must be a `service` token in the upstream's "
+                      "tokens file (deploy/restart after replacing it)")
+        self.refused = code
+        metrics.FOLLOWER_REFUSED.labels(self.app.name, self.upstream).set(1)
+
     def run_forever(self, stopping: threading.Event, idle_wait: float = 0.5) -> None:
         """Follows the upstream until `stopping` is set, as the single leader among replicas;
         survives upstream outages by retrying, and steps down to queue for leadership again
@@ -273,7 +288,17 @@ class Follower:
             with leadership(self.app, self.upstream, stopping) as lease:
                 if lease is None:
                     return  # stopped while waiting to lead
-                self._follow(stopping, lease, idle_wait)
+                try:
+                    self._follow(stopping, lease, idle_wait)
+                finally:
+                    self._stop_reporting()
+
+    def _stop_reporting(self) -> None:
+        """A replica that no longer leads measures no lag and meets no refusal: left in
+        /metrics, its last figures would go on alerting beside the new leader's. (The position
+        stays: it is the store's, whichever replica read it.)"""
+        metrics.FOLLOWER_LAG.remove(self.app.name, self.upstream)
+        metrics.FOLLOWER_REFUSED.remove(self.app.name, self.upstream)
 
     def _follow(self, stopping: threading.Event, lease: Lease, idle_wait: float) -> None:
         backoff, store_down = 0.5, False
@@ -289,18 +314,25 @@ class Follower:
                     self.feed.wait(idle_wait)
                 if backoff > 0.5:
                     log.info("follower.upstream_back", upstream=self.upstream)
+                if self.refused is not None:
+                    log.info("follower.upstream_accepts", upstream=self.upstream)
+                    self.refused = None
+                    metrics.FOLLOWER_REFUSED.labels(self.app.name, self.upstream).set(0)
                 if store_down:
                     log.info("follower.store_back", upstream=self.upstream)
                 backoff, store_down = 0.5, False
             except grpc.RpcError as error:
+                if error.code() in REFUSED_CODES:
+                    self._refused(error.code().name)
                 # An upstream that is down (or not deployed yet) delays reactions and loses
                 # none: the position is only moved by what was applied. Said once, not
                 # every second.
-                if backoff == 0.5:
+                elif backoff == 0.5:
                     log.warning("follower.upstream_unavailable", upstream=self.upstream,
                                 code=error.code().name)
                 stopping.wait(backoff)
-                backoff = min(backoff * 2, 30.0)
+                # Short: an upstream that is back is noticed within seconds.
+                backoff = min(backoff * 2, MAX_BACKOFF)
             except STORE_DOWN_ERRORS as error:
                 # Our own store is away (restarting): the same, and no traceback for it. A
                 # short, fixed wait: the health probe reopens the store within seconds.
@@ -322,5 +354,6 @@ def leadership(app: QijiApplication, upstream: str, stopping: threading.Event
     """Only one replica follows a given upstream at a time (shared.leadership). Work under it
     goes on while `lease.held()`; then leadership() is entered again. None: stopped first."""
     with hold_leadership(app.settings, f"{app.settings.postgres_schema}:{app.name}:{upstream}",
-                         f".{app.name}-follows-{upstream}.lock", stopping) as lease:
+                         f".{app.name}-follows-{upstream}.lock", stopping,
+                         work=upstream) as lease:
         yield lease

@@ -17,6 +17,7 @@ from typing import Any
 import psycopg
 import structlog
 
+from shared import metrics
 from shared.config import Settings
 
 log = structlog.get_logger(__name__)
@@ -51,10 +52,29 @@ class Lease:
 @contextmanager
 def leadership(settings: Settings, key: str, lock_file: str, stopping: threading.Event, *,
                retry_seconds: float = 2.0,
-               waiting: Callable[[bool], None] | None = None) -> Iterator[Lease | None]:
+               waiting: Callable[[bool], None] | None = None,
+               work: str = "") -> Iterator[Lease | None]:
     """Waits to lead `key` (PostgreSQL) or `lock_file` in the data directory (SQLite) and
     yields the Lease; yields None if `stopping` was set first. `waiting(reachable)` is told
-    after each failed try whether the store answered (a standby that can reach it is fine)."""
+    after each failed try whether the store answered (a standby that can reach it is fine).
+    `work` names what is led in /metrics (`qiji_leader{service, work}`), so an operator sees
+    which replica leads what (deploy/status reads it)."""
+    leading = metrics.LEADER.labels(settings.service, work or key)
+    leading.set(0)
+    with _led(settings, key, lock_file, stopping, retry_seconds, waiting) as lease:
+        if lease is not None:
+            leading.set(1)
+            log.info("leadership.taken", work=work or key)
+        try:
+            yield lease
+        finally:
+            leading.set(0)
+
+
+@contextmanager
+def _led(settings: Settings, key: str, lock_file: str, stopping: threading.Event,
+         retry_seconds: float, waiting: Callable[[bool], None] | None
+         ) -> Iterator[Lease | None]:
     if settings.persistence == "postgres":
         from shared.persistence import postgres_conninfo
         lock_id = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big", signed=True)

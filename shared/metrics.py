@@ -47,6 +47,18 @@ AUDIT_CHECKPOINT_POSITION = Gauge("qiji_audit_checkpoint_position",
                                   ["log"], registry=REGISTRY)
 
 
+FOLLOWER_REFUSED = Gauge("qiji_follower_upstream_refused",
+                         "1 while the upstream refuses this follower's token (UNAUTHENTICATED or "
+                         "PERMISSION_DENIED): it applies nothing until the token is fixed",
+                         ["service", "upstream"], registry=REGISTRY)
+LEADER = Gauge("qiji_leader", "1 while this process leads the named background work (a "
+               "follower's upstream, governance's deadlines, the relay); 0 while it stands by",
+               ["service", "work"], registry=REGISTRY)
+REFUSED = Counter("qiji_rpc_refused_total", "Calls refused as UNAUTHENTICATED or "
+                  "PERMISSION_DENIED, by method and code", ["service", "method", "code"],
+                  registry=REGISTRY)
+
+
 def rpc_observer(service: str) -> Callable[[str, str, float], None]:
     # The labelled children, looked up once per method and code instead of on every RPC
     # (`labels()` takes a lock and builds a key each time).

@@ -16,7 +16,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from shared.signing import load_key
 
@@ -125,6 +127,19 @@ class PersonalDataVault:
             return AESGCM(key).decrypt(raw[:12], raw[12:], subject_id.encode()).decode()
         except InvalidTag:
             raise ValueError(f"sealed value does not belong to subject {subject_id}") from None
+
+    def fingerprint_key(self, subject_id: str, *, create: bool) -> bytes | None:
+        """A key for fingerprinting the subject's personal data in request records, derived
+        from the subject's data key: it dies with the data key when the subject is erased.
+        None when the subject has no key (or it was erased) and `create` is off."""
+        try:
+            dek = self._key(subject_id, create=create)
+        except PersonalDataErased:
+            return None
+        if dek is None:
+            return None
+        return HKDF(algorithm=hashes.SHA256(), length=32, salt=None,
+                    info=b"qiji-request-fingerprint:" + subject_id.encode()).derive(dek)
 
     def erase(self, subject_id: str) -> None:
         self._keystore.erase(subject_id)

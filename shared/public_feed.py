@@ -37,6 +37,8 @@ class Fact:
     topic: str
     event: Any  # the domain event object
     consumer_organisation_id: str
+    # Qiji's own relay: events about every platform's riders (never with personal fields).
+    all_platforms: bool = False
 
     @property
     def time(self) -> datetime:
@@ -113,7 +115,7 @@ class PublicCatalogue:
             if wanted and t.name not in wanted:
                 continue
             mapped = t.build(app, fact)
-            if mapped is None:
+            if mapped is None or not _for_this_consumer(app, t, mapped, fact):
                 continue
             found.append(PublicEvent(
                 id=event_id(self.service, fact.originator_id, fact.originator_version, t.name),
@@ -139,6 +141,21 @@ def _checkpoint(_app: Any, fact: Fact) -> Mapped:
     return Mapped(e.origin, {"origin": e.origin, "position": e.position, "seal": e.seal,
                              "key_id": e.key_id, "checkpoint": e.note,
                              "signed_time": e.timestamp})
+
+
+def _for_this_consumer(app: Any, t: PublicType, mapped: Mapped, fact: Fact) -> bool:
+    """An event about a rider goes to the rider's own platform only (or to Qiji's relay); any
+    other public event goes to everyone. A type with a `rider_id` field is about a rider: the
+    rule cannot be forgotten by a new type."""
+    if "rider_id" not in t.fields:
+        return True
+    if fact.all_platforms and not fact.consumer_organisation_id:
+        return True
+    rider_id = mapped.data.get("rider_id", "")
+    if not fact.consumer_organisation_id or not rider_id:
+        return False
+    rider = app.directory.rider(str(rider_id)) if app.directory is not None else None
+    return rider is not None and rider.platform_id == fact.consumer_organisation_id
 
 
 def event_id(service: str, originator_id: uuid.UUID, version: int, type_name: str) -> str:

@@ -15,7 +15,7 @@ from typing import Any
 
 import structlog
 
-from shared import replay
+from shared import context, replay
 from shared.application import QijiApplication
 from shared.integrity import ALARM, EventIntegrityError
 from shared.paging import page
@@ -131,11 +131,15 @@ class Index:
         attributes equal every non-empty value of `match` and pass `extra(attrs, id)`.
         `filters` describes `extra` for the page token, which must not outlive its filters."""
         wanted = {k: v for k, v in match.items() if v}
+        # A list answers only the rows the caller's organisation may see (its access entry's
+        # Rows, shared/tenancy.py); the guard put that in the request context.
+        reach = context.current().reach
 
         def row(key: int) -> Any:
             r = self.rows[key]
             if all(r.attrs.get(k) == v for k, v in wanted.items()) and (
-                    extra is None or extra(r.attrs, r.aggregate_id)):
+                    extra is None or extra(r.attrs, r.aggregate_id)) and (
+                    reach is None or reach.admits_row({**r.attrs, "id": r.aggregate_id})):
                 return {**r.attrs, "id": r.aggregate_id} if rows else r.aggregate_id
             return None
 

@@ -3,6 +3,7 @@ database; with QIJI_REQUIRE_SERVICES=1 (CI) a missing server fails them instead 
 
 from __future__ import annotations
 
+import functools
 import os
 import uuid
 from collections.abc import Iterator
@@ -24,6 +25,31 @@ PG = {
 }
 REQUIRE_SERVICES = os.environ.get("QIJI_REQUIRE_SERVICES") == "1"
 MASTER_KEY = bytes(range(32))
+# The city's public credentials address in tests (what QIJI_ISSUER_URL is in production).
+ISSUER_URL = "https://badges.changzhou.example"
+BADGES_ED25519_SEED = bytes(range(100, 132))
+
+
+@functools.cache
+def badges_rsa_pem() -> str:
+    """One RSA key per test session (making one takes a moment): configured, as in
+    production, so credentials keep verifying across restarts."""
+    from services.badges.credentials import new_rsa_pem
+    return new_rsa_pem(2048)
+
+
+def badges_keys(alg: str = "RS256") -> Any:
+    from services.badges.credentials import Ed25519Key, IssuerKeys, RsaKey
+    return IssuerKeys(rsa_key=RsaKey.from_pem(badges_rsa_pem().encode()),
+                      ed25519_key=Ed25519Key(BADGES_ED25519_SEED), alg=alg)
+
+
+def badges_key_env(alg: str = "RS256", issuer_url: str = ISSUER_URL) -> dict[str, str]:
+    """The same keys as settings, for a badges process."""
+    import base64
+    return {"BADGES_RSA_SIGNING_KEY": base64.b64encode(badges_rsa_pem().encode()).decode(),
+            "BADGES_SIGNING_KEY": base64.b64encode(BADGES_ED25519_SEED).decode(),
+            "BADGES_SIGNING_ALG": alg, "QIJI_ISSUER_URL": issuer_url}
 
 
 def _admin_conninfo(dbname: str = "postgres") -> str:
@@ -117,5 +143,21 @@ def actor(principal: str, *roles: str, organisation_id: str = "") -> Actor:
     return Actor(principal=principal, roles=frozenset(roles), organisation_id=organisation_id)
 
 
-def as_actor(who: Actor, rpc: str = "test", request_id: str = ""):
-    return acting_as(RequestContext(actor=who, rpc=rpc, request_id=request_id))
+def as_actor(who: Actor, rpc: str = "test", request_id: str = "", request: Any = None,
+             access: Any = None):
+    """Acts as `who`, as the guard would set it up: `request` is what the kernel fingerprints
+    for a retry (the protobuf message, with its `access` entry for personal fields, or bytes
+    for what a caller inside Qiji asks)."""
+    return acting_as(RequestContext(actor=who, rpc=rpc, request_id=request_id,
+                                    request=request, access=access))
+
+
+class FakeLease:
+    """A lease on leadership (shared.leadership.Lease) that is held for `checks` checks."""
+
+    def __init__(self, checks: int):
+        self.checks = checks
+
+    def held(self) -> bool:
+        self.checks -= 1
+        return self.checks >= 0

@@ -3,17 +3,21 @@ credentials, and the policies that follow identity, training and governance."""
 
 from __future__ import annotations
 
-import json
+import base64
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 from eventsourcing.application import ProcessingEvent
 
-from services.badges.credentials import IssuerKey, open_badge, verify_signature
+from services.badges import credentials as ob3
+from services.badges.credentials import IssuerKeys, Malformed, PublicUrls
 from services.badges.domain.criteria import Criteria, Track, evaluate, parse_criteria
+from services.badges.domain.images import image_problem
 from services.badges.domain.model import Award, BadgeClass, RiderRecord, VolunteerShift
 from services.badges.views import BadgesViews
 from services.governance import events as governance_events
@@ -21,9 +25,10 @@ from services.identity import events as identity_events
 from services.training import events as training_events
 from shared import context
 from shared.application import Outcome, QijiApplication
-from shared.config import Settings
+from shared.config import CREDENTIALS_HTTP_PORT, ConfigError, Settings
 from shared.errors import (
     FailedPrecondition,
+    FieldViolation,
     InvalidArgument,
     NotFound,
     Violations,
@@ -32,6 +37,7 @@ from shared.errors import (
 )
 from shared.followers import Follower, UpstreamEvent
 from shared.references import Reference, require_reference
+from shared.tenancy import Owners
 from shared.values import parse_hours
 
 MAX_TEXT = 200
@@ -51,12 +57,13 @@ class BadgesApplication(QijiApplication):
 
     def __init__(self, settings: Settings, master_key: bytes,
                  clock: Callable[[], datetime] | None = None,
-                 issuer_key: IssuerKey | None = None):
+                 issuer_keys: IssuerKeys | None = None, urls: PublicUrls | None = None):
+        # Settings first: a key or an address that cannot work stops the process before it
+        # opens its store.
+        self.issuer_keys = issuer_keys or load_issuer_keys(settings)
+        self.urls = urls or public_urls(settings)
         super().__init__(settings, master_key)
         self.clock = clock or (lambda: datetime.now(UTC))
-        self.issuer_key = issuer_key or IssuerKey.load(
-            settings.signing_key, settings.signing_key_file,
-            create=settings.persistence == "sqlite")
         self.views = BadgesViews(self)
         self.views.catch_up()
         self.identity_follower: Follower | None = None
@@ -64,8 +71,7 @@ class BadgesApplication(QijiApplication):
     # ------------------------------------------------------------------ volunteer service
 
     def log_volunteer_service(self, *, rider_id: str, community_id: str, activity: str,
-                              started_at: datetime | None, hours: str,
-                              fingerprint: str = "") -> dict[str, Any]:
+                              started_at: datetime | None, hours: str) -> dict[str, Any]:
         require_ids(rider_id=rider_id, community_id=community_id)
         v = Violations()
         v.require(bool(activity.strip()) and len(activity) <= MAX_TEXT, "activity",
@@ -87,9 +93,9 @@ class BadgesApplication(QijiApplication):
                                    activity=activity.strip(), started_at=started_at,
                                    hours=parsed)
             return Outcome([shift], {"shift_id": str(shift.id), "version": shift.version})
-        return self.execute(decide, fingerprint=fingerprint)
+        return self.execute(decide)
 
-    def confirm_volunteer_service(self, *, shift_id: str, fingerprint: str = ""
+    def confirm_volunteer_service(self, *, shift_id: str
                                   ) -> dict[str, Any]:
         require_ids(shift_id=shift_id)
 
@@ -102,9 +108,9 @@ class BadgesApplication(QijiApplication):
             return Outcome([shift, record, *awards], {
                 "shift_id": shift_id, "version": shift.version,
                 "award_ids": [str(a.id) for a in awards]})
-        return self.execute(decide, fingerprint=fingerprint, serialise_on=shift_id)
+        return self.execute(decide, serialise_on=shift_id)
 
-    def reject_volunteer_service(self, *, shift_id: str, reason: str, fingerprint: str = ""
+    def reject_volunteer_service(self, *, shift_id: str, reason: str
                                  ) -> dict[str, Any]:
         require_ids(shift_id=shift_id)
         _require_text("reason", reason)
@@ -113,7 +119,7 @@ class BadgesApplication(QijiApplication):
             shift = self.get(shift_id, VolunteerShift, "shift")
             shift.reject(reason.strip())
             return Outcome([shift], {"shift_id": shift_id, "version": shift.version})
-        return self.execute(decide, fingerprint=fingerprint, serialise_on=shift_id)
+        return self.execute(decide, serialise_on=shift_id)
 
     def shift(self, shift_id: str, version: int | None = None) -> VolunteerShift:
         return self.get(shift_id, VolunteerShift, "shift", version)
@@ -128,11 +134,33 @@ class BadgesApplication(QijiApplication):
         confirmed = sum((s["hours"] for s in record.shifts.values()), Decimal(0))
         return [self.shift(i) for i in ids], token, confirmed
 
+    # ------------------------------------------------------------------ tenancy
+
+    def owner_resolvers(self) -> dict[str, Callable[[str], Owners | None]]:
+        return {**super().owner_resolvers(), "shift_community": self._shift_community_owners,
+                "award": self._award_owners}
+
+    def _shift_community_owners(self, shift_id: str) -> Owners | None:
+        """Volunteer service is confirmed where it was done: by that community, or its
+        street office."""
+        shift = self.found(shift_id, VolunteerShift)
+        if shift is None:
+            return None
+        return self.organisation_owners(shift.community_id)
+
+    def _award_owners(self, award_id: str) -> Owners | None:
+        """An award is its rider's: their platform's and their street office's."""
+        award = self.found(award_id, Award)
+        if award is None or self.directory is None:
+            return None
+        return self.directory.rider_owners(award.rider_id)
+
     # ------------------------------------------------------------------ badge classes
 
     def create_badge_class(self, *, name: str, description: str, image_url: str,
                            issuer_id: str, criteria: dict[str, Any], validity_days: int,
-                           fingerprint: str = "") -> dict[str, Any]:
+                           image: bytes = b"", image_media_type: str = "") -> dict[str, Any]:
+        """A badge class; its picture, when given, is stored with it in the same save."""
         v = Violations()
         v.require(bool(name.strip()) and len(name) <= MAX_TEXT, "name",
                   f"1 to {MAX_TEXT} characters")
@@ -140,6 +168,9 @@ class BadgesApplication(QijiApplication):
         v.require(len(image_url) <= 500 and (not image_url or image_url.startswith(
             ("https://", "http://", "urn:"))), "image_url", "an http(s) or urn reference")
         v.require(0 <= validity_days <= 36500, "validity_days", "must be 0 to 36500")
+        if image or image_media_type:
+            problem = image_problem(image, image_media_type)
+            v.require(not problem, "image", problem)
         parsed = self._criteria(v, criteria)
         v.raise_if_any()
         assert parsed is not None
@@ -149,11 +180,29 @@ class BadgesApplication(QijiApplication):
             badge = BadgeClass(name=name.strip(), description=description.strip(),
                                image_url=image_url, issuer_id=issuer_id,
                                criteria=parsed.to_state(), validity_days=validity_days)
+            if image:
+                badge.upload_image(**_image_state(image, image_media_type))
             return Outcome([badge], {"badge_class_id": str(badge.id), "version": badge.version})
-        return self.execute(decide, fingerprint=fingerprint)
+        return self.execute(decide)
 
-    def revise_badge_criteria(self, *, badge_class_id: str, criteria: dict[str, Any],
-                              fingerprint: str = "") -> dict[str, Any]:
+    def upload_badge_image(self, *, badge_class_id: str, image: bytes, media_type: str
+                           ) -> dict[str, Any]:
+        """A new picture for a badge class (a credential already handed out shows the new one
+        at the same address; the old one stays in the log)."""
+        require_ids(badge_class_id=badge_class_id)
+        v = Violations()
+        problem = image_problem(image, media_type)
+        v.require(not problem, "image", problem)
+        v.raise_if_any()
+
+        def decide() -> Outcome:
+            badge = self.get(badge_class_id, BadgeClass, "badge_class")
+            badge.upload_image(**_image_state(image, media_type))
+            return Outcome([badge], {"badge_class_id": badge_class_id, "version": badge.version})
+        return self.execute(decide, serialise_on=badge_class_id)
+
+    def revise_badge_criteria(self, *, badge_class_id: str, criteria: dict[str, Any]
+                              ) -> dict[str, Any]:
         require_ids(badge_class_id=badge_class_id)
         v = Violations()
         parsed = self._criteria(v, criteria)
@@ -164,7 +213,7 @@ class BadgesApplication(QijiApplication):
             badge = self.get(badge_class_id, BadgeClass, "badge_class")
             badge.revise(criteria=parsed.to_state())
             return Outcome([badge], {"badge_class_id": badge_class_id, "version": badge.version})
-        return self.execute(decide, fingerprint=fingerprint)
+        return self.execute(decide)
 
     def badge_class(self, badge_class_id: str, version: int | None = None) -> BadgeClass:
         return self.get(badge_class_id, BadgeClass, "badge_class", version)
@@ -187,7 +236,7 @@ class BadgesApplication(QijiApplication):
     # ------------------------------------------------------------------ awards
 
     def grant_badge(self, *, rider_id: str, badge_class_id: str, reason: str,
-                    evidence: list[dict[str, Any]], fingerprint: str = "") -> dict[str, Any]:
+                    evidence: list[dict[str, Any]]) -> dict[str, Any]:
         """A manual award by an official: a written reason and at least one piece of evidence."""
         require_ids(rider_id=rider_id, badge_class_id=badge_class_id)
         v = Violations()
@@ -212,9 +261,9 @@ class BadgesApplication(QijiApplication):
                  "narrative": e["narrative"], "at": e.get("at") or now} for e in evidence],
                 reason.strip(), now)
             return Outcome([record, award], {"award_id": str(award.id), "version": 1})
-        return self.execute(decide, fingerprint=fingerprint)
+        return self.execute(decide)
 
-    def revoke_award(self, *, award_id: str, reason: str, fingerprint: str = ""
+    def revoke_award(self, *, award_id: str, reason: str
                      ) -> dict[str, Any]:
         require_ids(award_id=award_id)
         _require_text("reason", reason)
@@ -225,7 +274,7 @@ class BadgesApplication(QijiApplication):
             award.revoke(reason.strip(), context.current().actor.principal, self.clock())
             record.release(award.badge_class_id, award_id, revoked=True)
             return Outcome([award, record], {"award_id": award_id, "version": award.version})
-        return self.execute(decide, fingerprint=fingerprint)
+        return self.execute(decide)
 
     def expire_due(self) -> int:
         """Stores Expired for every award past its expiry (the expiry job calls this)."""
@@ -296,37 +345,121 @@ class BadgesApplication(QijiApplication):
         require_ids(award_id=award_id)
         award = self.award(award_id)
         badge = self.badge_class(award.badge_class_id)
-        issuer = self.get(Reference.create_id(badge.issuer_id), Reference, "organisation")
         criteria = badge.criteria(award.criteria_version)
-        credential = open_badge(award=award, badge_class=badge,
-                                criteria_narrative=criteria.narrative or criteria.describe(),
-                                issuer_name=issuer.name, rider_id=award.rider_id)
-        return credential, self.issuer_key.sign(credential)
+        self.views.catch_up()
+        credential = ob3.open_badge(
+            urls=self.urls, award=award, badge_class=badge,
+            criteria_narrative=criteria.narrative or criteria.describe(),
+            issuer_name=self._issuer_name(badge.issuer_id),
+            status=self.views.status_lists.place(award_id))
+        return credential, ob3.sign(self.issuer_keys, self.urls, credential, badge.issuer_id)
+
+    def baked_credential(self, *, award_id: str, jwt: str) -> tuple[bytes, str]:
+        """The award's signed credential baked into its badge's uploaded picture (OB 3.0
+        §5.3): what a rider can post anywhere a picture goes."""
+        badge = self.badge_class(self.award(award_id).badge_class_id)
+        if not badge.image:
+            raise FailedPrecondition("the badge class has no uploaded picture to bake the "
+                                     "credential into", reason="BADGE_HAS_NO_IMAGE")
+        picture = base64.b64decode(badge.image["data"])
+        media_type = badge.image["media_type"]
+        bake = ob3.bake_png if media_type == "image/png" else ob3.bake_svg
+        return bake(picture, jwt), media_type
 
     def verify_credential(self, *, jwt: str) -> dict[str, Any]:
+        """OB 3.0 §8.2.6-7 and the award's standing now: VALID, TAMPERED, UNKNOWN_KEY,
+        REVOKED, EXPIRED, NOT_YET_VALID or UNKNOWN_AWARD, with the problems found."""
         v = Violations()
-        v.require(jwt.count(".") == 2 and len(jwt) < 100_000, "credential_jwt",
-                  "a compact JWS: header.payload.signature")
+        v.require(len(jwt) < 100_000, "credential_jwt", "at most 100000 characters")
         v.raise_if_any()
-        credential = verify_signature(jwt, {self.issuer_key.key_id: self.issuer_key.public})
-        if credential is None:
-            return {"signature_valid": False, "status": "", "valid": False,
-                    "problems": ["the signature does not verify under the issuer's key"],
-                    "award_id": ""}
-        award_id = str(credential.get("id", "")).removeprefix("urn:uuid:")
-        problems: list[str] = []
-        status = ""
         try:
-            status = self.award(award_id).status_at(self.clock())
+            checked = ob3.check_signed(jwt.strip(), self.issuer_keys, self.clock())
+        except Malformed as error:
+            raise InvalidArgument([FieldViolation("credential_jwt", str(error))]) from None
+        result = {"verdict": checked.verdict, "problems": list(checked.problems),
+                  "signature_valid": checked.credential is not None, "status": "",
+                  "award_id": "", "credential": checked.credential}
+        if checked.credential is None:
+            return {**result, "valid": False}
+        award_id = str(checked.credential.get("id", "")).removeprefix("urn:uuid:")
+        try:
+            award = self.award(award_id)
         except (NotFound, InvalidArgument):  # signed by our key, but for no award we know
-            problems.append("no such award in this Qiji")
-        if status and status != "ACTIVE":
-            problems.append(f"the award is {status.lower()}")
-        return {"signature_valid": True, "status": status, "valid": not problems,
-                "problems": problems, "award_id": award_id}
+            return {**result, "verdict": "UNKNOWN_AWARD", "valid": False,
+                    "problems": ["no such award in this Qiji"]}
+        status = award.status_at(self.clock())
+        result.update(award_id=award_id, status=status)
+        if status == "REVOKED":
+            result.update(verdict="REVOKED", problems=[
+                f"the award was revoked on {award.revoked_at.date().isoformat()}"
+                if award.revoked_at else "the award was revoked"])
+        elif status == "EXPIRED" and checked.verdict == "VALID":
+            result.update(verdict="EXPIRED", problems=["the award has expired"])
+        return {**result, "valid": result["verdict"] == "VALID"}
 
-    def issuer_keys(self) -> str:
-        return json.dumps({"keys": [self.issuer_key.jwk]})
+    def issuer_keys_json(self) -> dict[str, Any]:
+        return self.issuer_keys.jwks(self.urls)
+
+    def issuer_profile(self, *, issuer_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The issuer's OB 3.0 Profile and its did:web DID document. Only an organisation that
+        issues a badge class has one: the public face lists no other organisation."""
+        require_ids(issuer_id=issuer_id)
+        self._require_issuer(issuer_id)
+        name = self._issuer_name(issuer_id)
+        profile = ob3.issuer_profile(urls=self.urls, organisation_id=issuer_id, name=name)
+        return profile, ob3.did_document(self.urls, issuer_id, self.issuer_keys)
+
+    def achievement(self, *, badge_class_id: str) -> dict[str, Any]:
+        require_ids(badge_class_id=badge_class_id)
+        badge = self.badge_class(badge_class_id)
+        criteria = badge.criteria()
+        issuer = ob3.issuer_profile(urls=self.urls, organisation_id=badge.issuer_id,
+                                    name=self._issuer_name(badge.issuer_id))
+        return {"@context": ob3.OB3_CONTEXT, **ob3.achievement(
+            urls=self.urls, badge_class=badge,
+            criteria_narrative=criteria.narrative or criteria.describe(), issuer=issuer)}
+
+    def achievements(self, *, issuer_id: str, page_size: int, page_token: str
+                     ) -> tuple[list[dict[str, Any]], str]:
+        if issuer_id:
+            require_ids(issuer_id=issuer_id)
+        self.views.catch_up()
+        ids, token = self.views.classes.select({"issuer_id": issuer_id}, page_size=page_size,
+                                               page_token=page_token)
+        return [self.achievement(badge_class_id=i) for i in ids], token
+
+    def badge_image(self, *, badge_class_id: str) -> dict[str, Any]:
+        require_ids(badge_class_id=badge_class_id)
+        badge = self.badge_class(badge_class_id)
+        if not badge.image:
+            raise NotFound("badge_image", badge_class_id)
+        return {"data": base64.b64decode(badge.image["data"]),
+                "media_type": badge.image["media_type"], "sha256": badge.image["sha256"]}
+
+    def status_list(self, *, issuer_id: str, list_number: int) -> tuple[dict[str, Any], str]:
+        """The issuer's Bitstring status list credential (revocation), signed like the
+        credentials that point at it."""
+        require_ids(issuer_id=issuer_id)
+        v = Violations()
+        v.require(0 <= list_number < 1_000_000, "list_number", "must be 0 or more")
+        v.raise_if_any()
+        self._require_issuer(issuer_id)
+        found = self.views.status_lists.list_of(issuer_id, list_number)
+        if found is None:
+            raise NotFound("status_list", f"{issuer_id}/{list_number}")
+        revoked, changed = found
+        credential = ob3.status_list_credential(
+            urls=self.urls, organisation_id=issuer_id, list_number=list_number,
+            revoked=revoked, valid_from=changed)
+        return credential, ob3.sign(self.issuer_keys, self.urls, credential, issuer_id)
+
+    def _require_issuer(self, issuer_id: str) -> None:
+        self.views.catch_up()
+        if issuer_id not in self.views.status_lists.issuers():
+            raise NotFound("issuer", issuer_id)
+
+    def _issuer_name(self, issuer_id: str) -> str:
+        return self.get(Reference.create_id(issuer_id), Reference, "organisation").name
 
     # ------------------------------------------------------------------ followers
 
@@ -409,6 +542,47 @@ class BadgesApplication(QijiApplication):
     def _rider_record_for_policy(self, rider_id: str) -> RiderRecord:
         return self.current_or_new(RiderRecord.create_id(rider_id), RiderRecord,
                                    lambda: RiderRecord(rider_id=rider_id))
+
+
+def _image_state(image: bytes, media_type: str) -> dict[str, str]:
+    return {"media_type": media_type, "data": base64.b64encode(image).decode(),
+            "sha256": hashlib.sha256(image).hexdigest()}
+
+
+def load_issuer_keys(settings: Settings) -> IssuerKeys:
+    """The issuer's key set from the settings: BADGES_RSA_SIGNING_KEY / _FILE and
+    BADGES_SIGNING_KEY / _FILE (Ed25519), BADGES_SIGNING_ALG choosing the one that signs.
+    Only the embedded default makes missing keys (once, kept in the data folder)."""
+    create = settings.persistence == "sqlite"
+    try:
+        return IssuerKeys(
+            rsa_key=ob3.load_rsa(settings.own_setting("RSA_SIGNING_KEY"), Path(
+                settings.own_setting("RSA_SIGNING_KEY_FILE",
+                                     str(settings.data_dir / "badges-signing-rsa.pem"))),
+                create=create),
+            ed25519_key=ob3.load_ed25519(settings.signing_key, settings.signing_key_file,
+                                         create=create),
+            alg=settings.own_setting("SIGNING_ALG", ob3.RS256))
+    except (ValueError, OSError) as error:
+        raise ConfigError(f"badges signing keys: {error}") from None
+
+
+def public_urls(settings: Settings) -> PublicUrls:
+    """QIJI_ISSUER_URL (required on PostgreSQL: the city's own https:// address) and
+    QIJI_ISSUER_ID_FORM (`https`, the default, or `did:web`)."""
+    url = settings.own_setting("ISSUER_URL")
+    if not url:
+        if settings.persistence != "sqlite":
+            raise ConfigError("QIJI_ISSUER_URL must be set: the https:// address of the city's "
+                              "public credentials face (issuer ids, keys, status lists)")
+        url = f"http://127.0.0.1:{CREDENTIALS_HTTP_PORT}"
+    form = settings.own_setting("ISSUER_ID_FORM", "https")
+    if form not in ("https", "did:web"):
+        raise ConfigError(f"QIJI_ISSUER_ID_FORM must be https or did:web, got {form!r}")
+    try:
+        return PublicUrls(url, did_web=form == "did:web")
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
 
 
 def _require_text(field: str, text: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from typing import Any
 
@@ -10,48 +11,60 @@ from qiji.badges.v1 import badges_service_pb2 as pb
 from qiji.badges.v1 import badges_service_pb2_grpc as pb_grpc
 
 from services.badges.application import BadgesApplication
+from services.badges.credentials import image_url
 from services.badges.domain.criteria import Criteria, Track
 from services.badges.domain.model import Award, BadgeClass, VolunteerShift
-from shared.auth import (
-    AUDITOR,
-    CITY_ADMIN,
-    DEPARTMENT,
-    MERCHANT,
-    OPERATOR,
-    PLATFORM,
-    SERVICE,
-    STREET_OFFICE,
-)
-from shared.grpc.convert import enum_in, enum_out, optional_time, request_fingerprint, timestamp
+from shared import masking
+from shared.auth import AUDITOR, CITY_ADMIN, OPERATOR, ROLES, SERVICE
+from shared.grpc.convert import enum_in, enum_out, optional_time, timestamp
+from shared.tenancy import RIDER, Ref, Rows, access_table, city_wide, public, scoped
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["BadgesService"].full_name
 
-_READERS = frozenset({CITY_ADMIN, STREET_OFFICE, DEPARTMENT, PLATFORM, OPERATOR, AUDITOR,
-                      SERVICE})
-_OFFICIALS = frozenset({CITY_ADMIN, STREET_OFFICE})
+_CITY_READERS = frozenset({CITY_ADMIN, OPERATOR, AUDITOR, SERVICE})
+# Volunteer service is the rider's (their platform's, their street office's) and, for
+# confirming it, the community's where it was done (and that community's street office's).
+SHIFT_AT = Ref("shift_id", "shift_community")
+COMMUNITY_OF_REQUEST = Ref("community_id", "organisation")
+# An award is its rider's: their platform's, their street office's.
+AWARD = Ref("award_id", "award")
 
-PERMISSIONS: dict[str, frozenset[str]] = {f"/{SERVICE_NAME}/{rpc}": roles for rpc, roles in {
-    # Service is logged by the rider's app (the platform) or at the community's desk, and
-    # confirmed by the community (through the street office's system).
-    "LogVolunteerService": _OFFICIALS | {PLATFORM},
-    "ConfirmVolunteerService": _OFFICIALS,
-    "RejectVolunteerService": _OFFICIALS,
-    "ListVolunteerService": _READERS,
-    "CreateBadgeClass": frozenset({CITY_ADMIN}),
-    "ReviseBadgeCriteria": frozenset({CITY_ADMIN}),
-    "GetBadgeClass": _READERS | {MERCHANT},
-    "ListBadgeClasses": _READERS | {MERCHANT},
-    "GrantBadge": _OFFICIALS,
-    "RevokeAward": _OFFICIALS,
-    "GetAward": _READERS,
-    "ListRiderAwards": _READERS,
-    "ListBadgeHolders": _READERS,
-    "ExplainAward": _READERS,
-    "ExportCredential": _READERS,
-    # Anyone Qiji knows may check a credential a rider shows them; a merchant too.
-    "VerifyCredential": _READERS | {MERCHANT},
-    "GetIssuerKeys": _READERS | {MERCHANT},
-}.items()}
+# Who may call each RPC, and for each role that acts for one organisation, what that
+# organisation must own (shared/tenancy.py). An RPC missing here is refused to everyone.
+ACCESS = access_table(SERVICE_NAME, {
+    # Service is logged by the rider's app (their platform) or at the community's desk, and
+    # confirmed by the community where it was done (or its street office).
+    "LogVolunteerService": scoped(CITY_ADMIN, platform=RIDER, community=COMMUNITY_OF_REQUEST,
+                                  street_office=COMMUNITY_OF_REQUEST),
+    "ConfirmVolunteerService": scoped(CITY_ADMIN, community=SHIFT_AT, street_office=SHIFT_AT),
+    "RejectVolunteerService": scoped(CITY_ADMIN, community=SHIFT_AT, street_office=SHIFT_AT),
+    "ListVolunteerService": scoped(_CITY_READERS, platform=RIDER, street_office=RIDER,
+                                   community=Rows("shift_community", "id")),
+    "CreateBadgeClass": city_wide(CITY_ADMIN),
+    "ReviseBadgeCriteria": city_wide(CITY_ADMIN),
+    # Badge classes and the issuer's keys are public: a merchant checks a badge-only perk,
+    # anyone checks a credential a rider shows them.
+    "GetBadgeClass": public(ROLES),
+    "ListBadgeClasses": public(ROLES),
+    "UploadBadgeImage": city_wide(CITY_ADMIN),
+    "GrantBadge": scoped(CITY_ADMIN, street_office=RIDER),
+    "RevokeAward": scoped(CITY_ADMIN, street_office=AWARD),
+    "GetAward": scoped(_CITY_READERS, platform=AWARD, street_office=AWARD),
+    "ListRiderAwards": scoped(_CITY_READERS, platform=RIDER, street_office=RIDER),
+    "ListBadgeHolders": scoped(_CITY_READERS, platform=Rows("rider", "rider_id"),
+                               street_office=Rows("rider", "rider_id")),
+    "ExplainAward": scoped(_CITY_READERS, platform=RIDER, street_office=RIDER),
+    "ExportCredential": scoped(_CITY_READERS, platform=AWARD, street_office=AWARD),
+    "VerifyCredential": public(ROLES),
+    "GetIssuerKeys": public(ROLES),
+    # What the public credentials face serves to anyone without a token (it reads them with
+    # the `service` role): no personal data, the same answer for every caller.
+    "GetIssuerProfile": public(ROLES),
+    "GetAchievement": public(ROLES),
+    "ListAchievements": public(ROLES),
+    "GetBadgeImage": public(ROLES),
+    "GetStatusList": public(ROLES),
+})
 
 
 class BadgesServicer(pb_grpc.BadgesServiceServicer):
@@ -64,19 +77,17 @@ class BadgesServicer(pb_grpc.BadgesServiceServicer):
         result = self.app.log_volunteer_service(
             rider_id=request.rider_id, community_id=request.community_id,
             activity=request.activity, started_at=optional_time(request, "start_time"),
-            hours=request.hours, fingerprint=request_fingerprint(request))
+            hours=request.hours)
         return pb.LogVolunteerServiceResponse(shift=self._shift_at(result))
 
     def ConfirmVolunteerService(self, request: Any, context: Any) -> Any:
-        result = self.app.confirm_volunteer_service(shift_id=request.shift_id,
-                                                    fingerprint=request_fingerprint(request))
+        result = self.app.confirm_volunteer_service(shift_id=request.shift_id)
         return pb.ConfirmVolunteerServiceResponse(shift=self._shift_at(result),
                                                   award_ids=result["award_ids"])
 
     def RejectVolunteerService(self, request: Any, context: Any) -> Any:
         result = self.app.reject_volunteer_service(shift_id=request.shift_id,
-                                                   reason=request.reason,
-                                                   fingerprint=request_fingerprint(request))
+                                                   reason=request.reason)
         return pb.RejectVolunteerServiceResponse(shift=self._shift_at(result))
 
     def ListVolunteerService(self, request: Any, context: Any) -> Any:
@@ -95,13 +106,19 @@ class BadgesServicer(pb_grpc.BadgesServiceServicer):
         result = self.app.create_badge_class(
             name=request.name, description=request.description, image_url=request.image_url,
             issuer_id=request.issuer_id, criteria=self._criteria_in(request.criteria),
-            validity_days=request.validity_days, fingerprint=request_fingerprint(request))
+            validity_days=request.validity_days, image=request.image,
+            image_media_type=request.image_media_type)
         return pb.CreateBadgeClassResponse(badge_class=self._class_at(result))
+
+    def UploadBadgeImage(self, request: Any, context: Any) -> Any:
+        result = self.app.upload_badge_image(
+            badge_class_id=request.badge_class_id, image=request.image,
+            media_type=request.image_media_type)
+        return pb.UploadBadgeImageResponse(badge_class=self._class_at(result))
 
     def ReviseBadgeCriteria(self, request: Any, context: Any) -> Any:
         result = self.app.revise_badge_criteria(
-            badge_class_id=request.badge_class_id, criteria=self._criteria_in(request.criteria),
-            fingerprint=request_fingerprint(request))
+            badge_class_id=request.badge_class_id, criteria=self._criteria_in(request.criteria))
         return pb.ReviseBadgeCriteriaResponse(badge_class=self._class_at(result))
 
     def GetBadgeClass(self, request: Any, context: Any) -> Any:
@@ -122,13 +139,11 @@ class BadgesServicer(pb_grpc.BadgesServiceServicer):
             reason=request.reason,
             evidence=[{"reference": e.source + ":" + e.reference if e.source else e.reference,
                        "narrative": e.narrative,
-                       "at": optional_time(e, "time")} for e in request.evidence],
-            fingerprint=request_fingerprint(request))
+                       "at": optional_time(e, "time")} for e in request.evidence])
         return pb.GrantBadgeResponse(award=self._award_at(result))
 
     def RevokeAward(self, request: Any, context: Any) -> Any:
-        result = self.app.revoke_award(award_id=request.award_id, reason=request.reason,
-                                       fingerprint=request_fingerprint(request))
+        result = self.app.revoke_award(award_id=request.award_id, reason=request.reason)
         return pb.RevokeAwardResponse(award=self._award_at(result))
 
     def GetAward(self, request: Any, context: Any) -> Any:
@@ -157,19 +172,56 @@ class BadgesServicer(pb_grpc.BadgesServiceServicer):
 
     def ExportCredential(self, request: Any, context: Any) -> Any:
         credential, jwt = self.app.export_credential(award_id=request.award_id)
+        baked, media_type = self.app.baked_credential(
+            award_id=request.award_id, jwt=jwt) if request.baked else (b"", "")
         return pb.ExportCredentialResponse(
             credential_json=json.dumps(credential, ensure_ascii=False, indent=2),
-            credential_jwt=jwt, key_id=self.app.issuer_key.key_id)
+            credential_jwt=jwt, key_id=_header(jwt)["kid"], baked_image=baked,
+            baked_image_media_type=media_type)
 
     def VerifyCredential(self, request: Any, context: Any) -> Any:
         r = self.app.verify_credential(jwt=request.credential_jwt)
         return pb.VerifyCredentialResponse(
             signature_valid=r["signature_valid"],
             status=enum_out(r["status"], pb.AwardStatus), valid=r["valid"],
-            problems=r["problems"], award_id=r["award_id"])
+            problems=r["problems"], award_id=r["award_id"],
+            verdict=enum_out(r["verdict"], pb.CredentialVerdict),
+            credential_json=json.dumps(r["credential"], ensure_ascii=False)
+            if r["credential"] is not None else "")
 
     def GetIssuerKeys(self, request: Any, context: Any) -> Any:
-        return pb.GetIssuerKeysResponse(jwks_json=self.app.issuer_keys())
+        keys = self.app.issuer_keys
+        return pb.GetIssuerKeysResponse(
+            jwks_json=json.dumps(self.app.issuer_keys_json()),
+            signing_key_id=keys.jwk(keys.active, self.app.urls)["kid"])
+
+    def GetIssuerProfile(self, request: Any, context: Any) -> Any:
+        profile, did = self.app.issuer_profile(issuer_id=request.issuer_id)
+        return pb.GetIssuerProfileResponse(profile_json=_json(profile),
+                                           did_document_json=_json(did))
+
+    def GetAchievement(self, request: Any, context: Any) -> Any:
+        return pb.GetAchievementResponse(achievement_json=_json(
+            self.app.achievement(badge_class_id=request.badge_class_id)))
+
+    def ListAchievements(self, request: Any, context: Any) -> Any:
+        found, token = self.app.achievements(issuer_id=request.issuer_id,
+                                             page_size=request.page_size,
+                                             page_token=request.page_token)
+        return pb.ListAchievementsResponse(achievement_json=[_json(a) for a in found],
+                                           next_page_token=token)
+
+    def GetBadgeImage(self, request: Any, context: Any) -> Any:
+        image = self.app.badge_image(badge_class_id=request.badge_class_id)
+        return pb.GetBadgeImageResponse(image=image["data"],
+                                        image_media_type=image["media_type"],
+                                        image_sha256=image["sha256"])
+
+    def GetStatusList(self, request: Any, context: Any) -> Any:
+        credential, jwt = self.app.status_list(issuer_id=request.issuer_id,
+                                               list_number=request.list_number)
+        return pb.GetStatusListResponse(status_list_json=_json(credential),
+                                        status_list_jwt=jwt)
 
     # ------------------------------------------------------------------ rendering
 
@@ -187,14 +239,17 @@ class BadgesServicer(pb_grpc.BadgesServiceServicer):
         return pb.VolunteerShift(
             shift_id=str(s.id), rider_id=s.rider_id, community_id=s.community_id,
             activity=s.activity, start_time=timestamp(s.started_at), hours=_decimal(s.hours),
-            status=enum_out(s.status, pb.ShiftStatus), reason=s.reason, version=s.version)
+            status=enum_out(s.status, pb.ShiftStatus),
+            reason=masking.show_to_caller(masking.FREE_TEXT, s.reason), version=s.version)
 
     def _class(self, c: BadgeClass) -> Any:
         return pb.BadgeClass(
             badge_class_id=str(c.id), name=c.name, description=c.description,
-            image_url=c.image_url, issuer_id=c.issuer_id,
+            image_url=image_url(self.app.urls, c), issuer_id=c.issuer_id,
             criteria=self._criteria_out(c.criteria()), criteria_version=c.criteria_version,
-            validity_days=c.validity_days, version=c.version)
+            validity_days=c.validity_days, version=c.version,
+            image_media_type=(c.image or {}).get("media_type", ""),
+            image_sha256=(c.image or {}).get("sha256", ""))
 
     @staticmethod
     def _award(a: Award) -> Any:
@@ -207,7 +262,8 @@ class BadgesServicer(pb_grpc.BadgesServiceServicer):
                                   time=timestamp(e["at"])) for e in a.evidence],
             reason=a.reason, awarded_by=a.awarded_by, award_time=timestamp(a.awarded_at),
             expire_time=timestamp(a.expires_at), revoke_time=timestamp(a.revoked_at),
-            revoke_reason=a.revoke_reason, revoked_by=a.revoked_by, version=a.version)
+            revoke_reason=masking.show_to_caller(masking.FREE_TEXT, a.revoke_reason),
+            revoked_by=a.revoked_by, version=a.version)
 
     @staticmethod
     def _criteria_in(c: Any) -> dict[str, Any]:
@@ -228,6 +284,15 @@ class BadgesServicer(pb_grpc.BadgesServiceServicer):
                                 for t, n in sorted(c.track_requirements.items())],
             min_verified_reports=c.min_verified_reports, within_days=c.within_days,
             narrative=c.narrative)
+
+
+def _json(document: Any) -> str:
+    return json.dumps(document, ensure_ascii=False)
+
+
+def _header(jwt: str) -> dict[str, Any]:
+    head = jwt.split(".", 1)[0]
+    return json.loads(base64.urlsafe_b64decode(head + "=" * (-len(head) % 4)))
 
 
 def _decimal(value: Any) -> str:

@@ -9,12 +9,13 @@ from typing import Any
 import structlog
 
 from services.badges.application import BadgesApplication
-from services.badges.grpc_api import PERMISSIONS, add_servicers
+from services.badges.grpc_api import ACCESS, add_servicers
 from services.badges.public_events import CATALOGUE as PUBLIC_EVENTS
 from shared.config import Settings
 from shared.context import Actor, RequestContext, acting_as
 from shared.followers import Follower, GrpcFeed
 from shared.grpc.server import ServiceSpec
+from shared.tenancy import TenancyDirectory
 
 log = structlog.get_logger(__name__)
 
@@ -46,10 +47,12 @@ class ExpiryJob:
 def make_followers(app: Any, settings: Settings) -> list[Any]:
     def feed(name: str) -> GrpcFeed:
         return GrpcFeed.of(name, settings)
-    identity = Follower(app, feed("identity"), app.follow_identity,
+    identity_feed = feed("identity")
+    identity = Follower(app, identity_feed, app.follow_identity,
                         topics=BadgesApplication.IDENTITY_TOPICS)
     app.identity_follower = identity
-    return [identity,
+    app.directory = TenancyDirectory(identity_feed)
+    return [identity, app.directory,
             Follower(app, feed("training"), app.follow_training,
                      topics=BadgesApplication.TRAINING_TOPICS),
             Follower(app, feed("governance"), app.follow_governance,
@@ -58,5 +61,5 @@ def make_followers(app: Any, settings: Settings) -> list[Any]:
 
 
 SPEC = ServiceSpec(name="badges", make_app=BadgesApplication, add_servicers=add_servicers,
-                   permissions=PERMISSIONS, make_followers=make_followers,
+                   access=ACCESS, make_followers=make_followers,
                    public_events=PUBLIC_EVENTS)

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
+import threading
+from collections import defaultdict
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from services.badges.credentials import STATUS_LIST_SIZE, StatusEntry
 from services.badges.domain.model import Award, BadgeClass, VolunteerShift
 from shared.views import Index, LogFollower
 
@@ -17,6 +21,7 @@ class BadgesViews:
         self.shifts = Index()
         self.classes = Index()
         self.awards = Index()
+        self.status_lists = StatusLists()
         self._follower = LogFollower(app, "badges", self._apply)
 
     def catch_up(self) -> int:
@@ -48,12 +53,76 @@ class BadgesViews:
         elif isinstance(event, VolunteerShift.Rejected):
             self.shifts.update(ident, status="REJECTED")
         elif isinstance(event, BadgeClass.Created):
-            self.classes.add(position, ident)
+            self.classes.add(position, ident, issuer_id=event.issuer_id)
+            self.status_lists.note_class(ident, event.issuer_id)
         elif isinstance(event, Award.Granted):
             self.awards.add(position, ident, rider_id=event.rider_id,
                             badge_class_id=event.badge_class_id, status="ACTIVE",
                             expires_at=event.expires_at)
+            self.status_lists.allocate(ident, event.badge_class_id, event.timestamp)
         elif isinstance(event, Award.Revoked):
             self.awards.update(ident, status="REVOKED")
+            self.status_lists.revoke(ident, event.timestamp)
         elif isinstance(event, Award.Expired):
             self.awards.update(ident, status="EXPIRED")
+
+
+class StatusLists:
+    """Each issuer's Bitstring status lists, derived from the log: every award gets a place
+    (list, index) the moment its Granted event is applied, and its bit is set when it is
+    revoked. Places depend only on the log's order, so every replica, and every rebuild years
+    later, gives an award the place its exported credential names.
+
+    Within a list the index is the first free one from a hash of the award id (W3C Bitstring
+    Status List §6.1 asks for indexes that do not reveal the order of issue); list n holds an
+    issuer's awards n*131072 .. (n+1)*131072-1 in order of issue."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._issuer_of_class: dict[str, str] = {}
+        self._issued: dict[str, int] = defaultdict(int)
+        self._taken: dict[tuple[str, int], set[int]] = defaultdict(set)
+        self._revoked: dict[tuple[str, int], set[int]] = defaultdict(set)
+        self._changed: dict[tuple[str, int], datetime] = {}
+        self._places: dict[str, tuple[str, StatusEntry]] = {}
+
+    def note_class(self, badge_class_id: str, issuer_id: str) -> None:
+        with self._lock:
+            self._issuer_of_class[badge_class_id] = issuer_id
+
+    def allocate(self, award_id: str, badge_class_id: str, at: datetime) -> None:
+        with self._lock:
+            issuer = self._issuer_of_class[badge_class_id]
+            list_number = self._issued[issuer] // STATUS_LIST_SIZE
+            self._issued[issuer] += 1
+            taken = self._taken[issuer, list_number]
+            index = int.from_bytes(hashlib.sha256(award_id.encode()).digest()[:8], "big") \
+                % STATUS_LIST_SIZE
+            while index in taken:  # a list never holds more than it has places
+                index = (index + 1) % STATUS_LIST_SIZE
+            taken.add(index)
+            self._places[award_id] = (issuer, StatusEntry(list_number, index))
+            self._changed.setdefault((issuer, list_number), at)
+
+    def revoke(self, award_id: str, at: datetime) -> None:
+        with self._lock:
+            issuer, entry = self._places[award_id]
+            self._revoked[issuer, entry.list_number].add(entry.index)
+            self._changed[issuer, entry.list_number] = at
+
+    def place(self, award_id: str) -> StatusEntry:
+        with self._lock:
+            return self._places[award_id][1]
+
+    def list_of(self, issuer_id: str, list_number: int) -> tuple[frozenset[int], datetime] | None:
+        """The revoked indexes of one list and when it last changed; None if it has no award
+        yet (or the issuer issues none)."""
+        with self._lock:
+            changed = self._changed.get((issuer_id, list_number))
+            if changed is None:
+                return None
+            return frozenset(self._revoked[issuer_id, list_number]), changed
+
+    def issuers(self) -> set[str]:
+        with self._lock:
+            return set(self._issuer_of_class.values())

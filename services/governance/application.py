@@ -48,19 +48,17 @@ from services.governance.domain.values import (
     check_text,
     default_deadline_seconds,
     latitude_band_degrees,
-    mask_name,
     same_incident,
 )
 from services.governance.views import GovernanceViews, QueueEntry, StatisticsRow
 from services.identity import events as identity_events
-from shared import auth, context
+from shared import auth, context, masking
 from shared.application import (
     MAC_KEY,
     META_KEY,
     Outcome,
     QijiApplication,
     event_metadata,
-    fingerprint_of,
 )
 from shared.config import Settings
 from shared.context import Actor, RequestContext
@@ -68,14 +66,12 @@ from shared.errors import (
     FieldViolation,
     InvalidArgument,
     NotFound,
-    PermissionDenied,
     Violations,
 )
 from shared.followers import Follower, UpstreamEvent
 from shared.paging import page
+from shared.tenancy import Owners
 
-# Roles that see mediation parties' names in clear; everyone else sees them masked.
-PERSONAL_DATA_ROLES = frozenset({auth.CITY_ADMIN, auth.STREET_OFFICE})
 # Who stores an escalation: the deadline scheduler, through the same command path as callers.
 DEADLINE_SCHEDULER = Actor(principal="governance-deadline-scheduler",
                            roles=frozenset({auth.SERVICE}))
@@ -208,8 +204,7 @@ class GovernanceApplication(QijiApplication):
 
     def submit_report(self, *, rider_id: str, kind: ReportKind | None,
                       category: Category | None, location: Location | None, text: str,
-                      attachment_refs: list[str], observed_at: datetime | None,
-                      fingerprint: str = "") -> dict[str, Any]:
+                      attachment_refs: list[str], observed_at: datetime | None) -> dict[str, Any]:
         """Stores the report and, in the same save, either links it to the open report of the
         same incident or routes it by the current rules."""
         violations = Violations()
@@ -250,7 +245,7 @@ class GovernanceApplication(QijiApplication):
                                                  "version": report.version})
             self._route(report, now)
             return Outcome([report], {"report_id": str(report.id), "version": report.version})
-        return self.execute(decide, fingerprint=fingerprint)
+        return self.execute(decide)
 
     def _original_of(self, report: Report) -> tuple[Report, float] | None:
         """The open report this one repeats, if any: the earliest observed of its incident."""
@@ -311,14 +306,18 @@ class GovernanceApplication(QijiApplication):
         return ReportView(
             report_id=str(r.id), rider_id=r.rider_id, kind=ReportKind(r.kind),
             category=Category(r.category),
-            location=Location(r.street_id, r.latitude, r.longitude), text=r.text,
+            location=Location(r.street_id, r.latitude, r.longitude),
+            # What the rider wrote may name people: the masking table decides who reads it.
+            text=_free_text(r.text),
             attachment_refs=list(r.attachment_refs), observed_at=r.observed_at,
             submitted_at=r.submitted_at, status=r.status,
-            assignments=[{"department_id": d, **a} for d, a in r.assignments.items()],
+            assignments=[{"department_id": d, **a,
+                          **{k: _free_text(a[k]) for k in _ASSIGNMENT_TEXTS if k in a}}
+                         for d, a in r.assignments.items()],
             rules_version=r.rules_version, rule_name=r.rule_name,
             unresolved_functions=list(r.unresolved_functions), duplicate_of=r.duplicate_of,
             duplicates=list(r.duplicates), closed_at=r.closed_at, verified_at=r.verified_at,
-            verification_note=r.verification_note, version=r.version)
+            verification_note=_free_text(r.verification_note), version=r.version)
 
     def list_reports(self, *, street_id: str, kind: ReportKind | None,
                      status: ReportStatus | None, rider_id: str, page_size: int,
@@ -342,56 +341,53 @@ class GovernanceApplication(QijiApplication):
                 stored_at=e.timestamp, principal=meta.get("principal", ""),
                 rpc=meta.get("rpc", ""), request_id=meta.get("request_id", ""),
                 correlation_id=meta.get("correlation_id", ""),
-                details={k: _detail(v) for k, v in vars(e).items()
-                         if k not in _NOT_DETAILS}))
+                details={k: _free_text(_detail(v)) if k in _HISTORY_TEXTS else _detail(v)
+                         for k, v in vars(e).items() if k not in _NOT_DETAILS}))
         return entries
 
     # ------------------------------------------------------------------ departments' work
 
-    def acknowledge_assignment(self, *, report_id: str, department_id: str,
-                               fingerprint: str = "") -> dict[str, Any]:
-        return self._work(report_id, department_id, fingerprint, Violations(),
+    def acknowledge_assignment(self, *, report_id: str, department_id: str) -> dict[str, Any]:
+        return self._work(report_id, department_id, Violations(),
                           lambda r, now: r.acknowledge(department_id, now))
 
-    def start_assignment_work(self, *, report_id: str, department_id: str, note: str,
-                              fingerprint: str = "") -> dict[str, Any]:
+    def start_assignment_work(self, *, report_id: str, department_id: str, note: str
+                              ) -> dict[str, Any]:
         violations = Violations()
         check_text(violations, "note", note, required=False)
-        return self._work(report_id, department_id, fingerprint, violations,
+        return self._work(report_id, department_id, violations,
                           lambda r, now: r.start_work(department_id, note.strip(), now))
 
-    def resolve_assignment(self, *, report_id: str, department_id: str, resolution: str,
-                           fingerprint: str = "") -> dict[str, Any]:
+    def resolve_assignment(self, *, report_id: str, department_id: str, resolution: str
+                           ) -> dict[str, Any]:
         violations = Violations()
         check_text(violations, "resolution", resolution, required=True)
-        return self._work(report_id, department_id, fingerprint, violations,
+        return self._work(report_id, department_id, violations,
                           lambda r, now: r.resolve(department_id, resolution.strip(), now))
 
     def reject_assignment(self, *, report_id: str, department_id: str,
-                          reason: RejectionReason | None, note: str,
-                          fingerprint: str = "") -> dict[str, Any]:
+                          reason: RejectionReason | None, note: str) -> dict[str, Any]:
         violations = Violations()
         violations.require(reason is not None, "reason", "must be specified")
         check_text(violations, "note", note, required=False)
-        return self._work(report_id, department_id, fingerprint, violations,
+        return self._work(report_id, department_id, violations,
                           lambda r, now: r.reject(department_id, reason.value if reason else "",
                                                   note.strip(), now))
 
-    def _work(self, report_id: str, department_id: str, fingerprint: str,
+    def _work(self, report_id: str, department_id: str,
               violations: Violations, change: Callable[[Report, datetime], None]
               ) -> dict[str, Any]:
         _check_id(violations, "report_id", report_id)
         _check_id(violations, "department_id", department_id)
         violations.raise_if_any()
-        _require_acting_for(department_id, "NOT_ASSIGNED_DEPARTMENT")
 
         def decide() -> Outcome:
             report = self.get(report_id, Report, "report")
             change(report, self.clock())
             return Outcome([report], {"report_id": report_id, "version": report.version})
-        return self.execute(decide, fingerprint=fingerprint)
+        return self.execute(decide)
 
-    def verify_report(self, *, report_id: str, note: str, fingerprint: str = ""
+    def verify_report(self, *, report_id: str, note: str
                       ) -> dict[str, Any]:
         violations = Violations()
         _check_id(violations, "report_id", report_id)
@@ -400,11 +396,9 @@ class GovernanceApplication(QijiApplication):
 
         def decide() -> Outcome:
             report = self.get(report_id, Report, "report")
-            # The street office of the report's street vouches for the resolution.
-            _require_acting_for(report.street_id, "NOT_THIS_STREET")
             report.verify(note.strip(), self.clock())
             return Outcome([report], {"report_id": report_id, "version": report.version})
-        return self.execute(decide, fingerprint=fingerprint)
+        return self.execute(decide)
 
     def department_queue(self, *, department_id: str, page_size: int, page_token: str
                          ) -> tuple[list[QueueEntry], str]:
@@ -441,6 +435,8 @@ class GovernanceApplication(QijiApplication):
         another replica) finds the first answer and stores nothing twice."""
         request_id = f"{report_id}:{department_id}:{deadline.value}"
         ctx = RequestContext(actor=DEADLINE_SCHEDULER, rpc=ESCALATE_RPC, request_id=request_id,
+                             # What the kernel fingerprints: the assignment and the deadline.
+                             request=request_id.encode(),
                              # The escalation joins the story its report began.
                              correlation_id=self.views.correlation_id(report_id)
                              or str(uuid.uuid4()))
@@ -451,12 +447,12 @@ class GovernanceApplication(QijiApplication):
             return Outcome([report], {"report_id": report_id, "version": report.version,
                                       "level": report.assignments[department_id]["level"]})
         with context.acting_as(ctx):
-            return self.execute(decide, fingerprint=fingerprint_of(request_id.encode()))
+            return self.execute(decide)
 
     # ------------------------------------------------------------------ routing rules
 
-    def set_routing_rules(self, *, rules: list[RuleInput], deadlines: list[DeadlineInput],
-                          fingerprint: str = "") -> dict[str, Any]:
+    def set_routing_rules(self, *, rules: list[RuleInput], deadlines: list[DeadlineInput]
+                          ) -> dict[str, Any]:
         """Replaces the whole table; kinds the request gives no deadlines for get the
         defaults of values.py."""
         violations = Violations()
@@ -501,7 +497,7 @@ class GovernanceApplication(QijiApplication):
                 current.change(rules=stored, deadlines=seconds)
             return Outcome([current], {"version": current.version})
         # One table for the city: concurrent edits queue here instead of colliding.
-        return self.execute(decide, fingerprint=fingerprint, serialise_on=RoutingRules.ID)
+        return self.execute(decide, serialise_on=RoutingRules.ID)
 
     def routing_rules(self, version: int = 0) -> RoutingRulesView:
         """The rules at `version` (the current ones for 0); version 0 and no rules when none
@@ -526,7 +522,7 @@ class GovernanceApplication(QijiApplication):
     # ------------------------------------------------------------------ mediation
 
     def open_mediation_case(self, *, street_id: str, report_id: str, subject: str,
-                            mediator_name: str, parties: list[Party], fingerprint: str = ""
+                            mediator_name: str, parties: list[Party]
                             ) -> dict[str, Any]:
         violations = Violations()
         _check_id(violations, "street_id", street_id)
@@ -542,7 +538,6 @@ class GovernanceApplication(QijiApplication):
                 _check_id(violations, f"parties[{i}].rider_id", p["rider_id"])
         violations.raise_if_any()
         self._organisation(street_id, "street_id", STREET, "street")
-        _require_acting_for(street_id, "NOT_THIS_STREET")
         for p in plain:
             if p["rider_id"]:
                 self._participant(p["rider_id"])
@@ -561,10 +556,10 @@ class GovernanceApplication(QijiApplication):
                                  subject=subject.strip(), mediator_name=mediator_name.strip(),
                                  parties=sealed, opened_at=self.clock())
             return Outcome([case], {"case_id": str(case.id), "version": case.version})
-        return self.execute(decide, fingerprint=fingerprint)
+        return self.execute(decide)
 
     def record_mediation_session(self, *, case_id: str, held_at: datetime | None, place: str,
-                                 notes: str, fingerprint: str = "") -> dict[str, Any]:
+                                 notes: str) -> dict[str, Any]:
         violations = Violations()
         violations.require(held_at is not None, "hold_time", "must be set")
         if held_at is not None and held_at > self.clock() + CLOCK_SKEW:
@@ -572,49 +567,51 @@ class GovernanceApplication(QijiApplication):
         check_text(violations, "place", place, required=True)
         check_text(violations, "notes", notes, required=False, limit=MAX_TEXT)
         # `held_at` is set whenever the change runs: a missing one is a violation raised first.
-        return self._change_case(case_id, fingerprint, violations,
+        return self._change_case(case_id, violations,
                                  lambda c: c.hold_session(held_at, place.strip(), notes.strip()))
 
-    def record_mediation_agreement(self, *, case_id: str, outcome: str, fingerprint: str = ""
+    def record_mediation_agreement(self, *, case_id: str, outcome: str
                                    ) -> dict[str, Any]:
         violations = Violations()
         check_text(violations, "outcome", outcome, required=True, limit=MAX_TEXT)
-        return self._change_case(case_id, fingerprint, violations,
+        return self._change_case(case_id, violations,
                                  lambda c: c.agree(outcome.strip(), self.clock()))
 
-    def record_mediation_failure(self, *, case_id: str, reason: str, fingerprint: str = ""
+    def record_mediation_failure(self, *, case_id: str, reason: str
                                  ) -> dict[str, Any]:
         violations = Violations()
         check_text(violations, "reason", reason, required=True)
-        return self._change_case(case_id, fingerprint, violations,
+        return self._change_case(case_id, violations,
                                  lambda c: c.fail(reason.strip(), self.clock()))
 
-    def _change_case(self, case_id: str, fingerprint: str, violations: Violations,
+    def _change_case(self, case_id: str, violations: Violations,
                      change: Callable[[MediationCase], None]) -> dict[str, Any]:
         _check_id(violations, "case_id", case_id)
         violations.raise_if_any()
 
         def decide() -> Outcome:
             case = self.get(case_id, MediationCase, "mediation_case")
-            _require_acting_for(case.street_id, "NOT_THIS_STREET")
             change(case)
             return Outcome([case], {"case_id": case_id, "version": case.version})
-        return self.execute(decide, fingerprint=fingerprint)
+        return self.execute(decide)
 
     def mediation_case(self, case_id: str, version: int | None = None) -> MediationCaseView:
         c = self.get(case_id, MediationCase, "mediation_case", version)
-        reveal = context.current().actor.has_any(PERSONAL_DATA_ROLES)
         parties = []
         for p in c.parties:
             name = self.vault.open(p["party_id"], p["sealed_name"])
             parties.append({"role": p["role"], "rider_id": p["rider_id"],
-                            "name": name if reveal else mask_name(name)})
+                            "name": masking.show_to_caller(masking.NAME, name)})
         return MediationCaseView(
             case_id=str(c.id), street_id=c.street_id, report_id=c.report_id,
-            subject=c.subject, mediator_name=c.mediator_name, parties=parties,
-            sessions=[dict(s) for s in c.sessions], status=c.status, outcome=c.outcome,
-            failure_reason=c.failure_reason, opened_at=c.opened_at, closed_at=c.closed_at,
-            version=c.version)
+            subject=_free_text(c.subject),
+            mediator_name=masking.show_to_caller(masking.NAME, c.mediator_name),
+            parties=parties,
+            sessions=[{**s, "notes": _free_text(s.get("notes", "")),
+                       "place": _free_text(s.get("place", ""))} for s in c.sessions],
+            status=c.status, outcome=_free_text(c.outcome),
+            failure_reason=_free_text(c.failure_reason), opened_at=c.opened_at,
+            closed_at=c.closed_at, version=c.version)
 
     def list_mediation_cases(self, *, street_id: str, status: MediationStatus | None,
                              page_size: int, page_token: str
@@ -627,7 +624,7 @@ class GovernanceApplication(QijiApplication):
 
     # ------------------------------------------------------------------ pledge
 
-    def publish_pledge(self, *, text: str, fingerprint: str = "") -> dict[str, Any]:
+    def publish_pledge(self, *, text: str) -> dict[str, Any]:
         violations = Violations()
         check_text(violations, "text", text, required=True, limit=MAX_TEXT)
         violations.raise_if_any()
@@ -639,7 +636,7 @@ class GovernanceApplication(QijiApplication):
             else:
                 pledge.revise(text=text.strip(), at=self.clock())
             return Outcome([pledge], {"pledge_version": pledge.current_version})
-        return self.execute(decide, fingerprint=fingerprint, serialise_on=Pledge.ID)
+        return self.execute(decide, serialise_on=Pledge.ID)
 
     def pledge(self, version: int = 0) -> PledgeView:
         if version < 0:
@@ -651,7 +648,7 @@ class GovernanceApplication(QijiApplication):
         entry = pledge.text_of(wanted)
         return PledgeView(wanted, entry["text"], entry["published_at"])
 
-    def sign_pledge(self, *, rider_id: str, pledge_version: int, fingerprint: str = ""
+    def sign_pledge(self, *, rider_id: str, pledge_version: int
                     ) -> dict[str, Any]:
         violations = Violations()
         _check_id(violations, "rider_id", rider_id)
@@ -671,7 +668,7 @@ class GovernanceApplication(QijiApplication):
             return Outcome([participant], {"rider_id": rider_id,
                                            "pledge_version": pledge_version,
                                            "version": participant.version})
-        return self.execute(decide, fingerprint=fingerprint)
+        return self.execute(decide)
 
     def signature(self, rider_id: str, pledge_version: int, version: int | None = None
                   ) -> SignatureView:
@@ -686,6 +683,24 @@ class GovernanceApplication(QijiApplication):
             return self.get(Pledge.ID, Pledge, "pledge")
         except NotFound:
             return None
+
+    # ------------------------------------------------------------------ tenancy
+
+    def owner_resolvers(self) -> dict[str, Callable[[str], Owners | None]]:
+        return {**super().owner_resolvers(), "report": self._report_owners,
+                "mediation_case": self._case_owners}
+
+    def _report_owners(self, report_id: str) -> Owners | None:
+        """A report is the street office's where it happened and each assigned department's
+        (one it was transferred away from, or that rejected it, still sees what it did)."""
+        report = self.found(report_id, Report)
+        if report is None:
+            return None
+        return Owners.of(street_office=report.street_id, department=list(report.assignments))
+
+    def _case_owners(self, case_id: str) -> Owners | None:
+        case = self.found(case_id, MediationCase)
+        return None if case is None else Owners.of(street_office=case.street_id)
 
     # ------------------------------------------------------------------ identity's feed
 
@@ -755,14 +770,15 @@ class GovernanceApplication(QijiApplication):
         return found
 
 
-def _require_acting_for(organisation_id: str, reason: str) -> None:
-    """Departments and street offices act for one organisation each (their token's
-    organisation_id): only that organisation's work is theirs."""
-    actor = context.current().actor
-    if actor.organisation_id != organisation_id:
-        raise PermissionDenied(
-            f"{actor.principal} acts for {actor.organisation_id or 'no organisation'}, "
-            f"not for {organisation_id}", reason=reason, principal=actor.principal)
+# Free text of a report's assignments and of a history's events (what the masking table calls
+# free text that may name people).
+_ASSIGNMENT_TEXTS = ("work_note", "resolution", "rejection_note")
+_HISTORY_TEXTS = frozenset({"text", "note", "resolution", "verification_note", "subject",
+                            "notes", "outcome", "reason", "place", "mediator_name"})
+
+
+def _free_text(value: str) -> str:
+    return masking.show_to_caller(masking.FREE_TEXT, value)
 
 
 def _check_id(violations: Violations, field: str, value: str) -> None:

@@ -1,5 +1,5 @@
 """governance's gRPC entry point: translate the request, call one application method, render the
-answer. Rules live in the domain and the application, roles in PERMISSIONS below."""
+answer. Rules live in the domain and the application, roles and tenancy scopes in ACCESS below."""
 
 from __future__ import annotations
 
@@ -38,48 +38,59 @@ from shared.auth import (
     CITY_ADMIN,
     DEPARTMENT,
     OPERATOR,
-    PLATFORM,
+    ROLES,
     SERVICE,
     STREET_OFFICE,
 )
-from shared.grpc.convert import enum_in, enum_out, optional_time, request_fingerprint, timestamp
+from shared.grpc.convert import enum_in, enum_out, optional_time, timestamp
+from shared.tenancy import RIDER, Ref, Rows, access_table, city_wide, public, scoped
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["GovernanceService"].full_name
 
-_READERS = frozenset({CITY_ADMIN, STREET_OFFICE, DEPARTMENT, OPERATOR, AUDITOR, SERVICE})
-# Riders report through the platform's app, or at a street office's counter.
-_REPORTERS = frozenset({PLATFORM, STREET_OFFICE})
-# Only departments work assignments, and each only its own (checked against the caller's
-# organisation in the application).
-_DEPARTMENTS = frozenset({DEPARTMENT})
+_CITY_READERS = frozenset({CITY_ADMIN, OPERATOR, AUDITOR, SERVICE})
+# A report is its street office's (where it happened) and each assigned department's.
+REPORT = Ref("report_id", "report")
+REPORT_ROWS = Rows("organisation", "street_id")
+ASSIGNED_ROWS = Rows("organisation", "department_ids")
+# The department a request names is the caller itself.
+DEPARTMENT_ITSELF = Ref("department_id", "organisation")
+# A mediation case is the street office's that opened it.
+CASE = Ref("case_id", "mediation_case")
 
-# Which roles may call each RPC. An RPC missing here is refused to everyone (the guard fails
-# closed), and a test checks that every RPC of the service is listed.
-PERMISSIONS: dict[str, frozenset[str]] = {f"/{SERVICE_NAME}/{rpc}": roles for rpc, roles in {
-    "SubmitReport": _REPORTERS,
-    "GetReport": _READERS,
-    "ListReports": _READERS,
-    "GetReportHistory": _READERS,
-    "AcknowledgeAssignment": _DEPARTMENTS,
-    "StartAssignmentWork": _DEPARTMENTS,
-    "ResolveAssignment": _DEPARTMENTS,
-    "RejectAssignment": _DEPARTMENTS,
-    "VerifyReport": frozenset({STREET_OFFICE}),
-    "ListDepartmentQueue": _READERS,
-    "GetReportStatistics": _READERS,
-    "SetRoutingRules": frozenset({CITY_ADMIN}),
-    "GetRoutingRules": _READERS,
-    "OpenMediationCase": frozenset({STREET_OFFICE}),
-    "RecordMediationSession": frozenset({STREET_OFFICE}),
-    "RecordMediationAgreement": frozenset({STREET_OFFICE}),
-    "RecordMediationFailure": frozenset({STREET_OFFICE}),
-    "GetMediationCase": _READERS,
-    "ListMediationCases": _READERS,
-    "PublishPledge": frozenset({CITY_ADMIN}),
+# Who may call each RPC, and for each role that acts for one organisation, what that
+# organisation must own (shared/tenancy.py). An RPC missing here is refused to everyone.
+ACCESS = access_table(SERVICE_NAME, {
+    # Riders report through their platform's app, or at a street office's counter (their
+    # own street's, or the street where it happened).
+    "SubmitReport": scoped(platform=RIDER,
+                           street_office=RIDER | Ref("location.street_id", "organisation")),
+    "GetReport": scoped(_CITY_READERS, department=REPORT, street_office=REPORT),
+    "ListReports": scoped(_CITY_READERS, department=ASSIGNED_ROWS, street_office=REPORT_ROWS),
+    "GetReportHistory": scoped(_CITY_READERS, department=REPORT, street_office=REPORT),
+    # A department works only its own assignments, as itself.
+    "AcknowledgeAssignment": scoped(department=DEPARTMENT_ITSELF & REPORT),
+    "StartAssignmentWork": scoped(department=DEPARTMENT_ITSELF & REPORT),
+    "ResolveAssignment": scoped(department=DEPARTMENT_ITSELF & REPORT),
+    "RejectAssignment": scoped(department=DEPARTMENT_ITSELF & REPORT),
+    # The street office where it happened vouches for the resolution.
+    "VerifyReport": scoped(street_office=REPORT),
+    "ListDepartmentQueue": scoped(_CITY_READERS, department=DEPARTMENT_ITSELF),
+    "GetReportStatistics": scoped(_CITY_READERS,
+                                  street_office=Ref("street_id", "organisation")),
+    "SetRoutingRules": city_wide(CITY_ADMIN),
+    # The rules are the city's configuration, read by its officials.
+    "GetRoutingRules": public(_CITY_READERS, STREET_OFFICE, DEPARTMENT),
+    "OpenMediationCase": scoped(street_office=Ref("street_id", "organisation")),
+    "RecordMediationSession": scoped(street_office=CASE),
+    "RecordMediationAgreement": scoped(street_office=CASE),
+    "RecordMediationFailure": scoped(street_office=CASE),
+    "GetMediationCase": scoped(_CITY_READERS, street_office=CASE),
+    "ListMediationCases": scoped(_CITY_READERS, street_office=REPORT_ROWS),
+    "PublishPledge": city_wide(CITY_ADMIN),
     # The platform shows riders the text they sign.
-    "GetPledge": _READERS | {PLATFORM},
-    "SignPledge": _REPORTERS,
-}.items()}
+    "GetPledge": public(ROLES),
+    "SignPledge": scoped(platform=RIDER, street_office=RIDER),
+})
 
 
 class GovernanceServicer(pb_grpc.GovernanceServiceServicer):
@@ -97,8 +108,7 @@ class GovernanceServicer(pb_grpc.GovernanceServiceServicer):
             rider_id=request.rider_id, kind=enum_in(request.kind, pb.ReportKind, ReportKind),
             category=enum_in(request.category, pb.Category, Category), location=location,
             text=request.text, attachment_refs=list(request.attachment_refs),
-            observed_at=optional_time(request, "observe_time"),
-            fingerprint=request_fingerprint(request))
+            observed_at=optional_time(request, "observe_time"))
         return pb.SubmitReportResponse(report=self._report_at(result))
 
     def GetReport(self, request: Any, context: Any) -> Any:
@@ -122,32 +132,30 @@ class GovernanceServicer(pb_grpc.GovernanceServiceServicer):
 
     def AcknowledgeAssignment(self, request: Any, context: Any) -> Any:
         result = self.app.acknowledge_assignment(
-            report_id=request.report_id, department_id=request.department_id,
-            fingerprint=request_fingerprint(request))
+            report_id=request.report_id, department_id=request.department_id)
         return pb.AcknowledgeAssignmentResponse(report=self._report_at(result))
 
     def StartAssignmentWork(self, request: Any, context: Any) -> Any:
         result = self.app.start_assignment_work(
             report_id=request.report_id, department_id=request.department_id,
-            note=request.note, fingerprint=request_fingerprint(request))
+            note=request.note)
         return pb.StartAssignmentWorkResponse(report=self._report_at(result))
 
     def ResolveAssignment(self, request: Any, context: Any) -> Any:
         result = self.app.resolve_assignment(
             report_id=request.report_id, department_id=request.department_id,
-            resolution=request.resolution, fingerprint=request_fingerprint(request))
+            resolution=request.resolution)
         return pb.ResolveAssignmentResponse(report=self._report_at(result))
 
     def RejectAssignment(self, request: Any, context: Any) -> Any:
         result = self.app.reject_assignment(
             report_id=request.report_id, department_id=request.department_id,
             reason=enum_in(request.reason, pb.RejectionReason, RejectionReason),
-            note=request.note, fingerprint=request_fingerprint(request))
+            note=request.note)
         return pb.RejectAssignmentResponse(report=self._report_at(result))
 
     def VerifyReport(self, request: Any, context: Any) -> Any:
-        result = self.app.verify_report(report_id=request.report_id, note=request.note,
-                                        fingerprint=request_fingerprint(request))
+        result = self.app.verify_report(report_id=request.report_id, note=request.note)
         return pb.VerifyReportResponse(report=self._report_at(result))
 
     # ------------------------------------------------------------------ queue, statistics
@@ -178,8 +186,7 @@ class GovernanceServicer(pb_grpc.GovernanceServiceServicer):
             kind=enum_in(d.kind, pb.ReportKind, ReportKind),
             acknowledge_within=_timedelta(d, "acknowledge_within"),
             resolve_within=_timedelta(d, "resolve_within")) for d in request.deadlines]
-        result = self.app.set_routing_rules(rules=rules, deadlines=deadlines,
-                                            fingerprint=request_fingerprint(request))
+        result = self.app.set_routing_rules(rules=rules, deadlines=deadlines)
         return pb.SetRoutingRulesResponse(
             routing_rules=self._rules(self.app.routing_rules(result["version"])))
 
@@ -194,27 +201,23 @@ class GovernanceServicer(pb_grpc.GovernanceServiceServicer):
             street_id=request.street_id, report_id=request.report_id, subject=request.subject,
             mediator_name=request.mediator_name,
             parties=[Party(role=enum_in(p.role, pb.PartyRole, PartyRole), name=p.name,
-                           rider_id=p.rider_id) for p in request.parties],
-            fingerprint=request_fingerprint(request))
+                           rider_id=p.rider_id) for p in request.parties])
         return pb.OpenMediationCaseResponse(mediation_case=self._case_at(result))
 
     def RecordMediationSession(self, request: Any, context: Any) -> Any:
         result = self.app.record_mediation_session(
             case_id=request.case_id, held_at=optional_time(request.session, "hold_time"),
-            place=request.session.place, notes=request.session.notes,
-            fingerprint=request_fingerprint(request))
+            place=request.session.place, notes=request.session.notes)
         return pb.RecordMediationSessionResponse(mediation_case=self._case_at(result))
 
     def RecordMediationAgreement(self, request: Any, context: Any) -> Any:
         result = self.app.record_mediation_agreement(
-            case_id=request.case_id, outcome=request.outcome,
-            fingerprint=request_fingerprint(request))
+            case_id=request.case_id, outcome=request.outcome)
         return pb.RecordMediationAgreementResponse(mediation_case=self._case_at(result))
 
     def RecordMediationFailure(self, request: Any, context: Any) -> Any:
         result = self.app.record_mediation_failure(
-            case_id=request.case_id, reason=request.reason,
-            fingerprint=request_fingerprint(request))
+            case_id=request.case_id, reason=request.reason)
         return pb.RecordMediationFailureResponse(mediation_case=self._case_at(result))
 
     def GetMediationCase(self, request: Any, context: Any) -> Any:
@@ -232,8 +235,7 @@ class GovernanceServicer(pb_grpc.GovernanceServiceServicer):
     # ------------------------------------------------------------------ pledge
 
     def PublishPledge(self, request: Any, context: Any) -> Any:
-        result = self.app.publish_pledge(text=request.text,
-                                         fingerprint=request_fingerprint(request))
+        result = self.app.publish_pledge(text=request.text)
         return pb.PublishPledgeResponse(
             pledge=self._pledge(self.app.pledge(result["pledge_version"])))
 
@@ -242,8 +244,7 @@ class GovernanceServicer(pb_grpc.GovernanceServiceServicer):
 
     def SignPledge(self, request: Any, context: Any) -> Any:
         result = self.app.sign_pledge(rider_id=request.rider_id,
-                                      pledge_version=request.pledge_version,
-                                      fingerprint=request_fingerprint(request))
+                                      pledge_version=request.pledge_version)
         signature = self.app.signature(result["rider_id"], result["pledge_version"],
                                        result["version"])
         return pb.SignPledgeResponse(signature=pb.PledgeSignature(

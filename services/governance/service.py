@@ -12,11 +12,12 @@ import structlog
 
 from services.governance.application import GovernanceApplication
 from services.governance.deadlines import DEFAULT_POLL_SECONDS, DeadlineScheduler
-from services.governance.grpc_api import PERMISSIONS, add_servicers
+from services.governance.grpc_api import ACCESS, add_servicers
 from services.governance.public_events import CATALOGUE as PUBLIC_EVENTS
 from shared.config import ConfigError, Settings
 from shared.followers import Follower, GrpcFeed
 from shared.grpc.server import ServiceSpec
+from shared.tenancy import TenancyDirectory
 
 log = structlog.get_logger(__name__)
 
@@ -66,6 +67,7 @@ def make_followers(app: Any, settings: Settings) -> list[Any]:
     follower = Follower(app, feed, app.follow_identity,
                         topics=GovernanceApplication.IDENTITY_TOPICS)
     app.identity_follower = follower
+    app.directory = TenancyDirectory(feed)
     raw = settings.own_setting("DEADLINE_POLL_SECONDS")
     try:
         poll = float(raw) if raw else DEFAULT_POLL_SECONDS
@@ -73,9 +75,9 @@ def make_followers(app: Any, settings: Settings) -> list[Any]:
         poll = 0.0
     if not poll > 0:  # also refuses NaN
         raise ConfigError(f"{POLL_SETTING} must be a positive number of seconds, got {raw!r}")
-    return [follower, DeadlineScheduler(app, poll_seconds=poll)]
+    return [follower, app.directory, DeadlineScheduler(app, poll_seconds=poll)]
 
 
 SPEC = ServiceSpec(name="governance", make_app=make_app, add_servicers=add_servicers,
-                   permissions=PERMISSIONS, make_followers=make_followers,
+                   access=ACCESS, make_followers=make_followers,
                    public_events=PUBLIC_EVENTS)

@@ -257,7 +257,7 @@ class GovernanceViews:
             bisect.insort(self._open_by_category[event.category], (event.latitude, ident))
             self.reports.add(position, ident, street_id=event.street_id, kind=event.kind,
                              category=event.category, rider_id=event.rider_id,
-                             status=ReportStatus.OPEN.value)
+                             status=ReportStatus.OPEN.value, department_ids=[])
         elif isinstance(event, Report.Routed):
             row = self._rows[ident]
             for a in event.assignments:
@@ -271,6 +271,8 @@ class GovernanceViews:
                     level=EscalationLevel.STREET.value)
                 self._open_assignments.add((ident, dept))
                 self._queue(ident, dept)
+            # Who the report is assigned to decides which departments see it in lists.
+            self.reports.update(ident, department_ids=list(row.departments))
         elif isinstance(event, Report.LinkedAsDuplicate):
             self._set_report_status(ident, ReportStatus.DUPLICATE)
         elif isinstance(event, Report.Acknowledged):

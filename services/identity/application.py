@@ -23,18 +23,15 @@ from services.identity.domain.values import (
     DepartmentFunction,
     OrganisationKind,
     RiderStatus,
-    mask_national_id,
-    mask_phone,
 )
 from services.identity.views import IdentityViews
-from shared import auth, context
+from shared import context, masking
 from shared.application import Outcome, QijiApplication
 from shared.config import Settings
 from shared.errors import AlreadyExists, FieldViolation, InvalidArgument, NotFound, Violations
+from shared.followers import LocalFeed
 from shared.personal_data import ERASED
-
-# Roles that see riders' phone and national id in clear; everyone else sees them masked.
-PERSONAL_DATA_ROLES = frozenset({auth.CITY_ADMIN, auth.STREET_OFFICE})
+from shared.tenancy import TenancyDirectory
 
 
 @dataclass(frozen=True)
@@ -89,12 +86,13 @@ class IdentityApplication(QijiApplication):
         self.clock = clock or (lambda: datetime.now(UTC))
         self.views = IdentityViews(self)
         self.views.catch_up()
+        # identity owns the riders and organisations: its directory reads its own log.
+        self.directory = TenancyDirectory(LocalFeed(self))
 
     # ------------------------------------------------------------------ organisations
 
     def create_organisation(self, *, kind: OrganisationKind | None, name: str, parent_id: str,
-                            department_function: DepartmentFunction | None,
-                            fingerprint: str = "") -> dict[str, Any]:
+                            department_function: DepartmentFunction | None) -> dict[str, Any]:
         def decide() -> Outcome:
             parent = self._organisation(parent_id, "parent_id") if parent_id else None
             violations = Violations()
@@ -108,7 +106,7 @@ class IdentityApplication(QijiApplication):
                 department_function=department_function.value if department_function else "")
             return Outcome([organisation], {"organisation_id": str(organisation.id),
                                             "version": organisation.version})
-        return self.execute(decide, fingerprint=fingerprint)
+        return self.execute(decide)
 
     def organisation(self, organisation_id: str, version: int | None = None) -> OrganisationView:
         o = self.get(organisation_id, Organisation, "organisation", version)
@@ -153,8 +151,7 @@ class IdentityApplication(QijiApplication):
 
     def create_service_space(self, *, street_id: str, name: str, address: str,
                              amenities: list[Amenity | None],
-                             opening_hours: list[dict[str, Any]],
-                             fingerprint: str = "") -> dict[str, Any]:
+                             opening_hours: list[dict[str, Any]]) -> dict[str, Any]:
         def decide() -> Outcome:
             violations = Violations()
             self._organisation_of_kind(violations, "street_id", street_id,
@@ -167,11 +164,10 @@ class IdentityApplication(QijiApplication):
                                  amenities=[a.value for a in amenities if a],
                                  opening_hours=opening_hours)
             return Outcome([space], {"service_space_id": str(space.id), "version": space.version})
-        return self.execute(decide, fingerprint=fingerprint)
+        return self.execute(decide)
 
     def update_service_space(self, *, service_space_id: str, amenities: list[Amenity | None],
-                             opening_hours: list[dict[str, Any]],
-                             fingerprint: str = "") -> dict[str, Any]:
+                             opening_hours: list[dict[str, Any]]) -> dict[str, Any]:
         def decide() -> Outcome:
             space = self.get(service_space_id, ServiceSpace, "service_space")
             violations = Violations()
@@ -180,7 +176,7 @@ class IdentityApplication(QijiApplication):
             space.update_facilities(amenities=[a.value for a in amenities if a],
                                     opening_hours=opening_hours)
             return Outcome([space], {"service_space_id": str(space.id), "version": space.version})
-        return self.execute(decide, fingerprint=fingerprint)
+        return self.execute(decide)
 
     def service_space(self, service_space_id: str, version: int | None = None
                       ) -> ServiceSpaceView:
@@ -200,8 +196,7 @@ class IdentityApplication(QijiApplication):
     # ------------------------------------------------------------------ riders
 
     def register_rider(self, *, platform_id: str, platform_rider_id: str, name: str, phone: str,
-                       national_id: str, home_street_id: str, station_id: str,
-                       fingerprint: str = "") -> dict[str, Any]:
+                       national_id: str, home_street_id: str, station_id: str) -> dict[str, Any]:
         def decide() -> Outcome:
             violations = Violations()
             check_registration(violations, platform_rider_id=platform_rider_id, name=name,
@@ -230,38 +225,38 @@ class IdentityApplication(QijiApplication):
                                     if national_id else ""),
                 home_street_id=home_street_id, station_id=station_id)
             return Outcome([rider], {"rider_id": str(rider.id), "version": rider.version})
-        return self.execute(decide, fingerprint=fingerprint)
+        return self.execute(decide)
 
-    def _change_rider(self, rider_id: str, change: Callable[[Rider], Any],
-                      fingerprint: str, **extra: Any) -> dict[str, Any]:
+    def _change_rider(self, rider_id: str, change: Callable[[Rider], Any], **extra: Any
+                      ) -> dict[str, Any]:
         def decide() -> Outcome:
             rider = self.get(rider_id, Rider, "rider")
             change(rider)
             return Outcome([rider], {"rider_id": str(rider.id), "version": rider.version,
                                      **extra})
-        return self.execute(decide, fingerprint=fingerprint)
+        return self.execute(decide)
 
-    def verify_rider(self, *, rider_id: str, fingerprint: str = "") -> dict[str, Any]:
-        return self._change_rider(rider_id, lambda r: r.verify(at=self.clock()), fingerprint)
+    def verify_rider(self, *, rider_id: str) -> dict[str, Any]:
+        return self._change_rider(rider_id, lambda r: r.verify(at=self.clock()))
 
-    def suspend_rider(self, *, rider_id: str, reason: str, fingerprint: str = ""
+    def suspend_rider(self, *, rider_id: str, reason: str
                       ) -> dict[str, Any]:
         _require_reason(reason)
-        return self._change_rider(rider_id, lambda r: r.suspend(reason.strip()), fingerprint)
+        return self._change_rider(rider_id, lambda r: r.suspend(reason.strip()))
 
-    def reinstate_rider(self, *, rider_id: str, reason: str, fingerprint: str = ""
+    def reinstate_rider(self, *, rider_id: str, reason: str
                         ) -> dict[str, Any]:
         _require_reason(reason)
-        return self._change_rider(rider_id, lambda r: r.reinstate(reason.strip()), fingerprint)
+        return self._change_rider(rider_id, lambda r: r.reinstate(reason.strip()))
 
-    def record_rider_left(self, *, rider_id: str, reason: str, fingerprint: str = ""
+    def record_rider_left(self, *, rider_id: str, reason: str
                           ) -> dict[str, Any]:
         _require_reason(reason)
-        return self._change_rider(rider_id, lambda r: r.leave(reason.strip()), fingerprint)
+        return self._change_rider(rider_id, lambda r: r.leave(reason.strip()))
 
     def record_career_milestone(self, *, rider_id: str, kind: CareerMilestoneKind | None,
-                                organisation_id: str, effective_at: datetime | None, note: str,
-                                fingerprint: str = "") -> dict[str, Any]:
+                                organisation_id: str, effective_at: datetime | None, note: str
+                                ) -> dict[str, Any]:
         violations = Violations()
         violations.require(kind is not None, "kind", "must be specified")
         violations.require(bool(organisation_id), "organisation_id", "must not be empty")
@@ -271,11 +266,10 @@ class IdentityApplication(QijiApplication):
         self._organisation(organisation_id, "organisation_id")
         when = effective_at or self.clock()
         return self._change_rider(
-            rider_id, lambda r: r.record_milestone(kind, organisation_id, when, note.strip()),
-            fingerprint)
+            rider_id, lambda r: r.record_milestone(kind, organisation_id, when, note.strip()))
 
-    def grant_consent(self, *, rider_id: str, scope: ConsentScope | None, recipient_id: str,
-                      fingerprint: str = "") -> dict[str, Any]:
+    def grant_consent(self, *, rider_id: str, scope: ConsentScope | None, recipient_id: str
+                      ) -> dict[str, Any]:
         violations = Violations()
         violations.require(scope is not None, "scope", "must be specified")
         violations.require(bool(recipient_id), "recipient_id", "must not be empty")
@@ -285,17 +279,17 @@ class IdentityApplication(QijiApplication):
         consent_id = str(uuid.uuid4())
         return self._change_rider(
             rider_id, lambda r: r.grant_consent(consent_id, scope, recipient_id, self.clock()),
-            fingerprint, consent_id=consent_id)
+            consent_id=consent_id)
 
-    def withdraw_consent(self, *, rider_id: str, consent_id: str, fingerprint: str = ""
+    def withdraw_consent(self, *, rider_id: str, consent_id: str
                          ) -> dict[str, Any]:
         violations = Violations()
         violations.require(bool(consent_id), "consent_id", "must not be empty")
         violations.raise_if_any()
         return self._change_rider(
-            rider_id, lambda r: r.withdraw_consent(consent_id, self.clock()), fingerprint)
+            rider_id, lambda r: r.withdraw_consent(consent_id, self.clock()))
 
-    def erase_rider_personal_data(self, *, rider_id: str, reason: str, fingerprint: str = ""
+    def erase_rider_personal_data(self, *, rider_id: str, reason: str
                                   ) -> dict[str, Any]:
         """Crypto-shredding: the key goes first (irreversibly), then the event that records who
         erased and why; a retry after a crash between the two stores the event."""
@@ -303,8 +297,7 @@ class IdentityApplication(QijiApplication):
         rider = self.get(rider_id, Rider, "rider")
         if not rider.personal_data_erased:
             self.vault.erase(str(rider.id))
-        return self._change_rider(rider_id, lambda r: r.record_erasure(reason.strip()),
-                                  fingerprint)
+        return self._change_rider(rider_id, lambda r: r.record_erasure(reason.strip()))
 
     def rider(self, rider_id: str, version: int | None = None) -> RiderView:
         # Only read, to render it: the cached rider itself, not a copy.
@@ -328,20 +321,25 @@ class IdentityApplication(QijiApplication):
 
     def _rider_view(self, r: Rider) -> RiderView:
         subject = str(r.id)
-        reveal = context.current().actor.has_any(PERSONAL_DATA_ROLES)
-        name = self.vault.open(subject, r.sealed_name)
-        phone = self.vault.open(subject, r.sealed_phone)
-        national_id = self.vault.open(subject, r.sealed_national_id)
-        erased = name == ERASED
-        if not reveal and not erased:
-            phone = mask_phone(phone)
-            national_id = mask_national_id(national_id) if national_id else ""
+        # How much the caller sees is the masking table's (shared/masking.py); a platform
+        # sees a field in clear where the rider consented to share it with that platform.
+        organisation = context.current().organisation_id
+        name = masking.show_to_caller(masking.NAME, self.vault.open(subject, r.sealed_name),
+                                      consented=r.consents_to(ConsentScope.NAME, organisation))
+        phone = masking.show_to_caller(masking.PHONE, self.vault.open(subject, r.sealed_phone),
+                                       consented=r.consents_to(ConsentScope.PHONE,
+                                                               organisation))
+        national_id = masking.show_to_caller(
+            masking.NATIONAL_ID, self.vault.open(subject, r.sealed_national_id))
+        erased = r.personal_data_erased or name == ERASED
         return RiderView(
             rider_id=subject, platform_id=r.platform_id, platform_rider_id=r.platform_rider_id,
             name=name, phone=phone, national_id=national_id, personal_data_erased=erased,
             home_street_id=r.home_street_id, station_id=r.station_id, status=r.status,
-            status_reason=r.status_reason, registered_at=r.registered_at,
-            verified_at=r.verified_at, milestones=[dict(m) for m in r.milestones],
+            status_reason=masking.show_to_caller(masking.FREE_TEXT, r.status_reason),
+            registered_at=r.registered_at, verified_at=r.verified_at,
+            milestones=[{**m, "note": masking.show_to_caller(masking.FREE_TEXT, m["note"])}
+                        for m in r.milestones],
             consents=[dict(c) for c in r.consents], version=r.version)
 
 

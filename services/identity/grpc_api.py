@@ -1,5 +1,5 @@
 """identity's gRPC entry point: translate the request, call one application method, render the
-answer. Rules live in the domain and the application, roles in PERMISSIONS below."""
+answer. Rules live in the domain and the application, roles and tenancy scopes in ACCESS below."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from services.identity.application import (
     RiderView,
     ServiceSpaceView,
 )
+from services.identity.domain.model import Rider
 from services.identity.domain.values import (
     Amenity,
     CareerMilestoneKind,
@@ -23,49 +24,55 @@ from services.identity.domain.values import (
     OrganisationKind,
     RiderStatus,
 )
-from shared.auth import (
-    AUDITOR,
-    CITY_ADMIN,
-    DEPARTMENT,
-    MERCHANT,
-    OPERATOR,
-    PLATFORM,
-    SERVICE,
-    STREET_OFFICE,
-)
-from shared.grpc.convert import enum_in, enum_out, optional_time, request_fingerprint, timestamp
+from shared.auth import AUDITOR, CITY_ADMIN, OPERATOR, ROLES, SERVICE
+from shared.grpc.convert import enum_in, enum_out, optional_time, timestamp
+from shared.tenancy import Ref, Rows, access_table, city_wide, public, scoped
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["IdentityService"].full_name
 
-_READERS = frozenset({CITY_ADMIN, STREET_OFFICE, DEPARTMENT, PLATFORM, OPERATOR, AUDITOR,
-                      SERVICE})
-_OFFICIALS = frozenset({CITY_ADMIN, STREET_OFFICE})
+_CITY_READERS = frozenset({CITY_ADMIN, OPERATOR, AUDITOR, SERVICE})
+RIDER = Ref("rider_id", "rider")
+RIDER_ROWS = Rows("rider", "id")
 
-# Which roles may call each RPC. An RPC missing here is refused to everyone (the guard fails
-# closed), and a test checks that every RPC of the service is listed.
-PERMISSIONS: dict[str, frozenset[str]] = {f"/{SERVICE_NAME}/{rpc}": roles for rpc, roles in {
-    "CreateOrganisation": frozenset({CITY_ADMIN}),
-    "GetOrganisation": _READERS | {MERCHANT},
-    "ListOrganisations": _READERS | {MERCHANT},
-    "CreateServiceSpace": _OFFICIALS,
-    "UpdateServiceSpace": _OFFICIALS,
-    "GetServiceSpace": _READERS | {MERCHANT},
-    "ListServiceSpaces": _READERS | {MERCHANT},
-    # The platform registers and verifies its riders; officials may act in its stead.
-    "RegisterRider": frozenset({PLATFORM, CITY_ADMIN}),
-    "VerifyRider": frozenset({PLATFORM, CITY_ADMIN}),
-    "SuspendRider": frozenset({PLATFORM, CITY_ADMIN, STREET_OFFICE}),
-    "ReinstateRider": frozenset({PLATFORM, CITY_ADMIN, STREET_OFFICE}),
-    "RecordRiderLeft": frozenset({PLATFORM, CITY_ADMIN}),
-    "RecordCareerMilestone": _OFFICIALS | {PLATFORM},
-    # Consent is the rider's: recorded by the platform's app or at a street office's counter.
-    "GrantConsent": frozenset({PLATFORM, CITY_ADMIN, STREET_OFFICE}),
-    "WithdrawConsent": frozenset({PLATFORM, CITY_ADMIN, STREET_OFFICE}),
-    "GetRider": _READERS,
-    "LookupRider": _READERS,
-    "ListRiders": _READERS,
-    "EraseRiderPersonalData": frozenset({CITY_ADMIN}),
-}.items()}
+
+def _registered_rider(request: Any) -> str:
+    # The rider a registration makes: its id is derived, so it is known before it exists.
+    return str(Rider.create_id(request.platform_id, request.platform_rider_id))
+
+
+# Who may call each RPC, and for each role that acts for one organisation, what that
+# organisation must own (shared/tenancy.py). An RPC missing here, or a role without a scope,
+# is refused to everyone; the tenancy matrix test tries every entry with two tenants.
+ACCESS = access_table(SERVICE_NAME, {
+    "CreateOrganisation": city_wide(CITY_ADMIN),
+    # The organisation tree and the service spaces are the city's reference data.
+    "GetOrganisation": public(ROLES),
+    "ListOrganisations": public(ROLES),
+    "CreateServiceSpace": scoped(CITY_ADMIN, street_office=Ref("street_id", "organisation")),
+    "UpdateServiceSpace": scoped(CITY_ADMIN,
+                                 street_office=Ref("service_space_id", "service_space")),
+    "GetServiceSpace": public(ROLES),
+    "ListServiceSpaces": public(ROLES),
+    # A platform registers, verifies and lets go of its own riders; the city admin may act in
+    # its stead. The registration's personal fields are fingerprinted under the rider's key.
+    "RegisterRider": scoped(CITY_ADMIN, platform=Ref("platform_id", "organisation"),
+                            personal=("name", "phone", "national_id"),
+                            subject=_registered_rider),
+    "VerifyRider": scoped(CITY_ADMIN, platform=RIDER),
+    "SuspendRider": scoped(CITY_ADMIN, platform=RIDER, street_office=RIDER),
+    "ReinstateRider": scoped(CITY_ADMIN, platform=RIDER, street_office=RIDER),
+    "RecordRiderLeft": scoped(CITY_ADMIN, platform=RIDER),
+    "RecordCareerMilestone": scoped(CITY_ADMIN, platform=RIDER, street_office=RIDER),
+    # Consent is the rider's: recorded by their platform's app, or at their street office's
+    # counter.
+    "GrantConsent": scoped(CITY_ADMIN, platform=RIDER, street_office=RIDER),
+    "WithdrawConsent": scoped(CITY_ADMIN, platform=RIDER, street_office=RIDER),
+    "GetRider": scoped(_CITY_READERS, platform=RIDER, street_office=RIDER),
+    # Looking a rider up by the platform's own rider id is the platform's own namespace.
+    "LookupRider": scoped(_CITY_READERS, platform=Ref("platform_id", "organisation")),
+    "ListRiders": scoped(_CITY_READERS, platform=RIDER_ROWS, street_office=RIDER_ROWS),
+    "EraseRiderPersonalData": city_wide(CITY_ADMIN),
+})
 
 
 class IdentityServicer(pb_grpc.IdentityServiceServicer):
@@ -79,8 +86,7 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
             kind=enum_in(request.kind, pb.OrganisationKind, OrganisationKind),
             name=request.name, parent_id=request.parent_id,
             department_function=enum_in(request.department_function, pb.DepartmentFunction,
-                                        DepartmentFunction),
-            fingerprint=request_fingerprint(request))
+                                        DepartmentFunction))
         return pb.CreateOrganisationResponse(organisation=self._organisation(
             self.app.organisation(result["organisation_id"], result["version"])))
 
@@ -102,8 +108,7 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
         result = self.app.create_service_space(
             street_id=request.street_id, name=request.name, address=request.address,
             amenities=self._amenities(request.amenities),
-            opening_hours=self._hours(request.opening_hours),
-            fingerprint=request_fingerprint(request))
+            opening_hours=self._hours(request.opening_hours))
         return pb.CreateServiceSpaceResponse(service_space=self._space(
             self.app.service_space(result["service_space_id"], result["version"])))
 
@@ -111,8 +116,7 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
         result = self.app.update_service_space(
             service_space_id=request.service_space_id,
             amenities=self._amenities(request.amenities),
-            opening_hours=self._hours(request.opening_hours),
-            fingerprint=request_fingerprint(request))
+            opening_hours=self._hours(request.opening_hours))
         return pb.UpdateServiceSpaceResponse(service_space=self._space(
             self.app.service_space(result["service_space_id"], result["version"])))
 
@@ -134,28 +138,23 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
         result = self.app.register_rider(
             platform_id=request.platform_id, platform_rider_id=request.platform_rider_id,
             name=request.name, phone=request.phone, national_id=request.national_id,
-            home_street_id=request.home_street_id, station_id=request.station_id,
-            fingerprint=request_fingerprint(request))
+            home_street_id=request.home_street_id, station_id=request.station_id)
         return pb.RegisterRiderResponse(rider=self._rider_at(result))
 
     def VerifyRider(self, request: Any, context: Any) -> Any:
-        result = self.app.verify_rider(rider_id=request.rider_id,
-                                       fingerprint=request_fingerprint(request))
+        result = self.app.verify_rider(rider_id=request.rider_id)
         return pb.VerifyRiderResponse(rider=self._rider_at(result))
 
     def SuspendRider(self, request: Any, context: Any) -> Any:
-        result = self.app.suspend_rider(rider_id=request.rider_id, reason=request.reason,
-                                        fingerprint=request_fingerprint(request))
+        result = self.app.suspend_rider(rider_id=request.rider_id, reason=request.reason)
         return pb.SuspendRiderResponse(rider=self._rider_at(result))
 
     def ReinstateRider(self, request: Any, context: Any) -> Any:
-        result = self.app.reinstate_rider(rider_id=request.rider_id, reason=request.reason,
-                                          fingerprint=request_fingerprint(request))
+        result = self.app.reinstate_rider(rider_id=request.rider_id, reason=request.reason)
         return pb.ReinstateRiderResponse(rider=self._rider_at(result))
 
     def RecordRiderLeft(self, request: Any, context: Any) -> Any:
-        result = self.app.record_rider_left(rider_id=request.rider_id, reason=request.reason,
-                                            fingerprint=request_fingerprint(request))
+        result = self.app.record_rider_left(rider_id=request.rider_id, reason=request.reason)
         return pb.RecordRiderLeftResponse(rider=self._rider_at(result))
 
     def RecordCareerMilestone(self, request: Any, context: Any) -> Any:
@@ -163,21 +162,19 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
             rider_id=request.rider_id,
             kind=enum_in(request.kind, pb.CareerMilestoneKind, CareerMilestoneKind),
             organisation_id=request.organisation_id,
-            effective_at=optional_time(request, "effective_time"), note=request.note,
-            fingerprint=request_fingerprint(request))
+            effective_at=optional_time(request, "effective_time"), note=request.note)
         return pb.RecordCareerMilestoneResponse(rider=self._rider_at(result))
 
     def GrantConsent(self, request: Any, context: Any) -> Any:
         result = self.app.grant_consent(
             rider_id=request.rider_id, scope=enum_in(request.scope, pb.ConsentScope, ConsentScope),
-            recipient_id=request.recipient_id, fingerprint=request_fingerprint(request))
+            recipient_id=request.recipient_id)
         return pb.GrantConsentResponse(rider=self._rider_at(result),
                                        consent_id=result["consent_id"])
 
     def WithdrawConsent(self, request: Any, context: Any) -> Any:
         result = self.app.withdraw_consent(rider_id=request.rider_id,
-                                           consent_id=request.consent_id,
-                                           fingerprint=request_fingerprint(request))
+                                           consent_id=request.consent_id)
         return pb.WithdrawConsentResponse(rider=self._rider_at(result))
 
     def GetRider(self, request: Any, context: Any) -> Any:
@@ -197,8 +194,7 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
 
     def EraseRiderPersonalData(self, request: Any, context: Any) -> Any:
         result = self.app.erase_rider_personal_data(
-            rider_id=request.rider_id, reason=request.reason,
-            fingerprint=request_fingerprint(request))
+            rider_id=request.rider_id, reason=request.reason)
         return pb.EraseRiderPersonalDataResponse(rider=self._rider_at(result))
 
     # ------------------------------------------------------------------ rendering

@@ -1,9 +1,9 @@
-"""What makes identity a Qiji service: its application, servicers and roles table."""
+"""What makes identity a Qiji service: its application, servicers and access table."""
 
 from services.identity.application import IdentityApplication
-from services.identity.grpc_api import PERMISSIONS, add_servicers
+from services.identity.grpc_api import ACCESS, add_servicers
 from services.identity.public_events import CATALOGUE as PUBLIC_EVENTS
 from shared.grpc.server import ServiceSpec
 
 SPEC = ServiceSpec(name="identity", make_app=IdentityApplication, add_servicers=add_servicers,
-                   permissions=PERMISSIONS, public_events=PUBLIC_EVENTS)
+                   access=ACCESS, public_events=PUBLIC_EVENTS)

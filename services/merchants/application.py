@@ -38,14 +38,13 @@ from services.merchants.domain.values import (
     PerkStatus,
 )
 from services.merchants.views import MerchantsViews
-from shared import auth, context
+from shared import auth, context, masking
 from shared.application import Outcome, QijiApplication
 from shared.config import Settings
 from shared.errors import (
     AlreadyExists,
     FailedPrecondition,
     NotFound,
-    PermissionDenied,
     QijiError,
     Violations,
     is_uuid,
@@ -53,6 +52,7 @@ from shared.errors import (
 )
 from shared.followers import Follower, UpstreamEvent
 from shared.references import Reference, require_reference
+from shared.tenancy import Owners
 
 MAX_TEXT = 200
 # Crockford's base32: no I, L, O or U, so a code read aloud or typed at a till survives.
@@ -178,8 +178,7 @@ class MerchantsApplication(QijiApplication):
 
     def apply_merchant(self, *, merchant_id: str, name: str, street_id: str, category: str,
                        latitude: float, longitude: float, address: str,
-                       amenities: list[MerchantAmenity | None],
-                       fingerprint: str = "") -> dict[str, Any]:
+                       amenities: list[MerchantAmenity | None]) -> dict[str, Any]:
         violations = Violations()
         violations.require(bool(name.strip()) and len(name) <= MAX_TEXT, "name",
                            f"1 to {MAX_TEXT} characters")
@@ -198,7 +197,6 @@ class MerchantsApplication(QijiApplication):
             # identity placed the merchant under another street: that street's office decides.
             violations.add("street_id", "is not the street identity registered the merchant in")
             violations.raise_if_any()
-        self._require_merchant_side(merchant_id, street_id)
 
         def decide() -> Outcome:
             if self.exists(uuid.UUID(merchant_id)):
@@ -209,51 +207,45 @@ class MerchantsApplication(QijiApplication):
                                 longitude=longitude, address=address.strip(),
                                 amenities=[a.value for a in amenities if a])
             return Outcome([merchant], {"merchant_id": merchant_id, "version": merchant.version})
-        return self.execute(decide, fingerprint=fingerprint)
+        return self.execute(decide)
 
-    def approve_merchant(self, *, merchant_id: str, fingerprint: str = "") -> dict[str, Any]:
-        return self._street_office_decides(merchant_id, Merchant.approve, fingerprint)
+    def approve_merchant(self, *, merchant_id: str) -> dict[str, Any]:
+        return self._street_office_decides(merchant_id, Merchant.approve)
 
-    def reject_merchant(self, *, merchant_id: str, reason: str, fingerprint: str = ""
+    def reject_merchant(self, *, merchant_id: str, reason: str
                         ) -> dict[str, Any]:
         _require_reason(reason)
-        return self._street_office_decides(merchant_id, lambda m: m.reject(reason.strip()),
-                                           fingerprint)
+        return self._street_office_decides(merchant_id, lambda m: m.reject(reason.strip()))
 
-    def suspend_merchant(self, *, merchant_id: str, reason: str, fingerprint: str = ""
+    def suspend_merchant(self, *, merchant_id: str, reason: str
                          ) -> dict[str, Any]:
         _require_reason(reason)
-        return self._street_office_decides(merchant_id, lambda m: m.suspend(reason.strip()),
-                                           fingerprint)
+        return self._street_office_decides(merchant_id, lambda m: m.suspend(reason.strip()))
 
-    def reinstate_merchant(self, *, merchant_id: str, reason: str, fingerprint: str = ""
+    def reinstate_merchant(self, *, merchant_id: str, reason: str
                            ) -> dict[str, Any]:
         _require_reason(reason)
-        return self._street_office_decides(merchant_id, lambda m: m.reinstate(reason.strip()),
-                                           fingerprint)
+        return self._street_office_decides(merchant_id, lambda m: m.reinstate(reason.strip()))
 
     def update_merchant_amenities(self, *, merchant_id: str,
-                                  amenities: list[MerchantAmenity | None],
-                                  fingerprint: str = "") -> dict[str, Any]:
+                                  amenities: list[MerchantAmenity | None]) -> dict[str, Any]:
         violations = Violations()
         _check_amenities(violations, amenities)
         violations.raise_if_any()
 
         def decide() -> Outcome:
             merchant = self.get(merchant_id, Merchant, "merchant")
-            self._require_merchant_side(merchant_id, merchant.street_id)
             merchant.update_amenities(amenities=[a.value for a in amenities if a])
             return Outcome([merchant], {"merchant_id": merchant_id, "version": merchant.version})
-        return self.execute(decide, fingerprint=fingerprint)
+        return self.execute(decide)
 
-    def _street_office_decides(self, merchant_id: str, change: Callable[[Merchant], None],
-                               fingerprint: str) -> dict[str, Any]:
+    def _street_office_decides(self, merchant_id: str, change: Callable[[Merchant], None]
+                               ) -> dict[str, Any]:
         def decide() -> Outcome:
             merchant = self.get(merchant_id, Merchant, "merchant")
-            self._require_street_office(merchant.street_id)
             change(merchant)
             return Outcome([merchant], {"merchant_id": merchant_id, "version": merchant.version})
-        return self.execute(decide, fingerprint=fingerprint)
+        return self.execute(decide)
 
     def merchant(self, merchant_id: str, version: int | None = None) -> MerchantView:
         m = self.get(merchant_id, Merchant, "merchant", version)
@@ -261,7 +253,8 @@ class MerchantsApplication(QijiApplication):
             merchant_id=str(m.id), name=m.name, street_id=m.street_id, category=m.category,
             latitude=m.latitude, longitude=m.longitude, address=m.address,
             amenities=[MerchantAmenity(a) for a in m.amenities], status=m.status,
-            status_reason=m.status_reason, version=m.version)
+            status_reason=masking.show_to_caller(masking.FREE_TEXT, m.status_reason),
+            version=m.version)
 
     def list_merchants(self, *, street_id: str, status: MerchantStatus | None,
                        amenities: list[MerchantAmenity], page_size: int, page_token: str
@@ -279,8 +272,7 @@ class MerchantsApplication(QijiApplication):
                           eligibility: Eligibility | None, badge_class_id: str,
                           total_quota: int, per_rider_limit: int,
                           limit_period: LimitPeriod | None, valid_from: datetime | None,
-                          valid_until: datetime | None, code_ttl_minutes: int,
-                          fingerprint: str = "") -> dict[str, Any]:
+                          valid_until: datetime | None, code_ttl_minutes: int) -> dict[str, Any]:
         v = Violations()
         v.require(bool(title.strip()) and len(title) <= MAX_TEXT, "title",
                   f"1 to {MAX_TEXT} characters")
@@ -313,7 +305,6 @@ class MerchantsApplication(QijiApplication):
 
         def decide() -> Outcome:
             merchant = self.get(merchant_id, Merchant, "merchant", field="merchant_id")
-            self._require_merchant(merchant_id)
             merchant.require_approved()
             offer = PerkOffer(
                 merchant_id=merchant_id, title=title.strip(), kind=kind.value,
@@ -326,28 +317,27 @@ class MerchantsApplication(QijiApplication):
                 limit_period=limit_period.value, valid_from=valid_from,
                 valid_until=valid_until, code_ttl_minutes=code_ttl_minutes)
             return Outcome([offer], {"perk_id": str(offer.id), "version": offer.version})
-        return self.execute(decide, fingerprint=fingerprint)
+        return self.execute(decide)
 
-    def publish_perk_offer(self, *, perk_id: str, fingerprint: str = "") -> dict[str, Any]:
+    def publish_perk_offer(self, *, perk_id: str) -> dict[str, Any]:
         def change(offer: PerkOffer) -> None:
             self.get(offer.merchant_id, Merchant, "merchant").require_approved()
             offer.publish()
-        return self._merchant_changes_offer(perk_id, change, fingerprint)
+        return self._merchant_changes_offer(perk_id, change)
 
-    def pause_perk_offer(self, *, perk_id: str, fingerprint: str = "") -> dict[str, Any]:
-        return self._merchant_changes_offer(perk_id, PerkOffer.pause, fingerprint)
+    def pause_perk_offer(self, *, perk_id: str) -> dict[str, Any]:
+        return self._merchant_changes_offer(perk_id, PerkOffer.pause)
 
-    def withdraw_perk_offer(self, *, perk_id: str, fingerprint: str = "") -> dict[str, Any]:
-        return self._merchant_changes_offer(perk_id, PerkOffer.withdraw, fingerprint)
+    def withdraw_perk_offer(self, *, perk_id: str) -> dict[str, Any]:
+        return self._merchant_changes_offer(perk_id, PerkOffer.withdraw)
 
-    def _merchant_changes_offer(self, perk_id: str, change: Callable[[PerkOffer], None],
-                                fingerprint: str) -> dict[str, Any]:
+    def _merchant_changes_offer(self, perk_id: str, change: Callable[[PerkOffer], None]
+                                ) -> dict[str, Any]:
         def decide() -> Outcome:
             offer = self.get(perk_id, PerkOffer, "perk")
-            self._require_merchant(offer.merchant_id)
             change(offer)
             return Outcome([offer], {"perk_id": perk_id, "version": offer.version})
-        return self.execute(decide, fingerprint=fingerprint, serialise_on=perk_id)
+        return self.execute(decide, serialise_on=perk_id)
 
     def perk(self, perk_id: str, version: int | None = None) -> PerkView:
         o = self.get(perk_id, PerkOffer, "perk", version)
@@ -398,7 +388,7 @@ class MerchantsApplication(QijiApplication):
 
     # ------------------------------------------------------------------ claims
 
-    def claim_perk(self, *, perk_id: str, rider_id: str, fingerprint: str = ""
+    def claim_perk(self, *, perk_id: str, rider_id: str
                    ) -> dict[str, Any]:
         require_ids(perk_id=perk_id, rider_id=rider_id)
         self._standing(rider_id)  # catches up with identity if the rider is new here
@@ -428,19 +418,21 @@ class MerchantsApplication(QijiApplication):
                                                "remaining": offer.remaining})
         # A perk is a hot spot when it opens: claims queue on it here, and replicas settle
         # collisions on the offer's version.
-        return self.execute(decide, fingerprint=fingerprint, serialise_on=perk_id)
+        return self.execute(decide, serialise_on=perk_id)
 
-    def redeem_code(self, *, merchant_id: str, code: str, fingerprint: str = ""
+    def redeem_code(self, *, merchant_id: str, code: str
                     ) -> dict[str, Any]:
         require_ids(merchant_id=merchant_id)
-        self._require_merchant(merchant_id)
         canonical = self.codes.normalise(code)
         violations = Violations()
         violations.require(len(canonical) == CODE_LENGTH and all(
             c in _CROCKFORD for c in canonical), "code", f"a code has {CODE_LENGTH} characters")
         violations.raise_if_any()
         claim_id = Claim.create_id(self.codes.digest(canonical))
-        if not self.exists(claim_id):
+        # Another merchant's code is, at this counter, no code at all: saying it belongs to
+        # someone else would confirm that it is valid.
+        if not self.exists(claim_id) or self.get(claim_id, Claim, "code").merchant_id != \
+                merchant_id:
             raise NotFound("code", "(as given)")
         perk_id = self.get(claim_id, Claim, "code").perk_id
 
@@ -455,9 +447,9 @@ class MerchantsApplication(QijiApplication):
             return Outcome([claim, offer, standing], {
                 "claim_id": str(claim_id), "version": claim.version, "perk_id": perk_id,
                 "perk_version": offer.version})
-        return self.execute(decide, fingerprint=fingerprint, serialise_on=perk_id)
+        return self.execute(decide, serialise_on=perk_id)
 
-    def reverse_redemption(self, *, claim_id: str, reason: str, fingerprint: str = ""
+    def reverse_redemption(self, *, claim_id: str, reason: str
                            ) -> dict[str, Any]:
         require_ids(claim_id=claim_id)
         _require_reason(reason)
@@ -466,13 +458,12 @@ class MerchantsApplication(QijiApplication):
         def decide() -> Outcome:
             now = self.clock()
             claim = self.get(claim_id, Claim, "claim")
-            self._require_merchant(claim.merchant_id)
             offer = self.get(perk_id, PerkOffer, "perk")
             claim.reverse(reason.strip(), now)
             offer.note_returned(claim_id, "REVERSED", now)
             return Outcome([claim, offer], {"claim_id": claim_id, "version": claim.version,
                                             "remaining": offer.remaining})
-        return self.execute(decide, fingerprint=fingerprint, serialise_on=perk_id)
+        return self.execute(decide, serialise_on=perk_id)
 
     def lapse_expired(self, perk_id: str) -> int:
         """Lapses the perk's codes that expired unredeemed (the lapse job calls this)."""
@@ -504,16 +495,18 @@ class MerchantsApplication(QijiApplication):
     def claim(self, claim_id: str, version: int | None = None) -> ClaimView:
         c = self.get(claim_id, Claim, "claim", version)
         actor = context.current().actor
-        # The code is the rider's: shown to the platform that claimed it for them and to
-        # officials, never to a merchant (who must be shown it by the rider).
-        show_code = not (auth.MERCHANT in actor.roles and len(actor.roles) == 1)
+        # The code is the rider's, a bearer secret: shown to their platform and to the
+        # officials who hand codes out at a counter, never to a merchant (who must be shown it
+        # by the rider) nor to an auditor.
+        show_code = bool(actor.roles & _SEES_CODES)
         return ClaimView(
             claim_id=str(c.id), perk_id=c.perk_id, merchant_id=c.merchant_id,
             rider_id=c.rider_id,
             code=self.codes.display(self.codes.code(c.code_nonce)) if show_code else "",
             status=c.status, claimed_at=c.claimed_at, expires_at=c.expires_at,
             redeemed_at=c.redeemed_at, reversed_at=c.reversed_at,
-            reverse_reason=c.reverse_reason, version=c.version)
+            reverse_reason=masking.show_to_caller(masking.FREE_TEXT, c.reverse_reason),
+            version=c.version)
 
     def redemptions(self, *, merchant_id: str, perk_id: str, page_size: int, page_token: str
                     ) -> tuple[list[dict[str, Any]], str]:
@@ -525,11 +518,6 @@ class MerchantsApplication(QijiApplication):
             require_ids(merchant_id=merchant_id)
         if perk_id:
             require_ids(perk_id=perk_id)
-        actor = context.current().actor
-        if auth.MERCHANT in actor.roles and not actor.roles & {auth.CITY_ADMIN, auth.AUDITOR,
-                                                               auth.STREET_OFFICE}:
-            owner = merchant_id or self.get(perk_id, PerkOffer, "perk").merchant_id
-            self._require_merchant(owner)
         self.views.catch_up()
         return self.views.redemptions.select(
             {"merchant_id": merchant_id, "perk_id": perk_id}, page_size=page_size,
@@ -537,8 +525,8 @@ class MerchantsApplication(QijiApplication):
 
     # ------------------------------------------------------------------ care packages
 
-    def create_care_campaign(self, *, street_id: str, name: str, description: str, stock: int,
-                             fingerprint: str = "") -> dict[str, Any]:
+    def create_care_campaign(self, *, street_id: str, name: str, description: str, stock: int
+                             ) -> dict[str, Any]:
         violations = Violations()
         violations.require(bool(name.strip()) and len(name) <= MAX_TEXT, "name",
                            f"1 to {MAX_TEXT} characters")
@@ -546,32 +534,30 @@ class MerchantsApplication(QijiApplication):
         violations.require(1 <= stock <= 100_000, "stock", "must be 1 to 100000")
         violations.raise_if_any()
         self._reference(street_id, "street_id", "street")
-        self._require_street_office(street_id)
 
         def decide() -> Outcome:
             campaign = CareCampaign(street_id=street_id, name=name.strip(),
                                     description=description.strip(), stock=stock)
             return Outcome([campaign], {"campaign_id": str(campaign.id),
                                         "version": campaign.version})
-        return self.execute(decide, fingerprint=fingerprint)
+        return self.execute(decide)
 
-    def allocate_care_package(self, *, campaign_id: str, rider_id: str, fingerprint: str = ""
+    def allocate_care_package(self, *, campaign_id: str, rider_id: str
                               ) -> dict[str, Any]:
         require_ids(campaign_id=campaign_id, rider_id=rider_id)
         self._standing(rider_id)
 
         def decide() -> Outcome:
             campaign = self.get(campaign_id, CareCampaign, "campaign")
-            self._require_street_office(campaign.street_id)
             standing = self._standing(rider_id, catch_up=False)
             if standing.left:
                 raise FailedPrecondition("the rider has left the programme", reason="RIDER_LEFT")
             campaign.allocate(rider_id, self.clock())
             return Outcome([campaign], {"campaign_id": campaign_id, "version": campaign.version})
-        return self.execute(decide, fingerprint=fingerprint, serialise_on=campaign_id)
+        return self.execute(decide, serialise_on=campaign_id)
 
-    def record_hand_over(self, *, campaign_id: str, rider_id: str, handed_over_by: str,
-                         fingerprint: str = "") -> dict[str, Any]:
+    def record_hand_over(self, *, campaign_id: str, rider_id: str, handed_over_by: str
+                         ) -> dict[str, Any]:
         require_ids(campaign_id=campaign_id, rider_id=rider_id)
         violations = Violations()
         violations.require(bool(handed_over_by.strip()) and len(handed_over_by) <= 100,
@@ -580,17 +566,18 @@ class MerchantsApplication(QijiApplication):
 
         def decide() -> Outcome:
             campaign = self.get(campaign_id, CareCampaign, "campaign")
-            self._require_street_office(campaign.street_id)
             campaign.hand_over(rider_id, handed_over_by.strip(),
                                context.current().actor.principal, self.clock())
             return Outcome([campaign], {"campaign_id": campaign_id, "version": campaign.version})
-        return self.execute(decide, fingerprint=fingerprint, serialise_on=campaign_id)
+        return self.execute(decide, serialise_on=campaign_id)
 
     def campaign(self, campaign_id: str, version: int | None = None) -> CampaignView:
         c = self.get(campaign_id, CareCampaign, "campaign", version)
         return CampaignView(campaign_id=str(c.id), street_id=c.street_id, name=c.name,
                             description=c.description, stock=c.stock,
-                            allocations={k: dict(v) for k, v in c.allocations.items()},
+                            allocations={k: {**v, "handed_over_by": masking.show_to_caller(
+                                masking.NAME, v["handed_over_by"])}
+                                for k, v in c.allocations.items() if self.sees_rider(k)},
                             handed_over=c.handed_over, version=c.version)
 
     def list_campaigns(self, *, street_id: str, page_size: int, page_token: str
@@ -603,7 +590,7 @@ class MerchantsApplication(QijiApplication):
     # ------------------------------------------------------------------ followers
 
     IDENTITY_TOPICS = (*identity_events.RIDER_STATUS_TOPICS, identity_events.ORGANISATION_CREATED)
-    BADGE_TOPICS = badge_events.AWARD_TOPICS
+    BADGES_TOPICS = badge_events.AWARD_TOPICS
 
     def follow_identity(self, upstream: UpstreamEvent, processing: ProcessingEvent) -> None:
         """Rider status decides who may claim; a suspended rider's open codes are frozen until
@@ -664,30 +651,55 @@ class MerchantsApplication(QijiApplication):
     def _reference(self, upstream_id: str, field: str, kind: str) -> Reference:
         return require_reference(self, upstream_id, field, kind, self.catch_up_upstream)
 
-    def _require_merchant(self, merchant_id: str) -> None:
-        """A merchant acts on its own merchant account only; the city admin on any."""
-        actor = context.current().actor
-        if auth.CITY_ADMIN in actor.roles:
-            return
-        if not auth.acts_for(actor, auth.MERCHANT, merchant_id, city_wide_ok=False):
-            raise PermissionDenied("a merchant may act on its own perks and codes only",
-                                   reason="NOT_YOUR_MERCHANT")
+    # ------------------------------------------------------------------ tenancy
 
-    def _require_merchant_side(self, merchant_id: str, street_id: str) -> None:
-        """The merchant itself, or the street office of its street, or the city admin."""
-        actor = context.current().actor
-        if auth.CITY_ADMIN in actor.roles or auth.acts_for(
-                actor, auth.STREET_OFFICE, street_id, city_wide_ok=True):
-            return
-        self._require_merchant(merchant_id)
+    def owner_resolvers(self) -> dict[str, Callable[[str], Owners | None]]:
+        return {**super().owner_resolvers(), "merchant": self._merchant_owners,
+                "merchant_books": self._merchant_books_owners, "perk": self._perk_owners,
+                "claim": self._claim_owners, "campaign": self._campaign_owners}
 
-    def _require_street_office(self, street_id: str) -> None:
-        actor = context.current().actor
-        if auth.CITY_ADMIN in actor.roles or auth.acts_for(
-                actor, auth.STREET_OFFICE, street_id, city_wide_ok=True):
-            return
-        raise PermissionDenied("only the street office of this street may do this",
-                               reason="NOT_YOUR_STREET")
+    def _merchant_owners(self, merchant_id: str) -> Owners | None:
+        """A merchant is its own and its street office's; once approved it is in the city's
+        public directory. Before it applied, identity's record says whose it is."""
+        merchant = self.found(merchant_id, Merchant)
+        if merchant is None:
+            return self.directory.organisation_owners(merchant_id) if self.directory else None
+        return Owners(Owners.of(merchant=merchant_id, street_office=merchant.street_id).by_role,
+                      public=merchant.status is MerchantStatus.APPROVED)
+
+    def _merchant_books_owners(self, merchant_id: str) -> Owners | None:
+        """A merchant's own books (what it redeemed, for which rider, when): the merchant's and
+        its street office's only, even once the merchant is in the public directory."""
+        owners = self._merchant_owners(merchant_id)
+        return None if owners is None else Owners(owners.by_role)
+
+    def _perk_owners(self, perk_id: str) -> Owners | None:
+        """A perk is its merchant's (and the street office's of the merchant); its draft is
+        theirs alone, a published (paused, withdrawn) offer anyone's to read."""
+        offer = self.found(perk_id, PerkOffer)
+        if offer is None:
+            return None
+        owners = self._merchant_owners(offer.merchant_id) or Owners()
+        return Owners(owners.by_role, public=offer.status is not PerkStatus.DRAFT)
+
+    def _claim_owners(self, claim_id: str) -> Owners | None:
+        """A claim is the rider's (their platform's and street office's) and its merchant's."""
+        claim = self.found(claim_id, Claim)
+        if claim is None:
+            return None
+        rider = (self.directory.rider_owners(claim.rider_id) if self.directory else None)
+        return (rider or Owners()) | Owners.of(merchant=claim.merchant_id)
+
+    def _campaign_owners(self, campaign_id: str) -> Owners | None:
+        """A care campaign is its street office's; that it runs is no secret (who got a
+        package is: each allocation is shown only to whoever may see its rider)."""
+        campaign = self.found(campaign_id, CareCampaign)
+        if campaign is None:
+            return None
+        return Owners(Owners.of(street_office=campaign.street_id).by_role, public=True)
+
+
+_SEES_CODES = frozenset({auth.PLATFORM, auth.STREET_OFFICE, auth.CITY_ADMIN})
 
 
 def _check_amenities(violations: Violations, amenities: list[MerchantAmenity | None]) -> None:

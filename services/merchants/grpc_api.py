@@ -26,49 +26,77 @@ from services.merchants.domain.values import (
 from shared.auth import (
     AUDITOR,
     CITY_ADMIN,
+    COMMUNITY,
     DEPARTMENT,
+    EDUCATION_PROVIDER,
     MERCHANT,
     OPERATOR,
     PLATFORM,
     SERVICE,
     STREET_OFFICE,
 )
-from shared.grpc.convert import enum_in, enum_out, optional_time, request_fingerprint, timestamp
+from shared.grpc.convert import enum_in, enum_out, optional_time, timestamp
+from shared.tenancy import RIDER, Ref, Rows, access_table, scoped
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["MerchantsService"].full_name
 
-_READERS = frozenset({CITY_ADMIN, STREET_OFFICE, DEPARTMENT, OPERATOR, AUDITOR, SERVICE})
-_OFFICE = frozenset({STREET_OFFICE, CITY_ADMIN})
-# Which merchant or street a caller acts for is checked by the application (a merchant on its
-# own perks and codes, a street office in its own street); this table only names roles.
-PERMISSIONS: dict[str, frozenset[str]] = {f"/{SERVICE_NAME}/{rpc}": roles for rpc, roles in {
-    "ApplyMerchant": _OFFICE | {MERCHANT},
-    "ApproveMerchant": _OFFICE,
-    "RejectMerchant": _OFFICE,
-    "SuspendMerchant": _OFFICE,
-    "ReinstateMerchant": _OFFICE,
-    "UpdateMerchantAmenities": _OFFICE | {MERCHANT},
-    "GetMerchant": _READERS | {MERCHANT, PLATFORM},
-    "ListMerchants": _READERS | {MERCHANT, PLATFORM},
-    "CreatePerkOffer": frozenset({MERCHANT, CITY_ADMIN}),
-    "PublishPerkOffer": frozenset({MERCHANT, CITY_ADMIN}),
-    "PausePerkOffer": frozenset({MERCHANT, CITY_ADMIN}),
-    "WithdrawPerkOffer": frozenset({MERCHANT, CITY_ADMIN}),
-    "GetPerkOffer": _READERS | {MERCHANT, PLATFORM},
-    "ListPerkOffers": _READERS | {MERCHANT, PLATFORM},
-    # The rider's side is the platform's app (or a street office's counter).
-    "ListPerksForRider": frozenset({PLATFORM, STREET_OFFICE, CITY_ADMIN}),
-    "ClaimPerk": frozenset({PLATFORM, STREET_OFFICE}),
-    "GetClaim": frozenset({PLATFORM, STREET_OFFICE, CITY_ADMIN, AUDITOR}),
-    "RedeemCode": frozenset({MERCHANT}),
-    "ReverseRedemption": frozenset({MERCHANT}),
-    "ListRedemptions": frozenset({MERCHANT, CITY_ADMIN, STREET_OFFICE, AUDITOR}),
-    "CreateCareCampaign": _OFFICE,
-    "AllocateCarePackage": _OFFICE,
-    "RecordHandOver": _OFFICE,
-    "GetCareCampaign": _READERS,
-    "ListCareCampaigns": _READERS,
-}.items()}
+_CITY_READERS = frozenset({CITY_ADMIN, OPERATOR, AUDITOR, SERVICE})
+_TENANT_READERS = (PLATFORM, STREET_OFFICE, DEPARTMENT, MERCHANT, COMMUNITY, EDUCATION_PROVIDER)
+# A merchant is its own and its street office's; an approved one is in the public directory.
+MERCHANT_ = Ref("merchant_id", "merchant")
+MERCHANT_READ = Ref("merchant_id", "merchant", read=True)
+# A perk is its merchant's (and the merchant's street office's); published, anyone reads it.
+PERK = Ref("perk_id", "perk")
+PERK_READ = Ref("perk_id", "perk", read=True)
+# A claim is the rider's (their platform's, their street office's) and the merchant's.
+CLAIM = Ref("claim_id", "claim")
+# A care campaign is its street office's; who got a package is each rider's platform's.
+CAMPAIGN = Ref("campaign_id", "campaign")
+CAMPAIGN_READ = Ref("campaign_id", "campaign", read=True)
+
+
+def _readers(target: Any, *roles: str) -> dict[str, Any]:
+    return dict.fromkeys(roles or _TENANT_READERS, target)
+
+
+# Who may call each RPC, and for each role that acts for one organisation, what that
+# organisation must own (shared/tenancy.py). An RPC missing here is refused to everyone.
+ACCESS = access_table(SERVICE_NAME, {
+    # A merchant applies for itself, or its street office for it.
+    "ApplyMerchant": scoped(CITY_ADMIN, street_office=Ref("street_id", "organisation"),
+                            merchant=Ref("merchant_id", "organisation")),
+    "ApproveMerchant": scoped(CITY_ADMIN, street_office=MERCHANT_),
+    "RejectMerchant": scoped(CITY_ADMIN, street_office=MERCHANT_),
+    "SuspendMerchant": scoped(CITY_ADMIN, street_office=MERCHANT_),
+    "ReinstateMerchant": scoped(CITY_ADMIN, street_office=MERCHANT_),
+    "UpdateMerchantAmenities": scoped(CITY_ADMIN, street_office=MERCHANT_, merchant=MERCHANT_),
+    "GetMerchant": scoped(_CITY_READERS, **_readers(MERCHANT_READ)),
+    "ListMerchants": scoped(_CITY_READERS, **_readers(Rows("merchant", "id"))),
+    "CreatePerkOffer": scoped(CITY_ADMIN, merchant=MERCHANT_),
+    "PublishPerkOffer": scoped(CITY_ADMIN, merchant=PERK),
+    "PausePerkOffer": scoped(CITY_ADMIN, merchant=PERK),
+    "WithdrawPerkOffer": scoped(CITY_ADMIN, merchant=PERK),
+    "GetPerkOffer": scoped(_CITY_READERS, **_readers(PERK_READ)),
+    "ListPerkOffers": scoped(_CITY_READERS, **_readers(Rows("perk", "id"))),
+    # The rider's side is their platform's app (or their street office's counter).
+    "ListPerksForRider": scoped(CITY_ADMIN, platform=RIDER, street_office=RIDER),
+    "ClaimPerk": scoped(platform=RIDER, street_office=RIDER),
+    "GetClaim": scoped(CITY_ADMIN, AUDITOR, platform=CLAIM, street_office=CLAIM),
+    # A merchant redeems at its own counter: a code of another merchant is, to it, no code.
+    "RedeemCode": scoped(merchant=MERCHANT_),
+    "ReverseRedemption": scoped(merchant=CLAIM),
+    # Not "merchant": an approved merchant is public, its redemptions are not.
+    "ListRedemptions": scoped(CITY_ADMIN, AUDITOR,
+                              **_readers(Rows("merchant_books", "merchant_id"),
+                                         MERCHANT, STREET_OFFICE)),
+    "CreateCareCampaign": scoped(CITY_ADMIN, street_office=Ref("street_id", "organisation")),
+    "AllocateCarePackage": scoped(CITY_ADMIN, street_office=CAMPAIGN),
+    "RecordHandOver": scoped(CITY_ADMIN, street_office=CAMPAIGN),
+    "GetCareCampaign": scoped(_CITY_READERS, **_readers(CAMPAIGN_READ, STREET_OFFICE,
+                                                        DEPARTMENT, PLATFORM)),
+    "ListCareCampaigns": scoped(_CITY_READERS, **_readers(Rows("campaign", "id"), STREET_OFFICE,
+                                                          DEPARTMENT, PLATFORM)),
+})
 
 
 class MerchantsServicer(pb_grpc.MerchantsServiceServicer):
@@ -82,37 +110,31 @@ class MerchantsServicer(pb_grpc.MerchantsServiceServicer):
             merchant_id=request.merchant_id, name=request.name, street_id=request.street_id,
             category=request.category, latitude=request.location.latitude,
             longitude=request.location.longitude, address=request.location.address,
-            amenities=self._amenities(request.amenities),
-            fingerprint=request_fingerprint(request))
+            amenities=self._amenities(request.amenities))
         return pb.ApplyMerchantResponse(merchant=self._merchant_at(result))
 
     def ApproveMerchant(self, request: Any, context: Any) -> Any:
-        result = self.app.approve_merchant(merchant_id=request.merchant_id,
-                                           fingerprint=request_fingerprint(request))
+        result = self.app.approve_merchant(merchant_id=request.merchant_id)
         return pb.ApproveMerchantResponse(merchant=self._merchant_at(result))
 
     def RejectMerchant(self, request: Any, context: Any) -> Any:
         result = self.app.reject_merchant(merchant_id=request.merchant_id,
-                                          reason=request.reason,
-                                          fingerprint=request_fingerprint(request))
+                                          reason=request.reason)
         return pb.RejectMerchantResponse(merchant=self._merchant_at(result))
 
     def SuspendMerchant(self, request: Any, context: Any) -> Any:
         result = self.app.suspend_merchant(merchant_id=request.merchant_id,
-                                           reason=request.reason,
-                                           fingerprint=request_fingerprint(request))
+                                           reason=request.reason)
         return pb.SuspendMerchantResponse(merchant=self._merchant_at(result))
 
     def ReinstateMerchant(self, request: Any, context: Any) -> Any:
         result = self.app.reinstate_merchant(merchant_id=request.merchant_id,
-                                             reason=request.reason,
-                                             fingerprint=request_fingerprint(request))
+                                             reason=request.reason)
         return pb.ReinstateMerchantResponse(merchant=self._merchant_at(result))
 
     def UpdateMerchantAmenities(self, request: Any, context: Any) -> Any:
         result = self.app.update_merchant_amenities(
-            merchant_id=request.merchant_id, amenities=self._amenities(request.amenities),
-            fingerprint=request_fingerprint(request))
+            merchant_id=request.merchant_id, amenities=self._amenities(request.amenities))
         return pb.UpdateMerchantAmenitiesResponse(merchant=self._merchant_at(result))
 
     def GetMerchant(self, request: Any, context: Any) -> Any:
@@ -141,22 +163,19 @@ class MerchantsServicer(pb_grpc.MerchantsServiceServicer):
             limit_period=enum_in(request.limit_period, pb.LimitPeriod, LimitPeriod),
             valid_from=optional_time(request, "valid_from_time"),
             valid_until=optional_time(request, "valid_until_time"),
-            code_ttl_minutes=request.code_ttl_minutes, fingerprint=request_fingerprint(request))
+            code_ttl_minutes=request.code_ttl_minutes)
         return pb.CreatePerkOfferResponse(perk_offer=self._perk_at(result))
 
     def PublishPerkOffer(self, request: Any, context: Any) -> Any:
-        result = self.app.publish_perk_offer(perk_id=request.perk_id,
-                                             fingerprint=request_fingerprint(request))
+        result = self.app.publish_perk_offer(perk_id=request.perk_id)
         return pb.PublishPerkOfferResponse(perk_offer=self._perk_at(result))
 
     def PausePerkOffer(self, request: Any, context: Any) -> Any:
-        result = self.app.pause_perk_offer(perk_id=request.perk_id,
-                                           fingerprint=request_fingerprint(request))
+        result = self.app.pause_perk_offer(perk_id=request.perk_id)
         return pb.PausePerkOfferResponse(perk_offer=self._perk_at(result))
 
     def WithdrawPerkOffer(self, request: Any, context: Any) -> Any:
-        result = self.app.withdraw_perk_offer(perk_id=request.perk_id,
-                                              fingerprint=request_fingerprint(request))
+        result = self.app.withdraw_perk_offer(perk_id=request.perk_id)
         return pb.WithdrawPerkOfferResponse(perk_offer=self._perk_at(result))
 
     def GetPerkOffer(self, request: Any, context: Any) -> Any:
@@ -180,8 +199,7 @@ class MerchantsServicer(pb_grpc.MerchantsServiceServicer):
     # ------------------------------------------------------------------ claims
 
     def ClaimPerk(self, request: Any, context: Any) -> Any:
-        result = self.app.claim_perk(perk_id=request.perk_id, rider_id=request.rider_id,
-                                     fingerprint=request_fingerprint(request))
+        result = self.app.claim_perk(perk_id=request.perk_id, rider_id=request.rider_id)
         return pb.ClaimPerkResponse(
             claim=self._claim(self.app.claim(result["claim_id"], result["version"])),
             remaining_quota=result["remaining"])
@@ -190,15 +208,13 @@ class MerchantsServicer(pb_grpc.MerchantsServiceServicer):
         return pb.GetClaimResponse(claim=self._claim(self.app.claim(request.claim_id)))
 
     def RedeemCode(self, request: Any, context: Any) -> Any:
-        result = self.app.redeem_code(merchant_id=request.merchant_id, code=request.code,
-                                      fingerprint=request_fingerprint(request))
+        result = self.app.redeem_code(merchant_id=request.merchant_id, code=request.code)
         return pb.RedeemCodeResponse(
             claim=self._claim(self.app.claim(result["claim_id"], result["version"])),
             perk_offer=self._perk(self.app.perk(result["perk_id"], result["perk_version"])))
 
     def ReverseRedemption(self, request: Any, context: Any) -> Any:
-        result = self.app.reverse_redemption(claim_id=request.claim_id, reason=request.reason,
-                                             fingerprint=request_fingerprint(request))
+        result = self.app.reverse_redemption(claim_id=request.claim_id, reason=request.reason)
         return pb.ReverseRedemptionResponse(
             claim=self._claim(self.app.claim(result["claim_id"], result["version"])),
             remaining_quota=result["remaining"])
@@ -217,20 +233,18 @@ class MerchantsServicer(pb_grpc.MerchantsServiceServicer):
     def CreateCareCampaign(self, request: Any, context: Any) -> Any:
         result = self.app.create_care_campaign(
             street_id=request.street_id, name=request.name, description=request.description,
-            stock=request.stock, fingerprint=request_fingerprint(request))
+            stock=request.stock)
         return pb.CreateCareCampaignResponse(campaign=self._campaign_at(result))
 
     def AllocateCarePackage(self, request: Any, context: Any) -> Any:
         result = self.app.allocate_care_package(campaign_id=request.campaign_id,
-                                                rider_id=request.rider_id,
-                                                fingerprint=request_fingerprint(request))
+                                                rider_id=request.rider_id)
         return pb.AllocateCarePackageResponse(campaign=self._campaign_at(result))
 
     def RecordHandOver(self, request: Any, context: Any) -> Any:
         result = self.app.record_hand_over(campaign_id=request.campaign_id,
                                            rider_id=request.rider_id,
-                                           handed_over_by=request.handed_over_by,
-                                           fingerprint=request_fingerprint(request))
+                                           handed_over_by=request.handed_over_by)
         return pb.RecordHandOverResponse(campaign=self._campaign_at(result))
 
     def GetCareCampaign(self, request: Any, context: Any) -> Any:

@@ -9,12 +9,13 @@ from typing import Any
 import structlog
 
 from services.merchants.application import MerchantsApplication
-from services.merchants.grpc_api import PERMISSIONS, add_servicers
+from services.merchants.grpc_api import ACCESS, add_servicers
 from services.merchants.public_events import CATALOGUE as PUBLIC_EVENTS
 from shared.config import Settings
 from shared.context import Actor, RequestContext, acting_as
 from shared.followers import Follower, GrpcFeed
 from shared.grpc.server import ServiceSpec
+from shared.tenancy import TenancyDirectory
 
 log = structlog.get_logger(__name__)
 
@@ -48,14 +49,16 @@ class LapseJob:
 
 
 def make_followers(app: Any, settings: Settings) -> list[Any]:
-    identity = Follower(app, GrpcFeed.of("identity", settings),
+    identity_feed = GrpcFeed.of("identity", settings)
+    identity = Follower(app, identity_feed,
                         app.follow_identity, topics=MerchantsApplication.IDENTITY_TOPICS)
     badges = Follower(app, GrpcFeed.of("badges", settings),
-                      app.follow_badges, topics=MerchantsApplication.BADGE_TOPICS)
+                      app.follow_badges, topics=MerchantsApplication.BADGES_TOPICS)
     app.identity_follower = identity
-    return [identity, badges, LapseJob(app)]
+    app.directory = TenancyDirectory(identity_feed)
+    return [identity, badges, LapseJob(app), app.directory]
 
 
 SPEC = ServiceSpec(name="merchants", make_app=MerchantsApplication, add_servicers=add_servicers,
-                   permissions=PERMISSIONS, make_followers=make_followers,
+                   access=ACCESS, make_followers=make_followers,
                    public_events=PUBLIC_EVENTS)

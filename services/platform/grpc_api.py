@@ -14,18 +14,20 @@ from qiji.platform.v1 import platform_feed_service_pb2_grpc as pb_grpc
 from services.platform.application import Page, PlatformFeed
 from services.platform.catalogue import subscribed, types_by_service
 from shared import context
-from shared.auth import PLATFORM
 from shared.errors import Unavailable
+from shared.tenancy import OWN, access_table, scoped
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["PlatformFeedService"].full_name
 # How long a stream waits before looking again when every service had nothing new.
 STREAM_POLL_SECONDS = 0.5
 STREAM_BATCH = 100
 
-PERMISSIONS: dict[str, frozenset[str]] = {
-    f"/{SERVICE_NAME}/ReadEvents": frozenset({PLATFORM}),
-    f"/{SERVICE_NAME}/StreamEvents": frozenset({PLATFORM}),
-}
+# A platform reads its own feed: rider events of the riders it registered, and the public
+# events of everyone (each service's public feed filters by the caller's organisation).
+ACCESS = access_table(SERVICE_NAME, {
+    "ReadEvents": scoped(platform=OWN),
+    "StreamEvents": scoped(platform=OWN),
+})
 
 
 class PlatformFeedServicer(pb_grpc.PlatformFeedServiceServicer):

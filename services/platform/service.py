@@ -16,7 +16,7 @@ from grpc_reflection.v1alpha import reflection
 
 from services.platform.application import GrpcUpstream, PlatformFeed, Upstream
 from services.platform.catalogue import SERVICES
-from services.platform.grpc_api import PERMISSIONS, add_servicers
+from services.platform.grpc_api import ACCESS, add_servicers
 from shared import metrics
 from shared.auth import TokenRegistry
 from shared.config import ConfigError, Settings, load_settings
@@ -25,6 +25,7 @@ from shared.grpc.guard import Guard
 from shared.grpc.server import INTEGRITY, LIVENESS, integrity_health
 from shared.integrity import ALARM
 from shared.logging import configure as configure_logging
+from shared.tenancy import no_owners
 
 log = structlog.get_logger(__name__)
 
@@ -61,7 +62,7 @@ def build_gateway(settings: Settings, upstreams: dict[str, Upstream] | None = No
                               "gateway reads the services' public feeds with it")
         upstreams = {s: GrpcUpstream(settings.upstreams[s], settings.service_token,
                                      settings.tls) for s in SERVICES}
-    guard = Guard(tokens=TokenRegistry(settings.tokens_file), permissions=PERMISSIONS,
+    guard = Guard(tokens=TokenRegistry(settings.tokens_file), access=ACCESS, resolve=no_owners,
                   error_domain=f"{NAME}.qiji", on_rpc=metrics.rpc_observer(NAME),
                   certificates=settings.tls.requires_client_certificates)
     server = grpc.server(

@@ -52,3 +52,10 @@ def read(upstream: str, *, published_through: int, last_position: int) -> None:
     POSITION.labels(upstream).set(published_through)
     UPSTREAM_POSITION.labels(upstream).set(last_position)
     LAG.labels(upstream).set(max(0, last_position - published_through))
+
+
+def stop_reporting() -> None:
+    """A relay that stops leading measures no lag and reads no service: its last figures,
+    left in /metrics, would go on alerting beside the new leader's."""
+    for gauge in (LAG, UPSTREAM_UP, POSITION, UPSTREAM_POSITION):
+        gauge.clear()

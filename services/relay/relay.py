@@ -85,7 +85,8 @@ DEFAULT_AMQP_URI = "amqp://guest:guest@127.0.0.1:5672/"
 PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5,
                         "interval_max": 1.0}
 BACKOFF_START = 0.5
-BACKOFF_MAX = 10.0
+# Short: a service that is back is published from (and the relay healthy) within seconds.
+BACKOFF_MAX = 2.0
 PROGRESS_SECONDS = 5.0
 
 Publish = Callable[[str, dict[str, Any]], None]
@@ -153,7 +154,8 @@ class Relay:
         try:
             reply = state.upstream.read(feed_pb.ReadPublicEventsRequest(
                 from_position=state.next_position, limit=self.batch,
-                consumer_organisation_id=""))  # no personal data over AMQP, ever
+                # No personal data over AMQP, ever; every platform's rider events.
+                consumer_organisation_id="", all_platforms=True))
         except UpstreamDown as down:
             metrics.UPSTREAM_UP.labels(state.name).set(0)
             self._back_off(state, "relay.upstream_unavailable", code=str(down))
@@ -210,6 +212,13 @@ class Relay:
     def run_forever(self, stopping: threading.Event, poll_seconds: float = 0.2, *,
                     lease: Lease | None = None) -> None:
         """Publishes until `stopping` is set or the `lease` on leadership is lost."""
+        try:
+            self._publish(stopping, poll_seconds, lease)
+        finally:
+            metrics.stop_reporting()
+
+    def _publish(self, stopping: threading.Event, poll_seconds: float, lease: Lease | None
+                 ) -> None:
         broker_backoff = BACKOFF_START
         last_progress = time.monotonic()
         metrics.LEADER.set(1)
@@ -271,7 +280,8 @@ def leadership(settings: Settings, stopping: threading.Event) -> Iterator[Lease 
             said = True
 
     with hold_leadership(settings, f"{settings.postgres_schema}:relay", ".relay.lock",
-                         stopping, retry_seconds=1.0, waiting=standing_by) as lease:
+                         stopping, retry_seconds=1.0, waiting=standing_by,
+                         work="relay") as lease:
         yield lease
 
 

@@ -35,6 +35,7 @@ from shared.config import Settings
 from shared.errors import NotFound, Violations, require_ids
 from shared.followers import Follower, UpstreamEvent
 from shared.references import Reference, require_reference
+from shared.tenancy import Owners
 
 MAX_TITLE = 200
 MAX_DESCRIPTION = 2000
@@ -93,8 +94,8 @@ class TrainingApplication(QijiApplication):
 
     def draft_course(self, *, track: Track | None, title: str, description: str, hours: str,
                      formats: list[CourseFormat | None], provider_id: str,
-                     instructor_name: str, instructor_kind: InstructorKind | None,
-                     fingerprint: str = "") -> dict[str, Any]:
+                     instructor_name: str, instructor_kind: InstructorKind | None
+                     ) -> dict[str, Any]:
         violations = Violations()
         violations.require(track is not None, "track", "must be specified")
         violations.require(bool(title.strip()) and len(title) <= MAX_TITLE, "title",
@@ -120,21 +121,20 @@ class TrainingApplication(QijiApplication):
                             provider_id=provider_id, instructor_name=instructor_name.strip(),
                             instructor_kind=instructor_kind.value)
             return Outcome([course], {"course_id": str(course.id), "version": course.version})
-        return self.execute(decide, fingerprint=fingerprint)
+        return self.execute(decide)
 
-    def publish_course(self, *, course_id: str, fingerprint: str = "") -> dict[str, Any]:
-        return self._change_course(course_id, Course.publish, fingerprint)
+    def publish_course(self, *, course_id: str) -> dict[str, Any]:
+        return self._change_course(course_id, Course.publish)
 
-    def retire_course(self, *, course_id: str, fingerprint: str = "") -> dict[str, Any]:
-        return self._change_course(course_id, Course.retire, fingerprint)
+    def retire_course(self, *, course_id: str) -> dict[str, Any]:
+        return self._change_course(course_id, Course.retire)
 
-    def _change_course(self, course_id: str, change: Callable[[Course], None],
-                       fingerprint: str) -> dict[str, Any]:
+    def _change_course(self, course_id: str, change: Callable[[Course], None]) -> dict[str, Any]:
         def decide() -> Outcome:
             course = self.get(course_id, Course, "course")
             change(course)
             return Outcome([course], {"course_id": str(course.id), "version": course.version})
-        return self.execute(decide, fingerprint=fingerprint)
+        return self.execute(decide)
 
     def course(self, course_id: str, version: int | None = None) -> CourseView:
         c = self.get(course_id, Course, "course", version)
@@ -156,8 +156,8 @@ class TrainingApplication(QijiApplication):
     # ------------------------------------------------------------------ sessions
 
     def schedule_session(self, *, course_id: str, service_space_id: str,
-                         starts_at: datetime | None, ends_at: datetime | None, capacity: int,
-                         fingerprint: str = "") -> dict[str, Any]:
+                         starts_at: datetime | None, ends_at: datetime | None, capacity: int
+                         ) -> dict[str, Any]:
         violations = Violations()
         violations.require(starts_at is not None, "start_time", "must be set")
         violations.require(ends_at is not None, "end_time", "must be set")
@@ -179,7 +179,7 @@ class TrainingApplication(QijiApplication):
                                       starts_at=starts_at, ends_at=ends_at, capacity=capacity)
             return Outcome([session], {"session_id": str(session.id),
                                        "version": session.version})
-        return self.execute(decide, fingerprint=fingerprint)
+        return self.execute(decide)
 
     def session(self, session_id: str, version: int | None = None) -> SessionView:
         s = self.get(session_id, TrainingSession, "session", version)
@@ -187,7 +187,10 @@ class TrainingApplication(QijiApplication):
             session_id=str(s.id), course_id=s.course_id, service_space_id=s.service_space_id,
             starts_at=s.starts_at, ends_at=s.ends_at, capacity=s.capacity,
             places_taken=s.places_taken,
-            enrolments={k: dict(v) for k, v in s.enrolments.items()}, version=s.version)
+            # Each rider's enrolment is their platform's business: the others are counted in
+            # places_taken, not shown.
+            enrolments={k: dict(v) for k, v in s.enrolments.items() if self.sees_rider(k)},
+            version=s.version)
 
     def list_sessions(self, *, course_id: str, service_space_id: str,
                       start_after: datetime | None, page_size: int, page_token: str
@@ -201,7 +204,7 @@ class TrainingApplication(QijiApplication):
 
     # ------------------------------------------------------------------ enrolment
 
-    def enrol_rider(self, *, session_id: str, rider_id: str, fingerprint: str = ""
+    def enrol_rider(self, *, session_id: str, rider_id: str
                     ) -> dict[str, Any]:
         require_ids(session_id=session_id, rider_id=rider_id)
         self._learner(rider_id, refresh_unless=lambda learner: learner.is_active)
@@ -218,9 +221,9 @@ class TrainingApplication(QijiApplication):
             return Outcome([session, learner], {"session_id": session_id,
                                                 "version": session.version})
         # Everyone enrols in the same few sessions: queue on the session in this process.
-        return self.execute(decide, fingerprint=fingerprint, serialise_on=session_id)
+        return self.execute(decide, serialise_on=session_id)
 
-    def withdraw_enrolment(self, *, session_id: str, rider_id: str, fingerprint: str = ""
+    def withdraw_enrolment(self, *, session_id: str, rider_id: str
                            ) -> dict[str, Any]:
         require_ids(session_id=session_id, rider_id=rider_id)
 
@@ -231,19 +234,19 @@ class TrainingApplication(QijiApplication):
             learner.release(session_id)
             return Outcome([session, learner], {"session_id": session_id,
                                                 "version": session.version})
-        return self.execute(decide, fingerprint=fingerprint, serialise_on=session_id)
+        return self.execute(decide, serialise_on=session_id)
 
-    def check_in_rider(self, *, session_id: str, rider_id: str, fingerprint: str = ""
+    def check_in_rider(self, *, session_id: str, rider_id: str
                        ) -> dict[str, Any]:
-        return self._change_session(session_id, rider_id, fingerprint,
+        return self._change_session(session_id, rider_id,
                                     lambda s: s.check_in(rider_id, self.clock()))
 
-    def record_no_show(self, *, session_id: str, rider_id: str, fingerprint: str = ""
+    def record_no_show(self, *, session_id: str, rider_id: str
                        ) -> dict[str, Any]:
-        return self._change_session(session_id, rider_id, fingerprint,
+        return self._change_session(session_id, rider_id,
                                     lambda s: s.record_no_show(rider_id, self.clock()))
 
-    def _change_session(self, session_id: str, rider_id: str, fingerprint: str,
+    def _change_session(self, session_id: str, rider_id: str,
                         change: Callable[[TrainingSession], None]) -> dict[str, Any]:
         require_ids(session_id=session_id, rider_id=rider_id)
 
@@ -251,11 +254,10 @@ class TrainingApplication(QijiApplication):
             session = self.get(session_id, TrainingSession, "session")
             change(session)
             return Outcome([session], {"session_id": session_id, "version": session.version})
-        return self.execute(decide, fingerprint=fingerprint, serialise_on=session_id)
+        return self.execute(decide, serialise_on=session_id)
 
     def record_completion(self, *, session_id: str, rider_id: str,
-                          result: CompletionResult | None, score: int | None,
-                          fingerprint: str = "") -> dict[str, Any]:
+                          result: CompletionResult | None, score: int | None) -> dict[str, Any]:
         require_ids(session_id=session_id, rider_id=rider_id)
         violations = Violations()
         violations.require(result is not None, "result", "must be specified")
@@ -279,11 +281,11 @@ class TrainingApplication(QijiApplication):
             return Outcome([session, learner], {"session_id": session_id,
                                                 "version": session.version,
                                                 "pre_job_certified": certified})
-        return self.execute(decide, fingerprint=fingerprint, serialise_on=session_id)
+        return self.execute(decide, serialise_on=session_id)
 
     # ------------------------------------------------------------------ pre-job programme
 
-    def set_pre_job_courses(self, *, course_ids: list[str], fingerprint: str = ""
+    def set_pre_job_courses(self, *, course_ids: list[str]
                             ) -> dict[str, Any]:
         violations = Violations()
         violations.require(bool(course_ids), "course_ids", "name at least one course")
@@ -301,7 +303,7 @@ class TrainingApplication(QijiApplication):
             else:
                 programme.change(course_ids=course_ids)
             return Outcome([programme], {"version": programme.version})
-        return self.execute(decide, fingerprint=fingerprint)
+        return self.execute(decide)
 
     def pre_job_courses(self, version: int | None = None) -> tuple[list[str], int]:
         programme = self._programme(version)
@@ -336,6 +338,32 @@ class TrainingApplication(QijiApplication):
                 passed[track] = passed.get(track, 0) + 1
         return TranscriptView(rider_id, hours, passed, [dict(c) for c in learner.completions],
                               learner.certified_at)
+
+    # ------------------------------------------------------------------ tenancy
+
+    def owner_resolvers(self) -> dict[str, Callable[[str], Owners | None]]:
+        return {**super().owner_resolvers(), "course": self._course_owners,
+                "session": self._session_owners}
+
+    def _course_owners(self, course_id: str) -> Owners | None:
+        """A course is its provider's; anyone may read it once it is published."""
+        course = self.found(course_id, Course)
+        if course is None:
+            return None
+        owners = self.organisation_owners(course.provider_id)
+        return Owners(owners.by_role, public=course.status is not CourseStatus.DRAFT)
+
+    def _session_owners(self, session_id: str) -> Owners | None:
+        """A session is its course's provider's and the street office's of the service space
+        it is held at; its schedule is public."""
+        session = self.found(session_id, TrainingSession)
+        if session is None:
+            return None
+        owners = self._course_owners(session.course_id) or Owners()
+        if self.directory is not None:
+            owners = owners | (self.directory.service_space_owners(session.service_space_id)
+                               or Owners())
+        return Owners(owners.by_role, public=True)
 
     # ------------------------------------------------------------------ identity's feed
 

@@ -25,41 +25,71 @@ from services.training.domain.values import (
 from shared.auth import (
     AUDITOR,
     CITY_ADMIN,
+    COMMUNITY,
     DEPARTMENT,
+    EDUCATION_PROVIDER,
     OPERATOR,
     PLATFORM,
+    ROLES,
     SERVICE,
     STREET_OFFICE,
 )
-from shared.grpc.convert import enum_in, enum_out, optional_time, request_fingerprint, timestamp
+from shared.grpc.convert import enum_in, enum_out, optional_time, timestamp
+from shared.tenancy import RIDER, Ref, Rows, access_table, city_wide, public, scoped
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["TrainingService"].full_name
 
-_READERS = frozenset({CITY_ADMIN, STREET_OFFICE, DEPARTMENT, PLATFORM, OPERATOR, AUDITOR,
-                      SERVICE})
-_CURRICULUM = frozenset({CITY_ADMIN, STREET_OFFICE})
-# Enrolment is done for the rider by the platform's app or at a street office's counter;
-# attendance and results by the station master (through the platform) or the street office.
-_CLASSROOM = frozenset({PLATFORM, STREET_OFFICE, CITY_ADMIN})
+_CITY_READERS = frozenset({CITY_ADMIN, OPERATOR, AUDITOR, SERVICE})
+_TENANT_READERS = (PLATFORM, STREET_OFFICE, DEPARTMENT, COMMUNITY, EDUCATION_PROVIDER)
+# A course belongs to its provider (a university, an enterprise, a street office, the platform
+# itself), which drafts, publishes and retires it; once published, anyone may read it.
+PROVIDER = Ref("provider_id", "organisation")
+COURSE = Ref("course_id", "course")
+COURSE_READ = Ref("course_id", "course", read=True)
+# A session belongs to its course's provider and to the street office of the service space
+# it is held at; its schedule is public, its enrolments each rider's platform's.
+SESSION = Ref("session_id", "session")
+SESSION_READ = Ref("session_id", "session", read=True)
+SPACE = Ref("service_space_id", "service_space")
 
-PERMISSIONS: dict[str, frozenset[str]] = {f"/{SERVICE_NAME}/{rpc}": roles for rpc, roles in {
-    "DraftCourse": _CURRICULUM,
-    "PublishCourse": _CURRICULUM,
-    "RetireCourse": _CURRICULUM,
-    "GetCourse": _READERS,
-    "ListCourses": _READERS,
-    "ScheduleSession": _CURRICULUM | {PLATFORM},
-    "GetSession": _READERS,
-    "ListSessions": _READERS,
-    "EnrolRider": _CLASSROOM,
-    "WithdrawEnrolment": _CLASSROOM,
-    "CheckInRider": _CLASSROOM,
-    "RecordNoShow": _CLASSROOM,
-    "RecordCompletion": _CLASSROOM,
-    "SetPreJobCourses": frozenset({CITY_ADMIN}),
-    "GetPreJobCourses": _READERS,
-    "GetTranscript": _READERS,
-}.items()}
+
+def _readers(target: Any) -> dict[str, Any]:
+    return dict.fromkeys(_TENANT_READERS, target)
+
+
+# Who may call each RPC, and for each role that acts for one organisation, what that
+# organisation must own (shared/tenancy.py). An RPC missing here is refused to everyone.
+ACCESS = access_table(SERVICE_NAME, {
+    "DraftCourse": scoped(CITY_ADMIN, street_office=PROVIDER, education_provider=PROVIDER,
+                          platform=PROVIDER),
+    "PublishCourse": scoped(CITY_ADMIN, street_office=COURSE, education_provider=COURSE,
+                            platform=COURSE),
+    "RetireCourse": scoped(CITY_ADMIN, street_office=COURSE, education_provider=COURSE,
+                           platform=COURSE),
+    "GetCourse": scoped(_CITY_READERS, **_readers(COURSE_READ)),
+    "ListCourses": scoped(_CITY_READERS, **_readers(Rows("course", "id"))),
+    # The station master with the teacher (站长+校长): a platform or a provider schedules its
+    # own course anywhere; a street office anything at its own service spaces.
+    "ScheduleSession": scoped(CITY_ADMIN, street_office=SPACE, education_provider=COURSE,
+                              platform=COURSE),
+    "GetSession": scoped(_CITY_READERS, **_readers(SESSION_READ)),
+    "ListSessions": scoped(_CITY_READERS, **_readers(Rows("session", "id"))),
+    # Enrolment is done for the rider by their platform's app, or at a street office's counter
+    # (its own residents, or anyone at a session in its street).
+    "EnrolRider": scoped(CITY_ADMIN, platform=RIDER, street_office=RIDER | SESSION),
+    "WithdrawEnrolment": scoped(CITY_ADMIN, platform=RIDER, street_office=RIDER | SESSION),
+    # Attendance and results: the station master (through the platform) for its riders, the
+    # provider for its sessions, the street office for its riders and its spaces.
+    "CheckInRider": scoped(CITY_ADMIN, platform=RIDER, street_office=RIDER | SESSION,
+                           education_provider=SESSION),
+    "RecordNoShow": scoped(CITY_ADMIN, platform=RIDER, street_office=RIDER | SESSION,
+                           education_provider=SESSION),
+    "RecordCompletion": scoped(CITY_ADMIN, platform=RIDER, street_office=RIDER | SESSION,
+                               education_provider=SESSION),
+    "SetPreJobCourses": city_wide(CITY_ADMIN),
+    "GetPreJobCourses": public(ROLES),
+    "GetTranscript": scoped(_CITY_READERS, platform=RIDER, street_office=RIDER),
+})
 
 
 class TrainingServicer(pb_grpc.TrainingServiceServicer):
@@ -74,18 +104,15 @@ class TrainingServicer(pb_grpc.TrainingServiceServicer):
             description=request.description, hours=request.hours,
             formats=[enum_in(f, pb.CourseFormat, CourseFormat) for f in request.formats],
             provider_id=request.provider_id, instructor_name=request.instructor.name,
-            instructor_kind=enum_in(request.instructor.kind, pb.InstructorKind, InstructorKind),
-            fingerprint=request_fingerprint(request))
+            instructor_kind=enum_in(request.instructor.kind, pb.InstructorKind, InstructorKind))
         return pb.DraftCourseResponse(course=self._course_at(result))
 
     def PublishCourse(self, request: Any, context: Any) -> Any:
-        result = self.app.publish_course(course_id=request.course_id,
-                                         fingerprint=request_fingerprint(request))
+        result = self.app.publish_course(course_id=request.course_id)
         return pb.PublishCourseResponse(course=self._course_at(result))
 
     def RetireCourse(self, request: Any, context: Any) -> Any:
-        result = self.app.retire_course(course_id=request.course_id,
-                                        fingerprint=request_fingerprint(request))
+        result = self.app.retire_course(course_id=request.course_id)
         return pb.RetireCourseResponse(course=self._course_at(result))
 
     def GetCourse(self, request: Any, context: Any) -> Any:
@@ -105,8 +132,7 @@ class TrainingServicer(pb_grpc.TrainingServiceServicer):
         result = self.app.schedule_session(
             course_id=request.course_id, service_space_id=request.service_space_id,
             starts_at=optional_time(request, "start_time"),
-            ends_at=optional_time(request, "end_time"), capacity=request.capacity,
-            fingerprint=request_fingerprint(request))
+            ends_at=optional_time(request, "end_time"), capacity=request.capacity)
         return pb.ScheduleSessionResponse(session=self._session_at(result))
 
     def GetSession(self, request: Any, context: Any) -> Any:
@@ -121,42 +147,36 @@ class TrainingServicer(pb_grpc.TrainingServiceServicer):
                                        next_page_token=token)
 
     def EnrolRider(self, request: Any, context: Any) -> Any:
-        result = self.app.enrol_rider(session_id=request.session_id, rider_id=request.rider_id,
-                                      fingerprint=request_fingerprint(request))
+        result = self.app.enrol_rider(session_id=request.session_id, rider_id=request.rider_id)
         return pb.EnrolRiderResponse(session=self._session_at(result))
 
     def WithdrawEnrolment(self, request: Any, context: Any) -> Any:
         result = self.app.withdraw_enrolment(session_id=request.session_id,
-                                             rider_id=request.rider_id,
-                                             fingerprint=request_fingerprint(request))
+                                             rider_id=request.rider_id)
         return pb.WithdrawEnrolmentResponse(session=self._session_at(result))
 
     def CheckInRider(self, request: Any, context: Any) -> Any:
         result = self.app.check_in_rider(session_id=request.session_id,
-                                         rider_id=request.rider_id,
-                                         fingerprint=request_fingerprint(request))
+                                         rider_id=request.rider_id)
         return pb.CheckInRiderResponse(session=self._session_at(result))
 
     def RecordNoShow(self, request: Any, context: Any) -> Any:
         result = self.app.record_no_show(session_id=request.session_id,
-                                         rider_id=request.rider_id,
-                                         fingerprint=request_fingerprint(request))
+                                         rider_id=request.rider_id)
         return pb.RecordNoShowResponse(session=self._session_at(result))
 
     def RecordCompletion(self, request: Any, context: Any) -> Any:
         result = self.app.record_completion(
             session_id=request.session_id, rider_id=request.rider_id,
             result=enum_in(request.result, pb.CompletionResult, CompletionResult),
-            score=request.score if request.HasField("score") else None,
-            fingerprint=request_fingerprint(request))
+            score=request.score if request.HasField("score") else None)
         return pb.RecordCompletionResponse(session=self._session_at(result),
                                            pre_job_certified=result["pre_job_certified"])
 
     # ------------------------------------------------------------------ pre-job, transcript
 
     def SetPreJobCourses(self, request: Any, context: Any) -> Any:
-        result = self.app.set_pre_job_courses(course_ids=list(request.course_ids),
-                                              fingerprint=request_fingerprint(request))
+        result = self.app.set_pre_job_courses(course_ids=list(request.course_ids))
         course_ids, version = self.app.pre_job_courses(result["version"])
         return pb.SetPreJobCoursesResponse(course_ids=course_ids, version=version)
 

@@ -10,6 +10,12 @@ import grpc
 from shared.config import Settings, TlsSettings
 from shared.grpc.tls import read_certificates, read_key_pair
 
+# grpcio's default reconnect back-off grows to 120 s: a server back after a restart could wait
+# that long for our followers, gateway and relay to dial again (the relay showed itself unhealthy
+# for 30 s after an upstream came back). Qiji's servers are few and near: retry within seconds.
+RECONNECT = [("grpc.initial_reconnect_backoff_ms", 250), ("grpc.min_reconnect_backoff_ms", 250),
+             ("grpc.max_reconnect_backoff_ms", 2000)]
+
 
 def channel_credentials(tls: TlsSettings) -> grpc.ChannelCredentials | None:
     """The credentials to dial with, read (and checked) from the files now; None: plaintext."""
@@ -30,5 +36,5 @@ def open_channel(address: str, settings: Settings | TlsSettings | None) -> grpc.
     tls = settings.tls if isinstance(settings, Settings) else (settings or TlsSettings())
     credentials = channel_credentials(tls)
     if credentials is None:
-        return grpc.insecure_channel(address)
-    return grpc.secure_channel(address, credentials)
+        return grpc.insecure_channel(address, options=RECONNECT)
+    return grpc.secure_channel(address, credentials, options=RECONNECT)

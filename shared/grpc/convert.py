@@ -9,7 +9,6 @@ from typing import Any, TypeVar
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from shared.application import fingerprint_of
 from shared.errors import FieldViolation, InvalidArgument
 
 E = TypeVar("E", bound=StrEnum)
@@ -48,11 +47,3 @@ def optional_time(message: Message, field: str) -> datetime | None:
         return getattr(message, field).ToDatetime(tzinfo=UTC)
     except (ValueError, OverflowError):
         raise InvalidArgument([FieldViolation(field, "not a valid timestamp")]) from None
-
-
-def request_fingerprint(request: Message) -> str:
-    """What a request asks, without its request id: a retry must ask the same thing."""
-    copy = type(request)()
-    copy.CopyFrom(request)
-    copy.ClearField("request_id")
-    return fingerprint_of(copy.SerializeToString(deterministic=True))

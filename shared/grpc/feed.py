@@ -14,6 +14,7 @@ from qiji.feed.v1 import feed_service_pb2_grpc as pb_grpc
 from shared import auth
 from shared.application import META_KEY, QijiApplication
 from shared.errors import Violations
+from shared.tenancy import Access, city_wide
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
@@ -24,9 +25,9 @@ POLL_SECONDS = 0.5
 FEED_ROLES = frozenset({auth.SERVICE, auth.OPERATOR, auth.AUDITOR, auth.CITY_ADMIN})
 
 
-def feed_permissions() -> dict[str, frozenset[str]]:
+def feed_access() -> dict[str, Access]:
     name = pb.DESCRIPTOR.services_by_name["FeedService"].full_name
-    return {f"/{name}/ReadEvents": FEED_ROLES, f"/{name}/StreamEvents": FEED_ROLES}
+    return {f"/{name}/{rpc}": city_wide(FEED_ROLES) for rpc in ("ReadEvents", "StreamEvents")}
 
 
 class FeedServicer(pb_grpc.FeedServiceServicer):

@@ -1,6 +1,8 @@
 """Wraps every RPC handler of a service: authenticates the caller, checks the RPC's allowed
-roles, sets the request context (actor, request id, correlation id) and turns every error into
-a precise status. Nothing else ever reaches a caller.
+roles and its tenancy scope (shared/tenancy.py: the caller's organisation must own what the
+request reaches), sets the request context (actor, request, request id, correlation id, what
+the caller may see) and turns every error into a precise status. Nothing else ever reaches a
+caller, and a handler never runs for a call its access entry does not admit.
 
 Who the caller is: its bearer token when it sends one; otherwise, on a port that requires
 client certificates, the principal registered for its certificate. A token wins over a
@@ -20,9 +22,11 @@ import structlog
 from shared import errors
 from shared.auth import TokenRegistry
 from shared.context import Actor, RequestContext, acting_as
+from shared.grpc import refusals
 from shared.grpc.errors import internal_status, to_status
 from shared.grpc.tls import certificate_names
 from shared.persistence import STORE_DOWN_ERRORS
+from shared.tenancy import Access, OutOfScope, Resolver, decide
 
 log = structlog.get_logger(__name__)
 
@@ -33,16 +37,23 @@ MAX_REQUEST_ID_LENGTH = 128
 
 
 class Guard(grpc.ServerInterceptor):
-    def __init__(self, *, tokens: TokenRegistry, permissions: Mapping[str, frozenset[str]],
-                 error_domain: str, on_rpc: Callable[[str, str, float], None] | None = None,
+    def __init__(self, *, tokens: TokenRegistry, access: Mapping[str, Access],
+                 resolve: Resolver, error_domain: str,
+                 on_rpc: Callable[[str, str, float], None] | None = None,
                  certificates: bool = False):
-        """`permissions` maps full method names ("/pkg.Service/Method") to allowed roles. A
-        method missing from it is refused to everyone: the table fails closed. `certificates`:
-        the port requires and verifies client certificates, so their names may be trusted."""
+        """`access` maps full method names ("/pkg.Service/Method") to their entries (roles and
+        scopes); `resolve` finds the owners of what a request names. A method missing from the
+        table, or whose entry is broken, is refused to everyone: the table fails closed.
+        `certificates`: the port requires and verifies client certificates, so their names may
+        be trusted."""
         self._tokens = tokens
         self._certificates = certificates
         self._wrapped: dict[str, Any] = {}
-        self._permissions = dict(permissions)
+        self._access = {m: a for m, a in access.items() if not a.problems()}
+        for method, entry in access.items():
+            if entry.problems():
+                log.error("guard.access_entry_broken", method=method, problems=entry.problems())
+        self._resolve = resolve
         self._domain = error_domain
         self._on_rpc = on_rpc
 
@@ -80,17 +91,24 @@ class Guard(grpc.ServerInterceptor):
         auth = metadata.get("authorization", "")
         bearer = auth[7:].strip() if auth.lower().startswith("bearer ") else None
         actor = self._authenticate(bearer, context)
-        allowed = self._permissions.get(method, frozenset())
-        if not actor.has_any(allowed):
-            raise errors.PermissionDenied(
-                f"{actor.principal} may not call {method.rsplit('/', 1)[-1]}",
-                reason="ROLE_NOT_ALLOWED", principal=actor.principal)
+        rpc = method.rsplit("/", 1)[-1]
+        access = self._access.get(method)
+        if access is None or not actor.has_any(access.roles):
+            raise errors.PermissionDenied(f"{actor.principal} may not call {rpc}",
+                                          reason="ROLE_NOT_ALLOWED", principal=actor.principal)
         request_id = getattr(request, "request_id", "")
         if len(request_id) > MAX_REQUEST_ID_LENGTH or not request_id.isprintable():
             raise errors.InvalidArgument([errors.FieldViolation(
                 "request_id", f"at most {MAX_REQUEST_ID_LENGTH} printable characters")])
-        return RequestContext(actor=actor, rpc=method.rsplit("/", 1)[-1],
-                              request_id=request_id, correlation_id=correlation_id)
+        try:
+            reach = decide(access, actor, request, self._resolve)
+        except OutOfScope as refused:
+            # The same answer whether or not what the request names exists (AIP-211).
+            raise errors.PermissionDenied(refused.message, reason="OUT_OF_SCOPE",
+                                          principal=actor.principal) from None
+        return RequestContext(actor=actor, rpc=rpc, request_id=request_id,
+                              correlation_id=correlation_id, request=request, access=access,
+                              reach=reach)
 
     def _authenticate(self, bearer: str | None, context: grpc.ServicerContext) -> Actor:
         if not bearer and self._certificates:
@@ -114,6 +132,7 @@ class Guard(grpc.ServerInterceptor):
             except Exception as error:  # every failure becomes a precise status below
                 status = self._status_for(error, method, correlation_id)
                 code = status.code.name
+                refusals.note(status, error, method, context, self._domain.split(".")[0])
                 context.abort_with_status(status)
             finally:
                 self._observe(method, code, started)
@@ -132,6 +151,7 @@ class Guard(grpc.ServerInterceptor):
             except Exception as error:
                 status = self._status_for(error, method, correlation_id)
                 code = status.code.name
+                refusals.note(status, error, method, context, self._domain.split(".")[0])
                 context.abort_with_status(status)
             finally:
                 self._observe(method, code, started)

@@ -16,15 +16,16 @@ from shared.application import QijiApplication
 from shared.errors import Violations
 from shared.integrity import ALARM, EventIntegrityError
 from shared.public_feed import DATA_CONTENT_TYPE, SPEC_VERSION, Fact, PublicCatalogue, PublicEvent
+from shared.tenancy import Access, city_wide
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
 PUBLIC_FEED_ROLES = frozenset({auth.SERVICE})
 
 
-def public_feed_permissions() -> dict[str, frozenset[str]]:
+def public_feed_access() -> dict[str, Access]:
     name = pb.DESCRIPTOR.services_by_name["PublicFeedService"].full_name
-    return {f"/{name}/ReadPublicEvents": PUBLIC_FEED_ROLES}
+    return {f"/{name}/ReadPublicEvents": city_wide(PUBLIC_FEED_ROLES)}
 
 
 def to_cloudevent(event: PublicEvent) -> ce.CloudEvent:
@@ -70,7 +71,8 @@ def read_public(app: QijiApplication, catalogue: PublicCatalogue, request: Any) 
             fact = Fact(position=n.id, originator_id=n.originator_id,
                         originator_version=n.originator_version, topic=n.topic,
                         event=app.to_domain_event(n),
-                        consumer_organisation_id=request.consumer_organisation_id)
+                        consumer_organisation_id=request.consumer_organisation_id,
+                        all_platforms=request.all_platforms)
             mapped = catalogue.map(app, fact, wanted)
         except EventIntegrityError as error:
             problem = error.problem if error.position == n.id else (

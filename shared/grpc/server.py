@@ -32,6 +32,7 @@ from shared.logging import exits_on_config_error
 from shared.personal_data import load_master_key
 from shared.public_feed import PublicCatalogue
 from shared.signing import load_key
+from shared.tenancy import Access
 
 log = structlog.get_logger(__name__)
 
@@ -44,6 +45,9 @@ LIVENESS = "qiji.liveness"
 # view, the public feed) is stopped at an event that fails its integrity check. Readiness ("")
 # is left alone: the service still answers everything that does not need the bad event.
 INTEGRITY = HEALTH
+# NOT_SERVING while an upstream refuses one of the service's followers (its token was replaced):
+# the service serves, but reacts to nothing from that upstream until an operator fixes it.
+FOLLOWERS = "qiji.followers"
 GRACE_SECONDS = 5.0
 
 
@@ -55,7 +59,8 @@ class ServiceSpec:
     make_app: Callable[[Settings, bytes], QijiApplication]
     # Adds the service's own servicers to the server; returns their full service names.
     add_servicers: Callable[[grpc.Server, QijiApplication], list[str]]
-    permissions: dict[str, frozenset[str]]
+    # Each RPC's roles and tenancy scope (shared/tenancy.py), by full method name.
+    access: dict[str, Access]
     # The service's background work, each run in a thread: followers of other services'
     # feeds, and jobs such as lapsing codes. Anything with `.upstream` (a name for its thread)
     # and `.run_forever(stopping)` will do.
@@ -90,17 +95,22 @@ class RunningService:
         self.app.close()
 
 
+def service_access(spec: ServiceSpec) -> dict[str, Access]:
+    """Every RPC a service's server serves behind its guard: its own, and the kernel's feed,
+    public feed and audit."""
+    return {**spec.access, **feed.feed_access(), **public_feed_api.public_feed_access(),
+            **audit_api.audit_access()}
+
+
 def build_server(spec: ServiceSpec, settings: Settings, *, app: QijiApplication | None = None
                  ) -> RunningService:
     if app is None:
         master_key = load_master_key(settings.master_key, settings.master_key_file,
                                      create=settings.persistence == "sqlite")
         app = spec.make_app(settings, master_key)
-    permissions = {**spec.permissions, **feed.feed_permissions(),
-                   **public_feed_api.public_feed_permissions(),
-                   **audit_api.audit_permissions()}
-    guard = Guard(tokens=TokenRegistry(settings.tokens_file), permissions=permissions,
-                  error_domain=f"{spec.name}.qiji", on_rpc=metrics.rpc_observer(spec.name),
+    guard = Guard(tokens=TokenRegistry(settings.tokens_file), access=service_access(spec),
+                  resolve=app.owners, error_domain=f"{spec.name}.qiji",
+                  on_rpc=metrics.rpc_observer(spec.name),
                   certificates=settings.tls.requires_client_certificates)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.grpc_workers,
@@ -121,6 +131,7 @@ def build_server(spec: ServiceSpec, settings: Settings, *, app: QijiApplication 
     health_servicer.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
     health_servicer.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)
     health_servicer.set(INTEGRITY, health_pb2.HealthCheckResponse.SERVING)
+    health_servicer.set(FOLLOWERS, health_pb2.HealthCheckResponse.SERVING)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
         [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
@@ -184,7 +195,18 @@ def _probe_health(running: RunningService) -> None:
     """Reports NOT_SERVING while the store cannot be reached, so a load balancer stops sending
     traffic; SERVING again as soon as it answers."""
     last = None
+    followers_last = None
     while not running.stopping.is_set():
+        # A follower whose upstream refuses its token applies nothing until an operator fixes
+        # it: `qiji.followers` says so (the service itself still serves, so "" does not).
+        refused = sorted(f.upstream for f in running.followers if getattr(f, "refused", None))
+        followers_status = (health_pb2.HealthCheckResponse.NOT_SERVING if refused
+                            else health_pb2.HealthCheckResponse.SERVING)
+        if followers_status != followers_last:
+            running.health.set(FOLLOWERS, followers_status)
+            if refused:
+                log.error("health.followers_refused", upstreams=refused)
+            followers_last = followers_status
         ok = running.app.check_store()
         status = (health_pb2.HealthCheckResponse.SERVING if ok
                   else health_pb2.HealthCheckResponse.NOT_SERVING)

@@ -11,7 +11,8 @@ from pathlib import Path
 
 from shared.ops import EXIT_CODES, FAILED, OK, REFUSED, OpsError
 
-COMMANDS = ("up", "down", "status", "schemas", "backup", "restore", "verify", "rotate-token")
+COMMANDS = ("up", "down", "restart", "status", "schemas", "backup", "restore", "verify",
+            "rotate-token", "upgrade")
 
 
 def _exit_codes_text() -> str:
@@ -50,12 +51,17 @@ def _parser() -> argparse.ArgumentParser:
                            "9101-9107), to run a second stack beside the first")
 
     up = command("up", "start every service and the relay, wait until healthy",
-                 "Starts identity, training, merchants, badges, governance, platform and the "
-                 "relay as background processes against PostgreSQL and RabbitMQ, and waits "
-                 "for every service's grpc.health.v1 SERVING and the relay's health. Checks "
-                 "both servers first. Makes the master key, the badges signing key and an admin "
-                 "token on the first up, and keeps them after.")
+                 "Starts identity, training, merchants, badges, governance, platform, the "
+                 "relay and the public credentials face as background processes against "
+                 "PostgreSQL and RabbitMQ, and waits for every service's grpc.health.v1 "
+                 "SERVING, the relay's health and the face's readiness. Checks both servers "
+                 "first. Makes the master key, the badges signing keys (RSA and Ed25519) and "
+                 "an admin token on the first up, and keeps them after.")
     connection(up, amqp=True)
+    up.add_argument("--issuer-url", default=None, metavar="URL",
+                    help="the city's https:// address of the public credentials face, named "
+                    "in every credential (default: $QIJI_ISSUER_URL, else this machine's "
+                    "http://127.0.0.1 face); choose it once")
     up.add_argument("--timeout", type=float, default=90.0,
                     help="seconds to wait for everything to be healthy (default 90)")
 
@@ -64,6 +70,20 @@ def _parser() -> argparse.ArgumentParser:
                    "is fine.")
     down.add_argument("--timeout", type=float, default=20.0,
                       help="seconds to wait after SIGTERM before SIGKILL (default 20)")
+
+    restart = command("restart", "restart processes one at a time, each SERVING before the next",
+                      "Restarts the named processes (default: all, in start order) through "
+                      "supervisord, one at a time, waiting for each to be SERVING (the relay: "
+                      "healthy; the public credentials face: ready) before the next: the stack "
+                      "keeps serving. A process that dies "
+                      "is restarted by supervisord without this command. A restarted process gets "
+                      "the environment supervisord started with: for a changed setting, down "
+                      "and up.")
+    restart.add_argument("processes", nargs="*", metavar="PROCESS",
+                         help="identity, training, merchants, badges, governance, platform, "
+                         "relay, credentials (default: all)")
+    restart.add_argument("--timeout", type=float, default=90.0,
+                         help="seconds to wait for each process to be ready (default 90)")
 
     status = command("status", "health, log positions, follower and relay lag",
                      "Every service's health and log position, its seal head, each follower's "
@@ -102,6 +122,28 @@ def _parser() -> argparse.ArgumentParser:
     connection(verify)
     verify.add_argument("backup", type=Path, help="a backup directory written by backup")
 
+    upgrade = command("upgrade", "move the running stack onto the release in this directory",
+                      "With the new release's code in place: checks the stack is healthy and "
+                      "that this release accepts every caller of the tokens file (else exit 7 "
+                      "with the `qiji tokens assign` command for each refused one, nothing "
+                      "changed), backs it up (the way back), creates what the new schemas "
+                      "need, restarts every process on the new code one at a time in start "
+                      "order (identity, training, merchants, badges, governance, platform, "
+                      "relay, credentials), each ready before the next, and checks that the "
+                      "store still holds every event of the backup, verified. "
+                      "deploy/README.md: upgrade and rollback.")
+    connection(upgrade)
+    upgrade.add_argument("--issuer-url", default=None, metavar="URL",
+                         help="from a release without the public credentials face: the "
+                         "city's https:// address of it, named in every credential from now "
+                         "on (as deploy/up --issuer-url; kept in stack.json)")
+    upgrade.add_argument("--backup-dir", type=Path, default=None,
+                         help="where the backup taken before the upgrade goes (default: the "
+                         "run directory's backups/)")
+    upgrade.add_argument("--timeout", type=float, default=120.0,
+                         help="seconds to wait for each process, and for the stack, to be "
+                         "healthy (default 120)")
+
     rotate = command("rotate-token", "give a caller a new token; the old one stops at once",
                      "Rotates an existing caller's token in the stack's tokens file, keeping "
                      "its roles, organisation and subscriptions, and prints the new token once. "
@@ -121,7 +163,8 @@ def main(argv: list[str] | None = None) -> int:
         subparsers.choices[args.command].error(f"unrecognized arguments: {' '.join(extra)}")
     from shared.ops.stack import Stack
     overrides = {key: getattr(args, key, None) for key in
-                 ("pg_host", "pg_port", "pg_db", "pg_user", "amqp_uri", "port_offset")}
+                 ("pg_host", "pg_port", "pg_db", "pg_user", "amqp_uri", "port_offset",
+                  "issuer_url")}
     try:
         stack = Stack.resolve(args.run_dir, overrides)
         return _dispatch(args, stack)
@@ -141,6 +184,8 @@ def _dispatch(args: argparse.Namespace, stack: object) -> int:
         stack_ops.up(stack, timeout=args.timeout)
     elif args.command == "down":
         stack_ops.down(stack, timeout=args.timeout)
+    elif args.command == "restart":
+        stack_ops.restart(stack, args.processes, timeout=args.timeout)
     elif args.command == "status":
         return status_ops.status(stack, max_lag=args.max_lag, as_json=args.json)
     elif args.command == "schemas":
@@ -151,13 +196,17 @@ def _dispatch(args: argparse.Namespace, stack: object) -> int:
         store.restore(stack, args.backup, args.target_db)
     elif args.command == "verify":
         store.verify(stack, args.backup)
+    elif args.command == "upgrade":
+        from shared.ops.upgrade import upgrade
+        upgrade(stack, backup_dir=args.backup_dir, timeout=args.timeout)
     elif args.command == "rotate-token":
         print(rotate_token(stack.tokens_file, args.principal, stack.admin_token_file))
     return OK
 
 
 def rotate_token(tokens_file: Path, principal: str, admin_token_file: Path) -> str:
-    """The caller's new token, with its roles, organisation and subscriptions kept."""
+    """The caller's new token, with its roles, organisation, subscriptions and certificate
+    subject kept (rotating a token must not unregister a caller's certificate)."""
     from shared.auth import add_caller
     from shared.cli import ADMIN_PRINCIPAL
     from shared.ops.stack import write_private
@@ -171,8 +220,15 @@ def rotate_token(tokens_file: Path, principal: str, admin_token_file: Path) -> s
         raise OpsError(REFUSED, f"no caller {principal!r} in {tokens_file} (known: {known}); "
                        f"add one with .venv/bin/qiji token {principal} --role ROLE "
                        f"--tokens-file {tokens_file}")
-    token = add_caller(tokens_file, principal, list(caller["roles"]),
-                       caller.get("organisation_id", ""), caller.get("subscriptions"))
+    try:
+        token = add_caller(tokens_file, principal, list(caller["roles"]),
+                           caller.get("organisation_id", ""), caller.get("subscriptions"),
+                           certificate_subject=caller.get("certificate_subject", ""))
+    except ValueError as error:
+        # An entry from before tokens had to name their organisation: name it first.
+        raise OpsError(REFUSED, f"{principal}: {error}; first run .venv/bin/qiji tokens "
+                       f"--tokens-file {tokens_file} assign {principal} --organisation-id <id>"
+                       ) from None
     if principal == ADMIN_PRINCIPAL:
         write_private(admin_token_file, token + "\n")  # status and the operator read it there
     return token

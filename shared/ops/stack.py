@@ -3,9 +3,9 @@ RabbitMQ, on which ports; bringing it up and down.
 
 The run directory holds everything `up` makes and later commands need: `stack.json` (the
 settings it was brought up with; no password), the tokens file, the master key, the badges
-signing key and the audit signing key (made on the first `up` and kept after: losing the master
-key loses every rider's personal data and the audit chain), the admin token, one pid file and
-one log file per process.
+signing keys and the audit signing key (made on the first `up` and kept after: losing the
+master key loses every rider's personal data and the audit chain), the admin token, one pid
+file and one log file per process.
 """
 
 from __future__ import annotations
@@ -14,35 +14,41 @@ import json
 import os
 import signal
 import socket
-import subprocess
-import sys
 import time
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+import grpc
 import psycopg
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from psycopg import sql
 
 from shared.auth import add_caller
-from shared.cli import ADMIN_PRINCIPAL, SERVICES, SERVICES_PRINCIPAL, _admin_token, _wait_serving
+from shared.cli import ADMIN_PRINCIPAL, SERVICES, SERVICES_PRINCIPAL, WEB, _admin_token
 from shared.cli import metrics_port as default_metrics_port
-from shared.config import DEFAULT_PORTS, TlsSettings, env_for, load_tls_settings
+from shared.config import CREDENTIALS_HTTP_PORT, DEFAULT_PORTS, TlsSettings, load_tls_settings
+from shared.grpc.channels import open_channel
 from shared.logging import redacted
-from shared.ops import DEPENDENCY_UNREACHABLE, REFUSED, UNHEALTHY, OpsError
+from shared.ops import DEPENDENCY_UNREACHABLE, REFUSED, UNHEALTHY, USAGE, OpsError, supervision
 from shared.personal_data import load_master_key
 
 REPO = Path(__file__).resolve().parents[2]
 RELAY = "relay"
 # Everything `up` starts, in start order; `down` stops them in reverse.
-PROCESSES = [*SERVICES, RELAY]
+PROCESSES = [*SERVICES, RELAY, WEB]
 STACK_FILE = "stack.json"
 DEFAULT_RUN_DIR = "qiji-run"
 DEFAULT_AMQP_URI = "amqp://guest:guest@127.0.0.1:5672/"
-# The relay's /metrics beside the services' 9101-9106.
+# The relay's /metrics beside the services' 9101-9106, then the public credentials face's.
 RELAY_METRICS_PORT = 9107
+WEB_METRICS_PORT = 9108
 STOP_TIMEOUT = 20.0
+# Settings that hold secrets (or, for the AMQP URI, may): never compared nor written down.
+SECRET_SETTINGS = frozenset({"QIJI_SERVICE_TOKEN", "QIJI_POSTGRES_PASSWORD", "QIJI_MASTER_KEY",
+                             "BADGES_SIGNING_KEY", "BADGES_RSA_SIGNING_KEY", "RELAY_AMQP_URI",
+                             "QIJI_AUDIT_SIGNING_KEY"})
 
 Say = Callable[[str], None]
 
@@ -61,6 +67,9 @@ class Stack:
     amqp_uri: str = DEFAULT_AMQP_URI
     # Added to every default port (50051..., 9101...), to run a second stack on one machine.
     port_offset: int = 0
+    # The public credentials face's address, named in every credential (QIJI_ISSUER_URL):
+    # the city's https:// address in production; empty means this machine's face.
+    issuer_url: str = ""
 
     # ------------------------------------------------------------------ configuration
 
@@ -78,6 +87,7 @@ class Stack:
             "pg_user": env.get("QIJI_POSTGRES_USER") or "postgres",
             "amqp_uri": env.get("RELAY_AMQP_URI") or DEFAULT_AMQP_URI,
             "port_offset": int(env.get("QIJI_PORT_OFFSET") or 0),
+            "issuer_url": env.get("QIJI_ISSUER_URL") or "",
         }
         saved = run_dir / STACK_FILE
         if saved.exists():
@@ -104,8 +114,21 @@ class Stack:
         return DEFAULT_PORTS[name] + self.port_offset
 
     def metrics_port(self, name: str) -> int:
-        base = RELAY_METRICS_PORT if name == RELAY else default_metrics_port(name)
+        base = {RELAY: RELAY_METRICS_PORT, WEB: WEB_METRICS_PORT}.get(name) \
+            or default_metrics_port(name)
         return base + self.port_offset
+
+    @property
+    def web_port(self) -> int:
+        return CREDENTIALS_HTTP_PORT + self.port_offset
+
+    @property
+    def web_url(self) -> str:
+        return f"http://127.0.0.1:{self.web_port}"
+
+    @property
+    def public_url(self) -> str:
+        return self.issuer_url or self.web_url
 
     def address(self, name: str) -> str:
         return f"127.0.0.1:{self.grpc_port(name)}"
@@ -130,6 +153,10 @@ class Stack:
     @property
     def signing_key_file(self) -> Path:
         return self.run_dir / "badges-signing.key"
+
+    @property
+    def rsa_signing_key_file(self) -> Path:
+        return self.run_dir / "badges-signing-rsa.pem"
 
     @property
     def audit_signing_key_file(self) -> Path:
@@ -204,11 +231,15 @@ class Stack:
                for name in PROCESSES},
             # Where every process finds every other: QIJI_<OTHER>_ADDRESS applies to all.
             **{f"QIJI_{name.upper()}_ADDRESS": self.address(name) for name in SERVICES},
+            "QIJI_ISSUER_URL": self.public_url,
+            "CREDENTIALS_HTTP_PORT": str(self.web_port),
         })
         if not env.get("QIJI_MASTER_KEY"):
             env["QIJI_MASTER_KEY_FILE"] = str(self.master_key_file)
         if not env.get("BADGES_SIGNING_KEY"):
             env["BADGES_SIGNING_KEY_FILE"] = str(self.signing_key_file)
+        if not env.get("BADGES_RSA_SIGNING_KEY"):
+            env["BADGES_RSA_SIGNING_KEY_FILE"] = str(self.rsa_signing_key_file)
         if not env.get("QIJI_AUDIT_SIGNING_KEY"):
             env["QIJI_AUDIT_SIGNING_KEY_FILE"] = str(self.audit_signing_key_file)
         return env
@@ -260,6 +291,14 @@ def _first_line(error: Exception) -> str:
 
 
 def running_pid(stack: Stack, name: str) -> int | None:
+    """The pid of `name` as supervisord runs it, else as an older release's pid file says."""
+    state = supervision.processes(stack).get(name)
+    if state is not None:
+        return state.pid
+    return _pid_file_pid(stack, name)
+
+
+def _pid_file_pid(stack: Stack, name: str) -> int | None:
     """The pid in `name`'s pid file if that process is alive and is that Qiji process (a pid
     file outliving its process must never get someone else's process signalled)."""
     try:
@@ -267,7 +306,7 @@ def running_pid(stack: Stack, name: str) -> int | None:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except (FileNotFoundError, ProcessLookupError, ValueError, PermissionError):
         return None
-    return pid if f"services.{name}".encode() in cmdline else None
+    return pid if f"services.{name}".encode() in cmdline and _alive(pid) else None
 
 
 def _port_free(port: int) -> bool:
@@ -288,35 +327,25 @@ def dialling_tls() -> TlsSettings:
     return load_tls_settings("qiji", os.environ)
 
 
-def _start(stack: Stack, name: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    log_path = stack.log_file(name)
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "ab") as log:
-        log.write(f"----- up {time.strftime('%Y-%m-%dT%H:%M:%S')} -----\n".encode())
-        log.flush()
-        # A session of its own: the process outlives `up` and the operator's terminal.
-        # The module names come from PROCESSES, never from input.
-        proc = subprocess.Popen(  # noqa: S603
-            [sys.executable, "-m", f"services.{name}"], cwd=REPO, env=env_for(name, env),
-            stdout=log,
-            stderr=log, stdin=subprocess.DEVNULL, start_new_session=True)
-    write_private(stack.pid_file(name), f"{proc.pid}\n")
-    return proc
-
-
 def relay_healthy(stack: Stack) -> bool:
     from shared.ops.status import scrape
     samples = scrape(stack.metrics_url(RELAY))
     return bool(samples.get(("qiji_relay_healthy", ())))
 
 
+def web_ready(stack: Stack) -> bool:
+    http_get(f"{stack.web_url}/readyz", timeout=1.0)  # 503 raises (HTTPError is an OSError)
+    return True
+
+
 def up(stack: Stack, *, timeout: float, out: Say = say) -> None:
     alive = {name: pid for name in PROCESSES if (pid := running_pid(stack, name))}
-    if alive:
+    if alive or supervision.supervisord_pid(stack) is not None:
         raise OpsError(REFUSED, f"already running in {stack.run_dir}: {alive}; run deploy/down "
                        "first")
     busy = [port for name in PROCESSES for port in (
-        *([stack.grpc_port(name)] if name in DEFAULT_PORTS else []), stack.metrics_port(name))
+        *([stack.grpc_port(name)] if name in DEFAULT_PORTS else []),
+        *([stack.web_port] if name == WEB else []), stack.metrics_port(name))
         if not _port_free(port)]
     if busy:
         raise OpsError(REFUSED, f"ports in use: {busy} (another stack? try --port-offset)")
@@ -333,10 +362,40 @@ def up(stack: Stack, *, timeout: float, out: Say = say) -> None:
         if made:
             out(f"made the master key {stack.master_key_file}: back it up outside this "
                 "machine; without it no rider's personal data opens and nothing verifies")
+    make_signing_keys(stack, out=out)
+    _admin_token(stack.tokens_file, stack.admin_token_file)
+    # The processes' own token for reading each other's feeds: new at every up, since only
+    # the processes started here hold it.
+    env = stack.process_env(add_caller(stack.tokens_file, SERVICES_PRINCIPAL, ["service"]))
+    try:
+        launch(stack, env, timeout=timeout, out=out)
+    except BaseException:
+        # All or nothing: a half-started stack is stopped again.
+        supervision.shutdown(stack, STOP_TIMEOUT)
+        raise
+    out("")
+    out(f"Qiji is up (run directory {stack.run_dir}).")
+    for name in SERVICES:
+        out(f"  {name:<11} {stack.address(name)}   metrics {stack.metrics_url(name)}")
+    out(f"  {'relay':<11} -> {redacted(stack.amqp_uri)}   metrics {stack.metrics_url(RELAY)}")
+    out(f"  {WEB:<11} {stack.web_url}/verify (public as {stack.public_url})   "
+        f"metrics {stack.metrics_url(WEB)}")
+    out(f"Admin token ({ADMIN_PRINCIPAL}: city_admin, operator, auditor): "
+        f"{stack.admin_token_file}")
+    out(f"Logs: {stack.run_dir / 'logs'}   Status: deploy/status --run-dir {stack.run_dir}")
+
+
+def make_signing_keys(stack: Stack, *, out: Say = say) -> None:
+    """The issuer's keys badges signs with, and the audit signing key every service signs its
+    log's checkpoints with, made once where the operator set none: `up` makes them, and so does
+    `upgrade` for a key a release newly needs (0.1.0 had no RSA key, nor an audit key)."""
+    from services.badges import credentials
     if not os.environ.get("BADGES_SIGNING_KEY") and not stack.signing_key_file.exists():
-        from services.badges.credentials import IssuerKey
-        IssuerKey.load("", stack.signing_key_file, create=True)
+        credentials.load_ed25519("", stack.signing_key_file, create=True)
         out(f"made the badges signing key {stack.signing_key_file}")
+    if not os.environ.get("BADGES_RSA_SIGNING_KEY") and not stack.rsa_signing_key_file.exists():
+        credentials.load_rsa("", stack.rsa_signing_key_file, create=True)
+        out(f"made the badges RSA signing key {stack.rsa_signing_key_file}")
     if (not os.environ.get("QIJI_AUDIT_SIGNING_KEY")
             and not stack.audit_signing_key_file.exists()):
         from shared.signing import load_key
@@ -345,48 +404,106 @@ def up(stack: Stack, *, timeout: float, out: Say = say) -> None:
         out(f"made the audit signing key {stack.audit_signing_key_file}: the services sign "
             "their logs' checkpoints with it; keep it, and publish the verifier keys "
             "`deploy/status` prints so that witnesses can check the checkpoints")
-    _admin_token(stack.tokens_file, stack.admin_token_file)
-    # The processes' own token for reading each other's feeds: new at every up, since only
-    # the processes started here hold it.
-    env = stack.process_env(add_caller(stack.tokens_file, SERVICES_PRINCIPAL, ["service"]))
-    started: dict[str, subprocess.Popen[bytes]] = {}
+
+
+def stale_settings(stack: Stack) -> list[str]:
+    """The settings (names only) this release gives its processes that supervisord, started
+    by an earlier `up`, does not hand down: a setting the release is new in, or one changed
+    since. Its programs inherit supervisord's environment, so restarting them cannot apply
+    these; supervisord itself must start again. Secrets are left out of the comparison (the
+    service token is new at every up; the others are the operator's)."""
+    running = supervision.environment(stack)
+    if running is None:
+        return []
+    wanted = stack.process_env("")
+    ours = ("QIJI_", "PYTHON", *(f"{name.upper()}_" for name in PROCESSES))
+    return sorted(k for k in {*wanted, *running} if k.startswith(ours)
+                  and k not in SECRET_SETTINGS and running.get(k) != wanted.get(k))
+
+
+def launch(stack: Stack, env: Mapping[str, str], *, timeout: float, out: Say = say) -> None:
+    """supervisord with a fresh configuration, then every process through it: the services
+    at once (followers back off until their upstream answers), then the relay once they
+    serve, then the public credentials face. Returns when every one is SERVING (the relay
+    healthy, the face ready)."""
+    supervision.write_config(stack, PROCESSES)
+    for name in PROCESSES:
+        stack.pid_file(name).unlink(missing_ok=True)  # an older release's: not ours any more
+    supervision.start_supervisord(stack, env)
     deadline = time.monotonic() + timeout
-    try:
-        began = time.monotonic()
-        # All at once: followers back off until their upstream answers, and start is faster.
-        for name in SERVICES:
-            started[name] = _start(stack, name, env)
-        for name in SERVICES:
-            if not _wait_serving(stack.address(name), started[name], dialling_tls(),
-                                 timeout=max(0.0, deadline - time.monotonic())):
-                raise OpsError(UNHEALTHY, f"{name} did not become SERVING within {timeout:.0f} s"
-                               f"; the end of {stack.log_file(name)}:\n{_tail(stack, name)}")
-            out(f"  {name:<11} SERVING on {stack.address(name)} "
-                f"({time.monotonic() - began:.1f} s)")
-        started[RELAY] = _start(stack, RELAY, env)
-        while not _safe(relay_healthy, stack):
-            if started[RELAY].poll() is not None or time.monotonic() > deadline:
-                raise OpsError(UNHEALTHY, f"the relay did not become healthy within "
-                               f"{timeout:.0f} s; the end of {stack.log_file(RELAY)}:\n"
-                               f"{_tail(stack, RELAY)}")
-            time.sleep(0.2)
-        out(f"  {'relay':<11} healthy, metrics {stack.metrics_url(RELAY)} "
-            f"({time.monotonic() - began:.1f} s)")
-    except BaseException:
-        # All or nothing: a half-started stack is stopped again.
-        _stop({name: proc.pid for name, proc in started.items() if proc.poll() is None},
-              STOP_TIMEOUT, out=lambda _line: None)
-        for name in started:
-            stack.pid_file(name).unlink(missing_ok=True)
-        raise
-    out("")
-    out(f"Qiji is up (run directory {stack.run_dir}).")
+    began = time.monotonic()
     for name in SERVICES:
-        out(f"  {name:<11} {stack.address(name)}   metrics {stack.metrics_url(name)}")
-    out(f"  {'relay':<11} -> {redacted(stack.amqp_uri)}   metrics {stack.metrics_url(RELAY)}")
-    out(f"Admin token ({ADMIN_PRINCIPAL}: city_admin, operator, auditor): "
-        f"{stack.admin_token_file}")
-    out(f"Logs: {stack.run_dir / 'logs'}   Status: deploy/status --run-dir {stack.run_dir}")
+        supervision.start(stack, name)
+    for name in SERVICES:
+        wait_ready(stack, name, deadline)
+        out(f"  {name:<11} SERVING on {stack.address(name)} ({time.monotonic() - began:.1f} s)")
+    supervision.start(stack, RELAY)
+    wait_ready(stack, RELAY, deadline)
+    out(f"  {'relay':<11} healthy, metrics {stack.metrics_url(RELAY)} "
+        f"({time.monotonic() - began:.1f} s)")
+    # The public face last: it is ready only while badges answers it.
+    supervision.start(stack, WEB)
+    wait_ready(stack, WEB, deadline)
+    out(f"  {WEB:<11} ready on {stack.web_url} ({time.monotonic() - began:.1f} s)")
+
+
+def ready(stack: Stack, name: str) -> bool:
+    """A service answers SERVING on its health check; the relay calls itself healthy; the
+    public credentials face answers /readyz (200 only while badges answers it)."""
+    if name == RELAY:
+        return _safe(relay_healthy, stack)
+    if name == WEB:
+        return _safe(web_ready, stack)
+    with open_channel(stack.address(name), dialling_tls()) as channel:
+        try:
+            reply = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=""), timeout=1)
+        except grpc.RpcError:
+            return False
+    return reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def wait_ready(stack: Stack, name: str, deadline: float) -> None:
+    """Until `name` is ready; UNHEALTHY (with the end of its log) at `deadline`, or at once
+    when supervisord gave up on it (FATAL: it kept dying at start)."""
+    while not ready(stack, name):
+        state = supervision.processes(stack).get(name)
+        if state is not None and state.state == supervision.FATAL:
+            raise OpsError(UNHEALTHY, f"{name} keeps exiting at start (supervisord gave up); "
+                           f"the end of {stack.log_file(name)}:\n{_tail(stack, name)}")
+        if time.monotonic() > deadline:
+            raise OpsError(UNHEALTHY, f"{name} did not become "
+                           f"{_ready_word(name)} in time; the end of "
+                           f"{stack.log_file(name)}:\n{_tail(stack, name)}")
+        time.sleep(0.2)
+
+
+def restart(stack: Stack, names: list[str], *, timeout: float, out: Say = say,
+            reconfigured: Collection[str] = ()) -> None:
+    """Restarts `names` (default: every process) one at a time, in start order, each ready
+    before the next is stopped: the stack keeps serving, one process short at most. A name
+    in `reconfigured` takes its new supervisord.conf entry while stopped; one that was not
+    running (new in this release) is started in its place in the order."""
+    if supervision.supervisord_pid(stack) is None:
+        raise OpsError(REFUSED, f"nothing is supervised in {stack.run_dir}: run deploy/up")
+    unknown = sorted(set(names) - set(PROCESSES))
+    if unknown:
+        raise OpsError(USAGE, f"unknown process {unknown}: choose from {PROCESSES}")
+    states = supervision.processes(stack)
+    for name in [n for n in PROCESSES if n in (names or PROCESSES)]:
+        began = time.monotonic()
+        was_running = name in states and states[name].pid is not None
+        supervision.stop(stack, name)
+        if name in reconfigured:
+            supervision.reconfigure(stack, name)
+        supervision.start(stack, name)
+        wait_ready(stack, name, time.monotonic() + timeout)
+        out(f"  {name:<11} {'restarted' if was_running else 'started'}, "
+            f"{_ready_word(name)} ({time.monotonic() - began:.1f} s)")
+
+
+def _ready_word(name: str) -> str:
+    return {RELAY: "healthy", WEB: "ready"}.get(name, "SERVING")
 
 
 def _safe(check: Callable[[Stack], bool], stack: Stack) -> bool:
@@ -404,11 +521,19 @@ def _tail(stack: Stack, name: str, lines: int = 20) -> str:
 
 
 def down(stack: Stack, *, timeout: float, out: Say = say) -> None:
-    pids = {name: pid for name in reversed(PROCESSES) if (pid := running_pid(stack, name))}
-    if not pids:
-        out(f"nothing running in {stack.run_dir}")
-    else:
+    supervised = supervision.supervisord_pid(stack) is not None
+    if supervised:
+        for name, state in supervision.processes(stack).items():
+            if state.pid:
+                out(f"  {name:<11} stopping (pid {state.pid})")
+        supervision.shutdown(stack, timeout + 5)
+        out("  every process stopped; supervisord stopped")
+    # Processes an older release started without a supervisor (pid files): stopped too.
+    pids = {name: pid for name in reversed(PROCESSES) if (pid := _pid_file_pid(stack, name))}
+    if pids:
         _stop(pids, timeout, out=out)
+    elif not supervised:
+        out(f"nothing running in {stack.run_dir}")
     for name in PROCESSES:
         stack.pid_file(name).unlink(missing_ok=True)
 

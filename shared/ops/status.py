@@ -17,7 +17,7 @@ from __future__ import annotations
 import base64
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import grpc
@@ -32,6 +32,7 @@ from shared.checkpoints import CHECKPOINT_TOPIC, BadCheckpoint, unverified
 from shared.cli import SERVICES
 from shared.config import EVENT_SOURCED_SERVICES, load_settings
 from shared.grpc.channels import open_channel
+from shared.grpc.server import FOLLOWERS
 from shared.integrity import HEALTH as INTEGRITY
 from shared.ops import (
     DEPENDENCY_UNREACHABLE,
@@ -40,10 +41,11 @@ from shared.ops import (
     UNHEALTHY,
     VERIFICATION_FAILED,
     OpsError,
+    supervision,
 )
 from shared.ops.stack import (
-    PROCESSES,
     RELAY,
+    WEB,
     Stack,
     check_rabbitmq,
     dialling_tls,
@@ -72,6 +74,8 @@ class Report:
     followers: list[dict[str, Any]] = field(default_factory=list)
     relay: dict[str, Any] = field(default_factory=dict)
     dependencies: dict[str, str] = field(default_factory=dict)
+    supervisor: dict[str, Any] = field(default_factory=dict)
+    leaders: dict[str, str] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
     code: int = OK
     integrity: list[dict[str, Any]] = field(default_factory=list)
@@ -79,10 +83,14 @@ class Report:
     def as_json(self) -> dict[str, Any]:
         return {"ok": self.code == OK, "exit_code": self.code, "services": self.services,
                 "integrity": self.integrity, "followers": self.followers, "relay": self.relay,
-                "dependencies": self.dependencies, "problems": self.problems}
+                "dependencies": self.dependencies, "supervisor": self.supervisor,
+                "leaders": self.leaders,
+                "problems": self.problems}
 
 
-def collect(stack: Stack, *, max_lag: int | None) -> Report:
+def collect(stack: Stack, *, max_lag: int | None, face_expected: bool = True) -> Report:
+    """`face_expected=False`: the running stack is of a release without the public credentials
+    face (upgrade's health check before it brings one), so its absence is no problem."""
     report = Report()
     dependency_down = unhealthy = lagging = False
     try:
@@ -102,6 +110,20 @@ def collect(stack: Stack, *, max_lag: int | None) -> Report:
         dependency_down = True
     token = stack.admin_token()
     metadata = (("authorization", f"Bearer {token}"),)
+    supervised = supervision.processes(stack)
+    report.supervisor = {
+        "pid": supervision.supervisord_pid(stack),
+        "processes": {name: asdict(state) for name, state in supervised.items()}}
+    if report.supervisor["pid"] is None:
+        report.problems.append("supervisord is not running: nothing restarts a process that "
+                               "dies (deploy/up starts it)")
+    for name, state in supervised.items():
+        # STARTING: within its first seconds (health says whether it serves yet).
+        if state.state not in (supervision.RUNNING, supervision.STARTING):
+            unhealthy = True
+            report.problems.append(f"{name} is {state.state} under supervisord"
+                                   + (f" (last exit: {state.last_exit})" if state.last_exit
+                                      else ""))
     positions: dict[str, int | None] = {}
     try:
         for name in SERVICES:
@@ -113,12 +135,26 @@ def collect(stack: Stack, *, max_lag: int | None) -> Report:
         for name in SERVICES:
             for follower in _followers(stack, name, positions):
                 report.followers.append(follower)
+                if follower.get("refused"):
+                    unhealthy = True
+                    report.problems.append(
+                        f"{name}'s follower of {follower['upstream']} is refused by it "
+                        f"({follower['refused']}): QIJI_SERVICE_TOKEN is not accepted there")
+            if report.services[name].get("followers_health") == "NOT_SERVING":
+                unhealthy = True
+                report.problems.append(f"{name}: health qiji.followers is NOT_SERVING (an "
+                                       "upstream refuses one of its followers)")
+        report.leaders = leaders(stack)
         for name in EVENT_SOURCED_SERVICES:
             seal = report.services[name].get("seal_lag")
             if seal is not None:
                 report.followers.append({"service": name, "upstream": "seal (its own log)",
                                          "position": report.services[name]["sealed_through"],
                                          "upstream_position": positions[name], "lag": seal})
+        report.services[WEB] = _web(stack)
+        if report.services[WEB]["health"] != "SERVING" and face_expected:
+            unhealthy = True
+            report.problems.append(f"{WEB} is {report.services[WEB]['health']}")
         report.relay = _relay(stack, conn, positions)
         if not report.relay["healthy"]:
             unhealthy = True
@@ -165,6 +201,10 @@ def _service(stack: Stack, name: str, metadata: Any, conn: psycopg.Connection | 
                 health_pb2.HealthCheckRequest(service=INTEGRITY), timeout=2)
             entry["integrity"] = health_pb2.HealthCheckResponse.ServingStatus.Name(
                 reply.status)
+            followers = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=FOLLOWERS), timeout=2)
+            entry["followers_health"] = health_pb2.HealthCheckResponse.ServingStatus.Name(
+                followers.status)
         except grpc.RpcError as error:
             entry.setdefault("health", f"UNREACHABLE ({error.code().name})")
         if name in EVENT_SOURCED_SERVICES and entry["health"] == "SERVING":
@@ -215,7 +255,7 @@ def events_table(service: str) -> str:
 def _integrity(stack: Stack) -> list[dict[str, Any]]:
     """Every reader of every process that reports itself stopped at a bad event."""
     found = []
-    for name in PROCESSES:
+    for name in [*SERVICES, RELAY]:
         try:
             samples = scrape(stack.metrics_url(name))
         except OSError:
@@ -228,6 +268,17 @@ def _integrity(stack: Stack) -> list[dict[str, Any]]:
                               "reader": label.get("reader"),
                               "position": None if position is None else int(position)})
     return found
+
+
+def _web(stack: Stack) -> dict[str, Any]:
+    """The public credentials face: SERVING while /readyz says badges answers it."""
+    entry: dict[str, Any] = {"address": stack.web_url, "pid": running_pid(stack, WEB)}
+    try:
+        http_get(f"{stack.web_url}/readyz")
+        entry["health"] = "SERVING"
+    except OSError as error:
+        entry["health"] = f"NOT_SERVING ({getattr(error, 'code', type(error).__name__)})"
+    return entry
 
 
 def seal_head(conn: psycopg.Connection, schema: str) -> tuple[int, str] | None:
@@ -256,6 +307,8 @@ def _followers(stack: Stack, name: str, positions: dict[str, int | None]
         return [{"service": name, "upstream": "?", "position": None, "upstream_position": None,
                  "lag": None, "error": f"metrics unreachable at {stack.metrics_url(name)}"}]
     found = []
+    refused = {dict(labels)["upstream"]: value for (metric, labels), value in samples.items()
+               if metric == "qiji_follower_upstream_refused"}
     for (metric, labels), value in sorted(samples.items()):
         if metric != "qiji_follower_position":
             continue
@@ -264,8 +317,33 @@ def _followers(stack: Stack, name: str, positions: dict[str, int | None]
         found.append({"service": name, "upstream": upstream, "position": int(value),
                       "upstream_position": upstream_position,
                       "lag": None if upstream_position is None
-                      else max(0, upstream_position - int(value))})
+                      else max(0, upstream_position - int(value)),
+                      **({"refused": "UNAUTHENTICATED or PERMISSION_DENIED"}
+                         if refused.get(upstream) else {})})
     return found
+
+
+def leaders(stack: Stack) -> dict[str, str]:
+    """Which process leads each background work ("training follows identity", "governance
+    deadlines", "relay"): from every process's /metrics (`qiji_leader`, `qiji_relay_leader`);
+    "nobody" when none of this stack's processes does (another replica, or none at all)."""
+    led: dict[str, str] = {}
+    for name in [*SERVICES, RELAY]:
+        try:
+            samples = scrape(stack.metrics_url(name))
+        except OSError:
+            continue
+        where = f"{name} pid {running_pid(stack, name) or '?'}"
+        for (metric, labels), value in samples.items():
+            if metric == "qiji_leader":
+                work = dict(labels)["work"]
+                what = f"{name} {'deadlines' if work == 'deadlines' else 'follows ' + work}"
+                if what != f"{RELAY} follows relay":
+                    led[what] = where if value else led.get(what, "nobody here")
+            elif metric == "qiji_relay_leader":
+                led["relay publishes"] = where if value else led.get("relay publishes",
+                                                                      "nobody here")
+    return dict(sorted(led.items()))
 
 
 def _relay(stack: Stack, conn: psycopg.Connection | None, positions: dict[str, int | None]
@@ -344,11 +422,26 @@ def render(report: Report) -> str:
     for s in r.get("services", []):
         lines.append(f"  {s['upstream']:<11} published through {_n(s['position']):>8} / "
                      f"{_n(s['upstream_position']):<8} lag {_n(s['lag'])}")
+    lines += ["", "leaders (one among replicas):"] + [
+        f"  {what:<30} {who}" for what, who in report.leaders.items()]
+    sup = report.supervisor
+    lines += ["", f"supervisord: {'pid ' + str(sup['pid']) if sup.get('pid') else 'NOT RUNNING'}"]
+    for name, p in sup.get("processes", {}).items():
+        up = p["uptime_seconds"]
+        lines.append(f"  {name:<11} {p['state']:<9} pid {p['pid'] or '-':>7}  up "
+                     f"{'-' if up is None else _duration(up):>8}  restarts {p['restarts']}"
+                     + (f" (last: {p['last_exit']})" if p["last_exit"] else ""))
     lines += ["", "dependencies: " + ", ".join(f"{k} {v}" for k, v in report.dependencies
                                                .items())]
     lines.append("OK" if not report.problems else "PROBLEMS:\n  " + "\n  ".join(
         report.problems))
     return "\n".join(lines)
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    return (f"{seconds // 3600}h{seconds % 3600 // 60:02}m" if seconds >= 3600
+            else f"{seconds // 60}m{seconds % 60:02}s")
 
 
 def _n(value: Any) -> str:

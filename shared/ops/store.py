@@ -290,9 +290,12 @@ def restore(stack: Stack, backup_dir: Path, target_db: str, out: Say = say) -> N
 # ---------------------------------------------------------------------- verify
 
 
-def verify(stack: Stack, backup_dir: Path, out: Say = say) -> None:
+def verify(stack: Stack, backup_dir: Path, out: Say = say, *, grown: bool = False) -> None:
     """The database (stack.pg_db) against a backup's manifest: the same events, positions and
-    seal heads, and every event's MAC and the seal chain intact under the master key."""
+    seal heads, and every event's MAC and the seal chain intact under the master key.
+    `grown`: the database may have moved on since (an upgrade's check against the backup taken
+    before it): at least as many events and positions as far, and the seal chain still passes
+    through the manifest's head seal, so nothing of the backed-up log was lost or altered."""
     from shared.audit import verify as verify_log
 
     manifest = read_manifest(backup_dir)
@@ -306,12 +309,21 @@ def verify(stack: Stack, backup_dir: Path, out: Say = say) -> None:
         found = manifest_of(conn, stack, stack.pg_db)
     for name, expected in manifest["services"].items():
         actual = found["services"].get(name, {})
+        if grown:
+            problems += _not_grown(conn_info=stack.conninfo(), name=name, expected=expected,
+                                   actual=actual)
+            continue
         for key in ("present", "events", "last_notification_id", "sealed_through",
                     "head_seal", "followers"):
             if expected.get(key) != actual.get(key):
                 problems.append(f"{name}: {key} is {actual.get(key)!r}, the manifest says "
                                 f"{expected.get(key)!r}")
-    if manifest["relay"].get("positions") != found["relay"].get("positions"):
+    if grown:
+        for service, position in (manifest["relay"].get("positions") or {}).items():
+            now = (found["relay"].get("positions") or {}).get(service, 0)
+            if now < position:
+                problems.append(f"relay: {service} at {now}, was at {position}")
+    elif manifest["relay"].get("positions") != found["relay"].get("positions"):
         problems.append(f"relay: positions are {found['relay'].get('positions')}, the manifest "
                         f"says {manifest['relay'].get('positions')}")
     for name, expected in manifest["services"].items():
@@ -327,7 +339,8 @@ def verify(stack: Stack, backup_dir: Path, out: Say = say) -> None:
             assert verdict is not None
         if not verdict.intact:
             problems.append(f"{name}: position {verdict.first_broken}: {verdict.problem}")
-        elif verdict.checked != expected["events"]:
+        elif verdict.checked != expected["events"] and not (
+                grown and verdict.checked >= expected["events"]):
             problems.append(f"{name}: {verdict.checked} events verified, the manifest says "
                             f"{expected['events']}")
         else:
@@ -336,4 +349,29 @@ def verify(stack: Stack, backup_dir: Path, out: Say = say) -> None:
                 f"({time.monotonic() - started:.1f} s)")
     if problems:
         raise OpsError(VERIFICATION_FAILED, "verification FAILED:\n  " + "\n  ".join(problems))
-    out(f"verified: {stack.pg_db} matches {backup_dir / MANIFEST}")
+    out(f"verified: {stack.pg_db} {'holds everything in' if grown else 'matches'} "
+        f"{backup_dir / MANIFEST}")
+
+
+def _not_grown(*, conn_info: str, name: str, expected: dict[str, Any],
+               actual: dict[str, Any]) -> list[str]:
+    """What a database that should have grown from `expected` lost."""
+    if not expected.get("present"):
+        return []
+    problems = []
+    for key in ("events", "last_notification_id", "sealed_through"):
+        if (actual.get(key) or 0) < (expected.get(key) or 0):
+            problems.append(f"{name}: {key} is {actual.get(key)!r}, was {expected.get(key)!r}")
+    for upstream, position in (expected.get("followers") or {}).items():
+        now = (actual.get("followers") or {}).get(upstream) or 0
+        if now < position:
+            problems.append(f"{name}: its follower of {upstream} is at {now}, was {position}")
+    if expected.get("sealed_through"):
+        with psycopg.connect(conn_info) as conn:
+            row = conn.execute(sql.SQL("SELECT seal FROM {} WHERE notification_id = %s").format(
+                sql.Identifier(expected["schema"], "audit_seals")),
+                (expected["sealed_through"],)).fetchone()
+        if row is None or bytes(row[0]).hex() != expected["head_seal"]:
+            problems.append(f"{name}: the seal at {expected['sealed_through']} is not the "
+                            f"backed-up head seal {expected['head_seal'][:16]}")
+    return problems

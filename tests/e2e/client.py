@@ -134,8 +134,12 @@ def call_error(call: Callable[[], Any]) -> ErrorDetails:
 class Client:
     """One caller (one token, or none) of one running server of `service`."""
 
-    def __init__(self, channel: grpc.Channel, token: str | None, service: str = "identity"):
+    def __init__(self, channel: grpc.Channel, token: str | None, service: str = "identity",
+                 acts_for: Callable[..., None] | None = None):
         self.channel = channel
+        # How the module's tokens come to act for organisations the test creates (a city
+        # admin's client only; see ServiceProcess.act_for).
+        self.acts_for = acts_for
         self.metadata = bearer(token) if token is not None else []
         # The server's own service, and its feed.
         self.stub = STUBS[service](channel) if service in STUBS else None
@@ -199,6 +203,9 @@ def create_city(admin: Client) -> dict[str, str]:
     platform = create_organisation(admin, pb.ORGANISATION_KIND_PLATFORM, "骑迹外卖").organisation_id
     station = create_organisation(admin, pb.ORGANISATION_KIND_STATION, "荷花池站",
                                   platform).organisation_id
+    if admin.acts_for is not None:
+        # From here on, the module's platform and street-office callers act for this city's.
+        admin.acts_for(platform=platform, street_office=street)
     return {"city": city, "district": district, "street": street, "platform": platform,
             "station": station}
 

@@ -32,10 +32,10 @@ from qiji.identity.v1 import identity_service_pb2 as ipb
 from qiji.merchants.v1 import merchants_service_pb2 as merchants_pb
 from qiji.training.v1 import training_service_pb2 as training_pb
 
-from shared.auth import ROLES, add_caller
+from shared.auth import CITY_WIDE_ROLES, add_caller
 from shared.config import TlsSettings
 from shared.grpc.channels import open_channel
-from tests.conftest import pg_env
+from tests.conftest import badges_key_env, pg_env
 from tests.e2e.client import API, Client, call_error, new_request_id, phone_number, unique
 
 REPO = Path(__file__).resolve().parents[2]
@@ -86,10 +86,40 @@ class ServiceProcess:
 
     def client(self, role: str | None = None, *, token: str | None = None) -> Client:
         """A caller holding the token of `role` (or the given token, or none at all); its
-        `client.SomeRpc(request)` calls this service's own RPCs."""
+        `client.SomeRpc(request)` calls this service's own RPCs. A role that acts for one
+        organisation acts for the one the module last named with `act_for`."""
         assert self.channel is not None, "the server is not running"
+        if role is not None and role not in self.tokens:
+            raise AssertionError(f"no {role} acts for any organisation yet: call act_for "
+                                 "(create_city does, for the platform and street office)")
         return Client(self.channel, self.tokens[role] if role is not None else token,
-                      self.service)
+                      self.service, acts_for=self.act_for if role == "city_admin" else None)
+
+    def act_for(self, **organisations: str) -> dict[str, str]:
+        """Callers of these roles, acting for these organisations (`platform=<id>`): added to
+        the module's shared tokens file, and what `client(role)` holds from now on. Each
+        organisation's caller is a principal of its own, so earlier clients keep working."""
+        issued = {role: self._caller_token(role, organisation)
+                  for role, organisation in organisations.items()}
+        self.tokens.update(issued)
+        return issued
+
+    def client_for(self, role: str, organisation: str) -> Client:
+        """A caller of `role` acting for `organisation`, whatever `client(role)` holds: for a
+        test that works with several organisations of one kind (two platforms, or the module's
+        city beside one of its own)."""
+        assert self.channel is not None, "the server is not running"
+        return Client(self.channel, self._caller_token(role, organisation), self.service)
+
+    def _caller_token(self, role: str, organisation: str) -> str:
+        # One caller per role and organisation in a module, kept in the shared tokens dict
+        # under "role@organisation": issuing it again would rotate its principal's token, and
+        # clients holding the old one would stop working.
+        key = f"{role}@{organisation}"
+        if key not in self.tokens:
+            self.tokens[key] = add_caller(self.tokens_file, f"e2e-{role}-{organisation[:8]}",
+                                          [role], organisation)
+        return self.tokens[key]
 
     def last_position(self) -> int:
         """The position of the newest event in this service's log."""
@@ -182,8 +212,11 @@ class ServiceProcess:
 
 
 def issue_tokens(tokens_file: Path) -> dict[str, str]:
-    """One caller per role (principal "e2e-<role>") in `tokens_file`; returns role -> token."""
-    return {role: add_caller(tokens_file, f"e2e-{role}", [role]) for role in sorted(ROLES)}
+    """One caller per city-wide role (principal "e2e-<role>") in `tokens_file`; returns
+    role -> token. Roles that act for one organisation get theirs once it exists
+    (ServiceProcess.act_for)."""
+    return {role: add_caller(tokens_file, f"e2e-{role}", [role])
+            for role in sorted(CITY_WIDE_ROLES)}
 
 
 SESSION_MASTER_KEY = base64.b64encode(os.urandom(32)).decode()
@@ -228,8 +261,10 @@ def start_service(service: str, postgres_db: str, tmp: Path, *,
         **pg_env(postgres_db, schema),
         **(extra_env or {}),
     })
+    # The very dict, not a copy: callers added for one process of the module are every
+    # process's (they share the tokens file).
     server = ServiceProcess(service=service, env=env, port=port, log_path=tmp / "stderr.log",
-                            tokens=dict(tokens), db=postgres_db, schema=schema,
+                            tokens=tokens, db=postgres_db, schema=schema,
                             client_tls=client_tls)
     server.start()
     return server
@@ -287,13 +322,74 @@ def merchants(identity: ServiceProcess, tmp_path_factory: pytest.TempPathFactory
 @pytest.fixture(scope="module")
 def badges(identity: ServiceProcess, training: ServiceProcess,
            tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
-    """badges beside identity and training, following both feeds, with a configured signing key
-    (kept across restarts: the environment is the process's). governance is not deployed beside
-    it (its governance follower backs off)."""
+    """badges beside identity and training, following both feeds, with configured signing keys
+    (kept across restarts: the environment is the process's) and, as its QIJI_ISSUER_URL, the
+    address where the module's public face (`credentials`) will listen. governance is not
+    deployed beside it (its governance follower backs off)."""
+    web = f"http://127.0.0.1:{free_port()}"
     yield from serving(start_beside(
         "badges", identity, tmp_path_factory.mktemp("badges-e2e"),
         BADGES_TRAINING_ADDRESS=training.address, BADGES_GOVERNANCE_ADDRESS=nobody_listening(),
-        BADGES_SIGNING_KEY=base64.b64encode(os.urandom(32)).decode()))
+        **badges_key_env(issuer_url=web)))
+
+
+class WebProcess:
+    """The public credentials face (`python -m services.credentials`), as an outsider meets
+    it: plain HTTP, no token."""
+
+    def __init__(self, badges: ServiceProcess, tmp: Path, port: int | None = None):
+        """On the port badges' QIJI_ISSUER_URL names, unless given another."""
+        self.url = badges.env["QIJI_ISSUER_URL"]
+        self.port = int(self.url.rsplit(":", 1)[1])
+        if port is not None:
+            self.port, self.url = port, f"http://127.0.0.1:{port}"
+        self.log_path = tmp / "credentials.log"
+        self.env = {k: v for k, v in os.environ.items()
+                    if not k.startswith(("QIJI_", "CREDENTIALS_"))}
+        self.env.update({"QIJI_TOKENS_FILE": str(badges.tokens_file),
+                         "QIJI_SERVICE_TOKEN": badges.tokens["service"],
+                         "QIJI_LOG_FORMAT": "json", "PYTHONUNBUFFERED": "1",
+                         "CREDENTIALS_HTTP_PORT": str(self.port),
+                         "CREDENTIALS_BADGES_ADDRESS": badges.address})
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "services.credentials"], cwd=REPO, env=self.env,
+                stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+        from shared.cli import wait_http_ready
+        if not wait_http_ready(f"{self.url}/readyz", self.proc, START_TIMEOUT):
+            self.proc.kill()
+            pytest.fail(f"credentials not ready within {START_TIMEOUT}s:\n{self.log_tail()}")
+
+    def stop(self) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            return -signal.SIGKILL
+
+    def log_tail(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-LOG_TAIL_CHARS:]
+        except FileNotFoundError:
+            return "(no log)"
+
+
+@pytest.fixture(scope="module")
+def credentials(badges: ServiceProcess, tmp_path_factory: pytest.TempPathFactory
+                ) -> Iterator[WebProcess]:
+    web = WebProcess(badges, tmp_path_factory.mktemp("credentials-e2e"))
+    web.start()
+    try:
+        yield web
+    finally:
+        if web.proc is not None and web.proc.poll() is None:
+            web.stop()
 
 
 class ClockFile:
@@ -354,11 +450,11 @@ def eventually(check: Callable[[], T | None], what: str,
 CATCH_UP_PROBES: dict[str, tuple[str, str, Callable[[], Any], str]] = {
     "training": ("auditor", "GetTranscript", lambda: training_pb.GetTranscriptRequest(
         rider_id=str(uuid.uuid4())), "RIDER_NOT_FOUND"),
-    "merchants": ("platform", "ListPerksForRider", lambda: merchants_pb.ListPerksForRiderRequest(
+    "merchants": ("city_admin", "ListPerksForRider", lambda: merchants_pb.ListPerksForRiderRequest(
         rider_id=str(uuid.uuid4())), "RIDER_NOT_FOUND"),
     "badges": ("auditor", "ListRiderAwards", lambda: badges_pb.ListRiderAwardsRequest(
         rider_id=str(uuid.uuid4())), "RIDER_NOT_FOUND"),
-    "governance": ("department", "ListDepartmentQueue",
+    "governance": ("auditor", "ListDepartmentQueue",
                    lambda: governance_pb.ListDepartmentQueueRequest(
                        department_id=str(uuid.uuid4())), "DEPARTMENT_NOT_FOUND"),
 }
@@ -375,9 +471,9 @@ def caught_up(server: ServiceProcess) -> None:
 
 def new_rider(identity: ServiceProcess, city: Any, *, name: str = "王五",
               verify: bool = True) -> str:
-    """A rider the platform registered (and verified, unless told not to) on identity, living
+    """A rider `city.platform` registered (and verified, unless told not to) on identity, living
     in `city.street` and riding for `city.platform` from `city.station`."""
-    platform = identity.client("platform")
+    platform = identity.client_for("platform", city.platform)
     rider_id = platform.RegisterRider(ipb.RegisterRiderRequest(
         request_id=new_request_id(), platform_id=city.platform,
         platform_rider_id=unique("rider"), name=name, phone=phone_number(),

@@ -34,6 +34,8 @@ from typing import Any
 import grpc
 import pytest
 from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from qiji.badges.v1 import badges_service_pb2 as pb
@@ -45,12 +47,14 @@ from services.badges import events as badges_events
 from services.training import events as training_events
 from tests.e2e.client import (
     API,
+    DENIED,
     EXISTS,
     INVALID,
     NOT_FOUND,
     PRECONDITION,
     RPC_TIMEOUT,
     Bad,
+    Client,
     at,
     call_error,
     create_city,
@@ -131,11 +135,21 @@ class World:
 
 
 def set_up_city(identity: ServiceProcess) -> City:
+    """The module's platform, street office, community and merchant callers act for this
+    city's."""
     admin = identity.client("city_admin")
     tree = create_city(admin)
     community = create_organisation(admin, ipb.ORGANISATION_KIND_COMMUNITY, "北大街社区",
                                     tree["street"]).organisation_id
+    merchant = create_organisation(admin, ipb.ORGANISATION_KIND_MERCHANT, "北大街面馆",
+                                   tree["street"]).organisation_id
+    identity.act_for(community=community, merchant=merchant)
     return City(**tree, community=community, space=create_service_space(admin, tree["street"]))
+
+
+def principal(role: str, organisation: str) -> str:
+    """Who the module's caller of `role` acting for `organisation` is (conftest's act_for)."""
+    return f"e2e-{role}-{organisation[:8]}"
 
 
 def new_rider(identity: ServiceProcess, world: World, *, name: str = "王五") -> str:
@@ -165,10 +179,11 @@ def grassroots_course(training: ServiceProcess, city: City, title: str = "社区
 
 def pass_course(training: ServiceProcess, city: City, course_id: str, riders: list[str]
                 ) -> str:
-    """A real completion: a session starting in two minutes (check-in opens an hour before),
-    the riders enrolled, checked in and recorded PASSED. Returns the session id."""
+    """A real completion: a session the street office holds at its space, starting in two
+    minutes (check-in opens an hour before), the riders enrolled by their platform, checked in
+    and recorded PASSED. Returns the session id."""
     platform = training.client("platform")
-    session_id = platform.ScheduleSession(tpb.ScheduleSessionRequest(
+    session_id = training.client("street_office").ScheduleSession(tpb.ScheduleSessionRequest(
         request_id=new_request_id(), course_id=course_id, service_space_id=city.space,
         start_time=at(minutes(2)), end_time=at(minutes(32)), capacity=20)).session.session_id
     for rider_id in riders:
@@ -212,7 +227,8 @@ def log_service(badges: ServiceProcess, city: City, rider_id: str, hours: str,
 
 
 def confirm(badges: ServiceProcess, shift_id: str) -> pb.ConfirmVolunteerServiceResponse:
-    return badges.client("street_office").ConfirmVolunteerService(
+    """The community where the service was done confirms it."""
+    return badges.client("community").ConfirmVolunteerService(
         pb.ConfirmVolunteerServiceRequest(request_id=new_request_id(), shift_id=shift_id))
 
 
@@ -294,8 +310,8 @@ def test_four_rider_volunteers_become_golden_and_green_bee_knights(
     # Four riders registered and verified on identity, at once known to badges.
     riders = [new_rider(identity, world, name=n) for n in ("张伟", "李强", "王芳", "赵磊")]
 
-    # 金蜂骑士: the platform logs service, the community (street office) confirms; the award is
-    # made by the confirmation that reaches 10 hours, and only by it.
+    # 金蜂骑士: the platform logs service, the community confirms; the award is made by the
+    # confirmation that reaches 10 hours, and only by it.
     golden_awards: dict[str, pb.Award] = {}
     for rider_id in riders:
         first = log_service(badges, city, rider_id, "6", "陪伴独居老人")
@@ -314,7 +330,7 @@ def test_four_rider_volunteers_become_golden_and_green_bee_knights(
         assert (award.rider_id, award.badge_class_id) == (rider_id, golden.badge_class_id)
         assert (award.kind, award.status, award.criteria_version) == (
             pb.AWARD_KIND_AUTOMATIC, pb.AWARD_STATUS_ACTIVE, 1)
-        assert award.awarded_by == "e2e-street_office"
+        assert award.awarded_by == principal("community", city.community)
         assert sorted((e.source, e.reference) for e in award.evidence) == sorted(
             [("badges", first), ("badges", second)])
         assert badges.client("platform").ListVolunteerService(pb.ListVolunteerServiceRequest(
@@ -357,7 +373,7 @@ def test_four_rider_volunteers_become_golden_and_green_bee_knights(
     assert "金蜂骑士" in why.explanation
     assert golden_awards[rider_id].award_id in why.explanation
     assert "10 hours of confirmed volunteer service" in why.explanation
-    assert "e2e-street_office" in why.explanation
+    assert principal("community", city.community) in why.explanation
     for evidence in golden_awards[rider_id].evidence:
         assert evidence.reference in why.explanation
     why = auditor.ExplainAward(pb.ExplainAwardRequest(
@@ -405,6 +421,11 @@ class Scene:
     golden: str  # 金蜂骑士, which `holder` (2 confirmed hours) does not hold
     revoked_award: str
     confirmed_shift: str
+    logged_shift: str  # logged at the city's community, not yet confirmed
+    # Another street of the city, and a community of it: their callers act for neither the
+    # riders nor the community above.
+    other_street: str
+    other_community: str
 
 
 @pytest.fixture(scope="module")
@@ -418,10 +439,26 @@ def scene(identity: ServiceProcess, training: ServiceProcess, badges: ServicePro
         request_id=new_request_id(), award_id=revoked, reason="核实有误"))
     shift = log_service(badges, world.city, holder, "2")
     assert list(confirm(badges, shift).award_ids) == []
+    logged = log_service(badges, world.city, other, "1")
+    admin = identity.client("city_admin")
+    other_street = create_organisation(admin, ipb.ORGANISATION_KIND_STREET, "南大街街道",
+                                       world.city.district).organisation_id
+    other_community = create_organisation(admin, ipb.ORGANISATION_KIND_COMMUNITY, "南大街社区",
+                                          other_street).organisation_id
     settled(badges, training)
     return Scene(city=world.city, holder=holder, honour=honour,
                  golden=knights.golden.badge_class_id, revoked_award=revoked,
-                 confirmed_shift=shift)
+                 confirmed_shift=shift, logged_shift=logged, other_street=other_street,
+                 other_community=other_community)
+
+
+def caller(badges: ServiceProcess, scene: Scene, who: str) -> Client:
+    """A role's caller, or the caller of the other street's office or community."""
+    if who == "other_street_office":
+        return badges.client_for("street_office", scene.other_street)
+    if who == "other_community":
+        return badges.client_for("community", scene.other_community)
+    return badges.client(who)
 
 
 Build = Callable[[Scene], Any]
@@ -449,7 +486,7 @@ BAD_INPUT = {
         "GetAward", "auditor", on(pb.GetAwardRequest, award_id=RANDOM_ID), NOT_FOUND,
         reason="AWARD_NOT_FOUND"),
     "RevokeAward-unknown-award": Bad(
-        "RevokeAward", "street_office",
+        "RevokeAward", "city_admin",
         on(pb.RevokeAwardRequest, award_id=RANDOM_ID, reason="核实有误"), NOT_FOUND,
         reason="AWARD_NOT_FOUND"),
     "ExportCredential-unknown-award": Bad(
@@ -480,21 +517,21 @@ BAD_INPUT = {
            badge_class_id=lambda s: s.golden), NOT_FOUND,
         reason="AWARD_NOT_FOUND"),
     "ConfirmVolunteerService-unknown-shift": Bad(
-        "ConfirmVolunteerService", "street_office",
+        "ConfirmVolunteerService", "city_admin",
         on(pb.ConfirmVolunteerServiceRequest, shift_id=RANDOM_ID), NOT_FOUND,
         reason="SHIFT_NOT_FOUND"),
     "RejectVolunteerService-unknown-shift": Bad(
-        "RejectVolunteerService", "street_office",
+        "RejectVolunteerService", "city_admin",
         on(pb.RejectVolunteerServiceRequest, shift_id=RANDOM_ID, reason="无此活动"), NOT_FOUND,
         reason="SHIFT_NOT_FOUND"),
     "GrantBadge-unknown-rider": Bad(
         "GrantBadge", "city_admin", lambda s: grant_request(RANDOM_ID, s.honour), NOT_FOUND,
         reason="RIDER_NOT_FOUND"),
     "LogVolunteerService-unknown-rider": Bad(
-        "LogVolunteerService", "platform", volunteer(rider_id=RANDOM_ID), NOT_FOUND,
+        "LogVolunteerService", "community", volunteer(rider_id=RANDOM_ID), NOT_FOUND,
         reason="RIDER_NOT_FOUND"),
     "ListRiderAwards-unknown-rider": Bad(
-        "ListRiderAwards", "platform", on(pb.ListRiderAwardsRequest, rider_id=RANDOM_ID),
+        "ListRiderAwards", "city_admin", on(pb.ListRiderAwardsRequest, rider_id=RANDOM_ID),
         NOT_FOUND, reason="RIDER_NOT_FOUND"),
     "ListVolunteerService-unknown-rider": Bad(
         "ListVolunteerService", "auditor", on(pb.ListVolunteerServiceRequest,
@@ -514,6 +551,37 @@ BAD_INPUT = {
     "GetAward-malformed-id": Bad(
         "GetAward", "auditor", on(pb.GetAwardRequest, award_id="not-an-id"), INVALID,
         field="award_id"),
+    # Out of the caller's scope, whether or not it exists (AIP-211): PERMISSION_DENIED.
+    "RevokeAward-unknown-award-by-a-street-office": Bad(
+        "RevokeAward", "street_office",
+        on(pb.RevokeAwardRequest, award_id=RANDOM_ID, reason="核实有误"), DENIED,
+        reason="OUT_OF_SCOPE"),
+    "ConfirmVolunteerService-unknown-shift-by-a-community": Bad(
+        "ConfirmVolunteerService", "community",
+        on(pb.ConfirmVolunteerServiceRequest, shift_id=RANDOM_ID), DENIED,
+        reason="OUT_OF_SCOPE"),
+    "LogVolunteerService-unknown-rider-by-a-platform": Bad(
+        "LogVolunteerService", "platform", volunteer(rider_id=RANDOM_ID), DENIED,
+        reason="OUT_OF_SCOPE"),
+    "ListRiderAwards-unknown-rider-by-a-platform": Bad(
+        "ListRiderAwards", "platform", on(pb.ListRiderAwardsRequest, rider_id=RANDOM_ID),
+        DENIED, reason="OUT_OF_SCOPE"),
+    # Service done at a community of another street is that street's, and that community's.
+    "ConfirmVolunteerService-by-the-office-of-another-street": Bad(
+        "ConfirmVolunteerService", "other_street_office",
+        on(pb.ConfirmVolunteerServiceRequest, shift_id=lambda s: s.logged_shift), DENIED,
+        reason="OUT_OF_SCOPE"),
+    "RejectVolunteerService-by-the-office-of-another-street": Bad(
+        "RejectVolunteerService", "other_street_office",
+        on(pb.RejectVolunteerServiceRequest, shift_id=lambda s: s.logged_shift,
+           reason="不属实"), DENIED, reason="OUT_OF_SCOPE"),
+    "ConfirmVolunteerService-by-another-community": Bad(
+        "ConfirmVolunteerService", "other_community",
+        on(pb.ConfirmVolunteerServiceRequest, shift_id=lambda s: s.logged_shift), DENIED,
+        reason="OUT_OF_SCOPE"),
+    "GrantBadge-by-the-office-of-another-street": Bad(
+        "GrantBadge", "other_street_office", lambda s: grant_request(s.holder, s.golden),
+        DENIED, reason="OUT_OF_SCOPE"),
     # State conflicts.
     "GrantBadge-a-badge-the-rider-holds": Bad(
         "GrantBadge", "street_office", lambda s: grant_request(s.holder, s.honour), EXISTS,
@@ -587,7 +655,7 @@ def test_bad_input_is_refused_precisely_and_writes_nothing(
         badges: ServiceProcess, scene: Scene, case: Bad) -> None:
     request = case.request(scene)
     before = badges.last_position()
-    case.refused(badges.client(case.who), request, "badges.qiji")
+    case.refused(caller(badges, scene, case.who), request, "badges.qiji")
     assert written_by_callers_since(badges, before) == []
 
 
@@ -639,21 +707,30 @@ def test_a_credential_that_is_not_a_signed_credential_of_ours_never_verifies(
 
 
 def independent_verify(jwt: str, jwks_json: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """A verifier written from RFC 7515 (compact JWS) and RFC 8037 (EdDSA, OKP keys) with
-    `cryptography` alone: (header, payload) when the signature holds; InvalidSignature when
-    not."""
+    """A verifier written from RFC 7515 (compact JWS), RFC 7518 (RS256) and RFC 8037 / 9864
+    (Ed25519, OKP keys) with `cryptography` alone: (header, payload) when the signature holds;
+    InvalidSignature when not."""
     def unb64(text: str) -> bytes:
         return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
     header_b64, payload_b64, signature_b64 = jwt.split(".")
     header = json.loads(unb64(header_b64))
-    assert header["alg"] == "EdDSA"
     keys = {k["kid"]: k for k in json.loads(jwks_json)["keys"]}
     jwk = keys[header["kid"]]
-    assert (jwk["kty"], jwk["crv"]) == ("OKP", "Ed25519")
-    public = Ed25519PublicKey.from_public_bytes(unb64(jwk["x"]))
-    public.verify(unb64(signature_b64), f"{header_b64}.{payload_b64}".encode())
+    signed = f"{header_b64}.{payload_b64}".encode()
+    if header["alg"] == "RS256":
+        assert jwk["kty"] == "RSA"
+        public = rsa.RSAPublicNumbers(int.from_bytes(unb64(jwk["e"]), "big"),
+                                      int.from_bytes(unb64(jwk["n"]), "big")).public_key()
+        public.verify(unb64(signature_b64), signed, padding.PKCS1v15(), hashes.SHA256())
+    else:
+        assert header["alg"] == "Ed25519" and (jwk["kty"], jwk["crv"]) == ("OKP", "Ed25519")
+        Ed25519PublicKey.from_public_bytes(unb64(jwk["x"])).verify(unb64(signature_b64),
+                                                                   signed)
     return header, json.loads(unb64(payload_b64))
+
+
+CLAIMS = ("iss", "jti", "sub", "nbf", "exp")
 
 
 def cli_verify(jwt_file: Path, badges: ServiceProcess, token: str) -> subprocess.CompletedProcess:
@@ -681,18 +758,20 @@ def test_an_exported_credential_verifies_independently_until_it_is_revoked(
     exported = auditor.ExportCredential(pb.ExportCredentialRequest(award_id=award.award_id))
     jwks = badges.client("merchant").GetIssuerKeys(pb.GetIssuerKeysRequest()).jwks_json
     header, payload = independent_verify(exported.credential_jwt, jwks)
-    assert header["kid"] == exported.key_id
-    assert payload == json.loads(exported.credential_json)
+    assert header == {"alg": "RS256", "kid": exported.key_id, "typ": "JWT"}
+    assert {k: v for k, v in payload.items() if k not in CLAIMS} == json.loads(
+        exported.credential_json)
     assert payload["type"] == ["VerifiableCredential", "OpenBadgeCredential"]
-    assert payload["id"] == f"urn:uuid:{award.award_id}"
+    assert payload["id"] == payload["jti"] == f"urn:uuid:{award.award_id}"
     assert payload["issuer"]["name"] == "常州市"
-    assert payload["issuer"]["id"] == f"urn:uuid:{world.city.city}"
+    assert payload["issuer"]["id"] == payload["iss"] == (
+        f"{badges.env['QIJI_ISSUER_URL']}/issuers/{world.city.city}")
     achievement = payload["credentialSubject"]["achievement"]
     assert achievement["name"] == guardian.name
     assert achievement["criteria"]["narrative"] == "12 小时经社区确认的志愿服务"
     assert payload["validFrom"] and payload["validUntil"]
     assert [e["id"] for e in payload["evidence"]] == [
-        f"urn:qiji:badges:{e.reference}" for e in award.evidence]
+        f"urn:qiji:evidence:badges:{e.reference}" for e in award.evidence]
     assert rider_id not in exported.credential_jwt + exported.credential_json
 
     # Tampered with: the independent check and badges both say the signature fails.
@@ -723,7 +802,7 @@ def test_an_exported_credential_verifies_independently_until_it_is_revoked(
     revoked = badges.client("street_office").RevokeAward(pb.RevokeAwardRequest(
         request_id=new_request_id(), award_id=award.award_id, reason="志愿时长登记有误"))
     assert revoked.award.status == pb.AWARD_STATUS_REVOKED
-    assert revoked.award.revoked_by == "e2e-street_office"
+    assert revoked.award.revoked_by == principal("street_office", world.city.street)
     # The signature still holds (it covers what was issued); the award no longer stands.
     independent_verify(exported.credential_jwt, jwks)
     checked = badges.client("merchant").VerifyCredential(

@@ -5,7 +5,6 @@ non-zero exit when a step cannot happen."""
 
 from __future__ import annotations
 
-import base64
 import os
 import subprocess
 import sys
@@ -21,6 +20,7 @@ from qiji.identity.v1 import identity_service_pb2_grpc as irpc
 
 from shared.config import DEFAULT_PORTS
 from shared.demo import embedded_qiji, free_port_base
+from tests.conftest import badges_key_env
 from tests.e2e.conftest import (
     REPO,
     ServiceProcess,
@@ -171,8 +171,7 @@ def full_stack(postgres_db: str, tmp_path_factory: pytest.TempPathFactory
         training = beside("training")
         governance = beside("governance")
         badges = beside("badges", BADGES_TRAINING_ADDRESS=training.address,
-                        BADGES_GOVERNANCE_ADDRESS=governance.address,
-                        BADGES_SIGNING_KEY=base64.b64encode(os.urandom(32)).decode())
+                        BADGES_GOVERNANCE_ADDRESS=governance.address, **badges_key_env())
         merchants = beside("merchants", MERCHANTS_BADGES_ADDRESS=badges.address)
         beside("platform", **{f"PLATFORM_{s.upper()}_ADDRESS": p.address
                               for s, p in [("training", training), ("merchants", merchants),

@@ -6,18 +6,23 @@ The story: every script explains itself and refuses bad flags; `up` says so when
 not there; `schemas` is idempotent; the full stack comes up, takes a few commands, and `status`
 shows every reader caught up; a backup restores into a new database and verifies, and a row
 altered there afterwards fails verification; a rotated token stops working at once; `down`
-leaves no process behind."""
+leaves no process behind. A tokens file from before tokens had to name their organisation:
+rotating its platform entry is refused with the command that brings it across, after which it
+rotates."""
 
 from __future__ import annotations
 
 import json
 import os
 import random
+import shlex
 import socket
 import subprocess
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,26 +32,28 @@ import psycopg
 import pytest
 from qiji.identity.v1 import identity_service_pb2 as ipb
 
-from shared.auth import add_caller
-from shared.config import DEFAULT_PORTS
+from shared.auth import add_caller, hash_token, new_token
+from shared.config import CREDENTIALS_HTTP_PORT, DEFAULT_PORTS
 from tests.conftest import PG, _admin_conninfo, missing_server
 from tests.e2e.client import Client, call_error, create_city, new_request_id, phone_number, unique
 from tests.e2e.relay_harness import REPO, Vhost
 
 pytestmark = pytest.mark.e2e
 
-SCRIPTS = ["up", "down", "status", "schemas", "backup", "restore", "verify", "rotate-token"]
+SCRIPTS = ["up", "down", "restart", "status", "schemas", "backup", "restore", "verify",
+           "rotate-token", "upgrade"]
 # The exit codes the scripts document (shared/ops/__init__.py), as an operator reads them.
-USAGE, DEPENDENCY_UNREACHABLE, UNHEALTHY, VERIFICATION_FAILED = 2, 3, 4, 6
+USAGE, DEPENDENCY_UNREACHABLE, UNHEALTHY, VERIFICATION_FAILED, REFUSED = 2, 3, 4, 6, 7
 CATCH_UP_TIMEOUT = 20.0
 
 
 def free_offset() -> int:
-    """A --port-offset at which every port the stack binds (gRPC 50051-50056 and metrics
-    9101-9107, plus the offset) is free just now."""
+    """A --port-offset at which every port the stack binds (gRPC 50051-50056, the public
+    credentials face's 50057 and metrics 9101-9108, plus the offset) is free just now."""
     for _ in range(50):
         offset = random.randrange(1000, 15000)
-        ports = [p + offset for p in (*DEFAULT_PORTS.values(), *range(9101, 9108))]
+        ports = [p + offset for p in (*DEFAULT_PORTS.values(), CREDENTIALS_HTTP_PORT,
+                                      *range(9101, 9109))]
         if all(_free(p) for p in ports):
             return offset
     raise RuntimeError("no free port range found")
@@ -106,24 +113,31 @@ def drop_database(name: str) -> None:
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-@pytest.fixture(scope="module")
-def operator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
+@contextmanager
+def operator_for(tmp_path_factory: pytest.TempPathFactory, name: str) -> Iterator[Operator]:
+    """An operator with a database, a vhost and ports of its own; everything removed after."""
     try:
         psycopg.connect(_admin_conninfo()).close()
-        vhost = Vhost("qiji_deploy")
+        vhost = Vhost(f"qiji_{name}")
     except (psycopg.OperationalError, FileNotFoundError, subprocess.CalledProcessError) as error:
         missing_server(f"PostgreSQL or RabbitMQ not available: {error}")
-    db = f"qiji_deploy_{uuid.uuid4().hex[:10]}"
-    op = Operator(run_dir=tmp_path_factory.mktemp("deploy") / "run", db=db,
+    db = f"qiji_{name}_{uuid.uuid4().hex[:10]}"
+    op = Operator(run_dir=tmp_path_factory.mktemp(name) / "run", db=db,
                   amqp_uri=vhost.uri, offset=free_offset(), env=script_env())
     try:
         yield op
     finally:
         if op.run_dir.exists():
             op.run("down", "--timeout", "10", connection=False)
-        for name in (db, f"{db}_restored", f"{db}_schemas"):
-            drop_database(name)
+        for dbname in (db, f"{db}_restored", f"{db}_schemas"):
+            drop_database(dbname)
         vhost.delete()
+
+
+@pytest.fixture(scope="module")
+def operator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
+    with operator_for(tmp_path_factory, "deploy") as op:
+        yield op
 
 
 def test_every_script_explains_itself_and_refuses_a_bad_flag():
@@ -165,6 +179,38 @@ def test_schemas_creates_what_is_missing_once(operator: Operator):
     assert again.stdout.count("up to date") == 6  # five services and the relay
 
 
+def test_an_old_tenant_token_is_named_an_organisation_before_it_is_rotated(tmp_path: Path):
+    """The platform's entry of a tokens file written before tokens named their organisation:
+    rotating it is refused (not a traceback), naming the command that brings it across; that
+    command keeps its token, and the entry then rotates, keeping its organisation."""
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    tokens_file = run_dir / "tokens.json"
+    old = new_token()
+    tokens_file.write_text(json.dumps({"callers": [{
+        "principal": "platform-company", "roles": ["platform"], "token_sha256": hash_token(old)}]}))
+    operator = Operator(run_dir=run_dir, db="", amqp_uri="", offset=0, env=script_env())
+
+    refused = operator.run("rotate-token", "platform-company", connection=False)
+    assert refused.returncode == REFUSED, refused.stdout + refused.stderr
+    assert "Traceback" not in refused.stderr and refused.stdout == ""
+    assert "must name the organisation" in refused.stderr
+    hint = refused.stderr[refused.stderr.rindex(".venv/bin/qiji"):].split()
+    assert hint[-1] == "<id>"
+    platform = str(uuid.uuid4())
+    assigned = subprocess.run([str(REPO / hint[0]), *hint[1:-1], platform], env=operator.env,
+                              capture_output=True, text=True, timeout=30, check=False)
+    assert assigned.returncode == 0, assigned.stderr
+    [entry] = json.loads(tokens_file.read_text())["callers"]
+    assert (entry["organisation_id"], entry["token_sha256"]) == (platform, hash_token(old))
+
+    rotated = operator.run("rotate-token", "platform-company", connection=False)
+    assert rotated.returncode == 0, rotated.stderr
+    [entry] = json.loads(tokens_file.read_text())["callers"]
+    assert entry["organisation_id"] == platform
+    assert entry["token_sha256"] == hash_token(rotated.stdout.strip()) != hash_token(old)
+
+
 def test_the_full_stack_runs_backs_up_restores_rotates_and_stops(operator: Operator):
     up = operator.run("up", "--timeout", "90")
     assert up.returncode == 0, up.stdout + up.stderr
@@ -172,18 +218,37 @@ def test_the_full_stack_runs_backs_up_restores_rotates_and_stops(operator: Opera
     assert code == 0, report["problems"]
     assert {s["health"] for s in report["services"].values()} == {"SERVING"}
     assert report["relay"]["healthy"] and report["relay"]["leader"]
+    # The public face answers with the keys up made (kept in the run directory).
+    web = f"http://127.0.0.1:{CREDENTIALS_HTTP_PORT + operator.offset}"
+    with urllib.request.urlopen(f"{web}/.well-known/jwks.json", timeout=5) as reply:
+        assert {k["alg"] for k in json.loads(reply.read())["keys"]} == {"RS256", "Ed25519"}
+    assert (operator.run_dir / "badges-signing-rsa.pem").stat().st_mode & 0o077 == 0
 
-    # A few commands through gRPC, with the admin token `up` made.
+    # A few commands through gRPC: the city's tree with the admin token `up` made, then the
+    # platform's own token (the operator names the organisation it acts for: a platform token
+    # naming none is refused) registers and verifies its rider.
     token = (operator.run_dir / "admin.token").read_text().strip()
+    tokens_file = operator.run_dir / "tokens.json"
     with grpc.insecure_channel(operator.address("identity")) as channel:
         admin = Client(channel, token, "identity")
         city = create_city(admin)
-        rider = admin.RegisterRider(ipb.RegisterRiderRequest(
+
+        def qiji_token(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run([str(REPO / ".venv" / "bin" / "qiji"), "token",
+                                   "platform-company", "--role", "platform", "--tokens-file",
+                                   str(tokens_file), *args], env=operator.env,
+                                  capture_output=True, text=True, timeout=30, check=False)
+        unbound = qiji_token()
+        assert unbound.returncode == USAGE and "must name the organisation" in unbound.stderr
+        issued = qiji_token("--organisation-id", city["platform"])
+        assert issued.returncode == 0, issued.stderr
+        platform = Client(channel, issued.stdout.strip(), "identity")
+        rider = platform.RegisterRider(ipb.RegisterRiderRequest(
             request_id=new_request_id(), platform_id=city["platform"],
             platform_rider_id=unique("rider"), name="王五", phone=phone_number(),
             home_street_id=city["street"], station_id=city["station"])).rider
-        admin.VerifyRider(ipb.VerifyRiderRequest(request_id=new_request_id(),
-                                                 rider_id=rider.rider_id))
+        platform.VerifyRider(ipb.VerifyRiderRequest(request_id=new_request_id(),
+                                                    rider_id=rider.rider_id))
         commands_through = admin.last_position()
 
     # Every follower, every seal chain and the relay catch up: lag 0 everywhere; identity has
@@ -242,7 +307,6 @@ def test_the_full_stack_runs_backs_up_restores_rotates_and_stops(operator: Opera
     assert "identity: position 2" in tampered.stderr
 
     # A rotated token: the old one is refused at once, the new one works.
-    tokens_file = operator.run_dir / "tokens.json"
     old = add_caller(tokens_file, "city-auditor", ["auditor"])
     with grpc.insecure_channel(operator.address("identity")) as channel:
         assert Client(channel, old, "identity").last_position() == identity_position
@@ -254,12 +318,56 @@ def test_the_full_stack_runs_backs_up_restores_rotates_and_stops(operator: Opera
         assert refused.code == grpc.StatusCode.UNAUTHENTICATED
         assert Client(channel, new, "identity").last_position() == identity_position
 
-    # Down: every process gone, no pid file left; down again is fine.
-    pids = [int(p.read_text()) for p in (operator.run_dir / "pids").glob("*.pid")]
-    assert len(pids) == 7
+    # Restart by hand: every process, one at a time in start order (the public face last),
+    # each ready again on a new pid before the next; none of it counted as a crash.
+    order = [*DEFAULT_PORTS, "relay", "credentials"]
+    before = operator.status()[1]["supervisor"]["processes"]
+    restarted = operator.run("restart", connection=False)
+    assert restarted.returncode == 0, restarted.stdout + restarted.stderr
+    assert [line.split()[0] for line in restarted.stdout.splitlines()
+            if " restarted, " in line] == order
+    code, report = operator.status()
+    assert code == 0, report["problems"]
+    after = report["supervisor"]["processes"]
+    assert all(after[n]["pid"] != before[n]["pid"] and after[n]["restarts"] == 0
+               for n in order), after
+
+    # Upgrade (to this same release: the supervised path). A caller this release refuses
+    # (a platform token naming no platform, as files from before issue 14 hold) stops it
+    # before anything changes, with the command that fixes the entry; run as printed, the
+    # upgrade goes through in start order and verifies.
+    stale = add_caller(tokens_file, "old-platform-system", ["platform"], city["platform"])
+    data = json.loads(tokens_file.read_text())
+    next(c for c in data["callers"]
+         if c["principal"] == "old-platform-system")["organisation_id"] = ""
+    tokens_file.write_text(json.dumps(data))
+    refused = operator.run("upgrade")
+    assert refused.returncode == REFUSED, refused.stdout + refused.stderr
+    assert not (operator.run_dir / "backups").exists(), "nothing may change"
+    [fix] = [line.strip() for line in refused.stderr.splitlines()
+             if " assign old-platform-system " in line]
+    fix_args = shlex.split(fix.replace("<id of the organisation it acts for>", city["platform"]))
+    fixed = subprocess.run([str(REPO / fix_args[0]), *fix_args[1:]], cwd=REPO, env=operator.env,
+                           capture_output=True, text=True, timeout=60, check=False)
+    assert fixed.returncode == 0, fixed.stderr
+    upgraded = operator.run("upgrade", timeout=300)
+    assert upgraded.returncode == 0, upgraded.stdout + upgraded.stderr
+    assert [line.split()[0] for line in upgraded.stdout.splitlines()
+            if " restarted, " in line] == order
+    assert "holds everything in" in upgraded.stdout
+    with grpc.insecure_channel(operator.address("identity")) as channel:
+        # The same token, now acting for the city's platform: it reads that platform's rider.
+        assert Client(channel, stale, "identity").GetRider(ipb.GetRiderRequest(
+            rider_id=rider.rider_id)).rider.rider_id == rider.rider_id
+
+    # Down: every process gone (the six services, the relay, the public credentials face),
+    # supervisord too; down again is fine.
+    supervisor = operator.status()[1]["supervisor"]
+    assert set(supervisor["processes"]) == {*DEFAULT_PORTS, "relay", "credentials"}
+    pids = [supervisor["pid"], *(p["pid"] for p in supervisor["processes"].values())]
+    assert len(pids) == 9 and all(pids)
     down = operator.run("down", connection=False)
     assert down.returncode == 0, down.stderr
-    assert not list((operator.run_dir / "pids").glob("*.pid"))
     assert not [pid for pid in pids if _alive(pid)]
     again = operator.run("down", connection=False)
     assert again.returncode == 0 and "nothing running" in again.stdout

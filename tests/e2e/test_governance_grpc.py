@@ -2,11 +2,17 @@
 PostgreSQL, governance following identity over gRPC with a `service` token, and governance's
 clock read from a file the test moves (GOVERNANCE_CLOCK_FILE).
 
+Callers acting for one organisation reach only what it owns: a department its own queue and the
+reports assigned to it, a street office its street's reports and cases, a platform its own
+riders. Anything else — also what does not exist — is PERMISSION_DENIED OUT_OF_SCOPE (AIP-211);
+city-wide roles still get NOT_FOUND.
+
 Tests that assert "nothing written" come first in this module; the story and the escalation
 come last, because they write."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -14,6 +20,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import grpc
 import pytest
 from eventsourcing.utils import get_topic
 from google.protobuf.duration_pb2 import Duration
@@ -24,7 +31,7 @@ from qiji.identity.v1 import identity_service_pb2 as ipb
 
 from services.governance import events
 from services.governance.domain.model import Organisation, Participant
-from shared.auth import add_caller
+from shared.auth import add_caller, hash_token, new_token
 from tests.e2e.client import (
     DENIED,
     EXISTS,
@@ -33,6 +40,7 @@ from tests.e2e.client import (
     PRECONDITION,
     Bad,
     Client,
+    call_error,
     create_city,
     create_organisation,
     new_request_id,
@@ -98,7 +106,7 @@ class World:
     active: str
     unverified: str
     suspended: str
-    tokens: dict[str, str]  # role or department/office name -> token
+    tokens: dict[str, str]  # role or department/office/platform name -> token
     open_report: str
     acknowledged_report: str
     open_case: str
@@ -107,6 +115,19 @@ class World:
 
 def caller(server: ServiceProcess, world: World, who: str) -> Client:
     return server.client(token=world.tokens[who])
+
+
+def add_unbound_caller(tokens_file: Path, principal: str, role: str) -> str:
+    """A caller of `role` written as a tokens file had them before a token had to name its
+    organisation (`qiji token` no longer writes one): its token."""
+    token = new_token()
+    data = json.loads(tokens_file.read_text())
+    data["callers"].append({"principal": principal, "roles": [role],
+                            "token_sha256": hash_token(token)})
+    tmp = tokens_file.with_suffix(".unbound.tmp")
+    tmp.write_text(json.dumps(data))
+    tmp.replace(tokens_file)
+    return token
 
 
 @pytest.fixture(scope="module")
@@ -129,15 +150,22 @@ def world(identity: ServiceProcess, governance: ServiceProcess, clock: ClockFile
                                      new_rider(identity, home))
     identity.client("platform").SuspendRider(ipb.SuspendRiderRequest(
         request_id=new_request_id(), rider_id=suspended, reason="投诉核查中"))
+    other_platform = create_organisation(admin, ipb.ORGANISATION_KIND_PLATFORM,
+                                         "飞毛腿外卖").organisation_id
     tokens = dict(identity.tokens)
-    # Departments and street offices act for one organisation each: their tokens say which.
-    for name, roles, organisation in [("police", ["department"], police),
+    # Platforms, departments and street offices act for one organisation each: their tokens
+    # say which.
+    for name, roles, organisation in [("platform", ["platform"], tree["platform"]),
+                                      ("other_platform", ["platform"], other_platform),
+                                      ("police", ["department"], police),
                                       ("social", ["department"], social),
                                       ("office", ["street_office"], street),
                                       ("other_office", ["street_office"], other_street)]:
         tokens[name] = add_caller(identity.tokens_file, f"e2e-{name}", roles, organisation)
+    tokens["unbound_department"] = add_unbound_caller(identity.tokens_file,
+                                                      "e2e-unbound-department", "department")
 
-    admin, platform = governance.client("city_admin"), governance.client("platform")
+    admin, platform = governance.client("city_admin"), governance.client(token=tokens["platform"])
     admin.SetRoutingRules(pb.SetRoutingRulesRequest(request_id=new_request_id(), rules=[
         pb.RoutingRule(name="emergencies", kind=pb.REPORT_KIND_EMERGENCY,
                        department_functions=[pb.DEPARTMENT_FUNCTION_PUBLIC_SECURITY]),
@@ -232,9 +260,12 @@ BAD_INPUT: dict[str, Bad] = {
         field="attachment_refs[0]"),
     "SubmitReport-rider-id-not-an-id": Bad(
         "SubmitReport", "platform", report_from(rider_id="R-123"), INVALID, field="rider_id"),
+    # A platform reports for its own riders only; one nobody registered is not its own.
     "SubmitReport-unknown-rider": Bad(
-        "SubmitReport", "platform", report_from(rider_id=RANDOM_ID), NOT_FOUND,
-        reason="RIDER_NOT_FOUND"),
+        "SubmitReport", "platform", report_from(rider_id=RANDOM_ID), DENIED,
+        reason="OUT_OF_SCOPE"),
+    "SubmitReport-in-another-platforms-riders-name": Bad(
+        "SubmitReport", "other_platform", report_from(), DENIED, reason="OUT_OF_SCOPE"),
     "SubmitReport-suspended-rider": Bad(
         "SubmitReport", "platform", report_from(rider_id=lambda w: w.suspended), PRECONDITION,
         reason="RIDER_NOT_ACTIVE"),
@@ -253,6 +284,14 @@ BAD_INPUT: dict[str, Bad] = {
     "GetReport-unknown": Bad(
         "GetReport", "auditor", on(pb.GetReportRequest, report_id=RANDOM_ID), NOT_FOUND,
         reason="REPORT_NOT_FOUND"),
+    # A department reads the reports assigned to it, not another department's.
+    "GetReport-assigned-to-another-department": Bad(
+        "GetReport", "social", on(pb.GetReportRequest, report_id=lambda w: w.open_report),
+        DENIED, reason="OUT_OF_SCOPE"),
+    "GetReportHistory-assigned-to-another-department": Bad(
+        "GetReportHistory", "social",
+        on(pb.GetReportHistoryRequest, report_id=lambda w: w.open_report),
+        DENIED, reason="OUT_OF_SCOPE"),
     "GetReportHistory-unknown": Bad(
         "GetReportHistory", "operator", on(pb.GetReportHistoryRequest, report_id=RANDOM_ID),
         NOT_FOUND, reason="REPORT_NOT_FOUND"),
@@ -266,19 +305,21 @@ BAD_INPUT: dict[str, Bad] = {
     "AcknowledgeAssignment-unknown-report": Bad(
         "AcknowledgeAssignment", "police",
         on(pb.AcknowledgeAssignmentRequest, report_id=RANDOM_ID,
-           department_id=lambda w: w.police), NOT_FOUND, reason="REPORT_NOT_FOUND"),
+           department_id=lambda w: w.police), DENIED, reason="OUT_OF_SCOPE"),
     "AcknowledgeAssignment-of-another-department": Bad(
         "AcknowledgeAssignment", "social",
         on(pb.AcknowledgeAssignmentRequest, report_id=lambda w: w.open_report,
-           department_id=lambda w: w.police), DENIED, reason="NOT_ASSIGNED_DEPARTMENT"),
-    "AcknowledgeAssignment-by-a-department-without-organisation": Bad(
-        "AcknowledgeAssignment", "department",
+           department_id=lambda w: w.police), DENIED, reason="OUT_OF_SCOPE"),
+    # A department token of an old tokens file, naming no organisation, acts for none.
+    "AcknowledgeAssignment-by-a-department-token-naming-no-organisation": Bad(
+        "AcknowledgeAssignment", "unbound_department",
         on(pb.AcknowledgeAssignmentRequest, report_id=lambda w: w.open_report,
-           department_id=lambda w: w.police), DENIED, reason="NOT_ASSIGNED_DEPARTMENT"),
+           department_id=lambda w: w.police), grpc.StatusCode.UNAUTHENTICATED,
+        reason="TOKEN_ENTRY_REFUSED"),
     "AcknowledgeAssignment-not-assigned-to-the-caller": Bad(
         "AcknowledgeAssignment", "social",
         on(pb.AcknowledgeAssignmentRequest, report_id=lambda w: w.open_report,
-           department_id=lambda w: w.social), NOT_FOUND, reason="ASSIGNMENT_NOT_FOUND"),
+           department_id=lambda w: w.social), DENIED, reason="OUT_OF_SCOPE"),
     "AcknowledgeAssignment-twice": Bad(
         "AcknowledgeAssignment", "police",
         on(pb.AcknowledgeAssignmentRequest, report_id=lambda w: w.acknowledged_report,
@@ -306,13 +347,21 @@ BAD_INPUT: dict[str, Bad] = {
     "VerifyReport-by-another-streets-office": Bad(
         "VerifyReport", "other_office",
         on(pb.VerifyReportRequest, report_id=lambda w: w.open_report),
-        DENIED, reason="NOT_THIS_STREET"),
+        DENIED, reason="OUT_OF_SCOPE"),
     "ListDepartmentQueue-unknown-department": Bad(
-        "ListDepartmentQueue", "department",
+        "ListDepartmentQueue", "auditor",
         on(pb.ListDepartmentQueueRequest, department_id=RANDOM_ID), NOT_FOUND,
         reason="DEPARTMENT_NOT_FOUND"),
+    "ListDepartmentQueue-unknown-department-by-a-department": Bad(
+        "ListDepartmentQueue", "police",
+        on(pb.ListDepartmentQueueRequest, department_id=RANDOM_ID), DENIED,
+        reason="OUT_OF_SCOPE"),
+    "ListDepartmentQueue-of-another-department": Bad(
+        "ListDepartmentQueue", "social",
+        on(pb.ListDepartmentQueueRequest, department_id=lambda w: w.police), DENIED,
+        reason="OUT_OF_SCOPE"),
     "ListDepartmentQueue-of-a-street": Bad(
-        "ListDepartmentQueue", "department",
+        "ListDepartmentQueue", "auditor",
         on(pb.ListDepartmentQueueRequest, department_id=lambda w: w.street), INVALID,
         field="department_id"),
     "ListDepartmentQueue-page-size-10000": Bad(
@@ -365,7 +414,7 @@ BAD_INPUT: dict[str, Bad] = {
            mediator_name="李", parties=[
                pb.MediationParty(role=pb.PARTY_ROLE_MERCHANT, name="商户"),
                pb.MediationParty(role=pb.PARTY_ROLE_CUSTOMER, name="顾客")]),
-        DENIED, reason="NOT_THIS_STREET"),
+        DENIED, reason="OUT_OF_SCOPE"),
     "RecordMediationAgreement-before-a-session": Bad(
         "RecordMediationAgreement", "office",
         on(pb.RecordMediationAgreementRequest, case_id=lambda w: w.open_case, outcome="和解"),
@@ -375,6 +424,15 @@ BAD_INPUT: dict[str, Bad] = {
         lambda w, c: pb.RecordMediationSessionRequest(
             request_id=new_request_id(), case_id=RANDOM_ID,
             session=pb.MediationSession(hold_time=ts(c.now), place="驿站")),
+        DENIED, reason="OUT_OF_SCOPE"),
+    "RecordMediationSession-another-streets-case": Bad(
+        "RecordMediationSession", "other_office",
+        lambda w, c: pb.RecordMediationSessionRequest(
+            request_id=new_request_id(), case_id=w.open_case,
+            session=pb.MediationSession(hold_time=ts(c.now), place="驿站")),
+        DENIED, reason="OUT_OF_SCOPE"),
+    "GetMediationCase-unknown": Bad(
+        "GetMediationCase", "auditor", on(pb.GetMediationCaseRequest, case_id=RANDOM_ID),
         NOT_FOUND, reason="MEDIATION_CASE_NOT_FOUND"),
     "RecordMediationSession-without-time": Bad(
         "RecordMediationSession", "office",
@@ -409,6 +467,18 @@ def test_a_bad_request_gets_a_precise_error_and_writes_nothing(
     case.refused(caller(governance, world, case.who), case.request(world, clock),
                  "governance.qiji")
     assert governance.last_position() == before, "a refused request wrote events"
+
+
+def test_a_token_naming_no_organisation_is_told_how_it_is_brought_across(
+        governance: ServiceProcess, world: World) -> None:
+    """A department's token from a tokens file of before tokens named their organisation acts
+    for no one, and its caller is told which command names it one."""
+    refused = call_error(lambda: caller(governance, world, "unbound_department").GetReport(
+        pb.GetReportRequest(report_id=world.open_report)))
+    assert (refused.code, refused.reason) == (grpc.StatusCode.UNAUTHENTICATED,
+                                              "TOKEN_ENTRY_REFUSED"), refused
+    assert "must name the organisation" in refused.message
+    assert "qiji tokens assign" in refused.message, refused.message
 
 
 # ---------------------------------------------------------------------------- the story
@@ -465,6 +535,23 @@ def test_a_riders_emergency_is_routed_to_public_security_resolved_and_verified(
     assert [state(e)["rider_id"] for e in published] == [world.active]
     assert report.report_id not in [e.report_id for e in police.ListDepartmentQueue(
         pb.ListDepartmentQueueRequest(department_id=world.police)).entries]
+
+    # Who reads it: the department it was assigned to and the street office where it happened
+    # read what the rider wrote; the auditor is told only how long it is; the social-work
+    # station, to which it was never assigned, does not find it among the reports it lists.
+    def text_for(who: str) -> str:
+        return caller(governance, world, who).GetReport(pb.GetReportRequest(
+            report_id=report.report_id)).report.text
+    assert text_for("police") == text_for("office") == "路口有人持械斗殴"
+    assert text_for("auditor") == "[withheld: 8 characters]"
+
+    def listed_by(who: str) -> list[str]:
+        return [r.report_id for r in caller(governance, world, who).ListReports(
+            pb.ListReportsRequest(page_size=500)).reports]
+    assert report.report_id in listed_by("police")
+    assert report.report_id in listed_by("office")
+    assert report.report_id not in listed_by("social")
+    assert report.report_id not in listed_by("other_office")
 
 
 # ---------------------------------------------------------------------------- deadlines

@@ -1,7 +1,12 @@
 """The merchants service as its callers meet it: a real merchants process following a real
 identity process's feed over gRPC, both on PostgreSQL (a schema each), one tokens file with a
-token per role, merchant tokens scoped to their merchant (the organisation identity gave them),
-street office tokens scoped to their street, and a `service` token for merchants' followers.
+token per city-wide role, merchant tokens acting for their merchant (the organisation identity
+gave them), street office tokens for their street, the module's platform token for the city's
+platform, and a `service` token for merchants' followers.
+
+Every caller acting for one organisation reaches only what it owns: another merchant's perk,
+code or books, another street's merchant or campaign, a rider of another platform (or one that
+does not exist) are PERMISSION_DENIED OUT_OF_SCOPE, and lists show only the caller's own rows.
 
 Cross-service consistency: a merchants command naming a rider, street or merchant it has not
 heard of yet reads identity's feed first, so the set-up below needs no sleeps. Only merchants'
@@ -69,8 +74,9 @@ RANDOM_ID = str(uuid.uuid4())
 
 @dataclass(frozen=True)
 class City:
-    """What identity knows before merchants is used, and the scoped tokens of its merchants and
-    its street office (in the tokens file both processes read)."""
+    """What identity knows before merchants is used, and the tokens of its merchants and its
+    street office (in the tokens file both processes read). The module's `platform` caller acts
+    for `platform`."""
 
     city: str
     district: str
@@ -86,9 +92,25 @@ class City:
 
 def set_up_city(identity: ServiceProcess, *, tag: str = "") -> City:
     """city_admin builds 常州市/钟楼区/荷花池街道, two MERCHANT organisations under the street, a
-    platform and its station; the merchants and the street office get tokens of their own."""
+    platform and its station (the module's platform caller acts for it from here on); the
+    merchants and the street office get tokens of their own."""
     admin = identity.client("city_admin")
-    tree = create_city(admin)
+    return merchants_of_a_street(identity, create_city(admin), tag=tag)
+
+
+def set_up_street(identity: ServiceProcess, city: City, name: str) -> City:
+    """Another street of `city`'s district, with two merchants of its own and its own street
+    office; its riders ride for `city`'s platform, from `city`'s station."""
+    street = create_organisation(identity.client("city_admin"), ipb.ORGANISATION_KIND_STREET,
+                                 name, city.district).organisation_id
+    return merchants_of_a_street(identity, {
+        "city": city.city, "district": city.district, "street": street,
+        "platform": city.platform, "station": city.station})
+
+
+def merchants_of_a_street(identity: ServiceProcess, tree: dict[str, str], *, tag: str = ""
+                          ) -> City:
+    admin = identity.client("city_admin")
     street = tree["street"]
     shop = create_organisation(admin, ipb.ORGANISATION_KIND_MERCHANT, "荷花池面馆",
                                street).organisation_id
@@ -189,7 +211,8 @@ class Scene:
     """Perks, codes, riders and a care campaign in every state the bad-input table needs."""
 
     city: City
-    far_office_token: str  # a street office of another street
+    far_office_token: str  # the street office of another street of the city
+    other_platform_token: str  # a platform competing with the city's
     perk: str  # the shop's, published, quota 100, one per rider per day
     full_perk: str  # the shop's, quota 1, taken
     limited_rider: str  # claimed `perk` today: at their limit
@@ -198,6 +221,7 @@ class Scene:
     open_claim: str  # the shop's code, issued to `limited_rider`, not redeemed
     open_code: str
     redeemed_code: str
+    redeemed_claim: str  # the shop's, redeemed
     campaign: str  # stock 1, allocated to `limited_rider`
     perks_page_token: str
 
@@ -210,8 +234,8 @@ def scene(identity: ServiceProcess, merchants: ServiceProcess, city: City) -> Sc
     full_perk = published_perk(merchants, city.shop_token, city.shop, total_quota=1).perk_id
     opened = claim(merchants, perk, limited).claim
     claim(merchants, full_perk, filler)
-    spent = claim(merchants, perk, redeemer).claim.code
-    merchants.client(token=city.shop_token).RedeemCode(redeem_request(city.shop, spent))
+    spent = claim(merchants, perk, redeemer).claim
+    merchants.client(token=city.shop_token).RedeemCode(redeem_request(city.shop, spent.code))
     office = merchants.client(token=city.office_token)
     campaign = office.CreateCareCampaign(pb.CreateCareCampaignRequest(
         request_id=new_request_id(), street_id=city.street, name="夏日关爱礼包",
@@ -221,22 +245,34 @@ def scene(identity: ServiceProcess, merchants: ServiceProcess, city: City) -> Sc
     token = merchants.client("auditor").ListPerkOffers(pb.ListPerkOffersRequest(
         page_size=1)).next_page_token
     assert token
+    far_street = create_organisation(identity.client("city_admin"),
+                                     ipb.ORGANISATION_KIND_STREET, "北港街道",
+                                     city.district).organisation_id
     far_office = add_caller(identity.tokens_file, f"e2e-far-office-{uuid.uuid4().hex[:6]}",
-                            ["street_office"], str(uuid.uuid4()))
-    return Scene(city=city, far_office_token=far_office, perk=perk, full_perk=full_perk,
+                            ["street_office"], far_street)
+    other_platform = create_organisation(identity.client("city_admin"),
+                                         ipb.ORGANISATION_KIND_PLATFORM, "飞毛腿外卖"
+                                         ).organisation_id
+    other_platform_token = add_caller(identity.tokens_file,
+                                      f"e2e-other-platform-{uuid.uuid4().hex[:6]}", ["platform"],
+                                      other_platform)
+    return Scene(city=city, far_office_token=far_office,
+                 other_platform_token=other_platform_token, perk=perk, full_perk=full_perk,
                  limited_rider=limited, fresh_rider=fresh, unverified=unverified,
-                 open_claim=opened.claim_id, open_code=opened.code, redeemed_code=spent,
-                 campaign=campaign, perks_page_token=token)
+                 open_claim=opened.claim_id, open_code=opened.code, redeemed_code=spent.code,
+                 redeemed_claim=spent.claim_id, campaign=campaign, perks_page_token=token)
 
 
 # ---------------------------------------------------------------------------- bad input
 
 
 def token_of(s: Scene, who: str, merchants: ServiceProcess) -> str:
-    """The token of a bad-input case's caller: a role (its unscoped token), or "shop" /
-    "other_shop" / "office" / "far_office" for the scene's scoped tokens."""
+    """The token of a bad-input case's caller: a role (the module's caller of that role: the
+    city's platform and street office), or "shop" / "other_shop" / "office" / "far_office"
+    for the scene's own tokens."""
     scoped = {"shop": s.city.shop_token, "other_shop": s.city.other_shop_token,
-              "office": s.city.office_token, "far_office": s.far_office_token}
+              "office": s.city.office_token, "far_office": s.far_office_token,
+              "other_platform": s.other_platform_token}
     return scoped[who] if who in scoped else merchants.tokens[who]
 
 
@@ -286,16 +322,22 @@ BAD_INPUT: dict[str, Bad] = {
         "CreatePerkOffer", "city_admin", offer(merchant_id=RANDOM_ID),
         NOT_FOUND, reason="MERCHANT_NOT_FOUND"),
     "CreatePerkOffer-for-another-merchant": Bad(
-        "CreatePerkOffer", "other_shop", offer(), DENIED, reason="NOT_YOUR_MERCHANT"),
+        "CreatePerkOffer", "other_shop", offer(), DENIED, reason="OUT_OF_SCOPE"),
+    "CreatePerkOffer-for-an-unknown-merchant-by-a-merchant": Bad(
+        "CreatePerkOffer", "shop", offer(merchant_id=RANDOM_ID), DENIED, reason="OUT_OF_SCOPE"),
     "PublishPerkOffer-already-published": Bad(
         "PublishPerkOffer", "shop", on(pb.PublishPerkOfferRequest, perk_id=lambda s: s.perk),
         PRECONDITION, reason="PERK_PUBLISHED"),
     "PausePerkOffer-another-merchants-perk": Bad(
         "PausePerkOffer", "other_shop", on(pb.PausePerkOfferRequest, perk_id=lambda s: s.perk),
-        DENIED, reason="NOT_YOUR_MERCHANT"),
+        DENIED, reason="OUT_OF_SCOPE"),
     "GetPerkOffer-unknown": Bad(
-        "GetPerkOffer", "platform", on(pb.GetPerkOfferRequest, perk_id=RANDOM_ID),
+        "GetPerkOffer", "auditor", on(pb.GetPerkOfferRequest, perk_id=RANDOM_ID),
         NOT_FOUND, reason="PERK_NOT_FOUND"),
+    # To a caller acting for one organisation, an unknown perk is one it may not reach (AIP-211).
+    "GetPerkOffer-unknown-to-a-platform": Bad(
+        "GetPerkOffer", "platform", on(pb.GetPerkOfferRequest, perk_id=RANDOM_ID),
+        DENIED, reason="OUT_OF_SCOPE"),
     "GetPerkOffer-not-a-uuid": Bad(
         "GetPerkOffer", "auditor", on(pb.GetPerkOfferRequest, perk_id="not-a-uuid"),
         INVALID, field="perk_id"),
@@ -326,7 +368,7 @@ BAD_INPUT: dict[str, Bad] = {
     "SuspendMerchant-by-another-streets-office": Bad(
         "SuspendMerchant", "far_office",
         on(pb.SuspendMerchantRequest, merchant_id=lambda s: s.city.shop, reason="投诉"),
-        DENIED, reason="NOT_YOUR_STREET"),
+        DENIED, reason="OUT_OF_SCOPE"),
     "GetMerchant-unknown": Bad(
         "GetMerchant", "auditor", on(pb.GetMerchantRequest, merchant_id=RANDOM_ID),
         NOT_FOUND, reason="MERCHANT_NOT_FOUND"),
@@ -350,14 +392,16 @@ BAD_INPUT: dict[str, Bad] = {
         "RedeemCode", "shop",
         on(pb.RedeemCodeRequest, merchant_id=lambda s: s.city.shop,
            code=lambda s: s.redeemed_code), PRECONDITION, reason="CODE_ALREADY_REDEEMED"),
+    # Another merchant's code is, at this counter, no code at all: the answer must not tell the
+    # till that it is a valid code.
     "RedeemCode-another-merchants-code": Bad(
         "RedeemCode", "other_shop",
         on(pb.RedeemCodeRequest, merchant_id=lambda s: s.city.other_shop,
-           code=lambda s: s.open_code), PRECONDITION, reason="CODE_OF_ANOTHER_MERCHANT"),
+           code=lambda s: s.open_code), NOT_FOUND, reason="CODE_NOT_FOUND"),
     "RedeemCode-as-another-merchant": Bad(
         "RedeemCode", "other_shop",
         on(pb.RedeemCodeRequest, merchant_id=lambda s: s.city.shop,
-           code=lambda s: s.open_code), DENIED, reason="NOT_YOUR_MERCHANT"),
+           code=lambda s: s.open_code), DENIED, reason="OUT_OF_SCOPE"),
     "RedeemCode-merchant-not-a-uuid": Bad(
         "RedeemCode", "shop",
         on(pb.RedeemCodeRequest, merchant_id="shop", code=lambda s: s.open_code),
@@ -373,10 +417,6 @@ BAD_INPUT: dict[str, Bad] = {
     "ListRedemptions-of-nothing": Bad(
         "ListRedemptions", "auditor", on(pb.ListRedemptionsRequest),
         INVALID, field="merchant_id"),
-    "ListRedemptions-of-another-merchant": Bad(
-        "ListRedemptions", "other_shop",
-        on(pb.ListRedemptionsRequest, merchant_id=lambda s: s.city.shop),
-        DENIED, reason="NOT_YOUR_MERCHANT"),
     # -- claims
     "ClaimPerk-over-quota": Bad(
         "ClaimPerk", "platform",
@@ -390,10 +430,12 @@ BAD_INPUT: dict[str, Bad] = {
         "ClaimPerk", "street_office",
         on(pb.ClaimPerkRequest, perk_id=lambda s: s.perk, rider_id=lambda s: s.unverified),
         PRECONDITION, reason="RIDER_NOT_ACTIVE"),
+    # Only a rider's platform or street office claims for them; a rider nobody registered is
+    # no rider of the caller's (AIP-211).
     "ClaimPerk-unknown-rider": Bad(
         "ClaimPerk", "platform",
         on(pb.ClaimPerkRequest, perk_id=lambda s: s.perk, rider_id=RANDOM_ID),
-        NOT_FOUND, reason="RIDER_NOT_FOUND"),
+        DENIED, reason="OUT_OF_SCOPE"),
     "ClaimPerk-unknown-perk": Bad(
         "ClaimPerk", "platform",
         on(pb.ClaimPerkRequest, perk_id=RANDOM_ID, rider_id=lambda s: s.fresh_rider),
@@ -405,12 +447,26 @@ BAD_INPUT: dict[str, Bad] = {
     "GetClaim-unknown": Bad(
         "GetClaim", "auditor", on(pb.GetClaimRequest, claim_id=RANDOM_ID),
         NOT_FOUND, reason="CLAIM_NOT_FOUND"),
+    # A competing platform neither claims for the city's platform's rider nor reads its claim.
+    "ClaimPerk-for-another-platforms-rider": Bad(
+        "ClaimPerk", "other_platform",
+        on(pb.ClaimPerkRequest, perk_id=lambda s: s.perk, rider_id=lambda s: s.fresh_rider),
+        DENIED, reason="OUT_OF_SCOPE"),
+    "GetClaim-of-another-platforms-rider": Bad(
+        "GetClaim", "other_platform", on(pb.GetClaimRequest, claim_id=lambda s: s.open_claim),
+        DENIED, reason="OUT_OF_SCOPE"),
     "GetClaim-a-perk-id": Bad(
-        "GetClaim", "platform", on(pb.GetClaimRequest, claim_id=lambda s: s.perk),
+        "GetClaim", "city_admin", on(pb.GetClaimRequest, claim_id=lambda s: s.perk),
         NOT_FOUND, reason="CLAIM_NOT_FOUND"),
+    "GetClaim-a-perk-id-by-a-platform": Bad(
+        "GetClaim", "platform", on(pb.GetClaimRequest, claim_id=lambda s: s.perk),
+        DENIED, reason="OUT_OF_SCOPE"),
     "ListPerksForRider-unknown-rider": Bad(
-        "ListPerksForRider", "platform",
+        "ListPerksForRider", "city_admin",
         on(pb.ListPerksForRiderRequest, rider_id=RANDOM_ID), NOT_FOUND, reason="RIDER_NOT_FOUND"),
+    "ListPerksForRider-unknown-rider-by-a-platform": Bad(
+        "ListPerksForRider", "platform",
+        on(pb.ListPerksForRiderRequest, rider_id=RANDOM_ID), DENIED, reason="OUT_OF_SCOPE"),
     # -- care packages
     "AllocateCarePackage-twice": Bad(
         "AllocateCarePackage", "office",
@@ -423,7 +479,7 @@ BAD_INPUT: dict[str, Bad] = {
     "AllocateCarePackage-by-another-streets-office": Bad(
         "AllocateCarePackage", "far_office",
         on(pb.AllocateCarePackageRequest, campaign_id=lambda s: s.campaign,
-           rider_id=lambda s: s.fresh_rider), DENIED, reason="NOT_YOUR_STREET"),
+           rider_id=lambda s: s.fresh_rider), DENIED, reason="OUT_OF_SCOPE"),
     "CreateCareCampaign-stock-0": Bad(
         "CreateCareCampaign", "office",
         on(pb.CreateCareCampaignRequest, street_id=lambda s: s.city.street, name="关爱礼包"),
@@ -452,14 +508,30 @@ def test_a_bad_request_gets_a_precise_error_and_writes_nothing(
     assert merchants.last_position() == before, "a refused request wrote events"
 
 
+def test_a_merchants_redemptions_are_its_own_and_its_street_offices_only(
+        merchants: ServiceProcess, scene: Scene) -> None:
+    """What a merchant redeemed, for which rider and when, is its business: another merchant
+    (though the first is in the public directory) or another street's office asking for it is
+    shown none of it, by merchant or by perk."""
+    def listed(who: str, **by: str) -> list[str]:
+        caller = merchants.client(token=token_of(scene, who, merchants))
+        return [r.claim_id for r in caller.ListRedemptions(
+            pb.ListRedemptionsRequest(**by)).redemptions]
+    for by in ({"merchant_id": scene.city.shop}, {"perk_id": scene.perk}):
+        for who in ("shop", "office", "auditor"):
+            assert scene.redeemed_claim in listed(who, **by), (who, by)
+        for who in ("other_shop", "far_office"):
+            assert listed(who, **by) == [], (who, by)
+
+
 # ---------------------------------------------------------------------------- the story
 
 
 def test_a_merchant_joins_and_a_rider_gets_free_water_with_a_single_use_code(
-        identity: ServiceProcess, merchants: ServiceProcess) -> None:
-    # identity: the city's tree, two merchants in a street, a platform and its station; the
-    # platform registers and verifies its riders.
-    city = set_up_city(identity)
+        identity: ServiceProcess, merchants: ServiceProcess, city: City) -> None:
+    # identity: a street of its own in the city, with two merchants; the city's platform
+    # registers and verifies riders living there.
+    city = set_up_street(identity, city, "五星街道")
     rider_id, colleague = new_rider(identity, city), new_rider(identity, city)
 
     # merchants, at once: the merchant applies with its own token, the street office approves.

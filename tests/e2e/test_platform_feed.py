@@ -56,6 +56,9 @@ class Stack:
     course: str
     consumer_token: str  # platform role, acting for platform_org
     gateway_metrics_port: int
+    rival_org: str  # another platform company of the city, with its own station
+    rival_station: str
+    rival_token: str  # platform role, acting for rival_org
 
     def feed(self, token: str | None = None) -> pb_grpc.PlatformFeedServiceStub:
         assert self.gateway.channel is not None
@@ -129,6 +132,10 @@ def stack(postgres_db: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
                      org(ipb.ORGANISATION_KIND_DISTRICT, "钟楼区", city))
         platform = org(ipb.ORGANISATION_KIND_PLATFORM, "骑迹外卖")
         station = org(ipb.ORGANISATION_KIND_STATION, "荷花池站", platform)
+        rival = org(ipb.ORGANISATION_KIND_PLATFORM, "另一家外卖")
+        rival_station = org(ipb.ORGANISATION_KIND_STATION, "另一站", rival)
+        # The module's platform caller registers and enrols the platform's riders.
+        identity.act_for(platform=platform)
         provider = org(ipb.ORGANISATION_KIND_EDUCATION_PROVIDER, "江苏理工学院")
         space = admin.CreateServiceSpace(ipb.CreateServiceSpaceRequest(
             request_id=new_request_id(), street_id=street, name="荷花池骑手驿站",
@@ -146,21 +153,26 @@ def stack(postgres_db: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
                                                              course_ids=[course]))
         consumer = add_caller(identity.tokens_file, "platform-co-feed", ["platform"],
                               organisation_id=platform)
+        rival_token = add_caller(identity.tokens_file, "rival-co-feed", ["platform"],
+                                 organisation_id=rival)
         yield Stack(identity, training, gateway, platform, street, station, space, course,
-                    consumer, metrics_port)
+                    consumer, metrics_port, rival, rival_station, rival_token)
     finally:
         for server in (gateway, training, identity):
             if server.running:
                 server.stop()
 
 
-def register(s: Stack, *, phone: str = "", verify: bool = True) -> str:
-    platform = s.identity.client("platform")
+def register(s: Stack, *, phone: str = "", verify: bool = True, rival: bool = False) -> str:
+    """A rider the platform (or, `rival`, the other platform company) registered."""
+    platform_org, station = (s.rival_org, s.rival_station) if rival else (s.platform_org,
+                                                                          s.station)
+    platform = s.identity.client_for("platform", platform_org)
     rider = platform.RegisterRider(ipb.RegisterRiderRequest(
-        request_id=new_request_id(), platform_id=s.platform_org,
+        request_id=new_request_id(), platform_id=platform_org,
         platform_rider_id=f"r-{uuid.uuid4().hex[:10]}", name="王五",
         phone=phone or "139" + str(uuid.uuid4().int)[:8], home_street_id=s.street,
-        station_id=s.station)).rider.rider_id
+        station_id=station)).rider.rider_id
     if verify:
         platform.VerifyRider(ipb.VerifyRiderRequest(request_id=new_request_id(),
                                                     rider_id=rider))
@@ -230,6 +242,18 @@ def test_a_cursor_from_yesterday_resumes_after_many_events_and_restarts(stack):
         (r, t) for r in riders for t in (REGISTERED, VERIFIED)]
 
 
+def test_each_platform_reads_its_own_riders_events_and_none_of_anothers(stack):
+    _, start = stack.read_all()
+    ours, theirs = register(stack), register(stack, rival=True)
+    mine, _ = stack.read_all(start)
+    rivals, _ = stack.read_all(start, token=stack.rival_token)
+    assert (story_of(mine, ours), story_of(mine, theirs)) == ([REGISTERED, VERIFIED], [])
+    assert (story_of(rivals, theirs), story_of(rivals, ours)) == ([REGISTERED, VERIFIED], [])
+    assert all(ours not in e.event.text_data for e in rivals)
+    assert all(data(e)["platform_id"] == stack.rival_org
+               for e in rivals if e.event.type == REGISTERED)
+
+
 def test_no_phone_without_consent_and_none_after_it_is_withdrawn(stack):
     _, start = stack.read_all()
     phone = "13700" + str(uuid.uuid4().int)[:6]
@@ -245,10 +269,12 @@ def test_no_phone_without_consent_and_none_after_it_is_withdrawn(stack):
     assert story_of(granted, rider) == [REGISTERED, VERIFIED, CONSENT_GRANTED]
     assert data(granted[0])["phone"] == phone and "name" not in data(granted[0])
     assert data(granted[-1])["phone"] == phone
-    # A platform token acting for no organisation (or another) never sees it.
-    anonymous, _ = stack.read_all(start, token=stack.identity.tokens["platform"])
-    assert story_of(anonymous, rider) == [REGISTERED, VERIFIED]
-    assert all(phone not in e.event.text_data for e in anonymous)
+    # Another platform company never sees the rider: neither their phone nor any event of
+    # theirs (a platform's feed carries its own riders' events only).
+    rival, _ = stack.read_all(start, token=stack.rival_token)
+    assert story_of(rival, rider) == []
+    assert all(phone not in e.event.text_data and rider not in e.event.text_data
+               for e in rival)
 
     stack.identity.client("platform").WithdrawConsent(ipb.WithdrawConsentRequest(
         request_id=new_request_id(), rider_id=rider, consent_id=consent))

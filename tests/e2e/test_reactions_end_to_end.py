@@ -11,9 +11,7 @@ with SIGTERM and checks that nothing was applied twice."""
 
 from __future__ import annotations
 
-import base64
 import json
-import os
 import time
 import uuid
 from collections.abc import Iterator
@@ -34,6 +32,7 @@ from services.badges import events as badges_events
 from services.governance import events as governance_events
 from services.training import events as training_events
 from shared.auth import add_caller
+from tests.conftest import badges_key_env
 from tests.e2e.client import (
     PRECONDITION,
     at,
@@ -84,8 +83,7 @@ def badges(identity: ServiceProcess, training: ServiceProcess, governance: Servi
     yield from serving(start_beside(
         "badges", identity, tmp_path_factory.mktemp("badges-chain"),
         BADGES_TRAINING_ADDRESS=training.address,
-        BADGES_GOVERNANCE_ADDRESS=governance.address,
-        BADGES_SIGNING_KEY=base64.b64encode(os.urandom(32)).decode()))
+        BADGES_GOVERNANCE_ADDRESS=governance.address, **badges_key_env()))
 
 
 @pytest.fixture(scope="module")
@@ -281,7 +279,9 @@ def reinstate(identity: ServiceProcess, rider_id: str) -> None:
 
 
 def session(training: ServiceProcess, city: City, start_in: timedelta) -> str:
-    return training.client("platform").ScheduleSession(tpb.ScheduleSessionRequest(
+    """A session of the city's course at the street's rest space, scheduled by the street
+    office (a platform schedules only its own courses)."""
+    return training.client(token=city.office_token).ScheduleSession(tpb.ScheduleSessionRequest(
         request_id=new_request_id(), course_id=city.grassroots_course,
         service_space_id=city.space, start_time=at(start_in),
         end_time=at(start_in + minutes(30)), capacity=20)).session.session_id

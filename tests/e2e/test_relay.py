@@ -90,13 +90,15 @@ def stored_position(relay: RelayProcess) -> int | None:
 
 
 def public_ids(identity: ServiceProcess) -> set[str]:
-    """Every public event id identity's log holds, read directly from its public feed."""
+    """Every public event id identity's log holds, read directly from its public feed as the
+    relay reads it: about every platform's riders (a platform's own read carries only its
+    riders' events)."""
     stub = public_grpc.PublicFeedServiceStub(identity.channel)
     found, position = set(), 1
     while True:
         reply = stub.ReadPublicEvents(public_pb.ReadPublicEventsRequest(
-            from_position=position, limit=1000), metadata=bearer(identity.tokens["service"]),
-            timeout=10)
+            from_position=position, limit=1000, all_platforms=True),
+            metadata=bearer(identity.tokens["service"]), timeout=10)
         found |= {e.event.id for e in reply.events}
         if reply.next_position > reply.last_position:
             return found

@@ -37,6 +37,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from qiji.identity.v1 import identity_service_pb2 as ipb
 from qiji.identity.v1 import identity_service_pb2_grpc as ipb_grpc
 
+from shared.auth import add_caller
 from shared.grpc.server import LIVENESS
 from shared.idempotency import RequestRecord
 from tests.conftest import _admin_conninfo, missing_server
@@ -60,6 +61,8 @@ GIVE_UP_SECONDS = 45.0
 # The codes a caller may retry on: the server or its store is away for a moment.
 RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
+# The calling system of the load: the city's platform company, acting for its platform.
+PLATFORM_PRINCIPAL = "e2e-reliability-platform"
 
 
 # ---------------------------------------------------------------------------- the load
@@ -85,7 +88,12 @@ class Command:
     @property
     def record_id(self) -> uuid.UUID:
         """The id of the request record the service stores with the command's events."""
-        return RequestRecord.create_id("e2e-platform", self.rpc, self.request_id)
+        return RequestRecord.create_id(PLATFORM_PRINCIPAL, self.rpc, self.request_id)
+
+
+def platform_token(identity: ServiceProcess, city: dict[str, str]) -> str:
+    """The load's token: the platform company's, acting for the city's platform."""
+    return add_caller(identity.tokens_file, PLATFORM_PRINCIPAL, ["platform"], city["platform"])
 
 
 def register_request(city: dict[str, str]) -> ipb.RegisterRiderRequest:
@@ -305,7 +313,7 @@ def test_acknowledged_commands_survive_kill_9_under_load_and_retries_store_nothi
     commits: list[tuple[float, float]] = []
     try:
         city = create_city(identity.client("city_admin"))
-        token = identity.tokens["platform"]
+        token = platform_token(identity, city)
         load = Load(identity.address, token, city, callers=8).start()
         for _ in range(2):
             load.wait_answered(load.answered() + 120, timeout=30)
@@ -477,7 +485,7 @@ def test_services_report_not_serving_while_postgres_is_down_and_recover_by_thems
         names = [s.service for s in servers]
         watch = HealthWatch(servers)
         city = create_city(identity.client("city_admin"))
-        token = identity.tokens["platform"]
+        token = platform_token(identity, city)
         # training leads its follower of identity (an advisory lock in the store).
         leaders = eventually(lambda: advisory_locks(cluster.conninfo), "a follower leads")
         load = Load(identity.address, token, city, callers=4, pause=0.02).start()
@@ -491,7 +499,7 @@ def test_services_report_not_serving_while_postgres_is_down_and_recover_by_thems
             # A command while the store is away: UNAVAILABLE, soon (not at the caller's
             # deadline), saying why; the load keeps knocking meanwhile.
             probe = Command("RegisterRider", register_request(city), first_sent=time.monotonic())
-            refused = call_error(lambda: identity.client("platform").RegisterRider(
+            refused = call_error(lambda: identity.client(token=token).RegisterRider(
                 probe.request))  # noqa: B023
             refused_in = time.monotonic() - probe.first_sent
             probe.failures.append((refused.code.name, refused.message))
@@ -504,7 +512,7 @@ def test_services_report_not_serving_while_postgres_is_down_and_recover_by_thems
             back = time.monotonic()
             serving = watch.wait_for("SERVING", names, timeout=20)
             # The refused command, retried with its request id, now succeeds (once).
-            probe.answer = identity.client("platform").RegisterRider(probe.request)
+            probe.answer = identity.client(token=token).RegisterRider(probe.request)
             probe.answered_at = time.monotonic()
             probes.append(probe)
             load.wait_answered(load.answered() + 30, timeout=20)

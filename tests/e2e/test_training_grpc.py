@@ -32,6 +32,7 @@ from qiji.training.v1 import training_service_pb2 as pb
 
 from services.training.domain.model import Learner
 from tests.e2e.client import (
+    DENIED,
     EXISTS,
     INVALID,
     NOT_FOUND,
@@ -104,13 +105,22 @@ def set_up_city(identity: ServiceProcess) -> City:
     return City(**tree, provider=provider, space=create_service_space(admin, tree["street"]))
 
 
-def suspend(identity: ServiceProcess, rider_id: str, reason: str) -> None:
-    identity.client("street_office").SuspendRider(ipb.SuspendRiderRequest(
+def caller(server: ServiceProcess, city: City, role: str) -> Client:
+    """A caller of `role` on `server`, acting for its organisation of `city` (the city's
+    platform, its street's office, its education provider); city-wide roles act for all."""
+    organisation = {"platform": city.platform, "street_office": city.street,
+                    "education_provider": city.provider}.get(role)
+    return server.client(role) if organisation is None else server.client_for(role, organisation)
+
+
+def suspend(identity: ServiceProcess, city: City, rider_id: str, reason: str) -> None:
+    """The office of the rider's home street suspends them."""
+    caller(identity, city, "street_office").SuspendRider(ipb.SuspendRiderRequest(
         request_id=new_request_id(), rider_id=rider_id, reason=reason))
 
 
-def reinstate(identity: ServiceProcess, rider_id: str) -> None:
-    identity.client("street_office").ReinstateRider(ipb.ReinstateRiderRequest(
+def reinstate(identity: ServiceProcess, city: City, rider_id: str) -> None:
+    caller(identity, city, "street_office").ReinstateRider(ipb.ReinstateRiderRequest(
         request_id=new_request_id(), rider_id=rider_id, reason="核查完毕"))
 
 
@@ -196,7 +206,8 @@ class Scene:
 
 @pytest.fixture(scope="module")
 def scene(identity: ServiceProcess, training: ServiceProcess, city: City) -> Scene:
-    admin, platform = training.client("city_admin"), training.client("platform")
+    admin, platform = training.client("city_admin"), caller(training, city, "platform")
+    provider = caller(training, city, "education_provider")
     riders = {name: new_rider(identity, city)
               for name in ("enrolled", "filler", "soon_rider", "active")}
     unverified = new_rider(identity, city, verify=False)
@@ -210,7 +221,8 @@ def scene(identity: ServiceProcess, training: ServiceProcess, city: City) -> Sce
     session = schedule(admin, course, city.space, hours(24), hours(2)).session_id
     overlapping = schedule(admin, course, city.space, hours(25), hours(2)).session_id
     full = schedule(admin, course, city.space, hours(30), hours(1), capacity=1).session_id
-    soon = schedule(platform, course, city.space, minutes(3), minutes(30)).session_id
+    # The provider schedules its own course (a platform, only courses it provides itself).
+    soon = schedule(provider, course, city.space, minutes(3), minutes(30)).session_id
     enrol(platform, session, riders["enrolled"])
     enrol(platform, full, riders["filler"])
     enrol(platform, soon, riders["soon_rider"])
@@ -256,7 +268,7 @@ BAD_INPUT: dict[str, Bad] = {
     "DraftCourse-hours-abc": Bad(
         "DraftCourse", "city_admin", course(hours="abc"), INVALID, field="hours"),
     "DraftCourse-hours-0": Bad(
-        "DraftCourse", "street_office", course(hours="0"), INVALID, field="hours"),
+        "DraftCourse", "education_provider", course(hours="0"), INVALID, field="hours"),
     "DraftCourse-hours-NaN": Bad(
         "DraftCourse", "city_admin", course(hours="NaN"), INVALID, field="hours"),
     "DraftCourse-hours-201": Bad(
@@ -282,6 +294,13 @@ BAD_INPUT: dict[str, Bad] = {
     "DraftCourse-unknown-provider": Bad(
         "DraftCourse", "city_admin", course(provider_id=RANDOM_ID),
         NOT_FOUND, reason="ORGANISATION_NOT_FOUND"),
+    # A provider drafts its own courses: not another's, nor one of a provider that does not
+    # exist (the same answer either way, AIP-211).
+    "DraftCourse-for-an-unknown-provider-by-a-provider": Bad(
+        "DraftCourse", "education_provider", course(provider_id=RANDOM_ID),
+        DENIED, reason="OUT_OF_SCOPE"),
+    "DraftCourse-for-the-provider-by-a-street-office": Bad(
+        "DraftCourse", "street_office", course(), DENIED, reason="OUT_OF_SCOPE"),
     "DraftCourse-provider-not-a-uuid": Bad(
         "DraftCourse", "city_admin", course(provider_id="not-a-uuid"),
         INVALID, field="provider_id"),
@@ -292,8 +311,15 @@ BAD_INPUT: dict[str, Bad] = {
         "PublishCourse", "city_admin", on(pb.PublishCourseRequest, course_id=lambda s: s.course),
         PRECONDITION, reason="COURSE_NOT_DRAFT"),
     "PublishCourse-unknown": Bad(
-        "PublishCourse", "street_office", on(pb.PublishCourseRequest, course_id=RANDOM_ID),
+        "PublishCourse", "city_admin", on(pb.PublishCourseRequest, course_id=RANDOM_ID),
         NOT_FOUND, reason="COURSE_NOT_FOUND"),
+    "PublishCourse-unknown-by-a-street-office": Bad(
+        "PublishCourse", "street_office", on(pb.PublishCourseRequest, course_id=RANDOM_ID),
+        DENIED, reason="OUT_OF_SCOPE"),
+    "PublishCourse-of-another-provider": Bad(
+        "PublishCourse", "platform",
+        on(pb.PublishCourseRequest, course_id=lambda s: s.draft_course),
+        DENIED, reason="OUT_OF_SCOPE"),
     "PublishCourse-not-a-uuid": Bad(
         "PublishCourse", "city_admin", on(pb.PublishCourseRequest, course_id="not-a-uuid"),
         INVALID, field="course_id"),
@@ -308,8 +334,15 @@ BAD_INPUT: dict[str, Bad] = {
         "GetCourse", "auditor", on(pb.GetCourseRequest, course_id="not-a-uuid"),
         INVALID, field="course_id"),
     "GetCourse-unknown": Bad(
-        "GetCourse", "platform", on(pb.GetCourseRequest, course_id=RANDOM_ID),
+        "GetCourse", "operator", on(pb.GetCourseRequest, course_id=RANDOM_ID),
         NOT_FOUND, reason="COURSE_NOT_FOUND"),
+    "GetCourse-unknown-by-a-platform": Bad(
+        "GetCourse", "platform", on(pb.GetCourseRequest, course_id=RANDOM_ID),
+        DENIED, reason="OUT_OF_SCOPE"),
+    # A draft is its provider's until it is published.
+    "GetCourse-another-providers-draft": Bad(
+        "GetCourse", "platform", on(pb.GetCourseRequest, course_id=lambda s: s.draft_course),
+        DENIED, reason="OUT_OF_SCOPE"),
     "ListCourses-page-size-10000": Bad(
         "ListCourses", "auditor", on(pb.ListCoursesRequest, page_size=10000),
         INVALID, field="page_size"),
@@ -330,7 +363,11 @@ BAD_INPUT: dict[str, Bad] = {
     "ScheduleSession-capacity-0": Bad(
         "ScheduleSession", "street_office", sitting(capacity=0), INVALID, field="capacity"),
     "ScheduleSession-capacity-501": Bad(
-        "ScheduleSession", "platform", sitting(capacity=501), INVALID, field="capacity"),
+        "ScheduleSession", "education_provider", sitting(capacity=501), INVALID,
+        field="capacity"),
+    # A platform schedules sessions of the courses it provides itself only.
+    "ScheduleSession-a-course-of-another-provider": Bad(
+        "ScheduleSession", "platform", sitting(), DENIED, reason="OUT_OF_SCOPE"),
     "ScheduleSession-starts-in-the-past": Bad(
         "ScheduleSession", "city_admin", sitting(start_in=-hours(1)), INVALID,
         field="start_time"),
@@ -387,9 +424,13 @@ BAD_INPUT: dict[str, Bad] = {
         on(pb.EnrolRiderRequest, session_id=lambda s: s.session, rider_id=lambda s: s.enrolled),
         EXISTS, reason="ALREADY_ENROLLED"),
     "EnrolRider-unknown-rider": Bad(
-        "EnrolRider", "platform",
+        "EnrolRider", "city_admin",
         on(pb.EnrolRiderRequest, session_id=lambda s: s.session, rider_id=RANDOM_ID),
         NOT_FOUND, reason="RIDER_NOT_FOUND"),
+    "EnrolRider-unknown-rider-by-a-platform": Bad(
+        "EnrolRider", "platform",
+        on(pb.EnrolRiderRequest, session_id=lambda s: s.session, rider_id=RANDOM_ID),
+        DENIED, reason="OUT_OF_SCOPE"),
     "EnrolRider-unknown-session": Bad(
         "EnrolRider", "platform",
         on(pb.EnrolRiderRequest, session_id=RANDOM_ID, rider_id=lambda s: s.active),
@@ -476,7 +517,7 @@ def test_a_bad_request_gets_a_precise_error_and_writes_nothing(
     request = case.request(scene)
     caught_up(training)  # nothing of identity's is still to be applied in the background
     before = training.last_position()
-    case.refused(training.client(case.who), request, DOMAIN)
+    case.refused(caller(training, scene.city, case.who), request, DOMAIN)
     assert training.last_position() == before, "a refused request wrote events"
 
 
@@ -491,27 +532,32 @@ def test_a_city_trains_a_rider_across_both_services_until_pre_job_certified(
     classmate = new_rider(identity, city)
 
     # training, at once: everything identity just stored is known here (no sleeps).
-    admin, platform = training.client("city_admin"), training.client("platform")
+    admin, platform = training.client("city_admin"), caller(training, city, "platform")
+    provider = caller(training, city, "education_provider")
     civic_draft = admin.DraftCourse(draft_request(
         city, track=pb.TRACK_CIVIC_EDUCATION, title="红色思政：骑手与城市", hours="1.5")).course
     assert civic_draft.status == pb.COURSE_STATUS_DRAFT
     assert (civic_draft.hours, civic_draft.provider_id) == ("1.5", city.provider)
     civic = publish(admin, civic_draft.course_id)
     assert (civic.status, civic.version) == (pb.COURSE_STATUS_PUBLISHED, civic_draft.version + 1)
-    skills = publish(admin, draft(admin, city, track=pb.TRACK_SKILLS, title="电动车安全与维护",
-                                  hours="2", formats=[pb.COURSE_FORMAT_HANDS_ON_PRACTICE]))
-    assert skills.hours == "2"
+    # The platform provides its own safety course, and publishes it itself.
+    skills = publish(platform, draft(platform, city, track=pb.TRACK_SKILLS,
+                                     title="电动车安全与维护", hours="2",
+                                     formats=[pb.COURSE_FORMAT_HANDS_ON_PRACTICE],
+                                     provider_id=city.platform))
+    assert (skills.hours, skills.provider_id) == ("2", city.platform)
     programme = admin.SetPreJobCourses(pb.SetPreJobCoursesRequest(
         request_id=new_request_id(), course_ids=[civic.course_id, skills.course_id]))
     assert sorted(programme.course_ids) == sorted([civic.course_id, skills.course_id])
-    seen = training.client("platform").GetPreJobCourses(pb.GetPreJobCoursesRequest())
+    seen = platform.GetPreJobCourses(pb.GetPreJobCoursesRequest())
     assert (list(seen.course_ids), seen.version) == (list(programme.course_ids),
                                                      programme.version)
 
     # Check-in opens an hour before a session starts: both sessions start within the hour, and
-    # sessions must be scheduled in the future, so check-in works now.
-    first = schedule(platform, civic.course_id, city.space, minutes(2), minutes(30))
-    second = schedule(admin, skills.course_id, city.space, minutes(35), minutes(35))
+    # sessions must be scheduled in the future, so check-in works now. Each course's provider
+    # schedules its own.
+    first = schedule(provider, civic.course_id, city.space, minutes(2), minutes(30))
+    second = schedule(platform, skills.course_id, city.space, minutes(35), minutes(35))
     assert (first.capacity, first.places_taken, first.service_space_id) == (20, 0, city.space)
     listed = training.client("auditor").ListSessions(pb.ListSessionsRequest(
         service_space_id=city.space)).sessions
@@ -553,7 +599,7 @@ def test_a_city_trains_a_rider_across_both_services_until_pre_job_certified(
     learner_id = str(Learner.create_id(rider_id))
     assert [e.originator_id for e in certified].count(learner_id) == 1
     assert len(certified) == 1
-    assert all(e.principal == "e2e-platform" for e in certified)
+    assert all(e.principal == f"e2e-platform-{city.platform[:8]}" for e in certified)
 
 
 # ---------------------------------------------------------------------------- across services
@@ -561,15 +607,16 @@ def test_a_city_trains_a_rider_across_both_services_until_pre_job_certified(
 
 def test_suspending_a_rider_on_identity_cancels_their_future_enrolment_exactly_once(
         identity: ServiceProcess, training: ServiceProcess, city: City, scene: Scene) -> None:
-    platform = training.client("platform")
+    platform = caller(training, city, "platform")
+    provider = caller(training, city, "education_provider")
     rider_id = new_rider(identity, city)
     stays = new_rider(identity, city)
-    session_id = schedule(platform, scene.course, city.space, hours(72)).session_id
+    session_id = schedule(provider, scene.course, city.space, hours(72)).session_id
     enrol(platform, session_id, rider_id)
     taken = enrol(platform, session_id, stays).places_taken
     assert taken == 2
 
-    suspend(identity, rider_id, "投诉核查中")
+    suspend(identity, city, rider_id, "投诉核查中")
 
     def cancelled() -> pb.Session | None:
         session = get_session(training, session_id)
@@ -595,21 +642,22 @@ def test_suspending_a_rider_on_identity_cancels_their_future_enrolment_exactly_o
 
 def test_a_follower_killed_mid_stream_misses_nothing_and_repeats_nothing(
         identity: ServiceProcess, training: ServiceProcess, city: City, scene: Scene) -> None:
-    platform = training.client("platform")
+    platform = caller(training, city, "platform")
+    provider = caller(training, city, "education_provider")
     first, second = new_rider(identity, city), new_rider(identity, city)
-    session_id = schedule(platform, scene.course, city.space, hours(96)).session_id
-    later_id = schedule(platform, scene.course, city.space, hours(100)).session_id
+    session_id = schedule(provider, scene.course, city.space, hours(96)).session_id
+    later_id = schedule(provider, scene.course, city.space, hours(100)).session_id
     for rider_id in (first, second):
         enrol(platform, session_id, rider_id)
 
     training.kill()
     try:
-        suspend(identity, first, "违规待查")
-        suspend(identity, second, "违规待查")
-        reinstate(identity, second)
+        suspend(identity, city, first, "违规待查")
+        suspend(identity, city, second, "违规待查")
+        reinstate(identity, city, second)
     finally:
         training.start()
-    platform = training.client("platform")  # the old channel went with the old process
+    platform = caller(training, city, "platform")  # the old channel went with the old process
 
     def both_cancelled() -> pb.Session | None:
         session = get_session(training, session_id)
@@ -641,16 +689,17 @@ def test_suspending_a_checked_in_rider_keeps_their_place_and_their_booking(
     """Suspension cancels only enrolments not yet checked in; a rider who has checked in keeps
     the place, so training must keep them booked too: reinstated, they still may not be booked
     into a session that overlaps it."""
-    platform = training.client("platform")
+    platform = caller(training, city, "platform")
+    provider = caller(training, city, "education_provider")
     rider_id = new_rider(identity, city)
-    session_id = schedule(platform, scene.course, city.space, minutes(3), minutes(30)).session_id
-    overlapping_id = schedule(platform, scene.course, city.space, minutes(10),
+    session_id = schedule(provider, scene.course, city.space, minutes(3), minutes(30)).session_id
+    overlapping_id = schedule(provider, scene.course, city.space, minutes(10),
                               minutes(30)).session_id
     enrol(platform, session_id, rider_id)
     platform.CheckInRider(pb.CheckInRiderRequest(request_id=new_request_id(),
                                                  session_id=session_id, rider_id=rider_id))
 
-    suspend(identity, rider_id, "投诉核查中")
+    suspend(identity, city, rider_id, "投诉核查中")
     caught_up(training)
     refused = call_error(lambda: enrol(platform, overlapping_id, rider_id))
     assert (refused.code, refused.reason) == (PRECONDITION, "RIDER_NOT_ACTIVE")
@@ -658,7 +707,7 @@ def test_suspending_a_checked_in_rider_keeps_their_place_and_their_booking(
     assert enrolment(session, rider_id).status == pb.ENROLMENT_STATUS_CHECKED_IN
     assert session.places_taken == 1
 
-    reinstate(identity, rider_id)
+    reinstate(identity, city, rider_id)
     caught_up(training)
     details = call_error(lambda: enrol(platform, overlapping_id, rider_id))
     assert (details.code, details.reason) == (PRECONDITION, "OVERLAPPING_SESSION"), details
@@ -677,7 +726,7 @@ def test_fifty_concurrent_enrolments_fill_twenty_places_exactly(
     barrier = threading.Barrier(len(riders))
 
     def attempt(rider_id: str) -> str:
-        client = training.client("platform")
+        client = caller(training, city, "platform")
         request = pb.EnrolRiderRequest(request_id=new_request_id(), session_id=session_id,
                                        rider_id=rider_id)
         barrier.wait(timeout=10)
@@ -705,9 +754,10 @@ def test_fifty_concurrent_enrolments_fill_twenty_places_exactly(
 
 def test_a_retried_enrolment_answers_the_first_answer_and_writes_nothing(
         identity: ServiceProcess, training: ServiceProcess, city: City, scene: Scene) -> None:
-    platform = training.client("platform")
+    platform = caller(training, city, "platform")
+    provider = caller(training, city, "education_provider")
     rider_id, other = new_rider(identity, city), new_rider(identity, city)
-    session_id = schedule(platform, scene.course, city.space, hours(150)).session_id
+    session_id = schedule(provider, scene.course, city.space, hours(150)).session_id
     caught_up(training)
     request = pb.EnrolRiderRequest(request_id=new_request_id(), session_id=session_id,
                                    rider_id=rider_id)
@@ -725,7 +775,7 @@ def test_a_retried_enrolment_answers_the_first_answer_and_writes_nothing(
     assert training.last_position() == written
 
     training.restart()
-    platform = training.client("platform")
+    platform = caller(training, city, "platform")
     assert platform.EnrolRider(request) == first
     assert training.last_position() == written
     assert get_session(training, session_id).places_taken == 1
@@ -739,18 +789,26 @@ def test_training_keeps_answering_precisely_while_identity_is_down(
     """What training already knows it serves without identity; what it would have to ask
     identity about is NOT_FOUND (as far as training knows) or UNAVAILABLE, never INTERNAL. Once
     identity is back, training follows it again."""
-    platform = training.client("platform")
+    platform = caller(training, city, "platform")
+    provider = caller(training, city, "education_provider")
     known = new_rider(identity, city)
-    session_id = schedule(platform, scene.course, city.space, hours(200)).session_id
+    session_id = schedule(provider, scene.course, city.space, hours(200)).session_id
     caught_up(training)
+    # The guard knows whose rider it is too: the platform has looked at its rider here (a
+    # rider the guard has not seen yet is asked of identity, which is about to be down).
+    platform.GetTranscript(pb.GetTranscriptRequest(rider_id=known))
 
     identity.stop()
     try:
         assert enrolment(enrol(platform, session_id, known), known) is not None
+        # Whose rider an unknown id is cannot be told without identity: retry later.
+        details = call_error(lambda: enrol(platform, session_id, str(uuid.uuid4())))
+        assert (details.code, details.reason) == (grpc.StatusCode.UNAVAILABLE,
+                                                  "UPSTREAM_UNAVAILABLE"), details
         for ask in (
                 lambda: training.client("auditor").GetTranscript(
                     pb.GetTranscriptRequest(rider_id=str(uuid.uuid4()))),
-                lambda: enrol(platform, session_id, str(uuid.uuid4())),
+                lambda: enrol(training.client("city_admin"), session_id, str(uuid.uuid4())),
                 lambda: training.client("city_admin").DraftCourse(
                     draft_request(city, provider_id=str(uuid.uuid4())))):
             details = call_error(ask)

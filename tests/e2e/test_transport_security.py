@@ -105,8 +105,6 @@ def identity(postgres_db: str, pki: Pki, tmp_path_factory: pytest.TempPathFactor
     server = start_service("identity", postgres_db, tmp_path_factory.mktemp("tls-identity"),
                            extra_env={**SMALL_POOL, **pki.env()},
                            client_tls=pki.dialling(pki.harness))
-    add_caller(server.tokens_file, CERT_PRINCIPAL, ["platform"],
-               certificate_subject=CERT_SUBJECT)
     yield from serving(server)
 
 
@@ -119,7 +117,12 @@ def training(identity: ServiceProcess, pki: Pki, tmp_path_factory: pytest.TempPa
 
 @pytest.fixture(scope="module")
 def city(identity: ServiceProcess) -> SimpleNamespace:
-    return SimpleNamespace(**create_city(identity.client("city_admin")))
+    """The city, and its platform company's system registered by its certificate (a platform
+    caller acts for its own company)."""
+    city = SimpleNamespace(**create_city(identity.client("city_admin")))
+    add_caller(identity.tokens_file, CERT_PRINCIPAL, ["platform"], city.platform,
+               certificate_subject=CERT_SUBJECT)
+    return city
 
 
 def dial(server: ServiceProcess, tls: TlsSettings | None, token: str | None = None) -> Client:
@@ -190,13 +193,18 @@ def test_a_registered_certificate_without_a_token_is_its_principal(
         ("Rider.Registered", CERT_PRINCIPAL)]
 
 
-def test_a_registered_certificate_gets_only_its_principals_roles(
-        identity: ServiceProcess, pki: Pki) -> None:
+def test_a_registered_certificate_gets_only_its_principals_roles_and_organisation(
+        identity: ServiceProcess, pki: Pki, city: SimpleNamespace) -> None:
     system = dial(identity, pki.dialling(pki.registered))
     denied = call_error(lambda: system.CreateOrganisation(ipb.CreateOrganisationRequest(
         request_id=new_request_id(), kind=ipb.ORGANISATION_KIND_CITY, name="常州市")))
     assert (denied.code, denied.reason) == (grpc.StatusCode.PERMISSION_DENIED,
                                             "ROLE_NOT_ALLOWED")
+    assert denied.metadata.get("principal") == CERT_PRINCIPAL
+    elsewhere = register_request(city)
+    elsewhere.platform_id = str(uuid.uuid4())
+    denied = call_error(lambda: system.RegisterRider(elsewhere))
+    assert (denied.code, denied.reason) == (grpc.StatusCode.PERMISSION_DENIED, "OUT_OF_SCOPE")
     assert denied.metadata.get("principal") == CERT_PRINCIPAL
 
 
@@ -209,7 +217,7 @@ def test_an_unregistered_certificate_without_a_token_is_unauthenticated(
 
 
 def test_a_token_over_tls_still_works_and_wins_over_the_certificate(
-        identity: ServiceProcess, pki: Pki) -> None:
+        identity: ServiceProcess, pki: Pki, city: SimpleNamespace) -> None:
     # The registered certificate's principal is a platform; the token is the auditor's.
     auditor = dial(identity, pki.dialling(pki.registered), identity.tokens["auditor"])
     assert auditor.ListOrganisations(ipb.ListOrganisationsRequest()).organisations
@@ -291,7 +299,7 @@ def test_the_qiji_command_and_health_probe_work_against_a_tls_port(
     monkeypatch.setitem(DEFAULT_PORTS, "identity", identity.port)
     assert cli.main(["audit", "--token", identity.tokens["auditor"], "history", "identity",
                      rider]) == 0
-    assert "e2e-platform" in capsys.readouterr().out
+    assert f"e2e-platform-{city.platform[:8]}" in capsys.readouterr().out
     assert health_probe.main([identity.address]) == 0
     assert "SERVING" in capsys.readouterr().out
     monkeypatch.delenv("QIJI_TLS_CA_FILE")

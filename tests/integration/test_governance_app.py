@@ -33,7 +33,6 @@ from shared.errors import (
     FailedPrecondition,
     InvalidArgument,
     NotFound,
-    PermissionDenied,
 )
 from shared.followers import Follower, LocalFeed
 from tests.conftest import MASTER_KEY, actor, as_actor, settings_for
@@ -130,12 +129,13 @@ def standard_rules(w) -> int:
 
 def submit(w, rider_id, *, kind=ReportKind.EMERGENCY, category=Category.FIRE, lat=LAT, lon=LON,
            street=None, observed_at=None, request_id="", who=PLATFORM) -> dict:
-    with as_actor(who, rpc="SubmitReport", request_id=request_id):
+    # What the kernel fingerprints for a retry: what the report says.
+    asked = f"{rider_id}{kind}{category}{lat}{lon}".encode()
+    with as_actor(who, rpc="SubmitReport", request_id=request_id, request=asked):
         return w["governance"].submit_report(
             rider_id=rider_id, kind=kind, category=category,
             location=Location(street or w["street"], lat, lon), text="电动车起火",
-            attachment_refs=["oss://photos/1.jpg"], observed_at=observed_at,
-            fingerprint=f"{rider_id}{kind}{category}{lat}{lon}")
+            attachment_refs=["oss://photos/1.jpg"], observed_at=observed_at)
 
 
 def department(w, name):
@@ -364,30 +364,25 @@ def test_work_done_in_time_never_escalates(world, clock):
 # ---------------------------------------------------------------------------- departments
 
 
-def test_only_the_assigned_department_may_act_on_its_assignment(world):
+def test_a_department_the_report_is_not_assigned_to_has_no_assignment_in_it(world):
+    # Which department may call at all is the guard's (tests/integration/test_tenancy.py):
+    # here, what the report itself says when asked for an assignment it does not have.
     standard_rules(world)
     report_id = submit(world, new_rider(world))["report_id"]
     before = world["governance"].last_position()
-    with as_actor(department(world, "social")), pytest.raises(PermissionDenied) as denied:
-        world["governance"].acknowledge_assignment(report_id=report_id,
-                                                   department_id=world["police"])
-    assert denied.value.reason == "NOT_ASSIGNED_DEPARTMENT"
     with pytest.raises(NotFound) as not_assigned:
         work(world, "social", report_id, "acknowledge_assignment")
     assert not_assigned.value.reason == "ASSIGNMENT_NOT_FOUND"
     assert world["governance"].last_position() == before
 
 
-def test_a_resolved_report_is_verified_by_its_own_street_office_and_counts(world):
+def test_a_resolved_report_is_verified_by_the_street_office_and_counts(world):
     standard_rules(world)
     rider = new_rider(world)
     report_id = submit(world, rider)["report_id"]
     work(world, "police", report_id, "acknowledge_assignment")
     work(world, "police", report_id, "start_assignment_work", note="patrol sent")
     work(world, "police", report_id, "resolve_assignment", resolution="fire out, no injuries")
-    other_office = actor("other-office", "street_office", organisation_id=world["other_street"])
-    with as_actor(other_office), pytest.raises(PermissionDenied):
-        world["governance"].verify_report(report_id=report_id, note="")
     office = actor("hehuachi-office", "street_office", organisation_id=world["street"])
     with as_actor(office):
         world["governance"].verify_report(report_id=report_id, note="checked on site")
@@ -517,9 +512,6 @@ def test_a_mediation_case_runs_from_parties_to_an_agreement(world, clock):
     stored = [n.state.decode(errors="replace") for n in world["governance"].read_log(1, 100_000)]
     assert any("小区禁止骑手进入" in s for s in stored)
     assert not any("张经理" in s for s in stored)
-    with as_actor(actor("other", "street_office", organisation_id=world["other_street"])
-                  ), pytest.raises(PermissionDenied):
-        world["governance"].record_mediation_failure(case_id=case_id, reason="x")
 
 
 # ---------------------------------------------------------------------------- concurrency

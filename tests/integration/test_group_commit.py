@@ -142,8 +142,7 @@ def test_commands_through_the_application_under_concurrency(app):
             start.wait()
             result = app.register_rider(
                 platform_id=platform, platform_rider_id=f"R{n:04d}", name="骑手",
-                phone="13812345678", national_id="", home_street_id=street, station_id=station,
-                fingerprint=f"fp-{n}")
+                phone="13812345678", national_id="", home_street_id=street, station_id=station)
             acknowledged.append(result["rider_id"])
 
     threads = [threading.Thread(target=register, args=(n,)) for n in range(THREADS)]

@@ -7,10 +7,13 @@ from collections import Counter
 
 import psycopg
 import pytest
+from qiji.identity.v1 import identity_service_pb2 as ipb
 
 from services.identity.application import IdentityApplication
-from services.identity.domain.values import OrganisationKind, RiderStatus
+from services.identity.domain.values import ConsentScope, OrganisationKind, RiderStatus
+from services.identity.grpc_api import ACCESS, SERVICE_NAME
 from shared.errors import AlreadyExists, InvalidArgument, NotFound
+from shared.idempotency import RequestRecord
 from shared.persistence import postgres_conninfo
 from tests.conftest import MASTER_KEY, actor, as_actor, city_tree, settings_for
 
@@ -36,12 +39,16 @@ def tree(app):
 
 
 def register(app, tree, rider_no, *, street=None, request_id="", phone="13812345678",
-             national_id=""):
-    with as_actor(PLATFORM, "RegisterRider", request_id):
-        return app.register_rider(
-            platform_id=tree["platform"], platform_rider_id=f"R{rider_no}", name="王小明",
-            phone=phone, national_id=national_id, home_street_id=street or tree["street"],
-            station_id=tree["station"], fingerprint=f"fp-{rider_no}-{phone}")
+             national_id="", name="王小明"):
+    """RegisterRider as the guard hands it to the application: the request (which the kernel
+    fingerprints for retries) and its access entry in the context."""
+    fields = {"platform_id": tree["platform"], "platform_rider_id": f"R{rider_no}",
+              "name": name, "phone": phone, "national_id": national_id,
+              "home_street_id": street or tree["street"], "station_id": tree["station"]}
+    request = ipb.RegisterRiderRequest(request_id=request_id, **fields)
+    with as_actor(PLATFORM, "RegisterRider", request_id, request=request,
+                  access=ACCESS[f"/{SERVICE_NAME}/RegisterRider"]):
+        return app.register_rider(**fields)
 
 
 def test_a_registered_rider_reads_back_with_personal_data_for_officials_only(app, tree):
@@ -54,7 +61,14 @@ def test_a_registered_rider_reads_back_with_personal_data_for_officials_only(app
     assert seen_by_admin.national_id == "11010519491231002X"
     assert seen_by_platform.phone == "138****5678"
     assert seen_by_platform.national_id == "110***********002X"
-    assert seen_by_platform.name == "王小明"
+    # The platform registered the name, but sees it only while the rider consents to share
+    # it with the platform (as on its feed).
+    assert seen_by_platform.name == "王**"
+    with as_actor(actor("platform-co", "platform", organisation_id=tree["platform"])):
+        app.grant_consent(rider_id=rider_id, scope=ConsentScope.NAME,
+                          recipient_id=tree["platform"])
+        assert app.rider(rider_id).name == "王小明"
+        assert app.rider(rider_id).phone == "138****5678"
 
 
 def test_a_retry_with_the_same_request_id_answers_the_same_and_stores_nothing(app, tree,
@@ -242,3 +256,48 @@ def tree_pg(postgres_env):
         station = org(OrganisationKind.STATION, "Station", platform)
     yield application, {"street": street, "platform": platform, "station": station}
     application.close()
+
+
+def stored_fingerprint(app, request_id):
+    record_id = RequestRecord.create_id(PLATFORM.principal, "RegisterRider", request_id)
+    return app.get(record_id, RequestRecord, "request").fingerprint
+
+
+def test_a_stored_request_record_holds_nothing_that_confirms_a_guess_once_the_rider_is_erased(
+        app, tree):
+    """Someone with the database and the master key tries names and phones against the
+    record of the registration: before erasure the rider's own key would let them; after it,
+    nothing stored does (the personal part of the fingerprint is keyed by the rider's data
+    key, which erasure destroys)."""
+    rider_id = register(app, tree, 7, request_id="req-7", name="李四",
+                        phone="13900001111")["rider_id"]
+    stored = stored_fingerprint(app, "req-7")
+    assert stored.startswith("k1:") and "." in stored
+    import hashlib
+    assert "13900001111" not in stored and "李四" not in stored
+    assert hashlib.sha256(b"13900001111").hexdigest() not in stored
+
+    def guess(name, phone):
+        request = ipb.RegisterRiderRequest(
+            request_id="req-7", platform_id=tree["platform"], platform_rider_id="R7",
+            name=name, phone=phone, home_street_id=tree["street"], station_id=tree["station"])
+        with as_actor(PLATFORM, "RegisterRider", "req-7", request=request,
+                      access=ACCESS[f"/{SERVICE_NAME}/RegisterRider"]) as ctx:
+            return app.fingerprints.of(ctx, create=False)
+    assert guess("李四", "13900001111") == stored
+    assert guess("李四", "13900002222") != stored
+    with as_actor(ADMIN):
+        app.erase_rider_personal_data(rider_id=rider_id, reason="本人申请删除")
+    assert guess("李四", "13900001111") != stored
+    # The registration's retry still answers its first answer and writes nothing.
+    position = app.last_position()
+    assert register(app, tree, 7, request_id="req-7", name="李四", phone="13900001111")[
+        "rider_id"] == rider_id
+    assert app.last_position() == position
+
+
+def test_the_same_request_id_with_other_personal_data_is_another_request(app, tree):
+    register(app, tree, 8, request_id="req-8", phone="13900003333")
+    with pytest.raises(InvalidArgument) as error:
+        register(app, tree, 8, request_id="req-8", phone="13900004444")
+    assert error.value.violations[0].field == "request_id"

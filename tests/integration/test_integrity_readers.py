@@ -121,10 +121,10 @@ def test_a_forged_next_version_is_neither_followed_nor_published_nor_skipped(wor
     assert (state.stopped_at, state.next_position) == (forged, forged)
     assert intact("relay") == 0
 
-    # A consumer of the gateway reading from the start gets what came before, and a cursor
+    # The riders' platform reading the gateway from the start gets what came before, and a cursor
     # that stops there: even before the forgery, at the victim's own registration, whose
     # public form is built from the rider as stored today (consent), forgery included.
-    page = world["gateway"].read({"identity": 1}, 1000, [], "")
+    page = world["gateway"].read({"identity": 1}, 1000, [], world["orgs"]["platform"])
     subjects = [(e.type, e.attributes["subject"].ce_string) for e, _ in page.events]
     assert ("qiji.identity.v1.RiderRegistered", world["verified"]) in subjects
     assert ("qiji.identity.v1.RiderVerified", world["victim"]) not in subjects
@@ -158,14 +158,16 @@ def test_a_forged_next_version_is_neither_followed_nor_published_nor_skipped(wor
 def test_the_public_feed_names_where_it_stopped_and_why(world):
     forged = forge_verified(world["conn"], world["table"], world["victim"], world["verified"])
     after_victim = world["victim_registered"] + 1
+    platform = world["orgs"]["platform"]  # the riders' platform reads them
     reply = read_public(world["identity"], IDENTITY_PUBLIC, ReadPublicEventsRequest(
-        from_position=after_victim, limit=1000))
+        from_position=after_victim, limit=1000, consumer_organisation_id=platform))
     assert (reply.integrity_failure.position, reply.next_position) == (forged, forged)
     assert "MAC" in reply.integrity_failure.problem
     assert [e.position for e in reply.events] == [forged - 1]  # the genuine RiderVerified
     # From the start: the victim's registration is rendered from the rider as stored today,
     # which holds the forgery: it stops there, and says which stored event it needs.
-    reply = read_public(world["identity"], IDENTITY_PUBLIC, ReadPublicEventsRequest(limit=1000))
+    reply = read_public(world["identity"], IDENTITY_PUBLIC, ReadPublicEventsRequest(
+        limit=1000, consumer_organisation_id=platform))
     assert reply.integrity_failure.position == world["victim_registered"]
     assert f"{world['victim']} v2" in reply.integrity_failure.problem
     assert all(e.position < world["victim_registered"] for e in reply.events)

@@ -9,10 +9,12 @@ import threading
 import psycopg
 import pytest
 
+from services.relay import metrics as relay_metrics
 from services.relay.relay import Relay
 from shared import leadership as leadership_module
 from shared.leadership import leadership
-from tests.conftest import _admin_conninfo, settings_for
+from shared.metrics import REGISTRY
+from tests.conftest import FakeLease, _admin_conninfo, settings_for
 
 
 @pytest.fixture
@@ -43,15 +45,6 @@ def test_one_leader_at_a_time_and_a_lost_session_is_noticed(settings, monkeypatc
             assert taken is not None and taken.held()
 
 
-class FakeLease:
-    def __init__(self, checks: int):
-        self.checks = checks
-
-    def held(self) -> bool:
-        self.checks -= 1
-        return self.checks >= 0
-
-
 class NoPositions:
     def load(self) -> dict[str, int]:
         return {}
@@ -66,3 +59,14 @@ def test_the_relay_stops_publishing_when_its_lease_is_lost():
     thread.start()
     assert done.wait(5), "the relay went on publishing without its lease"
     assert lease.checks < 0
+
+
+def test_a_relay_that_stops_leading_leaves_no_lag_behind():
+    """The lag it measured while it led would otherwise stay in its /metrics beside the new
+    leader's and keep the lag alert (deploy/monitoring) firing."""
+    relay_metrics.read("identity", published_through=10, last_position=1510)
+    assert REGISTRY.get_sample_value("qiji_relay_lag_events", {"upstream": "identity"}) == 1500
+    relay = Relay({}, NoPositions(), publish=lambda *_: None)  # type: ignore[arg-type]
+    relay.run_forever(threading.Event(), poll_seconds=0.01, lease=FakeLease(checks=2))
+    for name in ("qiji_relay_lag_events", "qiji_relay_upstream_up"):
+        assert REGISTRY.get_sample_value(name, {"upstream": "identity"}) is None, name

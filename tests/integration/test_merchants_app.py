@@ -21,7 +21,7 @@ from services.merchants.domain.values import (
     PerkKind,
 )
 from services.merchants.service import LapseJob
-from shared.errors import AlreadyExists, FailedPrecondition, NotFound, PermissionDenied
+from shared.errors import AlreadyExists, FailedPrecondition, NotFound
 from shared.followers import Follower, LocalFeed, UpstreamEvent
 from tests.conftest import MASTER_KEY, actor, as_actor, settings_for, stored_state
 
@@ -86,7 +86,7 @@ def world(store_env):
     merchants.identity_follower = follower
     badges = ListFeed()
     badge_follower = Follower(merchants, badges, merchants.follow_badges,
-                              topics=MerchantsApplication.BADGE_TOPICS)
+                              topics=MerchantsApplication.BADGES_TOPICS)
     with as_actor(ADMIN):
         def org(kind, name, parent=""):
             return identity.create_organisation(kind=kind, name=name, parent_id=parent,
@@ -169,14 +169,14 @@ def test_a_rider_claims_a_code_and_the_merchant_redeems_it_once(world):
 def test_codes_are_refused_precisely(world):
     p = perk(world)
     c = claim(world, p, new_rider(world))
-    with pytest.raises(NotFound):
+    with pytest.raises(NotFound) as made_up:
         redeem(world, "0000-0000-0000-0000")
-    with pytest.raises(FailedPrecondition) as error:
+    # At another merchant's counter the code is no code at all: saying whose it is would
+    # confirm that it is valid.
+    with pytest.raises(NotFound) as elsewhere:
         redeem(world, c.code, key="other_shop")
-    assert error.value.reason == "CODE_OF_ANOTHER_MERCHANT"
-    with pytest.raises(PermissionDenied):
-        with as_actor(shop_actor(world, "other_shop")):
-            world["merchants"].redeem_code(merchant_id=world["shop"], code=c.code)
+    assert (elsewhere.value.reason, elsewhere.value.message) == (made_up.value.reason,
+                                                                  made_up.value.message)
     world["clock"].now += timedelta(minutes=31)
     with pytest.raises(FailedPrecondition) as error:
         redeem(world, c.code)
@@ -294,12 +294,6 @@ def test_badge_only_perks_follow_awards_and_revocations(world):
     assert p not in [o.perk_id for o in open_now]
 
 
-def test_a_merchant_acts_only_on_its_own_perks(world):
-    p = perk(world)
-    with as_actor(shop_actor(world, "other_shop")), pytest.raises(PermissionDenied):
-        world["merchants"].pause_perk_offer(perk_id=p)
-
-
 def test_care_packages_never_exceed_stock_nor_go_twice_to_one_rider(world):
     with as_actor(OFFICE):
         campaign = world["merchants"].create_care_campaign(
@@ -316,15 +310,13 @@ def test_care_packages_never_exceed_stock_nor_go_twice_to_one_rider(world):
                                             handed_over_by="王社工")
     view = world["merchants"].campaign(campaign)
     assert view.handed_over == 1
-    assert view.allocations[a]["handed_over_by"] == "王社工"
+    with as_actor(OFFICE):
+        # Who handed it over is a person's name: the street office sees it, the masking table
+        # shows an auditor its first character.
+        assert world["merchants"].campaign(campaign).allocations[a]["handed_over_by"] == "王社工"
+    with as_actor(actor("auditor", "auditor")):
+        assert world["merchants"].campaign(campaign).allocations[a]["handed_over_by"] == "王**"
     assert view.allocations[a]["recorded_by"] == "hehuachi-office"
-
-
-def test_another_streets_office_cannot_run_this_streets_campaign(world):
-    elsewhere = actor("xilin-office", "street_office", organisation_id=str(uuid.uuid4()))
-    with as_actor(elsewhere), pytest.raises(PermissionDenied):
-        world["merchants"].create_care_campaign(street_id=world["street"], name="x",
-                                                description="", stock=1)
 
 
 def _race(n, fn):

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import socket
+import threading
 import urllib.request
+from contextlib import contextmanager
+
+import grpc
 
 from services.identity.application import IdentityApplication
 from services.identity.domain.values import OrganisationKind
-from shared import metrics
+from shared import followers, metrics
 from shared.followers import Follower, LocalFeed
-from tests.conftest import MASTER_KEY, actor, as_actor, settings_for
+from tests.conftest import MASTER_KEY, FakeLease, actor, as_actor, settings_for
 
 
 def value(name: str, **labels: str) -> float:
@@ -62,3 +66,52 @@ def test_rpcs_are_counted_by_code_and_served_over_http():
     body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
     assert 'qiji_rpc_total{code="NOT_FOUND",method="GetRider",service="identity"}' in body
     assert "qiji_rpc_duration_seconds_bucket" in body
+
+
+class RefusingFeed:
+    """An upstream that refuses the follower's token, as one with a stale tokens file does;
+    notes what the follower's /metrics said about it at each try."""
+
+    name = "refusing"
+    last_position = 0
+
+    def __init__(self) -> None:
+        self.refused_shown: list[float] = []
+
+    def read(self, *_args: object) -> list:
+        self.refused_shown.append(value("qiji_follower_upstream_refused", service="identity",
+                                        upstream=self.name))
+        error = grpc.RpcError()
+        error.code = lambda: grpc.StatusCode.UNAUTHENTICATED  # type: ignore[attr-defined]
+        raise error
+
+    def wait(self, timeout: float) -> None:
+        pass
+
+
+def test_a_follower_that_stops_leading_stops_reporting_lag_and_refusal(store_env, monkeypatch):
+    """With replicas, leadership moves (a store restart ends the lock's session): the replica
+    that stood down must not go on showing its last lag and refusal, or the alerts on them
+    (deploy/monitoring) would fire for ever beside the new leader's figures."""
+    app = IdentityApplication(settings_for("identity", store_env), MASTER_KEY)
+    leases = iter([FakeLease(checks=2), None])  # leads for a few rounds, then stands by
+
+    @contextmanager
+    def one_term(*_args, **_kwargs):
+        yield next(leases)
+
+    monkeypatch.setattr(followers, "hold_leadership", one_term)
+    try:
+        feed = RefusingFeed()
+        follower = Follower(app, feed, lambda e, p: None)
+        metrics.FOLLOWER_LAG.labels("identity", "refusing").set(1500)  # from an earlier term
+        done = threading.Thread(target=follower.run_forever, args=(threading.Event(), 0.01))
+        done.start()
+        done.join(30)
+        assert not done.is_alive()
+        assert feed.refused_shown[-1] == 1  # shown while it led
+        for name in ("qiji_follower_upstream_refused", "qiji_follower_lag_events"):
+            assert metrics.REGISTRY.get_sample_value(
+                name, {"service": "identity", "upstream": "refusing"}) is None, name
+    finally:
+        app.close()

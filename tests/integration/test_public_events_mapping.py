@@ -4,7 +4,6 @@ CloudEvents, and nothing else of those services' logs does."""
 
 from __future__ import annotations
 
-import base64
 import json
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -22,15 +21,20 @@ from services.merchants.application import MerchantsApplication
 from services.merchants.domain.model import Claim
 from services.merchants.public_events import CATALOGUE as MERCHANTS
 from shared.grpc.public_feed import read_public
-from tests.conftest import MASTER_KEY, settings_for
+from tests.conftest import MASTER_KEY, badges_key_env, settings_for
 
 NOW = datetime(2026, 6, 5, 9, 0, tzinfo=UTC)
 RIDER = str(uuid.uuid4())
 
 
 def read(app, catalogue) -> list[tuple[str, dict]]:
-    reply = read_public(app, catalogue, pb.ReadPublicEventsRequest(from_position=1))
+    """Every public event, as Qiji's relay reads them (every platform's riders); read for no
+    organisation at all, none of them is about a rider."""
+    reply = read_public(app, catalogue, pb.ReadPublicEventsRequest(from_position=1,
+                                                                  all_platforms=True))
     assert reply.next_position == app.last_position() + 1
+    nobodys = read_public(app, catalogue, pb.ReadPublicEventsRequest(from_position=1))
+    assert not [e for e in nobodys.events if '"rider_id"' in e.event.text_data]
     return [(e.event.type, json.loads(e.event.text_data)) for e in reply.events]
 
 
@@ -59,9 +63,7 @@ def test_a_claim_redeemed_and_reversed_is_public_without_its_code(merchants):
 
 @pytest.fixture
 def badges(store_env):
-    signing_key = base64.b64encode(bytes(32)).decode()
-    app = BadgesApplication(settings_for("badges", {**store_env,
-                                                    "BADGES_SIGNING_KEY": signing_key}),
+    app = BadgesApplication(settings_for("badges", {**store_env, **badges_key_env()}),
                             MASTER_KEY)
     yield app
     app.close()

@@ -1,10 +1,22 @@
 """docker-compose.yml cannot run here (no Docker engine): parse it, check what users rely on."""
 
-from pathlib import Path
+import re
+from pathlib import Path, PurePosixPath
+from urllib.parse import urlsplit
 
 import yaml
 
 from shared.cli import SERVICES
+from tests.unit.monitoring_files import (
+    ALERT_RULES,
+    DASHBOARD,
+    JOB,
+    MONITORING,
+    PROCESSES,
+    flag,
+    promtool,
+    yaml_file,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -81,3 +93,94 @@ def test_keys_reach_the_five_services_only():
         env = services[name]["environment"]
         assert {"QIJI_MASTER_KEY", "QIJI_AUDIT_SIGNING_KEY"} <= set(env), name
         assert ("BADGES_SIGNING_KEY" in env) == (name == "badges")
+
+
+def host_path(service: dict, container_path: str) -> Path:
+    """The file or folder of this repository that a container sees at `container_path`,
+    through the deepest of its bind mounts that holds the path."""
+    wanted = PurePosixPath(container_path)
+    mounts = [(source, PurePosixPath(target)) for source, target, *_ in
+              (v.split(":") for v in service.get("volumes", [])) if source.startswith(".")]
+    holding = [(s, t) for s, t in mounts if t == wanted or t in wanted.parents]
+    assert holding, f"nothing is mounted at {container_path}"
+    source, target = max(holding, key=lambda m: len(m[1].parts))
+    return (ROOT / source / wanted.relative_to(target)).resolve()
+
+
+def prometheus_config() -> tuple[dict, PurePosixPath, Path]:
+    """Prometheus's service, the configuration file it is told to read and that file here."""
+    prometheus = _compose()["services"]["prometheus"]
+    config = PurePosixPath(flag(prometheus["command"], "config.file"))
+    return prometheus, config, host_path(prometheus, str(config))
+
+
+def test_prometheus_scrapes_every_qiji_process_on_its_metrics_port():
+    services = _compose()["services"]
+    served = {(f"{name}:{services[name]['environment'][f'{name.upper()}_METRICS_PORT']}", name)
+              for name in PROCESSES}
+    _, _, config_file = prometheus_config()
+    jobs = yaml_file(config_file)["scrape_configs"]
+    # The rules and the dashboard select this job, and name a process by its `process` label.
+    assert [job["job_name"] for job in jobs] == [JOB]
+    scraped = {(target, static["labels"]["process"])
+               for static in jobs[0]["static_configs"] for target in static["targets"]}
+    assert scraped == served
+
+
+def test_prometheus_evaluates_the_alert_rules_that_promtool_checks():
+    prometheus, config, config_file = prometheus_config()
+    assert config_file == MONITORING / "prometheus-compose.yml"
+    rule_files = yaml_file(config_file)["rule_files"]
+    # Relative names are read beside the configuration file, inside the container.
+    assert [host_path(prometheus, str(config.parent / name)) for name in rule_files] == [
+        ALERT_RULES]
+    promtool("check", "config", config_file.name)  # it parses, and so do the rules it names
+    assert "127.0.0.1:9090:9090" in prometheus["ports"]  # no one else reaches the unguarded UI
+
+
+def test_grafana_is_provisioned_with_prometheus_as_its_data_source_and_the_dashboard():
+    services = _compose()["services"]
+    grafana = services["grafana"]
+    env = grafana["environment"]
+    sources = host_path(grafana, "/etc/grafana/provisioning/datasources/qiji.yml")
+    assert sources == MONITORING / "grafana-datasources.yml"
+    [source] = yaml_file(sources)["datasources"]
+    assert source["type"] == "prometheus" and source["isDefault"] is True
+    assert source["url"] == "${QIJI_PROMETHEUS_URL}"
+    # The compose service, on the port Prometheus listens on when not told otherwise.
+    url = urlsplit(env["QIJI_PROMETHEUS_URL"])
+    assert (url.hostname, url.port) == ("prometheus", 9090)
+    assert not any(a.startswith("--web.listen-address") for a in services["prometheus"]["command"])
+    providers = host_path(grafana, "/etc/grafana/provisioning/dashboards/qiji.yml")
+    assert providers == MONITORING / "grafana-dashboards.yml"
+    [provider] = yaml_file(providers)["providers"]
+    folder = host_path(grafana, provider["options"]["path"])
+    # Grafana loads every JSON file there as a dashboard: only the one the tests check.
+    assert sorted(folder.rglob("*.json")) == [DASHBOARD]
+    assert host_path(grafana, env["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]) == DASHBOARD
+    assert env["GF_SECURITY_ADMIN_PASSWORD"].startswith("${QIJI_GRAFANA_ADMIN_PASSWORD:?")
+    assert env["GF_AUTH_ANONYMOUS_ENABLED"] == "false"
+    assert "127.0.0.1:3000:3000" in grafana["ports"]
+
+
+def test_the_monitoring_images_are_pinned_to_a_release():
+    services = _compose()["services"]
+    for name in ("prometheus", "grafana"):
+        assert re.fullmatch(r"[a-z/]+:v?\d+\.\d+\.\d+", services[name]["image"]), name
+
+
+def test_the_public_credentials_face_reads_badges_and_reports_ready_on_its_own_port():
+    compose = _compose()
+    face = compose["services"]["credentials"]
+    env = face["environment"]
+    assert face["command"] == ["python", "-m", "services.credentials"]
+    assert env["CREDENTIALS_BADGES_ADDRESS"] == "badges:50054"
+    assert face["ports"] == [f"{env['CREDENTIALS_HTTP_PORT']}:{env['CREDENTIALS_HTTP_PORT']}"]
+    assert f"127.0.0.1:{env['CREDENTIALS_HTTP_PORT']}/readyz" in " ".join(
+        face["healthcheck"]["test"])
+    assert face["depends_on"]["badges"]["condition"] == "service_healthy"
+    # Every credential names the city's address; badges signs with configured keys only.
+    assert compose["x-qiji-env"]["QIJI_ISSUER_URL"].startswith("${QIJI_ISSUER_URL:?")
+    badges = compose["services"]["badges"]["environment"]
+    assert badges["BADGES_RSA_SIGNING_KEY"].startswith("${BADGES_RSA_SIGNING_KEY:?")
+    assert badges["BADGES_SIGNING_KEY"].startswith("${BADGES_SIGNING_KEY:?")

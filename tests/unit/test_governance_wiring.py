@@ -1,4 +1,5 @@
-"""governance's wiring: its roles table covers its contract, and its test clock reads a file."""
+"""governance's wiring: its access table covers its contract, and its test clock reads a
+file."""
 
 from datetime import UTC, datetime, timedelta
 
@@ -6,26 +7,27 @@ import pytest
 from qiji.governance.v1 import governance_service_pb2 as pb
 
 from services.governance import service
-from services.governance.grpc_api import PERMISSIONS
+from services.governance.grpc_api import ACCESS
 from shared.auth import DEPARTMENT, PLATFORM, ROLES
 from shared.config import ConfigError, load_settings
 
 
 def test_every_rpc_has_roles_and_only_known_ones():
     methods = pb.DESCRIPTOR.services_by_name["GovernanceService"].methods
-    assert set(PERMISSIONS) == {f"/qiji.governance.v1.GovernanceService/{m.name}"
-                                for m in methods}
-    for path, roles in PERMISSIONS.items():
-        assert roles and roles <= ROLES, path
+    assert set(ACCESS) == {f"/qiji.governance.v1.GovernanceService/{m.name}"
+                           for m in methods}
+    for path, access in ACCESS.items():
+        assert access.roles and access.roles <= ROLES, path
+        assert not access.problems(), path
 
 
-def test_only_departments_work_assignments_and_the_platform_reads_only_the_pledge():
-    work = [p for p in PERMISSIONS if p.rsplit("/", 1)[1] in {
+def test_only_departments_work_assignments_and_a_platform_reaches_its_riders_and_the_pledge():
+    work = [p for p in ACCESS if p.rsplit("/", 1)[1] in {
         "AcknowledgeAssignment", "StartAssignmentWork", "ResolveAssignment", "RejectAssignment"}]
-    assert len(work) == 4 and all(PERMISSIONS[p] == {DEPARTMENT} for p in work)
-    readable_by_platform = {p.rsplit("/", 1)[1] for p, roles in PERMISSIONS.items()
-                            if PLATFORM in roles}
-    assert readable_by_platform == {"SubmitReport", "SignPledge", "GetPledge"}
+    assert len(work) == 4 and all(ACCESS[p].roles == {DEPARTMENT} for p in work)
+    reachable_by_platform = {p.rsplit("/", 1)[1] for p, access in ACCESS.items()
+                             if PLATFORM in access.roles}
+    assert reachable_by_platform == {"SubmitReport", "SignPledge", "GetPledge"}
 
 
 def test_the_file_clock_reads_the_file_on_every_call(tmp_path):

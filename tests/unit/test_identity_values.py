@@ -9,10 +9,9 @@ from services.identity.domain.values import (
     OrganisationKind,
     is_mobile_phone,
     is_national_id,
-    mask_national_id,
-    mask_phone,
 )
 from shared.errors import Violations
+from shared.masking import mask_national_id, mask_phone
 
 _W = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 

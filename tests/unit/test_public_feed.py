@@ -21,6 +21,8 @@ from shared.errors import InvalidArgument
 from shared.grpc.public_feed import to_cloudevent
 from shared.public_feed import Fact, PublicEvent, event_id, plain
 
+ORG_1 = "2f0d9c8e-5b1a-4c3d-8e7f-6a5b4c3d2e1f"
+
 DOC = (Path(__file__).resolve().parents[2] / "services" / "platform" / "event-feed.md").read_text()
 
 
@@ -223,7 +225,7 @@ def test_a_consumer_receives_only_the_types_it_is_subscribed_to():
 def test_subscriptions_travel_from_the_tokens_file_to_the_caller(tmp_path):
     from shared.auth import TokenRegistry, add_caller
 
-    token = add_caller(tmp_path / "tokens.json", "platform-co", ["platform"], "org-1",
+    token = add_caller(tmp_path / "tokens.json", "platform-co", ["platform"], ORG_1,
                        ["qiji.training.v1.*"])
     actor = TokenRegistry(tmp_path / "tokens.json").authenticate(token)
     assert actor.subscriptions == frozenset({"qiji.training.v1.*"})

@@ -19,6 +19,8 @@ from shared.grpc import tls
 from shared.grpc.channels import open_channel
 from tests.certificates import Authority, new_authority
 
+ORG_1 = "2f0d9c8e-5b1a-4c3d-8e7f-6a5b4c3d2e1f"
+
 
 @pytest.fixture
 def ca(tmp_path: Path) -> Authority:
@@ -91,12 +93,12 @@ def test_unreadable_or_wrong_files_are_named_in_the_error(ca: Authority, tmp_pat
 def test_a_registered_certificate_name_is_its_principal_and_tokens_stay_hashed(
         tmp_path: Path) -> None:
     path = tmp_path / "tokens.json"
-    token = add_caller(path, "platform-system", ["platform"], "org-1",
+    token = add_caller(path, "platform-system", ["platform"], ORG_1,
                        certificate_subject="platform.qiji.test")
     registry = TokenRegistry(path)
     actor = registry.authenticate_certificate({"platform-system", "platform.qiji.test"})
     assert (actor.principal, actor.roles, actor.organisation_id) == (
-        "platform-system", frozenset({"platform"}), "org-1")
+        "platform-system", frozenset({"platform"}), ORG_1)
     assert registry.authenticate(token) == actor
     assert token not in path.read_text()
     with pytest.raises(Unauthenticated, match="registered for no caller"):
@@ -105,7 +107,8 @@ def test_a_registered_certificate_name_is_its_principal_and_tokens_stay_hashed(
 
 def test_a_certificate_subject_belongs_to_one_principal_only(tmp_path: Path) -> None:
     path = tmp_path / "tokens.json"
-    add_caller(path, "platform-system", ["platform"], certificate_subject="shared.qiji.test")
+    add_caller(path, "platform-system", ["platform"], ORG_1,
+               certificate_subject="shared.qiji.test")
     with pytest.raises(ValueError, match="already registered for platform-system"):
         add_caller(path, "auditor-system", ["auditor"], certificate_subject="shared.qiji.test")
     # A hand-edited file that gives one name to two principals: it stands for neither.
@@ -118,7 +121,7 @@ def test_a_certificate_subject_belongs_to_one_principal_only(tmp_path: Path) -> 
 
 def test_a_certificate_naming_two_registered_callers_stands_for_neither(tmp_path: Path) -> None:
     path = tmp_path / "tokens.json"
-    add_caller(path, "a", ["platform"], certificate_subject="a.qiji.test")
+    add_caller(path, "a", ["platform"], ORG_1, certificate_subject="a.qiji.test")
     add_caller(path, "b", ["auditor"], certificate_subject="b.qiji.test")
     with pytest.raises(Unauthenticated, match="several registered callers"):
         TokenRegistry(path).authenticate_certificate({"a.qiji.test", "b.qiji.test"})

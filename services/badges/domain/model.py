@@ -71,6 +71,9 @@ class BadgeClass(Aggregate):
         self.issuer_id = issuer_id
         self.validity_days = validity_days
         self.criteria_versions: list[dict[str, Any]] = [criteria]
+        # The badge's picture, uploaded with the class (or later) and served publicly:
+        # {"media_type", "data" (base64), "sha256"}; None while only `image_url` names one.
+        self.image: dict[str, str] | None = None
 
     @property
     def criteria_version(self) -> int:
@@ -78,6 +81,12 @@ class BadgeClass(Aggregate):
 
     def criteria(self, version: int | None = None) -> Criteria:
         return Criteria.from_state(self.criteria_versions[(version or self.criteria_version) - 1])
+
+    @event("ImageUploaded")
+    def upload_image(self, media_type: str, data: str, sha256: str) -> None:
+        # In the log like everything else: the picture a credential showed can be shown again
+        # years later, and a changed picture is a recorded change.
+        self.image = {"media_type": media_type, "data": data, "sha256": sha256}
 
     @event("CriteriaRevised")
     def revise(self, criteria: dict[str, Any]) -> None:

@@ -209,11 +209,6 @@ def check_text(violations: Violations, field: str, value: str, *, required: bool
         violations.add(field, f"at most {limit} characters")
 
 
-def mask_name(name: str) -> str:
-    """王** : enough to tell parties apart in a list, not enough to identify a person."""
-    return name[:1] + "*" * (len(name) - 1) if name else ""
-
-
 # Where a report goes when no rule of the city admin's table matches it (or there is no table
 # yet): the social-work department that runs the programme, and petitions, at the level
 # nearest the report's street. A rider's report is never refused for want of a rule.

@@ -94,17 +94,3 @@ def is_national_id(value: str) -> bool:
         return False
     total = sum(int(d) * w for d, w in zip(value[:17], _ID_WEIGHTS, strict=True))
     return value[17].upper() == _ID_CHECK[total % 11]
-
-
-def mask_phone(phone: str) -> str:
-    """138****0000: enough for a rider to recognise their number, not enough to call it."""
-    if len(phone) < 7:
-        return "*" * len(phone)
-    return phone[:3] + "*" * (len(phone) - 7) + phone[-4:]
-
-
-def mask_national_id(value: str) -> str:
-    """320***********1234: the province-level prefix and the last four characters."""
-    if len(value) < 7:
-        return "*" * len(value)
-    return value[:3] + "*" * (len(value) - 7) + value[-4:]

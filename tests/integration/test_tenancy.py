@@ -1,0 +1,335 @@
+"""Trust boundaries, tried as a competing tenant would, on SQLite and PostgreSQL: every RPC of
+every service that a role acting for one organisation may call, called by tenant B's token
+on what tenant A holds, and by A's own token. Generated from the services' descriptors and
+access tables: an RPC added tomorrow is in the matrix the day it is added, and one without an
+entry, or without a scope for a role it admits, fails it.
+
+B's call is refused (PERMISSION_DENIED, OUT_OF_SCOPE) and writes nothing; a read of what A
+made public (a published perk, a scheduled session, an approved merchant) or a list answers,
+but shows nothing of A's that B may not see — no rider of A's, no draft, no claim, no report,
+no name or phone. A's own call is admitted."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from google.protobuf import descriptor_pool, text_format
+from google.protobuf.descriptor import FieldDescriptor
+
+from services.platform.application import LocalUpstream, PlatformFeed
+from shared.tenancy import TENANT_ROLES, Rows
+from tests.conftest import badges_key_env, pg_env
+from tests.inprocess import API_NAMES, SPECS, InProcessQiji, Service
+from tests.tenancy_world import World, build
+
+pytestmark = pytest.mark.postgres
+KERNEL = ("qiji.feed.v1.FeedService", "qiji.feed.v1.PublicFeedService",
+          "qiji.audit.v1.AuditService")
+# Request fields naming what a tenant holds, by field name.
+FIELD_KEYS = {
+    "rider_id": "rider", "platform_id": "platform", "street_id": "street",
+    "home_street_id": "street", "station_id": "station", "community_id": "community",
+    "service_space_id": "space", "department_id": "department", "merchant_id": "merchant",
+    "perk_id": "perk_draft", "claim_id": "claim", "course_id": "course_draft",
+    "provider_id": "provider", "session_id": "session", "report_id": "report",
+    "case_id": "case", "shift_id": "shift", "award_id": "award", "campaign_id": "campaign",
+    "recipient_id": "platform", "organisation_id": "street",
+}
+REFUSED_FOR_ADMITTED = {grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED,
+                        grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL}
+
+
+def methods() -> list[tuple[str, str]]:
+    pool = descriptor_pool.Default()
+    found = []
+    for service in SPECS:
+        for name in (API_NAMES[service], *KERNEL):
+            found += [(service, f"/{name}/{m.name}")
+                      for m in pool.FindServiceByName(name).methods]
+    return found
+
+
+def cases() -> list[Any]:
+    """(service, method, role) for every role acting for one organisation that the method's
+    entry admits. A method without an entry is a case of its own, and fails."""
+    found = []
+    for service, path in methods():
+        access = SPECS[service].access.get(path) or _kernel_access(service, path)
+        roles = sorted(access.roles & TENANT_ROLES) if access else ["(no entry)"]
+        found += [pytest.param(service, path, role, id=f"{service}.{path.rsplit('/', 1)[1]}"
+                               f"-{role}") for role in roles]
+    return found
+
+
+def _kernel_access(service: str, path: str) -> Any:
+    from shared.grpc.server import service_access
+    return service_access(SPECS[service]).get(path)
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def store(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+def a_world(store: str, request: pytest.FixtureRequest,
+            tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    tmp = tmp_path_factory.mktemp(f"tenancy-{store}")
+    env = {"QIJI_DATA_DIR": str(tmp / "data"), "QIJI_POSTGRES_POOL_SIZE": "2",
+           **badges_key_env()}
+    if store == "postgres":
+        env.update(pg_env(request.getfixturevalue("postgres_db"),
+                          f"t_{uuid.uuid4().hex[:12]}"))
+    qiji = InProcessQiji(env, Path(tmp / "tokens.json"))
+    try:
+        yield build(qiji)
+    finally:
+        qiji.close()
+
+
+@pytest.fixture(scope="class")
+def world(store: str, request: pytest.FixtureRequest,
+          tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    """A world of its own for each class of tests, so that none meets what another changed (a
+    tenant's admitted calls withdraw its perks and let its rider go), whatever order the tests
+    run in; one world at a time holds connections."""
+    yield from a_world(store, request, tmp_path_factory)
+
+
+def request_for(w: World, service: Service, path: str, tenant: str, role: str) -> Any:
+    """A request of `path` that names what `tenant` holds, wherever it names anything (what
+    its organisation acting in `role` holds, where the tenant has one of its own)."""
+    request = service.request_of(path)
+    held = w.tenants[tenant]
+    for f in request.DESCRIPTOR.fields:
+        if f.name == "request_id":
+            request.request_id = str(uuid.uuid4())
+        elif f.name == "provider_id":
+            request.provider_id = w.organisation(tenant, role)
+        elif f.name == "course_id":
+            request.course_id = held.ids.get(f"course_draft_by_{role}", held.course_draft)
+        elif f.name in FIELD_KEYS and f.type == FieldDescriptor.TYPE_STRING \
+                and not f.is_repeated:
+            setattr(request, f.name, held.ids[FIELD_KEYS[f.name]])
+        elif f.name == "badge_class_id":
+            request.badge_class_id = w.badge_class
+        elif f.name == "platform_rider_id":
+            request.platform_rider_id = f"R-{tenant}"
+        elif f.name == "code":
+            request.code = held.code
+        elif f.type == FieldDescriptor.TYPE_MESSAGE and not f.is_repeated \
+                and "street_id" in f.message_type.fields_by_name:
+            getattr(request, f.name).street_id = held.street
+    return request
+
+
+def filter_variants(request: Any) -> list[Any]:
+    """The request with each of the ids it names alone, and with none."""
+    named = [f.name for f in request.DESCRIPTOR.fields
+             if f.type == FieldDescriptor.TYPE_STRING and not f.is_repeated
+             and getattr(request, f.name) and f.name != "request_id"]
+    variants = []
+    for keep in [*([n] for n in named), []]:
+        variant = type(request)()
+        variant.CopyFrom(request)
+        for name in named:
+            if name not in keep:
+                variant.ClearField(name)
+        variants.append(variant)
+    return variants
+
+
+def shown(response: Any) -> str:
+    return text_format.MessageToString(response, as_utf8=True) if response is not None else ""
+
+
+# ---------------------------------------------------------------------------- as adversaries
+
+
+def platform_feed(w: World, organisation: str) -> list[dict[str, Any]]:
+    """Every event the platform gateway gives `organisation`, as its CloudEvents' data."""
+    upstreams = {name: LocalUpstream(svc.app, SPECS[name].public_events)
+                 for name, svc in w.qiji.services.items()}
+    feed = PlatformFeed(upstreams)
+    positions = feed.decode_cursor("")
+    found = []
+    while True:
+        page = feed.read(positions, 200, [], organisation)
+        found += [{"type": e.type, "text": e.text_data,
+                   "subject": e.attributes["subject"].ce_string} for e, _ in page.events]
+        positions = page.positions
+        if page.caught_up:
+            return found
+
+
+class TestAsAdversaries:
+    """Stories of the issue, each as the tenant who tried it."""
+
+    def test_a_platforms_feed_carries_its_own_riders_and_nothing_of_anothers(
+            self, world: World) -> None:
+        a, b = world.tenants["a"], world.tenants["b"]
+        for mine, theirs in ((a, b), (b, a)):
+            seen = platform_feed(world, mine.platform)
+            text = " ".join(e["text"] + e["subject"] for e in seen)
+            assert mine.rider in text
+            assert {e["type"] for e in seen} >= {"qiji.identity.v1.RiderRegistered",
+                                                 "qiji.identity.v1.RiderVerified",
+                                                 "qiji.badges.v1.BadgeAwarded",
+                                                 "qiji.merchants.v1.PerkClaimed"}
+            leaked = [s for s in (theirs.rider, theirs.rider_name, theirs.rider_phone,
+                                  f"R-{theirs.name}", theirs.station, theirs.claim) if s in text]
+            assert not leaked, f"{mine.name}'s feed shows {theirs.name}'s {leaked}"
+
+
+    def test_a_feed_read_for_no_organisation_carries_no_rider_at_all(
+            self, world: World) -> None:
+        assert not [e for e in platform_feed(world, "") if '"rider_id"' in e["text"]]
+
+
+    def test_lists_show_each_tenant_its_own_and_the_city_admin_everything(
+            self, world: World) -> None:
+        from qiji.governance.v1 import governance_service_pb2 as gpb
+        from qiji.identity.v1 import identity_service_pb2 as ipb
+        from qiji.merchants.v1 import merchants_service_pb2 as mpb
+        q, a, b = world.qiji, world.tenants["a"], world.tenants["b"]
+
+        def riders(token: str) -> set[str]:
+            return {r.rider_id for r in q.ok("identity", "ListRiders", ipb.ListRidersRequest(),
+                                             token).riders}
+        assert riders(world.token("a", "platform")) == {a.rider}
+        assert riders(world.token("b", "street_office")) == {b.rider}
+        assert riders(world.admin) >= {a.rider, b.rider}
+
+        def reports(token: str) -> set[str]:
+            return {r.report_id for r in q.ok("governance", "ListReports",
+                                              gpb.ListReportsRequest(), token).reports}
+        assert reports(world.token("a", "department")) == {a.report}
+        assert reports(world.token("b", "street_office")) == {b.report}
+
+        def perks(token: str) -> set[str]:
+            return {p.perk_id for p in q.ok("merchants", "ListPerkOffers",
+                                            mpb.ListPerkOffersRequest(), token).perk_offers}
+        # A merchant sees its own drafts, and what every merchant has published; never another's
+        # drafts.
+        assert perks(world.token("b", "merchant")) == {b.perk_draft, b.perk, b.perk_redeemed,
+                                                       a.perk, a.perk_redeemed}
+
+
+    def test_what_another_tenant_shares_in_public_shows_none_of_its_riders(
+            self, world: World) -> None:
+        from qiji.merchants.v1 import merchants_service_pb2 as mpb
+        from qiji.training.v1 import training_service_pb2 as tpb
+        q, a = world.qiji, world.tenants["a"]
+        session = q.ok("training", "GetSession", tpb.GetSessionRequest(session_id=a.session),
+                       world.token("b", "platform")).session
+        assert session.places_taken == 1 and not session.enrolments
+        own = q.ok("training", "GetSession", tpb.GetSessionRequest(session_id=a.session),
+                   world.token("a", "platform")).session
+        assert [e.rider_id for e in own.enrolments] == [a.rider]
+        campaign = q.ok("merchants", "GetCareCampaign", mpb.GetCareCampaignRequest(
+            campaign_id=a.campaign), world.token("b", "platform")).campaign
+        assert a.rider not in shown(campaign)
+
+
+    def test_another_merchants_code_is_no_code_at_all(
+            self, world: World) -> None:
+        """Redeeming B's code at A's counter answers as a made-up code does: it must not confirm
+        that the code is valid (nor use it up)."""
+        from qiji.merchants.v1 import merchants_service_pb2 as mpb
+        q, a, b = world.qiji, world.tenants["a"], world.tenants["b"]
+        before = q.positions()
+        theirs = q.call("merchants", "RedeemCode", mpb.RedeemCodeRequest(
+            request_id=str(uuid.uuid4()), merchant_id=a.merchant, code=b.code),
+            world.token("a", "merchant"))
+        made_up = q.call("merchants", "RedeemCode", mpb.RedeemCodeRequest(
+            request_id=str(uuid.uuid4()), merchant_id=a.merchant, code="ZZZZ-ZZZZ-ZZZZ-ZZZZ"),
+            world.token("a", "merchant"))
+        assert (theirs.code, theirs.reason) == (made_up.code, made_up.reason) == (
+            grpc.StatusCode.NOT_FOUND, "CODE_NOT_FOUND")
+        assert theirs.message == made_up.message
+        assert q.positions() == before
+
+
+    def test_personal_data_is_shown_as_the_masking_table_says(
+            self, world: World) -> None:
+        from qiji.governance.v1 import governance_service_pb2 as gpb
+        from qiji.identity.v1 import identity_service_pb2 as ipb
+        q, a = world.qiji, world.tenants["a"]
+
+        def rider(token: str) -> Any:
+            return q.ok("identity", "GetRider", ipb.GetRiderRequest(rider_id=a.rider), token).rider
+        admin, office, platform, auditor = (rider(world.admin), rider(world.token("a",
+                                            "street_office")), rider(world.token("a", "platform")),
+                                            rider(world.auditor))
+        assert (admin.name, admin.phone) == (office.name, office.phone) == (a.rider_name,
+                                                                             a.rider_phone)
+        for masked in (platform, auditor):  # no consent given: the platform sees it masked too
+            assert masked.name == a.rider_name[0] + "*" * (len(a.rider_name) - 1)
+            assert masked.phone == a.rider_phone[:3] + "****" + a.rider_phone[-4:]
+
+        def report(token: str) -> Any:
+            return q.ok("governance", "GetReport", gpb.GetReportRequest(report_id=a.report),
+                        token).report
+        assert a.rider_name in report(world.token("a", "department")).text
+        assert a.rider_name not in report(world.auditor).text
+        assert report(world.auditor).text.startswith("[withheld:")
+
+
+# ---------------------------------------------------------------------------- the matrix
+
+
+class TestEveryRpcAsAnotherTenant:
+    """B calls every RPC on what A holds."""
+
+    @pytest.mark.parametrize(("service", "path", "role"), cases())
+    def test_another_tenant_is_refused_or_shown_nothing_of_ours_and_nothing_is_written(self,
+            world: World, service: str, path: str, role: str) -> None:
+        assert role != "(no entry)", f"{path} has no access entry: it is refused to everyone"
+        qiji = world.qiji
+        svc = qiji.services[service]
+        request = request_for(world, svc, path, "a", role)
+        before = qiji.positions()
+        answer = svc.call(path, request, world.token("b", role))
+        assert qiji.positions() == before, f"{path} as B's {role} wrote something"
+        secrets = world.tenants["a"].secrets
+        access = svc.access[path]
+        if access.public:
+            # Reference data: no tenant's at all. Whatever it answers shows nothing of A's.
+            assert not [s for s in secrets if s and s in shown(answer.response) + answer.message]
+            return
+        if isinstance(access.scopes[role], Rows):
+            # A list: whatever filter B sets — everything of A's it names, one of them, or
+            # none — it shows no row of A's.
+            for variant in filter_variants(request):
+                listed = svc.call(path, variant, world.token("b", role))
+                leaked = [s for s in secrets if s and s in shown(listed.response)]
+                assert not leaked, f"{path} {variant} listed A's {leaked} to B's {role}"
+            assert qiji.positions() == before
+        if answer.ok:
+            assert "request_id" not in request.DESCRIPTOR.fields_by_name, \
+                f"{path}: B's {role} changed what A holds"
+            assert access.public or isinstance(access.scopes[role], Rows) or any(
+                getattr(r, "read", False) for r in getattr(access.scopes[role], "refs",
+                                                           [access.scopes[role]])), path
+            leaked = [s for s in secrets if s and s in shown(answer.response)]
+            assert not leaked, f"{path} showed B's {role} what is A's: {leaked}"
+        else:
+            assert (answer.code, answer.reason) == (grpc.StatusCode.PERMISSION_DENIED,
+                                                    "OUT_OF_SCOPE"), (path, answer)
+            assert not [s for s in secrets if s and s in answer.message]
+
+
+class TestEveryRpcAsItsOwnTenant:
+    """A calls every RPC on what it holds."""
+
+    @pytest.mark.parametrize(("service", "path", "role"), cases())
+    def test_a_tenant_is_admitted_to_what_it_holds(self, world: World, service: str, path: str,
+                                                   role: str) -> None:
+        assert role != "(no entry)", f"{path} has no access entry: it is refused to everyone"
+        svc = world.qiji.services[service]
+        answer = svc.call(path, request_for(world, svc, path, "a", role), world.token("a", role))
+        assert answer.code not in REFUSED_FOR_ADMITTED, (path, role, answer)
