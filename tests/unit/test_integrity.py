@@ -166,3 +166,27 @@ def test_a_checkpoint_origin_with_spaces_does_not_start():
     assert load_settings("identity", {}).audit_origin == "qiji.local"
     with pytest.raises(ConfigError, match="AUDIT_ORIGIN"):
         load_settings("identity", {"QIJI_AUDIT_ORIGIN": "Changzhou city"})
+
+
+def test_supervisord_blanks_the_keys_of_every_program_that_must_not_hold_them(tmp_path: Path):
+    """deploy/up's supervisord hands one environment to every program: the configuration
+    blanks, by name, each key a program must not hold."""
+    import configparser
+
+    from supervisor.datatypes import dict_of_key_value_pairs
+
+    from shared.ops import supervision
+    from shared.ops.stack import PROCESSES, Stack
+    config = configparser.ConfigParser(interpolation=None)
+    config.read_string(supervision.config_text(Stack(run_dir=tmp_path), PROCESSES))
+    for name in PROCESSES:
+        given = dict_of_key_value_pairs(config[f"program:{name}"].get("environment", ""))
+        assert set(given.values()) <= {""}, name  # names only: no secret in the file
+        blanked = set(given)
+        if name in ("platform", "relay", "credentials"):
+            assert {"QIJI_MASTER_KEY", "QIJI_AUDIT_SIGNING_KEY", "BADGES_SIGNING_KEY",
+                    "BADGES_RSA_SIGNING_KEY"} <= blanked, name
+        elif name == "badges":
+            assert not blanked
+        else:
+            assert "QIJI_MASTER_KEY" not in blanked and "BADGES_SIGNING_KEY" in blanked, name
