@@ -251,9 +251,10 @@ def start_service(service: str, postgres_db: str, tmp: Path, *,
         # signing key (required on PostgreSQL; never made per run).
         "QIJI_MASTER_KEY": SESSION_MASTER_KEY,
         "QIJI_AUDIT_SIGNING_KEY": SESSION_AUDIT_SIGNING_KEY,
-        # No checkpoint event appears by the clock while a test counts positions (tests that
+        # No checkpoint event appears while a test counts positions or events (tests that
         # want checkpoints set their own cadence in `extra_env`).
         "QIJI_AUDIT_CHECKPOINT_SECONDS": "3600",
+        "QIJI_AUDIT_CHECKPOINT_EVENTS": "1000000",
         "QIJI_LOG_FORMAT": "json",
         f"{service.upper()}_GRPC_PORT": str(port),
         "PYTHONUNBUFFERED": "1",

@@ -201,6 +201,7 @@ def test_the_sample_nameko_adapter_records_each_event_once(
         identity: ServiceProcess, vhost: Vhost, tmp_path: Path) -> None:
     db = tmp_path / "adapter.sqlite3"
     env = {**os.environ, "AMQP_URI": vhost.uri, "PLATFORM_ADAPTER_DB": str(db),
+           "PLATFORM_ADAPTER_CHECKPOINTS": str(tmp_path / "checkpoints.jsonl"),
            "PYTHONPATH": f"{REPO}:{REPO / 'build' / 'gen'}"}
     log = open(tmp_path / "adapter.log", "wb")
     adapter = subprocess.Popen(
