@@ -82,6 +82,8 @@ class PublicEvent:
     subject: str
     data: dict[str, Any]
     position: int
+    # For an event about a rider, the platform that registered them (who may receive it).
+    platform_id: str = ""
 
 
 class PublicCatalogue:
@@ -115,12 +117,16 @@ class PublicCatalogue:
             if wanted and t.name not in wanted:
                 continue
             mapped = t.build(app, fact)
-            if mapped is None or not _for_this_consumer(app, t, mapped, fact):
+            if mapped is None:
+                continue
+            platform = _rider_platform(app, t, mapped)
+            if not _for_this_consumer(t, platform, fact):
                 continue
             found.append(PublicEvent(
                 id=event_id(self.service, fact.originator_id, fact.originator_version, t.name),
                 source=self.source, type=t.name, time=fact.time.astimezone(UTC),
-                subject=mapped.subject, data=plain(mapped.data), position=fact.position))
+                subject=mapped.subject, data=plain(mapped.data), position=fact.position,
+                platform_id=platform))
         return found
 
 
@@ -143,19 +149,25 @@ def _checkpoint(_app: Any, fact: Fact) -> Mapped:
                              "signed_time": e.timestamp})
 
 
-def _for_this_consumer(app: Any, t: PublicType, mapped: Mapped, fact: Fact) -> bool:
-    """An event about a rider goes to the rider's own platform only (or to Qiji's relay); any
-    other public event goes to everyone. A type with a `rider_id` field is about a rider: the
-    rule cannot be forgotten by a new type."""
+def _rider_platform(app: Any, t: PublicType, mapped: Mapped) -> str:
+    """The platform that registered the rider an event is about ("" for an event about no
+    rider, or a rider nobody knows). A type with a `rider_id` field is about a rider: the rule
+    cannot be forgotten by a new type."""
+    if "rider_id" not in t.fields or not mapped.data.get("rider_id"):
+        return ""
+    rider = (app.directory.rider(str(mapped.data["rider_id"]))
+             if app.directory is not None else None)
+    return rider.platform_id if rider is not None else ""
+
+
+def _for_this_consumer(t: PublicType, platform: str, fact: Fact) -> bool:
+    """An event about a rider goes to the rider's own platform only (or to Qiji's relay, which
+    routes it to that platform alone); any other public event goes to everyone."""
     if "rider_id" not in t.fields:
         return True
     if fact.all_platforms and not fact.consumer_organisation_id:
         return True
-    rider_id = mapped.data.get("rider_id", "")
-    if not fact.consumer_organisation_id or not rider_id:
-        return False
-    rider = app.directory.rider(str(rider_id)) if app.directory is not None else None
-    return rider is not None and rider.platform_id == fact.consumer_organisation_id
+    return bool(platform) and platform == fact.consumer_organisation_id
 
 
 def event_id(service: str, originator_id: uuid.UUID, version: int, type_name: str) -> str:

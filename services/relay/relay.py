@@ -3,8 +3,10 @@
 It follows every service's public log (`qiji.feed.v1.PublicFeedService/ReadPublicEvents`, the
 same contract the gRPC gateway `services/platform` merges) at a position of its own per service,
 and publishes each public event, as a CloudEvent 1.0 in the structured JSON format
-(services/relay/cloudevents.py), to the durable topic exchange `qiji.events`, routing key = the
-CloudEvents `type` (e.g. `qiji.training.v1.PreJobCertified`).
+(services/relay/cloudevents.py), to the durable topic exchange `qiji.events`. The routing key
+of an event about a rider is `platform.<the rider's platform id>.<CloudEvents type>` (e.g.
+`platform.7b0c….qiji.training.v1.PreJobCertified`), of any other event the type alone (a
+signed checkpoint, `qiji.identity.v1.LogCheckpointSigned`): each platform binds only its own.
 
 Guarantees:
 - At least once, nothing lost. The position of a service is stored (services/relay/positions.py)
@@ -30,7 +32,8 @@ Guarantees:
 - Only messages for queues that exist: the exchange is declared (durable) by the relay, but a
   consumer must declare and bind its durable queue before the events it wants are published;
   RabbitMQ drops what no queue is bound for (no `mandatory` flag: an unbound type must not stall
-  the feed). Bind `qiji.#` for everything, `qiji.identity.#` for one service, or exact types.
+  the feed). A platform binds `platform.<its id>.#` for its riders' events (or
+  `platform.<its id>.qiji.identity.#`, exact types...) and `qiji.#` for events about no rider.
 
 Why the relay is not a `nameko run` service (this departs from ARCHITECTURE.md's process table,
 on purpose): the relay is a gRPC client of the five services, and grpcio must not run under
@@ -90,6 +93,22 @@ BACKOFF_MAX = 2.0
 PROGRESS_SECONDS = 5.0
 
 Publish = Callable[[str, dict[str, Any]], None]
+
+
+# Where an event about a rider goes whose platform nobody knows (it cannot happen while
+# identity keeps its riders): a key no platform may bind. Never to everyone.
+NOBODYS = "platform.unknown"
+
+
+def routing_key(type_name: str, platform_id: str, about_a_rider: bool) -> str:
+    """Where an event goes on `qiji.events`: an event about a rider to its own platform only,
+    `platform.<platform id>.<type>`; an event about no rider (a signed checkpoint) to everyone,
+    `<type>`. A broker user of one platform is given topic permissions that let it bind
+    nothing but its own platform's keys and those of events about no rider (README, "Over
+    AMQP"), so a competitor's riders never reach its queues."""
+    if platform_id:
+        return f"platform.{platform_id}.{type_name}"
+    return f"{NOBODYS}.{type_name}" if about_a_rider else type_name
 
 
 class BrokerDown(Exception):
@@ -167,7 +186,10 @@ class Relay:
         done_through = state.next_position  # every position below it is confirmed
         for index, public in enumerate(reply.events):
             try:
-                self.publish(public.event.type, structured(public.event))
+                event = structured(public.event)
+                about_a_rider = isinstance(event["data"], dict) and "rider_id" in event["data"]
+                self.publish(routing_key(public.event.type, public.platform_id, about_a_rider),
+                             event)
             except BrokerDown:
                 # Keep what is confirmed: the positions wholly published before this one.
                 complete = [e.position for e in reply.events[:index]

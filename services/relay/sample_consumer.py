@@ -4,10 +4,14 @@ over AMQP with nameko. Run it with
     PLATFORM_ADAPTER_DB=adapter.sqlite3 .venv/bin/nameko run \\
         --config services/relay/sample_consumer.yaml services.relay.sample_consumer
 
-(`AMQP_URI` in the config file, or the environment variable it names). Each `@event_handler`
-gets one public type through a durable queue of its own, `evt-qiji-<type>--platform_adapter.
-<method>`, bound to the exchange `qiji.events` with the type as routing key; the queue is
-declared when the service starts and keeps messages while the adapter is down.
+(`AMQP_URI` in the config file, or the environment variable it names), with
+`PLATFORM_ADAPTER_PLATFORM_ID` set to the platform's organisation id. Each `@event_handler`
+gets one public type through a durable queue of its own, `evt-qiji-<key>--platform_adapter.
+<method>`, bound to the exchange `qiji.events`: an event about a rider with the key
+`platform.<the platform's id>.<type>` (the relay sends a rider's events to the rider's own
+platform only, and the broker lets the platform's user bind nothing else), an event about no
+rider (a checkpoint) with its type. The queue is declared when the service starts and keeps
+messages while the adapter is down.
 
 Delivery is at least once: the relay publishes an event again after a crash, with the same
 CloudEvents `id`. The adapter keeps its own record (a SQLite file keyed by `id`) and handles an
@@ -37,6 +41,14 @@ from nameko.events import event_handler
 SOURCE = "qiji"  # the exchange `qiji.events`
 DB_ENV = "PLATFORM_ADAPTER_DB"
 CHECKPOINTS_ENV = "PLATFORM_ADAPTER_CHECKPOINTS"
+PLATFORM_ENV = "PLATFORM_ADAPTER_PLATFORM_ID"
+# Read when the module is imported: nameko binds the queues from the handlers' keys.
+PLATFORM = os.environ.get(PLATFORM_ENV, "")
+
+
+def ours(type_name: str) -> str:
+    """The routing key of an event about one of our riders."""
+    return f"platform.{PLATFORM or 'unset'}.{type_name}"
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS seen (
@@ -88,6 +100,9 @@ class PlatformAdapter:
     name = "platform_adapter"
 
     def __init__(self) -> None:
+        if not PLATFORM:
+            raise RuntimeError(f"set {PLATFORM_ENV} to the platform's organisation id: the "
+                               "adapter receives its own riders' events only")
         self.record = Record(os.environ.get(DB_ENV, "platform_adapter.sqlite3"))
         self.checkpoints = os.environ.get(CHECKPOINTS_ENV, "platform_checkpoints.jsonl")
 
@@ -118,7 +133,7 @@ class PlatformAdapter:
     def governance_checkpoint(self, event: dict[str, Any]) -> None:
         self._keep(event)
 
-    @event_handler(SOURCE, "qiji.identity.v1.RiderVerified")
+    @event_handler(SOURCE, ours("qiji.identity.v1.RiderVerified"))
     def rider_verified(self, event: dict[str, Any]) -> None:
         def effect(db: sqlite3.Connection, e: dict[str, Any]) -> None:
             _rider(db, e["data"]["rider_id"])
@@ -126,7 +141,7 @@ class PlatformAdapter:
                        (e["data"]["verified_time"], e["data"]["rider_id"]))
         self.record.once(event, effect)
 
-    @event_handler(SOURCE, "qiji.training.v1.PreJobCertified")
+    @event_handler(SOURCE, ours("qiji.training.v1.PreJobCertified"))
     def pre_job_certified(self, event: dict[str, Any]) -> None:
         def effect(db: sqlite3.Connection, e: dict[str, Any]) -> None:
             _rider(db, e["data"]["rider_id"])
@@ -134,7 +149,7 @@ class PlatformAdapter:
                        (e["data"]["certified_time"], e["data"]["rider_id"]))
         self.record.once(event, effect)
 
-    @event_handler(SOURCE, "qiji.badges.v1.BadgeAwarded")
+    @event_handler(SOURCE, ours("qiji.badges.v1.BadgeAwarded"))
     def badge_awarded(self, event: dict[str, Any]) -> None:
         def effect(db: sqlite3.Connection, e: dict[str, Any]) -> None:
             rider_id = e["data"]["rider_id"]
@@ -146,7 +161,7 @@ class PlatformAdapter:
                        (json.dumps(held), rider_id))
         self.record.once(event, effect)
 
-    @event_handler(SOURCE, "qiji.identity.v1.RiderPersonalDataErased")
+    @event_handler(SOURCE, ours("qiji.identity.v1.RiderPersonalDataErased"))
     def personal_data_erased(self, event: dict[str, Any]) -> None:
         # The adapter holds no personal data from AMQP; anything it got through the gRPC feed
         # with consent must be deleted here.

@@ -83,7 +83,8 @@ def read_public(app: QijiApplication, catalogue: PublicCatalogue, request: Any) 
             return pb.ReadPublicEventsResponse(
                 events=events, next_position=n.id, last_position=last,
                 integrity_failure=pb.IntegrityFailure(position=n.id, problem=problem))
-        events += [pb.PublicEvent(position=n.id, event=to_cloudevent(e)) for e in mapped]
+        events += [pb.PublicEvent(position=n.id, event=to_cloudevent(e),
+                                  platform_id=e.platform_id) for e in mapped]
     if ALARM.found():
         ALARM.intact(app.name, reader)
     next_position = notifications[-1].id + 1 if notifications else start

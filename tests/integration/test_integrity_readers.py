@@ -79,7 +79,10 @@ def learner_verified(training: TrainingApplication, rider: str) -> bool:
 
 
 def relayed(world: dict, type_name: str, rider: str) -> list[dict]:
-    return [e for t, e in world["published"] if t == type_name and e["subject"] == rider]
+    """What the relay published about `rider` (to the rider's platform: the key ends in the
+    type)."""
+    return [e for key, e in world["published"]
+            if key.endswith(f".{type_name}") and e["subject"] == rider]
 
 
 def intact(reader: str) -> float | None:

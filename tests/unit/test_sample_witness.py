@@ -15,7 +15,9 @@ from shared.checkpoints import CheckpointSigner
 @pytest.mark.filterwarnings(r"ignore:\s*Eventlet is deprecated")
 def test_the_sample_adapter_keeps_each_checkpoint_once(tmp_path: Path,
                                                        monkeypatch: pytest.MonkeyPatch):
+    from services.relay import sample_consumer
     from services.relay.sample_consumer import PlatformAdapter
+    monkeypatch.setattr(sample_consumer, "PLATFORM", "7b0c3a52-4e0b-4d7e-9f1e-2f4b8c1d9a01")
     monkeypatch.setenv("PLATFORM_ADAPTER_DB", str(tmp_path / "adapter.sqlite3"))
     monkeypatch.setenv("PLATFORM_ADAPTER_CHECKPOINTS", str(tmp_path / "witness.jsonl"))
     note = CheckpointSigner(bytes(32), "qiji.local/badges").sign(7, bytes(32)).note
