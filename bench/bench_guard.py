@@ -29,38 +29,11 @@ from shared.config import load_settings
 from shared.context import Actor, RequestContext, acting_as
 from shared.errors import QijiError
 from shared.grpc.guard import Guard
+from tests.inprocess import Aborted, CallContext, Registrar
 
 CALLS = int(os.environ.get("BENCH_READ_CALLS", "2000"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 RIDERS = 200
-
-
-class _Context:
-    def __init__(self, token: str):
-        self._metadata = (("authorization", f"Bearer {token}"),)
-
-    def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
-        return self._metadata
-
-    def send_initial_metadata(self, metadata: Any) -> None:
-        pass
-
-    def abort_with_status(self, status: Any) -> None:
-        raise RuntimeError(f"refused: {status.code} {status.details}")
-
-    def is_active(self) -> bool:
-        return True
-
-
-class _Registrar:
-    def __init__(self) -> None:
-        self.handlers: dict[str, Any] = {}
-
-    def add_generic_rpc_handlers(self, handlers: Any) -> None:
-        pass
-
-    def add_registered_method_handlers(self, service: str, handlers: dict[str, Any]) -> None:
-        self.handlers.update({f"/{service}/{n}": h for n, h in handlers.items()})
 
 
 def per_call_us(call: Any, calls: int) -> float:
@@ -90,7 +63,7 @@ def main() -> list[Figure]:
             station_id=station)["rider_id"] for i in range(RIDERS)]
     admin = add_caller(tokens_file, "bench-admin", ["city_admin"])
     tenant = add_caller(tokens_file, "bench-platform", ["platform"], platform)
-    registrar = _Registrar()
+    registrar = Registrar()
     add_servicers(registrar, app)  # type: ignore[arg-type]
     guard = Guard(tokens=TokenRegistry(tokens_file), access=ACCESS, resolve=app.owners,
                   error_domain="identity.qiji")
@@ -107,10 +80,10 @@ def main() -> list[Figure]:
             return raw(requests[i % RIDERS], None)
 
     def as_admin(i: int) -> Any:
-        return guarded(requests[i % RIDERS], _Context(admin))
+        return guarded(requests[i % RIDERS], CallContext(admin))
 
     def as_platform(i: int) -> Any:
-        return guarded(requests[i % RIDERS], _Context(tenant))
+        return guarded(requests[i % RIDERS], CallContext(tenant))
 
     def verify_raw(i: int) -> Any:
         with acting_as(RequestContext(actor=admin_actor, rpc="VerifyRider",
@@ -126,8 +99,8 @@ def main() -> list[Figure]:
         try:
             return guarded_verify(ipb.VerifyRiderRequest(request_id=str(uuid.uuid4()),
                                                          rider_id=riders[i % RIDERS]),
-                                  _Context(tenant))
-        except RuntimeError:
+                                  CallContext(tenant))
+        except Aborted:
             return None
 
     for warm in (raw_get, as_admin, as_platform):  # caches, the directory

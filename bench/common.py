@@ -86,6 +86,7 @@ def running_services(services: list[str], dbname: str, roles: dict[str, list[str
            "QIJI_POSTGRES_HOST": PG["host"], "QIJI_DATA_DIR": str(workdir),
            "QIJI_TOKENS_FILE": str(tokens_file), "QIJI_LOG_FORMAT": "json",
            "QIJI_MASTER_KEY": base64.b64encode(os.urandom(32)).decode(),
+           "QIJI_AUDIT_SIGNING_KEY": base64.b64encode(os.urandom(32)).decode(),
            "QIJI_SERVICE_TOKEN": service_token,
            "PYTHONPATH": f"{ROOT}:{ROOT / 'build' / 'gen'}"}
     for name, port in ports.items():

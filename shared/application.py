@@ -34,6 +34,7 @@ from shared import context, metrics
 from shared.config import Settings
 from shared.errors import Aborted, FieldViolation, InvalidArgument, NotFound, QijiError
 from shared.idempotency import RequestRecord
+from shared.integrity import MAC_KEY, EventIntegrityError, EventMac, audit_key
 from shared.persistence import StoreGate, eventsourcing_env
 from shared.personal_data import KeyStore, PersonalDataVault
 from shared.tenancy import Owners, TenancyDirectory
@@ -42,7 +43,6 @@ from shared.transcoding import qiji_transcoder
 log = structlog.get_logger(__name__)
 
 META_KEY = "_meta"
-MAC_KEY = "_mac"
 # Optimistic concurrency: a command that lost a race re-reads and decides again this many times.
 MAX_ATTEMPTS = 8
 
@@ -50,35 +50,33 @@ MAX_ATTEMPTS = 8
 class MetadataMapper(Mapper):
     """Stamps every event with who acted, the request id and the correlation id, taken from the
     request context at the moment the event is stored, and with a MAC over everything stored
-    (aggregate, version, topic, state) under a key the database never holds: a row forged or
-    altered by someone with only database access fails `qiji audit verify`."""
+    (aggregate, version, topic, state) under a key the database never holds
+    (shared/integrity.py). Every event read back is checked before anything is built from it:
+    a row forged or altered by someone with only database access is never acted on, and
+    `qiji audit verify` names it."""
 
-    def __init__(self, *args: Any, mac_key: bytes, **kwargs: Any):
+    def __init__(self, *args: Any, mac: EventMac, **kwargs: Any):
         super().__init__(*args, **kwargs)
-        self._mac_key = mac_key
+        self.mac = mac
 
     def to_stored_event(self, domain_event: Any) -> Any:
         if META_KEY not in vars(domain_event):
             object.__setattr__(domain_event, META_KEY, context.current().event_metadata())
         vars(domain_event).pop(MAC_KEY, None)
         stored = super().to_stored_event(domain_event)
-        state = json.loads(stored.state)
-        state[MAC_KEY] = event_mac(self._mac_key, stored.originator_id,
-                                   stored.originator_version, stored.topic, state)
         return type(stored)(originator_id=stored.originator_id,
                             originator_version=stored.originator_version, topic=stored.topic,
-                            state=json.dumps(state, separators=(",", ":"),
-                                             ensure_ascii=False).encode())
+                            state=self.mac.seal_state(stored.originator_id,
+                                                      stored.originator_version, stored.topic,
+                                                      stored.state))
 
-
-def event_mac(key: bytes, originator_id: Any, version: int, topic: str,
-              content: dict[str, Any]) -> str:
-    """The MAC of a stored event, over a canonical form of its decoded state without the MAC
-    itself, so that it can be checked from the stored row alone."""
-    content = {k: v for k, v in content.items() if k != MAC_KEY}
-    canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    message = f"{originator_id}\n{version}\n{topic}\n{canonical}".encode()
-    return hmac.new(key, message, hashlib.sha256).hexdigest()
+    def to_domain_event(self, stored_event: Any) -> Any:
+        if not self.mac.check(stored_event.originator_id, stored_event.originator_version,
+                              stored_event.topic, stored_event.state):
+            raise EventIntegrityError(stored_event.originator_id,
+                                      stored_event.originator_version,
+                                      position=getattr(stored_event, "id", None))
+        return super().to_domain_event(stored_event)
 
 
 def event_metadata(domain_event: Any) -> dict[str, str]:
@@ -105,8 +103,8 @@ class QijiApplication(Application[uuid.UUID]):
         self.settings = settings
         self.master_key = master_key
         # Derived from the master key, never stored: it MACs every event and keys the seals.
-        self.audit_key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None,
-                              info=b"qiji-audit-seal").derive(master_key)
+        self.audit_key = audit_key(master_key)
+        self.event_mac = EventMac(self.audit_key)
         super().__init__(env=eventsourcing_env(settings))
         datastore = self.recorder.datastore  # type: ignore[attr-defined]
         self.vault = PersonalDataVault(
@@ -124,7 +122,7 @@ class QijiApplication(Application[uuid.UUID]):
     # ------------------------------------------------------------------ store
 
     def construct_mapper(self) -> Mapper[uuid.UUID]:
-        return MetadataMapper(transcoder=self.construct_transcoder(), mac_key=self.audit_key)
+        return MetadataMapper(transcoder=self.construct_transcoder(), mac=self.event_mac)
 
     def construct_transcoder(self) -> Transcoder:
         # The library's transcodings, decoded with orjson (shared/transcoding.py): replaying

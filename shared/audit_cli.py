@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import base64
 import json
+import os
 import sys
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
 
 import grpc
 from qiji.audit.v1 import audit_service_pb2 as pb
@@ -13,7 +18,10 @@ from qiji.audit.v1 import audit_service_pb2_grpc as pb_grpc
 
 from shared import addressing
 from shared.addressing import Dialer
-from shared.config import EVENT_SOURCED_SERVICES
+from shared.checkpoints import BadCheckpoint, CheckpointVerifier, unverified
+from shared.config import EVENT_SOURCED_SERVICES, TlsSettings, address
+from shared.grpc.channels import open_channel
+from shared.public_feed import checkpoint_type
 
 # A bare date or time is one in the city (China Standard Time).
 CITY_TIME = timezone(timedelta(hours=8))
@@ -24,7 +32,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[ty
     from shared.cli import _id
 
     audit = commands.add_parser(
-        "audit", help="answer an auditor: history, as-of, verify, perk, award",
+        "audit", help="answer an auditor: history, as-of, verify, perk, award; keep checkpoints",
         description="The auditor's questions, one command each (README 'For auditors'). "
         "An auditor's token: --token, $QIJI_TOKEN, else the admin token beside the stack.")
     # Also before the question (`qiji audit --token T history ...`), as the questions take them.
@@ -45,15 +53,51 @@ def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[ty
     a.add_argument("moment", type=moment,
                    help="ISO 8601: 2026-03-01 (midnight in the city, UTC+8) or "
                    "2026-03-01T12:00:00+08:00")
-    v = question("verify", "prove services' logs were not altered (all by default)")
+    v = question("verify", "prove services' logs were not altered (all by default), and agree "
+                 "with every checkpoint a witness kept")
     v.add_argument("services", nargs="*", type=_event_sourced_service, metavar="SERVICE",
                    help=f"some of {', '.join(EVENT_SOURCED_SERVICES)} (default: all)")
+    v.add_argument("--checkpoints", action="append", type=Path, metavar="FILE",
+                   help="signed checkpoints a witness kept (JSON lines, as `qiji audit "
+                   "checkpoints` or an AMQP consumer wrote them); repeat for several files")
+    v.add_argument("--checkpoints-from-feed", action="store_true",
+                   help="also every checkpoint on the platform feed now (needs --feed-token)")
+    v.add_argument("--verifier-key", action="append", default=[], type=_verifier_key,
+                   metavar="KEY", help="a log's checkpoint verifier key as the city publishes "
+                   "it (name+keyid+base64): checkpoints it did not sign are refused here")
+    _feed_arguments(v)
+    c = question("checkpoints", "keep a witness copy: append every checkpoint published since "
+                 "the last run to a file")
+    c.add_argument("--out", required=True, type=Path, metavar="FILE",
+                   help="the file to append to (its cursor is kept beside it, in FILE.cursor)")
+    _feed_arguments(c)
     p = question("perk", "every redemption of a perk, with the quota after each (and after "
                  "each reversal)")
     p.add_argument("perk_id", type=_id)
     w = question("award", "why a rider holds (or held) a badge")
     w.add_argument("rider_id", type=_id)
     w.add_argument("badge_class_id", type=_id)
+
+
+def _feed_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--feed-address", type=_address, default=None, metavar="HOST:PORT",
+                        help="the platform gateway (default: the deployment's platform address)")
+    parser.add_argument("--feed-token", default="",
+                        help="a platform-role token for the feed (default: $QIJI_FEED_TOKEN)")
+
+
+def _address(raw: str) -> str:
+    try:
+        return address(raw)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"{raw!r}: {error}") from None
+
+
+def _verifier_key(raw: str) -> CheckpointVerifier:
+    try:
+        return CheckpointVerifier.parse(raw)
+    except BadCheckpoint as bad:
+        raise argparse.ArgumentTypeError(f"{raw[:40]!r}: {bad}") from None
 
 
 def moment(raw: str) -> datetime:
@@ -75,17 +119,22 @@ def _event_sourced_service(raw: str) -> str:
     return raw
 
 
-def answer(args: argparse.Namespace, token: str, channel: Dialer) -> int:
+def answer(args: argparse.Namespace, token: str, channel: Dialer,
+           tls: TlsSettings | None = None) -> int:
     """Prints the answer to `args.question`; `channel(service)` opens a channel to a service.
     `qiji demo` ends with some of these. 0: answered; 1: the answer is no (not found, a log
     altered); 2 or 3 (with one line on stderr): refused, or Qiji did not answer."""
     from shared.cli import CommandFailed, rpc_failed
     metadata = [("authorization", f"Bearer {token}")]
-    service = {"perk": "merchants", "award": "badges"}.get(args.question,
-                                                          getattr(args, "service", ""))
+    service = {"perk": "merchants", "award": "badges", "checkpoints": "platform"}.get(
+        args.question, getattr(args, "service", ""))
     try:
+        if args.question == "checkpoints":
+            return keep_checkpoints(args.out, _feed(args, channel), tls)
         if args.question == "verify":
-            return _verify(args.services or list(EVENT_SOURCED_SERVICES), channel, metadata)
+            notes = _checkpoints(args, channel, tls)
+            return _verify(args.services or list(EVENT_SOURCED_SERVICES), channel, metadata,
+                           notes, args.verifier_key)
         with channel(service) as ch:
             if args.question == "history":
                 _history(ch, args.aggregate_id, metadata)
@@ -165,18 +214,30 @@ def _award(ch: grpc.Channel, rider_id: str, badge_class_id: str,
     print(reply.explanation)
 
 
-def _verify(services: list[str], channel: Dialer, metadata: list[tuple[str, str]]) -> int:
-    """One JSON line per service. 0: every log intact; 1: one was altered; 3: one did not
-    answer (and none was found altered)."""
+def _verify(services: list[str], channel: Dialer, metadata: list[tuple[str, str]],
+            notes: list[str], verifiers: list[CheckpointVerifier]) -> int:
+    """One JSON line per service. 0: every log intact and agreeing with every checkpoint; 1:
+    one was altered (or two checkpoints disagree); 3: one did not answer (and none was found
+    altered)."""
     from shared.cli import NO, OK, UNREACHABLE, rpc_failed
+    # Checked here, without the city's help, when the auditor pinned keys: a checkpoint no
+    # pinned key signed proves nothing and is not sent.
+    notes, refused = _signed_by(notes, verifiers) if verifiers else (notes, [])
+    for reason in refused:
+        print(json.dumps({"checkpoint_refused": reason}))
+    conflict = equivocation(notes)
     broken = unreachable = 0
+    if conflict:
+        broken += 1
+        print(json.dumps({"intact": False, "problem": conflict}))
     services = list(dict.fromkeys(services))  # each once, in the order asked
     for service in services:
         last = None
         try:
             with channel(service) as ch:
                 for reply in pb_grpc.AuditServiceStub(ch).VerifyLog(
-                        pb.VerifyLogRequest(), metadata=metadata, timeout=3600):
+                        pb.VerifyLogRequest(checkpoints=notes), metadata=metadata,
+                        timeout=3600):
                     last = reply
                     if not reply.done:
                         print(f"{service}: {reply.checked} events checked ...",
@@ -193,18 +254,183 @@ def _verify(services: list[str], channel: Dialer, metadata: list[tuple[str, str]
             unreachable += 1
             print(json.dumps({"service": service, "error": "NO_ANSWER",
                               "detail": "the log's verification ended without a verdict"}))
-        elif last.intact:
-            print(json.dumps({"service": service, "intact": True, "checked": last.checked,
-                              "sealed_through": last.sealed_through,
-                              "head_seal": last.head_seal}))
+            continue
+        report: dict[str, Any] = {"service": service, "intact": last.intact,
+                                  "checked": last.checked}
+        if last.intact:
+            report.update(sealed_through=last.sealed_through, head_seal=last.head_seal)
         else:
             broken += 1
-            print(json.dumps({"service": service, "intact": False,
-                              "first_broken_position": last.first_broken_position,
-                              "problem": last.problem, "checked": last.checked}))
+            report.update(first_broken_position=last.first_broken_position,
+                          problem=last.problem)
+        report.update(checkpoints_checked=last.checkpoints_checked,
+                      newest_checkpoint=_newest(last.newest_checkpoint),
+                      verifier_key=last.verifier_key)
+        if verifiers and not any(v.key_text == last.verifier_key for v in verifiers):
+            report["verifier_key_not_pinned"] = (
+                "the service signs with a key you did not pin: compare it with the one the "
+                "city publishes")
+        if last.rejected_checkpoints:
+            report["rejected_checkpoints"] = list(last.rejected_checkpoints)
+        print(json.dumps(report, ensure_ascii=False))
     if broken or unreachable:
         print("qiji audit verify: " + "; ".join(filter(None, [
             f"{broken} of {len(services)} logs altered" if broken else "",
             f"{unreachable} of {len(services)} not verified (no answer)" if unreachable
             else ""])), file=sys.stderr, flush=True)
     return NO if broken else (UNREACHABLE if unreachable else OK)
+
+
+def _newest(note: str) -> dict[str, Any] | None:
+    if not note:
+        return None
+    try:
+        checkpoint = unverified(note)
+    except BadCheckpoint:
+        return {"note": note}
+    return {"position": checkpoint.position,
+            "seal": base64.b64encode(checkpoint.seal).decode(), "note": note}
+
+
+def _signed_by(notes: list[str], verifiers: list[CheckpointVerifier]
+               ) -> tuple[list[str], list[str]]:
+    kept, refused = [], []
+    for note in notes:
+        reasons = []
+        for verifier in verifiers:
+            try:
+                verifier.verify(note)
+                kept.append(note)
+                break
+            except BadCheckpoint as bad:
+                reasons.append(str(bad))
+        else:
+            refused.append("; ".join(reasons) + f": {note.splitlines()[:2]}")
+    return kept, refused
+
+
+def equivocation(notes: list[str]) -> str:
+    """Two checkpoints of one log for one position with different seals: proof, with no key
+    at all, that the log was rewritten and signed again. "" when there are none."""
+    seen: dict[tuple[str, int], bytes] = {}
+    for note in notes:
+        try:
+            checkpoint = unverified(note)
+        except BadCheckpoint:
+            continue
+        first = seen.setdefault((checkpoint.origin, checkpoint.position), checkpoint.seal)
+        if first != checkpoint.seal:
+            return (f"two checkpoints of {checkpoint.origin} for position "
+                    f"{checkpoint.position} hold different seals: the log was rewritten and "
+                    "signed again")
+    return ""
+
+
+# ---------------------------------------------------------------------- checkpoints kept
+
+
+def read_checkpoints(path: Path) -> list[str]:
+    """The signed notes in a witness's file: JSON lines, each a CloudEvent of a
+    `qiji.<service>.v1.LogCheckpointSigned` type as the feed or AMQP delivered it (structured
+    JSON: the note in `data.checkpoint`), or an object holding the note in `checkpoint`."""
+    notes = []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+        except ValueError:
+            raise ValueError(f"{path}:{number}: not a JSON line") from None
+        data = item.get("data", item) if isinstance(item, dict) else None
+        note = data.get("checkpoint") if isinstance(data, dict) else None
+        if not isinstance(note, str):
+            raise ValueError(f"{path}:{number}: no signed checkpoint in it")
+        notes.append(note)
+    return notes
+
+
+def checkpoint_types() -> list[str]:
+    return [checkpoint_type(s).name for s in EVENT_SOURCED_SERVICES]
+
+
+class Feed:
+    """The platform gateway as a witness reads it: where, and with which platform token."""
+
+    def __init__(self, address: str, token: str):
+        self.address = address
+        self.token = token
+
+
+def _feed(args: argparse.Namespace, channel: Dialer) -> Feed:
+    from shared.cli import CommandFailed
+    token = args.feed_token or os.environ.get("QIJI_FEED_TOKEN", "")
+    if not token:
+        raise CommandFailed("the feed needs a platform-role token: give --feed-token or "
+                            "$QIJI_FEED_TOKEN")
+    return Feed(args.feed_address or channel.address("platform"), token)
+
+
+def feed_checkpoints(feed: Feed, tls: TlsSettings | None, cursor: str = ""
+                     ) -> Iterator[tuple[dict[str, Any], str]]:
+    """Every checkpoint on the platform feed after `cursor`, as structured CloudEvents, each
+    with the cursor after it (a `platform` token's organisation: checkpoints go to all)."""
+    from qiji.platform.v1 import platform_feed_service_pb2 as fpb
+    from qiji.platform.v1 import platform_feed_service_pb2_grpc as frpc
+
+    from services.relay.cloudevents import structured
+
+    metadata = [("authorization", f"Bearer {feed.token}")]
+    with open_channel(feed.address, tls) as ch:
+        stub = frpc.PlatformFeedServiceStub(ch)
+        while True:
+            reply = stub.ReadEvents(fpb.ReadEventsRequest(
+                cursor=cursor, page_size=1000, types=checkpoint_types()), metadata=metadata,
+                timeout=60)
+            for item in reply.events:
+                yield structured(item.event), item.cursor
+            cursor = reply.next_cursor
+            if reply.caught_up or not reply.events:
+                return
+
+
+def keep_checkpoints(out: Path, feed: Feed, tls: TlsSettings | None) -> int:
+    """`qiji audit checkpoints --out FILE`: what a witness (the platform company) runs now and
+    then: appends every checkpoint published since its last run to FILE, one JSON line each,
+    and keeps its cursor in FILE.cursor. Keep the file where the city cannot change it."""
+    from shared.cli import CommandFailed, rpc_failed
+    cursor_file = out.with_name(out.name + ".cursor")
+    try:
+        cursor = cursor_file.read_text().strip() if cursor_file.exists() else ""
+        kept = 0
+        with open(out, "a") as f:
+            for event, after in feed_checkpoints(feed, tls, cursor):
+                f.write(json.dumps(event, ensure_ascii=False, sort_keys=True) + "\n")
+                f.flush()
+                cursor_file.write_text(after + "\n")
+                kept += 1
+    except OSError as error:
+        raise CommandFailed(f"{error.filename or out}: {error.strerror}") from None
+    except grpc.RpcError as error:
+        raise rpc_failed(error, "the platform feed", feed.address) from None
+    print(f"kept {kept} new checkpoint(s) in {out}")
+    return 0
+
+
+def _checkpoints(args: argparse.Namespace, channel: Dialer, tls: TlsSettings | None
+                 ) -> list[str]:
+    from shared.cli import CommandFailed, rpc_failed
+    notes: list[str] = []
+    try:
+        for path in args.checkpoints or []:
+            notes += read_checkpoints(Path(path))
+    except OSError as error:
+        raise CommandFailed(f"--checkpoints {error.filename}: {error.strerror}") from None
+    except (ValueError, UnicodeDecodeError) as error:
+        raise CommandFailed(f"--checkpoints: {error}") from None
+    if args.checkpoints_from_feed:
+        feed = _feed(args, channel)
+        try:
+            notes += [e["data"]["checkpoint"] for e, _ in feed_checkpoints(feed, tls)]
+        except grpc.RpcError as error:
+            raise rpc_failed(error, "the platform feed", feed.address) from None
+    return notes

@@ -15,7 +15,6 @@ import json
 import os
 import secrets
 import threading
-import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -25,7 +24,7 @@ from typing import Any
 import structlog
 
 from shared.context import Actor
-from shared.errors import Unauthenticated
+from shared.errors import Unauthenticated, is_uuid
 
 CITY_ADMIN = "city_admin"
 STREET_OFFICE = "street_office"
@@ -79,21 +78,13 @@ def entry_problem(roles: Iterable[str], organisation_id: str) -> str:
         return f"unknown roles {sorted(unknown)}; known: {sorted(ROLES)}"
     if not roles:
         return "a caller needs at least one role"
-    if organisation_id and not _is_uuid(organisation_id):
+    if organisation_id and not is_uuid(organisation_id):
         return f"organisation id {organisation_id[:40]!r} is not a valid id"
     bound = sorted(roles & ORGANISATION_ROLES)
     if bound and not organisation_id:
         return (f"a {'/'.join(bound)} token must name the organisation it acts for "
                 "(--organisation-id)")
     return ""
-
-
-def _is_uuid(value: str) -> bool:
-    try:
-        uuid.UUID(value)
-    except ValueError:
-        return False
-    return True
 
 
 class TokenRegistry:

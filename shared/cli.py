@@ -29,6 +29,7 @@ from shared.config import (
     ConfigError,
     Settings,
     TlsSettings,
+    env_for,
     load_settings,
 )
 from shared.grpc.channels import open_channel
@@ -193,7 +194,11 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "audit":
         from shared.audit_cli import answer
         deployment = addressing.resolve(args)
-        return answer(args, deployment.require_token(), deployment.dialer())
+        # A witness keeping checkpoints presents a platform token to the feed, not the
+        # auditor's.
+        token = deployment.token if args.question == "checkpoints" else \
+            deployment.require_token()
+        return answer(args, token, deployment.dialer(), deployment.tls)
     if args.command == "demo":
         from shared import demo as demo_module
         if args.embedded:
@@ -355,8 +360,10 @@ def _serve(services: list[str], settings: Settings, ports: dict[str, int],
         # The module names come from SERVICES, never from input. Each process holds the data
         # folder's lock too (pass_fds): killed alone, `qiji run` leaves it taken while its
         # services live.
+        # Keys only for the processes that use them (env_for: least privilege).
         return subprocess.Popen(  # noqa: S603
-            [sys.executable, "-m", f"services.{module}"], env=env, pass_fds=(lock_fd,))
+            [sys.executable, "-m", f"services.{module}"], env=env_for(module, env),
+            pass_fds=(lock_fd,))
 
     for name in services:
         processes[name] = start(name)

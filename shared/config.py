@@ -105,6 +105,14 @@ class Settings:
     # `service` role token its followers present there.
     upstreams: dict[str, str]
     service_token: str = field(repr=False)
+    # The audit signing key (Ed25519) every service signs its log's checkpoints with, and the
+    # name its checkpoints carry: `<audit_origin>/<service>` (shared/checkpoints.py); a
+    # checkpoint every so many events or seconds, whichever first.
+    audit_signing_key: str = field(repr=False)
+    audit_signing_key_file: Path
+    audit_origin: str
+    audit_checkpoint_events: int
+    audit_checkpoint_seconds: int
     # The environment the settings were read from (it holds the secrets too).
     env: Mapping[str, str] = field(repr=False)
     tls: TlsSettings = field(default_factory=TlsSettings)
@@ -251,6 +259,16 @@ def amqp_uri(raw: str) -> str:
     return raw
 
 
+def origin(raw: str) -> str:
+    """A checkpoint origin: the first line of every checkpoint and its key name;
+    c2sp.org/signed-note forbids spaces and "+" in it. A schema-less URL of the city's is the
+    recommended form (audit.changzhou.gov.cn/qiji)."""
+    if not raw or any(c.isspace() or c == "+" for c in raw):
+        raise ValueError("must be a name without spaces or '+' (e.g. "
+                         "audit.changzhou.gov.cn/qiji)")
+    return raw
+
+
 def service_list(raw: str) -> list[str]:
     names = [s.strip() for s in raw.split(",") if s.strip()]
     unknown = sorted(set(names) - set(EVENT_SOURCED_SERVICES))
@@ -338,6 +356,12 @@ def load_settings(service: str, env: Mapping[str, str] | None = None) -> Setting
         upstreams={other: read(f"{other.upper()}_ADDRESS", address, f"127.0.0.1:{port}")
                    for other, port in DEFAULT_PORTS.items() if other != service},
         service_token=read("SERVICE_TOKEN", text, "", secret=True),
+        audit_signing_key=read("AUDIT_SIGNING_KEY", base64_key, "", secret=True),
+        audit_signing_key_file=read("AUDIT_SIGNING_KEY_FILE", path,
+                                    str(data_dir / "audit-signing.key")),
+        audit_origin=read("AUDIT_ORIGIN", origin, "qiji.local"),
+        audit_checkpoint_events=read("AUDIT_CHECKPOINT_EVENTS", POSITIVE, "1000"),
+        audit_checkpoint_seconds=read("AUDIT_CHECKPOINT_SECONDS", POSITIVE, "60"),
         env=dict(env),
         tls=load_tls_settings(service, env),
         own={name: read(name, s.parse, s.default(data_dir) if callable(s.default)
@@ -372,3 +396,30 @@ def load_tls_settings(service: str, env: Mapping[str, str]) -> TlsSettings:
                           "only presented over TLS, and TLS_CA_FILE names the roots that "
                           "verify the servers")
     return tls
+
+
+# Settings that hand a process a key: the master key, the audit and badges signing keys.
+_KEY_SETTINGS = ("MASTER_KEY", "MASTER_KEY_FILE", "SIGNING_KEY", "SIGNING_KEY_FILE")
+
+
+# Every setting that hands a process a key, by name: what a supervisor that passes one
+# environment to all its programs must blank for those that hold none.
+KEY_SETTING_NAMES = tuple(f"{prefix}_{key}{file}" for prefix, key in (
+    ("QIJI", "MASTER_KEY"), ("QIJI", "AUDIT_SIGNING_KEY"), ("BADGES", "SIGNING_KEY"),
+    ("BADGES", "RSA_SIGNING_KEY")) for file in ("", "_FILE"))
+
+
+def withheld_keys(name: str) -> list[str]:
+    """The key settings process `name` must not be given (env_for's rule)."""
+    return [k for k in KEY_SETTING_NAMES if k not in env_for(name, {k: "x"})]
+
+
+def env_for(name: str, env: Mapping[str, str]) -> dict[str, str]:
+    """One process's environment: every setting, but keys only for the processes that use them
+    (least privilege). The five services hold the master key (personal data, and the audit
+    key derived from it that MACs and seals events) and the audit signing key (checkpoints);
+    badges alone its credential key. The platform gateway and the relay hold none: they face
+    outside parties, and the services check every event's MAC for them."""
+    own = ("QIJI_", f"{name.upper()}_") if name in EVENT_SOURCED_SERVICES else ()
+    return {key: value for key, value in env.items()
+            if not key.endswith(_KEY_SETTINGS) or key.startswith(own)}

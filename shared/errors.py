@@ -72,6 +72,13 @@ class Unavailable(QijiError):
     reason = "STORE_UNAVAILABLE"
 
 
+class DataLoss(QijiError):
+    """Stored data fails its integrity check (forged or altered in the database): nothing acts
+    on it. Not retryable until the operators repair the store."""
+
+    reason = "DATA_LOSS"
+
+
 def is_uuid(value: str) -> bool:
     try:
         uuid.UUID(value)

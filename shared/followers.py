@@ -4,10 +4,14 @@ position in the same transaction as the events its policy produces (eventsourcin
 so a crash, a restart or a redelivery can never apply an event twice or skip one.
 
 Upstream events arrive as plain data (topic and decoded state), not as the upstream's Python
-classes: a service depends on another's published event contract, not on its code."""
+classes: a service depends on another's published event contract, not on its code. They arrive
+as stored, MAC and all: the follower checks each one's MAC before its policy sees it (every
+service holds the audit key: they share the master key), and stops at one that fails — it is
+never acted on, nor anything after it, until the upstream's store is repaired."""
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 import uuid
@@ -20,14 +24,15 @@ from typing import Any, Protocol
 import grpc
 import structlog
 from eventsourcing.application import ProcessingEvent
-from eventsourcing.persistence import IntegrityError, JSONTranscoder, Tracking
+from eventsourcing.persistence import IntegrityError, Tracking
 
 from shared import context, metrics
 from shared.application import META_KEY, QijiApplication
 from shared.config import Settings, TlsSettings
 from shared.context import Actor, RequestContext
-from shared.errors import Unavailable
+from shared.errors import DataLoss, Unavailable
 from shared.grpc.channels import open_channel
+from shared.integrity import ALARM, MAC_PROBLEM
 from shared.leadership import Lease
 from shared.leadership import leadership as hold_leadership
 from shared.persistence import STORE_DOWN_ERRORS, OutageNotice
@@ -41,6 +46,9 @@ MAX_BACKOFF = 4.0
 REFUSED_CODES = (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
 
 
+_TRANSCODER = qiji_transcoder()
+
+
 @dataclass(frozen=True)
 class UpstreamEvent:
     upstream: str
@@ -48,7 +56,13 @@ class UpstreamEvent:
     originator_id: uuid.UUID
     originator_version: int
     topic: str
-    state: dict[str, Any] = field(repr=False)
+    # The state as stored (JSON bytes with its MAC): checked before anything decodes it.
+    stored_state: bytes = field(repr=False)
+
+    @functools.cached_property
+    def state(self) -> dict[str, Any]:
+        """The decoded state (with the same transcodings every Qiji application uses)."""
+        return _TRANSCODER.decode(self.stored_state)
 
     @property
     def name(self) -> str:
@@ -82,22 +96,16 @@ class Feed(Protocol):
         ...
 
 
-def _transcoder() -> JSONTranscoder:
-    # The same transcodings (and the same fast decoder) every Qiji application uses.
-    return qiji_transcoder()
-
-
 class LocalFeed:
     """Reads another application's log in this process: for tests, and for tools."""
 
     def __init__(self, app: QijiApplication, name: str | None = None):
         self.name = name or app.name
         self._app = app
-        self._transcoder = _transcoder()
 
     def read(self, from_position: int, limit: int, topics: Sequence[str]) -> list[UpstreamEvent]:
         return [UpstreamEvent(self.name, n.id, n.originator_id, n.originator_version, n.topic,
-                              self._transcoder.decode(n.state))
+                              n.state)
                 for n in self._app.read_log(from_position, limit, topics)]
 
     def wait(self, timeout: float) -> None:
@@ -121,7 +129,6 @@ class GrpcFeed:
         self._stub = pb_grpc.FeedServiceStub(self._channel)
         self._metadata = (("authorization", f"Bearer {token}"),)
         self._poll = poll_seconds
-        self._transcoder = _transcoder()
         self._last_seen = 0
 
     @classmethod
@@ -139,7 +146,7 @@ class GrpcFeed:
             metadata=self._metadata, timeout=5)
         self._last_seen = reply.last_position
         return [UpstreamEvent(self.name, e.position, uuid.UUID(e.originator_id),
-                              e.originator_version, e.topic, self._transcoder.decode(e.state))
+                              e.originator_version, e.topic, e.state)
                 for e in reply.events]
 
     def wait(self, timeout: float) -> None:
@@ -169,6 +176,9 @@ class Follower:
         self.upstream = feed.name
         self.actor = Actor(principal=f"{app.name}-follower-of-{feed.name}",
                            roles=frozenset({"service"}))
+        self.reader = f"{app.name}.follower"
+        self.stopped_at = 0
+        self._check = app.event_mac.check
         self._lock = threading.Lock()
         # The code the upstream refuses this follower's token with, while it does: the
         # service's health (`qiji.followers`) and /metrics say so instead of failing silently.
@@ -186,8 +196,13 @@ class Follower:
             while True:
                 events = self.feed.read(self.position + 1, BATCH, self.topics)
                 for upstream_event in events:
+                    if not self._intact(upstream_event):
+                        return done  # stopped: nothing after it either, until it is repaired
                     self.process(upstream_event)
                     done += 1
+                if self.stopped_at:
+                    self.stopped_at = 0
+                    ALARM.intact(self.upstream, self.reader)
                 if len(events) < BATCH:
                     # Caught up: every upstream event up to the position the upstream reported
                     # with this read took effect here, or is of a topic this follower passes
@@ -200,6 +215,17 @@ class Follower:
                 metrics.FOLLOWER_LAG.labels(self.app.name, self.upstream).set(
                     max(0, self.feed.last_position - self.position))
 
+    def _intact(self, event: UpstreamEvent) -> bool:
+        if self._check(event.originator_id, event.originator_version, event.topic,
+                       event.stored_state):
+            return True
+        self.stopped_at = event.position
+        ALARM.broken(self.upstream, self.reader, event.position,
+                     f"{MAC_PROBLEM}; {self.app.name} does not act on it")
+        metrics.FOLLOWER_LAG.labels(self.app.name, self.upstream).set(
+            max(0, self.feed.last_position - self.position))
+        return False
+
     def catch_up(self) -> None:
         """Applies what the upstream has now, for a request that names something not known
         here yet. An upstream that cannot be reached is the caller's UNAVAILABLE (retry), not
@@ -211,6 +237,14 @@ class Follower:
                 f"{self.upstream} cannot be reached to look this up; retry shortly",
                 reason="UPSTREAM_UNAVAILABLE", upstream=self.upstream,
                 code=error.code().name) from None
+        if self.stopped_at:
+            # What the request names may lie past the event this follower stopped at: "not
+            # found" would be a guess. Not retryable until the upstream's store is repaired.
+            raise DataLoss(
+                f"{self.upstream}'s log is stopped at position {self.stopped_at}: an event "
+                "there fails its integrity check, so nothing after it is known here yet; the "
+                "operators are alerted", reason="UPSTREAM_INTEGRITY_FAILED",
+                upstream=self.upstream, position=str(self.stopped_at))
 
     def process(self, upstream_event: UpstreamEvent) -> None:
         tracking = Tracking(application_name=self.upstream,

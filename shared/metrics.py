@@ -30,6 +30,22 @@ FOLLOWER_LAG = Gauge("qiji_follower_lag_events",
                      "Events the upstream has that this follower has not applied yet",
                      ["service", "upstream"], registry=REGISTRY)
 
+# Integrity (shared/integrity.py): one series per log and reader (the sealer, a follower, a
+# view, the public feed, the relay, the gateway).
+AUDIT_INTACT = Gauge("qiji_audit_intact",
+                     "1 while the reader found every event it read of the log intact; 0 once it "
+                     "stopped at one that fails its MAC or version check",
+                     ["log", "reader"], registry=REGISTRY)
+AUDIT_BROKEN_POSITION = Gauge("qiji_audit_broken_position",
+                              "The log position the reader stopped at (0 while intact)",
+                              ["log", "reader"], registry=REGISTRY)
+AUDIT_SEALED_THROUGH = Gauge("qiji_audit_sealed_through",
+                             "The log position the seal chain reaches", ["log"],
+                             registry=REGISTRY)
+AUDIT_CHECKPOINT_POSITION = Gauge("qiji_audit_checkpoint_position",
+                                  "The log position the newest signed checkpoint covers",
+                                  ["log"], registry=REGISTRY)
+
 
 FOLLOWER_REFUSED = Gauge("qiji_follower_upstream_refused",
                          "1 while the upstream refuses this follower's token (UNAUTHENTICATED or "

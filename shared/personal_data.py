@@ -9,7 +9,6 @@ is deliberately mutable (and deletable) outside the event log.
 from __future__ import annotations
 
 import base64
-import binascii
 import os
 import threading
 from collections import OrderedDict
@@ -21,7 +20,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from shared.config import ConfigError
+from shared.signing import load_key
 
 SEAL_PREFIX = "pd1:"
 ERASED = "[erased]"
@@ -187,51 +186,8 @@ class PersonalDataVault:
         return self._master.decrypt(wrapped[:12], wrapped[12:], b"qiji-dek:" + subject_id.encode())
 
 
-class MasterKeyMissing(ConfigError, FileNotFoundError):
-    """Neither QIJI_MASTER_KEY nor its file: the process must not start (a configuration error
-    to a service, a missing file to the operator's scripts)."""
-
-
 def load_master_key(value: str, key_file: os.PathLike[str] | str, *, create: bool) -> bytes:
     """The master key from its setting (base64), else from its file; `create` makes the file for
-    the embedded default, where there is no operator to hand one out. A key that is not base64
-    of 32 bytes is a ConfigError that never repeats the key."""
-    if value:
-        key = _decode_key(value, "QIJI_MASTER_KEY")
-    else:
-        path = os.fspath(key_file)
-        if not os.path.exists(path):
-            if not create:
-                raise MasterKeyMissing(
-                    f"no master key: set QIJI_MASTER_KEY (base64 of 32 bytes) or create {path}"
-                )
-            os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-            # Written under a temporary name and linked into place, so a second process
-            # starting at the same moment never reads a half-written key.
-            tmp = f"{path}.{os.getpid()}.tmp"
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as f:
-                f.write(base64.b64encode(os.urandom(32)).decode())
-            try:
-                os.link(tmp, path)
-            except FileExistsError:
-                pass
-            finally:
-                os.unlink(tmp)
-        try:
-            with open(path) as f:
-                key = _decode_key(f.read(), f"the master key file {path}")
-        except OSError as error:
-            raise ConfigError(f"the master key file {path} cannot be read: "
-                              f"{error.strerror}") from None
-    return key
-
-
-def _decode_key(text: str, where: str) -> bytes:
-    try:
-        key = base64.b64decode(text.strip(), validate=True)
-    except (binascii.Error, ValueError):
-        key = b""
-    if len(key) != 32:
-        raise ConfigError(f"{where} must hold base64 of 32 bytes")
-    return key
+    the embedded default, where there is no operator to hand one out."""
+    return load_key(value, key_file, create=create, setting="QIJI_MASTER_KEY",
+                    what="master key")

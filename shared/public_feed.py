@@ -16,6 +16,7 @@ from decimal import Decimal
 from enum import Enum
 from typing import Any
 
+from shared.checkpoints import CHECKPOINT_TOPIC
 from shared.errors import FieldViolation, InvalidArgument
 
 SPEC_VERSION = "1.0"
@@ -81,15 +82,19 @@ class PublicEvent:
     subject: str
     data: dict[str, Any]
     position: int
+    # For an event about a rider, the platform that registered them (who may receive it).
+    platform_id: str = ""
 
 
 class PublicCatalogue:
-    """A service's public types, keyed by name and by the internal topic each is made from."""
+    """A service's public types, keyed by name and by the internal topic each is made from.
+    Every service's catalogue carries its log's signed checkpoints too (`checkpoint_type`): a
+    log without outside witnesses could be rewritten unseen."""
 
     def __init__(self, service: str, types: Iterable[PublicType]):
         self.service = service
         self.source = f"/qiji/{service}"
-        self.types = {t.name: t for t in types}
+        self.types = {t.name: t for t in [*types, checkpoint_type(service)]}
         self._by_topic: dict[str, list[PublicType]] = {}
         for t in self.types.values():
             if not t.name.startswith(f"qiji.{service}.v"):
@@ -112,28 +117,57 @@ class PublicCatalogue:
             if wanted and t.name not in wanted:
                 continue
             mapped = t.build(app, fact)
-            if mapped is None or not _for_this_consumer(app, t, mapped, fact):
+            if mapped is None:
+                continue
+            platform = _rider_platform(app, t, mapped)
+            if not _for_this_consumer(t, platform, fact):
                 continue
             found.append(PublicEvent(
                 id=event_id(self.service, fact.originator_id, fact.originator_version, t.name),
                 source=self.source, type=t.name, time=fact.time.astimezone(UTC),
-                subject=mapped.subject, data=plain(mapped.data), position=fact.position))
+                subject=mapped.subject, data=plain(mapped.data), position=fact.position,
+                platform_id=platform))
         return found
 
 
-def _for_this_consumer(app: Any, t: PublicType, mapped: Mapped, fact: Fact) -> bool:
-    """An event about a rider goes to the rider's own platform only (or to Qiji's relay); any
-    other public event goes to everyone. A type with a `rider_id` field is about a rider: the
-    rule cannot be forgotten by a new type."""
+# The checkpoint type's fields. Not about any rider: every consumer of every organisation
+# receives it (it is the point that many independent parties hold copies).
+CHECKPOINT_FIELDS = ("origin", "position", "seal", "key_id", "checkpoint", "signed_time")
+
+
+def checkpoint_type(service: str) -> PublicType:
+    """`qiji.<service>.v1.LogCheckpointSigned`: a signed checkpoint of the service's log
+    (shared/checkpoints.py), for witnesses to keep."""
+    return PublicType(f"qiji.{service}.v1.LogCheckpointSigned", CHECKPOINT_TOPIC,
+                      CHECKPOINT_FIELDS, _checkpoint)
+
+
+def _checkpoint(_app: Any, fact: Fact) -> Mapped:
+    e = fact.event
+    return Mapped(e.origin, {"origin": e.origin, "position": e.position, "seal": e.seal,
+                             "key_id": e.key_id, "checkpoint": e.note,
+                             "signed_time": e.timestamp})
+
+
+def _rider_platform(app: Any, t: PublicType, mapped: Mapped) -> str:
+    """The platform that registered the rider an event is about ("" for an event about no
+    rider, or a rider nobody knows). A type with a `rider_id` field is about a rider: the rule
+    cannot be forgotten by a new type."""
+    if "rider_id" not in t.fields or not mapped.data.get("rider_id"):
+        return ""
+    rider = (app.directory.rider(str(mapped.data["rider_id"]))
+             if app.directory is not None else None)
+    return rider.platform_id if rider is not None else ""
+
+
+def _for_this_consumer(t: PublicType, platform: str, fact: Fact) -> bool:
+    """An event about a rider goes to the rider's own platform only (or to Qiji's relay, which
+    routes it to that platform alone); any other public event goes to everyone."""
     if "rider_id" not in t.fields:
         return True
     if fact.all_platforms and not fact.consumer_organisation_id:
         return True
-    rider_id = mapped.data.get("rider_id", "")
-    if not fact.consumer_organisation_id or not rider_id:
-        return False
-    rider = app.directory.rider(str(rider_id)) if app.directory is not None else None
-    return rider is not None and rider.platform_id == fact.consumer_organisation_id
+    return bool(platform) and platform == fact.consumer_organisation_id
 
 
 def event_id(service: str, originator_id: uuid.UUID, version: int, type_name: str) -> str:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import queue
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import psycopg
@@ -21,6 +21,7 @@ from eventsourcing.utils import resolve_topic
 from psycopg import sql
 
 from shared.application import QijiApplication
+from shared.integrity import EventIntegrityError
 from shared.persistence import postgres_conninfo
 
 PAGE = 2000
@@ -30,7 +31,8 @@ _DONE = object()
 
 class EventDecoder:
     """Stored rows to domain events: what the library's Mapper.to_domain_event does (topic,
-    decoding, originator id type, upcasting), with the topic's class looked up once."""
+    decoding, originator id type, upcasting), with the topic's class looked up once. It does
+    not check the MAC: `scan` does, before it decodes."""
 
     def __init__(self, mapper: Mapper[Any]):
         self._mapper = mapper
@@ -75,21 +77,31 @@ class EventDecoder:
 
 def scan(app: QijiApplication, start: int) -> Iterator[tuple[int, Any]]:
     """(position, domain event) for every event from position `start` on, in log order, as
-    of the moment the scan begins (later events are for the caller's next read)."""
+    of the moment the scan begins (later events are for the caller's next read). Every event's
+    MAC is checked before it is decoded: EventIntegrityError (with its position) at the first
+    that fails, and nothing after it."""
     decode = EventDecoder(app.mapper)
+    check = app.event_mac.check
+    for position, originator_id, version, topic, state in rows(app, start):
+        if not check(originator_id, version, topic, state):
+            raise EventIntegrityError(originator_id, version, position=position)
+        yield position, decode(position, originator_id, version, topic, state)
+
+
+def rows(app: QijiApplication, start: int) -> Iterator[tuple[Any, ...]]:
+    """The stored rows from position `start` on, undecoded and unchecked: (position,
+    originator id, version, topic, state), in log order."""
     if app.settings.persistence != "postgres":
         # SQLite is in this process: no round trips to save, pages are as good as a cursor.
         while True:
             batch = app.read_log(start, PAGE)
             for n in batch:
-                yield n.id, decode(n.id, n.originator_id, n.originator_version, n.topic,
-                                   n.state)
+                yield n.id, n.originator_id, n.originator_version, n.topic, n.state
             if len(batch) < PAGE:
                 return
             start = batch[-1].id + 1
-    for rows in _pages(app, start):
-        for position, originator_id, version, topic, state in rows:
-            yield position, decode(position, originator_id, version, topic, state)
+    for page in _pages(app, start):
+        yield from page
 
 
 def _pages(app: QijiApplication, start: int) -> Iterator[list[tuple[Any, ...]]]:
@@ -100,38 +112,50 @@ def _pages(app: QijiApplication, start: int) -> Iterator[list[tuple[Any, ...]]]:
         " FROM {}.{} WHERE notification_id >= %s ORDER BY notification_id").format(
             sql.Identifier(recorder.datastore.schema),
             sql.Identifier(recorder.events_table_name))
-    pages: queue.Queue[Any] = queue.Queue(maxsize=PREFETCH)
+
+    def fetch(put: Callable[[Any], bool]) -> None:
+        # A connection of its own, not one of the pool's: a rebuild holds it for seconds.
+        with psycopg.connect(postgres_conninfo(app.settings)) as conn, conn.cursor(
+                name="qiji_replay", binary=True) as cursor:
+            cursor.execute(statement, (start,))
+            while True:
+                rows = cursor.fetchmany(PAGE)
+                if not rows or not put(rows):
+                    break
+
+    return prefetched(fetch, f"{app.name}-replay")
+
+
+def prefetched(fetch: Callable[[Callable[[Any], bool]], None], name: str
+               ) -> Iterator[Any]:
+    """What `fetch(put)` puts, produced by a thread of its own at most PREFETCH items ahead of
+    the consumer (`put` returns False once the consumer has gone: stop then). An exception in
+    `fetch` is raised to the consumer."""
+    items: queue.Queue[Any] = queue.Queue(maxsize=PREFETCH)
     stop = threading.Event()
 
     def put(item: Any) -> bool:
         while not stop.is_set():
             try:
-                pages.put(item, timeout=0.1)
+                items.put(item, timeout=0.1)
                 return True
             except queue.Full:
                 continue
         return False
 
-    def fetch() -> None:
+    def run() -> None:
         try:
-            # A connection of its own, not one of the pool's: a rebuild holds it for seconds.
-            with psycopg.connect(postgres_conninfo(app.settings)) as conn, conn.cursor(
-                    name="qiji_replay", binary=True) as cursor:
-                cursor.execute(statement, (start,))
-                while True:
-                    rows = cursor.fetchmany(PAGE)
-                    if not rows or not put(rows):
-                        break
+            fetch(put)
         except BaseException as error:  # handed to the consumer, which raises it
             put(error)
         finally:
             put(_DONE)
 
-    thread = threading.Thread(target=fetch, name=f"{app.name}-replay", daemon=True)
+    thread = threading.Thread(target=run, name=name, daemon=True)
     thread.start()
     try:
         while True:
-            item = pages.get()
+            item = items.get()
             if item is _DONE:
                 return
             if isinstance(item, BaseException):

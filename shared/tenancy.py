@@ -17,7 +17,6 @@ processes."""
 from __future__ import annotations
 
 import threading
-import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,7 +25,7 @@ import grpc
 import structlog
 
 from shared import auth
-from shared.errors import FieldViolation, InvalidArgument, Unavailable
+from shared.errors import FieldViolation, InvalidArgument, Unavailable, is_uuid
 
 log = structlog.get_logger(__name__)
 
@@ -353,17 +352,9 @@ def _owners_of(ref: Ref, request: Any, resolve: Resolver) -> Owners | None:
         if ref.optional:
             return None
         raise InvalidArgument([FieldViolation(ref.field, "must not be empty")])
-    if not _is_uuid(value):
+    if not is_uuid(value):
         raise InvalidArgument([FieldViolation(ref.field, "is not a valid id")])
     return resolve(ref.kind, value)
-
-
-def _is_uuid(value: str) -> bool:
-    try:
-        uuid.UUID(value)
-    except ValueError:
-        return False
-    return True
 
 
 # ---------------------------------------------------------------------------- the directory

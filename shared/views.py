@@ -17,6 +17,7 @@ import structlog
 
 from shared import context, replay
 from shared.application import QijiApplication
+from shared.integrity import ALARM, EventIntegrityError
 from shared.paging import page
 
 log = structlog.get_logger(__name__)
@@ -26,46 +27,73 @@ PROGRESS_EVERY = 10_000
 
 
 class LogFollower:
+    """Applies the service's own log to a view, in order. An event that fails its integrity
+    check stops the view there: it never applies anything past it, and raises the integrity
+    alarm. A view that cannot be brought up to date must not answer as if it were (a rule
+    checked against it would miss what came after), so every later catch-up — before each
+    query and command that reads the view — raises EventIntegrityError (DATA_LOSS to the
+    caller) until the store is repaired; the rebuild at start alone does not raise, so that the
+    process comes up and serves its health, its audit API and what needs no view."""
+
     def __init__(self, app: QijiApplication, name: str,
                  apply: Callable[[int, Any], None]):
         self._app = app
         self._name = name
         self._apply = apply
         self._lock = threading.Lock()
+        self._reader = f"{app.name}.view.{name}"
+        self._stopped = False
+        self._started = False
         self.position = 0
 
     def catch_up(self) -> int:
         """Applies every event stored since the last call; returns how many."""
         with self._lock:
-            applied = 0
-            started = time.perf_counter()
-            while True:
-                # Usually a handful of new events: one page answers. A full page means a
-                # rebuild (or a long absence): the rest streams through one cursor.
-                batch = self._app.read_log(self.position + 1, BATCH)
-                events = ((n.id, self._app.to_domain_event(n)) for n in batch)
-                if len(batch) == BATCH:
-                    events = chain(events, replay.scan(self._app, batch[-1].id + 1))
-                count = 0
-                for position, event in events:
-                    self._apply(position, event)
-                    self.position = position
-                    count += 1
-                    if (applied + count) % PROGRESS_EVERY == 0:
-                        # A long rebuild shows that it is moving, and how fast.
-                        log.info("view.rebuild.progress", view=self._name,
-                                 events=applied + count, position=self.position,
-                                 per_second=round((applied + count)
-                                                  / (time.perf_counter() - started)))
-                applied += count
-                if count < BATCH:
-                    # Less than a page: nothing more was there. After a scan, look once more
-                    # for what was committed while it ran.
-                    break
-            if applied >= PROGRESS_EVERY:
-                log.info("view.rebuild.done", view=self._name, events=applied,
-                         seconds=round(time.perf_counter() - started, 2))
+            first, self._started = not self._started, True
+            try:
+                applied = self._catch_up()
+            except EventIntegrityError as error:
+                self._stopped = True
+                ALARM.broken(self._app.name, self._reader,
+                             error.position or self.position + 1, error.problem)
+                if first:
+                    return 0
+                raise
+            if self._stopped:
+                self._stopped = False
+                ALARM.intact(self._app.name, self._reader)
             return applied
+
+    def _catch_up(self) -> int:
+        applied = 0
+        started = time.perf_counter()
+        while True:
+            # Usually a handful of new events: one page answers. A full page means a
+            # rebuild (or a long absence): the rest streams through one cursor.
+            batch = self._app.read_log(self.position + 1, BATCH)
+            events = ((n.id, self._app.to_domain_event(n)) for n in batch)
+            if len(batch) == BATCH:
+                events = chain(events, replay.scan(self._app, batch[-1].id + 1))
+            count = 0
+            for position, event in events:
+                self._apply(position, event)
+                self.position = position
+                count += 1
+                if (applied + count) % PROGRESS_EVERY == 0:
+                    # A long rebuild shows that it is moving, and how fast.
+                    log.info("view.rebuild.progress", view=self._name,
+                             events=applied + count, position=self.position,
+                             per_second=round((applied + count)
+                                              / (time.perf_counter() - started)))
+            applied += count
+            if count < BATCH:
+                # Less than a page: nothing more was there. After a scan, look once more
+                # for what was committed while it ran.
+                break
+        if applied >= PROGRESS_EVERY:
+            log.info("view.rebuild.done", view=self._name, events=applied,
+                     seconds=round(time.perf_counter() - started, 2))
+        return applied
 
 
 @dataclass

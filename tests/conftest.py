@@ -138,6 +138,15 @@ def settings_for(service: str, env: dict[str, str]) -> Settings:
     return load_settings(service, env)
 
 
+def stored_state(originator_id: Any, version: int, topic: str, state: dict[str, Any]) -> bytes:
+    """An event's state as a Qiji service stores it under MASTER_KEY (MACed), for fake upstream
+    feeds: followers check every upstream event's MAC before acting on it."""
+    from shared.integrity import EventMac, audit_key
+    from shared.transcoding import qiji_transcoder
+    return EventMac(audit_key(MASTER_KEY)).seal_state(originator_id, version, topic,
+                                                      qiji_transcoder().encode(state))
+
+
 def actor(principal: str, *roles: str, organisation_id: str = "") -> Actor:
     return Actor(principal=principal, roles=frozenset(roles), organisation_id=organisation_id)
 

@@ -58,19 +58,23 @@ class Answer:
         return self.code is grpc.StatusCode.OK
 
 
-class _Aborted(Exception):
+class Aborted(Exception):
     def __init__(self, status: grpc.Status):
         self.status = status
 
 
-class _Context:
-    """The part of a grpc.ServicerContext the guard and the servicers use."""
+class CallContext:
+    """The part of a grpc.ServicerContext the guard and the servicers use: a caller with a
+    bearer token (or none, or `header` as the raw authorization metadata)."""
 
     # A stream with nothing to send ends after this long, as if its caller had gone.
     STREAM_PATIENCE = 2.0
 
-    def __init__(self, token: str | None):
-        self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
+    def __init__(self, token: str | None, header: str | None = None):
+        if header is not None:
+            self._metadata: tuple[tuple[str, str], ...] = (("authorization", header),)
+        else:
+            self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
         self._until = time.monotonic() + self.STREAM_PATIENCE
 
     def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
@@ -80,7 +84,7 @@ class _Context:
         pass
 
     def abort_with_status(self, status: grpc.Status) -> None:
-        raise _Aborted(status)
+        raise Aborted(status)
 
     def is_active(self) -> bool:
         return time.monotonic() < self._until
@@ -92,7 +96,7 @@ class _Context:
         return "ipv4:127.0.0.1:1"
 
 
-class _Registrar:
+class Registrar:
     """Stands in for a grpc.Server while servicers register: keeps their method handlers."""
 
     def __init__(self) -> None:
@@ -128,7 +132,7 @@ class Service:
     def __init__(self, spec: ServiceSpec, app: QijiApplication, tokens_file: Path):
         self.spec = spec
         self.app = app
-        registrar = _Registrar()
+        registrar = Registrar()
         spec.add_servicers(registrar, app)  # type: ignore[arg-type]
         feed.register(registrar, app, threading.Event())  # type: ignore[arg-type]
         public_feed_api.register(registrar, app,  # type: ignore[arg-type]
@@ -143,13 +147,13 @@ class Service:
 
     def call(self, path: str, request: Any, token: str | None) -> Answer:
         handler = self.methods[path]
-        context = _Context(token)
+        context = CallContext(token)
         try:
             if handler.unary_unary is not None:
                 return Answer(response=handler.unary_unary(request, context))
             stream: Iterator[Any] = handler.unary_stream(request, context)
             return Answer(response=next(stream, None))
-        except _Aborted as aborted:
+        except Aborted as aborted:
             return decode(aborted.status)
 
     @staticmethod

@@ -20,8 +20,11 @@ from shared.config import TlsSettings
 from shared.errors import FieldViolation, InvalidArgument, Unavailable
 from shared.grpc.channels import open_channel
 from shared.grpc.public_feed import read_public
+from shared.integrity import ALARM
 
 log = structlog.get_logger(__name__)
+
+READER = "platform"
 
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
@@ -95,6 +98,7 @@ def check_page_size(page_size: int) -> int:
 class PlatformFeed:
     def __init__(self, upstreams: Mapping[str, Upstream]):
         self.upstreams = dict(upstreams)
+        self._stopped: set[str] = set()
 
     def decode_cursor(self, cursor: str) -> dict[str, int]:
         return cursors.decode(cursor, SERVICES)
@@ -125,6 +129,7 @@ class PlatformFeed:
             batches[service] = (list(reply.events), reply.next_position)
             if reply.next_position <= reply.last_position:
                 caught_up = False
+            self._integrity(service, reply)
         if unreachable and not batches:
             raise Unavailable(f"{', '.join(unreachable)} cannot be reached; retry with the "
                               "same cursor", reason="UPSTREAM_UNAVAILABLE")
@@ -145,3 +150,16 @@ class PlatformFeed:
                 positions[service] = max(positions[service], next_position)
         return Page(events=taken, positions=positions, caught_up=caught_up,
                     unreachable=unreachable)
+
+    def _integrity(self, service: str, reply: Any) -> None:
+        """The gateway holds no key (least privilege: it faces outside consumers): the service
+        checks every event's MAC as it reads it for the gateway and stops its answer at one
+        that fails. The reply's events are those before it and its `next_position` is the bad
+        event's, so no consumer's cursor ever passes it; the gateway raises the alarm."""
+        if reply.HasField("integrity_failure"):
+            self._stopped.add(service)
+            ALARM.broken(service, READER, reply.integrity_failure.position,
+                         reply.integrity_failure.problem)
+        elif service in self._stopped:
+            self._stopped.discard(service)
+            ALARM.intact(service, READER)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import signal
 import threading
+from collections.abc import Callable
 from concurrent import futures
 from dataclasses import dataclass, field
 
@@ -21,7 +22,8 @@ from shared.auth import TokenRegistry
 from shared.config import ConfigError, Settings, load_settings
 from shared.grpc import tls
 from shared.grpc.guard import Guard
-from shared.grpc.server import LIVENESS
+from shared.grpc.server import INTEGRITY, LIVENESS, integrity_health
+from shared.integrity import ALARM
 from shared.logging import configure as configure_logging
 from shared.logging import exits_on_config_error
 from shared.tenancy import no_owners
@@ -39,9 +41,12 @@ class RunningGateway:
     health: health.HealthServicer
     stopping: threading.Event
     upstreams: dict[str, Upstream] = field(default_factory=dict)
+    watch_integrity: Callable[[bool], None] | None = None
 
     def stop(self, grace: float = GRACE_SECONDS) -> None:
         self.stopping.set()  # streams end at their next look
+        if self.watch_integrity is not None:
+            ALARM.forget(self.watch_integrity)
         self.health.enter_graceful_shutdown()
         self.server.stop(grace).wait()
         for upstream in self.upstreams.values():
@@ -69,14 +74,16 @@ def build_gateway(settings: Settings, upstreams: dict[str, Upstream] | None = No
     names = add_servicers(server, PlatformFeed(upstreams), stopping)
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    for name in ["", LIVENESS, *names]:
+    for name in ["", LIVENESS, INTEGRITY, *names]:
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    watch_integrity = integrity_health(health_servicer)
+    ALARM.listen(watch_integrity)
     reflection.enable_server_reflection(
         [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
          reflection.SERVICE_NAME], server)
     port = tls.add_port(server, settings)
     return RunningGateway(server=server, port=port, health=health_servicer, stopping=stopping,
-                          upstreams=upstreams)
+                          upstreams=upstreams, watch_integrity=watch_integrity)
 
 
 def serve() -> None:

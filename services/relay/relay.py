@@ -3,8 +3,10 @@
 It follows every service's public log (`qiji.feed.v1.PublicFeedService/ReadPublicEvents`, the
 same contract the gRPC gateway `services/platform` merges) at a position of its own per service,
 and publishes each public event, as a CloudEvent 1.0 in the structured JSON format
-(services/relay/cloudevents.py), to the durable topic exchange `qiji.events`, routing key = the
-CloudEvents `type` (e.g. `qiji.training.v1.PreJobCertified`).
+(services/relay/cloudevents.py), to the durable topic exchange `qiji.events`. The routing key
+of an event about a rider is `platform.<the rider's platform id>.<CloudEvents type>` (e.g.
+`platform.7b0c….qiji.training.v1.PreJobCertified`), of any other event the type alone (a
+signed checkpoint, `qiji.identity.v1.LogCheckpointSigned`): each platform binds only its own.
 
 Guarantees:
 - At least once, nothing lost. The position of a service is stored (services/relay/positions.py)
@@ -16,6 +18,13 @@ Guarantees:
   repeated.
 - Order: within one service, log order (one publisher, one channel, confirms awaited in turn);
   no order between services, as in the gRPC feed.
+- Nothing unchecked: the relay holds no key of its own (least privilege: it faces the broker,
+  and a MAC key would let whoever took it over forge events every follower accepts). Each
+  service checks every event's MAC as it reads it for the relay (the only place where the row
+  and the key meet) and stops its answer at one that fails (`integrity_failure`): the relay
+  publishes what came before, stores that position, raises `qiji_audit_intact{reader="relay"}
+  0`, logs `integrity.broken` naming the service and position, and asks again each cycle (at
+  the idle pace); it never skips the event.
 - No personal data over AMQP: the relay reads with `consumer_organisation_id=""`, which the
   services answer without any personal field (no name, no phone, never a national id), whatever
   consents exist. Consumers that need consented fields use the gRPC gateway with their own
@@ -23,7 +32,8 @@ Guarantees:
 - Only messages for queues that exist: the exchange is declared (durable) by the relay, but a
   consumer must declare and bind its durable queue before the events it wants are published;
   RabbitMQ drops what no queue is bound for (no `mandatory` flag: an unbound type must not stall
-  the feed). Bind `qiji.#` for everything, `qiji.identity.#` for one service, or exact types.
+  the feed). A platform binds `platform.<its id>.#` for its riders' events (or
+  `platform.<its id>.qiji.identity.#`, exact types...) and `qiji.#` for events about no rider.
 
 Why the relay is not a `nameko run` service (this departs from ARCHITECTURE.md's process table,
 on purpose): the relay is a gRPC client of the five services, and grpcio must not run under
@@ -64,6 +74,7 @@ from services.relay.cloudevents import SOURCE_SERVICE, register_serializer, stru
 from services.relay.positions import PositionStore, open_positions
 from shared import metrics as shared_metrics
 from shared.config import ConfigError, Settings, load_settings
+from shared.integrity import ALARM
 from shared.leadership import Lease
 from shared.leadership import leadership as hold_leadership
 from shared.logging import configure as configure_logging
@@ -82,6 +93,22 @@ BACKOFF_MAX = 2.0
 PROGRESS_SECONDS = 5.0
 
 Publish = Callable[[str, dict[str, Any]], None]
+
+
+# Where an event about a rider goes whose platform nobody knows (it cannot happen while
+# identity keeps its riders): a key no platform may bind. Never to everyone.
+NOBODYS = "platform.unknown"
+
+
+def routing_key(type_name: str, platform_id: str, about_a_rider: bool) -> str:
+    """Where an event goes on `qiji.events`: an event about a rider to its own platform only,
+    `platform.<platform id>.<type>`; an event about no rider (a signed checkpoint) to everyone,
+    `<type>`. A broker user of one platform is given topic permissions that let it bind
+    nothing but its own platform's keys and those of events about no rider (README, "Over
+    AMQP"), so a competitor's riders never reach its queues."""
+    if platform_id:
+        return f"platform.{platform_id}.{type_name}"
+    return f"{NOBODYS}.{type_name}" if about_a_rider else type_name
 
 
 class BrokerDown(Exception):
@@ -120,6 +147,9 @@ class ServiceState:
     retry_at: float = 0.0
     backoff: float = BACKOFF_START
     last_position: int = 0
+    # Stopped at an event that fails its integrity check: it is never published, nor anything
+    # after it, until the store is repaired.
+    stopped_at: int = 0
 
 
 @dataclass
@@ -156,7 +186,10 @@ class Relay:
         done_through = state.next_position  # every position below it is confirmed
         for index, public in enumerate(reply.events):
             try:
-                self.publish(public.event.type, structured(public.event))
+                event = structured(public.event)
+                about_a_rider = isinstance(event["data"], dict) and "rider_id" in event["data"]
+                self.publish(routing_key(public.event.type, public.platform_id, about_a_rider),
+                             event)
             except BrokerDown:
                 # Keep what is confirmed: the positions wholly published before this one.
                 complete = [e.position for e in reply.events[:index]
@@ -172,6 +205,15 @@ class Relay:
             metrics.BROKER_UP.set(1)
         if reply.next_position > state.next_position:
             self._store(state, reply.next_position)
+        if reply.HasField("integrity_failure"):
+            # The service checked each event's MAC as it read it for us and stopped at this
+            # one: publish nothing of it or after it, say so, and ask again next cycle.
+            failure = reply.integrity_failure
+            state.stopped_at = failure.position
+            ALARM.broken(state.name, NAME, failure.position, failure.problem)
+        elif state.stopped_at:
+            state.stopped_at = 0
+            ALARM.intact(state.name, NAME)
         metrics.read(state.name, published_through=state.next_position - 1,
                      last_position=reply.last_position)
         if reply.events:
@@ -212,14 +254,18 @@ class Relay:
                         return
                     if state.retry_at <= time.monotonic():
                         self.run_once(state)
-                        # More stored than read: go on at once, without the poll pause.
-                        busy |= state.next_position <= state.last_position
+                        # More stored than read: go on at once, without the poll pause (but not
+                        # for a service stopped at a bad event: it waits like an idle one).
+                        busy |= (state.next_position <= state.last_position
+                                 and not state.stopped_at)
                 if broker_backoff > BACKOFF_START:
                     log.info("relay.broker_back")
                 broker_backoff = BACKOFF_START
                 positions_outage.worked()
                 # Healthy when every service's feed answered its latest read (one in backoff
                 # has not); the broker and the position store answered, or we would be below.
+                # (A service stopped at an event that fails its integrity check is not a sick
+                # relay — restarting it would change nothing: that is the integrity alarm's.)
                 metrics.HEALTHY.set(all(s.backoff == BACKOFF_START
                                         for s in self.services.values()))
             except BrokerDown as down:

@@ -14,7 +14,8 @@ from qiji.audit.v1 import audit_service_pb2_grpc as pb_grpc
 
 from shared import audit, auth
 from shared.application import QijiApplication
-from shared.errors import FieldViolation, InvalidArgument, NotFound
+from shared.checkpoints import CheckpointVerifier
+from shared.errors import FieldViolation, InvalidArgument, NotFound, Violations
 from shared.grpc.convert import optional_time, timestamp
 from shared.tenancy import Access, city_wide
 
@@ -34,9 +35,14 @@ def _aggregate_id(text: str) -> uuid.UUID:
         raise InvalidArgument([FieldViolation("aggregate_id", "is not a valid id")]) from None
 
 
+MAX_CHECKPOINTS = 100_000
+MAX_NOTE_LENGTH = 4096
+
+
 class AuditServicer(pb_grpc.AuditServiceServicer):
-    def __init__(self, app: QijiApplication):
+    def __init__(self, app: QijiApplication, verifier: CheckpointVerifier | None):
         self._app = app
+        self._verifier = verifier
 
     def GetHistory(self, request: Any, context: Any) -> Any:
         ident = _aggregate_id(request.aggregate_id)
@@ -61,8 +67,16 @@ class AuditServicer(pb_grpc.AuditServiceServicer):
                                                              ensure_ascii=False, indent=2))
 
     def VerifyLog(self, request: Any, context: Any) -> Iterator[Any]:
+        violations = Violations()
+        violations.require(len(request.checkpoints) <= MAX_CHECKPOINTS, "checkpoints",
+                           f"at most {MAX_CHECKPOINTS} per call")
+        violations.require(all(len(n) <= MAX_NOTE_LENGTH for n in request.checkpoints),
+                           "checkpoints", f"a signed note is at most {MAX_NOTE_LENGTH} "
+                                          "characters")
+        violations.raise_if_any()
         last = None
-        for verdict in audit.verify(self._app):
+        for verdict in audit.verify(self._app, checkpoints=list(request.checkpoints),
+                                    verifier=self._verifier):
             # Every verdict but the last is progress; the last is the answer.
             if last is not None and context.is_active():
                 yield self._reply(last, done=False)
@@ -70,13 +84,20 @@ class AuditServicer(pb_grpc.AuditServiceServicer):
         if last is not None:
             yield self._reply(last, done=True)
 
-    @staticmethod
-    def _reply(v: audit.Verdict, *, done: bool) -> Any:
+    def _reply(self, v: audit.Verdict, *, done: bool) -> Any:
         return pb.VerifyLogResponse(checked=v.checked, sealed_through=v.sealed_through,
                                     head_seal=v.head_seal, done=done, intact=v.intact,
-                                    first_broken_position=v.first_broken, problem=v.problem)
+                                    first_broken_position=v.first_broken, problem=v.problem,
+                                    checkpoints_checked=v.checkpoints_checked,
+                                    newest_checkpoint=v.newest_checkpoint,
+                                    rejected_checkpoints=v.rejected,
+                                    verifier_key=self._verifier.key_text if self._verifier
+                                    else "")
 
 
-def register(server: grpc.Server, app: QijiApplication) -> str:
-    pb_grpc.add_AuditServiceServicer_to_server(AuditServicer(app), server)
+def register(server: grpc.Server, app: QijiApplication,
+             verifier: CheckpointVerifier | None = None) -> str:
+    """`verifier`: this log's checkpoint key (build_server always gives it); without one, every
+    checkpoint a caller brings is listed as rejected, none is used."""
+    pb_grpc.add_AuditServiceServicer_to_server(AuditServicer(app, verifier), server)
     return pb.DESCRIPTOR.services_by_name["AuditService"].full_name

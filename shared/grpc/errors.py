@@ -19,6 +19,7 @@ STATUS_TABLE: list[tuple[type[errors.QijiError], int]] = [
     (errors.Unauthenticated, code_pb2.UNAUTHENTICATED),
     (errors.Aborted, code_pb2.ABORTED),
     (errors.Unavailable, code_pb2.UNAVAILABLE),
+    (errors.DataLoss, code_pb2.DATA_LOSS),
 ]
 
 

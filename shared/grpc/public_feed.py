@@ -14,6 +14,7 @@ from qiji.feed.v1 import public_feed_service_pb2_grpc as pb_grpc
 from shared import auth
 from shared.application import QijiApplication
 from shared.errors import Violations
+from shared.integrity import ALARM, EventIntegrityError
 from shared.public_feed import DATA_CONTENT_TYPE, SPEC_VERSION, Fact, PublicCatalogue, PublicEvent
 from shared.tenancy import Access, city_wide
 
@@ -62,14 +63,30 @@ def read_public(app: QijiApplication, catalogue: PublicCatalogue, request: Any) 
     limit = request.limit or DEFAULT_LIMIT
     notifications = app.read_log(start, limit, topics)
     events = []
+    reader = f"{app.name}.public-feed"
     for n in notifications:
-        fact = Fact(position=n.id, originator_id=n.originator_id,
-                    originator_version=n.originator_version, topic=n.topic,
-                    event=app.to_domain_event(n),
-                    consumer_organisation_id=request.consumer_organisation_id,
-                    all_platforms=request.all_platforms)
-        events += [pb.PublicEvent(position=n.id, event=to_cloudevent(e))
-                   for e in catalogue.map(app, fact, wanted)]
+        try:
+            # Checked before it is decoded (the mapper checks every MAC), and so is every
+            # event a mapping reads (today's rider, for consent): nothing unchecked goes out.
+            fact = Fact(position=n.id, originator_id=n.originator_id,
+                        originator_version=n.originator_version, topic=n.topic,
+                        event=app.to_domain_event(n),
+                        consumer_organisation_id=request.consumer_organisation_id,
+                        all_platforms=request.all_platforms)
+            mapped = catalogue.map(app, fact, wanted)
+        except EventIntegrityError as error:
+            problem = error.problem if error.position == n.id else (
+                f"it needs the stored event {error.originator_id} v{error.version}"
+                + (f" (position {error.position})" if error.position else "")
+                + f", which fails its integrity check: {error.problem}")
+            ALARM.broken(app.name, reader, n.id, problem)
+            return pb.ReadPublicEventsResponse(
+                events=events, next_position=n.id, last_position=last,
+                integrity_failure=pb.IntegrityFailure(position=n.id, problem=problem))
+        events += [pb.PublicEvent(position=n.id, event=to_cloudevent(e),
+                                  platform_id=e.platform_id) for e in mapped]
+    if ALARM.found():
+        ALARM.intact(app.name, reader)
     next_position = notifications[-1].id + 1 if notifications else start
     if len(notifications) < limit:
         next_position = max(next_position, last + 1)

@@ -20,15 +20,18 @@ from shared import metrics
 from shared.application import QijiApplication
 from shared.audit import Sealer
 from shared.auth import TokenRegistry
-from shared.config import Settings, load_settings
+from shared.checkpoints import CheckpointSigner, origin_of
+from shared.config import ConfigError, Settings, load_settings
 from shared.grpc import audit as audit_api
 from shared.grpc import feed, tls
 from shared.grpc import public_feed as public_feed_api
 from shared.grpc.guard import Guard
+from shared.integrity import ALARM, HEALTH
 from shared.logging import configure as configure_logging
 from shared.logging import exits_on_config_error
 from shared.personal_data import load_master_key
 from shared.public_feed import PublicCatalogue
+from shared.signing import load_key
 from shared.tenancy import Access
 
 log = structlog.get_logger(__name__)
@@ -38,6 +41,10 @@ HEALTH_PROBE_SECONDS = 1.0
 # liveness probes. Restarting every replica because the database is away for a minute would
 # only add a cold start to the outage; readiness ("") takes them out of the load balancer.
 LIVENESS = "qiji.liveness"
+# A health name that is NOT_SERVING while any reader in the process (the sealer, a follower, a
+# view, the public feed) is stopped at an event that fails its integrity check. Readiness ("")
+# is left alone: the service still answers everything that does not need the bad event.
+INTEGRITY = HEALTH
 # NOT_SERVING while an upstream refuses one of the service's followers (its token was replaced):
 # the service serves, but reacts to nothing from that upstream until an operator fixes it.
 FOLLOWERS = "qiji.followers"
@@ -73,11 +80,14 @@ class RunningService:
     stopping: threading.Event = field(default_factory=threading.Event)
     service_names: list[str] = field(default_factory=list)
     followers: list[Any] = field(default_factory=list)
+    watch_integrity: Callable[[bool], None] | None = None
     _threads: list[threading.Thread] = field(default_factory=list)
 
     def stop(self, grace: float = GRACE_SECONDS) -> None:
         self.stopping.set()
         self.app.store_gate.doubt()  # wakes the health probe's loop, which sees `stopping`
+        if self.watch_integrity is not None:
+            ALARM.forget(self.watch_integrity)
         self.health.enter_graceful_shutdown()
         self.app.wake_waiters()  # feed streams notice `stopping` at once
         self.server.stop(grace).wait()
@@ -115,11 +125,13 @@ def build_server(spec: ServiceSpec, settings: Settings, *, app: QijiApplication 
     names.append(feed.register(server, app, stopping))
     names.append(public_feed_api.register(
         server, app, spec.public_events or PublicCatalogue(spec.name, [])))
-    names.append(audit_api.register(server, app))
+    signer = checkpoint_signer(settings, spec.name)
+    names.append(audit_api.register(server, app, signer.verifier()))
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     # NOT_SERVING until the first store check says otherwise (the servicer starts at SERVING).
     health_servicer.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
     health_servicer.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)
+    health_servicer.set(INTEGRITY, health_pb2.HealthCheckResponse.SERVING)
     health_servicer.set(FOLLOWERS, health_pb2.HealthCheckResponse.SERVING)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
@@ -127,13 +139,41 @@ def build_server(spec: ServiceSpec, settings: Settings, *, app: QijiApplication 
          reflection.SERVICE_NAME], server)
     port = tls.add_port(server, settings)
     followers = spec.make_followers(app, settings) if spec.make_followers else []
-    # Every service seals its own log (tamper evidence), a moment behind its writers.
-    followers.append(Sealer(app))
+    # Every service checks and seals its own log (tamper evidence) a moment behind its
+    # writers, and signs checkpoints of it for outside witnesses.
+    followers.append(Sealer(
+        app, signer=signer,
+        checkpoint_events=settings.audit_checkpoint_events,
+        checkpoint_seconds=settings.audit_checkpoint_seconds))
     return RunningService(spec=spec, app=app, server=server, port=port, health=health_servicer,
                           stopping=stopping, service_names=names, followers=followers)
 
 
+def checkpoint_signer(settings: Settings, service: str) -> CheckpointSigner:
+    """The audit signing key, configured like the badge issuer's: `QIJI_AUDIT_SIGNING_KEY`
+    (or `_FILE`), never made per run; the embedded default makes data/audit-signing.key once."""
+    try:
+        seed = load_key(settings.audit_signing_key, settings.audit_signing_key_file,
+                        create=settings.persistence == "sqlite",
+                        setting="QIJI_AUDIT_SIGNING_KEY",
+                        what="audit signing key (an Ed25519 seed)")
+    except (FileNotFoundError, ValueError) as error:
+        raise ConfigError(str(error)) from None
+    return CheckpointSigner(seed, origin_of(settings.audit_origin, service))
+
+
+def integrity_health(health_servicer: health.HealthServicer) -> Callable[[bool], None]:
+    """Keeps the health name `qiji.integrity` NOT_SERVING while a reader of this process is
+    stopped at an event that fails its integrity check (its log has the details)."""
+    def follow(any_broken: bool) -> None:
+        health_servicer.set(INTEGRITY, health_pb2.HealthCheckResponse.NOT_SERVING
+                            if any_broken else health_pb2.HealthCheckResponse.SERVING)
+    return follow
+
+
 def start(running: RunningService) -> None:
+    running.watch_integrity = integrity_health(running.health)
+    ALARM.listen(running.watch_integrity)
     running.server.start()
     threads = [threading.Thread(target=_probe_health, args=(running,), daemon=True,
                                 name=f"{running.spec.name}-health")]

@@ -2,9 +2,10 @@
 RabbitMQ, on which ports; bringing it up and down.
 
 The run directory holds everything `up` makes and later commands need: `stack.json` (the
-settings it was brought up with; no password), the tokens file, the master key and the badges
-signing key (made on the first `up` and kept after: losing the master key loses every rider's
-personal data and the audit chain), the admin token, one pid file and one log file per process.
+settings it was brought up with; no password), the tokens file, the master key, the badges
+signing keys and the audit signing key (made on the first `up` and kept after: losing the
+master key loses every rider's personal data and the audit chain), the admin token, one pid
+file and one log file per process.
 """
 
 from __future__ import annotations
@@ -55,7 +56,8 @@ WEB_METRICS_PORT = 9108
 STOP_TIMEOUT = 20.0
 # Settings that hold secrets (or, for the AMQP URI, may): never compared nor written down.
 SECRET_SETTINGS = frozenset({"QIJI_SERVICE_TOKEN", "QIJI_POSTGRES_PASSWORD", "QIJI_MASTER_KEY",
-                             "BADGES_SIGNING_KEY", "BADGES_RSA_SIGNING_KEY", "RELAY_AMQP_URI"})
+                             "BADGES_SIGNING_KEY", "BADGES_RSA_SIGNING_KEY", "RELAY_AMQP_URI",
+                             "QIJI_AUDIT_SIGNING_KEY"})
 
 Say = Callable[[str], None]
 
@@ -177,6 +179,25 @@ class Stack:
     def rsa_signing_key_file(self) -> Path:
         return self.run_dir / "badges-signing-rsa.pem"
 
+    @property
+    def audit_signing_key_file(self) -> Path:
+        return self.run_dir / "audit-signing.key"
+
+    def verifier_key(self, service: str) -> str | None:
+        """The checkpoint verifier key of a service's log (what auditors pin), from the audit
+        signing key this stack gives its services; None if there is none to read."""
+        from shared.checkpoints import CheckpointSigner, origin_of
+        from shared.config import load_settings
+        from shared.signing import load_key
+        try:
+            seed = load_key(os.environ.get("QIJI_AUDIT_SIGNING_KEY", ""),
+                            self.audit_signing_key_file, create=False,
+                            setting="QIJI_AUDIT_SIGNING_KEY", what="audit signing key")
+        except (FileNotFoundError, ValueError):
+            return None
+        origin = load_settings(service, self.settings_env()).audit_origin
+        return CheckpointSigner(seed, origin_of(origin, service)).verifier_key
+
     def pid_file(self, name: str) -> Path:
         return self.run_dir / "pids" / f"{name}.pid"
 
@@ -240,6 +261,8 @@ class Stack:
             env["BADGES_SIGNING_KEY_FILE"] = str(self.signing_key_file)
         if not env.get("BADGES_RSA_SIGNING_KEY"):
             env["BADGES_RSA_SIGNING_KEY_FILE"] = str(self.rsa_signing_key_file)
+        if not env.get("QIJI_AUDIT_SIGNING_KEY"):
+            env["QIJI_AUDIT_SIGNING_KEY_FILE"] = str(self.audit_signing_key_file)
         return env
 
 
@@ -372,8 +395,9 @@ def up(stack: Stack, *, timeout: float, out: Say = say) -> None:
 
 
 def make_signing_keys(stack: Stack, *, out: Say = say) -> None:
-    """The issuer's keys badges signs with, made once where the operator set none: `up` makes
-    them, and so does `upgrade` for a key a release newly needs (0.1.0 had no RSA key)."""
+    """The issuer's keys badges signs with, and the audit signing key every service signs its
+    log's checkpoints with, made once where the operator set none: `up` makes them, and so does
+    `upgrade` for a key a release newly needs (0.1.0 had no RSA key, nor an audit key)."""
     from services.badges import credentials
     if not os.environ.get("BADGES_SIGNING_KEY") and not stack.signing_key_file.exists():
         credentials.load_ed25519("", stack.signing_key_file, create=True)
@@ -381,6 +405,14 @@ def make_signing_keys(stack: Stack, *, out: Say = say) -> None:
     if not os.environ.get("BADGES_RSA_SIGNING_KEY") and not stack.rsa_signing_key_file.exists():
         credentials.load_rsa("", stack.rsa_signing_key_file, create=True)
         out(f"made the badges RSA signing key {stack.rsa_signing_key_file}")
+    if (not os.environ.get("QIJI_AUDIT_SIGNING_KEY")
+            and not stack.audit_signing_key_file.exists()):
+        from shared.signing import load_key
+        load_key("", stack.audit_signing_key_file, create=True,
+                 setting="QIJI_AUDIT_SIGNING_KEY", what="audit signing key")
+        out(f"made the audit signing key {stack.audit_signing_key_file}: the services sign "
+            "their logs' checkpoints with it; keep it, and publish the verifier keys "
+            "`deploy/status` prints so that witnesses can check the checkpoints")
 
 
 def stale_settings(stack: Stack) -> list[str]:

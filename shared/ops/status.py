@@ -1,15 +1,20 @@
-"""`status`: every process's health, each service's log position and seal head, each
-follower's position against its upstream's, and the relay's position against every service's.
+"""`status`: every process's health, each service's log position, the full head of its seal
+chain and its newest signed checkpoint, whether any reader stopped at an event that fails its
+integrity check, each follower's position against its upstream's, and the relay's position
+against every service's.
 
 Where each figure comes from: health from grpc.health.v1; a service's log position from its
 FeedService (the admin token holds the operator role); a follower's position from its service's
 /metrics (`qiji_follower_position`: the upstream position it has caught up through); the relay's
 health from its /metrics and its positions from its own table (services/relay/positions.py);
-the seal head from the service's `audit_seals` table. Lag is always "upstream log position now
+the seal head from the service's `audit_seals` table and the newest checkpoint from its log;
+integrity from the health name `qiji.integrity` and the `qiji_audit_intact` metric of every
+process (the relay's and the gateway's included). Lag is always "upstream log position now
 minus where the reader stands", so a stuck reader's lag grows while its upstream writes."""
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 from dataclasses import asdict, dataclass, field
@@ -23,12 +28,30 @@ from psycopg import sql
 from qiji.feed.v1 import feed_service_pb2 as feed_pb
 from qiji.feed.v1 import feed_service_pb2_grpc as feed_grpc
 
+from shared.checkpoints import CHECKPOINT_TOPIC, BadCheckpoint, unverified
 from shared.cli import SERVICES
 from shared.config import EVENT_SOURCED_SERVICES, load_settings
 from shared.grpc.channels import open_channel
 from shared.grpc.server import FOLLOWERS
-from shared.ops import DEPENDENCY_UNREACHABLE, LAGGING, OK, UNHEALTHY, OpsError, supervision
-from shared.ops.stack import RELAY, WEB, Stack, check_rabbitmq, dialling_tls, http_get, running_pid
+from shared.integrity import HEALTH as INTEGRITY
+from shared.ops import (
+    DEPENDENCY_UNREACHABLE,
+    LAGGING,
+    OK,
+    UNHEALTHY,
+    VERIFICATION_FAILED,
+    OpsError,
+    supervision,
+)
+from shared.ops.stack import (
+    RELAY,
+    WEB,
+    Stack,
+    check_rabbitmq,
+    dialling_tls,
+    http_get,
+    running_pid,
+)
 
 # A relay whose heartbeat is older than this is stuck, whatever its last health said.
 RELAY_HEARTBEAT_STALE = 30.0
@@ -55,10 +78,11 @@ class Report:
     leaders: dict[str, str] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
     code: int = OK
+    integrity: list[dict[str, Any]] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
         return {"ok": self.code == OK, "exit_code": self.code, "services": self.services,
-                "followers": self.followers, "relay": self.relay,
+                "integrity": self.integrity, "followers": self.followers, "relay": self.relay,
                 "dependencies": self.dependencies, "supervisor": self.supervisor,
                 "leaders": self.leaders,
                 "problems": self.problems}
@@ -135,6 +159,19 @@ def collect(stack: Stack, *, max_lag: int | None, face_expected: bool = True) ->
         if not report.relay["healthy"]:
             unhealthy = True
             report.problems.append(f"the relay is not healthy: {report.relay['reason']}")
+        report.integrity = _integrity(stack)
+        for name, entry in report.services.items():
+            if entry.get("integrity") == "NOT_SERVING" and not any(
+                    i["process"] == name for i in report.integrity):
+                report.integrity.append({"process": name, "log": "?", "reader": "?",
+                                         "position": None})
+        for broken in report.integrity:
+            report.problems.append(
+                f"INTEGRITY: {broken['process']}: {broken['reader']} stopped at position "
+                f"{broken['position']} of {broken['log']}'s log: an event there fails its "
+                "integrity check (forged or altered in the database); nothing past it is "
+                "sealed, followed or published. See deploy/README.md, \"When the integrity "
+                "alarm fires\"")
     finally:
         if conn is not None:
             conn.close()
@@ -146,7 +183,8 @@ def collect(stack: Stack, *, max_lag: int | None, face_expected: bool = True) ->
                 report.problems.append(
                     f"{entry.get('service', 'relay')} <- {entry['upstream']} lags by "
                     f"{entry['lag']} (> --max-lag {max_lag})")
-    report.code = (DEPENDENCY_UNREACHABLE if dependency_down else UNHEALTHY if unhealthy
+    report.code = (DEPENDENCY_UNREACHABLE if dependency_down
+                   else VERIFICATION_FAILED if report.integrity else UNHEALTHY if unhealthy
                    else LAGGING if lagging else OK)
     return report
 
@@ -159,6 +197,10 @@ def _service(stack: Stack, name: str, metadata: Any, conn: psycopg.Connection | 
             reply = health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(service=""), timeout=2)
             entry["health"] = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+            reply = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=INTEGRITY), timeout=2)
+            entry["integrity"] = health_pb2.HealthCheckResponse.ServingStatus.Name(
+                reply.status)
             followers = health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(service=FOLLOWERS), timeout=2)
             entry["followers_health"] = health_pb2.HealthCheckResponse.ServingStatus.Name(
@@ -180,7 +222,52 @@ def _service(stack: Stack, name: str, metadata: Any, conn: psycopg.Connection | 
             entry["sealed_through"], entry["head_seal"] = head
             if entry.get("log_position") is not None:
                 entry["seal_lag"] = max(0, entry["log_position"] - head[0])
+        entry["newest_checkpoint"] = newest_checkpoint(conn, schema, name)
+    if name in EVENT_SOURCED_SERVICES:
+        entry["verifier_key"] = stack.verifier_key(name)
     return entry
+
+
+def newest_checkpoint(conn: psycopg.Connection, schema: str, service: str
+                      ) -> dict[str, Any] | None:
+    """The newest signed checkpoint stored in a service's log (what witnesses hold copies of),
+    or None if there is none yet."""
+    if not table_exists(conn, schema, events_table(service)):
+        return None
+    row = conn.execute(sql.SQL("SELECT notification_id, state FROM {} WHERE topic = %s ORDER "
+                               "BY notification_id DESC LIMIT 1").format(
+        sql.Identifier(schema, events_table(service))), (CHECKPOINT_TOPIC,)).fetchone()
+    if row is None:
+        return None
+    try:
+        checkpoint = unverified(json.loads(bytes(row[1]))["note"])
+    except (ValueError, KeyError, BadCheckpoint):
+        return {"stored_at": int(row[0]), "problem": "holds no checkpoint"}
+    return {"stored_at": int(row[0]), "position": checkpoint.position,
+            "seal": base64.b64encode(checkpoint.seal).decode(), "note": checkpoint.note}
+
+
+def events_table(service: str) -> str:
+    # eventsourcing names a PostgreSQL application's tables after the application's name.
+    return f"{service}_events"
+
+
+def _integrity(stack: Stack) -> list[dict[str, Any]]:
+    """Every reader of every process that reports itself stopped at a bad event."""
+    found = []
+    for name in [*SERVICES, RELAY]:
+        try:
+            samples = scrape(stack.metrics_url(name))
+        except OSError:
+            continue
+        for (metric, labels), value in sorted(samples.items()):
+            if metric == "qiji_audit_intact" and value == 0:
+                label = dict(labels)
+                position = samples.get(("qiji_audit_broken_position", labels))
+                found.append({"process": name, "log": label.get("log"),
+                              "reader": label.get("reader"),
+                              "position": None if position is None else int(position)})
+    return found
 
 
 def _web(stack: Stack) -> dict[str, Any]:
@@ -299,13 +386,28 @@ def _relay(stack: Stack, conn: psycopg.Connection | None, positions: dict[str, i
 
 
 def render(report: Report) -> str:
-    lines = [f"{'service':<11} {'health':<12} {'pid':>7} {'log position':>13} "
-             f"{'sealed through':>15}  head seal"]
+    lines = [f"{'service':<11} {'health':<12} {'integrity':<12} {'pid':>7} {'log position':>13} "
+             f"{'sealed through':>15}"]
     for name, s in report.services.items():
         lines.append(
-            f"{name:<11} {s['health']:<12} {s['pid'] or '-':>7} "
-            f"{_n(s.get('log_position')):>13} {_n(s.get('sealed_through')):>15}  "
-            f"{(s.get('head_seal') or '-')[:16]}")
+            f"{name:<11} {s['health']:<12} {s.get('integrity', '-'):<12} {s['pid'] or '-':>7} "
+            f"{_n(s.get('log_position')):>13} {_n(s.get('sealed_through')):>15}")
+    lines += ["", "seal heads and newest signed checkpoints (record them outside the database; "
+              "the platform company keeps the checkpoints):"]
+    for name, s in report.services.items():
+        if "head_seal" not in s and "newest_checkpoint" not in s:
+            continue
+        lines.append(f"  {name:<11} head seal  {s.get('head_seal') or '-'} "
+                     f"(position {_n(s.get('sealed_through'))})")
+        checkpoint = s.get("newest_checkpoint")
+        if checkpoint and "position" in checkpoint:
+            lines.append(f"  {'':<11} checkpoint position {checkpoint['position']}, seal "
+                         f"{checkpoint['seal']} (stored at {checkpoint['stored_at']})")
+            lines += [f"  {'':<13}{line}" for line in checkpoint["note"].splitlines() if line]
+        else:
+            lines.append(f"  {'':<11} checkpoint -")
+        if s.get("verifier_key"):
+            lines.append(f"  {'':<11} verifier key {s['verifier_key']}")
     lines += ["", "followers (position / upstream position, lag):"]
     for f in report.followers:
         lines.append(f"  {f['service']:<11} <- {f['upstream']:<19} {_n(f['position']):>8} / "

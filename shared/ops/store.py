@@ -35,18 +35,13 @@ from psycopg import sql
 from shared.config import EVENT_SOURCED_SERVICES, Settings, load_settings
 from shared.ops import FAILED, REFUSED, VERIFICATION_FAILED, OpsError
 from shared.ops.stack import RELAY, Say, Stack, check_postgres, say
-from shared.ops.status import seal_head, table_exists
+from shared.ops.status import events_table, seal_head, table_exists
 
 FORMAT = "qiji-backup/1"
 DUMP = "qiji.dump"
 MANIFEST = "manifest.json"
 SUMS = "SHA256SUMS"
 VERIFY_PROGRESS_EVERY = 10_000
-
-
-def events_table(service: str) -> str:
-    # eventsourcing names a PostgreSQL application's tables after the application's name.
-    return f"{service}_events"
 
 
 def tracking_table(service: str) -> str:

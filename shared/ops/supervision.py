@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from shared.config import withheld_keys
 from shared.ops import FAILED, OpsError
 
 if TYPE_CHECKING:
@@ -98,6 +99,12 @@ def config_text(stack: Stack, processes: list[str], python: str = sys.executable
             "stdout_logfile_maxbytes=50MB",
             "stdout_logfile_backups=5",
         ]
+        # supervisord hands every program its own environment: the keys a process must not
+        # hold (least privilege: the gateway, the relay and the credentials face hold none;
+        # only badges its signing keys) are blanked for it — names only, no secret here.
+        withheld = withheld_keys(name)
+        if withheld:
+            lines.append("environment=" + ",".join(f'{key}=""' for key in withheld))
     return "\n".join(lines) + "\n"
 
 

@@ -219,6 +219,10 @@ def issue_tokens(tokens_file: Path) -> dict[str, str]:
             for role in sorted(CITY_WIDE_ROLES)}
 
 
+SESSION_MASTER_KEY = base64.b64encode(os.urandom(32)).decode()
+SESSION_AUDIT_SIGNING_KEY = base64.b64encode(os.urandom(32)).decode()
+
+
 def start_service(service: str, postgres_db: str, tmp: Path, *,
                   tokens_file: Path | None = None, tokens: dict[str, str] | None = None,
                   extra_env: dict[str, str] | None = None,
@@ -242,7 +246,15 @@ def start_service(service: str, postgres_db: str, tmp: Path, *,
     env.update({
         "QIJI_DATA_DIR": str(tmp / "data"),
         "QIJI_TOKENS_FILE": str(tokens_file),
-        "QIJI_MASTER_KEY": base64.b64encode(os.urandom(32)).decode(),
+        # One master key for every process of the session, as in production (the services
+        # share QIJI_MASTER_KEY: a follower checks its upstream's MACs under it), and one audit
+        # signing key (required on PostgreSQL; never made per run).
+        "QIJI_MASTER_KEY": SESSION_MASTER_KEY,
+        "QIJI_AUDIT_SIGNING_KEY": SESSION_AUDIT_SIGNING_KEY,
+        # No checkpoint event appears while a test counts positions or events (tests that
+        # want checkpoints set their own cadence in `extra_env`).
+        "QIJI_AUDIT_CHECKPOINT_SECONDS": "3600",
+        "QIJI_AUDIT_CHECKPOINT_EVENTS": "1000000",
         "QIJI_LOG_FORMAT": "json",
         f"{service.upper()}_GRPC_PORT": str(port),
         "PYTHONUNBUFFERED": "1",

@@ -37,9 +37,41 @@ class Vhost:
         rabbitmqctl("add_vhost", self.name)
         rabbitmqctl("set_permissions", "-p", self.name, "guest", ".*", ".*", ".*")
         self.uri = f"amqp://guest:guest@{BROKER}/{self.name}"
+        self.users: list[str] = []
 
     def delete(self) -> None:
         rabbitmqctl("delete_vhost", self.name)
+        for user in self.users:  # users are the node's, not the vhost's
+            rabbitmqctl("delete_user", user)
+
+    def platform_user(self, name: str, platform_id: str) -> tuple[str, str]:
+        """A broker user for one platform company (named after `name`, unique on the node),
+        given exactly the rights the README's "Over AMQP" gives one: queues of its own name,
+        reading `qiji.events` with binding keys of its own riders' events and of events about
+        no rider only, no publishing. Returns (user, URI)."""
+        user = f"{name}_{uuid.uuid4().hex[:8]}"
+        self.users.append(user)
+        return user, grant_platform(self.name, user, f"{user}-secret", platform_id, BROKER)
+
+
+def platform_topic_read_pattern(platform_id: str) -> str:
+    """The binding keys a platform's user may use on `qiji.events`: events about no rider
+    (`qiji.…`), and its own riders' (`platform.<its id>.…`)."""
+    return rf"^(qiji\..*|platform\.{platform_id}\..*)$"
+
+
+def grant_platform(vhost: str, user: str, password: str, platform_id: str,
+                   broker: str = BROKER) -> str:
+    """The README's commands for a platform's broker user (rabbitmqctl), run here."""
+    rabbitmqctl("add_user", user, password)
+    # Resource permissions: configure and write its own queues (binding needs write on the
+    # queue); read them and the exchange. Nothing lets it publish to `qiji.events`.
+    rabbitmqctl("set_permissions", "-p", vhost, user, f"^{user}-.*", f"^{user}-.*",
+                rf"^({user}-.*|qiji\.events)$")
+    # Topic permissions: which binding keys it may read with, and no routing key to write.
+    rabbitmqctl("set_topic_permissions", "-p", vhost, user, "qiji.events", "^$",
+                platform_topic_read_pattern(platform_id))
+    return f"amqp://{user}:{password}@{broker}/{vhost}"
 
 
 def restart_broker() -> float:
@@ -66,7 +98,8 @@ class Collector:
     (declared in the constructor, so before anything is published), every delivery recorded,
     then acknowledged. Reconnects when the broker goes away."""
 
-    def __init__(self, uri: str, binding: str = "qiji.#", queue: str = "test-platform"):
+    def __init__(self, uri: str, binding: str = "#", queue: str = "test-platform",
+                 declare_exchange: bool = True):
         register_serializer()
         self.uri = uri
         self.exchange = kombu.Exchange(EXCHANGE, type="topic", durable=True)
@@ -76,7 +109,11 @@ class Collector:
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         with kombu.Connection(uri) as conn:
-            self.queue(conn.default_channel).declare()
+            bound = self.queue(conn.default_channel)
+            if declare_exchange:  # as the operator; a platform's broker user may not
+                self.exchange(conn.default_channel).declare()
+            bound.queue_declare()
+            bound.queue_bind()
         self._thread = threading.Thread(target=self._run, name="collector", daemon=True)
         self._thread.start()
 
@@ -93,7 +130,7 @@ class Collector:
             try:
                 with kombu.Connection(self.uri, connect_timeout=2) as conn, conn.Consumer(
                         self.queue, callbacks=[self._on_message], accept=["cloudevents"],
-                        prefetch_count=200):
+                        prefetch_count=200, auto_declare=False):
                     while not self._stopping.is_set():
                         try:
                             conn.drain_events(timeout=0.2)

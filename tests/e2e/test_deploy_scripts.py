@@ -102,7 +102,10 @@ def script_env() -> dict[str, str]:
     # Only what an operator of this test sets: nothing of the caller's Qiji settings leaks in.
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("QIJI_", "RELAY_", "BADGES_", "IDENTITY_"))}
-    env.update({"QIJI_POSTGRES_POOL_SIZE": "2", "QIJI_POSTGRES_PASSWORD": PG["password"]})
+    env.update({"QIJI_POSTGRES_POOL_SIZE": "2", "QIJI_POSTGRES_PASSWORD": PG["password"],
+                # Checkpoints soon after activity (every 1,000 events or this often; an idle
+                # log signs none), so that the test sees one cover its commands.
+                "QIJI_AUDIT_CHECKPOINT_SECONDS": "1"})
     return env
 
 
@@ -247,15 +250,29 @@ def test_the_full_stack_runs_backs_up_restores_rotates_and_stops(operator: Opera
             home_street_id=city["street"], station_id=city["station"])).rider
         platform.VerifyRider(ipb.VerifyRiderRequest(request_id=new_request_id(),
                                                     rider_id=rider.rider_id))
-        identity_position = admin.last_position()
+        commands_through = admin.last_position()
 
-    # Every follower, every seal chain and the relay catch up: lag 0 everywhere.
+    # Every follower, every seal chain and the relay catch up: lag 0 everywhere; identity has
+    # signed a checkpoint over the commands (an event of its own, after them; then, idle, it
+    # signs no more): status shows the head and the checkpoint in full.
+    def covered(report: dict[str, Any]) -> bool:
+        checkpoint = report["services"]["identity"].get("newest_checkpoint") or {}
+        return checkpoint.get("position", 0) >= commands_through
+
     deadline = time.monotonic() + CATCH_UP_TIMEOUT
-    while (code := operator.status("--max-lag", "0"))[0] != 0:
+    while (code := operator.status("--max-lag", "0"))[0] != 0 or not covered(code[1]):
         assert time.monotonic() < deadline, f"not caught up: {code[1]['problems']}"
         time.sleep(0.5)
     report = code[1]
-    assert report["services"]["identity"]["log_position"] == identity_position
+    identity_position = report["services"]["identity"]["log_position"]
+    checkpoint = report["services"]["identity"]["newest_checkpoint"]
+    assert checkpoint["stored_at"] == identity_position > commands_through
+    assert checkpoint["position"] == identity_position - 1
+    assert checkpoint["note"].startswith(f"qiji.local/identity\n{checkpoint['position']}\n")
+    assert len(report["services"]["identity"]["head_seal"]) == 64
+    assert report["services"]["identity"]["sealed_through"] == identity_position
+    assert report["services"]["identity"]["integrity"] == "SERVING"
+    assert report["services"]["identity"]["verifier_key"].startswith("qiji.local/identity+")
     followers = {(f["service"], f["upstream"]): f for f in report["followers"]}
     assert followers[("training", "identity")]["position"] == identity_position
     assert followers[("training", "identity")]["lag"] == 0

@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import amqp.exceptions
 import kombu
 import psycopg
 import pytest
@@ -111,6 +112,7 @@ def rider_maker(identity: ServiceProcess, phones: list[str]):
     lock = threading.Lock()
 
     def make(_: int) -> None:
+        """One rider of the city's platform (`make.platform`), registered and verified."""
         phone = phone_number()
         with lock:
             phones.append(phone)
@@ -121,12 +123,14 @@ def rider_maker(identity: ServiceProcess, phones: list[str]):
         ).rider.rider_id
         platform.VerifyRider(ipb.VerifyRiderRequest(request_id=new_request_id(),
                                                     rider_id=rider), timeout=30)
+    make.platform = city["platform"]  # type: ignore[attr-defined]
     return make
 
 
 def test_a_thousand_events_survive_two_relay_kills_and_a_broker_restart(
         identity: ServiceProcess, vhost: Vhost, tmp_path: Path) -> None:
-    collector = Collector(vhost.uri)  # the durable queue exists before anything is published
+    # Sees every key (the guest user): the durable queue exists before anything is published.
+    collector = Collector(vhost.uri)
     relay = new_relay(identity, vhost, tmp_path)
     phones: list[str] = []
     make = rider_maker(identity, phones)
@@ -163,7 +167,9 @@ def test_a_thousand_events_survive_two_relay_kills_and_a_broker_restart(
         for d in deliveries:
             assert set(d.body) == ENVELOPE
             assert d.body["specversion"] == "1.0" and d.body["source"] == "/qiji/identity"
-            assert d.routing_key == d.body["type"] and d.content_type == CONTENT_TYPE
+            # Each rider's events go to the rider's platform alone.
+            assert d.routing_key == f"platform.{make.platform}.{d.body['type']}"
+            assert d.content_type == CONTENT_TYPE
             assert d.body["datacontenttype"] == "application/json"
             assert "phone" not in d.body["data"] and "name" not in d.body["data"]
         # A duplicate is the same message again: same id, same content.
@@ -200,7 +206,11 @@ def test_a_thousand_events_survive_two_relay_kills_and_a_broker_restart(
 def test_the_sample_nameko_adapter_records_each_event_once(
         identity: ServiceProcess, vhost: Vhost, tmp_path: Path) -> None:
     db = tmp_path / "adapter.sqlite3"
+    make = rider_maker(identity, [])
+    platform = make.platform
     env = {**os.environ, "AMQP_URI": vhost.uri, "PLATFORM_ADAPTER_DB": str(db),
+           "PLATFORM_ADAPTER_PLATFORM_ID": platform,
+           "PLATFORM_ADAPTER_CHECKPOINTS": str(tmp_path / "checkpoints.jsonl"),
            "PYTHONPATH": f"{REPO}:{REPO / 'build' / 'gen'}"}
     log = open(tmp_path / "adapter.log", "wb")
     adapter = subprocess.Popen(
@@ -210,7 +220,8 @@ def test_the_sample_nameko_adapter_records_each_event_once(
     relay = new_relay(identity, vhost, tmp_path)
     try:
         # The adapter declares its queues when it starts: wait for them before publishing.
-        queue = "evt-qiji-qiji.identity.v1.RiderVerified--platform_adapter.rider_verified"
+        queue = (f"evt-qiji-platform.{platform}.qiji.identity.v1.RiderVerified"
+                 "--platform_adapter.rider_verified")
         deadline = time.monotonic() + 30
         while queue not in subprocess.run(
                 ["rabbitmqctl", "list_queues", "-p", vhost.name, "name", "-q"],
@@ -219,7 +230,6 @@ def test_the_sample_nameko_adapter_records_each_event_once(
                 (tmp_path / "adapter.log").read_text())
             time.sleep(0.3)
         relay.start()
-        make = rider_maker(identity, [])
         for i in range(5):
             make(i)
 
@@ -247,7 +257,7 @@ def test_the_sample_nameko_adapter_records_each_event_once(
         with kombu.Connection(vhost.uri) as conn:
             conn.Producer(serializer="cloudevents").publish(
                 again, exchange=kombu.Exchange(EXCHANGE, type="topic", durable=True),
-                routing_key=again["type"], delivery_mode=2)
+                routing_key=f"platform.{platform}.{again['type']}", delivery_mode=2)
         make(5)
         deadline = time.monotonic() + 20
         while len(seen()) < 6 and time.monotonic() < deadline:
@@ -268,3 +278,54 @@ def test_the_sample_nameko_adapter_records_each_event_once(
             adapter.kill()
             adapter.wait()
         log.close()
+
+
+def test_a_platforms_broker_user_receives_its_own_riders_events_and_no_other_platforms(
+        identity: ServiceProcess, vhost: Vhost, tmp_path: Path) -> None:
+    """Tenancy on the broker: two platform companies, each with the broker user the README
+    gives one. Each binds its own riders' keys and those of events about no rider; binding a
+    competitor's, or everything, is refused by RabbitMQ itself; and what reaches a platform's
+    queue names none of the other's riders."""
+    a, b = rider_maker(identity, []), rider_maker(identity, [])
+    with kombu.Connection(vhost.uri) as conn:  # the operator's: the relay declares it too
+        kombu.Exchange(EXCHANGE, type="topic", durable=True)(conn.default_channel).declare()
+    users = {}
+    for name, make in (("qa", a), ("qb", b)):
+        user, uri = vhost.platform_user(name, make.platform)
+        users[name] = (user, uri, make)
+    # Its own riders, and events about no rider (the signed checkpoints).
+    collectors = {name: Collector(uri, binding=f"platform.{make.platform}.#",
+                                  queue=f"{user}-riders", declare_exchange=False)
+                  for name, (user, uri, make) in users.items()}
+    b_user, b_uri, _ = users["qb"]
+    witness = Collector(b_uri, binding="qiji.#", queue=f"{b_user}-checkpoints",
+                        declare_exchange=False)
+    for binding in (f"platform.{a.platform}.#", "#", "platform.*.#"):
+        with kombu.Connection(b_uri) as conn:
+            spy = kombu.Queue(f"{b_user}-spy-{uuid.uuid4().hex[:6]}",
+                              kombu.Exchange(EXCHANGE, type="topic", durable=True),
+                              routing_key=binding, durable=True)(conn.default_channel)
+            spy.queue_declare()  # its own queue: allowed
+            with pytest.raises(amqp.exceptions.AccessRefused) as refused:
+                spy.queue_bind()
+        assert "topic" in str(refused.value), (binding, refused.value)
+    relay = new_relay(identity, vhost, tmp_path)
+    relay.start()
+    try:
+        for i in range(3):
+            a(i)
+            b(i)
+        for collector in collectors.values():
+            assert len(collector.wait_for(6, timeout=20)) == 6, relay.log_tail()
+        time.sleep(0.5)
+        for name, (_, _, make) in users.items():
+            seen = collectors[name].snapshot()
+            assert len({d.body["id"] for d in seen}) == 6
+            assert {d.routing_key.split(".")[1] for d in seen} == {make.platform}
+        theirs = {d.body["subject"] for d in collectors["qa"].snapshot()}
+        assert not theirs & {d.body["subject"] for d in collectors["qb"].snapshot()}
+        assert all("rider_id" not in (d.body.get("data") or {}) for d in witness.snapshot())
+    finally:
+        relay.terminate()
+        for collector in (*collectors.values(), witness):
+            collector.stop()

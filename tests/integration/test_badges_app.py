@@ -26,6 +26,7 @@ from tests.conftest import (
     as_actor,
     badges_keys,
     settings_for,
+    stored_state,
 )
 
 # Configured, as in production: the same keys across restarts, so credentials keep verifying.
@@ -54,7 +55,7 @@ class ListFeed:
     def add(self, topic: str, originator: uuid.UUID, **state) -> None:
         state.setdefault("timestamp", datetime.now(UTC))
         self.events.append(UpstreamEvent(self.name, len(self.events) + 1, originator, 1, topic,
-                                         state))
+                                         stored_state(originator, 1, topic, state)))
 
     def read(self, from_position, limit, topics):
         return [e for e in self.events[from_position - 1:][:limit]

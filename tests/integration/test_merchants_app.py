@@ -23,7 +23,7 @@ from services.merchants.domain.values import (
 from services.merchants.service import LapseJob
 from shared.errors import AlreadyExists, FailedPrecondition, NotFound
 from shared.followers import Follower, LocalFeed, UpstreamEvent
-from tests.conftest import MASTER_KEY, actor, as_actor, settings_for
+from tests.conftest import MASTER_KEY, actor, as_actor, settings_for, stored_state
 
 ADMIN = actor("city", "city_admin")
 PLATFORM = actor("platform-co", "platform")
@@ -61,7 +61,7 @@ class ListFeed:
     def _add(self, topic: str, award_id: uuid.UUID, state: dict) -> None:
         state = {**state, "timestamp": datetime.now(UTC)}
         self.events.append(UpstreamEvent("badges", len(self.events) + 1, award_id, 1, topic,
-                                         state))
+                                         stored_state(award_id, 1, topic, state)))
 
     def read(self, from_position, limit, topics):
         return [e for e in self.events[from_position - 1:][:limit]

@@ -127,33 +127,15 @@ def test_an_allowed_role_reaches_the_rpc_and_an_empty_request_writes_nothing(
 @pytest.mark.parametrize("service", list(SPECS))
 def test_a_malformed_authorization_header_is_unauthenticated(qiji: InProcessQiji,
                                                              service: str) -> None:
-    from tests.inprocess import _Aborted, decode
+    from tests.inprocess import Aborted, CallContext, decode
     token = qiji.tokens["auditor"]
     path = next(p for s, p in methods() if s == service)
     handler = qiji.services[service].methods[path]
     for header in (f"Basic {token}", token, "Bearer", "Bearer   "):
-        context = _HeaderContext(header)
-        with pytest.raises(_Aborted) as refused:
+        context = CallContext(None, header=header)
+        with pytest.raises(Aborted) as refused:
             handler.unary_unary(_empty(path), context)
         assert decode(refused.value.status).code == grpc.StatusCode.UNAUTHENTICATED, header
-
-
-class _HeaderContext:
-    def __init__(self, header: str):
-        self._metadata = (("authorization", header),)
-
-    def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
-        return self._metadata
-
-    def send_initial_metadata(self, metadata: Any) -> None:
-        pass
-
-    def abort_with_status(self, status: grpc.Status) -> None:
-        from tests.inprocess import _Aborted
-        raise _Aborted(status)
-
-    def is_active(self) -> bool:
-        return True
 
 
 def test_a_token_added_or_rotated_takes_effect_at_once_in_every_service(

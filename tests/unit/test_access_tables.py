@@ -208,7 +208,7 @@ def test_city_wide_roles_reach_everything_and_tenant_roles_never_do() -> None:
 def test_the_guard_refuses_an_rpc_missing_from_the_table_or_with_a_broken_entry(tmp_path):
     from shared.auth import TokenRegistry, add_caller
     from shared.grpc.guard import Guard
-    from tests.inprocess import _Aborted, _Context, decode
+    from tests.inprocess import Aborted, CallContext, decode
 
     tokens = tmp_path / "tokens.json"
     admin = add_caller(tokens, "admin", [auth.CITY_ADMIN])
@@ -222,10 +222,10 @@ def test_the_guard_refuses_an_rpc_missing_from_the_table_or_with_a_broken_entry(
     handler = grpc.unary_unary_rpc_method_handler(lambda request, context: reached.append(1))
     for path in (broken, "/qiji.identity.v1.IdentityService/ListRiders"):
         wrapped = guard._wrap(path, handler)
-        with pytest.raises(_Aborted) as refused:
-            wrapped.unary_unary(request_for(path), _Context(admin))
+        with pytest.raises(Aborted) as refused:
+            wrapped.unary_unary(request_for(path), CallContext(admin))
         answer = decode(refused.value.status)
         assert (answer.code, answer.reason) == (grpc.StatusCode.PERMISSION_DENIED,
                                                 "ROLE_NOT_ALLOWED")
-    guard._wrap(listed, handler).unary_unary(request_for(listed), _Context(admin))
+    guard._wrap(listed, handler).unary_unary(request_for(listed), CallContext(admin))
     assert reached == [1]

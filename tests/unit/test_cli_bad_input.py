@@ -40,10 +40,13 @@ FREE_TEXT = {
     "--host": "a host name or address: dialled, and refused by the network if wrong",
     "--token": "a token: refused by the service if wrong (UNAUTHENTICATED, one line)",
     "--certificate-subject": "a certificate's name: only ever compared",
+    "--feed-token": "a token: refused by the feed if wrong (UNAUTHENTICATED, one line)",
 }
 BAD_OPTIONS: dict[str, list[str]] = {
     "--organisation-id": ["nope", "12345"],
     "--subscribe": ["qiji.nope", "qiji.training.v1.NoSuchEvent"],
+    "--checkpoints": ["{tmp}/missing.jsonl", "{tmp}/credential.jwt", "{tmp}/binary.jwt"],
+    "--out": ["{tmp}"],
 }
 # Values no typed option accepts.
 NOT_A_VALUE = ["nope!", ""]
@@ -73,7 +76,7 @@ def options(parser: argparse.ArgumentParser) -> list[argparse.Action]:
 
 
 # Values for the options a subcommand requires.
-REQUIRED = {"--role": "auditor", "--organisation-id": ID}
+REQUIRED = {"--role": "auditor", "--organisation-id": ID, "--out": "{tmp}/witness.jsonl"}
 
 
 def good_words(parser: argparse.ArgumentParser, *, but: str = "", bad: str = "") -> list[str]:

@@ -83,6 +83,18 @@ def test_the_tokens_file_is_mounted_by_its_directory_so_rotations_reach_the_serv
         assert any(Path(target) == tokens_file.parent for _source, target, *_ in mounts), name
 
 
+def test_keys_reach_the_five_services_only():
+    """The gateway and the relay face outside parties and hold no key (the services check
+    every event's MAC for them); every service holds the master and audit signing keys."""
+    services = _compose()["services"]
+    for name in ("platform", "relay"):
+        assert not [k for k in services[name]["environment"] if "KEY" in k], name
+    for name in ("identity", "training", "merchants", "badges", "governance"):
+        env = services[name]["environment"]
+        assert {"QIJI_MASTER_KEY", "QIJI_AUDIT_SIGNING_KEY"} <= set(env), name
+        assert ("BADGES_SIGNING_KEY" in env) == (name == "badges")
+
+
 def host_path(service: dict, container_path: str) -> Path:
     """The file or folder of this repository that a container sees at `container_path`,
     through the deepest of its bind mounts that holds the path."""

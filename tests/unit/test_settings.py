@@ -91,7 +91,7 @@ def test_a_missing_or_malformed_master_key_file_is_a_configuration_error(tmp_pat
     with pytest.raises(ConfigError, match="no master key"):
         load_master_key("", tmp_path / "master.key", create=False)
     (tmp_path / "master.key").write_text("too-short")
-    with pytest.raises(ConfigError, match="must hold base64 of 32 bytes"):
+    with pytest.raises(ConfigError, match="the master key must decode to 32 bytes"):
         load_master_key("", tmp_path / "master.key", create=False)
 
 
