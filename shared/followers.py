@@ -6,8 +6,12 @@ so a crash, a restart or a redelivery can never apply an event twice or skip one
 Upstream events arrive as plain data (topic and decoded state), not as the upstream's Python
 classes: a service depends on another's published event contract, not on its code. They arrive
 as stored, MAC and all: the follower checks each one's MAC before its policy sees it (every
-service holds the audit key: they share the master key), and stops at one that fails — it is
-never acted on, nor anything after it, until the upstream's store is repaired."""
+service holds the audit key: they share the master key). The upstream's feed checks what the
+follower cannot, holding no view of the upstream's table: that each event stands in its place
+among its aggregate's versions (shared/continuity.py: a genuine event moved later in the log
+would pass its MAC), and ends its answer at one that does not. Either way the follower stops at
+that event — it is never acted on, nor anything after it, until the upstream's store is
+repaired — and raises the integrity alarm (shared/integrity.py)."""
 
 from __future__ import annotations
 
@@ -30,6 +34,7 @@ from shared import context, metrics
 from shared.application import META_KEY, QijiApplication
 from shared.config import Settings, TlsSettings
 from shared.context import Actor, RequestContext
+from shared.continuity import Failure, read_checked
 from shared.errors import DataLoss, Unavailable
 from shared.grpc.channels import open_channel
 from shared.integrity import ALARM, MAC_PROBLEM
@@ -82,6 +87,9 @@ class Feed(Protocol):
     """Where a follower reads an upstream log: `read` a batch from a position."""
 
     name: str
+    # Where the latest read stopped, at an event the upstream found out of its place (or
+    # failing its MAC), and why; None when it did not. The events read are those before it.
+    failure: Failure | None
 
     def read(self, from_position: int, limit: int, topics: Sequence[str]) -> list[UpstreamEvent]:
         ...
@@ -102,11 +110,13 @@ class LocalFeed:
     def __init__(self, app: QijiApplication, name: str | None = None):
         self.name = name or app.name
         self._app = app
+        self.failure: Failure | None = None
 
     def read(self, from_position: int, limit: int, topics: Sequence[str]) -> list[UpstreamEvent]:
+        # What the upstream's FeedService serves, without the network.
+        notifications, self.failure = read_checked(self._app, from_position, limit, topics)
         return [UpstreamEvent(self.name, n.id, n.originator_id, n.originator_version, n.topic,
-                              n.state)
-                for n in self._app.read_log(from_position, limit, topics)]
+                              n.state) for n in notifications]
 
     def wait(self, timeout: float) -> None:
         self._app.wait_for_log_change(timeout)
@@ -130,6 +140,7 @@ class GrpcFeed:
         self._metadata = (("authorization", f"Bearer {token}"),)
         self._poll = poll_seconds
         self._last_seen = 0
+        self.failure: Failure | None = None
 
     @classmethod
     def of(cls, upstream: str, settings: Settings) -> GrpcFeed:
@@ -145,6 +156,9 @@ class GrpcFeed:
             # Short: a request may be waiting on this read (catching up on a miss).
             metadata=self._metadata, timeout=5)
         self._last_seen = reply.last_position
+        failure = reply.integrity_failure
+        self.failure = (Failure(failure.position, failure.problem, failure.topic)
+                        if reply.HasField("integrity_failure") else None)
         return [UpstreamEvent(self.name, e.position, uuid.UUID(e.originator_id),
                               e.originator_version, e.topic, e.state)
                 for e in reply.events]
@@ -177,7 +191,6 @@ class Follower:
         self.actor = Actor(principal=f"{app.name}-follower-of-{feed.name}",
                            roles=frozenset({"service"}))
         self.reader = f"{app.name}.follower"
-        self.stopped_at = 0
         self._check = app.event_mac.check
         self._lock = threading.Lock()
         # The code the upstream refuses this follower's token with, while it does: the
@@ -189,20 +202,32 @@ class Follower:
         """The last upstream position that took effect here."""
         return self.app.recorder.max_tracking_id(self.upstream) or 0  # type: ignore[attr-defined]
 
+    @property
+    def stopped_at(self) -> int:
+        """The upstream position this follower is stopped at (0: it is not)."""
+        return ALARM.stopped_at(self.upstream, self.reader)
+
     def run_once(self) -> int:
         """Processes what the upstream has now; returns how many events it processed."""
         done = 0
         with self._lock:
             while True:
-                events = self.feed.read(self.position + 1, BATCH, self.topics)
+                start = self.position + 1
+                events = self.feed.read(start, BATCH, self.topics)
                 for upstream_event in events:
                     if not self._intact(upstream_event):
                         return done  # stopped: nothing after it either, until it is repaired
                     self.process(upstream_event)
                     done += 1
-                if self.stopped_at:
-                    self.stopped_at = 0
-                    ALARM.intact(self.upstream, self.reader)
+                failure = self.feed.failure
+                if failure is not None:
+                    self._stop(failure.position, f"{failure.problem}; {self.app.name} does "
+                                                 "not act on it")
+                    return done
+                # Read past where it stopped, if it had: the event there is gone or repaired.
+                ALARM.passed(self.upstream, self.reader, start,
+                             events[-1].position if len(events) == BATCH
+                             else max([self.feed.last_position, *(e.position for e in events)]))
                 if len(events) < BATCH:
                     # Caught up: every upstream event up to the position the upstream reported
                     # with this read took effect here, or is of a topic this follower passes
@@ -219,12 +244,13 @@ class Follower:
         if self._check(event.originator_id, event.originator_version, event.topic,
                        event.stored_state):
             return True
-        self.stopped_at = event.position
-        ALARM.broken(self.upstream, self.reader, event.position,
-                     f"{MAC_PROBLEM}; {self.app.name} does not act on it")
+        self._stop(event.position, f"{MAC_PROBLEM}; {self.app.name} does not act on it")
+        return False
+
+    def _stop(self, position: int, problem: str) -> None:
+        ALARM.broken(self.upstream, self.reader, position, problem)
         metrics.FOLLOWER_LAG.labels(self.app.name, self.upstream).set(
             max(0, self.feed.last_position - self.position))
-        return False
 
     def catch_up(self) -> None:
         """Applies what the upstream has now, for a request that names something not known
@@ -237,14 +263,15 @@ class Follower:
                 f"{self.upstream} cannot be reached to look this up; retry shortly",
                 reason="UPSTREAM_UNAVAILABLE", upstream=self.upstream,
                 code=error.code().name) from None
-        if self.stopped_at:
+        stopped_at = self.stopped_at
+        if stopped_at:
             # What the request names may lie past the event this follower stopped at: "not
             # found" would be a guess. Not retryable until the upstream's store is repaired.
             raise DataLoss(
-                f"{self.upstream}'s log is stopped at position {self.stopped_at}: an event "
+                f"{self.upstream}'s log is stopped at position {stopped_at}: an event "
                 "there fails its integrity check, so nothing after it is known here yet; the "
                 "operators are alerted", reason="UPSTREAM_INTEGRITY_FAILED",
-                upstream=self.upstream, position=str(self.stopped_at))
+                upstream=self.upstream, position=str(stopped_at))
 
     def process(self, upstream_event: UpstreamEvent) -> None:
         tracking = Tracking(application_name=self.upstream,
@@ -294,11 +321,13 @@ class Follower:
                     self._stop_reporting()
 
     def _stop_reporting(self) -> None:
-        """A replica that no longer leads measures no lag and meets no refusal: left in
-        /metrics, its last figures would go on alerting beside the new leader's. (The position
-        stays: it is the store's, whichever replica read it.)"""
+        """A replica that no longer leads measures no lag, meets no refusal and stands at no
+        bad event: left in /metrics (and in `qiji.integrity`), its last figures would go on
+        alerting beside the new leader's, and after the repair. (The position stays: it is
+        the store's, whichever replica read it.)"""
         metrics.FOLLOWER_LAG.remove(self.app.name, self.upstream)
         metrics.FOLLOWER_REFUSED.remove(self.app.name, self.upstream)
+        ALARM.withdraw(self.upstream, self.reader)
 
     def _follow(self, stopping: threading.Event, lease: Lease, idle_wait: float) -> None:
         backoff, store = 0.5, OutageNotice("follower", upstream=self.upstream)

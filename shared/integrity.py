@@ -26,7 +26,7 @@ import hmac
 import json
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -190,8 +190,7 @@ class EventIntegrityError(DataLoss):
         self.originator_id = originator_id
         self.version = version
         self.position = position
-        self.problem = problem or ("its MAC does not match: it was forged or altered in the "
-                                   "database")
+        self.problem = problem or MAC_PROBLEM
         where = f" at log position {position}" if position else ""
         super().__init__(
             f"the stored event {originator_id} v{version}{where} fails its integrity check "
@@ -209,27 +208,49 @@ class Broken:
     reader: str
     position: int
     problem: str
+    # Which later reads count as having passed `position` again: those that cover one of these
+    # kinds (the stopped event's topic, with each consumer that was stopped there). None: any
+    # read of this reader's that passes the position.
+    kinds: frozenset[str] | None = None
 
 
 class IntegrityAlarm:
-    """What the readers of this process found: which stand stopped at a bad event. One per
-    process (`ALARM`); the health service and the metrics follow it."""
+    """Where each reader of this process stands: stopped at a bad event, or not. One per process
+    (`ALARM`); the health service and the metrics follow it, and the readers ask it where they
+    stopped rather than keep that themselves.
+
+    A reader that reads everything from where it stands each time (the sealer, a view) says
+    `intact` after a good round. A reader whose reads differ (the public feed serves consumers at
+    any position, for any types; the gateway likewise) says `passed`: its alarm clears only when
+    a read that started at or before where it stopped, of the stopped event's kind and for a
+    consumer that was stopped there, got past it. A read of other types, from further on, or
+    for a consumer whose answer never needed the bad event does not clear it. A reader that
+    stands down (a follower or the relay losing leadership) says `withdraw`: the replica that
+    leads now reports for it."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._broken: dict[tuple[str, str], Broken] = {}
         self._listeners: list[Callable[[bool], None]] = []
 
-    def broken(self, log_name: str, reader: str, position: int, problem: str) -> None:
-        """`reader` stopped at `position` of `log_name`'s log and will not go past it."""
-        found = Broken(log_name, reader, position, problem)
+    def broken(self, log_name: str, reader: str, position: int, problem: str,
+               kinds: Collection[str] | None = None) -> None:
+        """`reader` stopped at `position` of `log_name`'s log and will not go past it; `kinds`:
+        which later reads would show it past (None: any that passes the position). Several
+        consumers stopped at one position add up: any of them getting past clears it."""
         with self._lock:
             known = self._broken.get((log_name, reader))
+            if kinds is not None and known is not None and known.position == position and (
+                    known.kinds is not None):
+                kinds = known.kinds | set(kinds)
+            found = Broken(log_name, reader, position, problem,
+                           None if kinds is None else frozenset(kinds))
             self._broken[(log_name, reader)] = found
             listeners = list(self._listeners)
         metrics.AUDIT_INTACT.labels(log_name, reader).set(0)
         metrics.AUDIT_BROKEN_POSITION.labels(log_name, reader).set(position)
-        if known != found:  # said once, not on every retry of a stopped reader
+        if known is None or (known.position, known.problem) != (position, problem):
+            # Said once, not on every retry of a stopped reader.
             log.error("integrity.broken", log=log_name, reader=reader, position=position,
                       problem=problem,
                       action="stopped here: nothing past this position is sealed, followed or "
@@ -238,9 +259,41 @@ class IntegrityAlarm:
             listener(True)
 
     def intact(self, log_name: str, reader: str) -> None:
-        """`reader` found `log_name`'s log intact as far as it read."""
+        """`reader` read `log_name`'s log from where it stands and found it intact."""
+        self._clear(log_name, reader, lambda _: True)
+
+    def passed(self, log_name: str, reader: str, start: int, through: int,
+               kinds: Collection[str] | None = None) -> None:
+        """`reader` read `log_name`'s log from position `start` through `through`, for `kinds`
+        (None: everything it reads), and found it intact: its alarm clears only if that read
+        got past where it stopped, as one of the kinds stopped there."""
+        def past(known: Broken) -> bool:
+            return start <= known.position <= through and (
+                known.kinds is None or kinds is None or not known.kinds.isdisjoint(kinds))
+        self._clear(log_name, reader, past)
+
+    def withdraw(self, log_name: str, reader: str) -> None:
+        """`reader` no longer reads `log_name`'s log here (it stood down for another replica):
+        its alarm and its series go, whatever they said; the one that reads now reports."""
         with self._lock:
             was = self._broken.pop((log_name, reader), None)
+            any_left = bool(self._broken)
+            listeners = list(self._listeners)
+        metrics.AUDIT_INTACT.remove(log_name, reader)
+        metrics.AUDIT_BROKEN_POSITION.remove(log_name, reader)
+        if was is not None:
+            log.info("integrity.withdrawn", log=log_name, reader=reader,
+                     was_stopped_at=was.position, why="stood down: the leading replica reports")
+            for listener in listeners:
+                listener(any_left)
+
+    def _clear(self, log_name: str, reader: str, cleared: Callable[[Broken], bool]) -> None:
+        with self._lock:
+            was = self._broken.get((log_name, reader))
+            if was is not None:
+                if not cleared(was):
+                    return
+                del self._broken[(log_name, reader)]
             any_left = bool(self._broken)
             listeners = list(self._listeners)
         metrics.AUDIT_INTACT.labels(log_name, reader).set(1)
@@ -250,6 +303,12 @@ class IntegrityAlarm:
                         was_stopped_at=was.position)
             for listener in listeners:
                 listener(any_left)
+
+    def stopped_at(self, log_name: str, reader: str) -> int:
+        """The position `reader` is stopped at in `log_name`'s log; 0 if it is not stopped."""
+        with self._lock:
+            found = self._broken.get((log_name, reader))
+        return found.position if found is not None else 0
 
     def found(self) -> list[Broken]:
         with self._lock:
@@ -267,4 +326,3 @@ class IntegrityAlarm:
 
 
 ALARM = IntegrityAlarm()
-

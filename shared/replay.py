@@ -21,6 +21,7 @@ from eventsourcing.utils import resolve_topic
 from psycopg import sql
 
 from shared.application import QijiApplication
+from shared.continuity import Continuity, EventsTable
 from shared.integrity import EventIntegrityError
 from shared.persistence import postgres_conninfo
 
@@ -75,33 +76,53 @@ class EventDecoder:
         return event
 
 
-def scan(app: QijiApplication, start: int) -> Iterator[tuple[int, Any]]:
+def scan(app: QijiApplication, start: int, continuity: Continuity | None = None,
+         first: int = PAGE) -> Iterator[tuple[int, Any]]:
     """(position, domain event) for every event from position `start` on, in log order, as
     of the moment the scan begins (later events are for the caller's next read). Every event's
-    MAC is checked before it is decoded: EventIntegrityError (with its position) at the first
-    that fails, and nothing after it."""
+    MAC is checked before it is decoded, and its place among its aggregate's versions (with
+    `continuity`, the caller's memory of them from earlier scans; a new one otherwise):
+    EventIntegrityError (with its position) at the first that fails, and nothing after it."""
     decode = EventDecoder(app.mapper)
     check = app.event_mac.check
-    for position, originator_id, version, topic, state in rows(app, start):
-        if not check(originator_id, version, topic, state):
-            raise EventIntegrityError(originator_id, version, position=position)
-        yield position, decode(position, originator_id, version, topic, state)
+    if continuity is None:
+        continuity = Continuity(EventsTable(app))
+    follow = continuity.follow
+    for page in pages(app, start, first):
+        continuity.prime(page, page[0][0] - 1)
+        for position, originator_id, version, topic, state in page:
+            if not check(originator_id, version, topic, state):
+                raise EventIntegrityError(originator_id, version, position=position)
+            problem = follow(originator_id, version)
+            if problem:
+                raise EventIntegrityError(originator_id, version, problem, position)
+            yield position, decode(position, originator_id, version, topic, state)
 
 
-def rows(app: QijiApplication, start: int) -> Iterator[tuple[Any, ...]]:
-    """The stored rows from position `start` on, undecoded and unchecked: (position,
-    originator id, version, topic, state), in log order."""
+def pages(app: QijiApplication, start: int, first: int = PAGE
+          ) -> Iterator[list[tuple[Any, ...]]]:
+    """The stored rows from position `start` on, undecoded and unchecked, in pages: (position,
+    originator id, version, topic, state), in log order. The usual handful (a reader a moment
+    behind the writers) comes in a first page of at most `first` rows, with one query; a long
+    stretch (a rebuild, a long absence) streams after it through one cursor."""
+    page = [(n.id, n.originator_id, n.originator_version, n.topic, n.state)
+            for n in app.read_log(start, first)]
+    if page:
+        yield page
+    if len(page) < first:
+        return
+    start = page[-1][0] + 1
     if app.settings.persistence != "postgres":
         # SQLite is in this process: no round trips to save, pages are as good as a cursor.
         while True:
-            batch = app.read_log(start, PAGE)
-            for n in batch:
-                yield n.id, n.originator_id, n.originator_version, n.topic, n.state
-            if len(batch) < PAGE:
+            page = [(n.id, n.originator_id, n.originator_version, n.topic, n.state)
+                    for n in app.read_log(start, PAGE)]
+            if page:
+                yield page
+            if len(page) < PAGE:
                 return
-            start = batch[-1].id + 1
-    for page in _pages(app, start):
-        yield from page
+            start = page[-1][0] + 1
+    yield from _pages(app, start)
 
 
 def _pages(app: QijiApplication, start: int) -> Iterator[list[tuple[Any, ...]]]:

@@ -10,13 +10,13 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from itertools import chain
 from typing import Any
 
 import structlog
 
 from shared import context, replay
 from shared.application import QijiApplication
+from shared.continuity import Continuity, EventsTable
 from shared.integrity import ALARM, EventIntegrityError
 from shared.paging import page
 
@@ -28,12 +28,14 @@ PROGRESS_EVERY = 10_000
 
 class LogFollower:
     """Applies the service's own log to a view, in order. An event that fails its integrity
-    check stops the view there: it never applies anything past it, and raises the integrity
-    alarm. A view that cannot be brought up to date must not answer as if it were (a rule
-    checked against it would miss what came after), so every later catch-up — before each
-    query and command that reads the view — raises EventIntegrityError (DATA_LOSS to the
-    caller) until the store is repaired; the rebuild at start alone does not raise, so that the
-    process comes up and serves its health, its audit API and what needs no view."""
+    check — its MAC, or its place among its aggregate's versions (a genuine event moved later
+    in the log would otherwise be applied again, out of order) — stops the view there: it never
+    applies anything past it, and raises the integrity alarm. A view that cannot be brought up
+    to date must not answer as if it were (a rule checked against it would miss what came
+    after), so every later catch-up — before each query and command that reads the view —
+    raises EventIntegrityError (DATA_LOSS to the caller) until the store is repaired; the
+    rebuild at start alone does not raise, so that the process comes up and serves its health,
+    its audit API and what needs no view."""
 
     def __init__(self, app: QijiApplication, name: str,
                  apply: Callable[[int, Any], None]):
@@ -42,8 +44,9 @@ class LogFollower:
         self._apply = apply
         self._lock = threading.Lock()
         self._reader = f"{app.name}.view.{name}"
-        self._stopped = False
         self._started = False
+        # Each aggregate's newest version applied so far (bounded): what the next must follow.
+        self._continuity = Continuity(EventsTable(app))
         self.position = 0
 
     def catch_up(self) -> int:
@@ -53,14 +56,13 @@ class LogFollower:
             try:
                 applied = self._catch_up()
             except EventIntegrityError as error:
-                self._stopped = True
+                self._continuity.forget()
                 ALARM.broken(self._app.name, self._reader,
                              error.position or self.position + 1, error.problem)
                 if first:
                     return 0
                 raise
-            if self._stopped:
-                self._stopped = False
+            if ALARM.stopped_at(self._app.name, self._reader):
                 ALARM.intact(self._app.name, self._reader)
             return applied
 
@@ -70,12 +72,9 @@ class LogFollower:
         while True:
             # Usually a handful of new events: one page answers. A full page means a
             # rebuild (or a long absence): the rest streams through one cursor.
-            batch = self._app.read_log(self.position + 1, BATCH)
-            events = ((n.id, self._app.to_domain_event(n)) for n in batch)
-            if len(batch) == BATCH:
-                events = chain(events, replay.scan(self._app, batch[-1].id + 1))
             count = 0
-            for position, event in events:
+            for position, event in replay.scan(self._app, self.position + 1,
+                                               self._continuity, first=BATCH):
                 self._apply(position, event)
                 self.position = position
                 count += 1

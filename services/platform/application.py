@@ -15,7 +15,7 @@ from qiji.feed.v1 import public_feed_service_pb2 as feed_pb
 from qiji.feed.v1 import public_feed_service_pb2_grpc as feed_grpc
 
 from services.platform import cursor as cursors
-from services.platform.catalogue import SERVICES, types_by_service
+from services.platform.catalogue import CATALOGUES, SERVICES, types_by_service
 from shared.config import TlsSettings
 from shared.errors import FieldViolation, InvalidArgument, Unavailable
 from shared.grpc.channels import open_channel
@@ -25,6 +25,7 @@ from shared.integrity import ALARM
 log = structlog.get_logger(__name__)
 
 READER = "platform"
+_CATALOGUE = {c.service: c for c in CATALOGUES}
 
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
@@ -98,7 +99,6 @@ def check_page_size(page_size: int) -> int:
 class PlatformFeed:
     def __init__(self, upstreams: Mapping[str, Upstream]):
         self.upstreams = dict(upstreams)
-        self._stopped: set[str] = set()
 
     def decode_cursor(self, cursor: str) -> dict[str, int]:
         return cursors.decode(cursor, SERVICES)
@@ -129,7 +129,7 @@ class PlatformFeed:
             batches[service] = (list(reply.events), reply.next_position)
             if reply.next_position <= reply.last_position:
                 caught_up = False
-            self._integrity(service, reply)
+            self._integrity(service, reply, positions[service], service_types, organisation_id)
         if unreachable and not batches:
             raise Unavailable(f"{', '.join(unreachable)} cannot be reached; retry with the "
                               "same cursor", reason="UPSTREAM_UNAVAILABLE")
@@ -151,15 +151,20 @@ class PlatformFeed:
         return Page(events=taken, positions=positions, caught_up=caught_up,
                     unreachable=unreachable)
 
-    def _integrity(self, service: str, reply: Any) -> None:
+    def _integrity(self, service: str, reply: Any, start: int, types: list[str],
+                   organisation_id: str) -> None:
         """The gateway holds no key (least privilege: it faces outside consumers): the service
-        checks every event's MAC as it reads it for the gateway and stops its answer at one
-        that fails. The reply's events are those before it and its `next_position` is the bad
-        event's, so no consumer's cursor ever passes it; the gateway raises the alarm."""
+        checks every event as it reads it for the gateway and stops its answer at one that
+        fails. The reply's events are those before it and its `next_position` is the bad
+        event's, so no consumer's cursor ever passes it; the gateway raises the alarm. Many
+        consumers read from their own cursors, for their own types: only a read of the bad
+        event's topic, for an organisation that was stopped there, from at or before it, that
+        gets past it clears the alarm — not one that merely looked elsewhere."""
+        failure = reply.integrity_failure
         if reply.HasField("integrity_failure"):
-            self._stopped.add(service)
-            ALARM.broken(service, READER, reply.integrity_failure.position,
-                         reply.integrity_failure.problem)
-        elif service in self._stopped:
-            self._stopped.discard(service)
-            ALARM.intact(service, READER)
+            ALARM.broken(service, READER, failure.position, failure.problem,
+                         {f"{failure.topic}|{organisation_id}"})
+        else:
+            topics = _CATALOGUE[service].topics_for(types)
+            ALARM.passed(service, READER, start, reply.next_position - 1,
+                         {f"{topic}|{organisation_id}" for topic in topics})

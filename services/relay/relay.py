@@ -147,9 +147,12 @@ class ServiceState:
     retry_at: float = 0.0
     backoff: float = BACKOFF_START
     last_position: int = 0
-    # Stopped at an event that fails its integrity check: it is never published, nor anything
-    # after it, until the store is repaired.
-    stopped_at: int = 0
+
+    @property
+    def stopped_at(self) -> int:
+        """The position of an event that fails its integrity check where the relay stopped: it
+        is never published, nor anything after it, until the store is repaired (0: none)."""
+        return ALARM.stopped_at(self.name, NAME)
 
 
 @dataclass
@@ -170,9 +173,10 @@ class Relay:
     def run_once(self, state: ServiceState) -> int:
         """Publishes one batch of `state`'s service; returns how many events it published."""
         from services.platform.application import UpstreamDown
+        start = state.next_position
         try:
             reply = state.upstream.read(feed_pb.ReadPublicEventsRequest(
-                from_position=state.next_position, limit=self.batch,
+                from_position=start, limit=self.batch,
                 # No personal data over AMQP, ever; every platform's rider events.
                 consumer_organisation_id="", all_platforms=True))
         except UpstreamDown as down:
@@ -209,11 +213,9 @@ class Relay:
             # The service checked each event's MAC as it read it for us and stopped at this
             # one: publish nothing of it or after it, say so, and ask again next cycle.
             failure = reply.integrity_failure
-            state.stopped_at = failure.position
             ALARM.broken(state.name, NAME, failure.position, failure.problem)
-        elif state.stopped_at:
-            state.stopped_at = 0
-            ALARM.intact(state.name, NAME)
+        else:
+            ALARM.passed(state.name, NAME, start, reply.next_position - 1)
         metrics.read(state.name, published_through=state.next_position - 1,
                      last_position=reply.last_position)
         if reply.events:
@@ -238,6 +240,9 @@ class Relay:
             self._publish(stopping, poll_seconds, lease)
         finally:
             metrics.stop_reporting()
+            # The relay that leads now reports where it stands, bad events included.
+            for name in self.services:
+                ALARM.withdraw(name, NAME)
 
     def _publish(self, stopping: threading.Event, poll_seconds: float, lease: Lease | None
                  ) -> None:

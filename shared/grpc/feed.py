@@ -1,4 +1,6 @@
-"""The feed every service exposes over its own notification log (qiji.feed.v1.FeedService)."""
+"""The feed every service exposes over its own notification log (qiji.feed.v1.FeedService).
+It checks each event it serves — its MAC, and its place among its aggregate's versions
+(shared/continuity.py) — and stops at the first that fails: a reader never gets past it."""
 
 from __future__ import annotations
 
@@ -10,10 +12,13 @@ from typing import Any
 import grpc
 from qiji.feed.v1 import feed_service_pb2 as pb
 from qiji.feed.v1 import feed_service_pb2_grpc as pb_grpc
+from qiji.feed.v1 import public_feed_service_pb2 as public_pb
 
 from shared import auth
 from shared.application import META_KEY, QijiApplication
-from shared.errors import Violations
+from shared.continuity import read_checked
+from shared.errors import DataLoss, Violations
+from shared.integrity import EventIntegrityError
 from shared.tenancy import Access, city_wide
 
 DEFAULT_LIMIT = 100
@@ -42,12 +47,18 @@ class FeedServicer(pb_grpc.FeedServiceServicer):
                            f"must be between 0 and {MAX_LIMIT}")
         violations.raise_if_any()
         last = self._app.last_position()
-        notifications = self._app.read_log(request.from_position, request.limit or DEFAULT_LIMIT,
-                                           request.topics)
-        next_position = notifications[-1].id + 1 if notifications else max(
-            request.from_position, 1)
-        return pb.ReadEventsResponse(events=[self._to_proto(n) for n in notifications],
-                                     next_position=next_position, last_position=last)
+        notifications, failure = read_checked(self._app, request.from_position,
+                                              request.limit or DEFAULT_LIMIT, request.topics)
+        reply = pb.ReadEventsResponse(events=[self._to_proto(n) for n in notifications],
+                                      last_position=last)
+        if failure is not None:
+            reply.next_position = failure.position
+            reply.integrity_failure.CopyFrom(public_pb.IntegrityFailure(
+                position=failure.position, problem=failure.problem, topic=failure.topic))
+        else:
+            reply.next_position = notifications[-1].id + 1 if notifications else max(
+                request.from_position, 1)
+        return reply
 
     def StreamEvents(self, request: pb.StreamEventsRequest, context: Any
                      ) -> Iterator[pb.StreamEventsResponse]:
@@ -56,10 +67,17 @@ class FeedServicer(pb_grpc.FeedServiceServicer):
         violations.raise_if_any()
         position = max(request.from_position, 1)
         while context.is_active() and not self._stopping.is_set():
-            notifications = self._app.read_log(position, DEFAULT_LIMIT, request.topics)
+            notifications, failure = read_checked(self._app, position, DEFAULT_LIMIT,
+                                                  request.topics)
             for notification in notifications:
                 yield pb.StreamEventsResponse(event=self._to_proto(notification))
                 position = notification.id + 1
+            if failure is not None:
+                raise DataLoss(
+                    f"the log is stopped at position {failure.position}: the event there fails "
+                    f"its integrity check ({failure.problem}); nothing after it is sent until "
+                    "the operators repair the store", reason=EventIntegrityError.reason,
+                    position=str(failure.position))
             if not notifications:
                 self._app.wait_for_log_change(POLL_SECONDS)
 

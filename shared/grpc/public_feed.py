@@ -13,6 +13,7 @@ from qiji.feed.v1 import public_feed_service_pb2_grpc as pb_grpc
 
 from shared import auth
 from shared.application import QijiApplication
+from shared.continuity import EventsTable, out_of_place
 from shared.errors import Violations
 from shared.integrity import ALARM, EventIntegrityError
 from shared.public_feed import DATA_CONTENT_TYPE, SPEC_VERSION, Fact, PublicCatalogue, PublicEvent
@@ -62,9 +63,18 @@ def read_public(app: QijiApplication, catalogue: PublicCatalogue, request: Any) 
                                            last_position=last)
     limit = request.limit or DEFAULT_LIMIT
     notifications = app.read_log(start, limit, topics)
+    # Each event stands in its place among its aggregate's versions (a genuine event moved
+    # later in the log passes its MAC, and would go out again under its old id, out of order).
+    misplaced = out_of_place(EventsTable(app), notifications)
     events = []
     reader = f"{app.name}.public-feed"
+    # Consumers read from their own positions, for their own types, and what a mapping reads
+    # depends on who asks (a rider's consent): only a read of the stopped event's topic, for a
+    # consumer that was stopped there, that gets past it clears the alarm.
+    consumer = f"{request.consumer_organisation_id}:{int(request.all_platforms)}"
     for n in notifications:
+        if misplaced is not None and n.id == misplaced.position:
+            return _stopped(app, reader, n, misplaced.problem, consumer, events, last)
         try:
             # Checked before it is decoded (the mapper checks every MAC), and so is every
             # event a mapping reads (today's rider, for consent): nothing unchecked goes out.
@@ -79,19 +89,25 @@ def read_public(app: QijiApplication, catalogue: PublicCatalogue, request: Any) 
                 f"it needs the stored event {error.originator_id} v{error.version}"
                 + (f" (position {error.position})" if error.position else "")
                 + f", which fails its integrity check: {error.problem}")
-            ALARM.broken(app.name, reader, n.id, problem)
-            return pb.ReadPublicEventsResponse(
-                events=events, next_position=n.id, last_position=last,
-                integrity_failure=pb.IntegrityFailure(position=n.id, problem=problem))
+            return _stopped(app, reader, n, problem, consumer, events, last)
         events += [pb.PublicEvent(position=n.id, event=to_cloudevent(e),
                                   platform_id=e.platform_id) for e in mapped]
-    if ALARM.found():
-        ALARM.intact(app.name, reader)
     next_position = notifications[-1].id + 1 if notifications else start
     if len(notifications) < limit:
         next_position = max(next_position, last + 1)
+    ALARM.passed(app.name, reader, start, next_position - 1,
+                 {f"{topic}|{consumer}" for topic in topics})
     return pb.ReadPublicEventsResponse(events=events, next_position=next_position,
                                        last_position=last)
+
+
+def _stopped(app: QijiApplication, reader: str, n: Any, problem: str, consumer: str,
+             events: list[Any], last: int) -> Any:
+    """The answer of a read that stopped at `n`: what came before it, and where and why."""
+    ALARM.broken(app.name, reader, n.id, problem, {f"{n.topic}|{consumer}"})
+    return pb.ReadPublicEventsResponse(
+        events=events, next_position=n.id, last_position=last,
+        integrity_failure=pb.IntegrityFailure(position=n.id, problem=problem, topic=n.topic))
 
 
 class PublicFeedServicer(pb_grpc.PublicFeedServiceServicer):

@@ -48,6 +48,8 @@ class Clock:
 class ListFeed:
     """An upstream holding events under a published contract's topics."""
 
+    failure = None  # a list is never out of order
+
     def __init__(self, name: str) -> None:
         self.name = name
         self.events: list[UpstreamEvent] = []

@@ -7,9 +7,12 @@ go on once the row is removed."""
 from __future__ import annotations
 
 import json
+import threading
+import time
 
 import psycopg
 import pytest
+from qiji.feed.v1.feed_service_pb2 import ReadEventsRequest
 from qiji.feed.v1.public_feed_service_pb2 import ReadPublicEventsRequest
 
 from services.identity.application import IdentityApplication
@@ -18,8 +21,10 @@ from services.platform.application import LocalUpstream, PlatformFeed
 from services.relay.relay import Relay
 from services.training.application import TrainingApplication
 from services.training.domain.model import Learner
+from shared.continuity import read_checked
 from shared.errors import DataLoss
 from shared.followers import Follower, LocalFeed
+from shared.grpc.feed import FeedServicer
 from shared.grpc.public_feed import read_public
 from shared.integrity import ALARM, EventIntegrityError
 from shared.metrics import REGISTRY
@@ -176,3 +181,137 @@ def test_the_public_feed_names_where_it_stopped_and_why(world):
     assert all(e.position < world["victim_registered"] for e in reply.events)
     assert not any(json.loads(e.event.text_data).get("rider_id") == world["victim"]
                    for e in reply.events)
+
+
+# ----------------------------------------------------------------------- a moved genuine event
+# The MAC covers an event's aggregate, version, topic and content, not its position: the
+# lifting of a suspension (v3) deleted and stored again, unchanged, at the end of the log after
+# the suspension that followed it (v4).
+
+
+def move_to_the_end(world: dict, rider: str, topic_end: str) -> int:
+    """Deletes the rider's event whose topic ends in `topic_end` and stores it again, byte for
+    byte, after everything else: its new position."""
+    conn, table = world["conn"], world["table"]
+    with conn.transaction():
+        row = conn.execute(f"DELETE FROM {table} WHERE originator_id = %s AND topic LIKE %s"
+                           " RETURNING originator_id, originator_version, topic, state",
+                           (rider, f"%{topic_end}")).fetchone()
+        conn.execute(f"INSERT INTO {table} (originator_id, originator_version, topic, state)"
+                     " VALUES (%s, %s, %s, %s)", row)
+    return conn.execute(f"SELECT max(notification_id) FROM {table}").fetchone()[0]
+
+
+def test_a_genuine_event_moved_later_in_the_log_is_acted_on_by_no_reader(world):
+    identity, training, follower, relay = (world["identity"], world["training"],
+                                           world["follower"], world["relay"])
+    rider, state = world["victim"], relay.services["identity"]
+    with as_actor(ADMIN):
+        identity.suspend_rider(rider_id=rider, reason="a")
+        identity.reinstate_rider(rider_id=rider, reason="b")
+        identity.suspend_rider(rider_id=rider, reason="c")
+    follower.run_once()
+    relay.run_once(state)
+    identity.views.catch_up()
+    suspended = learner(training, rider).suspended
+    assert suspended
+
+    moved = move_to_the_end(world, rider, "Rider.Reinstated")
+    published = len(world["published"])
+    # Training does not lift the suspension a second time, out of order.
+    assert follower.run_once() == 0
+    assert follower.stopped_at == moved and intact("training.follower") == 0
+    training.repository.cache.__init__(maxsize=10)
+    assert learner(training, rider).suspended
+    # The relay publishes nothing again; identity's own view of riders stops there.
+    relay.run_once(state)
+    assert len(world["published"]) == published and state.stopped_at == moved
+    with pytest.raises(EventIntegrityError):
+        identity.views.catch_up()
+    # Read over the network, identity's feed says where and why.
+    reply = FeedServicer(identity, threading.Event()).ReadEvents(
+        ReadEventsRequest(from_position=moved), None)
+    assert (list(reply.events), reply.next_position) == ([], moved)
+    assert reply.integrity_failure.position == moved
+    assert "version 3 of" in reply.integrity_failure.problem  # registered, suspended, lifted
+    assert "comes after its version 4" in reply.integrity_failure.problem
+    # A reader from the start stops where the event is missing from its place.
+    _, failure = read_checked(identity, 1, 1000)
+    assert failure is not None and failure.position < moved
+    assert "version 4 of" in failure.problem and "comes before its version 3" in failure.problem
+
+
+def learner(training: TrainingApplication, rider: str) -> Learner:
+    return training.get(Learner.create_id(rider), Learner, "learner")
+
+
+# ----------------------------------------------------------------------- when an alarm clears
+
+
+def test_a_read_that_looks_elsewhere_does_not_clear_the_alarm(world):
+    """Consumers read the public feed from their own cursors, for their own types: the relay
+    stopped at a forged row stays stopped, and says so, whatever others read meanwhile."""
+    identity, relay, gateway = world["identity"], world["relay"], world["gateway"]
+    state = relay.services["identity"]
+    forged = forge_verified(world["conn"], world["table"], world["victim"], world["verified"])
+    platform = world["orgs"]["platform"]
+    for _ in range(2):
+        relay.run_once(state)
+        gateway.read({"identity": 1}, 1000, [], platform)
+        assert intact("identity.public-feed") == intact("platform") == 0
+        # A witness reading only checkpoints, the platform reading after the forged row:
+        # neither passed where those stopped.
+        read_public(identity, IDENTITY_PUBLIC, ReadPublicEventsRequest(
+            limit=1000, types=["qiji.identity.v1.LogCheckpointSigned"]))
+        read_public(identity, IDENTITY_PUBLIC, ReadPublicEventsRequest(
+            from_position=forged + 1, limit=1000, consumer_organisation_id=platform))
+        gateway.read({"identity": 1}, 1000, ["qiji.identity.v1.LogCheckpointSigned"], platform)
+        gateway.read({"identity": forged + 1}, 1000, [], platform)
+        assert intact("identity.public-feed") == intact("platform") == intact("relay") == 0
+    # Repaired: the next reads that pass the position clear it.
+    world["conn"].execute(f"DELETE FROM {world['table']} WHERE notification_id = %s", (forged,))
+    relay.run_once(state)
+    gateway.read({"identity": 1}, 1000, [], platform)
+    assert intact("identity.public-feed") == intact("platform") == intact("relay") == 1
+
+
+def test_a_follower_that_stands_down_takes_its_alarm_with_it(world):
+    """The leader stopped at a forged row hands over (a restart, a lost lock): its replica no
+    longer reads, so neither its metric nor `qiji.integrity` may go on saying it is stopped
+    there — after the repair they would page for ever."""
+    forged = forge_verified(world["conn"], world["table"], world["victim"], world["verified"])
+    register(world["identity"], world["orgs"], range(5, 6))
+    follower, stopping = world["follower"], threading.Event()
+    heard: list[bool] = []
+    ALARM.listen(heard.append)
+    try:
+        leading = threading.Thread(target=follower.run_forever, args=(stopping, 0.05))
+        leading.start()
+        deadline = time.monotonic() + 10
+        while follower.stopped_at != forged and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert intact("training.follower") == 0
+        stopping.set()
+        leading.join(timeout=10)
+    finally:
+        ALARM.forget(heard.append)
+    assert not leading.is_alive()
+    assert "training.follower" not in {b.reader for b in ALARM.found()}
+    assert intact("training.follower") is None  # no series: the leader reports
+    assert heard[0] is True and heard[-1] is (bool(ALARM.found()))
+
+
+def test_a_relay_that_stands_down_takes_its_alarm_with_it(world):
+    forge_verified(world["conn"], world["table"], world["victim"], world["verified"])
+    relay, stopping = world["relay"], threading.Event()
+    publishing = threading.Thread(target=relay.run_forever, args=(stopping, 0.05))
+    publishing.start()
+    deadline = time.monotonic() + 10
+    # (At the victim's registration: its public form is built from the rider as stored today.)
+    while not relay.services["identity"].stopped_at and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert intact("relay") == 0
+    stopping.set()
+    publishing.join(timeout=10)
+    assert not publishing.is_alive()
+    assert "relay" not in {b.reader for b in ALARM.found()} and intact("relay") is None

@@ -45,6 +45,7 @@ class ListFeed:
     yet): the follower reads it exactly as it would read the real feed."""
 
     name = "badges"
+    failure = None  # a list is never out of order
 
     def __init__(self) -> None:
         self.events: list[UpstreamEvent] = []
