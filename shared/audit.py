@@ -32,7 +32,6 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from itertools import islice
 from typing import Any
 
 import orjson
@@ -53,6 +52,7 @@ from shared.checkpoints import (
     unverified,
 )
 from shared.context import Actor, RequestContext
+from shared.continuity import Continuity, EventsTable
 from shared.integrity import ALARM, MAC_PROBLEM, V2_MARK, V2_TAIL, Hmac, id_bytes
 from shared.persistence import STORE_DOWN_ERRORS, OutageNotice, postgres_conninfo
 
@@ -61,9 +61,6 @@ log = structlog.get_logger(__name__)
 BATCH = 1000
 GENESIS = b"qiji-audit-genesis"
 SEALER = "sealer"
-# The sealer's memory of aggregates' newest versions: bounded, so it stays flat on any log (a
-# miss costs one query per page for the aggregates it misses).
-VERSIONS_REMEMBERED = 100_000
 SEALER_ACTOR = Actor(principal="qiji-audit-sealer", roles=frozenset({"system"}))
 
 
@@ -81,38 +78,83 @@ class Chain:
 
 
 class SealStore:
-    def __init__(self, app: QijiApplication):
-        settings = app.settings
-        self._app = app
-        self._datastore = app.recorder.datastore  # type: ignore[attr-defined]
-        self.postgres = settings.persistence == "postgres"
-        # The schema name is checked to be a plain identifier by the configuration loader.
-        self.table = (f'"{settings.postgres_schema}".audit_seals' if self.postgres
+    """The `audit_seals` table: the chain's links, by position. Only sealers write it, but
+    anyone with write access to the database can: a sealer believes none of it that it did not
+    compute or check itself, and verify recomputes all of it."""
+
+    def __init__(self, app: QijiApplication, *, create: bool = False):
+        """`create`: make the table if it is not there (the sealer, `deploy/schemas`); a reader
+        (verify, an auditor's call) never changes the schema, and finds a missing table
+        empty."""
+        self.events = EventsTable(app)
+        self._datastore = self.events.datastore
+        self.postgres = self.events.postgres
+        self.table = (f'"{app.settings.postgres_schema}".audit_seals' if self.postgres
                       else "audit_seals")
-        recorder: Any = app.recorder
-        self.events_table = (f'"{settings.postgres_schema}".{recorder.events_table_name}'
-                             if self.postgres else recorder.events_table_name)
-        self.position_column = "notification_id" if self.postgres else "rowid"
-        self._p = "%s" if self.postgres else "?"
+        self._p = self.events.mark
         blob = "BYTEA" if self.postgres else "BLOB"
-        with self._datastore.transaction(commit=True) as curs:
-            curs.execute(f"CREATE TABLE IF NOT EXISTS {self.table} ("
-                         f" notification_id BIGINT PRIMARY KEY, seal {blob} NOT NULL,"
-                         f" sealed_at TEXT NOT NULL)")
+        with self._datastore.transaction(commit=create) as curs:
+            if create:
+                curs.execute(f"CREATE TABLE IF NOT EXISTS {self.table} ("
+                             f" notification_id BIGINT PRIMARY KEY, seal {blob} NOT NULL,"
+                             f" sealed_at TEXT NOT NULL)")
+                self.missing = False
+            else:
+                if self.postgres:
+                    curs.execute("SELECT to_regclass(%s) IS NULL AS missing", (self.table,))
+                else:
+                    curs.execute("SELECT NOT EXISTS (SELECT 1 FROM sqlite_master WHERE type ="
+                                 " 'table' AND name = 'audit_seals') AS missing")
+                self.missing = bool(curs.fetchone()["missing"])
+
+    def _one(self, query: str, args: Sequence[Any] = ()) -> Any:
+        with self._datastore.transaction(commit=False) as curs:
+            curs.execute(query, args)
+            return curs.fetchone()
 
     def head(self) -> tuple[int, bytes]:
-        with self._datastore.transaction(commit=False) as curs:
-            curs.execute(f"SELECT notification_id, seal FROM {self.table}"  # noqa: S608
-                         f" ORDER BY notification_id DESC LIMIT 1")
-            row = curs.fetchone()
+        """The newest stored seal (whoever stored it), or the chain's start."""
+        if self.missing:
+            return 0, GENESIS
+        row = self._one(f"SELECT notification_id, seal FROM {self.table}"  # noqa: S608
+                        f" ORDER BY notification_id DESC LIMIT 1")
         return (int(row["notification_id"]), bytes(row["seal"])) if row else (0, GENESIS)
 
     def at(self, position: int) -> bytes | None:
-        with self._datastore.transaction(commit=False) as curs:
-            curs.execute(f"SELECT seal FROM {self.table}"  # noqa: S608
-                         f" WHERE notification_id = {self._p}", (position,))
-            row = curs.fetchone()
+        if self.missing:
+            return None
+        row = self._one(f"SELECT seal FROM {self.table}"  # noqa: S608
+                        f" WHERE notification_id = {self._p}", (position,))
         return bytes(row["seal"]) if row else None
+
+    def sealed_before(self, position: int) -> int:
+        """The newest position sealed before `position` (0 if none)."""
+        row = self._one(f"SELECT max(notification_id) AS position FROM {self.table}"  # noqa: S608
+                        f" WHERE notification_id < {self._p}", (position,))
+        return int(row["position"] or 0)
+
+    def still(self, position: int) -> tuple[bytes | None, bool]:
+        """The seal stored at `position`, and whether the event there is still stored."""
+        events = self.events
+        row = self._one(f"SELECT (SELECT seal FROM {self.table} WHERE notification_id ="  # noqa: S608
+                        f" {self._p}) AS seal, EXISTS (SELECT 1 FROM {events.name} WHERE"
+                        f" {events.position} = {self._p}) AS stored", (position, position))
+        return (bytes(row["seal"]) if row["seal"] is not None else None), bool(row["stored"])
+
+    def ahead(self, position: int) -> tuple[int, int | None]:
+        """After `position`: the newest stored seal's position (`position` if none), and the
+        first stored seal with no event at its position (None if every one has its event).
+        A sealer stores a seal only after the event is committed, so a seal without an event
+        is never a race: the event was deleted, or the seal was written by someone else."""
+        events = self.events
+        row = self._one(f"SELECT max(s.notification_id) AS newest, min(CASE WHEN"  # noqa: S608
+                        f" e.{events.position} IS NULL THEN s.notification_id END) AS orphan"
+                        f" FROM {self.table} s LEFT JOIN {events.name} e"
+                        f" ON e.{events.position} = s.notification_id"
+                        f" WHERE s.notification_id > {self._p}", (position,))
+        newest, orphan = row["newest"], row["orphan"]
+        return (int(newest) if newest is not None else position,
+                int(orphan) if orphan is not None else None)
 
     def add(self, seals: list[tuple[int, bytes]]) -> None:
         now = datetime.now(UTC).isoformat()
@@ -122,94 +164,34 @@ class SealStore:
                              [(notification_id, seal, now) for notification_id, seal in seals])
 
     def range(self, start: int, stop: int) -> list[tuple[int, bytes]]:
+        if self.missing:
+            return []
         with self._datastore.transaction(commit=False) as curs:
             curs.execute(f"SELECT notification_id, seal FROM {self.table}"  # noqa: S608
                          f" WHERE notification_id >= {self._p} AND notification_id <= {self._p}"
                          f" ORDER BY notification_id", (start, stop))
             return [(int(r["notification_id"]), bytes(r["seal"])) for r in curs.fetchall()]
 
-    def newest_checkpoint(self) -> tuple[int, Checkpoint] | None:
-        """The newest checkpoint stored in the log, with its own position; None if there is
-        none (or if its MAC fails: the sealer stops at that row when it gets there)."""
-        with self._datastore.transaction(commit=False) as curs:
-            curs.execute(f"SELECT {self.position_column} AS position, originator_id,"  # noqa: S608
-                         f" originator_version, topic, state FROM {self.events_table}"
-                         f" WHERE topic = {self._p} ORDER BY {self.position_column} DESC"
-                         f" LIMIT 1", (CHECKPOINT_TOPIC,))
-            row = curs.fetchone()
+    def newest_checkpoint(self) -> tuple[int, Any, int, str, bytes] | None:
+        """The newest checkpoint event stored in the log, unchecked: (position, aggregate,
+        version, topic, state); None if there is none."""
+        events = self.events
+        row = self._one(f"SELECT {events.position} AS position, originator_id,"  # noqa: S608
+                        f" originator_version, topic, state FROM {events.name}"
+                        f" WHERE topic = {self._p} ORDER BY {events.position} DESC"
+                        f" LIMIT 1", (CHECKPOINT_TOPIC,))
         if row is None:
             return None
         originator_id = row["originator_id"]
         if not self.postgres:  # SQLite keeps the id's hex form
             originator_id = uuid.UUID(originator_id)
-        if not self._app.event_mac.check(originator_id, row["originator_version"],
-                                         row["topic"], bytes(row["state"])):
-            return None
-        return int(row["position"]), checkpoint_in(bytes(row["state"]))
-
-    def newest_versions(self, originator_ids: Sequence[Any], through: int) -> dict[Any, int]:
-        """Each aggregate's newest version stored at or before position `through`."""
-        if not originator_ids:
-            return {}
-        with self._datastore.transaction(commit=False) as curs:
-            if self.postgres:
-                curs.execute(f"SELECT originator_id, max(originator_version) AS version"  # noqa: S608
-                             f" FROM {self.events_table} WHERE originator_id = ANY(%s)"
-                             f" AND notification_id <= %s GROUP BY originator_id",
-                             (list(originator_ids), through))
-                return {r["originator_id"]: int(r["version"]) for r in curs.fetchall()}
-            # SQLite keeps ids in their hex form (the library's SQLite recorder).
-            by_text = {i.hex if isinstance(i, uuid.UUID) else str(i): i for i in originator_ids}
-            marks = ",".join("?" * len(by_text))
-            curs.execute(f"SELECT originator_id, max(originator_version) AS version"  # noqa: S608
-                         f" FROM {self.events_table} WHERE originator_id IN ({marks})"
-                         f" AND rowid <= ? GROUP BY originator_id", [*by_text, through])
-            return {by_text[r["originator_id"]]: int(r["version"]) for r in curs.fetchall()
-                    if r["originator_id"] in by_text}
+        return (int(row["position"]), originator_id, int(row["originator_version"]),
+                row["topic"], bytes(row["state"]))
 
 
 def checkpoint_in(state: bytes) -> Checkpoint:
     """The checkpoint a stored LogCheckpoint.Signed event holds (its MAC checked already)."""
     return unverified(orjson.loads(state)["note"])
-
-
-class Continuity:
-    """Checks that each aggregate's versions follow on in log order (1, 2, 3 ...): an event
-    deleted before it was sealed, or two of one aggregate's events swapped, shows as a version
-    that does not follow the one before it. Remembers at most VERSIONS_REMEMBERED aggregates;
-    the others' newest versions are asked of the store, a page at a time."""
-
-    def __init__(self, store: SealStore):
-        self._store = store
-        self._newest: dict[Any, int] = {}
-
-    def prime(self, rows: Sequence[tuple[Any, ...]], through: int) -> None:
-        """Looks up, in one query, the aggregates of `rows` (the page after position
-        `through`) it does not remember."""
-        newest = self._newest
-        if len(newest) > VERSIONS_REMEMBERED:
-            newest.clear()
-        wanted = {row[1] for row in rows if row[2] > 1 and row[1] not in newest}
-        if wanted:
-            found = self._store.newest_versions(list(wanted), through)
-            for originator_id in wanted:
-                newest[originator_id] = found.get(originator_id, 0)
-
-    def follow(self, originator_id: Any, version: int) -> str:
-        """"" when `version` follows the aggregate's newest version so far (then it is the
-        newest); otherwise what is wrong. Only for rows of a page `prime`d."""
-        newest = self._newest.get(originator_id, 0)
-        if version != newest + 1:
-            if version <= newest:
-                return (f"version {version} of {originator_id} comes after its version "
-                        f"{newest}: events were moved or inserted")
-            return (f"version {version} of {originator_id} follows its version {newest}: "
-                    f"version {newest + 1} is missing (deleted) or comes later (moved)")
-        self._newest[originator_id] = version
-        return ""
-
-    def forget(self) -> None:
-        self._newest.clear()
 
 
 class _Stop(Exception):
@@ -220,26 +202,20 @@ class _Stop(Exception):
         self.sealed = 0
 
 
-def _row_pages(app: QijiApplication, start: int, size: int = BATCH
-               ) -> Iterator[list[tuple[Any, ...]]]:
-    """Pages of stored rows from `start`: the usual handful with one query; a long stretch
-    (a first sealing, a long absence) streamed through one cursor."""
-    first = [(n.id, n.originator_id, n.originator_version, n.topic, n.state)
-             for n in app.read_log(start, size)]
-    if first:
-        yield first
-    if len(first) < size:
-        return
-    rest = replay.rows(app, first[-1][0] + 1)
-    while page := list(islice(rest, size)):
-        yield page
-
-
 class Sealer:
     """Follows the service's own log and seals each event once, after checking it; signs
-    checkpoints of the chain's head. Runs in every replica; the seals' primary key lets only one
+    checkpoints of the chain's head. Runs in every replica: the seals' primary key lets only one
     replica's seal of a position be stored, and a checkpoint's id (from its position) only one
-    replica's checkpoint."""
+    replica's checkpoint.
+
+    It trusts nothing in `audit_seals` (anyone with write access to the database can write
+    there) that it did not compute or check itself. It keeps the head of the chain in memory —
+    the position and seal it reached — and goes on from there each round: a seal another
+    replica stored must be the one it computes for that event; a seal with no event, an event
+    with no seal among sealed ones, or its own head's seal or event gone, stops it. It signs
+    only its own head. Starting, it takes up the chain at the newest checkpoint in the log
+    (which the log's MAC vouches for) and checks everything stored after it again: at most one
+    checkpoint interval (N events or T seconds), or the whole log if it has no checkpoint."""
 
     upstream = "seal"
 
@@ -247,18 +223,21 @@ class Sealer:
                  signer: CheckpointSigner | None = None, checkpoint_events: int = 1000,
                  checkpoint_seconds: float = 60.0):
         self.app = app
-        self.store = SealStore(app)
+        self.store = SealStore(app, create=True)
         self.chain = Chain(app.audit_key)
         self.every = every_seconds
         self.signer = signer
         self.checkpoint_events = checkpoint_events
         self.checkpoint_seconds = checkpoint_seconds
         self.stopped: tuple[int, str] | None = None
+        # (position, seal): the chain's head as this sealer computed or checked it; None until
+        # it has taken up the chain.
+        self.head: tuple[int, bytes] | None = None
         self._lock = threading.Lock()
         self._outage = OutageNotice("sealer")
-        self._continuity = Continuity(self.store)
+        self._continuity = Continuity(self.store.events)
+        # The newest checkpoint in the log: (its own position, the checkpoint).
         self._newest: tuple[int, Checkpoint] | None = None
-        self._newest_loaded = False
         self._signed_at = time.monotonic()
         self._signed_position = 0
 
@@ -280,87 +259,157 @@ class Sealer:
             return sealed
 
     def _seal(self) -> int:
-        position, previous = self.store.head()
-        self._check_head(position)
-        metrics.AUDIT_SEALED_THROUGH.labels(self.app.name).set(position)
+        if self.head is None:
+            self.head = self._take_up()
+            metrics.AUDIT_SEALED_THROUGH.labels(self.app.name).set(self.head[0])
+        else:
+            self._still_there(*self.head)
+        position, previous = self.head
+        newest, orphan = self.store.ahead(position)
+        if orphan is not None:
+            raise _Stop(orphan, "a seal with no event at its position: the event was deleted, "
+                                "or the seal was written by someone other than a sealer")
         check, link, continuity = self.app.event_mac.check, self.chain.link, self._continuity
         sealed = 0
-        for page in _row_pages(self.app, position + 1):
+        for page in replay.pages(self.app, position + 1, BATCH):
             continuity.prime(page, position)
-            seals: list[tuple[int, bytes]] = []
+            stored = self.store.range(position + 1, page[-1][0])
+            si, chained, new = 0, [], []
             try:
                 for pos, originator_id, version, topic, state in page:
+                    if si < len(stored) and stored[si][0] < pos:
+                        raise _Stop(stored[si][0], "a sealed event is missing (deleted, or its "
+                                                   "position changed)")
                     if not check(originator_id, version, topic, state):
                         raise _Stop(pos, MAC_PROBLEM)
                     problem = continuity.follow(originator_id, version)
                     if problem:
                         raise _Stop(pos, problem)
                     previous = link(previous, pos, originator_id, version, topic, state)
-                    seals.append((pos, previous))
-                    if topic == CHECKPOINT_TOPIC:
-                        self._passed_checkpoint(pos, bytes(state), seals)
+                    sealed_before = si < len(stored) and stored[si][0] == pos
+                    # Another replica (or an earlier run) sealed it: it must have computed
+                    # what this one does.
+                    if sealed_before and stored[si][1] != previous:
+                        raise _Stop(pos, "the seal stored for this event is not the one it "
+                                         "chains to: the event was changed, or the seal was "
+                                         "written by someone other than a sealer")
+                    if not sealed_before and pos < newest:
+                        raise _Stop(pos, "an event that was never sealed sits inside the "
+                                         "sealed log (inserted, or moved here)")
+                    if topic == CHECKPOINT_TOPIC:  # held to the chain before it is sealed
+                        self._passed_checkpoint(pos, bytes(state), chained)
+                    if sealed_before:
+                        si += 1
+                    else:
+                        new.append((pos, previous))
+                    chained.append((pos, previous))
+                if si < len(stored):
+                    raise _Stop(stored[si][0], "a sealed event is missing (deleted, or its "
+                                               "position changed)")
             except _Stop as stop:
-                if seals and self._add(seals):
-                    sealed += len(seals)
+                # What came before the bad event is checked: seal it, and stand there.
+                if self._add(new):
+                    sealed += len(new)
+                    if chained:
+                        self._reached(chained[-1])
                 stop.sealed = sealed
                 raise
-            if not self._add(seals):
-                return sealed  # another replica sealed these first: go on from its head next
-            sealed += len(seals)
+            if not self._add(new):
+                return sealed  # another replica sealed these first: compared next round
+            sealed += len(new)
+            self._reached(chained[-1])
             position = page[-1][0]
-            metrics.AUDIT_SEALED_THROUGH.labels(self.app.name).set(position)
         return sealed
 
+    def _reached(self, head: tuple[int, bytes]) -> None:
+        self.head = head
+        metrics.AUDIT_SEALED_THROUGH.labels(self.app.name).set(head[0])
+
     def _add(self, seals: list[tuple[int, bytes]]) -> bool:
+        """Stores `seals`; False when another replica stored some of these positions first
+        (the primary key), which the next round compares with its own."""
+        if not seals:
+            return True
         try:
             self.store.add(seals)
-        except STORE_DOWN_ERRORS:
-            raise
-        except Exception:  # the primary key: another replica sealed these positions first
+        except (IntegrityError, psycopg.IntegrityError):
+            # Only a race if someone stored a seal there meanwhile; anything else (a trigger, a
+            # constraint) is a failure to say so, not to pass over.
+            if not self.store.range(seals[0][0], seals[-1][0]):
+                raise
             log.info("sealer.raced", position=seals[0][0])
             self._continuity.forget()
             return False
         return True
 
-    def _newest_checkpoint(self) -> tuple[int, Checkpoint] | None:
-        # Looked up in the log once; from then on the sealer itself sees every checkpoint it
-        # seals, and remembers the newest even if the row is later deleted.
-        if not self._newest_loaded:
-            self._newest = self.store.newest_checkpoint()
-            self._newest_loaded = True
-            if self._newest is not None:
-                metrics.AUDIT_CHECKPOINT_POSITION.labels(self.app.name).set(
-                    self._newest[1].position)
-        return self._newest
-
-    def _check_head(self, position: int) -> None:
-        """The chain still reaches, and still agrees with, the newest checkpoint: if seals were
-        deleted, the sealer must not rebuild the chain over what was deleted."""
-        newest = self._newest_checkpoint()
-        if newest is None:
-            return
-        at, checkpoint = newest
-        if checkpoint.position > position:
-            raise _Stop(position + 1, (
-                f"the seal chain ends at position {position}, but the checkpoint signed at "
-                f"position {at} covers through {checkpoint.position}: the seals after "
-                f"{position} were deleted (with the events they sealed, or to rebuild the "
-                "chain without them)"))
-        if self.store.at(checkpoint.position) != checkpoint.seal:
+    def _take_up(self) -> tuple[int, bytes]:
+        """Where a starting sealer takes up the chain: the position and seal of the newest
+        checkpoint in the log, which the log's own MAC vouches for (the seals table, nobody),
+        provided the chain still reaches it and agrees with it; the start of the log if it has
+        no checkpoint. Everything stored after it is checked again by the round."""
+        found = self.store.newest_checkpoint()
+        if found is None:
+            return 0, GENESIS
+        at, originator_id, version, topic, state = found
+        # A checkpoint row that fails is where the sealer stops: not a reason to start without
+        # one, which would let it rebuild the chain over what the checkpoint covers.
+        if not self.app.event_mac.check(originator_id, version, topic, state):
+            raise _Stop(at, MAC_PROBLEM)
+        try:
+            checkpoint = checkpoint_in(state)
+        except (BadCheckpoint, KeyError, ValueError, orjson.JSONDecodeError):
+            raise _Stop(at, "a checkpoint event that holds no checkpoint") from None
+        self._newest = (at, checkpoint)
+        metrics.AUDIT_CHECKPOINT_POSITION.labels(self.app.name).set(checkpoint.position)
+        seal = self.store.at(checkpoint.position)
+        if seal is None:
+            below = self.store.sealed_before(checkpoint.position)
+            raise _Stop(below + 1, (
+                f"the seal chain ends at position {below}, but the checkpoint signed at "
+                f"position {at} covers through {checkpoint.position}: the seals after {below} "
+                "were deleted (with the events they sealed, or to rebuild the chain without "
+                "them)"))
+        if seal != checkpoint.seal:
             raise _Stop(checkpoint.position, (
                 f"the seal at position {checkpoint.position} is not the one the checkpoint "
                 f"signed at position {at} holds: the chain was rebuilt after something at or "
                 "before it was changed, deleted or inserted"))
+        return checkpoint.position, checkpoint.seal
+
+    def _still_there(self, position: int, seal: bytes) -> None:
+        """The head this sealer reached is still stored as it left it: its seal, and its
+        event. (Deleting the newest events with their seals leaves a log that agrees with
+        itself; only one who remembers the head sees it.)"""
+        if position == 0:
+            return
+        stored, event = self.store.still(position)
+        if stored is None:
+            below = self.store.sealed_before(position)
+            raise _Stop(below + 1, (
+                f"the seal chain ends at position {below}, but this sealer sealed through "
+                f"{position}: the seals after {below} were deleted (with the events they "
+                "sealed, or to rebuild the chain without them)"))
+        if stored != seal:
+            raise _Stop(position, f"the seal stored at position {position} is not the one this "
+                                  "sealer computed there: it was replaced")
+        if not event:
+            raise _Stop(position, f"the event at position {position}, which this sealer "
+                                  "sealed, was deleted")
 
     def _passed_checkpoint(self, pos: int, state: bytes,
-                           seals: list[tuple[int, bytes]]) -> None:
+                           chained: list[tuple[int, bytes]]) -> None:
         try:
             checkpoint = checkpoint_in(state)
         except (BadCheckpoint, KeyError, ValueError, orjson.JSONDecodeError):
             raise _Stop(pos, "a checkpoint event that holds no checkpoint") from None
-        seal = next((s for p, s in reversed(seals) if p == checkpoint.position), None)
+        # The chain's value where the checkpoint signed it: computed in this round, this
+        # sealer's head before it, or (another replica's, signed further back) as stored, which
+        # can only make a mismatch of a genuine checkpoint, never hide one.
+        seal = next((s for p, s in reversed(chained) if p == checkpoint.position), None)
         if seal is None:
-            seal = self.store.at(checkpoint.position)
+            assert self.head is not None
+            seal = (self.head[1] if self.head[0] == checkpoint.position
+                    else self.store.at(checkpoint.position))
         if seal != checkpoint.seal:
             raise _Stop(pos, (
                 f"the checkpoint stored at position {pos} signed seal "
@@ -371,15 +420,16 @@ class Sealer:
         metrics.AUDIT_CHECKPOINT_POSITION.labels(self.app.name).set(checkpoint.position)
 
     def _maybe_checkpoint(self) -> None:
-        """Signs the chain's head every `checkpoint_events` events or `checkpoint_seconds`
-        seconds, whichever comes first, and only when something besides the newest checkpoint
-        itself was stored since: an idle log signs nothing."""
-        if self.signer is None:
+        """Signs the chain's head — this sealer's, never the table's — every
+        `checkpoint_events` events or `checkpoint_seconds` seconds, whichever comes first, and
+        only when something besides the newest checkpoint itself was stored since: an idle log
+        signs nothing."""
+        if self.signer is None or self.head is None:
             return
-        position, seal = self.store.head()
+        position, seal = self.head
         if position == 0 or position == self._signed_position:
             return
-        newest = self._newest_checkpoint()
+        newest = self._newest
         at, covered = (newest[0], newest[1].position) if newest is not None else (0, 0)
         if position <= at:
             return
@@ -442,10 +492,12 @@ class _Claim:
     source: str
 
 
-def accepted_checkpoints(notes: Sequence[str], verifier: CheckpointVerifier | None
-                         ) -> tuple[list[_Claim], list[str]]:
-    """The checkpoints among `notes` that this log's key signed (others' origins are left
-    out silently: a witness's file holds every service's), and why the rest were not used."""
+def accepted_checkpoints(notes: Sequence[str], verifier: CheckpointVerifier | None,
+                         pinned: Sequence[str] = ()) -> tuple[list[_Claim], list[str]]:
+    """The checkpoints to hold the chain to, and why the rest of those given were not used.
+    `notes`: used if this log's key (`verifier`) signed them for this log's origin. `pinned`:
+    notes the auditor's own tool already verified with a key the auditor pinned, used whatever
+    key and origin this service has now (one who rebuilt the chain could have changed both)."""
     claims, rejected = [], []
     for index, note in enumerate(notes):
         try:
@@ -453,10 +505,12 @@ def accepted_checkpoints(notes: Sequence[str], verifier: CheckpointVerifier | No
         except BadCheckpoint as bad:
             rejected.append(f"checkpoint #{index + 1}: {bad}")
             continue
-        if verifier is not None and checkpoint.origin != verifier.name:
-            continue
         if verifier is None:
             rejected.append(f"checkpoint #{index + 1}: no key to check its signature with")
+            continue
+        if checkpoint.origin != verifier.name:
+            rejected.append(f"checkpoint #{index + 1}: of the log {checkpoint.origin}; this "
+                            f"is {verifier.name}")
             continue
         try:
             checkpoint = verifier.verify(note)
@@ -466,18 +520,27 @@ def accepted_checkpoints(notes: Sequence[str], verifier: CheckpointVerifier | No
             continue
         claims.append(_Claim(checkpoint, f"the checkpoint brought for position "
                                          f"{checkpoint.position}"))
+    for index, note in enumerate(pinned):
+        try:
+            checkpoint = unverified(note)
+        except BadCheckpoint as bad:
+            rejected.append(f"pinned checkpoint #{index + 1}: {bad}")
+            continue
+        claims.append(_Claim(checkpoint, f"the checkpoint you verified for position "
+                                         f"{checkpoint.position}"))
     return claims, rejected
 
 
 def verify(app: QijiApplication, *, checkpoints: Sequence[str] = (),
-           verifier: CheckpointVerifier | None = None,
+           verifier: CheckpointVerifier | None = None, pinned: Sequence[str] = (),
            progress_every: int = 100_000) -> Iterator[Verdict]:
     """Walks the log and the seals together (in one snapshot on PostgreSQL; memory does not
     grow with the log), checking each event's MAC, the seal chain, and the chain against every
-    checkpoint: those stored in the log, and `checkpoints` (signed notes an outside party kept,
-    used only if `verifier` — this log's key — signed them). Yields a progress verdict now and
-    then and the final verdict last."""
-    claims, rejected = accepted_checkpoints(checkpoints, verifier)
+    checkpoint: those stored in the log, `checkpoints` (signed notes an outside party kept,
+    used only if `verifier` — this log's key — signed them) and `pinned` (notes the caller
+    verified itself with keys it pinned). Yields a progress verdict now and then and the final
+    verdict last. It reads only: it never writes, nor creates a table."""
+    claims, rejected = accepted_checkpoints(checkpoints, verifier, pinned)
     walk = _Walk(app, claims, rejected)
     yield from walk.run(progress_every)
 
@@ -511,8 +574,8 @@ class _Walk:
                 return
         for claim in self.claims:
             self._covers(claim)
-        pages = _verify_pages(self.app) if self.store.postgres else _sqlite_verify_pages(
-            self.app, self.store)
+        pages = (_verify_pages(self.app, seals=not self.store.missing) if self.store.postgres
+                 else _sqlite_verify_pages(self.app, self.store))
         try:
             yield from self._walk(pages, progress_every)
         finally:
@@ -533,7 +596,7 @@ class _Walk:
         chain_inner, chain_outer = Hmac(self.app.audit_key).pads()
         sha256 = hashlib.sha256
         kinds: dict[str, bytes] = {}  # topics, encoded once
-        continuity = Continuity(self.store)
+        continuity = Continuity(self.store.events)
         claims, wanted = self.claims, 0
         next_claim = claims[0].checkpoint.position if claims else _NEVER
         previous = GENESIS
@@ -629,7 +692,6 @@ class _Walk:
                 f"covers through {farthest.checkpoint.position}: the seals after "
                 f"{self.head[0]} were deleted"))
             return
-        metrics.AUDIT_SEALED_THROUGH.labels(self.app.name).set(self.head[0])
         yield self.verdict()
 
     def _hold(self, claim: _Claim, pos: int, chained: bytes | None) -> tuple[int, str] | None:
@@ -674,23 +736,21 @@ _NEVER = 2**63
 
 
 def _sqlite_verify_pages(app: QijiApplication, store: SealStore) -> Iterator[Any]:
-    """The head of the chain, then pages of (rows, their seals)."""
+    """The head of the chain, then pages of (rows, the seals up to the page's last row)."""
     yield store.head()
     start = 1
-    while True:
-        batch = app.read_log(start, PAGE)
-        if not batch:
-            yield [], store.range(start, 2**63 - 1)
-            return
-        yield ([(n.id, str(n.originator_id), n.originator_version, n.topic, bytes(n.state),
-                 id_bytes(n.originator_id)) for n in batch], store.range(start, batch[-1].id))
-        start = batch[-1].id + 1
+    for page in replay.pages(app, 1):
+        yield ([(pos, str(i), version, topic, bytes(state), id_bytes(i))
+                for pos, i, version, topic, state in page], store.range(start, page[-1][0]))
+        start = page[-1][0] + 1
+    yield [], store.range(start, 2**63 - 1)
 
 
-def _verify_pages(app: QijiApplication) -> Iterator[Any]:
+def _verify_pages(app: QijiApplication, *, seals: bool = True) -> Iterator[Any]:
     """The head of the chain, then pages of (rows, the seals of positions up to the page's last
     row), read in one REPEATABLE READ snapshot through two server-side binary cursors by a
-    thread one page ahead (PostgreSQL works on the other core meanwhile)."""
+    thread one page ahead (PostgreSQL works on the other core meanwhile). `seals` False: there
+    is no seals table (never sealed, or dropped), every page has none."""
     recorder: Any = app.recorder
     schema = sql.Identifier(recorder.datastore.schema)
     # The id as text (the chain hashes it) and as its 16 bytes (the MAC does): PostgreSQL makes
@@ -699,10 +759,13 @@ def _verify_pages(app: QijiApplication) -> Iterator[Any]:
                      " state, pg_catalog.uuid_send(originator_id) FROM {}.{}"
                      " ORDER BY notification_id").format(
         schema, sql.Identifier(recorder.events_table_name))
-    seals = sql.SQL("SELECT notification_id, seal FROM {}.audit_seals ORDER BY "
-                    "notification_id").format(schema)
-    head = sql.SQL("SELECT notification_id, seal FROM {}.audit_seals ORDER BY notification_id"
-                   " DESC LIMIT 1").format(schema)
+    # Without the table: the same two queries, over no rows.
+    table = sql.SQL("{}.audit_seals").format(schema) if seals else sql.SQL(
+        "(SELECT 0::bigint AS notification_id, ''::bytea AS seal WHERE false) AS none")
+    seals_query = sql.SQL("SELECT notification_id, seal FROM {} ORDER BY "
+                          "notification_id").format(table)
+    head = sql.SQL("SELECT notification_id, seal FROM {} ORDER BY notification_id"
+                   " DESC LIMIT 1").format(table)
 
     def fetch(put: Callable[[Any], bool]) -> None:
         with psycopg.connect(postgres_conninfo(app.settings)) as conn:
@@ -714,7 +777,7 @@ def _verify_pages(app: QijiApplication) -> Iterator[Any]:
             with conn.cursor(name="qiji_verify_events", binary=True) as ev, conn.cursor(
                     name="qiji_verify_seals", binary=True) as se:
                 ev.execute(events)
-                se.execute(seals)
+                se.execute(seals_query)
                 waiting: list[Any] = []
                 more_seals = True
                 while True:

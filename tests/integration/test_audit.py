@@ -3,20 +3,29 @@ tampering with the raw rows (PostgreSQL, by SQL, as someone with database access
 
 from __future__ import annotations
 
+import base64
 import json
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+import grpc
 import psycopg
 import pytest
+from eventsourcing.persistence import IntegrityError
 from qiji.feed.v1.public_feed_service_pb2 import ReadPublicEventsRequest
 
 from services.identity.application import IdentityApplication
 from services.identity.domain.values import OrganisationKind, RiderStatus
 from services.identity.public_events import CATALOGUE as IDENTITY_PUBLIC
-from shared import audit
+from shared import audit, audit_cli
+from shared.addressing import Dialer
 from shared.audit import Sealer
 from shared.checkpoints import CheckpointSigner
+from shared.cli import NO, NOT_PROVEN, OK
+from shared.grpc import audit as audit_api
 from shared.grpc.public_feed import read_public
 from shared.idempotency import RequestRecord
 from shared.integrity import EventIntegrityError
@@ -349,6 +358,204 @@ def test_a_checkpoint_the_log_key_did_not_sign_is_not_used(sealed):
     assert verdict.intact and verdict.checkpoints_checked == 2  # the two in the log
     assert "not signed by test.qiji/identity" in verdict.rejected[0]
     assert "does not verify" in verdict.rejected[1]
+
+
+# ----------------------------------------------------------------------- the seals table
+# Anyone who can write the events can write `audit_seals` too: the sealer believes nothing there
+# that it did not compute or check itself, and signs only its own head.
+
+
+def signed_positions(app: IdentityApplication) -> list[int]:
+    return [SIGNER.verifier().verify(n).position for n in witness_copies(app)]
+
+
+@pytest.mark.postgres
+def test_a_seal_written_beyond_the_log_stops_the_sealer_and_is_never_signed(sealed):
+    end = sealed.app.last_position()
+    sealed.conn.execute(f"INSERT INTO {sealed.seals} VALUES (%s, %s, 'x')",
+                        (end + 50, b"\xab" * 32))
+    assert sealed.sealer.run_once() == 0
+    assert sealed.sealer.stopped[0] == end + 50 and "no event" in sealed.sealer.stopped[1]
+    assert sample("qiji_audit_intact", "sealer") == 0
+    # The events after it, a forged next version among them, are not sealed over it either.
+    register(sealed.app, sealed.orgs, range(7, 9))
+    forge_verified(sealed.conn, sealed.table, sealed.riders[2], sealed.riders[0])
+    assert sealed.sealer.run_once() == 0 and sealed.sealer.stopped[0] == end + 50
+    assert sealed.sealer.store.at(end + 1) is None
+    # Witnesses never received a checkpoint for a position the log has not reached.
+    assert max(signed_positions(sealed.app)) < end
+
+
+@pytest.mark.postgres
+def test_a_forged_row_stored_with_a_seal_for_it_is_not_sealed_over(sealed):
+    with sealed.conn.transaction():
+        forged = forge_verified(sealed.conn, sealed.table, sealed.riders[2], sealed.riders[0])
+        sealed.conn.execute(f"INSERT INTO {sealed.seals} VALUES (%s, %s, 'x')",
+                            (forged, bytes(32)))
+    (genuine,) = register(sealed.app, sealed.orgs, range(7, 8))
+    for sealer in (sealed.sealer, Sealer(sealed.app, signer=SIGNER, checkpoint_events=1)):
+        assert sealer.run_once() == 0  # the live sealer, and one that starts now
+        assert sealer.stopped[0] == forged and "MAC" in sealer.stopped[1]
+    assert sealed.sealer.store.at(sealed.registered(genuine)) is None
+    assert max(signed_positions(sealed.app)) < forged
+
+
+@pytest.mark.postgres
+def test_a_seal_written_ahead_for_a_genuine_event_is_not_believed(sealed):
+    (rider,) = register(sealed.app, sealed.orgs, range(7, 8))
+    target = sealed.registered(rider)
+    sealed.conn.execute(f"INSERT INTO {sealed.seals} VALUES (%s, %s, 'x')", (target, bytes(32)))
+    assert sealed.sealer.run_once() == 0
+    assert sealed.sealer.stopped[0] == target and "not the one it chains to" in (
+        sealed.sealer.stopped[1])
+    # Taken away, the sealer seals the event with the seal it computes.
+    sealed.conn.execute(f"DELETE FROM {sealed.seals} WHERE notification_id = %s", (target,))
+    assert sealed.sealer.run_once() > 0 and sealed.sealer.stopped is None
+    assert verified(sealed.app).intact
+
+
+@pytest.mark.postgres
+def test_the_newest_events_deleted_with_their_seals_stop_the_sealer_that_sealed_them(sealed):
+    rarely = Sealer(sealed.app, signer=SIGNER, checkpoint_events=10**6,
+                    checkpoint_seconds=10**6)
+    rarely.run_once()
+    register(sealed.app, sealed.orgs, range(7, 9))
+    assert rarely.run_once() == 2  # sealed, and no checkpoint covers them yet
+    newest = sealed.last_business_event()
+    sealed.conn.execute(f"DELETE FROM {sealed.table} WHERE notification_id >= %s", (newest,))
+    sealed.conn.execute(f"DELETE FROM {sealed.seals} WHERE notification_id >= %s", (newest,))
+    assert rarely.run_once() == 0
+    assert rarely.stopped[0] == newest and "deleted" in rarely.stopped[1]
+
+
+@pytest.mark.postgres
+def test_a_restarted_sealer_stops_at_a_newest_checkpoint_that_fails_its_mac(sealed):
+    """A middle event deleted with every seal after it, and the newest checkpoint (which covers
+    it) altered: a sealer starting now must not rebuild the chain over the hole."""
+    target = sealed.registered(sealed.riders[2])
+    checkpoint_row = sealed.conn.execute(
+        f"SELECT max(notification_id) FROM {sealed.table} WHERE topic LIKE "
+        "'shared.checkpoints:%%'").fetchone()[0]
+    assert target < checkpoint_row
+    sealed.conn.execute(f"DELETE FROM {sealed.table} WHERE notification_id = %s", (target,))
+    sealed.conn.execute(f"DELETE FROM {sealed.seals} WHERE notification_id >= %s", (target,))
+    sealed.conn.execute(f"UPDATE {sealed.table} SET state = set_byte(state, 30, ascii('x'))"
+                        " WHERE notification_id = %s", (checkpoint_row,))
+    starting = Sealer(sealed.app)
+    assert starting.run_once() == 0
+    assert starting.stopped[0] == checkpoint_row and "MAC" in starting.stopped[1]
+    assert starting.store.head()[0] == target - 1  # nothing sealed over the hole
+
+
+@pytest.mark.postgres
+def test_a_seal_the_store_refuses_is_a_failure_not_a_race(sealed):
+    """Not another replica's seal: a trigger that refuses every insert (as a unique
+    violation), or a revoked permission. The sealer fails loudly and claims nothing sealed."""
+    schema = sealed.seals.rsplit(".", 1)[0]
+    sealed.conn.execute(f"CREATE FUNCTION {schema}.refuse() RETURNS trigger LANGUAGE plpgsql AS"
+                        " $$ BEGIN RAISE EXCEPTION 'refused' USING ERRCODE ="
+                        " 'unique_violation'; END $$")
+    sealed.conn.execute(f"CREATE TRIGGER refuse BEFORE INSERT ON {sealed.seals} FOR EACH ROW"
+                        f" EXECUTE FUNCTION {schema}.refuse()")
+    register(sealed.app, sealed.orgs, range(7, 8))
+    through = REGISTRY.get_sample_value("qiji_audit_sealed_through", {"log": "identity"})
+    with pytest.raises(IntegrityError, match="refused"):
+        sealed.sealer.run_once()
+    assert REGISTRY.get_sample_value("qiji_audit_sealed_through", {"log": "identity"}) == through
+
+
+@pytest.mark.postgres
+def test_verify_reads_only_and_a_dropped_seals_table_shows(sealed):
+    schema = sealed.seals.rsplit(".", 1)[0].strip('"')
+    sealed.conn.execute(f"DROP TABLE {sealed.seals}")
+    verdict = verified(sealed.app)
+    assert (verdict.intact, verdict.first_broken) == (False, 1)
+    assert "seals after 0 were deleted" in verdict.problem
+    # An auditor's verification changed nothing: the table is still gone.
+    assert sealed.conn.execute("SELECT to_regclass(%s)", (f"{schema}.audit_seals",)
+                               ).fetchone()[0] is None
+
+
+def test_two_signed_checkpoints_for_one_position_are_proof_of_a_rewrite(app):
+    first, other = SIGNER.sign(3, bytes(32)).note, SIGNER.sign(3, b"\x01" * 32).note
+    verdict = verified(app, [first, SIGNER.sign(4, bytes(32)).note, other])
+    assert (verdict.intact, verdict.first_broken) == (False, 3)
+    assert "two checkpoints signed for position 3" in verdict.problem
+
+
+# ----------------------------------------------------------------------- verify's verdict
+# `qiji audit verify` against identity's AuditService, served on a local port.
+
+
+@contextmanager
+def serving_audit(app: IdentityApplication, key: CheckpointSigner) -> Iterator[Dialer]:
+    """identity's AuditService with `key` as the log's checkpoint key (no guard: what is tested
+    is the verdict, not who may ask)."""
+    server = grpc.server(ThreadPoolExecutor(max_workers=2), options=[("grpc.so_reuseport", 0)])
+    audit_api.register(server, app, key.verifier())
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        yield Dialer({"identity": f"127.0.0.1:{port}"})
+    finally:
+        server.stop(0)
+
+
+def audit_verify(dialer: Dialer, notes: list[str], pinned: list[CheckpointSigner],
+                 capsys: pytest.CaptureFixture[str]) -> tuple[int, dict]:
+    """`qiji audit verify identity`: its exit code and its report on identity."""
+    capsys.readouterr()
+    code = audit_cli._verify(["identity"], dialer, [], notes, [k.verifier() for k in pinned])
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()
+             if line.startswith("{")]  # not the service's own log lines
+    return code, next(line for line in lines if line.get("service") == "identity")
+
+
+@pytest.mark.postgres
+def test_checkpoints_a_witness_kept_hold_whatever_key_and_name_the_log_has_now(sealed, capsys):
+    """Someone with the master key and the configuration deletes an event, rebuilds the chain
+    and gives the service a new audit signing key and origin, so that the log agrees with
+    itself and its own new checkpoints. What the platform company kept still shows it."""
+    kept = witness_copies(sealed.app)
+    target = sealed.registered(sealed.riders[2])
+    sealed.conn.execute(f"DELETE FROM {sealed.table} WHERE notification_id = %s OR "
+                        f"(notification_id > %s AND topic LIKE 'shared.checkpoints:%%')",
+                        (target, target))
+    sealed.conn.execute(f"DELETE FROM {sealed.seals} WHERE notification_id >= %s", (target,))
+    other = CheckpointSigner(bytes(range(64, 96)), "elsewhere.example/identity")
+    rebuilt = Sealer(sealed.app, signer=other, checkpoint_events=1)
+    assert rebuilt.run_once() > 0 and rebuilt.run_once() > 0
+    assert list(audit.verify(sealed.app, verifier=other.verifier()))[-1].intact
+    with serving_audit(sealed.app, other) as dialer:
+        # The auditor pinned the key the city published before: the kept checkpoints count.
+        code, report = audit_verify(dialer, kept, [SIGNER], capsys)
+        assert (code, report["intact"]) == (NO, False), report
+        assert report["first_broken_position"] == sealed.first_checkpoint + 1
+        assert "verifier_key_not_pinned" in report
+        # No key pinned: the city's key now decides, refuses them, and that is not a pass.
+        code, report = audit_verify(dialer, kept, [], capsys)
+        assert (code, report["intact"]) == (NOT_PROVEN, True), report
+        assert len(report["checkpoints_not_used"]) == len(kept)
+
+
+@pytest.mark.postgres
+def test_a_doctored_witness_file_proves_nothing_either_way(sealed, capsys):
+    kept = witness_copies(sealed.app)
+    origin, position, _, rest = kept[0].split("\n", 3)
+    doctored = f"{origin}\n{position}\n{base64.b64encode(bytes(32)).decode()}\n{rest}"
+    with serving_audit(sealed.app, SIGNER) as dialer:
+        # Two "checkpoints" disagreeing about one position prove a rewrite only if both are
+        # signed: the doctored one is not, and is not used.
+        code, report = audit_verify(dialer, [*kept, doctored], [], capsys)
+        assert (code, report["intact"]) == (NOT_PROVEN, True), report
+        assert report["checkpoints_not_used"] == [
+            f"checkpoint #3 (test.qiji/identity {position}): the signature of test.qiji/identity"
+            " does not verify: the note was altered, or was never signed by this key"]
+        code, report = audit_verify(dialer, [*kept, doctored], [SIGNER], capsys)
+        assert (code, report["intact"]) == (NOT_PROVEN, True), report
+        code, report = audit_verify(dialer, kept, [SIGNER], capsys)
+        assert (code, report["intact"], report["checkpoints_given"]) == (OK, True, 2), report
+        assert report["checkpoints_checked"] == 4 and "checkpoints_not_used" not in report
 
 
 def forge_verified(conn: psycopg.Connection, table: str, rider: str, verified_rider: str
