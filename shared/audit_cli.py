@@ -216,28 +216,30 @@ def _award(ch: grpc.Channel, rider_id: str, badge_class_id: str,
 
 def _verify(services: list[str], channel: Dialer, metadata: list[tuple[str, str]],
             notes: list[str], verifiers: list[CheckpointVerifier]) -> int:
-    """One JSON line per service. 0: every log intact and agreeing with every checkpoint; 1:
-    one was altered (or two checkpoints disagree); 3: one did not answer (and none was found
-    altered)."""
-    from shared.cli import NO, OK, UNREACHABLE, rpc_failed
-    # Checked here, without the city's help, when the auditor pinned keys: a checkpoint no
-    # pinned key signed proves nothing and is not sent.
-    notes, refused = _signed_by(notes, verifiers) if verifiers else (notes, [])
-    for reason in refused:
-        print(json.dumps({"checkpoint_refused": reason}))
-    conflict = equivocation(notes)
-    broken = unreachable = 0
-    if conflict:
-        broken += 1
-        print(json.dumps({"intact": False, "problem": conflict}))
+    """One JSON line per service. 0: every log intact, held to every checkpoint given for it,
+    and (with pinned keys) signed with a key pinned; 1: one was altered (or two checkpoints
+    disagree); 3: one did not answer (and none was found altered); 4: not proven — intact as
+    far as it was checked, but a checkpoint given for it was not used, or it signs with a key
+    that was not pinned."""
+    from shared.cli import NO, NOT_PROVEN, OK, UNREACHABLE, rpc_failed
     services = list(dict.fromkeys(services))  # each once, in the order asked
+    given, unusable = _by_log(notes)
+    for reason in unusable:
+        print(json.dumps({"checkpoint_not_used": reason}))
+    broken = unreachable = unproven = 0
     for service in services:
+        mine = given.get(service, [])
+        # With pinned keys the signatures are checked here, without the city's help: what a
+        # pinned key signed is held to the chain whatever key the service signs with now;
+        # what none signed proves nothing.
+        pinned, refused = _signed_by(mine, verifiers) if verifiers else ([], [])
+        request = pb.VerifyLogRequest(checkpoints=[] if verifiers else mine,
+                                      pinned_checkpoints=pinned)
         last = None
         try:
             with channel(service) as ch:
                 for reply in pb_grpc.AuditServiceStub(ch).VerifyLog(
-                        pb.VerifyLogRequest(checkpoints=notes), metadata=metadata,
-                        timeout=3600):
+                        request, metadata=metadata, timeout=3600):
                     last = reply
                     if not reply.done:
                         print(f"{service}: {reply.checked} events checked ...",
@@ -264,21 +266,52 @@ def _verify(services: list[str], channel: Dialer, metadata: list[tuple[str, str]
             report.update(first_broken_position=last.first_broken_position,
                           problem=last.problem)
         report.update(checkpoints_checked=last.checkpoints_checked,
+                      checkpoints_given=len(mine),
                       newest_checkpoint=_newest(last.newest_checkpoint),
                       verifier_key=last.verifier_key)
-        if verifiers and not any(v.key_text == last.verifier_key for v in verifiers):
+        not_used = refused + list(last.rejected_checkpoints)
+        if not_used:
+            report["checkpoints_not_used"] = not_used
+        not_pinned = bool(verifiers) and not any(v.key_text == last.verifier_key
+                                                 for v in verifiers)
+        if not_pinned:
             report["verifier_key_not_pinned"] = (
-                "the service signs with a key you did not pin: compare it with the one the "
-                "city publishes")
-        if last.rejected_checkpoints:
-            report["rejected_checkpoints"] = list(last.rejected_checkpoints)
+                "the service signs with a key you did not pin: it was changed; compare it "
+                "with the one the city publishes before pinning it too")
+        if last.intact and (not_used or not_pinned):
+            unproven += 1
+            report["proven"] = False
         print(json.dumps(report, ensure_ascii=False))
-    if broken or unreachable:
+    if broken or unreachable or unproven:
         print("qiji audit verify: " + "; ".join(filter(None, [
             f"{broken} of {len(services)} logs altered" if broken else "",
             f"{unreachable} of {len(services)} not verified (no answer)" if unreachable
-            else ""])), file=sys.stderr, flush=True)
-    return NO if broken else (UNREACHABLE if unreachable else OK)
+            else "",
+            f"{unproven} of {len(services)} not held to every checkpoint given, or signing "
+            "with a key not pinned" if unproven else ""])), file=sys.stderr, flush=True)
+    return (NO if broken else UNREACHABLE if unreachable else NOT_PROVEN if unproven
+            else NOT_PROVEN if unusable else OK)
+
+
+def _by_log(notes: list[str]) -> tuple[dict[str, list[str]], list[str]]:
+    """The notes by the service whose log each names (its origin ends in the service's name:
+    `qiji.local/identity`), and why the others cannot be used. A note is assigned by what it
+    claims; its signature is checked with a pinned key here, or by the service."""
+    given: dict[str, list[str]] = {}
+    unusable = []
+    for index, note in enumerate(notes):
+        try:
+            checkpoint = unverified(note)
+        except BadCheckpoint as bad:
+            unusable.append(f"checkpoint #{index + 1}: {bad}")
+            continue
+        service = checkpoint.origin.rsplit("/", 1)[-1]
+        if service not in EVENT_SOURCED_SERVICES:
+            unusable.append(f"checkpoint #{index + 1}: of the log {checkpoint.origin}, which "
+                            "is none of Qiji's services")
+            continue
+        given.setdefault(service, []).append(note)
+    return given, unusable
 
 
 def _newest(note: str) -> dict[str, Any] | None:
@@ -307,23 +340,6 @@ def _signed_by(notes: list[str], verifiers: list[CheckpointVerifier]
         else:
             refused.append("; ".join(reasons) + f": {note.splitlines()[:2]}")
     return kept, refused
-
-
-def equivocation(notes: list[str]) -> str:
-    """Two checkpoints of one log for one position with different seals: proof, with no key
-    at all, that the log was rewritten and signed again. "" when there are none."""
-    seen: dict[tuple[str, int], bytes] = {}
-    for note in notes:
-        try:
-            checkpoint = unverified(note)
-        except BadCheckpoint:
-            continue
-        first = seen.setdefault((checkpoint.origin, checkpoint.position), checkpoint.seal)
-        if first != checkpoint.seal:
-            return (f"two checkpoints of {checkpoint.origin} for position "
-                    f"{checkpoint.position} hold different seals: the log was rewritten and "
-                    "signed again")
-    return ""
 
 
 # ---------------------------------------------------------------------- checkpoints kept

@@ -47,12 +47,17 @@ OK = 0
 NO = 1  # the answer is no: not found, not valid, a log altered, a step of the story failed
 USAGE = 2  # bad arguments, a setting that cannot work, a refused token or precondition
 UNREACHABLE = 3  # Qiji does not answer where the command looked for it
+# `audit verify`: intact as far as it was checked, but not held to everything the auditor gave
+# (a checkpoint not used) or signed with a key the auditor did not pin.
+NOT_PROVEN = 4
 EXIT_CODES = {
     OK: "done (a valid credential, every log intact)",
     NO: "the answer is no: not found, not valid, a log altered, the story stopped",
     USAGE: "bad arguments or settings, a refused token, another Qiji on the data folder",
     UNREACHABLE: "Qiji does not answer where the command looked (see --run-dir, --port-base, "
                  "--address)",
+    NOT_PROVEN: "(audit verify) intact as far as checked, but a checkpoint given was not used, "
+                "or a log signs with a key not pinned",
 }
 
 

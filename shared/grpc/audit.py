@@ -68,15 +68,17 @@ class AuditServicer(pb_grpc.AuditServiceServicer):
 
     def VerifyLog(self, request: Any, context: Any) -> Iterator[Any]:
         violations = Violations()
-        violations.require(len(request.checkpoints) <= MAX_CHECKPOINTS, "checkpoints",
-                           f"at most {MAX_CHECKPOINTS} per call")
-        violations.require(all(len(n) <= MAX_NOTE_LENGTH for n in request.checkpoints),
-                           "checkpoints", f"a signed note is at most {MAX_NOTE_LENGTH} "
-                                          "characters")
+        for name in ("checkpoints", "pinned_checkpoints"):
+            notes = getattr(request, name)
+            violations.require(len(notes) <= MAX_CHECKPOINTS, name,
+                               f"at most {MAX_CHECKPOINTS} per call")
+            violations.require(all(len(n) <= MAX_NOTE_LENGTH for n in notes), name,
+                               f"a signed note is at most {MAX_NOTE_LENGTH} characters")
         violations.raise_if_any()
         last = None
         for verdict in audit.verify(self._app, checkpoints=list(request.checkpoints),
-                                    verifier=self._verifier):
+                                    verifier=self._verifier,
+                                    pinned=list(request.pinned_checkpoints)):
             # Every verdict but the last is progress; the last is the answer.
             if last is not None and context.is_active():
                 yield self._reply(last, done=False)

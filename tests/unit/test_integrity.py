@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.audit_cli import equivocation, read_checkpoints
+from shared.audit_cli import read_checkpoints
 from shared.checkpoints import BadCheckpoint, CheckpointSigner, CheckpointVerifier, unverified
 from shared.config import ConfigError, env_for, load_settings
 from shared.integrity import EventMac, Hmac, event_mac_v1
@@ -117,14 +117,6 @@ def test_malformed_checkpoints_are_refused(note):
 def test_a_verifier_key_whose_id_does_not_match_is_refused():
     with pytest.raises(BadCheckpoint):
         CheckpointVerifier.parse(GO_VERIFIER.replace("c74f20a3", "c74f20a4"))
-
-
-def test_two_signed_heads_for_one_position_are_proof_of_a_rewrite_without_any_key():
-    signer = CheckpointSigner(bytes(range(32, 64)), "qiji.local/identity")
-    first, other = signer.sign(10, bytes(32)).note, signer.sign(10, b"\x01" * 32).note
-    later = signer.sign(11, bytes(32)).note
-    assert equivocation([first, later, first]) == ""
-    assert "position 10 hold different seals" in equivocation([first, later, other])
 
 
 def test_a_witness_file_holds_checkpoints_as_the_feed_delivered_them(tmp_path: Path):
