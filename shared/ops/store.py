@@ -107,7 +107,7 @@ def schemas(stack: Stack, out: Say = say) -> None:
                 PostgresPositions(settings).close()
             else:
                 with store_reader(settings, master_key) as app:
-                    SealStore(app)
+                    SealStore(app, create=True)
             made = sorted(_objects(conn, schema) - before)
             what = ([f"schema {schema}"] if not had_schema else []) + made
             out(f"{name:<11} " + (f"created {', '.join(what)}" if what
