@@ -5,12 +5,14 @@ Three layers, each catching what the one before cannot:
 1. Every event carries a MAC (shared/integrity.py) under a key derived from the master key,
    which the database never holds: a row forged or altered by someone with only database access
    fails it, and every reader (this sealer, followers, views, the public feed behind the
-   platform gateway and the relay) stops there.
+   platform gateway and the relay) stops there; as at an event out of its place among its
+   aggregate's versions (shared/continuity.py), which the MAC, blind to positions, misses.
 2. A sealer in each service chains every event, in log order, a moment after it is stored:
    seal N = HMAC(key, seal N-1 ‖ SHA-256(position, aggregate, version, topic, state)), kept in
    `audit_seals`. A row deleted, inserted or moved inside the sealed log breaks the chain. The
    sealer checks each event before sealing it — its MAC, and that its version follows its
-   aggregate's previous one — and stops at the first that fails: it never seals past it.
+   aggregate's previous one — and stops at the first that fails: it never seals past it. It
+   believes nothing in `audit_seals` it did not compute or check itself (see Sealer).
 3. Signed checkpoints (shared/checkpoints.py): every N events or T seconds the sealer signs the
    head of the chain (position, seal) with the audit signing key and stores it as an event of
    the log, which the platform feed and the relay publish. Parties outside the city's database
@@ -49,6 +51,7 @@ from shared.checkpoints import (
     CheckpointSigner,
     CheckpointVerifier,
     LogCheckpoint,
+    readable,
     unverified,
 )
 from shared.context import Actor, RequestContext
@@ -498,36 +501,23 @@ def accepted_checkpoints(notes: Sequence[str], verifier: CheckpointVerifier | No
     `notes`: used if this log's key (`verifier`) signed them for this log's origin. `pinned`:
     notes the auditor's own tool already verified with a key the auditor pinned, used whatever
     key and origin this service has now (one who rebuilt the chain could have changed both)."""
-    claims, rejected = [], []
-    for index, note in enumerate(notes):
-        try:
-            checkpoint = unverified(note)
-        except BadCheckpoint as bad:
-            rejected.append(f"checkpoint #{index + 1}: {bad}")
-            continue
+    found, rejected = readable(notes)
+    claims = []
+    for name, note, checkpoint in found:
         if verifier is None:
-            rejected.append(f"checkpoint #{index + 1}: no key to check its signature with")
-            continue
-        if checkpoint.origin != verifier.name:
-            rejected.append(f"checkpoint #{index + 1}: of the log {checkpoint.origin}; this "
-                            f"is {verifier.name}")
-            continue
-        try:
-            checkpoint = verifier.verify(note)
-        except BadCheckpoint as bad:
-            rejected.append(f"checkpoint #{index + 1} ({checkpoint.origin} "
-                            f"{checkpoint.position}): {bad}")
-            continue
-        claims.append(_Claim(checkpoint, f"the checkpoint brought for position "
-                                         f"{checkpoint.position}"))
-    for index, note in enumerate(pinned):
-        try:
-            checkpoint = unverified(note)
-        except BadCheckpoint as bad:
-            rejected.append(f"pinned checkpoint #{index + 1}: {bad}")
-            continue
-        claims.append(_Claim(checkpoint, f"the checkpoint you verified for position "
-                                         f"{checkpoint.position}"))
+            rejected.append(f"{name}: no key to check its signature with")
+        elif checkpoint.origin != verifier.name:
+            rejected.append(f"{name}: of the log {checkpoint.origin}; this is {verifier.name}")
+        else:
+            try:
+                claims.append(_Claim(verifier.verify(note), f"the checkpoint brought for "
+                                                            f"position {checkpoint.position}"))
+            except BadCheckpoint as bad:
+                rejected.append(f"{name} ({checkpoint.origin} {checkpoint.position}): {bad}")
+    found, unreadable = readable(pinned, "pinned checkpoint")
+    rejected += unreadable
+    claims += [_Claim(checkpoint, f"the checkpoint you verified for position "
+                                  f"{checkpoint.position}") for _, _, checkpoint in found]
     return claims, rejected
 
 

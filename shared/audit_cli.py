@@ -18,7 +18,7 @@ from qiji.audit.v1 import audit_service_pb2_grpc as pb_grpc
 
 from shared import addressing
 from shared.addressing import Dialer
-from shared.checkpoints import BadCheckpoint, CheckpointVerifier, unverified
+from shared.checkpoints import BadCheckpoint, CheckpointVerifier, readable, unverified
 from shared.config import EVENT_SOURCED_SERVICES, TlsSettings, address
 from shared.grpc.channels import open_channel
 from shared.public_feed import checkpoint_type
@@ -298,19 +298,14 @@ def _by_log(notes: list[str]) -> tuple[dict[str, list[str]], list[str]]:
     `qiji.local/identity`), and why the others cannot be used. A note is assigned by what it
     claims; its signature is checked with a pinned key here, or by the service."""
     given: dict[str, list[str]] = {}
-    unusable = []
-    for index, note in enumerate(notes):
-        try:
-            checkpoint = unverified(note)
-        except BadCheckpoint as bad:
-            unusable.append(f"checkpoint #{index + 1}: {bad}")
-            continue
+    found, unusable = readable(notes)
+    for name, note, checkpoint in found:
         service = checkpoint.origin.rsplit("/", 1)[-1]
-        if service not in EVENT_SOURCED_SERVICES:
-            unusable.append(f"checkpoint #{index + 1}: of the log {checkpoint.origin}, which "
-                            "is none of Qiji's services")
-            continue
-        given.setdefault(service, []).append(note)
+        if service in EVENT_SOURCED_SERVICES:
+            given.setdefault(service, []).append(note)
+        else:
+            unusable.append(f"{name}: of the log {checkpoint.origin}, which is none of Qiji's "
+                            "services")
     return given, unusable
 
 

@@ -30,6 +30,7 @@ import base64
 import binascii
 import hashlib
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -192,6 +193,19 @@ def unverified(note: str) -> Checkpoint:
     whose events are MACed anyway, and for comparing two notes)."""
     body, _ = split_note(note)
     return parse_body(body, note)
+
+
+def readable(notes: Sequence[str], what: str = "checkpoint"
+             ) -> tuple[list[tuple[str, str, Checkpoint]], list[str]]:
+    """(name, note, checkpoint) of each of `notes` that reads as a checkpoint, signature
+    unchecked, named by its place among them ("checkpoint #3"); and why each other does not."""
+    found, unreadable = [], []
+    for index, note in enumerate(notes, 1):
+        try:
+            found.append((f"{what} #{index}", note, unverified(note)))
+        except BadCheckpoint as bad:
+            unreadable.append(f"{what} #{index}: {bad}")
+    return found, unreadable
 
 
 def origin_of(base: str, service: str) -> str:

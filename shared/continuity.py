@@ -123,14 +123,25 @@ class Continuity:
 
     def __init__(self, table: EventsTable):
         self._table = table
-        self._newest: dict[Any, int] = {}
+        # Each aggregate's newest version so far (a loop that inlines `follow` uses it).
+        self.newest: dict[Any, int] = {}
+        # True while it has followed every row from the start of the log and forgotten none:
+        # then an aggregate it does not remember has no event before, and the store need not
+        # be asked (a rebuild from position 1 asks nothing).
+        self._whole = False
 
     def prime(self, rows: Sequence[tuple[Any, ...]], through: int) -> None:
         """Looks up, in one query, the aggregates of `rows` (position, aggregate, version, ...:
         the page after position `through`) it does not remember."""
-        newest = self._newest
+        newest = self.newest
+        if through == 0:
+            newest.clear()
+            self._whole = True
         if len(newest) > VERSIONS_REMEMBERED:
             newest.clear()
+            self._whole = False
+        if self._whole:
+            return
         wanted = {row[1] for row in rows if row[2] > 1 and row[1] not in newest}
         if wanted:
             found = self._table.newest_versions(list(wanted), through)
@@ -140,19 +151,25 @@ class Continuity:
     def follow(self, originator_id: Any, version: int) -> str:
         """"" when `version` follows the aggregate's newest version so far (then it is the
         newest); otherwise what is wrong. Only for rows of a page `prime`d."""
-        newest = self._newest.get(originator_id, 0)
+        newest = self.newest.get(originator_id, 0)
         if version != newest + 1:
-            if version <= newest:
-                return (f"version {version} of {originator_id} comes after its version "
-                        f"{newest}: events were moved or inserted")
-            return (f"version {version} of {originator_id} follows its version {newest}: "
-                    f"version {newest + 1} is missing (deleted) or comes later (moved)")
-        self._newest[originator_id] = version
+            return self.problem(originator_id, version)
+        self.newest[originator_id] = version
         return ""
+
+    def problem(self, originator_id: Any, version: int) -> str:
+        """What is wrong with `version` coming next."""
+        newest = self.newest.get(originator_id, 0)
+        if version <= newest:
+            return (f"version {version} of {originator_id} comes after its version "
+                    f"{newest}: events were moved or inserted")
+        return (f"version {version} of {originator_id} follows its version {newest}: "
+                f"version {newest + 1} is missing (deleted) or comes later (moved)")
 
     def forget(self) -> None:
         """After a stop: what it remembers may include what an attacker has since removed."""
-        self._newest.clear()
+        self.newest.clear()
+        self._whole = False
 
 
 def out_of_place(table: EventsTable, notifications: Sequence[Any]) -> Failure | None:
