@@ -390,7 +390,8 @@ class BadgesApplication(QijiApplication):
         """OB 3.0 §8.2.6-7 and the award's standing now: VALID, TAMPERED, UNKNOWN_KEY,
         REVOKED, EXPIRED, NOT_YET_VALID or UNKNOWN_AWARD, with the problems found."""
         v = Violations()
-        v.require(len(jwt) < 100_000, "credential_jwt", "at most 100000 characters")
+        v.require(len(jwt) <= ob3.MAX_CREDENTIAL_CHARS, "credential_jwt",
+                  f"at most {ob3.MAX_CREDENTIAL_CHARS} characters")
         v.raise_if_any()
         try:
             checked = ob3.check_signed(jwt.strip(), self.issuer_keys, self.clock())

@@ -51,6 +51,8 @@ LEGACY_EDDSA = "EdDSA"
 # W3C Bitstring Status List v1.0 §6.1: at least 131,072 entries (16 KiB), for herd privacy.
 STATUS_LIST_SIZE = 131_072
 REVOCATION = "revocation"
+# The longest credential (compact JWS) Qiji checks: a credential is a few KB.
+MAX_CREDENTIAL_CHARS = 100_000
 _SUBJECT_NS = uuid.UUID("3b1f9a52-6c4e-4a43-9d0e-51c2d7a8e6f1")
 
 
@@ -261,9 +263,6 @@ class PublicUrls:
             return f"{self.did(organisation_id)}#{key_id}"
         return self.key(key_id)
 
-    def jwks(self) -> str:
-        return f"{self.base}/.well-known/jwks.json"
-
     def achievement(self, badge_class_id: str) -> str:
         return f"{self.base}/achievements/{badge_class_id}"
 
@@ -272,9 +271,6 @@ class PublicUrls:
 
     def status_list(self, organisation_id: str, list_number: int) -> str:
         return f"{self.base}/status/{organisation_id}/{REVOCATION}/{list_number}"
-
-    def verify_page(self) -> str:
-        return f"{self.base}/verify"
 
 
 _LOOPBACK_NAMES = {"localhost"}
@@ -529,7 +525,8 @@ def parse_jws(jwt: str) -> tuple[dict[str, Any], dict[str, Any], str, str, str]:
         header = json.loads(b64url_decode(parts[0]))
         payload = json.loads(b64url_decode(parts[1]))
         b64url_decode(parts[2])
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        # RecursionError: JSON nested deeper than the parser goes ("[[[[..."), from anyone.
         raise Malformed("the header and payload must be base64url-encoded JSON") from None
     if not isinstance(header, dict) or not isinstance(payload, dict):
         raise Malformed("the header and payload must be JSON objects")
@@ -650,23 +647,28 @@ def bake_svg(svg: bytes, jwt: str) -> bytes:
     """The SVG with the openbadges namespace on its <svg> element and, right after it, an
     <openbadges:credential verify="<compact JWS>"/> (§5.3.2)."""
     text = svg.decode("utf-8")
-    text = re.sub(r"<openbadges:credential\b.*?(/>|</openbadges:credential>)", "", text,
-                  flags=re.DOTALL)
-    opening = re.search(r"<svg\b[^>]*>", text)
-    if opening is None:
+    kept, at = [], 0
+    while (found := _svg_credential(text, at)) is not None:
+        kept.append(text[at:found[0]])
+        at = found[1]
+    text = "".join(kept) + text[at:]
+    opening = re.search(r"<svg\b", text)
+    close = text.find(">", opening.end()) if opening is not None else -1
+    if opening is None or close < 0:
         raise NotBaked("not an SVG document")
-    tag = opening.group(0)
+    tag = original = text[opening.start():close + 1]
     if "xmlns:openbadges" not in tag:
         tag = tag[:-1].rstrip("/").rstrip() + f' xmlns:openbadges="{OB3_BAKING_NAMESPACE}">'
-        if opening.group(0).endswith("/>"):
+        if original.endswith("/>"):
             tag += "</svg>"
     baked = f'{tag}<openbadges:credential verify="{jwt}"/>'
-    return (text[:opening.start()] + baked + text[opening.end():]).encode("utf-8")
+    return (text[:opening.start()] + baked + text[close + 1:]).encode("utf-8")
 
 
 def unbake(image: bytes) -> str:
     """The credential baked into a PNG or SVG: the compact JWS (or, from other issuers, the
-    JSON text) as found (§5.3.1 / §5.3.2 "Extracting")."""
+    JSON text) as found (§5.3.1 / §5.3.2 "Extracting"). Linear in the image's size: the
+    public face runs it on whatever anyone posts."""
     if image.startswith(_PNG_SIGNATURE):
         for kind, data in _png_chunks(image):
             if kind == b"iTXt" and data.split(b"\x00", 1)[0] == BAKED_KEYWORD:
@@ -675,18 +677,48 @@ def unbake(image: bytes) -> str:
                     raise NotBaked("the credential chunk is compressed (§5.3.1 forbids it)")
                 # compression flag, method, language tag \0, translated keyword \0, text
                 text = rest[2:].split(b"\x00", 2)
-                return text[2].decode("utf-8").strip() if len(text) == 3 else ""
+                try:
+                    return text[2].decode("utf-8").strip() if len(text) == 3 else ""
+                except UnicodeDecodeError:
+                    raise NotBaked("the credential chunk is not UTF-8 text") from None
         raise NotBaked("the PNG holds no openbadgecredential chunk")
     try:
         text = image.decode("utf-8")
     except UnicodeDecodeError:
         raise NotBaked("neither a PNG nor an SVG file") from None
-    found = re.search(r"<openbadges:credential\b([^>]*?)(/>|>(.*?)</openbadges:credential>)",
-                      text, flags=re.DOTALL)
+    found = _svg_credential(text, 0)
     if found is None:
         raise NotBaked("the SVG holds no <openbadges:credential>")
-    verify = re.search(r'\bverify\s*=\s*"([^"]*)"', found.group(1))
+    _start, _end, attributes, inner = found
+    verify = re.search(r'\bverify\s*=\s*"([^"]*)"', attributes)
     if verify:
         return verify.group(1).strip()
-    inner = (found.group(3) or "").strip()
-    return inner.removeprefix("<![CDATA[").removesuffix("]]>").strip()
+    return inner.strip().removeprefix("<![CDATA[").removesuffix("]]>").strip()
+
+
+_SVG_CREDENTIAL = "<openbadges:credential"
+_SVG_CREDENTIAL_END = "</openbadges:credential>"
+
+
+def _svg_credential(text: str, at: int) -> tuple[int, int, str, str] | None:
+    """The first <openbadges:credential> element from `at`: (where it starts, where it ends,
+    its attributes, its content). One pass of `str.find` each way, never a regular expression
+    that starts again from every opening tag (a body of nothing but opening tags would take
+    quadratic time)."""
+    while True:
+        start = text.find(_SVG_CREDENTIAL, at)
+        if start < 0:
+            return None
+        after = start + len(_SVG_CREDENTIAL)
+        if after < len(text) and (text[after].isspace() or text[after] in "/>"):
+            break
+        at = after  # <openbadges:credentials...>: another element
+    close = text.find(">", after)
+    if close < 0:
+        return None
+    if text[close - 1] == "/":
+        return start, close + 1, text[after:close - 1], ""
+    end = text.find(_SVG_CREDENTIAL_END, close + 1)
+    if end < 0:
+        return None
+    return start, end + len(_SVG_CREDENTIAL_END), text[after:close], text[close + 1:end]
