@@ -384,7 +384,13 @@ class BadgesApplication(QijiApplication):
         picture = base64.b64decode(badge.image["data"])
         media_type = badge.image["media_type"]
         bake = ob3.bake_png if media_type == "image/png" else ob3.bake_svg
-        return bake(picture, jwt), media_type
+        try:
+            return bake(picture, jwt), media_type
+        except ob3.NotBaked as error:
+            # A picture stored before uploads were read whole (a truncated PNG, say): the
+            # credential itself still exports; upload a new picture to bake it.
+            raise FailedPrecondition(f"the badge class's picture cannot be baked into: {error}; "
+                                     "upload it again", reason="BADGE_IMAGE_UNREADABLE") from None
 
     def verify_credential(self, *, jwt: str) -> dict[str, Any]:
         """OB 3.0 §8.2.6-7 and the award's standing now: VALID, TAMPERED, UNKNOWN_KEY,

@@ -30,6 +30,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from services.badges.domain.images import PNG_SIGNATURE, png_chunks
+
 OB3_CONTEXT = [
     "https://www.w3.org/ns/credentials/v2",
     "https://purl.imsglobal.org/spec/ob/v3p0/context-3.0.3.json",
@@ -599,7 +601,6 @@ def _claim_problems(payload: Mapping[str, Any]) -> list[str]:
 # OB 3.0 §5.3 (Baked Badge): the signed credential inside the badge's own picture.
 BAKED_KEYWORD = b"openbadgecredential"
 OB3_BAKING_NAMESPACE = "https://purl.imsglobal.org/ob/v3p0"
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 class NotBaked(ValueError):
@@ -607,20 +608,10 @@ class NotBaked(ValueError):
 
 
 def _png_chunks(png: bytes) -> list[tuple[bytes, bytes]]:
-    if not png.startswith(_PNG_SIGNATURE):
-        raise NotBaked("not a PNG file")
-    chunks, at = [], len(_PNG_SIGNATURE)
-    while at + 8 <= len(png):
-        length = int.from_bytes(png[at:at + 4], "big")
-        kind = png[at + 4:at + 8]
-        data = png[at + 8:at + 8 + length]
-        if len(data) != length or at + 12 + length > len(png):
-            raise NotBaked("the PNG is cut short")
-        chunks.append((kind, data))
-        at += 12 + length
-        if kind == b"IEND":
-            return chunks
-    raise NotBaked("the PNG has no IEND chunk")
+    try:
+        return png_chunks(png)
+    except ValueError as error:
+        raise NotBaked(str(error)) from None
 
 
 def _chunk(kind: bytes, data: bytes) -> bytes:
@@ -633,7 +624,7 @@ def bake_png(png: bytes, jwt: str) -> bytes:
     compact JWS, just before IEND (an earlier credential chunk is replaced: §5.3.1 allows only
     one)."""
     itxt = BAKED_KEYWORD + b"\x00" + b"\x00\x00" + b"\x00" + b"\x00" + jwt.encode("ascii")
-    out = [_PNG_SIGNATURE]
+    out = [PNG_SIGNATURE]
     for kind, data in _png_chunks(png):
         if kind == b"iTXt" and data.split(b"\x00", 1)[0] == BAKED_KEYWORD:
             continue
@@ -669,7 +660,7 @@ def unbake(image: bytes) -> str:
     """The credential baked into a PNG or SVG: the compact JWS (or, from other issuers, the
     JSON text) as found (§5.3.1 / §5.3.2 "Extracting"). Linear in the image's size: the
     public face runs it on whatever anyone posts."""
-    if image.startswith(_PNG_SIGNATURE):
+    if image.startswith(PNG_SIGNATURE):
         for kind, data in _png_chunks(image):
             if kind == b"iTXt" and data.split(b"\x00", 1)[0] == BAKED_KEYWORD:
                 rest = data[len(BAKED_KEYWORD) + 1:]
