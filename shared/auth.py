@@ -25,6 +25,7 @@ import structlog
 
 from shared.context import Actor
 from shared.errors import Unauthenticated, is_uuid
+from shared.files import write_private
 
 CITY_ADMIN = "city_admin"
 STREET_OFFICE = "street_office"
@@ -270,8 +271,4 @@ def _replace_caller(path: Path, principal: str, roles: list[str], organisation_i
 
 
 def _write(path: Path, callers: list[dict[str, Any]]) -> None:
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump({"callers": callers}, f, indent=2)
-    os.replace(tmp, path)
+    write_private(path, json.dumps({"callers": callers}, indent=2))

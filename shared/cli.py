@@ -32,6 +32,7 @@ from shared.config import (
     env_for,
     load_settings,
 )
+from shared.files import write_private
 from shared.grpc.channels import open_channel
 from shared.personal_data import load_master_key
 
@@ -521,9 +522,7 @@ def _admin_token(tokens_file: Path, token_file: Path) -> str:
     if token_file.exists() and tokens_file.exists():
         return token_file.read_text().strip()
     token = add_caller(tokens_file, ADMIN_PRINCIPAL, ["city_admin", "operator", "auditor"])
-    fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(token + "\n")
+    write_private(token_file, token + "\n")
     return token
 
 

@@ -14,7 +14,6 @@ import gzip
 import hashlib
 import ipaddress
 import json
-import os
 import re
 import uuid
 import zlib
@@ -31,6 +30,8 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from services.badges.domain.images import PNG_SIGNATURE, png_chunks
+from shared.files import create_once
+from shared.signing import load_key
 
 OB3_CONTEXT = [
     "https://www.w3.org/ns/credentials/v2",
@@ -151,32 +152,11 @@ class RsaKey:
 SigningKey = Ed25519Key | RsaKey
 
 
-def _write_once(path: Path, text: str) -> None:
-    """Creates `path` (mode 0600) unless another process made it first: both then use the
-    first one, so two services started together never sign with different keys."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    try:
-        os.link(tmp, path)
-    except FileExistsError:
-        pass
-    finally:
-        os.unlink(tmp)
-
-
 def load_ed25519(value: str, key_file: Path, *, create: bool) -> Ed25519Key:
-    if value:
-        return Ed25519Key(base64.b64decode(value))
-    if not key_file.exists():
-        if not create:
-            raise FileNotFoundError(
-                f"no badges Ed25519 signing key: set BADGES_SIGNING_KEY (base64 of a 32-byte "
-                f"seed) or create {key_file}")
-        _write_once(key_file, base64.b64encode(os.urandom(32)).decode())
-    return Ed25519Key(base64.b64decode(key_file.read_text().strip()))
+    """BADGES_SIGNING_KEY (base64 of a 32-byte seed), else its file (made once when
+    `create`): read as every Qiji key is (shared/signing.py)."""
+    return Ed25519Key(load_key(value, key_file, create=create, setting="BADGES_SIGNING_KEY",
+                               what="badges Ed25519 signing key"))
 
 
 def load_rsa(value: str, key_file: Path, *, create: bool) -> RsaKey:
@@ -189,7 +169,7 @@ def load_rsa(value: str, key_file: Path, *, create: bool) -> RsaKey:
             raise FileNotFoundError(
                 f"no badges RSA signing key: set BADGES_RSA_SIGNING_KEY (a PEM RSA private "
                 f"key of 2048 bits or more) or create {key_file}")
-        _write_once(key_file, new_rsa_pem())
+        create_once(key_file, new_rsa_pem())
     return RsaKey.from_pem(key_file.read_bytes())
 
 

@@ -209,7 +209,7 @@ def rotate_token(tokens_file: Path, principal: str, admin_token_file: Path) -> s
     subject kept (rotating a token must not unregister a caller's certificate)."""
     from shared.auth import add_caller
     from shared.cli import ADMIN_PRINCIPAL
-    from shared.ops.stack import write_private
+    from shared.files import write_private
     try:
         callers = json.loads(tokens_file.read_text() or "{}").get("callers", [])
     except FileNotFoundError:

@@ -39,6 +39,7 @@ from shared.config import (
     load_tls_settings,
     read_setting,
 )
+from shared.files import write_private
 from shared.grpc.channels import open_channel
 from shared.logging import redacted
 from shared.ops import DEPENDENCY_UNREACHABLE, REFUSED, UNHEALTHY, USAGE, OpsError, supervision
@@ -264,15 +265,6 @@ class Stack:
         if not env.get("QIJI_AUDIT_SIGNING_KEY"):
             env["QIJI_AUDIT_SIGNING_KEY_FILE"] = str(self.audit_signing_key_file)
         return env
-
-
-def write_private(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 # ---------------------------------------------------------------------- dependencies

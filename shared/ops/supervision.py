@@ -109,7 +109,7 @@ def config_text(stack: Stack, processes: list[str], python: str = sys.executable
 
 
 def write_config(stack: Stack, processes: list[str]) -> Path:
-    from shared.ops.stack import write_private
+    from shared.files import write_private
     path = stack.run_dir / CONFIG
     (stack.run_dir / "logs").mkdir(parents=True, exist_ok=True)
     write_private(path, config_text(stack, processes))
