@@ -23,7 +23,13 @@ from starlette.routing import Route
 
 from services.badges.credentials import MAX_CREDENTIAL_CHARS, NotBaked, unbake
 from services.credentials import pages
-from services.credentials.source import BadgesSource, BadRequest, NotFoundUpstream, Unreachable
+from services.credentials.source import (
+    BadgesSource,
+    BadRequest,
+    Busy,
+    NotFoundUpstream,
+    Unreachable,
+)
 from shared import metrics
 from shared.errors import is_uuid
 
@@ -82,6 +88,8 @@ def build_app(source: BadgesSource, *, service: str = "credentials") -> Starlett
             # badges' field names, as this face's callers know them.
             field = {"credential_jwt": "credential"}.get(bad.field, bad.field)
             raise Problem(400, bad.description, field) from None
+        except Busy:
+            raise Problem(429, "too many requests just now; try again in a second") from None
         except Unreachable as down:
             log.warning("badges.unreachable", code=str(down))
             raise Problem(503, "the badges service cannot be reached just now; try again in "
@@ -215,7 +223,8 @@ def build_app(source: BadgesSource, *, service: str = "credentials") -> Starlett
     async def problem(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, Problem)
         body = {"error": exc.error, **({"field": exc.field} if exc.field else {})}
-        return JSONResponse(body, status_code=exc.status)
+        return JSONResponse(body, status_code=exc.status,
+                            headers={"Retry-After": "1"} if exc.status == 429 else None)
 
     async def http_problem(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
