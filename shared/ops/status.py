@@ -102,7 +102,7 @@ def collect(stack: Stack, *, max_lag: int | None, face_expected: bool = True) ->
         report.problems.append("PostgreSQL is unreachable")
         dependency_down = True
     try:
-        check_rabbitmq(stack.amqp_uri)
+        check_rabbitmq(stack.broker_uri)
         report.dependencies["rabbitmq"] = "ok"
     except OpsError as error:
         report.dependencies["rabbitmq"] = str(error)
