@@ -4,8 +4,9 @@ one that dies, and is asked by `deploy/status`, `restart`, `upgrade` and `down`.
 Why supervisord and not systemd units: the stack must restart its processes wherever `deploy/up`
 runs, and systemd is not PID 1 on every such machine (containers, CI, this project's own
 machines); supervisord is a plain process the run directory owns. Where systemd is PID 1, run
-supervisord itself under systemd (deploy/README.md has the unit): systemd then restarts the
-supervisor, the supervisor restarts Qiji's processes.
+the stack under deploy/systemd/qiji.service (deploy/README.md, "Supervision"): systemd follows
+supervisord by its pid file and, should it die, clears the rest and runs `deploy/up` again; the
+supervisor restarts Qiji's processes.
 
 What supervisord does for us (supervisord.conf, written by `up`, in the run directory):
 - `autorestart=true`: any exit the operator did not ask for (kill -9, a crash) is restarted at
