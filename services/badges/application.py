@@ -335,8 +335,7 @@ class BadgesApplication(QijiApplication):
             lines.append(f"Reason: {masking.show_to_caller(masking.FREE_TEXT, award.reason)}")
         lines += [f"- {e['source']} {e['reference']}"
                   + (f" (log position {e['position']})" if e["position"] else "")
-                  + f": {masking.show_to_caller(masking.FREE_TEXT, e['narrative'])}"
-                  for e in award.evidence]
+                  + f": {narrative_shown(e)}" for e in award.evidence]
         if award.expires_at:
             lines.append(f"Valid until {award.expires_at.isoformat()}.")
         return Explanation(award, badge, criteria, "\n".join(lines))
@@ -602,6 +601,14 @@ def public_urls(settings: Settings) -> PublicUrls:
         return PublicUrls(url, did_web=form == "did:web")
     except ValueError as error:
         raise ConfigError(str(error)) from None
+
+
+def narrative_shown(evidence: dict[str, Any]) -> str:
+    """An official's narrative may name people (the masking table decides); what Qiji wrote of
+    the events that met the criteria does not."""
+    if evidence["source"] != "official":
+        return evidence["narrative"]
+    return masking.show_to_caller(masking.FREE_TEXT, evidence["narrative"])
 
 
 def _require_text(field: str, text: str) -> None:

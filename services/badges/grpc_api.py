@@ -10,7 +10,7 @@ import grpc
 from qiji.badges.v1 import badges_service_pb2 as pb
 from qiji.badges.v1 import badges_service_pb2_grpc as pb_grpc
 
-from services.badges.application import BadgesApplication
+from services.badges.application import BadgesApplication, narrative_shown
 from services.badges.credentials import image_url
 from services.badges.domain.criteria import Criteria, Track
 from services.badges.domain.model import Award, BadgeClass, VolunteerShift
@@ -268,8 +268,7 @@ class BadgesServicer(pb_grpc.BadgesServiceServicer):
             # An official's reason and narratives may name people: the masking table decides.
             evidence=[pb.Evidence(source=e["source"], reference=e["reference"],
                                   position=e["position"],
-                                  narrative=masking.show_to_caller(masking.FREE_TEXT,
-                                                                   e["narrative"]),
+                                  narrative=narrative_shown(e),
                                   time=timestamp(e["at"])) for e in a.evidence],
             reason=masking.show_to_caller(masking.FREE_TEXT, a.reason),
             awarded_by=a.awarded_by, award_time=timestamp(a.awarded_at),

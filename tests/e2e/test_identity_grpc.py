@@ -515,7 +515,7 @@ BAD_INPUT: dict[str, Bad] = {
         "ReadEvents", "service", on(feed_pb.ReadEventsRequest, from_position=-1),
         INVALID, field="from_position"),
     "ReadEvents-limit-over-1000": Bad(
-        "ReadEvents", "auditor", on(feed_pb.ReadEventsRequest, limit=1001),
+        "ReadEvents", "service", on(feed_pb.ReadEventsRequest, limit=1001),
         INVALID, field="limit"),
 }
 
