@@ -22,7 +22,7 @@ from services.badges.views import BadgesViews
 from services.governance import events as governance_events
 from services.identity import events as identity_events
 from services.training import events as training_events
-from shared import context
+from shared import context, masking
 from shared.application import Outcome, QijiApplication
 from shared.config import CREDENTIALS_HTTP_PORT, ConfigError, Settings
 from shared.errors import (
@@ -330,11 +330,12 @@ class BadgesApplication(QijiApplication):
         lines = [f"Rider {rider_id} holds {badge.name} (award {award_id}), {kind}"
                  f" award made {award.awarded_at.isoformat()} by {award.awarded_by}.",
                  f"Criteria version {award.criteria_version}: {criteria.describe()}."]
+        # An official's reason and narratives may name people: the masking table decides.
         if award.reason:
-            lines.append(f"Reason: {award.reason}")
+            lines.append(f"Reason: {masking.show_to_caller(masking.FREE_TEXT, award.reason)}")
         lines += [f"- {e['source']} {e['reference']}"
                   + (f" (log position {e['position']})" if e["position"] else "")
-                  + f": {e['narrative']}" for e in award.evidence]
+                  + f": {narrative_shown(e)}" for e in award.evidence]
         if award.expires_at:
             lines.append(f"Valid until {award.expires_at.isoformat()}.")
         return Explanation(award, badge, criteria, "\n".join(lines))
@@ -351,7 +352,7 @@ class BadgesApplication(QijiApplication):
         last = earlier[-1]
         if last.revoked_at is not None:
             ended = (f"revoked {last.revoked_at.isoformat()} by {last.revoked_by}: "
-                     f"{last.revoke_reason}")
+                     f"{masking.show_to_caller(masking.FREE_TEXT, last.revoke_reason)}")
         else:
             ended = f"expired {last.expires_at.isoformat() if last.expires_at else ''}"
         return NotFound("award", badge_class_id, f"rider {rider_id} no longer holds {name}: "
@@ -607,6 +608,14 @@ def public_urls(settings: Settings) -> PublicUrls:
         return PublicUrls(url, did_web=form == "did:web")
     except ValueError as error:
         raise ConfigError(str(error)) from None
+
+
+def narrative_shown(evidence: dict[str, Any]) -> str:
+    """An official's narrative may name people (the masking table decides); what Qiji wrote of
+    the events that met the criteria does not."""
+    if evidence["source"] != "official":
+        return evidence["narrative"]
+    return masking.show_to_caller(masking.FREE_TEXT, evidence["narrative"])
 
 
 def _require_text(field: str, text: str) -> None:
