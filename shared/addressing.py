@@ -39,6 +39,7 @@ from shared.config import (
     TlsSettings,
     address,
     load_settings,
+    out_of_range,
 )
 from shared.grpc.channels import open_channel
 
@@ -102,7 +103,7 @@ def port_base(raw: str) -> int:
         raise argparse.ArgumentTypeError(f"{raw!r} is not a number") from None
     used = len(DEFAULT_PORTS) + 1  # the gRPC services, then the credentials face
     highest = MAX_PORT - used
-    if not 0 < base <= highest:
+    if base <= 0 or out_of_range(range(base + 1, base + used + 1)):
         raise argparse.ArgumentTypeError(
             f"{base} puts ports outside 1..{MAX_PORT}: give 1 to {highest} "
             f"(Qiji serves on N+1..N+{used})")
@@ -220,7 +221,7 @@ def _stack_port_offset(run_dir: Path) -> int:
                               f"brought up (no {STACK_FILE})") from None
     except (OSError, ValueError, TypeError, AttributeError) as error:
         raise AddressingError(f"{stack_file} cannot be read: {error}") from None
-    if not all(0 < port + offset <= MAX_PORT for port in DEFAULT_PORTS.values()):
+    if out_of_range(port + offset for port in DEFAULT_PORTS.values()):
         raise AddressingError(f"{stack_file}: port_offset {offset} puts ports outside "
                               f"1..{MAX_PORT}")
     return offset

@@ -423,11 +423,21 @@ class QijiApplication(Application[uuid.UUID]):
             return Owners()
         return self.directory.organisation_owners(organisation_id) or Owners()
 
-    def sees_rider(self, rider_id: str) -> bool:
-        """The caller of the request being served may see this rider (inside another answer:
-        a session's enrolments, a campaign's allocations)."""
+    def sees(self, kind: str, ident: str) -> bool:
+        """The caller of the request being served may see that thing inside another answer
+        (a rider among a session's enrolments, the report one repeats): it owns it, or it is
+        public. Qiji's own work, outside any request, sees everything."""
         reach = context.current().reach
-        return reach is None or reach.sees("rider", rider_id)
+        return reach is None or reach.sees(kind, ident)
+
+    def sees_rider(self, rider_id: str) -> bool:
+        return self.sees("rider", rider_id)
+
+    def caller_owns(self, kind: str, ident: str) -> bool:
+        """The caller's organisation owns that thing (a session its provider gives, a campaign
+        its street office runs): it sees all of it, not only its own riders' part."""
+        reach = context.current().reach
+        return reach is None or reach.owns(kind, ident)
 
     # ------------------------------------------------------------------ feed
 

@@ -25,6 +25,7 @@ import structlog
 
 from shared.context import Actor
 from shared.errors import Unauthenticated, is_uuid
+from shared.files import write_private
 
 CITY_ADMIN = "city_admin"
 STREET_OFFICE = "street_office"
@@ -39,10 +40,14 @@ COMMUNITY = "community"
 EDUCATION_PROVIDER = "education_provider"
 # Qiji's own processes (followers, the relay) reading other services' feeds.
 SERVICE = "service"
+# The public credentials face, which the internet reaches: it reads what every role may read
+# (the access tables' `public(ROLES)` entries: badge classes, issuer keys and profiles, status
+# lists, verification) and nothing else, acting for no organisation.
+PUBLIC_READER = "public_reader"
 
 # Roles that act for the whole city; every other role acts for the one organisation its token
 # names (shared/tenancy.py), and a token of such a role that names none is refused at load.
-CITY_WIDE_ROLES = frozenset({CITY_ADMIN, AUDITOR, OPERATOR, SERVICE})
+CITY_WIDE_ROLES = frozenset({CITY_ADMIN, AUDITOR, OPERATOR, SERVICE, PUBLIC_READER})
 ORGANISATION_ROLES = frozenset({STREET_OFFICE, DEPARTMENT, PLATFORM, MERCHANT, COMMUNITY,
                                 EDUCATION_PROVIDER})
 ROLES = CITY_WIDE_ROLES | ORGANISATION_ROLES
@@ -80,6 +85,8 @@ def entry_problem(roles: Iterable[str], organisation_id: str) -> str:
         return "a caller needs at least one role"
     if organisation_id and not is_uuid(organisation_id):
         return f"organisation id {organisation_id[:40]!r} is not a valid id"
+    if organisation_id and PUBLIC_READER in roles:
+        return "a public_reader token acts for no organisation (no --organisation-id)"
     bound = sorted(roles & ORGANISATION_ROLES)
     if bound and not organisation_id:
         return (f"a {'/'.join(bound)} token must name the organisation it acts for "
@@ -270,8 +277,4 @@ def _replace_caller(path: Path, principal: str, roles: list[str], organisation_i
 
 
 def _write(path: Path, callers: list[dict[str, Any]]) -> None:
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump({"callers": callers}, f, indent=2)
-    os.replace(tmp, path)
+    write_private(path, json.dumps({"callers": callers}, indent=2))

@@ -23,7 +23,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from shared import addressing
 from shared.addressing import AddressingError, Deployment, RunLock
-from shared.auth import ROLES, add_caller
+from shared.auth import PUBLIC_READER, ROLES, SERVICE, add_caller
 from shared.config import (
     DEFAULT_PORTS,
     ConfigError,
@@ -32,6 +32,7 @@ from shared.config import (
     env_for,
     load_settings,
 )
+from shared.files import write_private
 from shared.grpc.channels import open_channel
 from shared.personal_data import load_master_key
 
@@ -41,6 +42,9 @@ SERVICES = ["identity", "training", "merchants", "badges", "governance", "platfo
 WEB = "credentials"
 ADMIN_PRINCIPAL = "local-admin"
 SERVICES_PRINCIPAL = "qiji-services"
+PUBLIC_FACE_PRINCIPAL = "qiji-public-face"
+# The settings that hand Qiji's own processes their tokens (process_tokens).
+PROCESS_TOKENS = ("QIJI_SERVICE_TOKEN", "QIJI_PUBLIC_READER_TOKEN")
 
 # Exit codes of every subcommand.
 OK = 0
@@ -104,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="a role of the caller (repeat for several)")
     token.add_argument("--organisation-id", default="",
                        help="the organisation the caller acts for: required for every role but "
-                       "city_admin, auditor, operator and service")
+                       "city_admin, auditor, operator, service and public_reader")
     token.add_argument("--subscribe", action="append", default=[], metavar="TYPE",
                        help="for a feed consumer: a public event type, or a prefix such as "
                        "'qiji.training.v1.*', it may receive (repeat; default: all)")
@@ -330,18 +334,27 @@ def _run(services: list[str], *, relay: bool = False, port_base: int | None = No
             raise CommandFailed(f"ports in use: {busy} (another Qiji? give it --port-base N)")
         load_master_key(settings.master_key, settings.master_key_file, create=True)
         admin_token = _admin_token(settings.tokens_file, settings.data_dir / "admin.token")
-        # The services' own token for reading each other's feeds; rotated at every start,
-        # since only the processes started here need it.
-        service_token = add_caller(settings.tokens_file, SERVICES_PRINCIPAL, ["service"])
+        tokens = process_tokens(settings.tokens_file)
         lock.announce({name: f"127.0.0.1:{ports[name]}" for name in services})
-        return _serve(services, settings, ports, metrics, web_port, admin_token, service_token,
+        return _serve(services, settings, ports, metrics, web_port, admin_token, tokens,
                       lock.fd, relay=relay)
     finally:
         lock.release()
 
 
+def process_tokens(tokens_file: Path) -> dict[str, str]:
+    """The tokens Qiji's own processes present, as the settings that hand them over: a
+    `service` token (followers, the gateway and the relay read the feeds with it) and a
+    `public_reader` token (the public credentials face reads badges' public RPCs with it,
+    nothing else). New at every start — only the processes started now hold them; the
+    previous ones stop working."""
+    service, reader = PROCESS_TOKENS
+    return {service: add_caller(tokens_file, SERVICES_PRINCIPAL, [SERVICE]),
+            reader: add_caller(tokens_file, PUBLIC_FACE_PRINCIPAL, [PUBLIC_READER])}
+
+
 def _serve(services: list[str], settings: Settings, ports: dict[str, int],
-           metrics: dict[str, int], web_port: int, admin_token: str, service_token: str,
+           metrics: dict[str, int], web_port: int, admin_token: str, tokens: dict[str, str],
            lock_fd: int, *, relay: bool) -> int:
     # Where credentials say their issuer, keys and status lists are: the city's own address
     # when the operator gives one, else this machine's public face.
@@ -349,8 +362,7 @@ def _serve(services: list[str], settings: Settings, ports: dict[str, int],
                   or f"http://127.0.0.1:{web_port}")
     env = {**os.environ, "QIJI_ISSUER_URL": issuer_url,
            "CREDENTIALS_HTTP_PORT": str(web_port), "QIJI_DATA_DIR": str(settings.data_dir),
-           "QIJI_TOKENS_FILE": str(settings.tokens_file),
-           "QIJI_SERVICE_TOKEN": service_token,
+           "QIJI_TOKENS_FILE": str(settings.tokens_file), **tokens,
            **{f"{name.upper()}_GRPC_PORT": str(port) for name, port in ports.items()},
            **{f"{name.upper()}_METRICS_PORT": str(port) for name, port in metrics.items()},
            # Each follower (and the relay) finds the others where they were started here.
@@ -365,7 +377,7 @@ def _serve(services: list[str], settings: Settings, ports: dict[str, int],
         # The module names come from SERVICES, never from input. Each process holds the data
         # folder's lock too (pass_fds): killed alone, `qiji run` leaves it taken while its
         # services live.
-        # Keys only for the processes that use them (env_for: least privilege).
+        # Secrets only for the processes that use them (env_for: least privilege).
         return subprocess.Popen(  # noqa: S603
             [sys.executable, "-m", f"services.{module}"], env=env_for(module, env),
             pass_fds=(lock_fd,))
@@ -526,9 +538,7 @@ def _admin_token(tokens_file: Path, token_file: Path) -> str:
     if token_file.exists() and tokens_file.exists():
         return token_file.read_text().strip()
     token = add_caller(tokens_file, ADMIN_PRINCIPAL, ["city_admin", "operator", "auditor"])
-    fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(token + "\n")
+    write_private(token_file, token + "\n")
     return token
 
 

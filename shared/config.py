@@ -7,7 +7,7 @@ import base64
 import binascii
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,31 @@ DEFAULT_PORTS = {
 CREDENTIALS_HTTP_PORT = 50057
 # The services that keep an event store (and serve its feed and audit API); the gateway does not.
 EVENT_SOURCED_SERVICES = ("identity", "training", "merchants", "badges", "governance")
+# Every process Qiji runs: the gRPC services, the relay, the public credentials face.
+PROCESSES = (*DEFAULT_PORTS, "relay", "credentials")
+
+# Every setting that holds a secret, and the processes that use it: the one list from which a
+# secret's value is kept out of error messages (read_setting), and each process is given only
+# the secrets it uses (env_for; deploy/up's supervisord blanks the others by name). A key
+# given as a file (`<NAME>_FILE`) hands over the key too. Settings' reprs leave each out.
+SECRET_SETTINGS: dict[str, frozenset[str]] = {
+    # The stores of the five services, and the relay's positions and leadership.
+    "POSTGRES_PASSWORD": frozenset({*EVENT_SOURCED_SERVICES, "relay"}),
+    # A `service` token: followers, the platform gateway and the relay read the feeds with it.
+    "SERVICE_TOKEN": frozenset({*EVENT_SOURCED_SERVICES, "platform", "relay"}),
+    # Personal data, and the audit key derived from it that MACs and seals every event; the
+    # checkpoints' signing key. The gateway and the relay face outside parties and hold
+    # neither: the services check every event's MAC for them.
+    "MASTER_KEY": frozenset(EVENT_SOURCED_SERVICES),
+    "AUDIT_SIGNING_KEY": frozenset(EVENT_SOURCED_SERVICES),
+    # The credential issuer's keys.
+    "SIGNING_KEY": frozenset({"badges"}),
+    "RSA_SIGNING_KEY": frozenset({"badges"}),
+    # The broker's URI holds its password.
+    "AMQP_URI": frozenset({"relay"}),
+    # A `public_reader` token: the public credentials face reads badges' public RPCs with it.
+    "PUBLIC_READER_TOKEN": frozenset({"credentials"}),
+}
 
 PERSISTENCE_CHOICES = ("sqlite", "postgres")
 
@@ -154,17 +179,17 @@ def _lookup_with_key(env: Mapping[str, str], service: str, name: str, default: s
 
 
 def read_setting(env: Mapping[str, str], service: str, name: str, parse: Parse,
-                 default: str, *, secret: bool = False) -> Any:
+                 default: str) -> Any:
     """One setting, the one way every setting is read: `<SERVICE>_<NAME>`, then `QIJI_<NAME>`,
     then `default`, through `parse`, which says what is wrong with a value by raising
-    ValueError. A bad value is a ConfigError naming the variable (a secret's value is never
-    repeated in it)."""
+    ValueError. A bad value is a ConfigError naming the variable (the value of a secret,
+    SECRET_SETTINGS, is never repeated in it)."""
     key, raw = _lookup_with_key(env, service, name, default)
     try:
         return parse(raw)
     except ValueError as error:
         where = key or f"the default of {service.upper()}_{name}"
-        shown = "" if secret else f", got {raw!r}"
+        shown = "" if name in SECRET_SETTINGS else f", got {raw!r}"
         raise ConfigError(f"{where}: {error}{shown}") from None
 
 
@@ -283,7 +308,6 @@ class OwnSetting:
     parse: Parse
     # The default as text, or made from the data folder.
     default: str | Callable[[Path], str]
-    secret: bool = False
 
 
 # Settings only one service has: `<SERVICE>_<NAME>` (or `QIJI_<NAME>`), in README's table.
@@ -291,9 +315,9 @@ OWN_SETTINGS: dict[str, dict[str, OwnSetting]] = {
     "badges": {
         # The issuer's keys: an Ed25519 seed (base64) and an RSA private key (PEM, or base64
         # of it), each else its file; SIGNING_ALG chooses the one that signs.
-        "SIGNING_KEY": OwnSetting(base64_key, "", secret=True),
+        "SIGNING_KEY": OwnSetting(base64_key, ""),
         "SIGNING_KEY_FILE": OwnSetting(path, lambda data: str(data / "badges-signing.key")),
-        "RSA_SIGNING_KEY": OwnSetting(text, "", secret=True),
+        "RSA_SIGNING_KEY": OwnSetting(text, ""),
         "RSA_SIGNING_KEY_FILE": OwnSetting(path,
                                            lambda data: str(data / "badges-signing-rsa.pem")),
         "SIGNING_ALG": OwnSetting(exactly("RS256", "Ed25519"), "RS256"),
@@ -309,6 +333,10 @@ OWN_SETTINGS: dict[str, dict[str, OwnSetting]] = {
         "HTTP_PORT": OwnSetting(integer(1, MAX_PORT), str(CREDENTIALS_HTTP_PORT)),
         "HTTPS_CERT_FILE": OwnSetting(optional_path, ""),
         "HTTPS_KEY_FILE": OwnSetting(optional_path, ""),
+        # Its `public_reader` token for badges' public RPCs (`qiji run` and `deploy/up` make
+        # one), and how many calls a second it makes there at most (then it answers 429).
+        "PUBLIC_READER_TOKEN": OwnSetting(text, ""),
+        "CALLS_PER_SECOND": OwnSetting(POSITIVE, "50"),
     },
     "governance": {
         # Tests and drills only: a file holding the time governance takes for "now".
@@ -317,7 +345,7 @@ OWN_SETTINGS: dict[str, dict[str, OwnSetting]] = {
     },
     "relay": {
         # The URI holds the broker's password.
-        "AMQP_URI": OwnSetting(amqp_uri, DEFAULT_AMQP_URI, secret=True),
+        "AMQP_URI": OwnSetting(amqp_uri, DEFAULT_AMQP_URI),
         "BATCH": OwnSetting(POSITIVE, "200"),
         "POLL_SECONDS": OwnSetting(seconds, "0.2"),
         "SERVICES": OwnSetting(service_list, ",".join(EVENT_SOURCED_SERVICES)),
@@ -328,8 +356,8 @@ OWN_SETTINGS: dict[str, dict[str, OwnSetting]] = {
 def load_settings(service: str, env: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if env is None else env
 
-    def read(name: str, parse: Parse, default: str, *, secret: bool = False) -> Any:
-        return read_setting(env, service, name, parse, default, secret=secret)
+    def read(name: str, parse: Parse, default: str) -> Any:
+        return read_setting(env, service, name, parse, default)
 
     data_dir = read("DATA_DIR", path, str(DEFAULT_DATA_DIR)).resolve()
     return Settings(
@@ -344,19 +372,19 @@ def load_settings(service: str, env: Mapping[str, str] | None = None) -> Setting
         postgres_host=read("POSTGRES_HOST", text, "127.0.0.1"),
         postgres_port=read("POSTGRES_PORT", integer(1, MAX_PORT), "5432"),
         postgres_user=read("POSTGRES_USER", text, "postgres"),
-        postgres_password=read("POSTGRES_PASSWORD", text, "", secret=True),
+        postgres_password=read("POSTGRES_PASSWORD", text, ""),
         postgres_schema=read("POSTGRES_SCHEMA", identifier, service),
         # Connections a process opens at start; as many again open under load. PostgreSQL's
         # default allows 100 clients in all: five services and their replicas share them.
         postgres_pool_size=read("POSTGRES_POOL_SIZE", POSITIVE, "4"),
         tokens_file=read("TOKENS_FILE", path, str(data_dir / "tokens.json")),
-        master_key=read("MASTER_KEY", base64_key, "", secret=True),
+        master_key=read("MASTER_KEY", base64_key, ""),
         master_key_file=read("MASTER_KEY_FILE", path, str(data_dir / "master.key")),
         log_format=read("LOG_FORMAT", one_of("json", "console"), "json"),
         upstreams={other: read(f"{other.upper()}_ADDRESS", address, f"127.0.0.1:{port}")
                    for other, port in DEFAULT_PORTS.items() if other != service},
-        service_token=read("SERVICE_TOKEN", text, "", secret=True),
-        audit_signing_key=read("AUDIT_SIGNING_KEY", base64_key, "", secret=True),
+        service_token=read("SERVICE_TOKEN", text, ""),
+        audit_signing_key=read("AUDIT_SIGNING_KEY", base64_key, ""),
         audit_signing_key_file=read("AUDIT_SIGNING_KEY_FILE", path,
                                     str(data_dir / "audit-signing.key")),
         audit_origin=read("AUDIT_ORIGIN", origin, "qiji.local"),
@@ -365,7 +393,7 @@ def load_settings(service: str, env: Mapping[str, str] | None = None) -> Setting
         env=dict(env),
         tls=load_tls_settings(service, env),
         own={name: read(name, s.parse, s.default(data_dir) if callable(s.default)
-                        else s.default, secret=s.secret)
+                        else s.default)
              for name, s in OWN_SETTINGS.get(service, {}).items()},
     )
 
@@ -398,28 +426,38 @@ def load_tls_settings(service: str, env: Mapping[str, str]) -> TlsSettings:
     return tls
 
 
-# Settings that hand a process a key: the master key, the audit and badges signing keys.
-_KEY_SETTINGS = ("MASTER_KEY", "MASTER_KEY_FILE", "SIGNING_KEY", "SIGNING_KEY_FILE")
+def out_of_range(ports: Iterable[int]) -> list[int]:
+    """The ports of `ports` that are no ports (outside 1..65535): how `qiji run --port-base`,
+    deploy's --port-offset and a run directory's stack.json are checked alike."""
+    return [port for port in ports if not 0 < port <= MAX_PORT]
 
 
-# Every setting that hands a process a key, by name: what a supervisor that passes one
-# environment to all its programs must blank for those that hold none.
-KEY_SETTING_NAMES = tuple(f"{prefix}_{key}{file}" for prefix, key in (
-    ("QIJI", "MASTER_KEY"), ("QIJI", "AUDIT_SIGNING_KEY"), ("BADGES", "SIGNING_KEY"),
-    ("BADGES", "RSA_SIGNING_KEY")) for file in ("", "_FILE"))
+def secret_setting(variable: str) -> str | None:
+    """The secret an environment variable hands over (`BADGES_SIGNING_KEY_FILE` hands over
+    SIGNING_KEY), or None."""
+    prefix, _, name = variable.partition("_")
+    if prefix.lower() not in ("qiji", *PROCESSES):
+        return None
+    name = name.removesuffix("_FILE")
+    return name if name in SECRET_SETTINGS else None
 
 
-def withheld_keys(name: str) -> list[str]:
-    """The key settings process `name` must not be given (env_for's rule)."""
-    return [k for k in KEY_SETTING_NAMES if k not in env_for(name, {k: "x"})]
+def holds(process: str, variable: str) -> bool:
+    """Whether `process` may be given environment variable `variable`: any setting but a
+    secret; a secret only if it uses it, and only under a name it reads itself (`QIJI_` or
+    its own prefix — never another process's)."""
+    secret = secret_setting(variable)
+    return secret is None or (process in SECRET_SETTINGS[secret]
+                              and variable.partition("_")[0] in ("QIJI", process.upper()))
+
+
+def withheld(process: str, variables: Iterable[str]) -> list[str]:
+    """Of `variables`, those `process` must not be given: what a supervisor that passes one
+    environment to all its programs blanks for it."""
+    return sorted(v for v in variables if not holds(process, v))
 
 
 def env_for(name: str, env: Mapping[str, str]) -> dict[str, str]:
-    """One process's environment: every setting, but keys only for the processes that use them
-    (least privilege). The five services hold the master key (personal data, and the audit
-    key derived from it that MACs and seals events) and the audit signing key (checkpoints);
-    badges alone its credential key. The platform gateway and the relay hold none: they face
-    outside parties, and the services check every event's MAC for them."""
-    own = ("QIJI_", f"{name.upper()}_") if name in EVENT_SOURCED_SERVICES else ()
-    return {key: value for key, value in env.items()
-            if not key.endswith(_KEY_SETTINGS) or key.startswith(own)}
+    """One process's environment: every setting, but secrets only for the processes that use
+    them (least privilege, SECRET_SETTINGS)."""
+    return {key: value for key, value in env.items() if holds(name, key)}

@@ -436,9 +436,10 @@ class Story:
                                                 rider_id=rider.rider_id)
                 self.until_known(lambda r=request: platform("training", "EnrolRider", r),
                                  f"training: enrolling {rider.name}")
-                platform("training", "CheckInRider", tpb.CheckInRiderRequest(
+                # Attendance and results are the session's provider's to record.
+                organiser("training", "CheckInRider", tpb.CheckInRiderRequest(
                     request_id=new_id(), session_id=session_id, rider_id=rider.rider_id))
-                done = platform("training", "RecordCompletion", tpb.RecordCompletionRequest(
+                done = organiser("training", "RecordCompletion", tpb.RecordCompletionRequest(
                     request_id=new_id(), session_id=session_id, rider_id=rider.rider_id,
                     result=tpb.COMPLETION_RESULT_PASSED, score=_rng.randint(85, 100)))
                 if done.pre_job_certified:

@@ -39,7 +39,8 @@ def decode_token(token: str, filters: Sequence[object]) -> int:
         padded = token + "=" * (-len(token) % 4)
         data = json.loads(base64.urlsafe_b64decode(padded))
         after, fhash = int(data["a"]), data["f"]
-    except (ValueError, KeyError, TypeError, OverflowError):
+    # RecursionError: a token of JSON nested deeper than the parser goes, from anyone.
+    except (ValueError, KeyError, TypeError, OverflowError, RecursionError):
         raise InvalidArgument([FieldViolation("page_token", "not a token this API gave out")]
                               ) from None
     if fhash != _filter_hash(filters):

@@ -120,7 +120,7 @@ class PublicCatalogue:
             if mapped is None:
                 continue
             platform = _rider_platform(app, t, mapped)
-            if not _for_this_consumer(t, platform, fact):
+            if not _for_this_consumer(platform, fact):
                 continue
             found.append(PublicEvent(
                 id=event_id(self.service, fact.originator_id, fact.originator_version, t.name),
@@ -149,25 +149,30 @@ def _checkpoint(_app: Any, fact: Fact) -> Mapped:
                              "signed_time": e.timestamp})
 
 
+# The platform of an event about a rider nobody knows (it cannot happen while identity keeps
+# its riders): a name no platform has, so the event reaches nobody. Never everyone.
+NO_PLATFORM = "unknown"
+
+
 def _rider_platform(app: Any, t: PublicType, mapped: Mapped) -> str:
-    """The platform that registered the rider an event is about ("" for an event about no
-    rider, or a rider nobody knows). A type with a `rider_id` field is about a rider: the rule
-    cannot be forgotten by a new type."""
-    if "rider_id" not in t.fields or not mapped.data.get("rider_id"):
+    """The platform that registered the rider an event is about; "" for an event about no
+    rider. A type with a `rider_id` field is about a rider: the rule cannot be forgotten by a
+    new type."""
+    if "rider_id" not in t.fields:
         return ""
-    rider = (app.directory.rider(str(mapped.data["rider_id"]))
-             if app.directory is not None else None)
-    return rider.platform_id if rider is not None else ""
+    rider_id = str(mapped.data.get("rider_id") or "")
+    rider = app.directory.rider(rider_id) if rider_id and app.directory is not None else None
+    return rider.platform_id if rider is not None else NO_PLATFORM
 
 
-def _for_this_consumer(t: PublicType, platform: str, fact: Fact) -> bool:
+def _for_this_consumer(platform: str, fact: Fact) -> bool:
     """An event about a rider goes to the rider's own platform only (or to Qiji's relay, which
     routes it to that platform alone); any other public event goes to everyone."""
-    if "rider_id" not in t.fields:
+    if not platform:
         return True
     if fact.all_platforms and not fact.consumer_organisation_id:
         return True
-    return bool(platform) and platform == fact.consumer_organisation_id
+    return platform == fact.consumer_organisation_id
 
 
 def event_id(service: str, originator_id: uuid.UUID, version: int, type_name: str) -> str:

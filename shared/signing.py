@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 from shared.config import ConfigError
+from shared.files import create_once
 
 
 class KeyMissing(ConfigError, FileNotFoundError):
@@ -33,7 +34,8 @@ def load_key(value: str, key_file: os.PathLike[str] | str, *, create: bool, sett
             if not create:
                 raise KeyMissing(
                     f"no {what}: set {setting} (base64 of 32 bytes) or create {path}")
-            _make(path)
+            # Made once and linked into place: never half-written, the same for all.
+            create_once(path, base64.b64encode(os.urandom(32)).decode())
         try:
             value = path.read_text().strip()
         except (OSError, UnicodeDecodeError) as error:
@@ -46,19 +48,3 @@ def load_key(value: str, key_file: os.PathLike[str] | str, *, create: bool, sett
     if len(key) != 32:
         raise BadKey(f"{setting}: the {what} must decode to 32 bytes, not {len(key)}")
     return key
-
-
-def _make(key_file: Path) -> None:
-    # Written under a temporary name and linked into place, so that a second process starting
-    # at the same moment never reads a half-written key, and both keep the same one.
-    key_file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = key_file.with_name(f"{key_file.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(base64.b64encode(os.urandom(32)).decode())
-    try:
-        os.link(tmp, key_file)
-    except FileExistsError:
-        pass
-    finally:
-        os.unlink(tmp)

@@ -111,6 +111,9 @@ class Ref:
 
 # The rider a request names by its `rider_id`: a platform's own, a street office's resident.
 RIDER = Ref("rider_id", "rider")
+# The city-wide roles that read a service's tenant data (its lists and gets), personal data
+# masked as shared/masking.py says.
+CITY_READERS = frozenset({auth.CITY_ADMIN, auth.OPERATOR, auth.AUDITOR, auth.SERVICE})
 
 
 @dataclass(frozen=True)
@@ -128,7 +131,7 @@ class Rows:
 @dataclass(frozen=True)
 class AllOf:
     """Every one of these must hold (e.g. the department the request names is the caller, and
-    the report is assigned to it)."""
+    the report is assigned to it); an optional one only when the request fills it."""
 
     refs: tuple[Ref, ...]
 
@@ -225,6 +228,12 @@ def scoped(*city_roles: str | frozenset[str], personal: Sequence[str] = (),
                   subject=subject)
 
 
+def each(target: Target, *roles: str) -> dict[str, Target]:
+    """The same scope for several tenant roles (all of them when none are named), for a read
+    every tenant may make of what it owns: `scoped(CITY_READERS, **each(COURSE_READ))`."""
+    return dict.fromkeys(roles or sorted(TENANT_ROLES), target)
+
+
 def _flatten(roles: Iterable[str | frozenset[str]]) -> set[str]:
     flat: set[str] = set()
     for r in roles:
@@ -251,7 +260,9 @@ class Reach:
     rows: Mapping[str, Rows] | None = None
     roles: frozenset[str] = frozenset()
     resolve: Resolver | None = None
-    everything: bool = True
+    # Only EVERYTHING (a city-wide caller, a public read) sees everything: the default sees
+    # nothing it does not own.
+    everything: bool = False
 
     def admits_row(self, attrs: Mapping[str, Any]) -> bool:
         if self.rows is None:
@@ -265,23 +276,31 @@ class Reach:
         return False
 
     def sees(self, kind: str, ident: str) -> bool:
-        """The caller may see that thing (a rider id inside another answer, say)."""
+        """The caller may see that thing (a rider id inside another answer, say): it owns it,
+        or it is public."""
         if self.everything:
             return True
         return any(self._owns(kind, ident, role) for role in self.roles)
 
-    def _owns(self, kind: str, ident: str, role: str) -> bool:
-        if self.resolve is None:
+    def owns(self, kind: str, ident: str) -> bool:
+        """The caller's organisation owns that thing (public or not): a session's provider
+        sees every enrolment in it, where others see only their own riders'."""
+        if self.everything:
+            return True
+        return any(self._owns(kind, ident, role, public_counts=False) for role in self.roles)
+
+    def _owns(self, kind: str, ident: str, role: str, *, public_counts: bool = True) -> bool:
+        if self.resolve is None or not ident:
             return False
         try:
             owners = self.resolve(kind, ident)
         except InvalidArgument:
             return False
-        return owners is not None and (owners.public or owners.admits(role,
-                                                                       self.organisation_id))
+        return owners is not None and ((public_counts and owners.public)
+                                       or owners.admits(role, self.organisation_id))
 
 
-EVERYTHING = Reach()
+EVERYTHING = Reach(everything=True)
 
 
 class OutOfScope(Exception):
@@ -333,7 +352,10 @@ def no_owners(kind: str, ident: str) -> Owners | None:
 def _holds(ref: Ref | AllOf, role: str, organisation: str, request: Any,
            resolve: Resolver) -> bool:
     if isinstance(ref, AllOf):
-        return all(_holds(r, role, organisation, request, resolve) for r in ref.refs)
+        # An optional ref of an AllOf that the request leaves empty asks nothing; one it fills
+        # must hold like the others (a mediation case's report, if it names one).
+        return all(_holds(r, role, organisation, request, resolve) for r in ref.refs
+                   if not (r.optional and not _field(request, r.field)))
     owners = _owners_of(ref, request, resolve)
     return owners is not None and (owners.admits(role, organisation)
                                    or (ref.read and owners.public))
@@ -401,6 +423,11 @@ class TenancyDirectory:
         self.organisations: dict[str, OrganisationEntry] = {}
         self.riders: dict[str, RiderEntry] = {}
         self.service_spaces: dict[str, str] = {}
+        self._miss_lock = threading.Lock()
+        # Catch-ups started, and the number of the newest that completed: a miss coalesces
+        # with any catch-up that started after it.
+        self._started = 0
+        self._completed = 0
 
     def catch_up(self) -> int:
         """Applies what identity stored since the last look. identity out of reach is the
@@ -429,6 +456,8 @@ class TenancyDirectory:
 
     def _catch_up(self) -> int:
         with self._lock:
+            self._started += 1
+            number = self._started
             applied = 0
             while True:
                 events = self._feed.read(self.position + 1, BATCH, list(DIRECTORY_TOPICS))
@@ -437,6 +466,7 @@ class TenancyDirectory:
                     self.position = e.position
                 applied += len(events)
                 if len(events) < BATCH:
+                    self._completed = number
                     break
                 if applied % 10_000 < BATCH:
                     log.info("tenancy.directory.progress", events=applied,
@@ -456,7 +486,13 @@ class TenancyDirectory:
     def _found(self, table: dict[str, Any], ident: str) -> Any:
         found = table.get(ident)
         if found is None:
-            self.catch_up()
+            missed = self._started
+            with self._miss_lock:
+                # A miss needs a catch-up that began after it (so that what identity stored
+                # before it is seen); one another miss already ran will do. A caller sending
+                # many unknown ids at once costs one read of identity's feed, not one each.
+                if self._completed <= missed:
+                    self.catch_up()
             found = table.get(ident)
         return found
 
@@ -495,14 +531,3 @@ class TenancyDirectory:
     def service_space_owners(self, ident: str) -> Owners | None:
         street = self.service_space_street(ident)
         return None if street is None else Owners.of(street_office=street)
-
-    def street_of(self, organisation_id: str) -> str:
-        """The street an organisation lies in (itself for a street), or ""."""
-        org = self.organisation(organisation_id)
-        if org is None:
-            return ""
-        if org.kind == "STREET":
-            return organisation_id
-        if org.kind in ("COMMUNITY", "MERCHANT"):
-            return org.parent_id
-        return ""

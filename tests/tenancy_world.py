@@ -23,6 +23,9 @@ from qiji.training.v1 import training_service_pb2 as tpb
 from tests.inprocess import InProcessQiji
 
 TENANTS = ("a", "b")
+# In every free text the world writes (a report's words, an award's reason and evidence, a
+# mediation's subject): what the masking table withholds from platforms and auditors.
+FREE_TEXT = "【内情】"
 # The role a token acts in for each kind of tenant organisation, and which organisation.
 ROLE_ORGANISATION = {"platform": "platform", "street_office": "street",
                      "department": "department", "merchant": "merchant",
@@ -169,6 +172,22 @@ def _hold(qiji: InProcessQiji, t: Tenant, badge_class: str, n: int) -> None:
         tok["education_provider"]).session.session_id
     ok("training", "EnrolRider", tpb.EnrolRiderRequest(
         request_id=rid(), session_id=t.session, rider_id=t.rider), tok["platform"])
+    # The platform's own station course (站长+校长), published, and a session of it the
+    # platform runs: it records its riders' attendance there, never at the provider's.
+    own_course = ok("training", "DraftCourse", tpb.DraftCourseRequest(
+        request_id=rid(), track=tpb.TRACK_SKILLS, title=f"岗前安全{t.name}", description="",
+        hours="1", formats=[tpb.COURSE_FORMAT_MORNING_MEETING], provider_id=t.station,
+        instructor=tpb.Instructor(name="王站长", kind=tpb.INSTRUCTOR_KIND_STATION_MASTER)),
+        tok["platform"]).course.course_id
+    ok("training", "PublishCourse", tpb.PublishCourseRequest(
+        request_id=rid(), course_id=own_course), tok["platform"])
+    later = starts + timedelta(hours=3)
+    t.ids["session_by_platform"] = ok("training", "ScheduleSession", tpb.ScheduleSessionRequest(
+        request_id=rid(), course_id=own_course, service_space_id=t.space,
+        start_time=ts(later), end_time=ts(later + timedelta(hours=1)), capacity=5),
+        tok["platform"]).session.session_id
+    ok("training", "EnrolRider", tpb.EnrolRiderRequest(
+        request_id=rid(), session_id=t.session_by_platform, rider_id=t.rider), tok["platform"])
 
     # merchants: the merchant joins, a draft perk and a published one, a claim, a package
     ok("merchants", "ApplyMerchant", mpb.ApplyMerchantRequest(
@@ -215,18 +234,20 @@ def _hold(qiji: InProcessQiji, t: Tenant, badge_class: str, n: int) -> None:
         request_id=rid(), rider_id=t.rider, community_id=t.community, activity="社区助老",
         start_time=ts(now - timedelta(hours=3)), hours="2"), tok["platform"]).shift.shift_id
     t.ids["award"] = ok("badges", "GrantBadge", bpb.GrantBadgeRequest(
-        request_id=rid(), rider_id=t.rider, badge_class_id=badge_class, reason="见义勇为",
-        evidence=[bpb.Evidence(source="news", reference="常州日报", narrative="报道")]),
+        request_id=rid(), rider_id=t.rider, badge_class_id=badge_class,
+        reason=f"见义勇为{FREE_TEXT}",
+        evidence=[bpb.Evidence(source="news", reference="常州日报",
+                               narrative=f"报道{FREE_TEXT}")]),
         tok["street_office"]).award.award_id
 
     # governance: a report routed to the street's department, a mediation case
     t.ids["report"] = ok("governance", "SubmitReport", gpb.SubmitReportRequest(
         request_id=rid(), rider_id=t.rider, kind=gpb.REPORT_KIND_ANOMALY_WARNING,
-        category=gpb.CATEGORY_ROAD_HAZARD, text=f"{t.rider_name}看见路口井盖缺失",
+        category=gpb.CATEGORY_ROAD_HAZARD, text=f"{t.rider_name}看见路口井盖缺失{FREE_TEXT}",
         location=gpb.Location(street_id=t.street, latitude=31.78 + n, longitude=119.95),
         observe_time=ts(now - timedelta(minutes=5))), tok["platform"]).report.report_id
     t.ids["case"] = ok("governance", "OpenMediationCase", gpb.OpenMediationCaseRequest(
-        request_id=rid(), street_id=t.street, subject="小区禁止骑手进入",
+        request_id=rid(), street_id=t.street, subject=f"小区禁止骑手进入{FREE_TEXT}",
         mediator_name="李调解员",
         parties=[gpb.MediationParty(role=gpb.PARTY_ROLE_RIDER, rider_id=t.rider),
                  gpb.MediationParty(role=gpb.PARTY_ROLE_PROPERTY_MANAGER, name="张经理")]),

@@ -22,7 +22,7 @@ from services.badges.views import BadgesViews
 from services.governance import events as governance_events
 from services.identity import events as identity_events
 from services.training import events as training_events
-from shared import context
+from shared import context, masking
 from shared.application import Outcome, QijiApplication
 from shared.config import CREDENTIALS_HTTP_PORT, ConfigError, Settings
 from shared.errors import (
@@ -330,11 +330,12 @@ class BadgesApplication(QijiApplication):
         lines = [f"Rider {rider_id} holds {badge.name} (award {award_id}), {kind}"
                  f" award made {award.awarded_at.isoformat()} by {award.awarded_by}.",
                  f"Criteria version {award.criteria_version}: {criteria.describe()}."]
+        # An official's reason and narratives may name people: the masking table decides.
         if award.reason:
-            lines.append(f"Reason: {award.reason}")
+            lines.append(f"Reason: {masking.show_to_caller(masking.FREE_TEXT, award.reason)}")
         lines += [f"- {e['source']} {e['reference']}"
                   + (f" (log position {e['position']})" if e["position"] else "")
-                  + f": {e['narrative']}" for e in award.evidence]
+                  + f": {narrative_shown(e)}" for e in award.evidence]
         if award.expires_at:
             lines.append(f"Valid until {award.expires_at.isoformat()}.")
         return Explanation(award, badge, criteria, "\n".join(lines))
@@ -351,7 +352,7 @@ class BadgesApplication(QijiApplication):
         last = earlier[-1]
         if last.revoked_at is not None:
             ended = (f"revoked {last.revoked_at.isoformat()} by {last.revoked_by}: "
-                     f"{last.revoke_reason}")
+                     f"{masking.show_to_caller(masking.FREE_TEXT, last.revoke_reason)}")
         else:
             ended = f"expired {last.expires_at.isoformat() if last.expires_at else ''}"
         return NotFound("award", badge_class_id, f"rider {rider_id} no longer holds {name}: "
@@ -384,13 +385,20 @@ class BadgesApplication(QijiApplication):
         picture = base64.b64decode(badge.image["data"])
         media_type = badge.image["media_type"]
         bake = ob3.bake_png if media_type == "image/png" else ob3.bake_svg
-        return bake(picture, jwt), media_type
+        try:
+            return bake(picture, jwt), media_type
+        except ob3.NotBaked as error:
+            # A picture stored before uploads were read whole (a truncated PNG, say): the
+            # credential itself still exports; upload a new picture to bake it.
+            raise FailedPrecondition(f"the badge class's picture cannot be baked into: {error}; "
+                                     "upload it again", reason="BADGE_IMAGE_UNREADABLE") from None
 
     def verify_credential(self, *, jwt: str) -> dict[str, Any]:
         """OB 3.0 §8.2.6-7 and the award's standing now: VALID, TAMPERED, UNKNOWN_KEY,
         REVOKED, EXPIRED, NOT_YET_VALID or UNKNOWN_AWARD, with the problems found."""
         v = Violations()
-        v.require(len(jwt) < 100_000, "credential_jwt", "at most 100000 characters")
+        v.require(len(jwt) <= ob3.MAX_CREDENTIAL_CHARS, "credential_jwt",
+                  f"at most {ob3.MAX_CREDENTIAL_CHARS} characters")
         v.raise_if_any()
         try:
             checked = ob3.check_signed(jwt.strip(), self.issuer_keys, self.clock())
@@ -600,6 +608,14 @@ def public_urls(settings: Settings) -> PublicUrls:
         return PublicUrls(url, did_web=form == "did:web")
     except ValueError as error:
         raise ConfigError(str(error)) from None
+
+
+def narrative_shown(evidence: dict[str, Any]) -> str:
+    """An official's narrative may name people (the masking table decides); what Qiji wrote of
+    the events that met the criteria does not."""
+    if evidence["source"] != "official":
+        return evidence["narrative"]
+    return masking.show_to_caller(masking.FREE_TEXT, evidence["narrative"])
 
 
 def _require_text(field: str, text: str) -> None:

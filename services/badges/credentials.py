@@ -14,7 +14,6 @@ import gzip
 import hashlib
 import ipaddress
 import json
-import os
 import re
 import uuid
 import zlib
@@ -29,6 +28,10 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from services.badges.domain.images import PNG_SIGNATURE, png_chunks
+from shared.files import create_once
+from shared.signing import load_key
 
 OB3_CONTEXT = [
     "https://www.w3.org/ns/credentials/v2",
@@ -51,6 +54,8 @@ LEGACY_EDDSA = "EdDSA"
 # W3C Bitstring Status List v1.0 §6.1: at least 131,072 entries (16 KiB), for herd privacy.
 STATUS_LIST_SIZE = 131_072
 REVOCATION = "revocation"
+# The longest credential (compact JWS) Qiji checks: a credential is a few KB.
+MAX_CREDENTIAL_CHARS = 100_000
 _SUBJECT_NS = uuid.UUID("3b1f9a52-6c4e-4a43-9d0e-51c2d7a8e6f1")
 
 
@@ -147,32 +152,11 @@ class RsaKey:
 SigningKey = Ed25519Key | RsaKey
 
 
-def _write_once(path: Path, text: str) -> None:
-    """Creates `path` (mode 0600) unless another process made it first: both then use the
-    first one, so two services started together never sign with different keys."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    try:
-        os.link(tmp, path)
-    except FileExistsError:
-        pass
-    finally:
-        os.unlink(tmp)
-
-
 def load_ed25519(value: str, key_file: Path, *, create: bool) -> Ed25519Key:
-    if value:
-        return Ed25519Key(base64.b64decode(value))
-    if not key_file.exists():
-        if not create:
-            raise FileNotFoundError(
-                f"no badges Ed25519 signing key: set BADGES_SIGNING_KEY (base64 of a 32-byte "
-                f"seed) or create {key_file}")
-        _write_once(key_file, base64.b64encode(os.urandom(32)).decode())
-    return Ed25519Key(base64.b64decode(key_file.read_text().strip()))
+    """BADGES_SIGNING_KEY (base64 of a 32-byte seed), else its file (made once when
+    `create`): read as every Qiji key is (shared/signing.py)."""
+    return Ed25519Key(load_key(value, key_file, create=create, setting="BADGES_SIGNING_KEY",
+                               what="badges Ed25519 signing key"))
 
 
 def load_rsa(value: str, key_file: Path, *, create: bool) -> RsaKey:
@@ -185,7 +169,7 @@ def load_rsa(value: str, key_file: Path, *, create: bool) -> RsaKey:
             raise FileNotFoundError(
                 f"no badges RSA signing key: set BADGES_RSA_SIGNING_KEY (a PEM RSA private "
                 f"key of 2048 bits or more) or create {key_file}")
-        _write_once(key_file, new_rsa_pem())
+        create_once(key_file, new_rsa_pem())
     return RsaKey.from_pem(key_file.read_bytes())
 
 
@@ -261,9 +245,6 @@ class PublicUrls:
             return f"{self.did(organisation_id)}#{key_id}"
         return self.key(key_id)
 
-    def jwks(self) -> str:
-        return f"{self.base}/.well-known/jwks.json"
-
     def achievement(self, badge_class_id: str) -> str:
         return f"{self.base}/achievements/{badge_class_id}"
 
@@ -272,9 +253,6 @@ class PublicUrls:
 
     def status_list(self, organisation_id: str, list_number: int) -> str:
         return f"{self.base}/status/{organisation_id}/{REVOCATION}/{list_number}"
-
-    def verify_page(self) -> str:
-        return f"{self.base}/verify"
 
 
 _LOOPBACK_NAMES = {"localhost"}
@@ -529,7 +507,8 @@ def parse_jws(jwt: str) -> tuple[dict[str, Any], dict[str, Any], str, str, str]:
         header = json.loads(b64url_decode(parts[0]))
         payload = json.loads(b64url_decode(parts[1]))
         b64url_decode(parts[2])
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        # RecursionError: JSON nested deeper than the parser goes ("[[[[..."), from anyone.
         raise Malformed("the header and payload must be base64url-encoded JSON") from None
     if not isinstance(header, dict) or not isinstance(payload, dict):
         raise Malformed("the header and payload must be JSON objects")
@@ -602,7 +581,6 @@ def _claim_problems(payload: Mapping[str, Any]) -> list[str]:
 # OB 3.0 §5.3 (Baked Badge): the signed credential inside the badge's own picture.
 BAKED_KEYWORD = b"openbadgecredential"
 OB3_BAKING_NAMESPACE = "https://purl.imsglobal.org/ob/v3p0"
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 class NotBaked(ValueError):
@@ -610,20 +588,10 @@ class NotBaked(ValueError):
 
 
 def _png_chunks(png: bytes) -> list[tuple[bytes, bytes]]:
-    if not png.startswith(_PNG_SIGNATURE):
-        raise NotBaked("not a PNG file")
-    chunks, at = [], len(_PNG_SIGNATURE)
-    while at + 8 <= len(png):
-        length = int.from_bytes(png[at:at + 4], "big")
-        kind = png[at + 4:at + 8]
-        data = png[at + 8:at + 8 + length]
-        if len(data) != length or at + 12 + length > len(png):
-            raise NotBaked("the PNG is cut short")
-        chunks.append((kind, data))
-        at += 12 + length
-        if kind == b"IEND":
-            return chunks
-    raise NotBaked("the PNG has no IEND chunk")
+    try:
+        return png_chunks(png)
+    except ValueError as error:
+        raise NotBaked(str(error)) from None
 
 
 def _chunk(kind: bytes, data: bytes) -> bytes:
@@ -636,7 +604,7 @@ def bake_png(png: bytes, jwt: str) -> bytes:
     compact JWS, just before IEND (an earlier credential chunk is replaced: §5.3.1 allows only
     one)."""
     itxt = BAKED_KEYWORD + b"\x00" + b"\x00\x00" + b"\x00" + b"\x00" + jwt.encode("ascii")
-    out = [_PNG_SIGNATURE]
+    out = [PNG_SIGNATURE]
     for kind, data in _png_chunks(png):
         if kind == b"iTXt" and data.split(b"\x00", 1)[0] == BAKED_KEYWORD:
             continue
@@ -650,24 +618,29 @@ def bake_svg(svg: bytes, jwt: str) -> bytes:
     """The SVG with the openbadges namespace on its <svg> element and, right after it, an
     <openbadges:credential verify="<compact JWS>"/> (§5.3.2)."""
     text = svg.decode("utf-8")
-    text = re.sub(r"<openbadges:credential\b.*?(/>|</openbadges:credential>)", "", text,
-                  flags=re.DOTALL)
-    opening = re.search(r"<svg\b[^>]*>", text)
-    if opening is None:
+    kept, at = [], 0
+    while (found := _svg_credential(text, at)) is not None:
+        kept.append(text[at:found[0]])
+        at = found[1]
+    text = "".join(kept) + text[at:]
+    opening = re.search(r"<svg\b", text)
+    close = text.find(">", opening.end()) if opening is not None else -1
+    if opening is None or close < 0:
         raise NotBaked("not an SVG document")
-    tag = opening.group(0)
+    tag = original = text[opening.start():close + 1]
     if "xmlns:openbadges" not in tag:
         tag = tag[:-1].rstrip("/").rstrip() + f' xmlns:openbadges="{OB3_BAKING_NAMESPACE}">'
-        if opening.group(0).endswith("/>"):
+        if original.endswith("/>"):
             tag += "</svg>"
     baked = f'{tag}<openbadges:credential verify="{jwt}"/>'
-    return (text[:opening.start()] + baked + text[opening.end():]).encode("utf-8")
+    return (text[:opening.start()] + baked + text[close + 1:]).encode("utf-8")
 
 
 def unbake(image: bytes) -> str:
     """The credential baked into a PNG or SVG: the compact JWS (or, from other issuers, the
-    JSON text) as found (§5.3.1 / §5.3.2 "Extracting")."""
-    if image.startswith(_PNG_SIGNATURE):
+    JSON text) as found (§5.3.1 / §5.3.2 "Extracting"). Linear in the image's size: the
+    public face runs it on whatever anyone posts."""
+    if image.startswith(PNG_SIGNATURE):
         for kind, data in _png_chunks(image):
             if kind == b"iTXt" and data.split(b"\x00", 1)[0] == BAKED_KEYWORD:
                 rest = data[len(BAKED_KEYWORD) + 1:]
@@ -675,18 +648,48 @@ def unbake(image: bytes) -> str:
                     raise NotBaked("the credential chunk is compressed (§5.3.1 forbids it)")
                 # compression flag, method, language tag \0, translated keyword \0, text
                 text = rest[2:].split(b"\x00", 2)
-                return text[2].decode("utf-8").strip() if len(text) == 3 else ""
+                try:
+                    return text[2].decode("utf-8").strip() if len(text) == 3 else ""
+                except UnicodeDecodeError:
+                    raise NotBaked("the credential chunk is not UTF-8 text") from None
         raise NotBaked("the PNG holds no openbadgecredential chunk")
     try:
         text = image.decode("utf-8")
     except UnicodeDecodeError:
         raise NotBaked("neither a PNG nor an SVG file") from None
-    found = re.search(r"<openbadges:credential\b([^>]*?)(/>|>(.*?)</openbadges:credential>)",
-                      text, flags=re.DOTALL)
+    found = _svg_credential(text, 0)
     if found is None:
         raise NotBaked("the SVG holds no <openbadges:credential>")
-    verify = re.search(r'\bverify\s*=\s*"([^"]*)"', found.group(1))
+    _start, _end, attributes, inner = found
+    verify = re.search(r'\bverify\s*=\s*"([^"]*)"', attributes)
     if verify:
         return verify.group(1).strip()
-    inner = (found.group(3) or "").strip()
-    return inner.removeprefix("<![CDATA[").removesuffix("]]>").strip()
+    return inner.strip().removeprefix("<![CDATA[").removesuffix("]]>").strip()
+
+
+_SVG_CREDENTIAL = "<openbadges:credential"
+_SVG_CREDENTIAL_END = "</openbadges:credential>"
+
+
+def _svg_credential(text: str, at: int) -> tuple[int, int, str, str] | None:
+    """The first <openbadges:credential> element from `at`: (where it starts, where it ends,
+    its attributes, its content). One pass of `str.find` each way, never a regular expression
+    that starts again from every opening tag (a body of nothing but opening tags would take
+    quadratic time)."""
+    while True:
+        start = text.find(_SVG_CREDENTIAL, at)
+        if start < 0:
+            return None
+        after = start + len(_SVG_CREDENTIAL)
+        if after < len(text) and (text[after].isspace() or text[after] in "/>"):
+            break
+        at = after  # <openbadges:credentials...>: another element
+    close = text.find(">", after)
+    if close < 0:
+        return None
+    if text[close - 1] == "/":
+        return start, close + 1, text[after:close - 1], ""
+    end = text.find(_SVG_CREDENTIAL_END, close + 1)
+    if end < 0:
+        return None
+    return start, end + len(_SVG_CREDENTIAL_END), text[after:close], text[close + 1:end]

@@ -10,18 +10,26 @@ import grpc
 from qiji.badges.v1 import badges_service_pb2 as pb
 from qiji.badges.v1 import badges_service_pb2_grpc as pb_grpc
 
-from services.badges.application import BadgesApplication
+from services.badges.application import BadgesApplication, narrative_shown
 from services.badges.credentials import image_url
 from services.badges.domain.criteria import Criteria, Track
 from services.badges.domain.model import Award, BadgeClass, VolunteerShift
 from shared import masking
-from shared.auth import AUDITOR, CITY_ADMIN, OPERATOR, ROLES, SERVICE
+from shared.auth import CITY_ADMIN, ROLES
 from shared.grpc.convert import enum_in, enum_out, optional_time, timestamp
-from shared.tenancy import RIDER, Ref, Rows, access_table, city_wide, public, scoped
+from shared.tenancy import (
+    CITY_READERS,
+    RIDER,
+    Ref,
+    Rows,
+    access_table,
+    city_wide,
+    public,
+    scoped,
+)
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["BadgesService"].full_name
 
-_CITY_READERS = frozenset({CITY_ADMIN, OPERATOR, AUDITOR, SERVICE})
 # Volunteer service is the rider's (their platform's, their street office's) and, for
 # confirming it, the community's where it was done (and that community's street office's).
 SHIFT_AT = Ref("shift_id", "shift_community")
@@ -38,7 +46,7 @@ ACCESS = access_table(SERVICE_NAME, {
                                   street_office=COMMUNITY_OF_REQUEST),
     "ConfirmVolunteerService": scoped(CITY_ADMIN, community=SHIFT_AT, street_office=SHIFT_AT),
     "RejectVolunteerService": scoped(CITY_ADMIN, community=SHIFT_AT, street_office=SHIFT_AT),
-    "ListVolunteerService": scoped(_CITY_READERS, platform=RIDER, street_office=RIDER,
+    "ListVolunteerService": scoped(CITY_READERS, platform=RIDER, street_office=RIDER,
                                    community=Rows("shift_community", "id")),
     "CreateBadgeClass": city_wide(CITY_ADMIN),
     "ReviseBadgeCriteria": city_wide(CITY_ADMIN),
@@ -49,12 +57,12 @@ ACCESS = access_table(SERVICE_NAME, {
     "UploadBadgeImage": city_wide(CITY_ADMIN),
     "GrantBadge": scoped(CITY_ADMIN, street_office=RIDER),
     "RevokeAward": scoped(CITY_ADMIN, street_office=AWARD),
-    "GetAward": scoped(_CITY_READERS, platform=AWARD, street_office=AWARD),
-    "ListRiderAwards": scoped(_CITY_READERS, platform=RIDER, street_office=RIDER),
-    "ListBadgeHolders": scoped(_CITY_READERS, platform=Rows("rider", "rider_id"),
+    "GetAward": scoped(CITY_READERS, platform=AWARD, street_office=AWARD),
+    "ListRiderAwards": scoped(CITY_READERS, platform=RIDER, street_office=RIDER),
+    "ListBadgeHolders": scoped(CITY_READERS, platform=Rows("rider", "rider_id"),
                                street_office=Rows("rider", "rider_id")),
-    "ExplainAward": scoped(_CITY_READERS, platform=RIDER, street_office=RIDER),
-    "ExportCredential": scoped(_CITY_READERS, platform=AWARD, street_office=AWARD),
+    "ExplainAward": scoped(CITY_READERS, platform=RIDER, street_office=RIDER),
+    "ExportCredential": scoped(CITY_READERS, platform=AWARD, street_office=AWARD),
     "VerifyCredential": public(ROLES),
     "GetIssuerKeys": public(ROLES),
     # What the public credentials face serves to anyone without a token (it reads them with
@@ -257,10 +265,13 @@ class BadgesServicer(pb_grpc.BadgesServiceServicer):
             award_id=str(a.id), rider_id=a.rider_id, badge_class_id=a.badge_class_id,
             criteria_version=a.criteria_version, kind=enum_out(a.kind, pb.AwardKind),
             status=enum_out(a.status, pb.AwardStatus),
+            # An official's reason and narratives may name people: the masking table decides.
             evidence=[pb.Evidence(source=e["source"], reference=e["reference"],
-                                  position=e["position"], narrative=e["narrative"],
+                                  position=e["position"],
+                                  narrative=narrative_shown(e),
                                   time=timestamp(e["at"])) for e in a.evidence],
-            reason=a.reason, awarded_by=a.awarded_by, award_time=timestamp(a.awarded_at),
+            reason=masking.show_to_caller(masking.FREE_TEXT, a.reason),
+            awarded_by=a.awarded_by, award_time=timestamp(a.awarded_at),
             expire_time=timestamp(a.expires_at), revoke_time=timestamp(a.revoked_at),
             revoke_reason=masking.show_to_caller(masking.FREE_TEXT, a.revoke_reason),
             revoked_by=a.revoked_by, version=a.version)

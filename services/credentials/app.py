@@ -21,17 +21,22 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from services.badges.credentials import NotBaked, unbake
+from services.badges.credentials import MAX_CREDENTIAL_CHARS, NotBaked, unbake
 from services.credentials import pages
-from services.credentials.source import BadgesSource, BadRequest, NotFoundUpstream, Unreachable
+from services.credentials.source import (
+    BadgesSource,
+    BadRequest,
+    Busy,
+    NotFoundUpstream,
+    Unreachable,
+)
 from shared import metrics
+from shared.errors import is_uuid
 
 log = structlog.get_logger(__name__)
 
 # A credential is a few KB; a baked badge carries its picture (at most 256 KiB) too.
 MAX_BODY = 400_000
-MAX_JWT = 100_000
-_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _JWS = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
 # Pages run no script; pictures come from here or from a badge's own https address.
 _HTML_CSP = ("default-src 'none'; style-src 'unsafe-inline'; img-src 'self' https: data:; "
@@ -57,10 +62,10 @@ class Problem(Exception):
 
 
 def _uuid(value: str, field: str) -> str:
-    if not _UUID.fullmatch(value):
+    if not is_uuid(value):
         raise Problem(400, f"{field} must be a UUID such as "
                       f"3f1c2a4e-0b6d-4c1e-9a57-2f0e8d7c6b5a, got {value[:80]!r}", field)
-    return value.lower()
+    return str(uuid.UUID(value))
 
 
 def _json(document: Any, media_type: str = "application/json", max_age: int = 10) -> Response:
@@ -83,6 +88,8 @@ def build_app(source: BadgesSource, *, service: str = "credentials") -> Starlett
             # badges' field names, as this face's callers know them.
             field = {"credential_jwt": "credential"}.get(bad.field, bad.field)
             raise Problem(400, bad.description, field) from None
+        except Busy:
+            raise Problem(429, "too many requests just now; try again in a second") from None
         except Unreachable as down:
             log.warning("badges.unreachable", code=str(down))
             raise Problem(503, "the badges service cannot be reached just now; try again in "
@@ -144,7 +151,8 @@ def build_app(source: BadgesSource, *, service: str = "credentials") -> Starlett
     async def status_list(request: Request) -> Response:
         issuer_id = _uuid(request.path_params["issuer_id"], "issuer_id")
         raw = request.path_params["list_number"]
-        if not raw.isdigit() or len(raw) > 6:
+        # ASCII digits only: str.isdigit() also takes "²", which int() refuses.
+        if not re.fullmatch("[0-9]{1,6}", raw):
             raise Problem(400, f"the list number must be a whole number from 0, got "
                           f"{raw[:20]!r}", "list_number")
         credential, jwt = await call(source.status_list, issuer_id, int(raw))
@@ -175,14 +183,15 @@ def build_app(source: BadgesSource, *, service: str = "credentials") -> Starlett
         if content_type.startswith(("image/png", "image/svg+xml")):
             # A baked badge (OB 3.0 §5.3): the credential inside the picture.
             try:
-                raw = unbake(raw).encode()
+                # Off the event loop: a large picture must not hold up /healthz and others.
+                raw = (await run_in_threadpool(unbake, raw)).encode()
             except NotBaked as error:
                 raise Problem(400, f"no credential in this image: {error}", "image") from None
         body = raw.decode("utf-8", "replace").strip()
         if content_type.startswith("application/json"):
             try:
                 parsed = json.loads(body)
-            except ValueError:
+            except (ValueError, RecursionError):  # RecursionError: "[[[[..." from anyone
                 raise Problem(400, "the body is not JSON", "body") from None
             if not isinstance(parsed, dict) or not isinstance(parsed.get("credential"), str):
                 raise Problem(400, 'send {"credential": "<the VC-JWT>"} or the JWT alone as '
@@ -214,7 +223,8 @@ def build_app(source: BadgesSource, *, service: str = "credentials") -> Starlett
     async def problem(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, Problem)
         body = {"error": exc.error, **({"field": exc.field} if exc.field else {})}
-        return JSONResponse(body, status_code=exc.status)
+        return JSONResponse(body, status_code=exc.status,
+                            headers={"Retry-After": "1"} if exc.status == 429 else None)
 
     async def http_problem(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
@@ -236,7 +246,7 @@ def _credential(jwt: str) -> str:
     if not jwt:
         raise Problem(400, "paste the credential: a VC-JWT (header.payload.signature)",
                       "credential")
-    if len(jwt) > MAX_JWT or not _JWS.fullmatch(jwt):
+    if len(jwt) > MAX_CREDENTIAL_CHARS or not _JWS.fullmatch(jwt):
         raise Problem(400, "this is not a VC-JWT: three base64url parts separated by dots "
                       "(header.payload.signature)", "credential")
     return jwt

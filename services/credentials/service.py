@@ -52,12 +52,16 @@ def serve() -> None:
     with exits_on_config_error(NAME):
         settings = load_settings(NAME)
         configure_logging(NAME, settings.log_format)
-        if not settings.service_token:
-            raise ConfigError("CREDENTIALS_SERVICE_TOKEN / QIJI_SERVICE_TOKEN must be set: "
-                              "the public face reads badges' API with it")
+        # A public_reader token: the internet reaches this process, so it holds a token that
+        # reaches badges' public reads and nothing else (never the `service` token).
+        token = settings.own_setting("PUBLIC_READER_TOKEN")
+        if not token:
+            raise ConfigError("CREDENTIALS_PUBLIC_READER_TOKEN / QIJI_PUBLIC_READER_TOKEN must "
+                              "be set to a public_reader token: the public face reads badges' "
+                              "public RPCs with it")
         host, port, tls = http_settings(settings)
-        source = BadgesSource(settings.upstreams["badges"], settings.service_token,
-                              settings.tls)
+        source = BadgesSource(settings.upstreams["badges"], token, settings.tls,
+                              calls_per_second=settings.own_setting("CALLS_PER_SECOND"))
     metrics.serve(host, settings.metrics_port)
     config = uvicorn.Config(build_app(source), host=host, port=port, log_config=None,
                             access_log=False, server_header=False, proxy_headers=False,

@@ -1,8 +1,11 @@
-"""Where the public face gets what it serves: badges' gRPC API, called with the `service`
-token, each answer kept a moment so that the public's traffic does not become badges' load.
+"""Where the public face gets what it serves: badges' gRPC API, called with a `public_reader`
+token (it reaches badges' public reads and nothing else), each answer kept a moment so that
+the public's traffic does not become badges' load.
 
 Status lists are kept one second (a revocation shows within about a second); everything else
-ten seconds."""
+ten seconds, "not found" included (a public GET of a made-up id costs badges one call, not
+one per request). Calls beyond CREDENTIALS_CALLS_PER_SECOND are not made: the face
+answers 429 and badges keeps serving the city."""
 
 from __future__ import annotations
 
@@ -44,13 +47,41 @@ class Unreachable(Exception):
     """badges cannot be asked just now (down, overloaded, misconfigured token)."""
 
 
+class Busy(Exception):
+    """The face has made as many calls to badges as it may this second."""
+
+
+class _Budget:
+    """A token bucket: `per_second` calls a second, as many at once after a quiet second."""
+
+    def __init__(self, per_second: int, clock: Callable[[], float]):
+        self._rate = float(per_second)
+        self._left = self._rate
+        self._clock = clock
+        self._at = clock()
+        self._lock = threading.Lock()
+
+    def take(self) -> bool:
+        with self._lock:
+            now = self._clock()
+            self._left = min(self._rate, self._left + (now - self._at) * self._rate)
+            self._at = now
+            if self._left < 1:
+                return False
+            self._left -= 1
+            return True
+
+
 class BadgesSource:
     def __init__(self, address: str, token: str, tls: TlsSettings | None = None,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, calls_per_second: int = 50,
+                 stub: Any = None):
         self._channel = open_channel(address, tls)
-        self._stub = pb_grpc.BadgesServiceStub(self._channel)
+        self._stub = stub or pb_grpc.BadgesServiceStub(self._channel)
         self._metadata = (("authorization", f"Bearer {token}"),)
         self._clock = clock
+        self._budget = _Budget(calls_per_second, clock)
+        # key -> (until when, the answer or the NotFoundUpstream to raise again)
         self._cache: dict[tuple[Any, ...], tuple[float, Any]] = {}
         self._lock = threading.Lock()
 
@@ -59,7 +90,9 @@ class BadgesSource:
 
     # ------------------------------------------------------------------ calls
 
-    def _call(self, rpc: str, request: Any) -> Any:
+    def _call(self, rpc: str, request: Any, *, budgeted: bool = True) -> Any:
+        if budgeted and not self._budget.take():
+            raise Busy()
         try:
             return getattr(self._stub, rpc)(request, metadata=self._metadata,
                                             timeout=CALL_TIMEOUT)
@@ -70,18 +103,27 @@ class BadgesSource:
         now = self._clock()
         with self._lock:
             hit = self._cache.get(key)
-            if hit is not None and hit[0] > now:
-                return hit[1]
-        value = fetch()
+        if hit is not None and hit[0] > now:
+            if isinstance(hit[1], NotFoundUpstream):
+                raise hit[1]
+            return hit[1]
+        value: Any
+        try:
+            value = fetch()
+        except NotFoundUpstream as missing:
+            value = missing
         with self._lock:
             if len(self._cache) > 10_000:  # bounded: ids come from the public
                 self._cache.clear()
             self._cache[key] = (now + seconds, value)
+        if isinstance(value, NotFoundUpstream):
+            raise value
         return value
 
     def ping(self) -> None:
-        """Raises Unreachable unless badges answers the public face's token now."""
-        self._call("GetIssuerKeys", pb.GetIssuerKeysRequest())
+        """Raises Unreachable unless badges answers the public face's token now (outside the
+        budget: a face busy with the public is still ready)."""
+        self._call("GetIssuerKeys", pb.GetIssuerKeysRequest(), budgeted=False)
 
     def jwks(self) -> dict[str, Any]:
         return self._kept(("jwks",), DOCUMENT_SECONDS, lambda: json.loads(

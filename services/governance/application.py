@@ -311,12 +311,16 @@ class GovernanceApplication(QijiApplication):
             text=_free_text(r.text),
             attachment_refs=list(r.attachment_refs), observed_at=r.observed_at,
             submitted_at=r.submitted_at, status=r.status,
-            assignments=[{"department_id": d, **a,
-                          **{k: _free_text(a[k]) for k in _ASSIGNMENT_TEXTS if k in a}}
+            assignments=[{"department_id": d,
+                          **masking.redact(a, context.current().actor.roles)}
                          for d, a in r.assignments.items()],
             rules_version=r.rules_version, rule_name=r.rule_name,
-            unresolved_functions=list(r.unresolved_functions), duplicate_of=r.duplicate_of,
-            duplicates=list(r.duplicates), closed_at=r.closed_at, verified_at=r.verified_at,
+            unresolved_functions=list(r.unresolved_functions),
+            # Another report of the same incident may be another tenant's: its id is shown
+            # only to whoever may read it (the status still says DUPLICATE).
+            duplicate_of=r.duplicate_of if self.sees("report", r.duplicate_of) else "",
+            duplicates=[d for d in r.duplicates if self.sees("report", d)],
+            closed_at=r.closed_at, verified_at=r.verified_at,
             verification_note=_free_text(r.verification_note), version=r.version)
 
     def list_reports(self, *, street_id: str, kind: ReportKind | None,
@@ -341,8 +345,9 @@ class GovernanceApplication(QijiApplication):
                 stored_at=e.timestamp, principal=meta.get("principal", ""),
                 rpc=meta.get("rpc", ""), request_id=meta.get("request_id", ""),
                 correlation_id=meta.get("correlation_id", ""),
-                details={k: _free_text(_detail(v)) if k in _HISTORY_TEXTS else _detail(v)
-                         for k, v in vars(e).items() if k not in _NOT_DETAILS}))
+                details={k: _detail(v) for k, v in masking.redact(
+                    {k: v for k, v in vars(e).items() if k not in _NOT_DETAILS},
+                    context.current().actor.roles).items()}))
         return entries
 
     # ------------------------------------------------------------------ departments' work
@@ -768,13 +773,6 @@ class GovernanceApplication(QijiApplication):
             raise InvalidArgument([FieldViolation(
                 field, f"must be a {kind}, not a {found['kind']}")])
         return found
-
-
-# Free text of a report's assignments and of a history's events (what the masking table calls
-# free text that may name people).
-_ASSIGNMENT_TEXTS = ("work_note", "resolution", "rejection_note")
-_HISTORY_TEXTS = frozenset({"text", "note", "resolution", "verification_note", "subject",
-                            "notes", "outcome", "reason", "place", "mediator_name"})
 
 
 def _free_text(value: str) -> str:

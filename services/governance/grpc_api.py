@@ -34,20 +34,25 @@ from services.governance.domain.values import (
 )
 from services.governance.views import QueueEntry, StatisticsRow
 from shared.auth import (
-    AUDITOR,
     CITY_ADMIN,
     DEPARTMENT,
-    OPERATOR,
     ROLES,
-    SERVICE,
     STREET_OFFICE,
 )
 from shared.grpc.convert import enum_in, enum_out, optional_time, timestamp
-from shared.tenancy import RIDER, Ref, Rows, access_table, city_wide, public, scoped
+from shared.tenancy import (
+    CITY_READERS,
+    RIDER,
+    Ref,
+    Rows,
+    access_table,
+    city_wide,
+    public,
+    scoped,
+)
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["GovernanceService"].full_name
 
-_CITY_READERS = frozenset({CITY_ADMIN, OPERATOR, AUDITOR, SERVICE})
 # A report is its street office's (where it happened) and each assigned department's.
 REPORT = Ref("report_id", "report")
 REPORT_ROWS = Rows("organisation", "street_id")
@@ -64,9 +69,9 @@ ACCESS = access_table(SERVICE_NAME, {
     # own street's, or the street where it happened).
     "SubmitReport": scoped(platform=RIDER,
                            street_office=RIDER | Ref("location.street_id", "organisation")),
-    "GetReport": scoped(_CITY_READERS, department=REPORT, street_office=REPORT),
-    "ListReports": scoped(_CITY_READERS, department=ASSIGNED_ROWS, street_office=REPORT_ROWS),
-    "GetReportHistory": scoped(_CITY_READERS, department=REPORT, street_office=REPORT),
+    "GetReport": scoped(CITY_READERS, department=REPORT, street_office=REPORT),
+    "ListReports": scoped(CITY_READERS, department=ASSIGNED_ROWS, street_office=REPORT_ROWS),
+    "GetReportHistory": scoped(CITY_READERS, department=REPORT, street_office=REPORT),
     # A department works only its own assignments, as itself.
     "AcknowledgeAssignment": scoped(department=DEPARTMENT_ITSELF & REPORT),
     "StartAssignmentWork": scoped(department=DEPARTMENT_ITSELF & REPORT),
@@ -74,18 +79,20 @@ ACCESS = access_table(SERVICE_NAME, {
     "RejectAssignment": scoped(department=DEPARTMENT_ITSELF & REPORT),
     # The street office where it happened vouches for the resolution.
     "VerifyReport": scoped(street_office=REPORT),
-    "ListDepartmentQueue": scoped(_CITY_READERS, department=DEPARTMENT_ITSELF),
-    "GetReportStatistics": scoped(_CITY_READERS,
+    "ListDepartmentQueue": scoped(CITY_READERS, department=DEPARTMENT_ITSELF),
+    "GetReportStatistics": scoped(CITY_READERS,
                                   street_office=Ref("street_id", "organisation")),
     "SetRoutingRules": city_wide(CITY_ADMIN),
     # The rules are the city's configuration, read by its officials.
-    "GetRoutingRules": public(_CITY_READERS, STREET_OFFICE, DEPARTMENT),
-    "OpenMediationCase": scoped(street_office=Ref("street_id", "organisation")),
+    "GetRoutingRules": public(CITY_READERS, STREET_OFFICE, DEPARTMENT),
+    # The case's street, and the report it follows from (if it names one), are the office's.
+    "OpenMediationCase": scoped(street_office=Ref("street_id", "organisation")
+                                & Ref("report_id", "report", optional=True)),
     "RecordMediationSession": scoped(street_office=CASE),
     "RecordMediationAgreement": scoped(street_office=CASE),
     "RecordMediationFailure": scoped(street_office=CASE),
-    "GetMediationCase": scoped(_CITY_READERS, street_office=CASE),
-    "ListMediationCases": scoped(_CITY_READERS, street_office=REPORT_ROWS),
+    "GetMediationCase": scoped(CITY_READERS, street_office=CASE),
+    "ListMediationCases": scoped(CITY_READERS, street_office=REPORT_ROWS),
     "PublishPledge": city_wide(CITY_ADMIN),
     # The platform shows riders the text they sign.
     "GetPledge": public(ROLES),

@@ -24,14 +24,21 @@ from services.identity.domain.values import (
     OrganisationKind,
     RiderStatus,
 )
-from shared.auth import AUDITOR, CITY_ADMIN, OPERATOR, ROLES, SERVICE
+from shared.auth import CITY_ADMIN, ROLES
 from shared.grpc.convert import enum_in, enum_out, optional_time, timestamp
-from shared.tenancy import Ref, Rows, access_table, city_wide, public, scoped
+from shared.tenancy import (
+    CITY_READERS,
+    RIDER,
+    Ref,
+    Rows,
+    access_table,
+    city_wide,
+    public,
+    scoped,
+)
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["IdentityService"].full_name
 
-_CITY_READERS = frozenset({CITY_ADMIN, OPERATOR, AUDITOR, SERVICE})
-RIDER = Ref("rider_id", "rider")
 RIDER_ROWS = Rows("rider", "id")
 
 
@@ -67,10 +74,10 @@ ACCESS = access_table(SERVICE_NAME, {
     # counter.
     "GrantConsent": scoped(CITY_ADMIN, platform=RIDER, street_office=RIDER),
     "WithdrawConsent": scoped(CITY_ADMIN, platform=RIDER, street_office=RIDER),
-    "GetRider": scoped(_CITY_READERS, platform=RIDER, street_office=RIDER),
+    "GetRider": scoped(CITY_READERS, platform=RIDER, street_office=RIDER),
     # Looking a rider up by the platform's own rider id is the platform's own namespace.
-    "LookupRider": scoped(_CITY_READERS, platform=Ref("platform_id", "organisation")),
-    "ListRiders": scoped(_CITY_READERS, platform=RIDER_ROWS, street_office=RIDER_ROWS),
+    "LookupRider": scoped(CITY_READERS, platform=Ref("platform_id", "organisation")),
+    "ListRiders": scoped(CITY_READERS, platform=RIDER_ROWS, street_office=RIDER_ROWS),
     "EraseRiderPersonalData": city_wide(CITY_ADMIN),
 })
 

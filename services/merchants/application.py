@@ -157,7 +157,10 @@ class CampaignView:
     name: str
     description: str
     stock: int
+    # The packages the caller may see (its own riders'; all of them for the street office
+    # running the campaign); `allocated` counts every package, seen or not.
     allocations: dict[str, dict[str, Any]]
+    allocated: int
     handed_over: int
     version: int
 
@@ -575,12 +578,15 @@ class MerchantsApplication(QijiApplication):
 
     def campaign(self, campaign_id: str, version: int | None = None) -> CampaignView:
         c = self.get(campaign_id, CareCampaign, "campaign", version)
+        whole_list = self.caller_owns("campaign", campaign_id)
         return CampaignView(campaign_id=str(c.id), street_id=c.street_id, name=c.name,
                             description=c.description, stock=c.stock,
                             allocations={k: {**v, "handed_over_by": masking.show_to_caller(
                                 masking.NAME, v["handed_over_by"])}
-                                for k, v in c.allocations.items() if self.sees_rider(k)},
-                            handed_over=c.handed_over, version=c.version)
+                                for k, v in c.allocations.items()
+                                if whole_list or self.sees_rider(k)},
+                            allocated=len(c.allocations), handed_over=c.handed_over,
+                            version=c.version)
 
     def list_campaigns(self, *, street_id: str, page_size: int, page_token: str
                        ) -> tuple[list[CampaignView], str]:

@@ -26,22 +26,16 @@ from services.merchants.domain.values import (
 from shared.auth import (
     AUDITOR,
     CITY_ADMIN,
-    COMMUNITY,
     DEPARTMENT,
-    EDUCATION_PROVIDER,
     MERCHANT,
-    OPERATOR,
     PLATFORM,
-    SERVICE,
     STREET_OFFICE,
 )
 from shared.grpc.convert import enum_in, enum_out, optional_time, timestamp
-from shared.tenancy import RIDER, Ref, Rows, access_table, scoped
+from shared.tenancy import CITY_READERS, RIDER, Ref, Rows, access_table, each, scoped
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["MerchantsService"].full_name
 
-_CITY_READERS = frozenset({CITY_ADMIN, OPERATOR, AUDITOR, SERVICE})
-_TENANT_READERS = (PLATFORM, STREET_OFFICE, DEPARTMENT, MERCHANT, COMMUNITY, EDUCATION_PROVIDER)
 # A merchant is its own and its street office's; an approved one is in the public directory.
 MERCHANT_ = Ref("merchant_id", "merchant")
 MERCHANT_READ = Ref("merchant_id", "merchant", read=True)
@@ -55,10 +49,6 @@ CAMPAIGN = Ref("campaign_id", "campaign")
 CAMPAIGN_READ = Ref("campaign_id", "campaign", read=True)
 
 
-def _readers(target: Any, *roles: str) -> dict[str, Any]:
-    return dict.fromkeys(roles or _TENANT_READERS, target)
-
-
 # Who may call each RPC, and for each role that acts for one organisation, what that
 # organisation must own (shared/tenancy.py). An RPC missing here is refused to everyone.
 ACCESS = access_table(SERVICE_NAME, {
@@ -70,14 +60,14 @@ ACCESS = access_table(SERVICE_NAME, {
     "SuspendMerchant": scoped(CITY_ADMIN, street_office=MERCHANT_),
     "ReinstateMerchant": scoped(CITY_ADMIN, street_office=MERCHANT_),
     "UpdateMerchantAmenities": scoped(CITY_ADMIN, street_office=MERCHANT_, merchant=MERCHANT_),
-    "GetMerchant": scoped(_CITY_READERS, **_readers(MERCHANT_READ)),
-    "ListMerchants": scoped(_CITY_READERS, **_readers(Rows("merchant", "id"))),
+    "GetMerchant": scoped(CITY_READERS, **each(MERCHANT_READ)),
+    "ListMerchants": scoped(CITY_READERS, **each(Rows("merchant", "id"))),
     "CreatePerkOffer": scoped(CITY_ADMIN, merchant=MERCHANT_),
     "PublishPerkOffer": scoped(CITY_ADMIN, merchant=PERK),
     "PausePerkOffer": scoped(CITY_ADMIN, merchant=PERK),
     "WithdrawPerkOffer": scoped(CITY_ADMIN, merchant=PERK),
-    "GetPerkOffer": scoped(_CITY_READERS, **_readers(PERK_READ)),
-    "ListPerkOffers": scoped(_CITY_READERS, **_readers(Rows("perk", "id"))),
+    "GetPerkOffer": scoped(CITY_READERS, **each(PERK_READ)),
+    "ListPerkOffers": scoped(CITY_READERS, **each(Rows("perk", "id"))),
     # The rider's side is their platform's app (or their street office's counter).
     "ListPerksForRider": scoped(CITY_ADMIN, platform=RIDER, street_office=RIDER),
     "ClaimPerk": scoped(platform=RIDER, street_office=RIDER),
@@ -87,14 +77,14 @@ ACCESS = access_table(SERVICE_NAME, {
     "ReverseRedemption": scoped(merchant=CLAIM),
     # Not "merchant": an approved merchant is public, its redemptions are not.
     "ListRedemptions": scoped(CITY_ADMIN, AUDITOR,
-                              **_readers(Rows("merchant_books", "merchant_id"),
+                              **each(Rows("merchant_books", "merchant_id"),
                                          MERCHANT, STREET_OFFICE)),
     "CreateCareCampaign": scoped(CITY_ADMIN, street_office=Ref("street_id", "organisation")),
     "AllocateCarePackage": scoped(CITY_ADMIN, street_office=CAMPAIGN),
     "RecordHandOver": scoped(CITY_ADMIN, street_office=CAMPAIGN),
-    "GetCareCampaign": scoped(_CITY_READERS, **_readers(CAMPAIGN_READ, STREET_OFFICE,
+    "GetCareCampaign": scoped(CITY_READERS, **each(CAMPAIGN_READ, STREET_OFFICE,
                                                         DEPARTMENT, PLATFORM)),
-    "ListCareCampaigns": scoped(_CITY_READERS, **_readers(Rows("campaign", "id"), STREET_OFFICE,
+    "ListCareCampaigns": scoped(CITY_READERS, **each(Rows("campaign", "id"), STREET_OFFICE,
                                                           DEPARTMENT, PLATFORM)),
 })
 
@@ -309,7 +299,7 @@ class MerchantsServicer(pb_grpc.MerchantsServiceServicer):
     def _campaign(c: CampaignView) -> Any:
         return pb.CareCampaign(
             campaign_id=c.campaign_id, street_id=c.street_id, name=c.name,
-            description=c.description, stock=c.stock, allocated=len(c.allocations),
+            description=c.description, stock=c.stock, allocated=c.allocated,
             handed_over=c.handed_over,
             allocations=[pb.CarePackageAllocation(
                 rider_id=rider_id, allocate_time=timestamp(a["allocated_at"]),

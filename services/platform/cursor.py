@@ -41,7 +41,7 @@ def decode(cursor: str, services: Iterable[str], *, field: str = "cursor") -> di
                     or not 1 <= position <= MAX_POSITION):
                 raise ValueError("not a cursor")
             positions[service] = position
-    except (ValueError, binascii.Error, UnicodeDecodeError):
+    except (ValueError, binascii.Error, UnicodeDecodeError, RecursionError):
         raise InvalidArgument([FieldViolation(
             field, "not a cursor this feed gave out; start again with an empty cursor")]
         ) from None

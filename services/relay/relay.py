@@ -95,20 +95,14 @@ PROGRESS_SECONDS = 5.0
 Publish = Callable[[str, dict[str, Any]], None]
 
 
-# Where an event about a rider goes whose platform nobody knows (it cannot happen while
-# identity keeps its riders): a key no platform may bind. Never to everyone.
-NOBODYS = "platform.unknown"
-
-
-def routing_key(type_name: str, platform_id: str, about_a_rider: bool) -> str:
+def routing_key(type_name: str, platform_id: str) -> str:
     """Where an event goes on `qiji.events`: an event about a rider to its own platform only,
-    `platform.<platform id>.<type>`; an event about no rider (a signed checkpoint) to everyone,
-    `<type>`. A broker user of one platform is given topic permissions that let it bind
-    nothing but its own platform's keys and those of events about no rider (README, "Over
-    AMQP"), so a competitor's riders never reach its queues."""
-    if platform_id:
-        return f"platform.{platform_id}.{type_name}"
-    return f"{NOBODYS}.{type_name}" if about_a_rider else type_name
+    `platform.<platform id>.<type>` (the public feed names the platform; an unknown rider's
+    event gets a name no platform has); an event about no rider (a signed checkpoint) to
+    everyone, `<type>`. A broker user of one platform is given topic permissions that let it
+    bind nothing but its own platform's keys and those of events about no rider (README,
+    "Over AMQP"), so a competitor's riders never reach its queues."""
+    return f"platform.{platform_id}.{type_name}" if platform_id else type_name
 
 
 class BrokerDown(Exception):
@@ -190,10 +184,8 @@ class Relay:
         done_through = state.next_position  # every position below it is confirmed
         for index, public in enumerate(reply.events):
             try:
-                event = structured(public.event)
-                about_a_rider = isinstance(event["data"], dict) and "rider_id" in event["data"]
-                self.publish(routing_key(public.event.type, public.platform_id, about_a_rider),
-                             event)
+                self.publish(routing_key(public.event.type, public.platform_id),
+                             structured(public.event))
             except BrokerDown:
                 # Keep what is confirmed: the positions wholly published before this one.
                 complete = [e.position for e in reply.events[:index]

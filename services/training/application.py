@@ -183,13 +183,15 @@ class TrainingApplication(QijiApplication):
 
     def session(self, session_id: str, version: int | None = None) -> SessionView:
         s = self.get(session_id, TrainingSession, "session", version)
+        whole_roll = self.caller_owns("session", session_id)
         return SessionView(
             session_id=str(s.id), course_id=s.course_id, service_space_id=s.service_space_id,
             starts_at=s.starts_at, ends_at=s.ends_at, capacity=s.capacity,
             places_taken=s.places_taken,
             # Each rider's enrolment is their platform's business: the others are counted in
-            # places_taken, not shown.
-            enrolments={k: dict(v) for k, v in s.enrolments.items() if self.sees_rider(k)},
+            # places_taken, not shown. Whoever runs the session sees its whole roll.
+            enrolments={k: dict(v) for k, v in s.enrolments.items()
+                        if whole_roll or self.sees_rider(k)},
             version=s.version)
 
     def list_sessions(self, *, course_id: str, service_space_id: str,

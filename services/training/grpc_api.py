@@ -23,23 +23,29 @@ from services.training.domain.values import (
     Track,
 )
 from shared.auth import (
-    AUDITOR,
     CITY_ADMIN,
     COMMUNITY,
     DEPARTMENT,
     EDUCATION_PROVIDER,
-    OPERATOR,
     PLATFORM,
     ROLES,
-    SERVICE,
     STREET_OFFICE,
 )
 from shared.grpc.convert import enum_in, enum_out, optional_time, timestamp
-from shared.tenancy import RIDER, Ref, Rows, access_table, city_wide, public, scoped
+from shared.tenancy import (
+    CITY_READERS,
+    RIDER,
+    Ref,
+    Rows,
+    access_table,
+    city_wide,
+    each,
+    public,
+    scoped,
+)
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["TrainingService"].full_name
 
-_CITY_READERS = frozenset({CITY_ADMIN, OPERATOR, AUDITOR, SERVICE})
 _TENANT_READERS = (PLATFORM, STREET_OFFICE, DEPARTMENT, COMMUNITY, EDUCATION_PROVIDER)
 # A course belongs to its provider (a university, an enterprise, a street office, the platform
 # itself), which drafts, publishes and retires it; once published, anyone may read it.
@@ -53,10 +59,6 @@ SESSION_READ = Ref("session_id", "session", read=True)
 SPACE = Ref("service_space_id", "service_space")
 
 
-def _readers(target: Any) -> dict[str, Any]:
-    return dict.fromkeys(_TENANT_READERS, target)
-
-
 # Who may call each RPC, and for each role that acts for one organisation, what that
 # organisation must own (shared/tenancy.py). An RPC missing here is refused to everyone.
 ACCESS = access_table(SERVICE_NAME, {
@@ -66,29 +68,31 @@ ACCESS = access_table(SERVICE_NAME, {
                             platform=COURSE),
     "RetireCourse": scoped(CITY_ADMIN, street_office=COURSE, education_provider=COURSE,
                            platform=COURSE),
-    "GetCourse": scoped(_CITY_READERS, **_readers(COURSE_READ)),
-    "ListCourses": scoped(_CITY_READERS, **_readers(Rows("course", "id"))),
+    "GetCourse": scoped(CITY_READERS, **each(COURSE_READ, *_TENANT_READERS)),
+    "ListCourses": scoped(CITY_READERS, **each(Rows("course", "id"), *_TENANT_READERS)),
     # The station master with the teacher (站长+校长): a platform or a provider schedules its
     # own course anywhere; a street office anything at its own service spaces.
     "ScheduleSession": scoped(CITY_ADMIN, street_office=SPACE, education_provider=COURSE,
                               platform=COURSE),
-    "GetSession": scoped(_CITY_READERS, **_readers(SESSION_READ)),
-    "ListSessions": scoped(_CITY_READERS, **_readers(Rows("session", "id"))),
+    "GetSession": scoped(CITY_READERS, **each(SESSION_READ, *_TENANT_READERS)),
+    "ListSessions": scoped(CITY_READERS, **each(Rows("session", "id"), *_TENANT_READERS)),
     # Enrolment is done for the rider by their platform's app, or at a street office's counter
     # (its own residents, or anyone at a session in its street).
     "EnrolRider": scoped(CITY_ADMIN, platform=RIDER, street_office=RIDER | SESSION),
     "WithdrawEnrolment": scoped(CITY_ADMIN, platform=RIDER, street_office=RIDER | SESSION),
-    # Attendance and results: the station master (through the platform) for its riders, the
-    # provider for its sessions, the street office for its riders and its spaces.
-    "CheckInRider": scoped(CITY_ADMIN, platform=RIDER, street_office=RIDER | SESSION,
+    # Attendance and results are recorded by whoever runs the session: its provider (a
+    # platform for its stations' own courses, for its own riders only), or the street office
+    # that hosts it. Nobody certifies riders on a course someone else gives: a platform would
+    # otherwise pass its own riders through the city's civic lesson.
+    "CheckInRider": scoped(CITY_ADMIN, platform=RIDER & SESSION, street_office=SESSION,
                            education_provider=SESSION),
-    "RecordNoShow": scoped(CITY_ADMIN, platform=RIDER, street_office=RIDER | SESSION,
+    "RecordNoShow": scoped(CITY_ADMIN, platform=RIDER & SESSION, street_office=SESSION,
                            education_provider=SESSION),
-    "RecordCompletion": scoped(CITY_ADMIN, platform=RIDER, street_office=RIDER | SESSION,
+    "RecordCompletion": scoped(CITY_ADMIN, platform=RIDER & SESSION, street_office=SESSION,
                                education_provider=SESSION),
     "SetPreJobCourses": city_wide(CITY_ADMIN),
     "GetPreJobCourses": public(ROLES),
-    "GetTranscript": scoped(_CITY_READERS, platform=RIDER, street_office=RIDER),
+    "GetTranscript": scoped(CITY_READERS, platform=RIDER, street_office=RIDER),
 })
 
 

@@ -44,8 +44,10 @@ def _parser() -> argparse.ArgumentParser:
         g.add_argument("--pg-user", default=None)
         if amqp:
             p.add_argument("--amqp-uri", default=None,
-                           help="RabbitMQ for the relay (default: $RELAY_AMQP_URI or "
-                           "amqp://guest:guest@127.0.0.1:5672/)")
+                           help="RabbitMQ for the relay, without its password (default: "
+                           "$RELAY_AMQP_URI, else what `up` last used, else "
+                           "amqp://guest@127.0.0.1:5672/); the password only from "
+                           "$RELAY_AMQP_URI, never on the command line")
             p.add_argument("--port-offset", type=int, default=None,
                            help="added to every default port (gRPC 50051-50056, metrics "
                            "9101-9107), to run a second stack beside the first")
@@ -209,7 +211,7 @@ def rotate_token(tokens_file: Path, principal: str, admin_token_file: Path) -> s
     subject kept (rotating a token must not unregister a caller's certificate)."""
     from shared.auth import add_caller
     from shared.cli import ADMIN_PRINCIPAL
-    from shared.ops.stack import write_private
+    from shared.files import write_private
     try:
         callers = json.loads(tokens_file.read_text() or "{}").get("callers", [])
     except FileNotFoundError:

@@ -2,10 +2,11 @@
 RabbitMQ, on which ports; bringing it up and down.
 
 The run directory holds everything `up` makes and later commands need: `stack.json` (the
-settings it was brought up with; no password), the tokens file, the master key, the badges
-signing keys and the audit signing key (made on the first `up` and kept after: losing the
-master key loses every rider's personal data and the audit chain), the admin token, one pid
-file and one log file per process.
+settings it was brought up with; no password: PostgreSQL's comes from $QIJI_POSTGRES_PASSWORD,
+the broker's from the URI in $RELAY_AMQP_URI, at every command), the tokens file, the master
+key, the badges signing keys and the audit signing key (made on the first `up` and kept
+after: losing the master key loses every rider's personal data and the audit chain), the
+admin token, one pid file and one log file per process.
 """
 
 from __future__ import annotations
@@ -16,16 +17,25 @@ import signal
 import time
 import urllib.request
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import grpc
 import psycopg
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from psycopg import sql
 
-from shared.auth import add_caller
-from shared.cli import ADMIN_PRINCIPAL, SERVICES, SERVICES_PRINCIPAL, WEB, _admin_token, port_free
+from shared.addressing import STACK_FILE
+from shared.cli import (
+    ADMIN_PRINCIPAL,
+    PROCESS_TOKENS,
+    SERVICES,
+    WEB,
+    _admin_token,
+    port_free,
+    process_tokens,
+)
 from shared.cli import metrics_port as default_metrics_port
 from shared.config import (
     CREDENTIALS_HTTP_PORT,
@@ -33,12 +43,16 @@ from shared.config import (
     DEFAULT_PORTS,
     MAX_PORT,
     ConfigError,
+    Settings,
     TlsSettings,
     integer,
     load_settings,
     load_tls_settings,
+    out_of_range,
     read_setting,
+    secret_setting,
 )
+from shared.files import write_private
 from shared.grpc.channels import open_channel
 from shared.logging import redacted
 from shared.ops import DEPENDENCY_UNREACHABLE, REFUSED, UNHEALTHY, USAGE, OpsError, supervision
@@ -48,22 +62,29 @@ REPO = Path(__file__).resolve().parents[2]
 RELAY = "relay"
 # Everything `up` starts, in start order; `down` stops them in reverse.
 PROCESSES = [*SERVICES, RELAY, WEB]
-STACK_FILE = "stack.json"
 DEFAULT_RUN_DIR = "qiji-run"
 # The relay's /metrics beside the services' 9101-9106, then the public credentials face's.
 RELAY_METRICS_PORT = 9107
 WEB_METRICS_PORT = 9108
 STOP_TIMEOUT = 20.0
-# Settings that hold secrets (or, for the AMQP URI, may): never compared nor written down.
-SECRET_SETTINGS = frozenset({"QIJI_SERVICE_TOKEN", "QIJI_POSTGRES_PASSWORD", "QIJI_MASTER_KEY",
-                             "BADGES_SIGNING_KEY", "BADGES_RSA_SIGNING_KEY", "RELAY_AMQP_URI",
-                             "QIJI_AUDIT_SIGNING_KEY"})
+# What stack.json keeps: the stack's own settings, never a secret.
+SAVED = ("pg_host", "pg_port", "pg_db", "pg_user", "amqp_uri", "port_offset", "issuer_url")
 
 Say = Callable[[str], None]
 
 
 def say(line: str) -> None:
     print(line, flush=True)
+
+
+def without_password(uri: str) -> str:
+    """The broker's URI as stack.json and every message may show it: no password."""
+    parts = urlsplit(uri)
+    if parts.password is None:
+        return uri
+    host = parts.netloc.rpartition("@")[2]
+    user = f"{parts.username}@" if parts.username else ""
+    return urlunsplit(parts._replace(netloc=user + host))
 
 
 @dataclass
@@ -73,12 +94,19 @@ class Stack:
     pg_port: int = 5432
     pg_db: str = "qiji"
     pg_user: str = "postgres"
-    amqp_uri: str = DEFAULT_AMQP_URI
+    # The broker without its password (broker_uri adds it, from the environment).
+    amqp_uri: str = without_password(DEFAULT_AMQP_URI)
     # Added to every default port (50051..., 9101...), to run a second stack on one machine.
     port_offset: int = 0
     # The public credentials face's address, named in every credential (QIJI_ISSUER_URL):
     # the city's https:// address in production; empty means this machine's face.
     issuer_url: str = ""
+    # The environment the operator's command runs in: the settings (and the passwords) the
+    # stack reads, the services' way (shared/config.py).
+    environment: Mapping[str, str] = field(default_factory=lambda: dict(os.environ),
+                                           repr=False, compare=False)
+    # The broker's password an earlier release kept in stack.json (read, never written).
+    stored_password: str | None = field(default=None, repr=False, compare=False)
 
     # ------------------------------------------------------------------ configuration
 
@@ -86,8 +114,11 @@ class Stack:
     def resolve(cls, run_dir: Path | None, overrides: Mapping[str, object],
                 env: Mapping[str, str] | None = None) -> Stack:
         """Flags first, then the run directory's stack.json (what `up` last used), then the
-        environment (the services' own setting names), then defaults."""
-        env = os.environ if env is None else env
+        environment (the services' own setting names), then defaults — except the broker:
+        a URI in the environment ($RELAY_AMQP_URI, where its password is) outranks
+        stack.json, so that a rotated one takes effect. No password comes from a flag or
+        stack.json."""
+        env = dict(os.environ if env is None else env)
         run_dir = Path(run_dir or env.get("QIJI_RUN_DIR") or DEFAULT_RUN_DIR).resolve()
         try:  # read and checked as the services read theirs (shared/config.py)
             settings = load_settings("qiji", env)
@@ -96,35 +127,70 @@ class Stack:
                 "pg_port": settings.postgres_port,
                 "pg_db": settings.postgres_dbname,
                 "pg_user": settings.postgres_user,
-                "amqp_uri": load_settings(RELAY, env).own_setting("AMQP_URI"),
+                "amqp_uri": _broker_setting(env),
                 "port_offset": read_setting(env, "qiji", "PORT_OFFSET", integer(-MAX_PORT),
                                             "0"),
                 "issuer_url": load_settings("badges", env).own_setting("ISSUER_URL"),
             }
         except ConfigError as error:
             raise OpsError(USAGE, f"configuration: {error}") from None
+        if urlsplit(str(overrides.get("amqp_uri") or "")).password is not None:
+            raise OpsError(USAGE, "--amqp-uri: no password on the command line (every user "
+                           "of this machine sees it in the process list): give the URI with "
+                           "its password in $RELAY_AMQP_URI")
         saved = run_dir / STACK_FILE
+        stored_password = None
         if saved.exists():
-            known = {f.name for f in fields(cls)} - {"run_dir"}
-            values.update({k: v for k, v in json.loads(saved.read_text()).items() if k in known})
+            kept = {k: v for k, v in json.loads(saved.read_text()).items() if k in SAVED}
+            if _broker_given(env):
+                kept.pop("amqp_uri", None)
+            else:
+                stored_password = urlsplit(str(kept.get("amqp_uri", ""))).password
+            values.update(kept)
         values.update({k: v for k, v in overrides.items() if v is not None})
-        stack = cls(run_dir=run_dir, **values)  # type: ignore[arg-type]
-        ports = [p for name in PROCESSES for p in (
-            *([stack.grpc_port(name)] if name in DEFAULT_PORTS else []),
-            *([stack.web_port] if name == WEB else []), stack.metrics_port(name))]
-        if not all(0 < port <= MAX_PORT for port in ports):
+        values["amqp_uri"] = without_password(str(values["amqp_uri"]))
+        stack = cls(run_dir=run_dir, environment=env, stored_password=stored_password,
+                    **values)  # type: ignore[arg-type]
+        bad = out_of_range(stack.ports())
+        if bad:
             raise OpsError(USAGE, f"port offset {stack.port_offset} puts ports outside "
-                           f"1..{MAX_PORT} ({min(ports)}..{max(ports)})")
+                           f"1..{MAX_PORT} ({min(bad)}..{max(bad)})")
         return stack
 
     def save(self) -> None:
-        data = {k: v for k, v in asdict(self).items() if k != "run_dir"}
+        data = {k: getattr(self, k) for k in SAVED}
         write_private(self.run_dir / STACK_FILE, json.dumps(data, indent=2) + "\n")
+
+    def settings(self, process: str = "qiji") -> Settings:
+        """`process`'s settings, read from the operator's environment as it reads them."""
+        return load_settings(process, self.environment)
 
     @property
     def password(self) -> str:
         # Never on a command line or in stack.json: from the environment only.
-        return os.environ.get("QIJI_POSTGRES_PASSWORD", "")
+        return self.settings().postgres_password
+
+    @property
+    def broker_uri(self) -> str:
+        """The broker's URI with its password, which only the environment holds (the
+        password of $RELAY_AMQP_URI, else of the default URI)."""
+        password = urlsplit(_broker_setting(self.environment)).password
+        if self.stored_password is not None and self.stored_password != password:
+            raise OpsError(REFUSED, f"{self.run_dir / STACK_FILE} holds the broker's password "
+                           "(an earlier release kept it there); this release reads it only "
+                           "from the environment: export RELAY_AMQP_URI with the URI and its "
+                           "password, and run the command again")
+        parts = urlsplit(self.amqp_uri)
+        if password is None or parts.username is None:
+            return self.amqp_uri
+        host = parts.netloc.rpartition("@")[2]
+        return urlunsplit(parts._replace(netloc=f"{parts.username}:{password}@{host}"))
+
+    def ports(self) -> list[int]:
+        """Every port the stack's processes listen on: gRPC, the public face's HTTP, metrics."""
+        return [port for name in PROCESSES for port in (
+            *([self.grpc_port(name)] if name in DEFAULT_PORTS else []),
+            *([self.web_port] if name == WEB else []), self.metrics_port(name))]
 
     def conninfo(self, dbname: str | None = None) -> str:
         return psycopg.conninfo.make_conninfo(
@@ -187,10 +253,9 @@ class Stack:
         """The checkpoint verifier key of a service's log (what auditors pin), from the audit
         signing key this stack gives its services; None if there is none to read."""
         from shared.checkpoints import CheckpointSigner, origin_of
-        from shared.config import load_settings
         from shared.signing import load_key
         try:
-            seed = load_key(os.environ.get("QIJI_AUDIT_SIGNING_KEY", ""),
+            seed = load_key(self.settings().audit_signing_key,
                             self.audit_signing_key_file, create=False,
                             setting="QIJI_AUDIT_SIGNING_KEY", what="audit signing key")
         except (FileNotFoundError, ValueError):
@@ -214,7 +279,7 @@ class Stack:
     def master_key(self, *, create: bool = False) -> bytes:
         """QIJI_MASTER_KEY if the operator set one, else the run directory's key file."""
         try:
-            return load_master_key(os.environ.get("QIJI_MASTER_KEY", ""), self.master_key_file,
+            return load_master_key(self.settings().master_key, self.master_key_file,
                                    create=create)
         except FileNotFoundError as missing:
             raise OpsError(REFUSED, str(missing)) from None
@@ -224,7 +289,7 @@ class Stack:
     def settings_env(self, dbname: str | None = None, pool_size: int = 1) -> dict[str, str]:
         """The environment `load_settings` reads, for this stack's database: what the ops
         commands use in-process (schema names, a store to verify)."""
-        env = {k: v for k, v in os.environ.items()}
+        env = dict(self.environment)
         env.update({
             "QIJI_PERSISTENCE": "postgres",
             "QIJI_POSTGRES_HOST": self.pg_host,
@@ -238,14 +303,17 @@ class Stack:
         })
         return env
 
-    def process_env(self, service_token: str) -> dict[str, str]:
-        """Every process's environment: the operator's own (pool size, log format...), then
-        what the stack decides (store, ports, addresses, secrets' files)."""
-        env = self.settings_env(pool_size=load_settings("qiji").postgres_pool_size)
+    def process_env(self, tokens: Mapping[str, str]) -> dict[str, str]:
+        """The processes' environment: the operator's own (pool size, log format...), then
+        what the stack decides (store, ports, addresses, secrets' files), and `tokens`
+        (shared.cli.process_tokens). supervisord gives each process only the secrets it uses
+        (shared/config.py SECRET_SETTINGS)."""
+        settings = self.settings()
+        env = self.settings_env(pool_size=settings.postgres_pool_size)
         env.update({
-            "QIJI_LOG_FORMAT": os.environ.get("QIJI_LOG_FORMAT", "json"),
-            "QIJI_SERVICE_TOKEN": service_token,
-            "RELAY_AMQP_URI": self.amqp_uri,
+            "QIJI_LOG_FORMAT": settings.log_format,
+            **tokens,
+            "RELAY_AMQP_URI": self.broker_uri,
             "PYTHONUNBUFFERED": "1",
             **{f"{name.upper()}_GRPC_PORT": str(self.grpc_port(name)) for name in SERVICES},
             **{f"{name.upper()}_METRICS_PORT": str(self.metrics_port(name))
@@ -255,24 +323,28 @@ class Stack:
             "QIJI_ISSUER_URL": self.public_url,
             "CREDENTIALS_HTTP_PORT": str(self.web_port),
         })
-        if not env.get("QIJI_MASTER_KEY"):
+        # Keys the operator did not set are the run directory's files.
+        badges = self.settings("badges")
+        if not settings.master_key:
             env["QIJI_MASTER_KEY_FILE"] = str(self.master_key_file)
-        if not env.get("BADGES_SIGNING_KEY"):
+        if not badges.own_setting("SIGNING_KEY"):
             env["BADGES_SIGNING_KEY_FILE"] = str(self.signing_key_file)
-        if not env.get("BADGES_RSA_SIGNING_KEY"):
+        if not badges.own_setting("RSA_SIGNING_KEY"):
             env["BADGES_RSA_SIGNING_KEY_FILE"] = str(self.rsa_signing_key_file)
-        if not env.get("QIJI_AUDIT_SIGNING_KEY"):
+        if not settings.audit_signing_key:
             env["QIJI_AUDIT_SIGNING_KEY_FILE"] = str(self.audit_signing_key_file)
         return env
 
 
-def write_private(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+def _broker_setting(env: Mapping[str, str]) -> str:
+    # The relay's own setting, read as the relay reads it (RELAY_AMQP_URI, QIJI_AMQP_URI).
+    uri: str = load_settings(RELAY, env).own_setting("AMQP_URI")
+    return uri
+
+
+def _broker_given(env: Mapping[str, str]) -> bool:
+    """Whether the operator's environment names the broker (RELAY_AMQP_URI, QIJI_AMQP_URI)."""
+    return bool(read_setting(env, RELAY, "AMQP_URI", str, ""))
 
 
 # ---------------------------------------------------------------------- dependencies
@@ -352,20 +424,17 @@ def up(stack: Stack, *, timeout: float, out: Say = say) -> None:
     if alive or supervision.supervisord_pid(stack) is not None:
         raise OpsError(REFUSED, f"already running in {stack.run_dir}: {alive}; run deploy/down "
                        "first")
-    busy = [port for name in PROCESSES for port in (
-        *([stack.grpc_port(name)] if name in DEFAULT_PORTS else []),
-        *([stack.web_port] if name == WEB else []), stack.metrics_port(name))
-        if not port_free(port)]
+    busy = [port for port in stack.ports() if not port_free(port)]
     if busy:
         raise OpsError(REFUSED, f"ports in use: {busy} (another stack? try --port-offset)")
     out(f"checking PostgreSQL {stack.pg_host}:{stack.pg_port}/{stack.pg_db} and RabbitMQ "
-        f"{redacted(stack.amqp_uri)}")
+        f"{stack.amqp_uri}")
     check_postgres(stack, create_database=True, out=out)
-    check_rabbitmq(stack.amqp_uri)
+    check_rabbitmq(stack.broker_uri)
     stack.run_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(stack.run_dir, 0o700)
     stack.save()
-    if not os.environ.get("QIJI_MASTER_KEY"):
+    if not stack.settings().master_key:
         made = not stack.master_key_file.exists()
         stack.master_key(create=True)
         if made:
@@ -373,9 +442,9 @@ def up(stack: Stack, *, timeout: float, out: Say = say) -> None:
                 "machine; without it no rider's personal data opens and nothing verifies")
     make_signing_keys(stack, out=out)
     _admin_token(stack.tokens_file, stack.admin_token_file)
-    # The processes' own token for reading each other's feeds: new at every up, since only
-    # the processes started here hold it.
-    env = stack.process_env(add_caller(stack.tokens_file, SERVICES_PRINCIPAL, ["service"]))
+    # The processes' own tokens (reading each other's feeds; the public face's reads): new at
+    # every up, since only the processes started here hold them.
+    env = stack.process_env(process_tokens(stack.tokens_file))
     try:
         launch(stack, env, timeout=timeout, out=out)
     except BaseException:
@@ -386,7 +455,7 @@ def up(stack: Stack, *, timeout: float, out: Say = say) -> None:
     out(f"Qiji is up (run directory {stack.run_dir}).")
     for name in SERVICES:
         out(f"  {name:<11} {stack.address(name)}   metrics {stack.metrics_url(name)}")
-    out(f"  {'relay':<11} -> {redacted(stack.amqp_uri)}   metrics {stack.metrics_url(RELAY)}")
+    out(f"  {'relay':<11} -> {stack.amqp_uri}   metrics {stack.metrics_url(RELAY)}")
     out(f"  {WEB:<11} {stack.web_url}/verify (public as {stack.public_url})   "
         f"metrics {stack.metrics_url(WEB)}")
     out(f"Admin token ({ADMIN_PRINCIPAL}: city_admin, operator, auditor): "
@@ -399,14 +468,14 @@ def make_signing_keys(stack: Stack, *, out: Say = say) -> None:
     log's checkpoints with, made once where the operator set none: `up` makes them, and so does
     `upgrade` for a key a release newly needs (0.1.0 had no RSA key, nor an audit key)."""
     from services.badges import credentials
-    if not os.environ.get("BADGES_SIGNING_KEY") and not stack.signing_key_file.exists():
+    badges = stack.settings("badges")
+    if not badges.own_setting("SIGNING_KEY") and not stack.signing_key_file.exists():
         credentials.load_ed25519("", stack.signing_key_file, create=True)
         out(f"made the badges signing key {stack.signing_key_file}")
-    if not os.environ.get("BADGES_RSA_SIGNING_KEY") and not stack.rsa_signing_key_file.exists():
+    if not badges.own_setting("RSA_SIGNING_KEY") and not stack.rsa_signing_key_file.exists():
         credentials.load_rsa("", stack.rsa_signing_key_file, create=True)
         out(f"made the badges RSA signing key {stack.rsa_signing_key_file}")
-    if (not os.environ.get("QIJI_AUDIT_SIGNING_KEY")
-            and not stack.audit_signing_key_file.exists()):
+    if not badges.audit_signing_key and not stack.audit_signing_key_file.exists():
         from shared.signing import load_key
         load_key("", stack.audit_signing_key_file, create=True,
                  setting="QIJI_AUDIT_SIGNING_KEY", what="audit signing key")
@@ -419,15 +488,18 @@ def stale_settings(stack: Stack) -> list[str]:
     """The settings (names only) this release gives its processes that supervisord, started
     by an earlier `up`, does not hand down: a setting the release is new in, or one changed
     since. Its programs inherit supervisord's environment, so restarting them cannot apply
-    these; supervisord itself must start again. Secrets are left out of the comparison (the
-    service token is new at every up; the others are the operator's)."""
+    these; supervisord itself must start again. A secret counts only by its presence (the
+    tokens are new at every up; the others are the operator's, and never compared): one this
+    release needs that supervisord lacks (the public face's token, say) makes it stale."""
     running = supervision.environment(stack)
     if running is None:
         return []
-    wanted = stack.process_env("")
+    wanted = stack.process_env(dict.fromkeys(PROCESS_TOKENS, ""))
     ours = ("QIJI_", "PYTHON", *(f"{name.upper()}_" for name in PROCESSES))
-    return sorted(k for k in {*wanted, *running} if k.startswith(ours)
-                  and k not in SECRET_SETTINGS and running.get(k) != wanted.get(k))
+    return sorted(k for k in {*wanted, *running} if k.startswith(ours) and (
+        (k in running) != (k in wanted) if secret_setting(k)
+        else running.get(k) != wanted.get(k)))
+
 
 
 def launch(stack: Stack, env: Mapping[str, str], *, timeout: float, out: Say = say) -> None:
@@ -435,7 +507,7 @@ def launch(stack: Stack, env: Mapping[str, str], *, timeout: float, out: Say = s
     at once (followers back off until their upstream answers), then the relay once they
     serve, then the public credentials face. Returns when every one is SERVING (the relay
     healthy, the face ready)."""
-    supervision.write_config(stack, PROCESSES)
+    supervision.write_config(stack, PROCESSES, env)
     for name in PROCESSES:
         stack.pid_file(name).unlink(missing_ok=True)  # an older release's: not ours any more
     supervision.start_supervisord(stack, env)

@@ -68,6 +68,20 @@ def scrape(url: str) -> Samples:
     return samples
 
 
+# Each process's /metrics, read once per status: the samples, or why they could not be read.
+Scraped = dict[str, Samples | OSError]
+
+
+def scrape_all(stack: Stack) -> Scraped:
+    found: Scraped = {}
+    for name in [*SERVICES, RELAY]:
+        try:
+            found[name] = scrape(stack.metrics_url(name))
+        except OSError as error:
+            found[name] = error
+    return found
+
+
 @dataclass
 class Report:
     services: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -102,7 +116,7 @@ def collect(stack: Stack, *, max_lag: int | None, face_expected: bool = True) ->
         report.problems.append("PostgreSQL is unreachable")
         dependency_down = True
     try:
-        check_rabbitmq(stack.amqp_uri)
+        check_rabbitmq(stack.broker_uri)
         report.dependencies["rabbitmq"] = "ok"
     except OpsError as error:
         report.dependencies["rabbitmq"] = str(error)
@@ -132,8 +146,9 @@ def collect(stack: Stack, *, max_lag: int | None, face_expected: bool = True) ->
             if entry["health"] != "SERVING":
                 unhealthy = True
                 report.problems.append(f"{name} is {entry['health']}")
+        scraped = scrape_all(stack)
         for name in SERVICES:
-            for follower in _followers(stack, name, positions):
+            for follower in _followers(stack, name, positions, scraped[name]):
                 report.followers.append(follower)
                 if follower.get("refused"):
                     unhealthy = True
@@ -144,7 +159,7 @@ def collect(stack: Stack, *, max_lag: int | None, face_expected: bool = True) ->
                 unhealthy = True
                 report.problems.append(f"{name}: health qiji.followers is NOT_SERVING (an "
                                        "upstream refuses one of its followers)")
-        report.leaders = leaders(stack)
+        report.leaders = leaders(stack, scraped)
         for name in EVENT_SOURCED_SERVICES:
             seal = report.services[name].get("seal_lag")
             if seal is not None:
@@ -155,11 +170,11 @@ def collect(stack: Stack, *, max_lag: int | None, face_expected: bool = True) ->
         if report.services[WEB]["health"] != "SERVING" and face_expected:
             unhealthy = True
             report.problems.append(f"{WEB} is {report.services[WEB]['health']}")
-        report.relay = _relay(stack, conn, positions)
+        report.relay = _relay(stack, conn, positions, scraped[RELAY])
         if not report.relay["healthy"]:
             unhealthy = True
             report.problems.append(f"the relay is not healthy: {report.relay['reason']}")
-        report.integrity = _integrity(stack)
+        report.integrity = _integrity(scraped)
         for name, entry in report.services.items():
             if entry.get("integrity") == "NOT_SERVING" and not any(
                     i["process"] == name for i in report.integrity):
@@ -252,13 +267,11 @@ def events_table(service: str) -> str:
     return f"{service}_events"
 
 
-def _integrity(stack: Stack) -> list[dict[str, Any]]:
+def _integrity(scraped: Scraped) -> list[dict[str, Any]]:
     """Every reader of every process that reports itself stopped at a bad event."""
     found = []
-    for name in [*SERVICES, RELAY]:
-        try:
-            samples = scrape(stack.metrics_url(name))
-        except OSError:
+    for name, samples in scraped.items():
+        if isinstance(samples, OSError):
             continue
         for (metric, labels), value in sorted(samples.items()):
             if metric == "qiji_audit_intact" and value == 0:
@@ -297,13 +310,11 @@ def table_exists(conn: psycopg.Connection, schema: str, table: str) -> bool:
                         (f'"{schema}"."{table}"',)).fetchone()[0]
 
 
-def _followers(stack: Stack, name: str, positions: dict[str, int | None]
-               ) -> list[dict[str, Any]]:
+def _followers(stack: Stack, name: str, positions: dict[str, int | None],
+               samples: Samples | OSError) -> list[dict[str, Any]]:
     if name not in EVENT_SOURCED_SERVICES:
         return []
-    try:
-        samples = scrape(stack.metrics_url(name))
-    except OSError:
+    if isinstance(samples, OSError):
         return [{"service": name, "upstream": "?", "position": None, "upstream_position": None,
                  "lag": None, "error": f"metrics unreachable at {stack.metrics_url(name)}"}]
     found = []
@@ -323,15 +334,13 @@ def _followers(stack: Stack, name: str, positions: dict[str, int | None]
     return found
 
 
-def leaders(stack: Stack) -> dict[str, str]:
+def leaders(stack: Stack, scraped: Scraped) -> dict[str, str]:
     """Which process leads each background work ("training follows identity", "governance
     deadlines", "relay"): from every process's /metrics (`qiji_leader`, `qiji_relay_leader`);
     "nobody" when none of this stack's processes does (another replica, or none at all)."""
     led: dict[str, str] = {}
-    for name in [*SERVICES, RELAY]:
-        try:
-            samples = scrape(stack.metrics_url(name))
-        except OSError:
+    for name, samples in scraped.items():
+        if isinstance(samples, OSError):
             continue
         where = f"{name} pid {running_pid(stack, name) or '?'}"
         for (metric, labels), value in samples.items():
@@ -346,15 +355,15 @@ def leaders(stack: Stack) -> dict[str, str]:
     return dict(sorted(led.items()))
 
 
-def _relay(stack: Stack, conn: psycopg.Connection | None, positions: dict[str, int | None]
-           ) -> dict[str, Any]:
+def _relay(stack: Stack, conn: psycopg.Connection | None, positions: dict[str, int | None],
+           scraped: Samples | OSError) -> dict[str, Any]:
     relay: dict[str, Any] = {"pid": running_pid(stack, RELAY), "metrics":
                              stack.metrics_url(RELAY), "healthy": False, "reason": ""}
-    try:
-        samples = scrape(stack.metrics_url(RELAY))
-    except OSError as error:
-        relay["reason"] = f"metrics unreachable ({error})"
-        samples = {}
+    samples: Samples = {}
+    if isinstance(scraped, OSError):
+        relay["reason"] = f"metrics unreachable ({scraped})"
+    else:
+        samples = scraped
     if samples:
         heartbeat = samples.get(("qiji_relay_heartbeat_timestamp_seconds", ()), 0.0)
         age = time.time() - heartbeat if heartbeat else None

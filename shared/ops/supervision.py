@@ -4,8 +4,9 @@ one that dies, and is asked by `deploy/status`, `restart`, `upgrade` and `down`.
 Why supervisord and not systemd units: the stack must restart its processes wherever `deploy/up`
 runs, and systemd is not PID 1 on every such machine (containers, CI, this project's own
 machines); supervisord is a plain process the run directory owns. Where systemd is PID 1, run
-supervisord itself under systemd (deploy/README.md has the unit): systemd then restarts the
-supervisor, the supervisor restarts Qiji's processes.
+the stack under deploy/systemd/qiji.service (deploy/README.md, "Supervision"): systemd follows
+supervisord by its pid file and, should it die, clears the rest and runs `deploy/up` again; the
+supervisor restarts Qiji's processes.
 
 What supervisord does for us (supervisord.conf, written by `up`, in the run directory):
 - `autorestart=true`: any exit the operator did not ask for (kill -9, a crash) is restarted at
@@ -30,12 +31,13 @@ import subprocess
 import sys
 import time
 import xmlrpc.client
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from shared.config import withheld_keys
+from shared import config
+from shared.files import write_private
 from shared.ops import FAILED, OpsError
 
 if TYPE_CHECKING:
@@ -53,8 +55,10 @@ STOP_WAIT_SECONDS = 20
 RUNNING, STARTING, BACKOFF, FATAL = "RUNNING", "STARTING", "BACKOFF", "FATAL"
 
 
-def config_text(stack: Stack, processes: list[str], python: str = sys.executable) -> str:
-    """supervisord.conf for `stack`: one program per process, no secret in it."""
+def config_text(stack: Stack, processes: list[str], environment: Iterable[str],
+                python: str = sys.executable) -> str:
+    """supervisord.conf for `stack`, whose supervisord runs with (the names) `environment`:
+    one program per process, no secret in it."""
     from shared.ops.stack import REPO
     run = stack.run_dir
     lines = [
@@ -99,20 +103,20 @@ def config_text(stack: Stack, processes: list[str], python: str = sys.executable
             "stdout_logfile_maxbytes=50MB",
             "stdout_logfile_backups=5",
         ]
-        # supervisord hands every program its own environment: the keys a process must not
-        # hold (least privilege: the gateway, the relay and the credentials face hold none;
-        # only badges its signing keys) are blanked for it — names only, no secret here.
-        withheld = withheld_keys(name)
+        # supervisord hands every program its own environment: the secrets a process must
+        # not hold (SECRET_SETTINGS: the gateway, the relay and the credentials face hold no
+        # key, only badges its signing keys, only the relay the broker's URI, only the face
+        # its public_reader token...) are blanked for it — names only, no secret here.
+        withheld = config.withheld(name, environment)
         if withheld:
             lines.append("environment=" + ",".join(f'{key}=""' for key in withheld))
     return "\n".join(lines) + "\n"
 
 
-def write_config(stack: Stack, processes: list[str]) -> Path:
-    from shared.ops.stack import write_private
+def write_config(stack: Stack, processes: list[str], environment: Iterable[str]) -> Path:
     path = stack.run_dir / CONFIG
     (stack.run_dir / "logs").mkdir(parents=True, exist_ok=True)
-    write_private(path, config_text(stack, processes))
+    write_private(path, config_text(stack, processes, environment))
     return path
 
 

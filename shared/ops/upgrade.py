@@ -30,8 +30,8 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from shared.auth import add_caller, list_callers
-from shared.cli import SERVICES_PRINCIPAL
+from shared.auth import list_callers
+from shared.cli import process_tokens
 from shared.ops import OK, REFUSED, UNHEALTHY, OpsError, store, supervision
 from shared.ops import status as status_ops
 from shared.ops.stack import (
@@ -82,7 +82,9 @@ def upgrade(stack: Stack, *, backup_dir: Path | None, timeout: float, out: Say =
     if supervised and not stale:
         out("4/5 restarting on the new release, one process at a time: "
             + " → ".join(PROCESSES))
-        supervision.write_config(stack, PROCESSES)
+        # The environment the running supervisord hands down, which the new configuration
+        # blanks each program's withheld secrets of.
+        supervision.write_config(stack, PROCESSES, supervision.environment(stack) or {})
         # New programs (this release's) are started in their place in the order.
         _added, changed = supervision.reload(stack)
         restart(stack, PROCESSES, timeout=timeout, out=lambda line: out(f"  {line}"),
@@ -98,7 +100,7 @@ def upgrade(stack: Stack, *, backup_dir: Path | None, timeout: float, out: Say =
                 "new release under supervisord")
             _stop({n: unsupervised[n] for n in reversed(PROCESSES) if n in unsupervised},
                   STOP_TIMEOUT, out=lambda line: out(f"  {line}"))
-        env = stack.process_env(add_caller(stack.tokens_file, SERVICES_PRINCIPAL, ["service"]))
+        env = stack.process_env(process_tokens(stack.tokens_file))
         launch(stack, env, timeout=timeout, out=lambda line: out(f"  {line}"))
     out(f"    every process on the new release ({time.monotonic() - began:.1f} s)")
     deadline = time.monotonic() + timeout

@@ -348,7 +348,7 @@ class WebProcess:
         self.env = {k: v for k, v in os.environ.items()
                     if not k.startswith(("QIJI_", "CREDENTIALS_"))}
         self.env.update({"QIJI_TOKENS_FILE": str(badges.tokens_file),
-                         "QIJI_SERVICE_TOKEN": badges.tokens["service"],
+                         "QIJI_PUBLIC_READER_TOKEN": badges.tokens["public_reader"],
                          "QIJI_LOG_FORMAT": "json", "PYTHONUNBUFFERED": "1",
                          "CREDENTIALS_HTTP_PORT": str(self.port),
                          "CREDENTIALS_BADGES_ADDRESS": badges.address})

@@ -181,7 +181,7 @@ def pass_course(training: ServiceProcess, city: City, course_id: str, riders: li
                 ) -> str:
     """A real completion: a session the street office holds at its space, starting in two
     minutes (check-in opens an hour before), the riders enrolled by their platform, checked in
-    and recorded PASSED. Returns the session id."""
+    and recorded PASSED by the office. Returns the session id."""
     platform = training.client("platform")
     session_id = training.client("street_office").ScheduleSession(tpb.ScheduleSessionRequest(
         request_id=new_request_id(), course_id=course_id, service_space_id=city.space,
@@ -189,10 +189,11 @@ def pass_course(training: ServiceProcess, city: City, course_id: str, riders: li
     for rider_id in riders:
         platform.EnrolRider(tpb.EnrolRiderRequest(request_id=new_request_id(),
                                                   session_id=session_id, rider_id=rider_id))
+    host = training.client("street_office")  # records attendance at the session it holds
     for rider_id in riders:
-        platform.CheckInRider(tpb.CheckInRiderRequest(
+        host.CheckInRider(tpb.CheckInRiderRequest(
             request_id=new_request_id(), session_id=session_id, rider_id=rider_id))
-        platform.RecordCompletion(tpb.RecordCompletionRequest(
+        host.RecordCompletion(tpb.RecordCompletionRequest(
             request_id=new_request_id(), session_id=session_id, rider_id=rider_id,
             result=tpb.COMPLETION_RESULT_PASSED))
     return session_id

@@ -10,14 +10,17 @@ from __future__ import annotations
 import base64
 import json
 import os
+import threading
 import time
 import urllib.error
 import urllib.request
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 from qiji.badges.v1 import badges_service_pb2 as pb
 from qiji.identity.v1 import identity_service_pb2 as ipb
@@ -189,9 +192,27 @@ def test_a_baked_badge_carries_its_credential_and_verifies_as_posted(
     assert (status, json.loads(body)["field"]) == (400, "image")
 
 
+def _png_with_credential_chunk(text: bytes) -> bytes:
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return len(data).to_bytes(4, "big") + kind + data + zlib.crc32(kind + data).to_bytes(
+            4, "big")
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"iTXt", b"openbadgecredential\x00\x00\x00\x00\x00"
+                                          + text) + chunk(b"IEND", b""))
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+
+# JSON nested deeper than Python's parser goes (it raises RecursionError, not ValueError).
+DEEP = b"[" * 5000
+DEEP_JWT = f"{_b64url(DEEP)}.{_b64url(DEEP)}.AA"
+
 BAD = {
     # path or (path, body, content type): (status, field)
     "/issuers/not-a-uuid": (400, "issuer_id"),
+    "/status/3f1c2a4e-0b6d-4c1e-9a57-2f0e8d7c6b5a/revocation/%C2%B2": (400, "list_number"),
+    f"/achievements?page_token={_b64url(DEEP)}": (400, "page_token"),
     "/issuers/3f1c2a4e-0b6d-4c1e-9a57-2f0e8d7c6b5a": (404, ""),
     "/achievements/3f1c2a4e-0b6d-4c1e-9a57-2f0e8d7c6b5a/image": (404, ""),
     "/achievements?issuer_id=%27%3B--": (400, "issuer_id"),
@@ -202,8 +223,16 @@ BAD = {
     "POST /api/verify json without credential": (400, "credential"),
     "POST /api/verify three parts, not a JWS of JSON": (400, "credential"),
     "POST /api/verify 500 KB": (413, ""),
+    "POST /api/verify a PNG whose credential is not UTF-8": (400, "image"),
+    "POST /api/verify a JWT nested deeper than JSON goes": (400, "credential"),
+    "POST /api/verify JSON nested deeper than JSON goes": (400, "body"),
 }
 BODIES = {
+    "POST /api/verify a PNG whose credential is not UTF-8": (
+        _png_with_credential_chunk(b"\xff\xfe"), "image/png"),
+    "POST /api/verify a JWT nested deeper than JSON goes": (DEEP_JWT.encode(), "text/plain"),
+    "POST /api/verify JSON nested deeper than JSON goes": (
+        b'{"credential": ' + DEEP, "application/json"),
     "POST /api/verify garbage": (b"garbage", "text/plain"),
     "POST /api/verify json without credential": (b'{"jwt": "x"}', "application/json"),
     "POST /api/verify three parts, not a JWS of JSON": (b"abc.def.ghi", "text/plain"),
@@ -211,7 +240,7 @@ BODIES = {
 }
 
 
-@pytest.mark.parametrize("case", BAD, ids=BAD)
+@pytest.mark.parametrize("case", BAD, ids=[case[:70] for case in BAD])
 def test_bad_input_gets_a_precise_http_error_and_never_a_traceback(
         credentials: WebProcess, scene: Scene, case: str) -> None:
     expected_status, expected_field = BAD[case]
@@ -225,6 +254,60 @@ def test_bad_input_gets_a_precise_http_error_and_never_a_traceback(
     problem = json.loads(answer)
     assert problem["error"] and "Traceback" not in problem["error"]
     assert problem.get("field", "") == expected_field
+
+
+def test_bad_input_never_reaches_badges_as_an_internal_error(
+        badges: ServiceProcess, credentials: WebProcess, scene: Scene) -> None:
+    """What the face passes on, and the same input straight to badges' API: INVALID_ARGUMENT
+    naming the field, and nothing in badges' log says it failed inside."""
+    reader = badges.client("auditor")
+    for call in (lambda: reader.VerifyCredential(pb.VerifyCredentialRequest(
+                     credential_jwt=DEEP_JWT)),
+                 lambda: reader.ListAchievements(pb.ListAchievementsRequest(
+                     page_token=_b64url(DEEP)))):
+        with pytest.raises(grpc.RpcError) as refused:
+            call()
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    for case in BAD:
+        if case in BODIES:
+            http(f"{credentials.url}/api/verify", data=BODIES[case][0],
+                 headers={"Content-Type": BODIES[case][1]})
+        else:
+            http(credentials.url + case)
+    assert "rpc.internal_error" not in badges.log_path.read_text(errors="replace")
+    face_log = credentials.log_path.read_text(errors="replace")
+    assert "http.failed" not in face_log and '"status": 500' not in face_log
+
+
+def test_a_crafted_picture_is_answered_at_once_and_the_face_stays_responsive(
+        credentials: WebProcess) -> None:
+    """Nothing but opening tags (391 KB): a scan that starts again at every tag took 29 s of
+    CPU on one such body, and held up every other request meanwhile. Four at once are each
+    refused (400) in moments, and /healthz answers throughout."""
+    crafted = b"<openbadges:credential>" * 17_000
+    answers: dict[int, tuple[int, float]] = {}
+
+    def post(i: int) -> None:
+        started = time.monotonic()
+        status, _, _ = http(f"{credentials.url}/api/verify", data=crafted,
+                            headers={"Content-Type": "image/svg+xml"})
+        answers[i] = (status, time.monotonic() - started)
+
+    posting = [threading.Thread(target=post, args=(i,), daemon=True) for i in range(4)]
+    for thread in posting:
+        thread.start()
+    health = []
+    while True:
+        started = time.monotonic()
+        status, _, _ = http(f"{credentials.url}/healthz")
+        health.append((status, time.monotonic() - started))
+        if not any(thread.is_alive() for thread in posting):
+            break
+    for thread in posting:
+        thread.join(30)
+    assert sorted(answers) == [0, 1, 2, 3], "a crafted request got no answer within 10 s"
+    assert all(status == 400 and seconds < 5 for status, seconds in answers.values()), answers
+    assert all(status == 200 and seconds < 2 for status, seconds in health), health
 
 
 def test_the_face_reports_its_health_and_stops_cleanly_on_sigterm(

@@ -515,7 +515,7 @@ BAD_INPUT: dict[str, Bad] = {
         "ReadEvents", "service", on(feed_pb.ReadEventsRequest, from_position=-1),
         INVALID, field="from_position"),
     "ReadEvents-limit-over-1000": Bad(
-        "ReadEvents", "auditor", on(feed_pb.ReadEventsRequest, limit=1001),
+        "ReadEvents", "service", on(feed_pb.ReadEventsRequest, limit=1001),
         INVALID, field="limit"),
 }
 
@@ -747,7 +747,7 @@ def test_personal_data_is_encrypted_at_rest_and_kept_out_of_the_log(
         for secret in (phone, OTHER_NATIONAL_ID, name):
             assert secret not in state
             assert secret.encode("unicode_escape").decode() not in state
-    for event in identity.client("auditor").all_events():
+    for event in identity.client("service").all_events():
         state = event.state.decode("utf-8", "replace")
         assert phone not in state and OTHER_NATIONAL_ID not in state
     log = identity.log_path.read_text(errors="replace")
@@ -865,7 +865,7 @@ def test_the_feed_reads_events_in_order_with_who_acted_and_why(
     assert ("x-correlation-id", correlation_id) in call.initial_metadata()
 
     # Every write of this module carries a request id, so every event must show one.
-    events = identity.client("auditor").all_events()
+    events = identity.client("service").all_events()
     positions = [e.position for e in events]
     assert positions == sorted(set(positions)) and positions[0] >= 1
     for event in events:

@@ -452,7 +452,7 @@ BAD_INPUT: dict[str, Bad] = {
         on(pb.WithdrawEnrolmentRequest, session_id=lambda s: s.session, rider_id="x"),
         INVALID, field="rider_id"),
     "CheckInRider-far-before-the-start": Bad(
-        "CheckInRider", "platform",
+        "CheckInRider", "education_provider",
         on(pb.CheckInRiderRequest, session_id=lambda s: s.session,
            rider_id=lambda s: s.enrolled), PRECONDITION, reason="OUTSIDE_CHECK_IN_WINDOW"),
     "CheckInRider-rider-not-enrolled": Bad(
@@ -460,20 +460,22 @@ BAD_INPUT: dict[str, Bad] = {
         on(pb.CheckInRiderRequest, session_id=lambda s: s.soon_session,
            rider_id=lambda s: s.active), NOT_FOUND, reason="ENROLMENT_NOT_FOUND"),
     "RecordNoShow-before-the-start": Bad(
-        "RecordNoShow", "platform",
+        "RecordNoShow", "education_provider",
         on(pb.RecordNoShowRequest, session_id=lambda s: s.soon_session,
            rider_id=lambda s: s.soon_rider), PRECONDITION, reason="SESSION_NOT_STARTED"),
     "RecordCompletion-without-check-in": Bad(
-        "RecordCompletion", "platform", soon_completion(result=pb.COMPLETION_RESULT_PASSED),
+        "RecordCompletion", "education_provider",
+        soon_completion(result=pb.COMPLETION_RESULT_PASSED),
         PRECONDITION, reason="ENROLMENT_ENROLLED"),
     "RecordCompletion-score-101": Bad(
-        "RecordCompletion", "platform",
+        "RecordCompletion", "education_provider",
         soon_completion(result=pb.COMPLETION_RESULT_PASSED, score=101), INVALID, field="score"),
     "RecordCompletion-score-minus-1": Bad(
         "RecordCompletion", "street_office",
         soon_completion(result=pb.COMPLETION_RESULT_FAILED, score=-1), INVALID, field="score"),
     "RecordCompletion-without-result": Bad(
-        "RecordCompletion", "platform", soon_completion(score=80), INVALID, field="result"),
+        "RecordCompletion", "education_provider", soon_completion(score=80), INVALID,
+        field="result"),
     # -- pre-job programme, transcript
     "SetPreJobCourses-a-draft-course": Bad(
         "SetPreJobCourses", "city_admin",
@@ -570,8 +572,10 @@ def test_a_city_trains_a_rider_across_both_services_until_pre_job_certified(
     enrol(platform, first.session_id, classmate)
 
     results = []
-    for session, score in ((first, 92), (second, None)):
-        checked_in = platform.CheckInRider(pb.CheckInRiderRequest(
+    # Attendance and results are recorded by whoever runs each session: the provider at its
+    # civic lesson, the platform at its own station course.
+    for session, score, runner in ((first, 92, provider), (second, None, platform)):
+        checked_in = runner.CheckInRider(pb.CheckInRiderRequest(
             request_id=new_request_id(), session_id=session.session_id, rider_id=rider_id))
         assert enrolment(checked_in.session, rider_id).status == pb.ENROLMENT_STATUS_CHECKED_IN
         completion = pb.RecordCompletionRequest(
@@ -579,7 +583,7 @@ def test_a_city_trains_a_rider_across_both_services_until_pre_job_certified(
             result=pb.COMPLETION_RESULT_PASSED)
         if score is not None:
             completion.score = score
-        results.append(platform.RecordCompletion(completion))
+        results.append(runner.RecordCompletion(completion))
     assert [r.pre_job_certified for r in results] == [False, True]
     passed = enrolment(results[0].session, rider_id)
     assert (passed.status, passed.score) == (pb.ENROLMENT_STATUS_PASSED, 92)
@@ -696,7 +700,7 @@ def test_suspending_a_checked_in_rider_keeps_their_place_and_their_booking(
     overlapping_id = schedule(provider, scene.course, city.space, minutes(10),
                               minutes(30)).session_id
     enrol(platform, session_id, rider_id)
-    platform.CheckInRider(pb.CheckInRiderRequest(request_id=new_request_id(),
+    provider.CheckInRider(pb.CheckInRiderRequest(request_id=new_request_id(),
                                                  session_id=session_id, rider_id=rider_id))
 
     suspend(identity, city, rider_id, "投诉核查中")

@@ -226,7 +226,7 @@ def test_a_badge_no_longer_or_never_held_is_not_found_and_says_why(world):
     award_id = serve(world, rider, "2")["award_ids"][0]
     with as_actor(OFFICE):
         world["badges"].revoke_award(award_id=award_id, reason="hours logged twice")
-    with pytest.raises(NotFound) as revoked:
+    with as_actor(OFFICE), pytest.raises(NotFound) as revoked:
         world["badges"].explain(rider_id=rider, badge_class_id=golden)
     # NOT_FOUND, as every release answered, and the reason too; the message says what ended it.
     assert revoked.value.reason == "AWARD_NOT_FOUND"
@@ -235,6 +235,11 @@ def test_a_badge_no_longer_or_never_held_is_not_found_and_says_why(world):
     assert revoked.value.message.endswith(
         f"was revoked {world['clock']().isoformat()} by beidajie-desk: hours logged twice; "
         f"its trail: qiji audit history badges {award_id}")
+    # The reason is free text: an auditor learns that there was one.
+    with as_actor(actor("auditor", "auditor")), pytest.raises(NotFound) as masked:
+        world["badges"].explain(rider_id=rider, badge_class_id=golden)
+    assert "hours logged twice" not in masked.value.message
+    assert "[withheld: 18 characters]" in masked.value.message
     with pytest.raises(NotFound) as never:
         world["badges"].explain(rider_id=other, badge_class_id=golden)
     assert never.value.message == f"rider {other} has never held 金蜂骑士 (badge class {golden})"

@@ -181,6 +181,43 @@ def test_a_badge_picture_uploaded_with_its_class_is_what_the_credential_points_a
     verifier.assert_valid_uris([achievement, profile, did])
 
 
+@pytest.mark.parametrize(("image", "media_type"), [
+    (PNG[:-12], "image/png"),  # cut short: no IEND
+    (PNG[:8] + PNG[33:], "image/png"),  # no IHDR
+    (b'<svg xmlns="http://www.w3.org/2000/svg"><a><animate attributeName="href" '
+     b'values="&#106;avascript:alert(1)"/><text>x</text></a></svg>', "image/svg+xml"),
+    (b'<svg><set attributeName="xlink:href" to="https://elsewhere.example"/></svg>',
+     "image/svg+xml"),
+    (b'<svg><a href="&#106;avascript:alert(1)">x</a></svg>', "image/svg+xml"),
+], ids=["png-cut-short", "png-without-ihdr", "animate-href", "set-xlink-href",
+        "escaped-javascript"])
+def test_a_picture_that_is_not_whole_or_could_act_is_refused_at_upload(world, image,
+                                                                        media_type):
+    class_id = badge(world, min_volunteer_hours="2")
+    with as_actor(ADMIN), pytest.raises(InvalidArgument) as refused:
+        world["badges"].upload_badge_image(badge_class_id=class_id, media_type=media_type,
+                                           image=image)
+    assert refused.value.violations[0].field == "image"
+    assert not world["badges"].badge_class(class_id).image
+
+
+def test_a_stored_picture_that_cannot_be_baked_fails_the_baked_export_precisely(world):
+    """A truncated PNG an earlier release let in: the baked export is FAILED_PRECONDITION
+    (upload the picture again), never INTERNAL; the credential itself still exports."""
+    from services.badges.application import _image_state
+    from shared.errors import FailedPrecondition
+    class_id, _rider, award_id = awarded(world)
+    app = world["badges"]
+    stored = app.badge_class(class_id)
+    stored.upload_image(**_image_state(PNG[:-12], "image/png"))
+    app.save(stored)
+    with as_actor(ADMIN):
+        _credential, jwt = app.export_credential(award_id=award_id)
+        with pytest.raises(FailedPrecondition) as refused:
+            app.baked_credential(award_id=award_id, jwt=jwt)
+    assert refused.value.reason == "BADGE_IMAGE_UNREADABLE"
+
+
 def test_a_credential_exported_before_ob3s_claims_still_verifies_until_revoked(world):
     """Qiji's earlier exports: alg EdDSA, typ vc+jwt, a bare kid, no JWT claims."""
     _, _, award_id = awarded(world)

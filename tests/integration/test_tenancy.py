@@ -25,7 +25,7 @@ from services.platform.application import LocalUpstream, PlatformFeed
 from shared.tenancy import TENANT_ROLES, Rows
 from tests.conftest import badges_key_env, pg_env
 from tests.inprocess import API_NAMES, SPECS, InProcessQiji, Service, descriptor
-from tests.tenancy_world import World, build
+from tests.tenancy_world import FREE_TEXT, World, build
 
 pytestmark = pytest.mark.postgres
 KERNEL = ("qiji.feed.v1.FeedService", "qiji.feed.v1.PublicFeedService",
@@ -126,6 +126,9 @@ def request_for(w: World, service: Service, path: str, tenant: str, role: str, *
                 f"course_draft_by_{role}",
                 held.ids["course"] if own and role != "education_provider"
                 else held.course_draft)
+        elif f.name == "session_id":
+            # A platform runs sessions of its own courses (and records attendance there).
+            request.session_id = held.ids.get(f"session_by_{role}", held.session)
         elif f.name == "perk_id" and own and role != "merchant":
             request.perk_id = held.ids["perk"]
         elif f.name in FIELD_KEYS and f.type == FieldDescriptor.TYPE_STRING \
@@ -293,6 +296,106 @@ class TestAsAdversaries:
         assert a.rider_name in report(world.token("a", "department")).text
         assert a.rider_name not in report(world.auditor).text
         assert report(world.auditor).text.startswith("[withheld:")
+
+    def test_who_runs_a_session_records_attendance_and_sees_its_whole_roll(
+            self, world: World) -> None:
+        """A platform records attendance at sessions of its own station courses only: never
+        certifies its riders on a course another provider gives. The provider and the host
+        street office see every enrolment; a platform only its own riders'."""
+        from qiji.identity.v1 import identity_service_pb2 as ipb
+        from qiji.training.v1 import training_service_pb2 as tpb
+        q, a, b = world.qiji, world.tenants["a"], world.tenants["b"]
+        refused = q.call("training", "RecordCompletion", tpb.RecordCompletionRequest(
+            request_id=str(uuid.uuid4()), session_id=a.session, rider_id=a.rider,
+            result=tpb.COMPLETION_RESULT_PASSED, score=100), world.token("a", "platform"))
+        assert (refused.code, refused.reason) == (grpc.StatusCode.PERMISSION_DENIED,
+                                                  "OUT_OF_SCOPE")
+        # A new rider of B's in A's provider's session (public: any platform may enrol).
+        newcomer = q.ok("identity", "RegisterRider", ipb.RegisterRiderRequest(
+            request_id=str(uuid.uuid4()), platform_id=b.platform, platform_rider_id="R-b-new",
+            name="新骑手", phone="13900009999", home_street_id=b.street, station_id=b.station),
+            world.token("b", "platform")).rider.rider_id
+        q.ok("identity", "VerifyRider", ipb.VerifyRiderRequest(
+            request_id=str(uuid.uuid4()), rider_id=newcomer), world.token("b", "platform"))
+        q.ok("training", "EnrolRider", tpb.EnrolRiderRequest(
+            request_id=str(uuid.uuid4()), session_id=a.session, rider_id=newcomer),
+            world.token("b", "platform"))
+
+        def roll(token: str) -> set[str]:
+            return {e.rider_id for e in q.ok("training", "GetSession", tpb.GetSessionRequest(
+                session_id=a.session), token).session.enrolments}
+        assert roll(world.token("a", "education_provider")) == {a.rider, newcomer}
+        assert roll(world.token("a", "street_office")) == {a.rider, newcomer}
+        assert roll(world.token("a", "platform")) == {a.rider}
+        assert roll(world.token("b", "platform")) == {newcomer}
+
+    def test_a_report_of_the_same_incident_does_not_name_another_tenants_report(
+            self, world: World) -> None:
+        from qiji.governance.v1 import governance_service_pb2 as gpb
+        q, a, b = world.qiji, world.tenants["a"], world.tenants["b"]
+        original = q.ok("governance", "GetReport", gpb.GetReportRequest(report_id=a.report),
+                        world.admin).report
+        theirs = q.ok("governance", "SubmitReport", gpb.SubmitReportRequest(
+            request_id=str(uuid.uuid4()), rider_id=b.rider, kind=original.kind,
+            category=original.category, text="井盖缺失", location=original.location),
+            world.token("b", "platform")).report
+        assert theirs.status == gpb.REPORT_STATUS_DUPLICATE
+        assert a.report not in shown(theirs)
+        # The street office where it happened sees the link both ways.
+        seen = q.ok("governance", "GetReport", gpb.GetReportRequest(report_id=theirs.report_id),
+                    world.token("a", "street_office")).report
+        assert seen.duplicate_of_report_id == a.report
+
+    def test_a_mediation_case_follows_only_a_report_of_the_offices_own_street(
+            self, world: World) -> None:
+        from qiji.governance.v1 import governance_service_pb2 as gpb
+        q, a, b = world.qiji, world.tenants["a"], world.tenants["b"]
+        before = q.positions()
+        refused = q.call("governance", "OpenMediationCase", gpb.OpenMediationCaseRequest(
+            request_id=str(uuid.uuid4()), street_id=b.street, report_id=a.report,
+            subject="x", mediator_name="李调解员",
+            parties=[gpb.MediationParty(role=gpb.PARTY_ROLE_RIDER, rider_id=b.rider)]),
+            world.token("b", "street_office"))
+        assert (refused.code, refused.reason) == (grpc.StatusCode.PERMISSION_DENIED,
+                                                  "OUT_OF_SCOPE")
+        assert q.positions() == before
+
+    def test_a_campaign_counts_every_package_whoever_asks(self, world: World) -> None:
+        from qiji.merchants.v1 import merchants_service_pb2 as mpb
+        q, a, b = world.qiji, world.tenants["a"], world.tenants["b"]
+        q.ok("merchants", "AllocateCarePackage", mpb.AllocateCarePackageRequest(
+            request_id=str(uuid.uuid4()), campaign_id=a.campaign, rider_id=b.rider),
+            world.token("a", "street_office"))
+
+        def seen(token: str) -> Any:
+            return q.ok("merchants", "GetCareCampaign", mpb.GetCareCampaignRequest(
+                campaign_id=a.campaign), token).campaign
+        office, platform = seen(world.token("a", "street_office")), seen(world.token("b",
+                                                                                    "platform"))
+        assert office.allocated == platform.allocated == 2
+        assert {x.rider_id for x in office.allocations} == {a.rider, b.rider}
+        assert {x.rider_id for x in platform.allocations} == {b.rider}
+
+    @pytest.mark.parametrize("role", ["platform", "auditor"])
+    def test_free_text_is_withheld_from_platforms_and_auditors_on_every_read(
+            self, world: World, role: str) -> None:
+        """Every read every service offers, of everything A holds, as A's platform and as an
+        auditor: no free text (a report's words, an award's reason and evidence, a mediation's
+        subject) comes back in clear."""
+        token = world.token("a", "platform") if role == "platform" else world.auditor
+        for service, path in methods():
+            svc = world.qiji.services[service]
+            access = svc.access.get(path)
+            if access is None or role not in access.roles or "/qiji.feed." in path \
+                    or path.endswith("/ExportCredential"):
+                # A credential is the rider's signed document: it carries the evidence as the
+                # official wrote it for the rider to show (README, the masking table).
+                continue
+            request = request_for(world, svc, path, "a", "platform")
+            if "request_id" in request.DESCRIPTOR.fields_by_name:
+                continue
+            answer = svc.call(path, request, token)
+            assert FREE_TEXT not in shown(answer.response) + answer.message, (path, role)
 
 
 # ---------------------------------------------------------------------------- the matrix

@@ -199,8 +199,24 @@ def test_a_role_allowed_without_a_scope_makes_the_entry_refused_to_everyone() ->
         scoped(auth.PLATFORM)
 
 
+def test_the_public_reader_reaches_only_what_every_role_may_read() -> None:
+    """The public credentials face's role (the internet reaches that process): admitted by
+    the entries every role may call (`public(ROLES)`) and by no other, in every table."""
+    tables = [*(service_access(spec) for spec in SPECS), PLATFORM_ACCESS]
+    reached = [path for table in tables for path, access in table.items()
+               if auth.PUBLIC_READER in access.roles]
+    assert reached, "the face reaches badges' public reads"
+    for table in tables:
+        for path, access in table.items():
+            if auth.PUBLIC_READER in access.roles:
+                assert access.public and access.roles == auth.ROLES, path
+    assert "/qiji.badges.v1.BadgesService/GetStatusList" in reached
+    assert "/qiji.badges.v1.BadgesService/ExportCredential" not in reached
+
+
 def test_city_wide_roles_reach_everything_and_tenant_roles_never_do() -> None:
-    assert CITY_WIDE_ROLES == {auth.CITY_ADMIN, auth.AUDITOR, auth.OPERATOR, auth.SERVICE}
+    assert CITY_WIDE_ROLES == {auth.CITY_ADMIN, auth.AUDITOR, auth.OPERATOR, auth.SERVICE,
+                               auth.PUBLIC_READER}
     assert CITY_WIDE_ROLES | TENANT_ROLES == auth.ROLES
     assert not CITY_WIDE_ROLES & TENANT_ROLES
 

@@ -61,3 +61,36 @@ def test_a_baked_svg_is_still_svg_with_the_credential_right_after_the_svg_tag():
 def test_an_image_without_a_credential_says_so(image):
     with pytest.raises(NotBaked):
         unbake(image)
+
+
+@pytest.mark.parametrize("svg", [
+    f'<svg><openbadges:credential verify="{JWT}"/></svg>',
+    f'<svg><openbadges:credential\n verify="{JWT}" ></openbadges:credential></svg>',
+    f"<svg><openbadges:credential><![CDATA[{JWT}]]></openbadges:credential></svg>",
+    f'<svg><openbadges:credentials verify="x"/><openbadges:credential>{JWT}'
+    "</openbadges:credential></svg>",
+])
+def test_a_credential_is_found_in_each_form_an_svg_may_carry_it(svg):
+    assert unbake(svg.encode()) == JWT
+
+
+@pytest.mark.parametrize("image", [
+    b"<svg>" + b"<openbadges:credential>" * 1000,  # opened, never closed
+    b"<svg><openbadges:credential verify=",  # a tag never ended
+    # A PNG whose credential chunk is not UTF-8 text.
+    b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 26) + b"iTXt" + b"openbadgecredential\x00\x00\x00"
+    b"\x00\x00\xff\xfe" + struct.pack(">I", zlib.crc32(
+        b"iTXtopenbadgecredential\x00\x00\x00\x00\x00\xff\xfe"))
+    + struct.pack(">I", 0) + b"IEND" + struct.pack(">I", zlib.crc32(b"IEND")),
+])
+def test_a_broken_picture_is_not_baked_rather_than_an_error(image):
+    with pytest.raises(NotBaked):
+        unbake(image)
+
+
+def test_baking_again_removes_every_earlier_credential_but_nothing_else():
+    svg = (b'<svg xmlns="http://www.w3.org/2000/svg"><openbadges:credential verify="a"/>'
+           b"<circle r=\"4\"/><openbadges:credential>b</openbadges:credential></svg>")
+    baked = bake_svg(svg, JWT)
+    assert baked.count(b"openbadges:credential") == 1 and b'<circle r="4"/>' in baked
+    assert unbake(baked) == JWT

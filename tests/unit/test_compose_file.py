@@ -7,6 +7,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from shared.cli import SERVICES
+from shared.config import holds, secret_setting
 from tests.unit.monitoring_files import (
     ALERT_RULES,
     DASHBOARD,
@@ -93,6 +94,22 @@ def test_keys_reach_the_five_services_only():
         env = services[name]["environment"]
         assert {"QIJI_MASTER_KEY", "QIJI_AUDIT_SIGNING_KEY"} <= set(env), name
         assert ("BADGES_SIGNING_KEY" in env) == (name == "badges")
+
+
+def test_each_process_is_given_only_the_secrets_it_uses():
+    """The internet-facing face holds only its public_reader token; the gateway only the
+    service token; the relay the store's password, the service token and the broker's URI;
+    and no process a secret SECRET_SETTINGS does not give it."""
+    services = _compose()["services"]
+
+    def secrets(name: str) -> set[str]:
+        return {k for k in services[name]["environment"] if secret_setting(k)}
+    assert secrets("credentials") == {"QIJI_PUBLIC_READER_TOKEN"}
+    assert secrets("platform") == {"QIJI_SERVICE_TOKEN"}
+    assert secrets("relay") == {"QIJI_POSTGRES_PASSWORD", "QIJI_SERVICE_TOKEN", "RELAY_AMQP_URI"}
+    for name in [*SERVICES, "relay", "credentials"]:
+        assert all(holds(name, k) for k in secrets(name)), name
+    assert "QIJI_POSTGRES_PASSWORD" in secrets("identity")
 
 
 def host_path(service: dict, container_path: str) -> Path:

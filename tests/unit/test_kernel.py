@@ -108,3 +108,17 @@ def test_sealed_data_opens_only_for_its_subject_and_not_after_erasure():
     vault.erase("rider-a")
     assert vault.open("rider-a", a) == ERASED
     assert vault.open("rider-b", b) == "13900000000"
+
+
+def test_json_nested_deeper_than_the_parser_goes_is_bad_input_not_a_crash():
+    """"[[[[..." raises RecursionError in Python's JSON parser, not ValueError: a page token
+    or a credential made of it is refused as any other malformed one."""
+    import base64
+
+    from services.badges.credentials import Malformed, parse_jws
+    from shared.errors import InvalidArgument
+    deep = base64.urlsafe_b64encode(b"[" * 5000).decode().rstrip("=")
+    with pytest.raises(InvalidArgument):
+        decode_token(deep, [])
+    with pytest.raises(Malformed):
+        parse_jws(f"{deep}.{deep}.AA")

@@ -11,7 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from shared.config import DEFAULT_PORTS, OWN_SETTINGS, ConfigError, load_settings
+from shared.config import (
+    DEFAULT_PORTS,
+    OWN_SETTINGS,
+    SECRET_SETTINGS,
+    ConfigError,
+    load_settings,
+    secret_setting,
+)
 from shared.personal_data import load_master_key
 
 REPO = Path(__file__).resolve().parents[2]
@@ -22,7 +29,14 @@ SECRETS = {
     "QIJI_SERVICE_TOKEN": "qiji_service-secret-Q8",
     "BADGES_SIGNING_KEY": base64.b64encode(b"s" * 32).decode(),
     "RELAY_AMQP_URI": "amqp://relay:broker-secret-W2@rabbit:5672/",
+    "QIJI_AUDIT_SIGNING_KEY": base64.b64encode(b"a" * 32).decode(),
+    "BADGES_RSA_SIGNING_KEY": "-----BEGIN PRIVATE KEY-----rsa-secret-R5",
+    "CREDENTIALS_PUBLIC_READER_TOKEN": "qiji_reader-secret-P7",
 }
+
+
+def test_every_secret_setting_is_tried_here() -> None:
+    assert {secret_setting(name) for name in SECRETS} == set(SECRET_SETTINGS)
 
 
 @pytest.mark.parametrize("service", PROCESSES)

@@ -56,10 +56,17 @@ def test_a_caller_the_new_rules_refuse_stops_the_upgrade_with_the_command_that_f
 
 def test_a_setting_the_running_supervisord_lacks_or_differs_in_is_named(tmp_path, monkeypatch):
     stack = Stack(run_dir=tmp_path, port_offset=700)
-    started_with = {**stack.process_env("qiji_token-of-the-last-up"),
+    started_with = {**stack.process_env({"QIJI_SERVICE_TOKEN": "qiji_token-of-the-last-up",
+                                         "QIJI_PUBLIC_READER_TOKEN": "qiji_token-for-the-face"}),
                     "QIJI_POSTGRES_PASSWORD": "the password then", "SSH_TTY": "/dev/pts/3"}
     monkeypatch.setattr(supervision, "environment", lambda _stack: dict(started_with))
-    assert stale_settings(stack) == []
+    assert stale_settings(stack) == []  # secrets are not compared, only whether they are there
+
+    # A release whose public face held the service token: its supervisord has no token for
+    # the face, which this release's face needs.
+    del started_with["QIJI_PUBLIC_READER_TOKEN"]
+    assert stale_settings(stack) == ["QIJI_PUBLIC_READER_TOKEN"]
+    started_with["QIJI_PUBLIC_READER_TOKEN"] = "qiji_token-for-the-face"
 
     # An earlier build's supervisord: no face port, and the issuer URL has changed since.
     del started_with["CREDENTIALS_HTTP_PORT"]

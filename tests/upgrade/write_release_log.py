@@ -494,10 +494,13 @@ def postgres(out: Path, db: str, offset: int, amqp_uri: str) -> None:
     run_dir = out / "run"
     common = ["--run-dir", str(run_dir), "--pg-db", db]
 
+    # The broker's password only ever in the environment (never a flag: the process list).
+    env = {**os.environ, "RELAY_AMQP_URI": amqp_uri}
+
     def deploy(*args: str) -> None:
         flags = common if args[0] != "down" else common[:2]
-        subprocess.run([str(REPO / "deploy" / args[0]), *flags, *args[1:]], check=True)
-    deploy("up", "--amqp-uri", amqp_uri, "--port-offset", str(offset))
+        subprocess.run([str(REPO / "deploy" / args[0]), *flags, *args[1:]], check=True, env=env)
+    deploy("up", "--port-offset", str(offset))
     from shared.config import DEFAULT_PORTS
     addresses = {n: f"127.0.0.1:{p + offset}" for n, p in DEFAULT_PORTS.items()}
     token = (run_dir / "admin.token").read_text().strip()
@@ -512,7 +515,7 @@ def postgres(out: Path, db: str, offset: int, amqp_uri: str) -> None:
         deploy("down")
     from shared.ops.stack import Stack
     stack = Stack.resolve(run_dir, {})
-    print("settled:", settle(stack.process_env(service_token="")), flush=True)
+    print("settled:", settle(stack.process_env({})), flush=True)
     deploy("up")
     try:
         positions = wait_quiet(addresses, token)
