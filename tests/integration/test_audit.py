@@ -186,6 +186,16 @@ class Tampered:
                                  "originator_id = %s AND originator_version = 1",
                                  (rider,)).fetchone()[0]
 
+    def delete_for_a_rebuild(self) -> int:
+        """A middle event (rider 2's registration) deleted with every checkpoint after it and
+        every seal from it on, ready for the chain to be rebuilt: its position."""
+        target = self.registered(self.riders[2])
+        self.conn.execute(f"DELETE FROM {self.table} WHERE notification_id = %s OR "
+                          f"(notification_id > %s AND topic LIKE 'shared.checkpoints:%%')",
+                          (target, target))
+        self.conn.execute(f"DELETE FROM {self.seals} WHERE notification_id >= %s", (target,))
+        return target
+
     def last_business_event(self) -> int:
         return self.conn.execute(f"SELECT max(notification_id) FROM {self.table} WHERE topic"
                                  " NOT LIKE 'shared.checkpoints:%%'").fetchone()[0]
@@ -334,11 +344,7 @@ def test_a_chain_rebuilt_after_a_deletion_shows_against_the_witness_copy(sealed)
     company kept. The chain pins the change between the last checkpoint that still holds and
     the first that does not."""
     kept = witness_copies(sealed.app)
-    target = sealed.registered(sealed.riders[2])
-    sealed.conn.execute(f"DELETE FROM {sealed.table} WHERE notification_id = %s OR "
-                        f"(notification_id > %s AND topic LIKE 'shared.checkpoints:%%')",
-                        (target, target))
-    sealed.conn.execute(f"DELETE FROM {sealed.seals} WHERE notification_id >= %s", (target,))
+    target = sealed.delete_for_a_rebuild()
     assert Sealer(sealed.app).run_once() > 0
     assert verified(sealed.app).intact  # this passed before, too
     verdict = verified(sealed.app, kept)
@@ -517,11 +523,7 @@ def test_checkpoints_a_witness_kept_hold_whatever_key_and_name_the_log_has_now(s
     and gives the service a new audit signing key and origin, so that the log agrees with
     itself and its own new checkpoints. What the platform company kept still shows it."""
     kept = witness_copies(sealed.app)
-    target = sealed.registered(sealed.riders[2])
-    sealed.conn.execute(f"DELETE FROM {sealed.table} WHERE notification_id = %s OR "
-                        f"(notification_id > %s AND topic LIKE 'shared.checkpoints:%%')",
-                        (target, target))
-    sealed.conn.execute(f"DELETE FROM {sealed.seals} WHERE notification_id >= %s", (target,))
+    sealed.delete_for_a_rebuild()
     other = CheckpointSigner(bytes(range(64, 96)), "elsewhere.example/identity")
     rebuilt = Sealer(sealed.app, signer=other, checkpoint_events=1)
     assert rebuilt.run_once() > 0 and rebuilt.run_once() > 0
