@@ -124,6 +124,8 @@ def test_another_platforms_rider_is_out_of_scope_over_the_wire(
         station_id=a["station"])).rider.rider_id
     create_city(identity.client("city_admin"))  # the module's platform is now B
     platform_b = identity.client("platform")
+    # governance notes the new organisations in the background: let it, before counting.
+    caught_up(governance)
     before = (identity.last_position(), governance.last_position())
     theirs = call_error(lambda: platform_b.GetRider(ipb.GetRiderRequest(rider_id=rider)))
     nobodys = call_error(lambda: platform_b.GetRider(ipb.GetRiderRequest(
