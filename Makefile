@@ -5,7 +5,11 @@ VENV := .venv
 BIN := $(VENV)/bin
 PY := $(BIN)/python
 GEN := build/gen
-PROTOS := $(shell find protos -name '*.proto' | sort)
+# Qiji's own contracts. protos/google/ holds the Google API and error-detail protos they import,
+# vendored for callers in other languages; their Python modules come from the pinned
+# googleapis-common-protos package (generating them again would register each file twice).
+PROTOS := $(shell find protos -name '*.proto' -not -path 'protos/google/*' | sort)
+PROTO_DEPS := $(shell find protos/google -name '*.proto' | sort)
 STAMP := $(VENV)/.installed
 
 .PHONY: run demo test test-unit test-integration test-e2e protos lint bench clean venv k8s
@@ -43,9 +47,13 @@ $(STAMP): pyproject.toml
 
 ## protos: generate Python code from protos/ (never edited by hand)
 protos: $(GEN)/.stamp
-$(GEN)/.stamp: $(PROTOS) $(STAMP)
+$(GEN)/.stamp: $(PROTOS) $(PROTO_DEPS) $(STAMP)
 	rm -rf $(GEN) && mkdir -p $(GEN)
-	$(PY) -m grpc_tools.protoc -Iprotos --python_out=$(GEN) --pyi_out=$(GEN) --grpc_python_out=$(GEN) $(PROTOS)
+	# protoc warns that the google/rpc imports are unused: each service imports them on purpose,
+	# so that reflection serves the error types with it (protos/google/README.md). Only that
+	# warning is dropped; any other message and protoc's exit status pass through.
+	$(PY) -m grpc_tools.protoc -Iprotos --python_out=$(GEN) --pyi_out=$(GEN) --grpc_python_out=$(GEN) $(PROTOS) 2>$(GEN)/protoc.log; \
+		status=$$?; grep -v 'warning: Import google/rpc/[a-z_]*.proto is unused' $(GEN)/protoc.log >&2; exit $$status
 	touch $@
 
 node_modules/.bin/buf: package.json
