@@ -11,8 +11,14 @@ from dataclasses import dataclass, field
 
 @dataclass(frozen=True)
 class FieldViolation:
+    """One thing wrong with one field. `reason` is a stable UPPER_SNAKE code a caller's program
+    can branch on (`PARENT_KIND_NOT_ALLOWED`, `STATION_OF_ANOTHER_PLATFORM`); it reaches the
+    caller as `google.rpc.BadRequest.FieldViolation.reason`. `description` is for people and
+    names enum values as the wire does (`ORGANISATION_KIND_STREET`)."""
+
     field: str
     description: str
+    reason: str = "FIELD_INVALID"
 
 
 class QijiError(Exception):
@@ -29,12 +35,19 @@ class QijiError(Exception):
 
 
 class InvalidArgument(QijiError):
+    """Every field violation of a request, in one answer. Its ErrorInfo reason is the
+    violations' own when they share one (a program branching on a single fault needs no
+    BadRequest), else INVALID_ARGUMENT: the field violations then carry each reason."""
+
     reason = "INVALID_ARGUMENT"
 
     def __init__(self, violations: list[FieldViolation], message: str | None = None):
         self.violations = list(violations)
         text = message or "; ".join(f"{v.field}: {v.description}" for v in self.violations)
         super().__init__(text)
+        reasons = {v.reason for v in self.violations}
+        if len(reasons) == 1:
+            self.reason = reasons.pop()
 
 
 class NotFound(QijiError):
@@ -87,28 +100,62 @@ def is_uuid(value: str) -> bool:
     return True
 
 
+INVALID_ID = "INVALID_ID"
+
+
 def require_ids(**ids: str) -> None:
     """Every named argument must be a UUID: one violation per malformed id."""
     violations = Violations()
     for name, value in ids.items():
         if not is_uuid(value):
-            violations.add(name, "is not a valid id")
+            violations.add(name, "is not a valid id (a UUID)", INVALID_ID)
     violations.raise_if_any()
+
+
+@dataclass(frozen=True)
+class Missing:
+    """A reference to something that does not exist (as far as the caller may know)."""
+
+    field: str
+    kind: str
+    ident: str
 
 
 @dataclass
 class Violations:
-    """Collects every field violation of a request before raising, so a caller learns them all."""
+    """Collects everything wrong with a request before raising, so a caller learns it all in
+    one answer: formats, rules, references of the wrong kind, and references to nothing.
+
+    A request whose only fault is naming things that do not exist is NOT_FOUND, as AIP-193
+    asks (the first of them named); any other fault makes it INVALID_ARGUMENT, listing the
+    missing references among the field violations (reason `<KIND>_NOT_FOUND`), so a request
+    with five problems gets five violations, not a NOT_FOUND first and the rest on the next
+    try."""
 
     items: list[FieldViolation] = field(default_factory=list)
+    missing_refs: list[Missing] = field(default_factory=list)
 
-    def add(self, field_name: str, description: str) -> None:
-        self.items.append(FieldViolation(field_name, description))
+    def add(self, field_name: str, description: str, reason: str = "FIELD_INVALID") -> None:
+        self.items.append(FieldViolation(field_name, description, reason))
 
-    def require(self, condition: bool, field_name: str, description: str) -> None:
+    def require(self, condition: bool, field_name: str, description: str,
+                reason: str = "FIELD_INVALID") -> None:
         if not condition:
-            self.add(field_name, description)
+            self.add(field_name, description, reason)
+
+    def missing(self, field_name: str, kind: str, ident: str) -> None:
+        """`field_name` names a `kind` that does not exist."""
+        self.missing_refs.append(Missing(field_name, kind, ident))
+
+    def __bool__(self) -> bool:
+        return bool(self.items or self.missing_refs)
 
     def raise_if_any(self) -> None:
         if self.items:
-            raise InvalidArgument(self.items)
+            raise InvalidArgument(self.items + [
+                FieldViolation(m.field, f"names no {m.kind} ({m.ident})",
+                               f"{m.kind.upper()}_NOT_FOUND")
+                for m in self.missing_refs])
+        if self.missing_refs:
+            first = self.missing_refs[0]
+            raise NotFound(first.kind, first.ident)

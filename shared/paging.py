@@ -18,9 +18,12 @@ MAX_PAGE_SIZE = 500
 
 
 def check_page_size(page_size: int) -> int:
-    if page_size < 0 or page_size > MAX_PAGE_SIZE:
-        raise InvalidArgument([FieldViolation("page_size", f"must be 0 to {MAX_PAGE_SIZE}")])
-    return page_size or DEFAULT_PAGE_SIZE
+    """AIP-158: 0 means the default; above the maximum is coerced to it (a caller asking for
+    more than a page holds gets a full page and a next_page_token, not an error)."""
+    if page_size < 0:
+        raise InvalidArgument([FieldViolation("page_size", "must not be negative",
+                                              "PAGE_SIZE_NEGATIVE")])
+    return min(page_size, MAX_PAGE_SIZE) or DEFAULT_PAGE_SIZE
 
 
 def _filter_hash(filters: Sequence[object]) -> str:

@@ -12,7 +12,7 @@ from typing import Any
 
 from eventsourcing.domain import Aggregate, event
 
-from shared.errors import FieldViolation, InvalidArgument, NotFound, is_uuid
+from shared.errors import INVALID_ID, Violations, is_uuid
 
 _NS = uuid.UUID("5f0c3c55-4a34-4bf1-a8f5-6f8f3c2a7d01")
 
@@ -38,14 +38,30 @@ def require_reference(app: Any, upstream_id: str, field: str, kind: str,
     """The noted reference of that kind; NotFound when the owner never told us of it (after
     catching up once, so a thing created a moment ago is found), INVALID_ARGUMENT for an id
     that is malformed or names a thing of another kind."""
+    violations = Violations()
+    reference = note_reference(app, violations, upstream_id, field, kind, catch_up)
+    violations.raise_if_any()
+    assert reference is not None
+    return reference
+
+
+def note_reference(app: Any, violations: Violations, upstream_id: str, field: str, kind: str,
+                   catch_up: Callable[[], None] | None) -> Reference | None:
+    """As require_reference, but what is wrong is added to `violations` (with the request's
+    other faults, for one answer) and None returned instead of raising."""
     if not is_uuid(upstream_id):
-        raise InvalidArgument([FieldViolation(field, "is not a valid id")])
+        violations.add(field, "is not a valid id (a UUID)" if upstream_id else "is required",
+                       INVALID_ID if upstream_id else "FIELD_REQUIRED")
+        return None
     ident = Reference.create_id(upstream_id)
     if not app.exists(ident) and catch_up is not None:
         catch_up()
     if not app.exists(ident):
-        raise NotFound(kind, upstream_id)
+        violations.missing(field, kind, upstream_id)
+        return None
     reference = app.get(ident, Reference, kind)
     if reference.kind != kind:
-        raise InvalidArgument([FieldViolation(field, f"is not a {kind}")])
+        violations.add(field, f"is not a {kind} but a {reference.kind}",
+                       f"NOT_A_{kind.upper().replace(' ', '_')}")
+        return None
     return reference

@@ -33,7 +33,8 @@ def to_status(error: errors.QijiError, domain: str) -> grpc.Status:
     details.append(_pack(info))
     if isinstance(error, errors.InvalidArgument):
         bad = error_details_pb2.BadRequest(field_violations=[
-            error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
+            error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description,
+                                                       reason=v.reason)
             for v in error.violations
         ])
         details.append(_pack(bad))

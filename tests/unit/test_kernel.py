@@ -64,9 +64,45 @@ def test_paging_walks_every_matching_row_once():
     assert seen == [k for k in keys if k % 3 == 0]
 
 
-def test_page_size_out_of_range_is_refused():
-    with pytest.raises(errors.InvalidArgument):
-        page([1], lambda k: k, page_size=501, page_token="", filters=[])
+def test_a_page_size_above_the_maximum_is_coerced_to_it():
+    # AIP-158 (issue 23): asking for more than a page holds gets a full page and a token.
+    keys = list(range(1, 1202))
+    rows, token = page(keys, lambda k: k, page_size=10_000, page_token="", filters=[])
+    assert rows == keys[:500] and token
+    rows, token = page(keys, lambda k: k, page_size=0, page_token="", filters=[])
+    assert len(rows) == 50
+
+
+def test_a_negative_page_size_is_refused_with_its_reason():
+    with pytest.raises(errors.InvalidArgument) as caught:
+        page([1], lambda k: k, page_size=-1, page_token="", filters=[])
+    assert caught.value.reason == "PAGE_SIZE_NEGATIVE"
+    assert [v.field for v in caught.value.violations] == ["page_size"]
+
+
+def test_every_fault_of_a_request_in_one_answer_missing_references_included():
+    violations = errors.Violations()
+    violations.add("name", "must not be empty", "FIELD_REQUIRED")
+    violations.missing("parent_id", "organisation", "6d3c…")
+    with pytest.raises(errors.InvalidArgument) as caught:
+        violations.raise_if_any()
+    assert [(v.field, v.reason) for v in caught.value.violations] == [
+        ("name", "FIELD_REQUIRED"), ("parent_id", "ORGANISATION_NOT_FOUND")]
+    assert caught.value.reason == "INVALID_ARGUMENT"  # two reasons: the violations say which
+
+
+def test_a_request_only_naming_nothing_is_not_found():
+    violations = errors.Violations()
+    violations.missing("parent_id", "organisation", "6d3c")
+    with pytest.raises(errors.NotFound) as caught:
+        violations.raise_if_any()
+    assert caught.value.reason == "ORGANISATION_NOT_FOUND"
+
+
+def test_one_fault_gives_its_reason_to_the_error_info_too():
+    with pytest.raises(errors.InvalidArgument) as caught:
+        errors.require_ids(rider_id="nope")
+    assert caught.value.reason == "INVALID_ID"
 
 
 def test_service_settings_win_over_qiji_settings():
