@@ -60,10 +60,16 @@ node_modules/.bin/buf: package.json
 	npm install --no-audit --no-fund --silent
 	touch $@
 
-## lint: ruff over the Python, buf over the contracts
+# The contract of the newest release whose log the upgrade tests keep: `buf build` of that
+# release's protos/ (e.g. buf build '.git#ref=bc4f4f7,subdir=protos' --exclude-source-info -o
+# tests/upgrade/releases/0.1.0/contract.binpb). Nothing may break what its callers rely on.
+LAST_CONTRACT := $(shell ls tests/upgrade/releases/*/contract.binpb | sort -V | tail -n 1)
+
+## lint: ruff over the Python, buf over the contracts (style, and no break of the last release)
 lint: $(STAMP) node_modules/.bin/buf
 	$(BIN)/ruff check shared services tests bench deploy
 	node_modules/.bin/buf lint
+	node_modules/.bin/buf breaking protos --against $(LAST_CONTRACT)
 
 ## k8s: write deploy/k8s/monitoring.yaml (Prometheus, Grafana and their ConfigMaps) from
 ## deploy/monitoring/; the tests fail while it is out of date
