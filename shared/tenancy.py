@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import grpc
@@ -180,6 +180,9 @@ class Access:
     # nothing stored confirms a guess of them once the rider is erased.
     personal: tuple[str, ...] = ()
     subject: Callable[[Any], str] | None = None
+    # Every call makes something new (an organisation, a report, an hour of service): a retry
+    # without a request_id would make a second one, so the request must carry one (AIP-155).
+    request_id_required: bool = False
 
     def problems(self) -> list[str]:
         """What makes this entry unusable (the guard refuses such an RPC to everyone)."""
@@ -197,6 +200,13 @@ class Access:
         if self.personal and self.subject is None:
             found.append("personal fields without the rider they belong to")
         return found
+
+
+def once(access: Access) -> Access:
+    """The same entry, for an RPC whose every call makes something new: it must carry a
+    request_id, so that a caller's retry returns the first answer instead of making a second
+    thing (a second city of the same name, a report counted twice, hours logged twice)."""
+    return replace(access, request_id_required=True)
 
 
 def city_wide(*roles: str | frozenset[str]) -> Access:

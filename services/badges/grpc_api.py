@@ -24,6 +24,7 @@ from shared.tenancy import (
     Rows,
     access_table,
     city_wide,
+    once,
     public,
     scoped,
 )
@@ -42,13 +43,13 @@ AWARD = Ref("award_id", "award")
 ACCESS = access_table(SERVICE_NAME, {
     # Service is logged by the rider's app (their platform) or at the community's desk, and
     # confirmed by the community where it was done (or its street office).
-    "LogVolunteerService": scoped(CITY_ADMIN, platform=RIDER, community=COMMUNITY_OF_REQUEST,
-                                  street_office=COMMUNITY_OF_REQUEST),
+    "LogVolunteerService": once(scoped(CITY_ADMIN, platform=RIDER, community=COMMUNITY_OF_REQUEST,
+                                  street_office=COMMUNITY_OF_REQUEST)),
     "ConfirmVolunteerService": scoped(CITY_ADMIN, community=SHIFT_AT, street_office=SHIFT_AT),
     "RejectVolunteerService": scoped(CITY_ADMIN, community=SHIFT_AT, street_office=SHIFT_AT),
     "ListVolunteerService": scoped(CITY_READERS, platform=RIDER, street_office=RIDER,
                                    community=Rows("shift_community", "id")),
-    "CreateBadgeClass": city_wide(CITY_ADMIN),
+    "CreateBadgeClass": once(city_wide(CITY_ADMIN)),
     "ReviseBadgeCriteria": city_wide(CITY_ADMIN),
     # Badge classes and the issuer's keys are public: a merchant checks a badge-only perk,
     # anyone checks a credential a rider shows them.

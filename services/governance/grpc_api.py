@@ -47,6 +47,7 @@ from shared.tenancy import (
     Rows,
     access_table,
     city_wide,
+    once,
     public,
     scoped,
 )
@@ -67,8 +68,8 @@ CASE = Ref("case_id", "mediation_case")
 ACCESS = access_table(SERVICE_NAME, {
     # Riders report through their platform's app, or at a street office's counter (their
     # own street's, or the street where it happened).
-    "SubmitReport": scoped(platform=RIDER,
-                           street_office=RIDER | Ref("location.street_id", "organisation")),
+    "SubmitReport": once(scoped(platform=RIDER,
+                           street_office=RIDER | Ref("location.street_id", "organisation"))),
     "GetReport": scoped(CITY_READERS, department=REPORT, street_office=REPORT),
     "ListReports": scoped(CITY_READERS, department=ASSIGNED_ROWS, street_office=REPORT_ROWS),
     "GetReportHistory": scoped(CITY_READERS, department=REPORT, street_office=REPORT),
@@ -86,14 +87,14 @@ ACCESS = access_table(SERVICE_NAME, {
     # The rules are the city's configuration, read by its officials.
     "GetRoutingRules": public(CITY_READERS, STREET_OFFICE, DEPARTMENT),
     # The case's street, and the report it follows from (if it names one), are the office's.
-    "OpenMediationCase": scoped(street_office=Ref("street_id", "organisation")
-                                & Ref("report_id", "report", optional=True)),
-    "RecordMediationSession": scoped(street_office=CASE),
+    "OpenMediationCase": once(scoped(street_office=Ref("street_id", "organisation")
+                                & Ref("report_id", "report", optional=True))),
+    "RecordMediationSession": once(scoped(street_office=CASE)),
     "RecordMediationAgreement": scoped(street_office=CASE),
     "RecordMediationFailure": scoped(street_office=CASE),
     "GetMediationCase": scoped(CITY_READERS, street_office=CASE),
     "ListMediationCases": scoped(CITY_READERS, street_office=REPORT_ROWS),
-    "PublishPledge": city_wide(CITY_ADMIN),
+    "PublishPledge": once(city_wide(CITY_ADMIN)),
     # The platform shows riders the text they sign.
     "GetPledge": public(ROLES),
     "SignPledge": scoped(platform=RIDER, street_office=RIDER),

@@ -33,6 +33,7 @@ from shared.tenancy import (
     Rows,
     access_table,
     city_wide,
+    once,
     public,
     scoped,
 )
@@ -51,11 +52,11 @@ def _registered_rider(request: Any) -> str:
 # organisation must own (shared/tenancy.py). An RPC missing here, or a role without a scope,
 # is refused to everyone; the tenancy matrix test tries every entry with two tenants.
 ACCESS = access_table(SERVICE_NAME, {
-    "CreateOrganisation": city_wide(CITY_ADMIN),
+    "CreateOrganisation": once(city_wide(CITY_ADMIN)),
     # The organisation tree and the service spaces are the city's reference data.
     "GetOrganisation": public(ROLES),
     "ListOrganisations": public(ROLES),
-    "CreateServiceSpace": scoped(CITY_ADMIN, street_office=Ref("street_id", "organisation")),
+    "CreateServiceSpace": once(scoped(CITY_ADMIN, street_office=Ref("street_id", "organisation"))),
     "UpdateServiceSpace": scoped(CITY_ADMIN,
                                  street_office=Ref("service_space_id", "service_space")),
     "GetServiceSpace": public(ROLES),
@@ -69,10 +70,10 @@ ACCESS = access_table(SERVICE_NAME, {
     "SuspendRider": scoped(CITY_ADMIN, platform=RIDER, street_office=RIDER),
     "ReinstateRider": scoped(CITY_ADMIN, platform=RIDER, street_office=RIDER),
     "RecordRiderLeft": scoped(CITY_ADMIN, platform=RIDER),
-    "RecordCareerMilestone": scoped(CITY_ADMIN, platform=RIDER, street_office=RIDER),
+    "RecordCareerMilestone": once(scoped(CITY_ADMIN, platform=RIDER, street_office=RIDER)),
     # Consent is the rider's: recorded by their platform's app, or at their street office's
     # counter.
-    "GrantConsent": scoped(CITY_ADMIN, platform=RIDER, street_office=RIDER),
+    "GrantConsent": once(scoped(CITY_ADMIN, platform=RIDER, street_office=RIDER)),
     "WithdrawConsent": scoped(CITY_ADMIN, platform=RIDER, street_office=RIDER),
     "GetRider": scoped(CITY_READERS, platform=RIDER, street_office=RIDER),
     # Looking a rider up by the platform's own rider id is the platform's own namespace.

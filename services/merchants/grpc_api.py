@@ -32,7 +32,7 @@ from shared.auth import (
     STREET_OFFICE,
 )
 from shared.grpc.convert import enum_in, enum_out, optional_time, timestamp
-from shared.tenancy import CITY_READERS, RIDER, Ref, Rows, access_table, each, scoped
+from shared.tenancy import CITY_READERS, RIDER, Ref, Rows, access_table, each, once, scoped
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["MerchantsService"].full_name
 
@@ -62,7 +62,7 @@ ACCESS = access_table(SERVICE_NAME, {
     "UpdateMerchantAmenities": scoped(CITY_ADMIN, street_office=MERCHANT_, merchant=MERCHANT_),
     "GetMerchant": scoped(CITY_READERS, **each(MERCHANT_READ)),
     "ListMerchants": scoped(CITY_READERS, **each(Rows("merchant", "id"))),
-    "CreatePerkOffer": scoped(CITY_ADMIN, merchant=MERCHANT_),
+    "CreatePerkOffer": once(scoped(CITY_ADMIN, merchant=MERCHANT_)),
     "PublishPerkOffer": scoped(CITY_ADMIN, merchant=PERK),
     "PausePerkOffer": scoped(CITY_ADMIN, merchant=PERK),
     "WithdrawPerkOffer": scoped(CITY_ADMIN, merchant=PERK),
@@ -79,7 +79,7 @@ ACCESS = access_table(SERVICE_NAME, {
     "ListRedemptions": scoped(CITY_ADMIN, AUDITOR,
                               **each(Rows("merchant_books", "merchant_id"),
                                          MERCHANT, STREET_OFFICE)),
-    "CreateCareCampaign": scoped(CITY_ADMIN, street_office=Ref("street_id", "organisation")),
+    "CreateCareCampaign": once(scoped(CITY_ADMIN, street_office=Ref("street_id", "organisation"))),
     "AllocateCarePackage": scoped(CITY_ADMIN, street_office=CAMPAIGN),
     "RecordHandOver": scoped(CITY_ADMIN, street_office=CAMPAIGN),
     "GetCareCampaign": scoped(CITY_READERS, **each(CAMPAIGN_READ, STREET_OFFICE,

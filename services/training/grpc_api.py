@@ -40,6 +40,7 @@ from shared.tenancy import (
     access_table,
     city_wide,
     each,
+    once,
     public,
     scoped,
 )
@@ -62,8 +63,8 @@ SPACE = Ref("service_space_id", "service_space")
 # Who may call each RPC, and for each role that acts for one organisation, what that
 # organisation must own (shared/tenancy.py). An RPC missing here is refused to everyone.
 ACCESS = access_table(SERVICE_NAME, {
-    "DraftCourse": scoped(CITY_ADMIN, street_office=PROVIDER, education_provider=PROVIDER,
-                          platform=PROVIDER),
+    "DraftCourse": once(scoped(CITY_ADMIN, street_office=PROVIDER, education_provider=PROVIDER,
+                          platform=PROVIDER)),
     "PublishCourse": scoped(CITY_ADMIN, street_office=COURSE, education_provider=COURSE,
                             platform=COURSE),
     "RetireCourse": scoped(CITY_ADMIN, street_office=COURSE, education_provider=COURSE,
@@ -72,8 +73,8 @@ ACCESS = access_table(SERVICE_NAME, {
     "ListCourses": scoped(CITY_READERS, **each(Rows("course", "id"), *_TENANT_READERS)),
     # The station master with the teacher (站长+校长): a platform or a provider schedules its
     # own course anywhere; a street office anything at its own service spaces.
-    "ScheduleSession": scoped(CITY_ADMIN, street_office=SPACE, education_provider=COURSE,
-                              platform=COURSE),
+    "ScheduleSession": once(scoped(CITY_ADMIN, street_office=SPACE, education_provider=COURSE,
+                              platform=COURSE)),
     "GetSession": scoped(CITY_READERS, **each(SESSION_READ, *_TENANT_READERS)),
     "ListSessions": scoped(CITY_READERS, **each(Rows("session", "id"), *_TENANT_READERS)),
     # Enrolment is done for the rider by their platform's app, or at a street office's counter

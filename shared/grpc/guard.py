@@ -99,7 +99,15 @@ class Guard(grpc.ServerInterceptor):
         request_id = getattr(request, "request_id", "")
         if len(request_id) > MAX_REQUEST_ID_LENGTH or not request_id.isprintable():
             raise errors.InvalidArgument([errors.FieldViolation(
-                "request_id", f"at most {MAX_REQUEST_ID_LENGTH} printable characters")])
+                "request_id", f"at most {MAX_REQUEST_ID_LENGTH} printable characters",
+                "REQUEST_ID_INVALID")])
+        if access.request_id_required and not request_id:
+            # Refused before anything is decided or written: without an id, the caller's
+            # retry of this call would make a second thing (AIP-155).
+            raise errors.InvalidArgument([errors.FieldViolation(
+                "request_id", f"is required: every {rpc} makes something new, and a retry "
+                "without the first call's request_id would make a second one",
+                "REQUEST_ID_REQUIRED")])
         try:
             reach = decide(access, actor, request, self._resolve)
         except OutOfScope as refused:
