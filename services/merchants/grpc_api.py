@@ -70,7 +70,7 @@ ACCESS = access_table(SERVICE_NAME, {
     "ListPerkOffers": scoped(CITY_READERS, **each(Rows("perk", "id"))),
     # The rider's side is their platform's app (or their street office's counter).
     "ListPerksForRider": scoped(CITY_ADMIN, platform=RIDER, street_office=RIDER),
-    "ClaimPerk": scoped(platform=RIDER, street_office=RIDER),
+    "ClaimPerk": once(scoped(platform=RIDER, street_office=RIDER)),
     "GetClaim": scoped(CITY_ADMIN, AUDITOR, platform=CLAIM, street_office=CLAIM),
     # A merchant redeems at its own counter: a code of another merchant is, to it, no code.
     "RedeemCode": scoped(merchant=MERCHANT_),

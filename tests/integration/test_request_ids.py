@@ -24,7 +24,7 @@ MAKES_SOMETHING_NEW = {
     "identity": {"CreateOrganisation", "CreateServiceSpace", "RecordCareerMilestone",
                  "GrantConsent"},
     "training": {"DraftCourse", "ScheduleSession"},
-    "merchants": {"CreatePerkOffer", "CreateCareCampaign"},
+    "merchants": {"CreatePerkOffer", "CreateCareCampaign", "ClaimPerk"},
     "badges": {"CreateBadgeClass", "LogVolunteerService"},
     "governance": {"SubmitReport", "OpenMediationCase", "RecordMediationSession",
                    "PublishPledge"},
