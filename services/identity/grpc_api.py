@@ -70,10 +70,10 @@ ACCESS = access_table(SERVICE_NAME, {
     "SuspendRider": scoped(CITY_ADMIN, platform=RIDER, street_office=RIDER),
     "ReinstateRider": scoped(CITY_ADMIN, platform=RIDER, street_office=RIDER),
     "RecordRiderLeft": scoped(CITY_ADMIN, platform=RIDER),
-    "RecordCareerMilestone": once(scoped(CITY_ADMIN, platform=RIDER, street_office=RIDER)),
+    "RecordCareerMilestone": scoped(CITY_ADMIN, platform=RIDER, street_office=RIDER),
     # Consent is the rider's: recorded by their platform's app, or at their street office's
     # counter.
-    "GrantConsent": once(scoped(CITY_ADMIN, platform=RIDER, street_office=RIDER)),
+    "GrantConsent": scoped(CITY_ADMIN, platform=RIDER, street_office=RIDER),
     "WithdrawConsent": scoped(CITY_ADMIN, platform=RIDER, street_office=RIDER),
     "GetRider": scoped(CITY_READERS, platform=RIDER, street_office=RIDER),
     # Looking a rider up by the platform's own rider id is the platform's own namespace.

@@ -21,8 +21,8 @@ from tests.inprocess import API_NAMES, SPECS, InProcessQiji, Service
 
 # Said in README "Calling Qiji from any language" and in docs/api: keep the three in step.
 MAKES_SOMETHING_NEW = {
-    "identity": {"CreateOrganisation", "CreateServiceSpace", "RecordCareerMilestone",
-                 "GrantConsent"},
+    # RecordCareerMilestone and GrantConsent refuse a second call ALREADY_EXISTS by themselves.
+    "identity": {"CreateOrganisation", "CreateServiceSpace"},
     "training": {"DraftCourse", "ScheduleSession"},
     "merchants": {"CreatePerkOffer", "CreateCareCampaign", "ClaimPerk"},
     "badges": {"CreateBadgeClass", "LogVolunteerService"},
@@ -81,3 +81,19 @@ def test_a_retry_with_the_request_id_makes_one_city_and_answers_the_same(
     listed = qiji.ok("identity", "ListOrganisations", ipb.ListOrganisationsRequest(),
                      qiji.tokens["admin"])
     assert [o.name for o in listed.organisations].count("常州市") == 1
+
+
+@pytest.mark.parametrize("service", list(SPECS))
+def test_the_contract_marks_request_id_required_exactly_where_the_guard_asks_for_it(
+        service: str) -> None:
+    # What a caller in another language reads (field_behavior, AIP-203) is what the guard does.
+    from google.api import field_behavior_pb2
+    from google.protobuf import descriptor_pool
+    api = descriptor_pool.Default().FindServiceByName(API_NAMES[service])
+    marked = set()
+    for method in api.methods:
+        field = method.input_type.fields_by_name.get("request_id")
+        if field is not None and field_behavior_pb2.REQUIRED in field.GetOptions().Extensions[
+                field_behavior_pb2.field_behavior]:
+            marked.add(method.name)
+    assert marked == MAKES_SOMETHING_NEW[service]
