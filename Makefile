@@ -8,6 +8,7 @@ GEN := build/gen
 # Qiji's own contracts. protos/google/ holds the Google API and error-detail protos they import,
 # vendored for callers in other languages; their Python modules come from the pinned
 # googleapis-common-protos package (generating them again would register each file twice).
+# protos/grpc/ (reflection v1, vendored) is generated with Qiji's: grpcio-reflection has no v1.
 PROTOS := $(shell find protos -name '*.proto' -not -path 'protos/google/*' | sort)
 PROTO_DEPS := $(shell find protos/google -name '*.proto' | sort)
 STAMP := $(VENV)/.installed
