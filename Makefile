@@ -12,6 +12,7 @@ GEN := build/gen
 PROTOS := $(shell find protos -name '*.proto' -not -path 'protos/google/*' | sort)
 PROTO_DEPS := $(shell find protos/google -name '*.proto' | sort)
 STAMP := $(VENV)/.installed
+NODE_STAMP := node_modules/.installed
 
 .PHONY: run demo test test-unit test-integration test-e2e protos lint bench clean venv k8s
 
@@ -25,7 +26,7 @@ demo: $(STAMP) protos
 	$(PY) -m shared.cli demo --embedded
 
 ## test: the whole suite, with a pytest summary
-test: $(STAMP) protos
+test: $(STAMP) protos $(NODE_STAMP)
 	$(PY) -m pytest tests
 
 test-unit: $(STAMP) protos
@@ -34,7 +35,7 @@ test-unit: $(STAMP) protos
 test-integration: $(STAMP) protos
 	$(PY) -m pytest tests/integration
 
-test-e2e: $(STAMP) protos
+test-e2e: $(STAMP) protos $(NODE_STAMP)
 	$(PY) -m pytest tests/e2e
 
 venv: $(STAMP)
@@ -57,12 +58,14 @@ $(GEN)/.stamp: $(PROTOS) $(PROTO_DEPS) $(STAMP)
 		status=$$?; grep -v 'warning: Import google/rpc/[a-z_]*.proto is unused' $(GEN)/protoc.log >&2; exit $$status
 	touch $@
 
-node_modules/.bin/buf: package.json
+# The npm packages package.json pins: buf (lint; `buf curl` in tests/e2e/test_reflection.py)
+# and what tests/node/client.mjs, the Node.js client the e2e tests run, imports.
+$(NODE_STAMP): package.json package-lock.json
 	npm install --no-audit --no-fund --silent
 	touch $@
 
 ## lint: ruff over the Python, buf over the contracts
-lint: $(STAMP) node_modules/.bin/buf
+lint: $(STAMP) $(NODE_STAMP)
 	$(BIN)/ruff check shared services tests bench deploy
 	node_modules/.bin/buf lint
 
