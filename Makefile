@@ -14,7 +14,7 @@ PROTO_DEPS := $(shell find protos/google -name '*.proto' | sort)
 STAMP := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
 
-.PHONY: run demo test test-unit test-integration test-e2e protos lint bench clean venv k8s
+.PHONY: run demo test test-unit test-integration test-e2e protos lint bench clean venv k8s docs
 
 ## run: start Qiji on its embedded default (SQLite files under ./data, no servers)
 run: $(STAMP) protos
@@ -73,6 +73,11 @@ lint: $(STAMP) $(NODE_STAMP)
 ## deploy/monitoring/; the tests fail while it is out of date
 k8s: $(STAMP)
 	$(PY) deploy/k8s/monitoring.py
+
+## docs: write docs/api/, the API reference, from protos/ and the services' Python (every
+## service, RPC, message, field, enum and error reason); the tests fail while it is out of date
+docs: $(STAMP)
+	$(PY) deploy/apidoc.py
 
 ## bench: every benchmark in bench/, each printing figures beside its raw baseline
 bench: $(STAMP) protos
