@@ -95,6 +95,15 @@ def test_buf_curl_calls_an_rpc_through_each_reflection_version(identity: Service
     assert json.loads(read.stdout)["organisation"] == organisation
 
 
+def test_buf_curl_lists_the_methods_as_the_readme_shows(identity: ServiceProcess) -> None:
+    listed = subprocess.run(
+        [buf(), "curl", "--protocol", "grpc", "--http2-prior-knowledge", "--list-methods",
+         f"http://{identity.address}"],
+        cwd=REPO, capture_output=True, text=True, timeout=BUF_TIMEOUT, check=False)
+    assert listed.returncode == 0, listed.stderr
+    assert f"{IDENTITY}/RegisterRider" in listed.stdout.split(), listed.stdout
+
+
 def buf_convert(type_name: str, value: str) -> dict[str, Any]:
     """An error detail as `buf curl` prints it (its type, its bytes in unpadded base64),
     decoded to JSON by `buf convert` against protos/ (protos/google holds the types)."""
