@@ -8,11 +8,13 @@ GEN := build/gen
 # Qiji's own contracts. protos/google/ holds the Google API and error-detail protos they import,
 # vendored for callers in other languages; their Python modules come from the pinned
 # googleapis-common-protos package (generating them again would register each file twice).
+# protos/grpc/ (reflection v1, vendored) is generated with Qiji's: grpcio-reflection has no v1.
 PROTOS := $(shell find protos -name '*.proto' -not -path 'protos/google/*' | sort)
 PROTO_DEPS := $(shell find protos/google -name '*.proto' | sort)
 STAMP := $(VENV)/.installed
+NODE_STAMP := node_modules/.installed
 
-.PHONY: run demo test test-unit test-integration test-e2e protos lint bench clean venv k8s
+.PHONY: run demo test test-unit test-integration test-e2e protos lint bench clean venv k8s docs
 
 ## run: start Qiji on its embedded default (SQLite files under ./data, no servers)
 run: $(STAMP) protos
@@ -24,7 +26,7 @@ demo: $(STAMP) protos
 	$(PY) -m shared.cli demo --embedded
 
 ## test: the whole suite, with a pytest summary
-test: $(STAMP) protos
+test: $(STAMP) protos $(NODE_STAMP)
 	$(PY) -m pytest tests
 
 test-unit: $(STAMP) protos
@@ -33,7 +35,7 @@ test-unit: $(STAMP) protos
 test-integration: $(STAMP) protos
 	$(PY) -m pytest tests/integration
 
-test-e2e: $(STAMP) protos
+test-e2e: $(STAMP) protos $(NODE_STAMP)
 	$(PY) -m pytest tests/e2e
 
 venv: $(STAMP)
@@ -56,7 +58,9 @@ $(GEN)/.stamp: $(PROTOS) $(PROTO_DEPS) $(STAMP)
 		status=$$?; grep -v 'warning: Import google/rpc/[a-z_]*.proto is unused' $(GEN)/protoc.log >&2; exit $$status
 	touch $@
 
-node_modules/.bin/buf: package.json
+# The npm packages package.json pins: buf (lint; `buf curl` in tests/e2e/test_reflection.py)
+# and what tests/node/client.mjs, the Node.js client the e2e tests run, imports.
+$(NODE_STAMP): package.json package-lock.json
 	npm install --no-audit --no-fund --silent
 	touch $@
 
@@ -66,7 +70,7 @@ node_modules/.bin/buf: package.json
 LAST_CONTRACT := $(shell ls tests/upgrade/releases/*/contract.binpb | sort -V | tail -n 1)
 
 ## lint: ruff over the Python, buf over the contracts (style, and no break of the last release)
-lint: $(STAMP) node_modules/.bin/buf
+lint: $(STAMP) $(NODE_STAMP)
 	$(BIN)/ruff check shared services tests bench deploy
 	node_modules/.bin/buf lint
 	node_modules/.bin/buf breaking protos --against $(LAST_CONTRACT)
@@ -75,6 +79,11 @@ lint: $(STAMP) node_modules/.bin/buf
 ## deploy/monitoring/; the tests fail while it is out of date
 k8s: $(STAMP)
 	$(PY) deploy/k8s/monitoring.py
+
+## docs: write docs/api/, the API reference, from protos/ and the services' Python (every
+## service, RPC, message, field, enum and error reason); the tests fail while it is out of date
+docs: $(STAMP)
+	$(PY) deploy/apidoc.py
 
 ## bench: every benchmark in bench/, each printing figures beside its raw baseline
 bench: $(STAMP) protos

@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 import grpc
 import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from services.platform.application import GrpcUpstream, PlatformFeed, Upstream
 from services.platform.catalogue import SERVICES
@@ -20,7 +19,7 @@ from services.platform.grpc_api import ACCESS, add_servicers
 from shared import metrics
 from shared.auth import TokenRegistry
 from shared.config import ConfigError, Settings, load_settings
-from shared.grpc import tls
+from shared.grpc import reflection, tls
 from shared.grpc.guard import Guard
 from shared.grpc.server import INTEGRITY, LIVENESS, integrity_health
 from shared.integrity import ALARM
@@ -78,9 +77,8 @@ def build_gateway(settings: Settings, upstreams: dict[str, Upstream] | None = No
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     watch_integrity = integrity_health(health_servicer)
     ALARM.listen(watch_integrity)
-    reflection.enable_server_reflection(
-        [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-         reflection.SERVICE_NAME], server)
+    # Reflection v1 and v1alpha, as on every service (shared/grpc/reflection.py).
+    reflection.enable(server, [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name])
     port = tls.add_port(server, settings)
     return RunningGateway(server=server, port=port, health=health_servicer, stopping=stopping,
                           upstreams=upstreams, watch_integrity=watch_integrity)

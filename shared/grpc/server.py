@@ -1,6 +1,6 @@
 """The gRPC server factory every service uses: a grpcio thread-pool server with the guard,
-the service's feed, grpc.health.v1 and reflection; port 0 for tests; graceful stop on
-SIGTERM/SIGINT."""
+the service's feed, grpc.health.v1 and reflection (v1 and v1alpha); port 0 for tests; graceful
+stop on SIGTERM/SIGINT."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ from typing import Any
 import grpc
 import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from shared import metrics
 from shared.application import QijiApplication
@@ -23,7 +22,7 @@ from shared.auth import TokenRegistry
 from shared.checkpoints import CheckpointSigner, origin_of
 from shared.config import ConfigError, Settings, load_settings
 from shared.grpc import audit as audit_api
-from shared.grpc import feed, tls
+from shared.grpc import feed, reflection, tls
 from shared.grpc import public_feed as public_feed_api
 from shared.grpc.guard import Guard
 from shared.integrity import ALARM, HEALTH
@@ -134,9 +133,8 @@ def build_server(spec: ServiceSpec, settings: Settings, *, app: QijiApplication 
     health_servicer.set(INTEGRITY, health_pb2.HealthCheckResponse.SERVING)
     health_servicer.set(FOLLOWERS, health_pb2.HealthCheckResponse.SERVING)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-         reflection.SERVICE_NAME], server)
+    # Reflection in both versions tools speak, v1 and v1alpha (shared/grpc/reflection.py).
+    reflection.enable(server, [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name])
     port = tls.add_port(server, settings)
     followers = spec.make_followers(app, settings) if spec.make_followers else []
     # Every service checks and seals its own log (tamper evidence) a moment behind its
