@@ -32,7 +32,15 @@ from eventsourcing.persistence import IntegrityError, Mapper, Notification, Tran
 
 from shared import context, metrics
 from shared.config import Settings
-from shared.errors import Aborted, FieldViolation, InvalidArgument, NotFound, QijiError
+from shared.errors import (
+    FIELD_REQUIRED,
+    INVALID_ID,
+    Aborted,
+    FieldViolation,
+    InvalidArgument,
+    NotFound,
+    QijiError,
+)
 from shared.idempotency import RequestRecord
 from shared.integrity import MAC_KEY, EventIntegrityError, EventMac, audit_key
 from shared.persistence import StoreGate, eventsourcing_env
@@ -176,8 +184,9 @@ class QijiApplication(Application[uuid.UUID]):
                 str(aggregate_id))
         except ValueError:
             raise InvalidArgument([FieldViolation(
-                field or f"{label}_id", f"{str(aggregate_id)[:40]!r} is not a valid id")]
-            ) from None
+                field or f"{label}_id",
+                "is required" if not str(aggregate_id) else "is not a valid id (a UUID)",
+                FIELD_REQUIRED if not str(aggregate_id) else INVALID_ID)]) from None
         try:
             if version is not None:
                 # The state at a version never changes: the copy a command just cached answers
@@ -369,7 +378,8 @@ class QijiApplication(Application[uuid.UUID]):
             return None
         if not self.fingerprints.matches(record.fingerprint, ctx):
             raise InvalidArgument([FieldViolation(
-                "request_id", "already used for a different request; use a new request id")])
+                "request_id", "already used for a different request; use a new request id",
+                "REQUEST_ID_REUSED")])
         return dict(record.result)
 
     # ------------------------------------------------------------------ tenancy

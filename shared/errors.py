@@ -100,7 +100,28 @@ def is_uuid(value: str) -> bool:
     return True
 
 
-INVALID_ID = "INVALID_ID"
+# The generic reasons of field violations (BadRequest.FieldViolation.reason); a service names
+# its own specific ones (PHONE_INVALID, PARENT_KIND_NOT_ALLOWED…) where a program would branch.
+FIELD_REQUIRED = "FIELD_REQUIRED"  # empty, or not set
+INVALID_ID = "INVALID_ID"  # not a UUID
+TEXT_TOO_LONG = "TEXT_TOO_LONG"
+TEXT_INVALID = "TEXT_INVALID"  # control characters and the like
+VALUE_OUT_OF_RANGE = "VALUE_OUT_OF_RANGE"
+ENUM_VALUE_REQUIRED = "ENUM_VALUE_REQUIRED"  # *_UNSPECIFIED given, or a number unknown here
+TIME_INVALID = "TIME_INVALID"
+DUPLICATE_VALUE = "DUPLICATE_VALUE"
+
+
+def check_id(violations: Violations, field_name: str, value: str) -> bool:
+    """`value` must be a UUID: FIELD_REQUIRED when empty, INVALID_ID when malformed. True when
+    it is one (then it may be looked up)."""
+    if not value:
+        violations.add(field_name, "is required", FIELD_REQUIRED)
+        return False
+    if not is_uuid(value):
+        violations.add(field_name, "is not a valid id (a UUID)", INVALID_ID)
+        return False
+    return True
 
 
 def require_ids(**ids: str) -> None:

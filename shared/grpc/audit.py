@@ -15,7 +15,16 @@ from qiji.audit.v1 import audit_service_pb2_grpc as pb_grpc
 from shared import audit, auth
 from shared.application import QijiApplication
 from shared.checkpoints import CheckpointVerifier
-from shared.errors import FieldViolation, InvalidArgument, NotFound, Violations
+from shared.errors import (
+    FIELD_REQUIRED,
+    INVALID_ID,
+    TEXT_TOO_LONG,
+    VALUE_OUT_OF_RANGE,
+    FieldViolation,
+    InvalidArgument,
+    NotFound,
+    Violations,
+)
 from shared.grpc.convert import optional_time, timestamp
 from shared.tenancy import Access, city_wide
 
@@ -32,7 +41,8 @@ def _aggregate_id(text: str) -> uuid.UUID:
     try:
         return uuid.UUID(text)
     except ValueError:
-        raise InvalidArgument([FieldViolation("aggregate_id", "is not a valid id")]) from None
+        raise InvalidArgument([FieldViolation("aggregate_id", "is not a valid id (a UUID)",
+                                              INVALID_ID)]) from None
 
 
 MAX_CHECKPOINTS = 100_000
@@ -58,7 +68,7 @@ class AuditServicer(pb_grpc.AuditServiceServicer):
         ident = _aggregate_id(request.aggregate_id)
         when = optional_time(request, "as_of_time")
         if when is None:
-            raise InvalidArgument([FieldViolation("as_of_time", "must be set")])
+            raise InvalidArgument([FieldViolation("as_of_time", "must be set", FIELD_REQUIRED)])
         if not self._app.exists(ident):
             raise NotFound("aggregate", request.aggregate_id)
         state = audit.state_as_of(self._app, ident, when.astimezone(UTC))
@@ -71,9 +81,10 @@ class AuditServicer(pb_grpc.AuditServiceServicer):
         for name in ("checkpoints", "pinned_checkpoints"):
             notes = getattr(request, name)
             violations.require(len(notes) <= MAX_CHECKPOINTS, name,
-                               f"at most {MAX_CHECKPOINTS} per call")
+                               f"at most {MAX_CHECKPOINTS} per call", VALUE_OUT_OF_RANGE)
             violations.require(all(len(n) <= MAX_NOTE_LENGTH for n in notes), name,
-                               f"a signed note is at most {MAX_NOTE_LENGTH} characters")
+                               f"a signed note is at most {MAX_NOTE_LENGTH} characters",
+                               TEXT_TOO_LONG)
         violations.raise_if_any()
         last = None
         for verdict in audit.verify(self._app, checkpoints=list(request.checkpoints),

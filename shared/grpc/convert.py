@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from shared.errors import FieldViolation, InvalidArgument
+from shared.errors import TIME_INVALID, FieldViolation, InvalidArgument
 
 E = TypeVar("E", bound=StrEnum)
 
@@ -46,4 +46,5 @@ def optional_time(message: Message, field: str) -> datetime | None:
     try:
         return getattr(message, field).ToDatetime(tzinfo=UTC)
     except (ValueError, OverflowError):
-        raise InvalidArgument([FieldViolation(field, "not a valid timestamp")]) from None
+        raise InvalidArgument([FieldViolation(
+            field, "not a valid timestamp (0001-01-01 to 9999-12-31)", TIME_INVALID)]) from None

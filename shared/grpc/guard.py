@@ -97,9 +97,13 @@ class Guard(grpc.ServerInterceptor):
             raise errors.PermissionDenied(f"{actor.principal} may not call {rpc}",
                                           reason="ROLE_NOT_ALLOWED", principal=actor.principal)
         request_id = getattr(request, "request_id", "")
-        if len(request_id) > MAX_REQUEST_ID_LENGTH or not request_id.isprintable():
-            raise errors.InvalidArgument([errors.FieldViolation(
-                "request_id", f"at most {MAX_REQUEST_ID_LENGTH} printable characters")])
+        violations = errors.Violations()
+        violations.require(len(request_id) <= MAX_REQUEST_ID_LENGTH, "request_id",
+                           f"at most {MAX_REQUEST_ID_LENGTH} characters", errors.TEXT_TOO_LONG)
+        violations.require(request_id.isprintable(), "request_id",
+                           "printable characters only (no control characters)",
+                           errors.TEXT_INVALID)
+        violations.raise_if_any()
         try:
             reach = decide(access, actor, request, self._resolve)
         except OutOfScope as refused:
