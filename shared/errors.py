@@ -164,6 +164,12 @@ class Violations:
         if not condition:
             self.add(field_name, description, reason)
 
+    def about(self, field_name: str) -> bool:
+        """Whether something is already said about `field_name` (a timestamp the entry point
+        could not read need not also be reported as not set)."""
+        return any(v.field == field_name for v in self.items) or any(
+            m.field == field_name for m in self.missing_refs)
+
     def missing(self, field_name: str, kind: str, ident: str) -> None:
         """`field_name` names a `kind` that does not exist."""
         self.missing_refs.append(Missing(field_name, kind, ident))
