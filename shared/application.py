@@ -40,6 +40,8 @@ from shared.errors import (
     InvalidArgument,
     NotFound,
     QijiError,
+    Violations,
+    check_id,
 )
 from shared.idempotency import RequestRecord
 from shared.integrity import MAC_KEY, EventIntegrityError, EventMac, audit_key
@@ -202,6 +204,19 @@ class QijiApplication(Application[uuid.UUID]):
         except AggregateNotFoundError:
             raise NotFound(label, str(aggregate_id)) from None
         return self._of_kind(aggregate, kind, label, aggregate_id)
+
+    def note(self, violations: Violations, aggregate_id: str, kind: type[Aggregate],
+             label: str, field: str) -> Any:
+        """As get, for an aggregate a command's field names (a course a session is of): what
+        is wrong is added to `violations`, with the request's other faults, and None returned
+        (a name of nothing alone is still NOT_FOUND: see Violations)."""
+        if not check_id(violations, field, aggregate_id):
+            return None
+        try:
+            return self.get(aggregate_id, kind, label)
+        except NotFound:
+            violations.missing(field, label, aggregate_id)
+            return None
 
     @staticmethod
     def _of_kind(aggregate: Any, kind: type[Aggregate], label: str, shown: object) -> Any:
