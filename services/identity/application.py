@@ -156,8 +156,7 @@ class IdentityApplication(QijiApplication):
         added to `violations`."""
         organisation = self._note_organisation(violations, field, organisation_id)
         if organisation is not None and organisation["kind"] != kind.value:
-            violations.add(field, f"must name an organisation of kind "
-                           f"{wire_name(kind, ORGANISATION_KIND)}, not "
+            violations.add(field, f"must name an {wire_name(kind, ORGANISATION_KIND)}, not an "
                            f"{wire_name(organisation['kind'], ORGANISATION_KIND)}",
                            ORGANISATION_KIND_NOT_ALLOWED)
             return None

@@ -99,24 +99,23 @@ class Organisation(Aggregate):
         allowed = PARENT_KINDS[kind]
         wanted = [k for k in allowed if k is not None]
         if parent_given and not wanted:
-            violations.add("parent_id", f"an organisation of kind {this} has no parent",
-                           PARENT_NOT_ALLOWED)
+            violations.add("parent_id", f"an {this} has no parent", PARENT_NOT_ALLOWED)
         elif not parent_given and None not in allowed:
-            violations.add("parent_id", f"an organisation of kind {this} needs a parent of kind "
+            violations.add("parent_id", f"an {this} needs a parent: "
                            f"{one_of(wanted, ORGANISATION_KIND)}", PARENT_REQUIRED)
         elif parent_given and parent_kind is not None and parent_kind not in allowed:
-            violations.add("parent_id", f"the parent of an organisation of kind {this} must be "
-                           f"of kind {one_of(wanted, ORGANISATION_KIND)}, not "
+            violations.add("parent_id", f"the parent of an {this} must be "
+                           f"{one_of(wanted, ORGANISATION_KIND)}, not an "
                            f"{wire_name(parent_kind, ORGANISATION_KIND)}",
                            PARENT_KIND_NOT_ALLOWED)
         department = wire_name(OrganisationKind.DEPARTMENT, ORGANISATION_KIND)
         if kind is OrganisationKind.DEPARTMENT and department_function is None:
             violations.add("department_function",
-                           f"must be specified for an organisation of kind {department} (not "
+                           f"must be specified for an {department} (not "
                            f"{DEPARTMENT_FUNCTION}_UNSPECIFIED)", DEPARTMENT_FUNCTION_REQUIRED)
         if kind is not OrganisationKind.DEPARTMENT and department_function is not None:
             violations.add("department_function",
-                           f"only an organisation of kind {department} has a function; leave it "
+                           f"only an {department} has a function; leave it "
                            f"{DEPARTMENT_FUNCTION}_UNSPECIFIED for {this}",
                            DEPARTMENT_FUNCTION_NOT_ALLOWED)
 
