@@ -6,7 +6,11 @@ These are plain Python so that a service's domain can raise them without knowing
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -169,6 +173,15 @@ class Violations:
         could not read need not also be reported as not set)."""
         return any(v.field == field_name for v in self.items) or any(
             m.field == field_name for m in self.missing_refs)
+
+    def collect(self, check: Callable[[], T]) -> T | None:
+        """Runs a check that raises InvalidArgument (a cursor's decoder, say): its violations
+        join these, and None is returned, so that the request's other checks still run."""
+        try:
+            return check()
+        except InvalidArgument as error:
+            self.items.extend(error.violations)
+            return None
 
     def missing(self, field_name: str, kind: str, ident: str) -> None:
         """`field_name` names a `kind` that does not exist."""

@@ -183,11 +183,13 @@ class IdentityApplication(QijiApplication):
 
     def update_service_space(self, *, service_space_id: str, amenities: list[Amenity | None],
                              opening_hours: list[dict[str, Any]]) -> dict[str, Any]:
+        violations = Violations()
+        check_id(violations, "service_space_id", service_space_id)
+        ServiceSpace.check(violations, amenities, opening_hours)
+        violations.raise_if_any()
+
         def decide() -> Outcome:
             space = self.get(service_space_id, ServiceSpace, "service_space")
-            violations = Violations()
-            ServiceSpace.check(violations, amenities, opening_hours)
-            violations.raise_if_any()
             space.update_facilities(amenities=[a.value for a in amenities if a],
                                     opening_hours=opening_hours)
             return Outcome([space], {"service_space_id": str(space.id), "version": space.version})

@@ -17,13 +17,11 @@ from shared.application import QijiApplication
 from shared.checkpoints import CheckpointVerifier
 from shared.errors import (
     FIELD_REQUIRED,
-    INVALID_ID,
     TEXT_TOO_LONG,
     VALUE_OUT_OF_RANGE,
-    FieldViolation,
-    InvalidArgument,
     NotFound,
     Violations,
+    check_id,
 )
 from shared.grpc.convert import optional_time, timestamp
 from shared.tenancy import Access, city_wide
@@ -38,11 +36,10 @@ def audit_access() -> dict[str, Access]:
 
 
 def _aggregate_id(text: str) -> uuid.UUID:
-    try:
-        return uuid.UUID(text)
-    except ValueError:
-        raise InvalidArgument([FieldViolation("aggregate_id", "is not a valid id (a UUID)",
-                                              INVALID_ID)]) from None
+    violations = Violations()
+    check_id(violations, "aggregate_id", text)
+    violations.raise_if_any()
+    return uuid.UUID(text)
 
 
 MAX_CHECKPOINTS = 100_000
@@ -65,10 +62,14 @@ class AuditServicer(pb_grpc.AuditServiceServicer):
             correlation_id=e.correlation_id, summary=e.summary) for e in entries])
 
     def GetStateAsOf(self, request: Any, context: Any) -> Any:
-        ident = _aggregate_id(request.aggregate_id)
-        when = optional_time(request, "as_of_time")
-        if when is None:
-            raise InvalidArgument([FieldViolation("as_of_time", "must be set", FIELD_REQUIRED)])
+        violations = Violations()  # both fields' faults in one answer
+        check_id(violations, "aggregate_id", request.aggregate_id)
+        when = optional_time(request, "as_of_time", violations)
+        violations.require(when is not None or violations.about("as_of_time"), "as_of_time",
+                           "must be set", FIELD_REQUIRED)
+        violations.raise_if_any()
+        assert when is not None
+        ident = uuid.UUID(request.aggregate_id)
         if not self._app.exists(ident):
             raise NotFound("aggregate", request.aggregate_id)
         state = audit.state_as_of(self._app, ident, when.astimezone(UTC))

@@ -52,9 +52,10 @@ def read_public(app: QijiApplication, catalogue: PublicCatalogue, request: Any) 
                            VALUE_OUT_OF_RANGE)
     violations.require(0 <= request.limit <= MAX_LIMIT, "limit",
                        f"must be between 0 and {MAX_LIMIT}", VALUE_OUT_OF_RANGE)
-    violations.raise_if_any()
     wanted = list(request.types)
-    topics = catalogue.topics_for(wanted)
+    topics = violations.collect(lambda: catalogue.topics_for(wanted))
+    violations.raise_if_any()
+    assert topics is not None
     start = max(request.from_position, 1)
     # Read before the select: every position up to it is committed (ids are given out in
     # commit order), so a short read may move the caller past all of them.
