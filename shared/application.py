@@ -32,7 +32,17 @@ from eventsourcing.persistence import IntegrityError, Mapper, Notification, Tran
 
 from shared import context, metrics
 from shared.config import Settings
-from shared.errors import Aborted, FieldViolation, InvalidArgument, NotFound, QijiError
+from shared.errors import (
+    FIELD_REQUIRED,
+    INVALID_ID,
+    Aborted,
+    FieldViolation,
+    InvalidArgument,
+    NotFound,
+    QijiError,
+    Violations,
+    check_id,
+)
 from shared.idempotency import RequestRecord
 from shared.integrity import MAC_KEY, EventIntegrityError, EventMac, audit_key
 from shared.persistence import StoreGate, eventsourcing_env
@@ -176,8 +186,9 @@ class QijiApplication(Application[uuid.UUID]):
                 str(aggregate_id))
         except ValueError:
             raise InvalidArgument([FieldViolation(
-                field or f"{label}_id", f"{str(aggregate_id)[:40]!r} is not a valid id")]
-            ) from None
+                field or f"{label}_id",
+                "is required" if not str(aggregate_id) else "is not a valid id (a UUID)",
+                FIELD_REQUIRED if not str(aggregate_id) else INVALID_ID)]) from None
         try:
             if version is not None:
                 # The state at a version never changes: the copy a command just cached answers
@@ -193,6 +204,19 @@ class QijiApplication(Application[uuid.UUID]):
         except AggregateNotFoundError:
             raise NotFound(label, str(aggregate_id)) from None
         return self._of_kind(aggregate, kind, label, aggregate_id)
+
+    def note(self, violations: Violations, aggregate_id: str, kind: type[Aggregate],
+             label: str, field: str) -> Any:
+        """As get, for an aggregate a command's field names (a course a session is of): what
+        is wrong is added to `violations`, with the request's other faults, and None returned
+        (a name of nothing alone is still NOT_FOUND: see Violations)."""
+        if not check_id(violations, field, aggregate_id):
+            return None
+        try:
+            return self.get(aggregate_id, kind, label)
+        except NotFound:
+            violations.missing(field, label, aggregate_id)
+            return None
 
     @staticmethod
     def _of_kind(aggregate: Any, kind: type[Aggregate], label: str, shown: object) -> Any:
@@ -369,7 +393,8 @@ class QijiApplication(Application[uuid.UUID]):
             return None
         if not self.fingerprints.matches(record.fingerprint, ctx):
             raise InvalidArgument([FieldViolation(
-                "request_id", "already used for a different request; use a new request id")])
+                "request_id", "already used for a different request; use a new request id",
+                "REQUEST_ID_REUSED")])
         return dict(record.result)
 
     # ------------------------------------------------------------------ tenancy

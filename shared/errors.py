@@ -6,7 +6,11 @@ These are plain Python so that a service's domain can raise them without knowing
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -100,7 +104,28 @@ def is_uuid(value: str) -> bool:
     return True
 
 
-INVALID_ID = "INVALID_ID"
+# The generic reasons of field violations (BadRequest.FieldViolation.reason); a service names
+# its own specific ones (PHONE_INVALID, PARENT_KIND_NOT_ALLOWED…) where a program would branch.
+FIELD_REQUIRED = "FIELD_REQUIRED"  # empty, or not set
+INVALID_ID = "INVALID_ID"  # not a UUID
+TEXT_TOO_LONG = "TEXT_TOO_LONG"
+TEXT_INVALID = "TEXT_INVALID"  # control characters and the like
+VALUE_OUT_OF_RANGE = "VALUE_OUT_OF_RANGE"
+ENUM_VALUE_REQUIRED = "ENUM_VALUE_REQUIRED"  # *_UNSPECIFIED given, or a number unknown here
+TIME_INVALID = "TIME_INVALID"
+DUPLICATE_VALUE = "DUPLICATE_VALUE"
+
+
+def check_id(violations: Violations, field_name: str, value: str) -> bool:
+    """`value` must be a UUID: FIELD_REQUIRED when empty, INVALID_ID when malformed. True when
+    it is one (then it may be looked up)."""
+    if not value:
+        violations.add(field_name, "is required", FIELD_REQUIRED)
+        return False
+    if not is_uuid(value):
+        violations.add(field_name, "is not a valid id (a UUID)", INVALID_ID)
+        return False
+    return True
 
 
 def require_ids(**ids: str) -> None:
@@ -142,6 +167,21 @@ class Violations:
                 reason: str = "FIELD_INVALID") -> None:
         if not condition:
             self.add(field_name, description, reason)
+
+    def about(self, field_name: str) -> bool:
+        """Whether something is already said about `field_name` (a timestamp the entry point
+        could not read need not also be reported as not set)."""
+        return any(v.field == field_name for v in self.items) or any(
+            m.field == field_name for m in self.missing_refs)
+
+    def collect(self, check: Callable[[], T]) -> T | None:
+        """Runs a check that raises InvalidArgument (a cursor's decoder, say): its violations
+        join these, and None is returned, so that the request's other checks still run."""
+        try:
+            return check()
+        except InvalidArgument as error:
+            self.items.extend(error.violations)
+            return None
 
     def missing(self, field_name: str, kind: str, ident: str) -> None:
         """`field_name` names a `kind` that does not exist."""

@@ -15,6 +15,9 @@ from shared.errors import FieldViolation, InvalidArgument
 T = TypeVar("T")
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
+# Reasons of the page_token's field violations.
+PAGE_TOKEN_INVALID = "PAGE_TOKEN_INVALID"  # noqa: S105 - not one this API gave out
+PAGE_TOKEN_FILTERS_CHANGED = "PAGE_TOKEN_FILTERS_CHANGED"  # noqa: S105 - other filters
 
 
 def check_page_size(page_size: int) -> int:
@@ -44,11 +47,12 @@ def decode_token(token: str, filters: Sequence[object]) -> int:
         after, fhash = int(data["a"]), data["f"]
     # RecursionError: a token of JSON nested deeper than the parser goes, from anyone.
     except (ValueError, KeyError, TypeError, OverflowError, RecursionError):
-        raise InvalidArgument([FieldViolation("page_token", "not a token this API gave out")]
-                              ) from None
+        raise InvalidArgument([FieldViolation("page_token", "not a token this API gave out",
+                                              PAGE_TOKEN_INVALID)]) from None
     if fhash != _filter_hash(filters):
         raise InvalidArgument([FieldViolation(
-            "page_token", "was made for a request with other filters")])
+            "page_token", "was made for a request with other filters",
+            PAGE_TOKEN_FILTERS_CHANGED)])
     return after
 
 

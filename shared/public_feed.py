@@ -106,7 +106,8 @@ class PublicCatalogue:
         unknown = [n for n in names if n not in self.types]
         if unknown:
             raise InvalidArgument([FieldViolation(
-                field_name, f"{sorted(unknown)} are not public types of {self.service}")])
+                field_name, f"{', '.join(sorted(unknown))}: not public types of {self.service}",
+                "EVENT_TYPE_UNKNOWN")])
         wanted = names or list(self.types)
         return sorted({self.types[n].topic for n in wanted})
 

@@ -25,7 +25,14 @@ import grpc
 import structlog
 
 from shared import auth
-from shared.errors import FieldViolation, InvalidArgument, Unavailable, is_uuid
+from shared.errors import (
+    FIELD_REQUIRED,
+    INVALID_ID,
+    FieldViolation,
+    InvalidArgument,
+    Unavailable,
+    is_uuid,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -383,9 +390,10 @@ def _owners_of(ref: Ref, request: Any, resolve: Resolver) -> Owners | None:
     if not value:
         if ref.optional:
             return None
-        raise InvalidArgument([FieldViolation(ref.field, "must not be empty")])
+        raise InvalidArgument([FieldViolation(ref.field, "must not be empty", FIELD_REQUIRED)])
     if not is_uuid(value):
-        raise InvalidArgument([FieldViolation(ref.field, "is not a valid id")])
+        raise InvalidArgument([FieldViolation(ref.field, "is not a valid id (a UUID)",
+                                              INVALID_ID)])
     return resolve(ref.kind, value)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from decimal import Decimal
 
-from shared.errors import Violations
+from shared.errors import VALUE_OUT_OF_RANGE, Violations
 
 # ASCII digits, at most two decimals: Decimal() alone would take "1_5" as 15, full-width
 # digits, surrounding spaces, and 30 decimals that round away to a quarter.
@@ -16,13 +16,14 @@ def parse_hours(violations: Violations, field: str, text: str, *, maximum: Decim
                 quarters: bool = True, allow_zero: bool = False) -> Decimal | None:
     """Hours such as "1.5": exact, so transcripts and volunteer totals add up."""
     if not _DECIMAL.fullmatch(text):
-        violations.add(field, "must be a number of hours such as 1.5")
+        violations.add(field, "must be a number of hours such as 1.5", "HOURS_INVALID")
         return None
     hours = Decimal(text)
     if (hours == 0 and not allow_zero) or hours > maximum:
-        violations.add(field, f"must be more than 0 and at most {maximum}")
+        violations.add(field, f"must be {'0' if allow_zero else 'more than 0'} to {maximum}",
+                       VALUE_OUT_OF_RANGE)
         return None
     if quarters and (hours * 4) % 1 != 0:
-        violations.add(field, "must be a multiple of a quarter hour")
+        violations.add(field, "must be a multiple of a quarter hour", "HOURS_NOT_QUARTER_HOURS")
         return None
     return hours

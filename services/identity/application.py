@@ -17,6 +17,12 @@ from services.identity.domain.model import (
     check_text,
 )
 from services.identity.domain.values import (
+    CAREER_MILESTONE_KIND,
+    CONSENT_SCOPE,
+    ORGANISATION_KIND,
+    ORGANISATION_KIND_NOT_ALLOWED,
+    PARENT_KINDS,
+    STATION_OF_ANOTHER_PLATFORM,
     Amenity,
     CareerMilestoneKind,
     ConsentScope,
@@ -28,10 +34,17 @@ from services.identity.views import IdentityViews
 from shared import context, masking
 from shared.application import Outcome, QijiApplication
 from shared.config import Settings
-from shared.errors import AlreadyExists, FieldViolation, InvalidArgument, NotFound, Violations
+from shared.errors import (
+    ENUM_VALUE_REQUIRED,
+    FIELD_REQUIRED,
+    AlreadyExists,
+    Violations,
+    check_id,
+)
 from shared.followers import LocalFeed
 from shared.personal_data import ERASED
 from shared.tenancy import TenancyDirectory
+from shared.wire import wire_name
 
 
 @dataclass(frozen=True)
@@ -94,8 +107,11 @@ class IdentityApplication(QijiApplication):
     def create_organisation(self, *, kind: OrganisationKind | None, name: str, parent_id: str,
                             department_function: DepartmentFunction | None) -> dict[str, Any]:
         def decide() -> Outcome:
-            parent = self._organisation(parent_id, "parent_id") if parent_id else None
             violations = Violations()
+            parent = None
+            # A kind that stands without a parent is told so whatever its parent_id names.
+            if parent_id and (kind is None or any(PARENT_KINDS[kind])):
+                parent = self._note_organisation(violations, "parent_id", parent_id)
             Organisation.check(violations, kind, name,
                                OrganisationKind(parent["kind"]) if parent else None,
                                bool(parent_id), department_function)
@@ -123,28 +139,27 @@ class IdentityApplication(QijiApplication):
             kind=kind, parent_id=parent_id, page_size=page_size, page_token=page_token)
         return [self.organisation(i) for i in ids], token
 
-    def _organisation(self, organisation_id: str, field: str) -> dict[str, Any]:
-        """Kind and parent of a referenced organisation; NotFound if there is none."""
-        try:
-            uuid.UUID(organisation_id)
-        except ValueError:
-            raise InvalidArgument([FieldViolation(
-                field, f"{organisation_id[:40]!r} is not a valid id")]) from None
+    def _note_organisation(self, violations: Violations, field: str, organisation_id: str
+                           ) -> dict[str, Any] | None:
+        """Kind and parent of a referenced organisation, or None with what is wrong added to
+        `violations`: empty, not an id, or naming nothing (alone, that is NOT_FOUND)."""
+        if not check_id(violations, field, organisation_id):
+            return None
         found = self.views.organisation(organisation_id)
         if found is None:
-            raise NotFound("organisation", organisation_id)
+            violations.missing(field, "organisation", organisation_id)
         return found
 
     def _organisation_of_kind(self, violations: Violations, field: str, organisation_id: str,
                               kind: OrganisationKind) -> dict[str, Any] | None:
-        """The referenced organisation; NotFound if there is none, a violation if it is of
-        another kind or missing."""
-        if not organisation_id:
-            violations.add(field, "must not be empty")
+        """The referenced organisation if it is one of `kind`; else None, with what is wrong
+        added to `violations`."""
+        organisation = self._note_organisation(violations, field, organisation_id)
+        if organisation is not None and organisation["kind"] != kind.value:
+            violations.add(field, f"must name an {wire_name(kind, ORGANISATION_KIND)}, not an "
+                           f"{wire_name(organisation['kind'], ORGANISATION_KIND)}",
+                           ORGANISATION_KIND_NOT_ALLOWED)
             return None
-        organisation = self._organisation(organisation_id, field)
-        if organisation["kind"] != kind.value:
-            violations.add(field, f"must be a {kind.value}, not a {organisation['kind']}")
         return organisation
 
     # ------------------------------------------------------------------ service spaces
@@ -168,11 +183,13 @@ class IdentityApplication(QijiApplication):
 
     def update_service_space(self, *, service_space_id: str, amenities: list[Amenity | None],
                              opening_hours: list[dict[str, Any]]) -> dict[str, Any]:
+        violations = Violations()
+        check_id(violations, "service_space_id", service_space_id)
+        ServiceSpace.check(violations, amenities, opening_hours)
+        violations.raise_if_any()
+
         def decide() -> Outcome:
             space = self.get(service_space_id, ServiceSpace, "service_space")
-            violations = Violations()
-            ServiceSpace.check(violations, amenities, opening_hours)
-            violations.raise_if_any()
             space.update_facilities(amenities=[a.value for a in amenities if a],
                                     opening_hours=opening_hours)
             return Outcome([space], {"service_space_id": str(space.id), "version": space.version})
@@ -198,18 +215,20 @@ class IdentityApplication(QijiApplication):
     def register_rider(self, *, platform_id: str, platform_rider_id: str, name: str, phone: str,
                        national_id: str, home_street_id: str, station_id: str) -> dict[str, Any]:
         def decide() -> Outcome:
+            # Every fault at once: formats, then what the ids name (and of which kind).
             violations = Violations()
             check_registration(violations, platform_rider_id=platform_rider_id, name=name,
                                phone=phone, national_id=national_id)
-            violations.raise_if_any()
-            self._organisation_of_kind(violations, "platform_id", platform_id,
-                                       OrganisationKind.PLATFORM)
+            platform = self._organisation_of_kind(violations, "platform_id", platform_id,
+                                                  OrganisationKind.PLATFORM)
             self._organisation_of_kind(violations, "home_street_id", home_street_id,
                                        OrganisationKind.STREET)
             station = self._organisation_of_kind(violations, "station_id", station_id,
                                                  OrganisationKind.STATION)
-            if station is not None and station["parent_id"] != platform_id:
-                violations.add("station_id", "is a station of another platform")
+            if platform is not None and station is not None and (
+                    station["parent_id"] != platform_id):
+                violations.add("station_id", "names a station of another platform than "
+                               "platform_id", STATION_OF_ANOTHER_PLATFORM)
             violations.raise_if_any()
             rider_id = Rider.create_id(platform_id, platform_rider_id)
             if self.exists(rider_id):
@@ -241,29 +260,33 @@ class IdentityApplication(QijiApplication):
 
     def suspend_rider(self, *, rider_id: str, reason: str
                       ) -> dict[str, Any]:
-        _require_reason(reason)
+        _require_reason(rider_id, reason)
         return self._change_rider(rider_id, lambda r: r.suspend(reason.strip()))
 
     def reinstate_rider(self, *, rider_id: str, reason: str
                         ) -> dict[str, Any]:
-        _require_reason(reason)
+        _require_reason(rider_id, reason)
         return self._change_rider(rider_id, lambda r: r.reinstate(reason.strip()))
 
     def record_rider_left(self, *, rider_id: str, reason: str
                           ) -> dict[str, Any]:
-        _require_reason(reason)
+        _require_reason(rider_id, reason)
         return self._change_rider(rider_id, lambda r: r.leave(reason.strip()))
 
     def record_career_milestone(self, *, rider_id: str, kind: CareerMilestoneKind | None,
-                                organisation_id: str, effective_at: datetime | None, note: str
-                                ) -> dict[str, Any]:
-        violations = Violations()
-        violations.require(kind is not None, "kind", "must be specified")
-        violations.require(bool(organisation_id), "organisation_id", "must not be empty")
+                                organisation_id: str, effective_at: datetime | None, note: str,
+                                violations: Violations | None = None) -> dict[str, Any]:
+        """`violations`: what the entry point already found wrong in the request (a timestamp
+        it could not read), reported with the rest."""
+        violations = violations if violations is not None else Violations()
+        check_id(violations, "rider_id", rider_id)
+        violations.require(kind is not None, "kind",
+                           f"must be specified (not {CAREER_MILESTONE_KIND}_UNSPECIFIED)",
+                           ENUM_VALUE_REQUIRED)
+        self._note_organisation(violations, "organisation_id", organisation_id)
         check_text(violations, "note", note, required=False)
         violations.raise_if_any()
         assert kind is not None
-        self._organisation(organisation_id, "organisation_id")
         when = effective_at or self.clock()
         return self._change_rider(
             rider_id, lambda r: r.record_milestone(kind, organisation_id, when, note.strip()))
@@ -271,11 +294,13 @@ class IdentityApplication(QijiApplication):
     def grant_consent(self, *, rider_id: str, scope: ConsentScope | None, recipient_id: str
                       ) -> dict[str, Any]:
         violations = Violations()
-        violations.require(scope is not None, "scope", "must be specified")
-        violations.require(bool(recipient_id), "recipient_id", "must not be empty")
+        check_id(violations, "rider_id", rider_id)
+        violations.require(scope is not None, "scope",
+                           f"must be specified (not {CONSENT_SCOPE}_UNSPECIFIED)",
+                           ENUM_VALUE_REQUIRED)
+        self._note_organisation(violations, "recipient_id", recipient_id)
         violations.raise_if_any()
         assert scope is not None
-        self._organisation(recipient_id, "recipient_id")
         consent_id = str(uuid.uuid4())
         return self._change_rider(
             rider_id, lambda r: r.grant_consent(consent_id, scope, recipient_id, self.clock()),
@@ -284,7 +309,8 @@ class IdentityApplication(QijiApplication):
     def withdraw_consent(self, *, rider_id: str, consent_id: str
                          ) -> dict[str, Any]:
         violations = Violations()
-        violations.require(bool(consent_id), "consent_id", "must not be empty")
+        check_id(violations, "rider_id", rider_id)
+        violations.require(bool(consent_id), "consent_id", "must not be empty", FIELD_REQUIRED)
         violations.raise_if_any()
         return self._change_rider(
             rider_id, lambda r: r.withdraw_consent(consent_id, self.clock()))
@@ -293,7 +319,7 @@ class IdentityApplication(QijiApplication):
                                   ) -> dict[str, Any]:
         """Crypto-shredding: the key goes first (irreversibly), then the event that records who
         erased and why; a retry after a crash between the two stores the event."""
-        _require_reason(reason)
+        _require_reason(rider_id, reason)
         rider = self.get(rider_id, Rider, "rider")
         if not rider.personal_data_erased:
             self.vault.erase(str(rider.id))
@@ -305,8 +331,9 @@ class IdentityApplication(QijiApplication):
 
     def lookup_rider(self, *, platform_id: str, platform_rider_id: str) -> RiderView:
         violations = Violations()
-        violations.require(bool(platform_id), "platform_id", "must not be empty")
-        violations.require(bool(platform_rider_id), "platform_rider_id", "must not be empty")
+        violations.require(bool(platform_id), "platform_id", "must not be empty", FIELD_REQUIRED)
+        violations.require(bool(platform_rider_id), "platform_rider_id", "must not be empty",
+                           FIELD_REQUIRED)
         violations.raise_if_any()
         rider_id = Rider.create_id(platform_id, platform_rider_id)
         return self.rider(str(rider_id))
@@ -343,7 +370,10 @@ class IdentityApplication(QijiApplication):
             consents=[dict(c) for c in r.consents], version=r.version)
 
 
-def _require_reason(reason: str) -> None:
+def _require_reason(rider_id: str, reason: str) -> None:
+    """The rider id's format and the reason, in one answer (whether the rider exists is
+    asked after)."""
     violations = Violations()
+    check_id(violations, "rider_id", rider_id)
     check_text(violations, "reason", reason, required=True)
     violations.raise_if_any()

@@ -25,6 +25,7 @@ from services.identity.domain.values import (
     RiderStatus,
 )
 from shared.auth import CITY_ADMIN, ROLES
+from shared.errors import Violations
 from shared.grpc.convert import enum_in, enum_out, optional_time, timestamp
 from shared.tenancy import (
     CITY_READERS,
@@ -166,11 +167,13 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
         return pb.RecordRiderLeftResponse(rider=self._rider_at(result))
 
     def RecordCareerMilestone(self, request: Any, context: Any) -> Any:
+        violations = Violations()  # reported with the application's findings, in one answer
         result = self.app.record_career_milestone(
             rider_id=request.rider_id,
             kind=enum_in(request.kind, pb.CareerMilestoneKind, CareerMilestoneKind),
             organisation_id=request.organisation_id,
-            effective_at=optional_time(request, "effective_time"), note=request.note)
+            effective_at=optional_time(request, "effective_time", violations),
+            note=request.note, violations=violations)
         return pb.RecordCareerMilestoneResponse(rider=self._rider_at(result))
 
     def GrantConsent(self, request: Any, context: Any) -> Any:

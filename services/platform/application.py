@@ -91,9 +91,11 @@ class Page:
 
 
 def check_page_size(page_size: int) -> int:
-    if not 0 <= page_size <= MAX_PAGE_SIZE:
-        raise InvalidArgument([FieldViolation("page_size", f"must be 0 to {MAX_PAGE_SIZE}")])
-    return page_size or DEFAULT_PAGE_SIZE
+    """AIP-158, as shared/paging.py: 0 is the default, above the maximum is coerced to it."""
+    if page_size < 0:
+        raise InvalidArgument([FieldViolation("page_size", "must not be negative",
+                                              "PAGE_SIZE_NEGATIVE")])
+    return min(page_size, MAX_PAGE_SIZE) or DEFAULT_PAGE_SIZE
 
 
 class PlatformFeed:

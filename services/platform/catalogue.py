@@ -35,7 +35,7 @@ def subscribed(types: list[str], subscriptions: frozenset[str]) -> list[str]:
         return allowed
     refused = sorted(t for t in types if t in PUBLISHER and not covered(t))
     if refused:
-        raise PermissionDenied(f"not subscribed to {refused}", reason="NOT_SUBSCRIBED")
+        raise PermissionDenied(f"not subscribed to {', '.join(refused)}", reason="NOT_SUBSCRIBED")
     return types
 
 
@@ -45,7 +45,8 @@ def types_by_service(types: list[str]) -> dict[str, list[str]]:
     unknown = sorted({t for t in types if t not in PUBLISHER})
     if unknown:
         raise InvalidArgument([FieldViolation(
-            "types", f"{unknown} are not public event types; see services/platform/event-feed.md")])
+            "types", f"{', '.join(unknown)}: not public event types; see "
+            "services/platform/event-feed.md", "EVENT_TYPE_UNKNOWN")])
     if not types:
         return {service: [] for service in SERVICES}
     wanted: dict[str, list[str]] = {}

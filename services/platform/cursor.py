@@ -43,6 +43,7 @@ def decode(cursor: str, services: Iterable[str], *, field: str = "cursor") -> di
             positions[service] = position
     except (ValueError, binascii.Error, UnicodeDecodeError, RecursionError):
         raise InvalidArgument([FieldViolation(
-            field, "not a cursor this feed gave out; start again with an empty cursor")]
+            field, "not a cursor this feed gave out; start again with an empty cursor",
+            "CURSOR_INVALID")]
         ) from None
     return positions

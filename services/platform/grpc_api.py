@@ -11,10 +11,10 @@ import grpc
 from qiji.platform.v1 import platform_feed_service_pb2 as pb
 from qiji.platform.v1 import platform_feed_service_pb2_grpc as pb_grpc
 
-from services.platform.application import Page, PlatformFeed
+from services.platform.application import Page, PlatformFeed, check_page_size
 from services.platform.catalogue import subscribed, types_by_service
 from shared import context
-from shared.errors import Unavailable
+from shared.errors import Unavailable, Violations
 from shared.tenancy import OWN, access_table, scoped
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["PlatformFeedService"].full_name
@@ -36,16 +36,14 @@ class PlatformFeedServicer(pb_grpc.PlatformFeedServiceServicer):
         self.stopping = stopping
 
     def ReadEvents(self, request: Any, context_: Any) -> Any:
-        positions = self.feed.decode_cursor(request.cursor)
-        page = self.feed.read(positions, request.page_size, _types(request.types),
-                              _organisation())
+        positions, types = self._checked(request, request.page_size)
+        page = self.feed.read(positions, request.page_size, types, _organisation())
         return pb.ReadEventsResponse(
             events=[pb.FeedEvent(event=e, cursor=c) for e, c in page.events],
             next_cursor=page.next_cursor, caught_up=page.caught_up)
 
     def StreamEvents(self, request: Any, context_: Any) -> Iterator[Any]:
-        positions = self.feed.decode_cursor(request.cursor)
-        types = _types(request.types)
+        positions, types = self._checked(request, STREAM_BATCH)
         organisation = _organisation()
         # Validate everything before the first message, so a bad request fails at once.
         page = self.feed.read(positions, STREAM_BATCH, types, organisation)
@@ -64,11 +62,17 @@ class PlatformFeedServicer(pb_grpc.PlatformFeedServiceServicer):
                 page = Page(events=[], positions=positions, caught_up=False)
 
 
-def _types(requested: Any) -> list[str]:
-    # Unknown names are refused by the catalogue; here, what the consumer is subscribed to.
-    types = list(requested)
-    types_by_service(types)
-    return subscribed(types, context.current().actor.subscriptions)
+    def _checked(self, request: Any, page_size: int) -> tuple[dict[str, int], list[str]]:
+        """The cursor's positions and the types asked for, every fault of the three fields in
+        one answer; then what the consumer is not subscribed to is refused."""
+        violations = Violations()
+        positions = violations.collect(lambda: self.feed.decode_cursor(request.cursor))
+        violations.collect(lambda: check_page_size(page_size))
+        types = list(request.types)
+        violations.collect(lambda: types_by_service(types))
+        violations.raise_if_any()
+        assert positions is not None
+        return positions, subscribed(types, context.current().actor.subscriptions)
 
 
 def _organisation() -> str:

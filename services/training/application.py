@@ -19,8 +19,15 @@ from services.training.domain.model import (
     TrainingSession,
 )
 from services.training.domain.values import (
+    COMPLETION_RESULT,
+    COURSE_FORMAT,
+    END_TIME_NOT_AFTER_START_TIME,
+    INSTRUCTOR_KIND,
     MAX_CAPACITY,
     MAX_SESSION_HOURS,
+    SESSION_TOO_LONG,
+    START_TIME_NOT_IN_FUTURE,
+    TRACK,
     CompletionResult,
     CourseFormat,
     CourseStatus,
@@ -32,13 +39,24 @@ from services.training.domain.values import (
 from services.training.views import TrainingViews
 from shared.application import Outcome, QijiApplication
 from shared.config import Settings
-from shared.errors import NotFound, Violations, require_ids
+from shared.errors import (
+    DUPLICATE_VALUE,
+    ENUM_VALUE_REQUIRED,
+    FIELD_REQUIRED,
+    TEXT_TOO_LONG,
+    VALUE_OUT_OF_RANGE,
+    NotFound,
+    Violations,
+    check_id,
+    require_ids,
+)
 from shared.followers import Follower, UpstreamEvent
-from shared.references import Reference, require_reference
+from shared.references import Reference, note_reference
 from shared.tenancy import Owners
 
 MAX_TITLE = 200
 MAX_DESCRIPTION = 2000
+MAX_INSTRUCTOR_NAME = 100
 
 
 @dataclass(frozen=True)
@@ -96,22 +114,27 @@ class TrainingApplication(QijiApplication):
                      formats: list[CourseFormat | None], provider_id: str,
                      instructor_name: str, instructor_kind: InstructorKind | None
                      ) -> dict[str, Any]:
+        # Every fault at once, the provider it names included.
         violations = Violations()
-        violations.require(track is not None, "track", "must be specified")
-        violations.require(bool(title.strip()) and len(title) <= MAX_TITLE, "title",
-                           f"1 to {MAX_TITLE} characters")
-        violations.require(len(description) <= MAX_DESCRIPTION, "description",
-                           f"at most {MAX_DESCRIPTION} characters")
+        violations.require(track is not None, "track",
+                           f"must be specified (not {TRACK}_UNSPECIFIED)", ENUM_VALUE_REQUIRED)
+        _check_text(violations, "title", title, MAX_TITLE, required=True)
+        _check_text(violations, "description", description, MAX_DESCRIPTION, required=False)
         parsed_hours = parse_course_hours(violations, "hours", hours)
-        violations.require(bool(formats), "formats", "name at least one format")
+        violations.require(bool(formats), "formats", "name at least one format",
+                           FIELD_REQUIRED)
         for i, f in enumerate(formats):
-            violations.require(f is not None, f"formats[{i}]", "must be specified")
-        violations.require(bool(instructor_name.strip()) and len(instructor_name) <= 100,
-                           "instructor.name", "1 to 100 characters")
-        violations.require(instructor_kind is not None, "instructor.kind", "must be specified")
-        violations.require(bool(provider_id), "provider_id", "must not be empty")
+            violations.require(f is not None, f"formats[{i}]",
+                               f"must be specified (not {COURSE_FORMAT}_UNSPECIFIED)",
+                               ENUM_VALUE_REQUIRED)
+        _check_text(violations, "instructor.name", instructor_name, MAX_INSTRUCTOR_NAME,
+                    required=True)
+        violations.require(instructor_kind is not None, "instructor.kind",
+                           f"must be specified (not {INSTRUCTOR_KIND}_UNSPECIFIED)",
+                           ENUM_VALUE_REQUIRED)
+        note_reference(self, violations, provider_id, "provider_id", "organisation",
+                       self.catch_up_upstream)
         violations.raise_if_any()
-        self._reference(provider_id, "provider_id", "organisation")
         assert track is not None and instructor_kind is not None and parsed_hours is not None
 
         def decide() -> Outcome:
@@ -156,21 +179,29 @@ class TrainingApplication(QijiApplication):
     # ------------------------------------------------------------------ sessions
 
     def schedule_session(self, *, course_id: str, service_space_id: str,
-                         starts_at: datetime | None, ends_at: datetime | None, capacity: int
-                         ) -> dict[str, Any]:
-        violations = Violations()
-        violations.require(starts_at is not None, "start_time", "must be set")
-        violations.require(ends_at is not None, "end_time", "must be set")
+                         starts_at: datetime | None, ends_at: datetime | None, capacity: int,
+                         violations: Violations | None = None) -> dict[str, Any]:
+        """`violations`: what the entry point already found wrong (a timestamp it could not
+        read), reported with the rest in one answer."""
+        violations = violations if violations is not None else Violations()
+        self.note(violations, course_id, Course, "course", "course_id")
+        note_reference(self, violations, service_space_id, "service_space_id", "service_space",
+                       self.catch_up_upstream)
+        for name, value in (("start_time", starts_at), ("end_time", ends_at)):
+            violations.require(value is not None or violations.about(name), name,
+                               "must be set", FIELD_REQUIRED)
         if starts_at and ends_at:
-            violations.require(ends_at > starts_at, "end_time", "must be after start_time")
+            violations.require(ends_at > starts_at, "end_time", "must be after start_time",
+                               END_TIME_NOT_AFTER_START_TIME)
             violations.require(ends_at - starts_at <= timedelta(hours=MAX_SESSION_HOURS),
-                               "end_time", f"a session lasts at most {MAX_SESSION_HOURS} hours")
-            violations.require(starts_at > self.clock(), "start_time", "must be in the future")
+                               "end_time", f"a session lasts at most {MAX_SESSION_HOURS} hours",
+                               SESSION_TOO_LONG)
+            violations.require(starts_at > self.clock(), "start_time", "must be in the future",
+                               START_TIME_NOT_IN_FUTURE)
         violations.require(1 <= capacity <= MAX_CAPACITY, "capacity",
-                           f"must be 1 to {MAX_CAPACITY}")
+                           f"must be 1 to {MAX_CAPACITY}", VALUE_OUT_OF_RANGE)
         violations.raise_if_any()
         assert starts_at is not None and ends_at is not None
-        self._reference(service_space_id, "service_space_id", "service_space")
 
         def decide() -> Outcome:
             course = self.get(course_id, Course, "course", field="course_id")
@@ -260,10 +291,14 @@ class TrainingApplication(QijiApplication):
 
     def record_completion(self, *, session_id: str, rider_id: str,
                           result: CompletionResult | None, score: int | None) -> dict[str, Any]:
-        require_ids(session_id=session_id, rider_id=rider_id)
         violations = Violations()
-        violations.require(result is not None, "result", "must be specified")
-        violations.require(score is None or 0 <= score <= 100, "score", "must be 0 to 100")
+        check_id(violations, "session_id", session_id)
+        check_id(violations, "rider_id", rider_id)
+        violations.require(result is not None, "result",
+                           f"must be specified (not {COMPLETION_RESULT}_UNSPECIFIED)",
+                           ENUM_VALUE_REQUIRED)
+        violations.require(score is None or 0 <= score <= 100, "score", "must be 0 to 100",
+                           VALUE_OUT_OF_RANGE)
         violations.raise_if_any()
         assert result is not None
 
@@ -290,9 +325,12 @@ class TrainingApplication(QijiApplication):
     def set_pre_job_courses(self, *, course_ids: list[str]
                             ) -> dict[str, Any]:
         violations = Violations()
-        violations.require(bool(course_ids), "course_ids", "name at least one course")
+        violations.require(bool(course_ids), "course_ids", "name at least one course",
+                           FIELD_REQUIRED)
         violations.require(len(set(course_ids)) == len(course_ids), "course_ids",
-                           "lists a course twice")
+                           "lists a course twice", DUPLICATE_VALUE)
+        for i, course_id in enumerate(course_ids):
+            self.note(violations, course_id, Course, "course", f"course_ids[{i}]")
         violations.raise_if_any()
 
         def decide() -> Outcome:
@@ -420,8 +458,14 @@ class TrainingApplication(QijiApplication):
         return self.followed(Learner.create_id(rider_id), Learner, "rider", rider_id,
                              self.catch_up_upstream, refresh_unless)
 
-    def _reference(self, upstream_id: str, field: str, kind: str) -> Reference:
-        return require_reference(self, upstream_id, field, kind, self.catch_up_upstream)
+
+
+def _check_text(violations: Violations, field: str, value: str, maximum: int, *,
+                required: bool) -> None:
+    if required and not value.strip():
+        violations.add(field, "must not be empty", FIELD_REQUIRED)
+    elif len(value) > maximum:
+        violations.add(field, f"at most {maximum} characters", TEXT_TOO_LONG)
 
 
 def hours_text(hours: Decimal) -> str:

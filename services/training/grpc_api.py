@@ -31,6 +31,7 @@ from shared.auth import (
     ROLES,
     STREET_OFFICE,
 )
+from shared.errors import Violations
 from shared.grpc.convert import enum_in, enum_out, optional_time, timestamp
 from shared.tenancy import (
     CITY_READERS,
@@ -134,10 +135,12 @@ class TrainingServicer(pb_grpc.TrainingServiceServicer):
     # ------------------------------------------------------------------ sessions
 
     def ScheduleSession(self, request: Any, context: Any) -> Any:
+        violations = Violations()  # reported with the application's findings, in one answer
         result = self.app.schedule_session(
             course_id=request.course_id, service_space_id=request.service_space_id,
-            starts_at=optional_time(request, "start_time"),
-            ends_at=optional_time(request, "end_time"), capacity=request.capacity)
+            starts_at=optional_time(request, "start_time", violations),
+            ends_at=optional_time(request, "end_time", violations), capacity=request.capacity,
+            violations=violations)
         return pb.ScheduleSessionResponse(session=self._session_at(result))
 
     def GetSession(self, request: Any, context: Any) -> Any:

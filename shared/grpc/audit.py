@@ -15,7 +15,14 @@ from qiji.audit.v1 import audit_service_pb2_grpc as pb_grpc
 from shared import audit, auth
 from shared.application import QijiApplication
 from shared.checkpoints import CheckpointVerifier
-from shared.errors import FieldViolation, InvalidArgument, NotFound, Violations
+from shared.errors import (
+    FIELD_REQUIRED,
+    TEXT_TOO_LONG,
+    VALUE_OUT_OF_RANGE,
+    NotFound,
+    Violations,
+    check_id,
+)
 from shared.grpc.convert import optional_time, timestamp
 from shared.tenancy import Access, city_wide
 
@@ -29,10 +36,10 @@ def audit_access() -> dict[str, Access]:
 
 
 def _aggregate_id(text: str) -> uuid.UUID:
-    try:
-        return uuid.UUID(text)
-    except ValueError:
-        raise InvalidArgument([FieldViolation("aggregate_id", "is not a valid id")]) from None
+    violations = Violations()
+    check_id(violations, "aggregate_id", text)
+    violations.raise_if_any()
+    return uuid.UUID(text)
 
 
 MAX_CHECKPOINTS = 100_000
@@ -55,10 +62,14 @@ class AuditServicer(pb_grpc.AuditServiceServicer):
             correlation_id=e.correlation_id, summary=e.summary) for e in entries])
 
     def GetStateAsOf(self, request: Any, context: Any) -> Any:
-        ident = _aggregate_id(request.aggregate_id)
-        when = optional_time(request, "as_of_time")
-        if when is None:
-            raise InvalidArgument([FieldViolation("as_of_time", "must be set")])
+        violations = Violations()  # both fields' faults in one answer
+        check_id(violations, "aggregate_id", request.aggregate_id)
+        when = optional_time(request, "as_of_time", violations)
+        violations.require(when is not None or violations.about("as_of_time"), "as_of_time",
+                           "must be set", FIELD_REQUIRED)
+        violations.raise_if_any()
+        assert when is not None
+        ident = uuid.UUID(request.aggregate_id)
         if not self._app.exists(ident):
             raise NotFound("aggregate", request.aggregate_id)
         state = audit.state_as_of(self._app, ident, when.astimezone(UTC))
@@ -71,9 +82,10 @@ class AuditServicer(pb_grpc.AuditServiceServicer):
         for name in ("checkpoints", "pinned_checkpoints"):
             notes = getattr(request, name)
             violations.require(len(notes) <= MAX_CHECKPOINTS, name,
-                               f"at most {MAX_CHECKPOINTS} per call")
+                               f"at most {MAX_CHECKPOINTS} per call", VALUE_OUT_OF_RANGE)
             violations.require(all(len(n) <= MAX_NOTE_LENGTH for n in notes), name,
-                               f"a signed note is at most {MAX_NOTE_LENGTH} characters")
+                               f"a signed note is at most {MAX_NOTE_LENGTH} characters",
+                               TEXT_TOO_LONG)
         violations.raise_if_any()
         last = None
         for verdict in audit.verify(self._app, checkpoints=list(request.checkpoints),

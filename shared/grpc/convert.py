@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from shared.errors import FieldViolation, InvalidArgument
+from shared.errors import TIME_INVALID, FieldViolation, InvalidArgument, Violations
 
 E = TypeVar("E", bound=StrEnum)
 
@@ -40,10 +40,19 @@ def timestamp(value: datetime | None) -> Timestamp | None:
     return ts
 
 
-def optional_time(message: Message, field: str) -> datetime | None:
+def optional_time(message: Message, field: str, violations: Violations | None = None
+                  ) -> datetime | None:
+    """The timestamp, None when not set. One out of range is INVALID_ARGUMENT; given
+    `violations`, it is added there instead (and None returned), so that the command reports
+    it with the request's other faults."""
     if not message.HasField(field):
         return None
     try:
         return getattr(message, field).ToDatetime(tzinfo=UTC)
     except (ValueError, OverflowError):
-        raise InvalidArgument([FieldViolation(field, "not a valid timestamp")]) from None
+        fault = FieldViolation(field, "not a valid timestamp (0001-01-01 to 9999-12-31)",
+                               TIME_INVALID)
+        if violations is None:
+            raise InvalidArgument([fault]) from None
+        violations.add(fault.field, fault.description, fault.reason)
+        return None

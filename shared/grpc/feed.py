@@ -17,7 +17,7 @@ from qiji.feed.v1 import public_feed_service_pb2 as public_pb
 from shared import auth
 from shared.application import META_KEY, QijiApplication
 from shared.continuity import read_checked
-from shared.errors import DataLoss, Violations
+from shared.errors import VALUE_OUT_OF_RANGE, DataLoss, Violations
 from shared.integrity import EventIntegrityError
 from shared.tenancy import Access, city_wide
 
@@ -44,9 +44,10 @@ class FeedServicer(pb_grpc.FeedServiceServicer):
 
     def ReadEvents(self, request: pb.ReadEventsRequest, context: Any) -> pb.ReadEventsResponse:
         violations = Violations()
-        violations.require(request.from_position >= 0, "from_position", "must not be negative")
+        violations.require(request.from_position >= 0, "from_position", "must not be negative",
+                           VALUE_OUT_OF_RANGE)
         violations.require(0 <= request.limit <= MAX_LIMIT, "limit",
-                           f"must be between 0 and {MAX_LIMIT}")
+                           f"must be between 0 and {MAX_LIMIT}", VALUE_OUT_OF_RANGE)
         violations.raise_if_any()
         last = self._app.last_position()
         notifications, failure = read_checked(self._app, request.from_position,
@@ -65,7 +66,8 @@ class FeedServicer(pb_grpc.FeedServiceServicer):
     def StreamEvents(self, request: pb.StreamEventsRequest, context: Any
                      ) -> Iterator[pb.StreamEventsResponse]:
         violations = Violations()
-        violations.require(request.from_position >= 0, "from_position", "must not be negative")
+        violations.require(request.from_position >= 0, "from_position", "must not be negative",
+                           VALUE_OUT_OF_RANGE)
         violations.raise_if_any()
         position = max(request.from_position, 1)
         while context.is_active() and not self._stopping.is_set():

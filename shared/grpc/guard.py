@@ -97,17 +97,19 @@ class Guard(grpc.ServerInterceptor):
             raise errors.PermissionDenied(f"{actor.principal} may not call {rpc}",
                                           reason="ROLE_NOT_ALLOWED", principal=actor.principal)
         request_id = getattr(request, "request_id", "")
-        if len(request_id) > MAX_REQUEST_ID_LENGTH or not request_id.isprintable():
-            raise errors.InvalidArgument([errors.FieldViolation(
-                "request_id", f"at most {MAX_REQUEST_ID_LENGTH} printable characters",
-                "REQUEST_ID_INVALID")])
-        if access.request_id_required and not request_id:
-            # Refused before anything is decided or written: without an id, the caller's
-            # retry of this call would make a second thing (AIP-155).
-            raise errors.InvalidArgument([errors.FieldViolation(
-                "request_id", f"is required: every {rpc} makes something new, and a retry "
-                "without the first call's request_id would make a second one",
-                "REQUEST_ID_REQUIRED")])
+        violations = errors.Violations()
+        violations.require(len(request_id) <= MAX_REQUEST_ID_LENGTH, "request_id",
+                           f"at most {MAX_REQUEST_ID_LENGTH} characters", errors.TEXT_TOO_LONG)
+        violations.require(request_id.isprintable(), "request_id",
+                           "printable characters only (no control characters)",
+                           errors.TEXT_INVALID)
+        # Refused before anything is decided or written: without an id, the caller's retry of
+        # this call would make a second thing (AIP-155).
+        violations.require(bool(request_id) or not access.request_id_required, "request_id",
+                           f"is required: every {rpc} makes something new, and a retry "
+                           "without the first call's request_id would make a second one",
+                           "REQUEST_ID_REQUIRED")
+        violations.raise_if_any()
         try:
             reach = decide(access, actor, request, self._resolve)
         except OutOfScope as refused:

@@ -14,7 +14,7 @@ from qiji.feed.v1 import public_feed_service_pb2_grpc as pb_grpc
 from shared import auth
 from shared.application import QijiApplication
 from shared.continuity import EventsTable, out_of_place
-from shared.errors import Violations
+from shared.errors import VALUE_OUT_OF_RANGE, Violations
 from shared.integrity import ALARM, EventIntegrityError
 from shared.public_feed import DATA_CONTENT_TYPE, SPEC_VERSION, Fact, PublicCatalogue, PublicEvent
 from shared.tenancy import Access, city_wide
@@ -48,12 +48,14 @@ def read_public(app: QijiApplication, catalogue: PublicCatalogue, request: Any) 
     for one consumer organisation. Positions of internal events, and of events this consumer
     may not see, are passed over: `next_position` moves past them."""
     violations = Violations()
-    violations.require(request.from_position >= 0, "from_position", "must not be negative")
+    violations.require(request.from_position >= 0, "from_position", "must not be negative",
+                           VALUE_OUT_OF_RANGE)
     violations.require(0 <= request.limit <= MAX_LIMIT, "limit",
-                       f"must be between 0 and {MAX_LIMIT}")
-    violations.raise_if_any()
+                       f"must be between 0 and {MAX_LIMIT}", VALUE_OUT_OF_RANGE)
     wanted = list(request.types)
-    topics = catalogue.topics_for(wanted)
+    topics = violations.collect(lambda: catalogue.topics_for(wanted))
+    violations.raise_if_any()
+    assert topics is not None
     start = max(request.from_position, 1)
     # Read before the select: every position up to it is committed (ids are given out in
     # commit order), so a short read may move the caller past all of them.

@@ -101,6 +101,8 @@ class ErrorDetails:
     domain: str = ""
     metadata: dict[str, str] = field(default_factory=dict)
     fields: list[str] = field(default_factory=list)
+    # Each BadRequest field violation: (field, reason, description).
+    violations: list[tuple[str, str, str]] = field(default_factory=list)
 
 
 def details_of(error: grpc.RpcError) -> ErrorDetails:
@@ -119,6 +121,8 @@ def details_of(error: grpc.RpcError) -> ErrorDetails:
             bad = error_details_pb2.BadRequest()
             detail.Unpack(bad)
             found.fields.extend(v.field for v in bad.field_violations)
+            found.violations.extend((v.field, v.reason, v.description)
+                                    for v in bad.field_violations)
     return found
 
 

@@ -194,28 +194,35 @@ def hours(opens: str = "08:00", closes: str = "20:00", weekday: int = 1) -> list
 BAD_INPUT: dict[str, Bad] = {
     # -- organisations
     "CreateOrganisation-without-kind": Bad(
-        "CreateOrganisation", "city_admin", org(name="无类"), INVALID, field="kind"),
+        "CreateOrganisation", "city_admin", org(name="无类"), INVALID, field="kind",
+        reason="ENUM_VALUE_REQUIRED"),
     "CreateOrganisation-empty-name": Bad(
         "CreateOrganisation", "city_admin", org(kind=pb.ORGANISATION_KIND_CITY, name="  "),
-        INVALID, field="name"),
+        INVALID, field="name",
+        reason="FIELD_REQUIRED"),
     "CreateOrganisation-name-too-long": Bad(
         "CreateOrganisation", "city_admin", org(kind=pb.ORGANISATION_KIND_CITY, name="长" * 101),
-        INVALID, field="name"),
+        INVALID, field="name",
+        reason="TEXT_TOO_LONG"),
     "CreateOrganisation-street-under-a-city": Bad(
         "CreateOrganisation", "city_admin",
         org(kind=pb.ORGANISATION_KIND_STREET, name="错街道", parent_id=lambda w: w.city),
-        INVALID, field="parent_id"),
+        INVALID, field="parent_id",
+        reason="PARENT_KIND_NOT_ALLOWED"),
     "CreateOrganisation-city-with-a-parent": Bad(
         "CreateOrganisation", "city_admin",
         org(kind=pb.ORGANISATION_KIND_CITY, name="城中城", parent_id=lambda w: w.city),
-        INVALID, field="parent_id"),
+        INVALID, field="parent_id",
+        reason="PARENT_NOT_ALLOWED"),
     "CreateOrganisation-district-without-parent": Bad(
         "CreateOrganisation", "city_admin", org(kind=pb.ORGANISATION_KIND_DISTRICT, name="孤区"),
-        INVALID, field="parent_id"),
+        INVALID, field="parent_id",
+        reason="PARENT_REQUIRED"),
     "CreateOrganisation-parent-not-a-uuid": Bad(
         "CreateOrganisation", "city_admin",
         org(kind=pb.ORGANISATION_KIND_DISTRICT, name="区", parent_id="not-a-uuid"),
-        INVALID, field="parent_id"),
+        INVALID, field="parent_id",
+        reason="INVALID_ID"),
     "CreateOrganisation-unknown-parent": Bad(
         "CreateOrganisation", "city_admin",
         org(kind=pb.ORGANISATION_KIND_DISTRICT, name="区", parent_id=RANDOM_ID),
@@ -223,23 +230,28 @@ BAD_INPUT: dict[str, Bad] = {
     "CreateOrganisation-department-without-function": Bad(
         "CreateOrganisation", "city_admin",
         org(kind=pb.ORGANISATION_KIND_DEPARTMENT, name="社工部", parent_id=lambda w: w.city),
-        INVALID, field="department_function"),
+        INVALID, field="department_function",
+        reason="DEPARTMENT_FUNCTION_REQUIRED"),
     "CreateOrganisation-function-of-a-non-department": Bad(
         "CreateOrganisation", "city_admin",
         org(kind=pb.ORGANISATION_KIND_PLATFORM, name="平台",
             department_function=pb.DEPARTMENT_FUNCTION_SOCIAL_WORK),
-        INVALID, field="department_function"),
+        INVALID, field="department_function",
+        reason="DEPARTMENT_FUNCTION_NOT_ALLOWED"),
     "CreateOrganisation-request-id-too-long": Bad(
         "CreateOrganisation", "city_admin",
         on(pb.CreateOrganisationRequest, request_id="r" * 129, kind=pb.ORGANISATION_KIND_CITY,
-           name="市"), INVALID, field="request_id"),
+           name="市"), INVALID, field="request_id",
+        reason="TEXT_TOO_LONG"),
     "CreateOrganisation-request-id-not-printable": Bad(
         "CreateOrganisation", "city_admin",
         on(pb.CreateOrganisationRequest, request_id="a\nb", kind=pb.ORGANISATION_KIND_CITY,
-           name="市"), INVALID, field="request_id"),
+           name="市"), INVALID, field="request_id",
+        reason="TEXT_INVALID"),
     "GetOrganisation-not-a-uuid": Bad(
         "GetOrganisation", "auditor", on(pb.GetOrganisationRequest, organisation_id="nope"),
-        INVALID, field="organisation_id"),
+        INVALID, field="organisation_id",
+        reason="INVALID_ID"),
     "GetOrganisation-unknown": Bad(
         "GetOrganisation", "auditor", on(pb.GetOrganisationRequest, organisation_id=RANDOM_ID),
         NOT_FOUND, reason="ORGANISATION_NOT_FOUND"),
@@ -247,33 +259,41 @@ BAD_INPUT: dict[str, Bad] = {
         "GetOrganisation", "auditor",
         on(pb.GetOrganisationRequest, organisation_id=lambda w: w.active),
         NOT_FOUND, reason="ORGANISATION_NOT_FOUND"),
-    "ListOrganisations-page-size-too-big": Bad(
-        "ListOrganisations", "auditor", on(pb.ListOrganisationsRequest, page_size=10000),
-        INVALID, field="page_size"),
+    "ListOrganisations-negative-page-size": Bad(
+        "ListOrganisations", "auditor", on(pb.ListOrganisationsRequest, page_size=-1),
+        INVALID, field="page_size",
+        reason="PAGE_SIZE_NEGATIVE"),
     "ListOrganisations-garbage-page-token": Bad(
         "ListOrganisations", "auditor", on(pb.ListOrganisationsRequest, page_token="garbage!"),
-        INVALID, field="page_token"),
+        INVALID, field="page_token",
+        reason="PAGE_TOKEN_INVALID"),
     # -- service spaces
     "CreateServiceSpace-opens-at-25-00": Bad(
         "CreateServiceSpace", "city_admin", space(opening_hours=hours(opens="25:00")),
-        INVALID, field="opening_hours[0].opens"),
+        INVALID, field="opening_hours[0].opens",
+        reason="TIME_INVALID"),
     "CreateServiceSpace-opens-with-a-trailing-newline": Bad(
         "CreateServiceSpace", "city_admin", space(opening_hours=hours(opens="08:00\n")),
-        INVALID, field="opening_hours[0].opens"),
+        INVALID, field="opening_hours[0].opens",
+        reason="TIME_INVALID"),
     "CreateServiceSpace-closes-before-it-opens": Bad(
         "CreateServiceSpace", "city_admin",
         space(opening_hours=hours(opens="20:00", closes="08:00")),
-        INVALID, field="opening_hours[0].closes"),
+        INVALID, field="opening_hours[0].closes",
+        reason="CLOSES_NOT_AFTER_OPENS"),
     "CreateServiceSpace-weekday-8": Bad(
         "CreateServiceSpace", "city_admin", space(opening_hours=hours(weekday=8)),
-        INVALID, field="opening_hours[0].weekday"),
+        INVALID, field="opening_hours[0].weekday",
+        reason="VALUE_OUT_OF_RANGE"),
     "CreateServiceSpace-unspecified-amenity": Bad(
         "CreateServiceSpace", "city_admin",
         space(amenities=[pb.AMENITY_REST, pb.AMENITY_UNSPECIFIED]),
-        INVALID, field="amenities[1]"),
+        INVALID, field="amenities[1]",
+        reason="ENUM_VALUE_REQUIRED"),
     "CreateServiceSpace-in-a-district": Bad(
         "CreateServiceSpace", "city_admin", space(street_id=lambda w: w.district),
-        INVALID, field="street_id"),
+        INVALID, field="street_id",
+        reason="ORGANISATION_KIND_NOT_ALLOWED"),
     # A street office opens spaces in its own street only: a district is not its street.
     "CreateServiceSpace-street-office-in-a-district": Bad(
         "CreateServiceSpace", "street_office", space(street_id=lambda w: w.district),
@@ -282,7 +302,8 @@ BAD_INPUT: dict[str, Bad] = {
         "CreateServiceSpace", "city_admin", space(street_id=RANDOM_ID),
         NOT_FOUND, reason="ORGANISATION_NOT_FOUND"),
     "CreateServiceSpace-without-address": Bad(
-        "CreateServiceSpace", "city_admin", space(address=""), INVALID, field="address"),
+        "CreateServiceSpace", "city_admin", space(address=""), INVALID, field="address",
+        reason="FIELD_REQUIRED"),
     "UpdateServiceSpace-unknown": Bad(
         "UpdateServiceSpace", "city_admin",
         on(pb.UpdateServiceSpaceRequest, service_space_id=RANDOM_ID),
@@ -290,37 +311,48 @@ BAD_INPUT: dict[str, Bad] = {
     "UpdateServiceSpace-bad-hours": Bad(
         "UpdateServiceSpace", "street_office",
         on(pb.UpdateServiceSpaceRequest, service_space_id=lambda w: w.space,
-           opening_hours=hours(closes="24:00")), INVALID, field="opening_hours[0].closes"),
+           opening_hours=hours(closes="24:00")), INVALID, field="opening_hours[0].closes",
+        reason="TIME_INVALID"),
     "GetServiceSpace-not-a-uuid": Bad(
         "GetServiceSpace", "merchant", on(pb.GetServiceSpaceRequest, service_space_id="x"),
-        INVALID, field="service_space_id"),
+        INVALID, field="service_space_id",
+        reason="INVALID_ID"),
     "GetServiceSpace-unknown": Bad(
         "GetServiceSpace", "merchant", on(pb.GetServiceSpaceRequest, service_space_id=RANDOM_ID),
         NOT_FOUND, reason="SERVICE_SPACE_NOT_FOUND"),
     "ListServiceSpaces-negative-page-size": Bad(
         "ListServiceSpaces", "merchant", on(pb.ListServiceSpacesRequest, page_size=-1),
-        INVALID, field="page_size"),
+        INVALID, field="page_size",
+        reason="PAGE_SIZE_NEGATIVE"),
     # -- riders
     "RegisterRider-phone-123": Bad(
-        "RegisterRider", "platform", rider(phone="123"), INVALID, field="phone"),
+        "RegisterRider", "platform", rider(phone="123"), INVALID, field="phone",
+        reason="PHONE_INVALID"),
     "RegisterRider-phone-with-a-trailing-newline": Bad(
-        "RegisterRider", "platform", rider(phone="13800000000\n"), INVALID, field="phone"),
+        "RegisterRider", "platform", rider(phone="13800000000\n"), INVALID, field="phone",
+        reason="PHONE_INVALID"),
     "RegisterRider-phone-in-full-width-digits": Bad(
-        "RegisterRider", "platform", rider(phone="138" + "\uff10" * 8), INVALID, field="phone"),
+        "RegisterRider", "platform", rider(phone="138" + "\uff10" * 8), INVALID, field="phone",
+        reason="PHONE_INVALID"),
     "RegisterRider-bad-national-id-checksum": Bad(
         "RegisterRider", "platform", rider(national_id=NATIONAL_ID[:-1] + "0"),
-        INVALID, field="national_id"),
+        INVALID, field="national_id",
+        reason="NATIONAL_ID_INVALID"),
     "RegisterRider-national-id-of-superscript-digits": Bad(
         "RegisterRider", "platform", rider(national_id="\u00b2" * 17 + "1"),
-        INVALID, field="national_id"),
+        INVALID, field="national_id",
+        reason="NATIONAL_ID_INVALID"),
     "RegisterRider-platform-rider-id-with-a-space": Bad(
         "RegisterRider", "platform", rider(platform_rider_id="rider 1"),
-        INVALID, field="platform_rider_id"),
+        INVALID, field="platform_rider_id",
+        reason="PLATFORM_RIDER_ID_INVALID"),
     "RegisterRider-platform-rider-id-with-a-trailing-newline": Bad(
         "RegisterRider", "platform", rider(platform_rider_id="rider-1\n"),
-        INVALID, field="platform_rider_id"),
+        INVALID, field="platform_rider_id",
+        reason="PLATFORM_RIDER_ID_INVALID"),
     "RegisterRider-without-name": Bad(
-        "RegisterRider", "platform", rider(name=""), INVALID, field="name"),
+        "RegisterRider", "platform", rider(name=""), INVALID, field="name",
+        reason="FIELD_REQUIRED"),
     "RegisterRider-unknown-platform": Bad(
         "RegisterRider", "city_admin", rider(platform_id=RANDOM_ID),
         NOT_FOUND, reason="ORGANISATION_NOT_FOUND"),
@@ -335,15 +367,19 @@ BAD_INPUT: dict[str, Bad] = {
         DENIED, reason="OUT_OF_SCOPE"),
     "RegisterRider-platform-is-a-city": Bad(
         "RegisterRider", "city_admin", rider(platform_id=lambda w: w.city),
-        INVALID, field="platform_id"),
+        INVALID, field="platform_id",
+        reason="ORGANISATION_KIND_NOT_ALLOWED"),
     "RegisterRider-home-street-is-a-community": Bad(
         "RegisterRider", "platform", rider(home_street_id=lambda w: w.community),
-        INVALID, field="home_street_id"),
+        INVALID, field="home_street_id",
+        reason="ORGANISATION_KIND_NOT_ALLOWED"),
     "RegisterRider-station-of-another-platform": Bad(
         "RegisterRider", "platform", rider(station_id=lambda w: w.other_station),
-        INVALID, field="station_id"),
+        INVALID, field="station_id",
+        reason="STATION_OF_ANOTHER_PLATFORM"),
     "RegisterRider-without-station": Bad(
-        "RegisterRider", "platform", rider(station_id=""), INVALID, field="station_id"),
+        "RegisterRider", "platform", rider(station_id=""), INVALID, field="station_id",
+        reason="FIELD_REQUIRED"),
     "RegisterRider-already-registered": Bad(
         "RegisterRider", "platform", rider(platform_rider_id=lambda w: w.active_platform_rider_id),
         EXISTS, reason="RIDER_ALREADY_REGISTERED"),
@@ -352,7 +388,8 @@ BAD_INPUT: dict[str, Bad] = {
         PRECONDITION, reason="ALREADY_VERIFIED"),
     "VerifyRider-not-a-uuid": Bad(
         "VerifyRider", "platform", on(pb.VerifyRiderRequest, rider_id="not-a-uuid"),
-        INVALID, field="rider_id"),
+        INVALID, field="rider_id",
+        reason="INVALID_ID"),
     "VerifyRider-unknown": Bad(
         "VerifyRider", "city_admin", on(pb.VerifyRiderRequest, rider_id=RANDOM_ID),
         NOT_FOUND, reason="RIDER_NOT_FOUND"),
@@ -370,11 +407,13 @@ BAD_INPUT: dict[str, Bad] = {
         PRECONDITION, reason="RIDER_LEFT"),
     "SuspendRider-without-reason": Bad(
         "SuspendRider", "street_office", on(pb.SuspendRiderRequest, rider_id=lambda w: w.active),
-        INVALID, field="reason"),
+        INVALID, field="reason",
+        reason="FIELD_REQUIRED"),
     "SuspendRider-reason-too-long": Bad(
         "SuspendRider", "street_office",
         on(pb.SuspendRiderRequest, rider_id=lambda w: w.active, reason="长" * 501),
-        INVALID, field="reason"),
+        INVALID, field="reason",
+        reason="TEXT_TOO_LONG"),
     "SuspendRider-already-suspended": Bad(
         "SuspendRider", "platform",
         on(pb.SuspendRiderRequest, rider_id=lambda w: w.suspended, reason="again"),
@@ -386,11 +425,13 @@ BAD_INPUT: dict[str, Bad] = {
     "ReinstateRider-without-reason": Bad(
         "ReinstateRider", "platform",
         on(pb.ReinstateRiderRequest, rider_id=lambda w: w.suspended),
-        INVALID, field="reason"),
+        INVALID, field="reason",
+        reason="FIELD_REQUIRED"),
     "RecordRiderLeft-without-reason": Bad(
         "RecordRiderLeft", "platform",
         on(pb.RecordRiderLeftRequest, rider_id=lambda w: w.active, reason=" "),
-        INVALID, field="reason"),
+        INVALID, field="reason",
+        reason="FIELD_REQUIRED"),
     "RecordRiderLeft-twice": Bad(
         "RecordRiderLeft", "platform",
         on(pb.RecordRiderLeftRequest, rider_id=lambda w: w.left, reason="again"),
@@ -398,11 +439,13 @@ BAD_INPUT: dict[str, Bad] = {
     "RecordCareerMilestone-without-kind": Bad(
         "RecordCareerMilestone", "platform",
         on(pb.RecordCareerMilestoneRequest, rider_id=lambda w: w.active,
-           organisation_id=lambda w: w.community), INVALID, field="kind"),
+           organisation_id=lambda w: w.community), INVALID, field="kind",
+        reason="ENUM_VALUE_REQUIRED"),
     "RecordCareerMilestone-without-organisation": Bad(
         "RecordCareerMilestone", "platform",
         on(pb.RecordCareerMilestoneRequest, rider_id=lambda w: w.active,
-           kind=pb.CAREER_MILESTONE_KIND_STATION_MASTER), INVALID, field="organisation_id"),
+           kind=pb.CAREER_MILESTONE_KIND_STATION_MASTER), INVALID, field="organisation_id",
+        reason="FIELD_REQUIRED"),
     "RecordCareerMilestone-unknown-organisation": Bad(
         "RecordCareerMilestone", "platform",
         on(pb.RecordCareerMilestoneRequest, rider_id=lambda w: w.active,
@@ -418,7 +461,8 @@ BAD_INPUT: dict[str, Bad] = {
         on(pb.RecordCareerMilestoneRequest, rider_id=lambda w: w.active,
            kind=pb.CAREER_MILESTONE_KIND_STATION_MASTER, organisation_id=lambda w: w.station,
            effective_time=Timestamp(seconds=10**12)),
-        INVALID, field="effective_time"),
+        INVALID, field="effective_time",
+        reason="TIME_INVALID"),
     "RecordCareerMilestone-unknown-rider": Bad(
         "RecordCareerMilestone", "city_admin",
         on(pb.RecordCareerMilestoneRequest, rider_id=RANDOM_ID,
@@ -437,7 +481,8 @@ BAD_INPUT: dict[str, Bad] = {
     "GrantConsent-without-scope": Bad(
         "GrantConsent", "platform",
         on(pb.GrantConsentRequest, rider_id=lambda w: w.active,
-           recipient_id=lambda w: w.community), INVALID, field="scope"),
+           recipient_id=lambda w: w.community), INVALID, field="scope",
+        reason="ENUM_VALUE_REQUIRED"),
     "GrantConsent-unknown-recipient": Bad(
         "GrantConsent", "platform",
         on(pb.GrantConsentRequest, rider_id=lambda w: w.active, scope=pb.CONSENT_SCOPE_NAME,
@@ -472,10 +517,12 @@ BAD_INPUT: dict[str, Bad] = {
     "WithdrawConsent-without-consent-id": Bad(
         "WithdrawConsent", "platform",
         on(pb.WithdrawConsentRequest, rider_id=lambda w: w.active),
-        INVALID, field="consent_id"),
+        INVALID, field="consent_id",
+        reason="FIELD_REQUIRED"),
     "GetRider-not-a-uuid": Bad(
         "GetRider", "platform", on(pb.GetRiderRequest, rider_id="not-a-uuid"),
-        INVALID, field="rider_id"),
+        INVALID, field="rider_id",
+        reason="INVALID_ID"),
     "GetRider-unknown": Bad(
         "GetRider", "auditor", on(pb.GetRiderRequest, rider_id=RANDOM_ID),
         NOT_FOUND, reason="RIDER_NOT_FOUND"),
@@ -487,7 +534,8 @@ BAD_INPUT: dict[str, Bad] = {
         DENIED, reason="OUT_OF_SCOPE"),
     "LookupRider-without-platform-rider-id": Bad(
         "LookupRider", "platform", on(pb.LookupRiderRequest, platform_id=lambda w: w.platform),
-        INVALID, field="platform_rider_id"),
+        INVALID, field="platform_rider_id",
+        reason="FIELD_REQUIRED"),
     "LookupRider-in-another-platforms-namespace": Bad(
         "LookupRider", "platform",
         on(pb.LookupRiderRequest, platform_id=lambda w: w.other_platform,
@@ -497,26 +545,32 @@ BAD_INPUT: dict[str, Bad] = {
         "LookupRider", "platform",
         on(pb.LookupRiderRequest, platform_id=lambda w: w.platform, platform_rider_id="nobody"),
         NOT_FOUND, reason="RIDER_NOT_FOUND"),
-    "ListRiders-page-size-10000": Bad(
-        "ListRiders", "platform", on(pb.ListRidersRequest, page_size=10000),
-        INVALID, field="page_size"),
+    "ListRiders-negative-page-size": Bad(
+        "ListRiders", "platform", on(pb.ListRidersRequest, page_size=-10000),
+        INVALID, field="page_size",
+        reason="PAGE_SIZE_NEGATIVE"),
     "ListRiders-garbage-page-token": Bad(
         "ListRiders", "platform", on(pb.ListRidersRequest, page_token="%%%garbage%%%"),
-        INVALID, field="page_token"),
+        INVALID, field="page_token",
+        reason="PAGE_TOKEN_INVALID"),
     "ListRiders-page-token-with-an-out-of-range-number": Bad(
         "ListRiders", "platform", on(pb.ListRidersRequest, page_token=OUT_OF_RANGE_PAGE_TOKEN),
-        INVALID, field="page_token"),
+        INVALID, field="page_token",
+        reason="PAGE_TOKEN_INVALID"),
     "ListRiders-page-token-of-other-filters": Bad(
         "ListRiders", "platform",
         on(pb.ListRidersRequest, status=pb.RIDER_STATUS_ACTIVE,
-           page_token=lambda w: w.riders_page_token), INVALID, field="page_token"),
+           page_token=lambda w: w.riders_page_token), INVALID, field="page_token",
+        reason="PAGE_TOKEN_FILTERS_CHANGED"),
     # -- feed
     "ReadEvents-negative-from-position": Bad(
         "ReadEvents", "service", on(feed_pb.ReadEventsRequest, from_position=-1),
-        INVALID, field="from_position"),
+        INVALID, field="from_position",
+        reason="VALUE_OUT_OF_RANGE"),
     "ReadEvents-limit-over-1000": Bad(
         "ReadEvents", "service", on(feed_pb.ReadEventsRequest, limit=1001),
-        INVALID, field="limit"),
+        INVALID, field="limit",
+        reason="VALUE_OUT_OF_RANGE"),
 }
 
 
@@ -527,6 +581,77 @@ def test_a_bad_request_gets_a_precise_error_and_writes_nothing(
     before = identity.last_position()
     case.refused(identity.client(case.who), request, "identity.qiji")
     assert identity.last_position() == before, "a refused request wrote events"
+
+
+# ---------------------------------------------------------------------------- all at once
+
+
+def test_a_registration_with_five_faults_gets_all_five_in_one_answer(
+        identity: ServiceProcess, world: World) -> None:
+    """Formats and references alike (issue 23): one answer lists every fault, each with the
+    reason a program branches on, and the ErrorInfo reason says there are several."""
+    before = identity.last_position()
+    details = call_error(lambda: identity.client("platform").RegisterRider(register_request(
+        world, name="", phone="123", national_id=NATIONAL_ID[:-1] + "0",
+        home_street_id=world.community, station_id=world.other_station)))
+    assert (details.code, details.reason) == (INVALID, "INVALID_ARGUMENT"), details
+    assert sorted((f, r) for f, r, _ in details.violations) == [
+        ("home_street_id", "ORGANISATION_KIND_NOT_ALLOWED"),
+        ("name", "FIELD_REQUIRED"),
+        ("national_id", "NATIONAL_ID_INVALID"),
+        ("phone", "PHONE_INVALID"),
+        ("station_id", "STATION_OF_ANOTHER_PLATFORM"),
+    ], details
+    street = next(d for f, _, d in details.violations if f == "home_street_id")
+    assert "ORGANISATION_KIND_STREET" in street and "ORGANISATION_KIND_COMMUNITY" in street
+    assert identity.last_position() == before
+
+
+def test_a_wrong_parent_kind_and_an_empty_name_come_together_with_wire_enum_names(
+        identity: ServiceProcess, world: World) -> None:
+    details = call_error(lambda: identity.client("city_admin").CreateOrganisation(
+        pb.CreateOrganisationRequest(request_id=new_request_id(),
+                                     kind=pb.ORGANISATION_KIND_DISTRICT, name=" ",
+                                     parent_id=world.street)))
+    assert details.code == INVALID, details
+    found = {f: (r, d) for f, r, d in details.violations}
+    assert sorted(found) == ["name", "parent_id"], details
+    assert found["name"][0] == "FIELD_REQUIRED"
+    reason, description = found["parent_id"]
+    assert reason == "PARENT_KIND_NOT_ALLOWED"
+    assert description == ("the parent of an ORGANISATION_KIND_DISTRICT must be "
+                           "ORGANISATION_KIND_CITY, not an ORGANISATION_KIND_STREET")
+    assert "[" not in details.message and "'" not in details.message
+
+
+def test_a_reference_to_nothing_is_not_found_alone_and_listed_beside_other_faults(
+        identity: ServiceProcess, world: World) -> None:
+    admin = identity.client("city_admin")
+    alone = call_error(lambda: admin.RegisterRider(register_request(
+        world, home_street_id=RANDOM_ID)))
+    assert (alone.code, alone.reason) == (NOT_FOUND, "ORGANISATION_NOT_FOUND"), alone
+    assert alone.metadata == {"kind": "organisation", "id": RANDOM_ID}
+    beside = call_error(lambda: admin.RegisterRider(register_request(
+        world, home_street_id=RANDOM_ID, phone="123")))
+    assert beside.code == INVALID, beside
+    assert sorted((f, r) for f, r, _ in beside.violations) == [
+        ("home_street_id", "ORGANISATION_NOT_FOUND"), ("phone", "PHONE_INVALID")]
+    # A parent that names nothing, with a fault of its own request: both, in one answer.
+    parent = call_error(lambda: admin.CreateOrganisation(pb.CreateOrganisationRequest(
+        request_id=new_request_id(), kind=pb.ORGANISATION_KIND_STREET, name="",
+        parent_id=RANDOM_ID)))
+    assert sorted((f, r) for f, r, _ in parent.violations) == [
+        ("name", "FIELD_REQUIRED"), ("parent_id", "ORGANISATION_NOT_FOUND")], parent
+
+
+def test_a_page_size_above_the_maximum_is_read_as_the_maximum(
+        identity: ServiceProcess, world: World) -> None:
+    """AIP-158: a caller asking for more than a page holds gets a page, not an error."""
+    answer = identity.client("auditor").ListOrganisations(
+        pb.ListOrganisationsRequest(page_size=10000))
+    assert 0 < len(answer.organisations) <= 500
+    riders = identity.client("platform").ListRiders(pb.ListRidersRequest(page_size=10000))
+    assert riders.riders
 
 
 # ---------------------------------------------------------------------------- happy path

@@ -342,6 +342,7 @@ def test_a_service_public_feed_is_for_the_gateway_only(stack):
 def test_a_bad_cursor_is_an_invalid_argument(stack, cursor):
     error = call_error(lambda: stack.read(cursor))
     assert error.code == grpc.StatusCode.INVALID_ARGUMENT and error.fields == ["cursor"]
+    assert error.reason == "CURSOR_INVALID"
     stream = stack.feed().StreamEvents(pb.StreamEventsRequest(cursor=cursor),
                                        metadata=bearer(stack.consumer_token), timeout=5)
     assert call_error(lambda: next(stream)).code == grpc.StatusCode.INVALID_ARGUMENT
@@ -350,6 +351,16 @@ def test_a_bad_cursor_is_an_invalid_argument(stack, cursor):
 def test_an_unknown_type_is_an_invalid_argument(stack):
     error = call_error(lambda: stack.read(types=["qiji.badges.v1.BadgeInvented"]))
     assert error.code == grpc.StatusCode.INVALID_ARGUMENT and error.fields == ["types"]
+    assert error.reason == "EVENT_TYPE_UNKNOWN"
+    assert "qiji.badges.v1.BadgeInvented" in error.violations[0][2]
+
+
+def test_a_bad_cursor_a_negative_page_size_and_an_unknown_type_come_in_one_answer(stack):
+    error = call_error(lambda: stack.read("garbage!", ["qiji.badges.v1.BadgeInvented"], -1))
+    assert error.code == grpc.StatusCode.INVALID_ARGUMENT, error
+    assert [(f, r) for f, r, _ in error.violations] == [
+        ("cursor", "CURSOR_INVALID"), ("page_size", "PAGE_SIZE_NEGATIVE"),
+        ("types", "EVENT_TYPE_UNKNOWN")]
 
 
 def test_a_consumer_subscribed_to_training_receives_training_events_only(stack):

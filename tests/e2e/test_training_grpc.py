@@ -264,33 +264,45 @@ def soon_completion(**fields: Any) -> Callable[[Scene], Any]:
 BAD_INPUT: dict[str, Bad] = {
     # -- courses
     "DraftCourse-hours-1.1": Bad(
-        "DraftCourse", "city_admin", course(hours="1.1"), INVALID, field="hours"),
+        "DraftCourse", "city_admin", course(hours="1.1"), INVALID, field="hours",
+        reason="HOURS_NOT_QUARTER_HOURS"),
     "DraftCourse-hours-abc": Bad(
-        "DraftCourse", "city_admin", course(hours="abc"), INVALID, field="hours"),
+        "DraftCourse", "city_admin", course(hours="abc"), INVALID, field="hours",
+        reason="HOURS_INVALID"),
     "DraftCourse-hours-0": Bad(
-        "DraftCourse", "education_provider", course(hours="0"), INVALID, field="hours"),
+        "DraftCourse", "education_provider", course(hours="0"), INVALID, field="hours",
+        reason="VALUE_OUT_OF_RANGE"),
     "DraftCourse-hours-NaN": Bad(
-        "DraftCourse", "city_admin", course(hours="NaN"), INVALID, field="hours"),
+        "DraftCourse", "city_admin", course(hours="NaN"), INVALID, field="hours",
+        reason="HOURS_INVALID"),
     "DraftCourse-hours-201": Bad(
-        "DraftCourse", "city_admin", course(hours="201"), INVALID, field="hours"),
+        "DraftCourse", "city_admin", course(hours="201"), INVALID, field="hours",
+        reason="VALUE_OUT_OF_RANGE"),
     "DraftCourse-hours-a-hair-over-a-quarter": Bad(
         "DraftCourse", "city_admin", course(hours="0.2500000000000000000000000000001"),
-        INVALID, field="hours"),
+        INVALID, field="hours",
+        reason="HOURS_INVALID"),
     "DraftCourse-hours-with-an-underscore": Bad(
-        "DraftCourse", "city_admin", course(hours="1_5"), INVALID, field="hours"),
+        "DraftCourse", "city_admin", course(hours="1_5"), INVALID, field="hours",
+        reason="HOURS_INVALID"),
     "DraftCourse-without-formats": Bad(
-        "DraftCourse", "city_admin", course(formats=[]), INVALID, field="formats"),
+        "DraftCourse", "city_admin", course(formats=[]), INVALID, field="formats",
+        reason="FIELD_REQUIRED"),
     "DraftCourse-unspecified-format": Bad(
         "DraftCourse", "city_admin",
         course(formats=[pb.COURSE_FORMAT_CLASSROOM, pb.COURSE_FORMAT_UNSPECIFIED]),
-        INVALID, field="formats[1]"),
+        INVALID, field="formats[1]",
+        reason="ENUM_VALUE_REQUIRED"),
     "DraftCourse-without-track": Bad(
-        "DraftCourse", "city_admin", course(track=pb.TRACK_UNSPECIFIED), INVALID, field="track"),
+        "DraftCourse", "city_admin", course(track=pb.TRACK_UNSPECIFIED), INVALID, field="track",
+        reason="ENUM_VALUE_REQUIRED"),
     "DraftCourse-empty-title": Bad(
-        "DraftCourse", "city_admin", course(title="  "), INVALID, field="title"),
+        "DraftCourse", "city_admin", course(title="  "), INVALID, field="title",
+        reason="FIELD_REQUIRED"),
     "DraftCourse-without-instructor-kind": Bad(
         "DraftCourse", "city_admin", course(instructor=pb.Instructor(name="张老师")),
-        INVALID, field="instructor.kind"),
+        INVALID, field="instructor.kind",
+        reason="ENUM_VALUE_REQUIRED"),
     "DraftCourse-unknown-provider": Bad(
         "DraftCourse", "city_admin", course(provider_id=RANDOM_ID),
         NOT_FOUND, reason="ORGANISATION_NOT_FOUND"),
@@ -303,10 +315,12 @@ BAD_INPUT: dict[str, Bad] = {
         "DraftCourse", "street_office", course(), DENIED, reason="OUT_OF_SCOPE"),
     "DraftCourse-provider-not-a-uuid": Bad(
         "DraftCourse", "city_admin", course(provider_id="not-a-uuid"),
-        INVALID, field="provider_id"),
+        INVALID, field="provider_id",
+        reason="INVALID_ID"),
     "DraftCourse-provider-is-a-service-space": Bad(
         "DraftCourse", "city_admin", course(provider_id=lambda s: s.city.space),
-        INVALID, field="provider_id"),
+        INVALID, field="provider_id",
+        reason="NOT_A_ORGANISATION"),
     "PublishCourse-already-published": Bad(
         "PublishCourse", "city_admin", on(pb.PublishCourseRequest, course_id=lambda s: s.course),
         PRECONDITION, reason="COURSE_NOT_DRAFT"),
@@ -322,7 +336,8 @@ BAD_INPUT: dict[str, Bad] = {
         DENIED, reason="OUT_OF_SCOPE"),
     "PublishCourse-not-a-uuid": Bad(
         "PublishCourse", "city_admin", on(pb.PublishCourseRequest, course_id="not-a-uuid"),
-        INVALID, field="course_id"),
+        INVALID, field="course_id",
+        reason="INVALID_ID"),
     "RetireCourse-already-retired": Bad(
         "RetireCourse", "city_admin",
         on(pb.RetireCourseRequest, course_id=lambda s: s.retired_course),
@@ -332,7 +347,8 @@ BAD_INPUT: dict[str, Bad] = {
         NOT_FOUND, reason="COURSE_NOT_FOUND"),
     "GetCourse-not-a-uuid": Bad(
         "GetCourse", "auditor", on(pb.GetCourseRequest, course_id="not-a-uuid"),
-        INVALID, field="course_id"),
+        INVALID, field="course_id",
+        reason="INVALID_ID"),
     "GetCourse-unknown": Bad(
         "GetCourse", "operator", on(pb.GetCourseRequest, course_id=RANDOM_ID),
         NOT_FOUND, reason="COURSE_NOT_FOUND"),
@@ -343,42 +359,53 @@ BAD_INPUT: dict[str, Bad] = {
     "GetCourse-another-providers-draft": Bad(
         "GetCourse", "platform", on(pb.GetCourseRequest, course_id=lambda s: s.draft_course),
         DENIED, reason="OUT_OF_SCOPE"),
-    "ListCourses-page-size-10000": Bad(
-        "ListCourses", "auditor", on(pb.ListCoursesRequest, page_size=10000),
-        INVALID, field="page_size"),
+    "ListCourses-negative-page-size": Bad(
+        "ListCourses", "auditor", on(pb.ListCoursesRequest, page_size=-1),
+        INVALID, field="page_size",
+        reason="PAGE_SIZE_NEGATIVE"),
     "ListCourses-garbage-page-token": Bad(
         "ListCourses", "auditor", on(pb.ListCoursesRequest, page_token="%%%garbage%%%"),
-        INVALID, field="page_token"),
+        INVALID, field="page_token",
+        reason="PAGE_TOKEN_INVALID"),
     "ListCourses-page-token-of-other-filters": Bad(
         "ListCourses", "auditor",
         on(pb.ListCoursesRequest, track=pb.TRACK_SKILLS,
-           page_token=lambda s: s.courses_page_token), INVALID, field="page_token"),
+           page_token=lambda s: s.courses_page_token), INVALID, field="page_token",
+        reason="PAGE_TOKEN_FILTERS_CHANGED"),
     # -- sessions
     "ScheduleSession-ends-before-it-starts": Bad(
-        "ScheduleSession", "city_admin", sitting(length=-hours(1)), INVALID, field="end_time"),
+        "ScheduleSession", "city_admin", sitting(length=-hours(1)), INVALID, field="end_time",
+        reason="END_TIME_NOT_AFTER_START_TIME"),
     "ScheduleSession-longer-than-12-hours": Bad(
-        "ScheduleSession", "city_admin", sitting(length=hours(13)), INVALID, field="end_time"),
+        "ScheduleSession", "city_admin", sitting(length=hours(13)), INVALID, field="end_time",
+        reason="SESSION_TOO_LONG"),
     "ScheduleSession-capacity-minus-1": Bad(
-        "ScheduleSession", "city_admin", sitting(capacity=-1), INVALID, field="capacity"),
+        "ScheduleSession", "city_admin", sitting(capacity=-1), INVALID, field="capacity",
+        reason="VALUE_OUT_OF_RANGE"),
     "ScheduleSession-capacity-0": Bad(
-        "ScheduleSession", "street_office", sitting(capacity=0), INVALID, field="capacity"),
+        "ScheduleSession", "street_office", sitting(capacity=0), INVALID, field="capacity",
+        reason="VALUE_OUT_OF_RANGE"),
     "ScheduleSession-capacity-501": Bad(
         "ScheduleSession", "education_provider", sitting(capacity=501), INVALID,
-        field="capacity"),
+        field="capacity",
+        reason="VALUE_OUT_OF_RANGE"),
     # A platform schedules sessions of the courses it provides itself only.
     "ScheduleSession-a-course-of-another-provider": Bad(
         "ScheduleSession", "platform", sitting(), DENIED, reason="OUT_OF_SCOPE"),
     "ScheduleSession-starts-in-the-past": Bad(
         "ScheduleSession", "city_admin", sitting(start_in=-hours(1)), INVALID,
-        field="start_time"),
+        field="start_time",
+        reason="START_TIME_NOT_IN_FUTURE"),
     "ScheduleSession-without-start-time": Bad(
         "ScheduleSession", "city_admin",
         on(pb.ScheduleSessionRequest, course_id=lambda s: s.course,
            service_space_id=lambda s: s.city.space, end_time=lambda _: at(hours(48)),
-           capacity=10), INVALID, field="start_time"),
+           capacity=10), INVALID, field="start_time",
+        reason="FIELD_REQUIRED"),
     "ScheduleSession-start-time-out-of-range": Bad(
         "ScheduleSession", "city_admin",
-        sitting(start_time=Timestamp(seconds=10**12)), INVALID, field="start_time"),
+        sitting(start_time=Timestamp(seconds=10**12)), INVALID, field="start_time",
+        reason="TIME_INVALID"),
     "ScheduleSession-draft-course": Bad(
         "ScheduleSession", "city_admin", sitting(course_id=lambda s: s.draft_course),
         PRECONDITION, reason="COURSE_NOT_PUBLISHED"),
@@ -393,19 +420,22 @@ BAD_INPUT: dict[str, Bad] = {
         NOT_FOUND, reason="SERVICE_SPACE_NOT_FOUND"),
     "ScheduleSession-service-space-is-a-street": Bad(
         "ScheduleSession", "city_admin", sitting(service_space_id=lambda s: s.city.street),
-        INVALID, field="service_space_id"),
+        INVALID, field="service_space_id",
+        reason="NOT_A_SERVICE_SPACE"),
     "GetSession-not-a-uuid": Bad(
         "GetSession", "auditor", on(pb.GetSessionRequest, session_id="not-a-uuid"),
-        INVALID, field="session_id"),
+        INVALID, field="session_id",
+        reason="INVALID_ID"),
     "GetSession-unknown": Bad(
         "GetSession", "operator", on(pb.GetSessionRequest, session_id=RANDOM_ID),
         NOT_FOUND, reason="SESSION_NOT_FOUND"),
     "GetSession-a-course-id": Bad(
         "GetSession", "auditor", on(pb.GetSessionRequest, session_id=lambda s: s.course),
         NOT_FOUND, reason="SESSION_NOT_FOUND"),
-    "ListSessions-page-size-10000": Bad(
-        "ListSessions", "auditor", on(pb.ListSessionsRequest, page_size=10000),
-        INVALID, field="page_size"),
+    "ListSessions-negative-page-size": Bad(
+        "ListSessions", "auditor", on(pb.ListSessionsRequest, page_size=-1),
+        INVALID, field="page_size",
+        reason="PAGE_SIZE_NEGATIVE"),
     # -- enrolment
     "EnrolRider-full-session": Bad(
         "EnrolRider", "platform",
@@ -438,11 +468,13 @@ BAD_INPUT: dict[str, Bad] = {
     "EnrolRider-session-not-a-uuid": Bad(
         "EnrolRider", "city_admin",
         on(pb.EnrolRiderRequest, session_id="not-a-uuid", rider_id=lambda s: s.active),
-        INVALID, field="session_id"),
+        INVALID, field="session_id",
+        reason="INVALID_ID"),
     "EnrolRider-request-id-too-long": Bad(
         "EnrolRider", "platform",
         on(pb.EnrolRiderRequest, request_id="r" * 129, session_id=lambda s: s.session,
-           rider_id=lambda s: s.active), INVALID, field="request_id"),
+           rider_id=lambda s: s.active), INVALID, field="request_id",
+        reason="TEXT_TOO_LONG"),
     "WithdrawEnrolment-rider-not-enrolled": Bad(
         "WithdrawEnrolment", "platform",
         on(pb.WithdrawEnrolmentRequest, session_id=lambda s: s.session,
@@ -450,7 +482,8 @@ BAD_INPUT: dict[str, Bad] = {
     "WithdrawEnrolment-rider-not-a-uuid": Bad(
         "WithdrawEnrolment", "platform",
         on(pb.WithdrawEnrolmentRequest, session_id=lambda s: s.session, rider_id="x"),
-        INVALID, field="rider_id"),
+        INVALID, field="rider_id",
+        reason="INVALID_ID"),
     "CheckInRider-far-before-the-start": Bad(
         "CheckInRider", "education_provider",
         on(pb.CheckInRiderRequest, session_id=lambda s: s.session,
@@ -469,13 +502,16 @@ BAD_INPUT: dict[str, Bad] = {
         PRECONDITION, reason="ENROLMENT_ENROLLED"),
     "RecordCompletion-score-101": Bad(
         "RecordCompletion", "education_provider",
-        soon_completion(result=pb.COMPLETION_RESULT_PASSED, score=101), INVALID, field="score"),
+        soon_completion(result=pb.COMPLETION_RESULT_PASSED, score=101), INVALID, field="score",
+        reason="VALUE_OUT_OF_RANGE"),
     "RecordCompletion-score-minus-1": Bad(
         "RecordCompletion", "street_office",
-        soon_completion(result=pb.COMPLETION_RESULT_FAILED, score=-1), INVALID, field="score"),
+        soon_completion(result=pb.COMPLETION_RESULT_FAILED, score=-1), INVALID, field="score",
+        reason="VALUE_OUT_OF_RANGE"),
     "RecordCompletion-without-result": Bad(
         "RecordCompletion", "education_provider", soon_completion(score=80), INVALID,
-        field="result"),
+        field="result",
+        reason="ENUM_VALUE_REQUIRED"),
     # -- pre-job programme, transcript
     "SetPreJobCourses-a-draft-course": Bad(
         "SetPreJobCourses", "city_admin",
@@ -487,11 +523,13 @@ BAD_INPUT: dict[str, Bad] = {
         PRECONDITION, reason="COURSE_RETIRED"),
     "SetPreJobCourses-none": Bad(
         "SetPreJobCourses", "city_admin", on(pb.SetPreJobCoursesRequest),
-        INVALID, field="course_ids"),
+        INVALID, field="course_ids",
+        reason="FIELD_REQUIRED"),
     "SetPreJobCourses-a-course-twice": Bad(
         "SetPreJobCourses", "city_admin",
         on(pb.SetPreJobCoursesRequest, course_ids=lambda s: [s.course, s.course]),
-        INVALID, field="course_ids"),
+        INVALID, field="course_ids",
+        reason="DUPLICATE_VALUE"),
     "SetPreJobCourses-unknown-course": Bad(
         "SetPreJobCourses", "city_admin",
         on(pb.SetPreJobCoursesRequest, course_ids=lambda s: [s.course, RANDOM_ID]),
@@ -499,17 +537,20 @@ BAD_INPUT: dict[str, Bad] = {
     "SetPreJobCourses-not-a-uuid": Bad(
         "SetPreJobCourses", "city_admin",
         on(pb.SetPreJobCoursesRequest, course_ids=["not-a-uuid"]),
-        INVALID, field="course_ids[0]"),
+        INVALID, field="course_ids[0]",
+        reason="INVALID_ID"),
     "GetTranscript-unknown-rider": Bad(
         "GetTranscript", "auditor", on(pb.GetTranscriptRequest, rider_id=RANDOM_ID),
         NOT_FOUND, reason="RIDER_NOT_FOUND"),
     "GetTranscript-not-a-uuid": Bad(
         "GetTranscript", "platform", on(pb.GetTranscriptRequest, rider_id="not-a-uuid"),
-        INVALID, field="rider_id"),
+        INVALID, field="rider_id",
+        reason="INVALID_ID"),
     # -- feed
     "ReadEvents-limit-over-1000": Bad(
         "ReadEvents", "service", on(feed_pb.ReadEventsRequest, limit=1001),
-        INVALID, field="limit"),
+        INVALID, field="limit",
+        reason="VALUE_OUT_OF_RANGE"),
 }
 
 
@@ -521,6 +562,30 @@ def test_a_bad_request_gets_a_precise_error_and_writes_nothing(
     before = training.last_position()
     case.refused(caller(training, scene.city, case.who), request, DOMAIN)
     assert training.last_position() == before, "a refused request wrote events"
+
+
+def test_every_fault_of_a_course_or_a_session_comes_in_one_answer(
+        identity: ServiceProcess, training: ServiceProcess, scene: Scene) -> None:
+    """References included (issue 23): an unknown provider beside an empty title, an unknown
+    course and service space beside a bad capacity and an unreadable end time."""
+    admin = caller(training, scene.city, "city_admin")
+    before = training.last_position()
+    draft = call_error(lambda: admin.DraftCourse(course(provider_id=RANDOM_ID, title=" ",
+                                                        hours="1.1")(scene)))
+    assert (draft.code, draft.reason) == (INVALID, "INVALID_ARGUMENT"), draft
+    assert sorted((f, r) for f, r, _ in draft.violations) == [
+        ("hours", "HOURS_NOT_QUARTER_HOURS"), ("provider_id", "ORGANISATION_NOT_FOUND"),
+        ("title", "FIELD_REQUIRED")], draft
+    sitting_ = call_error(lambda: admin.ScheduleSession(schedule_request(
+        RANDOM_ID, RANDOM_ID, TWO_DAYS, capacity=0, end_time=Timestamp(seconds=10**12))))
+    assert sorted((f, r) for f, r, _ in sitting_.violations) == [
+        ("capacity", "VALUE_OUT_OF_RANGE"), ("course_id", "COURSE_NOT_FOUND"),
+        ("end_time", "TIME_INVALID"), ("service_space_id", "SERVICE_SPACE_NOT_FOUND")], sitting_
+    # Two names of nothing and no other fault: NOT_FOUND, for the first of them.
+    unknown = call_error(lambda: admin.SetPreJobCourses(pb.SetPreJobCoursesRequest(
+        request_id=new_request_id(), course_ids=[scene.course, RANDOM_ID, str(uuid.uuid4())])))
+    assert (unknown.code, unknown.reason) == (NOT_FOUND, "COURSE_NOT_FOUND"), unknown
+    assert training.last_position() == before
 
 
 # ---------------------------------------------------------------------------- the story

@@ -91,7 +91,8 @@ def test_a_request_id_reused_for_another_request_is_refused(app, tree):
     register(app, tree, 1, request_id="req-1")
     with pytest.raises(InvalidArgument) as error:
         register(app, tree, 2, request_id="req-1")
-    assert error.value.violations[0].field == "request_id"
+    assert [(v.field, v.reason) for v in error.value.violations] == [
+        ("request_id", "REQUEST_ID_REUSED")]
 
 
 def test_registering_a_platform_rider_id_twice_is_already_exists(app, tree):
@@ -191,7 +192,33 @@ def test_a_station_of_another_platform_is_refused(app, tree):
         app.register_rider(platform_id=other["organisation_id"], platform_rider_id="R9",
                            name="x", phone="13812345678", national_id="",
                            home_street_id=tree["street"], station_id=tree["station"])
-    assert [v.field for v in error.value.violations] == ["station_id"]
+    assert [(v.field, v.reason) for v in error.value.violations] == [
+        ("station_id", "STATION_OF_ANOTHER_PLATFORM")]
+
+
+def test_every_fault_of_a_registration_comes_in_one_answer(app, tree):
+    """Formats and what the ids name, together (issue 23); nothing is written."""
+    with as_actor(ADMIN):
+        other = app.create_organisation(kind=OrganisationKind.PLATFORM, name="Other",
+                                        parent_id="", department_function=None)
+        other_station = app.create_organisation(
+            kind=OrganisationKind.STATION, name="Other station",
+            parent_id=other["organisation_id"], department_function=None)["organisation_id"]
+        community = app.create_organisation(
+            kind=OrganisationKind.COMMUNITY, name="东门社区", parent_id=tree["street"],
+            department_function=None)["organisation_id"]
+    position = app.last_position()
+    with as_actor(PLATFORM), pytest.raises(InvalidArgument) as error:
+        app.register_rider(platform_id=tree["platform"], platform_rider_id="R 9", name="",
+                           phone="123", national_id="110105194912310020",
+                           home_street_id=community, station_id=other_station)
+    assert sorted((v.field, v.reason) for v in error.value.violations) == [
+        ("home_street_id", "ORGANISATION_KIND_NOT_ALLOWED"), ("name", "FIELD_REQUIRED"),
+        ("national_id", "NATIONAL_ID_INVALID"), ("phone", "PHONE_INVALID"),
+        ("platform_rider_id", "PLATFORM_RIDER_ID_INVALID"),
+        ("station_id", "STATION_OF_ANOTHER_PLATFORM")]
+    assert error.value.reason == "INVALID_ARGUMENT"
+    assert app.last_position() == position
 
 
 def test_an_unknown_street_is_not_found_and_nothing_is_written(app, tree):
@@ -300,4 +327,5 @@ def test_the_same_request_id_with_other_personal_data_is_another_request(app, tr
     register(app, tree, 8, request_id="req-8", phone="13900003333")
     with pytest.raises(InvalidArgument) as error:
         register(app, tree, 8, request_id="req-8", phone="13900004444")
-    assert error.value.violations[0].field == "request_id"
+    assert [(v.field, v.reason) for v in error.value.violations] == [
+        ("request_id", "REQUEST_ID_REUSED")]

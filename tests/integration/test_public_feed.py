@@ -187,6 +187,9 @@ def test_consent_opens_the_phone_to_its_organisation_only_until_withdrawn(world)
 def test_unknown_types_and_bad_cursors_are_invalid_arguments(world):
     with pytest.raises(InvalidArgument) as error:
         world["feed"].read(world["feed"].decode_cursor(""), 10, ["qiji.badges.v1.Nope"], "")
-    assert error.value.violations[0].field == "types"
-    with pytest.raises(InvalidArgument):
+    assert [(v.field, v.reason) for v in error.value.violations] == [
+        ("types", "EVENT_TYPE_UNKNOWN")]
+    assert "qiji.badges.v1.Nope" in error.value.violations[0].description
+    with pytest.raises(InvalidArgument) as bad_cursor:
         world["feed"].decode_cursor("not-a-cursor")
+    assert bad_cursor.value.reason == "CURSOR_INVALID"

@@ -183,7 +183,8 @@ def test_bad_times_and_capacities_are_field_violations(world):
         world["training"].schedule_session(course_id=course, service_space_id=world["space"],
                                            starts_at=now + timedelta(hours=2),
                                            ends_at=now + timedelta(hours=1), capacity=-1)
-    assert {v.field for v in error.value.violations} == {"end_time", "capacity"}
+    assert {(v.field, v.reason) for v in error.value.violations} == {
+        ("end_time", "END_TIME_NOT_AFTER_START_TIME"), ("capacity", "VALUE_OUT_OF_RANGE")}
 
 
 def test_suspension_cancels_future_enrolments_exactly_once(world, clock):

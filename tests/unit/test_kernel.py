@@ -158,3 +158,19 @@ def test_json_nested_deeper_than_the_parser_goes_is_bad_input_not_a_crash():
         decode_token(deep, [])
     with pytest.raises(Malformed):
         parse_jws(f"{deep}.{deep}.AA")
+
+
+def test_a_check_that_raises_joins_the_requests_other_violations():
+    from shared.errors import InvalidArgument, Violations
+    from shared.paging import decode_token
+
+    violations = Violations()
+    violations.add("phone", "bad", "PHONE_INVALID")
+    assert violations.collect(lambda: decode_token("garbage!", [])) is None
+    assert violations.collect(lambda: decode_token("", [])) == 0
+    assert violations.about("page_token") and not violations.about("name")
+    with pytest.raises(InvalidArgument) as caught:
+        violations.raise_if_any()
+    assert [(v.field, v.reason) for v in caught.value.violations] == [
+        ("phone", "PHONE_INVALID"), ("page_token", "PAGE_TOKEN_INVALID")]
+    assert caught.value.reason == "INVALID_ARGUMENT"

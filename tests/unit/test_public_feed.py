@@ -144,7 +144,7 @@ def test_a_cursor_round_trips_and_the_empty_cursor_is_the_beginning():
 def test_a_cursor_not_given_out_is_an_invalid_argument(garbage):
     with pytest.raises(InvalidArgument) as error:
         cursor.decode(garbage, SERVICES)
-    assert error.value.violations[0].field == "cursor"
+    assert [(v.field, v.reason) for v in error.value.violations] == [("cursor", "CURSOR_INVALID")]
 
 
 def test_types_are_routed_to_their_services_and_unknown_ones_refused():

@@ -152,14 +152,20 @@ def names_the_loader_reads() -> dict[str, set[str]]:
 
 
 def names_read_directly() -> set[str]:
-    """Variable names the code spells out (os.environ.get("QIJI_TOKEN") and the like)."""
+    """Variable names the code spells out (os.environ.get("QIJI_TOKEN") and the like). A
+    constant named as its own value is an error reason, not a setting
+    (PLATFORM_RIDER_ID_INVALID = "PLATFORM_RIDER_ID_INVALID")."""
     prefixes = "|".join(p.upper() for p in PROCESSES)
     pattern = re.compile(rf"^({prefixes})_[A-Z0-9_]+$")
     found = set()
     for path in [*(REPO / "shared").rglob("*.py"), *(REPO / "services").rglob("*.py")]:
-        for node in ast.walk(ast.parse(path.read_text())):
+        tree = ast.parse(path.read_text())
+        reasons = {id(node.value) for node in tree.body if isinstance(node, ast.Assign)
+                   and isinstance(node.value, ast.Constant)
+                   and [getattr(t, "id", None) for t in node.targets] == [node.value.value]}
+        for node in ast.walk(tree):
             if isinstance(node, ast.Constant) and isinstance(node.value, str) \
-                    and pattern.match(node.value):
+                    and pattern.match(node.value) and id(node) not in reasons:
                 found.add(node.value)
     return found
 

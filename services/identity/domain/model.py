@@ -13,11 +13,22 @@ from typing import Any
 from eventsourcing.domain import Aggregate, event
 
 from services.identity.domain.values import (
+    CLOSES_NOT_AFTER_OPENS,
+    DEPARTMENT_FUNCTION,
+    DEPARTMENT_FUNCTION_NOT_ALLOWED,
+    DEPARTMENT_FUNCTION_REQUIRED,
     HOUR_MINUTE,
     MAX_NAME_LENGTH,
     MAX_TEXT_LENGTH,
+    NATIONAL_ID_INVALID,
+    ORGANISATION_KIND,
+    PARENT_KIND_NOT_ALLOWED,
     PARENT_KINDS,
+    PARENT_NOT_ALLOWED,
+    PARENT_REQUIRED,
+    PHONE_INVALID,
     PLATFORM_RIDER_ID,
+    PLATFORM_RIDER_ID_INVALID,
     Amenity,
     CareerMilestoneKind,
     ConsentScope,
@@ -27,23 +38,35 @@ from services.identity.domain.values import (
     is_mobile_phone,
     is_national_id,
 )
-from shared.errors import AlreadyExists, FailedPrecondition, NotFound, Violations
+from shared.errors import (
+    DUPLICATE_VALUE,
+    ENUM_VALUE_REQUIRED,
+    FIELD_REQUIRED,
+    TEXT_TOO_LONG,
+    TIME_INVALID,
+    VALUE_OUT_OF_RANGE,
+    AlreadyExists,
+    FailedPrecondition,
+    NotFound,
+    Violations,
+)
+from shared.wire import one_of, wire_name
 
 _RIDER_NAMESPACE = uuid.UUID("0b7f4c8e-8a7e-4b7e-9f43-6f1f2c0d9a11")
 
 
 def check_name(violations: Violations, field: str, value: str, *, required: bool = True) -> None:
     if required and not value.strip():
-        violations.add(field, "must not be empty")
+        violations.add(field, "must not be empty", FIELD_REQUIRED)
     elif len(value) > MAX_NAME_LENGTH:
-        violations.add(field, f"at most {MAX_NAME_LENGTH} characters")
+        violations.add(field, f"at most {MAX_NAME_LENGTH} characters", TEXT_TOO_LONG)
 
 
 def check_text(violations: Violations, field: str, value: str, *, required: bool) -> None:
     if required and not value.strip():
-        violations.add(field, "must not be empty")
+        violations.add(field, "must not be empty", FIELD_REQUIRED)
     elif len(value) > MAX_TEXT_LENGTH:
-        violations.add(field, f"at most {MAX_TEXT_LENGTH} characters")
+        violations.add(field, f"at most {MAX_TEXT_LENGTH} characters", TEXT_TOO_LONG)
 
 
 # ---------------------------------------------------------------------------- organisations
@@ -64,21 +87,37 @@ class Organisation(Aggregate):
     def check(cls, violations: Violations, kind: OrganisationKind | None, name: str,
               parent_kind: OrganisationKind | None, parent_given: bool,
               department_function: DepartmentFunction | None) -> None:
-        """The rules of the tree; an unknown parent id is the caller's NotFound, checked before."""
+        """The rules of the tree. `parent_kind` is None when no parent is given, or when the
+        one given names nothing (that is the reference's own violation, added by the caller:
+        its kind is then not judged)."""
         check_name(violations, "name", name)
         if kind is None:
-            violations.add("kind", "must be specified")
+            violations.add("kind", f"must be specified (not {ORGANISATION_KIND}_UNSPECIFIED)",
+                           ENUM_VALUE_REQUIRED)
             return
+        this = wire_name(kind, ORGANISATION_KIND)
         allowed = PARENT_KINDS[kind]
-        if parent_kind not in allowed:
-            wanted = sorted(k.value for k in allowed if k is not None)
-            if parent_given or None not in allowed:
-                violations.add("parent_id", f"a {kind.value} must have as parent one of {wanted}"
-                               if wanted else f"a {kind.value} has no parent")
+        wanted = [k for k in allowed if k is not None]
+        if parent_given and not wanted:
+            violations.add("parent_id", f"an {this} has no parent", PARENT_NOT_ALLOWED)
+        elif not parent_given and None not in allowed:
+            violations.add("parent_id", f"an {this} needs a parent: "
+                           f"{one_of(wanted, ORGANISATION_KIND)}", PARENT_REQUIRED)
+        elif parent_given and parent_kind is not None and parent_kind not in allowed:
+            violations.add("parent_id", f"the parent of an {this} must be "
+                           f"{one_of(wanted, ORGANISATION_KIND)}, not an "
+                           f"{wire_name(parent_kind, ORGANISATION_KIND)}",
+                           PARENT_KIND_NOT_ALLOWED)
+        department = wire_name(OrganisationKind.DEPARTMENT, ORGANISATION_KIND)
         if kind is OrganisationKind.DEPARTMENT and department_function is None:
-            violations.add("department_function", "must be specified for a DEPARTMENT")
+            violations.add("department_function",
+                           f"must be specified for an {department} (not "
+                           f"{DEPARTMENT_FUNCTION}_UNSPECIFIED)", DEPARTMENT_FUNCTION_REQUIRED)
         if kind is not OrganisationKind.DEPARTMENT and department_function is not None:
-            violations.add("department_function", "only a DEPARTMENT has a function")
+            violations.add("department_function",
+                           f"only an {department} has a function; leave it "
+                           f"{DEPARTMENT_FUNCTION}_UNSPECIFIED for {this}",
+                           DEPARTMENT_FUNCTION_NOT_ALLOWED)
 
 
 # ---------------------------------------------------------------------------- service spaces
@@ -89,17 +128,20 @@ def check_opening_hours(violations: Violations, hours: list[dict[str, Any]]) -> 
     for i, h in enumerate(hours):
         field = f"opening_hours[{i}]"
         if not 1 <= h["weekday"] <= 7:
-            violations.add(f"{field}.weekday", "must be 1 (Monday) to 7 (Sunday)")
+            violations.add(f"{field}.weekday", "must be 1 (Monday) to 7 (Sunday)",
+                           VALUE_OUT_OF_RANGE)
         opens_ok = bool(HOUR_MINUTE.fullmatch(h["opens"]))
         closes_ok = bool(HOUR_MINUTE.fullmatch(h["closes"]))
         if not opens_ok:
-            violations.add(f"{field}.opens", "must be HH:MM")
+            violations.add(f"{field}.opens", "must be HH:MM, 00:00 to 23:59", TIME_INVALID)
         if not closes_ok:
-            violations.add(f"{field}.closes", "must be HH:MM")
+            violations.add(f"{field}.closes", "must be HH:MM, 00:00 to 23:59", TIME_INVALID)
         if opens_ok and closes_ok and h["opens"] >= h["closes"]:
-            violations.add(f"{field}.closes", "must be later than opens")
+            violations.add(f"{field}.closes", "must be later than opens", CLOSES_NOT_AFTER_OPENS)
         if h["weekday"] in seen:
-            violations.add(f"{field}.weekday", "given twice")
+            violations.add(f"{field}.weekday",
+                           f"weekday {h['weekday']} given twice: one entry per weekday",
+                           DUPLICATE_VALUE)
         seen.add(h["weekday"])
 
 
@@ -125,7 +167,8 @@ class ServiceSpace(Aggregate):
               opening_hours: list[dict[str, Any]]) -> None:
         for i, amenity in enumerate(amenities):
             if amenity is None:
-                violations.add(f"amenities[{i}]", "must be specified")
+                violations.add(f"amenities[{i}]", "must be specified (not AMENITY_UNSPECIFIED)",
+                               ENUM_VALUE_REQUIRED)
         check_opening_hours(violations, opening_hours)
 
 
@@ -135,12 +178,15 @@ class ServiceSpace(Aggregate):
 def check_registration(violations: Violations, *, platform_rider_id: str, name: str, phone: str,
                        national_id: str) -> None:
     if not PLATFORM_RIDER_ID.fullmatch(platform_rider_id):
-        violations.add("platform_rider_id", "1 to 64 letters, digits or _ . : -")
+        violations.add("platform_rider_id", "1 to 64 letters, digits or _ . : -",
+                       PLATFORM_RIDER_ID_INVALID)
     check_name(violations, "name", name)
     if not is_mobile_phone(phone):
-        violations.add("phone", "must be an 11-digit mainland mobile number such as 13800000000")
+        violations.add("phone", "must be an 11-digit mainland mobile number such as 13800000000",
+                       PHONE_INVALID)
     if national_id and not is_national_id(national_id):
-        violations.add("national_id", "not a valid 18-character resident identity card number")
+        violations.add("national_id", "not a valid 18-character resident identity card number",
+                       NATIONAL_ID_INVALID)
 
 
 def status_after_verification(status: RiderStatus) -> RiderStatus:

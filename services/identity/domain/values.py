@@ -71,6 +71,31 @@ class ConsentScope(StrEnum):
     NATIONAL_ID = "NATIONAL_ID"
 
 
+# The prefix of each enum's values on the wire (proto enum `OrganisationKind` has
+# `ORGANISATION_KIND_STREET`): messages name values as callers send them (shared/wire.py).
+ORGANISATION_KIND = "ORGANISATION_KIND"
+DEPARTMENT_FUNCTION = "DEPARTMENT_FUNCTION"
+AMENITY = "AMENITY"
+RIDER_STATUS = "RIDER_STATUS"
+CAREER_MILESTONE_KIND = "CAREER_MILESTONE_KIND"
+CONSENT_SCOPE = "CONSENT_SCOPE"
+WIRE_PREFIXES = {OrganisationKind: ORGANISATION_KIND, DepartmentFunction: DEPARTMENT_FUNCTION,
+                 Amenity: AMENITY, RiderStatus: RIDER_STATUS,
+                 CareerMilestoneKind: CAREER_MILESTONE_KIND, ConsentScope: CONSENT_SCOPE}
+
+# Reasons of the identity domain's field violations (BadRequest.FieldViolation.reason).
+PARENT_REQUIRED = "PARENT_REQUIRED"  # this kind of organisation stands under a parent
+PARENT_NOT_ALLOWED = "PARENT_NOT_ALLOWED"  # this kind of organisation has no parent
+PARENT_KIND_NOT_ALLOWED = "PARENT_KIND_NOT_ALLOWED"  # a parent, of a kind this kind may not have
+ORGANISATION_KIND_NOT_ALLOWED = "ORGANISATION_KIND_NOT_ALLOWED"  # names another kind than asked
+STATION_OF_ANOTHER_PLATFORM = "STATION_OF_ANOTHER_PLATFORM"
+DEPARTMENT_FUNCTION_REQUIRED = "DEPARTMENT_FUNCTION_REQUIRED"
+DEPARTMENT_FUNCTION_NOT_ALLOWED = "DEPARTMENT_FUNCTION_NOT_ALLOWED"
+CLOSES_NOT_AFTER_OPENS = "CLOSES_NOT_AFTER_OPENS"
+PHONE_INVALID = "PHONE_INVALID"
+NATIONAL_ID_INVALID = "NATIONAL_ID_INVALID"
+PLATFORM_RIDER_ID_INVALID = "PLATFORM_RIDER_ID_INVALID"
+
 MAX_NAME_LENGTH = 100
 MAX_TEXT_LENGTH = 500
 # Matched with fullmatch and ASCII classes only: "$" would accept a trailing newline and "\d"

@@ -15,6 +15,8 @@ from typing import Any
 from eventsourcing.domain import Aggregate, event
 
 from services.training.domain.values import (
+    COURSE_STATUS,
+    ENROLMENT_STATUS,
     HOLDS_A_PLACE,
     CompletionResult,
     CourseStatus,
@@ -22,6 +24,7 @@ from services.training.domain.values import (
 )
 from shared.errors import AlreadyExists, FailedPrecondition, NotFound
 from shared.rider_status import FollowedRiderStatus
+from shared.wire import wire_name
 
 _NS = uuid.UUID("a4a1f0de-7f47-4d7c-8f3a-2b6b0b9f5c10")
 # How early before the start a rider may check in.
@@ -45,7 +48,9 @@ class Course(Aggregate):
 
     def publish(self) -> None:
         if self.status is not CourseStatus.DRAFT:
-            raise FailedPrecondition(f"a {self.status.value} course cannot be published",
+            draft = wire_name(CourseStatus.DRAFT, COURSE_STATUS)
+            raise FailedPrecondition(f"only a {draft} course can be published; this one is "
+                                     f"{wire_name(self.status, COURSE_STATUS)}",
                                      reason="COURSE_NOT_DRAFT")
         self._published()
 
@@ -67,7 +72,8 @@ class Course(Aggregate):
         if self.status is not CourseStatus.PUBLISHED:
             reason = "COURSE_RETIRED" if self.status is CourseStatus.RETIRED else (
                 "COURSE_NOT_PUBLISHED")
-            raise FailedPrecondition(f"the course is {self.status.value.lower()}", reason=reason)
+            raise FailedPrecondition(f"the course is {wire_name(self.status, COURSE_STATUS)}",
+                                     reason=reason)
 
 
 class TrainingSession(Aggregate):
@@ -173,7 +179,8 @@ class TrainingSession(Aggregate):
         if status is None:
             raise NotFound("enrolment", rider_id)
         if status is not wanted:
-            raise FailedPrecondition(f"{message} (the enrolment is {status.value})",
+            raise FailedPrecondition(f"{message} (the enrolment is "
+                                     f"{wire_name(status, ENROLMENT_STATUS)})",
                                      reason=f"ENROLMENT_{status.value}")
 
 
