@@ -15,8 +15,15 @@ from eventsourcing.application import ProcessingEvent
 
 from services.badges import credentials as ob3
 from services.badges.credentials import IssuerKeys, Malformed, PublicUrls
+from services.badges.domain.checks import (
+    TEXT_TOO_LONG,
+    TIME_IN_THE_FUTURE,
+    VALUE_OUT_OF_RANGE,
+    check_id,
+    check_text,
+)
 from services.badges.domain.criteria import Criteria, Track, evaluate, parse_criteria
-from services.badges.domain.images import image_problem
+from services.badges.domain.images import IMAGE_MEDIA_TYPE_NOT_ALLOWED, image_problem
 from services.badges.domain.model import Award, BadgeClass, RiderRecord, VolunteerShift
 from services.badges.views import BadgesViews
 from services.governance import events as governance_events
@@ -35,7 +42,7 @@ from shared.errors import (
     require_ids,
 )
 from shared.followers import Follower, UpstreamEvent
-from shared.references import Reference, require_reference
+from shared.references import Reference, note_reference
 from shared.tenancy import Owners
 from shared.values import parse_hours
 
@@ -71,18 +78,19 @@ class BadgesApplication(QijiApplication):
 
     def log_volunteer_service(self, *, rider_id: str, community_id: str, activity: str,
                               started_at: datetime | None, hours: str) -> dict[str, Any]:
-        require_ids(rider_id=rider_id, community_id=community_id)
+        # Everything wrong, references included, in one answer.
         v = Violations()
-        v.require(bool(activity.strip()) and len(activity) <= MAX_TEXT, "activity",
-                  f"1 to {MAX_TEXT} characters")
-        v.require(started_at is not None, "start_time", "must be set")
+        check_text(v, "activity", activity, MAX_TEXT)
+        v.require(started_at is not None, "start_time", "must be set", "FIELD_REQUIRED")
         if started_at is not None:
-            v.require(started_at <= self.clock(), "start_time", "must not be in the future")
+            v.require(started_at <= self.clock(), "start_time", "must not be in the future",
+                      TIME_IN_THE_FUTURE)
         parsed = parse_hours(v, "hours", hours, maximum=Decimal(24))
+        note_reference(self, v, community_id, "community_id", "community",
+                       self.catch_up_upstream)
+        self._note_rider(v, rider_id)
         v.raise_if_any()
         assert started_at is not None and parsed is not None
-        require_reference(self, community_id, "community_id", "community", self.catch_up_upstream)
-        self._rider_record(rider_id)
 
         def decide() -> Outcome:
             record = self._rider_record(rider_id, catch_up=False)
@@ -111,8 +119,10 @@ class BadgesApplication(QijiApplication):
 
     def reject_volunteer_service(self, *, shift_id: str, reason: str
                                  ) -> dict[str, Any]:
-        require_ids(shift_id=shift_id)
-        _require_text("reason", reason)
+        v = Violations()
+        check_id(v, "shift_id", shift_id)
+        check_text(v, "reason", reason, 1000)
+        v.raise_if_any()
 
         def decide() -> Outcome:
             shift = self.get(shift_id, VolunteerShift, "shift")
@@ -161,19 +171,20 @@ class BadgesApplication(QijiApplication):
                            image: bytes = b"", image_media_type: str = "") -> dict[str, Any]:
         """A badge class; its picture, when given, is stored with it in the same save."""
         v = Violations()
-        v.require(bool(name.strip()) and len(name) <= MAX_TEXT, "name",
-                  f"1 to {MAX_TEXT} characters")
-        v.require(len(description) <= 2000, "description", "at most 2000 characters")
-        v.require(len(image_url) <= 500 and (not image_url or image_url.startswith(
-            ("https://", "http://", "urn:"))), "image_url", "an http(s) or urn reference")
-        v.require(0 <= validity_days <= 36500, "validity_days", "must be 0 to 36500")
+        check_text(v, "name", name, MAX_TEXT)
+        check_text(v, "description", description, 2000, required=False)
+        if len(image_url) > 500:
+            v.add("image_url", "at most 500 characters", TEXT_TOO_LONG)
+        elif image_url and not image_url.startswith(("https://", "http://", "urn:")):
+            v.add("image_url", "must be an http(s) or urn reference", "IMAGE_URL_INVALID")
+        v.require(0 <= validity_days <= 36500, "validity_days", "must be 0 to 36500",
+                  VALUE_OUT_OF_RANGE)
         if image or image_media_type:
-            problem = image_problem(image, image_media_type)
-            v.require(not problem, "image", problem)
+            _check_image(v, image, image_media_type)
         parsed = self._criteria(v, criteria)
+        note_reference(self, v, issuer_id, "issuer_id", "organisation", self.catch_up_upstream)
         v.raise_if_any()
         assert parsed is not None
-        require_reference(self, issuer_id, "issuer_id", "organisation", self.catch_up_upstream)
 
         def decide() -> Outcome:
             badge = BadgeClass(name=name.strip(), description=description.strip(),
@@ -188,10 +199,9 @@ class BadgesApplication(QijiApplication):
                            ) -> dict[str, Any]:
         """A new picture for a badge class (a credential already handed out shows the new one
         at the same address; the old one stays in the log)."""
-        require_ids(badge_class_id=badge_class_id)
         v = Violations()
-        problem = image_problem(image, media_type)
-        v.require(not problem, "image", problem)
+        _check_image(v, image, media_type)
+        self._note_badge_class(v, badge_class_id)
         v.raise_if_any()
 
         def decide() -> Outcome:
@@ -202,9 +212,9 @@ class BadgesApplication(QijiApplication):
 
     def revise_badge_criteria(self, *, badge_class_id: str, criteria: dict[str, Any]
                               ) -> dict[str, Any]:
-        require_ids(badge_class_id=badge_class_id)
         v = Violations()
         parsed = self._criteria(v, criteria)
+        self._note_badge_class(v, badge_class_id)
         v.raise_if_any()
         assert parsed is not None
 
@@ -237,16 +247,16 @@ class BadgesApplication(QijiApplication):
     def grant_badge(self, *, rider_id: str, badge_class_id: str, reason: str,
                     evidence: list[dict[str, Any]]) -> dict[str, Any]:
         """A manual award by an official: a written reason and at least one piece of evidence."""
-        require_ids(rider_id=rider_id, badge_class_id=badge_class_id)
         v = Violations()
-        v.require(bool(reason.strip()) and len(reason) <= 1000, "reason",
-                  "1 to 1000 characters: why the rider deserves it")
-        v.require(bool(evidence), "evidence", "at least one piece of evidence")
+        check_text(v, "reason", reason, 1000)  # why the rider deserves it
+        v.require(bool(evidence), "evidence", "at least one piece of evidence",
+                  "EVIDENCE_REQUIRED")
         for i, e in enumerate(evidence):
             v.require(bool(e["reference"].strip() or e["narrative"].strip()),
-                      f"evidence[{i}]", "a reference or a narrative")
+                      f"evidence[{i}]", "a reference or a narrative", "EVIDENCE_EMPTY")
+        self._note_badge_class(v, badge_class_id)
+        self._note_rider(v, rider_id)
         v.raise_if_any()
-        self._rider_record(rider_id)
 
         def decide() -> Outcome:
             badge = self.badge_class(badge_class_id)
@@ -264,8 +274,10 @@ class BadgesApplication(QijiApplication):
 
     def revoke_award(self, *, award_id: str, reason: str
                      ) -> dict[str, Any]:
-        require_ids(award_id=award_id)
-        _require_text("reason", reason)
+        v = Violations()
+        check_id(v, "award_id", award_id)
+        check_text(v, "reason", reason, 1000)
+        v.raise_if_any()
 
         def decide() -> Outcome:
             award = self.get(award_id, Award, "award")
@@ -398,12 +410,13 @@ class BadgesApplication(QijiApplication):
         REVOKED, EXPIRED, NOT_YET_VALID or UNKNOWN_AWARD, with the problems found."""
         v = Violations()
         v.require(len(jwt) <= ob3.MAX_CREDENTIAL_CHARS, "credential_jwt",
-                  f"at most {ob3.MAX_CREDENTIAL_CHARS} characters")
+                  f"at most {ob3.MAX_CREDENTIAL_CHARS} characters", TEXT_TOO_LONG)
         v.raise_if_any()
         try:
             checked = ob3.check_signed(jwt.strip(), self.issuer_keys, self.clock())
         except Malformed as error:
-            raise InvalidArgument([FieldViolation("credential_jwt", str(error))]) from None
+            raise InvalidArgument([FieldViolation("credential_jwt", str(error),
+                                                  "CREDENTIAL_MALFORMED")]) from None
         result = {"verdict": checked.verdict, "problems": list(checked.problems),
                   "signature_valid": checked.credential is not None, "status": "",
                   "award_id": "", "credential": checked.credential}
@@ -467,9 +480,10 @@ class BadgesApplication(QijiApplication):
     def status_list(self, *, issuer_id: str, list_number: int) -> tuple[dict[str, Any], str]:
         """The issuer's Bitstring status list credential (revocation), signed like the
         credentials that point at it."""
-        require_ids(issuer_id=issuer_id)
         v = Violations()
-        v.require(0 <= list_number < 1_000_000, "list_number", "must be 0 or more")
+        check_id(v, "issuer_id", issuer_id)
+        v.require(0 <= list_number < 1_000_000, "list_number", "must be 0 to 999999",
+                  VALUE_OUT_OF_RANGE)
         v.raise_if_any()
         self._require_issuer(issuer_id)
         found = self.views.status_lists.list_of(issuer_id, list_number)
@@ -567,6 +581,24 @@ class BadgesApplication(QijiApplication):
         return self.followed(RiderRecord.create_id(rider_id), RiderRecord, "rider", rider_id,
                              self.catch_up_upstream if catch_up else None)
 
+    def _note_rider(self, violations: Violations, rider_id: str) -> None:
+        """A rider id that is malformed or names no rider identity told of (after catching up
+        once) is added to `violations`, to be answered with the request's other faults."""
+        if not check_id(violations, "rider_id", rider_id):
+            return
+        ident = RiderRecord.create_id(rider_id)
+        if not self.exists(ident):
+            self.catch_up_upstream()
+        if not self.exists(ident):
+            violations.missing("rider_id", "rider", rider_id)
+
+    def _note_badge_class(self, violations: Violations, badge_class_id: str) -> None:
+        """A badge class id that is malformed or names none (BADGE_CLASS_NOT_FOUND) is added
+        to `violations`."""
+        if check_id(violations, "badge_class_id", badge_class_id) \
+                and self.found(badge_class_id, BadgeClass) is None:
+            violations.missing("badge_class_id", "badge_class", badge_class_id)
+
     def _rider_record_for_policy(self, rider_id: str) -> RiderRecord:
         return self.current_or_new(RiderRecord.create_id(rider_id), RiderRecord,
                                    lambda: RiderRecord(rider_id=rider_id))
@@ -618,10 +650,12 @@ def narrative_shown(evidence: dict[str, Any]) -> str:
     return masking.show_to_caller(masking.FREE_TEXT, evidence["narrative"])
 
 
-def _require_text(field: str, text: str) -> None:
-    v = Violations()
-    v.require(bool(text.strip()) and len(text) <= 1000, field, "1 to 1000 characters")
-    v.raise_if_any()
+def _check_image(v: Violations, image: bytes, media_type: str) -> None:
+    problem = image_problem(image, media_type)
+    if problem is not None:
+        reason, description = problem
+        v.add("image_media_type" if reason == IMAGE_MEDIA_TYPE_NOT_ALLOWED else "image",
+              description, reason)
 
 
 __all__ = ["BadgesApplication", "Explanation", "Track"]

@@ -27,12 +27,18 @@ from services.governance.domain.model import (
 from services.governance.domain.values import (
     ANY_DEPARTMENT_RULE,
     CLOCK_SKEW,
+    DUPLICATE_VALUE,
     DUPLICATE_WITHIN_METRES,
+    ENUM_VALUE_REQUIRED,
     FALLBACK_RULE,
+    FIELD_REQUIRED,
+    INVALID_ID,
     MAX_ATTACHMENT_REF,
     MAX_ATTACHMENTS,
     MAX_NAME,
     MAX_TEXT,
+    TEXT_INVALID,
+    VALUE_OUT_OF_RANGE,
     Category,
     DeadlineKind,
     DepartmentFunction,
@@ -48,6 +54,7 @@ from services.governance.domain.values import (
     check_text,
     default_deadline_seconds,
     latitude_band_degrees,
+    one_of,
     same_incident,
 )
 from services.governance.views import GovernanceViews, QueueEntry, StatisticsRow
@@ -208,22 +215,25 @@ class GovernanceApplication(QijiApplication):
         """Stores the report and, in the same save, either links it to the open report of the
         same incident or routes it by the current rules."""
         violations = Violations()
-        _check_id(violations, "rider_id", rider_id)
-        violations.require(kind is not None, "kind", "must be specified")
-        violations.require(category is not None, "category",
-                           f"must be one of {[c.value for c in Category]}")
+        violations.require(kind is not None, "kind", one_of(ReportKind), ENUM_VALUE_REQUIRED)
+        violations.require(category is not None, "category", one_of(Category),
+                           ENUM_VALUE_REQUIRED)
         if location is None:
-            violations.add("location", "must give the street and WGS84 coordinates")
+            violations.add("location", "must give the street and WGS84 coordinates",
+                           FIELD_REQUIRED)
         else:
-            _check_id(violations, "location.street_id", location.street_id)
+            self._note_organisation(violations, location.street_id, "location.street_id",
+                                    STREET, "street")
             check_coordinates(violations, "location", location.latitude, location.longitude)
         check_text(violations, "text", text, required=True, limit=MAX_TEXT)
         _check_attachments(violations, attachment_refs)
         if observed_at is not None and observed_at > self.clock() + CLOCK_SKEW:
-            violations.add("observe_time", "must not be in the future")
+            violations.add("observe_time", "must not be in the future", "TIME_IN_THE_FUTURE")
+        # The rider too, in the same answer: one the request names that identity never
+        # registered is listed with the other faults (alone, NOT_FOUND).
+        self._note_rider(violations, "rider_id", rider_id)
         violations.raise_if_any()
         assert kind is not None and category is not None and location is not None
-        self._organisation(location.street_id, "location.street_id", STREET, "street")
         # Read once: the report does not change the rider, so a retried decision needs no
         # fresher copy.
         participant = self._participant(rider_id, refresh_unless=lambda p: p.is_active)
@@ -373,7 +383,8 @@ class GovernanceApplication(QijiApplication):
     def reject_assignment(self, *, report_id: str, department_id: str,
                           reason: RejectionReason | None, note: str) -> dict[str, Any]:
         violations = Violations()
-        violations.require(reason is not None, "reason", "must be specified")
+        violations.require(reason is not None, "reason", one_of(RejectionReason),
+                           ENUM_VALUE_REQUIRED)
         check_text(violations, "note", note, required=False)
         return self._work(report_id, department_id, violations,
                           lambda r, now: r.reject(department_id, reason.value if reason else "",
@@ -409,9 +420,9 @@ class GovernanceApplication(QijiApplication):
                          ) -> tuple[list[QueueEntry], str]:
         """The department's open assignments, the most urgent deadline first."""
         violations = Violations()
-        _check_id(violations, "department_id", department_id)
+        self._note_organisation(violations, department_id, "department_id", DEPARTMENT,
+                                "department")
         violations.raise_if_any()
-        self._organisation(department_id, "department_id", DEPARTMENT, "department")
         self.views.catch_up()
         keys = self.views.queue(department_id)
         return page(sorted(keys), lambda key: self.views.queue_entry(keys[key], department_id),
@@ -425,7 +436,8 @@ class GovernanceApplication(QijiApplication):
         if street_id:
             _check_id(violations, "street_id", street_id)
         if start is not None and end is not None:
-            violations.require(end > start, "end_time", "must be after start_time")
+            violations.require(end > start, "end_time", "must be after start_time",
+                               "END_TIME_NOT_AFTER_START_TIME")
         violations.raise_if_any()
         self.views.catch_up()
         return self.views.statistics(street_id=street_id, kind=kind.value if kind else "",
@@ -470,29 +482,26 @@ class GovernanceApplication(QijiApplication):
         check_rules(violations, stored)
         for i, rule in enumerate(rules):
             if rule.street_id:
-                _check_id(violations, f"rules[{i}].street_id", rule.street_id)
+                self._note_organisation(violations, rule.street_id, f"rules[{i}].street_id",
+                                        STREET, "street")
             for j, department_id in enumerate(rule.department_ids):
-                _check_id(violations, f"rules[{i}].department_ids[{j}]", department_id)
+                self._note_organisation(violations, department_id,
+                                        f"rules[{i}].department_ids[{j}]", DEPARTMENT,
+                                        "department")
         seconds = default_deadline_seconds()
         seen: set[ReportKind] = set()
         for i, d in enumerate(deadlines):
             check_deadline(violations, f"deadlines[{i}]", d.acknowledge_within, d.resolve_within)
             if d.kind is None:
-                violations.add(f"deadlines[{i}].kind", "must be specified")
+                violations.add(f"deadlines[{i}].kind", one_of(ReportKind), ENUM_VALUE_REQUIRED)
             elif d.kind in seen:
-                violations.add(f"deadlines[{i}].kind", "given twice")
+                violations.add(f"deadlines[{i}].kind", "given twice", DUPLICATE_VALUE)
             elif d.acknowledge_within and d.resolve_within:
                 seen.add(d.kind)
                 seconds[d.kind.value] = {
                     "acknowledge": int(d.acknowledge_within.total_seconds()),
                     "resolve": int(d.resolve_within.total_seconds())}
         violations.raise_if_any()
-        for i, rule in enumerate(rules):
-            if rule.street_id:
-                self._organisation(rule.street_id, f"rules[{i}].street_id", STREET, "street")
-            for j, department_id in enumerate(rule.department_ids):
-                self._organisation(department_id, f"rules[{i}].department_ids[{j}]",
-                                   DEPARTMENT, "department")
 
         def decide() -> Outcome:
             current = self._rules()
@@ -508,7 +517,8 @@ class GovernanceApplication(QijiApplication):
         """The rules at `version` (the current ones for 0); version 0 and no rules when none
         were ever set."""
         if version < 0:
-            raise InvalidArgument([FieldViolation("version", "must not be negative")])
+            raise InvalidArgument([FieldViolation("version", "must not be negative",
+                                                  VALUE_OUT_OF_RANGE)])
         current = self._rules(version or None)
         if current is None or (version and current.version != version):
             if version:
@@ -530,9 +540,10 @@ class GovernanceApplication(QijiApplication):
                             mediator_name: str, parties: list[Party]
                             ) -> dict[str, Any]:
         violations = Violations()
-        _check_id(violations, "street_id", street_id)
-        if report_id:
-            _check_id(violations, "report_id", report_id)
+        self._note_organisation(violations, street_id, "street_id", STREET, "street")
+        if report_id and _check_id(violations, "report_id", report_id) \
+                and self.found(report_id, Report) is None:
+            violations.missing("report_id", "report", report_id)
         check_text(violations, "subject", subject, required=True)
         check_text(violations, "mediator_name", mediator_name, required=True, limit=MAX_NAME)
         plain = [{"role": p.role.value if p.role else "", "name": p.name.strip(),
@@ -540,14 +551,8 @@ class GovernanceApplication(QijiApplication):
         check_parties(violations, plain)
         for i, p in enumerate(plain):
             if p["rider_id"]:
-                _check_id(violations, f"parties[{i}].rider_id", p["rider_id"])
+                self._note_rider(violations, f"parties[{i}].rider_id", p["rider_id"])
         violations.raise_if_any()
-        self._organisation(street_id, "street_id", STREET, "street")
-        for p in plain:
-            if p["rider_id"]:
-                self._participant(p["rider_id"])
-        if report_id:
-            self.get(report_id, Report, "report")
         # Sealed once, outside the retried decision: each party's name under its own key.
         sealed = []
         for p in plain:
@@ -566,9 +571,10 @@ class GovernanceApplication(QijiApplication):
     def record_mediation_session(self, *, case_id: str, held_at: datetime | None, place: str,
                                  notes: str) -> dict[str, Any]:
         violations = Violations()
-        violations.require(held_at is not None, "hold_time", "must be set")
+        violations.require(held_at is not None, "hold_time", "must be set", FIELD_REQUIRED)
         if held_at is not None and held_at > self.clock() + CLOCK_SKEW:
-            violations.add("hold_time", "record a session once it was held, not before")
+            violations.add("hold_time", "record a session once it was held, not before",
+                           "TIME_IN_THE_FUTURE")
         check_text(violations, "place", place, required=True)
         check_text(violations, "notes", notes, required=False, limit=MAX_TEXT)
         # `held_at` is set whenever the change runs: a missing one is a violation raised first.
@@ -645,7 +651,8 @@ class GovernanceApplication(QijiApplication):
 
     def pledge(self, version: int = 0) -> PledgeView:
         if version < 0:
-            raise InvalidArgument([FieldViolation("version", "must not be negative")])
+            raise InvalidArgument([FieldViolation("version", "must not be negative",
+                                                  VALUE_OUT_OF_RANGE)])
         pledge = self._pledge()
         if pledge is None:
             raise NotFound("pledge", "participation pledge")
@@ -656,9 +663,12 @@ class GovernanceApplication(QijiApplication):
     def sign_pledge(self, *, rider_id: str, pledge_version: int
                     ) -> dict[str, Any]:
         violations = Violations()
-        _check_id(violations, "rider_id", rider_id)
         violations.require(pledge_version >= 1, "pledge_version",
-                           "name the version the rider read (1 or more)")
+                           "name the version the rider read (1 or more)", VALUE_OUT_OF_RANGE)
+        published = self._pledge()
+        if published is not None and pledge_version > published.current_version:
+            violations.missing("pledge_version", "pledge_version", str(pledge_version))
+        self._note_rider(violations, "rider_id", rider_id)
         violations.raise_if_any()
         self._participant(rider_id, refresh_unless=lambda p: p.is_active)
 
@@ -759,19 +769,35 @@ class GovernanceApplication(QijiApplication):
         return self.followed(Participant.create_id(rider_id), Participant, "rider", rider_id,
                              self.catch_up_upstream, refresh_unless)
 
-    def _organisation(self, organisation_id: str, field: str, kind: str, label: str
-                      ) -> dict[str, str]:
-        """A referenced organisation of `kind`: NotFound when identity never created it, an
-        invalid argument when it is of another kind."""
+    def _note_rider(self, violations: Violations, field: str, rider_id: str) -> None:
+        """A rider the request names: malformed, or one identity never registered (after
+        catching up once), is added to `violations` with the request's other faults."""
+        if not _check_id(violations, field, rider_id):
+            return
+        ident = Participant.create_id(rider_id)
+        if not self.exists(ident):
+            self.catch_up_upstream()
+        if not self.exists(ident):
+            violations.missing(field, "rider", rider_id)
+
+    def _note_organisation(self, violations: Violations, organisation_id: str, field: str,
+                           kind: str, label: str) -> dict[str, str] | None:
+        """A referenced organisation of `kind`, or None with what is wrong added to
+        `violations`: malformed, unknown to identity (after catching up once), or of another
+        kind (`NOT_A_STREET`, named as the wire names organisation kinds)."""
+        if not _check_id(violations, field, organisation_id):
+            return None
         found = self.views.organisation(organisation_id)
         if found is None:
             self.catch_up_upstream()
             found = self.views.organisation(organisation_id)
         if found is None:
-            raise NotFound(label, organisation_id)
+            violations.missing(field, label, organisation_id)
+            return None
         if found["kind"] != kind:
-            raise InvalidArgument([FieldViolation(
-                field, f"must be a {kind}, not a {found['kind']}")])
+            violations.add(field, f"must be an ORGANISATION_KIND_{kind}, not an "
+                           f"ORGANISATION_KIND_{found['kind']}", f"NOT_A_{label.upper()}")
+            return None
         return found
 
 
@@ -779,23 +805,27 @@ def _free_text(value: str) -> str:
     return masking.show_to_caller(masking.FREE_TEXT, value)
 
 
-def _check_id(violations: Violations, field: str, value: str) -> None:
+def _check_id(violations: Violations, field: str, value: str) -> bool:
+    """Whether `value` is an id (a UUID); if not, why, added to `violations`."""
     if not value:
-        violations.add(field, "must not be empty")
-        return
+        violations.add(field, "must not be empty", FIELD_REQUIRED)
+        return False
     try:
         uuid.UUID(value)
     except ValueError:
-        violations.add(field, f"{value[:40]!r} is not a valid id")
+        violations.add(field, f"{value[:40]!r} is not a valid id (a UUID)", INVALID_ID)
+        return False
+    return True
 
 
 def _check_attachments(violations: Violations, refs: list[str]) -> None:
     if len(refs) > MAX_ATTACHMENTS:
-        violations.add("attachment_refs", f"at most {MAX_ATTACHMENTS} attachments")
+        violations.add("attachment_refs", f"at most {MAX_ATTACHMENTS} attachments",
+                       "TOO_MANY_ATTACHMENTS")
     for i, ref in enumerate(refs):
         if not ref.strip() or len(ref) > MAX_ATTACHMENT_REF or not ref.isprintable():
             violations.add(f"attachment_refs[{i}]",
-                           f"1 to {MAX_ATTACHMENT_REF} printable characters")
+                           f"1 to {MAX_ATTACHMENT_REF} printable characters", TEXT_INVALID)
 
 
 def _detail(value: Any) -> str:

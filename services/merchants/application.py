@@ -36,6 +36,7 @@ from services.merchants.domain.values import (
     MerchantStatus,
     PerkKind,
     PerkStatus,
+    one_of,
 )
 from services.merchants.views import MerchantsViews
 from shared import auth, context, masking
@@ -51,7 +52,7 @@ from shared.errors import (
     require_ids,
 )
 from shared.followers import Follower, UpstreamEvent
-from shared.references import Reference, require_reference
+from shared.references import Reference, note_reference
 from shared.tenancy import Owners
 
 MAX_TEXT = 200
@@ -182,24 +183,24 @@ class MerchantsApplication(QijiApplication):
     def apply_merchant(self, *, merchant_id: str, name: str, street_id: str, category: str,
                        latitude: float, longitude: float, address: str,
                        amenities: list[MerchantAmenity | None]) -> dict[str, Any]:
+        # Everything wrong with the request, references included, in one answer.
         violations = Violations()
-        violations.require(bool(name.strip()) and len(name) <= MAX_TEXT, "name",
-                           f"1 to {MAX_TEXT} characters")
-        violations.require(bool(category.strip()) and len(category) <= 50, "category",
-                           "1 to 50 characters")
-        violations.require(-90 <= latitude <= 90, "location.latitude", "must be -90 to 90")
+        _check_text(violations, "name", name, MAX_TEXT)
+        _check_text(violations, "category", category, 50)
+        violations.require(-90 <= latitude <= 90, "location.latitude",
+                           "must be WGS84 degrees from -90 to 90", LOCATION_INVALID)
         violations.require(-180 <= longitude <= 180, "location.longitude",
-                           "must be -180 to 180")
-        violations.require(len(address) <= MAX_TEXT, "location.address",
-                           f"at most {MAX_TEXT} characters")
+                           "must be WGS84 degrees from -180 to 180", LOCATION_INVALID)
+        _check_text(violations, "location.address", address, MAX_TEXT, required=False)
         _check_amenities(violations, amenities)
-        violations.raise_if_any()
-        merchant_ref = self._reference(merchant_id, "merchant_id", "merchant")
-        self._reference(street_id, "street_id", "street")
-        if merchant_ref.parent_id and merchant_ref.parent_id != street_id:
+        merchant_ref = self._note_reference(violations, merchant_id, "merchant_id", "merchant")
+        street_ref = self._note_reference(violations, street_id, "street_id", "street")
+        if merchant_ref and street_ref and merchant_ref.parent_id \
+                and merchant_ref.parent_id != street_id:
             # identity placed the merchant under another street: that street's office decides.
-            violations.add("street_id", "is not the street identity registered the merchant in")
-            violations.raise_if_any()
+            violations.add("street_id", "is not the street identity registered the merchant in",
+                           "MERCHANT_OF_ANOTHER_STREET")
+        violations.raise_if_any()
 
         def decide() -> Outcome:
             if self.exists(uuid.UUID(merchant_id)):
@@ -217,22 +218,29 @@ class MerchantsApplication(QijiApplication):
 
     def reject_merchant(self, *, merchant_id: str, reason: str
                         ) -> dict[str, Any]:
-        _require_reason(reason)
-        return self._street_office_decides(merchant_id, lambda m: m.reject(reason.strip()))
+        violations = Violations()
+        _check_reason(violations, reason)
+        return self._street_office_decides(merchant_id, lambda m: m.reject(reason.strip()),
+                                           violations)
 
     def suspend_merchant(self, *, merchant_id: str, reason: str
                          ) -> dict[str, Any]:
-        _require_reason(reason)
-        return self._street_office_decides(merchant_id, lambda m: m.suspend(reason.strip()))
+        violations = Violations()
+        _check_reason(violations, reason)
+        return self._street_office_decides(merchant_id, lambda m: m.suspend(reason.strip()),
+                                           violations)
 
     def reinstate_merchant(self, *, merchant_id: str, reason: str
                            ) -> dict[str, Any]:
-        _require_reason(reason)
-        return self._street_office_decides(merchant_id, lambda m: m.reinstate(reason.strip()))
+        violations = Violations()
+        _check_reason(violations, reason)
+        return self._street_office_decides(merchant_id, lambda m: m.reinstate(reason.strip()),
+                                           violations)
 
     def update_merchant_amenities(self, *, merchant_id: str,
                                   amenities: list[MerchantAmenity | None]) -> dict[str, Any]:
         violations = Violations()
+        _check_id(violations, "merchant_id", merchant_id)
         _check_amenities(violations, amenities)
         violations.raise_if_any()
 
@@ -242,8 +250,12 @@ class MerchantsApplication(QijiApplication):
             return Outcome([merchant], {"merchant_id": merchant_id, "version": merchant.version})
         return self.execute(decide)
 
-    def _street_office_decides(self, merchant_id: str, change: Callable[[Merchant], None]
-                               ) -> dict[str, Any]:
+    def _street_office_decides(self, merchant_id: str, change: Callable[[Merchant], None],
+                               violations: Violations | None = None) -> dict[str, Any]:
+        violations = violations or Violations()
+        _check_id(violations, "merchant_id", merchant_id)
+        violations.raise_if_any()
+
         def decide() -> Outcome:
             merchant = self.get(merchant_id, Merchant, "merchant")
             change(merchant)
@@ -277,32 +289,44 @@ class MerchantsApplication(QijiApplication):
                           limit_period: LimitPeriod | None, valid_from: datetime | None,
                           valid_until: datetime | None, code_ttl_minutes: int) -> dict[str, Any]:
         v = Violations()
-        v.require(bool(title.strip()) and len(title) <= MAX_TEXT, "title",
-                  f"1 to {MAX_TEXT} characters")
-        v.require(kind is not None, "kind", "must be specified")
+        _check_text(v, "title", title, MAX_TEXT)
+        v.require(kind is not None, "kind", one_of(PerkKind), ENUM_VALUE_REQUIRED)
         if kind is PerkKind.PERCENT_DISCOUNT:
-            v.require(1 <= percent_off <= 100, "percent_off", "must be 1 to 100")
+            v.require(1 <= percent_off <= 100, "percent_off",
+                      "must be 1 to 100 for PERK_KIND_PERCENT_DISCOUNT", "PERCENT_OFF_INVALID")
         if kind is PerkKind.FIXED_DISCOUNT:
             v.require(1 <= amount_off_fen <= 1_000_000, "amount_off_fen",
-                      "must be 1 to 1,000,000 fen")
+                      "must be 1 to 1,000,000 fen for PERK_KIND_FIXED_DISCOUNT",
+                      "AMOUNT_OFF_INVALID")
         if kind is PerkKind.FREE_ITEM:
-            v.require(bool(free_item.strip()) and len(free_item) <= MAX_TEXT, "free_item",
-                      f"1 to {MAX_TEXT} characters")
-        v.require(eligibility is not None, "eligibility", "must be specified")
+            _check_text(v, "free_item", free_item, MAX_TEXT)
+        v.require(eligibility is not None, "eligibility", one_of(Eligibility),
+                  ENUM_VALUE_REQUIRED)
         if eligibility is Eligibility.BADGE_HOLDERS:
-            v.require(is_uuid(badge_class_id), "badge_class_id",
-                      "must name a badge class for a badge-holders perk")
-        v.require(1 <= total_quota <= MAX_QUOTA, "total_quota", f"must be 1 to {MAX_QUOTA}")
-        v.require(per_rider_limit >= 1, "per_rider_limit", "must be at least 1")
-        v.require(limit_period is not None, "limit_period", "must be specified")
-        v.require(valid_from is not None, "valid_from_time", "must be set")
-        v.require(valid_until is not None, "valid_until_time", "must be set")
+            if not badge_class_id:
+                v.add("badge_class_id", "must name a badge class for an "
+                      "ELIGIBILITY_BADGE_HOLDERS perk", "BADGE_CLASS_REQUIRED")
+            elif not is_uuid(badge_class_id):
+                v.add("badge_class_id", "is not a valid id (a UUID)", INVALID_ID)
+        v.require(1 <= total_quota <= MAX_QUOTA, "total_quota", f"must be 1 to {MAX_QUOTA}",
+                  "QUOTA_INVALID")
+        v.require(per_rider_limit >= 1, "per_rider_limit", "must be at least 1",
+                  "PER_RIDER_LIMIT_INVALID")
+        v.require(limit_period is not None, "limit_period", one_of(LimitPeriod),
+                  ENUM_VALUE_REQUIRED)
+        v.require(valid_from is not None, "valid_from_time", "must be set", FIELD_REQUIRED)
+        v.require(valid_until is not None, "valid_until_time", "must be set", FIELD_REQUIRED)
         if valid_from and valid_until:
             v.require(valid_until > valid_from, "valid_until_time",
-                      "must be after valid_from_time")
-            v.require(valid_until > self.clock(), "valid_until_time", "must be in the future")
+                      "must be after valid_from_time", "VALID_UNTIL_BEFORE_VALID_FROM")
+            v.require(valid_until > self.clock(), "valid_until_time", "must be in the future",
+                      TIME_IN_THE_PAST)
         v.require(1 <= code_ttl_minutes <= MAX_CODE_TTL_MINUTES, "code_ttl_minutes",
-                  f"must be 1 to {MAX_CODE_TTL_MINUTES}")
+                  f"must be 1 to {MAX_CODE_TTL_MINUTES}", "CODE_TTL_INVALID")
+        # The merchant last: one that never applied is listed with the rest (alone, NOT_FOUND).
+        if _check_id(v, "merchant_id", merchant_id) \
+                and not self.exists(uuid.UUID(merchant_id)):
+            v.missing("merchant_id", "merchant", merchant_id)
         v.raise_if_any()
         assert kind and eligibility and limit_period and valid_from and valid_until
 
@@ -393,8 +417,13 @@ class MerchantsApplication(QijiApplication):
 
     def claim_perk(self, *, perk_id: str, rider_id: str
                    ) -> dict[str, Any]:
-        require_ids(perk_id=perk_id, rider_id=rider_id)
-        self._standing(rider_id)  # catches up with identity if the rider is new here
+        violations = Violations()
+        if _check_id(violations, "perk_id", perk_id) and not self.exists(uuid.UUID(perk_id)):
+            violations.missing("perk_id", "perk", perk_id)
+        self._note_rider(violations, rider_id)  # catches up with identity if it is new here
+        violations.raise_if_any()
+        # Caught up once more if identity may have verified the rider a moment ago.
+        self._standing(rider_id)
 
         def decide() -> Outcome:
             now = self.clock()
@@ -425,11 +454,16 @@ class MerchantsApplication(QijiApplication):
 
     def redeem_code(self, *, merchant_id: str, code: str
                     ) -> dict[str, Any]:
-        require_ids(merchant_id=merchant_id)
         canonical = self.codes.normalise(code)
         violations = Violations()
-        violations.require(len(canonical) == CODE_LENGTH and all(
-            c in _CROCKFORD for c in canonical), "code", f"a code has {CODE_LENGTH} characters")
+        _check_id(violations, "merchant_id", merchant_id)
+        if not canonical:
+            violations.add("code", "must not be empty", FIELD_REQUIRED)
+        else:
+            violations.require(len(canonical) == CODE_LENGTH and all(
+                c in _CROCKFORD for c in canonical), "code",
+                f"a code has {CODE_LENGTH} characters of Crockford's base32 (dashes and "
+                "spaces aside)", "CODE_MALFORMED")
         violations.raise_if_any()
         claim_id = Claim.create_id(self.codes.digest(canonical))
         # Another merchant's code is, at this counter, no code at all: saying it belongs to
@@ -454,8 +488,10 @@ class MerchantsApplication(QijiApplication):
 
     def reverse_redemption(self, *, claim_id: str, reason: str
                            ) -> dict[str, Any]:
-        require_ids(claim_id=claim_id)
-        _require_reason(reason)
+        violations = Violations()
+        _check_id(violations, "claim_id", claim_id)
+        _check_reason(violations, reason)
+        violations.raise_if_any()
         perk_id = self.get(claim_id, Claim, "claim").perk_id
 
         def decide() -> Outcome:
@@ -515,14 +551,15 @@ class MerchantsApplication(QijiApplication):
                     ) -> tuple[list[dict[str, Any]], str]:
         violations = Violations()
         violations.require(bool(merchant_id or perk_id), "merchant_id",
-                           "name a merchant or a perk")
+                           "name a merchant or a perk", "MERCHANT_OR_PERK_REQUIRED")
+        # NOT_FOUND, not an empty list, for a merchant or perk there is none of.
+        if merchant_id and _check_id(violations, "merchant_id", merchant_id) \
+                and self.found(merchant_id, Merchant) is None:
+            violations.missing("merchant_id", "merchant", merchant_id)
+        if perk_id and _check_id(violations, "perk_id", perk_id) \
+                and self.found(perk_id, PerkOffer) is None:
+            violations.missing("perk_id", "perk", perk_id)
         violations.raise_if_any()
-        if merchant_id:
-            require_ids(merchant_id=merchant_id)
-            self.get(merchant_id, Merchant, "merchant")  # NOT_FOUND, not an empty list
-        if perk_id:
-            require_ids(perk_id=perk_id)
-            self.get(perk_id, PerkOffer, "perk")  # NOT_FOUND, not an empty list
         self.views.catch_up()
         return self.views.redemptions.select(
             {"merchant_id": merchant_id, "perk_id": perk_id}, page_size=page_size,
@@ -533,12 +570,12 @@ class MerchantsApplication(QijiApplication):
     def create_care_campaign(self, *, street_id: str, name: str, description: str, stock: int
                              ) -> dict[str, Any]:
         violations = Violations()
-        violations.require(bool(name.strip()) and len(name) <= MAX_TEXT, "name",
-                           f"1 to {MAX_TEXT} characters")
-        violations.require(len(description) <= 2000, "description", "at most 2000 characters")
-        violations.require(1 <= stock <= 100_000, "stock", "must be 1 to 100000")
+        _check_text(violations, "name", name, MAX_TEXT)
+        _check_text(violations, "description", description, 2000, required=False)
+        violations.require(1 <= stock <= 100_000, "stock", "must be 1 to 100000",
+                           "STOCK_INVALID")
+        self._note_reference(violations, street_id, "street_id", "street")
         violations.raise_if_any()
-        self._reference(street_id, "street_id", "street")
 
         def decide() -> Outcome:
             campaign = CareCampaign(street_id=street_id, name=name.strip(),
@@ -549,7 +586,12 @@ class MerchantsApplication(QijiApplication):
 
     def allocate_care_package(self, *, campaign_id: str, rider_id: str
                               ) -> dict[str, Any]:
-        require_ids(campaign_id=campaign_id, rider_id=rider_id)
+        violations = Violations()
+        if _check_id(violations, "campaign_id", campaign_id) \
+                and not self.exists(uuid.UUID(campaign_id)):
+            violations.missing("campaign_id", "campaign", campaign_id)
+        self._note_rider(violations, rider_id)
+        violations.raise_if_any()
         self._standing(rider_id)
 
         def decide() -> Outcome:
@@ -563,10 +605,11 @@ class MerchantsApplication(QijiApplication):
 
     def record_hand_over(self, *, campaign_id: str, rider_id: str, handed_over_by: str
                          ) -> dict[str, Any]:
-        require_ids(campaign_id=campaign_id, rider_id=rider_id)
         violations = Violations()
-        violations.require(bool(handed_over_by.strip()) and len(handed_over_by) <= 100,
-                           "handed_over_by", "1 to 100 characters: who handed it over")
+        _check_id(violations, "campaign_id", campaign_id)
+        _check_id(violations, "rider_id", rider_id)
+        # Who handed it over.
+        _check_text(violations, "handed_over_by", handed_over_by, 100)
         violations.raise_if_any()
 
         def decide() -> Outcome:
@@ -656,8 +699,21 @@ class MerchantsApplication(QijiApplication):
         return self.current_or_new(RiderStanding.create_id(rider_id), RiderStanding,
                                    lambda: RiderStanding(rider_id=rider_id))
 
-    def _reference(self, upstream_id: str, field: str, kind: str) -> Reference:
-        return require_reference(self, upstream_id, field, kind, self.catch_up_upstream)
+    def _note_reference(self, violations: Violations, upstream_id: str, field: str, kind: str
+                        ) -> Reference | None:
+        return note_reference(self, violations, upstream_id, field, kind,
+                              self.catch_up_upstream)
+
+    def _note_rider(self, violations: Violations, rider_id: str) -> None:
+        """A rider id that is malformed or names no rider identity told of (after catching up
+        once) is added to `violations`, to be answered with the request's other faults."""
+        if not _check_id(violations, "rider_id", rider_id):
+            return
+        ident = RiderStanding.create_id(rider_id)
+        if not self.exists(ident):
+            self.catch_up_upstream()
+        if not self.exists(ident):
+            violations.missing("rider_id", "rider", rider_id)
 
     # ------------------------------------------------------------------ tenancy
 
@@ -710,13 +766,40 @@ class MerchantsApplication(QijiApplication):
 _SEES_CODES = frozenset({auth.PLATFORM, auth.STREET_OFFICE, auth.CITY_ADMIN})
 
 
+# Reasons of field violations, for callers' programs to branch on (the rest are named where
+# they are checked).
+FIELD_REQUIRED = "FIELD_REQUIRED"
+INVALID_ID = "INVALID_ID"
+TEXT_TOO_LONG = "TEXT_TOO_LONG"
+ENUM_VALUE_REQUIRED = "ENUM_VALUE_REQUIRED"
+TIME_IN_THE_PAST = "TIME_IN_THE_PAST"
+LOCATION_INVALID = "LOCATION_INVALID"
+
+
+def _check_id(violations: Violations, field: str, value: str) -> bool:
+    """Whether `value` is an id (a UUID); if not, why, added to `violations`."""
+    if not value:
+        violations.add(field, "is required", FIELD_REQUIRED)
+        return False
+    if not is_uuid(value):
+        violations.add(field, "is not a valid id (a UUID)", INVALID_ID)
+        return False
+    return True
+
+
+def _check_text(violations: Violations, field: str, value: str, limit: int, *,
+                required: bool = True) -> None:
+    if required and not value.strip():
+        violations.add(field, "must not be empty", FIELD_REQUIRED)
+    elif len(value) > limit:
+        violations.add(field, f"at most {limit} characters", TEXT_TOO_LONG)
+
+
 def _check_amenities(violations: Violations, amenities: list[MerchantAmenity | None]) -> None:
     for i, amenity in enumerate(amenities):
-        violations.require(amenity is not None, f"amenities[{i}]", "must be specified")
+        violations.require(amenity is not None, f"amenities[{i}]", one_of(MerchantAmenity),
+                           ENUM_VALUE_REQUIRED)
 
 
-def _require_reason(reason: str) -> None:
-    violations = Violations()
-    violations.require(bool(reason.strip()) and len(reason) <= 500, "reason",
-                       "1 to 500 characters")
-    violations.raise_if_any()
+def _check_reason(violations: Violations, reason: str) -> None:
+    _check_text(violations, "reason", reason, 500)

@@ -232,18 +232,22 @@ def report_from(**fields: Any) -> Callable[[World, ClockFile], Any]:
 
 BAD_INPUT: dict[str, Bad] = {
     "SubmitReport-latitude-out-of-range": Bad(
-        "SubmitReport", "platform", report_from(lat=91.0), INVALID, field="location.latitude"),
+        "SubmitReport", "platform", report_from(lat=91.0), INVALID, field="location.latitude",
+        reason="LOCATION_INVALID"),
     "SubmitReport-longitude-out-of-range": Bad(
         "SubmitReport", "platform",
         lambda w, c: submit_request(w.active, w.street, c, location=pb.Location(
             street_id=w.street, latitude=LAT, longitude=-180.5)),
         INVALID, field="location.longitude"),
     "SubmitReport-empty-text": Bad(
-        "SubmitReport", "platform", report_from(text="   "), INVALID, field="text"),
+        "SubmitReport", "platform", report_from(text="   "), INVALID, field="text",
+        reason="FIELD_REQUIRED"),
     "SubmitReport-unknown-category": Bad(
-        "SubmitReport", "platform", report_from(category=99), INVALID, field="category"),
+        "SubmitReport", "platform", report_from(category=99), INVALID, field="category",
+        reason="ENUM_VALUE_REQUIRED"),
     "SubmitReport-without-kind": Bad(
-        "SubmitReport", "street_office", report_from(kind=0), INVALID, field="kind"),
+        "SubmitReport", "street_office", report_from(kind=0), INVALID, field="kind",
+        reason="ENUM_VALUE_REQUIRED"),
     "SubmitReport-without-location": Bad(
         "SubmitReport", "platform",
         lambda w, c: pb.SubmitReportRequest(request_id=new_request_id(), rider_id=w.active,
@@ -254,7 +258,7 @@ BAD_INPUT: dict[str, Bad] = {
         "SubmitReport", "platform",
         lambda w, c: submit_request(w.active, w.street, c,
                                     observe_time=ts(c.now + timedelta(days=1))),
-        INVALID, field="observe_time"),
+        INVALID, field="observe_time", reason="TIME_IN_THE_FUTURE"),
     "SubmitReport-blank-attachment": Bad(
         "SubmitReport", "platform", report_from(attachment_refs=[""]), INVALID,
         field="attachment_refs[0]"),
@@ -363,10 +367,11 @@ BAD_INPUT: dict[str, Bad] = {
     "ListDepartmentQueue-of-a-street": Bad(
         "ListDepartmentQueue", "auditor",
         on(pb.ListDepartmentQueueRequest, department_id=lambda w: w.street), INVALID,
-        field="department_id"),
-    "ListDepartmentQueue-page-size-10000": Bad(
+        field="department_id", reason="NOT_A_DEPARTMENT"),
+    # AIP-158: a page size above the maximum is coerced to it; only a negative one is refused.
+    "ListDepartmentQueue-page-size-negative": Bad(
         "ListDepartmentQueue", "police",
-        on(pb.ListDepartmentQueueRequest, department_id=lambda w: w.police, page_size=10000),
+        on(pb.ListDepartmentQueueRequest, department_id=lambda w: w.police, page_size=-1),
         INVALID, field="page_size"),
     "GetReportStatistics-end-before-start": Bad(
         "GetReportStatistics", "auditor",

@@ -300,21 +300,24 @@ def application(**fields: Any) -> Callable[[Scene], Any]:
 BAD_INPUT: dict[str, Bad] = {
     # -- perk offers
     "CreatePerkOffer-percent-off-0": Bad(
-        "CreatePerkOffer", "shop", offer(**percent(0)), INVALID, field="percent_off"),
+        "CreatePerkOffer", "shop", offer(**percent(0)), INVALID, field="percent_off",
+        reason="PERCENT_OFF_INVALID"),
     "CreatePerkOffer-percent-off-101": Bad(
         "CreatePerkOffer", "shop", offer(**percent(101)), INVALID, field="percent_off"),
     "CreatePerkOffer-total-quota-0": Bad(
-        "CreatePerkOffer", "shop", offer(total_quota=0), INVALID, field="total_quota"),
+        "CreatePerkOffer", "shop", offer(total_quota=0), INVALID, field="total_quota",
+        reason="QUOTA_INVALID"),
     "CreatePerkOffer-valid-until-before-valid-from": Bad(
         "CreatePerkOffer", "shop",
         offer(valid_from_time=lambda _: at(timedelta(days=2)),
               valid_until_time=lambda _: at(timedelta(days=1))),
-        INVALID, field="valid_until_time"),
+        INVALID, field="valid_until_time", reason="VALID_UNTIL_BEFORE_VALID_FROM"),
     "CreatePerkOffer-without-kind": Bad(
-        "CreatePerkOffer", "shop", offer(kind=pb.PERK_KIND_UNSPECIFIED), INVALID, field="kind"),
+        "CreatePerkOffer", "shop", offer(kind=pb.PERK_KIND_UNSPECIFIED), INVALID, field="kind",
+        reason="ENUM_VALUE_REQUIRED"),
     "CreatePerkOffer-badge-holders-without-badge-class": Bad(
         "CreatePerkOffer", "shop", offer(eligibility=pb.ELIGIBILITY_BADGE_HOLDERS),
-        INVALID, field="badge_class_id"),
+        INVALID, field="badge_class_id", reason="BADGE_CLASS_REQUIRED"),
     "CreatePerkOffer-code-ttl-0": Bad(
         "CreatePerkOffer", "city_admin", offer(code_ttl_minutes=0),
         INVALID, field="code_ttl_minutes"),
@@ -341,8 +344,9 @@ BAD_INPUT: dict[str, Bad] = {
     "GetPerkOffer-not-a-uuid": Bad(
         "GetPerkOffer", "auditor", on(pb.GetPerkOfferRequest, perk_id="not-a-uuid"),
         INVALID, field="perk_id"),
-    "ListPerkOffers-page-size-10000": Bad(
-        "ListPerkOffers", "auditor", on(pb.ListPerkOffersRequest, page_size=10000),
+    # AIP-158: a page size above the maximum is coerced to it; only a negative one is refused.
+    "ListPerkOffers-page-size-negative": Bad(
+        "ListPerkOffers", "auditor", on(pb.ListPerkOffersRequest, page_size=-1),
         INVALID, field="page_size"),
     "ListPerkOffers-page-token-of-other-filters": Bad(
         "ListPerkOffers", "auditor",
@@ -358,7 +362,7 @@ BAD_INPUT: dict[str, Bad] = {
         NOT_FOUND, reason="MERCHANT_NOT_FOUND"),
     "ApplyMerchant-street-is-a-merchant": Bad(
         "ApplyMerchant", "shop", application(street_id=lambda s: s.city.other_shop),
-        INVALID, field="street_id"),
+        INVALID, field="street_id", reason="NOT_A_STREET"),
     "ApplyMerchant-twice": Bad(
         "ApplyMerchant", "shop", application(), EXISTS, reason="MERCHANT_ALREADY_APPLIED"),
     "ApproveMerchant-already-approved": Bad(
@@ -383,7 +387,7 @@ BAD_INPUT: dict[str, Bad] = {
     "RedeemCode-malformed-code": Bad(
         "RedeemCode", "shop",
         on(pb.RedeemCodeRequest, merchant_id=lambda s: s.city.shop, code="ABC-123"),
-        INVALID, field="code"),
+        INVALID, field="code", reason="CODE_MALFORMED"),
     "RedeemCode-letter-outside-the-alphabet": Bad(
         "RedeemCode", "shop",
         on(pb.RedeemCodeRequest, merchant_id=lambda s: s.city.shop, code="UUUU-UUUU-UUUU-UUUU"),
@@ -512,6 +516,38 @@ def test_a_bad_request_gets_a_precise_error_and_writes_nothing(
     before = merchants.last_position()
     case.refused(caller, request, DOMAIN)
     assert merchants.last_position() == before, "a refused request wrote events"
+
+
+def test_a_perk_offer_with_five_problems_gets_five_field_violations_over_the_wire(
+        merchants: ServiceProcess, scene: Scene) -> None:
+    """What an integrator in any language decodes from the trailer: ONE INVALID_ARGUMENT whose
+    BadRequest lists every fault, each with its reason (issue 23)."""
+    from google.rpc import error_details_pb2
+    from grpc_status import rpc_status
+
+    caller = merchants.client(token=token_of(scene, "shop", merchants))
+    request = perk_request(scene.city.shop, title="", kind=pb.PERK_KIND_UNSPECIFIED,
+                           total_quota=0, eligibility=pb.ELIGIBILITY_BADGE_HOLDERS,
+                           badge_class_id="", valid_from_time=at(timedelta(days=2)),
+                           valid_until_time=at(timedelta(days=1)))
+    with pytest.raises(grpc.RpcError) as error:
+        caller.CreatePerkOffer(request)
+    assert error.value.code() == INVALID
+    status = rpc_status.from_call(error.value)
+    assert status is not None
+    bad = error_details_pb2.BadRequest()
+    info = error_details_pb2.ErrorInfo()
+    for detail in status.details:
+        if detail.Is(bad.DESCRIPTOR):
+            detail.Unpack(bad)
+        elif detail.Is(info.DESCRIPTOR):
+            detail.Unpack(info)
+    assert [(v.field, v.reason) for v in bad.field_violations] == [
+        ("title", "FIELD_REQUIRED"), ("kind", "ENUM_VALUE_REQUIRED"),
+        ("badge_class_id", "BADGE_CLASS_REQUIRED"), ("total_quota", "QUOTA_INVALID"),
+        ("valid_until_time", "VALID_UNTIL_BEFORE_VALID_FROM")]
+    assert "PERK_KIND_FREE_ITEM" in bad.field_violations[1].description
+    assert info.reason == "INVALID_ARGUMENT"
 
 
 def test_a_merchants_redemptions_are_its_own_and_its_street_offices_only(

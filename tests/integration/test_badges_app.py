@@ -204,9 +204,11 @@ def test_manual_awards_need_a_reason_revocation_is_final_for_automatic_awards(wo
     golden = badge(world, min_volunteer_hours="2")
     rider = new_rider(world)
     with as_actor(OFFICE):
-        with pytest.raises(InvalidArgument):
+        with pytest.raises(InvalidArgument) as unreasoned:
             world["badges"].grant_badge(rider_id=rider, badge_class_id=golden, reason="",
                                         evidence=[])
+        assert [(v.field, v.reason) for v in unreasoned.value.violations] == [
+            ("reason", "FIELD_REQUIRED"), ("evidence", "EVIDENCE_REQUIRED")]
         award = world["badges"].grant_badge(
             rider_id=rider, badge_class_id=golden, reason="救助落水儿童",
             evidence=[{"reference": "news:2026-06-05", "narrative": "reported by 常州日报"}])
@@ -262,13 +264,28 @@ def test_awards_expire_on_their_date(world):
 
 
 def test_criteria_that_can_never_be_met_are_refused(world):
-    for bad in (criteria(), criteria(min_volunteer_hours="100", within_days=2),
-                criteria(track_requirements=[(None, 1)]),
-                criteria(required_course_ids=["not-a-course"])):
-        with as_actor(ADMIN), pytest.raises(InvalidArgument):
+    for bad, field, reason in (
+            (criteria(), "criteria", "CRITERIA_EMPTY"),
+            (criteria(min_volunteer_hours="100", within_days=2),
+             "criteria.min_volunteer_hours", "CRITERIA_UNREACHABLE"),
+            (criteria(min_volunteer_hours="1", track_requirements=[(None, 1)]),
+             "criteria.track_requirements[0].track", "ENUM_VALUE_REQUIRED"),
+            (criteria(required_course_ids=["not-a-course"]),
+             "criteria.required_course_ids[0]", "INVALID_ID")):
+        with as_actor(ADMIN), pytest.raises(InvalidArgument) as error:
             world["badges"].create_badge_class(name="x", description="", image_url="",
                                                issuer_id=world["city"], criteria=bad,
                                                validity_days=0)
+        assert [(v.field, v.reason) for v in error.value.violations] == [(field, reason)]
+        assert error.value.reason == reason
+    with as_actor(ADMIN), pytest.raises(InvalidArgument) as no_track:
+        world["badges"].create_badge_class(
+            name="x", description="", image_url="", issuer_id=world["city"],
+            criteria=criteria(min_volunteer_hours="1", track_requirements=[(None, 1)]),
+            validity_days=0)
+    # The wire's names for the tracks, as a caller sets them.
+    assert no_track.value.violations[0].description.startswith(
+        "must be one of TRACK_CIVIC_EDUCATION, TRACK_SKILLS, ")
 
 
 def test_a_follower_killed_mid_stream_awards_nothing_twice_and_misses_nothing(world,
@@ -331,3 +348,45 @@ def test_two_confirmations_at_once_that_each_complete_the_criteria_award_once(wo
         t.join()
     awards = world["badges"].rider_awards(rider_id=rider, include_inactive=True)
     assert [a.badge_class_id for a in awards] == [golden]
+
+
+# ---------------------------------------------------------------------------- one round (issue 23)
+
+
+def test_a_grant_with_four_problems_gets_four_violations_in_one_answer(world):
+    """Format, rule and two references to nothing, each with its reason, in ONE
+    INVALID_ARGUMENT; the badge class that does not exist is BADGE_CLASS_NOT_FOUND among them."""
+    with as_actor(OFFICE), pytest.raises(InvalidArgument) as error:
+        world["badges"].grant_badge(rider_id=str(uuid.uuid4()),
+                                    badge_class_id=str(uuid.uuid4()), reason=" ",
+                                    evidence=[{"reference": "", "narrative": " "}])
+    assert [(v.field, v.reason) for v in error.value.violations] == [
+        ("reason", "FIELD_REQUIRED"), ("evidence[0]", "EVIDENCE_EMPTY"),
+        ("badge_class_id", "BADGE_CLASS_NOT_FOUND"), ("rider_id", "RIDER_NOT_FOUND")]
+
+
+def test_a_grant_whose_only_fault_is_an_unknown_badge_class_is_not_found(world):
+    rider = new_rider(world)
+    with as_actor(OFFICE), pytest.raises(NotFound) as error:
+        world["badges"].grant_badge(rider_id=rider, badge_class_id=str(uuid.uuid4()),
+                                    reason="救助落水儿童",
+                                    evidence=[{"reference": "news:1", "narrative": ""}])
+    assert error.value.reason == "BADGE_CLASS_NOT_FOUND"
+
+
+def test_a_badge_class_with_a_bad_picture_and_a_community_issuer_gets_both_at_once(world):
+    with as_actor(ADMIN), pytest.raises(InvalidArgument) as error:
+        world["badges"].create_badge_class(
+            name="", description="", image_url="ftp://x", issuer_id=world["community"],
+            criteria=criteria(min_volunteer_hours="2"), validity_days=-1,
+            image=b"GIF89a", image_media_type="image/gif")
+    assert [(v.field, v.reason) for v in error.value.violations] == [
+        ("name", "FIELD_REQUIRED"), ("image_url", "IMAGE_URL_INVALID"),
+        ("validity_days", "VALUE_OUT_OF_RANGE"),
+        ("image_media_type", "IMAGE_MEDIA_TYPE_NOT_ALLOWED"),
+        ("issuer_id", "NOT_A_ORGANISATION")]
+    with as_actor(ADMIN), pytest.raises(InvalidArgument) as large:
+        world["badges"].upload_badge_image(badge_class_id=badge(world, min_volunteer_hours="2"),
+                                           image=b"\x89PNG\r\n\x1a\n" + b"0" * 300_000,
+                                           media_type="image/png")
+    assert large.value.reason == "IMAGE_TOO_LARGE"

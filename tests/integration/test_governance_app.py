@@ -210,6 +210,7 @@ def test_a_report_no_rule_matches_goes_to_social_work_and_petitions_never_refuse
 
 
 def test_rules_naming_unknown_or_wrong_organisations_are_refused(world):
+    # Naming nothing, and nothing else wrong: NOT_FOUND.
     with pytest.raises(NotFound) as error:
         set_rules(world, RuleInput(name="x", department_ids=[
             "5b0b276e-3dca-4072-bc38-1c35fa3f20b2"]))
@@ -217,7 +218,12 @@ def test_rules_naming_unknown_or_wrong_organisations_are_refused(world):
     with pytest.raises(InvalidArgument) as invalid:
         set_rules(world, RuleInput(name="x", street_id=world["district"],
                                    department_ids=[world["street"]]))
-    assert [v.field for v in invalid.value.violations] == ["rules[0].street_id"]
+    # Both wrong kinds in one answer, each with its reason and the wire's kind names.
+    assert [(v.field, v.reason) for v in invalid.value.violations] == [
+        ("rules[0].street_id", "NOT_A_STREET"),
+        ("rules[0].department_ids[0]", "NOT_A_DEPARTMENT")]
+    assert invalid.value.violations[0].description == (
+        "must be an ORGANISATION_KIND_STREET, not an ORGANISATION_KIND_DISTRICT")
 
 
 # ---------------------------------------------------------------------------- riders
@@ -251,9 +257,46 @@ def test_bad_coordinates_text_and_category_are_field_violations(world):
             rider_id=new_rider(world), kind=ReportKind.EMERGENCY, category=None,
             location=Location(world["street"], 91.0, float("nan")), text="  ",
             attachment_refs=[""], observed_at=world["governance"].clock() + timedelta(hours=1))
-    assert {v.field for v in error.value.violations} == {
-        "category", "location.latitude", "location.longitude", "text", "attachment_refs[0]",
-        "observe_time"}
+    assert {(v.field, v.reason) for v in error.value.violations} == {
+        ("category", "ENUM_VALUE_REQUIRED"), ("location.latitude", "LOCATION_INVALID"),
+        ("location.longitude", "LOCATION_INVALID"), ("text", "FIELD_REQUIRED"),
+        ("attachment_refs[0]", "TEXT_INVALID"), ("observe_time", "TIME_IN_THE_FUTURE")}
+    category = next(v for v in error.value.violations if v.field == "category")
+    # The wire's names (Category's values carry the CATEGORY_ prefix there), not Python's.
+    assert category.description == (
+        "must be one of CATEGORY_ROAD_HAZARD, CATEGORY_FIRE, CATEGORY_PUBLIC_SECURITY, "
+        "CATEGORY_PERSON_IN_NEED, CATEGORY_DISPUTE, CATEGORY_ENVIRONMENT, CATEGORY_OTHER")
+
+
+def test_a_report_with_five_problems_gets_five_violations_in_one_answer(world):
+    """References of the wrong kind and to nothing beside the format errors: ONE
+    INVALID_ARGUMENT, each violation with its reason."""
+    world["governance"].catch_up_upstream()  # identity's tree noted: nothing left to write
+    before = world["governance"].last_position()
+    with pytest.raises(InvalidArgument) as error, as_actor(PLATFORM):
+        world["governance"].submit_report(
+            rider_id="5b0b276e-3dca-4072-bc38-1c35fa3f20b2", kind=None,
+            category=Category.FIRE, location=Location(world["district"], LAT, 181.0),
+            text="x" * 2001, attachment_refs=[], observed_at=None)
+    assert [(v.field, v.reason) for v in error.value.violations] == [
+        ("kind", "ENUM_VALUE_REQUIRED"), ("location.street_id", "NOT_A_STREET"),
+        ("location.longitude", "LOCATION_INVALID"), ("text", "TEXT_TOO_LONG"),
+        ("rider_id", "RIDER_NOT_FOUND")]
+    assert error.value.reason == "INVALID_ARGUMENT"
+    assert world["governance"].last_position() == before
+
+
+def test_a_mediation_naming_unknown_things_lists_them_with_its_other_faults(world):
+    with pytest.raises(InvalidArgument) as error, as_actor(ADMIN):
+        world["governance"].open_mediation_case(
+            street_id="5b0b276e-3dca-4072-bc38-1c35fa3f20b2",
+            report_id="6b0b276e-3dca-4072-bc38-1c35fa3f20b2", subject="", mediator_name="王",
+            parties=[Party(role=PartyRole.RIDER, name="",
+                           rider_id="7b0b276e-3dca-4072-bc38-1c35fa3f20b2")])
+    assert [(v.field, v.reason) for v in error.value.violations] == [
+        ("subject", "FIELD_REQUIRED"), ("parties", "TOO_FEW_PARTIES"),
+        ("street_id", "STREET_NOT_FOUND"), ("report_id", "REPORT_NOT_FOUND"),
+        ("parties[0].rider_id", "RIDER_NOT_FOUND")]
 
 
 # ---------------------------------------------------------------------------- duplicates

@@ -21,7 +21,7 @@ from services.merchants.domain.values import (
     PerkKind,
 )
 from services.merchants.service import LapseJob
-from shared.errors import AlreadyExists, FailedPrecondition, NotFound
+from shared.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from shared.followers import Follower, LocalFeed, UpstreamEvent
 from tests.conftest import MASTER_KEY, actor, as_actor, settings_for, stored_state
 
@@ -386,3 +386,83 @@ def test_a_rider_verified_a_moment_ago_can_claim_before_the_follower_has_run(wor
     with as_actor(PLATFORM):
         world["identity"].verify_rider(rider_id=rider)
     assert claim(world, p, rider).status is ClaimStatus.ISSUED
+
+
+# ---------------------------------------------------------------------------- one round (issue 23)
+
+
+def offer_with(w, **changes):
+    """CreatePerkOffer for the shop, as `perk` makes it, with `changes`."""
+    now = w["clock"]()
+    fields = dict(merchant_id=w["shop"], title="骑手免费饮水", kind=PerkKind.FREE_ITEM,
+                  percent_off=0, amount_off_fen=0, free_item="一瓶水",
+                  eligibility=Eligibility.ANY_VERIFIED_RIDER, badge_class_id="",
+                  total_quota=10, per_rider_limit=1, limit_period=LimitPeriod.DAY,
+                  valid_from=now - timedelta(hours=1), valid_until=now + timedelta(days=30),
+                  code_ttl_minutes=30)
+    fields.update(changes)
+    with as_actor(ADMIN):
+        return w["merchants"].create_perk_offer(**fields)
+
+
+def test_a_perk_offer_with_six_problems_gets_six_violations_in_one_answer(world):
+    """Formats, rules and a reference to nothing, each with its reason, in ONE
+    INVALID_ARGUMENT: an integrator fixes them all at once, not one per round."""
+    now = world["clock"]()
+    never_applied = str(uuid.uuid4())
+    before = world["merchants"].last_position()
+    with pytest.raises(InvalidArgument) as error:
+        offer_with(world, merchant_id=never_applied, title="  ", kind=None, total_quota=0,
+                   eligibility=Eligibility.BADGE_HOLDERS, badge_class_id="not-a-uuid",
+                   valid_from=now + timedelta(days=2), valid_until=now + timedelta(days=1))
+    assert [(v.field, v.reason) for v in error.value.violations] == [
+        ("title", "FIELD_REQUIRED"),
+        ("kind", "ENUM_VALUE_REQUIRED"),
+        ("badge_class_id", "INVALID_ID"),
+        ("total_quota", "QUOTA_INVALID"),
+        ("valid_until_time", "VALID_UNTIL_BEFORE_VALID_FROM"),
+        ("merchant_id", "MERCHANT_NOT_FOUND")]
+    assert error.value.reason == "INVALID_ARGUMENT"  # several reasons: each violation has one
+    kind = next(v for v in error.value.violations if v.field == "kind")
+    # The wire's names, not Python's.
+    assert kind.description == ("must be one of PERK_KIND_PERCENT_DISCOUNT, "
+                                "PERK_KIND_FIXED_DISCOUNT, PERK_KIND_FREE_ITEM")
+    assert world["merchants"].last_position() == before
+
+
+def test_a_perk_offer_whose_only_fault_is_an_unknown_merchant_is_not_found(world):
+    with pytest.raises(NotFound) as error:
+        offer_with(world, merchant_id=str(uuid.uuid4()))
+    assert error.value.reason == "MERCHANT_NOT_FOUND"
+
+
+def test_a_single_fault_is_the_error_infos_reason(world):
+    with pytest.raises(InvalidArgument) as error:
+        offer_with(world, badge_class_id="", eligibility=Eligibility.BADGE_HOLDERS)
+    assert [(v.field, v.reason) for v in error.value.violations] == [
+        ("badge_class_id", "BADGE_CLASS_REQUIRED")]
+    assert error.value.reason == "BADGE_CLASS_REQUIRED"
+
+
+def test_an_application_naming_wrong_kinds_gets_every_fault_at_once(world):
+    """The street that is a merchant, and the merchant that is a street, with the format
+    errors: one answer."""
+    with pytest.raises(InvalidArgument) as error, as_actor(ADMIN):
+        world["merchants"].apply_merchant(
+            merchant_id=world["street"], name="", street_id=world["other_shop"],
+            category="x" * 51, latitude=91.0, longitude=119.95, address="",
+            amenities=[None])
+    assert [(v.field, v.reason) for v in error.value.violations] == [
+        ("name", "FIELD_REQUIRED"), ("category", "TEXT_TOO_LONG"),
+        ("location.latitude", "LOCATION_INVALID"), ("amenities[0]", "ENUM_VALUE_REQUIRED"),
+        ("merchant_id", "NOT_A_MERCHANT"), ("street_id", "NOT_A_STREET")]
+
+
+def test_a_claim_naming_an_unknown_perk_and_a_malformed_rider_gets_both(world):
+    with pytest.raises(InvalidArgument) as error, as_actor(PLATFORM):
+        world["merchants"].claim_perk(perk_id=str(uuid.uuid4()), rider_id="R-1")
+    assert [(v.field, v.reason) for v in error.value.violations] == [
+        ("rider_id", "INVALID_ID"), ("perk_id", "PERK_NOT_FOUND")]
+    with pytest.raises(NotFound) as alone, as_actor(PLATFORM):
+        world["merchants"].claim_perk(perk_id=str(uuid.uuid4()), rider_id=new_rider(world))
+    assert alone.value.reason == "PERK_NOT_FOUND"

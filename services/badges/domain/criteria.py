@@ -11,6 +11,14 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
+from services.badges.domain.checks import (
+    DUPLICATE_VALUE,
+    ENUM_VALUE_REQUIRED,
+    INVALID_ID,
+    TEXT_TOO_LONG,
+    VALUE_OUT_OF_RANGE,
+    one_of,
+)
 from shared.errors import Violations
 from shared.values import parse_hours
 
@@ -71,29 +79,35 @@ def parse_criteria(v: Violations, *, min_volunteer_hours: str, required_course_i
                             maximum=Decimal(100_000), quarters=False,
                             allow_zero=True) or Decimal(0)
     for i, course_id in enumerate(required_course_ids):
-        v.require(is_uuid(course_id), f"criteria.required_course_ids[{i}]", "not a course id")
+        v.require(is_uuid(course_id), f"criteria.required_course_ids[{i}]",
+                  "is not a course id (a UUID)", INVALID_ID)
     v.require(len(set(required_course_ids)) == len(required_course_ids),
-              "criteria.required_course_ids", "lists a course twice")
+              "criteria.required_course_ids", "lists a course twice", DUPLICATE_VALUE)
     tracks: dict[str, int] = {}
     for i, (track, count) in enumerate(track_requirements):
         if track is None:
-            v.add(f"criteria.track_requirements[{i}].track", "not a known track")
+            v.add(f"criteria.track_requirements[{i}].track", one_of(Track),
+                  ENUM_VALUE_REQUIRED)
         elif track.value in tracks:
-            v.add(f"criteria.track_requirements[{i}].track", "given twice")
+            v.add(f"criteria.track_requirements[{i}].track", "given twice", DUPLICATE_VALUE)
         else:
             tracks[track.value] = count
         v.require(1 <= count <= 1000, f"criteria.track_requirements[{i}].courses_passed",
-                  "must be 1 to 1000")
+                  "must be 1 to 1000", VALUE_OUT_OF_RANGE)
     v.require(0 <= min_verified_reports <= 10_000, "criteria.min_verified_reports",
-              "must be 0 to 10000")
-    v.require(0 <= within_days <= 3650, "criteria.within_days", "must be 0 to 3650")
+              "must be 0 to 10000", VALUE_OUT_OF_RANGE)
+    v.require(0 <= within_days <= 3650, "criteria.within_days", "must be 0 to 3650",
+              VALUE_OUT_OF_RANGE)
     if within_days and hours > within_days * 24:
         # More hours than the window has: a badge no one could ever earn.
         v.add("criteria.min_volunteer_hours",
-              f"cannot exceed the {within_days * 24} hours in {within_days} days")
+              f"cannot exceed the {within_days * 24} hours in {within_days} days",
+              "CRITERIA_UNREACHABLE")
     v.require(bool(hours or required_course_ids or tracks or min_verified_reports),
-              "criteria", "set at least one requirement: an empty criteria would award everyone")
-    v.require(len(narrative) <= 1000, "criteria.narrative", "at most 1000 characters")
+              "criteria", "set at least one requirement: an empty criteria would award everyone",
+              "CRITERIA_EMPTY")
+    v.require(len(narrative) <= 1000, "criteria.narrative", "at most 1000 characters",
+              TEXT_TOO_LONG)
     if v.items:
         return None
     return Criteria(hours, tuple(required_course_ids), tracks, min_verified_reports,

@@ -42,31 +42,45 @@ def png_chunks(png: bytes) -> list[tuple[bytes, bytes]]:
     raise ValueError("the PNG has no IEND chunk")
 
 
-def image_problem(image: bytes, media_type: str) -> str:
-    """What is wrong with an uploaded picture, or "" when it may be stored."""
+# Reasons of the field violations a picture may get, for callers' programs to branch on.
+IMAGE_MEDIA_TYPE_NOT_ALLOWED = "IMAGE_MEDIA_TYPE_NOT_ALLOWED"
+IMAGE_REQUIRED = "IMAGE_REQUIRED"
+IMAGE_TOO_LARGE = "IMAGE_TOO_LARGE"
+IMAGE_MALFORMED = "IMAGE_MALFORMED"
+IMAGE_ACTIVE_CONTENT = "IMAGE_ACTIVE_CONTENT"
+
+
+def image_problem(image: bytes, media_type: str) -> tuple[str, str] | None:
+    """What is wrong with an uploaded picture, as (reason, description), or None when it may be
+    stored. IMAGE_MEDIA_TYPE_NOT_ALLOWED is the media type's fault, the others the picture's."""
     if media_type not in MEDIA_TYPES:
-        return f"image_media_type must be one of {', '.join(MEDIA_TYPES)}"
+        return (IMAGE_MEDIA_TYPE_NOT_ALLOWED,
+                f"must be {' or '.join(MEDIA_TYPES)}, not \"{media_type[:40]}\"")
     if not image:
-        return "the image is empty"
+        return IMAGE_REQUIRED, "the image is empty"
     if len(image) > MAX_IMAGE_BYTES:
-        return f"the image has {len(image)} bytes; at most {MAX_IMAGE_BYTES} are accepted"
+        return (IMAGE_TOO_LARGE,
+                f"the image has {len(image)} bytes; at most {MAX_IMAGE_BYTES} are accepted")
     if media_type == PNG:
         # Read as baking reads it: a picture that cannot be baked is refused now, not when a
         # rider's credential is exported.
         try:
             chunks = png_chunks(image)
         except ValueError as error:
-            return f"the image is not a whole PNG file ({error})"
-        return "" if chunks[0][0] == b"IHDR" else "the image is not a PNG file (no IHDR first)"
+            return IMAGE_MALFORMED, f"the image is not a whole PNG file ({error})"
+        if chunks[0][0] != b"IHDR":
+            return IMAGE_MALFORMED, "the image is not a PNG file (no IHDR first)"
+        return None
     try:
         text = image.decode("utf-8")
     except UnicodeDecodeError:
-        return "an SVG image must be UTF-8 text"
+        return IMAGE_MALFORMED, "an SVG image must be UTF-8 text"
     if not re.search(r"<svg[\s>]", text):
-        return "the image is not an SVG document (no <svg> element)"
+        return IMAGE_MALFORMED, "the image is not an SVG document (no <svg> element)"
     found = _SVG_FORBIDDEN.search(text) or _SVG_FORBIDDEN.search(html.unescape(text))
     if found:
-        return (f"the SVG holds {found.group(0).strip()!r}: scripts, event handlers, "
+        return (IMAGE_ACTIVE_CONTENT,
+                f"the SVG holds \"{found.group(0).strip()}\": scripts, event handlers, "
                 "embedded documents, entity declarations, external links and animated links "
                 "are refused")
-    return ""
+    return None

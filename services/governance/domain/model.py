@@ -22,16 +22,22 @@ from eventsourcing.domain import Aggregate, event
 
 from services.governance.domain.values import (
     DONE,
+    DUPLICATE_VALUE,
+    ENUM_VALUE_REQUIRED,
+    FIELD_REQUIRED,
     MAX_NAME,
     MAX_RULES,
+    TEXT_TOO_LONG,
     AssignmentStatus,
     DeadlineKind,
+    DepartmentFunction,
     EscalationLevel,
     MediationStatus,
     PartyRole,
     ReportStatus,
     due_times,
     next_level,
+    one_of,
 )
 from shared.errors import AlreadyExists, FailedPrecondition, NotFound, Violations
 
@@ -282,27 +288,33 @@ def rule_matches(rule: dict[str, Any], kind: str, category: str, street_id: str)
 def check_rules(violations: Violations, rules: list[dict[str, Any]]) -> None:
     """The shape of a rule table; whether its streets and departments exist is the caller's."""
     if not rules:
-        violations.add("rules", "name at least one rule")
+        violations.add("rules", "name at least one rule", FIELD_REQUIRED)
     if len(rules) > MAX_RULES:
-        violations.add("rules", f"at most {MAX_RULES} rules")
+        violations.add("rules", f"at most {MAX_RULES} rules", "TOO_MANY_RULES")
     names: set[str] = set()
     for i, rule in enumerate(rules):
         field = f"rules[{i}]"
         name = rule["name"]
-        if not name.strip() or len(name) > MAX_NAME:
-            violations.add(f"{field}.name", f"1 to {MAX_NAME} characters")
+        if not name.strip():
+            violations.add(f"{field}.name", "must not be empty", FIELD_REQUIRED)
+        elif len(name) > MAX_NAME:
+            violations.add(f"{field}.name", f"at most {MAX_NAME} characters", TEXT_TOO_LONG)
         elif name in names:
-            violations.add(f"{field}.name", "given to another rule already")
+            violations.add(f"{field}.name", "given to another rule already", DUPLICATE_VALUE)
         names.add(name)
         if not rule["department_functions"] and not rule["department_ids"]:
-            violations.add(field, "name at least one department function or department id")
+            violations.add(field, "name at least one department function or department id",
+                           "RULE_WITHOUT_DEPARTMENT")
         for j, function in enumerate(rule["department_functions"]):
             if not function:
-                violations.add(f"{field}.department_functions[{j}]", "must be specified")
+                violations.add(f"{field}.department_functions[{j}]",
+                               one_of(DepartmentFunction), ENUM_VALUE_REQUIRED)
         if len(set(rule["department_functions"])) != len(rule["department_functions"]):
-            violations.add(f"{field}.department_functions", "names a function twice")
+            violations.add(f"{field}.department_functions", "names a function twice",
+                           DUPLICATE_VALUE)
         if len(set(rule["department_ids"])) != len(rule["department_ids"]):
-            violations.add(f"{field}.department_ids", "names a department twice")
+            violations.add(f"{field}.department_ids", "names a department twice",
+                           DUPLICATE_VALUE)
 
 
 def resolve_departments(rule: dict[str, Any], chain: list[str],
@@ -360,19 +372,22 @@ class RoutingRules(Aggregate):
 
 def check_parties(violations: Violations, parties: list[dict[str, Any]]) -> None:
     if len(parties) < 2:
-        violations.add("parties", "a mediation needs at least two parties")
+        violations.add("parties", "a mediation needs at least two parties",
+                       "TOO_FEW_PARTIES")
     for i, party in enumerate(parties):
         field = f"parties[{i}]"
         if not party["role"]:
-            violations.add(f"{field}.role", "must be specified")
+            violations.add(f"{field}.role", one_of(PartyRole), ENUM_VALUE_REQUIRED)
         elif party["role"] == PartyRole.RIDER.value and not party["rider_id"]:
-            violations.add(f"{field}.rider_id", "a rider party names the rider")
+            violations.add(f"{field}.rider_id", "a PARTY_ROLE_RIDER party names the rider",
+                           "RIDER_PARTY_WITHOUT_RIDER_ID")
         elif party["role"] != PartyRole.RIDER.value and party["rider_id"]:
-            violations.add(f"{field}.rider_id", "only a rider party has a rider id")
+            violations.add(f"{field}.rider_id", "only a PARTY_ROLE_RIDER party has a rider id",
+                           "RIDER_ID_ON_OTHER_PARTY")
         if party["role"] != PartyRole.RIDER.value and not party["name"].strip():
-            violations.add(f"{field}.name", "must not be empty")
+            violations.add(f"{field}.name", "must not be empty", FIELD_REQUIRED)
         if len(party["name"]) > MAX_NAME:
-            violations.add(f"{field}.name", f"at most {MAX_NAME} characters")
+            violations.add(f"{field}.name", f"at most {MAX_NAME} characters", TEXT_TOO_LONG)
 
 
 class MediationCase(Aggregate):

@@ -4,6 +4,7 @@ and the levels a missed deadline escalates through."""
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -127,15 +128,18 @@ def due_times(routed_at: datetime, policy: dict[str, int]) -> dict[str, datetime
 def check_deadline(violations: Violations, field: str, acknowledge: timedelta | None,
                    resolve: timedelta | None) -> None:
     if acknowledge is None or acknowledge <= timedelta(0):
-        violations.add(f"{field}.acknowledge_within", "must be a positive duration")
+        violations.add(f"{field}.acknowledge_within", "must be a positive duration",
+                       "DURATION_NOT_POSITIVE")
     elif acknowledge > MAX_ACKNOWLEDGE_WITHIN:
-        violations.add(f"{field}.acknowledge_within", "at most 7 days")
+        violations.add(f"{field}.acknowledge_within", "at most 7 days", "DURATION_TOO_LONG")
     if resolve is None or resolve <= timedelta(0):
-        violations.add(f"{field}.resolve_within", "must be a positive duration")
+        violations.add(f"{field}.resolve_within", "must be a positive duration",
+                       "DURATION_NOT_POSITIVE")
     elif resolve > MAX_RESOLVE_WITHIN:
-        violations.add(f"{field}.resolve_within", "at most 90 days")
+        violations.add(f"{field}.resolve_within", "at most 90 days", "DURATION_TOO_LONG")
     elif acknowledge is not None and resolve <= acknowledge:
-        violations.add(f"{field}.resolve_within", "must be longer than acknowledge_within")
+        violations.add(f"{field}.resolve_within", "must be longer than acknowledge_within",
+                       "RESOLVE_WITHIN_NOT_AFTER_ACKNOWLEDGE_WITHIN")
 
 
 # ---------------------------------------------------------------------------- places
@@ -159,9 +163,11 @@ def check_coordinates(violations: Violations, field: str, latitude: float,
                       longitude: float) -> None:
     """WGS84 degrees; NaN fails both comparisons and so is refused too."""
     if not -90.0 <= latitude <= 90.0:
-        violations.add(f"{field}.latitude", "must be WGS84 degrees from -90 to 90")
+        violations.add(f"{field}.latitude", "must be WGS84 degrees from -90 to 90",
+                       LOCATION_INVALID)
     if not -180.0 <= longitude <= 180.0:
-        violations.add(f"{field}.longitude", "must be WGS84 degrees from -180 to 180")
+        violations.add(f"{field}.longitude", "must be WGS84 degrees from -180 to 180",
+                       LOCATION_INVALID)
 
 
 def distance_metres(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
@@ -204,9 +210,39 @@ CLOCK_SKEW = timedelta(minutes=5)
 def check_text(violations: Violations, field: str, value: str, *, required: bool,
                limit: int = MAX_NOTE) -> None:
     if required and not value.strip():
-        violations.add(field, "must not be empty")
+        violations.add(field, "must not be empty", FIELD_REQUIRED)
     elif len(value) > limit:
-        violations.add(field, f"at most {limit} characters")
+        violations.add(field, f"at most {limit} characters", TEXT_TOO_LONG)
+
+
+# Reasons of field violations (google.rpc.BadRequest.FieldViolation.reason) a caller's program
+# may branch on; the specific ones are named where they are checked.
+FIELD_REQUIRED = "FIELD_REQUIRED"
+INVALID_ID = "INVALID_ID"
+TEXT_TOO_LONG = "TEXT_TOO_LONG"
+TEXT_INVALID = "TEXT_INVALID"
+ENUM_VALUE_REQUIRED = "ENUM_VALUE_REQUIRED"
+DUPLICATE_VALUE = "DUPLICATE_VALUE"
+VALUE_OUT_OF_RANGE = "VALUE_OUT_OF_RANGE"
+LOCATION_INVALID = "LOCATION_INVALID"
+
+
+def wire(value: StrEnum | str, enum: type[StrEnum] | None = None) -> str:
+    """A value as callers see it on the wire, with its enum's buf prefix:
+    `Category.FIRE` is `CATEGORY_FIRE` (each domain enum is named as its proto enum;
+    grpc_api maps one onto the other)."""
+    enum = enum or type(value)  # type: ignore[assignment]
+    assert enum is not None
+    return _wire_prefix(enum) + str(getattr(value, "value", value))
+
+
+def one_of(enum: type[StrEnum]) -> str:
+    """"must be one of A, B" in the wire's names, for a field left UNSPECIFIED."""
+    return "must be one of " + ", ".join(wire(v) for v in enum)
+
+
+def _wire_prefix(enum: type[StrEnum]) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", enum.__name__).upper() + "_"
 
 
 # Where a report goes when no rule of the city admin's table matches it (or there is no table
