@@ -57,7 +57,7 @@ class InvalidArgument(QijiError):
 class NotFound(QijiError):
     def __init__(self, kind: str, ident: str, message: str | None = None):
         super().__init__(message or f"{kind} {ident!r} not found",
-                         reason=f"{kind.upper()}_NOT_FOUND")
+                         reason=f"{kind.upper().replace(' ', '_')}_NOT_FOUND")
         self.metadata = {"kind": kind, "id": ident}
 
 
@@ -194,7 +194,7 @@ class Violations:
         if self.items:
             raise InvalidArgument(self.items + [
                 FieldViolation(m.field, f"names no {m.kind} ({m.ident})",
-                               f"{m.kind.upper()}_NOT_FOUND")
+                               f"{m.kind.upper().replace(' ', '_')}_NOT_FOUND")
                 for m in self.missing_refs])
         if self.missing_refs:
             first = self.missing_refs[0]

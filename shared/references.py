@@ -61,7 +61,13 @@ def note_reference(app: Any, violations: Violations, upstream_id: str, field: st
         return None
     reference = app.get(ident, Reference, kind)
     if reference.kind != kind:
-        violations.add(field, f"is not a {kind} but a {reference.kind}",
-                       f"NOT_A_{kind.upper().replace(' ', '_')}")
+        article = _article(kind)
+        violations.add(field, f"is not {article} {kind} but {_article(reference.kind)} "
+                              f"{reference.kind}",
+                       f"NOT_{article.upper()}_{kind.upper().replace(' ', '_')}")
         return None
     return reference
+
+
+def _article(noun: str) -> str:
+    return "an" if noun[:1].lower() in "aeiou" else "a"

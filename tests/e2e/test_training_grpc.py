@@ -320,7 +320,7 @@ BAD_INPUT: dict[str, Bad] = {
     "DraftCourse-provider-is-a-service-space": Bad(
         "DraftCourse", "city_admin", course(provider_id=lambda s: s.city.space),
         INVALID, field="provider_id",
-        reason="NOT_A_ORGANISATION"),
+        reason="NOT_AN_ORGANISATION"),
     "PublishCourse-already-published": Bad(
         "PublishCourse", "city_admin", on(pb.PublishCourseRequest, course_id=lambda s: s.course),
         PRECONDITION, reason="COURSE_NOT_DRAFT"),

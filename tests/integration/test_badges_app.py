@@ -384,7 +384,7 @@ def test_a_badge_class_with_a_bad_picture_and_a_community_issuer_gets_both_at_on
         ("name", "FIELD_REQUIRED"), ("image_url", "IMAGE_URL_INVALID"),
         ("validity_days", "VALUE_OUT_OF_RANGE"),
         ("image_media_type", "IMAGE_MEDIA_TYPE_NOT_ALLOWED"),
-        ("issuer_id", "NOT_A_ORGANISATION")]
+        ("issuer_id", "NOT_AN_ORGANISATION")]
     with as_actor(ADMIN), pytest.raises(InvalidArgument) as large:
         world["badges"].upload_badge_image(badge_class_id=badge(world, min_volunteer_hours="2"),
                                            image=b"\x89PNG\r\n\x1a\n" + b"0" * 300_000,
