@@ -1,30 +1,51 @@
 """How the domain names enum values in messages meant for callers: as the wire does.
 
-A domain enum value `STREET` travels as `ORGANISATION_KIND_STREET` (buf style: every value of
-proto enum `OrganisationKind` carries the prefix `ORGANISATION_KIND_`; shared/grpc/convert.py
-strips and adds it). A caller reading a field violation must find there the name it sends, so
-the domain renders its values with this, without importing protobuf. Which prefix each domain
-enum has is declared beside the enum (its values module) and checked against the generated
-protos by tests/unit/test_wire_names.py."""
+A domain enum value `OrganisationKind.STREET` travels as `ORGANISATION_KIND_STREET` (buf style:
+every value of proto enum `OrganisationKind` carries the prefix `ORGANISATION_KIND_`;
+shared/grpc/convert.py strips and adds it). A caller reading a field violation must find there
+the name it sends, so the domain renders its values with these, without importing protobuf.
+
+The prefix is the domain enum's class name in UPPER_SNAKE: every domain enum is named as its
+proto enum, with the same values in the same order. tests/unit/test_wire_names.py holds every
+domain enum of every service to that against the generated protos."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from enum import StrEnum
 
-
-def wire_name(value: StrEnum | str, prefix: str) -> str:
-    """`wire_name(OrganisationKind.STREET, "ORGANISATION_KIND")` → "ORGANISATION_KIND_STREET"."""
-    return f"{prefix}_{value}"
+_WORD_START = re.compile(r"(?<!^)(?=[A-Z])")
 
 
-def wire_names(values: Iterable[StrEnum | str], prefix: str) -> str:
-    """Several values for a message, sorted: "ORGANISATION_KIND_CITY, ORGANISATION_KIND_STREET";
-    never a Python list's repr."""
-    return ", ".join(sorted(wire_name(v, prefix) for v in values))
+def wire_prefix(enum: type[StrEnum]) -> str:
+    """`OrganisationKind` → "ORGANISATION_KIND"."""
+    return _WORD_START.sub("_", enum.__name__).upper()
 
 
-def one_of(values: Iterable[StrEnum | str], prefix: str) -> str:
-    """"ORGANISATION_KIND_CITY" for one value, "one of A, B" for several."""
-    names = sorted(wire_name(v, prefix) for v in values)
+def wire_name(value: StrEnum) -> str:
+    """`OrganisationKind.STREET` → "ORGANISATION_KIND_STREET"."""
+    return f"{wire_prefix(type(value))}_{value.value}"
+
+
+def unspecified(enum: type[StrEnum]) -> str:
+    """`OrganisationKind` → "ORGANISATION_KIND_UNSPECIFIED", the zero value a caller leaves."""
+    return f"{wire_prefix(enum)}_UNSPECIFIED"
+
+
+def must_be_specified(enum: type[StrEnum]) -> str:
+    """"must be specified (not TRACK_UNSPECIFIED)", for a field left UNSPECIFIED."""
+    return f"must be specified (not {unspecified(enum)})"
+
+
+def one_of(enum: type[StrEnum]) -> str:
+    """"must be one of A, B": every value of `enum` in its order (the proto's), for a field
+    left UNSPECIFIED."""
+    return "must be one of " + ", ".join(wire_name(v) for v in enum)
+
+
+def alternatives(values: Iterable[StrEnum]) -> str:
+    """Some values a rule allows, sorted: "ORGANISATION_KIND_STREET" for one, "one of
+    ORGANISATION_KIND_CITY, ORGANISATION_KIND_STREET" for several; never a Python list's repr."""
+    names = sorted(wire_name(v) for v in values)
     return names[0] if len(names) == 1 else "one of " + ", ".join(names)

@@ -54,7 +54,6 @@ from services.governance.domain.values import (
     check_text,
     default_deadline_seconds,
     latitude_band_degrees,
-    one_of,
     same_incident,
 )
 from services.governance.views import GovernanceViews, QueueEntry, StatisticsRow
@@ -78,6 +77,7 @@ from shared.errors import (
 from shared.followers import Follower, UpstreamEvent
 from shared.paging import page
 from shared.tenancy import Owners
+from shared.wire import one_of
 
 # Who stores an escalation: the deadline scheduler, through the same command path as callers.
 DEADLINE_SCHEDULER = Actor(principal="governance-deadline-scheduler",

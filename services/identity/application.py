@@ -17,9 +17,6 @@ from services.identity.domain.model import (
     check_text,
 )
 from services.identity.domain.values import (
-    CAREER_MILESTONE_KIND,
-    CONSENT_SCOPE,
-    ORGANISATION_KIND,
     ORGANISATION_KIND_NOT_ALLOWED,
     PARENT_KINDS,
     STATION_OF_ANOTHER_PLATFORM,
@@ -44,7 +41,7 @@ from shared.errors import (
 from shared.followers import LocalFeed
 from shared.personal_data import ERASED
 from shared.tenancy import TenancyDirectory
-from shared.wire import wire_name
+from shared.wire import must_be_specified, wire_name
 
 
 @dataclass(frozen=True)
@@ -156,8 +153,8 @@ class IdentityApplication(QijiApplication):
         added to `violations`."""
         organisation = self._note_organisation(violations, field, organisation_id)
         if organisation is not None and organisation["kind"] != kind.value:
-            violations.add(field, f"must name an {wire_name(kind, ORGANISATION_KIND)}, not an "
-                           f"{wire_name(organisation['kind'], ORGANISATION_KIND)}",
+            violations.add(field, f"must name an {wire_name(kind)}, not an "
+                           f"{wire_name(OrganisationKind(organisation['kind']))}",
                            ORGANISATION_KIND_NOT_ALLOWED)
             return None
         return organisation
@@ -281,7 +278,7 @@ class IdentityApplication(QijiApplication):
         violations = violations if violations is not None else Violations()
         check_id(violations, "rider_id", rider_id)
         violations.require(kind is not None, "kind",
-                           f"must be specified (not {CAREER_MILESTONE_KIND}_UNSPECIFIED)",
+                           must_be_specified(CareerMilestoneKind),
                            ENUM_VALUE_REQUIRED)
         self._note_organisation(violations, "organisation_id", organisation_id)
         check_text(violations, "note", note, required=False)
@@ -296,7 +293,7 @@ class IdentityApplication(QijiApplication):
         violations = Violations()
         check_id(violations, "rider_id", rider_id)
         violations.require(scope is not None, "scope",
-                           f"must be specified (not {CONSENT_SCOPE}_UNSPECIFIED)",
+                           must_be_specified(ConsentScope),
                            ENUM_VALUE_REQUIRED)
         self._note_organisation(violations, "recipient_id", recipient_id)
         violations.raise_if_any()

@@ -36,7 +36,6 @@ from services.merchants.domain.values import (
     MerchantStatus,
     PerkKind,
     PerkStatus,
-    one_of,
 )
 from services.merchants.views import MerchantsViews
 from shared import auth, context, masking
@@ -54,6 +53,7 @@ from shared.errors import (
 from shared.followers import Follower, UpstreamEvent
 from shared.references import Reference, note_reference
 from shared.tenancy import Owners
+from shared.wire import one_of, wire_name
 
 MAX_TEXT = 200
 # Crockford's base32: no I, L, O or U, so a code read aloud or typed at a till survives.
@@ -293,10 +293,11 @@ class MerchantsApplication(QijiApplication):
         v.require(kind is not None, "kind", one_of(PerkKind), ENUM_VALUE_REQUIRED)
         if kind is PerkKind.PERCENT_DISCOUNT:
             v.require(1 <= percent_off <= 100, "percent_off",
-                      "must be 1 to 100 for PERK_KIND_PERCENT_DISCOUNT", "PERCENT_OFF_INVALID")
+                      f"must be 1 to 100 for {wire_name(PerkKind.PERCENT_DISCOUNT)}",
+                      "PERCENT_OFF_INVALID")
         if kind is PerkKind.FIXED_DISCOUNT:
             v.require(1 <= amount_off_fen <= 1_000_000, "amount_off_fen",
-                      "must be 1 to 1,000,000 fen for PERK_KIND_FIXED_DISCOUNT",
+                      f"must be 1 to 1,000,000 fen for {wire_name(PerkKind.FIXED_DISCOUNT)}",
                       "AMOUNT_OFF_INVALID")
         if kind is PerkKind.FREE_ITEM:
             _check_text(v, "free_item", free_item, MAX_TEXT)
@@ -305,7 +306,7 @@ class MerchantsApplication(QijiApplication):
         if eligibility is Eligibility.BADGE_HOLDERS:
             if not badge_class_id:
                 v.add("badge_class_id", "must name a badge class for an "
-                      "ELIGIBILITY_BADGE_HOLDERS perk", "BADGE_CLASS_REQUIRED")
+                      f"{wire_name(Eligibility.BADGE_HOLDERS)} perk", "BADGE_CLASS_REQUIRED")
             elif not is_uuid(badge_class_id):
                 v.add("badge_class_id", "is not a valid id (a UUID)", INVALID_ID)
         v.require(1 <= total_quota <= MAX_QUOTA, "total_quota", f"must be 1 to {MAX_QUOTA}",

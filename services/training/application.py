@@ -19,15 +19,11 @@ from services.training.domain.model import (
     TrainingSession,
 )
 from services.training.domain.values import (
-    COMPLETION_RESULT,
-    COURSE_FORMAT,
     END_TIME_NOT_AFTER_START_TIME,
-    INSTRUCTOR_KIND,
     MAX_CAPACITY,
     MAX_SESSION_HOURS,
     SESSION_TOO_LONG,
     START_TIME_NOT_IN_FUTURE,
-    TRACK,
     CompletionResult,
     CourseFormat,
     CourseStatus,
@@ -53,6 +49,7 @@ from shared.errors import (
 from shared.followers import Follower, UpstreamEvent
 from shared.references import Reference, note_reference
 from shared.tenancy import Owners
+from shared.wire import must_be_specified
 
 MAX_TITLE = 200
 MAX_DESCRIPTION = 2000
@@ -117,7 +114,7 @@ class TrainingApplication(QijiApplication):
         # Every fault at once, the provider it names included.
         violations = Violations()
         violations.require(track is not None, "track",
-                           f"must be specified (not {TRACK}_UNSPECIFIED)", ENUM_VALUE_REQUIRED)
+                           must_be_specified(Track), ENUM_VALUE_REQUIRED)
         _check_text(violations, "title", title, MAX_TITLE, required=True)
         _check_text(violations, "description", description, MAX_DESCRIPTION, required=False)
         parsed_hours = parse_course_hours(violations, "hours", hours)
@@ -125,12 +122,12 @@ class TrainingApplication(QijiApplication):
                            FIELD_REQUIRED)
         for i, f in enumerate(formats):
             violations.require(f is not None, f"formats[{i}]",
-                               f"must be specified (not {COURSE_FORMAT}_UNSPECIFIED)",
+                               must_be_specified(CourseFormat),
                                ENUM_VALUE_REQUIRED)
         _check_text(violations, "instructor.name", instructor_name, MAX_INSTRUCTOR_NAME,
                     required=True)
         violations.require(instructor_kind is not None, "instructor.kind",
-                           f"must be specified (not {INSTRUCTOR_KIND}_UNSPECIFIED)",
+                           must_be_specified(InstructorKind),
                            ENUM_VALUE_REQUIRED)
         note_reference(self, violations, provider_id, "provider_id", "organisation",
                        self.catch_up_upstream)
@@ -295,7 +292,7 @@ class TrainingApplication(QijiApplication):
         check_id(violations, "session_id", session_id)
         check_id(violations, "rider_id", rider_id)
         violations.require(result is not None, "result",
-                           f"must be specified (not {COMPLETION_RESULT}_UNSPECIFIED)",
+                           must_be_specified(CompletionResult),
                            ENUM_VALUE_REQUIRED)
         violations.require(score is None or 0 <= score <= 100, "score", "must be 0 to 100",
                            VALUE_OUT_OF_RANGE)

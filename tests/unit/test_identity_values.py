@@ -83,9 +83,13 @@ def test_opening_hours_must_be_real_times_in_order_once_per_day():
         {"weekday": 8, "opens": "25:00", "closes": "07:00"},
         {"weekday": 2, "opens": "12:00", "closes": "11:00"},
     ])
-    assert {x.field for x in v.items} == {
-        "opening_hours[1].weekday", "opening_hours[2].weekday", "opening_hours[2].opens",
-        "opening_hours[3].closes"}
+    # Each fault with its reason (issue 23).
+    assert [(x.field, x.reason) for x in v.items] == [
+        ("opening_hours[1].weekday", "DUPLICATE_VALUE"),
+        ("opening_hours[2].weekday", "VALUE_OUT_OF_RANGE"),
+        ("opening_hours[2].opens", "TIME_INVALID"),
+        ("opening_hours[3].closes", "CLOSES_NOT_AFTER_OPENS"),
+    ]
 
 
 def test_look_alike_digits_and_trailing_newlines_are_not_numbers():

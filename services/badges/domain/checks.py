@@ -1,11 +1,8 @@
 """The small checks badges' commands share, each adding what is wrong to the request's
 Violations with a reason (google.rpc.BadRequest.FieldViolation.reason) a caller's program may
-branch on, and naming enum values as the wire does."""
+branch on."""
 
 from __future__ import annotations
-
-import re
-from enum import StrEnum
 
 from shared.errors import Violations, is_uuid
 
@@ -36,14 +33,3 @@ def check_text(violations: Violations, field: str, value: str, limit: int, *,
         violations.add(field, "must not be empty", FIELD_REQUIRED)
     elif len(value) > limit:
         violations.add(field, f"at most {limit} characters", TEXT_TOO_LONG)
-
-
-def wire(value: StrEnum) -> str:
-    """A value as callers see it on the wire, with its enum's buf prefix: `Track.SKILLS` is
-    `TRACK_SKILLS` (each domain enum is named as its proto enum; grpc_api maps them)."""
-    return re.sub(r"(?<!^)(?=[A-Z])", "_", type(value).__name__).upper() + "_" + value.value
-
-
-def one_of(enum: type[StrEnum]) -> str:
-    """"must be one of A, B" in the wire's names, for a field left UNSPECIFIED."""
-    return "must be one of " + ", ".join(wire(v) for v in enum)

@@ -17,10 +17,10 @@ from services.badges.domain.checks import (
     INVALID_ID,
     TEXT_TOO_LONG,
     VALUE_OUT_OF_RANGE,
-    one_of,
 )
 from shared.errors import Violations
 from shared.values import parse_hours
+from shared.wire import one_of
 
 
 class Track(StrEnum):

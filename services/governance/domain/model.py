@@ -37,9 +37,9 @@ from services.governance.domain.values import (
     ReportStatus,
     due_times,
     next_level,
-    one_of,
 )
 from shared.errors import AlreadyExists, FailedPrecondition, NotFound, Violations
+from shared.wire import one_of
 
 _NS = uuid.UUID("5d0c1f3e-4a6b-4e0f-9b7d-2c8e1a9f6b55")
 

@@ -4,7 +4,6 @@ and the levels a missed deadline escalates through."""
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -225,24 +224,6 @@ ENUM_VALUE_REQUIRED = "ENUM_VALUE_REQUIRED"
 DUPLICATE_VALUE = "DUPLICATE_VALUE"
 VALUE_OUT_OF_RANGE = "VALUE_OUT_OF_RANGE"
 LOCATION_INVALID = "LOCATION_INVALID"
-
-
-def wire(value: StrEnum | str, enum: type[StrEnum] | None = None) -> str:
-    """A value as callers see it on the wire, with its enum's buf prefix:
-    `Category.FIRE` is `CATEGORY_FIRE` (each domain enum is named as its proto enum;
-    grpc_api maps one onto the other)."""
-    enum = enum or type(value)  # type: ignore[assignment]
-    assert enum is not None
-    return _wire_prefix(enum) + str(getattr(value, "value", value))
-
-
-def one_of(enum: type[StrEnum]) -> str:
-    """"must be one of A, B" in the wire's names, for a field left UNSPECIFIED."""
-    return "must be one of " + ", ".join(wire(v) for v in enum)
-
-
-def _wire_prefix(enum: type[StrEnum]) -> str:
-    return re.sub(r"(?<!^)(?=[A-Z])", "_", enum.__name__).upper() + "_"
 
 
 # Where a report goes when no rule of the city admin's table matches it (or there is no table

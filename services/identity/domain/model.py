@@ -14,14 +14,12 @@ from eventsourcing.domain import Aggregate, event
 
 from services.identity.domain.values import (
     CLOSES_NOT_AFTER_OPENS,
-    DEPARTMENT_FUNCTION,
     DEPARTMENT_FUNCTION_NOT_ALLOWED,
     DEPARTMENT_FUNCTION_REQUIRED,
     HOUR_MINUTE,
     MAX_NAME_LENGTH,
     MAX_TEXT_LENGTH,
     NATIONAL_ID_INVALID,
-    ORGANISATION_KIND,
     PARENT_KIND_NOT_ALLOWED,
     PARENT_KINDS,
     PARENT_NOT_ALLOWED,
@@ -50,7 +48,7 @@ from shared.errors import (
     NotFound,
     Violations,
 )
-from shared.wire import one_of, wire_name
+from shared.wire import alternatives, must_be_specified, unspecified, wire_name
 
 _RIDER_NAMESPACE = uuid.UUID("0b7f4c8e-8a7e-4b7e-9f43-6f1f2c0d9a11")
 
@@ -92,31 +90,30 @@ class Organisation(Aggregate):
         its kind is then not judged)."""
         check_name(violations, "name", name)
         if kind is None:
-            violations.add("kind", f"must be specified (not {ORGANISATION_KIND}_UNSPECIFIED)",
+            violations.add("kind", must_be_specified(OrganisationKind),
                            ENUM_VALUE_REQUIRED)
             return
-        this = wire_name(kind, ORGANISATION_KIND)
+        this = wire_name(kind)
         allowed = PARENT_KINDS[kind]
         wanted = [k for k in allowed if k is not None]
         if parent_given and not wanted:
             violations.add("parent_id", f"an {this} has no parent", PARENT_NOT_ALLOWED)
         elif not parent_given and None not in allowed:
-            violations.add("parent_id", f"an {this} needs a parent: "
-                           f"{one_of(wanted, ORGANISATION_KIND)}", PARENT_REQUIRED)
+            violations.add("parent_id", f"an {this} needs a parent: {alternatives(wanted)}",
+                           PARENT_REQUIRED)
         elif parent_given and parent_kind is not None and parent_kind not in allowed:
             violations.add("parent_id", f"the parent of an {this} must be "
-                           f"{one_of(wanted, ORGANISATION_KIND)}, not an "
-                           f"{wire_name(parent_kind, ORGANISATION_KIND)}",
+                           f"{alternatives(wanted)}, not an {wire_name(parent_kind)}",
                            PARENT_KIND_NOT_ALLOWED)
-        department = wire_name(OrganisationKind.DEPARTMENT, ORGANISATION_KIND)
+        department = wire_name(OrganisationKind.DEPARTMENT)
         if kind is OrganisationKind.DEPARTMENT and department_function is None:
             violations.add("department_function",
                            f"must be specified for an {department} (not "
-                           f"{DEPARTMENT_FUNCTION}_UNSPECIFIED)", DEPARTMENT_FUNCTION_REQUIRED)
+                           f"{unspecified(DepartmentFunction)})", DEPARTMENT_FUNCTION_REQUIRED)
         if kind is not OrganisationKind.DEPARTMENT and department_function is not None:
             violations.add("department_function",
                            f"only an {department} has a function; leave it "
-                           f"{DEPARTMENT_FUNCTION}_UNSPECIFIED for {this}",
+                           f"{unspecified(DepartmentFunction)} for {this}",
                            DEPARTMENT_FUNCTION_NOT_ALLOWED)
 
 
@@ -167,7 +164,7 @@ class ServiceSpace(Aggregate):
               opening_hours: list[dict[str, Any]]) -> None:
         for i, amenity in enumerate(amenities):
             if amenity is None:
-                violations.add(f"amenities[{i}]", "must be specified (not AMENITY_UNSPECIFIED)",
+                violations.add(f"amenities[{i}]", must_be_specified(Amenity),
                                ENUM_VALUE_REQUIRED)
         check_opening_hours(violations, opening_hours)
 

@@ -71,18 +71,6 @@ class ConsentScope(StrEnum):
     NATIONAL_ID = "NATIONAL_ID"
 
 
-# The prefix of each enum's values on the wire (proto enum `OrganisationKind` has
-# `ORGANISATION_KIND_STREET`): messages name values as callers send them (shared/wire.py).
-ORGANISATION_KIND = "ORGANISATION_KIND"
-DEPARTMENT_FUNCTION = "DEPARTMENT_FUNCTION"
-AMENITY = "AMENITY"
-RIDER_STATUS = "RIDER_STATUS"
-CAREER_MILESTONE_KIND = "CAREER_MILESTONE_KIND"
-CONSENT_SCOPE = "CONSENT_SCOPE"
-WIRE_PREFIXES = {OrganisationKind: ORGANISATION_KIND, DepartmentFunction: DEPARTMENT_FUNCTION,
-                 Amenity: AMENITY, RiderStatus: RIDER_STATUS,
-                 CareerMilestoneKind: CAREER_MILESTONE_KIND, ConsentScope: CONSENT_SCOPE}
-
 # Reasons of the identity domain's field violations (BadRequest.FieldViolation.reason).
 PARENT_REQUIRED = "PARENT_REQUIRED"  # this kind of organisation stands under a parent
 PARENT_NOT_ALLOWED = "PARENT_NOT_ALLOWED"  # this kind of organisation has no parent

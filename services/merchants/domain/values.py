@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from datetime import datetime, timedelta, timezone
 from enum import StrEnum
 
@@ -70,19 +69,3 @@ def period_start(period: LimitPeriod, at: datetime) -> datetime:
     elif period is LimitPeriod.MONTH:
         local = local.replace(day=1)
     return local
-
-
-def wire(value: StrEnum) -> str:
-    """A value as callers see it on the wire, with its enum's buf prefix:
-    `PerkKind.FREE_ITEM` is `PERK_KIND_FREE_ITEM` (each domain enum is named as its proto
-    enum, grpc_api maps one onto the other)."""
-    return _wire_prefix(type(value)) + value.value
-
-
-def one_of(enum: type[StrEnum]) -> str:
-    """"must be one of A, B" in the wire's names, for a field left UNSPECIFIED."""
-    return "must be one of " + ", ".join(wire(v) for v in enum)
-
-
-def _wire_prefix(enum: type[StrEnum]) -> str:
-    return re.sub(r"(?<!^)(?=[A-Z])", "_", enum.__name__).upper() + "_"

@@ -15,8 +15,6 @@ from typing import Any
 from eventsourcing.domain import Aggregate, event
 
 from services.training.domain.values import (
-    COURSE_STATUS,
-    ENROLMENT_STATUS,
     HOLDS_A_PLACE,
     CompletionResult,
     CourseStatus,
@@ -48,9 +46,9 @@ class Course(Aggregate):
 
     def publish(self) -> None:
         if self.status is not CourseStatus.DRAFT:
-            draft = wire_name(CourseStatus.DRAFT, COURSE_STATUS)
+            draft = wire_name(CourseStatus.DRAFT)
             raise FailedPrecondition(f"only a {draft} course can be published; this one is "
-                                     f"{wire_name(self.status, COURSE_STATUS)}",
+                                     f"{wire_name(self.status)}",
                                      reason="COURSE_NOT_DRAFT")
         self._published()
 
@@ -72,7 +70,7 @@ class Course(Aggregate):
         if self.status is not CourseStatus.PUBLISHED:
             reason = "COURSE_RETIRED" if self.status is CourseStatus.RETIRED else (
                 "COURSE_NOT_PUBLISHED")
-            raise FailedPrecondition(f"the course is {wire_name(self.status, COURSE_STATUS)}",
+            raise FailedPrecondition(f"the course is {wire_name(self.status)}",
                                      reason=reason)
 
 
@@ -180,7 +178,7 @@ class TrainingSession(Aggregate):
             raise NotFound("enrolment", rider_id)
         if status is not wanted:
             raise FailedPrecondition(f"{message} (the enrolment is "
-                                     f"{wire_name(status, ENROLMENT_STATUS)})",
+                                     f"{wire_name(status)})",
                                      reason=f"ENROLMENT_{status.value}")
 
 

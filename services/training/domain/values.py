@@ -56,18 +56,6 @@ HOLDS_A_PLACE = frozenset({EnrolmentStatus.ENROLLED, EnrolmentStatus.CHECKED_IN,
                            EnrolmentStatus.NO_SHOW, EnrolmentStatus.PASSED,
                            EnrolmentStatus.FAILED})
 
-# The prefix of each enum's values on the wire (proto enum `Track` has `TRACK_SKILLS`):
-# messages name values as callers send them (shared/wire.py).
-TRACK = "TRACK"
-COURSE_FORMAT = "COURSE_FORMAT"
-INSTRUCTOR_KIND = "INSTRUCTOR_KIND"
-COURSE_STATUS = "COURSE_STATUS"
-ENROLMENT_STATUS = "ENROLMENT_STATUS"
-COMPLETION_RESULT = "COMPLETION_RESULT"
-WIRE_PREFIXES = {Track: TRACK, CourseFormat: COURSE_FORMAT, InstructorKind: INSTRUCTOR_KIND,
-                 CourseStatus: COURSE_STATUS, EnrolmentStatus: ENROLMENT_STATUS,
-                 CompletionResult: COMPLETION_RESULT}
-
 # Reasons of the training domain's field violations (BadRequest.FieldViolation.reason).
 END_TIME_NOT_AFTER_START_TIME = "END_TIME_NOT_AFTER_START_TIME"
 SESSION_TOO_LONG = "SESSION_TOO_LONG"
