@@ -12,9 +12,10 @@ What goes in:
   and the reasons of BadRequest field violations. Sources: `reason="..."` arguments of the
   error classes, a class's `reason = "..."`, `NotFound(kind, ...)` (reason `<KIND>_NOT_FOUND`),
   `Violations.add(field, description, reason)` / `.require(condition, field, description,
-  reason)` / `FieldViolation(field, description, reason)`, positional or by keyword. The
-  status codes come from shared/grpc/errors.py's STATUS_TABLE and the classes' bases. A service
-  is read in services/<name>/; what every service shares, in shared/.
+  reason)` / `FieldViolation(field, description, reason)`, positional or by keyword, each
+  reason written out or named by a module-level constant (`FIELD_REQUIRED`, however imported).
+  The status codes come from shared/grpc/errors.py's STATUS_TABLE and the classes' bases. A
+  service is read in services/<name>/; what every service shares, in shared/.
 """
 
 from __future__ import annotations
@@ -204,12 +205,36 @@ def called(node: ast.Call) -> str:
         func.id if isinstance(func, ast.Name) else "")
 
 
-def constants(node: ast.AST | None) -> list[str]:
-    """The UPPER_SNAKE string constants in an expression (both arms of a conditional)."""
+def string_constants(files: list[Path]) -> dict[str, str]:
+    """The module-level `NAME = "UPPER_SNAKE"` of `files` (a reason said once and imported
+    where it is given, such as shared/errors.py's FIELD_REQUIRED): name → value, for each name
+    that means one value wherever it is assigned."""
+    values: dict[str, set[str]] = defaultdict(set)
+    for path in files:
+        for statement in ast.parse(path.read_text()).body:
+            if isinstance(statement, ast.Assign) and isinstance(statement.value, ast.Constant) \
+                    and isinstance(statement.value.value, str) \
+                    and UPPER.fullmatch(statement.value.value):
+                for target in statement.targets:
+                    if isinstance(target, ast.Name) and UPPER.fullmatch(target.id):
+                        values[target.id].add(statement.value.value)
+    return {name: one for name, (one, *others) in values.items() if not others}
+
+
+def constants(node: ast.AST | None, names: dict[str, str] | None = None) -> list[str]:
+    """The UPPER_SNAKE strings an expression gives (both arms of a conditional): constants
+    written out, and the names of `names` (`FIELD_REQUIRED`, `errors.TEXT_INVALID`)."""
     if node is None:
         return []
-    return [n.value for n in ast.walk(node) if isinstance(n, ast.Constant)
-            and isinstance(n.value, str) and UPPER.fullmatch(n.value)]
+    found = []
+    for n in ast.walk(node):
+        if isinstance(n, ast.Constant) and isinstance(n.value, str) and UPPER.fullmatch(n.value):
+            found.append(n.value)
+        elif isinstance(n, ast.Name | ast.Attribute) and names:
+            name = n.id if isinstance(n, ast.Name) else n.attr
+            if name in names:
+                found.append(names[name])
+    return found
 
 
 def argument(node: ast.Call, position: int, keyword: str) -> ast.AST | None:
@@ -261,7 +286,11 @@ def not_found_labels(files: list[Path]) -> dict[str, tuple[int, str]]:
 
 
 def reasons_in(files: list[Path], classes: dict[str, str],
-               labels: dict[str, tuple[int, str]]) -> tuple[set[Reason], set[Violation]]:
+               labels: dict[str, tuple[int, str]], names: dict[str, str] | None = None
+               ) -> tuple[set[Reason], set[Violation]]:
+    """The reasons `files` give, written out or by a name of `names` (by default, the string
+    constants of `files` themselves)."""
+    names = string_constants(files) if names is None else names
     reasons: set[Reason] = set()
     violations: set[Violation] = set()
     for path in files:
@@ -273,7 +302,7 @@ def reasons_in(files: list[Path], classes: dict[str, str],
                     if isinstance(statement, ast.Assign) and any(
                             isinstance(t, ast.Name) and t.id == "reason"
                             for t in statement.targets):
-                        for value in constants(statement.value):
+                        for value in constants(statement.value, names):
                             reasons.add(Reason(classes[node.name], value, where))
             if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
                 # `reason = "A" if ... else "B"` then `raise SomeError(..., reason=reason)`.
@@ -285,7 +314,7 @@ def reasons_in(files: list[Path], classes: dict[str, str],
                     if isinstance(statement, ast.Assign) and any(
                             isinstance(t, ast.Name) and t.id == "reason"
                             for t in statement.targets):
-                        for value in constants(statement.value):
+                        for value in constants(statement.value, names):
                             for code in raised or {""}:
                                 reasons.add(Reason(code, value, where))
             if not isinstance(node, ast.Call):
@@ -297,7 +326,7 @@ def reasons_in(files: list[Path], classes: dict[str, str],
                                       else "field")
                 field_name = (field_node.value if isinstance(field_node, ast.Constant)
                               and isinstance(field_node.value, str) else "")
-                for value in constants(argument(node, offset + 2, "reason")):
+                for value in constants(argument(node, offset + 2, "reason"), names):
                     violations.add(Violation(value, field_name, where))
                 continue
             label = None
@@ -311,7 +340,7 @@ def reasons_in(files: list[Path], classes: dict[str, str],
                                    f"{label.value.upper()}_NOT_FOUND", where))
             for kw in node.keywords:
                 if kw.arg == "reason":
-                    for value in constants(kw.value):
+                    for value in constants(kw.value, names):
                         reasons.add(Reason(classes.get(name, ""), value, where))
     return reasons, violations
 
@@ -486,13 +515,14 @@ def render() -> dict[str, str]:
     every_service = python_files(ROOT / "services")
     classes = error_classes(every_service + kernel_files, table)
     labels = not_found_labels(every_service + kernel_files)
-    kernel = reasons_in(kernel_files, classes, labels)
+    names = string_constants(every_service + kernel_files)
+    kernel = reasons_in(kernel_files, classes, labels, names)
     pages: dict[str, str] = {}
     entries = []
     for file in sorted(files, key=lambda f: f.name):
         name = file.package.split(".")[1]
         home = ROOT / "services" / name
-        own = (reasons_in(python_files(home), classes, labels) if home.is_dir()
+        own = (reasons_in(python_files(home), classes, labels, names) if home.is_dir()
                else (set(), set()))
         sources = f"`services/{name}/`" if home.is_dir() else "served by the kernel in `shared/`"
         for i, service in enumerate(file.service):

@@ -37,7 +37,11 @@ def test_every_service_rpc_message_and_error_reason_has_its_place():
 def test_reasons_are_found_however_the_python_gives_them(tmp_path: Path) -> None:
     source = tmp_path / "sample.py"
     source.write_text('''
+from shared import errors
 from shared.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound
+
+NICKNAME_TOO_LONG = "NICKNAME_TOO_LONG"
+TEXT_INVALID = "TEXT_INVALID"
 
 class Spent(FailedPrecondition):
     reason = "CODE_SPENT"
@@ -46,6 +50,8 @@ def check(v, ok, course):
     v.add("phone", "is not a mainland mobile number", "PHONE_FORMAT")
     v.add("name", "must not be empty", reason="NAME_EMPTY")
     v.require(ok, "station_id", "is a station of another platform", "STATION_OF_ANOTHER_PLATFORM")
+    v.add("nickname", "at most 20 characters", NICKNAME_TOO_LONG)
+    v.add("note", "has control characters", errors.TEXT_INVALID)
     raise InvalidArgument([FieldViolation("parent_id", "wrong", reason="PARENT_KIND_NOT_ALLOWED"),
                            FieldViolation("kind", "unspecified", "KIND_UNSPECIFIED")])
 
@@ -69,4 +75,5 @@ def load(app, rider_id):
     assert {(v.reason, v.field) for v in violations} == {
         ("PHONE_FORMAT", "phone"), ("NAME_EMPTY", "name"),
         ("STATION_OF_ANOTHER_PLATFORM", "station_id"), ("PARENT_KIND_NOT_ALLOWED", "parent_id"),
-        ("KIND_UNSPECIFIED", "kind")}
+        ("KIND_UNSPECIFIED", "kind"), ("NICKNAME_TOO_LONG", "nickname"),
+        ("TEXT_INVALID", "note")}
