@@ -112,8 +112,12 @@ TEXT_TOO_LONG = "TEXT_TOO_LONG"
 TEXT_INVALID = "TEXT_INVALID"  # control characters and the like
 VALUE_OUT_OF_RANGE = "VALUE_OUT_OF_RANGE"
 ENUM_VALUE_REQUIRED = "ENUM_VALUE_REQUIRED"  # *_UNSPECIFIED given, or a number unknown here
-TIME_INVALID = "TIME_INVALID"
+TIME_INVALID = "TIME_INVALID"  # not a time at all
+TIME_IN_THE_FUTURE = "TIME_IN_THE_FUTURE"  # a time that must have passed
+TIME_IN_THE_PAST = "TIME_IN_THE_PAST"  # a time that must be still to come
+END_TIME_NOT_AFTER_START_TIME = "END_TIME_NOT_AFTER_START_TIME"
 DUPLICATE_VALUE = "DUPLICATE_VALUE"
+LOCATION_INVALID = "LOCATION_INVALID"  # not WGS84 degrees
 
 
 def check_id(violations: Violations, field_name: str, value: str) -> bool:
@@ -126,6 +130,16 @@ def check_id(violations: Violations, field_name: str, value: str) -> bool:
         violations.add(field_name, "is not a valid id (a UUID)", INVALID_ID)
         return False
     return True
+
+
+def check_text(violations: Violations, field_name: str, value: str, limit: int, *,
+               required: bool = True) -> None:
+    """Free text of at most `limit` characters: FIELD_REQUIRED when `required` and blank,
+    TEXT_TOO_LONG when longer."""
+    if required and not value.strip():
+        violations.add(field_name, "must not be empty", FIELD_REQUIRED)
+    elif len(value) > limit:
+        violations.add(field_name, f"at most {limit} characters", TEXT_TOO_LONG)
 
 
 def require_ids(**ids: str) -> None:

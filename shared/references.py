@@ -12,7 +12,7 @@ from typing import Any
 
 from eventsourcing.domain import Aggregate, event
 
-from shared.errors import INVALID_ID, Violations, is_uuid
+from shared.errors import Violations, check_id
 
 _NS = uuid.UUID("5f0c3c55-4a34-4bf1-a8f5-6f8f3c2a7d01")
 
@@ -49,9 +49,7 @@ def note_reference(app: Any, violations: Violations, upstream_id: str, field: st
                    catch_up: Callable[[], None] | None) -> Reference | None:
     """As require_reference, but what is wrong is added to `violations` (with the request's
     other faults, for one answer) and None returned instead of raising."""
-    if not is_uuid(upstream_id):
-        violations.add(field, "is not a valid id (a UUID)" if upstream_id else "is required",
-                       INVALID_ID if upstream_id else "FIELD_REQUIRED")
+    if not check_id(violations, field, upstream_id):
         return None
     ident = Reference.create_id(upstream_id)
     if not app.exists(ident) and catch_up is not None:

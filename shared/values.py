@@ -1,11 +1,12 @@
-"""Shared value parsing: numbers that arrive as text in requests (hours) are read strictly."""
+"""Shared value parsing and checks: numbers that arrive as text in requests (hours) are read
+strictly; places are WGS84 degrees."""
 
 from __future__ import annotations
 
 import re
 from decimal import Decimal
 
-from shared.errors import VALUE_OUT_OF_RANGE, Violations
+from shared.errors import LOCATION_INVALID, VALUE_OUT_OF_RANGE, Violations
 
 # ASCII digits, at most two decimals: Decimal() alone would take "1_5" as 15, full-width
 # digits, surrounding spaces, and 30 decimals that round away to a quarter.
@@ -27,3 +28,15 @@ def parse_hours(violations: Violations, field: str, text: str, *, maximum: Decim
         violations.add(field, "must be a multiple of a quarter hour", "HOURS_NOT_QUARTER_HOURS")
         return None
     return hours
+
+
+def check_coordinates(violations: Violations, field: str, latitude: float,
+                      longitude: float) -> None:
+    """`field`.latitude and `field`.longitude in WGS84 degrees; NaN fails both comparisons and
+    so is refused too."""
+    if not -90.0 <= latitude <= 90.0:
+        violations.add(f"{field}.latitude", "must be WGS84 degrees from -90 to 90",
+                       LOCATION_INVALID)
+    if not -180.0 <= longitude <= 180.0:
+        violations.add(f"{field}.longitude", "must be WGS84 degrees from -180 to 180",
+                       LOCATION_INVALID)

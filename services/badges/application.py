@@ -15,13 +15,6 @@ from eventsourcing.application import ProcessingEvent
 
 from services.badges import credentials as ob3
 from services.badges.credentials import IssuerKeys, Malformed, PublicUrls
-from services.badges.domain.checks import (
-    TEXT_TOO_LONG,
-    TIME_IN_THE_FUTURE,
-    VALUE_OUT_OF_RANGE,
-    check_id,
-    check_text,
-)
 from services.badges.domain.criteria import Criteria, Track, evaluate, parse_criteria
 from services.badges.domain.images import IMAGE_MEDIA_TYPE_NOT_ALLOWED, image_problem
 from services.badges.domain.model import Award, BadgeClass, RiderRecord, VolunteerShift
@@ -33,11 +26,17 @@ from shared import context, masking
 from shared.application import Outcome, QijiApplication
 from shared.config import CREDENTIALS_HTTP_PORT, ConfigError, Settings
 from shared.errors import (
+    FIELD_REQUIRED,
+    TEXT_TOO_LONG,
+    TIME_IN_THE_FUTURE,
+    VALUE_OUT_OF_RANGE,
     FailedPrecondition,
     FieldViolation,
     InvalidArgument,
     NotFound,
     Violations,
+    check_id,
+    check_text,
     is_uuid,
     require_ids,
 )
@@ -81,7 +80,7 @@ class BadgesApplication(QijiApplication):
         # Everything wrong, references included, in one answer.
         v = Violations()
         check_text(v, "activity", activity, MAX_TEXT)
-        v.require(started_at is not None, "start_time", "must be set", "FIELD_REQUIRED")
+        v.require(started_at is not None, "start_time", "must be set", FIELD_REQUIRED)
         if started_at is not None:
             v.require(started_at <= self.clock(), "start_time", "must not be in the future",
                       TIME_IN_THE_FUTURE)

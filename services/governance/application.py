@@ -27,18 +27,12 @@ from services.governance.domain.model import (
 from services.governance.domain.values import (
     ANY_DEPARTMENT_RULE,
     CLOCK_SKEW,
-    DUPLICATE_VALUE,
     DUPLICATE_WITHIN_METRES,
-    ENUM_VALUE_REQUIRED,
     FALLBACK_RULE,
-    FIELD_REQUIRED,
-    INVALID_ID,
     MAX_ATTACHMENT_REF,
     MAX_ATTACHMENTS,
     MAX_NAME,
     MAX_TEXT,
-    TEXT_INVALID,
-    VALUE_OUT_OF_RANGE,
     Category,
     DeadlineKind,
     DepartmentFunction,
@@ -49,7 +43,6 @@ from services.governance.domain.values import (
     RejectionReason,
     ReportKind,
     ReportStatus,
-    check_coordinates,
     check_deadline,
     check_text,
     default_deadline_seconds,
@@ -69,6 +62,14 @@ from shared.application import (
 from shared.config import Settings
 from shared.context import Actor, RequestContext
 from shared.errors import (
+    DUPLICATE_VALUE,
+    END_TIME_NOT_AFTER_START_TIME,
+    ENUM_VALUE_REQUIRED,
+    FIELD_REQUIRED,
+    INVALID_ID,
+    TEXT_INVALID,
+    TIME_IN_THE_FUTURE,
+    VALUE_OUT_OF_RANGE,
     FieldViolation,
     InvalidArgument,
     NotFound,
@@ -77,6 +78,7 @@ from shared.errors import (
 from shared.followers import Follower, UpstreamEvent
 from shared.paging import page
 from shared.tenancy import Owners
+from shared.values import check_coordinates
 from shared.wire import one_of
 
 # Who stores an escalation: the deadline scheduler, through the same command path as callers.
@@ -228,7 +230,7 @@ class GovernanceApplication(QijiApplication):
         check_text(violations, "text", text, required=True, limit=MAX_TEXT)
         _check_attachments(violations, attachment_refs)
         if observed_at is not None and observed_at > self.clock() + CLOCK_SKEW:
-            violations.add("observe_time", "must not be in the future", "TIME_IN_THE_FUTURE")
+            violations.add("observe_time", "must not be in the future", TIME_IN_THE_FUTURE)
         # The rider too, in the same answer: one the request names that identity never
         # registered is listed with the other faults (alone, NOT_FOUND).
         self._note_rider(violations, "rider_id", rider_id)
@@ -437,7 +439,7 @@ class GovernanceApplication(QijiApplication):
             _check_id(violations, "street_id", street_id)
         if start is not None and end is not None:
             violations.require(end > start, "end_time", "must be after start_time",
-                               "END_TIME_NOT_AFTER_START_TIME")
+                               END_TIME_NOT_AFTER_START_TIME)
         violations.raise_if_any()
         self.views.catch_up()
         return self.views.statistics(street_id=street_id, kind=kind.value if kind else "",

@@ -12,11 +12,11 @@ from services.identity.domain.model import (
     Organisation,
     Rider,
     ServiceSpace,
-    check_name,
     check_registration,
-    check_text,
 )
 from services.identity.domain.values import (
+    MAX_NAME_LENGTH,
+    MAX_TEXT_LENGTH,
     ORGANISATION_KIND_NOT_ALLOWED,
     PARENT_KINDS,
     STATION_OF_ANOTHER_PLATFORM,
@@ -37,6 +37,7 @@ from shared.errors import (
     AlreadyExists,
     Violations,
     check_id,
+    check_text,
 )
 from shared.followers import LocalFeed
 from shared.personal_data import ERASED
@@ -168,8 +169,8 @@ class IdentityApplication(QijiApplication):
             violations = Violations()
             self._organisation_of_kind(violations, "street_id", street_id,
                                        OrganisationKind.STREET)
-            check_name(violations, "name", name)
-            check_text(violations, "address", address, required=True)
+            check_text(violations, "name", name, MAX_NAME_LENGTH)
+            check_text(violations, "address", address, MAX_TEXT_LENGTH)
             ServiceSpace.check(violations, amenities, opening_hours)
             violations.raise_if_any()
             space = ServiceSpace(street_id=street_id, name=name.strip(), address=address.strip(),
@@ -281,7 +282,7 @@ class IdentityApplication(QijiApplication):
                            must_be_specified(CareerMilestoneKind),
                            ENUM_VALUE_REQUIRED)
         self._note_organisation(violations, "organisation_id", organisation_id)
-        check_text(violations, "note", note, required=False)
+        check_text(violations, "note", note, MAX_TEXT_LENGTH, required=False)
         violations.raise_if_any()
         assert kind is not None
         when = effective_at or self.clock()
@@ -372,5 +373,5 @@ def _require_reason(rider_id: str, reason: str) -> None:
     asked after)."""
     violations = Violations()
     check_id(violations, "rider_id", rider_id)
-    check_text(violations, "reason", reason, required=True)
+    check_text(violations, "reason", reason, MAX_TEXT_LENGTH)
     violations.raise_if_any()

@@ -42,17 +42,24 @@ from shared import auth, context, masking
 from shared.application import Outcome, QijiApplication
 from shared.config import Settings
 from shared.errors import (
+    ENUM_VALUE_REQUIRED,
+    FIELD_REQUIRED,
+    INVALID_ID,
+    TIME_IN_THE_PAST,
     AlreadyExists,
     FailedPrecondition,
     NotFound,
     QijiError,
     Violations,
+    check_id,
+    check_text,
     is_uuid,
     require_ids,
 )
 from shared.followers import Follower, UpstreamEvent
 from shared.references import Reference, note_reference
 from shared.tenancy import Owners
+from shared.values import check_coordinates
 from shared.wire import one_of, wire_name
 
 MAX_TEXT = 200
@@ -185,13 +192,10 @@ class MerchantsApplication(QijiApplication):
                        amenities: list[MerchantAmenity | None]) -> dict[str, Any]:
         # Everything wrong with the request, references included, in one answer.
         violations = Violations()
-        _check_text(violations, "name", name, MAX_TEXT)
-        _check_text(violations, "category", category, 50)
-        violations.require(-90 <= latitude <= 90, "location.latitude",
-                           "must be WGS84 degrees from -90 to 90", LOCATION_INVALID)
-        violations.require(-180 <= longitude <= 180, "location.longitude",
-                           "must be WGS84 degrees from -180 to 180", LOCATION_INVALID)
-        _check_text(violations, "location.address", address, MAX_TEXT, required=False)
+        check_text(violations, "name", name, MAX_TEXT)
+        check_text(violations, "category", category, 50)
+        check_coordinates(violations, "location", latitude, longitude)
+        check_text(violations, "location.address", address, MAX_TEXT, required=False)
         _check_amenities(violations, amenities)
         merchant_ref = self._note_reference(violations, merchant_id, "merchant_id", "merchant")
         street_ref = self._note_reference(violations, street_id, "street_id", "street")
@@ -240,7 +244,7 @@ class MerchantsApplication(QijiApplication):
     def update_merchant_amenities(self, *, merchant_id: str,
                                   amenities: list[MerchantAmenity | None]) -> dict[str, Any]:
         violations = Violations()
-        _check_id(violations, "merchant_id", merchant_id)
+        check_id(violations, "merchant_id", merchant_id)
         _check_amenities(violations, amenities)
         violations.raise_if_any()
 
@@ -253,7 +257,7 @@ class MerchantsApplication(QijiApplication):
     def _street_office_decides(self, merchant_id: str, change: Callable[[Merchant], None],
                                violations: Violations | None = None) -> dict[str, Any]:
         violations = violations or Violations()
-        _check_id(violations, "merchant_id", merchant_id)
+        check_id(violations, "merchant_id", merchant_id)
         violations.raise_if_any()
 
         def decide() -> Outcome:
@@ -289,7 +293,7 @@ class MerchantsApplication(QijiApplication):
                           limit_period: LimitPeriod | None, valid_from: datetime | None,
                           valid_until: datetime | None, code_ttl_minutes: int) -> dict[str, Any]:
         v = Violations()
-        _check_text(v, "title", title, MAX_TEXT)
+        check_text(v, "title", title, MAX_TEXT)
         v.require(kind is not None, "kind", one_of(PerkKind), ENUM_VALUE_REQUIRED)
         if kind is PerkKind.PERCENT_DISCOUNT:
             v.require(1 <= percent_off <= 100, "percent_off",
@@ -300,7 +304,7 @@ class MerchantsApplication(QijiApplication):
                       f"must be 1 to 1,000,000 fen for {wire_name(PerkKind.FIXED_DISCOUNT)}",
                       "AMOUNT_OFF_INVALID")
         if kind is PerkKind.FREE_ITEM:
-            _check_text(v, "free_item", free_item, MAX_TEXT)
+            check_text(v, "free_item", free_item, MAX_TEXT)
         v.require(eligibility is not None, "eligibility", one_of(Eligibility),
                   ENUM_VALUE_REQUIRED)
         if eligibility is Eligibility.BADGE_HOLDERS:
@@ -325,7 +329,7 @@ class MerchantsApplication(QijiApplication):
         v.require(1 <= code_ttl_minutes <= MAX_CODE_TTL_MINUTES, "code_ttl_minutes",
                   f"must be 1 to {MAX_CODE_TTL_MINUTES}", "CODE_TTL_INVALID")
         # The merchant last: one that never applied is listed with the rest (alone, NOT_FOUND).
-        if _check_id(v, "merchant_id", merchant_id) \
+        if check_id(v, "merchant_id", merchant_id) \
                 and not self.exists(uuid.UUID(merchant_id)):
             v.missing("merchant_id", "merchant", merchant_id)
         v.raise_if_any()
@@ -419,7 +423,7 @@ class MerchantsApplication(QijiApplication):
     def claim_perk(self, *, perk_id: str, rider_id: str
                    ) -> dict[str, Any]:
         violations = Violations()
-        if _check_id(violations, "perk_id", perk_id) and not self.exists(uuid.UUID(perk_id)):
+        if check_id(violations, "perk_id", perk_id) and not self.exists(uuid.UUID(perk_id)):
             violations.missing("perk_id", "perk", perk_id)
         self._note_rider(violations, rider_id)  # catches up with identity if it is new here
         violations.raise_if_any()
@@ -457,7 +461,7 @@ class MerchantsApplication(QijiApplication):
                     ) -> dict[str, Any]:
         canonical = self.codes.normalise(code)
         violations = Violations()
-        _check_id(violations, "merchant_id", merchant_id)
+        check_id(violations, "merchant_id", merchant_id)
         if not canonical:
             violations.add("code", "must not be empty", FIELD_REQUIRED)
         else:
@@ -490,7 +494,7 @@ class MerchantsApplication(QijiApplication):
     def reverse_redemption(self, *, claim_id: str, reason: str
                            ) -> dict[str, Any]:
         violations = Violations()
-        _check_id(violations, "claim_id", claim_id)
+        check_id(violations, "claim_id", claim_id)
         _check_reason(violations, reason)
         violations.raise_if_any()
         perk_id = self.get(claim_id, Claim, "claim").perk_id
@@ -554,10 +558,10 @@ class MerchantsApplication(QijiApplication):
         violations.require(bool(merchant_id or perk_id), "merchant_id",
                            "name a merchant or a perk", "MERCHANT_OR_PERK_REQUIRED")
         # NOT_FOUND, not an empty list, for a merchant or perk there is none of.
-        if merchant_id and _check_id(violations, "merchant_id", merchant_id) \
+        if merchant_id and check_id(violations, "merchant_id", merchant_id) \
                 and self.found(merchant_id, Merchant) is None:
             violations.missing("merchant_id", "merchant", merchant_id)
-        if perk_id and _check_id(violations, "perk_id", perk_id) \
+        if perk_id and check_id(violations, "perk_id", perk_id) \
                 and self.found(perk_id, PerkOffer) is None:
             violations.missing("perk_id", "perk", perk_id)
         violations.raise_if_any()
@@ -571,8 +575,8 @@ class MerchantsApplication(QijiApplication):
     def create_care_campaign(self, *, street_id: str, name: str, description: str, stock: int
                              ) -> dict[str, Any]:
         violations = Violations()
-        _check_text(violations, "name", name, MAX_TEXT)
-        _check_text(violations, "description", description, 2000, required=False)
+        check_text(violations, "name", name, MAX_TEXT)
+        check_text(violations, "description", description, 2000, required=False)
         violations.require(1 <= stock <= 100_000, "stock", "must be 1 to 100000",
                            "STOCK_INVALID")
         self._note_reference(violations, street_id, "street_id", "street")
@@ -588,7 +592,7 @@ class MerchantsApplication(QijiApplication):
     def allocate_care_package(self, *, campaign_id: str, rider_id: str
                               ) -> dict[str, Any]:
         violations = Violations()
-        if _check_id(violations, "campaign_id", campaign_id) \
+        if check_id(violations, "campaign_id", campaign_id) \
                 and not self.exists(uuid.UUID(campaign_id)):
             violations.missing("campaign_id", "campaign", campaign_id)
         self._note_rider(violations, rider_id)
@@ -607,10 +611,10 @@ class MerchantsApplication(QijiApplication):
     def record_hand_over(self, *, campaign_id: str, rider_id: str, handed_over_by: str
                          ) -> dict[str, Any]:
         violations = Violations()
-        _check_id(violations, "campaign_id", campaign_id)
-        _check_id(violations, "rider_id", rider_id)
+        check_id(violations, "campaign_id", campaign_id)
+        check_id(violations, "rider_id", rider_id)
         # Who handed it over.
-        _check_text(violations, "handed_over_by", handed_over_by, 100)
+        check_text(violations, "handed_over_by", handed_over_by, 100)
         violations.raise_if_any()
 
         def decide() -> Outcome:
@@ -708,7 +712,7 @@ class MerchantsApplication(QijiApplication):
     def _note_rider(self, violations: Violations, rider_id: str) -> None:
         """A rider id that is malformed or names no rider identity told of (after catching up
         once) is added to `violations`, to be answered with the request's other faults."""
-        if not _check_id(violations, "rider_id", rider_id):
+        if not check_id(violations, "rider_id", rider_id):
             return
         ident = RiderStanding.create_id(rider_id)
         if not self.exists(ident):
@@ -767,35 +771,6 @@ class MerchantsApplication(QijiApplication):
 _SEES_CODES = frozenset({auth.PLATFORM, auth.STREET_OFFICE, auth.CITY_ADMIN})
 
 
-# Reasons of field violations, for callers' programs to branch on (the rest are named where
-# they are checked).
-FIELD_REQUIRED = "FIELD_REQUIRED"
-INVALID_ID = "INVALID_ID"
-TEXT_TOO_LONG = "TEXT_TOO_LONG"
-ENUM_VALUE_REQUIRED = "ENUM_VALUE_REQUIRED"
-TIME_IN_THE_PAST = "TIME_IN_THE_PAST"
-LOCATION_INVALID = "LOCATION_INVALID"
-
-
-def _check_id(violations: Violations, field: str, value: str) -> bool:
-    """Whether `value` is an id (a UUID); if not, why, added to `violations`."""
-    if not value:
-        violations.add(field, "is required", FIELD_REQUIRED)
-        return False
-    if not is_uuid(value):
-        violations.add(field, "is not a valid id (a UUID)", INVALID_ID)
-        return False
-    return True
-
-
-def _check_text(violations: Violations, field: str, value: str, limit: int, *,
-                required: bool = True) -> None:
-    if required and not value.strip():
-        violations.add(field, "must not be empty", FIELD_REQUIRED)
-    elif len(value) > limit:
-        violations.add(field, f"at most {limit} characters", TEXT_TOO_LONG)
-
-
 def _check_amenities(violations: Violations, amenities: list[MerchantAmenity | None]) -> None:
     for i, amenity in enumerate(amenities):
         violations.require(amenity is not None, f"amenities[{i}]", one_of(MerchantAmenity),
@@ -803,4 +778,4 @@ def _check_amenities(violations: Violations, amenities: list[MerchantAmenity | N
 
 
 def _check_reason(violations: Violations, reason: str) -> None:
-    _check_text(violations, "reason", reason, 500)
+    check_text(violations, "reason", reason, 500)

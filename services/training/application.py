@@ -19,7 +19,6 @@ from services.training.domain.model import (
     TrainingSession,
 )
 from services.training.domain.values import (
-    END_TIME_NOT_AFTER_START_TIME,
     MAX_CAPACITY,
     MAX_SESSION_HOURS,
     SESSION_TOO_LONG,
@@ -37,13 +36,14 @@ from shared.application import Outcome, QijiApplication
 from shared.config import Settings
 from shared.errors import (
     DUPLICATE_VALUE,
+    END_TIME_NOT_AFTER_START_TIME,
     ENUM_VALUE_REQUIRED,
     FIELD_REQUIRED,
-    TEXT_TOO_LONG,
     VALUE_OUT_OF_RANGE,
     NotFound,
     Violations,
     check_id,
+    check_text,
     require_ids,
 )
 from shared.followers import Follower, UpstreamEvent
@@ -115,8 +115,8 @@ class TrainingApplication(QijiApplication):
         violations = Violations()
         violations.require(track is not None, "track",
                            must_be_specified(Track), ENUM_VALUE_REQUIRED)
-        _check_text(violations, "title", title, MAX_TITLE, required=True)
-        _check_text(violations, "description", description, MAX_DESCRIPTION, required=False)
+        check_text(violations, "title", title, MAX_TITLE, required=True)
+        check_text(violations, "description", description, MAX_DESCRIPTION, required=False)
         parsed_hours = parse_course_hours(violations, "hours", hours)
         violations.require(bool(formats), "formats", "name at least one format",
                            FIELD_REQUIRED)
@@ -124,7 +124,7 @@ class TrainingApplication(QijiApplication):
             violations.require(f is not None, f"formats[{i}]",
                                must_be_specified(CourseFormat),
                                ENUM_VALUE_REQUIRED)
-        _check_text(violations, "instructor.name", instructor_name, MAX_INSTRUCTOR_NAME,
+        check_text(violations, "instructor.name", instructor_name, MAX_INSTRUCTOR_NAME,
                     required=True)
         violations.require(instructor_kind is not None, "instructor.kind",
                            must_be_specified(InstructorKind),
@@ -455,14 +455,6 @@ class TrainingApplication(QijiApplication):
         return self.followed(Learner.create_id(rider_id), Learner, "rider", rider_id,
                              self.catch_up_upstream, refresh_unless)
 
-
-
-def _check_text(violations: Violations, field: str, value: str, maximum: int, *,
-                required: bool) -> None:
-    if required and not value.strip():
-        violations.add(field, "must not be empty", FIELD_REQUIRED)
-    elif len(value) > maximum:
-        violations.add(field, f"at most {maximum} characters", TEXT_TOO_LONG)
 
 
 def hours_text(hours: Decimal) -> str:

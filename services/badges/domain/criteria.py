@@ -11,14 +11,14 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
-from services.badges.domain.checks import (
+from shared.errors import (
     DUPLICATE_VALUE,
     ENUM_VALUE_REQUIRED,
     INVALID_ID,
     TEXT_TOO_LONG,
     VALUE_OUT_OF_RANGE,
+    Violations,
 )
-from shared.errors import Violations
 from shared.values import parse_hours
 from shared.wire import one_of
 

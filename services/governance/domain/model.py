@@ -22,12 +22,8 @@ from eventsourcing.domain import Aggregate, event
 
 from services.governance.domain.values import (
     DONE,
-    DUPLICATE_VALUE,
-    ENUM_VALUE_REQUIRED,
-    FIELD_REQUIRED,
     MAX_NAME,
     MAX_RULES,
-    TEXT_TOO_LONG,
     AssignmentStatus,
     DeadlineKind,
     DepartmentFunction,
@@ -38,7 +34,16 @@ from services.governance.domain.values import (
     due_times,
     next_level,
 )
-from shared.errors import AlreadyExists, FailedPrecondition, NotFound, Violations
+from shared.errors import (
+    DUPLICATE_VALUE,
+    ENUM_VALUE_REQUIRED,
+    FIELD_REQUIRED,
+    TEXT_TOO_LONG,
+    AlreadyExists,
+    FailedPrecondition,
+    NotFound,
+    Violations,
+)
 from shared.wire import one_of
 
 _NS = uuid.UUID("5d0c1f3e-4a6b-4e0f-9b7d-2c8e1a9f6b55")

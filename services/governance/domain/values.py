@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
+from shared import errors
 from shared.errors import Violations
 
 
@@ -158,17 +159,6 @@ DUPLICATE_WITHIN_METRES = 200.0
 DUPLICATE_WITHIN = timedelta(hours=2)
 
 
-def check_coordinates(violations: Violations, field: str, latitude: float,
-                      longitude: float) -> None:
-    """WGS84 degrees; NaN fails both comparisons and so is refused too."""
-    if not -90.0 <= latitude <= 90.0:
-        violations.add(f"{field}.latitude", "must be WGS84 degrees from -90 to 90",
-                       LOCATION_INVALID)
-    if not -180.0 <= longitude <= 180.0:
-        violations.add(f"{field}.longitude", "must be WGS84 degrees from -180 to 180",
-                       LOCATION_INVALID)
-
-
 def distance_metres(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
     """Great-circle (haversine) distance: exact enough at a few hundred metres, and no map data."""
     p1, p2 = math.radians(lat1), math.radians(lat2)
@@ -208,22 +198,8 @@ CLOCK_SKEW = timedelta(minutes=5)
 
 def check_text(violations: Violations, field: str, value: str, *, required: bool,
                limit: int = MAX_NOTE) -> None:
-    if required and not value.strip():
-        violations.add(field, "must not be empty", FIELD_REQUIRED)
-    elif len(value) > limit:
-        violations.add(field, f"at most {limit} characters", TEXT_TOO_LONG)
-
-
-# Reasons of field violations (google.rpc.BadRequest.FieldViolation.reason) a caller's program
-# may branch on; the specific ones are named where they are checked.
-FIELD_REQUIRED = "FIELD_REQUIRED"
-INVALID_ID = "INVALID_ID"
-TEXT_TOO_LONG = "TEXT_TOO_LONG"
-TEXT_INVALID = "TEXT_INVALID"
-ENUM_VALUE_REQUIRED = "ENUM_VALUE_REQUIRED"
-DUPLICATE_VALUE = "DUPLICATE_VALUE"
-VALUE_OUT_OF_RANGE = "VALUE_OUT_OF_RANGE"
-LOCATION_INVALID = "LOCATION_INVALID"
+    """shared.errors.check_text, with a note's length unless `limit` says otherwise."""
+    errors.check_text(violations, field, value, limit, required=required)
 
 
 # Where a report goes when no rule of the city admin's table matches it (or there is no table

@@ -18,7 +18,6 @@ from services.identity.domain.values import (
     DEPARTMENT_FUNCTION_REQUIRED,
     HOUR_MINUTE,
     MAX_NAME_LENGTH,
-    MAX_TEXT_LENGTH,
     NATIONAL_ID_INVALID,
     PARENT_KIND_NOT_ALLOWED,
     PARENT_KINDS,
@@ -39,32 +38,17 @@ from services.identity.domain.values import (
 from shared.errors import (
     DUPLICATE_VALUE,
     ENUM_VALUE_REQUIRED,
-    FIELD_REQUIRED,
-    TEXT_TOO_LONG,
     TIME_INVALID,
     VALUE_OUT_OF_RANGE,
     AlreadyExists,
     FailedPrecondition,
     NotFound,
     Violations,
+    check_text,
 )
 from shared.wire import alternatives, must_be_specified, unspecified, wire_name
 
 _RIDER_NAMESPACE = uuid.UUID("0b7f4c8e-8a7e-4b7e-9f43-6f1f2c0d9a11")
-
-
-def check_name(violations: Violations, field: str, value: str, *, required: bool = True) -> None:
-    if required and not value.strip():
-        violations.add(field, "must not be empty", FIELD_REQUIRED)
-    elif len(value) > MAX_NAME_LENGTH:
-        violations.add(field, f"at most {MAX_NAME_LENGTH} characters", TEXT_TOO_LONG)
-
-
-def check_text(violations: Violations, field: str, value: str, *, required: bool) -> None:
-    if required and not value.strip():
-        violations.add(field, "must not be empty", FIELD_REQUIRED)
-    elif len(value) > MAX_TEXT_LENGTH:
-        violations.add(field, f"at most {MAX_TEXT_LENGTH} characters", TEXT_TOO_LONG)
 
 
 # ---------------------------------------------------------------------------- organisations
@@ -88,7 +72,7 @@ class Organisation(Aggregate):
         """The rules of the tree. `parent_kind` is None when no parent is given, or when the
         one given names nothing (that is the reference's own violation, added by the caller:
         its kind is then not judged)."""
-        check_name(violations, "name", name)
+        check_text(violations, "name", name, MAX_NAME_LENGTH)
         if kind is None:
             violations.add("kind", must_be_specified(OrganisationKind),
                            ENUM_VALUE_REQUIRED)
@@ -177,7 +161,7 @@ def check_registration(violations: Violations, *, platform_rider_id: str, name: 
     if not PLATFORM_RIDER_ID.fullmatch(platform_rider_id):
         violations.add("platform_rider_id", "1 to 64 letters, digits or _ . : -",
                        PLATFORM_RIDER_ID_INVALID)
-    check_name(violations, "name", name)
+    check_text(violations, "name", name, MAX_NAME_LENGTH)
     if not is_mobile_phone(phone):
         violations.add("phone", "must be an 11-digit mainland mobile number such as 13800000000",
                        PHONE_INVALID)

@@ -57,7 +57,6 @@ HOLDS_A_PLACE = frozenset({EnrolmentStatus.ENROLLED, EnrolmentStatus.CHECKED_IN,
                            EnrolmentStatus.FAILED})
 
 # Reasons of the training domain's field violations (BadRequest.FieldViolation.reason).
-END_TIME_NOT_AFTER_START_TIME = "END_TIME_NOT_AFTER_START_TIME"
 SESSION_TOO_LONG = "SESSION_TOO_LONG"
 START_TIME_NOT_IN_FUTURE = "START_TIME_NOT_IN_FUTURE"
 
