@@ -308,6 +308,18 @@ class QijiApplication(Application[uuid.UUID]):
             found = self.get(aggregate_id, kind, label)
         return found
 
+    def note_followed(self, violations: Violations, field: str, aggregate_id: uuid.UUID,
+                      label: str, shown_id: str, catch_up: Callable[[], None] | None) -> None:
+        """As followed, for an upstream thing a command's field names (a rider, by `shown_id`):
+        an id that is malformed, or that names nothing the upstream told of (after catching up
+        once), is added to `violations`, to be answered with the request's other faults."""
+        if not check_id(violations, field, shown_id):
+            return
+        if catch_up is not None and not self.exists(aggregate_id):
+            catch_up()
+        if not self.exists(aggregate_id):
+            violations.missing(field, label, shown_id)
+
     def current_or_new(self, aggregate_id: uuid.UUID, kind: type[Aggregate],
                        new: Callable[[], Any]) -> Any:
         """For a follower's policy: the aggregate as stored, or a new one. Never catches up:

@@ -581,15 +581,8 @@ class BadgesApplication(QijiApplication):
                              self.catch_up_upstream if catch_up else None)
 
     def _note_rider(self, violations: Violations, rider_id: str) -> None:
-        """A rider id that is malformed or names no rider identity told of (after catching up
-        once) is added to `violations`, to be answered with the request's other faults."""
-        if not check_id(violations, "rider_id", rider_id):
-            return
-        ident = RiderRecord.create_id(rider_id)
-        if not self.exists(ident):
-            self.catch_up_upstream()
-        if not self.exists(ident):
-            violations.missing("rider_id", "rider", rider_id)
+        self.note_followed(violations, "rider_id", RiderRecord.create_id(rider_id), "rider",
+                           rider_id, self.catch_up_upstream)
 
     def _note_badge_class(self, violations: Violations, badge_class_id: str) -> None:
         """A badge class id that is malformed or names none (BADGE_CLASS_NOT_FOUND) is added
