@@ -1,31 +1,26 @@
 """Every field violation names its reason explicitly (issue 23): a caller's program branches on
 BadRequest.FieldViolation.reason, so none may fall back to the default FIELD_INVALID by
-omission. An AST scan of the code that raises them: each `<violations>.add(…)` /
-`<violations>.require(…)` and each `FieldViolation(…)` passes a reason, positionally or as
-`reason=`.
-
-The directories scanned are listed below; add a service's directory once its violations carry
-reasons (merchants, badges, governance, credentials are another change's)."""
+omission, and a reason written out is UPPER_SNAKE. Read from the source of shared/ and every
+service, so a new check written without a reason fails here, not in an integrator's program:
+each `<violations>.add(…)` / `<violations>.require(…)` (on something named `v` or like
+`violations`) and each `FieldViolation(…)` passes a reason, positionally or as `reason=`.
+Descriptions name enum values as the wire does, never as a Python list."""
 
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
+DIRECTORIES = ["shared", "services"]
 
-DIRECTORIES = [
-    "shared",
-    "services/identity",
-    "services/training",
-    "services/platform",
-]
-
-# How many positional arguments carry the reason: add(field, description, reason),
+# How many positional arguments come before the reason: add(field, description, reason),
 # require(condition, field, description, reason), FieldViolation(field, description, reason).
 REASON_POSITION = {"add": 2, "require": 3, "FieldViolation": 2}
+UPPER_SNAKE = re.compile(r"^[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)*$")
 
 
 def _receiver(node: ast.expr) -> str:
@@ -37,69 +32,105 @@ def _receiver(node: ast.expr) -> str:
 
 
 def _kind(call: ast.Call) -> str | None:
-    """"add"/"require" for a call on something named like a Violations, "FieldViolation" for
-    a FieldViolation built directly; None for any other call."""
+    """"add"/"require" for a call on something named like a Violations (`v`, `violations`,
+    `self.violations`), "FieldViolation" for a FieldViolation built directly; None for any
+    other call."""
     func = call.func
     if isinstance(func, ast.Name) and func.id == "FieldViolation":
         return "FieldViolation"
     if isinstance(func, ast.Attribute):
         if func.attr == "FieldViolation":
             return "FieldViolation"
-        if func.attr in ("add", "require") and "violations" in _receiver(func.value).lower():
+        receiver = _receiver(func.value)
+        if func.attr in ("add", "require") and (
+                receiver == "v" or "violations" in receiver.lower()):
             return func.attr
     return None
 
 
-def calls_without_reason(source: str, name: str) -> tuple[list[str], int]:
-    """The violation-raising calls of `source` that pass no reason, and how many there are in
-    all."""
-    missing, seen = [], 0
+def _reason(kind: str, call: ast.Call) -> ast.expr | None:
+    """The reason a call passes; None when it passes none (a `**kwargs` counts as passing
+    one)."""
+    for keyword in call.keywords:
+        if keyword.arg == "reason" or keyword.arg is None:
+            return keyword.value
+    positional = [a for a in call.args if not isinstance(a, ast.Starred)]
+    at = REASON_POSITION[kind]
+    return positional[at] if len(positional) > at else None
+
+
+def faults(source: str, name: str) -> tuple[list[str], list[str]]:
+    """What is wrong with the violation-raising calls of `source` (no reason, or one written
+    out that is not UPPER_SNAKE), and the kind of each call seen."""
+    found, kinds = [], []
     for node in ast.walk(ast.parse(source)):
-        if not isinstance(node, ast.Call):
+        if not isinstance(node, ast.Call) or (kind := _kind(node)) is None:
             continue
-        kind = _kind(node)
-        if kind is None:
-            continue
-        seen += 1
-        positional = [a for a in node.args if not isinstance(a, ast.Starred)]
-        explicit = len(positional) > REASON_POSITION[kind] or any(
-            k.arg == "reason" or k.arg is None for k in node.keywords)
-        if not explicit:
-            missing.append(f"{name}:{node.lineno}: {ast.unparse(node)[:90]}")
-    return missing, seen
+        kinds.append(kind)
+        reason = _reason(kind, node)
+        where = f"{name}:{node.lineno}: {ast.unparse(node)[:90]}"
+        if reason is None:
+            found.append(f"{where} (no reason)")
+        elif isinstance(reason, ast.Constant) and not (
+                isinstance(reason.value, str) and UPPER_SNAKE.match(reason.value)):
+            found.append(f"{where} (reason {reason.value!r} is not UPPER_SNAKE)")
+    return found, kinds
 
 
 def python_files() -> list[Path]:
-    return sorted(p for d in DIRECTORIES for p in (REPO / d).rglob("*.py"))
+    return sorted(p for d in DIRECTORIES for p in (REPO / d).rglob("*.py")
+                  if "__pycache__" not in p.parts)
 
 
-def test_every_violation_names_its_reason() -> None:
-    missing, seen = [], 0
+def test_every_violation_names_an_upper_snake_reason() -> None:
+    found, kinds, calls = [], set(), {}
     for path in python_files():
-        found, count = calls_without_reason(path.read_text(), str(path.relative_to(REPO)))
-        missing += found
-        seen += count
-    assert not missing, "violations without an explicit reason:\n" + "\n".join(missing)
+        name = str(path.relative_to(REPO))
+        these, seen = faults(path.read_text(encoding="utf-8"), name)
+        found += these
+        kinds.update(seen)
+        calls[name] = len(seen)
+    assert not found, "violations without an explicit UPPER_SNAKE reason:\n" + "\n".join(found)
     # The scan sees what it is meant to: a refactoring that renamed every `violations` would
-    # otherwise leave this test passing over nothing.
-    assert seen >= 60, seen
+    # otherwise leave this test passing over nothing. Every kind of call is there, in shared/
+    # and in each service that validates requests.
+    assert kinds == {"add", "require", "FieldViolation"}
+    assert sum(calls.values()) >= 140, sum(calls.values())
+    where = {name.split("/")[1] if name.startswith("services/") else "shared"
+             for name, count in calls.items() if count}
+    assert where >= {"shared", "identity", "training", "platform", "merchants", "badges",
+                     "governance"}, where
 
 
 @pytest.mark.parametrize("source", [
     'violations.add("phone", "bad")',
     'self.violations.require(ok, "phone", "bad")',
+    'v.require(ok, "phone", "bad")',
     'FieldViolation("phone", "bad")',
     'errors.FieldViolation("phone", description="bad")',
+    'v.add("phone", "bad", "phone_invalid")',  # not UPPER_SNAKE
+    'violations.add("phone", "bad", reason="PHONE INVALID")',
 ])
-def test_the_scan_finds_a_violation_without_a_reason(source: str) -> None:
-    assert calls_without_reason(source, "x")[0]
+def test_the_scan_finds_a_violation_without_an_upper_snake_reason(source: str) -> None:
+    assert faults(source, "x")[0]
 
 
 @pytest.mark.parametrize("source", [
     'violations.add("phone", "bad", "PHONE_INVALID")',
     'violations.require(ok, "phone", "bad", reason=PHONE_INVALID)',
+    'v.add("phone", "bad", PHONE_INVALID)',
     'FieldViolation("phone", "bad", PHONE_INVALID)',
+    'violations.add(*fault, **why)',
     'seen.add(x)',  # not a Violations
 ])
 def test_the_scan_accepts_an_explicit_reason(source: str) -> None:
-    assert not calls_without_reason(source, "x")[0]
+    assert not faults(source, "x")[0]
+
+
+def test_descriptions_name_no_python_reprs() -> None:
+    """`must be one of ['CITY']` is Python talking; callers read the wire's names
+    (shared/wire.py)."""
+    for path in python_files():
+        text = path.read_text(encoding="utf-8")
+        assert not re.search(r"one of \{\[", text), path
+        assert not re.search(r"for \w+ in (Category|ReportKind|PerkKind)\]", text), path
