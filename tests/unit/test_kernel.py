@@ -174,3 +174,28 @@ def test_a_check_that_raises_joins_the_requests_other_violations():
     assert [(v.field, v.reason) for v in caught.value.violations] == [
         ("phone", "PHONE_INVALID"), ("page_token", "PAGE_TOKEN_INVALID")]
     assert caught.value.reason == "INVALID_ARGUMENT"
+
+
+def test_a_lists_page_faults_come_with_what_the_entry_point_found():
+    from shared.errors import InvalidArgument, Violations
+    from shared.paging import listed
+
+    def run():
+        return page(list(range(1, 4)), lambda k: k, page_size=-1, page_token="garbage!",
+                    filters=[])
+
+    assert listed(None, lambda: ([1], "")) == ([1], "")
+    assert listed(Violations(), lambda: ([1], "")) == ([1], "")
+    violations = Violations()
+    violations.add("status", "42 is not a RiderStatus", "ENUM_VALUE_UNKNOWN")
+    with pytest.raises(InvalidArgument) as caught:
+        listed(violations, run)
+    assert [(v.field, v.reason) for v in caught.value.violations] == [
+        ("status", "ENUM_VALUE_UNKNOWN"), ("page_size", "PAGE_SIZE_NEGATIVE"),
+        ("page_token", "PAGE_TOKEN_INVALID")]
+    # A well-formed page with a fault beside it lists nothing: the fault is the answer.
+    quiet = Violations()
+    quiet.add("status", "42 is not a RiderStatus", "ENUM_VALUE_UNKNOWN")
+    with pytest.raises(InvalidArgument) as alone:
+        listed(quiet, lambda: ([1], ""))
+    assert [v.field for v in alone.value.violations] == ["status"]
