@@ -148,7 +148,8 @@ class BadgesServicer(pb_grpc.BadgesServiceServicer):
             reason=request.reason,
             evidence=[{"reference": e.source + ":" + e.reference if e.source else e.reference,
                        "narrative": e.narrative,
-                       "at": optional_time(e, "time")} for e in request.evidence])
+                       "at": optional_time(e, "time", path=f"evidence[{i}].time")}
+                      for i, e in enumerate(request.evidence)])
         return pb.GrantBadgeResponse(award=self._award_at(result))
 
     def RevokeAward(self, request: Any, context: Any) -> Any:

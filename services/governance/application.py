@@ -186,6 +186,15 @@ class RuleInput:
 
 
 @dataclass(frozen=True)
+class SessionInput:
+    """A mediation session as a request gives it (MediationSession)."""
+
+    held_at: datetime | None
+    place: str
+    notes: str = ""
+
+
+@dataclass(frozen=True)
 class DeadlineInput:
     kind: ReportKind | None
     acknowledge_within: timedelta | None
@@ -568,18 +577,29 @@ class GovernanceApplication(QijiApplication):
             return Outcome([case], {"case_id": str(case.id), "version": case.version})
         return self.execute(decide)
 
-    def record_mediation_session(self, *, case_id: str, held_at: datetime | None, place: str,
-                                 notes: str) -> dict[str, Any]:
-        violations = Violations()
-        violations.require(held_at is not None, "hold_time", "must be set", FIELD_REQUIRED)
-        if held_at is not None and held_at > self.clock() + CLOCK_SKEW:
-            violations.add("hold_time", "record a session once it was held, not before",
-                           "TIME_IN_THE_FUTURE")
-        check_text(violations, "place", place, required=True)
-        check_text(violations, "notes", notes, required=False, limit=MAX_TEXT)
-        # `held_at` is set whenever the change runs: a missing one is a violation raised first.
-        return self._change_case(case_id, violations,
-                                 lambda c: c.hold_session(held_at, place.strip(), notes.strip()))
+    def record_mediation_session(self, *, case_id: str, session: SessionInput | None,
+                                 violations: Violations | None = None) -> dict[str, Any]:
+        """Violations name the session's fields by their path in the request (AIP-193):
+        `session.hold_time`, `session.place`, `session.notes`; no session at all is `session`."""
+        violations = violations if violations is not None else Violations()
+        if session is None:
+            violations.add("session", "must give when and where the session was held",
+                           FIELD_REQUIRED)
+        else:
+            held_at = session.held_at
+            violations.require(held_at is not None or violations.about("session.hold_time"),
+                               "session.hold_time", "must be set", FIELD_REQUIRED)
+            if held_at is not None and held_at > self.clock() + CLOCK_SKEW:
+                violations.add("session.hold_time",
+                               "record a session once it was held, not before",
+                               "TIME_IN_THE_FUTURE")
+            check_text(violations, "session.place", session.place, required=True)
+            check_text(violations, "session.notes", session.notes, required=False,
+                       limit=MAX_TEXT)
+        # A session with its time is there whenever the change runs: without, a violation was
+        # raised first.
+        return self._change_case(case_id, violations, lambda c: c.hold_session(
+            session.held_at, session.place.strip(), session.notes.strip()))
 
     def record_mediation_agreement(self, *, case_id: str, outcome: str
                                    ) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from services.governance.application import (
     ReportView,
     RoutingRulesView,
     RuleInput,
+    SessionInput,
 )
 from services.governance.domain.values import (
     Category,
@@ -39,6 +40,7 @@ from shared.auth import (
     ROLES,
     STREET_OFFICE,
 )
+from shared.errors import Violations
 from shared.grpc.convert import enum_in, enum_out, optional_time, timestamp
 from shared.tenancy import (
     CITY_READERS,
@@ -213,9 +215,15 @@ class GovernanceServicer(pb_grpc.GovernanceServiceServicer):
         return pb.OpenMediationCaseResponse(mediation_case=self._case_at(result))
 
     def RecordMediationSession(self, request: Any, context: Any) -> Any:
-        result = self.app.record_mediation_session(
-            case_id=request.case_id, held_at=optional_time(request.session, "hold_time"),
-            place=request.session.place, notes=request.session.notes)
+        violations = Violations()
+        session = None
+        if request.HasField("session"):
+            session = SessionInput(
+                held_at=optional_time(request.session, "hold_time", violations,
+                                      path="session.hold_time"),
+                place=request.session.place, notes=request.session.notes)
+        result = self.app.record_mediation_session(case_id=request.case_id, session=session,
+                                                   violations=violations)
         return pb.RecordMediationSessionResponse(mediation_case=self._case_at(result))
 
     def RecordMediationAgreement(self, request: Any, context: Any) -> Any:

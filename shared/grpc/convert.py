@@ -40,17 +40,18 @@ def timestamp(value: datetime | None) -> Timestamp | None:
     return ts
 
 
-def optional_time(message: Message, field: str, violations: Violations | None = None
-                  ) -> datetime | None:
-    """The timestamp, None when not set. One out of range is INVALID_ARGUMENT; given
-    `violations`, it is added there instead (and None returned), so that the command reports
-    it with the request's other faults."""
+def optional_time(message: Message, field: str, violations: Violations | None = None, *,
+                  path: str = "") -> datetime | None:
+    """The timestamp `message.field`, None when not set. One out of range is INVALID_ARGUMENT
+    on `path` (its path from the request's root, AIP-193; `field` when the message is the
+    request); given `violations`, it is added there instead (and None returned), so that the
+    command reports it with the request's other faults."""
     if not message.HasField(field):
         return None
     try:
         return getattr(message, field).ToDatetime(tzinfo=UTC)
     except (ValueError, OverflowError):
-        fault = FieldViolation(field, "not a valid timestamp (0001-01-01 to 9999-12-31)",
+        fault = FieldViolation(path or field, "not a valid timestamp (0001-01-01 to 9999-12-31)",
                                TIME_INVALID)
         if violations is None:
             raise InvalidArgument([fault]) from None

@@ -479,6 +479,12 @@ def volunteer(**fields: Any) -> Build:
     return on(pb.LogVolunteerServiceRequest, **values)
 
 
+def unreadable_second_evidence(s: Scene) -> pb.GrantBadgeRequest:
+    request = grant_request(s.holder, s.honour)
+    request.evidence.add(narrative="目击者证言").time.seconds = 10**12  # after 9999-12-31
+    return request
+
+
 GRASSROOTS = pb.TrackRequirement(track=pb.TRACK_GRASSROOTS_GOVERNANCE, courses_passed=1)
 
 BAD_INPUT = {
@@ -644,6 +650,10 @@ BAD_INPUT = {
         "GrantBadge", "street_office",
         on(pb.GrantBadgeRequest, rider_id=lambda s: s.holder, badge_class_id=lambda s: s.honour,
            reason="见义勇为"), INVALID, field="evidence"),
+    # A field of a repeated message is named by its path from the request (AIP-193).
+    "GrantBadge-unreadable-time-of-the-second-evidence": Bad(
+        "GrantBadge", "street_office", unreadable_second_evidence, INVALID,
+        field="evidence[1].time", reason="TIME_INVALID"),
     # Not a credential at all.
     "VerifyCredential-garbage": Bad(
         "VerifyCredential", "merchant", on(pb.VerifyCredentialRequest, credential_jwt="garbage"),

@@ -439,10 +439,22 @@ BAD_INPUT: dict[str, Bad] = {
     "GetMediationCase-unknown": Bad(
         "GetMediationCase", "auditor", on(pb.GetMediationCaseRequest, case_id=RANDOM_ID),
         NOT_FOUND, reason="MEDIATION_CASE_NOT_FOUND"),
+    # Violations name the session's fields by their path from the request (AIP-193).
     "RecordMediationSession-without-time": Bad(
         "RecordMediationSession", "office",
         on(pb.RecordMediationSessionRequest, case_id=lambda w: w.open_case,
-           session=pb.MediationSession(place="驿站")), INVALID, field="hold_time"),
+           session=pb.MediationSession(place="驿站")), INVALID, field="session.hold_time",
+        reason="FIELD_REQUIRED"),
+    "RecordMediationSession-without-place": Bad(
+        "RecordMediationSession", "office",
+        lambda w, c: pb.RecordMediationSessionRequest(
+            request_id=new_request_id(), case_id=w.open_case,
+            session=pb.MediationSession(hold_time=ts(c.now))), INVALID, field="session.place",
+        reason="FIELD_REQUIRED"),
+    "RecordMediationSession-without-session": Bad(
+        "RecordMediationSession", "office",
+        on(pb.RecordMediationSessionRequest, case_id=lambda w: w.open_case), INVALID,
+        field="session", reason="FIELD_REQUIRED"),
     "PublishPledge-empty": Bad(
         "PublishPledge", "city_admin", on(pb.PublishPledgeRequest), INVALID, field="text"),
     "GetPledge-unknown-version": Bad(
