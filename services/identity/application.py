@@ -42,6 +42,7 @@ from shared.errors import (
     check_id,
 )
 from shared.followers import LocalFeed
+from shared.paging import listed
 from shared.personal_data import ERASED
 from shared.tenancy import TenancyDirectory
 from shared.wire import wire_name
@@ -105,9 +106,15 @@ class IdentityApplication(QijiApplication):
     # ------------------------------------------------------------------ organisations
 
     def create_organisation(self, *, kind: OrganisationKind | None, name: str, parent_id: str,
-                            department_function: DepartmentFunction | None) -> dict[str, Any]:
+                            department_function: DepartmentFunction | None,
+                            violations: Violations | None = None) -> dict[str, Any]:
+        """`violations`, here and in every command and list that takes them: what the entry
+        point already found wrong in the request (an enum number the contract does not define,
+        a timestamp it could not read), reported with the rest in one answer."""
+        given = violations.items if violations is not None else []
+
         def decide() -> Outcome:
-            violations = Violations()
+            violations = Violations(list(given))
             parent = None
             # A kind that stands without a parent is told so whatever its parent_id names.
             if parent_id and (kind is None or any(PARENT_KINDS[kind])):
@@ -133,10 +140,11 @@ class IdentityApplication(QijiApplication):
             created_at=o.created_on, version=o.version)
 
     def list_organisations(self, *, kind: OrganisationKind | None, parent_id: str,
-                           page_size: int, page_token: str) -> tuple[list[OrganisationView], str]:
+                           page_size: int, page_token: str, violations: Violations | None = None
+                           ) -> tuple[list[OrganisationView], str]:
         self.views.catch_up()
-        ids, token = self.views.organisations.page(
-            kind=kind, parent_id=parent_id, page_size=page_size, page_token=page_token)
+        ids, token = listed(violations, lambda: self.views.organisations.page(
+            kind=kind, parent_id=parent_id, page_size=page_size, page_token=page_token))
         return [self.organisation(i) for i in ids], token
 
     def _note_organisation(self, violations: Violations, field: str, organisation_id: str
@@ -166,9 +174,12 @@ class IdentityApplication(QijiApplication):
 
     def create_service_space(self, *, street_id: str, name: str, address: str,
                              amenities: list[Amenity | None],
-                             opening_hours: list[dict[str, Any]]) -> dict[str, Any]:
+                             opening_hours: list[dict[str, Any]],
+                             violations: Violations | None = None) -> dict[str, Any]:
+        given = violations.items if violations is not None else []
+
         def decide() -> Outcome:
-            violations = Violations()
+            violations = Violations(list(given))
             self._organisation_of_kind(violations, "street_id", street_id,
                                        OrganisationKind.STREET)
             check_name(violations, "name", name)
@@ -182,8 +193,9 @@ class IdentityApplication(QijiApplication):
         return self.execute(decide)
 
     def update_service_space(self, *, service_space_id: str, amenities: list[Amenity | None],
-                             opening_hours: list[dict[str, Any]]) -> dict[str, Any]:
-        violations = Violations()
+                             opening_hours: list[dict[str, Any]],
+                             violations: Violations | None = None) -> dict[str, Any]:
+        violations = violations if violations is not None else Violations()
         check_id(violations, "service_space_id", service_space_id)
         ServiceSpace.check(violations, amenities, opening_hours)
         violations.raise_if_any()
@@ -204,10 +216,12 @@ class IdentityApplication(QijiApplication):
             created_at=s.created_on, version=s.version)
 
     def list_service_spaces(self, *, street_id: str, amenities: list[Amenity], page_size: int,
-                            page_token: str) -> tuple[list[ServiceSpaceView], str]:
+                            page_token: str, violations: Violations | None = None
+                            ) -> tuple[list[ServiceSpaceView], str]:
         self.views.catch_up()
-        ids, token = self.views.service_spaces.page(
-            street_id=street_id, amenities=amenities, page_size=page_size, page_token=page_token)
+        ids, token = listed(violations, lambda: self.views.service_spaces.page(
+            street_id=street_id, amenities=amenities, page_size=page_size,
+            page_token=page_token))
         return [self.service_space(i) for i in ids], token
 
     # ------------------------------------------------------------------ riders
@@ -276,11 +290,9 @@ class IdentityApplication(QijiApplication):
     def record_career_milestone(self, *, rider_id: str, kind: CareerMilestoneKind | None,
                                 organisation_id: str, effective_at: datetime | None, note: str,
                                 violations: Violations | None = None) -> dict[str, Any]:
-        """`violations`: what the entry point already found wrong in the request (a timestamp
-        it could not read), reported with the rest."""
         violations = violations if violations is not None else Violations()
         check_id(violations, "rider_id", rider_id)
-        violations.require(kind is not None, "kind",
+        violations.require(kind is not None or violations.about("kind"), "kind",
                            f"must be specified (not {CAREER_MILESTONE_KIND}_UNSPECIFIED)",
                            ENUM_VALUE_REQUIRED)
         self._note_organisation(violations, "organisation_id", organisation_id)
@@ -291,11 +303,11 @@ class IdentityApplication(QijiApplication):
         return self._change_rider(
             rider_id, lambda r: r.record_milestone(kind, organisation_id, when, note.strip()))
 
-    def grant_consent(self, *, rider_id: str, scope: ConsentScope | None, recipient_id: str
-                      ) -> dict[str, Any]:
-        violations = Violations()
+    def grant_consent(self, *, rider_id: str, scope: ConsentScope | None, recipient_id: str,
+                      violations: Violations | None = None) -> dict[str, Any]:
+        violations = violations if violations is not None else Violations()
         check_id(violations, "rider_id", rider_id)
-        violations.require(scope is not None, "scope",
+        violations.require(scope is not None or violations.about("scope"), "scope",
                            f"must be specified (not {CONSENT_SCOPE}_UNSPECIFIED)",
                            ENUM_VALUE_REQUIRED)
         self._note_organisation(violations, "recipient_id", recipient_id)
@@ -339,11 +351,12 @@ class IdentityApplication(QijiApplication):
         return self.rider(str(rider_id))
 
     def list_riders(self, *, home_street_id: str, station_id: str, status: RiderStatus | None,
-                    page_size: int, page_token: str) -> tuple[list[RiderView], str]:
+                    page_size: int, page_token: str, violations: Violations | None = None
+                    ) -> tuple[list[RiderView], str]:
         self.views.catch_up()
-        ids, token = self.views.riders.page(
+        ids, token = listed(violations, lambda: self.views.riders.page(
             home_street_id=home_street_id, station_id=station_id, status=status,
-            page_size=page_size, page_token=page_token)
+            page_size=page_size, page_token=page_token))
         return [self.rider(i) for i in ids], token
 
     def _rider_view(self, r: Rider) -> RiderView:

@@ -51,6 +51,7 @@ from shared.errors import (
     require_ids,
 )
 from shared.followers import Follower, UpstreamEvent
+from shared.paging import listed
 from shared.references import Reference, note_reference
 from shared.tenancy import Owners
 
@@ -112,11 +113,14 @@ class TrainingApplication(QijiApplication):
 
     def draft_course(self, *, track: Track | None, title: str, description: str, hours: str,
                      formats: list[CourseFormat | None], provider_id: str,
-                     instructor_name: str, instructor_kind: InstructorKind | None
-                     ) -> dict[str, Any]:
+                     instructor_name: str, instructor_kind: InstructorKind | None,
+                     violations: Violations | None = None) -> dict[str, Any]:
+        """`violations`, here and in every command and list that takes them: what the entry
+        point already found wrong in the request (an enum number the contract does not define,
+        a timestamp it could not read), reported with the rest in one answer."""
         # Every fault at once, the provider it names included.
-        violations = Violations()
-        violations.require(track is not None, "track",
+        violations = violations if violations is not None else Violations()
+        violations.require(track is not None or violations.about("track"), "track",
                            f"must be specified (not {TRACK}_UNSPECIFIED)", ENUM_VALUE_REQUIRED)
         _check_text(violations, "title", title, MAX_TITLE, required=True)
         _check_text(violations, "description", description, MAX_DESCRIPTION, required=False)
@@ -124,12 +128,14 @@ class TrainingApplication(QijiApplication):
         violations.require(bool(formats), "formats", "name at least one format",
                            FIELD_REQUIRED)
         for i, f in enumerate(formats):
-            violations.require(f is not None, f"formats[{i}]",
+            violations.require(f is not None or violations.about(f"formats[{i}]"),
+                               f"formats[{i}]",
                                f"must be specified (not {COURSE_FORMAT}_UNSPECIFIED)",
                                ENUM_VALUE_REQUIRED)
         _check_text(violations, "instructor.name", instructor_name, MAX_INSTRUCTOR_NAME,
                     required=True)
-        violations.require(instructor_kind is not None, "instructor.kind",
+        violations.require(instructor_kind is not None or violations.about("instructor.kind"),
+                           "instructor.kind",
                            f"must be specified (not {INSTRUCTOR_KIND}_UNSPECIFIED)",
                            ENUM_VALUE_REQUIRED)
         note_reference(self, violations, provider_id, "provider_id", "organisation",
@@ -169,11 +175,12 @@ class TrainingApplication(QijiApplication):
             version=c.version)
 
     def list_courses(self, *, track: Track | None, status: CourseStatus | None, page_size: int,
-                     page_token: str) -> tuple[list[CourseView], str]:
+                     page_token: str, violations: Violations | None = None
+                     ) -> tuple[list[CourseView], str]:
         self.views.catch_up()
-        ids, token = self.views.courses.select(
+        ids, token = listed(violations, lambda: self.views.courses.select(
             {"track": track.value if track else "", "status": status.value if status else ""},
-            page_size=page_size, page_token=page_token)
+            page_size=page_size, page_token=page_token))
         return [self.course(i) for i in ids], token
 
     # ------------------------------------------------------------------ sessions
@@ -181,8 +188,6 @@ class TrainingApplication(QijiApplication):
     def schedule_session(self, *, course_id: str, service_space_id: str,
                          starts_at: datetime | None, ends_at: datetime | None, capacity: int,
                          violations: Violations | None = None) -> dict[str, Any]:
-        """`violations`: what the entry point already found wrong (a timestamp it could not
-        read), reported with the rest in one answer."""
         violations = violations if violations is not None else Violations()
         self.note(violations, course_id, Course, "course", "course_id")
         note_reference(self, violations, service_space_id, "service_space_id", "service_space",
@@ -226,13 +231,12 @@ class TrainingApplication(QijiApplication):
             version=s.version)
 
     def list_sessions(self, *, course_id: str, service_space_id: str,
-                      start_after: datetime | None, page_size: int, page_token: str
-                      ) -> tuple[list[SessionView], str]:
+                      start_after: datetime | None, page_size: int, page_token: str,
+                      violations: Violations | None = None) -> tuple[list[SessionView], str]:
         self.views.catch_up()
-        ids, token = self.views.sessions.page(course_id=course_id,
-                                              service_space_id=service_space_id,
-                                              start_after=start_after, page_size=page_size,
-                                              page_token=page_token)
+        ids, token = listed(violations, lambda: self.views.sessions.page(
+            course_id=course_id, service_space_id=service_space_id, start_after=start_after,
+            page_size=page_size, page_token=page_token))
         return [self.session(i) for i in ids], token
 
     # ------------------------------------------------------------------ enrolment
@@ -290,11 +294,12 @@ class TrainingApplication(QijiApplication):
         return self.execute(decide, serialise_on=session_id)
 
     def record_completion(self, *, session_id: str, rider_id: str,
-                          result: CompletionResult | None, score: int | None) -> dict[str, Any]:
-        violations = Violations()
+                          result: CompletionResult | None, score: int | None,
+                          violations: Violations | None = None) -> dict[str, Any]:
+        violations = violations if violations is not None else Violations()
         check_id(violations, "session_id", session_id)
         check_id(violations, "rider_id", rider_id)
-        violations.require(result is not None, "result",
+        violations.require(result is not None or violations.about("result"), "result",
                            f"must be specified (not {COMPLETION_RESULT}_UNSPECIFIED)",
                            ENUM_VALUE_REQUIRED)
         violations.require(score is None or 0 <= score <= 100, "score", "must be 0 to 100",
@@ -356,8 +361,11 @@ class TrainingApplication(QijiApplication):
 
     # ------------------------------------------------------------------ transcript
 
-    def transcript(self, *, rider_id: str, as_of: datetime | None = None) -> TranscriptView:
-        require_ids(rider_id=rider_id)
+    def transcript(self, *, rider_id: str, as_of: datetime | None = None,
+                   violations: Violations | None = None) -> TranscriptView:
+        violations = violations if violations is not None else Violations()
+        check_id(violations, "rider_id", rider_id)
+        violations.raise_if_any()
         learner_id = Learner.create_id(rider_id)
         if not self.exists(learner_id):
             self.catch_up_upstream()

@@ -557,6 +557,13 @@ BAD_INPUT: dict[str, Bad] = {
         "ListRiders", "platform", on(pb.ListRidersRequest, page_token=OUT_OF_RANGE_PAGE_TOKEN),
         INVALID, field="page_token",
         reason="PAGE_TOKEN_INVALID"),
+    # Before, status 99 was no filter at all: a platform got all its riders.
+    "ListRiders-unknown-status": Bad(
+        "ListRiders", "platform", on(pb.ListRidersRequest, status=99), INVALID,
+        field="status", reason="ENUM_VALUE_UNKNOWN"),
+    "CreateOrganisation-unknown-kind": Bad(
+        "CreateOrganisation", "city_admin", on(pb.CreateOrganisationRequest, name="x", kind=99),
+        INVALID, field="kind", reason="ENUM_VALUE_UNKNOWN"),
     "ListRiders-page-token-of-other-filters": Bad(
         "ListRiders", "platform",
         on(pb.ListRidersRequest, status=pb.RIDER_STATUS_ACTIVE,

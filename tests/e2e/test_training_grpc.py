@@ -564,6 +564,14 @@ def test_a_bad_request_gets_a_precise_error_and_writes_nothing(
     assert training.last_position() == before, "a refused request wrote events"
 
 
+def test_a_sessions_unreadable_time_comes_with_the_page_faults_in_one_answer(
+        training: ServiceProcess, scene: Scene) -> None:
+    refused = call_error(lambda: caller(training, scene.city, "auditor").ListSessions(
+        pb.ListSessionsRequest(start_after_time=Timestamp(seconds=10**12), page_size=-1)))
+    assert sorted((f, r) for f, r, _ in refused.violations) == [
+        ("page_size", "PAGE_SIZE_NEGATIVE"), ("start_after_time", "TIME_INVALID")], refused
+
+
 def test_every_fault_of_a_course_or_a_session_comes_in_one_answer(
         identity: ServiceProcess, training: ServiceProcess, scene: Scene) -> None:
     """References included (issue 23): an unknown provider beside an empty title, an unknown

@@ -188,6 +188,18 @@ def test_a_rule_table_with_bad_rules_names_every_problem():
     assert [v.field for v in empty.items] == ["rules"]
 
 
+def test_a_function_the_entry_point_found_unknown_is_not_also_unspecified_or_twice():
+    violations = Violations()
+    violations.add("rules[0].department_functions[0]", "42 is not a DepartmentFunction",
+                   "ENUM_VALUE_UNKNOWN")
+    violations.add("rules[0].department_functions[1]", "43 is not a DepartmentFunction",
+                   "ENUM_VALUE_UNKNOWN")
+    check_rules(violations, [rule("a", functions=["", "", "SOCIAL_WORK"])])
+    assert [(v.field, v.reason) for v in violations.items] == [
+        ("rules[0].department_functions[0]", "ENUM_VALUE_UNKNOWN"),
+        ("rules[0].department_functions[1]", "ENUM_VALUE_UNKNOWN")]
+
+
 # ---------------------------------------------------------------------------- deadlines
 
 

@@ -91,9 +91,10 @@ class Organisation(Aggregate):
         one given names nothing (that is the reference's own violation, added by the caller:
         its kind is then not judged)."""
         check_name(violations, "name", name)
-        if kind is None:
-            violations.add("kind", f"must be specified (not {ORGANISATION_KIND}_UNSPECIFIED)",
-                           ENUM_VALUE_REQUIRED)
+        if kind is None:  # unless the entry point said already what is wrong with it
+            violations.require(violations.about("kind"), "kind",
+                               f"must be specified (not {ORGANISATION_KIND}_UNSPECIFIED)",
+                               ENUM_VALUE_REQUIRED)
             return
         this = wire_name(kind, ORGANISATION_KIND)
         allowed = PARENT_KINDS[kind]
@@ -109,7 +110,8 @@ class Organisation(Aggregate):
                            f"{wire_name(parent_kind, ORGANISATION_KIND)}",
                            PARENT_KIND_NOT_ALLOWED)
         department = wire_name(OrganisationKind.DEPARTMENT, ORGANISATION_KIND)
-        if kind is OrganisationKind.DEPARTMENT and department_function is None:
+        if kind is OrganisationKind.DEPARTMENT and department_function is None and (
+                not violations.about("department_function")):
             violations.add("department_function",
                            f"must be specified for an {department} (not "
                            f"{DEPARTMENT_FUNCTION}_UNSPECIFIED)", DEPARTMENT_FUNCTION_REQUIRED)
@@ -166,7 +168,7 @@ class ServiceSpace(Aggregate):
     def check(violations: Violations, amenities: list[Amenity | None],
               opening_hours: list[dict[str, Any]]) -> None:
         for i, amenity in enumerate(amenities):
-            if amenity is None:
+            if amenity is None and not violations.about(f"amenities[{i}]"):
                 violations.add(f"amenities[{i}]", "must be specified (not AMENITY_UNSPECIFIED)",
                                ENUM_VALUE_REQUIRED)
         check_opening_hours(violations, opening_hours)
