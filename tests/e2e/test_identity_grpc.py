@@ -574,8 +574,9 @@ BAD_INPUT: dict[str, Bad] = {
         "ReadEvents", "service", on(feed_pb.ReadEventsRequest, from_position=-1),
         INVALID, field="from_position",
         reason="VALUE_OUT_OF_RANGE"),
-    "ReadEvents-limit-over-1000": Bad(
-        "ReadEvents", "service", on(feed_pb.ReadEventsRequest, limit=1001),
+    # AIP-158: above 1000 is coerced to 1000 (see the test below); only negative is refused.
+    "ReadEvents-negative-limit": Bad(
+        "ReadEvents", "service", on(feed_pb.ReadEventsRequest, limit=-1),
         INVALID, field="limit",
         reason="VALUE_OUT_OF_RANGE"),
 }
@@ -659,6 +660,18 @@ def test_a_page_size_above_the_maximum_is_read_as_the_maximum(
     assert 0 < len(answer.organisations) <= 500
     riders = identity.client("platform").ListRiders(pb.ListRidersRequest(page_size=10000))
     assert riders.riders
+
+
+def test_a_feed_limit_above_the_maximum_is_read_as_the_maximum(
+        identity: ServiceProcess, world: World) -> None:
+    """AIP-158 for the feed as for pages: a reader asking for more than 1000 events gets a
+    batch of at most 1000 and reads on from next_position, not an error."""
+    reader = identity.client("service")
+    answer = reader.read_events(from_position=1, limit=5000)
+    assert 0 < len(answer.events) <= 1000
+    assert answer.next_position == answer.events[-1].position + 1
+    assert [e.position for e in answer.events] == [
+        e.position for e in reader.read_events(from_position=1, limit=1000).events]
 
 
 # ---------------------------------------------------------------------------- happy path

@@ -547,8 +547,10 @@ BAD_INPUT: dict[str, Bad] = {
         INVALID, field="rider_id",
         reason="INVALID_ID"),
     # -- feed
-    "ReadEvents-limit-over-1000": Bad(
-        "ReadEvents", "service", on(feed_pb.ReadEventsRequest, limit=1001),
+    # AIP-158: above 1000 is coerced to 1000 (test_identity_grpc.py); only negative is
+    # refused.
+    "ReadEvents-negative-limit": Bad(
+        "ReadEvents", "service", on(feed_pb.ReadEventsRequest, limit=-1),
         INVALID, field="limit",
         reason="VALUE_OUT_OF_RANGE"),
 }
