@@ -402,13 +402,19 @@ def _assignment(a: dict[str, Any]) -> Any:
 
 
 def _timedelta(message: Any, field: str) -> timedelta | None:
-    """None when absent or beyond what a timedelta holds; the application says which."""
+    """None when absent or beyond what a timedelta holds; the application says which. A
+    fraction finer than a timedelta's microsecond is kept as one, so that the application
+    sees the duration is not whole seconds (ToTimedelta would drop it)."""
     if not message.HasField(field):
         return None
+    duration = getattr(message, field)
     try:
-        return getattr(message, field).ToTimedelta()
+        value = duration.ToTimedelta()
     except (ValueError, OverflowError):
         return None
+    if duration.nanos % 1000:
+        value += timedelta(microseconds=1 if duration.nanos > 0 else -1)
+    return value
 
 
 def _duration(value: timedelta | None) -> Duration | None:

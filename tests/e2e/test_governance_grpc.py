@@ -421,6 +421,23 @@ BAD_INPUT: dict[str, Bad] = {
         on(pb.SetRoutingRulesRequest, rules=[pb.RoutingRule(
             name="x", department_functions=[99])]),
         INVALID, field="rules[0].department_functions[0]", reason="ENUM_VALUE_UNKNOWN"),
+    # Stored and shown in whole seconds: half a second would be stored as 0.
+    "SetRoutingRules-half-a-second-to-acknowledge": Bad(
+        "SetRoutingRules", "city_admin",
+        on(pb.SetRoutingRulesRequest, rules=[pb.RoutingRule(
+            name="x", department_functions=[pb.DEPARTMENT_FUNCTION_SOCIAL_WORK])],
+           deadlines=[pb.DeadlinePolicy(kind=pb.REPORT_KIND_EMERGENCY,
+                                        acknowledge_within=Duration(nanos=500_000_000),
+                                        resolve_within=minutes(60))]),
+        INVALID, field="deadlines[0].acknowledge_within", reason="DURATION_NOT_WHOLE_SECONDS"),
+    "SetRoutingRules-a-fraction-of-a-second-beyond-an-hour": Bad(
+        "SetRoutingRules", "city_admin",
+        on(pb.SetRoutingRulesRequest, rules=[pb.RoutingRule(
+            name="x", department_functions=[pb.DEPARTMENT_FUNCTION_SOCIAL_WORK])],
+           deadlines=[pb.DeadlinePolicy(kind=pb.REPORT_KIND_EMERGENCY,
+                                        acknowledge_within=minutes(10),
+                                        resolve_within=Duration(seconds=3600, nanos=1))]),
+        INVALID, field="deadlines[0].resolve_within", reason="DURATION_NOT_WHOLE_SECONDS"),
     "GetRoutingRules-unknown-version": Bad(
         "GetRoutingRules", "auditor", on(pb.GetRoutingRulesRequest, version=99), NOT_FOUND,
         reason="ROUTING_RULES_VERSION_NOT_FOUND"),

@@ -22,6 +22,7 @@ from services.governance.domain.values import (
     EscalationLevel,
     MediationStatus,
     ReportStatus,
+    check_deadline,
     default_deadline_seconds,
     distance_metres,
     due_times,
@@ -201,6 +202,24 @@ def test_a_function_the_entry_point_found_unknown_is_not_also_unspecified_or_twi
 
 
 # ---------------------------------------------------------------------------- deadlines
+
+
+@pytest.mark.parametrize(("acknowledge", "resolve", "faults"), [
+    # Half a second is positive, but stored in whole seconds it would be 0: refused.
+    (timedelta(seconds=0.5), timedelta(hours=1),
+     [("d.acknowledge_within", "DURATION_NOT_WHOLE_SECONDS")]),
+    (timedelta(minutes=15), timedelta(hours=24, microseconds=1),
+     [("d.resolve_within", "DURATION_NOT_WHOLE_SECONDS")]),
+    (timedelta(seconds=-1.5), timedelta(hours=1),
+     [("d.acknowledge_within", "DURATION_NOT_WHOLE_SECONDS"),
+      ("d.acknowledge_within", "DURATION_NOT_POSITIVE")]),
+    (timedelta(seconds=1), timedelta(seconds=2), []),
+])
+def test_a_deadline_is_whole_seconds_as_it_is_stored(acknowledge, resolve, faults):
+    violations = Violations()
+    check_deadline(violations, "d", acknowledge, resolve)
+    assert [(v.field, v.reason) for v in violations.items] == faults
+
 
 
 def test_deadlines_follow_the_kind_emergencies_within_minutes():
