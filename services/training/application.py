@@ -369,12 +369,13 @@ class TrainingApplication(QijiApplication):
         learner_id = Learner.create_id(rider_id)
         if not self.exists(learner_id):
             self.catch_up_upstream()
+        # Named by the rider_id the caller sent: the learner's own id is training's business.
+        if not self.exists(learner_id):
+            raise NotFound("rider", rider_id)
         version = None
         if as_of is not None:
             version = self.version_at(learner_id, as_of)
             if version is None:  # before the rider was known: an empty transcript, no error
-                if not self.exists(learner_id):
-                    raise NotFound("rider", rider_id)
                 return TranscriptView(rider_id, {}, {})
         learner = self.get(learner_id, Learner, "rider", version)
         hours: dict[Track, Decimal] = {}

@@ -566,6 +566,17 @@ def test_a_bad_request_gets_a_precise_error_and_writes_nothing(
     assert training.last_position() == before, "a refused request wrote events"
 
 
+def test_the_transcript_of_an_unknown_rider_names_the_rider_id_the_caller_sent(
+        training: ServiceProcess, scene: Scene) -> None:
+    """Not the id training keeps the rider's record under: the caller never sent that."""
+    rider_id = str(uuid.uuid4())
+    refused = call_error(lambda: caller(training, scene.city, "auditor").GetTranscript(
+        pb.GetTranscriptRequest(rider_id=rider_id)))
+    assert (refused.code, refused.reason) == (NOT_FOUND, "RIDER_NOT_FOUND"), refused
+    assert refused.metadata == {"kind": "rider", "id": rider_id}
+    assert rider_id in refused.message
+
+
 def test_a_sessions_unreadable_time_comes_with_the_page_faults_in_one_answer(
         training: ServiceProcess, scene: Scene) -> None:
     refused = call_error(lambda: caller(training, scene.city, "auditor").ListSessions(
