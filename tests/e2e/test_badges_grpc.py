@@ -660,6 +660,11 @@ BAD_INPUT = {
         "CreateBadgeClass", "city_admin",
         criteria(track_requirements=[pb.TrackRequirement(track=99, courses_passed=1)]),
         INVALID, field="criteria.track_requirements[0].track"),
+    # The whole range a status list number may take, said when one is outside it.
+    "GetStatusList-list-number-1000000": Bad(
+        "GetStatusList", "merchant",
+        on(pb.GetStatusListRequest, issuer_id=lambda s: s.city.city, list_number=1_000_000),
+        INVALID, field="list_number", reason="VALUE_OUT_OF_RANGE"),
     # A field of a repeated message is named by its path from the request (AIP-193).
     "GrantBadge-unreadable-time-of-the-second-evidence": Bad(
         "GrantBadge", "street_office", unreadable_second_evidence, INVALID,
@@ -694,6 +699,10 @@ def test_a_grants_unreadable_evidence_time_comes_with_its_other_faults_at_its_pa
         ("badge_class_id", "BADGE_CLASS_NOT_FOUND"), ("evidence[1].time", "TIME_INVALID"),
         ("reason", "FIELD_REQUIRED")], refused
     assert written_by_callers_since(badges, before) == []
+    out_of_range = call_error(lambda: badges.client("merchant").GetStatusList(
+        pb.GetStatusListRequest(issuer_id=scene.city.city, list_number=1_000_000)))
+    assert out_of_range.violations == [("list_number", "VALUE_OUT_OF_RANGE",
+                                        "must be 0 to 999999")]
 
 
 def test_a_credential_that_is_not_a_signed_credential_of_ours_never_verifies(
