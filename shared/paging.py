@@ -10,7 +10,7 @@ import json
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
-from shared.errors import FieldViolation, InvalidArgument
+from shared.errors import FieldViolation, InvalidArgument, Violations
 
 T = TypeVar("T")
 DEFAULT_PAGE_SIZE = 50
@@ -27,6 +27,19 @@ def check_page_size(page_size: int) -> int:
         raise InvalidArgument([FieldViolation("page_size", "must not be negative",
                                               "PAGE_SIZE_NEGATIVE")])
     return min(page_size, MAX_PAGE_SIZE) or DEFAULT_PAGE_SIZE
+
+
+def listed(violations: Violations | None, run: Callable[[], tuple[list[T], str]]
+           ) -> tuple[list[T], str]:
+    """A list's page (`run`), for a request in which the entry point may have found faults
+    already (`violations`: a filter's enum number the contract does not define, a time it
+    could not read). With any, nothing is listed: the page's own faults (page_size, page_token)
+    are added to them and all raised in one answer."""
+    if not violations:
+        return run()
+    violations.collect(run)
+    violations.raise_if_any()
+    raise AssertionError("unreachable: violations were given")
 
 
 def _filter_hash(filters: Sequence[object]) -> str:
@@ -58,9 +71,13 @@ def decode_token(token: str, filters: Sequence[object]) -> int:
 
 def page(keys: Sequence[int], rows: Callable[[int], T | None], *, page_size: int, page_token: str,
          filters: Sequence[object]) -> tuple[list[T], str]:
-    """`keys` ascending; `rows(key)` gives the row for a key, or None when filtered out."""
-    size = check_page_size(page_size)
-    after = decode_token(page_token, filters)
+    """`keys` ascending; `rows(key)` gives the row for a key, or None when filtered out. A bad
+    page_size and a bad page_token are refused together, in one answer."""
+    violations = Violations()
+    size = violations.collect(lambda: check_page_size(page_size))
+    after = violations.collect(lambda: decode_token(page_token, filters))
+    violations.raise_if_any()
+    assert size is not None and after is not None
     start = bisect.bisect_right(keys, after)
     found: list[T] = []
     last = after

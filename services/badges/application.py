@@ -41,6 +41,7 @@ from shared.errors import (
     require_ids,
 )
 from shared.followers import Follower, UpstreamEvent
+from shared.paging import listed
 from shared.references import Reference, note_reference
 from shared.tenancy import Owners
 from shared.values import parse_hours
@@ -76,11 +77,16 @@ class BadgesApplication(QijiApplication):
     # ------------------------------------------------------------------ volunteer service
 
     def log_volunteer_service(self, *, rider_id: str, community_id: str, activity: str,
-                              started_at: datetime | None, hours: str) -> dict[str, Any]:
+                              started_at: datetime | None, hours: str,
+                              violations: Violations | None = None) -> dict[str, Any]:
+        """`violations`, here and in every command and list that takes them: what the entry
+        point already found wrong in the request (an enum number the contract does not define,
+        a timestamp it could not read), reported with the rest in one answer."""
         # Everything wrong, references included, in one answer.
-        v = Violations()
+        v = violations if violations is not None else Violations()
         check_text(v, "activity", activity, MAX_TEXT)
-        v.require(started_at is not None, "start_time", "must be set", FIELD_REQUIRED)
+        v.require(started_at is not None or v.about("start_time"), "start_time", "must be set",
+                  FIELD_REQUIRED)
         if started_at is not None:
             v.require(started_at <= self.clock(), "start_time", "must not be in the future",
                       TIME_IN_THE_FUTURE)
@@ -132,13 +138,16 @@ class BadgesApplication(QijiApplication):
     def shift(self, shift_id: str, version: int | None = None) -> VolunteerShift:
         return self.get(shift_id, VolunteerShift, "shift", version)
 
-    def volunteer_service(self, *, rider_id: str, status: str, page_size: int, page_token: str
+    def volunteer_service(self, *, rider_id: str, status: str, page_size: int, page_token: str,
+                          violations: Violations | None = None
                           ) -> tuple[list[VolunteerShift], str, Decimal]:
-        require_ids(rider_id=rider_id)
-        record = self._rider_record(rider_id)
+        v = violations if violations is not None else Violations()
+        check_id(v, "rider_id", rider_id)
         self.views.catch_up()
-        ids, token = self.views.shifts.select({"rider_id": rider_id, "status": status},
-                                              page_size=page_size, page_token=page_token)
+        ids, token = listed(v, lambda: self.views.shifts.select(
+            {"rider_id": rider_id, "status": status}, page_size=page_size,
+            page_token=page_token))
+        record = self._rider_record(rider_id)  # a rider unknown here is NOT_FOUND
         confirmed = sum((s["hours"] for s in record.shifts.values()), Decimal(0))
         return [self.shift(i) for i in ids], token, confirmed
 
@@ -167,9 +176,10 @@ class BadgesApplication(QijiApplication):
 
     def create_badge_class(self, *, name: str, description: str, image_url: str,
                            issuer_id: str, criteria: dict[str, Any], validity_days: int,
-                           image: bytes = b"", image_media_type: str = "") -> dict[str, Any]:
+                           image: bytes = b"", image_media_type: str = "",
+                           violations: Violations | None = None) -> dict[str, Any]:
         """A badge class; its picture, when given, is stored with it in the same save."""
-        v = Violations()
+        v = violations if violations is not None else Violations()
         check_text(v, "name", name, MAX_TEXT)
         check_text(v, "description", description, 2000, required=False)
         if len(image_url) > 500:
@@ -209,9 +219,9 @@ class BadgesApplication(QijiApplication):
             return Outcome([badge], {"badge_class_id": badge_class_id, "version": badge.version})
         return self.execute(decide, serialise_on=badge_class_id)
 
-    def revise_badge_criteria(self, *, badge_class_id: str, criteria: dict[str, Any]
-                              ) -> dict[str, Any]:
-        v = Violations()
+    def revise_badge_criteria(self, *, badge_class_id: str, criteria: dict[str, Any],
+                              violations: Violations | None = None) -> dict[str, Any]:
+        v = violations if violations is not None else Violations()
         parsed = self._criteria(v, criteria)
         self._note_badge_class(v, badge_class_id)
         v.raise_if_any()
@@ -244,9 +254,11 @@ class BadgesApplication(QijiApplication):
     # ------------------------------------------------------------------ awards
 
     def grant_badge(self, *, rider_id: str, badge_class_id: str, reason: str,
-                    evidence: list[dict[str, Any]]) -> dict[str, Any]:
-        """A manual award by an official: a written reason and at least one piece of evidence."""
-        v = Violations()
+                    evidence: list[dict[str, Any]], violations: Violations | None = None
+                    ) -> dict[str, Any]:
+        """A manual award by an official: a written reason and at least one piece of evidence
+        (an unreadable `evidence[i].time` is the entry point's, in `violations`)."""
+        v = violations if violations is not None else Violations()
         check_text(v, "reason", reason, 1000)  # why the rider deserves it
         v.require(bool(evidence), "evidence", "at least one piece of evidence",
                   "EVIDENCE_REQUIRED")

@@ -16,6 +16,7 @@ from services.badges.domain.criteria import Criteria, Track
 from services.badges.domain.model import Award, BadgeClass, VolunteerShift
 from shared import masking
 from shared.auth import CITY_ADMIN, ROLES
+from shared.errors import Violations
 from shared.grpc.convert import enum_in, enum_out, optional_time, timestamp
 from shared.tenancy import (
     CITY_READERS,
@@ -83,10 +84,12 @@ class BadgesServicer(pb_grpc.BadgesServiceServicer):
     # ------------------------------------------------------------------ volunteer service
 
     def LogVolunteerService(self, request: Any, context: Any) -> Any:
+        violations = Violations()  # reported with the application's findings, in one answer
         result = self.app.log_volunteer_service(
             rider_id=request.rider_id, community_id=request.community_id,
-            activity=request.activity, started_at=optional_time(request, "start_time"),
-            hours=request.hours)
+            activity=request.activity,
+            started_at=optional_time(request, "start_time", violations), hours=request.hours,
+            violations=violations)
         return pb.LogVolunteerServiceResponse(shift=self._shift_at(result))
 
     def ConfirmVolunteerService(self, request: Any, context: Any) -> Any:
@@ -100,11 +103,11 @@ class BadgesServicer(pb_grpc.BadgesServiceServicer):
         return pb.RejectVolunteerServiceResponse(shift=self._shift_at(result))
 
     def ListVolunteerService(self, request: Any, context: Any) -> Any:
-        status = pb.ShiftStatus.Name(request.status).removeprefix("SHIFT_STATUS_") if (
-            request.status in pb.ShiftStatus.values() and request.status) else ""
+        violations = Violations()
+        status = enum_in(request.status, pb.ShiftStatus, str, violations, "status") or ""
         shifts, token, hours = self.app.volunteer_service(
             rider_id=request.rider_id, status=status, page_size=request.page_size,
-            page_token=request.page_token)
+            page_token=request.page_token, violations=violations)
         return pb.ListVolunteerServiceResponse(shifts=[self._shift(s) for s in shifts],
                                                next_page_token=token,
                                                confirmed_hours=_decimal(hours))
@@ -112,11 +115,12 @@ class BadgesServicer(pb_grpc.BadgesServiceServicer):
     # ------------------------------------------------------------------ badge classes
 
     def CreateBadgeClass(self, request: Any, context: Any) -> Any:
+        violations = Violations()
         result = self.app.create_badge_class(
             name=request.name, description=request.description, image_url=request.image_url,
-            issuer_id=request.issuer_id, criteria=self._criteria_in(request.criteria),
+            issuer_id=request.issuer_id, criteria=self._criteria_in(request.criteria, violations),
             validity_days=request.validity_days, image=request.image,
-            image_media_type=request.image_media_type)
+            image_media_type=request.image_media_type, violations=violations)
         return pb.CreateBadgeClassResponse(badge_class=self._class_at(result))
 
     def UploadBadgeImage(self, request: Any, context: Any) -> Any:
@@ -126,8 +130,10 @@ class BadgesServicer(pb_grpc.BadgesServiceServicer):
         return pb.UploadBadgeImageResponse(badge_class=self._class_at(result))
 
     def ReviseBadgeCriteria(self, request: Any, context: Any) -> Any:
+        violations = Violations()
         result = self.app.revise_badge_criteria(
-            badge_class_id=request.badge_class_id, criteria=self._criteria_in(request.criteria))
+            badge_class_id=request.badge_class_id,
+            criteria=self._criteria_in(request.criteria, violations), violations=violations)
         return pb.ReviseBadgeCriteriaResponse(badge_class=self._class_at(result))
 
     def GetBadgeClass(self, request: Any, context: Any) -> Any:
@@ -143,12 +149,14 @@ class BadgesServicer(pb_grpc.BadgesServiceServicer):
     # ------------------------------------------------------------------ awards
 
     def GrantBadge(self, request: Any, context: Any) -> Any:
+        violations = Violations()
         result = self.app.grant_badge(
             rider_id=request.rider_id, badge_class_id=request.badge_class_id,
             reason=request.reason,
             evidence=[{"reference": e.source + ":" + e.reference if e.source else e.reference,
                        "narrative": e.narrative,
-                       "at": optional_time(e, "time")} for e in request.evidence])
+                       "at": optional_time(e, "time", violations, path=f"evidence[{i}].time")}
+                      for i, e in enumerate(request.evidence)], violations=violations)
         return pb.GrantBadgeResponse(award=self._award_at(result))
 
     def RevokeAward(self, request: Any, context: Any) -> Any:
@@ -278,11 +286,13 @@ class BadgesServicer(pb_grpc.BadgesServiceServicer):
             revoked_by=a.revoked_by, version=a.version)
 
     @staticmethod
-    def _criteria_in(c: Any) -> dict[str, Any]:
+    def _criteria_in(c: Any, violations: Violations) -> dict[str, Any]:
         return {"min_volunteer_hours": c.min_volunteer_hours,
                 "required_course_ids": list(c.required_course_ids),
-                "track_requirements": [(enum_in(t.track, pb.Track, Track), t.courses_passed)
-                                       for t in c.track_requirements],
+                "track_requirements": [
+                    (enum_in(t.track, pb.Track, Track, violations,
+                             f"criteria.track_requirements[{i}].track"), t.courses_passed)
+                    for i, t in enumerate(c.track_requirements)],
                 "min_verified_reports": c.min_verified_reports, "within_days": c.within_days,
                 "narrative": c.narrative}
 

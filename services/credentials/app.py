@@ -153,8 +153,8 @@ def build_app(source: BadgesSource, *, service: str = "credentials") -> Starlett
         raw = request.path_params["list_number"]
         # ASCII digits only: str.isdigit() also takes "²", which int() refuses.
         if not re.fullmatch("[0-9]{1,6}", raw):
-            raise Problem(400, f"the list number must be a whole number from 0, got "
-                          f"{raw[:20]!r}", "list_number")
+            raise Problem(400, f"the list number must be a whole number from 0 to 999999, "
+                          f"got {raw[:20]!r}", "list_number")
         credential, jwt = await call(source.status_list, issuer_id, int(raw))
         # A verifier dereferencing statusListCredential gets the secured form (VC-JWT);
         # ?format=json (or Accept: application/json) shows the same credential unsigned.

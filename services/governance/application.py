@@ -76,7 +76,7 @@ from shared.errors import (
     Violations,
 )
 from shared.followers import Follower, UpstreamEvent
-from shared.paging import page
+from shared.paging import listed, page
 from shared.tenancy import Owners
 from shared.values import check_coordinates
 from shared.wire import one_of
@@ -188,6 +188,15 @@ class RuleInput:
 
 
 @dataclass(frozen=True)
+class SessionInput:
+    """A mediation session as a request gives it (MediationSession)."""
+
+    held_at: datetime | None
+    place: str
+    notes: str = ""
+
+
+@dataclass(frozen=True)
 class DeadlineInput:
     kind: ReportKind | None
     acknowledge_within: timedelta | None
@@ -213,13 +222,19 @@ class GovernanceApplication(QijiApplication):
 
     def submit_report(self, *, rider_id: str, kind: ReportKind | None,
                       category: Category | None, location: Location | None, text: str,
-                      attachment_refs: list[str], observed_at: datetime | None) -> dict[str, Any]:
+                      attachment_refs: list[str], observed_at: datetime | None,
+                      violations: Violations | None = None) -> dict[str, Any]:
         """Stores the report and, in the same save, either links it to the open report of the
-        same incident or routes it by the current rules."""
-        violations = Violations()
-        violations.require(kind is not None, "kind", one_of(ReportKind), ENUM_VALUE_REQUIRED)
-        violations.require(category is not None, "category", one_of(Category),
-                           ENUM_VALUE_REQUIRED)
+        same incident or routes it by the current rules.
+
+        `violations`, here and in every command and list that takes them: what the entry point
+        already found wrong in the request (an enum number the contract does not define, a
+        timestamp it could not read), reported with the rest in one answer."""
+        violations = violations if violations is not None else Violations()
+        violations.require(kind is not None or violations.about("kind"), "kind",
+                           one_of(ReportKind), ENUM_VALUE_REQUIRED)
+        violations.require(category is not None or violations.about("category"), "category",
+                           one_of(Category), ENUM_VALUE_REQUIRED)
         if location is None:
             violations.add("location", "must give the street and WGS84 coordinates",
                            FIELD_REQUIRED)
@@ -337,12 +352,13 @@ class GovernanceApplication(QijiApplication):
 
     def list_reports(self, *, street_id: str, kind: ReportKind | None,
                      status: ReportStatus | None, rider_id: str, page_size: int,
-                     page_token: str) -> tuple[list[ReportView], str]:
+                     page_token: str, violations: Violations | None = None
+                     ) -> tuple[list[ReportView], str]:
         self.views.catch_up()
-        ids, token = self.views.reports.select(
+        ids, token = listed(violations, lambda: self.views.reports.select(
             {"street_id": street_id, "kind": kind.value if kind else "",
              "status": status.value if status else "", "rider_id": rider_id},
-            page_size=page_size, page_token=page_token)
+            page_size=page_size, page_token=page_token))
         return [self.report(i) for i in ids], token
 
     def report_history(self, report_id: str) -> list[HistoryEntry]:
@@ -383,10 +399,11 @@ class GovernanceApplication(QijiApplication):
                           lambda r, now: r.resolve(department_id, resolution.strip(), now))
 
     def reject_assignment(self, *, report_id: str, department_id: str,
-                          reason: RejectionReason | None, note: str) -> dict[str, Any]:
-        violations = Violations()
-        violations.require(reason is not None, "reason", one_of(RejectionReason),
-                           ENUM_VALUE_REQUIRED)
+                          reason: RejectionReason | None, note: str,
+                          violations: Violations | None = None) -> dict[str, Any]:
+        violations = violations if violations is not None else Violations()
+        violations.require(reason is not None or violations.about("reason"), "reason",
+                           one_of(RejectionReason), ENUM_VALUE_REQUIRED)
         check_text(violations, "note", note, required=False)
         return self._work(report_id, department_id, violations,
                           lambda r, now: r.reject(department_id, reason.value if reason else "",
@@ -432,9 +449,9 @@ class GovernanceApplication(QijiApplication):
                     filters=[f"department_id={department_id}"])
 
     def report_statistics(self, *, street_id: str, kind: ReportKind | None,
-                          start: datetime | None, end: datetime | None
-                          ) -> list[StatisticsRow]:
-        violations = Violations()
+                          start: datetime | None, end: datetime | None,
+                          violations: Violations | None = None) -> list[StatisticsRow]:
+        violations = violations if violations is not None else Violations()
         if street_id:
             _check_id(violations, "street_id", street_id)
         if start is not None and end is not None:
@@ -470,11 +487,13 @@ class GovernanceApplication(QijiApplication):
 
     # ------------------------------------------------------------------ routing rules
 
-    def set_routing_rules(self, *, rules: list[RuleInput], deadlines: list[DeadlineInput]
-                          ) -> dict[str, Any]:
+    def set_routing_rules(self, *, rules: list[RuleInput], deadlines: list[DeadlineInput],
+                          violations: Violations | None = None) -> dict[str, Any]:
         """Replaces the whole table; kinds the request gives no deadlines for get the
-        defaults of values.py."""
-        violations = Violations()
+        defaults of values.py. A rule's kind or category None matches any (the contract's
+        *_UNSPECIFIED); a number the contract does not define is the entry point's violation
+        in `violations`, never a rule that matches any."""
+        violations = violations if violations is not None else Violations()
         stored = [{"name": r.name.strip(), "kind": r.kind.value if r.kind else "",
                    "category": r.category.value if r.category else "",
                    "street_id": r.street_id,
@@ -495,7 +514,9 @@ class GovernanceApplication(QijiApplication):
         for i, d in enumerate(deadlines):
             check_deadline(violations, f"deadlines[{i}]", d.acknowledge_within, d.resolve_within)
             if d.kind is None:
-                violations.add(f"deadlines[{i}].kind", one_of(ReportKind), ENUM_VALUE_REQUIRED)
+                violations.require(violations.about(f"deadlines[{i}].kind"),
+                                   f"deadlines[{i}].kind", one_of(ReportKind),
+                                   ENUM_VALUE_REQUIRED)
             elif d.kind in seen:
                 violations.add(f"deadlines[{i}].kind", "given twice", DUPLICATE_VALUE)
             elif d.acknowledge_within and d.resolve_within:
@@ -539,9 +560,9 @@ class GovernanceApplication(QijiApplication):
     # ------------------------------------------------------------------ mediation
 
     def open_mediation_case(self, *, street_id: str, report_id: str, subject: str,
-                            mediator_name: str, parties: list[Party]
-                            ) -> dict[str, Any]:
-        violations = Violations()
+                            mediator_name: str, parties: list[Party],
+                            violations: Violations | None = None) -> dict[str, Any]:
+        violations = violations if violations is not None else Violations()
         self._note_organisation(violations, street_id, "street_id", STREET, "street")
         if report_id and _check_id(violations, "report_id", report_id) \
                 and self.found(report_id, Report) is None:
@@ -570,18 +591,29 @@ class GovernanceApplication(QijiApplication):
             return Outcome([case], {"case_id": str(case.id), "version": case.version})
         return self.execute(decide)
 
-    def record_mediation_session(self, *, case_id: str, held_at: datetime | None, place: str,
-                                 notes: str) -> dict[str, Any]:
-        violations = Violations()
-        violations.require(held_at is not None, "hold_time", "must be set", FIELD_REQUIRED)
-        if held_at is not None and held_at > self.clock() + CLOCK_SKEW:
-            violations.add("hold_time", "record a session once it was held, not before",
-                           "TIME_IN_THE_FUTURE")
-        check_text(violations, "place", place, required=True)
-        check_text(violations, "notes", notes, required=False, limit=MAX_TEXT)
-        # `held_at` is set whenever the change runs: a missing one is a violation raised first.
-        return self._change_case(case_id, violations,
-                                 lambda c: c.hold_session(held_at, place.strip(), notes.strip()))
+    def record_mediation_session(self, *, case_id: str, session: SessionInput | None,
+                                 violations: Violations | None = None) -> dict[str, Any]:
+        """Violations name the session's fields by their path in the request (AIP-193):
+        `session.hold_time`, `session.place`, `session.notes`; no session at all is `session`."""
+        violations = violations if violations is not None else Violations()
+        if session is None:
+            violations.add("session", "must give when and where the session was held",
+                           FIELD_REQUIRED)
+        else:
+            held_at = session.held_at
+            violations.require(held_at is not None or violations.about("session.hold_time"),
+                               "session.hold_time", "must be set", FIELD_REQUIRED)
+            if held_at is not None and held_at > self.clock() + CLOCK_SKEW:
+                violations.add("session.hold_time",
+                               "record a session once it was held, not before",
+                               "TIME_IN_THE_FUTURE")
+            check_text(violations, "session.place", session.place, required=True)
+            check_text(violations, "session.notes", session.notes, required=False,
+                       limit=MAX_TEXT)
+        # A session with its time is there whenever the change runs: without, a violation was
+        # raised first.
+        return self._change_case(case_id, violations, lambda c: c.hold_session(
+            session.held_at, session.place.strip(), session.notes.strip()))
 
     def record_mediation_agreement(self, *, case_id: str, outcome: str
                                    ) -> dict[str, Any]:
@@ -627,12 +659,13 @@ class GovernanceApplication(QijiApplication):
             closed_at=c.closed_at, version=c.version)
 
     def list_mediation_cases(self, *, street_id: str, status: MediationStatus | None,
-                             page_size: int, page_token: str
+                             page_size: int, page_token: str,
+                             violations: Violations | None = None
                              ) -> tuple[list[MediationCaseView], str]:
         self.views.catch_up()
-        ids, token = self.views.cases.select(
+        ids, token = listed(violations, lambda: self.views.cases.select(
             {"street_id": street_id, "status": status.value if status else ""},
-            page_size=page_size, page_token=page_token)
+            page_size=page_size, page_token=page_token))
         return [self.mediation_case(i) for i in ids], token
 
     # ------------------------------------------------------------------ pledge

@@ -21,6 +21,7 @@ from services.governance.application import (
     ReportView,
     RoutingRulesView,
     RuleInput,
+    SessionInput,
 )
 from services.governance.domain.values import (
     Category,
@@ -39,6 +40,7 @@ from shared.auth import (
     ROLES,
     STREET_OFFICE,
 )
+from shared.errors import Violations
 from shared.grpc.convert import enum_in, enum_out, optional_time, timestamp
 from shared.tenancy import (
     CITY_READERS,
@@ -108,26 +110,31 @@ class GovernanceServicer(pb_grpc.GovernanceServiceServicer):
     # ------------------------------------------------------------------ reports
 
     def SubmitReport(self, request: Any, context: Any) -> Any:
+        violations = Violations()  # reported with the application's findings, in one answer
         location = None
         if request.HasField("location"):
             location = Location(request.location.street_id, request.location.latitude,
                                 request.location.longitude)
         result = self.app.submit_report(
-            rider_id=request.rider_id, kind=enum_in(request.kind, pb.ReportKind, ReportKind),
-            category=enum_in(request.category, pb.Category, Category), location=location,
-            text=request.text, attachment_refs=list(request.attachment_refs),
-            observed_at=optional_time(request, "observe_time"))
+            rider_id=request.rider_id,
+            kind=enum_in(request.kind, pb.ReportKind, ReportKind, violations, "kind"),
+            category=enum_in(request.category, pb.Category, Category, violations, "category"),
+            location=location, text=request.text, attachment_refs=list(request.attachment_refs),
+            observed_at=optional_time(request, "observe_time", violations),
+            violations=violations)
         return pb.SubmitReportResponse(report=self._report_at(result))
 
     def GetReport(self, request: Any, context: Any) -> Any:
         return pb.GetReportResponse(report=self._report(self.app.report(request.report_id)))
 
     def ListReports(self, request: Any, context: Any) -> Any:
+        violations = Violations()
         found, token = self.app.list_reports(
-            street_id=request.street_id, kind=enum_in(request.kind, pb.ReportKind, ReportKind),
-            status=enum_in(request.status, pb.ReportStatus, ReportStatus),
+            street_id=request.street_id,
+            kind=enum_in(request.kind, pb.ReportKind, ReportKind, violations, "kind"),
+            status=enum_in(request.status, pb.ReportStatus, ReportStatus, violations, "status"),
             rider_id=request.rider_id, page_size=request.page_size,
-            page_token=request.page_token)
+            page_token=request.page_token, violations=violations)
         return pb.ListReportsResponse(reports=[self._report(r) for r in found],
                                       next_page_token=token)
 
@@ -156,10 +163,12 @@ class GovernanceServicer(pb_grpc.GovernanceServiceServicer):
         return pb.ResolveAssignmentResponse(report=self._report_at(result))
 
     def RejectAssignment(self, request: Any, context: Any) -> Any:
+        violations = Violations()
         result = self.app.reject_assignment(
             report_id=request.report_id, department_id=request.department_id,
-            reason=enum_in(request.reason, pb.RejectionReason, RejectionReason),
-            note=request.note)
+            reason=enum_in(request.reason, pb.RejectionReason, RejectionReason, violations,
+                           "reason"),
+            note=request.note, violations=violations)
         return pb.RejectAssignmentResponse(report=self._report_at(result))
 
     def VerifyReport(self, request: Any, context: Any) -> Any:
@@ -176,25 +185,38 @@ class GovernanceServicer(pb_grpc.GovernanceServiceServicer):
                                               next_page_token=token)
 
     def GetReportStatistics(self, request: Any, context: Any) -> Any:
+        violations = Violations()
         rows = self.app.report_statistics(
-            street_id=request.street_id, kind=enum_in(request.kind, pb.ReportKind, ReportKind),
-            start=optional_time(request, "start_time"), end=optional_time(request, "end_time"))
+            street_id=request.street_id,
+            kind=enum_in(request.kind, pb.ReportKind, ReportKind, violations, "kind"),
+            start=optional_time(request, "start_time", violations),
+            end=optional_time(request, "end_time", violations), violations=violations)
         return pb.GetReportStatisticsResponse(statistics=[self._statistics(r) for r in rows])
 
     # ------------------------------------------------------------------ routing rules
 
     def SetRoutingRules(self, request: Any, context: Any) -> Any:
+        # A rule's kind or category *_UNSPECIFIED matches any (the contract says so); a number
+        # the contract does not define is refused, never taken for "any".
+        violations = Violations()
         rules = [RuleInput(
-            name=r.name, kind=enum_in(r.kind, pb.ReportKind, ReportKind),
-            category=enum_in(r.category, pb.Category, Category), street_id=r.street_id,
-            department_functions=[enum_in(f, pb.DepartmentFunction, DepartmentFunction)
-                                  for f in r.department_functions],
-            department_ids=list(r.department_ids)) for r in request.rules]
+            name=r.name,
+            kind=enum_in(r.kind, pb.ReportKind, ReportKind, violations, f"rules[{i}].kind"),
+            category=enum_in(r.category, pb.Category, Category, violations,
+                             f"rules[{i}].category"),
+            street_id=r.street_id,
+            department_functions=[
+                enum_in(f, pb.DepartmentFunction, DepartmentFunction, violations,
+                        f"rules[{i}].department_functions[{j}]")
+                for j, f in enumerate(r.department_functions)],
+            department_ids=list(r.department_ids)) for i, r in enumerate(request.rules)]
         deadlines = [DeadlineInput(
-            kind=enum_in(d.kind, pb.ReportKind, ReportKind),
+            kind=enum_in(d.kind, pb.ReportKind, ReportKind, violations, f"deadlines[{i}].kind"),
             acknowledge_within=_timedelta(d, "acknowledge_within"),
-            resolve_within=_timedelta(d, "resolve_within")) for d in request.deadlines]
-        result = self.app.set_routing_rules(rules=rules, deadlines=deadlines)
+            resolve_within=_timedelta(d, "resolve_within"))
+            for i, d in enumerate(request.deadlines)]
+        result = self.app.set_routing_rules(rules=rules, deadlines=deadlines,
+                                            violations=violations)
         return pb.SetRoutingRulesResponse(
             routing_rules=self._rules(self.app.routing_rules(result["version"])))
 
@@ -205,17 +227,25 @@ class GovernanceServicer(pb_grpc.GovernanceServiceServicer):
     # ------------------------------------------------------------------ mediation
 
     def OpenMediationCase(self, request: Any, context: Any) -> Any:
+        violations = Violations()
         result = self.app.open_mediation_case(
             street_id=request.street_id, report_id=request.report_id, subject=request.subject,
             mediator_name=request.mediator_name,
-            parties=[Party(role=enum_in(p.role, pb.PartyRole, PartyRole), name=p.name,
-                           rider_id=p.rider_id) for p in request.parties])
+            parties=[Party(role=enum_in(p.role, pb.PartyRole, PartyRole, violations,
+                                        f"parties[{i}].role"), name=p.name, rider_id=p.rider_id)
+                     for i, p in enumerate(request.parties)], violations=violations)
         return pb.OpenMediationCaseResponse(mediation_case=self._case_at(result))
 
     def RecordMediationSession(self, request: Any, context: Any) -> Any:
-        result = self.app.record_mediation_session(
-            case_id=request.case_id, held_at=optional_time(request.session, "hold_time"),
-            place=request.session.place, notes=request.session.notes)
+        violations = Violations()
+        session = None
+        if request.HasField("session"):
+            session = SessionInput(
+                held_at=optional_time(request.session, "hold_time", violations,
+                                      path="session.hold_time"),
+                place=request.session.place, notes=request.session.notes)
+        result = self.app.record_mediation_session(case_id=request.case_id, session=session,
+                                                   violations=violations)
         return pb.RecordMediationSessionResponse(mediation_case=self._case_at(result))
 
     def RecordMediationAgreement(self, request: Any, context: Any) -> Any:
@@ -233,10 +263,12 @@ class GovernanceServicer(pb_grpc.GovernanceServiceServicer):
             mediation_case=self._case(self.app.mediation_case(request.case_id)))
 
     def ListMediationCases(self, request: Any, context: Any) -> Any:
+        violations = Violations()
         found, token = self.app.list_mediation_cases(
             street_id=request.street_id,
-            status=enum_in(request.status, pb.MediationStatus, MediationStatus),
-            page_size=request.page_size, page_token=request.page_token)
+            status=enum_in(request.status, pb.MediationStatus, MediationStatus, violations,
+                           "status"),
+            page_size=request.page_size, page_token=request.page_token, violations=violations)
         return pb.ListMediationCasesResponse(mediation_cases=[self._case(c) for c in found],
                                              next_page_token=token)
 
@@ -370,13 +402,19 @@ def _assignment(a: dict[str, Any]) -> Any:
 
 
 def _timedelta(message: Any, field: str) -> timedelta | None:
-    """None when absent or beyond what a timedelta holds; the application says which."""
+    """None when absent or beyond what a timedelta holds; the application says which. A
+    fraction finer than a timedelta's microsecond is kept as one, so that the application
+    sees the duration is not whole seconds (ToTimedelta would drop it)."""
     if not message.HasField(field):
         return None
+    duration = getattr(message, field)
     try:
-        return getattr(message, field).ToTimedelta()
+        value = duration.ToTimedelta()
     except (ValueError, OverflowError):
         return None
+    if duration.nanos % 1000:
+        value += timedelta(microseconds=1 if duration.nanos > 0 else -1)
+    return value
 
 
 def _duration(value: timedelta | None) -> Duration | None:

@@ -40,6 +40,7 @@ from shared.errors import (
     check_text,
 )
 from shared.followers import LocalFeed
+from shared.paging import listed
 from shared.personal_data import ERASED
 from shared.tenancy import TenancyDirectory
 from shared.wire import must_be_specified, wire_name
@@ -103,9 +104,15 @@ class IdentityApplication(QijiApplication):
     # ------------------------------------------------------------------ organisations
 
     def create_organisation(self, *, kind: OrganisationKind | None, name: str, parent_id: str,
-                            department_function: DepartmentFunction | None) -> dict[str, Any]:
+                            department_function: DepartmentFunction | None,
+                            violations: Violations | None = None) -> dict[str, Any]:
+        """`violations`, here and in every command and list that takes them: what the entry
+        point already found wrong in the request (an enum number the contract does not define,
+        a timestamp it could not read), reported with the rest in one answer."""
+        given = violations.items if violations is not None else []
+
         def decide() -> Outcome:
-            violations = Violations()
+            violations = Violations(list(given))
             parent = None
             # A kind that stands without a parent is told so whatever its parent_id names.
             if parent_id and (kind is None or any(PARENT_KINDS[kind])):
@@ -131,10 +138,11 @@ class IdentityApplication(QijiApplication):
             created_at=o.created_on, version=o.version)
 
     def list_organisations(self, *, kind: OrganisationKind | None, parent_id: str,
-                           page_size: int, page_token: str) -> tuple[list[OrganisationView], str]:
+                           page_size: int, page_token: str, violations: Violations | None = None
+                           ) -> tuple[list[OrganisationView], str]:
         self.views.catch_up()
-        ids, token = self.views.organisations.page(
-            kind=kind, parent_id=parent_id, page_size=page_size, page_token=page_token)
+        ids, token = listed(violations, lambda: self.views.organisations.page(
+            kind=kind, parent_id=parent_id, page_size=page_size, page_token=page_token))
         return [self.organisation(i) for i in ids], token
 
     def _note_organisation(self, violations: Violations, field: str, organisation_id: str
@@ -164,9 +172,12 @@ class IdentityApplication(QijiApplication):
 
     def create_service_space(self, *, street_id: str, name: str, address: str,
                              amenities: list[Amenity | None],
-                             opening_hours: list[dict[str, Any]]) -> dict[str, Any]:
+                             opening_hours: list[dict[str, Any]],
+                             violations: Violations | None = None) -> dict[str, Any]:
+        given = violations.items if violations is not None else []
+
         def decide() -> Outcome:
-            violations = Violations()
+            violations = Violations(list(given))
             self._organisation_of_kind(violations, "street_id", street_id,
                                        OrganisationKind.STREET)
             check_text(violations, "name", name, MAX_NAME_LENGTH)
@@ -180,8 +191,9 @@ class IdentityApplication(QijiApplication):
         return self.execute(decide)
 
     def update_service_space(self, *, service_space_id: str, amenities: list[Amenity | None],
-                             opening_hours: list[dict[str, Any]]) -> dict[str, Any]:
-        violations = Violations()
+                             opening_hours: list[dict[str, Any]],
+                             violations: Violations | None = None) -> dict[str, Any]:
+        violations = violations if violations is not None else Violations()
         check_id(violations, "service_space_id", service_space_id)
         ServiceSpace.check(violations, amenities, opening_hours)
         violations.raise_if_any()
@@ -202,10 +214,12 @@ class IdentityApplication(QijiApplication):
             created_at=s.created_on, version=s.version)
 
     def list_service_spaces(self, *, street_id: str, amenities: list[Amenity], page_size: int,
-                            page_token: str) -> tuple[list[ServiceSpaceView], str]:
+                            page_token: str, violations: Violations | None = None
+                            ) -> tuple[list[ServiceSpaceView], str]:
         self.views.catch_up()
-        ids, token = self.views.service_spaces.page(
-            street_id=street_id, amenities=amenities, page_size=page_size, page_token=page_token)
+        ids, token = listed(violations, lambda: self.views.service_spaces.page(
+            street_id=street_id, amenities=amenities, page_size=page_size,
+            page_token=page_token))
         return [self.service_space(i) for i in ids], token
 
     # ------------------------------------------------------------------ riders
@@ -274,11 +288,9 @@ class IdentityApplication(QijiApplication):
     def record_career_milestone(self, *, rider_id: str, kind: CareerMilestoneKind | None,
                                 organisation_id: str, effective_at: datetime | None, note: str,
                                 violations: Violations | None = None) -> dict[str, Any]:
-        """`violations`: what the entry point already found wrong in the request (a timestamp
-        it could not read), reported with the rest."""
         violations = violations if violations is not None else Violations()
         check_id(violations, "rider_id", rider_id)
-        violations.require(kind is not None, "kind",
+        violations.require(kind is not None or violations.about("kind"), "kind",
                            must_be_specified(CareerMilestoneKind),
                            ENUM_VALUE_REQUIRED)
         self._note_organisation(violations, "organisation_id", organisation_id)
@@ -289,11 +301,11 @@ class IdentityApplication(QijiApplication):
         return self._change_rider(
             rider_id, lambda r: r.record_milestone(kind, organisation_id, when, note.strip()))
 
-    def grant_consent(self, *, rider_id: str, scope: ConsentScope | None, recipient_id: str
-                      ) -> dict[str, Any]:
-        violations = Violations()
+    def grant_consent(self, *, rider_id: str, scope: ConsentScope | None, recipient_id: str,
+                      violations: Violations | None = None) -> dict[str, Any]:
+        violations = violations if violations is not None else Violations()
         check_id(violations, "rider_id", rider_id)
-        violations.require(scope is not None, "scope",
+        violations.require(scope is not None or violations.about("scope"), "scope",
                            must_be_specified(ConsentScope),
                            ENUM_VALUE_REQUIRED)
         self._note_organisation(violations, "recipient_id", recipient_id)
@@ -337,11 +349,12 @@ class IdentityApplication(QijiApplication):
         return self.rider(str(rider_id))
 
     def list_riders(self, *, home_street_id: str, station_id: str, status: RiderStatus | None,
-                    page_size: int, page_token: str) -> tuple[list[RiderView], str]:
+                    page_size: int, page_token: str, violations: Violations | None = None
+                    ) -> tuple[list[RiderView], str]:
         self.views.catch_up()
-        ids, token = self.views.riders.page(
+        ids, token = listed(violations, lambda: self.views.riders.page(
             home_street_id=home_street_id, station_id=station_id, status=status,
-            page_size=page_size, page_token=page_token)
+            page_size=page_size, page_token=page_token))
         return [self.rider(i) for i in ids], token
 
     def _rider_view(self, r: Rider) -> RiderView:

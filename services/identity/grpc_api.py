@@ -91,11 +91,13 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
     # ------------------------------------------------------------------ organisations
 
     def CreateOrganisation(self, request: Any, context: Any) -> Any:
+        violations = Violations()  # reported with the application's findings, in one answer
         result = self.app.create_organisation(
-            kind=enum_in(request.kind, pb.OrganisationKind, OrganisationKind),
+            kind=enum_in(request.kind, pb.OrganisationKind, OrganisationKind, violations, "kind"),
             name=request.name, parent_id=request.parent_id,
             department_function=enum_in(request.department_function, pb.DepartmentFunction,
-                                        DepartmentFunction))
+                                        DepartmentFunction, violations, "department_function"),
+            violations=violations)
         return pb.CreateOrganisationResponse(organisation=self._organisation(
             self.app.organisation(result["organisation_id"], result["version"])))
 
@@ -104,28 +106,31 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
             organisation=self._organisation(self.app.organisation(request.organisation_id)))
 
     def ListOrganisations(self, request: Any, context: Any) -> Any:
+        violations = Violations()
         found, token = self.app.list_organisations(
-            kind=enum_in(request.kind, pb.OrganisationKind, OrganisationKind),
+            kind=enum_in(request.kind, pb.OrganisationKind, OrganisationKind, violations, "kind"),
             parent_id=request.parent_id, page_size=request.page_size,
-            page_token=request.page_token)
+            page_token=request.page_token, violations=violations)
         return pb.ListOrganisationsResponse(
             organisations=[self._organisation(o) for o in found], next_page_token=token)
 
     # ------------------------------------------------------------------ service spaces
 
     def CreateServiceSpace(self, request: Any, context: Any) -> Any:
+        violations = Violations()
         result = self.app.create_service_space(
             street_id=request.street_id, name=request.name, address=request.address,
-            amenities=self._amenities(request.amenities),
-            opening_hours=self._hours(request.opening_hours))
+            amenities=self._amenities(request.amenities, violations),
+            opening_hours=self._hours(request.opening_hours), violations=violations)
         return pb.CreateServiceSpaceResponse(service_space=self._space(
             self.app.service_space(result["service_space_id"], result["version"])))
 
     def UpdateServiceSpace(self, request: Any, context: Any) -> Any:
+        violations = Violations()
         result = self.app.update_service_space(
             service_space_id=request.service_space_id,
-            amenities=self._amenities(request.amenities),
-            opening_hours=self._hours(request.opening_hours))
+            amenities=self._amenities(request.amenities, violations),
+            opening_hours=self._hours(request.opening_hours), violations=violations)
         return pb.UpdateServiceSpaceResponse(service_space=self._space(
             self.app.service_space(result["service_space_id"], result["version"])))
 
@@ -134,10 +139,11 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
             service_space=self._space(self.app.service_space(request.service_space_id)))
 
     def ListServiceSpaces(self, request: Any, context: Any) -> Any:
+        violations = Violations()
         found, token = self.app.list_service_spaces(
             street_id=request.street_id,
-            amenities=[a for a in self._amenities(request.amenities) if a],
-            page_size=request.page_size, page_token=request.page_token)
+            amenities=[a for a in self._amenities(request.amenities, violations) if a],
+            page_size=request.page_size, page_token=request.page_token, violations=violations)
         return pb.ListServiceSpacesResponse(service_spaces=[self._space(s) for s in found],
                                             next_page_token=token)
 
@@ -170,16 +176,19 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
         violations = Violations()  # reported with the application's findings, in one answer
         result = self.app.record_career_milestone(
             rider_id=request.rider_id,
-            kind=enum_in(request.kind, pb.CareerMilestoneKind, CareerMilestoneKind),
+            kind=enum_in(request.kind, pb.CareerMilestoneKind, CareerMilestoneKind, violations,
+                         "kind"),
             organisation_id=request.organisation_id,
             effective_at=optional_time(request, "effective_time", violations),
             note=request.note, violations=violations)
         return pb.RecordCareerMilestoneResponse(rider=self._rider_at(result))
 
     def GrantConsent(self, request: Any, context: Any) -> Any:
+        violations = Violations()
         result = self.app.grant_consent(
-            rider_id=request.rider_id, scope=enum_in(request.scope, pb.ConsentScope, ConsentScope),
-            recipient_id=request.recipient_id)
+            rider_id=request.rider_id,
+            scope=enum_in(request.scope, pb.ConsentScope, ConsentScope, violations, "scope"),
+            recipient_id=request.recipient_id, violations=violations)
         return pb.GrantConsentResponse(rider=self._rider_at(result),
                                        consent_id=result["consent_id"])
 
@@ -196,10 +205,11 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
             platform_id=request.platform_id, platform_rider_id=request.platform_rider_id)))
 
     def ListRiders(self, request: Any, context: Any) -> Any:
+        violations = Violations()
         found, token = self.app.list_riders(
             home_street_id=request.home_street_id, station_id=request.station_id,
-            status=enum_in(request.status, pb.RiderStatus, RiderStatus),
-            page_size=request.page_size, page_token=request.page_token)
+            status=enum_in(request.status, pb.RiderStatus, RiderStatus, violations, "status"),
+            page_size=request.page_size, page_token=request.page_token, violations=violations)
         return pb.ListRidersResponse(riders=[self._rider(r) for r in found],
                                      next_page_token=token)
 
@@ -251,8 +261,9 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
             version=r.version)
 
     @staticmethod
-    def _amenities(values: Any) -> list[Amenity | None]:
-        return [enum_in(v, pb.Amenity, Amenity) for v in values]
+    def _amenities(values: Any, violations: Violations) -> list[Amenity | None]:
+        return [enum_in(v, pb.Amenity, Amenity, violations, f"amenities[{i}]")
+                for i, v in enumerate(values)]
 
     @staticmethod
     def _hours(values: Any) -> list[dict[str, Any]]:

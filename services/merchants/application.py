@@ -57,6 +57,7 @@ from shared.errors import (
     require_ids,
 )
 from shared.followers import Follower, UpstreamEvent
+from shared.paging import listed
 from shared.references import Reference, note_reference
 from shared.tenancy import Owners
 from shared.values import check_coordinates
@@ -189,9 +190,13 @@ class MerchantsApplication(QijiApplication):
 
     def apply_merchant(self, *, merchant_id: str, name: str, street_id: str, category: str,
                        latitude: float, longitude: float, address: str,
-                       amenities: list[MerchantAmenity | None]) -> dict[str, Any]:
+                       amenities: list[MerchantAmenity | None],
+                       violations: Violations | None = None) -> dict[str, Any]:
+        """`violations`, here and in every command and list that takes them: what the entry
+        point already found wrong in the request (an enum number the contract does not define,
+        a timestamp it could not read), reported with the rest in one answer."""
         # Everything wrong with the request, references included, in one answer.
-        violations = Violations()
+        violations = violations if violations is not None else Violations()
         check_text(violations, "name", name, MAX_TEXT)
         check_text(violations, "category", category, 50)
         check_coordinates(violations, "location", latitude, longitude)
@@ -242,8 +247,9 @@ class MerchantsApplication(QijiApplication):
                                            violations)
 
     def update_merchant_amenities(self, *, merchant_id: str,
-                                  amenities: list[MerchantAmenity | None]) -> dict[str, Any]:
-        violations = Violations()
+                                  amenities: list[MerchantAmenity | None],
+                                  violations: Violations | None = None) -> dict[str, Any]:
+        violations = violations if violations is not None else Violations()
         check_id(violations, "merchant_id", merchant_id)
         _check_amenities(violations, amenities)
         violations.raise_if_any()
@@ -276,12 +282,12 @@ class MerchantsApplication(QijiApplication):
             version=m.version)
 
     def list_merchants(self, *, street_id: str, status: MerchantStatus | None,
-                       amenities: list[MerchantAmenity], page_size: int, page_token: str
-                       ) -> tuple[list[MerchantView], str]:
+                       amenities: list[MerchantAmenity], page_size: int, page_token: str,
+                       violations: Violations | None = None) -> tuple[list[MerchantView], str]:
         self.views.catch_up()
-        ids, token = self.views.merchants.page(street_id=street_id, status=status,
-                                               amenities=amenities, page_size=page_size,
-                                               page_token=page_token)
+        ids, token = listed(violations, lambda: self.views.merchants.page(
+            street_id=street_id, status=status, amenities=amenities, page_size=page_size,
+            page_token=page_token))
         return [self.merchant(i) for i in ids], token
 
     # ------------------------------------------------------------------ perk offers
@@ -291,10 +297,12 @@ class MerchantsApplication(QijiApplication):
                           eligibility: Eligibility | None, badge_class_id: str,
                           total_quota: int, per_rider_limit: int,
                           limit_period: LimitPeriod | None, valid_from: datetime | None,
-                          valid_until: datetime | None, code_ttl_minutes: int) -> dict[str, Any]:
-        v = Violations()
+                          valid_until: datetime | None, code_ttl_minutes: int,
+                          violations: Violations | None = None) -> dict[str, Any]:
+        v = violations if violations is not None else Violations()
         check_text(v, "title", title, MAX_TEXT)
-        v.require(kind is not None, "kind", one_of(PerkKind), ENUM_VALUE_REQUIRED)
+        v.require(kind is not None or v.about("kind"), "kind", one_of(PerkKind),
+                  ENUM_VALUE_REQUIRED)
         if kind is PerkKind.PERCENT_DISCOUNT:
             v.require(1 <= percent_off <= 100, "percent_off",
                       f"must be 1 to 100 for {wire_name(PerkKind.PERCENT_DISCOUNT)}",
@@ -305,8 +313,8 @@ class MerchantsApplication(QijiApplication):
                       "AMOUNT_OFF_INVALID")
         if kind is PerkKind.FREE_ITEM:
             check_text(v, "free_item", free_item, MAX_TEXT)
-        v.require(eligibility is not None, "eligibility", one_of(Eligibility),
-                  ENUM_VALUE_REQUIRED)
+        v.require(eligibility is not None or v.about("eligibility"), "eligibility",
+                  one_of(Eligibility), ENUM_VALUE_REQUIRED)
         if eligibility is Eligibility.BADGE_HOLDERS:
             if not badge_class_id:
                 v.add("badge_class_id", "must name a badge class for an "
@@ -317,10 +325,10 @@ class MerchantsApplication(QijiApplication):
                   "QUOTA_INVALID")
         v.require(per_rider_limit >= 1, "per_rider_limit", "must be at least 1",
                   "PER_RIDER_LIMIT_INVALID")
-        v.require(limit_period is not None, "limit_period", one_of(LimitPeriod),
-                  ENUM_VALUE_REQUIRED)
-        v.require(valid_from is not None, "valid_from_time", "must be set", FIELD_REQUIRED)
-        v.require(valid_until is not None, "valid_until_time", "must be set", FIELD_REQUIRED)
+        v.require(limit_period is not None or v.about("limit_period"), "limit_period",
+                  one_of(LimitPeriod), ENUM_VALUE_REQUIRED)
+        for name, value in (("valid_from_time", valid_from), ("valid_until_time", valid_until)):
+            v.require(value is not None or v.about(name), name, "must be set", FIELD_REQUIRED)
         if valid_from and valid_until:
             v.require(valid_until > valid_from, "valid_until_time",
                       "must be after valid_from_time", "VALID_UNTIL_BEFORE_VALID_FROM")
@@ -383,11 +391,12 @@ class MerchantsApplication(QijiApplication):
             outstanding=len(o.outstanding), redeemed=len(o.redeemed), version=o.version)
 
     def list_perk_offers(self, *, merchant_id: str, status: PerkStatus | None, page_size: int,
-                         page_token: str) -> tuple[list[PerkView], str]:
+                         page_token: str, violations: Violations | None = None
+                         ) -> tuple[list[PerkView], str]:
         self.views.catch_up()
-        ids, token = self.views.perks.select(
+        ids, token = listed(violations, lambda: self.views.perks.select(
             {"merchant_id": merchant_id, "status": status.value if status else ""},
-            page_size=page_size, page_token=page_token)
+            page_size=page_size, page_token=page_token))
         return [self.perk(i) for i in ids], token
 
     def perks_for_rider(self, *, rider_id: str, street_id: str, page_size: int,
@@ -766,8 +775,8 @@ _SEES_CODES = frozenset({auth.PLATFORM, auth.STREET_OFFICE, auth.CITY_ADMIN})
 
 def _check_amenities(violations: Violations, amenities: list[MerchantAmenity | None]) -> None:
     for i, amenity in enumerate(amenities):
-        violations.require(amenity is not None, f"amenities[{i}]", one_of(MerchantAmenity),
-                           ENUM_VALUE_REQUIRED)
+        violations.require(amenity is not None or violations.about(f"amenities[{i}]"),
+                           f"amenities[{i}]", one_of(MerchantAmenity), ENUM_VALUE_REQUIRED)
 
 
 def _check_reason(violations: Violations, reason: str) -> None:

@@ -31,6 +31,7 @@ from shared.auth import (
     PLATFORM,
     STREET_OFFICE,
 )
+from shared.errors import Violations
 from shared.grpc.convert import enum_in, enum_out, optional_time, timestamp
 from shared.tenancy import CITY_READERS, RIDER, Ref, Rows, access_table, each, once, scoped
 
@@ -96,11 +97,12 @@ class MerchantsServicer(pb_grpc.MerchantsServiceServicer):
     # ------------------------------------------------------------------ merchants
 
     def ApplyMerchant(self, request: Any, context: Any) -> Any:
+        violations = Violations()  # reported with the application's findings, in one answer
         result = self.app.apply_merchant(
             merchant_id=request.merchant_id, name=request.name, street_id=request.street_id,
             category=request.category, latitude=request.location.latitude,
             longitude=request.location.longitude, address=request.location.address,
-            amenities=self._amenities(request.amenities))
+            amenities=self._amenities(request.amenities, violations), violations=violations)
         return pb.ApplyMerchantResponse(merchant=self._merchant_at(result))
 
     def ApproveMerchant(self, request: Any, context: Any) -> Any:
@@ -123,8 +125,10 @@ class MerchantsServicer(pb_grpc.MerchantsServiceServicer):
         return pb.ReinstateMerchantResponse(merchant=self._merchant_at(result))
 
     def UpdateMerchantAmenities(self, request: Any, context: Any) -> Any:
+        violations = Violations()
         result = self.app.update_merchant_amenities(
-            merchant_id=request.merchant_id, amenities=self._amenities(request.amenities))
+            merchant_id=request.merchant_id,
+            amenities=self._amenities(request.amenities, violations), violations=violations)
         return pb.UpdateMerchantAmenitiesResponse(merchant=self._merchant_at(result))
 
     def GetMerchant(self, request: Any, context: Any) -> Any:
@@ -132,28 +136,34 @@ class MerchantsServicer(pb_grpc.MerchantsServiceServicer):
             merchant=self._merchant(self.app.merchant(request.merchant_id)))
 
     def ListMerchants(self, request: Any, context: Any) -> Any:
+        violations = Violations()
         found, token = self.app.list_merchants(
             street_id=request.street_id,
-            status=enum_in(request.status, pb.MerchantStatus, MerchantStatus),
-            amenities=[a for a in self._amenities(request.amenities) if a],
-            page_size=request.page_size, page_token=request.page_token)
+            status=enum_in(request.status, pb.MerchantStatus, MerchantStatus, violations,
+                           "status"),
+            amenities=[a for a in self._amenities(request.amenities, violations) if a],
+            page_size=request.page_size, page_token=request.page_token, violations=violations)
         return pb.ListMerchantsResponse(merchants=[self._merchant(m) for m in found],
                                         next_page_token=token)
 
     # ------------------------------------------------------------------ perks
 
     def CreatePerkOffer(self, request: Any, context: Any) -> Any:
+        violations = Violations()
         result = self.app.create_perk_offer(
             merchant_id=request.merchant_id, title=request.title,
-            kind=enum_in(request.kind, pb.PerkKind, PerkKind), percent_off=request.percent_off,
-            amount_off_fen=request.amount_off_fen, free_item=request.free_item,
-            eligibility=enum_in(request.eligibility, pb.Eligibility, Eligibility),
+            kind=enum_in(request.kind, pb.PerkKind, PerkKind, violations, "kind"),
+            percent_off=request.percent_off, amount_off_fen=request.amount_off_fen,
+            free_item=request.free_item,
+            eligibility=enum_in(request.eligibility, pb.Eligibility, Eligibility, violations,
+                                "eligibility"),
             badge_class_id=request.badge_class_id, total_quota=request.total_quota,
             per_rider_limit=request.per_rider_limit,
-            limit_period=enum_in(request.limit_period, pb.LimitPeriod, LimitPeriod),
-            valid_from=optional_time(request, "valid_from_time"),
-            valid_until=optional_time(request, "valid_until_time"),
-            code_ttl_minutes=request.code_ttl_minutes)
+            limit_period=enum_in(request.limit_period, pb.LimitPeriod, LimitPeriod, violations,
+                                 "limit_period"),
+            valid_from=optional_time(request, "valid_from_time", violations),
+            valid_until=optional_time(request, "valid_until_time", violations),
+            code_ttl_minutes=request.code_ttl_minutes, violations=violations)
         return pb.CreatePerkOfferResponse(perk_offer=self._perk_at(result))
 
     def PublishPerkOffer(self, request: Any, context: Any) -> Any:
@@ -172,10 +182,11 @@ class MerchantsServicer(pb_grpc.MerchantsServiceServicer):
         return pb.GetPerkOfferResponse(perk_offer=self._perk(self.app.perk(request.perk_id)))
 
     def ListPerkOffers(self, request: Any, context: Any) -> Any:
+        violations = Violations()
         found, token = self.app.list_perk_offers(
             merchant_id=request.merchant_id,
-            status=enum_in(request.status, pb.PerkStatus, PerkStatus),
-            page_size=request.page_size, page_token=request.page_token)
+            status=enum_in(request.status, pb.PerkStatus, PerkStatus, violations, "status"),
+            page_size=request.page_size, page_token=request.page_token, violations=violations)
         return pb.ListPerkOffersResponse(perk_offers=[self._perk(p) for p in found],
                                          next_page_token=token)
 
@@ -309,8 +320,9 @@ class MerchantsServicer(pb_grpc.MerchantsServiceServicer):
             version=c.version)
 
     @staticmethod
-    def _amenities(values: Any) -> list[MerchantAmenity | None]:
-        return [enum_in(v, pb.MerchantAmenity, MerchantAmenity) for v in values]
+    def _amenities(values: Any, violations: Violations) -> list[MerchantAmenity | None]:
+        return [enum_in(v, pb.MerchantAmenity, MerchantAmenity, violations, f"amenities[{i}]")
+                for i, v in enumerate(values)]
 
 
 def add_servicers(server: grpc.Server, app: Any) -> list[str]:

@@ -47,6 +47,7 @@ from shared.errors import (
     require_ids,
 )
 from shared.followers import Follower, UpstreamEvent
+from shared.paging import listed
 from shared.references import Reference, note_reference
 from shared.tenancy import Owners
 from shared.wire import must_be_specified
@@ -109,11 +110,14 @@ class TrainingApplication(QijiApplication):
 
     def draft_course(self, *, track: Track | None, title: str, description: str, hours: str,
                      formats: list[CourseFormat | None], provider_id: str,
-                     instructor_name: str, instructor_kind: InstructorKind | None
-                     ) -> dict[str, Any]:
+                     instructor_name: str, instructor_kind: InstructorKind | None,
+                     violations: Violations | None = None) -> dict[str, Any]:
+        """`violations`, here and in every command and list that takes them: what the entry
+        point already found wrong in the request (an enum number the contract does not define,
+        a timestamp it could not read), reported with the rest in one answer."""
         # Every fault at once, the provider it names included.
-        violations = Violations()
-        violations.require(track is not None, "track",
+        violations = violations if violations is not None else Violations()
+        violations.require(track is not None or violations.about("track"), "track",
                            must_be_specified(Track), ENUM_VALUE_REQUIRED)
         check_text(violations, "title", title, MAX_TITLE, required=True)
         check_text(violations, "description", description, MAX_DESCRIPTION, required=False)
@@ -121,13 +125,13 @@ class TrainingApplication(QijiApplication):
         violations.require(bool(formats), "formats", "name at least one format",
                            FIELD_REQUIRED)
         for i, f in enumerate(formats):
-            violations.require(f is not None, f"formats[{i}]",
-                               must_be_specified(CourseFormat),
+            violations.require(f is not None or violations.about(f"formats[{i}]"),
+                               f"formats[{i}]", must_be_specified(CourseFormat),
                                ENUM_VALUE_REQUIRED)
         check_text(violations, "instructor.name", instructor_name, MAX_INSTRUCTOR_NAME,
                     required=True)
-        violations.require(instructor_kind is not None, "instructor.kind",
-                           must_be_specified(InstructorKind),
+        violations.require(instructor_kind is not None or violations.about("instructor.kind"),
+                           "instructor.kind", must_be_specified(InstructorKind),
                            ENUM_VALUE_REQUIRED)
         note_reference(self, violations, provider_id, "provider_id", "organisation",
                        self.catch_up_upstream)
@@ -166,11 +170,12 @@ class TrainingApplication(QijiApplication):
             version=c.version)
 
     def list_courses(self, *, track: Track | None, status: CourseStatus | None, page_size: int,
-                     page_token: str) -> tuple[list[CourseView], str]:
+                     page_token: str, violations: Violations | None = None
+                     ) -> tuple[list[CourseView], str]:
         self.views.catch_up()
-        ids, token = self.views.courses.select(
+        ids, token = listed(violations, lambda: self.views.courses.select(
             {"track": track.value if track else "", "status": status.value if status else ""},
-            page_size=page_size, page_token=page_token)
+            page_size=page_size, page_token=page_token))
         return [self.course(i) for i in ids], token
 
     # ------------------------------------------------------------------ sessions
@@ -178,8 +183,6 @@ class TrainingApplication(QijiApplication):
     def schedule_session(self, *, course_id: str, service_space_id: str,
                          starts_at: datetime | None, ends_at: datetime | None, capacity: int,
                          violations: Violations | None = None) -> dict[str, Any]:
-        """`violations`: what the entry point already found wrong (a timestamp it could not
-        read), reported with the rest in one answer."""
         violations = violations if violations is not None else Violations()
         self.note(violations, course_id, Course, "course", "course_id")
         note_reference(self, violations, service_space_id, "service_space_id", "service_space",
@@ -223,13 +226,12 @@ class TrainingApplication(QijiApplication):
             version=s.version)
 
     def list_sessions(self, *, course_id: str, service_space_id: str,
-                      start_after: datetime | None, page_size: int, page_token: str
-                      ) -> tuple[list[SessionView], str]:
+                      start_after: datetime | None, page_size: int, page_token: str,
+                      violations: Violations | None = None) -> tuple[list[SessionView], str]:
         self.views.catch_up()
-        ids, token = self.views.sessions.page(course_id=course_id,
-                                              service_space_id=service_space_id,
-                                              start_after=start_after, page_size=page_size,
-                                              page_token=page_token)
+        ids, token = listed(violations, lambda: self.views.sessions.page(
+            course_id=course_id, service_space_id=service_space_id, start_after=start_after,
+            page_size=page_size, page_token=page_token))
         return [self.session(i) for i in ids], token
 
     # ------------------------------------------------------------------ enrolment
@@ -287,11 +289,12 @@ class TrainingApplication(QijiApplication):
         return self.execute(decide, serialise_on=session_id)
 
     def record_completion(self, *, session_id: str, rider_id: str,
-                          result: CompletionResult | None, score: int | None) -> dict[str, Any]:
-        violations = Violations()
+                          result: CompletionResult | None, score: int | None,
+                          violations: Violations | None = None) -> dict[str, Any]:
+        violations = violations if violations is not None else Violations()
         check_id(violations, "session_id", session_id)
         check_id(violations, "rider_id", rider_id)
-        violations.require(result is not None, "result",
+        violations.require(result is not None or violations.about("result"), "result",
                            must_be_specified(CompletionResult),
                            ENUM_VALUE_REQUIRED)
         violations.require(score is None or 0 <= score <= 100, "score", "must be 0 to 100",
@@ -353,17 +356,21 @@ class TrainingApplication(QijiApplication):
 
     # ------------------------------------------------------------------ transcript
 
-    def transcript(self, *, rider_id: str, as_of: datetime | None = None) -> TranscriptView:
-        require_ids(rider_id=rider_id)
+    def transcript(self, *, rider_id: str, as_of: datetime | None = None,
+                   violations: Violations | None = None) -> TranscriptView:
+        violations = violations if violations is not None else Violations()
+        check_id(violations, "rider_id", rider_id)
+        violations.raise_if_any()
         learner_id = Learner.create_id(rider_id)
         if not self.exists(learner_id):
             self.catch_up_upstream()
+        # Named by the rider_id the caller sent: the learner's own id is training's business.
+        if not self.exists(learner_id):
+            raise NotFound("rider", rider_id)
         version = None
         if as_of is not None:
             version = self.version_at(learner_id, as_of)
             if version is None:  # before the rider was known: an empty transcript, no error
-                if not self.exists(learner_id):
-                    raise NotFound("rider", rider_id)
                 return TranscriptView(rider_id, {}, {})
         learner = self.get(learner_id, Learner, "rider", version)
         hours: dict[Track, Decimal] = {}

@@ -105,12 +105,16 @@ class TrainingServicer(pb_grpc.TrainingServiceServicer):
     # ------------------------------------------------------------------ courses
 
     def DraftCourse(self, request: Any, context: Any) -> Any:
+        violations = Violations()  # reported with the application's findings, in one answer
         result = self.app.draft_course(
-            track=enum_in(request.track, pb.Track, Track), title=request.title,
-            description=request.description, hours=request.hours,
-            formats=[enum_in(f, pb.CourseFormat, CourseFormat) for f in request.formats],
+            track=enum_in(request.track, pb.Track, Track, violations, "track"),
+            title=request.title, description=request.description, hours=request.hours,
+            formats=[enum_in(f, pb.CourseFormat, CourseFormat, violations, f"formats[{i}]")
+                     for i, f in enumerate(request.formats)],
             provider_id=request.provider_id, instructor_name=request.instructor.name,
-            instructor_kind=enum_in(request.instructor.kind, pb.InstructorKind, InstructorKind))
+            instructor_kind=enum_in(request.instructor.kind, pb.InstructorKind, InstructorKind,
+                                    violations, "instructor.kind"),
+            violations=violations)
         return pb.DraftCourseResponse(course=self._course_at(result))
 
     def PublishCourse(self, request: Any, context: Any) -> Any:
@@ -125,10 +129,11 @@ class TrainingServicer(pb_grpc.TrainingServiceServicer):
         return pb.GetCourseResponse(course=self._course(self.app.course(request.course_id)))
 
     def ListCourses(self, request: Any, context: Any) -> Any:
+        violations = Violations()
         found, token = self.app.list_courses(
-            track=enum_in(request.track, pb.Track, Track),
-            status=enum_in(request.status, pb.CourseStatus, CourseStatus),
-            page_size=request.page_size, page_token=request.page_token)
+            track=enum_in(request.track, pb.Track, Track, violations, "track"),
+            status=enum_in(request.status, pb.CourseStatus, CourseStatus, violations, "status"),
+            page_size=request.page_size, page_token=request.page_token, violations=violations)
         return pb.ListCoursesResponse(courses=[self._course(c) for c in found],
                                       next_page_token=token)
 
@@ -147,10 +152,11 @@ class TrainingServicer(pb_grpc.TrainingServiceServicer):
         return pb.GetSessionResponse(session=self._session(self.app.session(request.session_id)))
 
     def ListSessions(self, request: Any, context: Any) -> Any:
+        violations = Violations()
         found, token = self.app.list_sessions(
             course_id=request.course_id, service_space_id=request.service_space_id,
-            start_after=optional_time(request, "start_after_time"),
-            page_size=request.page_size, page_token=request.page_token)
+            start_after=optional_time(request, "start_after_time", violations),
+            page_size=request.page_size, page_token=request.page_token, violations=violations)
         return pb.ListSessionsResponse(sessions=[self._session(s) for s in found],
                                        next_page_token=token)
 
@@ -174,10 +180,12 @@ class TrainingServicer(pb_grpc.TrainingServiceServicer):
         return pb.RecordNoShowResponse(session=self._session_at(result))
 
     def RecordCompletion(self, request: Any, context: Any) -> Any:
+        violations = Violations()
         result = self.app.record_completion(
             session_id=request.session_id, rider_id=request.rider_id,
-            result=enum_in(request.result, pb.CompletionResult, CompletionResult),
-            score=request.score if request.HasField("score") else None)
+            result=enum_in(request.result, pb.CompletionResult, CompletionResult, violations,
+                           "result"),
+            score=request.score if request.HasField("score") else None, violations=violations)
         return pb.RecordCompletionResponse(session=self._session_at(result),
                                            pre_job_certified=result["pre_job_certified"])
 
@@ -193,8 +201,10 @@ class TrainingServicer(pb_grpc.TrainingServiceServicer):
         return pb.GetPreJobCoursesResponse(course_ids=course_ids, version=version)
 
     def GetTranscript(self, request: Any, context: Any) -> Any:
+        violations = Violations()
         t = self.app.transcript(rider_id=request.rider_id,
-                                as_of=optional_time(request, "as_of_time"))
+                                as_of=optional_time(request, "as_of_time", violations),
+                                violations=violations)
         return self._transcript(t)
 
     # ------------------------------------------------------------------ rendering

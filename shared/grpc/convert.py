@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, TypeVar
@@ -9,9 +10,9 @@ from typing import Any, TypeVar
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from shared.errors import TIME_INVALID, FieldViolation, InvalidArgument, Violations
+from shared.errors import TIME_INVALID, Violations
 
-E = TypeVar("E", bound=StrEnum)
+E = TypeVar("E")
 
 
 def _prefix(enum_type: Any) -> str:
@@ -19,9 +20,21 @@ def _prefix(enum_type: Any) -> str:
     return zero[: -len("UNSPECIFIED")]
 
 
-def enum_in(value: int, enum_type: Any, domain: type[E]) -> E | None:
-    """The domain value, or None for UNSPECIFIED and for numbers this server does not know."""
-    if value == 0 or value not in enum_type.values():
+def enum_in(value: int, enum_type: Any, domain: Callable[[str], E], violations: Violations,
+            field: str) -> E | None:
+    """The domain value of a request's enum field `field` (its path from the request's root).
+    `domain` makes the value of its name without the enum's prefix (a StrEnum, or str).
+    None for *_UNSPECIFIED (0), whose meaning is the field's own: required, or "any" where the
+    contract says so. A number the contract does not define is no such thing: it is added to
+    `violations` (ENUM_VALUE_UNKNOWN, naming the number) and None returned, so that the
+    request's other faults are reported with it; a check that the field is set then finds it
+    already spoken for (`violations.about(field)`) and says nothing more."""
+    if value == 0:
+        return None
+    if value not in enum_type.values():
+        known = ", ".join(name for name, number in enum_type.items() if number)
+        violations.add(field, f"{value} is not a {enum_type.DESCRIPTOR.name} this server knows: "
+                       f"one of {known}", "ENUM_VALUE_UNKNOWN")
         return None
     return domain(enum_type.Name(value)[len(_prefix(enum_type)):])
 
@@ -40,19 +53,18 @@ def timestamp(value: datetime | None) -> Timestamp | None:
     return ts
 
 
-def optional_time(message: Message, field: str, violations: Violations | None = None
+def optional_time(message: Message, field: str, violations: Violations, *, path: str = ""
                   ) -> datetime | None:
-    """The timestamp, None when not set. One out of range is INVALID_ARGUMENT; given
-    `violations`, it is added there instead (and None returned), so that the command reports
-    it with the request's other faults."""
+    """The timestamp `message.field`, None when not set. One out of range (before 0001-01-01
+    or after 9999-12-31) is added to `violations` as TIME_INVALID on `path` (its path from the
+    request's root; `field` when the message is the request) and None returned: the entry
+    point converts before the command runs, and the command reports it with the request's
+    other faults, in one answer."""
     if not message.HasField(field):
         return None
     try:
         return getattr(message, field).ToDatetime(tzinfo=UTC)
     except (ValueError, OverflowError):
-        fault = FieldViolation(field, "not a valid timestamp (0001-01-01 to 9999-12-31)",
-                               TIME_INVALID)
-        if violations is None:
-            raise InvalidArgument([fault]) from None
-        violations.add(fault.field, fault.description, fault.reason)
+        violations.add(path or field, "not a valid timestamp (0001-01-01 to 9999-12-31)",
+                       TIME_INVALID)
         return None

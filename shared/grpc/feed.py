@@ -22,6 +22,8 @@ from shared.integrity import EventIntegrityError
 from shared.tenancy import Access, city_wide
 
 DEFAULT_LIMIT = 100
+# AIP-158, as for page sizes: a larger limit is coerced to this one (a reader asking for more
+# gets a full batch and reads on from next_position); only a negative limit is refused.
 MAX_LIMIT = 1000
 # How often a stream looks for events stored by other replicas of the service; events stored
 # by this process wake the stream at once.
@@ -30,6 +32,12 @@ POLL_SECONDS = 0.5
 # The raw log, free text and unsealed names in it as stored: Qiji's own processes and the city
 # admin only. Auditors and operators read the history through AuditService, masked.
 FEED_ROLES = frozenset({auth.SERVICE, auth.CITY_ADMIN})
+
+
+def feed_limit(limit: int) -> int:
+    """How many events a read of a non-negative `limit` returns at most: 0 means the default,
+    above the maximum is coerced to it (AIP-158)."""
+    return min(limit, MAX_LIMIT) or DEFAULT_LIMIT
 
 
 def feed_access() -> dict[str, Access]:
@@ -46,12 +54,13 @@ class FeedServicer(pb_grpc.FeedServiceServicer):
         violations = Violations()
         violations.require(request.from_position >= 0, "from_position", "must not be negative",
                            VALUE_OUT_OF_RANGE)
-        violations.require(0 <= request.limit <= MAX_LIMIT, "limit",
-                           f"must be between 0 and {MAX_LIMIT}", VALUE_OUT_OF_RANGE)
+        violations.require(request.limit >= 0, "limit",
+                           f"must not be negative (0 means {DEFAULT_LIMIT}; above {MAX_LIMIT} "
+                           f"means {MAX_LIMIT})", VALUE_OUT_OF_RANGE)
         violations.raise_if_any()
         last = self._app.last_position()
         notifications, failure = read_checked(self._app, request.from_position,
-                                              request.limit or DEFAULT_LIMIT, request.topics)
+                                              feed_limit(request.limit), request.topics)
         reply = pb.ReadEventsResponse(events=[self._to_proto(n) for n in notifications],
                                       last_position=last)
         if failure is not None:

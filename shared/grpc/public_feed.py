@@ -15,12 +15,11 @@ from shared import auth
 from shared.application import QijiApplication
 from shared.continuity import EventsTable, out_of_place
 from shared.errors import VALUE_OUT_OF_RANGE, Violations
+from shared.grpc.feed import DEFAULT_LIMIT, MAX_LIMIT, feed_limit
 from shared.integrity import ALARM, EventIntegrityError
 from shared.public_feed import DATA_CONTENT_TYPE, SPEC_VERSION, Fact, PublicCatalogue, PublicEvent
 from shared.tenancy import Access, city_wide
 
-DEFAULT_LIMIT = 100
-MAX_LIMIT = 1000
 PUBLIC_FEED_ROLES = frozenset({auth.SERVICE})
 
 
@@ -50,8 +49,9 @@ def read_public(app: QijiApplication, catalogue: PublicCatalogue, request: Any) 
     violations = Violations()
     violations.require(request.from_position >= 0, "from_position", "must not be negative",
                            VALUE_OUT_OF_RANGE)
-    violations.require(0 <= request.limit <= MAX_LIMIT, "limit",
-                       f"must be between 0 and {MAX_LIMIT}", VALUE_OUT_OF_RANGE)
+    violations.require(request.limit >= 0, "limit",
+                       f"must not be negative (0 means {DEFAULT_LIMIT}; above {MAX_LIMIT} means "
+                       f"{MAX_LIMIT})", VALUE_OUT_OF_RANGE)
     wanted = list(request.types)
     topics = violations.collect(lambda: catalogue.topics_for(wanted))
     violations.raise_if_any()
@@ -63,7 +63,7 @@ def read_public(app: QijiApplication, catalogue: PublicCatalogue, request: Any) 
     if not topics:  # a service that publishes nothing: nothing to look at, ever
         return pb.ReadPublicEventsResponse(next_position=max(start, last + 1),
                                            last_position=last)
-    limit = request.limit or DEFAULT_LIMIT
+    limit = feed_limit(request.limit)
     notifications = app.read_log(start, limit, topics)
     # Each event stands in its place among its aggregate's versions (a genuine event moved
     # later in the log passes its MAC, and would go out again under its old id, out of order).

@@ -479,6 +479,12 @@ def volunteer(**fields: Any) -> Build:
     return on(pb.LogVolunteerServiceRequest, **values)
 
 
+def unreadable_second_evidence(s: Scene) -> pb.GrantBadgeRequest:
+    request = grant_request(s.holder, s.honour)
+    request.evidence.add(narrative="目击者证言").time.seconds = 10**12  # after 9999-12-31
+    return request
+
+
 GRASSROOTS = pb.TrackRequirement(track=pb.TRACK_GRASSROOTS_GOVERNANCE, courses_passed=1)
 
 BAD_INPUT = {
@@ -644,6 +650,25 @@ BAD_INPUT = {
         "GrantBadge", "street_office",
         on(pb.GrantBadgeRequest, rider_id=lambda s: s.holder, badge_class_id=lambda s: s.honour,
            reason="见义勇为"), INVALID, field="evidence"),
+    # An enum number the contract does not define is refused, never read as UNSPECIFIED: as
+    # a filter that would be "any status", in criteria "a track is required".
+    "ListVolunteerService-unknown-status": Bad(
+        "ListVolunteerService", "platform",
+        on(pb.ListVolunteerServiceRequest, rider_id=lambda s: s.holder, status=99),
+        INVALID, field="status", reason="ENUM_VALUE_UNKNOWN"),
+    "CreateBadgeClass-unknown-track": Bad(
+        "CreateBadgeClass", "city_admin",
+        criteria(track_requirements=[pb.TrackRequirement(track=99, courses_passed=1)]),
+        INVALID, field="criteria.track_requirements[0].track"),
+    # The whole range a status list number may take, said when one is outside it.
+    "GetStatusList-list-number-1000000": Bad(
+        "GetStatusList", "merchant",
+        on(pb.GetStatusListRequest, issuer_id=lambda s: s.city.city, list_number=1_000_000),
+        INVALID, field="list_number", reason="VALUE_OUT_OF_RANGE"),
+    # A field of a repeated message is named by its path from the request (AIP-193).
+    "GrantBadge-unreadable-time-of-the-second-evidence": Bad(
+        "GrantBadge", "street_office", unreadable_second_evidence, INVALID,
+        field="evidence[1].time", reason="TIME_INVALID"),
     # Not a credential at all.
     "VerifyCredential-garbage": Bad(
         "VerifyCredential", "merchant", on(pb.VerifyCredentialRequest, credential_jwt="garbage"),
@@ -658,6 +683,26 @@ def test_bad_input_is_refused_precisely_and_writes_nothing(
     before = badges.last_position()
     case.refused(caller(badges, scene, case.who), request, "badges.qiji")
     assert written_by_callers_since(badges, before) == []
+
+
+def test_a_grants_unreadable_evidence_time_comes_with_its_other_faults_at_its_path(
+        badges: ServiceProcess, scene: Scene) -> None:
+    """The time of the second piece of evidence is `evidence[1].time` (AIP-193), and it is
+    reported with the empty reason and the unknown class in one answer, not first and
+    alone."""
+    request = grant_request(scene.holder, RANDOM_ID, reason="")
+    request.evidence.add(narrative="目击者证言").time.seconds = 10**12  # after 9999-12-31
+    before = badges.last_position()
+    refused = call_error(lambda: badges.client("city_admin").GrantBadge(request))
+    assert (refused.code, refused.reason) == (INVALID, "INVALID_ARGUMENT"), refused
+    assert sorted((f, r) for f, r, _ in refused.violations) == [
+        ("badge_class_id", "BADGE_CLASS_NOT_FOUND"), ("evidence[1].time", "TIME_INVALID"),
+        ("reason", "FIELD_REQUIRED")], refused
+    assert written_by_callers_since(badges, before) == []
+    out_of_range = call_error(lambda: badges.client("merchant").GetStatusList(
+        pb.GetStatusListRequest(issuer_id=scene.city.city, list_number=1_000_000)))
+    assert out_of_range.violations == [("list_number", "VALUE_OUT_OF_RANGE",
+                                        "must be 0 to 999999")]
 
 
 def test_a_credential_that_is_not_a_signed_credential_of_ours_never_verifies(

@@ -217,6 +217,7 @@ BAD = {
     "/achievements/3f1c2a4e-0b6d-4c1e-9a57-2f0e8d7c6b5a/image": (404, ""),
     "/achievements?issuer_id=%27%3B--": (400, "issuer_id"),
     "/status/3f1c2a4e-0b6d-4c1e-9a57-2f0e8d7c6b5a/revocation/-1": (400, "list_number"),
+    "/status/3f1c2a4e-0b6d-4c1e-9a57-2f0e8d7c6b5a/revocation/1000000": (400, "list_number"),
     "/keys/someone-elses": (404, ""),
     "/nothing-here": (404, ""),
     "POST /api/verify garbage": (400, "credential"),

@@ -242,8 +242,12 @@ BAD_INPUT: dict[str, Bad] = {
     "SubmitReport-empty-text": Bad(
         "SubmitReport", "platform", report_from(text="   "), INVALID, field="text",
         reason="FIELD_REQUIRED"),
+    # A number the contract does not define is its own fault, not CATEGORY_UNSPECIFIED.
     "SubmitReport-unknown-category": Bad(
         "SubmitReport", "platform", report_from(category=99), INVALID, field="category",
+        reason="ENUM_VALUE_UNKNOWN"),
+    "SubmitReport-unspecified-category": Bad(
+        "SubmitReport", "platform", report_from(category=0), INVALID, field="category",
         reason="ENUM_VALUE_REQUIRED"),
     "SubmitReport-without-kind": Bad(
         "SubmitReport", "street_office", report_from(kind=0), INVALID, field="kind",
@@ -299,6 +303,10 @@ BAD_INPUT: dict[str, Bad] = {
     "GetReportHistory-unknown": Bad(
         "GetReportHistory", "operator", on(pb.GetReportHistoryRequest, report_id=RANDOM_ID),
         NOT_FOUND, reason="REPORT_NOT_FOUND"),
+    # Not a filter for "any status": refused.
+    "ListReports-unknown-status": Bad(
+        "ListReports", "city_admin", on(pb.ListReportsRequest, status=99), INVALID,
+        field="status", reason="ENUM_VALUE_UNKNOWN"),
     "ListReports-garbage-page-token": Bad(
         "ListReports", "city_admin", on(pb.ListReportsRequest, page_token="%%%"), INVALID,
         field="page_token"),
@@ -397,6 +405,39 @@ BAD_INPUT: dict[str, Bad] = {
                                         acknowledge_within=minutes(30),
                                         resolve_within=minutes(10))]),
         INVALID, field="deadlines[0].resolve_within"),
+    # Before, a rule of kind 99 was stored as a rule for every kind (UNSPECIFIED matches any).
+    "SetRoutingRules-unknown-kind": Bad(
+        "SetRoutingRules", "city_admin",
+        on(pb.SetRoutingRulesRequest, rules=[pb.RoutingRule(
+            name="x", kind=99, department_functions=[pb.DEPARTMENT_FUNCTION_SOCIAL_WORK])]),
+        INVALID, field="rules[0].kind", reason="ENUM_VALUE_UNKNOWN"),
+    "SetRoutingRules-unknown-category": Bad(
+        "SetRoutingRules", "city_admin",
+        on(pb.SetRoutingRulesRequest, rules=[pb.RoutingRule(
+            name="x", category=99, department_functions=[pb.DEPARTMENT_FUNCTION_SOCIAL_WORK])]),
+        INVALID, field="rules[0].category", reason="ENUM_VALUE_UNKNOWN"),
+    "SetRoutingRules-unknown-department-function": Bad(
+        "SetRoutingRules", "city_admin",
+        on(pb.SetRoutingRulesRequest, rules=[pb.RoutingRule(
+            name="x", department_functions=[99])]),
+        INVALID, field="rules[0].department_functions[0]", reason="ENUM_VALUE_UNKNOWN"),
+    # Stored and shown in whole seconds: half a second would be stored as 0.
+    "SetRoutingRules-half-a-second-to-acknowledge": Bad(
+        "SetRoutingRules", "city_admin",
+        on(pb.SetRoutingRulesRequest, rules=[pb.RoutingRule(
+            name="x", department_functions=[pb.DEPARTMENT_FUNCTION_SOCIAL_WORK])],
+           deadlines=[pb.DeadlinePolicy(kind=pb.REPORT_KIND_EMERGENCY,
+                                        acknowledge_within=Duration(nanos=500_000_000),
+                                        resolve_within=minutes(60))]),
+        INVALID, field="deadlines[0].acknowledge_within", reason="DURATION_NOT_WHOLE_SECONDS"),
+    "SetRoutingRules-a-fraction-of-a-second-beyond-an-hour": Bad(
+        "SetRoutingRules", "city_admin",
+        on(pb.SetRoutingRulesRequest, rules=[pb.RoutingRule(
+            name="x", department_functions=[pb.DEPARTMENT_FUNCTION_SOCIAL_WORK])],
+           deadlines=[pb.DeadlinePolicy(kind=pb.REPORT_KIND_EMERGENCY,
+                                        acknowledge_within=minutes(10),
+                                        resolve_within=Duration(seconds=3600, nanos=1))]),
+        INVALID, field="deadlines[0].resolve_within", reason="DURATION_NOT_WHOLE_SECONDS"),
     "GetRoutingRules-unknown-version": Bad(
         "GetRoutingRules", "auditor", on(pb.GetRoutingRulesRequest, version=99), NOT_FOUND,
         reason="ROUTING_RULES_VERSION_NOT_FOUND"),
@@ -439,10 +480,22 @@ BAD_INPUT: dict[str, Bad] = {
     "GetMediationCase-unknown": Bad(
         "GetMediationCase", "auditor", on(pb.GetMediationCaseRequest, case_id=RANDOM_ID),
         NOT_FOUND, reason="MEDIATION_CASE_NOT_FOUND"),
+    # Violations name the session's fields by their path from the request (AIP-193).
     "RecordMediationSession-without-time": Bad(
         "RecordMediationSession", "office",
         on(pb.RecordMediationSessionRequest, case_id=lambda w: w.open_case,
-           session=pb.MediationSession(place="驿站")), INVALID, field="hold_time"),
+           session=pb.MediationSession(place="驿站")), INVALID, field="session.hold_time",
+        reason="FIELD_REQUIRED"),
+    "RecordMediationSession-without-place": Bad(
+        "RecordMediationSession", "office",
+        lambda w, c: pb.RecordMediationSessionRequest(
+            request_id=new_request_id(), case_id=w.open_case,
+            session=pb.MediationSession(hold_time=ts(c.now))), INVALID, field="session.place",
+        reason="FIELD_REQUIRED"),
+    "RecordMediationSession-without-session": Bad(
+        "RecordMediationSession", "office",
+        on(pb.RecordMediationSessionRequest, case_id=lambda w: w.open_case), INVALID,
+        field="session", reason="FIELD_REQUIRED"),
     "PublishPledge-empty": Bad(
         "PublishPledge", "city_admin", on(pb.PublishPledgeRequest), INVALID, field="text"),
     "GetPledge-unknown-version": Bad(
@@ -472,6 +525,31 @@ def test_a_bad_request_gets_a_precise_error_and_writes_nothing(
     case.refused(caller(governance, world, case.who), case.request(world, clock),
                  "governance.qiji")
     assert governance.last_position() == before, "a refused request wrote events"
+
+
+def test_an_unreadable_time_and_unknown_numbers_come_with_the_other_faults_in_one_answer(
+        governance: ServiceProcess, world: World, clock: ClockFile) -> None:
+    """Before, an observe_time past 9999-12-31 was refused alone (FIELD_INVALID) before the
+    command looked at anything else; now it is TIME_INVALID beside the rest."""
+    before = governance.last_position()
+    report = call_error(lambda: caller(governance, world, "platform").SubmitReport(
+        submit_request(world.active, world.street, clock, kind=99, text=" ",
+                       observe_time=Timestamp(seconds=10**12))))
+    assert (report.code, report.reason) == (INVALID, "INVALID_ARGUMENT"), report
+    assert sorted((f, r) for f, r, _ in report.violations) == [
+        ("kind", "ENUM_VALUE_UNKNOWN"), ("observe_time", "TIME_INVALID"),
+        ("text", "FIELD_REQUIRED")], report
+    kind = next(d for f, _, d in report.violations if f == "kind")
+    assert kind.startswith("99 is not a ReportKind") and "REPORT_KIND_EMERGENCY" in kind
+    session = call_error(lambda: caller(governance, world, "office").RecordMediationSession(
+        pb.RecordMediationSessionRequest(
+            request_id=new_request_id(), case_id=world.open_case,
+            session=pb.MediationSession(hold_time=Timestamp(seconds=10**12),
+                                        notes="x" * 2001))))
+    assert sorted((f, r) for f, r, _ in session.violations) == [
+        ("session.hold_time", "TIME_INVALID"), ("session.notes", "TEXT_TOO_LONG"),
+        ("session.place", "FIELD_REQUIRED")], session
+    assert governance.last_position() == before
 
 
 def test_a_token_naming_no_organisation_is_told_how_it_is_brought_across(

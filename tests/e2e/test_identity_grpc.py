@@ -557,6 +557,13 @@ BAD_INPUT: dict[str, Bad] = {
         "ListRiders", "platform", on(pb.ListRidersRequest, page_token=OUT_OF_RANGE_PAGE_TOKEN),
         INVALID, field="page_token",
         reason="PAGE_TOKEN_INVALID"),
+    # Before, status 99 was no filter at all: a platform got all its riders.
+    "ListRiders-unknown-status": Bad(
+        "ListRiders", "platform", on(pb.ListRidersRequest, status=99), INVALID,
+        field="status", reason="ENUM_VALUE_UNKNOWN"),
+    "CreateOrganisation-unknown-kind": Bad(
+        "CreateOrganisation", "city_admin", on(pb.CreateOrganisationRequest, name="x", kind=99),
+        INVALID, field="kind", reason="ENUM_VALUE_UNKNOWN"),
     "ListRiders-page-token-of-other-filters": Bad(
         "ListRiders", "platform",
         on(pb.ListRidersRequest, status=pb.RIDER_STATUS_ACTIVE,
@@ -567,8 +574,9 @@ BAD_INPUT: dict[str, Bad] = {
         "ReadEvents", "service", on(feed_pb.ReadEventsRequest, from_position=-1),
         INVALID, field="from_position",
         reason="VALUE_OUT_OF_RANGE"),
-    "ReadEvents-limit-over-1000": Bad(
-        "ReadEvents", "service", on(feed_pb.ReadEventsRequest, limit=1001),
+    # AIP-158: above 1000 is coerced to 1000 (see the test below); only negative is refused.
+    "ReadEvents-negative-limit": Bad(
+        "ReadEvents", "service", on(feed_pb.ReadEventsRequest, limit=-1),
         INVALID, field="limit",
         reason="VALUE_OUT_OF_RANGE"),
 }
@@ -652,6 +660,18 @@ def test_a_page_size_above_the_maximum_is_read_as_the_maximum(
     assert 0 < len(answer.organisations) <= 500
     riders = identity.client("platform").ListRiders(pb.ListRidersRequest(page_size=10000))
     assert riders.riders
+
+
+def test_a_feed_limit_above_the_maximum_is_read_as_the_maximum(
+        identity: ServiceProcess, world: World) -> None:
+    """AIP-158 for the feed as for pages: a reader asking for more than 1000 events gets a
+    batch of at most 1000 and reads on from next_position, not an error."""
+    reader = identity.client("service")
+    answer = reader.read_events(from_position=1, limit=5000)
+    assert 0 < len(answer.events) <= 1000
+    assert answer.next_position == answer.events[-1].position + 1
+    assert [e.position for e in answer.events] == [
+        e.position for e in reader.read_events(from_position=1, limit=1000).events]
 
 
 # ---------------------------------------------------------------------------- happy path

@@ -315,6 +315,13 @@ BAD_INPUT: dict[str, Bad] = {
     "CreatePerkOffer-without-kind": Bad(
         "CreatePerkOffer", "shop", offer(kind=pb.PERK_KIND_UNSPECIFIED), INVALID, field="kind",
         reason="ENUM_VALUE_REQUIRED"),
+    "CreatePerkOffer-unknown-kind": Bad(
+        "CreatePerkOffer", "shop", offer(kind=99), INVALID, field="kind",
+        reason="ENUM_VALUE_UNKNOWN"),
+    # A filter of a number the contract does not define is refused, not "any status".
+    "ListPerkOffers-unknown-status": Bad(
+        "ListPerkOffers", "city_admin", on(pb.ListPerkOffersRequest, status=99), INVALID,
+        field="status", reason="ENUM_VALUE_UNKNOWN"),
     "CreatePerkOffer-badge-holders-without-badge-class": Bad(
         "CreatePerkOffer", "shop", offer(eligibility=pb.ELIGIBILITY_BADGE_HOLDERS),
         INVALID, field="badge_class_id", reason="BADGE_CLASS_REQUIRED"),
@@ -548,6 +555,26 @@ def test_a_perk_offer_with_five_problems_gets_five_field_violations_over_the_wir
         ("valid_until_time", "VALID_UNTIL_BEFORE_VALID_FROM")]
     assert "PERK_KIND_FREE_ITEM" in bad.field_violations[1].description
     assert info.reason == "INVALID_ARGUMENT"
+
+
+def test_an_unreadable_time_and_an_unknown_kind_come_with_the_other_faults_in_one_answer(
+        merchants: ServiceProcess, scene: Scene) -> None:
+    """Before, a valid_from_time past 9999-12-31 was refused alone, before the command looked
+    at anything else, and kind 99 was refused as if it were PERK_KIND_UNSPECIFIED."""
+    from google.protobuf.timestamp_pb2 import Timestamp
+
+    caller = merchants.client(token=token_of(scene, "shop", merchants))
+    before = merchants.last_position()
+    refused = call_error(lambda: caller.CreatePerkOffer(perk_request(
+        scene.city.shop, title="", kind=99, total_quota=0,
+        valid_from_time=Timestamp(seconds=10**12))))
+    assert (refused.code, refused.reason) == (INVALID, "INVALID_ARGUMENT"), refused
+    assert sorted((f, r) for f, r, _ in refused.violations) == [
+        ("kind", "ENUM_VALUE_UNKNOWN"), ("title", "FIELD_REQUIRED"),
+        ("total_quota", "QUOTA_INVALID"), ("valid_from_time", "TIME_INVALID")], refused
+    kind = next(d for f, _, d in refused.violations if f == "kind")
+    assert kind.startswith("99 is not a PerkKind") and "PERK_KIND_FREE_ITEM" in kind
+    assert merchants.last_position() == before
 
 
 def test_a_merchants_redemptions_are_its_own_and_its_street_offices_only(

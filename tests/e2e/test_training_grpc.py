@@ -547,8 +547,10 @@ BAD_INPUT: dict[str, Bad] = {
         INVALID, field="rider_id",
         reason="INVALID_ID"),
     # -- feed
-    "ReadEvents-limit-over-1000": Bad(
-        "ReadEvents", "service", on(feed_pb.ReadEventsRequest, limit=1001),
+    # AIP-158: above 1000 is coerced to 1000 (test_identity_grpc.py); only negative is
+    # refused.
+    "ReadEvents-negative-limit": Bad(
+        "ReadEvents", "service", on(feed_pb.ReadEventsRequest, limit=-1),
         INVALID, field="limit",
         reason="VALUE_OUT_OF_RANGE"),
 }
@@ -562,6 +564,25 @@ def test_a_bad_request_gets_a_precise_error_and_writes_nothing(
     before = training.last_position()
     case.refused(caller(training, scene.city, case.who), request, DOMAIN)
     assert training.last_position() == before, "a refused request wrote events"
+
+
+def test_the_transcript_of_an_unknown_rider_names_the_rider_id_the_caller_sent(
+        training: ServiceProcess, scene: Scene) -> None:
+    """Not the id training keeps the rider's record under: the caller never sent that."""
+    rider_id = str(uuid.uuid4())
+    refused = call_error(lambda: caller(training, scene.city, "auditor").GetTranscript(
+        pb.GetTranscriptRequest(rider_id=rider_id)))
+    assert (refused.code, refused.reason) == (NOT_FOUND, "RIDER_NOT_FOUND"), refused
+    assert refused.metadata == {"kind": "rider", "id": rider_id}
+    assert rider_id in refused.message
+
+
+def test_a_sessions_unreadable_time_comes_with_the_page_faults_in_one_answer(
+        training: ServiceProcess, scene: Scene) -> None:
+    refused = call_error(lambda: caller(training, scene.city, "auditor").ListSessions(
+        pb.ListSessionsRequest(start_after_time=Timestamp(seconds=10**12), page_size=-1)))
+    assert sorted((f, r) for f, r, _ in refused.violations) == [
+        ("page_size", "PAGE_SIZE_NEGATIVE"), ("start_after_time", "TIME_INVALID")], refused
 
 
 def test_every_fault_of_a_course_or_a_session_comes_in_one_answer(

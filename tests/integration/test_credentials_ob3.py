@@ -119,6 +119,15 @@ def test_a_revocation_sets_the_awards_bit_in_its_issuers_status_list_and_nothing
     assert verdict["verdict"] == "REVOKED" and not verdict["valid"]
 
 
+@pytest.mark.parametrize("list_number", [-1, 1_000_000])
+def test_a_status_list_number_out_of_range_is_refused_naming_the_whole_range(world, list_number):
+    with pytest.raises(InvalidArgument) as error:
+        world["badges"].status_list(issuer_id=world["city"], list_number=list_number)
+    [fault] = error.value.violations
+    assert (fault.field, fault.reason) == ("list_number", "VALUE_OUT_OF_RANGE")
+    assert fault.description == "must be 0 to 999999"
+
+
 def test_a_credential_past_its_expiry_is_expired_and_one_changed_after_signing_is_tampered(
         world):
     _, _, award_id = awarded(world, validity_days=30)

@@ -13,6 +13,7 @@ from services.governance.application import (
     GovernanceApplication,
     Party,
     RuleInput,
+    SessionInput,
 )
 from services.governance.deadlines import DeadlineScheduler
 from services.governance.domain.values import (
@@ -542,7 +543,8 @@ def test_a_mediation_case_runs_from_parties_to_an_agreement(world, clock):
             parties=[Party(PartyRole.RIDER, rider_id=rider),
                      Party(PartyRole.PROPERTY_MANAGER, name="张经理")])["case_id"]
         world["governance"].record_mediation_session(
-            case_id=case_id, held_at=clock.now, place="荷花池驿站", notes="双方陈述")
+            case_id=case_id, session=SessionInput(held_at=clock.now, place="荷花池驿站",
+                                                  notes="双方陈述"))
         world["governance"].record_mediation_agreement(
             case_id=case_id, outcome="物业开放骑手通道，骑手限速通行")
         seen_by_office = world["governance"].mediation_case(case_id)

@@ -193,3 +193,49 @@ def test_unknown_types_and_bad_cursors_are_invalid_arguments(world):
     with pytest.raises(InvalidArgument) as bad_cursor:
         world["feed"].decode_cursor("not-a-cursor")
     assert bad_cursor.value.reason == "CURSOR_INVALID"
+
+
+# ---------------------------------------------------------------------------- limits
+
+
+def test_a_feed_limit_above_the_maximum_is_coerced_to_it_and_only_a_negative_one_refused(
+        world, monkeypatch):
+    """AIP-158, as for page sizes: a reader asking for more than a batch holds gets a full
+    batch and reads on from next_position. (The maximum, 1000, made 2 here: the same code
+    path without a thousand events to write.)"""
+    import threading
+
+    from qiji.feed.v1 import feed_service_pb2 as feed_pb
+    from qiji.feed.v1 import public_feed_service_pb2 as public_pb
+
+    from shared.grpc import feed
+    from shared.grpc.public_feed import read_public
+
+    for number in range(3):
+        register(world, number)  # registered and verified: six public events
+    identity = world["identity"]
+    internal = feed.FeedServicer(identity, threading.Event())
+    assert len(internal.ReadEvents(feed_pb.ReadEventsRequest(limit=5000), None).events) == (
+        identity.last_position())  # not refused: the whole (short) log
+    monkeypatch.setattr(feed, "MAX_LIMIT", 2)
+    batch = internal.ReadEvents(feed_pb.ReadEventsRequest(limit=5000), None)
+    assert [e.position for e in batch.events] == [1, 2] and batch.next_position == 3
+
+    public = [n.id for n in identity.read_log(1, 10_000, IDENTITY_EVENTS.topics_for([]))]
+    read = read_public(identity, IDENTITY_EVENTS, public_pb.ReadPublicEventsRequest(
+        limit=5000, consumer_organisation_id=world["platform"]))
+    assert [e.position for e in read.events] == public[:2]
+    assert read.next_position == public[1] + 1
+    rest = read_public(identity, IDENTITY_EVENTS, public_pb.ReadPublicEventsRequest(
+        from_position=read.next_position, limit=5000,
+        consumer_organisation_id=world["platform"]))
+    assert [e.position for e in rest.events] == public[2:4]
+
+    with pytest.raises(InvalidArgument) as refused:
+        internal.ReadEvents(feed_pb.ReadEventsRequest(limit=-1), None)
+    assert [(v.field, v.reason) for v in refused.value.violations] == [
+        ("limit", "VALUE_OUT_OF_RANGE")]
+    with pytest.raises(InvalidArgument) as refused_public:
+        read_public(identity, IDENTITY_EVENTS, public_pb.ReadPublicEventsRequest(limit=-1))
+    assert [(v.field, v.reason) for v in refused_public.value.violations] == [
+        ("limit", "VALUE_OUT_OF_RANGE")]

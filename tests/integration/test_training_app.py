@@ -263,6 +263,17 @@ def test_passing_every_pre_job_course_certifies_the_rider_once(world, clock):
                         ).completions == []
 
 
+@pytest.mark.parametrize("as_of", [None, datetime(2020, 1, 1, tzinfo=UTC)])
+def test_the_transcript_of_an_unknown_rider_names_the_rider_id_the_caller_sent(world, as_of):
+    """Not the learner id training keeps the rider under: that is no id the caller knows."""
+    unknown = "5b0b276e-3dca-4072-bc38-1c35fa3f20b2"
+    with pytest.raises(NotFound) as error:
+        world["training"].transcript(rider_id=unknown, as_of=as_of)
+    assert error.value.reason == "RIDER_NOT_FOUND"
+    assert error.value.metadata == {"kind": "rider", "id": unknown}
+    assert error.value.message == f"rider {unknown!r} not found"
+
+
 def test_check_in_and_results_follow_the_session(world, clock):
     s = session(world, published_course(world), start_in_hours=3)
     rider, absent = new_rider(world), new_rider(world)

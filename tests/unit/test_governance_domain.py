@@ -22,6 +22,7 @@ from services.governance.domain.values import (
     EscalationLevel,
     MediationStatus,
     ReportStatus,
+    check_deadline,
     default_deadline_seconds,
     distance_metres,
     due_times,
@@ -188,7 +189,37 @@ def test_a_rule_table_with_bad_rules_names_every_problem():
     assert [v.field for v in empty.items] == ["rules"]
 
 
+def test_a_function_the_entry_point_found_unknown_is_not_also_unspecified_or_twice():
+    violations = Violations()
+    violations.add("rules[0].department_functions[0]", "42 is not a DepartmentFunction",
+                   "ENUM_VALUE_UNKNOWN")
+    violations.add("rules[0].department_functions[1]", "43 is not a DepartmentFunction",
+                   "ENUM_VALUE_UNKNOWN")
+    check_rules(violations, [rule("a", functions=["", "", "SOCIAL_WORK"])])
+    assert [(v.field, v.reason) for v in violations.items] == [
+        ("rules[0].department_functions[0]", "ENUM_VALUE_UNKNOWN"),
+        ("rules[0].department_functions[1]", "ENUM_VALUE_UNKNOWN")]
+
+
 # ---------------------------------------------------------------------------- deadlines
+
+
+@pytest.mark.parametrize(("acknowledge", "resolve", "faults"), [
+    # Half a second is positive, but stored in whole seconds it would be 0: refused.
+    (timedelta(seconds=0.5), timedelta(hours=1),
+     [("d.acknowledge_within", "DURATION_NOT_WHOLE_SECONDS")]),
+    (timedelta(minutes=15), timedelta(hours=24, microseconds=1),
+     [("d.resolve_within", "DURATION_NOT_WHOLE_SECONDS")]),
+    (timedelta(seconds=-1.5), timedelta(hours=1),
+     [("d.acknowledge_within", "DURATION_NOT_WHOLE_SECONDS"),
+      ("d.acknowledge_within", "DURATION_NOT_POSITIVE")]),
+    (timedelta(seconds=1), timedelta(seconds=2), []),
+])
+def test_a_deadline_is_whole_seconds_as_it_is_stored(acknowledge, resolve, faults):
+    violations = Violations()
+    check_deadline(violations, "d", acknowledge, resolve)
+    assert [(v.field, v.reason) for v in violations.items] == faults
+
 
 
 def test_deadlines_follow_the_kind_emergencies_within_minutes():

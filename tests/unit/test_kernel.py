@@ -174,3 +174,75 @@ def test_a_check_that_raises_joins_the_requests_other_violations():
     assert [(v.field, v.reason) for v in caught.value.violations] == [
         ("phone", "PHONE_INVALID"), ("page_token", "PAGE_TOKEN_INVALID")]
     assert caught.value.reason == "INVALID_ARGUMENT"
+
+
+def test_an_unknown_enum_number_is_its_own_fault_not_unspecified():
+    """0 is *_UNSPECIFIED, whose meaning is the field's (required, or "any"); a number the
+    contract does not define is ENUM_VALUE_UNKNOWN on that field, naming the number, and it
+    joins the request's other faults."""
+    from qiji.identity.v1 import identity_service_pb2 as pb
+
+    from services.identity.domain.values import OrganisationKind
+    from shared.errors import Violations
+    from shared.grpc.convert import enum_in
+
+    violations = Violations()
+    assert enum_in(pb.ORGANISATION_KIND_STREET, pb.OrganisationKind, OrganisationKind,
+                   violations, "kind") is OrganisationKind.STREET
+    assert enum_in(0, pb.OrganisationKind, OrganisationKind, violations, "kind") is None
+    assert not violations  # UNSPECIFIED is the field's to judge
+    assert enum_in(42, pb.OrganisationKind, OrganisationKind, violations,
+                   "rules[3].kind") is None
+    [fault] = violations.items
+    assert (fault.field, fault.reason) == ("rules[3].kind", "ENUM_VALUE_UNKNOWN")
+    assert fault.description.startswith("42 is not a OrganisationKind")
+    assert "ORGANISATION_KIND_STREET" in fault.description
+    assert "ORGANISATION_KIND_UNSPECIFIED" not in fault.description
+    assert violations.about("rules[3].kind")  # a required-check then says nothing more
+
+
+def test_an_unreadable_timestamp_joins_the_requests_other_faults_at_its_path():
+    from google.protobuf.timestamp_pb2 import Timestamp
+    from qiji.governance.v1 import governance_service_pb2 as pb
+
+    from shared.errors import InvalidArgument, Violations
+    from shared.grpc.convert import optional_time
+
+    violations = Violations()
+    violations.add("case_id", "is required", "FIELD_REQUIRED")
+    request = pb.RecordMediationSessionRequest(
+        session=pb.MediationSession(hold_time=Timestamp(seconds=10**12)))
+    # Nothing raised here, before the command has looked at the rest.
+    assert optional_time(request.session, "hold_time", violations,
+                         path="session.hold_time") is None
+    assert optional_time(pb.RecordMediationSessionRequest().session, "hold_time",
+                         violations) is None  # not set: no fault of its own
+    with pytest.raises(InvalidArgument) as caught:
+        violations.raise_if_any()
+    assert [(v.field, v.reason) for v in caught.value.violations] == [
+        ("case_id", "FIELD_REQUIRED"), ("session.hold_time", "TIME_INVALID")]
+
+
+def test_a_lists_page_faults_come_with_what_the_entry_point_found():
+    from shared.errors import InvalidArgument, Violations
+    from shared.paging import listed
+
+    def run():
+        return page(list(range(1, 4)), lambda k: k, page_size=-1, page_token="garbage!",
+                    filters=[])
+
+    assert listed(None, lambda: ([1], "")) == ([1], "")
+    assert listed(Violations(), lambda: ([1], "")) == ([1], "")
+    violations = Violations()
+    violations.add("status", "42 is not a RiderStatus", "ENUM_VALUE_UNKNOWN")
+    with pytest.raises(InvalidArgument) as caught:
+        listed(violations, run)
+    assert [(v.field, v.reason) for v in caught.value.violations] == [
+        ("status", "ENUM_VALUE_UNKNOWN"), ("page_size", "PAGE_SIZE_NEGATIVE"),
+        ("page_token", "PAGE_TOKEN_INVALID")]
+    # A well-formed page with a fault beside it lists nothing: the fault is the answer.
+    quiet = Violations()
+    quiet.add("status", "42 is not a RiderStatus", "ENUM_VALUE_UNKNOWN")
+    with pytest.raises(InvalidArgument) as alone:
+        listed(quiet, lambda: ([1], ""))
+    assert [v.field for v in alone.value.violations] == ["status"]

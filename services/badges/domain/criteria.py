@@ -85,9 +85,10 @@ def parse_criteria(v: Violations, *, min_volunteer_hours: str, required_course_i
               "criteria.required_course_ids", "lists a course twice", DUPLICATE_VALUE)
     tracks: dict[str, int] = {}
     for i, (track, count) in enumerate(track_requirements):
-        if track is None:
-            v.add(f"criteria.track_requirements[{i}].track", one_of(Track),
-                  ENUM_VALUE_REQUIRED)
+        if track is None:  # unless the entry point found a number the contract lacks
+            v.require(v.about(f"criteria.track_requirements[{i}].track"),
+                      f"criteria.track_requirements[{i}].track", one_of(Track),
+                      ENUM_VALUE_REQUIRED)
         elif track.value in tracks:
             v.add(f"criteria.track_requirements[{i}].track", "given twice", DUPLICATE_VALUE)
         else:

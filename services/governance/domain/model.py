@@ -311,10 +311,12 @@ def check_rules(violations: Violations, rules: list[dict[str, Any]]) -> None:
             violations.add(field, "name at least one department function or department id",
                            "RULE_WITHOUT_DEPARTMENT")
         for j, function in enumerate(rule["department_functions"]):
-            if not function:
+            # Unless the entry point found a number the contract does not define there.
+            if not function and not violations.about(f"{field}.department_functions[{j}]"):
                 violations.add(f"{field}.department_functions[{j}]",
                                one_of(DepartmentFunction), ENUM_VALUE_REQUIRED)
-        if len(set(rule["department_functions"])) != len(rule["department_functions"]):
+        named = [f for f in rule["department_functions"] if f]  # the others are said above
+        if len(set(named)) != len(named):
             violations.add(f"{field}.department_functions", "names a function twice",
                            DUPLICATE_VALUE)
         if len(set(rule["department_ids"])) != len(rule["department_ids"]):
@@ -382,7 +384,8 @@ def check_parties(violations: Violations, parties: list[dict[str, Any]]) -> None
     for i, party in enumerate(parties):
         field = f"parties[{i}]"
         if not party["role"]:
-            violations.add(f"{field}.role", one_of(PartyRole), ENUM_VALUE_REQUIRED)
+            violations.require(violations.about(f"{field}.role"), f"{field}.role",
+                               one_of(PartyRole), ENUM_VALUE_REQUIRED)
         elif party["role"] == PartyRole.RIDER.value and not party["rider_id"]:
             violations.add(f"{field}.rider_id", "a PARTY_ROLE_RIDER party names the rider",
                            "RIDER_PARTY_WITHOUT_RIDER_ID")

@@ -127,6 +127,13 @@ def due_times(routed_at: datetime, policy: dict[str, int]) -> dict[str, datetime
 
 def check_deadline(violations: Violations, field: str, acknowledge: timedelta | None,
                    resolve: timedelta | None) -> None:
+    """A deadline policy's durations. Each is stored, and shown back, in whole seconds: a
+    fraction of a second is refused (DURATION_NOT_WHOLE_SECONDS) rather than dropped, so that
+    the table a caller reads back is the one it set; 0.5 s is not silently 0."""
+    for name, value in (("acknowledge_within", acknowledge), ("resolve_within", resolve)):
+        if value is not None and value % timedelta(seconds=1):
+            violations.add(f"{field}.{name}", "must be whole seconds (no fraction of a second)",
+                           "DURATION_NOT_WHOLE_SECONDS")
     if acknowledge is None or acknowledge <= timedelta(0):
         violations.add(f"{field}.acknowledge_within", "must be a positive duration",
                        "DURATION_NOT_POSITIVE")

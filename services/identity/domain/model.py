@@ -73,9 +73,9 @@ class Organisation(Aggregate):
         one given names nothing (that is the reference's own violation, added by the caller:
         its kind is then not judged)."""
         check_text(violations, "name", name, MAX_NAME_LENGTH)
-        if kind is None:
-            violations.add("kind", must_be_specified(OrganisationKind),
-                           ENUM_VALUE_REQUIRED)
+        if kind is None:  # unless the entry point said already what is wrong with it
+            violations.require(violations.about("kind"), "kind",
+                               must_be_specified(OrganisationKind), ENUM_VALUE_REQUIRED)
             return
         this = wire_name(kind)
         allowed = PARENT_KINDS[kind]
@@ -90,7 +90,8 @@ class Organisation(Aggregate):
                            f"{alternatives(wanted)}, not an {wire_name(parent_kind)}",
                            PARENT_KIND_NOT_ALLOWED)
         department = wire_name(OrganisationKind.DEPARTMENT)
-        if kind is OrganisationKind.DEPARTMENT and department_function is None:
+        if kind is OrganisationKind.DEPARTMENT and department_function is None and (
+                not violations.about("department_function")):
             violations.add("department_function",
                            f"must be specified for an {department} (not "
                            f"{unspecified(DepartmentFunction)})", DEPARTMENT_FUNCTION_REQUIRED)
@@ -147,7 +148,7 @@ class ServiceSpace(Aggregate):
     def check(violations: Violations, amenities: list[Amenity | None],
               opening_hours: list[dict[str, Any]]) -> None:
         for i, amenity in enumerate(amenities):
-            if amenity is None:
+            if amenity is None and not violations.about(f"amenities[{i}]"):
                 violations.add(f"amenities[{i}]", must_be_specified(Amenity),
                                ENUM_VALUE_REQUIRED)
         check_opening_hours(violations, opening_hours)
