@@ -9,13 +9,22 @@ What goes in:
   google.api.resource_reference, comment), every enum with its values;
 - from the Python, read statically (its AST, nothing is imported or run): the reasons the
   service gives in google.rpc.ErrorInfo, with the status code of the error that carries each,
-  and the reasons of BadRequest field violations. Sources: `reason="..."` arguments of the
-  error classes, a class's `reason = "..."`, `NotFound(kind, ...)` (reason `<KIND>_NOT_FOUND`),
-  `Violations.add(field, description, reason)` / `.require(condition, field, description,
-  reason)` / `FieldViolation(field, description, reason)`, positional or by keyword, each
-  reason written out or named by a module-level constant (`FIELD_REQUIRED`, however imported).
+  and the reasons of BadRequest field violations. Sources: `reason=` arguments of the error
+  classes, the class's own `reason = "..."` where it is raised without one, `NotFound(kind, …)`
+  and `Violations.missing(field, kind, …)` (reason `<KIND>_NOT_FOUND`, a NotFound caught where
+  it is raised left out), `Violations.add(field, description, reason)` / `.require(condition,
+  field, description, reason)` / `FieldViolation(field, description, reason)`, positional or by
+  keyword, and any function that passes one of its parameters on to these (the kernel's
+  `get(aggregate_id, kind, label)`). A reason may be written out, named by a module-level
+  constant (`FIELD_REQUIRED`, however imported) or a class's `reason`, chosen by a conditional,
+  unpacked from a tuple of a dict or a function's return, or be `f"REPORT_{…status…}"` (shown
+  as `REPORT_<status>`). Any other form stops the generator with file:line (UnreadableReasons),
+  so that no reason is left out unsaid; SKIPPED lists the few left out on purpose.
   The status codes come from shared/grpc/errors.py's STATUS_TABLE and the classes' bases. A
-  service is read in services/<name>/; what every service shares, in shared/.
+  service is read in services/<name>/ (a service the kernel serves, in its servicer's module);
+  of shared/, a page lists what code run on every call gives (EVERY_CALL) and what the shared
+  functions the service's code calls give, following calls by name (`once(…)` entries of the
+  access tables tell which RPCs require a request_id).
 """
 
 from __future__ import annotations
@@ -26,6 +35,7 @@ import subprocess
 import sys
 import tempfile
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -166,6 +176,40 @@ def types_of(file: descriptor_pb2.FileDescriptorProto) -> Types:
 
 # ----------------------------------------------------------------------------- the Python
 
+# A reason as the wire has it, and a kind as NotFound takes it ("rider", "service space").
+REASON = re.compile(r"[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)*")
+KIND = re.compile(r"[a-z][a-z_ ]*")
+# `f"REPORT_{self.status.value}"`: one reason per state of the thing, read as REPORT_<status>.
+STATUS = re.compile(r"(?:\w+\.)*status(?:\.value)?")
+
+# Reasons the generator cannot read, left out of the pages on purpose: (file, function,
+# expression as ast.unparse writes it) → what it is. Each one here is a reason no caller is told
+# of: keep this short. A test holds it to what the tree still has, so an entry whose expression
+# is gone must be deleted.
+SKIPPED = {
+    ("services/governance/application.py", "_note_organisation", "f'NOT_A_{label.upper()}'"):
+        "an organisation of the wrong kind, named after the kind asked for",
+    ("shared/references.py", "note_reference",
+     "f\"NOT_{article.upper()}_{kind.upper().replace(' ', '_')}\""):
+        "a reference of the wrong kind, named after the kind asked for",
+}
+# Expressions in a reason's or a kind's place that give no caller a reason of their own: the
+# reason they carry is read where it is given, or the error never leaves the function.
+NOT_GIVEN = {
+    ("shared/errors.py", "raise_if_any", "f\"{m.kind.upper().replace(' ', '_')}_NOT_FOUND\""):
+        "the violation of a missing reference: the kind is read where missing() is called",
+    ("shared/errors.py", "raise_if_any", "first.kind"):
+        "the NOT_FOUND of a request whose only fault is a missing reference: the same",
+    ("shared/application.py", "current_or_new", "kind.__name__"):
+        "a get() of what exists() has just found: never NOT_FOUND",
+}
+# Code that runs on every call, whatever the service calls: the guard, and the mapper that
+# checks each event read back (the event-sourcing library calls it). (file, class or None).
+EVERY_CALL = [("shared/grpc/guard.py", None), ("shared/application.py", "MetadataMapper")]
+
+Function = ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda
+Scope = tuple[Function, ...]
+
 
 @dataclass(frozen=True)
 class Reason:
@@ -177,8 +221,41 @@ class Reason:
 @dataclass(frozen=True)
 class Violation:
     reason: str
-    field: str  # the field named, when a constant
+    field: str  # the field named, when known: `phone`, `rules[i].street_id`
     where: str
+
+
+@dataclass(frozen=True)
+class Found:
+    """A reason found, and the functions around the call that gives it (innermost last)."""
+
+    item: Reason | Violation
+    path: Path
+    scope: Scope
+
+
+@dataclass(frozen=True)
+class Site:
+    """A call that gives a reason, and which of its arguments holds it. `what`: "violation"
+    (BadRequest.FieldViolation.reason), "reason" (ErrorInfo.reason of an error of `code`),
+    "raise" (NotFound of a kind: <KIND>_NOT_FOUND), "missing" (a reference to nothing noted:
+    NOT_FOUND alone, a <KIND>_NOT_FOUND violation beside other faults)."""
+
+    what: str
+    position: int | None
+    keyword: str
+    code: str = ""
+    field_position: int | None = None
+    field_keyword: str = ""
+
+
+class UnreadableReasons(SystemExit):
+    """Reasons the Python gives that this generator cannot read: the pages would leave them out
+    without a word, so it stops instead."""
+
+
+def relative(path: Path) -> str:
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
 def status_table() -> dict[str, str]:
@@ -205,13 +282,54 @@ def called(node: ast.Call) -> str:
         func.id if isinstance(func, ast.Name) else "")
 
 
-def string_constants(files: list[Path]) -> dict[str, str]:
-    """The module-level `NAME = "UPPER_SNAKE"` of `files` (a reason said once and imported
+def argument(node: ast.Call, position: int | None, keyword: str) -> ast.expr | None:
+    for kw in node.keywords:
+        if kw.arg == keyword:
+            return kw.value
+    if position is None or any(isinstance(a, ast.Starred) for a in node.args[:position + 1]):
+        return None
+    return node.args[position] if len(node.args) > position else None
+
+
+def parameters(func: Function) -> tuple[list[str], list[str]]:
+    """A function's positional parameters as its callers pass them (without self or cls), and
+    its keyword-only ones."""
+    positional = [a.arg for a in (*func.args.posonlyargs, *func.args.args)]
+    if positional[:1] in (["self"], ["cls"]):
+        positional = positional[1:]
+    return positional, [a.arg for a in func.args.kwonlyargs]
+
+
+def names_of(func: Function) -> set[str]:
+    """Every parameter of `func`, by name."""
+    positional, keyword_only = parameters(func)
+    return {*positional, *keyword_only}
+
+
+def own_nodes(node: ast.AST) -> Iterator[ast.AST]:
+    """`node`'s descendants, not those of the functions and classes defined inside it."""
+    for child in ast.iter_child_nodes(node):
+        yield child
+        if not isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda
+                          | ast.ClassDef):
+            yield from own_nodes(child)
+
+
+def scoped_nodes(tree: ast.AST, scope: Scope = ()) -> Iterator[tuple[ast.AST, Scope]]:
+    """Every node of `tree`, with the functions it is inside (innermost last)."""
+    for child in ast.iter_child_nodes(tree):
+        inner = (*scope, child) if isinstance(child, Function) else scope
+        yield child, inner
+        yield from scoped_nodes(child, inner)
+
+
+def string_constants(trees: dict[Path, ast.Module]) -> dict[str, str]:
+    """The module-level `NAME = "UPPER_SNAKE"` of `trees` (a reason said once and imported
     where it is given, such as shared/errors.py's FIELD_REQUIRED): name → value, for each name
     that means one value wherever it is assigned."""
     values: dict[str, set[str]] = defaultdict(set)
-    for path in files:
-        for statement in ast.parse(path.read_text()).body:
+    for tree in trees.values():
+        for statement in tree.body:
             if isinstance(statement, ast.Assign) and isinstance(statement.value, ast.Constant) \
                     and isinstance(statement.value.value, str) \
                     and UPPER.fullmatch(statement.value.value):
@@ -221,135 +339,531 @@ def string_constants(files: list[Path]) -> dict[str, str]:
     return {name: one for name, (one, *others) in values.items() if not others}
 
 
-def constants(node: ast.AST | None, names: dict[str, str] | None = None) -> list[str]:
-    """The UPPER_SNAKE strings an expression gives (both arms of a conditional): constants
-    written out, and the names of `names` (`FIELD_REQUIRED`, `errors.TEXT_INVALID`)."""
-    if node is None:
-        return []
-    found = []
-    for n in ast.walk(node):
-        if isinstance(n, ast.Constant) and isinstance(n.value, str) and UPPER.fullmatch(n.value):
-            found.append(n.value)
-        elif isinstance(n, ast.Name | ast.Attribute) and names:
-            name = n.id if isinstance(n, ast.Name) else n.attr
-            if name in names:
-                found.append(names[name])
-    return found
+def status_pattern(node: ast.JoinedStr) -> str | None:
+    """`f"REPORT_{self.status.value}"` → "REPORT_<status>"; None for any other f-string."""
+    if len(node.values) == 2:
+        prefix, value = node.values
+        if isinstance(prefix, ast.Constant) and isinstance(prefix.value, str) and (
+                REASON.fullmatch(prefix.value + "X")) and prefix.value.endswith("_") and (
+                isinstance(value, ast.FormattedValue) and STATUS.fullmatch(
+                    ast.unparse(value.value))):
+            return f"{prefix.value}<status>"
+    return None
 
 
-def argument(node: ast.Call, position: int, keyword: str) -> ast.AST | None:
-    for kw in node.keywords:
-        if kw.arg == keyword:
-            return kw.value
-    return node.args[position] if len(node.args) > position else None
+def field_text(node: ast.expr | None) -> str:
+    """A field path as a caller reads it: `phone`; `rules[i].street_id` for
+    f"rules[{i}].street_id"; "" when it is not written out."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return node.value
+    if isinstance(node, ast.JoinedStr):
+        text = ""
+        for part in node.values:
+            if isinstance(part, ast.Constant) and isinstance(part.value, str):
+                text += part.value
+            elif isinstance(part, ast.FormattedValue) and isinstance(part.value, ast.Name) \
+                    and text.endswith("["):
+                text += part.value.id
+            else:
+                return ""
+        return text
+    return ""
 
 
-def error_classes(files: list[Path], table: dict[str, str]) -> dict[str, str]:
-    """Every error class in `files` (and shared/errors.py's) → its status code, by its bases."""
-    bases: dict[str, list[str]] = {}
-    for path in [SHARED / "errors.py", *files]:
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ClassDef):
-                bases[node.name] = [b.attr if isinstance(b, ast.Attribute) else getattr(b, "id", "")
-                                    for b in node.bases]
-    codes = dict(table)
+@dataclass
+class Resolved:
+    """What an expression in a reason's place can be: its values, the parameters of the
+    enclosing functions it passes on (whose callers give the value), and whether some of it
+    cannot be read."""
 
-    def code_of(name: str, seen: frozenset[str] = frozenset()) -> str:
-        if name in codes:
-            return codes[name]
-        for base in bases.get(name, []):
-            if base not in seen:
-                found = code_of(base, seen | {name})
-                if found:
+    values: set[str] = field(default_factory=set)
+    passed: set[tuple[Function, str]] = field(default_factory=set)
+    unreadable: bool = False
+
+    def __ior__(self, other: Resolved) -> Resolved:
+        self.values |= other.values
+        self.passed |= other.passed
+        self.unreadable |= other.unreadable
+        return self
+
+
+UNREADABLE = Resolved(unreadable=True)
+# The calls that give a reason to begin with; functions that pass one of their parameters on
+# to one of these are found (Reader.sites), and so on.
+BASE_SITES = {
+    "add": {Site("violation", 2, "reason", field_position=0, field_keyword="field_name")},
+    "require": {Site("violation", 3, "reason", field_position=1, field_keyword="field_name")},
+    "FieldViolation": {Site("violation", 2, "reason", field_position=0, field_keyword="field")},
+    "NotFound": {Site("raise", 0, "kind")},
+    "missing": {Site("missing", 1, "kind", field_position=0, field_keyword="field_name")},
+}
+
+
+class Reader:
+    """The reasons `files` give, read from their AST (nothing is imported or run): where each
+    is given, by which status code, and inside which functions; and which names each function
+    uses, to tell which reasons of shared/ a service's code can meet."""
+
+    def __init__(self, files: list[Path]):
+        self.trees = {path: ast.parse(path.read_text()) for path in files}
+        self.names = string_constants(self.trees)
+        self.bases: dict[str, list[str]] = {}
+        self.class_reasons: dict[str, list[ast.expr]] = defaultdict(list)
+        self.functions: dict[str, list[tuple[Path, Function, Scope]]] = defaultdict(list)
+        self._homes_by_function: dict[Function, Path] = {}
+        self.calls: dict[Path, list[tuple[ast.Call, Scope]]] = defaultdict(list)
+        # Calls made inside a `try:` that catches NotFound: what they raise goes no further.
+        self.caught: set[ast.Call] = set()
+        # Each file's names for the modules it imports (`refusals` → shared/grpc/refusals.py).
+        self.modules: dict[Path, dict[str, Path]] = {}
+        for path, tree in self.trees.items():
+            self.modules[path] = self._imported_modules(tree)
+            for node in ast.walk(tree):
+                if isinstance(node, ast.Try) and any(
+                        "NotFound" in ast.unparse(h.type) for h in node.handlers if h.type):
+                    self.caught |= {n for statement in node.body for n in ast.walk(statement)
+                                    if isinstance(n, ast.Call)}
+            for node, scope in scoped_nodes(tree):
+                if isinstance(node, ast.ClassDef):
+                    self.bases[node.name] = [
+                        b.attr if isinstance(b, ast.Attribute) else getattr(b, "id", "")
+                        for b in node.bases]
+                    for statement in node.body:
+                        if isinstance(statement, ast.Assign) and any(
+                                isinstance(t, ast.Name) and t.id == "reason"
+                                for t in statement.targets):
+                            self.class_reasons[node.name].append(statement.value)
+                elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                    self.functions[node.name].append((path, node, scope))
+                    self._homes_by_function[node] = path
+                elif isinstance(node, ast.Call):
+                    self.calls[path].append((node, scope))
+        self.classes = self._error_classes(status_table())
+        self.sites: dict[str, set[Site]] = defaultdict(set, {
+            name: set(sites) for name, sites in BASE_SITES.items()})
+        # Where each site found (not a base one) is defined: a call through a module's name
+        # (`refusals.note(…)`) is that module's function, not another of the same name.
+        self.homes: dict[tuple[str, Site], set[Path]] = defaultdict(set)
+        for name, code in self.classes.items():
+            self.sites[name].add(Site("reason", None, "reason", code=code))
+        self._find_sites()
+        self._callables()
+        self.found: list[Found] = []
+        self.unreadable: list[str] = []
+        self.skipped: set[tuple[str, str, str]] = set()
+        self.not_given: set[tuple[str, str, str]] = set()
+        self._read()
+
+    # -- what the code says
+
+    def _error_classes(self, table: dict[str, str]) -> dict[str, str]:
+        """Every error class → its status code, by its bases."""
+        def code_of(name: str, seen: frozenset[str] = frozenset()) -> str:
+            if name in table:
+                return table[name]
+            for base in self.bases.get(name, []):
+                if base not in seen and (found := code_of(base, seen | {name})):
                     return found
-        return ""
+            return ""
+        return {name: code for name in [*self.bases, *table] if (code := code_of(name))}
 
-    return {name: code for name in [*bases, *table] if (code := code_of(name))}
+    def _default_reason(self, name: str, seen: frozenset[str] = frozenset()) -> Resolved:
+        """The reason an error class gives when raised without one: its own `reason = …`, or
+        its bases'."""
+        if self.class_reasons.get(name):
+            found = Resolved()
+            for value in self.class_reasons[name]:
+                found |= self.resolve(value, ())
+            return found
+        for base in self.bases.get(name, []):
+            if base not in seen and base in self.classes:
+                return self._default_reason(base, seen | {name})
+        return Resolved()
 
-
-def not_found_labels(files: list[Path]) -> dict[str, tuple[int, str]]:
-    """Functions that raise `NotFound(<one of their parameters>, ...)`, such as the kernel's
-    `get(aggregate_id, kind, label)`: name → (that parameter's position, its name)."""
-    found = {}
-    for path in files:
-        for node in ast.walk(ast.parse(path.read_text())):
-            if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
-                continue
-            params = [a.arg for a in node.args.args]
-            if params[:1] in (["self"], ["cls"]):
-                params = params[1:]
-            for call in ast.walk(node):
-                if isinstance(call, ast.Call) and called(call) == "NotFound" and call.args and (
-                        isinstance(call.args[0], ast.Name) and call.args[0].id in params):
-                    found[node.name] = (params.index(call.args[0].id), call.args[0].id)
-    return found
-
-
-def reasons_in(files: list[Path], classes: dict[str, str],
-               labels: dict[str, tuple[int, str]], names: dict[str, str] | None = None
-               ) -> tuple[set[Reason], set[Violation]]:
-    """The reasons `files` give, written out or by a name of `names` (by default, the string
-    constants of `files` themselves)."""
-    names = string_constants(files) if names is None else names
-    reasons: set[Reason] = set()
-    violations: set[Violation] = set()
-    for path in files:
-        where = str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
-        tree = ast.parse(path.read_text())
+    def _imported_modules(self, tree: ast.Module) -> dict[str, Path]:
+        found = {}
         for node in ast.walk(tree):
-            if isinstance(node, ast.ClassDef) and node.name in classes:
-                for statement in node.body:
-                    if isinstance(statement, ast.Assign) and any(
-                            isinstance(t, ast.Name) and t.id == "reason"
-                            for t in statement.targets):
-                        for value in constants(statement.value, names):
-                            reasons.add(Reason(classes[node.name], value, where))
-            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
-                # `reason = "A" if ... else "B"` then `raise SomeError(..., reason=reason)`.
-                raised = {classes[called(c)] for c in ast.walk(node)
-                          if isinstance(c, ast.Call) and called(c) in classes and any(
-                              kw.arg == "reason" and isinstance(kw.value, ast.Name)
-                              for kw in c.keywords)}
-                for statement in ast.walk(node):
-                    if isinstance(statement, ast.Assign) and any(
-                            isinstance(t, ast.Name) and t.id == "reason"
-                            for t in statement.targets):
-                        for value in constants(statement.value, names):
-                            for code in raised or {""}:
-                                reasons.add(Reason(code, value, where))
-            if not isinstance(node, ast.Call):
-                continue
-            name = called(node)
-            if name in ("add", "require", "FieldViolation"):
-                offset = 1 if name == "require" else 0
-                field_node = argument(node, offset, "field_name" if name != "FieldViolation"
-                                      else "field")
-                field_name = (field_node.value if isinstance(field_node, ast.Constant)
-                              and isinstance(field_node.value, str) else "")
-                for value in constants(argument(node, offset + 2, "reason"), names):
-                    violations.add(Violation(value, field_name, where))
-                continue
-            label = None
-            if name == "NotFound":
-                label = argument(node, 0, "kind")
-            elif name in labels:
-                label = argument(node, *labels[name])
-            if isinstance(label, ast.Constant) and isinstance(label.value, str) and re.fullmatch(
-                    r"[a-z][a-z_]*", label.value):
-                reasons.add(Reason(classes.get("NotFound", "NOT_FOUND"),
-                                   f"{label.value.upper()}_NOT_FOUND", where))
-            for kw in node.keywords:
-                if kw.arg == "reason":
-                    for value in constants(kw.value, names):
-                        reasons.add(Reason(classes.get(name, ""), value, where))
-    return reasons, violations
+            names = []
+            if isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                names = [(f"{node.module}.{a.name}", a.asname or a.name) for a in node.names]
+            elif isinstance(node, ast.Import):
+                names = [(a.name, a.asname or a.name.split(".")[0]) for a in node.names]
+            for module, alias in names:
+                path = ROOT / (module.replace(".", "/") + ".py")
+                if path in self.trees:
+                    found[alias] = path
+        return found
+
+    def _sites_of(self, call: ast.Call, path: Path) -> set[Site]:
+        name = called(call)
+        func = call.func
+        if name == "FieldViolation" and isinstance(func, ast.Attribute) and not (
+                isinstance(func.value, ast.Name) and func.value.id == "errors"):
+            return set()  # google.rpc's BadRequest.FieldViolation: the wire, not a check
+        sites = self.sites.get(name, set())
+        if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name) and (
+                module := self.modules[path].get(func.value.id)):
+            sites = {s for s in sites if s in BASE_SITES.get(name, ())
+                     or (s.what == "reason" and name in self.classes)
+                     or module in self.homes[(name, s)]}
+        if call in self.caught:
+            sites = {s for s in sites if s.what != "raise"}
+        return sites
+
+    def _find_sites(self) -> None:
+        """Functions that pass a parameter on as a reason or a kind are sites too (the
+        kernel's get(aggregate_id, kind, label), a helper's `reason`): until none is new."""
+        new = True
+        while new:
+            new = False
+            for path, calls in self.calls.items():
+                for call, scope in calls:
+                    for site in list(self._sites_of(call, path)):
+                        value = argument(call, site.position, site.keyword)
+                        if value is None:
+                            continue
+                        resolved = self.resolve(value, scope, kind=site.what in (
+                            "raise", "missing"))
+                        for func, name in resolved.passed:
+                            if isinstance(func, ast.Lambda):
+                                continue
+                            positional, _ = parameters(func)
+                            field_node = argument(call, site.field_position, site.field_keyword)
+                            field_name = field_node.id if isinstance(field_node, ast.Name) \
+                                and field_node.id in names_of(func) else ""
+                            passed = Site(
+                                site.what, positional.index(name) if name in positional else None,
+                                name, site.code,
+                                positional.index(field_name) if field_name in positional else None,
+                                field_name)
+                            home = self._home_of(func)
+                            if passed not in self.sites[func.name] or (
+                                    home not in self.homes[(func.name, passed)]):
+                                self.sites[func.name].add(passed)
+                                self.homes[(func.name, passed)].add(home)
+                                new = True
+
+    def _home_of(self, func: Function) -> Path:
+        return self._homes_by_function[func]
+
+    def resolve(self, node: ast.expr, scope: Scope, *, kind: bool = False,
+                depth: int = 0) -> Resolved:
+        """What `node`, inside the functions `scope`, can be as a reason (or, `kind`, as a kind
+        of NotFound)."""
+        if depth > 10:
+            return UNREADABLE
+        pattern = KIND if kind else REASON
+        if isinstance(node, ast.Constant):
+            if isinstance(node.value, str) and pattern.fullmatch(node.value):
+                return Resolved({node.value})
+            return UNREADABLE
+        if isinstance(node, ast.IfExp):
+            found = self.resolve(node.body, scope, kind=kind, depth=depth + 1)
+            found |= self.resolve(node.orelse, scope, kind=kind, depth=depth + 1)
+            return found
+        if isinstance(node, ast.Name):
+            for i in range(len(scope) - 1, -1, -1):
+                func = scope[i]
+                sources = self._assigned(func, node.id)
+                if sources:
+                    found = Resolved()
+                    for source, index in sources:
+                        found |= self._element(source, index, scope[:i + 1], kind, depth + 1)
+                    return found
+                if node.id in names_of(func):
+                    return Resolved(passed={(func, node.id)})
+            if not kind and node.id in self.names:
+                return Resolved({self.names[node.id]})
+            return UNREADABLE
+        if isinstance(node, ast.Attribute) and not kind:
+            if node.attr in self.names:
+                return Resolved({self.names[node.attr]})
+            if node.attr == "reason" and isinstance(node.value, ast.Name) and (
+                    node.value.id in self.class_reasons):
+                return self._default_reason(node.value.id)
+            return UNREADABLE
+        if isinstance(node, ast.JoinedStr) and not kind and (found := status_pattern(node)):
+            return Resolved({found})
+        return UNREADABLE
+
+    @staticmethod
+    def _assigned(func: Function, name: str) -> list[tuple[ast.expr, int | None]]:
+        """What `name` is assigned inside `func` (not in functions within it): each value,
+        with the index `name` takes in it when it is unpacked (`message, reason = …`)."""
+        found: list[tuple[ast.expr, int | None]] = []
+        for node in own_nodes(func):
+            if isinstance(node, ast.Assign | ast.AnnAssign) and node.value is not None:
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                for target in targets:
+                    if isinstance(target, ast.Name) and target.id == name:
+                        found.append((node.value, None))
+                    elif isinstance(target, ast.Tuple):
+                        for i, element in enumerate(target.elts):
+                            if isinstance(element, ast.Name) and element.id == name:
+                                found.append((node.value, i))
+        return found
+
+    def _element(self, node: ast.expr, index: int | None, scope: Scope, kind: bool,
+                 depth: int) -> Resolved:
+        """`node` (index None), or its `index`th element where it is a tuple: a tuple written
+        out, a value of a dict of tuples written out in the same function
+        (`refusals[status]`), a tuple a function returns (`image_problem(...)`), or a name
+        assigned one of those."""
+        if index is None:
+            return self.resolve(node, scope, kind=kind, depth=depth)
+        if depth > 10:
+            return UNREADABLE
+        if isinstance(node, ast.Tuple):
+            if index < len(node.elts):
+                return self.resolve(node.elts[index], scope, kind=kind, depth=depth + 1)
+            return UNREADABLE
+        if isinstance(node, ast.Name) and scope:
+            sources = self._assigned(scope[-1], node.id)
+            if not sources:
+                return UNREADABLE
+            found = Resolved()
+            for source, inner in sources:
+                if inner is not None:
+                    return UNREADABLE
+                found |= self._element(source, index, scope, kind, depth + 1)
+            return found
+        if isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name) and scope:
+            found = Resolved()
+            sources = self._assigned(scope[-1], node.value.id)
+            if not sources or any(not isinstance(s, ast.Dict) or i is not None
+                                  for s, i in sources):
+                return UNREADABLE
+            for source, _ in sources:
+                for value in source.values:  # type: ignore[attr-defined]
+                    found |= self._element(value, index, scope, kind, depth + 1)
+            return found
+        if isinstance(node, ast.Call) and (functions := self.functions.get(called(node))):
+            found = Resolved()
+            for _, func, outer in functions:
+                for returned in own_nodes(func):
+                    if not isinstance(returned, ast.Return):
+                        continue
+                    if returned.value is None or (isinstance(returned.value, ast.Constant)
+                                                  and returned.value.value is None):
+                        continue
+                    found |= self._element(returned.value, index, (*outer, func), kind,
+                                           depth + 1)
+            return found
+        return UNREADABLE
+
+    def _read(self) -> None:
+        code_of_missing = self.classes.get("NotFound", "NOT_FOUND")
+        for path, calls in self.calls.items():
+            where = relative(path)
+            for call, scope in calls:
+                name = called(call)
+                given = any(kw.arg == "reason" for kw in call.keywords)
+                if name in self.classes and name != "NotFound" and not given:
+                    # Raised without a reason: the class's own.
+                    for value in self._default_reason(name).values:
+                        self.found.append(Found(Reason(self.classes[name], value, where), path,
+                                                scope))
+                for site in self._sites_of(call, path):
+                    value = argument(call, site.position, site.keyword)
+                    if value is None:
+                        continue
+                    resolved = self.resolve(value, scope, kind=site.what in ("raise", "missing"))
+                    if resolved.unreadable:
+                        function = next((f.name for f in reversed(scope)
+                                         if not isinstance(f, ast.Lambda)), "")
+                        key = (where, function, ast.unparse(value))
+                        if key in SKIPPED:
+                            self.skipped.add(key)
+                        elif key in NOT_GIVEN:
+                            self.not_given.add(key)
+                        else:
+                            self.unreadable.append(f"{where}:{value.lineno}: {key[2]} "
+                                                   f"(in {function or 'the module'})")
+                    field_name = field_text(argument(call, site.field_position,
+                                                     site.field_keyword))
+                    for text in resolved.values:
+                        items: list[Reason | Violation] = []
+                        if site.what == "violation":
+                            items.append(Violation(text, field_name, where))
+                        elif site.what == "reason":
+                            items.append(Reason(site.code, text, where))
+                        else:
+                            not_found = f"{text.upper().replace(' ', '_')}_NOT_FOUND"
+                            items.append(Reason(code_of_missing, not_found, where))
+                            if site.what == "missing":
+                                items.append(Violation(not_found, field_name, where))
+                        self.found += [Found(item, path, scope) for item in items]
+
+    def check(self) -> None:
+        """Stops, naming each place, if any reason could not be read."""
+        if self.unreadable:
+            raise UnreadableReasons(
+                "deploy/apidoc.py cannot read these reasons, so the API reference would leave "
+                "them out: give each as a string or a module-level constant (or teach "
+                "apidoc.py the form):\n  " + "\n  ".join(sorted(self.unreadable)))
+
+    # -- who can meet what
+
+    def _callables(self) -> None:
+        """The functions of each module and the methods of every class, and each file's names
+        for functions it imports (`from shared.paging import check_page_size`)."""
+        self.module_functions: dict[tuple[Path, str], Function] = {}
+        self.methods: dict[str, list[tuple[Path, Function]]] = defaultdict(list)
+        self.imported: dict[Path, dict[str, tuple[Path, str]]] = {}
+        for path, tree in self.trees.items():
+            for node in tree.body:
+                if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                    self.module_functions[(path, node.name)] = node
+            for node in ast.walk(tree):
+                # A gRPC servicer's methods are called by gRPC, never by name from Python (a
+                # stub's ReadEvents is the upstream's, over the network).
+                if isinstance(node, ast.ClassDef) and not any(
+                        ast.unparse(b).endswith("Servicer") for b in node.bases):
+                    for statement in node.body:
+                        if isinstance(statement, ast.FunctionDef | ast.AsyncFunctionDef):
+                            self.methods[statement.name].append((path, statement))
+            imported = {}
+            for node in ast.walk(tree):
+                if isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                    module = ROOT / (node.module.replace(".", "/") + ".py")
+                    for alias in node.names:
+                        imported[alias.asname or alias.name] = (module, alias.name)
+            self.imported[path] = imported
+
+    def uses(self, node: ast.AST, path: Path) -> set[tuple[str, ...]]:
+        """What `node` (code of `path`) calls or refers to (a method passed as a callback
+        counts): ("function", file, name) where the name says which module's function it is
+        (its own, imported by name, or `module.name`), ("method", name) for `anything.name`."""
+        found: set[tuple[str, ...]] = set()
+        modules, imported = self.modules[path], self.imported[path]
+        for n in ast.walk(node):
+            if isinstance(n, ast.Name):
+                if n.id in imported:
+                    module, name = imported[n.id]
+                    found.add(("function", str(module), name))
+                elif (path, n.id) in self.module_functions:
+                    found.add(("function", str(path), n.id))
+            elif isinstance(n, ast.Attribute):
+                if isinstance(n.value, ast.Name) and n.value.id in modules:
+                    found.add(("function", str(modules[n.value.id]), n.attr))
+                else:
+                    found.add(("method", n.attr))
+        return found
+
+    def reachable(self, roots: set[tuple[str, ...]], within: Path) -> set[Function]:
+        """The functions under `within` that code using `roots` can run: functions as named,
+        methods by their name (two methods of one name, in any classes, both count)."""
+        seen: set[Function] = set()
+        todo = list(roots)
+        done = set(todo)
+        while todo:
+            target = todo.pop()
+            if target[0] == "function":
+                func = self.module_functions.get((Path(target[1]), target[2]))
+                candidates = [(Path(target[1]), func)] if func is not None else []
+            else:
+                candidates = self.methods.get(target[1], [])
+            for path, func in candidates:
+                if path.is_relative_to(within) and func not in seen:
+                    seen.add(func)
+                    for use in self.uses(func, path) - done:
+                        done.add(use)
+                        todo.append(use)
+        return seen
+
+    def every_call(self) -> tuple[set[tuple[str, ...]], set[Function]]:
+        """What code run on every call uses, and its functions."""
+        uses: set[tuple[str, ...]] = set()
+        functions: set[Function] = set()
+        for file, class_name in EVERY_CALL:
+            path = ROOT / file
+            tree = self.trees[path]
+            regions = [tree] if class_name is None else [
+                n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == class_name]
+            if not regions:
+                raise SystemExit(f"deploy/apidoc.py: EVERY_CALL names {file} {class_name}, "
+                                 "which is not there")
+            for region in regions:
+                uses |= self.uses(region, path)
+                functions |= {n for n in ast.walk(region)
+                              if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)}
+        return uses, functions
+
+
+def access_of(reader: Reader, files: list[Path]) -> tuple[set[str], bool]:
+    """From the access tables in `files` (`access_table(SERVICE_NAME, {"Rpc": …})`): the RPCs
+    whose entry is `once(…)` (a request_id required), and whether any entry scopes a role that
+    acts for one organisation to something it must own (so OUT_OF_SCOPE can be the answer)."""
+    once: set[str] = set()
+    tenant = False
+    for path in files:
+        for call, _ in reader.calls.get(path, []):
+            name = called(call)
+            if name == "access_table" and len(call.args) > 1 and isinstance(call.args[1],
+                                                                            ast.Dict):
+                for key, value in zip(call.args[1].keys, call.args[1].values, strict=True):
+                    if isinstance(key, ast.Constant) and isinstance(value, ast.Call) and (
+                            called(value) == "once"):
+                        once.add(key.value)
+            elif name == "scoped" and any(
+                    kw.arg is None or not (isinstance(kw.value, ast.Name)
+                                           and kw.value.id == "OWN")
+                    for kw in call.keywords if kw.arg not in ("personal", "subject")):
+                tenant = True
+    return once, tenant
+
+
+@dataclass
+class Python:
+    """What a page says of one service's errors, read from its Python."""
+
+    own: list[Found]
+    shared: list[Found]
+    sources: str  # where the service's own code is, for people
+    once: set[str]  # RPCs that require a request_id
+
+
+def python_of(reader: Reader, home: list[Path], sources: str, takes_request_id: bool,
+              every_call: tuple[set[tuple[str, ...]], set[Function]]) -> Python:
+    """A service's own reasons (those given in `home`, its own code) and those of shared/ it
+    can meet: given in a shared function its code or the code run on every call uses, less
+    those the guard gives only to some RPCs (a request_id missing, a request_id's format,
+    OUT_OF_SCOPE) where no RPC of this service is one."""
+    own_files = set(home)
+    own = [f for f in reader.found if f.path in own_files]
+    roots, functions = every_call
+    roots = set(roots)
+    for path in home:
+        roots |= reader.uses(reader.trees[path], path)
+    reach = reader.reachable(roots, SHARED) | functions
+    once, tenant = access_of(reader, home)
+
+    def meets(found: Found) -> bool:
+        item = found.item
+        if found.scope and not any(f in reach for f in found.scope):
+            return False
+        if isinstance(item, Violation) and item.reason == "REQUEST_ID_REQUIRED":
+            return bool(once)
+        if isinstance(item, Violation) and item.field == "request_id":
+            return takes_request_id
+        if isinstance(item, Reason) and item.reason == "OUT_OF_SCOPE":
+            return tenant
+        return True
+
+    shared = [f for f in reader.found if f.path.is_relative_to(SHARED)
+              and f.path not in own_files and meets(f)]
+    return Python(own, shared, sources, once)
 
 
 # ----------------------------------------------------------------------------- the pages
 
 
-def errors_section(title: str, reasons: set[Reason], violations: set[Violation]) -> list[str]:
+def errors_section(title: str, found: list[Found], intro: str = "") -> list[str]:
+    reasons = {f.item for f in found if isinstance(f.item, Reason)}
+    violations = {f.item for f in found if isinstance(f.item, Violation)}
     lines = [f"### {title}", ""]
+    if intro:
+        lines += [intro, ""]
     if reasons:
         lines += ["| status code | `ErrorInfo.reason` | raised in |", "|---|---|---|"]
         merged: dict[tuple[str, str], set[str]] = defaultdict(set)
@@ -378,8 +892,23 @@ def errors_section(title: str, reasons: set[Reason], violations: set[Violation])
     return lines
 
 
-def page(file: descriptor_pb2.FileDescriptorProto, index: int, own: tuple[set[Reason],
-         set[Violation]], kernel: tuple[set[Reason], set[Violation]], sources: str) -> str:
+ERRORS_INTRO = (
+    "Every error is a `google.rpc.Status` in the `grpc-status-details-bin` trailer, with an "
+    "`ErrorInfo` (`domain` names the service) and, for `INVALID_ARGUMENT`, a `BadRequest` with "
+    "one field violation per problem ([the index](README.md#errors)). The reasons below are "
+    "read from the Python that answers, not from the protos.")
+STATUS_NOTE = (
+    "`<status>` stands for the state the thing is in, as the wire names that state without its "
+    "enum's prefix: `REPORT_RESOLVED` for a report in `REPORT_STATUS_RESOLVED`.")
+SHARED_INTRO = (
+    "Given by the code every call runs (the guard: token, role, scope, `request_id`; the check "
+    "of each stored event read) and by the shared functions this service's Python calls, "
+    "followed by name, so a reason may be listed that no call of this service meets in "
+    "practice. `REQUEST_ID_REQUIRED` is listed only where an RPC requires a `request_id`, the "
+    "`request_id`'s own checks only where an RPC takes one, `OUT_OF_SCOPE` only where an RPC "
+    "reaches only what the caller's organisation owns.")
+def page(file: descriptor_pb2.FileDescriptorProto, index: int, python: Python,
+         messages: dict[str, descriptor_pb2.DescriptorProto]) -> str:
     service = file.service[index]
     notes = comments(file)
     types = types_of(file)
@@ -401,13 +930,11 @@ def page(file: descriptor_pb2.FileDescriptorProto, index: int, own: tuple[set[Re
         lines.append(f"| `{method.name}` | {shown(method.input_type, method.client_streaming)} | "
                      f"{shown(method.output_type, method.server_streaming)} | "
                      f"{one_line(notes.get((SERVICE, index, METHOD, i), ''))} |")
-    lines += ["", "## Errors", "",
-              "Every error is a `google.rpc.Status` in the `grpc-status-details-bin` trailer, "
-              "with an `ErrorInfo` (`domain` names the service) and, for `INVALID_ARGUMENT`, a "
-              "`BadRequest` with one field violation per problem ([the index](README.md#errors)). "
-              "The reasons below are read from the Python that answers, not from the protos.", ""]
-    lines += errors_section(f"This service ({sources})", *own)
-    lines += errors_section("Every service (`shared/`: the guard, the kernel)", *kernel)
+    lines += ["", "## Errors", "", ERRORS_INTRO, ""]
+    if any("<status>" in f.item.reason for f in python.own + python.shared):
+        lines += [STATUS_NOTE, ""]
+    lines += errors_section(f"This service ({python.sources})", python.own)
+    lines += errors_section("From the shared code (`shared/`)", python.shared, SHARED_INTRO)
     lines += ["## Messages", ""]
     for name, path, message in types.messages:
         lines += [f"### {name.removeprefix(file.package + '.')}", "", f"`{name}`", ""]
@@ -507,28 +1034,47 @@ def index(entries: list[tuple[str, str, str, str]]) -> str:
     return GENERATED + "# Qiji API reference\n" + INDEX_BODY.format(services=services)
 
 
+def servicer_module(reader: Reader, service: str) -> Path | None:
+    """The file under shared/ whose class implements `service` (`class
+    FeedServicer(pb_grpc.FeedServiceServicer)`), for a service the kernel serves."""
+    for path, tree in reader.trees.items():
+        if path.is_relative_to(SHARED) and any(
+                isinstance(n, ast.ClassDef) and any(
+                    isinstance(b, ast.Attribute) and b.attr == f"{service}Servicer"
+                    for b in n.bases) for n in ast.walk(tree)):
+            return path
+    return None
+
+
 def render() -> dict[str, str]:
     """docs/api/'s pages, by file name."""
-    files = [f for f in descriptor_set().file if f.name.startswith("qiji/") and f.service]
-    table = status_table()
-    kernel_files = python_files(SHARED)
-    every_service = python_files(ROOT / "services")
-    classes = error_classes(every_service + kernel_files, table)
-    labels = not_found_labels(every_service + kernel_files)
-    names = string_constants(every_service + kernel_files)
-    kernel = reasons_in(kernel_files, classes, labels, names)
+    compiled = descriptor_set().file
+    files = [f for f in compiled if f.name.startswith("qiji/") and f.service]
+    messages = {name: message for f in compiled for name, _, message in types_of(f).messages}
+    reader = Reader(python_files(SHARED, ROOT / "services"))
+    reader.check()
+    every_call = reader.every_call()
     pages: dict[str, str] = {}
     entries = []
     for file in sorted(files, key=lambda f: f.name):
         name = file.package.split(".")[1]
         home = ROOT / "services" / name
-        own = (reasons_in(python_files(home), classes, labels, names) if home.is_dir()
-               else (set(), set()))
-        sources = f"`services/{name}/`" if home.is_dir() else "served by the kernel in `shared/`"
         for i, service in enumerate(file.service):
             full = f"{file.package}.{service.name}"
+            if home.is_dir():
+                own, sources = python_files(home), f"`services/{name}/`"
+            else:
+                module = servicer_module(reader, service.name)
+                if module is None:
+                    raise SystemExit(f"deploy/apidoc.py: no services/{name}/ and no class "
+                                     f"{service.name}Servicer under shared/ for {full}")
+                own, sources = [module], f"served by the kernel: `{relative(module)}`"
+            takes = any(f.name == "request_id"
+                        for m in service.method
+                        for f in messages[m.input_type.lstrip(".")].field)
+            python = python_of(reader, own, sources, takes, every_call)
             page_name = f"{full}.md"
-            pages[page_name] = page(file, i, own, kernel, sources)
+            pages[page_name] = page(file, i, python, messages)
             summary = comments(file).get((SERVICE, i), "").split(". ")[0].rstrip(".")
             entries.append((full, page_name, file.name, summary))
     pages["README.md"] = index(entries)
