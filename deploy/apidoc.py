@@ -23,8 +23,10 @@ What goes in:
   The status codes come from shared/grpc/errors.py's STATUS_TABLE and the classes' bases. A
   service is read in services/<name>/ (a service the kernel serves, in its servicer's module);
   of shared/, a page lists what code run on every call gives (EVERY_CALL) and what the shared
-  functions the service's code calls give, following calls by name (`once(…)` entries of the
-  access tables tell which RPCs require a request_id).
+  functions the service's code calls give, following calls by name;
+- from the access tables (`once(…)` entries of `access_table(…)`): which RPCs require a
+  request_id, per RPC on each page and listed in the index; the paging limits from the
+  constants of shared/paging.py, shared/grpc/feed.py and services/platform/application.py.
 """
 
 from __future__ import annotations
@@ -855,6 +857,17 @@ def python_of(reader: Reader, home: list[Path], sources: str, takes_request_id: 
     return Python(own, shared, sources, once)
 
 
+def int_constant(path: Path, name: str) -> int:
+    """A module-level `NAME = 500` of `path`."""
+    for statement in ast.parse(path.read_text()).body:
+        if isinstance(statement, ast.Assign) and any(
+                isinstance(t, ast.Name) and t.id == name for t in statement.targets) and (
+                isinstance(statement.value, ast.Constant)) and isinstance(
+                statement.value.value, int):
+            return statement.value.value
+    raise SystemExit(f"deploy/apidoc.py: no {name} = <int> in {relative(path)}")
+
+
 # ----------------------------------------------------------------------------- the pages
 
 
@@ -894,9 +907,12 @@ def errors_section(title: str, found: list[Found], intro: str = "") -> list[str]
 
 ERRORS_INTRO = (
     "Every error is a `google.rpc.Status` in the `grpc-status-details-bin` trailer, with an "
-    "`ErrorInfo` (`domain` names the service) and, for `INVALID_ARGUMENT`, a `BadRequest` with "
-    "one field violation per problem ([the index](README.md#errors)). The reasons below are "
-    "read from the Python that answers, not from the protos.")
+    "`ErrorInfo` (`domain` names the service); `INVALID_ARGUMENT` adds a `BadRequest` with one "
+    "field violation per problem, `NOT_FOUND` a `ResourceInfo` per missing resource "
+    "([the index](README.md#errors)). The reasons below are read from the Python that answers, "
+    "not from the protos. For `INVALID_ARGUMENT`, branch on "
+    "`BadRequest.field_violations[].reason`: `ErrorInfo.reason` is the violations' own reason "
+    "when they all share one, else `INVALID_ARGUMENT`.")
 STATUS_NOTE = (
     "`<status>` stands for the state the thing is in, as the wire names that state without its "
     "enum's prefix: `REPORT_RESOLVED` for a report in `REPORT_STATUS_RESOLVED`.")
@@ -907,6 +923,22 @@ SHARED_INTRO = (
     "practice. `REQUEST_ID_REQUIRED` is listed only where an RPC requires a `request_id`, the "
     "`request_id`'s own checks only where an RPC takes one, `OUT_OF_SCOPE` only where an RPC "
     "reaches only what the caller's organisation owns.")
+REQUEST_ID_LEGEND = (
+    "`request_id` (AIP-155, [the index](README.md#calling)): **required**, the call is refused "
+    "without one (`INVALID_ARGUMENT`, reason `REQUEST_ID_REQUIRED`) because every call makes "
+    "something new; optional, a retry with the same one returns the first answer and without "
+    "one a retry is a second call (its request's `request_id` field says what that does); —, "
+    "the request has none.")
+
+
+def request_id_of(method: descriptor_pb2.MethodDescriptorProto, once: set[str],
+                  messages: dict[str, descriptor_pb2.DescriptorProto]) -> str:
+    request = messages[method.input_type.lstrip(".")]
+    if not any(f.name == "request_id" for f in request.field):
+        return "—"
+    return "**required**" if method.name in once else "optional"
+
+
 def page(file: descriptor_pb2.FileDescriptorProto, index: int, python: Python,
          messages: dict[str, descriptor_pb2.DescriptorProto]) -> str:
     service = file.service[index]
@@ -920,7 +952,9 @@ def page(file: descriptor_pb2.FileDescriptorProto, index: int, python: Python,
              "[the index](README.md).", ""]
     if (SERVICE, index) in notes:
         lines += [notes[(SERVICE, index)], ""]
-    lines += ["## RPCs", "", "| RPC | request | response | description |", "|---|---|---|---|"]
+    lines += ["## RPCs", "", REQUEST_ID_LEGEND, "",
+              "| RPC | request | response | `request_id` | description |",
+              "|---|---|---|---|---|"]
     for i, method in enumerate(service.method):
         def shown(type_name: str, streaming: bool) -> str:
             name = type_name.lstrip(".")
@@ -929,6 +963,7 @@ def page(file: descriptor_pb2.FileDescriptorProto, index: int, python: Python,
             return f"stream {text}" if streaming else text
         lines.append(f"| `{method.name}` | {shown(method.input_type, method.client_streaming)} | "
                      f"{shown(method.output_type, method.server_streaming)} | "
+                     f"{request_id_of(method, python.once, messages)} | "
                      f"{one_line(notes.get((SERVICE, index, METHOD, i), ''))} |")
     lines += ["", "## Errors", "", ERRORS_INTRO, ""]
     if any("<status>" in f.item.reason for f in python.own + python.shared):
@@ -1002,12 +1037,24 @@ Compile or load the contracts with `protos/` as the include root (`-I protos`, p
   string in UTC (`"2026-03-01T08:00:00Z"`); enums by their wire names
   (`"ORGANISATION_KIND_CITY"`), field names in lowerCamelCase (`organisationId`; the
   snake_case names are accepted on input).
-- **Retries (AIP-155)**: a mutating RPC takes a `request_id`; send a new UUID per intended
-  change and the same one on every retry of it: a retry then returns the first answer and
-  writes nothing. Without a `request_id` nothing deduplicates, and a retry may make a second
-  thing.
-- **Paging (AIP-158)**: `page_size` (0 means the default, 50) and `page_token`; the last page
-  has an empty `next_page_token`.
+- **Retries (AIP-155)**: a mutating RPC takes a `request_id` (at most {request_id_length}
+  printable characters): send a new one (a UUID) per intended change and the same one on every
+  retry of it: a retry then returns the first answer and writes nothing; the same id with
+  another request is `INVALID_ARGUMENT` (`REQUEST_ID_REUSED`). Where it is optional, a call
+  without one is not deduplicated: a retry is a second call, refused as already done
+  (`ALREADY_EXISTS`, or `FAILED_PRECONDITION` naming the state the first call left) or storing
+  the same values again, as each request's `request_id` field says. The {required_count} calls
+  where every call makes something new **require** one, and are refused without it
+  (`INVALID_ARGUMENT`, reason `REQUEST_ID_REQUIRED` on field `request_id`, nothing written);
+  each service's page marks every RPC required, optional or — (none):
+{required}
+- **Paging (AIP-158)**: a list's `page_size` 0 means {page_default}, above {page_max} is read
+  as {page_max}; pass `next_page_token` back as `page_token` until it comes back empty. A feed's
+  `limit` (`FeedService.ReadEvents`, `PublicFeedService.ReadPublicEvents`) 0 means
+  {limit_default}, above {limit_max} is read as {limit_max}; read on from `next_position`. The
+  platform feed's `page_size` (`PlatformFeedService.ReadEvents`) 0 means {platform_default},
+  above {platform_max} is read as {platform_max}. Only a negative size or limit is refused
+  (`INVALID_ARGUMENT`).
 
 ## Errors
 
@@ -1015,23 +1062,83 @@ An error is a gRPC status code with a `google.rpc.Status` (`protos/google/rpc/st
 in the binary trailer `grpc-status-details-bin`; its `details` are `google.protobuf.Any`
 messages of `protos/google/rpc/error_details.proto`:
 
-- `google.rpc.ErrorInfo`: `reason`, a stable UPPER_SNAKE code a program branches on (each
-  service's page lists them with their status codes), `domain` (`<service>.qiji`) and
-  `metadata` (e.g. the `kind` and `id` of what was not found);
+- `google.rpc.ErrorInfo`, always: `reason`, a stable UPPER_SNAKE code (each service's page
+  lists them with their status codes), `domain` (`<service>.qiji`) and `metadata` (e.g. the
+  `kind` and `id` of what was not found);
 - `google.rpc.BadRequest`, with `INVALID_ARGUMENT`: `field_violations`, one per problem, each
-  with the `field`, a `description` for people and, where given, a `reason` for programs;
-- `google.rpc.ResourceInfo` where an error names a resource.
+  with the `field` (its path from the request's root: `session.hold_time`,
+  `evidence[0].time`), a `description` for people and a `reason` for programs;
+- `google.rpc.ResourceInfo`, with `NOT_FOUND`: one per missing resource.
 
-The status's `message` is for people and may change; branch on the reasons. `INTERNAL` errors
-carry only a correlation id the operators can find in their logs.
+Branch on reasons, never on the status's `message`, which is for people and may change. For
+`INVALID_ARGUMENT`, branch on `BadRequest.field_violations[].reason`, which every violation
+carries and which says what is wrong with that field; `ErrorInfo.reason` there is a
+convenience: the violations' own reason when they all share one (`PHONE_INVALID` for a request
+whose only fault is its phone number), else `INVALID_ARGUMENT`. Every fault of a request comes
+in one answer. A request whose only fault is naming things that do not exist is `NOT_FOUND`
+(`<KIND>_NOT_FOUND`); with any other fault it is `INVALID_ARGUMENT`, and each missing reference
+is one of its field violations (reason `<KIND>_NOT_FOUND`). `INTERNAL` errors carry only a
+correlation id the operators can find in their logs.
+
+## Changes since 0.1.0
+
+What a caller written against release 0.1.0's contract notices:
+
+- **`request_id` required** on the {required_count} calls that make something new on every
+  call; without one they are refused (`INVALID_ARGUMENT`, reason `REQUEST_ID_REQUIRED`), where
+  0.1.0 accepted them (and a retry could make a second thing):
+{required}
+- **`ErrorInfo.reason` of `INVALID_ARGUMENT`** was always `INVALID_ARGUMENT`; it is now the
+  violations' own reason when they all share one (a program testing it for `INVALID_ARGUMENT`
+  should test the status code). Every field violation now carries a `reason`; in 0.1.0 none
+  did.
+- **Every fault in one answer.** In 0.1.0 format faults came in an answer of their own, and a
+  missing reference was `NOT_FOUND` as soon as it was looked up, whatever else was wrong (a
+  reference of the wrong kind, a rule broken). A request whose only fault is a missing
+  reference is still `NOT_FOUND`; with any other fault it is now `INVALID_ARGUMENT`, the
+  missing reference one of its field violations (reason `<KIND>_NOT_FOUND`).
+- **`NOT_FOUND` carries a `google.rpc.ResourceInfo`** per missing resource, beside the
+  `ErrorInfo`.
+- **Unknown enum numbers are refused** (`INVALID_ARGUMENT`, reason `ENUM_VALUE_UNKNOWN` on that
+  field) where 0.1.0 read them as `*_UNSPECIFIED`: "any" in a list's filter and in a routing
+  rule (a rule that matched every kind or category), "not set" elsewhere.
+- **Field paths of nested fields are full paths** from the request's root:
+  `RecordMediationSession` says `session.hold_time`, `session.place`, `session.notes` (0.1.0:
+  `hold_time`, `place`, `notes`); `GrantBadge` says `evidence[i].time` (0.1.0: `time`).
+- **Sizes above the maximum are coerced, not refused** (AIP-158): a list's `page_size` above
+  {page_max}, the platform feed's `page_size` above {platform_max} and a feed's `limit` above
+  {limit_max} were `INVALID_ARGUMENT`; they are now read as the maximum. A negative one is still
+  refused.
+- **`GetTranscript`** of a rider training does not know is `NOT_FOUND` naming the `rider_id`
+  sent (`ErrorInfo.metadata` `id`, and the message); without `as_of_time`, 0.1.0 named
+  training's own id for the rider's record.
+- **Routing deadlines in whole seconds**: a `SetRoutingRules` deadline
+  (`acknowledge_within`, `resolve_within`) with a fraction of a second is refused
+  (`INVALID_ARGUMENT`, reason `DURATION_NOT_WHOLE_SECONDS`); 0.1.0 dropped the fraction (half a
+  second was stored as 0).
 """
 
 
-def index(entries: list[tuple[str, str, str, str]]) -> str:
+def index(entries: list[tuple[str, str, str, str]], once: dict[str, set[str]]) -> str:
     services = "\n".join(f"| `{full}` | [{full.rsplit('.', 1)[-1]}]({page_name}) | "
                          f"[`protos/{proto}`](../../protos/{proto}) | {one_line(summary)} |"
                          for full, page_name, proto, summary in entries)
-    return GENERATED + "# Qiji API reference\n" + INDEX_BODY.format(services=services)
+    required = "\n".join(f"  - [{service.rsplit('.', 1)[-1]}]({service}.md): "
+                         + ", ".join(f"`{rpc}`" for rpc in sorted(rpcs))
+                         for service, rpcs in sorted(once.items()) if rpcs)
+    paging = SHARED / "paging.py"
+    feed = SHARED / "grpc" / "feed.py"
+    platform = ROOT / "services" / "platform" / "application.py"
+    return GENERATED + "# Qiji API reference\n" + INDEX_BODY.format(
+        services=services, required=required,
+        required_count=sum(len(rpcs) for rpcs in once.values()),
+        request_id_length=int_constant(SHARED / "grpc" / "guard.py", "MAX_REQUEST_ID_LENGTH"),
+        page_default=int_constant(paging, "DEFAULT_PAGE_SIZE"),
+        page_max=int_constant(paging, "MAX_PAGE_SIZE"),
+        limit_default=int_constant(feed, "DEFAULT_LIMIT"),
+        limit_max=int_constant(feed, "MAX_LIMIT"),
+        platform_default=int_constant(platform, "DEFAULT_PAGE_SIZE"),
+        platform_max=int_constant(platform, "MAX_PAGE_SIZE"))
 
 
 def servicer_module(reader: Reader, service: str) -> Path | None:
@@ -1056,6 +1163,7 @@ def render() -> dict[str, str]:
     every_call = reader.every_call()
     pages: dict[str, str] = {}
     entries = []
+    once: dict[str, set[str]] = {}
     for file in sorted(files, key=lambda f: f.name):
         name = file.package.split(".")[1]
         home = ROOT / "services" / name
@@ -1073,11 +1181,12 @@ def render() -> dict[str, str]:
                         for m in service.method
                         for f in messages[m.input_type.lstrip(".")].field)
             python = python_of(reader, own, sources, takes, every_call)
+            once[full] = python.once
             page_name = f"{full}.md"
             pages[page_name] = page(file, i, python, messages)
             summary = comments(file).get((SERVICE, i), "").split(". ")[0].rstrip(".")
             entries.append((full, page_name, file.name, summary))
-    pages["README.md"] = index(entries)
+    pages["README.md"] = index(entries, once)
     return pages
 
 
