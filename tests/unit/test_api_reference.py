@@ -99,6 +99,31 @@ def test_the_readme_names_exactly_the_calls_that_require_a_request_id(pages):
     assert f"The {len(required)} calls" in " ".join(bullet.split())
 
 
+def test_the_paging_limits_are_the_codes(pages):
+    from services.platform import application as platform
+    from shared import paging
+    from shared.grpc import feed
+
+    index = " ".join(pages["README.md"].split())
+    for said in (f"`page_size` 0 means {paging.DEFAULT_PAGE_SIZE}, above {paging.MAX_PAGE_SIZE}",
+                 f"0 means {feed.DEFAULT_LIMIT}, above {feed.MAX_LIMIT} is read as",
+                 f"0 means {platform.DEFAULT_PAGE_SIZE}, above {platform.MAX_PAGE_SIZE}"):
+        assert said in index, said
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    for said in (f"`page_size` 0 means {paging.DEFAULT_PAGE_SIZE}, and above "
+                 f"{paging.MAX_PAGE_SIZE} is read as {paging.MAX_PAGE_SIZE}",
+                 f"0 means {feed.DEFAULT_LIMIT}, and above {feed.MAX_LIMIT} is read as",
+                 f"`page_size` 0 means {platform.DEFAULT_PAGE_SIZE}, and above "
+                 f"{platform.MAX_PAGE_SIZE} is read as"):
+        assert said in readme, said
+
+
+def test_the_changes_since_0_1_0_are_linked_from_both_readmes(pages):
+    assert "\n## Changes since 0.1.0\n" in pages["README.md"]
+    assert "docs/api/README.md#changes-since-010" in (ROOT / "README.md").read_text()
+    assert "../docs/api/README.md#changes-since-010" in (ROOT / "deploy" / "README.md").read_text()
+
+
 def shared_reasons(page: str) -> str:
     """The rows of a page's table of shared reasons."""
     section = page.split("### From the shared code", 1)[1].split("## Messages", 1)[0]
