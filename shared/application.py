@@ -195,15 +195,15 @@ class QijiApplication(Application[uuid.UUID]):
                 # its response without asking the store for newer events.
                 cached = self._cached_at(ident, version, copy=copy)
                 if cached is not None:
-                    return self._of_kind(cached, kind, label, aggregate_id)
+                    return self._of_kind(cached, kind, label, aggregate_id, field)
             aggregate = self._current(ident, copy=copy)
             if version is not None and aggregate.version != version:
                 # Only an older version is replayed from the store (a retry's first answer);
                 # the version a command just stored is the cached, current one.
                 aggregate = self.repository.get(ident, version=version)
         except AggregateNotFoundError:
-            raise NotFound(label, str(aggregate_id)) from None
-        return self._of_kind(aggregate, kind, label, aggregate_id)
+            raise NotFound(label, str(aggregate_id), field=field) from None
+        return self._of_kind(aggregate, kind, label, aggregate_id, field)
 
     def note(self, violations: Violations, aggregate_id: str, kind: type[Aggregate],
              label: str, field: str) -> Any:
@@ -219,9 +219,10 @@ class QijiApplication(Application[uuid.UUID]):
             return None
 
     @staticmethod
-    def _of_kind(aggregate: Any, kind: type[Aggregate], label: str, shown: object) -> Any:
+    def _of_kind(aggregate: Any, kind: type[Aggregate], label: str, shown: object,
+                 field: str = "") -> Any:
         if not isinstance(aggregate, kind):
-            raise NotFound(label, str(shown))
+            raise NotFound(label, str(shown), field=field)
         return aggregate
 
     def _cached_at(self, ident: uuid.UUID, version: int, *, copy: bool) -> Any:

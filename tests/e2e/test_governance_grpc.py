@@ -13,6 +13,7 @@ come last, because they write."""
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -549,6 +550,25 @@ def test_an_unreadable_time_and_unknown_numbers_come_with_the_other_faults_in_on
     assert sorted((f, r) for f, r, _ in session.violations) == [
         ("session.hold_time", "TIME_INVALID"), ("session.notes", "TEXT_TOO_LONG"),
         ("session.place", "FIELD_REQUIRED")], session
+    assert governance.last_position() == before
+
+
+def test_every_reference_to_nothing_is_named_in_one_not_found(
+        governance: ServiceProcess, world: World) -> None:
+    """Rules naming two departments that do not exist, and nothing else wrong: NOT_FOUND of the
+    first (its ErrorInfo as before), and a google.rpc.ResourceInfo for each, so that the caller
+    fixes both at once rather than one per try (review of issue 23, R4)."""
+    first, second = str(uuid.uuid4()), str(uuid.uuid4())
+    before = governance.last_position()
+    refused = call_error(lambda: governance.client("city_admin").SetRoutingRules(
+        pb.SetRoutingRulesRequest(request_id=new_request_id(), rules=[
+            pb.RoutingRule(name="一", department_ids=[first]),
+            pb.RoutingRule(name="二", department_ids=[world.police, second])])))
+    assert (refused.code, refused.reason) == (NOT_FOUND, "DEPARTMENT_NOT_FOUND"), refused
+    assert refused.metadata == {"kind": "department", "id": first}
+    assert refused.resources == [
+        ("qiji.city/Organisation", first, "rules[0].department_ids[0]"),
+        ("qiji.city/Organisation", second, "rules[1].department_ids[1]")], refused
     assert governance.last_position() == before
 
 
