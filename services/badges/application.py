@@ -93,8 +93,9 @@ class BadgesApplication(QijiApplication):
         parsed = parse_hours(v, "hours", hours, maximum=Decimal(24))
         note_reference(self, v, community_id, "community_id", "community",
                        self.catch_up_upstream)
-        self._note_rider(v, rider_id)
-        v.raise_if_any()
+        # The rider last, once nothing else is wrong: a community is admitted on its own desk
+        # alone, and must not learn from the answer whether the rider it names exists.
+        self._require_rider(v, rider_id)
         assert started_at is not None and parsed is not None
 
         def decide() -> Outcome:
@@ -266,8 +267,7 @@ class BadgesApplication(QijiApplication):
             v.require(bool(e["reference"].strip() or e["narrative"].strip()),
                       f"evidence[{i}]", "a reference or a narrative", "EVIDENCE_EMPTY")
         self._note_badge_class(v, badge_class_id)
-        self._note_rider(v, rider_id)
-        v.raise_if_any()
+        self._require_rider(v, rider_id)  # last, as everywhere (require_riders)
 
         def decide() -> Outcome:
             badge = self.badge_class(badge_class_id)
@@ -592,9 +592,11 @@ class BadgesApplication(QijiApplication):
         return self.followed(RiderRecord.create_id(rider_id), RiderRecord, "rider", rider_id,
                              self.catch_up_upstream if catch_up else None)
 
-    def _note_rider(self, violations: Violations, rider_id: str) -> None:
-        self.note_followed(violations, "rider_id", RiderRecord.create_id(rider_id), "rider",
-                           rider_id, self.catch_up_upstream)
+    def _require_rider(self, violations: Violations, rider_id: str) -> None:
+        """The request's rider, looked up once nothing else is wrong with it
+        (QijiApplication.require_riders)."""
+        self.require_riders(violations, [("rider_id", rider_id)], RiderRecord.create_id,
+                            self.catch_up_upstream)
 
     def _note_badge_class(self, violations: Violations, badge_class_id: str) -> None:
         """A badge class id that is malformed or names none (BADGE_CLASS_NOT_FOUND) is added

@@ -246,14 +246,14 @@ class GovernanceApplication(QijiApplication):
         _check_attachments(violations, attachment_refs)
         if observed_at is not None and observed_at > self.clock() + CLOCK_SKEW:
             violations.add("observe_time", "must not be in the future", TIME_IN_THE_FUTURE)
-        # The rider too, in the same answer: one the request names that identity never
-        # registered is listed with the other faults (alone, NOT_FOUND).
-        self._note_rider(violations, "rider_id", rider_id)
-        violations.raise_if_any()
+        # The rider last, once nothing else is wrong (a street office may name any rider who
+        # reports in its street: the answer must not tell it whether they exist).
+        self._require_riders(violations, [("rider_id", rider_id)],
+                             refresh_unless=lambda p: p.is_active)
         assert kind is not None and category is not None and location is not None
         # Read once: the report does not change the rider, so a retried decision needs no
         # fresher copy.
-        participant = self._participant(rider_id, refresh_unless=lambda p: p.is_active)
+        participant = self._participant(rider_id)
 
         def decide() -> Outcome:
             participant.require_active()
@@ -572,10 +572,10 @@ class GovernanceApplication(QijiApplication):
         plain = [{"role": p.role.value if p.role else "", "name": p.name.strip(),
                   "rider_id": p.rider_id} for p in parties]
         check_parties(violations, plain)
-        for i, p in enumerate(plain):
-            if p["rider_id"]:
-                self._note_rider(violations, f"parties[{i}].rider_id", p["rider_id"])
-        violations.raise_if_any()
+        # The parties' riders last: the guard admits the street office on its street alone,
+        # and the riders may be anyone's.
+        self._require_riders(violations, [(f"parties[{i}].rider_id", p["rider_id"])
+                                          for i, p in enumerate(plain) if p["rider_id"]])
         # Sealed once, outside the retried decision: each party's name under its own key.
         sealed = []
         for p in plain:
@@ -703,9 +703,8 @@ class GovernanceApplication(QijiApplication):
         published = self._pledge()
         if published is not None and pledge_version > published.current_version:
             violations.missing("pledge_version", "pledge_version", str(pledge_version))
-        self._note_rider(violations, "rider_id", rider_id)
-        violations.raise_if_any()
-        self._participant(rider_id, refresh_unless=lambda p: p.is_active)
+        self._require_riders(violations, [("rider_id", rider_id)],
+                             refresh_unless=lambda p: p.is_active)
 
         def decide() -> Outcome:
             pledge = self._pledge()
@@ -804,16 +803,12 @@ class GovernanceApplication(QijiApplication):
         return self.followed(Participant.create_id(rider_id), Participant, "rider", rider_id,
                              self.catch_up_upstream, refresh_unless)
 
-    def _note_rider(self, violations: Violations, field: str, rider_id: str) -> None:
-        """A rider the request names: malformed, or one identity never registered (after
-        catching up once), is added to `violations` with the request's other faults."""
-        if not _check_id(violations, field, rider_id):
-            return
-        ident = Participant.create_id(rider_id)
-        if not self.exists(ident):
-            self.catch_up_upstream()
-        if not self.exists(ident):
-            violations.missing(field, "rider", rider_id)
+    def _require_riders(self, violations: Violations, named: list[tuple[str, str]],
+                        refresh_unless: Callable[[Participant], bool] | None = None) -> None:
+        """The riders a request names, (field, rider_id), looked up once nothing else is
+        wrong with it (QijiApplication.require_riders)."""
+        self.require_riders(violations, named, Participant.create_id, self.catch_up_upstream,
+                            refresh_unless)
 
     def _note_organisation(self, violations: Violations, organisation_id: str, field: str,
                            kind: str, label: str) -> dict[str, str] | None:

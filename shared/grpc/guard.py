@@ -118,7 +118,7 @@ class Guard(grpc.ServerInterceptor):
                                           principal=actor.principal) from None
         return RequestContext(actor=actor, rpc=rpc, request_id=request_id,
                               correlation_id=correlation_id, request=request, access=access,
-                              reach=reach)
+                              reach=reach, caught_up=set())
 
     def _authenticate(self, bearer: str | None, context: grpc.ServicerContext) -> Actor:
         if not bearer and self._certificates:
