@@ -151,6 +151,13 @@ TIME_IN_THE_PAST = "TIME_IN_THE_PAST"  # a time that must be still to come
 END_TIME_NOT_AFTER_START_TIME = "END_TIME_NOT_AFTER_START_TIME"
 DUPLICATE_VALUE = "DUPLICATE_VALUE"
 LOCATION_INVALID = "LOCATION_INVALID"  # not WGS84 degrees
+# A reference of the wrong kind. Both the field and what it names are organisations (a street
+# asked, a district given; a community as a badge's issuer): the description names both kinds
+# as the wire does (ORGANISATION_KIND_STREET).
+ORGANISATION_KIND_NOT_ALLOWED = "ORGANISATION_KIND_NOT_ALLOWED"
+# The field takes another kind of thing than it names (a service space asked, an organisation
+# given): the description names both by their resource types (qiji.city/ServiceSpace).
+REFERENCE_KIND_NOT_ALLOWED = "REFERENCE_KIND_NOT_ALLOWED"
 
 
 def check_id(violations: Violations, field_name: str, value: str) -> bool:

@@ -192,7 +192,10 @@ class BadgesApplication(QijiApplication):
         if image or image_media_type:
             _check_image(v, image, image_media_type)
         parsed = self._criteria(v, criteria)
-        note_reference(self, v, issuer_id, "issuer_id", "organisation", self.catch_up_upstream)
+        # Any organisation of the city but a community (badges notes communities apart: where
+        # volunteer service is done, not who awards).
+        note_reference(self, v, issuer_id, "issuer_id", "organisation", self.catch_up_upstream,
+                       not_allowed="may not issue badges")
         v.raise_if_any()
         assert parsed is not None
 

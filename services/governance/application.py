@@ -77,6 +77,7 @@ from shared.errors import (
 )
 from shared.followers import Follower, UpstreamEvent
 from shared.paging import listed, page
+from shared.references import organisation_kind_not_allowed
 from shared.tenancy import Owners
 from shared.values import check_coordinates
 from shared.wire import one_of
@@ -814,7 +815,7 @@ class GovernanceApplication(QijiApplication):
                            kind: str, label: str) -> dict[str, str] | None:
         """A referenced organisation of `kind`, or None with what is wrong added to
         `violations`: malformed, unknown to identity (after catching up once), or of another
-        kind (`NOT_A_STREET`, named as the wire names organisation kinds)."""
+        kind (ORGANISATION_KIND_NOT_ALLOWED, named as the wire names organisation kinds)."""
         if not _check_id(violations, field, organisation_id):
             return None
         found = self.views.organisation(organisation_id)
@@ -825,8 +826,7 @@ class GovernanceApplication(QijiApplication):
             violations.missing(field, label, organisation_id)
             return None
         if found["kind"] != kind:
-            violations.add(field, f"must be an ORGANISATION_KIND_{kind}, not an "
-                           f"ORGANISATION_KIND_{found['kind']}", f"NOT_A_{label.upper()}")
+            organisation_kind_not_allowed(violations, field, found["kind"], kind)
             return None
         return found
 

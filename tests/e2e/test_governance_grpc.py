@@ -376,7 +376,7 @@ BAD_INPUT: dict[str, Bad] = {
     "ListDepartmentQueue-of-a-street": Bad(
         "ListDepartmentQueue", "auditor",
         on(pb.ListDepartmentQueueRequest, department_id=lambda w: w.street), INVALID,
-        field="department_id", reason="NOT_A_DEPARTMENT"),
+        field="department_id", reason="ORGANISATION_KIND_NOT_ALLOWED"),
     # AIP-158: a page size above the maximum is coerced to it; only a negative one is refused.
     "ListDepartmentQueue-page-size-negative": Bad(
         "ListDepartmentQueue", "police",

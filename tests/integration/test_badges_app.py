@@ -366,6 +366,18 @@ def test_a_grant_with_three_problems_gets_three_violations_in_one_answer(world):
         ("badge_class_id", "BADGE_CLASS_NOT_FOUND")]
 
 
+def test_service_logged_at_a_street_is_told_the_kind_it_named_and_the_kind_it_needs(world):
+    """badges notes communities apart from other organisations; what a caller reads names
+    both kinds as the wire does (R1), whichever the service noted."""
+    with as_actor(PLATFORM), pytest.raises(InvalidArgument) as error:
+        world["badges"].log_volunteer_service(
+            rider_id=new_rider(world), community_id=world["street"], activity="x",
+            started_at=world["clock"].now - timedelta(hours=2), hours="1")
+    assert [(v.field, v.reason, v.description) for v in error.value.violations] == [
+        ("community_id", "ORGANISATION_KIND_NOT_ALLOWED",
+         "must be an ORGANISATION_KIND_COMMUNITY, not an ORGANISATION_KIND_STREET")]
+
+
 def test_a_grant_whose_only_fault_is_an_unknown_badge_class_is_not_found(world):
     rider = new_rider(world)
     with as_actor(OFFICE), pytest.raises(NotFound) as error:
@@ -385,7 +397,10 @@ def test_a_badge_class_with_a_bad_picture_and_a_community_issuer_gets_both_at_on
         ("name", "FIELD_REQUIRED"), ("image_url", "IMAGE_URL_INVALID"),
         ("validity_days", "VALUE_OUT_OF_RANGE"),
         ("image_media_type", "IMAGE_MEDIA_TYPE_NOT_ALLOWED"),
-        ("issuer_id", "NOT_AN_ORGANISATION")]
+        ("issuer_id", "ORGANISATION_KIND_NOT_ALLOWED")]
+    # A community is an organisation: what is wrong is its kind, named as the wire names it.
+    assert error.value.violations[-1].description == (
+        "an ORGANISATION_KIND_COMMUNITY may not issue badges")
     with as_actor(ADMIN), pytest.raises(InvalidArgument) as large:
         world["badges"].upload_badge_image(badge_class_id=badge(world, min_volunteer_hours="2"),
                                            image=b"\x89PNG\r\n\x1a\n" + b"0" * 300_000,

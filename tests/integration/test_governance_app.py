@@ -219,12 +219,13 @@ def test_rules_naming_unknown_or_wrong_organisations_are_refused(world):
     with pytest.raises(InvalidArgument) as invalid:
         set_rules(world, RuleInput(name="x", street_id=world["district"],
                                    department_ids=[world["street"]]))
-    # Both wrong kinds in one answer, each with its reason and the wire's kind names.
-    assert [(v.field, v.reason) for v in invalid.value.violations] == [
-        ("rules[0].street_id", "NOT_A_STREET"),
-        ("rules[0].department_ids[0]", "NOT_A_DEPARTMENT")]
-    assert invalid.value.violations[0].description == (
-        "must be an ORGANISATION_KIND_STREET, not an ORGANISATION_KIND_DISTRICT")
+    # Both wrong kinds in one answer, each with the one reason every service gives an
+    # organisation of the wrong kind, and the wire's kind names.
+    assert [(v.field, v.reason, v.description) for v in invalid.value.violations] == [
+        ("rules[0].street_id", "ORGANISATION_KIND_NOT_ALLOWED",
+         "must be an ORGANISATION_KIND_STREET, not an ORGANISATION_KIND_DISTRICT"),
+        ("rules[0].department_ids[0]", "ORGANISATION_KIND_NOT_ALLOWED",
+         "must be an ORGANISATION_KIND_DEPARTMENT, not an ORGANISATION_KIND_STREET")]
 
 
 # ---------------------------------------------------------------------------- riders
@@ -281,7 +282,7 @@ def test_a_report_with_four_problems_gets_four_violations_in_one_answer(world):
             category=Category.FIRE, location=Location(world["district"], LAT, 181.0),
             text="x" * 2001, attachment_refs=[], observed_at=None)
     assert [(v.field, v.reason) for v in error.value.violations] == [
-        ("kind", "ENUM_VALUE_REQUIRED"), ("location.street_id", "NOT_A_STREET"),
+        ("kind", "ENUM_VALUE_REQUIRED"), ("location.street_id", "ORGANISATION_KIND_NOT_ALLOWED"),
         ("location.longitude", "LOCATION_INVALID"), ("text", "TEXT_TOO_LONG")]
     assert error.value.reason == "INVALID_ARGUMENT"
     assert world["governance"].last_position() == before
