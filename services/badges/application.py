@@ -148,8 +148,17 @@ class BadgesApplication(QijiApplication):
         ids, token = listed(v, lambda: self.views.shifts.select(
             {"rider_id": rider_id, "status": status}, page_size=page_size,
             page_token=page_token))
-        record = self._rider_record(rider_id)  # a rider unknown here is NOT_FOUND
-        confirmed = sum((s["hours"] for s in record.shifts.values()), Decimal(0))
+        if self.sees_rider(rider_id):
+            record = self._rider_record(rider_id)  # a rider unknown here is NOT_FOUND
+            confirmed = sum((s["hours"] for s in record.shifts.values()), Decimal(0))
+        else:
+            # A community is admitted on the shifts done at its desk, not on the rider: it is
+            # answered the same whether or not the rider exists (never RIDER_NOT_FOUND, which
+            # would tell it), and counts only the hours it confirmed itself.
+            reach = context.current().reach
+            known = self.found(str(RiderRecord.create_id(rider_id)), RiderRecord)
+            confirmed = sum((s["hours"] for shift_id, s in (known.shifts if known else {}).items()
+                             if reach is None or reach.admits_row({"id": shift_id})), Decimal(0))
         return [self.shift(i) for i in ids], token, confirmed
 
     # ------------------------------------------------------------------ tenancy

@@ -644,6 +644,33 @@ class TestNoRiderOracle:
                                                 "DEPARTMENT_NOT_FOUND")
         assert len(reads) == 2
 
+    def test_a_list_admitted_on_its_rows_answers_the_same_for_anyones_rider(
+            self, world: World) -> None:
+        """A read a tenant is admitted to on the rows it may see (a community's volunteer
+        shifts), naming a rider: another tenant's rider and a made-up one are answered alike
+        — never NOT_FOUND for the one and a page for the other."""
+        q, b = world.qiji, world.tenants["b"]
+        tried = 0
+        for service_name, path in methods():
+            access = SPECS[service_name].access.get(path)
+            if access is None or writes(path) or "rider_id" not in descriptor(
+                    path).input_type.fields_by_name:
+                continue
+            svc = q.services[service_name]
+            for role, target in access.scopes.items():
+                if not isinstance(target, Rows):
+                    continue
+                request = request_for(world, svc, path, "a", role)
+                unknown = str(uuid.uuid4())
+                request.rider_id = b.rider
+                theirs = svc.call(path, request, world.token("a", role))
+                request.rider_id = unknown
+                nobody = svc.call(path, request, world.token("a", role))
+                assert theirs.ok, (path, role, theirs)
+                assert as_sent(theirs, b.rider) == as_sent(nobody, unknown), (path, role)
+                tried += 1
+        assert tried >= 3  # ListVolunteerService (community), ListReports (two roles)
+
 
 # ---------------------------------------------------------------------------- the matrix
 
