@@ -66,7 +66,6 @@ from shared.errors import (
     END_TIME_NOT_AFTER_START_TIME,
     ENUM_VALUE_REQUIRED,
     FIELD_REQUIRED,
-    INVALID_ID,
     TEXT_INVALID,
     TIME_IN_THE_FUTURE,
     VALUE_OUT_OF_RANGE,
@@ -74,6 +73,7 @@ from shared.errors import (
     InvalidArgument,
     NotFound,
     Violations,
+    check_id,
 )
 from shared.followers import Follower, UpstreamEvent
 from shared.paging import listed, page
@@ -413,8 +413,8 @@ class GovernanceApplication(QijiApplication):
     def _work(self, report_id: str, department_id: str,
               violations: Violations, change: Callable[[Report, datetime], None]
               ) -> dict[str, Any]:
-        _check_id(violations, "report_id", report_id)
-        _check_id(violations, "department_id", department_id)
+        check_id(violations, "report_id", report_id)
+        check_id(violations, "department_id", department_id)
         violations.raise_if_any()
 
         def decide() -> Outcome:
@@ -426,7 +426,7 @@ class GovernanceApplication(QijiApplication):
     def verify_report(self, *, report_id: str, note: str
                       ) -> dict[str, Any]:
         violations = Violations()
-        _check_id(violations, "report_id", report_id)
+        check_id(violations, "report_id", report_id)
         check_text(violations, "note", note, required=False)
         violations.raise_if_any()
 
@@ -454,7 +454,7 @@ class GovernanceApplication(QijiApplication):
                           violations: Violations | None = None) -> list[StatisticsRow]:
         violations = violations if violations is not None else Violations()
         if street_id:
-            _check_id(violations, "street_id", street_id)
+            check_id(violations, "street_id", street_id)
         if start is not None and end is not None:
             violations.require(end > start, "end_time", "must be after start_time",
                                END_TIME_NOT_AFTER_START_TIME)
@@ -565,7 +565,7 @@ class GovernanceApplication(QijiApplication):
                             violations: Violations | None = None) -> dict[str, Any]:
         violations = violations if violations is not None else Violations()
         self._note_organisation(violations, street_id, "street_id", STREET, "street")
-        if report_id and _check_id(violations, "report_id", report_id) \
+        if report_id and check_id(violations, "report_id", report_id) \
                 and self.found(report_id, Report) is None:
             violations.missing("report_id", "report", report_id)
         check_text(violations, "subject", subject, required=True)
@@ -632,7 +632,7 @@ class GovernanceApplication(QijiApplication):
 
     def _change_case(self, case_id: str, violations: Violations,
                      change: Callable[[MediationCase], None]) -> dict[str, Any]:
-        _check_id(violations, "case_id", case_id)
+        check_id(violations, "case_id", case_id)
         violations.raise_if_any()
 
         def decide() -> Outcome:
@@ -816,7 +816,7 @@ class GovernanceApplication(QijiApplication):
         """A referenced organisation of `kind`, or None with what is wrong added to
         `violations`: malformed, unknown to identity (after catching up once), or of another
         kind (ORGANISATION_KIND_NOT_ALLOWED, named as the wire names organisation kinds)."""
-        if not _check_id(violations, field, organisation_id):
+        if not check_id(violations, field, organisation_id):
             return None
         found = self.views.organisation(organisation_id)
         if found is None:
@@ -833,19 +833,6 @@ class GovernanceApplication(QijiApplication):
 
 def _free_text(value: str) -> str:
     return masking.show_to_caller(masking.FREE_TEXT, value)
-
-
-def _check_id(violations: Violations, field: str, value: str) -> bool:
-    """Whether `value` is an id (a UUID); if not, why, added to `violations`."""
-    if not value:
-        violations.add(field, "must not be empty", FIELD_REQUIRED)
-        return False
-    try:
-        uuid.UUID(value)
-    except ValueError:
-        violations.add(field, f"{value[:40]!r} is not a valid id (a UUID)", INVALID_ID)
-        return False
-    return True
 
 
 def _check_attachments(violations: Violations, refs: list[str]) -> None:

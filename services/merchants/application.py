@@ -262,7 +262,7 @@ class MerchantsApplication(QijiApplication):
 
     def _street_office_decides(self, merchant_id: str, change: Callable[[Merchant], None],
                                violations: Violations | None = None) -> dict[str, Any]:
-        violations = violations or Violations()
+        violations = violations if violations is not None else Violations()
         check_id(violations, "merchant_id", merchant_id)
         violations.raise_if_any()
 

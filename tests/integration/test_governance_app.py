@@ -210,6 +210,21 @@ def test_a_report_no_rule_matches_goes_to_social_work_and_petitions_never_refuse
     assert fire.rule_name == "fallback (no rule matched)" and fire.rules_version == 1
 
 
+def test_a_malformed_id_is_told_as_every_service_tells_it_without_echoing_it(world):
+    """governance checks ids as shared/errors.check_id does (it had a copy of its own that
+    repeated up to forty characters of whatever the caller sent)."""
+    sent = "<img src=x onerror=alert(1)>" + "x" * 30
+    with pytest.raises(InvalidArgument) as error, as_actor(ADMIN):
+        world["governance"].verify_report(report_id=sent, note="")
+    assert [(v.field, v.reason, v.description) for v in error.value.violations] == [
+        ("report_id", "INVALID_ID", "is not a valid id (a UUID)")]
+    assert "<img" not in error.value.message
+    with pytest.raises(InvalidArgument) as error, as_actor(ADMIN):
+        world["governance"].record_mediation_failure(case_id="", reason="x")
+    assert [(v.field, v.reason, v.description) for v in error.value.violations] == [
+        ("case_id", "FIELD_REQUIRED", "is required")]
+
+
 def test_rules_naming_unknown_or_wrong_organisations_are_refused(world):
     # Naming nothing, and nothing else wrong: NOT_FOUND.
     with pytest.raises(NotFound) as error:

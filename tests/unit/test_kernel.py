@@ -137,6 +137,17 @@ def test_a_page_size_above_the_maximum_is_coerced_to_it():
     assert len(rows) == 50
 
 
+def test_the_platform_feed_reads_page_sizes_as_every_list_does_with_its_own_bounds():
+    """The gateway's feed pages are larger (100 by default, 1000 at most) but read by the one
+    rule of shared/paging.py: coerced above the maximum, refused below zero."""
+    from services.platform.application import check_page_size as feed_page_size
+    assert [feed_page_size(n) for n in (0, 1, 1000, 1001, 10**9)] == [100, 1, 1000, 1000, 1000]
+    with pytest.raises(errors.InvalidArgument) as caught:
+        feed_page_size(-1)
+    assert [(v.field, v.reason) for v in caught.value.violations] == [
+        ("page_size", "PAGE_SIZE_NEGATIVE")]
+
+
 def test_a_negative_page_size_is_refused_with_its_reason():
     with pytest.raises(errors.InvalidArgument) as caught:
         page([1], lambda k: k, page_size=-1, page_token="", filters=[])
