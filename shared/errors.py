@@ -197,10 +197,14 @@ class Violations:
     one answer: formats, rules, references of the wrong kind, and references to nothing.
 
     A request whose only fault is naming things that do not exist is NOT_FOUND, as AIP-193
-    asks (the first of them named); any other fault makes it INVALID_ARGUMENT, listing the
-    missing references among the field violations (reason `<KIND>_NOT_FOUND`), so a request
-    with five problems gets five violations, not a NOT_FOUND first and the rest on the next
-    try."""
+    asks (the first of them in its ErrorInfo, every one of them as a ResourceInfo); any other
+    fault makes it INVALID_ARGUMENT, listing the missing references among the field violations
+    (reason `<KIND>_NOT_FOUND`), so a request with five problems gets five violations, not a
+    NOT_FOUND first and the rest on the next try.
+
+    Riders are the exception: whether one exists is not every caller's to know, so a command
+    looks the riders it names up only once nothing else is wrong with the request
+    (QijiApplication.require_riders), never among its other faults."""
 
     items: list[FieldViolation] = field(default_factory=list)
     missing_refs: list[Missing] = field(default_factory=list)
