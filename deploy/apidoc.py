@@ -19,7 +19,7 @@ What goes in:
   constant (`FIELD_REQUIRED`, however imported) or a class's `reason`, chosen by a conditional,
   unpacked from a tuple of a dict or a function's return, or be `f"REPORT_{…status…}"` (shown
   as `REPORT_<status>`). Any other form stops the generator with file:line (UnreadableReasons),
-  so that no reason is left out unsaid; SKIPPED lists the few left out on purpose.
+  so that no reason is left out unsaid; SKIPPED would list any left out on purpose (none).
   The status codes come from shared/grpc/errors.py's STATUS_TABLE and the classes' bases. A
   service is read in services/<name>/ (a service the kernel serves, in its servicer's module);
   of shared/, a page lists what code run on every call gives (EVERY_CALL) and what the shared
@@ -188,17 +188,11 @@ STATUS = re.compile(r"(?:\w+\.)*status(?:\.value)?")
 # expression as ast.unparse writes it) → what it is. Each one here is a reason no caller is told
 # of: keep this short. A test holds it to what the tree still has, so an entry whose expression
 # is gone must be deleted.
-SKIPPED = {
-    ("services/governance/application.py", "_note_organisation", "f'NOT_A_{label.upper()}'"):
-        "an organisation of the wrong kind, named after the kind asked for",
-    ("shared/references.py", "note_reference",
-     "f\"NOT_{article.upper()}_{kind.upper().replace(' ', '_')}\""):
-        "a reference of the wrong kind, named after the kind asked for",
-}
+SKIPPED: dict[tuple[str, str, str], str] = {}
 # Expressions in a reason's or a kind's place that give no caller a reason of their own: the
 # reason they carry is read where it is given, or the error never leaves the function.
 NOT_GIVEN = {
-    ("shared/errors.py", "raise_if_any", "f\"{m.kind.upper().replace(' ', '_')}_NOT_FOUND\""):
+    ("shared/errors.py", "raise_if_any", "not_found_reason(m.kind)"):
         "the violation of a missing reference: the kind is read where missing() is called",
     ("shared/errors.py", "raise_if_any", "first.kind"):
         "the NOT_FOUND of a request whose only fault is a missing reference: the same",
@@ -1112,6 +1106,14 @@ What a caller written against release 0.1.0's contract notices:
 - **`GetTranscript`** of a rider training does not know is `NOT_FOUND` naming the `rider_id`
   sent (`ErrorInfo.metadata` `id`, and the message); without `as_of_time`, 0.1.0 named
   training's own id for the rider's record.
+- **A rider is looked up last.** A rider a command names and the caller does not own (a
+  street office's report or mediation case, a community's volunteer service, an enrolment at
+  a session a street office runs) is looked up only once everything else about the request is
+  valid: a request with other faults says nothing about the rider, and a request naming
+  several riders one of which is unknown answers `RIDER_NOT_FOUND` without saying which. A
+  reference of the wrong kind is `ORGANISATION_KIND_NOT_ALLOWED` (or
+  `REFERENCE_KIND_NOT_ALLOWED` for things that are not organisations) everywhere. A mediation
+  case takes at most 20 parties (`TOO_MANY_PARTIES`).
 - **Routing deadlines in whole seconds**: a `SetRoutingRules` deadline
   (`acknowledge_within`, `resolve_within`) with a fraction of a second is refused
   (`INVALID_ARGUMENT`, reason `DURATION_NOT_WHOLE_SECONDS`); 0.1.0 dropped the fraction (half a

@@ -195,15 +195,15 @@ class QijiApplication(Application[uuid.UUID]):
                 # its response without asking the store for newer events.
                 cached = self._cached_at(ident, version, copy=copy)
                 if cached is not None:
-                    return self._of_kind(cached, kind, label, aggregate_id)
+                    return self._of_kind(cached, kind, label, aggregate_id, field)
             aggregate = self._current(ident, copy=copy)
             if version is not None and aggregate.version != version:
                 # Only an older version is replayed from the store (a retry's first answer);
                 # the version a command just stored is the cached, current one.
                 aggregate = self.repository.get(ident, version=version)
         except AggregateNotFoundError:
-            raise NotFound(label, str(aggregate_id)) from None
-        return self._of_kind(aggregate, kind, label, aggregate_id)
+            raise NotFound(label, str(aggregate_id), field=field) from None
+        return self._of_kind(aggregate, kind, label, aggregate_id, field)
 
     def note(self, violations: Violations, aggregate_id: str, kind: type[Aggregate],
              label: str, field: str) -> Any:
@@ -219,9 +219,10 @@ class QijiApplication(Application[uuid.UUID]):
             return None
 
     @staticmethod
-    def _of_kind(aggregate: Any, kind: type[Aggregate], label: str, shown: object) -> Any:
+    def _of_kind(aggregate: Any, kind: type[Aggregate], label: str, shown: object,
+                 field: str = "") -> Any:
         if not isinstance(aggregate, kind):
-            raise NotFound(label, str(shown))
+            raise NotFound(label, str(shown), field=field)
         return aggregate
 
     def _cached_at(self, ident: uuid.UUID, version: int, *, copy: bool) -> Any:
@@ -308,17 +309,52 @@ class QijiApplication(Application[uuid.UUID]):
             found = self.get(aggregate_id, kind, label)
         return found
 
-    def note_followed(self, violations: Violations, field: str, aggregate_id: uuid.UUID,
-                      label: str, shown_id: str, catch_up: Callable[[], None] | None) -> None:
-        """As followed, for an upstream thing a command's field names (a rider, by `shown_id`):
-        an id that is malformed, or that names nothing the upstream told of (after catching up
-        once), is added to `violations`, to be answered with the request's other faults."""
-        if not check_id(violations, field, shown_id):
-            return
-        if catch_up is not None and not self.exists(aggregate_id):
+    def require_riders(self, violations: Violations, named: Sequence[tuple[str, str]],
+                       create_id: Callable[[str], uuid.UUID], catch_up: Callable[[], None] | None,
+                       refresh_unless: Callable[[Any], bool] | None = None) -> None:
+        """The riders a command names, as (request field, rider_id), looked up LAST: call it
+        once every other check of the request is done (`violations` holds what they found).
+
+        Whether a rider exists is private to their platform, their street office and the city.
+        Many commands let a tenant name a rider it does not own: the guard admits the call on
+        something else (a street office's own street, session or campaign, a community's own
+        desk) and never looks at the rider. Were riders looked up among the request's other
+        checks, a request made faulty on purpose would answer with RIDER_NOT_FOUND or without
+        it and write nothing — a free oracle of "does platform P employ worker W?" (rider ids
+        are derived from a platform's id and its own rider number, both easy to know). So:
+        - a malformed rider id is a fault like any other format fault (it tells of nobody);
+        - any fault of the request is raised first, and that answer says nothing of the riders,
+          neither found nor missing (a request naming nothing else that does not exist is
+          NOT_FOUND of that, still saying nothing of the riders);
+        - only an otherwise valid request looks them up: a rider unknown here (after catching
+          up once, for all of them) is NOT_FOUND. With one rider named, it is named; with
+          several, which one is not said — naming the first unknown one would tell the caller
+          that those before it exist, and nothing would be written to show that it asked;
+        - at most one catch-up with the upstream, however many riders (a request naming twenty
+          unknown ids is one read of identity's feed, not twenty).
+        `refresh_unless`: a rider found here that fails it is also a reason to catch up (a
+        rider verified upstream a moment ago), within that one catch-up."""
+        for path, rider_id in named:
+            check_id(violations, path, rider_id)
+        violations.raise_if_any()
+        idents = [create_id(rider_id) for _, rider_id in named]
+
+        def stale(ident: uuid.UUID) -> bool:
+            return not self.exists(ident) or (
+                refresh_unless is not None and not refresh_unless(
+                    self._current(ident, copy=False)))
+        if catch_up is not None and any(stale(i) for i in idents):
             catch_up()
-        if not self.exists(aggregate_id):
-            violations.missing(field, label, shown_id)
+        unknown = [i for i, ident in enumerate(idents) if not self.exists(ident)]
+        if not unknown:
+            return
+        if len(named) == 1:
+            path, rider_id = named[0]
+            raise NotFound("rider", rider_id, field=path)
+        fields = ", ".join(path for path, _ in named)
+        raise NotFound("rider", "", f"a rider that {fields} names is not registered (which "
+                       "one is not said: whether a rider exists is for their platform to "
+                       "tell)", field=fields)
 
     def current_or_new(self, aggregate_id: uuid.UUID, kind: type[Aggregate],
                        new: Callable[[], Any]) -> Any:

@@ -39,6 +39,9 @@ class RequestContext:
     request: Any = field(default=None, repr=False, compare=False)
     access: Any = field(default=None, repr=False, compare=False)
     reach: Any = field(default=None, repr=False, compare=False)
+    # The upstreams a request served by the guard has caught up with (shared/followers.py):
+    # once is enough for one request. None outside a request: no such memory.
+    caught_up: set[str] | None = field(default=None, repr=False, compare=False)
 
     @property
     def organisation_id(self) -> str:

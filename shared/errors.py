@@ -6,7 +6,7 @@ These are plain Python so that a service's domain can raise them without knowing
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -38,15 +38,36 @@ class QijiError(Exception):
         self.metadata = {k: str(v) for k, v in metadata.items()}
 
 
+@dataclass(frozen=True)
+class Missing:
+    """A reference to something that does not exist (as far as the caller may know): the
+    request field that names it (empty when the error is not about a field), its kind (the
+    label of NotFound: "organisation", "course"…) and the id it gives."""
+
+    field: str
+    kind: str
+    ident: str
+
+
+def not_found_reason(kind: str) -> str:
+    """The reason of a reference to nothing of `kind`: "badge_class" → BADGE_CLASS_NOT_FOUND
+    (deploy/apidoc.py documents it from NotFound's `kind`)."""
+    return f"{kind.upper().replace(' ', '_')}_NOT_FOUND"
+
+
 class InvalidArgument(QijiError):
     """Every field violation of a request, in one answer. Its ErrorInfo reason is the
     violations' own when they share one (a program branching on a single fault needs no
-    BadRequest), else INVALID_ARGUMENT: the field violations then carry each reason."""
+    BadRequest), else INVALID_ARGUMENT: the field violations then carry each reason.
+    `resources`: what the request names that does not exist, among the violations (each is
+    also given to the caller as a google.rpc.ResourceInfo)."""
 
     reason = "INVALID_ARGUMENT"
 
-    def __init__(self, violations: list[FieldViolation], message: str | None = None):
+    def __init__(self, violations: list[FieldViolation], message: str | None = None, *,
+                 resources: Sequence[Missing] = ()):
         self.violations = list(violations)
+        self.resources = tuple(resources)
         text = message or "; ".join(f"{v.field}: {v.description}" for v in self.violations)
         super().__init__(text)
         reasons = {v.reason for v in self.violations}
@@ -55,9 +76,21 @@ class InvalidArgument(QijiError):
 
 
 class NotFound(QijiError):
-    def __init__(self, kind: str, ident: str, message: str | None = None):
-        super().__init__(message or f"{kind} {ident!r} not found",
-                         reason=f"{kind.upper().replace(' ', '_')}_NOT_FOUND")
+    """Something the request names does not exist (or is not the caller's to see, AIP-211):
+    the first such thing is the ErrorInfo (reason `<KIND>_NOT_FOUND`, metadata `kind` and `id`);
+    `resources` is it and, when the request named several things that do not exist and had no
+    other fault, the others too — a google.rpc.ResourceInfo each, so that the caller fixes
+    them all at once. `field`: the request field naming it, where known."""
+
+    def __init__(self, kind: str, ident: str, message: str | None = None, *, field: str = "",
+                 also: Sequence[Missing] = ()):
+        first = Missing(field, kind, ident)
+        self.resources = (first, *also)
+        text = message or f"{kind} {ident!r} not found"
+        if also and message is None:
+            text += "; also not found: " + "; ".join(
+                f"{m.field or m.kind}: {m.kind} {m.ident!r}" for m in also)
+        super().__init__(text, reason=not_found_reason(kind))
         self.metadata = {"kind": kind, "id": ident}
 
 
@@ -118,6 +151,13 @@ TIME_IN_THE_PAST = "TIME_IN_THE_PAST"  # a time that must be still to come
 END_TIME_NOT_AFTER_START_TIME = "END_TIME_NOT_AFTER_START_TIME"
 DUPLICATE_VALUE = "DUPLICATE_VALUE"
 LOCATION_INVALID = "LOCATION_INVALID"  # not WGS84 degrees
+# A reference of the wrong kind. Both the field and what it names are organisations (a street
+# asked, a district given; a community as a badge's issuer): the description names both kinds
+# as the wire does (ORGANISATION_KIND_STREET).
+ORGANISATION_KIND_NOT_ALLOWED = "ORGANISATION_KIND_NOT_ALLOWED"
+# The field takes another kind of thing than it names (a service space asked, an organisation
+# given): the description names both by their resource types (qiji.city/ServiceSpace).
+REFERENCE_KIND_NOT_ALLOWED = "REFERENCE_KIND_NOT_ALLOWED"
 
 
 def check_id(violations: Violations, field_name: str, value: str) -> bool:
@@ -151,25 +191,20 @@ def require_ids(**ids: str) -> None:
     violations.raise_if_any()
 
 
-@dataclass(frozen=True)
-class Missing:
-    """A reference to something that does not exist (as far as the caller may know)."""
-
-    field: str
-    kind: str
-    ident: str
-
-
 @dataclass
 class Violations:
     """Collects everything wrong with a request before raising, so a caller learns it all in
     one answer: formats, rules, references of the wrong kind, and references to nothing.
 
     A request whose only fault is naming things that do not exist is NOT_FOUND, as AIP-193
-    asks (the first of them named); any other fault makes it INVALID_ARGUMENT, listing the
-    missing references among the field violations (reason `<KIND>_NOT_FOUND`), so a request
-    with five problems gets five violations, not a NOT_FOUND first and the rest on the next
-    try."""
+    asks (the first of them in its ErrorInfo, every one of them as a ResourceInfo); any other
+    fault makes it INVALID_ARGUMENT, listing the missing references among the field violations
+    (reason `<KIND>_NOT_FOUND`), so a request with five problems gets five violations, not a
+    NOT_FOUND first and the rest on the next try.
+
+    Riders are the exception: whether one exists is not every caller's to know, so a command
+    looks the riders it names up only once nothing else is wrong with the request
+    (QijiApplication.require_riders), never among its other faults."""
 
     items: list[FieldViolation] = field(default_factory=list)
     missing_refs: list[Missing] = field(default_factory=list)
@@ -208,8 +243,8 @@ class Violations:
         if self.items:
             raise InvalidArgument(self.items + [
                 FieldViolation(m.field, f"names no {m.kind} ({m.ident})",
-                               f"{m.kind.upper().replace(' ', '_')}_NOT_FOUND")
-                for m in self.missing_refs])
+                               not_found_reason(m.kind))
+                for m in self.missing_refs], resources=self.missing_refs)
         if self.missing_refs:
-            first = self.missing_refs[0]
-            raise NotFound(first.kind, first.ident)
+            first, *others = self.missing_refs
+            raise NotFound(first.kind, first.ident, field=first.field, also=others)

@@ -255,7 +255,14 @@ class Follower:
     def catch_up(self) -> None:
         """Applies what the upstream has now, for a request that names something not known
         here yet. An upstream that cannot be reached is the caller's UNAVAILABLE (retry), not
-        an internal error: what this service already knows keeps being served."""
+        an internal error: what this service already knows keeps being served.
+
+        Once per request served (the guard's): after one catch-up, everything the upstream
+        stored before the request came is known here, so a request naming twenty unknown
+        things costs one read of the upstream, not twenty."""
+        caught_up = context.current().caught_up
+        if caught_up is not None and self.upstream in caught_up:
+            return
         try:
             self.run_once()
         except grpc.RpcError as error:
@@ -272,6 +279,8 @@ class Follower:
                 "there fails its integrity check, so nothing after it is known here yet; the "
                 "operators are alerted", reason="UPSTREAM_INTEGRITY_FAILED",
                 upstream=self.upstream, position=str(stopped_at))
+        if caught_up is not None:
+            caught_up.add(self.upstream)
 
     def process(self, upstream_event: UpstreamEvent) -> None:
         tracking = Tracking(application_name=self.upstream,

@@ -20,13 +20,15 @@ PAGE_TOKEN_INVALID = "PAGE_TOKEN_INVALID"  # noqa: S105 - not one this API gave 
 PAGE_TOKEN_FILTERS_CHANGED = "PAGE_TOKEN_FILTERS_CHANGED"  # noqa: S105 - other filters
 
 
-def check_page_size(page_size: int) -> int:
+def check_page_size(page_size: int, *, default: int = DEFAULT_PAGE_SIZE,
+                    maximum: int = MAX_PAGE_SIZE) -> int:
     """AIP-158: 0 means the default; above the maximum is coerced to it (a caller asking for
-    more than a page holds gets a full page and a next_page_token, not an error)."""
+    more than a page holds gets a full page and a next_page_token, not an error). A list
+    whose pages are larger (the platform feed's) gives its own default and maximum."""
     if page_size < 0:
         raise InvalidArgument([FieldViolation("page_size", "must not be negative",
                                               "PAGE_SIZE_NEGATIVE")])
-    return min(page_size, MAX_PAGE_SIZE) or DEFAULT_PAGE_SIZE
+    return min(page_size, maximum) or default
 
 
 def listed(violations: Violations | None, run: Callable[[], tuple[list[T], str]]

@@ -2,19 +2,36 @@
 
 A service that must check "does this street / service space / organisation exist" keeps a
 Reference per upstream thing, stored by its follower with tracking, so the check is local,
-replayable, and never a call to the owner on the request path."""
+replayable, and never a call to the owner on the request path.
+
+A reference of the wrong kind is told one way in every service: ORGANISATION_KIND_NOT_ALLOWED
+when the field takes an organisation and names one of another kind (both named as the wire
+names organisation kinds), REFERENCE_KIND_NOT_ALLOWED when it names another kind of thing
+altogether (both named by their resource types, qiji.city/ServiceSpace)."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from eventsourcing.domain import Aggregate, event
 
-from shared.errors import Violations, check_id
+from shared.errors import (
+    ORGANISATION_KIND_NOT_ALLOWED,
+    REFERENCE_KIND_NOT_ALLOWED,
+    Violations,
+    check_id,
+)
+from shared.wire import resource_type
 
 _NS = uuid.UUID("5f0c3c55-4a34-4bf1-a8f5-6f8f3c2a7d01")
+# The kinds of Reference that are organisations, and which of identity's organisation kinds
+# each is: a "street" reference is an organisation of kind STREET. "organisation" is whichever
+# kind the service does not note apart (badges notes communities apart from the rest; training
+# notes every organisation alike): its own kind is asked of the tenancy directory.
+ORGANISATION_REFERENCES = {"street": "STREET", "merchant": "MERCHANT",
+                           "community": "COMMUNITY", "organisation": ""}
 
 
 class Reference(Aggregate):
@@ -33,6 +50,30 @@ class Reference(Aggregate):
         self.parent_id = parent_id
 
 
+def organisation_kind_wire_name(kind: str) -> str:
+    """identity's "STREET" → "ORGANISATION_KIND_STREET", as a caller sends it."""
+    return f"ORGANISATION_KIND_{kind}"
+
+
+def organisation_kind_not_allowed(violations: Violations, field: str, found: str,
+                                  allowed: str | Iterable[str] = (), *,
+                                  not_allowed: str = "") -> None:
+    """`field` names an organisation of kind `found` (identity's spelling, "DISTRICT"; empty
+    when not known here) where it takes one of `allowed`: ORGANISATION_KIND_NOT_ALLOWED,
+    "must be an ORGANISATION_KIND_STREET, not an ORGANISATION_KIND_DISTRICT". `not_allowed`
+    says instead what an organisation of that kind may not do, for a field whose rule is
+    not a list of kinds ("may not issue badges": "an ORGANISATION_KIND_COMMUNITY may not
+    issue badges")."""
+    this = organisation_kind_wire_name(found) if found else "organisation of that kind"
+    if not_allowed:
+        violations.add(field, f"an {this} {not_allowed}", ORGANISATION_KIND_NOT_ALLOWED)
+        return
+    kinds = sorted([allowed] if isinstance(allowed, str) else allowed)
+    wanted = " or ".join(organisation_kind_wire_name(k) for k in kinds)
+    violations.add(field, f"must be an {wanted}, not an {this}"
+                   if found else f"must be an {wanted}", ORGANISATION_KIND_NOT_ALLOWED)
+
+
 def require_reference(app: Any, upstream_id: str, field: str, kind: str,
                       catch_up: Callable[[], None] | None) -> Reference:
     """The noted reference of that kind; NotFound when the owner never told us of it (after
@@ -46,26 +87,46 @@ def require_reference(app: Any, upstream_id: str, field: str, kind: str,
 
 
 def note_reference(app: Any, violations: Violations, upstream_id: str, field: str, kind: str,
-                   catch_up: Callable[[], None] | None) -> Reference | None:
+                   catch_up: Callable[[], None] | None, *, not_allowed: str = ""
+                   ) -> Reference | None:
     """As require_reference, but what is wrong is added to `violations` (with the request's
-    other faults, for one answer) and None returned instead of raising."""
+    other faults, for one answer) and None returned instead of raising. `not_allowed`: for a
+    field taking an "organisation", what an organisation noted apart may not do ("may not
+    issue badges", for a community named as a badge's issuer)."""
     if not check_id(violations, field, upstream_id):
         return None
     ident = Reference.create_id(upstream_id)
     if not app.exists(ident) and catch_up is not None:
         catch_up()
     if not app.exists(ident):
-        violations.missing(field, kind, upstream_id)
+        # An organisation of a kind this service does not note at all (merchants notes
+        # streets and merchants only) is still an organisation of the wrong kind, not nothing.
+        found = _organisation_kind(app, upstream_id) if kind in ORGANISATION_REFERENCES else ""
+        if found and found != ORGANISATION_REFERENCES[kind]:
+            organisation_kind_not_allowed(violations, field, found, ORGANISATION_REFERENCES[kind],
+                                          not_allowed=not_allowed)
+        else:
+            violations.missing(field, kind, upstream_id)
         return None
     reference = app.get(ident, Reference, kind)
-    if reference.kind != kind:
-        article = _article(kind)
-        violations.add(field, f"is not {article} {kind} but {_article(reference.kind)} "
-                              f"{reference.kind}",
-                       f"NOT_{article.upper()}_{kind.upper().replace(' ', '_')}")
-        return None
-    return reference
+    if reference.kind == kind:
+        return reference
+    if kind in ORGANISATION_REFERENCES and reference.kind in ORGANISATION_REFERENCES:
+        found = ORGANISATION_REFERENCES[reference.kind] or _organisation_kind(app, upstream_id)
+        organisation_kind_not_allowed(violations, field, found,
+                                      ORGANISATION_REFERENCES[kind] or (),
+                                      not_allowed=not_allowed or (
+                                          "" if ORGANISATION_REFERENCES[kind]
+                                          else "may not be named here"))
+    else:
+        violations.add(field, f"must name a {resource_type(kind)}, not a "
+                       f"{resource_type(reference.kind)}", REFERENCE_KIND_NOT_ALLOWED)
+    return None
 
 
-def _article(noun: str) -> str:
-    return "an" if noun[:1].lower() in "aeiou" else "a"
+def _organisation_kind(app: Any, upstream_id: str) -> str:
+    """identity's kind of the organisation `upstream_id`, from the tenancy directory (every
+    organisation, public, immutable); empty when it is none (or the app has no directory)."""
+    directory = getattr(app, "directory", None)
+    entry = directory.organisation(upstream_id) if directory is not None else None
+    return entry.kind if entry is not None else ""

@@ -49,3 +49,37 @@ def alternatives(values: Iterable[StrEnum]) -> str:
     ORGANISATION_KIND_CITY, ORGANISATION_KIND_STREET" for several; never a Python list's repr."""
     names = sorted(wire_name(v) for v in values)
     return names[0] if len(names) == 1 else "one of " + ", ".join(names)
+
+
+# The contract's resource types (google.api.resource, AIP-123) of what the services' NotFound
+# and references call by a kind: "street" → "qiji.city/Organisation" (a street is an
+# organisation). What a caller reads in google.rpc.ResourceInfo.resource_type and in a
+# REFERENCE_KIND_NOT_ALLOWED description, as the protos' resource_reference annotations name
+# it. A kind missing here is shown as itself.
+RESOURCE_TYPES = {
+    **dict.fromkeys(("organisation", "street", "department", "community", "district",
+                     "station", "platform", "education_provider"), "qiji.city/Organisation"),
+    "rider": "qiji.city/Rider",
+    "service_space": "qiji.city/ServiceSpace",
+    "consent": "qiji.city/ConsentGrant",
+    "course": "qiji.city/Course",
+    "session": "qiji.city/Session",
+    "merchant": "qiji.city/Merchant",
+    "perk": "qiji.city/PerkOffer",
+    "claim": "qiji.city/Claim",
+    "campaign": "qiji.city/CareCampaign",
+    "badge_class": "qiji.city/BadgeClass",
+    "award": "qiji.city/Award",
+    "shift": "qiji.city/VolunteerShift",
+    "report": "qiji.city/Report",
+    "mediation_case": "qiji.city/MediationCase",
+    "pledge": "qiji.city/Pledge",
+    "pledge_version": "qiji.city/Pledge",
+    "routing_rules": "qiji.city/RoutingRules",
+    "routing_rules_version": "qiji.city/RoutingRules",
+}
+
+
+def resource_type(kind: str) -> str:
+    """"street" → "qiji.city/Organisation"; a kind the contract has no type for, as itself."""
+    return RESOURCE_TYPES.get(kind, kind)

@@ -52,6 +52,8 @@ class Answer:
     domain: str = ""
     fields: list[str] = field(default_factory=list)
     metadata: dict[str, str] = field(default_factory=dict)
+    # The google.rpc.Status as the caller receives it, every detail, byte for byte.
+    raw: bytes = b""
 
     @property
     def ok(self) -> bool:
@@ -115,6 +117,7 @@ def decode(status: grpc.Status) -> Answer:
     answer = Answer(code=status.code, message=status.details)
     raw = details.get("grpc-status-details-bin")
     if raw:
+        answer.raw = raw
         for packed in status_pb2.Status.FromString(raw).details:
             info = error_details_pb2.ErrorInfo()
             bad = error_details_pb2.BadRequest()

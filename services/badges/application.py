@@ -93,8 +93,9 @@ class BadgesApplication(QijiApplication):
         parsed = parse_hours(v, "hours", hours, maximum=Decimal(24))
         note_reference(self, v, community_id, "community_id", "community",
                        self.catch_up_upstream)
-        self._note_rider(v, rider_id)
-        v.raise_if_any()
+        # The rider last, once nothing else is wrong: a community is admitted on its own desk
+        # alone, and must not learn from the answer whether the rider it names exists.
+        self._require_rider(v, rider_id)
         assert started_at is not None and parsed is not None
 
         def decide() -> Outcome:
@@ -147,8 +148,17 @@ class BadgesApplication(QijiApplication):
         ids, token = listed(v, lambda: self.views.shifts.select(
             {"rider_id": rider_id, "status": status}, page_size=page_size,
             page_token=page_token))
-        record = self._rider_record(rider_id)  # a rider unknown here is NOT_FOUND
-        confirmed = sum((s["hours"] for s in record.shifts.values()), Decimal(0))
+        if self.sees_rider(rider_id):
+            record = self._rider_record(rider_id)  # a rider unknown here is NOT_FOUND
+            confirmed = sum((s["hours"] for s in record.shifts.values()), Decimal(0))
+        else:
+            # A community is admitted on the shifts done at its desk, not on the rider: it is
+            # answered the same whether or not the rider exists (never RIDER_NOT_FOUND, which
+            # would tell it), and counts only the hours it confirmed itself.
+            reach = context.current().reach
+            known = self.found(str(RiderRecord.create_id(rider_id)), RiderRecord)
+            confirmed = sum((s["hours"] for shift_id, s in (known.shifts if known else {}).items()
+                             if reach is None or reach.admits_row({"id": shift_id})), Decimal(0))
         return [self.shift(i) for i in ids], token, confirmed
 
     # ------------------------------------------------------------------ tenancy
@@ -191,7 +201,10 @@ class BadgesApplication(QijiApplication):
         if image or image_media_type:
             _check_image(v, image, image_media_type)
         parsed = self._criteria(v, criteria)
-        note_reference(self, v, issuer_id, "issuer_id", "organisation", self.catch_up_upstream)
+        # Any organisation of the city but a community (badges notes communities apart: where
+        # volunteer service is done, not who awards).
+        note_reference(self, v, issuer_id, "issuer_id", "organisation", self.catch_up_upstream,
+                       not_allowed="may not issue badges")
         v.raise_if_any()
         assert parsed is not None
 
@@ -266,8 +279,7 @@ class BadgesApplication(QijiApplication):
             v.require(bool(e["reference"].strip() or e["narrative"].strip()),
                       f"evidence[{i}]", "a reference or a narrative", "EVIDENCE_EMPTY")
         self._note_badge_class(v, badge_class_id)
-        self._note_rider(v, rider_id)
-        v.raise_if_any()
+        self._require_rider(v, rider_id)  # last, as everywhere (require_riders)
 
         def decide() -> Outcome:
             badge = self.badge_class(badge_class_id)
@@ -592,9 +604,11 @@ class BadgesApplication(QijiApplication):
         return self.followed(RiderRecord.create_id(rider_id), RiderRecord, "rider", rider_id,
                              self.catch_up_upstream if catch_up else None)
 
-    def _note_rider(self, violations: Violations, rider_id: str) -> None:
-        self.note_followed(violations, "rider_id", RiderRecord.create_id(rider_id), "rider",
-                           rider_id, self.catch_up_upstream)
+    def _require_rider(self, violations: Violations, rider_id: str) -> None:
+        """The request's rider, looked up once nothing else is wrong with it
+        (QijiApplication.require_riders)."""
+        self.require_riders(violations, [("rider_id", rider_id)], RiderRecord.create_id,
+                            self.catch_up_upstream)
 
     def _note_badge_class(self, violations: Violations, badge_class_id: str) -> None:
         """A badge class id that is malformed or names none (BADGE_CLASS_NOT_FOUND) is added

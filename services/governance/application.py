@@ -66,7 +66,6 @@ from shared.errors import (
     END_TIME_NOT_AFTER_START_TIME,
     ENUM_VALUE_REQUIRED,
     FIELD_REQUIRED,
-    INVALID_ID,
     TEXT_INVALID,
     TIME_IN_THE_FUTURE,
     VALUE_OUT_OF_RANGE,
@@ -74,9 +73,11 @@ from shared.errors import (
     InvalidArgument,
     NotFound,
     Violations,
+    check_id,
 )
 from shared.followers import Follower, UpstreamEvent
 from shared.paging import listed, page
+from shared.references import organisation_kind_not_allowed
 from shared.tenancy import Owners
 from shared.values import check_coordinates
 from shared.wire import one_of
@@ -246,14 +247,14 @@ class GovernanceApplication(QijiApplication):
         _check_attachments(violations, attachment_refs)
         if observed_at is not None and observed_at > self.clock() + CLOCK_SKEW:
             violations.add("observe_time", "must not be in the future", TIME_IN_THE_FUTURE)
-        # The rider too, in the same answer: one the request names that identity never
-        # registered is listed with the other faults (alone, NOT_FOUND).
-        self._note_rider(violations, "rider_id", rider_id)
-        violations.raise_if_any()
+        # The rider last, once nothing else is wrong (a street office may name any rider who
+        # reports in its street: the answer must not tell it whether they exist).
+        self._require_riders(violations, [("rider_id", rider_id)],
+                             refresh_unless=lambda p: p.is_active)
         assert kind is not None and category is not None and location is not None
         # Read once: the report does not change the rider, so a retried decision needs no
         # fresher copy.
-        participant = self._participant(rider_id, refresh_unless=lambda p: p.is_active)
+        participant = self._participant(rider_id)
 
         def decide() -> Outcome:
             participant.require_active()
@@ -412,8 +413,8 @@ class GovernanceApplication(QijiApplication):
     def _work(self, report_id: str, department_id: str,
               violations: Violations, change: Callable[[Report, datetime], None]
               ) -> dict[str, Any]:
-        _check_id(violations, "report_id", report_id)
-        _check_id(violations, "department_id", department_id)
+        check_id(violations, "report_id", report_id)
+        check_id(violations, "department_id", department_id)
         violations.raise_if_any()
 
         def decide() -> Outcome:
@@ -425,7 +426,7 @@ class GovernanceApplication(QijiApplication):
     def verify_report(self, *, report_id: str, note: str
                       ) -> dict[str, Any]:
         violations = Violations()
-        _check_id(violations, "report_id", report_id)
+        check_id(violations, "report_id", report_id)
         check_text(violations, "note", note, required=False)
         violations.raise_if_any()
 
@@ -453,7 +454,7 @@ class GovernanceApplication(QijiApplication):
                           violations: Violations | None = None) -> list[StatisticsRow]:
         violations = violations if violations is not None else Violations()
         if street_id:
-            _check_id(violations, "street_id", street_id)
+            check_id(violations, "street_id", street_id)
         if start is not None and end is not None:
             violations.require(end > start, "end_time", "must be after start_time",
                                END_TIME_NOT_AFTER_START_TIME)
@@ -564,7 +565,7 @@ class GovernanceApplication(QijiApplication):
                             violations: Violations | None = None) -> dict[str, Any]:
         violations = violations if violations is not None else Violations()
         self._note_organisation(violations, street_id, "street_id", STREET, "street")
-        if report_id and _check_id(violations, "report_id", report_id) \
+        if report_id and check_id(violations, "report_id", report_id) \
                 and self.found(report_id, Report) is None:
             violations.missing("report_id", "report", report_id)
         check_text(violations, "subject", subject, required=True)
@@ -572,10 +573,10 @@ class GovernanceApplication(QijiApplication):
         plain = [{"role": p.role.value if p.role else "", "name": p.name.strip(),
                   "rider_id": p.rider_id} for p in parties]
         check_parties(violations, plain)
-        for i, p in enumerate(plain):
-            if p["rider_id"]:
-                self._note_rider(violations, f"parties[{i}].rider_id", p["rider_id"])
-        violations.raise_if_any()
+        # The parties' riders last: the guard admits the street office on its street alone,
+        # and the riders may be anyone's.
+        self._require_riders(violations, [(f"parties[{i}].rider_id", p["rider_id"])
+                                          for i, p in enumerate(plain) if p["rider_id"]])
         # Sealed once, outside the retried decision: each party's name under its own key.
         sealed = []
         for p in plain:
@@ -631,7 +632,7 @@ class GovernanceApplication(QijiApplication):
 
     def _change_case(self, case_id: str, violations: Violations,
                      change: Callable[[MediationCase], None]) -> dict[str, Any]:
-        _check_id(violations, "case_id", case_id)
+        check_id(violations, "case_id", case_id)
         violations.raise_if_any()
 
         def decide() -> Outcome:
@@ -703,9 +704,8 @@ class GovernanceApplication(QijiApplication):
         published = self._pledge()
         if published is not None and pledge_version > published.current_version:
             violations.missing("pledge_version", "pledge_version", str(pledge_version))
-        self._note_rider(violations, "rider_id", rider_id)
-        violations.raise_if_any()
-        self._participant(rider_id, refresh_unless=lambda p: p.is_active)
+        self._require_riders(violations, [("rider_id", rider_id)],
+                             refresh_unless=lambda p: p.is_active)
 
         def decide() -> Outcome:
             pledge = self._pledge()
@@ -804,23 +804,19 @@ class GovernanceApplication(QijiApplication):
         return self.followed(Participant.create_id(rider_id), Participant, "rider", rider_id,
                              self.catch_up_upstream, refresh_unless)
 
-    def _note_rider(self, violations: Violations, field: str, rider_id: str) -> None:
-        """A rider the request names: malformed, or one identity never registered (after
-        catching up once), is added to `violations` with the request's other faults."""
-        if not _check_id(violations, field, rider_id):
-            return
-        ident = Participant.create_id(rider_id)
-        if not self.exists(ident):
-            self.catch_up_upstream()
-        if not self.exists(ident):
-            violations.missing(field, "rider", rider_id)
+    def _require_riders(self, violations: Violations, named: list[tuple[str, str]],
+                        refresh_unless: Callable[[Participant], bool] | None = None) -> None:
+        """The riders a request names, (field, rider_id), looked up once nothing else is
+        wrong with it (QijiApplication.require_riders)."""
+        self.require_riders(violations, named, Participant.create_id, self.catch_up_upstream,
+                            refresh_unless)
 
     def _note_organisation(self, violations: Violations, organisation_id: str, field: str,
                            kind: str, label: str) -> dict[str, str] | None:
         """A referenced organisation of `kind`, or None with what is wrong added to
         `violations`: malformed, unknown to identity (after catching up once), or of another
-        kind (`NOT_A_STREET`, named as the wire names organisation kinds)."""
-        if not _check_id(violations, field, organisation_id):
+        kind (ORGANISATION_KIND_NOT_ALLOWED, named as the wire names organisation kinds)."""
+        if not check_id(violations, field, organisation_id):
             return None
         found = self.views.organisation(organisation_id)
         if found is None:
@@ -830,27 +826,13 @@ class GovernanceApplication(QijiApplication):
             violations.missing(field, label, organisation_id)
             return None
         if found["kind"] != kind:
-            violations.add(field, f"must be an ORGANISATION_KIND_{kind}, not an "
-                           f"ORGANISATION_KIND_{found['kind']}", f"NOT_A_{label.upper()}")
+            organisation_kind_not_allowed(violations, field, found["kind"], kind)
             return None
         return found
 
 
 def _free_text(value: str) -> str:
     return masking.show_to_caller(masking.FREE_TEXT, value)
-
-
-def _check_id(violations: Violations, field: str, value: str) -> bool:
-    """Whether `value` is an id (a UUID); if not, why, added to `violations`."""
-    if not value:
-        violations.add(field, "must not be empty", FIELD_REQUIRED)
-        return False
-    try:
-        uuid.UUID(value)
-    except ValueError:
-        violations.add(field, f"{value[:40]!r} is not a valid id (a UUID)", INVALID_ID)
-        return False
-    return True
 
 
 def _check_attachments(violations: Violations, refs: list[str]) -> None:

@@ -17,7 +17,6 @@ from services.identity.domain.model import (
 from services.identity.domain.values import (
     MAX_NAME_LENGTH,
     MAX_TEXT_LENGTH,
-    ORGANISATION_KIND_NOT_ALLOWED,
     PARENT_KINDS,
     STATION_OF_ANOTHER_PLATFORM,
     Amenity,
@@ -42,8 +41,9 @@ from shared.errors import (
 from shared.followers import LocalFeed
 from shared.paging import listed
 from shared.personal_data import ERASED
+from shared.references import organisation_kind_not_allowed
 from shared.tenancy import TenancyDirectory
-from shared.wire import must_be_specified, wire_name
+from shared.wire import must_be_specified
 
 
 @dataclass(frozen=True)
@@ -162,9 +162,7 @@ class IdentityApplication(QijiApplication):
         added to `violations`."""
         organisation = self._note_organisation(violations, field, organisation_id)
         if organisation is not None and organisation["kind"] != kind.value:
-            violations.add(field, f"must name an {wire_name(kind)}, not an "
-                           f"{wire_name(OrganisationKind(organisation['kind']))}",
-                           ORGANISATION_KIND_NOT_ALLOWED)
+            organisation_kind_not_allowed(violations, field, organisation["kind"], kind.value)
             return None
         return organisation
 

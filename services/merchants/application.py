@@ -262,7 +262,7 @@ class MerchantsApplication(QijiApplication):
 
     def _street_office_decides(self, merchant_id: str, change: Callable[[Merchant], None],
                                violations: Violations | None = None) -> dict[str, Any]:
-        violations = violations or Violations()
+        violations = violations if violations is not None else Violations()
         check_id(violations, "merchant_id", merchant_id)
         violations.raise_if_any()
 
@@ -434,10 +434,9 @@ class MerchantsApplication(QijiApplication):
         violations = Violations()
         if check_id(violations, "perk_id", perk_id) and not self.exists(uuid.UUID(perk_id)):
             violations.missing("perk_id", "perk", perk_id)
-        self._note_rider(violations, rider_id)  # catches up with identity if it is new here
-        violations.raise_if_any()
-        # Caught up once more if identity may have verified the rider a moment ago.
-        self._standing(rider_id)
+        # The rider last, as everywhere (require_riders); caught up with identity if it is new
+        # here, or may have been verified a moment ago.
+        self._require_rider(violations, rider_id)
 
         def decide() -> Outcome:
             now = self.clock()
@@ -602,14 +601,20 @@ class MerchantsApplication(QijiApplication):
                               ) -> dict[str, Any]:
         violations = Violations()
         if check_id(violations, "campaign_id", campaign_id) \
-                and not self.exists(uuid.UUID(campaign_id)):
+                and self.found(campaign_id, CareCampaign) is None:
             violations.missing("campaign_id", "campaign", campaign_id)
-        self._note_rider(violations, rider_id)
+        check_id(violations, "rider_id", rider_id)
         violations.raise_if_any()
-        self._standing(rider_id)
 
         def decide() -> Outcome:
             campaign = self.get(campaign_id, CareCampaign, "campaign")
+            # The street office is admitted on its campaign alone, and the rider may be
+            # anyone's: what the campaign refuses (no packages left) is said before the rider
+            # is looked up, so that no answer tells whether the rider exists without
+            # allocating them a package (require_riders). Here, not before execute: a retry
+            # must find its first answer.
+            campaign.check_allocatable(rider_id)
+            self._require_rider(Violations(), rider_id)
             standing = self._standing(rider_id, catch_up=False)
             if standing.left:
                 raise FailedPrecondition("the rider has left the programme", reason="RIDER_LEFT")
@@ -718,9 +723,12 @@ class MerchantsApplication(QijiApplication):
         return note_reference(self, violations, upstream_id, field, kind,
                               self.catch_up_upstream)
 
-    def _note_rider(self, violations: Violations, rider_id: str) -> None:
-        self.note_followed(violations, "rider_id", RiderStanding.create_id(rider_id), "rider",
-                           rider_id, self.catch_up_upstream)
+    def _require_rider(self, violations: Violations, rider_id: str) -> None:
+        """The request's rider, looked up once nothing else is wrong with it
+        (QijiApplication.require_riders); caught up with identity if it is unknown or not
+        active here (identity may have verified them a moment ago)."""
+        self.require_riders(violations, [("rider_id", rider_id)], RiderStanding.create_id,
+                            self.catch_up_upstream, refresh_unless=lambda s: s.is_active)
 
     # ------------------------------------------------------------------ tenancy
 

@@ -16,8 +16,9 @@ from qiji.feed.v1 import public_feed_service_pb2_grpc as feed_grpc
 
 from services.platform import cursor as cursors
 from services.platform.catalogue import CATALOGUES, SERVICES, types_by_service
+from shared import paging
 from shared.config import TlsSettings
-from shared.errors import FieldViolation, InvalidArgument, Unavailable
+from shared.errors import Unavailable
 from shared.grpc.channels import open_channel
 from shared.grpc.public_feed import read_public
 from shared.integrity import ALARM
@@ -91,11 +92,9 @@ class Page:
 
 
 def check_page_size(page_size: int) -> int:
-    """AIP-158, as shared/paging.py: 0 is the default, above the maximum is coerced to it."""
-    if page_size < 0:
-        raise InvalidArgument([FieldViolation("page_size", "must not be negative",
-                                              "PAGE_SIZE_NEGATIVE")])
-    return min(page_size, MAX_PAGE_SIZE) or DEFAULT_PAGE_SIZE
+    """AIP-158 as every list reads it (shared/paging.py), with the feed's own default and
+    maximum: 0 is 100, above 1000 is 1000, a negative size is refused."""
+    return paging.check_page_size(page_size, default=DEFAULT_PAGE_SIZE, maximum=MAX_PAGE_SIZE)
 
 
 class PlatformFeed:

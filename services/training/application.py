@@ -238,16 +238,26 @@ class TrainingApplication(QijiApplication):
 
     def enrol_rider(self, *, session_id: str, rider_id: str
                     ) -> dict[str, Any]:
-        require_ids(session_id=session_id, rider_id=rider_id)
-        self._learner(rider_id, refresh_unless=lambda learner: learner.is_active)
+        violations = Violations()
+        check_id(violations, "session_id", session_id)
+        check_id(violations, "rider_id", rider_id)
+        violations.raise_if_any()
 
         def decide() -> Outcome:
-            session = self.get(session_id, TrainingSession, "session")
+            session = self.get(session_id, TrainingSession, "session", field="session_id")
             course = self.get(session.course_id, Course, "course")
+            # What the session and its course refuse (retired, started, full) before the
+            # rider is looked up: a street office is admitted on a session in its street
+            # alone, and must not learn from a refusal whether a rider it names exists
+            # (require_riders). Here, not before execute: a retry must find its first answer.
             course.require_published()
+            now = self.clock()
+            session.check_enrolment(rider_id, now)
+            self.require_riders(Violations(), [("rider_id", rider_id)], Learner.create_id,
+                                self.catch_up_upstream,
+                                refresh_unless=lambda learner: learner.is_active)
             learner = self._learner(rider_id)
             learner.require_active()
-            now = self.clock()
             session.enrol(rider_id, now)
             learner.book(session_id, session.starts_at, session.ends_at)
             return Outcome([session, learner], {"session_id": session_id,
@@ -261,8 +271,10 @@ class TrainingApplication(QijiApplication):
 
         def decide() -> Outcome:
             session = self.get(session_id, TrainingSession, "session")
-            learner = self._learner(rider_id)
+            # The session first: a rider not enrolled in it is answered so whether or not they
+            # exist (the street office hosting it names whom it likes); one enrolled is known.
             session.withdraw(rider_id, self.clock())
+            learner = self._learner(rider_id)
             learner.release(session_id)
             return Outcome([session, learner], {"session_id": session_id,
                                                 "version": session.version})
@@ -305,9 +317,11 @@ class TrainingApplication(QijiApplication):
         def decide() -> Outcome:
             session = self.get(session_id, TrainingSession, "session")
             course = self.get(session.course_id, Course, "course")
+            # The session first, as in withdraw_enrolment: only a rider who checked in (who is
+            # known) gets past it.
+            session.record_completion(rider_id, result, score)
             learner = self._learner(rider_id)
             now = self.clock()
-            session.record_completion(rider_id, result, score)
             learner.record_completion(course_id=session.course_id, session_id=session_id,
                                       track=course.track, hours=course.hours,
                                       result=result.value, score=score, at=now)

@@ -118,7 +118,7 @@ class Guard(grpc.ServerInterceptor):
                                           principal=actor.principal) from None
         return RequestContext(actor=actor, rpc=rpc, request_id=request_id,
                               correlation_id=correlation_id, request=request, access=access,
-                              reach=reach)
+                              reach=reach, caught_up=set())
 
     def _authenticate(self, bearer: str | None, context: grpc.ServicerContext) -> Actor:
         if not bearer and self._certificates:
@@ -140,7 +140,7 @@ class Guard(grpc.ServerInterceptor):
                         request_id=ctx.request_id, correlation_id=ctx.correlation_id):
                     return behaviour(request, context)
             except Exception as error:  # every failure becomes a precise status below
-                status = self._status_for(error, method, correlation_id)
+                status = self._status_for(error, method, correlation_id, request)
                 code = status.code.name
                 refusals.note(status, error, method, context, self._domain.split(".")[0])
                 context.abort_with_status(status)
@@ -159,7 +159,7 @@ class Guard(grpc.ServerInterceptor):
                 with acting_as(ctx):
                     yield from behaviour(request, context)
             except Exception as error:
-                status = self._status_for(error, method, correlation_id)
+                status = self._status_for(error, method, correlation_id, request)
                 code = status.code.name
                 refusals.note(status, error, method, context, self._domain.split(".")[0])
                 context.abort_with_status(status)
@@ -167,9 +167,10 @@ class Guard(grpc.ServerInterceptor):
                 self._observe(method, code, started)
         return handle
 
-    def _status_for(self, error: Exception, method: str, correlation_id: str) -> grpc.Status:
+    def _status_for(self, error: Exception, method: str, correlation_id: str,
+                    request: Any = None) -> grpc.Status:
         if isinstance(error, errors.QijiError):
-            status = to_status(error, self._domain)
+            status = to_status(error, self._domain, request)
         elif isinstance(error, STORE_DOWN_ERRORS):
             status = to_status(errors.Unavailable("the event store is unavailable; retry later"),
                                self._domain)

@@ -103,6 +103,8 @@ class ErrorDetails:
     fields: list[str] = field(default_factory=list)
     # Each BadRequest field violation: (field, reason, description).
     violations: list[tuple[str, str, str]] = field(default_factory=list)
+    # Each ResourceInfo: (resource_type, resource_name, description).
+    resources: list[tuple[str, str, str]] = field(default_factory=list)
 
 
 def details_of(error: grpc.RpcError) -> ErrorDetails:
@@ -123,6 +125,11 @@ def details_of(error: grpc.RpcError) -> ErrorDetails:
             found.fields.extend(v.field for v in bad.field_violations)
             found.violations.extend((v.field, v.reason, v.description)
                                     for v in bad.field_violations)
+        elif detail.Is(error_details_pb2.ResourceInfo.DESCRIPTOR):
+            resource = error_details_pb2.ResourceInfo()
+            detail.Unpack(resource)
+            found.resources.append((resource.resource_type, resource.resource_name,
+                                    resource.description))
     return found
 
 

@@ -549,7 +549,8 @@ BAD_INPUT = {
         reason="COMMUNITY_NOT_FOUND"),
     "LogVolunteerService-at-a-street-not-a-community": Bad(
         "LogVolunteerService", "street_office",
-        volunteer(community_id=lambda s: s.city.street), INVALID, field="community_id"),
+        volunteer(community_id=lambda s: s.city.street), INVALID, field="community_id",
+        reason="ORGANISATION_KIND_NOT_ALLOWED"),
     "CreateBadgeClass-unknown-issuer": Bad(
         "CreateBadgeClass", "city_admin",
         on(pb.CreateBadgeClassRequest, name="无名骑士", issuer_id=RANDOM_ID,

@@ -13,6 +13,7 @@ come last, because they write."""
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -375,7 +376,7 @@ BAD_INPUT: dict[str, Bad] = {
     "ListDepartmentQueue-of-a-street": Bad(
         "ListDepartmentQueue", "auditor",
         on(pb.ListDepartmentQueueRequest, department_id=lambda w: w.street), INVALID,
-        field="department_id", reason="NOT_A_DEPARTMENT"),
+        field="department_id", reason="ORGANISATION_KIND_NOT_ALLOWED"),
     # AIP-158: a page size above the maximum is coerced to it; only a negative one is refused.
     "ListDepartmentQueue-page-size-negative": Bad(
         "ListDepartmentQueue", "police",
@@ -549,6 +550,67 @@ def test_an_unreadable_time_and_unknown_numbers_come_with_the_other_faults_in_on
     assert sorted((f, r) for f, r, _ in session.violations) == [
         ("session.hold_time", "TIME_INVALID"), ("session.notes", "TEXT_TOO_LONG"),
         ("session.place", "FIELD_REQUIRED")], session
+    assert governance.last_position() == before
+
+
+def answered(call: Callable[[], Any]) -> tuple[Any, str, bytes]:
+    """A refused call as its caller receives it: code, message, and the google.rpc.Status
+    trailer byte for byte."""
+    try:
+        call()
+    except grpc.RpcError as error:
+        assert isinstance(error, grpc.Call)
+        trailer = dict(error.trailing_metadata() or ())
+        return error.code(), error.details() or "", trailer.get("grpc-status-details-bin", b"")
+    raise AssertionError("the call succeeded but should have failed")
+
+
+def test_another_streets_office_cannot_ask_whether_a_rider_exists(
+        governance: ServiceProcess, world: World, clock: ClockFile) -> None:
+    """The other street's office is admitted on its own street, whoever the rider is: a
+    request it made faulty on purpose answers the same, byte for byte, for a rider of another
+    street and for a made-up one, and writes nothing; only a request valid in every other way
+    learns RIDER_NOT_FOUND (review of issue 23, B1)."""
+    office = caller(governance, world, "other_office")
+    unknown = str(uuid.uuid4())
+
+    def case(rider: str, subject: str) -> pb.OpenMediationCaseRequest:
+        return pb.OpenMediationCaseRequest(
+            request_id=new_request_id(), street_id=world.other_street, subject=subject,
+            mediator_name="王调解员",
+            parties=[pb.MediationParty(role=pb.PARTY_ROLE_RIDER, rider_id=rider),
+                     pb.MediationParty(role=pb.PARTY_ROLE_MERCHANT, name="面馆")])
+    before = governance.last_position()
+    for faulty in (lambda r: office.OpenMediationCase(case(r, subject=" ")),
+                   lambda r: office.SubmitReport(submit_request(
+                       r, world.other_street, clock, text=""))):
+        theirs = answered(lambda faulty=faulty: faulty(world.active))
+        nobody = answered(lambda faulty=faulty: faulty(unknown))
+        assert theirs[0] is INVALID and theirs == nobody, (theirs, nobody)
+        assert world.active not in theirs[1] and world.active.encode() not in theirs[2]
+    refused = call_error(lambda: office.OpenMediationCase(case(unknown, subject="纠纷")))
+    assert (refused.code, refused.reason, refused.metadata) == (
+        NOT_FOUND, "RIDER_NOT_FOUND", {"kind": "rider", "id": unknown}), refused
+    assert refused.resources == [("qiji.city/Rider", unknown, "parties[0].rider_id")]
+    assert governance.last_position() == before
+
+
+def test_every_reference_to_nothing_is_named_in_one_not_found(
+        governance: ServiceProcess, world: World) -> None:
+    """Rules naming two departments that do not exist, and nothing else wrong: NOT_FOUND of the
+    first (its ErrorInfo as before), and a google.rpc.ResourceInfo for each, so that the caller
+    fixes both at once rather than one per try (review of issue 23, R4)."""
+    first, second = str(uuid.uuid4()), str(uuid.uuid4())
+    before = governance.last_position()
+    refused = call_error(lambda: governance.client("city_admin").SetRoutingRules(
+        pb.SetRoutingRulesRequest(request_id=new_request_id(), rules=[
+            pb.RoutingRule(name="一", department_ids=[first]),
+            pb.RoutingRule(name="二", department_ids=[world.police, second])])))
+    assert (refused.code, refused.reason) == (NOT_FOUND, "DEPARTMENT_NOT_FOUND"), refused
+    assert refused.metadata == {"kind": "department", "id": first}
+    assert refused.resources == [
+        ("qiji.city/Organisation", first, "rules[0].department_ids[0]"),
+        ("qiji.city/Organisation", second, "rules[1].department_ids[1]")], refused
     assert governance.last_position() == before
 
 

@@ -369,7 +369,7 @@ BAD_INPUT: dict[str, Bad] = {
         NOT_FOUND, reason="MERCHANT_NOT_FOUND"),
     "ApplyMerchant-street-is-a-merchant": Bad(
         "ApplyMerchant", "shop", application(street_id=lambda s: s.city.other_shop),
-        INVALID, field="street_id", reason="NOT_A_STREET"),
+        INVALID, field="street_id", reason="ORGANISATION_KIND_NOT_ALLOWED"),
     "ApplyMerchant-twice": Bad(
         "ApplyMerchant", "shop", application(), EXISTS, reason="MERCHANT_ALREADY_APPLIED"),
     "ApproveMerchant-already-approved": Bad(

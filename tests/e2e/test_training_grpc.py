@@ -320,7 +320,7 @@ BAD_INPUT: dict[str, Bad] = {
     "DraftCourse-provider-is-a-service-space": Bad(
         "DraftCourse", "city_admin", course(provider_id=lambda s: s.city.space),
         INVALID, field="provider_id",
-        reason="NOT_AN_ORGANISATION"),
+        reason="REFERENCE_KIND_NOT_ALLOWED"),
     "PublishCourse-already-published": Bad(
         "PublishCourse", "city_admin", on(pb.PublishCourseRequest, course_id=lambda s: s.course),
         PRECONDITION, reason="COURSE_NOT_DRAFT"),
@@ -421,7 +421,7 @@ BAD_INPUT: dict[str, Bad] = {
     "ScheduleSession-service-space-is-a-street": Bad(
         "ScheduleSession", "city_admin", sitting(service_space_id=lambda s: s.city.street),
         INVALID, field="service_space_id",
-        reason="NOT_A_SERVICE_SPACE"),
+        reason="REFERENCE_KIND_NOT_ALLOWED"),
     "GetSession-not-a-uuid": Bad(
         "GetSession", "auditor", on(pb.GetSessionRequest, session_id="not-a-uuid"),
         INVALID, field="session_id",

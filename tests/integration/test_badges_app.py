@@ -353,16 +353,29 @@ def test_two_confirmations_at_once_that_each_complete_the_criteria_award_once(wo
 # ---------------------------------------------------------------------------- one round (issue 23)
 
 
-def test_a_grant_with_four_problems_gets_four_violations_in_one_answer(world):
-    """Format, rule and two references to nothing, each with its reason, in ONE
-    INVALID_ARGUMENT; the badge class that does not exist is BADGE_CLASS_NOT_FOUND among them."""
+def test_a_grant_with_three_problems_gets_three_violations_in_one_answer(world):
+    """Format, rule and a reference to nothing, each with its reason, in ONE
+    INVALID_ARGUMENT; the badge class that does not exist is BADGE_CLASS_NOT_FOUND among them.
+    The rider, looked up only once nothing else is wrong, is not mentioned (B1)."""
     with as_actor(OFFICE), pytest.raises(InvalidArgument) as error:
         world["badges"].grant_badge(rider_id=str(uuid.uuid4()),
                                     badge_class_id=str(uuid.uuid4()), reason=" ",
                                     evidence=[{"reference": "", "narrative": " "}])
     assert [(v.field, v.reason) for v in error.value.violations] == [
         ("reason", "FIELD_REQUIRED"), ("evidence[0]", "EVIDENCE_EMPTY"),
-        ("badge_class_id", "BADGE_CLASS_NOT_FOUND"), ("rider_id", "RIDER_NOT_FOUND")]
+        ("badge_class_id", "BADGE_CLASS_NOT_FOUND")]
+
+
+def test_service_logged_at_a_street_is_told_the_kind_it_named_and_the_kind_it_needs(world):
+    """badges notes communities apart from other organisations; what a caller reads names
+    both kinds as the wire does (R1), whichever the service noted."""
+    with as_actor(PLATFORM), pytest.raises(InvalidArgument) as error:
+        world["badges"].log_volunteer_service(
+            rider_id=new_rider(world), community_id=world["street"], activity="x",
+            started_at=world["clock"].now - timedelta(hours=2), hours="1")
+    assert [(v.field, v.reason, v.description) for v in error.value.violations] == [
+        ("community_id", "ORGANISATION_KIND_NOT_ALLOWED",
+         "must be an ORGANISATION_KIND_COMMUNITY, not an ORGANISATION_KIND_STREET")]
 
 
 def test_a_grant_whose_only_fault_is_an_unknown_badge_class_is_not_found(world):
@@ -384,7 +397,10 @@ def test_a_badge_class_with_a_bad_picture_and_a_community_issuer_gets_both_at_on
         ("name", "FIELD_REQUIRED"), ("image_url", "IMAGE_URL_INVALID"),
         ("validity_days", "VALUE_OUT_OF_RANGE"),
         ("image_media_type", "IMAGE_MEDIA_TYPE_NOT_ALLOWED"),
-        ("issuer_id", "NOT_AN_ORGANISATION")]
+        ("issuer_id", "ORGANISATION_KIND_NOT_ALLOWED")]
+    # A community is an organisation: what is wrong is its kind, named as the wire names it.
+    assert error.value.violations[-1].description == (
+        "an ORGANISATION_KIND_COMMUNITY may not issue badges")
     with as_actor(ADMIN), pytest.raises(InvalidArgument) as large:
         world["badges"].upload_badge_image(badge_class_id=badge(world, min_volunteer_hours="2"),
                                            image=b"\x89PNG\r\n\x1a\n" + b"0" * 300_000,

@@ -100,7 +100,7 @@ def world(store_env):
         other_shop = org(OrganisationKind.MERCHANT, "北大街便利店", street)
     w = dict(identity=identity, merchants=merchants, follower=follower, badges=badges,
              badge_follower=badge_follower, clock=clock, street=street, platform=platform,
-             station=station, shop=shop, other_shop=other_shop, riders=0)
+             station=station, shop=shop, other_shop=other_shop, district=district, riders=0)
     for merchant_id in (shop, other_shop):
         with as_actor(actor("m", "merchant", organisation_id=merchant_id)):
             merchants.apply_merchant(merchant_id=merchant_id, name="店", street_id=street,
@@ -455,7 +455,23 @@ def test_an_application_naming_wrong_kinds_gets_every_fault_at_once(world):
     assert [(v.field, v.reason) for v in error.value.violations] == [
         ("name", "FIELD_REQUIRED"), ("category", "TEXT_TOO_LONG"),
         ("location.latitude", "LOCATION_INVALID"), ("amenities[0]", "ENUM_VALUE_REQUIRED"),
-        ("merchant_id", "NOT_A_MERCHANT"), ("street_id", "NOT_A_STREET")]
+        ("merchant_id", "ORGANISATION_KIND_NOT_ALLOWED"),
+        ("street_id", "ORGANISATION_KIND_NOT_ALLOWED")]
+    assert [v.description for v in error.value.violations[-2:]] == [
+        "must be an ORGANISATION_KIND_MERCHANT, not an ORGANISATION_KIND_STREET",
+        "must be an ORGANISATION_KIND_STREET, not an ORGANISATION_KIND_MERCHANT"]
+
+
+def test_an_organisation_merchants_never_notes_is_of_the_wrong_kind_not_nothing(world):
+    """merchants notes only streets and merchants; a district named as a campaign's street is
+    still an organisation, of the wrong kind, told as every service tells it — not
+    STREET_NOT_FOUND."""
+    with pytest.raises(InvalidArgument) as error, as_actor(ADMIN):
+        world["merchants"].create_care_campaign(street_id=world["district"], name="礼包",
+                                                description="", stock=5)
+    assert [(v.field, v.reason, v.description) for v in error.value.violations] == [
+        ("street_id", "ORGANISATION_KIND_NOT_ALLOWED",
+         "must be an ORGANISATION_KIND_STREET, not an ORGANISATION_KIND_DISTRICT")]
 
 
 def test_a_claim_naming_an_unknown_perk_and_a_malformed_rider_gets_both(world):

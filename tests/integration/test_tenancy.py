@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +23,10 @@ from google.protobuf import descriptor_pool, text_format
 from google.protobuf.descriptor import FieldDescriptor
 
 from services.platform.application import LocalUpstream, PlatformFeed
-from shared.tenancy import TENANT_ROLES, Rows
+from shared.tenancy import RIDER, TENANT_ROLES, AllOf, Rows
 from tests.conftest import badges_key_env, pg_env
 from tests.inprocess import API_NAMES, SPECS, InProcessQiji, Service, descriptor
-from tests.tenancy_world import FREE_TEXT, World, build
+from tests.tenancy_world import FREE_TEXT, World, build, ts
 
 pytestmark = pytest.mark.postgres
 KERNEL = ("qiji.feed.v1.FeedService", "qiji.feed.v1.PublicFeedService",
@@ -396,6 +397,279 @@ class TestAsAdversaries:
                 continue
             answer = svc.call(path, request, token)
             assert FREE_TEXT not in shown(answer.response) + answer.message, (path, role)
+
+
+# ---------------------------------------------------------------------------- no rider oracle
+
+
+def pins_rider(target: Any) -> bool:
+    """Whether a scope admits the caller only if it owns the request's rider (RIDER, or an
+    AllOf holding it): then the guard has already refused another's or a made-up rider."""
+    return target == RIDER or (isinstance(target, AllOf) and RIDER in target.refs)
+
+
+def names_riders(path: str) -> bool:
+    """The request names riders: a `rider_id`, or messages of a repeated field holding one
+    (a mediation case's parties)."""
+    fields = descriptor(path).input_type.fields
+    return any(f.name == "rider_id" or (
+        f.type == FieldDescriptor.TYPE_MESSAGE and "rider_id" in f.message_type.fields_by_name)
+        for f in fields)
+
+
+def unpinned_rider_commands() -> set[tuple[str, str]]:
+    """(rpc, role) of every command naming a rider that a tenant role is admitted to on
+    something else than that rider (its street, session, campaign or desk)."""
+    return {(path.rsplit("/", 1)[1], role) for service, path in methods()
+            if writes(path) and names_riders(path) and (
+                access := SPECS[service].access.get(path)) is not None
+            for role, target in access.scopes.items() if not pins_rider(target)}
+
+
+def mediation(w: World, *riders: str, subject: str = "骑手与小区物业纠纷") -> Any:
+    from qiji.governance.v1 import governance_service_pb2 as gpb
+    return gpb.OpenMediationCaseRequest(
+        request_id=str(uuid.uuid4()), street_id=w.tenants["a"].street, subject=subject,
+        mediator_name="李调解员",
+        parties=[*(gpb.MediationParty(role=gpb.PARTY_ROLE_RIDER, rider_id=r) for r in riders),
+                 gpb.MediationParty(role=gpb.PARTY_ROLE_PROPERTY_MANAGER, name="张经理")])
+
+
+def report(w: World, rider: str, text: str = "路口井盖缺失") -> Any:
+    from qiji.governance.v1 import governance_service_pb2 as gpb
+    return gpb.SubmitReportRequest(
+        request_id=str(uuid.uuid4()), rider_id=rider, kind=gpb.REPORT_KIND_ANOMALY_WARNING,
+        category=gpb.CATEGORY_ENVIRONMENT, text=text,
+        location=gpb.Location(street_id=w.tenants["a"].street, latitude=31.7, longitude=119.9),
+        observe_time=ts(datetime.now(UTC) - timedelta(minutes=5)))
+
+
+def service(w: World, rider: str, activity: str = "社区助老") -> Any:
+    from qiji.badges.v1 import badges_service_pb2 as bpb
+    return bpb.LogVolunteerServiceRequest(
+        request_id=str(uuid.uuid4()), rider_id=rider, community_id=w.tenants["a"].community,
+        activity=activity, start_time=ts(datetime.now(UTC) - timedelta(hours=3)), hours="2")
+
+
+def package(campaign: str, rider: str) -> Any:
+    from qiji.merchants.v1 import merchants_service_pb2 as mpb
+    return mpb.AllocateCarePackageRequest(request_id=str(uuid.uuid4()), campaign_id=campaign,
+                                          rider_id=rider)
+
+
+def hand_over(campaign: str, rider: str, by: str = "王社工") -> Any:
+    from qiji.merchants.v1 import merchants_service_pb2 as mpb
+    return mpb.RecordHandOverRequest(request_id=str(uuid.uuid4()), campaign_id=campaign,
+                                     rider_id=rider, handed_over_by=by)
+
+
+def at_session(rpc: str, session: str, rider: str, **more: Any) -> Any:
+    from qiji.training.v1 import training_service_pb2 as tpb
+    return getattr(tpb, f"{rpc}Request")(request_id=str(uuid.uuid4()), session_id=session,
+                                          rider_id=rider, **more)
+
+
+def exhausted_campaign(w: World) -> str:
+    """A campaign of A's street office with its one package given to A's rider."""
+    from qiji.merchants.v1 import merchants_service_pb2 as mpb
+    q, a = w.qiji, w.tenants["a"]
+    office = w.token("a", "street_office")
+    campaign = q.ok("merchants", "CreateCareCampaign", mpb.CreateCareCampaignRequest(
+        request_id=str(uuid.uuid4()), street_id=a.street, name="最后一份", description="",
+        stock=1), office).campaign.campaign_id
+    q.ok("merchants", "AllocateCarePackage", package(campaign, a.rider), office)
+    return campaign
+
+
+def full_session(w: World) -> str:
+    """A session in A's street with its one place taken by A's rider."""
+    from qiji.training.v1 import training_service_pb2 as tpb
+    q, a = w.qiji, w.tenants["a"]
+    starts = datetime.now(UTC) + timedelta(days=3)
+    session = q.ok("training", "ScheduleSession", tpb.ScheduleSessionRequest(
+        request_id=str(uuid.uuid4()), course_id=a.course, service_space_id=a.space,
+        start_time=ts(starts), end_time=ts(starts + timedelta(hours=1)), capacity=1),
+        w.token("a", "education_provider")).session.session_id
+    q.ok("training", "EnrolRider", at_session("EnrolRider", session, a.rider),
+         w.token("a", "platform"))
+    return session
+
+
+# (rpc, role) → requests that must fail whoever the rider is, each a function of the world and
+# the rider: a format fault (`True`: the answer must not mention the rider at all), or what
+# the thing the caller is admitted on refuses (a full session, an exhausted campaign, a rider
+# not enrolled: the answer may repeat the rider id it was sent, nothing more).
+FAULTY: dict[tuple[str, str], list[tuple[bool, Any]]] = {
+    ("SubmitReport", "street_office"): [
+        (True, lambda w, r: report(w, r, text="")),
+        (True, lambda w, r: report(w, r, text="x" * 2001))],
+    ("OpenMediationCase", "street_office"): [
+        (True, lambda w, r: mediation(w, r, subject="")),
+        # Twenty-one guesses at once: refused for their number before any is looked up.
+        (True, lambda w, r: mediation(w, *[r] * 21)),
+        (True, lambda w, r: mediation(w, r, str(uuid.uuid4()), subject=""))],
+    ("LogVolunteerService", "community"): [(True, lambda w, r: service(w, r, activity=""))],
+    ("LogVolunteerService", "street_office"): [(True, lambda w, r: service(w, r, activity=""))],
+    ("AllocateCarePackage", "street_office"): [
+        (False, lambda w, r: package(w.tenants["a"].ids["exhausted_campaign"], r))],
+    ("EnrolRider", "street_office"): [
+        (False, lambda w, r: at_session("EnrolRider", w.tenants["a"].ids["full_session"], r))],
+    ("RecordHandOver", "street_office"): [
+        (True, lambda w, r: hand_over(w.tenants["a"].campaign, r, by="")),
+        (False, lambda w, r: hand_over(w.tenants["a"].campaign, r))],
+    **{(rpc, role): [(False, lambda w, r, rpc=rpc: at_session(rpc, w.tenants["a"].session, r))]
+       for rpc in ("WithdrawEnrolment", "CheckInRider", "RecordNoShow")
+       for role in ("street_office", "education_provider")
+       if (rpc, role) != ("WithdrawEnrolment", "education_provider")},
+    **{("RecordCompletion", role): [
+        (True, lambda w, r: at_session("RecordCompletion", w.tenants["a"].session, r,
+                                        result=2, score=101)),
+        (False, lambda w, r: at_session("RecordCompletion", w.tenants["a"].session, r,
+                                         result=2, score=80))]
+       for role in ("street_office", "education_provider")},
+}
+# (rpc, role) → a request that is valid but for its rider, for the commands that look one up.
+VALID: dict[tuple[str, str], Any] = {
+    ("SubmitReport", "street_office"): report,
+    ("OpenMediationCase", "street_office"): mediation,
+    ("LogVolunteerService", "community"): service,
+    ("LogVolunteerService", "street_office"): service,
+    ("AllocateCarePackage", "street_office"): lambda w, r: package(w.tenants["a"].campaign, r),
+    ("EnrolRider", "street_office"): lambda w, r: at_session("EnrolRider",
+                                                             w.tenants["a"].session, r),
+}
+SERVICE_OF = {"SubmitReport": "governance", "OpenMediationCase": "governance",
+              "LogVolunteerService": "badges", "AllocateCarePackage": "merchants",
+              "RecordHandOver": "merchants",
+              "EnrolRider": "training", "WithdrawEnrolment": "training",
+              "CheckInRider": "training", "RecordNoShow": "training",
+              "RecordCompletion": "training"}
+PLACEHOLDER = "00000000-0000-4000-8000-000000000000"
+
+
+def as_sent(answer: Any, rider: str) -> tuple[Any, ...]:
+    """The answer, with the rider id the request sent replaced by one placeholder: what must
+    be the same, byte for byte, whichever rider was named."""
+    return (answer.code, answer.message.replace(rider, PLACEHOLDER),
+            answer.raw.replace(rider.encode(), PLACEHOLDER.encode()), shown(answer.response))
+
+
+def test_every_command_a_tenant_may_name_anyones_rider_in_is_tried_as_an_adversary() -> None:
+    """Generated from the access tables: a command added tomorrow that lets a tenant name a
+    rider it does not own must join FAULTY (and VALID, if it looks the rider up)."""
+    assert unpinned_rider_commands() == set(FAULTY), (
+        "commands whose rider the guard does not check: make them look riders up last "
+        "(QijiApplication.require_riders) and try them here")
+    assert set(VALID) <= set(FAULTY)
+
+
+class TestNoRiderOracle:
+    """A tenant admitted on something else than the rider a command names (a street office on
+    its street, session or campaign; a community on its desk) learns nothing of whether the
+    rider exists from a request that fails anyway, and writes nothing: only a request valid
+    in every other way looks the rider up (review of issue 23, B1)."""
+
+    @pytest.mark.parametrize(("rpc", "role"), sorted(FAULTY))
+    def test_a_request_that_fails_anyway_answers_the_same_for_any_rider(
+            self, world: World, rpc: str, role: str) -> None:
+        q, a, b = world.qiji, world.tenants["a"], world.tenants["b"]
+        if "exhausted_campaign" not in a.ids:
+            a.ids["exhausted_campaign"] = exhausted_campaign(world)
+            a.ids["full_session"] = full_session(world)
+            q.sync()
+        token = world.token("a", role)
+        for malformed, faulty in FAULTY[(rpc, role)]:
+            unknown = str(uuid.uuid4())
+            before = q.positions()
+            theirs = q.call(SERVICE_OF[rpc], rpc, faulty(world, b.rider), token)
+            nobody = q.call(SERVICE_OF[rpc], rpc, faulty(world, unknown), token)
+            assert q.positions() == before, f"{rpc} as A's {role} wrote something"
+            assert not theirs.ok and theirs.code is not grpc.StatusCode.PERMISSION_DENIED, \
+                (rpc, theirs)
+            assert "RIDER" not in theirs.reason, (rpc, theirs)
+            assert as_sent(theirs, b.rider) == as_sent(nobody, unknown), (rpc, theirs, nobody)
+            if malformed:
+                assert b.rider not in theirs.message and b.rider.encode() not in theirs.raw
+
+    @pytest.mark.parametrize(("rpc", "role"), sorted(VALID))
+    def test_only_an_otherwise_valid_request_learns_that_its_rider_is_unknown(
+            self, world: World, rpc: str, role: str) -> None:
+        q = world.qiji
+        unknown = str(uuid.uuid4())
+        before = q.positions()
+        answer = q.call(SERVICE_OF[rpc], rpc, VALID[(rpc, role)](world, unknown),
+                        world.token("a", role))
+        assert q.positions() == before
+        assert (answer.code, answer.reason, answer.metadata) == (
+            grpc.StatusCode.NOT_FOUND, "RIDER_NOT_FOUND", {"kind": "rider", "id": unknown})
+
+    def test_a_mediation_naming_several_riders_never_tells_which_of_them_exist(
+            self, world: World) -> None:
+        """Naming the first unknown one would tell that those before it exist: one known and
+        one made-up rider answer exactly as two made-up ones."""
+        q, b = world.qiji, world.tenants["b"]
+        token = world.token("a", "street_office")
+        unknown, other = str(uuid.uuid4()), str(uuid.uuid4())
+        before = q.positions()
+        some = q.call("governance", "OpenMediationCase", mediation(world, b.rider, unknown),
+                      token)
+        none = q.call("governance", "OpenMediationCase", mediation(world, other, unknown),
+                      token)
+        assert q.positions() == before
+        assert (some.code, some.reason) == (grpc.StatusCode.NOT_FOUND, "RIDER_NOT_FOUND")
+        assert (some.code, some.message, some.raw) == (none.code, none.message, none.raw)
+        assert b.rider not in some.message and b.rider.encode() not in some.raw
+
+    def test_a_request_naming_many_unknown_things_reads_identitys_feed_once(
+            self, world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Twenty made-up riders, or three made-up departments, cost one catch-up with
+        identity, not one each (review of issue 23, B2)."""
+        from qiji.governance.v1 import governance_service_pb2 as gpb
+        q = world.qiji
+        follower = q.apps["governance"].identity_follower  # type: ignore[attr-defined]
+        reads: list[int] = []
+        run_once = follower.run_once
+        monkeypatch.setattr(follower, "run_once", lambda: reads.append(1) or run_once())
+        riders = [str(uuid.uuid4()) for _ in range(19)]
+        answer = q.call("governance", "OpenMediationCase", mediation(world, *riders),
+                        world.token("a", "street_office"))
+        assert (answer.code, answer.reason) == (grpc.StatusCode.NOT_FOUND, "RIDER_NOT_FOUND")
+        assert len(reads) == 1
+        departments = [str(uuid.uuid4()) for _ in range(3)]
+        answer = q.call("governance", "SetRoutingRules", gpb.SetRoutingRulesRequest(
+            request_id=str(uuid.uuid4()), rules=[gpb.RoutingRule(name=f"r{i}", department_ids=[d])
+                                                 for i, d in enumerate(departments)]),
+            world.admin)
+        assert (answer.code, answer.reason) == (grpc.StatusCode.NOT_FOUND,
+                                                "DEPARTMENT_NOT_FOUND")
+        assert len(reads) == 2
+
+    def test_a_list_admitted_on_its_rows_answers_the_same_for_anyones_rider(
+            self, world: World) -> None:
+        """A read a tenant is admitted to on the rows it may see (a community's volunteer
+        shifts), naming a rider: another tenant's rider and a made-up one are answered alike
+        — never NOT_FOUND for the one and a page for the other."""
+        q, b = world.qiji, world.tenants["b"]
+        tried = 0
+        for service_name, path in methods():
+            access = SPECS[service_name].access.get(path)
+            if access is None or writes(path) or "rider_id" not in descriptor(
+                    path).input_type.fields_by_name:
+                continue
+            svc = q.services[service_name]
+            for role, target in access.scopes.items():
+                if not isinstance(target, Rows):
+                    continue
+                request = request_for(world, svc, path, "a", role)
+                unknown = str(uuid.uuid4())
+                request.rider_id = b.rider
+                theirs = svc.call(path, request, world.token("a", role))
+                request.rider_id = unknown
+                nobody = svc.call(path, request, world.token("a", role))
+                assert theirs.ok, (path, role, theirs)
+                assert as_sent(theirs, b.rider) == as_sent(nobody, unknown), (path, role)
+                tried += 1
+        assert tried >= 3  # ListVolunteerService (community), ListReports (two roles)
 
 
 # ---------------------------------------------------------------------------- the matrix

@@ -187,6 +187,20 @@ def test_bad_times_and_capacities_are_field_violations(world):
         ("end_time", "END_TIME_NOT_AFTER_START_TIME"), ("capacity", "VALUE_OUT_OF_RANGE")}
 
 
+def test_a_reference_to_another_kind_of_thing_names_both_as_the_contract_does(world):
+    """A street where a service space is asked, and a service space where a provider (an
+    organisation) is: REFERENCE_KIND_NOT_ALLOWED, each named by its resource type (R2)."""
+    course = published_course(world)
+    now = world["training"].clock()
+    with as_actor(ADMIN), pytest.raises(InvalidArgument) as error:
+        world["training"].schedule_session(course_id=course, service_space_id=world["street"],
+                                           starts_at=now + timedelta(hours=2),
+                                           ends_at=now + timedelta(hours=3), capacity=5)
+    assert [(v.field, v.reason, v.description) for v in error.value.violations] == [
+        ("service_space_id", "REFERENCE_KIND_NOT_ALLOWED",
+         "must name a qiji.city/ServiceSpace, not a qiji.city/Organisation")]
+
+
 def test_suspension_cancels_future_enrolments_exactly_once(world, clock):
     course = published_course(world)
     future = session(world, course, start_in_hours=24)

@@ -43,6 +43,70 @@ def test_invalid_arguments_carry_field_violations_and_a_reason():
     assert info.domain == "d"
 
 
+def _resource_infos(status) -> list[tuple[str, str, str]]:
+    details = dict(status.trailing_metadata)["grpc-status-details-bin"]
+    found = []
+    for d in status_pb2.Status.FromString(details).details:
+        info = error_details_pb2.ResourceInfo()
+        if d.Unpack(info):
+            found.append((info.resource_type, info.resource_name, info.description))
+    return found
+
+
+def test_a_not_found_names_every_missing_reference_as_a_resource_info():
+    """A request whose only faults are references to nothing (R4): NOT_FOUND of the first, and
+    a google.rpc.ResourceInfo for each, so that the caller fixes them all in one go. The type
+    is the contract's, from the field's resource_reference when the request is known."""
+    from qiji.governance.v1 import governance_service_pb2 as gpb
+    violations = errors.Violations()
+    violations.missing("rules[0].street_id", "street", "s-1")
+    violations.missing("rules[0].department_ids[1]", "department", "d-2")
+    with pytest.raises(errors.NotFound) as caught:
+        violations.raise_if_any()
+    assert caught.value.reason == "STREET_NOT_FOUND"
+    assert caught.value.metadata == {"kind": "street", "id": "s-1"}
+    request = gpb.SetRoutingRulesRequest()
+    status = to_status(caught.value, "governance.qiji", request)
+    assert status.code.name == "NOT_FOUND"
+    assert _resource_infos(status) == [
+        ("qiji.city/Organisation", "s-1", "rules[0].street_id"),
+        ("qiji.city/Organisation", "d-2", "rules[0].department_ids[1]")]
+    assert "d-2" in status.details  # the message names them all too, for people
+
+
+def test_every_not_found_carries_a_resource_info_for_its_resource():
+    status = to_status(errors.NotFound("badge_class", "b-1"), "badges.qiji")
+    assert _resource_infos(status) == [("qiji.city/BadgeClass", "b-1", "")]
+    # A kind the contract has no resource type for is shown as itself.
+    status = to_status(errors.NotFound("enrolment", "r-1", field="rider_id"), "training.qiji")
+    assert _resource_infos(status) == [("enrolment", "r-1", "rider_id")]
+
+
+def test_a_resource_type_is_the_one_the_requests_field_refers_to():
+    """ApplyMerchant's merchant_id names the organisation the merchant is (the contract says
+    so); everywhere else a merchant id names the merchants service's Merchant."""
+    from qiji.merchants.v1 import merchants_service_pb2 as mpb
+    missing = errors.NotFound("merchant", "m-1", field="merchant_id")
+    assert _resource_infos(to_status(missing, "d", mpb.ApplyMerchantRequest())) == [
+        ("qiji.city/Organisation", "m-1", "merchant_id")]
+    assert _resource_infos(to_status(missing, "d", mpb.ApproveMerchantRequest())) == [
+        ("qiji.city/Merchant", "m-1", "merchant_id")]
+    nested = errors.NotFound("street", "s-1", field="location.street_id")
+    from qiji.governance.v1 import governance_service_pb2 as gpb
+    assert _resource_infos(to_status(nested, "d", gpb.SubmitReportRequest())) == [
+        ("qiji.city/Organisation", "s-1", "location.street_id")]
+
+
+def test_references_to_nothing_among_other_faults_carry_resource_infos_too():
+    violations = errors.Violations()
+    violations.add("name", "must not be empty", "FIELD_REQUIRED")
+    violations.missing("parent_id", "organisation", "o-1")
+    with pytest.raises(errors.InvalidArgument) as caught:
+        violations.raise_if_any()
+    assert _resource_infos(to_status(caught.value, "d")) == [
+        ("qiji.city/Organisation", "o-1", "parent_id")]
+
+
 def test_a_page_token_only_works_with_the_filters_it_was_made_for():
     token = encode_token(42, ["street=a"])
     assert decode_token(token, ["street=a"]) == 42
@@ -71,6 +135,17 @@ def test_a_page_size_above_the_maximum_is_coerced_to_it():
     assert rows == keys[:500] and token
     rows, token = page(keys, lambda k: k, page_size=0, page_token="", filters=[])
     assert len(rows) == 50
+
+
+def test_the_platform_feed_reads_page_sizes_as_every_list_does_with_its_own_bounds():
+    """The gateway's feed pages are larger (100 by default, 1000 at most) but read by the one
+    rule of shared/paging.py: coerced above the maximum, refused below zero."""
+    from services.platform.application import check_page_size as feed_page_size
+    assert [feed_page_size(n) for n in (0, 1, 1000, 1001, 10**9)] == [100, 1, 1000, 1000, 1000]
+    with pytest.raises(errors.InvalidArgument) as caught:
+        feed_page_size(-1)
+    assert [(v.field, v.reason) for v in caught.value.violations] == [
+        ("page_size", "PAGE_SIZE_NEGATIVE")]
 
 
 def test_a_negative_page_size_is_refused_with_its_reason():

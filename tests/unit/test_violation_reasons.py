@@ -74,7 +74,20 @@ def faults(source: str, name: str) -> tuple[list[str], list[str]]:
         elif isinstance(reason, ast.Constant) and not (
                 isinstance(reason.value, str) and UPPER_SNAKE.match(reason.value)):
             found.append(f"{where} (reason {reason.value!r} is not UPPER_SNAKE)")
+        elif _built(reason):
+            # deploy/apidoc.py lists every reason a caller may meet by reading them: one
+            # built at run time (f"NOT_A_{kind}") is invisible to it, and to the integrator.
+            found.append(f"{where} (reason built at run time: write it out or name a "
+                         "module constant)")
     return found, kinds
+
+
+def _built(reason: ast.expr) -> bool:
+    """A reason made by formatting: an f-string, a concatenation, `.format`, `%`."""
+    return any(isinstance(n, ast.JoinedStr) or (
+        isinstance(n, ast.BinOp) and isinstance(n.op, ast.Add | ast.Mod)) or (
+        isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)
+        and n.func.attr in ("format", "upper", "replace")) for n in ast.walk(reason))
 
 
 def python_files() -> list[Path]:
@@ -110,6 +123,11 @@ def test_every_violation_names_an_upper_snake_reason() -> None:
     'errors.FieldViolation("phone", description="bad")',
     'v.add("phone", "bad", "phone_invalid")',  # not UPPER_SNAKE
     'violations.add("phone", "bad", reason="PHONE INVALID")',
+    # Reasons built at run time (the review of issue 23, R2): deploy/apidoc.py cannot see them.
+    'violations.add(field, "bad", f"NOT_A_{label.upper()}")',
+    'v.add(field, "bad", "NOT_A_" + kind)',
+    'FieldViolation(field, "bad", "NOT_{}".format(kind))',
+    'violations.require(ok, field, "bad", reason=kind.upper() + "_INVALID")',
 ])
 def test_the_scan_finds_a_violation_without_an_upper_snake_reason(source: str) -> None:
     assert faults(source, "x")[0]
@@ -121,6 +139,8 @@ def test_the_scan_finds_a_violation_without_an_upper_snake_reason(source: str) -
     'v.add("phone", "bad", PHONE_INVALID)',
     'FieldViolation("phone", "bad", PHONE_INVALID)',
     'violations.add(*fault, **why)',
+    'v.add("id", "bad", FIELD_REQUIRED if empty else INVALID_ID)',
+    'FieldViolation(m.field, "bad", m.reason)',
     'seen.add(x)',  # not a Violations
 ])
 def test_the_scan_accepts_an_explicit_reason(source: str) -> None:

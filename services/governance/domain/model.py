@@ -23,6 +23,7 @@ from eventsourcing.domain import Aggregate, event
 from services.governance.domain.values import (
     DONE,
     MAX_NAME,
+    MAX_PARTIES,
     MAX_RULES,
     AssignmentStatus,
     DeadlineKind,
@@ -381,6 +382,9 @@ def check_parties(violations: Violations, parties: list[dict[str, Any]]) -> None
     if len(parties) < 2:
         violations.add("parties", "a mediation needs at least two parties",
                        "TOO_FEW_PARTIES")
+    elif len(parties) > MAX_PARTIES:
+        violations.add("parties", f"a mediation has at most {MAX_PARTIES} parties",
+                       "TOO_MANY_PARTIES")
     for i, party in enumerate(parties):
         field = f"parties[{i}]"
         if not party["role"]:

@@ -199,6 +199,12 @@ MAX_NAME = 100
 MAX_ATTACHMENTS = 10
 MAX_ATTACHMENT_REF = 500
 MAX_RULES = 200
+# The parties of one mediation case. A mediation between more than twenty parties is a
+# collective dispute, which the city handles otherwise; and a bound keeps what one request can
+# ask of the store in check: each party's name is sealed under a data key of its own, and the
+# riders among them are looked up (the riders last, once nothing else is wrong: see
+# QijiApplication.require_riders) — twenty at most, in one catch-up with identity.
+MAX_PARTIES = 20
 # A report may be observed a little "in the future" of our clock: phones' clocks drift.
 CLOCK_SKEW = timedelta(minutes=5)
 

@@ -75,7 +75,8 @@ class ConsentScope(StrEnum):
 PARENT_REQUIRED = "PARENT_REQUIRED"  # this kind of organisation stands under a parent
 PARENT_NOT_ALLOWED = "PARENT_NOT_ALLOWED"  # this kind of organisation has no parent
 PARENT_KIND_NOT_ALLOWED = "PARENT_KIND_NOT_ALLOWED"  # a parent, of a kind this kind may not have
-ORGANISATION_KIND_NOT_ALLOWED = "ORGANISATION_KIND_NOT_ALLOWED"  # names another kind than asked
+# (An organisation of another kind than a field takes is shared/errors.py's
+# ORGANISATION_KIND_NOT_ALLOWED, as in every service.)
 STATION_OF_ANOTHER_PLATFORM = "STATION_OF_ANOTHER_PLATFORM"
 DEPARTMENT_FUNCTION_REQUIRED = "DEPARTMENT_FUNCTION_REQUIRED"
 DEPARTMENT_FUNCTION_NOT_ALLOWED = "DEPARTMENT_FUNCTION_NOT_ALLOWED"

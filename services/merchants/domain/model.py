@@ -378,12 +378,17 @@ class CareCampaign(Aggregate):
     def handed_over(self) -> int:
         return sum(1 for a in self.allocations.values() if a["handed_over_at"] is not None)
 
-    def allocate(self, rider_id: str, at: datetime) -> None:
+    def check_allocatable(self, rider_id: str) -> None:
+        """Whether a package may go to the rider, as far as the campaign can tell (not yet
+        theirs, and one left): what allocate refuses, without allocating."""
         if rider_id in self.allocations:
             raise AlreadyExists("the rider already has a package from this campaign",
                                 reason="PACKAGE_ALREADY_ALLOCATED")
         if len(self.allocations) >= self.stock:
             raise FailedPrecondition("the campaign has no packages left", reason="OUT_OF_STOCK")
+
+    def allocate(self, rider_id: str, at: datetime) -> None:
+        self.check_allocatable(rider_id)
         self._allocated(rider_id=rider_id, at=at)
 
     @event("PackageAllocated")

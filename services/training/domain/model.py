@@ -96,7 +96,9 @@ class TrainingSession(Aggregate):
         entry = self.enrolments.get(rider_id)
         return EnrolmentStatus(entry["status"]) if entry else None
 
-    def enrol(self, rider_id: str, at: datetime) -> None:
+    def check_enrolment(self, rider_id: str, at: datetime) -> None:
+        """Whether the rider may enrol at `at`, as far as the session can tell (not enrolled
+        yet, not started, not full): what enrol refuses, without enrolling."""
         status = self.status_of(rider_id)
         if status in HOLDS_A_PLACE:
             raise AlreadyExists("the rider is already enrolled in this session",
@@ -106,6 +108,9 @@ class TrainingSession(Aggregate):
         if self.places_taken >= self.capacity:
             raise FailedPrecondition("the session is full", reason="SESSION_FULL",
                                      capacity=str(self.capacity))
+
+    def enrol(self, rider_id: str, at: datetime) -> None:
+        self.check_enrolment(rider_id, at)
         self._enrolled(rider_id=rider_id, at=at)
 
     @event("RiderEnrolled")
