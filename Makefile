@@ -48,12 +48,12 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 ## protos: generate Python code from protos/ (never edited by hand)
+# protoc warns that the google/rpc imports are unused: each service imports them on purpose,
+# so that reflection serves the error types with it (protos/google/README.md). Only that
+# warning is dropped; any other message and protoc's exit status pass through.
 protos: $(GEN)/.stamp
 $(GEN)/.stamp: $(PROTOS) $(PROTO_DEPS) $(STAMP)
 	rm -rf $(GEN) && mkdir -p $(GEN)
-	# protoc warns that the google/rpc imports are unused: each service imports them on purpose,
-	# so that reflection serves the error types with it (protos/google/README.md). Only that
-	# warning is dropped; any other message and protoc's exit status pass through.
 	$(PY) -m grpc_tools.protoc -Iprotos --python_out=$(GEN) --pyi_out=$(GEN) --grpc_python_out=$(GEN) $(PROTOS) 2>$(GEN)/protoc.log; \
 		status=$$?; grep -v 'warning: Import google/rpc/[a-z_]*.proto is unused' $(GEN)/protoc.log >&2; exit $$status
 	touch $@
