@@ -243,6 +243,10 @@ class Sealer:
         self._newest: tuple[int, Checkpoint] | None = None
         self._signed_at = time.monotonic()
         self._signed_position = 0
+        # The newest position this sealer chained that is not a checkpoint: what makes a new
+        # checkpoint worth signing. (A checkpoint is stored after whatever arrived while it was
+        # being signed, so its own position says nothing of what it covers.)
+        self._business_through = 0
 
     def run_once(self) -> int:
         """Seals what is stored now; returns how many events it sealed."""
@@ -274,6 +278,7 @@ class Sealer:
                                 "or the seal was written by someone other than a sealer")
         check, link, continuity = self.app.event_mac.check, self.chain.link, self._continuity
         sealed = 0
+        business = self._business_through
         for page in replay.pages(self.app, position + 1, BATCH):
             continuity.prime(page, position)
             stored = self.store.range(position + 1, page[-1][0])
@@ -301,6 +306,8 @@ class Sealer:
                                          "sealed log (inserted, or moved here)")
                     if topic == CHECKPOINT_TOPIC:  # held to the chain before it is sealed
                         self._passed_checkpoint(pos, bytes(state), chained)
+                    else:
+                        business = pos
                     if sealed_before:
                         si += 1
                     else:
@@ -314,18 +321,19 @@ class Sealer:
                 if self._add(new):
                     sealed += len(new)
                     if chained:
-                        self._reached(chained[-1])
+                        self._reached(chained[-1], business)
                 stop.sealed = sealed
                 raise
             if not self._add(new):
                 return sealed  # another replica sealed these first: compared next round
             sealed += len(new)
-            self._reached(chained[-1])
+            self._reached(chained[-1], business)
             position = page[-1][0]
         return sealed
 
-    def _reached(self, head: tuple[int, bytes]) -> None:
+    def _reached(self, head: tuple[int, bytes], business_through: int) -> None:
         self.head = head
+        self._business_through = max(self._business_through, business_through)
         metrics.AUDIT_SEALED_THROUGH.labels(self.app.name).set(head[0])
 
     def _add(self, seals: list[tuple[int, bytes]]) -> bool:
@@ -425,8 +433,9 @@ class Sealer:
     def _maybe_checkpoint(self) -> None:
         """Signs the chain's head — this sealer's, never the table's — every
         `checkpoint_events` events or `checkpoint_seconds` seconds, whichever comes first, and
-        only when something besides the newest checkpoint itself was stored since: an idle log
-        signs nothing."""
+        only when something besides checkpoints was stored after what the newest checkpoint
+        covers: an idle log signs nothing, and no command is left uncovered because the
+        checkpoint signed before it was sealed was stored after it."""
         if self.signer is None or self.head is None:
             return
         position, seal = self.head
@@ -434,7 +443,7 @@ class Sealer:
             return
         newest = self._newest
         at, covered = (newest[0], newest[1].position) if newest is not None else (0, 0)
-        if position <= at:
+        if position < at or self._business_through <= covered:
             return
         if (position - covered < self.checkpoint_events
                 and time.monotonic() - self._signed_at < self.checkpoint_seconds):

@@ -575,3 +575,33 @@ def forge_verified(conn: psycopg.Connection, table: str, rider: str, verified_ri
 
 def sample(name: str, reader: str, log_name: str = "identity") -> float | None:
     return REGISTRY.get_sample_value(name, {"log": log_name, "reader": reader})
+
+
+def test_a_command_stored_while_a_checkpoint_is_signed_is_covered_by_the_next(app):
+    """The race a loaded deployment met: a rider registered after the sealer's pass and before
+    its checkpoint was stored lands *before* that checkpoint in the log. The checkpoint covers
+    only what was sealed; the next must cover the rider, though the newest event of the log is
+    then a checkpoint. (The sealer believed "nothing but the checkpoint since" and left the
+    rider uncovered until some other command came.)"""
+    orgs = city(app)
+    sealer = Sealer(app, signer=SIGNER, checkpoint_events=10**6, checkpoint_seconds=0)
+    sign = sealer._maybe_checkpoint
+    late: list[str] = []
+
+    def rider_arrives_then_sign() -> None:
+        late.extend(register(app, orgs, range(1)))
+        sign()
+    sealer._maybe_checkpoint = rider_arrives_then_sign  # type: ignore[method-assign]
+    sealer.run_once()
+    sealer._maybe_checkpoint = sign  # type: ignore[method-assign]
+    rider_at = app.last_position() - 1  # the checkpoint was stored after the rider
+    first = SIGNER.verifier().verify(witness_copies(app)[-1])
+    assert first.position < rider_at, "the race was not reproduced"
+    for _ in range(3):
+        sealer.run_once()
+    newest = SIGNER.verifier().verify(witness_copies(app)[-1])
+    assert newest.position >= rider_at
+    idle = len(witness_copies(app))
+    for _ in range(3):
+        sealer.run_once()
+    assert len(witness_copies(app)) == idle  # and an idle log still signs nothing
