@@ -298,6 +298,47 @@ class TestAsAdversaries:
         assert a.rider_name not in report(world.auditor).text
         assert report(world.auditor).text.startswith("[withheld:")
 
+    def test_a_mediation_case_follows_only_a_report_of_the_offices_own_street(
+            self, world: World) -> None:
+        from qiji.governance.v1 import governance_service_pb2 as gpb
+        q, a, b = world.qiji, world.tenants["a"], world.tenants["b"]
+        before = q.positions()
+        refused = q.call("governance", "OpenMediationCase", gpb.OpenMediationCaseRequest(
+            request_id=str(uuid.uuid4()), street_id=b.street, report_id=a.report,
+            subject="x", mediator_name="李调解员",
+            parties=[gpb.MediationParty(role=gpb.PARTY_ROLE_RIDER, rider_id=b.rider)]),
+            world.token("b", "street_office"))
+        assert (refused.code, refused.reason) == (grpc.StatusCode.PERMISSION_DENIED,
+                                                  "OUT_OF_SCOPE")
+        assert q.positions() == before
+
+    @pytest.mark.parametrize("role", ["platform", "auditor"])
+    def test_free_text_is_withheld_from_platforms_and_auditors_on_every_read(
+            self, world: World, role: str) -> None:
+        """Every read every service offers, of everything A holds, as A's platform and as an
+        auditor: no free text (a report's words, an award's reason and evidence, a mediation's
+        subject) comes back in clear."""
+        token = world.token("a", "platform") if role == "platform" else world.auditor
+        for service, path in methods():
+            svc = world.qiji.services[service]
+            access = svc.access.get(path)
+            if access is None or role not in access.roles or "/qiji.feed." in path \
+                    or path.endswith("/ExportCredential"):
+                # A credential is the rider's signed document: it carries the evidence as the
+                # official wrote it for the rider to show (README, the masking table).
+                continue
+            request = request_for(world, svc, path, "a", "platform")
+            if "request_id" in request.DESCRIPTOR.fields_by_name:
+                continue
+            answer = svc.call(path, request, token)
+            assert FREE_TEXT not in shown(answer.response) + answer.message, (path, role)
+
+
+class TestAdversariesWhoChangeTheWorld:
+    """The adversary stories that write (a rider enrolled, a report submitted, a package
+    allocated): a world of their own, so that the stories above, which count what each
+    tenant sees, hold in any order (pytest -p randomly)."""
+
     def test_who_runs_a_session_records_attendance_and_sees_its_whole_roll(
             self, world: World) -> None:
         """A platform records attendance at sessions of its own station courses only: never
@@ -347,20 +388,6 @@ class TestAsAdversaries:
                     world.token("a", "street_office")).report
         assert seen.duplicate_of_report_id == a.report
 
-    def test_a_mediation_case_follows_only_a_report_of_the_offices_own_street(
-            self, world: World) -> None:
-        from qiji.governance.v1 import governance_service_pb2 as gpb
-        q, a, b = world.qiji, world.tenants["a"], world.tenants["b"]
-        before = q.positions()
-        refused = q.call("governance", "OpenMediationCase", gpb.OpenMediationCaseRequest(
-            request_id=str(uuid.uuid4()), street_id=b.street, report_id=a.report,
-            subject="x", mediator_name="李调解员",
-            parties=[gpb.MediationParty(role=gpb.PARTY_ROLE_RIDER, rider_id=b.rider)]),
-            world.token("b", "street_office"))
-        assert (refused.code, refused.reason) == (grpc.StatusCode.PERMISSION_DENIED,
-                                                  "OUT_OF_SCOPE")
-        assert q.positions() == before
-
     def test_a_campaign_counts_every_package_whoever_asks(self, world: World) -> None:
         from qiji.merchants.v1 import merchants_service_pb2 as mpb
         q, a, b = world.qiji, world.tenants["a"], world.tenants["b"]
@@ -376,27 +403,6 @@ class TestAsAdversaries:
         assert office.allocated == platform.allocated == 2
         assert {x.rider_id for x in office.allocations} == {a.rider, b.rider}
         assert {x.rider_id for x in platform.allocations} == {b.rider}
-
-    @pytest.mark.parametrize("role", ["platform", "auditor"])
-    def test_free_text_is_withheld_from_platforms_and_auditors_on_every_read(
-            self, world: World, role: str) -> None:
-        """Every read every service offers, of everything A holds, as A's platform and as an
-        auditor: no free text (a report's words, an award's reason and evidence, a mediation's
-        subject) comes back in clear."""
-        token = world.token("a", "platform") if role == "platform" else world.auditor
-        for service, path in methods():
-            svc = world.qiji.services[service]
-            access = svc.access.get(path)
-            if access is None or role not in access.roles or "/qiji.feed." in path \
-                    or path.endswith("/ExportCredential"):
-                # A credential is the rider's signed document: it carries the evidence as the
-                # official wrote it for the rider to show (README, the masking table).
-                continue
-            request = request_for(world, svc, path, "a", "platform")
-            if "request_id" in request.DESCRIPTOR.fields_by_name:
-                continue
-            answer = svc.call(path, request, token)
-            assert FREE_TEXT not in shown(answer.response) + answer.message, (path, role)
 
 
 # ---------------------------------------------------------------------------- no rider oracle
