@@ -268,12 +268,13 @@ class BadgesServicer(pb_grpc.BadgesServiceServicer):
             image_media_type=(c.image or {}).get("media_type", ""),
             image_sha256=(c.image or {}).get("sha256", ""))
 
-    @staticmethod
-    def _award(a: Award) -> Any:
+    def _award(self, a: Award) -> Any:
         return pb.Award(
             award_id=str(a.id), rider_id=a.rider_id, badge_class_id=a.badge_class_id,
             criteria_version=a.criteria_version, kind=enum_out(a.kind, pb.AwardKind),
-            status=enum_out(a.status, pb.AwardStatus),
+            # As of now, as VerifyCredential and the holder lists judge it: an award past its
+            # expiry reads EXPIRED before the expiry job has stored that it is.
+            status=enum_out(a.status_at(self.app.clock()), pb.AwardStatus),
             # An official's reason and narratives may name people: the masking table decides.
             evidence=[pb.Evidence(source=e["source"], reference=e["reference"],
                                   position=e["position"],

@@ -263,6 +263,25 @@ def test_awards_expire_on_their_date(world):
     assert holders == []
 
 
+def test_an_award_past_its_expiry_reads_expired_before_the_job_stores_it(world):
+    """GetAward says what VerifyCredential and the holder lists say: the expiry job runs now
+    and then, and a rider's badge must not read ACTIVE to an official in the meantime."""
+    from qiji.badges.v1 import badges_service_pb2 as pb
+
+    from services.badges.grpc_api import BadgesServicer
+    badge(world, min_volunteer_hours="2", validity_days=30)
+    award_id = serve(world, new_rider(world), "2")["award_ids"][0]
+    servicer = BadgesServicer(world["badges"])
+
+    def shown() -> int:
+        with as_actor(ADMIN):
+            return servicer.GetAward(pb.GetAwardRequest(award_id=award_id), None).award.status
+    assert shown() == pb.AWARD_STATUS_ACTIVE
+    world["clock"].now += timedelta(days=31)
+    assert world["badges"].award(award_id).status == "ACTIVE"  # nothing stored it yet
+    assert shown() == pb.AWARD_STATUS_EXPIRED
+
+
 def test_criteria_that_can_never_be_met_are_refused(world):
     for bad, field, reason in (
             (criteria(), "criteria", "CRITERIA_EMPTY"),
