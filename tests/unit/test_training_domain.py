@@ -69,6 +69,7 @@ def test_overlapping_bookings_are_refused_but_adjacent_ones_are_not():
     with pytest.raises(FailedPrecondition) as error:
         learner.book("s2", T0 + timedelta(hours=1), T0 + timedelta(hours=3))
     assert error.value.reason == "OVERLAPPING_SESSION"
+    assert "s1" not in error.value.message and "s1" not in error.value.metadata.values()
     learner.book("s3", T0 + timedelta(hours=2), T0 + timedelta(hours=3))
     learner.release("s1")
     learner.book("s2", T0 + timedelta(hours=1), T0 + timedelta(hours=2))

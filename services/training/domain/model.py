@@ -214,8 +214,11 @@ class Learner(FollowedRiderStatus, Aggregate):
         for other_id, slot in self.bookings.items():
             overlaps = starts_at < slot["ends_at"] and slot["starts_at"] < ends_at
             if other_id != session_id and overlaps:
+                # Which session is not said: a street office enrolling someone else's rider
+                # at its own session must not learn where that rider will be (the rider's
+                # platform reads its rider's bookings itself).
                 raise FailedPrecondition("the rider is booked into an overlapping session",
-                                         reason="OVERLAPPING_SESSION", session_id=other_id)
+                                         reason="OVERLAPPING_SESSION")
         self._booked(session_id=session_id, starts_at=starts_at, ends_at=ends_at)
 
     @event("Booked")
