@@ -223,6 +223,14 @@ class Violations:
         return any(v.field == field_name for v in self.items) or any(
             m.field == field_name for m in self.missing_refs)
 
+    def require_given(self, value: object, field_name: str, description: str,
+                      reason: str) -> None:
+        """A field that must be given (a time, an enum value): a violation when `value` is
+        None, unless the entry point already said what is wrong with that field (a timestamp
+        it could not read, an enum number it does not know), which is said once, not twice."""
+        if value is None and not self.about(field_name):
+            self.add(field_name, description, reason)
+
     def collect(self, check: Callable[[], T]) -> T | None:
         """Runs a check that raises InvalidArgument (a cursor's decoder, say): its violations
         join these, and None is returned, so that the request's other checks still run."""

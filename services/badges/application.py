@@ -85,8 +85,8 @@ class BadgesApplication(QijiApplication):
         # Everything wrong, references included, in one answer.
         v = violations if violations is not None else Violations()
         check_text(v, "activity", activity, MAX_TEXT)
-        v.require(started_at is not None or v.about("start_time"), "start_time", "must be set",
-                  FIELD_REQUIRED)
+        v.require_given(started_at, "start_time", "must be set",
+                        FIELD_REQUIRED)
         if started_at is not None:
             v.require(started_at <= self.clock(), "start_time", "must not be in the future",
                       TIME_IN_THE_FUTURE)

@@ -232,10 +232,10 @@ class GovernanceApplication(QijiApplication):
         already found wrong in the request (an enum number the contract does not define, a
         timestamp it could not read), reported with the rest in one answer."""
         violations = violations if violations is not None else Violations()
-        violations.require(kind is not None or violations.about("kind"), "kind",
-                           one_of(ReportKind), ENUM_VALUE_REQUIRED)
-        violations.require(category is not None or violations.about("category"), "category",
-                           one_of(Category), ENUM_VALUE_REQUIRED)
+        violations.require_given(kind, "kind",
+                                 one_of(ReportKind), ENUM_VALUE_REQUIRED)
+        violations.require_given(category, "category",
+                                 one_of(Category), ENUM_VALUE_REQUIRED)
         if location is None:
             violations.add("location", "must give the street and WGS84 coordinates",
                            FIELD_REQUIRED)
@@ -403,8 +403,8 @@ class GovernanceApplication(QijiApplication):
                           reason: RejectionReason | None, note: str,
                           violations: Violations | None = None) -> dict[str, Any]:
         violations = violations if violations is not None else Violations()
-        violations.require(reason is not None or violations.about("reason"), "reason",
-                           one_of(RejectionReason), ENUM_VALUE_REQUIRED)
+        violations.require_given(reason, "reason",
+                                 one_of(RejectionReason), ENUM_VALUE_REQUIRED)
         check_text(violations, "note", note, required=False)
         return self._work(report_id, department_id, violations,
                           lambda r, now: r.reject(department_id, reason.value if reason else "",
@@ -602,8 +602,7 @@ class GovernanceApplication(QijiApplication):
                            FIELD_REQUIRED)
         else:
             held_at = session.held_at
-            violations.require(held_at is not None or violations.about("session.hold_time"),
-                               "session.hold_time", "must be set", FIELD_REQUIRED)
+            violations.require_given(held_at, "session.hold_time", "must be set", FIELD_REQUIRED)
             if held_at is not None and held_at > self.clock() + CLOCK_SKEW:
                 violations.add("session.hold_time",
                                "record a session once it was held, not before",

@@ -288,9 +288,9 @@ class IdentityApplication(QijiApplication):
                                 violations: Violations | None = None) -> dict[str, Any]:
         violations = violations if violations is not None else Violations()
         check_id(violations, "rider_id", rider_id)
-        violations.require(kind is not None or violations.about("kind"), "kind",
-                           must_be_specified(CareerMilestoneKind),
-                           ENUM_VALUE_REQUIRED)
+        violations.require_given(kind, "kind",
+                                 must_be_specified(CareerMilestoneKind),
+                                 ENUM_VALUE_REQUIRED)
         self._note_organisation(violations, "organisation_id", organisation_id)
         check_text(violations, "note", note, MAX_TEXT_LENGTH, required=False)
         violations.raise_if_any()
@@ -303,9 +303,9 @@ class IdentityApplication(QijiApplication):
                       violations: Violations | None = None) -> dict[str, Any]:
         violations = violations if violations is not None else Violations()
         check_id(violations, "rider_id", rider_id)
-        violations.require(scope is not None or violations.about("scope"), "scope",
-                           must_be_specified(ConsentScope),
-                           ENUM_VALUE_REQUIRED)
+        violations.require_given(scope, "scope",
+                                 must_be_specified(ConsentScope),
+                                 ENUM_VALUE_REQUIRED)
         self._note_organisation(violations, "recipient_id", recipient_id)
         violations.raise_if_any()
         assert scope is not None

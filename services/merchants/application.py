@@ -301,8 +301,8 @@ class MerchantsApplication(QijiApplication):
                           violations: Violations | None = None) -> dict[str, Any]:
         v = violations if violations is not None else Violations()
         check_text(v, "title", title, MAX_TEXT)
-        v.require(kind is not None or v.about("kind"), "kind", one_of(PerkKind),
-                  ENUM_VALUE_REQUIRED)
+        v.require_given(kind, "kind", one_of(PerkKind),
+                        ENUM_VALUE_REQUIRED)
         if kind is PerkKind.PERCENT_DISCOUNT:
             v.require(1 <= percent_off <= 100, "percent_off",
                       f"must be 1 to 100 for {wire_name(PerkKind.PERCENT_DISCOUNT)}",
@@ -313,8 +313,8 @@ class MerchantsApplication(QijiApplication):
                       "AMOUNT_OFF_INVALID")
         if kind is PerkKind.FREE_ITEM:
             check_text(v, "free_item", free_item, MAX_TEXT)
-        v.require(eligibility is not None or v.about("eligibility"), "eligibility",
-                  one_of(Eligibility), ENUM_VALUE_REQUIRED)
+        v.require_given(eligibility, "eligibility",
+                        one_of(Eligibility), ENUM_VALUE_REQUIRED)
         if eligibility is Eligibility.BADGE_HOLDERS:
             if not badge_class_id:
                 v.add("badge_class_id", "must name a badge class for an "
@@ -325,10 +325,10 @@ class MerchantsApplication(QijiApplication):
                   "QUOTA_INVALID")
         v.require(per_rider_limit >= 1, "per_rider_limit", "must be at least 1",
                   "PER_RIDER_LIMIT_INVALID")
-        v.require(limit_period is not None or v.about("limit_period"), "limit_period",
-                  one_of(LimitPeriod), ENUM_VALUE_REQUIRED)
+        v.require_given(limit_period, "limit_period",
+                        one_of(LimitPeriod), ENUM_VALUE_REQUIRED)
         for name, value in (("valid_from_time", valid_from), ("valid_until_time", valid_until)):
-            v.require(value is not None or v.about(name), name, "must be set", FIELD_REQUIRED)
+            v.require_given(value, name, "must be set", FIELD_REQUIRED)
         if valid_from and valid_until:
             v.require(valid_until > valid_from, "valid_until_time",
                       "must be after valid_from_time", "VALID_UNTIL_BEFORE_VALID_FROM")
@@ -783,8 +783,8 @@ _SEES_CODES = frozenset({auth.PLATFORM, auth.STREET_OFFICE, auth.CITY_ADMIN})
 
 def _check_amenities(violations: Violations, amenities: list[MerchantAmenity | None]) -> None:
     for i, amenity in enumerate(amenities):
-        violations.require(amenity is not None or violations.about(f"amenities[{i}]"),
-                           f"amenities[{i}]", one_of(MerchantAmenity), ENUM_VALUE_REQUIRED)
+        violations.require_given(amenity, f"amenities[{i}]", one_of(MerchantAmenity),
+                                 ENUM_VALUE_REQUIRED)
 
 
 def _check_reason(violations: Violations, reason: str) -> None:

@@ -117,22 +117,20 @@ class TrainingApplication(QijiApplication):
         a timestamp it could not read), reported with the rest in one answer."""
         # Every fault at once, the provider it names included.
         violations = violations if violations is not None else Violations()
-        violations.require(track is not None or violations.about("track"), "track",
-                           must_be_specified(Track), ENUM_VALUE_REQUIRED)
+        violations.require_given(track, "track",
+                                 must_be_specified(Track), ENUM_VALUE_REQUIRED)
         check_text(violations, "title", title, MAX_TITLE, required=True)
         check_text(violations, "description", description, MAX_DESCRIPTION, required=False)
         parsed_hours = parse_course_hours(violations, "hours", hours)
         violations.require(bool(formats), "formats", "name at least one format",
                            FIELD_REQUIRED)
         for i, f in enumerate(formats):
-            violations.require(f is not None or violations.about(f"formats[{i}]"),
-                               f"formats[{i}]", must_be_specified(CourseFormat),
-                               ENUM_VALUE_REQUIRED)
+            violations.require_given(f, f"formats[{i}]", must_be_specified(CourseFormat),
+                                     ENUM_VALUE_REQUIRED)
         check_text(violations, "instructor.name", instructor_name, MAX_INSTRUCTOR_NAME,
                     required=True)
-        violations.require(instructor_kind is not None or violations.about("instructor.kind"),
-                           "instructor.kind", must_be_specified(InstructorKind),
-                           ENUM_VALUE_REQUIRED)
+        violations.require_given(instructor_kind, "instructor.kind",
+                                 must_be_specified(InstructorKind), ENUM_VALUE_REQUIRED)
         note_reference(self, violations, provider_id, "provider_id", "organisation",
                        self.catch_up_upstream)
         violations.raise_if_any()
@@ -188,8 +186,8 @@ class TrainingApplication(QijiApplication):
         note_reference(self, violations, service_space_id, "service_space_id", "service_space",
                        self.catch_up_upstream)
         for name, value in (("start_time", starts_at), ("end_time", ends_at)):
-            violations.require(value is not None or violations.about(name), name,
-                               "must be set", FIELD_REQUIRED)
+            violations.require_given(value, name,
+                                     "must be set", FIELD_REQUIRED)
         if starts_at and ends_at:
             violations.require(ends_at > starts_at, "end_time", "must be after start_time",
                                END_TIME_NOT_AFTER_START_TIME)
@@ -306,9 +304,9 @@ class TrainingApplication(QijiApplication):
         violations = violations if violations is not None else Violations()
         check_id(violations, "session_id", session_id)
         check_id(violations, "rider_id", rider_id)
-        violations.require(result is not None or violations.about("result"), "result",
-                           must_be_specified(CompletionResult),
-                           ENUM_VALUE_REQUIRED)
+        violations.require_given(result, "result",
+                                 must_be_specified(CompletionResult),
+                                 ENUM_VALUE_REQUIRED)
         violations.require(score is None or 0 <= score <= 100, "score", "must be 0 to 100",
                            VALUE_OUT_OF_RANGE)
         violations.raise_if_any()

@@ -65,8 +65,8 @@ class AuditServicer(pb_grpc.AuditServiceServicer):
         violations = Violations()  # both fields' faults in one answer
         check_id(violations, "aggregate_id", request.aggregate_id)
         when = optional_time(request, "as_of_time", violations)
-        violations.require(when is not None or violations.about("as_of_time"), "as_of_time",
-                           "must be set", FIELD_REQUIRED)
+        violations.require_given(when, "as_of_time",
+                                 "must be set", FIELD_REQUIRED)
         violations.raise_if_any()
         assert when is not None
         ident = uuid.UUID(request.aggregate_id)

@@ -148,9 +148,8 @@ class ServiceSpace(Aggregate):
     def check(violations: Violations, amenities: list[Amenity | None],
               opening_hours: list[dict[str, Any]]) -> None:
         for i, amenity in enumerate(amenities):
-            if amenity is None and not violations.about(f"amenities[{i}]"):
-                violations.add(f"amenities[{i}]", must_be_specified(Amenity),
-                               ENUM_VALUE_REQUIRED)
+            violations.require_given(amenity, f"amenities[{i}]", must_be_specified(Amenity),
+                                     ENUM_VALUE_REQUIRED)
         check_opening_hours(violations, opening_hours)
 
 
