@@ -22,6 +22,8 @@ from google.rpc import error_details_pb2, status_pb2
 
 from services.badges.service import SPEC as BADGES
 from services.governance.service import SPEC as GOVERNANCE
+from services.identity.rider_record import SOURCES as RECORD_SOURCES
+from services.identity.rider_record import RiderRecords
 from services.identity.service import SPEC as IDENTITY
 from services.merchants.service import SPEC as MERCHANTS
 from services.training.service import SPEC as TRAINING
@@ -190,6 +192,12 @@ class InProcessQiji:
                 if upstream == "identity":
                     app.identity_follower = follower  # type: ignore[attr-defined]
                 self.followers.append(follower)
+        # identity keeps riders' records from the other four services' feeds.
+        identity = apps["identity"]
+        identity.records = RiderRecords(  # type: ignore[attr-defined]
+            {name: LocalFeed(apps[name]) for name in RECORD_SOURCES},
+            check_mac=identity.event_mac.check, master_key=MASTER_KEY,
+            clock=identity.clock)  # type: ignore[attr-defined]
         self.services = {name: Service(SPECS[name], app, tokens_file)
                          for name, app in apps.items()}
 

@@ -9,3 +9,14 @@ BADGE_REVOKED = "services.badges.domain.model:Award.Revoked"
 BADGE_EXPIRED = "services.badges.domain.model:Award.Expired"
 
 AWARD_TOPICS = (BADGE_GRANTED, BADGE_REVOKED, BADGE_EXPIRED)
+
+# A rider's own record (identity's RiderRecords) also follows volunteer service and the names
+# of badge classes. SHIFT_LOGGED carries `rider_id`, `community_id`, `activity`, `started_at`,
+# `hours` (decimal); SHIFT_CONFIRMED nothing; SHIFT_REJECTED `reason` (the shift is the
+# originator). BADGE_CLASS_CREATED carries `name`; an award's Granted also `kind`,
+# `awarded_at` and `expires_at`, Revoked `at`.
+SHIFT_LOGGED = "services.badges.domain.model:VolunteerShift.Logged"
+SHIFT_CONFIRMED = "services.badges.domain.model:VolunteerShift.Confirmed"
+SHIFT_REJECTED = "services.badges.domain.model:VolunteerShift.Rejected"
+SHIFT_TOPICS = (SHIFT_LOGGED, SHIFT_CONFIRMED, SHIFT_REJECTED)
+BADGE_CLASS_CREATED = "services.badges.domain.model:BadgeClass.Created"

@@ -15,3 +15,20 @@ REPORT_VERIFIED = "services.governance.domain.model:Report.Verified"
 REPORT_ESCALATED = "services.governance.domain.model:Report.Escalated"
 PLEDGE_SIGNED = "services.governance.domain.model:Participant.PledgeSigned"
 MEDIATION_AGREED = "services.governance.domain.model:MediationCase.Agreed"
+
+# A rider's own record (identity's RiderRecords) follows the life of the reports a rider
+# submitted (never their text, which stays governance's casework) and the pledges they signed.
+# The report is the originator of each: REPORT_SUBMITTED carries `rider_id`, `kind`,
+# `category`, `street_id`, `observed_at`, `submitted_at`; REPORT_ROUTED `assignments` (each
+# with `department_id`) and `at`; the department's steps carry `department_id` and `at`;
+# REPORT_CLOSED `outcome` ("RESOLVED" / "REJECTED") and `at`; REPORT_LINKED_AS_DUPLICATE
+# `original_id`. PARTICIPANT_NOTED carries `rider_id`; PLEDGE_SIGNED `rider_id`, `version`,
+# `at`.
+REPORT_ACKNOWLEDGED = "services.governance.domain.model:Report.Acknowledged"
+REPORT_WORK_STARTED = "services.governance.domain.model:Report.WorkStarted"
+ASSIGNMENT_RESOLVED = "services.governance.domain.model:Report.AssignmentResolved"
+ASSIGNMENT_REJECTED = "services.governance.domain.model:Report.AssignmentRejected"
+PARTICIPANT_NOTED = "services.governance.domain.model:Participant.Noted"
+REPORT_TOPICS = (REPORT_SUBMITTED, REPORT_ROUTED, REPORT_ACKNOWLEDGED, REPORT_WORK_STARTED,
+                 ASSIGNMENT_RESOLVED, ASSIGNMENT_REJECTED, REPORT_CLOSED, REPORT_VERIFIED,
+                 REPORT_LINKED_AS_DUPLICATE)

@@ -26,6 +26,7 @@ from services.identity.domain.values import (
     OrganisationKind,
     RiderStatus,
 )
+from services.identity.rider_record import RiderRecord, RiderRecords
 from services.identity.views import IdentityViews
 from shared import context, masking
 from shared.application import Outcome, QijiApplication
@@ -34,6 +35,8 @@ from shared.errors import (
     ENUM_VALUE_REQUIRED,
     FIELD_REQUIRED,
     AlreadyExists,
+    NotFound,
+    Unavailable,
     Violations,
     check_id,
     check_text,
@@ -100,6 +103,9 @@ class IdentityApplication(QijiApplication):
         self.views.catch_up()
         # identity owns the riders and organisations: its directory reads its own log.
         self.directory = TenancyDirectory(LocalFeed(self))
+        # Riders' records, read from the other services' feeds: wired by the service
+        # (services/identity/service.py), which knows where they are.
+        self.records: RiderRecords | None = None
 
     # ------------------------------------------------------------------ organisations
 
@@ -336,6 +342,23 @@ class IdentityApplication(QijiApplication):
     def rider(self, rider_id: str, version: int | None = None) -> RiderView:
         # Only read, to render it: the cached rider itself, not a copy.
         return self._rider_view(self.get(rider_id, Rider, "rider", version, copy=False))
+
+    def rider_record(self, rider_id: str) -> tuple[RiderView, RiderRecord, dict[str, str]]:
+        """The rider, their record across the services (services/identity/rider_record.py),
+        and the names of the departments their reports went to."""
+        rider = self.rider(rider_id)
+        if self.records is None:
+            raise Unavailable("this identity process keeps no riders' records (it follows no "
+                              "other service); retry shortly", reason="RECORDS_NOT_KEPT")
+        record = self.records.record(rider.rider_id)
+        departments = {a.department_id for r in record.reports for a in r.assignments}
+        return rider, record, {d: self._organisation_name(d) for d in sorted(departments)}
+
+    def _organisation_name(self, organisation_id: str) -> str:
+        try:
+            return self.organisation(organisation_id).name
+        except NotFound:  # a department governance knows and identity not yet: no name
+            return ""
 
     def lookup_rider(self, *, platform_id: str, platform_rider_id: str) -> RiderView:
         violations = Violations()

@@ -6,8 +6,12 @@ from __future__ import annotations
 from typing import Any
 
 import grpc
+from qiji.badges.v1 import badges_service_pb2 as badges_pb
+from qiji.governance.v1 import governance_service_pb2 as governance_pb
 from qiji.identity.v1 import identity_service_pb2 as pb
 from qiji.identity.v1 import identity_service_pb2_grpc as pb_grpc
+from qiji.merchants.v1 import merchants_service_pb2 as merchants_pb
+from qiji.training.v1 import training_service_pb2 as training_pb
 
 from services.identity.application import (
     IdentityApplication,
@@ -24,6 +28,7 @@ from services.identity.domain.values import (
     OrganisationKind,
     RiderStatus,
 )
+from services.identity.rider_record import RiderRecord
 from shared.auth import CITY_ADMIN, ROLES
 from shared.errors import Violations
 from shared.grpc.convert import enum_in, enum_out, optional_time, timestamp
@@ -77,6 +82,9 @@ ACCESS = access_table(SERVICE_NAME, {
     "GrantConsent": scoped(CITY_ADMIN, platform=RIDER, street_office=RIDER),
     "WithdrawConsent": scoped(CITY_ADMIN, platform=RIDER, street_office=RIDER),
     "GetRider": scoped(CITY_READERS, platform=RIDER, street_office=RIDER),
+    # A rider's own record: their platform's app shows it to them; their street office and
+    # the city read it too. Nobody else's platform, not even whether the rider exists.
+    "GetRiderRecord": scoped(CITY_READERS, platform=RIDER, street_office=RIDER),
     # Looking a rider up by the platform's own rider id is the platform's own namespace.
     "LookupRider": scoped(CITY_READERS, platform=Ref("platform_id", "organisation")),
     "ListRiders": scoped(CITY_READERS, platform=RIDER_ROWS, street_office=RIDER_ROWS),
@@ -200,6 +208,10 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
     def GetRider(self, request: Any, context: Any) -> Any:
         return pb.GetRiderResponse(rider=self._rider(self.app.rider(request.rider_id)))
 
+    def GetRiderRecord(self, request: Any, context: Any) -> Any:
+        rider, record, departments = self.app.rider_record(request.rider_id)
+        return pb.GetRiderRecordResponse(record=_record(self._rider(rider), record, departments))
+
     def LookupRider(self, request: Any, context: Any) -> Any:
         return pb.LookupRiderResponse(rider=self._rider(self.app.lookup_rider(
             platform_id=request.platform_id, platform_rider_id=request.platform_rider_id)))
@@ -273,3 +285,64 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
 def add_servicers(server: grpc.Server, app: Any) -> list[str]:
     pb_grpc.add_IdentityServiceServicer_to_server(IdentityServicer(app), server)
     return [SERVICE_NAME]
+
+
+def _record(rider: Any, r: RiderRecord, departments: dict[str, str]) -> Any:
+    """The record in the contract's words: the other services' own enums, decimal strings."""
+    return pb.RiderRecord(
+        rider=rider,
+        sessions=[pb.RecordSession(
+            session_id=e.session_id, course_id=e.course_id, course_title=e.course_title,
+            track=enum_out(e.track, training_pb.Track), service_space_id=e.service_space_id,
+            start_time=timestamp(e.starts_at), end_time=timestamp(e.ends_at),
+            status=enum_out(e.status, training_pb.EnrolmentStatus), score=e.score,
+            enrol_time=timestamp(e.enrolled_at)) for e in r.sessions],
+        completions=[pb.RecordCompletion(
+            course_id=c.course_id, course_title=c.course_title, session_id=c.session_id,
+            track=enum_out(c.track, training_pb.Track), hours=str(c.hours),
+            result=enum_out(c.result, training_pb.CompletionResult), score=c.score,
+            complete_time=timestamp(c.completed_at)) for c in r.completions],
+        hours_by_track=[pb.RecordTrackHours(track=enum_out(t, training_pb.Track), hours=str(h))
+                        for t, h in sorted(r.hours_by_track.items())],
+        pre_job_certified_time=timestamp(r.certified_at),
+        pre_job_course_ids=list(r.certified_course_ids),
+        awards=[pb.RecordAward(
+            award_id=a.award_id, badge_class_id=a.badge_class_id, badge_name=a.badge_name,
+            kind=enum_out(a.kind, badges_pb.AwardKind),
+            status=enum_out(a.status, badges_pb.AwardStatus),
+            award_time=timestamp(a.awarded_at), expire_time=timestamp(a.expires_at),
+            revoke_time=timestamp(a.revoked_at)) for a in r.awards],
+        claims=[pb.RecordClaim(
+            claim_id=c.claim_id, perk_id=c.perk_id, perk_title=c.perk_title,
+            merchant_id=c.merchant_id, merchant_name=c.merchant_name,
+            status=enum_out(c.status, merchants_pb.ClaimStatus), code=c.code,
+            claim_time=timestamp(c.claimed_at), expire_time=timestamp(c.expires_at),
+            redeem_time=timestamp(c.redeemed_at), reverse_time=timestamp(c.reversed_at))
+            for c in r.claims],
+        care_packages=[pb.RecordCarePackage(
+            campaign_id=p.campaign_id, campaign_name=p.campaign_name, street_id=p.street_id,
+            allocate_time=timestamp(p.allocated_at), hand_over_time=timestamp(p.handed_over_at))
+            for p in r.packages],
+        volunteer_shifts=[pb.RecordVolunteerShift(
+            shift_id=s.shift_id, community_id=s.community_id, activity=s.activity,
+            start_time=timestamp(s.started_at), hours=str(s.hours),
+            status=enum_out(s.status, badges_pb.ShiftStatus)) for s in r.shifts],
+        confirmed_volunteer_hours=str(r.confirmed_volunteer_hours),
+        reports=[pb.RecordReport(
+            report_id=e.report_id, kind=enum_out(e.kind, governance_pb.ReportKind),
+            category=enum_out(e.category, governance_pb.Category), street_id=e.street_id,
+            observe_time=timestamp(e.observed_at), submit_time=timestamp(e.submitted_at),
+            status=enum_out(e.status, governance_pb.ReportStatus),
+            assignments=[pb.RecordAssignment(
+                department_id=a.department_id, department_name=departments.get(
+                    a.department_id, ""),
+                status=enum_out(a.status, governance_pb.AssignmentStatus),
+                update_time=timestamp(a.changed_at)) for a in e.assignments],
+            close_time=timestamp(e.closed_at), verify_time=timestamp(e.verified_at),
+            duplicate_of_report_id=e.duplicate_of) for e in r.reports],
+        pledge_signatures=[pb.RecordPledgeSignature(pledge_version=p.version,
+                                                    sign_time=timestamp(p.signed_at))
+                           for p in r.pledges],
+        sources=[pb.RecordSource(service=s.service, position=s.position, current=s.current,
+                                 problem=s.problem, stopped_at=s.stopped_at)
+                 for s in r.sources])

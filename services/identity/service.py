@@ -1,9 +1,25 @@
-"""What makes identity a Qiji service: its application, servicers and access table."""
+"""What makes identity a Qiji service: its application, servicers and access table, and the
+riders' records it keeps from the other services' feeds."""
+
+from __future__ import annotations
+
+from typing import Any
 
 from services.identity.application import IdentityApplication
 from services.identity.grpc_api import ACCESS, add_servicers
 from services.identity.public_events import CATALOGUE as PUBLIC_EVENTS
+from services.identity.rider_record import SOURCES, RiderRecords
+from shared.config import Settings
+from shared.followers import GrpcFeed
 from shared.grpc.server import ServiceSpec
 
+
+def make_followers(app: Any, settings: Settings) -> list[Any]:
+    app.records = RiderRecords({name: GrpcFeed.of(name, settings) for name in SOURCES},
+                               check_mac=app.event_mac.check, master_key=app.master_key,
+                               clock=app.clock)
+    return [app.records]
+
+
 SPEC = ServiceSpec(name="identity", make_app=IdentityApplication, add_servicers=add_servicers,
-                   access=ACCESS, public_events=PUBLIC_EVENTS)
+                   access=ACCESS, make_followers=make_followers, public_events=PUBLIC_EVENTS)

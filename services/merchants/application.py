@@ -3,18 +3,12 @@ and the policies that follow identity's and badges' feeds."""
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
-import os
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from eventsourcing.application import ProcessingEvent
 
 from services.badges import events as badge_events
@@ -37,6 +31,7 @@ from services.merchants.domain.values import (
     PerkKind,
     PerkStatus,
 )
+from services.merchants.events import CODE_LENGTH, CROCKFORD, CodeMinter
 from services.merchants.views import MerchantsViews
 from shared import auth, context, masking
 from shared.application import Outcome, QijiApplication
@@ -64,46 +59,6 @@ from shared.values import check_coordinates
 from shared.wire import one_of, wire_name
 
 MAX_TEXT = 200
-# Crockford's base32: no I, L, O or U, so a code read aloud or typed at a till survives.
-_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
-_B32 = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
-CODE_LENGTH = 16  # 80 bits: unguessable, and short enough to type
-
-
-class CodeMinter:
-    """Makes redemption codes. A code is an HMAC (under a key derived from the master key) of a
-    random nonce; only the nonce and the code's digest are stored, so someone reading the
-    database can neither see nor forge a code, and a retried claim gets the same code back."""
-
-    def __init__(self, master_key: bytes):
-        self._key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None,
-                         info=b"qiji-merchants-claim-codes").derive(master_key)
-
-    def code(self, nonce: str) -> str:
-        mac = hmac.new(self._key, bytes.fromhex(nonce), hashlib.sha256).digest()[:10]
-        raw = base64.b32encode(mac).decode()
-        return raw.translate(str.maketrans(_B32, _CROCKFORD))
-
-    @staticmethod
-    def new_nonce() -> str:
-        return os.urandom(16).hex()
-
-    @staticmethod
-    def normalise(code: str) -> str:
-        """What a merchant typed, as the canonical code: case, spaces and dashes ignored, and
-        the letters Crockford's alphabet leaves out read as the digits they look like."""
-        text = code.upper().replace("-", "").replace(" ", "")
-        return text.translate(str.maketrans("ILO", "110"))
-
-    @staticmethod
-    def digest(code: str) -> str:
-        return hashlib.sha256(code.encode()).hexdigest()
-
-    @staticmethod
-    def display(code: str) -> str:
-        return "-".join(code[i:i + 4] for i in range(0, len(code), 4))
-
-
 @dataclass(frozen=True)
 class MerchantView:
     merchant_id: str
@@ -474,7 +429,7 @@ class MerchantsApplication(QijiApplication):
             violations.add("code", "must not be empty", FIELD_REQUIRED)
         else:
             violations.require(len(canonical) == CODE_LENGTH and all(
-                c in _CROCKFORD for c in canonical), "code",
+                c in CROCKFORD for c in canonical), "code",
                 f"a code has {CODE_LENGTH} characters of Crockford's base32 (dashes and "
                 "spaces aside)", "CODE_MALFORMED")
         violations.raise_if_any()

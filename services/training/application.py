@@ -31,6 +31,7 @@ from services.training.domain.values import (
     Track,
     parse_course_hours,
 )
+from services.training.events import passed_hours_by_track
 from services.training.views import TrainingViews
 from shared.application import Outcome, QijiApplication
 from shared.config import Settings
@@ -385,13 +386,12 @@ class TrainingApplication(QijiApplication):
             if version is None:  # before the rider was known: an empty transcript, no error
                 return TranscriptView(rider_id, {}, {})
         learner = self.get(learner_id, Learner, "rider", version)
-        hours: dict[Track, Decimal] = {}
+        # The hours rule is training's published one: a rider's record counts with it too.
+        hours = {Track(t): h for t, h in passed_hours_by_track(learner.completions).items()}
         passed: dict[Track, int] = {}
         for c in learner.completions:
             if c["result"] == CompletionResult.PASSED.value:
-                track = Track(c["track"])
-                hours[track] = hours.get(track, Decimal(0)) + c["hours"]
-                passed[track] = passed.get(track, 0) + 1
+                passed[Track(c["track"])] = passed.get(Track(c["track"]), 0) + 1
         return TranscriptView(rider_id, hours, passed, [dict(c) for c in learner.completions],
                               learner.certified_at)
 

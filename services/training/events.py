@@ -5,8 +5,42 @@ LEARNER_NOTED (it carries `rider_id`) to know whose learner it is. COURSE_COMPLE
 `course_id`, `session_id`, `track`, `hours` (decimal), `result` ("PASSED" / "FAILED"), `score`
 and `at`; PRE_JOB_CERTIFIED carries `course_ids`, `programme_version` and `at`."""
 
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from decimal import Decimal
+from typing import Any
+
 LEARNER_NOTED = "services.training.domain.model:Learner.Noted"
 COURSE_COMPLETED = "services.training.domain.model:Learner.CourseCompleted"
 PRE_JOB_CERTIFIED = "services.training.domain.model:Learner.PreJobCertified"
 
 LEARNER_TOPICS = (LEARNER_NOTED, COURSE_COMPLETED, PRE_JOB_CERTIFIED)
+
+# A rider's own record (identity's RiderRecords) follows a rider's sessions and the names of
+# what they took. RIDER_ENROLLED, RIDER_CHECKED_IN carry `rider_id` and `at`;
+# ENROLMENT_WITHDRAWN, NO_SHOW_RECORDED carry `rider_id`; ENROLMENT_CANCELLED `rider_id` and
+# `reason`; COMPLETION_RECORDED `rider_id`, `result`, `score`. The session is the originator:
+# SESSION_SCHEDULED carries `course_id`, `service_space_id`, `starts_at`, `ends_at`; the course
+# is the originator of COURSE_DRAFTED (`track`, `title`, `hours`).
+COURSE_DRAFTED = "services.training.domain.model:Course.Drafted"
+SESSION_SCHEDULED = "services.training.domain.model:TrainingSession.Scheduled"
+RIDER_ENROLLED = "services.training.domain.model:TrainingSession.RiderEnrolled"
+ENROLMENT_WITHDRAWN = "services.training.domain.model:TrainingSession.EnrolmentWithdrawn"
+ENROLMENT_CANCELLED = "services.training.domain.model:TrainingSession.EnrolmentCancelled"
+RIDER_CHECKED_IN = "services.training.domain.model:TrainingSession.RiderCheckedIn"
+NO_SHOW_RECORDED = "services.training.domain.model:TrainingSession.NoShowRecorded"
+COMPLETION_RECORDED = "services.training.domain.model:TrainingSession.CompletionRecorded"
+ENROLMENT_TOPICS = (RIDER_ENROLLED, ENROLMENT_WITHDRAWN, ENROLMENT_CANCELLED, RIDER_CHECKED_IN,
+                    NO_SHOW_RECORDED, COMPLETION_RECORDED)
+PASSED = "PASSED"
+
+
+def passed_hours_by_track(completions: Iterable[Mapping[str, Any]]) -> dict[str, Decimal]:
+    """A transcript's hours: each passed completion's hours, by track (a failed one counts
+    nothing). training's own transcript and a rider's record both count with this."""
+    hours: dict[str, Decimal] = {}
+    for c in completions:
+        if c["result"] == PASSED:
+            hours[c["track"]] = hours.get(c["track"], Decimal(0)) + Decimal(c["hours"])
+    return hours

@@ -32,3 +32,55 @@ def test_badges_topics_name_the_classes_that_store_those_events():
     assert badge_events.BADGE_GRANTED == get_topic(Award.Granted)
     assert badge_events.BADGE_REVOKED == get_topic(Award.Revoked)
     assert badge_events.BADGE_EXPIRED == get_topic(Award.Expired)
+
+
+def test_the_topics_a_riders_record_follows_name_the_classes_that_store_them():
+    """identity's RiderRecords matches these strings: a class moved without register_topic
+    would leave a rider's record silently short."""
+    from services.badges import events as badge_events
+    from services.badges.domain.model import BadgeClass, VolunteerShift
+    from services.governance import events as governance_events
+    from services.governance.domain.model import Participant, Report
+    from services.merchants import events as merchant_events
+    from services.merchants.domain.model import CareCampaign, Claim, Merchant, PerkOffer
+    from services.training import events as training_events
+    from services.training.domain.model import Course, TrainingSession
+
+    expected = {
+        training_events.COURSE_DRAFTED: Course.Drafted,
+        training_events.SESSION_SCHEDULED: TrainingSession.Scheduled,
+        training_events.RIDER_ENROLLED: TrainingSession.RiderEnrolled,
+        training_events.ENROLMENT_WITHDRAWN: TrainingSession.EnrolmentWithdrawn,
+        training_events.ENROLMENT_CANCELLED: TrainingSession.EnrolmentCancelled,
+        training_events.RIDER_CHECKED_IN: TrainingSession.RiderCheckedIn,
+        training_events.NO_SHOW_RECORDED: TrainingSession.NoShowRecorded,
+        training_events.COMPLETION_RECORDED: TrainingSession.CompletionRecorded,
+        merchant_events.MERCHANT_APPLIED: Merchant.Applied,
+        merchant_events.PERK_CREATED: PerkOffer.Created,
+        merchant_events.CLAIM_ISSUED: Claim.Issued,
+        merchant_events.CLAIM_REDEEMED: Claim.Redeemed,
+        merchant_events.CLAIM_REVERSED: Claim.Reversed,
+        merchant_events.CLAIM_LAPSED: Claim.Lapsed,
+        merchant_events.CLAIM_FROZEN: Claim.Frozen,
+        merchant_events.CLAIM_UNFROZEN: Claim.Unfrozen,
+        merchant_events.CAMPAIGN_LAUNCHED: CareCampaign.Launched,
+        merchant_events.PACKAGE_ALLOCATED: CareCampaign.PackageAllocated,
+        merchant_events.PACKAGE_HANDED_OVER: CareCampaign.PackageHandedOver,
+        badge_events.SHIFT_LOGGED: VolunteerShift.Logged,
+        badge_events.SHIFT_CONFIRMED: VolunteerShift.Confirmed,
+        badge_events.SHIFT_REJECTED: VolunteerShift.Rejected,
+        badge_events.BADGE_CLASS_CREATED: BadgeClass.Created,
+        governance_events.REPORT_SUBMITTED: Report.Submitted,
+        governance_events.REPORT_ROUTED: Report.Routed,
+        governance_events.REPORT_ACKNOWLEDGED: Report.Acknowledged,
+        governance_events.REPORT_WORK_STARTED: Report.WorkStarted,
+        governance_events.ASSIGNMENT_RESOLVED: Report.AssignmentResolved,
+        governance_events.ASSIGNMENT_REJECTED: Report.AssignmentRejected,
+        governance_events.REPORT_CLOSED: Report.Closed,
+        governance_events.REPORT_VERIFIED: Report.Verified,
+        governance_events.REPORT_LINKED_AS_DUPLICATE: Report.LinkedAsDuplicate,
+        governance_events.PARTICIPANT_NOTED: Participant.Noted,
+        governance_events.PLEDGE_SIGNED: Participant.PledgeSigned,
+    }
+    assert {topic: get_topic(cls) for topic, cls in expected.items()} == {
+        topic: topic for topic in expected}

@@ -1,0 +1,74 @@
+"""merchants' published contract for other Qiji services: the topics a rider's own record
+(identity's RiderRecords) follows, and how a claim's code is made from its stored nonce.
+Other services match these strings, never merchants' classes; a test keeps them equal to the
+classes' topics.
+
+CLAIM_ISSUED carries `perk_id`, `merchant_id`, `rider_id`, `code_nonce`, `claimed_at`,
+`expires_at`; CLAIM_REDEEMED and CLAIM_REVERSED carry `at`; the claim is the originator of each.
+PERK_CREATED carries `merchant_id` and `title`; MERCHANT_APPLIED `name` (the merchant is the
+originator); CAMPAIGN_LAUNCHED `street_id` and `name`; PACKAGE_ALLOCATED `rider_id` and `at`,
+PACKAGE_HANDED_OVER `rider_id` and `at` (the campaign is the originator)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+MERCHANT_APPLIED = "services.merchants.domain.model:Merchant.Applied"
+PERK_CREATED = "services.merchants.domain.model:PerkOffer.Created"
+CLAIM_ISSUED = "services.merchants.domain.model:Claim.Issued"
+CLAIM_REDEEMED = "services.merchants.domain.model:Claim.Redeemed"
+CLAIM_REVERSED = "services.merchants.domain.model:Claim.Reversed"
+CLAIM_LAPSED = "services.merchants.domain.model:Claim.Lapsed"
+CLAIM_FROZEN = "services.merchants.domain.model:Claim.Frozen"
+CLAIM_UNFROZEN = "services.merchants.domain.model:Claim.Unfrozen"
+CLAIM_TOPICS = (CLAIM_ISSUED, CLAIM_REDEEMED, CLAIM_REVERSED, CLAIM_LAPSED, CLAIM_FROZEN,
+                CLAIM_UNFROZEN)
+CAMPAIGN_LAUNCHED = "services.merchants.domain.model:CareCampaign.Launched"
+PACKAGE_ALLOCATED = "services.merchants.domain.model:CareCampaign.PackageAllocated"
+PACKAGE_HANDED_OVER = "services.merchants.domain.model:CareCampaign.PackageHandedOver"
+CARE_TOPICS = (CAMPAIGN_LAUNCHED, PACKAGE_ALLOCATED, PACKAGE_HANDED_OVER)
+
+# Crockford's base32: no I, L, O or U, so a code read aloud or typed at a till survives.
+CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+_B32 = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
+CODE_LENGTH = 16  # 80 bits: unguessable, and short enough to type
+
+
+class CodeMinter:
+    """Makes redemption codes. A code is an HMAC (under a key derived from the master key) of a
+    random nonce; only the nonce and the code's digest are stored, so someone reading the
+    database can neither see nor forge a code, and a retried claim gets the same code back."""
+
+    def __init__(self, master_key: bytes):
+        self._key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None,
+                         info=b"qiji-merchants-claim-codes").derive(master_key)
+
+    def code(self, nonce: str) -> str:
+        mac = hmac.new(self._key, bytes.fromhex(nonce), hashlib.sha256).digest()[:10]
+        raw = base64.b32encode(mac).decode()
+        return raw.translate(str.maketrans(_B32, CROCKFORD))
+
+    @staticmethod
+    def new_nonce() -> str:
+        return os.urandom(16).hex()
+
+    @staticmethod
+    def normalise(code: str) -> str:
+        """What a merchant typed, as the canonical code: case, spaces and dashes ignored, and
+        the letters Crockford's alphabet leaves out read as the digits they look like."""
+        text = code.upper().replace("-", "").replace(" ", "")
+        return text.translate(str.maketrans("ILO", "110"))
+
+    @staticmethod
+    def digest(code: str) -> str:
+        return hashlib.sha256(code.encode()).hexdigest()
+
+    @staticmethod
+    def display(code: str) -> str:
+        return "-".join(code[i:i + 4] for i in range(0, len(code), 4))
