@@ -37,7 +37,7 @@ from services.governance import events as governance
 from services.merchants import events as merchants
 from services.merchants.events import CodeMinter
 from services.training import events as training
-from shared import context
+from shared import context, metrics
 from shared.followers import Feed, UpstreamEvent
 from shared.integrity import ALARM, MAC_PROBLEM
 
@@ -46,6 +46,8 @@ log = structlog.get_logger(__name__)
 BATCH = 500
 PROGRESS_EVERY = 10_000
 READER = "identity.rider-records"
+# The name its metrics carry, beside the followers of every service.
+_APP = "identity"
 
 # What each upstream's part of the record is made of: its published topics.
 SOURCES: dict[str, tuple[str, ...]] = {
@@ -270,6 +272,14 @@ class RiderRecords:
         self._campaigns: dict[str, dict[str, Any]] = {}
         self._badge_classes: dict[str, str] = {}
 
+    @property
+    def refused(self) -> str | None:
+        """The upstreams that refuse identity's service token, if any (the service's health,
+        `qiji.followers`, turns NOT_SERVING while one does)."""
+        refused = [s.name for s in self._sources.values()
+                   if s.unreachable in ("UNAUTHENTICATED", "PERMISSION_DENIED")]
+        return ", ".join(refused) or None
+
     # -------------------------------------------------------------- keeping current
 
     def run_forever(self, stopping: threading.Event, every: float = 1.0) -> None:
@@ -339,14 +349,26 @@ class RiderRecords:
                     break
         except grpc.RpcError as error:
             code = error.code().name if isinstance(error, grpc.Call) else "UNAVAILABLE"
-            if not source.unreachable:
-                log.warning("rider_records.upstream_unavailable", upstream=source.name,
-                            code=code)
+            refused = code in ("UNAUTHENTICATED", "PERMISSION_DENIED")
+            if source.unreachable != code:
+                # Said once, not every second. A refusal is no outage: nothing changes until
+                # an operator fixes the token, so health and /metrics say it too.
+                if refused:
+                    log.error("rider_records.upstream_refused", upstream=source.name,
+                              code=code, fix="QIJI_SERVICE_TOKEN must be a `service` token in "
+                              "the upstream's tokens file")
+                else:
+                    log.warning("rider_records.upstream_unavailable", upstream=source.name,
+                                code=code)
             source.unreachable = code
+            metrics.FOLLOWER_REFUSED.labels(_APP, source.name).set(1 if refused else 0)
             return False
         if source.unreachable:
             log.info("rider_records.upstream_back", upstream=source.name)
             source.unreachable = ""
+            metrics.FOLLOWER_REFUSED.labels(_APP, source.name).set(0)
+        metrics.FOLLOWER_POSITION.labels(_APP, source.name).set(
+            max(source.position, source.feed.last_position))
         if applied >= PROGRESS_EVERY:
             log.info("rider_records.rebuild.done", upstream=source.name, events=applied,
                      seconds=round(time.perf_counter() - started, 2))

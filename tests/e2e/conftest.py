@@ -32,6 +32,7 @@ from qiji.identity.v1 import identity_service_pb2 as ipb
 from qiji.merchants.v1 import merchants_service_pb2 as merchants_pb
 from qiji.training.v1 import training_service_pb2 as training_pb
 
+from services.identity.rider_record import SOURCES as RECORD_SOURCES
 from shared.auth import CITY_WIDE_ROLES, add_caller
 from shared.config import TlsSettings
 from shared.grpc.channels import open_channel
@@ -260,6 +261,10 @@ def start_service(service: str, postgres_db: str, tmp: Path, *,
         "PYTHONUNBUFFERED": "1",
         "QIJI_POSTGRES_POOL_SIZE": os.environ.get("QIJI_POSTGRES_POOL_SIZE", "4"),
         **pg_env(postgres_db, schema),
+        # identity reads riders' records from the other four services' feeds: none of them
+        # is beside it unless the test says so (never another run's process on a default port).
+        **({f"IDENTITY_{other.upper()}_ADDRESS": nobody_listening()
+            for other in RECORD_SOURCES} if service == "identity" else {}),
         **(extra_env or {}),
     })
     # The very dict, not a copy: callers added for one process of the module are every
