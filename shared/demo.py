@@ -285,6 +285,7 @@ class Story:
         self.emergency(city, riders[1])
         self.care_packages(city, riders)
         self.social_worker(city, riders[2])
+        self.own_record(riders[1])
         self.audit(perks["golden"], claim_id, riders[0], badges["golden"])
 
     def org(self, kind: int, name: str, parent: str = "", function: int = 0) -> str:
@@ -691,6 +692,31 @@ class Story:
             organisation_id=c["community"], note="从“小哥”成长为专职社工"))
         self.say(f"{rider.name} becomes a full-time community social worker (社区社工) at "
                  "北大街社区 — from 小哥 to 社工")
+
+    def own_record(self, rider: Rider) -> None:
+        """The rider opens their own record in the platform's app: one call, five services."""
+        record = self.callers["platform"]("identity", "GetRiderRecord",
+                                          ipb.GetRiderRecordRequest(rider_id=rider.rider_id)
+                                          ).record
+        stale = [s.service for s in record.sources if not s.current]
+        if stale:
+            raise DemoFailed(f"identity: {rider.name}'s record is not current for "
+                             f"{', '.join(stale)}")
+        passed = [c for c in record.completions if c.result == tpb.COMPLETION_RESULT_PASSED]
+        reports = [f"{gpb.ReportKind.Name(r.kind).removeprefix('REPORT_KIND_')} "
+                   f"{gpb.ReportStatus.Name(r.status).removeprefix('REPORT_STATUS_')} by "
+                   + " and ".join(a.department_name for a in r.assignments)
+                   for r in record.reports]
+        handed = sum(p.HasField("hand_over_time") for p in record.care_packages)
+        self.say(f"{rider.name} opens their own record (骑手档案) in 骑迹外卖's app — one call, "
+                 f"five services: {len(passed)} courses passed ("
+                 + ", ".join(f"{tpb.Track.Name(h.track).removeprefix('TRACK_').lower()} "
+                             f"{h.hours} h" for h in record.hours_by_track)
+                 + f"); badges {', '.join(a.badge_name for a in record.awards) or 'none'}; "
+                 f"{record.confirmed_volunteer_hours} volunteer hours confirmed; "
+                 f"{handed} care package handed over; reports: {'; '.join(reports) or 'none'}; "
+                 f"pledge signed (version "
+                 f"{', '.join(str(p.pledge_version) for p in record.pledge_signatures)})")
 
     def audit(self, perk_id: str, claim_id: str, rider: Rider, badge_class_id: str) -> None:
         token = self.callers["auditor"].token

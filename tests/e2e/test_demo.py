@@ -48,6 +48,11 @@ LANDMARKS = [
     "突发事件直报:",
     "荷花池街道 verifies it (VERIFIED)",
     "becomes a full-time community social worker (社区社工) at 北大街社区",
+    # The rider's own record, read by the platform in one call: every part of the story.
+    "opens their own record (骑手档案) in 骑迹外卖's app — one call, five services: 2 courses "
+    "passed",
+    "badges 青蜂骑士, 金蜂骑士; 8 volunteer hours confirmed; 1 care package handed over; "
+    "reports: EMERGENCY VERIFIED by",
     # The audit trail of the perk: its redemption with the quota after it, and the claim's
     # history with who acted; then why the rider holds the Golden Bee.
     "quota after: 49",
@@ -56,7 +61,7 @@ LANDMARKS = [
     "holds 金蜂骑士",
     "an automatic award",
     "passed a CIVIC_EDUCATION course",
-    "The story is told: 20 steps",
+    "The story is told: 21 steps",
 ]
 
 
