@@ -51,8 +51,7 @@ LANDMARKS = [
     # The rider's own record, read by the platform in one call: every part of the story.
     "opens their own record (骑手档案) in 骑迹外卖's app — one call, five services: 2 courses "
     "passed",
-    "badges 青蜂骑士, 金蜂骑士; 8 volunteer hours confirmed; 1 care package handed over; "
-    "reports: EMERGENCY VERIFIED by",
+    "8 volunteer hours confirmed; 1 care package handed over; reports: EMERGENCY VERIFIED by",
     # The audit trail of the perk: its redemption with the quota after it, and the claim's
     # history with who acted; then why the rider holds the Golden Bee.
     "quota after: 49",
