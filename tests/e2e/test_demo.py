@@ -232,9 +232,14 @@ def full_stack(postgres_db: str, tmp_path_factory: pytest.TempPathFactory
         badges = beside("badges", BADGES_TRAINING_ADDRESS=training.address,
                         BADGES_GOVERNANCE_ADDRESS=governance.address, **badges_key_env())
         merchants = beside("merchants", MERCHANTS_BADGES_ADDRESS=badges.address)
-        beside("platform", **{f"PLATFORM_{s.upper()}_ADDRESS": p.address
-                              for s, p in [("training", training), ("merchants", merchants),
-                                           ("badges", badges), ("governance", governance)]})
+        upstreams = [("training", training), ("merchants", merchants), ("badges", badges),
+                     ("governance", governance)]
+        beside("platform", **{f"PLATFORM_{s.upper()}_ADDRESS": p.address for s, p in upstreams})
+        # identity reads riders' records from the four: once they are up, it is told where
+        # (as an operator deploying them one by one would, with a restart).
+        identity.env.update({f"IDENTITY_{s.upper()}_ADDRESS": p.address for s, p in upstreams},
+                            QIJI_SERVICE_TOKEN=identity.tokens["service"])
+        identity.restart()
         yield started
     finally:
         for server in reversed(list(started.values())):
