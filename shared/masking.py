@@ -14,6 +14,11 @@ This table then decides how much of the personal data inside those answers it se
   offices, departments, communities, education providers and merchants (each on what its
   scope reaches: its own cases, records, perks); withheld from platforms, auditors,
   operators and Qiji's own processes.
+- what a rider reported and the answer the rider is owed (a report's own text, each
+  department's resolution): as free text, and also clear to a platform, whose scope reaches
+  only its own riders' reports (the rider follows their report through the platform's app).
+  Officials' internal notes on it (work and rejection notes, the verification note) stay free
+  text, withheld from the platform.
 
 "masked" keeps enough to tell entries apart: 张*, 138****0000, 320***********1234.
 "withheld" replaces the text by `[withheld: N characters]`. A token holding several roles sees
@@ -21,7 +26,7 @@ what its most trusted role sees. An erased rider's data shows as `[erased]` to e
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from enum import IntEnum
 from typing import Any
 
@@ -32,7 +37,8 @@ NAME = "name"
 PHONE = "phone"
 NATIONAL_ID = "national_id"
 FREE_TEXT = "free_text"
-FIELDS = (NAME, PHONE, NATIONAL_ID, FREE_TEXT)
+REPORT_TEXT = "report_text"
+FIELDS = (NAME, PHONE, NATIONAL_ID, FREE_TEXT, REPORT_TEXT)
 
 
 class Shown(IntEnum):
@@ -45,17 +51,18 @@ class Shown(IntEnum):
 
 
 _OFFICIAL = {NAME: Shown.CLEAR, PHONE: Shown.CLEAR, NATIONAL_ID: Shown.CLEAR,
-             FREE_TEXT: Shown.CLEAR}
+             FREE_TEXT: Shown.CLEAR, REPORT_TEXT: Shown.CLEAR}
 _CASEWORK = {NAME: Shown.MASKED, PHONE: Shown.MASKED, NATIONAL_ID: Shown.MASKED,
-             FREE_TEXT: Shown.CLEAR}
+             FREE_TEXT: Shown.CLEAR, REPORT_TEXT: Shown.CLEAR}
 _READ_ONLY = {NAME: Shown.MASKED, PHONE: Shown.MASKED, NATIONAL_ID: Shown.MASKED,
-              FREE_TEXT: Shown.WITHHELD}
+              FREE_TEXT: Shown.WITHHELD, REPORT_TEXT: Shown.WITHHELD}
 
 TABLE: dict[str, dict[str, Shown]] = {
     auth.CITY_ADMIN: _OFFICIAL,
     auth.STREET_OFFICE: _OFFICIAL,
     auth.PLATFORM: {NAME: Shown.WITH_CONSENT, PHONE: Shown.WITH_CONSENT,
-                    NATIONAL_ID: Shown.MASKED, FREE_TEXT: Shown.WITHHELD},
+                    NATIONAL_ID: Shown.MASKED, FREE_TEXT: Shown.WITHHELD,
+                    REPORT_TEXT: Shown.CLEAR},
     auth.DEPARTMENT: _CASEWORK,
     auth.COMMUNITY: _CASEWORK,
     auth.EDUCATION_PROVIDER: _CASEWORK,
@@ -95,7 +102,7 @@ def withhold(text: str) -> str:
 
 
 _MASKS = {NAME: mask_name, PHONE: mask_phone, NATIONAL_ID: mask_national_id,
-          FREE_TEXT: withhold}
+          FREE_TEXT: withhold, REPORT_TEXT: withhold}
 
 
 def show(field: str, value: str, roles: Iterable[str], *, consented: bool = False) -> str:
@@ -125,20 +132,24 @@ FREE_TEXT_FIELDS = frozenset({
 NAME_FIELDS = frozenset({"handed_over_by", "mediator_name"})
 
 
-def redact(value: Any, roles: Iterable[str]) -> Any:
+def redact(value: Any, roles: Iterable[str],
+           fields: Mapping[str, str | None] | None = None) -> Any:
     """`value` (an event's or an aggregate's state, nested dicts and lists) with every free-text
-    and name field shown as the table says for `roles`."""
+    and name field shown as the table says for `roles`. `fields`: what a key holds where its
+    owner knows better than the names above (a report's `text` is REPORT_TEXT; a closed
+    report's `outcome` is a status, None: shown as it is)."""
     roles = frozenset(roles)
     if isinstance(value, dict):
-        return {k: _redact_field(k, v, roles) for k, v in value.items()}
+        return {k: _redact_field(k, v, roles, fields or {}) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [redact(v, roles) for v in value]
+        return [redact(v, roles, fields) for v in value]
     return value
 
 
-def _redact_field(key: Any, value: Any, roles: frozenset[str]) -> Any:
-    if isinstance(value, str) and key in FREE_TEXT_FIELDS:
-        return show(FREE_TEXT, value, roles)
-    if isinstance(value, str) and key in NAME_FIELDS:
-        return show(NAME, value, roles)
-    return redact(value, roles)
+def _redact_field(key: Any, value: Any, roles: frozenset[str],
+                  fields: Mapping[str, str | None]) -> Any:
+    if isinstance(value, str):
+        kind = fields[key] if key in fields else (
+            FREE_TEXT if key in FREE_TEXT_FIELDS else NAME if key in NAME_FIELDS else None)
+        return value if kind is None else show(kind, value, roles)
+    return redact(value, roles, fields)

@@ -32,6 +32,12 @@ ROLE_ORGANISATION = {"platform": "platform", "street_office": "street",
                      "community": "community", "education_provider": "provider"}
 
 
+def report_text(t: Tenant) -> str:
+    """What tenant `t`'s rider wrote in the world's report: it names the rider, and holds the
+    free text only officials and the rider's own platform read."""
+    return f"{t.rider_name}看见路口井盖缺失{FREE_TEXT}"
+
+
 def ts(when: datetime) -> Timestamp:
     t = Timestamp()
     t.FromDatetime(when)
@@ -243,7 +249,7 @@ def _hold(qiji: InProcessQiji, t: Tenant, badge_class: str, n: int) -> None:
     # governance: a report routed to the street's department, a mediation case
     t.ids["report"] = ok("governance", "SubmitReport", gpb.SubmitReportRequest(
         request_id=rid(), rider_id=t.rider, kind=gpb.REPORT_KIND_ANOMALY_WARNING,
-        category=gpb.CATEGORY_ROAD_HAZARD, text=f"{t.rider_name}看见路口井盖缺失{FREE_TEXT}",
+        category=gpb.CATEGORY_ROAD_HAZARD, text=report_text(t),
         location=gpb.Location(street_id=t.street, latitude=31.78 + n, longitude=119.95),
         observe_time=ts(now - timedelta(minutes=5))), tok["platform"]).report.report_id
     t.ids["case"] = ok("governance", "OpenMediationCase", gpb.OpenMediationCaseRequest(

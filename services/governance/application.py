@@ -89,6 +89,15 @@ ESCALATE_RPC = "EscalateMissedDeadline"
 # An event's envelope, shown by a history entry's own fields rather than among its details.
 _NOT_DETAILS = frozenset({"originator_id", "originator_version", "originator_topic",
                           "timestamp", META_KEY, MAC_KEY})
+# What a report's assignments and events keep under a name the masking table would misread:
+# the rider's words and each department's resolution are what the rider is owed back
+# (REPORT_TEXT); a closed report's outcome and a rejection's reason are statuses, not text.
+# Notes (work, rejection, verification) stay free text, for officials.
+_ASSIGNMENT_TEXT = {"resolution": masking.REPORT_TEXT}
+_HISTORY_TEXT = {"text": masking.REPORT_TEXT, "resolution": masking.REPORT_TEXT,
+                 "outcome": None, "reason": None}
+# Events naming another report of the same incident (LinkedAsDuplicate, DuplicateNoted).
+_OTHER_REPORT_IDS = ("original_id", "report_id")
 # identity's organisation kinds, as its feed spells them.
 STREET, DEPARTMENT = "STREET", "DEPARTMENT"
 
@@ -335,12 +344,13 @@ class GovernanceApplication(QijiApplication):
             report_id=str(r.id), rider_id=r.rider_id, kind=ReportKind(r.kind),
             category=Category(r.category),
             location=Location(r.street_id, r.latitude, r.longitude),
-            # What the rider wrote may name people: the masking table decides who reads it.
-            text=_free_text(r.text),
+            # What the rider wrote may name people: the masking table decides who reads it
+            # (the rider's own platform among them: it is the rider's to follow).
+            text=_report_text(r.text),
             attachment_refs=list(r.attachment_refs), observed_at=r.observed_at,
             submitted_at=r.submitted_at, status=r.status,
             assignments=[{"department_id": d,
-                          **masking.redact(a, context.current().actor.roles)}
+                          **masking.redact(a, context.current().actor.roles, _ASSIGNMENT_TEXT)}
                          for d, a in r.assignments.items()],
             rules_version=r.rules_version, rule_name=r.rule_name,
             unresolved_functions=list(r.unresolved_functions),
@@ -375,9 +385,18 @@ class GovernanceApplication(QijiApplication):
                 rpc=meta.get("rpc", ""), request_id=meta.get("request_id", ""),
                 correlation_id=meta.get("correlation_id", ""),
                 details={k: _detail(v) for k, v in masking.redact(
-                    {k: v for k, v in vars(e).items() if k not in _NOT_DETAILS},
-                    context.current().actor.roles).items()}))
+                    self._history_details(e), context.current().actor.roles,
+                    _HISTORY_TEXT).items()}))
         return entries
+
+    def _history_details(self, event: Any) -> dict[str, Any]:
+        """The event's own fields; the id of another report of the same incident only to a
+        caller that may read that report, as GetReport shows it (it may be another tenant's)."""
+        details = {k: v for k, v in vars(event).items() if k not in _NOT_DETAILS}
+        for key in _OTHER_REPORT_IDS:
+            if details.get(key) and not self.sees("report", details[key]):
+                details[key] = ""
+        return details
 
     # ------------------------------------------------------------------ departments' work
 
@@ -741,11 +760,14 @@ class GovernanceApplication(QijiApplication):
 
     def _report_owners(self, report_id: str) -> Owners | None:
         """A report is the street office's where it happened and each assigned department's
-        (one it was transferred away from, or that rejected it, still sees what it did)."""
+        (one it was transferred away from, or that rejected it, still sees what it did), and
+        the reporting rider's platform's: the rider follows it in the platform's app."""
         report = self.found(report_id, Report)
         if report is None:
             return None
-        return Owners.of(street_office=report.street_id, department=list(report.assignments))
+        rider = self.directory.rider(report.rider_id) if self.directory is not None else None
+        return Owners.of(street_office=report.street_id, department=list(report.assignments),
+                         platform=rider.platform_id if rider is not None else "")
 
     def _case_owners(self, case_id: str) -> Owners | None:
         case = self.found(case_id, MediationCase)
@@ -832,6 +854,10 @@ class GovernanceApplication(QijiApplication):
 
 def _free_text(value: str) -> str:
     return masking.show_to_caller(masking.FREE_TEXT, value)
+
+
+def _report_text(value: str) -> str:
+    return masking.show_to_caller(masking.REPORT_TEXT, value)
 
 
 def _check_attachments(violations: Violations, refs: list[str]) -> None:

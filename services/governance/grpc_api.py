@@ -56,7 +56,8 @@ from shared.tenancy import (
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["GovernanceService"].full_name
 
-# A report is its street office's (where it happened) and each assigned department's.
+# A report is its street office's (where it happened), each assigned department's, and the
+# reporting rider's platform's.
 REPORT = Ref("report_id", "report")
 REPORT_ROWS = Rows("organisation", "street_id")
 ASSIGNED_ROWS = Rows("organisation", "department_ids")
@@ -72,9 +73,13 @@ ACCESS = access_table(SERVICE_NAME, {
     # own street's, or the street where it happened).
     "SubmitReport": once(scoped(platform=RIDER,
                            street_office=RIDER | Ref("location.street_id", "organisation"))),
-    "GetReport": scoped(CITY_READERS, department=REPORT, street_office=REPORT),
-    "ListReports": scoped(CITY_READERS, department=ASSIGNED_ROWS, street_office=REPORT_ROWS),
-    "GetReportHistory": scoped(CITY_READERS, department=REPORT, street_office=REPORT),
+    # The rider follows their own reports in the platform's app: the platform reads its own
+    # riders' reports, and lists them one rider at a time (rider_id is its own rider's).
+    "GetReport": scoped(CITY_READERS, department=REPORT, street_office=REPORT, platform=REPORT),
+    "ListReports": scoped(CITY_READERS, department=ASSIGNED_ROWS, street_office=REPORT_ROWS,
+                          platform=RIDER),
+    "GetReportHistory": scoped(CITY_READERS, department=REPORT, street_office=REPORT,
+                               platform=REPORT),
     # A department works only its own assignments, as itself.
     "AcknowledgeAssignment": scoped(department=DEPARTMENT_ITSELF & REPORT),
     "StartAssignmentWork": scoped(department=DEPARTMENT_ITSELF & REPORT),

@@ -301,6 +301,23 @@ BAD_INPUT: dict[str, Bad] = {
         "GetReportHistory", "social",
         on(pb.GetReportHistoryRequest, report_id=lambda w: w.open_report),
         DENIED, reason="OUT_OF_SCOPE"),
+    # A platform follows its own riders' reports only: another's, and one that does not exist,
+    # are refused alike (AIP-211).
+    "GetReport-of-another-platforms-rider": Bad(
+        "GetReport", "other_platform", on(pb.GetReportRequest, report_id=lambda w: w.open_report),
+        DENIED, reason="OUT_OF_SCOPE"),
+    "GetReport-unknown-to-a-platform": Bad(
+        "GetReport", "platform", on(pb.GetReportRequest, report_id=RANDOM_ID), DENIED,
+        reason="OUT_OF_SCOPE"),
+    "GetReportHistory-of-another-platforms-rider": Bad(
+        "GetReportHistory", "other_platform",
+        on(pb.GetReportHistoryRequest, report_id=lambda w: w.open_report),
+        DENIED, reason="OUT_OF_SCOPE"),
+    "ListReports-by-a-platform-naming-no-rider": Bad(
+        "ListReports", "platform", on(pb.ListReportsRequest), INVALID, field="rider_id"),
+    "ListReports-of-another-platforms-rider": Bad(
+        "ListReports", "other_platform", on(pb.ListReportsRequest, rider_id=lambda w: w.active),
+        DENIED, reason="OUT_OF_SCOPE"),
     "GetReportHistory-unknown": Bad(
         "GetReportHistory", "operator", on(pb.GetReportHistoryRequest, report_id=RANDOM_ID),
         NOT_FOUND, reason="REPORT_NOT_FOUND"),
@@ -689,6 +706,18 @@ def test_a_riders_emergency_is_routed_to_public_security_resolved_and_verified(
             report_id=report.report_id)).report.text
     assert text_for("police") == text_for("office") == "路口有人持械斗殴"
     assert text_for("auditor") == "[withheld: 8 characters]"
+
+    # The rider follows it in the platform's app: their words, who took it and how it ended;
+    # not the officials' notes.
+    followed = platform.GetReport(pb.GetReportRequest(report_id=report.report_id)).report
+    [taken] = followed.assignments
+    assert (followed.text, followed.status) == ("路口有人持械斗殴", pb.REPORT_STATUS_VERIFIED)
+    assert (taken.department_id, taken.status, taken.resolution) == (
+        world.police, pb.ASSIGNMENT_STATUS_RESOLVED, "已制止，两人带回调查")
+    assert (taken.work_note, followed.verification_note) == (
+        "[withheld: 6 characters]", "[withheld: 6 characters]")
+    assert [r.report_id for r in platform.ListReports(pb.ListReportsRequest(
+        rider_id=world.active, page_size=500)).reports].count(report.report_id) == 1
 
     def listed_by(who: str) -> list[str]:
         return [r.report_id for r in caller(governance, world, who).ListReports(

@@ -26,7 +26,7 @@ from services.platform.application import LocalUpstream, PlatformFeed
 from shared.tenancy import RIDER, TENANT_ROLES, AllOf, Rows
 from tests.conftest import badges_key_env, pg_env
 from tests.inprocess import API_NAMES, SPECS, InProcessQiji, Service, descriptor
-from tests.tenancy_world import FREE_TEXT, World, build, ts
+from tests.tenancy_world import FREE_TEXT, World, build, report_text, ts
 
 pytestmark = pytest.mark.postgres
 KERNEL = ("qiji.feed.v1.FeedService", "qiji.feed.v1.PublicFeedService",
@@ -298,6 +298,60 @@ class TestAsAdversaries:
         assert a.rider_name not in report(world.auditor).text
         assert report(world.auditor).text.startswith("[withheld:")
 
+    def test_a_platform_reads_its_own_riders_report_and_anothers_as_if_there_were_none(
+            self, world: World) -> None:
+        """Both ways round: each platform reads its own rider's report, its history and its
+        rider's list of reports; the other platform's answers exactly as a made-up report or
+        rider does (AIP-211), byte for byte but for the id it sent."""
+        from qiji.governance.v1 import governance_service_pb2 as gpb
+        q = world.qiji
+        for mine, theirs in (("a", "b"), ("b", "a")):
+            own, other, token = world.tenants[mine], world.tenants[theirs], world.token(
+                mine, "platform")
+            report = q.ok("governance", "GetReport", gpb.GetReportRequest(
+                report_id=own.report), token).report
+            assert (report.rider_id, report.text, report.kind, report.category,
+                    report.location.street_id) == (
+                own.rider, report_text(own), gpb.REPORT_KIND_ANOMALY_WARNING,
+                gpb.CATEGORY_ROAD_HAZARD, own.street)
+            assert [a.department_id for a in report.assignments] == [own.department]
+            history = q.ok("governance", "GetReportHistory", gpb.GetReportHistoryRequest(
+                report_id=own.report), token).entries
+            assert [e.event_type for e in history] == ["Report.Submitted", "Report.Routed"]
+            listed = q.ok("governance", "ListReports", gpb.ListReportsRequest(
+                rider_id=own.rider), token).reports
+            assert [r.report_id for r in listed] == [own.report]
+
+            made_up = str(uuid.uuid4())
+            for rpc, request in (("GetReport", gpb.GetReportRequest),
+                                 ("GetReportHistory", gpb.GetReportHistoryRequest)):
+                theirs_answer = q.call("governance", rpc, request(report_id=other.report), token)
+                nobodys = q.call("governance", rpc, request(report_id=made_up), token)
+                assert (theirs_answer.code, theirs_answer.reason) == (
+                    grpc.StatusCode.PERMISSION_DENIED, "OUT_OF_SCOPE"), (rpc, theirs_answer)
+                assert as_sent(theirs_answer, other.report) == as_sent(nobodys, made_up), rpc
+            theirs_listed = q.call("governance", "ListReports", gpb.ListReportsRequest(
+                rider_id=other.rider), token)
+            nobodys_listed = q.call("governance", "ListReports", gpb.ListReportsRequest(
+                rider_id=made_up), token)
+            assert theirs_listed.code == grpc.StatusCode.PERMISSION_DENIED
+            assert as_sent(theirs_listed, other.rider) == as_sent(nobodys_listed, made_up)
+
+    def test_a_platform_lists_reports_one_rider_of_its_own_at_a_time(
+            self, world: World) -> None:
+        """Without a rider the platform is told to name one; with another filter beside its
+        rider, the filters all hold as for anyone."""
+        from qiji.governance.v1 import governance_service_pb2 as gpb
+        q, a = world.qiji, world.tenants["a"]
+        token = world.token("a", "platform")
+        unnamed = q.call("governance", "ListReports", gpb.ListReportsRequest(), token)
+        assert (unnamed.code, unnamed.reason) == (grpc.StatusCode.INVALID_ARGUMENT,
+                                                  "FIELD_REQUIRED")
+        assert "rider_id" in unnamed.message
+        elsewhere = q.ok("governance", "ListReports", gpb.ListReportsRequest(
+            rider_id=a.rider, street_id=world.tenants["b"].street), token).reports
+        assert not elsewhere
+
     def test_a_mediation_case_follows_only_a_report_of_the_offices_own_street(
             self, world: World) -> None:
         from qiji.governance.v1 import governance_service_pb2 as gpb
@@ -319,6 +373,9 @@ class TestAsAdversaries:
         auditor: no free text (a report's words, an award's reason and evidence, a mediation's
         subject) comes back in clear."""
         token = world.token("a", "platform") if role == "platform" else world.auditor
+        # What A's rider wrote is the rider's own to follow in the platform's app: shown to A's
+        # platform (nothing else of the report's free text is).
+        own_words = report_text(world.tenants["a"]) if role == "platform" else ""
         for service, path in methods():
             svc = world.qiji.services[service]
             access = svc.access.get(path)
@@ -331,7 +388,9 @@ class TestAsAdversaries:
             if "request_id" in request.DESCRIPTOR.fields_by_name:
                 continue
             answer = svc.call(path, request, token)
-            assert FREE_TEXT not in shown(answer.response) + answer.message, (path, role)
+            seen = shown(answer.response).replace(own_words, "") if own_words else shown(
+                answer.response)
+            assert FREE_TEXT not in seen + answer.message, (path, role)
 
 
 class TestAdversariesWhoChangeTheWorld:
@@ -383,10 +442,90 @@ class TestAdversariesWhoChangeTheWorld:
             world.token("b", "platform")).report
         assert theirs.status == gpb.REPORT_STATUS_DUPLICATE
         assert a.report not in shown(theirs)
+        # B's platform follows its rider's report: its history does not name A's either.
+        history = q.ok("governance", "GetReportHistory", gpb.GetReportHistoryRequest(
+            report_id=theirs.report_id), world.token("b", "platform")).entries
+        assert "Report.LinkedAsDuplicate" in [e.event_type for e in history]
+        assert a.report not in " ".join(shown(e) for e in history)
+        office_history = q.ok("governance", "GetReportHistory", gpb.GetReportHistoryRequest(
+            report_id=theirs.report_id), world.token("a", "street_office")).entries
+        assert a.report in " ".join(shown(e) for e in office_history)
         # The street office where it happened sees the link both ways.
         seen = q.ok("governance", "GetReport", gpb.GetReportRequest(report_id=theirs.report_id),
                     world.token("a", "street_office")).report
         assert seen.duplicate_of_report_id == a.report
+
+    def test_a_platform_follows_its_riders_report_to_the_outcome_not_the_officials_notes(
+            self, world: World) -> None:
+        """A's rider reports; the department works it, with a note, and resolves it; the
+        street office verifies it, with a note. A's platform sees what the rider is owed — the
+        words, where, who took it, each step and when, the resolution — and none of the
+        officials' notes; the department and the street office still read every note, and an
+        auditor none of the free text."""
+        from qiji.governance.v1 import governance_service_pb2 as gpb
+        q, a = world.qiji, world.tenants["a"]
+        platform, department, office = (world.token("a", role) for role in (
+            "platform", "department", "street_office"))
+        words, work_note, resolution, verification_note = (
+            f"{a.rider_name}看见桥下积水{FREE_TEXT}", "工作人员李某已出发", "已抽水疏通",
+            "街道回访确认，张某在场")
+        submitted = q.ok("governance", "SubmitReport", gpb.SubmitReportRequest(
+            request_id=str(uuid.uuid4()), rider_id=a.rider,
+            kind=gpb.REPORT_KIND_PUBLIC_SENTIMENT, category=gpb.CATEGORY_ENVIRONMENT,
+            text=words, location=gpb.Location(street_id=a.street, latitude=30.5,
+                                              longitude=119.5)), platform).report
+        [taken_by] = [x.department_id for x in submitted.assignments]
+        assert taken_by == a.department
+
+        def work(rpc: str, request: Any, token: str, **fields: Any) -> None:
+            q.ok("governance", rpc, request(request_id=str(uuid.uuid4()),
+                                            report_id=submitted.report_id, **fields), token)
+        at = {"department_id": taken_by}
+        work("AcknowledgeAssignment", gpb.AcknowledgeAssignmentRequest, department, **at)
+        work("StartAssignmentWork", gpb.StartAssignmentWorkRequest, department, note=work_note,
+             **at)
+        work("ResolveAssignment", gpb.ResolveAssignmentRequest, department,
+             resolution=resolution, **at)
+        work("VerifyReport", gpb.VerifyReportRequest, office, note=verification_note)
+
+        def report(token: str) -> Any:
+            return q.ok("governance", "GetReport", gpb.GetReportRequest(
+                report_id=submitted.report_id), token).report
+
+        followed = report(platform)
+        [assignment] = followed.assignments
+        assert (followed.text, followed.status, followed.kind, followed.category) == (
+            words, gpb.REPORT_STATUS_VERIFIED, gpb.REPORT_KIND_PUBLIC_SENTIMENT,
+            gpb.CATEGORY_ENVIRONMENT)
+        assert (followed.location.street_id, followed.location.latitude) == (a.street, 30.5)
+        assert (assignment.department_id, assignment.status, assignment.resolution) == (
+            a.department, gpb.ASSIGNMENT_STATUS_RESOLVED, resolution)
+        assert followed.close_time.seconds and followed.verify_time.seconds
+        assert assignment.work_note == f"[withheld: {len(work_note)} characters]"
+        assert followed.verification_note == f"[withheld: {len(verification_note)} characters]"
+
+        history = q.ok("governance", "GetReportHistory", gpb.GetReportHistoryRequest(
+            report_id=submitted.report_id), platform).entries
+        steps = {e.event_type: e for e in history}
+        assert list(steps) == ["Report.Submitted", "Report.Routed", "Report.Acknowledged",
+                               "Report.WorkStarted", "Report.AssignmentResolved",
+                               "Report.Closed", "Report.Verified"]
+        assert steps["Report.Submitted"].details["text"] == words
+        assert steps["Report.AssignmentResolved"].details["resolution"] == resolution
+        assert steps["Report.Acknowledged"].details["department_id"] == a.department
+        assert steps["Report.Closed"].details["outcome"] == "RESOLVED"
+        assert all(e.time.seconds for e in history)
+        for notes in (work_note, verification_note):
+            assert notes not in shown(followed) + " ".join(shown(e) for e in history)
+
+        # No regression: officials read every note, as before; an auditor no free text.
+        for token in (department, office):
+            seen = report(token)
+            assert (seen.text, seen.assignments[0].work_note, seen.assignments[0].resolution,
+                    seen.verification_note) == (words, work_note, resolution,
+                                                verification_note)
+        audited = report(world.auditor)
+        assert FREE_TEXT not in shown(audited) and resolution not in shown(audited)
 
     def test_a_campaign_counts_every_package_whoever_asks(self, world: World) -> None:
         from qiji.merchants.v1 import merchants_service_pb2 as mpb

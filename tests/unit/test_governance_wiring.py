@@ -27,7 +27,9 @@ def test_only_departments_work_assignments_and_a_platform_reaches_its_riders_and
     assert len(work) == 4 and all(ACCESS[p].roles == {DEPARTMENT} for p in work)
     reachable_by_platform = {p.rsplit("/", 1)[1] for p, access in ACCESS.items()
                              if PLATFORM in access.roles}
-    assert reachable_by_platform == {"SubmitReport", "SignPledge", "GetPledge"}
+    # ... and follows its riders' reports (issue 16, riders as users): reads, never the work.
+    assert reachable_by_platform == {"SubmitReport", "SignPledge", "GetPledge", "GetReport",
+                                     "ListReports", "GetReportHistory"}
 
 
 def test_the_file_clock_reads_the_file_on_every_call(tmp_path):

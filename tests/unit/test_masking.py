@@ -1,0 +1,36 @@
+"""The need-to-know table (shared/masking.py) on the free text of a rider's report: what the
+rider wrote and the resolution they are owed reach their platform; officials' notes do not."""
+
+from __future__ import annotations
+
+from shared import auth, masking
+from shared.masking import FREE_TEXT, REPORT_TEXT, Shown
+
+NOTE = "工作人员李某已出发"
+
+
+def test_a_platform_reads_a_riders_report_but_not_the_officials_notes() -> None:
+    platform = {auth.PLATFORM}
+    assert masking.shown(REPORT_TEXT, platform) is Shown.CLEAR
+    assert masking.show(REPORT_TEXT, "井盖缺失", platform) == "井盖缺失"
+    assert masking.show(FREE_TEXT, NOTE, platform) == f"[withheld: {len(NOTE)} characters]"
+
+
+def test_report_text_is_free_text_to_every_other_role() -> None:
+    for role in sorted(auth.ROLES - {auth.PLATFORM}):
+        assert masking.shown(REPORT_TEXT, {role}) is masking.shown(FREE_TEXT, {role}), role
+
+
+def test_redact_reads_a_key_as_its_owner_says() -> None:
+    """A report's history: its text and resolution are the rider's to read, a closed report's
+    outcome is a status (not text at all), a note stays free text."""
+    event = {"text": "井盖缺失", "resolution": "已修复", "outcome": "RESOLVED", "note": NOTE,
+             "nested": [{"resolution": "已修复"}]}
+    fields = {"text": REPORT_TEXT, "resolution": REPORT_TEXT, "outcome": None}
+    assert masking.redact(event, {auth.PLATFORM}, fields) == {
+        "text": "井盖缺失", "resolution": "已修复", "outcome": "RESOLVED",
+        "note": f"[withheld: {len(NOTE)} characters]", "nested": [{"resolution": "已修复"}]}
+    auditor = masking.redact(event, {auth.AUDITOR}, fields)
+    assert auditor["text"] == "[withheld: 4 characters]" and auditor["outcome"] == "RESOLVED"
+    # Without the owner's word, the names alone decide, as before.
+    assert masking.redact(event, {auth.PLATFORM})["text"] == "[withheld: 4 characters]"
