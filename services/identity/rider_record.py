@@ -21,6 +21,7 @@ it does for an upstream that cannot be reached. The rest of the record is still 
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -213,7 +214,7 @@ class RiderRecord:
 # ------------------------------------------------------------------------ what is kept
 
 
-@dataclass
+@dataclass(slots=True)
 class _Rider:
     """One rider's entries, by the id of the thing each is about, in the order they began."""
 
@@ -342,9 +343,11 @@ class RiderRecords:
                 ALARM.passed(source.name, READER, start, through)
                 if source.stopped_at and through >= source.stopped_at:
                     source.stopped_at, source.problem = 0, ""  # repaired
-                if applied and applied % PROGRESS_EVERY < BATCH:
+                if applied // PROGRESS_EVERY > (applied - len(events)) // PROGRESS_EVERY:
+                    # A long rebuild shows that it is moving, and how fast.
                     log.info("rider_records.rebuild.progress", upstream=source.name,
-                             events=applied, position=source.position)
+                             events=applied, position=source.position,
+                             per_second=round(applied / (time.perf_counter() - started)))
                 if len(events) < BATCH:
                     break
         except grpc.RpcError as error:
@@ -384,7 +387,15 @@ class RiderRecords:
     # -------------------------------------------------------------- applying
 
     def _rider(self, rider_id: str) -> _Rider:
-        return self._riders.setdefault(rider_id, _Rider())
+        rider = self._riders.get(rider_id)
+        if rider is None:
+            # One copy of each id string, however many entries name it (a city's riders
+            # number in the hundreds of thousands: memory is the view's cost).
+            rider = self._riders[sys.intern(rider_id)] = _Rider()
+        return rider
+
+    def _own(self, thing_id: str, rider_id: str) -> None:
+        self._owner[thing_id] = sys.intern(rider_id)
 
     def _of(self, thing_id: str) -> _Rider | None:
         rider_id = self._owner.get(thing_id)
@@ -409,7 +420,7 @@ class RiderRecords:
             "status": "ENROLLED", "score": None, "enrolled_at": s["at"]}
 
     def _learner_noted(self, ident: str, s: dict[str, Any]) -> None:
-        self._owner[ident] = s["rider_id"]
+        self._own(ident, s["rider_id"])
 
     def _course_completed(self, ident: str, s: dict[str, Any]) -> None:
         rider = self._of(ident)
@@ -429,7 +440,7 @@ class RiderRecords:
         self._perks[ident] = {"title": s["title"], "merchant_id": s["merchant_id"]}
 
     def _claim_issued(self, ident: str, s: dict[str, Any]) -> None:
-        self._owner[ident] = s["rider_id"]
+        self._own(ident, s["rider_id"])
         self._rider(s["rider_id"]).claims[ident] = {
             "perk_id": s["perk_id"], "merchant_id": s["merchant_id"], "nonce": s["code_nonce"],
             "status": "ISSUED", "claimed_at": s["claimed_at"], "expires_at": s["expires_at"],
@@ -451,7 +462,7 @@ class RiderRecords:
         self._badge_classes[ident] = s["name"]
 
     def _award_granted(self, ident: str, s: dict[str, Any]) -> None:
-        self._owner[ident] = s["rider_id"]
+        self._own(ident, s["rider_id"])
         self._rider(s["rider_id"]).awards[ident] = {
             "badge_class_id": s["badge_class_id"], "kind": s["kind"], "status": "ACTIVE",
             "awarded_at": s["awarded_at"], "expires_at": s["expires_at"], "revoked_at": None}
@@ -467,14 +478,14 @@ class RiderRecords:
             rider.awards[ident]["status"] = "EXPIRED"
 
     def _shift_logged(self, ident: str, s: dict[str, Any]) -> None:
-        self._owner[ident] = s["rider_id"]
+        self._own(ident, s["rider_id"])
         self._rider(s["rider_id"]).shifts[ident] = {
             "community_id": s["community_id"], "activity": s["activity"],
             "started_at": s["started_at"], "hours": s["hours"], "status": "LOGGED"}
 
     def _report_submitted(self, ident: str, s: dict[str, Any]) -> None:
         # Never the text, place or attachments: they stay governance's casework.
-        self._owner[ident] = s["rider_id"]
+        self._own(ident, s["rider_id"])
         self._rider(s["rider_id"]).reports[ident] = {
             "kind": s["kind"], "category": s["category"], "street_id": s["street_id"],
             "observed_at": s["observed_at"], "submitted_at": s["submitted_at"],
@@ -514,7 +525,7 @@ class RiderRecords:
             report.update(status="DUPLICATE", duplicate_of=s["original_id"])
 
     def _participant_noted(self, ident: str, s: dict[str, Any]) -> None:
-        self._owner[ident] = s["rider_id"]
+        self._own(ident, s["rider_id"])
 
     def _pledge_signed(self, ident: str, s: dict[str, Any]) -> None:
         self._rider(s["rider_id"]).pledges[int(s["version"])] = s["at"]
