@@ -544,12 +544,13 @@ class RiderRecords:
             if caught_up is not None:
                 caught_up.add(self.upstream)
         now = self._clock()
+        show_codes = bool(context.current().actor.roles & merchants.SEES_CODES)
         with self._lock:
             rider = self._riders.get(rider_id) or _Rider()
-            return self._render(rider_id, rider, now, sources)
+            return self._render(rider_id, rider, now, sources, show_codes)
 
-    def _render(self, rider_id: str, r: _Rider, now: datetime, sources: Sequence[SourceState]
-                ) -> RiderRecord:
+    def _render(self, rider_id: str, r: _Rider, now: datetime, sources: Sequence[SourceState],
+                show_codes: bool) -> RiderRecord:
         def course(course_id: str) -> dict[str, Any]:
             return self._courses.get(course_id, {"title": "", "track": ""})
 
@@ -571,8 +572,9 @@ class RiderRecords:
         claims = []
         for claim_id, c in r.claims.items():
             perk = self._perks.get(c["perk_id"], {"title": ""})
-            # A code is shown only while a merchant would still redeem it.
-            open_ = c["status"] == "ISSUED" and now < c["expires_at"]
+            # A code is shown only while a merchant would still redeem it, and only to those
+            # merchants' own rule lets see codes (the auditor reading a record sees none).
+            open_ = c["status"] == "ISSUED" and now < c["expires_at"] and show_codes
             claims.append(ClaimEntry(
                 claim_id, c["perk_id"], perk["title"], c["merchant_id"],
                 self._merchants.get(c["merchant_id"], ""), c["status"],

@@ -31,9 +31,9 @@ from services.merchants.domain.values import (
     PerkKind,
     PerkStatus,
 )
-from services.merchants.events import CODE_LENGTH, CROCKFORD, CodeMinter
+from services.merchants.events import CODE_LENGTH, CROCKFORD, SEES_CODES, CodeMinter
 from services.merchants.views import MerchantsViews
-from shared import auth, context, masking
+from shared import context, masking
 from shared.application import Outcome, QijiApplication
 from shared.config import Settings
 from shared.errors import (
@@ -505,7 +505,7 @@ class MerchantsApplication(QijiApplication):
         # The code is the rider's, a bearer secret: shown to their platform and to the
         # officials who hand codes out at a counter, never to a merchant (who must be shown it
         # by the rider) nor to an auditor.
-        show_code = bool(actor.roles & _SEES_CODES)
+        show_code = bool(actor.roles & SEES_CODES)
         return ClaimView(
             claim_id=str(c.id), perk_id=c.perk_id, merchant_id=c.merchant_id,
             rider_id=c.rider_id,
@@ -731,9 +731,6 @@ class MerchantsApplication(QijiApplication):
         if campaign is None:
             return None
         return Owners(Owners.of(street_office=campaign.street_id).by_role, public=True)
-
-
-_SEES_CODES = frozenset({auth.PLATFORM, auth.STREET_OFFICE, auth.CITY_ADMIN})
 
 
 def _check_amenities(violations: Violations, amenities: list[MerchantAmenity | None]) -> None:

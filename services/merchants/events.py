@@ -19,6 +19,8 @@ import os
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from shared import auth
+
 MERCHANT_APPLIED = "services.merchants.domain.model:Merchant.Applied"
 PERK_CREATED = "services.merchants.domain.model:PerkOffer.Created"
 CLAIM_ISSUED = "services.merchants.domain.model:Claim.Issued"
@@ -33,6 +35,11 @@ CAMPAIGN_LAUNCHED = "services.merchants.domain.model:CareCampaign.Launched"
 PACKAGE_ALLOCATED = "services.merchants.domain.model:CareCampaign.PackageAllocated"
 PACKAGE_HANDED_OVER = "services.merchants.domain.model:CareCampaign.PackageHandedOver"
 CARE_TOPICS = (CAMPAIGN_LAUNCHED, PACKAGE_ALLOCATED, PACKAGE_HANDED_OVER)
+
+# A code is the rider's, a bearer secret: shown to their platform and to the officials who hand
+# codes out at a counter, never to a merchant (who must be shown it by the rider) nor to an
+# auditor — wherever a claim is shown (merchants' GetClaim, a rider's record).
+SEES_CODES = frozenset({auth.PLATFORM, auth.STREET_OFFICE, auth.CITY_ADMIN})
 
 # Crockford's base32: no I, L, O or U, so a code read aloud or typed at a till survives.
 CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"

@@ -113,6 +113,10 @@ class TestWhatAPlatformReadsOfItsOwnRider:
         a = world.tenants["a"]
         assert record_of(world, a.rider, a.tokens["street_office"]).rider.rider_id == a.rider
         assert record_of(world, a.rider, world.admin).rider.rider_id == a.rider
+        # The auditor reads it too, without the rider's codes (a bearer secret)
+        audited = record_of(world, a.rider, world.auditor)
+        assert a.claim in {c.claim_id for c in audited.claims}
+        assert {c.code for c in audited.claims} == {""}
         refused = world.qiji.call("identity", "GetRiderRecord",
                                   ipb.GetRiderRecordRequest(rider_id=a.rider),
                                   a.tokens["merchant"])

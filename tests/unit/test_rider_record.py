@@ -15,6 +15,7 @@ from services.badges import events as badges
 from services.identity.rider_record import RiderRecords
 from services.merchants import events as merchants
 from services.merchants.events import CodeMinter
+from shared.context import Actor, RequestContext, acting_as
 from shared.followers import UpstreamEvent
 from shared.integrity import ALARM, EventMac
 from shared.transcoding import qiji_transcoder
@@ -66,11 +67,22 @@ def test_an_open_code_is_shown_until_it_expires_even_before_merchants_lapses_it(
     m.add(merchants.CLAIM_ISSUED, claim, perk_id=str(uuid.uuid4()), merchant_id=str(
         uuid.uuid4()), rider_id=RIDER, code_digest="x", code_nonce=nonce, claimed_at=T0,
         expires_at=T0 + timedelta(hours=2))
-    [shown] = world["records"].record(RIDER).claims
-    assert shown.code == CodeMinter.display(CodeMinter(KEY).code(nonce))
-    world["now"][0] = T0 + timedelta(hours=2)
-    [expired] = world["records"].record(RIDER).claims
-    assert (expired.status, expired.code) == ("ISSUED", "")
+    with acting_as(RequestContext(actor=Actor("app", frozenset({"platform"})))):
+        [shown] = world["records"].record(RIDER).claims
+        assert shown.code == CodeMinter.display(CodeMinter(KEY).code(nonce))
+        world["now"][0] = T0 + timedelta(hours=2)
+        [expired] = world["records"].record(RIDER).claims
+        assert (expired.status, expired.code) == ("ISSUED", "")
+
+
+def test_an_auditor_reading_a_record_is_shown_no_code(world):
+    m = world["feeds"]["merchants"]
+    m.add(merchants.CLAIM_ISSUED, str(uuid.uuid4()), perk_id=str(uuid.uuid4()),
+          merchant_id=str(uuid.uuid4()), rider_id=RIDER, code_digest="x",
+          code_nonce=CodeMinter.new_nonce(), claimed_at=T0, expires_at=T0 + timedelta(hours=2))
+    with acting_as(RequestContext(actor=Actor("audit", frozenset({"auditor"})))):
+        [claim] = world["records"].record(RIDER).claims
+    assert (claim.status, claim.code) == ("ISSUED", "")
 
 
 def test_an_award_past_its_expiry_reads_expired_and_a_revoked_one_revoked(world):
