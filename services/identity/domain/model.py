@@ -13,10 +13,8 @@ from typing import Any
 from eventsourcing.domain import Aggregate, event
 
 from services.identity.domain.values import (
-    CLOSES_NOT_AFTER_OPENS,
     DEPARTMENT_FUNCTION_NOT_ALLOWED,
     DEPARTMENT_FUNCTION_REQUIRED,
-    HOUR_MINUTE,
     MAX_NAME_LENGTH,
     NATIONAL_ID_INVALID,
     PARENT_KIND_NOT_ALLOWED,
@@ -36,16 +34,14 @@ from services.identity.domain.values import (
     is_national_id,
 )
 from shared.errors import (
-    DUPLICATE_VALUE,
     ENUM_VALUE_REQUIRED,
-    TIME_INVALID,
-    VALUE_OUT_OF_RANGE,
     AlreadyExists,
     FailedPrecondition,
     NotFound,
     Violations,
     check_text,
 )
+from shared.values import check_opening_hours
 from shared.wire import alternatives, must_be_specified, unspecified, wire_name
 
 _RIDER_NAMESPACE = uuid.UUID("0b7f4c8e-8a7e-4b7e-9f43-6f1f2c0d9a11")
@@ -103,28 +99,6 @@ class Organisation(Aggregate):
 
 
 # ---------------------------------------------------------------------------- service spaces
-
-
-def check_opening_hours(violations: Violations, hours: list[dict[str, Any]]) -> None:
-    seen = set()
-    for i, h in enumerate(hours):
-        field = f"opening_hours[{i}]"
-        if not 1 <= h["weekday"] <= 7:
-            violations.add(f"{field}.weekday", "must be 1 (Monday) to 7 (Sunday)",
-                           VALUE_OUT_OF_RANGE)
-        opens_ok = bool(HOUR_MINUTE.fullmatch(h["opens"]))
-        closes_ok = bool(HOUR_MINUTE.fullmatch(h["closes"]))
-        if not opens_ok:
-            violations.add(f"{field}.opens", "must be HH:MM, 00:00 to 23:59", TIME_INVALID)
-        if not closes_ok:
-            violations.add(f"{field}.closes", "must be HH:MM, 00:00 to 23:59", TIME_INVALID)
-        if opens_ok and closes_ok and h["opens"] >= h["closes"]:
-            violations.add(f"{field}.closes", "must be later than opens", CLOSES_NOT_AFTER_OPENS)
-        if h["weekday"] in seen:
-            violations.add(f"{field}.weekday",
-                           f"weekday {h['weekday']} given twice: one entry per weekday",
-                           DUPLICATE_VALUE)
-        seen.add(h["weekday"])
 
 
 class ServiceSpace(Aggregate):
