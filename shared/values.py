@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from enum import StrEnum
@@ -72,10 +73,32 @@ class CoordinateSystem(StrEnum):
 
 def to_wgs84(system: CoordinateSystem, latitude: float, longitude: float
              ) -> tuple[float, float]:
-    """A checked point (check_finite_coordinates) in `system`, as WGS-84 degrees."""
+    """A checked point (check_coordinates) in `system`, as WGS-84 degrees."""
     if system is CoordinateSystem.GCJ02:
         return gcj02.gcj02_to_wgs84(latitude, longitude)
     return latitude, longitude
+
+
+@dataclass(frozen=True)
+class GeoPoint:
+    """A point as a request gives it. `system` None: the entry point could not read the datum
+    (its violation is said already)."""
+
+    latitude: float
+    longitude: float
+    system: CoordinateSystem | None = CoordinateSystem.WGS84
+
+
+def wgs84_location(violations: Violations, field: str, point: GeoPoint
+                   ) -> dict[str, float] | None:
+    """The point as stored, {"latitude", "longitude"} in WGS-84 degrees, or None when it is
+    refused (its violations added under `field`): out of range, NaN or infinite."""
+    check_coordinates(violations, field, point.latitude, point.longitude)
+    if violations.about(f"{field}.latitude") or violations.about(f"{field}.longitude") or \
+            point.system is None:
+        return None
+    latitude, longitude = to_wgs84(point.system, point.latitude, point.longitude)
+    return {"latitude": latitude, "longitude": longitude}
 
 
 # ---------------------------------------------------------------------------- opening hours

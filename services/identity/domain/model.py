@@ -102,21 +102,51 @@ class Organisation(Aggregate):
 
 
 class ServiceSpace(Aggregate):
-    """A service space (服务空间 / 驿站) of a street, with its amenities and opening hours."""
+    """A service space (服务空间 / 驿站) of a street, with its amenities, opening hours and
+    location ({"latitude", "longitude"} in WGS-84 degrees, or None: not given)."""
 
-    @event("Opened")
+    class Opened(Aggregate.Created):
+        # v2 added `location`; a space opened before has none (None), and is not on the map.
+        class_version = 2
+        street_id: str
+        name: str
+        address: str
+        amenities: list[str]
+        opening_hours: list[dict[str, Any]]
+        location: dict[str, float] | None
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state["location"] = None
+
+    class FacilitiesUpdated(Aggregate.Event):
+        # v2 added `location` (None: unchanged); an update stored before moved nothing.
+        class_version = 2
+        amenities: list[str]
+        opening_hours: list[dict[str, Any]]
+        location: dict[str, float] | None
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state["location"] = None
+
+    @event(Opened)
     def __init__(self, street_id: str, name: str, address: str, amenities: list[str],
-                 opening_hours: list[dict[str, Any]]):
+                 opening_hours: list[dict[str, Any]], location: dict[str, float] | None):
         self.street_id = street_id
         self.name = name
         self.address = address
         self.amenities = sorted(set(amenities))
         self.opening_hours = sorted(opening_hours, key=lambda h: h["weekday"])
+        self.location = location
 
-    @event("FacilitiesUpdated")
-    def update_facilities(self, amenities: list[str], opening_hours: list[dict[str, Any]]) -> None:
+    @event(FacilitiesUpdated)
+    def update_facilities(self, amenities: list[str], opening_hours: list[dict[str, Any]],
+                          location: dict[str, float] | None) -> None:
         self.amenities = sorted(set(amenities))
         self.opening_hours = sorted(opening_hours, key=lambda h: h["weekday"])
+        if location is not None:
+            self.location = location
 
     @staticmethod
     def check(violations: Violations, amenities: list[Amenity | None],
