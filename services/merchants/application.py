@@ -435,7 +435,7 @@ class MerchantsApplication(QijiApplication):
         return self.execute(decide, serialise_on=perk_id)
 
     def perk(self, perk_id: str, version: int | None = None) -> PerkView:
-        o = self.get(perk_id, PerkOffer, "perk", version)
+        o = self.get(perk_id, PerkOffer, "perk", version, copy=False)  # only rendered
         return PerkView(
             perk_id=str(o.id), merchant_id=o.merchant_id, title=o.title, kind=PerkKind(o.kind),
             percent_off=o.percent_off, amount_off_fen=o.amount_off_fen, free_item=o.free_item,
