@@ -1,12 +1,30 @@
 """Shared value parsing and checks: numbers that arrive as text in requests (hours) are read
-strictly; places are WGS84 degrees."""
+strictly; places are WGS84 degrees; opening hours have one shape and one rule for every kind of
+place (service spaces in identity, merchants in merchants)."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal
+from enum import StrEnum
+from typing import Any
 
-from shared.errors import LOCATION_INVALID, VALUE_OUT_OF_RANGE, Violations
+from shared import gcj02
+from shared.errors import (
+    DUPLICATE_VALUE,
+    LOCATION_INVALID,
+    TIME_INVALID,
+    VALUE_OUT_OF_RANGE,
+    Violations,
+)
+
+# The city's local time: China Standard Time, UTC+8 all year (Asia/Shanghai has kept no
+# daylight saving since 1991), so a fixed offset needs no time-zone database on the host.
+# Opening hours are read in it.
+CITY_TIME = timezone(timedelta(hours=8))
 
 # ASCII digits, at most two decimals: Decimal() alone would take "1_5" as 15, full-width
 # digits, surrounding spaces, and 30 decimals that round away to a quarter.
@@ -40,3 +58,93 @@ def check_coordinates(violations: Violations, field: str, latitude: float,
     if not -180.0 <= longitude <= 180.0:
         violations.add(f"{field}.longitude", "must be WGS84 degrees from -180 to 180",
                        LOCATION_INVALID)
+
+
+# ---------------------------------------------------------------------------- coordinates
+
+
+class CoordinateSystem(StrEnum):
+    """The datum a caller's coordinates are in. Qiji stores and answers WGS-84; Chinese map
+    SDKs (Amap, Tencent, Baidu in its GCJ mode) give GCJ-02, which is converted on input."""
+
+    WGS84 = "WGS84"
+    GCJ02 = "GCJ02"
+
+
+def to_wgs84(system: CoordinateSystem, latitude: float, longitude: float
+             ) -> tuple[float, float]:
+    """A checked point (check_coordinates) in `system`, as WGS-84 degrees."""
+    if system is CoordinateSystem.GCJ02:
+        return gcj02.gcj02_to_wgs84(latitude, longitude)
+    return latitude, longitude
+
+
+@dataclass(frozen=True)
+class GeoPoint:
+    """A point as a request gives it. `system` None: the entry point could not read the datum
+    (its violation is said already)."""
+
+    latitude: float
+    longitude: float
+    system: CoordinateSystem | None = CoordinateSystem.WGS84
+
+
+def wgs84_location(violations: Violations, field: str, point: GeoPoint
+                   ) -> dict[str, float] | None:
+    """The point as stored, {"latitude", "longitude"} in WGS-84 degrees, or None when it is
+    refused (its violations added under `field`): out of range, NaN or infinite."""
+    check_coordinates(violations, field, point.latitude, point.longitude)
+    if violations.about(f"{field}.latitude") or violations.about(f"{field}.longitude") or \
+            point.system is None:
+        return None
+    latitude, longitude = to_wgs84(point.system, point.latitude, point.longitude)
+    return {"latitude": latitude, "longitude": longitude}
+
+
+# ---------------------------------------------------------------------------- opening hours
+
+# Reasons of opening hours' field violations.
+CLOSES_NOT_AFTER_OPENS = "CLOSES_NOT_AFTER_OPENS"
+# "HH:MM", 24-hour, two digits each; fullmatch only ("$" would take a trailing newline).
+HOUR_MINUTE = re.compile(r"([01][0-9]|2[0-3]):[0-5][0-9]")
+
+
+def check_opening_hours(violations: Violations, hours: Sequence[Mapping[str, Any]],
+                        field: str = "opening_hours") -> None:
+    """A place's week: each entry {weekday 1 (Monday) to 7, opens "HH:MM", closes "HH:MM"},
+    opens before closes on the same day, each weekday at most once. A weekday not listed is a
+    day the place is closed. The one rule of every kind of place."""
+    seen = set()
+    for i, h in enumerate(hours):
+        at = f"{field}[{i}]"
+        if not 1 <= h["weekday"] <= 7:
+            violations.add(f"{at}.weekday", "must be 1 (Monday) to 7 (Sunday)",
+                           VALUE_OUT_OF_RANGE)
+        opens_ok = bool(HOUR_MINUTE.fullmatch(h["opens"]))
+        closes_ok = bool(HOUR_MINUTE.fullmatch(h["closes"]))
+        if not opens_ok:
+            violations.add(f"{at}.opens", "must be HH:MM, 00:00 to 23:59", TIME_INVALID)
+        if not closes_ok:
+            violations.add(f"{at}.closes", "must be HH:MM, 00:00 to 23:59", TIME_INVALID)
+        if opens_ok and closes_ok and h["opens"] >= h["closes"]:
+            violations.add(f"{at}.closes", "must be later than opens", CLOSES_NOT_AFTER_OPENS)
+        if h["weekday"] in seen:
+            violations.add(f"{at}.weekday",
+                           f"weekday {h['weekday']} given twice: one entry per weekday",
+                           DUPLICATE_VALUE)
+        seen.add(h["weekday"])
+
+
+def sorted_hours(hours: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Checked opening hours as stored: plain dicts in weekday order."""
+    return sorted(({"weekday": int(h["weekday"]), "opens": str(h["opens"]),
+                    "closes": str(h["closes"])} for h in hours), key=lambda h: h["weekday"])
+
+
+def is_open_at(hours: Sequence[Mapping[str, Any]], at: datetime) -> bool:
+    """Open at `at` (any time zone; judged in the city's time): the day's entry holds it,
+    opens inclusive, closes exclusive. No entry for the day, or no hours at all, is closed."""
+    local = at.astimezone(CITY_TIME)
+    now = f"{local.hour:02d}:{local.minute:02d}"
+    return any(h["weekday"] == local.isoweekday() and h["opens"] <= now < h["closes"]
+               for h in hours)

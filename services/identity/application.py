@@ -46,6 +46,7 @@ from shared.paging import listed
 from shared.personal_data import ERASED
 from shared.references import organisation_kind_not_allowed
 from shared.tenancy import TenancyDirectory
+from shared.values import GeoPoint, sorted_hours, wgs84_location
 from shared.wire import must_be_specified
 
 
@@ -70,6 +71,8 @@ class ServiceSpaceView:
     opening_hours: list[dict[str, Any]]
     created_at: datetime
     version: int
+    # {"latitude", "longitude"} in WGS-84 degrees; None: never given.
+    location: dict[str, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -177,7 +180,9 @@ class IdentityApplication(QijiApplication):
     def create_service_space(self, *, street_id: str, name: str, address: str,
                              amenities: list[Amenity | None],
                              opening_hours: list[dict[str, Any]],
+                             location: GeoPoint | None = None,
                              violations: Violations | None = None) -> dict[str, Any]:
+        """`location`: where the space is (None: not given, and then not on the map)."""
         given = violations.items if violations is not None else []
 
         def decide() -> Outcome:
@@ -187,25 +192,29 @@ class IdentityApplication(QijiApplication):
             check_text(violations, "name", name, MAX_NAME_LENGTH)
             check_text(violations, "address", address, MAX_TEXT_LENGTH)
             ServiceSpace.check(violations, amenities, opening_hours)
+            stored = wgs84_location(violations, "location", location) if location else None
             violations.raise_if_any()
             space = ServiceSpace(street_id=street_id, name=name.strip(), address=address.strip(),
                                  amenities=[a.value for a in amenities if a],
-                                 opening_hours=opening_hours)
+                                 opening_hours=sorted_hours(opening_hours), location=stored)
             return Outcome([space], {"service_space_id": str(space.id), "version": space.version})
         return self.execute(decide)
 
     def update_service_space(self, *, service_space_id: str, amenities: list[Amenity | None],
                              opening_hours: list[dict[str, Any]],
+                             location: GeoPoint | None = None,
                              violations: Violations | None = None) -> dict[str, Any]:
+        """`location`: where the space now is (None: where it was)."""
         violations = violations if violations is not None else Violations()
         check_id(violations, "service_space_id", service_space_id)
         ServiceSpace.check(violations, amenities, opening_hours)
+        stored = wgs84_location(violations, "location", location) if location else None
         violations.raise_if_any()
 
         def decide() -> Outcome:
             space = self.get(service_space_id, ServiceSpace, "service_space")
             space.update_facilities(amenities=[a.value for a in amenities if a],
-                                    opening_hours=opening_hours)
+                                    opening_hours=sorted_hours(opening_hours), location=stored)
             return Outcome([space], {"service_space_id": str(space.id), "version": space.version})
         return self.execute(decide)
 
@@ -215,7 +224,7 @@ class IdentityApplication(QijiApplication):
         return ServiceSpaceView(
             service_space_id=str(s.id), street_id=s.street_id, name=s.name, address=s.address,
             amenities=[Amenity(a) for a in s.amenities], opening_hours=list(s.opening_hours),
-            created_at=s.created_on, version=s.version)
+            created_at=s.created_on, version=s.version, location=s.location)
 
     def list_service_spaces(self, *, street_id: str, amenities: list[Amenity], page_size: int,
                             page_token: str, violations: Violations | None = None

@@ -10,6 +10,11 @@ RIDER_REINSTATED = "services.identity.domain.model:Rider.Reinstated"
 RIDER_LEFT = "services.identity.domain.model:Rider.Left"
 ORGANISATION_CREATED = "services.identity.domain.model:Organisation.Created"
 SERVICE_SPACE_OPENED = "services.identity.domain.model:ServiceSpace.Opened"
+SERVICE_SPACE_FACILITIES_UPDATED = "services.identity.domain.model:ServiceSpace.FacilitiesUpdated"
+# A space's name, street, amenities, opening hours and location (a `location` key, WGS-84
+# {"latitude", "longitude"}, from class_version 2 on: absent in older events, None when not
+# given or, in FacilitiesUpdated, not changed).
+SERVICE_SPACE_TOPICS = (SERVICE_SPACE_OPENED, SERVICE_SPACE_FACILITIES_UPDATED)
 
 RIDER_STATUS_TOPICS = (RIDER_REGISTERED, RIDER_VERIFIED, RIDER_SUSPENDED, RIDER_REINSTATED,
                        RIDER_LEFT)

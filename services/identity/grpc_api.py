@@ -31,7 +31,14 @@ from services.identity.domain.values import (
 from services.identity.rider_record import RiderRecord
 from shared.auth import CITY_ADMIN, ROLES
 from shared.errors import Violations
-from shared.grpc.convert import enum_in, enum_out, optional_time, timestamp
+from shared.grpc.convert import (
+    enum_in,
+    enum_out,
+    geo_point_in,
+    geo_point_out,
+    optional_time,
+    timestamp,
+)
 from shared.tenancy import (
     CITY_READERS,
     RIDER,
@@ -43,6 +50,7 @@ from shared.tenancy import (
     public,
     scoped,
 )
+from shared.values import GeoPoint
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["IdentityService"].full_name
 
@@ -129,7 +137,8 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
         result = self.app.create_service_space(
             street_id=request.street_id, name=request.name, address=request.address,
             amenities=self._amenities(request.amenities, violations),
-            opening_hours=self._hours(request.opening_hours), violations=violations)
+            opening_hours=self._hours(request.opening_hours),
+            location=self._location(request, violations), violations=violations)
         return pb.CreateServiceSpaceResponse(service_space=self._space(
             self.app.service_space(result["service_space_id"], result["version"])))
 
@@ -138,7 +147,8 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
         result = self.app.update_service_space(
             service_space_id=request.service_space_id,
             amenities=self._amenities(request.amenities, violations),
-            opening_hours=self._hours(request.opening_hours), violations=violations)
+            opening_hours=self._hours(request.opening_hours),
+            location=self._location(request, violations), violations=violations)
         return pb.UpdateServiceSpaceResponse(service_space=self._space(
             self.app.service_space(result["service_space_id"], result["version"])))
 
@@ -250,7 +260,9 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
             service_space_id=s.service_space_id, street_id=s.street_id, name=s.name,
             address=s.address, amenities=[enum_out(a, pb.Amenity) for a in s.amenities],
             opening_hours=[pb.OpeningHours(**h) for h in s.opening_hours],
-            create_time=timestamp(s.created_at), version=s.version)
+            create_time=timestamp(s.created_at), version=s.version,
+            location=geo_point_out(s.location["latitude"], s.location["longitude"], pb.Location,
+                                   pb.CoordinateSystem) if s.location else None)
 
     @staticmethod
     def _rider(r: RiderView) -> Any:
@@ -276,6 +288,12 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
     def _amenities(values: Any, violations: Violations) -> list[Amenity | None]:
         return [enum_in(v, pb.Amenity, Amenity, violations, f"amenities[{i}]")
                 for i, v in enumerate(values)]
+
+    @staticmethod
+    def _location(request: Any, violations: Violations) -> GeoPoint | None:
+        if not request.HasField("location"):
+            return None
+        return geo_point_in(request.location, pb.CoordinateSystem, violations, "location")
 
     @staticmethod
     def _hours(values: Any) -> list[dict[str, Any]]:

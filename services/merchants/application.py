@@ -22,6 +22,7 @@ from services.merchants.domain.model import (
 )
 from services.merchants.domain.values import (
     MAX_CODE_TTL_MINUTES,
+    MAX_NEARBY_RADIUS_METRES,
     MAX_QUOTA,
     ClaimStatus,
     Eligibility,
@@ -30,8 +31,11 @@ from services.merchants.domain.values import (
     MerchantStatus,
     PerkKind,
     PerkStatus,
+    PlaceAmenity,
+    PlaceKind,
 )
 from services.merchants.events import CODE_LENGTH, CROCKFORD, SEES_CODES, CodeMinter
+from services.merchants.nearby import Place, ServiceSpaceMap
 from services.merchants.views import MerchantsViews
 from shared import context, masking
 from shared.application import Outcome, QijiApplication
@@ -41,6 +45,7 @@ from shared.errors import (
     FIELD_REQUIRED,
     INVALID_ID,
     TIME_IN_THE_PAST,
+    VALUE_OUT_OF_RANGE,
     AlreadyExists,
     FailedPrecondition,
     NotFound,
@@ -52,10 +57,17 @@ from shared.errors import (
     require_ids,
 )
 from shared.followers import Follower, UpstreamEvent
-from shared.paging import listed
+from shared.paging import listed, page
 from shared.references import Reference, note_reference
 from shared.tenancy import Owners
-from shared.values import check_coordinates
+from shared.values import (
+    CoordinateSystem,
+    GeoPoint,
+    check_opening_hours,
+    is_open_at,
+    sorted_hours,
+    wgs84_location,
+)
 from shared.wire import one_of, wire_name
 
 MAX_TEXT = 200
@@ -72,6 +84,18 @@ class MerchantView:
     status: MerchantStatus
     status_reason: str
     version: int
+    opening_hours: list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class NearbyView:
+    """A place on the rider's map, at its distance from the point asked about."""
+
+    place: Place
+    distance_metres: float
+    open_now: bool
+    # The perks the rider named may claim there now (merchants only, with a rider).
+    claimable_perks: list[PerkView]
 
 
 @dataclass(frozen=True)
@@ -146,6 +170,8 @@ class MerchantsApplication(QijiApplication):
     def apply_merchant(self, *, merchant_id: str, name: str, street_id: str, category: str,
                        latitude: float, longitude: float, address: str,
                        amenities: list[MerchantAmenity | None],
+                       coordinate_system: CoordinateSystem | None = CoordinateSystem.WGS84,
+                       opening_hours: list[dict[str, Any]] | None = None,
                        violations: Violations | None = None) -> dict[str, Any]:
         """`violations`, here and in every command and list that takes them: what the entry
         point already found wrong in the request (an enum number the contract does not define,
@@ -154,8 +180,11 @@ class MerchantsApplication(QijiApplication):
         violations = violations if violations is not None else Violations()
         check_text(violations, "name", name, MAX_TEXT)
         check_text(violations, "category", category, 50)
-        check_coordinates(violations, "location", latitude, longitude)
+        hours = list(opening_hours or [])
+        place = wgs84_location(violations, "location",
+                               GeoPoint(latitude, longitude, coordinate_system))
         check_text(violations, "location.address", address, MAX_TEXT, required=False)
+        check_opening_hours(violations, hours)
         _check_amenities(violations, amenities)
         merchant_ref = self._note_reference(violations, merchant_id, "merchant_id", "merchant")
         street_ref = self._note_reference(violations, street_id, "street_id", "street")
@@ -165,15 +194,17 @@ class MerchantsApplication(QijiApplication):
             violations.add("street_id", "is not the street identity registered the merchant in",
                            "MERCHANT_OF_ANOTHER_STREET")
         violations.raise_if_any()
+        assert place is not None
 
         def decide() -> Outcome:
             if self.exists(uuid.UUID(merchant_id)):
                 raise AlreadyExists("the merchant has already applied",
                                     reason="MERCHANT_ALREADY_APPLIED")
             merchant = Merchant(merchant_id=merchant_id, name=name.strip(), street_id=street_id,
-                                category=category.strip(), latitude=latitude,
-                                longitude=longitude, address=address.strip(),
-                                amenities=[a.value for a in amenities if a])
+                                category=category.strip(), latitude=place["latitude"],
+                                longitude=place["longitude"], address=address.strip(),
+                                amenities=[a.value for a in amenities if a],
+                                opening_hours=sorted_hours(hours))
             return Outcome([merchant], {"merchant_id": merchant_id, "version": merchant.version})
         return self.execute(decide)
 
@@ -215,6 +246,30 @@ class MerchantsApplication(QijiApplication):
             return Outcome([merchant], {"merchant_id": merchant_id, "version": merchant.version})
         return self.execute(decide)
 
+    def update_merchant_place(self, *, merchant_id: str, location: GeoPoint | None,
+                              address: str, opening_hours: list[dict[str, Any]],
+                              violations: Violations | None = None) -> dict[str, Any]:
+        """Moves the merchant (`location` None: not given, refused) and replaces its week."""
+        violations = violations if violations is not None else Violations()
+        check_id(violations, "merchant_id", merchant_id)
+        place = None
+        if location is None:
+            violations.add("location", "must be set: where the merchant is", FIELD_REQUIRED)
+        else:
+            place = wgs84_location(violations, "location", location)
+        check_text(violations, "location.address", address, MAX_TEXT, required=False)
+        check_opening_hours(violations, opening_hours)
+        violations.raise_if_any()
+        assert place is not None
+
+        def decide() -> Outcome:
+            merchant = self.get(merchant_id, Merchant, "merchant")
+            merchant.update_place(latitude=place["latitude"], longitude=place["longitude"],
+                                  address=address.strip(),
+                                  opening_hours=sorted_hours(opening_hours))
+            return Outcome([merchant], {"merchant_id": merchant_id, "version": merchant.version})
+        return self.execute(decide)
+
     def _street_office_decides(self, merchant_id: str, change: Callable[[Merchant], None],
                                violations: Violations | None = None) -> dict[str, Any]:
         violations = violations if violations is not None else Violations()
@@ -234,7 +289,7 @@ class MerchantsApplication(QijiApplication):
             latitude=m.latitude, longitude=m.longitude, address=m.address,
             amenities=[MerchantAmenity(a) for a in m.amenities], status=m.status,
             status_reason=masking.show_to_caller(masking.FREE_TEXT, m.status_reason),
-            version=m.version)
+            version=m.version, opening_hours=list(m.opening_hours))
 
     def list_merchants(self, *, street_id: str, status: MerchantStatus | None,
                        amenities: list[MerchantAmenity], page_size: int, page_token: str,
@@ -335,7 +390,7 @@ class MerchantsApplication(QijiApplication):
         return self.execute(decide, serialise_on=perk_id)
 
     def perk(self, perk_id: str, version: int | None = None) -> PerkView:
-        o = self.get(perk_id, PerkOffer, "perk", version)
+        o = self.get(perk_id, PerkOffer, "perk", version, copy=False)  # only rendered
         return PerkView(
             perk_id=str(o.id), merchant_id=o.merchant_id, title=o.title, kind=PerkKind(o.kind),
             percent_off=o.percent_off, amount_off_fen=o.amount_off_fen, free_item=o.free_item,
@@ -366,21 +421,112 @@ class MerchantsApplication(QijiApplication):
         def claimable(attrs: dict[str, Any], perk_id: str) -> bool:
             if street_id and self.views.merchant_street(attrs["merchant_id"]) != street_id:
                 return False
-            offer = self.get(perk_id, PerkOffer, "perk")
-            merchant = self.get(offer.merchant_id, Merchant, "merchant")
-            if merchant.status is not MerchantStatus.APPROVED or not standing.is_active:
-                return False
-            try:
-                offer.check_claimable(rider_id, now, standing.holds_badge(offer.badge_class_id))
-            except QijiError:  # any refusal means "not open to this rider"
-                return False
-            return True
+            return self._claimable(perk_id, standing, now)
 
         ids, token = self.views.perks.select(
             {"status": PerkStatus.PUBLISHED.value}, extra=lambda attrs, perk_id: claimable(
                 attrs, perk_id), page_size=page_size, page_token=page_token,
             filters=[f"rider={rider_id}", f"street={street_id}"])
         return [self.perk(i) for i in ids], token
+
+    def _claimable(self, perk_id: str, standing: RiderStanding, now: datetime) -> bool:
+        """The rule of "this rider may claim this perk now", without claiming: what ClaimPerk
+        would refuse (the merchant not approved, the rider not active, and every rule of
+        PerkOffer.check_claimable) makes it not claimable. One rule for every list that
+        shows a rider their perks (ListPerksForRider, FindNearby)."""
+        offer = self.get(perk_id, PerkOffer, "perk", copy=False)
+        if offer.status is not PerkStatus.PUBLISHED or not standing.is_active:
+            return False
+        merchant = self.get(offer.merchant_id, Merchant, "merchant", copy=False)
+        if merchant.status is not MerchantStatus.APPROVED:
+            return False
+        try:
+            offer.check_claimable(standing.rider_id, now,
+                                  standing.holds_badge(offer.badge_class_id))
+        except QijiError:  # any refusal means "not open to this rider"
+            return False
+        return True
+
+    # ------------------------------------------------------------------ the rider's map
+
+    @property
+    def space_map(self) -> ServiceSpaceMap | None:
+        """identity's service spaces, read from the same feed as the follower of identity
+        (unless wired to another)."""
+        if getattr(self, "_space_map", None) is None:
+            follower = getattr(self, "identity_follower", None)
+            if follower is not None:
+                self._space_map = ServiceSpaceMap(follower.feed)
+        return getattr(self, "_space_map", None)
+
+    @space_map.setter
+    def space_map(self, space_map: ServiceSpaceMap | None) -> None:
+        self._space_map = space_map
+
+    def find_nearby(self, *, location: GeoPoint | None, radius_metres: float,
+                    amenities: list[PlaceAmenity | None], open_now: bool,
+                    kinds: list[PlaceKind | None], rider_id: str, page_size: int,
+                    page_token: str, violations: Violations | None = None
+                    ) -> tuple[list[NearbyView], str]:
+        """Service spaces and approved merchants within `radius_metres` of `location`,
+        nearest first (ties by kind, then id), paged; with `rider_id`, each merchant with the
+        perks that rider may claim there now (`_claimable`, the rule ClaimPerk applies)."""
+        violations = violations if violations is not None else Violations()
+        centre = None
+        if location is None:
+            violations.add("location", "must be set: where to look from", FIELD_REQUIRED)
+        else:
+            centre = wgs84_location(violations, "location", location)
+        if not 0 < radius_metres <= MAX_NEARBY_RADIUS_METRES:  # NaN fails too
+            violations.add("radius_metres",
+                           f"must be more than 0 and at most {MAX_NEARBY_RADIUS_METRES:.0f} "
+                           "metres", VALUE_OUT_OF_RANGE)
+        for i, amenity in enumerate(amenities):
+            violations.require_given(amenity, f"amenities[{i}]", one_of(PlaceAmenity),
+                                     ENUM_VALUE_REQUIRED)
+        for i, kind in enumerate(kinds):
+            violations.require_given(kind, f"kinds[{i}]", one_of(PlaceKind),
+                                     ENUM_VALUE_REQUIRED)
+        filters = [location, radius_metres, sorted(a.value for a in amenities if a), open_now,
+                   sorted(k.value for k in kinds if k), rider_id]
+        # A bad page_size or page_token is said with the rest.
+        violations.collect(lambda: page([], lambda _: None, page_size=page_size,
+                                        page_token=page_token, filters=filters))
+        if rider_id:
+            # The rider last, once nothing else is wrong (require_riders).
+            self._require_rider(violations, rider_id)
+        violations.raise_if_any()
+        assert centre is not None
+        standing = self._standing(rider_id, catch_up=False) if rider_id else None
+        now = self.clock()
+        wanted_kinds = {k for k in kinds if k} or set(PlaceKind)
+        needed = {a.value for a in amenities if a}
+        layers = []
+        if PlaceKind.SERVICE_SPACE in wanted_kinds and self.space_map is not None:
+            self.space_map.catch_up()
+            layers.append(self.space_map.layer)
+        if PlaceKind.MERCHANT in wanted_kinds:
+            self.views.catch_up()
+            layers.append(self.views.merchant_places)
+        found: list[tuple[float, str, str, Place]] = []
+        for layer in layers:
+            for distance, place in layer.within(centre["latitude"], centre["longitude"],
+                                                radius_metres):
+                if needed <= set(place.amenities) and (
+                        not open_now or is_open_at(place.opening_hours, now)):
+                    found.append((distance, place.kind.value, place.ident, place))
+        found.sort(key=lambda f: f[:3])
+
+        def row(rank: int) -> NearbyView:
+            distance, _, _, place = found[rank - 1]
+            perks: list[PerkView] = []
+            if standing is not None and place.kind is PlaceKind.MERCHANT:
+                perks = [self.perk(p) for p in self.views.perks_by_merchant.get(place.ident, ())
+                         if self._claimable(p, standing, now)]
+            return NearbyView(place, distance, is_open_at(place.opening_hours, now), perks)
+        # Ranks from 1: a page token holds the last rank given.
+        return page(range(1, len(found) + 1), row, page_size=page_size, page_token=page_token,
+                    filters=filters)
 
     # ------------------------------------------------------------------ claims
 

@@ -13,6 +13,7 @@ from services.merchants.application import (
     ClaimView,
     MerchantsApplication,
     MerchantView,
+    NearbyView,
     PerkView,
 )
 from services.merchants.domain.values import (
@@ -22,6 +23,8 @@ from services.merchants.domain.values import (
     MerchantStatus,
     PerkKind,
     PerkStatus,
+    PlaceAmenity,
+    PlaceKind,
 )
 from shared.auth import (
     AUDITOR,
@@ -32,8 +35,26 @@ from shared.auth import (
     STREET_OFFICE,
 )
 from shared.errors import Violations
-from shared.grpc.convert import enum_in, enum_out, optional_time, timestamp
-from shared.tenancy import CITY_READERS, RIDER, Ref, Rows, access_table, each, once, scoped
+from shared.grpc.convert import (
+    enum_in,
+    enum_out,
+    geo_point_in,
+    geo_point_out,
+    optional_time,
+    timestamp,
+)
+from shared.tenancy import (
+    CITY_READERS,
+    RIDER,
+    AllOf,
+    Ref,
+    Rows,
+    access_table,
+    each,
+    once,
+    scoped,
+)
+from shared.values import GeoPoint
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["MerchantsService"].full_name
 
@@ -48,6 +69,10 @@ CLAIM = Ref("claim_id", "claim")
 # A care campaign is its street office's; who got a package is each rider's platform's.
 CAMPAIGN = Ref("campaign_id", "campaign")
 CAMPAIGN_READ = Ref("campaign_id", "campaign", read=True)
+# The rider's map: places are public reference data, so a request naming no rider reaches
+# nothing anyone owns (the optional ref asks nothing); one naming a rider reaches that rider,
+# and only the rider's owners may ask it (an unknown rider is no one's: refused alike).
+NEARBY = AllOf((Ref("rider_id", "rider", optional=True, read=True),))
 
 
 # Who may call each RPC, and for each role that acts for one organisation, what that
@@ -61,6 +86,7 @@ ACCESS = access_table(SERVICE_NAME, {
     "SuspendMerchant": scoped(CITY_ADMIN, street_office=MERCHANT_),
     "ReinstateMerchant": scoped(CITY_ADMIN, street_office=MERCHANT_),
     "UpdateMerchantAmenities": scoped(CITY_ADMIN, street_office=MERCHANT_, merchant=MERCHANT_),
+    "UpdateMerchantPlace": scoped(CITY_ADMIN, street_office=MERCHANT_, merchant=MERCHANT_),
     "GetMerchant": scoped(CITY_READERS, **each(MERCHANT_READ)),
     "ListMerchants": scoped(CITY_READERS, **each(Rows("merchant", "id"))),
     "CreatePerkOffer": once(scoped(CITY_ADMIN, merchant=MERCHANT_)),
@@ -87,6 +113,9 @@ ACCESS = access_table(SERVICE_NAME, {
                                                         DEPARTMENT, PLATFORM)),
     "ListCareCampaigns": scoped(CITY_READERS, **each(Rows("campaign", "id"), STREET_OFFICE,
                                                           DEPARTMENT, PLATFORM)),
+    # Every role; with a rider_id only the rider's platform and home street office (the
+    # rider's owners, as for ListPerksForRider) among the tenants.
+    "FindNearby": scoped(CITY_READERS, **each(NEARBY)),
 })
 
 
@@ -102,7 +131,10 @@ class MerchantsServicer(pb_grpc.MerchantsServiceServicer):
             merchant_id=request.merchant_id, name=request.name, street_id=request.street_id,
             category=request.category, latitude=request.location.latitude,
             longitude=request.location.longitude, address=request.location.address,
-            amenities=self._amenities(request.amenities, violations), violations=violations)
+            amenities=self._amenities(request.amenities, violations),
+            coordinate_system=geo_point_in(request.location, pb.CoordinateSystem, violations,
+                                           "location").system,
+            opening_hours=self._hours(request.opening_hours), violations=violations)
         return pb.ApplyMerchantResponse(merchant=self._merchant_at(result))
 
     def ApproveMerchant(self, request: Any, context: Any) -> Any:
@@ -130,6 +162,14 @@ class MerchantsServicer(pb_grpc.MerchantsServiceServicer):
             merchant_id=request.merchant_id,
             amenities=self._amenities(request.amenities, violations), violations=violations)
         return pb.UpdateMerchantAmenitiesResponse(merchant=self._merchant_at(result))
+
+    def UpdateMerchantPlace(self, request: Any, context: Any) -> Any:
+        violations = Violations()
+        result = self.app.update_merchant_place(
+            merchant_id=request.merchant_id, location=self._location(request, violations),
+            address=request.location.address, opening_hours=self._hours(request.opening_hours),
+            violations=violations)
+        return pb.UpdateMerchantPlaceResponse(merchant=self._merchant_at(result))
 
     def GetMerchant(self, request: Any, context: Any) -> Any:
         return pb.GetMerchantResponse(
@@ -262,6 +302,23 @@ class MerchantsServicer(pb_grpc.MerchantsServiceServicer):
         return pb.ListCareCampaignsResponse(campaigns=[self._campaign(c) for c in found],
                                             next_page_token=token)
 
+    # ------------------------------------------------------------------ the rider's map
+
+    def FindNearby(self, request: Any, context: Any) -> Any:
+        violations = Violations()
+        found, token = self.app.find_nearby(
+            location=self._location(request, violations),
+            radius_metres=request.radius_metres,
+            amenities=[enum_in(v, pb.PlaceAmenity, PlaceAmenity, violations, f"amenities[{i}]")
+                       for i, v in enumerate(request.amenities)],
+            open_now=request.open_now,
+            kinds=[enum_in(v, pb.PlaceKind, PlaceKind, violations, f"kinds[{i}]")
+                   for i, v in enumerate(request.kinds)],
+            rider_id=request.rider_id, page_size=request.page_size,
+            page_token=request.page_token, violations=violations)
+        return pb.FindNearbyResponse(places=[self._nearby(n) for n in found],
+                                     next_page_token=token)
+
     # ------------------------------------------------------------------ rendering
 
     def _merchant_at(self, result: dict[str, Any]) -> Any:
@@ -277,10 +334,26 @@ class MerchantsServicer(pb_grpc.MerchantsServiceServicer):
     def _merchant(m: MerchantView) -> Any:
         return pb.Merchant(
             merchant_id=m.merchant_id, name=m.name, street_id=m.street_id, category=m.category,
-            location=pb.Location(latitude=m.latitude, longitude=m.longitude, address=m.address),
+            location=geo_point_out(m.latitude, m.longitude, pb.Location, pb.CoordinateSystem,
+                                   address=m.address),
             amenities=[enum_out(a, pb.MerchantAmenity) for a in m.amenities],
             status=enum_out(m.status, pb.MerchantStatus), status_reason=m.status_reason,
-            version=m.version)
+            version=m.version, opening_hours=[pb.OpeningHours(**h) for h in m.opening_hours])
+
+    def _nearby(self, n: NearbyView) -> Any:
+        p = n.place
+        return pb.NearbyPlace(
+            kind=enum_out(p.kind, pb.PlaceKind),
+            service_space_id=p.ident if p.kind is PlaceKind.SERVICE_SPACE else "",
+            merchant_id=p.ident if p.kind is PlaceKind.MERCHANT else "",
+            name=p.name,
+            location=geo_point_out(p.latitude, p.longitude, pb.Location, pb.CoordinateSystem,
+                                   address=p.address),
+            distance_metres=n.distance_metres,
+            amenities=sorted(enum_out(a, pb.PlaceAmenity) for a in p.amenities),
+            opening_hours=[pb.OpeningHours(weekday=h["weekday"], opens=h["opens"],
+                                           closes=h["closes"]) for h in p.opening_hours],
+            open_now=n.open_now, claimable_perks=[self._perk(k) for k in n.claimable_perks])
 
     @staticmethod
     def _perk(p: PerkView) -> Any:
@@ -318,6 +391,16 @@ class MerchantsServicer(pb_grpc.MerchantsServiceServicer):
                 handed_over_by=a["handed_over_by"], recorded_by=a["recorded_by"])
                 for rider_id, a in c.allocations.items()],
             version=c.version)
+
+    @staticmethod
+    def _location(request: Any, violations: Violations) -> GeoPoint | None:
+        if not request.HasField("location"):
+            return None
+        return geo_point_in(request.location, pb.CoordinateSystem, violations, "location")
+
+    @staticmethod
+    def _hours(values: Any) -> list[dict[str, Any]]:
+        return [{"weekday": h.weekday, "opens": h.opens, "closes": h.closes} for h in values]
 
     @staticmethod
     def _amenities(values: Any, violations: Violations) -> list[MerchantAmenity | None]:

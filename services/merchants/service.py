@@ -10,6 +10,7 @@ import structlog
 
 from services.merchants.application import MerchantsApplication
 from services.merchants.grpc_api import ACCESS, add_servicers
+from services.merchants.nearby import ServiceSpaceMap
 from services.merchants.public_events import CATALOGUE as PUBLIC_EVENTS
 from shared.config import Settings
 from shared.context import Actor, RequestContext, acting_as
@@ -61,7 +62,8 @@ def make_followers(app: Any, settings: Settings) -> list[Any]:
                       app.follow_badges, topics=MerchantsApplication.BADGES_TOPICS)
     app.identity_follower = identity
     app.directory = TenancyDirectory(identity_feed)
-    return [identity, badges, LapseJob(app), app.directory]
+    app.space_map = ServiceSpaceMap(identity_feed)
+    return [identity, badges, LapseJob(app), app.directory, app.space_map]
 
 
 SPEC = ServiceSpec(name="merchants", make_app=MerchantsApplication, add_servicers=add_servicers,

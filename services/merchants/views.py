@@ -12,7 +12,13 @@ from services.merchants.domain.model import (
     PerkOffer,
     RiderStanding,
 )
-from services.merchants.domain.values import MerchantAmenity, MerchantStatus, PerkStatus
+from services.merchants.domain.values import (
+    MerchantAmenity,
+    MerchantStatus,
+    PerkStatus,
+    PlaceKind,
+)
+from services.merchants.nearby import Place, PlaceLayer
 from shared.views import Index, LogFollower
 
 if TYPE_CHECKING:
@@ -42,6 +48,11 @@ class MerchantsViews:
         self._claim_riders: dict[str, str] = {}  # claim id -> rider id
         self._standing_riders: dict[str, str] = {}  # standing id -> rider id
         self._award_holders: dict[str, str] = {}  # award id -> rider id
+        # The rider's map: approved merchants only (FindNearby); every merchant's place kept
+        # beside it, so that an approval puts it on the map as it stands.
+        self.merchant_places = PlaceLayer(PlaceKind.MERCHANT)
+        self._places: dict[str, dict[str, Any]] = {}
+        self.perks_by_merchant: dict[str, list[str]] = {}
         self._lock = threading.Lock()
         self._follower = LogFollower(app, "merchants", self._apply)
 
@@ -63,23 +74,47 @@ class MerchantsViews:
             return {cid: c["perk_id"] for cid, c in self.open_claims.items()
                     if c["expires_at"] <= now}
 
+    def _place(self, ident: str, **changes: Any) -> None:
+        """A merchant's place changed: on the map while it is approved, off it otherwise."""
+        place = self._places.setdefault(ident, {})
+        place.update(changes)
+        if place["status"] is MerchantStatus.APPROVED:
+            self.merchant_places.put(Place(
+                PlaceKind.MERCHANT, ident, place["name"], place["address"], place["latitude"],
+                place["longitude"], tuple(sorted(set(place["amenities"]))),
+                tuple(sorted(place["opening_hours"], key=lambda h: h["weekday"]))))
+        else:
+            self.merchant_places.remove(ident)
+
     def _apply(self, position: int, event: Any) -> None:
         ident = str(event.originator_id)
         if isinstance(event, Merchant.Applied):
             self.merchants.add(position, ident, street_id=event.street_id,
                                status=MerchantStatus.APPLIED.value,
                                amenities=list(event.amenities))
+            self._place(ident, status=MerchantStatus.APPLIED, name=event.name,
+                        address=event.address, latitude=event.latitude,
+                        longitude=event.longitude, amenities=list(event.amenities),
+                        opening_hours=list(event.opening_hours))
         elif isinstance(event, Merchant.Approved | Merchant.Reinstated):
             self.merchants.update(ident, status=MerchantStatus.APPROVED.value)
+            self._place(ident, status=MerchantStatus.APPROVED)
         elif isinstance(event, Merchant.Rejected):
             self.merchants.update(ident, status=MerchantStatus.REJECTED.value)
+            self._place(ident, status=MerchantStatus.REJECTED)
         elif isinstance(event, Merchant.Suspended):
             self.merchants.update(ident, status=MerchantStatus.SUSPENDED.value)
+            self._place(ident, status=MerchantStatus.SUSPENDED)
         elif isinstance(event, Merchant.AmenitiesUpdated):
             self.merchants.update(ident, amenities=list(event.amenities))
+            self._place(ident, amenities=list(event.amenities))
+        elif isinstance(event, Merchant.PlaceUpdated):
+            self._place(ident, latitude=event.latitude, longitude=event.longitude,
+                        address=event.address, opening_hours=list(event.opening_hours))
         elif isinstance(event, PerkOffer.Created):
             self.perks.add(position, ident, merchant_id=event.merchant_id,
                            status=PerkStatus.DRAFT.value)
+            self.perks_by_merchant.setdefault(event.merchant_id, []).append(ident)
         elif isinstance(event, PerkOffer.Published):
             self.perks.update(ident, status=PerkStatus.PUBLISHED.value)
         elif isinstance(event, PerkOffer.Paused):

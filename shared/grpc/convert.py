@@ -11,6 +11,7 @@ from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from shared.errors import TIME_INVALID, Violations
+from shared.values import CoordinateSystem, GeoPoint
 
 E = TypeVar("E")
 
@@ -68,3 +69,23 @@ def optional_time(message: Message, field: str, violations: Violations, *, path:
         violations.add(path or field, "not a valid timestamp (0001-01-01 to 9999-12-31)",
                        TIME_INVALID)
         return None
+
+
+def geo_point_in(location: Any, coordinate_system_enum: Any, violations: Violations,
+                 field: str) -> GeoPoint:
+    """A request's Location (latitude, longitude, coordinate_system) as a GeoPoint.
+    COORDINATE_SYSTEM_UNSPECIFIED means WGS-84, as every proto that has the field says (a
+    caller that predates it meant WGS-84); a number the contract does not define is refused."""
+    system = CoordinateSystem.WGS84
+    if location.coordinate_system:
+        system = enum_in(location.coordinate_system, coordinate_system_enum, CoordinateSystem,
+                         violations, f"{field}.coordinate_system")
+    return GeoPoint(location.latitude, location.longitude, system)
+
+
+def geo_point_out(latitude: float, longitude: float, location_type: Any,
+                  coordinate_system_enum: Any, **more: Any) -> Any:
+    """A stored (WGS-84) point as a response's Location."""
+    return location_type(latitude=latitude, longitude=longitude,
+                         coordinate_system=enum_out(CoordinateSystem.WGS84,
+                                                    coordinate_system_enum), **more)

@@ -14,6 +14,7 @@ def test_identity_topics_name_the_classes_that_store_those_events():
     assert events.RIDER_LEFT == get_topic(Rider.Left)
     assert events.ORGANISATION_CREATED == get_topic(Organisation.Created)
     assert events.SERVICE_SPACE_OPENED == get_topic(ServiceSpace.Opened)
+    assert events.SERVICE_SPACE_FACILITIES_UPDATED == get_topic(ServiceSpace.FacilitiesUpdated)
 
 
 def test_training_topics_name_the_classes_that_store_those_events():

@@ -11,6 +11,9 @@ from enum import StrEnum
 from shared import errors
 from shared.errors import Violations
 
+# One haversine for the city: governance's duplicate check and FindNearby measure alike.
+from shared.geo import EARTH_RADIUS_METRES, distance_metres
+
 
 class ReportKind(StrEnum):
     ANOMALY_WARNING = "ANOMALY_WARNING"  # 异常情况预警
@@ -160,18 +163,9 @@ class Location:
     longitude: float
 
 
-EARTH_RADIUS_METRES = 6_371_008.8  # the mean radius (IUGG)
 # Two reports of one category this close in space and time are taken for one incident.
 DUPLICATE_WITHIN_METRES = 200.0
 DUPLICATE_WITHIN = timedelta(hours=2)
-
-
-def distance_metres(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
-    """Great-circle (haversine) distance: exact enough at a few hundred metres, and no map data."""
-    p1, p2 = math.radians(lat1), math.radians(lat2)
-    dp, dl = p2 - p1, math.radians(lon2 - lon1)
-    a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
-    return 2 * EARTH_RADIUS_METRES * math.asin(min(1.0, math.sqrt(a)))
 
 
 def latitude_band_degrees(metres: float) -> float:

@@ -13,10 +13,8 @@ from typing import Any
 from eventsourcing.domain import Aggregate, event
 
 from services.identity.domain.values import (
-    CLOSES_NOT_AFTER_OPENS,
     DEPARTMENT_FUNCTION_NOT_ALLOWED,
     DEPARTMENT_FUNCTION_REQUIRED,
-    HOUR_MINUTE,
     MAX_NAME_LENGTH,
     NATIONAL_ID_INVALID,
     PARENT_KIND_NOT_ALLOWED,
@@ -36,16 +34,14 @@ from services.identity.domain.values import (
     is_national_id,
 )
 from shared.errors import (
-    DUPLICATE_VALUE,
     ENUM_VALUE_REQUIRED,
-    TIME_INVALID,
-    VALUE_OUT_OF_RANGE,
     AlreadyExists,
     FailedPrecondition,
     NotFound,
     Violations,
     check_text,
 )
+from shared.values import check_opening_hours
 from shared.wire import alternatives, must_be_specified, unspecified, wire_name
 
 _RIDER_NAMESPACE = uuid.UUID("0b7f4c8e-8a7e-4b7e-9f43-6f1f2c0d9a11")
@@ -105,44 +101,52 @@ class Organisation(Aggregate):
 # ---------------------------------------------------------------------------- service spaces
 
 
-def check_opening_hours(violations: Violations, hours: list[dict[str, Any]]) -> None:
-    seen = set()
-    for i, h in enumerate(hours):
-        field = f"opening_hours[{i}]"
-        if not 1 <= h["weekday"] <= 7:
-            violations.add(f"{field}.weekday", "must be 1 (Monday) to 7 (Sunday)",
-                           VALUE_OUT_OF_RANGE)
-        opens_ok = bool(HOUR_MINUTE.fullmatch(h["opens"]))
-        closes_ok = bool(HOUR_MINUTE.fullmatch(h["closes"]))
-        if not opens_ok:
-            violations.add(f"{field}.opens", "must be HH:MM, 00:00 to 23:59", TIME_INVALID)
-        if not closes_ok:
-            violations.add(f"{field}.closes", "must be HH:MM, 00:00 to 23:59", TIME_INVALID)
-        if opens_ok and closes_ok and h["opens"] >= h["closes"]:
-            violations.add(f"{field}.closes", "must be later than opens", CLOSES_NOT_AFTER_OPENS)
-        if h["weekday"] in seen:
-            violations.add(f"{field}.weekday",
-                           f"weekday {h['weekday']} given twice: one entry per weekday",
-                           DUPLICATE_VALUE)
-        seen.add(h["weekday"])
-
-
 class ServiceSpace(Aggregate):
-    """A service space (服务空间 / 驿站) of a street, with its amenities and opening hours."""
+    """A service space (服务空间 / 驿站) of a street, with its amenities, opening hours and
+    location ({"latitude", "longitude"} in WGS-84 degrees, or None: not given)."""
 
-    @event("Opened")
+    class Opened(Aggregate.Created):
+        # v2 added `location`; a space opened before has none (None), and is not on the map.
+        class_version = 2
+        street_id: str
+        name: str
+        address: str
+        amenities: list[str]
+        opening_hours: list[dict[str, Any]]
+        location: dict[str, float] | None
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state["location"] = None
+
+    class FacilitiesUpdated(Aggregate.Event):
+        # v2 added `location` (None: unchanged); an update stored before moved nothing.
+        class_version = 2
+        amenities: list[str]
+        opening_hours: list[dict[str, Any]]
+        location: dict[str, float] | None
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state["location"] = None
+
+    @event(Opened)
     def __init__(self, street_id: str, name: str, address: str, amenities: list[str],
-                 opening_hours: list[dict[str, Any]]):
+                 opening_hours: list[dict[str, Any]], location: dict[str, float] | None):
         self.street_id = street_id
         self.name = name
         self.address = address
         self.amenities = sorted(set(amenities))
         self.opening_hours = sorted(opening_hours, key=lambda h: h["weekday"])
+        self.location = location
 
-    @event("FacilitiesUpdated")
-    def update_facilities(self, amenities: list[str], opening_hours: list[dict[str, Any]]) -> None:
+    @event(FacilitiesUpdated)
+    def update_facilities(self, amenities: list[str], opening_hours: list[dict[str, Any]],
+                          location: dict[str, float] | None) -> None:
         self.amenities = sorted(set(amenities))
         self.opening_hours = sorted(opening_hours, key=lambda h: h["weekday"])
+        if location is not None:
+            self.location = location
 
     @staticmethod
     def check(violations: Violations, amenities: list[Amenity | None],

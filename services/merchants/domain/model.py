@@ -36,16 +36,36 @@ class Merchant(Aggregate):
     def create_id(merchant_id: str, **_: Any) -> uuid.UUID:
         return uuid.UUID(merchant_id)
 
-    @event("Applied")
+    class Applied(Aggregate.Created):
+        # v2 added `opening_hours`: a merchant that applied before has none (hours not known)
+        # until its place is updated.
+        class_version = 2
+        merchant_id: str
+        name: str
+        street_id: str
+        category: str
+        latitude: float
+        longitude: float
+        address: str
+        amenities: list[str]
+        opening_hours: list[dict[str, Any]]
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state["opening_hours"] = []
+
+    @event(Applied)
     def __init__(self, merchant_id: str, name: str, street_id: str, category: str,
-                 latitude: float, longitude: float, address: str, amenities: list[str]):
+                 latitude: float, longitude: float, address: str, amenities: list[str],
+                 opening_hours: list[dict[str, Any]]):
         self.name = name
         self.street_id = street_id
         self.category = category
-        self.latitude = latitude
+        self.latitude = latitude  # WGS-84 degrees, as every stored place
         self.longitude = longitude
         self.address = address
         self.amenities = sorted(set(amenities))
+        self.opening_hours = opening_hours
         self.status = MerchantStatus.APPLIED
         self.status_reason = ""
 
@@ -87,6 +107,14 @@ class Merchant(Aggregate):
     @event("AmenitiesUpdated")
     def update_amenities(self, amenities: list[str]) -> None:
         self.amenities = sorted(set(amenities))
+
+    @event("PlaceUpdated")
+    def update_place(self, latitude: float, longitude: float, address: str,
+                     opening_hours: list[dict[str, Any]]) -> None:
+        self.latitude = latitude
+        self.longitude = longitude
+        self.address = address
+        self.opening_hours = opening_hours
 
     def require_approved(self) -> None:
         if self.status is not MerchantStatus.APPROVED:

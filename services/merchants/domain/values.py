@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from enum import StrEnum
 
 # The city's local time (China keeps UTC+8 all year): "a day" for a per-rider limit is a
-# calendar day in Changzhou, not in UTC.
-CITY_TIME = timezone(timedelta(hours=8))
+# calendar day in Changzhou, not in UTC; opening hours are read in it too.
+from shared.values import CITY_TIME
+
 # How long after redeeming a merchant may still reverse the redemption (a till mistake).
 REVERSAL_WINDOW = timedelta(minutes=60)
 MAX_QUOTA = 1_000_000
@@ -27,6 +28,29 @@ class MerchantAmenity(StrEnum):
     REST = "REST"
     TOILET = "TOILET"
     MICROWAVE = "MICROWAVE"
+
+
+class PlaceKind(StrEnum):
+    SERVICE_SPACE = "SERVICE_SPACE"  # 服务空间 / 驿站, identity's
+    MERCHANT = "MERCHANT"  # 友好商户
+
+
+class PlaceAmenity(StrEnum):
+    """What a place on the rider's map offers: a service space's amenities and a merchant's,
+    by the same names (a merchant offers only the first five)."""
+
+    DRINKING_WATER = "DRINKING_WATER"
+    CHARGING = "CHARGING"
+    REST = "REST"
+    TOILET = "TOILET"
+    MICROWAVE = "MICROWAVE"
+    FIRST_AID = "FIRST_AID"
+    REPAIR_TOOLS = "REPAIR_TOOLS"
+    SHELTER = "SHELTER"
+
+
+# How far FindNearby looks at most: a rider's ride, not the province.
+MAX_NEARBY_RADIUS_METRES = 50_000.0
 
 
 class PerkKind(StrEnum):
