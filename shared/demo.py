@@ -76,6 +76,8 @@ GIVEN_NAMES = ["建国", "志强", "海峰", "晓东", "俊杰", "明辉", "文�
 # 荷花池街道, Changzhou: reports are jittered around here, so that two runs never look like
 # one incident (200 m) to governance's duplicate check.
 LAT, LON = 31.7790, 119.9460
+# 荷悦体育公园 as a Chinese map app shows it (GCJ-02: about 500 m from WGS-84 here).
+SPACE_GCJ02 = (31.7790, 119.9510)
 PLEDGE = ("我承诺：做城市治理的“移动探头”，遇到异常情况及时预警，突发事件第一时间直报，"
           "社情民意如实传达，与物业、商家和顾客和谐相处，为“荷睦”友好社区贡献力量。")
 
@@ -285,6 +287,7 @@ class Story:
         self.emergency(city, riders[1])
         self.care_packages(city, riders)
         self.social_worker(city, riders[2])
+        self.nearby(riders[1])
         self.own_record(riders[1])
         self.audit(perks["golden"], claim_id, riders[0], badges["golden"])
 
@@ -341,6 +344,15 @@ class Story:
             opening_hours=[ipb.OpeningHours(weekday=d, opens="07:00", closes="22:00")
                            for d in range(1, 8)]))
         c["space"] = reply.service_space.service_space_id
+        # On the map: where 荷悦体育公园 is in a Chinese map app (GCJ-02); Qiji keeps WGS-84.
+        # (An update, not the create: a data folder from before places had locations keeps
+        # its create request, and a second run says the same.)
+        self.admin("identity", "UpdateServiceSpace", ipb.UpdateServiceSpaceRequest(
+            request_id=new_id(), service_space_id=c["space"],
+            amenities=list(reply.service_space.amenities),
+            opening_hours=list(reply.service_space.opening_hours),
+            location=ipb.Location(latitude=SPACE_GCJ02[0], longitude=SPACE_GCJ02[1],
+                                  coordinate_system=ipb.COORDINATE_SYSTEM_GCJ02)))
         self.say("常州市外卖人才联合服务空间 opens in 荷花池街道 at 荷悦体育公园 "
                  "(the service space): 歇脚 rest, 充电 charging, 饮水 drinking water, "
                  "microwave, first aid, 07:00–22:00")
@@ -502,6 +514,11 @@ class Story:
         if applied.status == mpb.MERCHANT_STATUS_APPLIED:
             office("merchants", "ApproveMerchant", mpb.ApproveMerchantRequest(
                 request_id=setup_id("approve", c["merchant"]), merchant_id=c["merchant"]))
+        merchant("merchants", "UpdateMerchantPlace", mpb.UpdateMerchantPlaceRequest(
+            request_id=new_id(), merchant_id=c["merchant"],
+            location=mpb.Location(latitude=LAT, longitude=LON, address="钟楼区北大街18号"),
+            opening_hours=[mpb.OpeningHours(weekday=d, opens="10:00", closes="21:30")
+                           for d in range(1, 8)]))
         now = datetime.now(UTC)
 
         def offer(title: str, **fields: Any) -> str:
@@ -692,6 +709,30 @@ class Story:
             organisation_id=c["community"], note="从“小哥”成长为专职社工"))
         self.say(f"{rider.name} becomes a full-time community social worker (社区社工) at "
                  "北大街社区 — from 小哥 to 社工")
+
+    def nearby(self, rider: Rider) -> None:
+        """累了能歇脚: the rider, out on a delivery, asks the app where to charge their phone."""
+        platform = self.callers["platform"]
+        here = mpb.Location(latitude=LAT + 0.0015, longitude=LON + 0.001)
+
+        def found() -> Any:
+            reply = platform("merchants", "FindNearby", mpb.FindNearbyRequest(
+                location=here, radius_metres=2000, amenities=[mpb.PLACE_AMENITY_CHARGING],
+                rider_id=rider.rider_id))
+            kinds = {p.kind for p in reply.places}
+            both = {mpb.PLACE_KIND_SERVICE_SPACE, mpb.PLACE_KIND_MERCHANT}
+            return reply if both <= kinds else None
+        places = self.wait_for(found, "merchants: the service space on the map, from "
+                                      "identity's feed").places
+
+        def described(p: Any) -> str:
+            perks = "".join(f", may claim {x.title}" for x in p.claimable_perks)
+            return (f"{p.name} {p.distance_metres:,.0f} m "
+                    f"({'open now' if p.open_now else 'closed now'}{perks})")
+        self.say(f"{rider.name}, out on a delivery, asks 骑迹外卖's app where to charge nearby "
+                 "(FindNearby, 2 km, 充电): " + "; ".join(described(p) for p in places[:3]))
+        if not any(p.claimable_perks for p in places):
+            raise DemoFailed(f"merchants: no perk {rider.name} may claim at the places found")
 
     def own_record(self, rider: Rider) -> None:
         """The rider opens their own record in the platform's app: one call, five services."""

@@ -48,6 +48,11 @@ LANDMARKS = [
     "突发事件直报:",
     "荷花池街道 verifies it (VERIFIED)",
     "becomes a full-time community social worker (社区社工) at 北大街社区",
+    # The rider's map: the space (placed in GCJ-02, found in WGS-84) and the merchant with the
+    # perks this rider may claim there.
+    "asks 骑迹外卖's app where to charge nearby (FindNearby, 2 km, 充电): 常州市外卖人才联合服务空间",
+    "荷花池面馆",
+    "may claim 金蜂骑士专享：招牌面八折",
     # The rider's own record, read by the platform in one call: every part of the story.
     "opens their own record (骑手档案) in 骑迹外卖's app — one call, five services: 2 courses "
     "passed",
@@ -60,7 +65,7 @@ LANDMARKS = [
     "holds 金蜂骑士",
     "an automatic award",
     "passed a CIVIC_EDUCATION course",
-    "The story is told: 21 steps",
+    "The story is told: 22 steps",
 ]
 
 
