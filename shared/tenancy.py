@@ -25,6 +25,7 @@ import grpc
 import structlog
 
 from shared import auth, context
+from shared.background import keep_behind
 from shared.errors import (
     FIELD_REQUIRED,
     INVALID_ID,
@@ -458,19 +459,8 @@ class TenancyDirectory:
                               code=error.code().name) from None
 
     def run_forever(self, stopping: threading.Event, every: float = 2.0) -> None:
-        """Built as the process starts and kept close behind identity, so that a request
-        rarely waits for a catch-up; a request that misses still catches up itself."""
-        backoff = every
-        while not stopping.is_set():
-            try:
-                self.catch_up()
-                backoff = every
-            except Unavailable:
-                backoff = min(backoff * 2, 30.0)
-            except Exception:
-                log.exception("tenancy.directory.failed")
-                backoff = min(backoff * 2, 30.0)
-            stopping.wait(backoff)
+        """Built as the process starts and kept close behind identity."""
+        keep_behind(lambda: self.catch_up() >= 0, stopping, name=self.upstream, every=every)
 
     def _catch_up(self) -> int:
         with self._lock:

@@ -39,6 +39,7 @@ from services.merchants import events as merchants
 from services.merchants.events import CodeMinter
 from services.training import events as training
 from shared import context, metrics
+from shared.background import keep_behind
 from shared.followers import Feed, UpstreamEvent
 from shared.integrity import ALARM, MAC_PROBLEM
 
@@ -284,17 +285,9 @@ class RiderRecords:
     # -------------------------------------------------------------- keeping current
 
     def run_forever(self, stopping: threading.Event, every: float = 1.0) -> None:
-        """Built as the process starts (progress in the log) and kept close behind, so that an
-        answer rarely waits; an answer still catches up itself."""
-        backoff = every
-        while not stopping.is_set():
-            try:
-                states = self.catch_up()
-                backoff = every if all(s.current for s in states) else min(backoff * 2, 30.0)
-            except Exception:
-                log.exception("rider_records.failed")
-                backoff = min(backoff * 2, 30.0)
-            stopping.wait(backoff)
+        """Built as the process starts (progress in the log) and kept close behind."""
+        keep_behind(lambda: all(s.current for s in self.catch_up()), stopping,
+                    name=self.upstream, every=every)
 
     def catch_up(self) -> list[SourceState]:
         """Applies what every upstream stored since the last look (what it can reach)."""

@@ -18,6 +18,7 @@ import structlog
 from services.identity import events as identity_events
 from services.merchants.domain.values import PlaceKind
 from shared import context
+from shared.background import keep_behind
 from shared.errors import Unavailable
 from shared.geo import PointSet
 
@@ -104,17 +105,7 @@ class ServiceSpaceMap:
 
     def run_forever(self, stopping: threading.Event, every: float = 2.0) -> None:
         """Kept close behind identity so that a query's own catch-up is short."""
-        backoff = every
-        while not stopping.is_set():
-            try:
-                self.catch_up()
-                backoff = every
-            except Unavailable:
-                backoff = min(backoff * 2, 30.0)
-            except Exception:
-                log.exception("nearby.service_spaces.failed")
-                backoff = min(backoff * 2, 30.0)
-            stopping.wait(backoff)
+        keep_behind(lambda: self.catch_up() >= 0, stopping, name=self.upstream, every=every)
 
     def _catch_up(self) -> int:
         with self._lock:

@@ -50,7 +50,8 @@ LANDMARKS = [
     "becomes a full-time community social worker (社区社工) at 北大街社区",
     # The rider's map: the space (placed in GCJ-02, found in WGS-84) and the merchant with the
     # perks this rider may claim there.
-    "asks 骑迹外卖's app where to charge nearby (FindNearby, 2 km, 充电): 常州市外卖人才联合服务空间",
+    "asks 骑迹外卖's app where to charge nearby (FindNearby, 2 km, 充电): "
+    "常州市外卖人才联合服务空间",
     "荷花池面馆",
     "may claim 金蜂骑士专享：招牌面八折",
     # The rider's own record, read by the platform in one call: every part of the story.
