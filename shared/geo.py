@@ -11,9 +11,14 @@ from __future__ import annotations
 import math
 import threading
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
-import numpy as np
-from scipy.spatial import cKDTree
+if TYPE_CHECKING:
+    import numpy as np
+
+# numpy and SciPy are imported when an index is first built or queried, not with this module:
+# SciPy's import takes most of a second, and every process that only measures a distance
+# (governance's duplicate reports) would pay it at each start.
 
 EARTH_RADIUS_METRES = 6_371_008.8  # the mean radius (IUGG)
 
@@ -28,6 +33,7 @@ def distance_metres(lat1: float, lon1: float, lat2: float, lon2: float) -> float
 
 def haversine_metres(lat: float, lon: float, lats: np.ndarray, lons: np.ndarray) -> np.ndarray:
     """distance_metres from one point to many, vectorised."""
+    import numpy as np
     p1, p2 = math.radians(lat), np.radians(lats)
     dp, dl = p2 - p1, np.radians(lons - lon)
     a = np.sin(dp / 2) ** 2 + math.cos(p1) * np.cos(p2) * np.sin(dl / 2) ** 2
@@ -35,6 +41,7 @@ def haversine_metres(lat: float, lon: float, lats: np.ndarray, lons: np.ndarray)
 
 
 def unit_vectors(lats: np.ndarray, lons: np.ndarray) -> np.ndarray:
+    import numpy as np
     phi, lam = np.radians(lats), np.radians(lons)
     return np.column_stack((np.cos(phi) * np.cos(lam), np.cos(phi) * np.sin(lam), np.sin(phi)))
 
@@ -49,6 +56,8 @@ class PointIndex:
     number of threads may query it while a newer one is being built."""
 
     def __init__(self, points: Iterable[tuple[str, float, float]]):
+        import numpy as np
+        from scipy.spatial import cKDTree
         rows = sorted(points)  # by key: the same points always make the same index
         self.keys = [k for k, _, _ in rows]
         self.latitudes = np.array([lat for _, lat, _ in rows], dtype=float)
@@ -65,6 +74,7 @@ class PointIndex:
         distance then decides."""
         if self._tree is None:
             return []
+        import numpy as np
         centre = unit_vectors(np.array([latitude]), np.array([longitude]))[0]
         found = np.array(self._tree.query_ball_point(centre, chord_for(metres) * (1 + 1e-9)),
                          dtype=np.intp)
@@ -86,7 +96,7 @@ class PointSet:
     def __init__(self) -> None:
         self._points: dict[str, tuple[float, float]] = {}
         self._lock = threading.Lock()
-        self._index: PointIndex | None = PointIndex([])
+        self._index: PointIndex | None = None  # built by the first query
 
     def put(self, key: str, latitude: float, longitude: float) -> None:
         with self._lock:

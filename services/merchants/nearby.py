@@ -104,7 +104,9 @@ class ServiceSpaceMap:
         return applied
 
     def run_forever(self, stopping: threading.Event, every: float = 2.0) -> None:
-        """Kept close behind identity so that a query's own catch-up is short."""
+        """Kept close behind identity so that a query's own catch-up is short. The index's
+        libraries are loaded here, at start, not by the first rider who asks."""
+        self.layer.points.index()
         keep_behind(lambda: self.catch_up() >= 0, stopping, name=self.upstream, every=every)
 
     def _catch_up(self) -> int:
