@@ -592,6 +592,9 @@ class MerchantsApplication(QijiApplication):
             claim = self.get(claim_id, Claim, "code")
             offer = self.get(perk_id, PerkOffer, "perk")
             standing = self._standing(claim.rider_id, catch_up=False)
+            # A merchant the street office suspended honours no code until it is reinstated;
+            # the code keeps its place (it may still be redeemed then, or lapse).
+            self.get(merchant_id, Merchant, "merchant").require_approved()
             claim.redeem(merchant_id, now)
             offer.note_redeemed(str(claim_id), now)
             standing.claim_closed(str(claim_id))

@@ -282,6 +282,22 @@ def test_a_suspended_riders_codes_are_frozen_until_reinstatement(world):
     redeem(world, c.code)
 
 
+def test_a_suspended_merchant_cannot_redeem_and_the_code_waits_for_its_reinstatement(world):
+    """#22: a merchant the street office suspended went on redeeming the codes it had issued."""
+    p = perk(world)
+    c = claim(world, p, new_rider(world))
+    with as_actor(OFFICE):
+        world["merchants"].suspend_merchant(merchant_id=world["shop"], reason="投诉核查中")
+    with pytest.raises(FailedPrecondition) as error:
+        redeem(world, c.code)
+    assert error.value.reason == "MERCHANT_NOT_APPROVED"
+    assert world["merchants"].claim(c.claim_id).status is ClaimStatus.ISSUED  # nothing written
+    with as_actor(OFFICE):
+        world["merchants"].reinstate_merchant(merchant_id=world["shop"], reason="核查完毕")
+    redeem(world, c.code)
+    assert world["merchants"].claim(c.claim_id).status is ClaimStatus.REDEEMED
+
+
 def test_badge_only_perks_follow_awards_and_revocations(world):
     golden_bee = str(uuid.uuid4())
     p = perk(world, badge=golden_bee)
