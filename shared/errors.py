@@ -148,6 +148,7 @@ ENUM_VALUE_REQUIRED = "ENUM_VALUE_REQUIRED"  # *_UNSPECIFIED where a value is re
 TIME_INVALID = "TIME_INVALID"  # not a time at all
 TIME_IN_THE_FUTURE = "TIME_IN_THE_FUTURE"  # a time that must have passed
 TIME_IN_THE_PAST = "TIME_IN_THE_PAST"  # a time that must be still to come
+TIME_TOO_LONG_AGO = "TIME_TOO_LONG_AGO"  # further back than the rule allows
 END_TIME_NOT_AFTER_START_TIME = "END_TIME_NOT_AFTER_START_TIME"
 DUPLICATE_VALUE = "DUPLICATE_VALUE"
 LOCATION_INVALID = "LOCATION_INVALID"  # not WGS84 degrees

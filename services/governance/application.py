@@ -32,6 +32,7 @@ from services.governance.domain.values import (
     MAX_ATTACHMENT_REF,
     MAX_ATTACHMENTS,
     MAX_NAME,
+    MAX_OBSERVATION_AGE,
     MAX_TEXT,
     Category,
     DeadlineKind,
@@ -68,6 +69,7 @@ from shared.errors import (
     FIELD_REQUIRED,
     TEXT_INVALID,
     TIME_IN_THE_FUTURE,
+    TIME_TOO_LONG_AGO,
     VALUE_OUT_OF_RANGE,
     FieldViolation,
     InvalidArgument,
@@ -256,6 +258,10 @@ class GovernanceApplication(QijiApplication):
         _check_attachments(violations, attachment_refs)
         if observed_at is not None and observed_at > self.clock() + CLOCK_SKEW:
             violations.add("observe_time", "must not be in the future", TIME_IN_THE_FUTURE)
+        elif observed_at is not None and observed_at < self.clock() - MAX_OBSERVATION_AGE:
+            violations.add("observe_time", f"must be within the last "
+                           f"{MAX_OBSERVATION_AGE.days} days: a report is of what was seen "
+                           "lately", TIME_TOO_LONG_AGO)
         # The rider last, once nothing else is wrong (a street office may name any rider who
         # reports in its street: the answer must not tell it whether they exist).
         self._require_riders(violations, [("rider_id", rider_id)],

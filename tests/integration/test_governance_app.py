@@ -17,6 +17,7 @@ from services.governance.application import (
 )
 from services.governance.deadlines import DeadlineScheduler
 from services.governance.domain.values import (
+    MAX_OBSERVATION_AGE,
     Category,
     DeadlineKind,
     DepartmentFunction,
@@ -283,6 +284,27 @@ def test_bad_coordinates_text_and_category_are_field_violations(world):
     assert category.description == (
         "must be one of CATEGORY_ROAD_HAZARD, CATEGORY_FIRE, CATEGORY_PUBLIC_SECURITY, "
         "CATEGORY_PERSON_IN_NEED, CATEGORY_DISPUTE, CATEGORY_ENVIRONMENT, CATEGORY_OTHER")
+
+
+def test_a_report_of_something_seen_long_ago_is_refused_and_nothing_is_written(world):
+    """#22: a report observed in 1970 was accepted. What a rider saw is reported within the
+    stated time (30 days); older is told precisely, and no report is stored."""
+    rider = new_rider(world)
+    governance = world["governance"]
+
+    def reports() -> int:
+        return sum(n.topic.endswith("Report.Submitted") for n in governance.read_log(1, 10_000))
+    for observed in (datetime(1970, 1, 1, tzinfo=UTC),
+                     governance.clock() - MAX_OBSERVATION_AGE - timedelta(minutes=1)):
+        with pytest.raises(InvalidArgument) as error:
+            submit(world, rider, observed_at=observed)
+        assert [(v.field, v.reason) for v in error.value.violations] == [
+            ("observe_time", "TIME_TOO_LONG_AGO")]
+    assert reports() == 0
+    # Within the time, however close to its edge, it is a report.
+    submit(world, rider, observed_at=governance.clock() - MAX_OBSERVATION_AGE
+           + timedelta(minutes=1))
+    assert reports() == 1
 
 
 def test_a_report_with_four_problems_gets_four_violations_in_one_answer(world):

@@ -201,6 +201,9 @@ MAX_RULES = 200
 MAX_PARTIES = 20
 # A report may be observed a little "in the future" of our clock: phones' clocks drift.
 CLOCK_SKEW = timedelta(minutes=5)
+# What a rider saw is reported while it can still be acted on: an observation older than this
+# is no report of the city as it is (and a time from 1970 is a phone's clock, not a sighting).
+MAX_OBSERVATION_AGE = timedelta(days=30)
 
 
 def check_text(violations: Violations, field: str, value: str, *, required: bool,
