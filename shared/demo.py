@@ -288,6 +288,7 @@ class Story:
         self.care_packages(city, riders)
         self.social_worker(city, riders[2])
         self.nearby(riders[1])
+        self.visits(city)
         self.own_record(riders[1])
         self.audit(perks["golden"], claim_id, riders[0], badges["golden"])
 
@@ -733,6 +734,27 @@ class Story:
                  "(FindNearby, 2 km, 充电): " + "; ".join(described(p) for p in places[:3]))
         if not any(p.claimable_perks for p in places):
             raise DemoFailed(f"merchants: no perk {rider.name} may claim at the places found")
+
+    def visits(self, c: dict[str, str]) -> None:
+        """The staff at the space tally today's visits for the street: counts only, no one
+        named; the street reads back which of its spaces serve riders."""
+        office = self.callers["office"]
+        tally = [(ipb.AMENITY_REST, 12), (ipb.AMENITY_CHARGING, 9),
+                 (ipb.AMENITY_DRINKING_WATER, 15)]
+        for amenity, count in tally:
+            office("identity", "RecordSpaceUse", ipb.RecordSpaceUseRequest(
+                request_id=new_id(), service_space_id=c["space"], amenity=amenity,
+                count=count))
+        listed = office("identity", "ListSpaceUse", ipb.ListSpaceUseRequest(
+            street_id=c["street"]))
+
+        def amenity(t: Any) -> str:
+            return ipb.Amenity.Name(t.amenity).removeprefix("AMENITY_").lower().replace("_", " ")
+        used = ", ".join(f"{s.name} " + " / ".join(f"{amenity(t)} {t.count}" for t in s.totals)
+                         for s in listed.spaces if s.total)
+        self.say("荷花池街道 records today's visits at 常州市外卖人才联合服务空间 — riders rested, "
+                 "charged and drank water (RecordSpaceUse, counts only: no one named); the "
+                 f"street's use {listed.from_day} to {listed.to_day}: {used or 'none'}")
 
     def own_record(self, rider: Rider) -> None:
         """The rider opens their own record in the platform's app: one call, five services."""

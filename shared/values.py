@@ -1,13 +1,13 @@
 """Shared value parsing and checks: numbers that arrive as text in requests (hours) are read
 strictly; places are WGS84 degrees; opening hours have one shape and one rule for every kind of
-place (service spaces in identity, merchants in merchants)."""
+place (service spaces in identity, merchants in merchants); calendar days are the city's."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 from enum import StrEnum
 from typing import Any
@@ -148,3 +148,48 @@ def is_open_at(hours: Sequence[Mapping[str, Any]], at: datetime) -> bool:
     now = f"{local.hour:02d}:{local.minute:02d}"
     return any(h["weekday"] == local.isoweekday() and h["opens"] <= now < h["closes"]
                for h in hours)
+
+
+# ---------------------------------------------------------------------------- calendar days
+
+# Reasons of calendar days' field violations.
+DAY_INVALID = "DAY_INVALID"  # not a day written YYYY-MM-DD
+DAY_IN_THE_FUTURE = "DAY_IN_THE_FUTURE"  # after today in the city's time
+PERIOD_REVERSED = "PERIOD_REVERSED"  # from_day after to_day
+PERIOD_TOO_LONG = "PERIOD_TOO_LONG"
+# ASCII digits only, fullmatch: date.fromisoformat alone would also take "20260301" and
+# "2026-W09-7", two more spellings of one day.
+_DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+
+def city_day(at: datetime) -> date:
+    """The calendar day `at` falls on in the city (China Standard Time)."""
+    return at.astimezone(CITY_TIME).date()
+
+
+def parse_day(violations: Violations, field: str, text: str) -> date | None:
+    """A calendar day written YYYY-MM-DD; None when `text` is empty (not given) or is no such
+    day, which is then added to `violations`."""
+    if not text:
+        return None
+    try:
+        if _DAY.fullmatch(text):
+            return date.fromisoformat(text)
+    except ValueError:
+        pass
+    violations.add(field, f"{text!r} is not a calendar day written YYYY-MM-DD", DAY_INVALID)
+    return None
+
+
+def check_period(violations: Violations, start: date | None, end: date | None, *,
+                 max_days: int, from_field: str = "from_day", to_field: str = "to_day") -> None:
+    """A period of whole days, both ends included: start not after end, at most `max_days`
+    long. An end not known (None: not readable) is not judged."""
+    if start is None or end is None:
+        return
+    if start > end:
+        violations.add(from_field, f"must not be after {to_field} ({end.isoformat()})",
+                       PERIOD_REVERSED)
+    elif (end - start).days + 1 > max_days:
+        violations.add(to_field, f"the period is at most {max_days} days, "
+                       f"{from_field} and {to_field} included", PERIOD_TOO_LONG)

@@ -5,18 +5,21 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from services.identity.domain.model import (
     Organisation,
     Rider,
     ServiceSpace,
+    SpaceUseDay,
     check_registration,
+    check_use,
 )
 from services.identity.domain.values import (
     MAX_NAME_LENGTH,
     MAX_TEXT_LENGTH,
+    MAX_USE_PERIOD_DAYS,
     PARENT_KINDS,
     STATION_OF_ANOTHER_PLATFORM,
     Amenity,
@@ -46,7 +49,14 @@ from shared.paging import listed
 from shared.personal_data import ERASED
 from shared.references import organisation_kind_not_allowed
 from shared.tenancy import TenancyDirectory
-from shared.values import GeoPoint, sorted_hours, wgs84_location
+from shared.values import (
+    GeoPoint,
+    check_period,
+    city_day,
+    parse_day,
+    sorted_hours,
+    wgs84_location,
+)
 from shared.wire import must_be_specified
 
 
@@ -73,6 +83,20 @@ class ServiceSpaceView:
     version: int
     # {"latitude", "longitude"} in WGS-84 degrees; None: never given.
     location: dict[str, float] | None = None
+
+
+@dataclass(frozen=True)
+class SpaceUseView:
+    """A space's use over a period: the days with any use, in order, each with its counts by
+    amenity, and the period's totals by amenity. Counts only: no one who used it."""
+
+    service_space_id: str
+    name: str
+    street_id: str
+    from_day: date
+    to_day: date
+    days: list[tuple[date, dict[Amenity, int]]]
+    totals: dict[Amenity, int]
 
 
 @dataclass(frozen=True)
@@ -234,6 +258,83 @@ class IdentityApplication(QijiApplication):
             street_id=street_id, amenities=amenities, page_size=page_size,
             page_token=page_token))
         return [self.service_space(i) for i in ids], token
+
+    # ------------------------------------------------------------------ visits
+
+    def record_space_use(self, *, service_space_id: str, amenity: Amenity | None, count: int,
+                         day: str, violations: Violations | None = None) -> dict[str, Any]:
+        """Riders used `amenity` at the space `count` times on `day` (YYYY-MM-DD, the city's;
+        empty: today). Counts only: no rider is named, none is recorded. The answer is the
+        space's counts for that day after this recording."""
+        given = violations.items if violations is not None else []
+
+        def decide() -> Outcome:
+            violations = Violations(list(given))
+            space = self.note(violations, service_space_id, ServiceSpace, "service_space",
+                              "service_space_id")
+            today = city_day(self.clock())
+            when = parse_day(violations, "day", day) if day else today
+            check_use(violations, amenity=amenity, count=count, day=when, today=today,
+                      opened_on=space.opened_on if space is not None else None)
+            violations.raise_if_any()
+            assert space is not None and amenity is not None and when is not None
+            space.require_offers(amenity)
+            use_id = SpaceUseDay.create_id(service_space_id, when.isoformat())
+            use = (self.get(use_id, SpaceUseDay, "space_use") if self.exists(use_id)
+                   else SpaceUseDay(service_space_id=str(space.id), day=when.isoformat()))
+            use.record_use(amenity, count)
+            return Outcome([use], {"service_space_id": str(space.id), "day": use.day,
+                                   "counts": dict(use.counts)})
+        # A busy space's recordings queue in this process rather than collide; replicas still
+        # resolve theirs optimistically (a lost race re-reads the day and adds again).
+        return self.execute(decide, serialise_on=("space_use", service_space_id))
+
+    def space_use(self, *, service_space_id: str, from_day: str, to_day: str) -> SpaceUseView:
+        """The space's use from `from_day` to `to_day` (see _period)."""
+        violations = Violations()
+        check_id(violations, "service_space_id", service_space_id)
+        start, end = self._period(violations, from_day, to_day)
+        violations.raise_if_any()
+        space = self.get(service_space_id, ServiceSpace, "service_space", copy=False)
+        self.views.catch_up()
+        return self._space_use(space, start, end)
+
+    def list_space_use(self, *, street_id: str, from_day: str, to_day: str, page_size: int,
+                       page_token: str
+                       ) -> tuple[list[SpaceUseView], str, tuple[date, date]]:
+        """Every space of the street (of every street when empty), in the order they opened,
+        each with its totals over the period: which spaces serve riders, and which do not.
+        Also the period answered (its defaults filled in), for a page that lists none."""
+        violations = Violations()
+        start, end = self._period(violations, from_day, to_day)
+        self.views.catch_up()
+        ids, token = listed(violations, lambda: self.views.service_spaces.select(
+            {"street_id": street_id}, page_size=page_size, page_token=page_token,
+            filters=[f"from_day={start}", f"to_day={end}"]))
+        return [self._space_use(self.get(i, ServiceSpace, "service_space", copy=False),
+                                start, end) for i in ids], token, (start, end)
+
+    def _period(self, violations: Violations, from_day: str, to_day: str
+                ) -> tuple[date, date]:
+        """Whole days, both included. `to_day` empty: today (the city's); `from_day` empty:
+        29 days before to_day (30 days in all). Faults are added to `violations`."""
+        end = parse_day(violations, "to_day", to_day) if to_day else city_day(self.clock())
+        start = (parse_day(violations, "from_day", from_day) if from_day
+                 else end - timedelta(days=29) if end else None)
+        check_period(violations, start, end, max_days=MAX_USE_PERIOD_DAYS)
+        return start or date.min, end or date.min
+
+    def _space_use(self, space: ServiceSpace, start: date, end: date) -> SpaceUseView:
+        days = self.views.space_use.days(str(space.id), start.isoformat(), end.isoformat())
+        totals: dict[Amenity, int] = {}
+        for _, counts in days:
+            for amenity, n in counts.items():
+                totals[Amenity(amenity)] = totals.get(Amenity(amenity), 0) + n
+        return SpaceUseView(
+            service_space_id=str(space.id), name=space.name, street_id=space.street_id,
+            from_day=start, to_day=end,
+            days=[(date.fromisoformat(d), {Amenity(a): n for a, n in c.items()})
+                  for d, c in days], totals=totals)
 
     # ------------------------------------------------------------------ riders
 

@@ -18,6 +18,7 @@ from services.identity.application import (
     OrganisationView,
     RiderView,
     ServiceSpaceView,
+    SpaceUseView,
 )
 from services.identity.domain.model import Rider
 from services.identity.domain.values import (
@@ -75,6 +76,13 @@ ACCESS = access_table(SERVICE_NAME, {
                                  street_office=Ref("service_space_id", "service_space")),
     "GetServiceSpace": public(ROLES),
     "ListServiceSpaces": public(ROLES),
+    # Visits, counts only: the staff at a space act for its street. Every call adds to the
+    # counts, so it carries a request id (a retry must not count twice).
+    "RecordSpaceUse": once(scoped(CITY_ADMIN,
+                                  street_office=Ref("service_space_id", "service_space"))),
+    "GetSpaceUse": scoped(CITY_READERS, street_office=Ref("service_space_id", "service_space")),
+    # A street office lists its own street's spaces (naming it); the city reads every street.
+    "ListSpaceUse": scoped(CITY_READERS, street_office=Ref("street_id", "organisation")),
     # A platform registers, verifies and lets go of its own riders; the city admin may act in
     # its stead. The registration's personal fields are fingerprinted under the rider's key.
     "RegisterRider": scoped(CITY_ADMIN, platform=Ref("platform_id", "organisation"),
@@ -164,6 +172,36 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
             page_size=request.page_size, page_token=request.page_token, violations=violations)
         return pb.ListServiceSpacesResponse(service_spaces=[self._space(s) for s in found],
                                             next_page_token=token)
+
+    # ------------------------------------------------------------------ visits
+
+    def RecordSpaceUse(self, request: Any, context: Any) -> Any:
+        violations = Violations()
+        result = self.app.record_space_use(
+            service_space_id=request.service_space_id,
+            amenity=enum_in(request.amenity, pb.Amenity, Amenity, violations, "amenity"),
+            count=request.count, day=request.day, violations=violations)
+        # Rendered from the answer stored with the request id: a retry gets the first one.
+        return pb.RecordSpaceUseResponse(
+            service_space_id=result["service_space_id"],
+            day=_use_day(result["day"], {Amenity(a): n for a, n in result["counts"].items()}))
+
+    def GetSpaceUse(self, request: Any, context: Any) -> Any:
+        use = self.app.space_use(service_space_id=request.service_space_id,
+                                 from_day=request.from_day, to_day=request.to_day)
+        return pb.GetSpaceUseResponse(
+            service_space_id=use.service_space_id, from_day=use.from_day.isoformat(),
+            to_day=use.to_day.isoformat(),
+            days=[_use_day(d.isoformat(), counts) for d, counts in use.days],
+            totals=_uses(use.totals), total=sum(use.totals.values()))
+
+    def ListSpaceUse(self, request: Any, context: Any) -> Any:
+        found, token, (from_day, to_day) = self.app.list_space_use(
+            street_id=request.street_id, from_day=request.from_day, to_day=request.to_day,
+            page_size=request.page_size, page_token=request.page_token)
+        return pb.ListSpaceUseResponse(
+            spaces=[_use_total(u) for u in found], from_day=from_day.isoformat(),
+            to_day=to_day.isoformat(), next_page_token=token)
 
     # ------------------------------------------------------------------ riders
 
@@ -303,6 +341,21 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
 def add_servicers(server: grpc.Server, app: Any) -> list[str]:
     pb_grpc.add_IdentityServiceServicer_to_server(IdentityServicer(app), server)
     return [SERVICE_NAME]
+
+
+def _uses(counts: dict[Amenity, int]) -> list[Any]:
+    """Counts by amenity, in the contract's enum order; unused amenities left out."""
+    return [pb.AmenityUse(amenity=enum_out(a, pb.Amenity), count=counts[a])
+            for a in Amenity if counts.get(a)]
+
+
+def _use_day(day: str, counts: dict[Amenity, int]) -> Any:
+    return pb.SpaceUseDay(day=day, uses=_uses(counts), total=sum(counts.values()))
+
+
+def _use_total(u: SpaceUseView) -> Any:
+    return pb.SpaceUseTotal(service_space_id=u.service_space_id, name=u.name,
+                            totals=_uses(u.totals), total=sum(u.totals.values()))
 
 
 def _record(rider: Any, r: RiderRecord, departments: dict[str, str]) -> Any:

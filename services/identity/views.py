@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import threading
 from typing import TYPE_CHECKING, Any
 
 from services.identity.domain.model import (
     Organisation,
     Rider,
     ServiceSpace,
+    SpaceUseDay,
     status_after_reinstatement,
     status_after_verification,
 )
@@ -42,11 +44,41 @@ class _Riders(Index):
                            page_size=page_size, page_token=page_token)
 
 
+class _SpaceUse:
+    """Uses by space, day (YYYY-MM-DD) and amenity: the sums SpaceUseDay's events add up to,
+    for reads over many days and spaces without loading an aggregate per day."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self._day_of: dict[str, tuple[str, str]] = {}  # SpaceUseDay id -> (space, day)
+        self._by_space: dict[str, dict[str, dict[str, int]]] = {}
+
+    def started(self, ident: str, service_space_id: str, day: str) -> None:
+        with self.lock:
+            self._day_of[ident] = (service_space_id, day)
+
+    def recorded(self, ident: str, amenity: str, count: int) -> None:
+        with self.lock:
+            space, day = self._day_of[ident]
+            counts = self._by_space.setdefault(space, {}).setdefault(day, {})
+            counts[amenity] = counts.get(amenity, 0) + count
+
+    def days(self, service_space_id: str, from_day: str, to_day: str
+             ) -> list[tuple[str, dict[str, int]]]:
+        """The days from `from_day` to `to_day` (both included) with any use, in order, each
+        with its counts by amenity (copies)."""
+        with self.lock:
+            days = self._by_space.get(service_space_id, {})
+            return sorted((day, dict(counts)) for day, counts in days.items()
+                          if from_day <= day <= to_day)
+
+
 class IdentityViews:
     def __init__(self, app: QijiApplication):
         self.organisations = _Organisations()
         self.service_spaces = _ServiceSpaces()
         self.riders = _Riders()
+        self.space_use = _SpaceUse()
         self._follower = LogFollower(app, "identity", self._apply)
 
     def catch_up(self) -> int:
@@ -78,6 +110,10 @@ class IdentityViews:
                                     amenities=list(event.amenities))
         elif isinstance(event, ServiceSpace.FacilitiesUpdated):
             self.service_spaces.update(ident, amenities=list(event.amenities))
+        elif isinstance(event, SpaceUseDay.UseRecorded):
+            self.space_use.recorded(ident, event.amenity, event.count)
+        elif isinstance(event, SpaceUseDay.Started):
+            self.space_use.started(ident, event.service_space_id, event.day)
         elif isinstance(event, Rider.Registered):
             self.riders.add(position, ident, home_street_id=event.home_street_id,
                             station_id=event.station_id, status=RiderStatus.REGISTERED.value,

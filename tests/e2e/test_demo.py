@@ -54,6 +54,9 @@ LANDMARKS = [
     "常州市外卖人才联合服务空间",
     "荷花池面馆",
     "may claim 金蜂骑士专享：招牌面八折",
+    # Visits: the street office tallies today's amenity use at the space, counts only.
+    "荷花池街道 records today's visits at 常州市外卖人才联合服务空间 — riders rested, charged "
+    "and drank water (RecordSpaceUse, counts only: no one named)",
     # The rider's own record, read by the platform in one call: every part of the story.
     "opens their own record (骑手档案) in 骑迹外卖's app — one call, five services: 2 courses "
     "passed",
@@ -66,7 +69,7 @@ LANDMARKS = [
     "holds 金蜂骑士",
     "an automatic award",
     "passed a CIVIC_EDUCATION course",
-    "The story is told: 22 steps",
+    "The story is told: 23 steps",
 ]
 
 

@@ -22,7 +22,7 @@ from tests.inprocess import API_NAMES, SPECS, InProcessQiji, Service
 # Said in README "Calling Qiji from any language" and in docs/api: keep the three in step.
 MAKES_SOMETHING_NEW = {
     # RecordCareerMilestone and GrantConsent refuse a second call ALREADY_EXISTS by themselves.
-    "identity": {"CreateOrganisation", "CreateServiceSpace"},
+    "identity": {"CreateOrganisation", "CreateServiceSpace", "RecordSpaceUse"},
     "training": {"DraftCourse", "ScheduleSession"},
     "merchants": {"CreatePerkOffer", "CreateCareCampaign", "ClaimPerk"},
     "badges": {"CreateBadgeClass", "LogVolunteerService"},

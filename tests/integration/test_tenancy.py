@@ -137,6 +137,10 @@ def request_for(w: World, service: Service, path: str, tenant: str, role: str, *
             request.radius_metres = 1000.0  # FindNearby's: what names a rider is the point
         elif f.name == "location" and path.endswith("/FindNearby"):
             request.location.latitude, request.location.longitude = 10.0, 10.0
+        elif f.name == "amenity" and path.endswith("/RecordSpaceUse"):
+            request.amenity = 1  # AMENITY_REST, which every tenant's space offers
+        elif f.name == "count" and path.endswith("/RecordSpaceUse"):
+            request.count = 1
         elif f.name == "perk_id" and own and role != "merchant":
             request.perk_id = held.ids["perk"]
         elif f.name in FIELD_KEYS and f.type == FieldDescriptor.TYPE_STRING \
@@ -533,6 +537,44 @@ class TestAdversariesWhoChangeTheWorld:
                                                 verification_note)
         audited = report(world.auditor)
         assert FREE_TEXT not in shown(audited) and resolution not in shown(audited)
+
+    def test_a_street_records_and_reads_the_use_of_its_own_spaces_only(
+            self, world: World) -> None:
+        """Visits: A's street office records that riders rested at A's space and reads it
+        back, by space and for its street; B's street office is refused both for A's space
+        and A's street, and its own street's list shows none of A's spaces."""
+        from qiji.identity.v1 import identity_service_pb2 as ipb
+        q, a, b = world.qiji, world.tenants["a"], world.tenants["b"]
+        mine, theirs = world.token("a", "street_office"), world.token("b", "street_office")
+        recorded = q.ok("identity", "RecordSpaceUse", ipb.RecordSpaceUseRequest(
+            request_id=str(uuid.uuid4()), service_space_id=a.space,
+            amenity=ipb.AMENITY_REST, count=4), mine)
+        assert recorded.day.total >= 4
+        before = q.positions()
+        for rpc, request in (
+                ("RecordSpaceUse", ipb.RecordSpaceUseRequest(
+                    request_id=str(uuid.uuid4()), service_space_id=a.space,
+                    amenity=ipb.AMENITY_REST, count=1)),
+                ("GetSpaceUse", ipb.GetSpaceUseRequest(service_space_id=a.space)),
+                ("ListSpaceUse", ipb.ListSpaceUseRequest(street_id=a.street))):
+            refused = q.call("identity", rpc, request, theirs)
+            assert (refused.code, refused.reason) == (grpc.StatusCode.PERMISSION_DENIED,
+                                                      "OUT_OF_SCOPE"), (rpc, refused)
+        assert q.positions() == before
+        own = q.ok("identity", "ListSpaceUse", ipb.ListSpaceUseRequest(street_id=b.street),
+                   theirs)
+        assert [s.service_space_id for s in own.spaces] == [b.space]
+        seen = q.ok("identity", "GetSpaceUse", ipb.GetSpaceUseRequest(service_space_id=a.space),
+                    mine)
+        assert [(t.amenity, t.count) for t in seen.totals] == [(ipb.AMENITY_REST,
+                                                                recorded.day.total)]
+        listed = q.ok("identity", "ListSpaceUse", ipb.ListSpaceUseRequest(street_id=a.street),
+                      mine).spaces
+        assert [(s.service_space_id, s.total) for s in listed] == [(a.space,
+                                                                    recorded.day.total)]
+        everywhere = q.ok("identity", "ListSpaceUse", ipb.ListSpaceUseRequest(),
+                          world.admin).spaces
+        assert {a.space, b.space} <= {s.service_space_id for s in everywhere}
 
     def test_a_campaign_counts_every_package_whoever_asks(self, world: World) -> None:
         from qiji.merchants.v1 import merchants_service_pb2 as mpb

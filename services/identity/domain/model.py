@@ -7,15 +7,18 @@ one must change its fields, raise its class_version and add an upcaster.
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from eventsourcing.domain import Aggregate, event
 
 from services.identity.domain.values import (
+    AMENITY_NOT_OFFERED,
+    DAY_BEFORE_SPACE_OPENED,
     DEPARTMENT_FUNCTION_NOT_ALLOWED,
     DEPARTMENT_FUNCTION_REQUIRED,
     MAX_NAME_LENGTH,
+    MAX_USES_PER_CALL,
     NATIONAL_ID_INVALID,
     PARENT_KIND_NOT_ALLOWED,
     PARENT_KINDS,
@@ -35,16 +38,18 @@ from services.identity.domain.values import (
 )
 from shared.errors import (
     ENUM_VALUE_REQUIRED,
+    VALUE_OUT_OF_RANGE,
     AlreadyExists,
     FailedPrecondition,
     NotFound,
     Violations,
     check_text,
 )
-from shared.values import check_opening_hours
+from shared.values import DAY_IN_THE_FUTURE, check_opening_hours, city_day
 from shared.wire import alternatives, must_be_specified, unspecified, wire_name
 
 _RIDER_NAMESPACE = uuid.UUID("0b7f4c8e-8a7e-4b7e-9f43-6f1f2c0d9a11")
+_SPACE_USE_NAMESPACE = uuid.UUID("6d3c1f0e-2b9a-4f57-8e41-5a7c9d2e4b18")
 
 
 # ---------------------------------------------------------------------------- organisations
@@ -155,6 +160,68 @@ class ServiceSpace(Aggregate):
             violations.require_given(amenity, f"amenities[{i}]", must_be_specified(Amenity),
                                      ENUM_VALUE_REQUIRED)
         check_opening_hours(violations, opening_hours)
+
+    @property
+    def opened_on(self) -> date:
+        """The day it opened, in the city's time: no use is recorded before it."""
+        return city_day(self.created_on)
+
+    def require_offers(self, amenity: Amenity) -> None:
+        if amenity.value not in self.amenities:
+            offered = ", ".join(wire_name(a) for a in Amenity if a.value in self.amenities)
+            raise FailedPrecondition(
+                f"the space does not offer {wire_name(amenity)} (it offers: "
+                f"{offered or 'none'}); "
+                "UpdateServiceSpace adds an amenity", reason=AMENITY_NOT_OFFERED,
+                amenity=wire_name(amenity))
+
+
+# ---------------------------------------------------------------------------- visits
+
+
+def check_use(violations: Violations, *, amenity: Amenity | None, count: int, day: date | None,
+              today: date, opened_on: date | None) -> None:
+    """The rules of one recording of use (到访): an amenity, 1 to MAX_USES_PER_CALL uses, on a
+    day from the one the space opened to today (the city's). `day` None: not readable (already
+    said); `opened_on` None: the space is not known (already said)."""
+    violations.require_given(amenity, "amenity", must_be_specified(Amenity), ENUM_VALUE_REQUIRED)
+    violations.require(1 <= count <= MAX_USES_PER_CALL, "count",
+                       f"must be 1 to {MAX_USES_PER_CALL}", VALUE_OUT_OF_RANGE)
+    if day is None:
+        return
+    if day > today:
+        violations.add("day", f"must not be after today ({today.isoformat()} in the city's "
+                       "time): use is recorded once it happened", DAY_IN_THE_FUTURE)
+    elif opened_on is not None and day < opened_on:
+        violations.add("day", f"must not be before the space opened ({opened_on.isoformat()})",
+                       DAY_BEFORE_SPACE_OPENED)
+
+
+class SpaceUseDay(Aggregate):
+    """How often riders used each amenity of one service space on one calendar day (the
+    city's): counts only, never who (骑手到访). One aggregate per space and day, so that a
+    busy space's history is read a day at a time and a recording contends only with the same
+    day's, never with every visit the space ever had."""
+
+    @staticmethod
+    def create_id(service_space_id: str, day: str, **_: Any) -> uuid.UUID:
+        # Deterministic: the first two recordings of a day collide on the same id, and the
+        # store lets one through; the other retries and adds to it (QijiApplication.execute).
+        return uuid.uuid5(_SPACE_USE_NAMESPACE, f"{service_space_id}\n{day}")
+
+    @event("Started")
+    def __init__(self, service_space_id: str, day: str):
+        self.service_space_id = service_space_id
+        self.day = day  # YYYY-MM-DD
+        self.counts: dict[str, int] = {}
+
+    def record_use(self, amenity: Amenity, count: int) -> None:
+        """Checked by check_use and ServiceSpace.require_offers before."""
+        self._use_recorded(amenity=amenity.value, count=count)
+
+    @event("UseRecorded")
+    def _use_recorded(self, amenity: str, count: int) -> None:
+        self.counts[amenity] = self.counts.get(amenity, 0) + count
 
 
 # ---------------------------------------------------------------------------- riders

@@ -83,6 +83,16 @@ DEPARTMENT_FUNCTION_NOT_ALLOWED = "DEPARTMENT_FUNCTION_NOT_ALLOWED"
 PHONE_INVALID = "PHONE_INVALID"
 NATIONAL_ID_INVALID = "NATIONAL_ID_INVALID"
 PLATFORM_RIDER_ID_INVALID = "PLATFORM_RIDER_ID_INVALID"
+DAY_BEFORE_SPACE_OPENED = "DAY_BEFORE_SPACE_OPENED"  # use recorded for a day the space was not
+# open yet (a day too late is shared/values.py's DAY_IN_THE_FUTURE)
+# Reason of the FAILED_PRECONDITION of use of an amenity the space does not offer.
+AMENITY_NOT_OFFERED = "AMENITY_NOT_OFFERED"
+
+# At most this many uses of one amenity in one RecordSpaceUse: a day's tally at a busy space
+# fits in one call, a slip of the finger (5000 for 500) does not.
+MAX_USES_PER_CALL = 500
+# The longest period a read of space use covers: a year, a leap day included.
+MAX_USE_PERIOD_DAYS = 366
 
 MAX_NAME_LENGTH = 100
 MAX_TEXT_LENGTH = 500
