@@ -15,7 +15,7 @@ from services.identity.application import IdentityApplication
 from services.identity.domain.model import SpaceUseDay
 from services.identity.domain.values import Amenity, OrganisationKind
 from services.identity.grpc_api import ACCESS, SERVICE_NAME
-from shared.errors import FailedPrecondition, InvalidArgument, NotFound
+from shared.errors import Aborted, FailedPrecondition, InvalidArgument, NotFound
 from shared.values import city_day
 from tests.conftest import MASTER_KEY, actor, as_actor, city_tree, settings_for
 
@@ -194,8 +194,9 @@ def test_the_counts_are_rebuilt_from_the_log_after_a_restart(store_env, app, spa
 @pytest.mark.postgres
 def test_recordings_at_once_on_one_space_and_day_all_count(postgres_env):
     """20 threads × 5 recordings on one space-day, over two replicas of one store: within a
-    replica they queue; between the two they collide, and the loser re-reads and adds. Every
-    one counts, none twice."""
+    replica they queue; between the two they collide, and the loser re-reads and adds (and,
+    after eight collisions in a row, answers ABORTED for the client to retry). Every one
+    counts, none twice."""
     first, second = open_app(postgres_env), open_app(postgres_env)
     try:
         space = city_tree_space(first)
@@ -207,7 +208,17 @@ def test_recordings_at_once_on_one_space_and_day_all_count(postgres_env):
             barrier.wait()
             try:
                 for _ in range(5):
-                    record(replica, space, Amenity.REST, 1)
+                    # As a client does: ABORTED (it kept colliding) is retried with the same
+                    # request id, which counts it once whichever attempt got in.
+                    request_id = str(uuid.uuid4())
+                    for _attempt in range(5):
+                        try:
+                            record(replica, space, Amenity.REST, 1, request_id=request_id)
+                            break
+                        except Aborted:
+                            continue
+                    else:
+                        raise AssertionError("ABORTED five times in a row")
             except Exception as e:
                 errors.append(e)
 
