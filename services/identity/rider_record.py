@@ -62,10 +62,6 @@ SOURCES: dict[str, tuple[str, ...]] = {
                    governance.PLEDGE_SIGNED),
 }
 
-# A claim's status as merchants stores it, by the event that set it.
-_CLAIM_STATUS = {merchants.CLAIM_REDEEMED: "REDEEMED", merchants.CLAIM_REVERSED: "REVERSED",
-                 merchants.CLAIM_LAPSED: "LAPSED", merchants.CLAIM_FROZEN: "FROZEN",
-                 merchants.CLAIM_UNFROZEN: "ISSUED"}
 _ENROLMENT_STATUS = {training.ENROLMENT_WITHDRAWN: "WITHDRAWN",
                      training.ENROLMENT_CANCELLED: "CANCELLED",
                      training.RIDER_CHECKED_IN: "CHECKED_IN",
@@ -323,7 +319,7 @@ class RiderRecords:
                                    f"{MAC_PROBLEM}; the rider's record does not show it")
                         return False
                     with self._lock:
-                        self._apply(source.name, event)
+                        self._apply(event)
                     source.position = event.position
                 applied += len(events)
                 failure = source.feed.failure
@@ -394,7 +390,7 @@ class RiderRecords:
         rider_id = self._owner.get(thing_id)
         return self._riders.get(rider_id) if rider_id else None
 
-    def _apply(self, upstream: str, event: UpstreamEvent) -> None:
+    def _apply(self, event: UpstreamEvent) -> None:
         handler = _HANDLERS.get(event.topic)
         if handler is not None:
             handler(self, str(event.originator_id), event.state)

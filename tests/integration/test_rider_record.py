@@ -22,6 +22,7 @@ from services.merchants.events import CLAIM_ISSUED
 from services.training.domain.model import TrainingSession
 from shared.followers import LocalFeed
 from shared.integrity import ALARM
+from tests.fakes import FailedCall
 from tests.integration.test_tenancy import a_world
 from tests.tenancy_world import World, rid
 
@@ -215,36 +216,10 @@ class Down:
     last_position = 0
 
     def read(self, *_: Any) -> list[Any]:
-        raise _Unavailable()
+        raise FailedCall(grpc.StatusCode.UNAVAILABLE, "down")
 
     def wait(self, timeout: float) -> None:
         pass
-
-
-class _Unavailable(grpc.RpcError, grpc.Call):  # type: ignore[misc]
-    def code(self) -> grpc.StatusCode:
-        return grpc.StatusCode.UNAVAILABLE
-
-    def details(self) -> str:
-        return "down"
-
-    def initial_metadata(self) -> Any:
-        return None
-
-    def trailing_metadata(self) -> Any:
-        return None
-
-    def is_active(self) -> bool:
-        return False
-
-    def time_remaining(self) -> Any:
-        return None
-
-    def cancel(self) -> bool:
-        return False
-
-    def add_callback(self, callback: Any) -> bool:
-        return False
 
 
 class TestWhenAServiceIsAway:

@@ -13,34 +13,9 @@ import pytest
 
 from services.credentials.app import build_app
 from services.credentials.source import BadgesSource, Busy, NotFoundUpstream
+from tests.fakes import FailedCall
 
 UNKNOWN = "3f1c2a4e-0b6d-4c1e-9a57-2f0e8d7c6b5a"
-
-
-class NotFoundError(grpc.RpcError, grpc.Call):
-    def code(self) -> grpc.StatusCode:
-        return grpc.StatusCode.NOT_FOUND
-
-    def details(self) -> str:
-        return "no such badge class"
-
-    def initial_metadata(self) -> Any:
-        return ()
-
-    def trailing_metadata(self) -> Any:
-        return ()
-
-    def is_active(self) -> bool:
-        return False
-
-    def time_remaining(self) -> Any:
-        return None
-
-    def cancel(self) -> bool:
-        return False
-
-    def add_callback(self, callback: Any) -> bool:
-        return False
 
 
 class Badges:
@@ -51,7 +26,7 @@ class Badges:
 
     def GetAchievement(self, request: Any, **_: Any) -> Any:
         self.asked.append(request.badge_class_id)
-        raise NotFoundError()
+        raise FailedCall(grpc.StatusCode.NOT_FOUND, "no such badge class")
 
     def GetIssuerKeys(self, request: Any, **_: Any) -> Any:
         self.asked.append("keys")
