@@ -114,7 +114,12 @@ class BadgesApplication(QijiApplication):
 
         def decide() -> Outcome:
             shift = self.get(shift_id, VolunteerShift, "shift")
-            record = self._rider_record(shift.rider_id, catch_up=False)
+            # A rider verified (or reinstated) a moment ago upstream is awarded by this very
+            # confirmation, not only once the follower brings the news: caught up when the
+            # copy here says not active (a departed rider's copy is final).
+            record = self.followed(RiderRecord.create_id(shift.rider_id), RiderRecord, "rider",
+                                   shift.rider_id, self.catch_up_upstream,
+                                   refresh_unless=lambda r: r.is_active or r.left)
             shift.confirm()
             record.count_service(shift_id=shift_id, hours=shift.hours, at=shift.started_at)
             awards = self._evaluate(record)

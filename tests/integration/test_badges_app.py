@@ -157,6 +157,22 @@ def test_confirmed_hours_award_a_badge_the_moment_they_meet_the_criteria(world):
     assert serve(world, rider, "4")["award_ids"] == []  # never the same badge twice at once
 
 
+def test_hours_confirmed_for_a_rider_verified_a_moment_ago_award_at_once(world):
+    """badges had heard of the registration but not yet of the verification (its follower runs
+    a moment behind identity): the confirmation that meets the criteria still awards then, not
+    only when the verification arrives later."""
+    golden = badge(world, min_volunteer_hours="10")
+    with as_actor(PLATFORM):
+        rider = world["identity"].register_rider(
+            platform_id=world["platform"], platform_rider_id="R-just-now", name="骑手",
+            phone="13812345678", national_id="", home_street_id=world["street"],
+            station_id=world["station"])["rider_id"]
+        world["follower"].run_once()  # the registration only
+        world["identity"].verify_rider(rider_id=rider)
+    awarded = serve(world, rider, "10")["award_ids"]
+    assert [world["badges"].award(a).badge_class_id for a in awarded] == [golden]
+
+
 def test_training_completions_count_through_the_published_contract(world):
     green = badge(world, "青蜂骑士", track_requirements=[(Track.GRASSROOTS_GOVERNANCE, 2)])
     rider = new_rider(world)
