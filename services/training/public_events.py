@@ -38,10 +38,10 @@ def _step_reached(app: Any, fact: Fact) -> Mapped:
         "growth_path_id": plan.growth_path_id, "path_version": e.path_version,
         "step_key": e.step_key, "step_index": e.step_index, "title": e.title,
         "role": e.role,
-        # The completions that met the step: an answer, years later, to "why this step".
-        "evidence": [{"course_id": c["course_id"], "session_id": c["session_id"],
-                      "track": c["track"], "hours": c["hours"],
-                      "completed_time": c["completed_at"]} for c in e.evidence],
+        # Which completions met the step, by the sessions of the CourseCompleted events the
+        # platform already received for its rider: references only. The stored event keeps
+        # the whole evidence (courses, tracks, hours, times) for "why this step", years later.
+        "completed_session_ids": [c["session_id"] for c in e.evidence],
         "pre_job_certified_time": e.pre_job_certified_at, "reached_time": e.at})
 
 
@@ -53,6 +53,6 @@ CATALOGUE = PublicCatalogue("training", [
                ("rider_id", "course_ids", "programme_version", "certified_time"), _certified),
     PublicType("qiji.training.v1.GrowthStepReached", topics.GROWTH_STEP_REACHED,
                ("rider_id", "growth_plan_id", "growth_path_id", "path_version", "step_key",
-                "step_index", "title", "role", "evidence", "pre_job_certified_time",
+                "step_index", "title", "role", "completed_session_ids", "pre_job_certified_time",
                 "reached_time"), _step_reached),
 ])

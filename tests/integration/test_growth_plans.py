@@ -131,7 +131,11 @@ def test_a_plan_climbs_its_path_from_the_riders_completions_each_step_once(world
     assert (worker["rider_id"], worker["growth_plan_id"], worker["growth_path_id"],
             worker["path_version"], worker["role"]) == (
         rider, plan, path, 1, "COMMUNITY_SOCIAL_WORKER")
-    assert {e["course_id"] for e in worker["evidence"]} == {governance, mediation}
+    assert len(worker["completed_session_ids"]) == 2
+    stored = [e for e in t.read_log(1, 100_000) if e.topic.endswith("StepReached")]
+    evidence = t.to_domain_event(stored[1]).evidence
+    assert {c["course_id"] for c in evidence} == {governance, mediation}
+    assert {c["session_id"] for c in evidence} == set(worker["completed_session_ids"])
     assert "三年内" not in json.dumps(published)  # the goals stay inside Qiji
 
 
