@@ -275,10 +275,11 @@ def test_a_path_naming_a_draft_course_is_refused(world):
 
 
 @pytest.mark.postgres
-def test_concurrent_completions_and_an_opening_reach_each_step_exactly_once(postgres_env):
-    """Two completions that together meet the step, recorded at once in different sessions,
-    while the plan is being opened: every order of commits stores StepReached once, and
-    never misses it."""
+def test_an_opening_racing_the_completion_that_meets_the_step_reaches_it_exactly_once(
+        postgres_env):
+    """The plan is opened while the completion that meets its step is recorded, both having
+    read the rider's transcript before either stored anything: whichever commits second must
+    see the other (StepReached once), never neither (the step missed) nor both (twice)."""
     from services.identity.application import IdentityApplication
     clock = Clock()
     identity = IdentityApplication(settings_for("identity", postgres_env), MASTER_KEY)
@@ -302,34 +303,38 @@ def test_concurrent_completions_and_an_opening_reach_each_step_exactly_once(post
             w["space"] = identity.create_service_space(
                 street_id=w["street"], name="驿站", address="x", amenities=[],
                 opening_hours=[])["service_space_id"]
-        a, b = published_course(w, GOV, "2"), published_course(w, GOV, "1")
+        course = published_course(w, GOV, "3")
         with as_actor(ADMIN):
             path = training.define_growth_path(name="p", description="", steps=[StepInput(
                 key="social-worker", title="社区社工", role=GrowthRole.COMMUNITY_SOCIAL_WORKER,
                 hours_by_track=[(GOV, "3")], course_ids=[], pre_job_certified=False)]
             )["growth_path_id"]
-        riders = [new_rider(w) for _ in range(5)]
+        riders = [new_rider(w) for _ in range(6)]
         follower.run_once()
-        sessions = {}
-        for n, course in enumerate((a, b)):
-            sessions[course] = session(w, course, start_in_hours=2 + 3 * n, hours=1)
-            for rider in riders:
-                enrol(w, sessions[course], rider)
-        clock.now += timedelta(hours=5)  # inside the second session; the first has ended
-        # Check-in closes at a session's end: check in to the first one before it ends.
-        clock.now -= timedelta(hours=2)
-        with as_actor(PLATFORM):
-            for rider in riders:
-                training.check_in_rider(session_id=sessions[a], rider_id=rider)
+        s = session(w, course, start_in_hours=2, capacity=len(riders))
+        for rider in riders:
+            enrol(w, s, rider)
         clock.now += timedelta(hours=2)
         with as_actor(PLATFORM):
             for rider in riders:
-                training.check_in_rider(session_id=sessions[b], rider_id=rider)
-        barrier = threading.Barrier(3 * len(riders))
+                training.check_in_rider(session_id=s, rider_id=rider)
+
+        # Each command's first read of the rider's learner waits for the other's: both decide
+        # on the transcript as it stood before either. A retry after a collision reads afresh.
+        meet = {rider: threading.Barrier(2) for rider in riders}
+        first_read = threading.local()
+        read_learner = training._learner
+
+        def learner_read_by_both(rider_id, *args, **kwargs):
+            found = read_learner(rider_id, *args, **kwargs)
+            if not getattr(first_read, "done", False):
+                first_read.done = True
+                meet[rider_id].wait(timeout=10)
+            return found
+        training._learner = learner_read_by_both
         errors: list[BaseException] = []
 
         def run(call) -> None:
-            barrier.wait()
             try:
                 with as_actor(PLATFORM):
                     call()
@@ -338,24 +343,32 @@ def test_concurrent_completions_and_an_opening_reach_each_step_exactly_once(post
 
         calls = []
         for rider in riders:
-            calls += [
-                lambda r=rider: training.open_growth_plan(
-                    rider_id=r, growth_path_id=path, path_version=0, goals="",
-                    tracks=[]),
-                *[lambda r=rider, c=c: training.record_completion(
-                    session_id=sessions[c], rider_id=r, result=CompletionResult.PASSED,
-                    score=None) for c in (a, b)]]
+            calls += [lambda r=rider: training.open_growth_plan(
+                          rider_id=r, growth_path_id=path, path_version=0, goals="", tracks=[]),
+                      lambda r=rider: training.record_completion(
+                          session_id=s, rider_id=r, result=CompletionResult.PASSED,
+                          score=None)]
         threads = [threading.Thread(target=run, args=(c,)) for c in calls]
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join()
         assert errors == []
-        steps_by_rider = Counter(e["rider_id"] for e in public_steps(training))
-        assert steps_by_rider == dict.fromkeys(riders, 1)
+        assert Counter(e["rider_id"] for e in public_steps(training)) == dict.fromkeys(riders, 1)
         for rider in riders:
             (plan,) = training.list_growth_plans(rider_id=rider)
             assert list(plan.reached) == ["social-worker"]
     finally:
         training.close()
         identity.close()
+
+def test_no_plan_is_opened_for_a_rider_who_left(world):
+    path = define_path(world, published_course(world, GOV, "1"))
+    rider = new_rider(world)
+    with as_actor(PLATFORM):
+        world["identity"].record_rider_left(rider_id=rider, reason="转行")
+    world["follower"].run_once()
+    with pytest.raises(FailedPrecondition) as error:
+        open_plan(world, rider, path)
+    assert error.value.reason == "RIDER_LEFT"
+    assert world["training"].list_growth_plans(rider_id=rider) == []
