@@ -286,6 +286,7 @@ class Story:
         self.pledge(riders)
         self.emergency(city, riders[1])
         self.care_packages(city, riders)
+        self.growth_plan(city, riders[2])
         self.social_worker(city, riders[2])
         self.nearby(riders[1], perks)
         self.visits(city)
@@ -701,6 +702,49 @@ class Story:
                 rider_id=rider.rider_id, handed_over_by="荷花池街道 张社工")).campaign
         self.say(f"荷花池街道 hands out 关爱礼包 (care packages): {done.handed_over} of "
                  f"{done.stock} handed over")
+
+    def growth_plan(self, c: dict[str, str], rider: Rider) -> None:
+        """量身定制: the city's growth path (its data, versioned), and the street office opens a
+        plan for its resident rider. The training the rider passed for the job already meets
+        both steps, so the plan reaches them as it opens; the platform learns it from its feed.
+        The milestone itself is identity's record, made in the next step."""
+        path = self.admin("training", "DefineGrowthPath", tpb.DefineGrowthPathRequest(
+            request_id=setup_id("growth-path", c["civic_course"]), name="从骑手到社区社工",
+            description="骑手 → 志愿者 → 社区社工", steps=[
+                tpb.GrowthStep(key="volunteer", title="志愿者", role=tpb.GROWTH_ROLE_VOLUNTEER,
+                               pre_job_certified=True),
+                tpb.GrowthStep(key="social-worker", title="社区社工",
+                               role=tpb.GROWTH_ROLE_COMMUNITY_SOCIAL_WORKER,
+                               track_hours=[tpb.TrackHoursRequirement(
+                                   track=tpb.TRACK_CIVIC_EDUCATION, hours="2")],
+                               course_ids=[c["civic_course"]])])).growth_path
+        plan = self.callers["office"]("training", "OpenGrowthPlan", tpb.OpenGrowthPlanRequest(
+            request_id=new_id(), rider_id=rider.rider_id, growth_path_id=path.growth_path_id,
+            goals="成为社区专职社工", tracks=[tpb.TRACK_CIVIC_EDUCATION,
+                                               tpb.TRACK_GRASSROOTS_GOVERNANCE])).growth_plan
+        reached = [s.title for s in plan.steps if s.reached]
+        if "社区社工" not in reached:
+            raise DemoFailed(f"training: {rider.name}'s growth plan did not reach the "
+                             f"social-worker step ({reached})")
+        platform = self.callers["platform"]
+
+        def on_feed() -> bool:
+            cursor = ""
+            while True:
+                page = platform("platform", "ReadEvents", ppb.ReadEventsRequest(
+                    cursor=cursor, page_size=1000,
+                    types=["qiji.training.v1.GrowthStepReached"]))
+                if any(plan.growth_plan_id in e.event.text_data for e in page.events
+                       if '"social-worker"' in e.event.text_data):
+                    return True
+                if page.caught_up or page.next_cursor == cursor:
+                    return False
+                cursor = page.next_cursor
+        self.wait_for(on_feed, "the platform's feed carrying qiji.training.v1.GrowthStepReached")
+        self.say(f"荷花池街道 opens {rider.name}'s growth plan (量身定制) on the city's path "
+                 f"从骑手到社区社工 v{plan.path_version} (骑手 → 志愿者 → 社区社工); the training "
+                 "passed already meets it: steps reached " + " → ".join(reached)
+                 + " — 骑迹外卖's feed carries qiji.training.v1.GrowthStepReached")
 
     def social_worker(self, c: dict[str, str], rider: Rider) -> None:
         office = self.callers["office"]

@@ -127,7 +127,7 @@ def show_to_caller(field: str, value: str, *, consented: bool = False) -> str:
 # answers (history, state as of a moment) show through this table.
 FREE_TEXT_FIELDS = frozenset({
     "text", "note", "notes", "resolution", "reason", "verification_note", "subject", "outcome",
-    "failure_reason", "status_reason", "work_note", "rejection_note", "revoke_reason",
+    "failure_reason", "status_reason", "work_note", "rejection_note", "revoke_reason", "goals",
     "reverse_reason", "place", "narrative"})
 NAME_FIELDS = frozenset({"handed_over_by", "mediator_name"})
 

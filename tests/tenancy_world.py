@@ -70,7 +70,8 @@ class Tenant:
         """What the other tenant must never see: ids of what is not public, and personal data."""
         keys = ("rider", "perk_draft", "claim", "claim_redeemed", "course_draft",
                 "course_draft_by_platform",
-                "course_draft_by_street_office", "report", "case", "shift", "award")
+                "course_draft_by_street_office", "report", "case", "shift", "award",
+                "growth_plan")
         return {self.ids[k] for k in keys} | {self.rider_name, self.rider_phone}
 
 
@@ -110,6 +111,14 @@ def build(qiji: InProcessQiji) -> World:
         image_url="https://qiji.example.org/badges/golden.png",
         criteria=bpb.Criteria(min_volunteer_hours="100", narrative="百小时志愿服务"),
         validity_days=0), admin).badge_class.badge_class_id
+    # A growth path is the city's: every tenant's rider follows the same one.
+    growth_path = ok("training", "DefineGrowthPath", tpb.DefineGrowthPathRequest(
+        request_id=rid(), name="骑手到社工", steps=[tpb.GrowthStep(
+            key="social-worker", title="社区社工",
+            role=tpb.GROWTH_ROLE_COMMUNITY_SOCIAL_WORKER,
+            track_hours=[tpb.TrackHoursRequirement(track=tpb.TRACK_GRASSROOTS_GOVERNANCE,
+                                                   hours="8")])]),
+        admin).growth_path.growth_path_id
     tenants = {}
     for n, name in enumerate(TENANTS):
         t = Tenant(name)
@@ -125,6 +134,7 @@ def build(qiji: InProcessQiji) -> World:
         for role, kind in ROLE_ORGANISATION.items():
             t.tokens[role] = qiji.token(f"tenant-{name}-{role}", role,
                                         organisation_id=t.ids[kind])
+        t.ids["growth_path"] = growth_path
         _hold(qiji, t, badge_class, n)
         tenants[name] = t
     qiji.sync()
@@ -194,6 +204,11 @@ def _hold(qiji: InProcessQiji, t: Tenant, badge_class: str, n: int) -> None:
         tok["platform"]).session.session_id
     ok("training", "EnrolRider", tpb.EnrolRiderRequest(
         request_id=rid(), session_id=t.session_by_platform, rider_id=t.rider), tok["platform"])
+    # The rider's growth plan, opened by their platform.
+    t.ids["growth_plan"] = ok("training", "OpenGrowthPlan", tpb.OpenGrowthPlanRequest(
+        request_id=rid(), rider_id=t.rider, growth_path_id=t.growth_path,
+        goals=f"成为社工{t.name}", tracks=[tpb.TRACK_GRASSROOTS_GOVERNANCE]),
+        tok["platform"]).growth_plan.growth_plan_id
 
     # merchants: the merchant joins, a draft perk and a published one, a claim, a package
     ok("merchants", "ApplyMerchant", mpb.ApplyMerchantRequest(

@@ -32,6 +32,7 @@ from services.training.domain.values import (
     parse_course_hours,
 )
 from services.training.events import passed_hours_by_track
+from services.training.growth import GrowthPlans
 from services.training.views import TrainingViews
 from shared.application import Outcome, QijiApplication
 from shared.config import Settings
@@ -95,7 +96,7 @@ class TranscriptView:
     certified_at: datetime | None = None
 
 
-class TrainingApplication(QijiApplication):
+class TrainingApplication(GrowthPlans, QijiApplication):
     name = "training"
 
     def __init__(self, settings: Settings, master_key: bytes,
@@ -328,7 +329,9 @@ class TrainingApplication(QijiApplication):
             certified = learner.certify_if_complete(
                 programme.course_ids if programme else [],
                 programme.version if programme else 0, now)
-            return Outcome([session, learner], {"session_id": session_id,
+            # The rider's growth plans reach their steps in the same save as the completion.
+            plans = self.advance_growth_plans(learner, now)
+            return Outcome([session, learner, *plans], {"session_id": session_id,
                                                 "version": session.version,
                                                 "pre_job_certified": certified})
         return self.execute(decide, serialise_on=session_id)
@@ -399,7 +402,7 @@ class TrainingApplication(QijiApplication):
 
     def owner_resolvers(self) -> dict[str, Callable[[str], Owners | None]]:
         return {**super().owner_resolvers(), "course": self._course_owners,
-                "session": self._session_owners}
+                "session": self._session_owners, "growth_plan": self._growth_plan_owners}
 
     def _course_owners(self, course_id: str) -> Owners | None:
         """A course is its provider's; anyone may read it once it is published."""

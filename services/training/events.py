@@ -35,6 +35,17 @@ ENROLMENT_TOPICS = (RIDER_ENROLLED, ENROLMENT_WITHDRAWN, ENROLMENT_CANCELLED, RI
                     NO_SHOW_RECORDED, COMPLETION_RECORDED)
 PASSED = "PASSED"
 
+# A rider's growth plan reached a step of its path (services/training/domain/growth.py); the
+# plan is the originator. GROWTH_STEP_REACHED carries `step_key`, `step_index`, `title`,
+# `role` (a CareerMilestoneKind name, or "" for a step of training only), `path_version`,
+# `evidence` (the completions that met it: `course_id`, `session_id`, `track`, `hours`,
+# `completed_at`), `pre_job_certified_at` (when the step asked for it) and `at`; follow
+# GROWTH_PLAN_OPENED (`rider_id`, `growth_path_id`, `path_version`) to know whose plan it is.
+# identity's RecordCareerMilestone stays the official record of the role taken: a street office
+# records it once the step is reached (README, "Growth plans").
+GROWTH_PLAN_OPENED = "services.training.domain.growth:GrowthPlan.Opened"
+GROWTH_STEP_REACHED = "services.training.domain.growth:GrowthPlan.StepReached"
+
 
 def passed_hours_by_track(completions: Iterable[Mapping[str, Any]]) -> dict[str, Decimal]:
     """A transcript's hours: each passed completion's hours, by track (a failed one counts

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 import grpc
@@ -15,6 +16,7 @@ from services.training.application import (
     TranscriptView,
     hours_text,
 )
+from services.training.domain.growth import GrowthRole, StepProgress
 from services.training.domain.values import (
     CompletionResult,
     CourseFormat,
@@ -22,6 +24,8 @@ from services.training.domain.values import (
     InstructorKind,
     Track,
 )
+from services.training.growth import GrowthPathView, GrowthPlanView, StepInput
+from shared import masking
 from shared.auth import (
     CITY_ADMIN,
     COMMUNITY,
@@ -59,6 +63,8 @@ COURSE_READ = Ref("course_id", "course", read=True)
 SESSION = Ref("session_id", "session")
 SESSION_READ = Ref("session_id", "session", read=True)
 SPACE = Ref("service_space_id", "service_space")
+# A growth plan is its rider's: their platform's and their home street office's.
+PLAN = Ref("growth_plan_id", "growth_plan")
 
 
 # Who may call each RPC, and for each role that acts for one organisation, what that
@@ -95,6 +101,19 @@ ACCESS = access_table(SERVICE_NAME, {
     "SetPreJobCourses": city_wide(CITY_ADMIN),
     "GetPreJobCourses": public(ROLES),
     "GetTranscript": scoped(CITY_READERS, platform=RIDER, street_office=RIDER),
+    # Growth paths are the city's to configure and version (as routing rules and badge
+    # criteria are), and reference data every role reads.
+    "DefineGrowthPath": once(city_wide(CITY_ADMIN)),
+    "ReviseGrowthPath": city_wide(CITY_ADMIN),
+    "ListGrowthPaths": public(ROLES),
+    # A rider's plan is opened and kept by the rider's platform (for its own rider, through
+    # its app) or the rider's home street office (its resident, at its counter). A community
+    # owns no riders in Qiji's tenancy: it asks its street office.
+    "OpenGrowthPlan": once(scoped(CITY_ADMIN, platform=RIDER, street_office=RIDER)),
+    "ReviseGrowthPlan": scoped(CITY_ADMIN, platform=PLAN, street_office=PLAN),
+    "CloseGrowthPlan": scoped(CITY_ADMIN, platform=PLAN, street_office=PLAN),
+    "GetGrowthPlan": scoped(CITY_READERS, platform=PLAN, street_office=PLAN),
+    "ListGrowthPlans": scoped(CITY_READERS, platform=RIDER, street_office=RIDER),
 })
 
 
@@ -206,6 +225,121 @@ class TrainingServicer(pb_grpc.TrainingServiceServicer):
                                 as_of=optional_time(request, "as_of_time", violations),
                                 violations=violations)
         return self._transcript(t)
+
+    # ------------------------------------------------------------------ growth
+
+    def DefineGrowthPath(self, request: Any, context: Any) -> Any:
+        violations = Violations()
+        result = self.app.define_growth_path(
+            name=request.name, description=request.description,
+            steps=self._steps_in(request.steps, violations), violations=violations)
+        return pb.DefineGrowthPathResponse(growth_path=self._path_at(result))
+
+    def ReviseGrowthPath(self, request: Any, context: Any) -> Any:
+        violations = Violations()
+        result = self.app.revise_growth_path(
+            growth_path_id=request.growth_path_id, name=request.name,
+            description=request.description, steps=self._steps_in(request.steps, violations),
+            violations=violations)
+        return pb.ReviseGrowthPathResponse(growth_path=self._path_at(result))
+
+    def ListGrowthPaths(self, request: Any, context: Any) -> Any:
+        found, token = self.app.list_growth_paths(page_size=request.page_size,
+                                                  page_token=request.page_token,
+                                                  violations=Violations())
+        return pb.ListGrowthPathsResponse(growth_paths=[self._path(p) for p in found],
+                                          next_page_token=token)
+
+    def OpenGrowthPlan(self, request: Any, context: Any) -> Any:
+        violations = Violations()
+        result = self.app.open_growth_plan(
+            rider_id=request.rider_id, growth_path_id=request.growth_path_id,
+            path_version=request.path_version, goals=request.goals,
+            tracks=self._tracks_in(request.tracks, violations), violations=violations)
+        return pb.OpenGrowthPlanResponse(growth_plan=self._plan_at(result))
+
+    def ReviseGrowthPlan(self, request: Any, context: Any) -> Any:
+        violations = Violations()
+        result = self.app.revise_growth_plan(
+            growth_plan_id=request.growth_plan_id, goals=request.goals,
+            tracks=self._tracks_in(request.tracks, violations),
+            path_version=request.path_version, violations=violations)
+        return pb.ReviseGrowthPlanResponse(growth_plan=self._plan_at(result))
+
+    def CloseGrowthPlan(self, request: Any, context: Any) -> Any:
+        result = self.app.close_growth_plan(growth_plan_id=request.growth_plan_id,
+                                            reason=request.reason)
+        return pb.CloseGrowthPlanResponse(growth_plan=self._plan_at(result))
+
+    def GetGrowthPlan(self, request: Any, context: Any) -> Any:
+        return pb.GetGrowthPlanResponse(
+            growth_plan=self._plan(self.app.growth_plan(request.growth_plan_id)))
+
+    def ListGrowthPlans(self, request: Any, context: Any) -> Any:
+        plans = self.app.list_growth_plans(rider_id=request.rider_id)
+        return pb.ListGrowthPlansResponse(growth_plans=[self._plan(p) for p in plans])
+
+    @staticmethod
+    def _tracks_in(tracks: Any, violations: Violations) -> list[Track | None]:
+        return [enum_in(t, pb.Track, Track, violations, f"tracks[{i}]")
+                for i, t in enumerate(tracks)]
+
+    @staticmethod
+    def _steps_in(steps: Any, violations: Violations) -> list[StepInput]:
+        return [StepInput(
+            key=s.key, title=s.title,
+            role=enum_in(s.role, pb.GrowthRole, GrowthRole, violations, f"steps[{i}].role"),
+            hours_by_track=[(enum_in(h.track, pb.Track, Track, violations,
+                                     f"steps[{i}].track_hours[{j}].track"), h.hours)
+                            for j, h in enumerate(s.track_hours)],
+            course_ids=list(s.course_ids), pre_job_certified=s.pre_job_certified)
+            for i, s in enumerate(steps)]
+
+    def _path_at(self, result: dict[str, Any]) -> Any:
+        return self._path(self.app.growth_path(result["growth_path_id"], result["version"]))
+
+    def _plan_at(self, result: dict[str, Any]) -> Any:
+        return self._plan(self.app.growth_plan(result["growth_plan_id"], result["version"]))
+
+    @staticmethod
+    def _path(p: GrowthPathView) -> Any:
+        return pb.GrowthPath(
+            growth_path_id=p.growth_path_id, path_version=p.path_version, name=p.name,
+            description=p.description, version=p.version,
+            steps=[pb.GrowthStep(
+                key=s["key"], title=s["title"], role=enum_out(s["role"], pb.GrowthRole),
+                track_hours=[pb.TrackHoursRequirement(track=enum_out(t, pb.Track), hours=h)
+                             for t, h in sorted(s["hours_by_track"].items())],
+                course_ids=s["course_ids"], pre_job_certified=s["pre_job_certified"])
+                for s in p.steps])
+
+    @staticmethod
+    def _plan(p: GrowthPlanView) -> Any:
+        def step(s: StepProgress) -> Any:
+            reached = p.reached.get(s.key)
+            return pb.StepProgress(
+                step_key=s.key, title=s.title, role=enum_out(s.role, pb.GrowthRole),
+                met=s.met, reached=reached is not None,
+                reach_time=timestamp(reached["at"]) if reached else None,
+                reached_path_version=reached["path_version"] if reached else 0,
+                tracks=[pb.TrackProgress(
+                    track=enum_out(t, pb.Track), hours_passed=hours_text(s.hours_passed[t]),
+                    hours_required=hours_text(required),
+                    hours_missing=hours_text(s.hours_missing.get(t, Decimal(0))))
+                    for t, required in s.hours_required.items()],
+                missing_course_ids=list(s.courses_missing),
+                pre_job_certification_missing=s.pre_job_missing)
+        return pb.GrowthPlan(
+            growth_plan_id=p.growth_plan_id, rider_id=p.rider_id,
+            growth_path_id=p.growth_path_id, path_version=p.path_version,
+            # The rider's own words, which the platform follows for its rider in the app;
+            # an official's closing note is free text like any other.
+            goals=masking.show_to_caller(masking.REPORT_TEXT, p.goals),
+            tracks=[enum_out(t, pb.Track) for t in p.tracks],
+            status=enum_out(p.status, pb.GrowthPlanStatus),
+            close_reason=masking.show_to_caller(masking.FREE_TEXT, p.close_reason),
+            opened_by_id=p.opened_by, open_time=timestamp(p.opened_at),
+            steps=[step(s) for s in p.progress], version=p.version)
 
     # ------------------------------------------------------------------ rendering
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from services.training.domain.growth import GrowthPath
 from services.training.domain.model import Course, TrainingSession
 from services.training.domain.values import CourseStatus
 from shared.views import Index, LogFollower
@@ -28,6 +29,7 @@ class TrainingViews:
     def __init__(self, app: QijiApplication):
         self.courses = Index()
         self.sessions = _Sessions()
+        self.growth_paths = Index()
         self._follower = LogFollower(app, "training", self._apply)
 
     def catch_up(self) -> int:
@@ -42,6 +44,8 @@ class TrainingViews:
             self.courses.update(ident, status=CourseStatus.PUBLISHED.value)
         elif isinstance(event, Course.Retired):
             self.courses.update(ident, status=CourseStatus.RETIRED.value)
+        elif isinstance(event, GrowthPath.Defined):
+            self.growth_paths.add(position, ident)
         elif isinstance(event, TrainingSession.Scheduled):
             self.sessions.add(position, ident, course_id=event.course_id,
                               service_space_id=event.service_space_id,

@@ -47,6 +47,9 @@ LANDMARKS = [
     "claims 金蜂骑士专享：招牌面八折",
     "突发事件直报:",
     "荷花池街道 verifies it (VERIFIED)",
+    # The growth plan reaches the social-worker step first; then identity records the role.
+    "荷花池街道 opens", "growth plan (量身定制) on the city's path 从骑手到社区社工",
+    "steps reached 志愿者 → 社区社工 — 骑迹外卖's feed carries qiji.training.v1.GrowthStepReached",
     "becomes a full-time community social worker (社区社工) at 北大街社区",
     # The rider's map: the space (placed in GCJ-02, found in WGS-84) and the merchant with the
     # perks this rider may claim there.
@@ -69,7 +72,7 @@ LANDMARKS = [
     "holds 金蜂骑士",
     "an automatic award",
     "passed a CIVIC_EDUCATION course",
-    "The story is told: 23 steps",
+    "The story is told: 24 steps",
 ]
 
 

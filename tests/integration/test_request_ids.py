@@ -23,7 +23,7 @@ from tests.inprocess import API_NAMES, SPECS, InProcessQiji, Service
 MAKES_SOMETHING_NEW = {
     # RecordCareerMilestone and GrantConsent refuse a second call ALREADY_EXISTS by themselves.
     "identity": {"CreateOrganisation", "CreateServiceSpace", "RecordSpaceUse"},
-    "training": {"DraftCourse", "ScheduleSession"},
+    "training": {"DraftCourse", "ScheduleSession", "DefineGrowthPath", "OpenGrowthPlan"},
     "merchants": {"CreatePerkOffer", "CreateCareCampaign", "ClaimPerk"},
     "badges": {"CreateBadgeClass", "LogVolunteerService"},
     "governance": {"SubmitReport", "OpenMediationCase", "RecordMediationSession",

@@ -40,6 +40,7 @@ FIELD_KEYS = {
     "provider_id": "provider", "session_id": "session", "report_id": "report",
     "case_id": "case", "shift_id": "shift", "award_id": "award", "campaign_id": "campaign",
     "recipient_id": "platform", "organisation_id": "street",
+    "growth_path_id": "growth_path", "growth_plan_id": "growth_plan",
 }
 REFUSED_FOR_ADMITTED = {grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED,
                         grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL}

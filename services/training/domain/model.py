@@ -205,6 +205,18 @@ class Learner(FollowedRiderStatus, Aggregate):
         self.completions: list[dict[str, Any]] = []
         self.certified_at: datetime | None = None
         self.certified_courses: list[str] = []
+        # The rider's growth plans (services/training/domain/growth.py), evaluated whenever a
+        # completion changes this transcript. Noted here, in the learner's own log, so that a
+        # plan opened while a completion is recorded collides with it and one of them re-reads
+        # the other: no step is missed between the two.
+        self.growth_plans: list[str] = []
+
+    @event("GrowthPlanNoted")
+    def note_growth_plan(self, growth_plan_id: str) -> None:
+        # Noted again when a plan is revised (a new path version is evaluated against this
+        # transcript as it stands in the same save): listed once.
+        if growth_plan_id not in self.growth_plans:
+            self.growth_plans.append(growth_plan_id)
 
     @event("RiderStatusNoted")
     def note_status(self, verified: bool, suspended: bool, left: bool) -> None:
