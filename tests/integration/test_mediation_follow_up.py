@@ -5,6 +5,7 @@ wire with the other tenant's token."""
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
@@ -268,3 +269,27 @@ def test_each_street_office_follows_up_and_counts_its_own_cases_only(tenants: Wo
 
 def tenants_now(q) -> object:
     return q.apps["governance"].clock()
+
+
+def test_follow_ups_recorded_at_once_are_all_kept_and_counted(city, city_clock):
+    """Four clerks record follow-ups of one case at the same moment (threads; on PostgreSQL the
+    losers of the version race decide again): none is lost, none counted twice."""
+    case_id = agreed_case(city, city_clock)
+    barrier = threading.Barrier(4, timeout=10)
+    errors: list[BaseException] = []
+
+    def record() -> None:
+        try:
+            barrier.wait()
+            follow_up(city, case_id, PARTLY, request_id=str(uuid.uuid4()))
+        except BaseException as error:  # reported by the assertion below
+            errors.append(error)
+
+    threads = [threading.Thread(target=record) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert len(city["governance"].mediation_case(case_id).follow_ups) == 4
+    assert statistics(city)[city["street"]].partly_kept == 4

@@ -5,6 +5,7 @@ published and the perks it offered, never a draft — on SQLite and PostgreSQL."
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -197,3 +198,29 @@ class TestTheRegister:
         bad = q.call("identity", "ListPartners", ipb.ListPartnersRequest(offer_kind=42),
                      world.admin)
         assert (bad.code, bad.fields) == (grpc.StatusCode.INVALID_ARGUMENT, ["offer_kind"])
+
+
+def test_concurrent_registrations_of_one_partner_let_exactly_one_through(
+        world: World) -> None:
+    """Eight clerks register the same platform at once (each with its own request id): the
+    profile's id is derived from the organisation's, so the store lets one through and every
+    other answer is ALREADY_EXISTS (threads against PostgreSQL, and
+    SQLite)."""
+    b = world.tenants["b"]
+    barrier = threading.Barrier(8, timeout=10)
+    answers: list[Any] = []
+
+    def register_once() -> None:
+        barrier.wait()
+        answers.append(register(world, b.platform, ENTERPRISE,
+                                [(ipb.OFFER_KIND_PLACES, "站点实习岗位")]))
+
+    threads = [threading.Thread(target=register_once) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(a.code.name for a in answers) == ["ALREADY_EXISTS"] * 7 + ["OK"]
+    assert {a.reason for a in answers if not a.ok} == {"PARTNER_ALREADY_REGISTERED"}
+    stored = partner(world, b.platform, world.admin)
+    assert (stored.version, stored.category) == (1, ENTERPRISE)
