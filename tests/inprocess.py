@@ -22,6 +22,8 @@ from google.rpc import error_details_pb2, status_pb2
 
 from services.badges.service import SPEC as BADGES
 from services.governance.service import SPEC as GOVERNANCE
+from services.identity.partners import SOURCES as PARTNER_SOURCES
+from services.identity.partners import PartnerContributions
 from services.identity.rider_record import SOURCES as RECORD_SOURCES
 from services.identity.rider_record import RiderRecords
 from services.identity.service import SPEC as IDENTITY
@@ -198,6 +200,10 @@ class InProcessQiji:
             {name: LocalFeed(apps[name]) for name in RECORD_SOURCES},
             check_mac=identity.event_mac.check, master_key=MASTER_KEY,
             clock=identity.clock)  # type: ignore[attr-defined]
+        # ...and what partners gave, from training's and merchants'.
+        identity.partners = PartnerContributions(  # type: ignore[attr-defined]
+            {name: LocalFeed(apps[name]) for name in PARTNER_SOURCES},
+            check_mac=identity.event_mac.check)  # type: ignore[attr-defined]
         self.services = {name: Service(SPECS[name], app, tokens_file)
                          for name, app in apps.items()}
 

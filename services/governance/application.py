@@ -8,18 +8,20 @@ import json
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from eventsourcing.application import ProcessingEvent
 
 from services.governance.domain.model import (
     MediationCase,
+    MediationPolicy,
     Organisation,
     Participant,
     Pledge,
     Report,
     RoutingRules,
+    check_follow_up,
     check_parties,
     check_rules,
     resolve_departments,
@@ -27,10 +29,12 @@ from services.governance.domain.model import (
 from services.governance.domain.values import (
     ANY_DEPARTMENT_RULE,
     CLOCK_SKEW,
+    DEFAULT_FOLLOW_UP_DAYS,
     DUPLICATE_WITHIN_METRES,
     FALLBACK_RULE,
     MAX_ATTACHMENT_REF,
     MAX_ATTACHMENTS,
+    MAX_FOLLOW_UP_DAYS,
     MAX_NAME,
     MAX_OBSERVATION_AGE,
     MAX_TEXT,
@@ -38,6 +42,7 @@ from services.governance.domain.values import (
     DeadlineKind,
     DepartmentFunction,
     EscalationLevel,
+    FollowUpResult,
     Location,
     MediationStatus,
     PartyRole,
@@ -50,7 +55,12 @@ from services.governance.domain.values import (
     latitude_band_degrees,
     same_incident,
 )
-from services.governance.views import GovernanceViews, QueueEntry, StatisticsRow
+from services.governance.views import (
+    GovernanceViews,
+    MediationStatisticsRow,
+    QueueEntry,
+    StatisticsRow,
+)
 from services.identity import events as identity_events
 from shared import auth, context, masking
 from shared.application import (
@@ -81,7 +91,7 @@ from shared.followers import Follower, UpstreamEvent
 from shared.paging import listed, page
 from shared.references import organisation_kind_not_allowed
 from shared.tenancy import Owners
-from shared.values import check_coordinates
+from shared.values import check_coordinates, city_day, parse_day
 from shared.wire import one_of
 
 # Who stores an escalation: the deadline scheduler, through the same command path as callers.
@@ -166,6 +176,17 @@ class MediationCaseView:
     opened_at: datetime
     closed_at: datetime | None
     version: int
+    # Follow-ups of the agreement (回访): {"day": date, "result": FollowUpResult, "note", "at"}.
+    follow_ups: list[dict[str, Any]] = field(default_factory=list)
+    follow_up_due: date | None = None
+    reopen_count: int = 0
+
+
+@dataclass(frozen=True)
+class MediationPolicyView:
+    follow_up_days: int
+    version: int  # 0: never set, the default applies
+    updated_at: datetime | None
 
 
 @dataclass(frozen=True)
@@ -642,10 +663,90 @@ class GovernanceApplication(QijiApplication):
 
     def record_mediation_agreement(self, *, case_id: str, outcome: str
                                    ) -> dict[str, Any]:
+        """The follow-up falls due by the city's rule as it stands now (MediationPolicy)."""
         violations = Violations()
         check_text(violations, "outcome", outcome, required=True, limit=MAX_TEXT)
-        return self._change_case(case_id, violations,
-                                 lambda c: c.agree(outcome.strip(), self.clock()))
+
+        def agree(case: MediationCase) -> None:
+            now = self.clock()
+            case.agree(outcome.strip(), now, self._follow_up_due(city_day(now)))
+        return self._change_case(case_id, violations, agree)
+
+    def record_mediation_follow_up(self, *, case_id: str, day: str,
+                                   result: FollowUpResult | None, note: str, reopen: bool,
+                                   violations: Violations | None = None) -> dict[str, Any]:
+        """A follow-up of the agreement on `day` (YYYY-MM-DD, the city's; empty: today). A
+        partly kept agreement is due another follow-up by the city's rule; a broken one
+        reopens the case when `reopen` says so."""
+        violations = violations if violations is not None else Violations()
+        today = city_day(self.clock())
+        when = parse_day(violations, "day", day) if day else today
+        check_text(violations, "note", note, required=False, limit=MAX_TEXT)
+        check_id(violations, "case_id", case_id)
+        found = self.found(case_id, MediationCase) if not violations.about("case_id") else None
+        check_follow_up(violations, day=when, result=result, reopen=reopen, today=today,
+                        agreed_on=found.agreed_on if found is not None else None)
+        violations.raise_if_any()
+        assert result is not None and when is not None
+
+        def follow_up(case: MediationCase) -> None:
+            next_due = (self._follow_up_due(when) if result is FollowUpResult.PARTLY_KEPT
+                        else None)
+            case.record_follow_up(when, result, note.strip(), self.clock(), reopen, next_due)
+        return self._change_case(case_id, Violations(), follow_up)
+
+    def _follow_up_due(self, day: date) -> date:
+        policy = self._mediation_policy()
+        return day + timedelta(days=policy.follow_up_days if policy is not None
+                               else DEFAULT_FOLLOW_UP_DAYS)
+
+    def set_mediation_policy(self, *, follow_up_days: int) -> dict[str, Any]:
+        violations = Violations()
+        violations.require(1 <= follow_up_days <= MAX_FOLLOW_UP_DAYS, "follow_up_days",
+                           f"must be 1 to {MAX_FOLLOW_UP_DAYS}", VALUE_OUT_OF_RANGE)
+        violations.raise_if_any()
+
+        def decide() -> Outcome:
+            policy = self._mediation_policy()
+            if policy is None:
+                policy = MediationPolicy(follow_up_days=follow_up_days, at=self.clock())
+            else:
+                policy.change(follow_up_days=follow_up_days, at=self.clock())
+            return Outcome([policy], {"version": policy.version})
+        return self.execute(decide, serialise_on=MediationPolicy.ID)
+
+    def mediation_policy(self, version: int = 0) -> MediationPolicyView:
+        """The policy at `version` (0: the current one; the default while never set)."""
+        if version < 0:
+            raise InvalidArgument([FieldViolation("version", "must not be negative",
+                                                  VALUE_OUT_OF_RANGE)])
+        current = self._mediation_policy()
+        if current is None or version > current.version:
+            if version:
+                raise NotFound("mediation_policy_version", str(version))
+            return MediationPolicyView(DEFAULT_FOLLOW_UP_DAYS, 0, None)
+        policy = self.get(MediationPolicy.ID, MediationPolicy, "mediation_policy",
+                          version or None, copy=False)
+        return MediationPolicyView(policy.follow_up_days, policy.version, policy.updated_at)
+
+    def _mediation_policy(self) -> MediationPolicy | None:
+        return self.found(MediationPolicy.ID, MediationPolicy)
+
+    def mediation_statistics(self, *, street_id: str, start: datetime | None,
+                             end: datetime | None, violations: Violations | None = None
+                             ) -> list[MediationStatisticsRow]:
+        """Per street (one row when `street_id` names one), what happened to its cases in
+        [start, end): see GovernanceViews.mediation_statistics."""
+        violations = violations if violations is not None else Violations()
+        if street_id:
+            check_id(violations, "street_id", street_id)
+        if start is not None and end is not None:
+            violations.require(end > start, "end_time", "must be after start_time",
+                               END_TIME_NOT_AFTER_START_TIME)
+        violations.raise_if_any()
+        self.views.catch_up()
+        return self.views.mediation_statistics(street_id=street_id, start=start, end=end,
+                                               today=city_day(self.clock()))
 
     def record_mediation_failure(self, *, case_id: str, reason: str
                                  ) -> dict[str, Any]:
@@ -681,7 +782,12 @@ class GovernanceApplication(QijiApplication):
                        "place": _free_text(s.get("place", ""))} for s in c.sessions],
             status=c.status, outcome=_free_text(c.outcome),
             failure_reason=_free_text(c.failure_reason), opened_at=c.opened_at,
-            closed_at=c.closed_at, version=c.version)
+            closed_at=c.closed_at, version=c.version,
+            follow_ups=[{"day": date.fromisoformat(f["day"]),
+                         "result": FollowUpResult(f["result"]),
+                         "note": _free_text(f["note"]), "at": f["at"]} for f in c.follow_ups],
+            follow_up_due=date.fromisoformat(c.follow_up_due) if c.follow_up_due else None,
+            reopen_count=c.reopen_count)
 
     def list_mediation_cases(self, *, street_id: str, status: MediationStatus | None,
                              page_size: int, page_token: str,

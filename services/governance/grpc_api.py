@@ -16,6 +16,7 @@ from services.governance.application import (
     GovernanceApplication,
     HistoryEntry,
     MediationCaseView,
+    MediationPolicyView,
     Party,
     PledgeView,
     ReportView,
@@ -26,6 +27,7 @@ from services.governance.application import (
 from services.governance.domain.values import (
     Category,
     DepartmentFunction,
+    FollowUpResult,
     Location,
     MediationStatus,
     PartyRole,
@@ -33,7 +35,7 @@ from services.governance.domain.values import (
     ReportKind,
     ReportStatus,
 )
-from services.governance.views import QueueEntry, StatisticsRow
+from services.governance.views import MediationStatisticsRow, QueueEntry, StatisticsRow
 from shared.auth import (
     CITY_ADMIN,
     DEPARTMENT,
@@ -101,6 +103,15 @@ ACCESS = access_table(SERVICE_NAME, {
     "RecordMediationFailure": scoped(street_office=CASE),
     "GetMediationCase": scoped(CITY_READERS, street_office=CASE),
     "ListMediationCases": scoped(CITY_READERS, street_office=REPORT_ROWS),
+    # The office that mediated follows the agreement up; every follow-up counts, so each
+    # carries a request id.
+    "RecordMediationFollowUp": once(scoped(street_office=CASE)),
+    "SetMediationPolicy": city_wide(CITY_ADMIN),
+    # The city's configuration, read by its officials (as the routing rules).
+    "GetMediationPolicy": public(CITY_READERS, STREET_OFFICE),
+    # Counts only, no party: a street office its own street, the city every street.
+    "GetMediationStatistics": scoped(CITY_READERS,
+                                     street_office=Ref("street_id", "organisation")),
     "PublishPledge": once(city_wide(CITY_ADMIN)),
     # The platform shows riders the text they sign.
     "GetPledge": public(ROLES),
@@ -263,6 +274,32 @@ class GovernanceServicer(pb_grpc.GovernanceServiceServicer):
             case_id=request.case_id, reason=request.reason)
         return pb.RecordMediationFailureResponse(mediation_case=self._case_at(result))
 
+    def RecordMediationFollowUp(self, request: Any, context: Any) -> Any:
+        violations = Violations()
+        result = self.app.record_mediation_follow_up(
+            case_id=request.case_id, day=request.day,
+            result=enum_in(request.result, pb.FollowUpResult, FollowUpResult, violations,
+                           "result"),
+            note=request.note, reopen=request.reopen, violations=violations)
+        return pb.RecordMediationFollowUpResponse(mediation_case=self._case_at(result))
+
+    def SetMediationPolicy(self, request: Any, context: Any) -> Any:
+        result = self.app.set_mediation_policy(follow_up_days=request.follow_up_days)
+        return pb.SetMediationPolicyResponse(
+            mediation_policy=_policy(self.app.mediation_policy(result["version"])))
+
+    def GetMediationPolicy(self, request: Any, context: Any) -> Any:
+        return pb.GetMediationPolicyResponse(
+            mediation_policy=_policy(self.app.mediation_policy(request.version)))
+
+    def GetMediationStatistics(self, request: Any, context: Any) -> Any:
+        violations = Violations()
+        rows = self.app.mediation_statistics(
+            street_id=request.street_id,
+            start=optional_time(request, "start_time", violations),
+            end=optional_time(request, "end_time", violations), violations=violations)
+        return pb.GetMediationStatisticsResponse(statistics=[_mediation_row(r) for r in rows])
+
     def GetMediationCase(self, request: Any, context: Any) -> Any:
         return pb.GetMediationCaseResponse(
             mediation_case=self._case(self.app.mediation_case(request.case_id)))
@@ -379,11 +416,30 @@ class GovernanceServicer(pb_grpc.GovernanceServiceServicer):
                                           notes=s["notes"]) for s in c.sessions],
             status=enum_out(c.status, pb.MediationStatus), outcome=c.outcome,
             failure_reason=c.failure_reason, open_time=timestamp(c.opened_at),
-            close_time=timestamp(c.closed_at), version=c.version)
+            close_time=timestamp(c.closed_at), version=c.version,
+            follow_ups=[pb.MediationFollowUp(
+                day=f["day"].isoformat(), result=enum_out(f["result"], pb.FollowUpResult),
+                note=f["note"], record_time=timestamp(f["at"])) for f in c.follow_ups],
+            follow_up_due_day=c.follow_up_due.isoformat() if c.follow_up_due else "",
+            reopen_count=c.reopen_count)
 
     @staticmethod
     def _pledge(p: PledgeView) -> Any:
         return pb.Pledge(version=p.version, text=p.text, publish_time=timestamp(p.published_at))
+
+
+def _policy(p: MediationPolicyView) -> Any:
+    return pb.MediationPolicy(follow_up_days=p.follow_up_days, version=p.version,
+                              update_time=timestamp(p.updated_at))
+
+
+def _mediation_row(r: MediationStatisticsRow) -> Any:
+    average = r.average_days_to_agreement
+    return pb.MediationStatistics(
+        street_id=r.street_id, opened=r.opened, agreed=r.agreed, failed=r.failed, kept=r.kept,
+        partly_kept=r.partly_kept, broken=r.broken, reopened=r.reopened,
+        average_days_to_agreement=f"{average:.1f}" if average is not None else "",
+        follow_ups_overdue=r.follow_ups_overdue)
 
 
 def _assignment(a: dict[str, Any]) -> Any:

@@ -9,7 +9,7 @@ import statistics
 import threading
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from services.governance.domain.model import MediationCase, Organisation, Report
@@ -100,6 +100,34 @@ class StatisticsRow:
     median_resolve: timedelta | None
 
 
+@dataclass(frozen=True)
+class MediationStatisticsRow:
+    """What happened to one street's mediation cases in a period (each counted when it was
+    recorded), and the follow-ups overdue today."""
+
+    street_id: str
+    opened: int
+    agreed: int  # agreements (a case reopened and agreed again counts twice)
+    failed: int
+    kept: int  # follow-ups by what they found
+    partly_kept: int
+    broken: int
+    reopened: int
+    # Mean days from a case's opening to each agreement in the period; None with none.
+    average_days_to_agreement: float | None
+    # Agreed cases whose follow-up fell due before today and has not been recorded (now,
+    # whatever the period).
+    follow_ups_overdue: int
+
+
+@dataclass
+class _MediationFact:
+    street_id: str
+    what: str  # OPENED, AGREED, FAILED, KEPT, PARTLY_KEPT, BROKEN, REOPENED
+    at: datetime
+    days_to_agreement: float = 0.0
+
+
 def queue_key(due_at: datetime, position: int) -> int:
     """A department's queue is ordered by deadline, ties by routing order: one integer, so the
     kernel's AIP-158 paging (which pages over ascending integer keys) serves it unchanged."""
@@ -110,6 +138,10 @@ class GovernanceViews:
     def __init__(self, app: QijiApplication):
         self.reports = Index()
         self.cases = Index()
+        # Mediation, for its statistics: every fact in log order, and each case's street,
+        # opening and follow-up due day (while agreed).
+        self._mediation: list[_MediationFact] = []
+        self._cases: dict[str, dict[str, Any]] = {}
         self._lock = threading.RLock()
         self._rows: dict[str, ReportRow] = {}
         self._assignments: dict[tuple[str, str], AssignmentRow] = {}
@@ -214,6 +246,40 @@ class GovernanceViews:
             result = [self._summarise(key, rows) for key, rows in sorted(groups.items())]
         return result
 
+    def mediation_statistics(self, *, street_id: str, start: datetime | None,
+                             end: datetime | None, today: date
+                             ) -> list[MediationStatisticsRow]:
+        """Per street with any case (only `street_id`'s, always, when it names one), the
+        facts recorded in [start, end), and follow-ups overdue on `today`."""
+        facts: dict[str, list[_MediationFact]] = defaultdict(list)
+        overdue: dict[str, int] = defaultdict(int)
+        with self._lock:
+            for fact in self._mediation:
+                if ((street_id and fact.street_id != street_id)
+                        or (start and fact.at < start) or (end and fact.at >= end)):
+                    continue
+                facts[fact.street_id].append(fact)
+            for case in self._cases.values():
+                if (not street_id or case["street_id"] == street_id) and case["due"] \
+                        and date.fromisoformat(case["due"]) < today:
+                    overdue[case["street_id"]] += 1
+        streets = {street_id} if street_id else set(facts) | set(overdue)
+        rows = []
+        for street in sorted(streets):
+            counts: dict[str, int] = defaultdict(int)
+            days = []
+            for fact in facts[street]:
+                counts[fact.what] += 1
+                if fact.what == "AGREED":
+                    days.append(fact.days_to_agreement)
+            rows.append(MediationStatisticsRow(
+                street_id=street, opened=counts["OPENED"], agreed=counts["AGREED"],
+                failed=counts["FAILED"], kept=counts["KEPT"], partly_kept=counts["PARTLY_KEPT"],
+                broken=counts["BROKEN"], reopened=counts["REOPENED"],
+                average_days_to_agreement=statistics.fmean(days) if days else None,
+                follow_ups_overdue=overdue[street]))
+        return rows
+
     def _summarise(self, key: tuple[str, str], rows: list[ReportRow]) -> StatisticsRow:
         counts = defaultdict(int)
         to_acknowledge: list[float] = []
@@ -300,16 +366,35 @@ class GovernanceViews:
         elif isinstance(event, MediationCase.Opened):
             self.cases.add(position, ident, street_id=event.street_id,
                            report_id=event.report_id, status=MediationStatus.OPEN.value)
+            self._cases[ident] = {"street_id": event.street_id, "opened_at": event.opened_at,
+                                  "due": ""}
+            self._fact(ident, "OPENED", event.opened_at)
         elif isinstance(event, MediationCase.Agreed):
             self.cases.update(ident, status=MediationStatus.AGREED.value)
+            case = self._cases[ident]
+            case["due"] = event.follow_up_due
+            self._fact(ident, "AGREED", event.at,
+                       (event.at - case["opened_at"]).total_seconds() / 86400)
         elif isinstance(event, MediationCase.Failed):
             self.cases.update(ident, status=MediationStatus.FAILED.value)
+            self._fact(ident, "FAILED", event.at)
+        elif isinstance(event, MediationCase.FollowedUp):
+            self._cases[ident]["due"] = event.next_due
+            self._fact(ident, event.result, event.at)
+        elif isinstance(event, MediationCase.Reopened):
+            self.cases.update(ident, status=MediationStatus.OPEN.value)
+            self._cases[ident]["due"] = ""
+            self._fact(ident, "REOPENED", event.at)
         elif isinstance(event, Organisation.Noted):
             self._organisations[ident] = {"kind": event.kind, "parent_id": event.parent_id,
                                           "department_function": event.department_function,
                                           "name": event.name}
             if event.kind == DEPARTMENT:
                 self._departments[(event.parent_id, event.department_function)].append(ident)
+
+    def _fact(self, case_id: str, what: str, at: datetime, days: float = 0.0) -> None:
+        self._mediation.append(_MediationFact(self._cases[case_id]["street_id"], what, at,
+                                              days))
 
     def _queue(self, report_id: str, department_id: str) -> None:
         a = self._assignments[(report_id, department_id)]

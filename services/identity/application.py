@@ -10,6 +10,7 @@ from typing import Any
 
 from services.identity.domain.model import (
     Organisation,
+    Partner,
     Rider,
     ServiceSpace,
     SpaceUseDay,
@@ -21,14 +22,18 @@ from services.identity.domain.values import (
     MAX_TEXT_LENGTH,
     MAX_USE_PERIOD_DAYS,
     PARENT_KINDS,
+    PARTNER_ORGANISATION_KINDS,
     STATION_OF_ANOTHER_PLATFORM,
     Amenity,
     CareerMilestoneKind,
     ConsentScope,
     DepartmentFunction,
+    OfferKind,
     OrganisationKind,
+    PartnerCategory,
     RiderStatus,
 )
+from services.identity.partners import Contributions, PartnerContributions
 from services.identity.rider_record import RiderRecord, RiderRecords
 from services.identity.views import IdentityViews
 from shared import context, masking
@@ -37,6 +42,7 @@ from shared.config import Settings
 from shared.errors import (
     ENUM_VALUE_REQUIRED,
     FIELD_REQUIRED,
+    VALUE_OUT_OF_RANGE,
     AlreadyExists,
     NotFound,
     Unavailable,
@@ -69,6 +75,22 @@ class OrganisationView:
     department_function: DepartmentFunction | None
     created_at: datetime
     version: int
+
+
+@dataclass(frozen=True)
+class PartnerView:
+    """A partner's profile as it stood at `version`, with what it gave (as of now; None when
+    the process keeps no contributions, or when an earlier version is read)."""
+
+    organisation_id: str
+    organisation_name: str
+    organisation_kind: OrganisationKind
+    category: PartnerCategory
+    offers: list[tuple[OfferKind, str]]
+    registered_at: datetime
+    revised_at: datetime
+    version: int
+    contributions: Contributions | None
 
 
 @dataclass(frozen=True)
@@ -133,6 +155,8 @@ class IdentityApplication(QijiApplication):
         # Riders' records, read from the other services' feeds: wired by the service
         # (services/identity/service.py), which knows where they are.
         self.records: RiderRecords | None = None
+        # What partners gave, read from training's and merchants' feeds: wired likewise.
+        self.partners: PartnerContributions | None = None
 
     # ------------------------------------------------------------------ organisations
 
@@ -198,6 +222,103 @@ class IdentityApplication(QijiApplication):
             organisation_kind_not_allowed(violations, field, organisation["kind"], kind.value)
             return None
         return organisation
+
+    # ------------------------------------------------------------------ partners
+
+    def register_partner(self, *, organisation_id: str, category: PartnerCategory | None,
+                         offers: list[tuple[OfferKind | None, str]],
+                         violations: Violations | None = None) -> dict[str, Any]:
+        """`offers`: (kind, description) pairs, in the order the partner lists them."""
+        given = violations.items if violations is not None else []
+
+        def decide() -> Outcome:
+            violations = Violations(list(given))
+            organisation = self._note_organisation(violations, "organisation_id",
+                                                   organisation_id)
+            if organisation is not None and OrganisationKind(organisation["kind"]) not in (
+                    PARTNER_ORGANISATION_KINDS):
+                organisation_kind_not_allowed(
+                    violations, "organisation_id", organisation["kind"],
+                    sorted(k.value for k in PARTNER_ORGANISATION_KINDS))
+            stored = Partner.check(violations, category, offers)
+            violations.raise_if_any()
+            assert category is not None
+            partner_id = Partner.create_id(organisation_id)
+            if self.exists(partner_id):
+                raise AlreadyExists("the organisation is already a registered partner; "
+                                    "RevisePartner changes what it offers",
+                                    reason="PARTNER_ALREADY_REGISTERED",
+                                    organisation_id=organisation_id)
+            partner = Partner(organisation_id=organisation_id, category=category.value,
+                              offers=stored)
+            return Outcome([partner], {"organisation_id": organisation_id,
+                                       "version": partner.version})
+        return self.execute(decide)
+
+    def revise_partner(self, *, organisation_id: str, category: PartnerCategory | None,
+                       offers: list[tuple[OfferKind | None, str]],
+                       violations: Violations | None = None) -> dict[str, Any]:
+        """Replaces category and offers; the earlier versions stay readable."""
+        violations = violations if violations is not None else Violations()
+        check_id(violations, "organisation_id", organisation_id)
+        stored = Partner.check(violations, category, offers)
+        violations.raise_if_any()
+        assert category is not None
+
+        def decide() -> Outcome:
+            partner_id = Partner.create_id(organisation_id)
+            if not self.exists(partner_id):
+                raise NotFound("partner", organisation_id)
+            partner = self.get(partner_id, Partner, "partner")
+            partner.revise(category, stored)
+            return Outcome([partner], {"organisation_id": organisation_id,
+                                       "version": partner.version})
+        return self.execute(decide)
+
+    def partner(self, organisation_id: str, version: int | None = None) -> PartnerView:
+        """The profile (at `version`, 0 or None: the current one) and, for the current one,
+        what the partner gave."""
+        violations = Violations()
+        check_id(violations, "organisation_id", organisation_id)
+        violations.require(not version or version > 0, "version",
+                           "0 (the current one) or a version from 1", VALUE_OUT_OF_RANGE)
+        violations.raise_if_any()
+        partner_id = Partner.create_id(organisation_id)
+        if not self.exists(partner_id):
+            raise NotFound("partner", organisation_id)
+        p = self.get(partner_id, Partner, "partner", version or None, copy=False)
+        if version and p.version < version:
+            raise NotFound("partner_version", f"{organisation_id}@{version}")
+        organisation = self.organisation(organisation_id)
+        contributions = (self.partners.contributions(organisation_id)
+                         if self.partners is not None and not version else None)
+        return PartnerView(
+            organisation_id=organisation_id, organisation_name=organisation.name,
+            organisation_kind=organisation.kind, category=p.category,
+            offers=[(OfferKind(o["kind"]), o["description"]) for o in p.offers],
+            registered_at=p.created_on, revised_at=p.modified_on, version=p.version,
+            contributions=contributions)
+
+    def list_partners(self, *, category: PartnerCategory | None, offer_kind: OfferKind | None,
+                      page_size: int, page_token: str, violations: Violations | None = None
+                      ) -> tuple[list[PartnerView], str]:
+        """Partners in the order they were registered, each without its contributions (one
+        GetPartner answers those)."""
+        self.views.catch_up()
+        ids, token = listed(violations, lambda: self.views.partners.page(
+            category=category, offer_kind=offer_kind, page_size=page_size,
+            page_token=page_token))
+        found = []
+        for i in ids:
+            p = self.get(i, Partner, "partner", copy=False)
+            organisation = self.organisation(p.organisation_id)
+            found.append(PartnerView(
+                organisation_id=p.organisation_id, organisation_name=organisation.name,
+                organisation_kind=organisation.kind, category=p.category,
+                offers=[(OfferKind(o["kind"]), o["description"]) for o in p.offers],
+                registered_at=p.created_on, revised_at=p.modified_on, version=p.version,
+                contributions=None))
+        return found, token
 
     # ------------------------------------------------------------------ service spaces
 

@@ -16,6 +16,7 @@ from qiji.training.v1 import training_service_pb2 as training_pb
 from services.identity.application import (
     IdentityApplication,
     OrganisationView,
+    PartnerView,
     RiderView,
     ServiceSpaceView,
     SpaceUseView,
@@ -26,11 +27,13 @@ from services.identity.domain.values import (
     CareerMilestoneKind,
     ConsentScope,
     DepartmentFunction,
+    OfferKind,
     OrganisationKind,
+    PartnerCategory,
     RiderStatus,
 )
 from services.identity.rider_record import RiderRecord
-from shared.auth import CITY_ADMIN, ROLES
+from shared.auth import CITY_ADMIN, DEPARTMENT, EDUCATION_PROVIDER, MERCHANT, PLATFORM, ROLES
 from shared.errors import Violations
 from shared.grpc.convert import (
     enum_in,
@@ -47,6 +50,7 @@ from shared.tenancy import (
     Rows,
     access_table,
     city_wide,
+    each,
     once,
     public,
     scoped,
@@ -71,6 +75,15 @@ ACCESS = access_table(SERVICE_NAME, {
     # The organisation tree and the service spaces are the city's reference data.
     "GetOrganisation": public(ROLES),
     "ListOrganisations": public(ROLES),
+    # The partner register: the city decides who is a partner; a partner revises what it
+    # offers with its own token (the role its organisation's kind acts in), or the city admin
+    # for it. What partners offer and gave is public: nothing personal is in it.
+    "RegisterPartner": once(city_wide(CITY_ADMIN)),
+    "RevisePartner": scoped(CITY_ADMIN, **each(Ref("organisation_id", "organisation"),
+                                                EDUCATION_PROVIDER, MERCHANT, DEPARTMENT,
+                                                PLATFORM)),
+    "GetPartner": public(ROLES),
+    "ListPartners": public(ROLES),
     "CreateServiceSpace": once(scoped(CITY_ADMIN, street_office=Ref("street_id", "organisation"))),
     "UpdateServiceSpace": scoped(CITY_ADMIN,
                                  street_office=Ref("service_space_id", "service_space")),
@@ -137,6 +150,43 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
             page_token=request.page_token, violations=violations)
         return pb.ListOrganisationsResponse(
             organisations=[self._organisation(o) for o in found], next_page_token=token)
+
+    # ------------------------------------------------------------------ partners
+
+    def RegisterPartner(self, request: Any, context: Any) -> Any:
+        violations = Violations()
+        result = self.app.register_partner(
+            organisation_id=request.organisation_id,
+            category=enum_in(request.category, pb.PartnerCategory, PartnerCategory,
+                             violations, "category"),
+            offers=_offers(request.offers, violations), violations=violations)
+        return pb.RegisterPartnerResponse(partner=_partner(
+            self.app.partner(result["organisation_id"], result["version"])))
+
+    def RevisePartner(self, request: Any, context: Any) -> Any:
+        violations = Violations()
+        result = self.app.revise_partner(
+            organisation_id=request.organisation_id,
+            category=enum_in(request.category, pb.PartnerCategory, PartnerCategory,
+                             violations, "category"),
+            offers=_offers(request.offers, violations), violations=violations)
+        return pb.RevisePartnerResponse(partner=_partner(
+            self.app.partner(result["organisation_id"], result["version"])))
+
+    def GetPartner(self, request: Any, context: Any) -> Any:
+        return pb.GetPartnerResponse(partner=_partner(
+            self.app.partner(request.organisation_id, request.version)))
+
+    def ListPartners(self, request: Any, context: Any) -> Any:
+        violations = Violations()
+        found, token = self.app.list_partners(
+            category=enum_in(request.category, pb.PartnerCategory, PartnerCategory,
+                             violations, "category"),
+            offer_kind=enum_in(request.offer_kind, pb.OfferKind, OfferKind, violations,
+                               "offer_kind"),
+            page_size=request.page_size, page_token=request.page_token, violations=violations)
+        return pb.ListPartnersResponse(partners=[_partner(p) for p in found],
+                                       next_page_token=token)
 
     # ------------------------------------------------------------------ service spaces
 
@@ -341,6 +391,35 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
 def add_servicers(server: grpc.Server, app: Any) -> list[str]:
     pb_grpc.add_IdentityServiceServicer_to_server(IdentityServicer(app), server)
     return [SERVICE_NAME]
+
+
+def _offers(values: Any, violations: Violations) -> list[tuple[OfferKind | None, str]]:
+    return [(enum_in(o.kind, pb.OfferKind, OfferKind, violations, f"offers[{i}].kind"),
+             o.description) for i, o in enumerate(values)]
+
+
+def _partner(p: PartnerView) -> Any:
+    """The profile; with what the partner gave when the view answered it (GetPartner of the
+    current version), in training's and merchants' own words."""
+    c = p.contributions
+    return pb.Partner(
+        organisation_id=p.organisation_id, organisation_name=p.organisation_name,
+        organisation_kind=enum_out(p.organisation_kind, pb.OrganisationKind),
+        category=enum_out(p.category, pb.PartnerCategory),
+        offers=[pb.PartnerOffer(kind=enum_out(k, pb.OfferKind), description=d)
+                for k, d in p.offers],
+        register_time=timestamp(p.registered_at), revise_time=timestamp(p.revised_at),
+        version=p.version,
+        courses=[pb.PartnerCourse(
+            course_id=e.course_id, title=e.title, track=enum_out(e.track, training_pb.Track),
+            hours=str(e.hours), status=enum_out(e.status, training_pb.CourseStatus),
+            publish_time=timestamp(e.published_at)) for e in c.courses] if c else [],
+        perks=[pb.PartnerPerk(
+            perk_id=e.perk_id, title=e.title, status=enum_out(e.status, merchants_pb.PerkStatus),
+            publish_time=timestamp(e.published_at)) for e in c.perks] if c else [],
+        sources=[pb.RecordSource(service=s.service, position=s.position, current=s.current,
+                                 problem=s.problem, stopped_at=s.stopped_at)
+                 for s in c.sources] if c else [])
 
 
 def _uses(counts: dict[Amenity, int]) -> list[Any]:

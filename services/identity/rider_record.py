@@ -22,34 +22,24 @@ it does for an upstream that cannot be reached. The rest of the record is still 
 from __future__ import annotations
 
 import sys
-import threading
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-import grpc
-import structlog
-
 from services.badges import events as badges
 from services.governance import events as governance
+from services.identity.feed_views import FeedView, SourceState
 from services.merchants import events as merchants
 from services.merchants.events import CodeMinter
 from services.training import events as training
-from shared import context, metrics
-from shared.background import keep_behind
+from shared import context
 from shared.followers import Feed, UpstreamEvent
-from shared.integrity import ALARM, MAC_PROBLEM
 
-log = structlog.get_logger(__name__)
+__all__ = ["SOURCES", "RiderRecord", "RiderRecords", "SourceState"]
 
-BATCH = 500
-PROGRESS_EVERY = 10_000
 READER = "identity.rider-records"
-# The name its metrics carry, beside the followers of every service.
-_APP = "identity"
 
 # What each upstream's part of the record is made of: its published topics.
 SOURCES: dict[str, tuple[str, ...]] = {
@@ -176,21 +166,6 @@ class PledgeEntry:
 
 
 @dataclass(frozen=True)
-class SourceState:
-    """How current one upstream's part of a record is."""
-
-    service: str
-    # The upstream's log position the record reflects, through.
-    position: int
-    # True when everything the upstream stored before the record was asked for is in it.
-    current: bool
-    # Why not, when it is not: "UNAVAILABLE" (cannot be reached), "PERMISSION_DENIED" (the
-    # service token is refused), or the integrity problem at `stopped_at`.
-    problem: str = ""
-    stopped_at: int = 0
-
-
-@dataclass(frozen=True)
 class RiderRecord:
     rider_id: str
     sessions: tuple[SessionEntry, ...]
@@ -227,38 +202,20 @@ class _Rider:
     pledges: dict[int, datetime] = field(default_factory=dict)
 
 
-@dataclass
-class _Source:
-    name: str
-    feed: Feed
-    topics: tuple[str, ...]
-    position: int = 0
-    stopped_at: int = 0
-    problem: str = ""
-    unreachable: str = ""
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    # When the newest completed catch-up began (monotonic): a request that came before that
-    # needs no catch-up of its own.
-    fresh_since: float = -1.0
-
-
-class RiderRecords:
+class RiderRecords(FeedView):
     """The read model, and what keeps it current (one of identity's background workers)."""
 
     # The name of its thread among the service's background work.
     upstream = "rider-records"
+    reader = READER
+    log_name = "rider_records"
+    shows_nothing = "the rider's record does not show it"
 
     def __init__(self, feeds: Mapping[str, Feed], *, check_mac: Callable[..., bool],
                  master_key: bytes, clock: Callable[[], datetime]):
-        unknown = set(feeds) - set(SOURCES)
-        if unknown:
-            raise ValueError(f"no record is made of {sorted(unknown)}")
-        self._sources = {name: _Source(name, feed, SOURCES[name])
-                         for name, feed in feeds.items()}
-        self._check_mac = check_mac
+        super().__init__(feeds, SOURCES, check_mac=check_mac)
         self._codes = CodeMinter(master_key)
         self._clock = clock
-        self._lock = threading.RLock()
         self._riders: dict[str, _Rider] = {}
         # Whose is a thing named by an event that does not repeat the rider (its originator).
         self._owner: dict[str, str] = {}
@@ -269,109 +226,6 @@ class RiderRecords:
         self._merchants: dict[str, str] = {}
         self._campaigns: dict[str, dict[str, Any]] = {}
         self._badge_classes: dict[str, str] = {}
-
-    @property
-    def refused(self) -> str | None:
-        """The upstreams that refuse identity's service token, if any (the service's health,
-        `qiji.followers`, turns NOT_SERVING while one does)."""
-        refused = [s.name for s in self._sources.values()
-                   if s.unreachable in ("UNAUTHENTICATED", "PERMISSION_DENIED")]
-        return ", ".join(refused) or None
-
-    # -------------------------------------------------------------- keeping current
-
-    def run_forever(self, stopping: threading.Event, every: float = 1.0) -> None:
-        """Built as the process starts (progress in the log) and kept close behind."""
-        keep_behind(lambda: all(s.current for s in self.catch_up()), stopping,
-                    name=self.upstream, every=every)
-
-    def catch_up(self) -> list[SourceState]:
-        """Applies what every upstream stored since the last look (what it can reach)."""
-        return [self._catch_up(source) for source in self._sources.values()]
-
-    def _catch_up(self, source: _Source) -> SourceState:
-        asked = time.monotonic()
-        with source.lock:
-            if source.fresh_since < asked:
-                began = time.monotonic()
-                if self._read(source):
-                    source.fresh_since = began
-            return self._state(source, current=source.fresh_since >= asked)
-
-    def _state(self, source: _Source, *, current: bool) -> SourceState:
-        if source.stopped_at:
-            return SourceState(source.name, source.position, False, source.problem,
-                               source.stopped_at)
-        return SourceState(source.name, source.position, current and not source.unreachable,
-                           source.unreachable)
-
-    def _read(self, source: _Source) -> bool:
-        """Reads and applies the upstream's new events; True when it caught up with it."""
-        applied, started = 0, time.perf_counter()
-        try:
-            while True:
-                start = source.position + 1
-                events = source.feed.read(start, BATCH, source.topics)
-                for event in events:
-                    if not self._check_mac(event.originator_id, event.originator_version,
-                                           event.topic, event.stored_state):
-                        self._stop(source, event.position,
-                                   f"{MAC_PROBLEM}; the rider's record does not show it")
-                        return False
-                    with self._lock:
-                        self._apply(event)
-                    source.position = event.position
-                applied += len(events)
-                failure = source.feed.failure
-                if failure is not None:
-                    self._stop(source, failure.position,
-                               f"{failure.problem}; the rider's record does not show it")
-                    return False
-                through = (events[-1].position if len(events) == BATCH
-                           else max([source.feed.last_position, source.position]))
-                ALARM.passed(source.name, READER, start, through)
-                if source.stopped_at and through >= source.stopped_at:
-                    source.stopped_at, source.problem = 0, ""  # repaired
-                if applied // PROGRESS_EVERY > (applied - len(events)) // PROGRESS_EVERY:
-                    # A long rebuild shows that it is moving, and how fast.
-                    log.info("rider_records.rebuild.progress", upstream=source.name,
-                             events=applied, position=source.position,
-                             per_second=round(applied / (time.perf_counter() - started)))
-                if len(events) < BATCH:
-                    break
-        except grpc.RpcError as error:
-            code = error.code().name if isinstance(error, grpc.Call) else "UNAVAILABLE"
-            refused = code in ("UNAUTHENTICATED", "PERMISSION_DENIED")
-            if source.unreachable != code:
-                # Said once, not every second. A refusal is no outage: nothing changes until
-                # an operator fixes the token, so health and /metrics say it too.
-                if refused:
-                    log.error("rider_records.upstream_refused", upstream=source.name,
-                              code=code, fix="QIJI_SERVICE_TOKEN must be a `service` token in "
-                              "the upstream's tokens file")
-                else:
-                    log.warning("rider_records.upstream_unavailable", upstream=source.name,
-                                code=code)
-            source.unreachable = code
-            metrics.FOLLOWER_REFUSED.labels(_APP, source.name).set(1 if refused else 0)
-            return False
-        if source.unreachable:
-            log.info("rider_records.upstream_back", upstream=source.name)
-            source.unreachable = ""
-            metrics.FOLLOWER_REFUSED.labels(_APP, source.name).set(0)
-        metrics.FOLLOWER_POSITION.labels(_APP, source.name).set(
-            max(source.position, source.feed.last_position))
-        if applied >= PROGRESS_EVERY:
-            log.info("rider_records.rebuild.done", upstream=source.name, events=applied,
-                     seconds=round(time.perf_counter() - started, 2))
-        return True
-
-    def _stop(self, source: _Source, position: int, problem: str) -> None:
-        if source.stopped_at != position:
-            log.error("rider_records.integrity_stop", upstream=source.name, position=position,
-                      problem=problem)
-        source.stopped_at, source.problem = position, problem
-        ALARM.broken(source.name, READER, position, problem)
 
     # -------------------------------------------------------------- applying
 
@@ -524,14 +378,7 @@ class RiderRecords:
     def record(self, rider_id: str) -> RiderRecord:
         """The rider's record as of now: every upstream caught up first (once per request),
         what cannot be reached said in `sources`."""
-        caught_up = context.current().caught_up
-        if caught_up is not None and self.upstream in caught_up:
-            sources = [self._state(s, current=not s.unreachable)
-                       for s in self._sources.values()]
-        else:
-            sources = self.catch_up()
-            if caught_up is not None:
-                caught_up.add(self.upstream)
+        sources = self.sources_now()
         now = self._clock()
         show_codes = bool(context.current().actor.roles & merchants.SEES_CODES)
         with self._lock:

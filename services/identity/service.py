@@ -1,5 +1,5 @@
 """What makes identity a Qiji service: its application, servicers and access table, and the
-riders' records it keeps from the other services' feeds."""
+riders' records and partners' contributions it keeps from the other services' feeds."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ from typing import Any
 
 from services.identity.application import IdentityApplication
 from services.identity.grpc_api import ACCESS, add_servicers
+from services.identity.partners import SOURCES as PARTNER_SOURCES
+from services.identity.partners import PartnerContributions
 from services.identity.public_events import CATALOGUE as PUBLIC_EVENTS
 from services.identity.rider_record import SOURCES, RiderRecords
 from shared.config import Settings
@@ -18,7 +20,12 @@ def make_followers(app: Any, settings: Settings) -> list[Any]:
     app.records = RiderRecords({name: GrpcFeed.of(name, settings) for name in SOURCES},
                                check_mac=app.event_mac.check, master_key=app.master_key,
                                clock=app.clock)
-    return [app.records]
+    # What partners gave: training's and merchants' feeds again, read by a view of its own
+    # (a second reader of two feeds, against one view that answers two unrelated questions).
+    app.partners = PartnerContributions(
+        {name: GrpcFeed.of(name, settings) for name in PARTNER_SOURCES},
+        check_mac=app.event_mac.check)
+    return [app.records, app.partners]
 
 
 SPEC = ServiceSpec(name="identity", make_app=IdentityApplication, add_servicers=add_servicers,

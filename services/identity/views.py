@@ -7,13 +7,20 @@ from typing import TYPE_CHECKING, Any
 
 from services.identity.domain.model import (
     Organisation,
+    Partner,
     Rider,
     ServiceSpace,
     SpaceUseDay,
     status_after_reinstatement,
     status_after_verification,
 )
-from services.identity.domain.values import Amenity, OrganisationKind, RiderStatus
+from services.identity.domain.values import (
+    Amenity,
+    OfferKind,
+    OrganisationKind,
+    PartnerCategory,
+    RiderStatus,
+)
 from shared.views import Index, LogFollower
 
 if TYPE_CHECKING:
@@ -25,6 +32,16 @@ class _Organisations(Index):
              page_token: str) -> tuple[list[str], str]:
         return self.select({"kind": kind.value if kind else "", "parent_id": parent_id},
                            page_size=page_size, page_token=page_token)
+
+
+class _Partners(Index):
+    def page(self, *, category: PartnerCategory | None, offer_kind: OfferKind | None,
+             page_size: int, page_token: str) -> tuple[list[str], str]:
+        kind = offer_kind.value if offer_kind else ""
+        return self.select({"category": category.value if category else ""},
+                           page_size=page_size, page_token=page_token,
+                           extra=lambda attrs, _id: not kind or kind in attrs["offer_kinds"],
+                           filters=[f"offer_kind={kind}"])
 
 
 class _ServiceSpaces(Index):
@@ -77,6 +94,7 @@ class IdentityViews:
     def __init__(self, app: QijiApplication):
         self.organisations = _Organisations()
         self.service_spaces = _ServiceSpaces()
+        self.partners = _Partners()
         self.riders = _Riders()
         self.space_use = _SpaceUse()
         self._follower = LogFollower(app, "identity", self._apply)
@@ -105,6 +123,13 @@ class IdentityViews:
         ident = str(event.originator_id)
         if isinstance(event, Organisation.Created):
             self.organisations.add(position, ident, kind=event.kind, parent_id=event.parent_id)
+        elif isinstance(event, Partner.Registered | Partner.Revised):
+            attrs = {"category": event.category,
+                     "offer_kinds": sorted({o["kind"] for o in event.offers})}
+            if isinstance(event, Partner.Registered):
+                self.partners.add(position, ident, **attrs)
+            else:
+                self.partners.update(ident, **attrs)
         elif isinstance(event, ServiceSpace.Opened):
             self.service_spaces.add(position, ident, street_id=event.street_id,
                                     amenities=list(event.amenities))

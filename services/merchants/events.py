@@ -23,6 +23,11 @@ from shared import auth
 
 MERCHANT_APPLIED = "services.merchants.domain.model:Merchant.Applied"
 PERK_CREATED = "services.merchants.domain.model:PerkOffer.Created"
+# identity's partner register follows a perk's life (the perk is the originator; none carries
+# more): a draft is the merchant's own, a published one is what it offered.
+PERK_PUBLISHED = "services.merchants.domain.model:PerkOffer.Published"
+PERK_PAUSED = "services.merchants.domain.model:PerkOffer.Paused"
+PERK_WITHDRAWN = "services.merchants.domain.model:PerkOffer.Withdrawn"
 CLAIM_ISSUED = "services.merchants.domain.model:Claim.Issued"
 CLAIM_REDEEMED = "services.merchants.domain.model:Claim.Redeemed"
 CLAIM_REVERSED = "services.merchants.domain.model:Claim.Reversed"

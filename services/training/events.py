@@ -24,6 +24,10 @@ LEARNER_TOPICS = (LEARNER_NOTED, COURSE_COMPLETED, PRE_JOB_CERTIFIED)
 # SESSION_SCHEDULED carries `course_id`, `service_space_id`, `starts_at`, `ends_at`; the course
 # is the originator of COURSE_DRAFTED (`track`, `title`, `hours`).
 COURSE_DRAFTED = "services.training.domain.model:Course.Drafted"
+# identity's partner register follows a course's life (the course is the originator; neither
+# carries more): a draft is the provider's own, a published one is what it gave.
+COURSE_PUBLISHED = "services.training.domain.model:Course.Published"
+COURSE_RETIRED = "services.training.domain.model:Course.Retired"
 SESSION_SCHEDULED = "services.training.domain.model:TrainingSession.Scheduled"
 RIDER_ENROLLED = "services.training.domain.model:TrainingSession.RiderEnrolled"
 ENROLMENT_WITHDRAWN = "services.training.domain.model:TrainingSession.EnrolmentWithdrawn"

@@ -22,12 +22,13 @@ from tests.inprocess import API_NAMES, SPECS, InProcessQiji, Service
 # Said in README "Calling Qiji from any language" and in docs/api: keep the three in step.
 MAKES_SOMETHING_NEW = {
     # RecordCareerMilestone and GrantConsent refuse a second call ALREADY_EXISTS by themselves.
-    "identity": {"CreateOrganisation", "CreateServiceSpace", "RecordSpaceUse"},
+    "identity": {"CreateOrganisation", "CreateServiceSpace", "RecordSpaceUse",
+                 "RegisterPartner"},
     "training": {"DraftCourse", "ScheduleSession", "DefineGrowthPath", "OpenGrowthPlan"},
     "merchants": {"CreatePerkOffer", "CreateCareCampaign", "ClaimPerk"},
     "badges": {"CreateBadgeClass", "LogVolunteerService"},
     "governance": {"SubmitReport", "OpenMediationCase", "RecordMediationSession",
-                   "PublishPledge"},
+                   "RecordMediationFollowUp", "PublishPledge"},
 }
 
 

@@ -123,6 +123,9 @@ def request_for(w: World, service: Service, path: str, tenant: str, role: str, *
             request.request_id = str(uuid.uuid4())
         elif f.name == "provider_id":
             request.provider_id = w.organisation(tenant, role)
+        elif f.name == "organisation_id" and path.endswith("/RevisePartner"):
+            # A partner revises its own profile, in the role its organisation's kind acts in.
+            request.organisation_id = w.organisation(tenant, role)
         elif f.name == "course_id":
             request.course_id = held.ids.get(
                 f"course_draft_by_{role}",

@@ -85,3 +85,26 @@ def test_the_topics_a_riders_record_follows_name_the_classes_that_store_them():
     }
     assert {topic: get_topic(cls) for topic, cls in expected.items()} == {
         topic: topic for topic in expected}
+
+
+def test_the_topics_the_partner_register_follows_name_the_classes_that_store_them():
+    """identity's PartnerContributions matches these strings: a class moved without
+    register_topic would leave a partner's contributions silently short."""
+    from services.identity.partners import SOURCES
+    from services.merchants import events as merchant_events
+    from services.merchants.domain.model import PerkOffer
+    from services.training import events as training_events
+    from services.training.domain.model import Course
+
+    expected = {
+        training_events.COURSE_DRAFTED: Course.Drafted,
+        training_events.COURSE_PUBLISHED: Course.Published,
+        training_events.COURSE_RETIRED: Course.Retired,
+        merchant_events.PERK_CREATED: PerkOffer.Created,
+        merchant_events.PERK_PUBLISHED: PerkOffer.Published,
+        merchant_events.PERK_PAUSED: PerkOffer.Paused,
+        merchant_events.PERK_WITHDRAWN: PerkOffer.Withdrawn,
+    }
+    assert {t for topics in SOURCES.values() for t in topics} == set(expected)
+    for topic, cls in expected.items():
+        assert topic == get_topic(cls)

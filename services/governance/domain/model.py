@@ -15,20 +15,23 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from datetime import datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from eventsourcing.domain import Aggregate, event
 
 from services.governance.domain.values import (
+    DAY_BEFORE_AGREEMENT,
     DONE,
     MAX_NAME,
     MAX_PARTIES,
     MAX_RULES,
+    REOPEN_NEEDS_BROKEN,
     AssignmentStatus,
     DeadlineKind,
     DepartmentFunction,
     EscalationLevel,
+    FollowUpResult,
     MediationStatus,
     PartyRole,
     ReportStatus,
@@ -45,6 +48,7 @@ from shared.errors import (
     NotFound,
     Violations,
 )
+from shared.values import DAY_IN_THE_FUTURE, city_day
 from shared.wire import one_of
 
 _NS = uuid.UUID("5d0c1f3e-4a6b-4e0f-9b7d-2c8e1a9f6b55")
@@ -421,6 +425,10 @@ class MediationCase(Aggregate):
         self.outcome = ""
         self.failure_reason = ""
         self.closed_at: datetime | None = None
+        self.agreed_at: datetime | None = None
+        self.follow_up_due = ""  # YYYY-MM-DD, the city's day; "" when none is due
+        self.follow_ups: list[dict[str, Any]] = []
+        self.reopen_count = 0
 
     def hold_session(self, held_at: datetime, place: str, notes: str) -> None:
         self._require_open()
@@ -430,16 +438,65 @@ class MediationCase(Aggregate):
     def _session_held(self, held_at: datetime, place: str, notes: str) -> None:
         self.sessions.append({"held_at": held_at, "place": place, "notes": notes})
 
-    def agree(self, outcome: str, at: datetime) -> None:
+    class Agreed(Aggregate.Event):
+        # v2 added `follow_up_due` (YYYY-MM-DD, the city's day): an agreement stored before
+        # follow-ups existed has none due ("").
+        class_version = 2
+        outcome: str
+        at: datetime
+        follow_up_due: str
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state["follow_up_due"] = ""
+
+    def agree(self, outcome: str, at: datetime, follow_up_due: date | None = None) -> None:
+        """`follow_up_due`: the day the street office should ask whether it is kept, by the
+        city's rule (MediationPolicy) as it stood at the agreement; None: none is due."""
         self._require_open()
         self._require_a_session()
-        self._agreed(outcome=outcome, at=at)
+        self._agreed(outcome=outcome, at=at,
+                     follow_up_due=follow_up_due.isoformat() if follow_up_due else "")
 
-    @event("Agreed")
-    def _agreed(self, outcome: str, at: datetime) -> None:
+    @event(Agreed)
+    def _agreed(self, outcome: str, at: datetime, follow_up_due: str) -> None:
         self.status = MediationStatus.AGREED
         self.outcome = outcome
         self.closed_at = at
+        self.agreed_at = at
+        self.follow_up_due = follow_up_due
+
+    def record_follow_up(self, day: date, result: FollowUpResult, note: str, at: datetime,
+                         reopen: bool, next_due: date | None) -> None:
+        """A follow-up (回访) of the agreement on `day` (checked before: not in the future, not
+        before the agreement; `reopen` only with BROKEN). `next_due`: when the next one is due
+        (a partly kept agreement is looked at again), None for none. A broken agreement reopens
+        the case when the office says so: it mediates again, and the history stays."""
+        if self.status is not MediationStatus.AGREED:
+            raise FailedPrecondition(
+                f"only an agreed case is followed up; this one is {self.status.value}",
+                reason="CASE_NOT_AGREED", status=self.status.value)
+        self._followed_up(day=day.isoformat(), result=result.value, note=note, at=at,
+                          next_due=next_due.isoformat() if next_due else "")
+        if reopen:
+            self._reopened(at=at)
+
+    @event("FollowedUp")
+    def _followed_up(self, day: str, result: str, note: str, at: datetime,
+                     next_due: str) -> None:
+        self.follow_ups.append({"day": day, "result": result, "note": note, "at": at})
+        self.follow_up_due = next_due
+
+    @event("Reopened")
+    def _reopened(self, at: datetime) -> None:
+        self.status = MediationStatus.OPEN
+        self.closed_at = None
+        self.follow_up_due = ""
+        self.reopen_count += 1
+
+    @property
+    def agreed_on(self) -> date | None:
+        return city_day(self.agreed_at) if self.agreed_at else None
 
     def fail(self, reason: str, at: datetime) -> None:
         self._require_open()
@@ -462,6 +519,48 @@ class MediationCase(Aggregate):
         if not self.sessions:
             raise FailedPrecondition("record a mediation session first",
                                      reason="NO_SESSION_HELD")
+
+
+def check_follow_up(violations: Violations, *, day: date | None, result: FollowUpResult | None,
+                    reopen: bool, today: date, agreed_on: date | None) -> None:
+    """The rules of one follow-up: a result, a day from the agreement's to today (the city's),
+    and a reopening only of a broken agreement. `day` None: not readable (already said);
+    `agreed_on` None: not known here (the case's own state decides)."""
+    violations.require_given(result, "result", one_of(FollowUpResult), ENUM_VALUE_REQUIRED)
+    if day is not None and day > today:
+        violations.add("day", f"must not be after today ({today.isoformat()} in the city's "
+                       "time): a follow-up is recorded once made", DAY_IN_THE_FUTURE)
+    elif day is not None and agreed_on is not None and day < agreed_on:
+        violations.add("day", f"must not be before the agreement ({agreed_on.isoformat()})",
+                       DAY_BEFORE_AGREEMENT)
+    if reopen and result is not None and result is not FollowUpResult.BROKEN:
+        violations.add("reopen", "only a FOLLOW_UP_RESULT_BROKEN agreement reopens the case",
+                       REOPEN_NEEDS_BROKEN)
+
+
+class MediationPolicy(Aggregate):
+    """The city's rule for following mediation agreements up: how many days after an agreement
+    (and after a follow-up that found it partly kept) the next follow-up is due. Data the city
+    admin sets and versions; each agreement stores the due day it was given."""
+
+    ID = uuid.uuid5(_NS, "mediation-policy")
+
+    @staticmethod
+    def create_id(**_: Any) -> uuid.UUID:
+        return MediationPolicy.ID
+
+    @event("Set")
+    def __init__(self, follow_up_days: int, at: datetime):
+        self.follow_up_days = follow_up_days
+        self.updated_at = at
+
+    @event("Changed")
+    def change(self, follow_up_days: int, at: datetime) -> None:
+        self.follow_up_days = follow_up_days
+        self.updated_at = at
+
+    def due_after(self, day: date) -> date:
+        return day + timedelta(days=self.follow_up_days)
 
 
 # ---------------------------------------------------------------------------- pledge, riders

@@ -102,6 +102,24 @@ class MediationStatus(StrEnum):
     FAILED = "FAILED"
 
 
+class FollowUpResult(StrEnum):
+    """Whether the parties kept what they agreed, as the street office found at a follow-up
+    (回访)."""
+
+    KEPT = "KEPT"
+    PARTLY_KEPT = "PARTLY_KEPT"
+    BROKEN = "BROKEN"
+
+
+# Until the city admin sets its own (SetMediationPolicy): a follow-up is due this many days
+# after an agreement, and again as long after a follow-up that found it only partly kept.
+DEFAULT_FOLLOW_UP_DAYS = 30
+MAX_FOLLOW_UP_DAYS = 365
+# Reasons of mediation follow-ups' field violations.
+DAY_BEFORE_AGREEMENT = "DAY_BEFORE_AGREEMENT"  # a follow-up dated before the agreement it checks
+REOPEN_NEEDS_BROKEN = "REOPEN_NEEDS_BROKEN"  # only a broken agreement reopens a case
+
+
 # ---------------------------------------------------------------------------- deadlines
 
 # Defaults until the city admin sets its own in the routing rules. Emergencies must be picked up

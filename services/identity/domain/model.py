@@ -18,6 +18,8 @@ from services.identity.domain.values import (
     DEPARTMENT_FUNCTION_NOT_ALLOWED,
     DEPARTMENT_FUNCTION_REQUIRED,
     MAX_NAME_LENGTH,
+    MAX_OFFERS,
+    MAX_TEXT_LENGTH,
     MAX_USES_PER_CALL,
     NATIONAL_ID_INVALID,
     PARENT_KIND_NOT_ALLOWED,
@@ -31,13 +33,16 @@ from services.identity.domain.values import (
     CareerMilestoneKind,
     ConsentScope,
     DepartmentFunction,
+    OfferKind,
     OrganisationKind,
+    PartnerCategory,
     RiderStatus,
     is_mobile_phone,
     is_national_id,
 )
 from shared.errors import (
     ENUM_VALUE_REQUIRED,
+    FIELD_REQUIRED,
     VALUE_OUT_OF_RANGE,
     AlreadyExists,
     FailedPrecondition,
@@ -50,6 +55,7 @@ from shared.wire import alternatives, must_be_specified, unspecified, wire_name
 
 _RIDER_NAMESPACE = uuid.UUID("0b7f4c8e-8a7e-4b7e-9f43-6f1f2c0d9a11")
 _SPACE_USE_NAMESPACE = uuid.UUID("6d3c1f0e-2b9a-4f57-8e41-5a7c9d2e4b18")
+_PARTNER_NAMESPACE = uuid.UUID("3f9e2a7c-5d14-4b8e-a6c3-9b0d7e1f2a45")
 
 
 # ---------------------------------------------------------------------------- organisations
@@ -101,6 +107,58 @@ class Organisation(Aggregate):
                            f"only an {department} has a function; leave it "
                            f"{unspecified(DepartmentFunction)} for {this}",
                            DEPARTMENT_FUNCTION_NOT_ALLOWED)
+
+
+# ---------------------------------------------------------------------------- partners
+
+
+class Partner(Aggregate):
+    """An organisation's partner profile (多方资源): which kind of body it is and what it offers
+    the programme. A profile, not an organisation of its own: what a partner gives is already
+    recorded under its organisation's id (the courses it provides, the perks it offers), so the
+    link from the register to what was given is that id. One profile per organisation, its id
+    derived from the organisation's, so two registrations of one partner collide in the store.
+
+    Offers are [{"kind": OfferKind value, "description": str}], in the order given; a revision
+    replaces category and offers, and every version stays readable."""
+
+    @staticmethod
+    def create_id(organisation_id: str, **_: Any) -> uuid.UUID:
+        return uuid.uuid5(_PARTNER_NAMESPACE, organisation_id)
+
+    @event("Registered")
+    def __init__(self, organisation_id: str, category: str, offers: list[dict[str, str]]):
+        self.organisation_id = organisation_id
+        self.category = PartnerCategory(category)
+        self.offers = [dict(o) for o in offers]
+
+    def revise(self, category: PartnerCategory, offers: list[dict[str, str]]) -> None:
+        self._revised(category=category.value, offers=offers)
+
+    @event("Revised")
+    def _revised(self, category: str, offers: list[dict[str, str]]) -> None:
+        self.category = PartnerCategory(category)
+        self.offers = [dict(o) for o in offers]
+
+    @staticmethod
+    def check(violations: Violations, category: PartnerCategory | None,
+              offers: list[tuple[OfferKind | None, str]]) -> list[dict[str, str]]:
+        """The rules of a profile; the offers as stored (descriptions stripped)."""
+        violations.require_given(category, "category", must_be_specified(PartnerCategory),
+                                 ENUM_VALUE_REQUIRED)
+        if not offers:
+            violations.add("offers", "a partner offers something: at least one offer",
+                           FIELD_REQUIRED)
+        elif len(offers) > MAX_OFFERS:
+            violations.add("offers", f"at most {MAX_OFFERS} offers", VALUE_OUT_OF_RANGE)
+        stored = []
+        for i, (kind, description) in enumerate(offers):
+            violations.require_given(kind, f"offers[{i}].kind", must_be_specified(OfferKind),
+                                     ENUM_VALUE_REQUIRED)
+            check_text(violations, f"offers[{i}].description", description, MAX_TEXT_LENGTH)
+            if kind is not None:
+                stored.append({"kind": kind.value, "description": description.strip()})
+        return stored
 
 
 # ---------------------------------------------------------------------------- service spaces

@@ -41,6 +41,36 @@ PARENT_KINDS: dict[OrganisationKind, frozenset[OrganisationKind | None]] = {
 }
 
 
+class PartnerCategory(StrEnum):
+    """What kind of body a partner (合作伙伴) bringing resources to the programme (多方资源) is."""
+
+    UNIVERSITY = "UNIVERSITY"  # 高校
+    ENTERPRISE = "ENTERPRISE"  # 企业
+    GOVERNMENT_BODY = "GOVERNMENT_BODY"  # 政府部门
+    INDUSTRY_ASSOCIATION = "INDUSTRY_ASSOCIATION"  # 行业协会
+    CHAMBER_OF_COMMERCE = "CHAMBER_OF_COMMERCE"  # 商会
+
+
+class OfferKind(StrEnum):
+    """What a partner offers the programme."""
+
+    COURSES = "COURSES"  # lessons and teachers for the curriculum
+    PLACES = "PLACES"  # places on its own programmes, or premises lent to the programme
+    PERKS = "PERKS"  # discounts and free items for riders
+    DONATIONS = "DONATIONS"  # goods or money, e.g. care packages
+
+
+# The organisations that may carry a partner profile: those whose contributions the services
+# already record under their organisation id (a course's provider, a perk's merchant), and
+# the government's own departments and the platform company. A university, an enterprise,
+# an association or a chamber that teaches is an EDUCATION_PROVIDER (DOMAIN.md).
+PARTNER_ORGANISATION_KINDS = frozenset({
+    OrganisationKind.EDUCATION_PROVIDER, OrganisationKind.MERCHANT,
+    OrganisationKind.DEPARTMENT, OrganisationKind.PLATFORM})
+# At most this many offers on one profile: a partner's list, not a catalogue.
+MAX_OFFERS = 20
+
+
 class Amenity(StrEnum):
     REST = "REST"  # 歇脚
     CHARGING = "CHARGING"  # 充电

@@ -1,0 +1,149 @@
+"""What each partner gave (多方资源): a read model of the services' published events, by the
+organisation that gave it — the courses a provider published (training), the perks a merchant
+offered (merchants). The partner register (the Partner aggregate) says what a partner offers;
+this says what it gave, so that GetPartner answers both side by side.
+
+Where it lives, and why: beside the riders' records in identity (feed_views.FeedView), for the
+same reasons — identity holds the register, the view reads nothing but feeds, and it is rebuilt
+from position 1 when the process starts. Only what a partner made public is kept: a draft
+course or perk is its own business until published (the tenancy matrix holds drafts secret).
+
+Extension point — donations: care-package sponsors are being added to merchants (issue #22,
+branch t22-merchants). When merchants publishes a sponsorship topic that names the sponsor's
+organisation id, add it to SOURCES["merchants"] and a handler in _HANDLERS that appends to
+`_Given.donations`; GetPartner then needs a `donations` field beside `courses` and `perks`.
+Nothing here depends on it until then."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from services.identity.feed_views import FeedView, SourceState
+from services.merchants import events as merchants
+from services.training import events as training
+from shared.followers import Feed, UpstreamEvent
+
+SOURCES: dict[str, tuple[str, ...]] = {
+    "training": (training.COURSE_DRAFTED, training.COURSE_PUBLISHED, training.COURSE_RETIRED),
+    "merchants": (merchants.PERK_CREATED, merchants.PERK_PUBLISHED, merchants.PERK_PAUSED,
+                  merchants.PERK_WITHDRAWN),
+}
+
+
+@dataclass(frozen=True)
+class CourseGiven:
+    course_id: str
+    title: str
+    track: str  # training's Track name
+    hours: Decimal
+    status: str  # PUBLISHED or RETIRED (training's CourseStatus name)
+    published_at: datetime
+
+
+@dataclass(frozen=True)
+class PerkGiven:
+    perk_id: str
+    title: str
+    status: str  # PUBLISHED, PAUSED or WITHDRAWN (merchants' PerkStatus name)
+    published_at: datetime
+
+
+@dataclass(frozen=True)
+class Contributions:
+    organisation_id: str
+    courses: tuple[CourseGiven, ...]
+    perks: tuple[PerkGiven, ...]
+    sources: tuple[SourceState, ...]
+
+
+@dataclass(slots=True)
+class _Given:
+    """One organisation's contributions, by id, in the order each was first published."""
+
+    courses: dict[str, dict[str, Any]] = field(default_factory=dict)
+    perks: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+class PartnerContributions(FeedView):
+    upstream = "partner-contributions"
+    reader = "identity.partner-contributions"
+    log_name = "partner_contributions"
+    shows_nothing = "the partner register does not show it"
+
+    def __init__(self, feeds: Mapping[str, Feed], *, check_mac: Callable[..., bool]):
+        super().__init__(feeds, SOURCES, check_mac=check_mac)
+        # Every course and perk as drafted (who gave it, what it is), published or not yet.
+        self._courses: dict[str, dict[str, Any]] = {}
+        self._perks: dict[str, dict[str, Any]] = {}
+        self._given: dict[str, _Given] = {}
+
+    def contributions(self, organisation_id: str) -> Contributions:
+        """What the organisation gave, as of now (every upstream caught up first)."""
+        sources = self.sources_now()
+        with self._lock:
+            given = self._given.get(organisation_id) or _Given()
+            return Contributions(
+                organisation_id=organisation_id,
+                courses=tuple(CourseGiven(i, c["title"], c["track"], Decimal(c["hours"]),
+                                          c["status"], c["published_at"])
+                              for i, c in given.courses.items()),
+                perks=tuple(PerkGiven(i, p["title"], p["status"], p["published_at"])
+                            for i, p in given.perks.items()),
+                sources=tuple(sources))
+
+    # -------------------------------------------------------------- applying
+
+    def _apply(self, event: UpstreamEvent) -> None:
+        handler = _HANDLERS.get(event.topic)
+        if handler is not None:
+            handler(self, str(event.originator_id), event)
+
+    def _course_drafted(self, ident: str, event: UpstreamEvent) -> None:
+        s = event.state
+        self._courses[ident] = {"provider_id": s["provider_id"], "title": s["title"],
+                                "track": s["track"], "hours": str(s["hours"])}
+
+    def _perk_created(self, ident: str, event: UpstreamEvent) -> None:
+        s = event.state
+        self._perks[ident] = {"merchant_id": s["merchant_id"], "title": s["title"]}
+
+
+def _course_status(status: str) -> Callable[[PartnerContributions, str, UpstreamEvent], None]:
+    def apply(view: PartnerContributions, ident: str, event: UpstreamEvent) -> None:
+        course = view._courses.get(ident)
+        if course is None or not course["provider_id"]:
+            return
+        given = view._given.setdefault(course["provider_id"], _Given()).courses
+        if ident in given:
+            given[ident]["status"] = status
+        elif status == "PUBLISHED":  # a draft retired unpublished was never given
+            given[ident] = {**course, "status": status, "published_at": event.timestamp}
+    return apply
+
+
+def _perk_status(status: str) -> Callable[[PartnerContributions, str, UpstreamEvent], None]:
+    def apply(view: PartnerContributions, ident: str, event: UpstreamEvent) -> None:
+        perk = view._perks.get(ident)
+        if perk is None:
+            return
+        given = view._given.setdefault(perk["merchant_id"], _Given()).perks
+        if ident in given:  # paused and published again: the first publication stands
+            given[ident]["status"] = status
+        elif status == "PUBLISHED":  # a draft withdrawn unpublished was never offered
+            given[ident] = {**perk, "status": status, "published_at": event.timestamp}
+    return apply
+
+
+_HANDLERS: dict[str, Callable[[PartnerContributions, str, UpstreamEvent], None]] = {
+    training.COURSE_DRAFTED: PartnerContributions._course_drafted,
+    training.COURSE_PUBLISHED: _course_status("PUBLISHED"),
+    training.COURSE_RETIRED: _course_status("RETIRED"),
+    merchants.PERK_CREATED: PartnerContributions._perk_created,
+    merchants.PERK_PUBLISHED: _perk_status("PUBLISHED"),
+    merchants.PERK_PAUSED: _perk_status("PAUSED"),
+    merchants.PERK_WITHDRAWN: _perk_status("WITHDRAWN"),
+}
