@@ -339,7 +339,8 @@ class BadgesApplication(QijiApplication):
         rungs[me] = Rung(name, issuer_id, grows_from)
         problem = ladder_problem(rungs, me, grows_from)
         if problem is not None:
-            v.add("grows_from_badge_class_id", problem[1], problem[0])
+            reason, description = problem
+            v.add("grows_from_badge_class_id", description, reason)
 
     def badge_class(self, badge_class_id: str, version: int | None = None) -> BadgeClass:
         return self.get(badge_class_id, BadgeClass, "badge_class", version)
