@@ -84,6 +84,8 @@ class World:
     district: str
     badge_class: str
     tenants: dict[str, Tenant]
+    # A title (城市治理合伙人) each tenant's rider holds, conferred by its street office.
+    recognition_title: str = ""
 
     def token(self, tenant: str, role: str) -> str:
         return self.tenants[tenant].tokens[role]
@@ -110,6 +112,9 @@ def build(qiji: InProcessQiji) -> World:
         image_url="https://qiji.example.org/badges/golden.png",
         criteria=bpb.Criteria(min_volunteer_hours="100", narrative="百小时志愿服务"),
         validity_days=0), admin).badge_class.badge_class_id
+    title = ok("badges", "CreateRecognitionTitle", bpb.CreateRecognitionTitleRequest(
+        request_id=rid(), name="城市治理合伙人", required_badge_class_ids=[badge_class],
+        term_days=365), admin).title.title_id
     tenants = {}
     for n, name in enumerate(TENANTS):
         t = Tenant(name)
@@ -125,13 +130,13 @@ def build(qiji: InProcessQiji) -> World:
         for role, kind in ROLE_ORGANISATION.items():
             t.tokens[role] = qiji.token(f"tenant-{name}-{role}", role,
                                         organisation_id=t.ids[kind])
-        _hold(qiji, t, badge_class, n)
+        _hold(qiji, t, badge_class, n, title)
         tenants[name] = t
     qiji.sync()
-    return World(qiji, admin, auditor, service, city, district, badge_class, tenants)
+    return World(qiji, admin, auditor, service, city, district, badge_class, tenants, title)
 
 
-def _hold(qiji: InProcessQiji, t: Tenant, badge_class: str, n: int) -> None:
+def _hold(qiji: InProcessQiji, t: Tenant, badge_class: str, n: int, title: str) -> None:
     """Everything tenant `t` holds, made by its own callers."""
     ok = qiji.ok
     tok = t.tokens
@@ -245,6 +250,9 @@ def _hold(qiji: InProcessQiji, t: Tenant, badge_class: str, n: int) -> None:
         evidence=[bpb.Evidence(source="news", reference="常州日报",
                                narrative=f"报道{FREE_TEXT}")]),
         tok["street_office"]).award.award_id
+    t.ids["recognition"] = ok("badges", "ConferRecognition", bpb.ConferRecognitionRequest(
+        request_id=rid(), rider_id=t.rider, title_id=title, reason=f"骨干{FREE_TEXT}"),
+        tok["street_office"]).recognition.recognition_id
 
     # governance: a report routed to the street's department, a mediation case
     t.ids["report"] = ok("governance", "SubmitReport", gpb.SubmitReportRequest(

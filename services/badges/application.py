@@ -28,6 +28,7 @@ from services.badges.domain.model import (
     RiderRecord,
     VolunteerShift,
 )
+from services.badges.domain.recognition import Recognition, RecognitionTitle
 from services.badges.views import BadgesViews
 from services.governance import events as governance_events
 from services.identity import events as identity_events
@@ -42,6 +43,7 @@ from shared.errors import (
     TIME_IN_THE_FUTURE,
     TIME_TOO_LONG_AGO,
     VALUE_OUT_OF_RANGE,
+    AlreadyExists,
     FailedPrecondition,
     FieldViolation,
     InvalidArgument,
@@ -190,7 +192,14 @@ class BadgesApplication(QijiApplication):
 
     def owner_resolvers(self) -> dict[str, Callable[[str], Owners | None]]:
         return {**super().owner_resolvers(), "shift_community": self._shift_community_owners,
-                "award": self._award_owners}
+                "award": self._award_owners, "recognition": self._recognition_owners}
+
+    def _recognition_owners(self, recognition_id: str) -> Owners | None:
+        """A recognition is its rider's, as an award is."""
+        found = self.found(recognition_id, Recognition)
+        if found is None or self.directory is None:
+            return None
+        return self.directory.rider_owners(found.rider_id)
 
     def _shift_community_owners(self, shift_id: str) -> Owners | None:
         """Volunteer service is confirmed where it was done: by that community, or its
@@ -523,6 +532,158 @@ class BadgesApplication(QijiApplication):
                         f"award {last.id} (made {last.awarded_at.isoformat()} by "
                         f"{last.awarded_by}) was {ended}; its trail: qiji audit history "
                         f"badges {last.id}")
+
+    # ------------------------------------------------------------------ recognition
+
+    def create_recognition_title(self, *, name: str, description: str, criteria: dict[str, Any],
+                                 required_badge_class_ids: list[str], term_days: int,
+                                 violations: Violations | None = None) -> dict[str, Any]:
+        """A title the city confers on riders (城市治理合伙人), with what makes a rider
+        eligible and how long a conferral lasts."""
+        v = violations if violations is not None else Violations()
+        check_text(v, "name", name, MAX_TEXT)
+        check_text(v, "description", description, 2000, required=False)
+        requirements = self._requirements(v, criteria, required_badge_class_ids, term_days)
+        v.raise_if_any()
+        assert requirements is not None
+
+        def decide() -> Outcome:
+            title = RecognitionTitle(name=name.strip(), description=description.strip(),
+                                     requirements=requirements, term_days=term_days)
+            return Outcome([title], {"title_id": str(title.id), "version": title.version})
+        return self.execute(decide)
+
+    def revise_recognition_title(self, *, title_id: str, criteria: dict[str, Any],
+                                 required_badge_class_ids: list[str], term_days: int,
+                                 violations: Violations | None = None) -> dict[str, Any]:
+        v = violations if violations is not None else Violations()
+        requirements = self._requirements(v, criteria, required_badge_class_ids, term_days)
+        self._note_title(v, title_id)
+        v.raise_if_any()
+        assert requirements is not None
+
+        def decide() -> Outcome:
+            title = self.get(title_id, RecognitionTitle, "recognition_title")
+            title.revise(requirements=requirements, term_days=term_days)
+            return Outcome([title], {"title_id": title_id, "version": title.version})
+        return self.execute(decide)
+
+    def _requirements(self, v: Violations, criteria: dict[str, Any], required: list[str],
+                      term_days: int) -> dict[str, Any] | None:
+        """A title's requirements: badge criteria, badges held, or both; never neither (a
+        title open to every rider is no recognition)."""
+        v.require(30 <= term_days <= 3650, "term_days", "must be 30 to 3650 days",
+                  VALUE_OUT_OF_RANGE)
+        for i, badge_class_id in enumerate(required):
+            self._note_badge_class(v, badge_class_id, f"required_badge_class_ids[{i}]")
+        v.require(len(set(required)) == len(required), "required_badge_class_ids",
+                  "lists a badge class twice", DUPLICATE_VALUE)
+        measured = (criteria["min_volunteer_hours"], criteria["required_course_ids"],
+                    criteria["track_requirements"], criteria["min_verified_reports"])
+        if any(measured) or not required:
+            parsed = self._criteria(v, criteria)
+        else:  # only badges required: the criteria may carry a narrative alone
+            check_text(v, "criteria.narrative", criteria["narrative"], 1000, required=False)
+            parsed = Criteria(narrative=criteria["narrative"].strip())
+        if parsed is None or v.items:
+            return None
+        return {"criteria": parsed.to_state(), "required_badge_class_ids": list(required)}
+
+    def confer_recognition(self, *, rider_id: str, title_id: str, reason: str,
+                           violations: Violations | None = None) -> dict[str, Any]:
+        """Confers a title on a rider who meets its requirements now, for its term."""
+        v = violations if violations is not None else Violations()
+        check_text(v, "reason", reason, 1000)
+        self._note_title(v, title_id)
+        self._require_rider(v, rider_id)  # last, as everywhere
+
+        def decide() -> Outcome:
+            title = self.get(title_id, RecognitionTitle, "recognition_title")
+            record = self._rider_record(rider_id, catch_up=False)
+            record.require_active()
+            now = self.clock()
+            current = record.titles.get(title_id)
+            if current and self.recognition(current).status_at(now) == "ACTIVE":
+                raise AlreadyExists(f"the rider already holds {title.name}",
+                                    reason="RECOGNITION_ALREADY_HELD", recognition_id=current)
+            evidence, missing = self._title_evidence(title, record, now)
+            if missing:
+                raise FailedPrecondition(
+                    f"the rider does not meet {title.name}'s requirements (version "
+                    f"{title.requirements_version}): missing " + "; ".join(missing),
+                    reason="RECOGNITION_REQUIREMENTS_NOT_MET")
+            recognition = Recognition(
+                rider_id=rider_id, title_id=title_id,
+                requirements_version=title.requirements_version, evidence=evidence,
+                reason=reason.strip(), conferred_by=context.current().actor.principal,
+                conferred_at=now, ends_at=now + timedelta(days=title.term_days))
+            record.confer_title(title_id=title_id, recognition_id=str(recognition.id))
+            return Outcome([record, recognition], {"recognition_id": str(recognition.id),
+                                                   "version": recognition.version})
+        return self.execute(decide)
+
+    def _title_evidence(self, title: RecognitionTitle, record: RiderRecord, now: datetime
+                        ) -> tuple[list[dict[str, Any]], list[str]]:
+        """What meets the title's requirements, and what is missing."""
+        criteria, missing = title.criteria(), []
+        met = evaluate(criteria, record, now)
+        evidence = met or []
+        if met is None:
+            missing.append(criteria.describe())
+        for badge_class_id in title.requirements()["required_badge_class_ids"]:
+            name = self.badge_class(badge_class_id).name
+            # A badge grown into the next on its ladder still counts: it is still true.
+            award_id = record.held.get(badge_class_id) or \
+                record.grown.get(badge_class_id, {}).get("award_id")
+            if award_id is None:
+                missing.append(f"the badge {name}")
+            else:
+                evidence.append({"source": "badges", "reference": award_id, "position": 0,
+                                 "narrative": f"holds {name}", "at": now})
+        return evidence, missing
+
+    def revoke_recognition(self, *, recognition_id: str, reason: str) -> dict[str, Any]:
+        v = Violations()
+        check_id(v, "recognition_id", recognition_id)
+        check_text(v, "reason", reason, 1000)
+        v.raise_if_any()
+
+        def decide() -> Outcome:
+            recognition = self.get(recognition_id, Recognition, "recognition")
+            recognition.revoke(reason.strip(), context.current().actor.principal, self.clock())
+            return Outcome([recognition], {"recognition_id": recognition_id,
+                                           "version": recognition.version})
+        return self.execute(decide)
+
+    def recognition(self, recognition_id: str, version: int | None = None) -> Recognition:
+        return self.get(recognition_id, Recognition, "recognition", version)
+
+    def recognition_title(self, title_id: str, version: int | None = None
+                          ) -> RecognitionTitle:
+        return self.get(title_id, RecognitionTitle, "recognition_title", version)
+
+    def recognition_titles(self, *, page_size: int, page_token: str
+                           ) -> tuple[list[RecognitionTitle], str]:
+        self.views.catch_up()
+        ids, token = self.views.titles.select({}, page_size=page_size, page_token=page_token)
+        return [self.recognition_title(i) for i in ids], token
+
+    def rider_recognitions(self, *, rider_id: str, include_inactive: bool
+                           ) -> list[Recognition]:
+        require_ids(rider_id=rider_id)
+        self._rider_record(rider_id)
+        self.views.catch_up()
+        with self.views.recognitions.lock:
+            ids = [r.aggregate_id for r in self.views.recognitions.rows.values()
+                   if r.attrs["rider_id"] == rider_id]
+        now = self.clock()
+        found = sorted((self.recognition(i) for i in ids), key=lambda r: r.conferred_at)
+        return [r for r in found if include_inactive or r.status_at(now) == "ACTIVE"]
+
+    def _note_title(self, violations: Violations, title_id: str) -> None:
+        if check_id(violations, "title_id", title_id) \
+                and self.found(title_id, RecognitionTitle) is None:
+            violations.missing("title_id", "recognition_title", title_id)
 
     # ------------------------------------------------------------------ credentials
 

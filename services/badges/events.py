@@ -25,3 +25,8 @@ SHIFT_CONFIRMED = "services.badges.domain.model:VolunteerShift.Confirmed"
 SHIFT_REJECTED = "services.badges.domain.model:VolunteerShift.Rejected"
 SHIFT_TOPICS = (SHIFT_LOGGED, SHIFT_CONFIRMED, SHIFT_REJECTED)
 BADGE_CLASS_CREATED = "services.badges.domain.model:BadgeClass.Created"
+# Titles conferred on riders (城市治理合伙人); the recognition is the originator. Conferred carries
+# `rider_id`, `title_id`, `conferred_at` and `ends_at`; Revoked `at` (and a reason that stays
+# inside Qiji).
+RECOGNITION_CONFERRED = "services.badges.domain.recognition:Recognition.Conferred"
+RECOGNITION_REVOKED = "services.badges.domain.recognition:Recognition.Revoked"

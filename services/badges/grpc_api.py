@@ -14,6 +14,7 @@ from services.badges.application import BadgesApplication, narrative_shown
 from services.badges.credentials import image_url
 from services.badges.domain.criteria import Criteria, Track
 from services.badges.domain.model import Award, AwardCeremony, BadgeClass, VolunteerShift
+from services.badges.domain.recognition import Recognition, RecognitionTitle
 from shared import masking
 from shared.auth import CITY_ADMIN, ROLES
 from shared.errors import Violations
@@ -81,6 +82,15 @@ ACCESS = access_table(SERVICE_NAME, {
     "ReviseBadgeProgression": city_wide(CITY_ADMIN),
     "RecordAwardCeremony": once(scoped(CITY_ADMIN, street_office=CEREMONY_STREET)),
     "ListAwardCeremonies": scoped(CITY_READERS, street_office=Rows("organisation", "street_id")),
+    # Titles (城市治理合伙人) are the city's to define; a street office confers them on its own
+    # riders (and revokes its riders'), as it grants badges.
+    "CreateRecognitionTitle": once(city_wide(CITY_ADMIN)),
+    "ReviseRecognitionTitle": city_wide(CITY_ADMIN),
+    "ListRecognitionTitles": public(ROLES),
+    "ConferRecognition": scoped(CITY_ADMIN, street_office=RIDER),
+    "RevokeRecognition": scoped(CITY_ADMIN,
+                                street_office=Ref("recognition_id", "recognition")),
+    "ListRiderRecognitions": scoped(CITY_READERS, platform=RIDER, street_office=RIDER),
 })
 
 
@@ -273,6 +283,77 @@ class BadgesServicer(pb_grpc.BadgesServiceServicer):
                                                  page_token=request.page_token)
         return pb.ListAwardCeremoniesResponse(ceremonies=[self._ceremony(c) for c in found],
                                               next_page_token=token)
+
+    # ------------------------------------------------------------------ recognition
+
+    def CreateRecognitionTitle(self, request: Any, context: Any) -> Any:
+        violations = Violations()
+        result = self.app.create_recognition_title(
+            name=request.name, description=request.description,
+            criteria=self._criteria_in(request.criteria, violations),
+            required_badge_class_ids=list(request.required_badge_class_ids),
+            term_days=request.term_days, violations=violations)
+        return pb.CreateRecognitionTitleResponse(title=self._title_at(result))
+
+    def ReviseRecognitionTitle(self, request: Any, context: Any) -> Any:
+        violations = Violations()
+        result = self.app.revise_recognition_title(
+            title_id=request.title_id,
+            criteria=self._criteria_in(request.criteria, violations),
+            required_badge_class_ids=list(request.required_badge_class_ids),
+            term_days=request.term_days, violations=violations)
+        return pb.ReviseRecognitionTitleResponse(title=self._title_at(result))
+
+    def ListRecognitionTitles(self, request: Any, context: Any) -> Any:
+        found, token = self.app.recognition_titles(page_size=request.page_size,
+                                                   page_token=request.page_token)
+        return pb.ListRecognitionTitlesResponse(titles=[self._title(t) for t in found],
+                                                next_page_token=token)
+
+    def ConferRecognition(self, request: Any, context: Any) -> Any:
+        result = self.app.confer_recognition(rider_id=request.rider_id,
+                                             title_id=request.title_id, reason=request.reason)
+        return pb.ConferRecognitionResponse(recognition=self._recognition_at(result))
+
+    def RevokeRecognition(self, request: Any, context: Any) -> Any:
+        result = self.app.revoke_recognition(recognition_id=request.recognition_id,
+                                             reason=request.reason)
+        return pb.RevokeRecognitionResponse(recognition=self._recognition_at(result))
+
+    def ListRiderRecognitions(self, request: Any, context: Any) -> Any:
+        found = self.app.rider_recognitions(rider_id=request.rider_id,
+                                            include_inactive=request.include_inactive)
+        return pb.ListRiderRecognitionsResponse(recognitions=[self._recognition(r)
+                                                              for r in found])
+
+    def _title_at(self, result: dict[str, Any]) -> Any:
+        return self._title(self.app.recognition_title(result["title_id"], result["version"]))
+
+    def _recognition_at(self, result: dict[str, Any]) -> Any:
+        return self._recognition(self.app.recognition(result["recognition_id"],
+                                                      result["version"]))
+
+    def _title(self, t: RecognitionTitle) -> Any:
+        return pb.RecognitionTitle(
+            title_id=str(t.id), name=t.name, description=t.description,
+            criteria=self._criteria_out(t.criteria()),
+            required_badge_class_ids=t.requirements()["required_badge_class_ids"],
+            requirements_version=t.requirements_version, term_days=t.term_days,
+            version=t.version)
+
+    def _recognition(self, r: Recognition) -> Any:
+        return pb.Recognition(
+            recognition_id=str(r.id), rider_id=r.rider_id, title_id=r.title_id,
+            requirements_version=r.requirements_version,
+            status=enum_out(r.status_at(self.app.clock()), pb.RecognitionStatus),
+            evidence=[pb.Evidence(source=e["source"], reference=e["reference"],
+                                  position=e["position"], narrative=narrative_shown(e),
+                                  time=timestamp(e["at"])) for e in r.evidence],
+            reason=masking.show_to_caller(masking.FREE_TEXT, r.reason),
+            conferred_by=r.conferred_by, confer_time=timestamp(r.conferred_at),
+            end_time=timestamp(r.ends_at), revoke_time=timestamp(r.revoked_at),
+            revoke_reason=masking.show_to_caller(masking.FREE_TEXT, r.revoke_reason),
+            revoked_by=r.revoked_by, version=r.version)
 
     # ------------------------------------------------------------------ rendering
 

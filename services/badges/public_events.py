@@ -1,5 +1,6 @@
 """badges' public event contract for outside consumers: badges awarded, revoked, expired,
-grown into the next on their ladder (青蜂 → 金蜂) and presented at a ceremony.
+grown into the next on their ladder (青蜂 → 金蜂), presented at a ceremony; and titles
+(城市治理合伙人) conferred on riders and revoked.
 Revoked and Expired name the award only; the Award aggregate names the rider and the badge
 class. A revocation's free-text reason and the award's evidence stay inside Qiji (the signed
 Open Badges credential is how an award is shown outside)."""
@@ -55,6 +56,21 @@ def _presented(app: Any, fact: Fact) -> Mapped:
     return Mapped(data["rider_id"], data)
 
 
+def _conferred(app: Any, fact: Fact) -> Mapped:
+    e = fact.event
+    data = {"recognition_id": str(fact.originator_id), "rider_id": e.rider_id,
+            "title_id": e.title_id, "title_name": app.current(_uuid(e.title_id)).name,
+            "conferred_time": e.conferred_at, "end_time": e.ends_at}
+    return Mapped(e.rider_id, data)
+
+
+def _recognition_revoked(app: Any, fact: Fact) -> Mapped:
+    recognition = app.current(fact.originator_id)
+    data = {"recognition_id": str(fact.originator_id), "rider_id": recognition.rider_id,
+            "title_id": recognition.title_id, "revoked_time": fact.event.at}
+    return Mapped(recognition.rider_id, data)
+
+
 def _uuid(value: str) -> uuid.UUID:
     return uuid.UUID(value)
 
@@ -73,4 +89,10 @@ CATALOGUE = PublicCatalogue("badges", [
     PublicType("qiji.badges.v1.AwardPresented", topics.AWARD_PRESENTED,
                ("award_id", "rider_id", "badge_class_id", "ceremony_id", "street_id",
                 "service_space_id", "presented_time"), _presented),
+    PublicType("qiji.badges.v1.RecognitionConferred", topics.RECOGNITION_CONFERRED,
+               ("recognition_id", "rider_id", "title_id", "title_name", "conferred_time",
+                "end_time"), _conferred),
+    PublicType("qiji.badges.v1.RecognitionRevoked", topics.RECOGNITION_REVOKED,
+               ("recognition_id", "rider_id", "title_id", "revoked_time"),
+               _recognition_revoked),
 ])

@@ -8,7 +8,7 @@ from typing import Any
 
 import structlog
 
-from services.badges.application import BadgesApplication
+from services.badges.application import REEVALUATION_BATCH, BadgesApplication
 from services.badges.grpc_api import ACCESS, add_servicers
 from services.badges.public_events import CATALOGUE as PUBLIC_EVENTS
 from shared.config import Settings
@@ -57,15 +57,17 @@ class ReevaluationJob:
 
     upstream = "reevaluation"
 
-    def __init__(self, app: BadgesApplication, every_seconds: float = 30.0):
+    def __init__(self, app: BadgesApplication, every_seconds: float = 30.0,
+                 batch: int = REEVALUATION_BATCH):
         self.app = app
         self.every = every_seconds
+        self.batch = batch
         self.actor = Actor(principal="badges-reevaluation-job", roles=frozenset({"service"}))
         self._outage = OutageNotice("reevaluation_job")
 
     def run_once(self) -> int:
         with acting_as(RequestContext(actor=self.actor, rpc="ReevaluateRiders")):
-            return self.app.run_reevaluations()
+            return self.app.run_reevaluations(self.batch)
 
     def run_forever(self, stopping: threading.Event) -> None:
         idle = 0.0

@@ -17,6 +17,7 @@ from services.badges.domain.model import (
     RiderRecord,
     VolunteerShift,
 )
+from services.badges.domain.recognition import Recognition, RecognitionTitle
 from shared.views import Index, LogFollower
 
 if TYPE_CHECKING:
@@ -34,6 +35,8 @@ class BadgesViews:
         self.riders = Index()
         self.reevaluations = Index()
         self.ceremonies = Index()
+        self.titles = Index()
+        self.recognitions = Index()
         self._follower = LogFollower(app, "badges", self._apply)
 
     def catch_up(self) -> int:
@@ -102,6 +105,10 @@ class BadgesViews:
             self.reevaluations.update(ident, status="DONE")
         elif isinstance(event, AwardCeremony.Recorded):
             self.ceremonies.add(position, ident, street_id=event.street_id)
+        elif isinstance(event, RecognitionTitle.Created):
+            self.titles.add(position, ident)
+        elif isinstance(event, Recognition.Conferred):
+            self.recognitions.add(position, ident, rider_id=event.rider_id)
 
 
 class StatusLists:

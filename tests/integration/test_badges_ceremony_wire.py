@@ -1,6 +1,7 @@
-"""Ladders and award ceremonies over the wire, through the real guards, with two tenants
-(tests/tenancy_world.py): a street office presents its own riders' awards only, another's
-is refused and nothing is written; the answers carry the new fields."""
+"""Ladders, award ceremonies and recognition (城市治理合伙人) over the wire, through the real
+guards, with two tenants (tests/tenancy_world.py): a street office presents its own riders'
+awards and confers titles on its own riders only, another's is refused and nothing is written;
+the answers carry the new fields."""
 
 from __future__ import annotations
 
@@ -96,3 +97,28 @@ def test_a_ladder_over_the_wire_and_the_loop_it_refuses(w):
     loop = w.qiji.call("badges", "ReviseBadgeProgression", bpb.ReviseBadgeProgressionRequest(
         badge_class_id=green.badge_class_id, grows_from_badge_class_id=w.badge_class), w.admin)
     assert (loop.code, loop.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "PROGRESSION_CYCLE")
+
+
+def test_a_partnership_is_conferred_on_its_own_riders_and_shown_to_their_platform(w):
+    a = w.tenants["a"]
+    refused = w.qiji.call("badges", "ConferRecognition", bpb.ConferRecognitionRequest(
+        rider_id=a.rider, title_id=w.recognition_title, reason="x"),
+        w.token("b", "street_office"))
+    assert (refused.code, refused.reason) == (grpc.StatusCode.PERMISSION_DENIED,
+                                              "OUT_OF_SCOPE")
+    shown = w.qiji.ok("badges", "ListRiderRecognitions", bpb.ListRiderRecognitionsRequest(
+        rider_id=a.rider), w.token("a", "platform")).recognitions
+    assert [(r.recognition_id, r.status) for r in shown] == [
+        (a.recognition, bpb.RECOGNITION_STATUS_ACTIVE)]
+    assert shown[0].reason.startswith("[withheld")  # the official's words stay inside
+    held = w.qiji.call("badges", "ConferRecognition", bpb.ConferRecognitionRequest(
+        rider_id=a.rider, title_id=w.recognition_title, reason="again"),
+        w.token("a", "street_office"))
+    assert (held.code, held.reason) == (grpc.StatusCode.ALREADY_EXISTS,
+                                        "RECOGNITION_ALREADY_HELD")
+    other = w.qiji.call("badges", "RevokeRecognition", bpb.RevokeRecognitionRequest(
+        recognition_id=a.recognition, reason="x"), w.token("b", "street_office"))
+    assert other.code == grpc.StatusCode.PERMISSION_DENIED
+    titles = w.qiji.ok("badges", "ListRecognitionTitles", bpb.ListRecognitionTitlesRequest(),
+                       w.token("b", "merchant")).titles
+    assert [t.name for t in titles] == ["城市治理合伙人"]

@@ -16,7 +16,13 @@ from services.badges.public_events import CATALOGUE as BADGES
 from services.badges.service import ReevaluationJob
 from services.identity.domain.values import OrganisationKind
 from shared.context import RequestContext, acting_as
-from shared.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
+from shared.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+)
 from shared.followers import LocalFeed
 from shared.tenancy import Reach, TenancyDirectory
 from tests.conftest import MASTER_KEY, actor, as_actor, settings_for
@@ -112,8 +118,6 @@ def test_a_job_overtaken_by_a_newer_revision_stops_and_the_newer_one_awards(worl
 
 
 def test_two_replicas_running_the_job_at_once_award_each_rider_once(world, store_env):
-    if store_env.get("QIJI_PERSISTENCE") != "postgres":
-        pytest.skip("replicas share PostgreSQL")
     riders = [new_rider(world) for _ in range(6)]
     for r in riders:
         serve(world, r, "2")
@@ -125,7 +129,7 @@ def test_two_replicas_running_the_job_at_once_award_each_rider_once(world, store
 
     def run(app):
         start.wait()
-        made.append(ReevaluationJob(app).run_once())
+        made.append(ReevaluationJob(app, batch=1).run_once())  # six batches each, interleaved
     try:
         threads = [threading.Thread(target=run, args=(a,)) for a in (world["badges"], other)]
         for t in threads:
@@ -321,3 +325,80 @@ def _public(app) -> list[tuple[str, dict]]:
     return read(app, BADGES)
 
 
+
+
+# ------------------------------------------------------------------ 城市治理合伙人
+
+def partner_title(w, golden, **given) -> str:
+    with as_actor(ADMIN):
+        return w["badges"].create_recognition_title(
+            name="城市治理合伙人", description="riders the city trusts to keep serving",
+            criteria=criteria(**{"min_verified_reports": 0, **given}),
+            required_badge_class_ids=[golden], term_days=365)["title_id"]
+
+
+def test_a_street_office_confers_a_partnership_on_a_rider_who_meets_it_for_a_term(world):
+    golden = badge(world, min_volunteer_hours="4")
+    title = partner_title(world, golden)
+    rider, newcomer = new_rider(world), new_rider(world)
+    serve(world, rider, "4")
+    app = world["badges"]
+    with as_actor(OFFICE):
+        with pytest.raises(FailedPrecondition) as unmet:
+            app.confer_recognition(rider_id=newcomer, title_id=title, reason="积极参与")
+        made = app.confer_recognition(rider_id=rider, title_id=title,
+                                      reason="两年来上报隐患十余次")
+        with pytest.raises(AlreadyExists) as again:
+            app.confer_recognition(rider_id=rider, title_id=title, reason="again")
+    assert unmet.value.reason == "RECOGNITION_REQUIREMENTS_NOT_MET"
+    assert "missing the badge 金蜂骑士" in unmet.value.message
+    assert again.value.reason == "RECOGNITION_ALREADY_HELD"
+    partner = app.recognition(made["recognition_id"])
+    assert (partner.ends_at - partner.conferred_at).days == 365
+    assert [e["narrative"] for e in partner.evidence] == ["holds 金蜂骑士"]
+    world["clock"].now += timedelta(days=366)  # the term ends by itself
+    assert app.rider_recognitions(rider_id=rider, include_inactive=False) == []
+    assert app.recognition(made["recognition_id"]).status_at(world["clock"]()) == "ENDED"
+    with as_actor(OFFICE):  # and may be conferred again
+        second = app.confer_recognition(rider_id=rider, title_id=title, reason="续聘")
+        app.revoke_recognition(recognition_id=second["recognition_id"], reason="离开本街道")
+        with pytest.raises(FailedPrecondition) as twice:
+            app.revoke_recognition(recognition_id=second["recognition_id"], reason="x")
+    assert twice.value.reason == "RECOGNITION_REVOKED"
+    feed = [(t, d["rider_id"]) for t, d in _public(app) if "Recognition" in t]
+    assert feed == [("qiji.badges.v1.RecognitionConferred", rider),
+                    ("qiji.badges.v1.RecognitionConferred", rider),
+                    ("qiji.badges.v1.RecognitionRevoked", rider)]
+    assert "离开本街道" not in str(_public(app))
+
+
+def test_a_title_requiring_nothing_or_naming_unknown_badges_is_refused_at_once(world):
+    def refused(**given) -> list[tuple[str, str]]:
+        with as_actor(ADMIN), pytest.raises(InvalidArgument) as bad:
+            world["badges"].create_recognition_title(**{
+                "name": "城市治理合伙人", "description": "", "criteria": criteria(),
+                "required_badge_class_ids": [], "term_days": 365, **given})
+        return sorted((v.field, v.reason) for v in bad.value.violations)
+    assert refused(name="", term_days=7) == [
+        ("criteria", "CRITERIA_EMPTY"), ("name", "FIELD_REQUIRED"),
+        ("term_days", "VALUE_OUT_OF_RANGE")]
+    assert refused(required_badge_class_ids=["x", str(uuid.uuid4())]) == [
+        ("required_badge_class_ids[0]", "INVALID_ID"),
+        ("required_badge_class_ids[1]", "BADGE_CLASS_NOT_FOUND")]
+
+
+def test_a_revised_title_keeps_earlier_conferrals_under_their_version(world):
+    golden = badge(world, min_volunteer_hours="2")
+    title = partner_title(world, golden)
+    rider = new_rider(world)
+    serve(world, rider, "2")
+    app = world["badges"]
+    with as_actor(OFFICE):
+        made = app.confer_recognition(rider_id=rider, title_id=title, reason="骨干")
+    with as_actor(ADMIN):
+        app.revise_recognition_title(title_id=title, criteria=criteria(min_verified_reports=3),
+                                     required_badge_class_ids=[golden], term_days=730)
+    assert app.recognition(made["recognition_id"]).requirements_version == 1
+    revised = app.recognition_title(title)
+    assert (revised.requirements_version, revised.term_days,
+            revised.criteria().min_verified_reports) == (2, 730, 3)

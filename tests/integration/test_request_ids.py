@@ -25,7 +25,8 @@ MAKES_SOMETHING_NEW = {
     "identity": {"CreateOrganisation", "CreateServiceSpace", "RecordSpaceUse"},
     "training": {"DraftCourse", "ScheduleSession"},
     "merchants": {"CreatePerkOffer", "CreateCareCampaign", "ClaimPerk"},
-    "badges": {"CreateBadgeClass", "LogVolunteerService", "RecordAwardCeremony"},
+    "badges": {"CreateBadgeClass", "LogVolunteerService", "RecordAwardCeremony",
+               "CreateRecognitionTitle"},
     "governance": {"SubmitReport", "OpenMediationCase", "RecordMediationSession",
                    "PublishPledge"},
 }

@@ -131,6 +131,8 @@ class RiderRecord(FollowedRiderStatus, Aggregate):
         self.revoked_classes: list[str] = []
         # Classes the rider grew out of (青蜂 → 金蜂): class id -> {"award_id", "into"}.
         self.grown: dict[str, dict[str, str]] = {}
+        # Titles conferred (城市治理合伙人): title id -> the latest recognition's id.
+        self.titles: dict[str, str] = {}
 
     @event("StatusNoted")
     def note_status(self, verified: bool, suspended: bool, left: bool) -> None:
@@ -169,6 +171,11 @@ class RiderRecord(FollowedRiderStatus, Aggregate):
         del self.held[badge_class_id]
         if revoked and badge_class_id not in self.revoked_classes:
             self.revoked_classes.append(badge_class_id)
+
+    @event("TitleConferred")
+    def confer_title(self, title_id: str, recognition_id: str) -> None:
+        # Saved with the recognition: two conferrals at once collide here, one wins.
+        self.titles[title_id] = recognition_id
 
     def grow(self, badge_class_id: str, into_badge_class_id: str) -> None:
         """The rider grew out of a badge they hold into the next on its ladder: no longer
