@@ -70,7 +70,7 @@ class ReevaluationJob:
             return self.app.run_reevaluations(self.batch)
 
     def run_forever(self, stopping: threading.Event) -> None:
-        idle = 0.0
+        idle = self.every  # at start: resume whatever a restart interrupted
         while not stopping.is_set():
             # Short waits: a shutdown is not held up by a long one.
             if not self.app.reevaluation_wanted.wait(0.5):
