@@ -181,6 +181,10 @@ def test_a_green_bee_grows_into_a_golden_bee_and_the_history_stays(world):
                         evidence=[{"reference": "x", "narrative": "y"}])
     assert beyond.value.reason == "BADGE_GROWN_BEYOND"
     grown = [(t, d) for t, d in _public(app) if t == "qiji.badges.v1.BadgeGrown"]
+    with as_actor(OFFICE):  # still in force, so it can still be withdrawn
+        app.revoke_award(award_id=first, reason="证明材料有误")
+        assert app.verify_credential(jwt=jwt)["verdict"] == "REVOKED"
+    assert app.award(second[0]).status == "ACTIVE"  # the Golden Bee stands on its own
     assert grown == [("qiji.badges.v1.BadgeGrown", {
         "award_id": first, "rider_id": rider, "badge_class_id": green,
         "into_award_id": second[0], "into_badge_class_id": golden,

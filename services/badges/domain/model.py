@@ -221,7 +221,8 @@ class Award(Aggregate):
         self.presented_at: datetime | None = None
 
     def revoke(self, reason: str, by: str, at: datetime) -> None:
-        if self.status != "ACTIVE":
+        # A grown award is still in force (its credential verifies), so it can be withdrawn.
+        if self.status not in ("ACTIVE", "GROWN"):
             raise FailedPrecondition(f"the award is already {self.status.lower()}",
                                      reason=f"AWARD_{self.status}")
         self._revoked(reason=reason, by=by, at=at)
