@@ -283,6 +283,7 @@ class Story:
         perks = self.merchant_offers(city, badges)
         self.volunteers(city, riders, badges)
         claim_id = self.perk_claimed_and_redeemed(city, riders[0], perks)
+        self.green_grows_golden(city, riders[2], badges)
         self.pledge(riders)
         self.emergency(city, riders[1])
         self.care_packages(city, riders)
@@ -597,6 +598,58 @@ class Story:
                  f"{claim.claim.code}) and 荷花池面馆 redeems it once; quota left "
                  f"{redeemed.perk_offer.remaining_quota}")
         return claim.claim.claim_id
+
+    def green_grows_golden(self, c: dict[str, str], rider: Rider,
+                           badges: dict[str, str]) -> None:
+        """A 青蜂 grows into a 金蜂 at a ceremony: the city puts the two on one ladder, the
+        rider serves the four more hours the Golden Bee asks, and 荷花池街道 presents it at the
+        service space with the officials present. The Green Bee is grown, not revoked."""
+        platform, community = self.callers["platform"], self.callers["community"]
+        office, auditor = self.callers["office"], self.callers["auditor"]
+        self.admin("badges", "ReviseBadgeProgression", bpb.ReviseBadgeProgressionRequest(
+            request_id=setup_id("progression", badges["golden"], badges["green"]),
+            badge_class_id=badges["golden"], grows_from_badge_class_id=badges["green"]))
+        shift = platform("badges", "LogVolunteerService", bpb.LogVolunteerServiceRequest(
+            request_id=new_id(), rider_id=rider.rider_id, community_id=c["community"],
+            activity="关爱独居老人", start_time=stamp(datetime.now(UTC) - timedelta(days=1)),
+            hours="4")).shift
+        golden = community("badges", "ConfirmVolunteerService",
+                           bpb.ConfirmVolunteerServiceRequest(
+                               request_id=new_id(), shift_id=shift.shift_id)).award_ids
+        if len(golden) != 1:
+            raise DemoFailed(f"badges: 8 hours and a civic course did not make {rider.name} a "
+                             f"金蜂骑士 (awards made: {list(golden)})")
+        awards = auditor("badges", "ListRiderAwards", bpb.ListRiderAwardsRequest(
+            rider_id=rider.rider_id)).awards
+        statuses = ", ".join(f"{self.names[a.badge_class_id]} "
+                             f"{bpb.AwardStatus.Name(a.status).removeprefix('AWARD_STATUS_')}"
+                             for a in awards)
+        ceremony = office("badges", "RecordAwardCeremony", bpb.RecordAwardCeremonyRequest(
+            request_id=new_id(), street_id=c["street"], held_time=stamp(datetime.now(UTC)),
+            service_space_id=c["space"],
+            officials=[bpb.Official(name="周海燕", role="荷花池街道党工委书记"),
+                       bpb.Official(name="吴建华", role="钟楼区委社会工作部部长")],
+            award_ids=list(golden))).ceremony
+        wanted = {"qiji.badges.v1.BadgeGrown", "qiji.badges.v1.AwardPresented"}
+
+        def told() -> bool:
+            seen, cursor = set(), ""
+            while True:
+                page = platform("platform", "ReadEvents", ppb.ReadEventsRequest(
+                    cursor=cursor, page_size=1000, types=sorted(wanted)))
+                seen |= {e.event.type for e in page.events
+                         if e.event.attributes["subject"].ce_string == rider.rider_id}
+                if page.caught_up or page.next_cursor == cursor:
+                    return wanted <= seen
+                cursor = page.next_cursor
+        self.wait_for(told, f"the platform's feed telling 骑迹外卖 that {rider.name} grew "
+                            "into a 金蜂骑士 and was presented with it")
+        self.say(f"{rider.name} grows from 青蜂骑士 into 金蜂骑士 (4 more hours of 爱心公益; "
+                 f"the ladder is the city's): {statuses} — the Green Bee grown, not revoked; "
+                 f"荷花池街道 presents the Golden Bee at 常州市外卖人才联合服务空间 (ceremony "
+                 f"{ceremony.ceremony_id[:8]}, officials present: "
+                 + ", ".join(o.role for o in ceremony.officials)
+                 + "); 骑迹外卖's feed carries qiji.badges.v1.BadgeGrown and AwardPresented")
 
     def pledge(self, riders: list[Rider]) -> None:
         try:

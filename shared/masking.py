@@ -129,7 +129,7 @@ FREE_TEXT_FIELDS = frozenset({
     "text", "note", "notes", "resolution", "reason", "verification_note", "subject", "outcome",
     "failure_reason", "status_reason", "work_note", "rejection_note", "revoke_reason", "goals",
     "reverse_reason", "place", "narrative"})
-NAME_FIELDS = frozenset({"handed_over_by", "mediator_name"})
+NAME_FIELDS = frozenset({"handed_over_by", "mediator_name", "official_name"})
 
 
 def redact(value: Any, roles: Iterable[str],

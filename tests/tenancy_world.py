@@ -85,6 +85,8 @@ class World:
     district: str
     badge_class: str
     tenants: dict[str, Tenant]
+    # A title (城市治理合伙人) each tenant's rider holds, conferred by its street office.
+    recognition_title: str = ""
 
     def token(self, tenant: str, role: str) -> str:
         return self.tenants[tenant].tokens[role]
@@ -119,6 +121,9 @@ def build(qiji: InProcessQiji) -> World:
             track_hours=[tpb.TrackHoursRequirement(track=tpb.TRACK_GRASSROOTS_GOVERNANCE,
                                                    hours="8")])]),
         admin).growth_path.growth_path_id
+    title = ok("badges", "CreateRecognitionTitle", bpb.CreateRecognitionTitleRequest(
+        request_id=rid(), name="城市治理合伙人", required_badge_class_ids=[badge_class],
+        term_days=365), admin).title.title_id
     tenants = {}
     for n, name in enumerate(TENANTS):
         t = Tenant(name)
@@ -135,13 +140,13 @@ def build(qiji: InProcessQiji) -> World:
             t.tokens[role] = qiji.token(f"tenant-{name}-{role}", role,
                                         organisation_id=t.ids[kind])
         t.ids["growth_path"] = growth_path
-        _hold(qiji, t, badge_class, n)
+        _hold(qiji, t, badge_class, n, title)
         tenants[name] = t
     qiji.sync()
-    return World(qiji, admin, auditor, service, city, district, badge_class, tenants)
+    return World(qiji, admin, auditor, service, city, district, badge_class, tenants, title)
 
 
-def _hold(qiji: InProcessQiji, t: Tenant, badge_class: str, n: int) -> None:
+def _hold(qiji: InProcessQiji, t: Tenant, badge_class: str, n: int, title: str) -> None:
     """Everything tenant `t` holds, made by its own callers."""
     ok = qiji.ok
     tok = t.tokens
@@ -260,6 +265,9 @@ def _hold(qiji: InProcessQiji, t: Tenant, badge_class: str, n: int) -> None:
         evidence=[bpb.Evidence(source="news", reference="常州日报",
                                narrative=f"报道{FREE_TEXT}")]),
         tok["street_office"]).award.award_id
+    t.ids["recognition"] = ok("badges", "ConferRecognition", bpb.ConferRecognitionRequest(
+        request_id=rid(), rider_id=t.rider, title_id=title, reason=f"骨干{FREE_TEXT}"),
+        tok["street_office"]).recognition.recognition_id
 
     # governance: a report routed to the street's department, a mediation case
     t.ids["report"] = ok("governance", "SubmitReport", gpb.SubmitReportRequest(

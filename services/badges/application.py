@@ -5,19 +5,30 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+import structlog
 from eventsourcing.application import ProcessingEvent
 
 from services.badges import credentials as ob3
 from services.badges.credentials import IssuerKeys, Malformed, PublicUrls
 from services.badges.domain.criteria import Criteria, Track, evaluate, parse_criteria
 from services.badges.domain.images import IMAGE_MEDIA_TYPE_NOT_ALLOWED, image_problem
-from services.badges.domain.model import Award, BadgeClass, RiderRecord, VolunteerShift
+from services.badges.domain.ladder import Rung, above, below, ladder_problem
+from services.badges.domain.model import (
+    Award,
+    AwardCeremony,
+    BadgeClass,
+    Reevaluation,
+    RiderRecord,
+    VolunteerShift,
+)
+from services.badges.domain.recognition import Recognition, RecognitionTitle
 from services.badges.views import BadgesViews
 from services.governance import events as governance_events
 from services.identity import events as identity_events
@@ -26,14 +37,18 @@ from shared import context, masking
 from shared.application import Outcome, QijiApplication
 from shared.config import CREDENTIALS_HTTP_PORT, ConfigError, Settings
 from shared.errors import (
+    DUPLICATE_VALUE,
     FIELD_REQUIRED,
     TEXT_TOO_LONG,
     TIME_IN_THE_FUTURE,
+    TIME_TOO_LONG_AGO,
     VALUE_OUT_OF_RANGE,
+    AlreadyExists,
     FailedPrecondition,
     FieldViolation,
     InvalidArgument,
     NotFound,
+    PermissionDenied,
     Violations,
     check_id,
     check_text,
@@ -46,8 +61,17 @@ from shared.references import Reference, note_reference
 from shared.tenancy import Owners
 from shared.values import parse_hours
 
+log = structlog.get_logger(__name__)
+
 MAX_TEXT = 200
 AUTOMATIC, MANUAL = "AUTOMATIC", "MANUAL"
+# Riders evaluated per saved batch of a re-evaluation: small enough that a batch commits in
+# well under a second on PostgreSQL, large enough that ten thousand riders take a minute.
+REEVALUATION_BATCH = 200
+MAX_OFFICIALS = 30
+# A ceremony is recorded after it was held, and within the programme's life (a typo of a
+# year must not file a 1970 ceremony).
+CEREMONY_MAX_AGE = timedelta(days=366)
 
 
 @dataclass(frozen=True)
@@ -73,6 +97,9 @@ class BadgesApplication(QijiApplication):
         self.views = BadgesViews(self)
         self.views.catch_up()
         self.identity_follower: Follower | None = None
+        # Set when a badge class is created or its criteria revised: the re-evaluation job
+        # (service.ReevaluationJob) starts at once instead of at its next tick.
+        self.reevaluation_wanted = threading.Event()
 
     # ------------------------------------------------------------------ volunteer service
 
@@ -125,7 +152,7 @@ class BadgesApplication(QijiApplication):
             awards = self._evaluate(record)
             return Outcome([shift, record, *awards], {
                 "shift_id": shift_id, "version": shift.version,
-                "award_ids": [str(a.id) for a in awards]})
+                "award_ids": [str(a.id) for a in awards if a.status == "ACTIVE"]})
         return self.execute(decide, serialise_on=shift_id)
 
     def reject_volunteer_service(self, *, shift_id: str, reason: str
@@ -170,7 +197,14 @@ class BadgesApplication(QijiApplication):
 
     def owner_resolvers(self) -> dict[str, Callable[[str], Owners | None]]:
         return {**super().owner_resolvers(), "shift_community": self._shift_community_owners,
-                "award": self._award_owners}
+                "award": self._award_owners, "recognition": self._recognition_owners}
+
+    def _recognition_owners(self, recognition_id: str) -> Owners | None:
+        """A recognition is its rider's, as an award is."""
+        found = self.found(recognition_id, Recognition)
+        if found is None or self.directory is None:
+            return None
+        return self.directory.rider_owners(found.rider_id)
 
     def _shift_community_owners(self, shift_id: str) -> Owners | None:
         """Volunteer service is confirmed where it was done: by that community, or its
@@ -192,8 +226,10 @@ class BadgesApplication(QijiApplication):
     def create_badge_class(self, *, name: str, description: str, image_url: str,
                            issuer_id: str, criteria: dict[str, Any], validity_days: int,
                            image: bytes = b"", image_media_type: str = "",
+                           grows_from_badge_class_id: str = "",
                            violations: Violations | None = None) -> dict[str, Any]:
-        """A badge class; its picture, when given, is stored with it in the same save."""
+        """A badge class; its picture, when given, is stored with it in the same save, and so
+        is the re-evaluation that awards it to the riders who already meet its criteria."""
         v = violations if violations is not None else Violations()
         check_text(v, "name", name, MAX_TEXT)
         check_text(v, "description", description, 2000, required=False)
@@ -210,17 +246,38 @@ class BadgesApplication(QijiApplication):
         # volunteer service is done, not who awards).
         note_reference(self, v, issuer_id, "issuer_id", "organisation", self.catch_up_upstream,
                        not_allowed="may not issue badges")
+        if grows_from_badge_class_id:
+            self._note_badge_class(v, grows_from_badge_class_id, "grows_from_badge_class_id")
         v.raise_if_any()
         assert parsed is not None
+        if grows_from_badge_class_id:
+            with self._ladder_lock:
+                # A new class cannot close a loop (nothing grows from it yet), but it can
+                # cross issuers or branch a ladder.
+                self._check_ladder(v, "", name.strip(), issuer_id, grows_from_badge_class_id)
+                v.raise_if_any()
+                return self._create_badge_class(
+                    name, description, image_url, issuer_id, parsed, validity_days, image,
+                    image_media_type, grows_from_badge_class_id)
+        return self._create_badge_class(name, description, image_url, issuer_id, parsed,
+                                        validity_days, image, image_media_type, "")
 
+    def _create_badge_class(self, name: str, description: str, image_url: str,
+                            issuer_id: str, parsed: Criteria, validity_days: int, image: bytes,
+                            image_media_type: str, grows_from_badge_class_id: str
+                            ) -> dict[str, Any]:
         def decide() -> Outcome:
             badge = BadgeClass(name=name.strip(), description=description.strip(),
                                image_url=image_url, issuer_id=issuer_id,
                                criteria=parsed.to_state(), validity_days=validity_days)
             if image:
                 badge.upload_image(**_image_state(image, image_media_type))
-            return Outcome([badge], {"badge_class_id": str(badge.id), "version": badge.version})
-        return self.execute(decide)
+            if grows_from_badge_class_id:
+                badge.revise_progression(grows_from=grows_from_badge_class_id)
+            job = Reevaluation(badge_class_id=str(badge.id), criteria_version=1)
+            return Outcome([badge, job], {"badge_class_id": str(badge.id),
+                                          "version": badge.version})
+        return self._reevaluating(self.execute(decide))
 
     def upload_badge_image(self, *, badge_class_id: str, image: bytes, media_type: str
                            ) -> dict[str, Any]:
@@ -248,8 +305,56 @@ class BadgesApplication(QijiApplication):
         def decide() -> Outcome:
             badge = self.get(badge_class_id, BadgeClass, "badge_class")
             badge.revise(criteria=parsed.to_state())
+            job = Reevaluation(badge_class_id=badge_class_id,
+                               criteria_version=badge.criteria_version)
+            return Outcome([badge, job], {"badge_class_id": badge_class_id,
+                                          "version": badge.version})
+        return self._reevaluating(self.execute(decide))
+
+    def _reevaluating(self, result: dict[str, Any]) -> dict[str, Any]:
+        self.reevaluation_wanted.set()
+        return result
+
+    def revise_badge_progression(self, *, badge_class_id: str, grows_from_badge_class_id: str
+                                 ) -> dict[str, Any]:
+        """The class this one grows from on its ladder ("" : none), as a new progression
+        version. Awards already grown stay as they grew; riders holding the lower class are
+        grown when they are next awarded the higher."""
+        v = Violations()
+        self._note_badge_class(v, badge_class_id)
+        if grows_from_badge_class_id:
+            self._note_badge_class(v, grows_from_badge_class_id, "grows_from_badge_class_id")
+        v.raise_if_any()
+
+        def decide() -> Outcome:
+            badge = self.get(badge_class_id, BadgeClass, "badge_class")
+            badge.revise_progression(grows_from=grows_from_badge_class_id)
             return Outcome([badge], {"badge_class_id": badge_class_id, "version": badge.version})
-        return self.execute(decide)
+        # Checked and saved under one lock: two revisions at once could each pass the check
+        # and together make a loop or a branch (across replicas the city admin is one desk).
+        with self._ladder_lock:
+            if grows_from_badge_class_id:
+                badge = self.badge_class(badge_class_id)
+                self._check_ladder(v, badge_class_id, badge.name, badge.issuer_id,
+                                   grows_from_badge_class_id)
+                v.raise_if_any()
+            return self.execute(decide)
+
+    _ladder_lock = threading.Lock()
+
+    def _rungs(self) -> dict[str, Rung]:
+        return {i: Rung(c.name, c.issuer_id, c.grows_from)
+                for i, c in ((i, self.badge_class(i)) for i in self.views.class_ids())}
+
+    def _check_ladder(self, v: Violations, badge_class_id: str, name: str, issuer_id: str,
+                      grows_from: str) -> None:
+        rungs = self._rungs()
+        me = badge_class_id or "(new)"
+        rungs[me] = Rung(name, issuer_id, grows_from)
+        problem = ladder_problem(rungs, me, grows_from)
+        if problem is not None:
+            reason, description = problem
+            v.add("grows_from_badge_class_id", description, reason)
 
     def badge_class(self, badge_class_id: str, version: int | None = None) -> BadgeClass:
         return self.get(badge_class_id, BadgeClass, "badge_class", version)
@@ -292,12 +397,18 @@ class BadgesApplication(QijiApplication):
             if record.left:
                 raise FailedPrecondition("the rider has left the programme", reason="RIDER_LEFT")
             record.require_not_holding(badge_class_id)
+            rungs = self._rungs()
+            beyond = self._beyond(record, rungs, badge_class_id)
+            if beyond:
+                raise FailedPrecondition(
+                    f"the rider has grown beyond {badge.name} on its ladder (badge class "
+                    f"{beyond}); award the higher badge instead", reason="BADGE_GROWN_BEYOND")
             now = self.clock()
-            award = self._award(record, badge, MANUAL, [
+            award, *grown = self._award(record, badge, MANUAL, [
                 {"source": "official", "reference": e["reference"], "position": 0,
                  "narrative": e["narrative"], "at": e.get("at") or now} for e in evidence],
-                reason.strip(), now)
-            return Outcome([record, award], {"award_id": str(award.id), "version": 1})
+                reason.strip(), now, rungs)
+            return Outcome([record, award, *grown], {"award_id": str(award.id), "version": 1})
         return self.execute(decide)
 
     def revoke_award(self, *, award_id: str, reason: str
@@ -340,7 +451,9 @@ class BadgesApplication(QijiApplication):
         self.views.catch_up()
         awards = [self.award(i) for i in self.views.awards_of(rider_id)]
         now = self.clock()
-        return [a for a in awards if include_inactive or a.status_at(now) == "ACTIVE"]
+        # A grown award (青蜂 after 金蜂) stays in force and listed: the rider's ladder.
+        return [a for a in awards
+                if include_inactive or a.status_at(now) in ("ACTIVE", "GROWN")]
 
     def badge_holders(self, *, badge_class_id: str, page_size: int, page_token: str
                       ) -> tuple[list[Award], str]:
@@ -361,7 +474,8 @@ class BadgesApplication(QijiApplication):
         require_ids(rider_id=rider_id, badge_class_id=badge_class_id)
         record = self._rider_record(rider_id)
         badge = self.badge_class(badge_class_id)
-        award_id = record.held.get(badge_class_id)
+        award_id = record.held.get(badge_class_id) or \
+            record.grown.get(badge_class_id, {}).get("award_id")
         if award_id is None:
             raise self._not_held(rider_id, badge_class_id, badge.name)
         award = self.award(award_id)
@@ -378,7 +492,31 @@ class BadgesApplication(QijiApplication):
                   + f": {narrative_shown(e)}" for e in award.evidence]
         if award.expires_at:
             lines.append(f"Valid until {award.expires_at.isoformat()}.")
+        lines += self._ladder_lines(award)
         return Explanation(award, badge, criteria, "\n".join(lines))
+
+    def _ladder_lines(self, award: Award) -> list[str]:
+        """Where the award stands on its ladder and whether it was presented at a ceremony."""
+        lines = []
+        if award.grown_from:
+            lower = self.award(award.grown_from)
+            lines.append(f"Grown from {self.badge_class(lower.badge_class_id).name} (award "
+                         f"{lower.id}, made {lower.awarded_at.isoformat()}).")
+        if award.grown_into:
+            higher = self.award(award.grown_into)
+            assert award.grown_at is not None
+            lines.append(f"Grown into {self.badge_class(higher.badge_class_id).name} (award "
+                         f"{higher.id}) on {award.grown_at.isoformat()}: still true, no longer "
+                         "the rider's current step.")
+        if award.ceremony_id:
+            ceremony = self.ceremony(award.ceremony_id)
+            where = ceremony.place or f"service space {ceremony.service_space_id}"
+            present = ", ".join(f"{o['role']} "
+                                f"{masking.show_to_caller(masking.NAME, o['official_name'])}"
+                                for o in ceremony.officials)
+            lines.append(f"Presented {ceremony.held_at.isoformat()} at {where} (ceremony "
+                         f"{ceremony.id}), officials present: {present}.")
+        return lines
 
     def _not_held(self, rider_id: str, badge_class_id: str, name: str) -> NotFound:
         """NOT_FOUND (as every release answered), saying plainly why: never held, or held
@@ -399,6 +537,158 @@ class BadgesApplication(QijiApplication):
                         f"award {last.id} (made {last.awarded_at.isoformat()} by "
                         f"{last.awarded_by}) was {ended}; its trail: qiji audit history "
                         f"badges {last.id}")
+
+    # ------------------------------------------------------------------ recognition
+
+    def create_recognition_title(self, *, name: str, description: str, criteria: dict[str, Any],
+                                 required_badge_class_ids: list[str], term_days: int,
+                                 violations: Violations | None = None) -> dict[str, Any]:
+        """A title the city confers on riders (城市治理合伙人), with what makes a rider
+        eligible and how long a conferral lasts."""
+        v = violations if violations is not None else Violations()
+        check_text(v, "name", name, MAX_TEXT)
+        check_text(v, "description", description, 2000, required=False)
+        requirements = self._requirements(v, criteria, required_badge_class_ids, term_days)
+        v.raise_if_any()
+        assert requirements is not None
+
+        def decide() -> Outcome:
+            title = RecognitionTitle(name=name.strip(), description=description.strip(),
+                                     requirements=requirements, term_days=term_days)
+            return Outcome([title], {"title_id": str(title.id), "version": title.version})
+        return self.execute(decide)
+
+    def revise_recognition_title(self, *, title_id: str, criteria: dict[str, Any],
+                                 required_badge_class_ids: list[str], term_days: int,
+                                 violations: Violations | None = None) -> dict[str, Any]:
+        v = violations if violations is not None else Violations()
+        requirements = self._requirements(v, criteria, required_badge_class_ids, term_days)
+        self._note_title(v, title_id)
+        v.raise_if_any()
+        assert requirements is not None
+
+        def decide() -> Outcome:
+            title = self.get(title_id, RecognitionTitle, "recognition_title")
+            title.revise(requirements=requirements, term_days=term_days)
+            return Outcome([title], {"title_id": title_id, "version": title.version})
+        return self.execute(decide)
+
+    def _requirements(self, v: Violations, criteria: dict[str, Any], required: list[str],
+                      term_days: int) -> dict[str, Any] | None:
+        """A title's requirements: badge criteria, badges held, or both; never neither (a
+        title open to every rider is no recognition)."""
+        v.require(30 <= term_days <= 3650, "term_days", "must be 30 to 3650 days",
+                  VALUE_OUT_OF_RANGE)
+        for i, badge_class_id in enumerate(required):
+            self._note_badge_class(v, badge_class_id, f"required_badge_class_ids[{i}]")
+        v.require(len(set(required)) == len(required), "required_badge_class_ids",
+                  "lists a badge class twice", DUPLICATE_VALUE)
+        measured = (criteria["min_volunteer_hours"], criteria["required_course_ids"],
+                    criteria["track_requirements"], criteria["min_verified_reports"])
+        if any(measured) or not required:
+            parsed = self._criteria(v, criteria)
+        else:  # only badges required: the criteria may carry a narrative alone
+            check_text(v, "criteria.narrative", criteria["narrative"], 1000, required=False)
+            parsed = Criteria(narrative=criteria["narrative"].strip())
+        if parsed is None or v.items:
+            return None
+        return {"criteria": parsed.to_state(), "required_badge_class_ids": list(required)}
+
+    def confer_recognition(self, *, rider_id: str, title_id: str, reason: str,
+                           violations: Violations | None = None) -> dict[str, Any]:
+        """Confers a title on a rider who meets its requirements now, for its term."""
+        v = violations if violations is not None else Violations()
+        check_text(v, "reason", reason, 1000)
+        self._note_title(v, title_id)
+        self._require_rider(v, rider_id)  # last, as everywhere
+
+        def decide() -> Outcome:
+            title = self.get(title_id, RecognitionTitle, "recognition_title")
+            record = self._rider_record(rider_id, catch_up=False)
+            record.require_active()
+            now = self.clock()
+            current = record.titles.get(title_id)
+            if current and self.recognition(current).status_at(now) == "ACTIVE":
+                raise AlreadyExists(f"the rider already holds {title.name}",
+                                    reason="RECOGNITION_ALREADY_HELD", recognition_id=current)
+            evidence, missing = self._title_evidence(title, record, now)
+            if missing:
+                raise FailedPrecondition(
+                    f"the rider does not meet {title.name}'s requirements (version "
+                    f"{title.requirements_version}): missing " + "; ".join(missing),
+                    reason="RECOGNITION_REQUIREMENTS_NOT_MET")
+            recognition = Recognition(
+                rider_id=rider_id, title_id=title_id,
+                requirements_version=title.requirements_version, evidence=evidence,
+                reason=reason.strip(), conferred_by=context.current().actor.principal,
+                conferred_at=now, ends_at=now + timedelta(days=title.term_days))
+            record.confer_title(title_id=title_id, recognition_id=str(recognition.id))
+            return Outcome([record, recognition], {"recognition_id": str(recognition.id),
+                                                   "version": recognition.version})
+        return self.execute(decide)
+
+    def _title_evidence(self, title: RecognitionTitle, record: RiderRecord, now: datetime
+                        ) -> tuple[list[dict[str, Any]], list[str]]:
+        """What meets the title's requirements, and what is missing."""
+        criteria, missing = title.criteria(), []
+        met = evaluate(criteria, record, now)
+        evidence = met or []
+        if met is None:
+            missing.append(criteria.describe())
+        for badge_class_id in title.requirements()["required_badge_class_ids"]:
+            name = self.badge_class(badge_class_id).name
+            # A badge grown into the next on its ladder still counts: it is still true.
+            award_id = record.held.get(badge_class_id) or \
+                record.grown.get(badge_class_id, {}).get("award_id")
+            if award_id is None:
+                missing.append(f"the badge {name}")
+            else:
+                evidence.append({"source": "badges", "reference": award_id, "position": 0,
+                                 "narrative": f"holds {name}", "at": now})
+        return evidence, missing
+
+    def revoke_recognition(self, *, recognition_id: str, reason: str) -> dict[str, Any]:
+        v = Violations()
+        check_id(v, "recognition_id", recognition_id)
+        check_text(v, "reason", reason, 1000)
+        v.raise_if_any()
+
+        def decide() -> Outcome:
+            recognition = self.get(recognition_id, Recognition, "recognition")
+            recognition.revoke(reason.strip(), context.current().actor.principal, self.clock())
+            return Outcome([recognition], {"recognition_id": recognition_id,
+                                           "version": recognition.version})
+        return self.execute(decide)
+
+    def recognition(self, recognition_id: str, version: int | None = None) -> Recognition:
+        return self.get(recognition_id, Recognition, "recognition", version)
+
+    def recognition_title(self, title_id: str, version: int | None = None
+                          ) -> RecognitionTitle:
+        return self.get(title_id, RecognitionTitle, "recognition_title", version)
+
+    def recognition_titles(self, *, page_size: int, page_token: str
+                           ) -> tuple[list[RecognitionTitle], str]:
+        self.views.catch_up()
+        ids, token = self.views.titles.select({}, page_size=page_size, page_token=page_token)
+        return [self.recognition_title(i) for i in ids], token
+
+    def rider_recognitions(self, *, rider_id: str, include_inactive: bool
+                           ) -> list[Recognition]:
+        require_ids(rider_id=rider_id)
+        self._rider_record(rider_id)
+        self.views.catch_up()
+        with self.views.recognitions.lock:
+            ids = [r.aggregate_id for r in self.views.recognitions.rows.values()
+                   if r.attrs["rider_id"] == rider_id]
+        now = self.clock()
+        found = sorted((self.recognition(i) for i in ids), key=lambda r: r.conferred_at)
+        return [r for r in found if include_inactive or r.status_at(now) == "ACTIVE"]
+
+    def _note_title(self, violations: Violations, title_id: str) -> None:
+        if check_id(violations, "title_id", title_id) \
+                and self.found(title_id, RecognitionTitle) is None:
+            violations.missing("title_id", "recognition_title", title_id)
 
     # ------------------------------------------------------------------ credentials
 
@@ -585,25 +875,192 @@ class BadgesApplication(QijiApplication):
         if not record.is_active:
             return []
         now = self.clock()
-        awards = []
-        for badge_class_id in self.views.class_ids():
-            if badge_class_id in record.held or badge_class_id in record.revoked_classes:
+        rungs = self._rungs()
+        met: dict[str, tuple[BadgeClass, list[dict[str, Any]]]] = {}
+        for badge_class_id in rungs:
+            if not self._may_award(record, rungs, badge_class_id):
                 continue
             badge = self.badge_class(badge_class_id)
             evidence = evaluate(badge.criteria(), record, now)
             if evidence is not None:
-                awards.append(self._award(record, badge, AUTOMATIC, evidence, "", now))
+                met[badge_class_id] = (badge, evidence)
+        # Meeting 青蜂 and 金蜂 at once earns 金蜂 alone: the lower is passed, not grown.
+        awards: list[Award] = []
+        for badge_class_id, (badge, evidence) in met.items():
+            if not above(rungs, badge_class_id) & set(met):
+                awards += self._award(record, badge, AUTOMATIC, evidence, "", now, rungs)
         return awards
 
+    def _may_award(self, record: RiderRecord, rungs: dict[str, Rung], badge_class_id: str
+                   ) -> bool:
+        return not (badge_class_id in record.held or badge_class_id in record.revoked_classes
+                    or self._beyond(record, rungs, badge_class_id))
+
+    @staticmethod
+    def _beyond(record: RiderRecord, rungs: dict[str, Rung], badge_class_id: str) -> str:
+        """The class the rider holds (or grew into) above this one on its ladder, or "": a
+        rider who grew from 青蜂 to 金蜂 is never made a 青蜂 again."""
+        if badge_class_id in record.grown:
+            return record.grown[badge_class_id]["into"]
+        return next((c for c in sorted(above(rungs, badge_class_id))
+                     if c in record.held or c in record.grown), "")
+
     def _award(self, record: RiderRecord, badge: BadgeClass, kind: str,
-               evidence: list[dict[str, Any]], reason: str, now: datetime) -> Award:
+               evidence: list[dict[str, Any]], reason: str, now: datetime,
+               rungs: dict[str, Rung]) -> list[Award]:
+        """The new award, then each lower award on its ladder the rider held, grown into it
+        (all saved together with the record)."""
         expires_at = now + timedelta(days=badge.validity_days) if badge.validity_days else None
         award = Award(rider_id=record.rider_id, badge_class_id=str(badge.id),
                       criteria_version=badge.criteria_version, kind=kind, evidence=evidence,
                       reason=reason, awarded_by=context.current().actor.principal,
                       awarded_at=now, expires_at=expires_at)
         record.hold(badge_class_id=str(badge.id), award_id=str(award.id))
-        return award
+        grown = []
+        for lower_class_id in below(rungs, str(badge.id)):
+            lower_id = record.held.get(lower_class_id)
+            if lower_id is None:
+                continue
+            lower = self.get(lower_id, Award, "award")
+            lower.grow_into(award_id=str(award.id), at=now)
+            record.grow(lower_class_id, into_badge_class_id=str(badge.id))
+            if not award.grown_from:  # the nearest rung it grew from
+                award.note_grown_from(award_id=lower_id)
+            grown.append(lower)
+        return [award, *grown]
+
+    # ------------------------------------------------------------------ re-evaluation
+
+    def run_reevaluations(self, batch: int = REEVALUATION_BATCH) -> int:
+        """Runs every unfinished re-evaluation to its end, batch by batch; the awards made.
+        Safe to run on several replicas at once and to kill at any moment: each batch is one
+        save, guarded by the job's version."""
+        self.reevaluation_wanted.clear()
+        made = 0
+        for job_id in self.views.running_reevaluations():
+            while True:
+                result = self.execute(lambda job_id=job_id: self._reevaluate_batch(job_id,
+                                                                                   batch))
+                made += result.get("awarded", 0)
+                if result.get("done", True):
+                    break
+        return made
+
+    def _reevaluate_batch(self, job_id: str, batch: int) -> Outcome:
+        job = self.get(job_id, Reevaluation, "reevaluation")
+        if job.status != "RUNNING":
+            return Outcome([], {"done": True})
+        badge = self.badge_class(job.badge_class_id)
+        if badge.criteria_version != job.criteria_version:
+            job.finish(superseded=True)
+            log.info("reevaluation.superseded", badge_class_id=job.badge_class_id,
+                     criteria_version=job.criteria_version, evaluated=job.evaluated,
+                     awarded=job.awarded)
+            return Outcome([job], {"done": True})
+        riders = self.views.riders_after(job.through_position, batch)
+        if not riders:
+            job.finish(superseded=False)
+            log.info("reevaluation.finished", badge_class_id=job.badge_class_id,
+                     criteria_version=job.criteria_version, evaluated=job.evaluated,
+                     awarded=job.awarded)
+            return Outcome([job], {"done": True})
+        now, rungs, changed = self.clock(), self._rungs(), []
+        badge_class_id = job.badge_class_id
+        for _, rider_id in riders:
+            record = self.get(RiderRecord.create_id(rider_id), RiderRecord, "rider")
+            if not record.is_active or not self._may_award(record, rungs, badge_class_id):
+                continue
+            evidence = evaluate(badge.criteria(), record, now)
+            if evidence is not None:
+                changed += [record, *self._award(record, badge, AUTOMATIC, evidence, "", now,
+                                                 rungs)]
+        awarded = sum(1 for a in changed if isinstance(a, Award) and a.status == "ACTIVE")
+        job.progress(through_position=riders[-1][0], evaluated=len(riders), awarded=awarded)
+        log.info("reevaluation.progressed", badge_class_id=badge_class_id,
+                 criteria_version=job.criteria_version, through_position=job.through_position,
+                 evaluated=job.evaluated, awarded=job.awarded)
+        return Outcome([job, *changed], {"done": False, "awarded": awarded})
+
+    def reevaluation(self, badge_class_id: str, criteria_version: int) -> Reevaluation:
+        return self.get(Reevaluation.create_id(badge_class_id, criteria_version),
+                        Reevaluation, "reevaluation")
+
+    # ------------------------------------------------------------------ ceremonies
+
+    def record_award_ceremony(self, *, street_id: str, held_at: datetime | None,
+                              service_space_id: str, place: str,
+                              officials: list[dict[str, str]], award_ids: list[str],
+                              violations: Violations | None = None) -> dict[str, Any]:
+        """An award ceremony (颁奖仪式) held in a street: when, where (one of the street's
+        service spaces, or a place in words), the officials present, and the awards handed
+        over, each marked with the ceremony in the same save."""
+        v = violations if violations is not None else Violations()
+        now = self.clock()
+        v.require_given(held_at, "held_time", "must be set", FIELD_REQUIRED)
+        if held_at is not None:
+            v.require(held_at <= now, "held_time", "must not be in the future (record a "
+                      "ceremony once it was held)", TIME_IN_THE_FUTURE)
+            v.require(held_at >= now - CEREMONY_MAX_AGE, "held_time",
+                      "must be within the last 366 days", TIME_TOO_LONG_AGO)
+        check_text(v, "place", place, MAX_TEXT, required=False)
+        if not service_space_id and not place.strip():
+            v.add("place", "name a service_space_id or the place in words", FIELD_REQUIRED)
+        v.require(1 <= len(officials) <= MAX_OFFICIALS, "officials",
+                  f"1 to {MAX_OFFICIALS} officials present", "OFFICIALS_REQUIRED"
+                  if not officials else VALUE_OUT_OF_RANGE)
+        for i, o in enumerate(officials[:MAX_OFFICIALS]):
+            check_text(v, f"officials[{i}].name", o["name"], 100)
+            check_text(v, f"officials[{i}].role", o["role"], 100)
+        v.require(1 <= len(award_ids) <= 500, "award_ids", "1 to 500 awards presented",
+                  FIELD_REQUIRED if not award_ids else VALUE_OUT_OF_RANGE)
+        v.require(len(set(award_ids)) == len(award_ids), "award_ids", "lists an award twice",
+                  DUPLICATE_VALUE)
+        note_reference(self, v, street_id, "street_id", "organisation", self.catch_up_upstream)
+        for i, award_id in enumerate(award_ids[:500]):
+            if check_id(v, f"award_ids[{i}]", award_id) and self.found(award_id, Award) is None:
+                v.missing(f"award_ids[{i}]", "award", award_id)
+        if service_space_id and check_id(v, "service_space_id", service_space_id):
+            street = self.directory.service_space_street(service_space_id) \
+                if self.directory is not None else None
+            if street is None:
+                v.missing("service_space_id", "service_space", service_space_id)
+            elif street != street_id:
+                v.add("service_space_id", f"is a service space of street {street}, not of "
+                      f"{street_id}", "SERVICE_SPACE_NOT_IN_STREET")
+        v.raise_if_any()
+        assert held_at is not None
+        # A street office presents its own riders' awards only (the city admin, any): the
+        # same answer whether the award exists or not.
+        for award_id in award_ids:
+            if not self.caller_owns("award", award_id):
+                raise PermissionDenied(f"award {award_id} is not of a rider of the caller's "
+                                       "street", reason="OUT_OF_SCOPE")
+
+        def decide() -> Outcome:
+            ceremony = AwardCeremony(
+                street_id=street_id, held_at=held_at, service_space_id=service_space_id,
+                place=place.strip(),
+                officials=[{"official_name": o["name"].strip(), "role": o["role"].strip()}
+                           for o in officials],
+                award_ids=list(award_ids), recorded_by=context.current().actor.principal)
+            awards = [self.get(a, Award, "award") for a in award_ids]
+            for award in awards:
+                award.present(ceremony_id=str(ceremony.id), at=held_at)
+            return Outcome([ceremony, *awards], {"ceremony_id": str(ceremony.id),
+                                                 "version": ceremony.version})
+        return self.execute(decide)
+
+    def ceremony(self, ceremony_id: str) -> AwardCeremony:
+        return self.get(ceremony_id, AwardCeremony, "award_ceremony")
+
+    def award_ceremonies(self, *, street_id: str, page_size: int, page_token: str
+                         ) -> tuple[list[AwardCeremony], str]:
+        if street_id:
+            require_ids(street_id=street_id)
+        self.views.catch_up()
+        ids, token = self.views.ceremonies.select({"street_id": street_id},
+                                                  page_size=page_size, page_token=page_token)
+        return [self.ceremony(i) for i in ids], token
 
     def _rider_record(self, rider_id: str, *, catch_up: bool = True) -> RiderRecord:
         return self.followed(RiderRecord.create_id(rider_id), RiderRecord, "rider", rider_id,
@@ -615,12 +1072,13 @@ class BadgesApplication(QijiApplication):
         self.require_riders(violations, [("rider_id", rider_id)], RiderRecord.create_id,
                             self.catch_up_upstream)
 
-    def _note_badge_class(self, violations: Violations, badge_class_id: str) -> None:
+    def _note_badge_class(self, violations: Violations, badge_class_id: str,
+                          field: str = "badge_class_id") -> None:
         """A badge class id that is malformed or names none (BADGE_CLASS_NOT_FOUND) is added
         to `violations`."""
-        if check_id(violations, "badge_class_id", badge_class_id) \
+        if check_id(violations, field, badge_class_id) \
                 and self.found(badge_class_id, BadgeClass) is None:
-            violations.missing("badge_class_id", "badge_class", badge_class_id)
+            violations.missing(field, "badge_class", badge_class_id)
 
     def _rider_record_for_policy(self, rider_id: str) -> RiderRecord:
         return self.current_or_new(RiderRecord.create_id(rider_id), RiderRecord,

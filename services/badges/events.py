@@ -9,6 +9,11 @@ BADGE_REVOKED = "services.badges.domain.model:Award.Revoked"
 BADGE_EXPIRED = "services.badges.domain.model:Award.Expired"
 
 AWARD_TOPICS = (BADGE_GRANTED, BADGE_REVOKED, BADGE_EXPIRED)
+# The ladder and the ceremony (the award is the originator). GrownInto carries `award_id` (the
+# higher award it grew into) and `at`; the grown award stays valid, so AWARD_TOPICS' followers
+# (merchants' badge-only perks) keep counting it. Presented carries `ceremony_id` and `at`.
+BADGE_GROWN = "services.badges.domain.model:Award.GrownInto"
+AWARD_PRESENTED = "services.badges.domain.model:Award.Presented"
 
 # A rider's own record (identity's RiderRecords) also follows volunteer service and the names
 # of badge classes. SHIFT_LOGGED carries `rider_id`, `community_id`, `activity`, `started_at`,
@@ -20,3 +25,8 @@ SHIFT_CONFIRMED = "services.badges.domain.model:VolunteerShift.Confirmed"
 SHIFT_REJECTED = "services.badges.domain.model:VolunteerShift.Rejected"
 SHIFT_TOPICS = (SHIFT_LOGGED, SHIFT_CONFIRMED, SHIFT_REJECTED)
 BADGE_CLASS_CREATED = "services.badges.domain.model:BadgeClass.Created"
+# Titles conferred on riders (城市治理合伙人); the recognition is the originator. Conferred carries
+# `rider_id`, `title_id`, `conferred_at` and `ends_at`; Revoked `at` (and a reason that stays
+# inside Qiji).
+RECOGNITION_CONFERRED = "services.badges.domain.recognition:Recognition.Conferred"
+RECOGNITION_REVOKED = "services.badges.domain.recognition:Recognition.Revoked"

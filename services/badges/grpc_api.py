@@ -13,7 +13,8 @@ from qiji.badges.v1 import badges_service_pb2_grpc as pb_grpc
 from services.badges.application import BadgesApplication, narrative_shown
 from services.badges.credentials import image_url
 from services.badges.domain.criteria import Criteria, Track
-from services.badges.domain.model import Award, BadgeClass, VolunteerShift
+from services.badges.domain.model import Award, AwardCeremony, BadgeClass, VolunteerShift
+from services.badges.domain.recognition import Recognition, RecognitionTitle
 from shared import masking
 from shared.auth import CITY_ADMIN, ROLES
 from shared.errors import Violations
@@ -38,6 +39,8 @@ SHIFT_AT = Ref("shift_id", "shift_community")
 COMMUNITY_OF_REQUEST = Ref("community_id", "organisation")
 # An award is its rider's: their platform's, their street office's.
 AWARD = Ref("award_id", "award")
+# A ceremony is its street's (each award it presents is checked against the caller too).
+CEREMONY_STREET = Ref("street_id", "organisation")
 
 # Who may call each RPC, and for each role that acts for one organisation, what that
 # organisation must own (shared/tenancy.py). An RPC missing here is refused to everyone.
@@ -74,6 +77,20 @@ ACCESS = access_table(SERVICE_NAME, {
     "ListAchievements": public(ROLES),
     "GetBadgeImage": public(ROLES),
     "GetStatusList": public(ROLES),
+    # A ladder is the city's, like the criteria; a ceremony is held by a street office (for
+    # its own riders' awards) or the city.
+    "ReviseBadgeProgression": city_wide(CITY_ADMIN),
+    "RecordAwardCeremony": once(scoped(CITY_ADMIN, street_office=CEREMONY_STREET)),
+    "ListAwardCeremonies": scoped(CITY_READERS, street_office=Rows("organisation", "street_id")),
+    # Titles (城市治理合伙人) are the city's to define; a street office confers them on its own
+    # riders (and revokes its riders'), as it grants badges.
+    "CreateRecognitionTitle": once(city_wide(CITY_ADMIN)),
+    "ReviseRecognitionTitle": city_wide(CITY_ADMIN),
+    "ListRecognitionTitles": public(ROLES),
+    "ConferRecognition": scoped(CITY_ADMIN, street_office=RIDER),
+    "RevokeRecognition": scoped(CITY_ADMIN,
+                                street_office=Ref("recognition_id", "recognition")),
+    "ListRiderRecognitions": scoped(CITY_READERS, platform=RIDER, street_office=RIDER),
 })
 
 
@@ -120,7 +137,8 @@ class BadgesServicer(pb_grpc.BadgesServiceServicer):
             name=request.name, description=request.description, image_url=request.image_url,
             issuer_id=request.issuer_id, criteria=self._criteria_in(request.criteria, violations),
             validity_days=request.validity_days, image=request.image,
-            image_media_type=request.image_media_type, violations=violations)
+            image_media_type=request.image_media_type,
+            grows_from_badge_class_id=request.grows_from_badge_class_id, violations=violations)
         return pb.CreateBadgeClassResponse(badge_class=self._class_at(result))
 
     def UploadBadgeImage(self, request: Any, context: Any) -> Any:
@@ -240,6 +258,103 @@ class BadgesServicer(pb_grpc.BadgesServiceServicer):
         return pb.GetStatusListResponse(status_list_json=_json(credential),
                                         status_list_jwt=jwt)
 
+    # ------------------------------------------------------------------ ladders, ceremonies
+
+    def ReviseBadgeProgression(self, request: Any, context: Any) -> Any:
+        result = self.app.revise_badge_progression(
+            badge_class_id=request.badge_class_id,
+            grows_from_badge_class_id=request.grows_from_badge_class_id)
+        return pb.ReviseBadgeProgressionResponse(badge_class=self._class_at(result))
+
+    def RecordAwardCeremony(self, request: Any, context: Any) -> Any:
+        violations = Violations()
+        result = self.app.record_award_ceremony(
+            street_id=request.street_id,
+            held_at=optional_time(request, "held_time", violations),
+            service_space_id=request.service_space_id, place=request.place,
+            officials=[{"name": o.name, "role": o.role} for o in request.officials],
+            award_ids=list(request.award_ids), violations=violations)
+        return pb.RecordAwardCeremonyResponse(
+            ceremony=self._ceremony(self.app.ceremony(result["ceremony_id"])))
+
+    def ListAwardCeremonies(self, request: Any, context: Any) -> Any:
+        found, token = self.app.award_ceremonies(street_id=request.street_id,
+                                                 page_size=request.page_size,
+                                                 page_token=request.page_token)
+        return pb.ListAwardCeremoniesResponse(ceremonies=[self._ceremony(c) for c in found],
+                                              next_page_token=token)
+
+    # ------------------------------------------------------------------ recognition
+
+    def CreateRecognitionTitle(self, request: Any, context: Any) -> Any:
+        violations = Violations()
+        result = self.app.create_recognition_title(
+            name=request.name, description=request.description,
+            criteria=self._criteria_in(request.criteria, violations),
+            required_badge_class_ids=list(request.required_badge_class_ids),
+            term_days=request.term_days, violations=violations)
+        return pb.CreateRecognitionTitleResponse(title=self._title_at(result))
+
+    def ReviseRecognitionTitle(self, request: Any, context: Any) -> Any:
+        violations = Violations()
+        result = self.app.revise_recognition_title(
+            title_id=request.title_id,
+            criteria=self._criteria_in(request.criteria, violations),
+            required_badge_class_ids=list(request.required_badge_class_ids),
+            term_days=request.term_days, violations=violations)
+        return pb.ReviseRecognitionTitleResponse(title=self._title_at(result))
+
+    def ListRecognitionTitles(self, request: Any, context: Any) -> Any:
+        found, token = self.app.recognition_titles(page_size=request.page_size,
+                                                   page_token=request.page_token)
+        return pb.ListRecognitionTitlesResponse(titles=[self._title(t) for t in found],
+                                                next_page_token=token)
+
+    def ConferRecognition(self, request: Any, context: Any) -> Any:
+        result = self.app.confer_recognition(rider_id=request.rider_id,
+                                             title_id=request.title_id, reason=request.reason)
+        return pb.ConferRecognitionResponse(recognition=self._recognition_at(result))
+
+    def RevokeRecognition(self, request: Any, context: Any) -> Any:
+        result = self.app.revoke_recognition(recognition_id=request.recognition_id,
+                                             reason=request.reason)
+        return pb.RevokeRecognitionResponse(recognition=self._recognition_at(result))
+
+    def ListRiderRecognitions(self, request: Any, context: Any) -> Any:
+        found = self.app.rider_recognitions(rider_id=request.rider_id,
+                                            include_inactive=request.include_inactive)
+        return pb.ListRiderRecognitionsResponse(recognitions=[self._recognition(r)
+                                                              for r in found])
+
+    def _title_at(self, result: dict[str, Any]) -> Any:
+        return self._title(self.app.recognition_title(result["title_id"], result["version"]))
+
+    def _recognition_at(self, result: dict[str, Any]) -> Any:
+        return self._recognition(self.app.recognition(result["recognition_id"],
+                                                      result["version"]))
+
+    def _title(self, t: RecognitionTitle) -> Any:
+        return pb.RecognitionTitle(
+            title_id=str(t.id), name=t.name, description=t.description,
+            criteria=self._criteria_out(t.criteria()),
+            required_badge_class_ids=t.requirements()["required_badge_class_ids"],
+            requirements_version=t.requirements_version, term_days=t.term_days,
+            version=t.version)
+
+    def _recognition(self, r: Recognition) -> Any:
+        return pb.Recognition(
+            recognition_id=str(r.id), rider_id=r.rider_id, title_id=r.title_id,
+            requirements_version=r.requirements_version,
+            status=enum_out(r.status_at(self.app.clock()), pb.RecognitionStatus),
+            evidence=[pb.Evidence(source=e["source"], reference=e["reference"],
+                                  position=e["position"], narrative=narrative_shown(e),
+                                  time=timestamp(e["at"])) for e in r.evidence],
+            reason=masking.show_to_caller(masking.FREE_TEXT, r.reason),
+            conferred_by=r.conferred_by, confer_time=timestamp(r.conferred_at),
+            end_time=timestamp(r.ends_at), revoke_time=timestamp(r.revoked_at),
+            revoke_reason=masking.show_to_caller(masking.FREE_TEXT, r.revoke_reason),
+            revoked_by=r.revoked_by, version=r.version)
+
     # ------------------------------------------------------------------ rendering
 
     def _shift_at(self, result: dict[str, Any]) -> Any:
@@ -266,7 +381,9 @@ class BadgesServicer(pb_grpc.BadgesServiceServicer):
             criteria=self._criteria_out(c.criteria()), criteria_version=c.criteria_version,
             validity_days=c.validity_days, version=c.version,
             image_media_type=(c.image or {}).get("media_type", ""),
-            image_sha256=(c.image or {}).get("sha256", ""))
+            image_sha256=(c.image or {}).get("sha256", ""),
+            grows_from_badge_class_id=c.grows_from,
+            progression_version=c.progression_version)
 
     def _award(self, a: Award) -> Any:
         return pb.Award(
@@ -284,7 +401,19 @@ class BadgesServicer(pb_grpc.BadgesServiceServicer):
             awarded_by=a.awarded_by, award_time=timestamp(a.awarded_at),
             expire_time=timestamp(a.expires_at), revoke_time=timestamp(a.revoked_at),
             revoke_reason=masking.show_to_caller(masking.FREE_TEXT, a.revoke_reason),
-            revoked_by=a.revoked_by, version=a.version)
+            revoked_by=a.revoked_by, version=a.version, grown_into_award_id=a.grown_into,
+            grow_time=timestamp(a.grown_at), grown_from_award_id=a.grown_from,
+            ceremony_id=a.ceremony_id, present_time=timestamp(a.presented_at))
+
+    @staticmethod
+    def _ceremony(c: AwardCeremony) -> Any:
+        return pb.AwardCeremony(
+            ceremony_id=str(c.id), street_id=c.street_id, held_time=timestamp(c.held_at),
+            service_space_id=c.service_space_id,
+            place=masking.show_to_caller(masking.FREE_TEXT, c.place),
+            officials=[pb.Official(name=masking.show_to_caller(masking.NAME, o["official_name"]),
+                                   role=o["role"]) for o in c.officials],
+            award_ids=c.award_ids, recorded_by=c.recorded_by, version=c.version)
 
     @staticmethod
     def _criteria_in(c: Any, violations: Violations) -> dict[str, Any]:

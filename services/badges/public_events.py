@@ -1,10 +1,13 @@
-"""badges' public event contract for outside consumers: badges awarded, revoked and expired.
+"""badges' public event contract for outside consumers: badges awarded, revoked, expired,
+grown into the next on their ladder (青蜂 → 金蜂), presented at a ceremony; and titles
+(城市治理合伙人) conferred on riders and revoked.
 Revoked and Expired name the award only; the Award aggregate names the rider and the badge
 class. A revocation's free-text reason and the award's evidence stay inside Qiji (the signed
 Open Badges credential is how an award is shown outside)."""
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from services.badges import events as topics
@@ -34,6 +37,44 @@ def _expired(app: Any, fact: Fact) -> Mapped:
     return Mapped(data["rider_id"], data)
 
 
+def _grown(app: Any, fact: Fact) -> Mapped:
+    e = fact.event
+    higher = app.current(_uuid(e.award_id))
+    data = {**_award_data(app, fact), "into_award_id": e.award_id,
+            "into_badge_class_id": higher.badge_class_id, "grown_time": e.at}
+    return Mapped(data["rider_id"], data)
+
+
+def _presented(app: Any, fact: Fact) -> Mapped:
+    # Who was there and the place in words stay inside Qiji (officials' names, free text);
+    # the platform learns when, which ceremony, and the service space when it was one.
+    e = fact.event
+    ceremony = app.current(_uuid(e.ceremony_id))
+    data = {**_award_data(app, fact), "ceremony_id": e.ceremony_id,
+            "street_id": ceremony.street_id, "service_space_id": ceremony.service_space_id,
+            "presented_time": e.at}
+    return Mapped(data["rider_id"], data)
+
+
+def _conferred(app: Any, fact: Fact) -> Mapped:
+    e = fact.event
+    data = {"recognition_id": str(fact.originator_id), "rider_id": e.rider_id,
+            "title_id": e.title_id, "title_name": app.current(_uuid(e.title_id)).name,
+            "conferred_time": e.conferred_at, "end_time": e.ends_at}
+    return Mapped(e.rider_id, data)
+
+
+def _recognition_revoked(app: Any, fact: Fact) -> Mapped:
+    recognition = app.current(fact.originator_id)
+    data = {"recognition_id": str(fact.originator_id), "rider_id": recognition.rider_id,
+            "title_id": recognition.title_id, "revoked_time": fact.event.at}
+    return Mapped(recognition.rider_id, data)
+
+
+def _uuid(value: str) -> uuid.UUID:
+    return uuid.UUID(value)
+
+
 CATALOGUE = PublicCatalogue("badges", [
     PublicType("qiji.badges.v1.BadgeAwarded", topics.BADGE_GRANTED,
                ("award_id", "rider_id", "badge_class_id", "criteria_version", "kind",
@@ -42,4 +83,16 @@ CATALOGUE = PublicCatalogue("badges", [
                ("award_id", "rider_id", "badge_class_id", "revoked_time"), _revoked),
     PublicType("qiji.badges.v1.BadgeExpired", topics.BADGE_EXPIRED,
                ("award_id", "rider_id", "badge_class_id", "expired_time"), _expired),
+    PublicType("qiji.badges.v1.BadgeGrown", topics.BADGE_GROWN,
+               ("award_id", "rider_id", "badge_class_id", "into_award_id",
+                "into_badge_class_id", "grown_time"), _grown),
+    PublicType("qiji.badges.v1.AwardPresented", topics.AWARD_PRESENTED,
+               ("award_id", "rider_id", "badge_class_id", "ceremony_id", "street_id",
+                "service_space_id", "presented_time"), _presented),
+    PublicType("qiji.badges.v1.RecognitionConferred", topics.RECOGNITION_CONFERRED,
+               ("recognition_id", "rider_id", "title_id", "title_name", "conferred_time",
+                "end_time"), _conferred),
+    PublicType("qiji.badges.v1.RecognitionRevoked", topics.RECOGNITION_REVOKED,
+               ("recognition_id", "rider_id", "title_id", "revoked_time"),
+               _recognition_revoked),
 ])

@@ -8,7 +8,7 @@ from typing import Any
 
 import structlog
 
-from services.badges.application import BadgesApplication
+from services.badges.application import REEVALUATION_BATCH, BadgesApplication
 from services.badges.grpc_api import ACCESS, add_servicers
 from services.badges.public_events import CATALOGUE as PUBLIC_EVENTS
 from shared.config import Settings
@@ -49,6 +49,47 @@ class ExpiryJob:
                 log.exception("expiry_job.failed")
 
 
+class ReevaluationJob:
+    """Evaluates every rider against a badge class's new criteria (services/badges/domain/
+    model.py Reevaluation): woken by the command that created or revised the class, and every
+    `every_seconds` to resume a job a restart interrupted. Its progress is in the log, so a
+    restart goes on from the last saved batch."""
+
+    upstream = "reevaluation"
+
+    def __init__(self, app: BadgesApplication, every_seconds: float = 30.0,
+                 batch: int = REEVALUATION_BATCH):
+        self.app = app
+        self.every = every_seconds
+        self.batch = batch
+        self.actor = Actor(principal="badges-reevaluation-job", roles=frozenset({"service"}))
+        self._outage = OutageNotice("reevaluation_job")
+
+    def run_once(self) -> int:
+        with acting_as(RequestContext(actor=self.actor, rpc="ReevaluateRiders")):
+            return self.app.run_reevaluations(self.batch)
+
+    def run_forever(self, stopping: threading.Event) -> None:
+        idle = self.every  # at start: resume whatever a restart interrupted
+        while not stopping.is_set():
+            # Short waits: a shutdown is not held up by a long one.
+            if not self.app.reevaluation_wanted.wait(0.5):
+                idle += 0.5
+                if idle < self.every:
+                    continue
+            idle = 0.0
+            try:
+                if awarded := self.run_once():
+                    log.info("reevaluation_job.awarded", awards=awarded)
+                self._outage.worked()
+            except STORE_DOWN_ERRORS as error:  # restarting: the next tick will do
+                self._outage.failed(error)
+                stopping.wait(1.0)
+            except Exception:
+                log.exception("reevaluation_job.failed")
+                stopping.wait(1.0)
+
+
 def make_followers(app: Any, settings: Settings) -> list[Any]:
     def feed(name: str) -> GrpcFeed:
         return GrpcFeed.of(name, settings)
@@ -62,7 +103,7 @@ def make_followers(app: Any, settings: Settings) -> list[Any]:
                      topics=BadgesApplication.TRAINING_TOPICS),
             Follower(app, feed("governance"), app.follow_governance,
                      topics=BadgesApplication.GOVERNANCE_TOPICS),
-            ExpiryJob(app)]
+            ExpiryJob(app), ReevaluationJob(app)]
 
 
 SPEC = ServiceSpec(name="badges", make_app=BadgesApplication, add_servicers=add_servicers,

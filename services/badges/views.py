@@ -9,7 +9,15 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from services.badges.credentials import STATUS_LIST_SIZE, StatusEntry
-from services.badges.domain.model import Award, BadgeClass, VolunteerShift
+from services.badges.domain.model import (
+    Award,
+    AwardCeremony,
+    BadgeClass,
+    Reevaluation,
+    RiderRecord,
+    VolunteerShift,
+)
+from services.badges.domain.recognition import Recognition, RecognitionTitle
 from shared.views import Index, LogFollower
 
 if TYPE_CHECKING:
@@ -22,6 +30,13 @@ class BadgesViews:
         self.classes = Index()
         self.awards = Index()
         self.status_lists = StatusLists()
+        # Every rider badges knows of, in the order their records opened: what a
+        # re-evaluation walks, resuming after the position it last saved.
+        self.riders = Index()
+        self.reevaluations = Index()
+        self.ceremonies = Index()
+        self.titles = Index()
+        self.recognitions = Index()
         self._follower = LogFollower(app, "badges", self._apply)
 
     def catch_up(self) -> int:
@@ -36,6 +51,20 @@ class BadgesViews:
         with self.awards.lock:
             return [r.aggregate_id for r in (self.awards.rows[k] for k in self.awards.keys)
                     if r.attrs["rider_id"] == rider_id]
+
+    def riders_after(self, position: int, limit: int) -> list[tuple[int, str]]:
+        """Up to `limit` riders whose records opened after log position `position`."""
+        self.catch_up()
+        with self.riders.lock:
+            keys = [k for k in self.riders.keys if k > position][:limit]
+            return [(k, self.riders.rows[k].attrs["rider_id"]) for k in keys]
+
+    def running_reevaluations(self) -> list[str]:
+        self.catch_up()
+        with self.reevaluations.lock:
+            return [r.aggregate_id for r in (self.reevaluations.rows[k]
+                                             for k in self.reevaluations.keys)
+                    if r.attrs["status"] == "RUNNING"]
 
     def due_awards(self, now: datetime) -> list[str]:
         self.catch_up()
@@ -65,6 +94,21 @@ class BadgesViews:
             self.status_lists.revoke(ident, event.timestamp)
         elif isinstance(event, Award.Expired):
             self.awards.update(ident, status="EXPIRED")
+        elif isinstance(event, Award.GrownInto):
+            self.awards.update(ident, status="GROWN")
+        elif isinstance(event, RiderRecord.Opened):
+            self.riders.add(position, ident, rider_id=event.rider_id)
+        elif isinstance(event, Reevaluation.Started):
+            self.reevaluations.add(position, ident, badge_class_id=event.badge_class_id,
+                                   status="RUNNING")
+        elif isinstance(event, Reevaluation.Finished):
+            self.reevaluations.update(ident, status="DONE")
+        elif isinstance(event, AwardCeremony.Recorded):
+            self.ceremonies.add(position, ident, street_id=event.street_id)
+        elif isinstance(event, RecognitionTitle.Created):
+            self.titles.add(position, ident)
+        elif isinstance(event, Recognition.Conferred):
+            self.recognitions.add(position, ident, rider_id=event.rider_id)
 
 
 class StatusLists:

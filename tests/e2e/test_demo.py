@@ -45,6 +45,12 @@ LANDMARKS = [
     "友好商户 荷花池面馆 joins",
     "金蜂骑士 Golden Bee →",
     "claims 金蜂骑士专享：招牌面八折",
+    # The ladder and the ceremony: a Green Bee grows into a Golden Bee, presented at the space.
+    "grows from 青蜂骑士 into 金蜂骑士",
+    "the Green Bee grown, not revoked; 荷花池街道 presents the Golden Bee at "
+    "常州市外卖人才联合服务空间",
+    "officials present: 荷花池街道党工委书记, 钟楼区委社会工作部部长",
+    "feed carries qiji.badges.v1.BadgeGrown and AwardPresented",
     "突发事件直报:",
     "荷花池街道 verifies it (VERIFIED)",
     # The growth plan reaches the social-worker step first; then identity records the role.
@@ -72,7 +78,7 @@ LANDMARKS = [
     "holds 金蜂骑士",
     "an automatic award",
     "passed a CIVIC_EDUCATION course",
-    "The story is told: 24 steps",
+    "The story is told: 25 steps",
 ]
 
 

@@ -26,7 +26,8 @@ MAKES_SOMETHING_NEW = {
                  "RegisterPartner"},
     "training": {"DraftCourse", "ScheduleSession", "DefineGrowthPath", "OpenGrowthPlan"},
     "merchants": {"CreatePerkOffer", "CreateCareCampaign", "ClaimPerk"},
-    "badges": {"CreateBadgeClass", "LogVolunteerService"},
+    "badges": {"CreateBadgeClass", "LogVolunteerService", "RecordAwardCeremony",
+               "CreateRecognitionTitle"},
     "governance": {"SubmitReport", "OpenMediationCase", "RecordMediationSession",
                    "RecordMediationFollowUp", "PublishPledge"},
 }

@@ -39,7 +39,7 @@ FIELD_KEYS = {
     "perk_id": "perk_draft", "claim_id": "claim", "course_id": "course_draft",
     "provider_id": "provider", "session_id": "session", "report_id": "report",
     "case_id": "case", "shift_id": "shift", "award_id": "award", "campaign_id": "campaign",
-    "recipient_id": "platform", "organisation_id": "street",
+    "recipient_id": "platform", "organisation_id": "street", "recognition_id": "recognition",
     "growth_path_id": "growth_path", "growth_plan_id": "growth_plan",
 }
 REFUSED_FOR_ADMITTED = {grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED,
@@ -152,6 +152,8 @@ def request_for(w: World, service: Service, path: str, tenant: str, role: str, *
             setattr(request, f.name, held.ids[FIELD_KEYS[f.name]])
         elif f.name == "badge_class_id":
             request.badge_class_id = w.badge_class
+        elif f.name == "title_id":
+            request.title_id = w.recognition_title
         elif f.name == "platform_rider_id":
             request.platform_rider_id = f"R-{tenant}"
         elif f.name == "code":

@@ -33,6 +33,16 @@ def test_badges_topics_name_the_classes_that_store_those_events():
     assert badge_events.BADGE_GRANTED == get_topic(Award.Granted)
     assert badge_events.BADGE_REVOKED == get_topic(Award.Revoked)
     assert badge_events.BADGE_EXPIRED == get_topic(Award.Expired)
+    assert badge_events.BADGE_GROWN == get_topic(Award.GrownInto)
+    assert badge_events.AWARD_PRESENTED == get_topic(Award.Presented)
+
+
+def test_badges_recognition_topics_name_the_classes_that_store_them():
+    from services.badges import events as badge_events
+    from services.badges.domain.recognition import Recognition
+
+    assert badge_events.RECOGNITION_CONFERRED == get_topic(Recognition.Conferred)
+    assert badge_events.RECOGNITION_REVOKED == get_topic(Recognition.Revoked)
 
 
 def test_the_topics_a_riders_record_follows_name_the_classes_that_store_them():

@@ -74,6 +74,8 @@ class BadgeClass(Aggregate):
         # The badge's picture, uploaded with the class (or later) and served publicly:
         # {"media_type", "data" (base64), "sha256"}; None while only `image_url` names one.
         self.image: dict[str, str] | None = None
+        # The class it grows from, one entry per ProgressionRevised ("": stands alone).
+        self.progression_versions: list[str] = []
 
     @property
     def criteria_version(self) -> int:
@@ -93,6 +95,22 @@ class BadgeClass(Aggregate):
         # Old versions stay: every award names the version it was made under.
         self.criteria_versions.append(criteria)
 
+    @property
+    def grows_from(self) -> str:
+        """The class this one grows from on its ladder now ("" when it stands alone)."""
+        return self.progression_versions[-1] if self.progression_versions else ""
+
+    @property
+    def progression_version(self) -> int:
+        return len(self.progression_versions)
+
+    @event("ProgressionRevised")
+    def revise_progression(self, grows_from: str) -> None:
+        # Versioned like criteria: a growth recorded under one ladder stays explained by it
+        # (the grown award names the award it grew into) whatever the ladder is later. The
+        # ladder's rules need every class, so the application checks them (domain/ladder.py).
+        self.progression_versions.append(grows_from)
+
 
 class RiderRecord(FollowedRiderStatus, Aggregate):
     @staticmethod
@@ -111,6 +129,10 @@ class RiderRecord(FollowedRiderStatus, Aggregate):
         self.held: dict[str, str] = {}  # badge class id -> award id
         # Classes an official revoked from this rider: not re-awarded automatically.
         self.revoked_classes: list[str] = []
+        # Classes the rider grew out of (青蜂 → 金蜂): class id -> {"award_id", "into"}.
+        self.grown: dict[str, dict[str, str]] = {}
+        # Titles conferred (城市治理合伙人): title id -> the latest recognition's id.
+        self.titles: dict[str, str] = {}
 
     @event("StatusNoted")
     def note_status(self, verified: bool, suspended: bool, left: bool) -> None:
@@ -150,6 +172,22 @@ class RiderRecord(FollowedRiderStatus, Aggregate):
         if revoked and badge_class_id not in self.revoked_classes:
             self.revoked_classes.append(badge_class_id)
 
+    @event("TitleConferred")
+    def confer_title(self, title_id: str, recognition_id: str) -> None:
+        # Saved with the recognition: two conferrals at once collide here, one wins.
+        self.titles[title_id] = recognition_id
+
+    def grow(self, badge_class_id: str, into_badge_class_id: str) -> None:
+        """The rider grew out of a badge they hold into the next on its ladder: no longer
+        held, never awarded to them again, its award kept (Award.grow_into)."""
+        if badge_class_id in self.held:
+            self._grown(badge_class_id=badge_class_id, into_badge_class_id=into_badge_class_id)
+
+    @event("BadgeGrown")
+    def _grown(self, badge_class_id: str, into_badge_class_id: str) -> None:
+        award_id = self.held.pop(badge_class_id)
+        self.grown[badge_class_id] = {"award_id": award_id, "into": into_badge_class_id}
+
 
 class Award(Aggregate):
     """A badge awarded to a rider, with the criteria version and the evidence that met it.
@@ -174,9 +212,17 @@ class Award(Aggregate):
         self.revoked_at: datetime | None = None
         self.revoke_reason = ""
         self.revoked_by = ""
+        # The ladder (青蜂 → 金蜂): the award this one grew into, or grew from.
+        self.grown_into = ""
+        self.grown_at: datetime | None = None
+        self.grown_from = ""
+        # The ceremony at which it was presented, with the officials present.
+        self.ceremony_id = ""
+        self.presented_at: datetime | None = None
 
     def revoke(self, reason: str, by: str, at: datetime) -> None:
-        if self.status != "ACTIVE":
+        # A grown award is still in force (its credential verifies), so it can be withdrawn.
+        if self.status not in ("ACTIVE", "GROWN"):
             raise FailedPrecondition(f"the award is already {self.status.lower()}",
                                      reason=f"AWARD_{self.status}")
         self._revoked(reason=reason, by=by, at=at)
@@ -197,8 +243,94 @@ class Award(Aggregate):
     def _expired(self) -> None:
         self.status = "EXPIRED"
 
+    def grow_into(self, award_id: str, at: datetime) -> None:
+        """The rider was awarded the next badge on this one's ladder. Not a revocation: the
+        award stays true (its credential still verifies, its status-list bit stays clear), it
+        is only no longer the rider's current step."""
+        if self.status != "ACTIVE":
+            raise FailedPrecondition(f"the award is {self.status.lower()}",
+                                     reason=f"AWARD_{self.status}")
+        self._grown_into(award_id=award_id, at=at)
+
+    @event("GrownInto")
+    def _grown_into(self, award_id: str, at: datetime) -> None:
+        self.status = "GROWN"
+        self.grown_into = award_id
+        self.grown_at = at
+
+    @event("GrewFrom")
+    def note_grown_from(self, award_id: str) -> None:
+        self.grown_from = award_id
+
+    def present(self, ceremony_id: str, at: datetime) -> None:
+        """Handed to the rider at a ceremony. Once: a second ceremony for the same award would
+        tell the platform twice that its rider was honoured."""
+        if self.status in ("REVOKED", "EXPIRED"):
+            raise FailedPrecondition(f"award {self.id} is {self.status.lower()}: a ceremony "
+                                     "presents only awards in force", reason=f"AWARD_{self.status}")
+        if self.ceremony_id:
+            raise FailedPrecondition(f"award {self.id} was already presented at ceremony "
+                                     f"{self.ceremony_id}", reason="AWARD_ALREADY_PRESENTED")
+        self._presented(ceremony_id=ceremony_id, at=at)
+
+    @event("Presented")
+    def _presented(self, ceremony_id: str, at: datetime) -> None:
+        self.ceremony_id = ceremony_id
+        self.presented_at = at
+
     def status_at(self, now: datetime) -> str:
         """ACTIVE until revoked or past its expiry, whether or not Expired is stored yet."""
         if self.status == "ACTIVE" and self.expires_at is not None and now >= self.expires_at:
             return "EXPIRED"
         return self.status
+
+
+class Reevaluation(Aggregate):
+    """Evaluating every rider badges knows of against a badge class's new criteria (on its
+    creation or revision): riders who already meet them are awarded without waiting for
+    their next event. A job, not one transaction: a city has tens of thousands of riders, so
+    it goes in batches, each saved with the awards it made and how far it got (the log
+    position of the last rider record it evaluated). A crash resumes after the last saved
+    batch; a batch saved twice is impossible (the job's version is the lock) and an award
+    twice is too (the record's `held`)."""
+
+    @staticmethod
+    def create_id(badge_class_id: str, criteria_version: int, **_: Any) -> uuid.UUID:
+        return uuid.uuid5(_NS, f"reevaluation\n{badge_class_id}\n{criteria_version}")
+
+    @event("Started")
+    def __init__(self, badge_class_id: str, criteria_version: int):
+        self.badge_class_id = badge_class_id
+        self.criteria_version = criteria_version
+        self.through_position = 0
+        self.evaluated = 0
+        self.awarded = 0
+        self.status = "RUNNING"
+
+    @event("Progressed")
+    def progress(self, through_position: int, evaluated: int, awarded: int) -> None:
+        self.through_position = through_position
+        self.evaluated += evaluated
+        self.awarded += awarded
+
+    @event("Finished")
+    def finish(self, superseded: bool) -> None:
+        # Superseded: the criteria were revised again before it finished; the newer version's
+        # own job evaluates everyone, so awarding under the older one would be wrong.
+        self.status = "SUPERSEDED" if superseded else "FINISHED"
+
+
+class AwardCeremony(Aggregate):
+    """An award ceremony (颁奖仪式): awards handed to riders at an event, with the officials
+    present, recorded by the street office (or the city admin)."""
+
+    @event("Recorded")
+    def __init__(self, street_id: str, held_at: datetime, service_space_id: str, place: str,
+                 officials: list[dict[str, str]], award_ids: list[str], recorded_by: str):
+        self.street_id = street_id
+        self.held_at = held_at
+        self.service_space_id = service_space_id
+        self.place = place
+        self.officials = officials
+        self.award_ids = award_ids
+        self.recorded_by = recorded_by
