@@ -25,7 +25,7 @@ MAKES_SOMETHING_NEW = {
     "identity": {"CreateOrganisation", "CreateServiceSpace", "RecordSpaceUse"},
     "training": {"DraftCourse", "ScheduleSession"},
     "merchants": {"CreatePerkOffer", "CreateCareCampaign", "ClaimPerk"},
-    "badges": {"CreateBadgeClass", "LogVolunteerService"},
+    "badges": {"CreateBadgeClass", "LogVolunteerService", "PublishVolunteerActivity"},
     "governance": {"SubmitReport", "OpenMediationCase", "RecordMediationSession",
                    "PublishPledge"},
 }

@@ -39,7 +39,7 @@ FIELD_KEYS = {
     "perk_id": "perk_draft", "claim_id": "claim", "course_id": "course_draft",
     "provider_id": "provider", "session_id": "session", "report_id": "report",
     "case_id": "case", "shift_id": "shift", "award_id": "award", "campaign_id": "campaign",
-    "recipient_id": "platform", "organisation_id": "street",
+    "recipient_id": "platform", "organisation_id": "street", "activity_id": "activity",
 }
 REFUSED_FOR_ADMITTED = {grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED,
                         grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL}
@@ -440,6 +440,61 @@ class TestAdversariesWhoChangeTheWorld:
         assert roll(world.token("a", "street_office")) == {a.rider, newcomer}
         assert roll(world.token("a", "platform")) == {a.rider}
         assert roll(world.token("b", "platform")) == {newcomer}
+
+    def test_a_community_runs_its_own_activities_and_each_platform_sees_its_own_riders(
+            self, world: World) -> None:
+        """Another community cannot revise, cancel or record attendance at A's activity;
+        another platform cannot sign A's rider up, nor see their sign-ups. Riders of any
+        platform may sign up for a published activity: its community sees the whole roll,
+        each platform its own riders only."""
+        from qiji.badges.v1 import badges_service_pb2 as bpb
+        from qiji.identity.v1 import identity_service_pb2 as ipb
+        q, a, b = world.qiji, world.tenants["a"], world.tenants["b"]
+        start = datetime.now(UTC) + timedelta(days=3)
+        activity = q.ok("badges", "PublishVolunteerActivity", bpb.PublishVolunteerActivityRequest(
+            request_id=str(uuid.uuid4()), community_id=a.community, title="荷悦体育公园义务巡河",
+            kind=bpb.VOLUNTEER_ACTIVITY_KIND_ENVIRONMENT, start_time=ts(start),
+            end_time=ts(start + timedelta(hours=2)), address="荷悦体育公园", places=3,
+            sign_up_deadline=ts(start - timedelta(hours=1))),
+            world.token("a", "community")).activity.activity_id
+        refused = [
+            q.call("badges", "CancelVolunteerActivity", bpb.CancelVolunteerActivityRequest(
+                request_id=str(uuid.uuid4()), activity_id=activity, reason="不是我们的"),
+                world.token("b", "community")),
+            q.call("badges", "RecordVolunteerAttendance", bpb.RecordVolunteerAttendanceRequest(
+                request_id=str(uuid.uuid4()), activity_id=activity, rider_id=a.rider),
+                world.token("b", "street_office")),
+            q.call("badges", "SignUpForVolunteerActivity", bpb.SignUpForVolunteerActivityRequest(
+                request_id=str(uuid.uuid4()), activity_id=activity, rider_id=a.rider),
+                world.token("b", "platform"))]
+        assert {(r.code, r.reason) for r in refused} == {(grpc.StatusCode.PERMISSION_DENIED,
+                                                          "OUT_OF_SCOPE")}
+        newcomer = q.ok("identity", "RegisterRider", ipb.RegisterRiderRequest(
+            request_id=str(uuid.uuid4()), platform_id=b.platform, platform_rider_id="R-b-vol",
+            name="志愿骑手", phone="13900008888", home_street_id=b.street, station_id=b.station),
+            world.token("b", "platform")).rider.rider_id
+        q.ok("identity", "VerifyRider", ipb.VerifyRiderRequest(
+            request_id=str(uuid.uuid4()), rider_id=newcomer), world.token("b", "platform"))
+        for rider, platform in ((a.rider, "a"), (newcomer, "b")):
+            q.ok("badges", "SignUpForVolunteerActivity", bpb.SignUpForVolunteerActivityRequest(
+                request_id=str(uuid.uuid4()), activity_id=activity, rider_id=rider),
+                world.token(platform, "platform"))
+
+        def roll(token: str, **query: str) -> set[str]:
+            return {s.rider_id for s in q.ok("badges", "ListVolunteerSignUps",
+                                             bpb.ListVolunteerSignUpsRequest(**query),
+                                             token).sign_ups}
+        assert roll(world.token("a", "community"), activity_id=activity) == {a.rider, newcomer}
+        assert roll(world.token("a", "street_office"), activity_id=activity) == {
+            a.rider, newcomer}
+        assert roll(world.token("b", "community"), activity_id=activity) == set()
+        assert roll(world.token("a", "platform"), activity_id=activity) == {a.rider}
+        assert roll(world.token("b", "platform"), activity_id=activity) == {newcomer}
+        assert roll(world.token("b", "platform"), rider_id=a.rider) == set()
+        shown_to_b = q.ok("badges", "GetVolunteerActivity", bpb.GetVolunteerActivityRequest(
+            activity_id=activity), world.token("b", "platform")).activity
+        assert (shown_to_b.places_taken, shown_to_b.places_left) == (2, 1)
+        assert a.rider not in shown(shown_to_b)
 
     def test_a_report_of_the_same_incident_does_not_name_another_tenants_report(
             self, world: World) -> None:

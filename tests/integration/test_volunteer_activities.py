@@ -2,6 +2,10 @@
 places, however many race for them), withdraw, are told of a cancellation; attendance confirms
 their hours as ConfirmVolunteerService does, and badges follow."""
 
+# badges' own world (tests/integration/test_badges_app.py) is imported, not copied: each test
+# naming it as its fixture reads to ruff as a redefinition.
+# ruff: noqa: F811
+
 from __future__ import annotations
 
 import threading
@@ -25,7 +29,7 @@ from shared.errors import (
 from shared.followers import Follower, LocalFeed
 from shared.public_feed import Fact
 from tests.conftest import MASTER_KEY, actor, as_actor, settings_for
-from tests.integration.test_badges_app import (  # noqa: F401 - the world fixture
+from tests.integration.test_badges_app import (  # noqa: F401 - `world` is a fixture
     ADMIN,
     ISSUER_KEYS,
     OFFICE,
