@@ -700,6 +700,14 @@ def service(w: World, rider: str, activity: str = "社区助老") -> Any:
         activity=activity, start_time=ts(datetime.now(UTC) - timedelta(hours=3)), hours="2")
 
 
+def attendance(w: World, rider: str, hours: str = "") -> Any:
+    """At A's community's activity, which has not started (ACTIVITY_NOT_STARTED, whoever)."""
+    from qiji.badges.v1 import badges_service_pb2 as bpb
+    return bpb.RecordVolunteerAttendanceRequest(
+        request_id=str(uuid.uuid4()), activity_id=w.tenants["a"].activity, rider_id=rider,
+        hours=hours)
+
+
 def package(campaign: str, rider: str) -> Any:
     from qiji.merchants.v1 import merchants_service_pb2 as mpb
     return mpb.AllocateCarePackageRequest(request_id=str(uuid.uuid4()), campaign_id=campaign,
@@ -759,6 +767,9 @@ FAULTY: dict[tuple[str, str], list[tuple[bool, Any]]] = {
         (True, lambda w, r: mediation(w, r, str(uuid.uuid4()), subject=""))],
     ("LogVolunteerService", "community"): [(True, lambda w, r: service(w, r, activity=""))],
     ("LogVolunteerService", "street_office"): [(True, lambda w, r: service(w, r, activity=""))],
+    **{("RecordVolunteerAttendance", role): [
+        (True, lambda w, r: attendance(w, r, hours="两小时")),
+        (False, lambda w, r: attendance(w, r))] for role in ("community", "street_office")},
     ("AllocateCarePackage", "street_office"): [
         (False, lambda w, r: package(w.tenants["a"].ids["exhausted_campaign"], r))],
     ("EnrolRider", "street_office"): [
@@ -788,7 +799,8 @@ VALID: dict[tuple[str, str], Any] = {
                                                              w.tenants["a"].session, r),
 }
 SERVICE_OF = {"SubmitReport": "governance", "OpenMediationCase": "governance",
-              "LogVolunteerService": "badges", "AllocateCarePackage": "merchants",
+              "LogVolunteerService": "badges", "RecordVolunteerAttendance": "badges",
+              "AllocateCarePackage": "merchants",
               "RecordHandOver": "merchants",
               "EnrolRider": "training", "WithdrawEnrolment": "training",
               "CheckInRider": "training", "RecordNoShow": "training",
