@@ -46,7 +46,8 @@ LANDMARKS = [
     "金蜂骑士 Golden Bee →",
     # 爱心公益活动: published by the community, signed up for in the platform's app, attended;
     # attendance confirms the hours (2 more each).
-    "爱心公益活动: 北大街社区 publishes 社区助老送餐 (4 places, 2 h, at 常州市外卖人才联合服务空间)",
+    "爱心公益活动: 北大街社区 publishes 社区助老送餐 (4 places, 2 h, at "
+    "常州市外卖人才联合服务空间)",
     "the 4 riders sign up in 骑迹外卖's app (0 places left), attend, and their hours are "
     "confirmed by attendance — volunteer hours now: ",
     "claims 金蜂骑士专享：招牌面八折",
