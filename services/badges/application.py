@@ -16,10 +16,10 @@ from eventsourcing.application import ProcessingEvent
 from services.badges import credentials as ob3
 from services.badges.credentials import IssuerKeys, Malformed, PublicUrls
 from services.badges.domain.activities import (
-    ActivityKind,
-    ActivityStatus,
-    SignUpStatus,
     VolunteerActivity,
+    VolunteerActivityKind,
+    VolunteerActivityStatus,
+    VolunteerSignUpStatus,
     attended_shift,
     check_plan,
 )
@@ -195,7 +195,7 @@ class BadgesApplication(QijiApplication):
     # ------------------------------------------------------------------ volunteer activities
 
     def publish_volunteer_activity(self, *, community_id: str, title: str, description: str,
-                                   kind: ActivityKind | None, starts_at: datetime | None,
+                                   kind: VolunteerActivityKind | None, starts_at: datetime | None,
                                    ends_at: datetime | None, service_space_id: str,
                                    address: str, places: int,
                                    sign_up_deadline: datetime | None,
@@ -222,7 +222,7 @@ class BadgesApplication(QijiApplication):
         return self.execute(decide)
 
     def revise_volunteer_activity(self, *, activity_id: str, title: str, description: str,
-                                  kind: ActivityKind | None, starts_at: datetime | None,
+                                  kind: VolunteerActivityKind | None, starts_at: datetime | None,
                                   ends_at: datetime | None, service_space_id: str,
                                   address: str, places: int,
                                   sign_up_deadline: datetime | None,
@@ -263,7 +263,7 @@ class BadgesApplication(QijiApplication):
         return self.get(activity_id, VolunteerActivity, "activity", version, copy=copy)
 
     def list_volunteer_activities(self, *, community_id: str, street_id: str,
-                                  open_for_sign_up: bool, kind: ActivityKind | None,
+                                  open_for_sign_up: bool, kind: VolunteerActivityKind | None,
                                   page_size: int, page_token: str,
                                   violations: Violations | None = None
                                   ) -> tuple[list[VolunteerActivity], str]:
@@ -275,7 +275,7 @@ class BadgesApplication(QijiApplication):
         now = self.clock()
 
         def still_open(attrs: dict[str, Any], _id: str) -> bool:
-            return attrs["status"] == ActivityStatus.OPEN and now < attrs["deadline"] \
+            return attrs["status"] == VolunteerActivityStatus.OPEN and now < attrs["deadline"] \
                 and attrs["taken"] < attrs["places"]
         ids, token = listed(v, lambda: self.views.activities.select(
             {"community_id": community_id, "street_id": street_id,
@@ -353,7 +353,7 @@ class BadgesApplication(QijiApplication):
         return self.execute(decide, serialise_on=activity_id)
 
     def volunteer_sign_ups(self, *, activity_id: str, rider_id: str,
-                           status: SignUpStatus | None, page_size: int, page_token: str,
+                           status: VolunteerSignUpStatus | None, page_size: int, page_token: str,
                            violations: Violations | None = None) -> tuple[list[SignUpView], str]:
         v = violations if violations is not None else Violations()
         if not activity_id and not rider_id:

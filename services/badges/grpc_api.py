@@ -12,7 +12,11 @@ from qiji.badges.v1 import badges_service_pb2_grpc as pb_grpc
 
 from services.badges.application import BadgesApplication, SignUpView, narrative_shown
 from services.badges.credentials import image_url
-from services.badges.domain.activities import ActivityKind, SignUpStatus, VolunteerActivity
+from services.badges.domain.activities import (
+    VolunteerActivity,
+    VolunteerActivityKind,
+    VolunteerSignUpStatus,
+)
 from services.badges.domain.criteria import Criteria, Track
 from services.badges.domain.model import Award, BadgeClass, VolunteerShift
 from shared import masking
@@ -164,7 +168,8 @@ class BadgesServicer(pb_grpc.BadgesServiceServicer):
 
     def ListVolunteerActivities(self, request: Any, context: Any) -> Any:
         violations = Violations()
-        kind = enum_in(request.kind, pb.VolunteerActivityKind, ActivityKind, violations, "kind")
+        kind = enum_in(request.kind, pb.VolunteerActivityKind, VolunteerActivityKind, violations,
+                       "kind")
         found, token = self.app.list_volunteer_activities(
             community_id=request.community_id, street_id=request.street_id,
             open_for_sign_up=request.open_for_sign_up, kind=kind, page_size=request.page_size,
@@ -194,8 +199,8 @@ class BadgesServicer(pb_grpc.BadgesServiceServicer):
 
     def ListVolunteerSignUps(self, request: Any, context: Any) -> Any:
         violations = Violations()
-        status = enum_in(request.status, pb.VolunteerSignUpStatus, SignUpStatus, violations,
-                         "status")
+        status = enum_in(request.status, pb.VolunteerSignUpStatus, VolunteerSignUpStatus,
+                         violations, "status")
         found, token = self.app.volunteer_sign_ups(
             activity_id=request.activity_id, rider_id=request.rider_id, status=status,
             page_size=request.page_size, page_token=request.page_token, violations=violations)
@@ -205,7 +210,7 @@ class BadgesServicer(pb_grpc.BadgesServiceServicer):
     @staticmethod
     def _plan_in(request: Any, violations: Violations) -> dict[str, Any]:
         return {"title": request.title, "description": request.description,
-                "kind": enum_in(request.kind, pb.VolunteerActivityKind, ActivityKind,
+                "kind": enum_in(request.kind, pb.VolunteerActivityKind, VolunteerActivityKind,
                                 violations, "kind"),
                 "starts_at": optional_time(request, "start_time", violations),
                 "ends_at": optional_time(request, "end_time", violations),

@@ -16,7 +16,7 @@ from decimal import Decimal
 import pytest
 
 from services.badges.application import BadgesApplication
-from services.badges.domain.activities import ActivityKind, SignUpStatus
+from services.badges.domain.activities import VolunteerActivityKind, VolunteerSignUpStatus
 from services.badges.public_events import CATALOGUE
 from services.identity.domain.values import Amenity
 from shared.errors import (
@@ -45,7 +45,8 @@ COMMUNITY = actor("beidajie-community", "community")
 
 def plan(w, **given):
     now = w["clock"].now
-    base = dict(title="助老送餐", description="为独居老人送午餐", kind=ActivityKind.ELDERLY_CARE,
+    base = dict(title="助老送餐", description="为独居老人送午餐",
+                kind=VolunteerActivityKind.ELDERLY_CARE,
                 starts_at=now + timedelta(days=2), ends_at=now + timedelta(days=2, hours=3),
                 service_space_id="", address="北大街18号", places=10,
                 sign_up_deadline=now + timedelta(days=1))
@@ -280,7 +281,7 @@ def make_street(w) -> str:
 def test_lists_filter_by_community_street_kind_and_open_for_sign_up(world):
     badges = world["badges"]
     full = publish(world, places=1)
-    open_one = publish(world, kind=ActivityKind.ENVIRONMENT, title="荷悦体育公园义务巡河")
+    open_one = publish(world, kind=VolunteerActivityKind.ENVIRONMENT, title="荷悦体育公园义务巡河")
     cancelled = publish(world)
     sign_up(world, full, new_rider(world))
     with as_actor(ADMIN):
@@ -292,7 +293,7 @@ def test_lists_filter_by_community_street_kind_and_open_for_sign_up(world):
         return [str(a.id) for a in badges.list_volunteer_activities(**{**query, **given})[0]]
     assert listed(street_id=world["street"]) == [full, open_one, cancelled]
     assert listed(community_id=world["community"], open_for_sign_up=True) == [open_one]
-    assert listed(kind=ActivityKind.ENVIRONMENT) == [open_one]
+    assert listed(kind=VolunteerActivityKind.ENVIRONMENT) == [open_one]
     assert listed(street_id=make_street(world)) == []
     first, token = badges.list_volunteer_activities(
         community_id="", street_id=world["street"], open_for_sign_up=False, kind=None,
@@ -315,7 +316,7 @@ def test_a_riders_sign_ups_are_listed_for_their_platform(world):
     assert [(s.activity_id, s.status) for s in found] == [(one, "SIGNED_UP"),
                                                           (two, "WITHDRAWN")]
     signed, _ = world["badges"].volunteer_sign_ups(
-        activity_id="", rider_id=rider, status=SignUpStatus.SIGNED_UP, page_size=0,
+        activity_id="", rider_id=rider, status=VolunteerSignUpStatus.SIGNED_UP, page_size=0,
         page_token="")
     assert [s.activity_id for s in signed] == [one]
     with pytest.raises(InvalidArgument) as error:

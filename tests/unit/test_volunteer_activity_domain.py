@@ -7,8 +7,8 @@ from decimal import Decimal
 import pytest
 
 from services.badges.domain.activities import (
-    ActivityKind,
     VolunteerActivity,
+    VolunteerActivityKind,
     attended_shift,
     check_plan,
     shift_id_of,
@@ -20,7 +20,7 @@ START = NOW + timedelta(days=2)
 
 
 def a_plan(v=None, **given):
-    fields = dict(title="社区防汛值守", description="", kind=ActivityKind.EMERGENCY_DUTY,
+    fields = dict(title="社区防汛值守", description="", kind=VolunteerActivityKind.EMERGENCY_DUTY,
                   starts_at=START, ends_at=START + timedelta(hours=2, minutes=30),
                   service_space_id="", address="北大街18号", places=3,
                   sign_up_deadline=START - timedelta(hours=12), now=NOW)

@@ -26,6 +26,7 @@ from eventsourcing.domain import Aggregate, event
 from services.badges.domain.model import VolunteerShift
 from shared.errors import (
     END_TIME_NOT_AFTER_START_TIME,
+    ENUM_VALUE_REQUIRED,
     FIELD_REQUIRED,
     TIME_IN_THE_PAST,
     VALUE_OUT_OF_RANGE,
@@ -35,6 +36,7 @@ from shared.errors import (
     Violations,
     check_text,
 )
+from shared.wire import must_be_specified, wire_name
 
 _NS = uuid.UUID("0b6f5f0e-4d8e-4f35-9c0e-7f5a2d1c8b31")
 
@@ -48,7 +50,7 @@ MAX_LENGTH = timedelta(hours=24)
 MAX_LEAD = timedelta(days=366)
 
 
-class ActivityKind(StrEnum):
+class VolunteerActivityKind(StrEnum):
     """What the service is, for riders choosing and for the city's figures."""
 
     COMMUNITY_SERVICE = "COMMUNITY_SERVICE"  # 社区服务
@@ -61,19 +63,19 @@ class ActivityKind(StrEnum):
     OTHER = "OTHER"
 
 
-class ActivityStatus(StrEnum):
+class VolunteerActivityStatus(StrEnum):
     OPEN = "OPEN"  # published (and perhaps revised): riders may sign up until the deadline
     CANCELLED = "CANCELLED"
 
 
-class SignUpStatus(StrEnum):
+class VolunteerSignUpStatus(StrEnum):
     SIGNED_UP = "SIGNED_UP"  # holds a place
     WITHDRAWN = "WITHDRAWN"  # the rider gave the place back before the deadline
     CANCELLED = "CANCELLED"  # the community cancelled the activity
     ATTENDED = "ATTENDED"  # attendance recorded; the hours are confirmed volunteer service
 
 
-HOLDS_A_PLACE = (SignUpStatus.SIGNED_UP, SignUpStatus.ATTENDED)
+HOLDS_A_PLACE = (VolunteerSignUpStatus.SIGNED_UP, VolunteerSignUpStatus.ATTENDED)
 
 
 @dataclass(frozen=True)
@@ -82,7 +84,7 @@ class ActivityPlan:
 
     title: str
     description: str
-    kind: ActivityKind
+    kind: VolunteerActivityKind
     starts_at: datetime
     ends_at: datetime
     service_space_id: str
@@ -97,7 +99,7 @@ class ActivityPlan:
                 "places": self.places, "sign_up_deadline": self.sign_up_deadline}
 
 
-def check_plan(v: Violations, *, title: str, description: str, kind: ActivityKind | None,
+def check_plan(v: Violations, *, title: str, description: str, kind: VolunteerActivityKind | None,
                starts_at: datetime | None, ends_at: datetime | None, service_space_id: str,
                address: str, places: int, sign_up_deadline: datetime | None, now: datetime,
                unchanged_deadline: datetime | None = None) -> ActivityPlan | None:
@@ -108,7 +110,8 @@ def check_plan(v: Violations, *, title: str, description: str, kind: ActivityKin
     check_text(v, "title", title, MAX_TITLE)
     check_text(v, "description", description, MAX_DESCRIPTION, required=False)
     check_text(v, "address", address, MAX_ADDRESS, required=False)
-    v.require_given(kind, "kind", "must be specified", "ENUM_VALUE_REQUIRED")
+    v.require_given(kind, "kind", must_be_specified(VolunteerActivityKind),
+                    ENUM_VALUE_REQUIRED)
     # Where: a service space of the street, or an address (both: the space and where in it).
     v.require(bool(service_space_id or address.strip()), "service_space_id",
               "a service space or an address is required", "PLACE_REQUIRED")
@@ -154,7 +157,7 @@ class VolunteerActivity(Aggregate):
         self._plan(title, description, kind, starts_at, ends_at, service_space_id, address,
                    places, sign_up_deadline)
         self.published_by = published_by
-        self.status = ActivityStatus.OPEN.value
+        self.status = VolunteerActivityStatus.OPEN.value
         self.cancel_reason = ""
         self.cancelled_at: datetime | None = None
         self.sign_ups: dict[str, dict[str, Any]] = {}
@@ -195,12 +198,12 @@ class VolunteerActivity(Aggregate):
         return (seconds / Decimal(3600)).quantize(Decimal("0.01"), rounding="ROUND_DOWN")
 
     def open_for_sign_up(self, at: datetime) -> bool:
-        return (self.status == ActivityStatus.OPEN and at < self.sign_up_deadline
+        return (self.status == VolunteerActivityStatus.OPEN and at < self.sign_up_deadline
                 and self.places_left > 0)
 
-    def status_of(self, rider_id: str) -> SignUpStatus | None:
+    def status_of(self, rider_id: str) -> VolunteerSignUpStatus | None:
         entry = self.sign_ups.get(rider_id)
-        return SignUpStatus(entry["status"]) if entry else None
+        return VolunteerSignUpStatus(entry["status"]) if entry else None
 
     # -------------------------------------------------------------- the community's
 
@@ -227,24 +230,25 @@ class VolunteerActivity(Aggregate):
         platform's feed); returns those riders. Hours already confirmed stand, so an
         activity with attendance recorded is not cancelled."""
         self._require_open()
-        if any(s["status"] == SignUpStatus.ATTENDED for s in self.sign_ups.values()):
+        if any(s["status"] == VolunteerSignUpStatus.ATTENDED for s in self.sign_ups.values()):
             raise FailedPrecondition("attendance has been recorded: the activity took place",
                                      reason="ATTENDANCE_RECORDED")
         self._cancelled(reason=reason, at=at)
-        told = [r for r, s in self.sign_ups.items() if s["status"] == SignUpStatus.SIGNED_UP]
+        told = [r for r, s in self.sign_ups.items()
+                if s["status"] == VolunteerSignUpStatus.SIGNED_UP]
         for rider_id in told:
             self._sign_up_cancelled(rider_id=rider_id)
         return told
 
     @event("Cancelled")
     def _cancelled(self, reason: str, at: datetime) -> None:
-        self.status = ActivityStatus.CANCELLED.value
+        self.status = VolunteerActivityStatus.CANCELLED.value
         self.cancel_reason = reason
         self.cancelled_at = at
 
     @event("SignUpCancelled")
     def _sign_up_cancelled(self, rider_id: str) -> None:
-        self.sign_ups[rider_id]["status"] = SignUpStatus.CANCELLED.value
+        self.sign_ups[rider_id]["status"] = VolunteerSignUpStatus.CANCELLED.value
 
     def check_attendance(self, rider_id: str, hours: Decimal, at: datetime) -> None:
         """Whether attendance of `hours` may be recorded for the rider at `at`, as far as the
@@ -256,12 +260,12 @@ class VolunteerActivity(Aggregate):
         status = self.status_of(rider_id)
         if status is None:
             raise NotFound("sign_up", rider_id)
-        if status is SignUpStatus.ATTENDED:
+        if status is VolunteerSignUpStatus.ATTENDED:
             raise AlreadyExists("attendance is already recorded for this rider",
                                 reason="ATTENDANCE_ALREADY_RECORDED",
                                 shift_id=self.sign_ups[rider_id]["shift_id"])
-        if status is not SignUpStatus.SIGNED_UP:
-            raise FailedPrecondition(f"the sign-up is {status.value}",
+        if status is not VolunteerSignUpStatus.SIGNED_UP:
+            raise FailedPrecondition(f"the sign-up is {wire_name(status)}",
                                      reason=f"SIGN_UP_{status.value}")
         v = Violations()
         self.check_hours(v, "hours", hours)
@@ -281,7 +285,7 @@ class VolunteerActivity(Aggregate):
     @event("AttendanceRecorded")
     def _attended(self, rider_id: str, hours: Decimal, shift_id: str, at: datetime) -> None:
         entry = self.sign_ups[rider_id]
-        entry.update(status=SignUpStatus.ATTENDED.value, hours=hours, shift_id=shift_id,
+        entry.update(status=VolunteerSignUpStatus.ATTENDED.value, hours=hours, shift_id=shift_id,
                      attended_at=at)
 
     # -------------------------------------------------------------- the rider's
@@ -307,7 +311,8 @@ class VolunteerActivity(Aggregate):
     @event("SignedUp")
     def _signed_up(self, rider_id: str, at: datetime) -> None:
         # A rider who withdrew may sign up again while places are left: a fresh entry.
-        self.sign_ups[rider_id] = {"status": SignUpStatus.SIGNED_UP.value, "signed_up_at": at,
+        self.sign_ups[rider_id] = {"status": VolunteerSignUpStatus.SIGNED_UP.value,
+                                   "signed_up_at": at,
                                    "withdrawn_at": None, "hours": None, "shift_id": "",
                                    "attended_at": None}
 
@@ -315,8 +320,8 @@ class VolunteerActivity(Aggregate):
         status = self.status_of(rider_id)
         if status is None:
             raise NotFound("sign_up", rider_id)
-        if status is not SignUpStatus.SIGNED_UP:
-            raise FailedPrecondition(f"the sign-up is {status.value}",
+        if status is not VolunteerSignUpStatus.SIGNED_UP:
+            raise FailedPrecondition(f"the sign-up is {wire_name(status)}",
                                      reason=f"SIGN_UP_{status.value}")
         if at >= self.sign_up_deadline:
             # After the deadline the community counts on the rider: they tell it in person.
@@ -326,11 +331,11 @@ class VolunteerActivity(Aggregate):
 
     @event("SignUpWithdrawn")
     def _withdrawn(self, rider_id: str, at: datetime) -> None:
-        self.sign_ups[rider_id]["status"] = SignUpStatus.WITHDRAWN.value
+        self.sign_ups[rider_id]["status"] = VolunteerSignUpStatus.WITHDRAWN.value
         self.sign_ups[rider_id]["withdrawn_at"] = at
 
     def _require_open(self) -> None:
-        if self.status == ActivityStatus.CANCELLED:
+        if self.status == VolunteerActivityStatus.CANCELLED:
             raise FailedPrecondition("the activity was cancelled", reason="ACTIVITY_CANCELLED")
 
 
