@@ -126,6 +126,25 @@ def test_attendance_is_recorded_once_per_rider_per_activity(world):
         attend(world, activity_id, new_rider(world))
 
 
+def test_a_retried_attendance_answers_as_the_first_and_confirms_nothing_more(world):
+    rider = new_rider(world)
+    activity_id = publish(world)
+    sign_up(world, activity_id, rider)
+    world["clock"].now += timedelta(days=2)
+    request = b"attendance " + rider.encode()
+
+    def record():
+        with as_actor(ADMIN, rpc="RecordVolunteerAttendance", request_id="att-1",
+                      request=request):
+            return world["badges"].record_volunteer_attendance(
+                activity_id=activity_id, rider_id=rider, hours="2")
+    first = record()
+    assert record() == first
+    confirmed = [n for n in world["badges"].read_log(1, 10_000)
+                 if n.topic.endswith("VolunteerShift.Confirmed")]
+    assert len(confirmed) == 1
+
+
 def test_hours_served_are_bounded_by_the_activitys_length(world):
     rider = new_rider(world)
     activity_id = publish(world)
