@@ -282,6 +282,7 @@ class Story:
         badges = self.badge_classes(city)
         perks = self.merchant_offers(city, badges)
         self.volunteers(city, riders, badges)
+        self.volunteer_activity(city, riders)
         claim_id = self.perk_claimed_and_redeemed(city, riders[0], perks)
         self.green_grows_golden(city, riders[2], badges)
         self.pledge(riders)
@@ -579,6 +580,51 @@ class Story:
         self.say("4 volunteers earn their badges (as at the opening at 荷悦体育公园): "
                  f"金蜂骑士 Golden Bee → {riders[0].name}, {riders[1].name}; "
                  f"青蜂骑士 Green Bee → {riders[2].name}, {riders[3].name}")
+
+    def volunteer_activity(self, c: dict[str, str], riders: list[Rider]) -> None:
+        """爱心公益活动: the community publishes, the riders sign up in the platform's app, and
+        attendance confirms their hours — no longer only logged after the fact."""
+        platform, community = self.callers["platform"], self.callers["community"]
+        # Starting in a few seconds, sign-up closing then, so that the story need not wait a
+        # day for it; two hours of service.
+        start = datetime.now(UTC) + timedelta(seconds=10)
+        activity = community("badges", "PublishVolunteerActivity",
+                             bpb.PublishVolunteerActivityRequest(
+            request_id=new_id(), community_id=c["community"], title="社区助老送餐",
+            description="为北大街独居老人送午餐、陪聊",
+            kind=bpb.VOLUNTEER_ACTIVITY_KIND_ELDERLY_CARE,
+            start_time=stamp(start), end_time=stamp(start + timedelta(hours=2)),
+            service_space_id=c["space"], address="服务空间门口集合", places=len(riders),
+            sign_up_deadline=stamp(start))).activity
+        for rider in riders:
+            request = bpb.SignUpForVolunteerActivityRequest(
+                request_id=new_id(), activity_id=activity.activity_id, rider_id=rider.rider_id)
+            activity = self.until_known(
+                lambda r=request: platform("badges", "SignUpForVolunteerActivity", r),
+                f"badges: signing {rider.name} up for 社区助老送餐").activity
+
+        def attended(rider: Rider) -> Any:
+            request = bpb.RecordVolunteerAttendanceRequest(
+                request_id=new_id(), activity_id=activity.activity_id, rider_id=rider.rider_id,
+                hours="2")
+            try:
+                return community("badges", "RecordVolunteerAttendance", request)
+            except CallFailed as failed:  # the activity has not started yet: wait for it
+                if failed.reason == "ACTIVITY_NOT_STARTED":
+                    return None
+                raise
+        for rider in riders:
+            self.wait_for(lambda r=rider: attended(r),
+                          f"badges: recording {rider.name}'s attendance once 社区助老送餐 starts")
+
+        def confirmed(rider: Rider) -> str:
+            return platform("badges", "ListVolunteerService", bpb.ListVolunteerServiceRequest(
+                rider_id=rider.rider_id)).confirmed_hours
+        self.say(f"爱心公益活动: 北大街社区 publishes 社区助老送餐 ({activity.places} places, "
+                 "2 h, at 常州市外卖人才联合服务空间); the 4 riders sign up in 骑迹外卖's app "
+                 f"({activity.places_left} places left), attend, and their hours are confirmed by "
+                 "attendance — volunteer hours now: "
+                 + ", ".join(f"{r.name} {confirmed(r)} h" for r in riders))
 
     def perk_claimed_and_redeemed(self, c: dict[str, str], rider: Rider,
                                   perks: dict[str, str]) -> str:

@@ -259,6 +259,15 @@ def _hold(qiji: InProcessQiji, t: Tenant, badge_class: str, n: int, title: str) 
     t.ids["shift"] = ok("badges", "LogVolunteerService", bpb.LogVolunteerServiceRequest(
         request_id=rid(), rider_id=t.rider, community_id=t.community, activity="社区助老",
         start_time=ts(now - timedelta(hours=3)), hours="2"), tok["platform"]).shift.shift_id
+    # badges: a volunteer activity of the community at the street's space; the rider signed up
+    t.ids["activity"] = ok("badges", "PublishVolunteerActivity",
+                           bpb.PublishVolunteerActivityRequest(
+        request_id=rid(), community_id=t.community, title=f"助老送餐{t.name}",
+        kind=bpb.VOLUNTEER_ACTIVITY_KIND_ELDERLY_CARE, start_time=ts(now + timedelta(days=2)),
+        end_time=ts(now + timedelta(days=2, hours=2)), service_space_id=t.space, places=5,
+        sign_up_deadline=ts(now + timedelta(days=1))), tok["community"]).activity.activity_id
+    ok("badges", "SignUpForVolunteerActivity", bpb.SignUpForVolunteerActivityRequest(
+        request_id=rid(), activity_id=t.activity, rider_id=t.rider), tok["platform"])
     t.ids["award"] = ok("badges", "GrantBadge", bpb.GrantBadgeRequest(
         request_id=rid(), rider_id=t.rider, badge_class_id=badge_class,
         reason=f"见义勇为{FREE_TEXT}",

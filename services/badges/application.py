@@ -17,6 +17,14 @@ from eventsourcing.application import ProcessingEvent
 
 from services.badges import credentials as ob3
 from services.badges.credentials import IssuerKeys, Malformed, PublicUrls
+from services.badges.domain.activities import (
+    VolunteerActivity,
+    VolunteerActivityKind,
+    VolunteerActivityStatus,
+    VolunteerSignUpStatus,
+    attended_shift,
+    check_plan,
+)
 from services.badges.domain.criteria import Criteria, Track, evaluate, parse_criteria
 from services.badges.domain.images import IMAGE_MEDIA_TYPE_NOT_ALLOWED, image_problem
 from services.badges.domain.ladder import Rung, above, below, ladder_problem
@@ -72,6 +80,23 @@ MAX_OFFICIALS = 30
 # A ceremony is recorded after it was held, and within the programme's life (a typo of a
 # year must not file a 1970 ceremony).
 CEREMONY_MAX_AGE = timedelta(days=366)
+
+
+@dataclass(frozen=True)
+class SignUpView:
+    """A rider's sign-up for an activity, as lists and answers show it."""
+
+    activity_id: str
+    rider_id: str
+    community_id: str
+    title: str
+    starts_at: datetime
+    status: str
+    signed_up_at: datetime
+    withdrawn_at: datetime | None
+    hours: Decimal | None
+    shift_id: str
+    attended_at: datetime | None
 
 
 @dataclass(frozen=True)
@@ -147,13 +172,19 @@ class BadgesApplication(QijiApplication):
             record = self.followed(RiderRecord.create_id(shift.rider_id), RiderRecord, "rider",
                                    shift.rider_id, self.catch_up_upstream,
                                    refresh_unless=lambda r: r.is_active or r.left)
-            shift.confirm()
-            record.count_service(shift_id=shift_id, hours=shift.hours, at=shift.started_at)
-            awards = self._evaluate(record)
+            awards = self._confirm_shift(shift, record)
             return Outcome([shift, record, *awards], {
                 "shift_id": shift_id, "version": shift.version,
                 "award_ids": [str(a.id) for a in awards if a.status == "ACTIVE"]})
         return self.execute(decide, serialise_on=shift_id)
+
+    def _confirm_shift(self, shift: VolunteerShift, record: RiderRecord) -> list[Award]:
+        """What confirming volunteer service does, wherever the shift came from (logged after
+        the fact, or attendance at a published activity): the shift is confirmed, the rider's
+        record counts its hours, and every badge the record now meets is awarded."""
+        shift.confirm()
+        record.count_service(shift_id=str(shift.id), hours=shift.hours, at=shift.started_at)
+        return self._evaluate(record)
 
     def reject_volunteer_service(self, *, shift_id: str, reason: str
                                  ) -> dict[str, Any]:
@@ -193,11 +224,226 @@ class BadgesApplication(QijiApplication):
                              if reach is None or reach.admits_row({"id": shift_id})), Decimal(0))
         return [self.shift(i) for i in ids], token, confirmed
 
+    # ------------------------------------------------------------------ volunteer activities
+
+    def publish_volunteer_activity(self, *, community_id: str, title: str, description: str,
+                                   kind: VolunteerActivityKind | None, starts_at: datetime | None,
+                                   ends_at: datetime | None, service_space_id: str,
+                                   address: str, places: int,
+                                   sign_up_deadline: datetime | None,
+                                   violations: Violations | None = None) -> dict[str, Any]:
+        """A community's volunteer activity (爱心公益活动), open for sign-up at once."""
+        v = violations if violations is not None else Violations()
+        plan = check_plan(v, title=title, description=description, kind=kind,
+                          starts_at=starts_at, ends_at=ends_at,
+                          service_space_id=service_space_id, address=address, places=places,
+                          sign_up_deadline=sign_up_deadline, now=self.clock())
+        community = note_reference(self, v, community_id, "community_id", "community",
+                                   self.catch_up_upstream)
+        self._check_space(v, service_space_id, community_id if community else "")
+        v.raise_if_any()
+        assert plan is not None
+        street_id = self._street_of(community_id)
+
+        def decide() -> Outcome:
+            activity = VolunteerActivity.publish(
+                community_id=community_id, street_id=street_id, plan=plan,
+                published_by=context.current().actor.principal)
+            return Outcome([activity], {"activity_id": str(activity.id),
+                                        "version": activity.version})
+        return self.execute(decide)
+
+    def revise_volunteer_activity(self, *, activity_id: str, title: str, description: str,
+                                  kind: VolunteerActivityKind | None, starts_at: datetime | None,
+                                  ends_at: datetime | None, service_space_id: str,
+                                  address: str, places: int,
+                                  sign_up_deadline: datetime | None,
+                                  violations: Violations | None = None) -> dict[str, Any]:
+        """The whole activity as it is to be; its sign-ups stand (places never below them)."""
+        v = violations if violations is not None else Violations()
+        current = self._noted_activity(v, activity_id)
+        plan = check_plan(v, title=title, description=description, kind=kind,
+                          starts_at=starts_at, ends_at=ends_at,
+                          service_space_id=service_space_id, address=address, places=places,
+                          sign_up_deadline=sign_up_deadline, now=self.clock(),
+                          unchanged_deadline=current.sign_up_deadline if current else None)
+        self._check_space(v, service_space_id, current.community_id if current else "")
+        v.raise_if_any()
+        assert plan is not None
+
+        def decide() -> Outcome:
+            activity = self.volunteer_activity(activity_id, copy=True)
+            activity.revise(plan, self.clock())
+            return Outcome([activity], {"activity_id": activity_id, "version": activity.version})
+        return self.execute(decide, serialise_on=activity_id)
+
+    def cancel_volunteer_activity(self, *, activity_id: str, reason: str) -> dict[str, Any]:
+        v = Violations()
+        check_id(v, "activity_id", activity_id)
+        check_text(v, "reason", reason, 1000)
+        v.raise_if_any()
+
+        def decide() -> Outcome:
+            activity = self.volunteer_activity(activity_id, copy=True)
+            told = activity.cancel(reason.strip(), self.clock())
+            return Outcome([activity], {"activity_id": activity_id, "version": activity.version,
+                                        "cancelled_rider_ids": told})
+        return self.execute(decide, serialise_on=activity_id)
+
+    def volunteer_activity(self, activity_id: str, version: int | None = None, *,
+                           copy: bool = False) -> VolunteerActivity:
+        return self.get(activity_id, VolunteerActivity, "activity", version, copy=copy)
+
+    def list_volunteer_activities(self, *, community_id: str, street_id: str,
+                                  open_for_sign_up: bool, kind: VolunteerActivityKind | None,
+                                  page_size: int, page_token: str,
+                                  violations: Violations | None = None
+                                  ) -> tuple[list[VolunteerActivity], str]:
+        v = violations if violations is not None else Violations()
+        for name, value in (("community_id", community_id), ("street_id", street_id)):
+            if value:
+                check_id(v, name, value)
+        self.views.catch_up()
+        now = self.clock()
+
+        def still_open(attrs: dict[str, Any], _id: str) -> bool:
+            return attrs["status"] == VolunteerActivityStatus.OPEN and now < attrs["deadline"] \
+                and attrs["taken"] < attrs["places"]
+        ids, token = listed(v, lambda: self.views.activities.select(
+            {"community_id": community_id, "street_id": street_id,
+             "kind": kind.value if kind else ""},
+            extra=still_open if open_for_sign_up else None,
+            filters=["open_for_sign_up"] if open_for_sign_up else [], page_size=page_size,
+            page_token=page_token))
+        return [self.volunteer_activity(i) for i in ids], token
+
+    def sign_up_for_volunteer_activity(self, *, activity_id: str, rider_id: str
+                                       ) -> dict[str, Any]:
+        """A rider takes a place, through their platform's app. No waiting list: a full
+        activity is refused ACTIVITY_FULL (services/badges/domain/activities.py says why)."""
+        require_ids(activity_id=activity_id, rider_id=rider_id)
+
+        def decide() -> Outcome:
+            activity = self.volunteer_activity(activity_id, copy=True)
+            now = self.clock()
+            # What the activity refuses (cancelled, closed, full) before the rider is looked
+            # up, as training's enrolment does; here, not before execute, so that a retry
+            # finds its first answer.
+            activity.check_sign_up(rider_id, now)
+            self.require_riders(Violations(), [("rider_id", rider_id)], RiderRecord.create_id,
+                                self.catch_up_upstream,
+                                refresh_unless=lambda record: record.is_active)
+            self._rider_record(rider_id, catch_up=False).require_active()
+            activity.sign_up(rider_id, now)
+            return Outcome([activity], {"activity_id": activity_id, "rider_id": rider_id,
+                                        "version": activity.version})
+        # Many riders race for the last places of one activity: queue on it in this process
+        # (replicas still decide by the activity's versions).
+        return self.execute(decide, serialise_on=activity_id)
+
+    def withdraw_volunteer_sign_up(self, *, activity_id: str, rider_id: str
+                                   ) -> dict[str, Any]:
+        require_ids(activity_id=activity_id, rider_id=rider_id)
+
+        def decide() -> Outcome:
+            activity = self.volunteer_activity(activity_id, copy=True)
+            activity.withdraw(rider_id, self.clock())
+            return Outcome([activity], {"activity_id": activity_id, "rider_id": rider_id,
+                                        "version": activity.version})
+        return self.execute(decide, serialise_on=activity_id)
+
+    def record_volunteer_attendance(self, *, activity_id: str, rider_id: str, hours: str
+                                    ) -> dict[str, Any]:
+        """The community records that the rider came and served `hours` (the whole activity
+        when empty): their service is confirmed there and then, as ConfirmVolunteerService
+        confirms logged service, and badges follow in the same save. Once per rider per
+        activity."""
+        v = Violations()
+        current = self._noted_activity(v, activity_id)
+        check_id(v, "rider_id", rider_id)
+        served = parse_hours(v, "hours", hours, maximum=Decimal(24)) if hours else None
+        if current is not None and served is not None:
+            current.check_hours(v, "hours", served)
+        v.raise_if_any()
+
+        def decide() -> Outcome:
+            activity = self.volunteer_activity(activity_id, copy=True)
+            worked = served if served is not None else activity.length_hours
+            now = self.clock()
+            # The activity first: only a rider who signed up (who is known) gets past it.
+            activity.check_attendance(rider_id, worked, now)
+            record = self._rider_record(rider_id, catch_up=False)
+            if record.left:
+                raise FailedPrecondition("the rider has left the programme", reason="RIDER_LEFT")
+            shift = attended_shift(activity, rider_id, worked)
+            activity.record_attendance(rider_id, worked, str(shift.id), now)
+            awards = self._confirm_shift(shift, record)
+            return Outcome([activity, shift, record, *awards], {
+                "activity_id": activity_id, "rider_id": rider_id, "version": activity.version,
+                "shift_id": str(shift.id), "shift_version": shift.version,
+                "award_ids": [str(a.id) for a in awards]})
+        return self.execute(decide, serialise_on=activity_id)
+
+    def volunteer_sign_ups(self, *, activity_id: str, rider_id: str,
+                           status: VolunteerSignUpStatus | None, page_size: int, page_token: str,
+                           violations: Violations | None = None) -> tuple[list[SignUpView], str]:
+        v = violations if violations is not None else Violations()
+        if not activity_id and not rider_id:
+            v.add("activity_id", "an activity_id or a rider_id is required", FIELD_REQUIRED)
+        for name, value in (("activity_id", activity_id), ("rider_id", rider_id)):
+            if value:
+                check_id(v, name, value)
+        self.views.catch_up()
+        rows, token = listed(v, lambda: self.views.sign_ups.select(
+            {"activity_id": activity_id, "rider_id": rider_id,
+             "status": status.value if status else ""}, rows=True, page_size=page_size,
+            page_token=page_token))
+        return [self.sign_up_view(r["activity_id"], r["rider_id"]) for r in rows], token
+
+    def sign_up_view(self, activity_id: str, rider_id: str, version: int | None = None
+                     ) -> SignUpView:
+        activity = self.volunteer_activity(activity_id, version)
+        entry = activity.sign_ups[rider_id]
+        return SignUpView(
+            activity_id=activity_id, rider_id=rider_id, community_id=activity.community_id,
+            title=activity.title, starts_at=activity.starts_at, status=entry["status"],
+            signed_up_at=entry["signed_up_at"], withdrawn_at=entry["withdrawn_at"],
+            hours=entry["hours"], shift_id=entry["shift_id"], attended_at=entry["attended_at"])
+
+    def _noted_activity(self, v: Violations, activity_id: str) -> VolunteerActivity | None:
+        """The activity a request names, to check its other fields against; a malformed id or
+        one naming nothing is added to `v`."""
+        if not check_id(v, "activity_id", activity_id):
+            return None
+        found = self.found(activity_id, VolunteerActivity)
+        if found is None:
+            v.missing("activity_id", "activity", activity_id)
+        return found
+
+    def _check_space(self, v: Violations, service_space_id: str, community_id: str) -> None:
+        """A place named by a service space: one identity opened, in the community's street
+        (a community does not send its volunteers to another street's space)."""
+        if not service_space_id or not check_id(v, "service_space_id", service_space_id):
+            return
+        street = self.directory.service_space_street(service_space_id) \
+            if self.directory is not None else None
+        if street is None:
+            v.missing("service_space_id", "service_space", service_space_id)
+        elif community_id and street != self._street_of(community_id):
+            v.add("service_space_id", "must be a service space in the community's street",
+                  "SERVICE_SPACE_IN_ANOTHER_STREET")
+
+    def _street_of(self, community_id: str) -> str:
+        entry = self.directory.organisation(community_id) if self.directory is not None \
+            else None
+        return entry.parent_id if entry is not None else ""
+
     # ------------------------------------------------------------------ tenancy
 
     def owner_resolvers(self) -> dict[str, Callable[[str], Owners | None]]:
         return {**super().owner_resolvers(), "shift_community": self._shift_community_owners,
-                "award": self._award_owners, "recognition": self._recognition_owners}
+                "award": self._award_owners, "recognition": self._recognition_owners,
+                "activity": self._activity_owners}
 
     def _recognition_owners(self, recognition_id: str) -> Owners | None:
         """A recognition is its rider's, as an award is."""
@@ -205,6 +451,13 @@ class BadgesApplication(QijiApplication):
         if found is None or self.directory is None:
             return None
         return self.directory.rider_owners(found.rider_id)
+
+    def _activity_owners(self, activity_id: str) -> Owners | None:
+        """An activity is its community's, and that community's street office's."""
+        activity = self.found(activity_id, VolunteerActivity)
+        if activity is None:
+            return None
+        return self.organisation_owners(activity.community_id)
 
     def _shift_community_owners(self, shift_id: str) -> Owners | None:
         """Volunteer service is confirmed where it was done: by that community, or its

@@ -30,3 +30,18 @@ BADGE_CLASS_CREATED = "services.badges.domain.model:BadgeClass.Created"
 # inside Qiji).
 RECOGNITION_CONFERRED = "services.badges.domain.recognition:Recognition.Conferred"
 RECOGNITION_REVOKED = "services.badges.domain.recognition:Recognition.Revoked"
+
+# Volunteer activities (爱心公益活动): a community's, riders sign up through their platform.
+# Published carries the activity's plan (`community_id`, `street_id`, `title`, `kind`,
+# `starts_at`, `ends_at`, `service_space_id`, `address`, `places`, `sign_up_deadline`); Revised
+# the plan again; Cancelled `reason` and `at`, followed by one SignUpCancelled (`rider_id`) per
+# rider who held a place; SignedUp and SignUpWithdrawn `rider_id` and `at`;
+# AttendanceRecorded `rider_id`, `hours`, `shift_id` and `at` (the shift's Logged and
+# Confirmed follow in the same save).
+ACTIVITY_PUBLISHED = "services.badges.domain.activities:VolunteerActivity.Published"
+ACTIVITY_REVISED = "services.badges.domain.activities:VolunteerActivity.Revised"
+ACTIVITY_CANCELLED = "services.badges.domain.activities:VolunteerActivity.Cancelled"
+SIGN_UP_ACCEPTED = "services.badges.domain.activities:VolunteerActivity.SignedUp"
+SIGN_UP_WITHDRAWN = "services.badges.domain.activities:VolunteerActivity.SignUpWithdrawn"
+SIGN_UP_CANCELLED = "services.badges.domain.activities:VolunteerActivity.SignUpCancelled"
+ATTENDANCE_RECORDED = "services.badges.domain.activities:VolunteerActivity.AttendanceRecorded"

@@ -10,8 +10,13 @@ import grpc
 from qiji.badges.v1 import badges_service_pb2 as pb
 from qiji.badges.v1 import badges_service_pb2_grpc as pb_grpc
 
-from services.badges.application import BadgesApplication, narrative_shown
+from services.badges.application import BadgesApplication, SignUpView, narrative_shown
 from services.badges.credentials import image_url
+from services.badges.domain.activities import (
+    VolunteerActivity,
+    VolunteerActivityKind,
+    VolunteerSignUpStatus,
+)
 from services.badges.domain.criteria import Criteria, Track
 from services.badges.domain.model import Award, AwardCeremony, BadgeClass, VolunteerShift
 from services.badges.domain.recognition import Recognition, RecognitionTitle
@@ -41,6 +46,10 @@ COMMUNITY_OF_REQUEST = Ref("community_id", "organisation")
 AWARD = Ref("award_id", "award")
 # A ceremony is its street's (each award it presents is checked against the caller too).
 CEREMONY_STREET = Ref("street_id", "organisation")
+# A volunteer activity is its community's, and that community's street office's.
+ACTIVITY = Ref("activity_id", "activity")
+# A sign-up shows to the activity's community (and street office) and to the rider's platform.
+SIGN_UP_AT = Rows("organisation", "community_id")
 
 # Who may call each RPC, and for each role that acts for one organisation, what that
 # organisation must own (shared/tenancy.py). An RPC missing here is refused to everyone.
@@ -53,6 +62,20 @@ ACCESS = access_table(SERVICE_NAME, {
     "RejectVolunteerService": scoped(CITY_ADMIN, community=SHIFT_AT, street_office=SHIFT_AT),
     "ListVolunteerService": scoped(CITY_READERS, platform=RIDER, street_office=RIDER,
                                    community=Rows("shift_community", "id")),
+    # A community publishes its activities and records who came (its street office may act
+    # for it); riders sign up and withdraw through their platform's app. Published activities
+    # are public, like badge classes: riders' apps browse them; who signed up is not in them.
+    "PublishVolunteerActivity": once(scoped(CITY_ADMIN, community=COMMUNITY_OF_REQUEST,
+                                            street_office=COMMUNITY_OF_REQUEST)),
+    "ReviseVolunteerActivity": scoped(CITY_ADMIN, community=ACTIVITY, street_office=ACTIVITY),
+    "CancelVolunteerActivity": scoped(CITY_ADMIN, community=ACTIVITY, street_office=ACTIVITY),
+    "RecordVolunteerAttendance": scoped(CITY_ADMIN, community=ACTIVITY, street_office=ACTIVITY),
+    "GetVolunteerActivity": public(ROLES),
+    "ListVolunteerActivities": public(ROLES),
+    "SignUpForVolunteerActivity": scoped(CITY_ADMIN, platform=RIDER),
+    "WithdrawVolunteerSignUp": scoped(CITY_ADMIN, platform=RIDER),
+    "ListVolunteerSignUps": scoped(CITY_READERS, platform=Rows("rider", "rider_id"),
+                                   community=SIGN_UP_AT, street_office=SIGN_UP_AT),
     "CreateBadgeClass": once(city_wide(CITY_ADMIN)),
     "ReviseBadgeCriteria": city_wide(CITY_ADMIN),
     # Badge classes and the issuer's keys are public: a merchant checks a badge-only perk,
@@ -128,6 +151,89 @@ class BadgesServicer(pb_grpc.BadgesServiceServicer):
         return pb.ListVolunteerServiceResponse(shifts=[self._shift(s) for s in shifts],
                                                next_page_token=token,
                                                confirmed_hours=_decimal(hours))
+
+    # ------------------------------------------------------------------ volunteer activities
+
+    def PublishVolunteerActivity(self, request: Any, context: Any) -> Any:
+        violations = Violations()
+        result = self.app.publish_volunteer_activity(
+            community_id=request.community_id, **self._plan_in(request, violations),
+            violations=violations)
+        return pb.PublishVolunteerActivityResponse(activity=self._activity_at(result))
+
+    def ReviseVolunteerActivity(self, request: Any, context: Any) -> Any:
+        violations = Violations()
+        result = self.app.revise_volunteer_activity(
+            activity_id=request.activity_id, **self._plan_in(request, violations),
+            violations=violations)
+        return pb.ReviseVolunteerActivityResponse(activity=self._activity_at(result))
+
+    def CancelVolunteerActivity(self, request: Any, context: Any) -> Any:
+        result = self.app.cancel_volunteer_activity(activity_id=request.activity_id,
+                                                    reason=request.reason)
+        # The whole roll to the activity's own (community, street office, city); a platform
+        # never calls this.
+        return pb.CancelVolunteerActivityResponse(
+            activity=self._activity_at(result),
+            cancelled_rider_ids=[r for r in result["cancelled_rider_ids"]
+                                 if self.app.caller_owns("activity", request.activity_id)
+                                 or self.app.sees_rider(r)])
+
+    def GetVolunteerActivity(self, request: Any, context: Any) -> Any:
+        return pb.GetVolunteerActivityResponse(
+            activity=self._activity(self.app.volunteer_activity(request.activity_id)))
+
+    def ListVolunteerActivities(self, request: Any, context: Any) -> Any:
+        violations = Violations()
+        kind = enum_in(request.kind, pb.VolunteerActivityKind, VolunteerActivityKind, violations,
+                       "kind")
+        found, token = self.app.list_volunteer_activities(
+            community_id=request.community_id, street_id=request.street_id,
+            open_for_sign_up=request.open_for_sign_up, kind=kind, page_size=request.page_size,
+            page_token=request.page_token, violations=violations)
+        return pb.ListVolunteerActivitiesResponse(activities=[self._activity(a) for a in found],
+                                                  next_page_token=token)
+
+    def SignUpForVolunteerActivity(self, request: Any, context: Any) -> Any:
+        result = self.app.sign_up_for_volunteer_activity(activity_id=request.activity_id,
+                                                         rider_id=request.rider_id)
+        return pb.SignUpForVolunteerActivityResponse(sign_up=self._sign_up_at(result),
+                                                     activity=self._activity_at(result))
+
+    def WithdrawVolunteerSignUp(self, request: Any, context: Any) -> Any:
+        result = self.app.withdraw_volunteer_sign_up(activity_id=request.activity_id,
+                                                     rider_id=request.rider_id)
+        return pb.WithdrawVolunteerSignUpResponse(sign_up=self._sign_up_at(result),
+                                                  activity=self._activity_at(result))
+
+    def RecordVolunteerAttendance(self, request: Any, context: Any) -> Any:
+        result = self.app.record_volunteer_attendance(
+            activity_id=request.activity_id, rider_id=request.rider_id, hours=request.hours)
+        return pb.RecordVolunteerAttendanceResponse(
+            sign_up=self._sign_up_at(result),
+            shift=self._shift(self.app.shift(result["shift_id"], result["shift_version"])),
+            award_ids=result["award_ids"])
+
+    def ListVolunteerSignUps(self, request: Any, context: Any) -> Any:
+        violations = Violations()
+        status = enum_in(request.status, pb.VolunteerSignUpStatus, VolunteerSignUpStatus,
+                         violations, "status")
+        found, token = self.app.volunteer_sign_ups(
+            activity_id=request.activity_id, rider_id=request.rider_id, status=status,
+            page_size=request.page_size, page_token=request.page_token, violations=violations)
+        return pb.ListVolunteerSignUpsResponse(sign_ups=[self._sign_up(s) for s in found],
+                                               next_page_token=token)
+
+    @staticmethod
+    def _plan_in(request: Any, violations: Violations) -> dict[str, Any]:
+        return {"title": request.title, "description": request.description,
+                "kind": enum_in(request.kind, pb.VolunteerActivityKind, VolunteerActivityKind,
+                                violations, "kind"),
+                "starts_at": optional_time(request, "start_time", violations),
+                "ends_at": optional_time(request, "end_time", violations),
+                "service_space_id": request.service_space_id, "address": request.address,
+                "places": request.places,
+                "sign_up_deadline": optional_time(request, "sign_up_deadline", violations)}
 
     # ------------------------------------------------------------------ badge classes
 
@@ -356,6 +462,38 @@ class BadgesServicer(pb_grpc.BadgesServiceServicer):
             revoked_by=r.revoked_by, version=r.version)
 
     # ------------------------------------------------------------------ rendering
+
+    def _activity_at(self, result: dict[str, Any]) -> Any:
+        return self._activity(self.app.volunteer_activity(result["activity_id"],
+                                                          result["version"]))
+
+    def _sign_up_at(self, result: dict[str, Any]) -> Any:
+        return self._sign_up(self.app.sign_up_view(result["activity_id"], result["rider_id"],
+                                                   result["version"]))
+
+    def _activity(self, a: VolunteerActivity) -> Any:
+        return pb.VolunteerActivity(
+            activity_id=str(a.id), community_id=a.community_id, street_id=a.street_id,
+            title=a.title, description=a.description,
+            kind=enum_out(a.kind, pb.VolunteerActivityKind), start_time=timestamp(a.starts_at),
+            end_time=timestamp(a.ends_at), service_space_id=a.service_space_id,
+            address=a.address, places=a.places, places_taken=a.places_taken,
+            places_left=a.places_left, sign_up_deadline=timestamp(a.sign_up_deadline),
+            status=enum_out(a.status, pb.VolunteerActivityStatus),
+            open_for_sign_up=a.open_for_sign_up(self.app.clock()),
+            cancel_reason=masking.show_to_caller(masking.FREE_TEXT, a.cancel_reason),
+            cancel_time=timestamp(a.cancelled_at), length_hours=_decimal(a.length_hours),
+            version=a.version)
+
+    @staticmethod
+    def _sign_up(s: SignUpView) -> Any:
+        return pb.VolunteerSignUp(
+            activity_id=s.activity_id, rider_id=s.rider_id, community_id=s.community_id,
+            status=enum_out(s.status, pb.VolunteerSignUpStatus),
+            sign_up_time=timestamp(s.signed_up_at), withdraw_time=timestamp(s.withdrawn_at),
+            hours=_decimal(s.hours) if s.hours is not None else "", shift_id=s.shift_id,
+            attend_time=timestamp(s.attended_at), start_time=timestamp(s.starts_at),
+            title=s.title)
 
     def _shift_at(self, result: dict[str, Any]) -> Any:
         return self._shift(self.app.shift(result["shift_id"], result["version"]))

@@ -1,6 +1,8 @@
 """badges' public event contract for outside consumers: badges awarded, revoked, expired,
-grown into the next on their ladder (青蜂 → 金蜂), presented at a ceremony; and titles
-(城市治理合伙人) conferred on riders and revoked.
+grown into the next on their ladder (青蜂 → 金蜂), presented at a ceremony; titles
+(城市治理合伙人) conferred on riders and revoked; volunteer activities published, revised and
+cancelled (about no rider: every consumer), and each rider's sign-up accepted, withdrawn or
+cancelled and attendance confirmed with its hours (the rider's platform only).
 Revoked and Expired name the award only; the Award aggregate names the rider and the badge
 class. A revocation's free-text reason and the award's evidence stay inside Qiji (the signed
 Open Badges credential is how an award is shown outside)."""
@@ -73,6 +75,56 @@ def _recognition_revoked(app: Any, fact: Fact) -> Mapped:
 
 def _uuid(value: str) -> uuid.UUID:
     return uuid.UUID(value)
+# The activity as a rider's app shows it. Its cancellation reason is free text that may name
+# people: it stays inside Qiji (GetVolunteerActivity shows it as the masking table says).
+ACTIVITY_FIELDS = ("activity_id", "community_id", "street_id", "title", "kind", "start_time",
+                   "end_time", "service_space_id", "address", "places", "sign_up_deadline")
+
+
+def _activity(_app: Any, fact: Fact) -> Mapped:
+    e = fact.event
+    data = {"activity_id": str(fact.originator_id), "title": e.title, "kind": e.kind,
+            "start_time": e.starts_at, "end_time": e.ends_at,
+            "service_space_id": e.service_space_id, "address": e.address, "places": e.places,
+            "sign_up_deadline": e.sign_up_deadline}
+    return Mapped(data["activity_id"], {**_where(_app, fact), **data})
+
+
+def _where(app: Any, fact: Fact) -> dict[str, Any]:
+    activity = app.current(fact.originator_id)
+    return {"community_id": activity.community_id, "street_id": activity.street_id}
+
+
+def _activity_cancelled(app: Any, fact: Fact) -> Mapped:
+    data = {"activity_id": str(fact.originator_id), **_where(app, fact),
+            "cancelled_time": fact.event.at}
+    return Mapped(data["activity_id"], data)
+
+
+def _sign_up(app: Any, fact: Fact, time_field: str, at: Any) -> Mapped:
+    e = fact.event
+    activity = app.current(fact.originator_id)
+    data = {"activity_id": str(fact.originator_id), "rider_id": e.rider_id,
+            "community_id": activity.community_id, time_field: at}
+    return Mapped(e.rider_id, data)
+
+
+def _signed_up(app: Any, fact: Fact) -> Mapped:
+    return _sign_up(app, fact, "signed_up_time", fact.event.at)
+
+
+def _withdrawn(app: Any, fact: Fact) -> Mapped:
+    return _sign_up(app, fact, "withdrawn_time", fact.event.at)
+
+
+def _sign_up_cancelled(app: Any, fact: Fact) -> Mapped:
+    return _sign_up(app, fact, "cancelled_time", fact.event.timestamp)
+
+
+def _attended(app: Any, fact: Fact) -> Mapped:
+    mapped = _sign_up(app, fact, "confirmed_time", fact.event.at)
+    return Mapped(mapped.subject, {**mapped.data, "hours": fact.event.hours,
+                                   "shift_id": fact.event.shift_id})
 
 
 CATALOGUE = PublicCatalogue("badges", [
@@ -95,4 +147,21 @@ CATALOGUE = PublicCatalogue("badges", [
     PublicType("qiji.badges.v1.RecognitionRevoked", topics.RECOGNITION_REVOKED,
                ("recognition_id", "rider_id", "title_id", "revoked_time"),
                _recognition_revoked),
+    PublicType("qiji.badges.v1.VolunteerActivityPublished", topics.ACTIVITY_PUBLISHED,
+               ACTIVITY_FIELDS, _activity),
+    PublicType("qiji.badges.v1.VolunteerActivityRevised", topics.ACTIVITY_REVISED,
+               ACTIVITY_FIELDS, _activity),
+    PublicType("qiji.badges.v1.VolunteerActivityCancelled", topics.ACTIVITY_CANCELLED,
+               ("activity_id", "community_id", "street_id", "cancelled_time"),
+               _activity_cancelled),
+    PublicType("qiji.badges.v1.VolunteerSignUpAccepted", topics.SIGN_UP_ACCEPTED,
+               ("activity_id", "rider_id", "community_id", "signed_up_time"), _signed_up),
+    PublicType("qiji.badges.v1.VolunteerSignUpWithdrawn", topics.SIGN_UP_WITHDRAWN,
+               ("activity_id", "rider_id", "community_id", "withdrawn_time"), _withdrawn),
+    PublicType("qiji.badges.v1.VolunteerSignUpCancelled", topics.SIGN_UP_CANCELLED,
+               ("activity_id", "rider_id", "community_id", "cancelled_time"),
+               _sign_up_cancelled),
+    PublicType("qiji.badges.v1.VolunteerAttendanceConfirmed", topics.ATTENDANCE_RECORDED,
+               ("activity_id", "rider_id", "community_id", "hours", "shift_id",
+                "confirmed_time"), _attended),
 ])

@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from services.badges.credentials import STATUS_LIST_SIZE, StatusEntry
+from services.badges.domain.activities import VolunteerActivity
 from services.badges.domain.model import (
     Award,
     AwardCeremony,
@@ -29,6 +30,10 @@ class BadgesViews:
         self.shifts = Index()
         self.classes = Index()
         self.awards = Index()
+        # Volunteer activities, with what "open for sign-up" needs; their sign-ups, one row
+        # per rider and activity (a rider who withdrew and signed up again keeps their row).
+        self.activities = Index()
+        self.sign_ups = Index()
         self.status_lists = StatusLists()
         # Every rider badges knows of, in the order their records opened: what a
         # re-evaluation walks, resuming after the position it last saved.
@@ -75,7 +80,9 @@ class BadgesViews:
 
     def _apply(self, position: int, event: Any) -> None:
         ident = str(event.originator_id)
-        if isinstance(event, VolunteerShift.Logged):
+        if isinstance(event, VolunteerActivity.Event):
+            self._apply_activity(position, ident, event)
+        elif isinstance(event, VolunteerShift.Logged):
             self.shifts.add(position, ident, rider_id=event.rider_id, status="LOGGED")
         elif isinstance(event, VolunteerShift.Confirmed):
             self.shifts.update(ident, status="CONFIRMED")
@@ -109,6 +116,41 @@ class BadgesViews:
             self.titles.add(position, ident)
         elif isinstance(event, Recognition.Conferred):
             self.recognitions.add(position, ident, rider_id=event.rider_id)
+
+    def _apply_activity(self, position: int, ident: str, event: Any) -> None:
+        if isinstance(event, VolunteerActivity.Published):
+            self.activities.add(position, ident, community_id=event.community_id,
+                                street_id=event.street_id, kind=event.kind, status="OPEN",
+                                deadline=event.sign_up_deadline, places=event.places, taken=0)
+        elif isinstance(event, VolunteerActivity.Revised):
+            self.activities.update(ident, kind=event.kind, deadline=event.sign_up_deadline,
+                                   places=event.places)
+        elif isinstance(event, VolunteerActivity.Cancelled):
+            self.activities.update(ident, status="CANCELLED")
+        elif isinstance(event, VolunteerActivity.SignedUp):
+            self._taken(ident, +1)
+            key = f"{ident}/{event.rider_id}"
+            if key in self.sign_ups.by_id:
+                self.sign_ups.update(key, status="SIGNED_UP")
+            else:
+                community = self._activity_attr(ident, "community_id")
+                self.sign_ups.add(position, key, activity_id=ident, rider_id=event.rider_id,
+                                  community_id=community, status="SIGNED_UP")
+        elif isinstance(event, VolunteerActivity.SignUpWithdrawn):
+            self._taken(ident, -1)
+            self.sign_ups.update(f"{ident}/{event.rider_id}", status="WITHDRAWN")
+        elif isinstance(event, VolunteerActivity.SignUpCancelled):
+            self._taken(ident, -1)
+            self.sign_ups.update(f"{ident}/{event.rider_id}", status="CANCELLED")
+        elif isinstance(event, VolunteerActivity.AttendanceRecorded):
+            self.sign_ups.update(f"{ident}/{event.rider_id}", status="ATTENDED")
+
+    def _activity_attr(self, ident: str, name: str) -> Any:
+        with self.activities.lock:
+            return self.activities.rows[self.activities.by_id[ident]].attrs[name]
+
+    def _taken(self, ident: str, change: int) -> None:
+        self.activities.update(ident, taken=self._activity_attr(ident, "taken") + change)
 
 
 class StatusLists:

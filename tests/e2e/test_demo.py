@@ -44,6 +44,12 @@ LANDMARKS = [
     "carries qiji.training.v1.PreJobCertified for all 4",
     "友好商户 荷花池面馆 joins",
     "金蜂骑士 Golden Bee →",
+    # 爱心公益活动: published by the community, signed up for in the platform's app, attended;
+    # attendance confirms the hours (2 more each).
+    "爱心公益活动: 北大街社区 publishes 社区助老送餐 (4 places, 2 h, at "
+    "常州市外卖人才联合服务空间)",
+    "the 4 riders sign up in 骑迹外卖's app (0 places left), attend, and their hours are "
+    "confirmed by attendance — volunteer hours now: ",
     "claims 金蜂骑士专享：招牌面八折",
     # The ladder and the ceremony: a Green Bee grows into a Golden Bee, presented at the space.
     "grows from 青蜂骑士 into 金蜂骑士",
@@ -69,7 +75,7 @@ LANDMARKS = [
     # The rider's own record, read by the platform in one call: every part of the story.
     "opens their own record (骑手档案) in 骑迹外卖's app — one call, five services: 2 courses "
     "passed",
-    "8 volunteer hours confirmed; 1 care package handed over; reports: EMERGENCY VERIFIED by",
+    "10 volunteer hours confirmed; 1 care package handed over; reports: EMERGENCY VERIFIED by",
     # The audit trail of the perk: its redemption with the quota after it, and the claim's
     # history with who acted; then why the rider holds the Golden Bee.
     "quota after: 49",
@@ -78,7 +84,7 @@ LANDMARKS = [
     "holds 金蜂骑士",
     "an automatic award",
     "passed a CIVIC_EDUCATION course",
-    "The story is told: 25 steps",
+    "The story is told: 26 steps",
 ]
 
 

@@ -27,7 +27,7 @@ MAKES_SOMETHING_NEW = {
     "training": {"DraftCourse", "ScheduleSession", "DefineGrowthPath", "OpenGrowthPlan"},
     "merchants": {"CreatePerkOffer", "CreateCareCampaign", "ClaimPerk"},
     "badges": {"CreateBadgeClass", "LogVolunteerService", "RecordAwardCeremony",
-               "CreateRecognitionTitle"},
+               "CreateRecognitionTitle", "PublishVolunteerActivity"},
     "governance": {"SubmitReport", "OpenMediationCase", "RecordMediationSession",
                    "RecordMediationFollowUp", "PublishPledge"},
 }

@@ -40,7 +40,7 @@ FIELD_KEYS = {
     "provider_id": "provider", "session_id": "session", "report_id": "report",
     "case_id": "case", "shift_id": "shift", "award_id": "award", "campaign_id": "campaign",
     "recipient_id": "platform", "organisation_id": "street", "recognition_id": "recognition",
-    "growth_path_id": "growth_path", "growth_plan_id": "growth_plan",
+    "growth_path_id": "growth_path", "growth_plan_id": "growth_plan", "activity_id": "activity",
 }
 REFUSED_FOR_ADMITTED = {grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED,
                         grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL}
@@ -447,6 +447,61 @@ class TestAdversariesWhoChangeTheWorld:
         assert roll(world.token("a", "platform")) == {a.rider}
         assert roll(world.token("b", "platform")) == {newcomer}
 
+    def test_a_community_runs_its_own_activities_and_each_platform_sees_its_own_riders(
+            self, world: World) -> None:
+        """Another community cannot revise, cancel or record attendance at A's activity;
+        another platform cannot sign A's rider up, nor see their sign-ups. Riders of any
+        platform may sign up for a published activity: its community sees the whole roll,
+        each platform its own riders only."""
+        from qiji.badges.v1 import badges_service_pb2 as bpb
+        from qiji.identity.v1 import identity_service_pb2 as ipb
+        q, a, b = world.qiji, world.tenants["a"], world.tenants["b"]
+        start = datetime.now(UTC) + timedelta(days=3)
+        activity = q.ok("badges", "PublishVolunteerActivity", bpb.PublishVolunteerActivityRequest(
+            request_id=str(uuid.uuid4()), community_id=a.community, title="荷悦体育公园义务巡河",
+            kind=bpb.VOLUNTEER_ACTIVITY_KIND_ENVIRONMENT, start_time=ts(start),
+            end_time=ts(start + timedelta(hours=2)), address="荷悦体育公园", places=3,
+            sign_up_deadline=ts(start - timedelta(hours=1))),
+            world.token("a", "community")).activity.activity_id
+        refused = [
+            q.call("badges", "CancelVolunteerActivity", bpb.CancelVolunteerActivityRequest(
+                request_id=str(uuid.uuid4()), activity_id=activity, reason="不是我们的"),
+                world.token("b", "community")),
+            q.call("badges", "RecordVolunteerAttendance", bpb.RecordVolunteerAttendanceRequest(
+                request_id=str(uuid.uuid4()), activity_id=activity, rider_id=a.rider),
+                world.token("b", "street_office")),
+            q.call("badges", "SignUpForVolunteerActivity", bpb.SignUpForVolunteerActivityRequest(
+                request_id=str(uuid.uuid4()), activity_id=activity, rider_id=a.rider),
+                world.token("b", "platform"))]
+        assert {(r.code, r.reason) for r in refused} == {(grpc.StatusCode.PERMISSION_DENIED,
+                                                          "OUT_OF_SCOPE")}
+        newcomer = q.ok("identity", "RegisterRider", ipb.RegisterRiderRequest(
+            request_id=str(uuid.uuid4()), platform_id=b.platform, platform_rider_id="R-b-vol",
+            name="志愿骑手", phone="13900008888", home_street_id=b.street, station_id=b.station),
+            world.token("b", "platform")).rider.rider_id
+        q.ok("identity", "VerifyRider", ipb.VerifyRiderRequest(
+            request_id=str(uuid.uuid4()), rider_id=newcomer), world.token("b", "platform"))
+        for rider, platform in ((a.rider, "a"), (newcomer, "b")):
+            q.ok("badges", "SignUpForVolunteerActivity", bpb.SignUpForVolunteerActivityRequest(
+                request_id=str(uuid.uuid4()), activity_id=activity, rider_id=rider),
+                world.token(platform, "platform"))
+
+        def roll(token: str, **query: str) -> set[str]:
+            return {s.rider_id for s in q.ok("badges", "ListVolunteerSignUps",
+                                             bpb.ListVolunteerSignUpsRequest(**query),
+                                             token).sign_ups}
+        assert roll(world.token("a", "community"), activity_id=activity) == {a.rider, newcomer}
+        assert roll(world.token("a", "street_office"), activity_id=activity) == {
+            a.rider, newcomer}
+        assert roll(world.token("b", "community"), activity_id=activity) == set()
+        assert roll(world.token("a", "platform"), activity_id=activity) == {a.rider}
+        assert roll(world.token("b", "platform"), activity_id=activity) == {newcomer}
+        assert roll(world.token("b", "platform"), rider_id=a.rider) == set()
+        shown_to_b = q.ok("badges", "GetVolunteerActivity", bpb.GetVolunteerActivityRequest(
+            activity_id=activity), world.token("b", "platform")).activity
+        assert (shown_to_b.places_taken, shown_to_b.places_left) == (2, 1)
+        assert a.rider not in shown(shown_to_b)
+
     def test_a_report_of_the_same_incident_does_not_name_another_tenants_report(
             self, world: World) -> None:
         from qiji.governance.v1 import governance_service_pb2 as gpb
@@ -651,6 +706,14 @@ def service(w: World, rider: str, activity: str = "社区助老") -> Any:
         activity=activity, start_time=ts(datetime.now(UTC) - timedelta(hours=3)), hours="2")
 
 
+def attendance(w: World, rider: str, hours: str = "") -> Any:
+    """At A's community's activity, which has not started (ACTIVITY_NOT_STARTED, whoever)."""
+    from qiji.badges.v1 import badges_service_pb2 as bpb
+    return bpb.RecordVolunteerAttendanceRequest(
+        request_id=str(uuid.uuid4()), activity_id=w.tenants["a"].activity, rider_id=rider,
+        hours=hours)
+
+
 def package(campaign: str, rider: str) -> Any:
     from qiji.merchants.v1 import merchants_service_pb2 as mpb
     return mpb.AllocateCarePackageRequest(request_id=str(uuid.uuid4()), campaign_id=campaign,
@@ -710,6 +773,9 @@ FAULTY: dict[tuple[str, str], list[tuple[bool, Any]]] = {
         (True, lambda w, r: mediation(w, r, str(uuid.uuid4()), subject=""))],
     ("LogVolunteerService", "community"): [(True, lambda w, r: service(w, r, activity=""))],
     ("LogVolunteerService", "street_office"): [(True, lambda w, r: service(w, r, activity=""))],
+    **{("RecordVolunteerAttendance", role): [
+        (True, lambda w, r: attendance(w, r, hours="两小时")),
+        (False, lambda w, r: attendance(w, r))] for role in ("community", "street_office")},
     ("AllocateCarePackage", "street_office"): [
         (False, lambda w, r: package(w.tenants["a"].ids["exhausted_campaign"], r))],
     ("EnrolRider", "street_office"): [
@@ -739,7 +805,8 @@ VALID: dict[tuple[str, str], Any] = {
                                                              w.tenants["a"].session, r),
 }
 SERVICE_OF = {"SubmitReport": "governance", "OpenMediationCase": "governance",
-              "LogVolunteerService": "badges", "AllocateCarePackage": "merchants",
+              "LogVolunteerService": "badges", "RecordVolunteerAttendance": "badges",
+              "AllocateCarePackage": "merchants",
               "RecordHandOver": "merchants",
               "EnrolRider": "training", "WithdrawEnrolment": "training",
               "CheckInRider": "training", "RecordNoShow": "training",
