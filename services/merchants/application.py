@@ -13,6 +13,7 @@ from eventsourcing.application import ProcessingEvent
 
 from services.badges import events as badge_events
 from services.identity import events as identity_events
+from services.merchants.badge_classes import BadgeClassDirectory
 from services.merchants.domain.model import (
     CareCampaign,
     Claim,
@@ -50,6 +51,7 @@ from shared.errors import (
     FailedPrecondition,
     NotFound,
     QijiError,
+    Unavailable,
     Violations,
     check_id,
     check_text,
@@ -164,6 +166,8 @@ class MerchantsApplication(QijiApplication):
         self.views = MerchantsViews(self)
         self.views.catch_up()
         self.identity_follower: Follower | None = None
+        # badges' classes, read from badges' feed (service.make_followers wires it).
+        self.badge_classes: BadgeClassDirectory | None = None
 
     # ------------------------------------------------------------------ merchants
 
@@ -346,6 +350,10 @@ class MerchantsApplication(QijiApplication):
                       TIME_IN_THE_PAST)
         v.require(1 <= code_ttl_minutes <= MAX_CODE_TTL_MINUTES, "code_ttl_minutes",
                   f"must be 1 to {MAX_CODE_TTL_MINUTES}", "CODE_TTL_INVALID")
+        if eligibility is Eligibility.BADGE_HOLDERS and is_uuid(badge_class_id) \
+                and not self.badge_class_exists(badge_class_id):
+            # A perk for holders of a class badges never created could never be claimed.
+            v.missing("badge_class_id", "badge class", badge_class_id)
         # The merchant last: one that never applied is listed with the rest (alone, NOT_FOUND).
         if check_id(v, "merchant_id", merchant_id) \
                 and not self.exists(uuid.UUID(merchant_id)):
@@ -812,6 +820,14 @@ class MerchantsApplication(QijiApplication):
             self.identity_follower.catch_up()
 
     # ------------------------------------------------------------------ helpers
+
+    def badge_class_exists(self, badge_class_id: str) -> bool:
+        """Whether badges created the class. With no way to ask badges, UNAVAILABLE: a perk
+        or a rule nobody can ever meet is never accepted blindly."""
+        if self.badge_classes is None:
+            raise Unavailable("badges' classes cannot be read here; retry shortly",
+                              reason="UPSTREAM_UNAVAILABLE", upstream="badges")
+        return self.badge_classes.exists(badge_class_id)
 
     def _standing(self, rider_id: str, *, catch_up: bool = True) -> RiderStanding:
         return self.followed(RiderStanding.create_id(rider_id), RiderStanding, "rider",

@@ -7,12 +7,14 @@ import uuid
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
+import grpc
 import pytest
 
 from services.badges import events as badge_events
 from services.identity.application import IdentityApplication
 from services.identity.domain.values import OrganisationKind
 from services.merchants.application import MerchantsApplication
+from services.merchants.badge_classes import BadgeClassDirectory
 from services.merchants.domain.values import (
     ClaimStatus,
     Eligibility,
@@ -21,9 +23,16 @@ from services.merchants.domain.values import (
     PerkKind,
 )
 from services.merchants.service import LapseJob
-from shared.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from shared.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    Unavailable,
+)
 from shared.followers import Follower, LocalFeed, UpstreamEvent
 from tests.conftest import MASTER_KEY, actor, as_actor, settings_for, stored_state
+from tests.fakes import FailedCall
 
 ADMIN = actor("city", "city_admin")
 PLATFORM = actor("platform-co", "platform")
@@ -55,6 +64,12 @@ class ListFeed:
         self._add(badge_events.BADGE_GRANTED, award_id,
                   {"rider_id": rider_id, "badge_class_id": badge_class_id})
         return str(award_id)
+
+    def badge_class(self, name: str = "金蜂骑士") -> str:
+        """A class badges created: what a perk for badge holders must name."""
+        badge_class_id = uuid.uuid4()
+        self._add(badge_events.BADGE_CLASS_CREATED, badge_class_id, {"name": name})
+        return str(badge_class_id)
 
     def revoke(self, award_id: str) -> None:
         self._add(badge_events.BADGE_REVOKED, uuid.UUID(award_id), {"reason": "test"})
@@ -88,6 +103,7 @@ def world(store_env):
     badges = ListFeed()
     badge_follower = Follower(merchants, badges, merchants.follow_badges,
                               topics=MerchantsApplication.BADGES_TOPICS)
+    merchants.badge_classes = BadgeClassDirectory(badges)
     with as_actor(ADMIN):
         def org(kind, name, parent=""):
             return identity.create_organisation(kind=kind, name=name, parent_id=parent,
@@ -299,7 +315,7 @@ def test_a_suspended_merchant_cannot_redeem_and_the_code_waits_for_its_reinstate
 
 
 def test_badge_only_perks_follow_awards_and_revocations(world):
-    golden_bee = str(uuid.uuid4())
+    golden_bee = world["badges"].badge_class()
     p = perk(world, badge=golden_bee)
     rider = new_rider(world)
     with pytest.raises(FailedPrecondition) as error:
@@ -450,6 +466,39 @@ def test_a_perk_offer_whose_only_fault_is_an_unknown_merchant_is_not_found(world
     with pytest.raises(NotFound) as error:
         offer_with(world, merchant_id=str(uuid.uuid4()))
     assert error.value.reason == "MERCHANT_NOT_FOUND"
+
+
+def test_a_perk_for_a_badge_class_badges_never_created_is_refused_and_nothing_written(world):
+    """Nobody could ever claim it (issue 22). A class created a moment ago — after the
+    directory last looked — is found: a miss catches up with badges' feed first."""
+    world["badges"].badge_class("青蜂骑士")
+    before = world["merchants"].last_position()
+    never_created = str(uuid.uuid4())
+    with pytest.raises(NotFound) as error:
+        offer_with(world, eligibility=Eligibility.BADGE_HOLDERS, badge_class_id=never_created)
+    assert error.value.reason == "BADGE_CLASS_NOT_FOUND"
+    assert world["merchants"].last_position() == before
+    created_now = world["badges"].badge_class("金蜂骑士")
+    assert offer_with(world, eligibility=Eligibility.BADGE_HOLDERS,
+                      badge_class_id=created_now)["perk_id"]
+
+
+def test_a_perk_for_badge_holders_is_refused_as_unavailable_while_badges_is_out_of_reach(
+        world):
+    """Whether the class exists cannot be guessed: UNAVAILABLE (retry), never accepted."""
+    class Down:
+        def read(self, *_):
+            raise FailedCall(grpc.StatusCode.UNAVAILABLE)
+    world["merchants"].badge_classes = BadgeClassDirectory(Down())
+    before = world["merchants"].last_position()
+    with pytest.raises(Unavailable) as error:
+        offer_with(world, eligibility=Eligibility.BADGE_HOLDERS,
+                   badge_class_id=str(uuid.uuid4()))
+    assert (error.value.reason, error.value.metadata["upstream"]) == (
+        "UPSTREAM_UNAVAILABLE", "badges")
+    assert world["merchants"].last_position() == before
+    # A perk for every verified rider asks badges nothing.
+    assert offer_with(world)["perk_id"]
 
 
 def test_a_single_fault_is_the_error_infos_reason(world):
