@@ -119,7 +119,7 @@ ACCESS = access_table(SERVICE_NAME, {
     # The rider's side, as ListPerksForRider: their platform's app, their street office.
     "ListCareCampaignsForRider": scoped(CITY_ADMIN, platform=RIDER, street_office=RIDER),
     # The city's own data: the city admin sets it, whoever may read campaigns reads it.
-    "SetCareEligibilityRules": once(city_wide(CITY_ADMIN)),
+    "SetCareEligibilityRules": city_wide(CITY_ADMIN),
     "GetCareEligibilityRules": public(CITY_READERS, STREET_OFFICE, DEPARTMENT, PLATFORM),
     "AllocateCarePackage": scoped(CITY_ADMIN, street_office=CAMPAIGN),
     "RecordHandOver": scoped(CITY_ADMIN, street_office=CAMPAIGN),

@@ -24,7 +24,7 @@ MAKES_SOMETHING_NEW = {
     # RecordCareerMilestone and GrantConsent refuse a second call ALREADY_EXISTS by themselves.
     "identity": {"CreateOrganisation", "CreateServiceSpace", "RecordSpaceUse"},
     "training": {"DraftCourse", "ScheduleSession"},
-    "merchants": {"CreatePerkOffer", "CreateCareCampaign", "ClaimPerk"},
+    "merchants": {"CreatePerkOffer", "CreateCareCampaign", "ClaimPerk", "RecordCareDonation"},
     "badges": {"CreateBadgeClass", "LogVolunteerService"},
     "governance": {"SubmitReport", "OpenMediationCase", "RecordMediationSession",
                    "PublishPledge"},

@@ -39,7 +39,7 @@ FIELD_KEYS = {
     "perk_id": "perk_draft", "claim_id": "claim", "course_id": "course_draft",
     "provider_id": "provider", "session_id": "session", "report_id": "report",
     "case_id": "case", "shift_id": "shift", "award_id": "award", "campaign_id": "campaign",
-    "recipient_id": "platform", "organisation_id": "street",
+    "recipient_id": "platform", "organisation_id": "street", "sponsor_id": "merchant",
 }
 REFUSED_FOR_ADMITTED = {grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED,
                         grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL}
