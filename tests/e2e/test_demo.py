@@ -47,6 +47,9 @@ LANDMARKS = [
     "claims 金蜂骑士专享：招牌面八折",
     "突发事件直报:",
     "荷花池街道 verifies it (VERIFIED)",
+    # A sponsor's care packages reach the riders who qualify; one of another street does not.
+    "荷花池面馆 sponsors 关爱礼包: 2 packages of 矿泉水×6、藿香正气水×2、雨衣×1",
+    "(2 of 2 allocated); 周骑手 of 西林街道 is refused: RIDER_NOT_OF_STREET (本街道骑手)",
     "becomes a full-time community social worker (社区社工) at 北大街社区",
     # The rider's map: the space (placed in GCJ-02, found in WGS-84) and the merchant with the
     # perks this rider may claim there.
@@ -69,7 +72,7 @@ LANDMARKS = [
     "holds 金蜂骑士",
     "an automatic award",
     "passed a CIVIC_EDUCATION course",
-    "The story is told: 23 steps",
+    "The story is told: 25 steps",
 ]
 
 
