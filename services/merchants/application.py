@@ -736,6 +736,9 @@ class MerchantsApplication(QijiApplication):
         """Replaces the city's whole set (a new version). Campaigns launched already keep the
         copies they took; a campaign launched later picks from the new set."""
         v = violations if violations is not None else Violations()
+        # At least one: an empty request is a mistake, never "the city has no rules".
+        if not rules:
+            v.add("rules", f"must give 1 to {MAX_CARE_RULES} rules", FIELD_REQUIRED)
         v.require(len(rules) <= MAX_CARE_RULES, "rules", f"at most {MAX_CARE_RULES} rules",
                   VALUE_OUT_OF_RANGE)
         stored: list[dict[str, Any]] = []

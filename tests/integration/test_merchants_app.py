@@ -684,6 +684,11 @@ def test_bad_care_rules_campaigns_and_donations_are_told_in_one_answer_and_nothi
         ("rules[0].name", "FIELD_REQUIRED"), ("rules[0].kind", "ENUM_VALUE_REQUIRED"),
         ("rules[1].kind", "RULE_NOT_YET_FED"), ("rules[2].days", "DAYS_INVALID"),
         ("rules[3].name", "DUPLICATE_VALUE"), ("rules[3].badge_class_id", "BADGE_CLASS_REQUIRED")]
+    with pytest.raises(InvalidArgument) as refused:
+        care_rules(world)
+    assert [(v.field, v.reason) for v in refused.value.violations] == [
+        ("rules", "FIELD_REQUIRED")]
+    assert world["merchants"].last_position() == before
     care_rules(world, ACTIVE_RULE)
     before = world["merchants"].last_position()
     with pytest.raises(InvalidArgument) as refused, as_actor(OFFICE):
