@@ -288,6 +288,7 @@ class Story:
         self.pledge(riders)
         self.emergency(city, riders[1])
         self.care_packages(city, riders)
+        self.sponsored_care_packages(city, riders)
         self.growth_plan(city, riders[2])
         self.social_worker(city, riders[2])
         self.nearby(riders[1], perks)
@@ -844,6 +845,78 @@ class Story:
                  f"从骑手到社区社工 v{plan.path_version} (骑手 → 志愿者 → 社区社工); the training "
                  "passed already meets it: steps reached " + " → ".join(reached)
                  + " — 骑迹外卖's feed carries qiji.training.v1.GrowthStepReached")
+    def sponsored_care_packages(self, c: dict[str, str], riders: list[Rider]) -> None:
+        """A sponsor's packages reach the riders who meet the campaign's rules, picked from the
+        city's versioned set; a rider of another street is refused, with the rule's reason."""
+        office, platform = self.callers["office"], self.callers["platform"]
+        rules = self.admin("merchants", "SetCareEligibilityRules",
+                           mpb.SetCareEligibilityRulesRequest(
+                               request_id=setup_id("care-rules", "v1"), rules=[
+                                   mpb.CareEligibilityRule(
+                                       name="在岗骑手", kind=mpb.CARE_RULE_KIND_RIDER_ACTIVE),
+                                   mpb.CareEligibilityRule(
+                                       name="本街道骑手", kind=mpb.CARE_RULE_KIND_HOME_STREET),
+                                   mpb.CareEligibilityRule(
+                                       name="新骑手", kind=mpb.CARE_RULE_KIND_NEW_RIDER,
+                                       days=30)])).rules
+        campaign = office("merchants", "CreateCareCampaign", mpb.CreateCareCampaignRequest(
+            request_id=new_id(), street_id=c["street"],
+            name=f"荷睦·商户助力关爱礼包 {datetime.now(UTC):%Y-%m-%d %H:%M}", stock=0,
+            contents=[mpb.CareItem(item="矿泉水", quantity=6),
+                      mpb.CareItem(item="藿香正气水", quantity=2),
+                      mpb.CareItem(item="雨衣", quantity=1)],
+            eligibility_rules=["在岗骑手", "本街道骑手"])).campaign
+        campaign = office("merchants", "RecordCareDonation", mpb.RecordCareDonationRequest(
+            request_id=new_id(), campaign_id=campaign.campaign_id, sponsor_id=c["merchant"],
+            packages=2, items=[mpb.CareItem(item="代金券", quantity=20)])).campaign
+        self.say(f"荷花池面馆 sponsors 关爱礼包: {campaign.donations[0].packages} packages of "
+                 + "、".join(f"{i.item}×{i.quantity}" for i in campaign.contents)
+                 + f" for riders who meet the city's rules (version {rules.version}): "
+                 + ", ".join(r.name for r in campaign.eligibility_rules))
+        # A rider who lives in another street, registered by the same platform.
+        elsewhere_street = self.org(ipb.ORGANISATION_KIND_STREET, "西林街道", c["district"])
+        far = platform("identity", "RegisterRider", ipb.RegisterRiderRequest(
+            request_id=new_id(), platform_id=c["platform"],
+            platform_rider_id=f"QJ{uuid.uuid4().hex[:8].upper()}", name="周骑手",
+            phone="139" + "".join(_rng.choices("0123456789", k=8)),
+            home_street_id=elsewhere_street, station_id=c["station"])).rider
+        platform("identity", "VerifyRider", ipb.VerifyRiderRequest(request_id=new_id(),
+                                                                   rider_id=far.rider_id))
+
+        def qualifies(rider_id: str) -> bool:
+            listed = platform("merchants", "ListCareCampaignsForRider",
+                              mpb.ListCareCampaignsForRiderRequest(rider_id=rider_id,
+                                                                   page_size=500))
+            return campaign.campaign_id in {k.campaign_id for k in listed.campaigns}
+
+        def refused() -> str | None:
+            try:
+                office("merchants", "AllocateCarePackage", mpb.AllocateCarePackageRequest(
+                    campaign_id=campaign.campaign_id, rider_id=far.rider_id))
+            except CallFailed as failed:
+                # Until merchants hears that identity verified the rider, the first rule
+                # (在岗骑手) is the one unmet; the street is what must refuse them.
+                return failed.reason if failed.reason == "RIDER_NOT_OF_STREET" else None
+            raise DemoFailed("merchants: a rider of another street got a sponsored package")
+        # Refused while packages are left: the rule, not the stock, is what turns them away.
+        reason = self.wait_for(refused, "merchants: refusing a rider of another street")
+        if qualifies(far.rider_id):
+            raise DemoFailed("merchants: a rider of another street is listed as qualifying")
+        given = [riders[0], riders[2]]
+        for rider in given:
+            self.wait_for(lambda r=rider: qualifies(r.rider_id),
+                          f"merchants: {rider.name} listed for the sponsored campaign")
+            request = mpb.AllocateCarePackageRequest(request_id=new_id(),
+                                                     campaign_id=campaign.campaign_id,
+                                                     rider_id=rider.rider_id)
+            self.until_known(lambda r=request: office("merchants", "AllocateCarePackage", r),
+                             f"merchants: allocating {rider.name} a sponsored package")
+
+        done = office("merchants", "GetCareCampaign", mpb.GetCareCampaignRequest(
+            campaign_id=campaign.campaign_id)).campaign
+        self.say(f"the sponsored packages reach {' and '.join(r.name for r in given)} "
+                 f"({done.allocated} of {done.stock} allocated); 周骑手 of 西林街道 is refused: "
+                 f"{reason} (本街道骑手), and is not listed by ListCareCampaignsForRider")
 
     def social_worker(self, c: dict[str, str], rider: Rider) -> None:
         office = self.callers["office"]

@@ -19,6 +19,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from typing import Any
 
 import grpc
@@ -412,6 +413,8 @@ class RiderEntry:
     platform_id: str
     home_street_id: str
     station_id: str
+    # When identity registered the rider (merchants' "new rider" care-package rule).
+    registered_at: datetime | None = None
 
 
 # identity's topics the directory reads (they never change once stored: a rider's platform,
@@ -487,7 +490,8 @@ class TenancyDirectory:
                                                           state.get("parent_id", "") or "")
         elif topic == RIDER_REGISTERED:
             self.riders[ident] = RiderEntry(state["platform_id"], state["home_street_id"],
-                                            state.get("station_id", ""))
+                                            state.get("station_id", ""),
+                                            state.get("timestamp"))
         elif topic == SERVICE_SPACE_OPENED:
             self.service_spaces[ident] = state["street_id"]
 

@@ -27,6 +27,7 @@ from services.identity.partners import PartnerContributions
 from services.identity.rider_record import SOURCES as RECORD_SOURCES
 from services.identity.rider_record import RiderRecords
 from services.identity.service import SPEC as IDENTITY
+from services.merchants.badge_classes import BadgeClassDirectory
 from services.merchants.service import SPEC as MERCHANTS
 from services.training.service import SPEC as TRAINING
 from shared import metrics
@@ -194,6 +195,9 @@ class InProcessQiji:
                 if upstream == "identity":
                     app.identity_follower = follower  # type: ignore[attr-defined]
                 self.followers.append(follower)
+        # merchants knows badges' classes (a perk naming none that exists is refused).
+        apps["merchants"].badge_classes = BadgeClassDirectory(  # type: ignore[attr-defined]
+            LocalFeed(apps["badges"]))
         # identity keeps riders' records from the other four services' feeds.
         identity = apps["identity"]
         identity.records = RiderRecords(  # type: ignore[attr-defined]

@@ -13,17 +13,26 @@ from eventsourcing.application import ProcessingEvent
 
 from services.badges import events as badge_events
 from services.identity import events as identity_events
+from services.merchants.badge_classes import BadgeClassDirectory
 from services.merchants.domain.model import (
     CareCampaign,
+    CareEligibilityRules,
     Claim,
     Merchant,
     PerkOffer,
+    RiderFacts,
     RiderStanding,
 )
 from services.merchants.domain.values import (
+    MAX_CARE_ITEMS,
+    MAX_CARE_RULES,
+    MAX_CARE_STOCK,
     MAX_CODE_TTL_MINUTES,
+    MAX_ITEM_QUANTITY,
     MAX_NEARBY_RADIUS_METRES,
+    MAX_NEW_RIDER_DAYS,
     MAX_QUOTA,
+    CareRuleKind,
     ClaimStatus,
     Eligibility,
     LimitPeriod,
@@ -41,6 +50,7 @@ from shared import context, masking
 from shared.application import Outcome, QijiApplication
 from shared.config import Settings
 from shared.errors import (
+    DUPLICATE_VALUE,
     ENUM_VALUE_REQUIRED,
     FIELD_REQUIRED,
     INVALID_ID,
@@ -48,8 +58,11 @@ from shared.errors import (
     VALUE_OUT_OF_RANGE,
     AlreadyExists,
     FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
     NotFound,
     QijiError,
+    Unavailable,
     Violations,
     check_id,
     check_text,
@@ -151,6 +164,34 @@ class CampaignView:
     allocated: int
     handed_over: int
     version: int
+    contents: list[dict[str, Any]]
+    rules: list[dict[str, Any]]
+    rules_version: int
+    donations: list[dict[str, Any]]
+    remaining: int
+
+
+@dataclass(frozen=True)
+class CareRuleInput:
+    """One rule as a SetCareEligibilityRules request gives it (kind None: not given)."""
+
+    name: str
+    kind: CareRuleKind | None
+    days: int = 0
+    badge_class_id: str = ""
+
+
+@dataclass(frozen=True)
+class CareItem:
+    item: str
+    quantity: int
+
+
+@dataclass(frozen=True)
+class CareRulesView:
+    rules: list[dict[str, Any]]
+    version: int
+    updated_at: datetime | None
 
 
 class MerchantsApplication(QijiApplication):
@@ -164,6 +205,8 @@ class MerchantsApplication(QijiApplication):
         self.views = MerchantsViews(self)
         self.views.catch_up()
         self.identity_follower: Follower | None = None
+        # badges' classes, read from badges' feed (service.make_followers wires it).
+        self.badge_classes: BadgeClassDirectory | None = None
 
     # ------------------------------------------------------------------ merchants
 
@@ -346,6 +389,10 @@ class MerchantsApplication(QijiApplication):
                       TIME_IN_THE_PAST)
         v.require(1 <= code_ttl_minutes <= MAX_CODE_TTL_MINUTES, "code_ttl_minutes",
                   f"must be 1 to {MAX_CODE_TTL_MINUTES}", "CODE_TTL_INVALID")
+        if eligibility is Eligibility.BADGE_HOLDERS and is_uuid(badge_class_id) \
+                and not self.badge_class_exists(badge_class_id):
+            # A perk for holders of a class badges never created could never be claimed.
+            v.missing("badge_class_id", "badge class", badge_class_id)
         # The merchant last: one that never applied is listed with the rest (alone, NOT_FOUND).
         if check_id(v, "merchant_id", merchant_id) \
                 and not self.exists(uuid.UUID(merchant_id)):
@@ -684,22 +731,145 @@ class MerchantsApplication(QijiApplication):
 
     # ------------------------------------------------------------------ care packages
 
-    def create_care_campaign(self, *, street_id: str, name: str, description: str, stock: int
-                             ) -> dict[str, Any]:
-        violations = Violations()
+    def set_care_eligibility_rules(self, *, rules: list[CareRuleInput],
+                                   violations: Violations | None = None) -> dict[str, Any]:
+        """Replaces the city's whole set (a new version). Campaigns launched already keep the
+        copies they took; a campaign launched later picks from the new set."""
+        v = violations if violations is not None else Violations()
+        # At least one: an empty request is a mistake, never "the city has no rules".
+        if not rules:
+            v.add("rules", f"must give 1 to {MAX_CARE_RULES} rules", FIELD_REQUIRED)
+        v.require(len(rules) <= MAX_CARE_RULES, "rules", f"at most {MAX_CARE_RULES} rules",
+                  VALUE_OUT_OF_RANGE)
+        stored: list[dict[str, Any]] = []
+        names: set[str] = set()
+        for i, rule in enumerate(rules):
+            at = f"rules[{i}]"
+            name = rule.name.strip()
+            check_text(v, f"{at}.name", rule.name, 50)
+            if name and name in names:
+                v.add(f"{at}.name", "given twice: each rule's name is unique", DUPLICATE_VALUE)
+            names.add(name)
+            if not v.about(f"{at}.kind"):
+                v.require_given(rule.kind, f"{at}.kind", one_of(CareRuleKind),
+                                ENUM_VALUE_REQUIRED)
+            if rule.kind is CareRuleKind.HARDSHIP:
+                v.add(f"{at}.kind", f"{wire_name(CareRuleKind.HARDSHIP)} is kept for "
+                      "governance's help requests, which do not reach merchants yet: no "
+                      "rider's hardship could be known", "RULE_NOT_YET_FED")
+            if rule.kind is CareRuleKind.NEW_RIDER:
+                v.require(1 <= rule.days <= MAX_NEW_RIDER_DAYS, f"{at}.days",
+                          f"must be 1 to {MAX_NEW_RIDER_DAYS} for "
+                          f"{wire_name(CareRuleKind.NEW_RIDER)}", "DAYS_INVALID")
+            if rule.kind is CareRuleKind.HOLDS_BADGE:
+                self._check_badge_class(v, f"{at}.badge_class_id", rule.badge_class_id,
+                                        f"for {wire_name(CareRuleKind.HOLDS_BADGE)}")
+            if rule.kind is not None:
+                stored.append({
+                    "name": name, "kind": rule.kind.value,
+                    "days": rule.days if rule.kind is CareRuleKind.NEW_RIDER else 0,
+                    "badge_class_id": rule.badge_class_id
+                    if rule.kind is CareRuleKind.HOLDS_BADGE else ""})
+        v.raise_if_any()
+
+        def decide() -> Outcome:
+            current = self._care_rules()
+            if current is None:
+                current = CareEligibilityRules(rules=stored)
+            else:
+                current.change(rules=stored)
+            return Outcome([current], {"version": current.version})
+        # One set for the city: concurrent edits queue here instead of colliding.
+        return self.execute(decide, serialise_on=CareEligibilityRules.ID)
+
+    def care_eligibility_rules(self, version: int = 0) -> CareRulesView:
+        """The set at `version` (the current one for 0); version 0 and no rules when the city
+        never set any."""
+        if version < 0:
+            raise InvalidArgument([FieldViolation("version", "must not be negative",
+                                                  VALUE_OUT_OF_RANGE)])
+        current = self._care_rules(version or None)
+        if current is None or (version and current.version != version):
+            if version:
+                raise NotFound("care_eligibility_rules_version", str(version))
+            return CareRulesView([], 0, None)
+        return CareRulesView([dict(r) for r in current.rules], current.version,
+                             current.modified_on)
+
+    def _care_rules(self, version: int | None = None) -> CareEligibilityRules | None:
+        try:
+            return self.get(CareEligibilityRules.ID, CareEligibilityRules,
+                            "care_eligibility_rules", version)
+        except NotFound:
+            return None
+
+    def create_care_campaign(self, *, street_id: str, name: str, description: str, stock: int,
+                             contents: list[CareItem] | None = None,
+                             eligibility_rules: list[str] | None = None,
+                             violations: Violations | None = None) -> dict[str, Any]:
+        """`eligibility_rules`: names of rules of the city's current set, copied into the
+        campaign with that set's version."""
+        violations = violations if violations is not None else Violations()
         check_text(violations, "name", name, MAX_TEXT)
         check_text(violations, "description", description, 2000, required=False)
-        violations.require(1 <= stock <= 100_000, "stock", "must be 1 to 100000",
+        # 0: every package is to come from sponsors' donations (RecordCareDonation).
+        violations.require(0 <= stock <= MAX_CARE_STOCK, "stock", f"must be 0 to {MAX_CARE_STOCK}",
                            "STOCK_INVALID")
+        items = _check_items(violations, "contents", contents or [])
+        picked: list[dict[str, Any]] = []
+        rule_names = list(eligibility_rules or [])
+        current = self._care_rules() if rule_names else None
+        for i, rule_name in enumerate(rule_names):
+            field_name = f"eligibility_rules[{i}]"
+            rule = current.named(rule_name) if current is not None else None
+            if rule is None:
+                violations.add(field_name, "names no rule of the city's current care-package "
+                               "eligibility set", "CARE_RULE_UNKNOWN")
+            elif rule in picked:
+                violations.add(field_name, "given twice", DUPLICATE_VALUE)
+            else:
+                picked.append(rule)
         self._note_reference(violations, street_id, "street_id", "street")
         violations.raise_if_any()
+        rules_version = current.version if current is not None and picked else 0
 
         def decide() -> Outcome:
             campaign = CareCampaign(street_id=street_id, name=name.strip(),
-                                    description=description.strip(), stock=stock)
+                                    description=description.strip(), stock=stock,
+                                    contents=items, rules=picked, rules_version=rules_version)
             return Outcome([campaign], {"campaign_id": str(campaign.id),
                                         "version": campaign.version})
         return self.execute(decide)
+
+    def record_care_donation(self, *, campaign_id: str, sponsor_id: str, packages: int,
+                             items: list[CareItem], violations: Violations | None = None
+                             ) -> dict[str, Any]:
+        """A sponsor's gift to a campaign: whole packages (they add to the stock) and/or
+        items (recorded as given). The sponsor is any organisation identity knows (a
+        merchant, a platform, a community...; enterprises and associations once identity
+        registers them); it gains no access to the campaign by giving."""
+        violations = violations if violations is not None else Violations()
+        if check_id(violations, "campaign_id", campaign_id) \
+                and self.found(campaign_id, CareCampaign) is None:
+            violations.missing("campaign_id", "campaign", campaign_id)
+        violations.require(0 <= packages <= MAX_CARE_STOCK, "packages",
+                           f"must be 0 to {MAX_CARE_STOCK}", "PACKAGES_INVALID")
+        given = _check_items(violations, "items", items)
+        if not violations.about("packages") and not violations.about("items"):
+            violations.require(packages > 0 or bool(given), "packages",
+                               "a donation gives packages, items or both",
+                               "DONATION_EMPTY")
+        if check_id(violations, "sponsor_id", sponsor_id) and (
+                self.directory is None or self.directory.organisation(sponsor_id) is None):
+            violations.missing("sponsor_id", "organisation", sponsor_id)
+        violations.raise_if_any()
+
+        def decide() -> Outcome:
+            campaign = self.get(campaign_id, CareCampaign, "campaign")
+            campaign.record_donation(str(uuid.uuid4()), sponsor_id, packages, given,
+                                     context.current().actor.principal, self.clock())
+            return Outcome([campaign], {"campaign_id": campaign_id, "version": campaign.version})
+        return self.execute(decide, serialise_on=campaign_id)
 
     def allocate_care_package(self, *, campaign_id: str, rider_id: str
                               ) -> dict[str, Any]:
@@ -722,9 +892,38 @@ class MerchantsApplication(QijiApplication):
             standing = self._standing(rider_id, catch_up=False)
             if standing.left:
                 raise FailedPrecondition("the rider has left the programme", reason="RIDER_LEFT")
-            campaign.allocate(rider_id, self.clock())
+            # The campaign's rules, each refusal naming its rule; checked in the same
+            # serialised save as the stock, so a package goes only to a rider who qualified.
+            now = self.clock()
+            campaign.allocate(rider_id, now, self._rider_facts(standing))
             return Outcome([campaign], {"campaign_id": campaign_id, "version": campaign.version})
         return self.execute(decide, serialise_on=campaign_id)
+
+    def campaigns_for_rider(self, *, rider_id: str, page_size: int, page_token: str
+                            ) -> tuple[list[CampaignView], str]:
+        """Campaigns that would give the rider a package now: a package left, none yet theirs,
+        every rule met (the rules AllocateCarePackage applies)."""
+        require_ids(rider_id=rider_id)
+        standing = self._standing(rider_id)
+        facts = self._rider_facts(standing) if not standing.left else None
+        now = self.clock()
+        self.views.catch_up()
+
+        def open_to_rider(_: dict[str, Any], campaign_id: str) -> bool:
+            campaign = self.get(campaign_id, CareCampaign, "campaign", copy=False)
+            return facts is not None and campaign.is_open_to(facts, now)
+
+        ids, token = self.views.campaigns.select(
+            {}, extra=open_to_rider, page_size=page_size, page_token=page_token,
+            filters=[f"rider={rider_id}"])
+        return [self.campaign(i) for i in ids], token
+
+    def _rider_facts(self, standing: RiderStanding) -> RiderFacts:
+        entry = self.directory.rider(standing.rider_id) if self.directory else None
+        return RiderFacts(rider_id=standing.rider_id, active=standing.is_active,
+                          home_street_id=entry.home_street_id if entry else "",
+                          registered_at=entry.registered_at if entry else None,
+                          badge_class_ids=frozenset(standing.awards.values()))
 
     def record_hand_over(self, *, campaign_id: str, rider_id: str, handed_over_by: str
                          ) -> dict[str, Any]:
@@ -752,7 +951,9 @@ class MerchantsApplication(QijiApplication):
                                 for k, v in c.allocations.items()
                                 if whole_list or self.sees_rider(k)},
                             allocated=len(c.allocations), handed_over=c.handed_over,
-                            version=c.version)
+                            version=c.version, contents=[dict(i) for i in c.contents],
+                            rules=[dict(r) for r in c.rules], rules_version=c.rules_version,
+                            donations=[dict(d) for d in c.donations], remaining=c.remaining)
 
     def list_campaigns(self, *, street_id: str, page_size: int, page_token: str
                        ) -> tuple[list[CampaignView], str]:
@@ -812,6 +1013,25 @@ class MerchantsApplication(QijiApplication):
             self.identity_follower.catch_up()
 
     # ------------------------------------------------------------------ helpers
+
+    def _check_badge_class(self, violations: Violations, field_name: str, badge_class_id: str,
+                           needed_for: str) -> None:
+        """A required reference to a class badges created."""
+        if not badge_class_id:
+            violations.add(field_name, f"must name a badge class {needed_for}",
+                           "BADGE_CLASS_REQUIRED")
+        elif not is_uuid(badge_class_id):
+            violations.add(field_name, "is not a valid id (a UUID)", INVALID_ID)
+        elif not self.badge_class_exists(badge_class_id):
+            violations.missing(field_name, "badge class", badge_class_id)
+
+    def badge_class_exists(self, badge_class_id: str) -> bool:
+        """Whether badges created the class. With no way to ask badges, UNAVAILABLE: a perk
+        or a rule nobody can ever meet is never accepted blindly."""
+        if self.badge_classes is None:
+            raise Unavailable("badges' classes cannot be read here; retry shortly",
+                              reason="UPSTREAM_UNAVAILABLE", upstream="badges")
+        return self.badge_classes.exists(badge_class_id)
 
     def _standing(self, rider_id: str, *, catch_up: bool = True) -> RiderStanding:
         return self.followed(RiderStanding.create_id(rider_id), RiderStanding, "rider",
@@ -886,6 +1106,25 @@ def _check_amenities(violations: Violations, amenities: list[MerchantAmenity | N
     for i, amenity in enumerate(amenities):
         violations.require_given(amenity, f"amenities[{i}]", one_of(MerchantAmenity),
                                  ENUM_VALUE_REQUIRED)
+
+
+def _check_items(violations: Violations, field_name: str, items: list[CareItem]
+                 ) -> list[dict[str, Any]]:
+    """Items and quantities (a package's contents, a sponsor's gift), each item named once."""
+    violations.require(len(items) <= MAX_CARE_ITEMS, field_name,
+                       f"at most {MAX_CARE_ITEMS} items", VALUE_OUT_OF_RANGE)
+    seen: set[str] = set()
+    kept: list[dict[str, Any]] = []
+    for i, item in enumerate(items):
+        name = item.item.strip()
+        check_text(violations, f"{field_name}[{i}].item", item.item, 100)
+        if name and name in seen:
+            violations.add(f"{field_name}[{i}].item", "given twice", DUPLICATE_VALUE)
+        seen.add(name)
+        violations.require(1 <= item.quantity <= MAX_ITEM_QUANTITY, f"{field_name}[{i}].quantity",
+                           f"must be 1 to {MAX_ITEM_QUANTITY}", "QUANTITY_INVALID")
+        kept.append({"item": name, "quantity": item.quantity})
+    return kept
 
 
 def _check_reason(violations: Violations, reason: str) -> None:

@@ -7,7 +7,11 @@ CLAIM_ISSUED carries `perk_id`, `merchant_id`, `rider_id`, `code_nonce`, `claime
 `expires_at`; CLAIM_REDEEMED and CLAIM_REVERSED carry `at`; the claim is the originator of each.
 PERK_CREATED carries `merchant_id` and `title`; MERCHANT_APPLIED `name` (the merchant is the
 originator); CAMPAIGN_LAUNCHED `street_id` and `name`; PACKAGE_ALLOCATED `rider_id` and `at`,
-PACKAGE_HANDED_OVER `rider_id` and `at` (the campaign is the originator)."""
+PACKAGE_HANDED_OVER `rider_id` and `at` (the campaign is the originator); from
+CAMPAIGN_LAUNCHED v2 on also `contents` ([{"item", "quantity"}]), `rules` and `rules_version`.
+CARE_DONATION_RECORDED carries `donation_id`, `sponsor_id` (an organisation identity knows),
+`packages`, `items` ([{"item", "quantity"}]), `recorded_by` and `at`: what a partner register
+links to "what they gave"."""
 
 from __future__ import annotations
 
@@ -40,6 +44,8 @@ CAMPAIGN_LAUNCHED = "services.merchants.domain.model:CareCampaign.Launched"
 PACKAGE_ALLOCATED = "services.merchants.domain.model:CareCampaign.PackageAllocated"
 PACKAGE_HANDED_OVER = "services.merchants.domain.model:CareCampaign.PackageHandedOver"
 CARE_TOPICS = (CAMPAIGN_LAUNCHED, PACKAGE_ALLOCATED, PACKAGE_HANDED_OVER)
+# Not a rider's: the sponsors' side of a campaign (a partner register follows it).
+CARE_DONATION_RECORDED = "services.merchants.domain.model:CareCampaign.DonationRecorded"
 
 # A code is the rider's, a bearer secret: shown to their platform and to the officials who hand
 # codes out at a counter, never to a merchant (who must be shown it by the rider) nor to an

@@ -10,6 +10,9 @@ from qiji.merchants.v1 import merchants_service_pb2_grpc as pb_grpc
 
 from services.merchants.application import (
     CampaignView,
+    CareItem,
+    CareRuleInput,
+    CareRulesView,
     ClaimView,
     MerchantsApplication,
     MerchantView,
@@ -17,6 +20,7 @@ from services.merchants.application import (
     PerkView,
 )
 from services.merchants.domain.values import (
+    CareRuleKind,
     Eligibility,
     LimitPeriod,
     MerchantAmenity,
@@ -50,8 +54,10 @@ from shared.tenancy import (
     Ref,
     Rows,
     access_table,
+    city_wide,
     each,
     once,
+    public,
     scoped,
 )
 from shared.values import GeoPoint
@@ -107,6 +113,14 @@ ACCESS = access_table(SERVICE_NAME, {
                               **each(Rows("merchant_books", "merchant_id"),
                                          MERCHANT, STREET_OFFICE)),
     "CreateCareCampaign": once(scoped(CITY_ADMIN, street_office=Ref("street_id", "organisation"))),
+    # The campaign's street office records what a sponsor gave; the sponsor itself is not a
+    # tenant of the campaign (giving grants no access to who received a package).
+    "RecordCareDonation": once(scoped(CITY_ADMIN, street_office=CAMPAIGN)),
+    # The rider's side, as ListPerksForRider: their platform's app, their street office.
+    "ListCareCampaignsForRider": scoped(CITY_ADMIN, platform=RIDER, street_office=RIDER),
+    # The city's own data: the city admin sets it, whoever may read campaigns reads it.
+    "SetCareEligibilityRules": city_wide(CITY_ADMIN),
+    "GetCareEligibilityRules": public(CITY_READERS, STREET_OFFICE, DEPARTMENT, PLATFORM),
     "AllocateCarePackage": scoped(CITY_ADMIN, street_office=CAMPAIGN),
     "RecordHandOver": scoped(CITY_ADMIN, street_office=CAMPAIGN),
     "GetCareCampaign": scoped(CITY_READERS, **each(CAMPAIGN_READ, STREET_OFFICE,
@@ -277,8 +291,36 @@ class MerchantsServicer(pb_grpc.MerchantsServiceServicer):
     def CreateCareCampaign(self, request: Any, context: Any) -> Any:
         result = self.app.create_care_campaign(
             street_id=request.street_id, name=request.name, description=request.description,
-            stock=request.stock)
+            stock=request.stock, contents=self._items(request.contents),
+            eligibility_rules=list(request.eligibility_rules))
         return pb.CreateCareCampaignResponse(campaign=self._campaign_at(result))
+
+    def RecordCareDonation(self, request: Any, context: Any) -> Any:
+        result = self.app.record_care_donation(
+            campaign_id=request.campaign_id, sponsor_id=request.sponsor_id,
+            packages=request.packages, items=self._items(request.items))
+        return pb.RecordCareDonationResponse(campaign=self._campaign_at(result))
+
+    def ListCareCampaignsForRider(self, request: Any, context: Any) -> Any:
+        found, token = self.app.campaigns_for_rider(
+            rider_id=request.rider_id, page_size=request.page_size,
+            page_token=request.page_token)
+        return pb.ListCareCampaignsForRiderResponse(
+            campaigns=[self._campaign(c) for c in found], next_page_token=token)
+
+    def SetCareEligibilityRules(self, request: Any, context: Any) -> Any:
+        violations = Violations()
+        rules = [CareRuleInput(
+            name=r.name, kind=enum_in(r.kind, pb.CareRuleKind, CareRuleKind, violations,
+                                      f"rules[{i}].kind"),
+            days=r.days, badge_class_id=r.badge_class_id) for i, r in enumerate(request.rules)]
+        result = self.app.set_care_eligibility_rules(rules=rules, violations=violations)
+        return pb.SetCareEligibilityRulesResponse(
+            rules=self._care_rules(self.app.care_eligibility_rules(result["version"])))
+
+    def GetCareEligibilityRules(self, request: Any, context: Any) -> Any:
+        return pb.GetCareEligibilityRulesResponse(
+            rules=self._care_rules(self.app.care_eligibility_rules(request.version)))
 
     def AllocateCarePackage(self, request: Any, context: Any) -> Any:
         result = self.app.allocate_care_package(campaign_id=request.campaign_id,
@@ -390,7 +432,28 @@ class MerchantsServicer(pb_grpc.MerchantsServiceServicer):
                 hand_over_time=timestamp(a["handed_over_at"]),
                 handed_over_by=a["handed_over_by"], recorded_by=a["recorded_by"])
                 for rider_id, a in c.allocations.items()],
-            version=c.version)
+            version=c.version, contents=[pb.CareItem(**i) for i in c.contents],
+            eligibility_rules=[MerchantsServicer._care_rule(r) for r in c.rules],
+            eligibility_rules_version=c.rules_version,
+            donations=[pb.CareDonation(
+                sponsor_id=d["sponsor_id"], packages=d["packages"],
+                items=[pb.CareItem(**i) for i in d["items"]], record_time=timestamp(d["at"]),
+                recorded_by=d["recorded_by"]) for d in c.donations],
+            remaining=c.remaining)
+
+    @staticmethod
+    def _care_rule(r: dict[str, Any]) -> Any:
+        return pb.CareEligibilityRule(name=r["name"], kind=enum_out(r["kind"], pb.CareRuleKind),
+                                      days=r["days"], badge_class_id=r["badge_class_id"])
+
+    def _care_rules(self, view: CareRulesView) -> Any:
+        return pb.CareEligibilityRules(rules=[self._care_rule(r) for r in view.rules],
+                                       version=view.version,
+                                       update_time=timestamp(view.updated_at))
+
+    @staticmethod
+    def _items(values: Any) -> list[CareItem]:
+        return [CareItem(item=i.item, quantity=i.quantity) for i in values]
 
     @staticmethod
     def _location(request: Any, violations: Violations) -> GeoPoint | None:

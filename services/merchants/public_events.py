@@ -1,5 +1,7 @@
 """merchants' public event contract for outside consumers: perks claimed, redeemed and
-reversed. A code never leaves Qiji (only its claim id does), nor does a reversal's free text."""
+reversed, care packages allocated and handed over to a rider. A code never leaves Qiji (only its
+claim id does), nor does a reversal's free text, nor the name of whoever handed a package
+over."""
 
 from __future__ import annotations
 
@@ -34,6 +36,20 @@ def _reversed(app: Any, fact: Fact) -> Mapped:
     return Mapped(data["rider_id"], data)
 
 
+PACKAGE_ALLOCATED = "services.merchants.domain.model:CareCampaign.PackageAllocated"
+PACKAGE_HANDED_OVER = "services.merchants.domain.model:CareCampaign.PackageHandedOver"
+
+
+def _package(time_field: str) -> Any:
+    """A rider's care package, for their platform: which campaign (and its street)."""
+    def build(app: Any, fact: Fact) -> Mapped:
+        campaign = app.current(fact.originator_id)
+        rider_id = fact.event.rider_id
+        return Mapped(rider_id, {"campaign_id": str(fact.originator_id), "rider_id": rider_id,
+                                 "street_id": campaign.street_id, time_field: fact.event.at})
+    return build
+
+
 CATALOGUE = PublicCatalogue("merchants", [
     PublicType("qiji.merchants.v1.PerkClaimed", CLAIM_ISSUED,
                ("claim_id", "rider_id", "perk_id", "merchant_id", "claimed_time",
@@ -42,4 +58,10 @@ CATALOGUE = PublicCatalogue("merchants", [
                ("claim_id", "rider_id", "perk_id", "merchant_id", "redeemed_time"), _redeemed),
     PublicType("qiji.merchants.v1.RedemptionReversed", CLAIM_REVERSED,
                ("claim_id", "rider_id", "perk_id", "merchant_id", "reversed_time"), _reversed),
+    PublicType("qiji.merchants.v1.CarePackageAllocated", PACKAGE_ALLOCATED,
+               ("campaign_id", "rider_id", "street_id", "allocated_time"),
+               _package("allocated_time")),
+    PublicType("qiji.merchants.v1.CarePackageHandedOver", PACKAGE_HANDED_OVER,
+               ("campaign_id", "rider_id", "street_id", "handed_over_time"),
+               _package("handed_over_time")),
 ])

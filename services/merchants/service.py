@@ -9,6 +9,7 @@ from typing import Any
 import structlog
 
 from services.merchants.application import MerchantsApplication
+from services.merchants.badge_classes import BadgeClassDirectory
 from services.merchants.grpc_api import ACCESS, add_servicers
 from services.merchants.nearby import ServiceSpaceMap
 from services.merchants.public_events import CATALOGUE as PUBLIC_EVENTS
@@ -61,9 +62,10 @@ def make_followers(app: Any, settings: Settings) -> list[Any]:
     badges = Follower(app, GrpcFeed.of("badges", settings),
                       app.follow_badges, topics=MerchantsApplication.BADGES_TOPICS)
     app.identity_follower = identity
+    app.badge_classes = BadgeClassDirectory(GrpcFeed.of("badges", settings))
     app.directory = TenancyDirectory(identity_feed)
     app.space_map = ServiceSpaceMap(identity_feed)
-    return [identity, badges, LapseJob(app), app.directory, app.space_map]
+    return [identity, badges, LapseJob(app), app.directory, app.space_map, app.badge_classes]
 
 
 SPEC = ServiceSpec(name="merchants", make_app=MerchantsApplication, add_servicers=add_servicers,

@@ -59,6 +59,9 @@ LANDMARKS = [
     "feed carries qiji.badges.v1.BadgeGrown and AwardPresented",
     "突发事件直报:",
     "荷花池街道 verifies it (VERIFIED)",
+    # A sponsor's care packages reach the riders who qualify; one of another street does not.
+    "荷花池面馆 sponsors 关爱礼包: 2 packages of 矿泉水×6、藿香正气水×2、雨衣×1",
+    "(2 of 2 allocated); 周骑手 of 西林街道 is refused: RIDER_NOT_OF_STREET (本街道骑手)",
     # The growth plan reaches the social-worker step first; then identity records the role.
     "荷花池街道 opens", "growth plan (量身定制) on the city's path 从骑手到社区社工",
     "steps reached 志愿者 → 社区社工 — 骑迹外卖's feed carries qiji.training.v1.GrowthStepReached",
@@ -84,7 +87,7 @@ LANDMARKS = [
     "holds 金蜂骑士",
     "an automatic award",
     "passed a CIVIC_EDUCATION course",
-    "The story is told: 26 steps",
+    "The story is told: 28 steps",
 ]
 
 

@@ -7,13 +7,19 @@ import uuid
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
+import grpc
 import pytest
+from eventsourcing.persistence import StoredEvent
+from eventsourcing.utils import get_topic
 
 from services.badges import events as badge_events
 from services.identity.application import IdentityApplication
 from services.identity.domain.values import OrganisationKind
-from services.merchants.application import MerchantsApplication
+from services.merchants.application import CareItem, CareRuleInput, MerchantsApplication
+from services.merchants.badge_classes import BadgeClassDirectory
+from services.merchants.domain.model import CareCampaign
 from services.merchants.domain.values import (
+    CareRuleKind,
     ClaimStatus,
     Eligibility,
     LimitPeriod,
@@ -21,9 +27,16 @@ from services.merchants.domain.values import (
     PerkKind,
 )
 from services.merchants.service import LapseJob
-from shared.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from shared.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    Unavailable,
+)
 from shared.followers import Follower, LocalFeed, UpstreamEvent
 from tests.conftest import MASTER_KEY, actor, as_actor, settings_for, stored_state
+from tests.fakes import FailedCall
 
 ADMIN = actor("city", "city_admin")
 PLATFORM = actor("platform-co", "platform")
@@ -55,6 +68,12 @@ class ListFeed:
         self._add(badge_events.BADGE_GRANTED, award_id,
                   {"rider_id": rider_id, "badge_class_id": badge_class_id})
         return str(award_id)
+
+    def badge_class(self, name: str = "金蜂骑士") -> str:
+        """A class badges created: what a perk for badge holders must name."""
+        badge_class_id = uuid.uuid4()
+        self._add(badge_events.BADGE_CLASS_CREATED, badge_class_id, {"name": name})
+        return str(badge_class_id)
 
     def revoke(self, award_id: str) -> None:
         self._add(badge_events.BADGE_REVOKED, uuid.UUID(award_id), {"reason": "test"})
@@ -88,6 +107,7 @@ def world(store_env):
     badges = ListFeed()
     badge_follower = Follower(merchants, badges, merchants.follow_badges,
                               topics=MerchantsApplication.BADGES_TOPICS)
+    merchants.badge_classes = BadgeClassDirectory(badges)
     with as_actor(ADMIN):
         def org(kind, name, parent=""):
             return identity.create_organisation(kind=kind, name=name, parent_id=parent,
@@ -299,7 +319,7 @@ def test_a_suspended_merchant_cannot_redeem_and_the_code_waits_for_its_reinstate
 
 
 def test_badge_only_perks_follow_awards_and_revocations(world):
-    golden_bee = str(uuid.uuid4())
+    golden_bee = world["badges"].badge_class()
     p = perk(world, badge=golden_bee)
     rider = new_rider(world)
     with pytest.raises(FailedPrecondition) as error:
@@ -452,6 +472,39 @@ def test_a_perk_offer_whose_only_fault_is_an_unknown_merchant_is_not_found(world
     assert error.value.reason == "MERCHANT_NOT_FOUND"
 
 
+def test_a_perk_for_a_badge_class_badges_never_created_is_refused_and_nothing_written(world):
+    """Nobody could ever claim it (issue 22). A class created a moment ago — after the
+    directory last looked — is found: a miss catches up with badges' feed first."""
+    world["badges"].badge_class("青蜂骑士")
+    before = world["merchants"].last_position()
+    never_created = str(uuid.uuid4())
+    with pytest.raises(NotFound) as error:
+        offer_with(world, eligibility=Eligibility.BADGE_HOLDERS, badge_class_id=never_created)
+    assert error.value.reason == "BADGE_CLASS_NOT_FOUND"
+    assert world["merchants"].last_position() == before
+    created_now = world["badges"].badge_class("金蜂骑士")
+    assert offer_with(world, eligibility=Eligibility.BADGE_HOLDERS,
+                      badge_class_id=created_now)["perk_id"]
+
+
+def test_a_perk_for_badge_holders_is_refused_as_unavailable_while_badges_is_out_of_reach(
+        world):
+    """Whether the class exists cannot be guessed: UNAVAILABLE (retry), never accepted."""
+    class Down:
+        def read(self, *_):
+            raise FailedCall(grpc.StatusCode.UNAVAILABLE)
+    world["merchants"].badge_classes = BadgeClassDirectory(Down())
+    before = world["merchants"].last_position()
+    with pytest.raises(Unavailable) as error:
+        offer_with(world, eligibility=Eligibility.BADGE_HOLDERS,
+                   badge_class_id=str(uuid.uuid4()))
+    assert (error.value.reason, error.value.metadata["upstream"]) == (
+        "UPSTREAM_UNAVAILABLE", "badges")
+    assert world["merchants"].last_position() == before
+    # A perk for every verified rider asks badges nothing.
+    assert offer_with(world)["perk_id"]
+
+
 def test_a_single_fault_is_the_error_infos_reason(world):
     with pytest.raises(InvalidArgument) as error:
         offer_with(world, badge_class_id="", eligibility=Eligibility.BADGE_HOLDERS)
@@ -498,3 +551,196 @@ def test_a_claim_naming_an_unknown_perk_and_a_malformed_rider_gets_both(world):
     with pytest.raises(NotFound) as alone, as_actor(PLATFORM):
         world["merchants"].claim_perk(perk_id=str(uuid.uuid4()), rider_id=new_rider(world))
     assert alone.value.reason == "PERK_NOT_FOUND"
+
+
+# ------------------------------------------------------------------- care packages (issue 22)
+
+ACTIVE_RULE = CareRuleInput("在岗骑手", CareRuleKind.RIDER_ACTIVE)
+STREET_RULE = CareRuleInput("本街道骑手", CareRuleKind.HOME_STREET)
+
+
+def care_rules(w, *rules):
+    with as_actor(ADMIN):
+        return w["merchants"].set_care_eligibility_rules(rules=list(rules))["version"]
+
+
+def care_campaign(w, *, stock=0, rules=(), contents=(("矿泉水", 6), ("藿香正气水", 2))):
+    with as_actor(OFFICE):
+        return w["merchants"].create_care_campaign(
+            street_id=w["street"], name="夏日关爱礼包", description="防暑降温", stock=stock,
+            contents=[CareItem(i, q) for i, q in contents],
+            eligibility_rules=list(rules))["campaign_id"]
+
+
+def donate(w, campaign_id, *, packages=0, items=(), sponsor=None):
+    with as_actor(OFFICE):
+        return w["merchants"].record_care_donation(
+            campaign_id=campaign_id, sponsor_id=sponsor or w["shop"], packages=packages,
+            items=[CareItem(i, q) for i, q in items])
+
+
+def allocate(w, campaign_id, rider_id):
+    with as_actor(OFFICE):
+        return w["merchants"].allocate_care_package(campaign_id=campaign_id, rider_id=rider_id)
+
+
+def other_street_rider(w) -> str:
+    if "far_street" not in w:
+        with as_actor(ADMIN):
+            w["far_street"] = w["identity"].create_organisation(
+                kind=OrganisationKind.STREET, name="南大街街道", parent_id=w["district"],
+                department_function=None)["organisation_id"]
+    w["riders"] += 1
+    with as_actor(PLATFORM):
+        rider_id = w["identity"].register_rider(
+            platform_id=w["platform"], platform_rider_id=f"R{w['riders']}", name="骑手",
+            phone="13812345678", national_id="", home_street_id=w["far_street"],
+            station_id=w["station"])["rider_id"]
+        w["identity"].verify_rider(rider_id=rider_id)
+    w["follower"].run_once()
+    return rider_id
+
+
+def open_to(w, rider_id):
+    with as_actor(PLATFORM):
+        found, _ = w["merchants"].campaigns_for_rider(rider_id=rider_id, page_size=50,
+                                                      page_token="")
+    return [c.campaign_id for c in found]
+
+
+def test_a_sponsors_packages_go_only_to_riders_who_meet_the_campaigns_rules(world):
+    version = care_rules(world, ACTIVE_RULE, STREET_RULE,
+                         CareRuleInput("新骑手", CareRuleKind.NEW_RIDER, days=30))
+    campaign = care_campaign(world, rules=["在岗骑手", "本街道骑手"])
+    # Nothing to give yet: no rider qualifies for a campaign without packages.
+    qualified = new_rider(world)
+    assert open_to(world, qualified) == []
+    donate(world, campaign, packages=2, items=[("雨衣", 20)])
+    unverified, elsewhere = new_rider(world, verify=False), other_street_rider(world)
+    assert open_to(world, qualified) == [campaign]
+    assert open_to(world, unverified) == open_to(world, elsewhere) == []
+    before = world["merchants"].last_position()
+    for rider_id, reason, rule in ((unverified, "RIDER_NOT_ACTIVE", "在岗骑手"),
+                                   (elsewhere, "RIDER_NOT_OF_STREET", "本街道骑手")):
+        with pytest.raises(FailedPrecondition) as refused:
+            allocate(world, campaign, rider_id)
+        assert (refused.value.reason, refused.value.metadata["rule"]) == (reason, rule)
+    assert world["merchants"].last_position() == before  # nothing written on a refusal
+    allocate(world, campaign, qualified)
+    assert open_to(world, qualified) == []  # theirs already
+    view = world["merchants"].campaign(campaign)
+    assert (view.stock, view.remaining, view.rules_version) == (2, 1, version)
+    assert view.contents == [{"item": "矿泉水", "quantity": 6},
+                             {"item": "藿香正气水", "quantity": 2}]
+    assert [r["name"] for r in view.rules] == ["在岗骑手", "本街道骑手"]
+    assert [(d["sponsor_id"], d["packages"], d["items"]) for d in view.donations] == [
+        (world["shop"], 2, [{"item": "雨衣", "quantity": 20}])]
+
+
+def test_a_campaign_keeps_the_rules_it_was_launched_with_when_the_city_changes_its_set(world):
+    care_rules(world, CareRuleInput("新骑手", CareRuleKind.NEW_RIDER, days=30))
+    campaign = care_campaign(world, stock=5, rules=["新骑手"])
+    care_rules(world, CareRuleInput("新骑手", CareRuleKind.NEW_RIDER, days=1))
+    rider, later = new_rider(world), new_rider(world)
+    world["clock"].now += timedelta(days=10)  # new by the campaign's 30 days, not by 1
+    allocate(world, campaign, rider)
+    world["clock"].now += timedelta(days=21)
+    with pytest.raises(FailedPrecondition) as refused:
+        allocate(world, campaign, later)
+    assert refused.value.reason == "RIDER_NOT_NEW"
+    with as_actor(ADMIN):
+        assert world["merchants"].care_eligibility_rules(1).rules[0]["days"] == 30
+        assert world["merchants"].care_eligibility_rules().rules[0]["days"] == 1
+
+
+def test_a_badge_rule_names_a_class_badges_created_and_follows_awards(world):
+    with pytest.raises(NotFound) as refused:
+        care_rules(world, CareRuleInput("金蜂", CareRuleKind.HOLDS_BADGE,
+                                        badge_class_id=str(uuid.uuid4())))
+    assert (refused.value.reason, refused.value.resources[0].field) == (
+        "BADGE_CLASS_NOT_FOUND", "rules[0].badge_class_id")
+    golden_bee = world["badges"].badge_class()
+    care_rules(world, CareRuleInput("金蜂", CareRuleKind.HOLDS_BADGE, badge_class_id=golden_bee))
+    campaign = care_campaign(world, stock=1, rules=["金蜂"])
+    rider = new_rider(world)
+    with pytest.raises(FailedPrecondition) as refused:
+        allocate(world, campaign, rider)
+    assert refused.value.reason == "BADGE_REQUIRED"
+    world["badges"].award(rider, golden_bee)
+    world["badge_follower"].run_once()
+    assert open_to(world, rider) == [campaign]
+    allocate(world, campaign, rider)
+
+
+def test_bad_care_rules_campaigns_and_donations_are_told_in_one_answer_and_nothing_stored(
+        world):
+    before = world["merchants"].last_position()
+    with pytest.raises(InvalidArgument) as refused:
+        care_rules(world, CareRuleInput(" ", None),
+                   CareRuleInput("困难骑手", CareRuleKind.HARDSHIP),
+                   CareRuleInput("新骑手", CareRuleKind.NEW_RIDER, days=0),
+                   CareRuleInput("新骑手", CareRuleKind.HOLDS_BADGE))
+    assert [(v.field, v.reason) for v in refused.value.violations] == [
+        ("rules[0].name", "FIELD_REQUIRED"), ("rules[0].kind", "ENUM_VALUE_REQUIRED"),
+        ("rules[1].kind", "RULE_NOT_YET_FED"), ("rules[2].days", "DAYS_INVALID"),
+        ("rules[3].name", "DUPLICATE_VALUE"), ("rules[3].badge_class_id", "BADGE_CLASS_REQUIRED")]
+    with pytest.raises(InvalidArgument) as refused:
+        care_rules(world)
+    assert [(v.field, v.reason) for v in refused.value.violations] == [
+        ("rules", "FIELD_REQUIRED")]
+    assert world["merchants"].last_position() == before
+    care_rules(world, ACTIVE_RULE)
+    before = world["merchants"].last_position()
+    with pytest.raises(InvalidArgument) as refused, as_actor(OFFICE):
+        world["merchants"].create_care_campaign(
+            street_id=world["street"], name="礼包", description="", stock=-1,
+            contents=[CareItem("水", 0), CareItem("水", 1)],
+            eligibility_rules=["在岗骑手", "在岗骑手", "没有的规则"])
+    assert [(v.field, v.reason) for v in refused.value.violations] == [
+        ("stock", "STOCK_INVALID"), ("contents[0].quantity", "QUANTITY_INVALID"),
+        ("contents[1].item", "DUPLICATE_VALUE"), ("eligibility_rules[1]", "DUPLICATE_VALUE"),
+        ("eligibility_rules[2]", "CARE_RULE_UNKNOWN")]
+    campaign = care_campaign(world)
+    before = world["merchants"].last_position()
+    with pytest.raises(InvalidArgument) as refused:
+        donate(world, campaign)
+    assert [(v.field, v.reason) for v in refused.value.violations] == [
+        ("packages", "DONATION_EMPTY")]
+    with pytest.raises(NotFound) as refused:
+        donate(world, campaign, packages=1, sponsor=str(uuid.uuid4()))
+    assert refused.value.reason == "ORGANISATION_NOT_FOUND"
+    assert world["merchants"].last_position() == before
+
+
+def test_a_campaign_launched_before_contents_and_rules_reads_with_none(world):
+    """Stored as version 1 of the event wrote it: any rider who has not left, as then."""
+    campaign_id = uuid.uuid4()
+    topic = get_topic(CareCampaign.Launched)
+    state = {"street_id": world["street"], "name": "旧礼包", "description": "", "stock": 1,
+             "originator_topic": get_topic(CareCampaign),
+             "timestamp": "2026-01-01T00:00:00+00:00"}
+    app = world["merchants"]
+    app.recorder.insert_events([StoredEvent(
+        originator_id=campaign_id, originator_version=1, topic=topic,
+        state=stored_state(campaign_id, 1, topic, state))])
+    view = app.campaign(str(campaign_id))
+    assert (view.contents, view.rules, view.rules_version, view.donations) == ([], [], 0, [])
+    allocate(world, str(campaign_id), new_rider(world, verify=False))
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("store_env", ["postgres"], indirect=True)
+def test_concurrent_allocations_give_the_exact_stock_and_only_to_riders_who_qualify(world):
+    care_rules(world, STREET_RULE)
+    campaign = care_campaign(world, stock=5, rules=["本街道骑手"])
+    local = [new_rider(world) for _ in range(12)]
+    far = [other_street_rider(world) for _ in range(12)]
+    riders = [r for pair in zip(local, far, strict=True) for r in pair]
+    outcome = _race(len(riders), lambda i: allocate(world, campaign, riders[i]))
+    assert outcome["ok"] == 5
+    assert outcome["OUT_OF_STOCK"] + outcome["RIDER_NOT_OF_STREET"] == 19
+    allocated = set(world["merchants"].campaign(campaign).allocations)
+    assert len(allocated) == 5 and allocated <= set(local)
+    stored = [n for n in world["merchants"].read_log(1, 100_000)
+              if n.topic.endswith("CareCampaign.PackageAllocated")]
+    assert len(stored) == 5

@@ -18,7 +18,7 @@ from services.governance.application import GovernanceApplication
 from services.governance.domain.model import Report
 from services.governance.public_events import CATALOGUE as GOVERNANCE
 from services.merchants.application import MerchantsApplication
-from services.merchants.domain.model import Claim
+from services.merchants.domain.model import CareCampaign, Claim
 from services.merchants.public_events import CATALOGUE as MERCHANTS
 from shared.grpc.public_feed import read_public
 from tests.conftest import MASTER_KEY, badges_key_env, settings_for
@@ -59,6 +59,24 @@ def test_a_claim_redeemed_and_reversed_is_public_without_its_code(merchants):
     assert found[2][1]["reversed_time"] == "2026-06-05T09:10:00Z"
     text = json.dumps(found)
     assert "d" * 64 not in text and "mistake" not in text
+
+
+def test_a_care_package_allocated_and_handed_over_is_public_to_its_riders_platform(merchants):
+    """Which campaign and street, and when: never who handed it over (a person's name), nor
+    the campaign's sponsors or rules."""
+    campaign = CareCampaign(street_id="street-1", name="夏日关爱礼包", description="", stock=1,
+                            contents=[], rules=[], rules_version=0)
+    campaign.record_donation("d1", "sponsor-1", 1, [], "office", NOW)
+    campaign.allocate(RIDER, NOW + timedelta(minutes=1))
+    campaign.hand_over(RIDER, "王社工", "office", NOW + timedelta(hours=2))
+    merchants.save(campaign)
+    found = read(merchants, MERCHANTS)
+    assert [t for t, _ in found] == ["qiji.merchants.v1.CarePackageAllocated",
+                                     "qiji.merchants.v1.CarePackageHandedOver"]
+    assert found[0][1] == {"campaign_id": str(campaign.id), "rider_id": RIDER,
+                           "street_id": "street-1", "allocated_time": "2026-06-05T09:01:00Z"}
+    assert found[1][1]["handed_over_time"] == "2026-06-05T11:00:00Z"
+    assert "王社工" not in json.dumps(found) and "sponsor-1" not in json.dumps(found)
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ MAKES_SOMETHING_NEW = {
     "identity": {"CreateOrganisation", "CreateServiceSpace", "RecordSpaceUse",
                  "RegisterPartner"},
     "training": {"DraftCourse", "ScheduleSession", "DefineGrowthPath", "OpenGrowthPlan"},
-    "merchants": {"CreatePerkOffer", "CreateCareCampaign", "ClaimPerk"},
+    "merchants": {"CreatePerkOffer", "CreateCareCampaign", "ClaimPerk", "RecordCareDonation"},
     "badges": {"CreateBadgeClass", "LogVolunteerService", "RecordAwardCeremony",
                "CreateRecognitionTitle", "PublishVolunteerActivity"},
     "governance": {"SubmitReport", "OpenMediationCase", "RecordMediationSession",

@@ -9,6 +9,7 @@ concurrent claims for the last unit cannot both be stored.
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -16,6 +17,7 @@ from eventsourcing.domain import Aggregate, event
 
 from services.merchants.domain.values import (
     REVERSAL_WINDOW,
+    CareRuleKind,
     ClaimStatus,
     Eligibility,
     LimitPeriod,
@@ -391,20 +393,119 @@ class RiderStanding(FollowedRiderStatus, Aggregate):
         self.open_claims.remove(claim_id)
 
 
-class CareCampaign(Aggregate):
-    """A street office's care-package campaign (关爱礼包) with a fixed stock."""
+@dataclass(frozen=True)
+class RiderFacts:
+    """What merchants knows of a rider when a care package's eligibility is checked: status
+    from identity's feed (RiderStanding), home street and registration time from identity's
+    directory, badges held from badges' feed."""
 
-    @event("Launched")
-    def __init__(self, street_id: str, name: str, description: str, stock: int):
+    rider_id: str
+    active: bool
+    home_street_id: str
+    registered_at: datetime | None
+    badge_class_ids: frozenset[str]
+
+
+class CareEligibilityRules(Aggregate):
+    """The city's set of care-package eligibility rules (one per Qiji installation, each change
+    a new version): data the city admin configures, as governance's routing rules are. A
+    campaign picks rules from it by name and keeps a copy with the version it was taken from,
+    so that a later change never alters who qualifies for a campaign already launched."""
+
+    ID = uuid.uuid5(_NS, "care-eligibility-rules")
+
+    @staticmethod
+    def create_id(**_: Any) -> uuid.UUID:
+        return CareEligibilityRules.ID
+
+    @event("Configured")
+    def __init__(self, rules: list[dict[str, Any]]):
+        self.rules = [dict(r) for r in rules]
+
+    @event("Changed")
+    def change(self, rules: list[dict[str, Any]]) -> None:
+        self.rules = [dict(r) for r in rules]
+
+    def named(self, name: str) -> dict[str, Any] | None:
+        return next((dict(r) for r in self.rules if r["name"] == name), None)
+
+
+def rule_refusal(rule: dict[str, Any], street_id: str, rider: RiderFacts, at: datetime
+                 ) -> FailedPrecondition | None:
+    """Why the rider does not meet one rule of a campaign in `street_id`, or None."""
+    kind = CareRuleKind(rule["kind"])
+    name = rule["name"]
+    if kind is CareRuleKind.RIDER_ACTIVE and not rider.active:
+        return FailedPrecondition(
+            f"rule {name!r}: the rider is not active (verified, not suspended)",
+            reason="RIDER_NOT_ACTIVE", rule=name)
+    if kind is CareRuleKind.HOME_STREET and rider.home_street_id != street_id:
+        return FailedPrecondition(
+            f"rule {name!r}: the rider is not registered in the campaign's street",
+            reason="RIDER_NOT_OF_STREET", rule=name)
+    if kind is CareRuleKind.NEW_RIDER and (
+            rider.registered_at is None
+            or at - rider.registered_at > timedelta(days=int(rule["days"]))):
+        return FailedPrecondition(
+            f"rule {name!r}: the rider registered more than {rule['days']} days ago",
+            reason="RIDER_NOT_NEW", rule=name)
+    if kind is CareRuleKind.HOLDS_BADGE and rule["badge_class_id"] not in rider.badge_class_ids:
+        return FailedPrecondition(f"rule {name!r}: the rider does not hold the badge",
+                                  reason="BADGE_REQUIRED", rule=name,
+                                  badge_class_id=rule["badge_class_id"])
+    if kind is CareRuleKind.HARDSHIP:  # never stored (RULE_NOT_YET_FED): nobody is known
+        return FailedPrecondition(f"rule {name!r}: no rider's hardship is known yet",
+                                  reason="HARDSHIP_NOT_KNOWN", rule=name)
+    return None
+
+
+class CareCampaign(Aggregate):
+    """A street office's care-package campaign (关爱礼包): a stock of packages, what each holds,
+    who sponsored it with what, and the rules a rider must meet to receive one."""
+
+    class Launched(Aggregate.Created):
+        # v2 added `contents` (items and quantities in each package), `rules` (copies of the
+        # city's eligibility rules the campaign picked) and `rules_version` (the version of the
+        # city's set they were copied from). A campaign launched before has no contents listed
+        # and no rules: any rider who has not left may receive a package, as then.
+        class_version = 2
+        street_id: str
+        name: str
+        description: str
+        stock: int
+        contents: list[dict[str, Any]]
+        rules: list[dict[str, Any]]
+        rules_version: int
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state["contents"] = []
+            state["rules"] = []
+            state["rules_version"] = 0
+
+    @event(Launched)
+    def __init__(self, street_id: str, name: str, description: str, stock: int,
+                 contents: list[dict[str, Any]], rules: list[dict[str, Any]],
+                 rules_version: int):
         self.street_id = street_id
         self.name = name
         self.description = description
         self.stock = stock
+        self.contents = [dict(c) for c in contents]
+        self.rules = [dict(r) for r in rules]
+        self.rules_version = rules_version
         self.allocations: dict[str, dict[str, Any]] = {}
+        # Each sponsor's donations, in order: what a partner register links to "what they
+        # gave". Packages donated add to the stock; items are recorded as given.
+        self.donations: list[dict[str, Any]] = []
 
     @property
     def handed_over(self) -> int:
         return sum(1 for a in self.allocations.values() if a["handed_over_at"] is not None)
+
+    @property
+    def remaining(self) -> int:
+        return self.stock - len(self.allocations)
 
     def check_allocatable(self, rider_id: str) -> None:
         """Whether a package may go to the rider, as far as the campaign can tell (not yet
@@ -415,8 +516,40 @@ class CareCampaign(Aggregate):
         if len(self.allocations) >= self.stock:
             raise FailedPrecondition("the campaign has no packages left", reason="OUT_OF_STOCK")
 
-    def allocate(self, rider_id: str, at: datetime) -> None:
+    def check_eligible(self, rider: RiderFacts, at: datetime) -> None:
+        """Every rule the campaign picked, in the city's order: the first the rider fails is
+        the answer (FAILED_PRECONDITION with the rule's name)."""
+        for rule in self.rules:
+            refusal = rule_refusal(rule, self.street_id, rider, at)
+            if refusal is not None:
+                raise refusal
+
+    def is_open_to(self, rider: RiderFacts, at: datetime) -> bool:
+        """Whether allocate would give the rider a package now (ListCareCampaignsForRider)."""
+        try:
+            self.check_allocatable(rider.rider_id)
+            self.check_eligible(rider, at)
+        except (AlreadyExists, FailedPrecondition):
+            return False
+        return True
+
+    def record_donation(self, donation_id: str, sponsor_id: str, packages: int,
+                        items: list[dict[str, Any]], recorded_by: str, at: datetime) -> None:
+        self._donated(donation_id=donation_id, sponsor_id=sponsor_id, packages=packages,
+                      items=[dict(i) for i in items], recorded_by=recorded_by, at=at)
+
+    @event("DonationRecorded")
+    def _donated(self, donation_id: str, sponsor_id: str, packages: int,
+                 items: list[dict[str, Any]], recorded_by: str, at: datetime) -> None:
+        self.donations.append({"donation_id": donation_id, "sponsor_id": sponsor_id,
+                               "packages": packages, "items": [dict(i) for i in items],
+                               "recorded_by": recorded_by, "at": at})
+        self.stock += packages
+
+    def allocate(self, rider_id: str, at: datetime, rider: RiderFacts | None = None) -> None:
         self.check_allocatable(rider_id)
+        if rider is not None:
+            self.check_eligible(rider, at)
         self._allocated(rider_id=rider_id, at=at)
 
     @event("PackageAllocated")

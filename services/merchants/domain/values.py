@@ -93,3 +93,29 @@ def period_start(period: LimitPeriod, at: datetime) -> datetime:
     elif period is LimitPeriod.MONTH:
         local = local.replace(day=1)
     return local
+
+
+# -- care packages (关爱礼包)
+
+
+class CareRuleKind(StrEnum):
+    """What a rule of the city's care-package eligibility set asks of a rider. The city names
+    and parameterises its rules (shared by every campaign that picks them); the kinds are
+    what merchants can check."""
+
+    RIDER_ACTIVE = "RIDER_ACTIVE"  # verified, not suspended, not left
+    HOME_STREET = "HOME_STREET"  # registered in the campaign's street (their home street)
+    NEW_RIDER = "NEW_RIDER"  # registered with identity within `days` days
+    HOLDS_BADGE = "HOLDS_BADGE"  # holds a badge of `badge_class_id`
+    # In hardship, as governance's help requests will say. Kept as an extension point: nothing
+    # feeds merchants a rider's hardship yet, so a rule of this kind is refused when the city
+    # sets it (RULE_NOT_YET_FED) rather than refuse every rider of a campaign.
+    HARDSHIP = "HARDSHIP"
+
+
+# Rules the city may keep, items a package may hold, sponsors' items per donation.
+MAX_CARE_RULES = 50
+MAX_CARE_ITEMS = 30
+MAX_NEW_RIDER_DAYS = 3650
+MAX_CARE_STOCK = 100_000
+MAX_ITEM_QUANTITY = 1_000_000
