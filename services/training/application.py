@@ -251,7 +251,8 @@ class TrainingApplication(QijiApplication):
         entry = self.directory.organisation(member.organisation_id) if self.directory else None
         if entry is not None and entry.kind != kind:
             organisation_kind_not_allowed(violations, field_name, entry.kind, kind)
-self, *, course_id: str, service_space_id: str,
+
+    def list_sessions(self, *, course_id: str, service_space_id: str,
                       start_after: datetime | None, page_size: int, page_token: str,
                       violations: Violations | None = None) -> tuple[list[SessionView], str]:
         self.views.catch_up()

@@ -361,3 +361,74 @@ def test_fifty_concurrent_enrolments_fill_twenty_places_exactly(postgres_env, cl
     finally:
         training.close()
         identity.close()
+
+
+# ---------------------------------------------------------------------------- pre-job first
+
+
+def test_a_registered_rider_trains_for_the_job_before_the_platform_verifies_them(world, clock):
+    """岗前培训 comes before the job: a rider not verified yet enrols in, checks in to and passes
+    the pre-job courses and is certified; every other course still waits for verification."""
+    pre_job, other = published_course(world), published_course(world, Track.SKILLS)
+    with as_actor(ADMIN):
+        world["training"].set_pre_job_courses(course_ids=[pre_job])
+    newcomer = new_rider(world, verify=False)
+    s, later = session(world, pre_job, start_in_hours=1), session(world, other, start_in_hours=5)
+    enrol(world, s, newcomer)
+    with pytest.raises(FailedPrecondition) as error:
+        enrol(world, later, newcomer)
+    assert error.value.reason == "RIDER_NOT_ACTIVE" and "not verified" in error.value.message
+    t = world["training"]
+    with as_actor(PLATFORM):
+        clock.now += timedelta(hours=1)
+        t.check_in_rider(session_id=s, rider_id=newcomer)
+        done = t.record_completion(session_id=s, rider_id=newcomer,
+                                   result=CompletionResult.PASSED, score=88)
+    assert done["pre_job_certified"]
+    assert t.transcript(rider_id=newcomer).certified_at == clock.now
+    # Verified afterwards: the rest of the curriculum opens.
+    with as_actor(PLATFORM):
+        world["identity"].verify_rider(rider_id=newcomer)
+    enrol(world, later, newcomer)
+
+
+def test_a_suspended_or_departed_rider_may_not_enrol_even_in_pre_job_training(world):
+    pre_job = published_course(world)
+    with as_actor(ADMIN):
+        world["training"].set_pre_job_courses(course_ids=[pre_job])
+    s = session(world, pre_job)
+    suspended, gone = new_rider(world, verify=False), new_rider(world, verify=False)
+    with as_actor(ADMIN):
+        world["identity"].suspend_rider(rider_id=suspended, reason="complaint")
+    with as_actor(PLATFORM):
+        world["identity"].record_rider_left(rider_id=gone, reason="moved away")
+    before = world["training"].last_position()
+    for rider, said in ((suspended, "suspended"), (gone, "left")):
+        with pytest.raises(FailedPrecondition) as error:
+            enrol(world, s, rider)
+        assert error.value.reason == "RIDER_NOT_ACTIVE" and said in error.value.message
+    assert world["training"].session(s).places_taken == 0
+    # Only what the follower noted of identity was written, no enrolment.
+    assert not [n for n in world["training"].read_log(before + 1, 1000)
+                if n.topic.endswith("RiderEnrolled")]
+
+
+def test_a_result_before_the_session_starts_is_refused_and_writes_nothing(world, clock):
+    s = session(world, published_course(world), start_in_hours=1)
+    rider = new_rider(world)
+    enrol(world, s, rider)
+    t = world["training"]
+    with as_actor(PLATFORM):
+        clock.now += timedelta(minutes=30)  # check-in is open, the session has not begun
+        t.check_in_rider(session_id=s, rider_id=rider)
+        before = t.last_position()
+        with pytest.raises(FailedPrecondition) as error:
+            t.record_completion(session_id=s, rider_id=rider, result=CompletionResult.PASSED,
+                                score=90)
+        assert error.value.reason == "SESSION_NOT_STARTED"
+        assert t.last_position() == before
+        assert t.transcript(rider_id=rider).completions == []
+        clock.now += timedelta(minutes=30)  # the start: now it may be recorded
+        t.record_completion(session_id=s, rider_id=rider, result=CompletionResult.PASSED,
+                            score=90)
+    assert t.session(s).enrolments[rider]["status"] == "PASSED"
