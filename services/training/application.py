@@ -58,6 +58,7 @@ from shared.wire import must_be_specified
 MAX_TITLE = 200
 MAX_DESCRIPTION = 2000
 MAX_INSTRUCTOR_NAME = 100
+NO_PAIR = TeachingPair()  # a session that names nobody
 
 
 @dataclass(frozen=True)
@@ -86,7 +87,7 @@ class SessionView:
     places_taken: int
     enrolments: dict[str, dict[str, Any]]
     version: int
-    pair: TeachingPair = TeachingPair()
+    pair: TeachingPair = NO_PAIR
 
 
 @dataclass(frozen=True)
@@ -184,7 +185,7 @@ class TrainingApplication(QijiApplication):
 
     def schedule_session(self, *, course_id: str, service_space_id: str,
                          starts_at: datetime | None, ends_at: datetime | None, capacity: int,
-                         pair: TeachingPair = TeachingPair(),
+                         pair: TeachingPair = NO_PAIR,
                          violations: Violations | None = None) -> dict[str, Any]:
         violations = violations if violations is not None else Violations()
         course = self.note(violations, course_id, Course, "course", "course_id")

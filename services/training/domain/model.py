@@ -16,10 +16,10 @@ from eventsourcing.domain import Aggregate, event
 
 from services.training.domain.values import (
     HOLDS_A_PLACE,
+    TEACHING_PAIR_INCOMPLETE,
     CompletionResult,
     CourseFormat,
     CourseStatus,
-    TEACHING_PAIR_INCOMPLETE,
     EnrolmentStatus,
     TeachingPair,
 )
