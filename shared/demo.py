@@ -53,6 +53,11 @@ from shared.auth import add_caller
 from shared.config import DEFAULT_PORTS, TlsSettings, load_tls_settings
 
 T = TypeVar("T")
+# The story's training sittings: how far ahead of now one is scheduled (its riders are enrolled
+# and checked in meanwhile) and how long it lasts — seconds, not hours, so that the results,
+# recorded only once a session has started, need not wait a morning.
+DEMO_SESSION_LEAD = timedelta(seconds=6)
+DEMO_SESSION_LENGTH = timedelta(seconds=8)
 # Names, phone numbers, scores and places of demo data; not secrets.
 _rng = random.SystemRandom()
 
@@ -249,6 +254,18 @@ class Story:
                     raise DemoFailed(f"{what}: {failed}") from None
             time.sleep(0.2)
 
+    def until_started(self, call: Callable[[], T], what: str) -> T:
+        """`call`, retried while training answers that the session has not started: its clock,
+        not this machine's, says when a session begins."""
+        deadline = time.monotonic() + self.timeout
+        while True:
+            try:
+                return call()
+            except CallFailed as failed:
+                if failed.reason != "SESSION_NOT_STARTED" or time.monotonic() >= deadline:
+                    raise DemoFailed(f"{what}: {failed}") from None
+            time.sleep(0.2)
+
     def caller(self, key: str, principal: str, role: str, organisation_id: str,
                label: str) -> Caller:
         """A caller acting for one organisation, added to the tokens file the services read, as
@@ -436,18 +453,22 @@ class Story:
                  "training; they are the "
                  "pre-job courses (岗前培训): " + " + ".join(self.names[i] for i in current))
         platform = self.callers["platform"]
-        # One session after another (a rider never holds two overlapping sessions), starting
-        # in two minutes: check-in opens an hour before the start.
-        start = datetime.now(UTC) + timedelta(minutes=2)
-        certified: set[str] = set()
-        for i, course_id in enumerate(courses):
-            begins = start + timedelta(minutes=40 * i)
+        # One sitting after another (a rider never holds two overlapping sessions). A result is
+        # recorded only once its session has started, and the story will not wait for a real
+        # morning: its sittings are short, each scheduled a few seconds ahead (time to enrol
+        # the riders, who check in at once: check-in opens an hour before the start), and the
+        # results wait for each start.
+        sittings: list[tuple[str, Caller, datetime]] = []
+        free_from = datetime.now(UTC)
+        for course_id in courses:
+            begins = max(free_from, datetime.now(UTC) + DEMO_SESSION_LEAD)
+            free_from = begins + DEMO_SESSION_LENGTH
             # Its provider schedules a session of its course (站长+校长); a course of the city's
             # list that is not ours, the city admin.
             organiser = self.providers.get(course_id, self.admin)
             session_id = organiser("training", "ScheduleSession", tpb.ScheduleSessionRequest(
                 request_id=new_id(), course_id=course_id, service_space_id=c["space"],
-                start_time=stamp(begins), end_time=stamp(begins + timedelta(minutes=30)),
+                start_time=stamp(begins), end_time=stamp(free_from),
                 capacity=30)).session.session_id
             for rider in riders:
                 request = tpb.EnrolRiderRequest(request_id=new_id(), session_id=session_id,
@@ -457,9 +478,16 @@ class Story:
                 # Attendance and results are the session's provider's to record.
                 organiser("training", "CheckInRider", tpb.CheckInRiderRequest(
                     request_id=new_id(), session_id=session_id, rider_id=rider.rider_id))
-                done = organiser("training", "RecordCompletion", tpb.RecordCompletionRequest(
+            sittings.append((session_id, organiser, begins))
+        certified: set[str] = set()
+        for session_id, organiser, begins in sittings:
+            time.sleep(max(0.0, (begins - datetime.now(UTC)).total_seconds()))
+            for rider in riders:
+                request = tpb.RecordCompletionRequest(
                     request_id=new_id(), session_id=session_id, rider_id=rider.rider_id,
-                    result=tpb.COMPLETION_RESULT_PASSED, score=_rng.randint(85, 100)))
+                    result=tpb.COMPLETION_RESULT_PASSED, score=_rng.randint(85, 100))
+                done = self.until_started(lambda r=request, o=organiser: o(
+                    "training", "RecordCompletion", r), f"training: the result of {rider.name}")
                 if done.pre_job_certified:
                     certified.add(rider.rider_id)
         if len(certified) != len(riders):

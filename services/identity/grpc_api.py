@@ -388,6 +388,16 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
         return [{"weekday": h.weekday, "opens": h.opens, "closes": h.closes} for h in values]
 
 
+def _teaching_pair(pair: dict[str, dict[str, str]]) -> Any:
+    """training's SESSION_SCHEDULED pair in its contract's message; None (unset) for nobody."""
+    if not pair:
+        return None
+    return training_pb.TeachingPair(
+        station_master=training_pb.StationMaster(**pair["station_master"])
+        if "station_master" in pair else None,
+        teacher=training_pb.Teacher(**pair["teacher"]) if "teacher" in pair else None)
+
+
 def add_servicers(server: grpc.Server, app: Any) -> list[str]:
     pb_grpc.add_IdentityServiceServicer_to_server(IdentityServicer(app), server)
     return [SERVICE_NAME]
@@ -446,7 +456,8 @@ def _record(rider: Any, r: RiderRecord, departments: dict[str, str]) -> Any:
             track=enum_out(e.track, training_pb.Track), service_space_id=e.service_space_id,
             start_time=timestamp(e.starts_at), end_time=timestamp(e.ends_at),
             status=enum_out(e.status, training_pb.EnrolmentStatus), score=e.score,
-            enrol_time=timestamp(e.enrolled_at)) for e in r.sessions],
+            enrol_time=timestamp(e.enrolled_at), pair=_teaching_pair(e.pair))
+            for e in r.sessions],
         completions=[pb.RecordCompletion(
             course_id=c.course_id, course_title=c.course_title, session_id=c.session_id,
             track=enum_out(c.track, training_pb.Track), hours=str(c.hours),

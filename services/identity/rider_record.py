@@ -77,6 +77,8 @@ class SessionEntry:
     status: str  # training's EnrolmentStatus name
     score: int | None
     enrolled_at: datetime | None
+    # Who teaches it (站长+校长), as training's SESSION_SCHEDULED names them: {} for nobody.
+    pair: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -255,7 +257,9 @@ class RiderRecords(FeedView):
     def _session_scheduled(self, ident: str, s: dict[str, Any]) -> None:
         self._sessions[ident] = {"course_id": s["course_id"],
                                  "service_space_id": s["service_space_id"],
-                                 "starts_at": s["starts_at"], "ends_at": s["ends_at"]}
+                                 "starts_at": s["starts_at"], "ends_at": s["ends_at"],
+                                 # v2 of the event; a session scheduled before names nobody.
+                                 "pair": s.get("pair") or {}}
 
     def _enrolled(self, ident: str, s: dict[str, Any]) -> None:
         # Enrolling again after a withdrawal starts the entry afresh.
@@ -397,7 +401,8 @@ class RiderRecords(FeedView):
             sessions.append(SessionEntry(
                 session_id, session.get("course_id", ""), c["title"], c["track"],
                 session.get("service_space_id", ""), session.get("starts_at"),
-                session.get("ends_at"), e["status"], e["score"], e["enrolled_at"]))
+                session.get("ends_at"), e["status"], e["score"], e["enrolled_at"],
+                session.get("pair", {})))
         completions = [CompletionEntry(
             c["course_id"], course(c["course_id"])["title"], c["session_id"], c["track"],
             Decimal(c["hours"]), c["result"], c["score"], c["at"]) for c in r.completions]

@@ -28,6 +28,8 @@ from services.training.domain.values import (
     CourseStatus,
     EnrolmentStatus,
     InstructorKind,
+    PairMember,
+    TeachingPair,
     Track,
     parse_course_hours,
 )
@@ -50,13 +52,14 @@ from shared.errors import (
 )
 from shared.followers import Follower, UpstreamEvent
 from shared.paging import listed
-from shared.references import Reference, note_reference
+from shared.references import Reference, note_reference, organisation_kind_not_allowed
 from shared.tenancy import Owners
 from shared.wire import must_be_specified
 
 MAX_TITLE = 200
 MAX_DESCRIPTION = 2000
 MAX_INSTRUCTOR_NAME = 100
+NO_PAIR = TeachingPair()  # a session that names nobody
 
 
 @dataclass(frozen=True)
@@ -85,6 +88,7 @@ class SessionView:
     places_taken: int
     enrolments: dict[str, dict[str, Any]]
     version: int
+    pair: TeachingPair = NO_PAIR
 
 
 @dataclass(frozen=True)
@@ -182,9 +186,18 @@ class TrainingApplication(GrowthPlans, QijiApplication):
 
     def schedule_session(self, *, course_id: str, service_space_id: str,
                          starts_at: datetime | None, ends_at: datetime | None, capacity: int,
+                         pair: TeachingPair = NO_PAIR,
                          violations: Violations | None = None) -> dict[str, Any]:
         violations = violations if violations is not None else Violations()
-        self.note(violations, course_id, Course, "course", "course_id")
+        course = self.note(violations, course_id, Course, "course", "course_id")
+        if course is not None:
+            # A course's formats never change: its rule on the pair is read here, with the
+            # request's other faults, for one answer.
+            course.check_pair(violations, pair)
+        self._check_pair_member(violations, pair.station_master, "pair.station_master",
+                                "station_id", "STATION")
+        self._check_pair_member(violations, pair.teacher, "pair.teacher", "provider_id",
+                                "EDUCATION_PROVIDER")
         note_reference(self, violations, service_space_id, "service_space_id", "service_space",
                        self.catch_up_upstream)
         for name, value in (("start_time", starts_at), ("end_time", ends_at)):
@@ -205,9 +218,10 @@ class TrainingApplication(GrowthPlans, QijiApplication):
 
         def decide() -> Outcome:
             course = self.get(course_id, Course, "course", field="course_id")
-            course.require_published()
-            session = TrainingSession(course_id=course_id, service_space_id=service_space_id,
-                                      starts_at=starts_at, ends_at=ends_at, capacity=capacity)
+            session = TrainingSession.schedule(course, course_id=course_id,
+                                               service_space_id=service_space_id,
+                                               starts_at=starts_at, ends_at=ends_at,
+                                               capacity=capacity, pair=pair.stripped())
             return Outcome([session], {"session_id": str(session.id),
                                        "version": session.version})
         return self.execute(decide)
@@ -223,7 +237,22 @@ class TrainingApplication(GrowthPlans, QijiApplication):
             # places_taken, not shown. Whoever runs the session sees its whole roll.
             enrolments={k: dict(v) for k, v in s.enrolments.items()
                         if whole_roll or self.sees_rider(k)},
-            version=s.version)
+            version=s.version, pair=TeachingPair.from_event(s.pair))
+
+    def _check_pair_member(self, violations: Violations, member: PairMember | None,
+                           path: str, id_field: str, kind: str) -> None:
+        """A station master is named with the station they run, a teacher with the education
+        provider they teach for: an organisation identity created, of that kind."""
+        if member is None:
+            return
+        check_text(violations, f"{path}.name", member.name, MAX_INSTRUCTOR_NAME, required=True)
+        field_name = f"{path}.{id_field}"
+        if note_reference(self, violations, member.organisation_id, field_name, "organisation",
+                          self.catch_up_upstream) is None:
+            return
+        entry = self.directory.organisation(member.organisation_id) if self.directory else None
+        if entry is not None and entry.kind != kind:
+            organisation_kind_not_allowed(violations, field_name, entry.kind, kind)
 
     def list_sessions(self, *, course_id: str, service_space_id: str,
                       start_after: datetime | None, page_size: int, page_token: str,
@@ -253,11 +282,14 @@ class TrainingApplication(GrowthPlans, QijiApplication):
             course.require_published()
             now = self.clock()
             session.check_enrolment(rider_id, now)
+            # A pre-job course is open to a rider not verified yet (岗前培训 comes first).
+            programme = self._programme()
+            pre_job = programme is not None and session.course_id in programme.course_ids
             self.require_riders(Violations(), [("rider_id", rider_id)], Learner.create_id,
                                 self.catch_up_upstream,
-                                refresh_unless=lambda learner: learner.is_active)
+                                refresh_unless=lambda learner: learner.may_enrol(pre_job))
             learner = self._learner(rider_id)
-            learner.require_active()
+            learner.require_may_enrol(pre_job)
             session.enrol(rider_id, now)
             learner.book(session_id, session.starts_at, session.ends_at)
             return Outcome([session, learner], {"session_id": session_id,
@@ -319,9 +351,9 @@ class TrainingApplication(GrowthPlans, QijiApplication):
             course = self.get(session.course_id, Course, "course")
             # The session first, as in withdraw_enrolment: only a rider who checked in (who is
             # known) gets past it.
-            session.record_completion(rider_id, result, score)
-            learner = self._learner(rider_id)
             now = self.clock()
+            session.record_completion(rider_id, result, score, now)
+            learner = self._learner(rider_id)
             learner.record_completion(course_id=session.course_id, session_id=session_id,
                                       track=course.track, hours=course.hours,
                                       result=result.value, score=score, at=now)
@@ -395,8 +427,11 @@ class TrainingApplication(GrowthPlans, QijiApplication):
         for c in learner.completions:
             if c["result"] == CompletionResult.PASSED.value:
                 passed[Track(c["track"])] = passed.get(Track(c["track"]), 0) + 1
-        return TranscriptView(rider_id, hours, passed, [dict(c) for c in learner.completions],
-                              learner.certified_at)
+        # Who taught each (站长+校长), from its session: a session's pair never changes.
+        completions = [{**c, "pair": TeachingPair.from_event(
+            self.get(c["session_id"], TrainingSession, "session").pair)}
+            for c in learner.completions]
+        return TranscriptView(rider_id, hours, passed, completions, learner.certified_at)
 
     # ------------------------------------------------------------------ tenancy
 

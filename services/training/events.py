@@ -21,7 +21,9 @@ LEARNER_TOPICS = (LEARNER_NOTED, COURSE_COMPLETED, PRE_JOB_CERTIFIED)
 # what they took. RIDER_ENROLLED, RIDER_CHECKED_IN carry `rider_id` and `at`;
 # ENROLMENT_WITHDRAWN, NO_SHOW_RECORDED carry `rider_id`; ENROLMENT_CANCELLED `rider_id` and
 # `reason`; COMPLETION_RECORDED `rider_id`, `result`, `score`. The session is the originator:
-# SESSION_SCHEDULED carries `course_id`, `service_space_id`, `starts_at`, `ends_at`; the course
+# SESSION_SCHEDULED carries `course_id`, `service_space_id`, `starts_at`, `ends_at` and (from
+# its v2) `pair`: {"station_master": {"station_id", "name"}, "teacher": {"provider_id",
+# "name"}}, each key only when named (站长+校长; {} upcast for an older session); the course
 # is the originator of COURSE_DRAFTED (`track`, `title`, `hours`).
 COURSE_DRAFTED = "services.training.domain.model:Course.Drafted"
 # identity's partner register follows a course's life (the course is the originator; neither

@@ -22,6 +22,8 @@ from services.training.domain.values import (
     CourseFormat,
     CourseStatus,
     InstructorKind,
+    PairMember,
+    TeachingPair,
     Track,
 )
 from services.training.growth import GrowthPathView, GrowthPlanView, StepInput
@@ -164,7 +166,7 @@ class TrainingServicer(pb_grpc.TrainingServiceServicer):
             course_id=request.course_id, service_space_id=request.service_space_id,
             starts_at=optional_time(request, "start_time", violations),
             ends_at=optional_time(request, "end_time", violations), capacity=request.capacity,
-            violations=violations)
+            pair=_pair_in(request), violations=violations)
         return pb.ScheduleSessionResponse(session=self._session_at(result))
 
     def GetSession(self, request: Any, context: Any) -> Any:
@@ -375,7 +377,7 @@ class TrainingServicer(pb_grpc.TrainingServiceServicer):
             session_id=s.session_id, course_id=s.course_id,
             service_space_id=s.service_space_id, start_time=timestamp(s.starts_at),
             end_time=timestamp(s.ends_at), capacity=s.capacity, places_taken=s.places_taken,
-            enrolments=enrolments, version=s.version)
+            enrolments=enrolments, version=s.version, pair=_pair_out(s.pair))
 
     @staticmethod
     def _transcript(t: TranscriptView) -> Any:
@@ -385,7 +387,7 @@ class TrainingServicer(pb_grpc.TrainingServiceServicer):
                 course_id=c["course_id"], session_id=c["session_id"],
                 track=enum_out(c["track"], pb.Track), hours=hours_text(c["hours"]),
                 result=enum_out(c["result"], pb.CompletionResult),
-                complete_time=timestamp(c["at"]))
+                complete_time=timestamp(c["at"]), pair=_pair_out(c["pair"]))
             if c.get("score") is not None:
                 completion.score = c["score"]
             completions.append(completion)
@@ -397,6 +399,33 @@ class TrainingServicer(pb_grpc.TrainingServiceServicer):
                     for track in Track if track in t.hours_by_track],
             completions=completions, pre_job_certified=t.certified_at is not None,
             pre_job_certify_time=timestamp(t.certified_at))
+
+
+def _pair_in(request: Any) -> TeachingPair:
+    """The request's pair; a member given at all is checked whole (an empty one is its
+    fields' faults, not "absent")."""
+    if not request.HasField("pair"):
+        return TeachingPair()
+    pair = request.pair
+    master = (PairMember(pair.station_master.station_id, pair.station_master.name)
+              if pair.HasField("station_master") else None)
+    teacher = (PairMember(pair.teacher.provider_id, pair.teacher.name)
+               if pair.HasField("teacher") else None)
+    return TeachingPair(master, teacher)
+
+
+def _pair_out(pair: TeachingPair) -> Any:
+    """None (unset) for a session that names nobody."""
+    if pair.station_master is None and pair.teacher is None:
+        return None
+    out = pb.TeachingPair()
+    if pair.station_master is not None:
+        out.station_master.station_id = pair.station_master.organisation_id
+        out.station_master.name = pair.station_master.name
+    if pair.teacher is not None:
+        out.teacher.provider_id = pair.teacher.organisation_id
+        out.teacher.name = pair.teacher.name
+    return out
 
 
 def add_servicers(server: grpc.Server, app: Any) -> list[str]:

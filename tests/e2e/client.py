@@ -4,6 +4,7 @@ the small request builders every service's tests use."""
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -85,6 +86,19 @@ def at(delta: timedelta) -> Timestamp:
 
 def minutes(n: float) -> timedelta:
     return timedelta(minutes=n)
+
+
+# How far ahead a session is scheduled when a test records its results: training records a
+# result only once the session has started, so the test enrols and checks in meanwhile, then
+# waits for the start (`started`).
+SOON = timedelta(seconds=4)
+
+
+def started(start_time: Timestamp) -> None:
+    """Sleeps until a session's start_time has passed (the e2e services run on this machine's
+    clock)."""
+    delay = (start_time.ToDatetime(UTC) - datetime.now(UTC)).total_seconds()
+    time.sleep(max(0.0, delay) + 0.05)
 
 
 def state(event: feed_pb.StoredEvent) -> dict[str, Any]:

@@ -53,6 +53,7 @@ from tests.e2e.client import (
     NOT_FOUND,
     PRECONDITION,
     RPC_TIMEOUT,
+    SOON,
     Bad,
     Client,
     at,
@@ -64,6 +65,7 @@ from tests.e2e.client import (
     minutes,
     new_request_id,
     on,
+    started,
     state,
     unique,
 )
@@ -179,13 +181,14 @@ def grassroots_course(training: ServiceProcess, city: City, title: str = "社区
 
 def pass_course(training: ServiceProcess, city: City, course_id: str, riders: list[str]
                 ) -> str:
-    """A real completion: a session the street office holds at its space, starting in two
-    minutes (check-in opens an hour before), the riders enrolled by their platform, checked in
-    and recorded PASSED by the office. Returns the session id."""
+    """A real completion: a session the street office holds at its space, starting in a few
+    seconds (check-in opens an hour before), the riders enrolled by their platform and checked
+    in, and once it has started recorded PASSED by the office. Returns the session id."""
     platform = training.client("platform")
-    session_id = training.client("street_office").ScheduleSession(tpb.ScheduleSessionRequest(
+    session = training.client("street_office").ScheduleSession(tpb.ScheduleSessionRequest(
         request_id=new_request_id(), course_id=course_id, service_space_id=city.space,
-        start_time=at(minutes(2)), end_time=at(minutes(32)), capacity=20)).session.session_id
+        start_time=at(SOON), end_time=at(SOON + minutes(30)), capacity=20)).session
+    session_id = session.session_id
     for rider_id in riders:
         platform.EnrolRider(tpb.EnrolRiderRequest(request_id=new_request_id(),
                                                   session_id=session_id, rider_id=rider_id))
@@ -193,6 +196,8 @@ def pass_course(training: ServiceProcess, city: City, course_id: str, riders: li
     for rider_id in riders:
         host.CheckInRider(tpb.CheckInRiderRequest(
             request_id=new_request_id(), session_id=session_id, rider_id=rider_id))
+    started(session.start_time)  # a result is recorded from the start on
+    for rider_id in riders:
         host.RecordCompletion(tpb.RecordCompletionRequest(
             request_id=new_request_id(), session_id=session_id, rider_id=rider_id,
             result=tpb.COMPLETION_RESULT_PASSED))

@@ -28,7 +28,7 @@ from qiji.platform.v1 import platform_feed_service_pb2_grpc as pb_grpc
 from qiji.training.v1 import training_service_pb2 as tpb
 
 from shared.auth import add_caller
-from tests.e2e.client import RPC_TIMEOUT, bearer, call_error, new_request_id
+from tests.e2e.client import RPC_TIMEOUT, SOON, bearer, call_error, new_request_id, started
 from tests.e2e.conftest import ServiceProcess, free_port, start_service
 
 pytestmark = pytest.mark.e2e
@@ -181,16 +181,18 @@ def register(s: Stack, *, phone: str = "", verify: bool = True, rival: bool = Fa
 
 def certify(s: Stack, rider: str) -> None:
     trainer = s.training.client("city_admin")
-    session = trainer.ScheduleSession(tpb.ScheduleSessionRequest(
+    sitting = trainer.ScheduleSession(tpb.ScheduleSessionRequest(
         request_id=new_request_id(), course_id=s.course, service_space_id=s.space,
-        start_time=at(timedelta(minutes=10)), end_time=at(timedelta(minutes=70)),
-        capacity=5)).session.session_id
+        start_time=at(SOON), end_time=at(SOON + timedelta(minutes=60)),
+        capacity=5)).session
+    session = sitting.session_id
     # The platform enrols its rider; whoever runs the session (here the city) records
-    # attendance and the result.
+    # attendance and, once the session has started, the result.
     s.training.client("platform").EnrolRider(tpb.EnrolRiderRequest(
         request_id=new_request_id(), session_id=session, rider_id=rider))
     trainer.CheckInRider(tpb.CheckInRiderRequest(request_id=new_request_id(),
                                                  session_id=session, rider_id=rider))
+    started(sitting.start_time)
     assert trainer.RecordCompletion(tpb.RecordCompletionRequest(
         request_id=new_request_id(), session_id=session, rider_id=rider,
         result=tpb.COMPLETION_RESULT_PASSED, score=90)).pre_job_certified

@@ -35,6 +35,7 @@ from shared.auth import add_caller
 from tests.conftest import badges_key_env
 from tests.e2e.client import (
     PRECONDITION,
+    SOON,
     at,
     call_error,
     create_city,
@@ -42,6 +43,7 @@ from tests.e2e.client import (
     create_service_space,
     minutes,
     new_request_id,
+    started,
     state,
 )
 from tests.e2e.conftest import (
@@ -281,10 +283,14 @@ def reinstate(identity: ServiceProcess, rider_id: str) -> None:
 def session(training: ServiceProcess, city: City, start_in: timedelta) -> str:
     """A session of the city's course at the street's rest space, scheduled by the street
     office (a platform schedules only its own courses)."""
+    return scheduled(training, city, start_in).session_id
+
+
+def scheduled(training: ServiceProcess, city: City, start_in: timedelta) -> tpb.Session:
     return training.client(token=city.office_token).ScheduleSession(tpb.ScheduleSessionRequest(
         request_id=new_request_id(), course_id=city.grassroots_course,
         service_space_id=city.space, start_time=at(start_in),
-        end_time=at(start_in + minutes(30)), capacity=20)).session.session_id
+        end_time=at(start_in + minutes(30)), capacity=20)).session
 
 
 def enrol(training: ServiceProcess, session_id: str, rider_id: str) -> tpb.Session:
@@ -299,14 +305,16 @@ def enrolment_status(training: ServiceProcess, session_id: str, rider_id: str) -
 
 
 def pass_course(training: ServiceProcess, city: City, rider_id: str) -> str:
-    """A session two minutes ahead (check-in opens an hour before): enrolled, checked in,
-    PASSED."""
-    session_id = session(training, city, minutes(2))
+    """A session a few seconds ahead (check-in opens an hour before): enrolled, checked in,
+    and once it has started PASSED."""
+    sitting = scheduled(training, city, SOON)
+    session_id = sitting.session_id
     # The street office hosts the session at its space: it records attendance and results.
     host = training.client(token=city.office_token)
     enrol(training, session_id, rider_id)
     host.CheckInRider(tpb.CheckInRiderRequest(
         request_id=new_request_id(), session_id=session_id, rider_id=rider_id))
+    started(sitting.start_time)  # a result is recorded from the start on
     host.RecordCompletion(tpb.RecordCompletionRequest(
         request_id=new_request_id(), session_id=session_id, rider_id=rider_id,
         result=tpb.COMPLETION_RESULT_PASSED))

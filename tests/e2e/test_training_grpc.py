@@ -37,6 +37,7 @@ from tests.e2e.client import (
     INVALID,
     NOT_FOUND,
     PRECONDITION,
+    SOON,
     Bad,
     Client,
     at,
@@ -48,6 +49,7 @@ from tests.e2e.client import (
     minutes,
     new_request_id,
     on,
+    started,
 )
 from tests.e2e.conftest import ServiceProcess, caught_up, eventually, new_rider
 
@@ -199,6 +201,8 @@ class Scene:
     soon_session: str  # starts in a few minutes; `soon_rider` enrolled, not checked in
     enrolled: str
     soon_rider: str
+    early_rider: str  # enrolled in `soon_session` and checked in already (it opens an hour early)
+    paired_course: str  # taught 站长+校长: each session names both
     active: str  # verified, enrolled nowhere
     unverified: str
     courses_page_token: str
@@ -209,7 +213,7 @@ def scene(identity: ServiceProcess, training: ServiceProcess, city: City) -> Sce
     admin, platform = training.client("city_admin"), caller(training, city, "platform")
     provider = caller(training, city, "education_provider")
     riders = {name: new_rider(identity, city)
-              for name in ("enrolled", "filler", "soon_rider", "active")}
+              for name in ("enrolled", "filler", "soon_rider", "early_rider", "active")}
     unverified = new_rider(identity, city, verify=False)
 
     draft_course = draft(admin, city, title="未发布的课")
@@ -226,12 +230,18 @@ def scene(identity: ServiceProcess, training: ServiceProcess, city: City) -> Sce
     enrol(platform, session, riders["enrolled"])
     enrol(platform, full, riders["filler"])
     enrol(platform, soon, riders["soon_rider"])
+    enrol(platform, soon, riders["early_rider"])
+    provider.CheckInRider(pb.CheckInRiderRequest(request_id=new_request_id(), session_id=soon,
+                                                 rider_id=riders["early_rider"]))
+    paired_course = published(admin, city, title="站长+校长：配送实操", formats=[
+        pb.COURSE_FORMAT_PAIRED_TEACHING, pb.COURSE_FORMAT_HANDS_ON_PRACTICE])
     token = admin.ListCourses(pb.ListCoursesRequest(page_size=1)).next_page_token
     assert token
     return Scene(city=city, draft_course=draft_course, course=course,
                  retired_course=retired_course, session=session, overlapping_session=overlapping,
                  full_session=full, soon_session=soon, enrolled=riders["enrolled"],
-                 soon_rider=riders["soon_rider"], active=riders["active"], unverified=unverified,
+                 soon_rider=riders["soon_rider"], early_rider=riders["early_rider"],
+                 paired_course=paired_course, active=riders["active"], unverified=unverified,
                  courses_page_token=token)
 
 
@@ -412,6 +422,22 @@ BAD_INPUT: dict[str, Bad] = {
     "ScheduleSession-retired-course": Bad(
         "ScheduleSession", "city_admin", sitting(course_id=lambda s: s.retired_course),
         PRECONDITION, reason="COURSE_RETIRED"),
+    # 站长+校长: a paired course's session names both; each member of its own kind.
+    "ScheduleSession-a-paired-course-without-its-teacher": Bad(
+        "ScheduleSession", "city_admin",
+        sitting(course_id=lambda s: s.paired_course, pair=lambda s: pb.TeachingPair(
+            station_master=pb.StationMaster(station_id=s.city.station, name="刘站长"))),
+        INVALID, field="pair.teacher", reason="TEACHING_PAIR_INCOMPLETE"),
+    "ScheduleSession-a-teacher-from-a-station": Bad(
+        "ScheduleSession", "city_admin",
+        sitting(pair=lambda s: pb.TeachingPair(
+            teacher=pb.Teacher(provider_id=s.city.station, name="陈老师"))),
+        INVALID, field="pair.teacher.provider_id", reason="ORGANISATION_KIND_NOT_ALLOWED"),
+    "ScheduleSession-a-station-master-without-a-name": Bad(
+        "ScheduleSession", "city_admin",
+        sitting(pair=lambda s: pb.TeachingPair(
+            station_master=pb.StationMaster(station_id=s.city.station))),
+        INVALID, field="pair.station_master.name", reason="FIELD_REQUIRED"),
     "ScheduleSession-unknown-course": Bad(
         "ScheduleSession", "city_admin", sitting(course_id=lambda _: RANDOM_ID),
         NOT_FOUND, reason="COURSE_NOT_FOUND"),
@@ -496,6 +522,11 @@ BAD_INPUT: dict[str, Bad] = {
         "RecordNoShow", "education_provider",
         on(pb.RecordNoShowRequest, session_id=lambda s: s.soon_session,
            rider_id=lambda s: s.soon_rider), PRECONDITION, reason="SESSION_NOT_STARTED"),
+    "RecordCompletion-before-the-start": Bad(
+        "RecordCompletion", "education_provider",
+        on(pb.RecordCompletionRequest, session_id=lambda s: s.soon_session,
+           rider_id=lambda s: s.early_rider, result=pb.COMPLETION_RESULT_PASSED),
+        PRECONDITION, reason="SESSION_NOT_STARTED"),
     "RecordCompletion-without-check-in": Bad(
         "RecordCompletion", "education_provider",
         soon_completion(result=pb.COMPLETION_RESULT_PASSED),
@@ -641,11 +672,13 @@ def test_a_city_trains_a_rider_across_both_services_until_pre_job_certified(
     assert (list(seen.course_ids), seen.version) == (list(programme.course_ids),
                                                      programme.version)
 
-    # Check-in opens an hour before a session starts: both sessions start within the hour, and
-    # sessions must be scheduled in the future, so check-in works now. Each course's provider
-    # schedules its own.
-    first = schedule(provider, civic.course_id, city.space, minutes(2), minutes(30))
-    second = schedule(platform, skills.course_id, city.space, minutes(35), minutes(35))
+    # Check-in opens an hour before a session starts, a result only once it has started: both
+    # sessions start within seconds, one after the other (a rider never holds two overlapping
+    # sessions), so check-in works now and each result waits for its start. Each course's
+    # provider schedules its own.
+    first = schedule(provider, civic.course_id, city.space, SOON, timedelta(seconds=3))
+    second = schedule(platform, skills.course_id, city.space, SOON + timedelta(seconds=3),
+                      minutes(35))
     assert (first.capacity, first.places_taken, first.service_space_id) == (20, 0, city.space)
     listed = training.client("auditor").ListSessions(pb.ListSessionsRequest(
         service_space_id=city.space)).sessions
@@ -664,6 +697,7 @@ def test_a_city_trains_a_rider_across_both_services_until_pre_job_certified(
         checked_in = runner.CheckInRider(pb.CheckInRiderRequest(
             request_id=new_request_id(), session_id=session.session_id, rider_id=rider_id))
         assert enrolment(checked_in.session, rider_id).status == pb.ENROLMENT_STATUS_CHECKED_IN
+        started(session.start_time)
         completion = pb.RecordCompletionRequest(
             request_id=new_request_id(), session_id=session.session_id, rider_id=rider_id,
             result=pb.COMPLETION_RESULT_PASSED)

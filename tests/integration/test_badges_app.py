@@ -441,3 +441,28 @@ def test_a_badge_class_with_a_bad_picture_and_a_community_issuer_gets_both_at_on
                                            image=b"\x89PNG\r\n\x1a\n" + b"0" * 300_000,
                                            media_type="image/png")
     assert large.value.reason == "IMAGE_TOO_LARGE"
+
+
+def test_a_course_passed_before_verification_counts_only_once_the_rider_is_verified(world):
+    """Pre-job training comes before verification (training takes a registered rider there):
+    badges still awards active riders only, and counts the course when the rider is verified."""
+    course = str(uuid.uuid4())
+    civic = badge(world, "岗前之星", required_course_ids=[course])
+    with as_actor(PLATFORM):
+        rider = world["identity"].register_rider(
+            platform_id=world["platform"], platform_rider_id="NEW1", name="新骑手",
+            phone="13812345678", national_id="", home_street_id=world["street"],
+            station_id=world["station"])["rider_id"]
+    world["follower"].run_once()
+    learner = uuid.uuid4()
+    world["training"].add(training_events.LEARNER_NOTED, learner, rider_id=rider)
+    world["training"].add(training_events.COURSE_COMPLETED, learner, course_id=course,
+                          session_id=str(uuid.uuid4()), track="CIVIC_EDUCATION", hours="2",
+                          result="PASSED", score=None, at=world["clock"]())
+    world["training_follower"].run_once()
+    assert world["badges"].rider_awards(rider_id=rider, include_inactive=True) == []
+    with as_actor(PLATFORM):
+        world["identity"].verify_rider(rider_id=rider)
+    world["follower"].run_once()
+    awards = world["badges"].rider_awards(rider_id=rider, include_inactive=False)
+    assert [a.badge_class_id for a in awards] == [civic]

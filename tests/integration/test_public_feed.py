@@ -239,3 +239,19 @@ def test_a_feed_limit_above_the_maximum_is_coerced_to_it_and_only_a_negative_one
         read_public(identity, IDENTITY_EVENTS, public_pb.ReadPublicEventsRequest(limit=-1))
     assert [(v.field, v.reason) for v in refused_public.value.violations] == [
         ("limit", "VALUE_OUT_OF_RANGE")]
+
+
+def test_a_rider_certified_before_verification_reaches_their_platform_feed(world):
+    """Pre-job training comes first: the platform learns of the certification of a rider it
+    has not verified yet, as of any other of its riders, and verifies them afterwards."""
+    rider = register(world, 1, verify=False)
+    certify(world, rider)
+    with as_actor(platform_actor(world)):
+        world["identity"].verify_rider(rider_id=rider)
+    events, _ = read_all(world, world["platform"], RIDER_TYPES)
+    assert [e.type for _, e, _ in events] == ["qiji.identity.v1.RiderRegistered",
+                                              "qiji.training.v1.PreJobCertified",
+                                              "qiji.identity.v1.RiderVerified"]
+    assert events[1][0]["rider_id"] == rider
+    # Another platform's feed does not carry it.
+    assert read_all(world, world["other"], ["qiji.training.v1.PreJobCertified"])[0] == []

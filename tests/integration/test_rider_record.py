@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import grpc
 import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
 from qiji.badges.v1 import badges_service_pb2 as bpb
 from qiji.governance.v1 import governance_service_pb2 as gpb
 from qiji.identity.v1 import identity_service_pb2 as ipb
@@ -178,6 +179,28 @@ class TestTheRecordFollowsWhatHappens:
         assert record.confirmed_volunteer_hours == "2"
         assert record.care_packages[0].HasField("hand_over_time")
         assert "社工小王" not in str(record)
+
+    def test_a_session_taught_by_a_station_master_and_a_teacher_names_both(
+            self, world: World) -> None:
+        """站长+校长: the pair training scheduled the session with is on the rider's record."""
+        b = world.tenants["b"]
+        starts = datetime.now(UTC) + timedelta(days=5)
+        pair = tpb.TeachingPair(
+            station_master=tpb.StationMaster(station_id=b.station, name="刘站长"),
+            teacher=tpb.Teacher(provider_id=b.provider, name="陈老师"))
+        start, end = Timestamp(), Timestamp()
+        start.FromDatetime(starts)
+        end.FromDatetime(starts + timedelta(hours=1))
+        session = world.qiji.ok("training", "ScheduleSession", tpb.ScheduleSessionRequest(
+            request_id=rid(), course_id=b.course, service_space_id=b.space, start_time=start,
+            end_time=end, capacity=5, pair=pair), b.tokens["education_provider"]).session
+        world.qiji.ok("training", "EnrolRider", tpb.EnrolRiderRequest(
+            request_id=rid(), session_id=session.session_id, rider_id=b.rider),
+            b.tokens["platform"])
+        sessions = {s.session_id: s for s in record_of(world, b.rider,
+                                                         b.tokens["platform"]).sessions}
+        assert sessions[session.session_id].pair == pair
+        assert not sessions[b.session].HasField("pair")  # a session naming nobody
 
     def test_a_completed_course_is_on_the_transcript_with_its_hours(self, world: World) -> None:
         b = world.tenants["b"]

@@ -17,6 +17,8 @@ from services.training.domain.values import (
     CourseFormat,
     EnrolmentStatus,
     InstructorKind,
+    PairMember,
+    TeachingPair,
     Track,
 )
 from shared.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
@@ -361,3 +363,162 @@ def test_fifty_concurrent_enrolments_fill_twenty_places_exactly(postgres_env, cl
     finally:
         training.close()
         identity.close()
+
+
+# ---------------------------------------------------------------------------- pre-job first
+
+
+def test_a_registered_rider_trains_for_the_job_before_the_platform_verifies_them(world, clock):
+    """岗前培训 comes before the job: a rider not verified yet enrols in, checks in to and passes
+    the pre-job courses and is certified; every other course still waits for verification."""
+    pre_job, other = published_course(world), published_course(world, Track.SKILLS)
+    with as_actor(ADMIN):
+        world["training"].set_pre_job_courses(course_ids=[pre_job])
+    newcomer = new_rider(world, verify=False)
+    s, later = session(world, pre_job, start_in_hours=1), session(world, other, start_in_hours=5)
+    enrol(world, s, newcomer)
+    with pytest.raises(FailedPrecondition) as error:
+        enrol(world, later, newcomer)
+    assert error.value.reason == "RIDER_NOT_ACTIVE" and "not verified" in error.value.message
+    t = world["training"]
+    with as_actor(PLATFORM):
+        clock.now += timedelta(hours=1)
+        t.check_in_rider(session_id=s, rider_id=newcomer)
+        done = t.record_completion(session_id=s, rider_id=newcomer,
+                                   result=CompletionResult.PASSED, score=88)
+    assert done["pre_job_certified"]
+    assert t.transcript(rider_id=newcomer).certified_at == clock.now
+    # Verified afterwards: the rest of the curriculum opens.
+    with as_actor(PLATFORM):
+        world["identity"].verify_rider(rider_id=newcomer)
+    enrol(world, later, newcomer)
+
+
+def test_a_suspended_or_departed_rider_may_not_enrol_even_in_pre_job_training(world):
+    pre_job = published_course(world)
+    with as_actor(ADMIN):
+        world["training"].set_pre_job_courses(course_ids=[pre_job])
+    s = session(world, pre_job)
+    suspended, gone = new_rider(world, verify=False), new_rider(world, verify=False)
+    with as_actor(ADMIN):
+        world["identity"].suspend_rider(rider_id=suspended, reason="complaint")
+    with as_actor(PLATFORM):
+        world["identity"].record_rider_left(rider_id=gone, reason="moved away")
+    before = world["training"].last_position()
+    for rider, said in ((suspended, "suspended"), (gone, "left")):
+        with pytest.raises(FailedPrecondition) as error:
+            enrol(world, s, rider)
+        assert error.value.reason == "RIDER_NOT_ACTIVE" and said in error.value.message
+    assert world["training"].session(s).places_taken == 0
+    # Only what the follower noted of identity was written, no enrolment.
+    assert not [n for n in world["training"].read_log(before + 1, 1000)
+                if n.topic.endswith("RiderEnrolled")]
+
+
+def test_a_result_before_the_session_starts_is_refused_and_writes_nothing(world, clock):
+    s = session(world, published_course(world), start_in_hours=1)
+    rider = new_rider(world)
+    enrol(world, s, rider)
+    t = world["training"]
+    with as_actor(PLATFORM):
+        clock.now += timedelta(minutes=30)  # check-in is open, the session has not begun
+        t.check_in_rider(session_id=s, rider_id=rider)
+        before = t.last_position()
+        with pytest.raises(FailedPrecondition) as error:
+            t.record_completion(session_id=s, rider_id=rider, result=CompletionResult.PASSED,
+                                score=90)
+        assert error.value.reason == "SESSION_NOT_STARTED"
+        assert t.last_position() == before
+        assert t.transcript(rider_id=rider).completions == []
+        clock.now += timedelta(minutes=30)  # the start: now it may be recorded
+        t.record_completion(session_id=s, rider_id=rider, result=CompletionResult.PASSED,
+                            score=90)
+    assert t.session(s).enrolments[rider]["status"] == "PASSED"
+
+
+# ---------------------------------------------------------------------------- 站长+校长
+
+
+def paired_course(w) -> str:
+    t = w["training"]
+    with as_actor(ADMIN):
+        course_id = t.draft_course(
+            track=Track.SKILLS, title="站长+校长：配送实操", description="", hours="2",
+            formats=[CourseFormat.PAIRED_TEACHING, CourseFormat.HANDS_ON_PRACTICE],
+            provider_id=w["station"], instructor_name="刘站长",
+            instructor_kind=InstructorKind.STATION_MASTER)["course_id"]
+        t.publish_course(course_id=course_id)
+    return course_id
+
+
+def schedule_with(w, course_id, pair, **fields):
+    starts = w["training"].clock() + timedelta(hours=1)
+    values = {"course_id": course_id, "service_space_id": w["space"], "starts_at": starts,
+              "ends_at": starts + timedelta(hours=2), "capacity": 10, **fields}
+    with as_actor(ADMIN):
+        return w["training"].schedule_session(pair=pair, **values)["session_id"]
+
+
+def test_a_paired_session_names_its_station_master_and_teacher_on_the_session_and_transcript(
+        world, clock):
+    course = paired_course(world)
+    pair = TeachingPair(PairMember(world["station"], "  刘站长 "),
+                        PairMember(world["university"], "陈老师"))
+    s = schedule_with(world, course, pair)
+    t = world["training"]
+    stored = TeachingPair(PairMember(world["station"], "刘站长"),
+                          PairMember(world["university"], "陈老师"))
+    assert t.session(s).pair == stored
+    with as_actor(ADMIN):
+        listed, _ = t.list_sessions(course_id=course, service_space_id="", start_after=None,
+                                    page_size=10, page_token="")
+    assert [v.pair for v in listed] == [stored]
+    rider = new_rider(world)
+    enrol(world, s, rider)
+    with as_actor(PLATFORM):
+        clock.now += timedelta(hours=1)
+        t.check_in_rider(session_id=s, rider_id=rider)
+        t.record_completion(session_id=s, rider_id=rider, result=CompletionResult.PASSED,
+                            score=None)
+    [done] = t.transcript(rider_id=rider).completions
+    assert done["pair"] == stored
+    # The pair is in the stored event, so the session's log tells who taught it.
+    [scheduled] = [n for n in t.read_log(1, 10_000) if n.topic.endswith("Scheduled")
+                   and str(n.originator_id) == s]
+    assert b'"station_master"' in scheduled.state and b'"teacher"' in scheduled.state
+
+
+def test_a_paired_course_refuses_a_session_without_both_and_every_fault_comes_at_once(world):
+    course = paired_course(world)
+    before = world["training"].last_position()
+    with pytest.raises(InvalidArgument) as error:
+        schedule_with(world, course, TeachingPair(teacher=PairMember(world["university"], "")),
+                      capacity=0)
+    assert {(v.field, v.reason) for v in error.value.violations} == {
+        ("pair.station_master", "TEACHING_PAIR_INCOMPLETE"),
+        ("pair.teacher.name", "FIELD_REQUIRED"), ("capacity", "VALUE_OUT_OF_RANGE")}
+    assert world["training"].last_position() == before
+
+
+def test_a_pair_member_names_an_organisation_of_its_own_kind(world):
+    """A station master comes from a station, a teacher from an education provider."""
+    course = published_course(world)  # not paired: either member alone is fine
+    assert schedule_with(world, course, TeachingPair(
+        teacher=PairMember(world["university"], "陈老师")))
+    with pytest.raises(InvalidArgument) as error:
+        schedule_with(world, course, TeachingPair(PairMember(world["university"], "刘站长"),
+                                                  PairMember(world["station"], "陈老师")))
+    assert [(v.field, v.reason, v.description) for v in error.value.violations] == [
+        ("pair.station_master.station_id", "ORGANISATION_KIND_NOT_ALLOWED",
+         "must be an ORGANISATION_KIND_STATION, not an ORGANISATION_KIND_EDUCATION_PROVIDER"),
+        ("pair.teacher.provider_id", "ORGANISATION_KIND_NOT_ALLOWED",
+         "must be an ORGANISATION_KIND_EDUCATION_PROVIDER, not an ORGANISATION_KIND_STATION")]
+    unknown = "5b0b276e-3dca-4072-bc38-1c35fa3f20b2"
+    with pytest.raises(NotFound) as missing:
+        schedule_with(world, course, TeachingPair(PairMember(unknown, "刘站长")))
+    assert missing.value.reason == "ORGANISATION_NOT_FOUND"
+    with pytest.raises(InvalidArgument) as malformed:
+        schedule_with(world, course, TeachingPair(PairMember("x", "刘" * 101)))
+    assert {(v.field, v.reason) for v in malformed.value.violations} == {
+        ("pair.station_master.station_id", "INVALID_ID"),
+        ("pair.station_master.name", "TEXT_TOO_LONG")}

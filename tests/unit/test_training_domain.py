@@ -6,7 +6,14 @@ from decimal import Decimal
 import pytest
 
 from services.training.domain.model import Course, Learner, TrainingSession
-from services.training.domain.values import CompletionResult, CourseStatus, parse_course_hours
+from services.training.domain.values import (
+    CompletionResult,
+    CourseStatus,
+    EnrolmentStatus,
+    PairMember,
+    TeachingPair,
+    parse_course_hours,
+)
 from shared.errors import AlreadyExists, FailedPrecondition, NotFound, Violations
 
 T0 = datetime(2026, 6, 5, 9, 0, tzinfo=UTC)
@@ -14,7 +21,7 @@ T0 = datetime(2026, 6, 5, 9, 0, tzinfo=UTC)
 
 def a_session(capacity=2) -> TrainingSession:
     return TrainingSession(course_id="c", service_space_id="s", starts_at=T0,
-                           ends_at=T0 + timedelta(hours=2), capacity=capacity)
+                           ends_at=T0 + timedelta(hours=2), capacity=capacity, pair={})
 
 
 def test_capacity_is_never_exceeded_and_a_withdrawal_frees_a_place():
@@ -52,13 +59,13 @@ def test_a_cancelled_enrolment_gives_its_place_back_and_can_be_retaken():
 def test_completion_needs_a_check_in_and_an_enrolment():
     s = a_session()
     with pytest.raises(NotFound):
-        s.record_completion("a", CompletionResult.PASSED, None)
+        s.record_completion("a", CompletionResult.PASSED, None, T0)
     s.enrol("a", T0 - timedelta(days=1))
     with pytest.raises(FailedPrecondition) as error:
-        s.record_completion("a", CompletionResult.PASSED, None)
+        s.record_completion("a", CompletionResult.PASSED, None, T0)
     assert error.value.reason == "ENROLMENT_ENROLLED"
     s.check_in("a", T0)
-    s.record_completion("a", CompletionResult.PASSED, 88)
+    s.record_completion("a", CompletionResult.PASSED, 88, T0)
     assert s.enrolments["a"]["status"] == "PASSED"
     assert s.places_taken == 1
 
@@ -129,3 +136,86 @@ def test_a_checked_in_rider_is_not_cancelled_and_keeps_their_place():
     s.check_in("a", T0)
     assert s.cancel_enrolment("a", "suspended") is False
     assert s.places_taken == 1
+
+
+def test_a_result_is_refused_before_the_session_starts_even_after_an_early_check_in():
+    s = a_session()
+    s.enrol("a", T0 - timedelta(days=1))
+    s.check_in("a", T0 - timedelta(minutes=30))  # check-in opens an hour early
+    with pytest.raises(FailedPrecondition) as error:
+        s.record_completion("a", CompletionResult.PASSED, 90, T0 - timedelta(seconds=1))
+    assert error.value.reason == "SESSION_NOT_STARTED"
+    assert error.value.metadata["start_time"] == T0.isoformat()
+    assert s.status_of("a") is EnrolmentStatus.CHECKED_IN
+    assert not [e for e in s.collect_events() if type(e).__name__ == "CompletionRecorded"]
+    # From the start on, and after the end too (an exam marked later).
+    s.record_completion("a", CompletionResult.PASSED, 90, T0 + timedelta(hours=5))
+    assert s.status_of("a") is EnrolmentStatus.PASSED
+
+
+def test_a_check_in_long_before_the_start_is_refused():
+    s = a_session()
+    s.enrol("a", T0 - timedelta(days=1))
+    with pytest.raises(FailedPrecondition) as error:
+        s.check_in("a", T0 - timedelta(hours=1, seconds=1))
+    assert error.value.reason == "OUTSIDE_CHECK_IN_WINDOW"
+
+
+def test_a_registered_rider_may_enrol_in_pre_job_courses_only_and_never_when_barred():
+    learner = Learner(rider_id="r")  # registered, not verified
+    learner.require_may_enrol(pre_job=True)
+    with pytest.raises(FailedPrecondition) as error:
+        learner.require_may_enrol(pre_job=False)
+    assert (error.value.reason, "not verified" in error.value.message) == (
+        "RIDER_NOT_ACTIVE", True)
+    for suspended, left, said in ((True, False, "suspended"), (False, True, "has left")):
+        learner.note_status(verified=False, suspended=suspended, left=left)
+        for pre_job in (True, False):
+            with pytest.raises(FailedPrecondition) as error:
+                learner.require_may_enrol(pre_job=pre_job)
+            assert error.value.reason == "RIDER_NOT_ACTIVE" and said in error.value.message
+    learner.note_status(verified=True, suspended=False, left=False)
+    learner.require_may_enrol(pre_job=False)
+    learner.require_may_enrol(pre_job=True)
+
+
+def a_course(formats=("CLASSROOM",)) -> Course:
+    return Course(track="SKILLS", title="t", description="", hours=Decimal(1),
+                  formats=list(formats), provider_id="p", instructor_name="i",
+                  instructor_kind="TEACHER")
+
+
+MASTER = PairMember("station", "刘站长")
+TEACHER = PairMember("university", "陈老师")
+
+
+def test_a_paired_course_needs_both_its_station_master_and_its_teacher():
+    paired = a_course(["CLASSROOM", "PAIRED_TEACHING"])
+    assert paired.paired and not a_course().paired
+    v = Violations()
+    paired.check_pair(v, TeachingPair(station_master=MASTER))
+    assert [(i.field, i.reason) for i in v.items] == [
+        ("pair.teacher", "TEACHING_PAIR_INCOMPLETE")]
+    v = Violations()
+    paired.check_pair(v, TeachingPair())
+    assert [i.field for i in v.items] == ["pair.station_master", "pair.teacher"]
+    v = Violations()
+    paired.check_pair(v, TeachingPair(MASTER, TEACHER))
+    a_course().check_pair(v, TeachingPair(teacher=TEACHER))
+    a_course().check_pair(v, TeachingPair())
+    assert v.items == []
+
+
+def test_a_session_keeps_its_pair_and_one_stored_before_pairs_names_nobody():
+    course = a_course(["PAIRED_TEACHING"])
+    course.publish()
+    s = TrainingSession.schedule(course, course_id="c", service_space_id="s", starts_at=T0,
+                                 ends_at=T0 + timedelta(hours=1), capacity=5,
+                                 pair=TeachingPair(MASTER, TEACHER))
+    assert TeachingPair.from_event(s.pair) == TeachingPair(MASTER, TEACHER)
+    assert s.pair == {"station_master": {"station_id": "station", "name": "刘站长"},
+                      "teacher": {"provider_id": "university", "name": "陈老师"}}
+    old = {"course_id": "c", "service_space_id": "s", "starts_at": T0, "ends_at": T0,
+           "capacity": 1}
+    TrainingSession.Scheduled.upcast_v1_v2(old)
+    assert TeachingPair.from_event(old["pair"]) == TeachingPair()

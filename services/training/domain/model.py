@@ -16,11 +16,14 @@ from eventsourcing.domain import Aggregate, event
 
 from services.training.domain.values import (
     HOLDS_A_PLACE,
+    TEACHING_PAIR_INCOMPLETE,
     CompletionResult,
+    CourseFormat,
     CourseStatus,
     EnrolmentStatus,
+    TeachingPair,
 )
-from shared.errors import AlreadyExists, FailedPrecondition, NotFound
+from shared.errors import AlreadyExists, FailedPrecondition, NotFound, Violations
 from shared.rider_status import FollowedRiderStatus
 from shared.wire import wire_name
 
@@ -66,6 +69,23 @@ class Course(Aggregate):
         # A retired course keeps its sessions, results and hours: only new sessions are refused.
         self.status = CourseStatus.RETIRED
 
+    @property
+    def paired(self) -> bool:
+        """Taught by a station master with a teacher (站长+校长): each session names both."""
+        return CourseFormat.PAIRED_TEACHING.value in self.formats
+
+    def check_pair(self, violations: Violations, pair: TeachingPair) -> None:
+        """A session of a course taught 站长+校长 names both its station master and its teacher;
+        another course's session may name either, both or neither."""
+        if not self.paired:
+            return
+        for member, who in (("station_master", "station master (站长)"),
+                            ("teacher", "teacher (校长)")):
+            violations.require(getattr(pair, member) is not None, f"pair.{member}",
+                               f"the course is taught by a station master with a teacher "
+                               f"(COURSE_FORMAT_PAIRED_TEACHING): name its {who}",
+                               TEACHING_PAIR_INCOMPLETE)
+
     def require_published(self) -> None:
         if self.status is not CourseStatus.PUBLISHED:
             reason = "COURSE_RETIRED" if self.status is CourseStatus.RETIRED else (
@@ -75,17 +95,45 @@ class Course(Aggregate):
 
 
 class TrainingSession(Aggregate):
-    """One sitting of a course at a service space, with a capacity."""
+    """One sitting of a course at a service space, with a capacity, and who teaches it when a
+    station master and a teacher teach it together (站长+校长)."""
 
-    @event("Scheduled")
+    class Scheduled(Aggregate.Created):
+        # v2 added `pair`; a session scheduled before names nobody ({}).
+        class_version = 2
+        course_id: str
+        service_space_id: str
+        starts_at: datetime
+        ends_at: datetime
+        capacity: int
+        pair: dict[str, dict[str, str]]
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state["pair"] = {}
+
+    @event(Scheduled)
     def __init__(self, course_id: str, service_space_id: str, starts_at: datetime,
-                 ends_at: datetime, capacity: int):
+                 ends_at: datetime, capacity: int, pair: dict[str, dict[str, str]]):
         self.course_id = course_id
         self.service_space_id = service_space_id
         self.starts_at = starts_at
         self.ends_at = ends_at
         self.capacity = capacity
+        # {"station_master": {"station_id", "name"}, "teacher": {"provider_id", "name"}},
+        # each only when named (TeachingPair.as_event).
+        self.pair = {k: dict(v) for k, v in pair.items()}
         self.enrolments: dict[str, dict[str, Any]] = {}
+
+    @classmethod
+    def schedule(cls, course: Course, course_id: str, service_space_id: str,
+                 starts_at: datetime, ends_at: datetime, capacity: int,
+                 pair: TeachingPair) -> TrainingSession:
+        """A session of a published course (its pair checked with the request's other faults
+        first: Course.check_pair)."""
+        course.require_published()
+        return cls(course_id=course_id, service_space_id=service_space_id, starts_at=starts_at,
+                   ends_at=ends_at, capacity=capacity, pair=pair.as_event())
 
     @property
     def places_taken(self) -> int:
@@ -167,9 +215,16 @@ class TrainingSession(Aggregate):
         self.enrolments[rider_id]["status"] = EnrolmentStatus.NO_SHOW.value
 
     def record_completion(self, rider_id: str, result: CompletionResult,
-                          score: int | None) -> None:
+                          score: int | None, at: datetime) -> None:
         self._require(rider_id, EnrolmentStatus.CHECKED_IN,
                       "only a rider who checked in can complete")
+        # Check-in opens an hour early, but a result is what the rider did at the session: it
+        # cannot be known before the session began. After its end it may still be recorded
+        # (an exam marked later).
+        if at < self.starts_at:
+            raise FailedPrecondition(
+                "the session has not started yet: a result is recorded from its start on",
+                reason="SESSION_NOT_STARTED", start_time=self.starts_at.isoformat())
         self._completed(rider_id=rider_id, result=result.value, score=score)
 
     @event("CompletionRecorded")
@@ -221,6 +276,23 @@ class Learner(FollowedRiderStatus, Aggregate):
     @event("RiderStatusNoted")
     def note_status(self, verified: bool, suspended: bool, left: bool) -> None:
         self.verified, self.suspended, self.left = verified, suspended, left
+
+    def may_enrol(self, pre_job: bool) -> bool:
+        """Pre-job training (岗前培训) comes before the job: a registered rider takes it while
+        the platform still checks their papers, so verification is not asked for. Every other
+        course is for riders at work (active). Nobody suspended or gone enrols in anything."""
+        if pre_job:
+            return not self.suspended and not self.left
+        return self.is_active
+
+    def require_may_enrol(self, pre_job: bool) -> None:
+        if self.may_enrol(pre_job):
+            return
+        if not pre_job and not self.suspended and not self.left:
+            raise FailedPrecondition("the rider is not verified yet: before verification only "
+                                     "the pre-job courses (岗前培训) are open to them",
+                                     reason="RIDER_NOT_ACTIVE")
+        self.require_active()  # says which: left or suspended
 
     def book(self, session_id: str, starts_at: datetime, ends_at: datetime) -> None:
         for other_id, slot in self.bookings.items():

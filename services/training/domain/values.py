@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from decimal import Decimal
 from enum import StrEnum
 
@@ -21,6 +22,8 @@ class CourseFormat(StrEnum):
     NOON_MEETING = "NOON_MEETING"  # 午会
     CLASSROOM = "CLASSROOM"
     HANDS_ON_PRACTICE = "HANDS_ON_PRACTICE"  # 实操
+    # Taught by a station master with a teacher (站长+校长): each session names both.
+    PAIRED_TEACHING = "PAIRED_TEACHING"
 
 
 class InstructorKind(StrEnum):
@@ -56,8 +59,56 @@ HOLDS_A_PLACE = frozenset({EnrolmentStatus.ENROLLED, EnrolmentStatus.CHECKED_IN,
                            EnrolmentStatus.NO_SHOW, EnrolmentStatus.PASSED,
                            EnrolmentStatus.FAILED})
 
+@dataclass(frozen=True)
+class PairMember:
+    """One of a session's teaching pair: the organisation they teach for (the station a station
+    master runs; the education provider a teacher is from) and the name a timetable shows
+    ("刘站长", "陈老师"). No rider id, phone or other personal data: a station master who is
+    also a rider is not linked to their rider record."""
+
+    organisation_id: str
+    name: str
+
+
+@dataclass(frozen=True)
+class TeachingPair:
+    """The station master and the teacher of a session (站长+校长); either may be absent."""
+
+    station_master: PairMember | None = None
+    teacher: PairMember | None = None
+
+    @property
+    def complete(self) -> bool:
+        return self.station_master is not None and self.teacher is not None
+
+    def stripped(self) -> TeachingPair:
+        """Names as stored: without surrounding whitespace."""
+        def strip(m: PairMember | None) -> PairMember | None:
+            return PairMember(m.organisation_id, m.name.strip()) if m else None
+        return TeachingPair(strip(self.station_master), strip(self.teacher))
+
+    def as_event(self) -> dict[str, dict[str, str]]:
+        pair: dict[str, dict[str, str]] = {}
+        if self.station_master is not None:
+            pair["station_master"] = {"station_id": self.station_master.organisation_id,
+                                      "name": self.station_master.name}
+        if self.teacher is not None:
+            pair["teacher"] = {"provider_id": self.teacher.organisation_id,
+                               "name": self.teacher.name}
+        return pair
+
+    @staticmethod
+    def from_event(pair: dict[str, dict[str, str]]) -> TeachingPair:
+        master, teacher = pair.get("station_master"), pair.get("teacher")
+        return TeachingPair(
+            PairMember(master["station_id"], master["name"]) if master else None,
+            PairMember(teacher["provider_id"], teacher["name"]) if teacher else None)
+
+
 # Reasons of the training domain's field violations (BadRequest.FieldViolation.reason).
 SESSION_TOO_LONG = "SESSION_TOO_LONG"
+# A session of a course taught 站长+校长 that does not name both of its pair.
+TEACHING_PAIR_INCOMPLETE = "TEACHING_PAIR_INCOMPLETE"
 START_TIME_NOT_IN_FUTURE = "START_TIME_NOT_IN_FUTURE"
 
 MAX_CAPACITY = 500
