@@ -497,9 +497,12 @@ BAD_INPUT: dict[str, Bad] = {
         "AllocateCarePackage", "far_office",
         on(pb.AllocateCarePackageRequest, campaign_id=lambda s: s.campaign,
            rider_id=lambda s: s.fresh_rider), DENIED, reason="OUT_OF_SCOPE"),
-    "CreateCareCampaign-stock-0": Bad(
+    # A stock of 0 is a campaign whose packages all come from sponsors (RecordCareDonation);
+    # a negative one is nonsense.
+    "CreateCareCampaign-stock-negative": Bad(
         "CreateCareCampaign", "office",
-        on(pb.CreateCareCampaignRequest, street_id=lambda s: s.city.street, name="关爱礼包"),
+        on(pb.CreateCareCampaignRequest, street_id=lambda s: s.city.street, name="关爱礼包",
+           stock=-1),
         INVALID, field="stock"),
     "RecordHandOver-not-allocated": Bad(
         "RecordHandOver", "office",
