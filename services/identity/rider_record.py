@@ -47,7 +47,8 @@ SOURCES: dict[str, tuple[str, ...]] = {
                  *training.LEARNER_TOPICS),
     "merchants": (merchants.MERCHANT_APPLIED, merchants.PERK_CREATED, *merchants.CLAIM_TOPICS,
                   *merchants.CARE_TOPICS),
-    "badges": (badges.BADGE_CLASS_CREATED, *badges.AWARD_TOPICS, *badges.SHIFT_TOPICS),
+    "badges": (badges.BADGE_CLASS_CREATED, *badges.AWARD_TOPICS, badges.BADGE_GROWN,
+               *badges.SHIFT_TOPICS),
     "governance": (*governance.REPORT_TOPICS, governance.PARTICIPANT_NOTED,
                    governance.PLEDGE_SIGNED),
 }
@@ -99,7 +100,7 @@ class AwardEntry:
     badge_class_id: str
     badge_name: str
     kind: str
-    status: str  # ACTIVE, REVOKED, EXPIRED (past its expiry, as badges' GetAward says)
+    status: str  # ACTIVE, REVOKED, EXPIRED (past its expiry, as badges' GetAward says), GROWN
     awarded_at: datetime
     expires_at: datetime | None
     revoked_at: datetime | None
@@ -324,6 +325,12 @@ class RiderRecords(FeedView):
         if rider is not None and ident in rider.awards:
             rider.awards[ident]["status"] = "EXPIRED"
 
+    def _award_grown(self, ident: str, s: dict[str, Any]) -> None:
+        # 青蜂 after 金蜂: still true, no longer the rider's current step (badges' GetAward).
+        rider = self._of(ident)
+        if rider is not None and ident in rider.awards:
+            rider.awards[ident]["status"] = "GROWN"
+
     def _shift_logged(self, ident: str, s: dict[str, Any]) -> None:
         self._own(ident, s["rider_id"])
         self._rider(s["rider_id"]).shifts[ident] = {
@@ -519,6 +526,7 @@ _HANDLERS: dict[str, Callable[[RiderRecords, str, dict[str, Any]], None]] = {
     badges.BADGE_GRANTED: RiderRecords._award_granted,
     badges.BADGE_REVOKED: RiderRecords._award_revoked,
     badges.BADGE_EXPIRED: RiderRecords._award_expired,
+    badges.BADGE_GROWN: RiderRecords._award_grown,
     badges.SHIFT_LOGGED: RiderRecords._shift_logged,
     badges.SHIFT_CONFIRMED: _shift("CONFIRMED"),
     badges.SHIFT_REJECTED: _shift("REJECTED"),

@@ -98,6 +98,23 @@ def test_an_award_past_its_expiry_reads_expired_and_a_revoked_one_revoked(world)
     assert statuses == {lasting: "REVOKED", short: "EXPIRED"}
 
 
+def test_a_green_bee_grown_into_a_golden_bee_reads_grown_not_active(world):
+    """As badges' GetAward says: the lower award on the ladder is still true, but no longer the
+    rider's current step; long past its expiry date it stays GROWN."""
+    b = world["feeds"]["badges"]
+    green, golden = str(uuid.uuid4()), str(uuid.uuid4())
+    for award in (green, golden):
+        b.add(badges.BADGE_GRANTED, award, rider_id=RIDER, badge_class_id=str(uuid.uuid4()),
+              criteria_version=1, kind="AUTOMATIC", evidence=[], reason="", awarded_by="x",
+              awarded_at=T0, expires_at=T0 + timedelta(days=1))
+    b.add(badges.BADGE_GROWN, green, version=2, award_id=golden, at=T0)
+    statuses = {a.award_id: a.status for a in world["records"].record(RIDER).awards}
+    assert statuses == {green: "GROWN", golden: "ACTIVE"}
+    world["now"][0] = T0 + timedelta(days=2)
+    statuses = {a.award_id: a.status for a in world["records"].record(RIDER).awards}
+    assert statuses == {green: "GROWN", golden: "EXPIRED"}
+
+
 def test_each_event_counts_once_however_often_the_record_is_read(world):
     b = world["feeds"]["badges"]
     shift = str(uuid.uuid4())
