@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from services.governance.domain.model import MediationCase, Organisation, Report
+from services.governance.domain.model import MediationCase, Organisation, Participant, Report
 from services.governance.domain.values import (
     AssignmentStatus,
     DeadlineKind,
@@ -110,6 +110,9 @@ class GovernanceViews:
     def __init__(self, app: QijiApplication):
         self.reports = Index()
         self.cases = Index()
+        # Every signature of either pledge, in the order signed (ListPledgeSignatures); a row's
+        # `signer` is what the tenancy check resolves ("rider:<id>", "organisation:<id>").
+        self.signatures = Index()
         self._lock = threading.RLock()
         self._rows: dict[str, ReportRow] = {}
         self._assignments: dict[tuple[str, str], AssignmentRow] = {}
@@ -304,6 +307,18 @@ class GovernanceViews:
             self.cases.update(ident, status=MediationStatus.AGREED.value)
         elif isinstance(event, MediationCase.Failed):
             self.cases.update(ident, status=MediationStatus.FAILED.value)
+        elif isinstance(event, Participant.PledgeSigned):
+            self.signatures.add(position, f"{ident}:{event.version}", kind="PARTICIPATION",
+                                version=event.version, rider_id=event.rider_id,
+                                organisation_id="", organisation_name="",
+                                organisation_kind="", signed_at=event.at,
+                                signer=f"rider:{event.rider_id}")
+        elif isinstance(event, Organisation.CoBuildingPledgeSigned):
+            self.signatures.add(position, f"{ident}:co-building:{event.version}",
+                                kind="CO_BUILDING", version=event.version, rider_id="",
+                                organisation_id=event.organisation_id,
+                                organisation_name=event.name, organisation_kind=event.kind,
+                                signed_at=event.at, signer=f"organisation:{ident}")
         elif isinstance(event, Organisation.Noted):
             self._organisations[ident] = {"kind": event.kind, "parent_id": event.parent_id,
                                           "department_function": event.department_function,
