@@ -19,10 +19,10 @@ from services.governance.application import (
     Party,
     PledgeView,
     ReportView,
-    SignatureEntry,
     RoutingRulesView,
     RuleInput,
     SessionInput,
+    SignatureEntry,
 )
 from services.governance.domain.values import (
     Category,

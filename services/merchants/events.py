@@ -23,6 +23,15 @@ from shared import auth
 
 MERCHANT_APPLIED = "services.merchants.domain.model:Merchant.Applied"
 PERK_CREATED = "services.merchants.domain.model:PerkOffer.Created"
+# A merchant's standing (the merchant is the originator; MERCHANT_APPLIED carries `street_id`
+# and `name`, the others nothing a follower needs): identity's friendly marks count the
+# approved friendly merchants of a street.
+MERCHANT_APPROVED = "services.merchants.domain.model:Merchant.Approved"
+MERCHANT_REJECTED = "services.merchants.domain.model:Merchant.Rejected"
+MERCHANT_SUSPENDED = "services.merchants.domain.model:Merchant.Suspended"
+MERCHANT_REINSTATED = "services.merchants.domain.model:Merchant.Reinstated"
+MERCHANT_STANDING_TOPICS = (MERCHANT_APPLIED, MERCHANT_APPROVED, MERCHANT_REJECTED,
+                            MERCHANT_SUSPENDED, MERCHANT_REINSTATED)
 CLAIM_ISSUED = "services.merchants.domain.model:Claim.Issued"
 CLAIM_REDEEMED = "services.merchants.domain.model:Claim.Redeemed"
 CLAIM_REVERSED = "services.merchants.domain.model:Claim.Reversed"
