@@ -39,7 +39,7 @@ FIELD_KEYS = {
     "perk_id": "perk_draft", "claim_id": "claim", "course_id": "course_draft",
     "provider_id": "provider", "session_id": "session", "report_id": "report",
     "case_id": "case", "shift_id": "shift", "award_id": "award", "campaign_id": "campaign",
-    "recipient_id": "platform", "organisation_id": "street",
+    "recipient_id": "platform", "organisation_id": "street", "area_id": "community",
 }
 REFUSED_FOR_ADMITTED = {grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED,
                         grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL}
@@ -137,6 +137,14 @@ def request_for(w: World, service: Service, path: str, tenant: str, role: str, *
             request.radius_metres = 1000.0  # FindNearby's: what names a rider is the point
         elif f.name == "location" and path.endswith("/FindNearby"):
             request.location.latitude, request.location.longitude = 10.0, 10.0
+        elif f.name == "organisation_id" and path.endswith("/SignCoBuildingPledge"):
+            # Each kind signs by its own token (its own organisation).
+            request.organisation_id = w.organisation(tenant, role)
+        elif f.name == "pledge_version" and path.endswith("/SignCoBuildingPledge"):
+            request.pledge_version = 1
+        elif f.name == "pledge_kind":
+            # Riders' signatures: the ones the other tenant must not list.
+            request.pledge_kind = 1  # PLEDGE_KIND_PARTICIPATION
         elif f.name == "amenity" and path.endswith("/RecordSpaceUse"):
             request.amenity = 1  # AMENITY_REST, which every tenant's space offers
         elif f.name == "count" and path.endswith("/RecordSpaceUse"):
