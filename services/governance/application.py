@@ -713,9 +713,11 @@ class GovernanceApplication(QijiApplication):
 
     # ------------------------------------------------------------------ pledge
 
-    def publish_pledge(self, *, text: str, kind: PledgeKind = PledgeKind.PARTICIPATION
-                       ) -> dict[str, Any]:
-        violations = Violations()
+    def publish_pledge(self, *, text: str, kind: PledgeKind | None = PledgeKind.PARTICIPATION,
+                       violations: Violations | None = None) -> dict[str, Any]:
+        """`kind` None: unspecified, the participation pledge (as before pledges had kinds)."""
+        violations = violations if violations is not None else Violations()
+        kind = kind or PledgeKind.PARTICIPATION
         check_text(violations, "text", text, required=True, limit=MAX_TEXT)
         violations.raise_if_any()
         series = _PLEDGES[kind]
@@ -729,11 +731,12 @@ class GovernanceApplication(QijiApplication):
             return Outcome([pledge], {"pledge_version": pledge.current_version})
         return self.execute(decide, serialise_on=series.ID)
 
-    def pledge(self, version: int = 0, kind: PledgeKind = PledgeKind.PARTICIPATION
-               ) -> PledgeView:
-        if version < 0:
-            raise InvalidArgument([FieldViolation("version", "must not be negative",
-                                                  VALUE_OUT_OF_RANGE)])
+    def pledge(self, version: int = 0, kind: PledgeKind | None = PledgeKind.PARTICIPATION,
+               violations: Violations | None = None) -> PledgeView:
+        violations = violations if violations is not None else Violations()
+        kind = kind or PledgeKind.PARTICIPATION
+        violations.require(version >= 0, "version", "must not be negative", VALUE_OUT_OF_RANGE)
+        violations.raise_if_any()
         pledge = self._pledge(kind)
         if pledge is None:
             raise NotFound("pledge", _PLEDGE_NAMES[kind])

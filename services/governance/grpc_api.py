@@ -295,22 +295,17 @@ class GovernanceServicer(pb_grpc.GovernanceServiceServicer):
     # ------------------------------------------------------------------ pledge
 
     def PublishPledge(self, request: Any, context: Any) -> Any:
-        kind = self._pledge_kind(request.kind)
-        result = self.app.publish_pledge(text=request.text, kind=kind)
+        violations = Violations()
+        kind = enum_in(request.kind, pb.PledgeKind, PledgeKind, violations, "kind")
+        result = self.app.publish_pledge(text=request.text, kind=kind, violations=violations)
         return pb.PublishPledgeResponse(
             pledge=self._pledge(self.app.pledge(result["pledge_version"], kind)))
 
     def GetPledge(self, request: Any, context: Any) -> Any:
-        return pb.GetPledgeResponse(pledge=self._pledge(
-            self.app.pledge(request.version, self._pledge_kind(request.kind))))
-
-    @staticmethod
-    def _pledge_kind(number: int) -> PledgeKind:
-        # Unspecified is the participation pledge, as before pledges had kinds.
         violations = Violations()
-        kind = enum_in(number, pb.PledgeKind, PledgeKind, violations, "kind")
-        violations.raise_if_any()
-        return kind or PledgeKind.PARTICIPATION
+        kind = enum_in(request.kind, pb.PledgeKind, PledgeKind, violations, "kind")
+        return pb.GetPledgeResponse(pledge=self._pledge(
+            self.app.pledge(request.version, kind, violations)))
 
     def SignCoBuildingPledge(self, request: Any, context: Any) -> Any:
         result = self.app.sign_co_building_pledge(organisation_id=request.organisation_id,

@@ -137,12 +137,14 @@ class FriendlyMarks:
             min_friendly_merchants=c.min_friendly_merchants,
             co_building_pledge=c.co_building_pledge, street_attestation=c.street_attestation,
             violations=violations)
-        return pb.SetFriendlyMarkCriteriaResponse(
-            criteria=_criteria(self.app.friendly_mark_criteria(result["version"])))
+        criteria = self.app.friendly_mark_criteria(result["version"])
+        return pb.SetFriendlyMarkCriteriaResponse(criteria=_criteria(criteria),
+                                                  set_time=timestamp(criteria.set_at))
 
     def GetFriendlyMarkCriteria(self, request: Any, context: Any) -> Any:
-        return pb.GetFriendlyMarkCriteriaResponse(
-            criteria=_criteria(self.app.friendly_mark_criteria(request.version)))
+        criteria = self.app.friendly_mark_criteria(request.version)
+        return pb.GetFriendlyMarkCriteriaResponse(criteria=_criteria(criteria),
+                                                  set_time=timestamp(criteria.set_at))
 
     def ApplyFriendlyMark(self, request: Any, context: Any) -> Any:
         result = self.app.apply_friendly_mark(area_id=request.area_id,
@@ -412,8 +414,7 @@ def _criteria(c: CriteriaView) -> Any:
         version=c.version, min_service_spaces=c.min_service_spaces,
         space_amenities=[enum_out(a, pb.Amenity) for a in c.space_amenities],
         min_friendly_merchants=c.min_friendly_merchants,
-        co_building_pledge=c.co_building_pledge, street_attestation=c.street_attestation,
-        set_time=timestamp(c.set_at))
+        co_building_pledge=c.co_building_pledge, street_attestation=c.street_attestation)
 
 
 def _mark(m: FriendlyMarkView) -> Any:
