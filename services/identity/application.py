@@ -18,7 +18,7 @@ from services.identity.domain.friendly import (
     CoBuildingSignature,
     FriendlyMark,
     FriendlyMarkCriteria,
-    MarkStatus,
+    FriendlyMarkStatus,
     MerchantStanding,
     check_criteria,
     evaluate,
@@ -159,7 +159,7 @@ class FriendlyMarkView:
     street_id: str
     brand_name: str
     street_attestation: str
-    status: MarkStatus
+    status: FriendlyMarkStatus
     applied_at: datetime
     criteria_version: int
     # Each criterion judged at the award: criterion, required, found, met, evidence (kind, id,
@@ -535,7 +535,7 @@ class IdentityApplication(QijiApplication):
             withdrawal_reason=masking.show_to_caller(masking.FREE_TEXT, m.withdrawal_reason),
             version=m.version)
 
-    def list_friendly_marks(self, *, street_id: str, status: MarkStatus | None,
+    def list_friendly_marks(self, *, street_id: str, status: FriendlyMarkStatus | None,
                             page_size: int, page_token: str,
                             violations: Violations | None = None
                             ) -> tuple[list[FriendlyMarkView], str]:

@@ -22,7 +22,7 @@ from services.identity.application import (
     ServiceSpaceView,
     SpaceUseView,
 )
-from services.identity.domain.friendly import MarkStatus
+from services.identity.domain.friendly import FriendlyMarkStatus
 from services.identity.domain.model import Rider
 from services.identity.domain.values import (
     Amenity,
@@ -168,7 +168,7 @@ class FriendlyMarks:
         violations = Violations()
         found, token = self.app.list_friendly_marks(
             street_id=request.street_id,
-            status=enum_in(request.status, pb.FriendlyMarkStatus, MarkStatus, violations,
+            status=enum_in(request.status, pb.FriendlyMarkStatus, FriendlyMarkStatus, violations,
                            "status"),
             page_size=request.page_size, page_token=request.page_token, violations=violations)
         return pb.ListFriendlyMarksResponse(marks=[_mark(m) for m in found],

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from services.identity.domain.friendly import (
     CoBuildingSignature,
     FriendlyMark,
-    MarkStatus,
+    FriendlyMarkStatus,
     MerchantStanding,
 )
 from services.identity.domain.model import (
@@ -140,13 +140,13 @@ class IdentityViews:
             self.space_use.started(ident, event.service_space_id, event.day)
         elif isinstance(event, FriendlyMark.Applied):
             self.friendly_marks.add(position, ident, street_id=event.street_id,
-                                    area_id=event.area_id, status=MarkStatus.APPLIED.value)
+                                    area_id=event.area_id, status=FriendlyMarkStatus.APPLIED.value)
         elif isinstance(event, FriendlyMark.Reapplied):
-            self.friendly_marks.update(ident, status=MarkStatus.APPLIED.value)
+            self.friendly_marks.update(ident, status=FriendlyMarkStatus.APPLIED.value)
         elif isinstance(event, FriendlyMark.Awarded):
-            self.friendly_marks.update(ident, status=MarkStatus.AWARDED.value)
+            self.friendly_marks.update(ident, status=FriendlyMarkStatus.AWARDED.value)
         elif isinstance(event, FriendlyMark.Withdrawn):
-            self.friendly_marks.update(ident, status=MarkStatus.WITHDRAWN.value)
+            self.friendly_marks.update(ident, status=FriendlyMarkStatus.WITHDRAWN.value)
         elif isinstance(event, MerchantStanding.Noted):
             self.merchants.add(position, ident, merchant_id=event.merchant_id,
                                street_id=event.street_id, name=event.name, status="APPLIED",

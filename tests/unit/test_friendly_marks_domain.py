@@ -9,7 +9,7 @@ import pytest
 from services.identity.domain.friendly import (
     CRITERIA_EMPTY,
     FriendlyMark,
-    MarkStatus,
+    FriendlyMarkStatus,
     check_criteria,
     evaluate,
 )
@@ -66,13 +66,14 @@ def test_a_mark_is_awarded_only_when_every_criterion_is_met_then_withdrawn():
     with pytest.raises(FailedPrecondition) as refused:
         mark.award(1, CRITERIA, unmet, NOW)
     assert refused.value.reason == "FRIENDLY_MARK_CRITERIA_NOT_MET"
-    assert mark.status is MarkStatus.APPLIED
+    assert mark.status is FriendlyMarkStatus.APPLIED
     met = [{**unmet[0], "found": 2, "met": True}]
     mark.award(1, CRITERIA, met, NOW)
     with pytest.raises(FailedPrecondition) as again:
         mark.apply_again("荷睦", "", NOW)
     assert again.value.reason == "FRIENDLY_MARK_AWARDED"
     mark.withdraw("驿站关闭", NOW)
-    assert (mark.status, mark.withdrawal_reason) == (MarkStatus.WITHDRAWN, "驿站关闭")
+    assert (mark.status, mark.withdrawal_reason) == (FriendlyMarkStatus.WITHDRAWN, "驿站关闭")
     mark.apply_again("荷睦", "大门开放", NOW)
-    assert (mark.status, mark.results, mark.attestation) == (MarkStatus.APPLIED, [], "大门开放")
+    assert (mark.status, mark.results, mark.attestation) == (
+        FriendlyMarkStatus.APPLIED, [], "大门开放")

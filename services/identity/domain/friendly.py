@@ -39,13 +39,13 @@ CRITERIA_NOT_MET = "FRIENDLY_MARK_CRITERIA_NOT_MET"
 CRITERIA_EMPTY = "CRITERIA_EMPTY"
 
 
-class MarkStatus(StrEnum):
+class FriendlyMarkStatus(StrEnum):
     APPLIED = "APPLIED"  # the street office asked; the city has not decided
     AWARDED = "AWARDED"
     WITHDRAWN = "WITHDRAWN"
 
 
-class Criterion(StrEnum):
+class FriendlyMarkCriterion(StrEnum):
     SERVICE_SPACES = "SERVICE_SPACES"  # rest points (歇脚) with the amenities asked for
     FRIENDLY_MERCHANTS = "FRIENDLY_MERCHANTS"  # approved friendly merchants (友好商户)
     CO_BUILDING_PLEDGE = "CO_BUILDING_PLEDGE"  # the community signed 共建倡议
@@ -119,31 +119,32 @@ def evaluate(criteria: dict[str, Any], *, spaces: list[dict[str, Any]],
     if criteria["min_service_spaces"]:
         wanted = set(criteria["space_amenities"])
         found = [s for s in spaces if wanted <= set(s["amenities"])]
-        results.append(_result(Criterion.SERVICE_SPACES, len(found),
+        results.append(_result(FriendlyMarkCriterion.SERVICE_SPACES, len(found),
                                criteria["min_service_spaces"],
                                [{"kind": "service_space", "id": s["id"], "name": s["name"],
                                  "source": "identity", "position": s["position"]}
                                 for s in found]))
     if criteria["min_friendly_merchants"]:
-        results.append(_result(Criterion.FRIENDLY_MERCHANTS, len(merchants),
+        results.append(_result(FriendlyMarkCriterion.FRIENDLY_MERCHANTS, len(merchants),
                                criteria["min_friendly_merchants"],
                                [{"kind": "merchant", "id": m["id"], "name": m["name"],
                                  "source": "merchants", "position": m["position"]}
                                 for m in merchants]))
     if criteria["co_building_pledge"]:
-        results.append(_result(Criterion.CO_BUILDING_PLEDGE, len(signatures), 1,
+        results.append(_result(FriendlyMarkCriterion.CO_BUILDING_PLEDGE, len(signatures), 1,
                                [{"kind": "pledge_signature", "id": f"v{s['version']}",
                                  "name": f"co-building pledge version {s['version']}",
                                  "source": "governance", "position": s["position"]}
                                 for s in signatures]))
     if criteria["street_attestation"]:
-        results.append(_result(Criterion.STREET_ATTESTATION, 1 if attestation else 0, 1,
+        results.append(_result(FriendlyMarkCriterion.STREET_ATTESTATION,
+                               1 if attestation else 0, 1,
                                [{"kind": "attestation", "id": "", "name": "",
                                  "source": "identity", "position": 0}] if attestation else []))
     return results
 
 
-def _result(criterion: Criterion, found: int, required: int,
+def _result(criterion: FriendlyMarkCriterion, found: int, required: int,
             evidence: list[dict[str, Any]]) -> dict[str, Any]:
     return {"criterion": criterion.value, "required": required, "found": found,
             "met": found >= required, "evidence": evidence}
@@ -170,7 +171,7 @@ class FriendlyMark(Aggregate):
     def _applied(self, brand_name: str, attestation: str, at: datetime) -> None:
         self.brand_name = brand_name
         self.attestation = attestation
-        self.status = MarkStatus.APPLIED
+        self.status = FriendlyMarkStatus.APPLIED
         self.applied_at = at
         self.criteria_version = 0
         self.criteria: dict[str, Any] = {}
@@ -182,7 +183,7 @@ class FriendlyMark(Aggregate):
     def apply_again(self, brand_name: str, attestation: str, at: datetime) -> None:
         """A new application after a withdrawal; while one is pending or the mark is held, a
         second is refused."""
-        if self.status is not MarkStatus.WITHDRAWN:
+        if self.status is not FriendlyMarkStatus.WITHDRAWN:
             raise FailedPrecondition(f"the area's mark is {self.status.value.lower()} already",
                                      reason=f"FRIENDLY_MARK_{self.status.value}")
         self._reapplied(brand_name=brand_name, attestation=attestation, at=at)
@@ -196,7 +197,7 @@ class FriendlyMark(Aggregate):
         """Awards the mark when every criterion of the version is met; else refuses, naming
         the criteria not met (nothing is stored: the street office applies again when it
         has them)."""
-        self._require(MarkStatus.APPLIED)
+        self._require(FriendlyMarkStatus.APPLIED)
         unmet = [r["criterion"] for r in results if not r["met"]]
         if unmet:
             raise FailedPrecondition(
@@ -212,23 +213,23 @@ class FriendlyMark(Aggregate):
                  results: list[dict[str, Any]], at: datetime) -> None:
         # The criteria travel with the award (not only their version): the award explains
         # itself from its own event, years later.
-        self.status = MarkStatus.AWARDED
+        self.status = FriendlyMarkStatus.AWARDED
         self.criteria_version = criteria_version
         self.criteria = criteria
         self.results = results
         self.awarded_at = at
 
     def withdraw(self, reason: str, at: datetime) -> None:
-        self._require(MarkStatus.AWARDED)
+        self._require(FriendlyMarkStatus.AWARDED)
         self._withdrawn(reason=reason, at=at)
 
     @event("Withdrawn")
     def _withdrawn(self, reason: str, at: datetime) -> None:
-        self.status = MarkStatus.WITHDRAWN
+        self.status = FriendlyMarkStatus.WITHDRAWN
         self.withdrawn_at = at
         self.withdrawal_reason = reason
 
-    def _require(self, wanted: MarkStatus) -> None:
+    def _require(self, wanted: FriendlyMarkStatus) -> None:
         if self.status is not wanted:
             raise FailedPrecondition(
                 f"the area's mark is {self.status.value.lower()}, not "
