@@ -86,6 +86,10 @@ SPACE_GCJ02 = (31.7790, 119.9510)
 PLEDGE = ("我承诺：做城市治理的“移动探头”，遇到异常情况及时预警，突发事件第一时间直报，"
           "社情民意如实传达，与物业、商家和顾客和谐相处，为“荷睦”友好社区贡献力量。")
 
+CO_BUILDING_PLEDGE = ("共建倡议：我们承诺为外卖骑手开放通行、提供歇脚点和饮水充电，"
+                      "共建“荷睦”骑手友好社区，让骑手累了能歇脚、渴了能喝水、难了有帮扶。")
+ATTESTATION = "小区大门对骑手开放，设骑手停车点与专用通道（荷花池街道现场核验）"
+
 
 class DemoFailed(Exception):
     """A step of the story did not happen; the message says which and why."""
@@ -310,6 +314,7 @@ class Story:
         self.social_worker(city, riders[2])
         self.nearby(riders[1], perks)
         self.visits(city)
+        self.friendly_community(city)
         self.own_record(riders[1])
         self.audit(perks["golden"], claim_id, riders[0], badges["golden"])
 
@@ -1002,6 +1007,66 @@ class Story:
         self.say("荷花池街道 records today's visits at 常州市外卖人才联合服务空间 — riders rested, "
                  "charged and drank water (RecordSpaceUse, counts only: no one named); the "
                  f"street's use {listed.from_day} to {listed.to_day}: {used or 'none'}")
+
+    def friendly_community(self, c: dict[str, str]) -> None:
+        """友好社区: 北大街社区 signs the co-building pledge (共建倡议) and 荷花池街道 applies
+        for its friendly-community mark under the street's brand 荷睦; the city judges it
+        against its criteria (the space, the approved 荷花池面馆, the signature, the street's
+        attestation) and awards it with that evidence. A second run finds it all done."""
+        community, office = self.callers["community"], self.callers["office"]
+        co = gpb.PLEDGE_KIND_CO_BUILDING
+        try:
+            pledge = self.admin("governance", "GetPledge", gpb.GetPledgeRequest(kind=co)).pledge
+        except CallFailed as failed:
+            if failed.code != grpc.StatusCode.NOT_FOUND:
+                raise
+            pledge = self.admin("governance", "PublishPledge", gpb.PublishPledgeRequest(
+                request_id=setup_id("co-building-pledge", CO_BUILDING_PLEDGE),
+                text=CO_BUILDING_PLEDGE, kind=co)).pledge
+        try:
+            community("governance", "SignCoBuildingPledge", gpb.SignCoBuildingPledgeRequest(
+                request_id=new_id(), organisation_id=c["community"],
+                pledge_version=pledge.version))
+        except CallFailed as failed:
+            if failed.code != grpc.StatusCode.ALREADY_EXISTS:
+                raise
+        try:
+            criteria = self.admin("identity", "GetFriendlyMarkCriteria",
+                                  ipb.GetFriendlyMarkCriteriaRequest()).criteria
+        except CallFailed as failed:
+            if failed.code != grpc.StatusCode.NOT_FOUND:
+                raise
+            criteria = self.admin("identity", "SetFriendlyMarkCriteria",
+                                  ipb.SetFriendlyMarkCriteriaRequest(
+                request_id=setup_id("friendly-mark-criteria", "1"),
+                criteria=ipb.FriendlyMarkCriteria(
+                    min_service_spaces=1, space_amenities=[
+                        ipb.AMENITY_REST, ipb.AMENITY_CHARGING, ipb.AMENITY_DRINKING_WATER],
+                    min_friendly_merchants=1, co_building_pledge=True,
+                    street_attestation=True))).criteria
+        marks = office("identity", "ListFriendlyMarks", ipb.ListFriendlyMarksRequest(
+            street_id=c["street"], page_size=500)).marks
+        mark = next((m for m in marks if m.area_id == c["community"]), None)
+        if mark is None or mark.status == ipb.FRIENDLY_MARK_STATUS_WITHDRAWN:
+            mark = office("identity", "ApplyFriendlyMark", ipb.ApplyFriendlyMarkRequest(
+                request_id=new_id(), area_id=c["community"], brand_name="荷睦",
+                street_attestation=ATTESTATION)).mark
+        if mark.status == ipb.FRIENDLY_MARK_STATUS_APPLIED:
+            mark = self.admin("identity", "AwardFriendlyMark", ipb.AwardFriendlyMarkRequest(
+                request_id=new_id(), mark_id=mark.mark_id,
+                criteria_version=criteria.version)).mark
+        signed = self.callers["merchant"]("governance", "ListPledgeSignatures",
+                                          gpb.ListPledgeSignaturesRequest(
+                                              pledge_kind=co, page_size=500)).signatures
+        evidence = {ipb.FriendlyMarkCriterion.Name(r.criterion).removeprefix(
+            "FRIENDLY_MARK_CRITERION_").lower().replace("_", " "): ", ".join(
+                e.name for e in r.evidence if e.name) or "given" for r in mark.results}
+        self.say(f"北大街社区 signs the co-building pledge (共建倡议, version {pledge.version}; "
+                 "signed by " + ", ".join(sorted({s.organisation_name for s in signed}))
+                 + f") and earns the friendly-community mark 「{mark.brand_name}」友好社区 "
+                 f"({ipb.FriendlyMarkStatus.Name(mark.status).removeprefix('FRIENDLY_MARK_STATUS_')}"
+                 f", criteria version {mark.criteria_version}): "
+                 + "; ".join(f"{k}: {v}" for k, v in evidence.items()))
 
     def own_record(self, rider: Rider) -> None:
         """The rider opens their own record in the platform's app: one call, five services."""

@@ -186,14 +186,15 @@ class InProcessQiji:
         self.followers: list[Follower] = []
         for name, upstreams in {"training": ["identity"], "merchants": ["identity", "badges"],
                                 "badges": ["identity", "training", "governance"],
-                                "governance": ["identity"]}.items():
+                                "governance": ["identity"],
+                                "identity": ["merchants", "governance"]}.items():
             app = apps[name]
             for upstream in upstreams:
                 policy = getattr(app, f"follow_{upstream}")
                 topics = getattr(type(app), f"{upstream.upper()}_TOPICS")
                 follower = Follower(app, LocalFeed(apps[upstream]), policy, topics=topics)
-                if upstream == "identity":
-                    app.identity_follower = follower  # type: ignore[attr-defined]
+                if upstream == "identity" or name == "identity":
+                    setattr(app, f"{upstream}_follower", follower)
                 self.followers.append(follower)
         # merchants knows badges' classes (a perk naming none that exists is refused).
         apps["merchants"].badge_classes = BadgeClassDirectory(  # type: ignore[attr-defined]

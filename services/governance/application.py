@@ -14,6 +14,7 @@ from typing import Any
 from eventsourcing.application import ProcessingEvent
 
 from services.governance.domain.model import (
+    CoBuildingPledge,
     MediationCase,
     MediationPolicy,
     Organisation,
@@ -29,6 +30,7 @@ from services.governance.domain.model import (
 from services.governance.domain.values import (
     ANY_DEPARTMENT_RULE,
     CLOCK_SKEW,
+    CO_BUILDING_SIGNER_KINDS,
     DEFAULT_FOLLOW_UP_DAYS,
     DUPLICATE_WITHIN_METRES,
     FALLBACK_RULE,
@@ -46,6 +48,7 @@ from services.governance.domain.values import (
     Location,
     MediationStatus,
     PartyRole,
+    PledgeKind,
     RejectionReason,
     ReportKind,
     ReportStatus,
@@ -90,7 +93,7 @@ from shared.errors import (
 from shared.followers import Follower, UpstreamEvent
 from shared.paging import listed, page
 from shared.references import organisation_kind_not_allowed
-from shared.tenancy import Owners
+from shared.tenancy import EVERYONE, Owners
 from shared.values import check_coordinates, city_day, parse_day
 from shared.wire import one_of
 
@@ -194,6 +197,21 @@ class PledgeView:
     version: int
     text: str
     published_at: datetime
+    kind: PledgeKind = PledgeKind.PARTICIPATION
+
+
+@dataclass(frozen=True)
+class SignatureEntry:
+    """One signature of a pledge version, as ListPledgeSignatures shows it: a rider's
+    (participation) or an organisation's (co-building)."""
+
+    kind: PledgeKind
+    version: int
+    rider_id: str
+    organisation_id: str
+    organisation_name: str
+    organisation_kind: str
+    signed_at: datetime
 
 
 @dataclass(frozen=True)
@@ -801,30 +819,36 @@ class GovernanceApplication(QijiApplication):
 
     # ------------------------------------------------------------------ pledge
 
-    def publish_pledge(self, *, text: str) -> dict[str, Any]:
-        violations = Violations()
+    def publish_pledge(self, *, text: str, kind: PledgeKind | None = PledgeKind.PARTICIPATION,
+                       violations: Violations | None = None) -> dict[str, Any]:
+        """`kind` None: unspecified, the participation pledge (as before pledges had kinds)."""
+        violations = violations if violations is not None else Violations()
+        kind = kind or PledgeKind.PARTICIPATION
         check_text(violations, "text", text, required=True, limit=MAX_TEXT)
         violations.raise_if_any()
+        series = _PLEDGES[kind]
 
         def decide() -> Outcome:
-            pledge = self._pledge()
+            pledge = self._pledge(kind)
             if pledge is None:
-                pledge = Pledge(text=text.strip(), at=self.clock())
+                pledge = series(text=text.strip(), at=self.clock())
             else:
                 pledge.revise(text=text.strip(), at=self.clock())
             return Outcome([pledge], {"pledge_version": pledge.current_version})
-        return self.execute(decide, serialise_on=Pledge.ID)
+        return self.execute(decide, serialise_on=series.ID)
 
-    def pledge(self, version: int = 0) -> PledgeView:
-        if version < 0:
-            raise InvalidArgument([FieldViolation("version", "must not be negative",
-                                                  VALUE_OUT_OF_RANGE)])
-        pledge = self._pledge()
+    def pledge(self, version: int = 0, kind: PledgeKind | None = PledgeKind.PARTICIPATION,
+               violations: Violations | None = None) -> PledgeView:
+        violations = violations if violations is not None else Violations()
+        kind = kind or PledgeKind.PARTICIPATION
+        violations.require(version >= 0, "version", "must not be negative", VALUE_OUT_OF_RANGE)
+        violations.raise_if_any()
+        pledge = self._pledge(kind)
         if pledge is None:
-            raise NotFound("pledge", "participation pledge")
+            raise NotFound("pledge", _PLEDGE_NAMES[kind])
         wanted = version or pledge.current_version
         entry = pledge.text_of(wanted)
-        return PledgeView(wanted, entry["text"], entry["published_at"])
+        return PledgeView(wanted, entry["text"], entry["published_at"], kind)
 
     def sign_pledge(self, *, rider_id: str, pledge_version: int
                     ) -> dict[str, Any]:
@@ -858,9 +882,77 @@ class GovernanceApplication(QijiApplication):
             raise NotFound("pledge_signature", f"{rider_id}@{pledge_version}")
         return SignatureView(rider_id, pledge_version, signed_at)
 
-    def _pledge(self) -> Pledge | None:
+    def sign_co_building_pledge(self, *, organisation_id: str, pledge_version: int
+                                ) -> dict[str, Any]:
+        """The organisation signs the current version of the co-building pledge (共建倡议),
+        once. Who may sign for it is the access table's (the organisation itself, its street
+        office, the city admin); which kinds sign is CO_BUILDING_SIGNER_KINDS."""
+        violations = Violations()
+        violations.require(pledge_version >= 1, "pledge_version",
+                           "name the version the organisation read (1 or more)",
+                           VALUE_OUT_OF_RANGE)
+        published = self._pledge(PledgeKind.CO_BUILDING)
+        if published is not None and pledge_version > published.current_version:
+            violations.missing("pledge_version", "pledge_version", str(pledge_version))
+        if check_id(violations, "organisation_id", organisation_id):
+            found = self.views.organisation(organisation_id)
+            if found is None:
+                self.catch_up_upstream()
+                found = self.views.organisation(organisation_id)
+            if found is None:
+                violations.missing("organisation_id", "organisation", organisation_id)
+            elif found["kind"] not in CO_BUILDING_SIGNER_KINDS:
+                organisation_kind_not_allowed(
+                    violations, "organisation_id", found["kind"],
+                    not_allowed="may not sign the co-building pledge: the city publishes it")
+        violations.raise_if_any()
+
+        def decide() -> Outcome:
+            pledge = self._pledge(PledgeKind.CO_BUILDING)
+            if pledge is None:
+                raise NotFound("pledge", _PLEDGE_NAMES[PledgeKind.CO_BUILDING])
+            organisation = self.get(organisation_id, Organisation, "organisation")
+            organisation.sign_co_building_pledge(pledge, pledge_version, self.clock())
+            return Outcome([organisation], {"organisation_id": organisation_id,
+                                            "pledge_version": pledge_version,
+                                            "version": organisation.version})
+        return self.execute(decide)
+
+    def co_building_signature(self, organisation_id: str, pledge_version: int,
+                              version: int | None = None) -> SignatureEntry:
+        o = self.get(organisation_id, Organisation, "organisation", version)
+        signed_at = o.co_building_pledges.get(str(pledge_version))
+        if signed_at is None:
+            raise NotFound("pledge_signature", f"{organisation_id}@{pledge_version}")
+        return SignatureEntry(PledgeKind.CO_BUILDING, pledge_version, "", organisation_id,
+                              o.name, o.kind, signed_at)
+
+    def list_pledge_signatures(self, *, kind: PledgeKind | None, pledge_version: int,
+                               page_size: int, page_token: str,
+                               violations: Violations | None = None
+                               ) -> tuple[list[SignatureEntry], str]:
+        """Signatures of one pledge in the order they were signed; `pledge_version` 0: of
+        every version. Which rows the caller sees is its access entry's (riders' signatures:
+        officials only)."""
+        violations = violations if violations is not None else Violations()
+        violations.require_given(kind, "pledge_kind", one_of(PledgeKind), ENUM_VALUE_REQUIRED)
+        violations.require(pledge_version >= 0, "pledge_version",
+                           "0 for every version, or the version (1 or more)",
+                           VALUE_OUT_OF_RANGE)
+        self.views.catch_up()
+        rows, token = listed(violations or None, lambda: self.views.signatures.select(
+            {"kind": kind.value if kind else "",
+             "version": pledge_version if pledge_version > 0 else 0},
+            page_size=page_size, page_token=page_token, rows=True))
+        return [SignatureEntry(PledgeKind(r["kind"]), r["version"], r["rider_id"],
+                               r["organisation_id"], r["organisation_name"],
+                               r["organisation_kind"], r["signed_at"]) for r in rows], token
+
+    def _pledge(self, kind: PledgeKind = PledgeKind.PARTICIPATION
+                ) -> Pledge | CoBuildingPledge | None:
+        series = _PLEDGES[kind]
         try:
-            return self.get(Pledge.ID, Pledge, "pledge")
+            return self.get(series.ID, series, "pledge")
         except NotFound:
             return None
 
@@ -868,7 +960,8 @@ class GovernanceApplication(QijiApplication):
 
     def owner_resolvers(self) -> dict[str, Callable[[str], Owners | None]]:
         return {**super().owner_resolvers(), "report": self._report_owners,
-                "mediation_case": self._case_owners}
+                "mediation_case": self._case_owners,
+                "pledge_signer": self._pledge_signer_owners}
 
     def _report_owners(self, report_id: str) -> Owners | None:
         """A report is the street office's where it happened and each assigned department's
@@ -880,6 +973,18 @@ class GovernanceApplication(QijiApplication):
         rider = self.directory.rider(report.rider_id) if self.directory is not None else None
         return Owners.of(street_office=report.street_id, department=list(report.assignments),
                          platform=rider.platform_id if rider is not None else "")
+
+    def _pledge_signer_owners(self, signer: str) -> Owners | None:
+        """Who may see one signature in ListPledgeSignatures (its row's `signer`): an
+        organisation's signature of the co-building pledge is public (organisations are not
+        personal data); a rider's of the participation pledge is their street office's only —
+        officials, never another tenant, and not their platform's either: the list is the
+        city's, a platform reads its own rider's signatures in the rider's record."""
+        kind, _, ident = signer.partition(":")
+        if kind == "organisation":
+            return EVERYONE
+        rider = self.directory.rider(ident) if self.directory is not None else None
+        return None if rider is None else Owners.of(street_office=rider.home_street_id)
 
     def _case_owners(self, case_id: str) -> Owners | None:
         case = self.found(case_id, MediationCase)
@@ -962,6 +1067,12 @@ class GovernanceApplication(QijiApplication):
             organisation_kind_not_allowed(violations, field, found["kind"], kind)
             return None
         return found
+
+
+_PLEDGES: dict[PledgeKind, type[Pledge] | type[CoBuildingPledge]] = {
+    PledgeKind.PARTICIPATION: Pledge, PledgeKind.CO_BUILDING: CoBuildingPledge}
+_PLEDGE_NAMES = {PledgeKind.PARTICIPATION: "participation pledge",
+                 PledgeKind.CO_BUILDING: "co-building pledge"}
 
 
 def _free_text(value: str) -> str:

@@ -14,6 +14,10 @@ REPORT_CLOSED = "services.governance.domain.model:Report.Closed"
 REPORT_VERIFIED = "services.governance.domain.model:Report.Verified"
 REPORT_ESCALATED = "services.governance.domain.model:Report.Escalated"
 PLEDGE_SIGNED = "services.governance.domain.model:Participant.PledgeSigned"
+# An organisation signed the co-building pledge (共建倡议): its state carries
+# `organisation_id`, `kind`, `name`, `parent_id` (identity's), `version` and `at`. identity's
+# friendly marks count it as a criterion's evidence.
+CO_BUILDING_PLEDGE_SIGNED = "services.governance.domain.model:Organisation.CoBuildingPledgeSigned"
 MEDIATION_AGREED = "services.governance.domain.model:MediationCase.Agreed"
 
 # A rider's own record (identity's RiderRecords) follows the life of the reports a rider

@@ -23,6 +23,7 @@ from services.governance.application import (
     RoutingRulesView,
     RuleInput,
     SessionInput,
+    SignatureEntry,
 )
 from services.governance.domain.values import (
     Category,
@@ -31,6 +32,7 @@ from services.governance.domain.values import (
     Location,
     MediationStatus,
     PartyRole,
+    PledgeKind,
     RejectionReason,
     ReportKind,
     ReportStatus,
@@ -51,6 +53,7 @@ from shared.tenancy import (
     Rows,
     access_table,
     city_wide,
+    each,
     once,
     public,
     scoped,
@@ -67,6 +70,10 @@ ASSIGNED_ROWS = Rows("organisation", "department_ids")
 DEPARTMENT_ITSELF = Ref("department_id", "organisation")
 # A mediation case is the street office's that opened it.
 CASE = Ref("case_id", "mediation_case")
+
+# The organisation a co-building signature is for: the caller itself, or its street office.
+SIGNER = Ref("organisation_id", "organisation")
+PLEDGE_SIGNER_ROWS = Rows("pledge_signer", "signer")
 
 # Who may call each RPC, and for each role that acts for one organisation, what that
 # organisation must own (shared/tenancy.py). An RPC missing here is refused to everyone.
@@ -116,6 +123,14 @@ ACCESS = access_table(SERVICE_NAME, {
     # The platform shows riders the text they sign.
     "GetPledge": public(ROLES),
     "SignPledge": scoped(platform=RIDER, street_office=RIDER),
+    # An organisation signs the co-building pledge by its own token; a street office for its
+    # street, and for the communities and merchants of its street (a community's committee
+    # signs at the street office's counter); the city admin in anyone's stead.
+    "SignCoBuildingPledge": scoped(CITY_ADMIN, **each(SIGNER)),
+    # Organisations' signatures are public; riders' are the officials': the city-wide
+    # readers, and each street office its own residents' (PLEDGE_SIGNER_ROWS, resolved by
+    # the application's "pledge_signer" owners).
+    "ListPledgeSignatures": scoped(CITY_READERS, **each(PLEDGE_SIGNER_ROWS)),
 })
 
 
@@ -317,12 +332,34 @@ class GovernanceServicer(pb_grpc.GovernanceServiceServicer):
     # ------------------------------------------------------------------ pledge
 
     def PublishPledge(self, request: Any, context: Any) -> Any:
-        result = self.app.publish_pledge(text=request.text)
+        violations = Violations()
+        kind = enum_in(request.kind, pb.PledgeKind, PledgeKind, violations, "kind")
+        result = self.app.publish_pledge(text=request.text, kind=kind, violations=violations)
         return pb.PublishPledgeResponse(
-            pledge=self._pledge(self.app.pledge(result["pledge_version"])))
+            pledge=self._pledge(self.app.pledge(result["pledge_version"], kind)))
 
     def GetPledge(self, request: Any, context: Any) -> Any:
-        return pb.GetPledgeResponse(pledge=self._pledge(self.app.pledge(request.version)))
+        violations = Violations()
+        kind = enum_in(request.kind, pb.PledgeKind, PledgeKind, violations, "kind")
+        return pb.GetPledgeResponse(pledge=self._pledge(
+            self.app.pledge(request.version, kind, violations)))
+
+    def SignCoBuildingPledge(self, request: Any, context: Any) -> Any:
+        result = self.app.sign_co_building_pledge(organisation_id=request.organisation_id,
+                                                  pledge_version=request.pledge_version)
+        return pb.SignCoBuildingPledgeResponse(signature=self._signature(
+            self.app.co_building_signature(result["organisation_id"],
+                                           result["pledge_version"], result["version"])))
+
+    def ListPledgeSignatures(self, request: Any, context: Any) -> Any:
+        violations = Violations()
+        found, token = self.app.list_pledge_signatures(
+            kind=enum_in(request.pledge_kind, pb.PledgeKind, PledgeKind, violations,
+                         "pledge_kind"),
+            pledge_version=request.pledge_version, page_size=request.page_size,
+            page_token=request.page_token, violations=violations)
+        return pb.ListPledgeSignaturesResponse(signatures=[self._signature(e) for e in found],
+                                               next_page_token=token)
 
     def SignPledge(self, request: Any, context: Any) -> Any:
         result = self.app.sign_pledge(rider_id=request.rider_id,
@@ -425,7 +462,17 @@ class GovernanceServicer(pb_grpc.GovernanceServiceServicer):
 
     @staticmethod
     def _pledge(p: PledgeView) -> Any:
-        return pb.Pledge(version=p.version, text=p.text, publish_time=timestamp(p.published_at))
+        return pb.Pledge(version=p.version, text=p.text, publish_time=timestamp(p.published_at),
+                         kind=enum_out(p.kind, pb.PledgeKind))
+
+    @staticmethod
+    def _signature(e: SignatureEntry) -> Any:
+        return pb.PledgeSignatureEntry(
+            pledge_kind=enum_out(e.kind, pb.PledgeKind), pledge_version=e.version,
+            rider_id=e.rider_id, organisation_id=e.organisation_id,
+            organisation_name=e.organisation_name,
+            organisation_kind=f"ORGANISATION_KIND_{e.organisation_kind}"
+            if e.organisation_kind else "", sign_time=timestamp(e.signed_at))
 
 
 def _policy(p: MediationPolicyView) -> Any:

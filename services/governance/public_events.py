@@ -1,7 +1,8 @@
 """governance's public event contract for outside consumers: that a rider's report was closed,
 and that the street office verified it. Not public: a report's submission, text, place,
 attachments, routing and escalations — they are the city's casework and may describe third
-parties; the platform learns only the outcome for its rider, by kind and category."""
+parties; the platform learns only the outcome for its rider, by kind and category. Public too: which
+organisation signed the co-building pledge (共建倡议), which names no person."""
 
 from __future__ import annotations
 
@@ -26,6 +27,15 @@ def _verified(app: Any, fact: Fact) -> Mapped:
         "category": e.category, "street_id": e.street_id, "verified_time": e.at})
 
 
+def _co_building_signed(app: Any, fact: Fact) -> Mapped:
+    # About an organisation, no rider: every platform receives it (organisations are public).
+    e = fact.event
+    return Mapped(e.organisation_id, {
+        "organisation_id": e.organisation_id, "organisation_name": e.name,
+        "organisation_kind": e.kind, "parent_id": e.parent_id, "pledge_version": e.version,
+        "sign_time": e.at})
+
+
 CATALOGUE = PublicCatalogue("governance", [
     PublicType("qiji.governance.v1.ReportClosed", topics.REPORT_CLOSED,
                ("report_id", "rider_id", "kind", "category", "street_id", "outcome",
@@ -33,4 +43,7 @@ CATALOGUE = PublicCatalogue("governance", [
     PublicType("qiji.governance.v1.ReportVerified", topics.REPORT_VERIFIED,
                ("report_id", "rider_id", "kind", "category", "street_id", "verified_time"),
                _verified),
+    PublicType("qiji.governance.v1.CoBuildingPledgeSigned", topics.CO_BUILDING_PLEDGE_SIGNED,
+               ("organisation_id", "organisation_name", "organisation_kind", "parent_id",
+                "pledge_version", "sign_time"), _co_building_signed),
 ])

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from services.governance.domain.model import MediationCase, Organisation, Report
+from services.governance.domain.model import MediationCase, Organisation, Participant, Report
 from services.governance.domain.values import (
     AssignmentStatus,
     DeadlineKind,
@@ -142,6 +142,9 @@ class GovernanceViews:
         # opening and follow-up due day (while agreed).
         self._mediation: list[_MediationFact] = []
         self._cases: dict[str, dict[str, Any]] = {}
+        # Every signature of either pledge, in the order signed (ListPledgeSignatures); a row's
+        # `signer` is what the tenancy check resolves ("rider:<id>", "organisation:<id>").
+        self.signatures = Index()
         self._lock = threading.RLock()
         self._rows: dict[str, ReportRow] = {}
         self._assignments: dict[tuple[str, str], AssignmentRow] = {}
@@ -385,6 +388,18 @@ class GovernanceViews:
             self.cases.update(ident, status=MediationStatus.OPEN.value)
             self._cases[ident]["due"] = ""
             self._fact(ident, "REOPENED", event.at)
+        elif isinstance(event, Participant.PledgeSigned):
+            self.signatures.add(position, f"{ident}:{event.version}", kind="PARTICIPATION",
+                                version=event.version, rider_id=event.rider_id,
+                                organisation_id="", organisation_name="",
+                                organisation_kind="", signed_at=event.at,
+                                signer=f"rider:{event.rider_id}")
+        elif isinstance(event, Organisation.CoBuildingPledgeSigned):
+            self.signatures.add(position, f"{ident}:co-building:{event.version}",
+                                kind="CO_BUILDING", version=event.version, rider_id="",
+                                organisation_id=event.organisation_id,
+                                organisation_name=event.name, organisation_kind=event.kind,
+                                signed_at=event.at, signer=f"organisation:{ident}")
         elif isinstance(event, Organisation.Noted):
             self._organisations[ident] = {"kind": event.kind, "parent_id": event.parent_id,
                                           "department_function": event.department_function,

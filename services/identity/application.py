@@ -8,6 +8,21 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+from eventsourcing.application import ProcessingEvent
+
+from services.governance import events as governance_events
+from services.identity.domain.friendly import (
+    MAX_ATTESTATION,
+    MAX_BRAND_NAME,
+    MAX_REASON,
+    CoBuildingSignature,
+    FriendlyMark,
+    FriendlyMarkCriteria,
+    FriendlyMarkStatus,
+    MerchantStanding,
+    check_criteria,
+    evaluate,
+)
 from services.identity.domain.model import (
     Organisation,
     Partner,
@@ -36,6 +51,7 @@ from services.identity.domain.values import (
 from services.identity.partners import Contributions, PartnerContributions
 from services.identity.rider_record import RiderRecord, RiderRecords
 from services.identity.views import IdentityViews
+from services.merchants import events as merchants_events
 from shared import context, masking
 from shared.application import Outcome, QijiApplication
 from shared.config import Settings
@@ -44,13 +60,14 @@ from shared.errors import (
     FIELD_REQUIRED,
     VALUE_OUT_OF_RANGE,
     AlreadyExists,
+    FailedPrecondition,
     NotFound,
     Unavailable,
     Violations,
     check_id,
     check_text,
 )
-from shared.followers import LocalFeed
+from shared.followers import Follower, LocalFeed, UpstreamEvent
 from shared.paging import listed
 from shared.personal_data import ERASED
 from shared.references import organisation_kind_not_allowed
@@ -141,8 +158,47 @@ class RiderView:
     version: int = 0
 
 
+@dataclass(frozen=True)
+class CriteriaView:
+    """One version of the friendly-mark criteria (see domain/friendly.py)."""
+
+    version: int
+    min_service_spaces: int
+    space_amenities: list[Amenity]
+    min_friendly_merchants: int
+    co_building_pledge: bool
+    street_attestation: bool
+    set_at: datetime
+
+
+@dataclass(frozen=True)
+class FriendlyMarkView:
+    mark_id: str
+    area_id: str
+    area_kind: OrganisationKind
+    area_name: str
+    street_id: str
+    brand_name: str
+    street_attestation: str
+    status: FriendlyMarkStatus
+    applied_at: datetime
+    criteria_version: int
+    # Each criterion judged at the award: criterion, required, found, met, evidence (kind, id,
+    # name, source, position) — empty until awarded.
+    results: list[dict[str, Any]]
+    awarded_at: datetime | None
+    withdrawn_at: datetime | None
+    withdrawal_reason: str
+    version: int
+
+
 class IdentityApplication(QijiApplication):
     name = "identity"
+
+    # What the friendly marks follow of other services' feeds: merchants' standing (approved
+    # friendly merchants of a street) and organisations' signatures of the co-building pledge.
+    MERCHANTS_TOPICS = merchants_events.MERCHANT_STANDING_TOPICS
+    GOVERNANCE_TOPICS = (governance_events.CO_BUILDING_PLEDGE_SIGNED,)
 
     def __init__(self, settings: Settings, master_key: bytes,
                  clock: Callable[[], datetime] | None = None):
@@ -157,6 +213,10 @@ class IdentityApplication(QijiApplication):
         self.records: RiderRecords | None = None
         # What partners gave, read from training's and merchants' feeds: wired likewise.
         self.partners: PartnerContributions | None = None
+        # The followers of merchants' and governance's feeds the friendly marks judge by: wired
+        # by the service too.
+        self.merchants_follower: Follower | None = None
+        self.governance_follower: Follower | None = None
 
     # ------------------------------------------------------------------ organisations
 
@@ -457,6 +517,202 @@ class IdentityApplication(QijiApplication):
             days=[(date.fromisoformat(d), {Amenity(a): n for a, n in c.items()})
                   for d, c in days], totals=totals)
 
+    # ------------------------------------------------------------------ friendly marks
+
+    def set_friendly_mark_criteria(self, *, min_service_spaces: int,
+                                   space_amenities: list[Amenity | None],
+                                   min_friendly_merchants: int, co_building_pledge: bool,
+                                   street_attestation: bool,
+                                   violations: Violations | None = None) -> dict[str, Any]:
+        """A new version of what earns the friendly-community mark (the city's; marks awarded
+        already keep the version they were judged by)."""
+        violations = violations if violations is not None else Violations()
+        check_criteria(violations, min_service_spaces=min_service_spaces,
+                       space_amenities=space_amenities,
+                       min_friendly_merchants=min_friendly_merchants,
+                       co_building_pledge=co_building_pledge,
+                       street_attestation=street_attestation, amenity_type=Amenity)
+        violations.raise_if_any()
+        criteria = {"min_service_spaces": min_service_spaces,
+                    "space_amenities": sorted(a.value for a in space_amenities if a),
+                    "min_friendly_merchants": min_friendly_merchants,
+                    "co_building_pledge": co_building_pledge,
+                    "street_attestation": street_attestation}
+
+        def decide() -> Outcome:
+            current = self._criteria()
+            if current is None:
+                current = FriendlyMarkCriteria(criteria=criteria, at=self.clock())
+            else:
+                current.revise(criteria=criteria, at=self.clock())
+            return Outcome([current], {"version": current.current_version})
+        return self.execute(decide, serialise_on=FriendlyMarkCriteria.ID)
+
+    def friendly_mark_criteria(self, version: int = 0) -> CriteriaView:
+        if version < 0:
+            violations = Violations()
+            violations.add("version", "must not be negative", VALUE_OUT_OF_RANGE)
+            violations.raise_if_any()
+        current = self._criteria()
+        if current is None:
+            raise NotFound("friendly_mark_criteria", "the city has set none yet")
+        wanted = version or current.current_version
+        entry = current.version_of(wanted)
+        c = entry["criteria"]
+        return CriteriaView(wanted, c["min_service_spaces"],
+                            [Amenity(a) for a in c["space_amenities"]],
+                            c["min_friendly_merchants"], c["co_building_pledge"],
+                            c["street_attestation"], entry["set_at"])
+
+    def apply_friendly_mark(self, *, area_id: str, brand_name: str, street_attestation: str
+                            ) -> dict[str, Any]:
+        """The street office asks for the friendly-community mark of one of its communities,
+        under its brand (荷睦), vouching in `street_attestation` for riders' access (free
+        text: what it checked). Again after a withdrawal; not while one is pending or held."""
+        violations = Violations()
+        area = self._organisation_of_kind(violations, "area_id", area_id,
+                                          OrganisationKind.COMMUNITY)
+        check_text(violations, "brand_name", brand_name, MAX_BRAND_NAME, required=False)
+        check_text(violations, "street_attestation", street_attestation, MAX_ATTESTATION,
+                   required=False)
+        violations.raise_if_any()
+        assert area is not None
+
+        def decide() -> Outcome:
+            mark_id = FriendlyMark.create_id(area_id)
+            if self.exists(mark_id):
+                mark = self.get(mark_id, FriendlyMark, "friendly_mark")
+                mark.apply_again(brand_name.strip(), street_attestation.strip(), self.clock())
+            else:
+                mark = FriendlyMark(area_id=area_id, area_kind=area["kind"],
+                                    street_id=area["parent_id"], brand_name=brand_name.strip(),
+                                    attestation=street_attestation.strip(), at=self.clock())
+            return Outcome([mark], {"mark_id": str(mark.id), "version": mark.version})
+        return self.execute(decide)
+
+    def award_friendly_mark(self, *, mark_id: str, criteria_version: int) -> dict[str, Any]:
+        """The city judges the application against the criteria version it names (the current
+        one) and awards the mark with each criterion's evidence, or refuses naming the criteria
+        not met (FAILED_PRECONDITION FRIENDLY_MARK_CRITERIA_NOT_MET, nothing stored)."""
+        violations = Violations()
+        check_id(violations, "mark_id", mark_id)
+        violations.require(criteria_version >= 1, "criteria_version",
+                           "name the criteria version judged by (1 or more)",
+                           VALUE_OUT_OF_RANGE)
+        current = self._criteria()
+        if criteria_version >= 1 and (current is None
+                                      or criteria_version > current.current_version):
+            violations.missing("criteria_version", "friendly_mark_criteria",
+                               str(criteria_version))
+        violations.raise_if_any()
+        # What merchants and governance stored before this call counts (read-your-writes
+        # across services); either out of reach is the caller's UNAVAILABLE, to retry.
+        for follower in (self.merchants_follower, self.governance_follower):
+            if follower is not None:
+                follower.catch_up()
+
+        def decide() -> Outcome:
+            mark = self.get(mark_id, FriendlyMark, "friendly_mark")
+            criteria = self._criteria()
+            assert criteria is not None
+            if criteria_version != criteria.current_version:
+                raise FailedPrecondition(
+                    f"criteria version {criteria_version} was replaced by version "
+                    f"{criteria.current_version}", reason="CRITERIA_VERSION_SUPERSEDED")
+            judged = criteria.version_of(criteria_version)["criteria"]
+            self.views.catch_up()
+            results = evaluate(
+                judged, spaces=self._spaces_of(mark.street_id),
+                merchants=self.views.approved_merchants(mark.street_id),
+                signatures=self.views.co_building_signatures(mark.area_id),
+                attestation=mark.attestation)
+            mark.award(criteria_version, judged, results, self.clock())
+            return Outcome([mark], {"mark_id": str(mark.id), "version": mark.version})
+        return self.execute(decide)
+
+    def withdraw_friendly_mark(self, *, mark_id: str, reason: str) -> dict[str, Any]:
+        violations = Violations()
+        check_id(violations, "mark_id", mark_id)
+        check_text(violations, "reason", reason, MAX_REASON)
+        violations.raise_if_any()
+
+        def decide() -> Outcome:
+            mark = self.get(mark_id, FriendlyMark, "friendly_mark")
+            mark.withdraw(reason.strip(), self.clock())
+            return Outcome([mark], {"mark_id": str(mark.id), "version": mark.version})
+        return self.execute(decide)
+
+    def friendly_mark(self, mark_id: str, version: int | None = None) -> FriendlyMarkView:
+        m = self.get(mark_id, FriendlyMark, "friendly_mark", version, copy=False)
+        return FriendlyMarkView(
+            mark_id=str(m.id), area_id=m.area_id, area_kind=OrganisationKind(m.area_kind),
+            area_name=self._organisation_name(m.area_id), street_id=m.street_id,
+            brand_name=m.brand_name,
+            street_attestation=masking.show_to_caller(masking.FREE_TEXT, m.attestation),
+            status=m.status, applied_at=m.applied_at, criteria_version=m.criteria_version,
+            results=[dict(r) for r in m.results], awarded_at=m.awarded_at,
+            withdrawn_at=m.withdrawn_at,
+            withdrawal_reason=masking.show_to_caller(masking.FREE_TEXT, m.withdrawal_reason),
+            version=m.version)
+
+    def list_friendly_marks(self, *, street_id: str, status: FriendlyMarkStatus | None,
+                            page_size: int, page_token: str,
+                            violations: Violations | None = None
+                            ) -> tuple[list[FriendlyMarkView], str]:
+        self.views.catch_up()
+        ids, token = listed(violations, lambda: self.views.friendly_marks.select(
+            {"street_id": street_id, "status": status.value if status else ""},
+            page_size=page_size, page_token=page_token))
+        return [self.friendly_mark(i) for i in ids], token
+
+    def _criteria(self) -> FriendlyMarkCriteria | None:
+        try:
+            return self.get(FriendlyMarkCriteria.ID, FriendlyMarkCriteria,
+                            "friendly_mark_criteria")
+        except NotFound:
+            return None
+
+    def _spaces_of(self, street_id: str) -> list[dict[str, Any]]:
+        """The street's service spaces, with what they offer now: a community's spaces are its
+        street's (a space belongs to a street; Qiji draws no community boundaries)."""
+        found = []
+        for position, ident, attrs in self.views.service_spaces.snapshot():
+            if attrs["street_id"] == street_id:
+                space = self.get(ident, ServiceSpace, "service_space", copy=False)
+                found.append({"id": ident, "name": space.name,
+                              "amenities": list(attrs["amenities"]), "position": position})
+        return found
+
+    # ------------------------------------------------------------------ merchants' and
+    # governance's feeds (friendly marks)
+
+    def follow_merchants(self, upstream: UpstreamEvent, processing: ProcessingEvent) -> None:
+        """A merchant's standing: applied (its street and name), approved, rejected,
+        suspended, reinstated — with the position of the event that made it so."""
+        merchant_id = str(upstream.originator_id)
+        standing_id = MerchantStanding.create_id(merchant_id)
+        if upstream.topic == merchants_events.MERCHANT_APPLIED:
+            if not self.exists(standing_id):
+                processing.collect_events(MerchantStanding(
+                    merchant_id=merchant_id, street_id=upstream.state["street_id"],
+                    name=upstream.state["name"]))
+            return
+        if not self.exists(standing_id):
+            return  # merchants stores Applied first: nothing to note of a merchant never seen
+        standing = self.get(standing_id, MerchantStanding, "merchant_standing")
+        standing.note_status(status=_MERCHANT_STATUS[upstream.topic],
+                             position=upstream.position)
+        processing.collect_events(standing)
+
+    def follow_governance(self, upstream: UpstreamEvent, processing: ProcessingEvent) -> None:
+        """An organisation's signature of the co-building pledge."""
+        state = upstream.state
+        signature_id = CoBuildingSignature.create_id(state["organisation_id"], state["version"])
+        if not self.exists(signature_id):
+            processing.collect_events(CoBuildingSignature(
+                organisation_id=state["organisation_id"], version=state["version"],
+                signed_at=state["at"], position=upstream.position))
+
     # ------------------------------------------------------------------ riders
 
     def register_rider(self, *, platform_id: str, platform_rider_id: str, name: str, phone: str,
@@ -631,6 +887,13 @@ class IdentityApplication(QijiApplication):
             milestones=[{**m, "note": masking.show_to_caller(masking.FREE_TEXT, m["note"])}
                         for m in r.milestones],
             consents=[dict(c) for c in r.consents], version=r.version)
+
+
+# A merchant's standing after each of its events on merchants' feed (reinstated: approved again).
+_MERCHANT_STATUS = {merchants_events.MERCHANT_APPROVED: "APPROVED",
+                    merchants_events.MERCHANT_REJECTED: "REJECTED",
+                    merchants_events.MERCHANT_SUSPENDED: "SUSPENDED",
+                    merchants_events.MERCHANT_REINSTATED: "APPROVED"}
 
 
 def _require_reason(rider_id: str, reason: str) -> None:

@@ -14,6 +14,8 @@ from qiji.merchants.v1 import merchants_service_pb2 as merchants_pb
 from qiji.training.v1 import training_service_pb2 as training_pb
 
 from services.identity.application import (
+    CriteriaView,
+    FriendlyMarkView,
     IdentityApplication,
     OrganisationView,
     PartnerView,
@@ -21,6 +23,7 @@ from services.identity.application import (
     ServiceSpaceView,
     SpaceUseView,
 )
+from services.identity.domain.friendly import FriendlyMarkStatus
 from services.identity.domain.model import Rider
 from services.identity.domain.values import (
     Amenity,
@@ -118,10 +121,78 @@ ACCESS = access_table(SERVICE_NAME, {
     "LookupRider": scoped(CITY_READERS, platform=Ref("platform_id", "organisation")),
     "ListRiders": scoped(CITY_READERS, platform=RIDER_ROWS, street_office=RIDER_ROWS),
     "EraseRiderPersonalData": city_wide(CITY_ADMIN),
+    # Friendly marks (友好社区): the criteria are the city's; a street office applies for its
+    # own street's communities (a community's owners are itself and its street office: only
+    # the office applies); the city awards and withdraws; the marks are public recognition.
+    "SetFriendlyMarkCriteria": city_wide(CITY_ADMIN),
+    "GetFriendlyMarkCriteria": public(ROLES),
+    "ApplyFriendlyMark": scoped(CITY_ADMIN, street_office=Ref("area_id", "organisation")),
+    "AwardFriendlyMark": city_wide(CITY_ADMIN),
+    "WithdrawFriendlyMark": city_wide(CITY_ADMIN),
+    "GetFriendlyMark": public(ROLES),
+    "ListFriendlyMarks": public(ROLES),
 })
 
 
-class IdentityServicer(pb_grpc.IdentityServiceServicer):
+class FriendlyMarks:
+    """The friendly-mark RPCs of IdentityServicer (a mixin, to keep the servicer readable)."""
+
+    app: IdentityApplication
+
+    def SetFriendlyMarkCriteria(self, request: Any, context: Any) -> Any:
+        violations = Violations()
+        c = request.criteria
+        result = self.app.set_friendly_mark_criteria(
+            min_service_spaces=c.min_service_spaces,
+            space_amenities=[enum_in(a, pb.Amenity, Amenity, violations,
+                                     f"criteria.space_amenities[{i}]")
+                             for i, a in enumerate(c.space_amenities)],
+            min_friendly_merchants=c.min_friendly_merchants,
+            co_building_pledge=c.co_building_pledge, street_attestation=c.street_attestation,
+            violations=violations)
+        criteria = self.app.friendly_mark_criteria(result["version"])
+        return pb.SetFriendlyMarkCriteriaResponse(criteria=_criteria(criteria),
+                                                  set_time=timestamp(criteria.set_at))
+
+    def GetFriendlyMarkCriteria(self, request: Any, context: Any) -> Any:
+        criteria = self.app.friendly_mark_criteria(request.version)
+        return pb.GetFriendlyMarkCriteriaResponse(criteria=_criteria(criteria),
+                                                  set_time=timestamp(criteria.set_at))
+
+    def ApplyFriendlyMark(self, request: Any, context: Any) -> Any:
+        result = self.app.apply_friendly_mark(area_id=request.area_id,
+                                              brand_name=request.brand_name,
+                                              street_attestation=request.street_attestation)
+        return pb.ApplyFriendlyMarkResponse(mark=self._mark_at(result))
+
+    def AwardFriendlyMark(self, request: Any, context: Any) -> Any:
+        result = self.app.award_friendly_mark(mark_id=request.mark_id,
+                                              criteria_version=request.criteria_version)
+        return pb.AwardFriendlyMarkResponse(mark=self._mark_at(result))
+
+    def WithdrawFriendlyMark(self, request: Any, context: Any) -> Any:
+        result = self.app.withdraw_friendly_mark(mark_id=request.mark_id, reason=request.reason)
+        return pb.WithdrawFriendlyMarkResponse(mark=self._mark_at(result))
+
+    def GetFriendlyMark(self, request: Any, context: Any) -> Any:
+        return pb.GetFriendlyMarkResponse(mark=_mark(self.app.friendly_mark(request.mark_id)))
+
+    def ListFriendlyMarks(self, request: Any, context: Any) -> Any:
+        violations = Violations()
+        found, token = self.app.list_friendly_marks(
+            street_id=request.street_id,
+            status=enum_in(request.status, pb.FriendlyMarkStatus, FriendlyMarkStatus, violations,
+                           "status"),
+            page_size=request.page_size, page_token=request.page_token, violations=violations)
+        return pb.ListFriendlyMarksResponse(marks=[_mark(m) for m in found],
+                                            next_page_token=token)
+
+    def _mark_at(self, result: dict[str, Any]) -> Any:
+        # As stored by the command (its version): a retry renders the first answer's mark.
+        return _mark(self.app.friendly_mark(result["mark_id"], result["version"]))
+
+
+class IdentityServicer(FriendlyMarks, pb_grpc.IdentityServiceServicer):
     def __init__(self, app: IdentityApplication):
         self.app = app
 
@@ -396,6 +467,32 @@ def _teaching_pair(pair: dict[str, dict[str, str]]) -> Any:
         station_master=training_pb.StationMaster(**pair["station_master"])
         if "station_master" in pair else None,
         teacher=training_pb.Teacher(**pair["teacher"]) if "teacher" in pair else None)
+
+
+def _criteria(c: CriteriaView) -> Any:
+    return pb.FriendlyMarkCriteria(
+        version=c.version, min_service_spaces=c.min_service_spaces,
+        space_amenities=[enum_out(a, pb.Amenity) for a in c.space_amenities],
+        min_friendly_merchants=c.min_friendly_merchants,
+        co_building_pledge=c.co_building_pledge, street_attestation=c.street_attestation)
+
+
+def _mark(m: FriendlyMarkView) -> Any:
+    return pb.FriendlyMark(
+        mark_id=m.mark_id, area_id=m.area_id, area_kind=enum_out(m.area_kind,
+                                                                 pb.OrganisationKind),
+        area_name=m.area_name, street_id=m.street_id, brand_name=m.brand_name,
+        street_attestation=m.street_attestation,
+        status=enum_out(m.status, pb.FriendlyMarkStatus), apply_time=timestamp(m.applied_at),
+        criteria_version=m.criteria_version,
+        results=[pb.FriendlyMarkCriterionResult(
+            criterion=enum_out(r["criterion"], pb.FriendlyMarkCriterion),
+            required=r["required"], found=r["found"], met=r["met"],
+            evidence=[pb.FriendlyMarkEvidence(kind=e["kind"], id=e["id"], name=e["name"],
+                                              source=e["source"], position=e["position"])
+                      for e in r["evidence"]]) for r in m.results],
+        award_time=timestamp(m.awarded_at), withdraw_time=timestamp(m.withdrawn_at),
+        withdrawal_reason=m.withdrawal_reason, version=m.version)
 
 
 def add_servicers(server: grpc.Server, app: Any) -> list[str]:

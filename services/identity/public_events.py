@@ -20,6 +20,8 @@ CONSENT_GRANTED = "services.identity.domain.model:Rider.ConsentGranted"
 CONSENT_WITHDRAWN = "services.identity.domain.model:Rider.ConsentWithdrawn"
 MILESTONE_RECORDED = "services.identity.domain.model:Rider.CareerMilestoneRecorded"
 PERSONAL_DATA_ERASED = "services.identity.domain.model:Rider.PersonalDataErased"
+FRIENDLY_MARK_AWARDED = "services.identity.domain.friendly:FriendlyMark.Awarded"
+FRIENDLY_MARK_WITHDRAWN = "services.identity.domain.friendly:FriendlyMark.Withdrawn"
 
 # Which consent scope opens which personal field.
 PERSONAL_FIELDS = {ConsentScope.NAME: "name", ConsentScope.PHONE: "phone"}
@@ -98,6 +100,20 @@ def _erased(app: Any, fact: Fact) -> Mapped:
                                             "erased_time": fact.event.timestamp})
 
 
+def _mark(time_field: str) -> Any:
+    # About a community, no rider: every platform receives it (riders may look for friendly
+    # communities). The withdrawal's reason is free text and stays in Qiji.
+    def build(app: Any, fact: Fact) -> Mapped:
+        mark = app.current(fact.originator_id)
+        data = {"mark_id": str(fact.originator_id), "area_id": mark.area_id,
+                "area_kind": mark.area_kind, "street_id": mark.street_id,
+                "brand_name": mark.brand_name, time_field: fact.event.at}
+        if time_field == "awarded_time":
+            data["criteria_version"] = fact.event.criteria_version
+        return Mapped(mark.area_id, data)
+    return build
+
+
 CATALOGUE = PublicCatalogue("identity", [
     PublicType("qiji.identity.v1.RiderRegistered", topics.RIDER_REGISTERED,
                ("rider_id", "platform_id", "platform_rider_id", "home_street_id", "station_id",
@@ -119,4 +135,10 @@ CATALOGUE = PublicCatalogue("identity", [
                ("rider_id", "consent_id", "scope", "withdrawn_time"), _consent_withdrawn),
     PublicType("qiji.identity.v1.RiderPersonalDataErased", PERSONAL_DATA_ERASED,
                ("rider_id", "erased_time"), _erased),
+    PublicType("qiji.identity.v1.FriendlyMarkAwarded", FRIENDLY_MARK_AWARDED,
+               ("mark_id", "area_id", "area_kind", "street_id", "brand_name",
+                "criteria_version", "awarded_time"), _mark("awarded_time")),
+    PublicType("qiji.identity.v1.FriendlyMarkWithdrawn", FRIENDLY_MARK_WITHDRAWN,
+               ("mark_id", "area_id", "area_kind", "street_id", "brand_name",
+                "withdrawn_time"), _mark("withdrawn_time")),
 ])

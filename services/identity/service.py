@@ -12,7 +12,7 @@ from services.identity.partners import PartnerContributions
 from services.identity.public_events import CATALOGUE as PUBLIC_EVENTS
 from services.identity.rider_record import SOURCES, RiderRecords
 from shared.config import Settings
-from shared.followers import GrpcFeed
+from shared.followers import Follower, GrpcFeed
 from shared.grpc.server import ServiceSpec
 
 
@@ -25,7 +25,15 @@ def make_followers(app: Any, settings: Settings) -> list[Any]:
     app.partners = PartnerContributions(
         {name: GrpcFeed.of(name, settings) for name in PARTNER_SOURCES},
         check_mac=app.event_mac.check)
-    return [app.records, app.partners]
+    # The friendly marks' evidence: merchants' standing and co-building signatures, stored in
+    # identity's own log at tracked positions (an award's evidence must outlive any view).
+    app.merchants_follower = Follower(app, GrpcFeed.of("merchants", settings),
+                                      app.follow_merchants,
+                                      topics=IdentityApplication.MERCHANTS_TOPICS)
+    app.governance_follower = Follower(app, GrpcFeed.of("governance", settings),
+                                       app.follow_governance,
+                                       topics=IdentityApplication.GOVERNANCE_TOPICS)
+    return [app.records, app.partners, app.merchants_follower, app.governance_follower]
 
 
 SPEC = ServiceSpec(name="identity", make_app=IdentityApplication, add_servicers=add_servicers,

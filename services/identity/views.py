@@ -5,6 +5,12 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING, Any
 
+from services.identity.domain.friendly import (
+    CoBuildingSignature,
+    FriendlyMark,
+    FriendlyMarkStatus,
+    MerchantStanding,
+)
 from services.identity.domain.model import (
     Organisation,
     Partner,
@@ -97,6 +103,12 @@ class IdentityViews:
         self.partners = _Partners()
         self.riders = _Riders()
         self.space_use = _SpaceUse()
+        # Friendly marks: the marks by street and status; merchants' standing by street; each
+        # organisation's co-building signatures (noted from merchants' and governance's feeds).
+        self.friendly_marks = Index()
+        self.merchants = Index()
+        self._signatures: dict[str, list[dict[str, Any]]] = {}
+        self._signatures_lock = threading.Lock()
         self._follower = LogFollower(app, "identity", self._apply)
 
     def catch_up(self) -> int:
@@ -114,6 +126,18 @@ class IdentityViews:
             if attempt == 0:
                 self.catch_up()
         return None
+
+    def approved_merchants(self, street_id: str) -> list[dict[str, Any]]:
+        """The street's friendly merchants approved now: id, name, and the position in
+        merchants' log of the event that approved (or reinstated) them."""
+        return [{"id": attrs["merchant_id"], "name": attrs["name"],
+                 "position": attrs["upstream_position"]}
+                for _, _, attrs in self.merchants.snapshot()
+                if attrs["street_id"] == street_id and attrs["status"] == "APPROVED"]
+
+    def co_building_signatures(self, organisation_id: str) -> list[dict[str, Any]]:
+        with self._signatures_lock:
+            return [dict(s) for s in self._signatures.get(organisation_id, [])]
 
     @property
     def position(self) -> int:
@@ -139,6 +163,26 @@ class IdentityViews:
             self.space_use.recorded(ident, event.amenity, event.count)
         elif isinstance(event, SpaceUseDay.Started):
             self.space_use.started(ident, event.service_space_id, event.day)
+        elif isinstance(event, FriendlyMark.Applied):
+            self.friendly_marks.add(position, ident, street_id=event.street_id,
+                                    area_id=event.area_id, status=FriendlyMarkStatus.APPLIED.value)
+        elif isinstance(event, FriendlyMark.Reapplied):
+            self.friendly_marks.update(ident, status=FriendlyMarkStatus.APPLIED.value)
+        elif isinstance(event, FriendlyMark.Awarded):
+            self.friendly_marks.update(ident, status=FriendlyMarkStatus.AWARDED.value)
+        elif isinstance(event, FriendlyMark.Withdrawn):
+            self.friendly_marks.update(ident, status=FriendlyMarkStatus.WITHDRAWN.value)
+        elif isinstance(event, MerchantStanding.Noted):
+            self.merchants.add(position, ident, merchant_id=event.merchant_id,
+                               street_id=event.street_id, name=event.name, status="APPLIED",
+                               upstream_position=0)
+        elif isinstance(event, MerchantStanding.StatusNoted):
+            self.merchants.update(ident, status=event.status, upstream_position=event.position)
+        elif isinstance(event, CoBuildingSignature.Noted):
+            with self._signatures_lock:
+                self._signatures.setdefault(event.organisation_id, []).append(
+                    {"version": event.version, "signed_at": event.signed_at,
+                     "position": event.position})
         elif isinstance(event, Rider.Registered):
             self.riders.add(position, ident, home_street_id=event.home_street_id,
                             station_id=event.station_id, status=RiderStatus.REGISTERED.value,

@@ -32,6 +32,15 @@ PERK_CREATED = "services.merchants.domain.model:PerkOffer.Created"
 PERK_PUBLISHED = "services.merchants.domain.model:PerkOffer.Published"
 PERK_PAUSED = "services.merchants.domain.model:PerkOffer.Paused"
 PERK_WITHDRAWN = "services.merchants.domain.model:PerkOffer.Withdrawn"
+# A merchant's standing (the merchant is the originator; MERCHANT_APPLIED carries `street_id`
+# and `name`, the others nothing a follower needs): identity's friendly marks count the
+# approved friendly merchants of a street.
+MERCHANT_APPROVED = "services.merchants.domain.model:Merchant.Approved"
+MERCHANT_REJECTED = "services.merchants.domain.model:Merchant.Rejected"
+MERCHANT_SUSPENDED = "services.merchants.domain.model:Merchant.Suspended"
+MERCHANT_REINSTATED = "services.merchants.domain.model:Merchant.Reinstated"
+MERCHANT_STANDING_TOPICS = (MERCHANT_APPLIED, MERCHANT_APPROVED, MERCHANT_REJECTED,
+                            MERCHANT_SUSPENDED, MERCHANT_REINSTATED)
 CLAIM_ISSUED = "services.merchants.domain.model:Claim.Issued"
 CLAIM_REDEEMED = "services.merchants.domain.model:Claim.Redeemed"
 CLAIM_REVERSED = "services.merchants.domain.model:Claim.Reversed"

@@ -75,6 +75,11 @@ LANDMARKS = [
     # Visits: the street office tallies today's amenity use at the space, counts only.
     "荷花池街道 records today's visits at 常州市外卖人才联合服务空间 — riders rested, charged "
     "and drank water (RecordSpaceUse, counts only: no one named)",
+    # 友好社区: the community signs the co-building pledge and earns the mark, with evidence.
+    "北大街社区 signs the co-building pledge (共建倡议, version 1; signed by 北大街社区)",
+    "earns the friendly-community mark 「荷睦」友好社区 (AWARDED, criteria version 1): "
+    "service spaces: 常州市外卖人才联合服务空间; friendly merchants: 荷花池面馆; "
+    "co building pledge: co-building pledge version 1; street attestation: given",
     # The rider's own record, read by the platform in one call: every part of the story.
     "opens their own record (骑手档案) in 骑迹外卖's app — one call, five services: 2 courses "
     "passed",
@@ -87,7 +92,7 @@ LANDMARKS = [
     "holds 金蜂骑士",
     "an automatic award",
     "passed a CIVIC_EDUCATION course",
-    "The story is told: 28 steps",
+    "The story is told: 29 steps",
 ]
 
 

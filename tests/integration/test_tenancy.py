@@ -41,7 +41,7 @@ FIELD_KEYS = {
     "case_id": "case", "shift_id": "shift", "award_id": "award", "campaign_id": "campaign",
     "recipient_id": "platform", "organisation_id": "street", "recognition_id": "recognition",
     "growth_path_id": "growth_path", "growth_plan_id": "growth_plan", "activity_id": "activity",
-    "sponsor_id": "merchant",
+    "sponsor_id": "merchant", "area_id": "community",
 }
 REFUSED_FOR_ADMITTED = {grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED,
                         grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL}
@@ -142,6 +142,14 @@ def request_for(w: World, service: Service, path: str, tenant: str, role: str, *
             request.radius_metres = 1000.0  # FindNearby's: what names a rider is the point
         elif f.name == "location" and path.endswith("/FindNearby"):
             request.location.latitude, request.location.longitude = 10.0, 10.0
+        elif f.name == "organisation_id" and path.endswith("/SignCoBuildingPledge"):
+            # Each kind signs by its own token (its own organisation).
+            request.organisation_id = w.organisation(tenant, role)
+        elif f.name == "pledge_version" and path.endswith("/SignCoBuildingPledge"):
+            request.pledge_version = 1
+        elif f.name == "pledge_kind":
+            # Riders' signatures: the ones the other tenant must not list.
+            request.pledge_kind = 1  # PLEDGE_KIND_PARTICIPATION
         elif f.name == "amenity" and path.endswith("/RecordSpaceUse"):
             request.amenity = 1  # AMENITY_REST, which every tenant's space offers
         elif f.name == "count" and path.endswith("/RecordSpaceUse"):

@@ -118,3 +118,24 @@ def test_the_topics_the_partner_register_follows_name_the_classes_that_store_the
     assert {t for topics in SOURCES.values() for t in topics} == set(expected)
     for topic, cls in expected.items():
         assert topic == get_topic(cls)
+
+
+def test_the_topics_friendly_marks_follow_name_the_classes_that_store_them():
+    """identity's friendly marks count approved merchants and co-building signatures from
+    these strings: a class moved without register_topic would leave a criterion never met."""
+    from services.governance import events as governance_events
+    from services.governance.domain.model import Organisation as GovernanceOrganisation
+    from services.merchants import events as merchant_events
+    from services.merchants.domain.model import Merchant
+
+    expected = {
+        merchant_events.MERCHANT_APPLIED: Merchant.Applied,
+        merchant_events.MERCHANT_APPROVED: Merchant.Approved,
+        merchant_events.MERCHANT_REJECTED: Merchant.Rejected,
+        merchant_events.MERCHANT_SUSPENDED: Merchant.Suspended,
+        merchant_events.MERCHANT_REINSTATED: Merchant.Reinstated,
+        governance_events.CO_BUILDING_PLEDGE_SIGNED:
+            GovernanceOrganisation.CoBuildingPledgeSigned,
+    }
+    assert {topic: get_topic(cls) for topic, cls in expected.items()} == {
+        topic: topic for topic in expected}

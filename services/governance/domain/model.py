@@ -566,7 +566,29 @@ class MediationPolicy(Aggregate):
 # ---------------------------------------------------------------------------- pledge, riders
 
 
-class Pledge(Aggregate):
+class _VersionedText:
+    """What both pledges share: a series of texts, each its own version from 1."""
+
+    texts: list[dict[str, Any]]
+
+    @property
+    def current_version(self) -> int:
+        return len(self.texts)
+
+    def text_of(self, version: int) -> dict[str, Any]:
+        if not 1 <= version <= len(self.texts):
+            raise NotFound("pledge_version", str(version))
+        return self.texts[version - 1]
+
+    def require_current(self, version: int) -> None:
+        if version != self.current_version:
+            # A signer signs the text the city stands behind now, not one it has replaced.
+            raise FailedPrecondition(
+                f"version {version} of the pledge was replaced by version "
+                f"{self.current_version}", reason="PLEDGE_VERSION_SUPERSEDED")
+
+
+class Pledge(_VersionedText, Aggregate):
     """The governance participation pledge (承诺倡议); each new text is a new version that
     riders sign afresh. One per Qiji installation."""
 
@@ -584,14 +606,27 @@ class Pledge(Aggregate):
     def revise(self, text: str, at: datetime) -> None:
         self.texts.append({"text": text, "published_at": at})
 
-    @property
-    def current_version(self) -> int:
-        return len(self.texts)
 
-    def text_of(self, version: int) -> dict[str, Any]:
-        if not 1 <= version <= len(self.texts):
-            raise NotFound("pledge_version", str(version))
-        return self.texts[version - 1]
+class CoBuildingPledge(_VersionedText, Aggregate):
+    """The co-building pledge (共建倡议) of the rider-friendly programme: the city's text that
+    organisations (communities, streets, merchants, platforms, education providers...) sign,
+    each new text a new version signed afresh. One per Qiji installation. An aggregate of its
+    own rather than a kind inside Pledge: the participation pledge's stored events stay as they
+    are, and neither series ever waits on the other's writes."""
+
+    ID = uuid.uuid5(_NS, "co-building-pledge")
+
+    @staticmethod
+    def create_id(**_: Any) -> uuid.UUID:
+        return CoBuildingPledge.ID
+
+    @event("Published")
+    def __init__(self, text: str, at: datetime):
+        self.texts = [{"text": text, "published_at": at}]
+
+    @event("Revised")
+    def revise(self, text: str, at: datetime) -> None:
+        self.texts.append({"text": text, "published_at": at})
 
 
 class Participant(Aggregate):
@@ -658,3 +693,27 @@ class Organisation(Aggregate):
         self.name = name
         self.parent_id = parent_id
         self.department_function = department_function
+        # Versions of the co-building pledge it signed (as text: JSON keys) -> signed at.
+        self.co_building_pledges: dict[str, datetime] = {}
+
+    def sign_co_building_pledge(self, pledge: CoBuildingPledge, version: int,
+                                at: datetime) -> None:
+        """The organisation signs `version` of the co-building pledge (共建倡议): the current
+        one, once. Its kind was checked by the caller (CO_BUILDING_SIGNER_KINDS)."""
+        pledge.text_of(version)
+        if str(version) in self.co_building_pledges:
+            raise AlreadyExists("the organisation already signed this version of the "
+                                "co-building pledge",
+                                reason="CO_BUILDING_PLEDGE_ALREADY_SIGNED",
+                                pledge_version=str(version))
+        pledge.require_current(version)
+        self._co_building_pledge_signed(organisation_id=self.upstream_id, kind=self.kind,
+                                        name=self.name, parent_id=self.parent_id,
+                                        version=version, at=at)
+
+    @event("CoBuildingPledgeSigned")
+    def _co_building_pledge_signed(self, organisation_id: str, kind: str, name: str,
+                                   parent_id: str, version: int, at: datetime) -> None:
+        # Kind, name and parent travel with the event: identity's friendly marks and the
+        # public feed read who signed without a second look-up.
+        self.co_building_pledges[str(version)] = at

@@ -120,6 +120,17 @@ DAY_BEFORE_AGREEMENT = "DAY_BEFORE_AGREEMENT"  # a follow-up dated before the ag
 REOPEN_NEEDS_BROKEN = "REOPEN_NEEDS_BROKEN"  # only a broken agreement reopens a case
 
 
+class PledgeKind(StrEnum):
+    PARTICIPATION = "PARTICIPATION"  # 承诺倡议: riders sign it
+    CO_BUILDING = "CO_BUILDING"  # 共建倡议: organisations sign it
+
+
+# The organisation kinds (identity's, as its feed spells them) that may sign the co-building
+# pledge: every kind but the city, which is its author.
+CO_BUILDING_SIGNER_KINDS = frozenset({"DISTRICT", "STREET", "COMMUNITY", "DEPARTMENT",
+                                      "PLATFORM", "STATION", "EDUCATION_PROVIDER", "MERCHANT"})
+
+
 # ---------------------------------------------------------------------------- deadlines
 
 # Defaults until the city admin sets its own in the routing rules. Emergencies must be picked up
