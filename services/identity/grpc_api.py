@@ -526,7 +526,12 @@ def _partner(p: PartnerView) -> Any:
             publish_time=timestamp(e.published_at)) for e in c.perks] if c else [],
         sources=[pb.RecordSource(service=s.service, position=s.position, current=s.current,
                                  problem=s.problem, stopped_at=s.stopped_at)
-                 for s in c.sources] if c else [])
+                 for s in c.sources] if c else [],
+        donations=[pb.PartnerDonation(
+            donation_id=d.donation_id, campaign_id=d.campaign_id, campaign_name=d.campaign_name,
+            street_id=d.street_id, packages=d.packages,
+            items=[merchants_pb.CareItem(item=i, quantity=q) for i, q in d.items],
+            donate_time=timestamp(d.donated_at)) for d in c.donations] if c else [])
 
 
 def _uses(counts: dict[Amenity, int]) -> list[Any]:

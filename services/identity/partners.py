@@ -8,11 +8,9 @@ same reasons — identity holds the register, the view reads nothing but feeds, 
 from position 1 when the process starts. Only what a partner made public is kept: a draft
 course or perk is its own business until published (the tenancy matrix holds drafts secret).
 
-Extension point — donations: care-package sponsors are being added to merchants (issue #22,
-branch t22-merchants). When merchants publishes a sponsorship topic that names the sponsor's
-organisation id, add it to SOURCES["merchants"] and a handler in _HANDLERS that appends to
-`_Given.donations`; GetPartner then needs a `donations` field beside `courses` and `perks`.
-Nothing here depends on it until then."""
+Donations: a sponsor's gifts to a street's care-package campaign (merchants'
+RecordCareDonation), whoever the sponsor is — a merchant, an enterprise, an association. The
+campaign's name and street come from its launch; the person who recorded the gift is not kept."""
 
 from __future__ import annotations
 
@@ -30,7 +28,8 @@ from shared.followers import Feed, UpstreamEvent
 SOURCES: dict[str, tuple[str, ...]] = {
     "training": (training.COURSE_DRAFTED, training.COURSE_PUBLISHED, training.COURSE_RETIRED),
     "merchants": (merchants.PERK_CREATED, merchants.PERK_PUBLISHED, merchants.PERK_PAUSED,
-                  merchants.PERK_WITHDRAWN),
+                  merchants.PERK_WITHDRAWN, merchants.CAMPAIGN_LAUNCHED,
+                  merchants.CARE_DONATION_RECORDED),
 }
 
 
@@ -53,11 +52,23 @@ class PerkGiven:
 
 
 @dataclass(frozen=True)
+class DonationGiven:
+    donation_id: str
+    campaign_id: str
+    campaign_name: str
+    street_id: str
+    packages: int
+    items: tuple[tuple[str, int], ...]  # (item, quantity), in the order recorded
+    donated_at: datetime
+
+
+@dataclass(frozen=True)
 class Contributions:
     organisation_id: str
     courses: tuple[CourseGiven, ...]
     perks: tuple[PerkGiven, ...]
     sources: tuple[SourceState, ...]
+    donations: tuple[DonationGiven, ...] = ()
 
 
 @dataclass(slots=True)
@@ -66,6 +77,7 @@ class _Given:
 
     courses: dict[str, dict[str, Any]] = field(default_factory=dict)
     perks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    donations: list[DonationGiven] = field(default_factory=list)
 
 
 class PartnerContributions(FeedView):
@@ -79,6 +91,8 @@ class PartnerContributions(FeedView):
         # Every course and perk as drafted (who gave it, what it is), published or not yet.
         self._courses: dict[str, dict[str, Any]] = {}
         self._perks: dict[str, dict[str, Any]] = {}
+        # Every care-package campaign launched: its name and street, for the gifts to it.
+        self._campaigns: dict[str, tuple[str, str]] = {}
         self._given: dict[str, _Given] = {}
 
     def contributions(self, organisation_id: str) -> Contributions:
@@ -93,7 +107,7 @@ class PartnerContributions(FeedView):
                               for i, c in given.courses.items()),
                 perks=tuple(PerkGiven(i, p["title"], p["status"], p["published_at"])
                             for i, p in given.perks.items()),
-                sources=tuple(sources))
+                sources=tuple(sources), donations=tuple(given.donations))
 
     # -------------------------------------------------------------- applying
 
@@ -110,6 +124,18 @@ class PartnerContributions(FeedView):
     def _perk_created(self, ident: str, event: UpstreamEvent) -> None:
         s = event.state
         self._perks[ident] = {"merchant_id": s["merchant_id"], "title": s["title"]}
+
+    def _campaign_launched(self, ident: str, event: UpstreamEvent) -> None:
+        self._campaigns[ident] = (event.state["name"], event.state["street_id"])
+
+    def _donation_recorded(self, ident: str, event: UpstreamEvent) -> None:
+        s = event.state
+        name, street_id = self._campaigns.get(ident, ("", ""))
+        self._given.setdefault(s["sponsor_id"], _Given()).donations.append(DonationGiven(
+            donation_id=s["donation_id"], campaign_id=ident, campaign_name=name,
+            street_id=street_id, packages=int(s["packages"]),
+            items=tuple((str(i["item"]), int(i["quantity"])) for i in s["items"]),
+            donated_at=s["at"]))
 
 
 def _course_status(status: str) -> Callable[[PartnerContributions, str, UpstreamEvent], None]:
@@ -146,4 +172,6 @@ _HANDLERS: dict[str, Callable[[PartnerContributions, str, UpstreamEvent], None]]
     merchants.PERK_PUBLISHED: _perk_status("PUBLISHED"),
     merchants.PERK_PAUSED: _perk_status("PAUSED"),
     merchants.PERK_WITHDRAWN: _perk_status("WITHDRAWN"),
+    merchants.CAMPAIGN_LAUNCHED: PartnerContributions._campaign_launched,
+    merchants.CARE_DONATION_RECORDED: PartnerContributions._donation_recorded,
 }

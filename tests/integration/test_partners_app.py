@@ -93,6 +93,26 @@ class TestWhatAPartnerGave:
         world.qiji.ok("merchants", "PublishPerkOffer", mpb.PublishPerkOfferRequest(
             request_id=rid(), perk_id=a.perk), world.token("a", "merchant"))
 
+    def test_a_sponsors_gift_to_a_care_package_campaign_shows_as_what_it_gave(
+            self, world: World) -> None:
+        a = world.tenants["a"]
+        before = partner(world, a.merchant, world.admin)
+        given = world.qiji.ok("merchants", "RecordCareDonation", mpb.RecordCareDonationRequest(
+            request_id=rid(), campaign_id=a.campaign, sponsor_id=a.merchant, packages=3,
+            items=[mpb.CareItem(item="矿泉水", quantity=24)]),
+            world.token("a", "street_office")).campaign
+        # Read at once by another tenant's platform: the register is public, and the gift is
+        # the sponsor's, not the riders' (no one who received a package is in it).
+        after = partner(world, a.merchant, world.token("b", "platform"))
+        assert len(after.donations) == len(before.donations) + 1
+        gift = after.donations[-1]
+        assert (gift.campaign_id, gift.campaign_name, gift.street_id, gift.packages) == (
+            a.campaign, given.name, a.street, 3)
+        assert [(i.item, i.quantity) for i in gift.items] == [("矿泉水", 24)]
+        assert gift.HasField("donate_time")
+        # The provider gave no packages: nothing of the merchant's gift is shown for it.
+        assert not partner(world, a.provider, world.admin).donations
+
     def test_a_course_published_later_appears_and_retiring_it_keeps_it(
             self, world: World) -> None:
         a, q = world.tenants["a"], world.qiji

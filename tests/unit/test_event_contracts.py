@@ -102,7 +102,7 @@ def test_the_topics_the_partner_register_follows_name_the_classes_that_store_the
     register_topic would leave a partner's contributions silently short."""
     from services.identity.partners import SOURCES
     from services.merchants import events as merchant_events
-    from services.merchants.domain.model import PerkOffer
+    from services.merchants.domain.model import CareCampaign, PerkOffer
     from services.training import events as training_events
     from services.training.domain.model import Course
 
@@ -114,6 +114,8 @@ def test_the_topics_the_partner_register_follows_name_the_classes_that_store_the
         merchant_events.PERK_PUBLISHED: PerkOffer.Published,
         merchant_events.PERK_PAUSED: PerkOffer.Paused,
         merchant_events.PERK_WITHDRAWN: PerkOffer.Withdrawn,
+        merchant_events.CAMPAIGN_LAUNCHED: CareCampaign.Launched,
+        merchant_events.CARE_DONATION_RECORDED: CareCampaign.DonationRecorded,
     }
     assert {t for topics in SOURCES.values() for t in topics} == set(expected)
     for topic, cls in expected.items():
