@@ -553,7 +553,7 @@ class IdentityApplication(QijiApplication):
             else:
                 current.revise(criteria=criteria, at=self.clock())
             return Outcome([current], {"version": current.current_version,
-                                       "area_kind": kind})
+                                       "area_kind": kind.value})
         return self.execute(decide, serialise_on=FriendlyMarkCriteria.id_for(kind.value))
 
     def friendly_mark_criteria(self, version: int = 0,

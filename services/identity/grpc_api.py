@@ -151,7 +151,9 @@ class FriendlyMarks:
             co_building_pledge=c.co_building_pledge, street_attestation=c.street_attestation,
             area_kind=_area_kind(c.area_kind, violations, "criteria.area_kind"),
             violations=violations)
-        criteria = self.app.friendly_mark_criteria(result["version"], result["area_kind"])
+        # A retry's answer is the stored one, with the kind by its name.
+        criteria = self.app.friendly_mark_criteria(result["version"],
+                                                   OrganisationKind(result["area_kind"]))
         return pb.SetFriendlyMarkCriteriaResponse(criteria=_criteria(criteria),
                                                   set_time=timestamp(criteria.set_at))
 
