@@ -31,7 +31,8 @@ _NS = uuid.UUID("5f0c3c55-4a34-4bf1-a8f5-6f8f3c2a7d01")
 # kind the service does not note apart (badges notes communities apart from the rest; training
 # notes every organisation alike): its own kind is asked of the tenancy directory.
 ORGANISATION_REFERENCES = {"street": "STREET", "merchant": "MERCHANT",
-                           "community": "COMMUNITY", "organisation": ""}
+                           "community": "COMMUNITY", "business_area": "BUSINESS_AREA",
+                           "organisation": ""}
 
 
 class Reference(Aggregate):

@@ -528,13 +528,14 @@ class TenancyDirectory:
 
     def organisation_owners(self, ident: str) -> Owners | None:
         """An organisation is its own (in the role its kind implies); a community is also its
-        street office's, a station its platform's, a merchant its street office's."""
+        street office's, a station its platform's, a merchant its street office's; a business
+        area (which has no role of its own) is its street office's alone."""
         org = self.organisation(ident)
         if org is None:
             return None
         owners = Owners.of(**{ROLE_OF_KIND[org.kind]: ident}) if org.kind in ROLE_OF_KIND \
             else NOBODY
-        if org.kind in ("COMMUNITY", "MERCHANT") and org.parent_id:
+        if org.kind in ("COMMUNITY", "MERCHANT", "BUSINESS_AREA") and org.parent_id:
             owners = owners | Owners.of(street_office=org.parent_id)
         elif org.kind == "STATION":
             owners = owners | Owners.of(platform=org.parent_id)

@@ -58,7 +58,8 @@ def alternatives(values: Iterable[StrEnum]) -> str:
 # it. A kind missing here is shown as itself.
 RESOURCE_TYPES = {
     **dict.fromkeys(("organisation", "street", "department", "community", "district",
-                     "station", "platform", "education_provider"), "qiji.city/Organisation"),
+                     "station", "platform", "education_provider", "business_area"),
+                  "qiji.city/Organisation"),
     "rider": "qiji.city/Rider",
     "service_space": "qiji.city/ServiceSpace",
     "consent": "qiji.city/ConsentGrant",

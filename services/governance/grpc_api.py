@@ -124,8 +124,9 @@ ACCESS = access_table(SERVICE_NAME, {
     "GetPledge": public(ROLES),
     "SignPledge": scoped(platform=RIDER, street_office=RIDER),
     # An organisation signs the co-building pledge by its own token; a street office for its
-    # street, and for the communities and merchants of its street (a community's committee
-    # signs at the street office's counter); the city admin in anyone's stead.
+    # street, and for the communities, merchants and business areas of its street (a
+    # community's committee signs at the street office's counter; a business area has no
+    # token of its own); the city admin in anyone's stead.
     "SignCoBuildingPledge": scoped(CITY_ADMIN, **each(SIGNER)),
     # Organisations' signatures are public; riders' are the officials': the city-wide
     # readers, and each street office its own residents' (PLEDGE_SIGNER_ROWS, resolved by

@@ -12,6 +12,7 @@ from eventsourcing.application import ProcessingEvent
 
 from services.governance import events as governance_events
 from services.identity.domain.friendly import (
+    AREA_KINDS,
     MAX_ATTESTATION,
     MAX_BRAND_NAME,
     MAX_REASON,
@@ -160,7 +161,8 @@ class RiderView:
 
 @dataclass(frozen=True)
 class CriteriaView:
-    """One version of the friendly-mark criteria (see domain/friendly.py)."""
+    """One version of the friendly-mark criteria of one kind of area (see
+    domain/friendly.py)."""
 
     version: int
     min_service_spaces: int
@@ -169,6 +171,7 @@ class CriteriaView:
     co_building_pledge: bool
     street_attestation: bool
     set_at: datetime
+    area_kind: OrganisationKind = OrganisationKind.COMMUNITY
 
 
 @dataclass(frozen=True)
@@ -523,10 +526,13 @@ class IdentityApplication(QijiApplication):
                                    space_amenities: list[Amenity | None],
                                    min_friendly_merchants: int, co_building_pledge: bool,
                                    street_attestation: bool,
+                                   area_kind: OrganisationKind | None = OrganisationKind.COMMUNITY,
                                    violations: Violations | None = None) -> dict[str, Any]:
-        """A new version of what earns the friendly-community mark (the city's; marks awarded
-        already keep the version they were judged by)."""
+        """A new version of what earns the friendly mark of one kind of area (the city's;
+        marks awarded already keep the version they were judged by). Each kind — a community
+        (友好社区), a business area (友好商圈) — has criteria and versions of its own."""
         violations = violations if violations is not None else Violations()
+        kind = self._area_kind(violations, "criteria.area_kind", area_kind)
         check_criteria(violations, min_service_spaces=min_service_spaces,
                        space_amenities=space_amenities,
                        min_friendly_merchants=min_friendly_merchants,
@@ -540,38 +546,58 @@ class IdentityApplication(QijiApplication):
                     "street_attestation": street_attestation}
 
         def decide() -> Outcome:
-            current = self._criteria()
+            current = self._criteria(kind)
             if current is None:
-                current = FriendlyMarkCriteria(criteria=criteria, at=self.clock())
+                current = FriendlyMarkCriteria(criteria=criteria, at=self.clock(),
+                                               area_kind=kind.value)
             else:
                 current.revise(criteria=criteria, at=self.clock())
-            return Outcome([current], {"version": current.current_version})
-        return self.execute(decide, serialise_on=FriendlyMarkCriteria.ID)
+            return Outcome([current], {"version": current.current_version,
+                                       "area_kind": kind.value})
+        return self.execute(decide, serialise_on=FriendlyMarkCriteria.id_for(kind.value))
 
-    def friendly_mark_criteria(self, version: int = 0) -> CriteriaView:
+    def friendly_mark_criteria(self, version: int = 0,
+                               area_kind: OrganisationKind | None = OrganisationKind.COMMUNITY,
+                               violations: Violations | None = None) -> CriteriaView:
+        violations = violations if violations is not None else Violations()
+        kind = self._area_kind(violations, "area_kind", area_kind)
         if version < 0:
-            violations = Violations()
             violations.add("version", "must not be negative", VALUE_OUT_OF_RANGE)
-            violations.raise_if_any()
-        current = self._criteria()
+        violations.raise_if_any()
+        current = self._criteria(kind)
         if current is None:
-            raise NotFound("friendly_mark_criteria", "the city has set none yet")
+            raise NotFound("friendly_mark_criteria",
+                           f"the city has set none for {kind.value.lower()} yet")
         wanted = version or current.current_version
         entry = current.version_of(wanted)
         c = entry["criteria"]
         return CriteriaView(wanted, c["min_service_spaces"],
                             [Amenity(a) for a in c["space_amenities"]],
                             c["min_friendly_merchants"], c["co_building_pledge"],
-                            c["street_attestation"], entry["set_at"])
+                            c["street_attestation"], entry["set_at"], kind)
+
+    @staticmethod
+    def _area_kind(violations: Violations, field: str, area_kind: OrganisationKind | None
+                   ) -> OrganisationKind:
+        """The kind of area criteria are for: a community unless the caller names another
+        (calls from before business areas mean the community's); only kinds that earn a
+        mark."""
+        if area_kind is None:  # an enum number the contract does not define (already told)
+            return OrganisationKind.COMMUNITY
+        if area_kind.value not in AREA_KINDS:
+            organisation_kind_not_allowed(violations, field, area_kind.value, AREA_KINDS)
+        return area_kind
 
     def apply_friendly_mark(self, *, area_id: str, brand_name: str, street_attestation: str
                             ) -> dict[str, Any]:
-        """The street office asks for the friendly-community mark of one of its communities,
-        under its brand (荷睦), vouching in `street_attestation` for riders' access (free
-        text: what it checked). Again after a withdrawal; not while one is pending or held."""
+        """The street office asks for the friendly mark of one of its communities (友好社区)
+        or business areas (友好商圈), under its brand (荷睦), vouching in
+        `street_attestation` for riders' access (free text: what it checked). Again after a
+        withdrawal; not while one is pending or held."""
         violations = Violations()
-        area = self._organisation_of_kind(violations, "area_id", area_id,
-                                          OrganisationKind.COMMUNITY)
+        area = self._note_organisation(violations, "area_id", area_id)
+        if area is not None and area["kind"] not in AREA_KINDS:
+            organisation_kind_not_allowed(violations, "area_id", area["kind"], AREA_KINDS)
         check_text(violations, "brand_name", brand_name, MAX_BRAND_NAME, required=False)
         check_text(violations, "street_attestation", street_attestation, MAX_ATTESTATION,
                    required=False)
@@ -599,9 +625,12 @@ class IdentityApplication(QijiApplication):
         violations.require(criteria_version >= 1, "criteria_version",
                            "name the criteria version judged by (1 or more)",
                            VALUE_OUT_OF_RANGE)
-        current = self._criteria()
-        if criteria_version >= 1 and (current is None
-                                      or criteria_version > current.current_version):
+        violations.raise_if_any()
+        # The version is of the criteria of the mark's kind of area.
+        area_kind = OrganisationKind(self.get(mark_id, FriendlyMark, "friendly_mark",
+                                              copy=False).area_kind)
+        current = self._criteria(area_kind)
+        if current is None or criteria_version > current.current_version:
             violations.missing("criteria_version", "friendly_mark_criteria",
                                str(criteria_version))
         violations.raise_if_any()
@@ -613,7 +642,7 @@ class IdentityApplication(QijiApplication):
 
         def decide() -> Outcome:
             mark = self.get(mark_id, FriendlyMark, "friendly_mark")
-            criteria = self._criteria()
+            criteria = self._criteria(area_kind)
             assert criteria is not None
             if criteria_version != criteria.current_version:
                 raise FailedPrecondition(
@@ -621,9 +650,14 @@ class IdentityApplication(QijiApplication):
                     f"{criteria.current_version}", reason="CRITERIA_VERSION_SUPERSEDED")
             judged = criteria.version_of(criteria_version)["criteria"]
             self.views.catch_up()
+            # A community's merchants are its street's; a business area's are those that named
+            # it. Spaces are the street's for both: a space is placed in a street, not an area.
             results = evaluate(
                 judged, spaces=self._spaces_of(mark.street_id),
-                merchants=self.views.approved_merchants(mark.street_id),
+                merchants=self.views.approved_merchants(
+                    mark.street_id,
+                    mark.area_id if mark.area_kind == OrganisationKind.BUSINESS_AREA.value
+                    else ""),
                 signatures=self.views.co_building_signatures(mark.area_id),
                 attestation=mark.attestation)
             mark.award(criteria_version, judged, results, self.clock())
@@ -665,9 +699,9 @@ class IdentityApplication(QijiApplication):
             page_size=page_size, page_token=page_token))
         return [self.friendly_mark(i) for i in ids], token
 
-    def _criteria(self) -> FriendlyMarkCriteria | None:
+    def _criteria(self, area_kind: OrganisationKind) -> FriendlyMarkCriteria | None:
         try:
-            return self.get(FriendlyMarkCriteria.ID, FriendlyMarkCriteria,
+            return self.get(FriendlyMarkCriteria.id_for(area_kind.value), FriendlyMarkCriteria,
                             "friendly_mark_criteria")
         except NotFound:
             return None
@@ -687,19 +721,27 @@ class IdentityApplication(QijiApplication):
     # governance's feeds (friendly marks)
 
     def follow_merchants(self, upstream: UpstreamEvent, processing: ProcessingEvent) -> None:
-        """A merchant's standing: applied (its street and name), approved, rejected,
-        suspended, reinstated — with the position of the event that made it so."""
+        """A merchant's standing: applied (its street, business area and name), approved,
+        rejected, suspended, reinstated — with the position of the event that made it so —
+        and the business area it moved to."""
         merchant_id = str(upstream.originator_id)
         standing_id = MerchantStanding.create_id(merchant_id)
         if upstream.topic == merchants_events.MERCHANT_APPLIED:
             if not self.exists(standing_id):
+                # Applied from v3 on names the merchant's business area (merchants' contract
+                # upcasts older events to none).
                 processing.collect_events(MerchantStanding(
                     merchant_id=merchant_id, street_id=upstream.state["street_id"],
-                    name=upstream.state["name"]))
+                    name=upstream.state["name"],
+                    business_area_id=upstream.state.get("business_area_id", "")))
             return
         if not self.exists(standing_id):
             return  # merchants stores Applied first: nothing to note of a merchant never seen
         standing = self.get(standing_id, MerchantStanding, "merchant_standing")
+        if upstream.topic == merchants_events.MERCHANT_BUSINESS_AREA_NAMED:
+            standing.note_business_area(business_area_id=upstream.state["business_area_id"])
+            processing.collect_events(standing)
+            return
         standing.note_status(status=_MERCHANT_STATUS[upstream.topic],
                              position=upstream.position)
         processing.collect_events(standing)

@@ -149,13 +149,19 @@ class FriendlyMarks:
                              for i, a in enumerate(c.space_amenities)],
             min_friendly_merchants=c.min_friendly_merchants,
             co_building_pledge=c.co_building_pledge, street_attestation=c.street_attestation,
+            area_kind=_area_kind(c.area_kind, violations, "criteria.area_kind"),
             violations=violations)
-        criteria = self.app.friendly_mark_criteria(result["version"])
+        # A retry's answer is the stored one, with the kind by its name.
+        criteria = self.app.friendly_mark_criteria(result["version"],
+                                                   OrganisationKind(result["area_kind"]))
         return pb.SetFriendlyMarkCriteriaResponse(criteria=_criteria(criteria),
                                                   set_time=timestamp(criteria.set_at))
 
     def GetFriendlyMarkCriteria(self, request: Any, context: Any) -> Any:
-        criteria = self.app.friendly_mark_criteria(request.version)
+        violations = Violations()
+        criteria = self.app.friendly_mark_criteria(
+            request.version, _area_kind(request.area_kind, violations, "area_kind"),
+            violations)
         return pb.GetFriendlyMarkCriteriaResponse(criteria=_criteria(criteria),
                                                   set_time=timestamp(criteria.set_at))
 
@@ -469,9 +475,18 @@ def _teaching_pair(pair: dict[str, dict[str, str]]) -> Any:
         teacher=training_pb.Teacher(**pair["teacher"]) if "teacher" in pair else None)
 
 
+def _area_kind(value: int, violations: Violations, field: str) -> OrganisationKind | None:
+    """The kind of area criteria are for; unspecified is a community's (as every call meant
+    before business areas existed)."""
+    if value == 0:
+        return OrganisationKind.COMMUNITY
+    return enum_in(value, pb.OrganisationKind, OrganisationKind, violations, field)
+
+
 def _criteria(c: CriteriaView) -> Any:
     return pb.FriendlyMarkCriteria(
-        version=c.version, min_service_spaces=c.min_service_spaces,
+        version=c.version, area_kind=enum_out(c.area_kind, pb.OrganisationKind),
+        min_service_spaces=c.min_service_spaces,
         space_amenities=[enum_out(a, pb.Amenity) for a in c.space_amenities],
         min_friendly_merchants=c.min_friendly_merchants,
         co_building_pledge=c.co_building_pledge, street_attestation=c.street_attestation)

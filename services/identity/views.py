@@ -127,13 +127,16 @@ class IdentityViews:
                 self.catch_up()
         return None
 
-    def approved_merchants(self, street_id: str) -> list[dict[str, Any]]:
-        """The street's friendly merchants approved now: id, name, and the position in
-        merchants' log of the event that approved (or reinstated) them."""
+    def approved_merchants(self, street_id: str, business_area_id: str = ""
+                           ) -> list[dict[str, Any]]:
+        """The street's friendly merchants approved now (with `business_area_id`, only those
+        that named that business area): id, name, and the position in merchants' log of the
+        event that approved (or reinstated) them."""
         return [{"id": attrs["merchant_id"], "name": attrs["name"],
                  "position": attrs["upstream_position"]}
                 for _, _, attrs in self.merchants.snapshot()
-                if attrs["street_id"] == street_id and attrs["status"] == "APPROVED"]
+                if attrs["street_id"] == street_id and attrs["status"] == "APPROVED"
+                and (not business_area_id or attrs["business_area_id"] == business_area_id)]
 
     def co_building_signatures(self, organisation_id: str) -> list[dict[str, Any]]:
         with self._signatures_lock:
@@ -175,9 +178,11 @@ class IdentityViews:
         elif isinstance(event, MerchantStanding.Noted):
             self.merchants.add(position, ident, merchant_id=event.merchant_id,
                                street_id=event.street_id, name=event.name, status="APPLIED",
-                               upstream_position=0)
+                               business_area_id=event.business_area_id, upstream_position=0)
         elif isinstance(event, MerchantStanding.StatusNoted):
             self.merchants.update(ident, status=event.status, upstream_position=event.position)
+        elif isinstance(event, MerchantStanding.BusinessAreaNoted):
+            self.merchants.update(ident, business_area_id=event.business_area_id)
         elif isinstance(event, CoBuildingSignature.Noted):
             with self._signatures_lock:
                 self._signatures.setdefault(event.organisation_id, []).append(

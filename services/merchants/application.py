@@ -24,6 +24,7 @@ from services.merchants.domain.model import (
     RiderStanding,
 )
 from services.merchants.domain.values import (
+    BUSINESS_AREA_OF_ANOTHER_STREET,
     MAX_CARE_ITEMS,
     MAX_CARE_RULES,
     MAX_CARE_STOCK,
@@ -98,6 +99,7 @@ class MerchantView:
     status_reason: str
     version: int
     opening_hours: list[dict[str, Any]]
+    business_area_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -215,10 +217,13 @@ class MerchantsApplication(QijiApplication):
                        amenities: list[MerchantAmenity | None],
                        coordinate_system: CoordinateSystem | None = CoordinateSystem.WGS84,
                        opening_hours: list[dict[str, Any]] | None = None,
+                       business_area_id: str = "",
                        violations: Violations | None = None) -> dict[str, Any]:
         """`violations`, here and in every command and list that takes them: what the entry
         point already found wrong in the request (an enum number the contract does not define,
-        a timestamp it could not read), reported with the rest in one answer."""
+        a timestamp it could not read), reported with the rest in one answer.
+        `business_area_id`: the business area (商圈) of `street_id` the merchant is in, or ""
+        for none."""
         # Everything wrong with the request, references included, in one answer.
         violations = violations if violations is not None else Violations()
         check_text(violations, "name", name, MAX_TEXT)
@@ -236,6 +241,9 @@ class MerchantsApplication(QijiApplication):
             # identity placed the merchant under another street: that street's office decides.
             violations.add("street_id", "is not the street identity registered the merchant in",
                            "MERCHANT_OF_ANOTHER_STREET")
+        if business_area_id:
+            self._check_business_area(violations, business_area_id,
+                                      street_id if street_ref else "")
         violations.raise_if_any()
         assert place is not None
 
@@ -247,7 +255,8 @@ class MerchantsApplication(QijiApplication):
                                 category=category.strip(), latitude=place["latitude"],
                                 longitude=place["longitude"], address=address.strip(),
                                 amenities=[a.value for a in amenities if a],
-                                opening_hours=sorted_hours(hours))
+                                opening_hours=sorted_hours(hours),
+                                business_area_id=business_area_id)
             return Outcome([merchant], {"merchant_id": merchant_id, "version": merchant.version})
         return self.execute(decide)
 
@@ -291,8 +300,12 @@ class MerchantsApplication(QijiApplication):
 
     def update_merchant_place(self, *, merchant_id: str, location: GeoPoint | None,
                               address: str, opening_hours: list[dict[str, Any]],
+                              business_area_id: str = "",
                               violations: Violations | None = None) -> dict[str, Any]:
-        """Moves the merchant (`location` None: not given, refused) and replaces its week."""
+        """Moves the merchant (`location` None: not given, refused) and replaces its week;
+        `business_area_id`, when given, names the business area of its street it is now in
+        (empty keeps the one it named: a caller that knows nothing of areas moves nobody out
+        of one)."""
         violations = violations if violations is not None else Violations()
         check_id(violations, "merchant_id", merchant_id)
         place = None
@@ -302,14 +315,25 @@ class MerchantsApplication(QijiApplication):
             place = wgs84_location(violations, "location", location)
         check_text(violations, "location.address", address, MAX_TEXT, required=False)
         check_opening_hours(violations, opening_hours)
+        # Its kind and existence with the request's other faults; its street once the
+        # merchant is read.
+        area = (self._note_reference(violations, business_area_id, "business_area_id",
+                                     "business_area") if business_area_id else None)
         violations.raise_if_any()
         assert place is not None
 
         def decide() -> Outcome:
             merchant = self.get(merchant_id, Merchant, "merchant")
+            if area is not None and area.parent_id != merchant.street_id:
+                found = Violations()
+                found.add("business_area_id", "is a business area of another street than the "
+                          "merchant's", BUSINESS_AREA_OF_ANOTHER_STREET)
+                found.raise_if_any()
             merchant.update_place(latitude=place["latitude"], longitude=place["longitude"],
                                   address=address.strip(),
                                   opening_hours=sorted_hours(opening_hours))
+            if business_area_id:
+                merchant.move_to_business_area(business_area_id)
             return Outcome([merchant], {"merchant_id": merchant_id, "version": merchant.version})
         return self.execute(decide)
 
@@ -332,7 +356,8 @@ class MerchantsApplication(QijiApplication):
             latitude=m.latitude, longitude=m.longitude, address=m.address,
             amenities=[MerchantAmenity(a) for a in m.amenities], status=m.status,
             status_reason=masking.show_to_caller(masking.FREE_TEXT, m.status_reason),
-            version=m.version, opening_hours=list(m.opening_hours))
+            version=m.version, opening_hours=list(m.opening_hours),
+            business_area_id=m.business_area_id)
 
     def list_merchants(self, *, street_id: str, status: MerchantStatus | None,
                        amenities: list[MerchantAmenity], page_size: int, page_token: str,
@@ -971,7 +996,8 @@ class MerchantsApplication(QijiApplication):
         """Rider status decides who may claim; a suspended rider's open codes are frozen until
         reinstatement, and a rider who left loses them."""
         if upstream.topic == identity_events.ORGANISATION_CREATED:
-            kind = {"STREET": "street", "MERCHANT": "merchant"}.get(upstream.state["kind"])
+            kind = {"STREET": "street", "MERCHANT": "merchant",
+                    "BUSINESS_AREA": "business_area"}.get(upstream.state["kind"])
             if kind:
                 processing.collect_events(Reference(upstream_id=str(upstream.originator_id),
                                                     kind=kind, name=upstream.state["name"],
@@ -1041,6 +1067,17 @@ class MerchantsApplication(QijiApplication):
     def _standing_for_policy(self, rider_id: str) -> RiderStanding:
         return self.current_or_new(RiderStanding.create_id(rider_id), RiderStanding,
                                    lambda: RiderStanding(rider_id=rider_id))
+
+    def _check_business_area(self, violations: Violations, business_area_id: str,
+                             street_id: str) -> None:
+        """`business_area_id` must name a business area (identity's BUSINESS_AREA) of
+        `street_id` (when that street is known to be right): one of another street is its
+        office's to place merchants in."""
+        area = self._note_reference(violations, business_area_id, "business_area_id",
+                                    "business_area")
+        if area is not None and street_id and area.parent_id != street_id:
+            violations.add("business_area_id", "is a business area of another street than the "
+                           "merchant's", BUSINESS_AREA_OF_ANOTHER_STREET)
 
     def _note_reference(self, violations: Violations, upstream_id: str, field: str, kind: str
                         ) -> Reference | None:

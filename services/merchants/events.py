@@ -5,8 +5,9 @@ classes' topics.
 
 CLAIM_ISSUED carries `perk_id`, `merchant_id`, `rider_id`, `code_nonce`, `claimed_at`,
 `expires_at`; CLAIM_REDEEMED and CLAIM_REVERSED carry `at`; the claim is the originator of each.
-PERK_CREATED carries `merchant_id` and `title`; MERCHANT_APPLIED `name` (the merchant is the
-originator); CAMPAIGN_LAUNCHED `street_id` and `name`; PACKAGE_ALLOCATED `rider_id` and `at`,
+PERK_CREATED carries `merchant_id` and `title`; MERCHANT_APPLIED `name`, `street_id` and
+from v3 on `business_area_id` (the merchant is the originator; see the standing topics
+below); CAMPAIGN_LAUNCHED `street_id` and `name`; PACKAGE_ALLOCATED `rider_id` and `at`,
 PACKAGE_HANDED_OVER `rider_id` and `at` (the campaign is the originator); from
 CAMPAIGN_LAUNCHED v2 on also `contents` ([{"item", "quantity"}]), `rules` and `rules_version`.
 CARE_DONATION_RECORDED carries `donation_id`, `sponsor_id` (an organisation identity knows),
@@ -33,14 +34,19 @@ PERK_PUBLISHED = "services.merchants.domain.model:PerkOffer.Published"
 PERK_PAUSED = "services.merchants.domain.model:PerkOffer.Paused"
 PERK_WITHDRAWN = "services.merchants.domain.model:PerkOffer.Withdrawn"
 # A merchant's standing (the merchant is the originator; MERCHANT_APPLIED carries `street_id`
-# and `name`, the others nothing a follower needs): identity's friendly marks count the
-# approved friendly merchants of a street.
+# and `name`, and from its v3 on `business_area_id` — "" for none, and for every v1/v2 event,
+# which the class's upcasters read so; MERCHANT_BUSINESS_AREA_NAMED carries
+# `business_area_id`, the area of its street it is in now; the others nothing a follower
+# needs): identity's friendly marks count the approved friendly merchants of a street (a
+# community) or of a business area (商圈).
 MERCHANT_APPROVED = "services.merchants.domain.model:Merchant.Approved"
 MERCHANT_REJECTED = "services.merchants.domain.model:Merchant.Rejected"
 MERCHANT_SUSPENDED = "services.merchants.domain.model:Merchant.Suspended"
 MERCHANT_REINSTATED = "services.merchants.domain.model:Merchant.Reinstated"
+MERCHANT_BUSINESS_AREA_NAMED = "services.merchants.domain.model:Merchant.BusinessAreaNamed"
 MERCHANT_STANDING_TOPICS = (MERCHANT_APPLIED, MERCHANT_APPROVED, MERCHANT_REJECTED,
-                            MERCHANT_SUSPENDED, MERCHANT_REINSTATED)
+                            MERCHANT_SUSPENDED, MERCHANT_REINSTATED,
+                            MERCHANT_BUSINESS_AREA_NAMED)
 CLAIM_ISSUED = "services.merchants.domain.model:Claim.Issued"
 CLAIM_REDEEMED = "services.merchants.domain.model:Claim.Redeemed"
 CLAIM_REVERSED = "services.merchants.domain.model:Claim.Reversed"

@@ -148,7 +148,8 @@ class MerchantsServicer(pb_grpc.MerchantsServiceServicer):
             amenities=self._amenities(request.amenities, violations),
             coordinate_system=geo_point_in(request.location, pb.CoordinateSystem, violations,
                                            "location").system,
-            opening_hours=self._hours(request.opening_hours), violations=violations)
+            opening_hours=self._hours(request.opening_hours),
+            business_area_id=request.business_area_id, violations=violations)
         return pb.ApplyMerchantResponse(merchant=self._merchant_at(result))
 
     def ApproveMerchant(self, request: Any, context: Any) -> Any:
@@ -182,7 +183,7 @@ class MerchantsServicer(pb_grpc.MerchantsServiceServicer):
         result = self.app.update_merchant_place(
             merchant_id=request.merchant_id, location=self._location(request, violations),
             address=request.location.address, opening_hours=self._hours(request.opening_hours),
-            violations=violations)
+            business_area_id=request.business_area_id, violations=violations)
         return pb.UpdateMerchantPlaceResponse(merchant=self._merchant_at(result))
 
     def GetMerchant(self, request: Any, context: Any) -> Any:
@@ -380,7 +381,8 @@ class MerchantsServicer(pb_grpc.MerchantsServiceServicer):
                                    address=m.address),
             amenities=[enum_out(a, pb.MerchantAmenity) for a in m.amenities],
             status=enum_out(m.status, pb.MerchantStatus), status_reason=m.status_reason,
-            version=m.version, opening_hours=[pb.OpeningHours(**h) for h in m.opening_hours])
+            version=m.version, opening_hours=[pb.OpeningHours(**h) for h in m.opening_hours],
+            business_area_id=m.business_area_id)
 
     def _nearby(self, n: NearbyView) -> Any:
         p = n.place

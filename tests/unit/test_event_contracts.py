@@ -136,6 +136,7 @@ def test_the_topics_friendly_marks_follow_name_the_classes_that_store_them():
         merchant_events.MERCHANT_REJECTED: Merchant.Rejected,
         merchant_events.MERCHANT_SUSPENDED: Merchant.Suspended,
         merchant_events.MERCHANT_REINSTATED: Merchant.Reinstated,
+        merchant_events.MERCHANT_BUSINESS_AREA_NAMED: Merchant.BusinessAreaNamed,
         governance_events.CO_BUILDING_PLEDGE_SIGNED:
             GovernanceOrganisation.CoBuildingPledgeSigned,
     }

@@ -126,9 +126,12 @@ class PledgeKind(StrEnum):
 
 
 # The organisation kinds (identity's, as its feed spells them) that may sign the co-building
-# pledge: every kind but the city, which is its author.
+# pledge: every kind but the city, which is its author. A business area (商圈) signs through
+# its street office (it has no token of its own), as a community's committee does at its
+# counter: the friendly-business-area mark (友好商圈) may ask for its signature.
 CO_BUILDING_SIGNER_KINDS = frozenset({"DISTRICT", "STREET", "COMMUNITY", "DEPARTMENT",
-                                      "PLATFORM", "STATION", "EDUCATION_PROVIDER", "MERCHANT"})
+                                      "PLATFORM", "STATION", "EDUCATION_PROVIDER", "MERCHANT",
+                                      "BUSINESS_AREA"})
 
 
 # ---------------------------------------------------------------------------- deadlines

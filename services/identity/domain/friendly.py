@@ -1,5 +1,6 @@
-"""The friendly mark (友好社区) of the rider-friendly programme: the criteria the city sets and
-versions, a community's application by its street office, the city's award against a named
+"""The friendly marks of the rider-friendly programme — a community's (友好社区) and a
+business area's (友好商圈): the criteria the city sets and versions for each kind of area, an
+area's application by its street office, the city's award against a named
 criteria version with each criterion's evidence, and withdrawal; beside them, what identity
 notes of merchants' and governance's feeds to judge the criteria (a merchant's standing, an
 organisation's signature of the co-building pledge).
@@ -79,18 +80,44 @@ def check_criteria(violations: Violations, *, min_service_spaces: int,
                        "pledge or the street office's attestation", CRITERIA_EMPTY)
 
 
+# The kinds of area that earn a friendly mark: a community (友好社区) and a business area
+# (友好商圈), each judged by criteria of its own kind.
+AREA_KINDS = ("COMMUNITY", "BUSINESS_AREA")
+
+
 class FriendlyMarkCriteria(Aggregate):
-    """What earns the friendly-community mark, as the city sets it; each change is a new
-    version, and a mark names the version it was judged by. One per Qiji installation."""
+    """What earns the friendly mark of one kind of area, as the city sets it; each change is a
+    new version, and a mark names the version it was judged by. One per kind of area: the
+    community's under the id it had before business areas existed (its versions keep their
+    numbers), the business area's under an id of its own."""
 
     ID = uuid.uuid5(_NS, "friendly-mark-criteria")
 
     @staticmethod
-    def create_id(**_: Any) -> uuid.UUID:
-        return FriendlyMarkCriteria.ID
+    def create_id(area_kind: str = "COMMUNITY", **_: Any) -> uuid.UUID:
+        return FriendlyMarkCriteria.id_for(area_kind)
 
-    @event("Set")
-    def __init__(self, criteria: dict[str, Any], at: datetime):
+    @staticmethod
+    def id_for(area_kind: str) -> uuid.UUID:
+        if area_kind == "COMMUNITY":
+            return FriendlyMarkCriteria.ID
+        return uuid.uuid5(_NS, f"friendly-mark-criteria\n{area_kind}")
+
+    class Set(Aggregate.Created):
+        # v2 added `area_kind` (the id derives from it): criteria set before business areas
+        # existed are the community's.
+        class_version = 2
+        criteria: dict[str, Any]
+        at: datetime
+        area_kind: str
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state["area_kind"] = "COMMUNITY"
+
+    @event(Set)
+    def __init__(self, criteria: dict[str, Any], at: datetime, area_kind: str):
+        self.area_kind = area_kind
         self.versions = [{"criteria": criteria, "set_at": at}]
 
     @event("Revised")
@@ -240,17 +267,32 @@ class FriendlyMark(Aggregate):
 
 
 class MerchantStanding(Aggregate):
-    """A friendly merchant as identity learns of it from merchants' feed: its street, its name
-    and whether the street office approved it (and at which position of merchants' log)."""
+    """A friendly merchant as identity learns of it from merchants' feed: its street, its
+    business area (if it named one), its name and whether the street office approved it (and
+    at which position of merchants' log)."""
 
     @staticmethod
     def create_id(merchant_id: str, **_: Any) -> uuid.UUID:
         return uuid.uuid5(_NS, f"merchant-standing\n{merchant_id}")
 
-    @event("Noted")
-    def __init__(self, merchant_id: str, street_id: str, name: str):
+    class Noted(Aggregate.Created):
+        # v2 added `business_area_id`: a merchant noted before business areas existed is in
+        # none ("").
+        class_version = 2
+        merchant_id: str
+        street_id: str
+        name: str
+        business_area_id: str
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state["business_area_id"] = ""
+
+    @event(Noted)
+    def __init__(self, merchant_id: str, street_id: str, name: str, business_area_id: str):
         self.merchant_id = merchant_id
         self.street_id = street_id
+        self.business_area_id = business_area_id
         self.name = name
         self.status = "APPLIED"
         self.position = 0
@@ -259,6 +301,10 @@ class MerchantStanding(Aggregate):
     def note_status(self, status: str, position: int) -> None:
         self.status = status
         self.position = position
+
+    @event("BusinessAreaNoted")
+    def note_business_area(self, business_area_id: str) -> None:
+        self.business_area_id = business_area_id
 
 
 class CoBuildingSignature(Aggregate):

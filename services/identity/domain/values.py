@@ -16,6 +16,9 @@ class OrganisationKind(StrEnum):
     STATION = "STATION"  # 站点
     EDUCATION_PROVIDER = "EDUCATION_PROVIDER"
     MERCHANT = "MERCHANT"
+    # 商圈: a business area of a street, named by its merchants; its street office acts for it
+    # (it has no token of its own), as for a community.
+    BUSINESS_AREA = "BUSINESS_AREA"
 
 
 class DepartmentFunction(StrEnum):
@@ -38,6 +41,7 @@ PARENT_KINDS: dict[OrganisationKind, frozenset[OrganisationKind | None]] = {
     OrganisationKind.STATION: frozenset({OrganisationKind.PLATFORM}),
     OrganisationKind.EDUCATION_PROVIDER: frozenset({None, OrganisationKind.CITY}),
     OrganisationKind.MERCHANT: frozenset({None, OrganisationKind.STREET}),
+    OrganisationKind.BUSINESS_AREA: frozenset({OrganisationKind.STREET}),
 }
 
 

@@ -40,8 +40,9 @@ class Merchant(Aggregate):
 
     class Applied(Aggregate.Created):
         # v2 added `opening_hours`: a merchant that applied before has none (hours not known)
-        # until its place is updated.
-        class_version = 2
+        # until its place is updated. v3 added `business_area_id`: a merchant that applied
+        # before named no business area ("").
+        class_version = 3
         merchant_id: str
         name: str
         street_id: str
@@ -51,17 +52,25 @@ class Merchant(Aggregate):
         address: str
         amenities: list[str]
         opening_hours: list[dict[str, Any]]
+        business_area_id: str
 
         @staticmethod
         def upcast_v1_v2(state: dict[str, Any]) -> None:
             state["opening_hours"] = []
 
+        @staticmethod
+        def upcast_v2_v3(state: dict[str, Any]) -> None:
+            state["business_area_id"] = ""
+
     @event(Applied)
     def __init__(self, merchant_id: str, name: str, street_id: str, category: str,
                  latitude: float, longitude: float, address: str, amenities: list[str],
-                 opening_hours: list[dict[str, Any]]):
+                 opening_hours: list[dict[str, Any]], business_area_id: str):
         self.name = name
         self.street_id = street_id
+        # The business area (商圈) of its street it is in, "" for none: a friendly business
+        # area's mark (identity) counts the merchants that named it.
+        self.business_area_id = business_area_id
         self.category = category
         self.latitude = latitude  # WGS-84 degrees, as every stored place
         self.longitude = longitude
@@ -117,6 +126,16 @@ class Merchant(Aggregate):
         self.longitude = longitude
         self.address = address
         self.opening_hours = opening_hours
+
+    def move_to_business_area(self, business_area_id: str) -> None:
+        """Names the business area the merchant is now in (checked by the caller to be one of
+        its street's); naming the one it is in already changes nothing."""
+        if business_area_id != self.business_area_id:
+            self._business_area_named(business_area_id=business_area_id)
+
+    @event("BusinessAreaNamed")
+    def _business_area_named(self, business_area_id: str) -> None:
+        self.business_area_id = business_area_id
 
     def require_approved(self) -> None:
         if self.status is not MerchantStatus.APPROVED:

@@ -13,6 +13,8 @@ from shared.values import CITY_TIME
 REVERSAL_WINDOW = timedelta(minutes=60)
 MAX_QUOTA = 1_000_000
 MAX_CODE_TTL_MINUTES = 7 * 24 * 60
+# Reason of the field violation of a business area named for a merchant of another street.
+BUSINESS_AREA_OF_ANOTHER_STREET = "BUSINESS_AREA_OF_ANOTHER_STREET"
 
 
 class MerchantStatus(StrEnum):
