@@ -5,15 +5,19 @@ said once, so that each view says only how it catches up."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
+import grpc
 import structlog
 
+from shared import context
 from shared.errors import Unavailable
 
 log = structlog.get_logger(__name__)
 
 LONGEST_WAIT = 30.0
+BATCH = 1000
 
 
 def keep_behind(catch_up: Callable[[], bool], stopping: threading.Event, *, name: str,
@@ -33,3 +37,58 @@ def keep_behind(catch_up: Callable[[], bool], stopping: threading.Event, *, name
             log.exception("view.catch_up_failed", view=name)
             wait = min(wait * 2, LONGEST_WAIT)
         stopping.wait(wait)
+
+
+class FeedMirror:
+    """A view of some of one upstream's published topics, read from position 1 into memory and
+    rebuilt when the process starts (dropping it loses nothing): merchants' map of service
+    spaces and its directory of badge classes. Caught up at most once per request (a miss may
+    be something created upstream a moment ago), and kept close behind by `run_forever`. A
+    subclass names what it reads and says how each event changes it (`_apply`)."""
+
+    # Its thread's name, and its key among what a request has already caught up with.
+    upstream: str
+    # The service read, and what it is read for: said in the caller's UNAVAILABLE.
+    upstream_service: str
+    unreachable: str
+    topics: Sequence[str]
+
+    def __init__(self, feed: Any):
+        self._feed = feed
+        self._lock = threading.Lock()
+        self.position = 0
+
+    def catch_up(self) -> int:
+        """Applies what the upstream stored since the last look; once per request at most. The
+        upstream out of reach is the caller's UNAVAILABLE (retry): what it holds is not
+        guessed."""
+        caught_up = context.current().caught_up
+        if caught_up is not None and self.upstream in caught_up:
+            return 0
+        try:
+            applied = self._catch_up()
+        except grpc.RpcError as error:
+            raise Unavailable(f"{self.upstream_service} cannot be reached {self.unreachable}; "
+                              "retry shortly", reason="UPSTREAM_UNAVAILABLE",
+                              upstream=self.upstream_service, code=error.code().name) from None
+        if caught_up is not None:
+            caught_up.add(self.upstream)
+        return applied
+
+    def run_forever(self, stopping: threading.Event, every: float = 2.0) -> None:
+        keep_behind(lambda: self.catch_up() >= 0, stopping, name=self.upstream, every=every)
+
+    def _catch_up(self) -> int:
+        with self._lock:
+            applied = 0
+            while True:
+                events = self._feed.read(self.position + 1, BATCH, list(self.topics))
+                for e in events:
+                    self._apply(e.topic, str(e.originator_id), e.state)
+                    self.position = e.position
+                applied += len(events)
+                if len(events) < BATCH:
+                    return applied
+
+    def _apply(self, topic: str, ident: str, state: Any) -> None:
+        raise NotImplementedError

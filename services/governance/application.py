@@ -516,13 +516,8 @@ class GovernanceApplication(QijiApplication):
     def report_statistics(self, *, street_id: str, kind: ReportKind | None,
                           start: datetime | None, end: datetime | None,
                           violations: Violations | None = None) -> list[StatisticsRow]:
-        violations = violations if violations is not None else Violations()
-        if street_id:
-            check_id(violations, "street_id", street_id)
-        if start is not None and end is not None:
-            violations.require(end > start, "end_time", "must be after start_time",
-                               END_TIME_NOT_AFTER_START_TIME)
-        violations.raise_if_any()
+        _check_period(violations if violations is not None else Violations(), street_id, start,
+                      end)
         self.views.catch_up()
         return self.views.statistics(street_id=street_id, kind=kind.value if kind else "",
                                      start=start, end=end)
@@ -755,13 +750,8 @@ class GovernanceApplication(QijiApplication):
                              ) -> list[MediationStatisticsRow]:
         """Per street (one row when `street_id` names one), what happened to its cases in
         [start, end): see GovernanceViews.mediation_statistics."""
-        violations = violations if violations is not None else Violations()
-        if street_id:
-            check_id(violations, "street_id", street_id)
-        if start is not None and end is not None:
-            violations.require(end > start, "end_time", "must be after start_time",
-                               END_TIME_NOT_AFTER_START_TIME)
-        violations.raise_if_any()
+        _check_period(violations if violations is not None else Violations(), street_id, start,
+                      end)
         self.views.catch_up()
         return self.views.mediation_statistics(street_id=street_id, start=start, end=end,
                                                today=city_day(self.clock()))
@@ -1100,3 +1090,13 @@ def _detail(value: Any) -> str:
         return value.isoformat()
     return json.dumps(value, default=str, ensure_ascii=False, sort_keys=True)
 
+
+def _check_period(violations: Violations, street_id: str, start: datetime | None,
+                  end: datetime | None) -> None:
+    """A statistics request's street (optional) and period, every fault in one answer."""
+    if street_id:
+        check_id(violations, "street_id", street_id)
+    if start is not None and end is not None:
+        violations.require(end > start, "end_time", "must be after start_time",
+                           END_TIME_NOT_AFTER_START_TIME)
+    violations.raise_if_any()

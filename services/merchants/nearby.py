@@ -12,18 +12,14 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import grpc
 import structlog
 
 from services.identity import events as identity_events
 from services.merchants.domain.values import PlaceKind
-from shared import context
-from shared.background import keep_behind
-from shared.errors import Unavailable
+from shared.background import FeedMirror
 from shared.geo import PointSet
 
 log = structlog.get_logger(__name__)
-BATCH = 1000
 
 
 @dataclass(frozen=True)
@@ -71,56 +67,28 @@ class PlaceLayer:
                 yield distance, place
 
 
-class ServiceSpaceMap:
+class ServiceSpaceMap(FeedMirror):
     """Service spaces as identity recorded them (name, address, amenities, opening hours,
     location), read from identity's feed, kept in memory, rebuilt from position 1 when the
     process starts. A space without a location (one stored before locations existed, or
     given none) is not on the map until an update gives it one."""
 
     upstream = "identity-service-spaces"
+    upstream_service = "identity"
+    unreachable = "for its service spaces"
+    topics = identity_events.SERVICE_SPACE_TOPICS
 
     def __init__(self, feed: Any):
-        self._feed = feed
-        self._lock = threading.Lock()
-        self.position = 0
+        super().__init__(feed)
         self.layer = PlaceLayer(PlaceKind.SERVICE_SPACE)
         # Every space seen, with or without a location: an update changes part of it.
         self._spaces: dict[str, dict[str, Any]] = {}
-
-    def catch_up(self) -> int:
-        """Applies what identity stored since the last look; once per request at most. identity
-        out of reach is the caller's UNAVAILABLE (retry)."""
-        caught_up = context.current().caught_up
-        if caught_up is not None and self.upstream in caught_up:
-            return 0
-        try:
-            applied = self._catch_up()
-        except grpc.RpcError as error:
-            raise Unavailable("identity cannot be reached for its service spaces; retry shortly",
-                              reason="UPSTREAM_UNAVAILABLE", upstream="identity",
-                              code=error.code().name) from None
-        if caught_up is not None:
-            caught_up.add(self.upstream)
-        return applied
 
     def run_forever(self, stopping: threading.Event, every: float = 2.0) -> None:
         """Kept close behind identity so that a query's own catch-up is short. The index's
         libraries are loaded here, at start, not by the first rider who asks."""
         self.layer.points.index()
-        keep_behind(lambda: self.catch_up() >= 0, stopping, name=self.upstream, every=every)
-
-    def _catch_up(self) -> int:
-        with self._lock:
-            applied = 0
-            while True:
-                events = self._feed.read(self.position + 1, BATCH,
-                                         list(identity_events.SERVICE_SPACE_TOPICS))
-                for e in events:
-                    self._apply(e.topic, str(e.originator_id), e.state)
-                    self.position = e.position
-                applied += len(events)
-                if len(events) < BATCH:
-                    return applied
+        super().run_forever(stopping, every)
 
     def _apply(self, topic: str, ident: str, state: Mapping[str, Any]) -> None:
         if topic == identity_events.SERVICE_SPACE_OPENED:
