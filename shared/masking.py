@@ -128,7 +128,8 @@ def show_to_caller(field: str, value: str, *, consented: bool = False) -> str:
 FREE_TEXT_FIELDS = frozenset({
     "text", "note", "notes", "resolution", "reason", "verification_note", "subject", "outcome",
     "failure_reason", "status_reason", "work_note", "rejection_note", "revoke_reason", "goals",
-    "reverse_reason", "place", "narrative", "attestation"})
+    "reverse_reason", "place", "narrative", "attestation", "transfer_reason",
+    "assignment_reason", "comment"})
 NAME_FIELDS = frozenset({"handed_over_by", "mediator_name", "official_name"})
 
 

@@ -52,6 +52,7 @@ from services.governance.domain.values import (
     RejectionReason,
     ReportKind,
     ReportStatus,
+    SatisfactionRating,
     check_deadline,
     check_text,
     default_deadline_seconds,
@@ -108,9 +109,15 @@ _NOT_DETAILS = frozenset({"originator_id", "originator_version", "originator_top
 # the rider's words and each department's resolution are what the rider is owed back
 # (REPORT_TEXT); a closed report's outcome and a rejection's reason are statuses, not text.
 # Notes (work, rejection, verification) stay free text, for officials.
-_ASSIGNMENT_TEXT = {"resolution": masking.REPORT_TEXT}
+# A transfer's and an assignment's reasons are officials' free text; the rider's comment on
+# their rating is the rider's own words, as the report's text.
+_ASSIGNMENT_TEXT = {"resolution": masking.REPORT_TEXT,
+                    "transfer_reason": masking.FREE_TEXT,
+                    "assignment_reason": masking.FREE_TEXT}
 _HISTORY_TEXT = {"text": masking.REPORT_TEXT, "resolution": masking.REPORT_TEXT,
-                 "outcome": None, "reason": None}
+                 "outcome": None, "reason": None, "transfer_reason": masking.FREE_TEXT,
+                 "assignment_reason": masking.FREE_TEXT, "comment": masking.REPORT_TEXT,
+                 "rating": None, "author_role": None}
 # Events naming another report of the same incident (LinkedAsDuplicate, DuplicateNoted).
 _OTHER_REPORT_IDS = ("original_id", "report_id")
 # identity's organisation kinds, as its feed spells them.
@@ -139,6 +146,21 @@ class ReportView:
     verified_at: datetime | None
     verification_note: str
     version: int
+    # Notes shared between the departments and the street office, each {"author_id",
+    # "author_role", "note", "at"}: none shown to a platform.
+    notes: list[dict[str, Any]] = field(default_factory=list)
+    # The rider's ratings, each {"rating": SatisfactionRating, "comment", "at", "closed_at"};
+    # the latest.
+    ratings: list[dict[str, Any]] = field(default_factory=list)
+    satisfaction: SatisfactionRating | None = None
+    rate_until: datetime | None = None
+    reopen_count: int = 0
+    reopened_at: datetime | None = None
+    upheld_at: datetime | None = None
+    upheld_note: str = ""
+    # Assignments replaced by a later one of the same department, or by a new round after a
+    # reopening, as they stood then.
+    past_assignments: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -404,7 +426,17 @@ class GovernanceApplication(QijiApplication):
             duplicate_of=r.duplicate_of if self.sees("report", r.duplicate_of) else "",
             duplicates=[d for d in r.duplicates if self.sees("report", d)],
             closed_at=r.closed_at, verified_at=r.verified_at,
-            verification_note=_free_text(r.verification_note), version=r.version)
+            verification_note=_free_text(r.verification_note), version=r.version,
+            notes=[{**n, "note": _free_text(n["note"])} for n in r.notes]
+            if _reads_notes() else [],
+            ratings=[{**x, "rating": SatisfactionRating(x["rating"]),
+                      "comment": _report_text(x["comment"])} for x in r.ratings],
+            satisfaction=SatisfactionRating(r.satisfaction["rating"]) if r.satisfaction else None,
+            rate_until=r.rate_until if not r.rated_this_outcome else None,
+            reopen_count=r.reopen_count, reopened_at=r.reopened_at, upheld_at=r.upheld_at,
+            upheld_note=_free_text(r.upheld_note),
+            past_assignments=[masking.redact(a, context.current().actor.roles,
+                                             _ASSIGNMENT_TEXT) for a in r.past_assignments])
 
     def list_reports(self, *, street_id: str, kind: ReportKind | None,
                      status: ReportStatus | None, rider_id: str, page_size: int,
@@ -500,6 +532,97 @@ class GovernanceApplication(QijiApplication):
             return Outcome([report], {"report_id": report_id, "version": report.version})
         return self.execute(decide)
 
+    # ------------------------------------------------------------------ transfer, notes
+
+    def transfer_assignment(self, *, report_id: str, department_id: str,
+                            to_department_id: str, reason: str) -> dict[str, Any]:
+        """The assigned department (the caller, as the access table says) hands its open
+        assignment to another department, with a reason; the receiver's clocks start anew by
+        the policy the report was routed with. Report.transfer says what is refused."""
+        violations = Violations()
+        check_text(violations, "reason", reason, required=True)
+        target = None
+        if to_department_id and to_department_id == department_id:
+            violations.add("to_department_id", "must be another department than the one "
+                           "transferring", "TRANSFER_TO_ITSELF")
+        else:
+            target = self._note_organisation(violations, to_department_id, "to_department_id",
+                                             DEPARTMENT, "department")
+        return self._work(report_id, department_id, violations, lambda r, now: r.transfer(
+            department_id, to_department_id, (target or {}).get("department_function", ""),
+            reason.strip(), now))
+
+    def assign_report(self, *, report_id: str, department_id: str, reason: str
+                      ) -> dict[str, Any]:
+        """The street office gives its report to a department itself, with a reason: where a
+        transfer may not (a department that held it before), and to review a reopened report
+        (a new round of work). Fresh clocks, by the policy it was routed with."""
+        violations = Violations()
+        check_id(violations, "report_id", report_id)
+        check_text(violations, "reason", reason, required=True)
+        found = self._note_organisation(violations, department_id, "department_id",
+                                        DEPARTMENT, "department")
+        violations.raise_if_any()
+        assert found is not None
+
+        def decide() -> Outcome:
+            report = self.get(report_id, Report, "report")
+            report.assign(department_id, found.get("department_function", ""), reason.strip(),
+                          self.clock())
+            return Outcome([report], {"report_id": report_id, "version": report.version})
+        return self.execute(decide)
+
+    def add_report_note(self, *, report_id: str, text: str) -> dict[str, Any]:
+        """A note for the departments on the report and its street office, by one of them (the
+        access table admits only those); the author is the caller's organisation."""
+        violations = Violations()
+        check_id(violations, "report_id", report_id)
+        check_text(violations, "text", text, required=True)
+        violations.raise_if_any()
+        actor = context.current().actor
+        role = auth.DEPARTMENT if auth.DEPARTMENT in actor.roles else auth.STREET_OFFICE
+
+        def decide() -> Outcome:
+            report = self.get(report_id, Report, "report")
+            report.add_note(actor.organisation_id, role, text.strip(), self.clock())
+            return Outcome([report], {"report_id": report_id, "version": report.version})
+        return self.execute(decide)
+
+    # ------------------------------------------------------------------ the rider's rating
+
+    def rate_report_outcome(self, *, report_id: str, rating: SatisfactionRating | None,
+                            comment: str, violations: Violations | None = None
+                            ) -> dict[str, Any]:
+        """The rider, through their platform, rates a closed report's outcome (Report.rate).
+        The answer says whether the rating reopened the report."""
+        violations = violations if violations is not None else Violations()
+        check_id(violations, "report_id", report_id)
+        violations.require_given(rating, "rating", one_of(SatisfactionRating), ENUM_VALUE_REQUIRED)
+        check_text(violations, "comment", comment, required=False)
+        violations.raise_if_any()
+        assert rating is not None
+
+        def decide() -> Outcome:
+            report = self.get(report_id, Report, "report")
+            reopened = report.rate(rating, comment.strip(), self.clock())
+            return Outcome([report], {"report_id": report_id, "version": report.version,
+                                      "reopened": reopened})
+        return self.execute(decide)
+
+    def uphold_report_outcome(self, *, report_id: str, note: str) -> dict[str, Any]:
+        """The street office reviewed a reopened report and stands by its outcome, saying why
+        (Report.uphold): it closes again, and the rider hears it."""
+        violations = Violations()
+        check_id(violations, "report_id", report_id)
+        check_text(violations, "note", note, required=True)
+        violations.raise_if_any()
+
+        def decide() -> Outcome:
+            report = self.get(report_id, Report, "report")
+            report.uphold(note.strip(), self.clock())
+            return Outcome([report], {"report_id": report_id, "version": report.version})
+        return self.execute(decide)
+
     def department_queue(self, *, department_id: str, page_size: int, page_token: str
                          ) -> tuple[list[QueueEntry], str]:
         """The department's open assignments, the most urgent deadline first."""
@@ -530,6 +653,11 @@ class GovernanceApplication(QijiApplication):
         assignment and the deadline, so a scheduler that runs this again (after a crash, or on
         another replica) finds the first answer and stores nothing twice."""
         request_id = f"{report_id}:{department_id}:{deadline.value}"
+        # A department given the report again (by its street office) has fresh deadlines of
+        # its own round: they escalate on their own, once each.
+        round_ = self.views.assignment_round(report_id, department_id)
+        if round_ > 1:
+            request_id += f":{round_}"
         ctx = RequestContext(actor=DEADLINE_SCHEDULER, rpc=ESCALATE_RPC, request_id=request_id,
                              # What the kernel fingerprints: the assignment and the deadline.
                              request=request_id.encode(),
@@ -961,7 +1089,8 @@ class GovernanceApplication(QijiApplication):
         if report is None:
             return None
         rider = self.directory.rider(report.rider_id) if self.directory is not None else None
-        return Owners.of(street_office=report.street_id, department=list(report.assignments),
+        return Owners.of(street_office=report.street_id,
+                         department=sorted(report.departments_ever),
                          platform=rider.platform_id if rider is not None else "")
 
     def _pledge_signer_owners(self, signer: str) -> Owners | None:
@@ -1067,6 +1196,14 @@ _PLEDGE_NAMES = {PledgeKind.PARTICIPATION: "participation pledge",
 
 def _free_text(value: str) -> str:
     return masking.show_to_caller(masking.FREE_TEXT, value)
+
+
+def _reads_notes() -> bool:
+    """Notes on a report are officials' free text: never shown to a platform (not even
+    withheld), shown to officials and to the city-wide readers as the masking table says."""
+    roles = context.current().actor.roles
+    return auth.PLATFORM not in roles or masking.shown(masking.FREE_TEXT, roles) \
+        is not masking.Shown.WITHHELD
 
 
 def _report_text(value: str) -> str:

@@ -19,6 +19,19 @@ PLEDGE_SIGNED = "services.governance.domain.model:Participant.PledgeSigned"
 # friendly marks count it as a criterion's evidence.
 CO_BUILDING_PLEDGE_SIGNED = "services.governance.domain.model:Organisation.CoBuildingPledgeSigned"
 MEDIATION_AGREED = "services.governance.domain.model:MediationCase.Agreed"
+# The rider's unsatisfied rating reopened a closed report for its street office. Its state
+# carries `rider_id`, `street_id`, `was_verified` (badges stop counting a report it had
+# verified: REPORT_VERIFIED comes again if the office upholds the outcome) and `at`.
+REPORT_REOPENED = "services.governance.domain.model:Report.Reopened"
+# The rider rated a closed report's outcome: `rider_id`, `street_id`, `rating` (SATISFIED,
+# BASICALLY_SATISFIED, UNSATISFIED), `closed_at` (the closing rated), `department_ids` (whose
+# answers it rates), `reopens` and `at`. Transfers between departments: REPORT_TRANSFERRED
+# (`department_id`, `to_department_id`, `at`), and the street office's own assignments
+# REPORT_ASSIGNED (`department_id`, `at`): the receiving assignment's clocks start at `at`.
+REPORT_RATED = "services.governance.domain.model:Report.Rated"
+REPORT_TRANSFERRED = "services.governance.domain.model:Report.AssignmentTransferred"
+REPORT_ASSIGNED = "services.governance.domain.model:Report.Assigned"
+REPORT_OUTCOME_UPHELD = "services.governance.domain.model:Report.OutcomeUpheld"
 
 # A rider's own record (identity's RiderRecords) follows the life of the reports a rider
 # submitted (never their text, which stays governance's casework) and the pledges they signed.

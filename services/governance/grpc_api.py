@@ -36,6 +36,7 @@ from services.governance.domain.values import (
     RejectionReason,
     ReportKind,
     ReportStatus,
+    SatisfactionRating,
 )
 from services.governance.views import MediationStatisticsRow, QueueEntry, StatisticsRow
 from shared.auth import (
@@ -96,6 +97,18 @@ ACCESS = access_table(SERVICE_NAME, {
     "RejectAssignment": scoped(department=DEPARTMENT_ITSELF & REPORT),
     # The street office where it happened vouches for the resolution.
     "VerifyReport": scoped(street_office=REPORT),
+    # A department transfers only its own assignment, as itself; the receiver may be any
+    # department of the city (the application checks it is one).
+    "TransferAssignment": scoped(department=DEPARTMENT_ITSELF & REPORT),
+    # The street office gives its report to any department (and so sees every transfer back),
+    # and reviews a reopened report.
+    "AssignReport": scoped(street_office=REPORT),
+    "UpholdReportOutcome": scoped(street_office=REPORT),
+    # Departments that hold or held an assignment of the report (the report's owners) and its
+    # street office share notes; each call adds one.
+    "AddReportNote": once(scoped(department=REPORT, street_office=REPORT)),
+    # The rider rates the outcome through their own platform, and only it.
+    "RateReportOutcome": scoped(platform=REPORT),
     "ListDepartmentQueue": scoped(CITY_READERS, department=DEPARTMENT_ITSELF),
     "GetReportStatistics": scoped(CITY_READERS,
                                   street_office=Ref("street_id", "organisation")),
@@ -206,6 +219,37 @@ class GovernanceServicer(pb_grpc.GovernanceServiceServicer):
     def VerifyReport(self, request: Any, context: Any) -> Any:
         result = self.app.verify_report(report_id=request.report_id, note=request.note)
         return pb.VerifyReportResponse(report=self._report_at(result))
+
+    def TransferAssignment(self, request: Any, context: Any) -> Any:
+        result = self.app.transfer_assignment(
+            report_id=request.report_id, department_id=request.department_id,
+            to_department_id=request.to_department_id, reason=request.reason)
+        return pb.TransferAssignmentResponse(report=self._report_at(result))
+
+    def AssignReport(self, request: Any, context: Any) -> Any:
+        result = self.app.assign_report(report_id=request.report_id,
+                                        department_id=request.department_id,
+                                        reason=request.reason)
+        return pb.AssignReportResponse(report=self._report_at(result))
+
+    def AddReportNote(self, request: Any, context: Any) -> Any:
+        result = self.app.add_report_note(report_id=request.report_id, text=request.text)
+        return pb.AddReportNoteResponse(report=self._report_at(result))
+
+    def RateReportOutcome(self, request: Any, context: Any) -> Any:
+        violations = Violations()
+        result = self.app.rate_report_outcome(
+            report_id=request.report_id,
+            rating=enum_in(request.rating, pb.SatisfactionRating, SatisfactionRating, violations,
+                           "rating"),
+            comment=request.comment, violations=violations)
+        return pb.RateReportOutcomeResponse(report=self._report_at(result),
+                                            reopened=result["reopened"])
+
+    def UpholdReportOutcome(self, request: Any, context: Any) -> Any:
+        result = self.app.uphold_report_outcome(report_id=request.report_id,
+                                                note=request.note)
+        return pb.UpholdReportOutcomeResponse(report=self._report_at(result))
 
     # ------------------------------------------------------------------ queue, statistics
 
@@ -397,7 +441,19 @@ class GovernanceServicer(pb_grpc.GovernanceServiceServicer):
                                   for f in r.unresolved_functions],
             duplicate_of_report_id=r.duplicate_of, duplicate_report_ids=r.duplicates,
             close_time=timestamp(r.closed_at), verify_time=timestamp(r.verified_at),
-            verification_note=r.verification_note, version=r.version)
+            verification_note=r.verification_note, version=r.version,
+            notes=[pb.ReportNote(author_id=n["author_id"], author_role=n["author_role"],
+                                 text=n["note"], create_time=timestamp(n["at"]))
+                   for n in r.notes],
+            ratings=[pb.OutcomeRating(rating=enum_out(x["rating"], pb.SatisfactionRating),
+                                      comment=x["comment"], rate_time=timestamp(x["at"]),
+                                      close_time=timestamp(x["closed_at"]))
+                     for x in r.ratings],
+            satisfaction=enum_out(r.satisfaction, pb.SatisfactionRating),
+            rate_until_time=timestamp(r.rate_until), reopen_count=r.reopen_count,
+            reopen_time=timestamp(r.reopened_at), uphold_time=timestamp(r.upheld_at),
+            uphold_note=r.upheld_note,
+            past_assignments=[_assignment(a) for a in r.past_assignments])
 
     @staticmethod
     def _history(e: HistoryEntry) -> Any:
@@ -507,7 +563,12 @@ def _assignment(a: dict[str, Any]) -> Any:
         escalations=[pb.Escalation(
             deadline=enum_out(deadline, pb.DeadlineKind), due_time=timestamp(e["due_at"]),
             level=enum_out(e["level"], pb.EscalationLevel), escalated_to_id=e["escalated_to"],
-            escalate_time=timestamp(e["at"])) for deadline, e in a["escalations"].items()])
+            escalate_time=timestamp(e["at"])) for deadline, e in a["escalations"].items()],
+        transfer_time=timestamp(a.get("transferred_at")),
+        transferred_to_department_id=a.get("transferred_to", ""),
+        transfer_reason=a.get("transfer_reason", ""),
+        transferred_from_department_id=a.get("transferred_from", ""),
+        assignment_reason=a.get("assignment_reason", ""))
 
 
 def _timedelta(message: Any, field: str) -> timedelta | None:

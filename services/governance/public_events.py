@@ -1,30 +1,55 @@
-"""governance's public event contract for outside consumers: that a rider's report was closed,
-and that the street office verified it. Not public: a report's submission, text, place,
-attachments, routing and escalations — they are the city's casework and may describe third
-parties; the platform learns only the outcome for its rider, by kind and category. Public too: which
-organisation signed the co-building pledge (共建倡议), which names no person."""
+"""governance's public event contract for outside consumers: that a rider's report was closed
+(again, after a reopening), that the street office verified it, and that the rider's
+unsatisfied rating reopened it — each with the outcome the rider is owed: its status, each
+department's resolution, and until when the rider may rate it. Not public: a report's
+submission, text, place, attachments, routing, transfers, notes and escalations — they are the
+city's casework and may describe third parties. Public too: which organisation signed the
+co-building pledge (共建倡议), which names no person."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from services.governance import events as topics
+from services.governance.domain.model import Report
+from services.governance.domain.values import AssignmentStatus
 from shared.public_feed import Fact, Mapped, PublicCatalogue, PublicType
 
 
-def _closed(app: Any, fact: Fact) -> Mapped:
-    report = app.current(fact.originator_id)
-    return Mapped(report.rider_id, {
+def _outcome(app: Any, fact: Fact) -> tuple[Report, dict[str, Any]]:
+    """The report as this event left it (the same data whenever the event is read), and the
+    outcome the rider is owed: its status, each department's answer (a resolution is the
+    rider's to read: REPORT_TEXT; officials' notes stay inside), and until when the rider may
+    rate it (null while there is nothing to rate)."""
+    report = app.get(fact.originator_id, Report, "report", fact.originator_version,
+                     copy=False)
+    return report, {
         "report_id": str(fact.originator_id), "rider_id": report.rider_id,
         "kind": report.kind, "category": report.category, "street_id": report.street_id,
-        "outcome": fact.event.outcome, "closed_time": fact.event.at})
+        "status": report.status.value,
+        "resolutions": [{"department_id": d, "status": a["status"],
+                         "resolution": a["resolution"],
+                         "rejection_reason": a["rejection_reason"]}
+                        for d, a in report.assignments.items()
+                        if a["status"] != AssignmentStatus.TRANSFERRED.value],
+        "rate_until_time": report.rate_until}
+
+
+def _closed(app: Any, fact: Fact) -> Mapped:
+    report, data = _outcome(app, fact)
+    return Mapped(report.rider_id, {**data, "outcome": fact.event.outcome,
+                                    "closed_time": fact.event.at,
+                                    "closed_again": report.reopen_count > 0})
 
 
 def _verified(app: Any, fact: Fact) -> Mapped:
-    e = fact.event
-    return Mapped(e.rider_id, {
-        "report_id": str(fact.originator_id), "rider_id": e.rider_id, "kind": e.kind,
-        "category": e.category, "street_id": e.street_id, "verified_time": e.at})
+    report, data = _outcome(app, fact)
+    return Mapped(report.rider_id, {**data, "verified_time": fact.event.at})
+
+
+def _reopened(app: Any, fact: Fact) -> Mapped:
+    report, data = _outcome(app, fact)
+    return Mapped(report.rider_id, {**data, "reopened_time": fact.event.at})
 
 
 def _co_building_signed(app: Any, fact: Fact) -> Mapped:
@@ -39,10 +64,14 @@ def _co_building_signed(app: Any, fact: Fact) -> Mapped:
 CATALOGUE = PublicCatalogue("governance", [
     PublicType("qiji.governance.v1.ReportClosed", topics.REPORT_CLOSED,
                ("report_id", "rider_id", "kind", "category", "street_id", "outcome",
-                "closed_time"), _closed),
+                "closed_time", "status", "resolutions", "rate_until_time", "closed_again"),
+               _closed),
     PublicType("qiji.governance.v1.ReportVerified", topics.REPORT_VERIFIED,
-               ("report_id", "rider_id", "kind", "category", "street_id", "verified_time"),
-               _verified),
+               ("report_id", "rider_id", "kind", "category", "street_id", "verified_time",
+                "status", "resolutions", "rate_until_time"), _verified),
+    PublicType("qiji.governance.v1.ReportReopened", topics.REPORT_REOPENED,
+               ("report_id", "rider_id", "kind", "category", "street_id", "status",
+                "resolutions", "rate_until_time", "reopened_time"), _reopened),
     PublicType("qiji.governance.v1.CoBuildingPledgeSigned", topics.CO_BUILDING_PLEDGE_SIGNED,
                ("organisation_id", "organisation_name", "organisation_kind", "parent_id",
                 "pledge_version", "sign_time"), _co_building_signed),

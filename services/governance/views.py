@@ -42,6 +42,9 @@ class AssignmentRow:
     acknowledged_at: datetime | None = None
     resolved_at: datetime | None = None
     escalated: set[str] = field(default_factory=set)
+    # 1 for the department's first assignment of the report; one more each time it is given
+    # the report again (by the street office): each round's deadlines escalate on their own.
+    round: int = 1
 
     @property
     def next_deadline(self) -> DeadlineKind:
@@ -215,6 +218,11 @@ class GovernanceViews:
         return [(report, department, deadline)
                 for _, report, department, deadline in sorted(due)]
 
+    def assignment_round(self, report_id: str, department_id: str) -> int:
+        with self._lock:
+            row = self._assignments.get((report_id, department_id))
+            return row.round if row is not None else 1
+
     def queue(self, department_id: str) -> dict[int, str]:
         """The department's open assignments: `queue_key` -> report id."""
         with self._lock:
@@ -357,6 +365,19 @@ class GovernanceViews:
         elif isinstance(event, Report.AssignmentRejected):
             self._assignments[(ident, event.department_id)].status = AssignmentStatus.REJECTED
             self._assignment_done(ident, event.department_id)
+        elif isinstance(event, Report.AssignmentTransferred):
+            self._assignments[(ident, event.department_id)].status = \
+                AssignmentStatus.TRANSFERRED
+            self._assignment_done(ident, event.department_id)
+            self._new_assignment(ident, event.to_department_id, position, event.at,
+                                 event.acknowledge_due, event.resolve_due)
+        elif isinstance(event, Report.Assigned):
+            if self._rows[ident].status is ReportStatus.REOPENED:
+                self._set_report_status(ident, ReportStatus.OPEN)
+            self._new_assignment(ident, event.department_id, position, event.at,
+                                 event.acknowledge_due, event.resolve_due)
+        elif isinstance(event, Report.Reopened):
+            self._set_report_status(ident, ReportStatus.REOPENED)
         elif isinstance(event, Report.Closed):
             self._set_report_status(ident, ReportStatus(event.outcome))
         elif isinstance(event, Report.Verified):
@@ -406,6 +427,25 @@ class GovernanceViews:
                                           "name": event.name}
             if event.kind == DEPARTMENT:
                 self._departments[(event.parent_id, event.department_function)].append(ident)
+
+    def _new_assignment(self, report_id: str, department_id: str, position: int,
+                        at: datetime, acknowledge_due: datetime, resolve_due: datetime) -> None:
+        """A transfer's receiver, or a department the street office assigned: fresh clocks."""
+        key = (report_id, department_id)
+        earlier = self._assignments.get(key)
+        self._assignments[key] = AssignmentRow(
+            report_id=report_id, department_id=department_id, position=position,
+            status=AssignmentStatus.ROUTED, routed_at=at,
+            due={DeadlineKind.ACKNOWLEDGE.value: acknowledge_due,
+                 DeadlineKind.RESOLVE.value: resolve_due},
+            level=EscalationLevel.STREET.value,
+            round=earlier.round + 1 if earlier is not None else 1)
+        self._open_assignments.add(key)
+        self._queue(report_id, department_id)
+        row = self._rows[report_id]
+        if department_id not in row.departments:
+            row.departments.append(department_id)
+            self.reports.update(report_id, department_ids=list(row.departments))
 
     def _fact(self, case_id: str, what: str, at: datetime, days: float = 0.0) -> None:
         self._mediation.append(_MediationFact(self._cases[case_id]["street_id"], what, at,

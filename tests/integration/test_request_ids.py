@@ -29,7 +29,7 @@ MAKES_SOMETHING_NEW = {
     "badges": {"CreateBadgeClass", "LogVolunteerService", "RecordAwardCeremony",
                "CreateRecognitionTitle", "PublishVolunteerActivity"},
     "governance": {"SubmitReport", "OpenMediationCase", "RecordMediationSession",
-                   "RecordMediationFollowUp", "PublishPledge"},
+                   "RecordMediationFollowUp", "PublishPledge", "AddReportNote"},
 }
 
 

@@ -30,9 +30,11 @@ def test_only_departments_work_assignments_and_a_platform_reaches_its_riders_and
     # ... and follows its riders' reports (issue 16, riders as users): reads, never the work.
     # As an organisation it signs the co-building pledge and lists who signed it (issue 22:
     # organisations' signatures only; its riders' are the officials' list).
+    # It rates the outcome for its rider (issue 17), its one command on a report.
     assert reachable_by_platform == {"SubmitReport", "SignPledge", "GetPledge", "GetReport",
                                      "ListReports", "GetReportHistory",
-                                     "SignCoBuildingPledge", "ListPledgeSignatures"}
+                                     "SignCoBuildingPledge", "ListPledgeSignatures",
+                                     "RateReportOutcome"}
 
 
 def test_the_file_clock_reads_the_file_on_every_call(tmp_path):

@@ -25,7 +25,10 @@ from services.governance.domain.values import (
     DONE,
     MAX_NAME,
     MAX_PARTIES,
+    MAX_REOPENINGS,
     MAX_RULES,
+    OPEN_ASSIGNMENT,
+    RATING_WINDOW,
     REOPEN_NEEDS_BROKEN,
     AssignmentStatus,
     DeadlineKind,
@@ -35,6 +38,7 @@ from services.governance.domain.values import (
     MediationStatus,
     PartyRole,
     ReportStatus,
+    SatisfactionRating,
     due_times,
     next_level,
 )
@@ -88,6 +92,25 @@ class Report(Aggregate):
         self.closed_at: datetime | None = None
         self.verified_at: datetime | None = None
         self.verification_note = ""
+        # The deadline policy it was routed with ({"acknowledge": s, "resolve": s}): a
+        # transfer or a new assignment starts its clocks anew by the same policy.
+        self.clocks: dict[str, Any] | None = None
+        # Assignments of departments given the report again (by the street office, or after
+        # a reopening), as they stood when replaced; each with its department_id.
+        self.past_assignments: list[dict[str, Any]] = []
+        # Notes shared between the departments on the report and the street office.
+        self.notes: list[dict[str, Any]] = []
+        # The rider's ratings of the outcome, each {"rating", "comment", "at", "closed_at"},
+        # and the latest ({"rating", "at"}) as `satisfaction`; None until rated.
+        self.ratings: list[dict[str, Any]] = []
+        self.satisfaction: dict[str, Any] | None = None
+        self.reopen_count = 0
+        self.reopened_at: datetime | None = None
+        # The status it was reopened from (RESOLVED, REJECTED or VERIFIED): what upholding
+        # the outcome closes it as again.
+        self.reopened_from = ""
+        self.upheld_note = ""
+        self.upheld_at: datetime | None = None
 
     def as_incident(self) -> dict[str, Any]:
         return {"category": self.category, "latitude": self.latitude,
@@ -113,27 +136,47 @@ class Report(Aggregate):
                           "resolve_due": due[DeadlineKind.RESOLVE.value]}
                          for d, f in departments],
             rules_version=rules_version, rule_name=rule_name,
-            unresolved_functions=unresolved_functions, escalation_chain=escalation_chain, at=at)
+            unresolved_functions=unresolved_functions, escalation_chain=escalation_chain,
+            clocks=dict(deadlines), at=at)
 
-    @event("Routed")
+    class Routed(Aggregate.Event):
+        # v2 added `clocks`, the deadline policy the report was routed with. A report routed
+        # before it has the policy its assignments' due times were made by.
+        class_version = 2
+        assignments: list[dict[str, Any]]
+        rules_version: int
+        rule_name: str
+        unresolved_functions: list[str]
+        escalation_chain: dict[str, str]
+        clocks: dict[str, Any]
+        at: datetime
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            first = state["assignments"][0] if state["assignments"] else None
+            state["clocks"] = {} if first is None else {
+                "acknowledge": int((first["acknowledge_due"] - state["at"]).total_seconds()),
+                "resolve": int((first["resolve_due"] - state["at"]).total_seconds())}
+
+    @event(Routed)
     def _routed(self, assignments: list[dict[str, Any]], rules_version: int, rule_name: str,
                 unresolved_functions: list[str], escalation_chain: dict[str, str],
-                at: datetime) -> None:
+                clocks: dict[str, Any], at: datetime) -> None:
         self.rules_version = rules_version
         self.rule_name = rule_name
         self.unresolved_functions = list(unresolved_functions)
         self.escalation_chain = dict(escalation_chain)
+        self.clocks = dict(clocks) or None
         for a in assignments:
-            self.assignments[a["department_id"]] = {
-                "department_function": a["department_function"],
-                "status": AssignmentStatus.ROUTED.value, "routed_at": at,
-                "due": {DeadlineKind.ACKNOWLEDGE.value: a["acknowledge_due"],
-                        DeadlineKind.RESOLVE.value: a["resolve_due"]},
-                "acknowledged_at": None, "work_started_at": None, "work_note": "",
-                "resolved_at": None, "resolution": "", "rejected_at": None,
-                "rejection_reason": "", "rejection_note": "",
-                "level": EscalationLevel.STREET.value, "escalations": {},
-            }
+            self.assignments[a["department_id"]] = _assignment(
+                a["department_function"], at, a["acknowledge_due"], a["resolve_due"])
+
+    def due_times_from(self, at: datetime) -> dict[str, datetime]:
+        """When an assignment given at `at` must be acknowledged and resolved, by the policy
+        the report was routed with: a transfer's or a new assignment's clocks start anew."""
+        if not self.clocks:
+            raise FailedPrecondition("the report was never routed", reason="REPORT_NOT_ROUTED")
+        return due_times(at, self.clocks)
 
     def link_as_duplicate(self, original_id: str, distance_metres: float) -> None:
         if self.status is not ReportStatus.OPEN or self.assignments:
@@ -231,6 +274,186 @@ class Report(Aggregate):
                                      reason=f"ASSIGNMENT_{status.value}")
         return assignment
 
+    # -- transfer (转派), and assignment by the street office
+
+    @property
+    def departments_ever(self) -> set[str]:
+        """Every department that holds or held an assignment of the report."""
+        return set(self.assignments) | {a["department_id"] for a in self.past_assignments}
+
+    def transfer(self, department_id: str, to_department_id: str, to_function: str,
+                 reason: str, at: datetime) -> None:
+        """The assigned department hands its open assignment on to another department, whose
+        clocks start anew. No bouncing: a department that held the report before (it
+        transferred it away, rejected or resolved it) gets it back only from the street
+        office (assign), which so sees every back-and-forth."""
+        self._require(department_id, OPEN_ASSIGNMENT, "transfer")
+        if to_department_id == department_id:
+            violations = Violations()
+            violations.add("to_department_id", "must be another department than the one "
+                           "transferring", "TRANSFER_TO_ITSELF")
+            violations.raise_if_any()
+        self._require_not_holding(to_department_id)
+        if to_department_id in self.departments_ever:
+            raise FailedPrecondition(
+                "the department held this report before: only the street office may give it "
+                "back (AssignReport)", reason="TRANSFER_WOULD_BOUNCE",
+                department_id=to_department_id)
+        due = self.due_times_from(at)
+        self._transferred(department_id=department_id, to_department_id=to_department_id,
+                          to_department_function=to_function, transfer_reason=reason,
+                          acknowledge_due=due[DeadlineKind.ACKNOWLEDGE.value],
+                          resolve_due=due[DeadlineKind.RESOLVE.value], at=at)
+
+    @event("AssignmentTransferred")
+    def _transferred(self, department_id: str, to_department_id: str,
+                     to_department_function: str, transfer_reason: str,
+                     acknowledge_due: datetime, resolve_due: datetime, at: datetime) -> None:
+        a = self.assignments[department_id]
+        a["status"] = AssignmentStatus.TRANSFERRED.value
+        a["transferred_at"] = at
+        a["transferred_to"] = to_department_id
+        a["transfer_reason"] = transfer_reason
+        self.assignments[to_department_id] = _assignment(
+            to_department_function, at, acknowledge_due, resolve_due,
+            transferred_from=department_id)
+
+    def assign(self, department_id: str, function: str, reason: str, at: datetime) -> None:
+        """The street office gives the report to a department itself: an open report (e.g.
+        one a transfer could not take back to a department that held it), or a reopened one
+        under review (a new round: the earlier assignments become its history, and the report
+        is open again). Fresh clocks, by the policy it was routed with."""
+        if self.status not in (ReportStatus.OPEN, ReportStatus.REOPENED) or (
+                self.status is ReportStatus.OPEN and not self.assignments):
+            raise FailedPrecondition(
+                f"only a routed open or a reopened report is assigned; this one is "
+                f"{self.status.value}", reason=f"REPORT_{self.status.value}")
+        if self.status is ReportStatus.OPEN:
+            self._require_not_holding(department_id)
+        due = self.due_times_from(at)
+        self._assigned(department_id=department_id, department_function=function,
+                       assignment_reason=reason,
+                       acknowledge_due=due[DeadlineKind.ACKNOWLEDGE.value],
+                       resolve_due=due[DeadlineKind.RESOLVE.value], at=at)
+
+    @event("Assigned")
+    def _assigned(self, department_id: str, department_function: str, assignment_reason: str,
+                  acknowledge_due: datetime, resolve_due: datetime, at: datetime) -> None:
+        if self.status is ReportStatus.REOPENED:
+            self.past_assignments += [{"department_id": d, **a}
+                                      for d, a in self.assignments.items()]
+            self.assignments = {}
+            self.status = ReportStatus.OPEN
+            self.closed_at = None
+        elif department_id in self.assignments:
+            self.past_assignments.append({"department_id": department_id,
+                                          **self.assignments[department_id]})
+        self.assignments[department_id] = _assignment(
+            department_function, at, acknowledge_due, resolve_due,
+            assignment_reason=assignment_reason)
+
+    def _require_not_holding(self, department_id: str) -> None:
+        held = self.assignments.get(department_id)
+        if held is not None and AssignmentStatus(held["status"]) in OPEN_ASSIGNMENT:
+            raise AlreadyExists("the department already holds an open assignment of this "
+                                "report", reason="DEPARTMENT_ALREADY_ASSIGNED",
+                                department_id=department_id)
+
+    # -- notes shared between the departments and the street office
+
+    def add_note(self, author_id: str, author_role: str, note: str, at: datetime) -> None:
+        """Who may write (a department that holds or held the report, its street office) is
+        the access table's; the note is officials' free text."""
+        self._note_added(author_id=author_id, author_role=author_role, note=note, at=at)
+
+    @event("NoteAdded")
+    def _note_added(self, author_id: str, author_role: str, note: str, at: datetime) -> None:
+        self.notes.append({"author_id": author_id, "author_role": author_role, "note": note,
+                           "at": at})
+
+    # -- the rider's rating of the outcome (满意度), reopening, upholding
+
+    CLOSED = (ReportStatus.RESOLVED, ReportStatus.REJECTED, ReportStatus.VERIFIED)
+
+    @property
+    def rate_until(self) -> datetime | None:
+        """Until when the rider may rate the outcome; None while there is none to rate."""
+        if self.status not in self.CLOSED or self.closed_at is None:
+            return None
+        return self.closed_at + RATING_WINDOW
+
+    @property
+    def rated_this_outcome(self) -> bool:
+        return any(r["closed_at"] == self.closed_at for r in self.ratings)
+
+    def rate(self, rating: SatisfactionRating, comment: str, at: datetime) -> bool:
+        """The rider rates the outcome once per closing, within RATING_WINDOW of it. An
+        unsatisfied rating reopens the report for the street office, at most MAX_REOPENINGS
+        times; later ones are recorded and reopen nothing. True when it reopened."""
+        if self.status not in self.CLOSED:
+            raise FailedPrecondition(
+                f"only a closed report's outcome is rated; this one is {self.status.value}",
+                reason=f"REPORT_{self.status.value}")
+        if self.rated_this_outcome:
+            raise AlreadyExists("the rider already rated this outcome",
+                                reason="REPORT_ALREADY_RATED")
+        until = self.rate_until
+        if until is not None and at > until:
+            raise FailedPrecondition(
+                f"the outcome could be rated until {until.isoformat()}",
+                reason="RATING_WINDOW_CLOSED", rate_until=until.isoformat())
+        reopens = rating is SatisfactionRating.UNSATISFIED and self.reopen_count < MAX_REOPENINGS
+        self._rated(rider_id=self.rider_id, street_id=self.street_id, rating=rating.value,
+                    comment=comment, closed_at=self.closed_at,
+                    department_ids=[d for d, a in self.assignments.items()
+                                    if a["status"] != AssignmentStatus.TRANSFERRED.value],
+                    reopens=reopens, at=at)
+        if reopens:
+            self._reopened(rider_id=self.rider_id, street_id=self.street_id,
+                           was_verified=self.status is ReportStatus.VERIFIED, at=at)
+        return reopens
+
+    @event("Rated")
+    def _rated(self, rider_id: str, street_id: str, rating: str, comment: str,
+               closed_at: datetime | None, department_ids: list[str], reopens: bool,
+               at: datetime) -> None:
+        # Who, where and which departments travel with the event: the satisfaction rate of a
+        # department or street is counted from this one event.
+        self.ratings.append({"rating": rating, "comment": comment, "at": at,
+                             "closed_at": closed_at})
+        self.satisfaction = {"rating": rating, "at": at}
+
+    @event("Reopened")
+    def _reopened(self, rider_id: str, street_id: str, was_verified: bool, at: datetime
+                  ) -> None:
+        # `was_verified`: badges stop counting the report until the office upholds it.
+        self.reopened_from = self.status.value
+        self.status = ReportStatus.REOPENED
+        self.reopened_at = at
+        self.reopen_count += 1
+        self.verified_at = None
+
+    def uphold(self, note: str, at: datetime) -> None:
+        """The street office reviewed a reopened report and stands by its outcome: it closes
+        again as it was (RESOLVED or REJECTED; VERIFIED again when it had been verified), and
+        the rider hears it and may rate it again (which reopens it no more)."""
+        if self.status is not ReportStatus.REOPENED:
+            raise FailedPrecondition(
+                f"only a reopened report's outcome is upheld; this one is {self.status.value}",
+                reason=f"REPORT_{self.status.value}")
+        was = ReportStatus(self.reopened_from)
+        self._upheld(note=note, at=at)
+        self._closed(outcome=(ReportStatus.REJECTED if was is ReportStatus.REJECTED
+                              else ReportStatus.RESOLVED).value, at=at)
+        if was is ReportStatus.VERIFIED:
+            self._verified(rider_id=self.rider_id, street_id=self.street_id, kind=self.kind,
+                           category=self.category, note=note, at=at)
+
+    @event("OutcomeUpheld")
+    def _upheld(self, note: str, at: datetime) -> None:
+        self.upheld_note = note
+        self.upheld_at = at
+
     # -- verification by the street office
 
     def verify(self, note: str, at: datetime) -> None:
@@ -283,6 +506,24 @@ class Report(Aggregate):
         a["level"] = level
         a["escalations"][deadline] = {"due_at": due_at, "level": level,
                                       "escalated_to": escalated_to, "at": at}
+
+
+def _assignment(function: str, at: datetime, acknowledge_due: datetime, resolve_due: datetime,
+                *, transferred_from: str = "", assignment_reason: str = "") -> dict[str, Any]:
+    """A department's fresh assignment, given at `at` (routed, transferred to it, or assigned
+    by the street office): its clocks start then."""
+    return {
+        "department_function": function,
+        "status": AssignmentStatus.ROUTED.value, "routed_at": at,
+        "due": {DeadlineKind.ACKNOWLEDGE.value: acknowledge_due,
+                DeadlineKind.RESOLVE.value: resolve_due},
+        "acknowledged_at": None, "work_started_at": None, "work_note": "",
+        "resolved_at": None, "resolution": "", "rejected_at": None,
+        "rejection_reason": "", "rejection_note": "",
+        "level": EscalationLevel.STREET.value, "escalations": {},
+        "transferred_at": None, "transferred_to": "", "transfer_reason": "",
+        "transferred_from": transferred_from, "assignment_reason": assignment_reason,
+    }
 
 
 # ---------------------------------------------------------------------------- routing rules

@@ -50,6 +50,10 @@ class ReportStatus(StrEnum):
     REJECTED = "REJECTED"
     # Resolved, and the street office confirmed the resolution: this counts toward badges.
     VERIFIED = "VERIFIED"
+    # Closed, rated unsatisfied by the rider: back with the street office, which assigns it
+    # again (AssignReport) or upholds the outcome (UpholdReportOutcome). Not VERIFIED: a
+    # verification it had is withdrawn until the office upholds it.
+    REOPENED = "REOPENED"
 
 
 class AssignmentStatus(StrEnum):
@@ -58,9 +62,32 @@ class AssignmentStatus(StrEnum):
     IN_PROGRESS = "IN_PROGRESS"
     RESOLVED = "RESOLVED"
     REJECTED = "REJECTED"
+    # The department handed it on to another (转派); the receiving department holds a new
+    # assignment. Done, for closing the report: the work is the receiver's.
+    TRANSFERRED = "TRANSFERRED"
 
 
-DONE = frozenset({AssignmentStatus.RESOLVED, AssignmentStatus.REJECTED})
+DONE = frozenset({AssignmentStatus.RESOLVED, AssignmentStatus.REJECTED,
+                  AssignmentStatus.TRANSFERRED})
+OPEN_ASSIGNMENT = frozenset(AssignmentStatus) - DONE
+
+
+class SatisfactionRating(StrEnum):
+    """The rider's rating of a closed report's outcome (满意度): the three answers of the
+    city hotline's return call."""
+
+    SATISFIED = "SATISFIED"
+    BASICALLY_SATISFIED = "BASICALLY_SATISFIED"
+    UNSATISFIED = "UNSATISFIED"
+
+
+# The rider rates the outcome within this long after the report closed (or closed again after
+# a reopening): afterwards FAILED_PRECONDITION RATING_WINDOW_CLOSED.
+RATING_WINDOW = timedelta(days=7)
+# How many times an unsatisfied rating reopens one report: once. A later unsatisfied rating
+# (after the reopened report closed again) is recorded, and counts, but reopens nothing: the
+# street office has reviewed it already.
+MAX_REOPENINGS = 1
 
 
 class RejectionReason(StrEnum):
