@@ -1078,7 +1078,9 @@ class BadgesApplication(QijiApplication):
 
     IDENTITY_TOPICS = (*identity_events.RIDER_STATUS_TOPICS, identity_events.ORGANISATION_CREATED)
     TRAINING_TOPICS = (training_events.LEARNER_NOTED, training_events.COURSE_COMPLETED)
-    GOVERNANCE_TOPICS = (governance_events.REPORT_VERIFIED,)
+    # A verified report counts; one the rider's unsatisfied rating reopened counts no more,
+    # until the street office upholds it (a second REPORT_VERIFIED).
+    GOVERNANCE_TOPICS = (governance_events.REPORT_VERIFIED, governance_events.REPORT_REOPENED)
 
     def follow_identity(self, upstream: UpstreamEvent, processing: ProcessingEvent) -> None:
         if upstream.topic == identity_events.ORGANISATION_CREATED:
@@ -1112,6 +1114,14 @@ class BadgesApplication(QijiApplication):
     def follow_governance(self, upstream: UpstreamEvent, processing: ProcessingEvent) -> None:
         s = upstream.state
         record = self._rider_record_for_policy(s["rider_id"])
+        if upstream.topic == governance_events.REPORT_REOPENED:
+            report_id = str(upstream.originator_id)
+            if s["was_verified"] and report_id in record.verified_reports:
+                # Awards already made stand (they were true when made); the report no longer
+                # counts toward the next.
+                record.withdraw_verified_report(report_id=report_id, at=s["at"])
+                processing.collect_events(record)
+            return
         record.note_verified_report(report_id=str(upstream.originator_id), at=s["at"],
                                     position=upstream.position)
         processing.collect_events(record, *self._evaluate(record))

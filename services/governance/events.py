@@ -46,6 +46,9 @@ REPORT_WORK_STARTED = "services.governance.domain.model:Report.WorkStarted"
 ASSIGNMENT_RESOLVED = "services.governance.domain.model:Report.AssignmentResolved"
 ASSIGNMENT_REJECTED = "services.governance.domain.model:Report.AssignmentRejected"
 PARTICIPANT_NOTED = "services.governance.domain.model:Participant.Noted"
+# A transfer, an assignment by the street office and a reopening change who works the report
+# and its status: REPORT_TRANSFERRED and REPORT_ASSIGNED, REPORT_REOPENED (described above).
 REPORT_TOPICS = (REPORT_SUBMITTED, REPORT_ROUTED, REPORT_ACKNOWLEDGED, REPORT_WORK_STARTED,
                  ASSIGNMENT_RESOLVED, ASSIGNMENT_REJECTED, REPORT_CLOSED, REPORT_VERIFIED,
-                 REPORT_LINKED_AS_DUPLICATE)
+                 REPORT_LINKED_AS_DUPLICATE, REPORT_TRANSFERRED, REPORT_ASSIGNED,
+                 REPORT_REOPENED)

@@ -363,6 +363,26 @@ class RiderRecords(FeedView):
             report["assignments"][s["department_id"]] = {"status": status,
                                                          "changed_at": s["at"]}
 
+    def _report_transferred(self, ident: str, s: dict[str, Any]) -> None:
+        self._assignment_changed(ident, s, "TRANSFERRED")
+        report = self._report(ident)
+        if report is not None:
+            report["assignments"][s["to_department_id"]] = {"status": "ROUTED",
+                                                            "changed_at": s["at"]}
+
+    def _report_assigned(self, ident: str, s: dict[str, Any]) -> None:
+        report = self._report(ident)
+        if report is not None:
+            if report["status"] == "REOPENED":  # a new round of work: open again
+                report.update(status="OPEN", closed_at=None, assignments={})
+            report["assignments"][s["department_id"]] = {"status": "ROUTED",
+                                                         "changed_at": s["at"]}
+
+    def _report_reopened(self, ident: str, s: dict[str, Any]) -> None:
+        report = self._report(ident)
+        if report is not None:
+            report.update(status="REOPENED", verified_at=None)
+
     def _report_closed(self, ident: str, s: dict[str, Any]) -> None:
         report = self._report(ident)
         if report is not None:
@@ -536,6 +556,9 @@ _HANDLERS: dict[str, Callable[[RiderRecords, str, dict[str, Any]], None]] = {
     governance.REPORT_CLOSED: RiderRecords._report_closed,
     governance.REPORT_VERIFIED: RiderRecords._report_verified,
     governance.REPORT_LINKED_AS_DUPLICATE: RiderRecords._report_duplicate,
+    governance.REPORT_TRANSFERRED: RiderRecords._report_transferred,
+    governance.REPORT_ASSIGNED: RiderRecords._report_assigned,
+    governance.REPORT_REOPENED: RiderRecords._report_reopened,
     governance.PARTICIPANT_NOTED: RiderRecords._participant_noted,
     governance.PLEDGE_SIGNED: RiderRecords._pledge_signed,
 }

@@ -153,6 +153,12 @@ class RiderRecord(FollowedRiderStatus, Aggregate):
         self.verified_reports[report_id] = {"report_id": report_id, "at": at,
                                             "position": position}
 
+    @event("VerifiedReportWithdrawn")
+    def withdraw_verified_report(self, report_id: str, at: datetime) -> None:
+        # The rider's unsatisfied rating reopened it: no longer verified (governance's
+        # Report.Reopened); a later verification notes it again.
+        self.verified_reports.pop(report_id, None)
+
     def require_not_holding(self, badge_class_id: str) -> None:
         if badge_class_id in self.held:
             raise AlreadyExists("the rider already holds this badge",
