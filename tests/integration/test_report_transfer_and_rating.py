@@ -14,7 +14,6 @@ from qiji.feed.v1 import public_feed_service_pb2 as fpb
 from services.governance.deadlines import DeadlineScheduler
 from services.governance.domain.values import (
     RATING_WINDOW,
-    DeadlineKind,
     ReportStatus,
     SatisfactionRating,
 )
