@@ -2,6 +2,9 @@
 platform, and the rider's rating (and the reopening it may bring), over a real store (SQLite and
 PostgreSQL), on a clock the test moves."""
 
+# The fixtures `world` and `clock` come from test_governance_app: tests name them as arguments.
+# ruff: noqa: F811
+
 from __future__ import annotations
 
 import json
