@@ -309,7 +309,9 @@ class GovernanceViews:
 
         return StatisticsRow(
             street_id=key[0], kind=key[1], submitted=len(rows),
-            duplicates=counts[ReportStatus.DUPLICATE], open=counts[ReportStatus.OPEN],
+            # A reopened report is back with its street office: open again.
+            duplicates=counts[ReportStatus.DUPLICATE],
+            open=counts[ReportStatus.OPEN] + counts[ReportStatus.REOPENED],
             # A verified report was resolved first: it counts as both.
             resolved=counts[ReportStatus.RESOLVED] + counts[ReportStatus.VERIFIED],
             rejected=counts[ReportStatus.REJECTED], verified=counts[ReportStatus.VERIFIED],

@@ -202,6 +202,29 @@ def test_verified_reports_count_and_the_award_explains_itself(world):
     assert "log position 1" in why.text and "log position 2" in why.text
 
 
+def test_a_verified_report_the_rider_reopened_counts_no_more_until_verified_again(world):
+    """governance's Report.Reopened (an unsatisfied rating of a verified report): the report
+    stops counting toward the next badge; verified again (the office upheld it), it counts."""
+    probe = badge(world, "移动探头", min_verified_reports=2)
+    rider = new_rider(world)
+    reports = [uuid.uuid4(), uuid.uuid4()]
+
+    def verified(report):
+        world["governance"].add(governance_events.REPORT_VERIFIED, report, rider_id=rider,
+                                street_id=world["street"], kind="ANOMALY",
+                                category="ROAD_HAZARD", at=world["clock"]())
+    verified(reports[0])
+    world["governance"].add(governance_events.REPORT_REOPENED, reports[0], rider_id=rider,
+                            street_id=world["street"], was_verified=True, at=world["clock"]())
+    verified(reports[1])
+    world["governance_follower"].run_once()
+    assert world["badges"].rider_awards(rider_id=rider, include_inactive=False) == []
+    verified(reports[0])  # upheld: verified again
+    world["governance_follower"].run_once()
+    awards = world["badges"].rider_awards(rider_id=rider, include_inactive=False)
+    assert [a.badge_class_id for a in awards] == [probe]
+
+
 def test_revised_criteria_never_change_an_award_already_made(world):
     golden = badge(world, min_volunteer_hours="2")
     first = new_rider(world)
