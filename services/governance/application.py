@@ -58,6 +58,7 @@ from services.governance.domain.values import (
     latitude_band_degrees,
     same_incident,
 )
+from services.governance.help_application import HelpRequests
 from services.governance.views import (
     GovernanceViews,
     MediationStatisticsRow,
@@ -254,11 +255,12 @@ class DeadlineInput:
     resolve_within: timedelta | None
 
 
-class GovernanceApplication(QijiApplication):
+class GovernanceApplication(HelpRequests, QijiApplication):
     name = "governance"
 
     IDENTITY_TOPICS = (*identity_events.RIDER_STATUS_TOPICS,
-                       identity_events.ORGANISATION_CREATED)
+                       identity_events.ORGANISATION_CREATED,
+                       identity_events.RIDER_PERSONAL_DATA_ERASED)
 
     def __init__(self, settings: Settings, master_key: bytes,
                  clock: Callable[[], datetime] | None = None):
@@ -266,6 +268,7 @@ class GovernanceApplication(QijiApplication):
         self.clock = clock or (lambda: datetime.now(UTC))
         self.views = GovernanceViews(self)
         self.views.catch_up()
+        self._open_help_views()
         # Set by the service wiring (or a test): the follower of identity's feed.
         self.identity_follower: Follower | None = None
 
@@ -951,6 +954,7 @@ class GovernanceApplication(QijiApplication):
     def owner_resolvers(self) -> dict[str, Callable[[str], Owners | None]]:
         return {**super().owner_resolvers(), "report": self._report_owners,
                 "mediation_case": self._case_owners,
+                "help_request": self._help_request_owners,
                 "pledge_signer": self._pledge_signer_owners}
 
     def _report_owners(self, report_id: str) -> Owners | None:
@@ -992,6 +996,9 @@ class GovernanceApplication(QijiApplication):
                     upstream_id=str(upstream.originator_id), kind=state["kind"],
                     name=state["name"], parent_id=state.get("parent_id", ""),
                     department_function=state.get("department_function", "")))
+            return
+        if topic == identity_events.RIDER_PERSONAL_DATA_ERASED:
+            self._follow_erasure(upstream, processing)
             return
         rider_id = str(upstream.originator_id)
         participant_id = Participant.create_id(rider_id)

@@ -36,3 +36,8 @@ PARTICIPANT_NOTED = "services.governance.domain.model:Participant.Noted"
 REPORT_TOPICS = (REPORT_SUBMITTED, REPORT_ROUTED, REPORT_ACKNOWLEDGED, REPORT_WORK_STARTED,
                  ASSIGNMENT_RESOLVED, ASSIGNMENT_REJECTED, REPORT_CLOSED, REPORT_VERIFIED,
                  REPORT_LINKED_AS_DUPLICATE)
+
+# A department gave its outcome on a rider's help request (帮扶): its state carries `rider_id`,
+# `kind`, `department_id`, `sealed_outcome` (sealed under the rider's key in governance's own
+# key store: only governance opens it) and `at`.
+HELP_OUTCOME_GIVEN = "services.governance.domain.help:HelpRequest.OutcomeGiven"

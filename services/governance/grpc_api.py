@@ -37,6 +37,7 @@ from services.governance.domain.values import (
     ReportKind,
     ReportStatus,
 )
+from services.governance.help_grpc import HELP_ACCESS, HelpServicer
 from services.governance.views import MediationStatisticsRow, QueueEntry, StatisticsRow
 from shared.auth import (
     CITY_ADMIN,
@@ -132,10 +133,12 @@ ACCESS = access_table(SERVICE_NAME, {
     # readers, and each street office its own residents' (PLEDGE_SIGNER_ROWS, resolved by
     # the application's "pledge_signer" owners).
     "ListPledgeSignatures": scoped(CITY_READERS, **each(PLEDGE_SIGNER_ROWS)),
+    # Help requests (帮扶): services/governance/help_grpc.py.
+    **HELP_ACCESS,
 })
 
 
-class GovernanceServicer(pb_grpc.GovernanceServiceServicer):
+class GovernanceServicer(HelpServicer, pb_grpc.GovernanceServiceServicer):
     def __init__(self, app: GovernanceApplication):
         self.app = app
 

@@ -38,6 +38,9 @@ class DepartmentFunction(StrEnum):
     POLITICAL_LEGAL = "POLITICAL_LEGAL"  # 政法
     PUBLIC_SECURITY = "PUBLIC_SECURITY"  # 公安
     PETITIONS = "PETITIONS"  # 信访
+    # Help requests (帮扶) go to these where the city has them (HELP_ROUTES).
+    LEGAL_AID = "LEGAL_AID"  # 法律援助
+    TRADE_UNION = "TRADE_UNION"  # 工会
 
 
 class ReportStatus(StrEnum):
@@ -254,3 +257,87 @@ ANY_DEPARTMENT_RULE: dict = {"name": "fallback (nearest department)", "kind": ""
                              "street_id": "", "department_functions": [
                                  "SOCIAL_WORK", "PETITIONS", "POLITICAL_LEGAL",
                                  "PUBLIC_SECURITY"], "department_ids": []}
+
+
+# ---------------------------------------------------------------------------- help (帮扶)
+
+
+class HelpKind(StrEnum):
+    """What a rider asks help with (难了有帮扶、忧了有人听)."""
+
+    HARDSHIP = "HARDSHIP"  # 生活困难
+    LEGAL_AID = "LEGAL_AID"  # 法律援助
+    PSYCHOLOGICAL = "PSYCHOLOGICAL"  # 心理疏导
+    WORK_INJURY = "WORK_INJURY"  # 工伤
+    LABOUR_DISPUTE = "LABOUR_DISPUTE"  # 劳动争议 (wages, contracts)
+    OTHER = "OTHER"
+
+
+class HelpStatus(StrEnum):
+    # Routed to its departments; some have not given their outcome yet.
+    OPEN = "OPEN"
+    # Every department routed or referred to has given its outcome.
+    CLOSED = "CLOSED"
+
+
+class HelpAssignmentStatus(StrEnum):
+    ROUTED = "ROUTED"
+    # A caseworker took the case: this answers the acknowledgement deadline.
+    CASEWORKER_ASSIGNED = "CASEWORKER_ASSIGNED"
+    # The department gave the rider its outcome: this answers the outcome deadline.
+    OUTCOME_GIVEN = "OUTCOME_GIVEN"
+
+
+class ContactChannel(StrEnum):
+    """How a caseworker reached the rider, or how the rider prefers to be reached."""
+
+    PHONE = "PHONE"
+    IN_PERSON = "IN_PERSON"  # at the service space or the office
+    HOME_VISIT = "HOME_VISIT"  # 上门
+    ONLINE = "ONLINE"  # the platform's app, a messenger
+
+
+class Satisfaction(StrEnum):
+    SATISFIED = "SATISFIED"
+    BASICALLY_SATISFIED = "BASICALLY_SATISFIED"
+    UNSATISFIED = "UNSATISFIED"
+
+
+# Which department functions a help request goes to, by kind: the first alternative of which
+# any function has a department near the rider's home street; the functions of that
+# alternative that have one. Social work takes every case no better-placed department exists
+# for: it runs the programme, and a rider in difficulty is never turned away for want of a
+# legal-aid centre or a trade union in their district.
+HELP_ROUTES: dict[HelpKind, tuple[tuple[DepartmentFunction, ...], ...]] = {
+    HelpKind.HARDSHIP: ((DepartmentFunction.SOCIAL_WORK,),),
+    HelpKind.PSYCHOLOGICAL: ((DepartmentFunction.SOCIAL_WORK,),),
+    HelpKind.OTHER: ((DepartmentFunction.SOCIAL_WORK,),),
+    HelpKind.LEGAL_AID: ((DepartmentFunction.LEGAL_AID,), (DepartmentFunction.SOCIAL_WORK,)),
+    HelpKind.WORK_INJURY: ((DepartmentFunction.TRADE_UNION, DepartmentFunction.LEGAL_AID),
+                           (DepartmentFunction.SOCIAL_WORK,)),
+    HelpKind.LABOUR_DISPUTE: ((DepartmentFunction.TRADE_UNION, DepartmentFunction.LEGAL_AID),
+                              (DepartmentFunction.SOCIAL_WORK,)),
+}
+
+# Each department's clocks on a help request: a caseworker within a day (someone listens),
+# an outcome within 7 days (a general request of the 12345 standard), 15 for what needs a
+# legal or an injury procedure (its complex requests). Seconds, as the routing rules keep
+# report deadlines ({"acknowledge", "resolve"}), so that due times come from one function.
+DEFAULT_HELP_DEADLINES: dict[HelpKind, dict[str, int]] = {
+    kind: {"acknowledge": int(timedelta(hours=24).total_seconds()),
+           "resolve": int(timedelta(days=days).total_seconds())}
+    for kind, days in ((HelpKind.HARDSHIP, 7), (HelpKind.PSYCHOLOGICAL, 7),
+                       (HelpKind.OTHER, 7), (HelpKind.LEGAL_AID, 15),
+                       (HelpKind.WORK_INJURY, 15), (HelpKind.LABOUR_DISPUTE, 15))}
+
+
+def help_due_times(at: datetime, kind: HelpKind | str) -> dict[str, datetime]:
+    """When a department given a help request of `kind` at `at` must name a caseworker
+    (ACKNOWLEDGE) and give its outcome (RESOLVE). The one place help clocks are computed
+    (routing and referral alike): around the clock for now, by `due_times` as reports'."""
+    return due_times(at, DEFAULT_HELP_DEADLINES[HelpKind(kind)])
+
+
+# The rider rates the outcome within this long of the case's closing.
+HELP_RATING_WINDOW = timedelta(days=7)
+MAX_HELP_TEXT = 2000
