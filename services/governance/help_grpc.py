@@ -1,6 +1,6 @@
-"""governance's gRPC entry point for help requests (帮扶): who may call what (HELP_ACCESS, part
-of grpc_api.ACCESS), and the servicer methods (mixed into GovernanceServicer): translate the
-request, call one application method, render the answer."""
+"""governance's gRPC entry point for help requests (帮扶): the servicer methods (mixed into
+GovernanceServicer): translate the request, call one application method, render the answer.
+Who may call them is grpc_api.ACCESS's."""
 
 from __future__ import annotations
 
@@ -18,35 +18,6 @@ from services.governance.help_application import HelpHistoryEntry, HelpRequestVi
 from services.governance.help_views import HelpStatisticsRow
 from shared.errors import Violations
 from shared.grpc.convert import enum_in, enum_out, optional_time, timestamp
-from shared.tenancy import CITY_READERS, RIDER, Access, Ref, Rows, once, scoped
-
-# A help request is each department's it was given to, the rider's home street office's and
-# the rider's platform's (GovernanceApplication._help_request_owners).
-HELP_REQUEST = Ref("help_request_id", "help_request")
-HELP_ROWS = Rows("organisation", "department_ids")
-DEPARTMENT_ITSELF = Ref("department_id", "organisation")
-
-HELP_ACCESS: dict[str, Access] = {
-    # The rider asks through their platform's app, or at their home street office's counter.
-    "RequestHelp": once(scoped(platform=RIDER, street_office=RIDER)),
-    # What was said is shown as the masking table says (HELP_TEXT, HELP_OUTCOME): the street
-    # office and the platform read the facts (the platform the outcome too).
-    "GetHelpRequest": scoped(CITY_READERS, department=HELP_REQUEST,
-                             street_office=HELP_REQUEST, platform=HELP_REQUEST),
-    # A department's queue; the city-wide readers every request.
-    "ListHelpRequests": scoped(CITY_READERS, department=HELP_ROWS),
-    "GetHelpRequestHistory": scoped(CITY_READERS, department=HELP_REQUEST),
-    # A department works only the requests given to it, as itself.
-    "AssignCaseworker": scoped(department=DEPARTMENT_ITSELF & HELP_REQUEST),
-    "RecordHelpContact": once(scoped(department=DEPARTMENT_ITSELF & HELP_REQUEST)),
-    "RecordHelpReferral": once(scoped(department=DEPARTMENT_ITSELF & HELP_REQUEST)),
-    "GiveHelpOutcome": scoped(department=DEPARTMENT_ITSELF & HELP_REQUEST),
-    # The rider rates through their platform.
-    "RateHelpOutcome": scoped(platform=HELP_REQUEST),
-    # Counts only: a department its own, the city every department.
-    "GetHelpStatistics": scoped(CITY_READERS, department=DEPARTMENT_ITSELF),
-}
-
 
 class HelpServicer:
     app: Any
