@@ -19,6 +19,7 @@ from services.governance.help_views import HelpStatisticsRow
 from shared.errors import Violations
 from shared.grpc.convert import enum_in, enum_out, optional_time, timestamp
 
+
 class HelpServicer:
     app: Any
 

@@ -27,16 +27,20 @@ from services.identity.domain.values import OrganisationKind
 from shared.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from shared.public_feed import Fact
 from tests.conftest import MASTER_KEY, actor, as_actor, settings_for
-from tests.integration.test_governance_app import (  # noqa: F401  (fixtures)
+from tests.integration import test_governance_app as governance_world
+from tests.integration.test_governance_app import (
     ADMIN,
     PLATFORM,
-    clock,
     department,
     new_rider,
     open_governance,
     topics,
-    world,
 )
+
+# governance's world (a city, a district with two streets and their departments, a platform)
+# and its clock, as the governance tests have them.
+world = governance_world.world
+clock = governance_world.clock
 
 WORDS = "老板拖欠我三个月工资，张某说不给就不给"
 AUDITOR = actor("auditor", "auditor")
@@ -264,7 +268,8 @@ def test_only_the_departments_and_the_city_admin_read_what_was_said(world):
     for reader in (department(world, "social"), ADMIN):
         h = seen(world, help_id, reader)
         assert (h.text, h.assignments[0]["caseworker_name"], h.contacts[0]["note"],
-                h.assignments[0]["outcome"]) == (WORDS, "王社工", "上门走访张某家", "已协调发放工资")
+                h.assignments[0]["outcome"]) == (
+            WORDS, "王社工", "上门走访张某家", "已协调发放工资")
     for outsider in (office(world), AUDITOR, PLATFORM):
         h = seen(world, help_id, outsider)
         shown = repr(h)
@@ -366,8 +371,8 @@ def test_a_missed_caseworker_deadline_escalates_exactly_once_across_a_restart(wo
         ("ACKNOWLEDGE", "DISTRICT"), ("RESOLVE", "CITY")]
     with as_actor(AUDITOR):
         history = reopened.help_request_history(help_id)
-    assert [(e.principal, e.request_id) for e in history
-            if e.event_type == "HelpRequest.Escalated"][0] == (
+    assert next((e.principal, e.request_id) for e in history
+                if e.event_type == "HelpRequest.Escalated") == (
         "governance-help-deadline-scheduler",
         f"help:{help_id}:{world['social']}:ACKNOWLEDGE")
 
