@@ -157,6 +157,9 @@ ACCESS = access_table(SERVICE_NAME, {
     "RateHelpOutcome": scoped(platform=HELP_REQUEST),
     # Counts only: a department its own, the city every department.
     "GetHelpStatistics": scoped(CITY_READERS, department=DEPARTMENT_ITSELF),
+    "SetHelpRouting": city_wide(CITY_ADMIN),
+    # The city's configuration, read by its officials (as the routing rules).
+    "GetHelpRouting": public(CITY_READERS, STREET_OFFICE, DEPARTMENT),
 })
 
 

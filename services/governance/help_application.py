@@ -14,26 +14,33 @@ from __future__ import annotations
 import json
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from eventsourcing.application import ProcessingEvent
 
-from services.governance.domain.help import HelpRequest, help_departments
+from services.governance.domain.help import (
+    HelpRequest,
+    HelpRouting,
+    check_help_routes,
+    help_departments,
+)
 from services.governance.domain.values import (
     CLOCK_SKEW,
-    HELP_ROUTES,
     MAX_HELP_TEXT,
     MAX_NAME,
     MAX_TEXT,
     ContactChannel,
     DeadlineKind,
+    DepartmentFunction,
     EscalationLevel,
     HelpAssignmentStatus,
     HelpKind,
     HelpStatus,
     Satisfaction,
     check_text,
+    default_help_routing,
+    help_alternatives,
 )
 from services.governance.help_views import HelpStatisticsRow, HelpViews
 from shared import auth, context, masking
@@ -43,7 +50,11 @@ from shared.errors import (
     END_TIME_NOT_AFTER_START_TIME,
     ENUM_VALUE_REQUIRED,
     TIME_IN_THE_FUTURE,
+    VALUE_OUT_OF_RANGE,
     FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+    NotFound,
     Violations,
     check_id,
 )
@@ -90,6 +101,25 @@ class HelpRequestView:
     closed_at: datetime | None
     satisfaction: dict[str, Any] | None
     version: int
+    routing_version: int = 0
+
+
+@dataclass(frozen=True)
+class HelpRouteInput:
+    """One kind's routing as SetHelpRouting gives it (None: not given, or unreadable)."""
+
+    kind: HelpKind | None
+    functions: list[DepartmentFunction | None]
+    acknowledge_within: timedelta | None
+    resolve_within: timedelta | None
+
+
+@dataclass(frozen=True)
+class HelpRoutingView:
+    # kind -> {"functions": [...], "acknowledge": seconds, "resolve": seconds}, every kind.
+    routes: dict[str, dict[str, Any]]
+    version: int  # 0: never set, the defaults apply
+    updated_at: datetime | None
 
 
 @dataclass(frozen=True)
@@ -134,6 +164,9 @@ class HelpRequests:
             self.directory.rider(rider_id).home_street_id
             if self.directory is not None and self.directory.rider(rider_id) else "")
         sealed = self._seal_for(rider_id, text.strip())
+        routing = self.help_routing()
+        route = routing.routes[kind.value]
+        clocks = {"acknowledge": route["acknowledge"], "resolve": route["resolve"]}
         self.views.catch_up()  # the departments as the log has them now
         chain = self._escalation_chain(home) if home else {}
         levels = [chain.get(level.value, "") for level in EscalationLevel]
@@ -144,12 +177,58 @@ class HelpRequests:
                                   sealed_text=sealed,
                                   contact_preference=contact_preference.value
                                   if contact_preference else "", requested_at=now)
-            request.route(departments=[(d, str(f)) for d, f in help_departments(
-                HELP_ROUTES[kind], levels, self.views.nearest_department)],
-                          escalation_chain=chain, at=now)
+            request.route(departments=help_departments(
+                help_alternatives(route["functions"]), levels, self.views.nearest_department),
+                          escalation_chain=chain, clocks=clocks,
+                          routing_version=routing.version, at=now)
             return Outcome([request], {"help_request_id": str(request.id),
                                        "version": request.version})
         return self.execute(decide)
+
+    # ------------------------------------------------------------------ routing
+
+    def set_help_routing(self: GovernanceApplication, *, routes: list[HelpRouteInput],
+                         violations: Violations | None = None) -> dict[str, Any]:
+        """Replaces the city's help routing; kinds the request leaves out keep the defaults.
+        Requests routed already keep their departments and clocks."""
+        violations = violations if violations is not None else Violations()
+        check_help_routes(violations, [
+            {"kind": r.kind, "functions": r.functions,
+             "acknowledge_within": r.acknowledge_within, "resolve_within": r.resolve_within}
+            for r in routes])
+        violations.raise_if_any()
+        table = default_help_routing()
+        for r in routes:
+            assert r.kind is not None and r.acknowledge_within and r.resolve_within
+            table[r.kind.value] = {
+                "functions": [f.value for f in r.functions if f is not None],
+                "acknowledge": int(r.acknowledge_within.total_seconds()),
+                "resolve": int(r.resolve_within.total_seconds())}
+
+        def decide() -> Outcome:
+            current = self.found(HelpRouting.ID, HelpRouting)
+            if current is None:
+                current = HelpRouting(routes=table, at=self.clock())
+            else:
+                current = self.get(HelpRouting.ID, HelpRouting, "help_routing")
+                current.change(routes=table, at=self.clock())
+            return Outcome([current], {"version": current.version})
+        return self.execute(decide, serialise_on=HelpRouting.ID)
+
+    def help_routing(self: GovernanceApplication, version: int = 0) -> HelpRoutingView:
+        """The routing at `version` (0: the current one; the defaults while never set)."""
+        if version < 0:
+            raise InvalidArgument([FieldViolation("version", "must not be negative",
+                                                  VALUE_OUT_OF_RANGE)])
+        current = self.found(HelpRouting.ID, HelpRouting)
+        if current is None or version > current.version:
+            if version:
+                raise NotFound("help_routing_version", str(version))
+            return HelpRoutingView(default_help_routing(), 0, None)
+        routing = self.get(HelpRouting.ID, HelpRouting, "help_routing", version or None,
+                           copy=False)
+        return HelpRoutingView({k: dict(v) for k, v in routing.routes.items()},
+                               routing.version, routing.updated_at)
 
     def _seal_for(self: GovernanceApplication, rider_id: str, value: str) -> str:
         """`value` sealed under the rider's key ("" stays ""): a rider whose personal data
@@ -296,7 +375,7 @@ class HelpRequests:
             home_street_id=h.home_street_id, text=said(h.sealed_text),
             contact_preference=ContactChannel(h.contact_preference)
             if h.contact_preference else None,
-            requested_at=h.requested_at, status=h.status,
+            requested_at=h.requested_at, status=h.status, routing_version=h.routing_version,
             assignments=[{
                 "department_id": d, "department_function": a["department_function"],
                 "status": HelpAssignmentStatus(a["status"]), "routed_at": a["routed_at"],

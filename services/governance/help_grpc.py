@@ -4,17 +4,25 @@ Who may call them is grpc_api.ACCESS's."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
+from google.protobuf.duration_pb2 import Duration
 from qiji.governance.v1 import governance_service_pb2 as pb
 
 from services.governance.domain.values import (
     ContactChannel,
+    DepartmentFunction,
     HelpKind,
     HelpStatus,
     Satisfaction,
 )
-from services.governance.help_application import HelpHistoryEntry, HelpRequestView
+from services.governance.help_application import (
+    HelpHistoryEntry,
+    HelpRequestView,
+    HelpRouteInput,
+    HelpRoutingView,
+)
 from services.governance.help_views import HelpStatisticsRow
 from shared.errors import Violations
 from shared.grpc.convert import enum_in, enum_out, optional_time, timestamp
@@ -100,6 +108,24 @@ class HelpServicer:
             end=optional_time(request, "end_time", violations), violations=violations)
         return pb.GetHelpStatisticsResponse(statistics=[_statistics(r) for r in rows])
 
+    def SetHelpRouting(self, request: Any, context: Any) -> Any:
+        violations = Violations()
+        routes = [HelpRouteInput(
+            kind=enum_in(r.kind, pb.HelpKind, HelpKind, violations, f"routes[{i}].kind"),
+            functions=[enum_in(f, pb.DepartmentFunction, DepartmentFunction, violations,
+                               f"routes[{i}].department_functions[{j}]")
+                       for j, f in enumerate(r.department_functions)],
+            acknowledge_within=_timedelta(r, "acknowledge_within"),
+            resolve_within=_timedelta(r, "resolve_within"))
+            for i, r in enumerate(request.routes)]
+        result = self.app.set_help_routing(routes=routes, violations=violations)
+        return pb.SetHelpRoutingResponse(
+            help_routing=_routing(self.app.help_routing(result["version"])))
+
+    def GetHelpRouting(self, request: Any, context: Any) -> Any:
+        return pb.GetHelpRoutingResponse(
+            help_routing=_routing(self.app.help_routing(request.version)))
+
     def _help_at(self, result: dict[str, Any]) -> Any:
         # The request as this command left it (also on a retry): the first answer.
         return _help(self.app.help_request(result["help_request_id"], result["version"]))
@@ -126,7 +152,33 @@ def _help(h: HelpRequestView) -> Any:
         satisfaction=enum_out(h.satisfaction["rating"], pb.Satisfaction)
         if h.satisfaction else pb.SATISFACTION_UNSPECIFIED,
         rate_time=timestamp(h.satisfaction["at"]) if h.satisfaction else None,
-        version=h.version)
+        version=h.version, help_routing_version=h.routing_version)
+
+
+def _routing(r: HelpRoutingView) -> Any:
+    return pb.HelpRouting(
+        routes=[pb.HelpRoute(
+            kind=enum_out(kind, pb.HelpKind),
+            department_functions=[enum_out(f, pb.DepartmentFunction)
+                                  for f in r.routes[kind.value]["functions"]],
+            acknowledge_within=_duration(r.routes[kind.value]["acknowledge"]),
+            resolve_within=_duration(r.routes[kind.value]["resolve"]))
+            for kind in HelpKind if kind.value in r.routes],
+        version=r.version, update_time=timestamp(r.updated_at))
+
+
+def _duration(seconds: int) -> Duration:
+    duration = Duration()
+    duration.FromTimedelta(timedelta(seconds=seconds))
+    return duration
+
+
+def _timedelta(message: Any, field: str) -> timedelta | None:
+    # As the routing rules read theirs (grpc_api._timedelta): None when absent or beyond a
+    # timedelta; a fraction below a microsecond kept as one, so it is refused, not dropped.
+    # Imported here: grpc_api imports this module to build its servicer.
+    from services.governance.grpc_api import _timedelta as read
+    return read(message, field)
 
 
 def _assignment(a: dict[str, Any]) -> Any:

@@ -258,3 +258,30 @@ def test_the_outcome_reaches_the_riders_platform_and_the_rating_comes_back(city)
         help_request_id=help_id, rating=9), city["platform_a_token"])
     assert (unknown.code, unknown.reason) == (grpc.StatusCode.INVALID_ARGUMENT,
                                               "ENUM_VALUE_UNKNOWN")
+
+
+def test_the_help_routing_is_the_city_admins_to_set_and_its_officials_to_read(city) -> None:
+    from google.protobuf.duration_pb2 import Duration
+    q = city["q"]
+    route = gpb.HelpRoute(kind=gpb.HELP_KIND_PSYCHOLOGICAL,
+                          department_functions=[gpb.DEPARTMENT_FUNCTION_SOCIAL_WORK],
+                          acknowledge_within=Duration(seconds=4 * 3600),
+                          resolve_within=Duration(seconds=5 * 86400))
+    before = q.positions()
+    refused = q.call("governance", "SetHelpRouting", gpb.SetHelpRoutingRequest(
+        routes=[route]), city["social_a_token"])
+    assert refused.code is grpc.StatusCode.PERMISSION_DENIED
+    assert q.positions() == before
+    set_ = q.ok("governance", "SetHelpRouting", gpb.SetHelpRoutingRequest(routes=[route]),
+                city["admin"]).help_routing
+    assert len(set_.routes) == 6 and set_.version >= 1
+    for token in ("social_a_token", "office_a_token", "auditor"):
+        read = q.ok("governance", "GetHelpRouting", gpb.GetHelpRoutingRequest(),
+                    city[token]).help_routing
+        [psychological] = [r for r in read.routes if r.kind == gpb.HELP_KIND_PSYCHOLOGICAL]
+        assert (psychological.acknowledge_within.seconds, read.version) == (
+            4 * 3600, set_.version)
+    unknown = q.call("governance", "SetHelpRouting", gpb.SetHelpRoutingRequest(
+        routes=[gpb.HelpRoute(kind=42, department_functions=[9])]), city["admin"])
+    assert unknown.code is grpc.StatusCode.INVALID_ARGUMENT
+    assert set(unknown.fields) >= {"routes[0].kind", "routes[0].department_functions[0]"}

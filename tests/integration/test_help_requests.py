@@ -11,9 +11,11 @@ from datetime import timedelta
 import pytest
 
 from services.governance.application import GovernanceApplication
+from services.governance.help_application import HelpRouteInput
 from services.governance.domain.values import (
     ContactChannel,
     DeadlineKind,
+    DepartmentFunction,
     HelpAssignmentStatus,
     HelpKind,
     HelpStatus,
@@ -153,6 +155,40 @@ def test_without_social_work_a_help_request_is_refused_and_nothing_is_written(st
     finally:
         governance.close()
         identity.close()
+
+
+def test_the_city_admin_routes_a_kind_otherwise_and_old_requests_keep_theirs(world, clock):
+    rider = new_rider(world)
+    old = ask(world, rider)["help_request_id"]
+    add_department(world, "legal_aid", "钟楼区法律援助中心", "district",
+                   IdentityFunction.LEGAL_AID)
+    with as_actor(ADMIN):
+        version = world["governance"].set_help_routing(routes=[HelpRouteInput(
+            HelpKind.HARDSHIP, [DepartmentFunction.LEGAL_AID, DepartmentFunction.SOCIAL_WORK],
+            timedelta(hours=2), timedelta(days=3))])["version"]
+    new = world["governance"].help_request(ask(world, rider)["help_request_id"])
+    assert (new.routing_version, [a["department_id"] for a in new.assignments]) == (
+        version, [world["legal_aid"], world["social"]])
+    assert new.assignments[0]["due"]["RESOLVE"] - clock.now == timedelta(days=3)
+    kept = world["governance"].help_request(old)
+    assert (kept.routing_version, [a["department_id"] for a in kept.assignments]) == (
+        0, [world["social"]])
+    routing = world["governance"].help_routing()
+    # Kinds left out keep the defaults.
+    assert (routing.version, routing.routes["LEGAL_AID"]["functions"],
+            routing.routes["HARDSHIP"]["acknowledge"]) == (version, ["LEGAL_AID"], 7200)
+    assert world["governance"].help_routing(0).version == version
+    with pytest.raises(NotFound):
+        world["governance"].help_routing(version + 1)
+    before = world["governance"].last_position()
+    with pytest.raises(InvalidArgument) as bad:
+        with as_actor(ADMIN):
+            world["governance"].set_help_routing(routes=[HelpRouteInput(
+                HelpKind.OTHER, [], timedelta(hours=2), timedelta(hours=1))])
+    assert [(v.field, v.reason) for v in bad.value.violations] == [
+        ("routes[0].department_functions", "FIELD_REQUIRED"),
+        ("routes[0].resolve_within", "RESOLVE_WITHIN_NOT_AFTER_ACKNOWLEDGE_WITHIN")]
+    assert world["governance"].last_position() == before
 
 
 # ---------------------------------------------------------------------------- bad input

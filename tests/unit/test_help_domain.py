@@ -8,16 +8,24 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from services.governance.domain.help import HelpRequest, help_departments
+from services.governance.domain.help import HelpRequest, check_help_routes, help_departments
 from services.governance.domain.values import (
-    HELP_ROUTES,
     DeadlineKind,
+    DepartmentFunction,
     HelpKind,
     HelpStatus,
     Satisfaction,
+    default_help_routing,
+    help_alternatives,
     help_due_times,
 )
-from shared.errors import AlreadyExists, FailedPrecondition, NotFound
+from shared.errors import AlreadyExists, FailedPrecondition, NotFound, Violations
+
+DEFAULTS = default_help_routing()
+
+
+def routes(kind: HelpKind) -> tuple[tuple[str, ...], ...]:
+    return help_alternatives(DEFAULTS[kind.value]["functions"])
 
 T0 = datetime(2026, 6, 5, 9, 0, tzinfo=UTC)
 SEALED = "pd1:c2VhbGVk"
@@ -31,27 +39,45 @@ def test_each_kind_goes_to_the_first_alternative_the_city_has_a_department_for()
     chain = ["street", "district", "city"]
     social_only = nearest({("street", "SOCIAL_WORK"): "social"})
     for kind in HelpKind:
-        assert help_departments(HELP_ROUTES[kind], chain, social_only) == [
+        assert help_departments(routes(kind), chain, social_only) == [
             ("social", "SOCIAL_WORK")], kind
     full = nearest({("street", "SOCIAL_WORK"): "social", ("district", "LEGAL_AID"): "legal",
                     ("city", "TRADE_UNION"): "union"})
-    assert help_departments(HELP_ROUTES[HelpKind.LEGAL_AID], chain, full) == [
+    assert help_departments(routes(HelpKind.LEGAL_AID), chain, full) == [
         ("legal", "LEGAL_AID")]
-    assert help_departments(HELP_ROUTES[HelpKind.WORK_INJURY], chain, full) == [
+    assert help_departments(routes(HelpKind.WORK_INJURY), chain, full) == [
         ("union", "TRADE_UNION"), ("legal", "LEGAL_AID")]
-    assert help_departments(HELP_ROUTES[HelpKind.PSYCHOLOGICAL], chain, full) == [
+    assert help_departments(routes(HelpKind.PSYCHOLOGICAL), chain, full) == [
         ("social", "SOCIAL_WORK")]
     # The nearest of a function wins: the street's own before the district's.
     two = nearest({("street", "LEGAL_AID"): "street-legal", ("district", "LEGAL_AID"): "legal"})
-    assert help_departments(HELP_ROUTES[HelpKind.LEGAL_AID], chain, two) == [
+    assert help_departments(routes(HelpKind.LEGAL_AID), chain, two) == [
         ("street-legal", "LEGAL_AID")]
-    assert help_departments(HELP_ROUTES[HelpKind.HARDSHIP], chain, nearest({})) == []
+    assert help_departments(routes(HelpKind.HARDSHIP), chain, nearest({})) == []
 
 
 def test_clocks_are_a_day_for_a_caseworker_and_seven_or_fifteen_for_the_outcome():
-    assert help_due_times(T0, HelpKind.HARDSHIP) == {
+    assert help_due_times(T0, DEFAULTS["HARDSHIP"]) == {
         "ACKNOWLEDGE": T0 + timedelta(hours=24), "RESOLVE": T0 + timedelta(days=7)}
-    assert help_due_times(T0, HelpKind.LABOUR_DISPUTE)["RESOLVE"] == T0 + timedelta(days=15)
+    assert help_due_times(T0, DEFAULTS["LABOUR_DISPUTE"])["RESOLVE"] == T0 + timedelta(days=15)
+
+
+def test_a_help_routing_table_is_checked_route_by_route():
+    v = Violations()
+    check_help_routes(v, [
+        {"kind": HelpKind.HARDSHIP, "functions": [DepartmentFunction.SOCIAL_WORK],
+         "acknowledge_within": timedelta(hours=2), "resolve_within": timedelta(days=3)},
+        {"kind": HelpKind.HARDSHIP, "functions": [],
+         "acknowledge_within": timedelta(0), "resolve_within": timedelta(days=3)},
+        {"kind": None, "functions": [DepartmentFunction.LEGAL_AID, DepartmentFunction.LEGAL_AID],
+         "acknowledge_within": timedelta(hours=2), "resolve_within": timedelta(hours=1)}])
+    assert [(x.field, x.reason) for x in v.items] == [
+        ("routes[1].kind", "DUPLICATE_VALUE"),
+        ("routes[1].department_functions", "FIELD_REQUIRED"),
+        ("routes[1].acknowledge_within", "DURATION_NOT_POSITIVE"),
+        ("routes[2].kind", "ENUM_VALUE_REQUIRED"),
+        ("routes[2].department_functions", "DUPLICATE_VALUE"),
+        ("routes[2].resolve_within", "RESOLVE_WITHIN_NOT_AFTER_ACKNOWLEDGE_WITHIN")]
 
 
 def request(kind: HelpKind = HelpKind.HARDSHIP, *departments: str) -> HelpRequest:
@@ -59,7 +85,7 @@ def request(kind: HelpKind = HelpKind.HARDSHIP, *departments: str) -> HelpReques
                     sealed_text=SEALED, contact_preference="", requested_at=T0)
     h.route(departments=[(d, "SOCIAL_WORK") for d in departments or ("social",)],
             escalation_chain={"STREET": "street", "DISTRICT": "district", "CITY": "city"},
-            at=T0)
+            clocks=DEFAULTS[kind.value], routing_version=0, at=T0)
     return h
 
 
@@ -67,7 +93,8 @@ def test_a_request_with_no_department_is_refused():
     h = HelpRequest(rider_id="rider", kind="HARDSHIP", home_street_id="street",
                     sealed_text=SEALED, contact_preference="", requested_at=T0)
     with pytest.raises(FailedPrecondition) as refused:
-        h.route(departments=[], escalation_chain={}, at=T0)
+        h.route(departments=[], escalation_chain={}, clocks=DEFAULTS["HARDSHIP"],
+                routing_version=0, at=T0)
     assert refused.value.reason == "NO_HELP_ROUTE"
 
 

@@ -15,6 +15,7 @@ stored. Event classes are stored by topic (this module and the class name): keep
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
 from typing import Any
 
@@ -23,14 +24,28 @@ from eventsourcing.domain import Aggregate, event
 from services.governance.domain.values import (
     HELP_RATING_WINDOW,
     DeadlineKind,
+    DepartmentFunction,
     EscalationLevel,
     HelpAssignmentStatus,
+    HelpKind,
     HelpStatus,
     Satisfaction,
+    check_deadline,
     help_due_times,
     next_level,
 )
-from shared.errors import AlreadyExists, FailedPrecondition, NotFound
+from shared.errors import (
+    DUPLICATE_VALUE,
+    ENUM_VALUE_REQUIRED,
+    FIELD_REQUIRED,
+    AlreadyExists,
+    FailedPrecondition,
+    NotFound,
+    Violations,
+)
+from shared.wire import one_of
+
+_NS = uuid.UUID("0f7c1a52-3b8e-4d6a-9e21-7a4c5d2b8e10")
 
 
 class HelpRequest(Aggregate):
@@ -52,12 +67,17 @@ class HelpRequest(Aggregate):
         self.referrals: list[dict[str, Any]] = []
         self.closed_at: datetime | None = None
         self.satisfaction: dict[str, Any] | None = None
+        # The city's help routing that routed it (0: the defaults), and the kind's clocks
+        # then ({"acknowledge", "resolve"} seconds): a referral starts the same clocks.
+        self.routing_version = 0
+        self.clocks: dict[str, int] = {}
 
     # -- routing
 
     def route(self, *, departments: list[tuple[str, str]], escalation_chain: dict[str, str],
-              at: datetime) -> None:
-        """Gives the request to each (department id, function) the help routes found."""
+              clocks: dict[str, int], routing_version: int, at: datetime) -> None:
+        """Gives the request to each (department id, function) the help routing found, with
+        the kind's clocks."""
         if self.assignments:
             raise FailedPrecondition("the help request is already routed",
                                      reason="HELP_REQUEST_ALREADY_ROUTED")
@@ -65,19 +85,16 @@ class HelpRequest(Aggregate):
             raise FailedPrecondition(
                 "the city has no social-work department to take this help request; the city "
                 "admin must create one", reason="NO_HELP_ROUTE")
-        self._routed(assignments=[self._assignment(d, f, at) for d, f in departments],
-                     escalation_chain=escalation_chain, at=at)
-
-    def _assignment(self, department_id: str, function: str, at: datetime) -> dict[str, Any]:
-        due = help_due_times(at, self.kind)
-        return {"department_id": department_id, "department_function": function,
-                "acknowledge_due": due[DeadlineKind.ACKNOWLEDGE.value],
-                "resolve_due": due[DeadlineKind.RESOLVE.value]}
+        self._routed(assignments=[_assignment(d, f, clocks, at) for d, f in departments],
+                     escalation_chain=escalation_chain, clocks=dict(clocks),
+                     routing_version=routing_version, at=at)
 
     @event("Routed")
     def _routed(self, assignments: list[dict[str, Any]], escalation_chain: dict[str, str],
-                at: datetime) -> None:
+                clocks: dict[str, int], routing_version: int, at: datetime) -> None:
         self.escalation_chain = dict(escalation_chain)
+        self.clocks = dict(clocks)
+        self.routing_version = routing_version
         for a in assignments:
             self._add_assignment(a, at, referred_by="")
 
@@ -133,7 +150,7 @@ class HelpRequest(Aggregate):
             raise FailedPrecondition("that department already has this help request",
                                      reason="HELP_ALREADY_ASSIGNED",
                                      department_id=to_department_id)
-        assignment = self._assignment(to_department_id, to_function, at)
+        assignment = _assignment(to_department_id, to_function, self.clocks, at)
         self._referred(department_id=department_id, referral_id=referral_id,
                        to_department_id=to_department_id, to_function=to_function,
                        sealed_note=sealed_note, acknowledge_due=assignment["acknowledge_due"],
@@ -245,11 +262,19 @@ class HelpRequest(Aggregate):
                                       "escalated_to": escalated_to, "at": at}
 
 
+def _assignment(department_id: str, function: str, clocks: dict[str, int], at: datetime
+                ) -> dict[str, Any]:
+    due = help_due_times(at, clocks)
+    return {"department_id": department_id, "department_function": function,
+            "acknowledge_due": due[DeadlineKind.ACKNOWLEDGE.value],
+            "resolve_due": due[DeadlineKind.RESOLVE.value]}
+
+
 def help_departments(routes: tuple[tuple[str, ...], ...], chain: list[str],
                      nearest: Any) -> list[tuple[str, str]]:
     """The (department id, function) pairs a help request goes to: the first alternative of
-    `routes` with any department of its functions at the rider's home street, its district or
-    the city (the nearest first); empty when none has one."""
+    `routes` (values.help_alternatives) with any department of its functions at the rider's
+    home street, its district or the city (the nearest first); empty when none has one."""
     for functions in routes:
         found: list[tuple[str, str]] = []
         for function in functions:
@@ -260,3 +285,58 @@ def help_departments(routes: tuple[tuple[str, ...], ...], chain: list[str],
         if found:
             return found
     return []
+
+
+# ---------------------------------------------------------------------------- help routing
+
+
+def check_help_routes(violations: Violations, routes: list[dict[str, Any]]) -> None:
+    """The shape of the city admin's help routing: each kind at most once, with at least one
+    department function (none twice) and its two clocks. `routes`: {"kind" (None: not given
+    or unreadable, said already where the entry point said it), "functions" (None each for an
+    unreadable one), "acknowledge_within", "resolve_within" (timedelta or None)}."""
+    seen: set[HelpKind] = set()
+    for i, route in enumerate(routes):
+        field = f"routes[{i}]"
+        kind = route["kind"]
+        violations.require_given(kind, f"{field}.kind", one_of(HelpKind), ENUM_VALUE_REQUIRED)
+        if kind is not None and kind in seen:
+            violations.add(f"{field}.kind", "given twice", DUPLICATE_VALUE)
+        if kind is not None:
+            seen.add(kind)
+        functions = route["functions"]
+        if not functions:
+            violations.add(f"{field}.department_functions",
+                           "name at least one department function", FIELD_REQUIRED)
+        for j, function in enumerate(functions):
+            violations.require_given(function, f"{field}.department_functions[{j}]",
+                                     one_of(DepartmentFunction), ENUM_VALUE_REQUIRED)
+        named = [f for f in functions if f is not None]
+        if len(set(named)) != len(named):
+            violations.add(f"{field}.department_functions", "names a function twice",
+                           DUPLICATE_VALUE)
+        check_deadline(violations, field, route["acknowledge_within"], route["resolve_within"])
+
+
+class HelpRouting(Aggregate):
+    """Where each kind of help request goes and its clocks: data the city admin sets and
+    versions (SetHelpRouting); each request stores the version that routed it. Kinds the admin
+    leaves out keep the defaults (values.default_help_routing); social work is always the
+    floor (values.HELP_FALLBACK)."""
+
+    ID = uuid.uuid5(_NS, "help-routing")
+
+    @staticmethod
+    def create_id(**_: Any) -> uuid.UUID:
+        return HelpRouting.ID
+
+    @event("Set")
+    def __init__(self, routes: dict[str, dict[str, Any]], at: datetime):
+        self.routes = {k: dict(v) for k, v in routes.items()}
+        self.updated_at = at
+
+    @event("Changed")
+    def change(self, routes: dict[str, dict[str, Any]], at: datetime) -> None:
+        # Requests routed already keep their departments and clocks.
+        self.routes = {k: dict(v) for k, v in routes.items()}
+        self.updated_at = at

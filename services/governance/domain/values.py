@@ -7,6 +7,7 @@ import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import Any
 
 from shared import errors
 from shared.errors import Violations
@@ -303,21 +304,20 @@ class Satisfaction(StrEnum):
     UNSATISFIED = "UNSATISFIED"
 
 
-# Which department functions a help request goes to, by kind: the first alternative of which
-# any function has a department near the rider's home street; the functions of that
-# alternative that have one. Social work takes every case no better-placed department exists
-# for: it runs the programme, and a rider in difficulty is never turned away for want of a
-# legal-aid centre or a trade union in their district.
-HELP_ROUTES: dict[HelpKind, tuple[tuple[DepartmentFunction, ...], ...]] = {
-    HelpKind.HARDSHIP: ((DepartmentFunction.SOCIAL_WORK,),),
-    HelpKind.PSYCHOLOGICAL: ((DepartmentFunction.SOCIAL_WORK,),),
-    HelpKind.OTHER: ((DepartmentFunction.SOCIAL_WORK,),),
-    HelpKind.LEGAL_AID: ((DepartmentFunction.LEGAL_AID,), (DepartmentFunction.SOCIAL_WORK,)),
-    HelpKind.WORK_INJURY: ((DepartmentFunction.TRADE_UNION, DepartmentFunction.LEGAL_AID),
-                           (DepartmentFunction.SOCIAL_WORK,)),
-    HelpKind.LABOUR_DISPUTE: ((DepartmentFunction.TRADE_UNION, DepartmentFunction.LEGAL_AID),
-                              (DepartmentFunction.SOCIAL_WORK,)),
+# Which department functions a help request goes to, by kind, until the city admin sets its
+# own (SetHelpRouting): those of them with a department near the rider's home street. Social
+# work takes every case no department of those functions exists for: it runs the programme,
+# and a rider in difficulty is never turned away for want of a legal-aid centre or a trade
+# union in their district (HELP_FALLBACK, not configurable).
+DEFAULT_HELP_FUNCTIONS: dict[HelpKind, tuple[DepartmentFunction, ...]] = {
+    HelpKind.HARDSHIP: (DepartmentFunction.SOCIAL_WORK,),
+    HelpKind.PSYCHOLOGICAL: (DepartmentFunction.SOCIAL_WORK,),
+    HelpKind.OTHER: (DepartmentFunction.SOCIAL_WORK,),
+    HelpKind.LEGAL_AID: (DepartmentFunction.LEGAL_AID,),
+    HelpKind.WORK_INJURY: (DepartmentFunction.TRADE_UNION, DepartmentFunction.LEGAL_AID),
+    HelpKind.LABOUR_DISPUTE: (DepartmentFunction.TRADE_UNION, DepartmentFunction.LEGAL_AID),
 }
+HELP_FALLBACK = (DepartmentFunction.SOCIAL_WORK,)
 
 # Each department's clocks on a help request: a caseworker within a day (someone listens),
 # an outcome within 7 days (a general request of the 12345 standard), 15 for what needs a
@@ -331,11 +331,26 @@ DEFAULT_HELP_DEADLINES: dict[HelpKind, dict[str, int]] = {
                        (HelpKind.WORK_INJURY, 15), (HelpKind.LABOUR_DISPUTE, 15))}
 
 
-def help_due_times(at: datetime, kind: HelpKind | str) -> dict[str, datetime]:
-    """When a department given a help request of `kind` at `at` must name a caseworker
-    (ACKNOWLEDGE) and give its outcome (RESOLVE). The one place help clocks are computed
-    (routing and referral alike): around the clock for now, by `due_times` as reports'."""
-    return due_times(at, DEFAULT_HELP_DEADLINES[HelpKind(kind)])
+def default_help_routing() -> dict[str, dict[str, Any]]:
+    """The routing of every kind as stored (kind -> {"functions", "acknowledge", "resolve"}):
+    what applies until the city admin sets its own, and for kinds it leaves out."""
+    return {kind.value: {"functions": [f.value for f in DEFAULT_HELP_FUNCTIONS[kind]],
+                         **DEFAULT_HELP_DEADLINES[kind]} for kind in HelpKind}
+
+
+def help_alternatives(functions: list[str]) -> tuple[tuple[str, ...], ...]:
+    """What a kind's routing tries, in order: its functions, then social work."""
+    first = tuple(functions)
+    fallback = tuple(f.value for f in HELP_FALLBACK)
+    return (first,) if first == fallback else (first, fallback)
+
+
+def help_due_times(at: datetime, clocks: dict[str, int]) -> dict[str, datetime]:
+    """When a department given a help request at `at`, under a kind's `clocks`
+    ({"acknowledge", "resolve"} seconds), must name a caseworker (ACKNOWLEDGE) and give its
+    outcome (RESOLVE). The one place help clocks are computed (routing and referral alike):
+    around the clock for now, by `due_times` as reports'."""
+    return due_times(at, clocks)
 
 
 # The rider rates the outcome within this long of the case's closing.
