@@ -11,7 +11,6 @@ from datetime import timedelta
 import pytest
 
 from services.governance.application import GovernanceApplication
-from services.governance.help_application import HelpRouteInput
 from services.governance.domain.values import (
     ContactChannel,
     DeadlineKind,
@@ -21,6 +20,7 @@ from services.governance.domain.values import (
     HelpStatus,
     Satisfaction,
 )
+from services.governance.help_application import HelpRouteInput
 from services.governance.help_deadlines import HelpDeadlineScheduler
 from services.governance.public_events import CATALOGUE
 from services.identity.application import IdentityApplication
