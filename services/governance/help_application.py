@@ -149,8 +149,9 @@ class HelpRequests:
     def request_help(self: GovernanceApplication, *, rider_id: str, kind: HelpKind | None,
                      text: str, contact_preference: ContactChannel | None = None,
                      violations: Violations | None = None) -> dict[str, Any]:
-        """Stores the rider's request and, in the same save, routes it (HELP_ROUTES) to the
-        departments nearest the rider's home street."""
+        """Stores the rider's request and, in the same save, routes it by the city's help
+        routing (the defaults while none is set) to the departments nearest the rider's home
+        street, with its kind's clocks."""
         violations = violations if violations is not None else Violations()
         violations.require_given(kind, "kind", one_of(HelpKind), ENUM_VALUE_REQUIRED)
         check_text(violations, "text", text, required=True, limit=MAX_HELP_TEXT)
@@ -160,9 +161,11 @@ class HelpRequests:
         assert kind is not None
         participant = self._participant(rider_id)
         participant.require_active()
-        home = participant.home_street_id or (
-            self.directory.rider(rider_id).home_street_id
-            if self.directory is not None and self.directory.rider(rider_id) else "")
+        # Noted from identity's registration; the directory for a participant noted first
+        # from a status event.
+        entry = (self.directory.rider(rider_id)
+                 if not participant.home_street_id and self.directory is not None else None)
+        home = participant.home_street_id or (entry.home_street_id if entry else "")
         sealed = self._seal_for(rider_id, text.strip())
         routing = self.help_routing()
         route = routing.routes[kind.value]
