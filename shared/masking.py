@@ -19,6 +19,12 @@ This table then decides how much of the personal data inside those answers it se
   only its own riders' reports (the rider follows their report through the platform's app).
   Officials' internal notes on it (work and rejection notes, the verification note) stay free
   text, withheld from the platform.
+- what is said in a rider's help request (帮扶: the rider's words, the caseworker's name,
+  contact and referral notes): clear to the city admin and departments (a department's scope
+  reaches only the help requests given to it); withheld from everyone else, the street office
+  and the rider's own platform included — a labour dispute may be with the platform itself.
+  The outcome the rider is owed: as that, and also clear to the rider's own platform (the
+  only platform its scope reaches), which carries it to the rider.
 
 "masked" keeps enough to tell entries apart: 张*, 138****0000, 320***********1234.
 "withheld" replaces the text by `[withheld: N characters]`. A token holding several roles sees
@@ -38,7 +44,9 @@ PHONE = "phone"
 NATIONAL_ID = "national_id"
 FREE_TEXT = "free_text"
 REPORT_TEXT = "report_text"
-FIELDS = (NAME, PHONE, NATIONAL_ID, FREE_TEXT, REPORT_TEXT)
+HELP_TEXT = "help_text"
+HELP_OUTCOME = "help_outcome"
+FIELDS = (NAME, PHONE, NATIONAL_ID, FREE_TEXT, REPORT_TEXT, HELP_TEXT, HELP_OUTCOME)
 
 
 class Shown(IntEnum):
@@ -50,20 +58,24 @@ class Shown(IntEnum):
     CLEAR = 3
 
 
+# What is said in a help request: its departments and the city admin only.
+_HELP_HIDDEN = {HELP_TEXT: Shown.WITHHELD, HELP_OUTCOME: Shown.WITHHELD}
+_HELP_CLEAR = {HELP_TEXT: Shown.CLEAR, HELP_OUTCOME: Shown.CLEAR}
 _OFFICIAL = {NAME: Shown.CLEAR, PHONE: Shown.CLEAR, NATIONAL_ID: Shown.CLEAR,
-             FREE_TEXT: Shown.CLEAR, REPORT_TEXT: Shown.CLEAR}
+             FREE_TEXT: Shown.CLEAR, REPORT_TEXT: Shown.CLEAR, **_HELP_HIDDEN}
 _CASEWORK = {NAME: Shown.MASKED, PHONE: Shown.MASKED, NATIONAL_ID: Shown.MASKED,
-             FREE_TEXT: Shown.CLEAR, REPORT_TEXT: Shown.CLEAR}
+             FREE_TEXT: Shown.CLEAR, REPORT_TEXT: Shown.CLEAR, **_HELP_HIDDEN}
 _READ_ONLY = {NAME: Shown.MASKED, PHONE: Shown.MASKED, NATIONAL_ID: Shown.MASKED,
-              FREE_TEXT: Shown.WITHHELD, REPORT_TEXT: Shown.WITHHELD}
+              FREE_TEXT: Shown.WITHHELD, REPORT_TEXT: Shown.WITHHELD, **_HELP_HIDDEN}
 
 TABLE: dict[str, dict[str, Shown]] = {
-    auth.CITY_ADMIN: _OFFICIAL,
+    auth.CITY_ADMIN: {**_OFFICIAL, **_HELP_CLEAR},
     auth.STREET_OFFICE: _OFFICIAL,
     auth.PLATFORM: {NAME: Shown.WITH_CONSENT, PHONE: Shown.WITH_CONSENT,
                     NATIONAL_ID: Shown.MASKED, FREE_TEXT: Shown.WITHHELD,
-                    REPORT_TEXT: Shown.CLEAR},
-    auth.DEPARTMENT: _CASEWORK,
+                    REPORT_TEXT: Shown.CLEAR, HELP_TEXT: Shown.WITHHELD,
+                    HELP_OUTCOME: Shown.CLEAR},
+    auth.DEPARTMENT: {**_CASEWORK, **_HELP_CLEAR},
     auth.COMMUNITY: _CASEWORK,
     auth.EDUCATION_PROVIDER: _CASEWORK,
     auth.MERCHANT: _CASEWORK,
@@ -102,7 +114,8 @@ def withhold(text: str) -> str:
 
 
 _MASKS = {NAME: mask_name, PHONE: mask_phone, NATIONAL_ID: mask_national_id,
-          FREE_TEXT: withhold, REPORT_TEXT: withhold}
+          FREE_TEXT: withhold, REPORT_TEXT: withhold, HELP_TEXT: withhold,
+          HELP_OUTCOME: withhold}
 
 
 def show(field: str, value: str, roles: Iterable[str], *, consented: bool = False) -> str:

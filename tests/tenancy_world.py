@@ -38,6 +38,11 @@ def report_text(t: Tenant) -> str:
     return f"{t.rider_name}看见路口井盖缺失{FREE_TEXT}"
 
 
+def help_text(t: Tenant) -> str:
+    """What tenant `t`'s rider asked help with: it names the rider, and holds the free text."""
+    return f"{t.rider_name}家里困难{FREE_TEXT}"
+
+
 def ts(when: datetime) -> Timestamp:
     t = Timestamp()
     t.FromDatetime(when)
@@ -71,7 +76,7 @@ class Tenant:
         keys = ("rider", "perk_draft", "claim", "claim_redeemed", "course_draft",
                 "course_draft_by_platform",
                 "course_draft_by_street_office", "report", "case", "shift", "award",
-                "growth_plan")
+                "growth_plan", "help_request")
         return {self.ids[k] for k in keys} | {self.rider_name, self.rider_phone}
 
 
@@ -290,6 +295,11 @@ def _hold(qiji: InProcessQiji, t: Tenant, badge_class: str, n: int, title: str) 
         parties=[gpb.MediationParty(role=gpb.PARTY_ROLE_RIDER, rider_id=t.rider),
                  gpb.MediationParty(role=gpb.PARTY_ROLE_PROPERTY_MANAGER, name="张经理")]),
         tok["street_office"]).mediation_case.case_id
+    # A help request (帮扶) of the rider, given to the street's social-work department; what
+    # the rider wrote is theirs and their department's only.
+    t.ids["help_request"] = ok("governance", "RequestHelp", gpb.RequestHelpRequest(
+        request_id=rid(), rider_id=t.rider, kind=gpb.HELP_KIND_HARDSHIP,
+        text=help_text(t)), tok["platform"]).help_request.help_request_id
     # The rider signs the participation pledge (listed to officials only, never to the other
     # tenant); the community signs the co-building pledge (public).
     if n == 0:

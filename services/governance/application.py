@@ -59,6 +59,7 @@ from services.governance.domain.values import (
     latitude_band_degrees,
     same_incident,
 )
+from services.governance.help_application import HelpRequests
 from services.governance.views import (
     GovernanceViews,
     MediationStatisticsRow,
@@ -276,11 +277,12 @@ class DeadlineInput:
     resolve_within: timedelta | None
 
 
-class GovernanceApplication(QijiApplication):
+class GovernanceApplication(HelpRequests, QijiApplication):
     name = "governance"
 
     IDENTITY_TOPICS = (*identity_events.RIDER_STATUS_TOPICS,
-                       identity_events.ORGANISATION_CREATED)
+                       identity_events.ORGANISATION_CREATED,
+                       identity_events.RIDER_PERSONAL_DATA_ERASED)
 
     def __init__(self, settings: Settings, master_key: bytes,
                  clock: Callable[[], datetime] | None = None):
@@ -288,6 +290,7 @@ class GovernanceApplication(QijiApplication):
         self.clock = clock or (lambda: datetime.now(UTC))
         self.views = GovernanceViews(self)
         self.views.catch_up()
+        self._open_help_views()
         # Set by the service wiring (or a test): the follower of identity's feed.
         self.identity_follower: Follower | None = None
 
@@ -1079,6 +1082,7 @@ class GovernanceApplication(QijiApplication):
     def owner_resolvers(self) -> dict[str, Callable[[str], Owners | None]]:
         return {**super().owner_resolvers(), "report": self._report_owners,
                 "mediation_case": self._case_owners,
+                "help_request": self._help_request_owners,
                 "pledge_signer": self._pledge_signer_owners}
 
     def _report_owners(self, report_id: str) -> Owners | None:
@@ -1121,6 +1125,9 @@ class GovernanceApplication(QijiApplication):
                     upstream_id=str(upstream.originator_id), kind=state["kind"],
                     name=state["name"], parent_id=state.get("parent_id", ""),
                     department_function=state.get("department_function", "")))
+            return
+        if topic == identity_events.RIDER_PERSONAL_DATA_ERASED:
+            self._follow_erasure(upstream, processing)
             return
         rider_id = str(upstream.originator_id)
         participant_id = Participant.create_id(rider_id)

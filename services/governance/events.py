@@ -52,3 +52,7 @@ REPORT_TOPICS = (REPORT_SUBMITTED, REPORT_ROUTED, REPORT_ACKNOWLEDGED, REPORT_WO
                  ASSIGNMENT_RESOLVED, ASSIGNMENT_REJECTED, REPORT_CLOSED, REPORT_VERIFIED,
                  REPORT_LINKED_AS_DUPLICATE, REPORT_TRANSFERRED, REPORT_ASSIGNED,
                  REPORT_REOPENED)
+# A department gave its outcome on a rider's help request (帮扶): its state carries `rider_id`,
+# `kind`, `department_id`, `sealed_outcome` (sealed under the rider's key in governance's own
+# key store: only governance opens it) and `at`.
+HELP_OUTCOME_GIVEN = "services.governance.domain.help:HelpRequest.OutcomeGiven"

@@ -38,6 +38,7 @@ from services.governance.domain.values import (
     ReportStatus,
     SatisfactionRating,
 )
+from services.governance.help_grpc import HelpServicer
 from services.governance.views import MediationStatisticsRow, QueueEntry, StatisticsRow
 from shared.auth import (
     CITY_ADMIN,
@@ -75,6 +76,11 @@ CASE = Ref("case_id", "mediation_case")
 # The organisation a co-building signature is for: the caller itself, or its street office.
 SIGNER = Ref("organisation_id", "organisation")
 PLEDGE_SIGNER_ROWS = Rows("pledge_signer", "signer")
+
+# A help request (帮扶) is each department's it was given to, the rider's home street office's
+# and the rider's platform's (GovernanceApplication._help_request_owners).
+HELP_REQUEST = Ref("help_request_id", "help_request")
+HELP_ROWS = Rows("organisation", "department_ids")
 
 # Who may call each RPC, and for each role that acts for one organisation, what that
 # organisation must own (shared/tenancy.py). An RPC missing here is refused to everyone.
@@ -145,10 +151,32 @@ ACCESS = access_table(SERVICE_NAME, {
     # readers, and each street office its own residents' (PLEDGE_SIGNER_ROWS, resolved by
     # the application's "pledge_signer" owners).
     "ListPledgeSignatures": scoped(CITY_READERS, **each(PLEDGE_SIGNER_ROWS)),
+    # Help requests (帮扶): the rider asks through their platform's app, or at their home
+    # street office's counter.
+    "RequestHelp": once(scoped(platform=RIDER, street_office=RIDER)),
+    # What was said is shown as the masking table says (HELP_TEXT, HELP_OUTCOME): the street
+    # office and the platform read the facts (the platform the outcome too).
+    "GetHelpRequest": scoped(CITY_READERS, department=HELP_REQUEST,
+                             street_office=HELP_REQUEST, platform=HELP_REQUEST),
+    # A department's queue; the city-wide readers every request.
+    "ListHelpRequests": scoped(CITY_READERS, department=HELP_ROWS),
+    "GetHelpRequestHistory": scoped(CITY_READERS, department=HELP_REQUEST),
+    # A department works only the requests given to it, as itself.
+    "AssignCaseworker": scoped(department=DEPARTMENT_ITSELF & HELP_REQUEST),
+    "RecordHelpContact": once(scoped(department=DEPARTMENT_ITSELF & HELP_REQUEST)),
+    "RecordHelpReferral": once(scoped(department=DEPARTMENT_ITSELF & HELP_REQUEST)),
+    "GiveHelpOutcome": scoped(department=DEPARTMENT_ITSELF & HELP_REQUEST),
+    # The rider rates through their platform.
+    "RateHelpOutcome": scoped(platform=HELP_REQUEST),
+    # Counts only: a department its own, the city every department.
+    "GetHelpStatistics": scoped(CITY_READERS, department=DEPARTMENT_ITSELF),
+    "SetHelpRouting": city_wide(CITY_ADMIN),
+    # The city's configuration, read by its officials (as the routing rules).
+    "GetHelpRouting": public(CITY_READERS, STREET_OFFICE, DEPARTMENT),
 })
 
 
-class GovernanceServicer(pb_grpc.GovernanceServiceServicer):
+class GovernanceServicer(HelpServicer, pb_grpc.GovernanceServiceServicer):
     def __init__(self, app: GovernanceApplication):
         self.app = app
 

@@ -4,7 +4,10 @@ unsatisfied rating reopened it — each with the outcome the rider is owed: its 
 department's resolution, and until when the rider may rate it. Not public: a report's
 submission, text, place, attachments, routing, transfers, notes and escalations — they are the
 city's casework and may describe third parties. Public too: which organisation signed the
-co-building pledge (共建倡议), which names no person."""
+co-building pledge (共建倡议), which names no person. And the outcome of
+a rider's help request (帮扶), which the rider is owed: to the rider's own platform only, through
+the gateway (never over AMQP: it is the rider's personal data), and nothing else said in the
+case — not the rider's words, not the caseworker, not a note."""
 
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ from typing import Any
 from services.governance import events as topics
 from services.governance.domain.model import Report
 from services.governance.domain.values import AssignmentStatus
+from shared.personal_data import ERASED
 from shared.public_feed import Fact, Mapped, PublicCatalogue, PublicType
 
 
@@ -61,6 +65,20 @@ def _co_building_signed(app: Any, fact: Fact) -> Mapped:
         "sign_time": e.at})
 
 
+def _help_outcome(app: Any, fact: Fact) -> Mapped:
+    e = fact.event
+    outcome = None
+    # The rider's words back to the rider: only to a platform asking for itself (the gateway
+    # with its own token; the relay asks for no one), opened from the rider's key (None once
+    # the rider's personal data is erased).
+    if fact.consumer_organisation_id:
+        opened = app.vault.open(e.rider_id, e.sealed_outcome)
+        outcome = opened if opened and opened != ERASED else None
+    return Mapped(e.rider_id, {
+        "help_request_id": str(fact.originator_id), "rider_id": e.rider_id, "kind": e.kind,
+        "department_id": e.department_id, "outcome": outcome, "given_time": e.at})
+
+
 CATALOGUE = PublicCatalogue("governance", [
     PublicType("qiji.governance.v1.ReportClosed", topics.REPORT_CLOSED,
                ("report_id", "rider_id", "kind", "category", "street_id", "outcome",
@@ -75,4 +93,7 @@ CATALOGUE = PublicCatalogue("governance", [
     PublicType("qiji.governance.v1.CoBuildingPledgeSigned", topics.CO_BUILDING_PLEDGE_SIGNED,
                ("organisation_id", "organisation_name", "organisation_kind", "parent_id",
                 "pledge_version", "sign_time"), _co_building_signed),
+    PublicType("qiji.governance.v1.HelpOutcomeGiven", topics.HELP_OUTCOME_GIVEN,
+               ("help_request_id", "rider_id", "kind", "department_id", "outcome",
+                "given_time"), _help_outcome, personal=("outcome",)),
 ])

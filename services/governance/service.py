@@ -13,6 +13,7 @@ import structlog
 from services.governance.application import GovernanceApplication
 from services.governance.deadlines import DeadlineScheduler
 from services.governance.grpc_api import ACCESS, add_servicers
+from services.governance.help_deadlines import HelpDeadlineScheduler
 from services.governance.public_events import CATALOGUE as PUBLIC_EVENTS
 from shared.config import ConfigError, Settings
 from shared.followers import Follower, GrpcFeed
@@ -60,8 +61,8 @@ def make_app(settings: Settings, master_key: bytes) -> GovernanceApplication:
 
 
 def make_followers(app: Any, settings: Settings) -> list[Any]:
-    """identity's feed, and the deadline scheduler, which runs beside the followers with the
-    same interface (`upstream`, `run_forever`)."""
+    """identity's feed, and the deadline schedulers (reports', help requests'), which run
+    beside the followers with the same interface (`upstream`, `run_forever`)."""
     feed = GrpcFeed.of("identity", settings)
     follower = Follower(app, feed, app.follow_identity,
                         topics=GovernanceApplication.IDENTITY_TOPICS)
@@ -69,7 +70,8 @@ def make_followers(app: Any, settings: Settings) -> list[Any]:
     app.directory = TenancyDirectory(feed)
     # Checked at start with every other setting (shared/config.py OWN_SETTINGS).
     poll: float = settings.own_setting("DEADLINE_POLL_SECONDS")
-    return [follower, app.directory, DeadlineScheduler(app, poll_seconds=poll)]
+    return [follower, app.directory, DeadlineScheduler(app, poll_seconds=poll),
+            HelpDeadlineScheduler(app, poll_seconds=poll)]
 
 
 SPEC = ServiceSpec(name="governance", make_app=make_app, add_servicers=add_servicers,

@@ -8,6 +8,9 @@ RIDER_VERIFIED = "services.identity.domain.model:Rider.Verified"
 RIDER_SUSPENDED = "services.identity.domain.model:Rider.Suspended"
 RIDER_REINSTATED = "services.identity.domain.model:Rider.Reinstated"
 RIDER_LEFT = "services.identity.domain.model:Rider.Left"
+# The rider's personal data was erased (crypto-shredding): a service that seals something of
+# the rider under its own key (governance's help requests) destroys that key too.
+RIDER_PERSONAL_DATA_ERASED = "services.identity.domain.model:Rider.PersonalDataErased"
 ORGANISATION_CREATED = "services.identity.domain.model:Organisation.Created"
 SERVICE_SPACE_OPENED = "services.identity.domain.model:ServiceSpace.Opened"
 SERVICE_SPACE_FACILITIES_UPDATED = "services.identity.domain.model:ServiceSpace.FacilitiesUpdated"

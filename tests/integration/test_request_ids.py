@@ -29,7 +29,8 @@ MAKES_SOMETHING_NEW = {
     "badges": {"CreateBadgeClass", "LogVolunteerService", "RecordAwardCeremony",
                "CreateRecognitionTitle", "PublishVolunteerActivity"},
     "governance": {"SubmitReport", "OpenMediationCase", "RecordMediationSession",
-                   "RecordMediationFollowUp", "PublishPledge", "AddReportNote"},
+                   "RecordMediationFollowUp", "PublishPledge", "AddReportNote", "RequestHelp",
+                   "RecordHelpContact", "RecordHelpReferral"},
 }
 
 

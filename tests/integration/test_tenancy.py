@@ -41,7 +41,8 @@ FIELD_KEYS = {
     "case_id": "case", "shift_id": "shift", "award_id": "award", "campaign_id": "campaign",
     "recipient_id": "platform", "organisation_id": "street", "recognition_id": "recognition",
     "growth_path_id": "growth_path", "growth_plan_id": "growth_plan", "activity_id": "activity",
-    "sponsor_id": "merchant", "area_id": "community", "to_department_id": "department",
+    "sponsor_id": "merchant", "area_id": "community", "help_request_id": "help_request",
+    "to_department_id": "department",
 }
 REFUSED_FOR_ADMITTED = {grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED,
                         grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL}

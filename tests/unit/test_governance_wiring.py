@@ -30,11 +30,17 @@ def test_only_departments_work_assignments_and_a_platform_reaches_its_riders_and
     # ... and follows its riders' reports (issue 16, riders as users): reads, never the work.
     # As an organisation it signs the co-building pledge and lists who signed it (issue 22:
     # organisations' signatures only; its riders' are the officials' list).
-    # It rates the outcome for its rider (issue 17), its one command on a report.
+    # It rates a report's outcome for its rider (issue 17), its one command on a report; and
+    # a rider asks help through it, reads the request (the outcome, nothing else said) and
+    # rates the outcome (帮扶): never a department's work on it, never its history.
     assert reachable_by_platform == {"SubmitReport", "SignPledge", "GetPledge", "GetReport",
                                      "ListReports", "GetReportHistory",
                                      "SignCoBuildingPledge", "ListPledgeSignatures",
-                                     "RateReportOutcome"}
+                                     "RateReportOutcome", "RequestHelp", "GetHelpRequest",
+                                     "RateHelpOutcome"}
+    help_work = [p for p in ACCESS if p.rsplit("/", 1)[1] in {
+        "AssignCaseworker", "RecordHelpContact", "RecordHelpReferral", "GiveHelpOutcome"}]
+    assert len(help_work) == 4 and all(ACCESS[p].roles == {DEPARTMENT} for p in help_work)
 
 
 def test_the_file_clock_reads_the_file_on_every_call(tmp_path):

@@ -34,3 +34,17 @@ def test_redact_reads_a_key_as_its_owner_says() -> None:
     assert auditor["text"] == "[withheld: 4 characters]" and auditor["outcome"] == "RESOLVED"
     # Without the owner's word, the names alone decide, as before.
     assert masking.redact(event, {auth.PLATFORM})["text"] == "[withheld: 4 characters]"
+
+
+def test_what_is_said_in_a_help_request_is_its_departments_and_the_city_admins_only() -> None:
+    """帮扶: the rider's words reach the departments given the request (their scope) and the
+    city admin; not the street office, not the platform — a labour dispute may be with the
+    platform itself — and not auditors. The outcome also reaches the rider's own platform."""
+    readers = {role for role in auth.ROLES if masking.shown(masking.HELP_TEXT, {role})
+               is Shown.CLEAR}
+    assert readers == {auth.CITY_ADMIN, auth.DEPARTMENT}
+    assert {role for role in auth.ROLES if masking.shown(masking.HELP_OUTCOME, {role})
+            is Shown.CLEAR} == {auth.CITY_ADMIN, auth.DEPARTMENT, auth.PLATFORM}
+    words = "老板拖欠工资"
+    for role in (auth.STREET_OFFICE, auth.AUDITOR, auth.PLATFORM, auth.OPERATOR):
+        assert masking.show(masking.HELP_TEXT, words, {role}) == "[withheld: 6 characters]"

@@ -7,6 +7,7 @@ import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import Any
 
 from shared import errors
 from shared.errors import Violations
@@ -38,6 +39,9 @@ class DepartmentFunction(StrEnum):
     POLITICAL_LEGAL = "POLITICAL_LEGAL"  # 政法
     PUBLIC_SECURITY = "PUBLIC_SECURITY"  # 公安
     PETITIONS = "PETITIONS"  # 信访
+    # Help requests (帮扶) go to these where the city has them (HELP_ROUTES).
+    LEGAL_AID = "LEGAL_AID"  # 法律援助
+    TRADE_UNION = "TRADE_UNION"  # 工会
 
 
 class ReportStatus(StrEnum):
@@ -281,3 +285,101 @@ ANY_DEPARTMENT_RULE: dict = {"name": "fallback (nearest department)", "kind": ""
                              "street_id": "", "department_functions": [
                                  "SOCIAL_WORK", "PETITIONS", "POLITICAL_LEGAL",
                                  "PUBLIC_SECURITY"], "department_ids": []}
+
+
+# ---------------------------------------------------------------------------- help (帮扶)
+
+
+class HelpKind(StrEnum):
+    """What a rider asks help with (难了有帮扶、忧了有人听)."""
+
+    HARDSHIP = "HARDSHIP"  # 生活困难
+    LEGAL_AID = "LEGAL_AID"  # 法律援助
+    PSYCHOLOGICAL = "PSYCHOLOGICAL"  # 心理疏导
+    WORK_INJURY = "WORK_INJURY"  # 工伤
+    LABOUR_DISPUTE = "LABOUR_DISPUTE"  # 劳动争议 (wages, contracts)
+    OTHER = "OTHER"
+
+
+class HelpStatus(StrEnum):
+    # Routed to its departments; some have not given their outcome yet.
+    OPEN = "OPEN"
+    # Every department routed or referred to has given its outcome.
+    CLOSED = "CLOSED"
+
+
+class HelpAssignmentStatus(StrEnum):
+    ROUTED = "ROUTED"
+    # A caseworker took the case: this answers the acknowledgement deadline.
+    CASEWORKER_ASSIGNED = "CASEWORKER_ASSIGNED"
+    # The department gave the rider its outcome: this answers the outcome deadline.
+    OUTCOME_GIVEN = "OUTCOME_GIVEN"
+
+
+class ContactChannel(StrEnum):
+    """How a caseworker reached the rider, or how the rider prefers to be reached."""
+
+    PHONE = "PHONE"
+    IN_PERSON = "IN_PERSON"  # at the service space or the office
+    HOME_VISIT = "HOME_VISIT"  # 上门
+    ONLINE = "ONLINE"  # the platform's app, a messenger
+
+
+class Satisfaction(StrEnum):
+    SATISFIED = "SATISFIED"
+    BASICALLY_SATISFIED = "BASICALLY_SATISFIED"
+    UNSATISFIED = "UNSATISFIED"
+
+
+# Which department functions a help request goes to, by kind, until the city admin sets its
+# own (SetHelpRouting): those of them with a department near the rider's home street. Social
+# work takes every case no department of those functions exists for: it runs the programme,
+# and a rider in difficulty is never turned away for want of a legal-aid centre or a trade
+# union in their district (HELP_FALLBACK, not configurable).
+DEFAULT_HELP_FUNCTIONS: dict[HelpKind, tuple[DepartmentFunction, ...]] = {
+    HelpKind.HARDSHIP: (DepartmentFunction.SOCIAL_WORK,),
+    HelpKind.PSYCHOLOGICAL: (DepartmentFunction.SOCIAL_WORK,),
+    HelpKind.OTHER: (DepartmentFunction.SOCIAL_WORK,),
+    HelpKind.LEGAL_AID: (DepartmentFunction.LEGAL_AID,),
+    HelpKind.WORK_INJURY: (DepartmentFunction.TRADE_UNION, DepartmentFunction.LEGAL_AID),
+    HelpKind.LABOUR_DISPUTE: (DepartmentFunction.TRADE_UNION, DepartmentFunction.LEGAL_AID),
+}
+HELP_FALLBACK = (DepartmentFunction.SOCIAL_WORK,)
+
+# Each department's clocks on a help request: a caseworker within a day (someone listens),
+# an outcome within 7 days (a general request of the 12345 standard), 15 for what needs a
+# legal or an injury procedure (its complex requests). Seconds, as the routing rules keep
+# report deadlines ({"acknowledge", "resolve"}), so that due times come from one function.
+DEFAULT_HELP_DEADLINES: dict[HelpKind, dict[str, int]] = {
+    kind: {"acknowledge": int(timedelta(hours=24).total_seconds()),
+           "resolve": int(timedelta(days=days).total_seconds())}
+    for kind, days in ((HelpKind.HARDSHIP, 7), (HelpKind.PSYCHOLOGICAL, 7),
+                       (HelpKind.OTHER, 7), (HelpKind.LEGAL_AID, 15),
+                       (HelpKind.WORK_INJURY, 15), (HelpKind.LABOUR_DISPUTE, 15))}
+
+
+def default_help_routing() -> dict[str, dict[str, Any]]:
+    """The routing of every kind as stored (kind -> {"functions", "acknowledge", "resolve"}):
+    what applies until the city admin sets its own, and for kinds it leaves out."""
+    return {kind.value: {"functions": [f.value for f in DEFAULT_HELP_FUNCTIONS[kind]],
+                         **DEFAULT_HELP_DEADLINES[kind]} for kind in HelpKind}
+
+
+def help_alternatives(functions: list[str]) -> tuple[tuple[str, ...], ...]:
+    """What a kind's routing tries, in order: its functions, then social work."""
+    first = tuple(functions)
+    fallback = tuple(f.value for f in HELP_FALLBACK)
+    return (first,) if first == fallback else (first, fallback)
+
+
+def help_due_times(at: datetime, clocks: dict[str, int]) -> dict[str, datetime]:
+    """When a department given a help request at `at`, under a kind's `clocks`
+    ({"acknowledge", "resolve"} seconds), must name a caseworker (ACKNOWLEDGE) and give its
+    outcome (RESOLVE). The one place help clocks are computed (routing and referral alike):
+    around the clock for now, by `due_times` as reports'."""
+    return due_times(at, clocks)
+
+
+# The rider rates the outcome within this long of the case's closing.
+HELP_RATING_WINDOW = timedelta(days=7)
+MAX_HELP_TEXT = 2000

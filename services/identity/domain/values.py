@@ -26,6 +26,8 @@ class DepartmentFunction(StrEnum):
     POLITICAL_LEGAL = "POLITICAL_LEGAL"  # 政法
     PUBLIC_SECURITY = "PUBLIC_SECURITY"  # 公安
     PETITIONS = "PETITIONS"  # 信访
+    LEGAL_AID = "LEGAL_AID"  # 法律援助
+    TRADE_UNION = "TRADE_UNION"  # 工会
 
 
 # Which kinds of organisation may be the parent of each kind (None: may stand without a parent).
