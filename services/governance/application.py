@@ -13,7 +13,15 @@ from typing import Any
 
 from eventsourcing.application import ProcessingEvent
 
+from services.governance.domain.calendar import (
+    AROUND_THE_CLOCK,
+    DEFAULT_CALENDAR_STATE,
+    Clock,
+    WorkingCalendar,
+    stored_calendar,
+)
 from services.governance.domain.model import (
+    CityCalendar,
     CoBuildingPledge,
     MediationCase,
     MediationPolicy,
@@ -25,12 +33,14 @@ from services.governance.domain.model import (
     check_follow_up,
     check_parties,
     check_rules,
+    default_clock_for,
     resolve_departments,
 )
 from services.governance.domain.values import (
     ANY_DEPARTMENT_RULE,
     CLOCK_SKEW,
     CO_BUILDING_SIGNER_KINDS,
+    DEFAULT_AT_RISK_PERCENT,
     DEFAULT_FOLLOW_UP_DAYS,
     DUPLICATE_WITHIN_METRES,
     FALLBACK_RULE,
@@ -48,13 +58,14 @@ from services.governance.domain.values import (
     Location,
     MediationStatus,
     PartyRole,
+    PauseReason,
     PledgeKind,
     RejectionReason,
     ReportKind,
     ReportStatus,
     check_deadline,
     check_text,
-    default_deadline_seconds,
+    default_clocks,
     latitude_band_degrees,
     same_incident,
 )
@@ -101,6 +112,7 @@ from shared.wire import one_of
 DEADLINE_SCHEDULER = Actor(principal="governance-deadline-scheduler",
                            roles=frozenset({auth.SERVICE}))
 ESCALATE_RPC = "EscalateMissedDeadline"
+AT_RISK_RPC = "MarkDeadlineAtRisk"
 # An event's envelope, shown by a history entry's own fields rather than among its details.
 _NOT_DETAILS = frozenset({"originator_id", "originator_version", "originator_topic",
                           "timestamp", META_KEY, MAC_KEY})
@@ -108,7 +120,9 @@ _NOT_DETAILS = frozenset({"originator_id", "originator_version", "originator_top
 # the rider's words and each department's resolution are what the rider is owed back
 # (REPORT_TEXT); a closed report's outcome and a rejection's reason are statuses, not text.
 # Notes (work, rejection, verification) stay free text, for officials.
-_ASSIGNMENT_TEXT = {"resolution": masking.REPORT_TEXT}
+_ASSIGNMENT_TEXT = {"resolution": masking.REPORT_TEXT,
+                    # A paused clock's reason is a PauseReason; its note stays free text.
+                    "reason": None}
 _HISTORY_TEXT = {"text": masking.REPORT_TEXT, "resolution": masking.REPORT_TEXT,
                  "outcome": None, "reason": None}
 # Events naming another report of the same incident (LinkedAsDuplicate, DuplicateNoted).
@@ -139,6 +153,8 @@ class ReportView:
     verified_at: datetime | None
     verification_note: str
     version: int
+    # The clock policy it was routed with (Report.clocks); None while not routed.
+    clocks: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -159,8 +175,21 @@ class HistoryEntry:
 @dataclass(frozen=True)
 class RoutingRulesView:
     rules: list[dict[str, Any]]
-    deadlines: dict[str, dict[str, int]]
+    # Category name (and "EMERGENCY", the kind's) -> {"acknowledge": s, "resolve": s,
+    # "around_the_clock": bool}.
+    clocks: dict[str, dict[str, Any]]
     version: int
+    updated_at: datetime | None
+    at_risk_percent: int = DEFAULT_AT_RISK_PERCENT
+
+
+@dataclass(frozen=True)
+class WorkingCalendarView:
+    spans: list[dict[str, str]]  # {"start": "HH:MM", "end": "HH:MM"}, in order
+    weekdays: list[int]  # ISO: 1 Monday ... 7 Sunday
+    holidays: list[str]  # YYYY-MM-DD
+    working_days: list[str]  # adjusted working days (调休), YYYY-MM-DD
+    version: int  # 0: never set, the default applies
     updated_at: datetime | None
 
 
@@ -249,9 +278,14 @@ class SessionInput:
 
 @dataclass(frozen=True)
 class DeadlineInput:
+    """One clock of the routing rules: a category's, or (kind EMERGENCY) the emergency clock,
+    which always runs around the clock."""
+
     kind: ReportKind | None
     acknowledge_within: timedelta | None
     resolve_within: timedelta | None
+    category: Category | None = None
+    around_the_clock: bool = False
 
 
 class GovernanceApplication(QijiApplication):
@@ -348,7 +382,8 @@ class GovernanceApplication(QijiApplication):
         rules = self._rules()
         rule = (rules.match(report.kind, report.category, report.street_id) if rules else None
                 ) or FALLBACK_RULE
-        deadlines = (rules.deadlines if rules else default_deadline_seconds())[report.kind]
+        clocks = (rules.clock_for(report.kind, report.category) if rules
+                  else default_clock_for(report.kind, report.category))
         chain = self._escalation_chain(report.street_id)
         levels = [chain.get(level.value, "") for level in EscalationLevel]
 
@@ -368,7 +403,19 @@ class GovernanceApplication(QijiApplication):
             departments = found[:1] if wider is ANY_DEPARTMENT_RULE else found
         report.route(departments=departments, rules_version=rules.version if rules else 0,
                      rule_name=rule["name"], unresolved_functions=unresolved,
-                     deadlines=deadlines, escalation_chain=chain, at=now)
+                     clocks=clocks, clock=self._clock_of(clocks),
+                     escalation_chain=chain, at=now)
+
+    def _clock_of(self, clocks: dict[str, Any] | None) -> Clock:
+        """What counts a clock policy's time: plain time, or the city's working calendar as it
+        stands now."""
+        if clocks is None or clocks["around_the_clock"]:
+            return AROUND_THE_CLOCK
+        return self.working_calendar_now()
+
+    def report_clock(self, report: Report) -> Clock:
+        """What counts `report`'s clocks now (for a resumed pause, or fresh clocks)."""
+        return self._clock_of(report.clocks)
 
     def _escalation_chain(self, street_id: str) -> dict[str, str]:
         """The street, its district and the city: where missed deadlines go, level by level."""
@@ -404,7 +451,8 @@ class GovernanceApplication(QijiApplication):
             duplicate_of=r.duplicate_of if self.sees("report", r.duplicate_of) else "",
             duplicates=[d for d in r.duplicates if self.sees("report", d)],
             closed_at=r.closed_at, verified_at=r.verified_at,
-            verification_note=_free_text(r.verification_note), version=r.version)
+            verification_note=_free_text(r.verification_note), version=r.version,
+            clocks=dict(r.clocks) if r.clocks else None)
 
     def list_reports(self, *, street_id: str, kind: ReportKind | None,
                      status: ReportStatus | None, rider_id: str, page_size: int,
@@ -473,6 +521,24 @@ class GovernanceApplication(QijiApplication):
         return self._work(report_id, department_id, violations,
                           lambda r, now: r.reject(department_id, reason.value if reason else "",
                                                   note.strip(), now))
+
+    def pause_assignment_clock(self, *, report_id: str, department_id: str,
+                               reason: PauseReason | None, note: str,
+                               violations: Violations | None = None) -> dict[str, Any]:
+        """The assigned department stops its clock, with a reason (a note is required for
+        OTHER): paused time does not count, and nothing escalates or is at risk meanwhile."""
+        violations = violations if violations is not None else Violations()
+        violations.require_given(reason, "reason", one_of(PauseReason), ENUM_VALUE_REQUIRED)
+        check_text(violations, "note", note, required=reason is PauseReason.OTHER)
+        return self._work(report_id, department_id, violations,
+                          lambda r, now: r.pause_clock(department_id, reason, note.strip(), now))
+
+    def resume_assignment_clock(self, *, report_id: str, department_id: str
+                                ) -> dict[str, Any]:
+        """Restarts the clock; its due times move on by the time it was paused."""
+        return self._work(report_id, department_id, Violations(),
+                          lambda r, now: r.resume_clock(department_id, now,
+                                                        self.report_clock(r)))
 
     def _work(self, report_id: str, department_id: str,
               violations: Violations, change: Callable[[Report, datetime], None]
@@ -545,12 +611,76 @@ class GovernanceApplication(QijiApplication):
         with context.acting_as(ctx):
             return self.execute(decide)
 
+    def mark_deadline_at_risk(self, *, report_id: str, department_id: str,
+                              deadline: DeadlineKind) -> dict[str, Any]:
+        """Stores that a deadline is at risk (its clock has run the routing rules' share):
+        once, by a request id made from the assignment and the deadline, as an escalation."""
+        request_id = f"{report_id}:{department_id}:{deadline.value}:at-risk"
+        ctx = RequestContext(actor=DEADLINE_SCHEDULER, rpc=AT_RISK_RPC, request_id=request_id,
+                             request=request_id.encode(),
+                             correlation_id=self.views.correlation_id(report_id)
+                             or str(uuid.uuid4()))
+
+        def decide() -> Outcome:
+            report = self.get(report_id, Report, "report")
+            report.mark_at_risk(department_id, deadline, self.clock())
+            return Outcome([report], {"report_id": report_id, "version": report.version})
+        with context.acting_as(ctx):
+            return self.execute(decide)
+
+    # ------------------------------------------------------------------ working calendar
+
+    def set_working_calendar(self, *, spans: list[tuple[str, str]], weekdays: list[int],
+                             holidays: list[str], working_days: list[str]) -> dict[str, Any]:
+        """Replaces the city's working calendar (a new version). Reports routed already keep
+        their due times; a clock resumed from now on counts its pause by this calendar."""
+        violations = Violations()
+        state = stored_calendar(violations, spans, weekdays, holidays, working_days)
+        violations.raise_if_any()
+
+        def decide() -> Outcome:
+            current = self._calendar()
+            if current is None:
+                current = CityCalendar(**state, at=self.clock())
+            else:
+                current.change(**state, at=self.clock())
+            return Outcome([current], {"version": current.version})
+        return self.execute(decide, serialise_on=CityCalendar.ID)
+
+    def working_calendar(self, version: int = 0) -> WorkingCalendarView:
+        """The calendar at `version` (0: the current one; the default, Monday to Friday
+        09:00-17:00 with no holidays, while never set)."""
+        if version < 0:
+            raise InvalidArgument([FieldViolation("version", "must not be negative",
+                                                  VALUE_OUT_OF_RANGE)])
+        current = self._calendar()
+        if current is None or version > current.version:
+            if version:
+                raise NotFound("working_calendar_version", str(version))
+            d = DEFAULT_CALENDAR_STATE
+            return WorkingCalendarView(list(d["spans"]), list(d["weekdays"]), [], [], 0, None)
+        c = self.get(CityCalendar.ID, CityCalendar, "working_calendar", version or None,
+                     copy=False)
+        return WorkingCalendarView([dict(s) for s in c.spans], list(c.weekdays),
+                                   list(c.holidays), list(c.working_days), c.version,
+                                   c.updated_at)
+
+    def working_calendar_now(self) -> WorkingCalendar:
+        current = self._calendar()
+        return current.calendar() if current is not None else WorkingCalendar.of(
+            DEFAULT_CALENDAR_STATE)
+
+    def _calendar(self) -> CityCalendar | None:
+        return self.found(CityCalendar.ID, CityCalendar)
+
     # ------------------------------------------------------------------ routing rules
 
     def set_routing_rules(self, *, rules: list[RuleInput], deadlines: list[DeadlineInput],
-                          violations: Violations | None = None) -> dict[str, Any]:
-        """Replaces the whole table; kinds the request gives no deadlines for get the
-        defaults of values.py. A rule's kind or category None matches any (the contract's
+                          at_risk_percent: int = 0, violations: Violations | None = None
+                          ) -> dict[str, Any]:
+        """Replaces the whole table; categories the request gives no clock for (and the
+        emergency clock, when not given) get the defaults of values.py; `at_risk_percent` 0:
+        the default. A rule's kind or category None matches any (the contract's
         *_UNSPECIFIED); a number the contract does not define is the entry point's violation
         in `violations`, never a rule that matches any."""
         violations = violations if violations is not None else Violations()
@@ -569,29 +699,47 @@ class GovernanceApplication(QijiApplication):
                 self._note_organisation(violations, department_id,
                                         f"rules[{i}].department_ids[{j}]", DEPARTMENT,
                                         "department")
-        seconds = default_deadline_seconds()
-        seen: set[ReportKind] = set()
+        clocks = default_clocks()
+        seen: set[str] = set()
         for i, d in enumerate(deadlines):
-            check_deadline(violations, f"deadlines[{i}]", d.acknowledge_within, d.resolve_within)
-            if d.kind is None:
-                violations.require(violations.about(f"deadlines[{i}].kind"),
-                                   f"deadlines[{i}].kind", one_of(ReportKind),
-                                   ENUM_VALUE_REQUIRED)
-            elif d.kind in seen:
-                violations.add(f"deadlines[{i}].kind", "given twice", DUPLICATE_VALUE)
+            field = f"deadlines[{i}]"
+            check_deadline(violations, field, d.acknowledge_within, d.resolve_within)
+            if d.kind is not None and d.category is not None:
+                violations.add(field, "name a category, or REPORT_KIND_EMERGENCY, not both",
+                               "DEADLINE_KIND_AND_CATEGORY")
+                continue
+            if d.kind is not None and d.kind is not ReportKind.EMERGENCY:
+                violations.add(f"{field}.kind", "deadlines go by category; only "
+                               "REPORT_KIND_EMERGENCY has a clock of its own",
+                               "DEADLINE_KIND_NOT_EMERGENCY")
+                continue
+            key = d.kind.value if d.kind else d.category.value if d.category else ""
+            if not key:
+                if not violations.about(f"{field}.kind") \
+                        and not violations.about(f"{field}.category"):
+                    violations.add(f"{field}.category", "name a category (or, in kind, "
+                                   "REPORT_KIND_EMERGENCY)", ENUM_VALUE_REQUIRED)
+            elif key in seen:
+                violations.add(f"{field}.{'kind' if d.kind else 'category'}", "given twice",
+                               DUPLICATE_VALUE)
             elif d.acknowledge_within and d.resolve_within:
-                seen.add(d.kind)
-                seconds[d.kind.value] = {
-                    "acknowledge": int(d.acknowledge_within.total_seconds()),
-                    "resolve": int(d.resolve_within.total_seconds())}
+                seen.add(key)
+                clocks[key] = {"acknowledge": int(d.acknowledge_within.total_seconds()),
+                               "resolve": int(d.resolve_within.total_seconds()),
+                               # The emergency clock never waits for working hours.
+                               "around_the_clock": bool(d.kind) or d.around_the_clock}
+        percent = at_risk_percent or DEFAULT_AT_RISK_PERCENT
+        violations.require(1 <= percent <= 99, "at_risk_percent",
+                           "1 to 99 (per cent of a clock), or 0 for the default 80",
+                           VALUE_OUT_OF_RANGE)
         violations.raise_if_any()
 
         def decide() -> Outcome:
             current = self._rules()
             if current is None:
-                current = RoutingRules(rules=stored, deadlines=seconds)
+                current = RoutingRules(rules=stored, clocks=clocks, at_risk_percent=percent)
             else:
-                current.change(rules=stored, deadlines=seconds)
+                current.change(rules=stored, clocks=clocks, at_risk_percent=percent)
             return Outcome([current], {"version": current.version})
         # One table for the city: concurrent edits queue here instead of colliding.
         return self.execute(decide, serialise_on=RoutingRules.ID)
@@ -606,10 +754,10 @@ class GovernanceApplication(QijiApplication):
         if current is None or (version and current.version != version):
             if version:
                 raise NotFound("routing_rules_version", str(version))
-            return RoutingRulesView([], default_deadline_seconds(), 0, None)
+            return RoutingRulesView([], default_clocks(), 0, None)
         return RoutingRulesView([dict(r) for r in current.rules],
-                                {k: dict(v) for k, v in current.deadlines.items()},
-                                current.version, current.modified_on)
+                                {k: dict(v) for k, v in current.clocks.items()},
+                                current.version, current.modified_on, current.at_risk_percent)
 
     def _rules(self, version: int | None = None) -> RoutingRules | None:
         try:

@@ -24,6 +24,7 @@ from services.governance.application import (
     RuleInput,
     SessionInput,
     SignatureEntry,
+    WorkingCalendarView,
 )
 from services.governance.domain.values import (
     Category,
@@ -32,6 +33,7 @@ from services.governance.domain.values import (
     Location,
     MediationStatus,
     PartyRole,
+    PauseReason,
     PledgeKind,
     RejectionReason,
     ReportKind,
@@ -94,6 +96,8 @@ ACCESS = access_table(SERVICE_NAME, {
     "StartAssignmentWork": scoped(department=DEPARTMENT_ITSELF & REPORT),
     "ResolveAssignment": scoped(department=DEPARTMENT_ITSELF & REPORT),
     "RejectAssignment": scoped(department=DEPARTMENT_ITSELF & REPORT),
+    "PauseAssignmentClock": scoped(department=DEPARTMENT_ITSELF & REPORT),
+    "ResumeAssignmentClock": scoped(department=DEPARTMENT_ITSELF & REPORT),
     # The street office where it happened vouches for the resolution.
     "VerifyReport": scoped(street_office=REPORT),
     "ListDepartmentQueue": scoped(CITY_READERS, department=DEPARTMENT_ITSELF),
@@ -102,6 +106,9 @@ ACCESS = access_table(SERVICE_NAME, {
     "SetRoutingRules": city_wide(CITY_ADMIN),
     # The rules are the city's configuration, read by its officials.
     "GetRoutingRules": public(CITY_READERS, STREET_OFFICE, DEPARTMENT),
+    "SetWorkingCalendar": city_wide(CITY_ADMIN),
+    # Read as the routing rules: departments see when their clocks run.
+    "GetWorkingCalendar": public(CITY_READERS, STREET_OFFICE, DEPARTMENT),
     # The case's street, and the report it follows from (if it names one), are the office's.
     "OpenMediationCase": once(scoped(street_office=Ref("street_id", "organisation")
                                 & Ref("report_id", "report", optional=True))),
@@ -203,6 +210,19 @@ class GovernanceServicer(pb_grpc.GovernanceServiceServicer):
             note=request.note, violations=violations)
         return pb.RejectAssignmentResponse(report=self._report_at(result))
 
+    def PauseAssignmentClock(self, request: Any, context: Any) -> Any:
+        violations = Violations()
+        result = self.app.pause_assignment_clock(
+            report_id=request.report_id, department_id=request.department_id,
+            reason=enum_in(request.reason, pb.PauseReason, PauseReason, violations, "reason"),
+            note=request.note, violations=violations)
+        return pb.PauseAssignmentClockResponse(report=self._report_at(result))
+
+    def ResumeAssignmentClock(self, request: Any, context: Any) -> Any:
+        result = self.app.resume_assignment_clock(
+            report_id=request.report_id, department_id=request.department_id)
+        return pb.ResumeAssignmentClockResponse(report=self._report_at(result))
+
     def VerifyReport(self, request: Any, context: Any) -> Any:
         result = self.app.verify_report(report_id=request.report_id, note=request.note)
         return pb.VerifyReportResponse(report=self._report_at(result))
@@ -245,9 +265,13 @@ class GovernanceServicer(pb_grpc.GovernanceServiceServicer):
         deadlines = [DeadlineInput(
             kind=enum_in(d.kind, pb.ReportKind, ReportKind, violations, f"deadlines[{i}].kind"),
             acknowledge_within=_timedelta(d, "acknowledge_within"),
-            resolve_within=_timedelta(d, "resolve_within"))
+            resolve_within=_timedelta(d, "resolve_within"),
+            category=enum_in(d.category, pb.Category, Category, violations,
+                             f"deadlines[{i}].category"),
+            around_the_clock=d.around_the_clock)
             for i, d in enumerate(request.deadlines)]
         result = self.app.set_routing_rules(rules=rules, deadlines=deadlines,
+                                            at_risk_percent=request.at_risk_percent,
                                             violations=violations)
         return pb.SetRoutingRulesResponse(
             routing_rules=self._rules(self.app.routing_rules(result["version"])))
@@ -255,6 +279,20 @@ class GovernanceServicer(pb_grpc.GovernanceServiceServicer):
     def GetRoutingRules(self, request: Any, context: Any) -> Any:
         return pb.GetRoutingRulesResponse(
             routing_rules=self._rules(self.app.routing_rules(request.version)))
+
+    # ------------------------------------------------------------------ working calendar
+
+    def SetWorkingCalendar(self, request: Any, context: Any) -> Any:
+        result = self.app.set_working_calendar(
+            spans=[(h.start, h.end) for h in request.working_hours],
+            weekdays=list(request.working_weekdays), holidays=list(request.holidays),
+            working_days=list(request.adjusted_working_days))
+        return pb.SetWorkingCalendarResponse(
+            working_calendar=_calendar(self.app.working_calendar(result["version"])))
+
+    def GetWorkingCalendar(self, request: Any, context: Any) -> Any:
+        return pb.GetWorkingCalendarResponse(
+            working_calendar=_calendar(self.app.working_calendar(request.version)))
 
     # ------------------------------------------------------------------ mediation
 
@@ -397,7 +435,8 @@ class GovernanceServicer(pb_grpc.GovernanceServiceServicer):
                                   for f in r.unresolved_functions],
             duplicate_of_report_id=r.duplicate_of, duplicate_report_ids=r.duplicates,
             close_time=timestamp(r.closed_at), verify_time=timestamp(r.verified_at),
-            verification_note=r.verification_note, version=r.version)
+            verification_note=r.verification_note, version=r.version,
+            clock_policy=_clock_policy(r.clocks))
 
     @staticmethod
     def _history(e: HistoryEntry) -> Any:
@@ -414,7 +453,9 @@ class GovernanceServicer(pb_grpc.GovernanceServiceServicer):
             street_id=e.street_id, status=enum_out(e.status, pb.AssignmentStatus),
             deadline=enum_out(e.deadline, pb.DeadlineKind), due_time=timestamp(e.due_at),
             escalation_level=enum_out(e.level, pb.EscalationLevel),
-            submit_time=timestamp(e.submitted_at))
+            submit_time=timestamp(e.submitted_at), at_risk=e.at_risk,
+            paused=bool(e.pause_reason),
+            pause_reason=enum_out(e.pause_reason, pb.PauseReason) if e.pause_reason else 0)
 
     @staticmethod
     def _statistics(s: StatisticsRow) -> Any:
@@ -436,12 +477,11 @@ class GovernanceServicer(pb_grpc.GovernanceServiceServicer):
                 department_functions=[enum_out(f, pb.DepartmentFunction)
                                       for f in rule["department_functions"]],
                 department_ids=rule["department_ids"]) for rule in r.rules],
-            deadlines=[pb.DeadlinePolicy(
-                kind=enum_out(kind, pb.ReportKind),
-                acknowledge_within=_duration(timedelta(seconds=r.deadlines[kind]["acknowledge"])),
-                resolve_within=_duration(timedelta(seconds=r.deadlines[kind]["resolve"])))
-                for kind in ReportKind if kind.value in r.deadlines],
-            version=r.version, update_time=timestamp(r.updated_at))
+            deadlines=[_deadline_policy(key, r.clocks[key])
+                       for key in (ReportKind.EMERGENCY.value, *(c.value for c in Category))
+                       if key in r.clocks],
+            version=r.version, update_time=timestamp(r.updated_at),
+            at_risk_percent=r.at_risk_percent)
 
     @staticmethod
     def _case(c: MediationCaseView) -> Any:
@@ -476,6 +516,42 @@ class GovernanceServicer(pb_grpc.GovernanceServiceServicer):
             if e.organisation_kind else "", sign_time=timestamp(e.signed_at))
 
 
+def _deadline_policy(key: str, clock: dict[str, Any]) -> Any:
+    emergency = key == ReportKind.EMERGENCY.value
+    return pb.DeadlinePolicy(
+        kind=enum_out(key, pb.ReportKind) if emergency else 0,
+        category=0 if emergency else enum_out(key, pb.Category),
+        acknowledge_within=_duration(timedelta(seconds=clock["acknowledge"])),
+        resolve_within=_duration(timedelta(seconds=clock["resolve"])),
+        around_the_clock=clock["around_the_clock"])
+
+
+def _clock_policy(clocks: dict[str, Any] | None) -> Any:
+    if clocks is None:
+        return None
+    return pb.ClockPolicy(
+        acknowledge_within=_duration(timedelta(seconds=clocks["acknowledge"])),
+        resolve_within=_duration(timedelta(seconds=clocks["resolve"])),
+        around_the_clock=clocks["around_the_clock"],
+        at_risk_percent=clocks.get("at_risk_percent", 0))
+
+
+def _calendar(c: WorkingCalendarView) -> Any:
+    return pb.WorkingCalendar(
+        working_hours=[pb.WorkingHours(start=s["start"], end=s["end"]) for s in c.spans],
+        working_weekdays=c.weekdays, holidays=c.holidays,
+        adjusted_working_days=c.working_days, version=c.version,
+        update_time=timestamp(c.updated_at))
+
+
+def _pause(p: dict[str, Any]) -> Any:
+    seconds = p.get("paused_seconds")
+    return pb.AssignmentPause(
+        reason=enum_out(p["reason"], pb.PauseReason), note=p["note"],
+        pause_time=timestamp(p["at"]), resume_time=timestamp(p.get("resumed_at")),
+        paused_duration=_duration(timedelta(seconds=seconds)) if seconds is not None else None)
+
+
 def _policy(p: MediationPolicyView) -> Any:
     return pb.MediationPolicy(follow_up_days=p.follow_up_days, version=p.version,
                               update_time=timestamp(p.updated_at))
@@ -507,7 +583,14 @@ def _assignment(a: dict[str, Any]) -> Any:
         escalations=[pb.Escalation(
             deadline=enum_out(deadline, pb.DeadlineKind), due_time=timestamp(e["due_at"]),
             level=enum_out(e["level"], pb.EscalationLevel), escalated_to_id=e["escalated_to"],
-            escalate_time=timestamp(e["at"])) for deadline, e in a["escalations"].items()])
+            escalate_time=timestamp(e["at"])) for deadline, e in a["escalations"].items()],
+        pause=_pause(a["paused"]) if a.get("paused") else None,
+        past_pauses=[_pause(p) for p in a.get("pauses", [])],
+        acknowledge_at_risk_time=timestamp(a.get("at_risk_from", {}).get("ACKNOWLEDGE")),
+        resolve_at_risk_time=timestamp(a.get("at_risk_from", {}).get("RESOLVE")),
+        at_risk=[pb.DeadlineAtRisk(deadline=enum_out(deadline, pb.DeadlineKind),
+                                   due_time=timestamp(m["due_at"]), mark_time=timestamp(m["at"]))
+                 for deadline, m in a.get("at_risk", {}).items()])
 
 
 def _timedelta(message: Any, field: str) -> timedelta | None:
