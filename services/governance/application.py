@@ -66,6 +66,7 @@ from services.governance.domain.values import (
     check_deadline,
     check_text,
     default_clocks,
+    default_deadline_seconds,
     latitude_band_degrees,
     same_incident,
 )
@@ -175,11 +176,12 @@ class HistoryEntry:
 @dataclass(frozen=True)
 class RoutingRulesView:
     rules: list[dict[str, Any]]
-    # Category name (and "EMERGENCY", the kind's) -> {"acknowledge": s, "resolve": s,
-    # "around_the_clock": bool}.
-    clocks: dict[str, dict[str, Any]]
+    # By kind: {"acknowledge": s, "resolve": s}; only EMERGENCY's is used (the emergency clock).
+    deadlines: dict[str, dict[str, int]]
     version: int
     updated_at: datetime | None
+    # By category: {"acknowledge": s, "resolve": s, "around_the_clock": bool}.
+    clocks: dict[str, dict[str, Any]] = field(default_factory=default_clocks)
     at_risk_percent: int = DEFAULT_AT_RISK_PERCENT
 
 
@@ -278,13 +280,21 @@ class SessionInput:
 
 @dataclass(frozen=True)
 class DeadlineInput:
-    """One clock of the routing rules: a category's, or (kind EMERGENCY) the emergency clock,
-    which always runs around the clock."""
+    """Deadlines by report kind; EMERGENCY's is the emergency clock (always around the
+    clock), the others' are kept as set and shown but no longer used."""
 
     kind: ReportKind | None
     acknowledge_within: timedelta | None
     resolve_within: timedelta | None
-    category: Category | None = None
+
+
+@dataclass(frozen=True)
+class CategoryClockInput:
+    """The clock of one category: plain time, or working time in the city's calendar."""
+
+    category: Category | None
+    acknowledge_within: timedelta | None
+    resolve_within: timedelta | None
     around_the_clock: bool = False
 
 
@@ -676,13 +686,15 @@ class GovernanceApplication(QijiApplication):
     # ------------------------------------------------------------------ routing rules
 
     def set_routing_rules(self, *, rules: list[RuleInput], deadlines: list[DeadlineInput],
+                          category_deadlines: tuple[CategoryClockInput, ...]
+                          | list[CategoryClockInput] = (),
                           at_risk_percent: int = 0, violations: Violations | None = None
                           ) -> dict[str, Any]:
-        """Replaces the whole table; categories the request gives no clock for (and the
-        emergency clock, when not given) get the defaults of values.py; `at_risk_percent` 0:
-        the default. A rule's kind or category None matches any (the contract's
-        *_UNSPECIFIED); a number the contract does not define is the entry point's violation
-        in `violations`, never a rule that matches any."""
+        """Replaces the whole table; kinds and categories the request gives no deadlines for
+        get the defaults of values.py; `at_risk_percent` 0: the default. A rule's kind or
+        category None matches any (the contract's *_UNSPECIFIED); a number the contract does
+        not define is the entry point's violation in `violations`, never a rule that matches
+        any."""
         violations = violations if violations is not None else Violations()
         stored = [{"name": r.name.strip(), "kind": r.kind.value if r.kind else "",
                    "category": r.category.value if r.category else "",
@@ -699,35 +711,37 @@ class GovernanceApplication(QijiApplication):
                 self._note_organisation(violations, department_id,
                                         f"rules[{i}].department_ids[{j}]", DEPARTMENT,
                                         "department")
-        clocks = default_clocks()
-        seen: set[str] = set()
+        seconds = default_deadline_seconds()
+        seen: set[ReportKind] = set()
         for i, d in enumerate(deadlines):
-            field = f"deadlines[{i}]"
-            check_deadline(violations, field, d.acknowledge_within, d.resolve_within)
-            if d.kind is not None and d.category is not None:
-                violations.add(field, "name a category, or REPORT_KIND_EMERGENCY, not both",
-                               "DEADLINE_KIND_AND_CATEGORY")
-                continue
-            if d.kind is not None and d.kind is not ReportKind.EMERGENCY:
-                violations.add(f"{field}.kind", "deadlines go by category; only "
-                               "REPORT_KIND_EMERGENCY has a clock of its own",
-                               "DEADLINE_KIND_NOT_EMERGENCY")
-                continue
-            key = d.kind.value if d.kind else d.category.value if d.category else ""
-            if not key:
-                if not violations.about(f"{field}.kind") \
-                        and not violations.about(f"{field}.category"):
-                    violations.add(f"{field}.category", "name a category (or, in kind, "
-                                   "REPORT_KIND_EMERGENCY)", ENUM_VALUE_REQUIRED)
-            elif key in seen:
-                violations.add(f"{field}.{'kind' if d.kind else 'category'}", "given twice",
-                               DUPLICATE_VALUE)
+            check_deadline(violations, f"deadlines[{i}]", d.acknowledge_within, d.resolve_within)
+            if d.kind is None:
+                violations.require(violations.about(f"deadlines[{i}].kind"),
+                                   f"deadlines[{i}].kind", one_of(ReportKind),
+                                   ENUM_VALUE_REQUIRED)
+            elif d.kind in seen:
+                violations.add(f"deadlines[{i}].kind", "given twice", DUPLICATE_VALUE)
             elif d.acknowledge_within and d.resolve_within:
-                seen.add(key)
-                clocks[key] = {"acknowledge": int(d.acknowledge_within.total_seconds()),
-                               "resolve": int(d.resolve_within.total_seconds()),
-                               # The emergency clock never waits for working hours.
-                               "around_the_clock": bool(d.kind) or d.around_the_clock}
+                seen.add(d.kind)
+                seconds[d.kind.value] = {
+                    "acknowledge": int(d.acknowledge_within.total_seconds()),
+                    "resolve": int(d.resolve_within.total_seconds())}
+        clocks = default_clocks()
+        categories: set[Category] = set()
+        for i, c in enumerate(category_deadlines):
+            field_ = f"category_deadlines[{i}]"
+            check_deadline(violations, field_, c.acknowledge_within, c.resolve_within)
+            if c.category is None:
+                violations.require(violations.about(f"{field_}.category"),
+                                   f"{field_}.category", one_of(Category), ENUM_VALUE_REQUIRED)
+            elif c.category in categories:
+                violations.add(f"{field_}.category", "given twice", DUPLICATE_VALUE)
+            elif c.acknowledge_within and c.resolve_within:
+                categories.add(c.category)
+                clocks[c.category.value] = {
+                    "acknowledge": int(c.acknowledge_within.total_seconds()),
+                    "resolve": int(c.resolve_within.total_seconds()),
+                    "around_the_clock": c.around_the_clock}
         percent = at_risk_percent or DEFAULT_AT_RISK_PERCENT
         violations.require(1 <= percent <= 99, "at_risk_percent",
                            "1 to 99 (per cent of a clock), or 0 for the default 80",
@@ -737,9 +751,11 @@ class GovernanceApplication(QijiApplication):
         def decide() -> Outcome:
             current = self._rules()
             if current is None:
-                current = RoutingRules(rules=stored, clocks=clocks, at_risk_percent=percent)
+                current = RoutingRules(rules=stored, deadlines=seconds, clocks=clocks,
+                                       at_risk_percent=percent)
             else:
-                current.change(rules=stored, clocks=clocks, at_risk_percent=percent)
+                current.change(rules=stored, deadlines=seconds, clocks=clocks,
+                               at_risk_percent=percent)
             return Outcome([current], {"version": current.version})
         # One table for the city: concurrent edits queue here instead of colliding.
         return self.execute(decide, serialise_on=RoutingRules.ID)
@@ -754,10 +770,12 @@ class GovernanceApplication(QijiApplication):
         if current is None or (version and current.version != version):
             if version:
                 raise NotFound("routing_rules_version", str(version))
-            return RoutingRulesView([], default_clocks(), 0, None)
+            return RoutingRulesView([], default_deadline_seconds(), 0, None)
         return RoutingRulesView([dict(r) for r in current.rules],
+                                {k: dict(v) for k, v in current.deadlines.items()},
+                                current.version, current.modified_on,
                                 {k: dict(v) for k, v in current.clocks.items()},
-                                current.version, current.modified_on, current.at_risk_percent)
+                                current.at_risk_percent)
 
     def _rules(self, version: int | None = None) -> RoutingRules | None:
         try:

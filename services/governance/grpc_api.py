@@ -12,6 +12,7 @@ from qiji.governance.v1 import governance_service_pb2 as pb
 from qiji.governance.v1 import governance_service_pb2_grpc as pb_grpc
 
 from services.governance.application import (
+    CategoryClockInput,
     DeadlineInput,
     GovernanceApplication,
     HistoryEntry,
@@ -265,12 +266,17 @@ class GovernanceServicer(pb_grpc.GovernanceServiceServicer):
         deadlines = [DeadlineInput(
             kind=enum_in(d.kind, pb.ReportKind, ReportKind, violations, f"deadlines[{i}].kind"),
             acknowledge_within=_timedelta(d, "acknowledge_within"),
-            resolve_within=_timedelta(d, "resolve_within"),
-            category=enum_in(d.category, pb.Category, Category, violations,
-                             f"deadlines[{i}].category"),
-            around_the_clock=d.around_the_clock)
+            resolve_within=_timedelta(d, "resolve_within"))
             for i, d in enumerate(request.deadlines)]
+        category_deadlines = [CategoryClockInput(
+            category=enum_in(c.category, pb.Category, Category, violations,
+                             f"category_deadlines[{i}].category"),
+            acknowledge_within=_timedelta(c, "acknowledge_within"),
+            resolve_within=_timedelta(c, "resolve_within"),
+            around_the_clock=c.around_the_clock)
+            for i, c in enumerate(request.category_deadlines)]
         result = self.app.set_routing_rules(rules=rules, deadlines=deadlines,
+                                            category_deadlines=category_deadlines,
                                             at_risk_percent=request.at_risk_percent,
                                             violations=violations)
         return pb.SetRoutingRulesResponse(
@@ -477,9 +483,13 @@ class GovernanceServicer(pb_grpc.GovernanceServiceServicer):
                 department_functions=[enum_out(f, pb.DepartmentFunction)
                                       for f in rule["department_functions"]],
                 department_ids=rule["department_ids"]) for rule in r.rules],
-            deadlines=[_deadline_policy(key, r.clocks[key])
-                       for key in (ReportKind.EMERGENCY.value, *(c.value for c in Category))
-                       if key in r.clocks],
+            deadlines=[pb.DeadlinePolicy(
+                kind=enum_out(kind, pb.ReportKind),
+                acknowledge_within=_duration(timedelta(seconds=r.deadlines[kind]["acknowledge"])),
+                resolve_within=_duration(timedelta(seconds=r.deadlines[kind]["resolve"])))
+                for kind in ReportKind if kind.value in r.deadlines],
+            category_deadlines=[_category_deadline(c.value, r.clocks[c.value])
+                                for c in Category if c.value in r.clocks],
             version=r.version, update_time=timestamp(r.updated_at),
             at_risk_percent=r.at_risk_percent)
 
@@ -516,11 +526,9 @@ class GovernanceServicer(pb_grpc.GovernanceServiceServicer):
             if e.organisation_kind else "", sign_time=timestamp(e.signed_at))
 
 
-def _deadline_policy(key: str, clock: dict[str, Any]) -> Any:
-    emergency = key == ReportKind.EMERGENCY.value
-    return pb.DeadlinePolicy(
-        kind=enum_out(key, pb.ReportKind) if emergency else 0,
-        category=0 if emergency else enum_out(key, pb.Category),
+def _category_deadline(category: str, clock: dict[str, Any]) -> Any:
+    return pb.CategoryDeadline(
+        category=enum_out(category, pb.Category),
         acknowledge_within=_duration(timedelta(seconds=clock["acknowledge"])),
         resolve_within=_duration(timedelta(seconds=clock["resolve"])),
         around_the_clock=clock["around_the_clock"])

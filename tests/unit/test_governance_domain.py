@@ -6,6 +6,7 @@ import pytest
 from eventsourcing.utils import get_topic
 
 from services.governance import events
+from services.governance.domain.calendar import AROUND_THE_CLOCK
 from services.governance.domain.model import (
     MediationCase,
     Participant,
@@ -18,7 +19,6 @@ from services.governance.domain.model import (
     default_clock_for,
     resolve_departments,
 )
-from services.governance.domain.calendar import AROUND_THE_CLOCK
 from services.governance.domain.values import (
     DUPLICATE_WITHIN,
     DeadlineKind,
@@ -27,6 +27,7 @@ from services.governance.domain.values import (
     ReportStatus,
     check_deadline,
     default_clocks,
+    default_deadline_seconds,
     distance_metres,
     next_level,
     same_incident,
@@ -149,7 +150,8 @@ def test_the_first_matching_rule_routes_and_empty_fields_match_anything():
              functions=["PUBLIC_SECURITY", "SOCIAL_WORK"]),
         rule("emergencies", kind="EMERGENCY", functions=["PUBLIC_SECURITY"]),
         rule("everything else", functions=["SOCIAL_WORK"]),
-    ], clocks=default_clocks(), at_risk_percent=80)
+    ], deadlines=default_deadline_seconds(), clocks=default_clocks(),
+                         at_risk_percent=80)
     assert rules.match("EMERGENCY", "FIRE", "hehuachi")["name"] == "fires on hehuachi"
     assert rules.match("EMERGENCY", "FIRE", "other-street")["name"] == "emergencies"
     assert rules.match("PUBLIC_SENTIMENT", "FIRE", "other-street")["name"] == "everything else"
@@ -157,10 +159,12 @@ def test_the_first_matching_rule_routes_and_empty_fields_match_anything():
 
 def test_changing_the_rules_makes_a_new_version_that_routes_differently():
     rules = RoutingRules(rules=[rule("all", functions=["SOCIAL_WORK"])],
-                         clocks=default_clocks(), at_risk_percent=80)
+                         deadlines=default_deadline_seconds(), clocks=default_clocks(),
+                         at_risk_percent=80)
     assert rules.version == 1
     rules.change(rules=[rule("disputes", category="DISPUTE", functions=["POLITICAL_LEGAL"])],
-                 clocks=default_clocks(), at_risk_percent=80)
+                 deadlines=default_deadline_seconds(), clocks=default_clocks(),
+                         at_risk_percent=80)
     assert rules.version == 2
     assert rules.match("ANOMALY_WARNING", "DISPUTE", "s")["name"] == "disputes"
     assert rules.match("ANOMALY_WARNING", "FIRE", "s") is None

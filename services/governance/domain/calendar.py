@@ -17,6 +17,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
+from itertools import pairwise
 from typing import Any, Protocol
 
 from shared.errors import DUPLICATE_VALUE, FIELD_REQUIRED, VALUE_OUT_OF_RANGE, Violations
@@ -174,7 +175,7 @@ def stored_calendar(violations: Violations, spans: list[tuple[str, str]],
             continue
         good.append((minutes_of(start), minutes_of(end), i))
     good.sort()
-    for (_, end, _), (start, _, i) in zip(good, good[1:], strict=False):
+    for (_, end, _), (start, _, i) in pairwise(good):
         if start < end:
             violations.add(f"working_hours[{i}]", "overlaps another span", SPANS_OVERLAP)
     if not weekdays:

@@ -20,14 +20,15 @@ from typing import Any
 
 from eventsourcing.domain import Aggregate, event
 
+from services.governance.domain.calendar import Clock, WorkingCalendar
 from services.governance.domain.values import (
     DAY_BEFORE_AGREEMENT,
+    DEFAULT_AT_RISK_PERCENT,
     DONE,
     MAX_NAME,
     MAX_PARTIES,
     MAX_RULES,
     REOPEN_NEEDS_BROKEN,
-    DEFAULT_AT_RISK_PERCENT,
     AssignmentStatus,
     DeadlineKind,
     DepartmentFunction,
@@ -37,11 +38,11 @@ from services.governance.domain.values import (
     PartyRole,
     PauseReason,
     ReportStatus,
-    clock_key,
+    clock_policy,
     default_clocks,
+    default_deadline_seconds,
     next_level,
 )
-from services.governance.domain.calendar import Clock, WorkingCalendar
 from shared.errors import (
     DUPLICATE_VALUE,
     ENUM_VALUE_REQUIRED,
@@ -514,13 +515,13 @@ class RoutingRules(Aggregate):
         return RoutingRules.ID
 
     class Configured(Aggregate.Created):
-        # v2: the deadlines go by category (`clocks`, category name -> {"acknowledge": s,
-        # "resolve": s, "around_the_clock": bool}, and "EMERGENCY" for reports of that kind),
-        # with the at-risk share. A v1 table (deadlines by report kind) keeps its EMERGENCY
-        # deadlines as the emergency clock; its other kinds' deadlines have no counterpart by
-        # category, and the categories take the defaults.
+        # v2 added the clocks by category (`clocks`, category name -> {"acknowledge": s,
+        # "resolve": s, "around_the_clock": bool}) and the at-risk share. A v1 table keeps
+        # its deadlines by kind (EMERGENCY's is the emergency clock), and its categories take
+        # the default clocks and share.
         class_version = 2
         rules: list[dict[str, Any]]
+        deadlines: dict[str, dict[str, int]]
         clocks: dict[str, dict[str, Any]]
         at_risk_percent: int
 
@@ -531,6 +532,7 @@ class RoutingRules(Aggregate):
     class Changed(Aggregate.Event):
         class_version = 2  # as Configured
         rules: list[dict[str, Any]]
+        deadlines: dict[str, dict[str, int]]
         clocks: dict[str, dict[str, Any]]
         at_risk_percent: int
 
@@ -539,25 +541,27 @@ class RoutingRules(Aggregate):
             _upcast_deadlines(state)
 
     @event(Configured)
-    def __init__(self, rules: list[dict[str, Any]], clocks: dict[str, dict[str, Any]],
-                 at_risk_percent: int):
+    def __init__(self, rules: list[dict[str, Any]], deadlines: dict[str, dict[str, int]],
+                 clocks: dict[str, dict[str, Any]], at_risk_percent: int):
         self.rules = [dict(r) for r in rules]
+        self.deadlines = {k: dict(v) for k, v in deadlines.items()}
         self.clocks = {k: dict(v) for k, v in clocks.items()}
         self.at_risk_percent = at_risk_percent
 
     @event(Changed)
-    def change(self, rules: list[dict[str, Any]], clocks: dict[str, dict[str, Any]],
-               at_risk_percent: int) -> None:
+    def change(self, rules: list[dict[str, Any]], deadlines: dict[str, dict[str, int]],
+               clocks: dict[str, dict[str, Any]], at_risk_percent: int) -> None:
         # Reports routed already keep their assignments and clocks: each records the version
         # that routed it, and the policy it was routed with.
         self.rules = [dict(r) for r in rules]
+        self.deadlines = {k: dict(v) for k, v in deadlines.items()}
         self.clocks = {k: dict(v) for k, v in clocks.items()}
         self.at_risk_percent = at_risk_percent
 
     def clock_for(self, kind: str, category: str) -> dict[str, Any]:
-        """The clock policy of a report: EMERGENCY's for that kind, else its category's."""
-        return {**self.clocks[clock_key(kind, category)],
-                "at_risk_percent": self.at_risk_percent}
+        """The clock policy of a report: the emergency clock for that kind, else its
+        category's."""
+        return clock_policy(self.deadlines, self.clocks, self.at_risk_percent, kind, category)
 
     def match(self, kind: str, category: str, street_id: str) -> dict[str, Any] | None:
         """The first rule, in the admin's order, that matches: specific rules go first and a
@@ -567,18 +571,12 @@ class RoutingRules(Aggregate):
 
 def default_clock_for(kind: str, category: str) -> dict[str, Any]:
     """A report's clock policy while the city admin has set no routing rules."""
-    return {**default_clocks()[clock_key(kind, category)],
-            "at_risk_percent": DEFAULT_AT_RISK_PERCENT}
+    return clock_policy(default_deadline_seconds(), default_clocks(), DEFAULT_AT_RISK_PERCENT,
+                        kind, category)
 
 
 def _upcast_deadlines(state: dict[str, Any]) -> None:
-    deadlines = state.pop("deadlines")
-    clocks = default_clocks()
-    emergency = deadlines.get("EMERGENCY")
-    if emergency:
-        clocks["EMERGENCY"] = {"acknowledge": emergency["acknowledge"],
-                               "resolve": emergency["resolve"], "around_the_clock": True}
-    state["clocks"] = clocks
+    state["clocks"] = default_clocks()
     state["at_risk_percent"] = DEFAULT_AT_RISK_PERCENT
 
 
