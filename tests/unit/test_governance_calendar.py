@@ -25,11 +25,17 @@ def cst(*args: int) -> datetime:
     return datetime(*args, tzinfo=CITY_TIME)
 
 
-# 2026: National Day holiday 1-8 October (Thursday to Thursday), with Sunday 28 September and
+def calendar(spans, weekdays, holidays, working_days) -> WorkingCalendar:
+    violations = Violations()
+    state = stored_calendar(violations, spans, weekdays, holidays, working_days)
+    assert not violations.items, violations.items
+    return WorkingCalendar.of(state)
+
+
+# 2026: National Day holiday 1-8 October (Thursday to Thursday), with Sunday 27 September and
 # Saturday 10 October worked instead (调休). Working hours with a lunch break.
-NATIONAL_DAY = WorkingCalendar.of(stored_calendar(
-    Violations(), [("09:00", "12:00"), ("13:30", "17:30")], [1, 2, 3, 4, 5],
-    [f"2026-10-0{d}" for d in range(1, 9)], ["2026-09-28", "2026-10-10"]))
+NATIONAL_DAY = calendar([("09:00", "12:00"), ("13:30", "17:30")], [1, 2, 3, 4, 5],
+                        [f"2026-10-0{d}" for d in range(1, 9)], ["2026-09-27", "2026-10-10"])
 
 
 def test_the_default_calendar_is_monday_to_friday_nine_to_five():
@@ -50,9 +56,9 @@ def test_a_lunch_break_and_the_evening_do_not_count():
 
 
 def test_public_holidays_are_skipped_and_adjusted_working_days_are_worked():
-    # Sunday 28 September is worked (调休): a clock started on Saturday runs from Sunday 09:00.
-    assert NATIONAL_DAY.add(cst(2026, 9, 27, 10, 0), HOUR) == cst(2026, 9, 28, 10, 0)
-    # Tuesday 30 September, 17:00: half an hour left; then nothing until Friday 9 October
+    # Sunday 27 September is worked (调休): a clock started on Saturday runs from Sunday 09:00.
+    assert NATIONAL_DAY.add(cst(2026, 9, 26, 10, 0), HOUR) == cst(2026, 9, 27, 10, 0)
+    # Wednesday 30 September, 17:00: half an hour left; then nothing until Friday 9 October
     # (1-8 October are the holiday).
     assert NATIONAL_DAY.add(cst(2026, 9, 30, 17, 0), HOUR) == cst(2026, 10, 9, 9, 30)
     # Saturday 10 October is worked too.
@@ -74,9 +80,8 @@ def test_around_the_clock_is_plain_time():
 
 
 # A Monday-to-Friday calendar with a lunch break, two holidays and an adjusted working day.
-SOME_CALENDAR = WorkingCalendar.of(stored_calendar(
-    Violations(), [("09:00", "12:00"), ("13:30", "17:30")], [1, 2, 3, 4, 5],
-    ["2026-06-10", "2026-06-11"], ["2026-06-13"]))
+SOME_CALENDAR = calendar([("09:00", "12:00"), ("13:30", "17:30")], [1, 2, 3, 4, 5],
+                         ["2026-06-10", "2026-06-11"], ["2026-06-13"])
 instants = st.datetimes(min_value=datetime(2026, 6, 1), max_value=datetime(2026, 7, 1),
                         timezones=st.just(CITY_TIME))
 seconds = st.integers(min_value=0, max_value=30 * 8 * HOUR)
