@@ -413,7 +413,7 @@ BAD_INPUT: dict[str, Bad] = {
     "GetWorkingCalendar-unknown-version": Bad(
         "GetWorkingCalendar", "auditor", on(pb.GetWorkingCalendarRequest, version=99),
         NOT_FOUND, reason="WORKING_CALENDAR_VERSION_NOT_FOUND"),
-    "SetRoutingRules-a-category-twice-and-at-risk-at-100": Bad(
+    "SetRoutingRules-a-category-twice": Bad(
         "SetRoutingRules", "city_admin",
         on(pb.SetRoutingRulesRequest, rules=[pb.RoutingRule(
             name="x", department_functions=[pb.DEPARTMENT_FUNCTION_SOCIAL_WORK])],
