@@ -13,7 +13,15 @@ from typing import Any
 
 from eventsourcing.application import ProcessingEvent
 
+from services.governance.domain.calendar import (
+    AROUND_THE_CLOCK,
+    DEFAULT_CALENDAR_STATE,
+    Clock,
+    WorkingCalendar,
+    stored_calendar,
+)
 from services.governance.domain.model import (
+    CityCalendar,
     CoBuildingPledge,
     MediationCase,
     MediationPolicy,
@@ -25,12 +33,14 @@ from services.governance.domain.model import (
     check_follow_up,
     check_parties,
     check_rules,
+    default_clock_for,
     resolve_departments,
 )
 from services.governance.domain.values import (
     ANY_DEPARTMENT_RULE,
     CLOCK_SKEW,
     CO_BUILDING_SIGNER_KINDS,
+    DEFAULT_AT_RISK_PERCENT,
     DEFAULT_FOLLOW_UP_DAYS,
     DUPLICATE_WITHIN_METRES,
     FALLBACK_RULE,
@@ -48,6 +58,7 @@ from services.governance.domain.values import (
     Location,
     MediationStatus,
     PartyRole,
+    PauseReason,
     PledgeKind,
     RejectionReason,
     ReportKind,
@@ -55,6 +66,7 @@ from services.governance.domain.values import (
     SatisfactionRating,
     check_deadline,
     check_text,
+    default_clocks,
     default_deadline_seconds,
     latitude_band_degrees,
     same_incident,
@@ -103,6 +115,7 @@ from shared.wire import one_of
 DEADLINE_SCHEDULER = Actor(principal="governance-deadline-scheduler",
                            roles=frozenset({auth.SERVICE}))
 ESCALATE_RPC = "EscalateMissedDeadline"
+AT_RISK_RPC = "MarkDeadlineAtRisk"
 # An event's envelope, shown by a history entry's own fields rather than among its details.
 _NOT_DETAILS = frozenset({"originator_id", "originator_version", "originator_topic",
                           "timestamp", META_KEY, MAC_KEY})
@@ -111,10 +124,12 @@ _NOT_DETAILS = frozenset({"originator_id", "originator_version", "originator_top
 # (REPORT_TEXT); a closed report's outcome and a rejection's reason are statuses, not text.
 # Notes (work, rejection, verification) stay free text, for officials.
 # A transfer's and an assignment's reasons are officials' free text; the rider's comment on
-# their rating is the rider's own words, as the report's text.
+# their rating is the rider's own words, as the report's text. A paused clock's reason is a
+# PauseReason; its note stays free text.
 _ASSIGNMENT_TEXT = {"resolution": masking.REPORT_TEXT,
                     "transfer_reason": masking.FREE_TEXT,
-                    "assignment_reason": masking.FREE_TEXT}
+                    "assignment_reason": masking.FREE_TEXT,
+                    "reason": None}
 _HISTORY_TEXT = {"text": masking.REPORT_TEXT, "resolution": masking.REPORT_TEXT,
                  "outcome": None, "reason": None, "transfer_reason": masking.FREE_TEXT,
                  "assignment_reason": masking.FREE_TEXT, "comment": masking.REPORT_TEXT,
@@ -162,6 +177,8 @@ class ReportView:
     # Assignments replaced by a later one of the same department, or by a new round after a
     # reopening, as they stood then.
     past_assignments: list[dict[str, Any]] = field(default_factory=list)
+    # The clock policy it was routed with (Report.clocks); None while not routed.
+    clocks: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -182,8 +199,22 @@ class HistoryEntry:
 @dataclass(frozen=True)
 class RoutingRulesView:
     rules: list[dict[str, Any]]
+    # By kind: {"acknowledge": s, "resolve": s}; only EMERGENCY's is used (the emergency clock).
     deadlines: dict[str, dict[str, int]]
     version: int
+    updated_at: datetime | None
+    # By category: {"acknowledge": s, "resolve": s, "around_the_clock": bool}.
+    clocks: dict[str, dict[str, Any]] = field(default_factory=default_clocks)
+    at_risk_percent: int = DEFAULT_AT_RISK_PERCENT
+
+
+@dataclass(frozen=True)
+class WorkingCalendarView:
+    spans: list[dict[str, str]]  # {"start": "HH:MM", "end": "HH:MM"}, in order
+    weekdays: list[int]  # ISO: 1 Monday ... 7 Sunday
+    holidays: list[str]  # YYYY-MM-DD
+    working_days: list[str]  # adjusted working days (调休), YYYY-MM-DD
+    version: int  # 0: never set, the default applies
     updated_at: datetime | None
 
 
@@ -272,9 +303,22 @@ class SessionInput:
 
 @dataclass(frozen=True)
 class DeadlineInput:
+    """Deadlines by report kind; EMERGENCY's is the emergency clock (always around the
+    clock), the others' are kept as set and shown but no longer used."""
+
     kind: ReportKind | None
     acknowledge_within: timedelta | None
     resolve_within: timedelta | None
+
+
+@dataclass(frozen=True)
+class CategoryClockInput:
+    """The clock of one category: plain time, or working time in the city's calendar."""
+
+    category: Category | None
+    acknowledge_within: timedelta | None
+    resolve_within: timedelta | None
+    around_the_clock: bool = False
 
 
 class GovernanceApplication(HelpRequests, QijiApplication):
@@ -373,7 +417,8 @@ class GovernanceApplication(HelpRequests, QijiApplication):
         rules = self._rules()
         rule = (rules.match(report.kind, report.category, report.street_id) if rules else None
                 ) or FALLBACK_RULE
-        deadlines = (rules.deadlines if rules else default_deadline_seconds())[report.kind]
+        clocks = (rules.clock_for(report.kind, report.category) if rules
+                  else default_clock_for(report.kind, report.category))
         chain = self._escalation_chain(report.street_id)
         levels = [chain.get(level.value, "") for level in EscalationLevel]
 
@@ -393,7 +438,19 @@ class GovernanceApplication(HelpRequests, QijiApplication):
             departments = found[:1] if wider is ANY_DEPARTMENT_RULE else found
         report.route(departments=departments, rules_version=rules.version if rules else 0,
                      rule_name=rule["name"], unresolved_functions=unresolved,
-                     deadlines=deadlines, escalation_chain=chain, at=now)
+                     clocks=clocks, clock=self._clock_of(clocks),
+                     escalation_chain=chain, at=now)
+
+    def _clock_of(self, clocks: dict[str, Any] | None) -> Clock:
+        """What counts a clock policy's time: plain time, or the city's working calendar as it
+        stands now."""
+        if clocks is None or clocks["around_the_clock"]:
+            return AROUND_THE_CLOCK
+        return self.working_calendar_now()
+
+    def report_clock(self, report: Report) -> Clock:
+        """What counts `report`'s clocks now (for a resumed pause, or fresh clocks)."""
+        return self._clock_of(report.clocks)
 
     def _escalation_chain(self, street_id: str) -> dict[str, str]:
         """The street, its district and the city: where missed deadlines go, level by level."""
@@ -439,7 +496,8 @@ class GovernanceApplication(HelpRequests, QijiApplication):
             reopen_count=r.reopen_count, reopened_at=r.reopened_at, upheld_at=r.upheld_at,
             upheld_note=_free_text(r.upheld_note),
             past_assignments=[masking.redact(a, context.current().actor.roles,
-                                             _ASSIGNMENT_TEXT) for a in r.past_assignments])
+                                             _ASSIGNMENT_TEXT) for a in r.past_assignments],
+            clocks=dict(r.clocks) if r.clocks else None)
 
     def list_reports(self, *, street_id: str, kind: ReportKind | None,
                      status: ReportStatus | None, rider_id: str, page_size: int,
@@ -509,6 +567,24 @@ class GovernanceApplication(HelpRequests, QijiApplication):
                           lambda r, now: r.reject(department_id, reason.value if reason else "",
                                                   note.strip(), now))
 
+    def pause_assignment_clock(self, *, report_id: str, department_id: str,
+                               reason: PauseReason | None, note: str,
+                               violations: Violations | None = None) -> dict[str, Any]:
+        """The assigned department stops its clock, with a reason (a note is required for
+        OTHER): paused time does not count, and nothing escalates or is at risk meanwhile."""
+        violations = violations if violations is not None else Violations()
+        violations.require_given(reason, "reason", one_of(PauseReason), ENUM_VALUE_REQUIRED)
+        check_text(violations, "note", note, required=reason is PauseReason.OTHER)
+        return self._work(report_id, department_id, violations,
+                          lambda r, now: r.pause_clock(department_id, reason, note.strip(), now))
+
+    def resume_assignment_clock(self, *, report_id: str, department_id: str
+                                ) -> dict[str, Any]:
+        """Restarts the clock; its due times move on by the time it was paused."""
+        return self._work(report_id, department_id, Violations(),
+                          lambda r, now: r.resume_clock(department_id, now,
+                                                        self.report_clock(r)))
+
     def _work(self, report_id: str, department_id: str,
               violations: Violations, change: Callable[[Report, datetime], None]
               ) -> dict[str, Any]:
@@ -553,7 +629,7 @@ class GovernanceApplication(HelpRequests, QijiApplication):
                                              DEPARTMENT, "department")
         return self._work(report_id, department_id, violations, lambda r, now: r.transfer(
             department_id, to_department_id, (target or {}).get("department_function", ""),
-            reason.strip(), now))
+            reason.strip(), now, self.report_clock(r)))
 
     def assign_report(self, *, report_id: str, department_id: str, reason: str
                       ) -> dict[str, Any]:
@@ -571,7 +647,7 @@ class GovernanceApplication(HelpRequests, QijiApplication):
         def decide() -> Outcome:
             report = self.get(report_id, Report, "report")
             report.assign(department_id, found.get("department_function", ""), reason.strip(),
-                          self.clock())
+                          self.clock(), self.report_clock(report))
             return Outcome([report], {"report_id": report_id, "version": report.version})
         return self.execute(decide)
 
@@ -655,12 +731,7 @@ class GovernanceApplication(HelpRequests, QijiApplication):
         """Stores one escalation of one missed deadline. The request id is made from the
         assignment and the deadline, so a scheduler that runs this again (after a crash, or on
         another replica) finds the first answer and stores nothing twice."""
-        request_id = f"{report_id}:{department_id}:{deadline.value}"
-        # A department given the report again (by its street office) has fresh deadlines of
-        # its own round: they escalate on their own, once each.
-        round_ = self.views.assignment_round(report_id, department_id)
-        if round_ > 1:
-            request_id += f":{round_}"
+        request_id = self._deadline_request_id(report_id, department_id, deadline)
         ctx = RequestContext(actor=DEADLINE_SCHEDULER, rpc=ESCALATE_RPC, request_id=request_id,
                              # What the kernel fingerprints: the assignment and the deadline.
                              request=request_id.encode(),
@@ -676,14 +747,92 @@ class GovernanceApplication(HelpRequests, QijiApplication):
         with context.acting_as(ctx):
             return self.execute(decide)
 
+    def mark_deadline_at_risk(self, *, report_id: str, department_id: str,
+                              deadline: DeadlineKind) -> dict[str, Any]:
+        """Stores that a deadline is at risk (its clock has run the routing rules' share):
+        once, by a request id made from the assignment and the deadline, as an escalation."""
+        request_id = self._deadline_request_id(report_id, department_id, deadline, "at-risk")
+        ctx = RequestContext(actor=DEADLINE_SCHEDULER, rpc=AT_RISK_RPC, request_id=request_id,
+                             request=request_id.encode(),
+                             correlation_id=self.views.correlation_id(report_id)
+                             or str(uuid.uuid4()))
+
+        def decide() -> Outcome:
+            report = self.get(report_id, Report, "report")
+            report.mark_at_risk(department_id, deadline, self.clock())
+            return Outcome([report], {"report_id": report_id, "version": report.version})
+        with context.acting_as(ctx):
+            return self.execute(decide)
+
+    def _deadline_request_id(self, report_id: str, department_id: str,
+                             deadline: DeadlineKind, step: str = "") -> str:
+        """The request id of the scheduler's one escalation (or at-risk mark, `step`) of one
+        deadline of one assignment. A department given the report again (by its street office,
+        or after a reopening) has fresh deadlines of its own round: they are marked and
+        escalate on their own, once each."""
+        request_id = f"{report_id}:{department_id}:{deadline.value}"
+        if step:
+            request_id += f":{step}"
+        round_ = self.views.assignment_round(report_id, department_id)
+        return request_id + (f":{round_}" if round_ > 1 else "")
+
+    # ------------------------------------------------------------------ working calendar
+
+    def set_working_calendar(self, *, spans: list[tuple[str, str]], weekdays: list[int],
+                             holidays: list[str], working_days: list[str]) -> dict[str, Any]:
+        """Replaces the city's working calendar (a new version). Reports routed already keep
+        their due times; a clock resumed from now on counts its pause by this calendar."""
+        violations = Violations()
+        state = stored_calendar(violations, spans, weekdays, holidays, working_days)
+        violations.raise_if_any()
+
+        def decide() -> Outcome:
+            current = self._calendar()
+            if current is None:
+                current = CityCalendar(**state, at=self.clock())
+            else:
+                current.change(**state, at=self.clock())
+            return Outcome([current], {"version": current.version})
+        return self.execute(decide, serialise_on=CityCalendar.ID)
+
+    def working_calendar(self, version: int = 0) -> WorkingCalendarView:
+        """The calendar at `version` (0: the current one; the default, Monday to Friday
+        09:00-17:00 with no holidays, while never set)."""
+        if version < 0:
+            raise InvalidArgument([FieldViolation("version", "must not be negative",
+                                                  VALUE_OUT_OF_RANGE)])
+        current = self._calendar()
+        if current is None or version > current.version:
+            if version:
+                raise NotFound("working_calendar_version", str(version))
+            d = DEFAULT_CALENDAR_STATE
+            return WorkingCalendarView(list(d["spans"]), list(d["weekdays"]), [], [], 0, None)
+        c = self.get(CityCalendar.ID, CityCalendar, "working_calendar", version or None,
+                     copy=False)
+        return WorkingCalendarView([dict(s) for s in c.spans], list(c.weekdays),
+                                   list(c.holidays), list(c.working_days), c.version,
+                                   c.updated_at)
+
+    def working_calendar_now(self) -> WorkingCalendar:
+        current = self._calendar()
+        return current.calendar() if current is not None else WorkingCalendar.of(
+            DEFAULT_CALENDAR_STATE)
+
+    def _calendar(self) -> CityCalendar | None:
+        return self.found(CityCalendar.ID, CityCalendar)
+
     # ------------------------------------------------------------------ routing rules
 
     def set_routing_rules(self, *, rules: list[RuleInput], deadlines: list[DeadlineInput],
-                          violations: Violations | None = None) -> dict[str, Any]:
-        """Replaces the whole table; kinds the request gives no deadlines for get the
-        defaults of values.py. A rule's kind or category None matches any (the contract's
-        *_UNSPECIFIED); a number the contract does not define is the entry point's violation
-        in `violations`, never a rule that matches any."""
+                          category_deadlines: tuple[CategoryClockInput, ...]
+                          | list[CategoryClockInput] = (),
+                          at_risk_percent: int = 0, violations: Violations | None = None
+                          ) -> dict[str, Any]:
+        """Replaces the whole table; kinds and categories the request gives no deadlines for
+        get the defaults of values.py; `at_risk_percent` 0: the default. A rule's kind or
+        category None matches any (the contract's *_UNSPECIFIED); a number the contract does
+        not define is the entry point's violation in `violations`, never a rule that matches
+        any."""
         violations = violations if violations is not None else Violations()
         stored = [{"name": r.name.strip(), "kind": r.kind.value if r.kind else "",
                    "category": r.category.value if r.category else "",
@@ -715,14 +864,36 @@ class GovernanceApplication(HelpRequests, QijiApplication):
                 seconds[d.kind.value] = {
                     "acknowledge": int(d.acknowledge_within.total_seconds()),
                     "resolve": int(d.resolve_within.total_seconds())}
+        clocks = default_clocks()
+        categories: set[Category] = set()
+        for i, c in enumerate(category_deadlines):
+            field_ = f"category_deadlines[{i}]"
+            check_deadline(violations, field_, c.acknowledge_within, c.resolve_within)
+            if c.category is None:
+                violations.require(violations.about(f"{field_}.category"),
+                                   f"{field_}.category", one_of(Category), ENUM_VALUE_REQUIRED)
+            elif c.category in categories:
+                violations.add(f"{field_}.category", "given twice", DUPLICATE_VALUE)
+            elif c.acknowledge_within and c.resolve_within:
+                categories.add(c.category)
+                clocks[c.category.value] = {
+                    "acknowledge": int(c.acknowledge_within.total_seconds()),
+                    "resolve": int(c.resolve_within.total_seconds()),
+                    "around_the_clock": c.around_the_clock}
+        percent = at_risk_percent or DEFAULT_AT_RISK_PERCENT
+        violations.require(1 <= percent <= 99, "at_risk_percent",
+                           "1 to 99 (per cent of a clock), or 0 for the default 80",
+                           VALUE_OUT_OF_RANGE)
         violations.raise_if_any()
 
         def decide() -> Outcome:
             current = self._rules()
             if current is None:
-                current = RoutingRules(rules=stored, deadlines=seconds)
+                current = RoutingRules(rules=stored, deadlines=seconds, clocks=clocks,
+                                       at_risk_percent=percent)
             else:
-                current.change(rules=stored, deadlines=seconds)
+                current.change(rules=stored, deadlines=seconds, clocks=clocks,
+                               at_risk_percent=percent)
             return Outcome([current], {"version": current.version})
         # One table for the city: concurrent edits queue here instead of colliding.
         return self.execute(decide, serialise_on=RoutingRules.ID)
@@ -740,7 +911,9 @@ class GovernanceApplication(HelpRequests, QijiApplication):
             return RoutingRulesView([], default_deadline_seconds(), 0, None)
         return RoutingRulesView([dict(r) for r in current.rules],
                                 {k: dict(v) for k, v in current.deadlines.items()},
-                                current.version, current.modified_on)
+                                current.version, current.modified_on,
+                                {k: dict(v) for k, v in current.clocks.items()},
+                                current.at_risk_percent)
 
     def _rules(self, version: int | None = None) -> RoutingRules | None:
         try:

@@ -1,5 +1,6 @@
-"""The deadline scheduler: finds acknowledgement and resolution deadlines that passed with the
-work still not done, and escalates each one level up the tree exactly once.
+"""The deadline scheduler: finds acknowledgement and resolution deadlines whose clocks ran
+their at-risk share (marking each at risk once) or passed with the work still not done
+(escalating each one level up the tree exactly once). Paused clocks are skipped.
 
 It keeps no timers and no state of its own. What is due is read from the service's views,
 which are rebuilt from the log at start, and each escalation goes through the normal command
@@ -42,10 +43,25 @@ class DeadlineScheduler:
         self._lock = threading.Lock()
 
     def run_once(self) -> int:
-        """Escalates every deadline missed by now; returns how many it stored."""
+        """Marks every deadline at risk by now, and escalates every one missed by now;
+        returns how many events it stored."""
         stored = 0
         with self._lock:
             self.app.views.catch_up()
+            for report_id, department_id, deadline in self.app.views.at_risk_deadlines(
+                    self.app.clock()):
+                try:
+                    self.app.mark_deadline_at_risk(report_id=report_id,
+                                                   department_id=department_id,
+                                                   deadline=deadline)
+                except FailedPrecondition as refused:
+                    log.info("deadline.not_at_risk", report_id=report_id,
+                             department_id=department_id, deadline=deadline.value,
+                             reason=refused.reason)
+                    continue
+                stored += 1
+                log.info("deadline.at_risk", report_id=report_id,
+                         department_id=department_id, deadline=deadline.value)
             for report_id, department_id, deadline in self.app.views.due_deadlines(
                     self.app.clock()):
                 try:

@@ -12,6 +12,7 @@ from qiji.governance.v1 import governance_service_pb2 as pb
 from qiji.governance.v1 import governance_service_pb2_grpc as pb_grpc
 
 from services.governance.application import (
+    CategoryClockInput,
     DeadlineInput,
     GovernanceApplication,
     HistoryEntry,
@@ -24,6 +25,7 @@ from services.governance.application import (
     RuleInput,
     SessionInput,
     SignatureEntry,
+    WorkingCalendarView,
 )
 from services.governance.domain.values import (
     Category,
@@ -32,6 +34,7 @@ from services.governance.domain.values import (
     Location,
     MediationStatus,
     PartyRole,
+    PauseReason,
     PledgeKind,
     RejectionReason,
     ReportKind,
@@ -101,6 +104,8 @@ ACCESS = access_table(SERVICE_NAME, {
     "StartAssignmentWork": scoped(department=DEPARTMENT_ITSELF & REPORT),
     "ResolveAssignment": scoped(department=DEPARTMENT_ITSELF & REPORT),
     "RejectAssignment": scoped(department=DEPARTMENT_ITSELF & REPORT),
+    "PauseAssignmentClock": scoped(department=DEPARTMENT_ITSELF & REPORT),
+    "ResumeAssignmentClock": scoped(department=DEPARTMENT_ITSELF & REPORT),
     # The street office where it happened vouches for the resolution.
     "VerifyReport": scoped(street_office=REPORT),
     # A department transfers only its own assignment, as itself; the receiver may be any
@@ -121,6 +126,9 @@ ACCESS = access_table(SERVICE_NAME, {
     "SetRoutingRules": city_wide(CITY_ADMIN),
     # The rules are the city's configuration, read by its officials.
     "GetRoutingRules": public(CITY_READERS, STREET_OFFICE, DEPARTMENT),
+    "SetWorkingCalendar": city_wide(CITY_ADMIN),
+    # Read as the routing rules: departments see when their clocks run.
+    "GetWorkingCalendar": public(CITY_READERS, STREET_OFFICE, DEPARTMENT),
     # The case's street, and the report it follows from (if it names one), are the office's.
     "OpenMediationCase": once(scoped(street_office=Ref("street_id", "organisation")
                                 & Ref("report_id", "report", optional=True))),
@@ -244,6 +252,19 @@ class GovernanceServicer(HelpServicer, pb_grpc.GovernanceServiceServicer):
             note=request.note, violations=violations)
         return pb.RejectAssignmentResponse(report=self._report_at(result))
 
+    def PauseAssignmentClock(self, request: Any, context: Any) -> Any:
+        violations = Violations()
+        result = self.app.pause_assignment_clock(
+            report_id=request.report_id, department_id=request.department_id,
+            reason=enum_in(request.reason, pb.PauseReason, PauseReason, violations, "reason"),
+            note=request.note, violations=violations)
+        return pb.PauseAssignmentClockResponse(report=self._report_at(result))
+
+    def ResumeAssignmentClock(self, request: Any, context: Any) -> Any:
+        result = self.app.resume_assignment_clock(
+            report_id=request.report_id, department_id=request.department_id)
+        return pb.ResumeAssignmentClockResponse(report=self._report_at(result))
+
     def VerifyReport(self, request: Any, context: Any) -> Any:
         result = self.app.verify_report(report_id=request.report_id, note=request.note)
         return pb.VerifyReportResponse(report=self._report_at(result))
@@ -319,7 +340,16 @@ class GovernanceServicer(HelpServicer, pb_grpc.GovernanceServiceServicer):
             acknowledge_within=_timedelta(d, "acknowledge_within"),
             resolve_within=_timedelta(d, "resolve_within"))
             for i, d in enumerate(request.deadlines)]
+        category_deadlines = [CategoryClockInput(
+            category=enum_in(c.category, pb.Category, Category, violations,
+                             f"category_deadlines[{i}].category"),
+            acknowledge_within=_timedelta(c, "acknowledge_within"),
+            resolve_within=_timedelta(c, "resolve_within"),
+            around_the_clock=c.around_the_clock)
+            for i, c in enumerate(request.category_deadlines)]
         result = self.app.set_routing_rules(rules=rules, deadlines=deadlines,
+                                            category_deadlines=category_deadlines,
+                                            at_risk_percent=request.at_risk_percent,
                                             violations=violations)
         return pb.SetRoutingRulesResponse(
             routing_rules=self._rules(self.app.routing_rules(result["version"])))
@@ -327,6 +357,20 @@ class GovernanceServicer(HelpServicer, pb_grpc.GovernanceServiceServicer):
     def GetRoutingRules(self, request: Any, context: Any) -> Any:
         return pb.GetRoutingRulesResponse(
             routing_rules=self._rules(self.app.routing_rules(request.version)))
+
+    # ------------------------------------------------------------------ working calendar
+
+    def SetWorkingCalendar(self, request: Any, context: Any) -> Any:
+        result = self.app.set_working_calendar(
+            spans=[(h.start, h.end) for h in request.working_hours],
+            weekdays=list(request.working_weekdays), holidays=list(request.holidays),
+            working_days=list(request.adjusted_working_days))
+        return pb.SetWorkingCalendarResponse(
+            working_calendar=_calendar(self.app.working_calendar(result["version"])))
+
+    def GetWorkingCalendar(self, request: Any, context: Any) -> Any:
+        return pb.GetWorkingCalendarResponse(
+            working_calendar=_calendar(self.app.working_calendar(request.version)))
 
     # ------------------------------------------------------------------ mediation
 
@@ -481,7 +525,8 @@ class GovernanceServicer(HelpServicer, pb_grpc.GovernanceServiceServicer):
             rate_until_time=timestamp(r.rate_until), reopen_count=r.reopen_count,
             reopen_time=timestamp(r.reopened_at), uphold_time=timestamp(r.upheld_at),
             uphold_note=r.upheld_note,
-            past_assignments=[_assignment(a) for a in r.past_assignments])
+            past_assignments=[_assignment(a) for a in r.past_assignments],
+            clock_policy=_clock_policy(r.clocks))
 
     @staticmethod
     def _history(e: HistoryEntry) -> Any:
@@ -498,7 +543,9 @@ class GovernanceServicer(HelpServicer, pb_grpc.GovernanceServiceServicer):
             street_id=e.street_id, status=enum_out(e.status, pb.AssignmentStatus),
             deadline=enum_out(e.deadline, pb.DeadlineKind), due_time=timestamp(e.due_at),
             escalation_level=enum_out(e.level, pb.EscalationLevel),
-            submit_time=timestamp(e.submitted_at))
+            submit_time=timestamp(e.submitted_at), at_risk=e.at_risk,
+            paused=bool(e.pause_reason),
+            pause_reason=enum_out(e.pause_reason, pb.PauseReason) if e.pause_reason else 0)
 
     @staticmethod
     def _statistics(s: StatisticsRow) -> Any:
@@ -525,7 +572,10 @@ class GovernanceServicer(HelpServicer, pb_grpc.GovernanceServiceServicer):
                 acknowledge_within=_duration(timedelta(seconds=r.deadlines[kind]["acknowledge"])),
                 resolve_within=_duration(timedelta(seconds=r.deadlines[kind]["resolve"])))
                 for kind in ReportKind if kind.value in r.deadlines],
-            version=r.version, update_time=timestamp(r.updated_at))
+            category_deadlines=[_category_deadline(c.value, r.clocks[c.value])
+                                for c in Category if c.value in r.clocks],
+            version=r.version, update_time=timestamp(r.updated_at),
+            at_risk_percent=r.at_risk_percent)
 
     @staticmethod
     def _case(c: MediationCaseView) -> Any:
@@ -558,6 +608,40 @@ class GovernanceServicer(HelpServicer, pb_grpc.GovernanceServiceServicer):
             organisation_name=e.organisation_name,
             organisation_kind=f"ORGANISATION_KIND_{e.organisation_kind}"
             if e.organisation_kind else "", sign_time=timestamp(e.signed_at))
+
+
+def _category_deadline(category: str, clock: dict[str, Any]) -> Any:
+    return pb.CategoryDeadline(
+        category=enum_out(category, pb.Category),
+        acknowledge_within=_duration(timedelta(seconds=clock["acknowledge"])),
+        resolve_within=_duration(timedelta(seconds=clock["resolve"])),
+        around_the_clock=clock["around_the_clock"])
+
+
+def _clock_policy(clocks: dict[str, Any] | None) -> Any:
+    if clocks is None:
+        return None
+    return pb.ClockPolicy(
+        acknowledge_within=_duration(timedelta(seconds=clocks["acknowledge"])),
+        resolve_within=_duration(timedelta(seconds=clocks["resolve"])),
+        around_the_clock=clocks["around_the_clock"],
+        at_risk_percent=clocks.get("at_risk_percent", 0))
+
+
+def _calendar(c: WorkingCalendarView) -> Any:
+    return pb.WorkingCalendar(
+        working_hours=[pb.WorkingHours(start=s["start"], end=s["end"]) for s in c.spans],
+        working_weekdays=c.weekdays, holidays=c.holidays,
+        adjusted_working_days=c.working_days, version=c.version,
+        update_time=timestamp(c.updated_at))
+
+
+def _pause(p: dict[str, Any]) -> Any:
+    seconds = p.get("paused_seconds")
+    return pb.AssignmentPause(
+        reason=enum_out(p["reason"], pb.PauseReason), note=p["note"],
+        pause_time=timestamp(p["at"]), resume_time=timestamp(p.get("resumed_at")),
+        paused_duration=_duration(timedelta(seconds=seconds)) if seconds is not None else None)
 
 
 def _policy(p: MediationPolicyView) -> Any:
@@ -596,7 +680,14 @@ def _assignment(a: dict[str, Any]) -> Any:
         transferred_to_department_id=a.get("transferred_to", ""),
         transfer_reason=a.get("transfer_reason", ""),
         transferred_from_department_id=a.get("transferred_from", ""),
-        assignment_reason=a.get("assignment_reason", ""))
+        assignment_reason=a.get("assignment_reason", ""),
+        pause=_pause(a["paused"]) if a.get("paused") else None,
+        past_pauses=[_pause(p) for p in a.get("pauses", [])],
+        acknowledge_at_risk_time=timestamp(a.get("at_risk_from", {}).get("ACKNOWLEDGE")),
+        resolve_at_risk_time=timestamp(a.get("at_risk_from", {}).get("RESOLVE")),
+        at_risk=[pb.DeadlineAtRisk(deadline=enum_out(deadline, pb.DeadlineKind),
+                                   due_time=timestamp(m["due_at"]), mark_time=timestamp(m["at"]))
+                 for deadline, m in a.get("at_risk", {}).items()])
 
 
 def _timedelta(message: Any, field: str) -> timedelta | None:

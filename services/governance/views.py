@@ -45,6 +45,10 @@ class AssignmentRow:
     # 1 for the department's first assignment of the report; one more each time it is given
     # the report again (by the street office): each round's deadlines escalate on their own.
     round: int = 1
+    # When each clock reaches its at-risk share (None: never), and the deadlines marked.
+    at_risk_from: dict[str, datetime | None] = field(default_factory=dict)
+    at_risk: set[str] = field(default_factory=set)
+    pause_reason: str = ""  # the PauseReason while the clock is paused, "" while it runs
 
     @property
     def next_deadline(self) -> DeadlineKind:
@@ -84,6 +88,9 @@ class QueueEntry:
     due_at: datetime
     level: str
     submitted_at: datetime
+    # The next deadline was marked at risk; the clock is paused (and why: a PauseReason).
+    at_risk: bool = False
+    pause_reason: str = ""
 
 
 @dataclass(frozen=True)
@@ -208,6 +215,8 @@ class GovernanceViews:
         with self._lock:
             for key in self._open_assignments:
                 row = self._assignments[key]
+                if row.pause_reason:  # paused time does not count
+                    continue
                 for deadline in DeadlineKind:
                     if deadline.value in row.escalated or row.due[deadline.value] > now:
                         continue
@@ -222,6 +231,26 @@ class GovernanceViews:
         with self._lock:
             row = self._assignments.get((report_id, department_id))
             return row.round if row is not None else 1
+    def at_risk_deadlines(self, now: datetime) -> list[tuple[str, str, DeadlineKind]]:
+        """(report, department, deadline) for every deadline whose clock has run its at-risk
+        share, not yet marked, not yet missed, its clock running; the earliest due first."""
+        found: list[tuple[datetime, str, str, DeadlineKind]] = []
+        with self._lock:
+            for key in self._open_assignments:
+                row = self._assignments[key]
+                if row.pause_reason:
+                    continue
+                for deadline in DeadlineKind:
+                    start = row.at_risk_from.get(deadline.value)
+                    if (start is None or deadline.value in row.at_risk or start > now
+                            or row.due[deadline.value] <= now):
+                        continue
+                    if (deadline is DeadlineKind.ACKNOWLEDGE
+                            and row.status is not AssignmentStatus.ROUTED):
+                        continue
+                    found.append((row.due[deadline.value], *key, deadline))
+        return [(report, department, deadline)
+                for _, report, department, deadline in sorted(found)]
 
     def queue(self, department_id: str) -> dict[int, str]:
         """The department's open assignments: `queue_key` -> report id."""
@@ -241,7 +270,8 @@ class GovernanceViews:
                 report_id=report_id, department_id=department_id, kind=r.kind,
                 category=r.category, street_id=r.street_id, status=a.status,
                 deadline=deadline, due_at=a.due[deadline.value], level=a.level,
-                submitted_at=r.submitted_at)
+                submitted_at=r.submitted_at, at_risk=deadline.value in a.at_risk,
+                pause_reason=a.pause_reason)
 
     def statistics(self, *, street_id: str, kind: str, start: datetime | None,
                    end: datetime | None) -> list[StatisticsRow]:
@@ -347,7 +377,9 @@ class GovernanceViews:
                     status=AssignmentStatus.ROUTED, routed_at=event.at,
                     due={DeadlineKind.ACKNOWLEDGE.value: a["acknowledge_due"],
                          DeadlineKind.RESOLVE.value: a["resolve_due"]},
-                    level=EscalationLevel.STREET.value)
+                    level=EscalationLevel.STREET.value,
+                    at_risk_from={DeadlineKind.ACKNOWLEDGE.value: a.get("acknowledge_at_risk"),
+                                  DeadlineKind.RESOLVE.value: a.get("resolve_at_risk")})
                 self._open_assignments.add((ident, dept))
                 self._queue(ident, dept)
             # Who the report is assigned to decides which departments see it in lists.
@@ -363,21 +395,21 @@ class GovernanceViews:
         elif isinstance(event, Report.AssignmentResolved):
             a = self._assignments[(ident, event.department_id)]
             a.status, a.resolved_at = AssignmentStatus.RESOLVED, event.at
+            a.pause_reason = ""
             self._assignment_done(ident, event.department_id)
         elif isinstance(event, Report.AssignmentRejected):
-            self._assignments[(ident, event.department_id)].status = AssignmentStatus.REJECTED
+            a = self._assignments[(ident, event.department_id)]
+            a.status, a.pause_reason = AssignmentStatus.REJECTED, ""
             self._assignment_done(ident, event.department_id)
         elif isinstance(event, Report.AssignmentTransferred):
             self._assignments[(ident, event.department_id)].status = \
                 AssignmentStatus.TRANSFERRED
             self._assignment_done(ident, event.department_id)
-            self._new_assignment(ident, event.to_department_id, position, event.at,
-                                 event.acknowledge_due, event.resolve_due)
+            self._new_assignment(ident, event.to_department_id, position, event)
         elif isinstance(event, Report.Assigned):
             if self._rows[ident].status is ReportStatus.REOPENED:
                 self._set_report_status(ident, ReportStatus.OPEN)
-            self._new_assignment(ident, event.department_id, position, event.at,
-                                 event.acknowledge_due, event.resolve_due)
+            self._new_assignment(ident, event.department_id, position, event)
         elif isinstance(event, Report.Reopened):
             self._set_report_status(ident, ReportStatus.REOPENED)
         elif isinstance(event, Report.Closed):
@@ -389,6 +421,16 @@ class GovernanceViews:
             a.escalated.add(event.deadline)
             a.level = event.level
             self._rows[ident].escalations += 1
+        elif isinstance(event, Report.AtRisk):
+            self._assignments[(ident, event.department_id)].at_risk.add(event.deadline)
+        elif isinstance(event, Report.ClockPaused):
+            self._assignments[(ident, event.department_id)].pause_reason = event.reason
+        elif isinstance(event, Report.ClockResumed):
+            a = self._assignments[(ident, event.department_id)]
+            a.pause_reason = ""
+            a.due = dict(event.due)
+            a.at_risk_from = dict(event.at_risk_from)
+            self._queue(ident, event.department_id)  # due later now
         elif isinstance(event, MediationCase.Opened):
             self.cases.add(position, ident, street_id=event.street_id,
                            report_id=event.report_id, status=MediationStatus.OPEN.value)
@@ -431,16 +473,19 @@ class GovernanceViews:
                 self._departments[(event.parent_id, event.department_function)].append(ident)
 
     def _new_assignment(self, report_id: str, department_id: str, position: int,
-                        at: datetime, acknowledge_due: datetime, resolve_due: datetime) -> None:
-        """A transfer's receiver, or a department the street office assigned: fresh clocks."""
+                        event: Any) -> None:
+        """A transfer's receiver, or a department the street office assigned (`event`, with
+        the fresh clocks' due and at-risk instants)."""
         key = (report_id, department_id)
         earlier = self._assignments.get(key)
         self._assignments[key] = AssignmentRow(
             report_id=report_id, department_id=department_id, position=position,
-            status=AssignmentStatus.ROUTED, routed_at=at,
-            due={DeadlineKind.ACKNOWLEDGE.value: acknowledge_due,
-                 DeadlineKind.RESOLVE.value: resolve_due},
+            status=AssignmentStatus.ROUTED, routed_at=event.at,
+            due={DeadlineKind.ACKNOWLEDGE.value: event.acknowledge_due,
+                 DeadlineKind.RESOLVE.value: event.resolve_due},
             level=EscalationLevel.STREET.value,
+            at_risk_from={DeadlineKind.ACKNOWLEDGE.value: event.acknowledge_at_risk,
+                          DeadlineKind.RESOLVE.value: event.resolve_at_risk},
             round=earlier.round + 1 if earlier is not None else 1)
         self._open_assignments.add(key)
         self._queue(report_id, department_id)

@@ -371,6 +371,62 @@ BAD_INPUT: dict[str, Bad] = {
         "RejectAssignment", "police",
         on(pb.RejectAssignmentRequest, report_id=lambda w: w.open_report,
            department_id=lambda w: w.police), INVALID, field="reason"),
+    "PauseAssignmentClock-before-acknowledging": Bad(
+        "PauseAssignmentClock", "police",
+        on(pb.PauseAssignmentClockRequest, report_id=lambda w: w.open_report,
+           department_id=lambda w: w.police, reason=pb.PAUSE_REASON_WAITING_FOR_RIDER),
+        PRECONDITION, reason="ASSIGNMENT_ROUTED"),
+    "PauseAssignmentClock-without-reason": Bad(
+        "PauseAssignmentClock", "police",
+        on(pb.PauseAssignmentClockRequest, report_id=lambda w: w.acknowledged_report,
+           department_id=lambda w: w.police), INVALID, field="reason",
+        reason="ENUM_VALUE_REQUIRED"),
+    "PauseAssignmentClock-other-without-note": Bad(
+        "PauseAssignmentClock", "police",
+        on(pb.PauseAssignmentClockRequest, report_id=lambda w: w.acknowledged_report,
+           department_id=lambda w: w.police, reason=pb.PAUSE_REASON_OTHER), INVALID,
+        field="note", reason="FIELD_REQUIRED"),
+    "PauseAssignmentClock-of-another-department": Bad(
+        "PauseAssignmentClock", "social",
+        on(pb.PauseAssignmentClockRequest, report_id=lambda w: w.acknowledged_report,
+           department_id=lambda w: w.social, reason=pb.PAUSE_REASON_WAITING_FOR_RIDER),
+        DENIED, reason="OUT_OF_SCOPE"),
+    "ResumeAssignmentClock-not-paused": Bad(
+        "ResumeAssignmentClock", "police",
+        on(pb.ResumeAssignmentClockRequest, report_id=lambda w: w.acknowledged_report,
+           department_id=lambda w: w.police), PRECONDITION, reason="CLOCK_NOT_PAUSED"),
+    "SetWorkingCalendar-a-working-day-of-0-hours": Bad(
+        "SetWorkingCalendar", "city_admin",
+        on(pb.SetWorkingCalendarRequest, working_weekdays=[1, 2, 3, 4, 5]), INVALID,
+        field="working_hours", reason="NO_WORKING_HOURS"),
+    "SetWorkingCalendar-a-holiday-worked": Bad(
+        "SetWorkingCalendar", "city_admin",
+        on(pb.SetWorkingCalendarRequest, working_weekdays=[1, 2, 3, 4, 5],
+           working_hours=[pb.WorkingHours(start="09:00", end="17:00")],
+           holidays=["2026-10-10"], adjusted_working_days=["2026-10-10"]), INVALID,
+        field="adjusted_working_days[0]", reason="HOLIDAY_AND_WORKING_DAY"),
+    "SetWorkingCalendar-a-bad-date": Bad(
+        "SetWorkingCalendar", "city_admin",
+        on(pb.SetWorkingCalendarRequest, working_weekdays=[1, 2, 3, 4, 5],
+           working_hours=[pb.WorkingHours(start="09:00", end="17:00")],
+           holidays=["2026-02-30"]), INVALID, field="holidays[0]", reason="DAY_INVALID"),
+    "GetWorkingCalendar-unknown-version": Bad(
+        "GetWorkingCalendar", "auditor", on(pb.GetWorkingCalendarRequest, version=99),
+        NOT_FOUND, reason="WORKING_CALENDAR_VERSION_NOT_FOUND"),
+    "SetRoutingRules-a-category-twice": Bad(
+        "SetRoutingRules", "city_admin",
+        on(pb.SetRoutingRulesRequest, rules=[pb.RoutingRule(
+            name="x", department_functions=[pb.DEPARTMENT_FUNCTION_SOCIAL_WORK])],
+           category_deadlines=[pb.CategoryDeadline(category=pb.CATEGORY_UTILITIES,
+                                                   acknowledge_within=minutes(30),
+                                                   resolve_within=minutes(60))] * 2),
+        INVALID, field="category_deadlines[1].category", reason="DUPLICATE_VALUE"),
+    "SetRoutingRules-at-risk-at-100-per-cent": Bad(
+        "SetRoutingRules", "city_admin",
+        on(pb.SetRoutingRulesRequest, rules=[pb.RoutingRule(
+            name="x", department_functions=[pb.DEPARTMENT_FUNCTION_SOCIAL_WORK])],
+           at_risk_percent=100),
+        INVALID, field="at_risk_percent", reason="VALUE_OUT_OF_RANGE"),
     "VerifyReport-open-report": Bad(
         "VerifyReport", "office", on(pb.VerifyReportRequest, report_id=lambda w: w.open_report),
         PRECONDITION, reason="REPORT_OPEN"),
@@ -726,6 +782,46 @@ def test_a_riders_emergency_is_routed_to_public_security_resolved_and_verified(
     assert report.report_id in listed_by("office")
     assert report.report_id not in listed_by("social")
     assert report.report_id not in listed_by("other_office")
+
+
+def test_a_department_pauses_its_clock_while_it_waits_for_the_rider(
+        governance: ServiceProcess, world: World, clock: ClockFile) -> None:
+    """Over the wire: the clocks a report was routed with, a pause with its reason shown to
+    the rider's platform (its note withheld) and in the department's queue, and a resumption
+    that moves the due time on by the time paused."""
+    platform, police = caller(governance, world, "platform"), caller(governance, world, "police")
+    report = platform.SubmitReport(submit_request(
+        world.active, world.street, clock, lat=LAT + 0.07, category=pb.CATEGORY_UTILITIES,
+        text="小区停水")).report
+    # An emergency takes the emergency clock whatever its category: 2 hours around the clock.
+    policy = report.clock_policy
+    assert (policy.resolve_within.ToTimedelta(), policy.around_the_clock,
+            policy.at_risk_percent) == (timedelta(hours=2), True, 80)
+
+    def step(rpc: str, request_type: type, **fields: Any) -> pb.Report:
+        return getattr(police, rpc)(request_type(
+            request_id=new_request_id(), report_id=report.report_id, department_id=world.police,
+            **fields)).report
+
+    step("AcknowledgeAssignment", pb.AcknowledgeAssignmentRequest)
+    [before] = step("PauseAssignmentClock", pb.PauseAssignmentClockRequest,
+                    reason=pb.PAUSE_REASON_WAITING_FOR_RIDER, note="等骑手补充照片").assignments
+    assert before.pause.reason == pb.PAUSE_REASON_WAITING_FOR_RIDER
+    [seen] = platform.GetReport(pb.GetReportRequest(report_id=report.report_id)
+                                ).report.assignments
+    assert (seen.pause.reason, seen.pause.note) == (pb.PAUSE_REASON_WAITING_FOR_RIDER,
+                                                    "[withheld: 7 characters]")
+    [entry] = [e for e in police.ListDepartmentQueue(pb.ListDepartmentQueueRequest(
+        department_id=world.police)).entries if e.report_id == report.report_id]
+    assert (entry.paused, entry.pause_reason) == (True, pb.PAUSE_REASON_WAITING_FOR_RIDER)
+
+    clock.set(clock.now + timedelta(minutes=5))
+    [after] = step("ResumeAssignmentClock", pb.ResumeAssignmentClockRequest).assignments
+    assert not after.HasField("pause")
+    assert (after.resolve_due_time.ToDatetime(tzinfo=UTC)
+            - before.resolve_due_time.ToDatetime(tzinfo=UTC)) == timedelta(minutes=5)
+    [ended] = after.past_pauses
+    assert ended.paused_duration.ToTimedelta() == timedelta(minutes=5)
 
 
 # ---------------------------------------------------------------------------- deadlines

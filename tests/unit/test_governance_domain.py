@@ -6,6 +6,7 @@ import pytest
 from eventsourcing.utils import get_topic
 
 from services.governance import events
+from services.governance.domain.calendar import AROUND_THE_CLOCK
 from services.governance.domain.model import (
     MediationCase,
     Participant,
@@ -14,6 +15,8 @@ from services.governance.domain.model import (
     RoutingRules,
     check_parties,
     check_rules,
+    clock_times,
+    default_clock_for,
     resolve_departments,
 )
 from services.governance.domain.values import (
@@ -23,9 +26,9 @@ from services.governance.domain.values import (
     MediationStatus,
     ReportStatus,
     check_deadline,
+    default_clocks,
     default_deadline_seconds,
     distance_metres,
-    due_times,
     next_level,
     same_incident,
 )
@@ -44,7 +47,8 @@ def a_report(kind="EMERGENCY", category="FIRE", departments=("police", "social")
                     observed_at=T0, submitted_at=T0)
     report.route(departments=[(d, "PUBLIC_SECURITY") for d in departments], rules_version=3,
                  rule_name="fires", unresolved_functions=[],
-                 deadlines=default_deadline_seconds()[kind], escalation_chain=CHAIN, at=T0)
+                 clocks=default_clock_for(kind, category), clock=AROUND_THE_CLOCK,
+                 escalation_chain=CHAIN, at=T0)
     return report
 
 
@@ -120,13 +124,15 @@ def test_a_report_cannot_be_routed_twice_or_to_nobody():
     report = a_report()
     assert reason_of(lambda: report.route(
         departments=[("x", "")], rules_version=1, rule_name="r", unresolved_functions=[],
-        deadlines=default_deadline_seconds()["EMERGENCY"], escalation_chain=CHAIN, at=T0)
+        clocks=default_clock_for("EMERGENCY", "FIRE"), clock=AROUND_THE_CLOCK,
+        escalation_chain=CHAIN, at=T0)
     ) == "REPORT_ALREADY_ROUTED"
     fresh = Report(rider_id="r", kind="EMERGENCY", category="FIRE", street_id="s", latitude=0,
                    longitude=0, text="t", attachment_refs=[], observed_at=T0, submitted_at=T0)
     assert reason_of(lambda: fresh.route(
         departments=[], rules_version=1, rule_name="r", unresolved_functions=["PETITIONS"],
-        deadlines=default_deadline_seconds()["EMERGENCY"], escalation_chain=CHAIN, at=T0)
+        clocks=default_clock_for("EMERGENCY", "FIRE"), clock=AROUND_THE_CLOCK,
+        escalation_chain=CHAIN, at=T0)
     ) == "NO_ROUTE"
 
 
@@ -144,7 +150,8 @@ def test_the_first_matching_rule_routes_and_empty_fields_match_anything():
              functions=["PUBLIC_SECURITY", "SOCIAL_WORK"]),
         rule("emergencies", kind="EMERGENCY", functions=["PUBLIC_SECURITY"]),
         rule("everything else", functions=["SOCIAL_WORK"]),
-    ], deadlines=default_deadline_seconds())
+    ], deadlines=default_deadline_seconds(), clocks=default_clocks(),
+                         at_risk_percent=80)
     assert rules.match("EMERGENCY", "FIRE", "hehuachi")["name"] == "fires on hehuachi"
     assert rules.match("EMERGENCY", "FIRE", "other-street")["name"] == "emergencies"
     assert rules.match("PUBLIC_SENTIMENT", "FIRE", "other-street")["name"] == "everything else"
@@ -152,10 +159,12 @@ def test_the_first_matching_rule_routes_and_empty_fields_match_anything():
 
 def test_changing_the_rules_makes_a_new_version_that_routes_differently():
     rules = RoutingRules(rules=[rule("all", functions=["SOCIAL_WORK"])],
-                         deadlines=default_deadline_seconds())
+                         deadlines=default_deadline_seconds(), clocks=default_clocks(),
+                         at_risk_percent=80)
     assert rules.version == 1
     rules.change(rules=[rule("disputes", category="DISPUTE", functions=["POLITICAL_LEGAL"])],
-                 deadlines=default_deadline_seconds())
+                 deadlines=default_deadline_seconds(), clocks=default_clocks(),
+                         at_risk_percent=80)
     assert rules.version == 2
     assert rules.match("ANOMALY_WARNING", "DISPUTE", "s")["name"] == "disputes"
     assert rules.match("ANOMALY_WARNING", "FIRE", "s") is None
@@ -222,14 +231,21 @@ def test_a_deadline_is_whole_seconds_as_it_is_stored(acknowledge, resolve, fault
 
 
 
-def test_deadlines_follow_the_kind_emergencies_within_minutes():
-    defaults = default_deadline_seconds()
-    emergency = due_times(T0, defaults["EMERGENCY"])
-    assert emergency["ACKNOWLEDGE"] == T0 + timedelta(minutes=15)
-    assert emergency["RESOLVE"] == T0 + timedelta(hours=24)
-    sentiment = due_times(T0, defaults["PUBLIC_SENTIMENT"])
-    assert sentiment["ACKNOWLEDGE"] == T0 + timedelta(hours=24)
-    assert all(d["acknowledge"] < d["resolve"] for d in defaults.values())
+def test_emergencies_and_risks_to_life_run_two_hours_around_the_clock_whatever_the_category():
+    # A report of kind EMERGENCY takes the emergency clock even in a working-time category.
+    emergency = clock_times(default_clock_for("EMERGENCY", "DISPUTE"), T0, AROUND_THE_CLOCK)
+    assert emergency["acknowledge_due"] == T0 + timedelta(minutes=15)
+    assert emergency["resolve_due"] == T0 + timedelta(hours=2)
+    assert emergency["resolve_at_risk"] == T0 + timedelta(minutes=96)  # 80 % of 2 h
+    fire = default_clock_for("ANOMALY_WARNING", "FIRE")
+    assert (fire["resolve"], fire["around_the_clock"]) == (2 * 3600, True)
+    utilities = default_clock_for("PUBLIC_SENTIMENT", "UTILITIES")
+    assert (utilities["resolve"], utilities["around_the_clock"]) == (24 * 3600, True)
+    general = default_clock_for("PUBLIC_SENTIMENT", "ROAD_HAZARD")
+    assert (general["resolve"], general["around_the_clock"]) == (7 * 8 * 3600, False)
+    complex_ = default_clock_for("ANOMALY_WARNING", "DISPUTE")
+    assert (complex_["resolve"], complex_["around_the_clock"]) == (15 * 8 * 3600, False)
+    assert all(d["acknowledge"] < d["resolve"] for d in default_clocks().values())
 
 
 def test_escalation_climbs_street_district_city_and_stays_at_the_city():

@@ -5,6 +5,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from services.governance.domain.calendar import AROUND_THE_CLOCK
 from services.governance.domain.model import Report
 from services.governance.domain.values import (
     DONE,
@@ -13,13 +14,16 @@ from services.governance.domain.values import (
     DeadlineKind,
     ReportStatus,
     SatisfactionRating,
-    default_deadline_seconds,
 )
 from shared.errors import AlreadyExists, FailedPrecondition, InvalidArgument
 
 T0 = datetime(2026, 6, 5, 9, 0, tzinfo=UTC)
 CHAIN = {"STREET": "street-1", "DISTRICT": "district-1", "CITY": "city-1"}
-POLICY = default_deadline_seconds()["ANOMALY_WARNING"]  # 2 h to acknowledge, 72 h to resolve
+# 2 h to acknowledge, 72 h to resolve, around the clock, at risk at 80 %.
+# Plain time: these tests are about who holds the report, not about the working calendar.
+PLAIN = AROUND_THE_CLOCK
+POLICY = {"acknowledge": 2 * 3600, "resolve": 72 * 3600, "around_the_clock": True,
+          "at_risk_percent": 80}
 
 
 def a_report(*departments: str) -> Report:
@@ -28,7 +32,8 @@ def a_report(*departments: str) -> Report:
                     text="井盖缺失", attachment_refs=[], observed_at=T0, submitted_at=T0)
     report.route(departments=[(d, "SOCIAL_WORK") for d in departments or ("social",)],
                  rules_version=1, rule_name="roads", unresolved_functions=[],
-                 deadlines=POLICY, escalation_chain=CHAIN, at=T0)
+                 clocks=POLICY, clock=PLAIN, escalation_chain=CHAIN,
+                 at=T0)
     return report
 
 
@@ -52,7 +57,7 @@ def test_a_transfer_hands_the_work_on_and_the_receivers_clocks_start_anew():
     report = a_report()
     report.acknowledge("social", T0 + timedelta(minutes=30))
     later = T0 + timedelta(hours=5)
-    report.transfer("social", "roads", "PUBLIC_SECURITY", "属市政道路，转交市政", later)
+    report.transfer("social", "roads", "PUBLIC_SECURITY", "属市政道路，转交市政", later, PLAIN)
     old, new = report.assignments["social"], report.assignments["roads"]
     assert (old["status"], old["transferred_to"], old["transfer_reason"],
             old["transferred_at"]) == ("TRANSFERRED", "roads", "属市政道路，转交市政", later)
@@ -68,7 +73,7 @@ def test_a_transfer_hands_the_work_on_and_the_receivers_clocks_start_anew():
 
 def test_a_transferred_assignment_is_done_and_the_receivers_outcome_closes_the_report():
     report = a_report()
-    report.transfer("social", "roads", "PUBLIC_SECURITY", "not ours", T0)
+    report.transfer("social", "roads", "PUBLIC_SECURITY", "not ours", T0, PLAIN)
     assert reason_of(lambda: report.acknowledge("social", T0)) == "ASSIGNMENT_TRANSFERRED"
     assert not report.missed_deadline("social", DeadlineKind.RESOLVE, T0 + timedelta(days=30))
     resolved(report, "roads", T0 + timedelta(hours=1))
@@ -78,7 +83,7 @@ def test_a_transferred_assignment_is_done_and_the_receivers_outcome_closes_the_r
 def test_a_department_may_not_transfer_to_itself():
     report = a_report()
     with pytest.raises(InvalidArgument) as refused:
-        report.transfer("social", "social", "SOCIAL_WORK", "x", T0)
+        report.transfer("social", "social", "SOCIAL_WORK", "x", T0, PLAIN)
     assert [(v.field, v.reason) for v in refused.value.violations] == [
         ("to_department_id", "TRANSFER_TO_ITSELF")]
     assert report.assignments["social"]["status"] == "ROUTED"
@@ -86,31 +91,31 @@ def test_a_department_may_not_transfer_to_itself():
 
 def test_a_transfer_to_a_department_already_working_the_report_already_exists():
     report = a_report("social", "police")
-    assert reason_of(lambda: report.transfer("social", "police", "PUBLIC_SECURITY", "x", T0),
+    assert reason_of(lambda: report.transfer("social", "police", "PUBLIC_SECURITY", "x", T0, PLAIN),
                      AlreadyExists) == "DEPARTMENT_ALREADY_ASSIGNED"
 
 
 def test_a_done_assignment_is_not_transferred():
     report = a_report("social", "police")
     report.reject("social", "NOT_ACTIONABLE", "", T0)
-    assert reason_of(lambda: report.transfer("social", "roads", "X", "x", T0)) == \
+    assert reason_of(lambda: report.transfer("social", "roads", "X", "x", T0, PLAIN)) == \
         "ASSIGNMENT_REJECTED"
 
 
 def test_a_report_does_not_bounce_back_to_a_department_that_held_it():
     """A → B, then B may not send it back to A: only the street office may (AssignReport)."""
     report = a_report()
-    report.transfer("social", "roads", "PUBLIC_SECURITY", "not ours", T0)
+    report.transfer("social", "roads", "PUBLIC_SECURITY", "not ours", T0, PLAIN)
     assert reason_of(lambda: report.transfer("roads", "social", "SOCIAL_WORK", "not ours either",
-                                             T0)) == "TRANSFER_WOULD_BOUNCE"
+                                             T0, PLAIN)) == "TRANSFER_WOULD_BOUNCE"
     # Nor to one that rejected it.
     two = a_report("social", "police")
     two.reject("police", "NOT_ACTIONABLE", "", T0)
-    assert reason_of(lambda: two.transfer("social", "police", "X", "x", T0)) == \
+    assert reason_of(lambda: two.transfer("social", "police", "X", "x", T0, PLAIN)) == \
         "TRANSFER_WOULD_BOUNCE"
     # The street office may give it back, with fresh clocks, the earlier assignment kept.
     later = T0 + timedelta(hours=3)
-    report.assign("social", "SOCIAL_WORK", "确属社会工作部", later)
+    report.assign("social", "SOCIAL_WORK", "确属社会工作部", later, PLAIN)
     assert report.assignments["social"]["status"] == "ROUTED"
     assert report.assignments["social"]["assignment_reason"] == "确属社会工作部"
     assert report.assignments["social"]["due"]["ACKNOWLEDGE"] == later + timedelta(hours=2)
@@ -121,10 +126,10 @@ def test_a_report_does_not_bounce_back_to_a_department_that_held_it():
 
 def test_the_street_office_assigns_no_department_already_working_it():
     report = a_report()
-    assert reason_of(lambda: report.assign("social", "SOCIAL_WORK", "x", T0),
+    assert reason_of(lambda: report.assign("social", "SOCIAL_WORK", "x", T0, PLAIN),
                      AlreadyExists) == "DEPARTMENT_ALREADY_ASSIGNED"
     resolved(report)
-    assert reason_of(lambda: report.assign("roads", "X", "x", T0)) == "REPORT_RESOLVED"
+    assert reason_of(lambda: report.assign("roads", "X", "x", T0, PLAIN)) == "REPORT_RESOLVED"
 
 
 def test_a_report_routed_before_clocks_were_kept_takes_them_from_its_due_times():
@@ -132,7 +137,9 @@ def test_a_report_routed_before_clocks_were_kept_takes_them_from_its_due_times()
                               "acknowledge_due": T0 + timedelta(minutes=15),
                               "resolve_due": T0 + timedelta(hours=24)}], "at": T0}
     Report.Routed.upcast_v1_v2(state)
-    assert state["clocks"] == {"acknowledge": 900, "resolve": 86400}
+    # Around the clock, as every report then; never marked at risk (it had no share).
+    assert state["clocks"] == {"acknowledge": 900, "resolve": 86400, "around_the_clock": True,
+                               "at_risk_percent": 0}
 
 
 # ---------------------------------------------------------------------------- notes
@@ -180,7 +187,7 @@ def test_unsatisfied_reopens_once_and_the_office_assigns_a_new_round():
     assert reason_of(lambda: report.rate(SatisfactionRating.SATISFIED, "", T0)) == \
         "REPORT_REOPENED"
     at = T0 + timedelta(days=2)
-    report.assign("roads", "PUBLIC_SECURITY", "换市政处理", at)
+    report.assign("roads", "PUBLIC_SECURITY", "换市政处理", at, PLAIN)
     assert report.status is ReportStatus.OPEN and list(report.assignments) == ["roads"]
     assert [a["status"] for a in report.past_assignments] == ["RESOLVED"]
     resolved(report, "roads", at)

@@ -20,8 +20,10 @@ from typing import Any
 
 from eventsourcing.domain import Aggregate, event
 
+from services.governance.domain.calendar import Clock, WorkingCalendar
 from services.governance.domain.values import (
     DAY_BEFORE_AGREEMENT,
+    DEFAULT_AT_RISK_PERCENT,
     DONE,
     MAX_NAME,
     MAX_PARTIES,
@@ -37,9 +39,12 @@ from services.governance.domain.values import (
     FollowUpResult,
     MediationStatus,
     PartyRole,
+    PauseReason,
     ReportStatus,
     SatisfactionRating,
-    due_times,
+    clock_policy,
+    default_clocks,
+    default_deadline_seconds,
     next_level,
 )
 from shared.errors import (
@@ -119,9 +124,11 @@ class Report(Aggregate):
     # -- routing and duplicates
 
     def route(self, *, departments: list[tuple[str, str]], rules_version: int, rule_name: str,
-              unresolved_functions: list[str], deadlines: dict[str, int],
+              unresolved_functions: list[str], clocks: dict[str, Any], clock: Clock,
               escalation_chain: dict[str, str], at: datetime) -> None:
-        """Assigns the report to each department (id, function) the matching rule named."""
+        """Assigns the report to each department (id, function) the matching rule named, each
+        with the clocks `clocks` (the routing rules' policy for the report) started now and
+        counted by `clock` (around the clock, or the city's working calendar)."""
         if self.status is not ReportStatus.OPEN or self.assignments:
             raise FailedPrecondition("the report is already routed",
                                      reason="REPORT_ALREADY_ROUTED")
@@ -129,54 +136,57 @@ class Report(Aggregate):
             raise FailedPrecondition(
                 "no routing rule sends this report to a department that exists; the city "
                 "admin must add one", reason="NO_ROUTE")
-        due = due_times(at, deadlines)
+        times = clock_times(clocks, at, clock)
         self._routed(
-            assignments=[{"department_id": d, "department_function": f,
-                          "acknowledge_due": due[DeadlineKind.ACKNOWLEDGE.value],
-                          "resolve_due": due[DeadlineKind.RESOLVE.value]}
+            assignments=[{"department_id": d, "department_function": f, **times}
                          for d, f in departments],
             rules_version=rules_version, rule_name=rule_name,
             unresolved_functions=unresolved_functions, escalation_chain=escalation_chain,
-            clocks=dict(deadlines), at=at)
+            at=at, clocks=dict(clocks))
+
+    def due_times_from(self, at: datetime, clock: Clock) -> dict[str, datetime | None]:
+        """Fresh clocks started at `at` by the policy this report was routed with (what a new
+        assignment of it gets): acknowledge_due, resolve_due and their at-risk instants."""
+        assert self.clocks is not None, "a report is routed before it has clocks"
+        return clock_times(self.clocks, at, clock)
 
     class Routed(Aggregate.Event):
-        # v2 added `clocks`, the deadline policy the report was routed with. A report routed
-        # before it has the policy its assignments' due times were made by.
+        # v2 added `clocks` (the policy the report was routed with) and, in each assignment,
+        # the instants its clocks reach the at-risk share (`acknowledge_at_risk`,
+        # `resolve_at_risk`). A report routed before (v1) ran its clocks around the clock with
+        # no at-risk share: its policy is read back from its first assignment's due times, and
+        # it is never marked at risk.
         class_version = 2
         assignments: list[dict[str, Any]]
         rules_version: int
         rule_name: str
         unresolved_functions: list[str]
         escalation_chain: dict[str, str]
-        clocks: dict[str, Any]
         at: datetime
+        clocks: dict[str, Any]
 
         @staticmethod
         def upcast_v1_v2(state: dict[str, Any]) -> None:
-            first = state["assignments"][0] if state["assignments"] else None
-            state["clocks"] = {} if first is None else {
-                "acknowledge": int((first["acknowledge_due"] - state["at"]).total_seconds()),
-                "resolve": int((first["resolve_due"] - state["at"]).total_seconds())}
+            first, at = state["assignments"][0], state["at"]
+            state["clocks"] = {
+                "acknowledge": int((first["acknowledge_due"] - at).total_seconds()),
+                "resolve": int((first["resolve_due"] - at).total_seconds()),
+                "around_the_clock": True, "at_risk_percent": 0}
 
     @event(Routed)
     def _routed(self, assignments: list[dict[str, Any]], rules_version: int, rule_name: str,
                 unresolved_functions: list[str], escalation_chain: dict[str, str],
-                clocks: dict[str, Any], at: datetime) -> None:
+                at: datetime, clocks: dict[str, Any]) -> None:
         self.rules_version = rules_version
         self.rule_name = rule_name
         self.unresolved_functions = list(unresolved_functions)
         self.escalation_chain = dict(escalation_chain)
-        self.clocks = dict(clocks) or None
+        self.clocks = dict(clocks)
         for a in assignments:
             self.assignments[a["department_id"]] = _assignment(
-                a["department_function"], at, a["acknowledge_due"], a["resolve_due"])
-
-    def due_times_from(self, at: datetime) -> dict[str, datetime]:
-        """When an assignment given at `at` must be acknowledged and resolved, by the policy
-        the report was routed with: a transfer's or a new assignment's clocks start anew."""
-        if not self.clocks:
-            raise FailedPrecondition("the report was never routed", reason="REPORT_NOT_ROUTED")
-        return due_times(at, self.clocks)
+                a["department_function"], at, a["acknowledge_due"], a["resolve_due"],
+                acknowledge_at_risk=a.get("acknowledge_at_risk"),
+                resolve_at_risk=a.get("resolve_at_risk"))
 
     def link_as_duplicate(self, original_id: str, distance_metres: float) -> None:
         if self.status is not ReportStatus.OPEN or self.assignments:
@@ -235,6 +245,7 @@ class Report(Aggregate):
         a["status"] = AssignmentStatus.RESOLVED.value
         a["resolved_at"] = at
         a["resolution"] = resolution
+        _end_pause(a, at)
 
     def reject(self, department_id: str, reason: str, note: str, at: datetime) -> None:
         self._require(department_id, {AssignmentStatus.ROUTED, AssignmentStatus.ACKNOWLEDGED,
@@ -250,6 +261,7 @@ class Report(Aggregate):
         a["rejected_at"] = at
         a["rejection_reason"] = reason
         a["rejection_note"] = note
+        _end_pause(a, at)
 
     def _close_if_done(self, at: datetime) -> None:
         statuses = {AssignmentStatus(a["status"]) for a in self.assignments.values()}
@@ -282,7 +294,7 @@ class Report(Aggregate):
         return set(self.assignments) | {a["department_id"] for a in self.past_assignments}
 
     def transfer(self, department_id: str, to_department_id: str, to_function: str,
-                 reason: str, at: datetime) -> None:
+                 reason: str, at: datetime, clock: Clock) -> None:
         """The assigned department hands its open assignment on to another department, whose
         clocks start anew. No bouncing: a department that held the report before (it
         transferred it away, rejected or resolved it) gets it back only from the street
@@ -299,16 +311,16 @@ class Report(Aggregate):
                 "the department held this report before: only the street office may give it "
                 "back (AssignReport)", reason="TRANSFER_WOULD_BOUNCE",
                 department_id=to_department_id)
-        due = self.due_times_from(at)
         self._transferred(department_id=department_id, to_department_id=to_department_id,
                           to_department_function=to_function, transfer_reason=reason,
-                          acknowledge_due=due[DeadlineKind.ACKNOWLEDGE.value],
-                          resolve_due=due[DeadlineKind.RESOLVE.value], at=at)
+                          **self.due_times_from(at, clock), at=at)
 
     @event("AssignmentTransferred")
     def _transferred(self, department_id: str, to_department_id: str,
                      to_department_function: str, transfer_reason: str,
-                     acknowledge_due: datetime, resolve_due: datetime, at: datetime) -> None:
+                     acknowledge_due: datetime, resolve_due: datetime,
+                     acknowledge_at_risk: datetime | None, resolve_at_risk: datetime | None,
+                     at: datetime) -> None:
         a = self.assignments[department_id]
         a["status"] = AssignmentStatus.TRANSFERRED.value
         a["transferred_at"] = at
@@ -316,9 +328,11 @@ class Report(Aggregate):
         a["transfer_reason"] = transfer_reason
         self.assignments[to_department_id] = _assignment(
             to_department_function, at, acknowledge_due, resolve_due,
+            acknowledge_at_risk=acknowledge_at_risk, resolve_at_risk=resolve_at_risk,
             transferred_from=department_id)
 
-    def assign(self, department_id: str, function: str, reason: str, at: datetime) -> None:
+    def assign(self, department_id: str, function: str, reason: str, at: datetime,
+               clock: Clock) -> None:
         """The street office gives the report to a department itself: an open report (e.g.
         one a transfer could not take back to a department that held it), or a reopened one
         under review (a new round: the earlier assignments become its history, and the report
@@ -330,15 +344,14 @@ class Report(Aggregate):
                 f"{self.status.value}", reason=f"REPORT_{self.status.value}")
         if self.status is ReportStatus.OPEN:
             self._require_not_holding(department_id)
-        due = self.due_times_from(at)
         self._assigned(department_id=department_id, department_function=function,
-                       assignment_reason=reason,
-                       acknowledge_due=due[DeadlineKind.ACKNOWLEDGE.value],
-                       resolve_due=due[DeadlineKind.RESOLVE.value], at=at)
+                       assignment_reason=reason, **self.due_times_from(at, clock), at=at)
 
     @event("Assigned")
     def _assigned(self, department_id: str, department_function: str, assignment_reason: str,
-                  acknowledge_due: datetime, resolve_due: datetime, at: datetime) -> None:
+                  acknowledge_due: datetime, resolve_due: datetime,
+                  acknowledge_at_risk: datetime | None, resolve_at_risk: datetime | None,
+                  at: datetime) -> None:
         if self.status is ReportStatus.REOPENED:
             self.past_assignments += [{"department_id": d, **a}
                                       for d, a in self.assignments.items()]
@@ -350,6 +363,7 @@ class Report(Aggregate):
                                           **self.assignments[department_id]})
         self.assignments[department_id] = _assignment(
             department_function, at, acknowledge_due, resolve_due,
+            acknowledge_at_risk=acknowledge_at_risk, resolve_at_risk=resolve_at_risk,
             assignment_reason=assignment_reason)
 
     def _require_not_holding(self, department_id: str) -> None:
@@ -475,14 +489,18 @@ class Report(Aggregate):
 
     # -- deadlines
 
+    def _pending(self, a: dict[str, Any], deadline: DeadlineKind) -> bool:
+        status = AssignmentStatus(a["status"])
+        return (status is AssignmentStatus.ROUTED if deadline is DeadlineKind.ACKNOWLEDGE
+                else status not in DONE)
+
     def missed_deadline(self, department_id: str, deadline: DeadlineKind, now: datetime
                         ) -> bool:
-        """True while the deadline is past and the work it asks for is still not done."""
+        """True while the deadline is past and the work it asks for is still not done (and
+        its clock is not paused: paused time does not count)."""
         a = self.assignments[department_id]
-        status = AssignmentStatus(a["status"])
-        pending = (status is AssignmentStatus.ROUTED if deadline is DeadlineKind.ACKNOWLEDGE
-                   else status not in DONE)
-        return pending and now >= a["due"][deadline.value]
+        return (self._pending(a, deadline) and a["paused"] is None
+                and now >= a["due"][deadline.value])
 
     def escalate(self, department_id: str, deadline: DeadlineKind, at: datetime) -> None:
         """Records a missed deadline one level up the tree: once per assignment and deadline."""
@@ -492,6 +510,8 @@ class Report(Aggregate):
         if deadline.value in assignment["escalations"]:
             raise FailedPrecondition("this missed deadline was already escalated",
                                      reason="ALREADY_ESCALATED")
+        if assignment["paused"] is not None:
+            raise FailedPrecondition("the assignment's clock is paused", reason="CLOCK_PAUSED")
         if not self.missed_deadline(department_id, deadline, at):
             raise FailedPrecondition("the deadline is not missed", reason="DEADLINE_NOT_MISSED")
         level = next_level(EscalationLevel(assignment["level"]))
@@ -507,16 +527,123 @@ class Report(Aggregate):
         a["escalations"][deadline] = {"due_at": due_at, "level": level,
                                       "escalated_to": escalated_to, "at": at}
 
+    def at_risk(self, department_id: str, deadline: DeadlineKind, now: datetime) -> bool:
+        """True while the clock has run its at-risk share, the work is not done, the clock is
+        not paused, and the deadline is not yet missed (a miss is the escalation's to say)."""
+        a = self.assignments[department_id]
+        start = a["at_risk_from"].get(deadline.value)
+        return (start is not None and self._pending(a, deadline) and a["paused"] is None
+                and start <= now < a["due"][deadline.value])
+
+    def mark_at_risk(self, department_id: str, deadline: DeadlineKind, at: datetime) -> None:
+        """Records that the deadline is at risk: once per assignment and deadline."""
+        assignment = self.assignments.get(department_id)
+        if assignment is None:
+            raise NotFound("assignment", department_id)
+        if deadline.value in assignment["at_risk"]:
+            raise FailedPrecondition("this deadline was already marked at risk",
+                                     reason="ALREADY_AT_RISK")
+        if assignment["paused"] is not None:
+            raise FailedPrecondition("the assignment's clock is paused", reason="CLOCK_PAUSED")
+        if not self.at_risk(department_id, deadline, at):
+            raise FailedPrecondition("the deadline is not at risk", reason="DEADLINE_NOT_AT_RISK")
+        self._at_risk(department_id=department_id, deadline=deadline.value,
+                      due_at=assignment["due"][deadline.value], at=at)
+
+    @event("AtRisk")
+    def _at_risk(self, department_id: str, deadline: str, due_at: datetime, at: datetime
+                 ) -> None:
+        self.assignments[department_id]["at_risk"][deadline] = {"due_at": due_at, "at": at}
+
+    # -- pausing an assignment's clock
+
+    def pause_clock(self, department_id: str, reason: PauseReason, note: str, at: datetime
+                    ) -> None:
+        """The department stops its clock while it waits (for the rider, a third party...).
+        Only an acknowledged assignment, not done: acknowledging takes a moment and is never
+        waited for; a done one has no clock running."""
+        a = self._require(department_id, {AssignmentStatus.ACKNOWLEDGED,
+                                          AssignmentStatus.IN_PROGRESS}, "pause the clock of")
+        if a["paused"] is not None:
+            raise FailedPrecondition("the assignment's clock is already paused",
+                                     reason="CLOCK_ALREADY_PAUSED")
+        self._clock_paused(department_id=department_id, reason=reason.value, note=note, at=at)
+
+    @event("ClockPaused")
+    def _clock_paused(self, department_id: str, reason: str, note: str, at: datetime) -> None:
+        self.assignments[department_id]["paused"] = {"reason": reason, "note": note, "at": at}
+
+    def resume_clock(self, department_id: str, at: datetime, clock: Clock) -> None:
+        """Restarts the clock: each deadline still pending, and its at-risk instant, moves on
+        by the time paused as `clock` counts it (working time, or plain time)."""
+        a = self.assignments.get(department_id)
+        if a is None:
+            raise NotFound("assignment", department_id)
+        if a["paused"] is None:
+            raise FailedPrecondition("the assignment's clock is not paused",
+                                     reason="CLOCK_NOT_PAUSED")
+        paused = clock.between(a["paused"]["at"], at).total_seconds()
+        due, at_risk_from = dict(a["due"]), dict(a["at_risk_from"])
+        for deadline in DeadlineKind:
+            if not self._pending(a, deadline):
+                continue
+            due[deadline.value] = clock.add(due[deadline.value], paused)
+            if at_risk_from.get(deadline.value) is not None \
+                    and deadline.value not in a["at_risk"]:
+                at_risk_from[deadline.value] = clock.add(at_risk_from[deadline.value], paused)
+        self._clock_resumed(department_id=department_id, paused_seconds=paused, due=due,
+                            at_risk_from=at_risk_from, at=at)
+
+    @event("ClockResumed")
+    def _clock_resumed(self, department_id: str, paused_seconds: float,
+                       due: dict[str, datetime], at_risk_from: dict[str, datetime | None],
+                       at: datetime) -> None:
+        # The event carries the moved due times: replaying it needs no calendar.
+        a = self.assignments[department_id]
+        a["due"] = dict(due)
+        a["at_risk_from"] = dict(at_risk_from)
+        a["pauses"].append({**a["paused"], "resumed_at": at, "paused_seconds": paused_seconds})
+        a["paused"] = None
+
+
+def _end_pause(a: dict[str, Any], at: datetime) -> None:
+    """Work done while the clock is paused ends the pause: no clock runs on a done assignment."""
+    if a.get("paused") is not None:
+        a["pauses"].append({**a["paused"], "resumed_at": at, "paused_seconds": None})
+        a["paused"] = None
+
+
+def clock_times(clocks: dict[str, Any], at: datetime, clock: Clock
+                ) -> dict[str, datetime | None]:
+    """Due times of clocks started at `at` by the policy `clocks`, and the instants each
+    reaches its at-risk share (None when the policy has none)."""
+    percent = clocks.get("at_risk_percent", 0)
+    times: dict[str, datetime | None] = {}
+    for name in ("acknowledge", "resolve"):
+        times[f"{name}_due"] = clock.add(at, clocks[name])
+        times[f"{name}_at_risk"] = (clock.add(at, clocks[name] * percent // 100) if percent
+                                    else None)
+    return times
+
 
 def _assignment(function: str, at: datetime, acknowledge_due: datetime, resolve_due: datetime,
-                *, transferred_from: str = "", assignment_reason: str = "") -> dict[str, Any]:
+                *, acknowledge_at_risk: datetime | None, resolve_at_risk: datetime | None,
+                transferred_from: str = "", assignment_reason: str = "") -> dict[str, Any]:
     """A department's fresh assignment, given at `at` (routed, transferred to it, or assigned
     by the street office): its clocks start then."""
     return {
         "department_function": function,
         "status": AssignmentStatus.ROUTED.value, "routed_at": at,
+        # Always the current due times: a resumed clock moves them on.
         "due": {DeadlineKind.ACKNOWLEDGE.value: acknowledge_due,
                 DeadlineKind.RESOLVE.value: resolve_due},
+        # When each clock reaches the at-risk share (None: never marked), and when it was
+        # marked (deadline -> {"due_at", "at"}).
+        "at_risk_from": {DeadlineKind.ACKNOWLEDGE.value: acknowledge_at_risk,
+                         DeadlineKind.RESOLVE.value: resolve_at_risk},
+        "at_risk": {},
+        # The pause running now ({"reason", "note", "at"}), and those ended.
+        "paused": None, "pauses": [],
         "acknowledged_at": None, "work_started_at": None, "work_note": "",
         "resolved_at": None, "resolution": "", "rejected_at": None,
         "rejection_reason": "", "rejection_note": "",
@@ -602,22 +729,111 @@ class RoutingRules(Aggregate):
     def create_id(**_: Any) -> uuid.UUID:
         return RoutingRules.ID
 
-    @event("Configured")
-    def __init__(self, rules: list[dict[str, Any]], deadlines: dict[str, dict[str, int]]):
-        self.rules = [dict(r) for r in rules]
-        self.deadlines = {k: dict(v) for k, v in deadlines.items()}
+    class Configured(Aggregate.Created):
+        # v2 added the clocks by category (`clocks`, category name -> {"acknowledge": s,
+        # "resolve": s, "around_the_clock": bool}) and the at-risk share. A v1 table keeps
+        # its deadlines by kind (EMERGENCY's is the emergency clock), and its categories take
+        # the default clocks and share.
+        class_version = 2
+        rules: list[dict[str, Any]]
+        deadlines: dict[str, dict[str, int]]
+        clocks: dict[str, dict[str, Any]]
+        at_risk_percent: int
 
-    @event("Changed")
-    def change(self, rules: list[dict[str, Any]], deadlines: dict[str, dict[str, int]]) -> None:
-        # Reports routed already keep their assignments and deadlines: each records the
-        # version that routed it.
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            _upcast_deadlines(state)
+
+    class Changed(Aggregate.Event):
+        class_version = 2  # as Configured
+        rules: list[dict[str, Any]]
+        deadlines: dict[str, dict[str, int]]
+        clocks: dict[str, dict[str, Any]]
+        at_risk_percent: int
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            _upcast_deadlines(state)
+
+    @event(Configured)
+    def __init__(self, rules: list[dict[str, Any]], deadlines: dict[str, dict[str, int]],
+                 clocks: dict[str, dict[str, Any]], at_risk_percent: int):
         self.rules = [dict(r) for r in rules]
         self.deadlines = {k: dict(v) for k, v in deadlines.items()}
+        self.clocks = {k: dict(v) for k, v in clocks.items()}
+        self.at_risk_percent = at_risk_percent
+
+    @event(Changed)
+    def change(self, rules: list[dict[str, Any]], deadlines: dict[str, dict[str, int]],
+               clocks: dict[str, dict[str, Any]], at_risk_percent: int) -> None:
+        # Reports routed already keep their assignments and clocks: each records the version
+        # that routed it, and the policy it was routed with.
+        self.rules = [dict(r) for r in rules]
+        self.deadlines = {k: dict(v) for k, v in deadlines.items()}
+        self.clocks = {k: dict(v) for k, v in clocks.items()}
+        self.at_risk_percent = at_risk_percent
+
+    def clock_for(self, kind: str, category: str) -> dict[str, Any]:
+        """The clock policy of a report: the emergency clock for that kind, else its
+        category's."""
+        return clock_policy(self.deadlines, self.clocks, self.at_risk_percent, kind, category)
 
     def match(self, kind: str, category: str, street_id: str) -> dict[str, Any] | None:
         """The first rule, in the admin's order, that matches: specific rules go first and a
         catch-all last, as in a firewall's table."""
         return next((r for r in self.rules if rule_matches(r, kind, category, street_id)), None)
+
+
+def default_clock_for(kind: str, category: str) -> dict[str, Any]:
+    """A report's clock policy while the city admin has set no routing rules."""
+    return clock_policy(default_deadline_seconds(), default_clocks(), DEFAULT_AT_RISK_PERCENT,
+                        kind, category)
+
+
+def _upcast_deadlines(state: dict[str, Any]) -> None:
+    state["clocks"] = default_clocks()
+    state["at_risk_percent"] = DEFAULT_AT_RISK_PERCENT
+
+
+# ---------------------------------------------------------------------------- working calendar
+
+
+class CityCalendar(Aggregate):
+    """The city's working calendar (working hours, weekdays, public holidays, adjusted working
+    days 调休): data the city admin sets and versions. Clocks not around the clock count in
+    it; a report keeps the due times it was given, and a resumed clock counts its pause by the
+    calendar as it stands at the resumption."""
+
+    ID = uuid.uuid5(_NS, "working-calendar")
+
+    @staticmethod
+    def create_id(**_: Any) -> uuid.UUID:
+        return CityCalendar.ID
+
+    @event("Set")
+    def __init__(self, spans: list[dict[str, str]], weekdays: list[int], holidays: list[str],
+                 working_days: list[str], at: datetime):
+        self._apply(spans, weekdays, holidays, working_days, at)
+
+    @event("Changed")
+    def change(self, spans: list[dict[str, str]], weekdays: list[int], holidays: list[str],
+               working_days: list[str], at: datetime) -> None:
+        self._apply(spans, weekdays, holidays, working_days, at)
+
+    def _apply(self, spans: list[dict[str, str]], weekdays: list[int], holidays: list[str],
+               working_days: list[str], at: datetime) -> None:
+        self.spans = [dict(s) for s in spans]
+        self.weekdays = list(weekdays)
+        self.holidays = list(holidays)
+        self.working_days = list(working_days)
+        self.updated_at = at
+
+    def state(self) -> dict[str, Any]:
+        return {"spans": self.spans, "weekdays": self.weekdays, "holidays": self.holidays,
+                "working_days": self.working_days}
+
+    def calendar(self) -> WorkingCalendar:
+        return WorkingCalendar.of(self.state())
 
 
 # ---------------------------------------------------------------------------- mediation
