@@ -26,8 +26,8 @@ from shared.views import Index, LogFollower
 if TYPE_CHECKING:
     from shared.application import QijiApplication
 
-# identity's OrganisationKind.DEPARTMENT, as its feed spells it.
-DEPARTMENT = "DEPARTMENT"
+# identity's OrganisationKind.DEPARTMENT and STREET, as its feed spells them.
+DEPARTMENT, STREET = "DEPARTMENT", "STREET"
 
 
 @dataclass
@@ -156,6 +156,13 @@ class GovernanceViews:
         self._open_by_category: dict[str, list[tuple[float, str]]] = defaultdict(list)
         self._organisations: dict[str, dict[str, str]] = {}
         self._departments: dict[tuple[str, str], list[str]] = defaultdict(list)
+        # district -> its streets, in the order identity created them (a district's rates).
+        self._streets: dict[str, list[str]] = defaultdict(list)
+        # "department:<id>" / "street:<id>" -> (routed_at, report id) of every assignment ever
+        # given, sorted: the reports a period's rates may count are found without reading the
+        # rest (GetServiceRates). An assignment never leaves it: it was given, whatever became
+        # of it, so the reports it names at any moment include those it named before.
+        self._routings: dict[str, list[tuple[datetime, str]]] = defaultdict(list)
         self._follower = LogFollower(app, "governance", self._apply)
 
     def catch_up(self) -> int:
@@ -180,6 +187,26 @@ class GovernanceViews:
         with self._lock:
             found = self._departments.get((parent_id, function))
             return found[0] if found else None
+
+    def streets_of(self, district_id: str) -> list[str]:
+        """The streets identity created under `district_id`."""
+        with self._lock:
+            return list(self._streets.get(district_id, ()))
+
+    def routed_reports(self, *, department_id: str = "", street_ids: list[str] | None = None,
+                       start: datetime, end: datetime) -> list[str]:
+        """Reports with an assignment routed in [start, end): to `department_id`, or of a
+        report made in one of `street_ids`. In routing order, each once."""
+        keys = ([f"department:{department_id}"] if department_id
+                else [f"street:{s}" for s in street_ids or ()])
+        found: dict[str, None] = {}
+        with self._lock:
+            for key in keys:
+                routings = self._routings.get(key, [])
+                first = bisect.bisect_left(routings, (start,))
+                last = bisect.bisect_left(routings, (end,))
+                found.update(dict.fromkeys(r for _, r in routings[first:last]))
+        return list(found)
 
     def open_incidents(self, category: str, latitude: float, band_degrees: float
                        ) -> list[tuple[str, dict[str, Any]]]:
@@ -340,6 +367,7 @@ class GovernanceViews:
                     level=EscalationLevel.STREET.value)
                 self._open_assignments.add((ident, dept))
                 self._queue(ident, dept)
+                self._routing_noted(ident, dept, event.at)
             # Who the report is assigned to decides which departments see it in lists.
             self.reports.update(ident, department_ids=list(row.departments))
         elif isinstance(event, Report.LinkedAsDuplicate):
@@ -406,10 +434,24 @@ class GovernanceViews:
                                           "name": event.name}
             if event.kind == DEPARTMENT:
                 self._departments[(event.parent_id, event.department_function)].append(ident)
+            elif event.kind == STREET and event.parent_id:
+                self._streets[event.parent_id].append(ident)
 
     def _fact(self, case_id: str, what: str, at: datetime, days: float = 0.0) -> None:
         self._mediation.append(_MediationFact(self._cases[case_id]["street_id"], what, at,
                                               days))
+
+    def _routing_noted(self, report_id: str, department_id: str, at: datetime) -> None:
+        """An assignment given to `department_id` at `at`: every event that gives one (routing,
+        a transfer, a new assignment) notes it here, or the rates would not find its report."""
+        street = self._rows[report_id].street_id
+        for key in (f"department:{department_id}", f"street:{street}"):
+            routings = self._routings[key]
+            entry = (at, report_id)
+            if not routings or routings[-1] <= entry:
+                routings.append(entry)  # the usual case: the log comes in time order
+            else:
+                bisect.insort(routings, entry)
 
     def _queue(self, report_id: str, department_id: str) -> None:
         a = self._assignments[(report_id, department_id)]
