@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from eventsourcing.application import ProcessingEvent, project_aggregate
+from eventsourcing.application import ProcessingEvent
 
 from services.governance.domain.model import (
     CoBuildingPledge,
@@ -560,9 +560,9 @@ class GovernanceApplication(QijiApplication):
         """The response, resolution and satisfaction rates (domain/rates.py) of one unit — a
         department, a street or a district, exactly one named — over the assignments routed
         in [start, end), as the log stood at `as_of` (None: now). The reports the unit may
-        count are found in the views; each is then taken as its stored events stood at
-        `as_of`, so a correction recorded later changes today's figures of the period and
-        never the figures as they stood when reported."""
+        count, and the version each stood at (its events stored by `as_of`), are found in the
+        views; each is then read at that version, so a correction recorded later changes
+        today's figures of the period and never the figures as they stood when reported."""
         violations = violations if violations is not None else Violations()
         now = self.clock()
         named = [f for f, value in zip(_UNITS, (department_id, street_id, district_id),
@@ -612,27 +612,21 @@ class GovernanceApplication(QijiApplication):
             unit = Unit(street_ids=frozenset(streets))
             candidates = self.views.routed_reports(street_ids=streets, start=start, end=end)
         moment = as_of or now
-        reports = (self._report_as_of(report_id, as_of) for report_id in candidates)
-        rates = service_rates((r for r in reports if r is not None), unit, start, end, moment)
+        versions = [(r, self.views.report_version(r, as_of)) for r in candidates]
+        rates = service_rates((self._report_at(r, v) for r, v in versions if v), unit, start,
+                              end, moment)
         return ServiceRatesView(department_id=department_id, street_id=street_id,
                                 district_id=district_id, start=start, end=end, as_of=moment,
                                 rates=rates)
 
-    def _report_as_of(self, report_id: str, as_of: datetime | None) -> Report | None:
-        """The report as its stored events stood at `as_of` (None: now); None if it was not
-        stored yet. Only read: never handed to a command."""
-        current = self.get(report_id, Report, "report", copy=False)
-        if as_of is None or current.modified_on <= as_of:
-            return current  # nothing recorded since: as it stands is as it stood
-        ident = current.id
-        stood = []
-        for stored in self.events.get(ident):
-            if stored.timestamp > as_of:
-                break
-            stood.append(stored)
-        # The same state as repository.get(version=...) of the last event recorded by then,
-        # from the one read of its events that found that version.
-        return project_aggregate(None, stood) if stood else None
+    def _report_at(self, report_id: str, version: int) -> Report:
+        """The report at `version`, only to read (never handed to a command). A version's
+        state never changes: the cached copy when it is at that version, else rebuilt from its
+        events up to that version in one read (not the current copy brought up to date
+        first, which would read the store once more for nothing)."""
+        ident = uuid.UUID(report_id)
+        cached = self._cached_at(ident, version, copy=False)
+        return cached if cached is not None else self.repository.get(ident, version=version)
 
     # ------------------------------------------------------------------ deadlines
 

@@ -163,6 +163,9 @@ class GovernanceViews:
         # rest (GetServiceRates). An assignment never leaves it: it was given, whatever became
         # of it, so the reports it names at any moment include those it named before.
         self._routings: dict[str, list[tuple[datetime, str]]] = defaultdict(list)
+        # report -> when each of its events was stored, by version (index 0: version 1): the
+        # version it stood at any moment, found without reading its events again.
+        self._stored_at: dict[str, list[datetime]] = defaultdict(list)
         self._follower = LogFollower(app, "governance", self._apply)
 
     def catch_up(self) -> int:
@@ -207,6 +210,21 @@ class GovernanceViews:
                 last = bisect.bisect_left(routings, (end,))
                 found.update(dict.fromkeys(r for _, r in routings[first:last]))
         return list(found)
+
+    def report_version(self, report_id: str, as_of: datetime | None = None) -> int:
+        """The report's version as this view has it (`as_of` None), or as its stored events
+        stood at `as_of`: those stored at or before it, up to the first stored after (as
+        QijiApplication.version_at counts). 0: none was stored by then."""
+        with self._lock:
+            stored = self._stored_at.get(report_id, [])
+            if as_of is None:
+                return len(stored)
+            version = 0
+            for at in stored:
+                if at > as_of:
+                    break
+                version += 1
+            return version
 
     def open_incidents(self, category: str, latitude: float, band_degrees: float
                        ) -> list[tuple[str, dict[str, Any]]]:
@@ -344,6 +362,9 @@ class GovernanceViews:
 
     def _apply_locked(self, position: int, event: Any) -> None:
         ident = str(event.originator_id)
+        if isinstance(event, Report.Event):
+            # Every event of a report, whichever part of the model it comes from.
+            self._stored_at[ident].append(event.timestamp)
         if isinstance(event, Report.Submitted):
             self._rows[ident] = ReportRow(
                 report_id=ident, street_id=event.street_id, kind=event.kind,

@@ -29,6 +29,7 @@ from tests.integration.test_governance_app import (  # noqa: F401
     LAT,
     clock,
     new_rider,
+    open_governance,
     standard_rules,
     submit,
     work,
@@ -122,6 +123,12 @@ def test_march_as_reported_on_1_april_stays_so_while_todays_march_takes_later_co
     street = rates(world, march, reported, street_id=world["street"])
     assert street.rates == then.rates
     assert street.street_id == world["street"] and not street.department_id
+
+    # Restarted, governance rebuilds its views from the log: the same figures, both ways.
+    world["governance"].close()
+    world["governance"] = open_governance(world["env"], city_clock, world["identity"])
+    assert rates(world, march, reported, **police) == then
+    assert rates(world, march, **police).rates == today.rates
 
 
 def test_reading_the_rates_writes_nothing(world, recorded_on_the_clock):  # noqa: F811
