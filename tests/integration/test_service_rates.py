@@ -10,7 +10,7 @@ wall clock in production: "as of 1 April" is what was recorded by the clock's 1 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import eventsourcing.domain
 import grpc
@@ -18,6 +18,7 @@ import pytest
 from qiji.governance.v1 import governance_service_pb2 as gpb
 
 from services.governance.application import ServiceRatesView
+from services.governance.domain.model import Report
 from services.governance.domain.rates import RULES, RULES_VERSION, Rate
 from services.governance.domain.values import Category, RejectionReason, ReportKind
 from shared.errors import InvalidArgument, NotFound
@@ -311,3 +312,34 @@ def test_each_reads_the_rates_of_what_it_is_and_the_city_every_units(tenants: Wo
         district_id=tenants.district, **period), tenants.auditor).service_rates
     assert (district.district_id, district.assignments) == (tenants.district, 2)
     assert b.street not in {district.department_id, district.street_id}
+
+
+class _HandedOn(Report.Event):
+    """An event of a part of the model this view does not know — as a transfer (转派) may be
+    stored: the department it came from, and the one given a new assignment."""
+
+    to_department_id: str
+    reason: str
+    at: datetime
+
+
+def test_a_report_given_to_a_department_by_an_event_the_view_does_not_know_is_still_found(
+        world, clock):  # noqa: F811
+    """Whatever event gives a department a report, the rates' view notes the report among the
+    department's; the rates' rule then reads the assignment from the report itself."""
+    standard_rules(world)
+    g, start = world["governance"], clock.now
+    report_id = submit(world, new_rider(world))["report_id"]
+    g.views.catch_up()
+    report = g.get(report_id, Report, "report")
+    handed = _HandedOn(originator_id=report.id, originator_version=report.version + 1,
+                       timestamp=clock.now + HOUR, to_department_id=world["legal"],
+                       reason="属政法委职责", at=clock.now + HOUR)
+    window = {"start": start, "end": start + DAY}
+    assert report_id not in g.views.routed_reports(department_id=world["legal"], **window)
+    g.views._apply(g.views._follower.position + 1, handed)
+    assert report_id in g.views.routed_reports(department_id=world["legal"], **window)
+    assert g.views.routed_reports(department_id=world["legal"], start=start,
+                                  end=start + 30 * MINUTE) == []
+    assert report_id in g.views.routed_reports(street_ids=[world["street"]], **window)
+    assert g.views.report_version(report_id) == report.version + 1
