@@ -9,6 +9,7 @@ wall clock in production: "as of 1 April" is what was recorded by the clock's 1 
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 
@@ -343,3 +344,50 @@ def test_a_report_given_to_a_department_by_an_event_the_view_does_not_know_is_st
                                   end=start + 30 * MINUTE) == []
     assert report_id in g.views.routed_reports(street_ids=[world["street"]], **window)
     assert g.views.report_version(report_id) == report.version + 1
+
+
+def test_the_rates_read_while_departments_work_are_whole_figures_every_time(
+        world, clock):  # noqa: F811
+    """Four clerks acknowledge reports while the city reads the police's rates over and over
+    (threads; on PostgreSQL, each command its own connection): every reading is a whole
+    figure — each report either responded to or awaiting, none lost or counted twice — and
+    the last reading counts every acknowledgement."""
+    standard_rules(world)
+    rider, month = new_rider(world), Month(clock)
+    reports = [submit(world, rider, lat=LAT + n * KM)["report_id"] for n in range(12)]
+    police = {"department_id": world["police"]}
+    errors: list[BaseException] = []
+    readings = []
+    done = threading.Event()
+
+    def clerk(mine: list[str]) -> None:
+        try:
+            for report_id in mine:
+                acknowledge(world, report_id)
+        except BaseException as error:  # reported by the assertion below
+            errors.append(error)
+
+    def reader() -> None:
+        try:
+            while not done.is_set():
+                readings.append(rates(world, month, **police).rates)
+        except BaseException as error:  # reported by the assertion below
+            errors.append(error)
+
+    clerks = [threading.Thread(target=clerk, args=(reports[n::4],)) for n in range(4)]
+    watching = threading.Thread(target=reader)
+    watching.start()
+    for t in clerks:
+        t.start()
+    for t in clerks:
+        t.join()
+    done.set()
+    watching.join()
+    assert not errors
+    assert readings
+    for reading in readings:
+        assert reading.assignments == 12
+        assert reading.response.denominator + reading.awaiting_response == 12
+        assert reading.response.numerator == reading.response.denominator
+    final = rates(world, month, **police).rates
+    assert (final.response, final.awaiting_response) == (Rate(12, 12), 0)
