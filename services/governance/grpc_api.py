@@ -102,10 +102,9 @@ ACCESS = access_table(SERVICE_NAME, {
                                   street_office=Ref("street_id", "organisation")),
     # The three rates: a department its own, a street office its own street's; a district has
     # no token of its own (no role acts for one), so its figures are the city-wide readers'.
-    # A unit field the caller's role does not own, or none, reaches nothing.
-    "GetServiceRates": scoped(CITY_READERS,
-                              department=Ref("department_id", "organisation", optional=True),
-                              street_office=Ref("street_id", "organisation", optional=True)),
+    # Each tenant role names its own unit in its own field (left empty: FIELD_REQUIRED).
+    "GetServiceRates": scoped(CITY_READERS, department=DEPARTMENT_ITSELF,
+                              street_office=Ref("street_id", "organisation")),
     "SetRoutingRules": city_wide(CITY_ADMIN),
     # The rules are the city's configuration, read by its officials.
     "GetRoutingRules": public(CITY_READERS, STREET_OFFICE, DEPARTMENT),

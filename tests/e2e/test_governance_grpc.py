@@ -439,10 +439,11 @@ BAD_INPUT: dict[str, Bad] = {
     "GetServiceRates-of-another-street": Bad(
         "GetServiceRates", "other_office", lambda w, c: rates_request(c, street_id=w.street),
         DENIED, reason="OUT_OF_SCOPE"),
-    # No role acts for a district: its figures are the city-wide readers'.
+    # No role acts for a district: its figures are the city-wide readers'. A street office
+    # names its own street.
     "GetServiceRates-of-the-district-by-its-street-office": Bad(
         "GetServiceRates", "office", lambda w, c: rates_request(c, district_id=w.district),
-        DENIED, reason="OUT_OF_SCOPE"),
+        INVALID, field="street_id", reason="FIELD_REQUIRED"),
     "SetRoutingRules-no-rules": Bad(
         "SetRoutingRules", "city_admin", on(pb.SetRoutingRulesRequest), INVALID, field="rules"),
     "SetRoutingRules-rule-without-departments": Bad(

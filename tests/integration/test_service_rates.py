@@ -302,13 +302,24 @@ def test_each_reads_the_rates_of_what_it_is_and_the_city_every_units(tenants: Wo
     for token, unit in (
             (tenants.token("b", "department"), {"department_id": a.department}),
             (tenants.token("b", "street_office"), {"street_id": a.street}),
-            (tenants.token("a", "department"), {"street_id": a.street}),
-            (tenants.token("a", "street_office"), {"department_id": a.department}),
-            (tenants.token("a", "street_office"), {"district_id": tenants.district}),
             (tenants.token("a", "platform"), {"street_id": a.street})):
         theirs = ask_as(token, **unit)
-        assert theirs.code in (grpc.StatusCode.PERMISSION_DENIED,), (unit, theirs)
+        assert theirs.code == grpc.StatusCode.PERMISSION_DENIED, (unit, theirs)
         assert a.report not in theirs.message
+    # A department names itself, a street office its street: each in its own field.
+    for token, unit, field in (
+            (tenants.token("a", "department"), {"street_id": a.street}, "department_id"),
+            (tenants.token("a", "street_office"), {"department_id": a.department},
+             "street_id"),
+            (tenants.token("a", "street_office"), {"district_id": tenants.district},
+             "street_id")):
+        told = ask_as(token, **unit)
+        assert (told.code, told.reason, told.fields) == (
+            grpc.StatusCode.INVALID_ARGUMENT, "FIELD_REQUIRED", [field]), (unit, told)
+    # Its own street and the district besides: admitted on the street, then refused as two.
+    both = ask_as(tenants.token("a", "street_office"), street_id=a.street,
+                  district_id=tenants.district)
+    assert (both.code, both.fields) == (grpc.StatusCode.INVALID_ARGUMENT, ["district_id"])
     district = q.ok("governance", "GetServiceRates", gpb.GetServiceRatesRequest(
         district_id=tenants.district, **period), tenants.auditor).service_rates
     assert (district.district_id, district.assignments) == (tenants.district, 2)
