@@ -145,6 +145,9 @@ def build(qiji: InProcessQiji) -> World:
             t.tokens[role] = qiji.token(f"tenant-{name}-{role}", role,
                                         organisation_id=t.ids[kind])
         t.ids["growth_path"] = growth_path
+        # The district both tenants' streets are in: nobody's own (no role acts for a
+        # district; the city-wide readers read its figures), named where a request asks for one.
+        t.ids["district"] = district
         _hold(qiji, t, badge_class, n, title)
         tenants[name] = t
     qiji.sync()

@@ -36,6 +36,18 @@ from services.governance.domain.model import (
     default_clock_for,
     resolve_departments,
 )
+from services.governance.domain.rates import (
+    AS_OF_BEFORE_START,
+    MAX_PERIOD,
+    MORE_THAN_ONE_UNIT,
+    PERIOD_TOO_LONG,
+    RULES,
+    RULES_VERSION,
+    UNIT_REQUIRED,
+    ServiceRates,
+    Unit,
+    service_rates,
+)
 from services.governance.domain.values import (
     ANY_DEPARTMENT_RULE,
     CLOCK_SKEW,
@@ -137,7 +149,9 @@ _HISTORY_TEXT = {"text": masking.REPORT_TEXT, "resolution": masking.REPORT_TEXT,
 # Events naming another report of the same incident (LinkedAsDuplicate, DuplicateNoted).
 _OTHER_REPORT_IDS = ("original_id", "report_id")
 # identity's organisation kinds, as its feed spells them.
-STREET, DEPARTMENT = "STREET", "DEPARTMENT"
+STREET, DEPARTMENT, DISTRICT = "STREET", "DEPARTMENT", "DISTRICT"
+# GetServiceRates' units: the request fields that may name one.
+_UNITS = ("department_id", "street_id", "district_id")
 
 
 @dataclass(frozen=True)
@@ -194,6 +208,22 @@ class HistoryEntry:
     request_id: str
     correlation_id: str
     details: dict[str, str]
+
+
+@dataclass(frozen=True)
+class ServiceRatesView:
+    """A unit's three rates over [start, end) as of a moment (GetServiceRates): the counts
+    behind each, and the rules they were made by."""
+
+    department_id: str
+    street_id: str
+    district_id: str
+    start: datetime
+    end: datetime
+    as_of: datetime
+    rates: ServiceRates
+    rules_version: int = RULES_VERSION
+    rules: tuple[str, ...] = RULES
 
 
 @dataclass(frozen=True)
@@ -723,6 +753,82 @@ class GovernanceApplication(HelpRequests, QijiApplication):
         self.views.catch_up()
         return self.views.statistics(street_id=street_id, kind=kind.value if kind else "",
                                      start=start, end=end)
+
+    # ------------------------------------------------------------------ the three rates
+
+    def service_rates(self, *, department_id: str, street_id: str, district_id: str,
+                      start: datetime | None, end: datetime | None, as_of: datetime | None,
+                      violations: Violations | None = None) -> ServiceRatesView:
+        """The response, resolution and satisfaction rates (domain/rates.py) of one unit — a
+        department, a street or a district, exactly one named — over the assignments routed
+        in [start, end), as the log stood at `as_of` (None: now). The reports the unit may
+        count, and the version each stood at (its events stored by `as_of`), are found in the
+        views; each is then read at that version, so a correction recorded later changes
+        today's figures of the period and never the figures as they stood when reported."""
+        violations = violations if violations is not None else Violations()
+        now = self.clock()
+        named = [f for f, value in zip(_UNITS, (department_id, street_id, district_id),
+                                       strict=True) if value]
+        if not named:
+            violations.add("department_id", "name the unit: one of department_id, street_id "
+                           "or district_id", UNIT_REQUIRED)
+        for f in named[1:]:
+            violations.add(f, f"name one unit only: {named[0]} names one already",
+                           MORE_THAN_ONE_UNIT)
+        if named == ["department_id"]:
+            self._note_organisation(violations, department_id, "department_id", DEPARTMENT,
+                                    "department")
+        elif named == ["street_id"]:
+            self._note_organisation(violations, street_id, "street_id", STREET, "street")
+        elif named == ["district_id"]:
+            self._note_organisation(violations, district_id, "district_id", DISTRICT,
+                                    "district")
+        violations.require_given(start, "start_time", "must be set", FIELD_REQUIRED)
+        violations.require_given(end, "end_time", "must be set", FIELD_REQUIRED)
+        if start is not None and start > now:
+            violations.add("start_time", "must not be in the future: a period that has not "
+                           "begun has no figures", TIME_IN_THE_FUTURE)
+        if start is not None and end is not None:
+            if end <= start:
+                violations.add("end_time", "must be after start_time",
+                               END_TIME_NOT_AFTER_START_TIME)
+            elif end - start > MAX_PERIOD:
+                violations.add("end_time", f"a period of at most {MAX_PERIOD.days} days; ask "
+                               "for a longer one in parts", PERIOD_TOO_LONG)
+        if as_of is not None and as_of > now:
+            violations.add("as_of_time", f"must not be in the future (now is "
+                           f"{now.isoformat()}): figures are as the log stood, not as it may "
+                           "stand", TIME_IN_THE_FUTURE)
+        elif as_of is not None and start is not None and as_of < start:
+            violations.add("as_of_time", "must not be before start_time: the period had not "
+                           "begun", AS_OF_BEFORE_START)
+        violations.raise_if_any()
+        assert start is not None and end is not None and len(named) == 1
+        self.views.catch_up()
+        if department_id:
+            unit = Unit(department_id=department_id)
+            candidates = self.views.routed_reports(department_id=department_id, start=start,
+                                                   end=end)
+        else:
+            streets = [street_id] if street_id else self.views.streets_of(district_id)
+            unit = Unit(street_ids=frozenset(streets))
+            candidates = self.views.routed_reports(street_ids=streets, start=start, end=end)
+        moment = as_of or now
+        versions = [(r, self.views.report_version(r, as_of)) for r in candidates]
+        rates = service_rates((self._report_at(r, v) for r, v in versions if v), unit, start,
+                              end, moment)
+        return ServiceRatesView(department_id=department_id, street_id=street_id,
+                                district_id=district_id, start=start, end=end, as_of=moment,
+                                rates=rates)
+
+    def _report_at(self, report_id: str, version: int) -> Report:
+        """The report at `version`, only to read (never handed to a command). A version's
+        state never changes: the cached copy when it is at that version, else rebuilt from its
+        events up to that version in one read (not the current copy brought up to date
+        first, which would read the store once more for nothing)."""
+        ident = uuid.UUID(report_id)
+        cached = self._cached_at(ident, version, copy=False)
+        return cached if cached is not None else self.repository.get(ident, version=version)
 
     # ------------------------------------------------------------------ deadlines
 

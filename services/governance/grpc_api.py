@@ -23,6 +23,7 @@ from services.governance.application import (
     ReportView,
     RoutingRulesView,
     RuleInput,
+    ServiceRatesView,
     SessionInput,
     SignatureEntry,
     WorkingCalendarView,
@@ -123,6 +124,11 @@ ACCESS = access_table(SERVICE_NAME, {
     "ListDepartmentQueue": scoped(CITY_READERS, department=DEPARTMENT_ITSELF),
     "GetReportStatistics": scoped(CITY_READERS,
                                   street_office=Ref("street_id", "organisation")),
+    # The three rates: a department its own, a street office its own street's; a district has
+    # no token of its own (no role acts for one), so its figures are the city-wide readers'.
+    # Each tenant role names its own unit in its own field (left empty: FIELD_REQUIRED).
+    "GetServiceRates": scoped(CITY_READERS, department=DEPARTMENT_ITSELF,
+                              street_office=Ref("street_id", "organisation")),
     "SetRoutingRules": city_wide(CITY_ADMIN),
     # The rules are the city's configuration, read by its officials.
     "GetRoutingRules": public(CITY_READERS, STREET_OFFICE, DEPARTMENT),
@@ -317,6 +323,16 @@ class GovernanceServicer(HelpServicer, pb_grpc.GovernanceServiceServicer):
             start=optional_time(request, "start_time", violations),
             end=optional_time(request, "end_time", violations), violations=violations)
         return pb.GetReportStatisticsResponse(statistics=[self._statistics(r) for r in rows])
+
+    def GetServiceRates(self, request: Any, context: Any) -> Any:
+        violations = Violations()
+        found = self.app.service_rates(
+            department_id=request.department_id, street_id=request.street_id,
+            district_id=request.district_id,
+            start=optional_time(request, "start_time", violations),
+            end=optional_time(request, "end_time", violations),
+            as_of=optional_time(request, "as_of_time", violations), violations=violations)
+        return pb.GetServiceRatesResponse(service_rates=_service_rates(found))
 
     # ------------------------------------------------------------------ routing rules
 
@@ -647,6 +663,24 @@ def _pause(p: dict[str, Any]) -> Any:
 def _policy(p: MediationPolicyView) -> Any:
     return pb.MediationPolicy(follow_up_days=p.follow_up_days, version=p.version,
                               update_time=timestamp(p.updated_at))
+
+
+def _service_rates(v: ServiceRatesView) -> Any:
+    r = v.rates
+
+    def rate(x: Any) -> Any:
+        percent = x.percent
+        return pb.ServiceRate(numerator=x.numerator, denominator=x.denominator,
+                              percent=str(percent) if percent is not None else "")
+    return pb.ServiceRates(
+        department_id=v.department_id, street_id=v.street_id, district_id=v.district_id,
+        start_time=timestamp(v.start), end_time=timestamp(v.end), as_of_time=timestamp(v.as_of),
+        assignments=r.assignments, response_rate=rate(r.response),
+        awaiting_response=r.awaiting_response, resolution_rate=rate(r.resolution),
+        open_assignments=r.open, transferred_assignments=r.transferred, reports=r.reports,
+        satisfaction_rate=rate(r.satisfaction), satisfied=r.satisfied,
+        basically_satisfied=r.basically_satisfied, unsatisfied=r.unsatisfied,
+        rules_version=v.rules_version, rules=list(v.rules))
 
 
 def _mediation_row(r: MediationStatisticsRow) -> Any:

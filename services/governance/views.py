@@ -26,8 +26,16 @@ from shared.views import Index, LogFollower
 if TYPE_CHECKING:
     from shared.application import QijiApplication
 
-# identity's OrganisationKind.DEPARTMENT, as its feed spells it.
-DEPARTMENT = "DEPARTMENT"
+# identity's OrganisationKind.DEPARTMENT and STREET, as its feed spells them.
+DEPARTMENT, STREET = "DEPARTMENT", "STREET"
+
+
+# Report events known to give no department a new assignment (Routed gives them, and is
+# noted with each assignment's own time): any other may (_may_have_assigned).
+_NO_NEW_ASSIGNMENT = (Report.Submitted, Report.Routed, Report.LinkedAsDuplicate,
+                      Report.DuplicateNoted, Report.Acknowledged, Report.WorkStarted,
+                      Report.AssignmentResolved, Report.AssignmentRejected, Report.Closed,
+                      Report.Verified, Report.Escalated)
 
 
 @dataclass
@@ -166,6 +174,16 @@ class GovernanceViews:
         self._open_by_category: dict[str, list[tuple[float, str]]] = defaultdict(list)
         self._organisations: dict[str, dict[str, str]] = {}
         self._departments: dict[tuple[str, str], list[str]] = defaultdict(list)
+        # district -> its streets, in the order identity created them (a district's rates).
+        self._streets: dict[str, list[str]] = defaultdict(list)
+        # "department:<id>" / "street:<id>" -> (routed_at, report id) of every assignment ever
+        # given, sorted: the reports a period's rates may count are found without reading the
+        # rest (GetServiceRates). An assignment never leaves it: it was given, whatever became
+        # of it, so the reports it names at any moment include those it named before.
+        self._routings: dict[str, list[tuple[datetime, str]]] = defaultdict(list)
+        # report -> when each of its events was stored, by version (index 0: version 1): the
+        # version it stood at any moment, found without reading its events again.
+        self._stored_at: dict[str, list[datetime]] = defaultdict(list)
         self._follower = LogFollower(app, "governance", self._apply)
 
     def catch_up(self) -> int:
@@ -190,6 +208,41 @@ class GovernanceViews:
         with self._lock:
             found = self._departments.get((parent_id, function))
             return found[0] if found else None
+
+    def streets_of(self, district_id: str) -> list[str]:
+        """The streets identity created under `district_id`."""
+        with self._lock:
+            return list(self._streets.get(district_id, ()))
+
+    def routed_reports(self, *, department_id: str = "", street_ids: list[str] | None = None,
+                       start: datetime, end: datetime) -> list[str]:
+        """Reports with an assignment routed in [start, end): to `department_id`, or of a
+        report made in one of `street_ids`. In routing order, each once."""
+        keys = ([f"department:{department_id}"] if department_id
+                else [f"street:{s}" for s in street_ids or ()])
+        found: dict[str, None] = {}
+        with self._lock:
+            for key in keys:
+                routings = self._routings.get(key, [])
+                first = bisect.bisect_left(routings, (start,))
+                last = bisect.bisect_left(routings, (end,))
+                found.update(dict.fromkeys(r for _, r in routings[first:last]))
+        return list(found)
+
+    def report_version(self, report_id: str, as_of: datetime | None = None) -> int:
+        """The report's version as this view has it (`as_of` None), or as its stored events
+        stood at `as_of`: those stored at or before it, up to the first stored after (as
+        QijiApplication.version_at counts). 0: none was stored by then."""
+        with self._lock:
+            stored = self._stored_at.get(report_id, [])
+            if as_of is None:
+                return len(stored)
+            version = 0
+            for at in stored:
+                if at > as_of:
+                    break
+                version += 1
+            return version
 
     def open_incidents(self, category: str, latitude: float, band_degrees: float
                        ) -> list[tuple[str, dict[str, Any]]]:
@@ -357,6 +410,11 @@ class GovernanceViews:
 
     def _apply_locked(self, position: int, event: Any) -> None:
         ident = str(event.originator_id)
+        if isinstance(event, Report.Event):
+            # Every event of a report, whichever part of the model it comes from.
+            self._stored_at[ident].append(event.timestamp)
+            if not isinstance(event, _NO_NEW_ASSIGNMENT):
+                self._may_have_assigned(ident, event)
         if isinstance(event, Report.Submitted):
             self._rows[ident] = ReportRow(
                 report_id=ident, street_id=event.street_id, kind=event.kind,
@@ -382,6 +440,7 @@ class GovernanceViews:
                                   DeadlineKind.RESOLVE.value: a.get("resolve_at_risk")})
                 self._open_assignments.add((ident, dept))
                 self._queue(ident, dept)
+                self._routing_noted(ident, dept, event.at)
             # Who the report is assigned to decides which departments see it in lists.
             self.reports.update(ident, department_ids=list(row.departments))
         elif isinstance(event, Report.LinkedAsDuplicate):
@@ -471,6 +530,8 @@ class GovernanceViews:
                                           "name": event.name}
             if event.kind == DEPARTMENT:
                 self._departments[(event.parent_id, event.department_function)].append(ident)
+            elif event.kind == STREET and event.parent_id:
+                self._streets[event.parent_id].append(ident)
 
     def _new_assignment(self, report_id: str, department_id: str, position: int,
                         event: Any) -> None:
@@ -497,6 +558,38 @@ class GovernanceViews:
     def _fact(self, case_id: str, what: str, at: datetime, days: float = 0.0) -> None:
         self._mediation.append(_MediationFact(self._cases[case_id]["street_id"], what, at,
                                               days))
+
+    def _routing_noted(self, report_id: str, department_id: str, at: datetime) -> None:
+        """An assignment given to `department_id` at `at`: every event that gives one (routing,
+        a transfer, a new assignment) notes it here, or the rates would not find its report."""
+        street = self._rows[report_id].street_id
+        for key in (f"department:{department_id}", f"street:{street}"):
+            routings = self._routings[key]
+            entry = (at, report_id)
+            if not routings or routings[-1] <= entry:
+                routings.append(entry)  # the usual case: the log comes in time order
+            else:
+                bisect.insort(routings, entry)
+
+    def _may_have_assigned(self, report_id: str, event: Any) -> None:
+        """A report event of a kind not known to give no assignment (a transfer, a new
+        assignment by the street office, a pause...) that names departments: noted as a
+        routing of each, at the event's time, whether or not another branch handles it. The
+        rates must find every report a department was given, whatever event gave it; one
+        noted that gave nothing costs a read and counts nothing (the rates' rule reads each
+        assignment's own routing time from the report), one missed would be a wrong figure."""
+        if report_id not in self._rows:
+            return
+        at = getattr(event, "at", None)
+        if not isinstance(at, datetime):
+            at = event.timestamp
+        for name, value in vars(event).items():
+            if name.endswith("department_id") and isinstance(value, str) and value:
+                self._routing_noted(report_id, value, at)
+            elif name.endswith("department_ids") and isinstance(value, list):
+                for department_id in value:
+                    if isinstance(department_id, str) and department_id:
+                        self._routing_noted(report_id, department_id, at)
 
     def _queue(self, report_id: str, department_id: str) -> None:
         a = self._assignments[(report_id, department_id)]

@@ -218,6 +218,12 @@ def submit_request(rider_id: str, street: str, clock: ClockFile, **fields: Any
     return pb.SubmitReportRequest(**values)
 
 
+def rates_request(clock: ClockFile, **fields: Any) -> pb.GetServiceRatesRequest:
+    """GetServiceRates over the thirty days around the clock's now, for `fields`' unit."""
+    return pb.GetServiceRatesRequest(start_time=ts(clock.now - timedelta(days=30)),
+                                     end_time=ts(clock.now + timedelta(days=1)), **fields)
+
+
 # ---------------------------------------------------------------------------- bad input
 
 
@@ -460,6 +466,40 @@ BAD_INPUT: dict[str, Bad] = {
         lambda w, c: pb.GetReportStatisticsRequest(start_time=ts(c.now),
                                                    end_time=ts(c.now - timedelta(days=1))),
         INVALID, field="end_time"),
+    "GetServiceRates-as-of-tomorrow": Bad(
+        "GetServiceRates", "auditor",
+        lambda w, c: rates_request(c, department_id=w.police,
+                                   as_of_time=ts(c.now + timedelta(days=1))),
+        INVALID, field="as_of_time", reason="TIME_IN_THE_FUTURE"),
+    "GetServiceRates-as-of-before-the-period": Bad(
+        "GetServiceRates", "police",
+        lambda w, c: rates_request(c, department_id=w.police,
+                                   as_of_time=ts(c.now - timedelta(days=40))),
+        INVALID, field="as_of_time", reason="AS_OF_BEFORE_START"),
+    "GetServiceRates-of-no-unit": Bad(
+        "GetServiceRates", "auditor", lambda w, c: rates_request(c), INVALID,
+        field="department_id", reason="UNIT_REQUIRED"),
+    "GetServiceRates-of-two-units": Bad(
+        "GetServiceRates", "city_admin",
+        lambda w, c: rates_request(c, department_id=w.police, street_id=w.street), INVALID,
+        field="street_id", reason="MORE_THAN_ONE_UNIT"),
+    "GetServiceRates-of-a-street-named-as-a-district": Bad(
+        "GetServiceRates", "auditor", lambda w, c: rates_request(c, district_id=w.street),
+        INVALID, field="district_id", reason="ORGANISATION_KIND_NOT_ALLOWED"),
+    "GetServiceRates-unknown-district": Bad(
+        "GetServiceRates", "auditor", lambda w, c: rates_request(c, district_id=RANDOM_ID),
+        NOT_FOUND, reason="DISTRICT_NOT_FOUND"),
+    "GetServiceRates-of-another-department": Bad(
+        "GetServiceRates", "social", lambda w, c: rates_request(c, department_id=w.police),
+        DENIED, reason="OUT_OF_SCOPE"),
+    "GetServiceRates-of-another-street": Bad(
+        "GetServiceRates", "other_office", lambda w, c: rates_request(c, street_id=w.street),
+        DENIED, reason="OUT_OF_SCOPE"),
+    # No role acts for a district: its figures are the city-wide readers'. A street office
+    # names its own street.
+    "GetServiceRates-of-the-district-by-its-street-office": Bad(
+        "GetServiceRates", "office", lambda w, c: rates_request(c, district_id=w.district),
+        INVALID, field="street_id", reason="FIELD_REQUIRED"),
     "SetRoutingRules-no-rules": Bad(
         "SetRoutingRules", "city_admin", on(pb.SetRoutingRulesRequest), INVALID, field="rules"),
     "SetRoutingRules-rule-without-departments": Bad(
@@ -706,6 +746,11 @@ def test_a_riders_emergency_is_routed_to_public_security_resolved_and_verified(
         governance: ServiceProcess, world: World, clock: ClockFile) -> None:
     platform, police = caller(governance, world, "platform"), caller(governance, world, "police")
     office = caller(governance, world, "office")
+
+    def rates(who: Client, **unit: str) -> pb.ServiceRates:
+        return who.GetServiceRates(rates_request(clock, **unit)).service_rates
+    police_before, street_before = (rates(police, department_id=world.police),
+                                    rates(office, street_id=world.street))
     report = platform.SubmitReport(submit_request(
         world.active, world.street, clock, lat=LAT + 0.05,
         category=pb.CATEGORY_PUBLIC_SECURITY, text="路口有人持械斗殴")).report
@@ -782,6 +827,20 @@ def test_a_riders_emergency_is_routed_to_public_security_resolved_and_verified(
     assert report.report_id in listed_by("office")
     assert report.report_id not in listed_by("social")
     assert report.report_id not in listed_by("other_office")
+
+    # The three rates: the police's and the street's each count it once more — acknowledged
+    # in time, resolved; the district's (read by the city-wide readers) hold the street's.
+    for before, after in ((police_before, rates(police, department_id=world.police)),
+                          (street_before, rates(office, street_id=world.street))):
+        assert after.assignments == before.assignments + 1
+        for rate in ("response_rate", "resolution_rate"):
+            was, now = getattr(before, rate), getattr(after, rate)
+            assert (now.numerator, now.denominator) == (was.numerator + 1,
+                                                        was.denominator + 1), rate
+        assert after.rules_version == 1 and len(after.rules) == 6
+    district = rates(caller(governance, world, "auditor"), district_id=world.district)
+    assert district.district_id == world.district
+    assert district.assignments >= after.assignments
 
 
 def test_a_department_pauses_its_clock_while_it_waits_for_the_rider(

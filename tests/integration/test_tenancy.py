@@ -42,8 +42,11 @@ FIELD_KEYS = {
     "recipient_id": "platform", "organisation_id": "street", "recognition_id": "recognition",
     "growth_path_id": "growth_path", "growth_plan_id": "growth_plan", "activity_id": "activity",
     "sponsor_id": "merchant", "area_id": "community", "help_request_id": "help_request",
-    "to_department_id": "department",
+    "to_department_id": "department", "district_id": "district",
 }
+# A request naming one of several kinds of unit (GetServiceRates: a department, a street or a
+# district): each role names the unit it acts for, over the period just past.
+ONE_UNIT_OF = {"department": "department_id", "street_office": "street_id"}
 REFUSED_FOR_ADMITTED = {grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED,
                         grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL}
 
@@ -155,6 +158,14 @@ def request_for(w: World, service: Service, path: str, tenant: str, role: str, *
             request.amenity = 1  # AMENITY_REST, which every tenant's space offers
         elif f.name == "count" and path.endswith("/RecordSpaceUse"):
             request.count = 1
+        elif path.endswith("/GetServiceRates") and f.name in (
+                "department_id", "street_id", "district_id"):
+            if ONE_UNIT_OF.get(role) == f.name:
+                setattr(request, f.name, held.ids[FIELD_KEYS[f.name]])
+        elif path.endswith("/GetServiceRates") and f.name in ("start_time", "end_time"):
+            now = datetime.now(UTC)
+            getattr(request, f.name).CopyFrom(ts(now - timedelta(days=1) if f.name ==
+                                                 "start_time" else now + timedelta(days=1)))
         elif f.name == "perk_id" and own and role != "merchant":
             request.perk_id = held.ids["perk"]
         elif f.name in FIELD_KEYS and f.type == FieldDescriptor.TYPE_STRING \
