@@ -307,7 +307,11 @@ class Story:
         claim_id = self.perk_claimed_and_redeemed(city, riders[0], perks)
         self.green_grows_golden(city, riders[2], badges)
         self.pledge(riders)
+        self.routing_rules(city)
+        self.working_calendar()
         self.emergency(city, riders[1])
+        self.help_request(city, riders[3])
+        self.service_rates(city)
         self.care_packages(city, riders)
         self.sponsored_care_packages(city, riders)
         self.growth_plan(city, riders[2])
@@ -347,10 +351,12 @@ class Story:
              ipb.DEPARTMENT_FUNCTION_POLITICAL_LEGAL),
             ("public_security", "荷花池派出所", c["street"],
              ipb.DEPARTMENT_FUNCTION_PUBLIC_SECURITY),
-            ("petitions", "钟楼区信访局", c["district"], ipb.DEPARTMENT_FUNCTION_PETITIONS)]
+            ("petitions", "钟楼区信访局", c["district"], ipb.DEPARTMENT_FUNCTION_PETITIONS),
+            ("legal_aid", "钟楼区法律援助中心", c["district"],
+             ipb.DEPARTMENT_FUNCTION_LEGAL_AID)]
         for key, name, parent, function in departments:
             c[key] = self.org(ipb.ORGANISATION_KIND_DEPARTMENT, name, parent, function)
-        self.say("departments 社会工作 / 政法 / 公安 / 信访: " + ", ".join(
+        self.say("departments 社会工作 / 政法 / 公安 / 信访 / 法律援助: " + ", ".join(
             name for _, name, _, _ in departments) + " (the district's information mechanism)")
         c["platform"] = self.org(ipb.ORGANISATION_KIND_PLATFORM, "骑迹外卖")
         c["station"] = self.org(ipb.ORGANISATION_KIND_STATION, "荷花池站", c["platform"])
@@ -502,23 +508,11 @@ class Story:
                  "training certifies them for the job (岗前培训合格)")
         # The platform company learns it from its event feed, not by asking training.
         wanted = {r.rider_id for r in riders}
-        self.wait_for(lambda: wanted <= self.certified_in_feed(),
+        self.wait_for(lambda: wanted <= self.subjects_in_feed("qiji.training.v1.PreJobCertified"),
                       "the platform's feed carrying qiji.training.v1.PreJobCertified "
                       "for the 4 riders")
         self.say("骑迹外卖's event feed (platform gateway) carries "
                  "qiji.training.v1.PreJobCertified for all 4: they may take orders")
-
-    def certified_in_feed(self) -> set[str]:
-        seen: set[str] = set()
-        cursor = ""
-        platform = self.callers["platform"]
-        while True:
-            page = platform("platform", "ReadEvents", ppb.ReadEventsRequest(
-                cursor=cursor, page_size=1000, types=["qiji.training.v1.PreJobCertified"]))
-            seen.update(e.event.attributes["subject"].ce_string for e in page.events)
-            if page.caught_up or page.next_cursor == cursor:
-                return seen
-            cursor = page.next_cursor
 
     def badge_classes(self, c: dict[str, str]) -> dict[str, str]:
         def badge(name: str, english: str, criteria: bpb.Criteria) -> str:
@@ -748,7 +742,7 @@ class Story:
         self.say(f"the riders read and sign the pledge to take part in grassroots governance "
                  f"(参与基层治理承诺倡议, version {current.version})")
 
-    def emergency(self, c: dict[str, str], rider: Rider) -> None:
+    def routing_rules(self, c: dict[str, str]) -> None:
         rules = self.admin("governance", "GetRoutingRules", gpb.GetRoutingRulesRequest()
                            ).routing_rules
         if rules.version == 0:
@@ -771,6 +765,8 @@ class Story:
         else:
             self.say(f"routing rules version {rules.version} are in force; the report goes "
                      "where they send it")
+
+    def emergency(self, c: dict[str, str], rider: Rider) -> None:
         platform = self.callers["platform"]
         # Somewhere in the street, never within 200 m of an earlier run's report.
         lat = LAT + _rng.uniform(-0.02, 0.02)
@@ -816,6 +812,115 @@ class Story:
             request_id=new_id(), report_id=report.report_id, note="街道回访核实")).report
         self.say("each department acknowledges, works and resolves it; 荷花池街道 verifies it "
                  f"({gpb.ReportStatus.Name(verified.status).removeprefix('REPORT_STATUS_')})")
+        self.wait_for(lambda: rider.rider_id in self.subjects_in_feed(
+            "qiji.governance.v1.ReportVerified"),
+            "the platform's feed carrying qiji.governance.v1.ReportVerified for the rider")
+        rated = platform("governance", "RateReportOutcome", gpb.RateReportOutcomeRequest(
+            request_id=new_id(), report_id=report.report_id,
+            rating=gpb.SATISFACTION_RATING_SATISFIED, comment="处置及时，谢谢")).report
+        self.say(f"骑迹外卖's feed tells {rider.name} the outcome "
+                 "(qiji.governance.v1.ReportVerified, with each department's resolution); the "
+                 "rider rates it in the app: "
+                 + gpb.SatisfactionRating.Name(rated.satisfaction).removeprefix(
+                     "SATISFACTION_RATING_") + " (满意)")
+
+    def working_calendar(self) -> None:
+        """The city's working calendar: general requests' clocks count its working hours;
+        emergencies and risks to life or property run around the clock (12345's standard)."""
+        calendar = self.admin("governance", "GetWorkingCalendar",
+                              gpb.GetWorkingCalendarRequest()).working_calendar
+        if calendar.version == 0:
+            calendar = self.admin("governance", "SetWorkingCalendar",
+                                  gpb.SetWorkingCalendarRequest(
+                request_id=setup_id("working-calendar"),
+                working_hours=[gpb.WorkingHours(start="09:00", end="12:00"),
+                               gpb.WorkingHours(start="13:30", end="17:30")],
+                working_weekdays=[1, 2, 3, 4, 5], holidays=["2027-01-01"])).working_calendar
+        rules = self.admin("governance", "GetRoutingRules", gpb.GetRoutingRulesRequest()
+                           ).routing_rules
+        clocks = {gpb.Category.Name(d.category).removeprefix("CATEGORY_"): d
+                  for d in rules.category_deadlines}
+
+        def told(category: str) -> str:
+            d = clocks[category]
+            return (f"{category} {_hours(d.acknowledge_within.seconds)} / "
+                    f"{_hours(d.resolve_within.seconds)}"
+                    + (" around the clock" if d.around_the_clock else " of working time"))
+        self.say(f"the city admin sets the working calendar (工作日历, version "
+                 f"{calendar.version}): "
+                 + ", ".join(f"{h.start}–{h.end}" for h in calendar.working_hours)
+                 + ", Monday to Friday, 元旦 " + ", ".join(calendar.holidays) + " off; "
+                 "report clocks by category (acknowledge / answer): "
+                 + "; ".join(told(c) for c in ("FIRE", "UTILITIES", "OTHER", "DISPUTE")))
+
+    def help_request(self, c: dict[str, str], rider: Rider) -> None:
+        """帮扶: a rider asks for legal aid; the legal-aid centre answers; the street office
+        sees that it happened, never what was said."""
+        platform = self.callers["platform"]
+        asked = self.until_known(lambda: platform("governance", "RequestHelp",
+                                                  gpb.RequestHelpRequest(
+            request_id=new_id(), rider_id=rider.rider_id, kind=gpb.HELP_KIND_LEGAL_AID,
+            text="送餐途中被一辆轿车刮倒，车主拒绝赔偿医药费和误工费，想申请法律援助",
+            contact_preference=gpb.CONTACT_CHANNEL_PHONE)),
+            f"governance: {rider.name} asking for legal aid").help_request
+        centre = [a.department_id for a in asked.assignments]
+        if centre != [c["legal_aid"]]:
+            raise DemoFailed(f"governance routed the legal-aid request to {centre}, not to "
+                             "钟楼区法律援助中心")
+        seen = self.callers["office"]("governance", "GetHelpRequest", gpb.GetHelpRequestRequest(
+            help_request_id=asked.help_request_id)).help_request
+        self.say(f"帮扶: {rider.name} asks for legal aid (法律援助) in 骑迹外卖's app; governance "
+                 "routes it to 钟楼区法律援助中心 (the legal aid nearest the rider's home "
+                 f"street); 荷花池街道 sees that it happened, not what was said: “{seen.text}”")
+        centre_caller = self.caller("legal-aid", "qiji-demo-legal-aid", "department",
+                                    c["legal_aid"], "钟楼区法律援助中心")
+        common = {"help_request_id": asked.help_request_id, "department_id": c["legal_aid"]}
+        centre_caller("governance", "AssignCaseworker", gpb.AssignCaseworkerRequest(
+            request_id=new_id(), caseworker_name="周律师", **common))
+        centre_caller("governance", "RecordHelpContact", gpb.RecordHelpContactRequest(
+            request_id=new_id(), channel=gpb.CONTACT_CHANNEL_PHONE,
+            note="电话了解事故经过，约定到中心面谈", **common))
+        centre_caller("governance", "GiveHelpOutcome", gpb.GiveHelpOutcomeRequest(
+            request_id=new_id(), outcome="已受理法律援助，指派律师代理索赔；车主已同意协商赔偿",
+            **common))
+        self.wait_for(lambda: rider.rider_id in self.subjects_in_feed(
+            "qiji.governance.v1.HelpOutcomeGiven"),
+            "the platform's feed carrying qiji.governance.v1.HelpOutcomeGiven for the rider")
+        rated = platform("governance", "RateHelpOutcome", gpb.RateHelpOutcomeRequest(
+            request_id=new_id(), help_request_id=asked.help_request_id,
+            rating=gpb.SATISFACTION_RATING_SATISFIED)).help_request
+        self.say("钟楼区法律援助中心 names a caseworker, calls the rider and gives its outcome; "
+                 f"骑迹外卖's feed carries qiji.governance.v1.HelpOutcomeGiven to {rider.name}, "
+                 "who rates it "
+                 + gpb.SatisfactionRating.Name(rated.satisfaction).removeprefix(
+                     "SATISFACTION_RATING_") + " (满意)")
+
+    def service_rates(self, c: dict[str, str]) -> None:
+        """接诉即办's three rates of the street, as the log stands now."""
+        now = datetime.now(UTC)
+        rates = self.callers["office"]("governance", "GetServiceRates",
+                                       gpb.GetServiceRatesRequest(
+            street_id=c["street"], start_time=stamp(now - timedelta(days=1)),
+            end_time=stamp(now + timedelta(minutes=1)))).service_rates
+
+        def told(rate: Any) -> str:
+            return (f"{rate.percent or '—'}% ({rate.numerator}/{rate.denominator})")
+        self.say("荷花池街道 reads its three rates for the last day (接诉即办): response "
+                 f"{told(rates.response_rate)}, resolution {told(rates.resolution_rate)}, "
+                 f"satisfaction {told(rates.satisfaction_rate)}")
+
+    def subjects_in_feed(self, event_type: str) -> set[str]:
+        """The subjects (riders) of every event of `event_type` on the platform's feed."""
+        seen: set[str] = set()
+        cursor = ""
+        platform = self.callers["platform"]
+        while True:
+            page = platform("platform", "ReadEvents", ppb.ReadEventsRequest(
+                cursor=cursor, page_size=1000, types=[event_type]))
+            seen.update(e.event.attributes["subject"].ce_string for e in page.events)
+            if page.caught_up or page.next_cursor == cursor:
+                return seen
+            cursor = page.next_cursor
 
     def care_packages(self, c: dict[str, str], riders: list[Rider]) -> None:
         office = self.callers["office"]
@@ -1114,6 +1219,11 @@ class Story:
 
 
 # ---------------------------------------------------------------------------- the command
+
+
+def _hours(seconds: int) -> str:
+    """A clock's length as people say it: 15 min, 2 h, 56 h."""
+    return f"{seconds // 60} min" if seconds < 3600 else f"{seconds / 3600:g} h"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -37,7 +37,7 @@ from services.governance.domain.values import (
     HelpAssignmentStatus,
     HelpKind,
     HelpStatus,
-    Satisfaction,
+    SatisfactionRating,
     check_text,
     default_help_routing,
     help_alternatives,
@@ -316,10 +316,10 @@ class HelpRequests:
             department_id, sealed, now))
 
     def rate_help_outcome(self: GovernanceApplication, *, help_request_id: str,
-                          rating: Satisfaction | None,
+                          rating: SatisfactionRating | None,
                           violations: Violations | None = None) -> dict[str, Any]:
         violations = violations if violations is not None else Violations()
-        violations.require_given(rating, "rating", one_of(Satisfaction), ENUM_VALUE_REQUIRED)
+        violations.require_given(rating, "rating", one_of(SatisfactionRating), ENUM_VALUE_REQUIRED)
         check_id(violations, "help_request_id", help_request_id)
         violations.raise_if_any()
         assert rating is not None

@@ -15,7 +15,7 @@ from services.governance.domain.values import (
     DepartmentFunction,
     HelpKind,
     HelpStatus,
-    Satisfaction,
+    SatisfactionRating,
 )
 from services.governance.help_application import (
     HelpHistoryEntry,
@@ -95,7 +95,7 @@ class HelpServicer:
         violations = Violations()
         result = self.app.rate_help_outcome(
             help_request_id=request.help_request_id,
-            rating=enum_in(request.rating, pb.Satisfaction, Satisfaction, violations,
+            rating=enum_in(request.rating, pb.SatisfactionRating, SatisfactionRating, violations,
                            "rating"), violations=violations)
         return pb.RateHelpOutcomeResponse(help_request=self._help_at(result))
 
@@ -149,8 +149,8 @@ def _help(h: HelpRequestView) -> Any:
             to_department_id=r["to_department_id"], note=r["note"],
             refer_time=timestamp(r["at"])) for r in h.referrals],
         close_time=timestamp(h.closed_at),
-        satisfaction=enum_out(h.satisfaction["rating"], pb.Satisfaction)
-        if h.satisfaction else pb.SATISFACTION_UNSPECIFIED,
+        satisfaction=enum_out(h.satisfaction["rating"], pb.SatisfactionRating)
+        if h.satisfaction else pb.SATISFACTION_RATING_UNSPECIFIED,
         rate_time=timestamp(h.satisfaction["at"]) if h.satisfaction else None,
         version=h.version, help_routing_version=h.routing_version)
 

@@ -57,8 +57,24 @@ LANDMARKS = [
     "常州市外卖人才联合服务空间",
     "officials present: 荷花池街道党工委书记, 钟楼区委社会工作部部长",
     "feed carries qiji.badges.v1.BadgeGrown and AwardPresented",
+    # 12345's standard: the city's working calendar and the clocks by category.
+    "the city admin sets the working calendar (工作日历, version ",
+    "09:00–12:00, 13:30–17:30, Monday to Friday, 元旦 2027-01-01 off; report clocks by "
+    "category (acknowledge / answer): FIRE 15 min / 2 h around the clock; UTILITIES 2 h / 24 h "
+    "around the clock; OTHER 4 h / 56 h of working time; DISPUTE 8 h / 120 h of working time",
     "突发事件直报:",
     "荷花池街道 verifies it (VERIFIED)",
+    # The outcome goes back to the rider, who rates it.
+    "feed tells", "the outcome (qiji.governance.v1.ReportVerified, with each department's "
+    "resolution); the rider rates it in the app: SATISFIED (满意)",
+    # 帮扶: legal aid, confidential to the street office; the outcome to the rider.
+    "帮扶:", "asks for legal aid (法律援助) in 骑迹外卖's app; governance routes it to "
+    "钟楼区法律援助中心", "荷花池街道 sees that it happened, not what was said: “[withheld: ",
+    "钟楼区法律援助中心 names a caseworker, calls the rider and gives its outcome; 骑迹外卖's "
+    "feed carries qiji.governance.v1.HelpOutcomeGiven to", "who rates it SATISFIED (满意)",
+    # 接诉即办: the street's three rates.
+    "荷花池街道 reads its three rates for the last day (接诉即办): response ",
+    "satisfaction ",
     # A sponsor's care packages reach the riders who qualify; one of another street does not.
     "荷花池面馆 sponsors 关爱礼包: 2 packages of 矿泉水×6、藿香正气水×2、雨衣×1",
     "(2 of 2 allocated); 周骑手 of 西林街道 is refused: RIDER_NOT_OF_STREET (本街道骑手)",
@@ -92,7 +108,7 @@ LANDMARKS = [
     "holds 金蜂骑士",
     "an automatic award",
     "passed a CIVIC_EDUCATION course",
-    "The story is told: 29 steps",
+    "The story is told: 34 steps",
 ]
 
 

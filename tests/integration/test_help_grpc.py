@@ -243,15 +243,15 @@ def test_the_outcome_reaches_the_riders_platform_and_the_rating_comes_back(city)
     assert not [e for e in feed(city["platform_b"]) if help_id in e.text_data]
 
     rated = q.ok("governance", "RateHelpOutcome", gpb.RateHelpOutcomeRequest(
-        help_request_id=help_id, rating=gpb.SATISFACTION_SATISFIED),
+        help_request_id=help_id, rating=gpb.SATISFACTION_RATING_SATISFIED),
         city["platform_a_token"]).help_request
-    assert rated.satisfaction == gpb.SATISFACTION_SATISFIED
+    assert rated.satisfaction == gpb.SATISFACTION_RATING_SATISFIED
     twice = q.call("governance", "RateHelpOutcome", gpb.RateHelpOutcomeRequest(
-        help_request_id=help_id, rating=gpb.SATISFACTION_UNSATISFIED),
+        help_request_id=help_id, rating=gpb.SATISFACTION_RATING_UNSATISFIED),
         city["platform_a_token"])
     assert (twice.code, twice.reason) == (grpc.StatusCode.ALREADY_EXISTS, "HELP_ALREADY_RATED")
     other = q.call("governance", "RateHelpOutcome", gpb.RateHelpOutcomeRequest(
-        help_request_id=help_id, rating=gpb.SATISFACTION_UNSATISFIED),
+        help_request_id=help_id, rating=gpb.SATISFACTION_RATING_UNSATISFIED),
         city["platform_b_token"])
     assert (other.code, other.reason) == (grpc.StatusCode.PERMISSION_DENIED, "OUT_OF_SCOPE")
     unknown = q.call("governance", "RateHelpOutcome", gpb.RateHelpOutcomeRequest(

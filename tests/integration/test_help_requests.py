@@ -18,7 +18,7 @@ from services.governance.domain.values import (
     HelpAssignmentStatus,
     HelpKind,
     HelpStatus,
-    Satisfaction,
+    SatisfactionRating,
 )
 from services.governance.help_application import HelpRouteInput
 from services.governance.help_deadlines import HelpDeadlineScheduler
@@ -265,16 +265,16 @@ def test_a_caseworker_follows_up_refers_and_the_rider_rates_the_outcome(world, c
     act(world, "social", help_id, "give_help_outcome", outcome="已申请临时救助")
     assert world["governance"].help_request(help_id).status is HelpStatus.OPEN
     with pytest.raises(FailedPrecondition) as not_yet:
-        rate(world, help_id, Satisfaction.SATISFIED)
+        rate(world, help_id, SatisfactionRating.SATISFIED)
     assert not_yet.value.reason == "HELP_REQUEST_OPEN"
     act(world, "legal_aid", help_id, "assign_caseworker", caseworker_name="赵律师")
     act(world, "legal_aid", help_id, "give_help_outcome", outcome="已代理仲裁，工资已追回")
     closed = world["governance"].help_request(help_id)
     assert (closed.status, closed.closed_at) == (HelpStatus.CLOSED, clock.now)
     clock.now += timedelta(days=7)
-    rate(world, help_id, Satisfaction.BASICALLY_SATISFIED)
+    rate(world, help_id, SatisfactionRating.BASICALLY_SATISFIED)
     with pytest.raises(AlreadyExists) as rated:
-        rate(world, help_id, Satisfaction.SATISFIED)
+        rate(world, help_id, SatisfactionRating.SATISFIED)
     assert rated.value.reason == "HELP_ALREADY_RATED"
     assert world["governance"].help_request(help_id).satisfaction == {
         "rating": "BASICALLY_SATISFIED", "at": clock.now}
@@ -287,7 +287,7 @@ def test_a_rating_after_seven_days_is_refused_and_nothing_is_written(world, cloc
     clock.now += timedelta(days=7, seconds=1)
     before = world["governance"].last_position()
     with pytest.raises(FailedPrecondition) as late:
-        rate(world, help_id, Satisfaction.UNSATISFIED)
+        rate(world, help_id, SatisfactionRating.UNSATISFIED)
     assert late.value.reason == "RATING_WINDOW_CLOSED"
     assert world["governance"].last_position() == before
 
@@ -431,7 +431,7 @@ def test_a_departments_list_and_statistics_count_cases_without_content(world, cl
     dispute = ask(world, rider, HelpKind.LABOUR_DISPUTE)["help_request_id"]
     act(world, "social", hardship, "assign_caseworker", caseworker_name="王社工")
     act(world, "social", hardship, "give_help_outcome", outcome="已解决")
-    rate(world, hardship, Satisfaction.SATISFIED)
+    rate(world, hardship, SatisfactionRating.SATISFIED)
     clock.now += timedelta(days=2)
     assert HelpDeadlineScheduler(world["governance"]).run_once() == 1  # the union's caseworker
     # (Which rows a department may list at all is the guard's: tests/e2e/test_help_grpc.py.)

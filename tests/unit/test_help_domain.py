@@ -14,7 +14,7 @@ from services.governance.domain.values import (
     DepartmentFunction,
     HelpKind,
     HelpStatus,
-    Satisfaction,
+    SatisfactionRating,
     default_help_routing,
     help_alternatives,
     help_due_times,
@@ -80,6 +80,12 @@ def test_a_help_routing_table_is_checked_route_by_route():
         ("routes[2].resolve_within", "RESOLVE_WITHIN_NOT_AFTER_ACKNOWLEDGE_WITHIN")]
 
 
+def test_an_empty_help_routing_table_is_refused_rather_than_stored_as_a_new_version():
+    v = Violations()
+    check_help_routes(v, [])
+    assert [(x.field, x.reason) for x in v.items] == [("routes", "FIELD_REQUIRED")]
+
+
 def request(kind: HelpKind = HelpKind.HARDSHIP, *departments: str) -> HelpRequest:
     h = HelpRequest(rider_id="rider", kind=kind.value, home_street_id="street",
                     sealed_text=SEALED, contact_preference="", requested_at=T0)
@@ -140,16 +146,16 @@ def test_a_referral_gives_the_request_to_another_department_with_fresh_clocks():
 def test_the_rider_rates_once_within_seven_days_of_the_closing():
     h = request()
     with pytest.raises(FailedPrecondition) as open_:
-        h.rate(Satisfaction.SATISFIED, T0)
+        h.rate(SatisfactionRating.SATISFIED, T0)
     assert open_.value.reason == "HELP_REQUEST_OPEN"
     h.assign_caseworker("social", SEALED, T0)
     h.give_outcome("social", SEALED, T0)
     with pytest.raises(FailedPrecondition) as late:
-        h.rate(Satisfaction.SATISFIED, T0 + timedelta(days=7, microseconds=1))
+        h.rate(SatisfactionRating.SATISFIED, T0 + timedelta(days=7, microseconds=1))
     assert late.value.reason == "RATING_WINDOW_CLOSED"
-    h.rate(Satisfaction.UNSATISFIED, T0 + timedelta(days=7))
+    h.rate(SatisfactionRating.UNSATISFIED, T0 + timedelta(days=7))
     with pytest.raises(AlreadyExists) as twice:
-        h.rate(Satisfaction.SATISFIED, T0 + timedelta(days=7))
+        h.rate(SatisfactionRating.SATISFIED, T0 + timedelta(days=7))
     assert (twice.value.reason, twice.value.metadata["rating"]) == (
         "HELP_ALREADY_RATED", "UNSATISFIED")
 

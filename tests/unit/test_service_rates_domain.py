@@ -11,6 +11,7 @@ from decimal import Decimal
 
 import pytest
 
+from services.governance.domain.calendar import AROUND_THE_CLOCK
 from services.governance.domain.model import Report
 from services.governance.domain.rates import (
     RULES,
@@ -25,8 +26,9 @@ from services.governance.domain.rates import (
 T0 = datetime(2026, 3, 1, tzinfo=UTC)  # the period: March 2026
 T1 = datetime(2026, 4, 1, tzinfo=UTC)
 APRIL_1 = T1
-# Acknowledge within 2 hours, resolve within 3 days.
-CLOCKS = {"acknowledge": 2 * 3600, "resolve": 3 * 86400}
+# Acknowledge within 2 hours, resolve within 3 days, around the clock, no at-risk share.
+CLOCKS = {"acknowledge": 2 * 3600, "resolve": 3 * 86400, "around_the_clock": True,
+          "at_risk_percent": 0}
 HOUR = timedelta(hours=1)
 POLICE, SOCIAL = "police", "social"
 STREET, OTHER_STREET = "street-1", "street-2"
@@ -37,8 +39,8 @@ def routed(at: datetime, departments=(POLICE,), street=STREET) -> Report:
                     street_id=street, latitude=31.77, longitude=119.94, text="井盖缺失",
                     attachment_refs=[], observed_at=at, submitted_at=at)
     report.route(departments=[(d, "PUBLIC_SECURITY") for d in departments], rules_version=1,
-                 rule_name="all", unresolved_functions=[], deadlines=CLOCKS,
-                 escalation_chain={}, at=at)
+                 rule_name="all", unresolved_functions=[], clocks=CLOCKS,
+                 clock=AROUND_THE_CLOCK, escalation_chain={}, at=at)
     return report
 
 

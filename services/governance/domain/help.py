@@ -22,14 +22,14 @@ from typing import Any
 from eventsourcing.domain import Aggregate, event
 
 from services.governance.domain.values import (
-    HELP_RATING_WINDOW,
+    RATING_WINDOW,
     DeadlineKind,
     DepartmentFunction,
     EscalationLevel,
     HelpAssignmentStatus,
     HelpKind,
     HelpStatus,
-    Satisfaction,
+    SatisfactionRating,
     check_deadline,
     help_due_times,
     next_level,
@@ -205,8 +205,8 @@ class HelpRequest(Aggregate):
 
     # -- the rider's rating
 
-    def rate(self, rating: Satisfaction, at: datetime) -> None:
-        """The rider rates the outcome once, within HELP_RATING_WINDOW of the closing."""
+    def rate(self, rating: SatisfactionRating, at: datetime) -> None:
+        """The rider rates the outcome once, within RATING_WINDOW of the closing."""
         if self.satisfaction is not None:
             raise AlreadyExists("the rider already rated this help request",
                                 reason="HELP_ALREADY_RATED",
@@ -214,11 +214,11 @@ class HelpRequest(Aggregate):
         if self.status is not HelpStatus.CLOSED or self.closed_at is None:
             raise FailedPrecondition("only a closed help request (every outcome given) is "
                                      "rated", reason="HELP_REQUEST_OPEN")
-        closes = self.closed_at + HELP_RATING_WINDOW
+        closes = self.closed_at + RATING_WINDOW
         if at > closes:
             raise FailedPrecondition(
                 f"the rating window closed at {closes.isoformat()} "
-                f"({HELP_RATING_WINDOW.days} days after the outcome)",
+                f"({RATING_WINDOW.days} days after the outcome)",
                 reason="RATING_WINDOW_CLOSED", window_closed_time=closes.isoformat())
         self._rated(rating=rating.value, at=at)
 
@@ -295,6 +295,10 @@ def check_help_routes(violations: Violations, routes: list[dict[str, Any]]) -> N
     department function (none twice) and its two clocks. `routes`: {"kind" (None: not given
     or unreadable, said already where the entry point said it), "functions" (None each for an
     unreadable one), "acknowledge_within", "resolve_within" (timedelta or None)}."""
+    if not routes:
+        # An empty table would store a version that changes nothing: a mistake, not a choice.
+        violations.add("routes", "name at least one kind's route (kinds left out keep the "
+                       "defaults)", FIELD_REQUIRED)
     seen: set[HelpKind] = set()
     for i, route in enumerate(routes):
         field = f"routes[{i}]"

@@ -88,7 +88,8 @@ class SatisfactionRating(StrEnum):
 
 
 # The rider rates the outcome within this long after the report closed (or closed again after
-# a reopening): afterwards FAILED_PRECONDITION RATING_WINDOW_CLOSED.
+# a reopening), or their help request closed: afterwards FAILED_PRECONDITION
+# RATING_WINDOW_CLOSED.
 RATING_WINDOW = timedelta(days=7)
 # How many times an unsatisfied rating reopens one report: once. A later unsatisfied rating
 # (after the reopened report closed again) is recorded, and counts, but reopens nothing: the
@@ -376,12 +377,6 @@ class ContactChannel(StrEnum):
     ONLINE = "ONLINE"  # the platform's app, a messenger
 
 
-class Satisfaction(StrEnum):
-    SATISFIED = "SATISFIED"
-    BASICALLY_SATISFIED = "BASICALLY_SATISFIED"
-    UNSATISFIED = "UNSATISFIED"
-
-
 # Which department functions a help request goes to, by kind, until the city admin sets its
 # own (SetHelpRouting): those of them with a department near the rider's home street. Social
 # work takes every case no department of those functions exists for: it runs the programme,
@@ -432,6 +427,4 @@ def help_due_times(at: datetime, clocks: dict[str, int]) -> dict[str, datetime]:
             DeadlineKind.RESOLVE.value: at + timedelta(seconds=clocks["resolve"])}
 
 
-# The rider rates the outcome within this long of the case's closing.
-HELP_RATING_WINDOW = timedelta(days=7)
 MAX_HELP_TEXT = 2000
