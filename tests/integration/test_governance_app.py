@@ -661,8 +661,10 @@ def test_two_clerks_acknowledging_one_assignment_at_once_let_exactly_one_through
         identity.close()
 
 
-def test_with_only_a_police_station_in_the_city_an_unmatched_report_still_goes_somewhere(
-        store_env, clock):
+@pytest.mark.parametrize("function", [IdentityFunction.PUBLIC_SECURITY,
+                                      IdentityFunction.LEGAL_AID, IdentityFunction.TRADE_UNION])
+def test_with_only_one_department_in_the_city_an_unmatched_report_still_goes_there(
+        store_env, clock, function):
     identity = IdentityApplication(settings_for("identity", store_env), MASTER_KEY)
     governance = open_governance(store_env, clock, identity)
     try:
@@ -675,8 +677,7 @@ def test_with_only_a_police_station_in_the_city_an_unmatched_report_still_goes_s
             street = org(OrganisationKind.STREET, "荷花池街道", district)
             platform = org(OrganisationKind.PLATFORM, "p")
             station = org(OrganisationKind.STATION, "s", platform)
-            police = org(OrganisationKind.DEPARTMENT, "钟楼公安分局", district,
-                         IdentityFunction.PUBLIC_SECURITY)
+            police = org(OrganisationKind.DEPARTMENT, "钟楼区的唯一部门", district, function)
         w = {"identity": identity, "governance": governance, "street": street,
              "platform": platform, "station": station, "riders": 0}
         report = governance.report(submit(w, new_rider(w))["report_id"])

@@ -333,10 +333,13 @@ def check_text(violations: Violations, field: str, value: str, *, required: bool
 FALLBACK_RULE: dict = {"name": "fallback (no rule matched)", "kind": "", "category": "",
                        "street_id": "", "department_functions": ["SOCIAL_WORK", "PETITIONS"],
                        "department_ids": []}
+# Failing that, the department nearest the street whatever its function: every function a
+# department may have (a city whose only department is a legal-aid centre still hears a report).
 ANY_DEPARTMENT_RULE: dict = {"name": "fallback (nearest department)", "kind": "", "category": "",
                              "street_id": "", "department_functions": [
                                  "SOCIAL_WORK", "PETITIONS", "POLITICAL_LEGAL",
-                                 "PUBLIC_SECURITY"], "department_ids": []}
+                                 "PUBLIC_SECURITY", "LEGAL_AID", "TRADE_UNION"],
+                             "department_ids": []}
 
 
 # ---------------------------------------------------------------------------- help (帮扶)
