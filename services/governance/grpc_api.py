@@ -180,8 +180,9 @@ ACCESS = access_table(SERVICE_NAME, {
     "RecordHelpContact": once(scoped(department=DEPARTMENT_ITSELF & HELP_REQUEST)),
     "RecordHelpReferral": once(scoped(department=DEPARTMENT_ITSELF & HELP_REQUEST)),
     "GiveHelpOutcome": scoped(department=DEPARTMENT_ITSELF & HELP_REQUEST),
-    # The rider rates through their platform.
-    "RateHelpOutcome": scoped(platform=HELP_REQUEST),
+    # The rider rates where they asked: through their platform, or at their street office's
+    # counter (the application holds them to it: RATE_WHERE_ASKED).
+    "RateHelpOutcome": scoped(platform=HELP_REQUEST, street_office=HELP_REQUEST),
     # Counts only: a department its own, the city every department.
     "GetHelpStatistics": scoped(CITY_READERS, department=DEPARTMENT_ITSELF),
     "SetHelpRouting": city_wide(CITY_ADMIN),

@@ -35,6 +35,7 @@ from services.governance.domain.values import (
     DepartmentFunction,
     EscalationLevel,
     HelpAssignmentStatus,
+    HelpChannel,
     HelpKind,
     HelpStatus,
     SatisfactionRating,
@@ -102,6 +103,7 @@ class HelpRequestView:
     satisfaction: dict[str, Any] | None
     version: int
     routing_version: int = 0
+    asked_through: HelpChannel = HelpChannel.PLATFORM
 
 
 @dataclass(frozen=True)
@@ -174,12 +176,15 @@ class HelpRequests:
         chain = self._escalation_chain(home) if home else {}
         levels = [chain.get(level.value, "") for level in EscalationLevel]
 
+        through = _channel()
+
         def decide() -> Outcome:
             now = self.clock()
             request = HelpRequest(rider_id=rider_id, kind=kind.value, home_street_id=home,
                                   sealed_text=sealed,
                                   contact_preference=contact_preference.value
-                                  if contact_preference else "", requested_at=now)
+                                  if contact_preference else "",
+                                  asked_through=through.value, requested_at=now)
             request.route(departments=help_departments(
                 help_alternatives(route["functions"]), levels, self.views.nearest_department),
                           escalation_chain=chain, clocks=clocks,
@@ -323,7 +328,9 @@ class HelpRequests:
         check_id(violations, "help_request_id", help_request_id)
         violations.raise_if_any()
         assert rating is not None
-        return self._help_change(help_request_id, lambda h, now: h.rate(rating, now))
+        through = _channel()
+        return self._help_change(help_request_id,
+                                 lambda h, now: h.rate(rating, through, now))
 
     def _help_rider(self: GovernanceApplication, violations: Violations,
                     help_request_id: str, department_id: str) -> str:
@@ -379,6 +386,7 @@ class HelpRequests:
             contact_preference=ContactChannel(h.contact_preference)
             if h.contact_preference else None,
             requested_at=h.requested_at, status=h.status, routing_version=h.routing_version,
+            asked_through=HelpChannel(h.asked_through),
             assignments=[{
                 "department_id": d, "department_function": a["department_function"],
                 "status": HelpAssignmentStatus(a["status"]), "routed_at": a["routed_at"],
@@ -465,7 +473,10 @@ class HelpRequests:
         h = self.found(help_request_id, HelpRequest)
         if h is None:
             return None
-        rider = self.directory.rider(h.rider_id) if self.directory is not None else None
+        rider = (self.directory.rider(h.rider_id)
+                 if self.directory is not None and h.asked_through == HelpChannel.PLATFORM
+                 else None)
+        # Asked at the counter: the platform never hears of it, not even that it exists.
         return Owners.of(department=list(h.assignments), street_office=h.home_street_id,
                          platform=rider.platform_id if rider is not None else "")
 
@@ -474,6 +485,13 @@ class HelpRequests:
         """identity erased a rider's personal data: destroy governance's own key of that
         rider, and with it everything said in their help requests (the facts stay)."""
         self.vault.erase(str(upstream.originator_id))
+
+
+def _channel() -> HelpChannel:
+    """Where the caller asks (or rates) for the rider: the access table admits only the
+    rider's platform and their street office."""
+    roles = context.current().actor.roles
+    return HelpChannel.PLATFORM if auth.PLATFORM in roles else HelpChannel.STREET_OFFICE
 
 
 def is_id(value: str) -> bool:

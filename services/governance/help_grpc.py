@@ -152,7 +152,8 @@ def _help(h: HelpRequestView) -> Any:
         satisfaction=enum_out(h.satisfaction["rating"], pb.SatisfactionRating)
         if h.satisfaction else pb.SATISFACTION_RATING_UNSPECIFIED,
         rate_time=timestamp(h.satisfaction["at"]) if h.satisfaction else None,
-        version=h.version, help_routing_version=h.routing_version)
+        version=h.version, help_routing_version=h.routing_version,
+        asked_through=enum_out(h.asked_through, pb.HelpChannel))
 
 
 def _routing(r: HelpRoutingView) -> Any:

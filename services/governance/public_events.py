@@ -14,8 +14,9 @@ from __future__ import annotations
 from typing import Any
 
 from services.governance import events as topics
+from services.governance.domain.help import HelpRequest
 from services.governance.domain.model import Report
-from services.governance.domain.values import AssignmentStatus
+from services.governance.domain.values import AssignmentStatus, HelpChannel
 from shared.personal_data import ERASED
 from shared.public_feed import Fact, Mapped, PublicCatalogue, PublicType
 
@@ -65,8 +66,14 @@ def _co_building_signed(app: Any, fact: Fact) -> Mapped:
         "sign_time": e.at})
 
 
-def _help_outcome(app: Any, fact: Fact) -> Mapped:
+def _help_outcome(app: Any, fact: Fact) -> Mapped | None:
     e = fact.event
+    # Asked at the street office's counter: the outcome is given there; the platform never
+    # hears of the request (a rider may ask there about a dispute with the platform itself).
+    request = app.get(fact.originator_id, HelpRequest, "help_request", fact.originator_version,
+                      copy=False)
+    if request.asked_through != HelpChannel.PLATFORM:
+        return None
     outcome = None
     # The rider's words back to the rider: only to a platform asking for itself (the gateway
     # with its own token; the relay asks for no one), opened from the rider's key (None once

@@ -224,23 +224,10 @@ def test_another_department_can_neither_work_nor_list_the_request(city) -> None:
 def test_the_outcome_reaches_the_riders_platform_and_the_rating_comes_back(city) -> None:
     q = city["q"]
     help_id = worked(city)
-    upstreams = {name: LocalUpstream(svc.app, SPECS[name].public_events)
-                 for name, svc in q.services.items()}
-
-    def feed(organisation: str) -> list[Any]:
-        reader = PlatformFeed(upstreams)
-        positions, found = reader.decode_cursor(""), []
-        while True:
-            page = reader.read(positions, 200, ["qiji.governance.v1.HelpOutcomeGiven"],
-                               organisation)
-            found += [e for e, _ in page.events]
-            positions = page.positions
-            if page.caught_up:
-                return found
-    mine = [e for e in feed(city["platform_a"]) if help_id in e.text_data]
+    mine = [e for e in feed_of(city, city["platform_a"]) if help_id in e.text_data]
     assert len(mine) == 2 and any(OUTCOME in e.text_data for e in mine)
     assert not [e for e in mine if WORDS in e.text_data or CASEWORKER in e.text_data]
-    assert not [e for e in feed(city["platform_b"]) if help_id in e.text_data]
+    assert not [e for e in feed_of(city, city["platform_b"]) if help_id in e.text_data]
 
     rated = q.ok("governance", "RateHelpOutcome", gpb.RateHelpOutcomeRequest(
         help_request_id=help_id, rating=gpb.SATISFACTION_RATING_SATISFIED),
@@ -258,6 +245,57 @@ def test_the_outcome_reaches_the_riders_platform_and_the_rating_comes_back(city)
         help_request_id=help_id, rating=9), city["platform_a_token"])
     assert (unknown.code, unknown.reason) == (grpc.StatusCode.INVALID_ARGUMENT,
                                               "ENUM_VALUE_UNKNOWN")
+
+
+def feed_of(c: dict[str, Any], organisation: str) -> list[Any]:
+    """The HelpOutcomeGiven events the platform gateway gives `organisation`."""
+    upstreams = {name: LocalUpstream(svc.app, SPECS[name].public_events)
+                 for name, svc in c["q"].services.items()}
+    reader = PlatformFeed(upstreams)
+    positions, found = reader.decode_cursor(""), []
+    while True:
+        page = reader.read(positions, 200, ["qiji.governance.v1.HelpOutcomeGiven"],
+                           organisation)
+        found += [e for e, _ in page.events]
+        positions = page.positions
+        if page.caught_up:
+            return found
+
+
+def test_asked_at_the_counter_the_platform_never_hears_of_it(city) -> None:
+    """A rider asks at the street office about a dispute with their platform: the platform
+    cannot read the request, its feed carries no outcome, and the rider rates at the counter."""
+    q = city["q"]
+    h = ask(city, gpb.HELP_KIND_LABOUR_DISPUTE, who="office_a_token")
+    assert h.asked_through == gpb.HELP_CHANNEL_STREET_OFFICE
+    at = {"help_request_id": h.help_request_id}
+    for department in ("union", "legal_aid"):
+        q.ok("governance", "AssignCaseworker", gpb.AssignCaseworkerRequest(
+            department_id=city[department], caseworker_name=CASEWORKER, **at),
+            city[f"{department}_token"])
+        q.ok("governance", "GiveHelpOutcome", gpb.GiveHelpOutcomeRequest(
+            department_id=city[department], outcome=OUTCOME, **at), city[f"{department}_token"])
+    refused = get(city, h.help_request_id, city["platform_a_token"])
+    assert (refused.code, refused.reason) == (grpc.StatusCode.PERMISSION_DENIED,
+                                              "OUT_OF_SCOPE")
+    assert not [e for e in feed_of(city, city["platform_a"]) if h.help_request_id in e.text_data]
+    before = q.positions()
+    refused = q.call("governance", "RateHelpOutcome", gpb.RateHelpOutcomeRequest(
+        rating=gpb.SATISFACTION_RATING_UNSATISFIED, **at), city["platform_a_token"])
+    assert (refused.code, refused.reason) == (grpc.StatusCode.PERMISSION_DENIED,
+                                              "OUT_OF_SCOPE")
+    assert q.positions() == before
+    rated = q.ok("governance", "RateHelpOutcome", gpb.RateHelpOutcomeRequest(
+        rating=gpb.SATISFACTION_RATING_BASICALLY_SATISFIED, **at),
+        city["office_a_token"]).help_request
+    assert rated.satisfaction == gpb.SATISFACTION_RATING_BASICALLY_SATISFIED
+    # Asked in the app, it is rated in the app: the office does not rate in the rider's stead.
+    in_app = worked(city)
+    elsewhere = q.call("governance", "RateHelpOutcome", gpb.RateHelpOutcomeRequest(
+        help_request_id=in_app, rating=gpb.SATISFACTION_RATING_UNSATISFIED),
+        city["office_a_token"])
+    assert (elsewhere.code, elsewhere.reason) == (grpc.StatusCode.FAILED_PRECONDITION,
+                                                  "RATE_WHERE_ASKED")
 
 
 def test_the_help_routing_is_the_city_admins_to_set_and_its_officials_to_read(city) -> None:

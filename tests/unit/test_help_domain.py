@@ -12,6 +12,7 @@ from services.governance.domain.help import HelpRequest, check_help_routes, help
 from services.governance.domain.values import (
     DeadlineKind,
     DepartmentFunction,
+    HelpChannel,
     HelpKind,
     HelpStatus,
     SatisfactionRating,
@@ -86,9 +87,13 @@ def test_an_empty_help_routing_table_is_refused_rather_than_stored_as_a_new_vers
     assert [(x.field, x.reason) for x in v.items] == [("routes", "FIELD_REQUIRED")]
 
 
+APP = HelpChannel.PLATFORM
+
+
 def request(kind: HelpKind = HelpKind.HARDSHIP, *departments: str) -> HelpRequest:
     h = HelpRequest(rider_id="rider", kind=kind.value, home_street_id="street",
-                    sealed_text=SEALED, contact_preference="", requested_at=T0)
+                    sealed_text=SEALED, contact_preference="", asked_through="PLATFORM",
+                    requested_at=T0)
     h.route(departments=[(d, "SOCIAL_WORK") for d in departments or ("social",)],
             escalation_chain={"STREET": "street", "DISTRICT": "district", "CITY": "city"},
             clocks=DEFAULTS[kind.value], routing_version=0, at=T0)
@@ -97,7 +102,8 @@ def request(kind: HelpKind = HelpKind.HARDSHIP, *departments: str) -> HelpReques
 
 def test_a_request_with_no_department_is_refused():
     h = HelpRequest(rider_id="rider", kind="HARDSHIP", home_street_id="street",
-                    sealed_text=SEALED, contact_preference="", requested_at=T0)
+                    sealed_text=SEALED, contact_preference="", asked_through="PLATFORM",
+                    requested_at=T0)
     with pytest.raises(FailedPrecondition) as refused:
         h.route(departments=[], escalation_chain={}, clocks=DEFAULTS["HARDSHIP"],
                 routing_version=0, at=T0)
@@ -146,18 +152,29 @@ def test_a_referral_gives_the_request_to_another_department_with_fresh_clocks():
 def test_the_rider_rates_once_within_seven_days_of_the_closing():
     h = request()
     with pytest.raises(FailedPrecondition) as open_:
-        h.rate(SatisfactionRating.SATISFIED, T0)
+        h.rate(SatisfactionRating.SATISFIED, APP, T0)
     assert open_.value.reason == "HELP_REQUEST_OPEN"
     h.assign_caseworker("social", SEALED, T0)
     h.give_outcome("social", SEALED, T0)
     with pytest.raises(FailedPrecondition) as late:
-        h.rate(SatisfactionRating.SATISFIED, T0 + timedelta(days=7, microseconds=1))
+        h.rate(SatisfactionRating.SATISFIED, APP, T0 + timedelta(days=7, microseconds=1))
     assert late.value.reason == "RATING_WINDOW_CLOSED"
-    h.rate(SatisfactionRating.UNSATISFIED, T0 + timedelta(days=7))
+    h.rate(SatisfactionRating.UNSATISFIED, APP, T0 + timedelta(days=7))
     with pytest.raises(AlreadyExists) as twice:
-        h.rate(SatisfactionRating.SATISFIED, T0 + timedelta(days=7))
+        h.rate(SatisfactionRating.SATISFIED, APP, T0 + timedelta(days=7))
     assert (twice.value.reason, twice.value.metadata["rating"]) == (
         "HELP_ALREADY_RATED", "UNSATISFIED")
+
+
+def test_the_rider_rates_where_they_asked_for_help():
+    h = request()  # asked in the platform's app
+    h.assign_caseworker("social", SEALED, T0)
+    h.give_outcome("social", SEALED, T0)
+    with pytest.raises(FailedPrecondition) as elsewhere:
+        h.rate(SatisfactionRating.SATISFIED, HelpChannel.STREET_OFFICE, T0)
+    assert elsewhere.value.reason == "RATE_WHERE_ASKED"
+    h.rate(SatisfactionRating.SATISFIED, APP, T0)
+    assert h.satisfaction == {"rating": "SATISFIED", "at": T0}
 
 
 def test_a_missed_deadline_escalates_once_one_level_up():

@@ -27,6 +27,7 @@ from services.governance.domain.values import (
     DepartmentFunction,
     EscalationLevel,
     HelpAssignmentStatus,
+    HelpChannel,
     HelpKind,
     HelpStatus,
     SatisfactionRating,
@@ -53,8 +54,10 @@ class HelpRequest(Aggregate):
 
     @event("Requested")
     def __init__(self, rider_id: str, kind: str, home_street_id: str, sealed_text: str,
-                 contact_preference: str, requested_at: datetime):
+                 contact_preference: str, asked_through: str, requested_at: datetime):
         self.rider_id = rider_id
+        # HelpChannel: where the rider asked, heard the outcome and rates it.
+        self.asked_through = asked_through
         self.kind = kind
         self.home_street_id = home_street_id
         self.sealed_text = sealed_text
@@ -205,8 +208,14 @@ class HelpRequest(Aggregate):
 
     # -- the rider's rating
 
-    def rate(self, rating: SatisfactionRating, at: datetime) -> None:
-        """The rider rates the outcome once, within RATING_WINDOW of the closing."""
+    def rate(self, rating: SatisfactionRating, through: HelpChannel, at: datetime) -> None:
+        """The rider rates the outcome once, within RATING_WINDOW of the closing, where they
+        asked (`through`: the platform's app, or the street office's counter)."""
+        if through.value != self.asked_through:
+            raise FailedPrecondition(
+                "the rider rates the outcome where they asked for help: "
+                + ("in their platform's app" if self.asked_through == HelpChannel.PLATFORM
+                   else "at their street office's counter"), reason="RATE_WHERE_ASKED")
         if self.satisfaction is not None:
             raise AlreadyExists("the rider already rated this help request",
                                 reason="HELP_ALREADY_RATED",

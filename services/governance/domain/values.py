@@ -356,6 +356,15 @@ class HelpKind(StrEnum):
     OTHER = "OTHER"
 
 
+class HelpChannel(StrEnum):
+    """Where the rider asked for help, and so where they hear and rate its outcome. At the
+    street office's counter, the platform never hears of it: a rider may ask there about a
+    dispute with the platform itself."""
+
+    PLATFORM = "PLATFORM"  # in the platform's app
+    STREET_OFFICE = "STREET_OFFICE"  # at the home street office's counter
+
+
 class HelpStatus(StrEnum):
     # Routed to its departments; some have not given their outcome yet.
     OPEN = "OPEN"
