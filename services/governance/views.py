@@ -30,14 +30,6 @@ if TYPE_CHECKING:
 DEPARTMENT, STREET = "DEPARTMENT", "STREET"
 
 
-# Report events known to give no department a new assignment (Routed gives them, and is
-# noted with each assignment's own time): any other may (_may_have_assigned).
-_NO_NEW_ASSIGNMENT = (Report.Submitted, Report.Routed, Report.LinkedAsDuplicate,
-                      Report.DuplicateNoted, Report.Acknowledged, Report.WorkStarted,
-                      Report.AssignmentResolved, Report.AssignmentRejected, Report.Closed,
-                      Report.Verified, Report.Escalated)
-
-
 @dataclass
 class AssignmentRow:
     report_id: str
@@ -413,8 +405,6 @@ class GovernanceViews:
         if isinstance(event, Report.Event):
             # Every event of a report, whichever part of the model it comes from.
             self._stored_at[ident].append(event.timestamp)
-            if not isinstance(event, _NO_NEW_ASSIGNMENT):
-                self._may_have_assigned(ident, event)
         if isinstance(event, Report.Submitted):
             self._rows[ident] = ReportRow(
                 report_id=ident, street_id=event.street_id, kind=event.kind,
@@ -550,6 +540,8 @@ class GovernanceViews:
             round=earlier.round + 1 if earlier is not None else 1)
         self._open_assignments.add(key)
         self._queue(report_id, department_id)
+        # The rates count it among the department's from the transfer or assignment on.
+        self._routing_noted(report_id, department_id, event.at)
         row = self._rows[report_id]
         if department_id not in row.departments:
             row.departments.append(department_id)
@@ -570,26 +562,6 @@ class GovernanceViews:
                 routings.append(entry)  # the usual case: the log comes in time order
             else:
                 bisect.insort(routings, entry)
-
-    def _may_have_assigned(self, report_id: str, event: Any) -> None:
-        """A report event of a kind not known to give no assignment (a transfer, a new
-        assignment by the street office, a pause...) that names departments: noted as a
-        routing of each, at the event's time, whether or not another branch handles it. The
-        rates must find every report a department was given, whatever event gave it; one
-        noted that gave nothing costs a read and counts nothing (the rates' rule reads each
-        assignment's own routing time from the report), one missed would be a wrong figure."""
-        if report_id not in self._rows:
-            return
-        at = getattr(event, "at", None)
-        if not isinstance(at, datetime):
-            at = event.timestamp
-        for name, value in vars(event).items():
-            if name.endswith("department_id") and isinstance(value, str) and value:
-                self._routing_noted(report_id, value, at)
-            elif name.endswith("department_ids") and isinstance(value, list):
-                for department_id in value:
-                    if isinstance(department_id, str) and department_id:
-                        self._routing_noted(report_id, department_id, at)
 
     def _queue(self, report_id: str, department_id: str) -> None:
         a = self._assignments[(report_id, department_id)]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 import eventsourcing.domain
 import grpc
@@ -19,7 +19,6 @@ import pytest
 from qiji.governance.v1 import governance_service_pb2 as gpb
 
 from services.governance.application import ServiceRatesView
-from services.governance.domain.model import Report
 from services.governance.domain.rates import RULES, RULES_VERSION, Rate
 from services.governance.domain.values import Category, RejectionReason, ReportKind
 from shared.errors import InvalidArgument, NotFound
@@ -326,35 +325,40 @@ def test_each_reads_the_rates_of_what_it_is_and_the_city_every_units(tenants: Wo
     assert b.street not in {district.department_id, district.street_id}
 
 
-class _HandedOn(Report.Event):
-    """An event of a part of the model this view does not know — as a transfer (转派) may be
-    stored: the department it came from, and the one given a new assignment."""
-
-    to_department_id: str
-    reason: str
-    at: datetime
-
-
-def test_a_report_given_to_a_department_by_an_event_the_view_does_not_know_is_still_found(
-        world, clock):  # noqa: F811
-    """Whatever event gives a department a report, the rates' view notes the report among the
-    department's; the rates' rule then reads the assignment from the report itself."""
+def test_a_transferred_report_counts_for_the_receiver_from_the_transfer_on(
+        world, recorded_on_the_clock):  # noqa: F811
+    """The police acknowledge an emergency and hand it to the political-legal committee (转派),
+    which acknowledges and resolves it: the police responded and resolved nothing (the
+    transferred assignment is in neither count of resolution); the committee's figures hold
+    the report from the transfer on; the street counts both assignments."""
+    city_clock = recorded_on_the_clock
     standard_rules(world)
-    g, start = world["governance"], clock.now
+    month = Month(city_clock)
+    city_clock.now = month.start + HOUR
     report_id = submit(world, new_rider(world))["report_id"]
-    g.views.catch_up()
-    report = g.get(report_id, Report, "report")
-    handed = _HandedOn(originator_id=report.id, originator_version=report.version + 1,
-                       timestamp=clock.now + HOUR, to_department_id=world["legal"],
-                       reason="属政法委职责", at=clock.now + HOUR)
-    window = {"start": start, "end": start + DAY}
-    assert report_id not in g.views.routed_reports(department_id=world["legal"], **window)
-    g.views._apply(g.views._follower.position + 1, handed)
-    assert report_id in g.views.routed_reports(department_id=world["legal"], **window)
-    assert g.views.routed_reports(department_id=world["legal"], start=start,
-                                  end=start + 30 * MINUTE) == []
-    assert report_id in g.views.routed_reports(street_ids=[world["street"]], **window)
-    assert g.views.report_version(report_id) == report.version + 1
+    city_clock.now += 5 * MINUTE
+    acknowledge(world, report_id)
+    city_clock.now += HOUR
+    before_transfer = city_clock.now - MINUTE
+    work(world, "police", report_id, "transfer_assignment", to_department_id=world["legal"],
+         reason="属政法委职责")
+    city_clock.now += 10 * MINUTE
+    work(world, "legal", report_id, "acknowledge_assignment")
+    work(world, "legal", report_id, "start_assignment_work", note="")
+    work(world, "legal", report_id, "resolve_assignment", resolution="已调解")
+    city_clock.now = month.end + DAY
+
+    police = rates(world, month, department_id=world["police"]).rates
+    assert (police.assignments, police.response, police.resolution, police.transferred) == (
+        1, Rate(1, 1), Rate(0, 0), 1)
+    legal = rates(world, month, department_id=world["legal"]).rates
+    assert (legal.assignments, legal.response, legal.resolution) == (1, Rate(1, 1), Rate(1, 1))
+    street = rates(world, month, street_id=world["street"]).rates
+    assert (street.assignments, street.response, street.resolution) == (
+        2, Rate(2, 2), Rate(1, 1))
+    # As the log stood before the transfer, the committee had nothing.
+    assert rates(world, month, as_of=before_transfer,
+                 department_id=world["legal"]).rates.assignments == 0
 
 
 def test_the_rates_read_while_departments_work_are_whole_figures_every_time(

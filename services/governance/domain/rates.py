@@ -15,7 +15,11 @@ from datetime import datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
-from services.governance.domain.values import AssignmentStatus, DeadlineKind
+from services.governance.domain.values import (
+    AssignmentStatus,
+    DeadlineKind,
+    SatisfactionRating,
+)
 
 RULES_VERSION = 1
 RULES: tuple[str, ...] = (
@@ -41,15 +45,14 @@ RULES: tuple[str, ...] = (
 )
 
 # The status of an assignment its department handed on to another (转派): the receiving
-# department holds a new assignment. Spelled here as the transfer stores it, so that these
-# rules read it whether or not this copy of the model knows transfers.
-TRANSFERRED = "TRANSFERRED"
+# department holds a new assignment.
+TRANSFERRED = AssignmentStatus.TRANSFERRED.value
 RESOLVED = AssignmentStatus.RESOLVED.value
 REJECTED = AssignmentStatus.REJECTED.value
 # The rider's ratings (满意度), as the report keeps its latest: {"rating": ..., "at": ...}.
-SATISFIED = "SATISFIED"
-BASICALLY_SATISFIED = "BASICALLY_SATISFIED"
-UNSATISFIED = "UNSATISFIED"
+SATISFIED = SatisfactionRating.SATISFIED.value
+BASICALLY_SATISFIED = SatisfactionRating.BASICALLY_SATISFIED.value
+UNSATISFIED = SatisfactionRating.UNSATISFIED.value
 _ACKNOWLEDGE = DeadlineKind.ACKNOWLEDGE.value
 
 # One answer reads the reports of at most this long a period: a year's figures, a leap year's
