@@ -4,7 +4,6 @@ identity's feed."""
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -13,6 +12,7 @@ from typing import Any
 
 from eventsourcing.application import ProcessingEvent
 
+from services.governance import history
 from services.governance.domain.calendar import (
     AROUND_THE_CLOCK,
     DEFAULT_CALENDAR_STATE,
@@ -93,11 +93,8 @@ from services.governance.views import (
 from services.identity import events as identity_events
 from shared import auth, context, masking
 from shared.application import (
-    MAC_KEY,
-    META_KEY,
     Outcome,
     QijiApplication,
-    event_metadata,
 )
 from shared.config import Settings
 from shared.context import Actor, RequestContext
@@ -128,9 +125,6 @@ DEADLINE_SCHEDULER = Actor(principal="governance-deadline-scheduler",
                            roles=frozenset({auth.SERVICE}))
 ESCALATE_RPC = "EscalateMissedDeadline"
 AT_RISK_RPC = "MarkDeadlineAtRisk"
-# An event's envelope, shown by a history entry's own fields rather than among its details.
-_NOT_DETAILS = frozenset({"originator_id", "originator_version", "originator_topic",
-                          "timestamp", META_KEY, MAC_KEY})
 # What a report's assignments and events keep under a name the masking table would misread:
 # the rider's words and each department's resolution are what the rider is owed back
 # (REPORT_TEXT); a closed report's outcome and a rejection's reason are statuses, not text.
@@ -193,21 +187,6 @@ class ReportView:
     past_assignments: list[dict[str, Any]] = field(default_factory=list)
     # The clock policy it was routed with (Report.clocks); None while not routed.
     clocks: dict[str, Any] | None = None
-
-
-@dataclass(frozen=True)
-class HistoryEntry:
-    """One stored event of a report: what happened, when it was stored, who acted, and the
-    request that made it happen."""
-
-    version: int
-    event_type: str
-    stored_at: datetime
-    principal: str
-    rpc: str
-    request_id: str
-    correlation_id: str
-    details: dict[str, str]
 
 
 @dataclass(frozen=True)
@@ -540,27 +519,20 @@ class GovernanceApplication(HelpRequests, QijiApplication):
             page_size=page_size, page_token=page_token))
         return [self.report(i) for i in ids], token
 
-    def report_history(self, report_id: str) -> list[HistoryEntry]:
+    def report_history(self, report_id: str) -> list[history.HistoryEntry]:
         """Every stored event of the report, in order, with who acted and by which request:
         what an auditor asks for when a report's handling is questioned."""
         report = self.get(report_id, Report, "report")
         entries = []
         for e in self.events.get(report.id):
-            meta = event_metadata(e)
-            entries.append(HistoryEntry(
-                version=e.originator_version, event_type=type(e).__qualname__,
-                stored_at=e.timestamp, principal=meta.get("principal", ""),
-                rpc=meta.get("rpc", ""), request_id=meta.get("request_id", ""),
-                correlation_id=meta.get("correlation_id", ""),
-                details={k: _detail(v) for k, v in masking.redact(
-                    self._history_details(e), context.current().actor.roles,
-                    _HISTORY_TEXT).items()}))
+            entries.append(history.entry(e, masking.redact(
+                self._history_details(e), context.current().actor.roles, _HISTORY_TEXT)))
         return entries
 
     def _history_details(self, event: Any) -> dict[str, Any]:
         """The event's own fields; the id of another report of the same incident only to a
         caller that may read that report, as GetReport shows it (it may be another tenant's)."""
-        details = {k: v for k, v in vars(event).items() if k not in _NOT_DETAILS}
+        details = history.own_fields(event)
         for key in _OTHER_REPORT_IDS:
             if details.get(key) and not self.sees("report", details[key]):
                 details[key] = ""
@@ -1504,14 +1476,6 @@ def _check_attachments(violations: Violations, refs: list[str]) -> None:
         if not ref.strip() or len(ref) > MAX_ATTACHMENT_REF or not ref.isprintable():
             violations.add(f"attachment_refs[{i}]",
                            f"1 to {MAX_ATTACHMENT_REF} printable characters", TEXT_INVALID)
-
-
-def _detail(value: Any) -> str:
-    if isinstance(value, str):
-        return value
-    if isinstance(value, datetime):
-        return value.isoformat()
-    return json.dumps(value, default=str, ensure_ascii=False, sort_keys=True)
 
 
 def _check_period(violations: Violations, street_id: str, start: datetime | None,

@@ -12,10 +12,12 @@ pass after it starts."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 import structlog
 
+from services.governance.domain.values import DeadlineKind
 from shared.errors import FailedPrecondition
 from shared.followers import leadership
 from shared.persistence import STORE_DOWN_ERRORS, OutageNotice
@@ -45,40 +47,19 @@ class DeadlineScheduler:
     def run_once(self) -> int:
         """Marks every deadline at risk by now, and escalates every one missed by now;
         returns how many events it stored."""
-        stored = 0
+        app = self.app
         with self._lock:
-            self.app.views.catch_up()
-            for report_id, department_id, deadline in self.app.views.at_risk_deadlines(
-                    self.app.clock()):
-                try:
-                    self.app.mark_deadline_at_risk(report_id=report_id,
-                                                   department_id=department_id,
-                                                   deadline=deadline)
-                except FailedPrecondition as refused:
-                    log.info("deadline.not_at_risk", report_id=report_id,
-                             department_id=department_id, deadline=deadline.value,
-                             reason=refused.reason)
-                    continue
-                stored += 1
-                log.info("deadline.at_risk", report_id=report_id,
-                         department_id=department_id, deadline=deadline.value)
-            for report_id, department_id, deadline in self.app.views.due_deadlines(
-                    self.app.clock()):
-                try:
-                    self.app.escalate_missed_deadline(report_id=report_id,
-                                                      department_id=department_id,
-                                                      deadline=deadline)
-                except FailedPrecondition as refused:
-                    # The work was done (or escalated by another replica) after the view
-                    # was read: the aggregate decided, nothing is due.
-                    log.info("deadline.not_due", report_id=report_id,
-                             department_id=department_id, deadline=deadline.value,
-                             reason=refused.reason)
-                    continue
-                stored += 1
-                log.info("deadline.escalated", report_id=report_id,
-                            department_id=department_id, deadline=deadline.value)
-        return stored
+            app.views.catch_up()
+            stored = store_each(
+                app.views.at_risk_deadlines(app.clock()),
+                lambda r, d, k: app.mark_deadline_at_risk(report_id=r, department_id=d,
+                                                          deadline=k),
+                "deadline.at_risk", "deadline.not_at_risk")
+            return stored + store_each(
+                app.views.due_deadlines(app.clock()),
+                lambda r, d, k: app.escalate_missed_deadline(report_id=r, department_id=d,
+                                                             deadline=k),
+                "deadline.escalated", "deadline.not_due")
 
     def run_forever(self, stopping: threading.Event) -> None:
         while not stopping.is_set():  # entered again when the lock went with a store restart
@@ -93,3 +74,23 @@ class DeadlineScheduler:
                         # Try again on the next tick, never die silently.
                         log.exception("deadline.scan_failed")
                     stopping.wait(self.poll_seconds)
+
+
+def store_each(found: Iterable[tuple[str, str, DeadlineKind]],
+               store: Callable[[str, str, DeadlineKind], object], stored_event: str,
+               refused_event: str, id_field: str = "report_id") -> int:
+    """Stores, through the command path, one event for each (case id, department, deadline)
+    found in a view; returns how many it stored. One the aggregate refuses was done (or stored
+    by another replica) after the view was read: the aggregate decided, nothing is due."""
+    stored = 0
+    for case_id, department_id, deadline in found:
+        fields = {id_field: case_id, "department_id": department_id,
+                  "deadline": deadline.value}
+        try:
+            store(case_id, department_id, deadline)
+        except FailedPrecondition as refused:
+            log.info(refused_event, **fields, reason=refused.reason)
+            continue
+        stored += 1
+        log.info(stored_event, **fields)
+    return stored

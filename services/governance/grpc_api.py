@@ -15,7 +15,6 @@ from services.governance.application import (
     CategoryClockInput,
     DeadlineInput,
     GovernanceApplication,
-    HistoryEntry,
     MediationCaseView,
     MediationPolicyView,
     Party,
@@ -43,6 +42,7 @@ from services.governance.domain.values import (
     SatisfactionRating,
 )
 from services.governance.help_grpc import HelpServicer
+from services.governance.history import HistoryEntry
 from services.governance.views import MediationStatisticsRow, QueueEntry, StatisticsRow
 from shared.auth import (
     CITY_ADMIN,

@@ -11,7 +11,6 @@ things happened, not what was said; the rider's own platform reads the outcome."
 
 from __future__ import annotations
 
-import json
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -19,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from eventsourcing.application import ProcessingEvent
 
+from services.governance import history
 from services.governance.domain.help import (
     HelpRequest,
     HelpRouting,
@@ -45,7 +45,7 @@ from services.governance.domain.values import (
 )
 from services.governance.help_views import HelpStatisticsRow, HelpViews
 from shared import auth, context, masking
-from shared.application import MAC_KEY, META_KEY, Outcome, event_metadata
+from shared.application import Outcome
 from shared.context import Actor, RequestContext
 from shared.errors import (
     END_TIME_NOT_AFTER_START_TIME,
@@ -58,6 +58,7 @@ from shared.errors import (
     NotFound,
     Violations,
     check_id,
+    is_uuid,
 )
 from shared.followers import UpstreamEvent
 from shared.paging import listed
@@ -76,8 +77,6 @@ ESCALATE_HELP_RPC = "EscalateMissedHelpDeadline"
 TIME_BEFORE_REQUEST = "TIME_BEFORE_REQUEST"
 REFERRAL_TO_ITSELF = "REFERRAL_TO_ITSELF"
 DEPARTMENT = "DEPARTMENT"
-_NOT_DETAILS = frozenset({"originator_id", "originator_version", "originator_topic",
-                          "timestamp", META_KEY, MAC_KEY})
 # A sealed field of an event, and how the masking table shows it once opened.
 _SEALED_SHOWN = {"sealed_text": masking.HELP_TEXT, "sealed_caseworker_name": masking.HELP_TEXT,
                  "sealed_note": masking.HELP_TEXT, "sealed_outcome": masking.HELP_OUTCOME}
@@ -122,18 +121,6 @@ class HelpRoutingView:
     routes: dict[str, dict[str, Any]]
     version: int  # 0: never set, the defaults apply
     updated_at: datetime | None
-
-
-@dataclass(frozen=True)
-class HelpHistoryEntry:
-    version: int
-    event_type: str
-    stored_at: datetime
-    principal: str
-    rpc: str
-    request_id: str
-    correlation_id: str
-    details: dict[str, str]
 
 
 class HelpRequests:
@@ -276,7 +263,8 @@ class HelpRequests:
         if contacted_at is not None and contacted_at > now + CLOCK_SKEW:
             violations.add("contact_time", "record a contact once it was made",
                            TIME_IN_THE_FUTURE)
-        found = self.found(help_request_id, HelpRequest) if is_id(help_request_id) else None
+        found = (self.found(help_request_id, HelpRequest) if is_uuid(help_request_id)
+                 else None)
         if contacted_at is not None and found is not None \
                 and contacted_at < found.requested_at:
             violations.add("contact_time", "must not be before the help request was made "
@@ -424,27 +412,20 @@ class HelpRequests:
         return [self.help_request(i) for i in ids], token
 
     def help_request_history(self: GovernanceApplication, help_request_id: str
-                             ) -> list[HelpHistoryEntry]:
+                             ) -> list[history.HistoryEntry]:
         """Every stored event of the request with who acted; what was said is shown as in
         GetHelpRequest (an auditor sees that it was said, and how long it was)."""
         h = self.get(help_request_id, HelpRequest, "help_request")
         entries = []
         for e in self.events.get(h.id):
-            meta = event_metadata(e)
-            details: dict[str, str] = {}
-            for key, value in vars(e).items():
-                if key in _NOT_DETAILS:
-                    continue
+            details: dict[str, Any] = {}
+            for key, value in history.own_fields(e).items():
                 if key in _SEALED_SHOWN:
                     details[key.removeprefix("sealed_")] = masking.show_to_caller(
                         _SEALED_SHOWN[key], self.vault.open(h.rider_id, value))
                 else:
-                    details[key] = _detail(value)
-            entries.append(HelpHistoryEntry(
-                version=e.originator_version, event_type=type(e).__qualname__,
-                stored_at=e.timestamp, principal=meta.get("principal", ""),
-                rpc=meta.get("rpc", ""), request_id=meta.get("request_id", ""),
-                correlation_id=meta.get("correlation_id", ""), details=details))
+                    details[key] = value
+            entries.append(history.entry(e, details))
         return entries
 
     def help_statistics(self: GovernanceApplication, *, department_id: str,
@@ -493,19 +474,4 @@ def _channel() -> HelpChannel:
     roles = context.current().actor.roles
     return HelpChannel.PLATFORM if auth.PLATFORM in roles else HelpChannel.STREET_OFFICE
 
-
-def is_id(value: str) -> bool:
-    try:
-        uuid.UUID(value)
-    except ValueError:
-        return False
-    return True
-
-
-def _detail(value: Any) -> str:
-    if isinstance(value, str):
-        return value
-    if isinstance(value, datetime):
-        return value.isoformat()
-    return json.dumps(value, default=str, ensure_ascii=False, sort_keys=True)
 

@@ -7,12 +7,7 @@ never wait on each other's scans."""
 
 from __future__ import annotations
 
-import structlog
-
-from services.governance.deadlines import DeadlineScheduler
-from shared.errors import FailedPrecondition
-
-log = structlog.get_logger(__name__)
+from services.governance.deadlines import DeadlineScheduler, store_each
 
 
 class HelpDeadlineScheduler(DeadlineScheduler):
@@ -20,22 +15,11 @@ class HelpDeadlineScheduler(DeadlineScheduler):
 
     def run_once(self) -> int:
         """Escalates every help deadline missed by now; returns how many it stored."""
-        stored = 0
+        app = self.app
         with self._lock:
-            self.app.help_views.catch_up()
-            for help_id, department_id, deadline in self.app.help_views.due_deadlines(
-                    self.app.clock()):
-                try:
-                    self.app.escalate_missed_help_deadline(
-                        help_request_id=help_id, department_id=department_id,
-                        deadline=deadline)
-                except FailedPrecondition as refused:
-                    # Done (or escalated by another replica) since the view was read.
-                    log.info("help_deadline.not_due", help_request_id=help_id,
-                             department_id=department_id, deadline=deadline.value,
-                             reason=refused.reason)
-                    continue
-                stored += 1
-                log.info("help_deadline.escalated", help_request_id=help_id,
-                         department_id=department_id, deadline=deadline.value)
-        return stored
+            app.help_views.catch_up()
+            return store_each(
+                app.help_views.due_deadlines(app.clock()),
+                lambda h, d, k: app.escalate_missed_help_deadline(
+                    help_request_id=h, department_id=d, deadline=k),
+                "help_deadline.escalated", "help_deadline.not_due", "help_request_id")

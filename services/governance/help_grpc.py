@@ -4,6 +4,7 @@ Who may call them is grpc_api.ACCESS's."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -18,18 +19,21 @@ from services.governance.domain.values import (
     SatisfactionRating,
 )
 from services.governance.help_application import (
-    HelpHistoryEntry,
     HelpRequestView,
     HelpRouteInput,
     HelpRoutingView,
 )
 from services.governance.help_views import HelpStatisticsRow
+from services.governance.history import HistoryEntry
 from shared.errors import Violations
 from shared.grpc.convert import enum_in, enum_out, optional_time, timestamp
 
 
 class HelpServicer:
+    # GovernanceServicer's, which this is mixed into: its application, and how it renders a
+    # history entry (one for reports and help requests).
     app: Any
+    _history: Callable[[HistoryEntry], Any]
 
     def RequestHelp(self, request: Any, context: Any) -> Any:
         violations = Violations()
@@ -59,7 +63,7 @@ class HelpServicer:
     def GetHelpRequestHistory(self, request: Any, context: Any) -> Any:
         entries = self.app.help_request_history(request.help_request_id)
         return pb.GetHelpRequestHistoryResponse(help_request_id=request.help_request_id,
-                                                entries=[_history(e) for e in entries])
+                                                entries=[self._history(e) for e in entries])
 
     def AssignCaseworker(self, request: Any, context: Any) -> Any:
         result = self.app.assign_caseworker(
@@ -198,13 +202,6 @@ def _assignment(a: dict[str, Any]) -> Any:
             deadline=enum_out(deadline, pb.DeadlineKind), due_time=timestamp(e["due_at"]),
             level=enum_out(e["level"], pb.EscalationLevel), escalated_to_id=e["escalated_to"],
             escalate_time=timestamp(e["at"])) for deadline, e in a["escalations"].items()])
-
-
-def _history(e: HelpHistoryEntry) -> Any:
-    return pb.HistoryEntry(version=e.version, event_type=e.event_type,
-                           time=timestamp(e.stored_at), principal=e.principal, rpc=e.rpc,
-                           request_id=e.request_id, correlation_id=e.correlation_id,
-                           details=e.details)
 
 
 def _statistics(r: HelpStatisticsRow) -> Any:
