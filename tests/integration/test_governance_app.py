@@ -4,7 +4,10 @@ log in-process, on a clock the test moves."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -606,23 +609,45 @@ def test_a_mediation_case_runs_from_parties_to_an_agreement(world, clock):
 # ---------------------------------------------------------------------------- concurrency
 
 
-@pytest.mark.postgres
-def test_two_clerks_acknowledging_one_assignment_at_once_let_exactly_one_through(
-        postgres_env, clock):
+@contextmanager
+def racing_city(postgres_env, clock, **departments: IdentityFunction
+                ) -> Iterator[dict[str, Any]]:
+    """governance on PostgreSQL, in a city with a street, a platform and its station, and
+    `departments` (key: function) in its district; `w["at_once"](*commands)` runs each command
+    in a thread of its own, each held at its first look at the clock (once it has read what it
+    decides on) until the other has read too: the race is certain, not likely. Its answer:
+    the sorted outcomes, "ok" or the reason each refusal gave."""
     identity = IdentityApplication(settings_for("identity", postgres_env), MASTER_KEY)
     barrier = threading.Barrier(2, timeout=10)
     local = threading.local()
 
     def racing_clock() -> datetime:
-        # Both commands read the report before either saves: the race is certain, not likely.
         if getattr(local, "racing", False):
             local.racing = False
             barrier.wait()
         return clock()
 
+    def at_once(*commands: Callable[[], Any]) -> list[str]:
+        outcomes: list[str] = []
+
+        def run(command: Callable[[], Any]) -> None:
+            local.racing = True
+            try:
+                command()
+                outcomes.append("ok")
+            except FailedPrecondition as error:
+                outcomes.append(error.reason)
+
+        threads = [threading.Thread(target=run, args=(c,)) for c in commands]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return sorted(outcomes)
+
     governance = open_governance(postgres_env, racing_clock, identity)
     try:
-        w = {"identity": identity, "governance": governance, "riders": 0}
+        w = {"identity": identity, "governance": governance, "riders": 0, "at_once": at_once}
         with as_actor(ADMIN):
             def org(kind, name, parent="", function=None):
                 return identity.create_organisation(
@@ -632,33 +657,31 @@ def test_two_clerks_acknowledging_one_assignment_at_once_let_exactly_one_through
             w["street"] = org(OrganisationKind.STREET, "荷花池街道", district)
             w["platform"] = org(OrganisationKind.PLATFORM, "p")
             w["station"] = org(OrganisationKind.STATION, "s", w["platform"])
-            w["police"] = org(OrganisationKind.DEPARTMENT, "公安", district,
-                              IdentityFunction.PUBLIC_SECURITY)
-        standard_rules(w)
-        report_id = submit(w, new_rider(w))["report_id"]
-        outcomes: list[str] = []
-
-        def acknowledge(n: int) -> None:
-            local.racing = True
-            with as_actor(department(w, "police"), rpc="AcknowledgeAssignment",
-                          request_id=f"clerk-{n}"):
-                try:
-                    governance.acknowledge_assignment(report_id=report_id,
-                                                      department_id=w["police"])
-                    outcomes.append("ok")
-                except FailedPrecondition as error:
-                    outcomes.append(error.reason)
-
-        threads = [threading.Thread(target=acknowledge, args=(n,)) for n in range(2)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        assert sorted(outcomes) == ["ASSIGNMENT_ACKNOWLEDGED", "ok"]
-        assert len(topics(governance, "Report.Acknowledged")) == 1
+            for key, function in departments.items():
+                w[key] = org(OrganisationKind.DEPARTMENT, key, district, function)
+        yield w
     finally:
         governance.close()
         identity.close()
+
+
+@pytest.mark.postgres
+def test_two_clerks_acknowledging_one_assignment_at_once_let_exactly_one_through(
+        postgres_env, clock):
+    with racing_city(postgres_env, clock, police=IdentityFunction.PUBLIC_SECURITY) as w:
+        standard_rules(w)
+        report_id = submit(w, new_rider(w))["report_id"]
+
+        def acknowledge(n: int) -> Callable[[], Any]:
+            def command() -> None:
+                with as_actor(department(w, "police"), rpc="AcknowledgeAssignment",
+                              request_id=f"clerk-{n}"):
+                    w["governance"].acknowledge_assignment(report_id=report_id,
+                                                           department_id=w["police"])
+            return command
+
+        assert w["at_once"](acknowledge(0), acknowledge(1)) == ["ASSIGNMENT_ACKNOWLEDGED", "ok"]
+        assert len(topics(w["governance"], "Report.Acknowledged")) == 1
 
 
 @pytest.mark.parametrize("function", [IdentityFunction.PUBLIC_SECURITY,

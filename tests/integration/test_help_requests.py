@@ -5,12 +5,12 @@ rates it; what was said stays with the rider's departments and dies with the rid
 
 from __future__ import annotations
 
-import threading
+from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 
 import pytest
 
-from services.governance.application import GovernanceApplication
 from services.governance.domain.values import (
     ContactChannel,
     DeadlineKind,
@@ -36,6 +36,7 @@ from tests.integration.test_governance_app import (
     department,
     new_rider,
     open_governance,
+    racing_city,
     topics,
 )
 
@@ -463,53 +464,18 @@ def test_a_departments_list_and_statistics_count_cases_without_content(world, cl
 
 @pytest.mark.postgres
 def test_two_caseworkers_assigned_at_once_let_exactly_one_through(postgres_env, clock):
-    identity = IdentityApplication(settings_for("identity", postgres_env), MASTER_KEY)
-    barrier = threading.Barrier(2, timeout=10)
-    local = threading.local()
-
-    def racing_clock():
-        # Both commands read the request before either saves: the race is certain.
-        if getattr(local, "racing", False):
-            local.racing = False
-            barrier.wait()
-        return clock()
-
-    governance: GovernanceApplication = open_governance(postgres_env, racing_clock, identity)
-    try:
-        w = {"identity": identity, "governance": governance, "riders": 0}
-        with as_actor(ADMIN):
-            def org(kind, name, parent="", function=None):
-                return identity.create_organisation(
-                    kind=kind, name=name, parent_id=parent,
-                    department_function=function)["organisation_id"]
-            district = org(OrganisationKind.DISTRICT, "钟楼区", org(OrganisationKind.CITY, "c"))
-            w["street"] = org(OrganisationKind.STREET, "荷花池街道", district)
-            w["platform"] = org(OrganisationKind.PLATFORM, "p")
-            w["station"] = org(OrganisationKind.STATION, "s", w["platform"])
-            w["social"] = org(OrganisationKind.DEPARTMENT, "社工站", w["street"],
-                              IdentityFunction.SOCIAL_WORK)
+    with racing_city(postgres_env, clock, social=IdentityFunction.SOCIAL_WORK) as w:
         help_id = ask(w, new_rider(w))["help_request_id"]
-        outcomes: list[str] = []
 
-        def assign(n: int) -> None:
-            local.racing = True
-            with as_actor(department(w, "social"), rpc="AssignCaseworker",
-                          request_id=f"clerk-{n}"):
-                try:
-                    governance.assign_caseworker(help_request_id=help_id,
-                                                 department_id=w["social"],
-                                                 caseworker_name=f"社工{n}")
-                    outcomes.append("ok")
-                except FailedPrecondition as error:
-                    outcomes.append(error.reason)
+        def assign(n: int) -> Callable[[], Any]:
+            def command() -> None:
+                with as_actor(department(w, "social"), rpc="AssignCaseworker",
+                              request_id=f"clerk-{n}"):
+                    w["governance"].assign_caseworker(help_request_id=help_id,
+                                                      department_id=w["social"],
+                                                      caseworker_name=f"社工{n}")
+            return command
 
-        threads = [threading.Thread(target=assign, args=(n,)) for n in range(2)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        assert sorted(outcomes) == ["HELP_ASSIGNMENT_CASEWORKER_ASSIGNED", "ok"]
-        assert len(topics(governance, "HelpRequest.CaseworkerAssigned")) == 1
-    finally:
-        governance.close()
-        identity.close()
+        assert w["at_once"](assign(0), assign(1)) == [
+            "HELP_ASSIGNMENT_CASEWORKER_ASSIGNED", "ok"]
+        assert len(topics(w["governance"], "HelpRequest.CaseworkerAssigned")) == 1

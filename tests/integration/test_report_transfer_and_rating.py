@@ -8,8 +8,9 @@ PostgreSQL), on a clock the test moves."""
 from __future__ import annotations
 
 import json
-import threading
-from datetime import datetime, timedelta
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
 
 import pytest
 from qiji.feed.v1 import public_feed_service_pb2 as fpb
@@ -21,14 +22,13 @@ from services.governance.domain.values import (
     SatisfactionRating,
 )
 from services.governance.public_events import CATALOGUE
-from services.identity.application import IdentityApplication
 from services.identity.domain.values import DepartmentFunction as IdentityFunction
 from services.identity.domain.values import OrganisationKind
 from shared.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from shared.followers import LocalFeed
 from shared.grpc.public_feed import read_public
 from shared.tenancy import TenancyDirectory
-from tests.conftest import MASTER_KEY, actor, as_actor, settings_for
+from tests.conftest import actor, as_actor
 from tests.integration.test_governance_app import (  # noqa: F401  (fixtures)
     ADMIN,
     PLATFORM,
@@ -37,6 +37,7 @@ from tests.integration.test_governance_app import (  # noqa: F401  (fixtures)
     escalations,
     new_rider,
     open_governance,
+    racing_city,
     standard_rules,
     submit,
     topics,
@@ -209,56 +210,19 @@ def test_the_street_office_assigns_only_to_a_department(world):
 
 @pytest.mark.postgres
 def test_two_transfers_of_one_assignment_at_once_let_exactly_one_through(postgres_env, clock):
-    identity = IdentityApplication(settings_for("identity", postgres_env), MASTER_KEY)
-    barrier = threading.Barrier(2, timeout=10)
-    local = threading.local()
-
-    def racing_clock() -> datetime:
-        # Both commands read the report before either saves: the race is certain.
-        if getattr(local, "racing", False):
-            local.racing = False
-            barrier.wait()
-        return clock()
-
-    governance = open_governance(postgres_env, racing_clock, identity)
-    try:
-        w = {"identity": identity, "governance": governance, "riders": 0}
-        with as_actor(ADMIN):
-            def org(kind, name, parent="", function=None):
-                return identity.create_organisation(
-                    kind=kind, name=name, parent_id=parent,
-                    department_function=function)["organisation_id"]
-            district = org(OrganisationKind.DISTRICT, "钟楼区", org(OrganisationKind.CITY, "c"))
-            w["street"] = org(OrganisationKind.STREET, "荷花池街道", district)
-            w["platform"] = org(OrganisationKind.PLATFORM, "p")
-            w["station"] = org(OrganisationKind.STATION, "s", w["platform"])
-            w["police"] = org(OrganisationKind.DEPARTMENT, "公安", district,
-                              IdentityFunction.PUBLIC_SECURITY)
-            targets = [org(OrganisationKind.DEPARTMENT, f"部门{n}", district,
-                           IdentityFunction.SOCIAL_WORK) for n in range(2)]
+    with racing_city(postgres_env, clock, police=IdentityFunction.PUBLIC_SECURITY,
+                     target0=IdentityFunction.SOCIAL_WORK,
+                     target1=IdentityFunction.SOCIAL_WORK) as w:
         report_id = a_report(w)
-        outcomes: list[str] = []
 
-        def attempt(n: int) -> None:
-            local.racing = True
-            try:
-                transfer(w, "police", report_id, targets[n], request_id=f"clerk-{n}")
-                outcomes.append("ok")
-            except FailedPrecondition as error:
-                outcomes.append(error.reason)
+        def attempt(n: int) -> Callable[[], Any]:
+            return lambda: transfer(w, "police", report_id, w[f"target{n}"],
+                                    request_id=f"clerk-{n}")
 
-        threads = [threading.Thread(target=attempt, args=(n,)) for n in range(2)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        assert sorted(outcomes) == ["ASSIGNMENT_TRANSFERRED", "ok"]
-        report = governance.report(report_id)
+        assert w["at_once"](attempt(0), attempt(1)) == ["ASSIGNMENT_TRANSFERRED", "ok"]
+        report = w["governance"].report(report_id)
         assert len([a for a in report.assignments if a["status"] == "ROUTED"]) == 1
-        assert len(topics(governance, "Report.AssignmentTransferred")) == 1
-    finally:
-        governance.close()
-        identity.close()
+        assert len(topics(w["governance"], "Report.AssignmentTransferred")) == 1
 
 
 # ---------------------------------------------------------------------------- notes
