@@ -1,0 +1,35 @@
+"""The measures of all five services and the mappers that feed them, gathered in one place:
+what a query may name and what the projection reads from each log."""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+from services.statistics.domain import (
+    badges_facts,
+    governance_facts,
+    identity_facts,
+    merchants_facts,
+    training_facts,
+)
+from services.statistics.domain.facts import Mapper, Measure
+
+SERVICES = ("identity", "training", "merchants", "badges", "governance")
+_MODULES: dict[str, ModuleType] = {
+    "identity": identity_facts, "training": training_facts, "merchants": merchants_facts,
+    "badges": badges_facts, "governance": governance_facts}
+
+
+def measures() -> dict[str, Measure]:
+    found: dict[str, Measure] = {}
+    for service, module in _MODULES.items():
+        for m in module.MEASURES:
+            if m.service != service or m.name in found:
+                raise ValueError(f"measure {m.name} is declared twice or by the wrong service")
+            found[m.name] = m
+    return found
+
+
+def mappers(service: str) -> dict[str, Mapper]:
+    """topic -> mapper for one service's log."""
+    return dict(_MODULES[service].MAPPERS)
