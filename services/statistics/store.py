@@ -169,6 +169,13 @@ _INDEXES = (
     # A rebuild or an operator finds a fact's event.
     "CREATE INDEX IF NOT EXISTS facts_event ON facts (service, position)",
 )
+# Statements made of the fixed column names above (nothing a caller gives).
+_INSERT_FACT = (f"INSERT INTO facts ({', '.join(FACT_COLUMNS)}) "  # noqa: S608
+                f"VALUES ({', '.join('?' for _ in FACT_COLUMNS)})")
+_UPSERT_ROLLUP = (f"INSERT INTO rollup ({', '.join(ROLLUP_KEY)}, value, facts) "  # noqa: S608
+                  f"VALUES ({', '.join('?' for _ in ROLLUP_KEY)}, ?, ?) "
+                  f"ON CONFLICT ({', '.join(ROLLUP_KEY)}) DO UPDATE SET "
+                  "value = rollup.value + excluded.value, facts = rollup.facts + excluded.facts")
 
 
 def _rollup_rows(facts: Iterable[StoredFact]) -> list[tuple[Any, ...]]:
@@ -237,9 +244,7 @@ class SqlStore:
         raise NotImplementedError
 
     def _insert_facts(self, cur: Any, facts: Sequence[StoredFact]) -> None:
-        cur.executemany(self._q(
-            f"INSERT INTO facts ({', '.join(FACT_COLUMNS)}) VALUES "
-            f"({', '.join('?' for _ in FACT_COLUMNS)})"), [f.row() for f in facts])
+        cur.executemany(self._q(_INSERT_FACT), [f.row() for f in facts])
 
     def _create(self, cur: Any) -> None:
         for statement in _TABLES.values():
@@ -288,12 +293,7 @@ class SqlStore:
                     raise PositionMoved(f"{batch.service} is at {stored}, not {batch.after}")
                 if batch.facts:
                     self._insert_facts(cur, batch.facts)
-                    cur.executemany(self._q(
-                        f"INSERT INTO rollup ({', '.join(ROLLUP_KEY)}, value, facts) VALUES "
-                        f"({', '.join('?' for _ in ROLLUP_KEY)}, ?, ?) "
-                        f"ON CONFLICT ({', '.join(ROLLUP_KEY)}) DO UPDATE SET "
-                        "value = rollup.value + excluded.value, "
-                        "facts = rollup.facts + excluded.facts"), _rollup_rows(batch.facts))
+                    cur.executemany(self._q(_UPSERT_ROLLUP), _rollup_rows(batch.facts))
                 if batch.memory:
                     cur.executemany(self._q(
                         "INSERT INTO memory (service, kind, ident, value) VALUES (?, ?, ?, ?) "

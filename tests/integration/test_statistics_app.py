@@ -398,15 +398,15 @@ def _tamper(app: Any, rider_id: str, env: dict[str, str]) -> int:
     if env.get("QIJI_PERSISTENCE") == "postgres":
         table = f'"{recorder.datastore.schema}"."{recorder.events_table_name}"'
         with recorder.datastore.transaction(commit=True) as curs:
-            curs.execute(f"UPDATE {table} SET state = %s WHERE originator_id = %s "  # noqa: S608
+            curs.execute(f"UPDATE {table} SET state = %s WHERE originator_id = %s "
                          "AND originator_version = 1 RETURNING notification_id",
                          (forged, uuid.UUID(rider_id)))
             return int(curs.fetchone()["notification_id"])
     table = recorder.events_table_name
     with recorder.datastore.transaction(commit=True) as c:
-        c.execute(f"UPDATE {table} SET state = ? WHERE originator_id = ? "  # noqa: S608
+        c.execute(f"UPDATE {table} SET state = ? WHERE originator_id = ? "
                   "AND originator_version = 1", (forged, uuid.UUID(rider_id).hex))
-        c.execute(f"SELECT rowid FROM {table} WHERE originator_id = ? "  # noqa: S608
+        c.execute(f"SELECT rowid FROM {table} WHERE originator_id = ? "
                   "AND originator_version = 1", (uuid.UUID(rider_id).hex,))
         return int(c.fetchone()[0])
 
