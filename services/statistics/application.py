@@ -206,6 +206,9 @@ class _Checked:
     key: str | None
     filters: list[list[Filter]]
     as_of: datetime
+    # Whether the figures stand at `as_of` (a moment asked, or a later page's); else they are
+    # everything stored, as of the answer (`as_of` is then the moment of the answer).
+    pinned: bool
     compare: bool  # the query named a moment: show today's figures beside
     size: int
     offset: int
@@ -385,12 +388,14 @@ class Statistics:
             filters.append(viewer.filters())
         if within is not None and within.kind in _WITHIN:
             filters.append([Filter(_COLUMN[_WITHIN[within.kind]], (within.id,))])
-        as_of = q.as_of if q.as_of is not None else (
-            moment if moment is not None else now)
+        # A first page of "now" reads everything stored (the rollup alone); its later pages
+        # stand at the first page's moment, which the token carries.
+        pinned_at = q.as_of if q.as_of is not None else moment
         return _Checked(measure=measure, cut=periods(q.granularity, q.start, q.end),
                         granularity=q.granularity, key=_COLUMN.get(dimension),
-                        filters=filters, as_of=as_of, compare=q.as_of is not None, size=size,
-                        offset=offset, fingerprint=fingerprint, within=within)
+                        filters=filters, as_of=pinned_at or now, pinned=pinned_at is not None,
+                        compare=q.as_of is not None, size=size, offset=offset,
+                        fingerprint=fingerprint, within=within)
 
     def _token(self, after: int, checked: _Checked) -> str:
         # The moment travels with the token: every page of one listing stands at the moment
@@ -421,7 +426,7 @@ class Statistics:
         return totals
 
     def _rows(self, c: _Checked, viewer: Viewer) -> list[FigureRow]:
-        values = self._values(c, c.as_of)
+        values = self._values(c, c.as_of if c.pinned else None)
         current = self._values(c, None) if c.compare else None
         keys = set(values) | set(current or ())
         labels = self._key_labeller(c, viewer)

@@ -177,6 +177,13 @@ _UPSERT_ROLLUP = (f"INSERT INTO rollup ({', '.join(ROLLUP_KEY)}, value, facts) "
                   f"ON CONFLICT ({', '.join(ROLLUP_KEY)}) DO UPDATE SET "
                   "value = rollup.value + excluded.value, facts = rollup.facts + excluded.facts")
 
+_MERGE_ROLLUP = (f"INSERT INTO rollup ({', '.join(ROLLUP_KEY)}, value, facts) "  # noqa: S608
+                 f"SELECT {', '.join(ROLLUP_KEY)}, value, facts FROM rollup_in "
+                 f"ON CONFLICT ({', '.join(ROLLUP_KEY)}) DO UPDATE SET "
+                 "value = rollup.value + excluded.value, facts = rollup.facts + excluded.facts")
+# From this many rollup rows on, PostgreSQL merges them through COPY (a rebuild's batches).
+BULK_ROWS = 2000
+
 
 def _rollup_rows(facts: Iterable[StoredFact]) -> list[tuple[Any, ...]]:
     """The batch's facts summed by the rollup's key: one upsert per key, not per fact."""
@@ -246,6 +253,9 @@ class SqlStore:
     def _insert_facts(self, cur: Any, facts: Sequence[StoredFact]) -> None:
         cur.executemany(self._q(_INSERT_FACT), [f.row() for f in facts])
 
+    def _upsert_rollup(self, cur: Any, rows: list[tuple[Any, ...]]) -> None:
+        cur.executemany(self._q(_UPSERT_ROLLUP), rows)
+
     def _create(self, cur: Any) -> None:
         for statement in _TABLES.values():
             cur.execute(statement.format(id=self.id_column))
@@ -293,7 +303,7 @@ class SqlStore:
                     raise PositionMoved(f"{batch.service} is at {stored}, not {batch.after}")
                 if batch.facts:
                     self._insert_facts(cur, batch.facts)
-                    cur.executemany(self._q(_UPSERT_ROLLUP), _rollup_rows(batch.facts))
+                    self._upsert_rollup(cur, _rollup_rows(batch.facts))
                 if batch.memory:
                     cur.executemany(self._q(
                         "INSERT INTO memory (service, kind, ident, value) VALUES (?, ?, ?, ?) "
@@ -543,6 +553,20 @@ class PostgresStore(SqlStore):
         with cur.copy(f"COPY facts ({', '.join(FACT_COLUMNS)}) FROM STDIN") as copy:
             for f in facts:
                 copy.write_row(f.row())
+
+    def _upsert_rollup(self, cur: Any, rows: list[tuple[Any, ...]]) -> None:
+        if len(rows) < BULK_ROWS:
+            super()._upsert_rollup(cur, rows)
+            return
+        # A rebuild's batches: copied into a scratch table and merged in one statement (the
+        # rows are already summed by key, so no key comes twice).
+        cur.execute("CREATE TEMPORARY TABLE IF NOT EXISTS rollup_in (LIKE rollup) "
+                    "ON COMMIT DELETE ROWS")
+        with cur.copy(f"COPY rollup_in ({', '.join(ROLLUP_KEY)}, value, facts) "
+                      "FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+        cur.execute(_MERGE_ROLLUP)
 
     def close(self) -> None:
         self._pool.close()
