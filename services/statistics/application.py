@@ -35,9 +35,9 @@ from services.statistics.domain.periods import (
     WEEK,
     WHOLE_RANGE,
     Period,
+    check_range,
     day_number,
     periods,
-    range_problems,
 )
 from services.statistics.store import (
     Batch,
@@ -348,8 +348,7 @@ class Statistics:
                 violations.add(name, "must carry its time zone", TIME_ZONE_REQUIRED)
                 times_ok = False
         if times_ok and q.granularity in GRANULARITIES:
-            for description, reason in range_problems(q.granularity, q.start, q.end):
-                violations.add("end_time", description, reason)
+            check_range(violations, q.granularity, q.start, q.end)
         now = self._clock()
         if q.as_of is not None:
             if q.as_of.tzinfo is None:
@@ -578,9 +577,9 @@ class Statistics:
             bad = (failure.position, f"{failure.problem}; the figures do not count it")
         full = len(events) == BATCH and bad is None
         if good:
-            if service != "identity":
-                # Every rider and organisation an event names was registered before it.
-                self.directory.catch_up()
+            # Every rider and organisation an event names was registered before it: caught up
+            # now, the directory knows them all.
+            self.directory.catch_up()
             batch = Batch(service, after=after, through=good[-1].position,
                           last_position=feed.last_position, caught_up=not full and bad is None)
             self._map(service, good, batch)

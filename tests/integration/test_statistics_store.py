@@ -113,3 +113,20 @@ def test_one_rollup_row_holds_a_days_facts_of_one_key(store):
     assert store.sums("riders_registered", None, cut, DAY, [], None) == {(1, ""): 100}
     assert store.sums("riders_registered", None, cut, DAY, [[Filter("street_id", ())]],
                       None) == {}
+
+
+def test_a_large_batch_merges_its_rollup_in_one_go_and_adds_to_what_is_there(store):
+    """A rebuild's batch (thousands of keys: PostgreSQL copies them in and merges) adds to the
+    rows already there exactly as small batches do."""
+    def batch_of(after: int, value: int) -> Batch:
+        facts = [stored("riders_registered", 0, 60 * 24 * (n % 30), 0, value,
+                        f"street-{n}", "station-1") for n in range(3000)]
+        return Batch("identity", after=after, through=after + 1, facts=facts)
+    store.commit(batch_of(0, 1))
+    store.commit(batch_of(1, 2))
+    with store._read() as cur:
+        cur.execute("SELECT COUNT(*), SUM(value), SUM(facts) FROM rollup")
+        assert cur.fetchone() == (3000, 9000, 6000)
+    cut = periods(DAY, ORIGIN, ORIGIN + timedelta(days=30))
+    sums = store.sums("riders_registered", "street_id", cut, DAY, [], None)
+    assert len(sums) == 3000 and set(sums.values()) == {3}
