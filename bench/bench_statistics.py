@@ -166,7 +166,7 @@ def facts_of_a_year(city: City, rng: random.Random) -> Iterator[tuple[str, Store
                 measure = "riders_suspended" if rng.random() < 0.6 else "riders_left"
                 yield "identity", fact(measure, 1, gone, gone, **rider)
                 yield "identity", fact("riders_active", -1, gone, gone, **rider)
-        for _ in range(rng.choice((3, 4, 4, 5))):
+        for _ in range(rng.choice((4, 4, 5, 5))):
             street, district, track, starts, minutes = rng.choice(sessions)
             at_session = {**rider, "street_id": street, "district_id": district,
                           "track": track}

@@ -404,40 +404,42 @@ class Statistics:
 
     # ------------------------------------------------------------------ computing figures
 
-    def _values(self, c: _Checked, as_of: datetime | None) -> dict[tuple[int, str], int]:
-        """Summed stored values by (period index, key); a stock's are running totals from
-        before the first period on, for every key that has a fact by the period's end."""
-        sums = self.store.sums(c.measure.name, c.key, c.cut, c.granularity, c.filters, as_of)
+    def _values(self, c: _Checked) -> dict[tuple[int, str], tuple[int, int]]:
+        """Summed stored values by (period index, key), each (as the figures stand, now); a
+        stock's are running totals from before the first period on, for every key that has a
+        fact by the period's end."""
+        as_of = c.as_of if c.pinned else None
+        store = self.store
+        sums = store.sums(c.measure.name, c.key, c.cut, c.granularity, c.filters, as_of)
         if c.measure.kind is not MeasureKind.STOCK:
             return sums
-        opening = self.store.sums(c.measure.name, c.key, c.cut, c.granularity, c.filters,
-                                  as_of, before=True)
-        running = {k: v for (_, k), v in opening.items()}
-        by_period: dict[int, dict[str, int]] = defaultdict(dict)
+        opening = store.sums(c.measure.name, c.key, c.cut, c.granularity, c.filters, as_of,
+                             before=True)
+        running = {k: list(v) for (_, k), v in opening.items()}
+        by_period: dict[int, dict[str, tuple[int, int]]] = defaultdict(dict)
         for (i, k), v in sums.items():
             by_period[i][k] = v
-        totals: dict[tuple[int, str], int] = {}
+        totals: dict[tuple[int, str], tuple[int, int]] = {}
         for i in range(len(c.cut)):
-            for k, v in by_period.get(i, {}).items():
-                running[k] = running.get(k, 0) + v
-            for k, v in running.items():
-                totals[(i, k)] = v
+            for k, (then, now) in by_period.get(i, {}).items():
+                total = running.setdefault(k, [0, 0])
+                total[0] += then
+                total[1] += now
+            for k, (then, now) in running.items():
+                totals[(i, k)] = (then, now)
         return totals
 
     def _rows(self, c: _Checked, viewer: Viewer) -> list[FigureRow]:
-        values = self._values(c, c.as_of if c.pinned else None)
-        current = self._values(c, None) if c.compare else None
-        keys = set(values) | set(current or ())
+        values = self._values(c)
         labels = self._key_labeller(c, viewer)
         measure = c.measure
         rows = []
-        for i, k in keys:
+        for (i, k), (then, now) in values.items():
             period = c.cut[i]
             rows.append(FigureRow(
                 period_start=period.start, period_end=period.end, period_label=period.label,
-                key=k, key_label=labels(k), value=measure.value(values.get((i, k), 0)),
-                current_value=(measure.value(current.get((i, k), 0))
-                               if current is not None else None)))
+                key=k, key_label=labels(k), value=measure.value(then),
+                current_value=measure.value(now) if c.compare else None))
         rows.sort(key=lambda r: (r.period_start, r.key == "", r.key_label, r.key))
         return rows
 
