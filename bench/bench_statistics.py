@@ -26,6 +26,7 @@ import shutil
 import statistics
 import tempfile
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -70,9 +71,7 @@ EVERYTHING = Viewer(everything=True)
 
 
 def uid(rng: random.Random) -> str:
-    return "%08x-%04x-4%03x-8%03x-%012x" % (rng.getrandbits(32), rng.getrandbits(16),
-                                            rng.getrandbits(12), rng.getrandbits(12),
-                                            rng.getrandbits(48))
+    return str(uuid.UUID(int=rng.getrandbits(128), version=4))
 
 
 @dataclass
@@ -100,7 +99,7 @@ def make_city(rng: random.Random) -> City:
                  ("钟楼区", "天宁区", "新北区", "武进区", "金坛区", "溧阳市", "经开区")]
     streets, district_of, communities = [], {}, {}
     for d in districts:
-        for n in range(9):
+        for _ in range(9):
             s = org("STREET", f"街道{len(streets) + 1}", d)
             streets.append(s)
             district_of[s] = d
