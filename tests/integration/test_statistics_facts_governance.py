@@ -22,7 +22,9 @@ from services.governance.domain.values import (
     ReportKind,
     SatisfactionRating,
 )
+from services.statistics.domain import catalogue
 from services.statistics.domain import governance_facts as g
+from services.statistics.domain.facts import Dimension
 from tests.conftest import as_actor
 from tests.integration import test_governance_app as governance_world
 from tests.integration.statistics_facts import (
@@ -70,6 +72,9 @@ def test_every_topic_mapped_names_an_event_class_governance_stores():
     assert set(g.REPORT_KIND_LABELS) == {k.value for k in ReportKind}
     assert set(g.REPORT_CATEGORY_LABELS) == {c.value for c in Category}
     measures_are_well_formed("governance")
+    labels = catalogue.key_labels()
+    assert labels[Dimension.REPORT_KIND]["EMERGENCY"] == "突发事件直报"
+    assert labels[Dimension.REPORT_CATEGORY]["UTILITIES"] == "水电气热"
 
 
 def test_a_report_counts_where_it_was_made_by_kind_and_category_through_its_life(world, clock):
