@@ -495,3 +495,24 @@ def test_pages_follow_one_another_and_a_token_is_tied_to_its_query(city):
     with pytest.raises(InvalidArgument) as error:
         stats.query(replace(q, page_token="garbage!"), EVERYTHING)
     assert error.value.reason == "PAGE_TOKEN_INVALID"
+
+
+def test_the_leader_follows_the_logs_until_stopped(city):
+    """run_forever: as the one leader (a file lock or an advisory lock), the figures keep up
+    with the services; stopped, it stands down and its alarms go with it."""
+    w, stats = city, city["stats"]
+    stopping = threading.Event()
+    leader = threading.Thread(target=stats.run_forever, args=(stopping, 0.05), daemon=True)
+    leader.start()
+    try:
+        rider(w)
+        q = around_today("riders_registered", Dimension.CITY)
+        for _ in range(200):
+            if figures(stats, q) == {"常州市": 1}:
+                break
+            stopping.wait(0.05)
+        assert figures(stats, q) == {"常州市": 1}
+    finally:
+        stopping.set()
+        leader.join(10)
+    assert not leader.is_alive()

@@ -18,11 +18,12 @@ from services.statistics.domain.periods import (
     WEEK,
     WHOLE_RANGE,
     bucket,
+    check_range,
     city_day,
     day_start,
     periods,
-    range_problems,
 )
+from shared.errors import Violations
 from shared.values import CITY_TIME
 
 moments = st.datetimes(min_value=datetime(2020, 1, 1), max_value=datetime(2030, 12, 31),
@@ -95,11 +96,16 @@ def test_a_range_ending_at_midnight_ends_there():
     assert [p.label for p in cut] == ["2026-03-01", "2026-03-02"]
 
 
+def problems(granularity: str, start: datetime, end: datetime) -> list[str]:
+    violations = Violations()
+    check_range(violations, granularity, start, end)
+    return [v.reason for v in violations.items]
+
+
 def test_a_range_must_end_after_it_starts_and_not_be_too_long():
     at = datetime(2026, 3, 1, tzinfo=CITY_TIME)
-    assert [r for _, r in range_problems(DAY, at, at)] == [RANGE_INVALID]
-    assert [r for _, r in range_problems(DAY, at, at + timedelta(days=367))] == [RANGE_TOO_LONG]
-    assert range_problems(DAY, at, at + timedelta(days=366)) == []
-    assert range_problems(MONTH, at, at + timedelta(days=5 * 365)) == []
-    assert [r for _, r in range_problems(WEEK, at, at + timedelta(days=6 * 365))] == [
-        RANGE_TOO_LONG]
+    assert problems(DAY, at, at) == [RANGE_INVALID]
+    assert problems(DAY, at, at + timedelta(days=367)) == [RANGE_TOO_LONG]
+    assert problems(DAY, at, at + timedelta(days=366)) == []
+    assert problems(MONTH, at, at + timedelta(days=5 * 365)) == []
+    assert problems(WEEK, at, at + timedelta(days=6 * 365)) == [RANGE_TOO_LONG]
