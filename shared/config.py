@@ -25,6 +25,11 @@ DEFAULT_PORTS = {
 # The public credentials face (services/credentials): HTTP, not gRPC; it serves what badges
 # publishes to anyone, with no token. `qiji run --port-base N` puts it on N+7.
 CREDENTIALS_HTTP_PORT = 50057
+# The console (services/console): HTTP pages for the social-work department and operators,
+# over the services' gRPC APIs with each caller's own token.
+CONSOLE_HTTP_PORT = 50059
+# Where `make console-assets` (and the image's build) puts the vendored ECharts it serves.
+CONSOLE_ASSETS_DIR = "build/console"
 # The services that keep an event store (and serve its feed and audit API); the gateway does not.
 EVENT_SOURCED_SERVICES = ("identity", "training", "merchants", "badges", "governance")
 # Every process Qiji runs: the gRPC services, the relay, the public credentials face.
@@ -337,6 +342,23 @@ OWN_SETTINGS: dict[str, dict[str, OwnSetting]] = {
         # one), and how many calls a second it makes there at most (then it answers 429).
         "PUBLIC_READER_TOKEN": OwnSetting(text, ""),
         "CALLS_PER_SECOND": OwnSetting(POSITIVE, "50"),
+    },
+    "console": {
+        # Where the console listens, and its own HTTPS certificate when it is not behind the
+        # city's reverse proxy; SECURE_COOKIES "yes" marks its cookies Secure behind an HTTPS
+        # proxy (always when it serves HTTPS itself).
+        "HTTP_HOST": OwnSetting(text, "127.0.0.1"),
+        "HTTP_PORT": OwnSetting(integer(1, MAX_PORT), str(CONSOLE_HTTP_PORT)),
+        "HTTPS_CERT_FILE": OwnSetting(optional_path, ""),
+        "HTTPS_KEY_FILE": OwnSetting(optional_path, ""),
+        "SECURE_COOKIES": OwnSetting(exactly("yes", "no"), "no"),
+        # A session ends after this long without a request, and after this long in all.
+        "SESSION_IDLE_SECONDS": OwnSetting(seconds, "1800"),
+        "SESSION_MAX_SECONDS": OwnSetting(seconds, "28800"),
+        # The vendored ECharts (echarts.min.js), made at build time from npm.
+        "ASSETS_DIR": OwnSetting(path, str(PROJECT_DIR / CONSOLE_ASSETS_DIR)),
+        # The statistics service (until it is one of DEFAULT_PORTS' upstreams).
+        "STATISTICS_ADDRESS": OwnSetting(address, "127.0.0.1:50058"),
     },
     "governance": {
         # Tests and drills only: a file holding the time governance takes for "now".
