@@ -9,7 +9,6 @@ import threading
 from collections.abc import Callable
 from concurrent import futures
 from dataclasses import dataclass, field
-from typing import Any
 
 import grpc
 import structlog
