@@ -31,13 +31,15 @@ from shared.config import (
     TlsSettings,
     env_for,
     load_settings,
+    port_from_base,
 )
 from shared.files import write_private
 from shared.grpc.channels import open_channel
 from shared.personal_data import load_master_key
 
 # The services `qiji run` starts, in start order; each new service joins this list.
-SERVICES = ["identity", "training", "merchants", "badges", "governance", "platform"]
+SERVICES = ["identity", "training", "merchants", "badges", "governance", "platform",
+            "statistics"]
 # The public credentials face: HTTP, not gRPC, started once badges serves.
 WEB = "credentials"
 ADMIN_PRINCIPAL = "local-admin"
@@ -98,7 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="also start the AMQP relay (needs RabbitMQ at RELAY_AMQP_URI)")
     run.add_argument("--port-base", type=addressing.port_base, default=None, metavar="N",
                      help="serve gRPC on N+1..N+6 instead of 50051..50056, the public "
-                     "credentials face on N+7 instead of 50057, and no metrics (unless "
+                     "credentials face on N+7 instead of 50057, the figures on N+8 instead "
+                     "of 50058, and no metrics (unless "
                      "<SERVICE>_METRICS_PORT is set), to run beside another Qiji")
 
     token = sub.add_parser("token", help="add a caller, or rotate its token")
@@ -500,14 +503,14 @@ def grpc_ports(port_base: int | None = None) -> dict[str, int]:
     (50051 for identity, and so on), or, with a port base N, N+1 for identity, and so on."""
     if port_base is None:
         return {name: load_settings(name).grpc_port for name in DEFAULT_PORTS}
-    return {name: port_base + 1 + i for i, name in enumerate(DEFAULT_PORTS)}
+    return {name: port_from_base(port_base, name) for name in DEFAULT_PORTS}
 
 
 def web_http_port(port_base: int | None = None) -> int:
     """Where `qiji run` serves the public credentials face: CREDENTIALS_HTTP_PORT or 50057,
-    or, with a port base N, N+7."""
+    or, with a port base N, N+7 (the figures are on N+8)."""
     if port_base is not None:
-        return port_base + 1 + len(DEFAULT_PORTS)
+        return port_from_base(port_base, WEB)
     port: int = load_settings(WEB).own_setting("HTTP_PORT")
     return port
 
@@ -527,9 +530,17 @@ def wait_http_ready(url: str, proc: subprocess.Popen[bytes] | None,
     return False
 
 
+# Where `qiji run` and deploy/up serve each gRPC process's /metrics: 9101 for identity, and so
+# on to 9106 for the platform gateway; 9107 and 9108 are the relay's and the public face's
+# (shared/ops/stack.py), so the figures, which came later, have 9109.
+METRICS_PORTS = {**{name: 9101 + i for i, name in enumerate(
+    ["identity", "training", "merchants", "badges", "governance", "platform"])},
+    "statistics": 9109}
+
+
 def metrics_port(service: str) -> int:
     """Where `qiji run` serves each service's /metrics: 9101 for identity, and so on."""
-    return 9100 + 1 + list(DEFAULT_PORTS).index(service)
+    return METRICS_PORTS[service]
 
 
 def _admin_token(tokens_file: Path, token_file: Path) -> str:

@@ -50,7 +50,7 @@ from qiji.training.v1 import training_service_pb2_grpc as trpc
 from shared import addressing, audit_cli
 from shared.addressing import Deployment, Dialer
 from shared.auth import add_caller
-from shared.config import DEFAULT_PORTS, TlsSettings, load_tls_settings
+from shared.config import DEFAULT_PORTS, PORT_BASE_SPAN, TlsSettings, load_tls_settings
 
 T = TypeVar("T")
 # The story's training sittings: how far ahead of now one is scheduled (its riders are enrolled
@@ -1271,13 +1271,13 @@ def run(args: argparse.Namespace, deployment: Deployment) -> int:
 
 
 def free_port_base() -> int:
-    """N such that N+1..N+7 are free now (the six gRPC services and the public credentials
-    face; a moment later someone may take one; unlikely)."""
+    """N such that N+1..N+8 are free now (the gRPC services, the public credentials face and
+    the figures; a moment later someone may take one; unlikely)."""
     for _ in range(50):
         base = _rng.randrange(20000, 30000, 10)
         sockets = []
         try:
-            for port in range(base + 1, base + 2 + len(DEFAULT_PORTS)):
+            for port in range(base + 1, base + 1 + PORT_BASE_SPAN):
                 s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
                 sockets.append(s)
                 s.bind(("127.0.0.1", port))
@@ -1287,7 +1287,8 @@ def free_port_base() -> int:
         finally:
             for s in sockets:
                 s.close()
-    raise DemoFailed("no seven free consecutive ports found between 20000 and 30000")
+    raise DemoFailed(f"no {PORT_BASE_SPAN} free consecutive ports found between 20000 and "
+                     "30000")
 
 
 @contextmanager
@@ -1326,7 +1327,7 @@ def run_embedded(args: argparse.Namespace) -> int:
     try:
         port_base = free_port_base()
         print(f"Starting Qiji on its embedded default (data {data_dir}, gRPC ports "
-              f"{port_base + 1}–{port_base + len(DEFAULT_PORTS)}) …", flush=True)
+              f"{port_base + 1}–{port_base + PORT_BASE_SPAN}) …", flush=True)
         with embedded_qiji(data_dir, port_base) as proc:
             deadline = time.monotonic() + max(args.wait, 90.0)
             token_file = data_dir / "admin.token"

@@ -50,9 +50,7 @@ def assets_dir(settings: Settings) -> Path:
 
 
 def addresses(settings: Settings) -> dict[str, str]:
-    statistics = settings.upstreams.get("statistics") or settings.own_setting(
-        "STATISTICS_ADDRESS")
-    return {"statistics": statistics, "identity": settings.upstreams["identity"],
+    return {"statistics": settings.upstreams["statistics"], "identity": settings.upstreams["identity"],
             "governance": settings.upstreams["governance"]}
 
 

@@ -11,9 +11,10 @@ pull` / a new tarball, then `make venv protos`), and runs `deploy/upgrade`. It:
 3. creates what the new release's store needs (`deploy/schemas`; idempotent);
 4. makes the signing keys the release newly needs (as `up` does), then restarts the processes
    on the new code in start order — identity, training, merchants, badges, governance,
-   platform, the relay, then the public credentials face (started there if the old release
-   had none) — one at a time, each ready before the next is stopped (upstreams before their
-   followers; the gateway and the relay read everyone), so the stack keeps serving throughout.
+   platform, statistics, the relay, then the public credentials face (started there if the
+   old release had none) — one at a time, each ready before the next is stopped (upstreams
+   before their followers; the gateway, the figures and the relay read everyone), so the
+   stack keeps serving throughout.
    A stack an older release started without a supervisor, or whose supervisord lacks settings
    this release gives its processes (supervisord hands its own environment down), is stopped
    and started under a new supervisord instead (a few seconds without service);

@@ -16,8 +16,8 @@ ROOT = Path(__file__).resolve().parents[2]
 MONITORING = ROOT / "deploy" / "monitoring"
 ALERT_RULES = MONITORING / "qiji-alerts.yml"
 DASHBOARD = MONITORING / "grafana-qiji.json"
-# Every process that serves /metrics: the six gRPC services, the relay and the public
-# credentials face.
+# Every process that serves /metrics: the gRPC services (the figures among them), the relay
+# and the public credentials face.
 PROCESSES = {*SERVICES, "relay", WEB}
 # The one scrape job the rules and the dashboard select (up{job="qiji"}).
 JOB = "qiji"

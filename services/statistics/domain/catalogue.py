@@ -12,7 +12,7 @@ from services.statistics.domain import (
     merchants_facts,
     training_facts,
 )
-from services.statistics.domain.facts import Mapper, Measure
+from services.statistics.domain.facts import Dimension, Mapper, Measure
 
 SERVICES = ("identity", "training", "merchants", "badges", "governance")
 _MODULES: dict[str, ModuleType] = {
@@ -33,3 +33,13 @@ def measures() -> dict[str, Measure]:
 def mappers(service: str) -> dict[str, Mapper]:
     """topic -> mapper for one service's log."""
     return dict(_MODULES[service].MAPPERS)
+
+
+def key_labels() -> dict[Dimension, dict[str, str]]:
+    """What the city calls each key of the dimensions that are no organisation (a track, a
+    report's kind or category): a module may export KEY_LABELS {Dimension: {key: label}}."""
+    found: dict[Dimension, dict[str, str]] = {}
+    for module in _MODULES.values():
+        for dimension, labels in getattr(module, "KEY_LABELS", {}).items():
+            found.setdefault(dimension, {}).update(labels)
+    return found

@@ -123,3 +123,16 @@ class Event:
 
 # A mapper: the facts one event of its topic counts as (often none).
 Mapper = Callable[[Event, Directory, Memory], list[Fact]]
+
+
+def rider_where(directory: Directory, rider_id: str, *, street_id: str = "",
+                community_id: str = "") -> Where:
+    """Where a fact about a rider is counted (the one rule for `Where`): at `street_id` /
+    `community_id` when the thing happened at a place, else at the rider's home street; always
+    with the rider's platform and station."""
+    rider = directory.rider(rider_id) if rider_id else None
+    if rider is None:
+        return Where(street_id=street_id, community_id=community_id)
+    return Where(street_id=street_id or ("" if community_id else rider.home_street_id),
+                 community_id=community_id, station_id=rider.station_id or "",
+                 platform_id=rider.platform_id or "")
