@@ -56,3 +56,15 @@ REPORT_TOPICS = (REPORT_SUBMITTED, REPORT_ROUTED, REPORT_ACKNOWLEDGED, REPORT_WO
 # `kind`, `department_id`, `sealed_outcome` (sealed under the rider's key in governance's own
 # key store: only governance opens it) and `at`.
 HELP_OUTCOME_GIVEN = "services.governance.domain.help:HelpRequest.OutcomeGiven"
+
+# The city's figures (services/statistics) count help requests and mediation cases, nothing
+# said in them: HELP_REQUESTED carries `rider_id`, `kind`, `home_street_id`, `asked_through`
+# (where the rider asked: the platform's app or the street office's counter) and
+# `requested_at`; HELP_CLOSED `at` (every department gave its outcome). MEDIATION_OPENED
+# carries `street_id` and `opened_at`; MEDIATION_AGREED (above), MEDIATION_FAILED and
+# MEDIATION_REOPENED `at` (the case is the originator of each).
+HELP_REQUESTED = "services.governance.domain.help:HelpRequest.Requested"
+HELP_CLOSED = "services.governance.domain.help:HelpRequest.Closed"
+MEDIATION_OPENED = "services.governance.domain.model:MediationCase.Opened"
+MEDIATION_FAILED = "services.governance.domain.model:MediationCase.Failed"
+MEDIATION_REOPENED = "services.governance.domain.model:MediationCase.Reopened"
