@@ -98,12 +98,12 @@ class Dialer:
 
 def port_base(raw: str) -> int:
     """argparse type of a port base N: Qiji serves gRPC on N+1..N+6, the public credentials
-    face on N+7 and the figures on N+8, all of them ports."""
+    face on N+7, the figures on N+8 and the console on N+9, all of them ports."""
     try:
         base = int(raw)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{raw!r} is not a number") from None
-    used = PORT_BASE_SPAN  # the gRPC services, the credentials face, the figures
+    used = PORT_BASE_SPAN  # the gRPC services, the credentials face, the figures, the console
     highest = MAX_PORT - used
     if base <= 0 or out_of_range(range(base + 1, base + used + 1)):
         raise argparse.ArgumentTypeError(

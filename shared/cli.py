@@ -42,6 +42,9 @@ SERVICES = ["identity", "training", "merchants", "badges", "governance", "platfo
             "statistics"]
 # The public credentials face: HTTP, not gRPC, started once badges serves.
 WEB = "credentials"
+# The console: HTTP pages over the figures, identity and governance, started once they serve.
+CONSOLE = "console"
+CONSOLE_NEEDS = ("statistics", "identity", "governance")
 ADMIN_PRINCIPAL = "local-admin"
 SERVICES_PRINCIPAL = "qiji-services"
 PUBLIC_FACE_PRINCIPAL = "qiji-public-face"
@@ -322,6 +325,8 @@ def _run(services: list[str], *, relay: bool = False, port_base: int | None = No
                       or (metrics_port(name) if port_base is None else 0))
                for name in services}
     web_port = web_http_port(port_base) if "badges" in services else 0
+    console_port = console_http_port(port_base) if all(
+        name in services for name in CONSOLE_NEEDS) else 0
     # One Qiji per data folder, decided before anything in it is touched: a second one would
     # rotate the services' token under the first one's followers, for good.
     lock = RunLock(settings.data_dir)
@@ -332,7 +337,7 @@ def _run(services: list[str], *, relay: bool = False, port_base: int | None = No
     try:
         busy = sorted(port for name in services
                       for port in (ports[name], metrics[name]) if port and not port_free(port))
-        busy += [web_port] if web_port and not port_free(web_port) else []
+        busy += [port for port in (web_port, console_port) if port and not port_free(port)]
         if busy:
             raise CommandFailed(f"ports in use: {busy} (another Qiji? give it --port-base N)")
         load_master_key(settings.master_key, settings.master_key_file, create=True)
@@ -340,7 +345,7 @@ def _run(services: list[str], *, relay: bool = False, port_base: int | None = No
         tokens = process_tokens(settings.tokens_file)
         lock.announce({name: f"127.0.0.1:{ports[name]}" for name in services})
         return _serve(services, settings, ports, metrics, web_port, admin_token, tokens,
-                      lock.fd, relay=relay)
+                      lock.fd, relay=relay, console_port=console_port)
     finally:
         lock.release()
 
@@ -358,19 +363,21 @@ def process_tokens(tokens_file: Path) -> dict[str, str]:
 
 def _serve(services: list[str], settings: Settings, ports: dict[str, int],
            metrics: dict[str, int], web_port: int, admin_token: str, tokens: dict[str, str],
-           lock_fd: int, *, relay: bool) -> int:
+           lock_fd: int, *, relay: bool, console_port: int = 0) -> int:
     # Where credentials say their issuer, keys and status lists are: the city's own address
     # when the operator gives one, else this machine's public face.
     issuer_url = (load_settings("badges").own_setting("ISSUER_URL")
                   or f"http://127.0.0.1:{web_port}")
     env = {**os.environ, "QIJI_ISSUER_URL": issuer_url,
-           "CREDENTIALS_HTTP_PORT": str(web_port), "QIJI_DATA_DIR": str(settings.data_dir),
+           "CREDENTIALS_HTTP_PORT": str(web_port), "CONSOLE_HTTP_PORT": str(console_port),
+           "QIJI_DATA_DIR": str(settings.data_dir),
            "QIJI_TOKENS_FILE": str(settings.tokens_file), **tokens,
            **{f"{name.upper()}_GRPC_PORT": str(port) for name, port in ports.items()},
            **{f"{name.upper()}_METRICS_PORT": str(port) for name, port in metrics.items()},
            # Each follower (and the relay) finds the others where they were started here.
            **{f"{follower.upper()}_{name.upper()}_ADDRESS": f"127.0.0.1:{port}"
-              for follower in [*SERVICES, "relay", WEB] for name, port in ports.items()
+              for follower in [*SERVICES, "relay", WEB, CONSOLE]
+              for name, port in ports.items()
               if follower != name
               and not os.environ.get(f"{follower.upper()}_{name.upper()}_ADDRESS")},
            "QIJI_LOG_FORMAT": os.environ.get("QIJI_LOG_FORMAT", "console")}
@@ -410,8 +417,19 @@ def _serve(services: list[str], settings: Settings, ports: dict[str, int],
             if not wait_http_ready(f"{web}/readyz", processes[WEB]):
                 print(f"{WEB} did not start; see its log above", file=sys.stderr)
                 return NO
+        console = ""
+        if console_port:
+            missing = console_assets_missing()
+            if missing:
+                print(f"{CONSOLE} not started: {missing}", file=sys.stderr)
+            else:
+                processes[CONSOLE] = start(CONSOLE)
+                console = f"http://127.0.0.1:{console_port}"
+                if not wait_http_ready(f"{console}/readyz", processes[CONSOLE]):
+                    print(f"{CONSOLE} did not start; see its log above", file=sys.stderr)
+                    return NO
         _print_banner(services, settings.data_dir, admin_token, ports, metrics, web,
-                      issuer_url)
+                      issuer_url, console)
         while not stopping:
             for name, proc in processes.items():
                 if proc.poll() is not None:
@@ -515,6 +533,26 @@ def web_http_port(port_base: int | None = None) -> int:
     return port
 
 
+def console_http_port(port_base: int | None = None) -> int:
+    """Where `qiji run` serves the console: CONSOLE_HTTP_PORT or 50059, or, with a port base
+    N, N+9."""
+    if port_base is not None:
+        return port_from_base(port_base, CONSOLE)
+    port: int = load_settings(CONSOLE).own_setting("HTTP_PORT")
+    return port
+
+
+def console_assets_missing() -> str:
+    """Why the console cannot start here ("" when it can): its vendored ECharts is made by
+    `make console-assets` (`make run` does it first)."""
+    from services.console.service import assets_dir
+    try:
+        assets_dir(load_settings(CONSOLE))
+    except ConfigError as missing:
+        return str(missing)
+    return ""
+
+
 def wait_http_ready(url: str, proc: subprocess.Popen[bytes] | None,
                     timeout: float = 30.0) -> bool:
     """Polls an HTTP readiness URL (ours, on this machine) until it answers 200."""
@@ -570,7 +608,8 @@ def _wait_serving(address: str, proc: subprocess.Popen[bytes], tls: TlsSettings,
 
 
 def _print_banner(services: list[str], data_dir: Path, token: str, ports: dict[str, int],
-                  metrics: dict[str, int], web: str = "", issuer_url: str = "") -> None:
+                  metrics: dict[str, int], web: str = "", issuer_url: str = "",
+                  console: str = "") -> None:
     lines = ["", "Qiji is running on its embedded default (SQLite files in "
              f"{data_dir}).", ""]
     for name in services:
@@ -579,6 +618,9 @@ def _print_banner(services: list[str], data_dir: Path, token: str, ports: dict[s
     if web:
         lines.append(f"  {WEB:<11} {web}/verify   (public, no token: issuer {issuer_url}, "
                      "keys, status lists)")
+    if console:
+        lines.append(f"  {CONSOLE:<11} {console}/   (the city's figures in a browser: sign in "
+                     "with a token, e.g. the admin token below)")
     lines += [
         "",
         f"Admin token ({ADMIN_PRINCIPAL}: city_admin, operator, auditor):",

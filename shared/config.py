@@ -35,15 +35,17 @@ CONSOLE_HTTP_PORT = 50059
 CONSOLE_ASSETS_DIR = "build/console"
 # `qiji run --port-base N` (and deploy's --port-offset) move every port by the same amount:
 # a process's port is N + (its default - PORT_BASE), so N+1 identity ... N+7 the public face,
-# N+8 the figures.
+# N+8 the figures, N+9 the console.
 PORT_BASE = 50050
+# The HTTP faces' default ports, beside DEFAULT_PORTS' gRPC ones.
+HTTP_PORTS = {"credentials": CREDENTIALS_HTTP_PORT, "console": CONSOLE_HTTP_PORT}
 # The highest of N+1.. a port base uses.
-PORT_BASE_SPAN = max(*DEFAULT_PORTS.values(), CREDENTIALS_HTTP_PORT) - PORT_BASE
+PORT_BASE_SPAN = max(*DEFAULT_PORTS.values(), *HTTP_PORTS.values()) - PORT_BASE
 
 
 def port_from_base(base: int, name: str) -> int:
-    """Where `qiji run --port-base N` serves `name` (a gRPC service, or the public face)."""
-    default = CREDENTIALS_HTTP_PORT if name == "credentials" else DEFAULT_PORTS[name]
+    """Where `qiji run --port-base N` serves `name` (a gRPC service, or an HTTP face)."""
+    default = HTTP_PORTS[name] if name in HTTP_PORTS else DEFAULT_PORTS[name]
     return base + default - PORT_BASE
 
 

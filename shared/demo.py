@@ -1271,8 +1271,8 @@ def run(args: argparse.Namespace, deployment: Deployment) -> int:
 
 
 def free_port_base() -> int:
-    """N such that N+1..N+8 are free now (the gRPC services, the public credentials face and
-    the figures; a moment later someone may take one; unlikely)."""
+    """N such that N+1..N+9 are free now (the gRPC services, the public credentials face, the
+    figures and the console; a moment later someone may take one; unlikely)."""
     for _ in range(50):
         base = _rng.randrange(20000, 30000, 10)
         sockets = []

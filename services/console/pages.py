@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from html import escape
@@ -107,6 +107,7 @@ def page(title: str, body: str, *, active: str = "", query: dict[str, str] | Non
 <html lang="zh-CN"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{e(title)} — {TITLE}</title>
+<link rel="icon" href="/static/favicon.svg" type="image/svg+xml">
 <link rel="stylesheet" href="/static/console.css"></head>
 <body><header class="top"><div class="brand">骑迹 <span>骑手友好城市 · 统计与审计</span></div>
 {header}</header>
@@ -268,6 +269,20 @@ def _figures_table(answer: FigureAnswer, *, key_head: str, by_key: bool, as_of: 
                if answer.truncated else ""))
 
 
+def _every_period(answer: FigureAnswer, period: Period) -> FigureAnswer:
+    """The series with a 0 for each period of the range that has no figure (the API leaves
+    those out)."""
+    by_label = {f.period_label: f for f in answer.figures if not f.key}
+    if len(by_label) != len(answer.figures):
+        return answer  # not one figure per period: shown as answered
+    zero = Decimal(0)
+    figures = [by_label.get(label) or Figure(period.start, period.end, label, "", "", zero,
+                                             zero if period.as_of else None)
+               for label in period.labels()]
+    figures += [f for label, f in by_label.items() if label not in set(period.labels())]
+    return replace(answer, figures=figures)
+
+
 def _export(query: dict[str, Any], file_format: str) -> str:
     return e("/export?" + urlencode({**query, "format": file_format}, doseq=True))
 
@@ -330,6 +345,7 @@ def area_page(view: AreaView, *, csrf: str, freshness: Sequence[FeedPositionInfo
 <a class="button" href="{_export(view.export_query, 'xlsx')}" download>Excel</a></div>""")
     if view.selected and view.series:
         m = view.selected
+        view.series = _every_period(view.series, period)
         values = [f.value for f in view.series.figures]
         series = [("当时" if as_of else m.label, values)]
         if as_of:
@@ -355,14 +371,17 @@ def area_page(view: AreaView, *, csrf: str, freshness: Sequence[FeedPositionInfo
                                    drill=view.place_drill)
             parts.append(f"""<section class="card places"><h2>按{e(label)}
 <span class="muted">点击名称逐级查看</span></h2>{_split(chart, table)}</section>""")
+        others = []
         for answer in view.breakdowns:
             label = DIMENSION_LABELS[answer.ask.dimension]
             chart = charts.add("bar", f"{m.label} · 按{label}",
                                [f.key_label or f.key for f in answer.figures],
                                [("当时" if as_of else m.label, [f.value for f in answer.figures])],
                                m.unit)
-            parts.append(f"""<section class="card breakdown"><h2>按{e(label)}</h2>
-{_split(chart, _figures_table(answer, key_head=label, by_key=True, as_of=as_of))}</section>""")
+            others.append(f"""<section class="card breakdown"><h2>按{e(label)}</h2>{chart}
+{_figures_table(answer, key_head=label, by_key=True, as_of=as_of)}</section>""")
+        if others:
+            parts.append(f'<div class="breakdowns">{"".join(others)}</div>')
     if view.area.slug == "governance":
         parts.append(_rates(view.rates, view.rates_note, period))
     return page(view.area.label, "".join(parts), active=view.area.slug,

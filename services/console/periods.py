@@ -50,6 +50,29 @@ class Period:
     def api_granularity(self) -> str:
         return GRANULARITIES[self.granularity]
 
+    def labels(self) -> list[str]:
+        """Every period's label in the range, as the API writes them ("2026-03-05",
+        "2026-W10", "2026-03"): a period without facts has no figure in the answer, and is
+        shown as 0."""
+        found = []
+        if self.granularity == "month":
+            at = month_start(self.first)
+            while at <= self.last:
+                found.append(f"{at:%Y-%m}")
+                at = add_months(at, 1)
+        elif self.granularity == "week":
+            at = self.first - timedelta(days=self.first.weekday())
+            while at <= self.last:
+                year, week, _ = at.isocalendar()
+                found.append(f"{year}-W{week:02d}")
+                at += timedelta(days=7)
+        else:
+            at = self.first
+            while at <= self.last:
+                found.append(at.isoformat())
+                at += timedelta(days=1)
+        return found
+
     def query(self, **changes: str) -> dict[str, str]:
         """The query string of this period (with `changes`), for links that keep it."""
         values = {"g": self.granularity, "from": self.first.isoformat(),
