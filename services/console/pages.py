@@ -269,6 +269,16 @@ def _figures_table(answer: FigureAnswer, *, key_head: str, by_key: bool, as_of: 
                if answer.truncated else ""))
 
 
+def _series(m: MeasureInfo, figures: Sequence[Figure], as_of: bool
+            ) -> list[tuple[str, list[Decimal]]]:
+    """A chart's series: the figures, and with "as of" today's view of them beside."""
+    if not as_of:
+        return [(m.label, [f.value for f in figures])]
+    return [("当时", [f.value for f in figures]),
+            ("今日所见", [f.value if f.current_value is None else f.current_value
+                      for f in figures])]
+
+
 def _every_period(answer: FigureAnswer, period: Period) -> FigureAnswer:
     """The series with a 0 for each period of the range that has no figure (the API leaves
     those out)."""
@@ -346,14 +356,10 @@ def area_page(view: AreaView, *, csrf: str, freshness: Sequence[FeedPositionInfo
     if view.selected and view.series:
         m = view.selected
         view.series = _every_period(view.series, period)
-        values = [f.value for f in view.series.figures]
-        series = [("当时" if as_of else m.label, values)]
-        if as_of:
-            series.append(("今日所见", [f.current_value if f.current_value is not None
-                                        else f.value for f in view.series.figures]))
         chart = charts.add("line" if period.granularity == "day" else "bar",
                            f"{m.label}（{GRANULARITY_LABELS[period.granularity]}）",
-                           [f.period_label for f in view.series.figures], series, m.unit)
+                           [f.period_label for f in view.series.figures],
+                           _series(m, view.series.figures, as_of), m.unit)
         parts.append(f"""<section class="card measure" data-selected="{e(m.name)}">
 <h2>{e(m.label)} <span class="unit">单位：{e(m.unit)}</span></h2>
 <p class="muted">{e(m.description)}{'（存量：期末的累计数）' if m.kind == 'STOCK' else ''}</p>
@@ -361,12 +367,11 @@ def area_page(view: AreaView, *, csrf: str, freshness: Sequence[FeedPositionInfo
 </section>""")
         if view.places is not None:
             places = view.places
-            chart = charts.add("bar", f"{m.label} · 按{DIMENSION_LABELS[places.ask.dimension]}",
-                               [f.key_label or f.key for f in places.figures],
-                               [("当时" if as_of else m.label, [f.value for f in places.figures])],
-                               m.unit, links=[view.place_drill.get(f.key, "")
-                                              for f in places.figures])
             label = DIMENSION_LABELS[places.ask.dimension]
+            chart = charts.add("bar", f"{m.label} · 按{label}",
+                               [f.key_label or f.key for f in places.figures],
+                               _series(m, places.figures, as_of), m.unit,
+                               links=[view.place_drill.get(f.key, "") for f in places.figures])
             table = _figures_table(places, key_head=label, by_key=True, as_of=as_of,
                                    drill=view.place_drill)
             parts.append(f"""<section class="card places"><h2>按{e(label)}
@@ -376,8 +381,7 @@ def area_page(view: AreaView, *, csrf: str, freshness: Sequence[FeedPositionInfo
             label = DIMENSION_LABELS[answer.ask.dimension]
             chart = charts.add("bar", f"{m.label} · 按{label}",
                                [f.key_label or f.key for f in answer.figures],
-                               [("当时" if as_of else m.label, [f.value for f in answer.figures])],
-                               m.unit)
+                               _series(m, answer.figures, as_of), m.unit)
             others.append(f"""<section class="card breakdown"><h2>按{e(label)}</h2>{chart}
 {_figures_table(answer, key_head=label, by_key=True, as_of=as_of)}</section>""")
         if others:

@@ -50,8 +50,8 @@ def assets_dir(settings: Settings) -> Path:
 
 
 def addresses(settings: Settings) -> dict[str, str]:
-    return {"statistics": settings.upstreams["statistics"], "identity": settings.upstreams["identity"],
-            "governance": settings.upstreams["governance"]}
+    """The three services the console asks (CONSOLE_<SERVICE>_ADDRESS)."""
+    return {name: settings.upstreams[name] for name in ("statistics", "identity", "governance")}
 
 
 class _Server(uvicorn.Server):
