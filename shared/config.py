@@ -52,8 +52,8 @@ def port_from_base(base: int, name: str) -> int:
 # The services that keep an event store (and serve its feed and audit API); the gateway does not.
 EVENT_SOURCED_SERVICES = ("identity", "training", "merchants", "badges", "governance")
 # Every process Qiji runs: the gRPC services (and the readers: the gateway, the figures), the
-# relay, the public credentials face.
-PROCESSES = (*DEFAULT_PORTS, "relay", "credentials")
+# relay, the public credentials face, the console.
+PROCESSES = (*DEFAULT_PORTS, "relay", "credentials", "console")
 
 # Every setting that holds a secret, and the processes that use it: the one list from which a
 # secret's value is kept out of error messages (read_setting), and each process is given only
