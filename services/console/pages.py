@@ -63,7 +63,7 @@ class Charts:
 
     items: list[dict[str, Any]] = field(default_factory=list)
 
-    def add(self, kind: str, title: str, categories: Sequence[str],
+    def draw(self, kind: str, title: str, categories: Sequence[str],
             series: Sequence[tuple[str, Sequence[Decimal]]], unit: str,
             links: Sequence[str] = ()) -> str:
         ident = f"chart-{len(self.items) + 1}"
@@ -356,7 +356,7 @@ def area_page(view: AreaView, *, csrf: str, freshness: Sequence[FeedPositionInfo
     if view.selected and view.series:
         m = view.selected
         view.series = _every_period(view.series, period)
-        chart = charts.add("line" if period.granularity == "day" else "bar",
+        chart = charts.draw("line" if period.granularity == "day" else "bar",
                            f"{m.label}（{GRANULARITY_LABELS[period.granularity]}）",
                            [f.period_label for f in view.series.figures],
                            _series(m, view.series.figures, as_of), m.unit)
@@ -368,7 +368,7 @@ def area_page(view: AreaView, *, csrf: str, freshness: Sequence[FeedPositionInfo
         if view.places is not None:
             places = view.places
             label = DIMENSION_LABELS[places.ask.dimension]
-            chart = charts.add("bar", f"{m.label} · 按{label}",
+            chart = charts.draw("bar", f"{m.label} · 按{label}",
                                [f.key_label or f.key for f in places.figures],
                                _series(m, places.figures, as_of), m.unit,
                                links=[view.place_drill.get(f.key, "") for f in places.figures])
@@ -379,7 +379,7 @@ def area_page(view: AreaView, *, csrf: str, freshness: Sequence[FeedPositionInfo
         others = []
         for answer in view.breakdowns:
             label = DIMENSION_LABELS[answer.ask.dimension]
-            chart = charts.add("bar", f"{m.label} · 按{label}",
+            chart = charts.draw("bar", f"{m.label} · 按{label}",
                                [f.key_label or f.key for f in answer.figures],
                                _series(m, answer.figures, as_of), m.unit)
             others.append(f"""<section class="card breakdown"><h2>按{e(label)}</h2>{chart}
