@@ -161,6 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     from shared.audit_cli import add_parser as audit_parser
     audit_parser(sub)
+    from shared.stats_cli import add_parser as stats_parser
+    stats_parser(sub)
     return parser
 
 
@@ -214,6 +216,9 @@ def _dispatch(args: argparse.Namespace) -> int:
         token = deployment.token if args.question == "checkpoints" else \
             deployment.require_token()
         return answer(args, token, deployment.dialer(), deployment.tls)
+    if args.command == "stats":
+        from shared.stats_cli import answer as stats_answer
+        return stats_answer(args)
     if args.command == "demo":
         from shared import demo as demo_module
         if args.embedded:

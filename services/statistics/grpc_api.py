@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import grpc
@@ -15,9 +15,6 @@ from qiji.statistics.v1 import statistics_service_pb2_grpc as pb_grpc
 
 from services.statistics import export
 from services.statistics.application import (
-    DEFAULT_PAGE_SIZE,
-    MAX_PAGE_SIZE,
-    WHOLE_RANGE,
     FeedPosition,
     FigureQuery,
     FigureRow,
@@ -30,16 +27,13 @@ from shared.errors import (
     DUPLICATE_VALUE,
     ENUM_VALUE_REQUIRED,
     FIELD_REQUIRED,
-    INVALID_ID,
     VALUE_OUT_OF_RANGE,
     InvalidArgument,
     NotFound,
     PermissionDenied,
     Violations,
-    is_uuid,
 )
 from shared.grpc.convert import enum_in, enum_out, optional_time, timestamp
-from shared.paging import check_page_size
 from shared.tenancy import CITY_READERS, OWN, access_table, each, scoped
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["StatisticsService"].full_name
@@ -78,14 +72,11 @@ class StatisticsServicer(pb_grpc.StatisticsServiceServicer):
     def QueryFigures(self, request: Any, context_: Any) -> Any:
         viewer = self._viewer()
         violations = Violations()
-        query = query_in(request, request.measure, violations)
-        page_size = violations.collect(lambda: check_page_size(
-            request.page_size, default=DEFAULT_PAGE_SIZE, maximum=MAX_PAGE_SIZE))
+        query = replace(query_in(request, request.measure, violations),
+                        page_size=request.page_size, page_token=request.page_token)
         if violations:
             self._read_model_faults(violations, query, viewer)
             violations.raise_if_any()
-        query = replace(query, page_size=page_size or DEFAULT_PAGE_SIZE,
-                        page_token=request.page_token)
         page = self.statistics.query(query, viewer)
         as_of = query.as_of is not None
         return pb.QueryFiguresResponse(
@@ -111,7 +102,7 @@ class StatisticsServicer(pb_grpc.StatisticsServiceServicer):
         fmt = enum_in(request.format, pb.ExportFormat, str, violations, "format")
         violations.require_given(fmt, "format", "choose EXPORT_FORMAT_CSV or "
                                  "EXPORT_FORMAT_XLSX", ENUM_VALUE_REQUIRED)
-        base = query_in(request, "", violations, measure_field=None)
+        base = query_in(request, "", violations)
         queries = [replace(base, measure=name) for name in dict.fromkeys(names) if name]
         # Every measure's own faults (unknown, not broken down by this dimension) and the
         # range's, found by counting each measure's rows: all in one answer, before the file.
@@ -123,6 +114,8 @@ class StatisticsServicer(pb_grpc.StatisticsServiceServicer):
             else:
                 totals.append(_collect_as(violations, field, lambda q=query: self.statistics
                                           .count(q, viewer)) or 0)
+        if not queries:  # no measure to count: the other fields are still checked
+            self._read_model_faults(violations, base, viewer, "measures")
         violations.raise_if_any()
         assert fmt is not None
         rows_total = sum(totals)
@@ -160,62 +153,44 @@ class StatisticsServicer(pb_grpc.StatisticsServiceServicer):
 
     def _read_model_faults(self, violations: Violations, query: FigureQuery, viewer: Viewer,
                            measure_field: str = "measure") -> None:
-        """The read model's own checks (an unknown measure, a dimension the measure does not
-        have, a range too long, an organisation that does not exist...) of a request in which
-        the entry point found faults already, so that the caller hears of every fault at once.
-        The faulty fields were given stand-ins (query_in) that pass; what the read model says
-        of those is left out. Nothing is answered: the request is refused either way."""
+        """The read model's own checks of a request in which the entry point found faults
+        already (a time it could not read, an enum number the contract does not define): an
+        unknown measure, a dimension it does not have, a range too long, an organisation that
+        does not exist... so that the caller hears of every fault at once. A field the entry
+        point spoke of is not spoken of twice. Nothing is answered: the request is refused."""
         spoken = {v.field for v in violations.items} | {m.field for m in violations.missing_refs}
         if not query.measure:
-            # No measure was named: ask with any, and hear nothing of it, nor of whether the
-            # dimension applies to it.
+            # No measure named (an export's): ask with any, and hear nothing of it, nor
+            # whether the dimension applies to it.
             query = replace(query, measure=next(iter(m.name for m in self.statistics.measures()),
                                                 ""))
-            spoken |= {measure_field, "dimension"}
-        if measure_field in spoken or not query.measure:
-            return
+            spoken |= {"measure", "dimension"}
         found = Violations()
         try:
             _collect_as(found, measure_field, lambda: self.statistics.count(query, viewer))
         except PermissionDenied:
             return  # an organisation outside the caller's scope: refused once the rest is right
-        violations.items.extend(v for v in found.items if v.field not in spoken)
+        violations.items.extend(v for v in found.items
+                                if v.field not in spoken and not (
+                                    v.field == measure_field and "measure" in spoken))
         violations.missing_refs.extend(m for m in found.missing_refs if m.field not in spoken
                                        and m not in violations.missing_refs)
 
 
-def query_in(request: Any, measure: str, violations: Violations, *,
-             measure_field: str | None = "measure") -> FigureQuery:
-    """The query a QueryFigures or ExportFigures request asks, its wire faults added to
-    `violations`. A faulty field is given a stand-in that passes the read model's checks (the
-    city, the whole range, a day), so that those checks can still speak of the other fields.
-    `measure_field`: the request's field naming the measure, when it has one."""
-    if not measure and measure_field is not None:
-        violations.add(measure_field, "name a measure from ListMeasures", FIELD_REQUIRED)
+def query_in(request: Any, measure: str, violations: Violations) -> FigureQuery:
+    """The query a QueryFigures or ExportFigures request asks. What only the wire can get wrong
+    (a time out of range, an enum number the contract does not define) is added to
+    `violations` and left out (None); the read model checks the rest, the required fields
+    among it, in one pass."""
     dimension = enum_in(request.dimension, pb.Dimension, Dimension, violations, "dimension")
-    violations.require_given(dimension, "dimension", "choose a DIMENSION_ (DIMENSION_CITY for "
-                             "one figure of everything you may see)", ENUM_VALUE_REQUIRED)
     granularity = enum_in(request.granularity, pb.Granularity, str, violations, "granularity")
-    violations.require_given(granularity, "granularity", "choose GRANULARITY_DAY, _WEEK, "
-                             "_MONTH or _WHOLE_RANGE", ENUM_VALUE_REQUIRED)
-    start = optional_time(request, "start_time", violations)
-    violations.require_given(start, "start_time", "is required: the range's first moment",
-                             FIELD_REQUIRED)
-    end = optional_time(request, "end_time", violations)
-    violations.require_given(end, "end_time", "is required: the moment the range ends "
-                             "(not included)", FIELD_REQUIRED)
-    as_of = optional_time(request, "as_of_time", violations)
-    within = request.within_organisation_id
-    if within and not is_uuid(within):
-        violations.add("within_organisation_id", "is not a valid id (a UUID)", INVALID_ID)
-        within = ""
-    if start is None or end is None:
-        day = timedelta(days=1)
-        start = start or (end - day if end is not None else datetime.now(UTC) - day)
-        end = end or start + day
-    return FigureQuery(measure=measure, dimension=dimension or Dimension.CITY,
-                       granularity=granularity or WHOLE_RANGE, start=start, end=end,
-                       as_of=as_of, within=within)
+    return FigureQuery(
+        measure=measure, dimension=dimension,  # type: ignore[arg-type]
+        granularity=granularity or "",
+        start=optional_time(request, "start_time", violations),  # type: ignore[arg-type]
+        end=optional_time(request, "end_time", violations),  # type: ignore[arg-type]
+        as_of=optional_time(request, "as_of_time", violations),
+        within=request.within_organisation_id)
 
 
 def _collect_as(violations: Violations, field: str, check: Any) -> Any:
@@ -226,7 +201,8 @@ def _collect_as(violations: Violations, field: str, check: Any) -> Any:
         return check()
     except InvalidArgument as error:
         violations.items.extend(replace(v, field=field) if v.field == "measure" else v
-                                for v in error.violations)
+                                for v in error.violations
+                                if v not in violations.items)
         violations.missing_refs.extend(m for m in error.resources
                                        if m not in violations.missing_refs)
     except NotFound as error:

@@ -253,6 +253,9 @@ def test_the_full_stack_runs_backs_up_restores_rotates_and_stops(operator: Opera
     assert held("relay") == {"QIJI_SERVICE_TOKEN", "QIJI_POSTGRES_PASSWORD",
                              "RELAY_AMQP_URI"} & secrets
     assert held("badges") >= {"QIJI_MASTER_KEY_FILE", "BADGES_SIGNING_KEY_FILE"}
+    # The figures: their store, the feeds, and each event's MAC checked (no signing key).
+    assert held("statistics") == {"QIJI_SERVICE_TOKEN", "QIJI_POSTGRES_PASSWORD",
+                                  "QIJI_MASTER_KEY_FILE"} & secrets
     with grpc.insecure_channel(operator.address("badges")) as channel:
         face_pid = report["supervisor"]["processes"]["credentials"]["pid"]
         face = Client(channel, environ(face_pid)["QIJI_PUBLIC_READER_TOKEN"], "badges")
