@@ -165,6 +165,17 @@ def build_app(source: QijiSource, *, assets_dir: Path, sessions: Sessions,
             ident = org.parent_id
         return path
 
+    async def places_below(token: str, path: list[OrganisationInfo]) -> list[OrganisationInfo]:
+        """The places one level down, for the overview's 范围 (the districts of the city, the
+        streets of a district, the communities of a street)."""
+        level = path[-1] if path else None
+        kind = {None: "DISTRICT", "CITY": "DISTRICT", "DISTRICT": "STREET",
+                "STREET": "COMMUNITY"}.get(level.kind if level else None)
+        if kind is None:
+            return []
+        return await call(source.organisations, token, kind,
+                          level.organisation_id if level else "")
+
     async def figures_of(token: str, asks: list[FigureAsk]) -> list[FigureAnswer]:
         return list(await asyncio.gather(*(call(source.figures, token, a) for a in asks)))
 
@@ -246,7 +257,8 @@ def build_app(source: QijiSource, *, assets_dir: Path, sessions: Sessions,
                   **({"within": within} if within else {})}
         return _html(pages.overview(month, previous, areas, path=path, within=within,
                                     csrf=session.csrf, freshness=await freshness(session.token),
-                                    export_query=export))
+                                    export_query=export,
+                                    places=await places_below(session.token, path)))
 
     async def area(request: Request) -> Response:
         _, session = session_of(request)

@@ -187,7 +187,8 @@ def _as_of_heads(as_of: bool) -> str:
 
 def overview(month: date, previous: date, areas: Sequence[tuple[Area, list[tuple[
         MeasureInfo, FigureAnswer]]]], *, path: Sequence[OrganisationInfo], within: str,
-        csrf: str, freshness: Sequence[FeedPositionInfo], export_query: dict[str, str]) -> str:
+        csrf: str, freshness: Sequence[FeedPositionInfo], export_query: dict[str, Any],
+        places: Sequence[OrganisationInfo] = ()) -> str:
     month_label = f"{month.year}年{month.month}月"
     cards = []
     for area, rows in areas:
@@ -214,8 +215,13 @@ def overview(month: date, previous: date, areas: Sequence[tuple[Area, list[tuple
 <h2><a href="{e(link.rstrip('?'))}">{e(area.label)}</a></h2><p class="muted">{e(area.about)}</p>
 <table><thead><tr><th>指标</th><th>上月 {previous:%Y-%m}</th><th>本月 {month:%Y-%m}</th>
 <th>变化</th></tr></thead><tbody>{''.join(lines)}</tbody></table></section>""")
+    choices = [("", "全市（您可见的范围）"), *((p.organisation_id, "　" * i + p.name)
+                                              for i, p in enumerate(path)),
+               *((p.organisation_id, "　" * len(path) + p.name) for p in places)]
+    options = "".join(f'<option value="{e(v)}"{" selected" if v == within else ""}>{e(label)}'
+                      "</option>" for v, label in choices)
     picker = f"""<form method="get" action="/" class="picker">
-<input type="hidden" name="within" value="{e(within)}">
+<label>范围 <select name="within">{options}</select></label>
 <label>月份 <input type="month" name="month" value="{month:%Y-%m}"></label>
 <button type="submit">查看</button>
 <a class="button" href="{_export(export_query, 'csv')}" download>导出 CSV</a>

@@ -291,3 +291,18 @@ def test_a_rotated_token_ends_the_session(client: TestClient, qiji: FakeQiji,
     reply = client.get("/areas/riders?g=week")
     assert reply.status_code == 303 and "why=refused" in reply.headers["location"]
     assert client.get("/").status_code == 303
+
+
+def test_the_overview_can_be_narrowed_to_a_place_one_level_at_a_time(
+        client: TestClient, qiji: FakeQiji) -> None:
+    sign_in(client)
+    city = client.get("/")
+    scope = city.text.split('<select name="within">')[1].split("</select>")[0]
+    assert "钟楼区" in scope and "天宁区" in scope and "荷花池街道" not in scope
+    district = client.get(f"/?within={ZHONGLOU}&month=2026-03")
+    scope = district.text.split('<select name="within">')[1].split("</select>")[0]
+    assert f'value="{ZHONGLOU}" selected' in scope and "荷花池街道" in scope
+    assert qiji.statistics.asked[-1].within_organisation_id == ZHONGLOU
+    shown = cells(district.text)
+    assert shown[("badges_awarded", "CITY", "", "2026-03")] == value_of(
+        "badges_awarded", "CITY", "2026-03", ZHONGLOU)
