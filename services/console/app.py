@@ -216,6 +216,8 @@ def build_app(source: QijiSource, *, assets_dir: Path, sessions: Sessions,
                          403)
         except Upstream:
             raise Problem(503, "服务暂时无法访问", "统计服务暂时无法应答，请稍后再登录。") from None
+        # A new id at every sign-in (never one the browser brought), and the old one ended.
+        sessions.end(request.cookies.get(SESSION_COOKIE, ""))
         ident, _ = sessions.start(token)
         log.info("console.signed_in", sessions=len(sessions))
         response = RedirectResponse(next_path, status_code=303)

@@ -306,3 +306,14 @@ def test_the_overview_can_be_narrowed_to_a_place_one_level_at_a_time(
     shown = cells(district.text)
     assert shown[("badges_awarded", "CITY", "", "2026-03")] == value_of(
         "badges_awarded", "CITY", "2026-03", ZHONGLOU)
+
+
+def test_signing_in_again_gives_a_new_session_and_ends_the_old_one(client: TestClient) -> None:
+    sign_in(client)
+    first = client.cookies.get(SESSION_COOKIE)
+    sign_in(client, "street-token")
+    second = client.cookies.get(SESSION_COOKIE)
+    assert first and second and first != second
+    client.cookies.set(SESSION_COOKIE, first)
+    reply = client.get("/")
+    assert reply.status_code == 303 and "why=expired" in reply.headers["location"]
