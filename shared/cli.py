@@ -104,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--port-base", type=addressing.port_base, default=None, metavar="N",
                      help="serve gRPC on N+1..N+6 instead of 50051..50056, the public "
                      "credentials face on N+7 instead of 50057, the figures on N+8 instead "
-                     "of 50058, and no metrics (unless "
+                     "of 50058, the console on N+9 instead of 50059, and no metrics (unless "
                      "<SERVICE>_METRICS_PORT is set), to run beside another Qiji")
 
     token = sub.add_parser("token", help="add a caller, or rotate its token")
