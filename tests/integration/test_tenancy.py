@@ -1034,45 +1034,15 @@ class TestEveryCommandAsItsOwnTenant:
 # ---------------------------------------------------------------------------- the figures
 
 
-def figures_face(w: World) -> tuple[Any, Any]:
-    """The city's figures over the world's five services (their logs read in-process), and
-    their gRPC servicer behind its own guard on the world's tokens file."""
-    from services.statistics.application import Statistics
-    from services.statistics.grpc_api import ACCESS, add_servicers
-    from shared.auth import TokenRegistry
-    from shared.followers import LocalFeed
-    from shared.grpc.guard import Guard
-    from shared.integrity import EventMac, audit_key
-    from shared.tenancy import TenancyDirectory, no_owners
-    from tests.conftest import MASTER_KEY, settings_for
-    from tests.inprocess import Registrar
-    identity = w.qiji.apps["identity"]
-    env = {"QIJI_DATA_DIR": str(identity.settings.data_dir),
-           "STATISTICS_POSTGRES_SCHEMA": f"s_{uuid.uuid4().hex[:12]}"}
-    if identity.settings.persistence == "postgres":
-        s = identity.settings
-        env.update(pg_env(s.postgres_dbname, env["STATISTICS_POSTGRES_SCHEMA"]))
-    stats = Statistics(settings_for("statistics", env),
-                       {n: LocalFeed(app) for n, app in w.qiji.apps.items()},
-                       EventMac(audit_key(MASTER_KEY)), TenancyDirectory(LocalFeed(identity)))
-    stats.catch_up()
-    registrar = Registrar()
-    add_servicers(registrar, stats)  # type: ignore[arg-type]
-    guard = Guard(tokens=TokenRegistry(w.qiji.tokens_file), access=ACCESS, resolve=no_owners,
-                  error_domain="statistics.qiji")
-    return stats, {path.rsplit("/", 1)[1]: guard._wrap(path, h)
-                   for path, h in registrar.handlers.items()}
-
-
-def ask(methods: dict[str, Any], rpc: str, request: Any, token: str) -> Any:
-    from tests.inprocess import Aborted, Answer, CallContext, decode
-    handler = methods[rpc]
-    try:
-        if handler.unary_unary is not None:
-            return Answer(response=handler.unary_unary(request, CallContext(token)))
-        return Answer(response=list(handler.unary_stream(request, CallContext(token))))
-    except Aborted as aborted:
-        return decode(aborted.status)
+def figures_of(w: World) -> Any:
+    """The city's figures over the world's five services, behind their guard."""
+    from tests.inprocess import Figures
+    settings = w.qiji.apps["identity"].settings
+    schema = f"s_{uuid.uuid4().hex[:12]}"
+    env = {"QIJI_DATA_DIR": str(settings.data_dir), "STATISTICS_POSTGRES_SCHEMA": schema}
+    if settings.persistence == "postgres":
+        env.update(pg_env(settings.postgres_dbname, schema))
+    return Figures.over(w.qiji, env)
 
 
 def figure_values(answer: Any) -> dict[tuple[str, str], str]:
@@ -1096,7 +1066,8 @@ class TestTheFiguresAsAnotherTenant:
     def test_each_tenant_sees_exactly_its_own_part_and_never_anothers(self, world: World
                                                                       ) -> None:
         from qiji.statistics.v1 import statistics_service_pb2 as spb
-        stats, methods = figures_face(world)
+        figures = figures_of(world)
+        stats = figures.statistics
         try:
             now = datetime.now(UTC)
             period = {"granularity": spb.GRANULARITY_WHOLE_RANGE,
@@ -1109,13 +1080,13 @@ class TestTheFiguresAsAnotherTenant:
                         asked = spb.QueryFiguresRequest(
                             measure=measure.name, page_size=5000,
                             dimension=spb.Dimension.Value(f"DIMENSION_{dimension}"), **period)
-                        seen = figure_values(ask(methods, "QueryFigures", asked,
+                        seen = figure_values(figures.call("QueryFigures", asked,
                                                  world.token("b", role)))
                         if kind in measure.dimensions:
                             asked.within_organisation_id = world.organisation("b", role)
-                            assert seen == figure_values(ask(
-                                methods, "QueryFigures", asked, world.admin)), (
-                                measure.name, dimension, role)
+                            within = figures.call("QueryFigures", asked, world.admin)
+                            assert seen == figure_values(within), (measure.name, dimension,
+                                                                   role)
                         else:
                             # Facts of this measure never name a tenant of this kind.
                             assert set(seen.values()) <= {"0"}, (measure.name, dimension, role)
@@ -1124,7 +1095,7 @@ class TestTheFiguresAsAnotherTenant:
                         shown_some += any(v != "0" for v in seen.values())
             assert checked > 100 and shown_some > 20, (checked, shown_some)
             for role, kind in WITHIN_OF_ROLE.items():
-                refused = ask(methods, "QueryFigures", spb.QueryFiguresRequest(
+                refused = figures.call("QueryFigures", spb.QueryFiguresRequest(
                     measure="riders_registered", dimension=spb.DIMENSION_CITY,
                     within_organisation_id=world.organisation("a", role), **period),
                     world.token("b", role))
@@ -1144,10 +1115,10 @@ class TestTheFiguresAsAnotherTenant:
                                      measures=["riders_registered"],
                                      dimension=spb.DIMENSION_CITY,
                                      format=spb.EXPORT_FORMAT_CSV, **period))):
-                provider = ask(methods, rpc, request, world.token("b", "education_provider"))
+                provider = figures.call(rpc, request, world.token("b", "education_provider"))
                 assert (provider.code, provider.reason) == (
                     grpc.StatusCode.PERMISSION_DENIED, "ROLE_NOT_ALLOWED"), rpc
                 for role in (*WITHIN_OF_ROLE, "department"):
-                    assert ask(methods, rpc, request, world.token("b", role)).ok, (rpc, role)
+                    assert figures.call(rpc, request, world.token("b", role)).ok, (rpc, role)
         finally:
-            stats.close()
+            figures.close()
