@@ -35,9 +35,9 @@ from services.statistics.domain.periods import (
     WEEK,
     WHOLE_RANGE,
     Period,
+    check_range,
     day_number,
     periods,
-    range_problems,
 )
 from services.statistics.store import (
     Batch,
@@ -206,6 +206,9 @@ class _Checked:
     key: str | None
     filters: list[list[Filter]]
     as_of: datetime
+    # Whether the figures stand at `as_of` (a moment asked, or a later page's); else they are
+    # everything stored, as of the answer (`as_of` is then the moment of the answer).
+    pinned: bool
     compare: bool  # the query named a moment: show today's figures beside
     size: int
     offset: int
@@ -345,8 +348,7 @@ class Statistics:
                 violations.add(name, "must carry its time zone", TIME_ZONE_REQUIRED)
                 times_ok = False
         if times_ok and q.granularity in GRANULARITIES:
-            for description, reason in range_problems(q.granularity, q.start, q.end):
-                violations.add("end_time", description, reason)
+            check_range(violations, q.granularity, q.start, q.end)
         now = self._clock()
         if q.as_of is not None:
             if q.as_of.tzinfo is None:
@@ -385,12 +387,14 @@ class Statistics:
             filters.append(viewer.filters())
         if within is not None and within.kind in _WITHIN:
             filters.append([Filter(_COLUMN[_WITHIN[within.kind]], (within.id,))])
-        as_of = q.as_of if q.as_of is not None else (
-            moment if moment is not None else now)
+        # A first page of "now" reads everything stored (the rollup alone); its later pages
+        # stand at the first page's moment, which the token carries.
+        pinned_at = q.as_of if q.as_of is not None else moment
         return _Checked(measure=measure, cut=periods(q.granularity, q.start, q.end),
                         granularity=q.granularity, key=_COLUMN.get(dimension),
-                        filters=filters, as_of=as_of, compare=q.as_of is not None, size=size,
-                        offset=offset, fingerprint=fingerprint, within=within)
+                        filters=filters, as_of=pinned_at or now, pinned=pinned_at is not None,
+                        compare=q.as_of is not None, size=size, offset=offset,
+                        fingerprint=fingerprint, within=within)
 
     def _token(self, after: int, checked: _Checked) -> str:
         # The moment travels with the token: every page of one listing stands at the moment
@@ -400,40 +404,42 @@ class Statistics:
 
     # ------------------------------------------------------------------ computing figures
 
-    def _values(self, c: _Checked, as_of: datetime | None) -> dict[tuple[int, str], int]:
-        """Summed stored values by (period index, key); a stock's are running totals from
-        before the first period on, for every key that has a fact by the period's end."""
-        sums = self.store.sums(c.measure.name, c.key, c.cut, c.granularity, c.filters, as_of)
+    def _values(self, c: _Checked) -> dict[tuple[int, str], tuple[int, int]]:
+        """Summed stored values by (period index, key), each (as the figures stand, now); a
+        stock's are running totals from before the first period on, for every key that has a
+        fact by the period's end."""
+        as_of = c.as_of if c.pinned else None
+        store = self.store
+        sums = store.sums(c.measure.name, c.key, c.cut, c.granularity, c.filters, as_of)
         if c.measure.kind is not MeasureKind.STOCK:
             return sums
-        opening = self.store.sums(c.measure.name, c.key, c.cut, c.granularity, c.filters,
-                                  as_of, before=True)
-        running = {k: v for (_, k), v in opening.items()}
-        by_period: dict[int, dict[str, int]] = defaultdict(dict)
+        opening = store.sums(c.measure.name, c.key, c.cut, c.granularity, c.filters, as_of,
+                             before=True)
+        running = {k: list(v) for (_, k), v in opening.items()}
+        by_period: dict[int, dict[str, tuple[int, int]]] = defaultdict(dict)
         for (i, k), v in sums.items():
             by_period[i][k] = v
-        totals: dict[tuple[int, str], int] = {}
+        totals: dict[tuple[int, str], tuple[int, int]] = {}
         for i in range(len(c.cut)):
-            for k, v in by_period.get(i, {}).items():
-                running[k] = running.get(k, 0) + v
-            for k, v in running.items():
-                totals[(i, k)] = v
+            for k, (then, now) in by_period.get(i, {}).items():
+                total = running.setdefault(k, [0, 0])
+                total[0] += then
+                total[1] += now
+            for k, (then, now) in running.items():
+                totals[(i, k)] = (then, now)
         return totals
 
     def _rows(self, c: _Checked, viewer: Viewer) -> list[FigureRow]:
-        values = self._values(c, c.as_of)
-        current = self._values(c, None) if c.compare else None
-        keys = set(values) | set(current or ())
+        values = self._values(c)
         labels = self._key_labeller(c, viewer)
         measure = c.measure
         rows = []
-        for i, k in keys:
+        for (i, k), (then, now) in values.items():
             period = c.cut[i]
             rows.append(FigureRow(
                 period_start=period.start, period_end=period.end, period_label=period.label,
-                key=k, key_label=labels(k), value=measure.value(values.get((i, k), 0)),
-                current_value=(measure.value(current.get((i, k), 0))
-                               if current is not None else None)))
+                key=k, key_label=labels(k), value=measure.value(then),
+                current_value=measure.value(now) if c.compare else None))
         rows.sort(key=lambda r: (r.period_start, r.key == "", r.key_label, r.key))
         return rows
 
@@ -573,9 +579,9 @@ class Statistics:
             bad = (failure.position, f"{failure.problem}; the figures do not count it")
         full = len(events) == BATCH and bad is None
         if good:
-            if service != "identity":
-                # Every rider and organisation an event names was registered before it.
-                self.directory.catch_up()
+            # Every rider and organisation an event names was registered before it: caught up
+            # now, the directory knows them all.
+            self.directory.catch_up()
             batch = Batch(service, after=after, through=good[-1].position,
                           last_position=feed.last_position, caught_up=not full and bad is None)
             self._map(service, good, batch)

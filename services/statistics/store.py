@@ -44,6 +44,7 @@ DIMENSION_COLUMNS = ("district_id", "street_id", "community_id", "station_id", "
 FACT_COLUMNS = ("measure", "value", "effective_at", "recorded_at", "effective_day",
                 "recorded_day", *DIMENSION_COLUMNS, "service", "position")
 ROLLUP_KEY = ("measure", "effective_day", "recorded_day", *DIMENSION_COLUMNS)
+BY_KEY_KEY = ("measure", "dimension", "effective_day", "recorded_day", "key")
 # Memory entries kept in this process per service: a rebuild's mappers look up sessions,
 # courses and riders many times over; the cache is dropped when another writer moved on.
 MEMORY_CACHE_SIZE = 300_000
@@ -138,7 +139,7 @@ class Store(Protocol):
     def organisations(self) -> dict[str, OrganisationRow]: ...
     def sums(self, measure: str, key: str | None, cut: Sequence[Period], granularity: str,
              filters: Sequence[Sequence[Filter]], as_of: datetime | None, *,
-             before: bool = False) -> dict[tuple[int, str], int]: ...
+             before: bool = False) -> dict[tuple[int, str], tuple[int, int]]: ...
     def clear(self) -> None: ...
     def close(self) -> None: ...
 
@@ -154,6 +155,15 @@ _TABLES = {
                + ", ".join(f"{c} TEXT NOT NULL" for c in DIMENSION_COLUMNS)
                + ", value BIGINT NOT NULL, facts BIGINT NOT NULL, PRIMARY KEY ("
                + ", ".join(ROLLUP_KEY) + "))"),
+    # The same sums by one dimension at a time (dimension: a column of DIMENSION_COLUMNS, or
+    # "" for the city): what a query by one dimension, unfiltered or filtered on that same
+    # dimension, reads — a few rows a day, where the rollup by every dimension at once holds
+    # nearly a row per fact (a year of a city's facts seldom share all their dimensions).
+    "rollup_by_key": ("CREATE TABLE IF NOT EXISTS rollup_by_key (measure TEXT NOT NULL, "
+                      "dimension TEXT NOT NULL, effective_day INTEGER NOT NULL, "
+                      "recorded_day INTEGER NOT NULL, key TEXT NOT NULL, "
+                      "value BIGINT NOT NULL, facts BIGINT NOT NULL, PRIMARY KEY ("
+                      + ", ".join(BY_KEY_KEY) + "))"),
     "memory": ("CREATE TABLE IF NOT EXISTS memory (service TEXT NOT NULL, kind TEXT NOT NULL, "
                "ident TEXT NOT NULL, value TEXT NOT NULL, PRIMARY KEY (service, kind, ident))"),
     "organisations": ("CREATE TABLE IF NOT EXISTS organisations (id TEXT PRIMARY KEY, "
@@ -169,16 +179,44 @@ _INDEXES = (
     # A rebuild or an operator finds a fact's event.
     "CREATE INDEX IF NOT EXISTS facts_event ON facts (service, position)",
 )
+# Statements made of the fixed column names above (nothing a caller gives).
+_INSERT_FACT = (f"INSERT INTO facts ({', '.join(FACT_COLUMNS)}) "  # noqa: S608
+                f"VALUES ({', '.join('?' for _ in FACT_COLUMNS)})")
 
 
-def _rollup_rows(facts: Iterable[StoredFact]) -> list[tuple[Any, ...]]:
-    """The batch's facts summed by the rollup's key: one upsert per key, not per fact."""
-    summed: dict[tuple[Any, ...], list[int]] = defaultdict(lambda: [0, 0])
+def _upsert(table: str, key: Sequence[str]) -> str:
+    return (f"INSERT INTO {table} ({', '.join(key)}, value, facts) "  # noqa: S608
+            f"VALUES ({', '.join('?' for _ in key)}, ?, ?) "
+            f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET "
+            f"value = {table}.value + excluded.value, facts = {table}.facts + excluded.facts")
+
+
+def _merge(table: str, key: Sequence[str]) -> str:
+    return (f"INSERT INTO {table} ({', '.join(key)}, value, facts) "  # noqa: S608
+            f"SELECT {', '.join(key)}, value, facts FROM {table}_in "
+            f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET "
+            f"value = {table}.value + excluded.value, facts = {table}.facts + excluded.facts")
+
+
+# The two rollups, each by its key columns.
+ROLLUPS = {"rollup": ROLLUP_KEY, "rollup_by_key": BY_KEY_KEY}
+# From this many rows on, PostgreSQL merges a rollup's rows through COPY (a rebuild's batches).
+BULK_ROWS = 2000
+
+
+def _rollup_rows(facts: Iterable[StoredFact]) -> dict[str, list[tuple[Any, ...]]]:
+    """The batch's facts summed by each rollup's key: one upsert per key, not per fact."""
+    full: dict[tuple[Any, ...], list[int]] = defaultdict(lambda: [0, 0])
+    by_key: dict[tuple[Any, ...], list[int]] = defaultdict(lambda: [0, 0])
     for f in facts:
-        entry = summed[(f.measure, f.effective_day, f.recorded_day, *f.dims)]
-        entry[0] += f.value
-        entry[1] += 1
-    return [(*key, value, count) for key, (value, count) in summed.items()]
+        for entry in (full[(f.measure, f.effective_day, f.recorded_day, *f.dims)],
+                      by_key[(f.measure, "", f.effective_day, f.recorded_day, "")],
+                      *(by_key[(f.measure, column, f.effective_day, f.recorded_day, value)]
+                        for column, value in zip(DIMENSION_COLUMNS, f.dims, strict=True))):
+            entry[0] += f.value
+            entry[1] += 1
+    return {table: [(*key, value, count) for key, (value, count) in summed.items()]
+            for table, summed in (("rollup", full), ("rollup_by_key", by_key))}
 
 
 class _MemoryCache:
@@ -237,9 +275,10 @@ class SqlStore:
         raise NotImplementedError
 
     def _insert_facts(self, cur: Any, facts: Sequence[StoredFact]) -> None:
-        cur.executemany(self._q(
-            f"INSERT INTO facts ({', '.join(FACT_COLUMNS)}) VALUES "
-            f"({', '.join('?' for _ in FACT_COLUMNS)})"), [f.row() for f in facts])
+        cur.executemany(self._q(_INSERT_FACT), [f.row() for f in facts])
+
+    def _upsert_rollup(self, cur: Any, table: str, rows: list[tuple[Any, ...]]) -> None:
+        cur.executemany(self._q(_upsert(table, ROLLUPS[table])), rows)
 
     def _create(self, cur: Any) -> None:
         for statement in _TABLES.values():
@@ -288,12 +327,8 @@ class SqlStore:
                     raise PositionMoved(f"{batch.service} is at {stored}, not {batch.after}")
                 if batch.facts:
                     self._insert_facts(cur, batch.facts)
-                    cur.executemany(self._q(
-                        f"INSERT INTO rollup ({', '.join(ROLLUP_KEY)}, value, facts) VALUES "
-                        f"({', '.join('?' for _ in ROLLUP_KEY)}, ?, ?) "
-                        f"ON CONFLICT ({', '.join(ROLLUP_KEY)}) DO UPDATE SET "
-                        "value = rollup.value + excluded.value, "
-                        "facts = rollup.facts + excluded.facts"), _rollup_rows(batch.facts))
+                    for table, rows in _rollup_rows(batch.facts).items():
+                        self._upsert_rollup(cur, table, rows)
                 if batch.memory:
                     cur.executemany(self._q(
                         "INSERT INTO memory (service, kind, ident, value) VALUES (?, ?, ?, ?) "
@@ -338,7 +373,7 @@ class SqlStore:
     def clear(self) -> None:
         """Drops every derived row (a rebuild starts from position 0)."""
         with self._write() as cur:
-            for table in ("facts", "rollup", "memory", "organisations"):
+            for table in ("facts", "rollup", "rollup_by_key", "memory", "organisations"):
                 cur.execute(f"DELETE FROM {table}")  # noqa: S608 - fixed table names
             cur.execute("UPDATE tracking SET position = 0, caught_up_to = 0")
         self._cache = _MemoryCache()
@@ -367,48 +402,84 @@ class SqlStore:
 
     def sums(self, measure: str, key: str | None, cut: Sequence[Period], granularity: str,
              filters: Sequence[Sequence[Filter]], as_of: datetime | None, *,
-             before: bool = False) -> dict[tuple[int, str], int]:
-        """The measure's summed values by (period index, key): the facts effective within the
-        periods of `cut`, or, `before`, effective before its first period (period index -1:
-        a stock's opening balance). `key` the dimension column (None: one key, ""); `filters`
-        all hold, each one of its alternatives (scope, drill-down). `as_of`: only the facts
-        recorded by then."""
+             before: bool = False) -> dict[tuple[int, str], tuple[int, int]]:
+        """The measure's summed values by (period index, key), each as (as of `as_of`, now):
+        the facts effective within the periods of `cut`, or, `before`, effective before its
+        first period (period index -1: a stock's opening balance). `key` the dimension column
+        (None: one key, ""); `filters` all hold, each one of its alternatives (scope,
+        drill-down). As of a moment: the rollup's days before the moment's day, and that
+        day's own facts up to the moment; now: the rollup alone. One pass gives both."""
         first, end = cut[0].first_day, cut[-1].end_day
         if before:
-            bucket, where_days, args = "-1", "effective_day < ?", [first]
+            bucket, days, params = "-1", "effective_day < ?", [first]
         else:
-            bucket, where_days, args = _bucket(cut, granularity), \
+            bucket, days, params = _bucket(cut, granularity), \
                 "effective_day >= ? AND effective_day < ?", [first, end]
-        key_sql = key or "''"
-        conditions = ["measure = ?", where_days]
-        params: list[Any] = [measure, *args]
-        for alternatives in filters:
-            parts = []
-            for f in alternatives:
-                if not f.values:
-                    parts.append("1 = 0")
-                    continue
-                parts.append(f"{_column(f.column)} IN ({', '.join('?' for _ in f.values)})")
-                params.extend(f.values)
-            conditions.append("(" + " OR ".join(parts) + ")")
-        found: dict[tuple[int, str], int] = defaultdict(int)
-
-        def run(table: str, extra: str, extra_params: list[Any]) -> None:
-            where = " AND ".join([*conditions, extra] if extra else conditions)
-            statement = (f"SELECT {bucket} AS b, {key_sql} AS k, SUM(value) "  # noqa: S608
-                         f"FROM {table} WHERE {where} GROUP BY 1, 2")
-            with self._read() as cur:
-                cur.execute(self._q(statement), params + extra_params)
+        table, key_sql, conditions, args = self._source(measure, key, filters)
+        where = " AND ".join([*conditions, days])
+        day = day_number(as_of) if as_of is not None else None
+        found: dict[tuple[int, str], list[int]] = defaultdict(lambda: [0, 0])
+        earlier = ("SUM(CASE WHEN recorded_day < ? THEN value ELSE 0 END)" if day is not None
+                   else "0")
+        with self._read() as cur:
+            cur.execute(self._q(
+                f"SELECT {bucket} AS b, {key_sql} AS k, {earlier}, SUM(value) "  # noqa: S608
+                f"FROM {table} WHERE {where} GROUP BY 1, 2"),
+                ([day] if day is not None else []) + args + params)
+            for b, k, then, now in cur.fetchall():
+                entry = found[(int(b), k)]
+                entry[0] += int(then) if day is not None else int(now)
+                entry[1] += int(now)
+            if day is not None and as_of is not None:
+                # The moment's own day: its facts up to the moment.
+                _, fact_key, fact_conditions, fact_args = self._source(measure, key, filters,
+                                                                       facts=True)
+                cur.execute(self._q(
+                    f"SELECT {bucket} AS b, {fact_key} AS k, SUM(value) FROM facts "  # noqa: S608
+                    f"WHERE {' AND '.join([*fact_conditions, days])} AND recorded_day = ? "
+                    "AND recorded_at <= ? GROUP BY 1, 2"),
+                    fact_args + params + [day, micros(as_of)])
                 for b, k, value in cur.fetchall():
-                    found[(int(b), k)] += int(value)
+                    found[(int(b), k)][0] += int(value)
+        return {k: (v[0], v[1]) for k, v in found.items()}
 
-        if as_of is None:
-            run("rollup", "", [])
-        else:
-            day = day_number(as_of)
-            run("rollup", "recorded_day < ?", [day])
-            run("facts", "recorded_day = ? AND recorded_at <= ?", [day, micros(as_of)])
-        return dict(found)
+    def _source(self, measure: str, key: str | None, filters: Sequence[Sequence[Filter]], *,
+                facts: bool = False) -> tuple[str, str, list[str], list[Any]]:
+        """Where the sums are read (table, key expression, conditions, their arguments): the
+        rollup by one dimension when every filter is on that dimension (or, for one figure,
+        when one filter alone names the dimension), else the rollup by every dimension."""
+        columns = {f.column for group in filters for f in group}
+        one_dimension = columns <= {key} if key else not filters
+        if not facts:
+            if one_dimension:
+                return ("rollup_by_key", "key", ["measure = ?", "dimension = ?",
+                                                 *_filter_sql(filters, "key")],
+                        [measure, key or "", *_filter_args(filters)])
+            if key is None and len(filters) == 1 and len(filters[0]) == 1:
+                only = filters[0][0]
+                return ("rollup_by_key", "''", ["measure = ?", "dimension = ?",
+                                                *_filter_sql(filters, "key")],
+                        [measure, _column(only.column), *_filter_args(filters)])
+        return ("facts" if facts else "rollup", key or "''",
+                ["measure = ?", *_filter_sql(filters)], [measure, *_filter_args(filters)])
+
+
+def _filter_sql(filters: Sequence[Sequence[Filter]], column: str | None = None) -> list[str]:
+    """Each group of alternatives as one condition (on `column` instead of each filter's own,
+    when the rollup by one dimension is read)."""
+    found = []
+    for alternatives in filters:
+        parts = []
+        for f in alternatives:
+            name = column or _column(f.column)
+            parts.append(f"{name} IN ({', '.join('?' for _ in f.values)})" if f.values
+                         else "1 = 0")
+        found.append("(" + " OR ".join(parts) + ")")
+    return found
+
+
+def _filter_args(filters: Sequence[Sequence[Filter]]) -> list[Any]:
+    return [v for alternatives in filters for f in alternatives for v in f.values]
 
 
 def _column(name: str) -> str:
@@ -543,6 +614,20 @@ class PostgresStore(SqlStore):
         with cur.copy(f"COPY facts ({', '.join(FACT_COLUMNS)}) FROM STDIN") as copy:
             for f in facts:
                 copy.write_row(f.row())
+
+    def _upsert_rollup(self, cur: Any, table: str, rows: list[tuple[Any, ...]]) -> None:
+        if len(rows) < BULK_ROWS:
+            super()._upsert_rollup(cur, table, rows)
+            return
+        # A rebuild's batches: copied into a scratch table and merged in one statement (the
+        # rows are already summed by key, so no key comes twice).
+        cur.execute(f"CREATE TEMPORARY TABLE IF NOT EXISTS {table}_in (LIKE {table}) "
+                    "ON COMMIT DELETE ROWS")
+        with cur.copy(f"COPY {table}_in ({', '.join(ROLLUPS[table])}, value, facts) "
+                      "FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+        cur.execute(_merge(table, ROLLUPS[table]))
 
     def close(self) -> None:
         self._pool.close()

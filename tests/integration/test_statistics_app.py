@@ -398,15 +398,15 @@ def _tamper(app: Any, rider_id: str, env: dict[str, str]) -> int:
     if env.get("QIJI_PERSISTENCE") == "postgres":
         table = f'"{recorder.datastore.schema}"."{recorder.events_table_name}"'
         with recorder.datastore.transaction(commit=True) as curs:
-            curs.execute(f"UPDATE {table} SET state = %s WHERE originator_id = %s "  # noqa: S608
+            curs.execute(f"UPDATE {table} SET state = %s WHERE originator_id = %s "
                          "AND originator_version = 1 RETURNING notification_id",
                          (forged, uuid.UUID(rider_id)))
             return int(curs.fetchone()["notification_id"])
     table = recorder.events_table_name
     with recorder.datastore.transaction(commit=True) as c:
-        c.execute(f"UPDATE {table} SET state = ? WHERE originator_id = ? "  # noqa: S608
+        c.execute(f"UPDATE {table} SET state = ? WHERE originator_id = ? "
                   "AND originator_version = 1", (forged, uuid.UUID(rider_id).hex))
-        c.execute(f"SELECT rowid FROM {table} WHERE originator_id = ? "  # noqa: S608
+        c.execute(f"SELECT rowid FROM {table} WHERE originator_id = ? "
                   "AND originator_version = 1", (uuid.UUID(rider_id).hex,))
         return int(c.fetchone()[0])
 
@@ -495,3 +495,24 @@ def test_pages_follow_one_another_and_a_token_is_tied_to_its_query(city):
     with pytest.raises(InvalidArgument) as error:
         stats.query(replace(q, page_token="garbage!"), EVERYTHING)
     assert error.value.reason == "PAGE_TOKEN_INVALID"
+
+
+def test_the_leader_follows_the_logs_until_stopped(city):
+    """run_forever: as the one leader (a file lock or an advisory lock), the figures keep up
+    with the services; stopped, it stands down and its alarms go with it."""
+    w, stats = city, city["stats"]
+    stopping = threading.Event()
+    leader = threading.Thread(target=stats.run_forever, args=(stopping, 0.05), daemon=True)
+    leader.start()
+    try:
+        rider(w)
+        q = around_today("riders_registered", Dimension.CITY)
+        for _ in range(200):
+            if figures(stats, q) == {"常州市": 1}:
+                break
+            stopping.wait(0.05)
+        assert figures(stats, q) == {"常州市": 1}
+    finally:
+        stopping.set()
+        leader.join(10)
+    assert not leader.is_alive()

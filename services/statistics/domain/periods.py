@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 
+from shared.errors import Violations
 from shared.values import CITY_TIME
 
 DAY, WEEK, MONTH, WHOLE_RANGE = "DAY", "WEEK", "MONTH", "WHOLE_RANGE"
@@ -23,7 +24,6 @@ MAX_DAYS_OTHERWISE = 5 * 365 + 2
 # Reasons of the range's field violations.
 RANGE_INVALID = "RANGE_INVALID"
 RANGE_TOO_LONG = "RANGE_TOO_LONG"
-GRANULARITY_UNKNOWN = "GRANULARITY_UNKNOWN"
 
 
 def city_day(at: datetime) -> date:
@@ -113,19 +113,20 @@ def periods(granularity: str, start: datetime, end: datetime) -> list[Period]:
     return found
 
 
-def range_problems(granularity: str, start: datetime, end: datetime) -> list[tuple[str, str]]:
-    """What is wrong with a range asked for, as (description, reason): end not after start,
-    or longer than a year by day / five years otherwise."""
-    if granularity not in GRANULARITIES:
-        return [(f"must be one of {', '.join(GRANULARITIES)}", GRANULARITY_UNKNOWN)]
+def check_range(violations: Violations, granularity: str, start: datetime,
+                end: datetime) -> None:
+    """What is wrong with a range asked for (said of `end_time`): not after its start, or
+    longer than a year by day / five years otherwise. A granularity it does not know is said
+    by the caller."""
     if end <= start:
-        return [("end_time must be after start_time", RANGE_INVALID)]
-    limit = MAX_DAYS_BY_DAY if granularity == DAY else MAX_DAYS_OTHERWISE
-    if end - start > timedelta(days=limit):
-        what = "a year (366 days) by day" if granularity == DAY else (
-            f"five years ({MAX_DAYS_OTHERWISE} days) by week, month or as one range")
-        return [(f"a range covers at most {what}", RANGE_TOO_LONG)]
-    return []
+        violations.add("end_time", "must be after start_time", RANGE_INVALID)
+        return
+    if granularity == DAY and end - start > timedelta(days=MAX_DAYS_BY_DAY):
+        violations.add("end_time", "a range covers at most a year (366 days) by day",
+                       RANGE_TOO_LONG)
+    elif end - start > timedelta(days=MAX_DAYS_OTHERWISE):
+        violations.add("end_time", f"a range covers at most five years ({MAX_DAYS_OTHERWISE} "
+                       "days) by week, month or as one range", RANGE_TOO_LONG)
 
 
 def bucket(cut: Sequence[Period], day: int) -> int | None:
