@@ -359,3 +359,15 @@ def test_the_process_stops_cleanly_on_sigterm_and_serves_the_same_figures_again(
     before = by_street(Figures(statistics, statistics.tokens["auditor"]))
     statistics.restart()  # asserts exit 0 within the stop timeout
     assert by_street(Figures(statistics, statistics.tokens["auditor"])) == before
+
+
+@pytest.mark.parametrize("rpc", RPCS)
+def test_no_token_and_an_unknown_token_are_unauthenticated_and_never_echoed(statistics, rpc):
+    unknown = "qiji_not-a-token-anyone-was-given"
+    for token in ("", unknown):
+        caller = Figures(statistics, token)
+        if not token:
+            caller.metadata = []
+        refused = call_error(lambda c=caller: call(c, rpc, request_of(rpc)))
+        assert refused.code == grpc.StatusCode.UNAUTHENTICATED, rpc
+        assert unknown not in refused.message
