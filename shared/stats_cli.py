@@ -70,7 +70,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[ty
         parser.add_argument("--as-of", type=first_moment, default=None, metavar="MOMENT",
                             help="the figures as they stood then (e.g. 2026-04-01: its "
                             "midnight in the city), beside today's")
-        parser.add_argument("--within", default="", type=_organisation_id,
+        # No default to convert (argparse runs a string default through `type`).
+        parser.add_argument("--within", default=None, type=_organisation_id,
                             metavar="ORGANISATION_ID",
                             help="only the figures within this district, street, community, "
                             "station, merchant or platform (the drill-down)")
@@ -182,7 +183,7 @@ def _query_fields(args: argparse.Namespace) -> dict[str, Any]:
         "dimension": pb.Dimension.Value(f"DIMENSION_{args.dimension.upper()}"),
         "granularity": pb.Granularity.Value(GRANULARITIES[args.granularity]),
         "start_time": _ts(args.start), "end_time": _ts(args.end),
-        "within_organisation_id": args.within}
+        "within_organisation_id": args.within or ""}
     if args.as_of is not None:
         fields["as_of_time"] = _ts(args.as_of)
     return fields
