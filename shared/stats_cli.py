@@ -255,23 +255,29 @@ def _export(stub: Any, metadata: list[tuple[str, str]], args: argparse.Namespace
     partial = args.output.with_name(args.output.name + ".part")
     progress = Progress(sys.stderr)
     written = 0
+    out = None
     try:
-        with open(partial, "wb") as out:
-            for message in stub.ExportFigures(request, metadata=metadata,
-                                              timeout=EXPORT_TIMEOUT):
-                part = message.WhichOneof("part")
-                if part == "started":
-                    started = message.started
-                    progress.say(f"exporting {started.rows_total} figures as "
-                                 f"{started.file_name} to {args.output}")
-                    progress.total = started.rows_total
-                elif part == "progress":
-                    progress.update(message.progress.rows_written)
-                else:
-                    out.write(message.chunk)
-                    written += len(message.chunk)
+        for message in stub.ExportFigures(request, metadata=metadata, timeout=EXPORT_TIMEOUT):
+            part = message.WhichOneof("part")
+            if part == "started":
+                # Opened once the figures accept the request: a refused one leaves no file.
+                out = open(partial, "wb")  # closed below, whatever happens
+                started = message.started
+                progress.say(f"exporting {started.rows_total} figures as "
+                             f"{started.file_name} to {args.output}")
+                progress.total = started.rows_total
+            elif part == "progress":
+                progress.update(message.progress.rows_written)
+            elif out is not None:
+                out.write(message.chunk)
+                written += len(message.chunk)
+        if out is None:
+            raise OSError(f"{SERVICE} sent no file")
+        out.close()
         os.replace(partial, args.output)
     finally:
+        if out is not None:
+            out.close()
         partial.unlink(missing_ok=True)
     progress.done(f"wrote {args.output} ({written} bytes)")
 
