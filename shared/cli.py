@@ -642,6 +642,11 @@ def _print_banner(services: list[str], data_dir: Path, token: str, ports: dict[s
         f"  grpcurl -plaintext -H 'authorization: Bearer {token}' \\",
         f"    127.0.0.1:{ports['identity']} qiji.identity.v1.IdentityService/ListOrganisations",
         "",
+        "The city's figures (statistics): .venv/bin/qiji stats measures, then e.g.",
+        "  .venv/bin/qiji stats show --measure riders_registered --dimension street "
+        "--from 2026-03-01 --to 2026-03-31",
+        "  .venv/bin/qiji stats export ... -o figures.xlsx   (README: The city's figures)",
+        "",
         "More callers (a platform, street office, department, merchant, community or education",
         "provider acts for one organisation): .venv/bin/qiji token NAME --role platform "
         "--organisation-id ID",

@@ -70,7 +70,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[ty
         parser.add_argument("--as-of", type=first_moment, default=None, metavar="MOMENT",
                             help="the figures as they stood then (e.g. 2026-04-01: its "
                             "midnight in the city), beside today's")
-        parser.add_argument("--within", default="", type=_organisation_id,
+        # No default to convert (argparse runs a string default through `type`).
+        parser.add_argument("--within", default=None, type=_organisation_id,
                             metavar="ORGANISATION_ID",
                             help="only the figures within this district, street, community, "
                             "station, merchant or platform (the drill-down)")
@@ -182,7 +183,7 @@ def _query_fields(args: argparse.Namespace) -> dict[str, Any]:
         "dimension": pb.Dimension.Value(f"DIMENSION_{args.dimension.upper()}"),
         "granularity": pb.Granularity.Value(GRANULARITIES[args.granularity]),
         "start_time": _ts(args.start), "end_time": _ts(args.end),
-        "within_organisation_id": args.within}
+        "within_organisation_id": args.within or ""}
     if args.as_of is not None:
         fields["as_of_time"] = _ts(args.as_of)
     return fields
@@ -254,23 +255,29 @@ def _export(stub: Any, metadata: list[tuple[str, str]], args: argparse.Namespace
     partial = args.output.with_name(args.output.name + ".part")
     progress = Progress(sys.stderr)
     written = 0
+    out = None
     try:
-        with open(partial, "wb") as out:
-            for message in stub.ExportFigures(request, metadata=metadata,
-                                              timeout=EXPORT_TIMEOUT):
-                part = message.WhichOneof("part")
-                if part == "started":
-                    started = message.started
-                    progress.say(f"exporting {started.rows_total} figures as "
-                                 f"{started.file_name} to {args.output}")
-                    progress.total = started.rows_total
-                elif part == "progress":
-                    progress.update(message.progress.rows_written)
-                else:
-                    out.write(message.chunk)
-                    written += len(message.chunk)
+        for message in stub.ExportFigures(request, metadata=metadata, timeout=EXPORT_TIMEOUT):
+            part = message.WhichOneof("part")
+            if part == "started":
+                # Opened once the figures accept the request: a refused one leaves no file.
+                out = open(partial, "wb")  # closed below, whatever happens
+                started = message.started
+                progress.say(f"exporting {started.rows_total} figures as "
+                             f"{started.file_name} to {args.output}")
+                progress.total = started.rows_total
+            elif part == "progress":
+                progress.update(message.progress.rows_written)
+            elif out is not None:
+                out.write(message.chunk)
+                written += len(message.chunk)
+        if out is None:
+            raise OSError(f"{SERVICE} sent no file")
+        out.close()
         os.replace(partial, args.output)
     finally:
+        if out is not None:
+            out.close()
         partial.unlink(missing_ok=True)
     progress.done(f"wrote {args.output} ({written} bytes)")
 

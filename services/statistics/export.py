@@ -17,7 +17,7 @@ import csv
 import io
 import os
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -37,6 +37,7 @@ CHUNK_BYTES = 64 * 1024
 # A progress message after every so many rows written.
 PROGRESS_ROWS = 2000
 SHEET_TITLE = "数据"
+NOTES_TITLE = "说明"
 
 # The dimension's column, headed as the city's reports head it.
 DIMENSION_HEADERS = {
@@ -81,6 +82,21 @@ class Progress:
     rows_written: int
 
 
+def notes(measures: Sequence[Measure], as_of: datetime | None, now: datetime
+          ) -> list[tuple[str, str]]:
+    """What an export's figures are, for its 说明 sheet: when they stand, and each measure's
+    definition (what is counted, and when)."""
+    found = [("导出时间", _moment(now)),
+             ("数据截至", _moment(as_of or now) + ("（当时数值；现值为导出时）" if as_of else "")),
+             ("时间", "中国标准时间 (UTC+8)；期间结束为该期间最后一日")]
+    found += [(f"{m.label}（{m.unit}）", f"{m.name}: {m.description}") for m in measures]
+    return found
+
+
+def _moment(at: datetime) -> str:
+    return at.astimezone(CITY_TIME).strftime("%Y-%m-%d %H:%M:%S")
+
+
 def file_name(measures: list[str], start: datetime, end: datetime, as_of: datetime | None,
               fmt: str) -> str:
     """e.g. qiji-figures-training_hours-2026-03-01_2026-03-31-asof-2026-04-01.xlsx: what, over
@@ -121,14 +137,16 @@ def _cells(measure: Measure, row: object, as_of: bool) -> list[object]:
 
 
 def write(fmt: str, sections: Iterable[Section], dimension: Dimension, as_of: bool, *,
-          chunk_bytes: int = CHUNK_BYTES, progress_rows: int = PROGRESS_ROWS
-          ) -> Iterator[Chunk | Progress]:
+          notes: Sequence[tuple[str, str]] = (), chunk_bytes: int = CHUNK_BYTES,
+          progress_rows: int = PROGRESS_ROWS) -> Iterator[Chunk | Progress]:
     """The file, as chunks in order, with a Progress after every `progress_rows` rows and one
-    at the end. Rows are read from `sections` only as the file is consumed."""
+    at the end. Rows are read from `sections` only as the file is consumed. `notes`: what the
+    figures are (as of when, each measure's definition), as (item, text): an XLSX's second
+    sheet 说明; a CSV stays one plain table."""
     if fmt == CSV:
         return _csv(sections, dimension, as_of, chunk_bytes, progress_rows)
     if fmt == XLSX:
-        return _xlsx(sections, dimension, as_of, chunk_bytes, progress_rows)
+        return _xlsx(sections, dimension, as_of, notes, chunk_bytes, progress_rows)
     raise ValueError(f"no such export format: {fmt}")
 
 
@@ -170,8 +188,9 @@ def _text(cell: object) -> str:
     return str(cell)
 
 
-def _xlsx(sections: Iterable[Section], dimension: Dimension, as_of: bool, chunk_bytes: int,
-          progress_rows: int) -> Iterator[Chunk | Progress]:
+def _xlsx(sections: Iterable[Section], dimension: Dimension, as_of: bool,
+          notes: Sequence[tuple[str, str]], chunk_bytes: int, progress_rows: int
+          ) -> Iterator[Chunk | Progress]:
     from openpyxl import Workbook
     from openpyxl.cell import WriteOnlyCell
     from openpyxl.styles import Font
@@ -197,6 +216,12 @@ def _xlsx(sections: Iterable[Section], dimension: Dimension, as_of: bool, chunk_
             written += 1
             if written % progress_rows == 0:
                 yield Progress(written)
+    if notes:
+        about = workbook.create_sheet(NOTES_TITLE)
+        about.column_dimensions["A"].width = 16
+        about.column_dimensions["B"].width = 80
+        for item, text in notes:
+            about.append([item, text])
     # The zip is written at the end (its directory comes last): to a temporary file, then read
     # back in chunks. Removed whatever happens, even when the caller stops reading.
     handle, path = tempfile.mkstemp(prefix="qiji-figures-", suffix=".xlsx")

@@ -129,8 +129,9 @@ class StatisticsServicer(pb_grpc.StatisticsServiceServicer):
             as_of_time=timestamp(as_of or datetime.now(UTC))))
         sections = (export.Section(measures[q.measure], self.statistics.figures(q, viewer))
                     for q in queries)
+        notes = export.notes([measures[q.measure] for q in queries], as_of, datetime.now(UTC))
         for part in export.write(EXPORT_FORMATS[request.format], sections, base.dimension,
-                                 as_of is not None):
+                                 as_of is not None, notes=notes):
             if not context_.is_active():
                 return  # the caller went away: stop reading figures for nobody
             if isinstance(part, export.Chunk):

@@ -162,6 +162,9 @@ def collect(stack: Stack, *, max_lag: int | None, face_expected: bool = True,
                 unhealthy = True
                 report.problems.append(f"{name}: health qiji.followers is NOT_SERVING (an "
                                        "upstream refuses one of its followers)")
+        # The figures (services/statistics): how far their read model has read each log.
+        if "statistics" in SERVICES and report.services["statistics"]["health"] == "SERVING":
+            report.followers.extend(_figures(stack, metadata, positions))
         report.leaders = leaders(stack, scraped)
         for name in EVENT_SOURCED_SERVICES:
             seal = report.services[name].get("seal_lag")
@@ -343,6 +346,29 @@ def _followers(stack: Stack, name: str, positions: dict[str, int | None],
                       else max(0, upstream_position - int(value)),
                       **({"refused": "UNAUTHENTICATED or PERMISSION_DENIED"}
                          if refused.get(upstream) else {})})
+    return found
+
+
+def _figures(stack: Stack, metadata: Any, positions: dict[str, int | None]
+             ) -> list[dict[str, Any]]:
+    """The figures' position in each service's log beside the log's own, as a follower's."""
+    from qiji.statistics.v1 import statistics_service_pb2 as spb
+    from qiji.statistics.v1 import statistics_service_pb2_grpc as spb_grpc
+    with open_channel(stack.address("statistics"), dialling_tls()) as channel:
+        try:
+            read = spb_grpc.StatisticsServiceStub(channel).GetFreshness(
+                spb.GetFreshnessRequest(), metadata=metadata, timeout=5).positions
+        except grpc.RpcError as error:
+            return [{"service": "statistics", "upstream": "?", "position": None,
+                     "upstream_position": None, "lag": None,
+                     "error": f"GetFreshness: {error.code().name}"}]
+    found = []
+    for p in read:
+        upstream_position = positions.get(p.service)
+        found.append({"service": "statistics", "upstream": p.service, "position": p.position,
+                      "upstream_position": upstream_position,
+                      "lag": None if upstream_position is None
+                      else max(0, upstream_position - p.position)})
     return found
 
 

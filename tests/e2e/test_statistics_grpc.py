@@ -247,7 +247,7 @@ def test_the_operator_rebuilds_the_figures_beside_the_running_process(
 # ---------------------------------------------------------------------------- bad input
 
 
-def test_bad_input_is_every_field_violation_and_nothing_else(statistics, city):
+def test_bad_input_is_every_field_violation_and_nothing_else(statistics, city, tmp_path):
     figures = Figures(statistics, statistics.tokens["auditor"])
     refused = call_error(lambda: figures.QueryFigures(pb.QueryFiguresRequest(
         measure="no_such_measure", dimension=42, start_time=Timestamp(seconds=-62_200_000_000),
@@ -267,11 +267,13 @@ def test_bad_input_is_every_field_violation_and_nothing_else(statistics, city):
     assert {(f, r) for f, r, _ in export_refused.violations} == {
         ("measures[1]", "DUPLICATE_VALUE"), ("format", "ENUM_VALUE_REQUIRED"),
         ("dimension", "DIMENSION_NOT_APPLICABLE")}
+    out = tmp_path / "refused.csv"
     done = qiji(statistics, "export", *addresses(statistics), "--measure", "nope",
-                "--from", "2026-03-31", "--to", "2026-03-01", "-o", "/dev/null/x.csv",
+                "--from", "2026-03-31", "--to", "2026-03-01", "-o", str(out),
                 token=statistics.tokens["auditor"])
     assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
     assert "--measure #1" in done.stderr and "--to" in done.stderr
+    assert list(tmp_path.iterdir()) == []  # a refused export leaves no file, not even a part
     assert "Traceback" not in statistics.log_tail()
 
 
@@ -359,3 +361,15 @@ def test_the_process_stops_cleanly_on_sigterm_and_serves_the_same_figures_again(
     before = by_street(Figures(statistics, statistics.tokens["auditor"]))
     statistics.restart()  # asserts exit 0 within the stop timeout
     assert by_street(Figures(statistics, statistics.tokens["auditor"])) == before
+
+
+@pytest.mark.parametrize("rpc", RPCS)
+def test_no_token_and_an_unknown_token_are_unauthenticated_and_never_echoed(statistics, rpc):
+    unknown = "qiji_not-a-token-anyone-was-given"
+    for token in ("", unknown):
+        caller = Figures(statistics, token)
+        if not token:
+            caller.metadata = []
+        refused = call_error(lambda c=caller: call(c, rpc, request_of(rpc)))
+        assert refused.code == grpc.StatusCode.UNAUTHENTICATED, rpc
+        assert unknown not in refused.message

@@ -24,12 +24,9 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from qiji.statistics.v1 import statistics_service_pb2 as pb
 
 from services.statistics.domain.periods import city_day, day_start
-from services.statistics.grpc_api import ACCESS, SERVICE_NAME, add_servicers
 from services.training.domain.values import Track
-from shared.auth import TokenRegistry, add_caller
-from shared.grpc.guard import Guard
-from shared.tenancy import no_owners
-from tests.inprocess import Aborted, Answer, CallContext, Registrar, decode
+from shared.auth import add_caller
+from tests.inprocess import Answer, Figures
 from tests.integration.test_statistics_app import (  # noqa: F401 - the city is a fixture
     city,
     course,
@@ -40,32 +37,12 @@ from tests.integration.test_statistics_app import (  # noqa: F401 - the city is 
 RPCS = ("ListMeasures", "QueryFigures", "ExportFigures", "GetFreshness")
 
 
-class Face:
-    """The servicer behind the guard, called by RPC name with a bearer token."""
-
-    def __init__(self, stats: Any, tokens_file: Path):
-        registrar = Registrar()
-        add_servicers(registrar, stats)  # type: ignore[arg-type]
-        guard = Guard(tokens=TokenRegistry(tokens_file), access=ACCESS, resolve=no_owners,
-                      error_domain="statistics.qiji")
-        self.methods = {path: guard._wrap(path, handler)
-                        for path, handler in registrar.handlers.items()}
-        self.tokens_file = tokens_file
+class Face(Figures):
+    """The figures' servicer behind its guard, on a tokens file of the test's own."""
 
     def token(self, role: str, organisation_id: str = "") -> str:
         return add_caller(self.tokens_file, f"stats-{role}-{organisation_id[:8]}", [role],
                           organisation_id)
-
-    def call(self, rpc: str, request: Any, token: str) -> Answer:
-        """A unary answer, or an export's every message (a list) as the response."""
-        handler = self.methods[f"/{SERVICE_NAME}/{rpc}"]
-        context = CallContext(token)
-        try:
-            if handler.unary_unary is not None:
-                return Answer(response=handler.unary_unary(request, context))
-            return Answer(response=list(handler.unary_stream(request, context)))
-        except Aborted as aborted:
-            return decode(aborted.status)
 
 
 def ts(when: datetime) -> Timestamp:

@@ -11,6 +11,7 @@ import tracemalloc
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 import openpyxl
 
@@ -36,7 +37,7 @@ def row(value: str, key_label: str = "荷花池街道", current: str | None = No
 
 
 def written(fmt: str, sections: list[export.Section], dimension: Dimension = Dimension.STREET,
-            as_of: bool = False, **options: int) -> tuple[bytes, list[int]]:
+            as_of: bool = False, **options: Any) -> tuple[bytes, list[int]]:
     data, progress = [], []
     for part in export.write(fmt, sections, dimension, as_of, **options):
         if isinstance(part, export.Chunk):
@@ -90,6 +91,18 @@ def test_an_xlsx_opens_with_its_headers_numbers_and_days():
     assert rows[1][5:] == ("荷花池街道", 37.5)
     assert rows[2][6] == 12 and isinstance(rows[2][6], int)
     assert progress[-1] == 2
+
+
+def test_an_xlsx_says_on_a_second_sheet_when_its_figures_stand_and_what_each_measure_is():
+    notes = export.notes([HOURS, RIDERS], APRIL, APRIL + timedelta(days=2))
+    data, _ = written(export.XLSX, [export.Section(HOURS, [row("1", current="2")])],
+                      as_of=True, notes=notes)
+    workbook = openpyxl.load_workbook(io.BytesIO(data), read_only=True)
+    assert workbook.sheetnames == ["数据", "说明"]
+    said = dict(workbook["说明"].iter_rows(values_only=True))
+    assert said["数据截至"].startswith("2026-04-01 00:00:00")  # 1 April in the city
+    assert said["培训学时（小时）"].startswith("training_hours")
+    assert "注册骑手（人）" in said
 
 
 def test_file_names_say_what_over_which_days_and_as_of_when():
