@@ -18,7 +18,12 @@ from eventsourcing.utils import resolve_topic
 from services.statistics.domain import badges_facts as b
 from services.statistics.domain import catalogue
 from tests.conftest import as_actor
-from tests.integration.statistics_facts import facts_fit_their_measures, map_log, values
+from tests.integration.statistics_facts import (
+    facts_fit_their_measures,
+    map_log,
+    measures_are_well_formed,
+    values,
+)
 from tests.integration.test_badges_app import (  # noqa: F401 - `world` is a fixture
     ADMIN,
     OFFICE,
@@ -59,6 +64,7 @@ def test_every_topic_mapped_names_an_event_class_badges_stores():
     for topic in b.MAPPERS:
         assert issubclass(resolve_topic(topic), DomainEvent), topic
     assert catalogue.measures()[b.VOLUNTEER_HOURS_CONFIRMED].scale == b.HOURS_SCALE
+    measures_are_well_formed("badges")
 
 
 def test_confirmed_hours_count_on_the_day_served_at_the_confirming_community(world):

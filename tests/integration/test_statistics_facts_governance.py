@@ -4,6 +4,7 @@ events go through the statistics mappers as the read model feeds them."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
@@ -21,10 +22,19 @@ from services.governance.domain.values import (
     ReportKind,
     SatisfactionRating,
 )
+from services.statistics.domain import catalogue
 from services.statistics.domain import governance_facts as g
+from services.statistics.domain.facts import Dimension
 from tests.conftest import as_actor
 from tests.integration import test_governance_app as governance_world
-from tests.integration.statistics_facts import facts_fit_their_measures, map_log, values
+from tests.integration.statistics_facts import (
+    JsonMemory,
+    directory_of,
+    facts_fit_their_measures,
+    map_log,
+    measures_are_well_formed,
+    values,
+)
 from tests.integration.test_governance_app import (
     LAT,
     PLATFORM,
@@ -61,6 +71,10 @@ def test_every_topic_mapped_names_an_event_class_governance_stores():
         assert issubclass(resolve_topic(topic), DomainEvent), topic
     assert set(g.REPORT_KIND_LABELS) == {k.value for k in ReportKind}
     assert set(g.REPORT_CATEGORY_LABELS) == {c.value for c in Category}
+    measures_are_well_formed("governance")
+    labels = catalogue.key_labels()
+    assert labels[Dimension.REPORT_KIND]["EMERGENCY"] == "突发事件直报"
+    assert labels[Dimension.REPORT_CATEGORY]["UTILITIES"] == "水电气热"
 
 
 def test_a_report_counts_where_it_was_made_by_kind_and_category_through_its_life(world, clock):
@@ -240,3 +254,17 @@ def test_platform_reports_are_counted_by_the_platform_only_when_they_are_its_rid
     f = figures(world)
     assert f.total(g.REPORTS_SUBMITTED, where=lambda w: w.platform_id == world["platform"]) == 1
     assert f.total(g.REPORTS_SUBMITTED, where=lambda w: w.platform_id == "someone else") == 0
+
+
+def test_a_help_request_stored_before_its_channel_was_recorded_is_kept_off_the_platform(
+        world):
+    """HelpRequest.Requested gained `asked_through` without a class version: a request stored
+    before names no channel. Where it was asked is not known, so it is counted the quieter
+    way — for its street and the city, never for a platform."""
+    ask(world, new_rider(world))
+    [requested] = [e for e in figures(world).events if e.topic == g.topics.HELP_REQUESTED]
+    old = {k: v for k, v in requested.state.items() if k != "asked_through"}
+    [counted] = g.help_requested(replace(requested, state=old), directory_of(world["identity"]),
+                                 JsonMemory())
+    assert (counted.where.street_id, counted.where.platform_id, counted.where.station_id) == (
+        world["street"], "", "")

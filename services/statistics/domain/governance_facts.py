@@ -68,8 +68,7 @@ MEDIATION_CASES_AGREED = "mediation_cases_agreed"
 MEDIATION_CASES_FAILED = "mediation_cases_failed"
 MEDIATION_CASES_REOPENED = "mediation_cases_reopened"
 
-# The labels of the report kinds and categories, as the city's reports name them: what a
-# figure broken down by REPORT_KIND or REPORT_CATEGORY shows beside each key.
+# The report kinds and categories as the city's reports name them (KEY_LABELS below).
 REPORT_KIND_LABELS: dict[str, str] = {
     "ANOMALY_WARNING": "异常情况预警",
     "EMERGENCY": "突发事件直报",
@@ -87,6 +86,8 @@ REPORT_CATEGORY_LABELS: dict[str, str] = {
 }
 
 _D = Dimension
+# catalogue.key_labels() reads them: the labels of the keys of REPORT_KIND and REPORT_CATEGORY.
+KEY_LABELS = {_D.REPORT_KIND: REPORT_KIND_LABELS, _D.REPORT_CATEGORY: REPORT_CATEGORY_LABELS}
 _REPORT = frozenset({_D.CITY, _D.DISTRICT, _D.STREET, _D.STATION, _D.PLATFORM,
                      _D.REPORT_KIND, _D.REPORT_CATEGORY})
 _OF_RIDER = frozenset({_D.CITY, _D.DISTRICT, _D.STREET, _D.STATION, _D.PLATFORM})

@@ -11,28 +11,28 @@ stock's −1 always lands where its +1 did."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
+from services.statistics.domain import facts
 from services.statistics.domain.facts import Directory, Event, Fact, Where
 
 
 def rider_where(directory: Directory, rider_id: str, *, street_id: str = "",
                 community_id: str = "", merchant_id: str = "",
                 platform_sees: bool = True) -> Where:
-    """Where a fact about `rider_id` lies: the place given (street or community), else the
-    rider's home street; the rider's platform and station unless `platform_sees` is False (a
-    help request asked at the street office's counter: the platform never hears of it, so no
-    figure of it may carry its id)."""
-    rider = directory.rider(rider_id) if rider_id else None
-    if not street_id and not community_id and rider is not None:
-        street_id = rider.home_street_id or ""
-    visible = rider is not None and platform_sees
-    return Where(street_id=street_id, community_id=community_id, merchant_id=merchant_id,
-                 platform_id=(rider.platform_id or "") if visible else "",
-                 station_id=(rider.station_id or "") if visible else "")
+    """facts.rider_where (the one rule: the place given, else the rider's home street; the
+    rider's platform and station), with the merchant of a perk, claim or redemption, and
+    without platform and station when `platform_sees` is False: a help request asked at the
+    street office's counter — the platform never hears of it, so no figure of it may carry
+    its id (nor its station's, from which the store would find it)."""
+    where = facts.rider_where(directory, rider_id, street_id=street_id,
+                              community_id=community_id)
+    if not platform_sees:
+        where = replace(where, platform_id="", station_id="")
+    return replace(where, merchant_id=merchant_id) if merchant_id else where
 
 
 def moment(event: Event, key: str) -> datetime:
