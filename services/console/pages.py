@@ -354,7 +354,11 @@ def area_page(view: AreaView, *, csrf: str, freshness: Sequence[FeedPositionInfo
         parts.append(f'<p class="asof" role="note">显示 {e(city_time(period.as_of))}（北京时间）'
                      "时记录在案的数据；“今日所见”为现在的同一数字，差额即此后补录或更正的部分。</p>")
     parts.append(f'<div class="totals">{"".join(cards)}</div>')
-    by = DIMENSION_LABELS.get(str(view.export_query.get("dimension", "CITY")), "")
+    dimension = str(view.export_query.get("dimension", "CITY"))
+    if dimension != "CITY":
+        by = f"按{DIMENSION_LABELS.get(dimension, dimension)}"
+    else:
+        by = "本级合计" if view.path else "全市"
     parts.append(f"""<div class="exports">导出本领域全部指标（{e(by)}，
 {e(GRANULARITY_LABELS[period.granularity])}）：
 <a class="button" href="{_export(view.export_query, 'csv')}" download>CSV</a>
