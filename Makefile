@@ -14,19 +14,20 @@ PROTO_DEPS := $(shell find protos/google -name '*.proto' | sort)
 STAMP := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
 
-.PHONY: run demo test test-unit test-integration test-e2e protos lint bench clean venv k8s docs
+.PHONY: run demo test test-unit test-integration test-e2e protos lint bench clean venv k8s docs \
+	console-assets
 
 ## run: start Qiji on its embedded default (SQLite files under ./data, no servers)
-run: $(STAMP) protos
+run: $(STAMP) protos console-assets
 	$(PY) -m shared.cli run
 
 ## demo: tell the city's report against a Qiji of its own (embedded default, throwaway data
 ## dir, free ports), then stop it; exits with the demo's status
-demo: $(STAMP) protos
+demo: $(STAMP) protos console-assets
 	$(PY) -m shared.cli demo --embedded
 
 ## test: the whole suite, with a pytest summary
-test: $(STAMP) protos $(NODE_STAMP)
+test: $(STAMP) protos $(NODE_STAMP) console-assets
 	$(PY) -m pytest tests
 
 test-unit: $(STAMP) protos
@@ -35,7 +36,7 @@ test-unit: $(STAMP) protos
 test-integration: $(STAMP) protos
 	$(PY) -m pytest tests/integration
 
-test-e2e: $(STAMP) protos $(NODE_STAMP)
+test-e2e: $(STAMP) protos $(NODE_STAMP) console-assets
 	$(PY) -m pytest tests/e2e
 
 venv: $(STAMP)
@@ -58,11 +59,19 @@ $(GEN)/.stamp: $(PROTOS) $(PROTO_DEPS) $(STAMP)
 		status=$$?; grep -v 'warning: Import google/rpc/[a-z_]*.proto is unused' $(GEN)/protoc.log >&2; exit $$status
 	touch $@
 
-# The npm packages package.json pins: buf (lint; `buf curl` in tests/e2e/test_reflection.py)
-# and what tests/node/client.mjs, the Node.js client the e2e tests run, imports.
+# The npm packages package.json pins: buf (lint; `buf curl` in tests/e2e/test_reflection.py),
+# what tests/node/client.mjs, the Node.js client the e2e tests run, imports, and ECharts.
 $(NODE_STAMP): package.json package-lock.json
 	npm install --no-audit --no-fund --silent
 	touch $@
+
+## console-assets: vendor Apache ECharts (pinned in package.json) into build/console, which the
+## console serves as /static/vendor/: the pages never load anything from a CDN at run time
+CONSOLE_ASSETS := build/console/echarts.min.js
+console-assets: $(CONSOLE_ASSETS)
+$(CONSOLE_ASSETS): $(NODE_STAMP)
+	mkdir -p $(dir $@)
+	cp node_modules/echarts/dist/echarts.min.js node_modules/echarts/LICENSE $(dir $@)
 
 # The contract of the newest release whose log the upgrade tests keep: `buf build` of that
 # release's protos/ (e.g. buf build '.git#ref=bc4f4f7,subdir=protos' --exclude-source-info -o

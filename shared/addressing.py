@@ -35,11 +35,13 @@ import grpc
 from shared.config import (
     DEFAULT_PORTS,
     MAX_PORT,
+    PORT_BASE_SPAN,
     ConfigError,
     TlsSettings,
     address,
     load_settings,
     out_of_range,
+    port_from_base,
 )
 from shared.grpc.channels import open_channel
 
@@ -95,13 +97,13 @@ class Dialer:
 
 
 def port_base(raw: str) -> int:
-    """argparse type of a port base N: Qiji serves gRPC on N+1..N+6 and the public credentials
-    face on N+7, all of them ports."""
+    """argparse type of a port base N: Qiji serves gRPC on N+1..N+6, the public credentials
+    face on N+7, the figures on N+8 and the console on N+9, all of them ports."""
     try:
         base = int(raw)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{raw!r} is not a number") from None
-    used = len(DEFAULT_PORTS) + 1  # the gRPC services, then the credentials face
+    used = PORT_BASE_SPAN  # the gRPC services, the credentials face, the figures, the console
     highest = MAX_PORT - used
     if base <= 0 or out_of_range(range(base + 1, base + used + 1)):
         raise argparse.ArgumentTypeError(
@@ -133,7 +135,8 @@ def add_arguments(parser: argparse.ArgumentParser, *, tokens_file: bool = False,
                    help="a stack deploy/up brought up: its ports, admin token and tokens file "
                    "(default: $QIJI_RUN_DIR)")
     g.add_argument("--port-base", type=port_base, default=argparse.SUPPRESS, metavar="N",
-                   help="a `qiji run --port-base N`: the services on N+1..N+6")
+                   help="a `qiji run --port-base N`: the services on N+1..N+6, the "
+                   "figures on N+8")
     g.add_argument("--host", default=argparse.SUPPRESS,
                    help="the host the services listen on (default 127.0.0.1)")
     g.add_argument("--address", type=service_address, action="append",
@@ -196,7 +199,7 @@ def resolve(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> D
 
 def port_base_addresses(base: int, host: str = "127.0.0.1") -> dict[str, str]:
     """Where a `qiji run --port-base N` serves each service: N+1 for identity, and so on."""
-    return {s: f"{host}:{base + 1 + i}" for i, s in enumerate(DEFAULT_PORTS)}
+    return {s: f"{host}:{port_from_base(base, s)}" for s in DEFAULT_PORTS}
 
 
 def _configured_address(env: Mapping[str, str], service: str) -> str:

@@ -31,15 +31,20 @@ from shared.config import (
     TlsSettings,
     env_for,
     load_settings,
+    port_from_base,
 )
 from shared.files import write_private
 from shared.grpc.channels import open_channel
 from shared.personal_data import load_master_key
 
 # The services `qiji run` starts, in start order; each new service joins this list.
-SERVICES = ["identity", "training", "merchants", "badges", "governance", "platform"]
+SERVICES = ["identity", "training", "merchants", "badges", "governance", "platform",
+            "statistics"]
 # The public credentials face: HTTP, not gRPC, started once badges serves.
 WEB = "credentials"
+# The console: HTTP pages over the figures, identity and governance, started once they serve.
+CONSOLE = "console"
+CONSOLE_NEEDS = ("statistics", "identity", "governance")
 ADMIN_PRINCIPAL = "local-admin"
 SERVICES_PRINCIPAL = "qiji-services"
 PUBLIC_FACE_PRINCIPAL = "qiji-public-face"
@@ -98,7 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="also start the AMQP relay (needs RabbitMQ at RELAY_AMQP_URI)")
     run.add_argument("--port-base", type=addressing.port_base, default=None, metavar="N",
                      help="serve gRPC on N+1..N+6 instead of 50051..50056, the public "
-                     "credentials face on N+7 instead of 50057, and no metrics (unless "
+                     "credentials face on N+7 instead of 50057, the figures on N+8 instead "
+                     "of 50058, the console on N+9 instead of 50059, and no metrics (unless "
                      "<SERVICE>_METRICS_PORT is set), to run beside another Qiji")
 
     token = sub.add_parser("token", help="add a caller, or rotate its token")
@@ -155,6 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     from shared.audit_cli import add_parser as audit_parser
     audit_parser(sub)
+    from shared.stats_cli import add_parser as stats_parser
+    stats_parser(sub)
     return parser
 
 
@@ -208,6 +216,9 @@ def _dispatch(args: argparse.Namespace) -> int:
         token = deployment.token if args.question == "checkpoints" else \
             deployment.require_token()
         return answer(args, token, deployment.dialer(), deployment.tls)
+    if args.command == "stats":
+        from shared.stats_cli import answer as stats_answer
+        return stats_answer(args)
     if args.command == "demo":
         from shared import demo as demo_module
         if args.embedded:
@@ -319,6 +330,8 @@ def _run(services: list[str], *, relay: bool = False, port_base: int | None = No
                       or (metrics_port(name) if port_base is None else 0))
                for name in services}
     web_port = web_http_port(port_base) if "badges" in services else 0
+    console_port = console_http_port(port_base) if all(
+        name in services for name in CONSOLE_NEEDS) else 0
     # One Qiji per data folder, decided before anything in it is touched: a second one would
     # rotate the services' token under the first one's followers, for good.
     lock = RunLock(settings.data_dir)
@@ -329,7 +342,7 @@ def _run(services: list[str], *, relay: bool = False, port_base: int | None = No
     try:
         busy = sorted(port for name in services
                       for port in (ports[name], metrics[name]) if port and not port_free(port))
-        busy += [web_port] if web_port and not port_free(web_port) else []
+        busy += [port for port in (web_port, console_port) if port and not port_free(port)]
         if busy:
             raise CommandFailed(f"ports in use: {busy} (another Qiji? give it --port-base N)")
         load_master_key(settings.master_key, settings.master_key_file, create=True)
@@ -337,7 +350,7 @@ def _run(services: list[str], *, relay: bool = False, port_base: int | None = No
         tokens = process_tokens(settings.tokens_file)
         lock.announce({name: f"127.0.0.1:{ports[name]}" for name in services})
         return _serve(services, settings, ports, metrics, web_port, admin_token, tokens,
-                      lock.fd, relay=relay)
+                      lock.fd, relay=relay, console_port=console_port)
     finally:
         lock.release()
 
@@ -355,19 +368,21 @@ def process_tokens(tokens_file: Path) -> dict[str, str]:
 
 def _serve(services: list[str], settings: Settings, ports: dict[str, int],
            metrics: dict[str, int], web_port: int, admin_token: str, tokens: dict[str, str],
-           lock_fd: int, *, relay: bool) -> int:
+           lock_fd: int, *, relay: bool, console_port: int = 0) -> int:
     # Where credentials say their issuer, keys and status lists are: the city's own address
     # when the operator gives one, else this machine's public face.
     issuer_url = (load_settings("badges").own_setting("ISSUER_URL")
                   or f"http://127.0.0.1:{web_port}")
     env = {**os.environ, "QIJI_ISSUER_URL": issuer_url,
-           "CREDENTIALS_HTTP_PORT": str(web_port), "QIJI_DATA_DIR": str(settings.data_dir),
+           "CREDENTIALS_HTTP_PORT": str(web_port), "CONSOLE_HTTP_PORT": str(console_port),
+           "QIJI_DATA_DIR": str(settings.data_dir),
            "QIJI_TOKENS_FILE": str(settings.tokens_file), **tokens,
            **{f"{name.upper()}_GRPC_PORT": str(port) for name, port in ports.items()},
            **{f"{name.upper()}_METRICS_PORT": str(port) for name, port in metrics.items()},
            # Each follower (and the relay) finds the others where they were started here.
            **{f"{follower.upper()}_{name.upper()}_ADDRESS": f"127.0.0.1:{port}"
-              for follower in [*SERVICES, "relay", WEB] for name, port in ports.items()
+              for follower in [*SERVICES, "relay", WEB, CONSOLE]
+              for name, port in ports.items()
               if follower != name
               and not os.environ.get(f"{follower.upper()}_{name.upper()}_ADDRESS")},
            "QIJI_LOG_FORMAT": os.environ.get("QIJI_LOG_FORMAT", "console")}
@@ -407,8 +422,19 @@ def _serve(services: list[str], settings: Settings, ports: dict[str, int],
             if not wait_http_ready(f"{web}/readyz", processes[WEB]):
                 print(f"{WEB} did not start; see its log above", file=sys.stderr)
                 return NO
+        console = ""
+        if console_port:
+            missing = console_assets_missing()
+            if missing:
+                print(f"{CONSOLE} not started: {missing}", file=sys.stderr)
+            else:
+                processes[CONSOLE] = start(CONSOLE)
+                console = f"http://127.0.0.1:{console_port}"
+                if not wait_http_ready(f"{console}/readyz", processes[CONSOLE]):
+                    print(f"{CONSOLE} did not start; see its log above", file=sys.stderr)
+                    return NO
         _print_banner(services, settings.data_dir, admin_token, ports, metrics, web,
-                      issuer_url)
+                      issuer_url, console)
         while not stopping:
             for name, proc in processes.items():
                 if proc.poll() is not None:
@@ -500,16 +526,36 @@ def grpc_ports(port_base: int | None = None) -> dict[str, int]:
     (50051 for identity, and so on), or, with a port base N, N+1 for identity, and so on."""
     if port_base is None:
         return {name: load_settings(name).grpc_port for name in DEFAULT_PORTS}
-    return {name: port_base + 1 + i for i, name in enumerate(DEFAULT_PORTS)}
+    return {name: port_from_base(port_base, name) for name in DEFAULT_PORTS}
 
 
 def web_http_port(port_base: int | None = None) -> int:
     """Where `qiji run` serves the public credentials face: CREDENTIALS_HTTP_PORT or 50057,
-    or, with a port base N, N+7."""
+    or, with a port base N, N+7 (the figures are on N+8)."""
     if port_base is not None:
-        return port_base + 1 + len(DEFAULT_PORTS)
+        return port_from_base(port_base, WEB)
     port: int = load_settings(WEB).own_setting("HTTP_PORT")
     return port
+
+
+def console_http_port(port_base: int | None = None) -> int:
+    """Where `qiji run` serves the console: CONSOLE_HTTP_PORT or 50059, or, with a port base
+    N, N+9."""
+    if port_base is not None:
+        return port_from_base(port_base, CONSOLE)
+    port: int = load_settings(CONSOLE).own_setting("HTTP_PORT")
+    return port
+
+
+def console_assets_missing() -> str:
+    """Why the console cannot start here ("" when it can): its vendored ECharts is made by
+    `make console-assets` (`make run` does it first)."""
+    from services.console.service import assets_dir
+    try:
+        assets_dir(load_settings(CONSOLE))
+    except ConfigError as missing:
+        return str(missing)
+    return ""
 
 
 def wait_http_ready(url: str, proc: subprocess.Popen[bytes] | None,
@@ -527,9 +573,17 @@ def wait_http_ready(url: str, proc: subprocess.Popen[bytes] | None,
     return False
 
 
+# Where `qiji run` and deploy/up serve each gRPC process's /metrics: 9101 for identity, and so
+# on to 9106 for the platform gateway; 9107 and 9108 are the relay's and the public face's
+# (shared/ops/stack.py), so the figures, which came later, have 9109.
+METRICS_PORTS = {**{name: 9101 + i for i, name in enumerate(
+    ["identity", "training", "merchants", "badges", "governance", "platform"])},
+    "statistics": 9109}
+
+
 def metrics_port(service: str) -> int:
     """Where `qiji run` serves each service's /metrics: 9101 for identity, and so on."""
-    return 9100 + 1 + list(DEFAULT_PORTS).index(service)
+    return METRICS_PORTS[service]
 
 
 def _admin_token(tokens_file: Path, token_file: Path) -> str:
@@ -559,7 +613,8 @@ def _wait_serving(address: str, proc: subprocess.Popen[bytes], tls: TlsSettings,
 
 
 def _print_banner(services: list[str], data_dir: Path, token: str, ports: dict[str, int],
-                  metrics: dict[str, int], web: str = "", issuer_url: str = "") -> None:
+                  metrics: dict[str, int], web: str = "", issuer_url: str = "",
+                  console: str = "") -> None:
     lines = ["", "Qiji is running on its embedded default (SQLite files in "
              f"{data_dir}).", ""]
     for name in services:
@@ -568,6 +623,9 @@ def _print_banner(services: list[str], data_dir: Path, token: str, ports: dict[s
     if web:
         lines.append(f"  {WEB:<11} {web}/verify   (public, no token: issuer {issuer_url}, "
                      "keys, status lists)")
+    if console:
+        lines.append(f"  {CONSOLE:<11} {console}/   (the city's figures in a browser: sign in "
+                     "with a token, e.g. the admin token below)")
     lines += [
         "",
         f"Admin token ({ADMIN_PRINCIPAL}: city_admin, operator, auditor):",
@@ -583,6 +641,11 @@ def _print_banner(services: list[str], data_dir: Path, token: str, ports: dict[s
         "or with grpcurl (reflection is on):",
         f"  grpcurl -plaintext -H 'authorization: Bearer {token}' \\",
         f"    127.0.0.1:{ports['identity']} qiji.identity.v1.IdentityService/ListOrganisations",
+        "",
+        "The city's figures (statistics): .venv/bin/qiji stats measures, then e.g.",
+        "  .venv/bin/qiji stats show --measure riders_registered --dimension street "
+        "--from 2026-03-01 --to 2026-03-31",
+        "  .venv/bin/qiji stats export ... -o figures.xlsx   (README: The city's figures)",
         "",
         "More callers (a platform, street office, department, merchant, community or education",
         "provider acts for one organisation): .venv/bin/qiji token NAME --role platform "

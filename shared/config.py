@@ -21,28 +21,57 @@ DEFAULT_PORTS = {
     "governance": 50055,
     # The platform company's event feed gateway (services/platform): no store of its own.
     "platform": 50056,
+    # The city's figures (services/statistics): a read model of the five services' feeds in a
+    # store of its own. 50057 is the public credentials face's (HTTP).
+    "statistics": 50058,
 }
 # The public credentials face (services/credentials): HTTP, not gRPC; it serves what badges
 # publishes to anyone, with no token. `qiji run --port-base N` puts it on N+7.
 CREDENTIALS_HTTP_PORT = 50057
+# The console (services/console): HTTP pages for the social-work department and operators,
+# over the services' gRPC APIs with each caller's own token.
+CONSOLE_HTTP_PORT = 50059
+# Where `make console-assets` (and the image's build) puts the vendored ECharts it serves.
+CONSOLE_ASSETS_DIR = "build/console"
+# `qiji run --port-base N` (and deploy's --port-offset) move every port by the same amount:
+# a process's port is N + (its default - PORT_BASE), so N+1 identity ... N+7 the public face,
+# N+8 the figures, N+9 the console.
+PORT_BASE = 50050
+# The HTTP faces' default ports, beside DEFAULT_PORTS' gRPC ones.
+HTTP_PORTS = {"credentials": CREDENTIALS_HTTP_PORT, "console": CONSOLE_HTTP_PORT}
+# The highest of N+1.. a port base uses.
+PORT_BASE_SPAN = max(*DEFAULT_PORTS.values(), *HTTP_PORTS.values()) - PORT_BASE
+
+
+def port_from_base(base: int, name: str) -> int:
+    """Where `qiji run --port-base N` serves `name` (a gRPC service, or an HTTP face)."""
+    default = HTTP_PORTS[name] if name in HTTP_PORTS else DEFAULT_PORTS[name]
+    return base + default - PORT_BASE
+
+
 # The services that keep an event store (and serve its feed and audit API); the gateway does not.
 EVENT_SOURCED_SERVICES = ("identity", "training", "merchants", "badges", "governance")
-# Every process Qiji runs: the gRPC services, the relay, the public credentials face.
-PROCESSES = (*DEFAULT_PORTS, "relay", "credentials")
+# Every process Qiji runs: the gRPC services (and the readers: the gateway, the figures), the
+# relay, the public credentials face, the console.
+PROCESSES = (*DEFAULT_PORTS, "relay", "credentials", "console")
 
 # Every setting that holds a secret, and the processes that use it: the one list from which a
 # secret's value is kept out of error messages (read_setting), and each process is given only
 # the secrets it uses (env_for; deploy/up's supervisord blanks the others by name). A key
 # given as a file (`<NAME>_FILE`) hands over the key too. Settings' reprs leave each out.
 SECRET_SETTINGS: dict[str, frozenset[str]] = {
-    # The stores of the five services, and the relay's positions and leadership.
-    "POSTGRES_PASSWORD": frozenset({*EVENT_SOURCED_SERVICES, "relay"}),
-    # A `service` token: followers, the platform gateway and the relay read the feeds with it.
-    "SERVICE_TOKEN": frozenset({*EVENT_SOURCED_SERVICES, "platform", "relay"}),
+    # The stores of the five services, the relay's positions and leadership, the figures'
+    # read model.
+    "POSTGRES_PASSWORD": frozenset({*EVENT_SOURCED_SERVICES, "relay", "statistics"}),
+    # A `service` token: followers, the platform gateway, the relay and the figures read the
+    # feeds with it.
+    "SERVICE_TOKEN": frozenset({*EVENT_SOURCED_SERVICES, "platform", "relay", "statistics"}),
     # Personal data, and the audit key derived from it that MACs and seals every event; the
     # checkpoints' signing key. The gateway and the relay face outside parties and hold
-    # neither: the services check every event's MAC for them.
-    "MASTER_KEY": frozenset(EVENT_SOURCED_SERVICES),
+    # neither: the services check every event's MAC for them. The figures check each event's
+    # MAC themselves, as a service's followers do (an event forged in a database is never
+    # counted), so they hold the master key; they sign nothing.
+    "MASTER_KEY": frozenset({*EVENT_SOURCED_SERVICES, "statistics"}),
     "AUDIT_SIGNING_KEY": frozenset(EVENT_SOURCED_SERVICES),
     # The credential issuer's keys.
     "SIGNING_KEY": frozenset({"badges"}),
@@ -337,6 +366,21 @@ OWN_SETTINGS: dict[str, dict[str, OwnSetting]] = {
         # one), and how many calls a second it makes there at most (then it answers 429).
         "PUBLIC_READER_TOKEN": OwnSetting(text, ""),
         "CALLS_PER_SECOND": OwnSetting(POSITIVE, "50"),
+    },
+    "console": {
+        # Where the console listens, and its own HTTPS certificate when it is not behind the
+        # city's reverse proxy; SECURE_COOKIES "yes" marks its cookies Secure behind an HTTPS
+        # proxy (always when it serves HTTPS itself).
+        "HTTP_HOST": OwnSetting(text, "127.0.0.1"),
+        "HTTP_PORT": OwnSetting(integer(1, MAX_PORT), str(CONSOLE_HTTP_PORT)),
+        "HTTPS_CERT_FILE": OwnSetting(optional_path, ""),
+        "HTTPS_KEY_FILE": OwnSetting(optional_path, ""),
+        "SECURE_COOKIES": OwnSetting(exactly("yes", "no"), "no"),
+        # A session ends after this long without a request, and after this long in all.
+        "SESSION_IDLE_SECONDS": OwnSetting(seconds, "1800"),
+        "SESSION_MAX_SECONDS": OwnSetting(seconds, "28800"),
+        # The vendored ECharts (echarts.min.js), made at build time from npm.
+        "ASSETS_DIR": OwnSetting(path, str(PROJECT_DIR / CONSOLE_ASSETS_DIR)),
     },
     "governance": {
         # Tests and drills only: a file holding the time governance takes for "now".

@@ -12,6 +12,8 @@ message that says which and exits non-zero."""
 from __future__ import annotations
 
 import argparse
+import csv
+import io
 import os
 import random
 import shutil
@@ -36,6 +38,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 from qiji.badges.v1 import badges_service_pb2 as bpb
 from qiji.badges.v1 import badges_service_pb2_grpc as brpc
+from qiji.feed.v1 import feed_service_pb2 as fpb
+from qiji.feed.v1 import feed_service_pb2_grpc as frpc
 from qiji.governance.v1 import governance_service_pb2 as gpb
 from qiji.governance.v1 import governance_service_pb2_grpc as grpc_gov
 from qiji.identity.v1 import identity_service_pb2 as ipb
@@ -44,13 +48,16 @@ from qiji.merchants.v1 import merchants_service_pb2 as mpb
 from qiji.merchants.v1 import merchants_service_pb2_grpc as mrpc
 from qiji.platform.v1 import platform_feed_service_pb2 as ppb
 from qiji.platform.v1 import platform_feed_service_pb2_grpc as prpc
+from qiji.statistics.v1 import statistics_service_pb2 as spb
+from qiji.statistics.v1 import statistics_service_pb2_grpc as srpc
 from qiji.training.v1 import training_service_pb2 as tpb
 from qiji.training.v1 import training_service_pb2_grpc as trpc
 
 from shared import addressing, audit_cli
 from shared.addressing import Deployment, Dialer
 from shared.auth import add_caller
-from shared.config import DEFAULT_PORTS, TlsSettings, load_tls_settings
+from shared.config import DEFAULT_PORTS, PORT_BASE_SPAN, TlsSettings, load_tls_settings
+from shared.values import CITY_TIME
 
 T = TypeVar("T")
 # The story's training sittings: how far ahead of now one is scheduled (its riders are enrolled
@@ -71,6 +78,7 @@ STUBS: dict[str, Callable[[grpc.Channel], Any]] = {
     "badges": brpc.BadgesServiceStub,
     "governance": grpc_gov.GovernanceServiceStub,
     "platform": prpc.PlatformFeedServiceStub,
+    "statistics": srpc.StatisticsServiceStub,
 }
 RPC_TIMEOUT = 15.0
 UNAVAILABLE_RETRY_SECONDS = 20.0
@@ -320,6 +328,7 @@ class Story:
         self.visits(city)
         self.friendly_community(city)
         self.own_record(riders[1])
+        self.figures(city)
         self.audit(perks["golden"], claim_id, riders[0], badges["golden"])
 
     def org(self, kind: int, name: str, parent: str = "", function: int = 0) -> str:
@@ -1198,6 +1207,71 @@ class Story:
                  f"pledge signed (version "
                  f"{', '.join(str(p.pledge_version) for p in record.pledge_signatures)})")
 
+    def figures(self, c: dict[str, str]) -> None:
+        """The month's figures, as the district's social-work department reports them upward:
+        read once the figures have caught up with every log as it stands now; the street
+        office sees its own street only; and one export, whose rows are the answers given."""
+        social_work = self.caller("social_work", f"qiji-demo-social-work-{c['social_work'][:8]}",
+                                  "department", c["social_work"], "钟楼区委社会工作部")
+        heads = {s: frpc.FeedServiceStub(self.stack.dial(s)).ReadEvents(
+            fpb.ReadEventsRequest(from_position=0, limit=1),
+            metadata=[("authorization", f"Bearer {self.admin.token}")],
+            timeout=RPC_TIMEOUT).last_position
+            for s in ("identity", "training", "merchants", "badges", "governance")}
+
+        def caught_up() -> bool:
+            read = {p.service: p.position for p in social_work(
+                "statistics", "GetFreshness", spb.GetFreshnessRequest()).positions}
+            return all(read.get(s, 0) >= head for s, head in heads.items())
+        self.wait_for(caught_up, "the figures reading every service's log this far")
+        now = datetime.now(UTC).astimezone(CITY_TIME)
+        first = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+        following = (first + timedelta(days=32)).replace(day=1)
+        month = {"granularity": spb.GRANULARITY_MONTH, "start_time": stamp(first),
+                 "end_time": stamp(following)}
+
+        def query(caller: Caller, measure: str, dimension: int) -> dict[str, str]:
+            found, token = {}, ""
+            while True:
+                page = caller("statistics", "QueryFigures", spb.QueryFiguresRequest(
+                    measure=measure, dimension=dimension, page_token=token, **month))
+                found.update({f.key_label: f.value for f in page.figures})
+                if not (token := page.next_page_token):
+                    return found
+        registered = query(social_work, "riders_registered", spb.DIMENSION_STREET)
+        hours = query(social_work, "training_hours", spb.DIMENSION_TRACK)
+        if "荷花池街道" not in registered or not hours:
+            raise DemoFailed(f"statistics: no figures of 荷花池街道 this month ({registered}, "
+                             f"{hours})")
+        self.say(f"the city's figures for {first:%Y-%m}, as 钟楼区委社会工作部 reads them: "
+                 "注册骑手 by street " + ", ".join(f"{k} {v}" for k, v in registered.items())
+                 + "; 培训学时 by track " + ", ".join(f"{k} {v}" for k, v in hours.items()))
+        own = query(self.callers["office"], "riders_registered", spb.DIMENSION_STREET)
+        if set(own) != {"荷花池街道"}:
+            raise DemoFailed(f"statistics: 荷花池街道's office sees more than its street: {own}")
+        self.note(f"荷花池街道's office sees its own street only: 注册骑手 {own['荷花池街道']}")
+        started, chunks = None, []
+        for message in self.stack.stub("statistics").ExportFigures(
+                spb.ExportFiguresRequest(measures=["riders_registered"],
+                                         dimension=spb.DIMENSION_STREET,
+                                         format=spb.EXPORT_FORMAT_CSV, **month),
+                metadata=[("authorization", f"Bearer {social_work.token}")],
+                timeout=RPC_TIMEOUT):
+            if message.WhichOneof("part") == "started":
+                started = message.started
+            elif message.WhichOneof("part") == "chunk":
+                chunks.append(message.chunk)
+        assert started is not None
+        path = Path(tempfile.gettempdir()) / started.file_name
+        path.write_bytes(b"".join(chunks))
+        rows = list(csv.reader(io.StringIO(path.read_text(encoding="utf-8-sig"))))
+        exported = {r[5]: r[6] for r in rows[1:]}
+        if exported != registered:
+            raise DemoFailed(f"statistics: the export {exported} is not what QueryFigures "
+                             f"answered {registered}")
+        self.say(f"钟楼区委社会工作部 exports the month's 注册骑手 as {path} ({len(rows) - 1} "
+                 f"rows under {', '.join(rows[0])}): the same figures as the answers")
+
     def audit(self, perk_id: str, claim_id: str, rider: Rider, badge_class_id: str) -> None:
         token = self.callers["auditor"].token
 
@@ -1271,13 +1345,13 @@ def run(args: argparse.Namespace, deployment: Deployment) -> int:
 
 
 def free_port_base() -> int:
-    """N such that N+1..N+7 are free now (the six gRPC services and the public credentials
-    face; a moment later someone may take one; unlikely)."""
+    """N such that N+1..N+9 are free now (the gRPC services, the public credentials face, the
+    figures and the console; a moment later someone may take one; unlikely)."""
     for _ in range(50):
         base = _rng.randrange(20000, 30000, 10)
         sockets = []
         try:
-            for port in range(base + 1, base + 2 + len(DEFAULT_PORTS)):
+            for port in range(base + 1, base + 1 + PORT_BASE_SPAN):
                 s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
                 sockets.append(s)
                 s.bind(("127.0.0.1", port))
@@ -1287,7 +1361,8 @@ def free_port_base() -> int:
         finally:
             for s in sockets:
                 s.close()
-    raise DemoFailed("no seven free consecutive ports found between 20000 and 30000")
+    raise DemoFailed(f"no {PORT_BASE_SPAN} free consecutive ports found between 20000 and "
+                     "30000")
 
 
 @contextmanager
@@ -1326,7 +1401,7 @@ def run_embedded(args: argparse.Namespace) -> int:
     try:
         port_base = free_port_base()
         print(f"Starting Qiji on its embedded default (data {data_dir}, gRPC ports "
-              f"{port_base + 1}–{port_base + len(DEFAULT_PORTS)}) …", flush=True)
+              f"{port_base + 1}–{port_base + PORT_BASE_SPAN}) …", flush=True)
         with embedded_qiji(data_dir, port_base) as proc:
             deadline = time.monotonic() + max(args.wait, 90.0)
             token_file = data_dir / "admin.token"

@@ -245,3 +245,49 @@ API_NAMES = {"identity": "qiji.identity.v1.IdentityService",
              "merchants": "qiji.merchants.v1.MerchantsService",
              "badges": "qiji.badges.v1.BadgesService",
              "governance": "qiji.governance.v1.GovernanceService"}
+
+
+class Figures:
+    """The city's figures (services/statistics) as the process serves them: their servicer
+    behind its own guard and the tokens file, over a read model of in-process services' logs;
+    called by RPC name ("QueryFigures"), an export answering its every message as a list."""
+
+    def __init__(self, statistics: Any, tokens_file: Path):
+        from services.statistics.grpc_api import ACCESS, add_servicers
+        from shared.tenancy import no_owners
+        self.statistics = statistics
+        self.tokens_file = tokens_file
+        registrar = Registrar()
+        add_servicers(registrar, statistics)  # type: ignore[arg-type]
+        guard = Guard(tokens=TokenRegistry(tokens_file), access=ACCESS, resolve=no_owners,
+                      error_domain="statistics.qiji", on_rpc=metrics.rpc_observer("statistics"))
+        self.methods = {path.rsplit("/", 1)[1]: guard._wrap(path, handler)
+                        for path, handler in registrar.handlers.items()}
+        self.paths = list(registrar.handlers)
+
+    @classmethod
+    def over(cls, q: InProcessQiji, env: dict[str, str]) -> Figures:
+        """The figures of `q`'s five services, in a store of their own (`env`: the store's
+        settings, STATISTICS_*), caught up with every log."""
+        from services.statistics.application import Statistics
+        from shared.integrity import EventMac, audit_key
+        from shared.tenancy import TenancyDirectory
+        statistics = Statistics(settings_for("statistics", env),
+                                {name: LocalFeed(app) for name, app in q.apps.items()},
+                                EventMac(audit_key(MASTER_KEY)),
+                                TenancyDirectory(LocalFeed(q.apps["identity"])))
+        statistics.catch_up()
+        return cls(statistics, q.tokens_file)
+
+    def call(self, rpc: str, request: Any, token: str | None) -> Answer:
+        handler = self.methods[rpc.rsplit("/", 1)[-1]]
+        context = CallContext(token)
+        try:
+            if handler.unary_unary is not None:
+                return Answer(response=handler.unary_unary(request, context))
+            return Answer(response=list(handler.unary_stream(request, context)))
+        except Aborted as aborted:
+            return decode(aborted.status)
+
+    def close(self) -> None:
+        self.statistics.close()

@@ -6,14 +6,12 @@ from __future__ import annotations
 
 import json
 import re
-import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs
 
 import structlog
-from prometheus_client import Counter, Histogram
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
@@ -30,8 +28,8 @@ from services.credentials.source import (
     NotFoundUpstream,
     Unreachable,
 )
-from shared import metrics
 from shared.errors import is_uuid
+from shared.web import Observed
 
 log = structlog.get_logger(__name__)
 
@@ -43,13 +41,6 @@ _HTML_CSP = ("default-src 'none'; style-src 'unsafe-inline'; img-src 'self' http
              "form-action 'self'; base-uri 'none'; frame-ancestors 'none'")
 # An uploaded SVG is shown, never run (badges refuses scripts in it too).
 _IMAGE_CSP = "default-src 'none'; style-src 'unsafe-inline'; sandbox"
-
-REQUESTS = Counter("qiji_http_requests_total", "HTTP requests served, by route and status",
-                   ["service", "route", "status"], registry=metrics.REGISTRY)
-SECONDS = Histogram("qiji_http_request_duration_seconds", "HTTP request latency",
-                    ["service", "route"], registry=metrics.REGISTRY,
-                    buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 10))
-
 
 class Problem(Exception):
     """An answer that is not a document: status, what was wrong, and (for 400) which part."""
@@ -239,7 +230,7 @@ def build_app(source: BadgesSource, *, service: str = "credentials") -> Starlett
 
     app = Starlette(routes=routes, exception_handlers={
         Problem: problem, HTTPException: http_problem, Exception: unexpected})
-    return _Observed(app, service)
+    return Observed(app, service)
 
 
 def _credential(jwt: str) -> str:
@@ -277,50 +268,3 @@ def _html(text: str, status: int = 200) -> Response:
     return HTMLResponse(text, status_code=status, headers={
         "Content-Security-Policy": _HTML_CSP, "Cache-Control": "no-store",
         "Referrer-Policy": "no-referrer"})
-
-
-class _Observed:
-    """Every request: a request id, one structured log line, metrics, and the headers every
-    answer carries (nosniff)."""
-
-    def __init__(self, app: Starlette, service: str):
-        self.app = app
-        self.service = service
-
-    async def __call__(self, scope: dict[str, Any], receive: Callable[[], Awaitable[Any]],
-                       send: Callable[[Any], Awaitable[None]]) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        request_id = uuid.uuid4().hex[:16]
-        status = {"code": 500}
-
-        async def sending(message: dict[str, Any]) -> None:
-            if message["type"] == "http.response.start":
-                status["code"] = message["status"]
-                message.setdefault("headers", [])
-                message["headers"] = [*message["headers"],
-                                      (b"x-content-type-options", b"nosniff"),
-                                      (b"x-request-id", request_id.encode())]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, sending)
-        except Exception:  # noqa: S110
-            # Already answered (500 with a correlation id) and logged with its traceback by
-            # the handler: re-raising would only print it again, unstructured, via uvicorn.
-            pass
-        finally:
-            route = _route_name(scope)
-            seconds = time.perf_counter() - started
-            REQUESTS.labels(self.service, route, str(status["code"])).inc()
-            SECONDS.labels(self.service, route).observe(seconds)
-            log.info("http.request", method=scope.get("method"), path=scope.get("path"),
-                     route=route, status=status["code"], ms=round(seconds * 1000, 1),
-                     request_id=request_id)
-
-
-def _route_name(scope: dict[str, Any]) -> str:
-    route = scope.get("route")
-    return getattr(route, "path", "unmatched")

@@ -49,16 +49,18 @@ def _parser() -> argparse.ArgumentParser:
                            "amqp://guest@127.0.0.1:5672/); the password only from "
                            "$RELAY_AMQP_URI, never on the command line")
             p.add_argument("--port-offset", type=int, default=None,
-                           help="added to every default port (gRPC 50051-50056, metrics "
-                           "9101-9107), to run a second stack beside the first")
+                           help="added to every default port (gRPC 50051-50056 and 50058, "
+                           "metrics 9101-9110, the HTTP faces 50057 and 50059), to run a "
+                           "second stack beside the first")
 
     up = command("up", "start every service and the relay, wait until healthy",
-                 "Starts identity, training, merchants, badges, governance, platform, the "
-                 "relay and the public credentials face as background processes against "
-                 "PostgreSQL and RabbitMQ, and waits for every service's grpc.health.v1 "
-                 "SERVING, the relay's health and the face's readiness. Checks both servers "
-                 "first. Makes the master key, the badges signing keys (RSA and Ed25519) and "
-                 "an admin token on the first up, and keeps them after.")
+                 "Starts identity, training, merchants, badges, governance, platform, "
+                 "statistics, the relay, the public credentials face and the console as "
+                 "background processes against PostgreSQL and RabbitMQ, and waits for every "
+                 "service's grpc.health.v1 SERVING, the relay's health and the faces' "
+                 "readiness. Checks "
+                 "both servers first. Makes the master key, the badges signing keys (RSA and "
+                 "Ed25519) and an admin token on the first up, and keeps them after.")
     connection(up, amqp=True)
     up.add_argument("--issuer-url", default=None, metavar="URL",
                     help="the city's https:// address of the public credentials face, named "
@@ -83,7 +85,7 @@ def _parser() -> argparse.ArgumentParser:
                       "and up.")
     restart.add_argument("processes", nargs="*", metavar="PROCESS",
                          help="identity, training, merchants, badges, governance, platform, "
-                         "relay, credentials (default: all)")
+                         "statistics, relay, credentials, console (default: all)")
     restart.add_argument("--timeout", type=float, default=90.0,
                          help="seconds to wait for each process to be ready (default 90)")
 
@@ -131,8 +133,8 @@ def _parser() -> argparse.ArgumentParser:
                       "changed), backs it up (the way back), creates what the new schemas "
                       "need, restarts every process on the new code one at a time in start "
                       "order (identity, training, merchants, badges, governance, platform, "
-                      "relay, credentials), each ready before the next, and checks that the "
-                      "store still holds every event of the backup, verified. "
+                      "statistics, relay, credentials, console), each ready before the next, "
+                      "and checks that the store still holds every event of the backup, verified. "
                       "deploy/README.md: upgrade and rollback.")
     connection(upgrade)
     upgrade.add_argument("--issuer-url", default=None, metavar="URL",

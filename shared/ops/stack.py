@@ -29,15 +29,18 @@ from psycopg import sql
 from shared.addressing import STACK_FILE
 from shared.cli import (
     ADMIN_PRINCIPAL,
+    CONSOLE,
     PROCESS_TOKENS,
     SERVICES,
     WEB,
     _admin_token,
+    console_assets_missing,
     port_free,
     process_tokens,
 )
 from shared.cli import metrics_port as default_metrics_port
 from shared.config import (
+    CONSOLE_HTTP_PORT,
     CREDENTIALS_HTTP_PORT,
     DEFAULT_AMQP_URI,
     DEFAULT_PORTS,
@@ -61,11 +64,13 @@ from shared.personal_data import load_master_key
 REPO = Path(__file__).resolve().parents[2]
 RELAY = "relay"
 # Everything `up` starts, in start order; `down` stops them in reverse.
-PROCESSES = [*SERVICES, RELAY, WEB]
+PROCESSES = [*SERVICES, RELAY, WEB, CONSOLE]
 DEFAULT_RUN_DIR = "qiji-run"
 # The relay's /metrics beside the services' 9101-9106, then the public credentials face's.
 RELAY_METRICS_PORT = 9107
 WEB_METRICS_PORT = 9108
+# The console's, after the figures' 9109.
+CONSOLE_METRICS_PORT = 9110
 STOP_TIMEOUT = 20.0
 # What stack.json keeps: the stack's own settings, never a secret.
 SAVED = ("pg_host", "pg_port", "pg_db", "pg_user", "amqp_uri", "port_offset", "issuer_url")
@@ -187,10 +192,11 @@ class Stack:
         return urlunsplit(parts._replace(netloc=f"{parts.username}:{password}@{host}"))
 
     def ports(self) -> list[int]:
-        """Every port the stack's processes listen on: gRPC, the public face's HTTP, metrics."""
+        """Every port the stack's processes listen on: gRPC, the HTTP faces', metrics."""
         return [port for name in PROCESSES for port in (
             *([self.grpc_port(name)] if name in DEFAULT_PORTS else []),
-            *([self.web_port] if name == WEB else []), self.metrics_port(name))]
+            *([self.web_port] if name == WEB else []),
+            *([self.console_port] if name == CONSOLE else []), self.metrics_port(name))]
 
     def conninfo(self, dbname: str | None = None) -> str:
         return psycopg.conninfo.make_conninfo(
@@ -201,7 +207,8 @@ class Stack:
         return DEFAULT_PORTS[name] + self.port_offset
 
     def metrics_port(self, name: str) -> int:
-        base = {RELAY: RELAY_METRICS_PORT, WEB: WEB_METRICS_PORT}.get(name) \
+        base = {RELAY: RELAY_METRICS_PORT, WEB: WEB_METRICS_PORT,
+                CONSOLE: CONSOLE_METRICS_PORT}.get(name) \
             or default_metrics_port(name)
         return base + self.port_offset
 
@@ -212,6 +219,14 @@ class Stack:
     @property
     def web_url(self) -> str:
         return f"http://127.0.0.1:{self.web_port}"
+
+    @property
+    def console_port(self) -> int:
+        return CONSOLE_HTTP_PORT + self.port_offset
+
+    @property
+    def console_url(self) -> str:
+        return f"http://127.0.0.1:{self.console_port}"
 
     @property
     def public_url(self) -> str:
@@ -322,6 +337,7 @@ class Stack:
             **{f"QIJI_{name.upper()}_ADDRESS": self.address(name) for name in SERVICES},
             "QIJI_ISSUER_URL": self.public_url,
             "CREDENTIALS_HTTP_PORT": str(self.web_port),
+            "CONSOLE_HTTP_PORT": str(self.console_port),
         })
         # Keys the operator did not set are the run directory's files.
         badges = self.settings("badges")
@@ -419,6 +435,11 @@ def web_ready(stack: Stack) -> bool:
     return True
 
 
+def console_ready(stack: Stack) -> bool:
+    http_get(f"{stack.console_url}/readyz", timeout=1.0)  # 503 raises, as for the face
+    return True
+
+
 def up(stack: Stack, *, timeout: float, out: Say = say) -> None:
     alive = {name: pid for name in PROCESSES if (pid := running_pid(stack, name))}
     if alive or supervision.supervisord_pid(stack) is not None:
@@ -427,6 +448,9 @@ def up(stack: Stack, *, timeout: float, out: Say = say) -> None:
     busy = [port for port in stack.ports() if not port_free(port)]
     if busy:
         raise OpsError(REFUSED, f"ports in use: {busy} (another stack? try --port-offset)")
+    missing = console_assets_missing()
+    if missing:
+        raise OpsError(REFUSED, f"the console cannot start: {missing}")
     out(f"checking PostgreSQL {stack.pg_host}:{stack.pg_port}/{stack.pg_db} and RabbitMQ "
         f"{stack.amqp_uri}")
     check_postgres(stack, create_database=True, out=out)
@@ -458,6 +482,8 @@ def up(stack: Stack, *, timeout: float, out: Say = say) -> None:
     out(f"  {'relay':<11} -> {stack.amqp_uri}   metrics {stack.metrics_url(RELAY)}")
     out(f"  {WEB:<11} {stack.web_url}/verify (public as {stack.public_url})   "
         f"metrics {stack.metrics_url(WEB)}")
+    out(f"  {CONSOLE:<11} {stack.console_url}/ (the city's figures in a browser: sign in with "
+        f"a token)   metrics {stack.metrics_url(CONSOLE)}")
     out(f"Admin token ({ADMIN_PRINCIPAL}: city_admin, operator, auditor): "
         f"{stack.admin_token_file}")
     out(f"Logs: {stack.run_dir / 'logs'}   Status: deploy/status --run-dir {stack.run_dir}")
@@ -505,8 +531,8 @@ def stale_settings(stack: Stack) -> list[str]:
 def launch(stack: Stack, env: Mapping[str, str], *, timeout: float, out: Say = say) -> None:
     """supervisord with a fresh configuration, then every process through it: the services
     at once (followers back off until their upstream answers), then the relay once they
-    serve, then the public credentials face. Returns when every one is SERVING (the relay
-    healthy, the face ready)."""
+    serve, then the public credentials face, then the console. Returns when every one is
+    SERVING (the relay healthy, the face and the console ready)."""
     supervision.write_config(stack, PROCESSES, env)
     for name in PROCESSES:
         stack.pid_file(name).unlink(missing_ok=True)  # an older release's: not ours any more
@@ -526,6 +552,10 @@ def launch(stack: Stack, env: Mapping[str, str], *, timeout: float, out: Say = s
     supervision.start(stack, WEB)
     wait_ready(stack, WEB, deadline)
     out(f"  {WEB:<11} ready on {stack.web_url} ({time.monotonic() - began:.1f} s)")
+    # The console once the figures serve: it is ready only while they answer it.
+    supervision.start(stack, CONSOLE)
+    wait_ready(stack, CONSOLE, deadline)
+    out(f"  {CONSOLE:<11} ready on {stack.console_url} ({time.monotonic() - began:.1f} s)")
 
 
 def ready(stack: Stack, name: str) -> bool:
@@ -535,6 +565,8 @@ def ready(stack: Stack, name: str) -> bool:
         return _safe(relay_healthy, stack)
     if name == WEB:
         return _safe(web_ready, stack)
+    if name == CONSOLE:
+        return _safe(console_ready, stack)
     with open_channel(stack.address(name), dialling_tls()) as channel:
         try:
             reply = health_pb2_grpc.HealthStub(channel).Check(
@@ -584,7 +616,7 @@ def restart(stack: Stack, names: list[str], *, timeout: float, out: Say = say,
 
 
 def _ready_word(name: str) -> str:
-    return {RELAY: "healthy", WEB: "ready"}.get(name, "SERVING")
+    return {RELAY: "healthy", WEB: "ready", CONSOLE: "ready"}.get(name, "SERVING")
 
 
 def _safe(check: Callable[[Stack], bool], stack: Stack) -> bool:

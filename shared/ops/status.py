@@ -44,6 +44,7 @@ from shared.ops import (
     supervision,
 )
 from shared.ops.stack import (
+    CONSOLE,
     RELAY,
     WEB,
     Stack,
@@ -102,9 +103,11 @@ class Report:
                 "problems": self.problems}
 
 
-def collect(stack: Stack, *, max_lag: int | None, face_expected: bool = True) -> Report:
-    """`face_expected=False`: the running stack is of a release without the public credentials
-    face (upgrade's health check before it brings one), so its absence is no problem."""
+def collect(stack: Stack, *, max_lag: int | None, face_expected: bool = True,
+            console_expected: bool = True) -> Report:
+    """`face_expected=False` / `console_expected=False`: the running stack is of a release
+    without the public credentials face / the console (upgrade's health check before it
+    brings one), so its absence is no problem."""
     report = Report()
     dependency_down = unhealthy = lagging = False
     try:
@@ -159,6 +162,9 @@ def collect(stack: Stack, *, max_lag: int | None, face_expected: bool = True) ->
                 unhealthy = True
                 report.problems.append(f"{name}: health qiji.followers is NOT_SERVING (an "
                                        "upstream refuses one of its followers)")
+        # The figures (services/statistics): how far their read model has read each log.
+        if "statistics" in SERVICES and report.services["statistics"]["health"] == "SERVING":
+            report.followers.extend(_figures(stack, metadata, positions))
         report.leaders = leaders(stack, scraped)
         for name in EVENT_SOURCED_SERVICES:
             seal = report.services[name].get("seal_lag")
@@ -170,6 +176,10 @@ def collect(stack: Stack, *, max_lag: int | None, face_expected: bool = True) ->
         if report.services[WEB]["health"] != "SERVING" and face_expected:
             unhealthy = True
             report.problems.append(f"{WEB} is {report.services[WEB]['health']}")
+        report.services[CONSOLE] = _http_face(stack.console_url, running_pid(stack, CONSOLE))
+        if report.services[CONSOLE]["health"] != "SERVING" and console_expected:
+            unhealthy = True
+            report.problems.append(f"{CONSOLE} is {report.services[CONSOLE]['health']}")
         report.relay = _relay(stack, conn, positions, scraped[RELAY])
         if not report.relay["healthy"]:
             unhealthy = True
@@ -285,9 +295,14 @@ def _integrity(scraped: Scraped) -> list[dict[str, Any]]:
 
 def _web(stack: Stack) -> dict[str, Any]:
     """The public credentials face: SERVING while /readyz says badges answers it."""
-    entry: dict[str, Any] = {"address": stack.web_url, "pid": running_pid(stack, WEB)}
+    return _http_face(stack.web_url, running_pid(stack, WEB))
+
+
+def _http_face(url: str, pid: int | None) -> dict[str, Any]:
+    """An HTTP face (the public one, the console): SERVING while its /readyz answers 200."""
+    entry: dict[str, Any] = {"address": url, "pid": pid}
     try:
-        http_get(f"{stack.web_url}/readyz")
+        http_get(f"{url}/readyz")
         entry["health"] = "SERVING"
     except OSError as error:
         entry["health"] = f"NOT_SERVING ({getattr(error, 'code', type(error).__name__)})"
@@ -331,6 +346,29 @@ def _followers(stack: Stack, name: str, positions: dict[str, int | None],
                       else max(0, upstream_position - int(value)),
                       **({"refused": "UNAUTHENTICATED or PERMISSION_DENIED"}
                          if refused.get(upstream) else {})})
+    return found
+
+
+def _figures(stack: Stack, metadata: Any, positions: dict[str, int | None]
+             ) -> list[dict[str, Any]]:
+    """The figures' position in each service's log beside the log's own, as a follower's."""
+    from qiji.statistics.v1 import statistics_service_pb2 as spb
+    from qiji.statistics.v1 import statistics_service_pb2_grpc as spb_grpc
+    with open_channel(stack.address("statistics"), dialling_tls()) as channel:
+        try:
+            read = spb_grpc.StatisticsServiceStub(channel).GetFreshness(
+                spb.GetFreshnessRequest(), metadata=metadata, timeout=5).positions
+        except grpc.RpcError as error:
+            return [{"service": "statistics", "upstream": "?", "position": None,
+                     "upstream_position": None, "lag": None,
+                     "error": f"GetFreshness: {error.code().name}"}]
+    found = []
+    for p in read:
+        upstream_position = positions.get(p.service)
+        found.append({"service": "statistics", "upstream": p.service, "position": p.position,
+                      "upstream_position": upstream_position,
+                      "lag": None if upstream_position is None
+                      else max(0, upstream_position - p.position)})
     return found
 
 

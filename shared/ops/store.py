@@ -37,6 +37,10 @@ from shared.ops import FAILED, REFUSED, VERIFICATION_FAILED, OpsError
 from shared.ops.stack import RELAY, Say, Stack, check_postgres, say
 from shared.ops.status import events_table, seal_head, table_exists
 
+# The figures' read model (services/statistics): its tables are made like the others', but it
+# is derived (never backed up: on a restored database it replays the logs).
+STATISTICS = "statistics"
+
 FORMAT = "qiji-backup/1"
 DUMP = "qiji.dump"
 MANIFEST = "manifest.json"
@@ -86,8 +90,10 @@ def _objects(conn: psycopg.Connection, schema: str) -> set[str]:
 
 
 def schemas(stack: Stack, out: Say = say) -> None:
-    """Creates what is missing, in every service's schema and the relay's; says what."""
+    """Creates what is missing, in every service's schema, the relay's and the figures'; says
+    what."""
     from services.relay.positions import PostgresPositions
+    from services.statistics.store import open_store
     from shared.audit import SealStore
 
     check_postgres(stack, create_database=True, out=out)
@@ -97,7 +103,7 @@ def schemas(stack: Stack, out: Say = say) -> None:
     except OpsError:
         master_key = bytes(32)
     with psycopg.connect(stack.conninfo(), autocommit=True) as conn:
-        for name in (*EVENT_SOURCED_SERVICES, RELAY):
+        for name in (*EVENT_SOURCED_SERVICES, RELAY, STATISTICS):
             settings = _settings(stack, name)
             schema = settings.postgres_schema
             had_schema = conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s",
@@ -105,6 +111,8 @@ def schemas(stack: Stack, out: Say = say) -> None:
             before = _objects(conn, schema)
             if name == RELAY:
                 PostgresPositions(settings).close()
+            elif name == STATISTICS:
+                open_store(settings).close()
             else:
                 with store_reader(settings, master_key) as app:
                     SealStore(app, create=True)

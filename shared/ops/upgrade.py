@@ -11,9 +11,10 @@ pull` / a new tarball, then `make venv protos`), and runs `deploy/upgrade`. It:
 3. creates what the new release's store needs (`deploy/schemas`; idempotent);
 4. makes the signing keys the release newly needs (as `up` does), then restarts the processes
    on the new code in start order — identity, training, merchants, badges, governance,
-   platform, the relay, then the public credentials face (started there if the old release
-   had none) — one at a time, each ready before the next is stopped (upstreams before their
-   followers; the gateway and the relay read everyone), so the stack keeps serving throughout.
+   platform, statistics, the relay, the public credentials face, then the console (each of
+   the last two started there if the old release had none) — one at a time, each ready
+   before the next is stopped (upstreams before their followers; the gateway, the figures
+   and the relay read everyone), so the stack keeps serving throughout.
    A stack an older release started without a supervisor, or whose supervisord lacks settings
    this release gives its processes (supervisord hands its own environment down), is stopped
    and started under a new supervisord instead (a few seconds without service);
@@ -35,6 +36,7 @@ from shared.cli import process_tokens
 from shared.ops import OK, REFUSED, UNHEALTHY, OpsError, store, supervision
 from shared.ops import status as status_ops
 from shared.ops.stack import (
+    CONSOLE,
     PROCESSES,
     STOP_TIMEOUT,
     WEB,
@@ -62,7 +64,11 @@ def upgrade(stack: Stack, *, backup_dir: Path | None, timeout: float, out: Say =
     # fixes, not a reason to refuse it.
     had_face = (WEB in supervision.processes(stack) if supervised
                 else stack.pid_file(WEB).exists())
-    before = status_ops.collect(stack, max_lag=None, face_expected=had_face)
+    # Nor is the absence of the console in a release before it.
+    had_console = (CONSOLE in supervision.processes(stack) if supervised
+                   else stack.pid_file(CONSOLE).exists())
+    before = status_ops.collect(stack, max_lag=None, face_expected=had_face,
+                                console_expected=had_console)
     if before.code != OK:
         raise OpsError(UNHEALTHY, "the stack is not healthy; fix it before upgrading:\n  "
                        + "\n  ".join(before.problems))

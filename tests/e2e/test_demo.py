@@ -100,6 +100,12 @@ LANDMARKS = [
     "opens their own record (骑手档案) in 骑迹外卖's app — one call, five services: 2 courses "
     "passed",
     "10 volunteer hours confirmed; 1 care package handed over; reports: EMERGENCY VERIFIED by",
+    # The month's figures as the social-work department reads them, the street office's own
+    # part, and one export that holds the same figures.
+    "as 钟楼区委社会工作部 reads them: 注册骑手 by street 荷花池街道 ",
+    "荷花池街道's office sees its own street only: 注册骑手 ",
+    "exports the month's 注册骑手 as ",
+    "街道, 数值): the same figures as the answers",
     # The audit trail of the perk: its redemption with the quota after it, and the claim's
     # history with who acted; then why the rider holds the Golden Bee.
     "quota after: 49",
@@ -108,7 +114,7 @@ LANDMARKS = [
     "holds 金蜂骑士",
     "an automatic award",
     "passed a CIVIC_EDUCATION course",
-    "The story is told: 34 steps",
+    "The story is told: 36 steps",
 ]
 
 
@@ -261,8 +267,9 @@ def test_a_second_qiji_run_on_the_same_data_folder_refuses_and_touches_nothing(
 @pytest.fixture(scope="module")
 def full_stack(postgres_db: str, tmp_path_factory: pytest.TempPathFactory
                ) -> Iterator[dict[str, ServiceProcess]]:
-    """The six services on PostgreSQL, one process each, wired to each other's feeds by
-    address as deploy/README.md runs them: one master key, one tokens file, small pools."""
+    """The six services and the figures on PostgreSQL, one process each, wired to each
+    other's feeds by address as deploy/README.md runs them: one master key, one tokens file,
+    small pools."""
     tmp = tmp_path_factory.mktemp("demo-postgres")
     common = {"QIJI_POSTGRES_POOL_SIZE": "2"}
     (tmp / "identity").mkdir()
@@ -283,6 +290,8 @@ def full_stack(postgres_db: str, tmp_path_factory: pytest.TempPathFactory
         upstreams = [("training", training), ("merchants", merchants), ("badges", badges),
                      ("governance", governance)]
         beside("platform", **{f"PLATFORM_{s.upper()}_ADDRESS": p.address for s, p in upstreams})
+        beside("statistics",
+               **{f"STATISTICS_{s.upper()}_ADDRESS": p.address for s, p in upstreams})
         # identity reads riders' records from the four: once they are up, it is told where
         # (as an operator deploying them one by one would, with a restart).
         identity.env.update({f"IDENTITY_{s.upper()}_ADDRESS": p.address for s, p in upstreams},

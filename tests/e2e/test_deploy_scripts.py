@@ -253,6 +253,10 @@ def test_the_full_stack_runs_backs_up_restores_rotates_and_stops(operator: Opera
     assert held("relay") == {"QIJI_SERVICE_TOKEN", "QIJI_POSTGRES_PASSWORD",
                              "RELAY_AMQP_URI"} & secrets
     assert held("badges") >= {"QIJI_MASTER_KEY_FILE", "BADGES_SIGNING_KEY_FILE"}
+    # The figures: their store, the feeds, and each event's MAC checked (no signing key).
+    assert held("statistics") == {"QIJI_SERVICE_TOKEN", "QIJI_POSTGRES_PASSWORD",
+                                  "QIJI_MASTER_KEY_FILE"} & secrets
+    assert held("console") == set()  # it calls with each signed-in official's own token
     with grpc.insecure_channel(operator.address("badges")) as channel:
         face_pid = report["supervisor"]["processes"]["credentials"]["pid"]
         face = Client(channel, environ(face_pid)["QIJI_PUBLIC_READER_TOKEN"], "badges")
@@ -369,9 +373,10 @@ def test_the_full_stack_runs_backs_up_restores_rotates_and_stops(operator: Opera
         assert refused.code == grpc.StatusCode.UNAUTHENTICATED
         assert organisations(new) == known
 
-    # Restart by hand: every process, one at a time in start order (the public face last),
-    # each ready again on a new pid before the next; none of it counted as a crash.
-    order = [*DEFAULT_PORTS, "relay", "credentials"]
+    # Restart by hand: every process, one at a time in start order (the public face, then the
+    # console, last), each ready again on a new pid before the next; none of it counted as a
+    # crash.
+    order = [*DEFAULT_PORTS, "relay", "credentials", "console"]
     before = operator.status()[1]["supervisor"]["processes"]
     restarted = operator.run("restart", connection=False)
     assert restarted.returncode == 0, restarted.stdout + restarted.stderr
@@ -411,12 +416,12 @@ def test_the_full_stack_runs_backs_up_restores_rotates_and_stops(operator: Opera
         assert Client(channel, stale, "identity").GetRider(ipb.GetRiderRequest(
             rider_id=rider.rider_id)).rider.rider_id == rider.rider_id
 
-    # Down: every process gone (the six services, the relay, the public credentials face),
-    # supervisord too; down again is fine.
+    # Down: every process gone (the six services, the figures, the relay, the public
+    # credentials face, the console), supervisord too; down again is fine.
     supervisor = operator.status()[1]["supervisor"]
-    assert set(supervisor["processes"]) == {*DEFAULT_PORTS, "relay", "credentials"}
+    assert set(supervisor["processes"]) == {*DEFAULT_PORTS, "relay", "credentials", "console"}
     pids = [supervisor["pid"], *(p["pid"] for p in supervisor["processes"].values())]
-    assert len(pids) == 9 and all(pids)
+    assert len(pids) == 1 + len(DEFAULT_PORTS) + 3 and all(pids)
     down = operator.run("down", connection=False)
     assert down.returncode == 0, down.stderr
     assert not [pid for pid in pids if _alive(pid)]

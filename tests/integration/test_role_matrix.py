@@ -155,3 +155,63 @@ def test_a_token_added_or_rotated_takes_effect_at_once_in_every_service(
     refused = call(qiji, "governance", f"/{API_NAMES['governance']}/SubmitReport", demoted)
     assert (refused.code, refused.reason) == (grpc.StatusCode.PERMISSION_DENIED,
                                               "ROLE_NOT_ALLOWED")
+
+
+# ---------------------------------------------------------------------------- the figures
+# The statistics process (services/statistics): its own guard and access table over a read
+# model of the five services' logs, on the same tokens file.
+
+def figures_paths() -> list[str]:
+    from services.statistics.grpc_api import SERVICE_NAME
+    return [f"/{SERVICE_NAME}/{m.name}"
+            for m in descriptor_pool.Default().FindServiceByName(SERVICE_NAME).methods]
+
+
+def figures_role_cases(allowed: bool) -> list[Any]:
+    from services.statistics.grpc_api import ACCESS
+    return [pytest.param(path, role, id=f"statistics{path}-{role}")
+            for path in figures_paths() for role in sorted(ROLES)
+            if (role in ACCESS[path].roles) == allowed]
+
+
+@pytest.fixture(scope="module")
+def figures(qiji: InProcessQiji, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    from tests.inprocess import Figures
+    served = Figures.over(qiji, {"QIJI_DATA_DIR": str(tmp_path_factory.mktemp("figures"))})
+    yield served
+    served.close()
+
+
+@pytest.mark.parametrize("path", figures_paths())
+def test_the_figures_refuse_a_caller_without_a_known_token(qiji: InProcessQiji, figures: Any,
+                                                           path: str) -> None:
+    for token in (None, UNKNOWN_TOKEN):
+        refused = figures.call(path, _empty(path), token)
+        assert refused.code == grpc.StatusCode.UNAUTHENTICATED
+        assert UNKNOWN_TOKEN not in refused.message
+
+
+@pytest.mark.parametrize(("path", "role"), figures_role_cases(allowed=False))
+def test_a_role_the_figures_do_not_allow_is_permission_denied(
+        qiji: InProcessQiji, figures: Any, path: str, role: str) -> None:
+    refused = figures.call(path, _empty(path), qiji.tokens[role])
+    assert (refused.code, refused.reason, refused.domain) == (
+        grpc.StatusCode.PERMISSION_DENIED, "ROLE_NOT_ALLOWED", "statistics.qiji")
+    assert refused.metadata.get("principal") == f"roles-{role}"
+    assert qiji.tokens[role] not in refused.message
+
+
+@pytest.mark.parametrize(("path", "role"), figures_role_cases(allowed=True))
+def test_an_allowed_role_reaches_the_figures_and_writes_nothing(
+        qiji: InProcessQiji, figures: Any, path: str, role: str) -> None:
+    """A department is admitted by the table and then asked which it is: the figures are the
+    social-work department's, and this one acts for an organisation that is none."""
+    before = qiji.positions()
+    answer = figures.call(path, _empty(path), qiji.tokens[role])
+    if role == "department":
+        assert (answer.code, answer.reason) == (grpc.StatusCode.PERMISSION_DENIED,
+                                                "OUT_OF_SCOPE")
+    else:
+        assert answer.code not in FORBIDDEN_FOR_ALLOWED, (path, role, answer)
+    assert "Traceback" not in answer.message
+    assert qiji.positions() == before

@@ -1029,3 +1029,96 @@ class TestEveryCommandAsItsOwnTenant:
     def test_a_tenant_is_admitted_to_change_what_it_holds(self, world: World, service: str,
                                                           path: str, role: str) -> None:
         admitted(world, service, path, role)
+
+
+# ---------------------------------------------------------------------------- the figures
+
+
+def figures_of(w: World) -> Any:
+    """The city's figures over the world's five services, behind their guard."""
+    from tests.inprocess import Figures
+    settings = w.qiji.apps["identity"].settings
+    schema = f"s_{uuid.uuid4().hex[:12]}"
+    env = {"QIJI_DATA_DIR": str(settings.data_dir), "STATISTICS_POSTGRES_SCHEMA": schema}
+    if settings.persistence == "postgres":
+        env.update(pg_env(settings.postgres_dbname, schema))
+    return Figures.over(w.qiji, env)
+
+
+def figure_values(answer: Any) -> dict[tuple[str, str], str]:
+    """(period, key) -> value of a QueryFigures answer."""
+    assert answer.ok, answer
+    return {(f.period_label, f.key): f.value for f in answer.response.figures}
+
+
+# The organisation kinds a drill-down takes, by the dimension that names them.
+WITHIN_OF_ROLE = {"street_office": "STREET", "community": "COMMUNITY", "platform": "PLATFORM",
+                  "merchant": "MERCHANT"}
+
+
+class TestTheFiguresAsAnotherTenant:
+    """Every measure by every dimension it has, asked by B's street office, community,
+    platform and merchant: B sees exactly its own part of the city — what the city admin sees
+    within B's organisation — and so nothing of A's; a drill-down into A's organisation is
+    refused, as is every RPC to a caller with no figures. The world's departments are its
+    social-work departments, which read the whole city."""
+
+    def test_each_tenant_sees_exactly_its_own_part_and_never_anothers(self, world: World
+                                                                      ) -> None:
+        from qiji.statistics.v1 import statistics_service_pb2 as spb
+        figures = figures_of(world)
+        stats = figures.statistics
+        try:
+            now = datetime.now(UTC)
+            period = {"granularity": spb.GRANULARITY_WHOLE_RANGE,
+                      "start_time": ts(now - timedelta(days=3)),
+                      "end_time": ts(now + timedelta(days=3))}
+            checked = shown_some = 0
+            for measure in stats.measures():
+                for dimension in sorted(measure.dimensions):
+                    for role, kind in WITHIN_OF_ROLE.items():
+                        asked = spb.QueryFiguresRequest(
+                            measure=measure.name, page_size=5000,
+                            dimension=spb.Dimension.Value(f"DIMENSION_{dimension}"), **period)
+                        seen = figure_values(figures.call("QueryFigures", asked,
+                                                 world.token("b", role)))
+                        if kind in measure.dimensions:
+                            asked.within_organisation_id = world.organisation("b", role)
+                            within = figures.call("QueryFigures", asked, world.admin)
+                            assert seen == figure_values(within), (measure.name, dimension,
+                                                                   role)
+                        else:
+                            # Facts of this measure never name a tenant of this kind.
+                            assert set(seen.values()) <= {"0"}, (measure.name, dimension, role)
+                        assert world.organisation("a", role) not in {k for _, k in seen}
+                        checked += 1
+                        shown_some += any(v != "0" for v in seen.values())
+            assert checked > 100 and shown_some > 20, (checked, shown_some)
+            for role, kind in WITHIN_OF_ROLE.items():
+                refused = figures.call("QueryFigures", spb.QueryFiguresRequest(
+                    measure="riders_registered", dimension=spb.DIMENSION_CITY,
+                    within_organisation_id=world.organisation("a", role), **period),
+                    world.token("b", role))
+                assert (refused.code, refused.reason) in {
+                    (grpc.StatusCode.PERMISSION_DENIED, "OUT_OF_SCOPE"),
+                    # riders are not counted by merchant or community: no drill-down there
+                    (grpc.StatusCode.INVALID_ARGUMENT, "DIMENSION_NOT_APPLICABLE")}, (
+                        role, refused)
+                if kind in {"STREET", "PLATFORM"}:
+                    assert refused.reason == "OUT_OF_SCOPE", role
+            for rpc, request in (("ListMeasures", spb.ListMeasuresRequest()),
+                                 ("GetFreshness", spb.GetFreshnessRequest()),
+                                 ("QueryFigures", spb.QueryFiguresRequest(
+                                     measure="riders_registered",
+                                     dimension=spb.DIMENSION_CITY, **period)),
+                                 ("ExportFigures", spb.ExportFiguresRequest(
+                                     measures=["riders_registered"],
+                                     dimension=spb.DIMENSION_CITY,
+                                     format=spb.EXPORT_FORMAT_CSV, **period))):
+                provider = figures.call(rpc, request, world.token("b", "education_provider"))
+                assert (provider.code, provider.reason) == (
+                    grpc.StatusCode.PERMISSION_DENIED, "ROLE_NOT_ALLOWED"), rpc
+                for role in (*WITHIN_OF_ROLE, "department"):
+                    assert figures.call(rpc, request, world.token("b", role)).ok, (rpc, role)
+        finally:
+            figures.close()

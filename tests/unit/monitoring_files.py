@@ -9,16 +9,16 @@ from pathlib import Path
 
 import yaml
 
-from shared.cli import SERVICES, WEB
+from shared.cli import CONSOLE, SERVICES, WEB
 from tests.conftest import missing_server
 
 ROOT = Path(__file__).resolve().parents[2]
 MONITORING = ROOT / "deploy" / "monitoring"
 ALERT_RULES = MONITORING / "qiji-alerts.yml"
 DASHBOARD = MONITORING / "grafana-qiji.json"
-# Every process that serves /metrics: the six gRPC services, the relay and the public
-# credentials face.
-PROCESSES = {*SERVICES, "relay", WEB}
+# Every process that serves /metrics: the gRPC services (the figures among them), the relay,
+# the public credentials face and the console.
+PROCESSES = {*SERVICES, "relay", WEB, CONSOLE}
 # The one scrape job the rules and the dashboard select (up{job="qiji"}).
 JOB = "qiji"
 

@@ -20,6 +20,8 @@ from services.identity.service import SPEC as IDENTITY
 from services.merchants.service import SPEC as MERCHANTS
 from services.platform.grpc_api import ACCESS as PLATFORM_ACCESS
 from services.platform.grpc_api import SERVICE_NAME as PLATFORM_SERVICE
+from services.statistics.grpc_api import ACCESS as STATISTICS_ACCESS
+from services.statistics.grpc_api import SERVICE_NAME as STATISTICS_SERVICE
 from services.training.service import SPEC as TRAINING
 from shared import auth
 from shared.context import Actor
@@ -58,6 +60,8 @@ def all_entries() -> list[Any]:
              for spec in SPECS for path, access in service_access(spec).items()]
     cases += [pytest.param("platform", path, access, id=f"platform{path}")
               for path, access in PLATFORM_ACCESS.items()]
+    cases += [pytest.param("statistics", path, access, id=f"statistics{path}")
+              for path, access in STATISTICS_ACCESS.items()]
     return cases
 
 
@@ -112,6 +116,22 @@ def test_the_platform_gateway_table_covers_its_service() -> None:
     methods = descriptor_pool.Default().FindServiceByName(PLATFORM_SERVICE).methods
     assert set(PLATFORM_ACCESS) == {f"/{PLATFORM_SERVICE}/{m.name}" for m in methods}
     assert all(a.roles == {auth.PLATFORM} for a in PLATFORM_ACCESS.values())
+
+
+def test_the_figures_table_covers_their_service_and_scopes_each_tenant_to_its_own() -> None:
+    """The figures are filtered by the read model's Viewer, from the caller's own organisation
+    (never from the request): each tenant role that may hold figures is scoped OWN; a caller
+    that acts for nobody, an education provider and the public face are refused."""
+    methods = descriptor_pool.Default().FindServiceByName(STATISTICS_SERVICE).methods
+    assert set(STATISTICS_ACCESS) == {f"/{STATISTICS_SERVICE}/{m.name}" for m in methods}
+    for path, access in STATISTICS_ACCESS.items():
+        assert not access.problems() and not access.public, path
+        assert access.roles & CITY_WIDE_ROLES == {auth.CITY_ADMIN, auth.AUDITOR, auth.OPERATOR,
+                                                  auth.SERVICE}, path
+        assert set(access.scopes) == {auth.STREET_OFFICE, auth.COMMUNITY, auth.PLATFORM,
+                                      auth.MERCHANT, auth.DEPARTMENT}, path
+        assert all(isinstance(t, Own) for t in access.scopes.values()), path
+        assert not access.request_id_required, path  # the figures make nothing
 
 
 @pytest.mark.parametrize(("service", "path", "access", "role"), tenant_cases())

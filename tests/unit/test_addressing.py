@@ -60,7 +60,8 @@ def test_a_port_base_a_host_and_one_address_elsewhere(data: Path) -> None:
                     env(data, QIJI_IDENTITY_ADDRESS="ignored:1"))
     assert found.addresses == {"identity": "10.0.0.5:52051", "training": "10.0.0.5:52052",
                                "merchants": "10.0.0.5:52053", "badges": "10.0.0.5:52054",
-                               "governance": "10.0.0.6:7000", "platform": "10.0.0.5:52056"}
+                               "governance": "10.0.0.6:7000", "platform": "10.0.0.5:52056",
+                               "statistics": "10.0.0.5:52058"}
 
 
 def test_a_run_directory_gives_the_ports_the_token_and_the_tokens_file(

@@ -41,6 +41,8 @@ FREE_TEXT = {
     "--token": "a token: refused by the service if wrong (UNAUTHENTICATED, one line)",
     "--certificate-subject": "a certificate's name: only ever compared",
     "--feed-token": "a token: refused by the feed if wrong (UNAUTHENTICATED, one line)",
+    "--measure": "a measure's name: one the catalogue lacks is refused by the figures "
+                 "(INVALID_ARGUMENT MEASURE_UNKNOWN, one line)",
 }
 BAD_OPTIONS: dict[str, list[str]] = {
     "--organisation-id": ["nope", "12345"],
@@ -76,7 +78,9 @@ def options(parser: argparse.ArgumentParser) -> list[argparse.Action]:
 
 
 # Values for the options a subcommand requires.
-REQUIRED = {"--role": "auditor", "--organisation-id": ID, "--out": "{tmp}/witness.jsonl"}
+REQUIRED = {"--role": "auditor", "--organisation-id": ID, "--out": "{tmp}/witness.jsonl",
+            "--measure": "riders_registered", "--from": "2026-03-01", "--to": "2026-03-31",
+            "--output": "{tmp}/figures.csv"}
 
 
 def good_words(parser: argparse.ArgumentParser, *, but: str = "", bad: str = "") -> list[str]:

@@ -86,10 +86,13 @@ def test_the_tokens_file_is_mounted_by_its_directory_so_rotations_reach_the_serv
 
 def test_keys_reach_the_five_services_only():
     """The gateway and the relay face outside parties and hold no key (the services check
-    every event's MAC for them); every service holds the master and audit signing keys."""
+    every event's MAC for them); every service holds the master and audit signing keys; the
+    figures the master key alone (they check each event's MAC, and sign nothing)."""
     services = _compose()["services"]
     for name in ("platform", "relay"):
         assert not [k for k in services[name]["environment"] if "KEY" in k], name
+    assert [k for k in services["statistics"]["environment"] if "KEY" in k] == [
+        "QIJI_MASTER_KEY"]
     for name in ("identity", "training", "merchants", "badges", "governance"):
         env = services[name]["environment"]
         assert {"QIJI_MASTER_KEY", "QIJI_AUDIT_SIGNING_KEY"} <= set(env), name
@@ -107,6 +110,8 @@ def test_each_process_is_given_only_the_secrets_it_uses():
     assert secrets("credentials") == {"QIJI_PUBLIC_READER_TOKEN"}
     assert secrets("platform") == {"QIJI_SERVICE_TOKEN"}
     assert secrets("relay") == {"QIJI_POSTGRES_PASSWORD", "QIJI_SERVICE_TOKEN", "RELAY_AMQP_URI"}
+    assert secrets("statistics") == {"QIJI_POSTGRES_PASSWORD", "QIJI_SERVICE_TOKEN",
+                                     "QIJI_MASTER_KEY"}
     for name in [*SERVICES, "relay", "credentials"]:
         assert all(holds(name, k) for k in secrets(name)), name
     assert "QIJI_POSTGRES_PASSWORD" in secrets("identity")

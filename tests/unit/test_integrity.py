@@ -150,6 +150,10 @@ GIVEN = {
     "platform": {"QIJI_SERVICE_TOKEN"},
     "relay": STORE | {"RELAY_AMQP_URI"},
     "credentials": {"QIJI_PUBLIC_READER_TOKEN"},
+    # The figures check each event's MAC (the master key) and sign nothing.
+    "statistics": STORE | {"QIJI_MASTER_KEY", "QIJI_MASTER_KEY_FILE"},
+    # The console calls with each signed-in official's own token: it holds no secret at all.
+    "console": set(),
 }
 
 

@@ -77,7 +77,8 @@ def test_every_upstream_address_names_a_service_that_exists():
 
 def test_keys_reach_the_five_services_only():
     """qiji-keys (master key, audit signing key) only to the five services, qiji-badges-key
-    only to badges: the gateway and the relay hold no key."""
+    only to badges: the gateway and the relay hold no key; the figures the master key alone
+    (they check each event's MAC, and sign nothing)."""
     for name, deployment in by("Deployment").items():
         if name in ("qiji-prometheus", "qiji-grafana"):
             continue  # monitoring, not Qiji's processes
@@ -88,7 +89,10 @@ def test_keys_reach_the_five_services_only():
         keyed = service in ("identity", "training", "merchants", "badges", "governance")
         assert ("qiji-keys" in secrets) == keyed, name
         assert ("qiji-badges-key" in secrets) == (service == "badges"), name
-        assert not [e for e in container.get("env", []) if "KEY" in e["name"]], name
+        keys = [(e["name"], e["valueFrom"]["secretKeyRef"]["name"])
+                for e in container.get("env", []) if "KEY" in e["name"]]
+        assert keys == ([("QIJI_MASTER_KEY", "qiji-keys")] if service == "statistics" else []), \
+            name
 
 
 # What each Secret holds (the manifest's header says so to the operator who makes them).
@@ -112,12 +116,15 @@ def secrets_given(deployment: dict) -> set[str]:
 
 def test_each_process_is_given_only_the_secrets_it_uses():
     """The internet-facing face holds only its public_reader token, the gateway only the
-    service token, the relay the store's password, the service token and the broker's URI."""
+    service token, the relay the store's password, the service token and the broker's URI,
+    the figures the store's password, the service token and the master key."""
     deployments = by("Deployment")
     assert secrets_given(deployments["qiji-credentials"]) == {"QIJI_PUBLIC_READER_TOKEN"}
     assert secrets_given(deployments["qiji-platform"]) == {"QIJI_SERVICE_TOKEN"}
     assert secrets_given(deployments["qiji-relay"]) == {
         "QIJI_POSTGRES_PASSWORD", "QIJI_SERVICE_TOKEN", "RELAY_AMQP_URI"}
+    assert secrets_given(deployments["qiji-statistics"]) == {
+        "QIJI_POSTGRES_PASSWORD", "QIJI_SERVICE_TOKEN", "QIJI_MASTER_KEY"}
     for name in [*SERVICES, "relay", "credentials"]:
         assert all(holds(name, key) for key in secrets_given(deployments[f"qiji-{name}"]))
     header = (K8S / "qiji.yaml").read_text().split("apiVersion", 1)[0]

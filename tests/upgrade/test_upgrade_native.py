@@ -98,9 +98,10 @@ def test_the_stack_of_release_0_1_0_upgrades_and_keeps_every_event(
     code, report = operator.status()
     assert code == 0, report["problems"]
     assert report["supervisor"]["pid"], "the upgraded stack is supervised"
-    # With the process 0.1.0 did not have: the public credentials face, under the RSA key the
-    # upgrade made (0.1.0 had an Ed25519 key only).
-    assert set(report["supervisor"]["processes"]) == {*DEFAULT_PORTS, "relay", "credentials"}
+    # With the processes 0.1.0 did not have: the public credentials face, under the RSA key the
+    # upgrade made (0.1.0 had an Ed25519 key only), the figures and the console.
+    assert set(report["supervisor"]["processes"]) == {*DEFAULT_PORTS, "relay", "credentials",
+                                                      "console"}
     assert (run / "badges-signing-rsa.pem").stat().st_mode & 0o077 == 0
     for name, entry in report["services"].items():
         assert entry["health"] == "SERVING", (name, entry)
