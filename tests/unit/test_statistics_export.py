@@ -21,9 +21,10 @@ from services.statistics.domain.facts import Dimension, Measure, MeasureKind
 
 HOURS = Measure(name="training_hours", label="培训学时", unit="小时", service="training",
                 dimensions=frozenset({Dimension.CITY, Dimension.STREET}), description="",
-                kind=MeasureKind.FLOW, scale=60)
+                explanation="", kind=MeasureKind.FLOW, scale=60)
 RIDERS = Measure(name="riders_registered", label="注册骑手", unit="人", service="identity",
-                 dimensions=frozenset({Dimension.CITY, Dimension.STREET}), description="")
+                 dimensions=frozenset({Dimension.CITY, Dimension.STREET}), description="",
+                 explanation="")
 # 1 March 2026 in the city (UTC+8) is 28 February 16:00 UTC.
 MARCH = datetime(2026, 2, 28, 16, tzinfo=UTC)
 APRIL = datetime(2026, 3, 31, 16, tzinfo=UTC)

@@ -59,10 +59,10 @@ _OF_RIDER = frozenset({_D.CITY, _D.DISTRICT, _D.STREET, _D.STATION, _D.PLATFORM}
 
 
 def _measure(name: str, label: str, unit: str, dimensions: frozenset[Dimension],
-             description: str, kind: MeasureKind = MeasureKind.FLOW, scale: int = 1
-             ) -> Measure:
+             description: str, explanation: str, kind: MeasureKind = MeasureKind.FLOW,
+             scale: int = 1) -> Measure:
     return Measure(name=name, label=label, unit=unit, service=SERVICE, dimensions=dimensions,
-                   description=description, kind=kind, scale=scale)
+                   description=description, explanation=explanation, kind=kind, scale=scale)
 
 
 MEASURES: tuple[Measure, ...] = (
@@ -71,26 +71,39 @@ MEASURES: tuple[Measure, ...] = (
              "day the service started (not of the confirmation), at the confirming community, "
              "with the rider's platform and station. Logged service never confirmed, or "
              "rejected, counts nothing. Exact to the hundredth of an hour.",
+             "经社区确认的志愿服务（爱心公益）时长，按服务开始当日（而非确认日）计入当期；"
+             "按确认的社区统计，并计骑手的平台和站点。已登记但未经确认或被驳回的服务不计。"
+             "精确到0.01小时。",
              scale=HOURS_SCALE),
     _measure(VOLUNTEER_SHIFTS_CONFIRMED, "志愿服务人次", "人次", _AT_COMMUNITY,
              "Volunteer shifts a community confirmed (one rider's one stretch of service, "
              "logged or recorded as attendance at an activity), in the period of the day the "
-             "service started, at the confirming community."),
+             "service started, at the confirming community.",
+             "经社区确认的志愿服务人次（一名骑手的一段服务，含自行登记的服务和参加活动的签到"
+             "记录），按服务开始当日计入当期；按确认的社区统计。"),
     _measure(BADGES_AWARDED, "授予徽章", "枚", _OF_RIDER,
              "Badges (金蜂骑士, 青蜂骑士...) awarded to riders, automatically or by an official, "
              "at the moment of the award, in the rider's home street with their platform and "
              "station. A later revocation or expiry does not take it back here: it counts in "
-             "badges_revoked or badges_expired when it happens."),
+             "badges_revoked or badges_expired when it happens.",
+             "授予骑手的徽章（金蜂骑士、青蜂骑士等）枚数，含系统自动授予和工作人员授予，以"
+             "授予时间计入当期；按骑手常住街道、所属平台和站点统计。此后撤销或到期的，不在本项"
+             "扣减，分别在发生时计入“撤销徽章”“到期徽章”。"),
     _measure(BADGES_REVOKED, "撤销徽章", "枚", _OF_RIDER,
              "Awards an official revoked, at the moment of the revocation, where the award "
-             "was counted."),
+             "was counted.",
+             "工作人员撤销的徽章枚数，以撤销时间计入当期；计入原授予所计的街道、平台和站点。"),
     _measure(BADGES_EXPIRED, "到期徽章", "枚", _OF_RIDER,
              "Awards that reached the end of their validity, at their expiry moment, where "
-             "the award was counted."),
+             "the award was counted.",
+             "有效期届满的徽章枚数，以到期时间计入当期；计入原授予所计的街道、平台和站点。"),
     _measure(BADGES_IN_FORCE, "有效徽章", "枚", _OF_RIDER,
              "Awards in force at the end of the period: awarded, neither revoked nor expired "
              "by then (an award grown into the next badge of its ladder stays in force), "
-             "where the award was counted.", MeasureKind.STOCK),
+             "where the award was counted.",
+             "期末仍有效的徽章枚数（存量）：已授予、到期末既未撤销也未到期的；晋升为同一序列"
+             "下一级徽章的，原徽章仍计为有效；计入原授予所计的街道、平台和站点。",
+             MeasureKind.STOCK),
 )
 
 _SHIFT, _AWARD = "shift", "award"

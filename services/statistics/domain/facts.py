@@ -46,7 +46,12 @@ class MeasureKind(StrEnum):
 @dataclass(frozen=True)
 class Measure:
     """One measure of the catalogue. `scale`: facts store integers (exact sums whatever the
-    order); a measure in hours stores minutes and has scale 60."""
+    order); a measure in hours stores minutes and has scale 60.
+
+    `description` is the developers' precise definition (English, naming the measures it
+    relates to); `explanation` says the same to the city's officials, who read Chinese: what is
+    counted and which moment puts it in a period, as a monthly report's 口径说明 says it. The
+    console and the exports show the explanation."""
 
     name: str
     label: str
@@ -54,6 +59,7 @@ class Measure:
     service: str
     dimensions: frozenset[Dimension]
     description: str
+    explanation: str
     kind: MeasureKind = MeasureKind.FLOW
     scale: int = 1
 

@@ -94,12 +94,14 @@ _OF_RIDER = frozenset({_D.CITY, _D.DISTRICT, _D.STREET, _D.STATION, _D.PLATFORM}
 _IN_STREET = frozenset({_D.CITY, _D.DISTRICT, _D.STREET})
 _ROUND = ("Each report once per round of handling (a report reopened and handled again counts "
           "again in the period of its second round)")
+_ROUND_ZH = "每件事项每轮办理计一次（重办后再次办理的，在第二轮所在的期间再计一次）"
 
 
 def _measure(name: str, label: str, unit: str, dimensions: frozenset[Dimension],
-             description: str, kind: MeasureKind = MeasureKind.FLOW) -> Measure:
+             description: str, explanation: str, kind: MeasureKind = MeasureKind.FLOW
+             ) -> Measure:
     return Measure(name=name, label=label, unit=unit, service=SERVICE, dimensions=dimensions,
-                   description=description, kind=kind)
+                   description=description, explanation=explanation, kind=kind)
 
 
 MEASURES: tuple[Measure, ...] = (
@@ -107,63 +109,95 @@ MEASURES: tuple[Measure, ...] = (
              "Reports riders submitted (异常情况预警, 突发事件直报, 社情民意传达), at the moment "
              "of submission, in the report's street, by kind and category, with the platform "
              "and station of the rider. Duplicates of an open report count too "
-             "(reports_merged_as_duplicates says how many)."),
+             "(reports_merged_as_duplicates says how many).",
+             "骑手上报的事项件数（异常情况预警、突发事件直报、社情民意传达），以上报时间计入"
+             "当期；按事项所在街道、上报类型和类别统计，并计上报骑手的平台和站点。与在办事项"
+             "重复的也计入（其件数见“合并重复事项”）。"),
     _measure(REPORTS_MERGED_AS_DUPLICATES, "合并重复事项", "件", _REPORT,
              "Reports linked to an open report of the same incident instead of being routed, "
-             "at their submission, where the report was counted."),
+             "at their submission, where the report was counted.",
+             "因与同一事件的在办事项重复而合并、未另行派单的上报件数，以上报时间计入当期；"
+             "计入该上报所计的街道、类型、类别、平台和站点。"),
     _measure(REPORTS_ACKNOWLEDGED, "签收事项", "件", _REPORT,
              f"Reports a department acknowledged: {_ROUND.lower()}, at the first "
              "acknowledgement of the round by any of its departments (a transfer within the "
-             "round does not count it again)."),
+             "round does not count it again).",
+             f"承办部门签收的事项件数：{_ROUND_ZH}，以该轮任一部门首次签收的时间计入当期"
+             "（同一轮内转办的不重复计）。"),
     _measure(REPORTS_CLOSED, "办结事项", "件", _REPORT,
              f"Reports closed, resolved or rejected, every department having answered: "
              f"{_ROUND.lower()}, at the closing. A closing that upholds a reopened report's "
-             "outcome restores what was counted and counts nothing new."),
+             "outcome restores what was counted and counts nothing new.",
+             f"各承办部门均已答复、已办结（已解决或退回）的事项件数：{_ROUND_ZH}，以办结时间"
+             "计入当期。重办事项办结后维持原结果的，恢复原先所计，不另计新件。"),
     _measure(REPORTS_RESOLVED, "已解决事项", "件", _REPORT,
              "Reports closed as resolved (at least one department resolved it), as "
-             "reports_closed counts them."),
+             "reports_closed counts them.",
+             "办结时为已解决（至少一个承办部门已解决）的事项件数，计法同“办结事项”。"),
     _measure(REPORTS_REJECTED, "退回事项", "件", _REPORT,
              "Reports closed as rejected (every department rejected it: a duplicate, nothing "
-             "to act on), as reports_closed counts them."),
+             "to act on), as reports_closed counts them.",
+             "办结时为退回（所有承办部门均退回：如重复上报、无须处置）的事项件数，计法同"
+             "“办结事项”。"),
     _measure(REPORTS_VERIFIED, "核实事项", "件", _REPORT,
              "Resolved reports the street office verified, at the verification; an upheld "
-             "outcome's verification again counts nothing new."),
+             "outcome's verification again counts nothing new.",
+             "经街道办核实的已解决事项件数，以核实时间计入当期；维持原结果后再次核实的，不另计。"),
     _measure(REPORTS_REOPENED, "重办事项", "件", _REPORT,
              "Closed reports the rider's unsatisfied rating reopened for the street office, "
              "at the moment of the reopening. What was counted of the earlier round stays in "
-             "its period."),
+             "its period.",
+             "骑手评价不满意、重新交街道办办理的已办结事项件数，以重办时间计入当期。上一轮已计"
+             "的数字仍留在原来的期间。"),
     _measure(REPORTS_IN_HAND, "在办事项", "件", _REPORT,
              "Reports open at the end of the period: submitted or reopened and not closed "
-             "since (a duplicate is merged at once and never open).", MeasureKind.STOCK),
+             "since (a duplicate is merged at once and never open).",
+             "期末尚在办理的事项件数（存量）：已上报或已重办、此后尚未办结的；重复上报的当即"
+             "合并，不计为在办。", MeasureKind.STOCK),
     _measure(RATINGS_SATISFIED, "满意评价", "次", _REPORT,
              "Riders' ratings of a closed report's outcome answered 满意 (satisfied), at the "
              "moment of the rating; a report rated again after a second round counts each "
-             "answer. The satisfaction rate is governance's (GetServiceRates)."),
+             "answer. The satisfaction rate is governance's (GetServiceRates).",
+             "骑手对已办结事项的办理结果评价为“满意”的次数，以评价时间计入当期；第二轮办理后"
+             "再次评价的，每次评价都计。满意率见“接诉即办 · 三率”。"),
     _measure(RATINGS_BASICALLY_SATISFIED, "基本满意评价", "次", _REPORT,
-             "Ratings answered 基本满意 (basically satisfied), as report_ratings_satisfied."),
+             "Ratings answered 基本满意 (basically satisfied), as report_ratings_satisfied.",
+             "评价为“基本满意”的次数，计法同“满意评价”。"),
     _measure(RATINGS_UNSATISFIED, "不满意评价", "次", _REPORT,
              "Ratings answered 不满意 (unsatisfied), as report_ratings_satisfied; the first "
-             "one of a report reopens it (reports_reopened)."),
+             "one of a report reopens it (reports_reopened).",
+             "评价为“不满意”的次数，计法同“满意评价”；一件事项的首次不满意评价使其重办"
+             "（见“重办事项”）。"),
     _measure(HELP_REQUESTS_ASKED, "帮扶求助", "件", _OF_RIDER,
              "Riders' requests for help (帮扶: hardship, legal aid, psychological support, "
              "work injury, labour disputes), at the moment asked, in the rider's home street. "
              "Counts only: nothing of what was said. With the rider's platform and station "
              "only when asked through the platform; one asked at the street office's counter "
-             "counts for its street and the city, never for a platform."),
+             "counts for its street and the city, never for a platform.",
+             "骑手提出的帮扶求助件数（生活困难、法律援助、心理支持、工伤、劳动争议），以求助"
+             "时间计入当期；按骑手常住街道统计。只计件数，不含求助内容。经平台提出的，计骑手的"
+             "平台和站点；在街道办窗口提出的，只计入该街道和全市，不计入任何平台。"),
     _measure(HELP_REQUESTS_ANSWERED, "帮扶办结", "件", _OF_RIDER,
              "Help requests every department they went to gave its outcome on, at the last "
-             "outcome, where the request was counted."),
+             "outcome, where the request was counted.",
+             "所转各部门均已答复结果的帮扶求助件数，以最后一个部门答复的时间计入当期；计入该"
+             "求助所计的街道、平台和站点。"),
     _measure(MEDIATION_CASES_OPENED, "调处受理", "件", _IN_STREET,
-             "Mediation cases (调处) the street office opened, at the opening, in its street."),
+             "Mediation cases (调处) the street office opened, at the opening, in its street.",
+             "街道办受理的矛盾纠纷调处案件数，以受理时间计入当期；按受理的街道统计。"),
     _measure(MEDIATION_CASES_AGREED, "调处成功", "件", _IN_STREET,
              "Mediation cases that ended in an agreement, at the agreement, in the case's "
-             "street; a case reopened (its agreement broken) and agreed again counts again."),
+             "street; a case reopened (its agreement broken) and agreed again counts again.",
+             "达成调解协议的调处案件数，以达成协议的时间计入当期；按案件所在街道统计。协议未"
+             "履行而重启、再次达成协议的，再计一次。"),
     _measure(MEDIATION_CASES_FAILED, "调处未成", "件", _IN_STREET,
              "Mediation cases closed without an agreement, at the closing, in the case's "
-             "street."),
+             "street.",
+             "未达成协议而结案的调处案件数，以结案时间计入当期；按案件所在街道统计。"),
     _measure(MEDIATION_CASES_REOPENED, "调处重启", "件", _IN_STREET,
              "Agreed mediation cases reopened after a follow-up found the agreement broken, "
-             "at the follow-up, in the case's street."),
+             "at the follow-up, in the case's street.",
+             "回访发现协议未履行而重启的已调解案件数，以回访时间计入当期；按案件所在街道统计。"),
 )
 
 _REPORT_MEMORY, _HELP, _CASE = "report", "help", "mediation"

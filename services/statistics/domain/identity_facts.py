@@ -47,29 +47,44 @@ MILESTONE_MEASURES = {
 MEASURES: tuple[Measure, ...] = (
     Measure("riders_registered", "注册骑手", "人", SERVICE, RIDER_DIMENSIONS,
             "Riders registered in the period, at the moment identity registered them; by "
-            "home street, station and platform."),
+            "home street, station and platform.",
+            "统计期内新注册的骑手人数，以完成注册的时间计入当期；按骑手常住街道、所属站点和"
+            "平台统计。"),
     Measure("riders_verified", "平台认证骑手", "人", SERVICE, RIDER_DIMENSIONS,
-            "Riders the platform verified in the period, at the moment of verification."),
+            "Riders the platform verified in the period, at the moment of verification.",
+            "统计期内经平台认证的骑手人数，以认证时间计入当期。"),
     Measure("riders_suspended", "暂停骑手", "人次", SERVICE, RIDER_DIMENSIONS,
-            "Suspensions of riders in the period (a rider suspended twice counts twice)."),
+            "Suspensions of riders in the period (a rider suspended twice counts twice).",
+            "统计期内骑手被暂停的人次，以暂停时间计入当期；同一骑手被暂停两次计两人次。"),
     Measure("riders_left", "退出骑手", "人", SERVICE, RIDER_DIMENSIONS,
-            "Riders who left the programme in the period."),
+            "Riders who left the programme in the period.",
+            "统计期内退出本项目的骑手人数，以退出时间计入当期。"),
     Measure("riders_active", "在岗骑手", "人", SERVICE, RIDER_DIMENSIONS,
             "Riders active at the period's end: verified, and neither suspended nor left "
             "(a stock: every verification, suspension, reinstatement and leaving before the "
-            "end).", kind=MeasureKind.STOCK),
+            "end).",
+            "期末在岗的骑手人数（存量）：已经平台认证，且未被暂停、未退出的骑手；由期末以前的"
+            "每一次认证、暂停、恢复和退出累计得出。", kind=MeasureKind.STOCK),
     Measure("riders_became_station_master", "成长为站长", "人", SERVICE, CAREER_DIMENSIONS,
             "Riders who became a station master (站长), at the moment the milestone took "
-            "effect; by the rider's home street."),
+            "effect; by the rider's home street.",
+            "统计期内成长为站长的骑手人数，以该成长节点生效的时间计入当期；按骑手常住街道"
+            "统计。"),
     Measure("riders_became_volunteer", "成为志愿者", "人", SERVICE, CAREER_DIMENSIONS,
             "Riders who became volunteers (志愿者), at the moment the milestone took effect; "
-            "at the community or street it names, else the rider's home street."),
+            "at the community or street it names, else the rider's home street.",
+            "统计期内成为志愿者的骑手人数，以该成长节点生效的时间计入当期；计入节点登记的"
+            "社区或街道，未登记的计入骑手常住街道。"),
     Measure("riders_became_social_worker", "成为社区社工", "人", SERVICE, CAREER_DIMENSIONS,
             "Riders who became community social workers (社区社工), at the moment the "
-            "milestone took effect; at the community it names."),
+            "milestone took effect; at the community it names.",
+            "统计期内成为社区社工的骑手人数，以该成长节点生效的时间计入当期；计入节点登记的"
+            "社区。"),
     Measure("space_riders_served", "服务空间服务骑手", "人次", SERVICE, PLACE_DIMENSIONS,
             "Uses of the service spaces' amenities by riders (歇脚, 充电, 饮水...) recorded for "
-            "each day, counted on that day; by the space's street."),
+            "each day, counted on that day; by the space's street.",
+            "骑手使用服务空间设施（歇脚、充电、饮水等）的人次，按所登记的服务日期计入当期"
+            "（次日补登的仍计入服务当日）；按服务空间所在街道统计。"),
 )
 
 # What identity's memory keeps of a rider: whether active, verified (for riders_active).

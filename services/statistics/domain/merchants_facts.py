@@ -57,58 +57,82 @@ _CAMPAIGN_FOR_RIDER = frozenset({_D.CITY, _D.DISTRICT, _D.STREET, _D.STATION, _D
 
 
 def _measure(name: str, label: str, unit: str, dimensions: frozenset[Dimension],
-             description: str, kind: MeasureKind = MeasureKind.FLOW) -> Measure:
+             description: str, explanation: str, kind: MeasureKind = MeasureKind.FLOW
+             ) -> Measure:
     return Measure(name=name, label=label, unit=unit, service=SERVICE, dimensions=dimensions,
-                   description=description, kind=kind)
+                   description=description, explanation=explanation, kind=kind)
 
 
 MEASURES: tuple[Measure, ...] = (
     _measure(FRIENDLY_MERCHANTS_APPROVED, "新增友好商户", "家", _MERCHANT_PLACE,
              "Merchants the street office approved as friendly merchants (友好商户), in the "
              "merchant's street, when the approval was stored. A reinstatement after a "
-             "suspension is not a new approval (friendly_merchants_reinstated)."),
+             "suspension is not a new approval (friendly_merchants_reinstated).",
+             "经街道办审核通过的友好商户家数，以审核通过记录在案的时间计入当期；按商户所在"
+             "街道统计。暂停后恢复的不算新增（见“恢复友好商户”）。"),
     _measure(FRIENDLY_MERCHANTS_SUSPENDED, "暂停友好商户", "家", _MERCHANT_PLACE,
              "Friendly merchants suspended, in the merchant's street, when the suspension was "
-             "stored."),
+             "stored.",
+             "被暂停的友好商户家数，以暂停记录在案的时间计入当期；按商户所在街道统计。"),
     _measure(FRIENDLY_MERCHANTS_REINSTATED, "恢复友好商户", "家", _MERCHANT_PLACE,
              "Suspended friendly merchants reinstated, in the merchant's street, when the "
-             "reinstatement was stored."),
+             "reinstatement was stored.",
+             "暂停后恢复的友好商户家数，以恢复记录在案的时间计入当期；按商户所在街道统计。"),
     _measure(FRIENDLY_MERCHANTS, "友好商户数", "家", _MERCHANT_PLACE,
              "Friendly merchants in good standing at the end of the period, in their street: "
              "each approval and reinstatement adds one, each suspension takes one away, at "
              "the moment it was stored. An application or a rejection counts nothing.",
+             "期末正常经营的友好商户家数（存量），按所在街道统计：每次审核通过或恢复加一家，"
+             "每次暂停减一家，以记录在案的时间为准；提出申请或申请被驳回均不计。",
              MeasureKind.STOCK),
     _measure(PERKS_PUBLISHED, "发布优惠项目", "项", _MERCHANT_PLACE,
              "Perk offers their merchant published for riders, counted once, when first "
              "published (publishing again after a pause is the same perk), with the merchant "
-             "in its street."),
+             "in its street.",
+             "商户面向骑手发布的优惠项目数，以首次发布的时间计入当期，每项只计一次（暂停后再次"
+             "发布仍是同一项目）；按商户及其所在街道统计。"),
     _measure(PERK_CLAIMS, "优惠领取", "次", _AT_MERCHANT_FOR_RIDER,
              "Perk codes riders claimed, at the moment of the claim, with the perk's merchant "
              "in its street and the platform and station of the rider who claimed. A code "
-             "that later lapses or is redeemed stays a claim."),
+             "that later lapses or is redeemed stays a claim.",
+             "骑手领取优惠码的次数，以领取时间计入当期；按优惠项目所属商户及其所在街道、领取"
+             "骑手的平台和站点统计。领取后过期或已核销的，仍计为领取。"),
     _measure(PERK_REDEMPTIONS, "优惠核销", "次", _AT_MERCHANT_FOR_RIDER,
              "Perk codes the merchant redeemed, at the moment of the redemption, with the "
              "merchant in its street and the rider's platform and station. A redemption "
              "reversed later is taken back at the redemption's own moment (the reversal is "
              "recorded later: the period's figure as it stood before the reversal still holds "
-             "it)."),
+             "it).",
+             "商户核销优惠码的次数，以核销时间计入当期；按商户及其所在街道、骑手的平台和站点"
+             "统计。事后撤销的核销，从核销当时所在的期间扣除（撤销记录在后：按撤销以前的时点"
+             "查看，该期数字仍含这次核销）。"),
     _measure(PERK_REDEMPTION_REVERSALS, "核销撤销", "次", _AT_MERCHANT_FOR_RIDER,
              "Redemptions the merchant reversed (a till mistake, within an hour), at the "
-             "moment of the reversal, where the redemption was counted."),
+             "moment of the reversal, where the redemption was counted.",
+             "商户撤销核销的次数（如收银失误，须在一小时内撤销），以撤销时间计入当期；计入原"
+             "核销所计的商户、街道、平台和站点。"),
     _measure(PERK_CODES_LAPSED, "优惠码过期未用", "个", _AT_MERCHANT_FOR_RIDER,
              "Claimed codes never redeemed before they expired, at their expiry moment, "
-             "where the claim was counted; their quota went back to the perk."),
+             "where the claim was counted; their quota went back to the perk.",
+             "骑手已领取、但到期前未核销的优惠码个数，以到期时间计入当期；计入原领取所计的"
+             "商户、街道、平台和站点。过期优惠码的名额退回该优惠项目。"),
     _measure(CARE_PACKAGES_ALLOCATED, "关爱礼包分配", "份", _CAMPAIGN_FOR_RIDER,
              "Care packages (关爱礼包) allocated to riders, at the moment of allocation, in "
-             "the campaign's street, with the rider's platform and station."),
+             "the campaign's street, with the rider's platform and station.",
+             "分配给骑手的关爱礼包份数，以分配时间计入当期；按关爱活动所在街道、骑手的平台和"
+             "站点统计。"),
     _measure(CARE_PACKAGES_HANDED_OVER, "关爱礼包发放", "份", _CAMPAIGN_FOR_RIDER,
              "Care packages handed over to their rider, at the moment the hand-over was "
              "recorded as made, in the campaign's street, with the rider's platform and "
-             "station."),
+             "station.",
+             "已交到骑手手中的关爱礼包份数，以登记发放完成的时间计入当期；按关爱活动所在街道、"
+             "骑手的平台和站点统计。"),
     _measure(CARE_PACKAGES_DONATED, "爱心捐赠礼包", "份", _MERCHANT_PLACE,
              "Whole packages sponsors donated to care campaigns (adding to their stock), at "
              "the moment of the donation, in the campaign's street; by merchant when the "
-             "sponsor is a friendly merchant. Donations of items only count nothing here."),
+             "sponsor is a friendly merchant. Donations of items only count nothing here.",
+             "爱心单位向关爱活动捐赠的整份礼包数（计入活动库存），以捐赠时间计入当期；按关爱"
+             "活动所在街道统计，捐赠方是友好商户的也可按商户统计。只捐赠物品的不计入本项。"),
 )
 
 # Memory kinds (per log: merchants').

@@ -51,22 +51,33 @@ KEY_LABELS = {_D.TRACK: {
 MEASURES: tuple[Measure, ...] = (
     Measure("training_sessions", "培训场次", "场", SERVICE, SESSION_DIMENSIONS,
             "Training sessions scheduled to start in the period, at the service space's "
-            "street; by the course's track."),
+            "street; by the course's track.",
+            "计划在统计期内开始的培训场次，以场次开始时间计入当期；按培训所在服务空间的街道"
+            "和课程方向统计。"),
     Measure("training_enrolments", "培训报名", "人次", SERVICE, RIDER_AT_SESSION_DIMENSIONS,
             "Enrolments of riders in sessions, at the moment they enrolled (withdrawn ones "
-            "included); at the session's street."),
+            "included); at the session's street.",
+            "骑手报名参加培训场次的人次，以报名时间计入当期（报名后退出的也计入）；按场次所在"
+            "街道统计。"),
     Measure("training_attendance", "培训签到", "人次", SERVICE, RIDER_AT_SESSION_DIMENSIONS,
             "Riders who checked in at a session, counted at the session's start; at the "
-            "session's street."),
+            "session's street.",
+            "在培训场次签到的骑手人次，以场次开始时间计入当期；按场次所在街道统计。"),
     Measure("training_completions", "课程结业", "人次", SERVICE, RIDER_AT_SESSION_DIMENSIONS,
             "Courses passed, counted at the start of the session they were passed at (a result "
-            "recorded later joins that period); at the session's street."),
+            "recorded later joins that period); at the session's street.",
+            "考核通过、课程结业的人次，以结业所在场次的开始时间计入当期（成绩事后录入的，"
+            "也补入该场次所在期间）；按场次所在街道统计。"),
     Measure("training_hours", "培训学时", "学时", SERVICE, RIDER_AT_SESSION_DIMENSIONS,
             "The course hours of every course passed (a rider's transcript hours), counted at "
-            "the session's start; by track (四时课程).", scale=MINUTES),
+            "the session's start; by track (四时课程).",
+            "骑手每通过一门课程所得的课程学时（即成绩单上的学时）之和，以该课程所在场次的开始"
+            "时间计入当期；可按课程方向（四时课程）统计。", scale=MINUTES),
     Measure("riders_certified", "岗前培训合格骑手", "人", SERVICE, RIDER_DIMENSIONS,
             "Riders certified for the job (岗前培训: every pre-job course passed), at the moment "
-            "of certification; by home street, station and platform."),
+            "of certification; by home street, station and platform.",
+            "岗前培训课程全部考核合格、取得上岗资格的骑手人数，以认定合格的时间计入当期；按骑手"
+            "常住街道、所属站点和平台统计。"),
 )
 
 _COURSE, _SESSION, _LEARNER = "course", "session", "learner"
