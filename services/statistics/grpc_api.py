@@ -219,7 +219,7 @@ def measure_out(m: Measure) -> Any:
     return pb.Measure(name=m.name, label=m.label, unit=m.unit, service=m.service,
                       kind=enum_out(m.kind, pb.MeasureKind),
                       dimensions=sorted(enum_out(d, pb.Dimension) for d in m.dimensions),
-                      description=m.description)
+                      description=m.description, explanation=m.explanation)
 
 
 def figure_out(row: FigureRow, as_of: bool) -> Any:

@@ -23,6 +23,7 @@ import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 from qiji.statistics.v1 import statistics_service_pb2 as pb
 
+from services.statistics.domain.catalogue import measures as measures_by_name
 from services.statistics.domain.periods import city_day, day_start
 from services.training.domain.values import Track
 from shared.auth import add_caller
@@ -101,6 +102,9 @@ def test_figures_over_the_face_are_the_read_models_exact(world):
     hours = next(m for m in measures if m.name == "training_hours")
     assert (hours.unit, hours.service) == ("学时", "training")
     assert pb.DIMENSION_CITY in hours.dimensions and hours.label
+    # The developers' definition and the officials' (口径说明), each as the catalogue says it.
+    assert hours.description == measures_by_name()["training_hours"].description
+    assert hours.explanation == measures_by_name()["training_hours"].explanation
     answer = face.call("QueryFigures", pb.QueryFiguresRequest(
         measure="training_hours", dimension=pb.DIMENSION_STREET, **around_today()), admin)
     assert by_label(answer) == {"荷花池街道": "3"}  # two riders, 1.5 hours each
