@@ -85,11 +85,12 @@ class Progress:
 def notes(measures: Sequence[Measure], as_of: datetime | None, now: datetime
           ) -> list[tuple[str, str]]:
     """What an export's figures are, for its 说明 sheet: when they stand, and each measure's
-    definition (what is counted, and when)."""
+    definition as the officials read it (口径说明: what is counted, and when)."""
     found = [("导出时间", _moment(now)),
              ("数据截至", _moment(as_of or now) + ("（当时数值；现值为导出时）" if as_of else "")),
              ("时间", "中国标准时间 (UTC+8)；期间结束为该期间最后一日")]
-    found += [(f"{m.label}（{m.unit}）", f"{m.name}: {m.description}") for m in measures]
+    found += [(f"{m.label}（{m.unit}）", f"{m.explanation}（指标代码：{m.name}）")
+              for m in measures]
     return found
 
 

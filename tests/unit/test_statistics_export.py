@@ -21,7 +21,8 @@ from services.statistics.domain.facts import Dimension, Measure, MeasureKind
 
 HOURS = Measure(name="training_hours", label="培训学时", unit="小时", service="training",
                 dimensions=frozenset({Dimension.CITY, Dimension.STREET}), description="",
-                explanation="", kind=MeasureKind.FLOW, scale=60)
+                explanation="通过课程的学时之和，以场次开始时间计入当期。",
+                kind=MeasureKind.FLOW, scale=60)
 RIDERS = Measure(name="riders_registered", label="注册骑手", unit="人", service="identity",
                  dimensions=frozenset({Dimension.CITY, Dimension.STREET}), description="",
                  explanation="")
@@ -102,7 +103,9 @@ def test_an_xlsx_says_on_a_second_sheet_when_its_figures_stand_and_what_each_mea
     assert workbook.sheetnames == ["数据", "说明"]
     said = dict(workbook["说明"].iter_rows(values_only=True))
     assert said["数据截至"].startswith("2026-04-01 00:00:00")  # 1 April in the city
-    assert said["培训学时（小时）"].startswith("training_hours")
+    # Each measure as the officials read it (口径说明), with the name a query gives it.
+    assert said["培训学时（小时）"] == \
+        "通过课程的学时之和，以场次开始时间计入当期。（指标代码：training_hours）"
     assert "注册骑手（人）" in said
 
 
