@@ -157,7 +157,8 @@ class FakeStatistics(spb_grpc.StatisticsServiceServicer):
                                    kind=spb.MeasureKind.Value(f"MEASURE_KIND_{kind}"),
                                    dimensions=[spb.Dimension.Value(f"DIMENSION_{d}")
                                                for d in dims],
-                                   description=f"{label}：测试用")
+                                   description=f"{label}: for the tests",
+                                   explanation=f"{label}的口径：测试用")
         return None
 
     def _checked(self, request: Any, context: Any, names: list[str]) -> None:

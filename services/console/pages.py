@@ -205,7 +205,7 @@ def overview(month: date, previous: date, areas: Sequence[tuple[Area, list[tuple
                              f'data-value="{e(number(value))}">{e(number(value))}</td>')
             change = difference(last.value if last else Decimal(0),
                                 this.value if this else Decimal(0))
-            lines.append(f'<tr><th scope="row" title="{e(measure.description)}">'
+            lines.append(f'<tr><th scope="row" title="{e(measure.explanation)}">'
                          f'{e(measure.label)}<span class="unit">（{e(measure.unit)}）</span></th>'
                          f'{"".join(cells)}<td class="num diff">{e(change)}</td></tr>')
         if not lines:
@@ -339,7 +339,7 @@ def area_page(view: AreaView, *, csrf: str, freshness: Sequence[FeedPositionInfo
         now = (f'<span class="now">今日所见 {e(number(total.current_value))}</span>'
                if as_of and total is not None else "")
         cards.append(f'<a class="total{" chosen" if chosen else ""}" href="{e(href)}" '
-                     f'title="{e(measure.description)}"><span class="label">{e(measure.label)}'
+                     f'title="{e(measure.explanation)}"><span class="label">{e(measure.label)}'
                      f'</span><span class="value" data-measure="{e(measure.name)}" '
                      f'data-dimension="CITY" data-key="" data-period="WHOLE_RANGE" '
                      f'data-value="{e(number(value))}">{e(number(value))}</span>'
@@ -372,7 +372,7 @@ def area_page(view: AreaView, *, csrf: str, freshness: Sequence[FeedPositionInfo
                            _series(m, view.series.figures, as_of), m.unit)
         parts.append(f"""<section class="card measure" data-selected="{e(m.name)}">
 <h2>{e(m.label)} <span class="unit">单位：{e(m.unit)}</span></h2>
-<p class="muted">{e(m.description)}{'（存量：期末的累计数）' if m.kind == 'STOCK' else ''}</p>
+<p class="muted explanation">{e(m.explanation)}</p>
 {_split(chart, _figures_table(view.series, key_head='时段', by_key=False, as_of=as_of))}
 </section>""")
         if view.places is not None:

@@ -121,7 +121,8 @@ class MeasureInfo:
     service: str
     kind: str  # FLOW or STOCK
     dimensions: tuple[str, ...]  # CITY, DISTRICT, ... (the proto's names without the prefix)
-    description: str
+    description: str  # the developers' definition, in English
+    explanation: str  # the same as the officials read it (口径说明): what the pages show
 
 
 @dataclass(frozen=True)
@@ -201,7 +202,7 @@ def _measure(m: Any) -> MeasureInfo:
         kind=spb.MeasureKind.Name(m.kind).removeprefix("MEASURE_KIND_"),
         dimensions=tuple(spb.Dimension.Name(d).removeprefix("DIMENSION_")
                          for d in m.dimensions),
-        description=m.description)
+        description=m.description, explanation=m.explanation)
 
 
 def _decimal(text: str) -> Decimal | None:

@@ -268,9 +268,23 @@ def test_the_overview_shows_the_figures_the_api_answers(admin: Page, qiji: Runni
     assert "骑手" in page.inner_text("nav.areas") and "数据更新" in page.inner_text("footer")
 
 
+def explained(qiji: Running, page: Any) -> None:
+    """The selected measure is explained as the service explains it to officials, in Chinese."""
+    selected = page.get_attribute("[data-selected]", "data-selected")
+    measures = qiji.statistics.ListMeasures(spb.ListMeasuresRequest(), metadata=qiji.md(),
+                                            timeout=10).measures
+    measure = next(m for m in measures if m.name == selected)
+    assert re.search(r"[\u4e00-\u9fff]", measure.explanation)
+    assert page.inner_text("[data-selected] .explanation").strip() == measure.explanation
+    shown = [page.inner_text("body"), *(t.get_attribute("title") or ""
+                                        for t in page.query_selector_all("[title]"))]
+    assert not any(measure.description in text for text in shown)
+
+
 def test_an_area_drills_down_from_the_city_to_the_street(admin: Page, qiji: Running) -> None:
     page = admin.open("/areas/training?g=month")
     admin.shot("training")
+    explained(qiji, page)
     zhonglou = org_named(qiji, "DISTRICT", "钟楼区")
     hehuachi = org_named(qiji, "STREET", "荷花池街道")
     selected = page.get_attribute("[data-selected]", "data-selected")
@@ -334,6 +348,7 @@ def test_as_of_a_moment_before_the_demo_shows_the_difference_to_today(
 def test_the_three_rates_are_governances_answers(admin: Page, qiji: Running) -> None:
     page = admin.open("/areas/governance?g=month")
     admin.shot("governance")
+    explained(qiji, page)
     zhonglou = org_named(qiji, "DISTRICT", "钟楼区")
     first = page.input_value("input[name=from]")
     last = page.input_value("input[name=to]")

@@ -177,6 +177,21 @@ def test_an_area_page_drills_down_from_the_city_to_a_street(
         cells(street.text) or "北大街社区" in street.text
 
 
+def test_a_measure_is_explained_in_chinese_not_in_the_developers_english(
+        client: TestClient) -> None:
+    sign_in(client)
+    page = client.get("/areas/training?g=month&m=training_hours")
+    assert page.status_code == 200
+    assert '<html lang="zh-CN">' in page.text
+    selected = page.text.split('data-selected="training_hours"')[1].split("</section>")[0]
+    assert '<p class="muted explanation">培训学时的口径：测试用</p>' in selected
+    # The totals' and the overview's hints too; the English definition is nowhere.
+    assert 'title="培训学时的口径：测试用"' in page.text
+    overview = client.get("/?month=2026-03")
+    assert 'title="注册骑手的口径：测试用"' in overview.text
+    assert "for the tests" not in page.text + overview.text
+
+
 def test_as_of_shows_the_figure_then_beside_today_and_the_difference(
         client: TestClient) -> None:
     sign_in(client)
