@@ -48,6 +48,11 @@ CHROMIUM = Path(os.environ.get("QIJI_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--lang=zh-CN",
                   "--disable-background-networking", "--disable-component-update",
                   "--disable-sync"]
+# The date inputs read as the city reads them (2026/07/01, 年/月/日) only when chromium's own
+# locale is zh-CN: on Linux it takes it from LANGUAGE (not --lang, nor the context's locale,
+# which sets navigator.language and Intl only), and only if its zh-CN pack is installed.
+CHROMIUM_LOCALES = Path(os.environ.get("QIJI_CHROMIUM_LOCALES", "/usr/lib/chromium/locales"))
+CHROMIUM_ENV = {**os.environ, "LANGUAGE": "zh_CN"}
 VIEWPORT = {"width": 1366, "height": 768}
 ASSETS = REPO / "build" / "console" / "echarts.min.js"
 START_TIMEOUT = 120.0
@@ -141,10 +146,14 @@ def browser() -> Iterator[Any]:
     if not CHROMIUM.exists():
         missing_server(f"no chromium at {CHROMIUM} (apt-get install chromium "
                        "fonts-wqy-microhei)")
+    if not (CHROMIUM_LOCALES / "zh-CN.pak").exists():
+        missing_server(f"chromium has no zh-CN locale in {CHROMIUM_LOCALES}: its date inputs "
+                       "would read mm/dd/yyyy (apt-get install chromium-l10n)")
     from playwright.sync_api import sync_playwright
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as p:
-        launched = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS)
+        launched = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS,
+                                     env=CHROMIUM_ENV)
         try:
             yield launched
         finally:
