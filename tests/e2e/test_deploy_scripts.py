@@ -184,7 +184,7 @@ def test_schemas_creates_what_is_missing_once(operator: Operator):
     again = fresh.run("schemas")
     assert again.returncode == 0, again.stderr
     assert "created" not in again.stdout
-    assert again.stdout.count("up to date") == 6  # five services and the relay
+    assert again.stdout.count("up to date") == 7  # five services, the relay and the figures
 
 
 def test_an_old_tenant_token_is_named_an_organisation_before_it_is_rotated(tmp_path: Path):
@@ -414,12 +414,12 @@ def test_the_full_stack_runs_backs_up_restores_rotates_and_stops(operator: Opera
         assert Client(channel, stale, "identity").GetRider(ipb.GetRiderRequest(
             rider_id=rider.rider_id)).rider.rider_id == rider.rider_id
 
-    # Down: every process gone (the six services, the relay, the public credentials face),
-    # supervisord too; down again is fine.
+    # Down: every process gone (the six services, the figures, the relay, the public
+    # credentials face), supervisord too; down again is fine.
     supervisor = operator.status()[1]["supervisor"]
     assert set(supervisor["processes"]) == {*DEFAULT_PORTS, "relay", "credentials"}
     pids = [supervisor["pid"], *(p["pid"] for p in supervisor["processes"].values())]
-    assert len(pids) == 9 and all(pids)
+    assert len(pids) == 10 and all(pids)
     down = operator.run("down", connection=False)
     assert down.returncode == 0, down.stderr
     assert not [pid for pid in pids if _alive(pid)]
