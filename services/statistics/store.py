@@ -1,5 +1,6 @@
-"""The figures' own tables: every fact, a daily rollup of them, the mappers' memory, the
-organisations (labels, drill-down, scopes) and where each service's log was read to — in a
+"""The figures' own tables: every fact, two daily rollups of them (by every dimension at once,
+and by one dimension at a time), the mappers' memory, the organisations (labels, drill-down,
+scopes) and where each service's log was read to — in a
 SQLite file (`<data dir>/statistics.sqlite3`, the embedded default) or in the process's own
 PostgreSQL schema (`STATISTICS_POSTGRES_SCHEMA`, default `statistics`): the same
 `QIJI_PERSISTENCE` switch as the services. Never the services' tables.
@@ -15,7 +16,10 @@ Times are stored as microseconds since the epoch and days as ordinals of the cit
 (services/statistics/domain/periods.py): integers compare, sum and bucket alike in both
 databases. "As of" a moment T reads the rollup for what was recorded on days before T's and the
 facts themselves for T's own day up to T: exact at any moment, and a whole day's worth read
-from the rollup."""
+from the rollup. A query by one dimension (unfiltered, or filtered on that same dimension)
+reads the rollup by one dimension, a few rows a day; one filtered across dimensions (a
+platform's riders by station) reads the rollup by every dimension, which holds nearly a row
+per fact (BENCHMARKS.md)."""
 
 from __future__ import annotations
 
