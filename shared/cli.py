@@ -657,4 +657,7 @@ def _print_banner(services: list[str], data_dir: Path, token: str, ports: dict[s
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # `python -m shared.cli`: run the module's own copy, not this __main__ one, so that the
+    # subcommands' modules (which import shared.cli) raise the CommandFailed main catches.
+    from shared.cli import main as module_main
+    sys.exit(module_main())

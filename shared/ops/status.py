@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import json
 import time
+from collections.abc import Collection
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -104,10 +105,11 @@ class Report:
 
 
 def collect(stack: Stack, *, max_lag: int | None, face_expected: bool = True,
-            console_expected: bool = True) -> Report:
+            console_expected: bool = True, not_yet: Collection[str] = ()) -> Report:
     """`face_expected=False` / `console_expected=False`: the running stack is of a release
     without the public credentials face / the console (upgrade's health check before it
-    brings one), so its absence is no problem."""
+    brings one), so its absence is no problem; nor is that of the services in `not_yet`,
+    which the running release did not have either (the figures, before 0.2)."""
     report = Report()
     dependency_down = unhealthy = lagging = False
     try:
@@ -146,7 +148,7 @@ def collect(stack: Stack, *, max_lag: int | None, face_expected: bool = True,
         for name in SERVICES:
             entry = report.services[name] = _service(stack, name, metadata, conn)
             positions[name] = entry.get("log_position")
-            if entry["health"] != "SERVING":
+            if entry["health"] != "SERVING" and name not in not_yet:
                 unhealthy = True
                 report.problems.append(f"{name} is {entry['health']}")
         scraped = scrape_all(stack)

@@ -50,6 +50,7 @@ from shared.ops.stack import (
     say,
     stale_settings,
 )
+from shared.ops.store import STATISTICS
 
 
 def upgrade(stack: Stack, *, backup_dir: Path | None, timeout: float, out: Say = say) -> Path:
@@ -64,11 +65,14 @@ def upgrade(stack: Stack, *, backup_dir: Path | None, timeout: float, out: Say =
     # fixes, not a reason to refuse it.
     had_face = (WEB in supervision.processes(stack) if supervised
                 else stack.pid_file(WEB).exists())
-    # Nor is the absence of the console in a release before it.
+    # Nor is the absence of the console, or of the figures, in a release before them: the
+    # upgrade starts them.
     had_console = (CONSOLE in supervision.processes(stack) if supervised
                    else stack.pid_file(CONSOLE).exists())
+    not_yet = [] if (STATISTICS in supervision.processes(stack) if supervised
+                     else stack.pid_file(STATISTICS).exists()) else [STATISTICS]
     before = status_ops.collect(stack, max_lag=None, face_expected=had_face,
-                                console_expected=had_console)
+                                console_expected=had_console, not_yet=not_yet)
     if before.code != OK:
         raise OpsError(UNHEALTHY, "the stack is not healthy; fix it before upgrading:\n  "
                        + "\n  ".join(before.problems))

@@ -184,7 +184,7 @@ def test_schemas_creates_what_is_missing_once(operator: Operator):
     again = fresh.run("schemas")
     assert again.returncode == 0, again.stderr
     assert "created" not in again.stdout
-    assert again.stdout.count("up to date") == 6  # five services and the relay
+    assert again.stdout.count("up to date") == 7  # five services, the relay and the figures
 
 
 def test_an_old_tenant_token_is_named_an_organisation_before_it_is_rotated(tmp_path: Path):
