@@ -1,9 +1,11 @@
-"""Background work that keeps a derived, in-memory view close behind the feeds it reads (the
-tenancy directory, merchants' map of service spaces, identity's riders' records): one loop,
-said once, so that each view says only how it catches up."""
+"""Background work: the loop that keeps a derived, in-memory view close behind the feeds it
+reads (the tenancy directory, merchants' map of service spaces, identity's riders' records),
+and the stop every gRPC process waits for — each said once, so that a view says only how it
+catches up and a process only what it starts and stops."""
 
 from __future__ import annotations
 
+import signal
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -92,3 +94,17 @@ class FeedMirror:
 
     def _apply(self, topic: str, ident: str, state: Any) -> None:
         raise NotImplementedError
+
+
+def until_signalled(stopping_event: str = "service.stopping") -> threading.Event:
+    """An event that SIGTERM or SIGINT sets (saying so once in the log as `stopping_event`):
+    what a process's main thread waits on before it stops its server and background work."""
+    stopping = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        log.info(stopping_event, signal=signal.Signals(signum).name)
+        stopping.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    return stopping

@@ -1,18 +1,22 @@
-"""What every Qiji HTTP face (the public credentials face, the console) does around each
-request: a request id, one structured log line, the HTTP metrics, and the headers every answer
-carries (nosniff)."""
+"""What every Qiji HTTP face (the public credentials face, the console) shares: around each
+request a request id, one structured log line, the HTTP metrics and the headers every answer
+carries (nosniff); where it listens, and the uvicorn server that stops cleanly on SIGTERM."""
 
 from __future__ import annotations
 
+import signal
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import structlog
+import uvicorn
 from prometheus_client import Counter, Histogram
 
 from shared import metrics
+from shared.config import ConfigError, Settings
 
 log = structlog.get_logger(__name__)
 
@@ -73,3 +77,30 @@ def route_name(scope: dict[str, Any]) -> str:
     request a metric series of its own."""
     route = scope.get("route")
     return getattr(route, "path", "unmatched")
+
+
+def http_settings(settings: Settings, name: str) -> tuple[str, int, dict[str, str]]:
+    """Where a face listens (<NAME>_HTTP_HOST / _HTTP_PORT) and, if it serves HTTPS itself
+    rather than behind the city's reverse proxy, its certificate (<NAME>_HTTPS_CERT_FILE /
+    _KEY_FILE), read and checked at start with every other setting (shared/config.py)."""
+    host: str = settings.own_setting("HTTP_HOST")
+    port: int = settings.own_setting("HTTP_PORT")
+    cert: Path | None = settings.own_setting("HTTPS_CERT_FILE")
+    key: Path | None = settings.own_setting("HTTPS_KEY_FILE")
+    prefix = name.upper()
+    if (cert is None) != (key is None):
+        raise ConfigError(f"{prefix}_HTTPS_CERT_FILE and {prefix}_HTTPS_KEY_FILE go together: "
+                          "set both (serve HTTPS) or neither")
+    tls = {"ssl_certfile": str(cert), "ssl_keyfile": str(key)} if cert and key else {}
+    return host, port, tls
+
+
+class Server(uvicorn.Server):
+    """uvicorn handles SIGTERM / SIGINT: it stops accepting, lets requests finish, exits."""
+
+    def handle_exit(self, sig: int, frame: object) -> None:
+        log.info("service.stopping", signal=signal.Signals(sig).name)
+        super().handle_exit(sig, frame)  # type: ignore[arg-type]
+        # uvicorn raises the signal again once it has stopped, which would end the process
+        # "killed by SIGTERM"; a stop asked for and done is exit 0, like every Qiji process.
+        self._captured_signals.clear()

@@ -5,7 +5,6 @@ signed-in caller's."""
 
 from __future__ import annotations
 
-import signal
 from pathlib import Path
 
 import structlog
@@ -18,25 +17,12 @@ from shared import metrics
 from shared.config import ConfigError, Settings, load_settings
 from shared.logging import configure as configure_logging
 from shared.logging import exits_on_config_error
+from shared.web import Server, http_settings
 
 log = structlog.get_logger(__name__)
 
 NAME = "console"
 ECHARTS = "echarts.min.js"
-
-
-def http_settings(settings: Settings) -> tuple[str, int, dict[str, str]]:
-    """Where the console listens (CONSOLE_HTTP_HOST / _HTTP_PORT) and, if it serves HTTPS
-    itself, its certificate (CONSOLE_HTTPS_CERT_FILE / _KEY_FILE)."""
-    host: str = settings.own_setting("HTTP_HOST")
-    port: int = settings.own_setting("HTTP_PORT")
-    cert: Path | None = settings.own_setting("HTTPS_CERT_FILE")
-    key: Path | None = settings.own_setting("HTTPS_KEY_FILE")
-    if (cert is None) != (key is None):
-        raise ConfigError("CONSOLE_HTTPS_CERT_FILE and CONSOLE_HTTPS_KEY_FILE go together: set "
-                          "both (serve HTTPS) or neither")
-    tls = {"ssl_certfile": str(cert), "ssl_keyfile": str(key)} if cert and key else {}
-    return host, port, tls
 
 
 def assets_dir(settings: Settings) -> Path:
@@ -54,21 +40,12 @@ def addresses(settings: Settings) -> dict[str, str]:
     return {name: settings.upstreams[name] for name in ("statistics", "identity", "governance")}
 
 
-class _Server(uvicorn.Server):
-    def handle_exit(self, sig: int, frame: object) -> None:
-        log.info("service.stopping", signal=signal.Signals(sig).name)
-        super().handle_exit(sig, frame)  # type: ignore[arg-type]
-        # uvicorn raises the signal again once it has stopped; a stop asked for and done is
-        # exit 0, like every Qiji process.
-        self._captured_signals.clear()
-
-
 def serve() -> None:
     """The process entry point: `python -m services.console`."""
     with exits_on_config_error(NAME):
         settings = load_settings(NAME)
         configure_logging(NAME, settings.log_format)
-        host, port, tls = http_settings(settings)
+        host, port, tls = http_settings(settings, NAME)
         assets = assets_dir(settings)
         sessions = Sessions(settings.own_setting("SESSION_IDLE_SECONDS"),
                             settings.own_setting("SESSION_MAX_SECONDS"))
@@ -83,7 +60,7 @@ def serve() -> None:
                             timeout_graceful_shutdown=5, **tls)
     log.info("service.started", address=f"{host}:{port}", https=bool(tls), **upstreams)
     try:
-        _Server(config).run()
+        Server(config).run()
     finally:
         source.close()
         log.info("service.stopped")

@@ -3,7 +3,6 @@ every service, its feed over the five services' public feeds, no store of its ow
 
 from __future__ import annotations
 
-import signal
 import threading
 from collections.abc import Callable
 from concurrent import futures
@@ -18,6 +17,7 @@ from services.platform.catalogue import SERVICES
 from services.platform.grpc_api import ACCESS, add_servicers
 from shared import metrics
 from shared.auth import TokenRegistry
+from shared.background import until_signalled
 from shared.config import ConfigError, Settings, load_settings
 from shared.grpc import reflection, tls
 from shared.grpc.guard import Guard
@@ -96,14 +96,6 @@ def serve() -> None:
     running.server.start()
     log.info("service.started", address=f"{settings.grpc_host}:{running.port}",
              upstreams={s: settings.upstreams[s] for s in SERVICES})
-    done = threading.Event()
-
-    def on_signal(signum: int, _frame: object) -> None:
-        log.info("service.stopping", signal=signal.Signals(signum).name)
-        done.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    done.wait()
+    until_signalled().wait()
     running.stop()
     log.info("service.stopped")

@@ -56,7 +56,6 @@ lag per service and a health signal (services/relay/metrics.py), which `deploy/s
 
 from __future__ import annotations
 
-import signal
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -73,6 +72,7 @@ from services.relay import metrics
 from services.relay.cloudevents import SOURCE_SERVICE, register_serializer, structured
 from services.relay.positions import PositionStore, open_positions
 from shared import metrics as shared_metrics
+from shared.background import until_signalled
 from shared.config import ConfigError, Settings, load_settings
 from shared.integrity import ALARM
 from shared.leadership import Lease
@@ -321,14 +321,7 @@ def serve() -> None:
     batch: int = settings.own_setting("BATCH")
     poll: float = settings.own_setting("POLL_SECONDS")
     services: list[str] = settings.own_setting("SERVICES")
-    stopping = threading.Event()
-
-    def on_signal(signum: int, _frame: object) -> None:
-        log.info("relay.stopping", signal=signal.Signals(signum).name)
-        stopping.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    stopping = until_signalled("relay.stopping")
     # Unhealthy until a first cycle (or standby check) says otherwise.
     metrics.LEADER.set(0)
     metrics.HEALTHY.set(0)

@@ -4,7 +4,6 @@ feeds in a background thread, and its own store (STATISTICS_* settings, shared/c
 
 from __future__ import annotations
 
-import signal
 import threading
 from collections.abc import Callable
 from concurrent import futures
@@ -19,6 +18,7 @@ from services.statistics.domain.catalogue import SERVICES
 from services.statistics.grpc_api import ACCESS, add_servicers
 from shared import metrics
 from shared.auth import TokenRegistry
+from shared.background import until_signalled
 from shared.config import ConfigError, Settings, load_settings
 from shared.followers import GrpcFeed
 from shared.grpc import reflection, tls
@@ -131,15 +131,7 @@ def serve() -> None:
     log.info("service.started", address=f"{settings.grpc_host}:{running.port}",
              persistence=settings.persistence,
              upstreams={s: settings.upstreams[s] for s in SERVICES})
-    done = threading.Event()
-
-    def on_signal(signum: int, _frame: object) -> None:
-        log.info("service.stopping", signal=signal.Signals(signum).name)
-        done.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    done.wait()
+    until_signalled().wait()
     running.stop()
     log.info("service.stopped")
 

@@ -4,7 +4,6 @@ stop on SIGTERM/SIGINT."""
 
 from __future__ import annotations
 
-import signal
 import threading
 from collections.abc import Callable
 from concurrent import futures
@@ -19,6 +18,7 @@ from shared import metrics
 from shared.application import QijiApplication
 from shared.audit import Sealer
 from shared.auth import TokenRegistry
+from shared.background import until_signalled
 from shared.checkpoints import CheckpointSigner, origin_of
 from shared.config import ConfigError, Settings, load_settings
 from shared.grpc import audit as audit_api
@@ -221,14 +221,6 @@ def serve(spec: ServiceSpec) -> None:
     start(running)
     log.info("service.started", address=f"{settings.grpc_host}:{running.port}",
              persistence=settings.persistence)
-    done = threading.Event()
-
-    def on_signal(signum: int, _frame: object) -> None:
-        log.info("service.stopping", signal=signal.Signals(signum).name)
-        done.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    done.wait()
+    until_signalled().wait()
     running.stop()
     log.info("service.stopped")
