@@ -512,8 +512,11 @@ class Statistics:
                     self._down.discard(service)
             except (grpc.RpcError, Unavailable) as error:
                 if service not in self._down:  # said once, not every half second
-                    log.warning("statistics.upstream_unavailable", upstream=service,
-                                error=str(error).strip()[:200])
+                    # The code, as followers say it: a gRPC error's text is a repr of many
+                    # lines, and a refused token needs the operator, not a retry.
+                    code = (error.code().name if isinstance(error, grpc.Call)
+                            else getattr(error, "reason", type(error).__name__))
+                    log.warning("statistics.upstream_unavailable", upstream=service, code=code)
                     self._down.add(service)
             except STORE_DOWN_ERRORS as error:
                 log.warning("statistics.store_unavailable", error=str(error).strip()[:200])
