@@ -20,6 +20,7 @@ from decimal import Decimal
 
 from services.badges import events as topics
 from services.statistics.domain.facts import (
+    RIDER_DIMENSIONS,
     Dimension,
     Directory,
     Event,
@@ -28,6 +29,7 @@ from services.statistics.domain.facts import (
     Measure,
     MeasureKind,
     Memory,
+    measure_maker,
 )
 from services.statistics.domain.mapping import (
     fact,
@@ -55,14 +57,10 @@ HOURS_SCALE = 100
 _D = Dimension
 _AT_COMMUNITY = frozenset({_D.CITY, _D.DISTRICT, _D.STREET, _D.COMMUNITY, _D.STATION,
                            _D.PLATFORM})
-_OF_RIDER = frozenset({_D.CITY, _D.DISTRICT, _D.STREET, _D.STATION, _D.PLATFORM})
+_OF_RIDER = RIDER_DIMENSIONS
 
 
-def _measure(name: str, label: str, unit: str, dimensions: frozenset[Dimension],
-             description: str, explanation: str, kind: MeasureKind = MeasureKind.FLOW,
-             scale: int = 1) -> Measure:
-    return Measure(name=name, label=label, unit=unit, service=SERVICE, dimensions=dimensions,
-                   description=description, explanation=explanation, kind=kind, scale=scale)
+_measure = measure_maker(SERVICE)
 
 
 MEASURES: tuple[Measure, ...] = (

@@ -38,6 +38,13 @@ class Dimension(StrEnum):
     REPORT_CATEGORY = "REPORT_CATEGORY"
 
 
+# The dimensions of a fact about a rider (their home street's places, their platform and
+# station), and of one that has a place but no rider: said once for every service's measures.
+RIDER_DIMENSIONS = frozenset({Dimension.CITY, Dimension.DISTRICT, Dimension.STREET,
+                              Dimension.STATION, Dimension.PLATFORM})
+PLACE_DIMENSIONS = frozenset({Dimension.CITY, Dimension.DISTRICT, Dimension.STREET})
+
+
 class MeasureKind(StrEnum):
     FLOW = "FLOW"    # what happened within the period
     STOCK = "STOCK"  # how many at the period's end: the sum of every fact before it
@@ -142,3 +149,17 @@ def rider_where(directory: Directory, rider_id: str, *, street_id: str = "",
     return Where(street_id=street_id or ("" if community_id else rider.home_street_id),
                  community_id=community_id, station_id=rider.station_id or "",
                  platform_id=rider.platform_id or "")
+
+
+def measure_maker(service: str) -> Callable[..., Measure]:
+    """The measures of one service: `Measure` with its service filled in, so that a catalogue
+    reads name, label, unit, dimensions, description, explanation."""
+
+    def make(name: str, label: str, unit: str, dimensions: frozenset[Dimension],
+             description: str, explanation: str, kind: MeasureKind = MeasureKind.FLOW,
+             scale: int = 1) -> Measure:
+        return Measure(name=name, label=label, unit=unit, service=service,
+                       dimensions=dimensions, description=description,
+                       explanation=explanation, kind=kind, scale=scale)
+
+    return make

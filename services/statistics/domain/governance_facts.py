@@ -27,6 +27,8 @@ from typing import Any
 
 from services.governance import events as topics
 from services.statistics.domain.facts import (
+    PLACE_DIMENSIONS,
+    RIDER_DIMENSIONS,
     Dimension,
     Directory,
     Event,
@@ -36,6 +38,7 @@ from services.statistics.domain.facts import (
     MeasureKind,
     Memory,
     Where,
+    measure_maker,
 )
 from services.statistics.domain.mapping import (
     fact,
@@ -90,18 +93,14 @@ _D = Dimension
 KEY_LABELS = {_D.REPORT_KIND: REPORT_KIND_LABELS, _D.REPORT_CATEGORY: REPORT_CATEGORY_LABELS}
 _REPORT = frozenset({_D.CITY, _D.DISTRICT, _D.STREET, _D.STATION, _D.PLATFORM,
                      _D.REPORT_KIND, _D.REPORT_CATEGORY})
-_OF_RIDER = frozenset({_D.CITY, _D.DISTRICT, _D.STREET, _D.STATION, _D.PLATFORM})
-_IN_STREET = frozenset({_D.CITY, _D.DISTRICT, _D.STREET})
+_OF_RIDER = RIDER_DIMENSIONS
+_IN_STREET = PLACE_DIMENSIONS
 _ROUND = ("Each report once per round of handling (a report reopened and handled again counts "
           "again in the period of its second round)")
 _ROUND_ZH = "每件事项每轮办理计一次（重办后再次办理的，在第二轮所在的期间再计一次）"
 
 
-def _measure(name: str, label: str, unit: str, dimensions: frozenset[Dimension],
-             description: str, explanation: str, kind: MeasureKind = MeasureKind.FLOW
-             ) -> Measure:
-    return Measure(name=name, label=label, unit=unit, service=SERVICE, dimensions=dimensions,
-                   description=description, explanation=explanation, kind=kind)
+_measure = measure_maker(SERVICE)
 
 
 MEASURES: tuple[Measure, ...] = (

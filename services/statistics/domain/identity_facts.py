@@ -7,6 +7,8 @@ from __future__ import annotations
 from datetime import date, datetime
 
 from services.statistics.domain.facts import (
+    PLACE_DIMENSIONS,
+    RIDER_DIMENSIONS,
     Dimension,
     Directory,
     Event,
@@ -32,10 +34,8 @@ SPACE_USE_STARTED = f"{_MODEL}:SpaceUseDay.Started"
 SPACE_USE_RECORDED = f"{_MODEL}:SpaceUseDay.UseRecorded"
 
 _D = Dimension
-RIDER_DIMENSIONS = frozenset({_D.CITY, _D.DISTRICT, _D.STREET, _D.STATION, _D.PLATFORM})
 # A milestone may be taken at a community (a community social worker).
 CAREER_DIMENSIONS = RIDER_DIMENSIONS | {_D.COMMUNITY}
-PLACE_DIMENSIONS = frozenset({_D.CITY, _D.DISTRICT, _D.STREET})
 
 # The milestones (identity's CareerMilestoneKind) and the measure each counts in.
 MILESTONE_MEASURES = {

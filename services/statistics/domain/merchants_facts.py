@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from services.merchants import events as topics
 from services.statistics.domain.facts import (
+    RIDER_DIMENSIONS,
     Dimension,
     Directory,
     Event,
@@ -24,6 +25,7 @@ from services.statistics.domain.facts import (
     MeasureKind,
     Memory,
     Where,
+    measure_maker,
 )
 from services.statistics.domain.mapping import (
     fact,
@@ -53,14 +55,10 @@ CARE_PACKAGES_DONATED = "care_packages_donated"
 _D = Dimension
 _MERCHANT_PLACE = frozenset({_D.CITY, _D.DISTRICT, _D.STREET, _D.MERCHANT})
 _AT_MERCHANT_FOR_RIDER = _MERCHANT_PLACE | {_D.STATION, _D.PLATFORM}
-_CAMPAIGN_FOR_RIDER = frozenset({_D.CITY, _D.DISTRICT, _D.STREET, _D.STATION, _D.PLATFORM})
+_CAMPAIGN_FOR_RIDER = RIDER_DIMENSIONS
 
 
-def _measure(name: str, label: str, unit: str, dimensions: frozenset[Dimension],
-             description: str, explanation: str, kind: MeasureKind = MeasureKind.FLOW
-             ) -> Measure:
-    return Measure(name=name, label=label, unit=unit, service=SERVICE, dimensions=dimensions,
-                   description=description, explanation=explanation, kind=kind)
+_measure = measure_maker(SERVICE)
 
 
 MEASURES: tuple[Measure, ...] = (
