@@ -19,12 +19,12 @@ NODE_STAMP := node_modules/.installed
 
 ## run: start Qiji on its embedded default (SQLite files under ./data, no servers)
 run: $(STAMP) protos console-assets
-	$(PY) -m shared.cli run
+	$(PY) -m shared.tools.cli run
 
 ## demo: tell the city's report against a Qiji of its own (embedded default, throwaway data
 ## dir, free ports), then stop it; exits with the demo's status
 demo: $(STAMP) protos console-assets
-	$(PY) -m shared.cli demo --embedded
+	$(PY) -m shared.tools.cli demo --embedded
 
 ## test: the whole suite, with a pytest summary
 test: $(STAMP) protos $(NODE_STAMP) console-assets

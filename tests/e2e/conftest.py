@@ -364,7 +364,7 @@ class WebProcess:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "services.credentials"], cwd=REPO, env=self.env,
                 stdout=log, stderr=log, stdin=subprocess.DEVNULL)
-        from shared.cli import wait_http_ready
+        from shared.tools.cli import wait_http_ready
         if not wait_http_ready(f"{self.url}/readyz", self.proc, START_TIMEOUT):
             self.proc.kill()
             pytest.fail(f"credentials not ready within {START_TIMEOUT}s:\n{self.log_tail()}")

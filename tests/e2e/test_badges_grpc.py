@@ -790,7 +790,7 @@ def cli_verify(jwt_file: Path, badges: ServiceProcess, token: str) -> subprocess
     python = REPO / ".venv" / "bin" / "python"
     env = {k: v for k, v in os.environ.items() if not k.startswith("QIJI_")}
     return subprocess.run(
-        [str(python if python.exists() else sys.executable), "-m", "shared.cli", "credential",
+        [str(python if python.exists() else sys.executable), "-m", "shared.tools.cli", "credential",
          "verify", str(jwt_file), "--address", f"badges={badges.address}", "--token", token],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=30, check=False)
 

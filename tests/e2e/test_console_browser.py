@@ -34,9 +34,9 @@ from qiji.statistics.v1 import statistics_service_pb2 as spb
 from qiji.statistics.v1 import statistics_service_pb2_grpc as spb_grpc
 
 from shared.auth import add_caller
-from shared.cli import wait_http_ready
 from shared.config import port_from_base
-from shared.demo import embedded_qiji, free_port_base
+from shared.tools.cli import wait_http_ready
+from shared.tools.demo import embedded_qiji, free_port_base
 from shared.values import CITY_TIME
 from tests.conftest import missing_server
 from tests.e2e.conftest import REPO
@@ -122,7 +122,7 @@ def qiji(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
         before = datetime.now(UTC)
         env = {k: v for k, v in os.environ.items() if not k.startswith("QIJI_")}
         told = subprocess.run(  # the city's report, told against this Qiji
-            [sys.executable, "-m", "shared.cli", "demo", "--port-base", str(base)],
+            [sys.executable, "-m", "shared.tools.cli", "demo", "--port-base", str(base)],
             cwd=REPO, env={**env, "QIJI_DATA_DIR": str(data_dir)}, capture_output=True,
             text=True, timeout=300, check=False)
         assert told.returncode == 0, told.stdout[-3000:] + told.stderr[-3000:]

@@ -21,7 +21,7 @@ from qiji.identity.v1 import identity_service_pb2 as ipb
 from qiji.identity.v1 import identity_service_pb2_grpc as irpc
 
 from shared.config import DEFAULT_PORTS
-from shared.demo import embedded_qiji, free_port_base
+from shared.tools.demo import embedded_qiji, free_port_base
 from tests.conftest import badges_key_env
 from tests.e2e.conftest import (
     REPO,
@@ -127,7 +127,7 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 def demo(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "shared.cli", "demo", *args], cwd=REPO, env=env,
+        [sys.executable, "-m", "shared.tools.cli", "demo", *args], cwd=REPO, env=env,
         capture_output=True, text=True, timeout=DEMO_TIMEOUT)
 
 
@@ -209,7 +209,7 @@ def test_a_refused_step_stops_the_demo_and_says_which(embedded: Embedded) -> Non
 
 
 def qiji(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "shared.cli", *args], cwd=cwd, env=env,
+    return subprocess.run([sys.executable, "-m", "shared.tools.cli", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=60)
 
 

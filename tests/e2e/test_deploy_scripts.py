@@ -45,7 +45,7 @@ pytestmark = pytest.mark.e2e
 
 SCRIPTS = ["up", "down", "restart", "status", "schemas", "backup", "restore", "verify",
            "rotate-token", "upgrade"]
-# The exit codes the scripts document (shared/ops/__init__.py), as an operator reads them.
+# The exit codes the scripts document (shared/tools/ops/__init__.py), as an operator reads them.
 USAGE, DEPENDENCY_UNREACHABLE, UNHEALTHY, VERIFICATION_FAILED, REFUSED = 2, 3, 4, 6, 7
 CATCH_UP_TIMEOUT = 20.0
 
@@ -322,7 +322,7 @@ def test_the_full_stack_runs_backs_up_restores_rotates_and_stops(operator: Opera
     # The auditor's commands reach the stack from its run directory alone (its ports, its
     # admin token), wherever they are run from.
     verified = subprocess.run(
-        [sys.executable, "-m", "shared.cli", "audit", "verify", "--run-dir",
+        [sys.executable, "-m", "shared.tools.cli", "audit", "verify", "--run-dir",
          str(operator.run_dir)], cwd=operator.run_dir.parent, env=operator.env,
         capture_output=True, text=True, timeout=60, check=False)
     assert verified.returncode == 0, verified.stdout + verified.stderr

@@ -22,12 +22,12 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 from qiji.identity.v1 import identity_service_pb2 as ipb
 
-from shared import audit_cli
-from shared.addressing import Dialer
 from shared.auth import add_caller
 from shared.checkpoints import CheckpointVerifier
 from shared.config import DEFAULT_PORTS
 from shared.integrity import HEALTH
+from shared.tools import audit_cli
+from shared.tools.addressing import Dialer
 from tests.conftest import _admin_conninfo
 from tests.e2e.client import create_city, new_request_id, phone_number, unique
 from tests.e2e.conftest import ServiceProcess, free_port, start_service

@@ -191,7 +191,7 @@ def qiji(statistics: ServiceProcess, *args: str, token: str) -> subprocess.Compl
     env = {k: v for k, v in statistics.env.items() if not k.startswith("QIJI_TOKEN")}
     env["QIJI_TOKEN"] = token
     return subprocess.run(
-        [sys.executable, "-m", "shared.cli", "stats", *args], cwd=REPO, env=env,
+        [sys.executable, "-m", "shared.tools.cli", "stats", *args], cwd=REPO, env=env,
         capture_output=True, text=True, timeout=120, check=False)
 
 

@@ -21,7 +21,7 @@ import psycopg
 import pytest
 
 from shared.auth import add_caller
-from shared.ops.stack import PROCESSES, RELAY
+from shared.tools.ops.stack import PROCESSES, RELAY
 from tests.conftest import _admin_conninfo
 from tests.e2e.client import Client, create_city
 from tests.e2e.test_deploy_scripts import Operator, operator_for

@@ -25,11 +25,11 @@ from qiji.platform.v1 import platform_feed_service_pb2 as ppb
 from qiji.platform.v1 import platform_feed_service_pb2_grpc as ppb_grpc
 from qiji.training.v1 import training_service_pb2 as tpb
 
-from shared import cli
 from shared.auth import add_caller
 from shared.config import TlsSettings
 from shared.grpc import health_probe
 from shared.grpc.channels import open_channel
+from shared.tools import cli
 from tests.certificates import Authority, Issued, new_authority
 from tests.e2e.client import (
     RPC_TIMEOUT,

@@ -21,16 +21,16 @@ from services.identity.application import IdentityApplication
 from services.identity.domain.values import OrganisationKind, RiderStatus
 from services.identity.public_events import CATALOGUE as IDENTITY_PUBLIC
 from shared import audit, audit_cli
-from shared.addressing import Dialer
 from shared.audit import Sealer
 from shared.checkpoints import CheckpointSigner
-from shared.cli import NO, NOT_PROVEN, OK
 from shared.grpc import audit as audit_api
 from shared.grpc.public_feed import read_public
 from shared.idempotency import RequestRecord
 from shared.integrity import EventIntegrityError
 from shared.metrics import REGISTRY
 from shared.persistence import postgres_conninfo
+from shared.tools.addressing import Dialer
+from shared.tools.cli import NO, NOT_PROVEN, OK
 from tests.conftest import MASTER_KEY, actor, as_actor, settings_for
 
 AUDITOR = actor("auditor", "auditor")

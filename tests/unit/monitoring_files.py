@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from shared.cli import CONSOLE, SERVICES, WEB
+from shared.tools.cli import CONSOLE, SERVICES, WEB
 from tests.conftest import missing_server
 
 ROOT = Path(__file__).resolve().parents[2]

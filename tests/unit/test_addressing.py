@@ -1,4 +1,4 @@
-"""Where a `qiji` command finds Qiji, and which token it presents (shared/addressing.py)."""
+"""Where a `qiji` command finds Qiji, and which token it presents (shared/tools/addressing.py)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from shared import addressing
-from shared.addressing import AddressingError, RunLock, resolve
+from shared.tools import addressing
+from shared.tools.addressing import AddressingError, RunLock, resolve
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -91,7 +91,7 @@ def test_a_running_qiji_run_is_found_through_its_data_folder_and_only_while_it_r
 import sys, time
 sys.path.insert(0, {str(REPO)!r})
 from pathlib import Path
-from shared.addressing import RunLock
+from shared.tools.addressing import RunLock
 lock = RunLock(Path({str(data)!r}))
 lock.acquire()
 lock.announce({{"identity": "127.0.0.1:56321", "training": "127.0.0.1:56322"}})

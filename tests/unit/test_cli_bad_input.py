@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from shared import addressing, cli
-from shared.demo import free_port_base
+from shared.tools import addressing, cli
+from shared.tools.demo import free_port_base
 
 ID = "0d6c2f3e-6a51-4a8e-9a0e-5b3c0f2d7e11"
 # A value each positional argument accepts, and values it must refuse (with one line).

@@ -6,8 +6,8 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from shared.cli import SERVICES
 from shared.config import holds, secret_setting
+from shared.tools.cli import SERVICES
 from tests.unit.monitoring_files import (
     ALERT_RULES,
     DASHBOARD,

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from shared.audit_cli import read_checkpoints
 from shared.checkpoints import BadCheckpoint, CheckpointSigner, CheckpointVerifier, unverified
 from shared.config import ConfigError, env_for, load_settings
 from shared.integrity import EventMac, Hmac, event_mac_v1
+from shared.tools.audit_cli import read_checkpoints
 
 KEY = bytes(range(32))
 AGGREGATE = uuid.UUID("4f1c2b8e-1d2a-4c3b-9e8f-0a1b2c3d4e5f")
@@ -172,8 +172,8 @@ def test_supervisord_blanks_the_secrets_of_every_program_that_must_not_hold_them
 
     from supervisor.datatypes import dict_of_key_value_pairs
 
-    from shared.ops import supervision
-    from shared.ops.stack import PROCESSES, Stack
+    from shared.tools.ops import supervision
+    from shared.tools.ops.stack import PROCESSES, Stack
     config = configparser.ConfigParser(interpolation=None)
     config.read_string(supervision.config_text(Stack(run_dir=tmp_path), PROCESSES, ENV))
     for name in PROCESSES:

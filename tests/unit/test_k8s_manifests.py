@@ -10,9 +10,9 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from shared.cli import SERVICES
 from shared.config import DEFAULT_PORTS, holds, secret_setting
 from shared.grpc.server import LIVENESS
+from shared.tools.cli import SERVICES
 from tests.unit.monitoring_files import (
     ALERT_RULES,
     DASHBOARD,

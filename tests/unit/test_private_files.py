@@ -7,8 +7,8 @@ import stat
 from pathlib import Path
 
 from services.badges.credentials import load_ed25519
-from shared.cli import _admin_token
 from shared.files import create_once, write_private
+from shared.tools.cli import _admin_token
 
 
 def mode(path: Path) -> int:

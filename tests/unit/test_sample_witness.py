@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from shared.audit_cli import read_checkpoints
 from shared.checkpoints import CheckpointSigner
+from shared.tools.audit_cli import read_checkpoints
 
 
 # nameko imports eventlet (without patching anything): its deprecation notice is not ours.

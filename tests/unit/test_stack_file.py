@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from shared.ops import REFUSED, USAGE, OpsError
-from shared.ops.stack import Stack
+from shared.tools.ops import REFUSED, USAGE, OpsError
+from shared.tools.ops.stack import Stack
 
 OLD = "amqp://qiji:S3cretOld@mq.example:5672/qiji"
 NEW = "amqp://qiji:N3wPass@mq.example:5672/qiji"

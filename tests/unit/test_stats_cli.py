@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from shared import cli, stats_cli
+from shared.tools import cli, stats_cli
 
 
 def parsed(*argv: str):

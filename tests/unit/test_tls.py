@@ -11,12 +11,12 @@ import grpc
 import pytest
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from shared import cli
 from shared.auth import TokenRegistry, add_caller
 from shared.config import ConfigError, TlsSettings, load_settings
 from shared.errors import Unauthenticated
 from shared.grpc import tls
 from shared.grpc.channels import open_channel
+from shared.tools import cli
 from tests.certificates import Authority, new_authority
 
 ORG_1 = "2f0d9c8e-5b1a-4c3d-8e7f-6a5b4c3d2e1f"

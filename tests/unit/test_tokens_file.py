@@ -112,7 +112,7 @@ def test_an_old_entry_without_its_organisation_is_refused_alone_and_says_how_to_
 def test_rotating_a_token_keeps_what_the_caller_is(tmp_path):
     """deploy/rotate-token: a new token, the same roles, organisation, subscriptions and
     certificate (an mTLS caller must not lose its certificate to a rotation)."""
-    from shared.ops.cli import rotate_token
+    from shared.tools.ops.cli import rotate_token
     path = tmp_path / "tokens.json"
     old = add_caller(path, "platform-co", ["platform"], PLATFORM_ORG, ["qiji.training.v1.*"],
                      certificate_subject="platform.qiji.test")

@@ -1,11 +1,11 @@
 """deploy/upgrade's checks that need no running stack.
 
-The tokens file (shared/ops/upgrade.py, check_tokens): a file written before issue 14 may hold
+The tokens file (shared/tools/ops/upgrade.py, check_tokens): a file written before issue 14 may hold
 a token of a role that acts for an organisation without naming one, which this release
 refuses. The upgrade stops before changing anything and prints, per refused caller, the command
 that brings it across; that command, run as printed, does.
 
-supervisord's environment (shared/ops/stack.py, stale_settings): what it was started with is
+supervisord's environment (shared/tools/ops/stack.py, stale_settings): what it was started with is
 what every program it restarts gets, so a setting this release adds (the credentials face's
 port) means starting supervisord again; a new service token or a secret does not count."""
 
@@ -16,11 +16,11 @@ import shlex
 
 import pytest
 
-from shared import cli
 from shared.auth import TokenRegistry, add_caller
-from shared.ops import REFUSED, OpsError, supervision
-from shared.ops.stack import Stack, stale_settings
-from shared.ops.upgrade import check_tokens
+from shared.tools import cli
+from shared.tools.ops import REFUSED, OpsError, supervision
+from shared.tools.ops.stack import Stack, stale_settings
+from shared.tools.ops.upgrade import check_tokens
 
 PLATFORM_ORG = "2e36f56c-b258-4e35-ac29-ad17468f3fbd"
 

@@ -10,7 +10,7 @@ from typing import Any
 import grpc
 from google.protobuf import json_format
 
-from shared import demo
+from shared.tools import demo
 
 RELEASES = Path(__file__).resolve().parent / "releases"
 OLDEST = RELEASES / "0.1.0"

@@ -77,8 +77,8 @@ def test_every_event_decodes_verifies_and_replays(data: Path) -> None:
 
 
 def test_qiji_run_on_the_old_data_answers_as_the_old_release_did(data: Path) -> None:
-    from shared.addressing import port_base_addresses
-    from shared.demo import Stack, free_port_base
+    from shared.tools.addressing import port_base_addresses
+    from shared.tools.demo import Stack, free_port_base
     base = free_port_base()
     # 0.1.0's platform caller brought across (its token rotated: the file keeps only hashes),
     # and a competing platform's caller.
@@ -89,7 +89,7 @@ def test_qiji_run_on_the_old_data_answers_as_the_old_release_did(data: Path) -> 
                another_platform: add_caller(tokens, "another-platform", ["platform"],
                                             another_platform)}
     log = open(data.parent / "qiji.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "shared.cli", "run", "--port-base",
+    proc = subprocess.Popen([sys.executable, "-m", "shared.tools.cli", "run", "--port-base",
                              str(base)], env=embedded_env(data), stdout=log, stderr=log)
     try:
         where = port_base_addresses(base)

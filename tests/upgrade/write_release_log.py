@@ -9,7 +9,7 @@ them.
     .venv/bin/python -m tests.upgrade.write_release_log embedded OUT_DIR
     .venv/bin/python -m tests.upgrade.write_release_log postgres OUT_DIR --pg-db DB ...
 
-The story: `qiji demo`'s (shared/demo.py) city, riders, training, badges, perks, pledge,
+The story: `qiji demo`'s (shared/tools/demo.py) city, riders, training, badges, perks, pledge,
 emergency report, care packages and career milestone; then what the demo does not do (consents
 given and withdrawn, a rider suspended with an open code and an enrolment, reinstated, another
 who left and whose personal data was erased, a no-show, a withdrawn enrolment, a retired
@@ -45,8 +45,8 @@ from qiji.identity.v1 import identity_service_pb2 as ipb
 from qiji.merchants.v1 import merchants_service_pb2 as mpb
 from qiji.training.v1 import training_service_pb2 as tpb
 
-from shared import demo
 from shared.config import EVENT_SOURCED_SERVICES, load_settings
+from shared.tools import demo
 
 REPO = Path(__file__).resolve().parents[2]
 SETTLE_DAYS = 400
@@ -445,7 +445,7 @@ def embedded(out: Path, port_base: int) -> None:
 
     def run() -> subprocess.Popen[bytes]:
         log = open(out / "qiji.log", "ab")
-        return subprocess.Popen([sys.executable, "-m", "shared.cli", "run", "--port-base",
+        return subprocess.Popen([sys.executable, "-m", "shared.tools.cli", "run", "--port-base",
                                  str(port_base)], env=env, stdout=log, stderr=log, cwd=REPO)
 
     def stop(proc: subprocess.Popen[bytes]) -> None:
@@ -513,7 +513,7 @@ def postgres(out: Path, db: str, offset: int, amqp_uri: str) -> None:
         wait_quiet(addresses, token)
     finally:
         deploy("down")
-    from shared.ops.stack import Stack
+    from shared.tools.ops.stack import Stack
     stack = Stack.resolve(run_dir, {})
     print("settled:", settle(stack.process_env({})), flush=True)
     deploy("up")

@@ -33,9 +33,9 @@ import psycopg
 from psycopg import sql
 
 from shared.config import EVENT_SOURCED_SERVICES, Settings, load_settings
-from shared.ops import FAILED, REFUSED, VERIFICATION_FAILED, OpsError
-from shared.ops.stack import RELAY, Say, Stack, check_postgres, say
-from shared.ops.status import events_table, seal_head, table_exists
+from shared.tools.ops import FAILED, REFUSED, VERIFICATION_FAILED, OpsError
+from shared.tools.ops.stack import RELAY, Say, Stack, check_postgres, say
+from shared.tools.ops.status import events_table, seal_head, table_exists
 
 # The figures' read model (services/statistics): its tables are made like the others', but it
 # is derived (never backed up: on a restored database it replays the logs).

@@ -26,19 +26,6 @@ import psycopg
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from psycopg import sql
 
-from shared.addressing import STACK_FILE
-from shared.cli import (
-    ADMIN_PRINCIPAL,
-    CONSOLE,
-    PROCESS_TOKENS,
-    SERVICES,
-    WEB,
-    _admin_token,
-    console_assets_missing,
-    port_free,
-    process_tokens,
-)
-from shared.cli import metrics_port as default_metrics_port
 from shared.config import (
     CONSOLE_HTTP_PORT,
     CREDENTIALS_HTTP_PORT,
@@ -58,10 +45,30 @@ from shared.config import (
 from shared.files import write_private
 from shared.grpc.channels import open_channel
 from shared.logging import redacted
-from shared.ops import DEPENDENCY_UNREACHABLE, REFUSED, UNHEALTHY, USAGE, OpsError, supervision
 from shared.personal_data import load_master_key
+from shared.tools.addressing import STACK_FILE
+from shared.tools.cli import (
+    ADMIN_PRINCIPAL,
+    CONSOLE,
+    PROCESS_TOKENS,
+    SERVICES,
+    WEB,
+    _admin_token,
+    console_assets_missing,
+    port_free,
+    process_tokens,
+)
+from shared.tools.cli import metrics_port as default_metrics_port
+from shared.tools.ops import (
+    DEPENDENCY_UNREACHABLE,
+    REFUSED,
+    UNHEALTHY,
+    USAGE,
+    OpsError,
+    supervision,
+)
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 RELAY = "relay"
 # Everything `up` starts, in start order; `down` stops them in reverse.
 PROCESSES = [*SERVICES, RELAY, WEB, CONSOLE]
@@ -321,7 +328,7 @@ class Stack:
     def process_env(self, tokens: Mapping[str, str]) -> dict[str, str]:
         """The processes' environment: the operator's own (pool size, log format...), then
         what the stack decides (store, ports, addresses, secrets' files), and `tokens`
-        (shared.cli.process_tokens). supervisord gives each process only the secrets it uses
+        (shared.tools.cli.process_tokens). supervisord gives each process only the secrets it uses
         (shared/config.py SECRET_SETTINGS)."""
         settings = self.settings()
         env = self.settings_env(pool_size=settings.postgres_pool_size)
@@ -425,7 +432,7 @@ def dialling_tls() -> TlsSettings:
 
 
 def relay_healthy(stack: Stack) -> bool:
-    from shared.ops.status import scrape
+    from shared.tools.ops.status import scrape
     samples = scrape(stack.metrics_url(RELAY))
     return bool(samples.get(("qiji_relay_healthy", ())))
 

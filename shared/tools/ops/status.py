@@ -30,12 +30,12 @@ from qiji.feed.v1 import feed_service_pb2 as feed_pb
 from qiji.feed.v1 import feed_service_pb2_grpc as feed_grpc
 
 from shared.checkpoints import CHECKPOINT_TOPIC, BadCheckpoint, unverified
-from shared.cli import SERVICES
 from shared.config import EVENT_SOURCED_SERVICES, load_settings
 from shared.grpc.channels import open_channel
 from shared.grpc.server import FOLLOWERS
 from shared.integrity import HEALTH as INTEGRITY
-from shared.ops import (
+from shared.tools.cli import SERVICES
+from shared.tools.ops import (
     DEPENDENCY_UNREACHABLE,
     LAGGING,
     OK,
@@ -44,7 +44,7 @@ from shared.ops import (
     OpsError,
     supervision,
 )
-from shared.ops.stack import (
+from shared.tools.ops.stack import (
     CONSOLE,
     RELAY,
     WEB,

@@ -53,10 +53,10 @@ from qiji.statistics.v1 import statistics_service_pb2_grpc as srpc
 from qiji.training.v1 import training_service_pb2 as tpb
 from qiji.training.v1 import training_service_pb2_grpc as trpc
 
-from shared import addressing, audit_cli
-from shared.addressing import Deployment, Dialer
 from shared.auth import add_caller
 from shared.config import DEFAULT_PORTS, PORT_BASE_SPAN, TlsSettings, load_tls_settings
+from shared.tools import addressing, audit_cli
+from shared.tools.addressing import Deployment, Dialer
 from shared.values import CITY_TIME
 
 T = TypeVar("T")
@@ -1376,7 +1376,7 @@ def embedded_qiji(data_dir: Path, port_base: int) -> Iterator[subprocess.Popen[b
            "QIJI_DATA_DIR": str(data_dir)}
     with open(data_dir / "qiji.log", "wb") as log:
         proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-            [sys.executable, "-m", "shared.cli", "run", "--port-base", str(port_base)],
+            [sys.executable, "-m", "shared.tools.cli", "run", "--port-base", str(port_base)],
             env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         try:
             yield proc

@@ -1,5 +1,5 @@
 """Operator commands for the native full stack (deploy/up, down, status, schemas, backup,
-restore, verify, rotate-token): `python -m shared.ops <command> --help`.
+restore, verify, rotate-token): `python -m shared.tools.ops <command> --help`.
 
 Every command exits with one of the codes below, so scripts and CI can tell a broken
 dependency from a broken service from a broken backup without reading the output."""

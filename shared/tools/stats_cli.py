@@ -18,8 +18,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from shared import addressing
-from shared.addressing import Deployment
+from shared.tools import addressing
+from shared.tools.addressing import Deployment
 from shared.values import CITY_TIME
 
 SERVICE = "statistics"
@@ -91,7 +91,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 
 def _organisation_id(raw: str) -> str:
-    from shared.cli import _id
+    from shared.tools.cli import _id
     return _id(raw)
 
 
@@ -114,7 +114,7 @@ def end_moment(raw: str) -> datetime:
 
 
 def answer(args: argparse.Namespace) -> int:
-    from shared.cli import OK, CommandFailed
+    from shared.tools.cli import OK, CommandFailed
     deployment = addressing.resolve(args)
     if args.action == "rebuild":
         return rebuild(args, deployment)
@@ -146,7 +146,7 @@ def answer(args: argparse.Namespace) -> int:
 
 def failed(error: grpc.RpcError, address: str) -> Exception:
     """The command's one line for a refused call: every field violation when there are some."""
-    from shared.cli import rpc_failed
+    from shared.tools.cli import rpc_failed
     refused = rpc_failed(error, SERVICE, address)
     status = rpc_status.from_call(error) if isinstance(error, grpc.Call) else None
     for detail in (status.details if status is not None else []):
@@ -318,9 +318,9 @@ def rebuild(args: argparse.Namespace, deployment: Deployment) -> int:
     token (the city admin's: the feeds are the city admin's and Qiji's own). The running
     figures process may go on: each batch applies once, whoever reads it."""
     from services.statistics.service import make_statistics
-    from shared.cli import OK, CommandFailed
     from shared.config import load_settings
     from shared.logging import configure
+    from shared.tools.cli import OK, CommandFailed
 
     if not args.yes:
         raise CommandFailed("this drops every figure and replays the five logs (the figures "
@@ -328,8 +328,8 @@ def rebuild(args: argparse.Namespace, deployment: Deployment) -> int:
     env = dict(os.environ)
     run_dir = getattr(args, "run_dir", None) or env.get("QIJI_RUN_DIR")
     if run_dir:
-        from shared.ops import OpsError
-        from shared.ops.stack import Stack
+        from shared.tools.ops import OpsError
+        from shared.tools.ops.stack import Stack
         try:
             stack = Stack.resolve(Path(run_dir), {})
         except OpsError as error:
@@ -352,7 +352,7 @@ def rebuild(args: argparse.Namespace, deployment: Deployment) -> int:
         events = statistics.rebuild()
         positions = {p.service: p.position for p in statistics.freshness()}
     except grpc.RpcError as error:
-        from shared.cli import rpc_failed
+        from shared.tools.cli import rpc_failed
         raise rpc_failed(error, "a service's feed", upstreams) from None
     finally:
         statistics.close()

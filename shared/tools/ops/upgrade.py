@@ -32,10 +32,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from shared.auth import list_callers
-from shared.cli import process_tokens
-from shared.ops import OK, REFUSED, UNHEALTHY, OpsError, store, supervision
-from shared.ops import status as status_ops
-from shared.ops.stack import (
+from shared.tools.cli import process_tokens
+from shared.tools.ops import OK, REFUSED, UNHEALTHY, OpsError, store, supervision
+from shared.tools.ops import status as status_ops
+from shared.tools.ops.stack import (
     CONSOLE,
     PROCESSES,
     STOP_TIMEOUT,
@@ -50,7 +50,7 @@ from shared.ops.stack import (
     say,
     stale_settings,
 )
-from shared.ops.store import STATISTICS
+from shared.tools.ops.store import STATISTICS
 
 
 def upgrade(stack: Stack, *, backup_dir: Path | None, timeout: float, out: Say = say) -> Path:

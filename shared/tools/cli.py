@@ -1,5 +1,5 @@
 """The `qiji` command: run Qiji on its embedded default, manage callers' tokens, and ask a
-running Qiji — wherever it runs (shared/addressing.py) — for an audit, a credential or the
+running Qiji — wherever it runs (shared/tools/addressing.py) — for an audit, a credential or the
 city's story.
 
 Every subcommand answers bad input with one line and a non-zero exit (the codes below), never
@@ -21,8 +21,6 @@ from typing import NoReturn
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from shared import addressing
-from shared.addressing import AddressingError, Deployment, RunLock
 from shared.auth import PUBLIC_READER, ROLES, SERVICE, add_caller
 from shared.config import (
     DEFAULT_PORTS,
@@ -36,6 +34,8 @@ from shared.config import (
 from shared.files import write_private
 from shared.grpc.channels import open_channel
 from shared.personal_data import load_master_key
+from shared.tools import addressing
+from shared.tools.addressing import AddressingError, Deployment, RunLock
 
 # The services `qiji run` starts, in start order; each new service joins this list.
 SERVICES = ["identity", "training", "merchants", "badges", "governance", "platform",
@@ -156,12 +156,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="play the city's report against a running Qiji "
                           "(or, with --embedded, one it starts and stops)")
-    from shared.demo import add_arguments as demo_arguments
+    from shared.tools.demo import add_arguments as demo_arguments
     demo_arguments(demo)
 
-    from shared.audit_cli import add_parser as audit_parser
+    from shared.tools.audit_cli import add_parser as audit_parser
     audit_parser(sub)
-    from shared.stats_cli import add_parser as stats_parser
+    from shared.tools.stats_cli import add_parser as stats_parser
     stats_parser(sub)
     return parser
 
@@ -209,7 +209,7 @@ def _subcommand_parser(parser: argparse.ArgumentParser, args: argparse.Namespace
 
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "audit":
-        from shared.audit_cli import answer
+        from shared.tools.audit_cli import answer
         deployment = addressing.resolve(args)
         # A witness keeping checkpoints presents a platform token to the feed, not the
         # auditor's.
@@ -217,10 +217,10 @@ def _dispatch(args: argparse.Namespace) -> int:
             deployment.require_token()
         return answer(args, token, deployment.dialer(), deployment.tls)
     if args.command == "stats":
-        from shared.stats_cli import answer as stats_answer
+        from shared.tools.stats_cli import answer as stats_answer
         return stats_answer(args)
     if args.command == "demo":
-        from shared import demo as demo_module
+        from shared.tools import demo as demo_module
         if args.embedded:
             return demo_module.run_embedded(args)
         return demo_module.run(args, addressing.resolve(args))
@@ -575,7 +575,7 @@ def wait_http_ready(url: str, proc: subprocess.Popen[bytes] | None,
 
 # Where `qiji run` and deploy/up serve each gRPC process's /metrics: 9101 for identity, and so
 # on to 9106 for the platform gateway; 9107 and 9108 are the relay's and the public face's
-# (shared/ops/stack.py), so the figures, which came later, have 9109.
+# (shared/tools/ops/stack.py), so the figures, which came later, have 9109.
 METRICS_PORTS = {**{name: 9101 + i for i, name in enumerate(
     ["identity", "training", "merchants", "badges", "governance", "platform"])},
     "statistics": 9109}
@@ -657,7 +657,7 @@ def _print_banner(services: list[str], data_dir: Path, token: str, ports: dict[s
 
 
 if __name__ == "__main__":
-    # `python -m shared.cli`: run the module's own copy, not this __main__ one, so that the
-    # subcommands' modules (which import shared.cli) raise the CommandFailed main catches.
-    from shared.cli import main as module_main
+    # `python -m shared.tools.cli`: run the module's own copy, not this __main__ one, so that the
+    # subcommands' modules (which import shared.tools.cli) raise the CommandFailed main catches.
+    from shared.tools.cli import main as module_main
     sys.exit(module_main())

@@ -1,4 +1,4 @@
-"""`python -m shared.ops <command>` (deploy/<command> runs it with the project's .venv): the
+"""`python -m shared.tools.ops <command>` (deploy/<command> runs it with the project's .venv): the
 operator's commands for the native full stack. See deploy/README.md for a walkthrough."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from shared.ops import EXIT_CODES, FAILED, OK, REFUSED, OpsError
+from shared.tools.ops import EXIT_CODES, FAILED, OK, REFUSED, OpsError
 
 COMMANDS = ("up", "down", "restart", "status", "schemas", "backup", "restore", "verify",
             "rotate-token", "upgrade")
@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         subparsers = next(a for a in parser._actions
                           if isinstance(a, argparse._SubParsersAction))
         subparsers.choices[args.command].error(f"unrecognized arguments: {' '.join(extra)}")
-    from shared.ops.stack import Stack
+    from shared.tools.ops.stack import Stack
     overrides = {key: getattr(args, key, None) for key in
                  ("pg_host", "pg_port", "pg_db", "pg_user", "amqp_uri", "port_offset",
                   "issuer_url")}
@@ -180,9 +180,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _dispatch(args: argparse.Namespace, stack: object) -> int:
-    from shared.ops import stack as stack_ops
-    from shared.ops import status as status_ops
-    from shared.ops import store
+    from shared.tools.ops import stack as stack_ops
+    from shared.tools.ops import status as status_ops
+    from shared.tools.ops import store
     assert isinstance(stack, stack_ops.Stack)
     if args.command == "up":
         stack_ops.up(stack, timeout=args.timeout)
@@ -201,7 +201,7 @@ def _dispatch(args: argparse.Namespace, stack: object) -> int:
     elif args.command == "verify":
         store.verify(stack, args.backup)
     elif args.command == "upgrade":
-        from shared.ops.upgrade import upgrade
+        from shared.tools.ops.upgrade import upgrade
         upgrade(stack, backup_dir=args.backup_dir, timeout=args.timeout)
     elif args.command == "rotate-token":
         print(rotate_token(stack.tokens_file, args.principal, stack.admin_token_file))
@@ -212,8 +212,8 @@ def rotate_token(tokens_file: Path, principal: str, admin_token_file: Path) -> s
     """The caller's new token, with its roles, organisation, subscriptions and certificate
     subject kept (rotating a token must not unregister a caller's certificate)."""
     from shared.auth import add_caller
-    from shared.cli import ADMIN_PRINCIPAL
     from shared.files import write_private
+    from shared.tools.cli import ADMIN_PRINCIPAL
     try:
         callers = json.loads(tokens_file.read_text() or "{}").get("callers", [])
     except FileNotFoundError:

@@ -48,7 +48,7 @@ from shared.grpc.channels import open_channel
 # What `qiji run` writes into its data folder while it runs, under an exclusive lock on it:
 # one Qiji per data folder, and where it serves (read by the other `qiji` commands).
 RUN_FILE = "qiji-run.json"
-STACK_FILE = "stack.json"  # deploy/up's, in its run directory (shared/ops/stack.py)
+STACK_FILE = "stack.json"  # deploy/up's, in its run directory (shared/tools/ops/stack.py)
 SERVICES = list(DEFAULT_PORTS)
 
 
@@ -128,7 +128,7 @@ def add_arguments(parser: argparse.ArgumentParser, *, tokens_file: bool = False,
                   whose: str = "a") -> None:
     """The options every command that calls Qiji takes. Their defaults are left unset
     (SUPPRESS), so that they may be given before or after a subcommand's name."""
-    g = parser.add_argument_group("where Qiji is (shared/addressing.py; default: your "
+    g = parser.add_argument_group("where Qiji is (shared/tools/addressing.py; default: your "
                                   "QIJI_<SERVICE>_ADDRESS settings, else the `qiji run` on "
                                   "the data folder, else the default ports)")
     g.add_argument("--run-dir", type=Path, default=argparse.SUPPRESS, metavar="DIR",

@@ -38,10 +38,10 @@ from typing import TYPE_CHECKING, Any
 
 from shared import config
 from shared.files import write_private
-from shared.ops import FAILED, OpsError
+from shared.tools.ops import FAILED, OpsError
 
 if TYPE_CHECKING:
-    from shared.ops.stack import Stack
+    from shared.tools.ops.stack import Stack
 
 CONFIG = "supervisord.conf"
 SOCKET = "supervisor.sock"
@@ -59,7 +59,7 @@ def config_text(stack: Stack, processes: list[str], environment: Iterable[str],
                 python: str = sys.executable) -> str:
     """supervisord.conf for `stack`, whose supervisord runs with (the names) `environment`:
     one program per process, no secret in it."""
-    from shared.ops.stack import REPO
+    from shared.tools.ops.stack import REPO
     run = stack.run_dir
     lines = [
         "; Written by deploy/up; regenerated on every up and upgrade (do not edit).",

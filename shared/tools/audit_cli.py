@@ -16,12 +16,12 @@ import grpc
 from qiji.audit.v1 import audit_service_pb2 as pb
 from qiji.audit.v1 import audit_service_pb2_grpc as pb_grpc
 
-from shared import addressing
-from shared.addressing import Dialer
 from shared.checkpoints import BadCheckpoint, CheckpointVerifier, readable, unverified
 from shared.config import EVENT_SOURCED_SERVICES, TlsSettings, address
 from shared.grpc.channels import open_channel
 from shared.public_feed import checkpoint_type
+from shared.tools import addressing
+from shared.tools.addressing import Dialer
 
 # A bare date or time is one in the city (China Standard Time).
 CITY_TIME = timezone(timedelta(hours=8))
@@ -29,7 +29,7 @@ CITY_TIME = timezone(timedelta(hours=8))
 
 def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """`qiji audit` and its questions."""
-    from shared.cli import _id
+    from shared.tools.cli import _id
 
     audit = commands.add_parser(
         "audit", help="answer an auditor: history, as-of, verify, perk, award; keep checkpoints",
@@ -124,7 +124,7 @@ def answer(args: argparse.Namespace, token: str, channel: Dialer,
     """Prints the answer to `args.question`; `channel(service)` opens a channel to a service.
     `qiji demo` ends with some of these. 0: answered; 1: the answer is no (not found, a log
     altered); 2 or 3 (with one line on stderr): refused, or Qiji did not answer."""
-    from shared.cli import CommandFailed, rpc_failed
+    from shared.tools.cli import CommandFailed, rpc_failed
     metadata = [("authorization", f"Bearer {token}")]
     service = {"perk": "merchants", "award": "badges", "checkpoints": "platform"}.get(
         args.question, getattr(args, "service", ""))
@@ -221,7 +221,7 @@ def _verify(services: list[str], channel: Dialer, metadata: list[tuple[str, str]
     disagree); 3: one did not answer (and none was found altered); 4: not proven — intact as
     far as it was checked, but a checkpoint given for it was not used, or it signs with a key
     that was not pinned."""
-    from shared.cli import NO, NOT_PROVEN, OK, UNREACHABLE, rpc_failed
+    from shared.tools.cli import NO, NOT_PROVEN, OK, UNREACHABLE, rpc_failed
     services = list(dict.fromkeys(services))  # each once, in the order asked
     given, unusable = _by_log(notes)
     for reason in unusable:
@@ -373,7 +373,7 @@ class Feed:
 
 
 def _feed(args: argparse.Namespace, channel: Dialer) -> Feed:
-    from shared.cli import CommandFailed
+    from shared.tools.cli import CommandFailed
     token = args.feed_token or os.environ.get("QIJI_FEED_TOKEN", "")
     if not token:
         raise CommandFailed("the feed needs a platform-role token: give --feed-token or "
@@ -408,7 +408,7 @@ def keep_checkpoints(out: Path, feed: Feed, tls: TlsSettings | None) -> int:
     """`qiji audit checkpoints --out FILE`: what a witness (the platform company) runs now and
     then: appends every checkpoint published since its last run to FILE, one JSON line each,
     and keeps its cursor in FILE.cursor. Keep the file where the city cannot change it."""
-    from shared.cli import CommandFailed, rpc_failed
+    from shared.tools.cli import CommandFailed, rpc_failed
     cursor_file = out.with_name(out.name + ".cursor")
     try:
         cursor = cursor_file.read_text().strip() if cursor_file.exists() else ""
@@ -429,7 +429,7 @@ def keep_checkpoints(out: Path, feed: Feed, tls: TlsSettings | None) -> int:
 
 def _checkpoints(args: argparse.Namespace, channel: Dialer, tls: TlsSettings | None
                  ) -> list[str]:
-    from shared.cli import CommandFailed, rpc_failed
+    from shared.tools.cli import CommandFailed, rpc_failed
     notes: list[str] = []
     try:
         for path in args.checkpoints or []:
