@@ -46,7 +46,7 @@ MAX_EXPORT_MEASURES = 50
 # an education provider is not admitted at all.
 FIGURE_HOLDERS = (auth.STREET_OFFICE, auth.COMMUNITY, auth.PLATFORM, auth.MERCHANT,
                   auth.DEPARTMENT)
-_FIGURES = scoped(CITY_READERS, **each(OWN, *FIGURE_HOLDERS))
+_FIGURES = scoped(CITY_READERS, tenants=each(OWN, *FIGURE_HOLDERS))
 
 ACCESS = access_table(SERVICE_NAME, {
     "ListMeasures": _FIGURES,
@@ -64,12 +64,14 @@ class StatisticsServicer(pb_grpc.StatisticsServiceServicer):
 
     # ------------------------------------------------------------------ RPCs
 
-    def ListMeasures(self, request: Any, context_: Any) -> Any:
+    def ListMeasures(self, request: pb.ListMeasuresRequest, context_: grpc.ServicerContext
+                     ) -> pb.ListMeasuresResponse:
         self._viewer()
         return pb.ListMeasuresResponse(measures=[measure_out(m)
                                                  for m in self.statistics.measures()])
 
-    def QueryFigures(self, request: Any, context_: Any) -> Any:
+    def QueryFigures(self, request: pb.QueryFiguresRequest, context_: grpc.ServicerContext
+                     ) -> pb.QueryFiguresResponse:
         viewer = self._viewer()
         violations = Violations()
         query = replace(query_in(request, request.measure, violations),
@@ -85,7 +87,8 @@ class StatisticsServicer(pb_grpc.StatisticsServiceServicer):
             as_of_time=timestamp(page.as_of),
             positions=[position_out(p) for p in page.positions])
 
-    def ExportFigures(self, request: Any, context_: Any) -> Iterator[Any]:
+    def ExportFigures(self, request: pb.ExportFiguresRequest, context_: grpc.ServicerContext
+                      ) -> Iterator[pb.ExportFiguresResponse]:
         viewer = self._viewer()
         violations = Violations()
         names = list(request.measures)
@@ -141,7 +144,8 @@ class StatisticsServicer(pb_grpc.StatisticsServiceServicer):
                     rows_written=part.rows_written, rows_total=max(rows_total,
                                                                    part.rows_written)))
 
-    def GetFreshness(self, request: Any, context_: Any) -> Any:
+    def GetFreshness(self, request: pb.GetFreshnessRequest, context_: grpc.ServicerContext
+                     ) -> pb.GetFreshnessResponse:
         self._viewer()
         return pb.GetFreshnessResponse(positions=[position_out(p)
                                                   for p in self.statistics.freshness()])

@@ -117,7 +117,8 @@ class PublicFeedServicer(pb_grpc.PublicFeedServiceServicer):
         self._app = app
         self._catalogue = catalogue
 
-    def ReadPublicEvents(self, request: Any, context: Any) -> Any:
+    def ReadPublicEvents(self, request: pb.ReadPublicEventsRequest, context: grpc.ServicerContext
+                         ) -> pb.ReadPublicEventsResponse:
         return read_public(self._app, self._catalogue, request)
 
 
