@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from copy import deepcopy
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import structlog
 from cryptography.hazmat.primitives import hashes
@@ -257,7 +257,7 @@ class QijiApplication(Application[uuid.UUID]):
                 raise AggregateNotFoundError(ident)
             if cache is not None:
                 cache.put(ident, aggregate)
-        else:
+        elif cache is not None:  # found in the cache
             newer_than = getattr(self.recorder, "has_events_after", None)
             if newer_than is None or newer_than(ident, aggregate.version):
                 newer = list(self.repository.event_store.get(ident, gt=aggregate.version))
@@ -366,7 +366,9 @@ class QijiApplication(Application[uuid.UUID]):
         """The aggregate's version as it stood at `when` (None if it did not exist yet): what
         "rider R's record on 1 March" is rebuilt from, by replaying events up to that moment."""
         version = None
-        for stored in self.events.get(aggregate_id):
+        # Every event Qiji stores is an aggregate's, which has a timestamp.
+        events = cast("Iterable[Aggregate.Event]", self.events.get(aggregate_id))
+        for stored in events:
             if stored.timestamp > when:
                 break
             version = stored.originator_version
@@ -481,7 +483,7 @@ class QijiApplication(Application[uuid.UUID]):
                 "rider": directory.rider_owners,
                 "service_space": directory.service_space_owners}
 
-    def found(self, aggregate_id: str, kind: type[Aggregate]) -> Any | None:
+    def found(self, aggregate_id: uuid.UUID | str, kind: type[Aggregate]) -> Any | None:
         """The aggregate (not a copy: only to read it), or None when there is none of that
         kind with that id: for an owner resolver, to which an unknown thing is no one's."""
         try:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import queue
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from typing import Any
 
 import psycopg
@@ -64,14 +64,15 @@ class EventDecoder:
                 id=position, originator_id=originator_id, originator_version=version,
                 topic=topic, state=state))
         if type(originator_id) is not uuid.UUID:
-            convert = find_id_convertor(cls, type(originator_id))
+            # A class is hashable; mypy does not see it through the library's lru_cache.
+            convert = find_id_convertor(cls, type(originator_id))  # type: ignore[arg-type]
         event_state["originator_id"] = convert(originator_id)
         event_state["originator_version"] = version
         from_version = event_state.pop("class_version", 1)
         while from_version < class_version:
             getattr(cls, f"upcast_v{from_version}_v{from_version + 1}")(event_state)
             from_version += 1
-        event = object.__new__(cls)
+        event: Any = object.__new__(cls)
         object.__setattr__(event, "__dict__", event_state)
         return event
 
@@ -144,7 +145,7 @@ def _pages(app: QijiApplication, start: int) -> Iterator[list[tuple[Any, ...]]]:
 
 
 def prefetched(fetch: Callable[[Callable[[Any], bool]], None], name: str
-               ) -> Iterator[Any]:
+               ) -> Generator[Any, None, None]:
     """What `fetch(put)` puts, produced by a thread of its own at most PREFETCH items ahead of
     the consumer (`put` returns False once the consumer has gone: stop then). An exception in
     `fetch` is raised to the consumer."""

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from functools import partial
 from typing import Any
 
 import structlog
@@ -1202,8 +1203,7 @@ class BadgesApplication(QijiApplication):
         made = 0
         for job_id in self.views.running_reevaluations():
             while True:
-                result = self.execute(lambda job_id=job_id: self._reevaluate_batch(job_id,
-                                                                                   batch))
+                result = self.execute(partial(self._reevaluate_batch, job_id, batch))
                 made += result.get("awarded", 0)
                 if result.get("done", True):
                     break

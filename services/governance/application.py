@@ -577,8 +577,13 @@ class GovernanceApplication(HelpRequests, QijiApplication):
         violations = violations if violations is not None else Violations()
         violations.require_given(reason, "reason", one_of(PauseReason), ENUM_VALUE_REQUIRED)
         check_text(violations, "note", note, required=reason is PauseReason.OTHER)
-        return self._work(report_id, department_id, violations,
-                          lambda r, now: r.pause_clock(department_id, reason, note.strip(), now))
+
+        def pause(report: Report, now: datetime) -> None:
+            # Run only once the request passed its checks: a reason was given.
+            assert reason is not None, "require_given refused a pause without a reason"
+            report.pause_clock(department_id, reason, note.strip(), now)
+
+        return self._work(report_id, department_id, violations, pause)
 
     def resume_assignment_clock(self, *, report_id: str, department_id: str
                                 ) -> dict[str, Any]:
@@ -1051,10 +1056,14 @@ class GovernanceApplication(HelpRequests, QijiApplication):
             check_text(violations, "session.place", session.place, required=True)
             check_text(violations, "session.notes", session.notes, required=False,
                        limit=MAX_TEXT)
-        # A session with its time is there whenever the change runs: without, a violation was
-        # raised first.
-        return self._change_case(case_id, violations, lambda c: c.hold_session(
-            session.held_at, session.place.strip(), session.notes.strip()))
+
+        def hold(case: MediationCase) -> None:
+            # A session with its time is there whenever the change runs: without, a violation
+            # was raised first.
+            assert session is not None and session.held_at is not None, "checked above"
+            case.hold_session(session.held_at, session.place.strip(), session.notes.strip())
+
+        return self._change_case(case_id, violations, hold)
 
     def record_mediation_agreement(self, *, case_id: str, outcome: str
                                    ) -> dict[str, Any]:

@@ -602,7 +602,7 @@ class GovernanceServicer(HelpServicer, pb_grpc.GovernanceServiceServicer):
             escalation_level=enum_out(e.level, pb.EscalationLevel),
             submit_time=timestamp(e.submitted_at), at_risk=e.at_risk,
             paused=bool(e.pause_reason),
-            pause_reason=enum_out(e.pause_reason, pb.PauseReason) if e.pause_reason else 0)
+            pause_reason=enum_out(e.pause_reason, pb.PauseReason))
 
     @staticmethod
     def _statistics(s: StatisticsRow) -> Any:

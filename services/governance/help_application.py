@@ -12,6 +12,7 @@ things happened, not what was said; the rider's own platform reads the outcome."
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -45,7 +46,7 @@ from services.governance.domain.values import (
 )
 from services.governance.help_views import HelpStatisticsRow, HelpViews
 from shared import auth, context, masking
-from shared.application import Outcome
+from shared.application import Outcome, QijiApplication
 from shared.context import Actor, RequestContext
 from shared.errors import (
     END_TIME_NOT_AFTER_START_TIME,
@@ -67,7 +68,8 @@ from shared.tenancy import Owners
 from shared.wire import one_of
 
 if TYPE_CHECKING:
-    from services.governance.application import GovernanceApplication
+    from services.governance.domain.model import Participant
+    from services.governance.views import GovernanceViews
 
 # Who stores a help request's escalation: its deadline scheduler, through the command path.
 HELP_DEADLINE_SCHEDULER = Actor(principal="governance-help-deadline-scheduler",
@@ -123,19 +125,35 @@ class HelpRoutingView:
     updated_at: datetime | None
 
 
-class HelpRequests:
+class HelpRequests(QijiApplication):
     """GovernanceApplication's help requests (mixed in: it shares the organisation tree, the
     riders and the command path)."""
 
     help_views: HelpViews
+    if TYPE_CHECKING:  # GovernanceApplication's, which this part of it uses
+        views: GovernanceViews
+        clock: Callable[[], datetime]
 
-    def _open_help_views(self: GovernanceApplication) -> None:
+        def _participant(self, rider_id: str,
+                         refresh_unless: Callable[[Participant], bool] | None = None
+                         ) -> Participant: ...
+
+        def _require_riders(self, violations: Violations, named: list[tuple[str, str]],
+                            refresh_unless: Callable[[Participant], bool] | None = None
+                            ) -> None: ...
+
+        def _note_organisation(self, violations: Violations, organisation_id: str, field: str,
+                               kind: str, label: str) -> dict[str, str] | None: ...
+
+        def _escalation_chain(self, street_id: str) -> dict[str, str]: ...
+
+    def _open_help_views(self) -> None:
         self.help_views = HelpViews(self)
         self.help_views.catch_up()
 
     # ------------------------------------------------------------------ asking
 
-    def request_help(self: GovernanceApplication, *, rider_id: str, kind: HelpKind | None,
+    def request_help(self, *, rider_id: str, kind: HelpKind | None,
                      text: str, contact_preference: ContactChannel | None = None,
                      violations: Violations | None = None) -> dict[str, Any]:
         """Stores the rider's request and, in the same save, routes it by the city's help
@@ -182,7 +200,7 @@ class HelpRequests:
 
     # ------------------------------------------------------------------ routing
 
-    def set_help_routing(self: GovernanceApplication, *, routes: list[HelpRouteInput],
+    def set_help_routing(self, *, routes: list[HelpRouteInput],
                          violations: Violations | None = None) -> dict[str, Any]:
         """Replaces the city's help routing; kinds the request leaves out keep the defaults.
         Requests routed already keep their departments and clocks."""
@@ -210,7 +228,7 @@ class HelpRequests:
             return Outcome([current], {"version": current.version})
         return self.execute(decide, serialise_on=HelpRouting.ID)
 
-    def help_routing(self: GovernanceApplication, version: int = 0) -> HelpRoutingView:
+    def help_routing(self, version: int = 0) -> HelpRoutingView:
         """The routing at `version` (0: the current one; the defaults while never set)."""
         if version < 0:
             raise InvalidArgument([FieldViolation("version", "must not be negative",
@@ -225,7 +243,7 @@ class HelpRequests:
         return HelpRoutingView({k: dict(v) for k, v in routing.routes.items()},
                                routing.version, routing.updated_at)
 
-    def _seal_for(self: GovernanceApplication, rider_id: str, value: str) -> str:
+    def _seal_for(self, rider_id: str, value: str) -> str:
         """`value` sealed under the rider's key ("" stays ""): a rider whose personal data
         was erased can have nothing said of them stored again."""
         if not value:
@@ -239,7 +257,7 @@ class HelpRequests:
 
     # ------------------------------------------------------------------ a department's work
 
-    def assign_caseworker(self: GovernanceApplication, *, help_request_id: str,
+    def assign_caseworker(self, *, help_request_id: str,
                           department_id: str, caseworker_name: str) -> dict[str, Any]:
         """The department names who follows the case up (its acknowledgement)."""
         violations = Violations()
@@ -250,7 +268,7 @@ class HelpRequests:
         return self._help_change(help_request_id, lambda h, now: h.assign_caseworker(
             department_id, sealed, now))
 
-    def record_help_contact(self: GovernanceApplication, *, help_request_id: str,
+    def record_help_contact(self, *, help_request_id: str,
                             department_id: str, channel: ContactChannel | None,
                             contacted_at: datetime | None, note: str,
                             violations: Violations | None = None) -> dict[str, Any]:
@@ -277,7 +295,7 @@ class HelpRequests:
             department_id, contact_id, channel.value, contacted_at or at, sealed, at),
             contact_id=contact_id)
 
-    def record_help_referral(self: GovernanceApplication, *, help_request_id: str,
+    def record_help_referral(self, *, help_request_id: str,
                              department_id: str, to_department_id: str, note: str
                              ) -> dict[str, Any]:
         """The department refers the rider to another department, which is given the request
@@ -297,7 +315,7 @@ class HelpRequests:
             department_id, referral_id, to_department_id, target["department_function"],
             sealed, at), referral_id=referral_id)
 
-    def give_help_outcome(self: GovernanceApplication, *, help_request_id: str,
+    def give_help_outcome(self, *, help_request_id: str,
                           department_id: str, outcome: str) -> dict[str, Any]:
         """The department's outcome, which the rider's platform receives; the request closes
         when every department it was given to has given one."""
@@ -308,7 +326,7 @@ class HelpRequests:
         return self._help_change(help_request_id, lambda h, now: h.give_outcome(
             department_id, sealed, now))
 
-    def rate_help_outcome(self: GovernanceApplication, *, help_request_id: str,
+    def rate_help_outcome(self, *, help_request_id: str,
                           rating: SatisfactionRating | None,
                           violations: Violations | None = None) -> dict[str, Any]:
         violations = violations if violations is not None else Violations()
@@ -320,7 +338,7 @@ class HelpRequests:
         return self._help_change(help_request_id,
                                  lambda h, now: h.rate(rating, through, now))
 
-    def _help_rider(self: GovernanceApplication, violations: Violations,
+    def _help_rider(self, violations: Violations,
                     help_request_id: str, department_id: str) -> str:
         """The request's rider (whose key seals what is said), once the request's every other
         fault is told; NOT_FOUND when there is no such help request."""
@@ -329,7 +347,7 @@ class HelpRequests:
         violations.raise_if_any()
         return self.get(help_request_id, HelpRequest, "help_request", copy=False).rider_id
 
-    def _help_change(self: GovernanceApplication, help_request_id: str, change: Any,
+    def _help_change(self, help_request_id: str, change: Any,
                      **answer: str) -> dict[str, Any]:
         def decide() -> Outcome:
             request = self.get(help_request_id, HelpRequest, "help_request")
@@ -340,7 +358,7 @@ class HelpRequests:
 
     # ------------------------------------------------------------------ deadlines
 
-    def escalate_missed_help_deadline(self: GovernanceApplication, *, help_request_id: str,
+    def escalate_missed_help_deadline(self, *, help_request_id: str,
                                       department_id: str, deadline: DeadlineKind
                                       ) -> dict[str, Any]:
         """One escalation of one missed deadline, under a request id made of the assignment
@@ -362,7 +380,7 @@ class HelpRequests:
 
     # ------------------------------------------------------------------ reading
 
-    def help_request(self: GovernanceApplication, help_request_id: str,
+    def help_request(self, help_request_id: str,
                      version: int | None = None) -> HelpRequestView:
         h = self.get(help_request_id, HelpRequest, "help_request", version, copy=False)
 
@@ -394,7 +412,7 @@ class HelpRequests:
             closed_at=h.closed_at, satisfaction=dict(h.satisfaction) if h.satisfaction else None,
             version=h.version)
 
-    def list_help_requests(self: GovernanceApplication, *, department_id: str,
+    def list_help_requests(self, *, department_id: str,
                            kind: HelpKind | None, status: HelpStatus | None, page_size: int,
                            page_token: str, violations: Violations | None = None
                            ) -> tuple[list[HelpRequestView], str]:
@@ -411,7 +429,7 @@ class HelpRequests:
             page_size=page_size, page_token=page_token))
         return [self.help_request(i) for i in ids], token
 
-    def help_request_history(self: GovernanceApplication, help_request_id: str
+    def help_request_history(self, help_request_id: str
                              ) -> list[history.HistoryEntry]:
         """Every stored event of the request with who acted; what was said is shown as in
         GetHelpRequest (an auditor sees that it was said, and how long it was)."""
@@ -428,7 +446,7 @@ class HelpRequests:
             entries.append(history.entry(e, details))
         return entries
 
-    def help_statistics(self: GovernanceApplication, *, department_id: str,
+    def help_statistics(self, *, department_id: str,
                         kind: HelpKind | None, start: datetime | None, end: datetime | None,
                         violations: Violations | None = None) -> list[HelpStatisticsRow]:
         violations = violations if violations is not None else Violations()
@@ -445,7 +463,7 @@ class HelpRequests:
 
     # ------------------------------------------------------------------ tenancy, erasure
 
-    def _help_request_owners(self: GovernanceApplication, help_request_id: str
+    def _help_request_owners(self, help_request_id: str
                              ) -> Owners | None:
         """A help request is each department's it was given to (one that gave its outcome
         still reads what it did), the rider's home street office's (a missed deadline
@@ -461,7 +479,7 @@ class HelpRequests:
         return Owners.of(department=list(h.assignments), street_office=h.home_street_id,
                          platform=rider.platform_id if rider is not None else "")
 
-    def _follow_erasure(self: GovernanceApplication, upstream: UpstreamEvent,
+    def _follow_erasure(self, upstream: UpstreamEvent,
                         processing: ProcessingEvent) -> None:
         """identity erased a rider's personal data: destroy governance's own key of that
         rider, and with it everything said in their help requests (the facts stay)."""

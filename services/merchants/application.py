@@ -198,6 +198,7 @@ class CareRulesView:
 
 class MerchantsApplication(QijiApplication):
     name = "merchants"
+    _space_map: ServiceSpaceMap | None = None
 
     def __init__(self, settings: Settings, master_key: bytes,
                  clock: Callable[[], datetime] | None = None):

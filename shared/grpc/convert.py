@@ -85,8 +85,10 @@ def geo_point_in(location: Any, coordinate_system_enum: Any, violations: Violati
     caller that predates it meant WGS-84); a number the contract does not define is refused."""
     system = CoordinateSystem.WGS84
     if location.coordinate_system:
+        # A number the contract does not define is in `violations` (the request is refused):
+        # the point keeps WGS-84 meanwhile.
         system = enum_in(location.coordinate_system, coordinate_system_enum, CoordinateSystem,
-                         violations, f"{field}.coordinate_system")
+                         violations, f"{field}.coordinate_system") or system
     return GeoPoint(location.latitude, location.longitude, system)
 
 

@@ -68,7 +68,7 @@ def read_public(app: QijiApplication, catalogue: PublicCatalogue, request: Any) 
     # Each event stands in its place among its aggregate's versions (a genuine event moved
     # later in the log passes its MAC, and would go out again under its old id, out of order).
     misplaced = out_of_place(EventsTable(app), notifications)
-    events = []
+    events: list[pb.PublicEvent] = []
     reader = f"{app.name}.public-feed"
     # Consumers read from their own positions, for their own types, and what a mapping reads
     # depends on who asks (a rider's consent): only a read of the stopped event's topic, for a

@@ -160,7 +160,7 @@ class Stack:
                     self._channels[service] = self.dial(service)
                 health = health_pb2_grpc.HealthStub(self._channels[service])
                 try:
-                    reply = health.Check(health_pb2.HealthCheckRequest(service=""), timeout=2)
+                    reply = health.Check(health_pb2.HealthCheckRequest(service=""), timeout=2)  # type: ignore[attr-defined]  # stub lacks Check
                     if reply.status == health_pb2.HealthCheckResponse.SERVING:
                         del missing[service]
                     else:

@@ -42,7 +42,8 @@ DAY = timedelta(days=1)
 
 
 class Clock(Protocol):
-    around_the_clock: bool
+    @property
+    def around_the_clock(self) -> bool: ...
 
     def add(self, start: datetime, seconds: float) -> datetime: ...
 

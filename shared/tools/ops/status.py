@@ -221,14 +221,14 @@ def _service(stack: Stack, name: str, metadata: Any, conn: psycopg.Connection | 
     entry: dict[str, Any] = {"address": stack.address(name), "pid": running_pid(stack, name)}
     with open_channel(stack.address(name), dialling_tls()) as channel:
         try:
-            reply = health_pb2_grpc.HealthStub(channel).Check(
+            reply = health_pb2_grpc.HealthStub(channel).Check(  # type: ignore[attr-defined]  # stub lacks Check
                 health_pb2.HealthCheckRequest(service=""), timeout=2)
             entry["health"] = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
-            reply = health_pb2_grpc.HealthStub(channel).Check(
+            reply = health_pb2_grpc.HealthStub(channel).Check(  # type: ignore[attr-defined]  # stub lacks Check
                 health_pb2.HealthCheckRequest(service=INTEGRITY), timeout=2)
             entry["integrity"] = health_pb2.HealthCheckResponse.ServingStatus.Name(
                 reply.status)
-            followers = health_pb2_grpc.HealthStub(channel).Check(
+            followers = health_pb2_grpc.HealthStub(channel).Check(  # type: ignore[attr-defined]  # stub lacks Check
                 health_pb2.HealthCheckRequest(service=FOLLOWERS), timeout=2)
             entry["followers_health"] = health_pb2.HealthCheckResponse.ServingStatus.Name(
                 followers.status)
