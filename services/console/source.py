@@ -91,14 +91,13 @@ def _translated(error: grpc.RpcError) -> Upstream:
     violations: list[Violation] = []
     status = rpc_status.from_call(error) if isinstance(error, grpc.Call) else None
     packed: Sequence[any_pb2.Any] = status.details if status is not None else ()
+    info = error_details_pb2.ErrorInfo()
+    bad = error_details_pb2.BadRequest()
     for detail in packed:
-        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            info = error_details_pb2.ErrorInfo()
-            detail.Unpack(info)
+        # Unpack is False (and reads nothing) for a detail of another type.
+        if detail.Unpack(info):
             reason = info.reason
-        elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-            bad = error_details_pb2.BadRequest()
-            detail.Unpack(bad)
+        elif detail.Unpack(bad):
             violations = [Violation(v.field, v.description, v.reason)
                           for v in bad.field_violations]
     if code is grpc.StatusCode.UNAUTHENTICATED:

@@ -322,9 +322,17 @@ def seal_head(conn: psycopg.Connection, schema: str) -> tuple[int, str] | None:
     return (int(row[0]), bytes(row[1]).hex()) if row else (0, "")
 
 
+def one_row(cursor: psycopg.Cursor[Any]) -> Any:
+    """The row of a query that always answers one (an aggregate, a function's value)."""
+    row = cursor.fetchone()
+    if row is None:
+        raise RuntimeError("the query answered no row")
+    return row
+
+
 def table_exists(conn: psycopg.Connection, schema: str, table: str) -> bool:
-    return conn.execute("SELECT to_regclass(%s) IS NOT NULL",
-                        (f'"{schema}"."{table}"',)).fetchone()[0]
+    return bool(one_row(conn.execute("SELECT to_regclass(%s) IS NOT NULL",
+                                     (f'"{schema}"."{table}"',)))[0])
 
 
 def _followers(stack: Stack, name: str, positions: dict[str, int | None],
