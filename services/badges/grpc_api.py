@@ -21,6 +21,7 @@ from services.badges.domain.criteria import Criteria, Track
 from services.badges.domain.model import Award, AwardCeremony, BadgeClass, VolunteerShift
 from services.badges.domain.recognition import Recognition, RecognitionTitle
 from shared import masking
+from shared.application import CommandResult
 from shared.auth import CITY_ADMIN, ROLES
 from shared.errors import Violations
 from shared.grpc.convert import enum_in, enum_out, optional_time, timestamp
@@ -423,7 +424,7 @@ class BadgesServicer(pb_grpc.BadgesServiceServicer):
             officials=[{"name": o.name, "role": o.role} for o in request.officials],
             award_ids=list(request.award_ids), violations=violations)
         return pb.RecordAwardCeremonyResponse(
-            ceremony=self._ceremony(self.app.ceremony(result["ceremony_id"])))
+            ceremony=self._ceremony(self.app.ceremony(result.id)))
 
     def ListAwardCeremonies(self, request: pb.ListAwardCeremoniesRequest,
                             context: grpc.ServicerContext) -> pb.ListAwardCeremoniesResponse:
@@ -481,12 +482,12 @@ class BadgesServicer(pb_grpc.BadgesServiceServicer):
         return pb.ListRiderRecognitionsResponse(recognitions=[self._recognition(r)
                                                               for r in found])
 
-    def _title_at(self, result: dict[str, Any]) -> Any:
-        return self._title(self.app.recognition_title(result["title_id"], result["version"]))
+    def _title_at(self, result: CommandResult) -> Any:
+        return self._title(self.app.recognition_title(result.id, result.version))
 
-    def _recognition_at(self, result: dict[str, Any]) -> Any:
-        return self._recognition(self.app.recognition(result["recognition_id"],
-                                                      result["version"]))
+    def _recognition_at(self, result: CommandResult) -> Any:
+        return self._recognition(self.app.recognition(result.id,
+                                                      result.version))
 
     def _title(self, t: RecognitionTitle) -> Any:
         return pb.RecognitionTitle(
@@ -512,13 +513,12 @@ class BadgesServicer(pb_grpc.BadgesServiceServicer):
 
     # ------------------------------------------------------------------ rendering
 
-    def _activity_at(self, result: dict[str, Any]) -> Any:
-        return self._activity(self.app.volunteer_activity(result["activity_id"],
-                                                          result["version"]))
+    def _activity_at(self, result: CommandResult) -> Any:
+        return self._activity(self.app.volunteer_activity(result.id, result.version))
 
-    def _sign_up_at(self, result: dict[str, Any]) -> Any:
-        return self._sign_up(self.app.sign_up_view(result["activity_id"], result["rider_id"],
-                                                   result["version"]))
+    def _sign_up_at(self, result: CommandResult) -> Any:
+        return self._sign_up(self.app.sign_up_view(result.id, result["rider_id"],
+                                                   result.version))
 
     def _activity(self, a: VolunteerActivity) -> Any:
         return pb.VolunteerActivity(
@@ -544,14 +544,14 @@ class BadgesServicer(pb_grpc.BadgesServiceServicer):
             attend_time=timestamp(s.attended_at), start_time=timestamp(s.starts_at),
             title=s.title)
 
-    def _shift_at(self, result: dict[str, Any]) -> Any:
-        return self._shift(self.app.shift(result["shift_id"], result["version"]))
+    def _shift_at(self, result: CommandResult) -> Any:
+        return self._shift(self.app.shift(result.id, result.version))
 
-    def _class_at(self, result: dict[str, Any]) -> Any:
-        return self._class(self.app.badge_class(result["badge_class_id"], result["version"]))
+    def _class_at(self, result: CommandResult) -> Any:
+        return self._class(self.app.badge_class(result.id, result.version))
 
-    def _award_at(self, result: dict[str, Any]) -> Any:
-        return self._award(self.app.award(result["award_id"], result["version"]))
+    def _award_at(self, result: CommandResult) -> Any:
+        return self._award(self.app.award(result.id, result.version))
 
     @staticmethod
     def _shift(s: VolunteerShift) -> Any:

@@ -44,6 +44,7 @@ from services.governance.domain.values import (
 from services.governance.help_grpc import HelpServicer
 from services.governance.history import HistoryEntry
 from services.governance.views import MediationStatisticsRow, QueueEntry, StatisticsRow
+from shared.application import CommandResult
 from shared.auth import (
     CITY_ADMIN,
     DEPARTMENT,
@@ -389,7 +390,7 @@ class GovernanceServicer(HelpServicer, pb_grpc.GovernanceServiceServicer):
                                             at_risk_percent=request.at_risk_percent,
                                             violations=violations)
         return pb.SetRoutingRulesResponse(
-            routing_rules=self._rules(self.app.routing_rules(result["version"])))
+            routing_rules=self._rules(self.app.routing_rules(result.version)))
 
     def GetRoutingRules(self, request: pb.GetRoutingRulesRequest, context: grpc.ServicerContext
                         ) -> pb.GetRoutingRulesResponse:
@@ -405,7 +406,7 @@ class GovernanceServicer(HelpServicer, pb_grpc.GovernanceServiceServicer):
             weekdays=list(request.working_weekdays), holidays=list(request.holidays),
             working_days=list(request.adjusted_working_days))
         return pb.SetWorkingCalendarResponse(
-            working_calendar=_calendar(self.app.working_calendar(result["version"])))
+            working_calendar=_calendar(self.app.working_calendar(result.version)))
 
     def GetWorkingCalendar(self, request: pb.GetWorkingCalendarRequest,
                            context: grpc.ServicerContext) -> pb.GetWorkingCalendarResponse:
@@ -466,7 +467,7 @@ class GovernanceServicer(HelpServicer, pb_grpc.GovernanceServiceServicer):
                            context: grpc.ServicerContext) -> pb.SetMediationPolicyResponse:
         result = self.app.set_mediation_policy(follow_up_days=request.follow_up_days)
         return pb.SetMediationPolicyResponse(
-            mediation_policy=_policy(self.app.mediation_policy(result["version"])))
+            mediation_policy=_policy(self.app.mediation_policy(result.version)))
 
     def GetMediationPolicy(self, request: pb.GetMediationPolicyRequest,
                            context: grpc.ServicerContext) -> pb.GetMediationPolicyResponse:
@@ -520,8 +521,8 @@ class GovernanceServicer(HelpServicer, pb_grpc.GovernanceServiceServicer):
         result = self.app.sign_co_building_pledge(organisation_id=request.organisation_id,
                                                   pledge_version=request.pledge_version)
         return pb.SignCoBuildingPledgeResponse(signature=self._signature(
-            self.app.co_building_signature(result["organisation_id"],
-                                           result["pledge_version"], result["version"])))
+            self.app.co_building_signature(result.id, result["pledge_version"],
+                                           result.version)))
 
     def ListPledgeSignatures(self, request: pb.ListPledgeSignaturesRequest,
                              context: grpc.ServicerContext) -> pb.ListPledgeSignaturesResponse:
@@ -538,20 +539,20 @@ class GovernanceServicer(HelpServicer, pb_grpc.GovernanceServiceServicer):
                    ) -> pb.SignPledgeResponse:
         result = self.app.sign_pledge(rider_id=request.rider_id,
                                       pledge_version=request.pledge_version)
-        signature = self.app.signature(result["rider_id"], result["pledge_version"],
-                                       result["version"])
+        signature = self.app.signature(result.id, result["pledge_version"],
+                                       result.version)
         return pb.SignPledgeResponse(signature=pb.PledgeSignature(
             rider_id=signature.rider_id, pledge_version=signature.pledge_version,
             sign_time=timestamp(signature.signed_at)))
 
     # ------------------------------------------------------------------ rendering
 
-    def _report_at(self, result: dict[str, Any]) -> Any:
+    def _report_at(self, result: CommandResult) -> Any:
         # The report as this command left it (also on a retry): the first answer, not today's.
-        return self._report(self.app.report(result["report_id"], result["version"]))
+        return self._report(self.app.report(result.id, result.version))
 
-    def _case_at(self, result: dict[str, Any]) -> Any:
-        return self._case(self.app.mediation_case(result["case_id"], result["version"]))
+    def _case_at(self, result: CommandResult) -> Any:
+        return self._case(self.app.mediation_case(result.id, result.version))
 
     @staticmethod
     def _report(r: ReportView) -> Any:

@@ -46,7 +46,7 @@ from services.governance.domain.values import (
 )
 from services.governance.help_views import HelpStatisticsRow, HelpViews
 from shared import auth, context, masking
-from shared.application import Outcome, QijiApplication
+from shared.application import CommandResult, Outcome, QijiApplication
 from shared.context import Actor, RequestContext
 from shared.errors import (
     END_TIME_NOT_AFTER_START_TIME,
@@ -155,7 +155,7 @@ class HelpRequests(QijiApplication):
 
     def request_help(self, *, rider_id: str, kind: HelpKind | None,
                      text: str, contact_preference: ContactChannel | None = None,
-                     violations: Violations | None = None) -> dict[str, Any]:
+                     violations: Violations | None = None) -> CommandResult:
         """Stores the rider's request and, in the same save, routes it by the city's help
         routing (the defaults while none is set) to the departments nearest the rider's home
         street, with its kind's clocks."""
@@ -196,12 +196,12 @@ class HelpRequests(QijiApplication):
                           routing_version=routing.version, at=now)
             return Outcome([request], {"help_request_id": str(request.id),
                                        "version": request.version})
-        return self.execute(decide)
+        return self.execute(decide, id_key="help_request_id")
 
     # ------------------------------------------------------------------ routing
 
     def set_help_routing(self, *, routes: list[HelpRouteInput],
-                         violations: Violations | None = None) -> dict[str, Any]:
+                         violations: Violations | None = None) -> CommandResult:
         """Replaces the city's help routing; kinds the request leaves out keep the defaults.
         Requests routed already keep their departments and clocks."""
         violations = violations if violations is not None else Violations()
@@ -258,7 +258,7 @@ class HelpRequests(QijiApplication):
     # ------------------------------------------------------------------ a department's work
 
     def assign_caseworker(self, *, help_request_id: str,
-                          department_id: str, caseworker_name: str) -> dict[str, Any]:
+                          department_id: str, caseworker_name: str) -> CommandResult:
         """The department names who follows the case up (its acknowledgement)."""
         violations = Violations()
         check_text(violations, "caseworker_name", caseworker_name, required=True,
@@ -271,7 +271,7 @@ class HelpRequests(QijiApplication):
     def record_help_contact(self, *, help_request_id: str,
                             department_id: str, channel: ContactChannel | None,
                             contacted_at: datetime | None, note: str,
-                            violations: Violations | None = None) -> dict[str, Any]:
+                            violations: Violations | None = None) -> CommandResult:
         """A contact of the caseworker with the rider (`contacted_at` None: now)."""
         violations = violations if violations is not None else Violations()
         violations.require_given(channel, "channel", one_of(ContactChannel),
@@ -297,7 +297,7 @@ class HelpRequests(QijiApplication):
 
     def record_help_referral(self, *, help_request_id: str,
                              department_id: str, to_department_id: str, note: str
-                             ) -> dict[str, Any]:
+                             ) -> CommandResult:
         """The department refers the rider to another department, which is given the request
         (clocks of its own from now) and reads it from then on."""
         violations = Violations()
@@ -316,7 +316,7 @@ class HelpRequests(QijiApplication):
             sealed, at), referral_id=referral_id)
 
     def give_help_outcome(self, *, help_request_id: str,
-                          department_id: str, outcome: str) -> dict[str, Any]:
+                          department_id: str, outcome: str) -> CommandResult:
         """The department's outcome, which the rider's platform receives; the request closes
         when every department it was given to has given one."""
         violations = Violations()
@@ -328,7 +328,7 @@ class HelpRequests(QijiApplication):
 
     def rate_help_outcome(self, *, help_request_id: str,
                           rating: SatisfactionRating | None,
-                          violations: Violations | None = None) -> dict[str, Any]:
+                          violations: Violations | None = None) -> CommandResult:
         violations = violations if violations is not None else Violations()
         violations.require_given(rating, "rating", one_of(SatisfactionRating), ENUM_VALUE_REQUIRED)
         check_id(violations, "help_request_id", help_request_id)
@@ -348,19 +348,19 @@ class HelpRequests(QijiApplication):
         return self.get(help_request_id, HelpRequest, "help_request", copy=False).rider_id
 
     def _help_change(self, help_request_id: str, change: Any,
-                     **answer: str) -> dict[str, Any]:
+                     **answer: str) -> CommandResult:
         def decide() -> Outcome:
             request = self.get(help_request_id, HelpRequest, "help_request")
             change(request, self.clock())
             return Outcome([request], {"help_request_id": help_request_id,
                                        "version": request.version, **answer})
-        return self.execute(decide)
+        return self.execute(decide, id_key="help_request_id")
 
     # ------------------------------------------------------------------ deadlines
 
     def escalate_missed_help_deadline(self, *, help_request_id: str,
                                       department_id: str, deadline: DeadlineKind
-                                      ) -> dict[str, Any]:
+                                      ) -> CommandResult:
         """One escalation of one missed deadline, under a request id made of the assignment
         and the deadline: run again (a crash, a second replica), it stores nothing twice."""
         request_id = f"help:{help_request_id}:{department_id}:{deadline.value}"
@@ -376,7 +376,7 @@ class HelpRequests(QijiApplication):
                 "help_request_id": help_request_id, "version": request.version,
                 "level": request.assignments[department_id]["level"]})
         with context.acting_as(ctx):
-            return self.execute(decide)
+            return self.execute(decide, id_key="help_request_id")
 
     # ------------------------------------------------------------------ reading
 

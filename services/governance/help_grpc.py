@@ -26,6 +26,7 @@ from services.governance.help_application import (
 )
 from services.governance.help_views import HelpStatisticsRow
 from services.governance.history import HistoryEntry
+from shared.application import CommandResult
 from shared.errors import Violations
 from shared.grpc.convert import enum_in, enum_out, optional_time, timestamp
 
@@ -136,16 +137,16 @@ class HelpServicer:
             for i, r in enumerate(request.routes)]
         result = self.app.set_help_routing(routes=routes, violations=violations)
         return pb.SetHelpRoutingResponse(
-            help_routing=_routing(self.app.help_routing(result["version"])))
+            help_routing=_routing(self.app.help_routing(result.version)))
 
     def GetHelpRouting(self, request: pb.GetHelpRoutingRequest, context: grpc.ServicerContext
                        ) -> pb.GetHelpRoutingResponse:
         return pb.GetHelpRoutingResponse(
             help_routing=_routing(self.app.help_routing(request.version)))
 
-    def _help_at(self, result: dict[str, Any]) -> Any:
+    def _help_at(self, result: CommandResult) -> Any:
         # The request as this command left it (also on a retry): the first answer.
-        return _help(self.app.help_request(result["help_request_id"], result["version"]))
+        return _help(self.app.help_request(result.id, result.version))
 
 
 def _help(h: HelpRequestView) -> Any:

@@ -36,6 +36,7 @@ from services.identity.domain.values import (
     RiderStatus,
 )
 from services.identity.rider_record import RiderRecord
+from shared.application import CommandResult
 from shared.auth import CITY_ADMIN, DEPARTMENT, EDUCATION_PROVIDER, MERCHANT, PLATFORM, ROLES
 from shared.errors import Violations
 from shared.grpc.convert import (
@@ -154,7 +155,7 @@ class FriendlyMarks:
             area_kind=_area_kind(c.area_kind, violations, "criteria.area_kind"),
             violations=violations)
         # A retry's answer is the stored one, with the kind by its name.
-        criteria = self.app.friendly_mark_criteria(result["version"],
+        criteria = self.app.friendly_mark_criteria(result.version,
                                                    OrganisationKind(result["area_kind"]))
         return pb.SetFriendlyMarkCriteriaResponse(criteria=_criteria(criteria),
                                                   set_time=timestamp(criteria.set_at))
@@ -202,9 +203,9 @@ class FriendlyMarks:
         return pb.ListFriendlyMarksResponse(marks=[_mark(m) for m in found],
                                             next_page_token=token)
 
-    def _mark_at(self, result: dict[str, Any]) -> Any:
+    def _mark_at(self, result: CommandResult) -> Any:
         # As stored by the command (its version): a retry renders the first answer's mark.
-        return _mark(self.app.friendly_mark(result["mark_id"], result["version"]))
+        return _mark(self.app.friendly_mark(result.id, result.version))
 
 
 class IdentityServicer(FriendlyMarks, pb_grpc.IdentityServiceServicer):
@@ -223,7 +224,7 @@ class IdentityServicer(FriendlyMarks, pb_grpc.IdentityServiceServicer):
                                         DepartmentFunction, violations, "department_function"),
             violations=violations)
         return pb.CreateOrganisationResponse(organisation=self._organisation(
-            self.app.organisation(result["organisation_id"], result["version"])))
+            self.app.organisation(result.id, result.version)))
 
     def GetOrganisation(self, request: pb.GetOrganisationRequest, context: grpc.ServicerContext
                         ) -> pb.GetOrganisationResponse:
@@ -251,7 +252,7 @@ class IdentityServicer(FriendlyMarks, pb_grpc.IdentityServiceServicer):
                              violations, "category"),
             offers=_offers(request.offers, violations), violations=violations)
         return pb.RegisterPartnerResponse(partner=_partner(
-            self.app.partner(result["organisation_id"], result["version"])))
+            self.app.partner(result.id, result.version)))
 
     def RevisePartner(self, request: pb.RevisePartnerRequest, context: grpc.ServicerContext
                       ) -> pb.RevisePartnerResponse:
@@ -262,7 +263,7 @@ class IdentityServicer(FriendlyMarks, pb_grpc.IdentityServiceServicer):
                              violations, "category"),
             offers=_offers(request.offers, violations), violations=violations)
         return pb.RevisePartnerResponse(partner=_partner(
-            self.app.partner(result["organisation_id"], result["version"])))
+            self.app.partner(result.id, result.version)))
 
     def GetPartner(self, request: pb.GetPartnerRequest, context: grpc.ServicerContext
                    ) -> pb.GetPartnerResponse:
@@ -292,7 +293,7 @@ class IdentityServicer(FriendlyMarks, pb_grpc.IdentityServiceServicer):
             opening_hours=self._hours(request.opening_hours),
             location=self._location(request, violations), violations=violations)
         return pb.CreateServiceSpaceResponse(service_space=self._space(
-            self.app.service_space(result["service_space_id"], result["version"])))
+            self.app.service_space(result.id, result.version)))
 
     def UpdateServiceSpace(self, request: pb.UpdateServiceSpaceRequest,
                            context: grpc.ServicerContext) -> pb.UpdateServiceSpaceResponse:
@@ -303,7 +304,7 @@ class IdentityServicer(FriendlyMarks, pb_grpc.IdentityServiceServicer):
             opening_hours=self._hours(request.opening_hours),
             location=self._location(request, violations), violations=violations)
         return pb.UpdateServiceSpaceResponse(service_space=self._space(
-            self.app.service_space(result["service_space_id"], result["version"])))
+            self.app.service_space(result.id, result.version)))
 
     def GetServiceSpace(self, request: pb.GetServiceSpaceRequest, context: grpc.ServicerContext
                         ) -> pb.GetServiceSpaceResponse:
@@ -331,7 +332,7 @@ class IdentityServicer(FriendlyMarks, pb_grpc.IdentityServiceServicer):
             count=request.count, day=request.day, violations=violations)
         # Rendered from the answer stored with the request id: a retry gets the first one.
         return pb.RecordSpaceUseResponse(
-            service_space_id=result["service_space_id"],
+            service_space_id=result.id,
             day=_use_day(result["day"], {Amenity(a): n for a, n in result["counts"].items()}))
 
     def GetSpaceUse(self, request: pb.GetSpaceUseRequest, context: grpc.ServicerContext
@@ -443,9 +444,9 @@ class IdentityServicer(FriendlyMarks, pb_grpc.IdentityServiceServicer):
 
     # ------------------------------------------------------------------ rendering
 
-    def _rider_at(self, result: dict[str, Any]) -> Any:
+    def _rider_at(self, result: CommandResult) -> Any:
         # The rider as this command left it (also on a retry): the first answer, not today's.
-        return self._rider(self.app.rider(result["rider_id"], result["version"]))
+        return self._rider(self.app.rider(result.id, result.version))
 
     @staticmethod
     def _organisation(o: OrganisationView) -> Any:

@@ -30,6 +30,7 @@ from services.merchants.domain.values import (
     PlaceAmenity,
     PlaceKind,
 )
+from shared.application import CommandResult
 from shared.auth import (
     AUDITOR,
     CITY_ADMIN,
@@ -275,7 +276,7 @@ class MerchantsServicer(pb_grpc.MerchantsServiceServicer):
                   ) -> pb.ClaimPerkResponse:
         result = self.app.claim_perk(perk_id=request.perk_id, rider_id=request.rider_id)
         return pb.ClaimPerkResponse(
-            claim=self._claim(self.app.claim(result["claim_id"], result["version"])),
+            claim=self._claim(self.app.claim(result.id, result.version)),
             remaining_quota=result["remaining"])
 
     def GetClaim(self, request: pb.GetClaimRequest, context: grpc.ServicerContext
@@ -286,14 +287,14 @@ class MerchantsServicer(pb_grpc.MerchantsServiceServicer):
                    ) -> pb.RedeemCodeResponse:
         result = self.app.redeem_code(merchant_id=request.merchant_id, code=request.code)
         return pb.RedeemCodeResponse(
-            claim=self._claim(self.app.claim(result["claim_id"], result["version"])),
+            claim=self._claim(self.app.claim(result.id, result.version)),
             perk_offer=self._perk(self.app.perk(result["perk_id"], result["perk_version"])))
 
     def ReverseRedemption(self, request: pb.ReverseRedemptionRequest, context: grpc.ServicerContext
                           ) -> pb.ReverseRedemptionResponse:
         result = self.app.reverse_redemption(claim_id=request.claim_id, reason=request.reason)
         return pb.ReverseRedemptionResponse(
-            claim=self._claim(self.app.claim(result["claim_id"], result["version"])),
+            claim=self._claim(self.app.claim(result.id, result.version)),
             remaining_quota=result["remaining"])
 
     def ListRedemptions(self, request: pb.ListRedemptionsRequest, context: grpc.ServicerContext
@@ -345,7 +346,7 @@ class MerchantsServicer(pb_grpc.MerchantsServiceServicer):
             days=r.days, badge_class_id=r.badge_class_id) for i, r in enumerate(request.rules)]
         result = self.app.set_care_eligibility_rules(rules=rules, violations=violations)
         return pb.SetCareEligibilityRulesResponse(
-            rules=self._care_rules(self.app.care_eligibility_rules(result["version"])))
+            rules=self._care_rules(self.app.care_eligibility_rules(result.version)))
 
     def GetCareEligibilityRules(self, request: pb.GetCareEligibilityRulesRequest,
                                 context: grpc.ServicerContext
@@ -399,14 +400,14 @@ class MerchantsServicer(pb_grpc.MerchantsServiceServicer):
 
     # ------------------------------------------------------------------ rendering
 
-    def _merchant_at(self, result: dict[str, Any]) -> Any:
-        return self._merchant(self.app.merchant(result["merchant_id"], result["version"]))
+    def _merchant_at(self, result: CommandResult) -> Any:
+        return self._merchant(self.app.merchant(result.id, result.version))
 
-    def _perk_at(self, result: dict[str, Any]) -> Any:
-        return self._perk(self.app.perk(result["perk_id"], result["version"]))
+    def _perk_at(self, result: CommandResult) -> Any:
+        return self._perk(self.app.perk(result.id, result.version))
 
-    def _campaign_at(self, result: dict[str, Any]) -> Any:
-        return self._campaign(self.app.campaign(result["campaign_id"], result["version"]))
+    def _campaign_at(self, result: CommandResult) -> Any:
+        return self._campaign(self.app.campaign(result.id, result.version))
 
     @staticmethod
     def _merchant(m: MerchantView) -> Any:

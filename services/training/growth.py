@@ -21,7 +21,7 @@ from services.training.domain.growth import (
 from services.training.domain.model import Course, Learner
 from services.training.domain.values import CourseStatus, Track
 from shared import context
-from shared.application import Outcome
+from shared.application import CommandResult, Outcome
 from shared.errors import (
     DUPLICATE_VALUE,
     ENUM_VALUE_REQUIRED,
@@ -100,7 +100,7 @@ class GrowthPlans:
     clock: Callable[[], datetime]
     views: Any
     get: Callable[..., Any]
-    execute: Callable[..., dict[str, Any]]
+    execute: Callable[..., CommandResult]
     note: Callable[..., Any]
     found: Callable[..., Any]
     directory: Any
@@ -111,7 +111,7 @@ class GrowthPlans:
     # ------------------------------------------------------------------ paths (the city's)
 
     def define_growth_path(self, *, name: str, description: str, steps: list[StepInput],
-                           violations: Violations | None = None) -> dict[str, Any]:
+                           violations: Violations | None = None) -> CommandResult:
         violations = violations if violations is not None else Violations()
         stored = self._path_input(violations, name, description, steps)
         violations.raise_if_any()
@@ -120,11 +120,11 @@ class GrowthPlans:
             self._require_courses_passable(steps)
             path = GrowthPath(name=name.strip(), description=description.strip(), steps=stored)
             return Outcome([path], {"growth_path_id": str(path.id), "version": path.version})
-        return self.execute(decide)
+        return self.execute(decide, id_key="growth_path_id")
 
     def revise_growth_path(self, *, growth_path_id: str, name: str, description: str,
                            steps: list[StepInput], violations: Violations | None = None
-                           ) -> dict[str, Any]:
+                           ) -> CommandResult:
         violations = violations if violations is not None else Violations()
         self.note(violations, growth_path_id, GrowthPath, "growth_path", "growth_path_id")
         stored = self._path_input(violations, name, description, steps)
@@ -136,7 +136,7 @@ class GrowthPlans:
             path.revise(name=name.strip(), description=description.strip(), steps=stored)
             return Outcome([path], {"growth_path_id": growth_path_id, "version": path.version})
         # Two revisions at once must not both become version N+1.
-        return self.execute(decide, serialise_on=growth_path_id)
+        return self.execute(decide, id_key="growth_path_id", serialise_on=growth_path_id)
 
     def growth_path(self, growth_path_id: str, version: int | None = None) -> GrowthPathView:
         path = self.get(growth_path_id, GrowthPath, "growth_path", version, copy=False)
@@ -214,7 +214,7 @@ class GrowthPlans:
 
     def open_growth_plan(self, *, rider_id: str, growth_path_id: str, path_version: int,
                          goals: str, tracks: list[Track | None],
-                         violations: Violations | None = None) -> dict[str, Any]:
+                         violations: Violations | None = None) -> CommandResult:
         violations = violations if violations is not None else Violations()
         check_id(violations, "rider_id", rider_id)
         path = self.note(violations, growth_path_id, GrowthPath, "growth_path",
@@ -246,11 +246,11 @@ class GrowthPlans:
             return Outcome([plan, learner], {"growth_plan_id": str(plan.id),
                                              "version": plan.version})
         # Queued with the rider's completions (which write the same learner) in this process.
-        return self.execute(decide, serialise_on=("learner", rider_id))
+        return self.execute(decide, id_key="growth_plan_id", serialise_on=("learner", rider_id))
 
     def revise_growth_plan(self, *, growth_plan_id: str, goals: str, tracks: list[Track | None],
                            path_version: int, violations: Violations | None = None
-                           ) -> dict[str, Any]:
+                           ) -> CommandResult:
         violations = violations if violations is not None else Violations()
         plan = self.note(violations, growth_plan_id, GrowthPlan, "growth_plan",
                          "growth_plan_id")
@@ -270,10 +270,10 @@ class GrowthPlans:
             self._advance(plan, current, learner, self.clock())
             return Outcome([plan, learner], {"growth_plan_id": growth_plan_id,
                                              "version": plan.version})
-        return self.execute(decide, serialise_on=growth_plan_id)
+        return self.execute(decide, id_key="growth_plan_id", serialise_on=growth_plan_id)
 
     def close_growth_plan(self, *, growth_plan_id: str, reason: str,
-                          violations: Violations | None = None) -> dict[str, Any]:
+                          violations: Violations | None = None) -> CommandResult:
         violations = violations if violations is not None else Violations()
         self.note(violations, growth_plan_id, GrowthPlan, "growth_plan", "growth_plan_id")
         check_text(violations, "reason", reason, MAX_CLOSE_REASON, required=False)
@@ -283,7 +283,7 @@ class GrowthPlans:
             plan = self.get(growth_plan_id, GrowthPlan, "growth_plan")
             plan.close(reason.strip())
             return Outcome([plan], {"growth_plan_id": growth_plan_id, "version": plan.version})
-        return self.execute(decide, serialise_on=growth_plan_id)
+        return self.execute(decide, id_key="growth_plan_id", serialise_on=growth_plan_id)
 
     def _plan_input(self, v: Violations, goals: str, tracks: list[Track | None],
                     path: GrowthPath | None, path_version: int) -> None:

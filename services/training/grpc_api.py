@@ -28,6 +28,7 @@ from services.training.domain.values import (
 )
 from services.training.growth import GrowthPathView, GrowthPlanView, StepInput
 from shared import masking
+from shared.application import CommandResult
 from shared.auth import (
     CITY_ADMIN,
     COMMUNITY,
@@ -228,7 +229,7 @@ class TrainingServicer(pb_grpc.TrainingServiceServicer):
     def SetPreJobCourses(self, request: pb.SetPreJobCoursesRequest, context: grpc.ServicerContext
                          ) -> pb.SetPreJobCoursesResponse:
         result = self.app.set_pre_job_courses(course_ids=list(request.course_ids))
-        course_ids, version = self.app.pre_job_courses(result["version"])
+        course_ids, version = self.app.pre_job_courses(result.version)
         return pb.SetPreJobCoursesResponse(course_ids=course_ids, version=version)
 
     def GetPreJobCourses(self, request: pb.GetPreJobCoursesRequest, context: grpc.ServicerContext
@@ -321,11 +322,11 @@ class TrainingServicer(pb_grpc.TrainingServiceServicer):
             course_ids=list(s.course_ids), pre_job_certified=s.pre_job_certified)
             for i, s in enumerate(steps)]
 
-    def _path_at(self, result: dict[str, Any]) -> Any:
-        return self._path(self.app.growth_path(result["growth_path_id"], result["version"]))
+    def _path_at(self, result: CommandResult) -> Any:
+        return self._path(self.app.growth_path(result.id, result.version))
 
-    def _plan_at(self, result: dict[str, Any]) -> Any:
-        return self._plan(self.app.growth_plan(result["growth_plan_id"], result["version"]))
+    def _plan_at(self, result: CommandResult) -> Any:
+        return self._plan(self.app.growth_plan(result.id, result.version))
 
     @staticmethod
     def _path(p: GrowthPathView) -> Any:
@@ -369,11 +370,11 @@ class TrainingServicer(pb_grpc.TrainingServiceServicer):
 
     # ------------------------------------------------------------------ rendering
 
-    def _course_at(self, result: dict[str, Any]) -> Any:
-        return self._course(self.app.course(result["course_id"], result["version"]))
+    def _course_at(self, result: CommandResult) -> Any:
+        return self._course(self.app.course(result.id, result.version))
 
-    def _session_at(self, result: dict[str, Any]) -> Any:
-        return self._session(self.app.session(result["session_id"], result["version"]))
+    def _session_at(self, result: CommandResult) -> Any:
+        return self._session(self.app.session(result.id, result.version))
 
     @staticmethod
     def _course(c: CourseView) -> Any:
