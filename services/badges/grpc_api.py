@@ -482,14 +482,14 @@ class BadgesServicer(pb_grpc.BadgesServiceServicer):
         return pb.ListRiderRecognitionsResponse(recognitions=[self._recognition(r)
                                                               for r in found])
 
-    def _title_at(self, result: CommandResult) -> Any:
+    def _title_at(self, result: CommandResult) -> pb.RecognitionTitle:
         return self._title(self.app.recognition_title(result.id, result.version))
 
-    def _recognition_at(self, result: CommandResult) -> Any:
+    def _recognition_at(self, result: CommandResult) -> pb.Recognition:
         return self._recognition(self.app.recognition(result.id,
                                                       result.version))
 
-    def _title(self, t: RecognitionTitle) -> Any:
+    def _title(self, t: RecognitionTitle) -> pb.RecognitionTitle:
         return pb.RecognitionTitle(
             title_id=str(t.id), name=t.name, description=t.description,
             criteria=self._criteria_out(t.criteria()),
@@ -497,7 +497,7 @@ class BadgesServicer(pb_grpc.BadgesServiceServicer):
             requirements_version=t.requirements_version, term_days=t.term_days,
             version=t.version)
 
-    def _recognition(self, r: Recognition) -> Any:
+    def _recognition(self, r: Recognition) -> pb.Recognition:
         return pb.Recognition(
             recognition_id=str(r.id), rider_id=r.rider_id, title_id=r.title_id,
             requirements_version=r.requirements_version,
@@ -513,14 +513,14 @@ class BadgesServicer(pb_grpc.BadgesServiceServicer):
 
     # ------------------------------------------------------------------ rendering
 
-    def _activity_at(self, result: CommandResult) -> Any:
+    def _activity_at(self, result: CommandResult) -> pb.VolunteerActivity:
         return self._activity(self.app.volunteer_activity(result.id, result.version))
 
-    def _sign_up_at(self, result: CommandResult) -> Any:
+    def _sign_up_at(self, result: CommandResult) -> pb.VolunteerSignUp:
         return self._sign_up(self.app.sign_up_view(result.id, result["rider_id"],
                                                    result.version))
 
-    def _activity(self, a: VolunteerActivity) -> Any:
+    def _activity(self, a: VolunteerActivity) -> pb.VolunteerActivity:
         return pb.VolunteerActivity(
             activity_id=str(a.id), community_id=a.community_id, street_id=a.street_id,
             title=a.title, description=a.description,
@@ -535,7 +535,7 @@ class BadgesServicer(pb_grpc.BadgesServiceServicer):
             version=a.version)
 
     @staticmethod
-    def _sign_up(s: SignUpView) -> Any:
+    def _sign_up(s: SignUpView) -> pb.VolunteerSignUp:
         return pb.VolunteerSignUp(
             activity_id=s.activity_id, rider_id=s.rider_id, community_id=s.community_id,
             status=enum_out(s.status, pb.VolunteerSignUpStatus),
@@ -544,24 +544,24 @@ class BadgesServicer(pb_grpc.BadgesServiceServicer):
             attend_time=timestamp(s.attended_at), start_time=timestamp(s.starts_at),
             title=s.title)
 
-    def _shift_at(self, result: CommandResult) -> Any:
+    def _shift_at(self, result: CommandResult) -> pb.VolunteerShift:
         return self._shift(self.app.shift(result.id, result.version))
 
-    def _class_at(self, result: CommandResult) -> Any:
+    def _class_at(self, result: CommandResult) -> pb.BadgeClass:
         return self._class(self.app.badge_class(result.id, result.version))
 
-    def _award_at(self, result: CommandResult) -> Any:
+    def _award_at(self, result: CommandResult) -> pb.Award:
         return self._award(self.app.award(result.id, result.version))
 
     @staticmethod
-    def _shift(s: VolunteerShift) -> Any:
+    def _shift(s: VolunteerShift) -> pb.VolunteerShift:
         return pb.VolunteerShift(
             shift_id=str(s.id), rider_id=s.rider_id, community_id=s.community_id,
             activity=s.activity, start_time=timestamp(s.started_at), hours=_decimal(s.hours),
             status=enum_out(s.status, pb.ShiftStatus),
             reason=masking.show_to_caller(masking.FREE_TEXT, s.reason), version=s.version)
 
-    def _class(self, c: BadgeClass) -> Any:
+    def _class(self, c: BadgeClass) -> pb.BadgeClass:
         return pb.BadgeClass(
             badge_class_id=str(c.id), name=c.name, description=c.description,
             image_url=image_url(self.app.urls, c), issuer_id=c.issuer_id,
@@ -572,7 +572,7 @@ class BadgesServicer(pb_grpc.BadgesServiceServicer):
             grows_from_badge_class_id=c.grows_from,
             progression_version=c.progression_version)
 
-    def _award(self, a: Award) -> Any:
+    def _award(self, a: Award) -> pb.Award:
         return pb.Award(
             award_id=str(a.id), rider_id=a.rider_id, badge_class_id=a.badge_class_id,
             criteria_version=a.criteria_version, kind=enum_out(a.kind, pb.AwardKind),
@@ -593,7 +593,7 @@ class BadgesServicer(pb_grpc.BadgesServiceServicer):
             ceremony_id=a.ceremony_id, present_time=timestamp(a.presented_at))
 
     @staticmethod
-    def _ceremony(c: AwardCeremony) -> Any:
+    def _ceremony(c: AwardCeremony) -> pb.AwardCeremony:
         return pb.AwardCeremony(
             ceremony_id=str(c.id), street_id=c.street_id, held_time=timestamp(c.held_at),
             service_space_id=c.service_space_id,
@@ -614,7 +614,7 @@ class BadgesServicer(pb_grpc.BadgesServiceServicer):
                 "narrative": c.narrative}
 
     @staticmethod
-    def _criteria_out(c: Criteria) -> Any:
+    def _criteria_out(c: Criteria) -> pb.Criteria:
         return pb.Criteria(
             min_volunteer_hours=_decimal(c.min_volunteer_hours) if c.min_volunteer_hours else "",
             required_course_ids=list(c.required_course_ids),

@@ -547,15 +547,15 @@ class GovernanceServicer(HelpServicer, pb_grpc.GovernanceServiceServicer):
 
     # ------------------------------------------------------------------ rendering
 
-    def _report_at(self, result: CommandResult) -> Any:
+    def _report_at(self, result: CommandResult) -> pb.Report:
         # The report as this command left it (also on a retry): the first answer, not today's.
         return self._report(self.app.report(result.id, result.version))
 
-    def _case_at(self, result: CommandResult) -> Any:
+    def _case_at(self, result: CommandResult) -> pb.MediationCase:
         return self._case(self.app.mediation_case(result.id, result.version))
 
     @staticmethod
-    def _report(r: ReportView) -> Any:
+    def _report(r: ReportView) -> pb.Report:
         return pb.Report(
             report_id=r.report_id, rider_id=r.rider_id, kind=enum_out(r.kind, pb.ReportKind),
             category=enum_out(r.category, pb.Category),
@@ -587,14 +587,14 @@ class GovernanceServicer(HelpServicer, pb_grpc.GovernanceServiceServicer):
             clock_policy=_clock_policy(r.clocks))
 
     @staticmethod
-    def _history(e: HistoryEntry) -> Any:
+    def _history(e: HistoryEntry) -> pb.HistoryEntry:
         return pb.HistoryEntry(version=e.version, event_type=e.event_type,
                                time=timestamp(e.stored_at), principal=e.principal, rpc=e.rpc,
                                request_id=e.request_id, correlation_id=e.correlation_id,
                                details=e.details)
 
     @staticmethod
-    def _queue_entry(e: QueueEntry) -> Any:
+    def _queue_entry(e: QueueEntry) -> pb.QueueEntry:
         return pb.QueueEntry(
             report_id=e.report_id, department_id=e.department_id,
             kind=enum_out(e.kind, pb.ReportKind), category=enum_out(e.category, pb.Category),
@@ -606,7 +606,7 @@ class GovernanceServicer(HelpServicer, pb_grpc.GovernanceServiceServicer):
             pause_reason=enum_out(e.pause_reason, pb.PauseReason))
 
     @staticmethod
-    def _statistics(s: StatisticsRow) -> Any:
+    def _statistics(s: StatisticsRow) -> pb.ReportStatistics:
         return pb.ReportStatistics(
             street_id=s.street_id, kind=enum_out(s.kind, pb.ReportKind), submitted=s.submitted,
             duplicates=s.duplicates, open=s.open, resolved=s.resolved, rejected=s.rejected,
@@ -617,7 +617,7 @@ class GovernanceServicer(HelpServicer, pb_grpc.GovernanceServiceServicer):
             median_resolve_duration=_duration(s.median_resolve))
 
     @staticmethod
-    def _rules(r: RoutingRulesView) -> Any:
+    def _rules(r: RoutingRulesView) -> pb.RoutingRules:
         return pb.RoutingRules(
             rules=[pb.RoutingRule(
                 name=rule["name"], kind=enum_out(rule["kind"], pb.ReportKind),
@@ -636,7 +636,7 @@ class GovernanceServicer(HelpServicer, pb_grpc.GovernanceServiceServicer):
             at_risk_percent=r.at_risk_percent)
 
     @staticmethod
-    def _case(c: MediationCaseView) -> Any:
+    def _case(c: MediationCaseView) -> pb.MediationCase:
         return pb.MediationCase(
             case_id=c.case_id, street_id=c.street_id, report_id=c.report_id,
             subject=c.subject, mediator_name=c.mediator_name,
@@ -654,12 +654,12 @@ class GovernanceServicer(HelpServicer, pb_grpc.GovernanceServiceServicer):
             reopen_count=c.reopen_count)
 
     @staticmethod
-    def _pledge(p: PledgeView) -> Any:
+    def _pledge(p: PledgeView) -> pb.Pledge:
         return pb.Pledge(version=p.version, text=p.text, publish_time=timestamp(p.published_at),
                          kind=enum_out(p.kind, pb.PledgeKind))
 
     @staticmethod
-    def _signature(e: SignatureEntry) -> Any:
+    def _signature(e: SignatureEntry) -> pb.PledgeSignatureEntry:
         return pb.PledgeSignatureEntry(
             pledge_kind=enum_out(e.kind, pb.PledgeKind), pledge_version=e.version,
             rider_id=e.rider_id, organisation_id=e.organisation_id,
@@ -668,7 +668,7 @@ class GovernanceServicer(HelpServicer, pb_grpc.GovernanceServiceServicer):
             if e.organisation_kind else "", sign_time=timestamp(e.signed_at))
 
 
-def _category_deadline(category: str, clock: dict[str, Any]) -> Any:
+def _category_deadline(category: str, clock: dict[str, Any]) -> pb.CategoryDeadline:
     return pb.CategoryDeadline(
         category=enum_out(category, pb.Category),
         acknowledge_within=_duration(timedelta(seconds=clock["acknowledge"])),
@@ -686,7 +686,7 @@ def _clock_policy(clocks: dict[str, Any] | None) -> Any:
         at_risk_percent=clocks.get("at_risk_percent", 0))
 
 
-def _calendar(c: WorkingCalendarView) -> Any:
+def _calendar(c: WorkingCalendarView) -> pb.WorkingCalendar:
     return pb.WorkingCalendar(
         working_hours=[pb.WorkingHours(start=s["start"], end=s["end"]) for s in c.spans],
         working_weekdays=c.weekdays, holidays=c.holidays,
@@ -694,7 +694,7 @@ def _calendar(c: WorkingCalendarView) -> Any:
         update_time=timestamp(c.updated_at))
 
 
-def _pause(p: dict[str, Any]) -> Any:
+def _pause(p: dict[str, Any]) -> pb.AssignmentPause:
     seconds = p.get("paused_seconds")
     return pb.AssignmentPause(
         reason=enum_out(p["reason"], pb.PauseReason), note=p["note"],
@@ -702,7 +702,7 @@ def _pause(p: dict[str, Any]) -> Any:
         paused_duration=_duration(timedelta(seconds=seconds)) if seconds is not None else None)
 
 
-def _policy(p: MediationPolicyView) -> Any:
+def _policy(p: MediationPolicyView) -> pb.MediationPolicy:
     return pb.MediationPolicy(follow_up_days=p.follow_up_days, version=p.version,
                               update_time=timestamp(p.updated_at))
 
@@ -710,7 +710,7 @@ def _policy(p: MediationPolicyView) -> Any:
 def _service_rates(v: ServiceRatesView) -> Any:
     r = v.rates
 
-    def rate(x: Any) -> Any:
+    def rate(x: Any) -> pb.ServiceRate:
         percent = x.percent
         return pb.ServiceRate(numerator=x.numerator, denominator=x.denominator,
                               percent=str(percent) if percent is not None else "")
@@ -725,7 +725,7 @@ def _service_rates(v: ServiceRatesView) -> Any:
         rules_version=v.rules_version, rules=list(v.rules))
 
 
-def _mediation_row(r: MediationStatisticsRow) -> Any:
+def _mediation_row(r: MediationStatisticsRow) -> pb.MediationStatistics:
     average = r.average_days_to_agreement
     return pb.MediationStatistics(
         street_id=r.street_id, opened=r.opened, agreed=r.agreed, failed=r.failed, kept=r.kept,
@@ -734,7 +734,7 @@ def _mediation_row(r: MediationStatisticsRow) -> Any:
         follow_ups_overdue=r.follow_ups_overdue)
 
 
-def _assignment(a: dict[str, Any]) -> Any:
+def _assignment(a: dict[str, Any]) -> pb.Assignment:
     return pb.Assignment(
         department_id=a["department_id"],
         department_function=enum_out(a["department_function"], pb.DepartmentFunction),

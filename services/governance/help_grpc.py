@@ -144,12 +144,12 @@ class HelpServicer:
         return pb.GetHelpRoutingResponse(
             help_routing=_routing(self.app.help_routing(request.version)))
 
-    def _help_at(self, result: CommandResult) -> Any:
+    def _help_at(self, result: CommandResult) -> pb.HelpRequest:
         # The request as this command left it (also on a retry): the first answer.
         return _help(self.app.help_request(result.id, result.version))
 
 
-def _help(h: HelpRequestView) -> Any:
+def _help(h: HelpRequestView) -> pb.HelpRequest:
     return pb.HelpRequest(
         help_request_id=h.help_request_id, rider_id=h.rider_id,
         kind=enum_out(h.kind, pb.HelpKind), home_street_id=h.home_street_id, text=h.text,
@@ -174,7 +174,7 @@ def _help(h: HelpRequestView) -> Any:
         asked_through=enum_out(h.asked_through, pb.HelpChannel))
 
 
-def _routing(r: HelpRoutingView) -> Any:
+def _routing(r: HelpRoutingView) -> pb.HelpRouting:
     return pb.HelpRouting(
         routes=[pb.HelpRoute(
             kind=enum_out(kind, pb.HelpKind),
@@ -200,7 +200,7 @@ def _timedelta(message: Any, field: str) -> timedelta | None:
     return read(message, field)
 
 
-def _assignment(a: dict[str, Any]) -> Any:
+def _assignment(a: dict[str, Any]) -> pb.HelpAssignment:
     return pb.HelpAssignment(
         department_id=a["department_id"],
         department_function=enum_out(a["department_function"], pb.DepartmentFunction),
@@ -218,7 +218,7 @@ def _assignment(a: dict[str, Any]) -> Any:
             escalate_time=timestamp(e["at"])) for deadline, e in a["escalations"].items()])
 
 
-def _statistics(r: HelpStatisticsRow) -> Any:
+def _statistics(r: HelpStatisticsRow) -> pb.HelpStatistics:
     return pb.HelpStatistics(
         department_id=r.department_id, kind=enum_out(r.kind, pb.HelpKind), assigned=r.assigned,
         caseworker_assigned=r.caseworker_assigned, outcomes_given=r.outcomes_given,

@@ -203,7 +203,7 @@ class FriendlyMarks:
         return pb.ListFriendlyMarksResponse(marks=[_mark(m) for m in found],
                                             next_page_token=token)
 
-    def _mark_at(self, result: CommandResult) -> Any:
+    def _mark_at(self, result: CommandResult) -> pb.FriendlyMark:
         # As stored by the command (its version): a retry renders the first answer's mark.
         return _mark(self.app.friendly_mark(result.id, result.version))
 
@@ -444,12 +444,12 @@ class IdentityServicer(FriendlyMarks, pb_grpc.IdentityServiceServicer):
 
     # ------------------------------------------------------------------ rendering
 
-    def _rider_at(self, result: CommandResult) -> Any:
+    def _rider_at(self, result: CommandResult) -> pb.Rider:
         # The rider as this command left it (also on a retry): the first answer, not today's.
         return self._rider(self.app.rider(result.id, result.version))
 
     @staticmethod
-    def _organisation(o: OrganisationView) -> Any:
+    def _organisation(o: OrganisationView) -> pb.Organisation:
         return pb.Organisation(
             organisation_id=o.organisation_id, kind=enum_out(o.kind, pb.OrganisationKind),
             name=o.name, parent_id=o.parent_id,
@@ -457,7 +457,7 @@ class IdentityServicer(FriendlyMarks, pb_grpc.IdentityServiceServicer):
             create_time=timestamp(o.created_at), version=o.version)
 
     @staticmethod
-    def _space(s: ServiceSpaceView) -> Any:
+    def _space(s: ServiceSpaceView) -> pb.ServiceSpace:
         return pb.ServiceSpace(
             service_space_id=s.service_space_id, street_id=s.street_id, name=s.name,
             address=s.address, amenities=[enum_out(a, pb.Amenity) for a in s.amenities],
@@ -467,7 +467,7 @@ class IdentityServicer(FriendlyMarks, pb_grpc.IdentityServiceServicer):
                                    pb.CoordinateSystem) if s.location else None)
 
     @staticmethod
-    def _rider(r: RiderView) -> Any:
+    def _rider(r: RiderView) -> pb.Rider:
         return pb.Rider(
             rider_id=r.rider_id, platform_id=r.platform_id, platform_rider_id=r.platform_rider_id,
             name=r.name, phone=r.phone, national_id=r.national_id,
@@ -520,7 +520,7 @@ def _area_kind(value: int, violations: Violations, field: str) -> OrganisationKi
     return enum_in(value, pb.OrganisationKind, OrganisationKind, violations, field)
 
 
-def _criteria(c: CriteriaView) -> Any:
+def _criteria(c: CriteriaView) -> pb.FriendlyMarkCriteria:
     return pb.FriendlyMarkCriteria(
         version=c.version, area_kind=enum_out(c.area_kind, pb.OrganisationKind),
         min_service_spaces=c.min_service_spaces,
@@ -529,7 +529,7 @@ def _criteria(c: CriteriaView) -> Any:
         co_building_pledge=c.co_building_pledge, street_attestation=c.street_attestation)
 
 
-def _mark(m: FriendlyMarkView) -> Any:
+def _mark(m: FriendlyMarkView) -> pb.FriendlyMark:
     return pb.FriendlyMark(
         mark_id=m.mark_id, area_id=m.area_id, area_kind=enum_out(m.area_kind,
                                                                  pb.OrganisationKind),
@@ -557,7 +557,7 @@ def _offers(values: Any, violations: Violations) -> list[tuple[OfferKind | None,
              o.description) for i, o in enumerate(values)]
 
 
-def _partner(p: PartnerView) -> Any:
+def _partner(p: PartnerView) -> pb.Partner:
     """The profile; with what the partner gave when the view answered it (GetPartner of the
     current version), in training's and merchants' own words."""
     c = p.contributions
@@ -592,16 +592,16 @@ def _uses(counts: dict[Amenity, int]) -> list[Any]:
             for a in Amenity if counts.get(a)]
 
 
-def _use_day(day: str, counts: dict[Amenity, int]) -> Any:
+def _use_day(day: str, counts: dict[Amenity, int]) -> pb.SpaceUseDay:
     return pb.SpaceUseDay(day=day, uses=_uses(counts), total=sum(counts.values()))
 
 
-def _use_total(u: SpaceUseView) -> Any:
+def _use_total(u: SpaceUseView) -> pb.SpaceUseTotal:
     return pb.SpaceUseTotal(service_space_id=u.service_space_id, name=u.name,
                             totals=_uses(u.totals), total=sum(u.totals.values()))
 
 
-def _record(rider: Any, r: RiderRecord, departments: dict[str, str]) -> Any:
+def _record(rider: Any, r: RiderRecord, departments: dict[str, str]) -> pb.RiderRecord:
     """The record in the contract's words: the other services' own enums, decimal strings."""
     return pb.RiderRecord(
         rider=rider,

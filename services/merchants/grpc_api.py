@@ -400,17 +400,17 @@ class MerchantsServicer(pb_grpc.MerchantsServiceServicer):
 
     # ------------------------------------------------------------------ rendering
 
-    def _merchant_at(self, result: CommandResult) -> Any:
+    def _merchant_at(self, result: CommandResult) -> pb.Merchant:
         return self._merchant(self.app.merchant(result.id, result.version))
 
-    def _perk_at(self, result: CommandResult) -> Any:
+    def _perk_at(self, result: CommandResult) -> pb.PerkOffer:
         return self._perk(self.app.perk(result.id, result.version))
 
-    def _campaign_at(self, result: CommandResult) -> Any:
+    def _campaign_at(self, result: CommandResult) -> pb.CareCampaign:
         return self._campaign(self.app.campaign(result.id, result.version))
 
     @staticmethod
-    def _merchant(m: MerchantView) -> Any:
+    def _merchant(m: MerchantView) -> pb.Merchant:
         return pb.Merchant(
             merchant_id=m.merchant_id, name=m.name, street_id=m.street_id, category=m.category,
             location=geo_point_out(m.latitude, m.longitude, pb.Location, pb.CoordinateSystem,
@@ -420,7 +420,7 @@ class MerchantsServicer(pb_grpc.MerchantsServiceServicer):
             version=m.version, opening_hours=[pb.OpeningHours(**h) for h in m.opening_hours],
             business_area_id=m.business_area_id)
 
-    def _nearby(self, n: NearbyView) -> Any:
+    def _nearby(self, n: NearbyView) -> pb.NearbyPlace:
         p = n.place
         return pb.NearbyPlace(
             kind=enum_out(p.kind, pb.PlaceKind),
@@ -436,7 +436,7 @@ class MerchantsServicer(pb_grpc.MerchantsServiceServicer):
             open_now=n.open_now, claimable_perks=[self._perk(k) for k in n.claimable_perks])
 
     @staticmethod
-    def _perk(p: PerkView) -> Any:
+    def _perk(p: PerkView) -> pb.PerkOffer:
         return pb.PerkOffer(
             perk_id=p.perk_id, merchant_id=p.merchant_id, title=p.title,
             kind=enum_out(p.kind, pb.PerkKind), percent_off=p.percent_off,
@@ -451,7 +451,7 @@ class MerchantsServicer(pb_grpc.MerchantsServiceServicer):
             redeemed_count=p.redeemed, version=p.version)
 
     @staticmethod
-    def _claim(c: ClaimView) -> Any:
+    def _claim(c: ClaimView) -> pb.Claim:
         return pb.Claim(
             claim_id=c.claim_id, perk_id=c.perk_id, merchant_id=c.merchant_id,
             rider_id=c.rider_id, code=c.code, status=enum_out(c.status, pb.ClaimStatus),
@@ -460,7 +460,7 @@ class MerchantsServicer(pb_grpc.MerchantsServiceServicer):
             reverse_reason=c.reverse_reason, version=c.version)
 
     @staticmethod
-    def _campaign(c: CampaignView) -> Any:
+    def _campaign(c: CampaignView) -> pb.CareCampaign:
         return pb.CareCampaign(
             campaign_id=c.campaign_id, street_id=c.street_id, name=c.name,
             description=c.description, stock=c.stock, allocated=c.allocated,
@@ -480,11 +480,11 @@ class MerchantsServicer(pb_grpc.MerchantsServiceServicer):
             remaining=c.remaining)
 
     @staticmethod
-    def _care_rule(r: dict[str, Any]) -> Any:
+    def _care_rule(r: dict[str, Any]) -> pb.CareEligibilityRule:
         return pb.CareEligibilityRule(name=r["name"], kind=enum_out(r["kind"], pb.CareRuleKind),
                                       days=r["days"], badge_class_id=r["badge_class_id"])
 
-    def _care_rules(self, view: CareRulesView) -> Any:
+    def _care_rules(self, view: CareRulesView) -> pb.CareEligibilityRules:
         return pb.CareEligibilityRules(rules=[self._care_rule(r) for r in view.rules],
                                        version=view.version,
                                        update_time=timestamp(view.updated_at))

@@ -219,14 +219,14 @@ def _collect_as(violations: Violations, field: str, check: Any) -> Any:
 # ---------------------------------------------------------------------------- rendering
 
 
-def measure_out(m: Measure) -> Any:
+def measure_out(m: Measure) -> pb.Measure:
     return pb.Measure(name=m.name, label=m.label, unit=m.unit, service=m.service,
                       kind=enum_out(m.kind, pb.MeasureKind),
                       dimensions=sorted(enum_out(d, pb.Dimension) for d in m.dimensions),
                       description=m.description, explanation=m.explanation)
 
 
-def figure_out(row: FigureRow, as_of: bool) -> Any:
+def figure_out(row: FigureRow, as_of: bool) -> pb.Figure:
     current = row.current_value if row.current_value is not None else row.value
     return pb.Figure(period_start=timestamp(row.period_start),
                      period_end=timestamp(row.period_end), period_label=row.period_label,
@@ -234,7 +234,7 @@ def figure_out(row: FigureRow, as_of: bool) -> Any:
                      current_value=export.decimal_text(current) if as_of else "")
 
 
-def position_out(p: FeedPosition) -> Any:
+def position_out(p: FeedPosition) -> pb.FeedPosition:
     return pb.FeedPosition(service=p.service, position=p.position,
                            last_position=p.last_position, read_time=timestamp(p.read_at))
 

@@ -322,14 +322,14 @@ class TrainingServicer(pb_grpc.TrainingServiceServicer):
             course_ids=list(s.course_ids), pre_job_certified=s.pre_job_certified)
             for i, s in enumerate(steps)]
 
-    def _path_at(self, result: CommandResult) -> Any:
+    def _path_at(self, result: CommandResult) -> pb.GrowthPath:
         return self._path(self.app.growth_path(result.id, result.version))
 
     def _plan_at(self, result: CommandResult) -> Any:
         return self._plan(self.app.growth_plan(result.id, result.version))
 
     @staticmethod
-    def _path(p: GrowthPathView) -> Any:
+    def _path(p: GrowthPathView) -> pb.GrowthPath:
         return pb.GrowthPath(
             growth_path_id=p.growth_path_id, path_version=p.path_version, name=p.name,
             description=p.description, version=p.version,
@@ -342,7 +342,7 @@ class TrainingServicer(pb_grpc.TrainingServiceServicer):
 
     @staticmethod
     def _plan(p: GrowthPlanView) -> Any:
-        def step(s: StepProgress) -> Any:
+        def step(s: StepProgress) -> pb.StepProgress:
             reached = p.reached.get(s.key)
             return pb.StepProgress(
                 step_key=s.key, title=s.title, role=enum_out(s.role, pb.GrowthRole),
@@ -370,14 +370,14 @@ class TrainingServicer(pb_grpc.TrainingServiceServicer):
 
     # ------------------------------------------------------------------ rendering
 
-    def _course_at(self, result: CommandResult) -> Any:
+    def _course_at(self, result: CommandResult) -> pb.Course:
         return self._course(self.app.course(result.id, result.version))
 
-    def _session_at(self, result: CommandResult) -> Any:
+    def _session_at(self, result: CommandResult) -> pb.Session:
         return self._session(self.app.session(result.id, result.version))
 
     @staticmethod
-    def _course(c: CourseView) -> Any:
+    def _course(c: CourseView) -> pb.Course:
         return pb.Course(
             course_id=c.course_id, track=enum_out(c.track, pb.Track), title=c.title,
             description=c.description, hours=hours_text(c.hours),
@@ -388,7 +388,7 @@ class TrainingServicer(pb_grpc.TrainingServiceServicer):
             status=enum_out(c.status, pb.CourseStatus), version=c.version)
 
     @staticmethod
-    def _session(s: SessionView) -> Any:
+    def _session(s: SessionView) -> pb.Session:
         enrolments = []
         for rider_id, e in sorted(s.enrolments.items(), key=lambda kv: kv[1]["enrolled_at"]):
             enrolment = pb.Enrolment(rider_id=rider_id,
@@ -405,7 +405,7 @@ class TrainingServicer(pb_grpc.TrainingServiceServicer):
             enrolments=enrolments, version=s.version, pair=_pair_out(s.pair))
 
     @staticmethod
-    def _transcript(t: TranscriptView) -> Any:
+    def _transcript(t: TranscriptView) -> pb.GetTranscriptResponse:
         completions = []
         for c in t.completions:
             completion = pb.CompletedCourse(

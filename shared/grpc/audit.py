@@ -6,7 +6,6 @@ import json
 import uuid
 from collections.abc import Iterator
 from datetime import UTC
-from typing import Any
 
 import grpc
 from qiji.audit.v1 import audit_service_pb2 as pb
@@ -101,7 +100,7 @@ class AuditServicer(pb_grpc.AuditServiceServicer):
         if last is not None:
             yield self._reply(last, done=True)
 
-    def _reply(self, v: audit.Verdict, *, done: bool) -> Any:
+    def _reply(self, v: audit.Verdict, *, done: bool) -> pb.VerifyLogResponse:
         return pb.VerifyLogResponse(checked=v.checked, sealed_through=v.sealed_through,
                                     head_seal=v.head_seal, done=done, intact=v.intact,
                                     first_broken_position=v.first_broken, problem=v.problem,

@@ -42,7 +42,8 @@ def to_cloudevent(event: PublicEvent) -> ce.CloudEvent:
     return message
 
 
-def read_public(app: QijiApplication, catalogue: PublicCatalogue, request: Any) -> Any:
+def read_public(app: QijiApplication, catalogue: PublicCatalogue,
+                request: pb.ReadPublicEventsRequest) -> pb.ReadPublicEventsResponse:
     """ReadPublicEvents over one application: its log from a position, through its catalogue,
     for one consumer organisation. Positions of internal events, and of events this consumer
     may not see, are passed over: `next_position` moves past them."""
@@ -104,7 +105,7 @@ def read_public(app: QijiApplication, catalogue: PublicCatalogue, request: Any) 
 
 
 def _stopped(app: QijiApplication, reader: str, n: Any, problem: str, consumer: str,
-             events: list[Any], last: int) -> Any:
+             events: list[Any], last: int) -> pb.ReadPublicEventsResponse:
     """The answer of a read that stopped at `n`: what came before it, and where and why."""
     ALARM.broken(app.name, reader, n.id, problem, {f"{n.topic}|{consumer}"})
     return pb.ReadPublicEventsResponse(
