@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from services.training.domain.growth import (
     GrowthPath,
@@ -21,7 +21,7 @@ from services.training.domain.growth import (
 from services.training.domain.model import Course, Learner
 from services.training.domain.values import CourseStatus, Track
 from shared import context
-from shared.application import CommandResult, Outcome
+from shared.application import CommandResult, Outcome, QijiApplication
 from shared.errors import (
     DUPLICATE_VALUE,
     ENUM_VALUE_REQUIRED,
@@ -37,6 +37,9 @@ from shared.paging import listed
 from shared.tenancy import Owners
 from shared.values import parse_hours
 from shared.wire import must_be_specified
+
+if TYPE_CHECKING:
+    from services.training.views import TrainingViews
 
 MAX_PATH_NAME = 100
 MAX_PATH_DESCRIPTION = 1000
@@ -92,21 +95,18 @@ class GrowthPlanView:
     version: int
 
 
-class GrowthPlans:
+class GrowthPlans(QijiApplication):
     """Mixed into TrainingApplication: paths are the city admin's; a plan is opened for a
     rider by their platform or their home street office (the access table says so)."""
 
-    # Provided by TrainingApplication.
-    clock: Callable[[], datetime]
-    views: Any
-    get: Callable[..., Any]
-    execute: Callable[..., CommandResult]
-    note: Callable[..., Any]
-    found: Callable[..., Any]
-    directory: Any
-    require_riders: Callable[..., None]
-    catch_up_upstream: Callable[[], None]
-    _learner: Callable[..., Learner]
+    if TYPE_CHECKING:  # TrainingApplication's, which this part of it uses
+        clock: Callable[[], datetime]
+        views: TrainingViews
+
+        def catch_up_upstream(self) -> None: ...
+
+        def _learner(self, rider_id: str,
+                     refresh_unless: Callable[[Learner], bool] | None = None) -> Learner: ...
 
     # ------------------------------------------------------------------ paths (the city's)
 
