@@ -1391,15 +1391,8 @@ class GovernanceApplication(HelpRequests, QijiApplication):
         participant = (self.get(participant_id, Participant, "rider")
                        if self.exists(participant_id)
                        else Participant(rider_id=rider_id, home_street_id=""))
-        verified, suspended, left = participant.verified, participant.suspended, participant.left
-        if topic == identity_events.RIDER_VERIFIED:
-            verified = True
-        elif topic == identity_events.RIDER_SUSPENDED:
-            suspended = True
-        elif topic == identity_events.RIDER_REINSTATED:
-            suspended = False
-        elif topic == identity_events.RIDER_LEFT:
-            left = True
+        verified, suspended, left = identity_events.rider_flags_after(
+            topic, participant.verified, participant.suspended, participant.left)
         participant.note_status(verified=verified, suspended=suspended, left=left)
         processing.collect_events(participant)
 
