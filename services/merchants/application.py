@@ -79,7 +79,7 @@ from shared.errors import (
     require_ids,
 )
 from shared.followers import Follower, UpstreamEvent
-from shared.paging import listed, page
+from shared.paging import check_page, listed, page
 from shared.references import Reference, note_reference
 from shared.tenancy import Owners
 from shared.values import (
@@ -572,8 +572,7 @@ class MerchantsApplication(QijiApplication):
         filters = [location, radius_metres, sorted(a.value for a in amenities if a), open_now,
                    sorted(k.value for k in kinds if k), rider_id]
         # A bad page_size or page_token is said with the rest.
-        violations.collect(lambda: page([], lambda _: None, page_size=page_size,
-                                        page_token=page_token, filters=filters))
+        violations.collect(lambda: check_page(page_size, page_token, filters))
         if rider_id:
             # The rider last, once nothing else is wrong (require_riders).
             self._require_rider(violations, rider_id)
