@@ -1137,7 +1137,14 @@ register_topic("services.governance.domain.model:Participant.RiderStatusNoted",
 class Organisation(Aggregate):
     """An organisation identity owns (a street, district, city or department), noted from
     identity's feed under identity's id, so that routing and escalation can walk the tree
-    locally."""
+    locally.
+
+    Not a shared.references.Reference, though noted as other services note theirs: it is more
+    than a reference. It carries a department's function (which routing reads), it is the
+    signer of the co-building pledge (its CoBuildingPledgeSigned is a published topic identity
+    follows), and since release 0.1.0 every organisation's history is stored under identity's
+    own id, where a Reference lives under a derived one: a Reference beside it would be a
+    second copy of the tree, and moving it would strand the stored history."""
 
     @staticmethod
     def create_id(upstream_id: str, **_: Any) -> uuid.UUID:
