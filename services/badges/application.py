@@ -29,6 +29,7 @@ from services.badges.domain.criteria import Criteria, Track, evaluate, parse_cri
 from services.badges.domain.images import IMAGE_MEDIA_TYPE_NOT_ALLOWED, image_problem
 from services.badges.domain.ladder import Rung, above, below, ladder_problem
 from services.badges.domain.model import (
+    MAX_REASON,
     Award,
     AwardCeremony,
     BadgeClass,
@@ -59,6 +60,7 @@ from shared.errors import (
     PermissionDenied,
     Violations,
     check_id,
+    check_reason,
     check_text,
     is_uuid,
     require_ids,
@@ -190,7 +192,7 @@ class BadgesApplication(QijiApplication):
                                  ) -> dict[str, Any]:
         v = Violations()
         check_id(v, "shift_id", shift_id)
-        check_text(v, "reason", reason, 1000)
+        check_reason(v, reason, limit=MAX_REASON)
         v.raise_if_any()
 
         def decide() -> Outcome:
@@ -280,7 +282,7 @@ class BadgesApplication(QijiApplication):
     def cancel_volunteer_activity(self, *, activity_id: str, reason: str) -> dict[str, Any]:
         v = Violations()
         check_id(v, "activity_id", activity_id)
-        check_text(v, "reason", reason, 1000)
+        check_reason(v, reason, limit=MAX_REASON)
         v.raise_if_any()
 
         def decide() -> Outcome:
@@ -635,7 +637,7 @@ class BadgesApplication(QijiApplication):
         """A manual award by an official: a written reason and at least one piece of evidence
         (an unreadable `evidence[i].time` is the entry point's, in `violations`)."""
         v = violations if violations is not None else Violations()
-        check_text(v, "reason", reason, 1000)  # why the rider deserves it
+        check_reason(v, reason, limit=MAX_REASON)  # why the rider deserves it
         v.require(bool(evidence), "evidence", "at least one piece of evidence",
                   "EVIDENCE_REQUIRED")
         for i, e in enumerate(evidence):
@@ -668,7 +670,7 @@ class BadgesApplication(QijiApplication):
                      ) -> dict[str, Any]:
         v = Violations()
         check_id(v, "award_id", award_id)
-        check_text(v, "reason", reason, 1000)
+        check_reason(v, reason, limit=MAX_REASON)
         v.raise_if_any()
 
         def decide() -> Outcome:
@@ -851,7 +853,7 @@ class BadgesApplication(QijiApplication):
                            violations: Violations | None = None) -> dict[str, Any]:
         """Confers a title on a rider who meets its requirements now, for its term."""
         v = violations if violations is not None else Violations()
-        check_text(v, "reason", reason, 1000)
+        check_reason(v, reason, limit=MAX_REASON)
         self._note_title(v, title_id)
         self._require_rider(v, rider_id)  # last, as everywhere
 
@@ -903,7 +905,7 @@ class BadgesApplication(QijiApplication):
     def revoke_recognition(self, *, recognition_id: str, reason: str) -> dict[str, Any]:
         v = Violations()
         check_id(v, "recognition_id", recognition_id)
-        check_text(v, "reason", reason, 1000)
+        check_reason(v, reason, limit=MAX_REASON)
         v.raise_if_any()
 
         def decide() -> Outcome:

@@ -39,7 +39,6 @@ from services.governance.domain.values import (
     HelpKind,
     HelpStatus,
     SatisfactionRating,
-    check_text,
     default_help_routing,
     help_alternatives,
 )
@@ -58,6 +57,7 @@ from shared.errors import (
     NotFound,
     Violations,
     check_id,
+    check_text,
     is_uuid,
 )
 from shared.followers import UpstreamEvent
@@ -143,7 +143,7 @@ class HelpRequests:
         street, with its kind's clocks."""
         violations = violations if violations is not None else Violations()
         violations.require_given(kind, "kind", one_of(HelpKind), ENUM_VALUE_REQUIRED)
-        check_text(violations, "text", text, required=True, limit=MAX_HELP_TEXT)
+        check_text(violations, "text", text, MAX_HELP_TEXT)
         # The rider last, once nothing else is wrong (QijiApplication.require_riders).
         self._require_riders(violations, [("rider_id", rider_id)],
                              refresh_unless=lambda p: p.is_active)
@@ -243,8 +243,7 @@ class HelpRequests:
                           department_id: str, caseworker_name: str) -> dict[str, Any]:
         """The department names who follows the case up (its acknowledgement)."""
         violations = Violations()
-        check_text(violations, "caseworker_name", caseworker_name, required=True,
-                   limit=MAX_NAME)
+        check_text(violations, "caseworker_name", caseworker_name, MAX_NAME)
         rider_id = self._help_rider(violations, help_request_id, department_id)
         sealed = self._seal_for(rider_id, caseworker_name.strip())
         return self._help_change(help_request_id, lambda h, now: h.assign_caseworker(
@@ -258,7 +257,7 @@ class HelpRequests:
         violations = violations if violations is not None else Violations()
         violations.require_given(channel, "channel", one_of(ContactChannel),
                                  ENUM_VALUE_REQUIRED)
-        check_text(violations, "note", note, required=False, limit=MAX_TEXT)
+        check_text(violations, "note", note, MAX_TEXT, required=False)
         now = self.clock()
         if contacted_at is not None and contacted_at > now + CLOCK_SKEW:
             violations.add("contact_time", "record a contact once it was made",
@@ -283,7 +282,7 @@ class HelpRequests:
         """The department refers the rider to another department, which is given the request
         (clocks of its own from now) and reads it from then on."""
         violations = Violations()
-        check_text(violations, "note", note, required=False, limit=MAX_TEXT)
+        check_text(violations, "note", note, MAX_TEXT, required=False)
         target = self._note_organisation(violations, to_department_id, "to_department_id",
                                          DEPARTMENT, "department")
         if target is not None and to_department_id == department_id:
@@ -302,7 +301,7 @@ class HelpRequests:
         """The department's outcome, which the rider's platform receives; the request closes
         when every department it was given to has given one."""
         violations = Violations()
-        check_text(violations, "outcome", outcome, required=True, limit=MAX_TEXT)
+        check_text(violations, "outcome", outcome, MAX_TEXT)
         rider_id = self._help_rider(violations, help_request_id, department_id)
         sealed = self._seal_for(rider_id, outcome.strip())
         return self._help_change(help_request_id, lambda h, now: h.give_outcome(

@@ -15,7 +15,6 @@ from services.identity.domain.friendly import (
     AREA_KINDS,
     MAX_ATTESTATION,
     MAX_BRAND_NAME,
-    MAX_REASON,
     CoBuildingSignature,
     FriendlyMark,
     FriendlyMarkCriteria,
@@ -66,6 +65,7 @@ from shared.errors import (
     Unavailable,
     Violations,
     check_id,
+    check_reason,
     check_text,
 )
 from shared.followers import Follower, LocalFeed, UpstreamEvent
@@ -667,7 +667,7 @@ class IdentityApplication(QijiApplication):
     def withdraw_friendly_mark(self, *, mark_id: str, reason: str) -> dict[str, Any]:
         violations = Violations()
         check_id(violations, "mark_id", mark_id)
-        check_text(violations, "reason", reason, MAX_REASON)
+        check_reason(violations, reason)
         violations.raise_if_any()
 
         def decide() -> Outcome:
@@ -943,5 +943,5 @@ def _require_reason(rider_id: str, reason: str) -> None:
     asked after)."""
     violations = Violations()
     check_id(violations, "rider_id", rider_id)
-    check_text(violations, "reason", reason, MAX_TEXT_LENGTH)
+    check_reason(violations, reason)
     violations.raise_if_any()

@@ -4,12 +4,15 @@ log in-process, on a clock the test moves."""
 from __future__ import annotations
 
 import threading
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from eventsourcing.persistence import StoredEvent
+from eventsourcing.utils import get_topic
 
 from services.governance.application import (
     DeadlineInput,
@@ -19,6 +22,7 @@ from services.governance.application import (
     SessionInput,
 )
 from services.governance.deadlines import DeadlineScheduler
+from services.governance.domain.model import Participant
 from services.governance.domain.values import (
     MAX_OBSERVATION_AGE,
     Category,
@@ -40,7 +44,7 @@ from shared.errors import (
     NotFound,
 )
 from shared.followers import Follower, LocalFeed
-from tests.conftest import MASTER_KEY, actor, as_actor, settings_for
+from tests.conftest import MASTER_KEY, actor, as_actor, settings_for, stored_state
 
 ADMIN = actor("city", "city_admin")
 PLATFORM = actor("platform-co", "platform")
@@ -578,6 +582,43 @@ def test_a_rider_signs_the_current_pledge_once(world):
     assert error.value.reason == "PLEDGE_ALREADY_SIGNED"
     assert world["governance"].last_position() == position
     assert world["governance"].signature(rider, 1).signed_at == world["governance"].clock()
+
+
+def test_a_participants_status_stored_under_its_old_topic_replays_as_status_noted(world, clock):
+    """Release 0.1.0 stored a rider's status, as governance noted it, as
+    Participant.RiderStatusNoted; it is StatusNoted now, as badges and merchants name theirs.
+    Events stored under the old topic still replay (register_topic in the domain model, same
+    fields), and what is noted next is stored under the new one."""
+    rider_id = str(uuid.uuid4())
+    ident = Participant.create_id(rider_id)
+    old_topic = "services.governance.domain.model:Participant.RiderStatusNoted"
+    at = clock.now - timedelta(days=30)
+    stored = [(get_topic(Participant.Noted),
+               {"rider_id": rider_id, "home_street_id": world["street"],
+                "originator_topic": get_topic(Participant), "timestamp": at}),
+              (old_topic, {"verified": True, "suspended": False, "left": False,
+                           "timestamp": at}),
+              (old_topic, {"verified": True, "suspended": True, "left": False,
+                           "timestamp": at})]
+    governance = world["governance"]
+    governance.recorder.insert_events([StoredEvent(
+        originator_id=ident, originator_version=version, topic=topic,
+        state=stored_state(ident, version, topic, state))
+        for version, (topic, state) in enumerate(stored, start=1)])
+    participant = governance.get(ident, Participant, "rider")
+    assert (participant.version, participant.verified, participant.suspended,
+            participant.is_active) == (3, True, True, False)
+    with pytest.raises(FailedPrecondition) as refused:
+        participant.require_active()
+    assert refused.value.reason == "RIDER_NOT_ACTIVE"
+    participant.note_status(verified=True, suspended=False, left=False)
+    governance.save(participant)
+    assert [type(e) for e in governance.events.get(ident)] == [
+        Participant.Noted, Participant.StatusNoted, Participant.StatusNoted,
+        Participant.StatusNoted]
+    assert [n.topic for n in governance.read_log(1, 100_000) if n.originator_id == ident] == [
+        get_topic(Participant.Noted), old_topic, old_topic, get_topic(Participant.StatusNoted)]
+    assert governance.get(ident, Participant, "rider").is_active
 
 
 def test_a_mediation_case_runs_from_parties_to_an_agreement(world, clock):
