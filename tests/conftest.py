@@ -142,7 +142,7 @@ def stored_state(originator_id: Any, version: int, topic: str, state: dict[str, 
     """An event's state as a Qiji service stores it under MASTER_KEY (MACed), for fake upstream
     feeds: followers check every upstream event's MAC before acting on it."""
     from shared.integrity import EventMac, audit_key
-    from shared.transcoding import qiji_transcoder
+    from shared.store import qiji_transcoder
     return EventMac(audit_key(MASTER_KEY)).seal_state(originator_id, version, topic,
                                                       qiji_transcoder().encode(state))
 

@@ -274,7 +274,7 @@ class BadgesApplication(QijiApplication):
         assert plan is not None
 
         def decide() -> Outcome:
-            activity = self.volunteer_activity(activity_id, copy=True)
+            activity = self.get(activity_id, VolunteerActivity, "activity")
             activity.revise(plan, self.clock())
             return Outcome([activity], {"activity_id": activity_id, "version": activity.version})
         return self.execute(decide, serialise_on=activity_id)
@@ -286,15 +286,15 @@ class BadgesApplication(QijiApplication):
         v.raise_if_any()
 
         def decide() -> Outcome:
-            activity = self.volunteer_activity(activity_id, copy=True)
+            activity = self.get(activity_id, VolunteerActivity, "activity")
             told = activity.cancel(reason.strip(), self.clock())
             return Outcome([activity], {"activity_id": activity_id, "version": activity.version,
                                         "cancelled_rider_ids": told})
         return self.execute(decide, serialise_on=activity_id)
 
-    def volunteer_activity(self, activity_id: str, version: int | None = None, *,
-                           copy: bool = False) -> VolunteerActivity:
-        return self.get(activity_id, VolunteerActivity, "activity", version, copy=copy)
+    def volunteer_activity(self, activity_id: str, version: int | None = None
+                           ) -> VolunteerActivity:
+        return self.view(activity_id, VolunteerActivity, "activity", version)
 
     def list_volunteer_activities(self, *, community_id: str, street_id: str,
                                   open_for_sign_up: bool, kind: VolunteerActivityKind | None,
@@ -326,7 +326,7 @@ class BadgesApplication(QijiApplication):
         require_ids(activity_id=activity_id, rider_id=rider_id)
 
         def decide() -> Outcome:
-            activity = self.volunteer_activity(activity_id, copy=True)
+            activity = self.get(activity_id, VolunteerActivity, "activity")
             now = self.clock()
             # What the activity refuses (cancelled, closed, full) before the rider is looked
             # up, as training's enrolment does; here, not before execute, so that a retry
@@ -348,7 +348,7 @@ class BadgesApplication(QijiApplication):
         require_ids(activity_id=activity_id, rider_id=rider_id)
 
         def decide() -> Outcome:
-            activity = self.volunteer_activity(activity_id, copy=True)
+            activity = self.get(activity_id, VolunteerActivity, "activity")
             activity.withdraw(rider_id, self.clock())
             return Outcome([activity], {"activity_id": activity_id, "rider_id": rider_id,
                                         "version": activity.version})
@@ -369,7 +369,7 @@ class BadgesApplication(QijiApplication):
         v.raise_if_any()
 
         def decide() -> Outcome:
-            activity = self.volunteer_activity(activity_id, copy=True)
+            activity = self.get(activity_id, VolunteerActivity, "activity")
             worked = served if served is not None else activity.length_hours
             now = self.clock()
             # The activity first: only a rider who signed up (who is known) gets past it.

@@ -477,7 +477,7 @@ class GovernanceApplication(HelpRequests, QijiApplication):
 
     def report(self, report_id: str, version: int | None = None) -> ReportView:
         # Only read, to render it: the cached report itself, not a copy.
-        r = self.get(report_id, Report, "report", version, copy=False)
+        r = self.view(report_id, Report, "report", version)
         return ReportView(
             report_id=str(r.id), rider_id=r.rider_id, kind=ReportKind(r.kind),
             category=Category(r.category),
@@ -800,9 +800,7 @@ class GovernanceApplication(HelpRequests, QijiApplication):
         state never changes: the cached copy when it is at that version, else rebuilt from its
         events up to that version in one read (not the current copy brought up to date
         first, which would read the store once more for nothing)."""
-        ident = uuid.UUID(report_id)
-        cached = self._cached_at(ident, version, copy=False)
-        return cached if cached is not None else self.repository.get(ident, version=version)
+        return self.aggregates.read_only_at(uuid.UUID(report_id), version)
 
     # ------------------------------------------------------------------ deadlines
 
@@ -887,8 +885,7 @@ class GovernanceApplication(HelpRequests, QijiApplication):
                 raise NotFound("working_calendar_version", str(version))
             d = DEFAULT_CALENDAR_STATE
             return WorkingCalendarView(list(d["spans"]), list(d["weekdays"]), [], [], 0, None)
-        c = self.get(CityCalendar.ID, CityCalendar, "working_calendar", version or None,
-                     copy=False)
+        c = self.view(CityCalendar.ID, CityCalendar, "working_calendar", version or None)
         return WorkingCalendarView([dict(s) for s in c.spans], list(c.weekdays),
                                    list(c.holidays), list(c.working_days), c.version,
                                    c.updated_at)
@@ -1122,8 +1119,8 @@ class GovernanceApplication(HelpRequests, QijiApplication):
             if version:
                 raise NotFound("mediation_policy_version", str(version))
             return MediationPolicyView(DEFAULT_FOLLOW_UP_DAYS, 0, None)
-        policy = self.get(MediationPolicy.ID, MediationPolicy, "mediation_policy",
-                          version or None, copy=False)
+        policy = self.view(MediationPolicy.ID, MediationPolicy, "mediation_policy",
+                           version or None)
         return MediationPolicyView(policy.follow_up_days, policy.version, policy.updated_at)
 
     def _mediation_policy(self) -> MediationPolicy | None:

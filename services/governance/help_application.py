@@ -220,8 +220,7 @@ class HelpRequests:
             if version:
                 raise NotFound("help_routing_version", str(version))
             return HelpRoutingView(default_help_routing(), 0, None)
-        routing = self.get(HelpRouting.ID, HelpRouting, "help_routing", version or None,
-                           copy=False)
+        routing = self.view(HelpRouting.ID, HelpRouting, "help_routing", version or None)
         return HelpRoutingView({k: dict(v) for k, v in routing.routes.items()},
                                routing.version, routing.updated_at)
 
@@ -326,7 +325,7 @@ class HelpRequests:
         check_id(violations, "help_request_id", help_request_id)
         check_id(violations, "department_id", department_id)
         violations.raise_if_any()
-        return self.get(help_request_id, HelpRequest, "help_request", copy=False).rider_id
+        return self.view(help_request_id, HelpRequest, "help_request").rider_id
 
     def _help_change(self: GovernanceApplication, help_request_id: str, change: Any,
                      **answer: str) -> dict[str, Any]:
@@ -363,7 +362,7 @@ class HelpRequests:
 
     def help_request(self: GovernanceApplication, help_request_id: str,
                      version: int | None = None) -> HelpRequestView:
-        h = self.get(help_request_id, HelpRequest, "help_request", version, copy=False)
+        h = self.view(help_request_id, HelpRequest, "help_request", version)
 
         def said(sealed: str, field: str = masking.HELP_TEXT) -> str:
             return masking.show_to_caller(field, self.vault.open(h.rider_id, sealed))

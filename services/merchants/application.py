@@ -472,7 +472,7 @@ class MerchantsApplication(QijiApplication):
         return self.execute(decide, serialise_on=perk_id)
 
     def perk(self, perk_id: str, version: int | None = None) -> PerkView:
-        o = self.get(perk_id, PerkOffer, "perk", version, copy=False)  # only rendered
+        o = self.view(perk_id, PerkOffer, "perk", version)  # only rendered
         return PerkView(
             perk_id=str(o.id), merchant_id=o.merchant_id, title=o.title, kind=PerkKind(o.kind),
             percent_off=o.percent_off, amount_off_fen=o.amount_off_fen, free_item=o.free_item,
@@ -516,10 +516,10 @@ class MerchantsApplication(QijiApplication):
         would refuse (the merchant not approved, the rider not active, and every rule of
         PerkOffer.check_claimable) makes it not claimable. One rule for every list that
         shows a rider their perks (ListPerksForRider, FindNearby)."""
-        offer = self.get(perk_id, PerkOffer, "perk", copy=False)
+        offer = self.view(perk_id, PerkOffer, "perk")
         if offer.status is not PerkStatus.PUBLISHED or not standing.is_active:
             return False
-        merchant = self.get(offer.merchant_id, Merchant, "merchant", copy=False)
+        merchant = self.view(offer.merchant_id, Merchant, "merchant")
         if merchant.status is not MerchantStatus.APPROVED:
             return False
         try:
@@ -945,7 +945,7 @@ class MerchantsApplication(QijiApplication):
         self.views.catch_up()
 
         def open_to_rider(_: dict[str, Any], campaign_id: str) -> bool:
-            campaign = self.get(campaign_id, CareCampaign, "campaign", copy=False)
+            campaign = self.view(campaign_id, CareCampaign, "campaign")
             return facts is not None and campaign.is_open_to(facts, now)
 
         ids, token = self.views.campaigns.select(

@@ -62,7 +62,7 @@ from shared.errors import (
 )
 from shared.integrity import ALARM, MAC_PROBLEM
 from shared.leadership import leadership
-from shared.persistence import STORE_DOWN_ERRORS
+from shared.store import STORE_DOWN_ERRORS
 from shared.tenancy import ORGANISATION_CREATED
 
 log = structlog.get_logger(__name__)

@@ -28,7 +28,7 @@ from shared.grpc.public_feed import read_public
 from shared.idempotency import RequestRecord
 from shared.integrity import EventIntegrityError
 from shared.metrics import REGISTRY
-from shared.persistence import postgres_conninfo
+from shared.store import postgres_conninfo
 from shared.tools.addressing import Dialer
 from shared.tools.cli import NO, NOT_PROVEN, OK
 from tests.conftest import MASTER_KEY, actor, as_actor, settings_for

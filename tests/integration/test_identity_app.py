@@ -14,7 +14,7 @@ from services.identity.domain.values import ConsentScope, OrganisationKind, Ride
 from services.identity.grpc_api import ACCESS, SERVICE_NAME
 from shared.errors import AlreadyExists, InvalidArgument, NotFound
 from shared.idempotency import RequestRecord
-from shared.persistence import postgres_conninfo
+from shared.store import postgres_conninfo
 from tests.conftest import MASTER_KEY, actor, as_actor, city_tree, settings_for
 
 ADMIN = actor("city", "city_admin")
