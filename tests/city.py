@@ -33,7 +33,7 @@ PARTS: dict[str, tuple[str, str, str]] = {
     "department": ("DEPARTMENT", "荷花池街道社会工作部", "street"),
     "platform": ("PLATFORM", "骑迹外卖", ""),
     "station": ("STATION", "荷花池站", "platform"),
-    "provider": ("EDUCATION_PROVIDER", "常州骑手学院", ""),
+    "provider": ("EDUCATION_PROVIDER", "江苏理工学院", ""),
     "merchant": ("MERCHANT", "荷花池面馆", "street"),
 }
 # What a rider needs to be registered: the tree every tier made before this module.
@@ -67,15 +67,16 @@ class City:
         return self.ids[part]
 
 
-def build_city(make: Maker, parts: Iterable[str] = TREE, *,
+def build_city(make: Maker, parts: Iterable[str] = TREE, *, also: Iterable[str] = (),
                names: dict[str, str] | None = None, label: str = "",
                within: dict[str, str] | None = None) -> City:
-    """The city's `parts` (their parents first, whether asked for or not), made by `make`;
+    """The city's `parts` and `also` (their parents first, whether asked for or not; by
+    default the tree a rider needs, and `also` beside it), made by `make`;
     `names` overrides the default name of a part, `label` is appended to every name (two
     tenants in one store), and the parts in `within` (ids) are not made again but used (a
     second street in the same district: `within={"city": .., "district": ..}`)."""
     city = City(make, dict(within or {}))
-    wanted = set(parts)
+    wanted = {*parts, *also}
     for part in list(wanted):
         parent = PARTS[part][2]
         while parent:

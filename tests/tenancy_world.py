@@ -130,7 +130,7 @@ def build(qiji: InProcessQiji) -> World:
         # Each tenant's street (with its community, social-work department and merchant),
         # platform (with its station) and education provider, in the one district.
         t.ids.update(build_city(
-            made.make, ("community", "department", "station", "provider", "merchant"),
+            made.make, also=("community", "department", "provider", "merchant"),
             label=label, within=made.as_dict()).as_dict())
         del t.ids["city"]
         for role, kind in ROLE_ORGANISATION.items():
