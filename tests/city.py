@@ -129,3 +129,11 @@ def over_grpc(admin: Any) -> Maker:
         return admin.CreateOrganisation(request(kind, name, parent, function)
                                         ).organisation.organisation_id
     return make
+
+
+def over_stub(stub: Any, metadata: Any) -> Maker:
+    """Over gRPC through a plain IdentityServiceStub with the caller's metadata (bench/)."""
+    def make(kind: str, name: str, parent: str, function: str) -> str:
+        return stub.CreateOrganisation(request(kind, name, parent, function),
+                                       metadata=metadata).organisation.organisation_id
+    return make
