@@ -23,6 +23,9 @@ from tests.city import build_city, in_process
 from tests.inprocess import InProcessQiji
 
 TENANTS = ("a", "b")
+# What each tenant's organisations are called (and the tenant's letter after it: 街道A).
+TENANT_NAMES = {"street": "街道", "community": "社区", "department": "社会工作部",
+                "platform": "平台", "station": "站点", "provider": "学院", "merchant": "面馆"}
 # In every free text the world writes (a report's words, an award's reason and evidence, a
 # mediation's subject): what the masking table withholds from platforms and auditors.
 FREE_TEXT = "【内情】"
@@ -131,7 +134,7 @@ def build(qiji: InProcessQiji) -> World:
         # platform (with its station) and education provider, in the one district.
         t.ids.update(build_city(
             made.make, also=("community", "department", "provider", "merchant"),
-            label=label, within=made.as_dict()).as_dict())
+            label=label, within=made.as_dict(), names=TENANT_NAMES).as_dict())
         del t.ids["city"]
         for role, kind in ROLE_ORGANISATION.items():
             t.tokens[role] = qiji.token(f"tenant-{name}-{role}", role,
