@@ -36,7 +36,6 @@ from services.governance.domain.values import (
 )
 from services.identity.application import IdentityApplication
 from services.identity.domain.values import DepartmentFunction as IdentityFunction
-from services.identity.domain.values import OrganisationKind
 from shared.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -44,6 +43,7 @@ from shared.errors import (
     NotFound,
 )
 from shared.followers import Follower, LocalFeed
+from tests.city import build_city, in_application
 from tests.conftest import MASTER_KEY, actor, as_actor, settings_for, stored_state
 
 ADMIN = actor("city", "city_admin")
@@ -79,31 +79,16 @@ def world(store_env, clock):
     """A city, a district with two streets and their departments, a platform and riders."""
     identity = IdentityApplication(settings_for("identity", store_env), MASTER_KEY)
     governance = open_governance(store_env, clock, identity)
-    with as_actor(ADMIN):
-        def org(kind, name, parent="", function=None):
-            return identity.create_organisation(kind=kind, name=name, parent_id=parent,
-                                                department_function=function)["organisation_id"]
-        city = org(OrganisationKind.CITY, "常州市")
-        district = org(OrganisationKind.DISTRICT, "钟楼区", city)
-        street = org(OrganisationKind.STREET, "荷花池街道", district)
-        other_street = org(OrganisationKind.STREET, "南大街街道", district)
-        platform = org(OrganisationKind.PLATFORM, "Platform Co")
-        station = org(OrganisationKind.STATION, "Station", platform)
-        w = {
-            "identity": identity, "governance": governance, "env": store_env, "city": city,
-            "district": district, "street": street, "other_street": other_street,
-            "platform": platform, "station": station, "riders": 0,
-            # Public security sits at the district, social work at the street, petitions at
-            # the city: routing finds each function's nearest department.
-            "police": org(OrganisationKind.DEPARTMENT, "钟楼公安分局", district,
-                          IdentityFunction.PUBLIC_SECURITY),
-            "social": org(OrganisationKind.DEPARTMENT, "荷花池社工站", street,
-                          IdentityFunction.SOCIAL_WORK),
-            "petitions": org(OrganisationKind.DEPARTMENT, "常州市信访局", city,
-                             IdentityFunction.PETITIONS),
-            "legal": org(OrganisationKind.DEPARTMENT, "钟楼区政法委", district,
-                         IdentityFunction.POLITICAL_LEGAL),
-        }
+    city = build_city(in_application(identity))
+    city.add("other_street", "STREET", "南大街街道", "district")
+    # Public security sits at the district, social work at the street, petitions at the city:
+    # routing finds each function's nearest department.
+    city.add("police", "DEPARTMENT", "钟楼公安分局", "district", "PUBLIC_SECURITY")
+    city.add("social", "DEPARTMENT", "荷花池社工站", "street", "SOCIAL_WORK")
+    city.add("petitions", "DEPARTMENT", "常州市信访局", "city", "PETITIONS")
+    city.add("legal", "DEPARTMENT", "钟楼区政法委", "district", "POLITICAL_LEGAL")
+    w = {"identity": identity, "governance": governance, "env": store_env, "riders": 0,
+         **city.as_dict()}
     w["scheduler"] = DeadlineScheduler(governance)
     yield w
     w["governance"].close()
@@ -689,17 +674,10 @@ def racing_city(postgres_env, clock, **departments: IdentityFunction
     governance = open_governance(postgres_env, racing_clock, identity)
     try:
         w = {"identity": identity, "governance": governance, "riders": 0, "at_once": at_once}
-        with as_actor(ADMIN):
-            def org(kind, name, parent="", function=None):
-                return identity.create_organisation(
-                    kind=kind, name=name, parent_id=parent,
-                    department_function=function)["organisation_id"]
-            district = org(OrganisationKind.DISTRICT, "钟楼区", org(OrganisationKind.CITY, "c"))
-            w["street"] = org(OrganisationKind.STREET, "荷花池街道", district)
-            w["platform"] = org(OrganisationKind.PLATFORM, "p")
-            w["station"] = org(OrganisationKind.STATION, "s", w["platform"])
-            for key, function in departments.items():
-                w[key] = org(OrganisationKind.DEPARTMENT, key, district, function)
+        city = build_city(in_application(identity))
+        for key, function in departments.items():
+            city.add(key, "DEPARTMENT", key, "district", function)
+        w.update(city.as_dict())
         yield w
     finally:
         governance.close()
@@ -732,16 +710,9 @@ def test_with_only_one_department_in_the_city_an_unmatched_report_still_goes_the
     identity = IdentityApplication(settings_for("identity", store_env), MASTER_KEY)
     governance = open_governance(store_env, clock, identity)
     try:
-        with as_actor(ADMIN):
-            def org(kind, name, parent="", function=None):
-                return identity.create_organisation(
-                    kind=kind, name=name, parent_id=parent,
-                    department_function=function)["organisation_id"]
-            district = org(OrganisationKind.DISTRICT, "钟楼区", org(OrganisationKind.CITY, "常州"))
-            street = org(OrganisationKind.STREET, "荷花池街道", district)
-            platform = org(OrganisationKind.PLATFORM, "p")
-            station = org(OrganisationKind.STATION, "s", platform)
-            police = org(OrganisationKind.DEPARTMENT, "钟楼区的唯一部门", district, function)
+        city = build_city(in_application(identity))
+        street, platform, station = city.street, city.platform, city.station
+        police = city.add("police", "DEPARTMENT", "钟楼区的唯一部门", "district", function)
         w = {"identity": identity, "governance": governance, "street": street,
              "platform": platform, "station": station, "riders": 0}
         report = governance.report(submit(w, new_rider(w))["report_id"])

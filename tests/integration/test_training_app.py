@@ -13,7 +13,7 @@ from eventsourcing.persistence import StoredEvent
 from eventsourcing.utils import get_topic
 
 from services.identity.application import IdentityApplication
-from services.identity.domain.values import Amenity, OrganisationKind
+from services.identity.domain.values import Amenity
 from services.training.application import TrainingApplication
 from services.training.domain.model import Learner
 from services.training.domain.values import (
@@ -27,6 +27,7 @@ from services.training.domain.values import (
 )
 from shared.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from shared.followers import Follower, LocalFeed
+from tests.city import build_city, in_application
 from tests.conftest import MASTER_KEY, actor, as_actor, settings_for, stored_state
 
 ADMIN = actor("city", "city_admin")
@@ -57,16 +58,10 @@ def world(store_env, clock):
     follower = Follower(training, LocalFeed(identity), training.follow_identity,
                         topics=TrainingApplication.IDENTITY_TOPICS)
     training.identity_follower = follower
+    made = build_city(in_application(identity), also=("provider",))
+    street, platform, station = made.street, made.platform, made.station
+    university = made.provider
     with as_actor(ADMIN):
-        def org(kind, name, parent=""):
-            return identity.create_organisation(kind=kind, name=name, parent_id=parent,
-                                                department_function=None)["organisation_id"]
-        city = org(OrganisationKind.CITY, "常州市")
-        district = org(OrganisationKind.DISTRICT, "钟楼区", city)
-        street = org(OrganisationKind.STREET, "荷花池街道", district)
-        platform = org(OrganisationKind.PLATFORM, "Platform Co")
-        station = org(OrganisationKind.STATION, "Station", platform)
-        university = org(OrganisationKind.EDUCATION_PROVIDER, "江苏理工学院")
         space = identity.create_service_space(
             street_id=street, name="荷花池驿站", address="北大街 1 号",
             amenities=[Amenity.REST], opening_hours=[])["service_space_id"]
@@ -360,16 +355,10 @@ def test_fifty_concurrent_enrolments_fill_twenty_places_exactly(postgres_env, cl
                             topics=TrainingApplication.IDENTITY_TOPICS)
         training.identity_follower = follower
         w = {"identity": identity, "training": training, "riders": 0}
+        made = build_city(in_application(identity), also=("provider",))
+        w.update(street=made.street, platform=made.platform, station=made.station,
+                 university=made.provider)
         with as_actor(ADMIN):
-            def org(kind, name, parent=""):
-                return identity.create_organisation(
-                    kind=kind, name=name, parent_id=parent,
-                    department_function=None)["organisation_id"]
-            district = org(OrganisationKind.DISTRICT, "钟楼区", org(OrganisationKind.CITY, "c"))
-            w["street"] = org(OrganisationKind.STREET, "荷花池街道", district)
-            w["platform"] = org(OrganisationKind.PLATFORM, "p")
-            w["station"] = org(OrganisationKind.STATION, "s", w["platform"])
-            w["university"] = org(OrganisationKind.EDUCATION_PROVIDER, "u")
             w["space"] = identity.create_service_space(
                 street_id=w["street"], name="驿站", address="x", amenities=[],
                 opening_hours=[])["service_space_id"]
