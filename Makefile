@@ -14,7 +14,7 @@ PROTO_DEPS := $(shell find protos/google -name '*.proto' | sort)
 STAMP := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
 
-.PHONY: run demo test test-unit test-integration test-e2e protos lint bench clean venv k8s docs \
+.PHONY: run demo test test-fast test-unit test-integration test-e2e protos lint bench clean venv k8s docs \
 	console-assets
 
 ## run: start Qiji on its embedded default (SQLite files under ./data, no servers)
@@ -29,6 +29,11 @@ demo: $(STAMP) protos console-assets
 ## test: the whole suite, with a pytest summary
 test: $(STAMP) protos $(NODE_STAMP) console-assets
 	$(PY) -m pytest tests
+
+# The working loop: unit and in-process integration tests on SQLite (no PostgreSQL, no
+# processes, no network), under a minute. Not what CI runs: `make test` is the whole suite.
+test-fast: $(STAMP) protos
+	$(PY) -m pytest tests/unit tests/integration -q -m "not postgres and not e2e"
 
 test-unit: $(STAMP) protos
 	$(PY) -m pytest tests/unit

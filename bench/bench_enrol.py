@@ -30,6 +30,7 @@ from bench.common import (
     scratch_database,
     throughput,
 )
+from tests.city import build_city, over_stub
 
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 PER_ROUND = int(os.environ.get("BENCH_OPS", "200"))
@@ -110,16 +111,8 @@ def main() -> None:
 
 
 def _tree(stub: irpc.IdentityServiceStub, md: list[tuple[str, str]]) -> dict[str, str]:
-    def org(kind: int, name: str, parent: str = "") -> str:
-        return stub.CreateOrganisation(ipb.CreateOrganisationRequest(
-            request_id=str(uuid.uuid4()), kind=kind, name=name, parent_id=parent),
-            metadata=md).organisation.organisation_id
-    city = org(ipb.ORGANISATION_KIND_CITY, "常州市")
-    street = org(ipb.ORGANISATION_KIND_STREET, "荷花池街道",
-                 org(ipb.ORGANISATION_KIND_DISTRICT, "钟楼区", city))
-    platform = org(ipb.ORGANISATION_KIND_PLATFORM, "Platform")
-    station = org(ipb.ORGANISATION_KIND_STATION, "Station", platform)
-    provider = org(ipb.ORGANISATION_KIND_EDUCATION_PROVIDER, "江苏理工学院")
+    city = build_city(over_stub(stub, md), also=("provider",))
+    street, platform, station, provider = city.street, city.platform, city.station, city.provider
     space = stub.CreateServiceSpace(ipb.CreateServiceSpaceRequest(
         request_id=str(uuid.uuid4()), street_id=street, name="驿站", address="北大街"),
         metadata=md).service_space.service_space_id

@@ -25,6 +25,7 @@ from qiji.identity.v1 import identity_service_pb2_grpc as rpc
 
 from bench.common import PG, dial, print_table, running_services, scratch_database, throughput
 from services.relay.cloudevents import EXCHANGE, register_serializer
+from tests.city import build_city, over_stub
 from tests.e2e.relay_harness import Collector, RelayProcess, Vhost, relay_env
 
 EVENTS = int(os.environ.get("BENCH_EVENTS", "2000"))
@@ -32,16 +33,8 @@ LATENCY_SAMPLES = int(os.environ.get("BENCH_LATENCY_SAMPLES", "100"))
 
 
 def _tree(stub: rpc.IdentityServiceStub, md: list) -> dict[str, str]:
-    def org(kind: int, name: str, parent: str = "") -> str:
-        return stub.CreateOrganisation(pb.CreateOrganisationRequest(
-            request_id=str(uuid.uuid4()), kind=kind, name=name, parent_id=parent),
-            metadata=md).organisation.organisation_id
-    city = org(pb.ORGANISATION_KIND_CITY, "常州市")
-    street = org(pb.ORGANISATION_KIND_STREET, "荷花池街道",
-                 org(pb.ORGANISATION_KIND_DISTRICT, "钟楼区", city))
-    platform = org(pb.ORGANISATION_KIND_PLATFORM, "骑迹外卖")
-    return {"street": street, "platform": platform,
-            "station": org(pb.ORGANISATION_KIND_STATION, "荷花池站", platform)}
+    city = build_city(over_stub(stub, md))
+    return {"street": city.street, "platform": city.platform, "station": city.station}
 
 
 def _percentiles(values: list[float]) -> tuple[float, float]:

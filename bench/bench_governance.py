@@ -37,6 +37,7 @@ from bench.common import (
 )
 from services.governance.application import GovernanceApplication
 from shared.config import load_settings
+from tests.city import build_city, over_stub
 
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 PER_ROUND = int(os.environ.get("BENCH_OPS", "200"))
@@ -177,18 +178,9 @@ def _rebuild(db: str) -> tuple[int, float, float]:
 
 def _tree(stub: grpc_identity.IdentityServiceStub, md: list[tuple[str, str]]
           ) -> dict[str, str]:
-    def org(kind: int, name: str, parent: str = "", function: int = 0) -> str:
-        return stub.CreateOrganisation(ipb.CreateOrganisationRequest(
-            request_id=str(uuid.uuid4()), kind=kind, name=name, parent_id=parent,
-            department_function=function), metadata=md).organisation.organisation_id
-    city = org(ipb.ORGANISATION_KIND_CITY, "常州市")
-    district = org(ipb.ORGANISATION_KIND_DISTRICT, "钟楼区", city)
-    platform = org(ipb.ORGANISATION_KIND_PLATFORM, "Platform")
-    return {"street": org(ipb.ORGANISATION_KIND_STREET, "荷花池街道", district),
-            "platform": platform,
-            "station": org(ipb.ORGANISATION_KIND_STATION, "Station", platform),
-            "police": org(ipb.ORGANISATION_KIND_DEPARTMENT, "钟楼公安分局", district,
-                          ipb.DEPARTMENT_FUNCTION_PUBLIC_SECURITY)}
+    city = build_city(over_stub(stub, md))
+    city.add("police", "DEPARTMENT", "钟楼公安分局", "district", "PUBLIC_SECURITY")
+    return {part: city[part] for part in ("street", "platform", "station", "police")}
 
 
 def _riders(stub: grpc_identity.IdentityServiceStub, md: list[tuple[str, str]],

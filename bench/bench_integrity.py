@@ -26,6 +26,7 @@ from typing import Any
 import psycopg
 
 from bench.common import PG, Figure, print_figures, scratch_database
+from tests.city import build_city, in_application
 
 RIDERS = int(os.environ.get("BENCH_INTEGRITY_RIDERS", "2000"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
@@ -40,19 +41,12 @@ def env_for(db: str, schema: str) -> dict[str, str]:
 
 
 def load(identity: Any) -> None:
-    from services.identity.domain.values import OrganisationKind
     from shared.context import Actor, RequestContext, acting_as
 
     admin = Actor("bench-city", frozenset({"city_admin"}))
     platform = Actor("bench-platform", frozenset({"platform"}))
-    with acting_as(RequestContext(actor=admin)):
-        def org(kind: Any, name: str, parent: str = "") -> str:
-            return identity.create_organisation(kind=kind, name=name, parent_id=parent,
-                                                department_function=None)["organisation_id"]
-        street = org(OrganisationKind.STREET, "荷花池街道",
-                     org(OrganisationKind.DISTRICT, "钟楼区", org(OrganisationKind.CITY, "常州市")))
-        company = org(OrganisationKind.PLATFORM, "骑迹外卖")
-        station = org(OrganisationKind.STATION, "荷花池站", company)
+    city = build_city(in_application(identity))
+    street, company, station = city.street, city.platform, city.station
     for n in range(RIDERS):
         with acting_as(RequestContext(actor=platform, request_id=f"r-{n}")):
             rider = identity.register_rider(

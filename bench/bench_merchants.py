@@ -44,6 +44,7 @@ from bench.common import (
     throughput,
 )
 from shared.auth import add_caller, hash_token
+from tests.city import build_city, over_stub
 
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 PER_ROUND = int(os.environ.get("BENCH_OPS", "200"))
@@ -199,18 +200,11 @@ def _tokens_file_holding(token: str) -> Path:
 
 
 def _tree(stub: irpc.IdentityServiceStub, md: Metadata) -> dict[str, Any]:
-    def org(kind: int, name: str, parent: str = "") -> str:
-        return stub.CreateOrganisation(ipb.CreateOrganisationRequest(
-            request_id=str(uuid.uuid4()), kind=kind, name=name, parent_id=parent),
-            metadata=md).organisation.organisation_id
-    city = org(ipb.ORGANISATION_KIND_CITY, "常州市")
-    street = org(ipb.ORGANISATION_KIND_STREET, "荷花池街道",
-                 org(ipb.ORGANISATION_KIND_DISTRICT, "钟楼区", city))
-    platform = org(ipb.ORGANISATION_KIND_PLATFORM, "Platform")
-    station = org(ipb.ORGANISATION_KIND_STATION, "Station", platform)
-    shops = [org(ipb.ORGANISATION_KIND_MERCHANT, f"友好商户{i}", street)
+    city = build_city(over_stub(stub, md))
+    shops = [city.add(f"merchant{i}", "MERCHANT", f"友好商户{i}", "street")
              for i in range(MERCHANT_COUNT)]
-    return {"street": street, "platform": platform, "station": station, "merchants": shops}
+    return {"street": city.street, "platform": city.platform, "station": city.station,
+            "merchants": shops}
 
 
 def _riders(stub: irpc.IdentityServiceStub, md: Metadata, tree: dict[str, Any],

@@ -29,10 +29,10 @@ from bench.common import Figure, print_figures
 from services.governance.application import GovernanceApplication
 from services.governance.domain.values import Category, Location, ReportKind
 from services.identity.application import IdentityApplication
-from services.identity.domain.values import DepartmentFunction, OrganisationKind
 from shared.config import load_settings
 from shared.context import Actor, RequestContext, acting_as
 from shared.followers import Follower, LocalFeed
+from tests.city import build_city, in_application
 
 SIZES = [int(n) for n in os.environ.get("BENCH_RATES_REPORTS", "2000,10000").split(",")]
 CALLS = int(os.environ.get("BENCH_RATES_CALLS", "20"))
@@ -71,18 +71,9 @@ def measure(reports: int) -> list[Figure]:
     governance.identity_follower = Follower(
         governance, LocalFeed(identity), governance.follow_identity,
         topics=GovernanceApplication.IDENTITY_TOPICS)
-    with acting("city", "city_admin"):
-        def org(kind: OrganisationKind, name: str, parent: str = "",
-                function: DepartmentFunction | None = None) -> str:
-            return identity.create_organisation(kind=kind, name=name, parent_id=parent,
-                                                department_function=function)["organisation_id"]
-        city = org(OrganisationKind.CITY, "常州市")
-        district = org(OrganisationKind.DISTRICT, "钟楼区", city)
-        street = org(OrganisationKind.STREET, "荷花池街道", district)
-        police = org(OrganisationKind.DEPARTMENT, "钟楼公安分局", district,
-                     DepartmentFunction.PUBLIC_SECURITY)
-        platform = org(OrganisationKind.PLATFORM, "骑迹外卖")
-        station = org(OrganisationKind.STATION, "荷花池站", platform)
+    made = build_city(in_application(identity))
+    street, platform, station = made.street, made.platform, made.station
+    police = made.add("police", "DEPARTMENT", "钟楼公安分局", "district", "PUBLIC_SECURITY")
     with acting("platform", "platform", platform):
         rider = identity.register_rider(
             platform_id=platform, platform_rider_id="R1", name="骑手", phone="13800000000",

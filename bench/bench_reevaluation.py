@@ -22,10 +22,10 @@ from bench.common import Figure, print_figures
 from services.badges.application import BadgesApplication
 from services.badges.domain.model import RiderRecord
 from services.identity.application import IdentityApplication
-from services.identity.domain.values import OrganisationKind
 from shared.config import load_settings
 from shared.context import Actor, RequestContext, acting_as
 from shared.followers import Follower, LocalFeed
+from tests.city import build_city, in_application
 
 RIDERS = int(os.environ.get("BENCH_REEVALUATION_RIDERS", "2000"))
 MASTER_KEY = os.urandom(32)
@@ -45,16 +45,9 @@ def main() -> None:
     follower = Follower(badges, LocalFeed(identity), badges.follow_identity,
                         topics=BadgesApplication.IDENTITY_TOPICS)
     badges.identity_follower = follower
-    with acting("city", "city_admin"):
-        def org(kind: OrganisationKind, name: str, parent: str = "") -> str:
-            return identity.create_organisation(kind=kind, name=name, parent_id=parent,
-                                                department_function=None)["organisation_id"]
-        city = org(OrganisationKind.CITY, "常州市")
-        street = org(OrganisationKind.STREET, "荷花池街道",
-                     org(OrganisationKind.DISTRICT, "钟楼区", city))
-        community = org(OrganisationKind.COMMUNITY, "北大街社区", street)
-        platform = org(OrganisationKind.PLATFORM, "骑迹外卖")
-        station = org(OrganisationKind.STATION, "荷花池站", platform)
+    made = build_city(in_application(identity), also=("community",))
+    city, street, community = made.city, made.street, made.community
+    platform, station = made.platform, made.station
 
     started = time.perf_counter()
     riders = []

@@ -23,6 +23,7 @@ from bench.common import (
     scratch_database,
     throughput,
 )
+from tests.city import build_city, over_stub
 
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 PER_ROUND = int(os.environ.get("BENCH_OPS", "300"))
@@ -73,16 +74,8 @@ def main() -> None:
 
 
 def _tree(stub: rpc.IdentityServiceStub, md: list[tuple[str, str]]) -> dict[str, str]:
-    def org(kind: int, name: str, parent: str = "") -> str:
-        return stub.CreateOrganisation(pb.CreateOrganisationRequest(
-            request_id=str(uuid.uuid4()), kind=kind, name=name, parent_id=parent),
-            metadata=md).organisation.organisation_id
-    city = org(pb.ORGANISATION_KIND_CITY, "常州市")
-    district = org(pb.ORGANISATION_KIND_DISTRICT, "钟楼区", city)
-    street = org(pb.ORGANISATION_KIND_STREET, "荷花池街道", district)
-    platform = org(pb.ORGANISATION_KIND_PLATFORM, "Platform")
-    station = org(pb.ORGANISATION_KIND_STATION, "Station", platform)
-    return {"street": street, "platform": platform, "station": station}
+    city = build_city(over_stub(stub, md))
+    return {"street": city.street, "platform": city.platform, "station": city.station}
 
 
 if __name__ == "__main__":

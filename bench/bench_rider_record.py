@@ -32,7 +32,7 @@ from services.merchants import events as merchants
 from services.training import events as training
 from shared.followers import UpstreamEvent
 from shared.integrity import EventMac
-from shared.transcoding import qiji_transcoder
+from shared.store import qiji_transcoder
 
 RIDERS = int(os.environ.get("BENCH_RECORD_RIDERS", "20000"))
 READS = int(os.environ.get("BENCH_RECORD_READS", "2000"))

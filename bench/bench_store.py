@@ -26,7 +26,7 @@ from bench.common import (
     throughput,
 )
 from shared.config import load_settings
-from shared.persistence import eventsourcing_env
+from shared.store import eventsourcing_env
 
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 PER_ROUND = int(os.environ.get("BENCH_OPS", "600"))

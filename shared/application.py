@@ -13,7 +13,6 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from copy import deepcopy
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar, cast
@@ -21,14 +20,9 @@ from typing import Any, ClassVar, cast
 import structlog
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from eventsourcing.application import (
-    AggregateNotFoundError,
-    Application,
-    ProcessingEvent,
-    project_aggregate,
-)
+from eventsourcing.application import AggregateNotFoundError, Recording
 from eventsourcing.domain import Aggregate
-from eventsourcing.persistence import IntegrityError, Mapper, Notification, Transcoder
+from eventsourcing.persistence import IntegrityError, Mapper, Notification
 
 from shared import context, metrics
 from shared.config import Settings
@@ -45,10 +39,9 @@ from shared.errors import (
 )
 from shared.idempotency import RequestRecord
 from shared.integrity import MAC_KEY, EventIntegrityError, EventMac, audit_key
-from shared.persistence import StoreGate, eventsourcing_env
 from shared.personal_data import KeyStore, PersonalDataVault
+from shared.store import StoredApplication
 from shared.tenancy import Owners, TenancyDirectory
-from shared.transcoding import qiji_transcoder
 
 log = structlog.get_logger(__name__)
 
@@ -130,7 +123,7 @@ class CommandResult(Mapping[str, Any]):
         return len(self.answer)
 
 
-class QijiApplication(Application[uuid.UUID]):
+class QijiApplication(StoredApplication):
     """Subclasses set `name` to the service name (it prefixes the service's settings)."""
 
     name = "qiji"
@@ -143,10 +136,10 @@ class QijiApplication(Application[uuid.UUID]):
         # Derived from the master key, never stored: it MACs every event and keys the seals.
         self.audit_key = audit_key(master_key)
         self.event_mac = EventMac(self.audit_key)
-        super().__init__(env=eventsourcing_env(settings))
-        datastore = self.recorder.datastore  # type: ignore[attr-defined]
+        super().__init__(settings)
         self.vault = PersonalDataVault(
-            KeyStore(datastore, dialect=settings.persistence, schema=settings.postgres_schema),
+            KeyStore(self.datastore, dialect=settings.persistence,
+                     schema=settings.postgres_schema),
             master_key,
         )
         self.fingerprints = Fingerprints(master_key, self.vault)
@@ -155,83 +148,53 @@ class QijiApplication(Application[uuid.UUID]):
         self._directory: TenancyDirectory | None = None
         self._log_changed = threading.Condition()
         self._keyed_locks = KeyedLocks()
-        self.store_gate = StoreGate(settings, datastore)
 
     # ------------------------------------------------------------------ store
 
     def construct_mapper(self) -> Mapper[uuid.UUID]:
         return MetadataMapper(transcoder=self.construct_transcoder(), mac=self.event_mac)
 
-    def construct_transcoder(self) -> Transcoder:
-        # The library's transcodings, decoded with orjson (shared/transcoding.py): replaying
-        # the log into read models is mostly JSON decoding.
-        return qiji_transcoder()
-
-    def construct_recorder(self) -> Any:
-        # A process recorder: an application recorder that can also store tracking records
-        # atomically with events, which every service's followers need.
-        return self.factory.process_recorder()
-
-    def save(self, *objs: Any, **kwargs: Any) -> Any:
-        recordings = super().save(*objs, **kwargs)
-        self._cache_saved(o for o in objs if isinstance(o, Aggregate))
-        self._stored(recordings)
-        return recordings
-
-    def record(self, processing: ProcessingEvent[uuid.UUID]) -> Any:
-        """Stores a follower's reaction: its events and its tracking record in one transaction."""
-        recordings = self._record(processing)
-        self._cache_saved(processing.aggregates.values())
-        self._notify(recordings)
-        self._stored(recordings)
-        return recordings
-
-    def _cache_saved(self, aggregates: Iterable[Any]) -> None:
-        # Committed: the command's own copy, at the version it stored, replaces the cached one
-        # (the library leaves the cache alone when it fast-forwards): the response renders it
-        # without asking the store, and the next get finds it current. Nothing changes it
-        # after this (the command is done with it): cached aggregates stay copy-on-write.
-        cache = self.repository.cache
-        if cache is not None:
-            for aggregate in aggregates:
-                cache.put(aggregate.id, aggregate)
-
-    def _stored(self, recordings: list[Any]) -> None:
+    def stored(self, recordings: list[Recording[uuid.UUID]]) -> None:
         if recordings:
             metrics.EVENTS_STORED.labels(self.name).inc(len(recordings))
             metrics.LOG_POSITION.labels(self.name).set(recordings[-1].notification.id)
         self.wake_waiters()
 
     def get(self, aggregate_id: uuid.UUID | str, kind: type[Aggregate], label: str,
-            version: int | None = None, *, field: str = "", copy: bool = True) -> Any:
-        """The aggregate, or NotFound when there is none of that kind with that id; an id that
-        is not a UUID at all is an invalid `<label>_id` argument. `copy=False` is for a query
-        that only reads the aggregate to render it: the cached aggregate itself, not a deep copy
-        of it (a copy is a quarter of a get's time in this process). A command's decision must
-        never use it: it would change the cache."""
+            version: int | None = None, *, field: str = "") -> Any:
+        """The aggregate, a copy of its own for a command to change; NotFound when there is
+        none of that kind with that id; an id that is not a UUID at all is an invalid
+        `<label>_id` argument."""
+        ident = self._aggregate_id(aggregate_id, label, field)
         try:
-            ident = aggregate_id if isinstance(aggregate_id, uuid.UUID) else uuid.UUID(
-                str(aggregate_id))
+            aggregate = self.aggregates.writable(ident, version)
+        except AggregateNotFoundError:
+            raise NotFound(label, str(aggregate_id), field=field) from None
+        return self._of_kind(aggregate, kind, label, aggregate_id, field)
+
+    def view(self, aggregate_id: uuid.UUID | str, kind: type[Aggregate], label: str,
+             version: int | None = None, *, field: str = "") -> Any:
+        """As get, for a query that only reads the aggregate to render it: the cached
+        aggregate itself, not a deep copy of it (a copy is a quarter of a get's time in this
+        process). Never for a command's decision: what it changed would be the cache."""
+        ident = self._aggregate_id(aggregate_id, label, field)
+        try:
+            aggregate = self.aggregates.read_only(ident, version)
+        except AggregateNotFoundError:
+            raise NotFound(label, str(aggregate_id), field=field) from None
+        return self._of_kind(aggregate, kind, label, aggregate_id, field)
+
+    @staticmethod
+    def _aggregate_id(aggregate_id: uuid.UUID | str, label: str, field: str) -> uuid.UUID:
+        if isinstance(aggregate_id, uuid.UUID):
+            return aggregate_id
+        try:
+            return uuid.UUID(str(aggregate_id))
         except ValueError:
             raise InvalidArgument([FieldViolation(
                 field or f"{label}_id",
                 "is required" if not str(aggregate_id) else "is not a valid id (a UUID)",
                 FIELD_REQUIRED if not str(aggregate_id) else INVALID_ID)]) from None
-        try:
-            if version is not None:
-                # The state at a version never changes: the copy a command just cached answers
-                # its response without asking the store for newer events.
-                cached = self._cached_at(ident, version, copy=copy)
-                if cached is not None:
-                    return self._of_kind(cached, kind, label, aggregate_id, field)
-            aggregate = self._current(ident, copy=copy)
-            if version is not None and aggregate.version != version:
-                # Only an older version is replayed from the store (a retry's first answer);
-                # the version a command just stored is the cached, current one.
-                aggregate = self.repository.get(ident, version=version)
-        except AggregateNotFoundError:
-            raise NotFound(label, str(aggregate_id), field=field) from None
-        return self._of_kind(aggregate, kind, label, aggregate_id, field)
 
     def note(self, violations: Violations, aggregate_id: str, kind: type[Aggregate],
              label: str, field: str) -> Any:
@@ -253,71 +216,13 @@ class QijiApplication(Application[uuid.UUID]):
             raise NotFound(label, str(shown), field=field)
         return aggregate
 
-    def _cached_at(self, ident: uuid.UUID, version: int, *, copy: bool) -> Any:
-        cache = self.repository.cache
-        if cache is None:
-            return None
-        try:
-            aggregate = cache.get(ident)
-        except KeyError:
-            return None
-        if aggregate.version != version:
-            return None
-        return deepcopy(aggregate) if copy else aggregate
-
-    def _current(self, ident: uuid.UUID, *, copy: bool) -> Any:
-        """The aggregate as stored now (AggregateNotFoundError if it is not), from the cache
-        when it is there and current: checked against what any replica stored since (on
-        PostgreSQL one prepared `SELECT 1` when nothing was, the usual case), else brought up
-        to date. A cached aggregate is never changed in place: newer events are applied to a
-        copy that replaces it, so a query rendering it (`copy=False`) never sees it change
-        under it. (The library's cache fast-forwards in place; it is not used for this.)"""
-        cache = self.repository.cache
-        aggregate = None
-        if cache is not None:
-            try:
-                aggregate = cache.get(ident)
-            except KeyError:
-                pass
-        if aggregate is None:
-            aggregate = project_aggregate(None, self.repository.event_store.get(ident))
-            if aggregate is None:
-                raise AggregateNotFoundError(ident)
-            if cache is not None:
-                cache.put(ident, aggregate)
-        elif cache is not None:  # found in the cache
-            newer_than = getattr(self.recorder, "has_events_after", None)
-            if newer_than is None or newer_than(ident, aggregate.version):
-                newer = list(self.repository.event_store.get(ident, gt=aggregate.version))
-                if newer:
-                    aggregate = project_aggregate(deepcopy(aggregate), newer)
-                    cache.put(ident, aggregate)
-        return deepcopy(aggregate) if copy else aggregate
-
     def current(self, aggregate_id: uuid.UUID) -> Any:
         """The aggregate as stored now, whatever its kind (a copy): for code that already
         knows the id exists, such as the public feed rendering an event's aggregate."""
-        return self._current(aggregate_id, copy=True)
+        return self.aggregates.writable(aggregate_id)
 
     def exists(self, aggregate_id: uuid.UUID) -> bool:
-        # Events are never deleted: a cached aggregate exists. Otherwise one lean statement
-        # rather than the library's way of asking (rebuilding the aggregate from all of its
-        # events just to learn that there are some).
-        cache = self.repository.cache
-        if cache is not None:
-            try:
-                cache.get(aggregate_id)
-                return True
-            except KeyError:
-                pass
-        newer_than = getattr(self.recorder, "has_events_after", None)
-        if newer_than is not None:
-            return bool(newer_than(aggregate_id, 0))
-        try:
-            self._current(aggregate_id, copy=False)
-        except AggregateNotFoundError:
-            return False
-        return True
+        return self.aggregates.exists(aggregate_id)
 
     def followed(self, aggregate_id: uuid.UUID, kind: type[Aggregate], label: str,
                  shown_id: str, catch_up: Callable[[], None] | None,
@@ -370,7 +275,7 @@ class QijiApplication(Application[uuid.UUID]):
         def stale(ident: uuid.UUID) -> bool:
             return not self.exists(ident) or (
                 refresh_unless is not None and not refresh_unless(
-                    self._current(ident, copy=False)))
+                    self.aggregates.read_only(ident)))
         if catch_up is not None and any(stale(i) for i in idents):
             catch_up()
         unknown = [i for i, ident in enumerate(idents) if not self.exists(ident)]
@@ -469,7 +374,7 @@ class QijiApplication(Application[uuid.UUID]):
         if not self.exists(record_id):
             return None
         try:
-            record = self._current(record_id, copy=False)
+            record = self.aggregates.read_only(record_id)
         except AggregateNotFoundError:
             return None
         if not self.fingerprints.matches(record.fingerprint, ctx):
@@ -518,7 +423,7 @@ class QijiApplication(Application[uuid.UUID]):
         """The aggregate (not a copy: only to read it), or None when there is none of that
         kind with that id: for an owner resolver, to which an unknown thing is no one's."""
         try:
-            return self.get(aggregate_id, kind, kind.__name__, copy=False)
+            return self.view(aggregate_id, kind, kind.__name__)
         except (NotFound, InvalidArgument):
             return None
 
@@ -571,10 +476,6 @@ class QijiApplication(Application[uuid.UUID]):
         """True when the store answers; the health service reports it. While it does not,
         commands fail at once as UNAVAILABLE (see StoreGate)."""
         return self.store_gate.probe(self.recorder.max_notification_id)
-
-    def close(self) -> None:
-        self.store_gate.close()
-        super().close()
 
 
 class KeyedLocks:

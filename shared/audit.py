@@ -58,7 +58,7 @@ from shared.checkpoints import (
 from shared.context import Actor, RequestContext
 from shared.continuity import Continuity, EventsTable
 from shared.integrity import ALARM, MAC_PROBLEM, V2_MARK, V2_TAIL, Hmac, id_bytes
-from shared.persistence import STORE_DOWN_ERRORS, OutageNotice, postgres_conninfo
+from shared.store import STORE_DOWN_ERRORS, OutageNotice, postgres_conninfo
 
 log = structlog.get_logger(__name__)
 

@@ -183,6 +183,19 @@ def check_text(violations: Violations, field_name: str, value: str, limit: int, 
         violations.add(field_name, f"at most {limit} characters", TEXT_TOO_LONG)
 
 
+# Why an official acts on someone (suspends a rider, rejects a report, reverses a redemption):
+# a few sentences the person affected may read, not a file. Every service's `reason` field.
+MAX_REASON = 500
+
+
+def check_reason(violations: Violations, reason: str, *, field_name: str = "reason",
+                 limit: int = MAX_REASON) -> None:
+    """The reason an official gives for acting on someone: required, at most `limit`
+    characters (FIELD_REQUIRED, TEXT_TOO_LONG), as check_text says it. The one reason check
+    of every service; a reason that may run longer (a badge's citation) says its limit."""
+    check_text(violations, field_name, reason, limit)
+
+
 def require_ids(**ids: str) -> None:
     """Every named argument must be a UUID: one violation per malformed id."""
     violations = Violations()

@@ -40,8 +40,7 @@ from shared.grpc.channels import open_channel
 from shared.integrity import ALARM, MAC_PROBLEM
 from shared.leadership import Lease
 from shared.leadership import leadership as hold_leadership
-from shared.persistence import STORE_DOWN_ERRORS, OutageNotice
-from shared.transcoding import qiji_transcoder
+from shared.store import STORE_DOWN_ERRORS, OutageNotice, qiji_transcoder
 
 log = structlog.get_logger(__name__)
 

@@ -76,7 +76,7 @@ def _led(settings: Settings, key: str, lock_file: str, stopping: threading.Event
          retry_seconds: float, waiting: Callable[[bool], None] | None
          ) -> Iterator[Lease | None]:
     if settings.persistence == "postgres":
-        from shared.persistence import postgres_conninfo
+        from shared.store import postgres_conninfo
         lock_id = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big", signed=True)
         conn = None
         try:

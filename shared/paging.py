@@ -1,5 +1,6 @@
-"""AIP-158 paging over an ordered list of keys: opaque page tokens bound to the filters of the
-request that made them."""
+"""AIP-158 paging, the one idiom of every List RPC: opaque page tokens bound to the filters of
+the request that made them (and, where a list answers by viewer, to the viewer), one codec for
+all of them, and `page` over an ordered list of keys (shared/views.py's tables use it)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,8 @@ import base64
 import bisect
 import hashlib
 import json
-from collections.abc import Callable, Sequence
-from typing import TypeVar
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
 from shared.errors import FieldViolation, InvalidArgument, Violations
 
@@ -48,38 +49,72 @@ def _filter_hash(filters: Sequence[object]) -> str:
     return hashlib.sha256(json.dumps([str(f) for f in filters]).encode()).hexdigest()[:16]
 
 
-def encode_token(after: int, filters: Sequence[object]) -> str:
-    raw = json.dumps({"a": after, "f": _filter_hash(filters)}).encode()
+# -- the one page-token codec. Every list's token is URL-safe base64 (unpadded) of a small JSON
+# object whose "f" binds it to what made it: a hash of the request's filters (`encode_token`),
+# or, for a list that also answers by viewer (statistics' figures), a fingerprint of the query
+# and the viewer. Its other fields are the list's own ("a": the last key given; statistics:
+# "o" rows given, "t" the moment its pages stand at). Anything else is PAGE_TOKEN_INVALID, a
+# token of other filters PAGE_TOKEN_FILTERS_CHANGED: INVALID_ARGUMENT, never INTERNAL.
+
+_MADE_FOR = "f"
+_FILTERS_CHANGED = "was made for a request with other filters"
+
+
+def write_token(fields: Mapping[str, object], made_for: str) -> str:
+    """A page token holding `fields` (JSON values), bound to `made_for`."""
+    raw = json.dumps({**fields, _MADE_FOR: made_for}).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def read_token(token: str, made_for: str, read: Callable[[dict[str, Any]], T], *,
+               changed: str = _FILTERS_CHANGED) -> T:
+    """`read(fields)` of a token `write_token` made for `made_for`. `read` takes its fields
+    apart (int(fields["a"])): whatever it raises on a token this API never gave out
+    (ValueError, KeyError, TypeError…) is PAGE_TOKEN_INVALID, as is a token that is not
+    base64 of a JSON object; a token made for another request is PAGE_TOKEN_FILTERS_CHANGED,
+    `changed` saying what to send unchanged."""
+    try:
+        data = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+        value = read(data)
+        made = str(data[_MADE_FOR])
+    # RecursionError: a token of JSON nested deeper than the parser goes, from anyone; OSError:
+    # a moment no clock can hold.
+    except (ValueError, KeyError, TypeError, OverflowError, RecursionError, OSError):
+        raise InvalidArgument([FieldViolation("page_token", "not a token this API gave out",
+                                              PAGE_TOKEN_INVALID)]) from None
+    if made != made_for:
+        raise InvalidArgument([FieldViolation("page_token", changed,
+                                              PAGE_TOKEN_FILTERS_CHANGED)])
+    return value
+
+
+def encode_token(after: int, filters: Sequence[object]) -> str:
+    return write_token({"a": after}, _filter_hash(filters))
 
 
 def decode_token(token: str, filters: Sequence[object]) -> int:
     if not token:
         return 0
-    try:
-        padded = token + "=" * (-len(token) % 4)
-        data = json.loads(base64.urlsafe_b64decode(padded))
-        after, fhash = int(data["a"]), data["f"]
-    # RecursionError: a token of JSON nested deeper than the parser goes, from anyone.
-    except (ValueError, KeyError, TypeError, OverflowError, RecursionError):
-        raise InvalidArgument([FieldViolation("page_token", "not a token this API gave out",
-                                              PAGE_TOKEN_INVALID)]) from None
-    if fhash != _filter_hash(filters):
-        raise InvalidArgument([FieldViolation(
-            "page_token", "was made for a request with other filters",
-            PAGE_TOKEN_FILTERS_CHANGED)])
-    return after
+    return read_token(token, _filter_hash(filters), lambda fields: int(fields["a"]))
+
+
+def check_page(page_size: int, page_token: str, filters: Sequence[object]) -> tuple[int, int]:
+    """(the page's size, the key it starts after) of an AIP-158 request: a bad page_size and a
+    bad page_token are refused together, in one answer. For a list that checks its page
+    request with the rest of the request, before it reads anything (merchants' FindNearby)."""
+    violations = Violations()
+    size = violations.collect(lambda: check_page_size(page_size))
+    after = violations.collect(lambda: decode_token(page_token, filters))
+    violations.raise_if_any()
+    assert size is not None and after is not None
+    return size, after
 
 
 def page(keys: Sequence[int], rows: Callable[[int], T | None], *, page_size: int, page_token: str,
          filters: Sequence[object]) -> tuple[list[T], str]:
     """`keys` ascending; `rows(key)` gives the row for a key, or None when filtered out. A bad
     page_size and a bad page_token are refused together, in one answer."""
-    violations = Violations()
-    size = violations.collect(lambda: check_page_size(page_size))
-    after = violations.collect(lambda: decode_token(page_token, filters))
-    violations.raise_if_any()
-    assert size is not None and after is not None
+    size, after = check_page(page_size, page_token, filters)
     start = bisect.bisect_right(keys, after)
     found: list[T] = []
     last = after

@@ -11,70 +11,20 @@ from __future__ import annotations
 
 import queue
 import threading
-import uuid
 from collections.abc import Callable, Generator, Iterator
 from typing import Any
 
 import psycopg
-from eventsourcing.persistence import Mapper, Notification, find_id_convertor
-from eventsourcing.utils import resolve_topic
 from psycopg import sql
 
 from shared.application import QijiApplication
 from shared.continuity import Continuity, EventsTable
 from shared.integrity import EventIntegrityError
-from shared.persistence import postgres_conninfo
+from shared.store import EventDecoder, postgres_conninfo
 
 PAGE = 2000
 PREFETCH = 2
 _DONE = object()
-
-
-class EventDecoder:
-    """Stored rows to domain events: what the library's Mapper.to_domain_event does (topic,
-    decoding, originator id type, upcasting), with the topic's class looked up once. It does
-    not check the MAC: `scan` does, before it decodes."""
-
-    def __init__(self, mapper: Mapper[Any]):
-        self._mapper = mapper
-        self._decode = mapper.transcoder.decode
-        # Ciphers and compressors are not used by Qiji; if one ever is, every row takes the
-        # library's own path.
-        self._plain = mapper.cipher is None and mapper.compressor is None
-        self._classes: dict[str, tuple[type, int, Any]] = {}
-
-    def __call__(self, position: int, originator_id: Any, version: int, topic: str,
-                 state: bytes) -> Any:
-        if not self._plain:
-            return self._mapper.to_domain_event(Notification(
-                id=position, originator_id=originator_id, originator_version=version,
-                topic=topic, state=state))
-        try:
-            cls, class_version, convert = self._classes[topic]
-        except KeyError:
-            cls = resolve_topic(topic)
-            convert = find_id_convertor(cls, uuid.UUID)
-            class_version = getattr(cls, "class_version", 1)
-            self._classes[topic] = (cls, class_version, convert)
-        try:
-            event_state = self._decode(state)
-        except Exception:
-            # The library's error, naming the row.
-            return self._mapper.to_domain_event(Notification(
-                id=position, originator_id=originator_id, originator_version=version,
-                topic=topic, state=state))
-        if type(originator_id) is not uuid.UUID:
-            # A class is hashable; mypy does not see it through the library's lru_cache.
-            convert = find_id_convertor(cls, type(originator_id))  # type: ignore[arg-type]
-        event_state["originator_id"] = convert(originator_id)
-        event_state["originator_version"] = version
-        from_version = event_state.pop("class_version", 1)
-        while from_version < class_version:
-            getattr(cls, f"upcast_v{from_version}_v{from_version + 1}")(event_state)
-            from_version += 1
-        event: Any = object.__new__(cls)
-        object.__setattr__(event, "__dict__", event_state)
-        return event
 
 
 def scan(app: QijiApplication, start: int, continuity: Continuity | None = None,

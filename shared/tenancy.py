@@ -28,12 +28,10 @@ import structlog
 from shared import auth, context
 from shared.background import keep_behind
 from shared.errors import (
-    FIELD_REQUIRED,
-    INVALID_ID,
-    FieldViolation,
     InvalidArgument,
     Unavailable,
-    is_uuid,
+    Violations,
+    check_id,
 )
 
 log = structlog.get_logger(__name__)
@@ -392,13 +390,12 @@ def _field(request: Any, path: str) -> Any:
 
 def _owners_of(ref: Ref, request: Any, resolve: Resolver) -> Owners | None:
     value = _field(request, ref.field)
-    if not value:
-        if ref.optional:
-            return None
-        raise InvalidArgument([FieldViolation(ref.field, "must not be empty", FIELD_REQUIRED)])
-    if not is_uuid(value):
-        raise InvalidArgument([FieldViolation(ref.field, "is not a valid id (a UUID)",
-                                              INVALID_ID)])
+    if not value and ref.optional:
+        return None
+    # FIELD_REQUIRED when empty, INVALID_ID when malformed: the one id check of every field.
+    violations = Violations()
+    check_id(violations, ref.field, value)
+    violations.raise_if_any()
     return resolve(ref.kind, value)
 
 

@@ -14,7 +14,6 @@ import hypothesis
 import psycopg
 import pytest
 
-from services.identity.domain.values import OrganisationKind
 from shared.config import Settings, load_settings
 from shared.context import Actor, RequestContext, acting_as
 
@@ -73,20 +72,28 @@ def missing_server(why: str) -> NoReturn:
     pytest.skip(why)
 
 
+# The stores a parametrized test can run on; "postgres" needs the real server.
+POSTGRES_FIXTURES = {"postgres_db", "postgres_env"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Marks what needs PostgreSQL (a test using its database, or the PostgreSQL case of a
+    test run on both stores) `postgres`, and what starts real processes (tests/e2e) `e2e`,
+    so that `make test-fast` can leave them to `make test`: `-m "not postgres and not e2e"`."""
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if POSTGRES_FIXTURES & set(getattr(item, "fixturenames", ())) or \
+                "postgres" in params.values():
+            item.add_marker(pytest.mark.postgres)
+        if "e2e" in item.path.parts:
+            item.add_marker(pytest.mark.e2e)
+
+
 def city_tree(identity: Any) -> dict[str, str]:
-    """常州市 › 钟楼区 › 荷花池街道, a platform and its station, made by a city admin: what a
-    rider needs to be registered."""
-    with as_actor(actor("city", "city_admin")):
-        def org(kind: Any, name: str, parent: str = "") -> str:
-            return identity.create_organisation(kind=kind, name=name, parent_id=parent,
-                                                department_function=None)["organisation_id"]
-        city = org(OrganisationKind.CITY, "常州市")
-        district = org(OrganisationKind.DISTRICT, "钟楼区", city)
-        street = org(OrganisationKind.STREET, "荷花池街道", district)
-        platform = org(OrganisationKind.PLATFORM, "Platform Co")
-        station = org(OrganisationKind.STATION, "Hehuachi station", platform)
-    return {"city": city, "district": district, "street": street, "platform": platform,
-            "station": station}
+    """The city's tree (tests/city.py) made on the identity application by a city admin: what
+    a rider needs to be registered."""
+    from tests.city import build_city, in_application
+    return build_city(in_application(identity)).as_dict()
 
 
 @pytest.fixture(scope="session")
@@ -142,7 +149,7 @@ def stored_state(originator_id: Any, version: int, topic: str, state: dict[str, 
     """An event's state as a Qiji service stores it under MASTER_KEY (MACed), for fake upstream
     feeds: followers check every upstream event's MAC before acting on it."""
     from shared.integrity import EventMac, audit_key
-    from shared.transcoding import qiji_transcoder
+    from shared.store import qiji_transcoder
     return EventMac(audit_key(MASTER_KEY)).seal_state(originator_id, version, topic,
                                                       qiji_transcoder().encode(state))
 

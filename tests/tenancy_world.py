@@ -11,7 +11,6 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 from qiji.badges.v1 import badges_service_pb2 as bpb
@@ -20,9 +19,13 @@ from qiji.identity.v1 import identity_service_pb2 as ipb
 from qiji.merchants.v1 import merchants_service_pb2 as mpb
 from qiji.training.v1 import training_service_pb2 as tpb
 
+from tests.city import build_city, in_process
 from tests.inprocess import InProcessQiji
 
 TENANTS = ("a", "b")
+# What each tenant's organisations are called (and the tenant's letter after it: 街道A).
+TENANT_NAMES = {"street": "街道", "community": "社区", "department": "社会工作部",
+                "platform": "平台", "station": "站点", "provider": "学院", "merchant": "面馆"}
 # In every free text the world writes (a report's words, an award's reason and evidence, a
 # mediation's subject): what the masking table withholds from platforms and auditors.
 FREE_TEXT = "【内情】"
@@ -105,14 +108,8 @@ def build(qiji: InProcessQiji) -> World:
     auditor = qiji.token("tenancy-auditor", "auditor")
     service = qiji.token("tenancy-service", "service")
     ok = qiji.ok
-
-    def org(kind: int, name: str, parent: str = "", **more: Any) -> str:
-        return ok("identity", "CreateOrganisation", ipb.CreateOrganisationRequest(
-            request_id=rid(), kind=kind, name=name, parent_id=parent, **more),
-            admin).organisation.organisation_id
-
-    city = org(ipb.ORGANISATION_KIND_CITY, "常州市")
-    district = org(ipb.ORGANISATION_KIND_DISTRICT, "钟楼区", city)
+    made = build_city(in_process(qiji, admin), ("district",))
+    city, district = made.city, made.district
     badge_class = ok("badges", "CreateBadgeClass", bpb.CreateBadgeClassRequest(
         request_id=rid(), name="金蜂骑士", description="金蜂骑士", issuer_id=city,
         image_url="https://qiji.example.org/badges/golden.png",
@@ -133,14 +130,12 @@ def build(qiji: InProcessQiji) -> World:
     for n, name in enumerate(TENANTS):
         t = Tenant(name)
         label = name.upper()
-        t.ids["street"] = org(ipb.ORGANISATION_KIND_STREET, f"街道{label}", district)
-        t.ids["community"] = org(ipb.ORGANISATION_KIND_COMMUNITY, f"社区{label}", t.street)
-        t.ids["department"] = org(ipb.ORGANISATION_KIND_DEPARTMENT, f"社会工作部{label}",
-                                  t.street, department_function=ipb.DEPARTMENT_FUNCTION_SOCIAL_WORK)
-        t.ids["platform"] = org(ipb.ORGANISATION_KIND_PLATFORM, f"平台{label}")
-        t.ids["station"] = org(ipb.ORGANISATION_KIND_STATION, f"站点{label}", t.platform)
-        t.ids["provider"] = org(ipb.ORGANISATION_KIND_EDUCATION_PROVIDER, f"学院{label}")
-        t.ids["merchant"] = org(ipb.ORGANISATION_KIND_MERCHANT, f"面馆{label}", t.street)
+        # Each tenant's street (with its community, social-work department and merchant),
+        # platform (with its station) and education provider, in the one district.
+        t.ids.update(build_city(
+            made.make, also=("community", "department", "provider", "merchant"),
+            label=label, within=made.as_dict(), names=TENANT_NAMES).as_dict())
+        del t.ids["city"]
         for role, kind in ROLE_ORGANISATION.items():
             t.tokens[role] = qiji.token(f"tenant-{name}-{role}", role,
                                         organisation_id=t.ids[kind])

@@ -30,6 +30,7 @@ from services.badges.domain.criteria import Criteria, Track, evaluate, parse_cri
 from services.badges.domain.images import IMAGE_MEDIA_TYPE_NOT_ALLOWED, image_problem
 from services.badges.domain.ladder import Rung, above, below, ladder_problem
 from services.badges.domain.model import (
+    MAX_REASON,
     Award,
     AwardCeremony,
     BadgeClass,
@@ -60,6 +61,7 @@ from shared.errors import (
     PermissionDenied,
     Violations,
     check_id,
+    check_reason,
     check_text,
     is_uuid,
     require_ids,
@@ -191,7 +193,7 @@ class BadgesApplication(QijiApplication):
                                  ) -> CommandResult:
         v = Violations()
         check_id(v, "shift_id", shift_id)
-        check_text(v, "reason", reason, 1000)
+        check_reason(v, reason, limit=MAX_REASON)
         v.raise_if_any()
 
         def decide() -> Outcome:
@@ -273,7 +275,7 @@ class BadgesApplication(QijiApplication):
         assert plan is not None
 
         def decide() -> Outcome:
-            activity = self.volunteer_activity(activity_id, copy=True)
+            activity = self.get(activity_id, VolunteerActivity, "activity")
             activity.revise(plan, self.clock())
             return Outcome([activity], {"activity_id": activity_id, "version": activity.version})
         return self.execute(decide, id_key="activity_id", serialise_on=activity_id)
@@ -281,19 +283,19 @@ class BadgesApplication(QijiApplication):
     def cancel_volunteer_activity(self, *, activity_id: str, reason: str) -> CommandResult:
         v = Violations()
         check_id(v, "activity_id", activity_id)
-        check_text(v, "reason", reason, 1000)
+        check_reason(v, reason, limit=MAX_REASON)
         v.raise_if_any()
 
         def decide() -> Outcome:
-            activity = self.volunteer_activity(activity_id, copy=True)
+            activity = self.get(activity_id, VolunteerActivity, "activity")
             told = activity.cancel(reason.strip(), self.clock())
             return Outcome([activity], {"activity_id": activity_id, "version": activity.version,
                                         "cancelled_rider_ids": told})
         return self.execute(decide, id_key="activity_id", serialise_on=activity_id)
 
-    def volunteer_activity(self, activity_id: str, version: int | None = None, *,
-                           copy: bool = False) -> VolunteerActivity:
-        return self.get(activity_id, VolunteerActivity, "activity", version, copy=copy)
+    def volunteer_activity(self, activity_id: str, version: int | None = None
+                           ) -> VolunteerActivity:
+        return self.view(activity_id, VolunteerActivity, "activity", version)
 
     def list_volunteer_activities(self, *, community_id: str, street_id: str,
                                   open_for_sign_up: bool, kind: VolunteerActivityKind | None,
@@ -325,7 +327,7 @@ class BadgesApplication(QijiApplication):
         require_ids(activity_id=activity_id, rider_id=rider_id)
 
         def decide() -> Outcome:
-            activity = self.volunteer_activity(activity_id, copy=True)
+            activity = self.get(activity_id, VolunteerActivity, "activity")
             now = self.clock()
             # What the activity refuses (cancelled, closed, full) before the rider is looked
             # up, as training's enrolment does; here, not before execute, so that a retry
@@ -347,7 +349,7 @@ class BadgesApplication(QijiApplication):
         require_ids(activity_id=activity_id, rider_id=rider_id)
 
         def decide() -> Outcome:
-            activity = self.volunteer_activity(activity_id, copy=True)
+            activity = self.get(activity_id, VolunteerActivity, "activity")
             activity.withdraw(rider_id, self.clock())
             return Outcome([activity], {"activity_id": activity_id, "rider_id": rider_id,
                                         "version": activity.version})
@@ -368,7 +370,7 @@ class BadgesApplication(QijiApplication):
         v.raise_if_any()
 
         def decide() -> Outcome:
-            activity = self.volunteer_activity(activity_id, copy=True)
+            activity = self.get(activity_id, VolunteerActivity, "activity")
             worked = served if served is not None else activity.length_hours
             now = self.clock()
             # The activity first: only a rider who signed up (who is known) gets past it.
@@ -636,7 +638,7 @@ class BadgesApplication(QijiApplication):
         """A manual award by an official: a written reason and at least one piece of evidence
         (an unreadable `evidence[i].time` is the entry point's, in `violations`)."""
         v = violations if violations is not None else Violations()
-        check_text(v, "reason", reason, 1000)  # why the rider deserves it
+        check_reason(v, reason, limit=MAX_REASON)  # why the rider deserves it
         v.require(bool(evidence), "evidence", "at least one piece of evidence",
                   "EVIDENCE_REQUIRED")
         for i, e in enumerate(evidence):
@@ -669,7 +671,7 @@ class BadgesApplication(QijiApplication):
                      ) -> CommandResult:
         v = Violations()
         check_id(v, "award_id", award_id)
-        check_text(v, "reason", reason, 1000)
+        check_reason(v, reason, limit=MAX_REASON)
         v.raise_if_any()
 
         def decide() -> Outcome:
@@ -852,7 +854,7 @@ class BadgesApplication(QijiApplication):
                            violations: Violations | None = None) -> CommandResult:
         """Confers a title on a rider who meets its requirements now, for its term."""
         v = violations if violations is not None else Violations()
-        check_text(v, "reason", reason, 1000)
+        check_reason(v, reason, limit=MAX_REASON)
         self._note_title(v, title_id)
         self._require_rider(v, rider_id)  # last, as everywhere
 
@@ -904,7 +906,7 @@ class BadgesApplication(QijiApplication):
     def revoke_recognition(self, *, recognition_id: str, reason: str) -> CommandResult:
         v = Violations()
         check_id(v, "recognition_id", recognition_id)
-        check_text(v, "reason", reason, 1000)
+        check_reason(v, reason, limit=MAX_REASON)
         v.raise_if_any()
 
         def decide() -> Outcome:

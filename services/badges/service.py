@@ -15,7 +15,7 @@ from shared.config import Settings
 from shared.context import Actor, RequestContext, acting_as
 from shared.followers import Follower, GrpcFeed
 from shared.grpc.server import ServiceSpec
-from shared.persistence import STORE_DOWN_ERRORS, OutageNotice
+from shared.store import STORE_DOWN_ERRORS, OutageNotice
 from shared.tenancy import TenancyDirectory
 
 log = structlog.get_logger(__name__)

@@ -60,6 +60,7 @@ from services.governance.domain.values import (
     MAX_ATTACHMENTS,
     MAX_FOLLOW_UP_DAYS,
     MAX_NAME,
+    MAX_NOTE,
     MAX_OBSERVATION_AGE,
     MAX_TEXT,
     Category,
@@ -77,7 +78,6 @@ from services.governance.domain.values import (
     ReportStatus,
     SatisfactionRating,
     check_deadline,
-    check_text,
     default_clocks,
     default_deadline_seconds,
     latitude_band_degrees,
@@ -113,6 +113,8 @@ from shared.errors import (
     NotFound,
     Violations,
     check_id,
+    check_reason,
+    check_text,
 )
 from shared.followers import Follower, UpstreamEvent
 from shared.paging import listed, page
@@ -372,7 +374,7 @@ class GovernanceApplication(HelpRequests, QijiApplication):
             self._note_organisation(violations, location.street_id, "location.street_id",
                                     STREET, "street")
             check_coordinates(violations, "location", location.latitude, location.longitude)
-        check_text(violations, "text", text, required=True, limit=MAX_TEXT)
+        check_text(violations, "text", text, MAX_TEXT)
         _check_attachments(violations, attachment_refs)
         if observed_at is not None and observed_at > self.clock() + CLOCK_SKEW:
             violations.add("observe_time", "must not be in the future", TIME_IN_THE_FUTURE)
@@ -476,7 +478,7 @@ class GovernanceApplication(HelpRequests, QijiApplication):
 
     def report(self, report_id: str, version: int | None = None) -> ReportView:
         # Only read, to render it: the cached report itself, not a copy.
-        r = self.get(report_id, Report, "report", version, copy=False)
+        r = self.view(report_id, Report, "report", version)
         return ReportView(
             report_id=str(r.id), rider_id=r.rider_id, kind=ReportKind(r.kind),
             category=Category(r.category),
@@ -548,14 +550,14 @@ class GovernanceApplication(HelpRequests, QijiApplication):
     def start_assignment_work(self, *, report_id: str, department_id: str, note: str
                               ) -> CommandResult:
         violations = Violations()
-        check_text(violations, "note", note, required=False)
+        check_text(violations, "note", note, MAX_NOTE, required=False)
         return self._work(report_id, department_id, violations,
                           lambda r, now: r.start_work(department_id, note.strip(), now))
 
     def resolve_assignment(self, *, report_id: str, department_id: str, resolution: str
                            ) -> CommandResult:
         violations = Violations()
-        check_text(violations, "resolution", resolution, required=True)
+        check_text(violations, "resolution", resolution, MAX_NOTE)
         return self._work(report_id, department_id, violations,
                           lambda r, now: r.resolve(department_id, resolution.strip(), now))
 
@@ -565,7 +567,7 @@ class GovernanceApplication(HelpRequests, QijiApplication):
         violations = violations if violations is not None else Violations()
         violations.require_given(reason, "reason",
                                  one_of(RejectionReason), ENUM_VALUE_REQUIRED)
-        check_text(violations, "note", note, required=False)
+        check_text(violations, "note", note, MAX_NOTE, required=False)
         return self._work(report_id, department_id, violations,
                           lambda r, now: r.reject(department_id, reason.value if reason else "",
                                                   note.strip(), now))
@@ -577,7 +579,7 @@ class GovernanceApplication(HelpRequests, QijiApplication):
         OTHER): paused time does not count, and nothing escalates or is at risk meanwhile."""
         violations = violations if violations is not None else Violations()
         violations.require_given(reason, "reason", one_of(PauseReason), ENUM_VALUE_REQUIRED)
-        check_text(violations, "note", note, required=reason is PauseReason.OTHER)
+        check_text(violations, "note", note, MAX_NOTE, required=reason is PauseReason.OTHER)
 
         def pause(report: Report, now: datetime) -> None:
             # Run only once the request passed its checks: a reason was given.
@@ -610,7 +612,7 @@ class GovernanceApplication(HelpRequests, QijiApplication):
                       ) -> CommandResult:
         violations = Violations()
         check_id(violations, "report_id", report_id)
-        check_text(violations, "note", note, required=False)
+        check_text(violations, "note", note, MAX_NOTE, required=False)
         violations.raise_if_any()
 
         def decide() -> Outcome:
@@ -627,7 +629,7 @@ class GovernanceApplication(HelpRequests, QijiApplication):
         assignment to another department, with a reason; the receiver's clocks start anew by
         the policy the report was routed with. Report.transfer says what is refused."""
         violations = Violations()
-        check_text(violations, "reason", reason, required=True)
+        check_reason(violations, reason)
         target = None
         if to_department_id and to_department_id == department_id:
             violations.add("to_department_id", "must be another department than the one "
@@ -646,7 +648,7 @@ class GovernanceApplication(HelpRequests, QijiApplication):
         (a new round of work). Fresh clocks, by the policy it was routed with."""
         violations = Violations()
         check_id(violations, "report_id", report_id)
-        check_text(violations, "reason", reason, required=True)
+        check_reason(violations, reason)
         found = self._note_organisation(violations, department_id, "department_id",
                                         DEPARTMENT, "department")
         violations.raise_if_any()
@@ -664,7 +666,7 @@ class GovernanceApplication(HelpRequests, QijiApplication):
         access table admits only those); the author is the caller's organisation."""
         violations = Violations()
         check_id(violations, "report_id", report_id)
-        check_text(violations, "text", text, required=True)
+        check_text(violations, "text", text, MAX_NOTE)
         violations.raise_if_any()
         actor = context.current().actor
         role = auth.DEPARTMENT if auth.DEPARTMENT in actor.roles else auth.STREET_OFFICE
@@ -685,7 +687,7 @@ class GovernanceApplication(HelpRequests, QijiApplication):
         violations = violations if violations is not None else Violations()
         check_id(violations, "report_id", report_id)
         violations.require_given(rating, "rating", one_of(SatisfactionRating), ENUM_VALUE_REQUIRED)
-        check_text(violations, "comment", comment, required=False)
+        check_text(violations, "comment", comment, MAX_NOTE, required=False)
         violations.raise_if_any()
         assert rating is not None
 
@@ -701,7 +703,7 @@ class GovernanceApplication(HelpRequests, QijiApplication):
         (Report.uphold): it closes again, and the rider hears it."""
         violations = Violations()
         check_id(violations, "report_id", report_id)
-        check_text(violations, "note", note, required=True)
+        check_text(violations, "note", note, MAX_NOTE)
         violations.raise_if_any()
 
         def decide() -> Outcome:
@@ -804,9 +806,7 @@ class GovernanceApplication(HelpRequests, QijiApplication):
         state never changes: the cached copy when it is at that version, else rebuilt from its
         events up to that version in one read (not the current copy brought up to date
         first, which would read the store once more for nothing)."""
-        ident = uuid.UUID(report_id)
-        cached = self._cached_at(ident, version, copy=False)
-        return cached if cached is not None else self.repository.get(ident, version=version)
+        return self.aggregates.read_only_at(uuid.UUID(report_id), version)
 
     # ------------------------------------------------------------------ deadlines
 
@@ -891,8 +891,7 @@ class GovernanceApplication(HelpRequests, QijiApplication):
                 raise NotFound("working_calendar_version", str(version))
             d = DEFAULT_CALENDAR_STATE
             return WorkingCalendarView(list(d["spans"]), list(d["weekdays"]), [], [], 0, None)
-        c = self.get(CityCalendar.ID, CityCalendar, "working_calendar", version or None,
-                     copy=False)
+        c = self.view(CityCalendar.ID, CityCalendar, "working_calendar", version or None)
         return WorkingCalendarView([dict(s) for s in c.spans], list(c.weekdays),
                                    list(c.holidays), list(c.working_days), c.version,
                                    c.updated_at)
@@ -1015,8 +1014,8 @@ class GovernanceApplication(HelpRequests, QijiApplication):
         if report_id and check_id(violations, "report_id", report_id) \
                 and self.found(report_id, Report) is None:
             violations.missing("report_id", "report", report_id)
-        check_text(violations, "subject", subject, required=True)
-        check_text(violations, "mediator_name", mediator_name, required=True, limit=MAX_NAME)
+        check_text(violations, "subject", subject, MAX_NOTE)
+        check_text(violations, "mediator_name", mediator_name, MAX_NAME)
         plain = [{"role": p.role.value if p.role else "", "name": p.name.strip(),
                   "rider_id": p.rider_id} for p in parties]
         check_parties(violations, plain)
@@ -1054,9 +1053,9 @@ class GovernanceApplication(HelpRequests, QijiApplication):
                 violations.add("session.hold_time",
                                "record a session once it was held, not before",
                                "TIME_IN_THE_FUTURE")
-            check_text(violations, "session.place", session.place, required=True)
-            check_text(violations, "session.notes", session.notes, required=False,
-                       limit=MAX_TEXT)
+            check_text(violations, "session.place", session.place, MAX_NOTE)
+            check_text(violations, "session.notes", session.notes, MAX_TEXT,
+                       required=False)
 
         def hold(case: MediationCase) -> None:
             # A session with its time is there whenever the change runs: without, a violation
@@ -1070,7 +1069,7 @@ class GovernanceApplication(HelpRequests, QijiApplication):
                                    ) -> CommandResult:
         """The follow-up falls due by the city's rule as it stands now (MediationPolicy)."""
         violations = Violations()
-        check_text(violations, "outcome", outcome, required=True, limit=MAX_TEXT)
+        check_text(violations, "outcome", outcome, MAX_TEXT)
 
         def agree(case: MediationCase) -> None:
             now = self.clock()
@@ -1086,7 +1085,7 @@ class GovernanceApplication(HelpRequests, QijiApplication):
         violations = violations if violations is not None else Violations()
         today = city_day(self.clock())
         when = parse_day(violations, "day", day) if day else today
-        check_text(violations, "note", note, required=False, limit=MAX_TEXT)
+        check_text(violations, "note", note, MAX_TEXT, required=False)
         check_id(violations, "case_id", case_id)
         found = self.found(case_id, MediationCase) if not violations.about("case_id") else None
         check_follow_up(violations, day=when, result=result, reopen=reopen, today=today,
@@ -1130,8 +1129,8 @@ class GovernanceApplication(HelpRequests, QijiApplication):
             if version:
                 raise NotFound("mediation_policy_version", str(version))
             return MediationPolicyView(DEFAULT_FOLLOW_UP_DAYS, 0, None)
-        policy = self.get(MediationPolicy.ID, MediationPolicy, "mediation_policy",
-                          version or None, copy=False)
+        policy = self.view(MediationPolicy.ID, MediationPolicy, "mediation_policy",
+                           version or None)
         return MediationPolicyView(policy.follow_up_days, policy.version, policy.updated_at)
 
     def _mediation_policy(self) -> MediationPolicy | None:
@@ -1151,7 +1150,7 @@ class GovernanceApplication(HelpRequests, QijiApplication):
     def record_mediation_failure(self, *, case_id: str, reason: str
                                  ) -> CommandResult:
         violations = Violations()
-        check_text(violations, "reason", reason, required=True)
+        check_reason(violations, reason)
         return self._change_case(case_id, violations,
                                  lambda c: c.fail(reason.strip(), self.clock()))
 
@@ -1206,7 +1205,7 @@ class GovernanceApplication(HelpRequests, QijiApplication):
         """`kind` None: unspecified, the participation pledge (as before pledges had kinds)."""
         violations = violations if violations is not None else Violations()
         kind = kind or PledgeKind.PARTICIPATION
-        check_text(violations, "text", text, required=True, limit=MAX_TEXT)
+        check_text(violations, "text", text, MAX_TEXT)
         violations.raise_if_any()
         series = _PLEDGES[kind]
 
@@ -1401,15 +1400,8 @@ class GovernanceApplication(HelpRequests, QijiApplication):
         participant = (self.get(participant_id, Participant, "rider")
                        if self.exists(participant_id)
                        else Participant(rider_id=rider_id, home_street_id=""))
-        verified, suspended, left = participant.verified, participant.suspended, participant.left
-        if topic == identity_events.RIDER_VERIFIED:
-            verified = True
-        elif topic == identity_events.RIDER_SUSPENDED:
-            suspended = True
-        elif topic == identity_events.RIDER_REINSTATED:
-            suspended = False
-        elif topic == identity_events.RIDER_LEFT:
-            left = True
+        verified, suspended, left = identity_events.rider_flags_after(
+            topic, participant.verified, participant.suspended, participant.left)
         participant.note_status(verified=verified, suspended=suspended, left=left)
         processing.collect_events(participant)
 

@@ -20,7 +20,7 @@ import structlog
 from services.governance.domain.values import DeadlineKind
 from shared.errors import FailedPrecondition
 from shared.followers import leadership
-from shared.persistence import STORE_DOWN_ERRORS, OutageNotice
+from shared.store import STORE_DOWN_ERRORS, OutageNotice
 
 if TYPE_CHECKING:
     from services.governance.application import GovernanceApplication

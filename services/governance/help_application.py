@@ -40,7 +40,6 @@ from services.governance.domain.values import (
     HelpKind,
     HelpStatus,
     SatisfactionRating,
-    check_text,
     default_help_routing,
     help_alternatives,
 )
@@ -59,6 +58,7 @@ from shared.errors import (
     NotFound,
     Violations,
     check_id,
+    check_text,
     is_uuid,
 )
 from shared.followers import UpstreamEvent
@@ -161,7 +161,7 @@ class HelpRequests(QijiApplication):
         street, with its kind's clocks."""
         violations = violations if violations is not None else Violations()
         violations.require_given(kind, "kind", one_of(HelpKind), ENUM_VALUE_REQUIRED)
-        check_text(violations, "text", text, required=True, limit=MAX_HELP_TEXT)
+        check_text(violations, "text", text, MAX_HELP_TEXT)
         # The rider last, once nothing else is wrong (QijiApplication.require_riders).
         self._require_riders(violations, [("rider_id", rider_id)],
                              refresh_unless=lambda p: p.is_active)
@@ -238,8 +238,7 @@ class HelpRequests(QijiApplication):
             if version:
                 raise NotFound("help_routing_version", str(version))
             return HelpRoutingView(default_help_routing(), 0, None)
-        routing = self.get(HelpRouting.ID, HelpRouting, "help_routing", version or None,
-                           copy=False)
+        routing = self.view(HelpRouting.ID, HelpRouting, "help_routing", version or None)
         return HelpRoutingView({k: dict(v) for k, v in routing.routes.items()},
                                routing.version, routing.updated_at)
 
@@ -261,8 +260,7 @@ class HelpRequests(QijiApplication):
                           department_id: str, caseworker_name: str) -> CommandResult:
         """The department names who follows the case up (its acknowledgement)."""
         violations = Violations()
-        check_text(violations, "caseworker_name", caseworker_name, required=True,
-                   limit=MAX_NAME)
+        check_text(violations, "caseworker_name", caseworker_name, MAX_NAME)
         rider_id = self._help_rider(violations, help_request_id, department_id)
         sealed = self._seal_for(rider_id, caseworker_name.strip())
         return self._help_change(help_request_id, lambda h, now: h.assign_caseworker(
@@ -276,7 +274,7 @@ class HelpRequests(QijiApplication):
         violations = violations if violations is not None else Violations()
         violations.require_given(channel, "channel", one_of(ContactChannel),
                                  ENUM_VALUE_REQUIRED)
-        check_text(violations, "note", note, required=False, limit=MAX_TEXT)
+        check_text(violations, "note", note, MAX_TEXT, required=False)
         now = self.clock()
         if contacted_at is not None and contacted_at > now + CLOCK_SKEW:
             violations.add("contact_time", "record a contact once it was made",
@@ -301,7 +299,7 @@ class HelpRequests(QijiApplication):
         """The department refers the rider to another department, which is given the request
         (clocks of its own from now) and reads it from then on."""
         violations = Violations()
-        check_text(violations, "note", note, required=False, limit=MAX_TEXT)
+        check_text(violations, "note", note, MAX_TEXT, required=False)
         target = self._note_organisation(violations, to_department_id, "to_department_id",
                                          DEPARTMENT, "department")
         if target is not None and to_department_id == department_id:
@@ -320,7 +318,7 @@ class HelpRequests(QijiApplication):
         """The department's outcome, which the rider's platform receives; the request closes
         when every department it was given to has given one."""
         violations = Violations()
-        check_text(violations, "outcome", outcome, required=True, limit=MAX_TEXT)
+        check_text(violations, "outcome", outcome, MAX_TEXT)
         rider_id = self._help_rider(violations, help_request_id, department_id)
         sealed = self._seal_for(rider_id, outcome.strip())
         return self._help_change(help_request_id, lambda h, now: h.give_outcome(
@@ -345,7 +343,7 @@ class HelpRequests(QijiApplication):
         check_id(violations, "help_request_id", help_request_id)
         check_id(violations, "department_id", department_id)
         violations.raise_if_any()
-        return self.get(help_request_id, HelpRequest, "help_request", copy=False).rider_id
+        return self.view(help_request_id, HelpRequest, "help_request").rider_id
 
     def _help_change(self, help_request_id: str, change: Any,
                      **answer: str) -> CommandResult:
@@ -382,7 +380,7 @@ class HelpRequests(QijiApplication):
 
     def help_request(self, help_request_id: str,
                      version: int | None = None) -> HelpRequestView:
-        h = self.get(help_request_id, HelpRequest, "help_request", version, copy=False)
+        h = self.view(help_request_id, HelpRequest, "help_request", version)
 
         def said(sealed: str, field: str = masking.HELP_TEXT) -> str:
             return masking.show_to_caller(field, self.vault.open(h.rider_id, sealed))

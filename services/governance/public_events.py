@@ -26,8 +26,7 @@ def _outcome(app: Any, fact: Fact) -> tuple[Report, dict[str, Any]]:
     outcome the rider is owed: its status, each department's answer (a resolution is the
     rider's to read: REPORT_TEXT; officials' notes stay inside), and until when the rider may
     rate it (null while there is nothing to rate)."""
-    report = app.get(fact.originator_id, Report, "report", fact.originator_version,
-                     copy=False)
+    report = app.view(fact.originator_id, Report, "report", fact.originator_version)
     return report, {
         "report_id": str(fact.originator_id), "rider_id": report.rider_id,
         "kind": report.kind, "category": report.category, "street_id": report.street_id,
@@ -70,8 +69,7 @@ def _help_outcome(app: Any, fact: Fact) -> Mapped | None:
     e = fact.event
     # Asked at the street office's counter: the outcome is given there; the platform never
     # hears of the request (a rider may ask there about a dispute with the platform itself).
-    request = app.get(fact.originator_id, HelpRequest, "help_request", fact.originator_version,
-                      copy=False)
+    request = app.view(fact.originator_id, HelpRequest, "help_request", fact.originator_version)
     if request.asked_through != HelpChannel.PLATFORM:
         return None
     outcome = None

@@ -15,7 +15,6 @@ from services.identity.domain.friendly import (
     AREA_KINDS,
     MAX_ATTESTATION,
     MAX_BRAND_NAME,
-    MAX_REASON,
     CoBuildingSignature,
     FriendlyMark,
     FriendlyMarkCriteria,
@@ -66,6 +65,7 @@ from shared.errors import (
     Unavailable,
     Violations,
     check_id,
+    check_reason,
     check_text,
 )
 from shared.followers import Follower, LocalFeed, UpstreamEvent
@@ -349,7 +349,7 @@ class IdentityApplication(QijiApplication):
         partner_id = Partner.create_id(organisation_id)
         if not self.exists(partner_id):
             raise NotFound("partner", organisation_id)
-        p = self.get(partner_id, Partner, "partner", version or None, copy=False)
+        p = self.view(partner_id, Partner, "partner", version or None)
         if version and p.version < version:
             raise NotFound("partner_version", f"{organisation_id}@{version}")
         organisation = self.organisation(organisation_id)
@@ -373,7 +373,7 @@ class IdentityApplication(QijiApplication):
             page_token=page_token))
         found = []
         for i in ids:
-            p = self.get(i, Partner, "partner", copy=False)
+            p = self.view(i, Partner, "partner")
             organisation = self.organisation(p.organisation_id)
             found.append(PartnerView(
                 organisation_id=p.organisation_id, organisation_name=organisation.name,
@@ -480,7 +480,7 @@ class IdentityApplication(QijiApplication):
         check_id(violations, "service_space_id", service_space_id)
         start, end = self._period(violations, from_day, to_day)
         violations.raise_if_any()
-        space = self.get(service_space_id, ServiceSpace, "service_space", copy=False)
+        space = self.view(service_space_id, ServiceSpace, "service_space")
         self.views.catch_up()
         return self._space_use(space, start, end)
 
@@ -496,7 +496,7 @@ class IdentityApplication(QijiApplication):
         ids, token = listed(violations, lambda: self.views.service_spaces.select(
             {"street_id": street_id}, page_size=page_size, page_token=page_token,
             filters=[f"from_day={start}", f"to_day={end}"]))
-        return [self._space_use(self.get(i, ServiceSpace, "service_space", copy=False),
+        return [self._space_use(self.view(i, ServiceSpace, "service_space"),
                                 start, end) for i in ids], token, (start, end)
 
     def _period(self, violations: Violations, from_day: str, to_day: str
@@ -628,8 +628,7 @@ class IdentityApplication(QijiApplication):
                            VALUE_OUT_OF_RANGE)
         violations.raise_if_any()
         # The version is of the criteria of the mark's kind of area.
-        area_kind = OrganisationKind(self.get(mark_id, FriendlyMark, "friendly_mark",
-                                              copy=False).area_kind)
+        area_kind = OrganisationKind(self.view(mark_id, FriendlyMark, "friendly_mark").area_kind)
         current = self._criteria(area_kind)
         if current is None or criteria_version > current.current_version:
             violations.missing("criteria_version", "friendly_mark_criteria",
@@ -668,7 +667,7 @@ class IdentityApplication(QijiApplication):
     def withdraw_friendly_mark(self, *, mark_id: str, reason: str) -> CommandResult:
         violations = Violations()
         check_id(violations, "mark_id", mark_id)
-        check_text(violations, "reason", reason, MAX_REASON)
+        check_reason(violations, reason)
         violations.raise_if_any()
 
         def decide() -> Outcome:
@@ -678,7 +677,7 @@ class IdentityApplication(QijiApplication):
         return self.execute(decide, id_key="mark_id")
 
     def friendly_mark(self, mark_id: str, version: int | None = None) -> FriendlyMarkView:
-        m = self.get(mark_id, FriendlyMark, "friendly_mark", version, copy=False)
+        m = self.view(mark_id, FriendlyMark, "friendly_mark", version)
         return FriendlyMarkView(
             mark_id=str(m.id), area_id=m.area_id, area_kind=OrganisationKind(m.area_kind),
             area_name=self._organisation_name(m.area_id), street_id=m.street_id,
@@ -713,7 +712,7 @@ class IdentityApplication(QijiApplication):
         found = []
         for position, ident, attrs in self.views.service_spaces.snapshot():
             if attrs["street_id"] == street_id:
-                space = self.get(ident, ServiceSpace, "service_space", copy=False)
+                space = self.view(ident, ServiceSpace, "service_space")
                 found.append({"id": ident, "name": space.name,
                               "amenities": list(attrs["amenities"]), "position": position})
         return found
@@ -871,7 +870,7 @@ class IdentityApplication(QijiApplication):
 
     def rider(self, rider_id: str, version: int | None = None) -> RiderView:
         # Only read, to render it: the cached rider itself, not a copy.
-        return self._rider_view(self.get(rider_id, Rider, "rider", version, copy=False))
+        return self._rider_view(self.view(rider_id, Rider, "rider", version))
 
     def rider_record(self, rider_id: str) -> tuple[RiderView, RiderRecord, dict[str, str]]:
         """The rider, their record across the services (services/identity/rider_record.py),
@@ -944,5 +943,5 @@ def _require_reason(rider_id: str, reason: str) -> None:
     asked after)."""
     violations = Violations()
     check_id(violations, "rider_id", rider_id)
-    check_text(violations, "reason", reason, MAX_TEXT_LENGTH)
+    check_reason(violations, reason)
     violations.raise_if_any()

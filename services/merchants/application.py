@@ -25,14 +25,22 @@ from services.merchants.domain.model import (
 )
 from services.merchants.domain.values import (
     BUSINESS_AREA_OF_ANOTHER_STREET,
+    MAX_AMOUNT_OFF_FEN,
     MAX_CARE_ITEMS,
     MAX_CARE_RULES,
     MAX_CARE_STOCK,
+    MAX_CATEGORY,
     MAX_CODE_TTL_MINUTES,
+    MAX_DESCRIPTION,
+    MAX_HANDED_OVER_BY,
+    MAX_ITEM_NAME,
     MAX_ITEM_QUANTITY,
     MAX_NEARBY_RADIUS_METRES,
     MAX_NEW_RIDER_DAYS,
+    MAX_PERCENT_OFF,
     MAX_QUOTA,
+    MAX_RULE_NAME,
+    MAX_TEXT,
     CareRuleKind,
     ClaimStatus,
     Eligibility,
@@ -54,7 +62,6 @@ from shared.errors import (
     DUPLICATE_VALUE,
     ENUM_VALUE_REQUIRED,
     FIELD_REQUIRED,
-    INVALID_ID,
     TIME_IN_THE_PAST,
     VALUE_OUT_OF_RANGE,
     AlreadyExists,
@@ -66,12 +73,13 @@ from shared.errors import (
     Unavailable,
     Violations,
     check_id,
+    check_reason,
     check_text,
     is_uuid,
     require_ids,
 )
 from shared.followers import Follower, UpstreamEvent
-from shared.paging import listed, page
+from shared.paging import check_page, listed, page
 from shared.references import Reference, note_reference
 from shared.tenancy import Owners
 from shared.values import (
@@ -84,7 +92,7 @@ from shared.values import (
 )
 from shared.wire import one_of, wire_name
 
-MAX_TEXT = 200
+
 @dataclass(frozen=True)
 class MerchantView:
     merchant_id: str
@@ -228,7 +236,7 @@ class MerchantsApplication(QijiApplication):
         # Everything wrong with the request, references included, in one answer.
         violations = violations if violations is not None else Violations()
         check_text(violations, "name", name, MAX_TEXT)
-        check_text(violations, "category", category, 50)
+        check_text(violations, "category", category, MAX_CATEGORY)
         hours = list(opening_hours or [])
         place = wgs84_location(violations, "location",
                                GeoPoint(latitude, longitude, coordinate_system))
@@ -267,21 +275,21 @@ class MerchantsApplication(QijiApplication):
     def reject_merchant(self, *, merchant_id: str, reason: str
                         ) -> CommandResult:
         violations = Violations()
-        _check_reason(violations, reason)
+        check_reason(violations, reason)
         return self._street_office_decides(merchant_id, lambda m: m.reject(reason.strip()),
                                            violations)
 
     def suspend_merchant(self, *, merchant_id: str, reason: str
                          ) -> CommandResult:
         violations = Violations()
-        _check_reason(violations, reason)
+        check_reason(violations, reason)
         return self._street_office_decides(merchant_id, lambda m: m.suspend(reason.strip()),
                                            violations)
 
     def reinstate_merchant(self, *, merchant_id: str, reason: str
                            ) -> CommandResult:
         violations = Violations()
-        _check_reason(violations, reason)
+        check_reason(violations, reason)
         return self._street_office_decides(merchant_id, lambda m: m.reinstate(reason.strip()),
                                            violations)
 
@@ -383,12 +391,14 @@ class MerchantsApplication(QijiApplication):
         v.require_given(kind, "kind", one_of(PerkKind),
                         ENUM_VALUE_REQUIRED)
         if kind is PerkKind.PERCENT_DISCOUNT:
-            v.require(1 <= percent_off <= 100, "percent_off",
-                      f"must be 1 to 100 for {wire_name(PerkKind.PERCENT_DISCOUNT)}",
+            v.require(1 <= percent_off <= MAX_PERCENT_OFF, "percent_off",
+                      f"must be 1 to {MAX_PERCENT_OFF} for "
+                      f"{wire_name(PerkKind.PERCENT_DISCOUNT)}",
                       "PERCENT_OFF_INVALID")
         if kind is PerkKind.FIXED_DISCOUNT:
-            v.require(1 <= amount_off_fen <= 1_000_000, "amount_off_fen",
-                      f"must be 1 to 1,000,000 fen for {wire_name(PerkKind.FIXED_DISCOUNT)}",
+            v.require(1 <= amount_off_fen <= MAX_AMOUNT_OFF_FEN, "amount_off_fen",
+                      f"must be 1 to {MAX_AMOUNT_OFF_FEN:,} fen for "
+                      f"{wire_name(PerkKind.FIXED_DISCOUNT)}",
                       "AMOUNT_OFF_INVALID")
         if kind is PerkKind.FREE_ITEM:
             check_text(v, "free_item", free_item, MAX_TEXT)
@@ -398,8 +408,8 @@ class MerchantsApplication(QijiApplication):
             if not badge_class_id:
                 v.add("badge_class_id", "must name a badge class for an "
                       f"{wire_name(Eligibility.BADGE_HOLDERS)} perk", "BADGE_CLASS_REQUIRED")
-            elif not is_uuid(badge_class_id):
-                v.add("badge_class_id", "is not a valid id (a UUID)", INVALID_ID)
+            else:
+                check_id(v, "badge_class_id", badge_class_id)
         v.require(1 <= total_quota <= MAX_QUOTA, "total_quota", f"must be 1 to {MAX_QUOTA}",
                   "QUOTA_INVALID")
         v.require(per_rider_limit >= 1, "per_rider_limit", "must be at least 1",
@@ -463,7 +473,7 @@ class MerchantsApplication(QijiApplication):
         return self.execute(decide, id_key="perk_id", serialise_on=perk_id)
 
     def perk(self, perk_id: str, version: int | None = None) -> PerkView:
-        o = self.get(perk_id, PerkOffer, "perk", version, copy=False)  # only rendered
+        o = self.view(perk_id, PerkOffer, "perk", version)  # only rendered
         return PerkView(
             perk_id=str(o.id), merchant_id=o.merchant_id, title=o.title, kind=PerkKind(o.kind),
             percent_off=o.percent_off, amount_off_fen=o.amount_off_fen, free_item=o.free_item,
@@ -507,10 +517,10 @@ class MerchantsApplication(QijiApplication):
         would refuse (the merchant not approved, the rider not active, and every rule of
         PerkOffer.check_claimable) makes it not claimable. One rule for every list that
         shows a rider their perks (ListPerksForRider, FindNearby)."""
-        offer = self.get(perk_id, PerkOffer, "perk", copy=False)
+        offer = self.view(perk_id, PerkOffer, "perk")
         if offer.status is not PerkStatus.PUBLISHED or not standing.is_active:
             return False
-        merchant = self.get(offer.merchant_id, Merchant, "merchant", copy=False)
+        merchant = self.view(offer.merchant_id, Merchant, "merchant")
         if merchant.status is not MerchantStatus.APPROVED:
             return False
         try:
@@ -563,8 +573,7 @@ class MerchantsApplication(QijiApplication):
         filters = [location, radius_metres, sorted(a.value for a in amenities if a), open_now,
                    sorted(k.value for k in kinds if k), rider_id]
         # A bad page_size or page_token is said with the rest.
-        violations.collect(lambda: page([], lambda _: None, page_size=page_size,
-                                        page_token=page_token, filters=filters))
+        violations.collect(lambda: check_page(page_size, page_token, filters))
         if rider_id:
             # The rider last, once nothing else is wrong (require_riders).
             self._require_rider(violations, rider_id)
@@ -680,7 +689,7 @@ class MerchantsApplication(QijiApplication):
                            ) -> CommandResult:
         violations = Violations()
         check_id(violations, "claim_id", claim_id)
-        _check_reason(violations, reason)
+        check_reason(violations, reason)
         violations.raise_if_any()
         perk_id = self.get(claim_id, Claim, "claim").perk_id
 
@@ -772,7 +781,7 @@ class MerchantsApplication(QijiApplication):
         for i, rule in enumerate(rules):
             at = f"rules[{i}]"
             name = rule.name.strip()
-            check_text(v, f"{at}.name", rule.name, 50)
+            check_text(v, f"{at}.name", rule.name, MAX_RULE_NAME)
             if name and name in names:
                 v.add(f"{at}.name", "given twice: each rule's name is unique", DUPLICATE_VALUE)
             names.add(name)
@@ -837,7 +846,8 @@ class MerchantsApplication(QijiApplication):
         campaign with that set's version."""
         violations = violations if violations is not None else Violations()
         check_text(violations, "name", name, MAX_TEXT)
-        check_text(violations, "description", description, 2000, required=False)
+        check_text(violations, "description", description, MAX_DESCRIPTION,
+                   required=False)
         # 0: every package is to come from sponsors' donations (RecordCareDonation).
         violations.require(0 <= stock <= MAX_CARE_STOCK, "stock", f"must be 0 to {MAX_CARE_STOCK}",
                            "STOCK_INVALID")
@@ -936,7 +946,7 @@ class MerchantsApplication(QijiApplication):
         self.views.catch_up()
 
         def open_to_rider(_: dict[str, Any], campaign_id: str) -> bool:
-            campaign = self.get(campaign_id, CareCampaign, "campaign", copy=False)
+            campaign = self.view(campaign_id, CareCampaign, "campaign")
             return facts is not None and campaign.is_open_to(facts, now)
 
         ids, token = self.views.campaigns.select(
@@ -957,7 +967,7 @@ class MerchantsApplication(QijiApplication):
         check_id(violations, "campaign_id", campaign_id)
         check_id(violations, "rider_id", rider_id)
         # Who handed it over.
-        check_text(violations, "handed_over_by", handed_over_by, 100)
+        check_text(violations, "handed_over_by", handed_over_by, MAX_HANDED_OVER_BY)
         violations.raise_if_any()
 
         def decide() -> Outcome:
@@ -1047,9 +1057,8 @@ class MerchantsApplication(QijiApplication):
         if not badge_class_id:
             violations.add(field_name, f"must name a badge class {needed_for}",
                            "BADGE_CLASS_REQUIRED")
-        elif not is_uuid(badge_class_id):
-            violations.add(field_name, "is not a valid id (a UUID)", INVALID_ID)
-        elif not self.badge_class_exists(badge_class_id):
+        elif check_id(violations, field_name, badge_class_id) and (
+                not self.badge_class_exists(badge_class_id)):
             violations.missing(field_name, "badge class", badge_class_id)
 
     def badge_class_exists(self, badge_class_id: str) -> bool:
@@ -1155,7 +1164,7 @@ def _check_items(violations: Violations, field_name: str, items: list[CareItem]
     kept: list[dict[str, Any]] = []
     for i, item in enumerate(items):
         name = item.item.strip()
-        check_text(violations, f"{field_name}[{i}].item", item.item, 100)
+        check_text(violations, f"{field_name}[{i}].item", item.item, MAX_ITEM_NAME)
         if name and name in seen:
             violations.add(f"{field_name}[{i}].item", "given twice", DUPLICATE_VALUE)
         seen.add(name)
@@ -1163,7 +1172,3 @@ def _check_items(violations: Violations, field_name: str, items: list[CareItem]
                            f"must be 1 to {MAX_ITEM_QUANTITY}", "QUANTITY_INVALID")
         kept.append({"item": name, "quantity": item.quantity})
     return kept
-
-
-def _check_reason(violations: Violations, reason: str) -> None:
-    check_text(violations, "reason", reason, 500)

@@ -14,7 +14,7 @@ import psycopg
 from psycopg import sql
 
 from shared.config import Settings
-from shared.persistence import ensure_postgres_schema, postgres_conninfo
+from shared.store import ensure_postgres_schema, postgres_conninfo
 
 TABLE = "relay_positions"
 

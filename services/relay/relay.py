@@ -79,7 +79,7 @@ from shared.leadership import Lease
 from shared.leadership import leadership as hold_leadership
 from shared.logging import configure as configure_logging
 from shared.logging import exits_on_config_error, redacted
-from shared.persistence import OutageNotice
+from shared.store import OutageNotice
 
 log = structlog.get_logger(__name__)
 

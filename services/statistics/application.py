@@ -4,7 +4,6 @@ any moment, within the caller's scope. The API and the console use only this int
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import threading
@@ -55,8 +54,6 @@ from shared.errors import (
     ENUM_VALUE_REQUIRED,
     FIELD_REQUIRED,
     ORGANISATION_KIND_NOT_ALLOWED,
-    FieldViolation,
-    InvalidArgument,
     PermissionDenied,
     QijiError,
     Unavailable,
@@ -65,7 +62,7 @@ from shared.errors import (
 )
 from shared.integrity import ALARM, MAC_PROBLEM
 from shared.leadership import leadership
-from shared.persistence import STORE_DOWN_ERRORS
+from shared.store import STORE_DOWN_ERRORS
 from shared.tenancy import ORGANISATION_CREATED
 
 log = structlog.get_logger(__name__)
@@ -399,8 +396,7 @@ class Statistics:
     def _token(self, after: int, checked: _Checked) -> str:
         # The moment travels with the token: every page of one listing stands at the moment
         # of its first page, so rows neither move nor repeat as events arrive.
-        raw = json.dumps({"o": after, "t": micros(checked.as_of), "f": checked.fingerprint})
-        return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+        return paging.write_token({"o": after, "t": micros(checked.as_of)}, checked.fingerprint)
 
     # ------------------------------------------------------------------ computing figures
 
@@ -692,21 +688,17 @@ def _iso(at: datetime | None) -> str:
 
 
 def _decode_token(token: str, fingerprint: str) -> tuple[int, datetime | None]:
-    """(rows to skip, the moment the listing stands at) from a page token of this query."""
+    """(rows to skip, the moment the listing stands at) from a page token of this query (and
+    viewer: the fingerprint holds both), read by shared/paging.py's codec."""
     if not token:
         return 0, None
-    try:
-        data = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
-        offset, moment, made_for = int(data["o"]), int(data["t"]), str(data["f"])
+
+    def read(fields: dict[str, Any]) -> tuple[int, datetime | None]:
+        offset, moment = int(fields["o"]), int(fields["t"])
         if offset < 0:
             raise ValueError("negative")
-        pinned = from_micros(moment)
-    except (ValueError, KeyError, TypeError, OverflowError, RecursionError, OSError):
-        raise InvalidArgument([FieldViolation(
-            "page_token", "not a token this API gave out", paging.PAGE_TOKEN_INVALID)]) from None
-    if made_for != fingerprint:
-        raise InvalidArgument([FieldViolation(
-            "page_token", "was made for a query with other fields (measure, dimension, "
-            "granularity, range, as_of_time, within_organisation_id): send them unchanged",
-            paging.PAGE_TOKEN_FILTERS_CHANGED)])
-    return offset, pinned
+        return offset, from_micros(moment)
+    return paging.read_token(
+        token, fingerprint, read,
+        changed="was made for a query with other fields (measure, dimension, granularity, "
+                "range, as_of_time, within_organisation_id): send them unchanged")

@@ -38,7 +38,7 @@ import structlog
 
 from services.statistics.domain.periods import DAY, WHOLE_RANGE, Period, day_number
 from shared.config import Settings
-from shared.persistence import ensure_postgres_schema, postgres_conninfo
+from shared.store import ensure_postgres_schema, postgres_conninfo
 
 log = structlog.get_logger(__name__)
 

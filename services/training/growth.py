@@ -139,7 +139,7 @@ class GrowthPlans(QijiApplication):
         return self.execute(decide, id_key="growth_path_id", serialise_on=growth_path_id)
 
     def growth_path(self, growth_path_id: str, version: int | None = None) -> GrowthPathView:
-        path = self.get(growth_path_id, GrowthPath, "growth_path", version, copy=False)
+        path = self.view(growth_path_id, GrowthPath, "growth_path", version)
         current = path.at(path.path_version)
         return GrowthPathView(growth_path_id=str(path.id), path_version=path.path_version,
                               name=current["name"], description=current["description"],
@@ -232,7 +232,7 @@ class GrowthPlans(QijiApplication):
             current = self.get(growth_path_id, GrowthPath, "growth_path")
             version = path_version or current.path_version
             for plan_id in learner.growth_plans:
-                other = self.get(plan_id, GrowthPlan, "growth_plan", copy=False)
+                other = self.view(plan_id, GrowthPlan, "growth_plan")
                 if other.is_open and other.growth_path_id == growth_path_id:
                     raise AlreadyExists("the rider already has an open plan on this path",
                                         reason="GROWTH_PLAN_ALREADY_OPEN",
@@ -302,9 +302,9 @@ class GrowthPlans(QijiApplication):
                   VALUE_OUT_OF_RANGE)
 
     def growth_plan(self, growth_plan_id: str, version: int | None = None) -> GrowthPlanView:
-        plan = self.get(growth_plan_id, GrowthPlan, "growth_plan", version, copy=False)
-        path = self.get(plan.growth_path_id, GrowthPath, "growth_path", copy=False)
-        learner = self.get(Learner.create_id(plan.rider_id), Learner, "rider", copy=False)
+        plan = self.view(growth_plan_id, GrowthPlan, "growth_plan", version)
+        path = self.view(plan.growth_path_id, GrowthPath, "growth_path")
+        learner = self.view(Learner.create_id(plan.rider_id), Learner, "rider")
         progress = evaluate_path(path.at(plan.path_version)["steps"], learner.completions,
                                  learner.certified_at)
         return GrowthPlanView(
@@ -319,7 +319,7 @@ class GrowthPlans(QijiApplication):
         violations = Violations()
         self.require_riders(violations, [("rider_id", rider_id)], Learner.create_id,
                             self.catch_up_upstream)
-        learner = self.get(Learner.create_id(rider_id), Learner, "rider", copy=False)
+        learner = self.view(Learner.create_id(rider_id), Learner, "rider")
         return [self.growth_plan(p) for p in learner.growth_plans]
 
     # ------------------------------------------------------------------ evaluation
@@ -332,7 +332,7 @@ class GrowthPlans(QijiApplication):
             plan = self.get(plan_id, GrowthPlan, "growth_plan")
             if not plan.is_open:
                 continue
-            path = self.get(plan.growth_path_id, GrowthPath, "growth_path", copy=False)
+            path = self.view(plan.growth_path_id, GrowthPath, "growth_path")
             if self._advance(plan, path, learner, at):
                 moved.append(plan)
         return moved

@@ -25,7 +25,7 @@ from shared.context import Actor, RequestContext, acting_as
 from shared.grpc import refusals
 from shared.grpc.errors import internal_status, to_status
 from shared.grpc.tls import certificate_names
-from shared.persistence import STORE_DOWN_ERRORS
+from shared.store import STORE_DOWN_ERRORS
 from shared.tenancy import Access, OutOfScope, Resolver, decide
 
 log = structlog.get_logger(__name__)

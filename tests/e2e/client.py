@@ -218,21 +218,14 @@ def create_organisation(admin: Client, kind: int, name: str, parent_id: str = ""
 
 
 def create_city(admin: Client) -> dict[str, str]:
-    """常州市, its district 钟楼区 and street 荷花池街道, and the platform 骑迹外卖 with its station
-    荷花池站: their ids, as city, district, street, platform and station."""
-    city = create_organisation(admin, pb.ORGANISATION_KIND_CITY, "常州市").organisation_id
-    district = create_organisation(admin, pb.ORGANISATION_KIND_DISTRICT, "钟楼区",
-                                   city).organisation_id
-    street = create_organisation(admin, pb.ORGANISATION_KIND_STREET, "荷花池街道",
-                                 district).organisation_id
-    platform = create_organisation(admin, pb.ORGANISATION_KIND_PLATFORM, "骑迹外卖").organisation_id
-    station = create_organisation(admin, pb.ORGANISATION_KIND_STATION, "荷花池站",
-                                  platform).organisation_id
+    """The city's tree (tests/city.py) made over gRPC by `admin`: 常州市, its district 钟楼区
+    and street 荷花池街道, and the platform 骑迹外卖 with its station 荷花池站."""
+    from tests.city import build_city, over_grpc
+    city = build_city(over_grpc(admin)).as_dict()
     if admin.acts_for is not None:
         # From here on, the module's platform and street-office callers act for this city's.
-        admin.acts_for(platform=platform, street_office=street)
-    return {"city": city, "district": district, "street": street, "platform": platform,
-            "station": station}
+        admin.acts_for(platform=city["platform"], street_office=city["street"])
+    return city
 
 
 def create_service_space(admin: Client, street_id: str, name: str = "荷花池骑手驿站") -> str:

@@ -18,6 +18,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, TypeVar
@@ -396,6 +397,91 @@ def credentials(badges: ServiceProcess, tmp_path_factory: pytest.TempPathFactory
     finally:
         if web.proc is not None and web.proc.poll() is None:
             web.stop()
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """This process's environment without any Qiji setting, and `extra`."""
+    from shared.config import DEFAULT_PORTS
+    prefixes = ("QIJI_", *(f"{s.upper()}_" for s in DEFAULT_PORTS), "RELAY_")
+    return {**{k: v for k, v in os.environ.items() if not k.startswith(prefixes)},
+            "PYTHONUNBUFFERED": "1", **extra}
+
+
+# `qiji demo` may take this long to tell the whole story on a busy machine.
+DEMO_TIMEOUT = 300
+CONSOLE_ASSETS = REPO / "build" / "console" / "echarts.min.js"
+
+
+@dataclass
+class ToldQiji:
+    """`qiji run` on its embedded default (what `make demo` starts), on a data dir and ports of
+    its own, with the city's report told once by `qiji demo` on it while it was fresh."""
+
+    data_dir: Path
+    port_base: int
+    proc: subprocess.Popen[bytes]
+    # A moment just before the story was told, and what `qiji demo` answered.
+    before_demo: datetime
+    first: subprocess.CompletedProcess[str]
+    _stop: Callable[[], None]
+
+    def stop(self) -> None:
+        """Stops `qiji run` (SIGTERM, as Ctrl-C would); stopping again does nothing."""
+        self._stop()
+
+
+_TOLD: list[ToldQiji] = []
+
+
+@pytest.fixture(scope="session")
+def told_qiji(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ToldQiji]:
+    """One told Qiji for the demo's tests (which tell the story again on it, and ask it
+    questions) and the console's browser tests (which read the story's figures): starting
+    `qiji run` and telling the story take half a minute, once rather than twice. Stopped as
+    soon as the last test using it is done (`pytest_runtest_teardown` below), not at the end
+    of the session: idle, its ten processes would still poll each other's feeds."""
+    from contextlib import ExitStack
+
+    from shared.tools.demo import embedded_qiji, free_port_base
+    if not CONSOLE_ASSETS.exists():
+        # The build step `make test` runs first; made here for a test run without make (the
+        # console serves them from the start).
+        made = subprocess.run(["make", "console-assets"], cwd=REPO, capture_output=True,
+                              text=True, check=False)
+        if made.returncode != 0:
+            pytest.fail(f"make console-assets failed:\n{made.stdout}\n{made.stderr}")
+    data_dir = tmp_path_factory.mktemp("demo-embedded")
+    port_base = free_port_base()
+    with ExitStack() as stack:
+        proc = stack.enter_context(embedded_qiji(data_dir, port_base))
+        deadline = time.monotonic() + 60
+        while b"Qiji is running" not in (data_dir / "qiji.log").read_bytes():
+            assert proc.poll() is None, (data_dir / "qiji.log").read_text(errors="replace")
+            assert time.monotonic() < deadline, "qiji run did not start within 60 s"
+            time.sleep(0.2)
+        before = datetime.now(UTC)
+        first = subprocess.run(
+            [sys.executable, "-m", "shared.tools.cli", "demo", "--port-base", str(port_base)],
+            cwd=REPO, env=clean_env(QIJI_DATA_DIR=str(data_dir)), capture_output=True,
+            text=True, timeout=DEMO_TIMEOUT, check=False)
+        told = ToldQiji(data_dir, port_base, proc, before, first, stack.pop_all().close)
+    _TOLD.append(told)
+    try:
+        yield told
+    finally:
+        _TOLD.remove(told)
+        told.stop()
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    """Stops the told Qiji after the last test that uses it."""
+    if not _TOLD or "told_qiji" not in getattr(item, "fixturenames", ()):
+        return
+    items = item.session.items
+    later = items[items.index(item) + 1:] if item in items else []
+    if not any("told_qiji" in getattr(i, "fixturenames", ()) for i in later):
+        _TOLD[0].stop()
 
 
 class ClockFile:

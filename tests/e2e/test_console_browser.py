@@ -12,8 +12,6 @@ import csv
 import io
 import os
 import re
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -36,10 +34,9 @@ from qiji.statistics.v1 import statistics_service_pb2_grpc as spb_grpc
 from shared.auth import add_caller
 from shared.config import port_from_base
 from shared.tools.cli import wait_http_ready
-from shared.tools.demo import embedded_qiji, free_port_base
 from shared.values import CITY_TIME
 from tests.conftest import missing_server
-from tests.e2e.conftest import REPO
+from tests.e2e.conftest import REPO, ToldQiji
 
 pytestmark = pytest.mark.e2e
 
@@ -54,7 +51,6 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--lang=zh-CN",
 CHROMIUM_LOCALES = Path(os.environ.get("QIJI_CHROMIUM_LOCALES", "/usr/lib/chromium/locales"))
 CHROMIUM_ENV = {**os.environ, "LANGUAGE": "zh_CN"}
 VIEWPORT = {"width": 1366, "height": 768}
-ASSETS = REPO / "build" / "console" / "echarts.min.js"
 START_TIMEOUT = 120.0
 CATCH_UP_TIMEOUT = 60.0
 
@@ -105,40 +101,30 @@ def _caught_up(qiji: Running) -> bool:
 
 
 @pytest.fixture(scope="module")
-def qiji(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
-    if not ASSETS.exists():
-        # The build step `make test` runs first; made here for a test run without make.
-        made = subprocess.run(["make", "console-assets"], cwd=REPO, capture_output=True,
-                              text=True, check=False)
-        if made.returncode != 0:
-            pytest.fail(f"make console-assets failed:\n{made.stdout}\n{made.stderr}")
-    data_dir = tmp_path_factory.mktemp("console-e2e")
-    base = free_port_base()
-    with embedded_qiji(data_dir, base) as proc:
-        console = f"http://127.0.0.1:{port_from_base(base, 'console')}"
-        if not wait_http_ready(f"{console}/readyz", proc, START_TIMEOUT):
-            log = (data_dir / "qiji.log").read_text(errors="replace")
-            pytest.fail(f"the console did not come up with `qiji run`:\n{log[-6000:]}")
-        before = datetime.now(UTC)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("QIJI_")}
-        told = subprocess.run(  # the city's report, told against this Qiji
-            [sys.executable, "-m", "shared.tools.cli", "demo", "--port-base", str(base)],
-            cwd=REPO, env={**env, "QIJI_DATA_DIR": str(data_dir)}, capture_output=True,
-            text=True, timeout=300, check=False)
-        assert told.returncode == 0, told.stdout[-3000:] + told.stderr[-3000:]
-        addresses = {name: f"127.0.0.1:{port_from_base(base, name)}"
-                     for name in ("identity", "governance", "statistics")}
-        running = Running(console, addresses, (data_dir / "admin.token").read_text().strip(),
-                          data_dir / "tokens.json", before, {})
-        deadline = time.monotonic() + CATCH_UP_TIMEOUT
-        while not _caught_up(running):
-            assert time.monotonic() < deadline, "the figures did not catch up with the demo"
-            time.sleep(0.5)
-        try:
-            yield running
-        finally:
-            for channel in running.channels.values():
-                channel.close()
+def qiji(told_qiji: ToldQiji) -> Iterator[Running]:
+    """The told Qiji the demo's tests use too (`qiji run` on its embedded default, the city's
+    report told once by `qiji demo`), once its console is ready and its figures have caught up
+    with the story."""
+    base, data_dir = told_qiji.port_base, told_qiji.data_dir
+    console = f"http://127.0.0.1:{port_from_base(base, 'console')}"
+    if not wait_http_ready(f"{console}/readyz", told_qiji.proc, START_TIMEOUT):
+        log = (data_dir / "qiji.log").read_text(errors="replace")
+        pytest.fail(f"the console did not come up with `qiji run`:\n{log[-6000:]}")
+    told = told_qiji.first
+    assert told.returncode == 0, told.stdout[-3000:] + told.stderr[-3000:]
+    addresses = {name: f"127.0.0.1:{port_from_base(base, name)}"
+                 for name in ("identity", "governance", "statistics")}
+    running = Running(console, addresses, (data_dir / "admin.token").read_text().strip(),
+                      data_dir / "tokens.json", told_qiji.before_demo, {})
+    deadline = time.monotonic() + CATCH_UP_TIMEOUT
+    while not _caught_up(running):
+        assert time.monotonic() < deadline, "the figures did not catch up with the demo"
+        time.sleep(0.5)
+    try:
+        yield running
+    finally:
+        for channel in running.channels.values():
+            channel.close()
 
 
 @pytest.fixture(scope="module")

@@ -6,10 +6,8 @@ non-zero exit when a step cannot happen."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,11 +19,13 @@ from qiji.identity.v1 import identity_service_pb2 as ipb
 from qiji.identity.v1 import identity_service_pb2_grpc as irpc
 
 from shared.config import DEFAULT_PORTS
-from shared.tools.demo import embedded_qiji, free_port_base
+from shared.tools.demo import free_port_base
 from tests.conftest import badges_key_env
 from tests.e2e.conftest import (
     REPO,
     ServiceProcess,
+    ToldQiji,
+    clean_env,
     free_port,
     start_beside,
     start_service,
@@ -118,13 +118,6 @@ LANDMARKS = [
 ]
 
 
-def clean_env(**extra: str) -> dict[str, str]:
-    """This process's environment without any Qiji setting, and `extra`."""
-    prefixes = ("QIJI_", *(f"{s.upper()}_" for s in DEFAULT_PORTS), "RELAY_")
-    return {**{k: v for k, v in os.environ.items() if not k.startswith(prefixes)},
-            "PYTHONUNBUFFERED": "1", **extra}
-
-
 def demo(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "shared.tools.cli", "demo", *args], cwd=REPO, env=env,
@@ -145,6 +138,8 @@ class Embedded:
     data_dir: Path
     port_base: int
     proc: subprocess.Popen[bytes]
+    # The story as `qiji demo` told it on this Qiji while it was fresh.
+    first: subprocess.CompletedProcess[str]
 
     @property
     def env(self) -> dict[str, str]:
@@ -160,23 +155,16 @@ class Embedded:
 
 
 @pytest.fixture(scope="module")
-def embedded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Embedded]:
-    """`qiji run --port-base N` on a data dir of its own: the embedded default, on ports no
-    other test and no developer's `make run` uses."""
-    data_dir = tmp_path_factory.mktemp("demo-embedded")
-    port_base = free_port_base()
-    with embedded_qiji(data_dir, port_base) as proc:  # what `make demo` starts, too
-        deadline = time.monotonic() + 60
-        while b"Qiji is running" not in (data_dir / "qiji.log").read_bytes():
-            assert proc.poll() is None, (data_dir / "qiji.log").read_text(errors="replace")
-            assert time.monotonic() < deadline, "qiji run did not start within 60 s"
-            time.sleep(0.2)
-        yield Embedded(data_dir, port_base, proc)
+def embedded(told_qiji: ToldQiji) -> Embedded:
+    """`qiji run --port-base N` on a data dir of its own: the embedded default (what `make
+    demo` starts, too), on ports no other test and no developer's `make run` uses; the story
+    was told on it once, fresh (the console's browser tests read the same Qiji)."""
+    return Embedded(told_qiji.data_dir, told_qiji.port_base, told_qiji.proc, told_qiji.first)
 
 
 def test_the_story_is_told_on_the_embedded_default_and_again_on_the_same_qiji(
         embedded: Embedded) -> None:
-    first = demo("--port-base", str(embedded.port_base), env=embedded.env)
+    first = embedded.first  # told when the Qiji was fresh, by `qiji demo --port-base N`
     assert_told(first)
 
     again = demo("--port-base", str(embedded.port_base), env=embedded.env)

@@ -60,7 +60,7 @@ pytestmark = pytest.mark.e2e
 
 WAIT_SECONDS = 20.0
 # The events governance stores for identity's: one for each upstream event it follows.
-NOTED_TOPICS = [get_topic(Participant.Noted), get_topic(Participant.RiderStatusNoted),
+NOTED_TOPICS = [get_topic(Participant.Noted), get_topic(Participant.StatusNoted),
                 get_topic(Organisation.Noted)]
 FOLLOWED_TOPICS = [
     "services.identity.domain.model:Rider.Registered",

@@ -23,6 +23,7 @@ from qiji.feed.v1 import feed_service_pb2 as feed_pb
 from qiji.identity.v1 import identity_service_pb2 as pb
 
 from services.identity.grpc_api import ACCESS
+from tests.city import build_city, over_grpc
 from tests.conftest import PG
 from tests.e2e.client import (
     API,
@@ -94,23 +95,13 @@ class World:
 def world(identity: ServiceProcess) -> World:
     """The module's platform, street office and merchant callers act for this world's."""
     admin = identity.client("city_admin")
-    city = create_organisation(admin, pb.ORGANISATION_KIND_CITY, "常州市").organisation_id
-    district = create_organisation(admin, pb.ORGANISATION_KIND_DISTRICT, "天宁区",
-                                   city).organisation_id
-    street = create_organisation(admin, pb.ORGANISATION_KIND_STREET, "天宁街道",
-                                 district).organisation_id
-    community = create_organisation(admin, pb.ORGANISATION_KIND_COMMUNITY, "东门社区",
-                                    street).organisation_id
-    platform_id = create_organisation(admin, pb.ORGANISATION_KIND_PLATFORM,
-                                      "快送平台").organisation_id
-    station = create_organisation(admin, pb.ORGANISATION_KIND_STATION, "天宁站",
-                                  platform_id).organisation_id
-    other_platform = create_organisation(admin, pb.ORGANISATION_KIND_PLATFORM,
-                                         "另一平台").organisation_id
-    other_station = create_organisation(admin, pb.ORGANISATION_KIND_STATION, "另一站",
-                                        other_platform).organisation_id
-    merchant = create_organisation(admin, pb.ORGANISATION_KIND_MERCHANT, "天宁面馆",
-                                   street).organisation_id
+    made = build_city(over_grpc(admin), also=("community", "merchant"), names={
+        "district": "天宁区", "street": "天宁街道", "community": "东门社区",
+        "platform": "快送平台", "station": "天宁站", "merchant": "天宁面馆"})
+    city, district, street, community = made.city, made.district, made.street, made.community
+    platform_id, station, merchant = made.platform, made.station, made.merchant
+    other_platform = made.add("other_platform", "PLATFORM", "另一平台")
+    other_station = made.add("other_station", "STATION", "另一站", "other_platform")
     identity.act_for(platform=platform_id, street_office=street, merchant=merchant)
     platform = identity.client("platform")
     space = admin.CreateServiceSpace(pb.CreateServiceSpaceRequest(

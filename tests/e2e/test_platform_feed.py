@@ -28,6 +28,7 @@ from qiji.platform.v1 import platform_feed_service_pb2_grpc as pb_grpc
 from qiji.training.v1 import training_service_pb2 as tpb
 
 from shared.auth import add_caller
+from tests.city import build_city, over_grpc
 from tests.e2e.client import RPC_TIMEOUT, SOON, bearer, call_error, new_request_id, started
 from tests.e2e.conftest import ServiceProcess, free_port, start_service
 
@@ -122,21 +123,13 @@ def stack(postgres_db: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
                    "QIJI_SERVICE_TOKEN": service_token})
     try:
         admin = identity.client("city_admin")
-
-        def org(kind: int, name: str, parent: str = "") -> str:
-            return admin.CreateOrganisation(ipb.CreateOrganisationRequest(
-                request_id=new_request_id(), kind=kind, name=name, parent_id=parent)
-            ).organisation.organisation_id
-        city = org(ipb.ORGANISATION_KIND_CITY, "常州市")
-        street = org(ipb.ORGANISATION_KIND_STREET, "荷花池街道",
-                     org(ipb.ORGANISATION_KIND_DISTRICT, "钟楼区", city))
-        platform = org(ipb.ORGANISATION_KIND_PLATFORM, "骑迹外卖")
-        station = org(ipb.ORGANISATION_KIND_STATION, "荷花池站", platform)
-        rival = org(ipb.ORGANISATION_KIND_PLATFORM, "另一家外卖")
-        rival_station = org(ipb.ORGANISATION_KIND_STATION, "另一站", rival)
+        made = build_city(over_grpc(admin), also=("provider",))
+        street, platform, station = made.street, made.platform, made.station
+        rival = made.add("rival", "PLATFORM", "另一家外卖")
+        rival_station = made.add("rival_station", "STATION", "另一站", "rival")
         # The module's platform caller registers and enrols the platform's riders.
         identity.act_for(platform=platform)
-        provider = org(ipb.ORGANISATION_KIND_EDUCATION_PROVIDER, "江苏理工学院")
+        provider = made.provider
         space = admin.CreateServiceSpace(ipb.CreateServiceSpaceRequest(
             request_id=new_request_id(), street_id=street, name="荷花池骑手驿站",
             address="钟楼区北大街1号", amenities=[ipb.AMENITY_REST])

@@ -18,9 +18,9 @@ from eventsourcing.persistence import IntegrityError
 from qiji.feed.v1.public_feed_service_pb2 import ReadPublicEventsRequest
 
 from services.identity.application import IdentityApplication
-from services.identity.domain.values import OrganisationKind, RiderStatus
+from services.identity.domain.values import RiderStatus
 from services.identity.public_events import CATALOGUE as IDENTITY_PUBLIC
-from shared import audit, audit_cli
+from shared import audit
 from shared.audit import Sealer
 from shared.checkpoints import CheckpointSigner
 from shared.grpc import audit as audit_api
@@ -28,9 +28,11 @@ from shared.grpc.public_feed import read_public
 from shared.idempotency import RequestRecord
 from shared.integrity import EventIntegrityError
 from shared.metrics import REGISTRY
-from shared.persistence import postgres_conninfo
+from shared.store import postgres_conninfo
+from shared.tools import audit_cli
 from shared.tools.addressing import Dialer
 from shared.tools.cli import NO, NOT_PROVEN, OK
+from tests.city import build_city, in_application
 from tests.conftest import MASTER_KEY, actor, as_actor, settings_for
 
 AUDITOR = actor("auditor", "auditor")
@@ -43,15 +45,8 @@ def build(app: IdentityApplication, riders: int = 3) -> list[str]:
 
 
 def city(app: IdentityApplication) -> dict[str, str]:
-    with as_actor(ADMIN):
-        def org(kind, name, parent=""):
-            return app.create_organisation(kind=kind, name=name, parent_id=parent,
-                                           department_function=None)["organisation_id"]
-        street = org(OrganisationKind.STREET, "荷花池街道",
-                     org(OrganisationKind.DISTRICT, "钟楼区", org(OrganisationKind.CITY, "常州")))
-        platform = org(OrganisationKind.PLATFORM, "p")
-        station = org(OrganisationKind.STATION, "s", platform)
-    return {"street": street, "platform": platform, "station": station}
+    made = build_city(in_application(app))
+    return {"street": made.street, "platform": made.platform, "station": made.station}
 
 
 def register(app: IdentityApplication, orgs: dict[str, str], numbers: range) -> list[str]:

@@ -15,10 +15,10 @@ from services.badges.domain.criteria import Track
 from services.badges.service import ExpiryJob
 from services.governance import events as governance_events
 from services.identity.application import IdentityApplication
-from services.identity.domain.values import OrganisationKind
 from services.training import events as training_events
 from shared.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from shared.followers import Follower, LocalFeed, UpstreamEvent
+from tests.city import build_city, in_application
 from tests.conftest import (
     ISSUER_URL,
     MASTER_KEY,
@@ -87,16 +87,9 @@ def world(store_env):
                         topics=BadgesApplication.IDENTITY_TOPICS)
     badges.identity_follower = follower
     training, governance = ListFeed("training"), ListFeed("governance")
-    with as_actor(ADMIN):
-        def org(kind, name, parent=""):
-            return identity.create_organisation(kind=kind, name=name, parent_id=parent,
-                                                department_function=None)["organisation_id"]
-        city = org(OrganisationKind.CITY, "常州市")
-        street = org(OrganisationKind.STREET, "荷花池街道", org(OrganisationKind.DISTRICT,
-                                                                 "钟楼区", city))
-        community = org(OrganisationKind.COMMUNITY, "北大街社区", street)
-        platform = org(OrganisationKind.PLATFORM, "Platform Co")
-        station = org(OrganisationKind.STATION, "Station", platform)
+    made = build_city(in_application(identity), also=("community",))
+    city, street, community = made.city, made.street, made.community
+    platform, station = made.platform, made.station
     w = dict(identity=identity, badges=badges, follower=follower, clock=clock, city=city,
              street=street, community=community, platform=platform, station=station,
              training=training, governance=governance, riders=0,

@@ -16,6 +16,7 @@ from qiji.badges.v1 import badges_service_pb2 as bpb
 from qiji.identity.v1 import identity_service_pb2 as ipb
 from qiji.merchants.v1 import merchants_service_pb2 as mpb
 
+from tests.city import build_city, in_process
 from tests.conftest import badges_key_env
 from tests.inprocess import InProcessQiji
 
@@ -33,19 +34,11 @@ def rid() -> str:
 
 def test_a_sponsored_campaign_over_the_wire(qiji: InProcessQiji) -> None:
     admin = qiji.token("care-admin", "city_admin")
-
-    def org(kind: int, name: str, parent: str = "") -> str:
-        return qiji.ok("identity", "CreateOrganisation", ipb.CreateOrganisationRequest(
-            request_id=rid(), kind=kind, name=name, parent_id=parent),
-            admin).organisation.organisation_id
-    city = org(ipb.ORGANISATION_KIND_CITY, "常州市")
-    district = org(ipb.ORGANISATION_KIND_DISTRICT, "钟楼区", city)
-    street = org(ipb.ORGANISATION_KIND_STREET, "荷花池街道", district)
-    far_street = org(ipb.ORGANISATION_KIND_STREET, "西林街道", district)
-    platform_id = org(ipb.ORGANISATION_KIND_PLATFORM, "骑迹外卖")
-    other_platform_id = org(ipb.ORGANISATION_KIND_PLATFORM, "别家外卖")
-    station = org(ipb.ORGANISATION_KIND_STATION, "荷花池站", platform_id)
-    shop = org(ipb.ORGANISATION_KIND_MERCHANT, "荷花池面馆", street)
+    made = build_city(in_process(qiji, admin), also=("merchant",))
+    street, platform_id, station = made.street, made.platform, made.station
+    shop = made.merchant
+    far_street = made.add("far_street", "STREET", "西林街道", "district")
+    other_platform_id = made.add("other_platform", "PLATFORM", "别家外卖")
     office = qiji.token("care-office", "street_office", organisation_id=street)
     platform = qiji.token("care-platform", "platform", organisation_id=platform_id)
     other_platform = qiji.token("care-other", "platform", organisation_id=other_platform_id)
@@ -111,15 +104,8 @@ def test_a_sponsored_campaign_over_the_wire(qiji: InProcessQiji) -> None:
 
 def test_a_perk_for_a_badge_class_badges_never_created_is_not_found(qiji: InProcessQiji) -> None:
     admin = qiji.token("perk-admin", "city_admin")
-
-    def org(kind: int, name: str, parent: str = "") -> str:
-        return qiji.ok("identity", "CreateOrganisation", ipb.CreateOrganisationRequest(
-            request_id=rid(), kind=kind, name=name, parent_id=parent),
-            admin).organisation.organisation_id
-    city = org(ipb.ORGANISATION_KIND_CITY, "常州市")
-    street = org(ipb.ORGANISATION_KIND_STREET, "荷花池街道",
-                 org(ipb.ORGANISATION_KIND_DISTRICT, "钟楼区", city))
-    shop = org(ipb.ORGANISATION_KIND_MERCHANT, "荷花池面馆", street)
+    made = build_city(in_process(qiji, admin), ("merchant",))
+    city, street, shop = made.city, made.street, made.merchant
     qiji.ok("merchants", "ApplyMerchant", mpb.ApplyMerchantRequest(
         request_id=rid(), merchant_id=shop, name="荷花池面馆", street_id=street,
         category="restaurant", location=mpb.Location(latitude=31.78, longitude=119.95)), admin)

@@ -15,6 +15,7 @@ import pytest
 from qiji.governance.v1 import governance_service_pb2 as gpb
 from qiji.identity.v1 import identity_service_pb2 as ipb
 
+from tests.city import build_city, in_process
 from tests.conftest import badges_key_env
 from tests.inprocess import InProcessQiji
 
@@ -26,21 +27,12 @@ PARTICIPATION = gpb.PLEDGE_KIND_PARTICIPATION
 def q(store_env, tmp_path) -> Iterator[InProcessQiji]:
     qiji = InProcessQiji({**store_env, **badges_key_env()}, Path(tmp_path / "tokens.json"))
     admin = qiji.token("admin", "city_admin")
-
-    def org(kind: str, name: str, parent: str = "") -> str:
-        return qiji.ok("identity", "CreateOrganisation", ipb.CreateOrganisationRequest(
-            request_id=str(uuid.uuid4()), kind=ipb.OrganisationKind.Value(
-                f"ORGANISATION_KIND_{kind}"), name=name, parent_id=parent),
-            admin).organisation.organisation_id
-    city = org("CITY", "常州市")
-    district = org("DISTRICT", "钟楼区", city)
-    qiji.ids = {"city": city, "street": org("STREET", "荷花池街道", district),
-                "other_street": org("STREET", "南大街街道", district),
-                "platform": org("PLATFORM", "Platform Co")}
-    qiji.ids["community"] = org("COMMUNITY", "北大街社区", qiji.ids["street"])
-    qiji.ids["other_community"] = org("COMMUNITY", "西横街社区", qiji.ids["other_street"])
-    qiji.ids["merchant"] = org("MERCHANT", "荷花池面馆", qiji.ids["street"])
-    qiji.ids["station"] = org("STATION", "Station", qiji.ids["platform"])
+    # The platform signs by this name (a signature names its organisation).
+    city = build_city(in_process(qiji, admin), also=("community", "merchant"),
+                      names={"platform": "Platform Co", "station": "Station"})
+    city.add("other_street", "STREET", "南大街街道", "district")
+    city.add("other_community", "COMMUNITY", "西横街社区", "other_street")
+    qiji.ids = city.as_dict()
     qiji.tokens = {
         "admin": admin,
         "auditor": qiji.token("auditor", "auditor"),

@@ -4,12 +4,15 @@ log in-process, on a clock the test moves."""
 from __future__ import annotations
 
 import threading
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from eventsourcing.persistence import StoredEvent
+from eventsourcing.utils import get_topic
 
 from services.governance.application import (
     DeadlineInput,
@@ -19,6 +22,7 @@ from services.governance.application import (
     SessionInput,
 )
 from services.governance.deadlines import DeadlineScheduler
+from services.governance.domain.model import Participant
 from services.governance.domain.values import (
     MAX_OBSERVATION_AGE,
     Category,
@@ -32,7 +36,6 @@ from services.governance.domain.values import (
 )
 from services.identity.application import IdentityApplication
 from services.identity.domain.values import DepartmentFunction as IdentityFunction
-from services.identity.domain.values import OrganisationKind
 from shared.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -40,7 +43,8 @@ from shared.errors import (
     NotFound,
 )
 from shared.followers import Follower, LocalFeed
-from tests.conftest import MASTER_KEY, actor, as_actor, settings_for
+from tests.city import build_city, in_application
+from tests.conftest import MASTER_KEY, actor, as_actor, settings_for, stored_state
 
 ADMIN = actor("city", "city_admin")
 PLATFORM = actor("platform-co", "platform")
@@ -75,31 +79,16 @@ def world(store_env, clock):
     """A city, a district with two streets and their departments, a platform and riders."""
     identity = IdentityApplication(settings_for("identity", store_env), MASTER_KEY)
     governance = open_governance(store_env, clock, identity)
-    with as_actor(ADMIN):
-        def org(kind, name, parent="", function=None):
-            return identity.create_organisation(kind=kind, name=name, parent_id=parent,
-                                                department_function=function)["organisation_id"]
-        city = org(OrganisationKind.CITY, "常州市")
-        district = org(OrganisationKind.DISTRICT, "钟楼区", city)
-        street = org(OrganisationKind.STREET, "荷花池街道", district)
-        other_street = org(OrganisationKind.STREET, "南大街街道", district)
-        platform = org(OrganisationKind.PLATFORM, "Platform Co")
-        station = org(OrganisationKind.STATION, "Station", platform)
-        w = {
-            "identity": identity, "governance": governance, "env": store_env, "city": city,
-            "district": district, "street": street, "other_street": other_street,
-            "platform": platform, "station": station, "riders": 0,
-            # Public security sits at the district, social work at the street, petitions at
-            # the city: routing finds each function's nearest department.
-            "police": org(OrganisationKind.DEPARTMENT, "钟楼公安分局", district,
-                          IdentityFunction.PUBLIC_SECURITY),
-            "social": org(OrganisationKind.DEPARTMENT, "荷花池社工站", street,
-                          IdentityFunction.SOCIAL_WORK),
-            "petitions": org(OrganisationKind.DEPARTMENT, "常州市信访局", city,
-                             IdentityFunction.PETITIONS),
-            "legal": org(OrganisationKind.DEPARTMENT, "钟楼区政法委", district,
-                         IdentityFunction.POLITICAL_LEGAL),
-        }
+    city = build_city(in_application(identity))
+    city.add("other_street", "STREET", "南大街街道", "district")
+    # Public security sits at the district, social work at the street, petitions at the city:
+    # routing finds each function's nearest department.
+    city.add("police", "DEPARTMENT", "钟楼公安分局", "district", "PUBLIC_SECURITY")
+    city.add("social", "DEPARTMENT", "荷花池社工站", "street", "SOCIAL_WORK")
+    city.add("petitions", "DEPARTMENT", "常州市信访局", "city", "PETITIONS")
+    city.add("legal", "DEPARTMENT", "钟楼区政法委", "district", "POLITICAL_LEGAL")
+    w = {"identity": identity, "governance": governance, "env": store_env, "riders": 0,
+         **city.as_dict()}
     w["scheduler"] = DeadlineScheduler(governance)
     yield w
     w["governance"].close()
@@ -580,6 +569,43 @@ def test_a_rider_signs_the_current_pledge_once(world):
     assert world["governance"].signature(rider, 1).signed_at == world["governance"].clock()
 
 
+def test_a_participants_status_stored_under_its_old_topic_replays_as_status_noted(world, clock):
+    """Release 0.1.0 stored a rider's status, as governance noted it, as
+    Participant.RiderStatusNoted; it is StatusNoted now, as badges and merchants name theirs.
+    Events stored under the old topic still replay (register_topic in the domain model, same
+    fields), and what is noted next is stored under the new one."""
+    rider_id = str(uuid.uuid4())
+    ident = Participant.create_id(rider_id)
+    old_topic = "services.governance.domain.model:Participant.RiderStatusNoted"
+    at = clock.now - timedelta(days=30)
+    stored = [(get_topic(Participant.Noted),
+               {"rider_id": rider_id, "home_street_id": world["street"],
+                "originator_topic": get_topic(Participant), "timestamp": at}),
+              (old_topic, {"verified": True, "suspended": False, "left": False,
+                           "timestamp": at}),
+              (old_topic, {"verified": True, "suspended": True, "left": False,
+                           "timestamp": at})]
+    governance = world["governance"]
+    governance.recorder.insert_events([StoredEvent(
+        originator_id=ident, originator_version=version, topic=topic,
+        state=stored_state(ident, version, topic, state))
+        for version, (topic, state) in enumerate(stored, start=1)])
+    participant = governance.get(ident, Participant, "rider")
+    assert (participant.version, participant.verified, participant.suspended,
+            participant.is_active) == (3, True, True, False)
+    with pytest.raises(FailedPrecondition) as refused:
+        participant.require_active()
+    assert refused.value.reason == "RIDER_NOT_ACTIVE"
+    participant.note_status(verified=True, suspended=False, left=False)
+    governance.save(participant)
+    assert [type(e) for e in governance.events.get(ident)] == [
+        Participant.Noted, Participant.StatusNoted, Participant.StatusNoted,
+        Participant.StatusNoted]
+    assert [n.topic for n in governance.read_log(1, 100_000) if n.originator_id == ident] == [
+        get_topic(Participant.Noted), old_topic, old_topic, get_topic(Participant.StatusNoted)]
+    assert governance.get(ident, Participant, "rider").is_active
+
+
 def test_a_mediation_case_runs_from_parties_to_an_agreement(world, clock):
     rider = new_rider(world)
     office = actor("hehuachi-office", "street_office", organisation_id=world["street"])
@@ -648,17 +674,10 @@ def racing_city(postgres_env, clock, **departments: IdentityFunction
     governance = open_governance(postgres_env, racing_clock, identity)
     try:
         w = {"identity": identity, "governance": governance, "riders": 0, "at_once": at_once}
-        with as_actor(ADMIN):
-            def org(kind, name, parent="", function=None):
-                return identity.create_organisation(
-                    kind=kind, name=name, parent_id=parent,
-                    department_function=function)["organisation_id"]
-            district = org(OrganisationKind.DISTRICT, "钟楼区", org(OrganisationKind.CITY, "c"))
-            w["street"] = org(OrganisationKind.STREET, "荷花池街道", district)
-            w["platform"] = org(OrganisationKind.PLATFORM, "p")
-            w["station"] = org(OrganisationKind.STATION, "s", w["platform"])
-            for key, function in departments.items():
-                w[key] = org(OrganisationKind.DEPARTMENT, key, district, function)
+        city = build_city(in_application(identity))
+        for key, function in departments.items():
+            city.add(key, "DEPARTMENT", key, "district", function)
+        w.update(city.as_dict())
         yield w
     finally:
         governance.close()
@@ -691,16 +710,9 @@ def test_with_only_one_department_in_the_city_an_unmatched_report_still_goes_the
     identity = IdentityApplication(settings_for("identity", store_env), MASTER_KEY)
     governance = open_governance(store_env, clock, identity)
     try:
-        with as_actor(ADMIN):
-            def org(kind, name, parent="", function=None):
-                return identity.create_organisation(
-                    kind=kind, name=name, parent_id=parent,
-                    department_function=function)["organisation_id"]
-            district = org(OrganisationKind.DISTRICT, "钟楼区", org(OrganisationKind.CITY, "常州"))
-            street = org(OrganisationKind.STREET, "荷花池街道", district)
-            platform = org(OrganisationKind.PLATFORM, "p")
-            station = org(OrganisationKind.STATION, "s", platform)
-            police = org(OrganisationKind.DEPARTMENT, "钟楼区的唯一部门", district, function)
+        city = build_city(in_application(identity))
+        street, platform, station = city.street, city.platform, city.station
+        police = city.add("police", "DEPARTMENT", "钟楼区的唯一部门", "district", function)
         w = {"identity": identity, "governance": governance, "street": street,
              "platform": platform, "station": station, "riders": 0}
         report = governance.report(submit(w, new_rider(w))["report_id"])

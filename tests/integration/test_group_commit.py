@@ -13,7 +13,7 @@ from eventsourcing.persistence import IntegrityError, StoredEvent, Tracking
 
 from services.identity.application import IdentityApplication
 from shared import metrics
-from shared.persistence import GroupCommitRecorder, postgres_conninfo
+from shared.store import GroupCommitRecorder, postgres_conninfo
 from tests.conftest import MASTER_KEY, actor, as_actor, city_tree, settings_for
 
 THREADS = 24

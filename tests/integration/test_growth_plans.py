@@ -13,7 +13,6 @@ from decimal import Decimal
 import pytest
 from qiji.feed.v1 import public_feed_service_pb2 as fpb
 
-from services.identity.domain.values import OrganisationKind
 from services.training.application import TrainingApplication
 from services.training.domain.growth import GrowthPlanStatus, GrowthRole
 from services.training.domain.values import (
@@ -27,6 +26,7 @@ from services.training.public_events import CATALOGUE
 from shared.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from shared.followers import Follower, LocalFeed
 from shared.grpc.public_feed import read_public
+from tests.city import build_city, in_application
 from tests.conftest import MASTER_KEY, as_actor, settings_for
 from tests.integration import test_training_app as training_world
 from tests.integration.test_training_app import (
@@ -290,16 +290,10 @@ def test_an_opening_racing_the_completion_that_meets_the_step_reaches_it_exactly
                             topics=TrainingApplication.IDENTITY_TOPICS)
         training.identity_follower = follower
         w = {"identity": identity, "training": training, "riders": 0}
+        city = build_city(in_application(identity), also=("provider",))
+        w.update(street=city.street, platform=city.platform, station=city.station,
+                 university=city.provider)
         with as_actor(ADMIN):
-            def org(kind, name, parent=""):
-                return identity.create_organisation(
-                    kind=kind, name=name, parent_id=parent,
-                    department_function=None)["organisation_id"]
-            district = org(OrganisationKind.DISTRICT, "钟楼区", org(OrganisationKind.CITY, "c"))
-            w["street"] = org(OrganisationKind.STREET, "荷花池街道", district)
-            w["platform"] = org(OrganisationKind.PLATFORM, "p")
-            w["station"] = org(OrganisationKind.STATION, "s", w["platform"])
-            w["university"] = org(OrganisationKind.EDUCATION_PROVIDER, "u")
             w["space"] = identity.create_service_space(
                 street_id=w["street"], name="驿站", address="x", amenities=[],
                 opening_hours=[])["service_space_id"]

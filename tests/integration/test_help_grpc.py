@@ -18,6 +18,7 @@ from qiji.governance.v1 import governance_service_pb2 as gpb
 from qiji.identity.v1 import identity_service_pb2 as ipb
 
 from services.platform.application import LocalUpstream, PlatformFeed
+from tests.city import build_city, in_process
 from tests.conftest import badges_key_env, pg_env
 from tests.inprocess import SPECS, InProcessQiji
 
@@ -45,26 +46,17 @@ def city(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
         env.update(pg_env(request.getfixturevalue("postgres_db"), f"t_{uuid.uuid4().hex[:12]}"))
     q = InProcessQiji(env, Path(tmp / "tokens.json"))
     admin = q.token("help-admin", "city_admin")
-
-    def org(kind: int, name: str, parent: str = "", **more: Any) -> str:
-        return q.ok("identity", "CreateOrganisation", ipb.CreateOrganisationRequest(
-            request_id=rid(), kind=kind, name=name, parent_id=parent, **more),
-            admin).organisation.organisation_id
-
+    made = build_city(in_process(q, admin), ("district",))
     c: dict[str, Any] = {"q": q, "admin": admin,
-                         "auditor": q.token("help-auditor", "auditor")}
-    c["city"] = org(ipb.ORGANISATION_KIND_CITY, "常州市")
-    c["district"] = org(ipb.ORGANISATION_KIND_DISTRICT, "钟楼区", c["city"])
-    c["legal_aid"] = org(ipb.ORGANISATION_KIND_DEPARTMENT, "钟楼区法律援助中心", c["district"],
-                         department_function=ipb.DEPARTMENT_FUNCTION_LEGAL_AID)
-    c["union"] = org(ipb.ORGANISATION_KIND_DEPARTMENT, "常州市总工会", c["city"],
-                     department_function=ipb.DEPARTMENT_FUNCTION_TRADE_UNION)
+                         "auditor": q.token("help-auditor", "auditor"), **made.as_dict()}
+    c["legal_aid"] = made.add("legal_aid", "DEPARTMENT", "钟楼区法律援助中心", "district",
+                              "LEGAL_AID")
+    c["union"] = made.add("union", "DEPARTMENT", "常州市总工会", "city", "TRADE_UNION")
     for t in ("a", "b"):
-        c[f"street_{t}"] = org(ipb.ORGANISATION_KIND_STREET, f"街道{t}", c["district"])
-        c[f"social_{t}"] = org(ipb.ORGANISATION_KIND_DEPARTMENT, f"社工站{t}", c[f"street_{t}"],
-                               department_function=ipb.DEPARTMENT_FUNCTION_SOCIAL_WORK)
-        c[f"platform_{t}"] = org(ipb.ORGANISATION_KIND_PLATFORM, f"平台{t}")
-        station = org(ipb.ORGANISATION_KIND_STATION, f"站点{t}", c[f"platform_{t}"])
+        # Each tenant's street with its social-work department, and its platform and station.
+        tenant = build_city(made.make, also=("department",), label=t, within=made.as_dict())
+        c[f"street_{t}"], c[f"social_{t}"] = tenant.street, tenant.department
+        c[f"platform_{t}"], station = tenant.platform, tenant.station
         c[f"platform_{t}_token"] = q.token(f"platform-{t}", "platform",
                                            organisation_id=c[f"platform_{t}"])
         c[f"office_{t}_token"] = q.token(f"office-{t}", "street_office",

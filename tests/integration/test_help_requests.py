@@ -28,6 +28,7 @@ from services.identity.domain.values import DepartmentFunction as IdentityFuncti
 from services.identity.domain.values import OrganisationKind
 from shared.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from shared.public_feed import Fact
+from tests.city import build_city, in_application
 from tests.conftest import MASTER_KEY, actor, as_actor, settings_for
 from tests.integration import test_governance_app as governance_world
 from tests.integration.test_governance_app import (
@@ -134,16 +135,9 @@ def test_without_social_work_a_help_request_is_refused_and_nothing_is_written(st
     identity = IdentityApplication(settings_for("identity", store_env), MASTER_KEY)
     governance = open_governance(store_env, clock, identity)
     try:
-        with as_actor(ADMIN):
-            def org(kind, name, parent="", function=None):
-                return identity.create_organisation(
-                    kind=kind, name=name, parent_id=parent,
-                    department_function=function)["organisation_id"]
-            district = org(OrganisationKind.DISTRICT, "钟楼区", org(OrganisationKind.CITY, "常州"))
-            street = org(OrganisationKind.STREET, "荷花池街道", district)
-            platform = org(OrganisationKind.PLATFORM, "p")
-            station = org(OrganisationKind.STATION, "s", platform)
-            org(OrganisationKind.DEPARTMENT, "公安", district, IdentityFunction.PUBLIC_SECURITY)
+        city = build_city(in_application(identity))
+        street, platform, station = city.street, city.platform, city.station
+        city.add("police", "DEPARTMENT", "公安", "district", "PUBLIC_SECURITY")
         w = {"identity": identity, "governance": governance, "street": street,
              "platform": platform, "station": station, "riders": 0}
         rider = new_rider(w)

@@ -14,7 +14,8 @@ from services.identity.domain.values import ConsentScope, OrganisationKind, Ride
 from services.identity.grpc_api import ACCESS, SERVICE_NAME
 from shared.errors import AlreadyExists, InvalidArgument, NotFound
 from shared.idempotency import RequestRecord
-from shared.persistence import postgres_conninfo
+from shared.store import postgres_conninfo
+from tests.city import build_city, in_application
 from tests.conftest import MASTER_KEY, actor, as_actor, city_tree, settings_for
 
 ADMIN = actor("city", "city_admin")
@@ -289,17 +290,9 @@ def test_raw_rows_in_postgres_hold_no_phone_or_id_in_clear(postgres_env, tree_pg
 @pytest.fixture
 def tree_pg(postgres_env):
     application = IdentityApplication(settings_for("identity", postgres_env), MASTER_KEY)
-    with as_actor(ADMIN):
-        def org(kind, name, parent=""):
-            return application.create_organisation(
-                kind=kind, name=name, parent_id=parent,
-                department_function=None)["organisation_id"]
-        city = org(OrganisationKind.CITY, "常州市")
-        district = org(OrganisationKind.DISTRICT, "钟楼区", city)
-        street = org(OrganisationKind.STREET, "荷花池街道", district)
-        platform = org(OrganisationKind.PLATFORM, "Platform Co")
-        station = org(OrganisationKind.STATION, "Station", platform)
-    yield application, {"street": street, "platform": platform, "station": station}
+    city = build_city(in_application(application))
+    yield application, {"street": city.street, "platform": city.platform,
+                        "station": city.station}
     application.close()
 
 

@@ -28,7 +28,7 @@ from shared.grpc.feed import FeedServicer
 from shared.grpc.public_feed import read_public
 from shared.integrity import ALARM, EventIntegrityError
 from shared.metrics import REGISTRY
-from shared.persistence import postgres_conninfo
+from shared.store import postgres_conninfo
 from tests.conftest import MASTER_KEY, as_actor, settings_for
 from tests.integration.test_audit import ADMIN, city, forge_verified, register
 

@@ -35,6 +35,7 @@ from shared.errors import (
     Unavailable,
 )
 from shared.followers import Follower, LocalFeed, UpstreamEvent
+from tests.city import build_city, in_application
 from tests.conftest import MASTER_KEY, actor, as_actor, settings_for, stored_state
 from tests.fakes import FailedCall
 
@@ -108,16 +109,10 @@ def world(store_env):
     badge_follower = Follower(merchants, badges, merchants.follow_badges,
                               topics=MerchantsApplication.BADGES_TOPICS)
     merchants.badge_classes = BadgeClassDirectory(badges)
-    with as_actor(ADMIN):
-        def org(kind, name, parent=""):
-            return identity.create_organisation(kind=kind, name=name, parent_id=parent,
-                                                department_function=None)["organisation_id"]
-        district = org(OrganisationKind.DISTRICT, "钟楼区", org(OrganisationKind.CITY, "常州市"))
-        street = org(OrganisationKind.STREET, "荷花池街道", district)
-        platform = org(OrganisationKind.PLATFORM, "Platform Co")
-        station = org(OrganisationKind.STATION, "Station", platform)
-        shop = org(OrganisationKind.MERCHANT, "荷花池面馆", street)
-        other_shop = org(OrganisationKind.MERCHANT, "北大街便利店", street)
+    city = build_city(in_application(identity), also=("merchant",))
+    district, street, platform, station = city.district, city.street, city.platform, city.station
+    shop = city.merchant
+    other_shop = city.add("other_shop", "MERCHANT", "北大街便利店", "street")
     w = dict(identity=identity, merchants=merchants, follower=follower, badges=badges,
              badge_follower=badge_follower, clock=clock, street=street, platform=platform,
              station=station, shop=shop, other_shop=other_shop, district=district, riders=0)

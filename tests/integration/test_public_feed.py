@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from services.identity.application import IdentityApplication
-from services.identity.domain.values import Amenity, ConsentScope, OrganisationKind
+from services.identity.domain.values import Amenity, ConsentScope
 from services.identity.public_events import CATALOGUE as IDENTITY_EVENTS
 from services.platform.application import LocalUpstream, PlatformFeed
 from services.platform.cursor import decode
@@ -24,6 +24,7 @@ from services.training.domain.values import (
 from services.training.public_events import CATALOGUE as TRAINING_EVENTS
 from shared.errors import InvalidArgument
 from shared.followers import Follower, LocalFeed
+from tests.city import build_city, in_application
 from tests.conftest import MASTER_KEY, actor, as_actor, settings_for
 
 ADMIN = actor("city", "city_admin")
@@ -48,17 +49,11 @@ def world(store_env):
     training.identity_follower = Follower(training, LocalFeed(identity),
                                           training.follow_identity,
                                           topics=TrainingApplication.IDENTITY_TOPICS)
+    made = build_city(in_application(identity), also=("provider",))
+    street, platform, station = made.street, made.platform, made.station
+    university = made.provider
+    other = made.add("other", "PLATFORM", "Other Co")
     with as_actor(ADMIN):
-        def org(kind, name, parent=""):
-            return identity.create_organisation(kind=kind, name=name, parent_id=parent,
-                                                department_function=None)["organisation_id"]
-        city = org(OrganisationKind.CITY, "常州市")
-        street = org(OrganisationKind.STREET, "荷花池街道",
-                     org(OrganisationKind.DISTRICT, "钟楼区", city))
-        platform = org(OrganisationKind.PLATFORM, "Platform Co")
-        other = org(OrganisationKind.PLATFORM, "Other Co")
-        station = org(OrganisationKind.STATION, "Station", platform)
-        university = org(OrganisationKind.EDUCATION_PROVIDER, "江苏理工学院")
         space = identity.create_service_space(
             street_id=street, name="荷花池驿站", address="北大街 1 号",
             amenities=[Amenity.REST], opening_hours=[])["service_space_id"]

@@ -34,11 +34,11 @@ def test_a_cached_aggregate_being_read_is_never_changed_under_the_reader(store_e
     two = IdentityApplication(settings_for("identity", store_env), MASTER_KEY)
     try:
         rider_id = registered_rider(one)
-        reading = one.get(rider_id, Rider, "rider", copy=False)
+        reading = one.view(rider_id, Rider, "rider")
         before = (reading.version, reading.status)
         with as_actor(actor("platform-co", "platform")):
             two.verify_rider(rider_id=rider_id)
-        now = one.get(rider_id, Rider, "rider", copy=False)
+        now = one.view(rider_id, Rider, "rider")
         assert now.version > before[0] and now.status == RiderStatus.ACTIVE
         assert (reading.version, reading.status) == before  # the reader's object is untouched
     finally:

@@ -20,7 +20,7 @@ import pytest
 
 from services.identity.application import IdentityApplication
 from services.identity.domain.values import OrganisationKind
-from shared.persistence import STORE_DOWN_ERRORS, StoreUnavailable
+from shared.store import STORE_DOWN_ERRORS, StoreUnavailable
 from tests.conftest import MASTER_KEY, actor, as_actor, settings_for
 
 ADMIN = actor("city", "city_admin")

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import threading
+import uuid
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
+from eventsourcing.persistence import StoredEvent
+from eventsourcing.utils import get_topic
 
 from services.identity.application import IdentityApplication
-from services.identity.domain.values import Amenity, OrganisationKind
+from services.identity.domain.values import Amenity
 from services.training.application import TrainingApplication
+from services.training.domain.model import Learner
 from services.training.domain.values import (
     CompletionResult,
     CourseFormat,
@@ -23,7 +27,8 @@ from services.training.domain.values import (
 )
 from shared.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from shared.followers import Follower, LocalFeed
-from tests.conftest import MASTER_KEY, actor, as_actor, settings_for
+from tests.city import build_city, in_application
+from tests.conftest import MASTER_KEY, actor, as_actor, settings_for, stored_state
 
 ADMIN = actor("city", "city_admin")
 PLATFORM = actor("platform-co", "platform")
@@ -53,16 +58,10 @@ def world(store_env, clock):
     follower = Follower(training, LocalFeed(identity), training.follow_identity,
                         topics=TrainingApplication.IDENTITY_TOPICS)
     training.identity_follower = follower
+    made = build_city(in_application(identity), also=("provider",))
+    street, platform, station = made.street, made.platform, made.station
+    university = made.provider
     with as_actor(ADMIN):
-        def org(kind, name, parent=""):
-            return identity.create_organisation(kind=kind, name=name, parent_id=parent,
-                                                department_function=None)["organisation_id"]
-        city = org(OrganisationKind.CITY, "常州市")
-        district = org(OrganisationKind.DISTRICT, "钟楼区", city)
-        street = org(OrganisationKind.STREET, "荷花池街道", district)
-        platform = org(OrganisationKind.PLATFORM, "Platform Co")
-        station = org(OrganisationKind.STATION, "Station", platform)
-        university = org(OrganisationKind.EDUCATION_PROVIDER, "江苏理工学院")
         space = identity.create_service_space(
             street_id=street, name="荷花池驿站", address="北大街 1 号",
             amenities=[Amenity.REST], opening_hours=[])["service_space_id"]
@@ -137,6 +136,38 @@ def test_a_rider_unknown_to_identity_is_not_found(world):
     s = session(world, published_course(world))
     with pytest.raises(NotFound):
         enrol(world, s, "5b0b276e-3dca-4072-bc38-1c35fa3f20b2")
+
+
+def test_a_learners_status_stored_under_its_old_topic_replays_as_status_noted(world, clock):
+    """Release 0.1.0 stored a rider's status, as training noted it, as Learner.RiderStatusNoted;
+    it is StatusNoted now, as every follower of identity names it. Events stored under the old
+    topic still replay (register_topic in the domain model, same fields), and what is noted
+    next is stored under the new one."""
+    rider_id = str(uuid.uuid4())
+    ident = Learner.create_id(rider_id)
+    old_topic = "services.training.domain.model:Learner.RiderStatusNoted"
+    at = clock.now - timedelta(days=30)
+    stored = [(get_topic(Learner.Noted),
+               {"rider_id": rider_id, "originator_topic": get_topic(Learner), "timestamp": at}),
+              (old_topic, {"verified": True, "suspended": False, "left": False,
+                           "timestamp": at}),
+              (old_topic, {"verified": True, "suspended": False, "left": True,
+                           "timestamp": at})]
+    training = world["training"]
+    training.recorder.insert_events([StoredEvent(
+        originator_id=ident, originator_version=version, topic=topic,
+        state=stored_state(ident, version, topic, state))
+        for version, (topic, state) in enumerate(stored, start=1)])
+    learner = training.get(ident, Learner, "learner")
+    assert (learner.version, learner.verified, learner.left, learner.is_active) == (
+        3, True, True, False)
+    learner.note_status(verified=True, suspended=True, left=True)
+    training.save(learner)
+    assert [type(e) for e in training.events.get(ident)] == [
+        Learner.Noted, Learner.StatusNoted, Learner.StatusNoted, Learner.StatusNoted]
+    assert [n.topic for n in training.read_log(1, 100_000) if n.originator_id == ident] == [
+        get_topic(Learner.Noted), old_topic, old_topic, get_topic(Learner.StatusNoted)]
+    assert training.get(ident, Learner, "learner").suspended
 
 
 def test_a_full_session_refuses_the_next_rider(world):
@@ -324,16 +355,10 @@ def test_fifty_concurrent_enrolments_fill_twenty_places_exactly(postgres_env, cl
                             topics=TrainingApplication.IDENTITY_TOPICS)
         training.identity_follower = follower
         w = {"identity": identity, "training": training, "riders": 0}
+        made = build_city(in_application(identity), also=("provider",))
+        w.update(street=made.street, platform=made.platform, station=made.station,
+                 university=made.provider)
         with as_actor(ADMIN):
-            def org(kind, name, parent=""):
-                return identity.create_organisation(
-                    kind=kind, name=name, parent_id=parent,
-                    department_function=None)["organisation_id"]
-            district = org(OrganisationKind.DISTRICT, "钟楼区", org(OrganisationKind.CITY, "c"))
-            w["street"] = org(OrganisationKind.STREET, "荷花池街道", district)
-            w["platform"] = org(OrganisationKind.PLATFORM, "p")
-            w["station"] = org(OrganisationKind.STATION, "s", w["platform"])
-            w["university"] = org(OrganisationKind.EDUCATION_PROVIDER, "u")
             w["space"] = identity.create_service_space(
                 street_id=w["street"], name="驿站", address="x", amenities=[],
                 opening_hours=[])["service_space_id"]

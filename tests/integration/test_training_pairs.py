@@ -15,7 +15,8 @@ import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 from qiji.training.v1 import training_service_pb2 as tpb
 
-from services.identity.domain.values import Amenity, OrganisationKind
+from services.identity.domain.values import Amenity
+from tests.city import build_city, in_application
 from tests.conftest import actor, as_actor, badges_key_env
 from tests.inprocess import InProcessQiji
 
@@ -36,18 +37,12 @@ def rid() -> str:
 def world(store_env: dict[str, str], tmp_path: Path) -> Iterator[dict[str, Any]]:
     q = InProcessQiji({**store_env, **badges_key_env()}, tmp_path / "tokens.json")
     identity = q.apps["identity"]
+    city = build_city(in_application(identity), also=("provider",))
+    street, platform = city.street, city.platform
+    other = city.add("other", "PLATFORM", "别家外卖")
     with as_actor(ADMIN):
-        def org(kind: OrganisationKind, name: str, parent: str = "") -> str:
-            return identity.create_organisation(  # type: ignore[attr-defined]
-                kind=kind, name=name, parent_id=parent,
-                department_function=None)["organisation_id"]
-        street = org(OrganisationKind.STREET, "荷花池街道", org(
-            OrganisationKind.DISTRICT, "钟楼区", org(OrganisationKind.CITY, "常州市")))
-        platform = org(OrganisationKind.PLATFORM, "骑迹外卖")
-        other = org(OrganisationKind.PLATFORM, "别家外卖")
-        w = {"q": q, "street": street, "platform": platform,
-             "station": org(OrganisationKind.STATION, "荷花池站", platform),
-             "university": org(OrganisationKind.EDUCATION_PROVIDER, "江苏理工学院"),
+        w = {"q": q, "street": street, "platform": platform, "station": city.station,
+             "university": city.provider,
              "space": identity.create_service_space(  # type: ignore[attr-defined]
                  street_id=street, name="荷花池驿站", address="北大街 1 号",
                  amenities=[Amenity.REST], opening_hours=[])["service_space_id"]}

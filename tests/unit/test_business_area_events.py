@@ -14,7 +14,7 @@ from eventsourcing.persistence import Mapper, StoredEvent
 
 from services.identity.domain.friendly import FriendlyMarkCriteria, MerchantStanding
 from services.merchants.domain.model import Merchant
-from shared.transcoding import qiji_transcoder
+from shared.store import qiji_transcoder
 
 AT = datetime(2026, 5, 1, 9, 0, tzinfo=UTC)
 STREET = str(uuid.uuid4())

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from shared.persistence import GroupCommit, _PendingSave
+from shared.store.recorder import GroupCommit, _PendingSave
 
 
 class Conflict(Exception):

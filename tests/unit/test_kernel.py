@@ -321,3 +321,36 @@ def test_a_lists_page_faults_come_with_what_the_entry_point_found():
     with pytest.raises(InvalidArgument) as alone:
         listed(quiet, lambda: ([1], ""))
     assert [v.field for v in alone.value.violations] == ["status"]
+
+
+def test_page_tokens_given_out_before_the_one_codec_still_read_the_same():
+    """Every list's token, a table's and statistics' (which also carries its moment and is
+    bound to the viewer), is written and read by shared/paging.py's one codec. Tokens given out
+    before it, by main's code (the strings below), read as they did; one of other filters or
+    viewer, or malformed, is INVALID_ARGUMENT on page_token, never INTERNAL."""
+    from services.statistics.application import _decode_token
+    from shared.errors import InvalidArgument
+    from shared.paging import decode_token, encode_token
+
+    filters = ["department_id=x", "status=OPEN"]
+    table_token = "eyJhIjogNDEsICJmIjogIjE3YjVhMGZjMThlZTNjNDAifQ"
+    assert encode_token(41, filters) == table_token
+    assert decode_token(table_token, filters) == 41
+    figures_token = ("eyJvIjogNCwgInQiOiAxNzgwMDAwMDAwMDAwMDAwLCAiZiI6ICJhYmNkZWYwMTIzNDU2Nzg5"
+                     "In0")
+    offset, moment = _decode_token(figures_token, "abcdef0123456789")
+    assert offset == 4 and moment is not None
+    assert int(moment.timestamp() * 1_000_000) == 1_780_000_000_000_000
+    for token, read in ((table_token, lambda t: decode_token(t, ["status=CLOSED"])),
+                        (figures_token, lambda t: _decode_token(t, "another viewer!!"))):
+        with pytest.raises(InvalidArgument) as caught:
+            read(token)
+        assert [(v.field, v.reason) for v in caught.value.violations] == [
+            ("page_token", "PAGE_TOKEN_FILTERS_CHANGED")]
+    for garbage in ("garbage!", table_token[:-3], "W10", "eyJvIjogLTF9"):
+        for read in (lambda t: decode_token(t, filters),
+                     lambda t: _decode_token(t, "abcdef0123456789")):
+            with pytest.raises(InvalidArgument) as caught:
+                read(garbage)
+            assert [(v.field, v.reason) for v in caught.value.violations] == [
+                ("page_token", "PAGE_TOKEN_INVALID")]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from eventsourcing.persistence import OperationalError
 from structlog.testing import capture_logs
 
-from shared.persistence import OutageNotice, StoreUnavailable
+from shared.store import OutageNotice, StoreUnavailable
 
 
 def test_an_outage_is_told_once_when_it_starts_and_once_when_it_ends() -> None:

@@ -18,7 +18,7 @@ from services.merchants.events import CodeMinter
 from shared.context import Actor, RequestContext, acting_as
 from shared.followers import UpstreamEvent
 from shared.integrity import ALARM, EventMac
-from shared.transcoding import qiji_transcoder
+from shared.store import qiji_transcoder
 
 KEY = os.urandom(32)
 MAC = EventMac(KEY)

@@ -11,7 +11,7 @@ from eventsourcing.persistence import DatetimeAsISO, DecimalAsStr, JSONTranscode
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared.transcoding import qiji_transcoder
+from shared.store import qiji_transcoder
 
 
 def library_transcoder() -> JSONTranscoder:

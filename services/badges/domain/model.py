@@ -20,6 +20,10 @@ from shared.errors import AlreadyExists, FailedPrecondition
 from shared.rider_status import FollowedRiderStatus
 
 _NS = uuid.UUID("8e0ad1c2-27a5-4c8b-a0f6-0f3d2b6e9c44")
+# A reason in badges (why a rider is awarded a badge or has one revoked, why a shift or an
+# activity is cancelled, why a title is conferred) stays on a rider's record of service, an
+# award's as its citation: it may run to twice the city's usual reason (shared.errors.MAX_REASON).
+MAX_REASON = 1000
 
 
 class VolunteerShift(Aggregate):

@@ -19,6 +19,7 @@ from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar, TypedDict
 
 from eventsourcing.domain import Aggregate, event
+from eventsourcing.utils import register_topic
 
 from services.governance.domain.calendar import Clock, WorkingCalendar
 from services.governance.domain.values import (
@@ -57,6 +58,7 @@ from shared.errors import (
     NotFound,
     Violations,
 )
+from shared.rider_status import FollowedRiderStatus
 from shared.values import DAY_IN_THE_FUTURE, city_day
 from shared.wire import one_of
 
@@ -1141,13 +1143,14 @@ class CoBuildingPledge(_VersionedText, Aggregate):
         self.texts.append({"text": text, "published_at": at})
 
 
-class Participant(Aggregate):
-    """A rider as governance knows them: eligibility learned from identity's feed, and the
+class Participant(FollowedRiderStatus, Aggregate):
+    """A rider as governance knows them: eligibility learned from identity's feed (the rule
+    for "active" is shared/rider_status.py's, as in every follower of identity), and the
     pledges they signed."""
 
     if TYPE_CHECKING:  # the event classes @event makes (for readers' isinstance)
         Noted: ClassVar[type[Any]]
-        RiderStatusNoted: ClassVar[type[Any]]
+        StatusNoted: ClassVar[type[Any]]
         PledgeSigned: ClassVar[type[Any]]
 
     @staticmethod
@@ -1163,19 +1166,11 @@ class Participant(Aggregate):
         self.left = False
         self.pledges: dict[str, datetime] = {}  # version (as text: JSON keys) -> signed at
 
-    @property
-    def is_active(self) -> bool:
-        return self.verified and not self.suspended and not self.left
-
-    @event("RiderStatusNoted")
+    # Named as badges' and merchants' followers name it. Stored before as RiderStatusNoted,
+    # same fields: that topic stays registered to this class below the class.
+    @event("StatusNoted")
     def note_status(self, verified: bool, suspended: bool, left: bool) -> None:
         self.verified, self.suspended, self.left = verified, suspended, left
-
-    def require_active(self) -> None:
-        if not self.is_active:
-            state = ("has left" if self.left else "is suspended" if self.suspended
-                     else "is not verified yet")
-            raise FailedPrecondition(f"the rider {state}", reason="RIDER_NOT_ACTIVE")
 
     def sign_pledge(self, version: int, current_version: int, at: datetime) -> None:
         if str(version) in self.pledges:
@@ -1193,10 +1188,23 @@ class Participant(Aggregate):
         self.pledges[str(version)] = at
 
 
+# Release 0.1.0 stored Participant's status events under this topic (the embedded release log in
+# tests/upgrade holds some): they replay into the renamed class, whose fields are the same.
+register_topic("services.governance.domain.model:Participant.RiderStatusNoted",
+               Participant.StatusNoted)
+
+
 class Organisation(Aggregate):
     """An organisation identity owns (a street, district, city or department), noted from
     identity's feed under identity's id, so that routing and escalation can walk the tree
-    locally."""
+    locally.
+
+    Not a shared.references.Reference, though noted as other services note theirs: it is more
+    than a reference. It carries a department's function (which routing reads), it is the
+    signer of the co-building pledge (its CoBuildingPledgeSigned is a published topic identity
+    follows), and since release 0.1.0 every organisation's history is stored under identity's
+    own id, where a Reference lives under a derived one: a Reference beside it would be a
+    second copy of the tree, and moving it would strand the stored history."""
 
     if TYPE_CHECKING:  # the event classes @event makes (for readers' isinstance)
         Noted: ClassVar[type[Any]]

@@ -9,7 +9,6 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from shared import errors
 from shared.errors import Violations
 
 # One haversine for the city: governance's duplicate check and FindNearby measure alike.
@@ -319,12 +318,6 @@ CLOCK_SKEW = timedelta(minutes=5)
 # What a rider saw is reported while it can still be acted on: an observation older than this
 # is no report of the city as it is (and a time from 1970 is a phone's clock, not a sighting).
 MAX_OBSERVATION_AGE = timedelta(days=30)
-
-
-def check_text(violations: Violations, field: str, value: str, *, required: bool,
-               limit: int = MAX_NOTE) -> None:
-    """shared.errors.check_text, with a note's length unless `limit` says otherwise."""
-    errors.check_text(violations, field, value, limit, required=required)
 
 
 # Where a report goes when no rule of the city admin's table matches it (or there is no table

@@ -33,7 +33,6 @@ _NS = uuid.UUID("9a41c2d7-3e58-4b1f-8c6a-0d2e7f4b9a63")
 MAX_CRITERION_COUNT = 100
 MAX_BRAND_NAME = 20
 MAX_ATTESTATION = 500
-MAX_REASON = 500
 # Reason of the FAILED_PRECONDITION of an award whose criteria are not all met.
 CRITERIA_NOT_MET = "FRIENDLY_MARK_CRITERIA_NOT_MET"
 # Reason of the field violation of criteria that ask for nothing.

@@ -11,8 +11,31 @@ from shared.values import CITY_TIME
 
 # How long after redeeming a merchant may still reverse the redemption (a till mistake).
 REVERSAL_WINDOW = timedelta(minutes=60)
+# A perk's codes in all: far above what one shop gives out, so only a slip of the finger (an
+# extra zero) is refused, never a generous merchant.
 MAX_QUOTA = 1_000_000
+# A code lives at most a week: it is for the ride a rider is on, not a voucher to hoard; its
+# quota comes back when it lapses, so a long life would lock quota away from other riders.
 MAX_CODE_TTL_MINUTES = 7 * 24 * 60
+# A percentage discount takes 1 to 100 percent off (100: the item is free).
+MAX_PERCENT_OFF = 100
+# A fixed discount of at most ¥10,000 (in fen): above any perk for riders, so a larger figure is
+# yuan typed as fen or an extra zero, refused before riders see it.
+MAX_AMOUNT_OFF_FEN = 1_000_000
+
+# How long merchants' texts may be, in characters (TEXT_TOO_LONG above):
+# a shop's, a perk's or a campaign's name, an address, a free item: one line on a rider's phone;
+MAX_TEXT = 200
+# a shop's category (餐饮, 便利店): a word or two, shown as a label and filtered on;
+MAX_CATEGORY = 50
+# a care-package rule's name (本街道骑手): a label the city picks rules by from a list;
+MAX_RULE_NAME = 50
+# a care campaign's description: a few paragraphs for riders and sponsors, not a document;
+MAX_DESCRIPTION = 2000
+# an item of a care package (矿泉水), and who handed a package over: a name, not a note.
+MAX_ITEM_NAME = 100
+MAX_HANDED_OVER_BY = 100
+# (A reason, for suspending a merchant or reversing a redemption: shared.errors.MAX_REASON.)
 # Reason of the field violation of a business area named for a merchant of another street.
 BUSINESS_AREA_OF_ANOTHER_STREET = "BUSINESS_AREA_OF_ANOTHER_STREET"
 
@@ -115,9 +138,15 @@ class CareRuleKind(StrEnum):
     HARDSHIP = "HARDSHIP"
 
 
-# Rules the city may keep, items a package may hold, sponsors' items per donation.
+# Rules the city may keep (each is checked for every rider a package goes to, so the set stays
+# a short list a clerk can read), items a package may hold, and how new a "new rider" may be
+# (ten years: the programme's whole life).
 MAX_CARE_RULES = 50
 MAX_CARE_ITEMS = 30
 MAX_NEW_RIDER_DAYS = 3650
+# Packages one campaign holds: more than the city's riders, so only a typed extra zero is
+# refused; a campaign promising more than it could ever hand out is a mistake.
 MAX_CARE_STOCK = 100_000
+# Of one item, in a package or a sponsor's donation (bottles of water, by the pallet): a bound
+# against typos, not a policy.
 MAX_ITEM_QUANTITY = 1_000_000

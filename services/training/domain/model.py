@@ -13,6 +13,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from eventsourcing.domain import Aggregate, event
+from eventsourcing.utils import register_topic
 
 from services.training.domain.values import (
     HOLDS_A_PLACE,
@@ -262,7 +263,7 @@ class Learner(FollowedRiderStatus, Aggregate):
     if TYPE_CHECKING:  # the event classes @event makes (for readers' isinstance)
         Noted: ClassVar[type[Any]]
         GrowthPlanNoted: ClassVar[type[Any]]
-        RiderStatusNoted: ClassVar[type[Any]]
+        StatusNoted: ClassVar[type[Any]]
         Booked: ClassVar[type[Any]]
         Released: ClassVar[type[Any]]
         CourseCompleted: ClassVar[type[Any]]
@@ -295,7 +296,9 @@ class Learner(FollowedRiderStatus, Aggregate):
         if growth_plan_id not in self.growth_plans:
             self.growth_plans.append(growth_plan_id)
 
-    @event("RiderStatusNoted")
+    # Named as every follower of identity names it (badges, merchants, governance). Stored
+    # before as RiderStatusNoted, same fields: that topic stays registered to this class below.
+    @event("StatusNoted")
     def note_status(self, verified: bool, suspended: bool, left: bool) -> None:
         self.verified, self.suspended, self.left = verified, suspended, left
 
@@ -367,6 +370,11 @@ class Learner(FollowedRiderStatus, Aggregate):
     def _certified(self, course_ids: list[str], programme_version: int, at: datetime) -> None:
         self.certified_at = at
         self.certified_courses = course_ids
+
+
+# Release 0.1.0 stored Learner's status events under this topic (the embedded release log in
+# tests/upgrade holds some): they replay into the renamed class, whose fields are the same.
+register_topic("services.training.domain.model:Learner.RiderStatusNoted", Learner.StatusNoted)
 
 
 class PreJobProgramme(Aggregate):
