@@ -475,7 +475,7 @@ def _credential(args: argparse.Namespace, deployment: Deployment) -> int:
     from qiji.badges.v1 import badges_service_pb2 as pb
     from qiji.badges.v1 import badges_service_pb2_grpc as pb_grpc
 
-    from services.badges.credentials import NotBaked, unbake
+    from shared.baking import NotBaked, unbake
 
     if args.action == "verify":
         try:
