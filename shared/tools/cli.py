@@ -139,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     actions = credential.add_subparsers(dest="action", required=True, metavar="ACTION")
     export = actions.add_parser("export", help="an award as a signed credential: JSON on "
                                 "stdout, the JWT on stderr")
-    export.add_argument("award_id", type=_id, help="the award's id")
+    export.add_argument("award_id", type=id_argument, help="the award's id")
     export.add_argument("--baked", type=Path, default=None, metavar="FILE",
                         help="also write the badge's picture with the credential baked in (PNG "
                         "or SVG, Open Badges 3.0 §5.3)")
@@ -308,7 +308,7 @@ def _principal(raw: str) -> str:
     return raw
 
 
-def _id(raw: str) -> str:
+def id_argument(raw: str) -> str:
     """argparse type of an id: every aggregate in Qiji is named by a UUID."""
     import uuid
     try:
