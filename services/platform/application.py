@@ -69,7 +69,7 @@ class PlatformFeed:
             if upstream is None:
                 continue
             try:
-                reply = upstream.read(feed_pb.ReadPublicEventsRequest(
+                reply = upstream.read_public_events(feed_pb.ReadPublicEventsRequest(
                     from_position=positions[service], limit=size, types=service_types,
                     consumer_organisation_id=organisation_id))
             except UpstreamDown as down:

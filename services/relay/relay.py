@@ -169,7 +169,7 @@ class Relay:
         """Publishes one batch of `state`'s service; returns how many events it published."""
         start = state.next_position
         try:
-            reply = state.upstream.read(feed_pb.ReadPublicEventsRequest(
+            reply = state.upstream.read_public_events(feed_pb.ReadPublicEventsRequest(
                 from_position=start, limit=self.batch,
                 # No personal data over AMQP, ever; every platform's rider events.
                 consumer_organisation_id="", all_platforms=True))

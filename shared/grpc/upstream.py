@@ -26,7 +26,7 @@ class UpstreamDown(Exception):
 class Upstream(Protocol):
     """One service's public feed: ReadPublicEvents."""
 
-    def read(self, request: Any) -> Any:
+    def read_public_events(self, request: Any) -> Any:
         ...
 
 
@@ -38,7 +38,7 @@ class GrpcUpstream:
         self._stub = feed_grpc.PublicFeedServiceStub(self._channel)
         self._metadata = (("authorization", f"Bearer {token}"),)
 
-    def read(self, request: Any) -> Any:
+    def read_public_events(self, request: Any) -> Any:
         try:
             return self._stub.ReadPublicEvents(request, metadata=self._metadata,
                                                timeout=UPSTREAM_TIMEOUT)
@@ -60,5 +60,5 @@ class LocalUpstream:
         self._app = app
         self._catalogue = catalogue
 
-    def read(self, request: Any) -> Any:
+    def read_public_events(self, request: Any) -> Any:
         return read_public(self._app, self._catalogue, request)
