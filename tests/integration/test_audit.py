@@ -20,7 +20,7 @@ from qiji.feed.v1.public_feed_service_pb2 import ReadPublicEventsRequest
 from services.identity.application import IdentityApplication
 from services.identity.domain.values import OrganisationKind, RiderStatus
 from services.identity.public_events import CATALOGUE as IDENTITY_PUBLIC
-from shared import audit, audit_cli
+from shared import audit
 from shared.audit import Sealer
 from shared.checkpoints import CheckpointSigner
 from shared.grpc import audit as audit_api
@@ -29,6 +29,7 @@ from shared.idempotency import RequestRecord
 from shared.integrity import EventIntegrityError
 from shared.metrics import REGISTRY
 from shared.persistence import postgres_conninfo
+from shared.tools import audit_cli
 from shared.tools.addressing import Dialer
 from shared.tools.cli import NO, NOT_PROVEN, OK
 from tests.conftest import MASTER_KEY, actor, as_actor, settings_for
