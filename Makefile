@@ -83,9 +83,13 @@ $(CONSOLE_ASSETS): $(NODE_STAMP)
 # tests/upgrade/releases/0.1.0/contract.binpb). Nothing may break what its callers rely on.
 LAST_CONTRACT := $(shell ls tests/upgrade/releases/*/contract.binpb | sort -V | tail -n 1)
 
-## lint: ruff over the Python, buf over the contracts (style, and no break of the last release)
+## lint: ruff over the Python, import-linter over the layers (pyproject's [tool.importlinter]:
+## the kernel imports no service, a service no other service but its published topics, a domain
+## no gRPC, SQL, AMQP or the library's persistence), buf over the contracts (style, and no break
+## of the last release)
 lint: $(STAMP) $(NODE_STAMP)
 	$(BIN)/ruff check shared services tests bench deploy
+	$(BIN)/lint-imports --no-logo
 	node_modules/.bin/buf lint
 	node_modules/.bin/buf breaking protos --against $(LAST_CONTRACT)
 

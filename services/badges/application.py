@@ -42,7 +42,7 @@ from services.badges.views import BadgesViews
 from services.governance import events as governance_events
 from services.identity import events as identity_events
 from services.training import events as training_events
-from shared import context, masking
+from shared import baking, context, masking
 from shared.application import Outcome, QijiApplication
 from shared.config import CREDENTIALS_HTTP_PORT, ConfigError, Settings
 from shared.errors import (
@@ -969,10 +969,10 @@ class BadgesApplication(QijiApplication):
                                      "credential into", reason="BADGE_HAS_NO_IMAGE")
         picture = base64.b64decode(badge.image["data"])
         media_type = badge.image["media_type"]
-        bake = ob3.bake_png if media_type == "image/png" else ob3.bake_svg
+        bake = baking.bake_png if media_type == "image/png" else baking.bake_svg
         try:
             return bake(picture, jwt), media_type
-        except ob3.NotBaked as error:
+        except baking.NotBaked as error:
             # A picture stored before uploads were read whole (a truncated PNG, say): the
             # credential itself still exports; upload a new picture to bake it.
             raise FailedPrecondition(f"the badge class's picture cannot be baked into: {error}; "
@@ -982,8 +982,8 @@ class BadgesApplication(QijiApplication):
         """OB 3.0 §8.2.6-7 and the award's standing now: VALID, TAMPERED, UNKNOWN_KEY,
         REVOKED, EXPIRED, NOT_YET_VALID or UNKNOWN_AWARD, with the problems found."""
         v = Violations()
-        v.require(len(jwt) <= ob3.MAX_CREDENTIAL_CHARS, "credential_jwt",
-                  f"at most {ob3.MAX_CREDENTIAL_CHARS} characters", TEXT_TOO_LONG)
+        v.require(len(jwt) <= baking.MAX_CREDENTIAL_CHARS, "credential_jwt",
+                  f"at most {baking.MAX_CREDENTIAL_CHARS} characters", TEXT_TOO_LONG)
         v.raise_if_any()
         try:
             checked = ob3.check_signed(jwt.strip(), self.issuer_keys, self.clock())
