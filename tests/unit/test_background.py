@@ -135,8 +135,10 @@ def test_a_woken_job_runs_at_once_and_a_job_at_start_first_thing(tmp_path: Path)
 def test_a_woken_job_that_failed_pauses_before_it_runs_again() -> None:
     wake, stopping = threading.Event(), threading.Event()
     wake.set()
-    job = Job([RuntimeError("bug")], every=600.0, wake=wake)
-    job.FAILURE_PAUSE = 0.3
+    class Paused(Job):
+        FAILURE_PAUSE = 0.3
+
+    job = Paused([RuntimeError("bug")], every=600.0, wake=wake)
     assert job._due(stopping, failed=False)
     timer = threading.Timer(0.1, stopping.set)
     timer.start()
