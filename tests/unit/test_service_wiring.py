@@ -36,7 +36,9 @@ FOLLOWS = {"identity": {"merchants", "governance"}, "training": {"identity"},
                          ids=lambda s: s.name)
 def test_the_background_runs_what_the_application_made_from_its_feeds(
         spec: ServiceSpec, tmp_path: Path) -> None:
-    env = {"QIJI_DATA_DIR": str(tmp_path), "QIJI_SERVICE_TOKEN": "t", **badges_key_env()}
+    # Port 0: a free one, never a running service's.
+    env = {"QIJI_DATA_DIR": str(tmp_path), "QIJI_SERVICE_TOKEN": "t", "QIJI_GRPC_PORT": "0",
+           **badges_key_env()}
     running = build_server(spec, settings_for(spec.name, env))
     try:
         app: Any = running.app
