@@ -65,7 +65,7 @@ from shared.errors import (
     is_uuid,
     require_ids,
 )
-from shared.followers import Follower, UpstreamEvent
+from shared.followers import FeedSource, Follower, UpstreamEvent, follower_of
 from shared.paging import listed
 from shared.references import Reference, note_reference
 from shared.tenancy import Owners
@@ -114,7 +114,8 @@ class BadgesApplication(QijiApplication):
 
     def __init__(self, settings: Settings, master_key: bytes,
                  clock: Callable[[], datetime] | None = None,
-                 issuer_keys: IssuerKeys | None = None, urls: PublicUrls | None = None):
+                 issuer_keys: IssuerKeys | None = None, urls: PublicUrls | None = None, *,
+                 feeds: FeedSource | None = None):
         # Settings first: a key or an address that cannot work stops the process before it
         # opens its store.
         self.issuer_keys = issuer_keys or load_issuer_keys(settings)
@@ -123,7 +124,10 @@ class BadgesApplication(QijiApplication):
         self.clock = clock or (lambda: datetime.now(UTC))
         self.views = BadgesViews(self)
         self.views.catch_up()
-        self.identity_follower: Follower | None = None
+        # The follower of identity's feed, which a request naming a rider or an organisation
+        # not known here yet catches up through (the directory reads the same feed).
+        self.identity_follower: Follower | None = follower_of(
+            self, feeds, "identity", self.follow_identity, self.IDENTITY_TOPICS)
         # Set when a badge class is created or its criteria revised: the re-evaluation job
         # (service.ReevaluationJob) starts at once instead of at its next tick.
         self.reevaluation_wanted = threading.Event()
