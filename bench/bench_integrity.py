@@ -102,8 +102,8 @@ def relay(identity: Any, checked: bool) -> tuple[float, int]:
     """Log positions per second through the relay's loop (identity's public feed read, mapped
     and handed to a publish that does nothing); and how many events it published."""
     from services.identity.public_events import CATALOGUE
-    from services.platform.application import LocalUpstream
     from services.relay.relay import Relay
+    from shared.grpc.upstream import LocalUpstream
 
     class Positions:
         def load(self) -> dict[str, int]:

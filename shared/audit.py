@@ -45,6 +45,7 @@ from psycopg import sql
 
 from shared import context, masking, metrics, replay
 from shared.application import MAC_KEY, META_KEY, QijiApplication
+from shared.background import PeriodicJob
 from shared.checkpoints import (
     CHECKPOINT_TOPIC,
     BadCheckpoint,
@@ -58,7 +59,7 @@ from shared.checkpoints import (
 from shared.context import Actor, RequestContext
 from shared.continuity import Continuity, EventsTable
 from shared.integrity import ALARM, MAC_PROBLEM, V2_MARK, V2_TAIL, Hmac, id_bytes
-from shared.store import STORE_DOWN_ERRORS, OutageNotice, postgres_conninfo
+from shared.store import postgres_conninfo
 
 log = structlog.get_logger(__name__)
 
@@ -206,7 +207,7 @@ class _Stop(Exception):
         self.sealed = 0
 
 
-class Sealer:
+class Sealer(PeriodicJob[QijiApplication]):
     """Follows the service's own log and seals each event once, after checking it; signs
     checkpoints of the chain's head. Runs in every replica: the seals' primary key lets only one
     replica's seal of a position be stored, and a checkpoint's id (from its position) only one
@@ -221,15 +222,16 @@ class Sealer:
     (which the log's MAC vouches for) and checks everything stored after it again: at most one
     checkpoint interval (N events or T seconds), or the whole log if it has no checkpoint."""
 
+    # A periodic job (shared/background.py) on every replica, every second.
     upstream = "seal"
+    job = "sealer"
 
     def __init__(self, app: QijiApplication, every_seconds: float = 1.0, *,
                  signer: CheckpointSigner | None = None, checkpoint_events: int = 1000,
                  checkpoint_seconds: float = 60.0):
-        self.app = app
+        super().__init__(app, every_seconds)
         self.store = SealStore(app, create=True)
         self.chain = Chain(app.audit_key)
-        self.every = every_seconds
         self.signer = signer
         self.checkpoint_events = checkpoint_events
         self.checkpoint_seconds = checkpoint_seconds
@@ -238,7 +240,6 @@ class Sealer:
         # it has taken up the chain.
         self.head: tuple[int, bytes] | None = None
         self._lock = threading.Lock()
-        self._outage = OutageNotice("sealer")
         self._continuity = Continuity(self.store.events)
         # The newest checkpoint in the log: (its own position, the checkpoint).
         self._newest: tuple[int, Checkpoint] | None = None
@@ -249,7 +250,7 @@ class Sealer:
         # being signed, so its own position says nothing of what it covers.)
         self._business_through = 0
 
-    def run_once(self) -> int:
+    def round(self) -> int:
         """Seals what is stored now; returns how many events it sealed."""
         with self._lock:
             try:
@@ -465,16 +466,6 @@ class Sealer:
         self._signed_at = time.monotonic()
         self._signed_position = position
         log.info("audit.checkpoint_signed", position=position, seal=seal.hex())
-
-    def run_forever(self, stopping: threading.Event) -> None:
-        while not stopping.wait(self.every):
-            try:
-                self.run_once()
-                self._outage.worked()
-            except STORE_DOWN_ERRORS as error:  # the store is restarting: sealed later
-                self._outage.failed(error)
-            except Exception:
-                log.exception("sealer.failed")
 
 
 # ---------------------------------------------------------------------- verification

@@ -1,20 +1,32 @@
 """Background work: the loop that keeps a derived, in-memory view close behind the feeds it
 reads (the tenancy directory, merchants' map of service spaces, identity's riders' records),
-and the stop every gRPC process waits for — each said once, so that a view says only how it
-catches up and a process only what it starts and stops."""
+the loop of a job done every few seconds (lapsing codes, expiring awards, escalating missed
+deadlines, sealing the log), and the stop every gRPC process waits for — each said once, so
+that a view says only how it catches up, a job only what one round does, and a process only
+what it starts and stops."""
 
 from __future__ import annotations
 
 import signal
 import threading
-from collections.abc import Callable, Sequence
-from typing import Any
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 import grpc
 import structlog
 
 from shared import context
+from shared.context import Actor, RequestContext
 from shared.errors import Unavailable
+from shared.leadership import Lease, leadership
+from shared.store import STORE_DOWN_ERRORS, OutageNotice
+
+if TYPE_CHECKING:
+    from shared.application import QijiApplication
+
+App = TypeVar("App", bound="QijiApplication")
 
 log = structlog.get_logger(__name__)
 
@@ -94,6 +106,126 @@ class FeedMirror:
 
     def _apply(self, topic: str, ident: str, state: Any) -> None:
         raise NotImplementedError
+
+
+class PeriodicJob(Generic[App]):
+    """Work a service does every `every` seconds in a thread of its own, beside its followers
+    (the server factory runs anything with `upstream` and `run_forever`): merchants' lapse of
+    expired codes, badges' expiry and re-evaluation, governance's deadline schedulers, the
+    audit sealer. A subclass says what one round does (`round`, returning how many things it
+    did) and, in class attributes, what the job is called; the rest is said here once:
+
+    - a round runs as the job's own actor (`principal`, with the `service` role) when it has
+      one, so what it stores says who did it;
+    - a failing round never ends the thread: the store being away (restarting) is said once
+      when it goes and once when it is back (`<job>.store_unavailable`, `<job>.store_back`),
+      anything else is logged with its traceback (`<job>.failed`); either way the next tick
+      tries again;
+    - a round that did something says so (`done`, with `counted=n`);
+    - a job that must run on one replica at a time (`led`) runs under the leadership lock of
+      `upstream`, and steps down and queues for it again when the lock went with a restart of
+      the store; the others run on every replica, their commands being safe to race;
+    - a job with a `wake` event runs as soon as it is set rather than at its next tick.
+
+    Its work is driven by the log, never by timers of its own, so a restart loses nothing."""
+
+    # Names its thread (`<service>-follows-<upstream>`) and, when led, its leadership lock.
+    upstream: ClassVar[str]
+    # The first word of its log lines: `<job>.failed`, `<job>.store_unavailable`.
+    job: ClassVar[str]
+    # What a round that did something logs, and the field its count goes in ("" for nothing).
+    done: ClassVar[str] = ""
+    counted: ClassVar[str] = "count"
+    # The actor its rounds act as, and the name of what they do (the events' `rpc`).
+    principal: ClassVar[str] = ""
+    rpc: ClassVar[str] = ""
+    # One replica at a time (a leadership lock), or every replica.
+    led: ClassVar[bool] = False
+    # The first round at once (resuming what a restart interrupted), or after `every`.
+    at_start: ClassVar[bool] = False
+
+    # After a failed round, the least time before the next one, even when woken: a job woken
+    # over and over must not spin on a fault.
+    FAILURE_PAUSE: ClassVar[float] = 1.0
+    # How long a wait for the wake event lasts before it looks at `stopping`: a shutdown is
+    # not held up by a long one.
+    WAKE_LOOK: ClassVar[float] = 0.5
+
+    def __init__(self, app: App, every: float, *,
+                 wake: threading.Event | None = None):
+        self.app = app
+        self.every = every
+        self.wake = wake
+        self.actor = (Actor(principal=self.principal, roles=frozenset({"service"}))
+                      if self.principal else None)
+        self._outage = OutageNotice(self.job)
+
+    def round(self) -> int:
+        """One round of the job; returns how many things it did."""
+        raise NotImplementedError
+
+    def run_once(self) -> int:
+        """One round, as the job's actor: what the loop runs every tick, and what a test calls."""
+        acting = (context.acting_as(RequestContext(actor=self.actor, rpc=self.rpc))
+                  if self.actor is not None else nullcontext())
+        with acting:
+            return self.round()
+
+    def run_forever(self, stopping: threading.Event) -> None:
+        """Runs a round every `every` seconds (or when woken) until `stopping` is set."""
+        while not stopping.is_set():
+            with self._leading(stopping) as lease:
+                if lease is None:
+                    return  # stopped while waiting to lead
+                failed = False
+                due = self.at_start or self._due(stopping, failed)
+                while due and lease.held():
+                    failed = not self._round()
+                    due = self._due(stopping, failed)
+
+    @contextmanager
+    def _leading(self, stopping: threading.Event) -> Iterator[Lease | None]:
+        if not self.led:
+            yield None if stopping.is_set() else Lease(None, self.upstream)
+            return
+        settings, name = self.app.settings, self.app.name
+        with leadership(settings, f"{settings.postgres_schema}:{name}:{self.upstream}",
+                        f".{name}-follows-{self.upstream}.lock", stopping,
+                        work=self.upstream) as lease:
+            yield lease
+
+    def _round(self) -> bool:
+        """One round, its failure logged and left for the next tick; False if it failed."""
+        try:
+            did = self.run_once()
+        except STORE_DOWN_ERRORS as error:  # restarting: the next tick will do
+            self._outage.failed(error)
+            return False
+        except Exception:
+            log.exception(f"{self.job}.failed")
+            return False
+        if did and self.done:
+            log.info(self.done, **{self.counted: did})
+        self._outage.worked()
+        return True
+
+    def _due(self, stopping: threading.Event, failed: bool) -> bool:
+        """Waits until the next round is due: `every` seconds on, or as soon as the wake event
+        is set (not before FAILURE_PAUSE after a failed round); False when stopping."""
+        if self.wake is None:
+            return not stopping.wait(self.every)
+        start = time.monotonic()
+        deadline = start + self.every
+        heed_wake = start + (self.FAILURE_PAUSE if failed else 0.0)
+        while not stopping.is_set():
+            now = time.monotonic()
+            if now >= deadline:
+                return True
+            if now < heed_wake:
+                stopping.wait(min(heed_wake, deadline) - now)
+            elif self.wake.wait(min(self.WAKE_LOOK, deadline - now)):
+                return True
+        return False
 
 
 def until_signalled(stopping_event: str = "service.stopping") -> threading.Event:

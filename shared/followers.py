@@ -176,6 +176,20 @@ class GrpcFeed:
 
 Policy = Callable[[UpstreamEvent, ProcessingEvent], None]
 
+# Where a service's upstreams are read, by the upstream's name: a new feed for each call
+# (GrpcFeed.of in a deployment, a LocalFeed in tests). An application is handed one when it is
+# made (shared/grpc/server.py) and makes from it the followers and views its requests read;
+# made without one (None), it follows nothing until a test wires what it needs.
+FeedSource = Callable[[str], Feed]
+
+
+def follower_of(app: QijiApplication, feeds: FeedSource | None, upstream: str,
+                policy: Policy, topics: Sequence[str]) -> Follower | None:
+    """The follower of `upstream` an application keeps (its requests catch up through it), or
+    None when the application was made without feeds."""
+    return Follower(app, feeds(upstream), policy, topics=topics) if feeds is not None else None
+
+
 
 class Follower:
     """Applies `policy` to each upstream event after this app's tracked position."""

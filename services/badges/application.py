@@ -43,7 +43,7 @@ from services.badges.views import BadgesViews
 from services.governance import events as governance_events
 from services.identity import events as identity_events
 from services.training import events as training_events
-from shared import context, masking
+from shared import baking, context, masking
 from shared.application import CommandResult, Outcome, QijiApplication
 from shared.config import CREDENTIALS_HTTP_PORT, ConfigError, Settings
 from shared.errors import (
@@ -66,7 +66,7 @@ from shared.errors import (
     is_uuid,
     require_ids,
 )
-from shared.followers import Follower, UpstreamEvent
+from shared.followers import FeedSource, Follower, UpstreamEvent, follower_of
 from shared.paging import listed
 from shared.references import Reference, note_reference
 from shared.tenancy import Owners
@@ -115,7 +115,8 @@ class BadgesApplication(QijiApplication):
 
     def __init__(self, settings: Settings, master_key: bytes,
                  clock: Callable[[], datetime] | None = None,
-                 issuer_keys: IssuerKeys | None = None, urls: PublicUrls | None = None):
+                 issuer_keys: IssuerKeys | None = None, urls: PublicUrls | None = None, *,
+                 feeds: FeedSource | None = None):
         # Settings first: a key or an address that cannot work stops the process before it
         # opens its store.
         self.issuer_keys = issuer_keys or load_issuer_keys(settings)
@@ -124,7 +125,10 @@ class BadgesApplication(QijiApplication):
         self.clock = clock or (lambda: datetime.now(UTC))
         self.views = BadgesViews(self)
         self.views.catch_up()
-        self.identity_follower: Follower | None = None
+        # The follower of identity's feed, which a request naming a rider or an organisation
+        # not known here yet catches up through (the directory reads the same feed).
+        self.identity_follower: Follower | None = follower_of(
+            self, feeds, "identity", self.follow_identity, self.IDENTITY_TOPICS)
         # Set when a badge class is created or its criteria revised: the re-evaluation job
         # (service.ReevaluationJob) starts at once instead of at its next tick.
         self.reevaluation_wanted = threading.Event()
@@ -970,10 +974,10 @@ class BadgesApplication(QijiApplication):
                                      "credential into", reason="BADGE_HAS_NO_IMAGE")
         picture = base64.b64decode(badge.image["data"])
         media_type = badge.image["media_type"]
-        bake = ob3.bake_png if media_type == "image/png" else ob3.bake_svg
+        bake = baking.bake_png if media_type == "image/png" else baking.bake_svg
         try:
             return bake(picture, jwt), media_type
-        except ob3.NotBaked as error:
+        except baking.NotBaked as error:
             # A picture stored before uploads were read whole (a truncated PNG, say): the
             # credential itself still exports; upload a new picture to bake it.
             raise FailedPrecondition(f"the badge class's picture cannot be baked into: {error}; "
@@ -983,8 +987,8 @@ class BadgesApplication(QijiApplication):
         """OB 3.0 §8.2.6-7 and the award's standing now: VALID, TAMPERED, UNKNOWN_KEY,
         REVOKED, EXPIRED, NOT_YET_VALID or UNKNOWN_AWARD, with the problems found."""
         v = Violations()
-        v.require(len(jwt) <= ob3.MAX_CREDENTIAL_CHARS, "credential_jwt",
-                  f"at most {ob3.MAX_CREDENTIAL_CHARS} characters", TEXT_TOO_LONG)
+        v.require(len(jwt) <= baking.MAX_CREDENTIAL_CHARS, "credential_jwt",
+                  f"at most {baking.MAX_CREDENTIAL_CHARS} characters", TEXT_TOO_LONG)
         v.raise_if_any()
         try:
             checked = ob3.check_signed(jwt.strip(), self.issuer_keys, self.clock())

@@ -19,7 +19,6 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from services.badges.credentials import MAX_CREDENTIAL_CHARS, NotBaked, unbake
 from services.credentials import pages
 from services.credentials.source import (
     BadgesSource,
@@ -28,6 +27,7 @@ from services.credentials.source import (
     NotFoundUpstream,
     Unreachable,
 )
+from shared.baking import MAX_CREDENTIAL_CHARS, NotBaked, unbake
 from shared.errors import is_uuid
 from shared.web import Observed
 

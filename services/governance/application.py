@@ -116,7 +116,7 @@ from shared.errors import (
     check_reason,
     check_text,
 )
-from shared.followers import Follower, UpstreamEvent
+from shared.followers import FeedSource, Follower, UpstreamEvent, follower_of
 from shared.paging import listed, page
 from shared.references import organisation_kind_not_allowed
 from shared.tenancy import EVERYONE, Owners
@@ -341,14 +341,17 @@ class GovernanceApplication(HelpRequests, QijiApplication):
                        identity_events.RIDER_PERSONAL_DATA_ERASED)
 
     def __init__(self, settings: Settings, master_key: bytes,
-                 clock: Callable[[], datetime] | None = None):
+                 clock: Callable[[], datetime] | None = None, *,
+                 feeds: FeedSource | None = None):
         super().__init__(settings, master_key)
         self.clock = clock or (lambda: datetime.now(UTC))
         self.views = GovernanceViews(self)
         self.views.catch_up()
         self._open_help_views()
-        # Set by the service wiring (or a test): the follower of identity's feed.
-        self.identity_follower: Follower | None = None
+        # The follower of identity's feed, which a request naming a rider or an organisation
+        # not known here yet catches up through (the directory reads the same feed).
+        self.identity_follower: Follower | None = follower_of(
+            self, feeds, "identity", self.follow_identity, self.IDENTITY_TOPICS)
 
     # ------------------------------------------------------------------ reports
 

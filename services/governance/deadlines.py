@@ -18,9 +18,8 @@ from typing import TYPE_CHECKING
 import structlog
 
 from services.governance.domain.values import DeadlineKind
+from shared.background import PeriodicJob
 from shared.errors import FailedPrecondition
-from shared.followers import leadership
-from shared.store import STORE_DOWN_ERRORS, OutageNotice
 
 if TYPE_CHECKING:
     from services.governance.application import GovernanceApplication
@@ -30,21 +29,21 @@ log = structlog.get_logger(__name__)
 DEFAULT_POLL_SECONDS = 1.0
 
 
-class DeadlineScheduler:
-    """Has the interface of a kernel Follower (`upstream`, `run_forever`), so the server
-    factory runs it in a background thread beside the followers and stops it with them."""
+class DeadlineScheduler(PeriodicJob["GovernanceApplication"]):
+    """A periodic job (shared/background.py): the server factory runs it in a background thread
+    beside the followers and stops it with them. One replica escalates at a time (its
+    leadership lock is named by `upstream`), from its first look at start."""
 
-    # Names the thread and the leadership lock: one replica escalates at a time.
     upstream = "deadlines"
+    job = "deadline"
+    led = at_start = True
 
     def __init__(self, app: GovernanceApplication,
                  poll_seconds: float = DEFAULT_POLL_SECONDS):
-        self.app = app
-        self.poll_seconds = poll_seconds
-        self._outage = OutageNotice("deadline")
+        super().__init__(app, poll_seconds)
         self._lock = threading.Lock()
 
-    def run_once(self) -> int:
+    def round(self) -> int:
         """Marks every deadline at risk by now, and escalates every one missed by now;
         returns how many events it stored."""
         app = self.app
@@ -60,20 +59,6 @@ class DeadlineScheduler:
                 lambda r, d, k: app.escalate_missed_deadline(report_id=r, department_id=d,
                                                              deadline=k),
                 "deadline.escalated", "deadline.not_due")
-
-    def run_forever(self, stopping: threading.Event) -> None:
-        while not stopping.is_set():  # entered again when the lock went with a store restart
-            with leadership(self.app, self.upstream, stopping) as lease:
-                while lease is not None and not stopping.is_set() and lease.held():
-                    try:
-                        self.run_once()
-                        self._outage.worked()
-                    except STORE_DOWN_ERRORS as error:  # restarting: the next tick will do
-                        self._outage.failed(error)
-                    except Exception:
-                        # Try again on the next tick, never die silently.
-                        log.exception("deadline.scan_failed")
-                    stopping.wait(self.poll_seconds)
 
 
 def store_each(found: Iterable[tuple[str, str, DeadlineKind]],

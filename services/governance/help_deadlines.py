@@ -13,7 +13,7 @@ from services.governance.deadlines import DeadlineScheduler, store_each
 class HelpDeadlineScheduler(DeadlineScheduler):
     upstream = "help-deadlines"
 
-    def run_once(self) -> int:
+    def round(self) -> int:
         """Escalates every help deadline missed by now; returns how many it stored."""
         app = self.app
         with self._lock:

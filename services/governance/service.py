@@ -16,9 +16,8 @@ from services.governance.grpc_api import ACCESS, add_servicers
 from services.governance.help_deadlines import HelpDeadlineScheduler
 from services.governance.public_events import CATALOGUE as PUBLIC_EVENTS
 from shared.config import ConfigError, Settings
-from shared.followers import Follower, GrpcFeed
+from shared.followers import FeedSource
 from shared.grpc.server import ServiceSpec
-from shared.tenancy import TenancyDirectory
 
 log = structlog.get_logger(__name__)
 
@@ -56,21 +55,18 @@ def clock_from_settings(settings: Settings) -> Callable[[], datetime] | None:
     return FileClock(path)
 
 
-def make_app(settings: Settings, master_key: bytes) -> GovernanceApplication:
-    return GovernanceApplication(settings, master_key, clock=clock_from_settings(settings))
+def make_app(settings: Settings, master_key: bytes, *,
+             feeds: FeedSource | None = None) -> GovernanceApplication:
+    return GovernanceApplication(settings, master_key, clock=clock_from_settings(settings),
+                                 feeds=feeds)
 
 
-def make_followers(app: Any, settings: Settings) -> list[Any]:
-    """identity's feed, and the deadline schedulers (reports', help requests'), which run
-    beside the followers with the same interface (`upstream`, `run_forever`)."""
-    feed = GrpcFeed.of("identity", settings)
-    follower = Follower(app, feed, app.follow_identity,
-                        topics=GovernanceApplication.IDENTITY_TOPICS)
-    app.identity_follower = follower
-    app.directory = TenancyDirectory(feed)
+def make_followers(app: GovernanceApplication, settings: Settings) -> list[Any]:
+    """The follower of identity's feed and the directory the application made, and the
+    deadline schedulers (reports', help requests'): periodic jobs run beside them."""
     # Checked at start with every other setting (shared/config.py OWN_SETTINGS).
     poll: float = settings.own_setting("DEADLINE_POLL_SECONDS")
-    return [follower, app.directory, DeadlineScheduler(app, poll_seconds=poll),
+    return [app.identity_follower, app.directory, DeadlineScheduler(app, poll_seconds=poll),
             HelpDeadlineScheduler(app, poll_seconds=poll)]
 
 

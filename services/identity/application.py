@@ -48,7 +48,9 @@ from services.identity.domain.values import (
     PartnerCategory,
     RiderStatus,
 )
+from services.identity.partners import SOURCES as PARTNER_SOURCES
 from services.identity.partners import Contributions, PartnerContributions
+from services.identity.rider_record import SOURCES as RECORD_SOURCES
 from services.identity.rider_record import RiderRecord, RiderRecords
 from services.identity.views import IdentityViews
 from services.merchants import events as merchants_events
@@ -68,7 +70,7 @@ from shared.errors import (
     check_reason,
     check_text,
 )
-from shared.followers import Follower, LocalFeed, UpstreamEvent
+from shared.followers import FeedSource, Follower, LocalFeed, UpstreamEvent, follower_of
 from shared.paging import listed
 from shared.personal_data import ERASED
 from shared.references import organisation_kind_not_allowed
@@ -204,22 +206,34 @@ class IdentityApplication(QijiApplication):
     GOVERNANCE_TOPICS = (governance_events.CO_BUILDING_PLEDGE_SIGNED,)
 
     def __init__(self, settings: Settings, master_key: bytes,
-                 clock: Callable[[], datetime] | None = None):
+                 clock: Callable[[], datetime] | None = None, *,
+                 feeds: FeedSource | None = None):
         super().__init__(settings, master_key)
         self.clock = clock or (lambda: datetime.now(UTC))
         self.views = IdentityViews(self)
         self.views.catch_up()
         # identity owns the riders and organisations: its directory reads its own log.
         self.directory = TenancyDirectory(LocalFeed(self))
-        # Riders' records, read from the other services' feeds: wired by the service
-        # (services/identity/service.py), which knows where they are.
+        # Without feeds (a tool, or a test that wires them itself), none of what follows.
+        # Riders' records, read from the other services' feeds.
         self.records: RiderRecords | None = None
-        # What partners gave, read from training's and merchants' feeds: wired likewise.
+        # What partners gave, read from training's and merchants' feeds again, by a view of its
+        # own (a second reader of two feeds, against one view that answers two unrelated
+        # questions).
         self.partners: PartnerContributions | None = None
-        # The followers of merchants' and governance's feeds the friendly marks judge by: wired
-        # by the service too.
-        self.merchants_follower: Follower | None = None
-        self.governance_follower: Follower | None = None
+        if feeds is not None:
+            self.records = RiderRecords({name: feeds(name) for name in RECORD_SOURCES},
+                                        check_mac=self.event_mac.check, master_key=master_key,
+                                        clock=self.clock)
+            self.partners = PartnerContributions(
+                {name: feeds(name) for name in PARTNER_SOURCES}, check_mac=self.event_mac.check)
+        # The friendly marks' evidence: merchants' standing and co-building signatures, stored
+        # in identity's own log at tracked positions (an award's evidence must outlive any
+        # view), by the followers of merchants' and governance's feeds.
+        self.merchants_follower: Follower | None = follower_of(
+            self, feeds, "merchants", self.follow_merchants, self.MERCHANTS_TOPICS)
+        self.governance_follower: Follower | None = follower_of(
+            self, feeds, "governance", self.follow_governance, self.GOVERNANCE_TOPICS)
 
     # ------------------------------------------------------------------ organisations
 

@@ -78,7 +78,7 @@ from shared.errors import (
     is_uuid,
     require_ids,
 )
-from shared.followers import Follower, UpstreamEvent
+from shared.followers import FeedSource, Follower, UpstreamEvent, follower_of
 from shared.paging import check_page, listed, page
 from shared.references import Reference, note_reference
 from shared.tenancy import Owners
@@ -209,15 +209,22 @@ class MerchantsApplication(QijiApplication):
     _space_map: ServiceSpaceMap | None = None
 
     def __init__(self, settings: Settings, master_key: bytes,
-                 clock: Callable[[], datetime] | None = None):
+                 clock: Callable[[], datetime] | None = None, *,
+                 feeds: FeedSource | None = None):
         super().__init__(settings, master_key)
         self.clock = clock or (lambda: datetime.now(UTC))
         self.codes = CodeMinter(master_key)
         self.views = MerchantsViews(self)
         self.views.catch_up()
-        self.identity_follower: Follower | None = None
-        # badges' classes, read from badges' feed (service.make_followers wires it).
-        self.badge_classes: BadgeClassDirectory | None = None
+        # The follower of identity's feed, which a request naming a rider or an organisation
+        # not known here yet catches up through (the directory and the map of service spaces
+        # read the same feed).
+        self.identity_follower: Follower | None = follower_of(
+            self, feeds, "identity", self.follow_identity, self.IDENTITY_TOPICS)
+        # badges' classes, read from badges' feed on a channel of their own (a perk naming a
+        # class that does not exist is refused).
+        self.badge_classes: BadgeClassDirectory | None = (
+            BadgeClassDirectory(feeds("badges")) if feeds is not None else None)
 
     # ------------------------------------------------------------------ merchants
 

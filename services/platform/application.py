@@ -7,20 +7,16 @@ from __future__ import annotations
 import heapq
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
-import grpc
 import structlog
 from qiji.feed.v1 import public_feed_service_pb2 as feed_pb
-from qiji.feed.v1 import public_feed_service_pb2_grpc as feed_grpc
 
 from services.platform import cursor as cursors
 from services.platform.catalogue import CATALOGUES, SERVICES, types_by_service
 from shared import paging
-from shared.config import TlsSettings
 from shared.errors import Unavailable
-from shared.grpc.channels import open_channel
-from shared.grpc.public_feed import read_public
+from shared.grpc.upstream import Upstream, UpstreamDown
 from shared.integrity import ALARM
 
 log = structlog.get_logger(__name__)
@@ -30,52 +26,6 @@ _CATALOGUE = {c.service: c for c in CATALOGUES}
 
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
-UPSTREAM_TIMEOUT = 10.0
-
-
-class UpstreamDown(Exception):
-    """A service's public feed cannot be read just now; its events wait, none are lost."""
-
-
-class Upstream(Protocol):
-    """One service's public feed: ReadPublicEvents."""
-
-    def read(self, request: Any) -> Any:
-        ...
-
-
-class GrpcUpstream:
-    """A service's PublicFeedService over gRPC, with the gateway's `service` role token."""
-
-    def __init__(self, address: str, token: str, tls: TlsSettings | None = None):
-        self._channel = open_channel(address, tls)
-        self._stub = feed_grpc.PublicFeedServiceStub(self._channel)
-        self._metadata = (("authorization", f"Bearer {token}"),)
-
-    def read(self, request: Any) -> Any:
-        try:
-            return self._stub.ReadPublicEvents(request, metadata=self._metadata,
-                                               timeout=UPSTREAM_TIMEOUT)
-        except grpc.RpcError as error:
-            code = error.code() if isinstance(error, grpc.Call) else None
-            if code is grpc.StatusCode.INVALID_ARGUMENT:
-                raise  # a bug of ours, not an outage: let it show
-            raise UpstreamDown(code.name if code else "UNKNOWN") from None
-
-    def close(self) -> None:
-        self._channel.close()
-
-
-class LocalUpstream:
-    """A service's public feed in this process (tests and tools): the same code path as its
-    servicer, without the network."""
-
-    def __init__(self, app: Any, catalogue: Any):
-        self._app = app
-        self._catalogue = catalogue
-
-    def read(self, request: Any) -> Any:
-        return read_public(self._app, self._catalogue, request)
 
 
 @dataclass
@@ -119,7 +69,7 @@ class PlatformFeed:
             if upstream is None:
                 continue
             try:
-                reply = upstream.read(feed_pb.ReadPublicEventsRequest(
+                reply = upstream.read_public_events(feed_pb.ReadPublicEventsRequest(
                     from_position=positions[service], limit=size, types=service_types,
                     consumer_organisation_id=organisation_id))
             except UpstreamDown as down:

@@ -12,7 +12,7 @@ import grpc
 import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from services.platform.application import GrpcUpstream, PlatformFeed, Upstream
+from services.platform.application import PlatformFeed
 from services.platform.catalogue import SERVICES
 from services.platform.grpc_api import ACCESS, add_servicers
 from shared import metrics
@@ -22,6 +22,7 @@ from shared.config import ConfigError, Settings, load_settings
 from shared.grpc import reflection, tls
 from shared.grpc.guard import Guard
 from shared.grpc.server import INTEGRITY, LIVENESS, integrity_health
+from shared.grpc.upstream import GrpcUpstream, Upstream
 from shared.integrity import ALARM
 from shared.logging import configure as configure_logging
 from shared.logging import exits_on_config_error

@@ -74,6 +74,7 @@ from services.relay.positions import PositionStore, open_positions
 from shared import metrics as shared_metrics
 from shared.background import until_signalled
 from shared.config import ConfigError, Settings, load_settings
+from shared.grpc.upstream import GrpcUpstream, Upstream, UpstreamDown
 from shared.integrity import ALARM
 from shared.leadership import Lease
 from shared.leadership import leadership as hold_leadership
@@ -135,7 +136,7 @@ def amqp_publisher(uri: str) -> Publish:
 @dataclass
 class ServiceState:
     name: str
-    upstream: Any  # services.platform.application.Upstream: `read(request)`
+    upstream: Upstream
     next_position: int = 1
     published: int = 0
     retry_at: float = 0.0
@@ -151,7 +152,7 @@ class ServiceState:
 
 @dataclass
 class Relay:
-    upstreams: Mapping[str, Any]
+    upstreams: Mapping[str, Upstream]
     positions: PositionStore
     publish: Publish
     batch: int = 200
@@ -166,10 +167,9 @@ class Relay:
 
     def run_once(self, state: ServiceState) -> int:
         """Publishes one batch of `state`'s service; returns how many events it published."""
-        from services.platform.application import UpstreamDown
         start = state.next_position
         try:
-            reply = state.upstream.read(feed_pb.ReadPublicEventsRequest(
+            reply = state.upstream.read_public_events(feed_pb.ReadPublicEventsRequest(
                 from_position=start, limit=self.batch,
                 # No personal data over AMQP, ever; every platform's rider events.
                 consumer_organisation_id="", all_platforms=True))
@@ -308,7 +308,6 @@ def leadership(settings: Settings, stopping: threading.Event) -> Iterator[Lease 
 
 def serve() -> None:
     """The process entry point: `python -m services.relay`."""
-    from services.platform.application import GrpcUpstream
     # A setting that cannot work stops the relay at start: one line, exit code 2.
     with exits_on_config_error(NAME):
         settings = load_settings(NAME)

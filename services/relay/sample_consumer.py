@@ -17,7 +17,10 @@ Delivery is at least once: the relay publishes an event again after a crash, wit
 CloudEvents `id`. The adapter keeps its own record (a SQLite file keyed by `id`) and handles an
 id once: the record and the adapter's effect are written in one SQLite transaction, and the
 message is acknowledged after it (nameko acks when the handler returns), so a crash in between
-redelivers a message that is then recognised.
+redelivers a message that is then recognised. The record is a nameko DependencyProvider
+(`AdapterRecord`): opened once when the service starts and handed to every worker — nameko
+makes a new service instance for each message, so state built in `__init__` would open the
+file again for every message.
 
 Messages never hold personal data (no name, no phone): consented fields come only through the
 gRPC feed, to a token of the platform's organisation. Runs under eventlet (`nameko run`): it
@@ -34,9 +37,11 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import threading
 from typing import Any
 
 from nameko.events import event_handler
+from nameko.extensions import DependencyProvider
 
 SOURCE = "qiji"  # the exchange `qiji.events`
 DB_ENV = "PLATFORM_ADAPTER_DB"
@@ -68,28 +73,64 @@ CREATE TABLE IF NOT EXISTS riders (
 
 
 class Record:
-    """The adapter's own idempotent record of what it saw."""
+    """The adapter's own idempotent record of what it saw, and the file it keeps checkpoints
+    in as a witness."""
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, checkpoints: str = "platform_checkpoints.jsonl"):
         self.db = sqlite3.connect(path, timeout=10, isolation_level=None)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.executescript(SCHEMA)
+        self.checkpoints = checkpoints
+        # Workers share the one connection: one transaction on it at a time. (Under `nameko
+        # run` threading is monkeypatched: this is a green lock, workers are green threads.)
+        self._lock = threading.Lock()
 
     def once(self, event: dict[str, Any], effect: Any) -> bool:
         """Applies `effect(db, event)` unless this id was handled; False for a duplicate."""
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
-            inserted = self.db.execute(
-                "INSERT OR IGNORE INTO seen (id, type, subject, time) VALUES (?, ?, ?, ?)",
-                (event["id"], event["type"], event.get("subject") or "", event["time"])
-            ).rowcount
-            if inserted:
-                effect(self.db, event)
-            self.db.execute("COMMIT")
-            return bool(inserted)
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
+        with self._lock:
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                inserted = self.db.execute(
+                    "INSERT OR IGNORE INTO seen (id, type, subject, time) VALUES (?, ?, ?, ?)",
+                    (event["id"], event["type"], event.get("subject") or "", event["time"])
+                ).rowcount
+                if inserted:
+                    effect(self.db, event)
+                self.db.execute("COMMIT")
+                return bool(inserted)
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+
+    def close(self) -> None:
+        self.db.close()
+
+
+class AdapterRecord(DependencyProvider):
+    """The Record as a nameko dependency: one per service container, opened when the container
+    starts (from PLATFORM_ADAPTER_DB and PLATFORM_ADAPTER_CHECKPOINTS) and closed when it
+    stops; every worker gets the same one. A missing platform id stops the adapter at start,
+    not at its first message."""
+
+    record: Record | None = None
+
+    def setup(self) -> None:
+        if not PLATFORM:
+            raise RuntimeError(f"set {PLATFORM_ENV} to the platform's organisation id: the "
+                               "adapter receives its own riders' events only")
+        self.record = Record(os.environ.get(DB_ENV, "platform_adapter.sqlite3"),
+                             os.environ.get(CHECKPOINTS_ENV, "platform_checkpoints.jsonl"))
+
+    def get_dependency(self, worker_ctx: Any) -> Record | None:
+        return self.record
+
+    def stop(self) -> None:
+        if self.record is not None:
+            self.record.close()
+            self.record = None
+
+    def kill(self) -> None:
+        self.stop()
 
 
 def _rider(db: sqlite3.Connection, rider_id: str) -> None:
@@ -99,17 +140,14 @@ def _rider(db: sqlite3.Connection, rider_id: str) -> None:
 class PlatformAdapter:
     name = "platform_adapter"
 
-    def __init__(self) -> None:
-        if not PLATFORM:
-            raise RuntimeError(f"set {PLATFORM_ENV} to the platform's organisation id: the "
-                               "adapter receives its own riders' events only")
-        self.record = Record(os.environ.get(DB_ENV, "platform_adapter.sqlite3"))
-        self.checkpoints = os.environ.get(CHECKPOINTS_ENV, "platform_checkpoints.jsonl")
+    # The record, as a nameko dependency: nameko makes an instance of this class for every
+    # message it handles, and sets `record` on it from the container's one AdapterRecord.
+    record = AdapterRecord()
 
     def _keep(self, event: dict[str, Any]) -> None:
         """A checkpoint, appended once (a repeat delivery appends nothing: same id)."""
         def effect(_db: sqlite3.Connection, e: dict[str, Any]) -> None:
-            with open(self.checkpoints, "a", encoding="utf-8") as f:
+            with open(self.record.checkpoints, "a", encoding="utf-8") as f:
                 f.write(json.dumps(e, ensure_ascii=False, sort_keys=True) + "\n")
         self.record.once(event, effect)
 

@@ -50,7 +50,7 @@ from shared.errors import (
     check_text,
     require_ids,
 )
-from shared.followers import Follower, UpstreamEvent
+from shared.followers import FeedSource, Follower, UpstreamEvent, follower_of
 from shared.paging import listed
 from shared.references import Reference, note_reference, organisation_kind_not_allowed
 from shared.tenancy import Owners
@@ -104,13 +104,16 @@ class TrainingApplication(GrowthPlans, QijiApplication):
     name = "training"
 
     def __init__(self, settings: Settings, master_key: bytes,
-                 clock: Callable[[], datetime] | None = None):
+                 clock: Callable[[], datetime] | None = None, *,
+                 feeds: FeedSource | None = None):
         super().__init__(settings, master_key)
         self.clock = clock or (lambda: datetime.now(UTC))
         self.views = TrainingViews(self)
         self.views.catch_up()
-        # Set by the service wiring (or a test): the follower of identity's feed.
-        self.identity_follower: Follower | None = None
+        # The follower of identity's feed, which a request naming a rider or an organisation
+        # not known here yet catches up through (the directory reads the same feed).
+        self.identity_follower: Follower | None = follower_of(
+            self, feeds, "identity", self.follow_identity, self.IDENTITY_TOPICS)
 
     # ------------------------------------------------------------------ courses
 

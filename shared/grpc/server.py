@@ -8,7 +8,7 @@ import threading
 from collections.abc import Callable
 from concurrent import futures
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 import structlog
@@ -21,6 +21,7 @@ from shared.auth import TokenRegistry
 from shared.background import until_signalled
 from shared.checkpoints import CheckpointSigner, origin_of
 from shared.config import ConfigError, Settings, load_settings
+from shared.followers import FeedSource, GrpcFeed
 from shared.grpc import audit as audit_api
 from shared.grpc import feed, reflection, tls
 from shared.grpc import public_feed as public_feed_api
@@ -50,20 +51,31 @@ FOLLOWERS = "qiji.followers"
 GRACE_SECONDS = 5.0
 
 
+class MakeApp(Protocol):
+    """Makes a service's application: its settings, the master key, and where its upstreams'
+    feeds are (None: it follows nothing — a tool, or a test that wires followers itself). The
+    application makes its own followers and views from `feeds`, so it has, once made, all
+    that its requests read; nothing is set on it afterwards."""
+
+    def __call__(self, settings: Settings, master_key: bytes, *,
+                 feeds: FeedSource | None = None) -> QijiApplication: ...
+
+
 @dataclass(frozen=True)
 class ServiceSpec:
     """What makes a service a service: its application, its servicers and its roles table."""
 
     name: str
-    make_app: Callable[[Settings, bytes], QijiApplication]
+    make_app: MakeApp
     # Adds the service's own servicers to the server; returns their full service names.
     add_servicers: Callable[[grpc.Server, QijiApplication], list[str]]
     # Each RPC's roles and tenancy scope (shared/tenancy.py), by full method name.
     access: dict[str, Access]
     # The service's background work, each run in a thread: followers of other services'
-    # feeds, and jobs such as lapsing codes. Anything with `.upstream` (a name for its thread)
-    # and `.run_forever(stopping)` will do.
-    make_followers: Callable[[QijiApplication, Settings], list[Any]] | None = None
+    # feeds, the views its application made (kept close behind), and periodic jobs such as
+    # lapsing codes (shared/background.py PeriodicJob). Anything with `.upstream` (a name for
+    # its thread) and `.run_forever(stopping)` will do; None in the list is skipped.
+    make_followers: Callable[[Any, Settings], list[Any]] | None = None
     # The service's published event contract for outside consumers
     # (services/<name>/public_events.py); served to the platform gateway.
     public_events: PublicCatalogue | None = None
@@ -107,7 +119,7 @@ def build_server(spec: ServiceSpec, settings: Settings, *, app: QijiApplication 
     if app is None:
         master_key = load_master_key(settings.master_key, settings.master_key_file,
                                      create=settings.persistence == "sqlite")
-        app = spec.make_app(settings, master_key)
+        app = spec.make_app(settings, master_key, feeds=upstream_feeds(settings))
     guard = Guard(tokens=TokenRegistry(settings.tokens_file), access=service_access(spec),
                   resolve=app.owners, error_domain=f"{spec.name}.qiji",
                   on_rpc=metrics.rpc_observer(spec.name),
@@ -136,7 +148,8 @@ def build_server(spec: ServiceSpec, settings: Settings, *, app: QijiApplication 
     # Reflection in both versions tools speak, v1 and v1alpha (shared/grpc/reflection.py).
     reflection.enable(server, [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name])
     port = tls.add_port(server, settings)
-    followers = spec.make_followers(app, settings) if spec.make_followers else []
+    followers = [f for f in spec.make_followers(app, settings) if f is not None] \
+        if spec.make_followers else []
     # Every service checks and seals its own log (tamper evidence) a moment behind its
     # writers, and signs checkpoints of it for outside witnesses.
     followers.append(Sealer(
@@ -145,6 +158,12 @@ def build_server(spec: ServiceSpec, settings: Settings, *, app: QijiApplication 
         checkpoint_seconds=settings.audit_checkpoint_seconds))
     return RunningService(spec=spec, app=app, server=server, port=port, health=health_servicer,
                           stopping=stopping, service_names=names, followers=followers)
+
+
+def upstream_feeds(settings: Settings) -> FeedSource:
+    """The upstreams' feeds as the service's settings say: their addresses, the `service`
+    token, and the transport security of the service's own channels."""
+    return lambda upstream: GrpcFeed.of(upstream, settings)
 
 
 def checkpoint_signer(settings: Settings, service: str) -> CheckpointSigner:

@@ -29,7 +29,7 @@ CITY_TIME = timezone(timedelta(hours=8))
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
     """`qiji audit` and its questions."""
-    from shared.tools.cli import _id
+    from shared.tools.cli import id_argument
 
     audit = commands.add_parser(
         "audit", help="answer an auditor: history, as-of, verify, perk, award; keep checkpoints",
@@ -46,10 +46,10 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
     h = question("history", "every event of an aggregate, with who acted and why")
     h.add_argument("service", choices=EVENT_SOURCED_SERVICES)
-    h.add_argument("aggregate_id", type=_id)
+    h.add_argument("aggregate_id", type=id_argument)
     a = question("as-of", "an aggregate as it stood at a moment")
     a.add_argument("service", choices=EVENT_SOURCED_SERVICES)
-    a.add_argument("aggregate_id", type=_id)
+    a.add_argument("aggregate_id", type=id_argument)
     a.add_argument("moment", type=moment,
                    help="ISO 8601: 2026-03-01 (midnight in the city, UTC+8) or "
                    "2026-03-01T12:00:00+08:00")
@@ -73,10 +73,10 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     _feed_arguments(c)
     p = question("perk", "every redemption of a perk, with the quota after each (and after "
                  "each reversal)")
-    p.add_argument("perk_id", type=_id)
+    p.add_argument("perk_id", type=id_argument)
     w = question("award", "why a rider holds (or held) a badge")
-    w.add_argument("rider_id", type=_id)
-    w.add_argument("badge_class_id", type=_id)
+    w.add_argument("rider_id", type=id_argument)
+    w.add_argument("badge_class_id", type=id_argument)
 
 
 def _feed_arguments(parser: argparse.ArgumentParser) -> None:

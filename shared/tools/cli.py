@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,7 +20,7 @@ from typing import NoReturn
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from shared.auth import PUBLIC_READER, ROLES, SERVICE, add_caller
+from shared.auth import ROLES, add_caller
 from shared.config import (
     DEFAULT_PORTS,
     ConfigError,
@@ -31,25 +30,22 @@ from shared.config import (
     load_settings,
     port_from_base,
 )
-from shared.files import write_private
 from shared.grpc.channels import open_channel
 from shared.personal_data import load_master_key
 from shared.tools import addressing
 from shared.tools.addressing import AddressingError, Deployment, RunLock
-
-# The services `qiji run` starts, in start order; each new service joins this list.
-SERVICES = ["identity", "training", "merchants", "badges", "governance", "platform",
-            "statistics"]
-# The public credentials face: HTTP, not gRPC, started once badges serves.
-WEB = "credentials"
-# The console: HTTP pages over the figures, identity and governance, started once they serve.
-CONSOLE = "console"
-CONSOLE_NEEDS = ("statistics", "identity", "governance")
-ADMIN_PRINCIPAL = "local-admin"
-SERVICES_PRINCIPAL = "qiji-services"
-PUBLIC_FACE_PRINCIPAL = "qiji-public-face"
-# The settings that hand Qiji's own processes their tokens (process_tokens).
-PROCESS_TOKENS = ("QIJI_SERVICE_TOKEN", "QIJI_PUBLIC_READER_TOKEN")
+from shared.tools.processes import (
+    ADMIN_PRINCIPAL,
+    CONSOLE,
+    CONSOLE_NEEDS,
+    SERVICES,
+    WEB,
+    admin_token,
+    console_assets_missing,
+    metrics_port,
+    port_free,
+    process_tokens,
+)
 
 # Exit codes of every subcommand.
 OK = 0
@@ -143,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     actions = credential.add_subparsers(dest="action", required=True, metavar="ACTION")
     export = actions.add_parser("export", help="an award as a signed credential: JSON on "
                                 "stdout, the JWT on stderr")
-    export.add_argument("award_id", type=_id, help="the award's id")
+    export.add_argument("award_id", type=id_argument, help="the award's id")
     export.add_argument("--baked", type=Path, default=None, metavar="FILE",
                         help="also write the badge's picture with the credential baked in (PNG "
                         "or SVG, Open Badges 3.0 §5.3)")
@@ -312,7 +308,7 @@ def _principal(raw: str) -> str:
     return raw
 
 
-def _id(raw: str) -> str:
+def id_argument(raw: str) -> str:
     """argparse type of an id: every aggregate in Qiji is named by a UUID."""
     import uuid
     try:
@@ -346,24 +342,13 @@ def _run(services: list[str], *, relay: bool = False, port_base: int | None = No
         if busy:
             raise CommandFailed(f"ports in use: {busy} (another Qiji? give it --port-base N)")
         load_master_key(settings.master_key, settings.master_key_file, create=True)
-        admin_token = _admin_token(settings.tokens_file, settings.data_dir / "admin.token")
+        admin = admin_token(settings.tokens_file, settings.data_dir / "admin.token")
         tokens = process_tokens(settings.tokens_file)
         lock.announce({name: f"127.0.0.1:{ports[name]}" for name in services})
-        return _serve(services, settings, ports, metrics, web_port, admin_token, tokens,
+        return _serve(services, settings, ports, metrics, web_port, admin, tokens,
                       lock.fd, relay=relay, console_port=console_port)
     finally:
         lock.release()
-
-
-def process_tokens(tokens_file: Path) -> dict[str, str]:
-    """The tokens Qiji's own processes present, as the settings that hand them over: a
-    `service` token (followers, the gateway and the relay read the feeds with it) and a
-    `public_reader` token (the public credentials face reads badges' public RPCs with it,
-    nothing else). New at every start — only the processes started now hold them; the
-    previous ones stop working."""
-    service, reader = PROCESS_TOKENS
-    return {service: add_caller(tokens_file, SERVICES_PRINCIPAL, [SERVICE]),
-            reader: add_caller(tokens_file, PUBLIC_FACE_PRINCIPAL, [PUBLIC_READER])}
 
 
 def _serve(services: list[str], settings: Settings, ports: dict[str, int],
@@ -453,20 +438,6 @@ def _serve(services: list[str], settings: Settings, ports: dict[str, int],
                 proc.kill()
 
 
-def port_free(port: int) -> bool:
-    """Whether a server could listen on 127.0.0.1:`port` now (`qiji run` and deploy/up look
-    before they start anything)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        # As the servers bind: connections of a stopped Qiji in TIME_WAIT do not count, a
-        # process listening there does.
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
 def _credential(args: argparse.Namespace, deployment: Deployment) -> int:
     """Exports a credential as JSON and JWT (and, with --baked, baked into the badge's
     picture), or verifies one — a JWT, or a baked PNG / SVG: the signature under the issuer's
@@ -475,7 +446,7 @@ def _credential(args: argparse.Namespace, deployment: Deployment) -> int:
     from qiji.badges.v1 import badges_service_pb2 as pb
     from qiji.badges.v1 import badges_service_pb2_grpc as pb_grpc
 
-    from services.badges.credentials import NotBaked, unbake
+    from shared.baking import NotBaked, unbake
 
     if args.action == "verify":
         try:
@@ -547,17 +518,6 @@ def console_http_port(port_base: int | None = None) -> int:
     return port
 
 
-def console_assets_missing() -> str:
-    """Why the console cannot start here ("" when it can): its vendored ECharts is made by
-    `make console-assets` (`make run` does it first)."""
-    from services.console.service import assets_dir
-    try:
-        assets_dir(load_settings(CONSOLE))
-    except ConfigError as missing:
-        return str(missing)
-    return ""
-
-
 def wait_http_ready(url: str, proc: subprocess.Popen[bytes] | None,
                     timeout: float = 30.0) -> bool:
     """Polls an HTTP readiness URL (ours, on this machine) until it answers 200."""
@@ -571,29 +531,6 @@ def wait_http_ready(url: str, proc: subprocess.Popen[bytes] | None,
             pass
         time.sleep(0.2)
     return False
-
-
-# Where `qiji run` and deploy/up serve each gRPC process's /metrics: 9101 for identity, and so
-# on to 9106 for the platform gateway; 9107 and 9108 are the relay's and the public face's
-# (shared/tools/ops/stack.py), so the figures, which came later, have 9109.
-METRICS_PORTS = {**{name: 9101 + i for i, name in enumerate(
-    ["identity", "training", "merchants", "badges", "governance", "platform"])},
-    "statistics": 9109}
-
-
-def metrics_port(service: str) -> int:
-    """Where `qiji run` serves each service's /metrics: 9101 for identity, and so on."""
-    return METRICS_PORTS[service]
-
-
-def _admin_token(tokens_file: Path, token_file: Path) -> str:
-    """The embedded default's admin token: made on first run, kept (0600) beside the data so
-    later runs can print it again. The tokens file itself holds only its hash."""
-    if token_file.exists() and tokens_file.exists():
-        return token_file.read_text().strip()
-    token = add_caller(tokens_file, ADMIN_PRINCIPAL, ["city_admin", "operator", "auditor"])
-    write_private(token_file, token + "\n")
-    return token
 
 
 def _wait_serving(address: str, proc: subprocess.Popen[bytes], tls: TlsSettings,

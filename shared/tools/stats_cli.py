@@ -91,8 +91,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def _organisation_id(raw: str) -> str:
-    from shared.tools.cli import _id
-    return _id(raw)
+    from shared.tools.cli import id_argument
+    return id_argument(raw)
 
 
 def first_moment(raw: str) -> datetime:

@@ -17,7 +17,8 @@ from google.protobuf import text_format
 from qiji.governance.v1 import governance_service_pb2 as gpb
 from qiji.identity.v1 import identity_service_pb2 as ipb
 
-from services.platform.application import LocalUpstream, PlatformFeed
+from services.platform.application import PlatformFeed
+from shared.grpc.upstream import LocalUpstream
 from tests.city import build_city, in_process
 from tests.conftest import badges_key_env, pg_env
 from tests.inprocess import SPECS, InProcessQiji

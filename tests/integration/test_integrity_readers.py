@@ -17,7 +17,7 @@ from qiji.feed.v1.public_feed_service_pb2 import ReadPublicEventsRequest
 
 from services.identity.application import IdentityApplication
 from services.identity.public_events import CATALOGUE as IDENTITY_PUBLIC
-from services.platform.application import LocalUpstream, PlatformFeed
+from services.platform.application import PlatformFeed
 from services.relay.relay import Relay
 from services.training.application import TrainingApplication
 from services.training.domain.model import Learner
@@ -26,6 +26,7 @@ from shared.errors import DataLoss
 from shared.followers import Follower, LocalFeed
 from shared.grpc.feed import FeedServicer
 from shared.grpc.public_feed import read_public
+from shared.grpc.upstream import LocalUpstream
 from shared.integrity import ALARM, EventIntegrityError
 from shared.metrics import REGISTRY
 from shared.store import postgres_conninfo

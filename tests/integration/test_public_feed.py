@@ -12,7 +12,7 @@ import pytest
 from services.identity.application import IdentityApplication
 from services.identity.domain.values import Amenity, ConsentScope
 from services.identity.public_events import CATALOGUE as IDENTITY_EVENTS
-from services.platform.application import LocalUpstream, PlatformFeed
+from services.platform.application import PlatformFeed
 from services.platform.cursor import decode
 from services.training.application import TrainingApplication
 from services.training.domain.values import (
@@ -24,6 +24,7 @@ from services.training.domain.values import (
 from services.training.public_events import CATALOGUE as TRAINING_EVENTS
 from shared.errors import InvalidArgument
 from shared.followers import Follower, LocalFeed
+from shared.grpc.upstream import LocalUpstream
 from tests.city import build_city, in_application
 from tests.conftest import MASTER_KEY, actor, as_actor, settings_for
 

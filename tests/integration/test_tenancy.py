@@ -22,7 +22,8 @@ import pytest
 from google.protobuf import descriptor_pool, text_format
 from google.protobuf.descriptor import FieldDescriptor
 
-from services.platform.application import LocalUpstream, PlatformFeed
+from services.platform.application import PlatformFeed
+from shared.grpc.upstream import LocalUpstream
 from shared.tenancy import RIDER, TENANT_ROLES, AllOf, Rows
 from tests.conftest import badges_key_env, pg_env
 from tests.inprocess import API_NAMES, SPECS, InProcessQiji, Service, descriptor

@@ -9,7 +9,7 @@ import zlib
 
 import pytest
 
-from services.badges.credentials import NotBaked, bake_png, bake_svg, unbake
+from shared.baking import NotBaked, bake_png, bake_svg, unbake
 
 JWT = "eyJhbGciOiJSUzI1NiJ9.eyJpZCI6InVybjp1dWlkOjEifQ.c2lnbmF0dXJl"
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from services.badges.credentials import load_ed25519
 from shared.files import create_once, write_private
-from shared.tools.cli import _admin_token
+from shared.tools.processes import admin_token
 
 
 def mode(path: Path) -> int:
@@ -19,7 +19,7 @@ def test_an_admin_token_written_over_a_file_others_could_read_is_private(tmp_pat
     token_file = tmp_path / "admin.token"
     token_file.write_text("an old token\n")
     token_file.chmod(0o644)
-    token = _admin_token(tmp_path / "tokens.json", token_file)  # no tokens file: a new one
+    token = admin_token(tmp_path / "tokens.json", token_file)  # no tokens file: a new one
     assert token_file.read_text() == token + "\n"
     assert mode(token_file) == 0o600
 

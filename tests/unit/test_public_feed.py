@@ -164,7 +164,7 @@ class FakeUpstream:
     def __init__(self, service: str, events: list[tuple[int, int]], last: int):
         self.service, self.events, self.last = service, events, last
 
-    def read(self, request):
+    def read_public_events(self, request):
         from qiji.feed.v1 import public_feed_service_pb2 as pb
         found = [(p, s) for p, s in self.events if p >= request.from_position][:request.limit]
         reply = pb.ReadPublicEventsResponse(last_position=self.last)

@@ -6,10 +6,11 @@ from __future__ import annotations
 import html
 import re
 
+from shared.baking import png_chunks
+
 MAX_IMAGE_BYTES = 256 * 1024
 PNG, SVG = "image/png", "image/svg+xml"
 MEDIA_TYPES = (PNG, SVG)
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # What an SVG must not hold: scripts, event handlers, external or embedded documents, entity
 # declarations (billion laughs), javascript: links, and animations that rewrite a link (an
 # <animate attributeName="href" values="javascript:..."> turns a harmless link into one).
@@ -21,25 +22,6 @@ _SVG_FORBIDDEN = re.compile(
     r"|javascript:|\son[a-z]+\s*=|\s(?:xlink:)?href\s*=\s*(?![\"']?\s*(?:#|data:image/))"
     r"|\sattributeName\s*=\s*[\"']?\s*(?:xlink:)?href\b",
     re.IGNORECASE)
-
-
-def png_chunks(png: bytes) -> list[tuple[bytes, bytes]]:
-    """Every chunk of a PNG file up to IEND, as (kind, data); ValueError saying what is wrong
-    when it is not a whole PNG file (no signature, cut short, no IEND)."""
-    if not png.startswith(PNG_SIGNATURE):
-        raise ValueError("not a PNG file")
-    chunks, at = [], len(PNG_SIGNATURE)
-    while at + 8 <= len(png):
-        length = int.from_bytes(png[at:at + 4], "big")
-        kind = png[at + 4:at + 8]
-        data = png[at + 8:at + 8 + length]
-        if len(data) != length or at + 12 + length > len(png):
-            raise ValueError("the PNG is cut short")
-        chunks.append((kind, data))
-        at += 12 + length
-        if kind == b"IEND":
-            return chunks
-    raise ValueError("the PNG has no IEND chunk")
 
 
 # Reasons of the field violations a picture may get, for callers' programs to branch on.

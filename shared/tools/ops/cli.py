@@ -213,7 +213,7 @@ def rotate_token(tokens_file: Path, principal: str, admin_token_file: Path) -> s
     subject kept (rotating a token must not unregister a caller's certificate)."""
     from shared.auth import add_caller
     from shared.files import write_private
-    from shared.tools.cli import ADMIN_PRINCIPAL
+    from shared.tools.processes import ADMIN_PRINCIPAL
     try:
         callers = json.loads(tokens_file.read_text() or "{}").get("callers", [])
     except FileNotFoundError:

@@ -47,18 +47,6 @@ from shared.grpc.channels import open_channel
 from shared.logging import redacted
 from shared.personal_data import load_master_key
 from shared.tools.addressing import STACK_FILE
-from shared.tools.cli import (
-    ADMIN_PRINCIPAL,
-    CONSOLE,
-    PROCESS_TOKENS,
-    SERVICES,
-    WEB,
-    _admin_token,
-    console_assets_missing,
-    port_free,
-    process_tokens,
-)
-from shared.tools.cli import metrics_port as default_metrics_port
 from shared.tools.ops import (
     DEPENDENCY_UNREACHABLE,
     REFUSED,
@@ -67,6 +55,18 @@ from shared.tools.ops import (
     OpsError,
     supervision,
 )
+from shared.tools.processes import (
+    ADMIN_PRINCIPAL,
+    CONSOLE,
+    PROCESS_TOKENS,
+    SERVICES,
+    WEB,
+    admin_token,
+    console_assets_missing,
+    port_free,
+    process_tokens,
+)
+from shared.tools.processes import metrics_port as default_metrics_port
 
 REPO = Path(__file__).resolve().parents[3]
 RELAY = "relay"
@@ -328,8 +328,8 @@ class Stack:
     def process_env(self, tokens: Mapping[str, str]) -> dict[str, str]:
         """The processes' environment: the operator's own (pool size, log format...), then
         what the stack decides (store, ports, addresses, secrets' files), and `tokens`
-        (shared.tools.cli.process_tokens). supervisord gives each process only the secrets it uses
-        (shared/config.py SECRET_SETTINGS)."""
+        (shared.tools.processes.process_tokens). supervisord gives each process only the
+        secrets it uses (shared/config.py SECRET_SETTINGS)."""
         settings = self.settings()
         env = self.settings_env(pool_size=settings.postgres_pool_size)
         env.update({
@@ -472,7 +472,7 @@ def up(stack: Stack, *, timeout: float, out: Say = say) -> None:
             out(f"made the master key {stack.master_key_file}: back it up outside this "
                 "machine; without it no rider's personal data opens and nothing verifies")
     make_signing_keys(stack, out=out)
-    _admin_token(stack.tokens_file, stack.admin_token_file)
+    admin_token(stack.tokens_file, stack.admin_token_file)
     # The processes' own tokens (reading each other's feeds; the public face's reads): new at
     # every up, since only the processes started here hold them.
     env = stack.process_env(process_tokens(stack.tokens_file))

@@ -34,7 +34,6 @@ from shared.config import EVENT_SOURCED_SERVICES, load_settings
 from shared.grpc.channels import open_channel
 from shared.grpc.server import FOLLOWERS
 from shared.integrity import HEALTH as INTEGRITY
-from shared.tools.cli import SERVICES
 from shared.tools.ops import (
     DEPENDENCY_UNREACHABLE,
     LAGGING,
@@ -54,6 +53,7 @@ from shared.tools.ops.stack import (
     http_get,
     running_pid,
 )
+from shared.tools.processes import SERVICES
 
 # A relay whose heartbeat is older than this is stuck, whatever its last health said.
 RELAY_HEARTBEAT_STALE = 30.0

@@ -32,7 +32,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from shared.auth import list_callers
-from shared.tools.cli import process_tokens
 from shared.tools.ops import OK, REFUSED, UNHEALTHY, OpsError, store, supervision
 from shared.tools.ops import status as status_ops
 from shared.tools.ops.stack import (
@@ -51,6 +50,7 @@ from shared.tools.ops.stack import (
     stale_settings,
 )
 from shared.tools.ops.store import STATISTICS
+from shared.tools.processes import process_tokens
 
 
 def upgrade(stack: Stack, *, backup_dir: Path | None, timeout: float, out: Say = say) -> Path:
