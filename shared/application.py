@@ -11,11 +11,11 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import structlog
 from cryptography.hazmat.primitives import hashes
@@ -89,10 +89,38 @@ def event_metadata(domain_event: Any) -> dict[str, str]:
 @dataclass
 class Outcome:
     """What a command decided: the aggregates whose new events to store, and the answer, a small
-    JSON-able dict from which the entry point renders its response (also on a retry)."""
+    JSON-able dict from which the entry point renders its response (also on a retry): stored as
+    it is in the request's record, and given back as a CommandResult."""
 
     aggregates: Sequence[Aggregate]
     result: dict[str, Any] = field(default_factory=dict)
+
+
+# eq=False: compared as a Mapping, so it equals the answer's dict as the stored dict did.
+@dataclass(frozen=True, eq=False)
+class CommandResult(Mapping[str, Any]):
+    """What a command answered, the same on a retry of its request id: the aggregate it acted
+    on (`id`, "" when it names none) at the `version` its events left it (0: none), which is
+    what an entry point renders, and the whole answer as the request's record stores it
+    (`answer`; also read by its keys, such as a perk's remaining quota)."""
+
+    id: str
+    version: int
+    answer: Mapping[str, Any]
+
+    @classmethod
+    def of(cls, answer: Mapping[str, Any], id_key: str) -> CommandResult:
+        return cls(id=str(answer.get(id_key, "")) if id_key else "",
+                   version=int(answer.get("version") or 0), answer=answer)
+
+    def __getitem__(self, key: str) -> Any:
+        return self.answer[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.answer)
+
+    def __len__(self) -> int:
+        return len(self.answer)
 
 
 class QijiApplication(StoredApplication):
@@ -271,7 +299,9 @@ class QijiApplication(StoredApplication):
         """The aggregate's version as it stood at `when` (None if it did not exist yet): what
         "rider R's record on 1 March" is rebuilt from, by replaying events up to that moment."""
         version = None
-        for stored in self.events.get(aggregate_id):
+        # Every event Qiji stores is an aggregate's, which has a timestamp.
+        events = cast("Iterable[Aggregate.Event]", self.events.get(aggregate_id))
+        for stored in events:
             if stored.timestamp > when:
                 break
             version = stored.originator_version
@@ -279,10 +309,13 @@ class QijiApplication(StoredApplication):
 
     # ------------------------------------------------------------------ commands
 
-    def execute(self, decide: Callable[[], Outcome], *, serialise_on: object = None
-                ) -> dict[str, Any]:
+    def execute(self, decide: Callable[[], Outcome], *, id_key: str = "",
+                serialise_on: object = None) -> CommandResult:
         """Runs a command: decide → save, atomically with its request record when the request
         carries a request id; retried from a fresh read when a concurrent writer got there first.
+        The answer is a CommandResult whose `id` is the answer's `id_key` (the aggregate the
+        command acted on, as "claim_id" names it): the same whether decided now or read back
+        from the first call's record.
 
         A retry of a request id answers what the first call answered and stores nothing; a
         request id reused for a different request is refused. What "the same request" means is
@@ -293,8 +326,8 @@ class QijiApplication(StoredApplication):
         """
         if serialise_on is not None:
             with self._keyed_locks.hold(serialise_on):
-                return self._execute(decide)
-        return self._execute(decide)
+                return CommandResult.of(self._execute(decide), id_key)
+        return CommandResult.of(self._execute(decide), id_key)
 
     def _execute(self, decide: Callable[[], Outcome]) -> dict[str, Any]:
         ctx = context.current()
@@ -386,7 +419,7 @@ class QijiApplication(StoredApplication):
                 "rider": directory.rider_owners,
                 "service_space": directory.service_space_owners}
 
-    def found(self, aggregate_id: str, kind: type[Aggregate]) -> Any | None:
+    def found(self, aggregate_id: uuid.UUID | str, kind: type[Aggregate]) -> Any | None:
         """The aggregate (not a copy: only to read it), or None when there is none of that
         kind with that id: for an owner resolver, to which an unknown thing is no one's."""
         try:

@@ -31,14 +31,15 @@ import hashlib
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import orjson
 import psycopg
 import structlog
+from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import IntegrityError
 from psycopg import sql
 
@@ -283,7 +284,9 @@ class Sealer(PeriodicJob[QijiApplication]):
         for page in replay.pages(self.app, position + 1, BATCH):
             continuity.prime(page, position)
             stored = self.store.range(position + 1, page[-1][0])
-            si, chained, new = 0, [], []
+            si = 0
+            chained: list[tuple[int, bytes]] = []
+            new: list[tuple[int, bytes]] = []
             try:
                 for pos, originator_id, version, topic, state in page:
                     if si < len(stored) and stored[si][0] < pos:
@@ -725,7 +728,7 @@ PAGE = replay.PAGE
 _NEVER = 2**63
 
 
-def _sqlite_verify_pages(app: QijiApplication, store: SealStore) -> Iterator[Any]:
+def _sqlite_verify_pages(app: QijiApplication, store: SealStore) -> Generator[Any, None, None]:
     """The head of the chain, then pages of (rows, the seals up to the page's last row)."""
     yield store.head()
     start = 1
@@ -736,7 +739,7 @@ def _sqlite_verify_pages(app: QijiApplication, store: SealStore) -> Iterator[Any
     yield [], store.range(start, 2**63 - 1)
 
 
-def _verify_pages(app: QijiApplication, *, seals: bool = True) -> Iterator[Any]:
+def _verify_pages(app: QijiApplication, *, seals: bool = True) -> Generator[Any, None, None]:
     """The head of the chain, then pages of (rows, the seals of positions up to the page's last
     row), read in one REPEATABLE READ snapshot through two server-side binary cursors by a
     thread one page ahead (PostgreSQL works on the other core meanwhile). `seals` False: there
@@ -811,7 +814,8 @@ def history(app: QijiApplication, aggregate_id: Any) -> list[HistoryEntry]:
     masking table shows them to the caller."""
     entries = []
     roles = context.current().actor.roles
-    for event in app.events.get(aggregate_id):
+    # Every event Qiji stores is an aggregate's, which has a timestamp.
+    for event in cast("Iterator[Aggregate.Event]", app.events.get(aggregate_id)):
         state = masking.redact(dict(vars(event)), roles)
         meta = state.get(META_KEY) or {}
         name = type(event).__qualname__
@@ -837,7 +841,7 @@ def state_as_of(app: QijiApplication, aggregate_id: Any, when: datetime) -> dict
     version = app.version_at(aggregate_id, when)
     if version is None:
         return {}
-    aggregate = app.repository.get(aggregate_id, version=version)
+    aggregate: Aggregate = app.repository.get(aggregate_id, version=version)
     state = {k.lstrip("_"): ("[sealed]" if k.startswith("sealed_") and v else v)
              for k, v in vars(aggregate).items() if k not in ("_pending_events",)}
     return masking.redact(state, context.current().actor.roles)

@@ -109,10 +109,10 @@ def unbake(image: bytes) -> str:
                     raise NotBaked("the credential chunk is not UTF-8 text") from None
         raise NotBaked("the PNG holds no openbadgecredential chunk")
     try:
-        text = image.decode("utf-8")
+        svg = image.decode("utf-8")
     except UnicodeDecodeError:
         raise NotBaked("neither a PNG nor an SVG file") from None
-    found = _svg_credential(text, 0)
+    found = _svg_credential(svg, 0)
     if found is None:
         raise NotBaked("the SVG holds no <openbadges:credential>")
     _start, _end, attributes, inner = found

@@ -32,7 +32,7 @@ import hashlib
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -216,6 +216,9 @@ class LogCheckpoint(Aggregate):
     """One signed checkpoint, stored in the log it covers (so the public feed and the relay
     carry it like any other event, and a later checkpoint's seal covers it in turn). Its id
     follows from the origin and position: replicas signing the same head store it once."""
+
+    if TYPE_CHECKING:  # the event classes @event makes (for readers' isinstance)
+        Signed: ClassVar[type[Any]]
 
     @event("Signed")
     def __init__(self, origin: str, position: int, seal: str, key_id: str, note: str):

@@ -307,7 +307,7 @@ class Follower:
             if self.app.recorder.has_tracking_id(  # type: ignore[attr-defined]
                     self.upstream, upstream_event.position):
                 return  # another replica (or an earlier run) already applied it
-            processing = ProcessingEvent(tracking=tracking)
+            processing = ProcessingEvent[uuid.UUID](tracking=tracking)
             with context.acting_as(ctx):
                 self.policy(upstream_event, processing)
                 try:

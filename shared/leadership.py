@@ -83,8 +83,9 @@ def _led(settings: Settings, key: str, lock_file: str, stopping: threading.Event
             while not stopping.is_set():
                 try:
                     conn = conn or psycopg.connect(postgres_conninfo(settings), autocommit=True)
-                    if conn.execute("SELECT pg_try_advisory_lock(%s)", (lock_id,)
-                                    ).fetchone()[0]:
+                    locked = conn.execute("SELECT pg_try_advisory_lock(%s)", (lock_id,)
+                                          ).fetchone()
+                    if locked is not None and locked[0]:
                         break
                     reachable = True
                 except psycopg.OperationalError:

@@ -94,7 +94,8 @@ class _LineHandler(logging.Handler):
 
 def _add_service(service: str) -> structlog.typing.Processor:
     # A processor, not a bound context variable: gRPC worker threads do not inherit contexts.
-    def add(_logger: object, _name: str, event: dict) -> dict:
+    def add(_logger: object, _name: str, event: structlog.typing.EventDict
+            ) -> structlog.typing.EventDict:
         event.setdefault("service", service)
         return event
     return add

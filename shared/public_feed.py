@@ -32,7 +32,7 @@ class Fact:
     mapper, with its place in the log, and the organisation the reader acts for."""
 
     position: int
-    originator_id: uuid.UUID
+    originator_id: uuid.UUID | str  # as the library's notifications type it (Qiji's: UUIDs)
     originator_version: int
     topic: str
     event: Any  # the domain event object
@@ -176,7 +176,7 @@ def _for_this_consumer(platform: str, fact: Fact) -> bool:
     return platform == fact.consumer_organisation_id
 
 
-def event_id(service: str, originator_id: uuid.UUID, version: int, type_name: str) -> str:
+def event_id(service: str, originator_id: uuid.UUID | str, version: int, type_name: str) -> str:
     return str(uuid.uuid5(_EVENT_ID_NAMESPACE,
                           f"{service}\n{originator_id}\n{version}\n{type_name}"))
 

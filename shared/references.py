@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from eventsourcing.domain import Aggregate, event
 
@@ -36,6 +36,9 @@ ORGANISATION_REFERENCES = {"street": "STREET", "merchant": "MERCHANT",
 
 
 class Reference(Aggregate):
+    if TYPE_CHECKING:  # the event classes @event makes (for readers' isinstance)
+        Noted: ClassVar[type[Any]]
+
     @staticmethod
     def create_id(upstream_id: str, **_: Any) -> uuid.UUID:
         # Derived, not the upstream id itself: the service may keep an aggregate of its own

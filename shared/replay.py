@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from typing import Any
 
 import psycopg
@@ -95,7 +95,7 @@ def _pages(app: QijiApplication, start: int) -> Iterator[list[tuple[Any, ...]]]:
 
 
 def prefetched(fetch: Callable[[Callable[[Any], bool]], None], name: str
-               ) -> Iterator[Any]:
+               ) -> Generator[Any, None, None]:
     """What `fetch(put)` puts, produced by a thread of its own at most PREFETCH items ahead of
     the consumer (`put` returns False once the consumer has gone: stop then). An exception in
     `fetch` is raised to the consumer."""

@@ -231,9 +231,12 @@ def public(*roles: str | frozenset[str]) -> Access:
 
 
 def scoped(*city_roles: str | frozenset[str], personal: Sequence[str] = (),
-           subject: Callable[[Any], str] | None = None, **scopes: Target) -> Access:
+           subject: Callable[[Any], str] | None = None,
+           tenants: Mapping[str, Target] | None = None, **scopes: Target) -> Access:
     """City-wide roles as given, and each tenant role named as a keyword with what its
-    organisation must own: `scoped(CITY_ADMIN, platform=RIDER, street_office=RIDER)`."""
+    organisation must own: `scoped(CITY_ADMIN, platform=RIDER, street_office=RIDER)`; or
+    several roles at once as `tenants` (`tenants=each(COURSE_READ)`)."""
+    scopes = {**(tenants or {}), **scopes}
     flat = _flatten(city_roles)
     tenant = flat & TENANT_ROLES
     if tenant:
@@ -247,7 +250,7 @@ def scoped(*city_roles: str | frozenset[str], personal: Sequence[str] = (),
 
 def each(target: Target, *roles: str) -> dict[str, Target]:
     """The same scope for several tenant roles (all of them when none are named), for a read
-    every tenant may make of what it owns: `scoped(CITY_READERS, **each(COURSE_READ))`."""
+    every tenant may make of what it owns: `scoped(CITY_READERS, tenants=each(COURSE_READ))`."""
     return dict.fromkeys(roles or sorted(TENANT_ROLES), target)
 
 

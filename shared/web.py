@@ -9,7 +9,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import structlog
 import uvicorn
@@ -79,7 +79,14 @@ def route_name(scope: dict[str, Any]) -> str:
     return getattr(route, "path", "unmatched")
 
 
-def http_settings(settings: Settings, name: str) -> tuple[str, int, dict[str, str]]:
+class HttpsFiles(TypedDict, total=False):
+    """uvicorn's arguments for serving HTTPS itself (none: plain HTTP)."""
+
+    ssl_certfile: str
+    ssl_keyfile: str
+
+
+def http_settings(settings: Settings, name: str) -> tuple[str, int, HttpsFiles]:
     """Where a face listens (<NAME>_HTTP_HOST / _HTTP_PORT) and, if it serves HTTPS itself
     rather than behind the city's reverse proxy, its certificate (<NAME>_HTTPS_CERT_FILE /
     _KEY_FILE), read and checked at start with every other setting (shared/config.py)."""
@@ -91,7 +98,8 @@ def http_settings(settings: Settings, name: str) -> tuple[str, int, dict[str, st
     if (cert is None) != (key is None):
         raise ConfigError(f"{prefix}_HTTPS_CERT_FILE and {prefix}_HTTPS_KEY_FILE go together: "
                           "set both (serve HTTPS) or neither")
-    tls = {"ssl_certfile": str(cert), "ssl_keyfile": str(key)} if cert and key else {}
+    tls = (HttpsFiles(ssl_certfile=str(cert), ssl_keyfile=str(key)) if cert and key
+           else HttpsFiles())
     return host, port, tls
 
 

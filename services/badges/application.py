@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from functools import partial
 from typing import Any
 
 import structlog
@@ -43,7 +44,7 @@ from services.governance import events as governance_events
 from services.identity import events as identity_events
 from services.training import events as training_events
 from shared import baking, context, masking
-from shared.application import Outcome, QijiApplication
+from shared.application import CommandResult, Outcome, QijiApplication
 from shared.config import CREDENTIALS_HTTP_PORT, ConfigError, Settings
 from shared.errors import (
     DUPLICATE_VALUE,
@@ -136,7 +137,7 @@ class BadgesApplication(QijiApplication):
 
     def log_volunteer_service(self, *, rider_id: str, community_id: str, activity: str,
                               started_at: datetime | None, hours: str,
-                              violations: Violations | None = None) -> dict[str, Any]:
+                              violations: Violations | None = None) -> CommandResult:
         """`violations`, here and in every command and list that takes them: what the entry
         point already found wrong in the request (an enum number the contract does not define,
         a timestamp it could not read), reported with the rest in one answer."""
@@ -164,10 +165,10 @@ class BadgesApplication(QijiApplication):
                                    activity=activity.strip(), started_at=started_at,
                                    hours=parsed)
             return Outcome([shift], {"shift_id": str(shift.id), "version": shift.version})
-        return self.execute(decide)
+        return self.execute(decide, id_key="shift_id")
 
     def confirm_volunteer_service(self, *, shift_id: str
-                                  ) -> dict[str, Any]:
+                                  ) -> CommandResult:
         require_ids(shift_id=shift_id)
 
         def decide() -> Outcome:
@@ -182,7 +183,7 @@ class BadgesApplication(QijiApplication):
             return Outcome([shift, record, *awards], {
                 "shift_id": shift_id, "version": shift.version,
                 "award_ids": [str(a.id) for a in awards if a.status == "ACTIVE"]})
-        return self.execute(decide, serialise_on=shift_id)
+        return self.execute(decide, id_key="shift_id", serialise_on=shift_id)
 
     def _confirm_shift(self, shift: VolunteerShift, record: RiderRecord) -> list[Award]:
         """What confirming volunteer service does, wherever the shift came from (logged after
@@ -193,7 +194,7 @@ class BadgesApplication(QijiApplication):
         return self._evaluate(record)
 
     def reject_volunteer_service(self, *, shift_id: str, reason: str
-                                 ) -> dict[str, Any]:
+                                 ) -> CommandResult:
         v = Violations()
         check_id(v, "shift_id", shift_id)
         check_reason(v, reason, limit=MAX_REASON)
@@ -203,7 +204,7 @@ class BadgesApplication(QijiApplication):
             shift = self.get(shift_id, VolunteerShift, "shift")
             shift.reject(reason.strip())
             return Outcome([shift], {"shift_id": shift_id, "version": shift.version})
-        return self.execute(decide, serialise_on=shift_id)
+        return self.execute(decide, id_key="shift_id", serialise_on=shift_id)
 
     def shift(self, shift_id: str, version: int | None = None) -> VolunteerShift:
         return self.get(shift_id, VolunteerShift, "shift", version)
@@ -237,7 +238,7 @@ class BadgesApplication(QijiApplication):
                                    ends_at: datetime | None, service_space_id: str,
                                    address: str, places: int,
                                    sign_up_deadline: datetime | None,
-                                   violations: Violations | None = None) -> dict[str, Any]:
+                                   violations: Violations | None = None) -> CommandResult:
         """A community's volunteer activity (爱心公益活动), open for sign-up at once."""
         v = violations if violations is not None else Violations()
         plan = check_plan(v, title=title, description=description, kind=kind,
@@ -257,14 +258,14 @@ class BadgesApplication(QijiApplication):
                 published_by=context.current().actor.principal)
             return Outcome([activity], {"activity_id": str(activity.id),
                                         "version": activity.version})
-        return self.execute(decide)
+        return self.execute(decide, id_key="activity_id")
 
     def revise_volunteer_activity(self, *, activity_id: str, title: str, description: str,
                                   kind: VolunteerActivityKind | None, starts_at: datetime | None,
                                   ends_at: datetime | None, service_space_id: str,
                                   address: str, places: int,
                                   sign_up_deadline: datetime | None,
-                                  violations: Violations | None = None) -> dict[str, Any]:
+                                  violations: Violations | None = None) -> CommandResult:
         """The whole activity as it is to be; its sign-ups stand (places never below them)."""
         v = violations if violations is not None else Violations()
         current = self._noted_activity(v, activity_id)
@@ -281,9 +282,9 @@ class BadgesApplication(QijiApplication):
             activity = self.get(activity_id, VolunteerActivity, "activity")
             activity.revise(plan, self.clock())
             return Outcome([activity], {"activity_id": activity_id, "version": activity.version})
-        return self.execute(decide, serialise_on=activity_id)
+        return self.execute(decide, id_key="activity_id", serialise_on=activity_id)
 
-    def cancel_volunteer_activity(self, *, activity_id: str, reason: str) -> dict[str, Any]:
+    def cancel_volunteer_activity(self, *, activity_id: str, reason: str) -> CommandResult:
         v = Violations()
         check_id(v, "activity_id", activity_id)
         check_reason(v, reason, limit=MAX_REASON)
@@ -294,7 +295,7 @@ class BadgesApplication(QijiApplication):
             told = activity.cancel(reason.strip(), self.clock())
             return Outcome([activity], {"activity_id": activity_id, "version": activity.version,
                                         "cancelled_rider_ids": told})
-        return self.execute(decide, serialise_on=activity_id)
+        return self.execute(decide, id_key="activity_id", serialise_on=activity_id)
 
     def volunteer_activity(self, activity_id: str, version: int | None = None
                            ) -> VolunteerActivity:
@@ -324,7 +325,7 @@ class BadgesApplication(QijiApplication):
         return [self.volunteer_activity(i) for i in ids], token
 
     def sign_up_for_volunteer_activity(self, *, activity_id: str, rider_id: str
-                                       ) -> dict[str, Any]:
+                                       ) -> CommandResult:
         """A rider takes a place, through their platform's app. No waiting list: a full
         activity is refused ACTIVITY_FULL (services/badges/domain/activities.py says why)."""
         require_ids(activity_id=activity_id, rider_id=rider_id)
@@ -345,10 +346,10 @@ class BadgesApplication(QijiApplication):
                                         "version": activity.version})
         # Many riders race for the last places of one activity: queue on it in this process
         # (replicas still decide by the activity's versions).
-        return self.execute(decide, serialise_on=activity_id)
+        return self.execute(decide, id_key="activity_id", serialise_on=activity_id)
 
     def withdraw_volunteer_sign_up(self, *, activity_id: str, rider_id: str
-                                   ) -> dict[str, Any]:
+                                   ) -> CommandResult:
         require_ids(activity_id=activity_id, rider_id=rider_id)
 
         def decide() -> Outcome:
@@ -356,10 +357,10 @@ class BadgesApplication(QijiApplication):
             activity.withdraw(rider_id, self.clock())
             return Outcome([activity], {"activity_id": activity_id, "rider_id": rider_id,
                                         "version": activity.version})
-        return self.execute(decide, serialise_on=activity_id)
+        return self.execute(decide, id_key="activity_id", serialise_on=activity_id)
 
     def record_volunteer_attendance(self, *, activity_id: str, rider_id: str, hours: str
-                                    ) -> dict[str, Any]:
+                                    ) -> CommandResult:
         """The community records that the rider came and served `hours` (the whole activity
         when empty): their service is confirmed there and then, as ConfirmVolunteerService
         confirms logged service, and badges follow in the same save. Once per rider per
@@ -388,7 +389,7 @@ class BadgesApplication(QijiApplication):
                 "activity_id": activity_id, "rider_id": rider_id, "version": activity.version,
                 "shift_id": str(shift.id), "shift_version": shift.version,
                 "award_ids": [str(a.id) for a in awards]})
-        return self.execute(decide, serialise_on=activity_id)
+        return self.execute(decide, id_key="activity_id", serialise_on=activity_id)
 
     def volunteer_sign_ups(self, *, activity_id: str, rider_id: str,
                            status: VolunteerSignUpStatus | None, page_size: int, page_token: str,
@@ -486,7 +487,7 @@ class BadgesApplication(QijiApplication):
                            issuer_id: str, criteria: dict[str, Any], validity_days: int,
                            image: bytes = b"", image_media_type: str = "",
                            grows_from_badge_class_id: str = "",
-                           violations: Violations | None = None) -> dict[str, Any]:
+                           violations: Violations | None = None) -> CommandResult:
         """A badge class; its picture, when given, is stored with it in the same save, and so
         is the re-evaluation that awards it to the riders who already meet its criteria."""
         v = violations if violations is not None else Violations()
@@ -524,7 +525,7 @@ class BadgesApplication(QijiApplication):
     def _create_badge_class(self, name: str, description: str, image_url: str,
                             issuer_id: str, parsed: Criteria, validity_days: int, image: bytes,
                             image_media_type: str, grows_from_badge_class_id: str
-                            ) -> dict[str, Any]:
+                            ) -> CommandResult:
         def decide() -> Outcome:
             badge = BadgeClass(name=name.strip(), description=description.strip(),
                                image_url=image_url, issuer_id=issuer_id,
@@ -536,10 +537,10 @@ class BadgesApplication(QijiApplication):
             job = Reevaluation(badge_class_id=str(badge.id), criteria_version=1)
             return Outcome([badge, job], {"badge_class_id": str(badge.id),
                                           "version": badge.version})
-        return self._reevaluating(self.execute(decide))
+        return self._reevaluating(self.execute(decide, id_key="badge_class_id"))
 
     def upload_badge_image(self, *, badge_class_id: str, image: bytes, media_type: str
-                           ) -> dict[str, Any]:
+                           ) -> CommandResult:
         """A new picture for a badge class (a credential already handed out shows the new one
         at the same address; the old one stays in the log)."""
         v = Violations()
@@ -551,10 +552,10 @@ class BadgesApplication(QijiApplication):
             badge = self.get(badge_class_id, BadgeClass, "badge_class")
             badge.upload_image(**_image_state(image, media_type))
             return Outcome([badge], {"badge_class_id": badge_class_id, "version": badge.version})
-        return self.execute(decide, serialise_on=badge_class_id)
+        return self.execute(decide, id_key="badge_class_id", serialise_on=badge_class_id)
 
     def revise_badge_criteria(self, *, badge_class_id: str, criteria: dict[str, Any],
-                              violations: Violations | None = None) -> dict[str, Any]:
+                              violations: Violations | None = None) -> CommandResult:
         v = violations if violations is not None else Violations()
         parsed = self._criteria(v, criteria)
         self._note_badge_class(v, badge_class_id)
@@ -568,14 +569,14 @@ class BadgesApplication(QijiApplication):
                                criteria_version=badge.criteria_version)
             return Outcome([badge, job], {"badge_class_id": badge_class_id,
                                           "version": badge.version})
-        return self._reevaluating(self.execute(decide))
+        return self._reevaluating(self.execute(decide, id_key="badge_class_id"))
 
-    def _reevaluating(self, result: dict[str, Any]) -> dict[str, Any]:
+    def _reevaluating(self, result: CommandResult) -> CommandResult:
         self.reevaluation_wanted.set()
         return result
 
     def revise_badge_progression(self, *, badge_class_id: str, grows_from_badge_class_id: str
-                                 ) -> dict[str, Any]:
+                                 ) -> CommandResult:
         """The class this one grows from on its ladder ("" : none), as a new progression
         version. Awards already grown stay as they grew; riders holding the lower class are
         grown when they are next awarded the higher."""
@@ -597,7 +598,7 @@ class BadgesApplication(QijiApplication):
                 self._check_ladder(v, badge_class_id, badge.name, badge.issuer_id,
                                    grows_from_badge_class_id)
                 v.raise_if_any()
-            return self.execute(decide)
+            return self.execute(decide, id_key="badge_class_id")
 
     _ladder_lock = threading.Lock()
 
@@ -637,7 +638,7 @@ class BadgesApplication(QijiApplication):
 
     def grant_badge(self, *, rider_id: str, badge_class_id: str, reason: str,
                     evidence: list[dict[str, Any]], violations: Violations | None = None
-                    ) -> dict[str, Any]:
+                    ) -> CommandResult:
         """A manual award by an official: a written reason and at least one piece of evidence
         (an unreadable `evidence[i].time` is the entry point's, in `violations`)."""
         v = violations if violations is not None else Violations()
@@ -668,10 +669,10 @@ class BadgesApplication(QijiApplication):
                  "narrative": e["narrative"], "at": e.get("at") or now} for e in evidence],
                 reason.strip(), now, rungs)
             return Outcome([record, award, *grown], {"award_id": str(award.id), "version": 1})
-        return self.execute(decide)
+        return self.execute(decide, id_key="award_id")
 
     def revoke_award(self, *, award_id: str, reason: str
-                     ) -> dict[str, Any]:
+                     ) -> CommandResult:
         v = Violations()
         check_id(v, "award_id", award_id)
         check_reason(v, reason, limit=MAX_REASON)
@@ -683,7 +684,7 @@ class BadgesApplication(QijiApplication):
             award.revoke(reason.strip(), context.current().actor.principal, self.clock())
             record.release(award.badge_class_id, award_id, revoked=True)
             return Outcome([award, record], {"award_id": award_id, "version": award.version})
-        return self.execute(decide)
+        return self.execute(decide, id_key="award_id")
 
     def expire_due(self) -> int:
         """Stores Expired for every award past its expiry (the expiry job calls this)."""
@@ -697,7 +698,7 @@ class BadgesApplication(QijiApplication):
                 award.expire(self.clock())
                 record.release(award.badge_class_id, award_id, revoked=False)
                 return Outcome([award, record], {"award_id": award_id})
-            if self.execute(decide):
+            if self.execute(decide, id_key="award_id"):
                 expired += 1
         return expired
 
@@ -801,7 +802,7 @@ class BadgesApplication(QijiApplication):
 
     def create_recognition_title(self, *, name: str, description: str, criteria: dict[str, Any],
                                  required_badge_class_ids: list[str], term_days: int,
-                                 violations: Violations | None = None) -> dict[str, Any]:
+                                 violations: Violations | None = None) -> CommandResult:
         """A title the city confers on riders (城市治理合伙人), with what makes a rider
         eligible and how long a conferral lasts."""
         v = violations if violations is not None else Violations()
@@ -815,11 +816,11 @@ class BadgesApplication(QijiApplication):
             title = RecognitionTitle(name=name.strip(), description=description.strip(),
                                      requirements=requirements, term_days=term_days)
             return Outcome([title], {"title_id": str(title.id), "version": title.version})
-        return self.execute(decide)
+        return self.execute(decide, id_key="title_id")
 
     def revise_recognition_title(self, *, title_id: str, criteria: dict[str, Any],
                                  required_badge_class_ids: list[str], term_days: int,
-                                 violations: Violations | None = None) -> dict[str, Any]:
+                                 violations: Violations | None = None) -> CommandResult:
         v = violations if violations is not None else Violations()
         requirements = self._requirements(v, criteria, required_badge_class_ids, term_days)
         self._note_title(v, title_id)
@@ -830,7 +831,7 @@ class BadgesApplication(QijiApplication):
             title = self.get(title_id, RecognitionTitle, "recognition_title")
             title.revise(requirements=requirements, term_days=term_days)
             return Outcome([title], {"title_id": title_id, "version": title.version})
-        return self.execute(decide)
+        return self.execute(decide, id_key="title_id")
 
     def _requirements(self, v: Violations, criteria: dict[str, Any], required: list[str],
                       term_days: int) -> dict[str, Any] | None:
@@ -854,7 +855,7 @@ class BadgesApplication(QijiApplication):
         return {"criteria": parsed.to_state(), "required_badge_class_ids": list(required)}
 
     def confer_recognition(self, *, rider_id: str, title_id: str, reason: str,
-                           violations: Violations | None = None) -> dict[str, Any]:
+                           violations: Violations | None = None) -> CommandResult:
         """Confers a title on a rider who meets its requirements now, for its term."""
         v = violations if violations is not None else Violations()
         check_reason(v, reason, limit=MAX_REASON)
@@ -884,7 +885,7 @@ class BadgesApplication(QijiApplication):
             record.confer_title(title_id=title_id, recognition_id=str(recognition.id))
             return Outcome([record, recognition], {"recognition_id": str(recognition.id),
                                                    "version": recognition.version})
-        return self.execute(decide)
+        return self.execute(decide, id_key="recognition_id")
 
     def _title_evidence(self, title: RecognitionTitle, record: RiderRecord, now: datetime
                         ) -> tuple[list[dict[str, Any]], list[str]]:
@@ -906,7 +907,7 @@ class BadgesApplication(QijiApplication):
                                  "narrative": f"holds {name}", "at": now})
         return evidence, missing
 
-    def revoke_recognition(self, *, recognition_id: str, reason: str) -> dict[str, Any]:
+    def revoke_recognition(self, *, recognition_id: str, reason: str) -> CommandResult:
         v = Violations()
         check_id(v, "recognition_id", recognition_id)
         check_reason(v, reason, limit=MAX_REASON)
@@ -917,7 +918,7 @@ class BadgesApplication(QijiApplication):
             recognition.revoke(reason.strip(), context.current().actor.principal, self.clock())
             return Outcome([recognition], {"recognition_id": recognition_id,
                                            "version": recognition.version})
-        return self.execute(decide)
+        return self.execute(decide, id_key="recognition_id")
 
     def recognition(self, recognition_id: str, version: int | None = None) -> Recognition:
         return self.get(recognition_id, Recognition, "recognition", version)
@@ -1208,8 +1209,7 @@ class BadgesApplication(QijiApplication):
         made = 0
         for job_id in self.views.running_reevaluations():
             while True:
-                result = self.execute(lambda job_id=job_id: self._reevaluate_batch(job_id,
-                                                                                   batch))
+                result = self.execute(partial(self._reevaluate_batch, job_id, batch))
                 made += result.get("awarded", 0)
                 if result.get("done", True):
                     break
@@ -1259,7 +1259,7 @@ class BadgesApplication(QijiApplication):
     def record_award_ceremony(self, *, street_id: str, held_at: datetime | None,
                               service_space_id: str, place: str,
                               officials: list[dict[str, str]], award_ids: list[str],
-                              violations: Violations | None = None) -> dict[str, Any]:
+                              violations: Violations | None = None) -> CommandResult:
         """An award ceremony (颁奖仪式) held in a street: when, where (one of the street's
         service spaces, or a place in words), the officials present, and the awards handed
         over, each marked with the ceremony in the same save."""
@@ -1317,7 +1317,7 @@ class BadgesApplication(QijiApplication):
                 award.present(ceremony_id=str(ceremony.id), at=held_at)
             return Outcome([ceremony, *awards], {"ceremony_id": str(ceremony.id),
                                                  "version": ceremony.version})
-        return self.execute(decide)
+        return self.execute(decide, id_key="ceremony_id")
 
     def ceremony(self, ceremony_id: str) -> AwardCeremony:
         return self.get(ceremony_id, AwardCeremony, "award_ceremony")

@@ -21,6 +21,7 @@ from services.badges.domain.criteria import Criteria, Track
 from services.badges.domain.model import Award, AwardCeremony, BadgeClass, VolunteerShift
 from services.badges.domain.recognition import Recognition, RecognitionTitle
 from shared import masking
+from shared.application import CommandResult
 from shared.auth import CITY_ADMIN, ROLES
 from shared.errors import Violations
 from shared.grpc.convert import enum_in, enum_out, optional_time, timestamp
@@ -123,7 +124,8 @@ class BadgesServicer(pb_grpc.BadgesServiceServicer):
 
     # ------------------------------------------------------------------ volunteer service
 
-    def LogVolunteerService(self, request: Any, context: Any) -> Any:
+    def LogVolunteerService(self, request: pb.LogVolunteerServiceRequest,
+                            context: grpc.ServicerContext) -> pb.LogVolunteerServiceResponse:
         violations = Violations()  # reported with the application's findings, in one answer
         result = self.app.log_volunteer_service(
             rider_id=request.rider_id, community_id=request.community_id,
@@ -132,17 +134,21 @@ class BadgesServicer(pb_grpc.BadgesServiceServicer):
             violations=violations)
         return pb.LogVolunteerServiceResponse(shift=self._shift_at(result))
 
-    def ConfirmVolunteerService(self, request: Any, context: Any) -> Any:
+    def ConfirmVolunteerService(self, request: pb.ConfirmVolunteerServiceRequest,
+                                context: grpc.ServicerContext
+                                ) -> pb.ConfirmVolunteerServiceResponse:
         result = self.app.confirm_volunteer_service(shift_id=request.shift_id)
         return pb.ConfirmVolunteerServiceResponse(shift=self._shift_at(result),
                                                   award_ids=result["award_ids"])
 
-    def RejectVolunteerService(self, request: Any, context: Any) -> Any:
+    def RejectVolunteerService(self, request: pb.RejectVolunteerServiceRequest,
+                               context: grpc.ServicerContext) -> pb.RejectVolunteerServiceResponse:
         result = self.app.reject_volunteer_service(shift_id=request.shift_id,
                                                    reason=request.reason)
         return pb.RejectVolunteerServiceResponse(shift=self._shift_at(result))
 
-    def ListVolunteerService(self, request: Any, context: Any) -> Any:
+    def ListVolunteerService(self, request: pb.ListVolunteerServiceRequest,
+                             context: grpc.ServicerContext) -> pb.ListVolunteerServiceResponse:
         violations = Violations()
         status = enum_in(request.status, pb.ShiftStatus, str, violations, "status") or ""
         shifts, token, hours = self.app.volunteer_service(
@@ -154,21 +160,27 @@ class BadgesServicer(pb_grpc.BadgesServiceServicer):
 
     # ------------------------------------------------------------------ volunteer activities
 
-    def PublishVolunteerActivity(self, request: Any, context: Any) -> Any:
+    def PublishVolunteerActivity(self, request: pb.PublishVolunteerActivityRequest,
+                                 context: grpc.ServicerContext
+                                 ) -> pb.PublishVolunteerActivityResponse:
         violations = Violations()
         result = self.app.publish_volunteer_activity(
             community_id=request.community_id, **self._plan_in(request, violations),
             violations=violations)
         return pb.PublishVolunteerActivityResponse(activity=self._activity_at(result))
 
-    def ReviseVolunteerActivity(self, request: Any, context: Any) -> Any:
+    def ReviseVolunteerActivity(self, request: pb.ReviseVolunteerActivityRequest,
+                                context: grpc.ServicerContext
+                                ) -> pb.ReviseVolunteerActivityResponse:
         violations = Violations()
         result = self.app.revise_volunteer_activity(
             activity_id=request.activity_id, **self._plan_in(request, violations),
             violations=violations)
         return pb.ReviseVolunteerActivityResponse(activity=self._activity_at(result))
 
-    def CancelVolunteerActivity(self, request: Any, context: Any) -> Any:
+    def CancelVolunteerActivity(self, request: pb.CancelVolunteerActivityRequest,
+                                context: grpc.ServicerContext
+                                ) -> pb.CancelVolunteerActivityResponse:
         result = self.app.cancel_volunteer_activity(activity_id=request.activity_id,
                                                     reason=request.reason)
         # The whole roll to the activity's own (community, street office, city); a platform
@@ -179,11 +191,14 @@ class BadgesServicer(pb_grpc.BadgesServiceServicer):
                                  if self.app.caller_owns("activity", request.activity_id)
                                  or self.app.sees_rider(r)])
 
-    def GetVolunteerActivity(self, request: Any, context: Any) -> Any:
+    def GetVolunteerActivity(self, request: pb.GetVolunteerActivityRequest,
+                             context: grpc.ServicerContext) -> pb.GetVolunteerActivityResponse:
         return pb.GetVolunteerActivityResponse(
             activity=self._activity(self.app.volunteer_activity(request.activity_id)))
 
-    def ListVolunteerActivities(self, request: Any, context: Any) -> Any:
+    def ListVolunteerActivities(self, request: pb.ListVolunteerActivitiesRequest,
+                                context: grpc.ServicerContext
+                                ) -> pb.ListVolunteerActivitiesResponse:
         violations = Violations()
         kind = enum_in(request.kind, pb.VolunteerActivityKind, VolunteerActivityKind, violations,
                        "kind")
@@ -194,19 +209,25 @@ class BadgesServicer(pb_grpc.BadgesServiceServicer):
         return pb.ListVolunteerActivitiesResponse(activities=[self._activity(a) for a in found],
                                                   next_page_token=token)
 
-    def SignUpForVolunteerActivity(self, request: Any, context: Any) -> Any:
+    def SignUpForVolunteerActivity(self, request: pb.SignUpForVolunteerActivityRequest,
+                                   context: grpc.ServicerContext
+                                   ) -> pb.SignUpForVolunteerActivityResponse:
         result = self.app.sign_up_for_volunteer_activity(activity_id=request.activity_id,
                                                          rider_id=request.rider_id)
         return pb.SignUpForVolunteerActivityResponse(sign_up=self._sign_up_at(result),
                                                      activity=self._activity_at(result))
 
-    def WithdrawVolunteerSignUp(self, request: Any, context: Any) -> Any:
+    def WithdrawVolunteerSignUp(self, request: pb.WithdrawVolunteerSignUpRequest,
+                                context: grpc.ServicerContext
+                                ) -> pb.WithdrawVolunteerSignUpResponse:
         result = self.app.withdraw_volunteer_sign_up(activity_id=request.activity_id,
                                                      rider_id=request.rider_id)
         return pb.WithdrawVolunteerSignUpResponse(sign_up=self._sign_up_at(result),
                                                   activity=self._activity_at(result))
 
-    def RecordVolunteerAttendance(self, request: Any, context: Any) -> Any:
+    def RecordVolunteerAttendance(self, request: pb.RecordVolunteerAttendanceRequest,
+                                  context: grpc.ServicerContext
+                                  ) -> pb.RecordVolunteerAttendanceResponse:
         result = self.app.record_volunteer_attendance(
             activity_id=request.activity_id, rider_id=request.rider_id, hours=request.hours)
         return pb.RecordVolunteerAttendanceResponse(
@@ -214,7 +235,8 @@ class BadgesServicer(pb_grpc.BadgesServiceServicer):
             shift=self._shift(self.app.shift(result["shift_id"], result["shift_version"])),
             award_ids=result["award_ids"])
 
-    def ListVolunteerSignUps(self, request: Any, context: Any) -> Any:
+    def ListVolunteerSignUps(self, request: pb.ListVolunteerSignUpsRequest,
+                             context: grpc.ServicerContext) -> pb.ListVolunteerSignUpsResponse:
         violations = Violations()
         status = enum_in(request.status, pb.VolunteerSignUpStatus, VolunteerSignUpStatus,
                          violations, "status")
@@ -237,7 +259,8 @@ class BadgesServicer(pb_grpc.BadgesServiceServicer):
 
     # ------------------------------------------------------------------ badge classes
 
-    def CreateBadgeClass(self, request: Any, context: Any) -> Any:
+    def CreateBadgeClass(self, request: pb.CreateBadgeClassRequest, context: grpc.ServicerContext
+                         ) -> pb.CreateBadgeClassResponse:
         violations = Violations()
         result = self.app.create_badge_class(
             name=request.name, description=request.description, image_url=request.image_url,
@@ -247,24 +270,28 @@ class BadgesServicer(pb_grpc.BadgesServiceServicer):
             grows_from_badge_class_id=request.grows_from_badge_class_id, violations=violations)
         return pb.CreateBadgeClassResponse(badge_class=self._class_at(result))
 
-    def UploadBadgeImage(self, request: Any, context: Any) -> Any:
+    def UploadBadgeImage(self, request: pb.UploadBadgeImageRequest, context: grpc.ServicerContext
+                         ) -> pb.UploadBadgeImageResponse:
         result = self.app.upload_badge_image(
             badge_class_id=request.badge_class_id, image=request.image,
             media_type=request.image_media_type)
         return pb.UploadBadgeImageResponse(badge_class=self._class_at(result))
 
-    def ReviseBadgeCriteria(self, request: Any, context: Any) -> Any:
+    def ReviseBadgeCriteria(self, request: pb.ReviseBadgeCriteriaRequest,
+                            context: grpc.ServicerContext) -> pb.ReviseBadgeCriteriaResponse:
         violations = Violations()
         result = self.app.revise_badge_criteria(
             badge_class_id=request.badge_class_id,
             criteria=self._criteria_in(request.criteria, violations), violations=violations)
         return pb.ReviseBadgeCriteriaResponse(badge_class=self._class_at(result))
 
-    def GetBadgeClass(self, request: Any, context: Any) -> Any:
+    def GetBadgeClass(self, request: pb.GetBadgeClassRequest, context: grpc.ServicerContext
+                      ) -> pb.GetBadgeClassResponse:
         return pb.GetBadgeClassResponse(
             badge_class=self._class(self.app.badge_class(request.badge_class_id)))
 
-    def ListBadgeClasses(self, request: Any, context: Any) -> Any:
+    def ListBadgeClasses(self, request: pb.ListBadgeClassesRequest, context: grpc.ServicerContext
+                         ) -> pb.ListBadgeClassesResponse:
         found, token = self.app.list_badge_classes(page_size=request.page_size,
                                                    page_token=request.page_token)
         return pb.ListBadgeClassesResponse(badge_classes=[self._class(c) for c in found],
@@ -272,7 +299,8 @@ class BadgesServicer(pb_grpc.BadgesServiceServicer):
 
     # ------------------------------------------------------------------ awards
 
-    def GrantBadge(self, request: Any, context: Any) -> Any:
+    def GrantBadge(self, request: pb.GrantBadgeRequest, context: grpc.ServicerContext
+                   ) -> pb.GrantBadgeResponse:
         violations = Violations()
         result = self.app.grant_badge(
             rider_id=request.rider_id, badge_class_id=request.badge_class_id,
@@ -283,26 +311,31 @@ class BadgesServicer(pb_grpc.BadgesServiceServicer):
                       for i, e in enumerate(request.evidence)], violations=violations)
         return pb.GrantBadgeResponse(award=self._award_at(result))
 
-    def RevokeAward(self, request: Any, context: Any) -> Any:
+    def RevokeAward(self, request: pb.RevokeAwardRequest, context: grpc.ServicerContext
+                    ) -> pb.RevokeAwardResponse:
         result = self.app.revoke_award(award_id=request.award_id, reason=request.reason)
         return pb.RevokeAwardResponse(award=self._award_at(result))
 
-    def GetAward(self, request: Any, context: Any) -> Any:
+    def GetAward(self, request: pb.GetAwardRequest, context: grpc.ServicerContext
+                 ) -> pb.GetAwardResponse:
         return pb.GetAwardResponse(award=self._award(self.app.award(request.award_id)))
 
-    def ListRiderAwards(self, request: Any, context: Any) -> Any:
+    def ListRiderAwards(self, request: pb.ListRiderAwardsRequest, context: grpc.ServicerContext
+                        ) -> pb.ListRiderAwardsResponse:
         awards = self.app.rider_awards(rider_id=request.rider_id,
                                        include_inactive=request.include_inactive)
         return pb.ListRiderAwardsResponse(awards=[self._award(a) for a in awards])
 
-    def ListBadgeHolders(self, request: Any, context: Any) -> Any:
+    def ListBadgeHolders(self, request: pb.ListBadgeHoldersRequest, context: grpc.ServicerContext
+                         ) -> pb.ListBadgeHoldersResponse:
         found, token = self.app.badge_holders(badge_class_id=request.badge_class_id,
                                               page_size=request.page_size,
                                               page_token=request.page_token)
         return pb.ListBadgeHoldersResponse(awards=[self._award(a) for a in found],
                                            next_page_token=token)
 
-    def ExplainAward(self, request: Any, context: Any) -> Any:
+    def ExplainAward(self, request: pb.ExplainAwardRequest, context: grpc.ServicerContext
+                     ) -> pb.ExplainAwardResponse:
         e = self.app.explain(rider_id=request.rider_id, badge_class_id=request.badge_class_id)
         return pb.ExplainAwardResponse(award=self._award(e.award),
                                        badge_class=self._class(e.badge_class),
@@ -311,7 +344,8 @@ class BadgesServicer(pb_grpc.BadgesServiceServicer):
 
     # ------------------------------------------------------------------ credentials
 
-    def ExportCredential(self, request: Any, context: Any) -> Any:
+    def ExportCredential(self, request: pb.ExportCredentialRequest, context: grpc.ServicerContext
+                         ) -> pb.ExportCredentialResponse:
         credential, jwt = self.app.export_credential(award_id=request.award_id)
         baked, media_type = self.app.baked_credential(
             award_id=request.award_id, jwt=jwt) if request.baked else (b"", "")
@@ -320,7 +354,8 @@ class BadgesServicer(pb_grpc.BadgesServiceServicer):
             credential_jwt=jwt, key_id=_header(jwt)["kid"], baked_image=baked,
             baked_image_media_type=media_type)
 
-    def VerifyCredential(self, request: Any, context: Any) -> Any:
+    def VerifyCredential(self, request: pb.VerifyCredentialRequest, context: grpc.ServicerContext
+                         ) -> pb.VerifyCredentialResponse:
         r = self.app.verify_credential(jwt=request.credential_jwt)
         return pb.VerifyCredentialResponse(
             signature_valid=r["signature_valid"],
@@ -330,35 +365,41 @@ class BadgesServicer(pb_grpc.BadgesServiceServicer):
             credential_json=json.dumps(r["credential"], ensure_ascii=False)
             if r["credential"] is not None else "")
 
-    def GetIssuerKeys(self, request: Any, context: Any) -> Any:
+    def GetIssuerKeys(self, request: pb.GetIssuerKeysRequest, context: grpc.ServicerContext
+                      ) -> pb.GetIssuerKeysResponse:
         keys = self.app.issuer_keys
         return pb.GetIssuerKeysResponse(
             jwks_json=json.dumps(self.app.issuer_keys_json()),
             signing_key_id=keys.jwk(keys.active, self.app.urls)["kid"])
 
-    def GetIssuerProfile(self, request: Any, context: Any) -> Any:
+    def GetIssuerProfile(self, request: pb.GetIssuerProfileRequest, context: grpc.ServicerContext
+                         ) -> pb.GetIssuerProfileResponse:
         profile, did = self.app.issuer_profile(issuer_id=request.issuer_id)
         return pb.GetIssuerProfileResponse(profile_json=_json(profile),
                                            did_document_json=_json(did))
 
-    def GetAchievement(self, request: Any, context: Any) -> Any:
+    def GetAchievement(self, request: pb.GetAchievementRequest, context: grpc.ServicerContext
+                       ) -> pb.GetAchievementResponse:
         return pb.GetAchievementResponse(achievement_json=_json(
             self.app.achievement(badge_class_id=request.badge_class_id)))
 
-    def ListAchievements(self, request: Any, context: Any) -> Any:
+    def ListAchievements(self, request: pb.ListAchievementsRequest, context: grpc.ServicerContext
+                         ) -> pb.ListAchievementsResponse:
         found, token = self.app.achievements(issuer_id=request.issuer_id,
                                              page_size=request.page_size,
                                              page_token=request.page_token)
         return pb.ListAchievementsResponse(achievement_json=[_json(a) for a in found],
                                            next_page_token=token)
 
-    def GetBadgeImage(self, request: Any, context: Any) -> Any:
+    def GetBadgeImage(self, request: pb.GetBadgeImageRequest, context: grpc.ServicerContext
+                      ) -> pb.GetBadgeImageResponse:
         image = self.app.badge_image(badge_class_id=request.badge_class_id)
         return pb.GetBadgeImageResponse(image=image["data"],
                                         image_media_type=image["media_type"],
                                         image_sha256=image["sha256"])
 
-    def GetStatusList(self, request: Any, context: Any) -> Any:
+    def GetStatusList(self, request: pb.GetStatusListRequest, context: grpc.ServicerContext
+                      ) -> pb.GetStatusListResponse:
         credential, jwt = self.app.status_list(issuer_id=request.issuer_id,
                                                list_number=request.list_number)
         return pb.GetStatusListResponse(status_list_json=_json(credential),
@@ -366,13 +407,15 @@ class BadgesServicer(pb_grpc.BadgesServiceServicer):
 
     # ------------------------------------------------------------------ ladders, ceremonies
 
-    def ReviseBadgeProgression(self, request: Any, context: Any) -> Any:
+    def ReviseBadgeProgression(self, request: pb.ReviseBadgeProgressionRequest,
+                               context: grpc.ServicerContext) -> pb.ReviseBadgeProgressionResponse:
         result = self.app.revise_badge_progression(
             badge_class_id=request.badge_class_id,
             grows_from_badge_class_id=request.grows_from_badge_class_id)
         return pb.ReviseBadgeProgressionResponse(badge_class=self._class_at(result))
 
-    def RecordAwardCeremony(self, request: Any, context: Any) -> Any:
+    def RecordAwardCeremony(self, request: pb.RecordAwardCeremonyRequest,
+                            context: grpc.ServicerContext) -> pb.RecordAwardCeremonyResponse:
         violations = Violations()
         result = self.app.record_award_ceremony(
             street_id=request.street_id,
@@ -381,9 +424,10 @@ class BadgesServicer(pb_grpc.BadgesServiceServicer):
             officials=[{"name": o.name, "role": o.role} for o in request.officials],
             award_ids=list(request.award_ids), violations=violations)
         return pb.RecordAwardCeremonyResponse(
-            ceremony=self._ceremony(self.app.ceremony(result["ceremony_id"])))
+            ceremony=self._ceremony(self.app.ceremony(result.id)))
 
-    def ListAwardCeremonies(self, request: Any, context: Any) -> Any:
+    def ListAwardCeremonies(self, request: pb.ListAwardCeremoniesRequest,
+                            context: grpc.ServicerContext) -> pb.ListAwardCeremoniesResponse:
         found, token = self.app.award_ceremonies(street_id=request.street_id,
                                                  page_size=request.page_size,
                                                  page_token=request.page_token)
@@ -392,7 +436,8 @@ class BadgesServicer(pb_grpc.BadgesServiceServicer):
 
     # ------------------------------------------------------------------ recognition
 
-    def CreateRecognitionTitle(self, request: Any, context: Any) -> Any:
+    def CreateRecognitionTitle(self, request: pb.CreateRecognitionTitleRequest,
+                               context: grpc.ServicerContext) -> pb.CreateRecognitionTitleResponse:
         violations = Violations()
         result = self.app.create_recognition_title(
             name=request.name, description=request.description,
@@ -401,7 +446,8 @@ class BadgesServicer(pb_grpc.BadgesServiceServicer):
             term_days=request.term_days, violations=violations)
         return pb.CreateRecognitionTitleResponse(title=self._title_at(result))
 
-    def ReviseRecognitionTitle(self, request: Any, context: Any) -> Any:
+    def ReviseRecognitionTitle(self, request: pb.ReviseRecognitionTitleRequest,
+                               context: grpc.ServicerContext) -> pb.ReviseRecognitionTitleResponse:
         violations = Violations()
         result = self.app.revise_recognition_title(
             title_id=request.title_id,
@@ -410,36 +456,40 @@ class BadgesServicer(pb_grpc.BadgesServiceServicer):
             term_days=request.term_days, violations=violations)
         return pb.ReviseRecognitionTitleResponse(title=self._title_at(result))
 
-    def ListRecognitionTitles(self, request: Any, context: Any) -> Any:
+    def ListRecognitionTitles(self, request: pb.ListRecognitionTitlesRequest,
+                              context: grpc.ServicerContext) -> pb.ListRecognitionTitlesResponse:
         found, token = self.app.recognition_titles(page_size=request.page_size,
                                                    page_token=request.page_token)
         return pb.ListRecognitionTitlesResponse(titles=[self._title(t) for t in found],
                                                 next_page_token=token)
 
-    def ConferRecognition(self, request: Any, context: Any) -> Any:
+    def ConferRecognition(self, request: pb.ConferRecognitionRequest, context: grpc.ServicerContext
+                          ) -> pb.ConferRecognitionResponse:
         result = self.app.confer_recognition(rider_id=request.rider_id,
                                              title_id=request.title_id, reason=request.reason)
         return pb.ConferRecognitionResponse(recognition=self._recognition_at(result))
 
-    def RevokeRecognition(self, request: Any, context: Any) -> Any:
+    def RevokeRecognition(self, request: pb.RevokeRecognitionRequest, context: grpc.ServicerContext
+                          ) -> pb.RevokeRecognitionResponse:
         result = self.app.revoke_recognition(recognition_id=request.recognition_id,
                                              reason=request.reason)
         return pb.RevokeRecognitionResponse(recognition=self._recognition_at(result))
 
-    def ListRiderRecognitions(self, request: Any, context: Any) -> Any:
+    def ListRiderRecognitions(self, request: pb.ListRiderRecognitionsRequest,
+                              context: grpc.ServicerContext) -> pb.ListRiderRecognitionsResponse:
         found = self.app.rider_recognitions(rider_id=request.rider_id,
                                             include_inactive=request.include_inactive)
         return pb.ListRiderRecognitionsResponse(recognitions=[self._recognition(r)
                                                               for r in found])
 
-    def _title_at(self, result: dict[str, Any]) -> Any:
-        return self._title(self.app.recognition_title(result["title_id"], result["version"]))
+    def _title_at(self, result: CommandResult) -> pb.RecognitionTitle:
+        return self._title(self.app.recognition_title(result.id, result.version))
 
-    def _recognition_at(self, result: dict[str, Any]) -> Any:
-        return self._recognition(self.app.recognition(result["recognition_id"],
-                                                      result["version"]))
+    def _recognition_at(self, result: CommandResult) -> pb.Recognition:
+        return self._recognition(self.app.recognition(result.id,
+                                                      result.version))
 
-    def _title(self, t: RecognitionTitle) -> Any:
+    def _title(self, t: RecognitionTitle) -> pb.RecognitionTitle:
         return pb.RecognitionTitle(
             title_id=str(t.id), name=t.name, description=t.description,
             criteria=self._criteria_out(t.criteria()),
@@ -447,7 +497,7 @@ class BadgesServicer(pb_grpc.BadgesServiceServicer):
             requirements_version=t.requirements_version, term_days=t.term_days,
             version=t.version)
 
-    def _recognition(self, r: Recognition) -> Any:
+    def _recognition(self, r: Recognition) -> pb.Recognition:
         return pb.Recognition(
             recognition_id=str(r.id), rider_id=r.rider_id, title_id=r.title_id,
             requirements_version=r.requirements_version,
@@ -463,15 +513,14 @@ class BadgesServicer(pb_grpc.BadgesServiceServicer):
 
     # ------------------------------------------------------------------ rendering
 
-    def _activity_at(self, result: dict[str, Any]) -> Any:
-        return self._activity(self.app.volunteer_activity(result["activity_id"],
-                                                          result["version"]))
+    def _activity_at(self, result: CommandResult) -> pb.VolunteerActivity:
+        return self._activity(self.app.volunteer_activity(result.id, result.version))
 
-    def _sign_up_at(self, result: dict[str, Any]) -> Any:
-        return self._sign_up(self.app.sign_up_view(result["activity_id"], result["rider_id"],
-                                                   result["version"]))
+    def _sign_up_at(self, result: CommandResult) -> pb.VolunteerSignUp:
+        return self._sign_up(self.app.sign_up_view(result.id, result["rider_id"],
+                                                   result.version))
 
-    def _activity(self, a: VolunteerActivity) -> Any:
+    def _activity(self, a: VolunteerActivity) -> pb.VolunteerActivity:
         return pb.VolunteerActivity(
             activity_id=str(a.id), community_id=a.community_id, street_id=a.street_id,
             title=a.title, description=a.description,
@@ -486,7 +535,7 @@ class BadgesServicer(pb_grpc.BadgesServiceServicer):
             version=a.version)
 
     @staticmethod
-    def _sign_up(s: SignUpView) -> Any:
+    def _sign_up(s: SignUpView) -> pb.VolunteerSignUp:
         return pb.VolunteerSignUp(
             activity_id=s.activity_id, rider_id=s.rider_id, community_id=s.community_id,
             status=enum_out(s.status, pb.VolunteerSignUpStatus),
@@ -495,24 +544,24 @@ class BadgesServicer(pb_grpc.BadgesServiceServicer):
             attend_time=timestamp(s.attended_at), start_time=timestamp(s.starts_at),
             title=s.title)
 
-    def _shift_at(self, result: dict[str, Any]) -> Any:
-        return self._shift(self.app.shift(result["shift_id"], result["version"]))
+    def _shift_at(self, result: CommandResult) -> pb.VolunteerShift:
+        return self._shift(self.app.shift(result.id, result.version))
 
-    def _class_at(self, result: dict[str, Any]) -> Any:
-        return self._class(self.app.badge_class(result["badge_class_id"], result["version"]))
+    def _class_at(self, result: CommandResult) -> pb.BadgeClass:
+        return self._class(self.app.badge_class(result.id, result.version))
 
-    def _award_at(self, result: dict[str, Any]) -> Any:
-        return self._award(self.app.award(result["award_id"], result["version"]))
+    def _award_at(self, result: CommandResult) -> pb.Award:
+        return self._award(self.app.award(result.id, result.version))
 
     @staticmethod
-    def _shift(s: VolunteerShift) -> Any:
+    def _shift(s: VolunteerShift) -> pb.VolunteerShift:
         return pb.VolunteerShift(
             shift_id=str(s.id), rider_id=s.rider_id, community_id=s.community_id,
             activity=s.activity, start_time=timestamp(s.started_at), hours=_decimal(s.hours),
             status=enum_out(s.status, pb.ShiftStatus),
             reason=masking.show_to_caller(masking.FREE_TEXT, s.reason), version=s.version)
 
-    def _class(self, c: BadgeClass) -> Any:
+    def _class(self, c: BadgeClass) -> pb.BadgeClass:
         return pb.BadgeClass(
             badge_class_id=str(c.id), name=c.name, description=c.description,
             image_url=image_url(self.app.urls, c), issuer_id=c.issuer_id,
@@ -523,7 +572,7 @@ class BadgesServicer(pb_grpc.BadgesServiceServicer):
             grows_from_badge_class_id=c.grows_from,
             progression_version=c.progression_version)
 
-    def _award(self, a: Award) -> Any:
+    def _award(self, a: Award) -> pb.Award:
         return pb.Award(
             award_id=str(a.id), rider_id=a.rider_id, badge_class_id=a.badge_class_id,
             criteria_version=a.criteria_version, kind=enum_out(a.kind, pb.AwardKind),
@@ -544,7 +593,7 @@ class BadgesServicer(pb_grpc.BadgesServiceServicer):
             ceremony_id=a.ceremony_id, present_time=timestamp(a.presented_at))
 
     @staticmethod
-    def _ceremony(c: AwardCeremony) -> Any:
+    def _ceremony(c: AwardCeremony) -> pb.AwardCeremony:
         return pb.AwardCeremony(
             ceremony_id=str(c.id), street_id=c.street_id, held_time=timestamp(c.held_at),
             service_space_id=c.service_space_id,
@@ -565,7 +614,7 @@ class BadgesServicer(pb_grpc.BadgesServiceServicer):
                 "narrative": c.narrative}
 
     @staticmethod
-    def _criteria_out(c: Criteria) -> Any:
+    def _criteria_out(c: Criteria) -> pb.Criteria:
         return pb.Criteria(
             min_volunteer_hours=_decimal(c.min_volunteer_hours) if c.min_volunteer_hours else "",
             required_course_ids=list(c.required_course_ids),

@@ -300,11 +300,13 @@ def build_app(source: QijiSource, *, assets_dir: Path, sessions: Sessions,
             breakdowns = rest
         else:
             totals_answers = []
-        totals = list(zip(measures, totals_answers, strict=False))
+        totals: list[tuple[MeasureInfo, FigureAnswer | None]] = list(
+            zip(measures, totals_answers, strict=False))
         place_drill = {f.key: f"/areas/{slug}?" + urlencode(period.query(
             within=f.key, m=selected.name if selected else ""))
             for f in (places.figures if places else []) if is_uuid(f.key)}
-        rates, rates_note = [], ""
+        rates: list[tuple[OrganisationInfo, Any, str]] = []
+        rates_note = ""
         if slug == "governance":
             rates, rates_note = await service_rates(token, period, path, now)
         dimension = child if child and measures and all(

@@ -8,13 +8,14 @@ Every call blocks (grpcio): the pages call these off the event loop."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
 import grpc
+from google.protobuf import any_pb2
 from google.protobuf.timestamp_pb2 import Timestamp
 from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -86,16 +87,17 @@ class Unreachable(Upstream):
 def _translated(error: grpc.RpcError) -> Upstream:
     code = error.code() if isinstance(error, grpc.Call) else None
     details = (error.details() or "") if isinstance(error, grpc.Call) else ""
-    reason, violations = "", []
+    reason = ""
+    violations: list[Violation] = []
     status = rpc_status.from_call(error) if isinstance(error, grpc.Call) else None
-    for detail in status.details if status is not None else []:
-        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            info = error_details_pb2.ErrorInfo()
-            detail.Unpack(info)
+    packed: Sequence[any_pb2.Any] = status.details if status is not None else ()
+    info = error_details_pb2.ErrorInfo()
+    bad = error_details_pb2.BadRequest()
+    for detail in packed:
+        # Unpack is False (and reads nothing) for a detail of another type.
+        if detail.Unpack(info):
             reason = info.reason
-        elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-            bad = error_details_pb2.BadRequest()
-            detail.Unpack(bad)
+        elif detail.Unpack(bad):
             violations = [Violation(v.field, v.description, v.reason)
                           for v in bad.field_violations]
     if code is grpc.StatusCode.UNAUTHENTICATED:
@@ -234,7 +236,7 @@ class QijiSource:
         """Raises Unreachable unless the statistics service reports SERVING (grpc.health.v1,
         no token: the console holds none of its own)."""
         try:
-            reply = health_pb2_grpc.HealthStub(self._channels["statistics"]).Check(
+            reply = health_pb2_grpc.HealthStub(self._channels["statistics"]).Check(  # type: ignore[attr-defined]  # stub lacks Check
                 health_pb2.HealthCheckRequest(), timeout=2)
         except grpc.RpcError as error:
             raise _translated(error) from None
@@ -295,7 +297,7 @@ class QijiSource:
         """Opens ExportFigures and reads its first message (so that a refusal is an error
         here, before anything is sent to the browser); the file's bytes follow in `chunks`."""
         request = spb.ExportFiguresRequest(
-            measures=measures, format=spb.ExportFormat.Value(f"EXPORT_FORMAT_{file_format}"),
+            measures=measures, format=f"EXPORT_FORMAT_{file_format}",
             **self._request(ask))
         stream = self._call(self.statistics.ExportFigures, request, token, EXPORT_TIMEOUT)
         try:
@@ -338,7 +340,7 @@ class QijiSource:
         page_token = ""
         while True:
             reply = self._call(self.identity.ListOrganisations, ipb.ListOrganisationsRequest(
-                kind=ipb.OrganisationKind.Value(f"ORGANISATION_KIND_{kind}"),
+                kind=f"ORGANISATION_KIND_{kind}",
                 parent_id=parent_id, page_size=500, page_token=page_token), token)
             found.extend(_organisation(o) for o in reply.organisations)
             page_token = reply.next_page_token
@@ -367,5 +369,6 @@ class QijiSource:
         """The three rates (接诉即办) of a district or street: `unit` "district" or "street"."""
         request = gpb.GetServiceRatesRequest(
             start_time=_stamp(start), end_time=_stamp(end),
-            **({"as_of_time": _stamp(as_of)} if as_of else {}), **{f"{unit}_id": unit_id})
+            as_of_time=_stamp(as_of) if as_of else None)
+        setattr(request, f"{unit}_id", unit_id)  # district_id or street_id
         return self._call(self.governance.GetServiceRates, request, token).service_rates

@@ -66,7 +66,7 @@ def _json(document: Any, media_type: str = "application/json", max_age: int = 10
                         "Access-Control-Allow-Origin": "*"})
 
 
-def build_app(source: BadgesSource, *, service: str = "credentials") -> Starlette:
+def build_app(source: BadgesSource, *, service: str = "credentials") -> Observed:
     """The ASGI application over `source` (badges over gRPC, or a stand-in in tests)."""
 
     async def call(fn: Callable[..., Any], *args: Any) -> Any:

@@ -93,6 +93,7 @@ from services.governance.views import (
 from services.identity import events as identity_events
 from shared import auth, context, masking
 from shared.application import (
+    CommandResult,
     Outcome,
     QijiApplication,
 )
@@ -357,7 +358,7 @@ class GovernanceApplication(HelpRequests, QijiApplication):
     def submit_report(self, *, rider_id: str, kind: ReportKind | None,
                       category: Category | None, location: Location | None, text: str,
                       attachment_refs: list[str], observed_at: datetime | None,
-                      violations: Violations | None = None) -> dict[str, Any]:
+                      violations: Violations | None = None) -> CommandResult:
         """Stores the report and, in the same save, either links it to the open report of the
         same incident or routes it by the current rules.
 
@@ -410,7 +411,7 @@ class GovernanceApplication(HelpRequests, QijiApplication):
                                                  "version": report.version})
             self._route(report, now)
             return Outcome([report], {"report_id": str(report.id), "version": report.version})
-        return self.execute(decide)
+        return self.execute(decide, id_key="report_id")
 
     def _original_of(self, report: Report) -> tuple[Report, float] | None:
         """The open report this one repeats, if any: the earliest observed of its incident."""
@@ -545,19 +546,19 @@ class GovernanceApplication(HelpRequests, QijiApplication):
 
     # ------------------------------------------------------------------ departments' work
 
-    def acknowledge_assignment(self, *, report_id: str, department_id: str) -> dict[str, Any]:
+    def acknowledge_assignment(self, *, report_id: str, department_id: str) -> CommandResult:
         return self._work(report_id, department_id, Violations(),
                           lambda r, now: r.acknowledge(department_id, now))
 
     def start_assignment_work(self, *, report_id: str, department_id: str, note: str
-                              ) -> dict[str, Any]:
+                              ) -> CommandResult:
         violations = Violations()
         check_text(violations, "note", note, MAX_NOTE, required=False)
         return self._work(report_id, department_id, violations,
                           lambda r, now: r.start_work(department_id, note.strip(), now))
 
     def resolve_assignment(self, *, report_id: str, department_id: str, resolution: str
-                           ) -> dict[str, Any]:
+                           ) -> CommandResult:
         violations = Violations()
         check_text(violations, "resolution", resolution, MAX_NOTE)
         return self._work(report_id, department_id, violations,
@@ -565,7 +566,7 @@ class GovernanceApplication(HelpRequests, QijiApplication):
 
     def reject_assignment(self, *, report_id: str, department_id: str,
                           reason: RejectionReason | None, note: str,
-                          violations: Violations | None = None) -> dict[str, Any]:
+                          violations: Violations | None = None) -> CommandResult:
         violations = violations if violations is not None else Violations()
         violations.require_given(reason, "reason",
                                  one_of(RejectionReason), ENUM_VALUE_REQUIRED)
@@ -576,17 +577,22 @@ class GovernanceApplication(HelpRequests, QijiApplication):
 
     def pause_assignment_clock(self, *, report_id: str, department_id: str,
                                reason: PauseReason | None, note: str,
-                               violations: Violations | None = None) -> dict[str, Any]:
+                               violations: Violations | None = None) -> CommandResult:
         """The assigned department stops its clock, with a reason (a note is required for
         OTHER): paused time does not count, and nothing escalates or is at risk meanwhile."""
         violations = violations if violations is not None else Violations()
         violations.require_given(reason, "reason", one_of(PauseReason), ENUM_VALUE_REQUIRED)
         check_text(violations, "note", note, MAX_NOTE, required=reason is PauseReason.OTHER)
-        return self._work(report_id, department_id, violations,
-                          lambda r, now: r.pause_clock(department_id, reason, note.strip(), now))
+
+        def pause(report: Report, now: datetime) -> None:
+            # Run only once the request passed its checks: a reason was given.
+            assert reason is not None, "require_given refused a pause without a reason"
+            report.pause_clock(department_id, reason, note.strip(), now)
+
+        return self._work(report_id, department_id, violations, pause)
 
     def resume_assignment_clock(self, *, report_id: str, department_id: str
-                                ) -> dict[str, Any]:
+                                ) -> CommandResult:
         """Restarts the clock; its due times move on by the time it was paused."""
         return self._work(report_id, department_id, Violations(),
                           lambda r, now: r.resume_clock(department_id, now,
@@ -594,7 +600,7 @@ class GovernanceApplication(HelpRequests, QijiApplication):
 
     def _work(self, report_id: str, department_id: str,
               violations: Violations, change: Callable[[Report, datetime], None]
-              ) -> dict[str, Any]:
+              ) -> CommandResult:
         check_id(violations, "report_id", report_id)
         check_id(violations, "department_id", department_id)
         violations.raise_if_any()
@@ -603,10 +609,10 @@ class GovernanceApplication(HelpRequests, QijiApplication):
             report = self.get(report_id, Report, "report")
             change(report, self.clock())
             return Outcome([report], {"report_id": report_id, "version": report.version})
-        return self.execute(decide)
+        return self.execute(decide, id_key="report_id")
 
     def verify_report(self, *, report_id: str, note: str
-                      ) -> dict[str, Any]:
+                      ) -> CommandResult:
         violations = Violations()
         check_id(violations, "report_id", report_id)
         check_text(violations, "note", note, MAX_NOTE, required=False)
@@ -616,12 +622,12 @@ class GovernanceApplication(HelpRequests, QijiApplication):
             report = self.get(report_id, Report, "report")
             report.verify(note.strip(), self.clock())
             return Outcome([report], {"report_id": report_id, "version": report.version})
-        return self.execute(decide)
+        return self.execute(decide, id_key="report_id")
 
     # ------------------------------------------------------------------ transfer, notes
 
     def transfer_assignment(self, *, report_id: str, department_id: str,
-                            to_department_id: str, reason: str) -> dict[str, Any]:
+                            to_department_id: str, reason: str) -> CommandResult:
         """The assigned department (the caller, as the access table says) hands its open
         assignment to another department, with a reason; the receiver's clocks start anew by
         the policy the report was routed with. Report.transfer says what is refused."""
@@ -639,7 +645,7 @@ class GovernanceApplication(HelpRequests, QijiApplication):
             reason.strip(), now, self.report_clock(r)))
 
     def assign_report(self, *, report_id: str, department_id: str, reason: str
-                      ) -> dict[str, Any]:
+                      ) -> CommandResult:
         """The street office gives its report to a department itself, with a reason: where a
         transfer may not (a department that held it before), and to review a reopened report
         (a new round of work). Fresh clocks, by the policy it was routed with."""
@@ -656,9 +662,9 @@ class GovernanceApplication(HelpRequests, QijiApplication):
             report.assign(department_id, found.get("department_function", ""), reason.strip(),
                           self.clock(), self.report_clock(report))
             return Outcome([report], {"report_id": report_id, "version": report.version})
-        return self.execute(decide)
+        return self.execute(decide, id_key="report_id")
 
-    def add_report_note(self, *, report_id: str, text: str) -> dict[str, Any]:
+    def add_report_note(self, *, report_id: str, text: str) -> CommandResult:
         """A note for the departments on the report and its street office, by one of them (the
         access table admits only those); the author is the caller's organisation."""
         violations = Violations()
@@ -672,13 +678,13 @@ class GovernanceApplication(HelpRequests, QijiApplication):
             report = self.get(report_id, Report, "report")
             report.add_note(actor.organisation_id, role, text.strip(), self.clock())
             return Outcome([report], {"report_id": report_id, "version": report.version})
-        return self.execute(decide)
+        return self.execute(decide, id_key="report_id")
 
     # ------------------------------------------------------------------ the rider's rating
 
     def rate_report_outcome(self, *, report_id: str, rating: SatisfactionRating | None,
                             comment: str, violations: Violations | None = None
-                            ) -> dict[str, Any]:
+                            ) -> CommandResult:
         """The rider, through their platform, rates a closed report's outcome (Report.rate).
         The answer says whether the rating reopened the report."""
         violations = violations if violations is not None else Violations()
@@ -693,9 +699,9 @@ class GovernanceApplication(HelpRequests, QijiApplication):
             reopened = report.rate(rating, comment.strip(), self.clock())
             return Outcome([report], {"report_id": report_id, "version": report.version,
                                       "reopened": reopened})
-        return self.execute(decide)
+        return self.execute(decide, id_key="report_id")
 
-    def uphold_report_outcome(self, *, report_id: str, note: str) -> dict[str, Any]:
+    def uphold_report_outcome(self, *, report_id: str, note: str) -> CommandResult:
         """The street office reviewed a reopened report and stands by its outcome, saying why
         (Report.uphold): it closes again, and the rider hears it."""
         violations = Violations()
@@ -707,7 +713,7 @@ class GovernanceApplication(HelpRequests, QijiApplication):
             report = self.get(report_id, Report, "report")
             report.uphold(note.strip(), self.clock())
             return Outcome([report], {"report_id": report_id, "version": report.version})
-        return self.execute(decide)
+        return self.execute(decide, id_key="report_id")
 
     def department_queue(self, *, department_id: str, page_size: int, page_token: str
                          ) -> tuple[list[QueueEntry], str]:
@@ -808,7 +814,7 @@ class GovernanceApplication(HelpRequests, QijiApplication):
     # ------------------------------------------------------------------ deadlines
 
     def escalate_missed_deadline(self, *, report_id: str, department_id: str,
-                                 deadline: DeadlineKind) -> dict[str, Any]:
+                                 deadline: DeadlineKind) -> CommandResult:
         """Stores one escalation of one missed deadline. The request id is made from the
         assignment and the deadline, so a scheduler that runs this again (after a crash, or on
         another replica) finds the first answer and stores nothing twice."""
@@ -826,10 +832,10 @@ class GovernanceApplication(HelpRequests, QijiApplication):
             return Outcome([report], {"report_id": report_id, "version": report.version,
                                       "level": report.assignments[department_id]["level"]})
         with context.acting_as(ctx):
-            return self.execute(decide)
+            return self.execute(decide, id_key="report_id")
 
     def mark_deadline_at_risk(self, *, report_id: str, department_id: str,
-                              deadline: DeadlineKind) -> dict[str, Any]:
+                              deadline: DeadlineKind) -> CommandResult:
         """Stores that a deadline is at risk (its clock has run the routing rules' share):
         once, by a request id made from the assignment and the deadline, as an escalation."""
         request_id = self._deadline_request_id(report_id, department_id, deadline, "at-risk")
@@ -843,7 +849,7 @@ class GovernanceApplication(HelpRequests, QijiApplication):
             report.mark_at_risk(department_id, deadline, self.clock())
             return Outcome([report], {"report_id": report_id, "version": report.version})
         with context.acting_as(ctx):
-            return self.execute(decide)
+            return self.execute(decide, id_key="report_id")
 
     def _deadline_request_id(self, report_id: str, department_id: str,
                              deadline: DeadlineKind, step: str = "") -> str:
@@ -860,7 +866,7 @@ class GovernanceApplication(HelpRequests, QijiApplication):
     # ------------------------------------------------------------------ working calendar
 
     def set_working_calendar(self, *, spans: list[tuple[str, str]], weekdays: list[int],
-                             holidays: list[str], working_days: list[str]) -> dict[str, Any]:
+                             holidays: list[str], working_days: list[str]) -> CommandResult:
         """Replaces the city's working calendar (a new version). Reports routed already keep
         their due times; a clock resumed from now on counts its pause by this calendar."""
         violations = Violations()
@@ -907,7 +913,7 @@ class GovernanceApplication(HelpRequests, QijiApplication):
                           category_deadlines: tuple[CategoryClockInput, ...]
                           | list[CategoryClockInput] = (),
                           at_risk_percent: int = 0, violations: Violations | None = None
-                          ) -> dict[str, Any]:
+                          ) -> CommandResult:
         """Replaces the whole table; kinds and categories the request gives no deadlines for
         get the defaults of values.py; `at_risk_percent` 0: the default. A rule's kind or
         category None matches any (the contract's *_UNSPECIFIED); a number the contract does
@@ -1005,7 +1011,7 @@ class GovernanceApplication(HelpRequests, QijiApplication):
 
     def open_mediation_case(self, *, street_id: str, report_id: str, subject: str,
                             mediator_name: str, parties: list[Party],
-                            violations: Violations | None = None) -> dict[str, Any]:
+                            violations: Violations | None = None) -> CommandResult:
         violations = violations if violations is not None else Violations()
         self._note_organisation(violations, street_id, "street_id", STREET, "street")
         if report_id and check_id(violations, "report_id", report_id) \
@@ -1033,10 +1039,10 @@ class GovernanceApplication(HelpRequests, QijiApplication):
                                  subject=subject.strip(), mediator_name=mediator_name.strip(),
                                  parties=sealed, opened_at=self.clock())
             return Outcome([case], {"case_id": str(case.id), "version": case.version})
-        return self.execute(decide)
+        return self.execute(decide, id_key="case_id")
 
     def record_mediation_session(self, *, case_id: str, session: SessionInput | None,
-                                 violations: Violations | None = None) -> dict[str, Any]:
+                                 violations: Violations | None = None) -> CommandResult:
         """Violations name the session's fields by their path in the request (AIP-193):
         `session.hold_time`, `session.place`, `session.notes`; no session at all is `session`."""
         violations = violations if violations is not None else Violations()
@@ -1053,13 +1059,17 @@ class GovernanceApplication(HelpRequests, QijiApplication):
             check_text(violations, "session.place", session.place, MAX_NOTE)
             check_text(violations, "session.notes", session.notes, MAX_TEXT,
                        required=False)
-        # A session with its time is there whenever the change runs: without, a violation was
-        # raised first.
-        return self._change_case(case_id, violations, lambda c: c.hold_session(
-            session.held_at, session.place.strip(), session.notes.strip()))
+
+        def hold(case: MediationCase) -> None:
+            # A session with its time is there whenever the change runs: without, a violation
+            # was raised first.
+            assert session is not None and session.held_at is not None, "checked above"
+            case.hold_session(session.held_at, session.place.strip(), session.notes.strip())
+
+        return self._change_case(case_id, violations, hold)
 
     def record_mediation_agreement(self, *, case_id: str, outcome: str
-                                   ) -> dict[str, Any]:
+                                   ) -> CommandResult:
         """The follow-up falls due by the city's rule as it stands now (MediationPolicy)."""
         violations = Violations()
         check_text(violations, "outcome", outcome, MAX_TEXT)
@@ -1071,7 +1081,7 @@ class GovernanceApplication(HelpRequests, QijiApplication):
 
     def record_mediation_follow_up(self, *, case_id: str, day: str,
                                    result: FollowUpResult | None, note: str, reopen: bool,
-                                   violations: Violations | None = None) -> dict[str, Any]:
+                                   violations: Violations | None = None) -> CommandResult:
         """A follow-up of the agreement on `day` (YYYY-MM-DD, the city's; empty: today). A
         partly kept agreement is due another follow-up by the city's rule; a broken one
         reopens the case when `reopen` says so."""
@@ -1097,7 +1107,7 @@ class GovernanceApplication(HelpRequests, QijiApplication):
         return day + timedelta(days=policy.follow_up_days if policy is not None
                                else DEFAULT_FOLLOW_UP_DAYS)
 
-    def set_mediation_policy(self, *, follow_up_days: int) -> dict[str, Any]:
+    def set_mediation_policy(self, *, follow_up_days: int) -> CommandResult:
         violations = Violations()
         violations.require(1 <= follow_up_days <= MAX_FOLLOW_UP_DAYS, "follow_up_days",
                            f"must be 1 to {MAX_FOLLOW_UP_DAYS}", VALUE_OUT_OF_RANGE)
@@ -1141,14 +1151,14 @@ class GovernanceApplication(HelpRequests, QijiApplication):
                                                today=city_day(self.clock()))
 
     def record_mediation_failure(self, *, case_id: str, reason: str
-                                 ) -> dict[str, Any]:
+                                 ) -> CommandResult:
         violations = Violations()
         check_reason(violations, reason)
         return self._change_case(case_id, violations,
                                  lambda c: c.fail(reason.strip(), self.clock()))
 
     def _change_case(self, case_id: str, violations: Violations,
-                     change: Callable[[MediationCase], None]) -> dict[str, Any]:
+                     change: Callable[[MediationCase], None]) -> CommandResult:
         check_id(violations, "case_id", case_id)
         violations.raise_if_any()
 
@@ -1156,7 +1166,7 @@ class GovernanceApplication(HelpRequests, QijiApplication):
             case = self.get(case_id, MediationCase, "mediation_case")
             change(case)
             return Outcome([case], {"case_id": case_id, "version": case.version})
-        return self.execute(decide)
+        return self.execute(decide, id_key="case_id")
 
     def mediation_case(self, case_id: str, version: int | None = None) -> MediationCaseView:
         c = self.get(case_id, MediationCase, "mediation_case", version)
@@ -1194,7 +1204,7 @@ class GovernanceApplication(HelpRequests, QijiApplication):
     # ------------------------------------------------------------------ pledge
 
     def publish_pledge(self, *, text: str, kind: PledgeKind | None = PledgeKind.PARTICIPATION,
-                       violations: Violations | None = None) -> dict[str, Any]:
+                       violations: Violations | None = None) -> CommandResult:
         """`kind` None: unspecified, the participation pledge (as before pledges had kinds)."""
         violations = violations if violations is not None else Violations()
         kind = kind or PledgeKind.PARTICIPATION
@@ -1225,7 +1235,7 @@ class GovernanceApplication(HelpRequests, QijiApplication):
         return PledgeView(wanted, entry["text"], entry["published_at"], kind)
 
     def sign_pledge(self, *, rider_id: str, pledge_version: int
-                    ) -> dict[str, Any]:
+                    ) -> CommandResult:
         violations = Violations()
         violations.require(pledge_version >= 1, "pledge_version",
                            "name the version the rider read (1 or more)", VALUE_OUT_OF_RANGE)
@@ -1246,7 +1256,7 @@ class GovernanceApplication(HelpRequests, QijiApplication):
             return Outcome([participant], {"rider_id": rider_id,
                                            "pledge_version": pledge_version,
                                            "version": participant.version})
-        return self.execute(decide)
+        return self.execute(decide, id_key="rider_id")
 
     def signature(self, rider_id: str, pledge_version: int, version: int | None = None
                   ) -> SignatureView:
@@ -1257,7 +1267,7 @@ class GovernanceApplication(HelpRequests, QijiApplication):
         return SignatureView(rider_id, pledge_version, signed_at)
 
     def sign_co_building_pledge(self, *, organisation_id: str, pledge_version: int
-                                ) -> dict[str, Any]:
+                                ) -> CommandResult:
         """The organisation signs the current version of the co-building pledge (共建倡议),
         once. Who may sign for it is the access table's (the organisation itself, its street
         office, the city admin); which kinds sign is CO_BUILDING_SIGNER_KINDS."""
@@ -1290,7 +1300,7 @@ class GovernanceApplication(HelpRequests, QijiApplication):
             return Outcome([organisation], {"organisation_id": organisation_id,
                                             "pledge_version": pledge_version,
                                             "version": organisation.version})
-        return self.execute(decide)
+        return self.execute(decide, id_key="organisation_id")
 
     def co_building_signature(self, organisation_id: str, pledge_version: int,
                               version: int | None = None) -> SignatureEntry:

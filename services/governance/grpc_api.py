@@ -44,6 +44,7 @@ from services.governance.domain.values import (
 from services.governance.help_grpc import HelpServicer
 from services.governance.history import HistoryEntry
 from services.governance.views import MediationStatisticsRow, QueueEntry, StatisticsRow
+from shared.application import CommandResult
 from shared.auth import (
     CITY_ADMIN,
     DEPARTMENT,
@@ -160,11 +161,11 @@ ACCESS = access_table(SERVICE_NAME, {
     # street, and for the communities, merchants and business areas of its street (a
     # community's committee signs at the street office's counter; a business area has no
     # token of its own); the city admin in anyone's stead.
-    "SignCoBuildingPledge": scoped(CITY_ADMIN, **each(SIGNER)),
+    "SignCoBuildingPledge": scoped(CITY_ADMIN, tenants=each(SIGNER)),
     # Organisations' signatures are public; riders' are the officials': the city-wide
     # readers, and each street office its own residents' (PLEDGE_SIGNER_ROWS, resolved by
     # the application's "pledge_signer" owners).
-    "ListPledgeSignatures": scoped(CITY_READERS, **each(PLEDGE_SIGNER_ROWS)),
+    "ListPledgeSignatures": scoped(CITY_READERS, tenants=each(PLEDGE_SIGNER_ROWS)),
     # Help requests (帮扶): the rider asks through their platform's app, or at their home
     # street office's counter.
     "RequestHelp": once(scoped(platform=RIDER, street_office=RIDER)),
@@ -197,7 +198,8 @@ class GovernanceServicer(HelpServicer, pb_grpc.GovernanceServiceServicer):
 
     # ------------------------------------------------------------------ reports
 
-    def SubmitReport(self, request: Any, context: Any) -> Any:
+    def SubmitReport(self, request: pb.SubmitReportRequest, context: grpc.ServicerContext
+                     ) -> pb.SubmitReportResponse:
         violations = Violations()  # reported with the application's findings, in one answer
         location = None
         if request.HasField("location"):
@@ -212,10 +214,12 @@ class GovernanceServicer(HelpServicer, pb_grpc.GovernanceServiceServicer):
             violations=violations)
         return pb.SubmitReportResponse(report=self._report_at(result))
 
-    def GetReport(self, request: Any, context: Any) -> Any:
+    def GetReport(self, request: pb.GetReportRequest, context: grpc.ServicerContext
+                  ) -> pb.GetReportResponse:
         return pb.GetReportResponse(report=self._report(self.app.report(request.report_id)))
 
-    def ListReports(self, request: Any, context: Any) -> Any:
+    def ListReports(self, request: pb.ListReportsRequest, context: grpc.ServicerContext
+                    ) -> pb.ListReportsResponse:
         violations = Violations()
         found, token = self.app.list_reports(
             street_id=request.street_id,
@@ -226,31 +230,36 @@ class GovernanceServicer(HelpServicer, pb_grpc.GovernanceServiceServicer):
         return pb.ListReportsResponse(reports=[self._report(r) for r in found],
                                       next_page_token=token)
 
-    def GetReportHistory(self, request: Any, context: Any) -> Any:
+    def GetReportHistory(self, request: pb.GetReportHistoryRequest, context: grpc.ServicerContext
+                         ) -> pb.GetReportHistoryResponse:
         entries = self.app.report_history(request.report_id)
         return pb.GetReportHistoryResponse(report_id=request.report_id,
                                            entries=[self._history(e) for e in entries])
 
     # ------------------------------------------------------------------ departments' work
 
-    def AcknowledgeAssignment(self, request: Any, context: Any) -> Any:
+    def AcknowledgeAssignment(self, request: pb.AcknowledgeAssignmentRequest,
+                              context: grpc.ServicerContext) -> pb.AcknowledgeAssignmentResponse:
         result = self.app.acknowledge_assignment(
             report_id=request.report_id, department_id=request.department_id)
         return pb.AcknowledgeAssignmentResponse(report=self._report_at(result))
 
-    def StartAssignmentWork(self, request: Any, context: Any) -> Any:
+    def StartAssignmentWork(self, request: pb.StartAssignmentWorkRequest,
+                            context: grpc.ServicerContext) -> pb.StartAssignmentWorkResponse:
         result = self.app.start_assignment_work(
             report_id=request.report_id, department_id=request.department_id,
             note=request.note)
         return pb.StartAssignmentWorkResponse(report=self._report_at(result))
 
-    def ResolveAssignment(self, request: Any, context: Any) -> Any:
+    def ResolveAssignment(self, request: pb.ResolveAssignmentRequest, context: grpc.ServicerContext
+                          ) -> pb.ResolveAssignmentResponse:
         result = self.app.resolve_assignment(
             report_id=request.report_id, department_id=request.department_id,
             resolution=request.resolution)
         return pb.ResolveAssignmentResponse(report=self._report_at(result))
 
-    def RejectAssignment(self, request: Any, context: Any) -> Any:
+    def RejectAssignment(self, request: pb.RejectAssignmentRequest, context: grpc.ServicerContext
+                         ) -> pb.RejectAssignmentResponse:
         violations = Violations()
         result = self.app.reject_assignment(
             report_id=request.report_id, department_id=request.department_id,
@@ -259,7 +268,8 @@ class GovernanceServicer(HelpServicer, pb_grpc.GovernanceServiceServicer):
             note=request.note, violations=violations)
         return pb.RejectAssignmentResponse(report=self._report_at(result))
 
-    def PauseAssignmentClock(self, request: Any, context: Any) -> Any:
+    def PauseAssignmentClock(self, request: pb.PauseAssignmentClockRequest,
+                             context: grpc.ServicerContext) -> pb.PauseAssignmentClockResponse:
         violations = Violations()
         result = self.app.pause_assignment_clock(
             report_id=request.report_id, department_id=request.department_id,
@@ -267,32 +277,38 @@ class GovernanceServicer(HelpServicer, pb_grpc.GovernanceServiceServicer):
             note=request.note, violations=violations)
         return pb.PauseAssignmentClockResponse(report=self._report_at(result))
 
-    def ResumeAssignmentClock(self, request: Any, context: Any) -> Any:
+    def ResumeAssignmentClock(self, request: pb.ResumeAssignmentClockRequest,
+                              context: grpc.ServicerContext) -> pb.ResumeAssignmentClockResponse:
         result = self.app.resume_assignment_clock(
             report_id=request.report_id, department_id=request.department_id)
         return pb.ResumeAssignmentClockResponse(report=self._report_at(result))
 
-    def VerifyReport(self, request: Any, context: Any) -> Any:
+    def VerifyReport(self, request: pb.VerifyReportRequest, context: grpc.ServicerContext
+                     ) -> pb.VerifyReportResponse:
         result = self.app.verify_report(report_id=request.report_id, note=request.note)
         return pb.VerifyReportResponse(report=self._report_at(result))
 
-    def TransferAssignment(self, request: Any, context: Any) -> Any:
+    def TransferAssignment(self, request: pb.TransferAssignmentRequest,
+                           context: grpc.ServicerContext) -> pb.TransferAssignmentResponse:
         result = self.app.transfer_assignment(
             report_id=request.report_id, department_id=request.department_id,
             to_department_id=request.to_department_id, reason=request.reason)
         return pb.TransferAssignmentResponse(report=self._report_at(result))
 
-    def AssignReport(self, request: Any, context: Any) -> Any:
+    def AssignReport(self, request: pb.AssignReportRequest, context: grpc.ServicerContext
+                     ) -> pb.AssignReportResponse:
         result = self.app.assign_report(report_id=request.report_id,
                                         department_id=request.department_id,
                                         reason=request.reason)
         return pb.AssignReportResponse(report=self._report_at(result))
 
-    def AddReportNote(self, request: Any, context: Any) -> Any:
+    def AddReportNote(self, request: pb.AddReportNoteRequest, context: grpc.ServicerContext
+                      ) -> pb.AddReportNoteResponse:
         result = self.app.add_report_note(report_id=request.report_id, text=request.text)
         return pb.AddReportNoteResponse(report=self._report_at(result))
 
-    def RateReportOutcome(self, request: Any, context: Any) -> Any:
+    def RateReportOutcome(self, request: pb.RateReportOutcomeRequest, context: grpc.ServicerContext
+                          ) -> pb.RateReportOutcomeResponse:
         violations = Violations()
         result = self.app.rate_report_outcome(
             report_id=request.report_id,
@@ -302,21 +318,24 @@ class GovernanceServicer(HelpServicer, pb_grpc.GovernanceServiceServicer):
         return pb.RateReportOutcomeResponse(report=self._report_at(result),
                                             reopened=result["reopened"])
 
-    def UpholdReportOutcome(self, request: Any, context: Any) -> Any:
+    def UpholdReportOutcome(self, request: pb.UpholdReportOutcomeRequest,
+                            context: grpc.ServicerContext) -> pb.UpholdReportOutcomeResponse:
         result = self.app.uphold_report_outcome(report_id=request.report_id,
                                                 note=request.note)
         return pb.UpholdReportOutcomeResponse(report=self._report_at(result))
 
     # ------------------------------------------------------------------ queue, statistics
 
-    def ListDepartmentQueue(self, request: Any, context: Any) -> Any:
+    def ListDepartmentQueue(self, request: pb.ListDepartmentQueueRequest,
+                            context: grpc.ServicerContext) -> pb.ListDepartmentQueueResponse:
         found, token = self.app.department_queue(department_id=request.department_id,
                                                  page_size=request.page_size,
                                                  page_token=request.page_token)
         return pb.ListDepartmentQueueResponse(entries=[self._queue_entry(e) for e in found],
                                               next_page_token=token)
 
-    def GetReportStatistics(self, request: Any, context: Any) -> Any:
+    def GetReportStatistics(self, request: pb.GetReportStatisticsRequest,
+                            context: grpc.ServicerContext) -> pb.GetReportStatisticsResponse:
         violations = Violations()
         rows = self.app.report_statistics(
             street_id=request.street_id,
@@ -325,7 +344,8 @@ class GovernanceServicer(HelpServicer, pb_grpc.GovernanceServiceServicer):
             end=optional_time(request, "end_time", violations), violations=violations)
         return pb.GetReportStatisticsResponse(statistics=[self._statistics(r) for r in rows])
 
-    def GetServiceRates(self, request: Any, context: Any) -> Any:
+    def GetServiceRates(self, request: pb.GetServiceRatesRequest, context: grpc.ServicerContext
+                        ) -> pb.GetServiceRatesResponse:
         violations = Violations()
         found = self.app.service_rates(
             department_id=request.department_id, street_id=request.street_id,
@@ -337,7 +357,8 @@ class GovernanceServicer(HelpServicer, pb_grpc.GovernanceServiceServicer):
 
     # ------------------------------------------------------------------ routing rules
 
-    def SetRoutingRules(self, request: Any, context: Any) -> Any:
+    def SetRoutingRules(self, request: pb.SetRoutingRulesRequest, context: grpc.ServicerContext
+                        ) -> pb.SetRoutingRulesResponse:
         # A rule's kind or category *_UNSPECIFIED matches any (the contract says so); a number
         # the contract does not define is refused, never taken for "any".
         violations = Violations()
@@ -369,29 +390,33 @@ class GovernanceServicer(HelpServicer, pb_grpc.GovernanceServiceServicer):
                                             at_risk_percent=request.at_risk_percent,
                                             violations=violations)
         return pb.SetRoutingRulesResponse(
-            routing_rules=self._rules(self.app.routing_rules(result["version"])))
+            routing_rules=self._rules(self.app.routing_rules(result.version)))
 
-    def GetRoutingRules(self, request: Any, context: Any) -> Any:
+    def GetRoutingRules(self, request: pb.GetRoutingRulesRequest, context: grpc.ServicerContext
+                        ) -> pb.GetRoutingRulesResponse:
         return pb.GetRoutingRulesResponse(
             routing_rules=self._rules(self.app.routing_rules(request.version)))
 
     # ------------------------------------------------------------------ working calendar
 
-    def SetWorkingCalendar(self, request: Any, context: Any) -> Any:
+    def SetWorkingCalendar(self, request: pb.SetWorkingCalendarRequest,
+                           context: grpc.ServicerContext) -> pb.SetWorkingCalendarResponse:
         result = self.app.set_working_calendar(
             spans=[(h.start, h.end) for h in request.working_hours],
             weekdays=list(request.working_weekdays), holidays=list(request.holidays),
             working_days=list(request.adjusted_working_days))
         return pb.SetWorkingCalendarResponse(
-            working_calendar=_calendar(self.app.working_calendar(result["version"])))
+            working_calendar=_calendar(self.app.working_calendar(result.version)))
 
-    def GetWorkingCalendar(self, request: Any, context: Any) -> Any:
+    def GetWorkingCalendar(self, request: pb.GetWorkingCalendarRequest,
+                           context: grpc.ServicerContext) -> pb.GetWorkingCalendarResponse:
         return pb.GetWorkingCalendarResponse(
             working_calendar=_calendar(self.app.working_calendar(request.version)))
 
     # ------------------------------------------------------------------ mediation
 
-    def OpenMediationCase(self, request: Any, context: Any) -> Any:
+    def OpenMediationCase(self, request: pb.OpenMediationCaseRequest, context: grpc.ServicerContext
+                          ) -> pb.OpenMediationCaseResponse:
         violations = Violations()
         result = self.app.open_mediation_case(
             street_id=request.street_id, report_id=request.report_id, subject=request.subject,
@@ -401,7 +426,8 @@ class GovernanceServicer(HelpServicer, pb_grpc.GovernanceServiceServicer):
                      for i, p in enumerate(request.parties)], violations=violations)
         return pb.OpenMediationCaseResponse(mediation_case=self._case_at(result))
 
-    def RecordMediationSession(self, request: Any, context: Any) -> Any:
+    def RecordMediationSession(self, request: pb.RecordMediationSessionRequest,
+                               context: grpc.ServicerContext) -> pb.RecordMediationSessionResponse:
         violations = Violations()
         session = None
         if request.HasField("session"):
@@ -413,17 +439,22 @@ class GovernanceServicer(HelpServicer, pb_grpc.GovernanceServiceServicer):
                                                    violations=violations)
         return pb.RecordMediationSessionResponse(mediation_case=self._case_at(result))
 
-    def RecordMediationAgreement(self, request: Any, context: Any) -> Any:
+    def RecordMediationAgreement(self, request: pb.RecordMediationAgreementRequest,
+                                 context: grpc.ServicerContext
+                                 ) -> pb.RecordMediationAgreementResponse:
         result = self.app.record_mediation_agreement(
             case_id=request.case_id, outcome=request.outcome)
         return pb.RecordMediationAgreementResponse(mediation_case=self._case_at(result))
 
-    def RecordMediationFailure(self, request: Any, context: Any) -> Any:
+    def RecordMediationFailure(self, request: pb.RecordMediationFailureRequest,
+                               context: grpc.ServicerContext) -> pb.RecordMediationFailureResponse:
         result = self.app.record_mediation_failure(
             case_id=request.case_id, reason=request.reason)
         return pb.RecordMediationFailureResponse(mediation_case=self._case_at(result))
 
-    def RecordMediationFollowUp(self, request: Any, context: Any) -> Any:
+    def RecordMediationFollowUp(self, request: pb.RecordMediationFollowUpRequest,
+                                context: grpc.ServicerContext
+                                ) -> pb.RecordMediationFollowUpResponse:
         violations = Violations()
         result = self.app.record_mediation_follow_up(
             case_id=request.case_id, day=request.day,
@@ -432,16 +463,19 @@ class GovernanceServicer(HelpServicer, pb_grpc.GovernanceServiceServicer):
             note=request.note, reopen=request.reopen, violations=violations)
         return pb.RecordMediationFollowUpResponse(mediation_case=self._case_at(result))
 
-    def SetMediationPolicy(self, request: Any, context: Any) -> Any:
+    def SetMediationPolicy(self, request: pb.SetMediationPolicyRequest,
+                           context: grpc.ServicerContext) -> pb.SetMediationPolicyResponse:
         result = self.app.set_mediation_policy(follow_up_days=request.follow_up_days)
         return pb.SetMediationPolicyResponse(
-            mediation_policy=_policy(self.app.mediation_policy(result["version"])))
+            mediation_policy=_policy(self.app.mediation_policy(result.version)))
 
-    def GetMediationPolicy(self, request: Any, context: Any) -> Any:
+    def GetMediationPolicy(self, request: pb.GetMediationPolicyRequest,
+                           context: grpc.ServicerContext) -> pb.GetMediationPolicyResponse:
         return pb.GetMediationPolicyResponse(
             mediation_policy=_policy(self.app.mediation_policy(request.version)))
 
-    def GetMediationStatistics(self, request: Any, context: Any) -> Any:
+    def GetMediationStatistics(self, request: pb.GetMediationStatisticsRequest,
+                               context: grpc.ServicerContext) -> pb.GetMediationStatisticsResponse:
         violations = Violations()
         rows = self.app.mediation_statistics(
             street_id=request.street_id,
@@ -449,11 +483,13 @@ class GovernanceServicer(HelpServicer, pb_grpc.GovernanceServiceServicer):
             end=optional_time(request, "end_time", violations), violations=violations)
         return pb.GetMediationStatisticsResponse(statistics=[_mediation_row(r) for r in rows])
 
-    def GetMediationCase(self, request: Any, context: Any) -> Any:
+    def GetMediationCase(self, request: pb.GetMediationCaseRequest, context: grpc.ServicerContext
+                         ) -> pb.GetMediationCaseResponse:
         return pb.GetMediationCaseResponse(
             mediation_case=self._case(self.app.mediation_case(request.case_id)))
 
-    def ListMediationCases(self, request: Any, context: Any) -> Any:
+    def ListMediationCases(self, request: pb.ListMediationCasesRequest,
+                           context: grpc.ServicerContext) -> pb.ListMediationCasesResponse:
         violations = Violations()
         found, token = self.app.list_mediation_cases(
             street_id=request.street_id,
@@ -465,27 +501,31 @@ class GovernanceServicer(HelpServicer, pb_grpc.GovernanceServiceServicer):
 
     # ------------------------------------------------------------------ pledge
 
-    def PublishPledge(self, request: Any, context: Any) -> Any:
+    def PublishPledge(self, request: pb.PublishPledgeRequest, context: grpc.ServicerContext
+                      ) -> pb.PublishPledgeResponse:
         violations = Violations()
         kind = enum_in(request.kind, pb.PledgeKind, PledgeKind, violations, "kind")
         result = self.app.publish_pledge(text=request.text, kind=kind, violations=violations)
         return pb.PublishPledgeResponse(
             pledge=self._pledge(self.app.pledge(result["pledge_version"], kind)))
 
-    def GetPledge(self, request: Any, context: Any) -> Any:
+    def GetPledge(self, request: pb.GetPledgeRequest, context: grpc.ServicerContext
+                  ) -> pb.GetPledgeResponse:
         violations = Violations()
         kind = enum_in(request.kind, pb.PledgeKind, PledgeKind, violations, "kind")
         return pb.GetPledgeResponse(pledge=self._pledge(
             self.app.pledge(request.version, kind, violations)))
 
-    def SignCoBuildingPledge(self, request: Any, context: Any) -> Any:
+    def SignCoBuildingPledge(self, request: pb.SignCoBuildingPledgeRequest,
+                             context: grpc.ServicerContext) -> pb.SignCoBuildingPledgeResponse:
         result = self.app.sign_co_building_pledge(organisation_id=request.organisation_id,
                                                   pledge_version=request.pledge_version)
         return pb.SignCoBuildingPledgeResponse(signature=self._signature(
-            self.app.co_building_signature(result["organisation_id"],
-                                           result["pledge_version"], result["version"])))
+            self.app.co_building_signature(result.id, result["pledge_version"],
+                                           result.version)))
 
-    def ListPledgeSignatures(self, request: Any, context: Any) -> Any:
+    def ListPledgeSignatures(self, request: pb.ListPledgeSignaturesRequest,
+                             context: grpc.ServicerContext) -> pb.ListPledgeSignaturesResponse:
         violations = Violations()
         found, token = self.app.list_pledge_signatures(
             kind=enum_in(request.pledge_kind, pb.PledgeKind, PledgeKind, violations,
@@ -495,26 +535,27 @@ class GovernanceServicer(HelpServicer, pb_grpc.GovernanceServiceServicer):
         return pb.ListPledgeSignaturesResponse(signatures=[self._signature(e) for e in found],
                                                next_page_token=token)
 
-    def SignPledge(self, request: Any, context: Any) -> Any:
+    def SignPledge(self, request: pb.SignPledgeRequest, context: grpc.ServicerContext
+                   ) -> pb.SignPledgeResponse:
         result = self.app.sign_pledge(rider_id=request.rider_id,
                                       pledge_version=request.pledge_version)
-        signature = self.app.signature(result["rider_id"], result["pledge_version"],
-                                       result["version"])
+        signature = self.app.signature(result.id, result["pledge_version"],
+                                       result.version)
         return pb.SignPledgeResponse(signature=pb.PledgeSignature(
             rider_id=signature.rider_id, pledge_version=signature.pledge_version,
             sign_time=timestamp(signature.signed_at)))
 
     # ------------------------------------------------------------------ rendering
 
-    def _report_at(self, result: dict[str, Any]) -> Any:
+    def _report_at(self, result: CommandResult) -> pb.Report:
         # The report as this command left it (also on a retry): the first answer, not today's.
-        return self._report(self.app.report(result["report_id"], result["version"]))
+        return self._report(self.app.report(result.id, result.version))
 
-    def _case_at(self, result: dict[str, Any]) -> Any:
-        return self._case(self.app.mediation_case(result["case_id"], result["version"]))
+    def _case_at(self, result: CommandResult) -> pb.MediationCase:
+        return self._case(self.app.mediation_case(result.id, result.version))
 
     @staticmethod
-    def _report(r: ReportView) -> Any:
+    def _report(r: ReportView) -> pb.Report:
         return pb.Report(
             report_id=r.report_id, rider_id=r.rider_id, kind=enum_out(r.kind, pb.ReportKind),
             category=enum_out(r.category, pb.Category),
@@ -546,14 +587,14 @@ class GovernanceServicer(HelpServicer, pb_grpc.GovernanceServiceServicer):
             clock_policy=_clock_policy(r.clocks))
 
     @staticmethod
-    def _history(e: HistoryEntry) -> Any:
+    def _history(e: HistoryEntry) -> pb.HistoryEntry:
         return pb.HistoryEntry(version=e.version, event_type=e.event_type,
                                time=timestamp(e.stored_at), principal=e.principal, rpc=e.rpc,
                                request_id=e.request_id, correlation_id=e.correlation_id,
                                details=e.details)
 
     @staticmethod
-    def _queue_entry(e: QueueEntry) -> Any:
+    def _queue_entry(e: QueueEntry) -> pb.QueueEntry:
         return pb.QueueEntry(
             report_id=e.report_id, department_id=e.department_id,
             kind=enum_out(e.kind, pb.ReportKind), category=enum_out(e.category, pb.Category),
@@ -562,10 +603,10 @@ class GovernanceServicer(HelpServicer, pb_grpc.GovernanceServiceServicer):
             escalation_level=enum_out(e.level, pb.EscalationLevel),
             submit_time=timestamp(e.submitted_at), at_risk=e.at_risk,
             paused=bool(e.pause_reason),
-            pause_reason=enum_out(e.pause_reason, pb.PauseReason) if e.pause_reason else 0)
+            pause_reason=enum_out(e.pause_reason, pb.PauseReason))
 
     @staticmethod
-    def _statistics(s: StatisticsRow) -> Any:
+    def _statistics(s: StatisticsRow) -> pb.ReportStatistics:
         return pb.ReportStatistics(
             street_id=s.street_id, kind=enum_out(s.kind, pb.ReportKind), submitted=s.submitted,
             duplicates=s.duplicates, open=s.open, resolved=s.resolved, rejected=s.rejected,
@@ -576,7 +617,7 @@ class GovernanceServicer(HelpServicer, pb_grpc.GovernanceServiceServicer):
             median_resolve_duration=_duration(s.median_resolve))
 
     @staticmethod
-    def _rules(r: RoutingRulesView) -> Any:
+    def _rules(r: RoutingRulesView) -> pb.RoutingRules:
         return pb.RoutingRules(
             rules=[pb.RoutingRule(
                 name=rule["name"], kind=enum_out(rule["kind"], pb.ReportKind),
@@ -595,7 +636,7 @@ class GovernanceServicer(HelpServicer, pb_grpc.GovernanceServiceServicer):
             at_risk_percent=r.at_risk_percent)
 
     @staticmethod
-    def _case(c: MediationCaseView) -> Any:
+    def _case(c: MediationCaseView) -> pb.MediationCase:
         return pb.MediationCase(
             case_id=c.case_id, street_id=c.street_id, report_id=c.report_id,
             subject=c.subject, mediator_name=c.mediator_name,
@@ -613,12 +654,12 @@ class GovernanceServicer(HelpServicer, pb_grpc.GovernanceServiceServicer):
             reopen_count=c.reopen_count)
 
     @staticmethod
-    def _pledge(p: PledgeView) -> Any:
+    def _pledge(p: PledgeView) -> pb.Pledge:
         return pb.Pledge(version=p.version, text=p.text, publish_time=timestamp(p.published_at),
                          kind=enum_out(p.kind, pb.PledgeKind))
 
     @staticmethod
-    def _signature(e: SignatureEntry) -> Any:
+    def _signature(e: SignatureEntry) -> pb.PledgeSignatureEntry:
         return pb.PledgeSignatureEntry(
             pledge_kind=enum_out(e.kind, pb.PledgeKind), pledge_version=e.version,
             rider_id=e.rider_id, organisation_id=e.organisation_id,
@@ -627,7 +668,7 @@ class GovernanceServicer(HelpServicer, pb_grpc.GovernanceServiceServicer):
             if e.organisation_kind else "", sign_time=timestamp(e.signed_at))
 
 
-def _category_deadline(category: str, clock: dict[str, Any]) -> Any:
+def _category_deadline(category: str, clock: dict[str, Any]) -> pb.CategoryDeadline:
     return pb.CategoryDeadline(
         category=enum_out(category, pb.Category),
         acknowledge_within=_duration(timedelta(seconds=clock["acknowledge"])),
@@ -645,7 +686,7 @@ def _clock_policy(clocks: dict[str, Any] | None) -> Any:
         at_risk_percent=clocks.get("at_risk_percent", 0))
 
 
-def _calendar(c: WorkingCalendarView) -> Any:
+def _calendar(c: WorkingCalendarView) -> pb.WorkingCalendar:
     return pb.WorkingCalendar(
         working_hours=[pb.WorkingHours(start=s["start"], end=s["end"]) for s in c.spans],
         working_weekdays=c.weekdays, holidays=c.holidays,
@@ -653,7 +694,7 @@ def _calendar(c: WorkingCalendarView) -> Any:
         update_time=timestamp(c.updated_at))
 
 
-def _pause(p: dict[str, Any]) -> Any:
+def _pause(p: dict[str, Any]) -> pb.AssignmentPause:
     seconds = p.get("paused_seconds")
     return pb.AssignmentPause(
         reason=enum_out(p["reason"], pb.PauseReason), note=p["note"],
@@ -661,7 +702,7 @@ def _pause(p: dict[str, Any]) -> Any:
         paused_duration=_duration(timedelta(seconds=seconds)) if seconds is not None else None)
 
 
-def _policy(p: MediationPolicyView) -> Any:
+def _policy(p: MediationPolicyView) -> pb.MediationPolicy:
     return pb.MediationPolicy(follow_up_days=p.follow_up_days, version=p.version,
                               update_time=timestamp(p.updated_at))
 
@@ -669,7 +710,7 @@ def _policy(p: MediationPolicyView) -> Any:
 def _service_rates(v: ServiceRatesView) -> Any:
     r = v.rates
 
-    def rate(x: Any) -> Any:
+    def rate(x: Any) -> pb.ServiceRate:
         percent = x.percent
         return pb.ServiceRate(numerator=x.numerator, denominator=x.denominator,
                               percent=str(percent) if percent is not None else "")
@@ -684,7 +725,7 @@ def _service_rates(v: ServiceRatesView) -> Any:
         rules_version=v.rules_version, rules=list(v.rules))
 
 
-def _mediation_row(r: MediationStatisticsRow) -> Any:
+def _mediation_row(r: MediationStatisticsRow) -> pb.MediationStatistics:
     average = r.average_days_to_agreement
     return pb.MediationStatistics(
         street_id=r.street_id, opened=r.opened, agreed=r.agreed, failed=r.failed, kept=r.kept,
@@ -693,7 +734,7 @@ def _mediation_row(r: MediationStatisticsRow) -> Any:
         follow_ups_overdue=r.follow_ups_overdue)
 
 
-def _assignment(a: dict[str, Any]) -> Any:
+def _assignment(a: dict[str, Any]) -> pb.Assignment:
     return pb.Assignment(
         department_id=a["department_id"],
         department_function=enum_out(a["department_function"], pb.DepartmentFunction),

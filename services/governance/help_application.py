@@ -12,6 +12,7 @@ things happened, not what was said; the rider's own platform reads the outcome."
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -44,7 +45,7 @@ from services.governance.domain.values import (
 )
 from services.governance.help_views import HelpStatisticsRow, HelpViews
 from shared import auth, context, masking
-from shared.application import Outcome
+from shared.application import CommandResult, Outcome, QijiApplication
 from shared.context import Actor, RequestContext
 from shared.errors import (
     END_TIME_NOT_AFTER_START_TIME,
@@ -67,7 +68,8 @@ from shared.tenancy import Owners
 from shared.wire import one_of
 
 if TYPE_CHECKING:
-    from services.governance.application import GovernanceApplication
+    from services.governance.domain.model import Participant
+    from services.governance.views import GovernanceViews
 
 # Who stores a help request's escalation: its deadline scheduler, through the command path.
 HELP_DEADLINE_SCHEDULER = Actor(principal="governance-help-deadline-scheduler",
@@ -123,21 +125,37 @@ class HelpRoutingView:
     updated_at: datetime | None
 
 
-class HelpRequests:
+class HelpRequests(QijiApplication):
     """GovernanceApplication's help requests (mixed in: it shares the organisation tree, the
     riders and the command path)."""
 
     help_views: HelpViews
+    if TYPE_CHECKING:  # GovernanceApplication's, which this part of it uses
+        views: GovernanceViews
+        clock: Callable[[], datetime]
 
-    def _open_help_views(self: GovernanceApplication) -> None:
+        def _participant(self, rider_id: str,
+                         refresh_unless: Callable[[Participant], bool] | None = None
+                         ) -> Participant: ...
+
+        def _require_riders(self, violations: Violations, named: list[tuple[str, str]],
+                            refresh_unless: Callable[[Participant], bool] | None = None
+                            ) -> None: ...
+
+        def _note_organisation(self, violations: Violations, organisation_id: str, field: str,
+                               kind: str, label: str) -> dict[str, str] | None: ...
+
+        def _escalation_chain(self, street_id: str) -> dict[str, str]: ...
+
+    def _open_help_views(self) -> None:
         self.help_views = HelpViews(self)
         self.help_views.catch_up()
 
     # ------------------------------------------------------------------ asking
 
-    def request_help(self: GovernanceApplication, *, rider_id: str, kind: HelpKind | None,
+    def request_help(self, *, rider_id: str, kind: HelpKind | None,
                      text: str, contact_preference: ContactChannel | None = None,
-                     violations: Violations | None = None) -> dict[str, Any]:
+                     violations: Violations | None = None) -> CommandResult:
         """Stores the rider's request and, in the same save, routes it by the city's help
         routing (the defaults while none is set) to the departments nearest the rider's home
         street, with its kind's clocks."""
@@ -178,12 +196,12 @@ class HelpRequests:
                           routing_version=routing.version, at=now)
             return Outcome([request], {"help_request_id": str(request.id),
                                        "version": request.version})
-        return self.execute(decide)
+        return self.execute(decide, id_key="help_request_id")
 
     # ------------------------------------------------------------------ routing
 
-    def set_help_routing(self: GovernanceApplication, *, routes: list[HelpRouteInput],
-                         violations: Violations | None = None) -> dict[str, Any]:
+    def set_help_routing(self, *, routes: list[HelpRouteInput],
+                         violations: Violations | None = None) -> CommandResult:
         """Replaces the city's help routing; kinds the request leaves out keep the defaults.
         Requests routed already keep their departments and clocks."""
         violations = violations if violations is not None else Violations()
@@ -210,7 +228,7 @@ class HelpRequests:
             return Outcome([current], {"version": current.version})
         return self.execute(decide, serialise_on=HelpRouting.ID)
 
-    def help_routing(self: GovernanceApplication, version: int = 0) -> HelpRoutingView:
+    def help_routing(self, version: int = 0) -> HelpRoutingView:
         """The routing at `version` (0: the current one; the defaults while never set)."""
         if version < 0:
             raise InvalidArgument([FieldViolation("version", "must not be negative",
@@ -224,7 +242,7 @@ class HelpRequests:
         return HelpRoutingView({k: dict(v) for k, v in routing.routes.items()},
                                routing.version, routing.updated_at)
 
-    def _seal_for(self: GovernanceApplication, rider_id: str, value: str) -> str:
+    def _seal_for(self, rider_id: str, value: str) -> str:
         """`value` sealed under the rider's key ("" stays ""): a rider whose personal data
         was erased can have nothing said of them stored again."""
         if not value:
@@ -238,8 +256,8 @@ class HelpRequests:
 
     # ------------------------------------------------------------------ a department's work
 
-    def assign_caseworker(self: GovernanceApplication, *, help_request_id: str,
-                          department_id: str, caseworker_name: str) -> dict[str, Any]:
+    def assign_caseworker(self, *, help_request_id: str,
+                          department_id: str, caseworker_name: str) -> CommandResult:
         """The department names who follows the case up (its acknowledgement)."""
         violations = Violations()
         check_text(violations, "caseworker_name", caseworker_name, MAX_NAME)
@@ -248,10 +266,10 @@ class HelpRequests:
         return self._help_change(help_request_id, lambda h, now: h.assign_caseworker(
             department_id, sealed, now))
 
-    def record_help_contact(self: GovernanceApplication, *, help_request_id: str,
+    def record_help_contact(self, *, help_request_id: str,
                             department_id: str, channel: ContactChannel | None,
                             contacted_at: datetime | None, note: str,
-                            violations: Violations | None = None) -> dict[str, Any]:
+                            violations: Violations | None = None) -> CommandResult:
         """A contact of the caseworker with the rider (`contacted_at` None: now)."""
         violations = violations if violations is not None else Violations()
         violations.require_given(channel, "channel", one_of(ContactChannel),
@@ -275,9 +293,9 @@ class HelpRequests:
             department_id, contact_id, channel.value, contacted_at or at, sealed, at),
             contact_id=contact_id)
 
-    def record_help_referral(self: GovernanceApplication, *, help_request_id: str,
+    def record_help_referral(self, *, help_request_id: str,
                              department_id: str, to_department_id: str, note: str
-                             ) -> dict[str, Any]:
+                             ) -> CommandResult:
         """The department refers the rider to another department, which is given the request
         (clocks of its own from now) and reads it from then on."""
         violations = Violations()
@@ -295,8 +313,8 @@ class HelpRequests:
             department_id, referral_id, to_department_id, target["department_function"],
             sealed, at), referral_id=referral_id)
 
-    def give_help_outcome(self: GovernanceApplication, *, help_request_id: str,
-                          department_id: str, outcome: str) -> dict[str, Any]:
+    def give_help_outcome(self, *, help_request_id: str,
+                          department_id: str, outcome: str) -> CommandResult:
         """The department's outcome, which the rider's platform receives; the request closes
         when every department it was given to has given one."""
         violations = Violations()
@@ -306,9 +324,9 @@ class HelpRequests:
         return self._help_change(help_request_id, lambda h, now: h.give_outcome(
             department_id, sealed, now))
 
-    def rate_help_outcome(self: GovernanceApplication, *, help_request_id: str,
+    def rate_help_outcome(self, *, help_request_id: str,
                           rating: SatisfactionRating | None,
-                          violations: Violations | None = None) -> dict[str, Any]:
+                          violations: Violations | None = None) -> CommandResult:
         violations = violations if violations is not None else Violations()
         violations.require_given(rating, "rating", one_of(SatisfactionRating), ENUM_VALUE_REQUIRED)
         check_id(violations, "help_request_id", help_request_id)
@@ -318,7 +336,7 @@ class HelpRequests:
         return self._help_change(help_request_id,
                                  lambda h, now: h.rate(rating, through, now))
 
-    def _help_rider(self: GovernanceApplication, violations: Violations,
+    def _help_rider(self, violations: Violations,
                     help_request_id: str, department_id: str) -> str:
         """The request's rider (whose key seals what is said), once the request's every other
         fault is told; NOT_FOUND when there is no such help request."""
@@ -327,20 +345,20 @@ class HelpRequests:
         violations.raise_if_any()
         return self.view(help_request_id, HelpRequest, "help_request").rider_id
 
-    def _help_change(self: GovernanceApplication, help_request_id: str, change: Any,
-                     **answer: str) -> dict[str, Any]:
+    def _help_change(self, help_request_id: str, change: Any,
+                     **answer: str) -> CommandResult:
         def decide() -> Outcome:
             request = self.get(help_request_id, HelpRequest, "help_request")
             change(request, self.clock())
             return Outcome([request], {"help_request_id": help_request_id,
                                        "version": request.version, **answer})
-        return self.execute(decide)
+        return self.execute(decide, id_key="help_request_id")
 
     # ------------------------------------------------------------------ deadlines
 
-    def escalate_missed_help_deadline(self: GovernanceApplication, *, help_request_id: str,
+    def escalate_missed_help_deadline(self, *, help_request_id: str,
                                       department_id: str, deadline: DeadlineKind
-                                      ) -> dict[str, Any]:
+                                      ) -> CommandResult:
         """One escalation of one missed deadline, under a request id made of the assignment
         and the deadline: run again (a crash, a second replica), it stores nothing twice."""
         request_id = f"help:{help_request_id}:{department_id}:{deadline.value}"
@@ -356,11 +374,11 @@ class HelpRequests:
                 "help_request_id": help_request_id, "version": request.version,
                 "level": request.assignments[department_id]["level"]})
         with context.acting_as(ctx):
-            return self.execute(decide)
+            return self.execute(decide, id_key="help_request_id")
 
     # ------------------------------------------------------------------ reading
 
-    def help_request(self: GovernanceApplication, help_request_id: str,
+    def help_request(self, help_request_id: str,
                      version: int | None = None) -> HelpRequestView:
         h = self.view(help_request_id, HelpRequest, "help_request", version)
 
@@ -392,7 +410,7 @@ class HelpRequests:
             closed_at=h.closed_at, satisfaction=dict(h.satisfaction) if h.satisfaction else None,
             version=h.version)
 
-    def list_help_requests(self: GovernanceApplication, *, department_id: str,
+    def list_help_requests(self, *, department_id: str,
                            kind: HelpKind | None, status: HelpStatus | None, page_size: int,
                            page_token: str, violations: Violations | None = None
                            ) -> tuple[list[HelpRequestView], str]:
@@ -409,7 +427,7 @@ class HelpRequests:
             page_size=page_size, page_token=page_token))
         return [self.help_request(i) for i in ids], token
 
-    def help_request_history(self: GovernanceApplication, help_request_id: str
+    def help_request_history(self, help_request_id: str
                              ) -> list[history.HistoryEntry]:
         """Every stored event of the request with who acted; what was said is shown as in
         GetHelpRequest (an auditor sees that it was said, and how long it was)."""
@@ -426,7 +444,7 @@ class HelpRequests:
             entries.append(history.entry(e, details))
         return entries
 
-    def help_statistics(self: GovernanceApplication, *, department_id: str,
+    def help_statistics(self, *, department_id: str,
                         kind: HelpKind | None, start: datetime | None, end: datetime | None,
                         violations: Violations | None = None) -> list[HelpStatisticsRow]:
         violations = violations if violations is not None else Violations()
@@ -443,7 +461,7 @@ class HelpRequests:
 
     # ------------------------------------------------------------------ tenancy, erasure
 
-    def _help_request_owners(self: GovernanceApplication, help_request_id: str
+    def _help_request_owners(self, help_request_id: str
                              ) -> Owners | None:
         """A help request is each department's it was given to (one that gave its outcome
         still reads what it did), the rider's home street office's (a missed deadline
@@ -459,7 +477,7 @@ class HelpRequests:
         return Owners.of(department=list(h.assignments), street_office=h.home_street_id,
                          platform=rider.platform_id if rider is not None else "")
 
-    def _follow_erasure(self: GovernanceApplication, upstream: UpstreamEvent,
+    def _follow_erasure(self, upstream: UpstreamEvent,
                         processing: ProcessingEvent) -> None:
         """identity erased a rider's personal data: destroy governance's own key of that
         rider, and with it everything said in their help requests (the facts stay)."""

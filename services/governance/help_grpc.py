@@ -8,6 +8,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
+import grpc
 from google.protobuf.duration_pb2 import Duration
 from qiji.governance.v1 import governance_service_pb2 as pb
 
@@ -25,6 +26,7 @@ from services.governance.help_application import (
 )
 from services.governance.help_views import HelpStatisticsRow
 from services.governance.history import HistoryEntry
+from shared.application import CommandResult
 from shared.errors import Violations
 from shared.grpc.convert import enum_in, enum_out, optional_time, timestamp
 
@@ -35,7 +37,8 @@ class HelpServicer:
     app: Any
     _history: Callable[[HistoryEntry], Any]
 
-    def RequestHelp(self, request: Any, context: Any) -> Any:
+    def RequestHelp(self, request: pb.RequestHelpRequest, context: grpc.ServicerContext
+                    ) -> pb.RequestHelpResponse:
         violations = Violations()
         result = self.app.request_help(
             rider_id=request.rider_id,
@@ -46,11 +49,13 @@ class HelpServicer:
             violations=violations)
         return pb.RequestHelpResponse(help_request=self._help_at(result))
 
-    def GetHelpRequest(self, request: Any, context: Any) -> Any:
+    def GetHelpRequest(self, request: pb.GetHelpRequestRequest, context: grpc.ServicerContext
+                       ) -> pb.GetHelpRequestResponse:
         return pb.GetHelpRequestResponse(
             help_request=_help(self.app.help_request(request.help_request_id)))
 
-    def ListHelpRequests(self, request: Any, context: Any) -> Any:
+    def ListHelpRequests(self, request: pb.ListHelpRequestsRequest, context: grpc.ServicerContext
+                         ) -> pb.ListHelpRequestsResponse:
         violations = Violations()
         found, token = self.app.list_help_requests(
             department_id=request.department_id,
@@ -60,18 +65,21 @@ class HelpServicer:
         return pb.ListHelpRequestsResponse(help_requests=[_help(h) for h in found],
                                            next_page_token=token)
 
-    def GetHelpRequestHistory(self, request: Any, context: Any) -> Any:
+    def GetHelpRequestHistory(self, request: pb.GetHelpRequestHistoryRequest,
+                              context: grpc.ServicerContext) -> pb.GetHelpRequestHistoryResponse:
         entries = self.app.help_request_history(request.help_request_id)
         return pb.GetHelpRequestHistoryResponse(help_request_id=request.help_request_id,
                                                 entries=[self._history(e) for e in entries])
 
-    def AssignCaseworker(self, request: Any, context: Any) -> Any:
+    def AssignCaseworker(self, request: pb.AssignCaseworkerRequest, context: grpc.ServicerContext
+                         ) -> pb.AssignCaseworkerResponse:
         result = self.app.assign_caseworker(
             help_request_id=request.help_request_id, department_id=request.department_id,
             caseworker_name=request.caseworker_name)
         return pb.AssignCaseworkerResponse(help_request=self._help_at(result))
 
-    def RecordHelpContact(self, request: Any, context: Any) -> Any:
+    def RecordHelpContact(self, request: pb.RecordHelpContactRequest, context: grpc.ServicerContext
+                          ) -> pb.RecordHelpContactResponse:
         violations = Violations()
         result = self.app.record_help_contact(
             help_request_id=request.help_request_id, department_id=request.department_id,
@@ -82,20 +90,23 @@ class HelpServicer:
         return pb.RecordHelpContactResponse(help_request=self._help_at(result),
                                             contact_id=result["contact_id"])
 
-    def RecordHelpReferral(self, request: Any, context: Any) -> Any:
+    def RecordHelpReferral(self, request: pb.RecordHelpReferralRequest,
+                           context: grpc.ServicerContext) -> pb.RecordHelpReferralResponse:
         result = self.app.record_help_referral(
             help_request_id=request.help_request_id, department_id=request.department_id,
             to_department_id=request.to_department_id, note=request.note)
         return pb.RecordHelpReferralResponse(help_request=self._help_at(result),
                                              referral_id=result["referral_id"])
 
-    def GiveHelpOutcome(self, request: Any, context: Any) -> Any:
+    def GiveHelpOutcome(self, request: pb.GiveHelpOutcomeRequest, context: grpc.ServicerContext
+                        ) -> pb.GiveHelpOutcomeResponse:
         result = self.app.give_help_outcome(
             help_request_id=request.help_request_id, department_id=request.department_id,
             outcome=request.outcome)
         return pb.GiveHelpOutcomeResponse(help_request=self._help_at(result))
 
-    def RateHelpOutcome(self, request: Any, context: Any) -> Any:
+    def RateHelpOutcome(self, request: pb.RateHelpOutcomeRequest, context: grpc.ServicerContext
+                        ) -> pb.RateHelpOutcomeResponse:
         violations = Violations()
         result = self.app.rate_help_outcome(
             help_request_id=request.help_request_id,
@@ -103,7 +114,8 @@ class HelpServicer:
                            "rating"), violations=violations)
         return pb.RateHelpOutcomeResponse(help_request=self._help_at(result))
 
-    def GetHelpStatistics(self, request: Any, context: Any) -> Any:
+    def GetHelpStatistics(self, request: pb.GetHelpStatisticsRequest, context: grpc.ServicerContext
+                          ) -> pb.GetHelpStatisticsResponse:
         violations = Violations()
         rows = self.app.help_statistics(
             department_id=request.department_id,
@@ -112,7 +124,8 @@ class HelpServicer:
             end=optional_time(request, "end_time", violations), violations=violations)
         return pb.GetHelpStatisticsResponse(statistics=[_statistics(r) for r in rows])
 
-    def SetHelpRouting(self, request: Any, context: Any) -> Any:
+    def SetHelpRouting(self, request: pb.SetHelpRoutingRequest, context: grpc.ServicerContext
+                       ) -> pb.SetHelpRoutingResponse:
         violations = Violations()
         routes = [HelpRouteInput(
             kind=enum_in(r.kind, pb.HelpKind, HelpKind, violations, f"routes[{i}].kind"),
@@ -124,18 +137,19 @@ class HelpServicer:
             for i, r in enumerate(request.routes)]
         result = self.app.set_help_routing(routes=routes, violations=violations)
         return pb.SetHelpRoutingResponse(
-            help_routing=_routing(self.app.help_routing(result["version"])))
+            help_routing=_routing(self.app.help_routing(result.version)))
 
-    def GetHelpRouting(self, request: Any, context: Any) -> Any:
+    def GetHelpRouting(self, request: pb.GetHelpRoutingRequest, context: grpc.ServicerContext
+                       ) -> pb.GetHelpRoutingResponse:
         return pb.GetHelpRoutingResponse(
             help_routing=_routing(self.app.help_routing(request.version)))
 
-    def _help_at(self, result: dict[str, Any]) -> Any:
+    def _help_at(self, result: CommandResult) -> pb.HelpRequest:
         # The request as this command left it (also on a retry): the first answer.
-        return _help(self.app.help_request(result["help_request_id"], result["version"]))
+        return _help(self.app.help_request(result.id, result.version))
 
 
-def _help(h: HelpRequestView) -> Any:
+def _help(h: HelpRequestView) -> pb.HelpRequest:
     return pb.HelpRequest(
         help_request_id=h.help_request_id, rider_id=h.rider_id,
         kind=enum_out(h.kind, pb.HelpKind), home_street_id=h.home_street_id, text=h.text,
@@ -160,7 +174,7 @@ def _help(h: HelpRequestView) -> Any:
         asked_through=enum_out(h.asked_through, pb.HelpChannel))
 
 
-def _routing(r: HelpRoutingView) -> Any:
+def _routing(r: HelpRoutingView) -> pb.HelpRouting:
     return pb.HelpRouting(
         routes=[pb.HelpRoute(
             kind=enum_out(kind, pb.HelpKind),
@@ -186,7 +200,7 @@ def _timedelta(message: Any, field: str) -> timedelta | None:
     return read(message, field)
 
 
-def _assignment(a: dict[str, Any]) -> Any:
+def _assignment(a: dict[str, Any]) -> pb.HelpAssignment:
     return pb.HelpAssignment(
         department_id=a["department_id"],
         department_function=enum_out(a["department_function"], pb.DepartmentFunction),
@@ -204,7 +218,7 @@ def _assignment(a: dict[str, Any]) -> Any:
             escalate_time=timestamp(e["at"])) for deadline, e in a["escalations"].items()])
 
 
-def _statistics(r: HelpStatisticsRow) -> Any:
+def _statistics(r: HelpStatisticsRow) -> pb.HelpStatistics:
     return pb.HelpStatistics(
         department_id=r.department_id, kind=enum_out(r.kind, pb.HelpKind), assigned=r.assigned,
         caseworker_assigned=r.caseworker_assigned, outcomes_given=r.outcomes_given,

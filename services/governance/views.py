@@ -367,7 +367,7 @@ class GovernanceViews:
         return rows
 
     def _summarise(self, key: tuple[str, str], rows: list[ReportRow]) -> StatisticsRow:
-        counts = defaultdict(int)
+        counts: defaultdict[ReportStatus, int] = defaultdict(int)
         to_acknowledge: list[float] = []
         to_resolve: list[float] = []
         for row in rows:
@@ -417,17 +417,18 @@ class GovernanceViews:
                              status=ReportStatus.OPEN.value, department_ids=[])
         elif isinstance(event, Report.Routed):
             row = self._rows[ident]
-            for a in event.assignments:
-                dept = a["department_id"]
+            for given in event.assignments:
+                dept = given["department_id"]
                 row.departments.append(dept)
                 self._assignments[(ident, dept)] = AssignmentRow(
                     report_id=ident, department_id=dept, position=position,
                     status=AssignmentStatus.ROUTED, routed_at=event.at,
-                    due={DeadlineKind.ACKNOWLEDGE.value: a["acknowledge_due"],
-                         DeadlineKind.RESOLVE.value: a["resolve_due"]},
+                    due={DeadlineKind.ACKNOWLEDGE.value: given["acknowledge_due"],
+                         DeadlineKind.RESOLVE.value: given["resolve_due"]},
                     level=EscalationLevel.STREET.value,
-                    at_risk_from={DeadlineKind.ACKNOWLEDGE.value: a.get("acknowledge_at_risk"),
-                                  DeadlineKind.RESOLVE.value: a.get("resolve_at_risk")})
+                    at_risk_from={
+                        DeadlineKind.ACKNOWLEDGE.value: given.get("acknowledge_at_risk"),
+                        DeadlineKind.RESOLVE.value: given.get("resolve_at_risk")})
                 self._open_assignments.add((ident, dept))
                 self._queue(ident, dept)
                 self._routing_noted(ident, dept, event.at)

@@ -55,7 +55,7 @@ from services.identity.rider_record import RiderRecord, RiderRecords
 from services.identity.views import IdentityViews
 from services.merchants import events as merchants_events
 from shared import context, masking
-from shared.application import Outcome, QijiApplication
+from shared.application import CommandResult, Outcome, QijiApplication
 from shared.config import Settings
 from shared.errors import (
     ENUM_VALUE_REQUIRED,
@@ -239,7 +239,7 @@ class IdentityApplication(QijiApplication):
 
     def create_organisation(self, *, kind: OrganisationKind | None, name: str, parent_id: str,
                             department_function: DepartmentFunction | None,
-                            violations: Violations | None = None) -> dict[str, Any]:
+                            violations: Violations | None = None) -> CommandResult:
         """`violations`, here and in every command and list that takes them: what the entry
         point already found wrong in the request (an enum number the contract does not define,
         a timestamp it could not read), reported with the rest in one answer."""
@@ -261,7 +261,7 @@ class IdentityApplication(QijiApplication):
                 department_function=department_function.value if department_function else "")
             return Outcome([organisation], {"organisation_id": str(organisation.id),
                                             "version": organisation.version})
-        return self.execute(decide)
+        return self.execute(decide, id_key="organisation_id")
 
     def organisation(self, organisation_id: str, version: int | None = None) -> OrganisationView:
         o = self.get(organisation_id, Organisation, "organisation", version)
@@ -304,7 +304,7 @@ class IdentityApplication(QijiApplication):
 
     def register_partner(self, *, organisation_id: str, category: PartnerCategory | None,
                          offers: list[tuple[OfferKind | None, str]],
-                         violations: Violations | None = None) -> dict[str, Any]:
+                         violations: Violations | None = None) -> CommandResult:
         """`offers`: (kind, description) pairs, in the order the partner lists them."""
         given = violations.items if violations is not None else []
 
@@ -330,11 +330,11 @@ class IdentityApplication(QijiApplication):
                               offers=stored)
             return Outcome([partner], {"organisation_id": organisation_id,
                                        "version": partner.version})
-        return self.execute(decide)
+        return self.execute(decide, id_key="organisation_id")
 
     def revise_partner(self, *, organisation_id: str, category: PartnerCategory | None,
                        offers: list[tuple[OfferKind | None, str]],
-                       violations: Violations | None = None) -> dict[str, Any]:
+                       violations: Violations | None = None) -> CommandResult:
         """Replaces category and offers; the earlier versions stay readable."""
         violations = violations if violations is not None else Violations()
         check_id(violations, "organisation_id", organisation_id)
@@ -350,7 +350,7 @@ class IdentityApplication(QijiApplication):
             partner.revise(category, stored)
             return Outcome([partner], {"organisation_id": organisation_id,
                                        "version": partner.version})
-        return self.execute(decide)
+        return self.execute(decide, id_key="organisation_id")
 
     def partner(self, organisation_id: str, version: int | None = None) -> PartnerView:
         """The profile (at `version`, 0 or None: the current one) and, for the current one,
@@ -403,7 +403,7 @@ class IdentityApplication(QijiApplication):
                              amenities: list[Amenity | None],
                              opening_hours: list[dict[str, Any]],
                              location: GeoPoint | None = None,
-                             violations: Violations | None = None) -> dict[str, Any]:
+                             violations: Violations | None = None) -> CommandResult:
         """`location`: where the space is (None: not given, and then not on the map)."""
         given = violations.items if violations is not None else []
 
@@ -420,12 +420,12 @@ class IdentityApplication(QijiApplication):
                                  amenities=[a.value for a in amenities if a],
                                  opening_hours=sorted_hours(opening_hours), location=stored)
             return Outcome([space], {"service_space_id": str(space.id), "version": space.version})
-        return self.execute(decide)
+        return self.execute(decide, id_key="service_space_id")
 
     def update_service_space(self, *, service_space_id: str, amenities: list[Amenity | None],
                              opening_hours: list[dict[str, Any]],
                              location: GeoPoint | None = None,
-                             violations: Violations | None = None) -> dict[str, Any]:
+                             violations: Violations | None = None) -> CommandResult:
         """`location`: where the space now is (None: where it was)."""
         violations = violations if violations is not None else Violations()
         check_id(violations, "service_space_id", service_space_id)
@@ -438,7 +438,7 @@ class IdentityApplication(QijiApplication):
             space.update_facilities(amenities=[a.value for a in amenities if a],
                                     opening_hours=sorted_hours(opening_hours), location=stored)
             return Outcome([space], {"service_space_id": str(space.id), "version": space.version})
-        return self.execute(decide)
+        return self.execute(decide, id_key="service_space_id")
 
     def service_space(self, service_space_id: str, version: int | None = None
                       ) -> ServiceSpaceView:
@@ -460,7 +460,7 @@ class IdentityApplication(QijiApplication):
     # ------------------------------------------------------------------ visits
 
     def record_space_use(self, *, service_space_id: str, amenity: Amenity | None, count: int,
-                         day: str, violations: Violations | None = None) -> dict[str, Any]:
+                         day: str, violations: Violations | None = None) -> CommandResult:
         """Riders used `amenity` at the space `count` times on `day` (YYYY-MM-DD, the city's;
         empty: today). Counts only: no rider is named, none is recorded. The answer is the
         space's counts for that day after this recording."""
@@ -485,7 +485,8 @@ class IdentityApplication(QijiApplication):
                                    "counts": dict(use.counts)})
         # A busy space's recordings queue in this process rather than collide; replicas still
         # resolve theirs optimistically (a lost race re-reads the day and adds again).
-        return self.execute(decide, serialise_on=("space_use", service_space_id))
+        return self.execute(decide, id_key="service_space_id",
+                            serialise_on=("space_use", service_space_id))
 
     def space_use(self, *, service_space_id: str, from_day: str, to_day: str) -> SpaceUseView:
         """The space's use from `from_day` to `to_day` (see _period)."""
@@ -541,7 +542,7 @@ class IdentityApplication(QijiApplication):
                                    min_friendly_merchants: int, co_building_pledge: bool,
                                    street_attestation: bool,
                                    area_kind: OrganisationKind | None = OrganisationKind.COMMUNITY,
-                                   violations: Violations | None = None) -> dict[str, Any]:
+                                   violations: Violations | None = None) -> CommandResult:
         """A new version of what earns the friendly mark of one kind of area (the city's;
         marks awarded already keep the version they were judged by). Each kind — a community
         (友好社区), a business area (友好商圈) — has criteria and versions of its own."""
@@ -603,7 +604,7 @@ class IdentityApplication(QijiApplication):
         return area_kind
 
     def apply_friendly_mark(self, *, area_id: str, brand_name: str, street_attestation: str
-                            ) -> dict[str, Any]:
+                            ) -> CommandResult:
         """The street office asks for the friendly mark of one of its communities (友好社区)
         or business areas (友好商圈), under its brand (荷睦), vouching in
         `street_attestation` for riders' access (free text: what it checked). Again after a
@@ -628,9 +629,9 @@ class IdentityApplication(QijiApplication):
                                     street_id=area["parent_id"], brand_name=brand_name.strip(),
                                     attestation=street_attestation.strip(), at=self.clock())
             return Outcome([mark], {"mark_id": str(mark.id), "version": mark.version})
-        return self.execute(decide)
+        return self.execute(decide, id_key="mark_id")
 
-    def award_friendly_mark(self, *, mark_id: str, criteria_version: int) -> dict[str, Any]:
+    def award_friendly_mark(self, *, mark_id: str, criteria_version: int) -> CommandResult:
         """The city judges the application against the criteria version it names (the current
         one) and awards the mark with each criterion's evidence, or refuses naming the criteria
         not met (FAILED_PRECONDITION FRIENDLY_MARK_CRITERIA_NOT_MET, nothing stored)."""
@@ -675,9 +676,9 @@ class IdentityApplication(QijiApplication):
                 attestation=mark.attestation)
             mark.award(criteria_version, judged, results, self.clock())
             return Outcome([mark], {"mark_id": str(mark.id), "version": mark.version})
-        return self.execute(decide)
+        return self.execute(decide, id_key="mark_id")
 
-    def withdraw_friendly_mark(self, *, mark_id: str, reason: str) -> dict[str, Any]:
+    def withdraw_friendly_mark(self, *, mark_id: str, reason: str) -> CommandResult:
         violations = Violations()
         check_id(violations, "mark_id", mark_id)
         check_reason(violations, reason)
@@ -687,7 +688,7 @@ class IdentityApplication(QijiApplication):
             mark = self.get(mark_id, FriendlyMark, "friendly_mark")
             mark.withdraw(reason.strip(), self.clock())
             return Outcome([mark], {"mark_id": str(mark.id), "version": mark.version})
-        return self.execute(decide)
+        return self.execute(decide, id_key="mark_id")
 
     def friendly_mark(self, mark_id: str, version: int | None = None) -> FriendlyMarkView:
         m = self.view(mark_id, FriendlyMark, "friendly_mark", version)
@@ -771,7 +772,7 @@ class IdentityApplication(QijiApplication):
     # ------------------------------------------------------------------ riders
 
     def register_rider(self, *, platform_id: str, platform_rider_id: str, name: str, phone: str,
-                       national_id: str, home_street_id: str, station_id: str) -> dict[str, Any]:
+                       national_id: str, home_street_id: str, station_id: str) -> CommandResult:
         def decide() -> Outcome:
             # Every fault at once: formats, then what the ids name (and of which kind).
             violations = Violations()
@@ -802,38 +803,38 @@ class IdentityApplication(QijiApplication):
                                     if national_id else ""),
                 home_street_id=home_street_id, station_id=station_id)
             return Outcome([rider], {"rider_id": str(rider.id), "version": rider.version})
-        return self.execute(decide)
+        return self.execute(decide, id_key="rider_id")
 
     def _change_rider(self, rider_id: str, change: Callable[[Rider], Any], **extra: Any
-                      ) -> dict[str, Any]:
+                      ) -> CommandResult:
         def decide() -> Outcome:
             rider = self.get(rider_id, Rider, "rider")
             change(rider)
             return Outcome([rider], {"rider_id": str(rider.id), "version": rider.version,
                                      **extra})
-        return self.execute(decide)
+        return self.execute(decide, id_key="rider_id")
 
-    def verify_rider(self, *, rider_id: str) -> dict[str, Any]:
+    def verify_rider(self, *, rider_id: str) -> CommandResult:
         return self._change_rider(rider_id, lambda r: r.verify(at=self.clock()))
 
     def suspend_rider(self, *, rider_id: str, reason: str
-                      ) -> dict[str, Any]:
+                      ) -> CommandResult:
         _require_reason(rider_id, reason)
         return self._change_rider(rider_id, lambda r: r.suspend(reason.strip()))
 
     def reinstate_rider(self, *, rider_id: str, reason: str
-                        ) -> dict[str, Any]:
+                        ) -> CommandResult:
         _require_reason(rider_id, reason)
         return self._change_rider(rider_id, lambda r: r.reinstate(reason.strip()))
 
     def record_rider_left(self, *, rider_id: str, reason: str
-                          ) -> dict[str, Any]:
+                          ) -> CommandResult:
         _require_reason(rider_id, reason)
         return self._change_rider(rider_id, lambda r: r.leave(reason.strip()))
 
     def record_career_milestone(self, *, rider_id: str, kind: CareerMilestoneKind | None,
                                 organisation_id: str, effective_at: datetime | None, note: str,
-                                violations: Violations | None = None) -> dict[str, Any]:
+                                violations: Violations | None = None) -> CommandResult:
         violations = violations if violations is not None else Violations()
         check_id(violations, "rider_id", rider_id)
         violations.require_given(kind, "kind",
@@ -848,7 +849,7 @@ class IdentityApplication(QijiApplication):
             rider_id, lambda r: r.record_milestone(kind, organisation_id, when, note.strip()))
 
     def grant_consent(self, *, rider_id: str, scope: ConsentScope | None, recipient_id: str,
-                      violations: Violations | None = None) -> dict[str, Any]:
+                      violations: Violations | None = None) -> CommandResult:
         violations = violations if violations is not None else Violations()
         check_id(violations, "rider_id", rider_id)
         violations.require_given(scope, "scope",
@@ -863,7 +864,7 @@ class IdentityApplication(QijiApplication):
             consent_id=consent_id)
 
     def withdraw_consent(self, *, rider_id: str, consent_id: str
-                         ) -> dict[str, Any]:
+                         ) -> CommandResult:
         violations = Violations()
         check_id(violations, "rider_id", rider_id)
         violations.require(bool(consent_id), "consent_id", "must not be empty", FIELD_REQUIRED)
@@ -872,7 +873,7 @@ class IdentityApplication(QijiApplication):
             rider_id, lambda r: r.withdraw_consent(consent_id, self.clock()))
 
     def erase_rider_personal_data(self, *, rider_id: str, reason: str
-                                  ) -> dict[str, Any]:
+                                  ) -> CommandResult:
         """Crypto-shredding: the key goes first (irreversibly), then the event that records who
         erased and why; a retry after a crash between the two stores the event."""
         _require_reason(rider_id, reason)

@@ -36,6 +36,7 @@ from services.identity.domain.values import (
     RiderStatus,
 )
 from services.identity.rider_record import RiderRecord
+from shared.application import CommandResult
 from shared.auth import CITY_ADMIN, DEPARTMENT, EDUCATION_PROVIDER, MERCHANT, PLATFORM, ROLES
 from shared.errors import Violations
 from shared.grpc.convert import (
@@ -82,9 +83,9 @@ ACCESS = access_table(SERVICE_NAME, {
     # offers with its own token (the role its organisation's kind acts in), or the city admin
     # for it. What partners offer and gave is public: nothing personal is in it.
     "RegisterPartner": once(city_wide(CITY_ADMIN)),
-    "RevisePartner": scoped(CITY_ADMIN, **each(Ref("organisation_id", "organisation"),
-                                                EDUCATION_PROVIDER, MERCHANT, DEPARTMENT,
-                                                PLATFORM)),
+    "RevisePartner": scoped(CITY_ADMIN, tenants=each(Ref("organisation_id", "organisation"),
+                                                      EDUCATION_PROVIDER, MERCHANT, DEPARTMENT,
+                                                      PLATFORM)),
     "GetPartner": public(ROLES),
     "ListPartners": public(ROLES),
     "CreateServiceSpace": once(scoped(CITY_ADMIN, street_office=Ref("street_id", "organisation"))),
@@ -139,7 +140,9 @@ class FriendlyMarks:
 
     app: IdentityApplication
 
-    def SetFriendlyMarkCriteria(self, request: Any, context: Any) -> Any:
+    def SetFriendlyMarkCriteria(self, request: pb.SetFriendlyMarkCriteriaRequest,
+                                context: grpc.ServicerContext
+                                ) -> pb.SetFriendlyMarkCriteriaResponse:
         violations = Violations()
         c = request.criteria
         result = self.app.set_friendly_mark_criteria(
@@ -152,12 +155,14 @@ class FriendlyMarks:
             area_kind=_area_kind(c.area_kind, violations, "criteria.area_kind"),
             violations=violations)
         # A retry's answer is the stored one, with the kind by its name.
-        criteria = self.app.friendly_mark_criteria(result["version"],
+        criteria = self.app.friendly_mark_criteria(result.version,
                                                    OrganisationKind(result["area_kind"]))
         return pb.SetFriendlyMarkCriteriaResponse(criteria=_criteria(criteria),
                                                   set_time=timestamp(criteria.set_at))
 
-    def GetFriendlyMarkCriteria(self, request: Any, context: Any) -> Any:
+    def GetFriendlyMarkCriteria(self, request: pb.GetFriendlyMarkCriteriaRequest,
+                                context: grpc.ServicerContext
+                                ) -> pb.GetFriendlyMarkCriteriaResponse:
         violations = Violations()
         criteria = self.app.friendly_mark_criteria(
             request.version, _area_kind(request.area_kind, violations, "area_kind"),
@@ -165,25 +170,30 @@ class FriendlyMarks:
         return pb.GetFriendlyMarkCriteriaResponse(criteria=_criteria(criteria),
                                                   set_time=timestamp(criteria.set_at))
 
-    def ApplyFriendlyMark(self, request: Any, context: Any) -> Any:
+    def ApplyFriendlyMark(self, request: pb.ApplyFriendlyMarkRequest, context: grpc.ServicerContext
+                          ) -> pb.ApplyFriendlyMarkResponse:
         result = self.app.apply_friendly_mark(area_id=request.area_id,
                                               brand_name=request.brand_name,
                                               street_attestation=request.street_attestation)
         return pb.ApplyFriendlyMarkResponse(mark=self._mark_at(result))
 
-    def AwardFriendlyMark(self, request: Any, context: Any) -> Any:
+    def AwardFriendlyMark(self, request: pb.AwardFriendlyMarkRequest, context: grpc.ServicerContext
+                          ) -> pb.AwardFriendlyMarkResponse:
         result = self.app.award_friendly_mark(mark_id=request.mark_id,
                                               criteria_version=request.criteria_version)
         return pb.AwardFriendlyMarkResponse(mark=self._mark_at(result))
 
-    def WithdrawFriendlyMark(self, request: Any, context: Any) -> Any:
+    def WithdrawFriendlyMark(self, request: pb.WithdrawFriendlyMarkRequest,
+                             context: grpc.ServicerContext) -> pb.WithdrawFriendlyMarkResponse:
         result = self.app.withdraw_friendly_mark(mark_id=request.mark_id, reason=request.reason)
         return pb.WithdrawFriendlyMarkResponse(mark=self._mark_at(result))
 
-    def GetFriendlyMark(self, request: Any, context: Any) -> Any:
+    def GetFriendlyMark(self, request: pb.GetFriendlyMarkRequest, context: grpc.ServicerContext
+                        ) -> pb.GetFriendlyMarkResponse:
         return pb.GetFriendlyMarkResponse(mark=_mark(self.app.friendly_mark(request.mark_id)))
 
-    def ListFriendlyMarks(self, request: Any, context: Any) -> Any:
+    def ListFriendlyMarks(self, request: pb.ListFriendlyMarksRequest, context: grpc.ServicerContext
+                          ) -> pb.ListFriendlyMarksResponse:
         violations = Violations()
         found, token = self.app.list_friendly_marks(
             street_id=request.street_id,
@@ -193,9 +203,9 @@ class FriendlyMarks:
         return pb.ListFriendlyMarksResponse(marks=[_mark(m) for m in found],
                                             next_page_token=token)
 
-    def _mark_at(self, result: dict[str, Any]) -> Any:
+    def _mark_at(self, result: CommandResult) -> pb.FriendlyMark:
         # As stored by the command (its version): a retry renders the first answer's mark.
-        return _mark(self.app.friendly_mark(result["mark_id"], result["version"]))
+        return _mark(self.app.friendly_mark(result.id, result.version))
 
 
 class IdentityServicer(FriendlyMarks, pb_grpc.IdentityServiceServicer):
@@ -204,7 +214,8 @@ class IdentityServicer(FriendlyMarks, pb_grpc.IdentityServiceServicer):
 
     # ------------------------------------------------------------------ organisations
 
-    def CreateOrganisation(self, request: Any, context: Any) -> Any:
+    def CreateOrganisation(self, request: pb.CreateOrganisationRequest,
+                           context: grpc.ServicerContext) -> pb.CreateOrganisationResponse:
         violations = Violations()  # reported with the application's findings, in one answer
         result = self.app.create_organisation(
             kind=enum_in(request.kind, pb.OrganisationKind, OrganisationKind, violations, "kind"),
@@ -213,13 +224,15 @@ class IdentityServicer(FriendlyMarks, pb_grpc.IdentityServiceServicer):
                                         DepartmentFunction, violations, "department_function"),
             violations=violations)
         return pb.CreateOrganisationResponse(organisation=self._organisation(
-            self.app.organisation(result["organisation_id"], result["version"])))
+            self.app.organisation(result.id, result.version)))
 
-    def GetOrganisation(self, request: Any, context: Any) -> Any:
+    def GetOrganisation(self, request: pb.GetOrganisationRequest, context: grpc.ServicerContext
+                        ) -> pb.GetOrganisationResponse:
         return pb.GetOrganisationResponse(
             organisation=self._organisation(self.app.organisation(request.organisation_id)))
 
-    def ListOrganisations(self, request: Any, context: Any) -> Any:
+    def ListOrganisations(self, request: pb.ListOrganisationsRequest, context: grpc.ServicerContext
+                          ) -> pb.ListOrganisationsResponse:
         violations = Violations()
         found, token = self.app.list_organisations(
             kind=enum_in(request.kind, pb.OrganisationKind, OrganisationKind, violations, "kind"),
@@ -230,7 +243,8 @@ class IdentityServicer(FriendlyMarks, pb_grpc.IdentityServiceServicer):
 
     # ------------------------------------------------------------------ partners
 
-    def RegisterPartner(self, request: Any, context: Any) -> Any:
+    def RegisterPartner(self, request: pb.RegisterPartnerRequest, context: grpc.ServicerContext
+                        ) -> pb.RegisterPartnerResponse:
         violations = Violations()
         result = self.app.register_partner(
             organisation_id=request.organisation_id,
@@ -238,9 +252,10 @@ class IdentityServicer(FriendlyMarks, pb_grpc.IdentityServiceServicer):
                              violations, "category"),
             offers=_offers(request.offers, violations), violations=violations)
         return pb.RegisterPartnerResponse(partner=_partner(
-            self.app.partner(result["organisation_id"], result["version"])))
+            self.app.partner(result.id, result.version)))
 
-    def RevisePartner(self, request: Any, context: Any) -> Any:
+    def RevisePartner(self, request: pb.RevisePartnerRequest, context: grpc.ServicerContext
+                      ) -> pb.RevisePartnerResponse:
         violations = Violations()
         result = self.app.revise_partner(
             organisation_id=request.organisation_id,
@@ -248,13 +263,15 @@ class IdentityServicer(FriendlyMarks, pb_grpc.IdentityServiceServicer):
                              violations, "category"),
             offers=_offers(request.offers, violations), violations=violations)
         return pb.RevisePartnerResponse(partner=_partner(
-            self.app.partner(result["organisation_id"], result["version"])))
+            self.app.partner(result.id, result.version)))
 
-    def GetPartner(self, request: Any, context: Any) -> Any:
+    def GetPartner(self, request: pb.GetPartnerRequest, context: grpc.ServicerContext
+                   ) -> pb.GetPartnerResponse:
         return pb.GetPartnerResponse(partner=_partner(
             self.app.partner(request.organisation_id, request.version)))
 
-    def ListPartners(self, request: Any, context: Any) -> Any:
+    def ListPartners(self, request: pb.ListPartnersRequest, context: grpc.ServicerContext
+                     ) -> pb.ListPartnersResponse:
         violations = Violations()
         found, token = self.app.list_partners(
             category=enum_in(request.category, pb.PartnerCategory, PartnerCategory,
@@ -267,7 +284,8 @@ class IdentityServicer(FriendlyMarks, pb_grpc.IdentityServiceServicer):
 
     # ------------------------------------------------------------------ service spaces
 
-    def CreateServiceSpace(self, request: Any, context: Any) -> Any:
+    def CreateServiceSpace(self, request: pb.CreateServiceSpaceRequest,
+                           context: grpc.ServicerContext) -> pb.CreateServiceSpaceResponse:
         violations = Violations()
         result = self.app.create_service_space(
             street_id=request.street_id, name=request.name, address=request.address,
@@ -275,9 +293,10 @@ class IdentityServicer(FriendlyMarks, pb_grpc.IdentityServiceServicer):
             opening_hours=self._hours(request.opening_hours),
             location=self._location(request, violations), violations=violations)
         return pb.CreateServiceSpaceResponse(service_space=self._space(
-            self.app.service_space(result["service_space_id"], result["version"])))
+            self.app.service_space(result.id, result.version)))
 
-    def UpdateServiceSpace(self, request: Any, context: Any) -> Any:
+    def UpdateServiceSpace(self, request: pb.UpdateServiceSpaceRequest,
+                           context: grpc.ServicerContext) -> pb.UpdateServiceSpaceResponse:
         violations = Violations()
         result = self.app.update_service_space(
             service_space_id=request.service_space_id,
@@ -285,13 +304,15 @@ class IdentityServicer(FriendlyMarks, pb_grpc.IdentityServiceServicer):
             opening_hours=self._hours(request.opening_hours),
             location=self._location(request, violations), violations=violations)
         return pb.UpdateServiceSpaceResponse(service_space=self._space(
-            self.app.service_space(result["service_space_id"], result["version"])))
+            self.app.service_space(result.id, result.version)))
 
-    def GetServiceSpace(self, request: Any, context: Any) -> Any:
+    def GetServiceSpace(self, request: pb.GetServiceSpaceRequest, context: grpc.ServicerContext
+                        ) -> pb.GetServiceSpaceResponse:
         return pb.GetServiceSpaceResponse(
             service_space=self._space(self.app.service_space(request.service_space_id)))
 
-    def ListServiceSpaces(self, request: Any, context: Any) -> Any:
+    def ListServiceSpaces(self, request: pb.ListServiceSpacesRequest, context: grpc.ServicerContext
+                          ) -> pb.ListServiceSpacesResponse:
         violations = Violations()
         found, token = self.app.list_service_spaces(
             street_id=request.street_id,
@@ -302,7 +323,8 @@ class IdentityServicer(FriendlyMarks, pb_grpc.IdentityServiceServicer):
 
     # ------------------------------------------------------------------ visits
 
-    def RecordSpaceUse(self, request: Any, context: Any) -> Any:
+    def RecordSpaceUse(self, request: pb.RecordSpaceUseRequest, context: grpc.ServicerContext
+                       ) -> pb.RecordSpaceUseResponse:
         violations = Violations()
         result = self.app.record_space_use(
             service_space_id=request.service_space_id,
@@ -310,10 +332,11 @@ class IdentityServicer(FriendlyMarks, pb_grpc.IdentityServiceServicer):
             count=request.count, day=request.day, violations=violations)
         # Rendered from the answer stored with the request id: a retry gets the first one.
         return pb.RecordSpaceUseResponse(
-            service_space_id=result["service_space_id"],
+            service_space_id=result.id,
             day=_use_day(result["day"], {Amenity(a): n for a, n in result["counts"].items()}))
 
-    def GetSpaceUse(self, request: Any, context: Any) -> Any:
+    def GetSpaceUse(self, request: pb.GetSpaceUseRequest, context: grpc.ServicerContext
+                    ) -> pb.GetSpaceUseResponse:
         use = self.app.space_use(service_space_id=request.service_space_id,
                                  from_day=request.from_day, to_day=request.to_day)
         return pb.GetSpaceUseResponse(
@@ -322,7 +345,8 @@ class IdentityServicer(FriendlyMarks, pb_grpc.IdentityServiceServicer):
             days=[_use_day(d.isoformat(), counts) for d, counts in use.days],
             totals=_uses(use.totals), total=sum(use.totals.values()))
 
-    def ListSpaceUse(self, request: Any, context: Any) -> Any:
+    def ListSpaceUse(self, request: pb.ListSpaceUseRequest, context: grpc.ServicerContext
+                     ) -> pb.ListSpaceUseResponse:
         found, token, (from_day, to_day) = self.app.list_space_use(
             street_id=request.street_id, from_day=request.from_day, to_day=request.to_day,
             page_size=request.page_size, page_token=request.page_token)
@@ -332,30 +356,36 @@ class IdentityServicer(FriendlyMarks, pb_grpc.IdentityServiceServicer):
 
     # ------------------------------------------------------------------ riders
 
-    def RegisterRider(self, request: Any, context: Any) -> Any:
+    def RegisterRider(self, request: pb.RegisterRiderRequest, context: grpc.ServicerContext
+                      ) -> pb.RegisterRiderResponse:
         result = self.app.register_rider(
             platform_id=request.platform_id, platform_rider_id=request.platform_rider_id,
             name=request.name, phone=request.phone, national_id=request.national_id,
             home_street_id=request.home_street_id, station_id=request.station_id)
         return pb.RegisterRiderResponse(rider=self._rider_at(result))
 
-    def VerifyRider(self, request: Any, context: Any) -> Any:
+    def VerifyRider(self, request: pb.VerifyRiderRequest, context: grpc.ServicerContext
+                    ) -> pb.VerifyRiderResponse:
         result = self.app.verify_rider(rider_id=request.rider_id)
         return pb.VerifyRiderResponse(rider=self._rider_at(result))
 
-    def SuspendRider(self, request: Any, context: Any) -> Any:
+    def SuspendRider(self, request: pb.SuspendRiderRequest, context: grpc.ServicerContext
+                     ) -> pb.SuspendRiderResponse:
         result = self.app.suspend_rider(rider_id=request.rider_id, reason=request.reason)
         return pb.SuspendRiderResponse(rider=self._rider_at(result))
 
-    def ReinstateRider(self, request: Any, context: Any) -> Any:
+    def ReinstateRider(self, request: pb.ReinstateRiderRequest, context: grpc.ServicerContext
+                       ) -> pb.ReinstateRiderResponse:
         result = self.app.reinstate_rider(rider_id=request.rider_id, reason=request.reason)
         return pb.ReinstateRiderResponse(rider=self._rider_at(result))
 
-    def RecordRiderLeft(self, request: Any, context: Any) -> Any:
+    def RecordRiderLeft(self, request: pb.RecordRiderLeftRequest, context: grpc.ServicerContext
+                        ) -> pb.RecordRiderLeftResponse:
         result = self.app.record_rider_left(rider_id=request.rider_id, reason=request.reason)
         return pb.RecordRiderLeftResponse(rider=self._rider_at(result))
 
-    def RecordCareerMilestone(self, request: Any, context: Any) -> Any:
+    def RecordCareerMilestone(self, request: pb.RecordCareerMilestoneRequest,
+                              context: grpc.ServicerContext) -> pb.RecordCareerMilestoneResponse:
         violations = Violations()  # reported with the application's findings, in one answer
         result = self.app.record_career_milestone(
             rider_id=request.rider_id,
@@ -366,7 +396,8 @@ class IdentityServicer(FriendlyMarks, pb_grpc.IdentityServiceServicer):
             note=request.note, violations=violations)
         return pb.RecordCareerMilestoneResponse(rider=self._rider_at(result))
 
-    def GrantConsent(self, request: Any, context: Any) -> Any:
+    def GrantConsent(self, request: pb.GrantConsentRequest, context: grpc.ServicerContext
+                     ) -> pb.GrantConsentResponse:
         violations = Violations()
         result = self.app.grant_consent(
             rider_id=request.rider_id,
@@ -375,23 +406,28 @@ class IdentityServicer(FriendlyMarks, pb_grpc.IdentityServiceServicer):
         return pb.GrantConsentResponse(rider=self._rider_at(result),
                                        consent_id=result["consent_id"])
 
-    def WithdrawConsent(self, request: Any, context: Any) -> Any:
+    def WithdrawConsent(self, request: pb.WithdrawConsentRequest, context: grpc.ServicerContext
+                        ) -> pb.WithdrawConsentResponse:
         result = self.app.withdraw_consent(rider_id=request.rider_id,
                                            consent_id=request.consent_id)
         return pb.WithdrawConsentResponse(rider=self._rider_at(result))
 
-    def GetRider(self, request: Any, context: Any) -> Any:
+    def GetRider(self, request: pb.GetRiderRequest, context: grpc.ServicerContext
+                 ) -> pb.GetRiderResponse:
         return pb.GetRiderResponse(rider=self._rider(self.app.rider(request.rider_id)))
 
-    def GetRiderRecord(self, request: Any, context: Any) -> Any:
+    def GetRiderRecord(self, request: pb.GetRiderRecordRequest, context: grpc.ServicerContext
+                       ) -> pb.GetRiderRecordResponse:
         rider, record, departments = self.app.rider_record(request.rider_id)
         return pb.GetRiderRecordResponse(record=_record(self._rider(rider), record, departments))
 
-    def LookupRider(self, request: Any, context: Any) -> Any:
+    def LookupRider(self, request: pb.LookupRiderRequest, context: grpc.ServicerContext
+                    ) -> pb.LookupRiderResponse:
         return pb.LookupRiderResponse(rider=self._rider(self.app.lookup_rider(
             platform_id=request.platform_id, platform_rider_id=request.platform_rider_id)))
 
-    def ListRiders(self, request: Any, context: Any) -> Any:
+    def ListRiders(self, request: pb.ListRidersRequest, context: grpc.ServicerContext
+                   ) -> pb.ListRidersResponse:
         violations = Violations()
         found, token = self.app.list_riders(
             home_street_id=request.home_street_id, station_id=request.station_id,
@@ -400,19 +436,20 @@ class IdentityServicer(FriendlyMarks, pb_grpc.IdentityServiceServicer):
         return pb.ListRidersResponse(riders=[self._rider(r) for r in found],
                                      next_page_token=token)
 
-    def EraseRiderPersonalData(self, request: Any, context: Any) -> Any:
+    def EraseRiderPersonalData(self, request: pb.EraseRiderPersonalDataRequest,
+                               context: grpc.ServicerContext) -> pb.EraseRiderPersonalDataResponse:
         result = self.app.erase_rider_personal_data(
             rider_id=request.rider_id, reason=request.reason)
         return pb.EraseRiderPersonalDataResponse(rider=self._rider_at(result))
 
     # ------------------------------------------------------------------ rendering
 
-    def _rider_at(self, result: dict[str, Any]) -> Any:
+    def _rider_at(self, result: CommandResult) -> pb.Rider:
         # The rider as this command left it (also on a retry): the first answer, not today's.
-        return self._rider(self.app.rider(result["rider_id"], result["version"]))
+        return self._rider(self.app.rider(result.id, result.version))
 
     @staticmethod
-    def _organisation(o: OrganisationView) -> Any:
+    def _organisation(o: OrganisationView) -> pb.Organisation:
         return pb.Organisation(
             organisation_id=o.organisation_id, kind=enum_out(o.kind, pb.OrganisationKind),
             name=o.name, parent_id=o.parent_id,
@@ -420,7 +457,7 @@ class IdentityServicer(FriendlyMarks, pb_grpc.IdentityServiceServicer):
             create_time=timestamp(o.created_at), version=o.version)
 
     @staticmethod
-    def _space(s: ServiceSpaceView) -> Any:
+    def _space(s: ServiceSpaceView) -> pb.ServiceSpace:
         return pb.ServiceSpace(
             service_space_id=s.service_space_id, street_id=s.street_id, name=s.name,
             address=s.address, amenities=[enum_out(a, pb.Amenity) for a in s.amenities],
@@ -430,7 +467,7 @@ class IdentityServicer(FriendlyMarks, pb_grpc.IdentityServiceServicer):
                                    pb.CoordinateSystem) if s.location else None)
 
     @staticmethod
-    def _rider(r: RiderView) -> Any:
+    def _rider(r: RiderView) -> pb.Rider:
         return pb.Rider(
             rider_id=r.rider_id, platform_id=r.platform_id, platform_rider_id=r.platform_rider_id,
             name=r.name, phone=r.phone, national_id=r.national_id,
@@ -483,7 +520,7 @@ def _area_kind(value: int, violations: Violations, field: str) -> OrganisationKi
     return enum_in(value, pb.OrganisationKind, OrganisationKind, violations, field)
 
 
-def _criteria(c: CriteriaView) -> Any:
+def _criteria(c: CriteriaView) -> pb.FriendlyMarkCriteria:
     return pb.FriendlyMarkCriteria(
         version=c.version, area_kind=enum_out(c.area_kind, pb.OrganisationKind),
         min_service_spaces=c.min_service_spaces,
@@ -492,7 +529,7 @@ def _criteria(c: CriteriaView) -> Any:
         co_building_pledge=c.co_building_pledge, street_attestation=c.street_attestation)
 
 
-def _mark(m: FriendlyMarkView) -> Any:
+def _mark(m: FriendlyMarkView) -> pb.FriendlyMark:
     return pb.FriendlyMark(
         mark_id=m.mark_id, area_id=m.area_id, area_kind=enum_out(m.area_kind,
                                                                  pb.OrganisationKind),
@@ -520,7 +557,7 @@ def _offers(values: Any, violations: Violations) -> list[tuple[OfferKind | None,
              o.description) for i, o in enumerate(values)]
 
 
-def _partner(p: PartnerView) -> Any:
+def _partner(p: PartnerView) -> pb.Partner:
     """The profile; with what the partner gave when the view answered it (GetPartner of the
     current version), in training's and merchants' own words."""
     c = p.contributions
@@ -555,16 +592,16 @@ def _uses(counts: dict[Amenity, int]) -> list[Any]:
             for a in Amenity if counts.get(a)]
 
 
-def _use_day(day: str, counts: dict[Amenity, int]) -> Any:
+def _use_day(day: str, counts: dict[Amenity, int]) -> pb.SpaceUseDay:
     return pb.SpaceUseDay(day=day, uses=_uses(counts), total=sum(counts.values()))
 
 
-def _use_total(u: SpaceUseView) -> Any:
+def _use_total(u: SpaceUseView) -> pb.SpaceUseTotal:
     return pb.SpaceUseTotal(service_space_id=u.service_space_id, name=u.name,
                             totals=_uses(u.totals), total=sum(u.totals.values()))
 
 
-def _record(rider: Any, r: RiderRecord, departments: dict[str, str]) -> Any:
+def _record(rider: Any, r: RiderRecord, departments: dict[str, str]) -> pb.RiderRecord:
     """The record in the contract's words: the other services' own enums, decimal strings."""
     return pb.RiderRecord(
         rider=rider,

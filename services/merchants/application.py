@@ -56,7 +56,7 @@ from services.merchants.events import CODE_LENGTH, CROCKFORD, SEES_CODES, CodeMi
 from services.merchants.nearby import Place, ServiceSpaceMap
 from services.merchants.views import MerchantsViews
 from shared import context, masking
-from shared.application import Outcome, QijiApplication
+from shared.application import CommandResult, Outcome, QijiApplication
 from shared.config import Settings
 from shared.errors import (
     DUPLICATE_VALUE,
@@ -206,6 +206,7 @@ class CareRulesView:
 
 class MerchantsApplication(QijiApplication):
     name = "merchants"
+    _space_map: ServiceSpaceMap | None = None
 
     def __init__(self, settings: Settings, master_key: bytes,
                  clock: Callable[[], datetime] | None = None, *,
@@ -233,7 +234,7 @@ class MerchantsApplication(QijiApplication):
                        coordinate_system: CoordinateSystem | None = CoordinateSystem.WGS84,
                        opening_hours: list[dict[str, Any]] | None = None,
                        business_area_id: str = "",
-                       violations: Violations | None = None) -> dict[str, Any]:
+                       violations: Violations | None = None) -> CommandResult:
         """`violations`, here and in every command and list that takes them: what the entry
         point already found wrong in the request (an enum number the contract does not define,
         a timestamp it could not read), reported with the rest in one answer.
@@ -273,27 +274,27 @@ class MerchantsApplication(QijiApplication):
                                 opening_hours=sorted_hours(hours),
                                 business_area_id=business_area_id)
             return Outcome([merchant], {"merchant_id": merchant_id, "version": merchant.version})
-        return self.execute(decide)
+        return self.execute(decide, id_key="merchant_id")
 
-    def approve_merchant(self, *, merchant_id: str) -> dict[str, Any]:
+    def approve_merchant(self, *, merchant_id: str) -> CommandResult:
         return self._street_office_decides(merchant_id, Merchant.approve)
 
     def reject_merchant(self, *, merchant_id: str, reason: str
-                        ) -> dict[str, Any]:
+                        ) -> CommandResult:
         violations = Violations()
         check_reason(violations, reason)
         return self._street_office_decides(merchant_id, lambda m: m.reject(reason.strip()),
                                            violations)
 
     def suspend_merchant(self, *, merchant_id: str, reason: str
-                         ) -> dict[str, Any]:
+                         ) -> CommandResult:
         violations = Violations()
         check_reason(violations, reason)
         return self._street_office_decides(merchant_id, lambda m: m.suspend(reason.strip()),
                                            violations)
 
     def reinstate_merchant(self, *, merchant_id: str, reason: str
-                           ) -> dict[str, Any]:
+                           ) -> CommandResult:
         violations = Violations()
         check_reason(violations, reason)
         return self._street_office_decides(merchant_id, lambda m: m.reinstate(reason.strip()),
@@ -301,7 +302,7 @@ class MerchantsApplication(QijiApplication):
 
     def update_merchant_amenities(self, *, merchant_id: str,
                                   amenities: list[MerchantAmenity | None],
-                                  violations: Violations | None = None) -> dict[str, Any]:
+                                  violations: Violations | None = None) -> CommandResult:
         violations = violations if violations is not None else Violations()
         check_id(violations, "merchant_id", merchant_id)
         _check_amenities(violations, amenities)
@@ -311,12 +312,12 @@ class MerchantsApplication(QijiApplication):
             merchant = self.get(merchant_id, Merchant, "merchant")
             merchant.update_amenities(amenities=[a.value for a in amenities if a])
             return Outcome([merchant], {"merchant_id": merchant_id, "version": merchant.version})
-        return self.execute(decide)
+        return self.execute(decide, id_key="merchant_id")
 
     def update_merchant_place(self, *, merchant_id: str, location: GeoPoint | None,
                               address: str, opening_hours: list[dict[str, Any]],
                               business_area_id: str = "",
-                              violations: Violations | None = None) -> dict[str, Any]:
+                              violations: Violations | None = None) -> CommandResult:
         """Moves the merchant (`location` None: not given, refused) and replaces its week;
         `business_area_id`, when given, names the business area of its street it is now in
         (empty keeps the one it named: a caller that knows nothing of areas moves nobody out
@@ -350,10 +351,10 @@ class MerchantsApplication(QijiApplication):
             if business_area_id:
                 merchant.move_to_business_area(business_area_id)
             return Outcome([merchant], {"merchant_id": merchant_id, "version": merchant.version})
-        return self.execute(decide)
+        return self.execute(decide, id_key="merchant_id")
 
     def _street_office_decides(self, merchant_id: str, change: Callable[[Merchant], None],
-                               violations: Violations | None = None) -> dict[str, Any]:
+                               violations: Violations | None = None) -> CommandResult:
         violations = violations if violations is not None else Violations()
         check_id(violations, "merchant_id", merchant_id)
         violations.raise_if_any()
@@ -362,7 +363,7 @@ class MerchantsApplication(QijiApplication):
             merchant = self.get(merchant_id, Merchant, "merchant")
             change(merchant)
             return Outcome([merchant], {"merchant_id": merchant_id, "version": merchant.version})
-        return self.execute(decide)
+        return self.execute(decide, id_key="merchant_id")
 
     def merchant(self, merchant_id: str, version: int | None = None) -> MerchantView:
         m = self.get(merchant_id, Merchant, "merchant", version)
@@ -391,7 +392,7 @@ class MerchantsApplication(QijiApplication):
                           total_quota: int, per_rider_limit: int,
                           limit_period: LimitPeriod | None, valid_from: datetime | None,
                           valid_until: datetime | None, code_ttl_minutes: int,
-                          violations: Violations | None = None) -> dict[str, Any]:
+                          violations: Violations | None = None) -> CommandResult:
         v = violations if violations is not None else Violations()
         check_text(v, "title", title, MAX_TEXT)
         v.require_given(kind, "kind", one_of(PerkKind),
@@ -456,27 +457,27 @@ class MerchantsApplication(QijiApplication):
                 limit_period=limit_period.value, valid_from=valid_from,
                 valid_until=valid_until, code_ttl_minutes=code_ttl_minutes)
             return Outcome([offer], {"perk_id": str(offer.id), "version": offer.version})
-        return self.execute(decide)
+        return self.execute(decide, id_key="perk_id")
 
-    def publish_perk_offer(self, *, perk_id: str) -> dict[str, Any]:
+    def publish_perk_offer(self, *, perk_id: str) -> CommandResult:
         def change(offer: PerkOffer) -> None:
             self.get(offer.merchant_id, Merchant, "merchant").require_approved()
             offer.publish()
         return self._merchant_changes_offer(perk_id, change)
 
-    def pause_perk_offer(self, *, perk_id: str) -> dict[str, Any]:
+    def pause_perk_offer(self, *, perk_id: str) -> CommandResult:
         return self._merchant_changes_offer(perk_id, PerkOffer.pause)
 
-    def withdraw_perk_offer(self, *, perk_id: str) -> dict[str, Any]:
+    def withdraw_perk_offer(self, *, perk_id: str) -> CommandResult:
         return self._merchant_changes_offer(perk_id, PerkOffer.withdraw)
 
     def _merchant_changes_offer(self, perk_id: str, change: Callable[[PerkOffer], None]
-                                ) -> dict[str, Any]:
+                                ) -> CommandResult:
         def decide() -> Outcome:
             offer = self.get(perk_id, PerkOffer, "perk")
             change(offer)
             return Outcome([offer], {"perk_id": perk_id, "version": offer.version})
-        return self.execute(decide, serialise_on=perk_id)
+        return self.execute(decide, id_key="perk_id", serialise_on=perk_id)
 
     def perk(self, perk_id: str, version: int | None = None) -> PerkView:
         o = self.view(perk_id, PerkOffer, "perk", version)  # only rendered
@@ -619,7 +620,7 @@ class MerchantsApplication(QijiApplication):
     # ------------------------------------------------------------------ claims
 
     def claim_perk(self, *, perk_id: str, rider_id: str
-                   ) -> dict[str, Any]:
+                   ) -> CommandResult:
         violations = Violations()
         if check_id(violations, "perk_id", perk_id) and not self.exists(uuid.UUID(perk_id)):
             violations.missing("perk_id", "perk", perk_id)
@@ -652,10 +653,10 @@ class MerchantsApplication(QijiApplication):
                                                "remaining": offer.remaining})
         # A perk is a hot spot when it opens: claims queue on it here, and replicas settle
         # collisions on the offer's version.
-        return self.execute(decide, serialise_on=perk_id)
+        return self.execute(decide, id_key="claim_id", serialise_on=perk_id)
 
     def redeem_code(self, *, merchant_id: str, code: str
-                    ) -> dict[str, Any]:
+                    ) -> CommandResult:
         canonical = self.codes.normalise(code)
         violations = Violations()
         check_id(violations, "merchant_id", merchant_id)
@@ -689,10 +690,10 @@ class MerchantsApplication(QijiApplication):
             return Outcome([claim, offer, standing], {
                 "claim_id": str(claim_id), "version": claim.version, "perk_id": perk_id,
                 "perk_version": offer.version})
-        return self.execute(decide, serialise_on=perk_id)
+        return self.execute(decide, id_key="claim_id", serialise_on=perk_id)
 
     def reverse_redemption(self, *, claim_id: str, reason: str
-                           ) -> dict[str, Any]:
+                           ) -> CommandResult:
         violations = Violations()
         check_id(violations, "claim_id", claim_id)
         check_reason(violations, reason)
@@ -707,7 +708,7 @@ class MerchantsApplication(QijiApplication):
             offer.note_returned(claim_id, "REVERSED", now)
             return Outcome([claim, offer], {"claim_id": claim_id, "version": claim.version,
                                             "remaining": offer.remaining})
-        return self.execute(decide, serialise_on=perk_id)
+        return self.execute(decide, id_key="claim_id", serialise_on=perk_id)
 
     def lapse_expired(self, perk_id: str) -> int:
         """Lapses the perk's codes that expired unredeemed (the lapse job calls this)."""
@@ -773,7 +774,7 @@ class MerchantsApplication(QijiApplication):
     # ------------------------------------------------------------------ care packages
 
     def set_care_eligibility_rules(self, *, rules: list[CareRuleInput],
-                                   violations: Violations | None = None) -> dict[str, Any]:
+                                   violations: Violations | None = None) -> CommandResult:
         """Replaces the city's whole set (a new version). Campaigns launched already keep the
         copies they took; a campaign launched later picks from the new set."""
         v = violations if violations is not None else Violations()
@@ -847,7 +848,7 @@ class MerchantsApplication(QijiApplication):
     def create_care_campaign(self, *, street_id: str, name: str, description: str, stock: int,
                              contents: list[CareItem] | None = None,
                              eligibility_rules: list[str] | None = None,
-                             violations: Violations | None = None) -> dict[str, Any]:
+                             violations: Violations | None = None) -> CommandResult:
         """`eligibility_rules`: names of rules of the city's current set, copied into the
         campaign with that set's version."""
         violations = violations if violations is not None else Violations()
@@ -881,11 +882,11 @@ class MerchantsApplication(QijiApplication):
                                     contents=items, rules=picked, rules_version=rules_version)
             return Outcome([campaign], {"campaign_id": str(campaign.id),
                                         "version": campaign.version})
-        return self.execute(decide)
+        return self.execute(decide, id_key="campaign_id")
 
     def record_care_donation(self, *, campaign_id: str, sponsor_id: str, packages: int,
                              items: list[CareItem], violations: Violations | None = None
-                             ) -> dict[str, Any]:
+                             ) -> CommandResult:
         """A sponsor's gift to a campaign: whole packages (they add to the stock) and/or
         items (recorded as given). The sponsor is any organisation identity knows (a
         merchant, a platform, a community...; enterprises and associations once identity
@@ -911,10 +912,10 @@ class MerchantsApplication(QijiApplication):
             campaign.record_donation(str(uuid.uuid4()), sponsor_id, packages, given,
                                      context.current().actor.principal, self.clock())
             return Outcome([campaign], {"campaign_id": campaign_id, "version": campaign.version})
-        return self.execute(decide, serialise_on=campaign_id)
+        return self.execute(decide, id_key="campaign_id", serialise_on=campaign_id)
 
     def allocate_care_package(self, *, campaign_id: str, rider_id: str
-                              ) -> dict[str, Any]:
+                              ) -> CommandResult:
         violations = Violations()
         if check_id(violations, "campaign_id", campaign_id) \
                 and self.found(campaign_id, CareCampaign) is None:
@@ -939,7 +940,7 @@ class MerchantsApplication(QijiApplication):
             now = self.clock()
             campaign.allocate(rider_id, now, self._rider_facts(standing))
             return Outcome([campaign], {"campaign_id": campaign_id, "version": campaign.version})
-        return self.execute(decide, serialise_on=campaign_id)
+        return self.execute(decide, id_key="campaign_id", serialise_on=campaign_id)
 
     def campaigns_for_rider(self, *, rider_id: str, page_size: int, page_token: str
                             ) -> tuple[list[CampaignView], str]:
@@ -968,7 +969,7 @@ class MerchantsApplication(QijiApplication):
                           badge_class_ids=frozenset(standing.awards.values()))
 
     def record_hand_over(self, *, campaign_id: str, rider_id: str, handed_over_by: str
-                         ) -> dict[str, Any]:
+                         ) -> CommandResult:
         violations = Violations()
         check_id(violations, "campaign_id", campaign_id)
         check_id(violations, "rider_id", rider_id)
@@ -981,7 +982,7 @@ class MerchantsApplication(QijiApplication):
             campaign.hand_over(rider_id, handed_over_by.strip(),
                                context.current().actor.principal, self.clock())
             return Outcome([campaign], {"campaign_id": campaign_id, "version": campaign.version})
-        return self.execute(decide, serialise_on=campaign_id)
+        return self.execute(decide, id_key="campaign_id", serialise_on=campaign_id)
 
     def campaign(self, campaign_id: str, version: int | None = None) -> CampaignView:
         c = self.get(campaign_id, CareCampaign, "campaign", version)

@@ -30,6 +30,7 @@ from services.merchants.domain.values import (
     PlaceAmenity,
     PlaceKind,
 )
+from shared.application import CommandResult
 from shared.auth import (
     AUDITOR,
     CITY_ADMIN,
@@ -93,14 +94,14 @@ ACCESS = access_table(SERVICE_NAME, {
     "ReinstateMerchant": scoped(CITY_ADMIN, street_office=MERCHANT_),
     "UpdateMerchantAmenities": scoped(CITY_ADMIN, street_office=MERCHANT_, merchant=MERCHANT_),
     "UpdateMerchantPlace": scoped(CITY_ADMIN, street_office=MERCHANT_, merchant=MERCHANT_),
-    "GetMerchant": scoped(CITY_READERS, **each(MERCHANT_READ)),
-    "ListMerchants": scoped(CITY_READERS, **each(Rows("merchant", "id"))),
+    "GetMerchant": scoped(CITY_READERS, tenants=each(MERCHANT_READ)),
+    "ListMerchants": scoped(CITY_READERS, tenants=each(Rows("merchant", "id"))),
     "CreatePerkOffer": once(scoped(CITY_ADMIN, merchant=MERCHANT_)),
     "PublishPerkOffer": scoped(CITY_ADMIN, merchant=PERK),
     "PausePerkOffer": scoped(CITY_ADMIN, merchant=PERK),
     "WithdrawPerkOffer": scoped(CITY_ADMIN, merchant=PERK),
-    "GetPerkOffer": scoped(CITY_READERS, **each(PERK_READ)),
-    "ListPerkOffers": scoped(CITY_READERS, **each(Rows("perk", "id"))),
+    "GetPerkOffer": scoped(CITY_READERS, tenants=each(PERK_READ)),
+    "ListPerkOffers": scoped(CITY_READERS, tenants=each(Rows("perk", "id"))),
     # The rider's side is their platform's app (or their street office's counter).
     "ListPerksForRider": scoped(CITY_ADMIN, platform=RIDER, street_office=RIDER),
     "ClaimPerk": once(scoped(platform=RIDER, street_office=RIDER)),
@@ -110,8 +111,8 @@ ACCESS = access_table(SERVICE_NAME, {
     "ReverseRedemption": scoped(merchant=CLAIM),
     # Not "merchant": an approved merchant is public, its redemptions are not.
     "ListRedemptions": scoped(CITY_ADMIN, AUDITOR,
-                              **each(Rows("merchant_books", "merchant_id"),
-                                         MERCHANT, STREET_OFFICE)),
+                              tenants=each(Rows("merchant_books", "merchant_id"),
+                                               MERCHANT, STREET_OFFICE)),
     "CreateCareCampaign": once(scoped(CITY_ADMIN, street_office=Ref("street_id", "organisation"))),
     # The campaign's street office records what a sponsor gave; the sponsor itself is not a
     # tenant of the campaign (giving grants no access to who received a package).
@@ -123,13 +124,13 @@ ACCESS = access_table(SERVICE_NAME, {
     "GetCareEligibilityRules": public(CITY_READERS, STREET_OFFICE, DEPARTMENT, PLATFORM),
     "AllocateCarePackage": scoped(CITY_ADMIN, street_office=CAMPAIGN),
     "RecordHandOver": scoped(CITY_ADMIN, street_office=CAMPAIGN),
-    "GetCareCampaign": scoped(CITY_READERS, **each(CAMPAIGN_READ, STREET_OFFICE,
-                                                        DEPARTMENT, PLATFORM)),
-    "ListCareCampaigns": scoped(CITY_READERS, **each(Rows("campaign", "id"), STREET_OFFICE,
-                                                          DEPARTMENT, PLATFORM)),
+    "GetCareCampaign": scoped(CITY_READERS, tenants=each(CAMPAIGN_READ, STREET_OFFICE,
+                                                              DEPARTMENT, PLATFORM)),
+    "ListCareCampaigns": scoped(CITY_READERS, tenants=each(Rows("campaign", "id"), STREET_OFFICE,
+                                                                DEPARTMENT, PLATFORM)),
     # Every role; with a rider_id only the rider's platform and home street office (the
     # rider's owners, as for ListPerksForRider) among the tenants.
-    "FindNearby": scoped(CITY_READERS, **each(NEARBY)),
+    "FindNearby": scoped(CITY_READERS, tenants=each(NEARBY)),
 })
 
 
@@ -139,7 +140,8 @@ class MerchantsServicer(pb_grpc.MerchantsServiceServicer):
 
     # ------------------------------------------------------------------ merchants
 
-    def ApplyMerchant(self, request: Any, context: Any) -> Any:
+    def ApplyMerchant(self, request: pb.ApplyMerchantRequest, context: grpc.ServicerContext
+                      ) -> pb.ApplyMerchantResponse:
         violations = Violations()  # reported with the application's findings, in one answer
         result = self.app.apply_merchant(
             merchant_id=request.merchant_id, name=request.name, street_id=request.street_id,
@@ -152,33 +154,40 @@ class MerchantsServicer(pb_grpc.MerchantsServiceServicer):
             business_area_id=request.business_area_id, violations=violations)
         return pb.ApplyMerchantResponse(merchant=self._merchant_at(result))
 
-    def ApproveMerchant(self, request: Any, context: Any) -> Any:
+    def ApproveMerchant(self, request: pb.ApproveMerchantRequest, context: grpc.ServicerContext
+                        ) -> pb.ApproveMerchantResponse:
         result = self.app.approve_merchant(merchant_id=request.merchant_id)
         return pb.ApproveMerchantResponse(merchant=self._merchant_at(result))
 
-    def RejectMerchant(self, request: Any, context: Any) -> Any:
+    def RejectMerchant(self, request: pb.RejectMerchantRequest, context: grpc.ServicerContext
+                       ) -> pb.RejectMerchantResponse:
         result = self.app.reject_merchant(merchant_id=request.merchant_id,
                                           reason=request.reason)
         return pb.RejectMerchantResponse(merchant=self._merchant_at(result))
 
-    def SuspendMerchant(self, request: Any, context: Any) -> Any:
+    def SuspendMerchant(self, request: pb.SuspendMerchantRequest, context: grpc.ServicerContext
+                        ) -> pb.SuspendMerchantResponse:
         result = self.app.suspend_merchant(merchant_id=request.merchant_id,
                                            reason=request.reason)
         return pb.SuspendMerchantResponse(merchant=self._merchant_at(result))
 
-    def ReinstateMerchant(self, request: Any, context: Any) -> Any:
+    def ReinstateMerchant(self, request: pb.ReinstateMerchantRequest, context: grpc.ServicerContext
+                          ) -> pb.ReinstateMerchantResponse:
         result = self.app.reinstate_merchant(merchant_id=request.merchant_id,
                                              reason=request.reason)
         return pb.ReinstateMerchantResponse(merchant=self._merchant_at(result))
 
-    def UpdateMerchantAmenities(self, request: Any, context: Any) -> Any:
+    def UpdateMerchantAmenities(self, request: pb.UpdateMerchantAmenitiesRequest,
+                                context: grpc.ServicerContext
+                                ) -> pb.UpdateMerchantAmenitiesResponse:
         violations = Violations()
         result = self.app.update_merchant_amenities(
             merchant_id=request.merchant_id,
             amenities=self._amenities(request.amenities, violations), violations=violations)
         return pb.UpdateMerchantAmenitiesResponse(merchant=self._merchant_at(result))
 
-    def UpdateMerchantPlace(self, request: Any, context: Any) -> Any:
+    def UpdateMerchantPlace(self, request: pb.UpdateMerchantPlaceRequest,
+                            context: grpc.ServicerContext) -> pb.UpdateMerchantPlaceResponse:
         violations = Violations()
         result = self.app.update_merchant_place(
             merchant_id=request.merchant_id, location=self._location(request, violations),
@@ -186,11 +195,13 @@ class MerchantsServicer(pb_grpc.MerchantsServiceServicer):
             business_area_id=request.business_area_id, violations=violations)
         return pb.UpdateMerchantPlaceResponse(merchant=self._merchant_at(result))
 
-    def GetMerchant(self, request: Any, context: Any) -> Any:
+    def GetMerchant(self, request: pb.GetMerchantRequest, context: grpc.ServicerContext
+                    ) -> pb.GetMerchantResponse:
         return pb.GetMerchantResponse(
             merchant=self._merchant(self.app.merchant(request.merchant_id)))
 
-    def ListMerchants(self, request: Any, context: Any) -> Any:
+    def ListMerchants(self, request: pb.ListMerchantsRequest, context: grpc.ServicerContext
+                      ) -> pb.ListMerchantsResponse:
         violations = Violations()
         found, token = self.app.list_merchants(
             street_id=request.street_id,
@@ -203,7 +214,8 @@ class MerchantsServicer(pb_grpc.MerchantsServiceServicer):
 
     # ------------------------------------------------------------------ perks
 
-    def CreatePerkOffer(self, request: Any, context: Any) -> Any:
+    def CreatePerkOffer(self, request: pb.CreatePerkOfferRequest, context: grpc.ServicerContext
+                        ) -> pb.CreatePerkOfferResponse:
         violations = Violations()
         result = self.app.create_perk_offer(
             merchant_id=request.merchant_id, title=request.title,
@@ -221,22 +233,27 @@ class MerchantsServicer(pb_grpc.MerchantsServiceServicer):
             code_ttl_minutes=request.code_ttl_minutes, violations=violations)
         return pb.CreatePerkOfferResponse(perk_offer=self._perk_at(result))
 
-    def PublishPerkOffer(self, request: Any, context: Any) -> Any:
+    def PublishPerkOffer(self, request: pb.PublishPerkOfferRequest, context: grpc.ServicerContext
+                         ) -> pb.PublishPerkOfferResponse:
         result = self.app.publish_perk_offer(perk_id=request.perk_id)
         return pb.PublishPerkOfferResponse(perk_offer=self._perk_at(result))
 
-    def PausePerkOffer(self, request: Any, context: Any) -> Any:
+    def PausePerkOffer(self, request: pb.PausePerkOfferRequest, context: grpc.ServicerContext
+                       ) -> pb.PausePerkOfferResponse:
         result = self.app.pause_perk_offer(perk_id=request.perk_id)
         return pb.PausePerkOfferResponse(perk_offer=self._perk_at(result))
 
-    def WithdrawPerkOffer(self, request: Any, context: Any) -> Any:
+    def WithdrawPerkOffer(self, request: pb.WithdrawPerkOfferRequest, context: grpc.ServicerContext
+                          ) -> pb.WithdrawPerkOfferResponse:
         result = self.app.withdraw_perk_offer(perk_id=request.perk_id)
         return pb.WithdrawPerkOfferResponse(perk_offer=self._perk_at(result))
 
-    def GetPerkOffer(self, request: Any, context: Any) -> Any:
+    def GetPerkOffer(self, request: pb.GetPerkOfferRequest, context: grpc.ServicerContext
+                     ) -> pb.GetPerkOfferResponse:
         return pb.GetPerkOfferResponse(perk_offer=self._perk(self.app.perk(request.perk_id)))
 
-    def ListPerkOffers(self, request: Any, context: Any) -> Any:
+    def ListPerkOffers(self, request: pb.ListPerkOffersRequest, context: grpc.ServicerContext
+                       ) -> pb.ListPerkOffersResponse:
         violations = Violations()
         found, token = self.app.list_perk_offers(
             merchant_id=request.merchant_id,
@@ -245,7 +262,8 @@ class MerchantsServicer(pb_grpc.MerchantsServiceServicer):
         return pb.ListPerkOffersResponse(perk_offers=[self._perk(p) for p in found],
                                          next_page_token=token)
 
-    def ListPerksForRider(self, request: Any, context: Any) -> Any:
+    def ListPerksForRider(self, request: pb.ListPerksForRiderRequest, context: grpc.ServicerContext
+                          ) -> pb.ListPerksForRiderResponse:
         found, token = self.app.perks_for_rider(
             rider_id=request.rider_id, street_id=request.street_id,
             page_size=request.page_size, page_token=request.page_token)
@@ -254,28 +272,33 @@ class MerchantsServicer(pb_grpc.MerchantsServiceServicer):
 
     # ------------------------------------------------------------------ claims
 
-    def ClaimPerk(self, request: Any, context: Any) -> Any:
+    def ClaimPerk(self, request: pb.ClaimPerkRequest, context: grpc.ServicerContext
+                  ) -> pb.ClaimPerkResponse:
         result = self.app.claim_perk(perk_id=request.perk_id, rider_id=request.rider_id)
         return pb.ClaimPerkResponse(
-            claim=self._claim(self.app.claim(result["claim_id"], result["version"])),
+            claim=self._claim(self.app.claim(result.id, result.version)),
             remaining_quota=result["remaining"])
 
-    def GetClaim(self, request: Any, context: Any) -> Any:
+    def GetClaim(self, request: pb.GetClaimRequest, context: grpc.ServicerContext
+                 ) -> pb.GetClaimResponse:
         return pb.GetClaimResponse(claim=self._claim(self.app.claim(request.claim_id)))
 
-    def RedeemCode(self, request: Any, context: Any) -> Any:
+    def RedeemCode(self, request: pb.RedeemCodeRequest, context: grpc.ServicerContext
+                   ) -> pb.RedeemCodeResponse:
         result = self.app.redeem_code(merchant_id=request.merchant_id, code=request.code)
         return pb.RedeemCodeResponse(
-            claim=self._claim(self.app.claim(result["claim_id"], result["version"])),
+            claim=self._claim(self.app.claim(result.id, result.version)),
             perk_offer=self._perk(self.app.perk(result["perk_id"], result["perk_version"])))
 
-    def ReverseRedemption(self, request: Any, context: Any) -> Any:
+    def ReverseRedemption(self, request: pb.ReverseRedemptionRequest, context: grpc.ServicerContext
+                          ) -> pb.ReverseRedemptionResponse:
         result = self.app.reverse_redemption(claim_id=request.claim_id, reason=request.reason)
         return pb.ReverseRedemptionResponse(
-            claim=self._claim(self.app.claim(result["claim_id"], result["version"])),
+            claim=self._claim(self.app.claim(result.id, result.version)),
             remaining_quota=result["remaining"])
 
-    def ListRedemptions(self, request: Any, context: Any) -> Any:
+    def ListRedemptions(self, request: pb.ListRedemptionsRequest, context: grpc.ServicerContext
+                        ) -> pb.ListRedemptionsResponse:
         found, token = self.app.redemptions(
             merchant_id=request.merchant_id, perk_id=request.perk_id,
             page_size=request.page_size, page_token=request.page_token)
@@ -289,27 +312,33 @@ class MerchantsServicer(pb_grpc.MerchantsServiceServicer):
 
     # ------------------------------------------------------------------ care packages
 
-    def CreateCareCampaign(self, request: Any, context: Any) -> Any:
+    def CreateCareCampaign(self, request: pb.CreateCareCampaignRequest,
+                           context: grpc.ServicerContext) -> pb.CreateCareCampaignResponse:
         result = self.app.create_care_campaign(
             street_id=request.street_id, name=request.name, description=request.description,
             stock=request.stock, contents=self._items(request.contents),
             eligibility_rules=list(request.eligibility_rules))
         return pb.CreateCareCampaignResponse(campaign=self._campaign_at(result))
 
-    def RecordCareDonation(self, request: Any, context: Any) -> Any:
+    def RecordCareDonation(self, request: pb.RecordCareDonationRequest,
+                           context: grpc.ServicerContext) -> pb.RecordCareDonationResponse:
         result = self.app.record_care_donation(
             campaign_id=request.campaign_id, sponsor_id=request.sponsor_id,
             packages=request.packages, items=self._items(request.items))
         return pb.RecordCareDonationResponse(campaign=self._campaign_at(result))
 
-    def ListCareCampaignsForRider(self, request: Any, context: Any) -> Any:
+    def ListCareCampaignsForRider(self, request: pb.ListCareCampaignsForRiderRequest,
+                                  context: grpc.ServicerContext
+                                  ) -> pb.ListCareCampaignsForRiderResponse:
         found, token = self.app.campaigns_for_rider(
             rider_id=request.rider_id, page_size=request.page_size,
             page_token=request.page_token)
         return pb.ListCareCampaignsForRiderResponse(
             campaigns=[self._campaign(c) for c in found], next_page_token=token)
 
-    def SetCareEligibilityRules(self, request: Any, context: Any) -> Any:
+    def SetCareEligibilityRules(self, request: pb.SetCareEligibilityRulesRequest,
+                                context: grpc.ServicerContext
+                                ) -> pb.SetCareEligibilityRulesResponse:
         violations = Violations()
         rules = [CareRuleInput(
             name=r.name, kind=enum_in(r.kind, pb.CareRuleKind, CareRuleKind, violations,
@@ -317,28 +346,34 @@ class MerchantsServicer(pb_grpc.MerchantsServiceServicer):
             days=r.days, badge_class_id=r.badge_class_id) for i, r in enumerate(request.rules)]
         result = self.app.set_care_eligibility_rules(rules=rules, violations=violations)
         return pb.SetCareEligibilityRulesResponse(
-            rules=self._care_rules(self.app.care_eligibility_rules(result["version"])))
+            rules=self._care_rules(self.app.care_eligibility_rules(result.version)))
 
-    def GetCareEligibilityRules(self, request: Any, context: Any) -> Any:
+    def GetCareEligibilityRules(self, request: pb.GetCareEligibilityRulesRequest,
+                                context: grpc.ServicerContext
+                                ) -> pb.GetCareEligibilityRulesResponse:
         return pb.GetCareEligibilityRulesResponse(
             rules=self._care_rules(self.app.care_eligibility_rules(request.version)))
 
-    def AllocateCarePackage(self, request: Any, context: Any) -> Any:
+    def AllocateCarePackage(self, request: pb.AllocateCarePackageRequest,
+                            context: grpc.ServicerContext) -> pb.AllocateCarePackageResponse:
         result = self.app.allocate_care_package(campaign_id=request.campaign_id,
                                                 rider_id=request.rider_id)
         return pb.AllocateCarePackageResponse(campaign=self._campaign_at(result))
 
-    def RecordHandOver(self, request: Any, context: Any) -> Any:
+    def RecordHandOver(self, request: pb.RecordHandOverRequest, context: grpc.ServicerContext
+                       ) -> pb.RecordHandOverResponse:
         result = self.app.record_hand_over(campaign_id=request.campaign_id,
                                            rider_id=request.rider_id,
                                            handed_over_by=request.handed_over_by)
         return pb.RecordHandOverResponse(campaign=self._campaign_at(result))
 
-    def GetCareCampaign(self, request: Any, context: Any) -> Any:
+    def GetCareCampaign(self, request: pb.GetCareCampaignRequest, context: grpc.ServicerContext
+                        ) -> pb.GetCareCampaignResponse:
         return pb.GetCareCampaignResponse(
             campaign=self._campaign(self.app.campaign(request.campaign_id)))
 
-    def ListCareCampaigns(self, request: Any, context: Any) -> Any:
+    def ListCareCampaigns(self, request: pb.ListCareCampaignsRequest, context: grpc.ServicerContext
+                          ) -> pb.ListCareCampaignsResponse:
         found, token = self.app.list_campaigns(street_id=request.street_id,
                                                page_size=request.page_size,
                                                page_token=request.page_token)
@@ -347,7 +382,8 @@ class MerchantsServicer(pb_grpc.MerchantsServiceServicer):
 
     # ------------------------------------------------------------------ the rider's map
 
-    def FindNearby(self, request: Any, context: Any) -> Any:
+    def FindNearby(self, request: pb.FindNearbyRequest, context: grpc.ServicerContext
+                   ) -> pb.FindNearbyResponse:
         violations = Violations()
         found, token = self.app.find_nearby(
             location=self._location(request, violations),
@@ -364,17 +400,17 @@ class MerchantsServicer(pb_grpc.MerchantsServiceServicer):
 
     # ------------------------------------------------------------------ rendering
 
-    def _merchant_at(self, result: dict[str, Any]) -> Any:
-        return self._merchant(self.app.merchant(result["merchant_id"], result["version"]))
+    def _merchant_at(self, result: CommandResult) -> pb.Merchant:
+        return self._merchant(self.app.merchant(result.id, result.version))
 
-    def _perk_at(self, result: dict[str, Any]) -> Any:
-        return self._perk(self.app.perk(result["perk_id"], result["version"]))
+    def _perk_at(self, result: CommandResult) -> pb.PerkOffer:
+        return self._perk(self.app.perk(result.id, result.version))
 
-    def _campaign_at(self, result: dict[str, Any]) -> Any:
-        return self._campaign(self.app.campaign(result["campaign_id"], result["version"]))
+    def _campaign_at(self, result: CommandResult) -> pb.CareCampaign:
+        return self._campaign(self.app.campaign(result.id, result.version))
 
     @staticmethod
-    def _merchant(m: MerchantView) -> Any:
+    def _merchant(m: MerchantView) -> pb.Merchant:
         return pb.Merchant(
             merchant_id=m.merchant_id, name=m.name, street_id=m.street_id, category=m.category,
             location=geo_point_out(m.latitude, m.longitude, pb.Location, pb.CoordinateSystem,
@@ -384,7 +420,7 @@ class MerchantsServicer(pb_grpc.MerchantsServiceServicer):
             version=m.version, opening_hours=[pb.OpeningHours(**h) for h in m.opening_hours],
             business_area_id=m.business_area_id)
 
-    def _nearby(self, n: NearbyView) -> Any:
+    def _nearby(self, n: NearbyView) -> pb.NearbyPlace:
         p = n.place
         return pb.NearbyPlace(
             kind=enum_out(p.kind, pb.PlaceKind),
@@ -400,7 +436,7 @@ class MerchantsServicer(pb_grpc.MerchantsServiceServicer):
             open_now=n.open_now, claimable_perks=[self._perk(k) for k in n.claimable_perks])
 
     @staticmethod
-    def _perk(p: PerkView) -> Any:
+    def _perk(p: PerkView) -> pb.PerkOffer:
         return pb.PerkOffer(
             perk_id=p.perk_id, merchant_id=p.merchant_id, title=p.title,
             kind=enum_out(p.kind, pb.PerkKind), percent_off=p.percent_off,
@@ -415,7 +451,7 @@ class MerchantsServicer(pb_grpc.MerchantsServiceServicer):
             redeemed_count=p.redeemed, version=p.version)
 
     @staticmethod
-    def _claim(c: ClaimView) -> Any:
+    def _claim(c: ClaimView) -> pb.Claim:
         return pb.Claim(
             claim_id=c.claim_id, perk_id=c.perk_id, merchant_id=c.merchant_id,
             rider_id=c.rider_id, code=c.code, status=enum_out(c.status, pb.ClaimStatus),
@@ -424,7 +460,7 @@ class MerchantsServicer(pb_grpc.MerchantsServiceServicer):
             reverse_reason=c.reverse_reason, version=c.version)
 
     @staticmethod
-    def _campaign(c: CampaignView) -> Any:
+    def _campaign(c: CampaignView) -> pb.CareCampaign:
         return pb.CareCampaign(
             campaign_id=c.campaign_id, street_id=c.street_id, name=c.name,
             description=c.description, stock=c.stock, allocated=c.allocated,
@@ -444,11 +480,11 @@ class MerchantsServicer(pb_grpc.MerchantsServiceServicer):
             remaining=c.remaining)
 
     @staticmethod
-    def _care_rule(r: dict[str, Any]) -> Any:
+    def _care_rule(r: dict[str, Any]) -> pb.CareEligibilityRule:
         return pb.CareEligibilityRule(name=r["name"], kind=enum_out(r["kind"], pb.CareRuleKind),
                                       days=r["days"], badge_class_id=r["badge_class_id"])
 
-    def _care_rules(self, view: CareRulesView) -> Any:
+    def _care_rules(self, view: CareRulesView) -> pb.CareEligibilityRules:
         return pb.CareEligibilityRules(rules=[self._care_rule(r) for r in view.rules],
                                        version=view.version,
                                        update_time=timestamp(view.updated_at))

@@ -91,6 +91,7 @@ class ServiceSpaceMap(FeedMirror):
         super().run_forever(stopping, every)
 
     def _apply(self, topic: str, ident: str, state: Mapping[str, Any]) -> None:
+        space: dict[str, Any] | None
         if topic == identity_events.SERVICE_SPACE_OPENED:
             space = {"name": state["name"], "address": state["address"],
                      "location": state.get("location")}

@@ -35,14 +35,16 @@ class PlatformFeedServicer(pb_grpc.PlatformFeedServiceServicer):
         self.feed = feed
         self.stopping = stopping
 
-    def ReadEvents(self, request: Any, context_: Any) -> Any:
+    def ReadEvents(self, request: pb.ReadEventsRequest, context_: grpc.ServicerContext
+                   ) -> pb.ReadEventsResponse:
         positions, types = self._checked(request, request.page_size)
         page = self.feed.read(positions, request.page_size, types, _organisation())
         return pb.ReadEventsResponse(
             events=[pb.FeedEvent(event=e, cursor=c) for e, c in page.events],
             next_cursor=page.next_cursor, caught_up=page.caught_up)
 
-    def StreamEvents(self, request: Any, context_: Any) -> Iterator[Any]:
+    def StreamEvents(self, request: pb.StreamEventsRequest, context_: grpc.ServicerContext
+                     ) -> Iterator[pb.StreamEventsResponse]:
         positions, types = self._checked(request, STREAM_BATCH)
         organisation = _organisation()
         # Validate everything before the first message, so a bad request fails at once.

@@ -46,7 +46,7 @@ MAX_EXPORT_MEASURES = 50
 # an education provider is not admitted at all.
 FIGURE_HOLDERS = (auth.STREET_OFFICE, auth.COMMUNITY, auth.PLATFORM, auth.MERCHANT,
                   auth.DEPARTMENT)
-_FIGURES = scoped(CITY_READERS, **each(OWN, *FIGURE_HOLDERS))
+_FIGURES = scoped(CITY_READERS, tenants=each(OWN, *FIGURE_HOLDERS))
 
 ACCESS = access_table(SERVICE_NAME, {
     "ListMeasures": _FIGURES,
@@ -64,12 +64,14 @@ class StatisticsServicer(pb_grpc.StatisticsServiceServicer):
 
     # ------------------------------------------------------------------ RPCs
 
-    def ListMeasures(self, request: Any, context_: Any) -> Any:
+    def ListMeasures(self, request: pb.ListMeasuresRequest, context_: grpc.ServicerContext
+                     ) -> pb.ListMeasuresResponse:
         self._viewer()
         return pb.ListMeasuresResponse(measures=[measure_out(m)
                                                  for m in self.statistics.measures()])
 
-    def QueryFigures(self, request: Any, context_: Any) -> Any:
+    def QueryFigures(self, request: pb.QueryFiguresRequest, context_: grpc.ServicerContext
+                     ) -> pb.QueryFiguresResponse:
         viewer = self._viewer()
         violations = Violations()
         query = replace(query_in(request, request.measure, violations),
@@ -85,7 +87,8 @@ class StatisticsServicer(pb_grpc.StatisticsServiceServicer):
             as_of_time=timestamp(page.as_of),
             positions=[position_out(p) for p in page.positions])
 
-    def ExportFigures(self, request: Any, context_: Any) -> Iterator[Any]:
+    def ExportFigures(self, request: pb.ExportFiguresRequest, context_: grpc.ServicerContext
+                      ) -> Iterator[pb.ExportFiguresResponse]:
         viewer = self._viewer()
         violations = Violations()
         names = list(request.measures)
@@ -141,7 +144,8 @@ class StatisticsServicer(pb_grpc.StatisticsServiceServicer):
                     rows_written=part.rows_written, rows_total=max(rows_total,
                                                                    part.rows_written)))
 
-    def GetFreshness(self, request: Any, context_: Any) -> Any:
+    def GetFreshness(self, request: pb.GetFreshnessRequest, context_: grpc.ServicerContext
+                     ) -> pb.GetFreshnessResponse:
         self._viewer()
         return pb.GetFreshnessResponse(positions=[position_out(p)
                                                   for p in self.statistics.freshness()])
@@ -215,14 +219,14 @@ def _collect_as(violations: Violations, field: str, check: Any) -> Any:
 # ---------------------------------------------------------------------------- rendering
 
 
-def measure_out(m: Measure) -> Any:
+def measure_out(m: Measure) -> pb.Measure:
     return pb.Measure(name=m.name, label=m.label, unit=m.unit, service=m.service,
                       kind=enum_out(m.kind, pb.MeasureKind),
                       dimensions=sorted(enum_out(d, pb.Dimension) for d in m.dimensions),
                       description=m.description, explanation=m.explanation)
 
 
-def figure_out(row: FigureRow, as_of: bool) -> Any:
+def figure_out(row: FigureRow, as_of: bool) -> pb.Figure:
     current = row.current_value if row.current_value is not None else row.value
     return pb.Figure(period_start=timestamp(row.period_start),
                      period_end=timestamp(row.period_end), period_label=row.period_label,
@@ -230,7 +234,7 @@ def figure_out(row: FigureRow, as_of: bool) -> Any:
                      current_value=export.decimal_text(current) if as_of else "")
 
 
-def position_out(p: FeedPosition) -> Any:
+def position_out(p: FeedPosition) -> pb.FeedPosition:
     return pb.FeedPosition(service=p.service, position=p.position,
                            last_position=p.last_position, read_time=timestamp(p.read_at))
 

@@ -36,7 +36,7 @@ from services.training.domain.values import (
 from services.training.events import passed_hours_by_track
 from services.training.growth import GrowthPlans
 from services.training.views import TrainingViews
-from shared.application import Outcome, QijiApplication
+from shared.application import CommandResult, Outcome, QijiApplication
 from shared.config import Settings
 from shared.errors import (
     DUPLICATE_VALUE,
@@ -120,7 +120,7 @@ class TrainingApplication(GrowthPlans, QijiApplication):
     def draft_course(self, *, track: Track | None, title: str, description: str, hours: str,
                      formats: list[CourseFormat | None], provider_id: str,
                      instructor_name: str, instructor_kind: InstructorKind | None,
-                     violations: Violations | None = None) -> dict[str, Any]:
+                     violations: Violations | None = None) -> CommandResult:
         """`violations`, here and in every command and list that takes them: what the entry
         point already found wrong in the request (an enum number the contract does not define,
         a timestamp it could not read), reported with the rest in one answer."""
@@ -152,20 +152,20 @@ class TrainingApplication(GrowthPlans, QijiApplication):
                             provider_id=provider_id, instructor_name=instructor_name.strip(),
                             instructor_kind=instructor_kind.value)
             return Outcome([course], {"course_id": str(course.id), "version": course.version})
-        return self.execute(decide)
+        return self.execute(decide, id_key="course_id")
 
-    def publish_course(self, *, course_id: str) -> dict[str, Any]:
+    def publish_course(self, *, course_id: str) -> CommandResult:
         return self._change_course(course_id, Course.publish)
 
-    def retire_course(self, *, course_id: str) -> dict[str, Any]:
+    def retire_course(self, *, course_id: str) -> CommandResult:
         return self._change_course(course_id, Course.retire)
 
-    def _change_course(self, course_id: str, change: Callable[[Course], None]) -> dict[str, Any]:
+    def _change_course(self, course_id: str, change: Callable[[Course], None]) -> CommandResult:
         def decide() -> Outcome:
             course = self.get(course_id, Course, "course")
             change(course)
             return Outcome([course], {"course_id": str(course.id), "version": course.version})
-        return self.execute(decide)
+        return self.execute(decide, id_key="course_id")
 
     def course(self, course_id: str, version: int | None = None) -> CourseView:
         c = self.get(course_id, Course, "course", version)
@@ -190,7 +190,7 @@ class TrainingApplication(GrowthPlans, QijiApplication):
     def schedule_session(self, *, course_id: str, service_space_id: str,
                          starts_at: datetime | None, ends_at: datetime | None, capacity: int,
                          pair: TeachingPair = NO_PAIR,
-                         violations: Violations | None = None) -> dict[str, Any]:
+                         violations: Violations | None = None) -> CommandResult:
         violations = violations if violations is not None else Violations()
         course = self.note(violations, course_id, Course, "course", "course_id")
         if course is not None:
@@ -227,7 +227,7 @@ class TrainingApplication(GrowthPlans, QijiApplication):
                                                capacity=capacity, pair=pair.stripped())
             return Outcome([session], {"session_id": str(session.id),
                                        "version": session.version})
-        return self.execute(decide)
+        return self.execute(decide, id_key="session_id")
 
     def session(self, session_id: str, version: int | None = None) -> SessionView:
         s = self.get(session_id, TrainingSession, "session", version)
@@ -269,7 +269,7 @@ class TrainingApplication(GrowthPlans, QijiApplication):
     # ------------------------------------------------------------------ enrolment
 
     def enrol_rider(self, *, session_id: str, rider_id: str
-                    ) -> dict[str, Any]:
+                    ) -> CommandResult:
         violations = Violations()
         check_id(violations, "session_id", session_id)
         check_id(violations, "rider_id", rider_id)
@@ -298,10 +298,10 @@ class TrainingApplication(GrowthPlans, QijiApplication):
             return Outcome([session, learner], {"session_id": session_id,
                                                 "version": session.version})
         # Everyone enrols in the same few sessions: queue on the session in this process.
-        return self.execute(decide, serialise_on=session_id)
+        return self.execute(decide, id_key="session_id", serialise_on=session_id)
 
     def withdraw_enrolment(self, *, session_id: str, rider_id: str
-                           ) -> dict[str, Any]:
+                           ) -> CommandResult:
         require_ids(session_id=session_id, rider_id=rider_id)
 
         def decide() -> Outcome:
@@ -313,31 +313,31 @@ class TrainingApplication(GrowthPlans, QijiApplication):
             learner.release(session_id)
             return Outcome([session, learner], {"session_id": session_id,
                                                 "version": session.version})
-        return self.execute(decide, serialise_on=session_id)
+        return self.execute(decide, id_key="session_id", serialise_on=session_id)
 
     def check_in_rider(self, *, session_id: str, rider_id: str
-                       ) -> dict[str, Any]:
+                       ) -> CommandResult:
         return self._change_session(session_id, rider_id,
                                     lambda s: s.check_in(rider_id, self.clock()))
 
     def record_no_show(self, *, session_id: str, rider_id: str
-                       ) -> dict[str, Any]:
+                       ) -> CommandResult:
         return self._change_session(session_id, rider_id,
                                     lambda s: s.record_no_show(rider_id, self.clock()))
 
     def _change_session(self, session_id: str, rider_id: str,
-                        change: Callable[[TrainingSession], None]) -> dict[str, Any]:
+                        change: Callable[[TrainingSession], None]) -> CommandResult:
         require_ids(session_id=session_id, rider_id=rider_id)
 
         def decide() -> Outcome:
             session = self.get(session_id, TrainingSession, "session")
             change(session)
             return Outcome([session], {"session_id": session_id, "version": session.version})
-        return self.execute(decide, serialise_on=session_id)
+        return self.execute(decide, id_key="session_id", serialise_on=session_id)
 
     def record_completion(self, *, session_id: str, rider_id: str,
                           result: CompletionResult | None, score: int | None,
-                          violations: Violations | None = None) -> dict[str, Any]:
+                          violations: Violations | None = None) -> CommandResult:
         violations = violations if violations is not None else Violations()
         check_id(violations, "session_id", session_id)
         check_id(violations, "rider_id", rider_id)
@@ -369,12 +369,12 @@ class TrainingApplication(GrowthPlans, QijiApplication):
             return Outcome([session, learner, *plans], {"session_id": session_id,
                                                 "version": session.version,
                                                 "pre_job_certified": certified})
-        return self.execute(decide, serialise_on=session_id)
+        return self.execute(decide, id_key="session_id", serialise_on=session_id)
 
     # ------------------------------------------------------------------ pre-job programme
 
     def set_pre_job_courses(self, *, course_ids: list[str]
-                            ) -> dict[str, Any]:
+                            ) -> CommandResult:
         violations = Violations()
         violations.require(bool(course_ids), "course_ids", "name at least one course",
                            FIELD_REQUIRED)

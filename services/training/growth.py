@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from services.training.domain.growth import (
     GrowthPath,
@@ -21,7 +21,7 @@ from services.training.domain.growth import (
 from services.training.domain.model import Course, Learner
 from services.training.domain.values import CourseStatus, Track
 from shared import context
-from shared.application import Outcome
+from shared.application import CommandResult, Outcome, QijiApplication
 from shared.errors import (
     DUPLICATE_VALUE,
     ENUM_VALUE_REQUIRED,
@@ -37,6 +37,9 @@ from shared.paging import listed
 from shared.tenancy import Owners
 from shared.values import parse_hours
 from shared.wire import must_be_specified
+
+if TYPE_CHECKING:
+    from services.training.views import TrainingViews
 
 MAX_PATH_NAME = 100
 MAX_PATH_DESCRIPTION = 1000
@@ -92,26 +95,23 @@ class GrowthPlanView:
     version: int
 
 
-class GrowthPlans:
+class GrowthPlans(QijiApplication):
     """Mixed into TrainingApplication: paths are the city admin's; a plan is opened for a
     rider by their platform or their home street office (the access table says so)."""
 
-    # Provided by TrainingApplication.
-    clock: Callable[[], datetime]
-    views: Any
-    get: Callable[..., Any]
-    execute: Callable[..., dict[str, Any]]
-    note: Callable[..., Any]
-    found: Callable[..., Any]
-    directory: Any
-    require_riders: Callable[..., None]
-    catch_up_upstream: Callable[[], None]
-    _learner: Callable[..., Learner]
+    if TYPE_CHECKING:  # TrainingApplication's, which this part of it uses
+        clock: Callable[[], datetime]
+        views: TrainingViews
+
+        def catch_up_upstream(self) -> None: ...
+
+        def _learner(self, rider_id: str,
+                     refresh_unless: Callable[[Learner], bool] | None = None) -> Learner: ...
 
     # ------------------------------------------------------------------ paths (the city's)
 
     def define_growth_path(self, *, name: str, description: str, steps: list[StepInput],
-                           violations: Violations | None = None) -> dict[str, Any]:
+                           violations: Violations | None = None) -> CommandResult:
         violations = violations if violations is not None else Violations()
         stored = self._path_input(violations, name, description, steps)
         violations.raise_if_any()
@@ -120,11 +120,11 @@ class GrowthPlans:
             self._require_courses_passable(steps)
             path = GrowthPath(name=name.strip(), description=description.strip(), steps=stored)
             return Outcome([path], {"growth_path_id": str(path.id), "version": path.version})
-        return self.execute(decide)
+        return self.execute(decide, id_key="growth_path_id")
 
     def revise_growth_path(self, *, growth_path_id: str, name: str, description: str,
                            steps: list[StepInput], violations: Violations | None = None
-                           ) -> dict[str, Any]:
+                           ) -> CommandResult:
         violations = violations if violations is not None else Violations()
         self.note(violations, growth_path_id, GrowthPath, "growth_path", "growth_path_id")
         stored = self._path_input(violations, name, description, steps)
@@ -136,7 +136,7 @@ class GrowthPlans:
             path.revise(name=name.strip(), description=description.strip(), steps=stored)
             return Outcome([path], {"growth_path_id": growth_path_id, "version": path.version})
         # Two revisions at once must not both become version N+1.
-        return self.execute(decide, serialise_on=growth_path_id)
+        return self.execute(decide, id_key="growth_path_id", serialise_on=growth_path_id)
 
     def growth_path(self, growth_path_id: str, version: int | None = None) -> GrowthPathView:
         path = self.view(growth_path_id, GrowthPath, "growth_path", version)
@@ -214,7 +214,7 @@ class GrowthPlans:
 
     def open_growth_plan(self, *, rider_id: str, growth_path_id: str, path_version: int,
                          goals: str, tracks: list[Track | None],
-                         violations: Violations | None = None) -> dict[str, Any]:
+                         violations: Violations | None = None) -> CommandResult:
         violations = violations if violations is not None else Violations()
         check_id(violations, "rider_id", rider_id)
         path = self.note(violations, growth_path_id, GrowthPath, "growth_path",
@@ -246,11 +246,11 @@ class GrowthPlans:
             return Outcome([plan, learner], {"growth_plan_id": str(plan.id),
                                              "version": plan.version})
         # Queued with the rider's completions (which write the same learner) in this process.
-        return self.execute(decide, serialise_on=("learner", rider_id))
+        return self.execute(decide, id_key="growth_plan_id", serialise_on=("learner", rider_id))
 
     def revise_growth_plan(self, *, growth_plan_id: str, goals: str, tracks: list[Track | None],
                            path_version: int, violations: Violations | None = None
-                           ) -> dict[str, Any]:
+                           ) -> CommandResult:
         violations = violations if violations is not None else Violations()
         plan = self.note(violations, growth_plan_id, GrowthPlan, "growth_plan",
                          "growth_plan_id")
@@ -270,10 +270,10 @@ class GrowthPlans:
             self._advance(plan, current, learner, self.clock())
             return Outcome([plan, learner], {"growth_plan_id": growth_plan_id,
                                              "version": plan.version})
-        return self.execute(decide, serialise_on=growth_plan_id)
+        return self.execute(decide, id_key="growth_plan_id", serialise_on=growth_plan_id)
 
     def close_growth_plan(self, *, growth_plan_id: str, reason: str,
-                          violations: Violations | None = None) -> dict[str, Any]:
+                          violations: Violations | None = None) -> CommandResult:
         violations = violations if violations is not None else Violations()
         self.note(violations, growth_plan_id, GrowthPlan, "growth_plan", "growth_plan_id")
         check_text(violations, "reason", reason, MAX_CLOSE_REASON, required=False)
@@ -283,7 +283,7 @@ class GrowthPlans:
             plan = self.get(growth_plan_id, GrowthPlan, "growth_plan")
             plan.close(reason.strip())
             return Outcome([plan], {"growth_plan_id": growth_plan_id, "version": plan.version})
-        return self.execute(decide, serialise_on=growth_plan_id)
+        return self.execute(decide, id_key="growth_plan_id", serialise_on=growth_plan_id)
 
     def _plan_input(self, v: Violations, goals: str, tracks: list[Track | None],
                     path: GrowthPath | None, path_version: int) -> None:

@@ -28,6 +28,7 @@ from services.training.domain.values import (
 )
 from services.training.growth import GrowthPathView, GrowthPlanView, StepInput
 from shared import masking
+from shared.application import CommandResult
 from shared.auth import (
     CITY_ADMIN,
     COMMUNITY,
@@ -78,14 +79,14 @@ ACCESS = access_table(SERVICE_NAME, {
                             platform=COURSE),
     "RetireCourse": scoped(CITY_ADMIN, street_office=COURSE, education_provider=COURSE,
                            platform=COURSE),
-    "GetCourse": scoped(CITY_READERS, **each(COURSE_READ, *_TENANT_READERS)),
-    "ListCourses": scoped(CITY_READERS, **each(Rows("course", "id"), *_TENANT_READERS)),
+    "GetCourse": scoped(CITY_READERS, tenants=each(COURSE_READ, *_TENANT_READERS)),
+    "ListCourses": scoped(CITY_READERS, tenants=each(Rows("course", "id"), *_TENANT_READERS)),
     # The station master with the teacher (站长+校长): a platform or a provider schedules its
     # own course anywhere; a street office anything at its own service spaces.
     "ScheduleSession": once(scoped(CITY_ADMIN, street_office=SPACE, education_provider=COURSE,
                               platform=COURSE)),
-    "GetSession": scoped(CITY_READERS, **each(SESSION_READ, *_TENANT_READERS)),
-    "ListSessions": scoped(CITY_READERS, **each(Rows("session", "id"), *_TENANT_READERS)),
+    "GetSession": scoped(CITY_READERS, tenants=each(SESSION_READ, *_TENANT_READERS)),
+    "ListSessions": scoped(CITY_READERS, tenants=each(Rows("session", "id"), *_TENANT_READERS)),
     # Enrolment is done for the rider by their platform's app, or at a street office's counter
     # (its own residents, or anyone at a session in its street).
     "EnrolRider": scoped(CITY_ADMIN, platform=RIDER, street_office=RIDER | SESSION),
@@ -125,7 +126,8 @@ class TrainingServicer(pb_grpc.TrainingServiceServicer):
 
     # ------------------------------------------------------------------ courses
 
-    def DraftCourse(self, request: Any, context: Any) -> Any:
+    def DraftCourse(self, request: pb.DraftCourseRequest, context: grpc.ServicerContext
+                    ) -> pb.DraftCourseResponse:
         violations = Violations()  # reported with the application's findings, in one answer
         result = self.app.draft_course(
             track=enum_in(request.track, pb.Track, Track, violations, "track"),
@@ -138,18 +140,22 @@ class TrainingServicer(pb_grpc.TrainingServiceServicer):
             violations=violations)
         return pb.DraftCourseResponse(course=self._course_at(result))
 
-    def PublishCourse(self, request: Any, context: Any) -> Any:
+    def PublishCourse(self, request: pb.PublishCourseRequest, context: grpc.ServicerContext
+                      ) -> pb.PublishCourseResponse:
         result = self.app.publish_course(course_id=request.course_id)
         return pb.PublishCourseResponse(course=self._course_at(result))
 
-    def RetireCourse(self, request: Any, context: Any) -> Any:
+    def RetireCourse(self, request: pb.RetireCourseRequest, context: grpc.ServicerContext
+                     ) -> pb.RetireCourseResponse:
         result = self.app.retire_course(course_id=request.course_id)
         return pb.RetireCourseResponse(course=self._course_at(result))
 
-    def GetCourse(self, request: Any, context: Any) -> Any:
+    def GetCourse(self, request: pb.GetCourseRequest, context: grpc.ServicerContext
+                  ) -> pb.GetCourseResponse:
         return pb.GetCourseResponse(course=self._course(self.app.course(request.course_id)))
 
-    def ListCourses(self, request: Any, context: Any) -> Any:
+    def ListCourses(self, request: pb.ListCoursesRequest, context: grpc.ServicerContext
+                    ) -> pb.ListCoursesResponse:
         violations = Violations()
         found, token = self.app.list_courses(
             track=enum_in(request.track, pb.Track, Track, violations, "track"),
@@ -160,7 +166,8 @@ class TrainingServicer(pb_grpc.TrainingServiceServicer):
 
     # ------------------------------------------------------------------ sessions
 
-    def ScheduleSession(self, request: Any, context: Any) -> Any:
+    def ScheduleSession(self, request: pb.ScheduleSessionRequest, context: grpc.ServicerContext
+                        ) -> pb.ScheduleSessionResponse:
         violations = Violations()  # reported with the application's findings, in one answer
         result = self.app.schedule_session(
             course_id=request.course_id, service_space_id=request.service_space_id,
@@ -169,10 +176,12 @@ class TrainingServicer(pb_grpc.TrainingServiceServicer):
             pair=_pair_in(request), violations=violations)
         return pb.ScheduleSessionResponse(session=self._session_at(result))
 
-    def GetSession(self, request: Any, context: Any) -> Any:
+    def GetSession(self, request: pb.GetSessionRequest, context: grpc.ServicerContext
+                   ) -> pb.GetSessionResponse:
         return pb.GetSessionResponse(session=self._session(self.app.session(request.session_id)))
 
-    def ListSessions(self, request: Any, context: Any) -> Any:
+    def ListSessions(self, request: pb.ListSessionsRequest, context: grpc.ServicerContext
+                     ) -> pb.ListSessionsResponse:
         violations = Violations()
         found, token = self.app.list_sessions(
             course_id=request.course_id, service_space_id=request.service_space_id,
@@ -181,26 +190,31 @@ class TrainingServicer(pb_grpc.TrainingServiceServicer):
         return pb.ListSessionsResponse(sessions=[self._session(s) for s in found],
                                        next_page_token=token)
 
-    def EnrolRider(self, request: Any, context: Any) -> Any:
+    def EnrolRider(self, request: pb.EnrolRiderRequest, context: grpc.ServicerContext
+                   ) -> pb.EnrolRiderResponse:
         result = self.app.enrol_rider(session_id=request.session_id, rider_id=request.rider_id)
         return pb.EnrolRiderResponse(session=self._session_at(result))
 
-    def WithdrawEnrolment(self, request: Any, context: Any) -> Any:
+    def WithdrawEnrolment(self, request: pb.WithdrawEnrolmentRequest, context: grpc.ServicerContext
+                          ) -> pb.WithdrawEnrolmentResponse:
         result = self.app.withdraw_enrolment(session_id=request.session_id,
                                              rider_id=request.rider_id)
         return pb.WithdrawEnrolmentResponse(session=self._session_at(result))
 
-    def CheckInRider(self, request: Any, context: Any) -> Any:
+    def CheckInRider(self, request: pb.CheckInRiderRequest, context: grpc.ServicerContext
+                     ) -> pb.CheckInRiderResponse:
         result = self.app.check_in_rider(session_id=request.session_id,
                                          rider_id=request.rider_id)
         return pb.CheckInRiderResponse(session=self._session_at(result))
 
-    def RecordNoShow(self, request: Any, context: Any) -> Any:
+    def RecordNoShow(self, request: pb.RecordNoShowRequest, context: grpc.ServicerContext
+                     ) -> pb.RecordNoShowResponse:
         result = self.app.record_no_show(session_id=request.session_id,
                                          rider_id=request.rider_id)
         return pb.RecordNoShowResponse(session=self._session_at(result))
 
-    def RecordCompletion(self, request: Any, context: Any) -> Any:
+    def RecordCompletion(self, request: pb.RecordCompletionRequest, context: grpc.ServicerContext
+                         ) -> pb.RecordCompletionResponse:
         violations = Violations()
         result = self.app.record_completion(
             session_id=request.session_id, rider_id=request.rider_id,
@@ -212,16 +226,19 @@ class TrainingServicer(pb_grpc.TrainingServiceServicer):
 
     # ------------------------------------------------------------------ pre-job, transcript
 
-    def SetPreJobCourses(self, request: Any, context: Any) -> Any:
+    def SetPreJobCourses(self, request: pb.SetPreJobCoursesRequest, context: grpc.ServicerContext
+                         ) -> pb.SetPreJobCoursesResponse:
         result = self.app.set_pre_job_courses(course_ids=list(request.course_ids))
-        course_ids, version = self.app.pre_job_courses(result["version"])
+        course_ids, version = self.app.pre_job_courses(result.version)
         return pb.SetPreJobCoursesResponse(course_ids=course_ids, version=version)
 
-    def GetPreJobCourses(self, request: Any, context: Any) -> Any:
+    def GetPreJobCourses(self, request: pb.GetPreJobCoursesRequest, context: grpc.ServicerContext
+                         ) -> pb.GetPreJobCoursesResponse:
         course_ids, version = self.app.pre_job_courses()
         return pb.GetPreJobCoursesResponse(course_ids=course_ids, version=version)
 
-    def GetTranscript(self, request: Any, context: Any) -> Any:
+    def GetTranscript(self, request: pb.GetTranscriptRequest, context: grpc.ServicerContext
+                      ) -> pb.GetTranscriptResponse:
         violations = Violations()
         t = self.app.transcript(rider_id=request.rider_id,
                                 as_of=optional_time(request, "as_of_time", violations),
@@ -230,14 +247,16 @@ class TrainingServicer(pb_grpc.TrainingServiceServicer):
 
     # ------------------------------------------------------------------ growth
 
-    def DefineGrowthPath(self, request: Any, context: Any) -> Any:
+    def DefineGrowthPath(self, request: pb.DefineGrowthPathRequest, context: grpc.ServicerContext
+                         ) -> pb.DefineGrowthPathResponse:
         violations = Violations()
         result = self.app.define_growth_path(
             name=request.name, description=request.description,
             steps=self._steps_in(request.steps, violations), violations=violations)
         return pb.DefineGrowthPathResponse(growth_path=self._path_at(result))
 
-    def ReviseGrowthPath(self, request: Any, context: Any) -> Any:
+    def ReviseGrowthPath(self, request: pb.ReviseGrowthPathRequest, context: grpc.ServicerContext
+                         ) -> pb.ReviseGrowthPathResponse:
         violations = Violations()
         result = self.app.revise_growth_path(
             growth_path_id=request.growth_path_id, name=request.name,
@@ -245,14 +264,16 @@ class TrainingServicer(pb_grpc.TrainingServiceServicer):
             violations=violations)
         return pb.ReviseGrowthPathResponse(growth_path=self._path_at(result))
 
-    def ListGrowthPaths(self, request: Any, context: Any) -> Any:
+    def ListGrowthPaths(self, request: pb.ListGrowthPathsRequest, context: grpc.ServicerContext
+                        ) -> pb.ListGrowthPathsResponse:
         found, token = self.app.list_growth_paths(page_size=request.page_size,
                                                   page_token=request.page_token,
                                                   violations=Violations())
         return pb.ListGrowthPathsResponse(growth_paths=[self._path(p) for p in found],
                                           next_page_token=token)
 
-    def OpenGrowthPlan(self, request: Any, context: Any) -> Any:
+    def OpenGrowthPlan(self, request: pb.OpenGrowthPlanRequest, context: grpc.ServicerContext
+                       ) -> pb.OpenGrowthPlanResponse:
         violations = Violations()
         result = self.app.open_growth_plan(
             rider_id=request.rider_id, growth_path_id=request.growth_path_id,
@@ -260,7 +281,8 @@ class TrainingServicer(pb_grpc.TrainingServiceServicer):
             tracks=self._tracks_in(request.tracks, violations), violations=violations)
         return pb.OpenGrowthPlanResponse(growth_plan=self._plan_at(result))
 
-    def ReviseGrowthPlan(self, request: Any, context: Any) -> Any:
+    def ReviseGrowthPlan(self, request: pb.ReviseGrowthPlanRequest, context: grpc.ServicerContext
+                         ) -> pb.ReviseGrowthPlanResponse:
         violations = Violations()
         result = self.app.revise_growth_plan(
             growth_plan_id=request.growth_plan_id, goals=request.goals,
@@ -268,16 +290,19 @@ class TrainingServicer(pb_grpc.TrainingServiceServicer):
             path_version=request.path_version, violations=violations)
         return pb.ReviseGrowthPlanResponse(growth_plan=self._plan_at(result))
 
-    def CloseGrowthPlan(self, request: Any, context: Any) -> Any:
+    def CloseGrowthPlan(self, request: pb.CloseGrowthPlanRequest, context: grpc.ServicerContext
+                        ) -> pb.CloseGrowthPlanResponse:
         result = self.app.close_growth_plan(growth_plan_id=request.growth_plan_id,
                                             reason=request.reason)
         return pb.CloseGrowthPlanResponse(growth_plan=self._plan_at(result))
 
-    def GetGrowthPlan(self, request: Any, context: Any) -> Any:
+    def GetGrowthPlan(self, request: pb.GetGrowthPlanRequest, context: grpc.ServicerContext
+                      ) -> pb.GetGrowthPlanResponse:
         return pb.GetGrowthPlanResponse(
             growth_plan=self._plan(self.app.growth_plan(request.growth_plan_id)))
 
-    def ListGrowthPlans(self, request: Any, context: Any) -> Any:
+    def ListGrowthPlans(self, request: pb.ListGrowthPlansRequest, context: grpc.ServicerContext
+                        ) -> pb.ListGrowthPlansResponse:
         plans = self.app.list_growth_plans(rider_id=request.rider_id)
         return pb.ListGrowthPlansResponse(growth_plans=[self._plan(p) for p in plans])
 
@@ -297,14 +322,14 @@ class TrainingServicer(pb_grpc.TrainingServiceServicer):
             course_ids=list(s.course_ids), pre_job_certified=s.pre_job_certified)
             for i, s in enumerate(steps)]
 
-    def _path_at(self, result: dict[str, Any]) -> Any:
-        return self._path(self.app.growth_path(result["growth_path_id"], result["version"]))
+    def _path_at(self, result: CommandResult) -> pb.GrowthPath:
+        return self._path(self.app.growth_path(result.id, result.version))
 
-    def _plan_at(self, result: dict[str, Any]) -> Any:
-        return self._plan(self.app.growth_plan(result["growth_plan_id"], result["version"]))
+    def _plan_at(self, result: CommandResult) -> Any:
+        return self._plan(self.app.growth_plan(result.id, result.version))
 
     @staticmethod
-    def _path(p: GrowthPathView) -> Any:
+    def _path(p: GrowthPathView) -> pb.GrowthPath:
         return pb.GrowthPath(
             growth_path_id=p.growth_path_id, path_version=p.path_version, name=p.name,
             description=p.description, version=p.version,
@@ -317,7 +342,7 @@ class TrainingServicer(pb_grpc.TrainingServiceServicer):
 
     @staticmethod
     def _plan(p: GrowthPlanView) -> Any:
-        def step(s: StepProgress) -> Any:
+        def step(s: StepProgress) -> pb.StepProgress:
             reached = p.reached.get(s.key)
             return pb.StepProgress(
                 step_key=s.key, title=s.title, role=enum_out(s.role, pb.GrowthRole),
@@ -345,14 +370,14 @@ class TrainingServicer(pb_grpc.TrainingServiceServicer):
 
     # ------------------------------------------------------------------ rendering
 
-    def _course_at(self, result: dict[str, Any]) -> Any:
-        return self._course(self.app.course(result["course_id"], result["version"]))
+    def _course_at(self, result: CommandResult) -> pb.Course:
+        return self._course(self.app.course(result.id, result.version))
 
-    def _session_at(self, result: dict[str, Any]) -> Any:
-        return self._session(self.app.session(result["session_id"], result["version"]))
+    def _session_at(self, result: CommandResult) -> pb.Session:
+        return self._session(self.app.session(result.id, result.version))
 
     @staticmethod
-    def _course(c: CourseView) -> Any:
+    def _course(c: CourseView) -> pb.Course:
         return pb.Course(
             course_id=c.course_id, track=enum_out(c.track, pb.Track), title=c.title,
             description=c.description, hours=hours_text(c.hours),
@@ -363,7 +388,7 @@ class TrainingServicer(pb_grpc.TrainingServiceServicer):
             status=enum_out(c.status, pb.CourseStatus), version=c.version)
 
     @staticmethod
-    def _session(s: SessionView) -> Any:
+    def _session(s: SessionView) -> pb.Session:
         enrolments = []
         for rider_id, e in sorted(s.enrolments.items(), key=lambda kv: kv[1]["enrolled_at"]):
             enrolment = pb.Enrolment(rider_id=rider_id,
@@ -380,7 +405,7 @@ class TrainingServicer(pb_grpc.TrainingServiceServicer):
             enrolments=enrolments, version=s.version, pair=_pair_out(s.pair))
 
     @staticmethod
-    def _transcript(t: TranscriptView) -> Any:
+    def _transcript(t: TranscriptView) -> pb.GetTranscriptResponse:
         completions = []
         for c in t.completions:
             completion = pb.CompletedCourse(

@@ -6,7 +6,6 @@ import json
 import uuid
 from collections.abc import Iterator
 from datetime import UTC
-from typing import Any
 
 import grpc
 from qiji.audit.v1 import audit_service_pb2 as pb
@@ -51,7 +50,8 @@ class AuditServicer(pb_grpc.AuditServiceServicer):
         self._app = app
         self._verifier = verifier
 
-    def GetHistory(self, request: Any, context: Any) -> Any:
+    def GetHistory(self, request: pb.GetHistoryRequest, context: grpc.ServicerContext
+                   ) -> pb.GetHistoryResponse:
         ident = _aggregate_id(request.aggregate_id)
         entries = audit.history(self._app, ident)
         if not entries:
@@ -61,7 +61,8 @@ class AuditServicer(pb_grpc.AuditServiceServicer):
             principal=e.principal, roles=e.roles, request_id=e.request_id,
             correlation_id=e.correlation_id, summary=e.summary) for e in entries])
 
-    def GetStateAsOf(self, request: Any, context: Any) -> Any:
+    def GetStateAsOf(self, request: pb.GetStateAsOfRequest, context: grpc.ServicerContext
+                     ) -> pb.GetStateAsOfResponse:
         violations = Violations()  # both fields' faults in one answer
         check_id(violations, "aggregate_id", request.aggregate_id)
         when = optional_time(request, "as_of_time", violations)
@@ -77,7 +78,8 @@ class AuditServicer(pb_grpc.AuditServiceServicer):
                                        state_json=json.dumps(state, default=str,
                                                              ensure_ascii=False, indent=2))
 
-    def VerifyLog(self, request: Any, context: Any) -> Iterator[Any]:
+    def VerifyLog(self, request: pb.VerifyLogRequest, context: grpc.ServicerContext
+                  ) -> Iterator[pb.VerifyLogResponse]:
         violations = Violations()
         for name in ("checkpoints", "pinned_checkpoints"):
             notes = getattr(request, name)
@@ -98,7 +100,7 @@ class AuditServicer(pb_grpc.AuditServiceServicer):
         if last is not None:
             yield self._reply(last, done=True)
 
-    def _reply(self, v: audit.Verdict, *, done: bool) -> Any:
+    def _reply(self, v: audit.Verdict, *, done: bool) -> pb.VerifyLogResponse:
         return pb.VerifyLogResponse(checked=v.checked, sealed_through=v.sealed_through,
                                     head_seal=v.head_seal, done=done, intact=v.intact,
                                     first_broken_position=v.first_broken, problem=v.problem,

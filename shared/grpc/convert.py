@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
+from google.protobuf.internal.enum_type_wrapper import EnumTypeWrapper
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -14,6 +15,7 @@ from shared.errors import TIME_INVALID, Violations
 from shared.values import CoordinateSystem, GeoPoint
 
 E = TypeVar("E")
+P = TypeVar("P", bound=int)
 
 
 def _prefix(enum_type: Any) -> str:
@@ -40,10 +42,15 @@ def enum_in(value: int, enum_type: Any, domain: Callable[[str], E], violations: 
     return domain(enum_type.Name(value)[len(_prefix(enum_type)):])
 
 
-def enum_out(value: StrEnum | str | None, enum_type: Any) -> int:
+def enum_out(value: StrEnum | str | None, enum_type: type[P]) -> P:
+    """The number of a domain value in the contract's enum `enum_type` (a generated pb2 enum,
+    typed as its own class), 0 (*_UNSPECIFIED) for none."""
+    # At run time a generated enum is an EnumTypeWrapper, not a class: its numbers are ints,
+    # typed in the .pyi as instances of the enum's class.
+    wrapper = cast(EnumTypeWrapper, enum_type)
     if not value:
-        return 0
-    return enum_type.Value(_prefix(enum_type) + str(value))
+        return cast(P, 0)
+    return cast(P, wrapper.Value(_prefix(enum_type) + str(value)))
 
 
 def timestamp(value: datetime | None) -> Timestamp | None:
@@ -78,8 +85,10 @@ def geo_point_in(location: Any, coordinate_system_enum: Any, violations: Violati
     caller that predates it meant WGS-84); a number the contract does not define is refused."""
     system = CoordinateSystem.WGS84
     if location.coordinate_system:
+        # A number the contract does not define is in `violations` (the request is refused):
+        # the point keeps WGS-84 meanwhile.
         system = enum_in(location.coordinate_system, coordinate_system_enum, CoordinateSystem,
-                         violations, f"{field}.coordinate_system")
+                         violations, f"{field}.coordinate_system") or system
     return GeoPoint(location.latitude, location.longitude, system)
 
 

@@ -10,6 +10,7 @@ from typing import Any
 import grpc
 from google.api import resource_pb2
 from google.protobuf import any_pb2
+from google.protobuf.message import Message
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
@@ -86,7 +87,7 @@ def internal_status(correlation_id: str) -> grpc.Status:
     ))
 
 
-def _pack(message: object) -> any_pb2.Any:
+def _pack(message: Message) -> any_pb2.Any:
     packed = any_pb2.Any()
     packed.Pack(message)
     return packed

@@ -50,7 +50,8 @@ class FeedServicer(pb_grpc.FeedServiceServicer):
         self._app = app
         self._stopping = stopping
 
-    def ReadEvents(self, request: pb.ReadEventsRequest, context: Any) -> pb.ReadEventsResponse:
+    def ReadEvents(self, request: pb.ReadEventsRequest, context: grpc.ServicerContext
+                   ) -> pb.ReadEventsResponse:
         violations = Violations()
         violations.require(request.from_position >= 0, "from_position", "must not be negative",
                            VALUE_OUT_OF_RANGE)
@@ -72,7 +73,7 @@ class FeedServicer(pb_grpc.FeedServiceServicer):
                 request.from_position, 1)
         return reply
 
-    def StreamEvents(self, request: pb.StreamEventsRequest, context: Any
+    def StreamEvents(self, request: pb.StreamEventsRequest, context: grpc.ServicerContext
                      ) -> Iterator[pb.StreamEventsResponse]:
         violations = Violations()
         violations.require(request.from_position >= 0, "from_position", "must not be negative",

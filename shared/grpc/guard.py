@@ -85,7 +85,8 @@ class Guard(grpc.ServerInterceptor):
     # ------------------------------------------------------------------
 
     def _enter(self, method: str, request: Any, context: grpc.ServicerContext) -> RequestContext:
-        metadata = {k.lower(): v for k, v in context.invocation_metadata()}
+        # Only text metadata is read here (binary values, under keys ending -bin, are bytes).
+        metadata = {k.lower(): v for k, v in context.invocation_metadata() if isinstance(v, str)}
         correlation_id = metadata.get("x-correlation-id") or str(uuid.uuid4())
         context.send_initial_metadata((("x-correlation-id", correlation_id),))
         auth = metadata.get("authorization", "")

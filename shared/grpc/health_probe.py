@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = load_settings(args.service)
         with open_channel(args.address, settings) as channel:
-            reply = health_pb2_grpc.HealthStub(channel).Check(
+            reply = health_pb2_grpc.HealthStub(channel).Check(  # type: ignore[attr-defined]  # stub lacks Check
                 health_pb2.HealthCheckRequest(service=args.check), timeout=args.timeout)
     except ConfigError as error:
         print(f"configuration: {error}", file=sys.stderr)

@@ -42,7 +42,8 @@ def to_cloudevent(event: PublicEvent) -> ce.CloudEvent:
     return message
 
 
-def read_public(app: QijiApplication, catalogue: PublicCatalogue, request: Any) -> Any:
+def read_public(app: QijiApplication, catalogue: PublicCatalogue,
+                request: pb.ReadPublicEventsRequest) -> pb.ReadPublicEventsResponse:
     """ReadPublicEvents over one application: its log from a position, through its catalogue,
     for one consumer organisation. Positions of internal events, and of events this consumer
     may not see, are passed over: `next_position` moves past them."""
@@ -68,7 +69,7 @@ def read_public(app: QijiApplication, catalogue: PublicCatalogue, request: Any) 
     # Each event stands in its place among its aggregate's versions (a genuine event moved
     # later in the log passes its MAC, and would go out again under its old id, out of order).
     misplaced = out_of_place(EventsTable(app), notifications)
-    events = []
+    events: list[pb.PublicEvent] = []
     reader = f"{app.name}.public-feed"
     # Consumers read from their own positions, for their own types, and what a mapping reads
     # depends on who asks (a rider's consent): only a read of the stopped event's topic, for a
@@ -104,7 +105,7 @@ def read_public(app: QijiApplication, catalogue: PublicCatalogue, request: Any) 
 
 
 def _stopped(app: QijiApplication, reader: str, n: Any, problem: str, consumer: str,
-             events: list[Any], last: int) -> Any:
+             events: list[Any], last: int) -> pb.ReadPublicEventsResponse:
     """The answer of a read that stopped at `n`: what came before it, and where and why."""
     ALARM.broken(app.name, reader, n.id, problem, {f"{n.topic}|{consumer}"})
     return pb.ReadPublicEventsResponse(
@@ -117,7 +118,8 @@ class PublicFeedServicer(pb_grpc.PublicFeedServiceServicer):
         self._app = app
         self._catalogue = catalogue
 
-    def ReadPublicEvents(self, request: Any, context: Any) -> Any:
+    def ReadPublicEvents(self, request: pb.ReadPublicEventsRequest, context: grpc.ServicerContext
+                         ) -> pb.ReadPublicEventsResponse:
         return read_public(self._app, self._catalogue, request)
 
 

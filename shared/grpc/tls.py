@@ -112,7 +112,8 @@ class _CertificateFiles:
 def server_credentials(tls: TlsSettings) -> grpc.ServerCredentials:
     files = _CertificateFiles(tls)
     return grpc.dynamic_ssl_server_credentials(
-        files.initial, files.fetch,
+        # grpc takes None from fetch as "unchanged" (its documentation); the stub says never.
+        files.initial, files.fetch,  # type: ignore[arg-type]
         require_client_authentication=tls.requires_client_certificates)
 
 

@@ -53,13 +53,14 @@ class EventDecoder:
                 id=position, originator_id=originator_id, originator_version=version,
                 topic=topic, state=state))
         if type(originator_id) is not uuid.UUID:
-            convert = find_id_convertor(cls, type(originator_id))
+            # A class is hashable; mypy does not see it through the library's lru_cache.
+            convert = find_id_convertor(cls, type(originator_id))  # type: ignore[arg-type]
         event_state["originator_id"] = convert(originator_id)
         event_state["originator_version"] = version
         from_version = event_state.pop("class_version", 1)
         while from_version < class_version:
             getattr(cls, f"upcast_v{from_version}_v{from_version + 1}")(event_state)
             from_version += 1
-        event = object.__new__(cls)
+        event: Any = object.__new__(cls)
         object.__setattr__(event, "__dict__", event_state)
         return event

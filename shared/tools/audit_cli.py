@@ -27,7 +27,7 @@ from shared.tools.addressing import Dialer
 CITY_TIME = timezone(timedelta(hours=8))
 
 
-def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_parser(commands: argparse._SubParsersAction) -> None:
     """`qiji audit` and its questions."""
     from shared.tools.cli import id_argument
 

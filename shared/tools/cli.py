@@ -540,7 +540,7 @@ def _wait_serving(address: str, proc: subprocess.Popen[bytes], tls: TlsSettings,
         stub = health_pb2_grpc.HealthStub(channel)
         while time.monotonic() < deadline and proc.poll() is None:
             try:
-                reply = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=1)
+                reply = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=1)  # type: ignore[attr-defined]  # stub lacks Check
                 if reply.status == health_pb2.HealthCheckResponse.SERVING:
                     return True
             except grpc.RpcError:

@@ -28,8 +28,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypedDict, TypeVar
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -108,11 +109,10 @@ class CallFailed(DemoFailed):
         self.code = error.code() if isinstance(error, grpc.Call) else grpc.StatusCode.UNKNOWN
         self.reason = ""
         status = rpc_status.from_call(error) if isinstance(error, grpc.Call) else None
-        for detail in status.details if status else []:
-            if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-                info = error_details_pb2.ErrorInfo()
-                detail.Unpack(info)
-                self.reason = info.reason
+        info = error_details_pb2.ErrorInfo()
+        # Unpack is False (and reads nothing) for a detail of another type.
+        if status is not None and any(detail.Unpack(info) for detail in status.details):
+            self.reason = info.reason
         details = error.details() if isinstance(error, grpc.Call) else str(error)
         reason = f" {self.reason}" if self.reason and self.reason != self.code.name else ""
         super().__init__(f"{what}: {self.code.name}{reason}: {details}")
@@ -126,6 +126,14 @@ def setup_id(*parts: str) -> str:
 
 def new_id() -> str:
     return str(uuid.uuid4())
+
+
+class MonthAsked(TypedDict):
+    """The month a figures query or export asks for."""
+
+    granularity: spb.Granularity
+    start_time: Timestamp
+    end_time: Timestamp
 
 
 def stamp(when: datetime) -> Timestamp:
@@ -160,7 +168,7 @@ class Stack:
                     self._channels[service] = self.dial(service)
                 health = health_pb2_grpc.HealthStub(self._channels[service])
                 try:
-                    reply = health.Check(health_pb2.HealthCheckRequest(service=""), timeout=2)
+                    reply = health.Check(health_pb2.HealthCheckRequest(service=""), timeout=2)  # type: ignore[attr-defined]  # stub lacks Check
                     if reply.status == health_pb2.HealthCheckResponse.SERVING:
                         del missing[service]
                     else:
@@ -331,7 +339,8 @@ class Story:
         self.figures(city)
         self.audit(perks["golden"], claim_id, riders[0], badges["golden"])
 
-    def org(self, kind: int, name: str, parent: str = "", function: int = 0) -> str:
+    def org(self, kind: ipb.OrganisationKind, name: str, parent: str = "",
+            function: ipb.DepartmentFunction = ipb.DEPARTMENT_FUNCTION_UNSPECIFIED) -> str:
         reply = self.admin("identity", "CreateOrganisation", ipb.CreateOrganisationRequest(
             request_id=setup_id("organisation", str(kind), name, parent, str(function)),
             kind=kind, name=name, parent_id=parent, department_function=function))
@@ -430,7 +439,8 @@ class Story:
             f"{r.name} ({r.platform_rider_id})" for r in riders))
         return riders
 
-    def course(self, by: Caller, track: int, title: str, hours: str, formats: list[int],
+    def course(self, by: Caller, track: tpb.Track, title: str, hours: str,
+               formats: list[tpb.CourseFormat],
                provider: str, instructor: tpb.Instructor) -> str:
         """A course its provider drafts and publishes (the university, or the platform for
         its station's morning meetings)."""
@@ -493,7 +503,7 @@ class Story:
             for rider in riders:
                 request = tpb.EnrolRiderRequest(request_id=new_id(), session_id=session_id,
                                                 rider_id=rider.rider_id)
-                self.until_known(lambda r=request: platform("training", "EnrolRider", r),
+                self.until_known(partial(platform, "training", "EnrolRider", request),
                                  f"training: enrolling {rider.name}")
                 # Attendance and results are the session's provider's to record.
                 organiser("training", "CheckInRider", tpb.CheckInRiderRequest(
@@ -503,11 +513,12 @@ class Story:
         for session_id, organiser, begins in sittings:
             time.sleep(max(0.0, (begins - datetime.now(UTC)).total_seconds()))
             for rider in riders:
-                request = tpb.RecordCompletionRequest(
+                completion = tpb.RecordCompletionRequest(
                     request_id=new_id(), session_id=session_id, rider_id=rider.rider_id,
                     result=tpb.COMPLETION_RESULT_PASSED, score=_rng.randint(85, 100))
-                done = self.until_started(lambda r=request, o=organiser: o(
-                    "training", "RecordCompletion", r), f"training: the result of {rider.name}")
+                done = self.until_started(
+                    partial(organiser, "training", "RecordCompletion", completion),
+                    f"training: the result of {rider.name}")
                 if done.pre_job_certified:
                     certified.add(rider.rider_id)
         if len(certified) != len(riders):
@@ -596,7 +607,7 @@ class Story:
                 request_id=new_id(), rider_id=rider.rider_id, community_id=c["community"],
                 activity=activity, start_time=stamp(when), hours=hours)
             shift = self.until_known(
-                lambda r=request: platform("badges", "LogVolunteerService", r),
+                partial(platform, "badges", "LogVolunteerService", request),
                 f"badges: logging {rider.name}'s volunteer service").shift
             community("badges", "ConfirmVolunteerService", bpb.ConfirmVolunteerServiceRequest(
                 request_id=new_id(), shift_id=shift.shift_id))
@@ -606,13 +617,12 @@ class Story:
                     riders[2].rider_id: "green", riders[3].rider_id: "green"}
         auditor = self.callers["auditor"]
 
-        def held(rider_id: str) -> set[str]:
-            return {a.badge_class_id for a in auditor("badges", "ListRiderAwards",
-                                                      bpb.ListRiderAwardsRequest(
-                                                          rider_id=rider_id)).awards}
+        def holds(rider_id: str, badge_class_id: str) -> bool:
+            return badge_class_id in {a.badge_class_id for a in auditor(
+                "badges", "ListRiderAwards", bpb.ListRiderAwardsRequest(rider_id=rider_id)).awards}
         for rider in riders:
             wanted = badges[expected[rider.rider_id]]
-            self.wait_for(lambda r=rider, w=wanted: w in held(r.rider_id),
+            self.wait_for(partial(holds, rider.rider_id, wanted),
                           f"badges awarding {self.names[wanted]} to {rider.name}")
         self.say("4 volunteers earn their badges (as at the opening at 荷悦体育公园): "
                  f"金蜂骑士 Golden Bee → {riders[0].name}, {riders[1].name}; "
@@ -637,7 +647,7 @@ class Story:
             request = bpb.SignUpForVolunteerActivityRequest(
                 request_id=new_id(), activity_id=activity.activity_id, rider_id=rider.rider_id)
             activity = self.until_known(
-                lambda r=request: platform("badges", "SignUpForVolunteerActivity", r),
+                partial(platform, "badges", "SignUpForVolunteerActivity", request),
                 f"badges: signing {rider.name} up for 社区助老送餐").activity
 
         def attended(rider: Rider) -> Any:
@@ -651,7 +661,7 @@ class Story:
                     return None
                 raise
         for rider in riders:
-            self.wait_for(lambda r=rider: attended(r),
+            self.wait_for(partial(attended, rider),
                           f"badges: recording {rider.name}'s attendance once 社区助老送餐 starts")
 
         def confirmed(rider: Rider) -> str:
@@ -746,7 +756,7 @@ class Story:
         for rider in riders:
             request = gpb.SignPledgeRequest(request_id=new_id(), rider_id=rider.rider_id,
                                             pledge_version=current.version)
-            self.until_known(lambda r=request: platform("governance", "SignPledge", r),
+            self.until_known(partial(platform, "governance", "SignPledge", request),
                              f"governance: {rider.name} signing the pledge")
         self.say(f"the riders read and sign the pledge to take part in grassroots governance "
                  f"(参与基层治理承诺倡议, version {current.version})")
@@ -942,7 +952,7 @@ class Story:
             request = mpb.AllocateCarePackageRequest(request_id=new_id(),
                                                      campaign_id=campaign.campaign_id,
                                                      rider_id=rider.rider_id)
-            self.until_known(lambda r=request: office("merchants", "AllocateCarePackage", r),
+            self.until_known(partial(office, "merchants", "AllocateCarePackage", request),
                              f"merchants: allocating {rider.name} a care package")
             done = office("merchants", "RecordHandOver", mpb.RecordHandOverRequest(
                 request_id=new_id(), campaign_id=campaign.campaign_id,
@@ -1051,12 +1061,12 @@ class Story:
             raise DemoFailed("merchants: a rider of another street is listed as qualifying")
         given = [riders[0], riders[2]]
         for rider in given:
-            self.wait_for(lambda r=rider: qualifies(r.rider_id),
+            self.wait_for(partial(qualifies, rider.rider_id),
                           f"merchants: {rider.name} listed for the sponsored campaign")
             request = mpb.AllocateCarePackageRequest(request_id=new_id(),
                                                      campaign_id=campaign.campaign_id,
                                                      rider_id=rider.rider_id)
-            self.until_known(lambda r=request: office("merchants", "AllocateCarePackage", r),
+            self.until_known(partial(office, "merchants", "AllocateCarePackage", request),
                              f"merchants: allocating {rider.name} a sponsored package")
 
         done = office("merchants", "GetCareCampaign", mpb.GetCareCampaignRequest(
@@ -1114,9 +1124,9 @@ class Story:
         listed = office("identity", "ListSpaceUse", ipb.ListSpaceUseRequest(
             street_id=c["street"]))
 
-        def amenity(t: Any) -> str:
+        def amenity_of(t: Any) -> str:
             return ipb.Amenity.Name(t.amenity).removeprefix("AMENITY_").lower().replace("_", " ")
-        used = ", ".join(f"{s.name} " + " / ".join(f"{amenity(t)} {t.count}" for t in s.totals)
+        used = ", ".join(f"{s.name} " + " / ".join(f"{amenity_of(t)} {t.count}" for t in s.totals)
                          for s in listed.spaces if s.total)
         self.say("荷花池街道 records today's visits at 常州市外卖人才联合服务空间 — riders rested, "
                  "charged and drank water (RecordSpaceUse, counts only: no one named); the "
@@ -1227,11 +1237,12 @@ class Story:
         now = datetime.now(UTC).astimezone(CITY_TIME)
         first = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
         following = (first + timedelta(days=32)).replace(day=1)
-        month = {"granularity": spb.GRANULARITY_MONTH, "start_time": stamp(first),
-                 "end_time": stamp(following)}
+        month = MonthAsked(granularity=spb.GRANULARITY_MONTH, start_time=stamp(first),
+                           end_time=stamp(following))
 
-        def query(caller: Caller, measure: str, dimension: int) -> dict[str, str]:
-            found, token = {}, ""
+        def query(caller: Caller, measure: str, dimension: spb.Dimension) -> dict[str, str]:
+            found: dict[str, str] = {}
+            token = ""
             while True:
                 page = caller("statistics", "QueryFigures", spb.QueryFiguresRequest(
                     measure=measure, dimension=dimension, page_token=token, **month))

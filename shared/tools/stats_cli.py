@@ -33,7 +33,7 @@ RPC_TIMEOUT = 30.0
 EXPORT_TIMEOUT = 3600.0
 
 
-def add_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_parser(commands: argparse._SubParsersAction) -> None:
     stats = commands.add_parser(
         "stats", help="the city's figures: show a table, export a file, rebuild the read model",
         description="The city's figures (qiji.statistics.v1). A caller's token: --token, "
@@ -149,12 +149,11 @@ def failed(error: grpc.RpcError, address: str) -> Exception:
     from shared.tools.cli import rpc_failed
     refused = rpc_failed(error, SERVICE, address)
     status = rpc_status.from_call(error) if isinstance(error, grpc.Call) else None
-    for detail in (status.details if status is not None else []):
-        bad = error_details_pb2.BadRequest()
-        if detail.Unpack(bad) and bad.field_violations:
-            refused.args = ("INVALID_ARGUMENT: " + "; ".join(
-                f"{_flag(v.field)}: {v.description} ({v.reason})"
-                for v in bad.field_violations),)
+    bad = error_details_pb2.BadRequest()
+    if status is not None and any(detail.Unpack(bad) and bad.field_violations
+                                  for detail in status.details):
+        refused.args = ("INVALID_ARGUMENT: " + "; ".join(
+            f"{_flag(v.field)}: {v.description} ({v.reason})" for v in bad.field_violations),)
     return refused
 
 

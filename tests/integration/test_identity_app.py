@@ -88,6 +88,24 @@ def test_a_retry_with_the_same_request_id_answers_the_same_and_stores_nothing(ap
         reopened.close()
 
 
+def test_a_retry_answers_the_same_typed_result_as_the_first_call(app, tree, store_env):
+    """The servicer renders result.id at result.version: a retry, read back from the request's
+    record (in memory or after a restart), must name the same rider at the same version."""
+    first = register(app, tree, 1, request_id="req-1")
+    assert (first.id, first.version) == (first["rider_id"], first["version"])
+    app.grant_consent(rider_id=first.id, scope=ConsentScope.NAME, recipient_id=tree["platform"])
+    again = register(app, tree, 1, request_id="req-1")
+    assert (again.id, again.version, dict(again)) == (first.id, first.version, dict(first))
+    app.close()
+    reopened = IdentityApplication(settings_for("identity", store_env), MASTER_KEY)
+    try:
+        after_restart = register(reopened, tree, 1, request_id="req-1")
+        assert (after_restart.id, after_restart.version) == (first.id, first.version)
+        assert reopened.rider(after_restart.id).version > after_restart.version
+    finally:
+        reopened.close()
+
+
 def test_a_request_id_reused_for_another_request_is_refused(app, tree):
     register(app, tree, 1, request_id="req-1")
     with pytest.raises(InvalidArgument) as error:

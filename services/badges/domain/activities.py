@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from eventsourcing.domain import Aggregate, event
 
@@ -146,6 +146,15 @@ def check_plan(v: Violations, *, title: str, description: str, kind: VolunteerAc
 
 class VolunteerActivity(Aggregate):
     """One volunteer activity of a community, its places and who signed up."""
+
+    if TYPE_CHECKING:  # the event classes @event makes (for readers' isinstance)
+        Published: ClassVar[type[Any]]
+        Revised: ClassVar[type[Any]]
+        Cancelled: ClassVar[type[Any]]
+        SignUpCancelled: ClassVar[type[Any]]
+        AttendanceRecorded: ClassVar[type[Any]]
+        SignedUp: ClassVar[type[Any]]
+        SignUpWithdrawn: ClassVar[type[Any]]
 
     @event("Published")
     def __init__(self, community_id: str, street_id: str, title: str, description: str,

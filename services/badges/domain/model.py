@@ -11,7 +11,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from eventsourcing.domain import Aggregate, event
 
@@ -28,6 +28,11 @@ MAX_REASON = 1000
 
 class VolunteerShift(Aggregate):
     """Volunteer service (爱心公益) a rider did; only confirmed hours count."""
+
+    if TYPE_CHECKING:  # the event classes @event makes (for readers' isinstance)
+        Logged: ClassVar[type[Any]]
+        Confirmed: ClassVar[type[Any]]
+        Rejected: ClassVar[type[Any]]
 
     @event("Logged")
     def __init__(self, rider_id: str, community_id: str, activity: str, started_at: datetime,
@@ -65,6 +70,12 @@ class VolunteerShift(Aggregate):
 
 class BadgeClass(Aggregate):
     """A badge such as Golden Bee Knight (金蜂骑士) or Green Bee Knight (青蜂骑士)."""
+
+    if TYPE_CHECKING:  # the event classes @event makes (for readers' isinstance)
+        Created: ClassVar[type[Any]]
+        ImageUploaded: ClassVar[type[Any]]
+        CriteriaRevised: ClassVar[type[Any]]
+        ProgressionRevised: ClassVar[type[Any]]
 
     @event("Created")
     def __init__(self, name: str, description: str, image_url: str, issuer_id: str,
@@ -117,6 +128,18 @@ class BadgeClass(Aggregate):
 
 
 class RiderRecord(FollowedRiderStatus, Aggregate):
+    if TYPE_CHECKING:  # the event classes @event makes (for readers' isinstance)
+        Opened: ClassVar[type[Any]]
+        StatusNoted: ClassVar[type[Any]]
+        ServiceCounted: ClassVar[type[Any]]
+        CompletionNoted: ClassVar[type[Any]]
+        VerifiedReportNoted: ClassVar[type[Any]]
+        VerifiedReportWithdrawn: ClassVar[type[Any]]
+        BadgeHeld: ClassVar[type[Any]]
+        BadgeReleased: ClassVar[type[Any]]
+        TitleConferred: ClassVar[type[Any]]
+        BadgeGrown: ClassVar[type[Any]]
+
     @staticmethod
     def create_id(rider_id: str, **_: Any) -> uuid.UUID:
         return uuid.uuid5(_NS, f"record\n{rider_id}")
@@ -204,6 +227,14 @@ class Award(Aggregate):
 
     Its Granted event is part of badges' published contract (services/badges/events.py): it
     carries `rider_id` and `badge_class_id`."""
+
+    if TYPE_CHECKING:  # the event classes @event makes (for readers' isinstance)
+        Granted: ClassVar[type[Any]]
+        Revoked: ClassVar[type[Any]]
+        Expired: ClassVar[type[Any]]
+        GrownInto: ClassVar[type[Any]]
+        GrewFrom: ClassVar[type[Any]]
+        Presented: ClassVar[type[Any]]
 
     @event("Granted")
     def __init__(self, rider_id: str, badge_class_id: str, criteria_version: int, kind: str,
@@ -304,6 +335,11 @@ class Reevaluation(Aggregate):
     batch; a batch saved twice is impossible (the job's version is the lock) and an award
     twice is too (the record's `held`)."""
 
+    if TYPE_CHECKING:  # the event classes @event makes (for readers' isinstance)
+        Started: ClassVar[type[Any]]
+        Progressed: ClassVar[type[Any]]
+        Finished: ClassVar[type[Any]]
+
     @staticmethod
     def create_id(badge_class_id: str, criteria_version: int, **_: Any) -> uuid.UUID:
         return uuid.uuid5(_NS, f"reevaluation\n{badge_class_id}\n{criteria_version}")
@@ -333,6 +369,9 @@ class Reevaluation(Aggregate):
 class AwardCeremony(Aggregate):
     """An award ceremony (颁奖仪式): awards handed to riders at an event, with the officials
     present, recorded by the street office (or the city admin)."""
+
+    if TYPE_CHECKING:  # the event classes @event makes (for readers' isinstance)
+        Recorded: ClassVar[type[Any]]
 
     @event("Recorded")
     def __init__(self, street_id: str, held_at: datetime, service_space_id: str, place: str,

@@ -11,7 +11,7 @@ term unless conferred again."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from eventsourcing.domain import Aggregate, event
 
@@ -24,6 +24,10 @@ class RecognitionTitle(Aggregate):
 
     `requirements`: {"criteria": Criteria.to_state() (may require nothing of its own),
     "required_badge_class_ids": [...]}; one entry per version, as badge criteria are."""
+
+    if TYPE_CHECKING:  # the event classes @event makes (for readers' isinstance)
+        Created: ClassVar[type[Any]]
+        Revised: ClassVar[type[Any]]
 
     @event("Created")
     def __init__(self, name: str, description: str, requirements: dict[str, Any],
@@ -52,6 +56,10 @@ class RecognitionTitle(Aggregate):
 
 class Recognition(Aggregate):
     """A title conferred on one rider, for a term."""
+
+    if TYPE_CHECKING:  # the event classes @event makes (for readers' isinstance)
+        Conferred: ClassVar[type[Any]]
+        Revoked: ClassVar[type[Any]]
 
     @event("Conferred")
     def __init__(self, rider_id: str, title_id: str, requirements_version: int,

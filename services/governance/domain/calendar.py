@@ -42,7 +42,8 @@ DAY = timedelta(days=1)
 
 
 class Clock(Protocol):
-    around_the_clock: bool
+    @property
+    def around_the_clock(self) -> bool: ...
 
     def add(self, start: datetime, seconds: float) -> datetime: ...
 
@@ -175,8 +176,8 @@ def stored_calendar(violations: Violations, spans: list[tuple[str, str]],
             continue
         good.append((minutes_of(start), minutes_of(end), i))
     good.sort()
-    for (_, end, _), (start, _, i) in pairwise(good):
-        if start < end:
+    for (_, previous_end, _), (next_start, _, i) in pairwise(good):
+        if next_start < previous_end:
             violations.add(f"working_hours[{i}]", "overlaps another span", SPANS_OVERLAP)
     if not weekdays:
         violations.add("working_weekdays", "name at least one working weekday",

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from eventsourcing.domain import Aggregate, event
 
@@ -51,6 +51,17 @@ _NS = uuid.UUID("0f7c1a52-3b8e-4d6a-9e21-7a4c5d2b8e10")
 
 class HelpRequest(Aggregate):
     """A rider's request for help and what each department given it did."""
+
+    if TYPE_CHECKING:  # the event classes @event makes (for readers' isinstance)
+        Requested: ClassVar[type[Any]]
+        Routed: ClassVar[type[Any]]
+        CaseworkerAssigned: ClassVar[type[Any]]
+        ContactRecorded: ClassVar[type[Any]]
+        Referred: ClassVar[type[Any]]
+        OutcomeGiven: ClassVar[type[Any]]
+        Closed: ClassVar[type[Any]]
+        Rated: ClassVar[type[Any]]
+        Escalated: ClassVar[type[Any]]
 
     @event("Requested")
     def __init__(self, rider_id: str, kind: str, home_street_id: str, sealed_text: str,
@@ -336,6 +347,10 @@ class HelpRouting(Aggregate):
     versions (SetHelpRouting); each request stores the version that routed it. Kinds the admin
     leaves out keep the defaults (values.default_help_routing); social work is always the
     floor (values.HELP_FALLBACK)."""
+
+    if TYPE_CHECKING:  # the event classes @event makes (for readers' isinstance)
+        Set: ClassVar[type[Any]]
+        Changed: ClassVar[type[Any]]
 
     ID = uuid.uuid5(_NS, "help-routing")
 

@@ -14,9 +14,9 @@ follow are listed in services/governance/events.py.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Set
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar, TypedDict
 
 from eventsourcing.domain import Aggregate, event
 from eventsourcing.utils import register_topic
@@ -71,6 +71,27 @@ _NS = uuid.UUID("5d0c1f3e-4a6b-4e0f-9b7d-2c8e1a9f6b55")
 class Report(Aggregate):
     """What a rider saw and reported (a "mobile probe", 移动探头), and what each department it
     was routed to did about it."""
+
+    if TYPE_CHECKING:  # the event classes @event makes (for readers' isinstance)
+        Submitted: ClassVar[type[Any]]
+        LinkedAsDuplicate: ClassVar[type[Any]]
+        DuplicateNoted: ClassVar[type[Any]]
+        Acknowledged: ClassVar[type[Any]]
+        WorkStarted: ClassVar[type[Any]]
+        AssignmentResolved: ClassVar[type[Any]]
+        AssignmentRejected: ClassVar[type[Any]]
+        Closed: ClassVar[type[Any]]
+        AssignmentTransferred: ClassVar[type[Any]]
+        Assigned: ClassVar[type[Any]]
+        NoteAdded: ClassVar[type[Any]]
+        Rated: ClassVar[type[Any]]
+        Reopened: ClassVar[type[Any]]
+        OutcomeUpheld: ClassVar[type[Any]]
+        Verified: ClassVar[type[Any]]
+        Escalated: ClassVar[type[Any]]
+        AtRisk: ClassVar[type[Any]]
+        ClockPaused: ClassVar[type[Any]]
+        ClockResumed: ClassVar[type[Any]]
 
     @event("Submitted")
     def __init__(self, rider_id: str, kind: str, category: str, street_id: str,
@@ -146,7 +167,7 @@ class Report(Aggregate):
             unresolved_functions=unresolved_functions, escalation_chain=escalation_chain,
             at=at, clocks=dict(clocks))
 
-    def due_times_from(self, at: datetime, clock: Clock) -> dict[str, datetime | None]:
+    def due_times_from(self, at: datetime, clock: Clock) -> ClockTimes:
         """Fresh clocks started at `at` by the policy this report was routed with (what a new
         assignment of it gets): acknowledge_due, resolve_due and their at-risk instants."""
         assert self.clocks is not None, "a report is routed before it has clocks"
@@ -277,7 +298,7 @@ class Report(Aggregate):
         self.status = ReportStatus(outcome)
         self.closed_at = at
 
-    def _require(self, department_id: str, wanted: set[AssignmentStatus], verb: str
+    def _require(self, department_id: str, wanted: Set[AssignmentStatus], verb: str
                  ) -> dict[str, Any]:
         assignment = self.assignments.get(department_id)
         if assignment is None:
@@ -615,17 +636,28 @@ def _end_pause(a: dict[str, Any], at: datetime) -> None:
         a["paused"] = None
 
 
-def clock_times(clocks: dict[str, Any], at: datetime, clock: Clock
-                ) -> dict[str, datetime | None]:
+class ClockTimes(TypedDict):
+    """When a department's two clocks fall due, and when each reaches its at-risk share."""
+
+    acknowledge_due: datetime
+    resolve_due: datetime
+    acknowledge_at_risk: datetime | None
+    resolve_at_risk: datetime | None
+
+
+def clock_times(clocks: dict[str, Any], at: datetime, clock: Clock) -> ClockTimes:
     """Due times of clocks started at `at` by the policy `clocks`, and the instants each
     reaches its at-risk share (None when the policy has none)."""
     percent = clocks.get("at_risk_percent", 0)
-    times: dict[str, datetime | None] = {}
-    for name in ("acknowledge", "resolve"):
-        times[f"{name}_due"] = clock.add(at, clocks[name])
-        times[f"{name}_at_risk"] = (clock.add(at, clocks[name] * percent // 100) if percent
-                                    else None)
-    return times
+
+    def at_risk(name: str) -> datetime | None:
+        return clock.add(at, clocks[name] * percent // 100) if percent else None
+
+    # In this order: a routed report stores them in its assignments.
+    return ClockTimes(acknowledge_due=clock.add(at, clocks["acknowledge"]),
+                      acknowledge_at_risk=at_risk("acknowledge"),
+                      resolve_due=clock.add(at, clocks["resolve"]),
+                      resolve_at_risk=at_risk("resolve"))
 
 
 def _assignment(function: str, at: datetime, acknowledge_due: datetime, resolve_due: datetime,
@@ -806,6 +838,10 @@ class CityCalendar(Aggregate):
     it; a report keeps the due times it was given, and a resumed clock counts its pause by the
     calendar as it stands at the resumption."""
 
+    if TYPE_CHECKING:  # the event classes @event makes (for readers' isinstance)
+        Set: ClassVar[type[Any]]
+        Changed: ClassVar[type[Any]]
+
     ID = uuid.uuid5(_NS, "working-calendar")
 
     @staticmethod
@@ -869,6 +905,13 @@ class MediationCase(Aggregate):
     """A dispute mediated by a street office (调处) between riders, property managers,
     merchants and customers. Parties' names are sealed, each under its own key, so that one
     person's name can be erased without touching the rest of the case."""
+
+    if TYPE_CHECKING:  # the event classes @event makes (for readers' isinstance)
+        Opened: ClassVar[type[Any]]
+        SessionHeld: ClassVar[type[Any]]
+        FollowedUp: ClassVar[type[Any]]
+        Reopened: ClassVar[type[Any]]
+        Failed: ClassVar[type[Any]]
 
     @event("Opened")
     def __init__(self, street_id: str, report_id: str, subject: str, mediator_name: str,
@@ -1002,6 +1045,10 @@ class MediationPolicy(Aggregate):
     (and after a follow-up that found it partly kept) the next follow-up is due. Data the city
     admin sets and versions; each agreement stores the due day it was given."""
 
+    if TYPE_CHECKING:  # the event classes @event makes (for readers' isinstance)
+        Set: ClassVar[type[Any]]
+        Changed: ClassVar[type[Any]]
+
     ID = uuid.uuid5(_NS, "mediation-policy")
 
     @staticmethod
@@ -1051,6 +1098,10 @@ class Pledge(_VersionedText, Aggregate):
     """The governance participation pledge (承诺倡议); each new text is a new version that
     riders sign afresh. One per Qiji installation."""
 
+    if TYPE_CHECKING:  # the event classes @event makes (for readers' isinstance)
+        Published: ClassVar[type[Any]]
+        Revised: ClassVar[type[Any]]
+
     ID = uuid.uuid5(_NS, "participation-pledge")
 
     @staticmethod
@@ -1073,6 +1124,10 @@ class CoBuildingPledge(_VersionedText, Aggregate):
     own rather than a kind inside Pledge: the participation pledge's stored events stay as they
     are, and neither series ever waits on the other's writes."""
 
+    if TYPE_CHECKING:  # the event classes @event makes (for readers' isinstance)
+        Published: ClassVar[type[Any]]
+        Revised: ClassVar[type[Any]]
+
     ID = uuid.uuid5(_NS, "co-building-pledge")
 
     @staticmethod
@@ -1092,6 +1147,11 @@ class Participant(FollowedRiderStatus, Aggregate):
     """A rider as governance knows them: eligibility learned from identity's feed (the rule
     for "active" is shared/rider_status.py's, as in every follower of identity), and the
     pledges they signed."""
+
+    if TYPE_CHECKING:  # the event classes @event makes (for readers' isinstance)
+        Noted: ClassVar[type[Any]]
+        StatusNoted: ClassVar[type[Any]]
+        PledgeSigned: ClassVar[type[Any]]
 
     @staticmethod
     def create_id(rider_id: str, **_: Any) -> uuid.UUID:
@@ -1145,6 +1205,10 @@ class Organisation(Aggregate):
     follows), and since release 0.1.0 every organisation's history is stored under identity's
     own id, where a Reference lives under a derived one: a Reference beside it would be a
     second copy of the tree, and moving it would strand the stored history."""
+
+    if TYPE_CHECKING:  # the event classes @event makes (for readers' isinstance)
+        Noted: ClassVar[type[Any]]
+        CoBuildingPledgeSigned: ClassVar[type[Any]]
 
     @staticmethod
     def create_id(upstream_id: str, **_: Any) -> uuid.UUID:

@@ -189,5 +189,5 @@ def _rated_here(report: Any, unit: Unit, every: list[tuple[str, dict[str, Any]]]
         return any(a["status"] != TRANSFERRED for _, a in counted)
     if not counted:
         return False
-    first = min(a["routed_at"] for _, a in every)
+    first: datetime = min(a["routed_at"] for _, a in every)
     return start <= first < end

@@ -206,7 +206,7 @@ _GENERAL = {"acknowledge": 4 * HOUR, "resolve": 7 * WORKING_DAY, "around_the_clo
 # Complex requests: 15 working days. A dispute is complex: both sides are heard, often in a
 # mediation (调处) whose sessions the parties' diaries set, and an agreement is followed up.
 _COMPLEX = {"acknowledge": WORKING_DAY, "resolve": 15 * WORKING_DAY, "around_the_clock": False}
-DEFAULT_CATEGORY_CLOCKS: dict[Category, dict] = {
+DEFAULT_CATEGORY_CLOCKS: dict[Category, dict[str, Any]] = {
     Category.FIRE: _RISK, Category.PUBLIC_SECURITY: _RISK, Category.PERSON_IN_NEED: _RISK,
     Category.UTILITIES: _UTILITIES,
     Category.ROAD_HAZARD: _GENERAL, Category.ENVIRONMENT: _GENERAL, Category.OTHER: _GENERAL,
@@ -288,7 +288,7 @@ def latitude_band_degrees(metres: float) -> float:
     return math.degrees(metres / EARTH_RADIUS_METRES)
 
 
-def same_incident(a: dict, b: dict) -> float | None:
+def same_incident(a: dict[str, Any], b: dict[str, Any]) -> float | None:
     """The distance in metres when reports `a` and `b` (category, latitude, longitude,
     observed_at) describe one incident; None when they do not."""
     if a["category"] != b["category"]:
@@ -323,16 +323,16 @@ MAX_OBSERVATION_AGE = timedelta(days=30)
 # Where a report goes when no rule of the city admin's table matches it (or there is no table
 # yet): the social-work department that runs the programme, and petitions, at the level
 # nearest the report's street. A rider's report is never refused for want of a rule.
-FALLBACK_RULE: dict = {"name": "fallback (no rule matched)", "kind": "", "category": "",
-                       "street_id": "", "department_functions": ["SOCIAL_WORK", "PETITIONS"],
-                       "department_ids": []}
+FALLBACK_RULE: dict[str, Any] = {
+    "name": "fallback (no rule matched)", "kind": "", "category": "", "street_id": "",
+    "department_functions": ["SOCIAL_WORK", "PETITIONS"], "department_ids": []}
 # Failing that, the department nearest the street whatever its function: every function a
 # department may have (a city whose only department is a legal-aid centre still hears a report).
-ANY_DEPARTMENT_RULE: dict = {"name": "fallback (nearest department)", "kind": "", "category": "",
-                             "street_id": "", "department_functions": [
-                                 "SOCIAL_WORK", "PETITIONS", "POLITICAL_LEGAL",
-                                 "PUBLIC_SECURITY", "LEGAL_AID", "TRADE_UNION"],
-                             "department_ids": []}
+ANY_DEPARTMENT_RULE: dict[str, Any] = {
+    "name": "fallback (nearest department)", "kind": "", "category": "", "street_id": "",
+    "department_functions": ["SOCIAL_WORK", "PETITIONS", "POLITICAL_LEGAL", "PUBLIC_SECURITY",
+                             "LEGAL_AID", "TRADE_UNION"],
+    "department_ids": []}
 
 
 # ---------------------------------------------------------------------------- help (帮扶)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from eventsourcing.domain import Aggregate, event
 
@@ -89,6 +89,9 @@ class FriendlyMarkCriteria(Aggregate):
     new version, and a mark names the version it was judged by. One per kind of area: the
     community's under the id it had before business areas existed (its versions keep their
     numbers), the business area's under an id of its own."""
+
+    if TYPE_CHECKING:  # the event classes @event makes (for readers' isinstance)
+        Revised: ClassVar[type[Any]]
 
     ID = uuid.uuid5(_NS, "friendly-mark-criteria")
 
@@ -182,6 +185,12 @@ class FriendlyMark(Aggregate):
     with a reason, applied for again. One aggregate per area, so that two applications at once
     collide and one wins, and the area's whole history is one stream."""
 
+    if TYPE_CHECKING:  # the event classes @event makes (for readers' isinstance)
+        Applied: ClassVar[type[Any]]
+        Reapplied: ClassVar[type[Any]]
+        Awarded: ClassVar[type[Any]]
+        Withdrawn: ClassVar[type[Any]]
+
     @staticmethod
     def create_id(area_id: str, **_: Any) -> uuid.UUID:
         return uuid.uuid5(_NS, f"friendly-mark\n{area_id}")
@@ -270,6 +279,10 @@ class MerchantStanding(Aggregate):
     business area (if it named one), its name and whether the street office approved it (and
     at which position of merchants' log)."""
 
+    if TYPE_CHECKING:  # the event classes @event makes (for readers' isinstance)
+        StatusNoted: ClassVar[type[Any]]
+        BusinessAreaNoted: ClassVar[type[Any]]
+
     @staticmethod
     def create_id(merchant_id: str, **_: Any) -> uuid.UUID:
         return uuid.uuid5(_NS, f"merchant-standing\n{merchant_id}")
@@ -309,6 +322,9 @@ class MerchantStanding(Aggregate):
 class CoBuildingSignature(Aggregate):
     """An organisation's signature of one version of the co-building pledge, as identity
     learns of it from governance's feed (with that event's position in governance's log)."""
+
+    if TYPE_CHECKING:  # the event classes @event makes (for readers' isinstance)
+        Noted: ClassVar[type[Any]]
 
     @staticmethod
     def create_id(organisation_id: str, version: int, **_: Any) -> uuid.UUID:

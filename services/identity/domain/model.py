@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import date, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from eventsourcing.domain import Aggregate, event
 
@@ -64,6 +64,9 @@ _PARTNER_NAMESPACE = uuid.UUID("3f9e2a7c-5d14-4b8e-a6c3-9b0d7e1f2a45")
 class Organisation(Aggregate):
     """A node of the city → district → street → community tree, or an organisation beside it:
     a department, the platform company, a delivery station, an education provider, a merchant."""
+
+    if TYPE_CHECKING:  # the event classes @event makes (for readers' isinstance)
+        Created: ClassVar[type[Any]]
 
     @event("Created")
     def __init__(self, kind: str, name: str, parent_id: str, department_function: str):
@@ -121,6 +124,10 @@ class Partner(Aggregate):
 
     Offers are [{"kind": OfferKind value, "description": str}], in the order given; a revision
     replaces category and offers, and every version stays readable."""
+
+    if TYPE_CHECKING:  # the event classes @event makes (for readers' isinstance)
+        Registered: ClassVar[type[Any]]
+        Revised: ClassVar[type[Any]]
 
     @staticmethod
     def create_id(organisation_id: str, **_: Any) -> uuid.UUID:
@@ -261,6 +268,10 @@ class SpaceUseDay(Aggregate):
     busy space's history is read a day at a time and a recording contends only with the same
     day's, never with every visit the space ever had."""
 
+    if TYPE_CHECKING:  # the event classes @event makes (for readers' isinstance)
+        Started: ClassVar[type[Any]]
+        UseRecorded: ClassVar[type[Any]]
+
     @staticmethod
     def create_id(service_space_id: str, day: str, **_: Any) -> uuid.UUID:
         # Deterministic: the first two recordings of a day collide on the same id, and the
@@ -311,6 +322,17 @@ def status_after_reinstatement(verified: bool) -> RiderStatus:
 class Rider(Aggregate):
     """A delivery rider. Name, phone and national id arrive sealed (encrypted under the rider's
     own key): the domain keeps them but never reads them."""
+
+    if TYPE_CHECKING:  # the event classes @event makes (for readers' isinstance)
+        Registered: ClassVar[type[Any]]
+        Verified: ClassVar[type[Any]]
+        Suspended: ClassVar[type[Any]]
+        Reinstated: ClassVar[type[Any]]
+        Left: ClassVar[type[Any]]
+        CareerMilestoneRecorded: ClassVar[type[Any]]
+        ConsentGranted: ClassVar[type[Any]]
+        ConsentWithdrawn: ClassVar[type[Any]]
+        PersonalDataErased: ClassVar[type[Any]]
 
     @staticmethod
     def create_id(platform_id: str, platform_rider_id: str, **_: Any) -> uuid.UUID:

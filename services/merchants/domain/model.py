@@ -11,7 +11,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from eventsourcing.domain import Aggregate, event
 
@@ -33,6 +33,15 @@ _NS = uuid.UUID("d2c7c1e4-5b1a-4c55-9a51-2f0f5d4b8e77")
 
 class Merchant(Aggregate):
     """A friendly merchant (友好商户), under the id identity gave its organisation."""
+
+    if TYPE_CHECKING:  # the event classes @event makes (for readers' isinstance)
+        Approved: ClassVar[type[Any]]
+        Rejected: ClassVar[type[Any]]
+        Suspended: ClassVar[type[Any]]
+        Reinstated: ClassVar[type[Any]]
+        AmenitiesUpdated: ClassVar[type[Any]]
+        PlaceUpdated: ClassVar[type[Any]]
+        BusinessAreaNamed: ClassVar[type[Any]]
 
     @staticmethod
     def create_id(merchant_id: str, **_: Any) -> uuid.UUID:
@@ -149,6 +158,15 @@ class Merchant(Aggregate):
 
 
 class PerkOffer(Aggregate):
+    if TYPE_CHECKING:  # the event classes @event makes (for readers' isinstance)
+        Created: ClassVar[type[Any]]
+        Published: ClassVar[type[Any]]
+        Paused: ClassVar[type[Any]]
+        Withdrawn: ClassVar[type[Any]]
+        CodeIssued: ClassVar[type[Any]]
+        CodeRedeemed: ClassVar[type[Any]]
+        QuotaReturned: ClassVar[type[Any]]
+
     @event("Created")
     def __init__(self, merchant_id: str, title: str, kind: str, percent_off: int,
                  amount_off_fen: int, free_item: str, eligibility: str, badge_class_id: str,
@@ -274,6 +292,14 @@ class Claim(Aggregate):
     """One single-use code. Its id is derived from the code's digest, so a merchant's code
     finds its claim directly; the code itself is never stored."""
 
+    if TYPE_CHECKING:  # the event classes @event makes (for readers' isinstance)
+        Issued: ClassVar[type[Any]]
+        Redeemed: ClassVar[type[Any]]
+        Reversed: ClassVar[type[Any]]
+        Lapsed: ClassVar[type[Any]]
+        Frozen: ClassVar[type[Any]]
+        Unfrozen: ClassVar[type[Any]]
+
     @staticmethod
     def create_id(code_digest: str, **_: Any) -> uuid.UUID:
         return uuid.uuid5(_NS, f"claim\n{code_digest}")
@@ -367,6 +393,14 @@ class RiderStanding(FollowedRiderStatus, Aggregate):
     """A rider as merchants knows them: eligibility from identity's feed, badges from badges'
     feed, and their open claims (frozen when they are suspended)."""
 
+    if TYPE_CHECKING:  # the event classes @event makes (for readers' isinstance)
+        Noted: ClassVar[type[Any]]
+        StatusNoted: ClassVar[type[Any]]
+        BadgeNoted: ClassVar[type[Any]]
+        BadgeForgotten: ClassVar[type[Any]]
+        ClaimOpened: ClassVar[type[Any]]
+        ClaimClosed: ClassVar[type[Any]]
+
     @staticmethod
     def create_id(rider_id: str, **_: Any) -> uuid.UUID:
         return uuid.uuid5(_NS, f"standing\n{rider_id}")
@@ -431,6 +465,10 @@ class CareEligibilityRules(Aggregate):
     campaign picks rules from it by name and keeps a copy with the version it was taken from,
     so that a later change never alters who qualifies for a campaign already launched."""
 
+    if TYPE_CHECKING:  # the event classes @event makes (for readers' isinstance)
+        Configured: ClassVar[type[Any]]
+        Changed: ClassVar[type[Any]]
+
     ID = uuid.uuid5(_NS, "care-eligibility-rules")
 
     @staticmethod
@@ -481,6 +519,11 @@ def rule_refusal(rule: dict[str, Any], street_id: str, rider: RiderFacts, at: da
 class CareCampaign(Aggregate):
     """A street office's care-package campaign (关爱礼包): a stock of packages, what each holds,
     who sponsored it with what, and the rules a rider must meet to receive one."""
+
+    if TYPE_CHECKING:  # the event classes @event makes (for readers' isinstance)
+        DonationRecorded: ClassVar[type[Any]]
+        PackageAllocated: ClassVar[type[Any]]
+        PackageHandedOver: ClassVar[type[Any]]
 
     class Launched(Aggregate.Created):
         # v2 added `contents` (items and quantities in each package), `rules` (copies of the

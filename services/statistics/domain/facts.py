@@ -131,7 +131,8 @@ class Event:
 
     @property
     def recorded_at(self) -> datetime:
-        return self.state["timestamp"]
+        recorded: datetime = self.state["timestamp"]
+        return recorded
 
 
 # A mapper: the facts one event of its topic counts as (often none).

@@ -321,7 +321,7 @@ def mediation_opened(event: Event, directory: Directory, memory: Memory) -> list
                  Where(street_id=street))]
 
 
-def _case_step(measure: str):
+def _case_step(measure: str) -> Mapper:
     def mapper(event: Event, directory: Directory, memory: Memory) -> list[Fact]:
         street = str((memory.get(_CASE, event.originator_id) or {}).get("street_id", ""))
         return [fact(measure, event, moment(event, "at"), Where(street_id=street))]

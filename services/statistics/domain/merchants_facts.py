@@ -13,6 +13,8 @@ counts 1 reversal at its own. "March as it stood on 1 April" keeps a redemption 
 
 from __future__ import annotations
 
+from typing import Any
+
 from services.merchants import events as topics
 from services.statistics.domain.facts import (
     RIDER_DIMENSIONS,
@@ -155,7 +157,7 @@ def merchant_applied(event: Event, directory: Directory, memory: Memory) -> list
     return []
 
 
-def _merchant_standing(measure: str, stock: int):
+def _merchant_standing(measure: str, stock: int) -> Mapper:
     def mapper(event: Event, directory: Directory, memory: Memory) -> list[Fact]:
         where = Where(street_id=_merchant_street(event.originator_id, directory, memory),
                       merchant_id=event.originator_id)
@@ -205,7 +207,7 @@ def claim_issued(event: Event, directory: Directory, memory: Memory) -> list[Fac
     return [fact(PERK_CLAIMS, event, moment(event, "claimed_at"), where)]
 
 
-def _claim(event: Event, memory: Memory) -> dict:
+def _claim(event: Event, memory: Memory) -> dict[str, Any]:
     return dict(memory.get(_CLAIM, event.originator_id) or {})
 
 
@@ -245,7 +247,7 @@ def _campaign_street(event: Event, memory: Memory) -> str:
     return str((memory.get(_CAMPAIGN, event.originator_id) or {}).get("street_id", ""))
 
 
-def _package(measure: str):
+def _package(measure: str) -> Mapper:
     def mapper(event: Event, directory: Directory, memory: Memory) -> list[Fact]:
         where = rider_where(directory, event.state["rider_id"],
                             street_id=_campaign_street(event, memory))

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from eventsourcing.domain import Aggregate, event
 
@@ -101,6 +101,10 @@ class GrowthPath(Aggregate):
     """A path the city configures (骑手 → 志愿者 → 站长 → 社区社工): ordered steps, each with the
     training it asks. Every revision is a new version; old versions stay readable."""
 
+    if TYPE_CHECKING:  # the event classes @event makes (for readers' isinstance)
+        Defined: ClassVar[type[Any]]
+        Revised: ClassVar[type[Any]]
+
     @event("Defined")
     def __init__(self, name: str, description: str, steps: list[dict[str, Any]]):
         self.versions: list[dict[str, Any]] = [
@@ -129,6 +133,12 @@ class GrowthPlan(Aggregate):
     A step is reached when its training is met and every step before it has been reached, so
     a plan climbs the path in order; each is stored once (StepReached), with the path version
     and the completions that met it."""
+
+    if TYPE_CHECKING:  # the event classes @event makes (for readers' isinstance)
+        Opened: ClassVar[type[Any]]
+        Revised: ClassVar[type[Any]]
+        Closed: ClassVar[type[Any]]
+        StepReached: ClassVar[type[Any]]
 
     @event("Opened")
     def __init__(self, rider_id: str, growth_path_id: str, path_version: int, goals: str,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from eventsourcing.domain import Aggregate, event
 from eventsourcing.utils import register_topic
@@ -34,6 +34,11 @@ CHECK_IN_OPENS_SECONDS = 3600
 
 
 class Course(Aggregate):
+    if TYPE_CHECKING:  # the event classes @event makes (for readers' isinstance)
+        Drafted: ClassVar[type[Any]]
+        Published: ClassVar[type[Any]]
+        Retired: ClassVar[type[Any]]
+
     @event("Drafted")
     def __init__(self, track: str, title: str, description: str, hours: Decimal,
                  formats: list[str], provider_id: str, instructor_name: str,
@@ -98,6 +103,14 @@ class Course(Aggregate):
 class TrainingSession(Aggregate):
     """One sitting of a course at a service space, with a capacity, and who teaches it when a
     station master and a teacher teach it together (站长+校长)."""
+
+    if TYPE_CHECKING:  # the event classes @event makes (for readers' isinstance)
+        RiderEnrolled: ClassVar[type[Any]]
+        EnrolmentWithdrawn: ClassVar[type[Any]]
+        EnrolmentCancelled: ClassVar[type[Any]]
+        RiderCheckedIn: ClassVar[type[Any]]
+        NoShowRecorded: ClassVar[type[Any]]
+        CompletionRecorded: ClassVar[type[Any]]
 
     class Scheduled(Aggregate.Created):
         # v2 added `pair`; a session scheduled before names nobody ({}).
@@ -247,6 +260,15 @@ class Learner(FollowedRiderStatus, Aggregate):
     """A rider as training knows them: eligibility learned from identity's feed, bookings (to
     refuse overlapping sessions), and the transcript."""
 
+    if TYPE_CHECKING:  # the event classes @event makes (for readers' isinstance)
+        Noted: ClassVar[type[Any]]
+        GrowthPlanNoted: ClassVar[type[Any]]
+        StatusNoted: ClassVar[type[Any]]
+        Booked: ClassVar[type[Any]]
+        Released: ClassVar[type[Any]]
+        CourseCompleted: ClassVar[type[Any]]
+        PreJobCertified: ClassVar[type[Any]]
+
     @staticmethod
     def create_id(rider_id: str, **_: Any) -> uuid.UUID:
         return uuid.uuid5(_NS, f"learner\n{rider_id}")
@@ -357,6 +379,10 @@ register_topic("services.training.domain.model:Learner.RiderStatusNoted", Learne
 
 class PreJobProgramme(Aggregate):
     """The configured set of pre-job courses (岗前培训); one per Qiji installation."""
+
+    if TYPE_CHECKING:  # the event classes @event makes (for readers' isinstance)
+        Configured: ClassVar[type[Any]]
+        Changed: ClassVar[type[Any]]
 
     ID = uuid.uuid5(_NS, "pre-job-programme")
 

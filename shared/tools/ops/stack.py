@@ -576,7 +576,7 @@ def ready(stack: Stack, name: str) -> bool:
         return _safe(console_ready, stack)
     with open_channel(stack.address(name), dialling_tls()) as channel:
         try:
-            reply = health_pb2_grpc.HealthStub(channel).Check(
+            reply = health_pb2_grpc.HealthStub(channel).Check(  # type: ignore[attr-defined]  # stub lacks Check
                 health_pb2.HealthCheckRequest(service=""), timeout=1)
         except grpc.RpcError:
             return False

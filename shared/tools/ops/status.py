@@ -221,14 +221,14 @@ def _service(stack: Stack, name: str, metadata: Any, conn: psycopg.Connection | 
     entry: dict[str, Any] = {"address": stack.address(name), "pid": running_pid(stack, name)}
     with open_channel(stack.address(name), dialling_tls()) as channel:
         try:
-            reply = health_pb2_grpc.HealthStub(channel).Check(
+            reply = health_pb2_grpc.HealthStub(channel).Check(  # type: ignore[attr-defined]  # stub lacks Check
                 health_pb2.HealthCheckRequest(service=""), timeout=2)
             entry["health"] = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
-            reply = health_pb2_grpc.HealthStub(channel).Check(
+            reply = health_pb2_grpc.HealthStub(channel).Check(  # type: ignore[attr-defined]  # stub lacks Check
                 health_pb2.HealthCheckRequest(service=INTEGRITY), timeout=2)
             entry["integrity"] = health_pb2.HealthCheckResponse.ServingStatus.Name(
                 reply.status)
-            followers = health_pb2_grpc.HealthStub(channel).Check(
+            followers = health_pb2_grpc.HealthStub(channel).Check(  # type: ignore[attr-defined]  # stub lacks Check
                 health_pb2.HealthCheckRequest(service=FOLLOWERS), timeout=2)
             entry["followers_health"] = health_pb2.HealthCheckResponse.ServingStatus.Name(
                 followers.status)
@@ -322,9 +322,17 @@ def seal_head(conn: psycopg.Connection, schema: str) -> tuple[int, str] | None:
     return (int(row[0]), bytes(row[1]).hex()) if row else (0, "")
 
 
+def one_row(cursor: psycopg.Cursor[Any]) -> Any:
+    """The row of a query that always answers one (an aggregate, a function's value)."""
+    row = cursor.fetchone()
+    if row is None:
+        raise RuntimeError("the query answered no row")
+    return row
+
+
 def table_exists(conn: psycopg.Connection, schema: str, table: str) -> bool:
-    return conn.execute("SELECT to_regclass(%s) IS NOT NULL",
-                        (f'"{schema}"."{table}"',)).fetchone()[0]
+    return bool(one_row(conn.execute("SELECT to_regclass(%s) IS NOT NULL",
+                                     (f'"{schema}"."{table}"',)))[0])
 
 
 def _followers(stack: Stack, name: str, positions: dict[str, int | None],

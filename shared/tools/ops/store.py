@@ -35,7 +35,7 @@ from psycopg import sql
 from shared.config import EVENT_SOURCED_SERVICES, Settings, load_settings
 from shared.tools.ops import FAILED, REFUSED, VERIFICATION_FAILED, OpsError
 from shared.tools.ops.stack import RELAY, Say, Stack, check_postgres, say
-from shared.tools.ops.status import events_table, seal_head, table_exists
+from shared.tools.ops.status import events_table, one_row, seal_head, table_exists
 
 # The figures' read model (services/statistics): its tables are made like the others', but it
 # is derived (never backed up: on a restored database it replays the logs).
@@ -133,9 +133,9 @@ def manifest_of(conn: psycopg.Connection, stack: Stack, dbname: str) -> dict[str
         entry: dict[str, Any] = {"schema": schema,
                                  "present": table_exists(conn, schema, events_table(name))}
         if entry["present"]:
-            count, last = conn.execute(sql.SQL(
+            count, last = one_row(conn.execute(sql.SQL(
                 "SELECT count(*), coalesce(max(notification_id), 0) FROM {}").format(
-                sql.Identifier(schema, events_table(name)))).fetchone()
+                sql.Identifier(schema, events_table(name)))))
             entry.update({"events": int(count), "last_notification_id": int(last)})
             head = seal_head(conn, schema)
             entry["sealed_through"], entry["head_seal"] = head if head else (None, None)
@@ -217,7 +217,7 @@ def backup(stack: Stack, out_dir: Path, out: Say = say) -> Path:
     out(f"[1/3] taking a snapshot of {stack.pg_db} and its manifest")
     with psycopg.connect(stack.conninfo()) as conn:
         conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-        snapshot = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
+        snapshot = one_row(conn.execute("SELECT pg_export_snapshot()"))[0]
         contents = manifest_of(conn, stack, stack.pg_db)
         schemas = [e["schema"] for e in (*contents["services"].values(), contents["relay"])
                    if e["present"]]
