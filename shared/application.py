@@ -110,7 +110,9 @@ class CommandResult(Mapping[str, Any]):
 
     @classmethod
     def of(cls, answer: Mapping[str, Any], id_key: str) -> CommandResult:
-        return cls(id=str(answer.get(id_key, "")) if id_key else "",
+        # A command that names its aggregate's key must answer it: a missing key is a fault
+        # in the command (KeyError, loudly), never an entry point rendering id "".
+        return cls(id=str(answer[id_key]) if id_key else "",
                    version=int(answer.get("version") or 0), answer=answer)
 
     def __getitem__(self, key: str) -> Any:
@@ -165,21 +167,21 @@ class QijiApplication(StoredApplication):
         """The aggregate, a copy of its own for a command to change; NotFound when there is
         none of that kind with that id; an id that is not a UUID at all is an invalid
         `<label>_id` argument."""
-        ident = self._aggregate_id(aggregate_id, label, field)
-        try:
-            aggregate = self.aggregates.writable(ident, version)
-        except AggregateNotFoundError:
-            raise NotFound(label, str(aggregate_id), field=field) from None
-        return self._of_kind(aggregate, kind, label, aggregate_id, field)
+        return self._read(self.aggregates.writable, aggregate_id, kind, label, version, field)
 
     def view(self, aggregate_id: uuid.UUID | str, kind: type[Aggregate], label: str,
              version: int | None = None, *, field: str = "") -> Any:
         """As get, for a query that only reads the aggregate to render it: the cached
         aggregate itself, not a deep copy of it (a copy is a quarter of a get's time in this
         process). Never for a command's decision: what it changed would be the cache."""
+        return self._read(self.aggregates.read_only, aggregate_id, kind, label, version, field)
+
+    def _read(self, read: Callable[[uuid.UUID, int | None], Aggregate],
+              aggregate_id: uuid.UUID | str, kind: type[Aggregate], label: str,
+              version: int | None, field: str) -> Any:
         ident = self._aggregate_id(aggregate_id, label, field)
         try:
-            aggregate = self.aggregates.read_only(ident, version)
+            aggregate = read(ident, version)
         except AggregateNotFoundError:
             raise NotFound(label, str(aggregate_id), field=field) from None
         return self._of_kind(aggregate, kind, label, aggregate_id, field)
