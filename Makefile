@@ -31,9 +31,9 @@ test: $(STAMP) protos $(NODE_STAMP) console-assets
 	$(PY) -m pytest tests
 
 # The working loop: unit and in-process integration tests on SQLite (no PostgreSQL, no
-# processes, no network), under a minute. Not what CI runs: `make test` is the whole suite.
+# processes, no network), on both cores: about 40 s. Not what CI runs: `make test` is the whole suite.
 test-fast: $(STAMP) protos
-	$(PY) -m pytest tests/unit tests/integration -q -m "not postgres and not e2e"
+	$(PY) -m pytest tests/unit tests/integration -q -m "not postgres and not e2e" -n 2
 
 test-unit: $(STAMP) protos
 	$(PY) -m pytest tests/unit
