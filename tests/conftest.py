@@ -154,6 +154,18 @@ def stored_state(originator_id: Any, version: int, topic: str, state: dict[str, 
                                                       qiji_transcoder().encode(state))
 
 
+def store_as_released(app: Any, originator_id: Any,
+                      events: list[tuple[str, dict[str, Any]]]) -> None:
+    """Stores `events` ((topic, state) pairs, versions from 1) straight into `app`'s log, MACed
+    as a Qiji service stores them: what an older release wrote, under its topics and in its
+    shape, for tests that the events still replay into today's classes."""
+    from eventsourcing.persistence import StoredEvent
+    app.recorder.insert_events([StoredEvent(
+        originator_id=originator_id, originator_version=version, topic=topic,
+        state=stored_state(originator_id, version, topic, state))
+        for version, (topic, state) in enumerate(events, start=1)])
+
+
 def actor(principal: str, *roles: str, organisation_id: str = "") -> Actor:
     return Actor(principal=principal, roles=frozenset(roles), organisation_id=organisation_id)
 

@@ -11,7 +11,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from eventsourcing.persistence import StoredEvent
 from eventsourcing.utils import get_topic
 
 from services.governance.application import (
@@ -44,7 +43,7 @@ from shared.errors import (
 )
 from shared.followers import Follower, LocalFeed
 from tests.city import build_city, in_application
-from tests.conftest import MASTER_KEY, actor, as_actor, settings_for, stored_state
+from tests.conftest import MASTER_KEY, actor, as_actor, settings_for, store_as_released
 
 ADMIN = actor("city", "city_admin")
 PLATFORM = actor("platform-co", "platform")
@@ -586,10 +585,7 @@ def test_a_participants_status_stored_under_its_old_topic_replays_as_status_note
               (old_topic, {"verified": True, "suspended": True, "left": False,
                            "timestamp": at})]
     governance = world["governance"]
-    governance.recorder.insert_events([StoredEvent(
-        originator_id=ident, originator_version=version, topic=topic,
-        state=stored_state(ident, version, topic, state))
-        for version, (topic, state) in enumerate(stored, start=1)])
+    store_as_released(governance, ident, stored)
     participant = governance.get(ident, Participant, "rider")
     assert (participant.version, participant.verified, participant.suspended,
             participant.is_active) == (3, True, True, False)

@@ -9,7 +9,6 @@ from datetime import UTC, datetime, timedelta
 
 import grpc
 import pytest
-from eventsourcing.persistence import StoredEvent
 from eventsourcing.utils import get_topic
 
 from services.badges import events as badge_events
@@ -36,7 +35,14 @@ from shared.errors import (
 )
 from shared.followers import Follower, LocalFeed, UpstreamEvent
 from tests.city import build_city, in_application
-from tests.conftest import MASTER_KEY, actor, as_actor, settings_for, stored_state
+from tests.conftest import (
+    MASTER_KEY,
+    actor,
+    as_actor,
+    settings_for,
+    store_as_released,
+    stored_state,
+)
 from tests.fakes import FailedCall
 
 ADMIN = actor("city", "city_admin")
@@ -715,9 +721,7 @@ def test_a_campaign_launched_before_contents_and_rules_reads_with_none(world):
              "originator_topic": get_topic(CareCampaign),
              "timestamp": "2026-01-01T00:00:00+00:00"}
     app = world["merchants"]
-    app.recorder.insert_events([StoredEvent(
-        originator_id=campaign_id, originator_version=1, topic=topic,
-        state=stored_state(campaign_id, 1, topic, state))])
+    store_as_released(app, campaign_id, [(topic, state)])
     view = app.campaign(str(campaign_id))
     assert (view.contents, view.rules, view.rules_version, view.donations) == ([], [], 0, [])
     allocate(world, str(campaign_id), new_rider(world, verify=False))

@@ -9,7 +9,6 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
-from eventsourcing.persistence import StoredEvent
 from eventsourcing.utils import get_topic
 
 from services.identity.application import IdentityApplication
@@ -28,7 +27,7 @@ from services.training.domain.values import (
 from shared.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from shared.followers import Follower, LocalFeed
 from tests.city import build_city, in_application
-from tests.conftest import MASTER_KEY, actor, as_actor, settings_for, stored_state
+from tests.conftest import MASTER_KEY, actor, as_actor, settings_for, store_as_released
 
 ADMIN = actor("city", "city_admin")
 PLATFORM = actor("platform-co", "platform")
@@ -154,10 +153,7 @@ def test_a_learners_status_stored_under_its_old_topic_replays_as_status_noted(wo
               (old_topic, {"verified": True, "suspended": False, "left": True,
                            "timestamp": at})]
     training = world["training"]
-    training.recorder.insert_events([StoredEvent(
-        originator_id=ident, originator_version=version, topic=topic,
-        state=stored_state(ident, version, topic, state))
-        for version, (topic, state) in enumerate(stored, start=1)])
+    store_as_released(training, ident, stored)
     learner = training.get(ident, Learner, "learner")
     assert (learner.version, learner.verified, learner.left, learner.is_active) == (
         3, True, True, False)
