@@ -8,7 +8,7 @@ import json
 import os
 import sys
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,13 +23,10 @@ from shared.public_feed import checkpoint_type
 from shared.tools import addressing
 from shared.tools.addressing import Dialer
 
-# A bare date or time is one in the city (China Standard Time).
-CITY_TIME = timezone(timedelta(hours=8))
-
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
     """`qiji audit` and its questions."""
-    from shared.tools.cli import id_argument
+    from shared.tools.cli import id_argument, moment
 
     audit = commands.add_parser(
         "audit", help="answer an auditor: history, as-of, verify, perk, award; keep checkpoints",
@@ -98,17 +95,6 @@ def _verifier_key(raw: str) -> CheckpointVerifier:
         return CheckpointVerifier.parse(raw)
     except BadCheckpoint as bad:
         raise argparse.ArgumentTypeError(f"{raw[:40]!r}: {bad}") from None
-
-
-def moment(raw: str) -> datetime:
-    """argparse type of a moment: ISO 8601, a bare date or time being the city's."""
-    try:
-        when = datetime.fromisoformat(raw)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{raw!r} is not a date or time in ISO 8601 (e.g. 2026-03-01 or "
-            "2026-03-01T12:00:00+08:00)") from None
-    return when if when.tzinfo is not None else when.replace(tzinfo=CITY_TIME)
 
 
 def _event_sourced_service(raw: str) -> str:

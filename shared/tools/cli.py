@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from datetime import datetime
 from pathlib import Path
 from typing import NoReturn
 
@@ -46,6 +47,7 @@ from shared.tools.processes import (
     port_free,
     process_tokens,
 )
+from shared.values import CITY_TIME
 
 # Exit codes of every subcommand.
 OK = 0
@@ -317,6 +319,18 @@ def id_argument(raw: str) -> str:
         raise argparse.ArgumentTypeError(
             f"{raw!r} is not an id (a UUID such as 0d6c2f3e-6a51-4a8e-9a0e-5b3c0f2d7e11)"
         ) from None
+
+
+def moment(raw: str) -> datetime:
+    """argparse type of a moment: ISO 8601, a bare date or time being the city's (a bare date
+    is its midnight in the city)."""
+    try:
+        when = datetime.fromisoformat(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{raw!r} is not a date or time in ISO 8601 (e.g. 2026-03-01 or "
+            "2026-03-01T12:00:00+08:00)") from None
+    return when if when.tzinfo is not None else when.replace(tzinfo=CITY_TIME)
 
 
 def _run(services: list[str], *, relay: bool = False, port_base: int | None = None) -> int:

@@ -20,7 +20,6 @@ from grpc_status import rpc_status
 
 from shared.tools import addressing
 from shared.tools.addressing import Deployment
-from shared.values import CITY_TIME
 
 SERVICE = "statistics"
 DIMENSIONS = ("city", "district", "street", "community", "station", "merchant", "platform",
@@ -34,6 +33,8 @@ EXPORT_TIMEOUT = 3600.0
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
+    from shared.tools.cli import moment  # cli imports this module: import back when called
+
     stats = commands.add_parser(
         "stats", help="the city's figures: show a table, export a file, rebuild the read model",
         description="The city's figures (qiji.statistics.v1). A caller's token: --token, "
@@ -61,13 +62,13 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
                             help="what to break the figures down by (default: city)")
         parser.add_argument("--granularity", choices=sorted(GRANULARITIES), default="month",
                             help="the periods (default: month; range: one period)")
-        parser.add_argument("--from", dest="start", required=True, type=first_moment,
+        parser.add_argument("--from", dest="start", required=True, type=moment,
                             metavar="DATE", help="the first day, e.g. 2026-03-01 (or a moment "
                             "in ISO 8601)")
         parser.add_argument("--to", dest="end", required=True, type=end_moment, metavar="DATE",
                             help="the last day included, e.g. 2026-03-31 (or, in ISO 8601, the "
                             "moment the range ends)")
-        parser.add_argument("--as-of", type=first_moment, default=None, metavar="MOMENT",
+        parser.add_argument("--as-of", type=moment, default=None, metavar="MOMENT",
                             help="the figures as they stood then (e.g. 2026-04-01: its "
                             "midnight in the city), beside today's")
         # No default to convert (argparse runs a string default through `type`).
@@ -95,21 +96,11 @@ def _organisation_id(raw: str) -> str:
     return id_argument(raw)
 
 
-def first_moment(raw: str) -> datetime:
-    """argparse type of a moment: ISO 8601, a bare date being its midnight in the city."""
-    try:
-        when = datetime.fromisoformat(raw)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{raw!r} is not a date or time in ISO 8601 (e.g. 2026-03-01 or "
-            "2026-03-01T12:00:00+08:00)") from None
-    return when if when.tzinfo is not None else when.replace(tzinfo=CITY_TIME)
-
-
 def end_moment(raw: str) -> datetime:
     """argparse type of --to: a bare date is the last day included (its range ends at the next
     midnight in the city); a moment is where the range ends."""
-    when = first_moment(raw)
+    from shared.tools.cli import moment  # cli imports this module: import back when called
+    when = moment(raw)
     return when + timedelta(days=1) if len(raw.strip()) == 10 else when
 
 
