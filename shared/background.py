@@ -7,11 +7,12 @@ what it starts and stops."""
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager, nullcontext, suppress
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 import grpc
@@ -229,14 +230,30 @@ class PeriodicJob(Generic[App]):
 
 
 def until_signalled(stopping_event: str = "service.stopping") -> threading.Event:
-    """An event that SIGTERM or SIGINT sets (saying so once in the log as `stopping_event`):
-    what a process's main thread waits on before it stops its server and background work."""
+    """An event that SIGTERM or SIGINT sets (saying so in the log as `stopping_event`, before
+    anyone waiting on it wakes): what a process's main thread waits on before it stops its
+    server and background work.
+
+    The handler itself only writes the signal's number to a pipe. A Python handler runs on
+    the main thread between two of its bytecodes: had it logged, or set the event (both take
+    a lock), while that thread held the same lock mid-line, the process would wait on itself
+    for ever and only a SIGKILL would end it. A thread of its own reads the pipe, logs and
+    sets the event, where taking a lock is only waiting."""
     stopping = threading.Event()
+    read_end, write_end = os.pipe()
+    os.set_blocking(write_end, False)
 
     def on_signal(signum: int, _frame: object) -> None:
-        log.info(stopping_event, signal=signal.Signals(signum).name)
-        stopping.set()
+        with suppress(BlockingIOError):  # a full pipe: stops are already queued
+            os.write(write_end, bytes([signum]))
 
+    def watch() -> None:
+        while signums := os.read(read_end, 64):
+            for signum in signums:
+                log.info(stopping_event, signal=signal.Signals(signum).name)
+                stopping.set()
+
+    threading.Thread(target=watch, name="signals", daemon=True).start()
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     return stopping

@@ -5,6 +5,7 @@ carries (nosniff); where it listens, and the uvicorn server that stops cleanly o
 from __future__ import annotations
 
 import signal
+import socket
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -106,9 +107,22 @@ def http_settings(settings: Settings, name: str) -> tuple[str, int, HttpsFiles]:
 class Server(uvicorn.Server):
     """uvicorn handles SIGTERM / SIGINT: it stops accepting, lets requests finish, exits."""
 
+    def __init__(self, config: uvicorn.Config):
+        super().__init__(config)
+        self._stop_signal: int | None = None
+
     def handle_exit(self, sig: int, frame: object) -> None:
-        log.info("service.stopping", signal=signal.Signals(sig).name)
+        # A signal handler, on the event loop's thread between two bytecodes: nothing here
+        # may take a lock. Logging would: had the loop been mid-line (it writes one after
+        # every request), the process would wait on itself for ever. So the stop is only
+        # noted here and said in shutdown(), on the loop.
+        self._stop_signal = sig
         super().handle_exit(sig, frame)  # type: ignore[arg-type]
         # uvicorn raises the signal again once it has stopped, which would end the process
         # "killed by SIGTERM"; a stop asked for and done is exit 0, like every Qiji process.
         self._captured_signals.clear()
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        sig = self._stop_signal
+        log.info("service.stopping", signal=signal.Signals(sig).name if sig else None)
+        await super().shutdown(sockets)

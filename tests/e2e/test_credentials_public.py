@@ -317,7 +317,7 @@ def test_the_face_reports_its_health_and_stops_cleanly_on_sigterm(
     web.start()
     assert get_json(f"{web.url}/healthz") == {"status": "ok"}
     assert get_json(f"{web.url}/readyz") == {"status": "ok"}
-    assert web.stop() == 0
+    assert web.stop() == 0, web.log_tail()
     lines = [json.loads(line) for line in web.log_tail().splitlines() if line.startswith("{")]
     events = [e["event"] for e in lines]
     assert "service.started" in events and events[-1] == "service.stopped"
