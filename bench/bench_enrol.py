@@ -2,7 +2,10 @@
 
 Each enrolment stores two events (the session's and the learner's) in one transaction, after
 reading both aggregates; riders enrol into many sessions so that, as in a city, clients spread
-over sessions, and also all into one session (the hot-spot case) to show the queueing cost."""
+over sessions, and also all into one session (the hot-spot case) to show the queueing cost.
+Beside it, in the same rounds in turn: the CRUD twin (bench/twin.py: the capacity check and the
+enrolment in one SQL statement) on as many sessions of the same capacity, called by the same
+clients, and a raw one-row INSERT."""
 
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ import threading
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
+from statistics import median
 
 import psycopg
 from psycopg_pool import ConnectionPool
@@ -22,14 +26,13 @@ from qiji.training.v1 import training_service_pb2_grpc as trpc
 
 from bench.common import (
     PG,
-    WRITE_GOAL,
     dial,
-    median_of,
-    print_table,
+    print_twin_table,
     running_services,
     scratch_database,
     throughput,
 )
+from bench.twin import alternate, dial_twin, new_ids, running_twin, seed_sessions
 from tests.city import build_city, over_stub
 
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
@@ -42,10 +45,12 @@ def main() -> None:
     with scratch_database() as db, running_services(
             ["identity", "training"], db,
             {"bench-admin": ["city_admin"], "bench-platform": ["platform"]}
-    ) as (addresses, tokens):
+    ) as (addresses, tokens), running_twin(db, tokens.tokens_file) as twin_address:
         ichan = dial(addresses["identity"])
         tchan = dial(addresses["training"])
         identity, training = irpc.IdentityServiceStub(ichan), trpc.TrainingServiceStub(tchan)
+        twin_chan = dial_twin(twin_address)
+        twin = trpc.TrainingServiceStub(twin_chan)
         admin = [("authorization", f"Bearer {tokens['bench-admin']}")]
         tree = _tree(identity, admin)
         platform = [("authorization",
@@ -73,11 +78,19 @@ def main() -> None:
 
         lock = threading.Lock()
 
-        def enrol_into(sessions: list[str]):
+        def new_twin_sessions(count: int, capacity: int) -> list[str]:
+            sessions = new_ids(count)
+            seed_sessions(db, [(s, capacity) for s in sessions])
+            return sessions
+
+        def enrol_into(sessions: list[str], target: trpc.TrainingServiceStub = training):
             def enrol(i: int) -> None:
-                with lock:
-                    rider = next(riders)
-                training.EnrolRider(tpb.EnrolRiderRequest(
+                if target is training:
+                    with lock:
+                        rider = next(riders)
+                else:  # the twin keeps no riders: any id enrols once
+                    rider = str(uuid.uuid4())
+                target.EnrolRider(tpb.EnrolRiderRequest(
                     request_id=str(uuid.uuid4()), session_id=sessions[i % len(sessions)],
                     rider_id=rider), metadata=platform, timeout=60)
             return enrol
@@ -93,21 +106,31 @@ def main() -> None:
             with pool.connection() as conn:
                 conn.execute("INSERT INTO raw_rows (payload) VALUES (%s)", (payload,))
 
+        enrol_into(new_twin_sessions(1, 500), twin)(0)  # warm the twin's connections
         rows = []
         for clients in CONCURRENCY:
-            spread = median_of(ROUNDS, lambda _r, c=clients: throughput(
-                enrol_into([new_session(500) for _ in range(50)]), PER_ROUND, c))
-            hot = median_of(ROUNDS, lambda _r, c=clients: throughput(
-                enrol_into([new_session(500)]), PER_ROUND, c))
-            raw = median_of(ROUNDS, lambda _r, c=clients: throughput(raw_insert, PER_ROUND, c))
-            rows.append((f"EnrolRider, 50 sessions, {clients} client(s)", spread, raw))
-            rows.append((f"EnrolRider, one session, {clients} client(s)", hot, raw))
+            got = alternate(ROUNDS, {
+                "spread": lambda c=clients: throughput(
+                    enrol_into([new_session(500) for _ in range(50)]), PER_ROUND, c),
+                "spread twin": lambda c=clients: throughput(
+                    enrol_into(new_twin_sessions(50, 500), twin), PER_ROUND, c),
+                "hot": lambda c=clients: throughput(
+                    enrol_into([new_session(500)]), PER_ROUND, c),
+                "hot twin": lambda c=clients: throughput(
+                    enrol_into(new_twin_sessions(1, 500), twin), PER_ROUND, c),
+                "raw": lambda c=clients: throughput(raw_insert, PER_ROUND, c)})
+            m = {k: median(v) for k, v in got.items()}
+            rows.append((f"EnrolRider, 50 sessions, {clients} client(s)", m["spread"],
+                         m["spread twin"], m["raw"]))
+            rows.append((f"EnrolRider, one session, {clients} client(s)", m["hot"],
+                         m["hot twin"], m["raw"]))
         pool.close()
         ichan.close()
         tchan.close()
-    print_table(f"training enrolment (PostgreSQL; median of {ROUNDS} rounds of {PER_ROUND}; "
-                f"raw = psycopg one-row INSERT per transaction)", rows,
-                goal=WRITE_GOAL)
+        twin_chan.close()
+    print_twin_table(f"training enrolment (PostgreSQL; median of {ROUNDS} rounds of {PER_ROUND}"
+                     f"; twin = bench/twin.py, raw = psycopg one-row INSERT per transaction)",
+                     rows)
 
 
 def _tree(stub: irpc.IdentityServiceStub, md: list[tuple[str, str]]) -> dict[str, str]:

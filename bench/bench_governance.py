@@ -1,8 +1,9 @@
 """governance over gRPC into PostgreSQL, each figure beside a raw baseline from the same run.
 
 - SubmitReport: reads the rider, the rules and the open incidents nearby (duplicate check),
-  then stores Submitted + Routed + the request record in one transaction. Raw: a one-row INSERT
-  per transaction.
+  then stores Submitted + Routed + the request record in one transaction. Beside it, in the same
+  rounds in turn: the CRUD twin (bench/twin.py: the report inserted by one SQL statement with
+  its duplicate check), called by the same clients, and a one-row INSERT per transaction.
 - ListDepartmentQueue: one page of 50 of a department's open assignments ordered by deadline,
   from the in-memory view. Raw: the same page from an indexed table (ORDER BY due LIMIT 50).
 - View rebuild (what every start and the deadline scheduler's first pass pay): governance's
@@ -14,9 +15,11 @@ import os
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from itertools import count
+from statistics import median
 
 import grpc
 import psycopg
@@ -31,10 +34,12 @@ from bench.common import (
     dial,
     median_of,
     print_table,
+    print_twin_table,
     running_services,
     scratch_database,
     throughput,
 )
+from bench.twin import alternate, dial_twin, running_twin
 from services.governance.application import GovernanceApplication
 from shared.config import load_settings
 from tests.city import build_city, over_stub
@@ -81,23 +86,30 @@ def main() -> None:
     with scratch_database() as db, running_services(
             ["identity", "governance"], db,
             {"bench-admin": ["city_admin"], "bench-platform": ["platform"]}
-    ) as (addresses, tokens):
+    ) as (addresses, tokens), running_twin(db, tokens.tokens_file) as twin_address:
         w = world(addresses, tokens)
         ichan, gchan, governance = w.ichan, w.gchan, w.governance
+        twin_chan = dial_twin(twin_address)
+        twin = grpc_gov.GovernanceServiceStub(twin_chan)
         admin, platform, tree, riders = w.admin, w.platform, w.tree, w.riders
         spot = count()
 
-        def submit(i: int) -> None:
-            request = gpb.SubmitReportRequest(
-                request_id=str(uuid.uuid4()), rider_id=riders[i % len(riders)],
-                kind=gpb.REPORT_KIND_ANOMALY_WARNING, category=gpb.CATEGORY_ROAD_HAZARD,
-                location=gpb.Location(street_id=tree["street"],
-                                      latitude=20 + next(spot) * STEP_DEGREES, longitude=120),
-                text="井盖缺失，夜间电动车易摔倒" * 4, attachment_refs=["oss://b/1.jpg"])
-            reply = governance.SubmitReport(request, metadata=platform, timeout=60)
-            assert reply.report.status == gpb.REPORT_STATUS_OPEN, "a benchmark report was linked"
+        def submit_to(target: grpc_gov.GovernanceServiceStub) -> Callable[[int], None]:
+            def submit(i: int) -> None:
+                request = gpb.SubmitReportRequest(
+                    request_id=str(uuid.uuid4()), rider_id=riders[i % len(riders)],
+                    kind=gpb.REPORT_KIND_ANOMALY_WARNING, category=gpb.CATEGORY_ROAD_HAZARD,
+                    location=gpb.Location(street_id=tree["street"],
+                                          latitude=20 + next(spot) * STEP_DEGREES,
+                                          longitude=120),
+                    text="井盖缺失，夜间电动车易摔倒" * 4, attachment_refs=["oss://b/1.jpg"])
+                reply = target.SubmitReport(request, metadata=platform, timeout=60)
+                assert reply.report.status == gpb.REPORT_STATUS_OPEN, "a report was linked"
+            return submit
 
+        submit, submit_twin = submit_to(governance), submit_to(twin)
         submit(0)  # warm: connections, caches, the follower's catch-up
+        submit_twin(0)
         with psycopg.connect(dbname=db, autocommit=True, **PG) as conn:
             conn.execute("CREATE TABLE raw_rows (id BIGSERIAL PRIMARY KEY, payload BYTEA)")
             conn.execute("CREATE TABLE raw_queue (id BIGSERIAL PRIMARY KEY, department TEXT,"
@@ -112,11 +124,15 @@ def main() -> None:
             with pool.connection() as conn:
                 conn.execute("INSERT INTO raw_rows (payload) VALUES (%s)", (payload,))
 
-        rows = []
+        twinned = []
         for clients in CONCURRENCY:
-            ours = median_of(ROUNDS, lambda _r, c=clients: throughput(submit, PER_ROUND, c))
-            raw = median_of(ROUNDS, lambda _r, c=clients: throughput(raw_insert, PER_ROUND, c))
-            rows.append((f"SubmitReport, {clients} client(s)", ours, raw))
+            got = alternate(ROUNDS, {
+                "qiji": lambda c=clients: throughput(submit, PER_ROUND, c),
+                "twin": lambda c=clients: throughput(submit_twin, PER_ROUND, c),
+                "raw": lambda c=clients: throughput(raw_insert, PER_ROUND, c)})
+            twinned.append((f"SubmitReport, {clients} client(s)",
+                            *(median(got[k]) for k in ("qiji", "twin", "raw"))))
+        rows = []
 
         total = 1 + PER_ROUND * ROUNDS * len(CONCURRENCY)
         now = datetime.now(UTC)
@@ -146,6 +162,10 @@ def main() -> None:
         pool.close()
         ichan.close()
         gchan.close()
+        twin_chan.close()
+    print_twin_table(f"governance SubmitReport (PostgreSQL; median of {ROUNDS} rounds of "
+                     f"{PER_ROUND}; twin = bench/twin.py, raw = psycopg one-row INSERT per "
+                     "transaction)", twinned)
     print_table(f"governance (PostgreSQL; median of {ROUNDS} rounds of {PER_ROUND}; "
                 "rebuild in events/s)", rows)
 

@@ -9,6 +9,10 @@ measured (a) spread over many perks of several merchants, as in a city, and (b) 
 — the hot spot of a perk everyone claims the moment it opens. Each round uses fresh perks, and
 no rider claims twice in a round, so that no figure is a per-rider limit or a quota running out.
 
+Each figure is beside the CRUD twin (bench/twin.py: the quota check and the claim in one SQL
+statement, the redemption a conditional UPDATE) on perks of the same count and quota, called by
+the same clients with the same metadata, and a raw one-row INSERT, all in the same rounds in turn.
+
 Run: `.venv/bin/python -m bench.bench_merchants` (BENCH_ROUNDS, BENCH_OPS, BENCH_CLIENTS,
 BENCH_PERKS to size it)."""
 
@@ -23,6 +27,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from statistics import median
 from typing import Any
 
 import grpc
@@ -35,14 +40,13 @@ from qiji.merchants.v1 import merchants_service_pb2_grpc as mrpc
 
 from bench.common import (
     PG,
-    WRITE_GOAL,
     dial,
-    median_of,
-    print_table,
+    print_twin_table,
     running_services,
     scratch_database,
     throughput,
 )
+from bench.twin import alternate, dial_twin, running_twin, seed_perks
 from shared.auth import add_caller, hash_token
 from tests.city import build_city, over_stub
 
@@ -67,10 +71,12 @@ def main() -> None:
             ["identity", "merchants"], db,
             {"bench-admin": ["city_admin"], "bench-platform": ["platform"],
              "bench-office": ["street_office"]}
-    ) as (addresses, tokens):
+    ) as (addresses, tokens), running_twin(db, tokens.tokens_file) as twin_address:
         ichan = dial(addresses["identity"])
         mchan = dial(addresses["merchants"])
         identity, merchants = irpc.IdentityServiceStub(ichan), mrpc.MerchantsServiceStub(mchan)
+        twin_chan = dial_twin(twin_address)
+        twin = mrpc.MerchantsServiceStub(twin_chan)
         admin = bearer(tokens["bench-admin"])
         tree = _tree(identity, admin)
         platform = bearer(tokens.act_for("bench-platform", tree["platform"]))
@@ -118,34 +124,42 @@ def main() -> None:
             with ThreadPoolExecutor(SETUP_WORKERS) as pool:
                 return list(pool.map(one, range(count)))
 
-        def claim_op(perks: list[tuple[str, int]], out: list[tuple[int, str]] | None = None
-                     ) -> Callable[[int], None]:
+        def new_twin_perks(count: int, quota: int) -> list[tuple[str, int]]:
+            """The same on the twin: rows of its perks table (not timed)."""
+            perks = [(str(uuid.uuid4()), i % len(tills)) for i in range(count)]
+            seed_perks(db, [(p, tree["merchants"][m], quota) for p, m in perks])
+            return perks
+
+        def claim_op(perks: list[tuple[str, int]], out: list[tuple[int, str]] | None = None,
+                     target: mrpc.MerchantsServiceStub = merchants) -> Callable[[int], None]:
             """Operation i claims perk i (mod the perks) for a rider no other operation of this
             batch uses; with `out`, keeps (merchant index, code) for redeeming later."""
             first = next(rider_offset) * PER_ROUND
 
             def claim(i: int) -> None:
                 perk_id, m = perks[i % len(perks)]
-                reply = merchants.ClaimPerk(mpb.ClaimPerkRequest(
+                reply = target.ClaimPerk(mpb.ClaimPerkRequest(
                     request_id=str(uuid.uuid4()), perk_id=perk_id,
                     rider_id=riders[(first + i) % len(riders)]), metadata=platform, timeout=120)
                 if out is not None:
                     out.append((m, reply.claim.code))
             return claim
 
-        def measure_claims(perk_count: int, clients: int) -> float:
-            perks = new_perks(perk_count, quota=PER_ROUND // perk_count + 1)
-            return throughput(claim_op(perks), PER_ROUND, clients)
+        def measure_claims(perk_count: int, clients: int, twinned: bool = False) -> float:
+            make, target = (new_twin_perks, twin) if twinned else (new_perks, merchants)
+            perks = make(perk_count, PER_ROUND // perk_count + 1)
+            return throughput(claim_op(perks, target=target), PER_ROUND, clients)
 
-        def measure_redemptions(perk_count: int, clients: int) -> float:
-            perks = new_perks(perk_count, quota=PER_ROUND // perk_count + 1)
+        def measure_redemptions(perk_count: int, clients: int, twinned: bool = False) -> float:
+            make, target = (new_twin_perks, twin) if twinned else (new_perks, merchants)
+            perks = make(perk_count, PER_ROUND // perk_count + 1)
             codes: list[tuple[int, str]] = []
             with ThreadPoolExecutor(SETUP_WORKERS) as pool:  # not timed: the codes to redeem
-                list(pool.map(claim_op(perks, codes), range(PER_ROUND)))
+                list(pool.map(claim_op(perks, codes, target), range(PER_ROUND)))
 
             def redeem(i: int) -> None:
                 m, code = codes[i]
-                merchants.RedeemCode(mpb.RedeemCodeRequest(
+                target.RedeemCode(mpb.RedeemCodeRequest(
                     request_id=str(uuid.uuid4()), merchant_id=tree["merchants"][m], code=code),
                     metadata=tills[m], timeout=120)
             return throughput(redeem, PER_ROUND, clients)
@@ -156,6 +170,11 @@ def main() -> None:
         merchants.RedeemCode(mpb.RedeemCodeRequest(
             request_id=str(uuid.uuid4()), merchant_id=tree["merchants"][warm[0][0]],
             code=warm[0][1]), metadata=tills[warm[0][0]])
+        twin_warm: list[tuple[int, str]] = []
+        claim_op(new_twin_perks(1, quota=1), twin_warm, twin)(0)
+        twin.RedeemCode(mpb.RedeemCodeRequest(
+            request_id=str(uuid.uuid4()), merchant_id=tree["merchants"][twin_warm[0][0]],
+            code=twin_warm[0][1]), metadata=tills[twin_warm[0][0]])
 
         with psycopg.connect(dbname=db, autocommit=True, **PG) as conn:
             conn.execute("CREATE TABLE raw_rows (id BIGSERIAL PRIMARY KEY, payload BYTEA)")
@@ -171,19 +190,27 @@ def main() -> None:
         rows = []
         for clients in CONCURRENCY:
             print(f"measuring at {clients} client(s) ...", flush=True)
-            raw = median_of(ROUNDS, lambda _r, c=clients: throughput(raw_insert, PER_ROUND, c))
-            for name, measure in (("ClaimPerk", measure_claims),
-                                  ("RedeemCode", measure_redemptions)):
-                spread = median_of(ROUNDS, lambda _r, c=clients, m=measure: m(SPREAD_PERKS, c))
-                hot = median_of(ROUNDS, lambda _r, c=clients, m=measure: m(1, c))
-                rows.append((f"{name}, {SPREAD_PERKS} perks, {clients} client(s)", spread, raw))
-                rows.append((f"{name}, one perk, {clients} client(s)", hot, raw))
+            measures: dict[str, Callable[[], float]] = {
+                "raw": lambda c=clients: throughput(raw_insert, PER_ROUND, c)}
+            figures = [(f"{name}, {label}, {clients} client(s)", name, n)
+                       for name in ("ClaimPerk", "RedeemCode")
+                       for label, n in ((f"{SPREAD_PERKS} perks", SPREAD_PERKS),
+                                        ("one perk", 1))]
+            for figure, name, n in figures:
+                measure = measure_claims if name == "ClaimPerk" else measure_redemptions
+                for twinned in (False, True):
+                    measures[f"{figure}{twinned}"] = \
+                        lambda c=clients, m=measure, n=n, t=twinned: m(n, c, t)
+            got = alternate(ROUNDS, measures)
+            rows.extend((figure, median(got[f"{figure}False"]), median(got[f"{figure}True"]),
+                         median(got["raw"])) for figure, _name, _n in figures)
         pool.close()
         ichan.close()
         mchan.close()
-    print_table(f"merchants claims and redemptions (PostgreSQL; median of {ROUNDS} rounds of "
-                f"{PER_ROUND}; raw = psycopg one-row INSERT per transaction)", rows,
-                goal=WRITE_GOAL)
+        twin_chan.close()
+    print_twin_table(f"merchants claims and redemptions (PostgreSQL; median of {ROUNDS} rounds "
+                     f"of {PER_ROUND}; twin = bench/twin.py, raw = psycopg one-row INSERT per "
+                     f"transaction)", rows)
 
 
 def _tokens_file_holding(token: str) -> Path:

@@ -149,6 +149,12 @@ def median_of(rounds: int, measure: Callable[[int], float]) -> float:
 # single-row psycopg transactions at the same concurrency (a ratio of 1).
 WRITE_GOAL = 1.0
 
+# The issue's command goal against the CRUD twin (bench/twin.py): at 8 clients, each command at
+# least half as fast as the same writes done as plain SQL by a bare grpcio service.
+TWIN_GOAL = 0.5
+TWIN_GOAL_CLIENTS = 8
+TWIN = "CRUD twin"
+
 # Units of figures where less is better (the goal is then a ceiling on qiji / baseline).
 LOWER_IS_BETTER = ("ms", "µs", "s", "MiB")
 RESULTS_ENV = "BENCH_RESULTS"
@@ -226,6 +232,43 @@ def print_figures(title: str, figures: list[Figure]) -> None:
         print(f"{f.benchmark:<44}{_number(f.qiji, f.unit):>12}{_number(f.baseline, f.unit):>12}"
               f"{f.ratio:>9.2f}   ({f.unit})")
     record(figures)
+
+
+def print_twin_table(title: str, rows: list[tuple[str, float, float, float]]) -> list[Figure]:
+    """A command's table: (figure, Qiji, CRUD twin, raw INSERT) per row, all measured in the
+    same rounds. Records two figures per row for the combined tables: Qiji beside the raw
+    INSERT (goal WRITE_GOAL) and beside the twin (goal TWIN_GOAL at 8 clients)."""
+    figures = []
+    print(f"\n{title}")
+    print(f"{'figure':<44}{'qiji':>9}{'twin':>9}{'÷twin':>7}{'raw':>9}{'÷raw':>7}")
+    for name, ours, twin, raw in rows:
+        clients = _concurrency_in(name)
+        figures.append(Figure(name, ours, raw, "ops/s", clients, goal=WRITE_GOAL))
+        figures.append(Figure(name, ours, twin, "ops/s", clients, baseline_name=TWIN,
+                              goal=TWIN_GOAL if clients == TWIN_GOAL_CLIENTS else None))
+        print(f"{name:<44}{ours:>9,.0f}{twin:>9,.0f}{ours / twin if twin else float('nan'):>7.2f}"
+              f"{raw:>9,.0f}{ours / raw if raw else float('nan'):>7.2f}   (ops/s)")
+    record(figures)
+    return figures
+
+
+def twin_table(figures: list[Figure]) -> str:
+    """Every command measured beside its CRUD twin, with the raw INSERT of the same run
+    (markdown): the issue's table."""
+    raw = {(f.benchmark, f.qiji): f for f in figures if f.baseline_name == "raw"}
+    header = ["command", "clients", "Qiji ops/s", "CRUD twin ops/s", "Qiji ÷ twin",
+              "raw INSERT ops/s", "Qiji ÷ raw", "goal ÷ twin", "met?"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for f in figures:
+        if f.baseline_name != TWIN:
+            continue
+        r = raw.get((f.benchmark, f.qiji))
+        lines.append("| " + " | ".join([
+            f.benchmark, "—" if f.concurrency is None else str(f.concurrency),
+            f"{f.qiji:,.0f}", f"{f.baseline:,.0f}", f"{f.ratio:.2f}",
+            f"{r.baseline:,.0f}" if r else "—", f"{r.ratio:.2f}" if r else "—",
+            f.goal_text, {True: "yes", False: "no", None: "—"}[f.met]]) + " |")
+    return "\n".join(lines)
 
 
 def _number(value: float, unit: str) -> str:

@@ -17,7 +17,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench.common import RESULTS_ENV, combined_table, read_recorded
+from bench.common import RESULTS_ENV, TWIN, combined_table, read_recorded, twin_table
 
 HERE = Path(__file__).resolve().parent
 
@@ -61,6 +61,9 @@ def main(argv: list[str], scripts_dir: Path = HERE) -> int:
         figures = read_recorded(results)
     print(f"\n## All figures{' (QUICK: smoke sizes, not figures to quote)' if quick else ''}\n")
     print(combined_table(figures))
+    if any(f.baseline_name == TWIN for f in figures):
+        print("\n## Commands beside their CRUD twin (bench/twin.py) and the raw INSERT\n")
+        print(twin_table(figures))
     if failed:
         print(f"\nFAILED: {', '.join(failed)}")
     return 1 if failed else 0
