@@ -142,6 +142,12 @@ class Settings:
     grpc_host: str
     grpc_port: int
     grpc_workers: int
+    # SO_REUSEPORT on the gRPC port (`GRPC_SHARE_PORT=yes`): several processes of one service
+    # serve one port, the kernel spreading connections over them. Off by default, so that a
+    # second process started by mistake on a taken port fails to bind rather than silently
+    # taking half the callers. Only on PostgreSQL: the processes share one store, and the
+    # followers and periodic jobs already lead one process at a time (shared/leadership.py).
+    grpc_share_port: bool
     # The HTTP port of /metrics (0: none).
     metrics_port: int
     postgres_dbname: str
@@ -404,13 +410,14 @@ def load_settings(service: str, env: Mapping[str, str] | None = None) -> Setting
         return read_setting(env, service, name, parse, default)
 
     data_dir = read("DATA_DIR", path, str(DEFAULT_DATA_DIR)).resolve()
-    return Settings(
+    settings = Settings(
         service=service,
         persistence=read("PERSISTENCE", one_of(*PERSISTENCE_CHOICES), "sqlite"),
         data_dir=data_dir,
         grpc_host=read("GRPC_HOST", text, "127.0.0.1"),
         grpc_port=read("GRPC_PORT", PORT, str(DEFAULT_PORTS.get(service, 0))),
         grpc_workers=read("GRPC_WORKERS", POSITIVE, "32"),
+        grpc_share_port=read("GRPC_SHARE_PORT", one_of("yes", "no"), "no") == "yes",
         metrics_port=read("METRICS_PORT", PORT, "0"),
         postgres_dbname=read("POSTGRES_DBNAME", text, "qiji"),
         postgres_host=read("POSTGRES_HOST", text, "127.0.0.1"),
@@ -440,6 +447,12 @@ def load_settings(service: str, env: Mapping[str, str] | None = None) -> Setting
                         else s.default)
              for name, s in OWN_SETTINGS.get(service, {}).items()},
     )
+    if settings.grpc_share_port and settings.persistence != "postgres":
+        key, _ = _lookup_with_key(env, service, "GRPC_SHARE_PORT", "")
+        raise ConfigError(f"{key}: processes sharing a port share one store, which needs "
+                          "QIJI_PERSISTENCE=postgres (the embedded SQLite default is one "
+                          "process's)")
+    return settings
 
 
 def load_tls_settings(service: str, env: Mapping[str, str]) -> TlsSettings:

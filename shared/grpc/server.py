@@ -128,8 +128,9 @@ def build_server(spec: ServiceSpec, settings: Settings, *, app: QijiApplication 
         futures.ThreadPoolExecutor(max_workers=settings.grpc_workers,
                                    thread_name_prefix=f"{spec.name}-rpc"),
         interceptors=[guard],
-        # grpcio sets SO_REUSEPORT by default: two servers could silently share a port.
-        options=[("grpc.so_reuseport", 0)],
+        # grpcio sets SO_REUSEPORT by default: two servers could silently share a port. Only
+        # GRPC_SHARE_PORT=yes asks for it, to run several processes of a service on one port.
+        options=[("grpc.so_reuseport", 1 if settings.grpc_share_port else 0)],
     )
     stopping = threading.Event()
     names = spec.add_servicers(server, app)

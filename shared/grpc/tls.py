@@ -128,6 +128,7 @@ def add_port(server: grpc.Server, settings: Settings) -> int:
     if port == 0:
         raise OSError(f"could not bind {address}")
     log.info("grpc.port", address=address, tls=settings.tls.serves_tls,
+             shared=settings.grpc_share_port,
              client_certificates="required" if settings.tls.requires_client_certificates
              else "none")
     return port

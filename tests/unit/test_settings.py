@@ -56,6 +56,7 @@ def test_no_secret_shows_in_the_settings_repr(service: str) -> None:
     ("QIJI_METRICS_PORT", "9x", "QIJI_METRICS_PORT: must be an integer"),
     ("QIJI_PERSISTENCE", "mysql", "QIJI_PERSISTENCE: must be one of sqlite, postgres"),
     ("QIJI_LOG_FORMAT", "jsno", "QIJI_LOG_FORMAT: must be one of json, console"),
+    ("IDENTITY_GRPC_SHARE_PORT", "true", "IDENTITY_GRPC_SHARE_PORT: must be one of yes, no"),
     ("IDENTITY_TRAINING_ADDRESS", "training", "IDENTITY_TRAINING_ADDRESS: must be HOST:PORT"),
     ("IDENTITY_TRAINING_ADDRESS", "training:0", "must be HOST:PORT with a port from 1"),
 ])
@@ -200,3 +201,16 @@ def test_the_readme_table_names_every_setting_the_code_reads() -> None:
     # Each service's own settings are there, under its own prefix or the common one.
     assert not [f"{s.upper()}_{n}" for s, own in OWN_SETTINGS.items() for n in own
                 if not {f"{s.upper()}_{n}", f"QIJI_{n}"} & table]
+
+
+def test_sharing_a_port_is_asked_for_and_only_on_postgresql() -> None:
+    assert load_settings("identity", {}).grpc_share_port is False
+    on_postgres = {"QIJI_PERSISTENCE": "postgres"}
+    assert load_settings("identity", {**on_postgres, "IDENTITY_GRPC_SHARE_PORT": "yes"}
+                         ).grpc_share_port is True
+    assert load_settings("training", {**on_postgres, "IDENTITY_GRPC_SHARE_PORT": "yes"}
+                         ).grpc_share_port is False
+    # Processes sharing a port share one store: the embedded SQLite file is one process's.
+    with pytest.raises(ConfigError, match=re.escape(
+            "QIJI_GRPC_SHARE_PORT: processes sharing a port share one store")):
+        load_settings("identity", {"QIJI_GRPC_SHARE_PORT": "yes"})
