@@ -73,10 +73,12 @@ class Callers(dict[str, str]):
 
 
 @contextmanager
-def running_services(services: list[str], dbname: str, roles: dict[str, list[str]]
-                     ) -> Iterator[tuple[dict[str, str], dict[str, str]]]:
+def running_services(services: list[str], dbname: str, roles: dict[str, list[str]],
+                     processes: int = 1) -> Iterator[tuple[dict[str, str], Callers]]:
     """Starts `python -m services.<name>` for each service, on PostgreSQL, wired to each other
-    as in production; yields their addresses and a token per principal named in `roles`."""
+    as in production; yields their addresses and a token per principal named in `roles`.
+    `processes` > 1: that many processes of each service share its port
+    (QIJI_GRPC_SHARE_PORT=yes), each with a /metrics port of its own."""
     workdir = Path(tempfile.mkdtemp(prefix="qiji-bench-"))
     tokens_file = workdir / "tokens.json"
     tokens = Callers(tokens_file, roles)
@@ -89,6 +91,8 @@ def running_services(services: list[str], dbname: str, roles: dict[str, list[str
            "QIJI_AUDIT_SIGNING_KEY": base64.b64encode(os.urandom(32)).decode(),
            "QIJI_SERVICE_TOKEN": service_token,
            "PYTHONPATH": f"{ROOT}:{ROOT / 'build' / 'gen'}"}
+    if processes > 1:
+        env["QIJI_GRPC_SHARE_PORT"] = "yes"
     for name, port in ports.items():
         env[f"{name.upper()}_GRPC_PORT"] = str(port)
         for other in services:
@@ -98,9 +102,17 @@ def running_services(services: list[str], dbname: str, roles: dict[str, list[str
     addresses = {name: f"127.0.0.1:{port}" for name, port in ports.items()}
     try:
         for name in services:
-            procs.append(subprocess.Popen(
-                [sys.executable, "-m", f"services.{name}"], env=env, stderr=log, cwd=ROOT))
-            wait_serving(addresses[name])
+            for replica in range(processes):
+                # Each process's own /metrics, to know when it serves: with a shared port, the
+                # health check may be answered by a process already up.
+                metrics_port = free_port() if processes > 1 else 0
+                procs.append(subprocess.Popen(
+                    [sys.executable, "-m", f"services.{name}"], cwd=ROOT, stderr=log,
+                    env={**env, f"{name.upper()}_METRICS_PORT": str(metrics_port)}))
+                if replica == 0:
+                    wait_serving(addresses[name])
+                if metrics_port:
+                    wait_metrics(metrics_port)
         yield addresses, tokens
     finally:
         for proc in procs:
@@ -127,6 +139,18 @@ def wait_serving(address: str, timeout: float = 30) -> None:
             except grpc.RpcError:
                 time.sleep(0.2)
     raise RuntimeError(f"{address} did not become SERVING")
+
+
+def wait_metrics(port: int, timeout: float = 30) -> None:
+    """Until a process's /metrics answers (it serves metrics just before it serves calls)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError(f"no process serves /metrics on {port}")
 
 
 def throughput(op: Callable[[int], None], total: int, clients: int) -> float:

@@ -58,3 +58,25 @@ def test_quick_mode_sizes_every_script_small_unless_told_otherwise(tmp_path, cap
         "import os; print('sizes', os.environ['BENCH_OPS'], os.environ['BENCH_AUDIT_EVENTS'])\n")
     assert run_all.main(["--quick"], scripts_dir=tmp_path) == 0
     assert "sizes 7 20000" in capfd.readouterr().out
+
+
+def test_run_all_prints_every_command_beside_its_crud_twin(tmp_path: Path, capfd, monkeypatch):
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    (tmp_path / "bench_cmd.py").write_text(textwrap.dedent("""
+        from bench.common import print_twin_table
+        print_twin_table("commands", [("ClaimPerk, 1 client(s)", 300.0, 900.0, 4000.0),
+                                      ("ClaimPerk, 8 client(s)", 500.0, 1000.0, 6000.0)])
+    """))
+    assert run_all.main(["--quick"], scripts_dir=tmp_path) == 0
+    out = capfd.readouterr().out
+    table = out[out.index("## Commands beside their CRUD twin"):]
+    # Qiji, twin, Qiji ÷ twin, raw, Qiji ÷ raw; the goal of half the twin at 8 clients.
+    assert "| ClaimPerk, 1 client(s) | 1 | 300 | 900 | 0.33 | 4,000 | 0.07 | — | — |" in table
+    assert "| ClaimPerk, 8 client(s) | 8 | 500 | 1,000 | 0.50 | 6,000 | 0.08 | ≥ 0.5 | yes |" \
+        in table
+    # Both baselines reach the combined table too.
+    combined = out[out.index("## All figures"):]
+    assert "| ClaimPerk, 8 client(s) | 8 | 500 ops/s | 6,000 ops/s (raw) | 0.08 | ≥ 1 | no |" \
+        in combined
+    assert ("| ClaimPerk, 8 client(s) | 8 | 500 ops/s | 1,000 ops/s (CRUD twin) | 0.50 | ≥ 0.5 "
+            "| yes |") in combined
