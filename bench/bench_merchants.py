@@ -44,6 +44,7 @@ from bench.common import (
     print_twin_table,
     running_services,
     scratch_database,
+    store_size,
     throughput,
 )
 from bench.twin import alternate, dial_twin, running_twin, seed_perks
@@ -208,9 +209,12 @@ def main() -> None:
         ichan.close()
         mchan.close()
         twin_chan.close()
+        stored, events = store_size(db, "merchants")
     print_twin_table(f"merchants claims and redemptions (PostgreSQL; median of {ROUNDS} rounds "
                      f"of {PER_ROUND}; twin = bench/twin.py, raw = psycopg one-row INSERT per "
                      f"transaction)", rows)
+    print(f"\nmerchants' schema after the run: {stored:,} B (every table, index and TOAST) for "
+          f"{events:,} events, {stored / max(1, events):,.0f} B per stored event")
 
 
 def _tokens_file_holding(token: str) -> Path:

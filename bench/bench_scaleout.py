@@ -23,17 +23,16 @@ from contextlib import contextmanager
 from statistics import median
 
 import grpc
-import psycopg
 from qiji.identity.v1 import identity_service_pb2 as pb
 from qiji.identity.v1 import identity_service_pb2_grpc as rpc
 
 from bench.common import (
-    PG,
     Figure,
     dial,
     print_figures,
     running_services,
     scratch_database,
+    store_size,
     throughput,
 )
 from bench.twin import running_twin
@@ -112,25 +111,6 @@ def one_round(processes: int | None) -> tuple[float, tuple[float, float] | None]
         bytes_after, events_after = store_size(db, "identity")
         return rate, ((bytes_after - bytes_before) / PER_ROUND,
                       (events_after - events_before) / PER_ROUND)
-
-
-def store_size(db: str, schema: str) -> tuple[int, int]:
-    """(bytes of every relation of the service's schema: tables, indexes, TOAST; events in its
-    events table, the one with a notification id and a state)."""
-    with psycopg.connect(dbname=db, autocommit=True, **PG) as conn:
-        total = conn.execute(
-            "SELECT sum(pg_total_relation_size(c.oid)) FROM pg_class c JOIN pg_namespace n"
-            " ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relkind = 'r'",
-            (schema,)).fetchone()
-        events_table = conn.execute(
-            "SELECT table_name FROM information_schema.columns WHERE table_schema = %s"
-            " AND column_name IN ('notification_id', 'state') GROUP BY table_name"
-            " HAVING count(*) = 2", (schema,)).fetchone()
-        assert total is not None and events_table is not None
-        count = conn.execute(
-            f'SELECT count(*) FROM "{schema}"."{events_table[0]}"').fetchone()
-        assert count is not None
-        return int(total[0]), int(count[0])
 
 
 def main() -> list[Figure]:

@@ -141,6 +141,25 @@ def wait_serving(address: str, timeout: float = 30) -> None:
     raise RuntimeError(f"{address} did not become SERVING")
 
 
+def store_size(db: str, schema: str) -> tuple[int, int]:
+    """(bytes of every relation of the service's schema: tables, indexes, TOAST; events in its
+    events table, the one with a notification id and a state)."""
+    with psycopg.connect(dbname=db, autocommit=True, **PG) as conn:
+        total = conn.execute(
+            "SELECT sum(pg_total_relation_size(c.oid)) FROM pg_class c JOIN pg_namespace n"
+            " ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relkind = 'r'",
+            (schema,)).fetchone()
+        events_table = conn.execute(
+            "SELECT table_name FROM information_schema.columns WHERE table_schema = %s"
+            " AND column_name IN ('notification_id', 'state') GROUP BY table_name"
+            " HAVING count(*) = 2", (schema,)).fetchone()
+        assert total is not None and events_table is not None
+        count = conn.execute(
+            f'SELECT count(*) FROM "{schema}"."{events_table[0]}"').fetchone()
+        assert count is not None
+        return int(total[0]), int(count[0])
+
+
 def wait_metrics(port: int, timeout: float = 30) -> None:
     """Until a process's /metrics answers (it serves metrics just before it serves calls)."""
     deadline = time.monotonic() + timeout
