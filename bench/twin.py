@@ -14,7 +14,7 @@ as the INSERT, so no two calls take the last place; idempotency by a unique requ
 | ClaimPerk     | UPDATE perk SET issued+1 WHERE issued < quota, then INSERT claim          |
 | RedeemCode    | UPDATE claim SET redeemed WHERE issued and the merchant's, UPDATE perk    |
 | EnrolRider    | UPDATE session SET taken+1 WHERE taken < capacity, then INSERT enrolment  |
-| SubmitReport  | INSERT report, status linked if an open one of its kind is within 200 m   |
+| SubmitReport  | INSERT report, a duplicate if an open one of its kind is within 200 m     |
 
 Each stored row carries a payload of about the size Qiji stores for that entity's event (the
 bench scripts' ROW_BYTES), so the database writes as many bytes as a CRUD row would hold.
@@ -23,7 +23,8 @@ service authenticates too), with the same metadata the Qiji calls carry.
 
 Started by a bench script with `running_twin(dbname, tokens_file)`; perks and sessions (made
 through other RPCs on the Qiji side) are seeded with `seed_perks` / `seed_sessions`.
-`python -m bench.twin PORT DBNAME TOKENS_FILE` serves it."""
+`BENCH_TWIN_DATABASE=<dbname or conninfo> python -m bench.twin PORT TOKENS_FILE` serves it;
+tests/integration/test_crud_twin.py holds it to what a CRUD service must do right."""
 
 from __future__ import annotations
 
@@ -63,6 +64,7 @@ POOL_MIN, POOL_MAX = 4, 12
 # About what Qiji stores per entity's event (the bench scripts' ROW_BYTES).
 RIDER_BYTES, CLAIM_BYTES, ENROLMENT_BYTES, REPORT_BYTES = 1200, 900, 900, 1500
 DUPLICATE_DEGREES = 200 / 111_195  # governance's duplicate window, 200 m
+TWIN_DATABASE = "BENCH_TWIN_DATABASE"
 
 SCHEMA = """
 CREATE SCHEMA IF NOT EXISTS twin;
@@ -185,18 +187,18 @@ class MerchantsTwin(grpc_merchants.MerchantsServiceServicer):
                 " RETURNING claim_id, merchant_id, (SELECT remaining FROM p), code",
                 (request.perk_id, uuid.uuid4(), request.request_id, request.rider_id, code,
                  self.payload))
-        except errors.UniqueViolation as error:
-            # The whole statement was rolled back (the quota too): a retry answers the first
-            # answer; a second claim of the day is refused.
+        except errors.UniqueViolation:
+            row = None  # the whole statement was rolled back, the quota's place too
+        if row is None:
+            # A retry answers the first answer (even once the quota is gone); else the rider's
+            # claim of the day was made, or the quota is gone.
             row = self.twin.run(
                 "SELECT c.claim_id, c.merchant_id, p.quota - p.issued, c.code FROM twin.claims c"
                 " JOIN twin.perks p USING (perk_id) WHERE c.request_id = %s",
                 (request.request_id,))
             if row is None:
                 return _abort(context, grpc.StatusCode.FAILED_PRECONDITION,
-                              f"per-rider limit reached ({error.diag.constraint_name})")
-        if row is None:
-            return _abort(context, grpc.StatusCode.FAILED_PRECONDITION, "quota exhausted")
+                              "quota exhausted or per-rider limit reached")
         return mpb.ClaimPerkResponse(claim=mpb.Claim(
             claim_id=str(row[0]), perk_id=request.perk_id, merchant_id=row[1],
             rider_id=request.rider_id, code=row[3], status=mpb.CLAIM_STATUS_ISSUED, version=1),
@@ -245,13 +247,15 @@ class TrainingTwin(grpc_training.TrainingServiceServicer):
                 (request.session_id, request_id, request.session_id, request.rider_id,
                  self.payload))
         except errors.UniqueViolation:
+            row = None  # the whole statement was rolled back, the place too
+        if row is None:
+            # A retry answers the first answer (even once the session is full).
             row = self.twin.run(
                 "SELECT s.capacity, s.taken FROM twin.enrolments e JOIN twin.sessions s"
                 " USING (session_id) WHERE e.request_id = %s", (request_id,))
             if row is None:
-                return _abort(context, grpc.StatusCode.ALREADY_EXISTS, "already enrolled")
-        if row is None:
-            return _abort(context, grpc.StatusCode.FAILED_PRECONDITION, "session is full")
+                return _abort(context, grpc.StatusCode.FAILED_PRECONDITION,
+                              "session is full, or the rider is enrolled already")
         return tpb.EnrolRiderResponse(session=tpb.Session(
             session_id=request.session_id, capacity=row[0], places_taken=row[1],
             enrolments=[tpb.Enrolment(rider_id=request.rider_id,
@@ -268,14 +272,14 @@ class GovernanceTwin(grpc_gov.GovernanceServiceServicer):
         self.twin.authenticate(context)
         where = request.location
         d = DUPLICATE_DEGREES
-        # Linked (status 3) when an open report of its category is within the window, as
+        # A duplicate (status 2) when an open report of its category is within the window, as
         # governance's duplicate check; the index holds open reports only.
         row = self.twin.run(
             "INSERT INTO twin.reports (report_id, request_id, rider_id, kind, category,"
             " street_id, latitude, longitude, status, payload)"
             " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, CASE WHEN EXISTS (SELECT 1 FROM"
             "  twin.reports WHERE status = 1 AND category = %s AND latitude BETWEEN %s AND %s"
-            "  AND longitude BETWEEN %s AND %s) THEN 3 ELSE 1 END, %s)"
+            "  AND longitude BETWEEN %s AND %s) THEN 2 ELSE 1 END, %s)"
             " ON CONFLICT (request_id) DO NOTHING RETURNING report_id, status",
             (uuid.uuid4(), request.request_id, request.rider_id, request.kind, request.category,
              where.street_id, where.latitude, where.longitude, request.category,
@@ -291,14 +295,18 @@ class GovernanceTwin(grpc_gov.GovernanceServiceServicer):
             attachment_refs=request.attachment_refs, status=row[1], version=1))
 
 
-def conninfo(dbname: str) -> str:
-    return psycopg.conninfo.make_conninfo(dbname=dbname, **PG)
+def conninfo(database: str) -> str:
+    """`database`: a database name on the bench's server (bench/common.py PG), or a whole
+    conninfo ("dbname=... host=...", as the tests pass theirs)."""
+    if "=" in database:
+        return database
+    return psycopg.conninfo.make_conninfo(dbname=database, **PG)
 
 
-def serve(port: int, dbname: str, tokens_file: Path) -> None:
-    with psycopg.connect(conninfo(dbname), autocommit=True) as conn:
+def serve(port: int, database: str, tokens_file: Path) -> None:
+    with psycopg.connect(conninfo(database), autocommit=True) as conn:
         conn.execute(SCHEMA)
-    pool = ConnectionPool(conninfo(dbname), min_size=POOL_MIN, max_size=POOL_MAX,
+    pool = ConnectionPool(conninfo(database), min_size=POOL_MIN, max_size=POOL_MAX,
                           kwargs={"autocommit": True}, open=True)
     twin = _Twin(pool, tokens_file)
     # As Qiji's build_server: a grpcio thread-pool server, SO_REUSEPORT off.
@@ -314,14 +322,15 @@ def serve(port: int, dbname: str, tokens_file: Path) -> None:
 
 
 @contextmanager
-def running_twin(dbname: str, tokens_file: Path) -> Iterator[str]:
+def running_twin(database: str, tokens_file: Path) -> Iterator[str]:
     """The twin in a process of its own, on the run's database (its own schema, `twin`);
     yields its address once it serves."""
     port = free_port()
     build = ROOT / "build" / "gen"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "bench.twin", str(port), dbname, str(tokens_file)], cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": f"{ROOT}:{build}"})
+        [sys.executable, "-m", "bench.twin", str(port), str(tokens_file)], cwd=ROOT,
+        # The database in the environment, not the command line: a conninfo may hold a password.
+        env={**os.environ, "PYTHONPATH": f"{ROOT}:{build}", TWIN_DATABASE: database})
     address = f"127.0.0.1:{port}"
     try:
         with grpc.insecure_channel(address) as channel:
@@ -338,20 +347,20 @@ def dial_twin(address: str) -> grpc.Channel:
     return open_channel(address, None)
 
 
-def seed(dbname: str, sql: str, rows: list[tuple[Any, ...]]) -> None:
-    with psycopg.connect(conninfo(dbname), autocommit=True) as conn, conn.cursor() as cur:
+def seed(database: str, sql: str, rows: list[tuple[Any, ...]]) -> None:
+    with psycopg.connect(conninfo(database), autocommit=True) as conn, conn.cursor() as cur:
         cur.executemany(sql, rows)
 
 
-def seed_perks(dbname: str, perks: list[tuple[str, str, int]]) -> None:
+def seed_perks(database: str, perks: list[tuple[str, str, int]]) -> None:
     """Published perks (perk id, merchant id, quota): what CreatePerkOffer and
     PublishPerkOffer make on the Qiji side, not timed."""
-    seed(dbname, "INSERT INTO twin.perks (perk_id, merchant_id, quota) VALUES (%s, %s, %s)",
+    seed(database, "INSERT INTO twin.perks (perk_id, merchant_id, quota) VALUES (%s, %s, %s)",
          perks)
 
 
-def seed_sessions(dbname: str, sessions: list[tuple[str, int]]) -> None:
-    seed(dbname, "INSERT INTO twin.sessions (session_id, capacity) VALUES (%s, %s)", sessions)
+def seed_sessions(database: str, sessions: list[tuple[str, int]]) -> None:
+    seed(database, "INSERT INTO twin.sessions (session_id, capacity) VALUES (%s, %s)", sessions)
 
 
 def new_ids(count: int) -> list[str]:
@@ -369,4 +378,4 @@ def alternate(rounds: int, measures: dict[str, Callable[[], float]]) -> dict[str
 
 
 if __name__ == "__main__":
-    serve(int(sys.argv[1]), sys.argv[2], Path(sys.argv[3]))
+    serve(int(sys.argv[1]), os.environ[TWIN_DATABASE], Path(sys.argv[2]))
