@@ -142,8 +142,9 @@ class Settings:
     grpc_host: str
     grpc_port: int
     grpc_workers: int
-    # SO_REUSEPORT on the gRPC port (`GRPC_SHARE_PORT=yes`): several processes of one service
-    # serve one port, the kernel spreading connections over them. Off by default, so that a
+    # SO_REUSEPORT on the gRPC port (`GRPC_SHARE_PORT=yes`): several processes of one of the
+    # five services serve one port, the kernel spreading connections over them (build_server;
+    # the gateway and the figures keep their ports their own). Off by default, so that a
     # second process started by mistake on a taken port fails to bind rather than silently
     # taking half the callers. Only on PostgreSQL: the processes share one store, and the
     # followers and periodic jobs already lead one process at a time (shared/leadership.py).
