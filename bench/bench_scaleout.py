@@ -134,6 +134,9 @@ def main() -> list[Figure]:
     print_figures(f"scale-out on one machine ({os.cpu_count()} cores; median of {ROUNDS} rounds "
                   f"of {PER_ROUND}, each process started afresh; baseline = CRUD twin, or one "
                   f"process)", figures)
+    print("\nevery round (ops/s): " + "; ".join(
+        f"{'twin' if p is None else f'{p} process(es)'} "
+        f"{', '.join(f'{r:,.0f}' for r in rs)}" for p, rs in rates.items()))
     per_command = median(b for b, _ in sizes)
     events = median(e for _, e in sizes)
     print(f"\nwhat one RegisterRider adds to identity's schema (every table, index and TOAST, "
