@@ -62,6 +62,10 @@ class Callers(dict[str, str]):
         super().__init__()
         self.tokens_file = tokens_file
         self.roles = roles
+        # The run's master key, which the services MAC and seal with: an application a bench
+        # opens in its own process on their store needs it, or every reader stops at the
+        # first event (its MAC does not match).
+        self.master_key = os.urandom(32)
         for principal, granted in roles.items():
             if not set(granted) & ORGANISATION_ROLES:
                 self[principal] = add_caller(tokens_file, principal, granted)
@@ -87,7 +91,7 @@ def running_services(services: list[str], dbname: str, roles: dict[str, list[str
     env = {**os.environ, "QIJI_PERSISTENCE": "postgres", "QIJI_POSTGRES_DBNAME": dbname,
            "QIJI_POSTGRES_HOST": PG["host"], "QIJI_DATA_DIR": str(workdir),
            "QIJI_TOKENS_FILE": str(tokens_file), "QIJI_LOG_FORMAT": "json",
-           "QIJI_MASTER_KEY": base64.b64encode(os.urandom(32)).decode(),
+           "QIJI_MASTER_KEY": base64.b64encode(tokens.master_key).decode(),
            "QIJI_AUDIT_SIGNING_KEY": base64.b64encode(os.urandom(32)).decode(),
            "QIJI_SERVICE_TOKEN": service_token,
            "PYTHONPATH": f"{ROOT}:{ROOT / 'build' / 'gen'}"}
