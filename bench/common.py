@@ -73,7 +73,8 @@ class Callers(dict[str, str]):
 
 
 @contextmanager
-def running_services(services: list[str], dbname: str, roles: dict[str, list[str]]
+def running_services(services: list[str], dbname: str, roles: dict[str, list[str]],
+                     extra_env: dict[str, str] | None = None
                      ) -> Iterator[tuple[dict[str, str], dict[str, str]]]:
     """Starts `python -m services.<name>` for each service, on PostgreSQL, wired to each other
     as in production; yields their addresses and a token per principal named in `roles`."""
@@ -88,7 +89,7 @@ def running_services(services: list[str], dbname: str, roles: dict[str, list[str
            "QIJI_MASTER_KEY": base64.b64encode(os.urandom(32)).decode(),
            "QIJI_AUDIT_SIGNING_KEY": base64.b64encode(os.urandom(32)).decode(),
            "QIJI_SERVICE_TOKEN": service_token,
-           "PYTHONPATH": f"{ROOT}:{ROOT / 'build' / 'gen'}"}
+           "PYTHONPATH": f"{ROOT}:{ROOT / 'build' / 'gen'}", **(extra_env or {})}
     for name, port in ports.items():
         env[f"{name.upper()}_GRPC_PORT"] = str(port)
         for other in services:

@@ -185,7 +185,7 @@ def test_the_relay_publishes_an_event_as_soon_as_it_is_stored_not_at_its_poll(ap
         while len(published) == before and time.monotonic() - stored < PROMPT:
             time.sleep(0.01)
         assert len(published) > before, f"not published within {PROMPT} s: the relay polls"
-        key, event = published[-1]
+        _, event = published[-1]
         assert event["type"] == REGISTERED and event["subject"].endswith(rider)
     finally:
         stopping.set()
