@@ -155,6 +155,7 @@ class QijiApplication(StoredApplication):
         # bumps it at once, a NOTIFY listener (PostgreSQL) what other processes store.
         self.log_wake = LogWake()
         self._listener: NotifyListener | None = None
+        self._closed = False
         self._listener_lock = threading.Lock()
         self._keyed_locks = KeyedLocks()
 
@@ -226,9 +227,11 @@ class QijiApplication(StoredApplication):
         return aggregate
 
     def current(self, aggregate_id: uuid.UUID) -> Any:
-        """The aggregate as stored now, whatever its kind (a copy): for code that already
-        knows the id exists, such as the public feed rendering an event's aggregate."""
-        return self.aggregates.writable(aggregate_id)
+        """The aggregate as stored now, whatever its kind, not to be changed (the cached object
+        itself: shared/store/cache.py read_only): for code that already knows the id exists and
+        only renders it — the public feed mapping an event, once per event and reader, where a
+        deep copy was a quarter of the read."""
+        return self.aggregates.read_only(aggregate_id)
 
     def exists(self, aggregate_id: uuid.UUID) -> bool:
         return self.aggregates.exists(aggregate_id)
@@ -494,7 +497,7 @@ class QijiApplication(StoredApplication):
         if self._listener is not None or self.settings.persistence != "postgres" or not channel:
             return
         with self._listener_lock:
-            if self._listener is None:
+            if self._listener is None and not self._closed:
                 conninfo = postgres_conninfo(self.settings)
                 self._listener = NotifyListener(
                     lambda: psycopg.connect(conninfo, autocommit=True), channel, self.log_wake,
@@ -502,6 +505,7 @@ class QijiApplication(StoredApplication):
 
     def close(self) -> None:
         with self._listener_lock:
+            self._closed = True  # a reader still waiting must not listen again
             if self._listener is not None:
                 self._listener.close()
                 self._listener = None
