@@ -2,12 +2,12 @@
 
 nameko's standalone dispatcher (kombu's `confirm_publish`) waits for the broker's confirm after
 every message: one round trip, and one fsync on the broker, per event — the relay's throughput
-was bounded by it (BENCHMARKS.md, "Event feed over AMQP"). Here the channel is put in confirm
-mode once, a batch is published without waiting, and the confirms (RabbitMQ acks several
-messages at once, `multiple`) are awaited together. What the relay stores as done is still only
-what was confirmed: `BrokerDown.confirmed` says how many messages of the batch, from its start,
-the broker confirmed before it failed — the relay records the positions wholly among them, so a
-crash or an outage repeats messages and loses none.
+was bounded by it (BENCHMARKS.md, "Event feed: commit to consumer"). Here the channel is put in
+confirm mode once, a batch is published without waiting, and the confirms (RabbitMQ acks
+several messages at once, `multiple`) are awaited together. What the relay stores as done is
+still only what was confirmed: `BrokerDown.confirmed` says how many messages of the batch, from
+its start, the broker confirmed before it failed — the relay records the positions wholly among
+them, so a crash or an outage repeats messages and loses none.
 
 Messages are what nameko's dispatcher sent: the `qiji.events` topic exchange (declared, durable,
 once per connection), persistent, not mandatory, the `cloudevents` serializer."""
