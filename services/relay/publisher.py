@@ -62,8 +62,12 @@ class BatchPublisher:
     def publish_batch(self, messages: Sequence[tuple[str, dict[str, Any]]]) -> None:
         """Publishes every (routing key, event) in order and returns once the broker confirmed
         them all; raises BrokerDown otherwise."""
-        if not messages:
-            return
+        if messages:
+            self.confirm(self.send(messages))
+
+    def send(self, messages: Sequence[tuple[str, dict[str, Any]]]) -> tuple[int, int]:
+        """Publishes every (routing key, event) in order without waiting for the confirms
+        (`confirm` waits); returns the batch's delivery tags, first (exclusive) and last."""
         base = self._sent
         try:
             producer = self._open()
@@ -72,10 +76,22 @@ class BatchPublisher:
                 producer.publish(event, routing_key=routing_key, serializer=SERIALIZER,
                                  delivery_mode=PERSISTENT, mandatory=False, retry=False)
                 self._sent += 1
-            self._await(base + len(messages))
-        except BrokerDown as down:
+            return base, self._sent
+        except Exception as error:
+            confirmed = self._confirmed_since(base)
             self._drop()
-            raise BrokerDown(str(down), confirmed=self._confirmed_since(base)) from None
+            raise BrokerDown(f"{type(error).__name__}: {error}", confirmed=confirmed) from error
+
+    def confirm(self, sent: tuple[int, int]) -> None:
+        """Returns once the broker confirmed every message `send` published; raises BrokerDown
+        (with how many it did confirm, from the batch's first) otherwise."""
+        base, last = sent
+        try:
+            self._await(last)
+        except BrokerDown as down:
+            confirmed = self._confirmed_since(base)
+            self._drop()
+            raise BrokerDown(str(down), confirmed=confirmed) from None
         except Exception as error:
             confirmed = self._confirmed_since(base)
             self._drop()

@@ -129,6 +129,9 @@ class ServiceState:
     retry_at: float = 0.0
     backoff: float = BACKOFF_START
     last_position: int = 0
+    # The next batch, read while the broker confirmed the last one: (its from_position, the
+    # reply). Used only if the relay then stands exactly there; dropped on any failure.
+    prefetched: tuple[int, Any] | None = None
 
     @property
     def stopped_at(self) -> int:
@@ -159,11 +162,10 @@ class Relay:
         """Publishes one batch of `state`'s service; returns how many events it published."""
         start = state.next_position
         began = time.perf_counter()
+        prefetched, state.prefetched = state.prefetched, None
         try:
-            reply = state.upstream.read_public_events(feed_pb.ReadPublicEventsRequest(
-                from_position=start, limit=self.batch,
-                # No personal data over AMQP, ever; every platform's rider events.
-                consumer_organisation_id="", all_platforms=True))
+            reply = (prefetched[1] if prefetched is not None and prefetched[0] == start
+                     else self._read(state, start))
         except UpstreamDown as down:
             metrics.UPSTREAM_UP.labels(state.name).set(0)
             self._back_off(state, "relay.upstream_unavailable", code=str(down))
@@ -176,7 +178,7 @@ class Relay:
         messages = [(routing_key(public.event.type, public.platform_id),
                      structured(public.event)) for public in reply.events]
         try:
-            self._publish_all(messages)
+            self._publish_all(messages, state, reply)
         except BrokerDown as down:
             # Keep what is confirmed: the positions wholly published before the first message
             # the broker did not confirm.
@@ -215,9 +217,35 @@ class Relay:
                      next_position=state.next_position, last_position=reply.last_position)
         return len(reply.events)
 
-    def _publish_all(self, messages: list[tuple[str, dict[str, Any]]]) -> None:
-        """One batch, confirms awaited once (BatchPublisher); a plain `publish(key, event)`
-        (tests, tools) one message at a time. BrokerDown says how many were confirmed."""
+    def _read(self, state: ServiceState, start: int) -> Any:
+        return state.upstream.read_public_events(feed_pb.ReadPublicEventsRequest(
+            from_position=start, limit=self.batch,
+            # No personal data over AMQP, ever; every platform's rider events.
+            consumer_organisation_id="", all_platforms=True))
+
+    def _publish_all(self, messages: list[tuple[str, dict[str, Any]]], state: ServiceState,
+                     reply: Any) -> None:
+        """One batch, confirms awaited once (BatchPublisher: while they come, the next batch is
+        read); a publisher of whole batches; a plain `publish(key, event)` (tests, tools) one
+        message at a time. BrokerDown says how many were confirmed."""
+        send = getattr(self.publish, "send", None)
+        if send is not None and messages:
+            sent = send(messages)
+            if not reply.HasField("integrity_failure"):
+                # Nothing is stored until the confirms are in: the position is stored after
+                # them (run_once), and a failure drops what was read ahead.
+                try:
+                    ahead = self._read(state, reply.next_position)
+                    # Nothing ahead yet: read afresh next cycle rather than from a stale answer.
+                    state.prefetched = (reply.next_position, ahead) if ahead.events else None
+                except UpstreamDown:
+                    state.prefetched = None  # read again, and backed off, next cycle
+            try:
+                self.publish.confirm(sent)  # type: ignore[attr-defined]
+            except BrokerDown:
+                state.prefetched = None
+                raise
+            return
         publish_batch = getattr(self.publish, "publish_batch", None)
         if publish_batch is not None:
             publish_batch(messages)
@@ -268,7 +296,8 @@ class Relay:
                         self.run_once(state)
                         # More stored than read: go on at once, without the poll pause (but not
                         # for a service stopped at a bad event: it waits like an idle one).
-                        if state.next_position <= state.last_position and not state.stopped_at:
+                        if (state.next_position <= state.last_position
+                                or state.prefetched is not None) and not state.stopped_at:
                             busy = True
                         elif self.watch is not None and state.backoff == BACKOFF_START:
                             self.watch.idle(state.name, state.last_position)

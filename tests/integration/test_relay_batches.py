@@ -37,6 +37,8 @@ class Broker:
     """Takes whole batches; the first `fail_after` messages of the batch it fails are
     confirmed, the rest are published but never confirmed (the broker went away)."""
 
+    reads_ahead = False
+
     def __init__(self, fail_after: int | None = None):
         self.fail_after = fail_after
         self.batches: list[list[tuple[str, dict[str, Any]]]] = []
@@ -53,6 +55,22 @@ class Broker:
     @property
     def ids(self) -> list[str]:
         return [event["id"] for batch in self.batches for _, event in batch]
+
+
+class PipelinedBroker(Broker):
+    """As BatchPublisher: a batch sent, then its confirms awaited (the relay reads the next
+    batch in between); the confirm of the batch it fails says how many it did confirm."""
+
+    reads_ahead = True
+
+    def send(self, messages: list[tuple[str, dict[str, Any]]]) -> list[Any]:
+        self.batches.append(list(messages))
+        return self.batches[-1]
+
+    def confirm(self, sent: list[Any]) -> None:
+        if self.fail_after is not None:
+            confirmed, self.fail_after = self.fail_after, None
+            raise BrokerDown("connection lost (test)", confirmed=confirmed)
 
 
 @pytest.fixture
@@ -72,10 +90,11 @@ def identity(tmp_path) -> Any:
     app.close()
 
 
-def test_a_batch_confirmed_in_part_is_published_again_from_its_first_unconfirmed(identity):
+@pytest.mark.parametrize("kind", [Broker, PipelinedBroker])
+def test_a_batch_confirmed_in_part_is_published_again_from_its_first_unconfirmed(identity, kind):
     upstreams = {"identity": LocalUpstream(identity, IDENTITY_EVENTS)}
     positions = Positions()
-    broker = Broker(fail_after=4)
+    broker = kind(fail_after=4)
     relay = Relay(upstreams, positions, broker, batch=200)
     state = relay.services["identity"]
     with pytest.raises(BrokerDown):
@@ -89,7 +108,8 @@ def test_a_batch_confirmed_in_part_is_published_again_from_its_first_unconfirmed
     assert positions.saved["identity"] == fifth
     assert state.published == 4
 
-    again = Broker()
+    assert state.prefetched is None  # nothing read ahead survives a failed confirm
+    again = kind()
     restarted = Relay(upstreams, positions, again, batch=200)
     restarted.run_once(restarted.services["identity"])
     everything = [e.event.id for e in reply.events]
@@ -109,3 +129,21 @@ def test_confirms_are_counted_from_the_batchs_first_message_whatever_order_they_
     publisher._on_ack(10, True)  # after a nack, nothing from it on counts as confirmed
     assert publisher._confirmed_since(0) == 6
     assert publisher._confirmed_since(2) == 4
+
+
+def test_the_next_batch_is_read_while_the_confirms_come_and_published_from_where_it_was_read(
+        identity):
+    upstreams = {"identity": LocalUpstream(identity, IDENTITY_EVENTS)}
+    positions = Positions()
+    broker = PipelinedBroker()
+    relay = Relay(upstreams, positions, broker, batch=4)  # small batches: several cycles
+    state = relay.services["identity"]
+    relay.run_once(state)
+    assert state.prefetched is not None  # the next batch, read while the first was confirmed
+    assert state.prefetched[0] == state.next_position == positions.saved["identity"]
+    while state.next_position <= identity.last_position():
+        relay.run_once(state)
+    everything = [e.event.id for e in upstreams["identity"].read_public_events(
+        public_pb.ReadPublicEventsRequest(from_position=1, limit=200, all_platforms=True)).events]
+    assert broker.ids == everything  # each once, in log order, none skipped
+    assert positions.saved["identity"] == identity.last_position() + 1
