@@ -78,7 +78,8 @@ class Callers(dict[str, str]):
 
 @contextmanager
 def running_services(services: list[str], dbname: str, roles: dict[str, list[str]],
-                     processes: int = 1) -> Iterator[tuple[dict[str, str], Callers]]:
+                     processes: int = 1, extra_env: dict[str, str] | None = None
+                     ) -> Iterator[tuple[dict[str, str], Callers]]:
     """Starts `python -m services.<name>` for each service, on PostgreSQL, wired to each other
     as in production; yields their addresses and a token per principal named in `roles`.
     `processes` > 1: that many processes of each service share its port
@@ -94,7 +95,7 @@ def running_services(services: list[str], dbname: str, roles: dict[str, list[str
            "QIJI_MASTER_KEY": base64.b64encode(tokens.master_key).decode(),
            "QIJI_AUDIT_SIGNING_KEY": base64.b64encode(os.urandom(32)).decode(),
            "QIJI_SERVICE_TOKEN": service_token,
-           "PYTHONPATH": f"{ROOT}:{ROOT / 'build' / 'gen'}"}
+           "PYTHONPATH": f"{ROOT}:{ROOT / 'build' / 'gen'}", **(extra_env or {})}
     if processes > 1:
         env["QIJI_GRPC_SHARE_PORT"] = "yes"
     for name, port in ports.items():

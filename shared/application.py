@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar, cast
 
+import psycopg
 import structlog
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
@@ -41,6 +42,8 @@ from shared.idempotency import RequestRecord
 from shared.integrity import MAC_KEY, EventIntegrityError, EventMac, audit_key
 from shared.personal_data import KeyStore, PersonalDataVault
 from shared.store import StoredApplication
+from shared.store.persistence import postgres_conninfo
+from shared.store.wake import LogWake, NotifyListener
 from shared.tenancy import Owners, TenancyDirectory
 
 log = structlog.get_logger(__name__)
@@ -148,7 +151,12 @@ class QijiApplication(StoredApplication):
         # Who owns which rider, organisation and service space, as identity recorded them
         # (shared/tenancy.py); wired by the service to identity's feed.
         self._directory: TenancyDirectory | None = None
-        self._log_changed = threading.Condition()
+        # Readers of the log (feed streams, long-polls) wait on it; what this process stores
+        # bumps it at once, a NOTIFY listener (PostgreSQL) what other processes store.
+        self.log_wake = LogWake()
+        self._listener: NotifyListener | None = None
+        self._closed = False
+        self._listener_lock = threading.Lock()
         self._keyed_locks = KeyedLocks()
 
     # ------------------------------------------------------------------ store
@@ -219,9 +227,11 @@ class QijiApplication(StoredApplication):
         return aggregate
 
     def current(self, aggregate_id: uuid.UUID) -> Any:
-        """The aggregate as stored now, whatever its kind (a copy): for code that already
-        knows the id exists, such as the public feed rendering an event's aggregate."""
-        return self.aggregates.writable(aggregate_id)
+        """The aggregate as stored now, whatever its kind, not to be changed (the cached object
+        itself: shared/store/cache.py read_only): for code that already knows the id exists and
+        only renders it — the public feed mapping an event, once per event and reader, where a
+        deep copy was a quarter of the read."""
+        return self.aggregates.read_only(aggregate_id)
 
     def exists(self, aggregate_id: uuid.UUID) -> bool:
         return self.aggregates.exists(aggregate_id)
@@ -462,14 +472,44 @@ class QijiApplication(StoredApplication):
     def last_position(self) -> int:
         return self.recorder.max_notification_id() or 0
 
-    def wait_for_log_change(self, timeout: float) -> None:
-        with self._log_changed:
-            self._log_changed.wait(timeout)
+    def log_generation(self) -> int:
+        """Note it before reading the log; then `wait_for_log_change(since=...)` misses no
+        change made after it."""
+        self._listen()
+        return self.log_wake.generation
+
+    def wait_for_log_change(self, timeout: float, since: int | None = None) -> bool:
+        """Waits until the log may have grown past generation `since` (the current one when
+        None) or `timeout` passed — the fallback poll for stores that cannot notify. True when
+        woken."""
+        self._listen()
+        return self.log_wake.wait(self.log_wake.generation if since is None else since, timeout)
 
     def wake_waiters(self) -> None:
-        # Wake this process's feed streams at once; other replicas' saves are seen by polling.
-        with self._log_changed:
-            self._log_changed.notify_all()
+        # Wake this process's readers at once; other processes' saves come by NOTIFY
+        # (PostgreSQL) or are seen by each reader's fallback poll.
+        self.log_wake.changed()
+
+    def _listen(self) -> None:
+        """On PostgreSQL, LISTEN to the events table's channel once a reader waits (not before:
+        a process that never serves a feed holds no connection for it)."""
+        channel = getattr(self.recorder, "channel_name", None)
+        if self._listener is not None or self.settings.persistence != "postgres" or not channel:
+            return
+        with self._listener_lock:
+            if self._listener is None and not self._closed:
+                conninfo = postgres_conninfo(self.settings)
+                self._listener = NotifyListener(
+                    lambda: psycopg.connect(conninfo, autocommit=True), channel, self.log_wake,
+                    name=self.name).start()
+
+    def close(self) -> None:
+        with self._listener_lock:
+            self._closed = True  # a reader still waiting must not listen again
+            if self._listener is not None:
+                self._listener.close()
+                self._listener = None
+        super().close()
 
     def to_domain_event(self, notification: Notification) -> Any:
         return self.mapper.to_domain_event(notification)

@@ -16,12 +16,14 @@ from services.platform import cursor as cursors
 from services.platform.catalogue import CATALOGUES, SERVICES, types_by_service
 from shared import paging
 from shared.errors import Unavailable
-from shared.grpc.upstream import Upstream, UpstreamDown
+from shared.grpc.upstream import LogWatch, Upstream, UpstreamDown
 from shared.integrity import ALARM
+from shared.store.wake import LogWake
 
 log = structlog.get_logger(__name__)
 
 READER = "platform"
+_NEVER = LogWake()  # the wake of a feed without a watch: nothing bumps it
 _CATALOGUE = {c.service: c for c in CATALOGUES}
 
 DEFAULT_PAGE_SIZE = 100
@@ -35,6 +37,8 @@ class Page:
     positions: dict[str, int]
     caught_up: bool
     unreachable: list[str] = field(default_factory=list)
+    # The last position of each service's log whose events were all read, as that read found it.
+    read_to: dict[str, int] = field(default_factory=dict)
 
     @property
     def next_cursor(self) -> str:
@@ -48,8 +52,21 @@ def check_page_size(page_size: int) -> int:
 
 
 class PlatformFeed:
-    def __init__(self, upstreams: Mapping[str, Upstream]):
+    def __init__(self, upstreams: Mapping[str, Upstream], watch: LogWatch | None = None):
         self.upstreams = dict(upstreams)
+        # Wakes idle streams when a service's log grows (shared/grpc/upstream.py); without
+        # one, they wait on the clock alone.
+        self.watch = watch
+
+    @property
+    def wake(self) -> LogWake:
+        return self.watch.wake if self.watch is not None else _NEVER
+
+    def idle(self, page: Page) -> None:
+        """A stream read `page` and found nothing: wake it when a log grows past it."""
+        if self.watch is not None:
+            for service, last_position in page.read_to.items():
+                self.watch.idle(service, last_position)
 
     def decode_cursor(self, cursor: str) -> dict[str, int]:
         return cursors.decode(cursor, SERVICES)
@@ -64,6 +81,7 @@ class PlatformFeed:
         batches: dict[str, tuple[list[Any], int]] = {}
         caught_up = True
         unreachable = []
+        read_to: dict[str, int] = {}
         for service, service_types in wanted.items():
             upstream = self.upstreams.get(service)
             if upstream is None:
@@ -80,6 +98,8 @@ class PlatformFeed:
             batches[service] = (list(reply.events), reply.next_position)
             if reply.next_position <= reply.last_position:
                 caught_up = False
+            elif not reply.HasField("integrity_failure"):
+                read_to[service] = reply.last_position
             self._integrity(service, reply, positions[service], service_types, organisation_id)
         if unreachable and not batches:
             raise Unavailable(f"{', '.join(unreachable)} cannot be reached; retry with the "
@@ -100,7 +120,7 @@ class PlatformFeed:
             if not events or positions[service] > events[-1].position:
                 positions[service] = max(positions[service], next_position)
         return Page(events=taken, positions=positions, caught_up=caught_up,
-                    unreachable=unreachable)
+                    unreachable=unreachable, read_to=read_to)
 
     def _integrity(self, service: str, reply: Any, start: int, types: list[str],
                    organisation_id: str) -> None:

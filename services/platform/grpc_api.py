@@ -18,7 +18,8 @@ from shared.errors import Unavailable, Violations
 from shared.tenancy import OWN, access_table, scoped
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["PlatformFeedService"].full_name
-# How long a stream waits before looking again when every service had nothing new.
+# How long a stream waits before looking again when every service had nothing new and nothing
+# woke it (a wake lost, a service that cannot be watched).
 STREAM_POLL_SECONDS = 0.5
 STREAM_BATCH = 100
 
@@ -47,16 +48,22 @@ class PlatformFeedServicer(pb_grpc.PlatformFeedServiceServicer):
                      ) -> Iterator[pb.StreamEventsResponse]:
         positions, types = self._checked(request, STREAM_BATCH)
         organisation = _organisation()
+        # Noted before each read: a log that grows after it wakes the idle wait below.
+        generation = self.feed.wake.generation
         # Validate everything before the first message, so a bad request fails at once.
         page = self.feed.read(positions, STREAM_BATCH, types, organisation)
         while True:
             for event, cursor in page.events:
                 yield pb.StreamEventsResponse(event=pb.FeedEvent(event=event, cursor=cursor))
             positions = page.positions
-            if not page.events and self.stopping.wait(STREAM_POLL_SECONDS):
-                return
+            if not page.events:
+                self.feed.idle(page)
+                # Until a service's log grows (the gateway's watch of each, which their
+                # stores' notifications answer) or, the fallback, STREAM_POLL_SECONDS.
+                self.feed.wake.wait(generation, STREAM_POLL_SECONDS)
             if not context_.is_active() or self.stopping.is_set():
                 return
+            generation = self.feed.wake.generation
             try:
                 page = self.feed.read(positions, STREAM_BATCH, types, organisation)
             except Unavailable:

@@ -22,7 +22,7 @@ from shared.config import ConfigError, Settings, load_settings
 from shared.grpc import reflection, tls
 from shared.grpc.guard import Guard
 from shared.grpc.server import INTEGRITY, LIVENESS, integrity_health
-from shared.grpc.upstream import GrpcUpstream, Upstream
+from shared.grpc.upstream import GrpcUpstream, LogWatch, Upstream
 from shared.integrity import ALARM
 from shared.logging import configure as configure_logging
 from shared.logging import exits_on_config_error
@@ -42,9 +42,12 @@ class RunningGateway:
     stopping: threading.Event
     upstreams: dict[str, Upstream] = field(default_factory=dict)
     watch_integrity: Callable[[bool], None] | None = None
+    watch: LogWatch | None = None
 
     def stop(self, grace: float = GRACE_SECONDS) -> None:
-        self.stopping.set()  # streams end at their next look
+        self.stopping.set()
+        if self.watch is not None:
+            self.watch.stop()  # idle streams wake, see `stopping` and end
         if self.watch_integrity is not None:
             ALARM.forget(self.watch_integrity)
         self.health.enter_graceful_shutdown()
@@ -71,7 +74,10 @@ def build_gateway(settings: Settings, upstreams: dict[str, Upstream] | None = No
                                    thread_name_prefix=f"{NAME}-rpc"),
         interceptors=[guard], options=[("grpc.so_reuseport", 0)])
     stopping = threading.Event()
-    names = add_servicers(server, PlatformFeed(upstreams), stopping)
+    # One watch of each service's log for all the gateway's streams: an idle stream reads as
+    # soon as a log grows (the service's store NOTIFYs), not at its next poll.
+    watch = LogWatch(upstreams, stopping).start()
+    names = add_servicers(server, PlatformFeed(upstreams, watch), stopping)
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for name in ["", LIVENESS, INTEGRITY, *names]:
@@ -82,7 +88,7 @@ def build_gateway(settings: Settings, upstreams: dict[str, Upstream] | None = No
     reflection.enable(server, [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name])
     port = tls.add_port(server, settings)
     return RunningGateway(server=server, port=port, health=health_servicer, stopping=stopping,
-                          upstreams=upstreams, watch_integrity=watch_integrity)
+                          upstreams=upstreams, watch_integrity=watch_integrity, watch=watch)
 
 
 def serve() -> None:

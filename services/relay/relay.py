@@ -16,8 +16,12 @@ Guarantees:
   with the same CloudEvents `id` (uuid5 of service, aggregate, version and type), so consumers
   drop duplicates by `id`. At most one batch (RELAY_BATCH, 200 log positions) per service is
   repeated.
-- Order: within one service, log order (one publisher, one channel, confirms awaited in turn);
-  no order between services, as in the gRPC feed.
+- Order: within one service, log order (one publisher, one channel, each batch's confirms
+  awaited before the next batch); no order between services, as in the gRPC feed.
+- Prompt: an idle relay does not wait for its next poll. It watches every service's log with a
+  long poll (`max_wait`) that the service answers as soon as its store NOTIFYs an insert
+  (shared/grpc/upstream.py watch, shared/store/wake.py), and reads at once; the poll
+  (RELAY_POLL_SECONDS) remains the fallback for a lost wake.
 - Nothing unchecked: the relay holds no key of its own (least privilege: it faces the broker,
   and a MAC key would let whoever took it over forge events every follower accepts). Each
   service checks every event's MAC as it reads it for the relay (the only place where the row
@@ -39,10 +43,11 @@ Why the relay is not a `nameko run` service (this departs from ARCHITECTURE.md's
 on purpose): the relay is a gRPC client of the five services, and grpcio must not run under
 eventlet's monkey-patching (`nameko run` patches sockets and threads before it imports the
 service; grpcio's C core then blocks the hub, or deadlocks on its own threads). So it is a plain
-threaded process that uses nameko's *standalone* event dispatcher
-(`nameko.standalone.events.event_dispatcher`, kombu underneath, no eventlet), with publisher
-confirms on. Consumers are ordinary nameko services with `@event_handler("qiji", "<type>")`
-(services/relay/sample_consumer.py), which only speak AMQP and run under `nameko run` fine.
+threaded process that publishes with kombu (no eventlet) what nameko's standalone event
+dispatcher would, on nameko's event exchange, with publisher confirms awaited once per batch
+(services/relay/publisher.py). Consumers are ordinary nameko services with
+`@event_handler("qiji", "<type>")` (services/relay/sample_consumer.py), which only speak AMQP
+and run under `nameko run` fine.
 
 Settings (shared/config.py rules: `RELAY_<NAME>`, then `QIJI_<NAME>`):
 `RELAY_<SERVICE>_ADDRESS` (each service's gRPC address), `QIJI_SERVICE_TOKEN` (a `service`
@@ -63,18 +68,18 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-import kombu.pools
 import psycopg
 import structlog
 from qiji.feed.v1 import public_feed_service_pb2 as feed_pb
 
 from services.relay import metrics
-from services.relay.cloudevents import SOURCE_SERVICE, register_serializer, structured
+from services.relay.cloudevents import structured
 from services.relay.positions import PositionStore, open_positions
+from services.relay.publisher import BatchPublisher, BrokerDown
 from shared import metrics as shared_metrics
 from shared.background import until_signalled
 from shared.config import ConfigError, Settings, load_settings
-from shared.grpc.upstream import GrpcUpstream, Upstream, UpstreamDown
+from shared.grpc.upstream import GrpcUpstream, LogWatch, Upstream, UpstreamDown
 from shared.integrity import ALARM
 from shared.leadership import Lease
 from shared.leadership import leadership as hold_leadership
@@ -92,8 +97,10 @@ BACKOFF_START = 0.5
 # Short: a service that is back is published from (and the relay healthy) within seconds.
 BACKOFF_MAX = 2.0
 PROGRESS_SECONDS = 5.0
+# How often an idle relay, waiting for a wake, looks at whether it should stop.
+STOP_CHECK_SECONDS = 0.2
 
-Publish = Callable[[str, dict[str, Any]], None]
+Publish = Callable[[str, dict[str, Any]], None]  # or a BatchPublisher
 
 
 def routing_key(type_name: str, platform_id: str) -> str:
@@ -106,31 +113,11 @@ def routing_key(type_name: str, platform_id: str) -> str:
     return f"platform.{platform_id}.{type_name}" if platform_id else type_name
 
 
-class BrokerDown(Exception):
-    """A publish was not confirmed; nothing after it is stored as done."""
-
-
-def amqp_publisher(uri: str) -> Publish:
-    """nameko's standalone event dispatcher, with publisher confirms: `publish(type, event)`
-    returns only once the broker confirmed the persistent message."""
-    from nameko.standalone.events import event_dispatcher, get_event_exchange
-    register_serializer()
-    # The dispatcher does not declare the exchange itself: on a broker where no consumer has
-    # declared `qiji.events` yet, every publish would fail with NOT_FOUND and stall the feed.
-    # kombu declares it once per connection.
-    dispatch = event_dispatcher(uri=uri, serializer="cloudevents", use_confirms=True,
-                                retry_policy=PUBLISH_RETRY_POLICY,
-                                declare=[get_event_exchange(SOURCE_SERVICE)])
-
-    def publish(type_name: str, event: dict[str, Any]) -> None:
-        try:
-            dispatch(SOURCE_SERVICE, type_name, event)
-        except Exception as error:
-            # A dead pooled connection must not be handed out again.
-            kombu.pools.reset()
-            raise BrokerDown(f"{type(error).__name__}: {error}") from error
-
-    return publish
+def amqp_publisher(uri: str) -> BatchPublisher:
+    """Publishes each batch with publisher confirms, awaited once per batch
+    (services/relay/publisher.py): returns only once the broker confirmed every persistent
+    message of it."""
+    return BatchPublisher(uri)
 
 
 @dataclass
@@ -142,6 +129,9 @@ class ServiceState:
     retry_at: float = 0.0
     backoff: float = BACKOFF_START
     last_position: int = 0
+    # The next batch, read while the broker confirmed the last one: (its from_position, the
+    # reply). Used only if the relay then stands exactly there; dropped on any failure.
+    prefetched: tuple[int, Any] | None = None
 
     @property
     def stopped_at(self) -> int:
@@ -156,6 +146,9 @@ class Relay:
     positions: PositionStore
     publish: Publish
     batch: int = 200
+    # Wakes an idle relay when a service's log grows (shared/grpc/upstream.py): it reads at
+    # once instead of at its next poll. None: it polls only.
+    watch: LogWatch | None = None
     services: dict[str, ServiceState] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -168,11 +161,11 @@ class Relay:
     def run_once(self, state: ServiceState) -> int:
         """Publishes one batch of `state`'s service; returns how many events it published."""
         start = state.next_position
+        began = time.perf_counter()
+        prefetched, state.prefetched = state.prefetched, None
         try:
-            reply = state.upstream.read_public_events(feed_pb.ReadPublicEventsRequest(
-                from_position=start, limit=self.batch,
-                # No personal data over AMQP, ever; every platform's rider events.
-                consumer_organisation_id="", all_platforms=True))
+            reply = (prefetched[1] if prefetched is not None and prefetched[0] == start
+                     else self._read(state, start))
         except UpstreamDown as down:
             metrics.UPSTREAM_UP.labels(state.name).set(0)
             self._back_off(state, "relay.upstream_unavailable", code=str(down))
@@ -181,24 +174,28 @@ class Relay:
             log.info("relay.upstream_back", upstream=state.name)
         state.backoff = BACKOFF_START
         state.last_position = reply.last_position
-        done_through = state.next_position  # every position below it is confirmed
-        for index, public in enumerate(reply.events):
-            try:
-                self.publish(routing_key(public.event.type, public.platform_id),
-                             structured(public.event))
-            except BrokerDown:
-                # Keep what is confirmed: the positions wholly published before this one.
-                complete = [e.position for e in reply.events[:index]
-                            if e.position < public.position]
-                if complete:
-                    done_through = max(complete) + 1
-                    self._store(state, done_through)
-                metrics.BROKER_UP.set(0)
-                raise
-            state.published += 1
-            metrics.PUBLISHED.labels(state.name).inc()
+        read = time.perf_counter()
+        messages = [(routing_key(public.event.type, public.platform_id),
+                     structured(public.event)) for public in reply.events]
+        try:
+            self._publish_all(messages, state, reply)
+        except BrokerDown as down:
+            # Keep what is confirmed: the positions wholly published before the first message
+            # the broker did not confirm.
+            unconfirmed = reply.events[down.confirmed]
+            complete = [e.position for e in reply.events[:down.confirmed]
+                        if e.position < unconfirmed.position]
+            if complete:
+                self._store(state, max(complete) + 1)
+            state.published += down.confirmed
+            metrics.PUBLISHED.labels(state.name).inc(down.confirmed)
+            metrics.BROKER_UP.set(0)
+            raise
+        state.published += len(messages)
+        metrics.PUBLISHED.labels(state.name).inc(len(messages))
         if reply.events:
             metrics.BROKER_UP.set(1)
+        confirmed = time.perf_counter()
         if reply.next_position > state.next_position:
             self._store(state, reply.next_position)
         if reply.HasField("integrity_failure"):
@@ -211,9 +208,53 @@ class Relay:
         metrics.read(state.name, published_through=state.next_position - 1,
                      last_position=reply.last_position)
         if reply.events:
+            # Where a cycle's time goes (the feed's latency is about one cycle): the read, the
+            # batch published and confirmed, the position stored.
             log.info("relay.published", upstream=state.name, events=len(reply.events),
+                     read_ms=round((read - began) * 1e3, 1),
+                     publish_ms=round((confirmed - read) * 1e3, 1),
+                     store_ms=round((time.perf_counter() - confirmed) * 1e3, 1),
                      next_position=state.next_position, last_position=reply.last_position)
         return len(reply.events)
+
+    def _read(self, state: ServiceState, start: int) -> Any:
+        return state.upstream.read_public_events(feed_pb.ReadPublicEventsRequest(
+            from_position=start, limit=self.batch,
+            # No personal data over AMQP, ever; every platform's rider events.
+            consumer_organisation_id="", all_platforms=True))
+
+    def _publish_all(self, messages: list[tuple[str, dict[str, Any]]], state: ServiceState,
+                     reply: Any) -> None:
+        """One batch, confirms awaited once (BatchPublisher: while they come, the next batch is
+        read); a publisher of whole batches; a plain `publish(key, event)` (tests, tools) one
+        message at a time. BrokerDown says how many were confirmed."""
+        send = getattr(self.publish, "send", None)
+        if send is not None and messages:
+            sent = send(messages)
+            if not reply.HasField("integrity_failure"):
+                # Nothing is stored until the confirms are in: the position is stored after
+                # them (run_once), and a failure drops what was read ahead.
+                try:
+                    ahead = self._read(state, reply.next_position)
+                    # Nothing ahead yet: read afresh next cycle rather than from a stale answer.
+                    state.prefetched = (reply.next_position, ahead) if ahead.events else None
+                except UpstreamDown:
+                    state.prefetched = None  # read again, and backed off, next cycle
+            try:
+                self.publish.confirm(sent)  # type: ignore[attr-defined]
+            except BrokerDown:
+                state.prefetched = None
+                raise
+            return
+        publish_batch = getattr(self.publish, "publish_batch", None)
+        if publish_batch is not None:
+            publish_batch(messages)
+            return
+        for index, (key, event) in enumerate(messages):
+            try:
+                self.publish(key, event)
+            except BrokerDown as down:
+                raise BrokerDown(str(down), confirmed=index) from down
 
     def _store(self, state: ServiceState, next_position: int) -> None:
         self.positions.save(state.name, next_position)
@@ -245,6 +286,8 @@ class Relay:
         while not stopping.is_set() and (lease is None or lease.held()):
             busy = False
             metrics.heartbeat()
+            # Noted before the reads: a log that grows after them wakes the idle wait below.
+            generation = self.watch.wake.generation if self.watch is not None else 0
             try:
                 for state in self.services.values():
                     if stopping.is_set():
@@ -253,8 +296,11 @@ class Relay:
                         self.run_once(state)
                         # More stored than read: go on at once, without the poll pause (but not
                         # for a service stopped at a bad event: it waits like an idle one).
-                        busy |= (state.next_position <= state.last_position
-                                 and not state.stopped_at)
+                        if (state.next_position <= state.last_position
+                                or state.prefetched is not None) and not state.stopped_at:
+                            busy = True
+                        elif self.watch is not None and state.backoff == BACKOFF_START:
+                            self.watch.idle(state.name, state.last_position)
                 if broker_backoff > BACKOFF_START:
                     log.info("relay.broker_back")
                 broker_backoff = BACKOFF_START
@@ -283,7 +329,22 @@ class Relay:
                     s.name: {"next_position": s.next_position, "last_position": s.last_position,
                              "published": s.published} for s in self.services.values()})
             if not busy:
-                stopping.wait(poll_seconds)
+                self._idle(stopping, poll_seconds, generation, lease)
+
+    def _idle(self, stopping: threading.Event, poll_seconds: float, generation: int,
+              lease: Lease | None) -> None:
+        """Waits for a service's log to grow (the wake) or `poll_seconds` (the fallback poll:
+        no wake, or one lost), looking at `stopping` and the lease at least every
+        STOP_CHECK_SECONDS."""
+        if self.watch is None:
+            stopping.wait(poll_seconds)
+            return
+        deadline = time.monotonic() + poll_seconds
+        while not stopping.is_set() and (lease is None or lease.held()):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or self.watch.wake.wait(generation,
+                                                      min(remaining, STOP_CHECK_SECONDS)):
+                return
 
 
 @contextmanager
@@ -327,6 +388,9 @@ def serve() -> None:
     shared_metrics.serve(settings.grpc_host, settings.metrics_port)
     upstreams = {s: GrpcUpstream(settings.upstreams[s], settings.service_token, settings.tls)
                  for s in services}
+    # Every service's log watched (long polls that its store's NOTIFY answers) while the
+    # relay leads and is idle.
+    watch = LogWatch(upstreams, stopping).start()
     log.info("relay.started", upstreams={s: settings.upstreams[s] for s in services},
              broker=redacted(amqp_uri), persistence=settings.persistence,
              metrics_port=settings.metrics_port or None)
@@ -336,14 +400,15 @@ def serve() -> None:
                 if lease is None:
                     break
                 positions = open_positions(settings)
+                publisher = amqp_publisher(amqp_uri)
                 try:
-                    Relay(upstreams, positions, amqp_publisher(amqp_uri), batch
+                    Relay(upstreams, positions, publisher, batch, watch
                           ).run_forever(stopping, poll, lease=lease)
                 finally:
+                    publisher.close()
                     positions.close()
                     metrics.LEADER.set(0)
     finally:
         for upstream in upstreams.values():
             upstream.close()
-        kombu.pools.reset()
     log.info("relay.stopped")

@@ -25,8 +25,9 @@ DEFAULT_LIMIT = 100
 # AIP-158, as for page sizes: a larger limit is coerced to this one (a reader asking for more
 # gets a full batch and reads on from next_position); only a negative limit is refused.
 MAX_LIMIT = 1000
-# How often a stream looks for events stored by other replicas of the service; events stored
-# by this process wake the stream at once.
+# How often a stream looks again when nothing woke it: events stored by this process wake it at
+# once, on PostgreSQL so do other processes' (NOTIFY, shared/store/wake.py); this poll is the
+# fallback for SQLite's other writers and for notifications lost with a dropped connection.
 POLL_SECONDS = 0.5
 
 # The raw log, free text and unsealed names in it as stored: Qiji's own processes and the city
@@ -81,6 +82,8 @@ class FeedServicer(pb_grpc.FeedServiceServicer):
         violations.raise_if_any()
         position = max(request.from_position, 1)
         while context.is_active() and not self._stopping.is_set():
+            # Noted before the read: a change stored after it wakes the wait below.
+            generation = self._app.log_generation()
             notifications, failure = read_checked(self._app, position, DEFAULT_LIMIT,
                                                   request.topics)
             for notification in notifications:
@@ -93,7 +96,7 @@ class FeedServicer(pb_grpc.FeedServiceServicer):
                     "the operators repair the store", reason=EventIntegrityError.reason,
                     position=str(failure.position))
             if not notifications:
-                self._app.wait_for_log_change(POLL_SECONDS)
+                self._app.wait_for_log_change(POLL_SECONDS, since=generation)
 
     def _to_proto(self, notification: Any) -> pb.StoredEvent:
         state = self._app.mapper.transcoder.decode(notification.state)

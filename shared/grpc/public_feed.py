@@ -4,6 +4,9 @@ log mapped through the service's public event contract, for the platform gateway
 from __future__ import annotations
 
 import json
+import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -15,12 +18,14 @@ from shared import auth
 from shared.application import QijiApplication
 from shared.continuity import EventsTable, out_of_place
 from shared.errors import VALUE_OUT_OF_RANGE, Violations
-from shared.grpc.feed import DEFAULT_LIMIT, MAX_LIMIT, feed_limit
+from shared.grpc.feed import DEFAULT_LIMIT, MAX_LIMIT, POLL_SECONDS, feed_limit
 from shared.integrity import ALARM, EventIntegrityError
 from shared.public_feed import DATA_CONTENT_TYPE, SPEC_VERSION, Fact, PublicCatalogue, PublicEvent
 from shared.tenancy import Access, city_wide
 
 PUBLIC_FEED_ROLES = frozenset({auth.SERVICE})
+# The longest a read waits for the log to grow (`max_wait` above it is coerced to it).
+MAX_WAIT_SECONDS = 30.0
 
 
 def public_feed_access() -> dict[str, Access]:
@@ -43,13 +48,17 @@ def to_cloudevent(event: PublicEvent) -> ce.CloudEvent:
 
 
 def read_public(app: QijiApplication, catalogue: PublicCatalogue,
-                request: pb.ReadPublicEventsRequest) -> pb.ReadPublicEventsResponse:
+                request: pb.ReadPublicEventsRequest,
+                given_up: Callable[[], bool] = lambda: False) -> pb.ReadPublicEventsResponse:
     """ReadPublicEvents over one application: its log from a position, through its catalogue,
     for one consumer organisation. Positions of internal events, and of events this consumer
-    may not see, are passed over: `next_position` moves past them."""
+    may not see, are passed over: `next_position` moves past them. With `max_wait`, a read
+    from past the end of the log waits for the log to reach it (until `given_up()`)."""
     violations = Violations()
     violations.require(request.from_position >= 0, "from_position", "must not be negative",
                            VALUE_OUT_OF_RANGE)
+    wait = request.max_wait.ToTimedelta().total_seconds()
+    violations.require(wait >= 0, "max_wait", "must not be negative", VALUE_OUT_OF_RANGE)
     violations.require(request.limit >= 0, "limit",
                        f"must not be negative (0 means {DEFAULT_LIMIT}; above {MAX_LIMIT} means "
                        f"{MAX_LIMIT})", VALUE_OUT_OF_RANGE)
@@ -58,6 +67,8 @@ def read_public(app: QijiApplication, catalogue: PublicCatalogue,
     violations.raise_if_any()
     assert topics is not None
     start = max(request.from_position, 1)
+    if wait > 0:
+        _wait_for_position(app, start, min(wait, MAX_WAIT_SECONDS), given_up)
     # Read before the select: every position up to it is committed (ids are given out in
     # commit order), so a short read may move the caller past all of them.
     last = app.last_position()
@@ -104,6 +115,22 @@ def read_public(app: QijiApplication, catalogue: PublicCatalogue,
                                        last_position=last)
 
 
+def _wait_for_position(app: QijiApplication, position: int, wait: float,
+                       given_up: Callable[[], bool]) -> None:
+    """Returns once the log holds `position`, or after `wait` seconds. The store's
+    notifications (or this process's own saves) wake it; between them it looks again every
+    POLL_SECONDS (SQLite's other writers, a notification lost)."""
+    deadline = time.monotonic() + wait
+    while not given_up():
+        generation = app.log_generation()  # before the look: a later change wakes the wait
+        if app.last_position() >= position:
+            return
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return
+        app.wait_for_log_change(min(remaining, POLL_SECONDS), since=generation)
+
+
 def _stopped(app: QijiApplication, reader: str, n: Any, problem: str, consumer: str,
              events: list[Any], last: int) -> pb.ReadPublicEventsResponse:
     """The answer of a read that stopped at `n`: what came before it, and where and why."""
@@ -114,15 +141,21 @@ def _stopped(app: QijiApplication, reader: str, n: Any, problem: str, consumer: 
 
 
 class PublicFeedServicer(pb_grpc.PublicFeedServiceServicer):
-    def __init__(self, app: QijiApplication, catalogue: PublicCatalogue):
+    def __init__(self, app: QijiApplication, catalogue: PublicCatalogue,
+                 stopping: threading.Event | None = None):
         self._app = app
         self._catalogue = catalogue
+        self._stopping = stopping or threading.Event()
 
     def ReadPublicEvents(self, request: pb.ReadPublicEventsRequest, context: grpc.ServicerContext
                          ) -> pb.ReadPublicEventsResponse:
-        return read_public(self._app, self._catalogue, request)
+        # A long poll ends with the server's stop (its wake_waiters) or the caller's going.
+        return read_public(self._app, self._catalogue, request,
+                           lambda: self._stopping.is_set() or not context.is_active())
 
 
-def register(server: grpc.Server, app: QijiApplication, catalogue: PublicCatalogue) -> str:
-    pb_grpc.add_PublicFeedServiceServicer_to_server(PublicFeedServicer(app, catalogue), server)
+def register(server: grpc.Server, app: QijiApplication, catalogue: PublicCatalogue,
+             stopping: threading.Event | None = None) -> str:
+    pb_grpc.add_PublicFeedServiceServicer_to_server(
+        PublicFeedServicer(app, catalogue, stopping), server)
     return pb.DESCRIPTOR.services_by_name["PublicFeedService"].full_name

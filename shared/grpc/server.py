@@ -136,7 +136,7 @@ def build_server(spec: ServiceSpec, settings: Settings, *, app: QijiApplication 
     names = spec.add_servicers(server, app)
     names.append(feed.register(server, app, stopping))
     names.append(public_feed_api.register(
-        server, app, spec.public_events or PublicCatalogue(spec.name, [])))
+        server, app, spec.public_events or PublicCatalogue(spec.name, []), stopping))
     signer = checkpoint_signer(settings, spec.name)
     names.append(audit_api.register(server, app, signer.verifier()))
     health_servicer = health.HealthServicer(experimental_non_blocking=True)

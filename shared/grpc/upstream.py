@@ -7,16 +7,28 @@ but its published topics)."""
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Mapping
 from typing import Any, Protocol
 
 import grpc
+import structlog
+from google.protobuf.duration_pb2 import Duration
+from qiji.feed.v1 import public_feed_service_pb2 as feed_pb
 from qiji.feed.v1 import public_feed_service_pb2_grpc as feed_grpc
 
 from shared.config import TlsSettings
 from shared.grpc.channels import open_channel
 from shared.grpc.public_feed import read_public
+from shared.store.wake import LogWake
+
+log = structlog.get_logger(__name__)
 
 UPSTREAM_TIMEOUT = 10.0
+# How long one long poll of a watch is held by the service when its log does not grow.
+WATCH_WAIT_SECONDS = 5.0
+WATCH_RETRY_SECONDS = 1.0
 
 
 class UpstreamDown(Exception):
@@ -39,9 +51,11 @@ class GrpcUpstream:
         self._metadata = (("authorization", f"Bearer {token}"),)
 
     def read_public_events(self, request: Any) -> Any:
+        # A long poll is held up to its max_wait: the deadline is on top of it.
+        wait = request.max_wait.ToTimedelta().total_seconds()
         try:
             return self._stub.ReadPublicEvents(request, metadata=self._metadata,
-                                               timeout=UPSTREAM_TIMEOUT)
+                                               timeout=UPSTREAM_TIMEOUT + wait)
         except grpc.RpcError as error:
             code = error.code() if isinstance(error, grpc.Call) else None
             if code is grpc.StatusCode.INVALID_ARGUMENT:
@@ -62,3 +76,80 @@ class LocalUpstream:
 
     def read_public_events(self, request: Any) -> Any:
         return read_public(self._app, self._catalogue, request)
+
+
+class LogWatch:
+    """Wakes the readers of the services' public feeds (the relay, the gateway's streams) when a
+    log grows, so that an idle reader reads at once instead of at its next poll.
+
+    A reader notes `wake.generation` before its reads; when a read of a service found nothing
+    new it says so with `idle(service, last_position)` and then waits on `wake`. One thread per
+    service then long-polls its public feed from past that position (`max_wait`): the service
+    answers as soon as its log reaches it, woken by its store's notifications, and the watch
+    bumps `wake`. The watch carries no events — readers read them as before, from their own
+    positions, every event checked as always — so one watch serves every reader of the
+    process. It asks only while some reader is idle: a busy reader (more stored than read)
+    reads on without it, and the watch makes no call at all, whatever the rate. A service that
+    cannot be reached is asked again every WATCH_RETRY_SECONDS; meanwhile, and whenever a wake
+    is lost, the readers' own poll still finds what is new."""
+
+    def __init__(self, upstreams: Mapping[str, Upstream], stopping: threading.Event,
+                 wait: float = WATCH_WAIT_SECONDS):
+        self.wake = LogWake()
+        self._stopping = stopping
+        self._wait = wait
+        self._idle: dict[str, int] = {}  # service → the last position an idle reader saw
+        self._condition = threading.Condition()
+        self._threads = [threading.Thread(target=self._watch, args=(name, upstream),
+                                          name=f"watch-{name}", daemon=True)
+                         for name, upstream in upstreams.items()]
+
+    def start(self) -> LogWatch:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def idle(self, service: str, last_position: int) -> None:
+        """A reader found nothing past `last_position` in `service`'s log: wake it when the log
+        grows past it."""
+        with self._condition:
+            self._idle[service] = max(self._idle.get(service, last_position), last_position)
+            self._condition.notify_all()
+
+    def stop(self) -> None:
+        with self._condition:
+            self._condition.notify_all()
+        self.wake.changed()
+
+    def _watch(self, name: str, upstream: Upstream) -> None:
+        known = 0  # the log reached at least this far when the watch last woke the readers
+        held = Duration()
+        held.FromMilliseconds(int(self._wait * 1000))
+        while not self._stopping.is_set():
+            with self._condition:
+                while name not in self._idle and not self._stopping.is_set():
+                    self._condition.wait(WATCH_RETRY_SECONDS)
+                if self._stopping.is_set():
+                    return
+                seen = self._idle.pop(name)
+            start = max(seen, known) + 1
+            asked = time.monotonic()
+            try:
+                # One position looked at, mapped for nobody (no personal field, no rider
+                # event): only `last_position` is wanted.
+                reply = upstream.read_public_events(feed_pb.ReadPublicEventsRequest(
+                    from_position=start, limit=1, max_wait=held))
+            except Exception as error:  # UpstreamDown, or a bug: readers fall back on polls
+                log.debug("upstream.watch_failed", upstream=name, error=repr(error))
+                self.idle(name, seen)  # still idle: ask again
+                self._stopping.wait(WATCH_RETRY_SECONDS)
+                continue
+            if reply.last_position >= start:
+                known = reply.last_position
+                self.wake.changed()  # idle readers read; each says when it is idle again
+                continue
+            self.idle(name, seen)  # not grown within max_wait: ask again
+            if time.monotonic() - asked < self._wait / 2:
+                # Answered early with nothing new: a service stopping, or one older than
+                # max_wait that answers at once — never ask it in a tight loop.
+                self._stopping.wait(WATCH_RETRY_SECONDS)
