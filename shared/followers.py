@@ -16,7 +16,9 @@ repaired — and raises the integrity alarm (shared/integrity.py).
 A batch read from the feed is applied in one transaction: each event's policy runs in turn,
 reading through the aggregate cache what the events before it in the batch changed, not yet
 committed (shared/store/cache.py `pending`), and every reaction of the batch is stored with one
-tracking record at the batch's last position. An event whose policy does nothing is passed
+tracking record at the batch's last position. A view shows only what is committed: a policy
+that reads one while the batch holds reactions makes the follower commit them first, then
+decide that event again (PendingReactions). An event whose policy does nothing is passed
 without a write: the position moves on in memory and reaches the store with the next batch that
 reacts, or once TRACK_EVERY positions have gone by without one, so a restart reads again at most
 that tail (a policy that did nothing for an event does nothing for it again). One transaction
@@ -50,7 +52,13 @@ from shared.grpc.channels import open_channel
 from shared.integrity import ALARM, MAC_PROBLEM
 from shared.leadership import Lease
 from shared.leadership import leadership as hold_leadership
-from shared.store import STORE_DOWN_ERRORS, BatchTracking, OutageNotice, qiji_transcoder
+from shared.store import (
+    STORE_DOWN_ERRORS,
+    BatchTracking,
+    OutageNotice,
+    PendingReactions,
+    qiji_transcoder,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -265,9 +273,16 @@ class Follower:
                     for upstream_event in intact:
                         self.process(upstream_event)
                     one_by_one = False
-                elif intact and not self._apply(intact, tracked):
-                    one_by_one = True
-                    continue
+                elif intact:
+                    applied = self._apply(intact, tracked)
+                    if applied is None:
+                        one_by_one = True
+                        continue
+                    if applied < len(intact):
+                        # Committed the part before a policy that reads a view: read on from
+                        # there (that event first in the next batch, the view then current).
+                        done += applied
+                        continue
                 done += len(intact)
                 if len(intact) < len(events):
                     return done  # stopped at the event after them
@@ -341,18 +356,25 @@ class Follower:
             # The reaction shares its cause's correlation id: one story across services.
             correlation_id=upstream_event.meta.get("correlation_id") or str(uuid.uuid4()))
 
-    def _apply(self, events: list[UpstreamEvent], tracked: int) -> bool:
+    def _apply(self, events: list[UpstreamEvent], tracked: int) -> int | None:
         """Applies `events`, read after `tracked` (and after what was passed in memory since),
         in one transaction with one tracking record at the last; in none when no policy
-        reacted and fewer than TRACK_EVERY positions went by untracked. False: it met a
-        conflict and stored nothing (the caller reads again and goes one by one)."""
+        reacted and fewer than TRACK_EVERY positions went by untracked. Returns how many it
+        applied: fewer than all when a policy read a view while the batch held reactions (the
+        ones before it are committed, that one is not begun); None when it met a conflict and
+        stored nothing (the caller reads again and goes one by one)."""
         batch = ProcessingEvent[uuid.UUID]()
+        applied = 0
         # What the batch's reactions changed, read by the policies after them as if stored.
-        with self.app.aggregates.pending(batch.aggregates):
+        with self.app.aggregates.pending(batch.aggregates, batch.events):
             for upstream_event in events:
                 processing = ProcessingEvent[uuid.UUID]()
-                with context.acting_as(self._context(upstream_event)) as ctx:
-                    self.policy(upstream_event, processing)
+                try:
+                    with context.acting_as(self._context(upstream_event)) as ctx:
+                        self.policy(upstream_event, processing)
+                except PendingReactions:
+                    break  # a view would not show the batch's reactions: commit them first
+                applied += 1
                 # Stamped now, with this event's request and correlation ids: the store would
                 # stamp them all with the context current when the batch is stored.
                 for event in processing.events:
@@ -361,10 +383,10 @@ class Follower:
                 batch.events.extend(processing.events)
                 batch.aggregates.update(processing.aggregates)
                 batch.saved_kwargs.update(processing.saved_kwargs)
-        last = events[-1].position
+        last = events[applied - 1].position
         if not batch.events and last - tracked < TRACK_EVERY:
             self._passed = (tracked, last)
-            return True
+            return applied
         batch.tracking = BatchTracking(application_name=self.upstream, notification_id=last,
                                        after=tracked)
         if self.app.settings.persistence != "postgres" and self._tracked() != tracked:
@@ -375,13 +397,12 @@ class Follower:
         except IntegrityError as error:
             return self._conflict(events, str(error))
         self._passed = (last, last)
-        return True
+        return applied
 
-    def _conflict(self, events: list[UpstreamEvent], problem: str) -> bool:
+    def _conflict(self, events: list[UpstreamEvent], problem: str) -> None:
         self._passed = (0, 0)
         log.info("follower.batch_conflict", upstream=self.upstream,
                  first=events[0].position, last=events[-1].position, problem=problem)
-        return False
 
     def process(self, upstream_event: UpstreamEvent) -> None:
         """Applies one upstream event in a transaction of its own (after a batch's conflict)."""

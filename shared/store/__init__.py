@@ -50,7 +50,7 @@ ORIGINATOR_ID_TYPE, PROCESS_RECORDER_TOPIC (the group-commit recorder) and
 AGGREGATE_CACHE_MAXSIZE."""
 
 from shared.store.application import StoredApplication
-from shared.store.cache import AggregateCache
+from shared.store.cache import AggregateCache, PendingReactions
 from shared.store.decoding import EventDecoder
 from shared.store.persistence import (
     STORE_DOWN_ERRORS,
@@ -72,6 +72,7 @@ __all__ = [
     "FastJSONTranscoder",
     "GroupCommitRecorder",
     "OutageNotice",
+    "PendingReactions",
     "StoreGate",
     "StoreUnavailable",
     "StoredApplication",

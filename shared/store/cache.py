@@ -26,6 +26,10 @@ from typing import Any
 from eventsourcing.application import AggregateNotFoundError, Repository, project_aggregate
 
 
+class PendingReactions(Exception):
+    """A view was read in a thread whose follower holds reactions not yet committed."""
+
+
 class AggregateCache:
     """The aggregates of one application's store, as stored now or at a version."""
 
@@ -39,16 +43,24 @@ class AggregateCache:
         self._batch = threading.local()
 
     @contextmanager
-    def pending(self, aggregates: dict[uuid.UUID, Any]) -> Iterator[None]:
+    def pending(self, aggregates: dict[uuid.UUID, Any], events: list[Any]) -> Iterator[None]:
         """Reads in this thread find `aggregates` (id → the aggregate as a batch of reactions
         left it, not committed yet) as if they were stored: a follower applying several
         upstream events in one transaction decides each as it would have after the ones
-        before it were committed (shared/followers.py). Other threads do not see them."""
-        self._batch.aggregates = aggregates
+        before it were committed (shared/followers.py). Other threads do not see them.
+        `events`: the batch's reactions so far, which no view has seen (`require_no_pending`)."""
+        self._batch.aggregates, self._batch.events = aggregates, events
         try:
             yield
         finally:
-            self._batch.aggregates = None
+            self._batch.aggregates = self._batch.events = None
+
+    def require_no_pending(self) -> None:
+        """Raises PendingReactions in a thread holding reactions not committed yet: a view of
+        this store (shared/views.py) cannot show them, so a policy reading one would decide on
+        a state without them. The follower then commits what it holds and decides again."""
+        if getattr(self._batch, "events", None):
+            raise PendingReactions
 
     def _pending(self, ident: uuid.UUID, version: int | None) -> Any | None:
         batch = getattr(self._batch, "aggregates", None)

@@ -13,9 +13,10 @@ from services.identity.application import IdentityApplication
 from services.training import events as training_events
 from services.training.application import TrainingApplication
 from services.training.domain.model import Learner
-from shared import followers
+from shared import followers, metrics
 from shared.followers import Follower, LocalFeed
 from shared.store import BatchTracking
+from shared.views import LogFollower
 from tests.city import build_city, in_application
 from tests.conftest import MASTER_KEY, actor, as_actor, settings_for
 
@@ -164,7 +165,7 @@ def test_a_batch_read_before_another_replica_applied_it_is_refused(world):
     # The stale one had read the same events after position 0: its batch is refused whole,
     # not stored beside the other's (its one tracking record is at another position).
     events = LocalFeed(world["identity"]).read(1, 1000, TrainingApplication.IDENTITY_TOPICS)
-    assert stale._apply(events, 0) is False
+    assert stale._apply(events, 0) is None
     assert learners_created(world["training"]) == 3
     stale.run_once()  # reads again from the tracked position: nothing left to do
     assert learners_created(world["training"]) == 3
@@ -180,3 +181,38 @@ def test_the_recorder_refuses_a_batch_tracked_past_where_it_was_read(world):
         recorder.insert_events([], tracking=BatchTracking("identity", 9, after=3))
     recorder.insert_events([], tracking=BatchTracking("identity", 9, after=5))
     assert tracked(world["training"]) == 9
+
+
+def test_a_lag_of_many_batches_drains_in_one_run_each_event_applied_once(world, monkeypatch):
+    monkeypatch.setattr(followers, "BATCH", 4)  # 25 riders: many batches, and a partial last
+    register(world, 25, verify=True)
+    f = follower(world)
+    lag = {"service": "training", "upstream": "identity"}
+    metrics.FOLLOWER_LAG.labels("training", "identity").set(5000)  # behind, as after a failover
+    f.run_once()
+    assert f.position == world["identity"].last_position()
+    assert metrics.REGISTRY.get_sample_value("qiji_follower_lag_events", lag) == 0
+    assert learners_created(world["training"]) == 25
+    assert f.run_once() == 0 and learners_created(world["training"]) == 25
+
+
+def test_a_policy_reading_a_view_sees_the_reactions_before_it_in_its_batch(world):
+    # A view follows the store's committed log: a policy reading one in the middle of a batch
+    # (merchants' follow_badges asks its view who holds an award granted a moment before)
+    # must see the reactions before it. The follower commits them first, then goes on.
+    noted: list[int] = []
+    view = LogFollower(world["training"], "test", lambda _position, event: noted.append(
+        1 if isinstance(event, Learner.Noted) else 0))
+    register(world, 5)
+    seen_by_policy: list[int] = []
+
+    def reading_a_view(upstream, processing):
+        if upstream.topic == identity_events.RIDER_REGISTERED:
+            view.catch_up()
+            seen_by_policy.append(sum(noted))
+        world["training"].follow_identity(upstream, processing)
+
+    f = follower(world, reading_a_view)
+    f.run_once()
+    assert seen_by_policy == [0, 1, 2, 3, 4]
+    assert learners_created(world["training"]) == 5
