@@ -391,11 +391,13 @@ class Follower:
                                        after=tracked)
         if self.app.settings.persistence != "postgres" and self._tracked() != tracked:
             # (On PostgreSQL the recorder checks this in the transaction, under its lock.)
-            return self._conflict(events, "tracked elsewhere meanwhile")
+            self._conflict(events, "tracked elsewhere meanwhile")
+            return None
         try:
             self.app.record(batch)
         except IntegrityError as error:
-            return self._conflict(events, str(error))
+            self._conflict(events, str(error))
+            return None
         self._passed = (last, last)
         return applied
 
