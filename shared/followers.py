@@ -273,16 +273,9 @@ class Follower:
                     for upstream_event in intact:
                         self.process(upstream_event)
                     one_by_one = False
-                elif intact:
-                    applied = self._apply(intact, tracked)
-                    if applied is None:
-                        one_by_one = True
-                        continue
-                    if applied < len(intact):
-                        # Committed the part before a policy that reads a view: read on from
-                        # there (that event first in the next batch, the view then current).
-                        done += applied
-                        continue
+                elif intact and not self._apply_all(intact, tracked):
+                    one_by_one = True
+                    continue
                 done += len(intact)
                 if len(intact) < len(events):
                     return done  # stopped at the event after them
@@ -355,6 +348,18 @@ class Follower:
             request_id=f"{self.upstream}:{upstream_event.position}",
             # The reaction shares its cause's correlation id: one story across services.
             correlation_id=upstream_event.meta.get("correlation_id") or str(uuid.uuid4()))
+
+    def _apply_all(self, events: list[UpstreamEvent], tracked: int) -> bool:
+        """Applies `events` in as few batches as the policies allow (a policy that reads a
+        view begins a new one); False: one met a conflict, the rest are not applied."""
+        while events:
+            applied = self._apply(events, tracked)
+            if applied is None:
+                return False
+            # Committed up to there (a batch cut short always holds reactions): the rest goes
+            # on from its tracking record, that event first, the view then current.
+            events, tracked = events[applied:], events[applied - 1].position
+        return True
 
     def _apply(self, events: list[UpstreamEvent], tracked: int) -> int | None:
         """Applies `events`, read after `tracked` (and after what was passed in memory since),
