@@ -67,10 +67,10 @@ def follower_class(batched: bool) -> Any:
     class OneByOne(Follower):
         """Before issue 20: one transaction and one tracking record per upstream event."""
 
-        def _apply(self, events: list[UpstreamEvent], tracked: int) -> bool:
+        def _apply(self, events: list[UpstreamEvent], tracked: int) -> int | None:
             for event in events:
                 self.process(event)
-            return True
+            return len(events)
 
     return OneByOne
 
