@@ -11,7 +11,19 @@ follower cannot, holding no view of the upstream's table: that each event stands
 among its aggregate's versions (shared/continuity.py: a genuine event moved later in the log
 would pass its MAC), and ends its answer at one that does not. Either way the follower stops at
 that event — it is never acted on, nor anything after it, until the upstream's store is
-repaired — and raises the integrity alarm (shared/integrity.py)."""
+repaired — and raises the integrity alarm (shared/integrity.py).
+
+A batch read from the feed is applied in one transaction: each event's policy runs in turn,
+reading through the aggregate cache what the events before it in the batch changed, not yet
+committed (shared/store/cache.py `pending`), and every reaction of the batch is stored with one
+tracking record at the batch's last position. A view shows only what is committed: a policy
+that reads one while the batch holds reactions makes the follower commit them first, then
+decide that event again (PendingReactions). An event whose policy does nothing is passed
+without a write: the position moves on in memory and reaches the store with the next batch that
+reacts, or once TRACK_EVERY positions have gone by without one, so a restart reads again at most
+that tail (a policy that did nothing for an event does nothing for it again). One transaction
+per event, as before, only after a batch met a conflict (a command changed an aggregate its
+reactions change, or another replica applied part of it)."""
 
 from __future__ import annotations
 
@@ -40,11 +52,20 @@ from shared.grpc.channels import open_channel
 from shared.integrity import ALARM, MAC_PROBLEM
 from shared.leadership import Lease
 from shared.leadership import leadership as hold_leadership
-from shared.store import STORE_DOWN_ERRORS, OutageNotice, qiji_transcoder
+from shared.store import (
+    STORE_DOWN_ERRORS,
+    BatchTracking,
+    OutageNotice,
+    PendingReactions,
+    qiji_transcoder,
+)
 
 log = structlog.get_logger(__name__)
 
 BATCH = 200
+# The most positions passed in memory (events this follower did nothing for) before a tracking
+# record is written for them alone: what a restart may read again.
+TRACK_EVERY = 1000
 # The longest wait between tries of an upstream that does not answer.
 MAX_BACKOFF = 4.0
 REFUSED_CODES = (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
@@ -209,11 +230,23 @@ class Follower:
         # The code the upstream refuses this follower's token with, while it does: the
         # service's health (`qiji.followers`) and /metrics say so instead of failing silently.
         self.refused: str | None = None
+        # (the tracked position it continues, the position reached in memory): events passed
+        # without a reaction since this follower's own last tracking record. Good only while
+        # the store is still tracked where it was: a write by anyone else voids it.
+        self._passed = (0, 0)
 
     @property
     def position(self) -> int:
-        """The last upstream position that took effect here."""
+        """The last upstream position that took effect here (or was passed over: its policy
+        did nothing)."""
+        return self._continue_from(self._tracked())
+
+    def _tracked(self) -> int:
         return self.app.recorder.max_tracking_id(self.upstream) or 0  # type: ignore[attr-defined]
+
+    def _continue_from(self, tracked: int) -> int:
+        base, reached = self._passed
+        return reached if base == tracked and reached > tracked else tracked
 
     @property
     def stopped_at(self) -> int:
@@ -224,14 +257,28 @@ class Follower:
         """Processes what the upstream has now; returns how many events it processed."""
         done = 0
         with self._lock:
+            one_by_one = False
             while True:
-                start = self.position + 1
+                tracked = self._tracked()
+                start = self._continue_from(tracked) + 1
                 events = self.feed.read(start, BATCH, self.topics)
+                intact = []
                 for upstream_event in events:
                     if not self._intact(upstream_event):
-                        return done  # stopped: nothing after it either, until it is repaired
-                    self.process(upstream_event)
-                    done += 1
+                        break  # stopped: nothing after it either, until it is repaired
+                    intact.append(upstream_event)
+                if one_by_one:
+                    # After a conflict: what was read again, one transaction each (each
+                    # retried on its own conflicts); then batches again.
+                    for upstream_event in intact:
+                        self.process(upstream_event)
+                    one_by_one = False
+                elif intact and not self._apply_all(intact, tracked):
+                    one_by_one = True
+                    continue
+                done += len(intact)
+                if len(intact) < len(events):
+                    return done  # stopped at the event after them
                 failure = self.feed.failure
                 if failure is not None:
                     self._stop(failure.position, f"{failure.problem}; {self.app.name} does "
@@ -295,14 +342,80 @@ class Follower:
         if caught_up is not None:
             caught_up.add(self.upstream)
 
-    def process(self, upstream_event: UpstreamEvent) -> None:
-        tracking = Tracking(application_name=self.upstream,
-                            notification_id=upstream_event.position)
-        ctx = RequestContext(
+    def _context(self, upstream_event: UpstreamEvent) -> RequestContext:
+        return RequestContext(
             actor=self.actor, rpc=f"follow:{self.upstream}:{upstream_event.name}",
             request_id=f"{self.upstream}:{upstream_event.position}",
             # The reaction shares its cause's correlation id: one story across services.
             correlation_id=upstream_event.meta.get("correlation_id") or str(uuid.uuid4()))
+
+    def _apply_all(self, events: list[UpstreamEvent], tracked: int) -> bool:
+        """Applies `events` in as few batches as the policies allow (a policy that reads a
+        view begins a new one); False: one met a conflict, the rest are not applied."""
+        while events:
+            applied = self._apply(events, tracked)
+            if applied is None:
+                return False
+            # Committed up to there (a batch cut short always holds reactions): the rest goes
+            # on from its tracking record, that event first, the view then current.
+            events, tracked = events[applied:], events[applied - 1].position
+        return True
+
+    def _apply(self, events: list[UpstreamEvent], tracked: int) -> int | None:
+        """Applies `events`, read after `tracked` (and after what was passed in memory since),
+        in one transaction with one tracking record at the last; in none when no policy
+        reacted and fewer than TRACK_EVERY positions went by untracked. Returns how many it
+        applied: fewer than all when a policy read a view while the batch held reactions (the
+        ones before it are committed, that one is not begun); None when it met a conflict and
+        stored nothing (the caller reads again and goes one by one)."""
+        batch = ProcessingEvent[uuid.UUID]()
+        applied = 0
+        # What the batch's reactions changed, read by the policies after them as if stored.
+        with self.app.aggregates.pending(batch.aggregates, batch.events):
+            for upstream_event in events:
+                processing = ProcessingEvent[uuid.UUID]()
+                try:
+                    with context.acting_as(self._context(upstream_event)) as ctx:
+                        self.policy(upstream_event, processing)
+                except PendingReactions:
+                    break  # a view would not show the batch's reactions: commit them first
+                applied += 1
+                # Stamped now, with this event's request and correlation ids: the store would
+                # stamp them all with the context current when the batch is stored.
+                for event in processing.events:
+                    if META_KEY not in vars(event):
+                        object.__setattr__(event, META_KEY, ctx.event_metadata())
+                batch.events.extend(processing.events)
+                batch.aggregates.update(processing.aggregates)
+                batch.saved_kwargs.update(processing.saved_kwargs)
+        last = events[applied - 1].position
+        if not batch.events and last - tracked < TRACK_EVERY:
+            self._passed = (tracked, last)
+            return applied
+        batch.tracking = BatchTracking(application_name=self.upstream, notification_id=last,
+                                       after=tracked)
+        if self.app.settings.persistence != "postgres" and self._tracked() != tracked:
+            # (On PostgreSQL the recorder checks this in the transaction, under its lock.)
+            self._conflict(events, "tracked elsewhere meanwhile")
+            return None
+        try:
+            self.app.record(batch)
+        except IntegrityError as error:
+            self._conflict(events, str(error))
+            return None
+        self._passed = (last, last)
+        return applied
+
+    def _conflict(self, events: list[UpstreamEvent], problem: str) -> None:
+        self._passed = (0, 0)
+        log.info("follower.batch_conflict", upstream=self.upstream,
+                 first=events[0].position, last=events[-1].position, problem=problem)
+
+    def process(self, upstream_event: UpstreamEvent) -> None:
+        """Applies one upstream event in a transaction of its own (after a batch's conflict)."""
+        tracking = Tracking(application_name=self.upstream,
+                            notification_id=upstream_event.position)
+        ctx = self._context(upstream_event)
         for attempt in range(8):
             if self.app.recorder.has_tracking_id(  # type: ignore[attr-defined]
                     self.upstream, upstream_event.position):

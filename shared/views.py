@@ -51,6 +51,9 @@ class LogFollower:
 
     def catch_up(self) -> int:
         """Applies every event stored since the last call; returns how many."""
+        # A follower's policy reading this view while the follower holds reactions of its
+        # batch not yet committed would miss them: it commits them first (shared/followers.py).
+        self._app.aggregates.require_no_pending()
         with self._lock:
             first, self._started = not self._started, True
             try:

@@ -14,7 +14,9 @@ Modules
 - persistence.py: the library's settings for a service's store (`eventsourcing_env`), the
   PostgreSQL schema and connection strings, `StoreGate` (fail at once while the store is away),
   `OutageNotice`, `STORE_DOWN_ERRORS`.
-- recorder.py: `GroupCommitRecorder`, PostgreSQL saves sharing one commit (BENCHMARKS.md).
+- recorder.py: `GroupCommitRecorder`, PostgreSQL saves sharing one commit (BENCHMARKS.md);
+  `BatchTracking`, a follower's one tracking record for a batch, refused if another replica
+  tracked past where the batch was read.
 - transcoding.py: `FastJSONTranscoder`, the library's transcodings decoded with orjson.
 - decoding.py: `EventDecoder`, stored rows to domain events for replays.
 
@@ -48,7 +50,7 @@ ORIGINATOR_ID_TYPE, PROCESS_RECORDER_TOPIC (the group-commit recorder) and
 AGGREGATE_CACHE_MAXSIZE."""
 
 from shared.store.application import StoredApplication
-from shared.store.cache import AggregateCache
+from shared.store.cache import AggregateCache, PendingReactions
 from shared.store.decoding import EventDecoder
 from shared.store.persistence import (
     STORE_DOWN_ERRORS,
@@ -59,16 +61,18 @@ from shared.store.persistence import (
     eventsourcing_env,
     postgres_conninfo,
 )
-from shared.store.recorder import GroupCommitRecorder
+from shared.store.recorder import BatchTracking, GroupCommitRecorder
 from shared.store.transcoding import FastJSONTranscoder, qiji_transcoder
 
 __all__ = [
     "STORE_DOWN_ERRORS",
     "AggregateCache",
+    "BatchTracking",
     "EventDecoder",
     "FastJSONTranscoder",
     "GroupCommitRecorder",
     "OutageNotice",
+    "PendingReactions",
     "StoreGate",
     "StoreUnavailable",
     "StoredApplication",

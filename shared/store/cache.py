@@ -16,12 +16,18 @@ command may change. A command never uses `read_only`: what it changes would be t
 
 from __future__ import annotations
 
+import threading
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from copy import deepcopy
 from typing import Any
 
 from eventsourcing.application import AggregateNotFoundError, Repository, project_aggregate
+
+
+class PendingReactions(Exception):
+    """A view was read in a thread whose follower holds reactions not yet committed."""
 
 
 class AggregateCache:
@@ -33,6 +39,34 @@ class AggregateCache:
         # On PostgreSQL (GroupCommitRecorder) one prepared `SELECT 1` says whether anything
         # newer is stored; elsewhere the newer events are simply asked for.
         self._newer_than = getattr(recorder, "has_events_after", None)
+        # A follower's batch not yet committed, for reads in the follower's thread only.
+        self._batch = threading.local()
+
+    @contextmanager
+    def pending(self, aggregates: dict[uuid.UUID, Any], events: list[Any]) -> Iterator[None]:
+        """Reads in this thread find `aggregates` (id → the aggregate as a batch of reactions
+        left it, not committed yet) as if they were stored: a follower applying several
+        upstream events in one transaction decides each as it would have after the ones
+        before it were committed (shared/followers.py). Other threads do not see them.
+        `events`: the batch's reactions so far, which no view has seen (`require_no_pending`)."""
+        self._batch.aggregates, self._batch.events = aggregates, events
+        try:
+            yield
+        finally:
+            self._batch.aggregates = self._batch.events = None
+
+    def require_no_pending(self) -> None:
+        """Raises PendingReactions in a thread holding reactions not committed yet: a view of
+        this store (shared/views.py) cannot show them, so a policy reading one would decide on
+        a state without them. The follower then commits what it holds and decides again."""
+        if getattr(self._batch, "events", None):
+            raise PendingReactions
+
+    def _pending(self, ident: uuid.UUID, version: int | None) -> Any | None:
+        batch = getattr(self._batch, "aggregates", None)
+        if not batch or version is not None:
+            return None
+        return batch.get(ident)
 
     @property
     def _cache(self) -> Any:
@@ -42,11 +76,17 @@ class AggregateCache:
     def read_only(self, ident: uuid.UUID, version: int | None = None) -> Any:
         """The aggregate (AggregateNotFoundError if none is stored), not to be changed: the
         cached object itself when it is current (or at `version`)."""
+        pending = self._pending(ident, version)
+        if pending is not None:
+            return pending
         return self._find(ident, version)[0]
 
     def writable(self, ident: uuid.UUID, version: int | None = None) -> Any:
         """The aggregate (AggregateNotFoundError if none is stored), a copy of its own that a
         command may change."""
+        pending = self._pending(ident, version)
+        if pending is not None:
+            return deepcopy(pending)
         aggregate, shared = self._find(ident, version)
         return deepcopy(aggregate) if shared else aggregate
 
@@ -74,6 +114,8 @@ class AggregateCache:
         """Whether any event of `ident` is stored. Events are never deleted: a cached aggregate
         exists. Otherwise one lean statement rather than the library's way of asking
         (rebuilding the aggregate from all of its events just to learn that there are some)."""
+        if self._pending(ident, None) is not None:
+            return True
         cache = self._cache
         if cache is not None:
             try:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import threading
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
@@ -24,6 +25,18 @@ from eventsourcing.utils import retry
 from psycopg import sql
 
 from shared import metrics
+
+
+@dataclass(frozen=True)
+class BatchTracking(Tracking):
+    """A follower's tracking record for a batch of upstream events that it read after
+    `after`, its tracked position then: stored only while no tracking record of the same
+    upstream lies past `after` (checked under the events table's lock, in the transaction
+    that stores it). A batch's one record is at its last position, so two replicas applying
+    overlapping batches would not meet on the same row; this makes the later one fail
+    (IntegrityError) instead of repeating the other's reactions."""
+
+    after: int = 0
 
 
 class _PendingSave:
@@ -239,7 +252,21 @@ class GroupCommitRecorder(PostgresProcessRecorder):
         if pending.tracking is not None:
             # The library's own statement for the tracking table (and its check that the
             # table is the multi-row kind): the one private call of this recorder.
+            if isinstance(pending.tracking, BatchTracking):
+                self._check_tracked_after(curs, pending.tracking)
             self._insert_tracking(curs, pending.tracking)
         if not pending.events:
             return []
         return self._insert_rows(curs, pending.events)
+
+    def _check_tracked_after(self, curs: Any, tracking: BatchTracking) -> None:
+        # The table lock is held (_write_each takes it first): no other replica's tracking
+        # record can be committed between this check and this transaction's commit.
+        curs.execute(self.max_tracking_id_statement, (tracking.application_name,),
+                     prepare=True)
+        row = curs.fetchone()
+        newest = (row["max"] if row is not None else None) or 0
+        if newest > tracking.after:
+            raise IntegrityError(
+                f"{tracking.application_name} is tracked at {newest}, past {tracking.after} "
+                "where this batch was read: another replica applied it")

@@ -364,8 +364,11 @@ def test_a_follower_killed_mid_stream_awards_nothing_twice_and_misses_nothing(wo
     try:
         follower = Follower(restarted, world["governance"], restarted.follow_governance,
                             topics=BadgesApplication.GOVERNANCE_TOPICS)
-        assert follower.position == 3
-        assert follower.run_once() == 3
+        # Whatever it had not committed when it died is not stored (reactions are committed
+        # with their tracking record, a batch at a time; badges' policy reads its views, so
+        # the follower commits before each reaction): the restart applies the rest, each once.
+        assert follower.position < max(seen)
+        assert follower.run_once() > 0
         with as_actor(ADMIN):
             holders, _ = restarted.badge_holders(badge_class_id=probe, page_size=50,
                                                  page_token="")

@@ -66,3 +66,34 @@ def test_a_scan_left_half_way_stops_its_reader(app, small_pages):
     next(events)
     events.close()
     assert not [t for t in threading.enumerate() if t.name.endswith("-replay")]
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("store_env", ["postgres"], indirect=True)
+def test_the_scan_checks_every_mac_a_changed_byte_or_a_mac_moved_to_another_row_stops_it(
+        app, store_env, small_pages):
+    # The scan checks the usual row's MAC inline (not through EventMac.check): a row whose
+    # bytes changed, or which carries another row's state and MAC, stops it at that row.
+    import psycopg
+
+    from shared.integrity import EventIntegrityError
+    build(app, 3)
+    rows = [(n.id, n.state) for n in app.read_log(1, 10_000)]
+    table = f'"{store_env["QIJI_POSTGRES_SCHEMA"]}"."{app.recorder.events_table_name}"'
+    changed, moved = rows[4][0], rows[7][0]
+    with psycopg.connect(dbname=store_env["QIJI_POSTGRES_DBNAME"], host=store_env[
+            "QIJI_POSTGRES_HOST"], user=store_env["QIJI_POSTGRES_USER"],
+            autocommit=True) as conn:
+        conn.execute(f"UPDATE {table} SET state = set_byte(state, 3, ascii('X')) "
+                     "WHERE notification_id = %s", (changed,))
+        with pytest.raises(EventIntegrityError) as first:
+            list(replay.scan(app, 1))
+        assert first.value.position == changed
+        conn.execute(f"UPDATE {table} SET state = %s WHERE notification_id = %s",
+                     (rows[4][1], changed))
+        assert len(list(replay.scan(app, 1))) == len(rows)  # repaired: all of it again
+        conn.execute(f"UPDATE {table} SET state = %s WHERE notification_id = %s",
+                     (rows[6][1], moved))
+        with pytest.raises(EventIntegrityError) as second:
+            list(replay.scan(app, 1))
+        assert second.value.position == moved
