@@ -345,16 +345,21 @@ class QijiApplication(StoredApplication):
         ctx = context.current()
         record_id = None
         if ctx.request_id:
+            # Not looked up first: nearly every request id is new, and asking the store would
+            # cost every command a round trip. The record is saved with the command's events,
+            # as version 1 of an aggregate of its own, in one atomic save: a retry's save
+            # conflicts on it and stores nothing, and the retry then answers the first answer
+            # (below). A retry whose decision fails (the rider it registered exists now, the
+            # perk's last claim was its own) answers it too.
             record_id = RequestRecord.create_id(ctx.actor.principal, ctx.rpc, ctx.request_id)
-            prior = self._prior_result(record_id, ctx)
-            if prior is not None:
-                return prior
         for attempt in range(MAX_ATTEMPTS):
             try:
                 outcome = decide()
-            except QijiError:
-                # A copy of this very request may have committed since we looked: then its
-                # answer is ours (e.g. not "already registered" for our own registration).
+            except Exception:
+                # This very request may have committed before (a retry) or since we began (a
+                # copy in flight): then its answer is ours, not "already registered" for our
+                # own registration. Any failure, not only a rule's: a retry now decides again,
+                # and what it meets (a key erased since) must not hide the first answer.
                 if record_id is not None:
                     prior = self._prior_result(record_id, ctx)
                     if prior is not None:
@@ -382,7 +387,7 @@ class QijiApplication(StoredApplication):
 
     def _prior_result(self, record_id: uuid.UUID, ctx: context.RequestContext
                       ) -> dict[str, Any] | None:
-        # Nearly every request is new: ask the lean way first.
+        # Asked only after a failure or a conflict: ask the lean way first.
         if not self.exists(record_id):
             return None
         try:
