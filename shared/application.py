@@ -158,6 +158,10 @@ class QijiApplication(StoredApplication):
         self._closed = False
         self._listener_lock = threading.Lock()
         self._keyed_locks = KeyedLocks()
+        # A request looks at the log for other writers' events once, not once per aggregate
+        # it reads (shared/store/cache.py LogWatermark): the same set it notes its upstream
+        # catch-ups in.
+        self.aggregates.request_memo = lambda: context.current().caught_up
 
     # ------------------------------------------------------------------ store
 

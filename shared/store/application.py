@@ -45,7 +45,8 @@ class StoredApplication(Application[uuid.UUID]):
 
     def save(self, *objs: Any, **kwargs: Any) -> list[Recording[uuid.UUID]]:
         recordings = super().save(*objs, **kwargs)
-        self.aggregates.saved(o for o in objs if isinstance(o, Aggregate))
+        self.aggregates.saved((o for o in objs if isinstance(o, Aggregate)),
+                              _positions(recordings))
         self.stored(recordings)
         return recordings
 
@@ -55,7 +56,7 @@ class StoredApplication(Application[uuid.UUID]):
         through the event store's public `put`, and the cache as `save` leaves it.)"""
         recordings = self.events.put(processing.events, tracking=processing.tracking,
                                      **processing.saved_kwargs)
-        self.aggregates.saved(processing.aggregates.values())
+        self.aggregates.saved(processing.aggregates.values(), _positions(recordings))
         self.stored(recordings)
         return recordings
 
@@ -65,3 +66,13 @@ class StoredApplication(Application[uuid.UUID]):
     def close(self) -> None:
         self.store_gate.close()
         super().close()
+
+
+def _positions(recordings: list[Recording[uuid.UUID]]) -> dict[uuid.UUID, int]:
+    """The log position of each aggregate's newest event in a commit."""
+    positions: dict[uuid.UUID, int] = {}
+    for recording in recordings:
+        notification = recording.notification
+        positions[notification.originator_id] = max(
+            notification.id, positions.get(notification.originator_id, 0))
+    return positions

@@ -12,13 +12,19 @@ one, so an aggregate handed out read-only never changes.
 
 Two kinds of read, by two calls: `read_only` hands out the cached object itself, for a query
 that only renders it (a deep copy is a quarter of a get's time); `writable` hands out a copy a
-command may change. A command never uses `read_only`: what it changes would be the cache."""
+command may change. A command never uses `read_only`: what it changes would be the cache.
+
+Whether a cached aggregate is current (PostgreSQL): not one `SELECT 1` per aggregate read, but
+one look at the log for everything stored since the last look (`LogWatermark`), shared by the
+reads that wait for it and by the rest of their request. A read is answered only after a look
+that began after the read (or its request) began, so it sees every event any replica had
+committed by then, exactly as the per-aggregate check did."""
 
 from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from copy import deepcopy
 from typing import Any
@@ -39,6 +45,14 @@ class AggregateCache:
         # On PostgreSQL (GroupCommitRecorder) one prepared `SELECT 1` says whether anything
         # newer is stored; elsewhere the newer events are simply asked for.
         self._newer_than = getattr(recorder, "has_events_after", None)
+        # And, there, one look at the log serves every read that waits for it (LogWatermark).
+        changes = getattr(recorder, "changes_after", None)
+        self.watermark = LogWatermark(changes, recorder.max_notification_id) \
+            if changes is not None else None
+        # The set a request keeps of what it has caught up with (RequestContext.caught_up),
+        # None outside a request: a request looks at the log once, not once per read.
+        self.request_memo: Callable[[], set[str] | None] = lambda: None
+        self._memo_key = f"log:{id(self)}"
         # A follower's batch not yet committed, for reads in the follower's thread only.
         self._batch = threading.local()
 
@@ -131,14 +145,22 @@ class AggregateCache:
             return False
         return True
 
-    def saved(self, aggregates: Iterable[Any]) -> None:
+    def saved(self, aggregates: Iterable[Any], positions: Mapping[uuid.UUID, int] | None = None
+              ) -> None:
         """Committed: the command's own copy, at the version it stored, replaces the cached one.
         The response renders it without asking the store, and the next read finds it current.
-        Nothing changes it after this (the command is done with it)."""
+        Nothing changes it after this (the command is done with it). `positions`: the log
+        position of each aggregate's newest event just stored: the copy is current through it
+        (anyone else's later event of it comes after, or its save would have conflicted)."""
         cache = self._cache
         if cache is not None:
             for aggregate in aggregates:
                 cache.put(aggregate.id, aggregate)
+                if self.watermark is not None:
+                    position = (positions or {}).get(aggregate.id)
+                    if position is not None:
+                        self.watermark.current_through(aggregate.id, aggregate.version,
+                                                       position)
 
     def _find(self, ident: uuid.UUID, version: int | None) -> tuple[Any, bool]:
         """(aggregate, whether it is shared with the cache)."""
@@ -163,15 +185,143 @@ class AggregateCache:
                 aggregate = cache.get(ident)
             except KeyError:
                 pass
+        watermark = self.watermark
         if aggregate is None:
+            # What the log had been looked at through before the store is asked: what it
+            # answers includes all of that.
+            looked = watermark.position if watermark is not None else 0
             aggregate = project_aggregate(None, self._events.get(ident))
             if aggregate is None:
                 raise AggregateNotFoundError(ident)
             if cache is not None:
                 cache.put(ident, aggregate)
-        elif self._newer_than is None or self._newer_than(ident, aggregate.version):
+                if watermark is not None:
+                    watermark.current_through(ident, aggregate.version, looked)
+            return aggregate
+        stale = None
+        looked = 0
+        if watermark is not None:
+            self._look_at_log(watermark)
+            looked = watermark.position
+            stale = watermark.changed(ident, aggregate.version)
+        if stale is None:  # not known: ask the store about this one aggregate
+            stale = self._newer_than is None or self._newer_than(ident, aggregate.version)
+        if stale:
             newer = list(self._events.get(ident, gt=aggregate.version))
             if newer:
                 aggregate = project_aggregate(deepcopy(aggregate), newer)
                 cache.put(ident, aggregate)
+        if watermark is not None:
+            watermark.current_through(ident, aggregate.version, looked)
         return aggregate
+
+    def _look_at_log(self, watermark: LogWatermark) -> None:
+        """Waits for a look at the log that began after this read, or after the request it is
+        part of began (once per request: the request is then answered as of its start, as a
+        single read of each aggregate would be)."""
+        memo = self.request_memo()
+        if memo is not None and self._memo_key in memo:
+            return
+        watermark.look()
+        if memo is not None:
+            memo.add(self._memo_key)
+
+
+class LogWatermark:
+    """How far this process has looked at its store's log for events stored by anyone, and
+    which aggregates they changed: one query (`changes_after`) for everything stored since the
+    last look, shared by every read waiting for it, instead of one `SELECT 1` per read.
+
+    Positions are given out in commit order (the recorder's table lock is held through each
+    commit), so every event committed before a look began is at or below the position that
+    look reaches. A mark says that an aggregate at a version is current through a position
+    (where the log had been looked at through when it was read from the store, or the position
+    of its own newest event when it was stored): true whoever wrote it, since a version's state
+    never changes. The cached copy is stale when a look saw an event of it past its mark. What
+    is not known — no mark for the cached copy's version, or a mark older than the changes
+    last forgotten (at `FORGET_AFTER` entries, to bound memory; the first look forgets all that
+    came before it) — is asked of the store for that aggregate alone, as before."""
+
+    PAGE = 1000
+    FORGET_AFTER = 100_000
+
+    def __init__(self, changes_after: Callable[[int, int], Sequence[tuple[int, uuid.UUID]]],
+                 head: Callable[[], int | None]):
+        self._changes_after = changes_after
+        self._head = head
+        self._cond = threading.Condition()
+        self._looks_started = 0
+        self._looks_done = 0
+        self._looking = False
+        self.position = 0
+        # The newest position of each aggregate with an event seen by a look...
+        self._changed_at: dict[uuid.UUID, int] = {}
+        # ...and the marks: (version, position it is current through) of cached aggregates.
+        self._marks: dict[uuid.UUID, tuple[int, int]] = {}
+        # Changes at or below this are not in `_changed_at`: a mark below it tells nothing.
+        self._forgotten_through: int | None = None  # None: no look yet
+
+    def look(self) -> None:
+        """Returns once a look that began after this call has reached the log's head."""
+        with self._cond:
+            wanted = self._looks_started + 1  # the next look to begin: it begins after now
+            while self._looks_done < wanted:
+                if not self._looking:
+                    self._looking = True
+                    self._looks_started += 1
+                    ticket = self._looks_started
+                    break
+                self._cond.wait()
+            else:
+                return
+            first = self._forgotten_through is None
+        try:
+            if first:
+                changed: dict[uuid.UUID, int] = {}
+                position = self._head() or 0
+            else:
+                changed, position = self._read(self.position)
+        except BaseException:
+            with self._cond:
+                self._looking = False
+                self._cond.notify_all()  # a waiter looks in its place
+            raise
+        with self._cond:
+            if first or len(self._changed_at) + len(changed) > self.FORGET_AFTER:
+                self._changed_at.clear()
+                self._marks.clear()
+                self._forgotten_through = position
+            else:
+                self._changed_at.update(changed)
+            self.position = position
+            self._looks_done = ticket
+            self._looking = False
+            self._cond.notify_all()
+
+    def _read(self, position: int) -> tuple[dict[uuid.UUID, int], int]:
+        changed: dict[uuid.UUID, int] = {}
+        while True:
+            rows = self._changes_after(position, self.PAGE)
+            for notification_id, originator_id in rows:
+                changed[originator_id] = notification_id
+            if rows:
+                position = rows[-1][0]
+            if len(rows) < self.PAGE:
+                return changed, position
+
+    def changed(self, ident: uuid.UUID, version: int) -> bool | None:
+        """Whether the log holds an event of `ident` past where its copy at `version` is known
+        current; None when that is not known here."""
+        with self._cond:
+            mark = self._marks.get(ident)
+            if mark is None or mark[0] != version or self._forgotten_through is None \
+                    or mark[1] < self._forgotten_through:
+                return None
+            return self._changed_at.get(ident, 0) > mark[1]
+
+    def current_through(self, ident: uuid.UUID, version: int, position: int) -> None:
+        """`ident` at `version` is current through log position `position`."""
+        with self._cond:
+            if len(self._marks) > self.FORGET_AFTER:
+                self._marks.clear()
+            self._marks[ident] = (version, position)

@@ -135,6 +135,23 @@ class GroupCommitRecorder(PostgresProcessRecorder):
             cursor.execute(self._newer_event, (originator_id, version), prepare=True)
             return cursor.fetchone() is not None
 
+    @retry((InterfaceError, OperationalError), max_attempts=3, wait=0.2)
+    def changes_after(self, position: int, limit: int) -> list[tuple[int, Any]]:
+        """(position, aggregate id) of the events stored after `position`, in log order, at
+        most `limit`: what the aggregate cache's LogWatermark looks at."""
+        with self.datastore.get_connection() as conn:
+            cursor = conn.cursor(row_factory=psycopg.rows.tuple_row)
+            cursor.execute(self._changes_after, (position, limit), prepare=True)
+            return cursor.fetchall()
+
+    @functools.cached_property
+    def _changes_after(self) -> bytes:
+        return sql.SQL(
+            "SELECT notification_id, originator_id FROM {}.{} WHERE notification_id > %s "
+            "ORDER BY notification_id LIMIT %s"
+        ).format(sql.Identifier(self.datastore.schema),
+                 sql.Identifier(self.events_table_name)).as_string(None).encode()
+
     @functools.cached_property
     def _newer_event(self) -> bytes:
         return sql.SQL(

@@ -4,6 +4,7 @@ on SQLite and PostgreSQL)."""
 from __future__ import annotations
 
 from services.identity.application import IdentityApplication
+from shared.context import RequestContext, acting_as
 from services.identity.domain.model import Rider
 from services.identity.domain.values import RiderStatus
 from tests.conftest import MASTER_KEY, actor, as_actor, city_tree, settings_for
@@ -46,10 +47,54 @@ def test_a_cached_aggregate_being_read_is_never_changed_under_the_reader(store_e
         two.close()
 
 
-def registered_rider(app: IdentityApplication) -> str:
-    tree = city_tree(app)
+def registered_rider(app: IdentityApplication, tree: dict[str, str] | None = None,
+                     platform_rider_id: str = "R-1") -> str:
+    tree = tree or city_tree(app)
     with as_actor(actor("platform-co", "platform")):
         return app.register_rider(
-            platform_id=tree["platform"], platform_rider_id="R-1", name="骑手",
+            platform_id=tree["platform"], platform_rider_id=platform_rider_id, name="骑手",
             phone="13812345678", national_id="", home_street_id=tree["street"],
             station_id=tree["station"])["rider_id"]
+
+
+def test_a_request_asks_the_store_once_however_many_cached_aggregates_it_reads(postgres_env):
+    """On PostgreSQL a cached aggregate is checked against one shared look at the log per
+    request (shared/store/cache.py LogWatermark), not a `SELECT 1` per aggregate read; and a
+    request that begins after another replica's command still reads what it stored."""
+    one = IdentityApplication(settings_for("identity", postgres_env), MASTER_KEY)
+    two = IdentityApplication(settings_for("identity", postgres_env), MASTER_KEY)
+    try:
+        tree = city_tree(one)
+        riders = [registered_rider(one, tree, f"R-{n}") for n in range(3)]
+        asked: list[str] = []
+        recorder = one.recorder
+        per_aggregate, look = recorder.has_events_after, recorder.changes_after
+        recorder.has_events_after = lambda *a: asked.append("aggregate") or per_aggregate(*a)
+        recorder.changes_after = lambda *a: asked.append("log") or look(*a)
+        platform = actor("platform-co", "platform")
+        with acting_as(RequestContext(actor=platform, caught_up=set())):
+            assert [one.rider(r).status.name for r in riders] == ["REGISTERED"] * 3
+        assert asked.count("aggregate") == 0 and asked.count("log") <= 1
+        with as_actor(platform):
+            two.verify_rider(rider_id=riders[1])
+        with acting_as(RequestContext(actor=platform, caught_up=set())):
+            assert [one.rider(r).status.name for r in riders] == ["REGISTERED", "ACTIVE",
+                                                                  "REGISTERED"]
+    finally:
+        one.close()
+        two.close()
+
+
+def test_an_older_copy_cached_after_a_newer_one_was_marked_is_checked_again(postgres_env):
+    """Marks name the version they vouch for: a slow reader caching an older copy after a
+    command cached and marked a newer one is not taken as current."""
+    one = IdentityApplication(settings_for("identity", postgres_env), MASTER_KEY)
+    try:
+        rider_id = registered_rider(one)
+        old = one.view(rider_id, Rider, "rider")
+        with as_actor(actor("platform-co", "platform")):
+            one.verify_rider(rider_id=rider_id)  # caches and marks the newer version
+        one.repository.cache.put(old.id, old)  # the slow reader's older copy lands last
+        assert one.view(rider_id, Rider, "rider").status == RiderStatus.ACTIVE
+    finally:
+        one.close()
