@@ -72,7 +72,7 @@ from shared.errors import (
 )
 from shared.followers import FeedSource, Follower, LocalFeed, UpstreamEvent, follower_of
 from shared.paging import listed
-from shared.personal_data import ERASED
+from shared.personal_data import ERASED, PersonalDataErased
 from shared.references import organisation_kind_not_allowed
 from shared.tenancy import TenancyDirectory
 from shared.values import (
@@ -773,7 +773,11 @@ class IdentityApplication(QijiApplication):
 
     def register_rider(self, *, platform_id: str, platform_rider_id: str, name: str, phone: str,
                        national_id: str, home_street_id: str, station_id: str) -> CommandResult:
+        attempts = 0
+
         def decide() -> Outcome:
+            nonlocal attempts
+            attempts += 1
             # Every fault at once: formats, then what the ids name (and of which kind).
             violations = Violations()
             check_registration(violations, platform_rider_id=platform_rider_id, name=name,
@@ -790,18 +794,25 @@ class IdentityApplication(QijiApplication):
                                "platform_id", STATION_OF_ANOTHER_PLATFORM)
             violations.raise_if_any()
             rider_id = Rider.create_id(platform_id, platform_rider_id)
-            if self.exists(rider_id):
-                raise AlreadyExists(
-                    f"platform rider {platform_rider_id!r} is already registered",
-                    reason="RIDER_ALREADY_REGISTERED", rider_id=str(rider_id))
+            already = AlreadyExists(
+                f"platform rider {platform_rider_id!r} is already registered",
+                reason="RIDER_ALREADY_REGISTERED", rider_id=str(rider_id))
+            # Not asked before the first attempt: nearly every rider is new, and a rider
+            # registered before makes the save of this one's first version conflict, storing
+            # nothing; the next attempt asks. A round trip fewer for every new rider.
+            if attempts > 1 and self.exists(rider_id):
+                raise already
             subject = str(rider_id)
-            rider = Rider(
-                platform_id=platform_id, platform_rider_id=platform_rider_id,
-                sealed_name=self.vault.seal(subject, name.strip()),
-                sealed_phone=self.vault.seal(subject, phone),
-                sealed_national_id=(self.vault.seal(subject, national_id.upper())
-                                    if national_id else ""),
-                home_street_id=home_street_id, station_id=station_id)
+            try:
+                rider = Rider(
+                    platform_id=platform_id, platform_rider_id=platform_rider_id,
+                    sealed_name=self.vault.seal(subject, name.strip()),
+                    sealed_phone=self.vault.seal(subject, phone),
+                    sealed_national_id=(self.vault.seal(subject, national_id.upper())
+                                        if national_id else ""),
+                    home_street_id=home_street_id, station_id=station_id)
+            except PersonalDataErased:
+                raise already from None  # only a registered rider's data is ever erased
             return Outcome([rider], {"rider_id": str(rider.id), "version": rider.version})
         return self.execute(decide, id_key="rider_id")
 

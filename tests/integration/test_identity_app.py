@@ -121,6 +121,19 @@ def test_registering_a_platform_rider_id_twice_is_already_exists(app, tree):
     assert error.value.reason == "RIDER_ALREADY_REGISTERED"
 
 
+def test_registering_a_rider_whose_data_was_erased_is_already_exists(app, tree):
+    """The first attempt does not ask whether the rider exists (its save would conflict): an
+    erased rider's key refuses to seal, which is the same answer, not an internal error."""
+    rider_id = register(app, tree, 1)["rider_id"]
+    with as_actor(ADMIN):
+        app.erase_rider_personal_data(rider_id=rider_id, reason="本人申请删除")
+    position = app.last_position()
+    with pytest.raises(AlreadyExists) as error:
+        register(app, tree, 1)
+    assert error.value.reason == "RIDER_ALREADY_REGISTERED"
+    assert app.last_position() == position
+
+
 def test_concurrent_registrations_of_one_rider_give_one_rider(app, tree):
     barrier = threading.Barrier(8)
     outcomes: list[str] = []
