@@ -34,7 +34,6 @@ from shared.errors import (
     FieldViolation,
     InvalidArgument,
     NotFound,
-    QijiError,
     Violations,
     check_id,
 )

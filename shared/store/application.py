@@ -68,9 +68,9 @@ class StoredApplication(Application[uuid.UUID]):
         super().close()
 
 
-def _positions(recordings: list[Recording[uuid.UUID]]) -> dict[uuid.UUID, int]:
+def _positions(recordings: list[Recording[uuid.UUID]]) -> dict[Any, int]:
     """The log position of each aggregate's newest event in a commit."""
-    positions: dict[uuid.UUID, int] = {}
+    positions: dict[Any, int] = {}
     for recording in recordings:
         notification = recording.notification
         positions[notification.originator_id] = max(

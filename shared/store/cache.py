@@ -211,7 +211,7 @@ class AggregateCache:
             if newer:
                 aggregate = project_aggregate(deepcopy(aggregate), newer)
                 cache.put(ident, aggregate)
-        if watermark is not None:
+        if watermark is not None and aggregate is not None:
             watermark.current_through(ident, aggregate.version, looked)
         return aggregate
 

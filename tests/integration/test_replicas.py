@@ -4,9 +4,9 @@ on SQLite and PostgreSQL)."""
 from __future__ import annotations
 
 from services.identity.application import IdentityApplication
-from shared.context import RequestContext, acting_as
 from services.identity.domain.model import Rider
 from services.identity.domain.values import RiderStatus
+from shared.context import RequestContext, acting_as
 from tests.conftest import MASTER_KEY, actor, as_actor, city_tree, settings_for
 
 
