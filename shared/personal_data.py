@@ -19,6 +19,8 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from eventsourcing.persistence import InterfaceError, OperationalError
+from eventsourcing.utils import retry
 
 from shared.signing import load_key
 
@@ -50,6 +52,10 @@ class KeyStore:
                 f" created_at TEXT NOT NULL, erased_at TEXT)"
             )
 
+    # As the store's own reads: a pooled connection that a restart of the database broke is
+    # retried on a fresh one. A command's first statement may be one of these (a new rider's
+    # key), so it must not be the one that finds the pool's broken connections for everyone.
+    @retry((InterfaceError, OperationalError), max_attempts=3, wait=0.2)
     def get(self, subject_id: str) -> tuple[bytes | None, bool] | None:
         """(wrapped key, erased) for a subject, or None if it has no key yet."""
         query = f"SELECT wrapped_key, erased_at FROM {self._table} WHERE subject_id = {self._p}"  # noqa: S608
@@ -66,8 +72,11 @@ class KeyStore:
         wrapped = row["wrapped_key"]
         return (bytes(wrapped) if wrapped is not None else None, row["erased_at"] is not None)
 
+    @retry((InterfaceError, OperationalError), max_attempts=3, wait=0.2)
     def put_if_absent(self, subject_id: str, wrapped: bytes) -> bool:
-        """True when this call stored the key, False when the subject already had one."""
+        """True when this call stored the key, False when the subject already had one (a
+        retry after a connection lost mid-commit may say False for its own key: the vault
+        then reads the stored key, which is that same key)."""
         now = datetime.now(UTC).isoformat()
         insert = (f"INSERT INTO {self._table} (subject_id, wrapped_key, created_at)"  # noqa: S608
                   f" VALUES ({self._p}, {self._p}, {self._p}) ON CONFLICT (subject_id) DO NOTHING"

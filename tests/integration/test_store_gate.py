@@ -16,12 +16,13 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import psycopg
 import pytest
 
 from services.identity.application import IdentityApplication
 from services.identity.domain.values import OrganisationKind
 from shared.store import STORE_DOWN_ERRORS, StoreUnavailable
-from tests.conftest import MASTER_KEY, actor, as_actor, settings_for
+from tests.conftest import MASTER_KEY, PG, actor, as_actor, settings_for
 
 ADMIN = actor("city", "city_admin")
 
@@ -129,4 +130,28 @@ def test_a_command_waiting_for_a_connection_when_the_store_goes_fails_within_a_s
     finally:
         for conn in held:
             pool.putconn(conn)
+        app.close()
+
+
+@pytest.mark.postgres
+def test_a_new_riders_key_is_stored_through_a_connection_a_restart_broke(
+        postgres_env: dict[str, str]) -> None:
+    """After the database restarts, the pool's idle connections are broken. A new rider's data
+    key may be a command's first statement (RegisterRider asks nothing before it): it is
+    retried on a fresh connection, as the store's own statements are, not failed UNAVAILABLE."""
+    app = IdentityApplication(settings_for("identity", {**postgres_env,
+                                                        "QIJI_POSTGRES_POOL_SIZE": "1"}),
+                              MASTER_KEY)
+    try:
+        app.vault.seal(str(uuid.uuid4()), "warm")  # the pool's connection is made and idle
+        # Every other backend of the database ended, as a restart would end them.
+        with psycopg.connect(dbname=postgres_env["QIJI_POSTGRES_DBNAME"], host=PG["host"],
+                             port=PG["port"], user=PG["user"], autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                          "WHERE datname = %s AND pid <> pg_backend_pid()",
+                          (postgres_env["QIJI_POSTGRES_DBNAME"],))
+        subject = str(uuid.uuid4())
+        sealed = app.vault.seal(subject, "骑手")
+        assert app.vault.open(subject, sealed) == "骑手"
+    finally:
         app.close()
