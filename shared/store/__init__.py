@@ -10,7 +10,8 @@ Modules
 - application.py: `StoredApplication`, the library's Application with Qiji's store: settings,
   process recorder, transcoder, the aggregate cache, the store gate; `record` for a follower's
   reaction with its tracking record.
-- cache.py: `AggregateCache`, copy-on-write; `read_only` and `writable` reads.
+- cache.py: `AggregateCache`, copy-on-write; `read_only` and `writable` reads; `LogWatermark`,
+  whether cached aggregates are current, from one look at the log shared by concurrent reads.
 - persistence.py: the library's settings for a service's store (`eventsourcing_env`), the
   PostgreSQL schema and connection strings, `StoreGate` (fail at once while the store is away),
   `OutageNotice`, `STORE_DOWN_ERRORS`.
