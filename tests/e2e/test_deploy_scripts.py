@@ -52,12 +52,19 @@ CATCH_UP_TIMEOUT = 20.0
 
 def free_offset() -> int:
     """A --port-offset at which every port the stack binds (gRPC 50051-50056, the public
-    credentials face's 50057 and metrics 9101-9108, plus the offset) is free just now."""
+    credentials face's 50057 and metrics 9101-9108, plus the offset) is free just now, and
+    none lies in the kernel's range of ephemeral ports: there, a connection any process opens
+    meanwhile (the stack's own services dial each other and PostgreSQL while the later ones
+    still start) may take a port as its local end before the service that should listen on
+    it binds, and that service fails to start — as badges once did here."""
+    low, high = (int(n) for n in Path("/proc/sys/net/ipv4/ip_local_port_range")
+                 .read_text().split())
+    bound = (*DEFAULT_PORTS.values(), CREDENTIALS_HTTP_PORT, *range(9101, 9109))
+    offsets = [o for o in range(1000, 65535 - max(bound))
+               if all(not low <= p + o <= high for p in bound)]
     for _ in range(50):
-        offset = random.randrange(1000, 15000)
-        ports = [p + offset for p in (*DEFAULT_PORTS.values(), CREDENTIALS_HTTP_PORT,
-                                      *range(9101, 9109))]
-        if all(_free(p) for p in ports):
+        offset = random.choice(offsets)
+        if all(_free(p + offset) for p in bound):
             return offset
     raise RuntimeError("no free port range found")
 
