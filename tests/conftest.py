@@ -179,6 +179,23 @@ def as_actor(who: Actor, rpc: str = "test", request_id: str = "", request: Any =
                                     request=request, access=access))
 
 
+class MemoryPositions:
+    """The relay's positions (the three calls of services/relay/positions.py's), in memory: what a
+    relay in a test has stored, in `saved`."""
+
+    def __init__(self) -> None:
+        self.saved: dict[str, int] = {}
+
+    def load(self) -> dict[str, int]:
+        return dict(self.saved)
+
+    def save(self, service: str, next_position: int) -> None:
+        self.saved[service] = next_position
+
+    def close(self) -> None:
+        pass
+
+
 class FakeLease:
     """A lease on leadership (shared.leadership.Lease) that is held for `checks` checks."""
 

@@ -32,7 +32,7 @@ from shared.grpc.public_feed import read_public
 from shared.grpc.upstream import LocalUpstream, LogWatch
 from shared.store.persistence import postgres_conninfo
 from tests.city import build_city, in_application
-from tests.conftest import MASTER_KEY, actor, as_actor, settings_for
+from tests.conftest import MASTER_KEY, MemoryPositions, actor, as_actor, settings_for
 
 LONG_POLL = 30.0  # the fallback poll of every test but the last: a wake must come first
 PROMPT = 3.0  # "well before": generous for a loaded machine, a tenth of the poll
@@ -147,20 +147,6 @@ class Published(list[tuple[str, dict[str, Any]]]):
         self.append((key, event))
 
 
-class Positions:
-    def __init__(self) -> None:
-        self.saved: dict[str, int] = {}
-
-    def load(self) -> dict[str, int]:
-        return dict(self.saved)
-
-    def save(self, service: str, next_position: int) -> None:
-        self.saved[service] = next_position
-
-    def close(self) -> None:
-        pass
-
-
 @pytest.mark.usefixtures("long_polls")
 def test_the_relay_publishes_an_event_as_soon_as_it_is_stored_not_at_its_poll(apps, tree):
     reader, writer = apps
@@ -169,7 +155,7 @@ def test_the_relay_publishes_an_event_as_soon_as_it_is_stored_not_at_its_poll(ap
     upstreams = {"identity": LocalUpstream(reader, IDENTITY_EVENTS)}
     watch = LogWatch(upstreams, stopping).start()
     published = Published()
-    relay = Relay(upstreams, Positions(), published, watch=watch)
+    relay = Relay(upstreams, MemoryPositions(), published, watch=watch)
     thread = threading.Thread(target=relay.run_forever, args=(stopping, LONG_POLL),
                               daemon=True)
     thread.start()

@@ -30,26 +30,10 @@ from shared.grpc.upstream import LocalUpstream
 from shared.integrity import ALARM, EventIntegrityError
 from shared.metrics import REGISTRY
 from shared.store import postgres_conninfo
-from tests.conftest import MASTER_KEY, as_actor, settings_for
+from tests.conftest import MASTER_KEY, MemoryPositions, as_actor, settings_for
 from tests.integration.test_audit import ADMIN, city, forge_verified, register
 
 pytestmark = pytest.mark.postgres
-
-
-class Positions:
-    """The relay's positions, in memory."""
-
-    def __init__(self) -> None:
-        self.stored: dict[str, int] = {}
-
-    def load(self) -> dict[str, int]:
-        return dict(self.stored)
-
-    def save(self, service: str, next_position: int) -> None:
-        self.stored[service] = next_position
-
-    def close(self) -> None:
-        pass
 
 
 @pytest.fixture
@@ -61,7 +45,7 @@ def world(postgres_env):
     follower = Follower(training, LocalFeed(identity), training.follow_identity,
                         topics=TrainingApplication.IDENTITY_TOPICS)
     published: list[tuple[str, dict]] = []
-    relay = Relay({"identity": LocalUpstream(identity, IDENTITY_PUBLIC)}, Positions(),
+    relay = Relay({"identity": LocalUpstream(identity, IDENTITY_PUBLIC)}, MemoryPositions(),
                   lambda type_name, event: published.append((type_name, event)))
     gateway = PlatformFeed({"identity": LocalUpstream(identity, IDENTITY_PUBLIC)})
     orgs = city(identity)

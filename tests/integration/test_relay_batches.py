@@ -16,21 +16,7 @@ from services.relay.publisher import BatchPublisher, BrokerDown
 from services.relay.relay import Relay
 from shared.grpc.upstream import LocalUpstream
 from tests.city import build_city, in_application
-from tests.conftest import MASTER_KEY, actor, as_actor, settings_for
-
-
-class Positions:
-    def __init__(self) -> None:
-        self.saved: dict[str, int] = {}
-
-    def load(self) -> dict[str, int]:
-        return dict(self.saved)
-
-    def save(self, service: str, next_position: int) -> None:
-        self.saved[service] = next_position
-
-    def close(self) -> None:
-        pass
+from tests.conftest import MASTER_KEY, MemoryPositions, actor, as_actor, settings_for
 
 
 class Broker:
@@ -93,7 +79,7 @@ def identity(tmp_path) -> Any:
 @pytest.mark.parametrize("kind", [Broker, PipelinedBroker])
 def test_a_batch_confirmed_in_part_is_published_again_from_its_first_unconfirmed(identity, kind):
     upstreams = {"identity": LocalUpstream(identity, IDENTITY_EVENTS)}
-    positions = Positions()
+    positions = MemoryPositions()
     broker = kind(fail_after=4)
     relay = Relay(upstreams, positions, broker, batch=200)
     state = relay.services["identity"]
@@ -134,7 +120,7 @@ def test_confirms_are_counted_from_the_batchs_first_message_whatever_order_they_
 def test_the_next_batch_is_read_while_the_confirms_come_and_published_from_where_it_was_read(
         identity):
     upstreams = {"identity": LocalUpstream(identity, IDENTITY_EVENTS)}
-    positions = Positions()
+    positions = MemoryPositions()
     broker = PipelinedBroker()
     relay = Relay(upstreams, positions, broker, batch=4)  # small batches: several cycles
     state = relay.services["identity"]
