@@ -38,10 +38,14 @@ class LogFollower:
     its audit API and what needs no view."""
 
     def __init__(self, app: QijiApplication, name: str,
-                 apply: Callable[[int, Any], None]):
+                 apply: Callable[[int, Any], None], reads: Sequence[type] | None = None):
+        """`reads`: the event classes `apply` does anything with (subclasses included), when
+        it ignores the others: those are still checked (MAC and place) but not decoded, and
+        `apply` never sees them. None: every event is decoded and applied."""
         self._app = app
         self._name = name
         self._apply = apply
+        self._reads = tuple(reads) if reads is not None else None
         self._lock = threading.Lock()
         self._reader = f"{app.name}.view.{name}"
         self._started = False
@@ -77,8 +81,10 @@ class LogFollower:
             # rebuild (or a long absence): the rest streams through one cursor.
             count = 0
             for position, event in replay.scan(self._app, self.position + 1,
-                                               self._continuity, first=BATCH):
-                self._apply(position, event)
+                                               self._continuity, first=BATCH,
+                                               reads=self._reads):
+                if event is not None:  # None: of a class this view does not read
+                    self._apply(position, event)
                 self.position = position
                 count += 1
                 if (applied + count) % PROGRESS_EVERY == 0:
