@@ -31,7 +31,7 @@ import functools
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -196,6 +196,9 @@ class GrpcFeed:
 
 
 Policy = Callable[[UpstreamEvent, ProcessingEvent], None]
+# For a batch of upstream events, the ids of the aggregates whose existence the policy will ask
+# (`exists`): the follower asks the store about all of them in one statement before the batch.
+LooksUp = Callable[[Sequence[UpstreamEvent]], Iterable[uuid.UUID]]
 
 # Where a service's upstreams are read, by the upstream's name: a new feed for each call
 # (GrpcFeed.of in a deployment, a LocalFeed in tests). An application is handed one when it is
@@ -205,10 +208,12 @@ FeedSource = Callable[[str], Feed]
 
 
 def follower_of(app: QijiApplication, feeds: FeedSource | None, upstream: str,
-                policy: Policy, topics: Sequence[str]) -> Follower | None:
+                policy: Policy, topics: Sequence[str], looks_up: LooksUp | None = None
+                ) -> Follower | None:
     """The follower of `upstream` an application keeps (its requests catch up through it), or
     None when the application was made without feeds."""
-    return Follower(app, feeds(upstream), policy, topics=topics) if feeds is not None else None
+    return Follower(app, feeds(upstream), policy, topics=topics,
+                    looks_up=looks_up) if feeds is not None else None
 
 
 
@@ -216,10 +221,11 @@ class Follower:
     """Applies `policy` to each upstream event after this app's tracked position."""
 
     def __init__(self, app: QijiApplication, feed: Feed, policy: Policy,
-                 topics: Sequence[str] = ()):
+                 topics: Sequence[str] = (), looks_up: LooksUp | None = None):
         self.app = app
         self.feed = feed
         self.policy = policy
+        self.looks_up = looks_up
         self.topics = list(topics)
         self.upstream = feed.name
         self.actor = Actor(principal=f"{app.name}-follower-of-{feed.name}",
@@ -371,7 +377,9 @@ class Follower:
         batch = ProcessingEvent[uuid.UUID]()
         applied = 0
         # What the batch's reactions changed, read by the policies after them as if stored.
-        with self.app.aggregates.pending(batch.aggregates, batch.events):
+        aggregates = self.app.aggregates
+        with aggregates.pending(batch.aggregates, batch.events), aggregates.existence_of(
+                self.looks_up(events) if self.looks_up is not None else ()):
             for upstream_event in events:
                 processing = ProcessingEvent[uuid.UUID]()
                 try:
