@@ -154,10 +154,14 @@ class GrpcFeed:
                  tls: TlsSettings | None = None):
         from qiji.feed.v1 import feed_service_pb2 as pb
         from qiji.feed.v1 import feed_service_pb2_grpc as pb_grpc
+        from qiji.feed.v1 import public_feed_service_pb2 as public_pb
+        from qiji.feed.v1 import public_feed_service_pb2_grpc as public_grpc
         self.name = name
         self._pb = pb
+        self._public_pb = public_pb
         self._channel = open_channel(address, tls)
         self._stub = pb_grpc.FeedServiceStub(self._channel)
+        self._public = public_grpc.PublicFeedServiceStub(self._channel)
         self._metadata = (("authorization", f"Bearer {token}"),)
         self._poll = poll_seconds
         self._last_seen = 0
@@ -185,7 +189,29 @@ class GrpcFeed:
                 for e in reply.events]
 
     def wait(self, timeout: float) -> None:
-        time.sleep(min(timeout, self._poll))
+        """A long poll: the upstream's PublicFeedService (the same port, the same `service`
+        token) is asked to answer as soon as its log grows past what the latest read saw
+        (`max_wait`, woken by its store's notifications), so an idle follower reads a new
+        event at once instead of at its next poll, and asks no more often than it polled. The
+        answer's events are not used: the follower reads them from its own position, checked
+        as always. An upstream that cannot be asked so (down, or older than `max_wait`: it
+        answers at once) is waited for as before, by sleeping."""
+        from google.protobuf.duration_pb2 import Duration
+        started = time.monotonic()
+        held = Duration()
+        held.FromMilliseconds(int(timeout * 1000))
+        start = self._last_seen + 1
+        try:
+            reply = self._public.ReadPublicEvents(
+                self._public_pb.ReadPublicEventsRequest(from_position=start, limit=1,
+                                                        max_wait=held),
+                metadata=self._metadata, timeout=timeout + 5)
+            if reply.last_position >= start:
+                return  # grown: read now
+        except grpc.RpcError as error:
+            log.debug("follower.long_poll_failed", upstream=self.name, error=repr(error))
+        # Not grown (or not asked): the rest of the wait, so that nothing asks in a loop.
+        time.sleep(max(0.0, min(timeout, self._poll) - (time.monotonic() - started)))
 
     @property
     def last_position(self) -> int:
