@@ -82,8 +82,10 @@ def follow(identity: Any, training: Any, batched: bool, name: str,
     """(identity's positions per second through the follower, how many events it applied)."""
     from shared.followers import LocalFeed
 
+    # Wired as training wires its own (the learners' existence asked once per batch).
     follower = follower_class(batched)(training, LocalFeed(identity, name),
-                                       training.follow_identity, topics=topics)
+                                       training.follow_identity, topics=topics,
+                                       looks_up=training.identity_learners)
     started = time.perf_counter()
     done = follower.run_once()
     seconds = time.perf_counter() - started

@@ -31,7 +31,7 @@ import functools
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -40,6 +40,7 @@ from typing import Any, Protocol
 import grpc
 import structlog
 from eventsourcing.application import ProcessingEvent
+from eventsourcing.domain import BaseAggregate
 from eventsourcing.persistence import IntegrityError, Tracking
 
 from shared import context, metrics
@@ -153,10 +154,14 @@ class GrpcFeed:
                  tls: TlsSettings | None = None):
         from qiji.feed.v1 import feed_service_pb2 as pb
         from qiji.feed.v1 import feed_service_pb2_grpc as pb_grpc
+        from qiji.feed.v1 import public_feed_service_pb2 as public_pb
+        from qiji.feed.v1 import public_feed_service_pb2_grpc as public_grpc
         self.name = name
         self._pb = pb
+        self._public_pb = public_pb
         self._channel = open_channel(address, tls)
         self._stub = pb_grpc.FeedServiceStub(self._channel)
+        self._public = public_grpc.PublicFeedServiceStub(self._channel)
         self._metadata = (("authorization", f"Bearer {token}"),)
         self._poll = poll_seconds
         self._last_seen = 0
@@ -184,7 +189,29 @@ class GrpcFeed:
                 for e in reply.events]
 
     def wait(self, timeout: float) -> None:
-        time.sleep(min(timeout, self._poll))
+        """A long poll: the upstream's PublicFeedService (the same port, the same `service`
+        token) is asked to answer as soon as its log grows past what the latest read saw
+        (`max_wait`, woken by its store's notifications), so an idle follower reads a new
+        event at once instead of at its next poll, and asks no more often than it polled. The
+        answer's events are not used: the follower reads them from its own position, checked
+        as always. An upstream that cannot be asked so (down, or older than `max_wait`: it
+        answers at once) is waited for as before, by sleeping."""
+        from google.protobuf.duration_pb2 import Duration
+        started = time.monotonic()
+        held = Duration()
+        held.FromMilliseconds(int(timeout * 1000))
+        start = self._last_seen + 1
+        try:
+            reply = self._public.ReadPublicEvents(
+                self._public_pb.ReadPublicEventsRequest(from_position=start, limit=1,
+                                                        max_wait=held),
+                metadata=self._metadata, timeout=timeout + 5)
+            if reply.last_position >= start:
+                return  # grown: read now
+        except grpc.RpcError as error:
+            log.debug("follower.long_poll_failed", upstream=self.name, error=repr(error))
+        # Not grown (or not asked): the rest of the wait, so that nothing asks in a loop.
+        time.sleep(max(0.0, min(timeout, self._poll) - (time.monotonic() - started)))
 
     @property
     def last_position(self) -> int:
@@ -195,7 +222,27 @@ class GrpcFeed:
         self._channel.close()
 
 
+class Reactions(ProcessingEvent[uuid.UUID]):
+    """What a policy collects for one upstream event: the library's ProcessingEvent, whose
+    `collect_events` tells an aggregate from an event by two runtime-protocol isinstance checks
+    (≈ 10 µs each on CPython 3.11: a sixth of a reacting follower's time per event). An
+    aggregate is collected here without them, as the library would collect it (its pending
+    events, and the aggregate by its id); anything else goes the library's way."""
+
+    def collect_events(self, *objs: Any, **kwargs: Any) -> None:
+        for obj in objs:
+            if isinstance(obj, BaseAggregate):
+                self.events.extend(obj.collect_events())
+                self.aggregates[obj.id] = obj
+            else:
+                super().collect_events(obj)
+        self.saved_kwargs.update(kwargs)
+
+
 Policy = Callable[[UpstreamEvent, ProcessingEvent], None]
+# For a batch of upstream events, the ids of the aggregates whose existence the policy will ask
+# (`exists`): the follower asks the store about all of them in one statement before the batch.
+LooksUp = Callable[[Sequence[UpstreamEvent]], Iterable[uuid.UUID]]
 
 # Where a service's upstreams are read, by the upstream's name: a new feed for each call
 # (GrpcFeed.of in a deployment, a LocalFeed in tests). An application is handed one when it is
@@ -205,10 +252,12 @@ FeedSource = Callable[[str], Feed]
 
 
 def follower_of(app: QijiApplication, feeds: FeedSource | None, upstream: str,
-                policy: Policy, topics: Sequence[str]) -> Follower | None:
+                policy: Policy, topics: Sequence[str], looks_up: LooksUp | None = None
+                ) -> Follower | None:
     """The follower of `upstream` an application keeps (its requests catch up through it), or
     None when the application was made without feeds."""
-    return Follower(app, feeds(upstream), policy, topics=topics) if feeds is not None else None
+    return Follower(app, feeds(upstream), policy, topics=topics,
+                    looks_up=looks_up) if feeds is not None else None
 
 
 
@@ -216,10 +265,11 @@ class Follower:
     """Applies `policy` to each upstream event after this app's tracked position."""
 
     def __init__(self, app: QijiApplication, feed: Feed, policy: Policy,
-                 topics: Sequence[str] = ()):
+                 topics: Sequence[str] = (), looks_up: LooksUp | None = None):
         self.app = app
         self.feed = feed
         self.policy = policy
+        self.looks_up = looks_up
         self.topics = list(topics)
         self.upstream = feed.name
         self.actor = Actor(principal=f"{app.name}-follower-of-{feed.name}",
@@ -371,9 +421,11 @@ class Follower:
         batch = ProcessingEvent[uuid.UUID]()
         applied = 0
         # What the batch's reactions changed, read by the policies after them as if stored.
-        with self.app.aggregates.pending(batch.aggregates, batch.events):
+        aggregates = self.app.aggregates
+        with aggregates.pending(batch.aggregates, batch.events), aggregates.existence_of(
+                self.looks_up(events) if self.looks_up is not None else ()):
             for upstream_event in events:
-                processing = ProcessingEvent[uuid.UUID]()
+                processing = Reactions()
                 try:
                     with context.acting_as(self._context(upstream_event)) as ctx:
                         self.policy(upstream_event, processing)
@@ -420,7 +472,7 @@ class Follower:
             if self.app.recorder.has_tracking_id(  # type: ignore[attr-defined]
                     self.upstream, upstream_event.position):
                 return  # another replica (or an earlier run) already applied it
-            processing = ProcessingEvent[uuid.UUID](tracking=tracking)
+            processing = Reactions(tracking=tracking)
             with context.acting_as(ctx):
                 self.policy(upstream_event, processing)
                 try:

@@ -17,6 +17,7 @@ from typing import Any
 from uuid import UUID
 
 import psycopg
+from eventsourcing.utils import resolve_topic
 from psycopg import sql
 
 from shared.application import QijiApplication
@@ -30,13 +31,22 @@ _DONE = object()
 
 
 def scan(app: QijiApplication, start: int, continuity: Continuity | None = None,
-         first: int = PAGE) -> Iterator[tuple[int, Any]]:
+         first: int = PAGE, reads: Callable[[type], bool] | None = None
+         ) -> Iterator[tuple[int, Any]]:
     """(position, domain event) for every event from position `start` on, in log order, as
     of the moment the scan begins (later events are for the caller's next read). Every event's
     MAC is checked before it is decoded, and its place among its aggregate's versions (with
     `continuity`, the caller's memory of them from earlier scans; a new one otherwise):
-    EventIntegrityError (with its position) at the first that fails, and nothing after it."""
+    EventIntegrityError (with its position) at the first that fails, and nothing after it.
+
+    With `reads` (whether a view applies events of a class), an event of a class it does not
+    read is checked all the same — MAC and place — but not decoded: (position, None).
+    Decoding is most of what a replay costs (≈ 2.4 µs an event, against 1.3 for the MAC), and
+    a service's log is full of events no view reads (its request records, for one). The
+    class is told from the topic (resolved once per topic, so a renamed class's old topic is
+    still recognised)."""
     decode = EventDecoder(app.mapper)
+    wanted: dict[str, bool] = {}  # topic → whether `reads` reads its class
     check = app.event_mac.check
     # The usual row (a UUID id, a v2 MAC) is checked inline: EventMac.check's computation
     # without its call and its checks of types (tests/integration/test_replay.py holds the two
@@ -66,6 +76,13 @@ def scan(app: QijiApplication, start: int, continuity: Continuity | None = None,
                 raise EventIntegrityError(originator_id, version,
                                           continuity.problem(originator_id, version), position)
             newest[originator_id] = version
+            if reads is not None:
+                read = wanted.get(topic)
+                if read is None:
+                    read = wanted[topic] = reads(resolve_topic(topic))
+                if not read:
+                    yield position, None
+                    continue
             yield position, decode(position, originator_id, version, topic, state)
 
 

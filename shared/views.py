@@ -17,6 +17,7 @@ import structlog
 from shared import context, replay
 from shared.application import QijiApplication
 from shared.continuity import Continuity, EventsTable
+from shared.idempotency import RequestRecord
 from shared.integrity import ALARM, EventIntegrityError
 from shared.paging import page
 
@@ -38,10 +39,21 @@ class LogFollower:
     its audit API and what needs no view."""
 
     def __init__(self, app: QijiApplication, name: str,
-                 apply: Callable[[int, Any], None]):
+                 apply: Callable[[int, Any], None], reads: Sequence[type] | None = None):
+        """`reads`: the event classes `apply` does anything with (subclasses included), when
+        it ignores the others; None: every event is applied. Whatever `apply` reads, it never
+        sees the service's request records (shared/idempotency.py: the first answer of each
+        command, about half of a service's log), which are bookkeeping, not any view's data.
+        An event `apply` does not see is still checked (MAC and place), but not decoded."""
         self._app = app
         self._name = name
         self._apply = apply
+        only = tuple(reads) if reads is not None else None
+
+        def read(cls: type) -> bool:
+            return not issubclass(cls, RequestRecord.Event) and (
+                only is None or issubclass(cls, only))
+        self._reads = read
         self._lock = threading.Lock()
         self._reader = f"{app.name}.view.{name}"
         self._started = False
@@ -77,8 +89,10 @@ class LogFollower:
             # rebuild (or a long absence): the rest streams through one cursor.
             count = 0
             for position, event in replay.scan(self._app, self.position + 1,
-                                               self._continuity, first=BATCH):
-                self._apply(position, event)
+                                               self._continuity, first=BATCH,
+                                               reads=self._reads):
+                if event is not None:  # None: of a class this view does not read
+                    self._apply(position, event)
                 self.position = position
                 count += 1
                 if (applied + count) % PROGRESS_EVERY == 0:

@@ -66,7 +66,9 @@ class HelpViews:
         self._open: set[tuple[str, str]] = set()
         self._escalations: dict[tuple[str, str], int] = defaultdict(int)
         self._referrals: dict[tuple[str, str], int] = defaultdict(int)
-        self._follower = LogFollower(app, "help", self._apply)
+        # Help requests only (governance's log is mostly reports): the rest is checked by the
+        # scan but not decoded for this view.
+        self._follower = LogFollower(app, "help", self._apply, reads=(HelpRequest.Event,))
 
     def catch_up(self) -> int:
         return self._follower.catch_up()

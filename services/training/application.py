@@ -3,7 +3,8 @@ the policy that follows identity's feed."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -113,7 +114,8 @@ class TrainingApplication(GrowthPlans, QijiApplication):
         # The follower of identity's feed, which a request naming a rider or an organisation
         # not known here yet catches up through (the directory reads the same feed).
         self.identity_follower: Follower | None = follower_of(
-            self, feeds, "identity", self.follow_identity, self.IDENTITY_TOPICS)
+            self, feeds, "identity", self.follow_identity, self.IDENTITY_TOPICS,
+            looks_up=self.identity_learners)
 
     # ------------------------------------------------------------------ courses
 
@@ -467,6 +469,13 @@ class TrainingApplication(GrowthPlans, QijiApplication):
     IDENTITY_TOPICS = (*identity_events.RIDER_STATUS_TOPICS,
                        identity_events.SERVICE_SPACE_OPENED,
                        identity_events.ORGANISATION_CREATED)
+
+    @staticmethod
+    def identity_learners(events: Sequence[UpstreamEvent]) -> list[uuid.UUID]:
+        """The learners `follow_identity` asks the existence of for these events (one per
+        rider registered): asked of the store in one statement for the follower's batch."""
+        return [Learner.create_id(str(e.originator_id)) for e in events
+                if e.topic == identity_events.RIDER_REGISTERED]
 
     def follow_identity(self, upstream: UpstreamEvent, processing: ProcessingEvent) -> None:
         """What training does with identity's events. Suspension and leaving cancel the

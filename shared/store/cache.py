@@ -36,6 +36,14 @@ class PendingReactions(Exception):
     """A view was read in a thread whose follower holds reactions not yet committed."""
 
 
+def _cached(cache: Any, ident: uuid.UUID) -> bool:
+    try:
+        cache.get(ident)
+    except KeyError:
+        return False
+    return True
+
+
 class AggregateCache:
     """The aggregates of one application's store, as stored now or at a version."""
 
@@ -45,6 +53,8 @@ class AggregateCache:
         # On PostgreSQL (GroupCommitRecorder) one prepared `SELECT 1` says whether anything
         # newer is stored; elsewhere the newer events are simply asked for.
         self._newer_than = getattr(recorder, "has_events_after", None)
+        # And one statement says which of a follower's batch of aggregates exist.
+        self._stored_among = getattr(recorder, "stored_among", None)
         # And, there, one look at the log serves every read that waits for it (LogWatermark).
         changes = getattr(recorder, "changes_after", None)
         self.watermark = LogWatermark(changes, recorder.max_notification_id) \
@@ -68,6 +78,29 @@ class AggregateCache:
             yield
         finally:
             self._batch.aggregates = self._batch.events = None
+
+    @contextmanager
+    def existence_of(self, idents: Iterable[uuid.UUID]) -> Iterator[None]:
+        """For a follower's batch: whether each of `idents` is stored, asked of the store in
+        one statement (PostgreSQL) rather than one `exists` query per upstream event — the
+        reacting follower spent 42 % of its time in those. Until the block ends, `exists` in
+        this thread answers for them from it (after the batch's own pending reactions, which
+        it would not show). An aggregate that another writer creates meanwhile is not missed:
+        the batch's reaction that creates it again conflicts when stored, and the follower
+        decides that event again one by one, asking the store afresh."""
+        stored_among = self._stored_among
+        cache = self._cache
+        wanted = [ident for ident in dict.fromkeys(idents)
+                  if cache is None or not _cached(cache, ident)]
+        if stored_among is None or not wanted:
+            yield
+            return
+        found = stored_among(wanted)
+        self._batch.exists = {ident: ident in found for ident in wanted}
+        try:
+            yield
+        finally:
+            self._batch.exists = None
 
     def require_no_pending(self) -> None:
         """Raises PendingReactions in a thread holding reactions not committed yet: a view of
@@ -137,6 +170,11 @@ class AggregateCache:
                 return True
             except KeyError:
                 pass
+        known = getattr(self._batch, "exists", None)
+        if known:
+            answer = known.get(ident)
+            if answer is not None:
+                return answer
         if self._newer_than is not None:
             return bool(self._newer_than(ident, 0))
         try:

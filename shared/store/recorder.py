@@ -136,6 +136,23 @@ class GroupCommitRecorder(PostgresProcessRecorder):
             return cursor.fetchone() is not None
 
     @retry((InterfaceError, OperationalError), max_attempts=3, wait=0.2)
+    def stored_among(self, originator_ids: Sequence[Any]) -> set[Any]:
+        """Which of `originator_ids` have any event stored: one statement for a follower's
+        whole batch (shared/store/cache.py `existence_of`), not one per aggregate."""
+        with self.datastore.get_connection() as conn:
+            cursor = conn.cursor(row_factory=psycopg.rows.tuple_row)
+            cursor.execute(self._stored_among, (list(originator_ids),), prepare=True)
+            return {row[0] for row in cursor.fetchall()}
+
+    @functools.cached_property
+    def _stored_among(self) -> bytes:
+        return sql.SQL(
+            "SELECT id FROM unnest(%s::uuid[]) AS id WHERE EXISTS ("
+            "SELECT 1 FROM {}.{} WHERE originator_id = id)"
+        ).format(sql.Identifier(self.datastore.schema),
+                 sql.Identifier(self.events_table_name)).as_string(None).encode()
+
+    @retry((InterfaceError, OperationalError), max_attempts=3, wait=0.2)
     def changes_after(self, position: int, limit: int) -> list[tuple[int, Any]]:
         """(position, aggregate id) of the events stored after `position`, in log order, at
         most `limit`: what the aggregate cache's LogWatermark looks at."""

@@ -7,6 +7,7 @@ two concurrent requests: the loser of the race decides again from what the winne
 
 from __future__ import annotations
 
+import functools
 import uuid
 from datetime import datetime
 from decimal import Decimal
@@ -29,6 +30,13 @@ from shared.rider_status import FollowedRiderStatus
 from shared.wire import wire_name
 
 _NS = uuid.UUID("a4a1f0de-7f47-4d7c-8f3a-2b6b0b9f5c10")
+
+
+@functools.lru_cache(maxsize=4096)
+def _learner_id(rider_id: str) -> uuid.UUID:
+    # A follower's batch asks a learner's id three times per rider registered (which exist,
+    # the policy, the new Learner): a SHA-1 each. The id never changes: computed once.
+    return uuid.uuid5(_NS, f"learner\n{rider_id}")
 # How early before the start a rider may check in.
 CHECK_IN_OPENS_SECONDS = 3600
 
@@ -271,7 +279,7 @@ class Learner(FollowedRiderStatus, Aggregate):
 
     @staticmethod
     def create_id(rider_id: str, **_: Any) -> uuid.UUID:
-        return uuid.uuid5(_NS, f"learner\n{rider_id}")
+        return _learner_id(rider_id)
 
     @event("Noted")
     def __init__(self, rider_id: str):
