@@ -64,6 +64,11 @@ _current: contextvars.ContextVar[RequestContext | None] = contextvars.ContextVar
 )
 
 
+def serving() -> RequestContext | None:
+    """The context of the request being served, or None outside any request."""
+    return _current.get()
+
+
 def current() -> RequestContext:
     """The context of the request being served; a system context outside any request."""
     ctx = _current.get()
