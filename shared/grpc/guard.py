@@ -12,7 +12,6 @@ signed connect at all), and the token is the narrower claim a calling system cho
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -21,7 +20,7 @@ import structlog
 
 from shared import errors
 from shared.auth import TokenRegistry
-from shared.context import Actor, RequestContext, acting_as, serving
+from shared.context import Actor, RequestContext, acting_as, new_correlation_id, serving
 from shared.grpc import refusals
 from shared.grpc.errors import internal_status, to_status
 from shared.grpc.tls import certificate_names
@@ -87,7 +86,7 @@ class Guard(grpc.ServerInterceptor):
     def _enter(self, method: str, request: Any, context: grpc.ServicerContext) -> RequestContext:
         # Only text metadata is read here (binary values, under keys ending -bin, are bytes).
         metadata = {k.lower(): v for k, v in context.invocation_metadata() if isinstance(v, str)}
-        correlation_id = metadata.get("x-correlation-id") or str(uuid.uuid4())
+        correlation_id = metadata.get("x-correlation-id") or new_correlation_id()
         context.send_initial_metadata((("x-correlation-id", correlation_id),))
         auth = metadata.get("authorization", "")
         bearer = auth[7:].strip() if auth.lower().startswith("bearer ") else None
