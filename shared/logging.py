@@ -13,6 +13,7 @@ from typing import TextIO
 
 import structlog
 
+from shared import context
 from shared.config import ConfigError
 
 
@@ -23,6 +24,7 @@ def configure(service: str, fmt: str = "json", level: int = logging.INFO) -> Non
     )
     common: list[structlog.typing.Processor] = [
         structlog.contextvars.merge_contextvars,
+        add_request,
         _add_service(service),
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
@@ -90,6 +92,22 @@ class _LineHandler(logging.Handler):
             self._out.msg(self.format(record))
         except Exception:
             self.handleError(record)
+
+
+def add_request(_logger: object, _name: str, event: structlog.typing.EventDict
+                ) -> structlog.typing.EventDict:
+    """The request being served (the guard's context: shared/context.py), on every line logged
+    while it is: its rpc, principal, request id and correlation id. Read when a line is logged
+    rather than bound on every call: a call that logs nothing (most) pays nothing, where
+    binding structlog's context variables cost each call about 14 µs of CPU. What a line says
+    itself wins, as with bound variables."""
+    ctx = context.serving()
+    if ctx is None:
+        return event
+    for key, value in (("rpc", ctx.rpc), ("principal", ctx.actor.principal),
+                       ("request_id", ctx.request_id), ("correlation_id", ctx.correlation_id)):
+        event.setdefault(key, value)
+    return event
 
 
 def _add_service(service: str) -> structlog.typing.Processor:

@@ -87,7 +87,25 @@ TABLE: dict[str, dict[str, Shown]] = {
 
 def shown(field: str, roles: Iterable[str]) -> Shown:
     """How much of `field` a caller holding `roles` sees (nothing known: withheld)."""
+    if not isinstance(roles, frozenset):
+        return _shown(field, roles)
+    # A caller's roles are a frozenset (shared/context.py Actor): the answer for each field
+    # and set of roles is kept, since the table never changes. A get renders three or four
+    # fields, each a walk of the table otherwise. Few sets of roles exist (the tokens file's).
+    key = (field, roles)
+    level = _SHOWN.get(key)
+    if level is None:
+        if len(_SHOWN) > 4096:
+            _SHOWN.clear()
+        level = _SHOWN[key] = _shown(field, roles)
+    return level
+
+
+def _shown(field: str, roles: Iterable[str]) -> Shown:
     return max((TABLE[r][field] for r in roles if r in TABLE), default=Shown.WITHHELD)
+
+
+_SHOWN: dict[tuple[str, frozenset[str]], Shown] = {}
 
 
 def mask_name(name: str) -> str:

@@ -76,8 +76,9 @@ class Owners:
         """Owners by role: `Owners.of(platform=p, street_office=s)`; empty ids are dropped."""
         found: dict[str, frozenset[str]] = {}
         for role, ids in roles.items():
-            values = [ids] if isinstance(ids, str) else list(ids)
-            kept = frozenset(v for v in values if v)
+            # One id (a rider's platform, its street): the common case of every tenant's call.
+            kept = (frozenset((ids,)) if ids else None) if isinstance(ids, str) \
+                else frozenset(v for v in ids if v)
             if kept:
                 found[role] = kept
         return Owners(found)

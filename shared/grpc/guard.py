@@ -12,7 +12,6 @@ signed connect at all), and the token is the narrower claim a calling system cho
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -21,12 +20,12 @@ import structlog
 
 from shared import errors
 from shared.auth import TokenRegistry
-from shared.context import Actor, RequestContext, acting_as
+from shared.context import Actor, RequestContext, acting_as, new_correlation_id, serving
 from shared.grpc import refusals
 from shared.grpc.errors import internal_status, to_status
 from shared.grpc.tls import certificate_names
 from shared.store import STORE_DOWN_ERRORS
-from shared.tenancy import Access, OutOfScope, Resolver, decide
+from shared.tenancy import Access, OutOfScope, Owners, Resolver, decide
 
 log = structlog.get_logger(__name__)
 
@@ -87,7 +86,7 @@ class Guard(grpc.ServerInterceptor):
     def _enter(self, method: str, request: Any, context: grpc.ServicerContext) -> RequestContext:
         # Only text metadata is read here (binary values, under keys ending -bin, are bytes).
         metadata = {k.lower(): v for k, v in context.invocation_metadata() if isinstance(v, str)}
-        correlation_id = metadata.get("x-correlation-id") or str(uuid.uuid4())
+        correlation_id = metadata.get("x-correlation-id") or new_correlation_id()
         context.send_initial_metadata((("x-correlation-id", correlation_id),))
         auth = metadata.get("authorization", "")
         bearer = auth[7:].strip() if auth.lower().startswith("bearer ") else None
@@ -111,15 +110,31 @@ class Guard(grpc.ServerInterceptor):
                            "without the first call's request_id would make a second one",
                            "REQUEST_ID_REQUIRED")
         violations.raise_if_any()
+        caught_up: set[str] = set()
+        owners = self._resolve
+
+        def resolve(kind: str, ident: str) -> Owners | None:
+            # The owners are found as part of this request, inside its context: a look at
+            # the log made to find them (the cached perk or report a scope names) is the
+            # request's one look, which its handler then shares through `caught_up`, instead
+            # of a look before the request's context exists and another in the handler. (A
+            # Reach keeps this function for rendering; there the request is already served.)
+            if serving() is not None:
+                return owners(kind, ident)
+            with acting_as(RequestContext(actor=actor, rpc=rpc, request_id=request_id,
+                                          correlation_id=correlation_id, request=request,
+                                          access=access, caught_up=caught_up)):
+                return owners(kind, ident)
+
         try:
-            reach = decide(access, actor, request, self._resolve)
+            reach = decide(access, actor, request, resolve)
         except OutOfScope as refused:
             # The same answer whether or not what the request names exists (AIP-211).
             raise errors.PermissionDenied(refused.message, reason="OUT_OF_SCOPE",
                                           principal=actor.principal) from None
         return RequestContext(actor=actor, rpc=rpc, request_id=request_id,
                               correlation_id=correlation_id, request=request, access=access,
-                              reach=reach, caught_up=set())
+                              reach=reach, caught_up=caught_up)
 
     def _authenticate(self, bearer: str | None, context: grpc.ServicerContext) -> Actor:
         if not bearer and self._certificates:
@@ -136,9 +151,9 @@ class Guard(grpc.ServerInterceptor):
             try:
                 ctx = self._enter(method, request, context)
                 correlation_id = ctx.correlation_id
-                with acting_as(ctx), structlog.contextvars.bound_contextvars(
-                        rpc=ctx.rpc, principal=ctx.actor.principal,
-                        request_id=ctx.request_id, correlation_id=ctx.correlation_id):
+                # What the handler logs carries the request's ids: shared/logging.py reads
+                # them from this context when a line is logged (nothing bound per call).
+                with acting_as(ctx):
                     return behaviour(request, context)
             except Exception as error:  # every failure becomes a precise status below
                 status = self._status_for(error, method, correlation_id, request)

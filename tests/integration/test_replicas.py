@@ -98,3 +98,48 @@ def test_an_older_copy_cached_after_a_newer_one_was_marked_is_checked_again(post
         assert one.view(rider_id, Rider, "rider").status == RiderStatus.ACTIVE
     finally:
         one.close()
+
+
+def test_looks_at_the_log_keep_a_connection_of_their_own_and_recover_when_it_breaks(
+        postgres_env):
+    """The shared looks at the log (shared/store/recorder.py `changes_after`) run on a
+    connection of their own, not a pooled one per look; when it breaks (a restart, a dropped
+    link) the next look connects again and still sees another replica's write; it closes with
+    the application."""
+    import psycopg
+
+    from tests.conftest import PG
+
+    one = IdentityApplication(settings_for("identity", postgres_env), MASTER_KEY)
+    two = IdentityApplication(settings_for("identity", postgres_env), MASTER_KEY)
+    try:
+        rider_id = registered_rider(one)
+        platform = actor("platform-co", "platform")
+
+        def read() -> str:
+            with acting_as(RequestContext(actor=platform, caught_up=set())):
+                return one.rider(rider_id).status.name
+
+        # The first look asks the log's head; the second reads what changed since, on the
+        # looks' own connection, made then.
+        assert read() == "REGISTERED" and read() == "REGISTERED"
+        datastore = one.recorder.datastore
+        pooled, taken = datastore.get_connection, []
+        datastore.get_connection = lambda: taken.append(1) or pooled()
+        for _ in range(5):
+            assert read() == "REGISTERED"
+        assert taken == [], "a look took a pooled connection"
+        own = one.recorder._look_conn
+        assert own is not None and not own.closed
+        with psycopg.connect(dbname=postgres_env["QIJI_POSTGRES_DBNAME"], autocommit=True,
+                             **{k: v for k, v in PG.items() if k != "dbname"}) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (own.info.backend_pid,))
+        with as_actor(platform):
+            two.verify_rider(rider_id=rider_id)
+        assert read() == "ACTIVE"  # the broken look was retried on a fresh connection
+        assert one.recorder._look_conn is not own
+        fresh = one.recorder._look_conn
+    finally:
+        one.close()
+        two.close()
+    assert fresh is not None and fresh.closed

@@ -265,3 +265,41 @@ def test_the_guard_refuses_an_rpc_missing_from_the_table_or_with_a_broken_entry(
                                                 "ROLE_NOT_ALLOWED")
     guard._wrap(listed, handler).unary_unary(request_for(listed), CallContext(admin))
     assert reached == [1]
+
+
+def test_the_guard_finds_owners_inside_the_request_so_its_one_look_at_the_log_is_shared(
+        tmp_path):
+    """A resolver that reads a cached aggregate looks at the log once per request (the
+    request's `caught_up` memo, shared/store/cache.py). The guard resolves owners inside the
+    request's context with the same memo the handler gets, so the look made for the scope
+    serves the handler too: one look per request, not one before it and one in it."""
+    from shared.auth import TokenRegistry, add_caller
+    from shared.context import serving
+    from shared.grpc.guard import Guard
+    from tests.inprocess import CallContext
+
+    tokens = tmp_path / "tokens.json"
+    token = add_caller(tokens, "platform-co", [auth.PLATFORM], OWNER)
+    path = "/qiji.identity.v1.IdentityService/GetRider"
+    looks: list[str] = []
+
+    def resolve(kind: str, ident: str) -> Owners:
+        ctx = serving()
+        assert ctx is not None and ctx.caught_up is not None, "owners found outside the request"
+        if "log" not in ctx.caught_up:  # what the aggregate cache does once per request
+            ctx.caught_up.add("log")
+            looks.append(kind)
+        return Owners.of(platform=OWNER)
+
+    guard = Guard(tokens=TokenRegistry(tokens), error_domain="identity.qiji",
+                  access={path: service_access(IDENTITY)[path]}, resolve=resolve)
+
+    def handler(request: object, context: object) -> None:
+        ctx = serving()
+        assert ctx is not None and ctx.reach is not None and ctx.caught_up == {"log"}
+        resolve("rider", str(request.rider_id))  # type: ignore[attr-defined]
+        assert ctx.reach.sees("rider", str(request.rider_id))  # type: ignore[attr-defined]
+
+    wrapped = guard._wrap(path, grpc.unary_unary_rpc_method_handler(handler))
+    wrapped.unary_unary(request_for(path), CallContext(token))
+    assert looks == ["rider"]

@@ -354,3 +354,17 @@ def test_page_tokens_given_out_before_the_one_codec_still_read_the_same():
                 read(garbage)
             assert [(v.field, v.reason) for v in caught.value.violations] == [
                 ("page_token", "PAGE_TOKEN_INVALID")]
+
+
+def test_a_correlation_id_made_for_a_call_is_a_random_uuid4_in_its_text_form() -> None:
+    # The guard formats it from 16 random bytes itself (shared/context.py): each one must be
+    # what str(uuid.uuid4()) would give — version 4, RFC 4122 variant, canonical text.
+    import uuid as uuid_module
+
+    from shared.context import new_correlation_id
+    made = [new_correlation_id() for _ in range(2000)]
+    assert len(set(made)) == len(made)
+    for text in made:
+        parsed = uuid_module.UUID(text)
+        assert (parsed.version, parsed.variant, str(parsed)) == (4, uuid_module.RFC_4122, text)
+    assert {text[19] for text in made} == set("89ab")  # the variant's two bits, the rest random

@@ -48,3 +48,20 @@ def test_what_is_said_in_a_help_request_is_its_departments_and_the_city_admins_o
     words = "老板拖欠工资"
     for role in (auth.STREET_OFFICE, auth.AUDITOR, auth.PLATFORM, auth.OPERATOR):
         assert masking.show(masking.HELP_TEXT, words, {role}) == "[withheld: 6 characters]"
+
+
+def test_what_a_set_of_roles_sees_is_kept_per_field_and_roles_and_matches_the_table() -> None:
+    # shared/masking.py keeps each answer for a frozenset of roles: every field and set of
+    # roles (alone and in pairs, asked twice, in an order that would expose a key missing
+    # either) answers what a walk of the table answers.
+    from itertools import combinations
+
+    from shared import masking
+    fields = sorted({f for row in masking.TABLE.values() for f in row})
+    role_sets = [frozenset(c) for n in (1, 2) for c in combinations(sorted(masking.TABLE), n)]
+    for _ in range(2):
+        for roles in role_sets:
+            for field in fields:
+                assert masking.shown(field, roles) == masking.shown(field, sorted(roles)) == max(
+                    masking.TABLE[r][field] for r in roles), (field, roles)
+    assert masking.shown(masking.PHONE, frozenset({"unknown"})) == masking.Shown.WITHHELD
