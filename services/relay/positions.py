@@ -8,13 +8,18 @@ makes the relay publish everything again (with the same CloudEvents ids)."""
 from __future__ import annotations
 
 import sqlite3
+import threading
+import time
 from typing import Protocol
 
 import psycopg
+import structlog
 from psycopg import sql
 
 from shared.config import Settings
 from shared.store import ensure_postgres_schema, postgres_conninfo
+
+log = structlog.get_logger(__name__)
 
 TABLE = "relay_positions"
 
@@ -99,3 +104,92 @@ def open_positions(settings: Settings) -> PositionStore:
     if settings.persistence == "postgres":
         return PostgresPositions(settings)
     return SqlitePositions(settings)
+
+
+class PositionWriter:
+    """Stores positions on a thread of its own, so that the relay's next batch does not wait
+    for PostgreSQL's commit of the last one's position (issue 20: on a busy machine that commit
+    took 1–20 ms a cycle, and now and then hundreds, all of it on every event's way to the
+    consumer).
+
+    What is stored is unchanged — only positions the relay hands over, each after the broker
+    confirmed everything before it — and so is their order. One save is in flight at a time:
+    handing over a position first waits for the one before it, so after a crash at most the
+    batch being stored and the one published since are published again (same CloudEvents ids;
+    consumers drop duplicates). A save that failed is raised by the next hand-over (the relay
+    then waits, as for any store outage, and publishes that batch again) and its position is
+    tried again; `close` stores the last one before it closes the store."""
+
+    def __init__(self, store: PositionStore, close_seconds: float = 5.0):
+        self._store = store
+        self._close_seconds = close_seconds
+        self._condition = threading.Condition()
+        self._pending: dict[str, int] = {}
+        self._saving = False
+        self._error: Exception | None = None
+        self._closing = False
+        self._thread = threading.Thread(target=self._run, name="relay-positions", daemon=True)
+        self._thread.start()
+
+    def load(self) -> dict[str, int]:
+        self.flush()
+        return self._store.load()
+
+    def save(self, service: str, next_position: int) -> None:
+        """Hands `next_position` over to be stored, once the save before it is done; raises
+        that save's error instead (and the position is not taken)."""
+        self.flush()
+        with self._condition:
+            self._pending[service] = next_position
+            self._condition.notify_all()
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Returns once every position handed over is stored (as a synchronous save would:
+        as long as the store takes); raises a save's error, or TimeoutError after
+        `timeout`."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._condition:
+            while (self._pending or self._saving) and self._error is None:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise TimeoutError(f"a position was not stored within {timeout} s")
+                self._condition.wait(remaining)
+            error, self._error = self._error, None
+            self._condition.notify_all()  # the thread tries what failed again
+        if error is not None:
+            raise error
+
+    def close(self) -> None:
+        """Stores the last position handed over (if the store answers within
+        `close_seconds`: otherwise that batch is published again) and closes the store."""
+        try:
+            self.flush(self._close_seconds)
+        except Exception as error:  # closing: what was not stored is published again
+            log.warning("relay.position_not_stored", error=str(error))
+        with self._condition:
+            self._closing = True
+            self._condition.notify_all()
+        self._thread.join(timeout=self._close_seconds)
+        self._store.close()
+
+    def _run(self) -> None:
+        while True:
+            with self._condition:
+                while (not self._pending or self._error is not None) and not self._closing:
+                    self._condition.wait()
+                if self._closing:
+                    return
+                service, position = next(iter(self._pending.items()))
+                self._saving = True
+            error: Exception | None = None
+            try:
+                self._store.save(service, position)
+            except Exception as failed:  # the relay's loop decides what it means
+                error = failed
+            with self._condition:
+                self._saving = False
+                if error is not None:
+                    self._error = error  # kept pending: tried again once the relay heard
+                elif self._pending.get(service) == position:
+                    del self._pending[service]
+                self._condition.notify_all()
