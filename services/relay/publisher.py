@@ -89,11 +89,11 @@ class BatchPublisher:
         try:
             self._await(last)
         except BrokerDown as down:
-            confirmed = self._confirmed_since(base)
+            confirmed = min(self._confirmed_since(base), last - base)
             self._drop()
             raise BrokerDown(str(down), confirmed=confirmed) from None
         except Exception as error:
-            confirmed = self._confirmed_since(base)
+            confirmed = min(self._confirmed_since(base), last - base)
             self._drop()
             raise BrokerDown(f"{type(error).__name__}: {error}", confirmed=confirmed) from error
 
@@ -106,11 +106,14 @@ class BatchPublisher:
         return max(0, through - base)
 
     def _await(self, tag: int) -> None:
-        assert self._connection is not None
+        """Until every message through `tag` is confirmed. A nack of a later message (a batch
+        sent after this one, before its confirms came) is that batch's failure, not this one's."""
         deadline = time.monotonic() + self._confirm_timeout
         while self._acked_through < tag:
-            if self._nacked is not None:
+            if self._nacked is not None and self._nacked <= tag:
                 raise BrokerDown(f"the broker refused message {self._nacked} (nack)")
+            if self._connection is None:  # dropped while a later batch was sent
+                raise BrokerDown("the connection was lost before the confirms came")
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise BrokerDown(f"no confirm within {self._confirm_timeout} s")

@@ -14,8 +14,9 @@ Guarantees:
   messages). A broker outage, a service outage or a relay killed with `kill -9` delays events
   and loses none; what was published but not yet recorded is published again after a crash,
   with the same CloudEvents `id` (uuid5 of service, aggregate, version and type), so consumers
-  drop duplicates by `id`. At most one batch (RELAY_BATCH, 200 log positions) per service is
-  repeated.
+  drop duplicates by `id`. Positions are stored on a thread of their own
+  (services/relay/positions.py PositionWriter), one save in flight at a time: at most two
+  batches (RELAY_BATCH, 200 log positions each) per service are repeated.
 - Order: within one service, log order (one publisher, one channel, each batch's confirms
   awaited before the next batch); no order between services, as in the gRPC feed.
 - Prompt: an idle relay does not wait for its next poll. It watches every service's log with a
@@ -74,7 +75,7 @@ from qiji.feed.v1 import public_feed_service_pb2 as feed_pb
 
 from services.relay import metrics
 from services.relay.cloudevents import structured
-from services.relay.positions import PositionStore, open_positions
+from services.relay.positions import PositionStore, PositionWriter, open_positions
 from services.relay.publisher import BatchPublisher, BrokerDown
 from shared import metrics as shared_metrics
 from shared.background import until_signalled
@@ -129,9 +130,11 @@ class ServiceState:
     retry_at: float = 0.0
     backoff: float = BACKOFF_START
     last_position: int = 0
-    # The next batch, read while the broker confirmed the last one: (its from_position, the
-    # reply). Used only if the relay then stands exactly there; dropped on any failure.
-    prefetched: tuple[int, Any] | None = None
+    # The next batch, read — and with a BatchPublisher already sent — while the broker
+    # confirmed the last one: (its from_position, the reply, its delivery tags or None when
+    # not sent). Used only if the relay then stands exactly there; dropped on any failure
+    # (what was sent of it is then read and sent again: duplicates, never a gap).
+    prefetched: tuple[int, Any, Any] | None = None
 
     @property
     def stopped_at(self) -> int:
@@ -163,9 +166,12 @@ class Relay:
         start = state.next_position
         began = time.perf_counter()
         prefetched, state.prefetched = state.prefetched, None
+        sent = None  # the delivery tags of this batch, if it went out with the last one's
         try:
-            reply = (prefetched[1] if prefetched is not None and prefetched[0] == start
-                     else self._read(state, start))
+            if prefetched is not None and prefetched[0] == start:
+                _, reply, sent = prefetched
+            else:
+                reply = self._read(state, start)
         except UpstreamDown as down:
             metrics.UPSTREAM_UP.labels(state.name).set(0)
             self._back_off(state, "relay.upstream_unavailable", code=str(down))
@@ -175,10 +181,8 @@ class Relay:
         state.backoff = BACKOFF_START
         state.last_position = reply.last_position
         read = time.perf_counter()
-        messages = [(routing_key(public.event.type, public.platform_id),
-                     structured(public.event)) for public in reply.events]
         try:
-            self._publish_all(messages, state, reply)
+            self._publish_all(state, reply, sent)
         except BrokerDown as down:
             # Keep what is confirmed: the positions wholly published before the first message
             # the broker did not confirm.
@@ -191,8 +195,8 @@ class Relay:
             metrics.PUBLISHED.labels(state.name).inc(down.confirmed)
             metrics.BROKER_UP.set(0)
             raise
-        state.published += len(messages)
-        metrics.PUBLISHED.labels(state.name).inc(len(messages))
+        state.published += len(reply.events)
+        metrics.PUBLISHED.labels(state.name).inc(len(reply.events))
         if reply.events:
             metrics.BROKER_UP.set(1)
         confirmed = time.perf_counter()
@@ -223,29 +227,40 @@ class Relay:
             # No personal data over AMQP, ever; every platform's rider events.
             consumer_organisation_id="", all_platforms=True))
 
-    def _publish_all(self, messages: list[tuple[str, dict[str, Any]]], state: ServiceState,
-                     reply: Any) -> None:
-        """One batch, confirms awaited once (BatchPublisher: while they come, the next batch is
-        read); a publisher of whole batches; a plain `publish(key, event)` (tests, tools) one
-        message at a time. BrokerDown says how many were confirmed."""
+    def _publish_all(self, state: ServiceState, reply: Any, sent: Any) -> None:
+        """One batch, confirms awaited once; a publisher of whole batches; a plain
+        `publish(key, event)` (tests, tools) one message at a time. BrokerDown says how many
+        were confirmed.
+
+        With a BatchPublisher (send, then confirm) the batch is sent unless it went out already
+        (`sent`), and while its confirms come the next batch is read and sent at once, on the
+        same channel, after it: its events reach consumers without waiting for this batch's
+        confirms (issue 20: the broker's fsync, now and then tens of milliseconds, was on every
+        event's way). Its position is still stored only after its own confirms, a cycle later;
+        if anything fails first it is dropped, read and sent again."""
         send = getattr(self.publish, "send", None)
-        if send is not None and messages:
-            sent = send(messages)
+        if send is not None and (reply.events or sent is not None):
+            if sent is None:
+                sent = send(_messages(reply))
             if not reply.HasField("integrity_failure"):
-                # Nothing is stored until the confirms are in: the position is stored after
-                # them (run_once), and a failure drops what was read ahead.
                 try:
                     ahead = self._read(state, reply.next_position)
                     # Nothing ahead yet: read afresh next cycle rather than from a stale answer.
-                    state.prefetched = (reply.next_position, ahead) if ahead.events else None
+                    if ahead.events:
+                        state.prefetched = (reply.next_position, ahead, send(_messages(ahead)))
                 except UpstreamDown:
                     state.prefetched = None  # read again, and backed off, next cycle
+                except BrokerDown:
+                    # The connection went while the next batch went out: this batch's confirm
+                    # below says how much of it the broker had.
+                    state.prefetched = None
             try:
                 self.publish.confirm(sent)  # type: ignore[attr-defined]
             except BrokerDown:
                 state.prefetched = None
                 raise
             return
+        messages = _messages(reply)
         publish_batch = getattr(self.publish, "publish_batch", None)
         if publish_batch is not None:
             publish_batch(messages)
@@ -347,6 +362,12 @@ class Relay:
                 return
 
 
+def _messages(reply: Any) -> list[tuple[str, dict[str, Any]]]:
+    """A read's events as (routing key, structured CloudEvent) messages."""
+    return [(routing_key(public.event.type, public.platform_id), structured(public.event))
+            for public in reply.events]
+
+
 @contextmanager
 def leadership(settings: Settings, stopping: threading.Event) -> Iterator[Lease | None]:
     """Only one relay publishes (shared.leadership); the others stand by, healthy while they
@@ -399,7 +420,8 @@ def serve() -> None:
             with leadership(settings, stopping) as lease:
                 if lease is None:
                     break
-                positions = open_positions(settings)
+                # Stored off the cycle's path, each after its batch's confirms.
+                positions = PositionWriter(open_positions(settings))
                 publisher = amqp_publisher(amqp_uri)
                 try:
                     Relay(upstreams, positions, publisher, batch, watch
