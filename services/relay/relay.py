@@ -17,8 +17,9 @@ Guarantees:
   drop duplicates by `id`. Positions are stored on a thread of their own
   (services/relay/positions.py PositionWriter), one save in flight at a time: at most two
   batches (RELAY_BATCH, 200 log positions each) per service are repeated.
-- Order: within one service, log order (one publisher, one channel, each batch's confirms
-  awaited before the next batch); no order between services, as in the gRPC feed.
+- Order: within one service, log order (one publisher, one channel; a batch is sent behind
+  the last, and its confirms awaited, hence its position stored, only after the last's); no
+  order between services, as in the gRPC feed.
 - Prompt: an idle relay does not wait for its next poll. It watches every service's log with a
   long poll (`max_wait`) that the service answers as soon as its store NOTIFYs an insert
   (shared/grpc/upstream.py watch, shared/store/wake.py), and reads at once; the poll
