@@ -79,7 +79,7 @@ from services.relay.cloudevents import structured
 from services.relay.positions import PositionStore, PositionWriter, open_positions
 from services.relay.publisher import BatchPublisher, BrokerDown
 from shared import metrics as shared_metrics
-from shared.background import until_signalled
+from shared.background import settled, until_signalled
 from shared.config import ConfigError, Settings, load_settings
 from shared.grpc.upstream import GrpcUpstream, LogWatch, Upstream, UpstreamDown
 from shared.integrity import ALARM
@@ -413,6 +413,7 @@ def serve() -> None:
     # Every service's log watched (long polls that its store's NOTIFY answers) while the
     # relay leads and is idle.
     watch = LogWatch(upstreams, stopping).start()
+    settled()  # start-up's objects out of the collector's way (shared/background.py)
     log.info("relay.started", upstreams={s: settings.upstreams[s] for s in services},
              broker=redacted(amqp_uri), persistence=settings.persistence,
              metrics_port=settings.metrics_port or None)
