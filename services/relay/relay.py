@@ -15,8 +15,9 @@ Guarantees:
   and loses none; what was published but not yet recorded is published again after a crash,
   with the same CloudEvents `id` (uuid5 of service, aggregate, version and type), so consumers
   drop duplicates by `id`. Positions are stored on a thread of their own
-  (services/relay/positions.py PositionWriter), one save in flight at a time: at most two
-  batches (RELAY_BATCH, 200 log positions each) per service are repeated.
+  (services/relay/positions.py PositionWriter), off the cycle's path but never more than about
+  a second behind: what is repeated is at most what was confirmed in that second, plus the
+  batch sent ahead (RELAY_BATCH, 200 log positions).
 - Order: within one service, log order (one publisher, one channel; a batch is sent behind
   the last, and its confirms awaited, hence its position stored, only after the last's); no
   order between services, as in the gRPC feed.
