@@ -173,7 +173,9 @@ class Relay:
             if prefetched is not None and prefetched[0] == start:
                 _, reply, sent = prefetched
             else:
-                reply = self._read(state, start)
+                # What the watch read for us while we were idle, else a read now.
+                reply = ((self.watch.take(state.name, start) if self.watch is not None
+                          else None) or self._read(state, start))
         except UpstreamDown as down:
             metrics.UPSTREAM_UP.labels(state.name).set(0)
             self._back_off(state, "relay.upstream_unavailable", code=str(down))
@@ -223,11 +225,14 @@ class Relay:
                      next_position=state.next_position, last_position=reply.last_position)
         return len(reply.events)
 
-    def _read(self, state: ServiceState, start: int) -> Any:
-        return state.upstream.read_public_events(feed_pb.ReadPublicEventsRequest(
+    def _request(self, start: int) -> Any:
+        return feed_pb.ReadPublicEventsRequest(
             from_position=start, limit=self.batch,
             # No personal data over AMQP, ever; every platform's rider events.
-            consumer_organisation_id="", all_platforms=True))
+            consumer_organisation_id="", all_platforms=True)
+
+    def _read(self, state: ServiceState, start: int) -> Any:
+        return state.upstream.read_public_events(self._request(start))
 
     def _publish_all(self, state: ServiceState, reply: Any, sent: Any) -> None:
         """One batch, confirms awaited once; a publisher of whole batches; a plain
@@ -317,7 +322,13 @@ class Relay:
                                 or state.prefetched is not None) and not state.stopped_at:
                             busy = True
                         elif self.watch is not None and state.backoff == BACKOFF_START:
-                            self.watch.idle(state.name, state.last_position)
+                            # Caught up, the watch long-polls our next read itself: one
+                            # call, not two (not for a service stopped at a bad event, whose
+                            # next read is answered at once: it waits for the log to grow).
+                            caught_up = state.next_position > state.last_position
+                            self.watch.idle(state.name, state.last_position,
+                                            self._request(state.next_position) if caught_up
+                                            else None)
                 if broker_backoff > BACKOFF_START:
                     log.info("relay.broker_back")
                 broker_backoff = BACKOFF_START
