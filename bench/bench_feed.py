@@ -260,6 +260,7 @@ def main() -> None:
             collector.stop()
             print(f"steady: {written} written, {len(relay_lat)} through the relay, "
                   f"{len(stream_lat)} through StreamEvents")
+            _relay_cycles(workdir / "relay.log")
 
         raw_rate = _raw_throughput(vhost.uri, EVENTS, got[0].raw)
         kombu_lat = _raw_kombu_latency(vhost.uri, got[0].raw)
@@ -278,6 +279,25 @@ def main() -> None:
                         ("StreamEvents -> gRPC client p99", s99, n99)], "ms")
     finally:
         vhost.delete()
+
+
+def _relay_cycles(log_path: Path) -> None:
+    """Where the relay's cycles went in the steady run (its `relay.published` lines of fewer
+    than a whole batch: the catch-up before it is left out): read, publish (the batch sent, the
+    next read ahead, the confirms awaited) and the position handed to the store, in ms."""
+    cycles = []
+    for line in log_path.read_text(errors="replace").splitlines():
+        if '"relay.published"' in line:
+            entry = json.loads(line[line.index("{"):])
+            if entry["events"] < 200:
+                cycles.append(entry)
+    if len(cycles) < 2:
+        return
+    parts = {name: _percentiles([c[name] for c in cycles])
+             for name in ("read_ms", "publish_ms", "store_ms")}
+    print(f"relay cycles: {len(cycles)}, "
+          f"{statistics.mean(c['events'] for c in cycles):.1f} events each; p50/p99 ms: "
+          + ", ".join(f"{name[:-3]} {p50:.1f}/{p99:.1f}" for name, (p50, p99) in parts.items()))
 
 
 def _raw_throughput(uri: str, total: int, body: bytes) -> float:
