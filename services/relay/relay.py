@@ -137,6 +137,10 @@ class ServiceState:
     # not sent). Used only if the relay then stands exactly there; dropped on any failure
     # (what was sent of it is then read and sent again: duplicates, never a gap).
     prefetched: tuple[int, Any, Any] | None = None
+    # The read after it, started as soon as it was sent (from_position, its answer when
+    # called): it runs on the service while the relay awaits the confirms and stores the
+    # position. Used only from exactly there.
+    reading: tuple[int, Callable[[], Any]] | None = None
 
     @property
     def stopped_at(self) -> int:
@@ -231,6 +235,15 @@ class Relay:
             # No personal data over AMQP, ever; every platform's rider events.
             consumer_organisation_id="", all_platforms=True)
 
+    def _start_read(self, state: ServiceState, start: int) -> Callable[[], Any]:
+        """A read begun now, its answer (or UpstreamDown) when called: a gRPC upstream
+        answers meanwhile; another is read when asked."""
+        begin = getattr(state.upstream, "start_read", None)
+        if begin is None:
+            return lambda: self._read(state, start)
+        answer: Callable[[], Any] = begin(self._request(start))
+        return answer
+
     def _read(self, state: ServiceState, start: int) -> Any:
         return state.upstream.read_public_events(self._request(start))
 
@@ -249,22 +262,33 @@ class Relay:
         if send is not None and (reply.events or sent is not None):
             if sent is None:
                 sent = send(_messages(reply))
+            reading, state.reading = state.reading, None
             if not reply.HasField("integrity_failure"):
                 try:
-                    ahead = self._read(state, reply.next_position)
+                    if reading is None or reading[0] != reply.next_position:
+                        reading = (reply.next_position, self._start_read(state,
+                                                                         reply.next_position))
+                    ahead = reading[1]()
                     # Nothing ahead yet: read afresh next cycle rather than from a stale answer.
                     if ahead.events:
                         state.prefetched = (reply.next_position, ahead, send(_messages(ahead)))
+                        if not ahead.HasField("integrity_failure"):
+                            # The read after it runs while this batch's confirms come.
+                            state.reading = (ahead.next_position,
+                                             self._start_read(state, ahead.next_position))
                 except UpstreamDown:
                     state.prefetched = None  # read again, and backed off, next cycle
+                    state.reading = None
                 except BrokerDown:
                     # The connection went while the next batch went out: this batch's confirm
                     # below says how much of it the broker had.
                     state.prefetched = None
+                    state.reading = None
             try:
                 self.publish.confirm(sent)  # type: ignore[attr-defined]
             except BrokerDown:
                 state.prefetched = None
+                state.reading = None
                 raise
             return
         messages = _messages(reply)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 import grpc
@@ -61,6 +61,23 @@ class GrpcUpstream:
             if code is grpc.StatusCode.INVALID_ARGUMENT:
                 raise  # a bug of ours, not an outage: let it show
             raise UpstreamDown(code.name if code else "UNKNOWN") from None
+
+    def start_read(self, request: Any) -> Callable[[], Any]:
+        """`read_public_events` begun now (the relay reads its next batch while the broker
+        confirms the last): its answer, or UpstreamDown, when the returned function is called."""
+        wait = request.max_wait.ToTimedelta().total_seconds()
+        future = self._stub.ReadPublicEvents.future(request, metadata=self._metadata,
+                                                    timeout=UPSTREAM_TIMEOUT + wait)
+
+        def answer() -> Any:
+            try:
+                return future.result()
+            except grpc.RpcError as error:
+                code = error.code() if isinstance(error, grpc.Call) else None
+                if code is grpc.StatusCode.INVALID_ARGUMENT:
+                    raise  # a bug of ours, not an outage: let it show
+                raise UpstreamDown(code.name if code else "UNKNOWN") from None
+        return answer
 
     def close(self) -> None:
         self._channel.close()

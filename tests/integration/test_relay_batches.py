@@ -182,3 +182,39 @@ def test_a_failed_confirm_drops_the_batch_sent_ahead_and_it_is_published_again(i
     ids = [e.event.id for e in everything]
     assert again.ids == ids[2:]  # from the first unconfirmed, in order, each once
     assert set(broker.ids[:2]) | set(again.ids) == set(ids)  # nothing lost
+
+
+class Starting(LocalUpstream):
+    """A public feed whose reads can be begun ahead (as GrpcUpstream.start_read): each begun
+    read noted in the broker's calls, answered when asked."""
+
+    def __init__(self, app: Any, catalogue: Any, calls: list[tuple[str, int]]):
+        super().__init__(app, catalogue)
+        self.calls = calls
+
+    def start_read(self, request: Any) -> Any:
+        self.calls.append(("start_read", request.from_position))
+        return lambda: self.read_public_events(request)
+
+
+def test_the_read_after_the_batch_sent_ahead_runs_while_the_confirms_come(identity):
+    """Issue 20: the service reads the next batch while the relay awaits the broker's confirms
+    and stores the position — not after them."""
+    broker = PipelinedBroker()
+    upstream = Starting(identity, IDENTITY_EVENTS, broker.calls)
+    positions = MemoryPositions()
+    relay = Relay({"identity": upstream}, positions, broker, batch=4)
+    state = relay.services["identity"]
+    relay.run_once(state)
+    ahead = state.prefetched
+    assert ahead is not None
+    # Batch 1 sent, batch 2 read and sent, the read after it begun, then batch 1 confirmed.
+    assert [c[0] for c in broker.calls] == ["send", "start_read", "send", "start_read",
+                                            "confirm"]
+    assert broker.calls[3] == ("start_read", ahead[1].next_position)
+    while state.next_position <= identity.last_position():
+        relay.run_once(state)
+    everything = [e.event.id for e in upstream.read_public_events(
+        public_pb.ReadPublicEventsRequest(from_position=1, limit=200, all_platforms=True)).events]
+    assert broker.ids == everything  # each once, in log order, none skipped
+    assert positions.saved["identity"] == identity.last_position() + 1
