@@ -220,8 +220,10 @@ class Relay:
         metrics.read(state.name, published_through=state.next_position - 1,
                      last_position=reply.last_position)
         if reply.events:
-            # Where a cycle's time goes (the feed's latency is about one cycle): the read, the
-            # batch published and confirmed, the position stored.
+            # Where a cycle's time goes (the feed's latency is about one cycle): the read (0
+            # when the batch was read, and sent, ahead in the cycle before), the publish (the
+            # batch sent if it was not, the next read awaited and sent, this one's confirms),
+            # the position handed to the store.
             log.info("relay.published", upstream=state.name, events=len(reply.events),
                      read_ms=round((read - began) * 1e3, 1),
                      publish_ms=round((confirmed - read) * 1e3, 1),
