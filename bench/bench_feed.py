@@ -235,12 +235,17 @@ def main() -> None:
                 writer_env = {"QIJI_PERSISTENCE": "postgres", "QIJI_POSTGRES_DBNAME": db,
                               "QIJI_POSTGRES_HOST": PG["host"], "QIJI_MASTER_KEY": master_key,
                               "QIJI_DATA_DIR": str(workdir)}
+                cpu_before = _children_cpu()
                 writer = _in_process(_write_qiji, writer_env, rider_ids, RATE, SECONDS,
                                      PER_COMMIT)
                 writer.join()
                 written = int(RATE * SECONDS / PER_COMMIT) * PER_COMMIT
                 collector.wait_for(before + written, timeout=60)
                 stream.wait_for(written, timeout=60)
+                cpu_after = _children_cpu()
+                print("CPU ms per event in the steady run: " + ", ".join(
+                    f"{name} {(cpu_after[name] - cpu_before.get(name, 0)) / written * 1e3:.3f}"
+                    for name in sorted(cpu_after) if name in cpu_before))
                 stream.stop()
                 if poller is not None:
                     poller.stop()
@@ -260,6 +265,7 @@ def main() -> None:
             collector.stop()
             print(f"steady: {written} written, {len(relay_lat)} through the relay, "
                   f"{len(stream_lat)} through StreamEvents")
+            _relay_cycles(workdir / "relay.log")
 
         raw_rate = _raw_throughput(vhost.uri, EVENTS, got[0].raw)
         kombu_lat = _raw_kombu_latency(vhost.uri, got[0].raw)
@@ -278,6 +284,46 @@ def main() -> None:
                         ("StreamEvents -> gRPC client p99", s99, n99)], "ms")
     finally:
         vhost.delete()
+
+
+def _children_cpu() -> dict[str, float]:
+    """CPU seconds (user + system) so far of this process's `python -m services.<name>`
+    children (the services, the gateway, the relay), by name, from /proc."""
+    found: dict[str, float] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            args = (entry / "cmdline").read_bytes().split(b"\0")
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) != os.getpid() or b"-m" not in args:
+            continue
+        module = args[args.index(b"-m") + 1].decode()
+        if module.startswith("services."):
+            found[module.split(".")[1]] = (int(fields[11]) + int(fields[12])) / tick
+    return found
+
+
+def _relay_cycles(log_path: Path) -> None:
+    """Where the relay's cycles went in the steady run (its `relay.published` lines of fewer
+    than a whole batch: the catch-up before it is left out): read, publish (the batch sent, the
+    next read ahead, the confirms awaited) and the position handed to the store, in ms."""
+    cycles = []
+    for line in log_path.read_text(errors="replace").splitlines():
+        if '"relay.published"' in line:
+            entry = json.loads(line[line.index("{"):])
+            if entry["events"] < 200:
+                cycles.append(entry)
+    if len(cycles) < 2:
+        return
+    parts = {name: _percentiles([c[name] for c in cycles])
+             for name in ("read_ms", "publish_ms", "store_ms")}
+    print(f"relay cycles: {len(cycles)}, "
+          f"{statistics.mean(c['events'] for c in cycles):.1f} events each; p50/p99 ms: "
+          + ", ".join(f"{name[:-3]} {p50:.1f}/{p99:.1f}" for name, (p50, p99) in parts.items()))
 
 
 def _raw_throughput(uri: str, total: int, body: bytes) -> float:

@@ -7,6 +7,7 @@ what it starts and stops."""
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import threading
@@ -33,6 +34,17 @@ log = structlog.get_logger(__name__)
 
 LONGEST_WAIT = 30.0
 BATCH = 1000
+
+
+def settled() -> None:
+    """Called once a process has started: what it built to serve (modules, catalogues, protobuf
+    descriptors, ~70,000 objects in a service) is moved out of the garbage collector's sight
+    (`gc.freeze`). A full collection over it took 40–56 ms on this 2-core machine, every thread
+    of the process stopped meanwhile — a request, or every event on the feed, stalled that long
+    (issue 20: the feed's p99); after the freeze it scans only what was made since. Nothing is
+    kept alive that would not have been: those objects live as long as the process anyway."""
+    gc.collect()
+    gc.freeze()
 
 
 def keep_behind(catch_up: Callable[[], bool], stopping: threading.Event, *, name: str,

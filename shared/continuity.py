@@ -91,8 +91,11 @@ class EventsTable:
         just before and just after it (None where there is none), by the primary key."""
         if not rows:
             return []
-        with self.datastore.transaction(commit=False) as curs:
-            if self.postgres:
+        if self.postgres:
+            # One statement, so no BEGIN and ROLLBACK around it: the pool's connections are in
+            # autocommit, and a lone SELECT sees one snapshot all the same. Every feed read
+            # asks this (issue 20: two round trips of three saved on the feed's way).
+            with self.datastore.get_connection() as conn, conn.cursor() as curs:
                 curs.execute(
                     f"SELECT p.notification_id AS before, n.notification_id AS after"  # noqa: S608
                     f" FROM unnest(%s::uuid[], %s::bigint[]) WITH ORDINALITY AS r(id, v, i)"
@@ -101,18 +104,18 @@ class EventsTable:
                     f" LEFT JOIN {self.name} n ON n.originator_id = r.id"
                     f" AND n.originator_version = r.v + 1 ORDER BY r.i",
                     ([r[1] for r in rows], [r[2] for r in rows]))
-            else:
-                values = ",".join(["(?, ?, ?)"] * len(rows))
-                curs.execute(
-                    f"WITH r(i, id, v) AS (VALUES {values})"  # noqa: S608
-                    f" SELECT p.rowid AS before, n.rowid AS after FROM r"
-                    f" LEFT JOIN {self.name} p ON p.originator_id = r.id"
-                    f" AND p.originator_version = r.v - 1"
-                    f" LEFT JOIN {self.name} n ON n.originator_id = r.id"
-                    f" AND n.originator_version = r.v + 1 ORDER BY r.i",
-                    [x for i, r in enumerate(rows) for x in (i, self.key(r[1]), r[2])])
+                return [(r["before"], r["after"]) for r in curs.fetchall()]
+        with self.datastore.transaction(commit=False) as curs:
+            values = ",".join(["(?, ?, ?)"] * len(rows))
+            curs.execute(
+                f"WITH r(i, id, v) AS (VALUES {values})"  # noqa: S608
+                f" SELECT p.rowid AS before, n.rowid AS after FROM r"
+                f" LEFT JOIN {self.name} p ON p.originator_id = r.id"
+                f" AND p.originator_version = r.v - 1"
+                f" LEFT JOIN {self.name} n ON n.originator_id = r.id"
+                f" AND n.originator_version = r.v + 1 ORDER BY r.i",
+                [x for i, r in enumerate(rows) for x in (i, self.key(r[1]), r[2])])
             return [(r["before"], r["after"]) for r in curs.fetchall()]
-
 
 class Continuity:
     """For a reader of the whole log in order: wants each aggregate's versions to follow on.

@@ -17,7 +17,7 @@ from services.platform.catalogue import SERVICES
 from services.platform.grpc_api import ACCESS, add_servicers
 from shared import metrics
 from shared.auth import TokenRegistry
-from shared.background import until_signalled
+from shared.background import settled, until_signalled
 from shared.config import ConfigError, Settings, load_settings
 from shared.grpc import reflection, tls
 from shared.grpc.guard import Guard
@@ -101,6 +101,7 @@ def serve() -> None:
     # RPC counts, latency and errors by code, like every service (PLATFORM_METRICS_PORT).
     metrics.serve(settings.grpc_host, settings.metrics_port)
     running.server.start()
+    settled()  # start-up's objects out of the collector's way (shared/background.py)
     log.info("service.started", address=f"{settings.grpc_host}:{running.port}",
              upstreams={s: settings.upstreams[s] for s in SERVICES})
     until_signalled().wait()

@@ -14,10 +14,13 @@ Guarantees:
   messages). A broker outage, a service outage or a relay killed with `kill -9` delays events
   and loses none; what was published but not yet recorded is published again after a crash,
   with the same CloudEvents `id` (uuid5 of service, aggregate, version and type), so consumers
-  drop duplicates by `id`. At most one batch (RELAY_BATCH, 200 log positions) per service is
-  repeated.
-- Order: within one service, log order (one publisher, one channel, each batch's confirms
-  awaited before the next batch); no order between services, as in the gRPC feed.
+  drop duplicates by `id`. Positions are stored on a thread of their own
+  (services/relay/positions.py PositionWriter), off the cycle's path but never more than about
+  a second behind: what is repeated is at most what was confirmed in that second, plus the
+  batch sent ahead (RELAY_BATCH, 200 log positions).
+- Order: within one service, log order (one publisher, one channel; a batch is sent behind
+  the last, and its confirms awaited, hence its position stored, only after the last's); no
+  order between services, as in the gRPC feed.
 - Prompt: an idle relay does not wait for its next poll. It watches every service's log with a
   long poll (`max_wait`) that the service answers as soon as its store NOTIFYs an insert
   (shared/grpc/upstream.py watch, shared/store/wake.py), and reads at once; the poll
@@ -74,10 +77,10 @@ from qiji.feed.v1 import public_feed_service_pb2 as feed_pb
 
 from services.relay import metrics
 from services.relay.cloudevents import structured
-from services.relay.positions import PositionStore, open_positions
+from services.relay.positions import PositionStore, PositionWriter, open_positions
 from services.relay.publisher import BatchPublisher, BrokerDown
 from shared import metrics as shared_metrics
-from shared.background import until_signalled
+from shared.background import settled, until_signalled
 from shared.config import ConfigError, Settings, load_settings
 from shared.grpc.upstream import GrpcUpstream, LogWatch, Upstream, UpstreamDown
 from shared.integrity import ALARM
@@ -129,9 +132,15 @@ class ServiceState:
     retry_at: float = 0.0
     backoff: float = BACKOFF_START
     last_position: int = 0
-    # The next batch, read while the broker confirmed the last one: (its from_position, the
-    # reply). Used only if the relay then stands exactly there; dropped on any failure.
-    prefetched: tuple[int, Any] | None = None
+    # The next batch, read — and with a BatchPublisher already sent — while the broker
+    # confirmed the last one: (its from_position, the reply, its delivery tags or None when
+    # not sent). Used only if the relay then stands exactly there; dropped on any failure
+    # (what was sent of it is then read and sent again: duplicates, never a gap).
+    prefetched: tuple[int, Any, Any] | None = None
+    # The read after it, started as soon as it was sent (from_position, its answer when
+    # called): it runs on the service while the relay awaits the confirms and stores the
+    # position. Used only from exactly there.
+    reading: tuple[int, Callable[[], Any]] | None = None
 
     @property
     def stopped_at(self) -> int:
@@ -163,9 +172,14 @@ class Relay:
         start = state.next_position
         began = time.perf_counter()
         prefetched, state.prefetched = state.prefetched, None
+        sent = None  # the delivery tags of this batch, if it went out with the last one's
         try:
-            reply = (prefetched[1] if prefetched is not None and prefetched[0] == start
-                     else self._read(state, start))
+            if prefetched is not None and prefetched[0] == start:
+                _, reply, sent = prefetched
+            else:
+                # What the watch read for us while we were idle, else a read now.
+                reply = ((self.watch.take(state.name, start) if self.watch is not None
+                          else None) or self._read(state, start))
         except UpstreamDown as down:
             metrics.UPSTREAM_UP.labels(state.name).set(0)
             self._back_off(state, "relay.upstream_unavailable", code=str(down))
@@ -175,10 +189,8 @@ class Relay:
         state.backoff = BACKOFF_START
         state.last_position = reply.last_position
         read = time.perf_counter()
-        messages = [(routing_key(public.event.type, public.platform_id),
-                     structured(public.event)) for public in reply.events]
         try:
-            self._publish_all(messages, state, reply)
+            self._publish_all(state, reply, sent)
         except BrokerDown as down:
             # Keep what is confirmed: the positions wholly published before the first message
             # the broker did not confirm.
@@ -191,8 +203,8 @@ class Relay:
             metrics.PUBLISHED.labels(state.name).inc(down.confirmed)
             metrics.BROKER_UP.set(0)
             raise
-        state.published += len(messages)
-        metrics.PUBLISHED.labels(state.name).inc(len(messages))
+        state.published += len(reply.events)
+        metrics.PUBLISHED.labels(state.name).inc(len(reply.events))
         if reply.events:
             metrics.BROKER_UP.set(1)
         confirmed = time.perf_counter()
@@ -208,8 +220,10 @@ class Relay:
         metrics.read(state.name, published_through=state.next_position - 1,
                      last_position=reply.last_position)
         if reply.events:
-            # Where a cycle's time goes (the feed's latency is about one cycle): the read, the
-            # batch published and confirmed, the position stored.
+            # Where a cycle's time goes (the feed's latency is about one cycle): the read (0
+            # when the batch was read, and sent, ahead in the cycle before), the publish (the
+            # batch sent if it was not, the next read awaited and sent, this one's confirms),
+            # the position handed to the store.
             log.info("relay.published", upstream=state.name, events=len(reply.events),
                      read_ms=round((read - began) * 1e3, 1),
                      publish_ms=round((confirmed - read) * 1e3, 1),
@@ -217,35 +231,69 @@ class Relay:
                      next_position=state.next_position, last_position=reply.last_position)
         return len(reply.events)
 
-    def _read(self, state: ServiceState, start: int) -> Any:
-        return state.upstream.read_public_events(feed_pb.ReadPublicEventsRequest(
+    def _request(self, start: int) -> Any:
+        return feed_pb.ReadPublicEventsRequest(
             from_position=start, limit=self.batch,
             # No personal data over AMQP, ever; every platform's rider events.
-            consumer_organisation_id="", all_platforms=True))
+            consumer_organisation_id="", all_platforms=True)
 
-    def _publish_all(self, messages: list[tuple[str, dict[str, Any]]], state: ServiceState,
-                     reply: Any) -> None:
-        """One batch, confirms awaited once (BatchPublisher: while they come, the next batch is
-        read); a publisher of whole batches; a plain `publish(key, event)` (tests, tools) one
-        message at a time. BrokerDown says how many were confirmed."""
+    def _start_read(self, state: ServiceState, start: int) -> Callable[[], Any]:
+        """A read begun now, its answer (or UpstreamDown) when called: a gRPC upstream
+        answers meanwhile; another is read when asked."""
+        begin = getattr(state.upstream, "start_read", None)
+        if begin is None:
+            return lambda: self._read(state, start)
+        answer: Callable[[], Any] = begin(self._request(start))
+        return answer
+
+    def _read(self, state: ServiceState, start: int) -> Any:
+        return state.upstream.read_public_events(self._request(start))
+
+    def _publish_all(self, state: ServiceState, reply: Any, sent: Any) -> None:
+        """One batch, confirms awaited once; a publisher of whole batches; a plain
+        `publish(key, event)` (tests, tools) one message at a time. BrokerDown says how many
+        were confirmed.
+
+        With a BatchPublisher (send, then confirm) the batch is sent unless it went out already
+        (`sent`), and while its confirms come the next batch is read and sent at once, on the
+        same channel, after it: its events reach consumers without waiting for this batch's
+        confirms (issue 20: the broker's fsync, now and then tens of milliseconds, was on every
+        event's way). Its position is still stored only after its own confirms, a cycle later;
+        if anything fails first it is dropped, read and sent again."""
         send = getattr(self.publish, "send", None)
-        if send is not None and messages:
-            sent = send(messages)
+        if send is not None and (reply.events or sent is not None):
+            if sent is None:
+                sent = send(_messages(reply))
+            reading, state.reading = state.reading, None
             if not reply.HasField("integrity_failure"):
-                # Nothing is stored until the confirms are in: the position is stored after
-                # them (run_once), and a failure drops what was read ahead.
                 try:
-                    ahead = self._read(state, reply.next_position)
+                    if reading is None or reading[0] != reply.next_position:
+                        reading = (reply.next_position, self._start_read(state,
+                                                                         reply.next_position))
+                    ahead = reading[1]()
                     # Nothing ahead yet: read afresh next cycle rather than from a stale answer.
-                    state.prefetched = (reply.next_position, ahead) if ahead.events else None
+                    if ahead.events:
+                        state.prefetched = (reply.next_position, ahead, send(_messages(ahead)))
+                        if not ahead.HasField("integrity_failure"):
+                            # The read after it runs while this batch's confirms come.
+                            state.reading = (ahead.next_position,
+                                             self._start_read(state, ahead.next_position))
                 except UpstreamDown:
                     state.prefetched = None  # read again, and backed off, next cycle
+                    state.reading = None
+                except BrokerDown:
+                    # The connection went while the next batch went out: this batch's confirm
+                    # below says how much of it the broker had.
+                    state.prefetched = None
+                    state.reading = None
             try:
                 self.publish.confirm(sent)  # type: ignore[attr-defined]
             except BrokerDown:
                 state.prefetched = None
+                state.reading = None
                 raise
             return
+        messages = _messages(reply)
         publish_batch = getattr(self.publish, "publish_batch", None)
         if publish_batch is not None:
             publish_batch(messages)
@@ -300,7 +348,13 @@ class Relay:
                                 or state.prefetched is not None) and not state.stopped_at:
                             busy = True
                         elif self.watch is not None and state.backoff == BACKOFF_START:
-                            self.watch.idle(state.name, state.last_position)
+                            # Caught up, the watch long-polls our next read itself: one
+                            # call, not two (not for a service stopped at a bad event, whose
+                            # next read is answered at once: it waits for the log to grow).
+                            caught_up = state.next_position > state.last_position
+                            self.watch.idle(state.name, state.last_position,
+                                            self._request(state.next_position) if caught_up
+                                            else None)
                 if broker_backoff > BACKOFF_START:
                     log.info("relay.broker_back")
                 broker_backoff = BACKOFF_START
@@ -347,6 +401,12 @@ class Relay:
                 return
 
 
+def _messages(reply: Any) -> list[tuple[str, dict[str, Any]]]:
+    """A read's events as (routing key, structured CloudEvent) messages."""
+    return [(routing_key(public.event.type, public.platform_id), structured(public.event))
+            for public in reply.events]
+
+
 @contextmanager
 def leadership(settings: Settings, stopping: threading.Event) -> Iterator[Lease | None]:
     """Only one relay publishes (shared.leadership); the others stand by, healthy while they
@@ -391,6 +451,7 @@ def serve() -> None:
     # Every service's log watched (long polls that its store's NOTIFY answers) while the
     # relay leads and is idle.
     watch = LogWatch(upstreams, stopping).start()
+    settled()  # start-up's objects out of the collector's way (shared/background.py)
     log.info("relay.started", upstreams={s: settings.upstreams[s] for s in services},
              broker=redacted(amqp_uri), persistence=settings.persistence,
              metrics_port=settings.metrics_port or None)
@@ -399,7 +460,8 @@ def serve() -> None:
             with leadership(settings, stopping) as lease:
                 if lease is None:
                     break
-                positions = open_positions(settings)
+                # Stored off the cycle's path, each after its batch's confirms.
+                positions = PositionWriter(open_positions(settings))
                 publisher = amqp_publisher(amqp_uri)
                 try:
                     Relay(upstreams, positions, publisher, batch, watch

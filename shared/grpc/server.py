@@ -18,7 +18,7 @@ from shared import metrics
 from shared.application import QijiApplication
 from shared.audit import Sealer
 from shared.auth import TokenRegistry
-from shared.background import until_signalled
+from shared.background import settled, until_signalled
 from shared.checkpoints import CheckpointSigner, origin_of
 from shared.config import ConfigError, Settings, load_settings
 from shared.followers import FeedSource, GrpcFeed
@@ -239,6 +239,7 @@ def serve(spec: ServiceSpec) -> None:
         running = build_server(spec, settings)
     metrics.serve(settings.grpc_host, settings.metrics_port)
     start(running)
+    settled()  # start-up's objects out of the collector's way (shared/background.py)
     log.info("service.started", address=f"{settings.grpc_host}:{running.port}",
              persistence=settings.persistence)
     until_signalled().wait()

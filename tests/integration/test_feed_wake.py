@@ -179,6 +179,56 @@ def test_the_relay_publishes_an_event_as_soon_as_it_is_stored_not_at_its_poll(ap
         thread.join(5)
 
 
+class Counted(LocalUpstream):
+    """A service's public feed that notes each read: (from_position, held as a long poll)."""
+
+    def __init__(self, app: Any, catalogue: Any):
+        super().__init__(app, catalogue)
+        self.reads: list[tuple[int, bool]] = []
+
+    def read_public_events(self, request: Any) -> Any:
+        self.reads.append((request.from_position, request.HasField("max_wait")))
+        return super().read_public_events(request)
+
+
+@pytest.mark.usefixtures("long_polls")
+def test_an_idle_relay_gets_an_event_in_one_call_the_watch_long_polling_its_own_read(apps, tree):
+    """Issue 20: the watch long-polls the relay's next read itself and hands it the answer;
+    the relay does not read the same position again (one call, not two, on the event's way)."""
+    reader, writer = apps
+    listening(reader)
+    stopping = threading.Event()
+    upstream = Counted(reader, IDENTITY_EVENTS)
+    upstreams = {"identity": upstream}
+    watch = LogWatch(upstreams, stopping).start()
+    published = Published()
+    relay = Relay(upstreams, MemoryPositions(), published, watch=watch)
+    thread = threading.Thread(target=relay.run_forever, args=(stopping, LONG_POLL),
+                              daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while relay.services["identity"].next_position <= reader.last_position():
+            assert time.monotonic() < deadline, "the relay never caught up"
+            time.sleep(0.05)
+        time.sleep(0.5)  # idle: the watch holds the relay's next read
+        waiting_at = relay.services["identity"].next_position
+        before = len(published)
+        stored = time.monotonic()
+        rider = register(writer, tree, 4)
+        while len(published) == before and time.monotonic() - stored < PROMPT:
+            time.sleep(0.01)
+        assert len(published) > before, f"not published within {PROMPT} s"
+        assert published[-1][1]["subject"].endswith(rider)
+        time.sleep(0.2)
+        from_there = [held for position, held in upstream.reads if position == waiting_at]
+        assert from_there == [True], from_there  # the long poll only: no second read
+    finally:
+        stopping.set()
+        watch.stop()
+        thread.join(5)
+
+
 @pytest.mark.usefixtures("long_polls")
 def test_the_gateways_stream_sends_an_event_as_soon_as_it_is_stored(apps, tree):
     reader, writer = apps

@@ -49,11 +49,18 @@ class PipelinedBroker(Broker):
 
     reads_ahead = True
 
+    def __init__(self, fail_after: int | None = None):
+        super().__init__(fail_after)
+        self.calls: list[tuple[str, int]] = []  # ("send" | "confirm", the batch's number)
+
     def send(self, messages: list[tuple[str, dict[str, Any]]]) -> list[Any]:
         self.batches.append(list(messages))
+        self.calls.append(("send", len(self.batches)))
         return self.batches[-1]
 
     def confirm(self, sent: list[Any]) -> None:
+        self.calls.append(("confirm", next(i for i, b in enumerate(self.batches, 1)
+                                           if b is sent)))
         if self.fail_after is not None:
             confirmed, self.fail_after = self.fail_after, None
             raise BrokerDown("connection lost (test)", confirmed=confirmed)
@@ -130,6 +137,84 @@ def test_the_next_batch_is_read_while_the_confirms_come_and_published_from_where
     while state.next_position <= identity.last_position():
         relay.run_once(state)
     everything = [e.event.id for e in upstreams["identity"].read_public_events(
+        public_pb.ReadPublicEventsRequest(from_position=1, limit=200, all_platforms=True)).events]
+    assert broker.ids == everything  # each once, in log order, none skipped
+    assert positions.saved["identity"] == identity.last_position() + 1
+
+
+def test_the_batch_read_ahead_goes_out_before_the_last_ones_confirms_and_is_stored_after_its_own(
+        identity):
+    """The broker's confirm (its fsync) is not on the next batch's way to consumers: the batch
+    read ahead is sent at once, behind the last on the same channel; its position is stored
+    only after its own confirms."""
+    upstreams = {"identity": LocalUpstream(identity, IDENTITY_EVENTS)}
+    positions = MemoryPositions()
+    broker = PipelinedBroker()
+    relay = Relay(upstreams, positions, broker, batch=4)
+    state = relay.services["identity"]
+    relay.run_once(state)
+    assert broker.calls == [("send", 1), ("send", 2), ("confirm", 1)]
+    first_stored = positions.saved["identity"]
+    assert first_stored == state.prefetched[0]  # batch 2: sent, not yet stored
+    relay.run_once(state)
+    # Batch 2 was not sent again: its confirms were awaited, batch 3 went out before them.
+    assert broker.calls[3:] == [("send", 3), ("confirm", 2)]
+    assert positions.saved["identity"] > first_stored
+
+
+def test_a_failed_confirm_drops_the_batch_sent_ahead_and_it_is_published_again(identity):
+    upstreams = {"identity": LocalUpstream(identity, IDENTITY_EVENTS)}
+    positions = MemoryPositions()
+    broker = PipelinedBroker(fail_after=2)
+    relay = Relay(upstreams, positions, broker, batch=4)
+    state = relay.services["identity"]
+    with pytest.raises(BrokerDown):
+        relay.run_once(state)
+    assert broker.calls == [("send", 1), ("send", 2), ("confirm", 1)]
+    assert state.prefetched is None  # batch 2 went out unconfirmed: it goes again
+    everything = [e for e in upstreams["identity"].read_public_events(
+        public_pb.ReadPublicEventsRequest(from_position=1, limit=200, all_platforms=True)).events]
+    assert positions.saved["identity"] == everything[2].position  # only what was confirmed
+    again = PipelinedBroker()
+    restarted = Relay(upstreams, positions, again, batch=4)
+    while restarted.services["identity"].next_position <= identity.last_position():
+        restarted.run_once(restarted.services["identity"])
+    ids = [e.event.id for e in everything]
+    assert again.ids == ids[2:]  # from the first unconfirmed, in order, each once
+    assert set(broker.ids[:2]) | set(again.ids) == set(ids)  # nothing lost
+
+
+class Starting(LocalUpstream):
+    """A public feed whose reads can be begun ahead (as GrpcUpstream.start_read): each begun
+    read noted in the broker's calls, answered when asked."""
+
+    def __init__(self, app: Any, catalogue: Any, calls: list[tuple[str, int]]):
+        super().__init__(app, catalogue)
+        self.calls = calls
+
+    def start_read(self, request: Any) -> Any:
+        self.calls.append(("start_read", request.from_position))
+        return lambda: self.read_public_events(request)
+
+
+def test_the_read_after_the_batch_sent_ahead_runs_while_the_confirms_come(identity):
+    """Issue 20: the service reads the next batch while the relay awaits the broker's confirms
+    and stores the position — not after them."""
+    broker = PipelinedBroker()
+    upstream = Starting(identity, IDENTITY_EVENTS, broker.calls)
+    positions = MemoryPositions()
+    relay = Relay({"identity": upstream}, positions, broker, batch=4)
+    state = relay.services["identity"]
+    relay.run_once(state)
+    ahead = state.prefetched
+    assert ahead is not None
+    # Batch 1 sent, batch 2 read and sent, the read after it begun, then batch 1 confirmed.
+    assert [c[0] for c in broker.calls] == ["send", "start_read", "send", "start_read",
+                                            "confirm"]
+    assert broker.calls[3] == ("start_read", ahead[1].next_position)
+    while state.next_position <= identity.last_position():
+        relay.run_once(state)
+    everything = [e.event.id for e in upstream.read_public_events(
         public_pb.ReadPublicEventsRequest(from_position=1, limit=200, all_platforms=True)).events]
     assert broker.ids == everything  # each once, in log order, none skipped
     assert positions.saved["identity"] == identity.last_position() + 1
