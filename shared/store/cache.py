@@ -27,9 +27,13 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from copy import deepcopy
+from datetime import date, datetime, time, timedelta, timezone
+from decimal import Decimal
+from enum import Enum
 from typing import Any
 
 from eventsourcing.application import AggregateNotFoundError, Repository, project_aggregate
+from eventsourcing.domain import Aggregate
 
 
 class PendingReactions(Exception):
@@ -100,9 +104,9 @@ class AggregateCache:
         command may change."""
         pending = self._pending(ident, version)
         if pending is not None:
-            return deepcopy(pending)
+            return copy_aggregate(pending)
         aggregate, shared = self._find(ident, version)
-        return deepcopy(aggregate) if shared else aggregate
+        return copy_aggregate(aggregate) if shared else aggregate
 
     def cached_at(self, ident: uuid.UUID, version: int) -> Any | None:
         """The cached aggregate if it is at `version` (read-only), else None. The state at a
@@ -209,7 +213,7 @@ class AggregateCache:
         if stale:
             newer = list(self._events.get(ident, gt=aggregate.version))
             if newer:
-                aggregate = project_aggregate(deepcopy(aggregate), newer)
+                aggregate = project_aggregate(copy_aggregate(aggregate), newer)
                 cache.put(ident, aggregate)
         if watermark is not None and aggregate is not None:
             watermark.current_through(ident, aggregate.version, looked)
@@ -325,3 +329,68 @@ class LogWatermark:
             if len(self._marks) > self.FORGET_AFTER:
                 self._marks.clear()
             self._marks[ident] = (version, position)
+
+
+# What a copy of an aggregate shares with the original: values no one can change. (An Enum
+# member is one too: Enum's own __deepcopy__ answers the member itself.)
+_IMMUTABLE: frozenset[type] = frozenset({
+    str, int, float, bool, bytes, complex, type(None), uuid.UUID, datetime, date, time,
+    timedelta, timezone, Decimal})
+# Aggregate classes whose copy is their __dict__'s copy (as deepcopy's own would be): True
+# when the class changes nothing of how deepcopy copies its objects.
+_PLAIN: dict[type, bool] = {}
+
+
+def copy_aggregate(aggregate: Any) -> Any:
+    """A deep copy of `aggregate`, equal to `copy.deepcopy`'s (the same classes, the same
+    sharing among its parts), for a command to change: the copy a command is handed is made on
+    every write, and deepcopy took 35–80 µs per aggregate, mostly in asking each UUID, datetime
+    and Decimal how to copy itself (`__reduce_ex__`) only to rebuild an equal immutable value.
+    Here immutable values are shared, plain dicts, lists, sets and tuples and the aggregate's
+    own attributes copied directly; anything else (a value class of a domain, a subclass of a
+    container) is deepcopy's, with the same memo."""
+    return _copy(aggregate, {})
+
+
+def _copy(value: Any, memo: dict[int, Any]) -> Any:
+    cls = type(value)
+    if cls in _IMMUTABLE or isinstance(value, Enum):
+        return value
+    found = memo.get(id(value), memo)
+    if found is not memo:
+        return found
+    copied: Any
+    if cls is dict:
+        copied = memo[id(value)] = {}
+        for key, item in value.items():
+            copied[_copy(key, memo)] = _copy(item, memo)
+    elif cls is list:
+        copied = memo[id(value)] = []
+        copied.extend([_copy(item, memo) for item in value])
+    elif cls is set:
+        copied = memo[id(value)] = {_copy(item, memo) for item in value}
+    elif cls is tuple:
+        items = tuple([_copy(item, memo) for item in value])
+        copied = value if all(a is b for a, b in zip(items, value, strict=True)) else items
+        memo[id(value)] = copied
+    elif isinstance(value, Aggregate) and _plain(cls):
+        copied = memo[id(value)] = cls.__new__(cls)
+        copied.__dict__.update({name: _copy(item, memo)
+                                for name, item in value.__dict__.items()})
+    else:
+        return deepcopy(value, memo)
+    return copied
+
+
+def _plain(cls: type) -> bool:
+    plain = _PLAIN.get(cls)
+    if plain is None:
+        plain = _PLAIN[cls] = (
+            getattr(cls, "__deepcopy__", None) is None
+            and cls.__reduce_ex__ is object.__reduce_ex__  # type: ignore[comparison-overlap]
+            and cls.__reduce__ is object.__reduce__  # type: ignore[comparison-overlap]
+            and cls.__getstate__ is object.__getstate__  # type: ignore[attr-defined]
+            and not hasattr(cls, "__setstate__")
+            # Attributes in slots are not in __dict__ (typing.Generic's empty slots hold none).
+            and not any(vars(k).get("__slots__") for k in cls.__mro__))
+    return plain
