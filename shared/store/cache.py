@@ -324,10 +324,18 @@ class LogWatermark:
             return self._changed_at.get(ident, 0) > mark[1]
 
     def current_through(self, ident: uuid.UUID, version: int, position: int) -> None:
-        """`ident` at `version` is current through log position `position`."""
+        """`ident` at `version` is current through log position `position`. A mark of the
+        same version through a later position stays: both are true, and the later one says
+        more. (A request that stored the aggregate and then read it back to answer marked it
+        through where its request had looked at the log, before its own save: the next command
+        on it then took its own event for someone else's and read the aggregate's events
+        again, a round trip and a copy for nothing.)"""
         with self._cond:
             if len(self._marks) > self.FORGET_AFTER:
                 self._marks.clear()
+            mark = self._marks.get(ident)
+            if mark is not None and mark[0] == version and mark[1] >= position:
+                return
             self._marks[ident] = (version, position)
 
 
