@@ -141,8 +141,14 @@ class AggregateCache:
                 return True
             except KeyError:
                 pass
+        if self._known_absent(ident):
+            return False
         if self._newer_than is not None:
-            return bool(self._newer_than(ident, 0))
+            looked = self.watermark.position if self.watermark is not None else 0
+            found = bool(self._newer_than(ident, 0))
+            if not found and self.watermark is not None:
+                self.watermark.current_through(ident, ABSENT, looked)
+            return found
         try:
             self._current(ident)
         except AggregateNotFoundError:
@@ -191,11 +197,15 @@ class AggregateCache:
                 pass
         watermark = self.watermark
         if aggregate is None:
+            if self._known_absent(ident):
+                raise AggregateNotFoundError(ident)
             # What the log had been looked at through before the store is asked: what it
             # answers includes all of that.
             looked = watermark.position if watermark is not None else 0
             aggregate = project_aggregate(None, self._events.get(ident))
             if aggregate is None:
+                if watermark is not None:
+                    watermark.current_through(ident, ABSENT, looked)
                 raise AggregateNotFoundError(ident)
             if cache is not None:
                 cache.put(ident, aggregate)
@@ -219,6 +229,20 @@ class AggregateCache:
             watermark.current_through(ident, aggregate.version, looked)
         return aggregate
 
+    def _known_absent(self, ident: uuid.UUID) -> bool:
+        """No event of `ident` is stored, as far as the log has been looked at for this read:
+        the store said so through a position, and no look since saw one of it. A singleton
+        that was never made (the city's calendar, the pre-job programme) is asked about on
+        every command that reads it; without this, each asked the store again.
+        Only in a request that has looked at the log already (its reads of cached aggregates
+        do, first thing): a look is never made for this alone, which would cost a read of
+        `ident` alone (a follower, outside any request) a second query, not save one."""
+        watermark = self.watermark
+        memo = self.request_memo()
+        if watermark is None or memo is None or self._memo_key not in memo:
+            return False
+        return watermark.changed(ident, ABSENT) is False
+
     def _look_at_log(self, watermark: LogWatermark) -> None:
         """Waits for a look at the log that began after this read, or after the request it is
         part of began (once per request: the request is then answered as of its start, as a
@@ -229,6 +253,10 @@ class AggregateCache:
         watermark.look()
         if memo is not None:
             memo.add(self._memo_key)
+
+
+# The version a mark gives an aggregate with no event stored: "absent through a position".
+ABSENT = 0
 
 
 class LogWatermark:
@@ -382,7 +410,7 @@ def _copy(value: Any, memo: dict[int, Any]) -> Any:
         copied = value if all(a is b for a, b in zip(items, value, strict=True)) else items
         memo[id(value)] = copied
     elif isinstance(value, Aggregate) and _plain(cls):
-        copied = memo[id(value)] = cls.__new__(cls)
+        copied = memo[id(value)] = object.__new__(cls)
         copied.__dict__.update({name: _copy(item, memo)
                                 for name, item in value.__dict__.items()})
     else:
@@ -395,9 +423,10 @@ def _plain(cls: type) -> bool:
     if plain is None:
         plain = _PLAIN[cls] = (
             getattr(cls, "__deepcopy__", None) is None
-            and cls.__reduce_ex__ is object.__reduce_ex__  # type: ignore[comparison-overlap]
-            and cls.__reduce__ is object.__reduce__  # type: ignore[comparison-overlap]
-            and cls.__getstate__ is object.__getstate__  # type: ignore[attr-defined]
+            and cls.__new__ is object.__new__  # made as deepcopy makes it (cls.__new__(cls))
+            and cls.__reduce_ex__ is object.__reduce_ex__
+            and cls.__reduce__ is object.__reduce__
+            and cls.__getstate__ is object.__getstate__
             and not hasattr(cls, "__setstate__")
             # Attributes in slots are not in __dict__ (typing.Generic's empty slots hold none).
             and not any(vars(k).get("__slots__") for k in cls.__mro__))
