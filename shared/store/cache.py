@@ -229,6 +229,16 @@ class AggregateCache:
             watermark.current_through(ident, aggregate.version, looked)
         return aggregate
 
+    def forget_look(self) -> None:
+        """The request's next read looks at the log again, rather than answering as of the
+        request's first look: after its save conflicted, or its decision failed, a command asks
+        whether a copy of its own request committed meanwhile (QijiApplication._prior_result),
+        which that first look predates. (Above all for what the log was last seen without:
+        an absent mark would otherwise answer "not there" of what is there now.)"""
+        memo = self.request_memo()
+        if memo is not None:
+            memo.discard(self._memo_key)
+
     def _known_absent(self, ident: uuid.UUID) -> bool:
         """No event of `ident` is stored, as far as the log has been looked at for this read:
         the store said so through a position, and no look since saw one of it. A singleton

@@ -144,3 +144,38 @@ def test_an_aggregate_found_absent_is_not_asked_for_again_until_the_log_says_it_
     finally:
         one.close()
         two.close()
+
+
+def test_a_request_that_lost_to_a_copy_of_itself_answers_the_copys_answer(postgres_env):
+    """A request's reads answer as of its first look at the log; but once its decision fails
+    (the rider it registers exists), it asks whether a copy of itself committed meanwhile on
+    another replica — as of now. Here the request had even seen the copy's record absent
+    before the copy committed: it still answers the copy's answer, not ALREADY_EXISTS."""
+    from services.identity.domain.model import Organisation
+    from shared.idempotency import RequestRecord
+
+    one = IdentityApplication(settings_for("identity", postgres_env), MASTER_KEY)
+    two = IdentityApplication(settings_for("identity", postgres_env), MASTER_KEY)
+    try:
+        tree = city_tree(one)
+        platform = actor("platform-co", "platform")
+
+        def in_request() -> RequestContext:
+            return RequestContext(actor=platform, rpc="RegisterRider", request_id="r-1",
+                                  caught_up=set())
+        record_id = RequestRecord.create_id(platform.principal, "RegisterRider", "r-1")
+
+        def register(app: IdentityApplication) -> Any:
+            return app.register_rider(
+                platform_id=tree["platform"], platform_rider_id="R-copy", name="骑手",
+                phone="13812345678", national_id="", home_street_id=tree["street"],
+                station_id=tree["station"])
+        with acting_as(in_request()):
+            one.view(tree["platform"], Organisation, "organisation")  # the request's look
+            assert not one.exists(record_id)  # not committed yet by anyone
+            with acting_as(in_request()):  # the copy in flight, on the other replica
+                first = register(two)
+            assert register(one) == first
+    finally:
+        one.close()
+        two.close()
