@@ -390,7 +390,9 @@ class QijiApplication(StoredApplication):
 
     def _prior_result(self, record_id: uuid.UUID, ctx: context.RequestContext
                       ) -> dict[str, Any] | None:
-        # Asked only after a failure or a conflict: ask the lean way first.
+        # Asked only after a failure or a conflict: ask the lean way first, as of now, not as
+        # of the request's first look at the log (a copy in flight may have committed since).
+        self.aggregates.forget_look()
         if not self.exists(record_id):
             return None
         try:

@@ -429,7 +429,7 @@ class GovernanceApplication(HelpRequests, QijiApplication):
         return None
 
     def _route(self, report: Report, now: datetime) -> None:
-        rules = self._rules()
+        rules = self._rules(read_only=True)  # what the report takes from them is copied
         rule = (rules.match(report.kind, report.category, report.street_id) if rules else None
                 ) or FALLBACK_RULE
         clocks = (rules.clock_for(report.kind, report.category) if rules
@@ -1001,8 +1001,12 @@ class GovernanceApplication(HelpRequests, QijiApplication):
                                 {k: dict(v) for k, v in current.clocks.items()},
                                 current.at_risk_percent)
 
-    def _rules(self, version: int | None = None) -> RoutingRules | None:
+    def _rules(self, version: int | None = None, *, read_only: bool = False
+               ) -> RoutingRules | None:
+        """The rules; `read_only`: the cached ones, for a command that only reads them."""
         try:
+            if read_only:
+                return self.view(RoutingRules.ID, RoutingRules, "routing_rules", version)
             return self.get(RoutingRules.ID, RoutingRules, "routing_rules", version)
         except NotFound:
             return None

@@ -631,7 +631,8 @@ class MerchantsApplication(QijiApplication):
         def decide() -> Outcome:
             now = self.clock()
             offer = self.get(perk_id, PerkOffer, "perk")
-            merchant = self.get(offer.merchant_id, Merchant, "merchant")
+            # Only read (never in the outcome): the cached merchant, not a copy of it.
+            merchant = self.view(offer.merchant_id, Merchant, "merchant")
             standing = self._standing(rider_id, catch_up=False)
             merchant.require_approved()
             standing.require_active()
@@ -671,10 +672,11 @@ class MerchantsApplication(QijiApplication):
         claim_id = Claim.create_id(self.codes.digest(canonical))
         # Another merchant's code is, at this counter, no code at all: saying it belongs to
         # someone else would confirm that it is valid.
-        if not self.exists(claim_id) or self.get(claim_id, Claim, "code").merchant_id != \
-                merchant_id:
+        # Read, not changed: the cached claim, not two copies of it.
+        if not self.exists(claim_id) or (
+                found := self.view(claim_id, Claim, "code")).merchant_id != merchant_id:
             raise NotFound("code", "(as given)")
-        perk_id = self.get(claim_id, Claim, "code").perk_id
+        perk_id = found.perk_id
 
         def decide() -> Outcome:
             now = self.clock()
@@ -683,7 +685,7 @@ class MerchantsApplication(QijiApplication):
             standing = self._standing(claim.rider_id, catch_up=False)
             # A merchant the street office suspended honours no code until it is reinstated;
             # the code keeps its place (it may still be redeemed then, or lapse).
-            self.get(merchant_id, Merchant, "merchant").require_approved()
+            self.view(merchant_id, Merchant, "merchant").require_approved()
             claim.redeem(merchant_id, now)
             offer.note_redeemed(str(claim_id), now)
             standing.claim_closed(str(claim_id))
@@ -738,7 +740,7 @@ class MerchantsApplication(QijiApplication):
         return changed
 
     def claim(self, claim_id: str, version: int | None = None) -> ClaimView:
-        c = self.get(claim_id, Claim, "claim", version)
+        c = self.view(claim_id, Claim, "claim", version)  # only rendered
         actor = context.current().actor
         # The code is the rider's, a bearer secret: shown to their platform and to the
         # officials who hand codes out at a counter, never to a merchant (who must be shown it

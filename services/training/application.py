@@ -279,7 +279,7 @@ class TrainingApplication(GrowthPlans, QijiApplication):
 
         def decide() -> Outcome:
             session = self.get(session_id, TrainingSession, "session", field="session_id")
-            course = self.get(session.course_id, Course, "course")
+            course = self.view(session.course_id, Course, "course")  # only read
             # What the session and its course refuse (retired, started, full) before the
             # rider is looked up: a street office is admitted on a session in its street
             # alone, and must not learn from a refusal whether a rider it names exists
@@ -288,7 +288,7 @@ class TrainingApplication(GrowthPlans, QijiApplication):
             now = self.clock()
             session.check_enrolment(rider_id, now)
             # A pre-job course is open to a rider not verified yet (岗前培训 comes first).
-            programme = self._programme()
+            programme = self._programme(read_only=True)
             pre_job = programme is not None and session.course_id in programme.course_ids
             self.require_riders(Violations(), [("rider_id", rider_id)], Learner.create_id,
                                 self.catch_up_upstream,
@@ -402,9 +402,13 @@ class TrainingApplication(GrowthPlans, QijiApplication):
         programme = self._programme(version)
         return (list(programme.course_ids), programme.version) if programme else ([], 0)
 
-    def _programme(self, version: int | None = None) -> PreJobProgramme | None:
+    def _programme(self, version: int | None = None, *, read_only: bool = False
+                   ) -> PreJobProgramme | None:
+        """The programme; `read_only`: the cached one, for a command that only reads it."""
         if not self.exists(PreJobProgramme.ID):
             return None
+        if read_only:
+            return self.view(PreJobProgramme.ID, PreJobProgramme, "pre_job_programme", version)
         return self.get(PreJobProgramme.ID, PreJobProgramme, "pre_job_programme", version)
 
     # ------------------------------------------------------------------ transcript

@@ -44,7 +44,14 @@ class StoredApplication(Application[uuid.UUID]):
         return self.factory.process_recorder()
 
     def save(self, *objs: Any, **kwargs: Any) -> list[Recording[uuid.UUID]]:
-        recordings = super().save(*objs, **kwargs)
+        # The library's Application.save (eventsourcing 9.5.6) line for line, collecting
+        # through _Collected rather than ProcessingEvent.
+        processing: ProcessingEvent[uuid.UUID] = _Collected()
+        processing.collect_events(*objs, **kwargs)
+        recordings = self._record(processing)
+        self._take_snapshots(processing)
+        self._notify(recordings)
+        self.notify(processing.events)  # the library's deprecated hook, as its save calls it
         self.aggregates.saved((o for o in objs if isinstance(o, Aggregate)),
                               _positions(recordings))
         self.stored(recordings)
@@ -66,6 +73,23 @@ class StoredApplication(Application[uuid.UUID]):
     def close(self) -> None:
         self.store_gate.close()
         super().close()
+
+
+class _Collected(ProcessingEvent[uuid.UUID]):
+    """The library's ProcessingEvent, collecting an Aggregate's events without asking
+    whether it is a DomainEventProtocol, then a CollectEventsProtocol: the two runtime
+    Protocol checks cost about 13 µs per aggregate, 40 µs for a command's three, for an answer
+    an isinstance of Aggregate gives at once. Anything else (an event, None) is the
+    library's to collect, as before."""
+
+    def collect_events(self, *objs: Any, **kwargs: Any) -> None:
+        for obj in objs:  # in the order given, as the library's
+            if isinstance(obj, Aggregate):
+                self.events.extend(obj.collect_events())
+                self.aggregates[obj.id] = obj
+            else:
+                super().collect_events(obj)
+        self.saved_kwargs.update(kwargs)
 
 
 def _positions(recordings: list[Recording[uuid.UUID]]) -> dict[Any, int]:

@@ -3,6 +3,8 @@ on SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from services.identity.application import IdentityApplication
 from services.identity.domain.model import Rider
 from services.identity.domain.values import RiderStatus
@@ -143,3 +145,82 @@ def test_looks_at_the_log_keep_a_connection_of_their_own_and_recover_when_it_bre
         one.close()
         two.close()
     assert fresh is not None and fresh.closed
+
+
+def test_an_aggregate_found_absent_is_not_asked_for_again_until_the_log_says_it_exists(
+        postgres_env):
+    """A singleton never made (the city's calendar) is read on every command: once the store
+    said it is absent, a later request that has looked at the log does not ask again — yet
+    it is found as soon as another replica makes it (its event is in the next look)."""
+    one = IdentityApplication(settings_for("identity", postgres_env), MASTER_KEY)
+    two = IdentityApplication(settings_for("identity", postgres_env), MASTER_KEY)
+    try:
+        tree = city_tree(one)
+        rider_id = registered_rider(one, tree)
+        later_id = Rider.create_id(platform_id=tree["platform"], platform_rider_id="R-later")
+        asked: list[str] = []
+        cache, recorder = one.aggregates, one.recorder
+        per_aggregate, events = cache._newer_than, recorder.select_events
+        # What is asked of the store about `later_id` alone (the rider read to look at the
+        # log may be asked about too, its mark predating the watermark's first look).
+        cache._newer_than = lambda i, v: (i == later_id and asked.append("exists")) or \
+            per_aggregate(i, v)
+        def select_events(*a: Any, **k: Any) -> Any:
+            if (a[0] if a else k.get("originator_id")) == later_id:
+                asked.append("events")
+            return events(*a, **k)
+        recorder.select_events = select_events
+        platform = actor("platform-co", "platform")
+
+        def request() -> bool:
+            with acting_as(RequestContext(actor=platform, caught_up=set())):
+                one.view(rider_id, Rider, "rider")  # a cached read: the request's look
+                return one.exists(later_id)
+        assert request() is False
+        assert asked == ["exists"]  # asked once...
+        assert request() is False and request() is False
+        assert asked == ["exists"]  # ...and known since
+        with as_actor(platform):
+            registered_rider(two, tree, "R-later")
+        assert request() is True  # the look saw its event: asked again, and found
+        with acting_as(RequestContext(actor=platform, caught_up=set())):
+            one.view(rider_id, Rider, "rider")
+            assert one.view(later_id, Rider, "rider").version >= 1
+    finally:
+        one.close()
+        two.close()
+
+
+def test_a_request_that_lost_to_a_copy_of_itself_answers_the_copys_answer(postgres_env):
+    """A request's reads answer as of its first look at the log; but once its decision fails
+    (the rider it registers exists), it asks whether a copy of itself committed meanwhile on
+    another replica — as of now. Here the request had even seen the copy's record absent
+    before the copy committed: it still answers the copy's answer, not ALREADY_EXISTS."""
+    from services.identity.domain.model import Organisation
+    from shared.idempotency import RequestRecord
+
+    one = IdentityApplication(settings_for("identity", postgres_env), MASTER_KEY)
+    two = IdentityApplication(settings_for("identity", postgres_env), MASTER_KEY)
+    try:
+        tree = city_tree(one)
+        platform = actor("platform-co", "platform")
+
+        def in_request() -> RequestContext:
+            return RequestContext(actor=platform, rpc="RegisterRider", request_id="r-1",
+                                  caught_up=set())
+        record_id = RequestRecord.create_id(platform.principal, "RegisterRider", "r-1")
+
+        def register(app: IdentityApplication) -> Any:
+            return app.register_rider(
+                platform_id=tree["platform"], platform_rider_id="R-copy", name="骑手",
+                phone="13812345678", national_id="", home_street_id=tree["street"],
+                station_id=tree["station"])
+        with acting_as(in_request()):
+            one.view(tree["platform"], Organisation, "organisation")  # the request's look
+            assert not one.exists(record_id)  # not committed yet by anyone
+            with acting_as(in_request()):  # the copy in flight, on the other replica
+                first = register(two)
+            assert register(one) == first
+    finally:
+        one.close()
+        two.close()

@@ -62,6 +62,26 @@ def test_what_is_not_known_is_left_to_the_store() -> None:
     assert watermark.changed(uuid.uuid4(), 1) is None  # never marked
 
 
+def test_a_read_after_a_save_in_the_same_request_keeps_the_saves_mark() -> None:
+    """A command stores x at version 2 (its event at the log's new head) and its answer reads x
+    back, through where the request had looked at the log before the save. That read's mark
+    must not replace the save's: the next look sees x's own event, which the save's mark
+    covers and the read's does not — x would be read from the store again for nothing."""
+    log, x = FakeLog(), uuid.uuid4()
+    watermark = LogWatermark(log.changes_after, log.head)
+    log.append(x)
+    watermark.look()
+    looked = watermark.position  # where the request looked, before its save
+    position = log.append(x)  # the command's own event of x, version 2
+    watermark.current_through(x, 2, position)  # saved
+    watermark.current_through(x, 2, looked)  # read back to answer
+    watermark.look()
+    assert watermark.changed(x, 2) is False
+    log.append(x)  # and someone's later event of it is still seen
+    watermark.look()
+    assert watermark.changed(x, 2) is True
+
+
 def test_changes_forgotten_to_bound_memory_leave_older_marks_to_the_store() -> None:
     log, x, y = FakeLog(), uuid.uuid4(), uuid.uuid4()
     watermark = LogWatermark(log.changes_after, log.head)
