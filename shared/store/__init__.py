@@ -9,7 +9,7 @@ and PostgreSQL).
 Modules
 - application.py: `StoredApplication`, the library's Application with Qiji's store: settings,
   process recorder, transcoder, the aggregate cache, the store gate; `record` for a follower's
-  reaction with its tracking record.
+  reaction with its tracking record; `Collected`, what a save or a reaction collects.
 - cache.py: `AggregateCache`, copy-on-write; `read_only` and `writable` reads; `LogWatermark`,
   whether cached aggregates are current, from one look at the log shared by concurrent reads.
 - persistence.py: the library's settings for a service's store (`eventsourcing_env`), the
@@ -27,6 +27,10 @@ Private names of the library used (each one here, nowhere else in Qiji)
   inside a group-committed batch. The public `insert_tracking` commits a transaction of its
   own; the library's statement (and its check of the tracking table's kind) is the
   tracking table's truth, so it is called rather than copied.
+- `Application._record`, `_take_snapshots`, `_notify` (application.py `save`): the library's
+  `save` line for line, so that its events are collected by `Collected` (without the
+  library's runtime Protocol checks, issue 20); tests/unit/test_collected.py holds what is
+  collected to the library's `ProcessingEvent`.
 
 Undocumented attributes and behaviour relied on (public names, but the library's insides)
 - `recorder.datastore` (`get_connection`, `transaction`, `schema`, `originator_id_type`,
@@ -50,7 +54,7 @@ SQLITE_DBNAME, SQLITE_LOCK_TIMEOUT, POSTGRES_* (connection, pool, lock timeout, 
 ORIGINATOR_ID_TYPE, PROCESS_RECORDER_TOPIC (the group-commit recorder) and
 AGGREGATE_CACHE_MAXSIZE."""
 
-from shared.store.application import StoredApplication
+from shared.store.application import Collected, StoredApplication
 from shared.store.cache import AggregateCache, PendingReactions
 from shared.store.decoding import EventDecoder
 from shared.store.persistence import (
@@ -69,6 +73,7 @@ __all__ = [
     "STORE_DOWN_ERRORS",
     "AggregateCache",
     "BatchTracking",
+    "Collected",
     "EventDecoder",
     "FastJSONTranscoder",
     "GroupCommitRecorder",
