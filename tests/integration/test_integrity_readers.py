@@ -252,7 +252,7 @@ def test_the_public_feeds_one_statement_reads_what_its_three_did(world):
                 [(n.id, n.originator_id, n.originator_version) for n in notifications])), (
             start, limit, topics)
     # The moved event shows out of place in the combined read's answer.
-    found, page, neighbours = table.read_placed(identity, moved, 10, some)
+    _, page, neighbours = table.read_placed(identity, moved, 10, some)
     assert [n.id for n in page] == [moved]
     (before, after), = neighbours
     assert before is not None and after is not None and after < moved
