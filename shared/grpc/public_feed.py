@@ -69,17 +69,19 @@ def read_public(app: QijiApplication, catalogue: PublicCatalogue,
     start = max(request.from_position, 1)
     if wait > 0:
         _wait_for_position(app, start, min(wait, MAX_WAIT_SECONDS), given_up)
-    # Read before the select: every position up to it is committed (ids are given out in
-    # commit order), so a short read may move the caller past all of them.
-    last = app.last_position()
     if not topics:  # a service that publishes nothing: nothing to look at, ever
+        last = app.last_position()
         return pb.ReadPublicEventsResponse(next_position=max(start, last + 1),
                                            last_position=last)
     limit = feed_limit(request.limit)
-    notifications = app.read_log(start, limit, topics)
-    # Each event stands in its place among its aggregate's versions (a genuine event moved
-    # later in the log passes its MAC, and would go out again under its old id, out of order).
-    misplaced = out_of_place(EventsTable(app), notifications)
+    # The last position, the page and each event's neighbours in one statement (one snapshot:
+    # every position up to `last` is committed, so a short read may move the caller past all
+    # of them). Each event stands in its place among its aggregate's versions (a genuine event
+    # moved later in the log passes its MAC, and would go out again under its old id, out of
+    # order); each MAC is checked below, as it is decoded.
+    table = EventsTable(app)
+    last, notifications, neighbours = table.read_placed(app, start, limit, topics)
+    misplaced = out_of_place(table, notifications, neighbours)
     events: list[pb.PublicEvent] = []
     reader = f"{app.name}.public-feed"
     # Consumers read from their own positions, for their own types, and what a mapping reads

@@ -21,7 +21,7 @@ from services.platform.application import PlatformFeed
 from services.relay.relay import Relay
 from services.training.application import TrainingApplication
 from services.training.domain.model import Learner
-from shared.continuity import read_checked
+from shared.continuity import EventsTable, read_checked
 from shared.errors import DataLoss
 from shared.followers import Follower, LocalFeed
 from shared.grpc.feed import FeedServicer
@@ -224,6 +224,38 @@ def test_a_genuine_event_moved_later_in_the_log_is_acted_on_by_no_reader(world):
     _, failure = read_checked(identity, 1, 1000)
     assert failure is not None and failure.position < moved
     assert "version 4 of" in failure.problem and "comes before its version 3" in failure.problem
+
+
+def test_the_public_feeds_one_statement_reads_what_its_three_did(world):
+    """The public feed reads the last position, the page and each event's neighbours in one
+    statement on PostgreSQL (issue 20). It must give exactly what the three separate reads give
+    — the topics filtered, the limit kept, each neighbour the aggregate's version - 1 and + 1,
+    the last position even when the page is empty — or the place check downstream would pass a
+    moved event, or the feed skip or repeat one."""
+    identity, rider = world["identity"], world["victim"]
+    with as_actor(ADMIN):
+        identity.suspend_rider(rider_id=rider, reason="a")
+        identity.reinstate_rider(rider_id=rider, reason="b")
+        identity.suspend_rider(rider_id=rider, reason="c")
+    moved = move_to_the_end(world, rider, "Rider.Reinstated")
+    table = EventsTable(identity)
+    assert table.postgres
+    every = IDENTITY_PUBLIC.topics_for([])
+    some = IDENTITY_PUBLIC.topics_for(["qiji.identity.v1.RiderSuspended",
+                                       "qiji.identity.v1.RiderReinstated"])
+    last = identity.last_position()
+    for start, limit, topics in [(1, 1000, every), (1, 3, every), (2, 1000, some),
+                                 (moved, 10, some), (moved - 1, 1, some), (last + 1, 10, every)]:
+        notifications = identity.read_log(start, limit, topics)
+        assert table.read_placed(identity, start, limit, topics) == (
+            last, notifications, table.neighbours(
+                [(n.id, n.originator_id, n.originator_version) for n in notifications])), (
+            start, limit, topics)
+    # The moved event shows out of place in the combined read's answer.
+    _, page, neighbours = table.read_placed(identity, moved, 10, some)
+    assert [n.id for n in page] == [moved]
+    (before, after), = neighbours
+    assert before is not None and after is not None and after < moved
 
 
 def learner(training: TrainingApplication, rider: str) -> Learner:
