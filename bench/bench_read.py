@@ -32,6 +32,7 @@ from bench.bench_governance import STEP_DEGREES, world
 from bench.common import (
     ROOT,
     Figure,
+    children_cpu,
     free_port,
     print_figures,
     running_services,
@@ -87,10 +88,17 @@ def main() -> list[Figure]:
                     get(_)
                     echo(_)
                 for clients in CONCURRENCY:
-                    ours, raw = [], []
+                    ours, raw, cpu = [], [], []
+                    service = "identity" if "identity" in name else "governance"
                     for _ in range(ROUNDS):
+                        before = children_cpu()[service]
                         ours.append(percentiles(get, CALLS, clients))
+                        cpu.append((children_cpu()[service] - before) / CALLS * 1e6)
                         raw.append(percentiles(echo, CALLS, clients))
+                    # The service's own CPU per get (from /proc): what noise from the other
+                    # processes on the machine disturbs least.
+                    print(f"{name}, {clients} client(s): {service}'s CPU per get "
+                          f"{' / '.join(f'{c:.0f}' for c in cpu)} µs (rounds)", flush=True)
                     for q, label in ((0, "p50"), (1, "p99")):
                         figures.append(Figure(
                             f"{name} {label}, {clients} client(s)",
