@@ -369,10 +369,9 @@ class LogWatermark:
                 mine = self._current = _Look()
                 wake = None
             else:
-                mine = self._next
-                maker = mine is None
-                if mine is None:
-                    mine = self._next = _Look()
+                waiting = self._next
+                maker = waiting is None
+                mine = self._next = _Look() if waiting is None else waiting
                 wake = threading.Lock()
                 wake.acquire()
                 if maker:
