@@ -42,7 +42,15 @@ from qiji.identity.v1 import identity_service_pb2_grpc as rpc
 from qiji.platform.v1 import platform_feed_service_pb2 as feed_pb
 from qiji.platform.v1 import platform_feed_service_pb2_grpc as feed_rpc
 
-from bench.common import PG, dial, print_table, running_services, scratch_database, throughput
+from bench.common import (
+    PG,
+    children_cpu,
+    dial,
+    print_table,
+    running_services,
+    scratch_database,
+    throughput,
+)
 from services.relay.cloudevents import EXCHANGE, register_serializer
 from tests.city import build_city, over_stub
 from tests.e2e.relay_harness import Collector, RelayProcess, Vhost, relay_env
@@ -235,14 +243,14 @@ def main() -> None:
                 writer_env = {"QIJI_PERSISTENCE": "postgres", "QIJI_POSTGRES_DBNAME": db,
                               "QIJI_POSTGRES_HOST": PG["host"], "QIJI_MASTER_KEY": master_key,
                               "QIJI_DATA_DIR": str(workdir)}
-                cpu_before = _children_cpu()
+                cpu_before = children_cpu()
                 writer = _in_process(_write_qiji, writer_env, rider_ids, RATE, SECONDS,
                                      PER_COMMIT)
                 writer.join()
                 written = int(RATE * SECONDS / PER_COMMIT) * PER_COMMIT
                 collector.wait_for(before + written, timeout=60)
                 stream.wait_for(written, timeout=60)
-                cpu_after = _children_cpu()
+                cpu_after = children_cpu()
                 print("CPU ms per event in the steady run: " + ", ".join(
                     f"{name} {(cpu_after[name] - cpu_before.get(name, 0)) / written * 1e3:.3f}"
                     for name in sorted(cpu_after) if name in cpu_before))
@@ -284,27 +292,6 @@ def main() -> None:
                         ("StreamEvents -> gRPC client p99", s99, n99)], "ms")
     finally:
         vhost.delete()
-
-
-def _children_cpu() -> dict[str, float]:
-    """CPU seconds (user + system) so far of this process's `python -m services.<name>`
-    children (the services, the gateway, the relay), by name, from /proc."""
-    found: dict[str, float] = {}
-    tick = os.sysconf("SC_CLK_TCK")
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            args = (entry / "cmdline").read_bytes().split(b"\0")
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) != os.getpid() or b"-m" not in args:
-            continue
-        module = args[args.index(b"-m") + 1].decode()
-        if module.startswith("services."):
-            found[module.split(".")[1]] = (int(fields[11]) + int(fields[12])) / tick
-    return found
 
 
 def _relay_cycles(log_path: Path) -> None:

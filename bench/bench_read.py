@@ -22,6 +22,7 @@ import time
 import uuid
 from collections.abc import Callable
 from concurrent import futures
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -32,6 +33,7 @@ from bench.bench_governance import STEP_DEGREES, world
 from bench.common import (
     ROOT,
     Figure,
+    children_cpu,
     free_port,
     print_figures,
     running_services,
@@ -87,10 +89,21 @@ def main() -> list[Figure]:
                     get(_)
                     echo(_)
                 for clients in CONCURRENCY:
-                    ours, raw = [], []
+                    ours, raw, cpu = [], [], []
+                    service = "identity" if "identity" in name else "governance"
+                    switches = []
                     for _ in range(ROUNDS):
+                        before, switched = children_cpu()[service], _switches(service)
                         ours.append(percentiles(get, CALLS, clients))
+                        cpu.append((children_cpu()[service] - before) / CALLS * 1e6)
+                        switches.append((_switches(service) - switched) / CALLS)
                         raw.append(percentiles(echo, CALLS, clients))
+                    # The service's own CPU per get (from /proc): what noise from the other
+                    # processes on the machine disturbs least; and its threads' context
+                    # switches per get (each a hand-off between threads, or a wait on I/O).
+                    print(f"{name}, {clients} client(s): {service}'s CPU per get "
+                          f"{' / '.join(f'{c:.0f}' for c in cpu)} µs, context switches per get "
+                          f"{' / '.join(f'{c:.1f}' for c in switches)} (rounds)", flush=True)
                     for q, label in ((0, "p50"), (1, "p99")):
                         figures.append(Figure(
                             f"{name} {label}, {clients} client(s)",
@@ -104,6 +117,31 @@ def main() -> list[Figure]:
                   f"calls; baseline = bare grpcio echo of the same reply size: "
                   f"{', '.join(f'{n} {b} B' for n, b in sizes.items())})", figures)
     return figures
+
+
+def _switches(service: str) -> int:
+    """Context switches so far (voluntary and not) of all threads of this process's child
+    `python -m services.<service>`, from /proc."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            args = (entry / "cmdline").read_bytes().split(b"\0")
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except OSError:
+            continue
+        if ppid != os.getpid() or f"services.{service}".encode() not in args:
+            continue
+        total = 0
+        for task in (entry / "task").iterdir():
+            try:
+                for line in (task / "status").read_text().splitlines():
+                    if "ctxt_switches:" in line:
+                        total += int(line.split()[1])
+            except OSError:
+                continue
+        return total
+    return 0
 
 
 def percentiles(call: Callable[[int], object], total: int, clients: int) -> tuple[float, float]:

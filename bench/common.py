@@ -336,3 +336,24 @@ def combined_table(figures: list[Figure]) -> str:
             f"{_number(f.baseline, f.unit)} {f.unit} ({f.baseline_name})",
             f"{f.ratio:.2f}", f.goal_text, met]) + " |")
     return "\n".join(lines)
+
+
+def children_cpu() -> dict[str, float]:
+    """CPU seconds (user + system) so far of this process's `python -m services.<name>`
+    children (the services, the gateway, the relay), by name, from /proc."""
+    found: dict[str, float] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            args = (entry / "cmdline").read_bytes().split(b"\0")
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) != os.getpid() or b"-m" not in args:
+            continue
+        module = args[args.index(b"-m") + 1].decode()
+        if module.startswith("services."):
+            found[module.split(".")[1]] = (int(fields[11]) + int(fields[12])) / tick
+    return found

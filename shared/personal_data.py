@@ -108,18 +108,23 @@ class PersonalDataVault:
             raise ValueError("the master key must be 32 bytes (AES-256)")
         self._keystore = keystore
         self._master = AESGCM(master_key)
-        # Unwrapped keys are cached: every read of a rider opens two or three fields.
-        self._cache: OrderedDict[str, bytes] = OrderedDict()
+        # Unwrapped keys are cached with their cipher: every read of a rider opens two or three
+        # fields, and building an AESGCM per field was most of what opening one cost. Bounded
+        # (least recently used first out). An erased subject's entry is dropped by `erase`, and
+        # `_erasures` keeps a read that fetched the key before an erasure from caching it after
+        # (a key destroyed in the store must never open anything again from here).
+        self._cache: OrderedDict[str, tuple[bytes, AESGCM]] = OrderedDict()
         self._cache_size = cache_size
         self._lock = threading.Lock()
+        self._erasures = 0
 
     def seal(self, subject_id: str, plaintext: str) -> str:
-        key = self._key(subject_id, create=True)
-        assert key is not None
+        entry = self._key(subject_id, create=True)
+        assert entry is not None
         nonce = os.urandom(12)
         # The subject id is bound as associated data: a sealed value moved to another rider's
         # event does not open.
-        ciphertext = AESGCM(key).encrypt(nonce, plaintext.encode(), subject_id.encode())
+        ciphertext = entry[1].encrypt(nonce, plaintext.encode(), subject_id.encode())
         return SEAL_PREFIX + base64.b64encode(nonce + ciphertext).decode("ascii")
 
     def open(self, subject_id: str, sealed: str) -> str:
@@ -128,12 +133,12 @@ class PersonalDataVault:
             return ""
         if not sealed.startswith(SEAL_PREFIX):
             raise ValueError("not a sealed value")
-        key = self._key(subject_id, create=False)
-        if key is None:
+        entry = self._key(subject_id, create=False)
+        if entry is None:
             return ERASED
         raw = base64.b64decode(sealed[len(SEAL_PREFIX):])
         try:
-            return AESGCM(key).decrypt(raw[:12], raw[12:], subject_id.encode()).decode()
+            return entry[1].decrypt(raw[:12], raw[12:], subject_id.encode()).decode()
         except InvalidTag:
             raise ValueError(f"sealed value does not belong to subject {subject_id}") from None
 
@@ -142,34 +147,39 @@ class PersonalDataVault:
         from the subject's data key: it dies with the data key when the subject is erased.
         None when the subject has no key (or it was erased) and `create` is off."""
         try:
-            dek = self._key(subject_id, create=create)
+            entry = self._key(subject_id, create=create)
         except PersonalDataErased:
             return None
-        if dek is None:
+        if entry is None:
             return None
         return HKDF(algorithm=hashes.SHA256(), length=32, salt=None,
-                    info=b"qiji-request-fingerprint:" + subject_id.encode()).derive(dek)
+                    info=b"qiji-request-fingerprint:" + subject_id.encode()).derive(entry[0])
 
     def erase(self, subject_id: str) -> None:
         self._keystore.erase(subject_id)
         with self._lock:
             self._cache.pop(subject_id, None)
+            # A read that fetched the key before the erasure committed does not cache it.
+            self._erasures += 1
 
     def is_erased(self, subject_id: str) -> bool:
         found = self._keystore.get(subject_id)
         return found is not None and found[1]
 
-    def _key(self, subject_id: str, *, create: bool) -> bytes | None:
+    def _key(self, subject_id: str, *, create: bool) -> tuple[bytes, AESGCM] | None:
+        """(data key, its cipher) for a subject, or None when it has none (or it was erased)."""
         with self._lock:
-            if subject_id in self._cache:
+            entry = self._cache.get(subject_id)
+            if entry is not None:
                 self._cache.move_to_end(subject_id)
-                return self._cache[subject_id]
+                return entry
+            erasures = self._erasures
         if create:
             # A new subject is the common case when sealing: try to store a fresh key first
             # (one round trip) and read only if the subject already had one.
             dek = AESGCM.generate_key(bit_length=256)
             if self._keystore.put_if_absent(subject_id, self._wrap(subject_id, dek)):
-                return self._remember(subject_id, dek)
+                return self._remember(subject_id, dek, erasures)
         found = self._keystore.get(subject_id)
         if found is None:
             return None
@@ -178,14 +188,17 @@ class PersonalDataVault:
             if create:
                 raise PersonalDataErased(subject_id)
             return None
-        return self._remember(subject_id, self._unwrap(subject_id, wrapped))
+        return self._remember(subject_id, self._unwrap(subject_id, wrapped), erasures)
 
-    def _remember(self, subject_id: str, dek: bytes) -> bytes:
+    def _remember(self, subject_id: str, dek: bytes, erasures: int) -> tuple[bytes, AESGCM]:
+        entry = (dek, AESGCM(dek))
         with self._lock:
-            self._cache[subject_id] = dek
-            if len(self._cache) > self._cache_size:
-                self._cache.popitem(last=False)
-        return dek
+            # Not cached when any subject was erased since the key was read: it may be this one.
+            if self._erasures == erasures:
+                self._cache[subject_id] = entry
+                if len(self._cache) > self._cache_size:
+                    self._cache.popitem(last=False)
+        return entry
 
     def _wrap(self, subject_id: str, dek: bytes) -> bytes:
         nonce = os.urandom(12)

@@ -307,6 +307,18 @@ class AggregateCache:
 ABSENT = 0
 
 
+class _Look:
+    """One look at the log: the lock its maker sleeps on until the look before it ends, and
+    those of the readers waiting for it to end."""
+
+    __slots__ = ("failed", "maker", "waiters")
+
+    def __init__(self) -> None:
+        self.maker: threading.Lock | None = None
+        self.waiters: list[threading.Lock] = []
+        self.failed = False
+
+
 class LogWatermark:
     """How far this process has looked at its store's log for events stored by anyone, and
     which aggregates they changed: one query (`changes_after`) for everything stored since the
@@ -329,10 +341,11 @@ class LogWatermark:
                  head: Callable[[], int | None]):
         self._changes_after = changes_after
         self._head = head
-        self._cond = threading.Condition()
-        self._looks_started = 0
-        self._looks_done = 0
-        self._looking = False
+        self._lock = threading.Lock()
+        # The look in flight (None: none), and the next one, which the readers that came
+        # while it was in flight wait for.
+        self._current: _Look | None = None
+        self._next: _Look | None = None
         self.position = 0
         # The newest position of each aggregate with an event seen by a look...
         self._changed_at: dict[uuid.UUID, int] = {}
@@ -342,41 +355,68 @@ class LogWatermark:
         self._forgotten_through: int | None = None  # None: no look yet
 
     def look(self) -> None:
-        """Returns once a look that began after this call has reached the log's head."""
-        with self._cond:
-            wanted = self._looks_started + 1  # the next look to begin: it begins after now
-            while self._looks_done < wanted:
-                if not self._looking:
-                    self._looking = True
-                    self._looks_started += 1
-                    ticket = self._looks_started
-                    break
-                self._cond.wait()
+        """Returns once a look that began after this call has reached the log's head.
+
+        A call with no look in flight makes one at once. A call that comes while one is in
+        flight (it may have begun before the call) waits for the next, which begins when that
+        one ends; the first to wait for it makes it. Each waiting reader sleeps on a lock of
+        its own, released once, when its look is done (or it is handed the look to make): with
+        a Condition's notify_all every waiter woke at the end of every look, took the shared
+        lock in turn and, but for one, went back to sleep — a thread hand-off or two more per
+        get under load, on two cores shared with grpcio's own threads."""
+        with self._lock:
+            if self._current is None:
+                mine = self._current = _Look()
+                wake = None
             else:
+                waiting = self._next
+                maker = waiting is None
+                mine = self._next = _Look() if waiting is None else waiting
+                wake = threading.Lock()
+                wake.acquire()
+                if maker:
+                    mine.maker = wake
+                else:
+                    mine.waiters.append(wake)
+        if wake is not None:
+            wake.acquire()  # released by the look before: ours is done, or ours to make
+            if mine.maker is not wake:
+                if mine.failed:
+                    self.look()  # as if just arrived: a look that begins after now
                 return
-            first = self._forgotten_through is None
+        self._make(mine)
+
+    def _make(self, mine: _Look) -> None:
+        """Makes the look `mine` (now `_current`), then wakes its waiters and hands the next
+        look, if anyone waits for it, to its maker."""
+        failed = True
         try:
+            first = self._forgotten_through is None
             if first:
                 changed: dict[uuid.UUID, int] = {}
                 position = self._head() or 0
             else:
                 changed, position = self._read(self.position)
-        except BaseException:
-            with self._cond:
-                self._looking = False
-                self._cond.notify_all()  # a waiter looks in its place
-            raise
-        with self._cond:
-            if first or len(self._changed_at) + len(changed) > self.FORGET_AFTER:
-                self._changed_at.clear()
-                self._marks.clear()
-                self._forgotten_through = position
-            else:
-                self._changed_at.update(changed)
-            self.position = position
-            self._looks_done = ticket
-            self._looking = False
-            self._cond.notify_all()
+            with self._lock:
+                if first or len(self._changed_at) + len(changed) > self.FORGET_AFTER:
+                    self._changed_at.clear()
+                    self._marks.clear()
+                    self._forgotten_through = position
+                else:
+                    self._changed_at.update(changed)
+                self.position = position
+            failed = False
+        finally:
+            with self._lock:
+                following = self._current = self._next
+                self._next = None
+            # A failed look's waiters look again, each as if it had just come.
+            mine.failed = failed
+            if following is not None:
+                assert following.maker is not None
+                following.maker.release()
+            for wake in mine.waiters:
+                wake.release()
 
     def _read(self, position: int) -> tuple[dict[uuid.UUID, int], int]:
         changed: dict[uuid.UUID, int] = {}
@@ -392,7 +432,7 @@ class LogWatermark:
     def changed(self, ident: uuid.UUID, version: int) -> bool | None:
         """Whether the log holds an event of `ident` past where its copy at `version` is known
         current; None when that is not known here."""
-        with self._cond:
+        with self._lock:
             mark = self._marks.get(ident)
             if mark is None or mark[0] != version or self._forgotten_through is None \
                     or mark[1] < self._forgotten_through:
@@ -406,7 +446,7 @@ class LogWatermark:
         through where its request had looked at the log, before its own save: the next command
         on it then took its own event for someone else's and read the aggregate's events
         again, a round trip and a copy for nothing.)"""
-        with self._cond:
+        with self._lock:
             if len(self._marks) > self.FORGET_AFTER:
                 self._marks.clear()
             mark = self._marks.get(ident)

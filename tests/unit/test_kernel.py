@@ -221,6 +221,46 @@ def test_sealed_data_opens_only_for_its_subject_and_not_after_erasure():
     assert vault.open("rider-b", b) == "13900000000"
 
 
+def test_a_key_read_before_its_erasure_is_not_cached_after_it():
+    """Crypto-shredding holds against the vault's key cache: a read that fetched a subject's
+    key from the store just before an erasure committed must not put it in the cache after the
+    erasure dropped it, or the destroyed key would go on opening the subject's data."""
+    keys = MemoryKeys()
+    writer = PersonalDataVault(keys, bytes(32))
+    sealed = writer.seal("rider-a", "13800000000")
+    vault = PersonalDataVault(keys, bytes(32))  # nothing cached yet: the next open reads
+    real_get = keys.get
+
+    def get_then_erase(subject):
+        found = real_get(subject)  # the key, as it was before the erasure...
+        keys.get = real_get
+        vault.erase(subject)  # ...which commits before this read caches what it found
+        return found
+
+    keys.get = get_then_erase
+    assert vault.open("rider-a", sealed) == "13800000000"  # begun before: may still open
+    assert vault.open("rider-a", sealed) == ERASED
+    assert vault.fingerprint_key("rider-a", create=False) is None
+
+
+def test_opening_a_cached_subjects_fields_builds_no_cipher(monkeypatch):
+    """The cached key comes with its cipher: the fields of a get open without an AESGCM built
+    per field (most of what opening one cost)."""
+    import shared.personal_data as personal_data
+    vault = PersonalDataVault(MemoryKeys(), bytes(32))
+    sealed = [vault.seal("rider-a", v) for v in ("Li Lei", "13800000000", "320400")]
+    built = []
+    real = personal_data.AESGCM
+
+    def counting(key):
+        built.append(key)
+        return real(key)
+
+    monkeypatch.setattr(personal_data, "AESGCM", counting)
+    assert [vault.open("rider-a", s) for s in sealed] == ["Li Lei", "13800000000", "320400"]
+    assert built == []
+
+
 def test_json_nested_deeper_than_the_parser_goes_is_bad_input_not_a_crash():
     """"[[[[..." raises RecursionError in Python's JSON parser, not ValueError: a page token
     or a credential made of it is refused as any other malformed one."""

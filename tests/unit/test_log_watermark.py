@@ -157,3 +157,82 @@ def test_a_look_that_fails_leaves_the_next_reader_to_look_again() -> None:
     log.append(x)
     watermark.look()
     assert watermark.changed(x, 1) is True
+
+
+def test_readers_waiting_for_a_look_that_fails_look_again_and_see_what_came_before_them() -> None:
+    """The readers waiting for a look each sleep on their own lock (shared/store/cache.py
+    `_Look`): when the look they waited for fails, each must look again as if it had just come
+    — none may return without a look begun after it, nor sleep forever."""
+    log = FakeLog()
+    watermark = LogWatermark(log.changes_after, log.head)
+    watermark.look()
+    x = uuid.uuid4()
+    watermark.current_through(x, 1, watermark.position)
+    in_flight, fail = threading.Event(), threading.Event()
+    calls = 0
+
+    def changes_after(position: int, limit: int) -> list[tuple[int, uuid.UUID]]:
+        nonlocal calls
+        calls += 1
+        if calls == 1:  # the look in flight when the readers come: it ends well
+            in_flight.set()
+            fail.wait(5)
+            return log.changes_after(position, limit)
+        if calls == 2:  # the next, which they all wait for: it fails
+            raise ConnectionError("store away")
+        return log.changes_after(position, limit)
+
+    watermark._changes_after = changes_after
+    errors: list[BaseException] = []
+    seen: list[bool] = []
+
+    def read(append: bool) -> None:
+        if append:
+            log.append(x)
+        try:
+            watermark.look()
+        except ConnectionError as error:
+            errors.append(error)
+            return
+        if append:  # the first reader's look began before x's events: it need not see them
+            seen.append(watermark.changed(x, 1) is True)
+
+    first = threading.Thread(target=read, args=(False,))
+    first.start()
+    in_flight.wait(5)
+    readers = [threading.Thread(target=read, args=(True,)) for _ in range(6)]
+    for reader in readers:
+        reader.start()
+    time.sleep(0.05)  # all six wait for the next look
+    fail.set()
+    for thread in [first, *readers]:
+        thread.join(5)
+        assert not thread.is_alive()
+    # The failed look's maker is told; the other five looked again and saw x's event.
+    assert len(errors) == 1
+    assert seen.count(True) == 5
+
+
+def test_many_readers_each_see_what_was_stored_before_they_came() -> None:
+    log = FakeLog()
+    watermark = LogWatermark(log.changes_after, log.head)
+    watermark.look()
+    log.delay = 0.001
+    marked = [uuid.uuid4() for _ in range(64)]
+    for x in marked:
+        watermark.current_through(x, 1, watermark.position)
+    seen: list[bool] = []
+
+    def read(x: uuid.UUID) -> None:
+        for _ in range(5):
+            log.append(x)
+            watermark.look()
+            seen.append(watermark.changed(x, 1) is True)
+
+    readers = [threading.Thread(target=read, args=(x,)) for x in marked]
+    for reader in readers:
+        reader.start()
+    for reader in readers:
+        reader.join(20)
+        assert not reader.is_alive()
+    assert seen == [True] * 320
