@@ -274,8 +274,8 @@ class GroupCommitRecorder(PostgresProcessRecorder):
             # one fails the whole statement, which on this autocommit connection (or in its
             # savepoint) stores nothing. The function, its lock and its notify are unchanged.
             tables: dict[tuple[str, tuple[tuple[str, str], ...]], list[tuple[Any, ...]]] = {}
-            for rows in beside:
-                tables.setdefault((rows.table, rows.columns), []).extend(rows.rows)
+            for save in beside:
+                tables.setdefault((save.table, save.columns), []).extend(save.rows)
             ctes: list[bytes] = []
             arrays: list[list[Any]] = []
             for n, ((table, columns), rows) in enumerate(tables.items()):
