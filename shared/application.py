@@ -357,8 +357,24 @@ class QijiApplication(StoredApplication):
             record_id = RequestRecord.create_id(ctx.actor.principal, ctx.rpc, ctx.request_id)
         for attempt in range(MAX_ATTEMPTS):
             try:
+                return self._attempt(decide, record_id, ctx)
+            except _SaveConflict:
+                log.info("command.conflict", rpc=ctx.rpc, attempt=attempt + 1)
+                # Jitter, so that colliding writers do not collide again in lockstep.
+                time.sleep(random.uniform(0, 0.005 * (attempt + 1)))  # noqa: S311
+        raise Aborted(f"{ctx.rpc or 'command'} kept colliding with concurrent changes; retry it")
+
+    def _attempt(self, decide: Callable[[], Outcome], record_id: uuid.UUID | None,
+                 ctx: context.RequestContext) -> dict[str, Any]:
+        """One decide → save; _SaveConflict when a concurrent writer got there first. A new
+        rider's data key (PersonalDataVault.new_subject) is saved in the same statement as the
+        events sealed with it, and remembered only once that has committed."""
+        committed = False
+        try:
+            try:
                 outcome = decide()
             except Exception:
+                self.vault.saved(committed=False)
                 # This very request may have committed before (a retry) or since we began (a
                 # copy in flight): then its answer is ours, not "already registered" for our
                 # own registration. Any failure, not only a rule's: a retry now decides again,
@@ -374,19 +390,24 @@ class QijiApplication(StoredApplication):
                     principal=ctx.actor.principal, rpc=ctx.rpc, request_id=ctx.request_id,
                     fingerprint=self.fingerprints.of(ctx, create=True), result=outcome.result,
                 ))
+            keys = self.vault.unsaved_keys()
             try:
-                self.save(*pending)
+                if keys is None:
+                    self.save(*pending)
+                else:
+                    self.save(*pending, beside=[keys])
+                committed = True
             except IntegrityError:
+                # Forgotten before the record is read: the first call's key is the stored one.
+                self.vault.saved(committed=False)
                 if record_id is not None:
                     prior = self._prior_result(record_id, ctx)
                     if prior is not None:
                         return prior
-                log.info("command.conflict", rpc=ctx.rpc, attempt=attempt + 1)
-                # Jitter, so that colliding writers do not collide again in lockstep.
-                time.sleep(random.uniform(0, 0.005 * (attempt + 1)))  # noqa: S311
-                continue
+                raise _SaveConflict from None
             return outcome.result
-        raise Aborted(f"{ctx.rpc or 'command'} kept colliding with concurrent changes; retry it")
+        finally:
+            self.vault.saved(committed=committed)
 
     def _prior_result(self, record_id: uuid.UUID, ctx: context.RequestContext
                       ) -> dict[str, Any] | None:
@@ -556,6 +577,10 @@ def fingerprint_of(payload: bytes) -> str:
     """The unkeyed SHA-256 request records stored before fingerprints were keyed; kept only to
     recognise their retries."""
     return hashlib.sha256(payload).hexdigest()
+
+
+class _SaveConflict(Exception):
+    """A command's save met a concurrent writer's (IntegrityError): decide again."""
 
 
 class Fingerprints:

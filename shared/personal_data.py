@@ -23,6 +23,7 @@ from eventsourcing.persistence import InterfaceError, OperationalError
 from eventsourcing.utils import retry
 
 from shared.signing import load_key
+from shared.store import RowsBeside
 
 SEAL_PREFIX = "pd1:"
 ERASED = "[erased]"
@@ -89,6 +90,19 @@ class KeyStore:
             curs.execute(insert, (subject_id, wrapped, now))
             return curs.fetchone() is not None
 
+    def rows_beside(self, keys: dict[str, bytes]) -> RowsBeside | None:
+        """New subjects' wrapped keys as rows for the PostgreSQL recorder to insert with the
+        save that uses them (shared/store/recorder.py RowsBeside): a plain insert, so a subject
+        that has a key already (registered before, or erased: its tombstone) fails the save
+        rather than being given a second key. None on SQLite, which stores them at once."""
+        if self._dialect != "postgres":
+            return None
+        now = datetime.now(UTC).isoformat()
+        return RowsBeside(
+            "personal_data_keys",
+            (("subject_id", "text"), ("wrapped_key", "bytea"), ("created_at", "text")),
+            tuple((subject, wrapped, now) for subject, wrapped in keys.items()))
+
     def erase(self, subject_id: str) -> None:
         """Destroys the key but keeps a tombstone, so no new key is quietly made for the subject."""
         now = datetime.now(UTC).isoformat()
@@ -117,6 +131,49 @@ class PersonalDataVault:
         self._cache_size = cache_size
         self._lock = threading.Lock()
         self._erasures = 0
+        # This thread's command's new subjects (`new_subject`): their keys, not yet stored.
+        self._unsaved = threading.local()
+
+    @property
+    def _new(self) -> dict[str, tuple[bytes, bytes]]:
+        try:
+            new: dict[str, tuple[bytes, bytes]] = self._unsaved.keys
+        except AttributeError:
+            new = self._unsaved.keys = {}
+        return new
+
+    def new_subject(self, subject_id: str) -> None:
+        """This thread's command is making `subject_id` (a new rider, nearly always): its key,
+        made by the next `seal`, is not stored at once but handed to the command's save by
+        `unsaved_keys`, which stores it in the transaction that stores the events sealed with
+        it, one round trip for both. If the subject has a key after all (registered before, or
+        erased), that save fails as a conflict, storing neither; the command's next attempt
+        then asks the store as before. The key is remembered (cached) only once its save has
+        committed (`saved`): a key that was never stored never opens anything. SQLite stores
+        the key at once, as before."""
+        if self._keystore.rows_beside({}) is None:
+            return
+        with self._lock:
+            if subject_id in self._cache:
+                return
+        self._new[subject_id] = (b"", b"")
+
+    def unsaved_keys(self) -> RowsBeside | None:
+        """This thread's new subjects' keys (made by `seal` since `new_subject`), as rows for
+        the save; None when there are none."""
+        made = {s: wrapped for s, (dek, wrapped) in self._new.items() if dek}
+        return self._keystore.rows_beside(made) if made else None
+
+    def saved(self, committed: bool) -> None:
+        """The command's save has returned: its new keys are stored (`committed`), and so may
+        be remembered, or were not, and are forgotten. Either way this thread has no new
+        subject left."""
+        new, self._unsaved.keys = self._new, {}
+        if committed:
+            for subject, (dek, _) in new.items():
+                if dek:
+                    # Just stored, for a subject new in this command: no erasure can concern it.
+                    self._remember(subject, dek, self._erasures)
 
     def seal(self, subject_id: str, plaintext: str) -> str:
         entry = self._key(subject_id, create=True)
@@ -174,6 +231,14 @@ class PersonalDataVault:
                 self._cache.move_to_end(subject_id)
                 return entry
             erasures = self._erasures
+        if self._new:
+            new = self._new.get(subject_id)
+            if new is not None:
+                if create and not new[0]:
+                    dek = AESGCM.generate_key(bit_length=256)
+                    new = self._new[subject_id] = (dek, self._wrap(subject_id, dek))
+                if new[0]:
+                    return new[0], AESGCM(new[0])
         if create:
             # A new subject is the common case when sealing: try to store a fresh key first
             # (one round trip) and read only if the subject already had one.

@@ -803,6 +803,11 @@ class IdentityApplication(QijiApplication):
             if attempts > 1 and self.exists(rider_id):
                 raise already
             subject = str(rider_id)
+            if attempts == 1:
+                # Its data key then goes in the save's own statement (one round trip, not
+                # two); a subject with a key after all fails that save, and the next attempt
+                # asks (shared/personal_data.py `new_subject`).
+                self.vault.new_subject(subject)
             try:
                 rider = Rider(
                     platform_id=platform_id, platform_rider_id=platform_rider_id,

@@ -66,7 +66,7 @@ from shared.store.persistence import (
     eventsourcing_env,
     postgres_conninfo,
 )
-from shared.store.recorder import BatchTracking, GroupCommitRecorder
+from shared.store.recorder import BatchTracking, GroupCommitRecorder, RowsBeside
 from shared.store.transcoding import FastJSONTranscoder, qiji_transcoder
 
 __all__ = [
@@ -79,6 +79,7 @@ __all__ = [
     "GroupCommitRecorder",
     "OutageNotice",
     "PendingReactions",
+    "RowsBeside",
     "StoreGate",
     "StoreUnavailable",
     "StoredApplication",

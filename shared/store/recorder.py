@@ -39,14 +39,30 @@ class BatchTracking(Tracking):
     after: int = 0
 
 
+@dataclass(frozen=True)
+class RowsBeside:
+    """Rows of a table beside the log (in the store's schema), inserted by the statement that
+    stores a save's events, so in its transaction: both commit or neither does, and a row
+    whose key is taken fails the save (IntegrityError) as a conflicting event would. A new
+    rider's data key goes this way (shared/personal_data.py `new_subject`): one round trip for
+    the key and the events instead of two. `columns` are (name, PostgreSQL type) pairs."""
+
+    table: str
+    columns: tuple[tuple[str, str], ...]
+    rows: tuple[tuple[Any, ...], ...]
+
+
 class _PendingSave:
-    """One request's events (and a follower's tracking record) waiting to be committed."""
+    """One request's events (and a follower's tracking record, or rows beside the log)
+    waiting to be committed."""
 
-    __slots__ = ("done", "error", "events", "ids", "tracking", "wake")
+    __slots__ = ("beside", "done", "error", "events", "ids", "tracking", "wake")
 
-    def __init__(self, events: Sequence[StoredEvent], tracking: Tracking | None):
+    def __init__(self, events: Sequence[StoredEvent], tracking: Tracking | None,
+                 beside: Sequence[RowsBeside] = ()):
         self.events = events
         self.tracking = tracking
+        self.beside = beside
         self.ids: list[int] | None = None
         self.error: BaseException | None = None
         self.done = False
@@ -136,9 +152,12 @@ class GroupCommitRecorder(PostgresProcessRecorder):
     def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any
                       ) -> Sequence[int] | None:
         tracking: Tracking | None = kwargs.get("tracking")
+        beside: Sequence[RowsBeside] = kwargs.get("beside") or ()
         if not stored_events and tracking is None:
+            if beside:
+                raise ValueError("rows beside the log go with a save's events")
             return []
-        return self._group_commit.submit(_PendingSave(stored_events, tracking))
+        return self._group_commit.submit(_PendingSave(stored_events, tracking, beside))
 
     @retry((InterfaceError, OperationalError), max_attempts=3, wait=0.2)
     def has_events_after(self, originator_id: Any, version: int) -> bool:
@@ -220,7 +239,8 @@ class GroupCommitRecorder(PostgresProcessRecorder):
     def _write_batch(self, batch: list[_PendingSave]) -> None:
         if not any(p.tracking is not None for p in batch):
             try:
-                ids = self._write_together([e for p in batch for e in p.events])
+                ids = self._write_together([e for p in batch for e in p.events],
+                                           [b for p in batch for b in p.beside])
             except IntegrityError:
                 if len(batch) == 1:
                     raise  # the one save in it conflicted: that is its answer
@@ -233,19 +253,47 @@ class GroupCommitRecorder(PostgresProcessRecorder):
                 return
         self._write_each(batch)
 
-    def _write_together(self, events: list[StoredEvent]) -> list[int]:
+    def _write_together(self, events: list[StoredEvent], beside: list[RowsBeside]
+                        ) -> list[int]:
         """Every save of the batch in one call of `qiji_insert_<table>` on an autocommit
         connection: lock, insert and commit in one round trip, whatever the batch size. The
         columns go as four arrays of plain types, which psycopg sends in binary, rather than
         as one array of a composite type, which it renders as text field by field."""
         with self.datastore.get_connection() as conn, conn.cursor() as curs:
-            return self._insert_rows(curs, events)
+            return self._insert_rows(curs, events, beside)
 
-    def _insert_rows(self, curs: Any, events: Sequence[StoredEvent]) -> list[int]:
-        curs.execute(self._insert_together, (
+    def _insert_rows(self, curs: Any, events: Sequence[StoredEvent],
+                     beside: Sequence[RowsBeside] = ()) -> list[int]:
+        params: tuple[Any, ...] = (
             [e.originator_id for e in events], [e.originator_version for e in events],
-            [e.topic for e in events], [e.state for e in events]), prepare=True)
+            [e.topic for e in events], [e.state for e in events])
+        statement = self._insert_together
+        if beside:
+            # The rows beside as data-modifying CTEs of the same statement: PostgreSQL runs
+            # each to completion whether or not the query reads it, and a unique violation in
+            # one fails the whole statement, which on this autocommit connection (or in its
+            # savepoint) stores nothing. The function, its lock and its notify are unchanged.
+            tables: dict[tuple[str, tuple[tuple[str, str], ...]], list[tuple[Any, ...]]] = {}
+            for save in beside:
+                tables.setdefault((save.table, save.columns), []).extend(save.rows)
+            ctes: list[bytes] = []
+            arrays: list[list[Any]] = []
+            for n, ((table, columns), rows) in enumerate(tables.items()):
+                ctes.append(self._insert_beside(n, table, columns))
+                arrays.extend([list(column) for column in zip(*rows, strict=True)])
+            statement = b"WITH " + b", ".join(ctes) + b" " + statement
+            params = (*arrays, *params)
+        curs.execute(statement, params, prepare=True)
         return [row["notification_id"] for row in curs.fetchall()]
+
+    @functools.cache  # noqa: B019 (a few shapes per recorder, which lives as long as its app)
+    def _insert_beside(self, n: int, table: str, columns: tuple[tuple[str, str], ...]
+                       ) -> bytes:
+        return sql.SQL("{} AS (INSERT INTO {}.{} ({}) SELECT * FROM unnest({}))").format(
+            sql.Identifier(f"beside{n}"), sql.Identifier(self.datastore.schema),
+            sql.Identifier(table), sql.SQL(", ").join(sql.Identifier(c) for c, _ in columns),
+            sql.SQL(", ").join(sql.SQL("%s::{}[]").format(sql.SQL(t)) for _, t in columns),
+        ).as_string(None).encode()
 
     def create_table(self) -> None:
         super().create_table()
@@ -332,7 +380,7 @@ class GroupCommitRecorder(PostgresProcessRecorder):
             self._insert_tracking(curs, pending.tracking)
         if not pending.events:
             return []
-        return self._insert_rows(curs, pending.events)
+        return self._insert_rows(curs, pending.events, pending.beside)
 
     def _check_tracked_after(self, curs: Any, tracking: BatchTracking) -> None:
         # The table lock is held (_write_each takes it first): no other replica's tracking

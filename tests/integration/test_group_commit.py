@@ -13,7 +13,7 @@ from eventsourcing.persistence import IntegrityError, StoredEvent, Tracking
 
 from services.identity.application import IdentityApplication
 from shared import metrics
-from shared.store import GroupCommitRecorder, postgres_conninfo
+from shared.store import GroupCommitRecorder, RowsBeside, postgres_conninfo
 from tests.conftest import MASTER_KEY, actor, as_actor, city_tree, settings_for
 
 THREADS = 24
@@ -128,6 +128,67 @@ def test_tracking_records_are_kept_with_their_events_and_refused_twice(app):
     assert len(stored_rows(app)) == 1 + THREADS - 1  # the redelivery's events went with it
     assert all(app.recorder.max_tracking_id(f"upstream-{n}") == 1 for n in range(THREADS - 1))
     assert app.recorder.max_tracking_id("redelivered") == 5
+
+
+KEY_COLUMNS = (("subject_id", "text"), ("wrapped_key", "bytea"), ("created_at", "text"))
+
+
+def key_row(subject: str) -> RowsBeside:
+    """A row of the data-key table (which identity has), as a new rider's key goes."""
+    return RowsBeside("personal_data_keys", KEY_COLUMNS, ((subject, b"k-" + subject.encode(),
+                                                           "2026-12-07T00:00:00+00:00"),))
+
+
+def stored_keys(app) -> set[str]:
+    settings = app.settings
+    with psycopg.connect(postgres_conninfo(settings)) as conn:
+        return {r[0] for r in conn.execute(
+            f'SELECT subject_id FROM "{settings.postgres_schema}".personal_data_keys')}
+
+
+def test_rows_beside_commit_with_their_save_or_not_at_all(app):
+    """A new rider's key goes in the statement that stores the events sealed with it: both are
+    stored, or, when either conflicts, neither."""
+    taken = uuid.uuid4()
+    assert len(app.recorder.insert_events([event(taken, 1)], beside=[key_row("a")])) == 1
+    assert stored_keys(app) == {"a"}
+    # The events conflict: the key is not stored.
+    with pytest.raises(IntegrityError):
+        app.recorder.insert_events([event(taken, 1)], beside=[key_row("b")])
+    # The key is taken (a subject registered or erased before): the events are not stored.
+    fresh = uuid.uuid4()
+    with pytest.raises(IntegrityError):
+        app.recorder.insert_events([event(fresh, 1)], beside=[key_row("a")])
+    assert stored_keys(app) == {"a"}
+    assert [r[0] for r in stored_rows(app)] == [taken]
+
+
+def test_a_save_whose_rows_beside_conflict_fails_alone_in_its_batch(app):
+    """Saves arriving together are written in one statement; one whose key is taken makes it
+    fail, and then, written one savepoint each, fails alone: the others keep their keys."""
+    app.recorder.insert_events([event(uuid.uuid4(), 1)], beside=[key_row("taken")])
+    originators = [uuid.uuid4() for _ in range(THREADS)]
+    subjects = [f"s{n}" for n in range(THREADS - 1)] + ["taken"]
+    results: list[object] = [None] * THREADS
+    start = threading.Barrier(THREADS)
+
+    def save(n: int) -> None:
+        start.wait()
+        try:
+            results[n] = app.recorder.insert_events([event(originators[n], 1)],
+                                                    beside=[key_row(subjects[n])])
+        except IntegrityError as error:
+            results[n] = error
+
+    threads = [threading.Thread(target=save, args=(n,)) for n in range(THREADS)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert [isinstance(r, IntegrityError) for r in results] == [False] * (THREADS - 1) + [True]
+    assert stored_keys(app) == set(subjects)
+    stored = {r[0] for r in stored_rows(app)}
+    assert set(originators[:-1]) <= stored and originators[-1] not in stored
 
 
 def test_commands_through_the_application_under_concurrency(app):

@@ -10,6 +10,7 @@ import pytest
 from qiji.identity.v1 import identity_service_pb2 as ipb
 
 from services.identity.application import IdentityApplication
+from services.identity.domain.model import Rider
 from services.identity.domain.values import ConsentScope, OrganisationKind, RiderStatus
 from services.identity.grpc_api import ACCESS, SERVICE_NAME
 from shared.errors import AlreadyExists, InvalidArgument, NotFound
@@ -307,6 +308,63 @@ def tree_pg(postgres_env):
     yield application, {"street": city.street, "platform": city.platform,
                         "station": city.station}
     application.close()
+
+
+def stored_key(app, subject: str) -> bytes | None:
+    found = app.vault._keystore.get(subject)
+    return found[0] if found else None
+
+
+@pytest.mark.postgres
+def test_a_new_riders_key_is_stored_by_the_save_that_stores_the_rider(tree_pg, monkeypatch):
+    """On PostgreSQL a new rider's data key goes in the statement that stores the rider (one
+    round trip for both), not in one of its own before it."""
+    app, tree = tree_pg
+
+    def separately(*args, **kwargs):
+        raise AssertionError("the key was stored in a statement of its own")
+    monkeypatch.setattr(app.vault._keystore, "put_if_absent", separately)
+    rider_id = register(app, tree, 1, name="李四")["rider_id"]
+    assert stored_key(app, rider_id) is not None
+    app.vault._cache.clear()  # opened with the stored key, not one only this process knows
+    with as_actor(ADMIN):
+        assert app.rider(rider_id).name == "李四"
+
+
+@pytest.mark.postgres
+def test_a_registration_that_stores_nothing_stores_no_key_either(tree_pg):
+    """A request id reused for another rider is refused and writes nothing: not the second
+    rider's key either (it went with the save that failed). Nor is that key remembered: the
+    rider registered afterwards opens with the key stored then, in a fresh process too."""
+    app, tree = tree_pg
+    register(app, tree, 1, request_id="once")
+    position = app.last_position()
+    with pytest.raises(InvalidArgument):
+        register(app, tree, 2, request_id="once")
+    second = str(Rider.create_id(tree["platform"], "R2"))
+    assert app.last_position() == position
+    assert stored_key(app, second) is None
+    rider_id = register(app, tree, 2, request_id="again", name="赵五")["rider_id"]
+    assert rider_id == second
+    app.vault._cache.clear()
+    with as_actor(ADMIN):
+        assert app.rider(rider_id).name == "赵五"
+
+
+@pytest.mark.postgres
+def test_a_key_stored_without_its_rider_is_used_not_replaced(tree_pg):
+    """A key stored before its rider (by a registration that then failed, before keys went
+    with the save) fails the first attempt's save; the next attempt seals with that key."""
+    app, tree = tree_pg
+    subject = str(Rider.create_id(tree["platform"], "R1"))
+    app.vault.fingerprint_key(subject, create=True)  # stores a key at once, as before
+    orphan = stored_key(app, subject)
+    assert orphan is not None
+    rider_id = register(app, tree, 1, name="孙六")["rider_id"]
+    assert rider_id == subject and stored_key(app, subject) == orphan
+    app.vault._cache.clear()
+    with as_actor(ADMIN):
+        assert app.rider(rider_id).name == "孙六"
 
 
 def stored_fingerprint(app, request_id):
