@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import psycopg
@@ -147,12 +148,12 @@ class Published(list[tuple[str, dict[str, Any]]]):
         self.append((key, event))
 
 
-@pytest.mark.usefixtures("long_polls")
-def test_the_relay_publishes_an_event_as_soon_as_it_is_stored_not_at_its_poll(apps, tree):
-    reader, writer = apps
-    listening(reader)
+@contextmanager
+def idle_relay(reader: Any, upstream: LocalUpstream) -> Iterator[tuple[Relay, Published]]:
+    """A relay of `upstream` on its own thread, with its LogWatch, caught up and then idle
+    (waiting on the watch, its fallback poll 30 s away); stopped on leaving."""
     stopping = threading.Event()
-    upstreams = {"identity": LocalUpstream(reader, IDENTITY_EVENTS)}
+    upstreams = {"identity": upstream}
     watch = LogWatch(upstreams, stopping).start()
     published = Published()
     relay = Relay(upstreams, MemoryPositions(), published, watch=watch)
@@ -164,8 +165,20 @@ def test_the_relay_publishes_an_event_as_soon_as_it_is_stored_not_at_its_poll(ap
         while relay.services["identity"].next_position <= reader.last_position():
             assert time.monotonic() < deadline, "the relay never caught up"
             time.sleep(0.05)
+        time.sleep(0.5)  # idle
+        yield relay, published
+    finally:
+        stopping.set()
+        watch.stop()
+        thread.join(5)
+
+
+@pytest.mark.usefixtures("long_polls")
+def test_the_relay_publishes_an_event_as_soon_as_it_is_stored_not_at_its_poll(apps, tree):
+    reader, writer = apps
+    listening(reader)
+    with idle_relay(reader, LocalUpstream(reader, IDENTITY_EVENTS)) as (_, published):
         before = len(published)
-        time.sleep(0.5)  # idle: waiting on the watch, its poll 30 s away
         stored = time.monotonic()
         rider = register(writer, tree, 3)
         while len(published) == before and time.monotonic() - stored < PROMPT:
@@ -173,10 +186,6 @@ def test_the_relay_publishes_an_event_as_soon_as_it_is_stored_not_at_its_poll(ap
         assert len(published) > before, f"not published within {PROMPT} s: the relay polls"
         _, event = published[-1]
         assert event["type"] == REGISTERED and event["subject"].endswith(rider)
-    finally:
-        stopping.set()
-        watch.stop()
-        thread.join(5)
 
 
 class Counted(LocalUpstream):
@@ -197,21 +206,8 @@ def test_an_idle_relay_gets_an_event_in_one_call_the_watch_long_polling_its_own_
     the relay does not read the same position again (one call, not two, on the event's way)."""
     reader, writer = apps
     listening(reader)
-    stopping = threading.Event()
     upstream = Counted(reader, IDENTITY_EVENTS)
-    upstreams = {"identity": upstream}
-    watch = LogWatch(upstreams, stopping).start()
-    published = Published()
-    relay = Relay(upstreams, MemoryPositions(), published, watch=watch)
-    thread = threading.Thread(target=relay.run_forever, args=(stopping, LONG_POLL),
-                              daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 10
-        while relay.services["identity"].next_position <= reader.last_position():
-            assert time.monotonic() < deadline, "the relay never caught up"
-            time.sleep(0.05)
-        time.sleep(0.5)  # idle: the watch holds the relay's next read
+    with idle_relay(reader, upstream) as (relay, published):  # the watch holds its next read
         waiting_at = relay.services["identity"].next_position
         before = len(published)
         stored = time.monotonic()
@@ -223,10 +219,6 @@ def test_an_idle_relay_gets_an_event_in_one_call_the_watch_long_polling_its_own_
         time.sleep(0.2)
         from_there = [held for position, held in upstream.reads if position == waiting_at]
         assert from_there == [True], from_there  # the long poll only: no second read
-    finally:
-        stopping.set()
-        watch.stop()
-        thread.join(5)
 
 
 @pytest.mark.usefixtures("long_polls")
