@@ -219,6 +219,14 @@ class PersonalDataVault:
             # A read that fetched the key before the erasure committed does not cache it.
             self._erasures += 1
 
+    def forget(self, subject_id: str) -> None:
+        """Drops this process's cached key of a subject whose erasure it learnt of from the
+        log (another replica erased the key: this cache would otherwise keep opening what the
+        store can no longer open), and keeps a read in flight from caching it again."""
+        with self._lock:
+            self._cache.pop(subject_id, None)
+            self._erasures += 1
+
     def is_erased(self, subject_id: str) -> bool:
         found = self._keystore.get(subject_id)
         return found is not None and found[1]

@@ -939,16 +939,25 @@ class IdentityApplication(QijiApplication):
 
     def _rider_view(self, r: Rider) -> RiderView:
         subject = str(r.id)
+        if r.personal_data_erased:
+            # Erased, perhaps by another replica, whose erasure of the key this process's
+            # key cache did not see: the event says so, and nothing is opened.
+            self.vault.forget(subject)
+
+            def opened(sealed: str) -> str:
+                return ERASED
+        else:
+            def opened(sealed: str) -> str:
+                return self.vault.open(subject, sealed)
         # How much the caller sees is the masking table's (shared/masking.py); a platform
         # sees a field in clear where the rider consented to share it with that platform.
         organisation = context.current().organisation_id
-        name = masking.show_to_caller(masking.NAME, self.vault.open(subject, r.sealed_name),
+        name = masking.show_to_caller(masking.NAME, opened(r.sealed_name),
                                       consented=r.consents_to(ConsentScope.NAME, organisation))
-        phone = masking.show_to_caller(masking.PHONE, self.vault.open(subject, r.sealed_phone),
+        phone = masking.show_to_caller(masking.PHONE, opened(r.sealed_phone),
                                        consented=r.consents_to(ConsentScope.PHONE,
                                                                organisation))
-        national_id = masking.show_to_caller(
-            masking.NATIONAL_ID, self.vault.open(subject, r.sealed_national_id))
+        national_id = masking.show_to_caller(masking.NATIONAL_ID, opened(r.sealed_national_id))
         erased = r.personal_data_erased or name == ERASED
         return RiderView(
             rider_id=subject, platform_id=r.platform_id, platform_rider_id=r.platform_rider_id,

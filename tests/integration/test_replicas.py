@@ -224,3 +224,33 @@ def test_a_request_that_lost_to_a_copy_of_itself_answers_the_copys_answer(postgr
     finally:
         one.close()
         two.close()
+
+
+def test_a_replica_that_opened_a_riders_data_shows_none_once_another_replica_erased_it(
+        postgres_env):
+    """Crypto-shredding across replicas: a replica that opened a rider's fields holds the
+    rider's data key in its key cache; once another replica erases the rider, the first must
+    show nothing of them either (the erasure's event says so), not open them with its copy of
+    a key the store no longer has."""
+    one = IdentityApplication(settings_for("identity", postgres_env), MASTER_KEY)
+    two = IdentityApplication(settings_for("identity", postgres_env), MASTER_KEY)
+    admin = actor("city", "city_admin")
+    try:
+        rider_id = registered_rider(one)
+
+        def read() -> Any:
+            with acting_as(RequestContext(actor=admin, caught_up=set())):
+                return one.rider(rider_id)
+        assert read().phone == "13812345678"  # opened: its key now in one's cache
+        with as_actor(admin):
+            two.erase_rider_personal_data(rider_id=rider_id, reason="本人申请删除")
+        shown = read()
+        assert shown.personal_data_erased
+        assert (shown.name, shown.phone) == ("[erased]", "[erased]")
+        assert read().phone == "[erased]"
+        # And nothing of theirs opens from one's cache any more.
+        assert one.vault.open(rider_id, one.view(rider_id, Rider, "rider").sealed_phone) \
+            == "[erased]"
+    finally:
+        one.close()
+        two.close()
