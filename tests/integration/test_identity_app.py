@@ -124,7 +124,9 @@ def test_registering_a_platform_rider_id_twice_is_already_exists(app, tree):
 
 def test_registering_a_rider_whose_data_was_erased_is_already_exists(app, tree):
     """The first attempt does not ask whether the rider exists (its save would conflict): an
-    erased rider's key refuses to seal, which is the same answer, not an internal error."""
+    erased rider's key refuses it all the same — on SQLite the key's tombstone refuses to
+    seal, on PostgreSQL it fails the save that carries the new key — which is the same
+    answer, not an internal error."""
     rider_id = register(app, tree, 1)["rider_id"]
     with as_actor(ADMIN):
         app.erase_rider_personal_data(rider_id=rider_id, reason="本人申请删除")
