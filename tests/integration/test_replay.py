@@ -5,6 +5,9 @@ that a small log crosses many of them (the scan is what a rebuild of a long log 
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
 import pytest
 
@@ -68,24 +71,34 @@ def test_a_scan_left_half_way_stops_its_reader(app, small_pages):
     assert not [t for t in threading.enumerate() if t.name.endswith("-replay")]
 
 
+@contextmanager
+def events_table(app: Any, store_env: dict[str, str]) -> Iterator[tuple[Any, str]]:
+    """An administrator's own connection to the service's events table, and its name."""
+    import psycopg
+    table = f'"{store_env["QIJI_POSTGRES_SCHEMA"]}"."{app.recorder.events_table_name}"'
+    with psycopg.connect(dbname=store_env["QIJI_POSTGRES_DBNAME"], host=store_env[
+            "QIJI_POSTGRES_HOST"], user=store_env["QIJI_POSTGRES_USER"],
+            autocommit=True) as conn:
+        yield conn, table
+
+
+def change_a_byte(conn: Any, table: str, position: int) -> None:
+    conn.execute(f"UPDATE {table} SET state = set_byte(state, 3, ascii('X')) "
+                 "WHERE notification_id = %s", (position,))
+
+
 @pytest.mark.postgres
 @pytest.mark.parametrize("store_env", ["postgres"], indirect=True)
 def test_the_scan_checks_every_mac_a_changed_byte_or_a_mac_moved_to_another_row_stops_it(
         app, store_env, small_pages):
     # The scan checks the usual row's MAC inline (not through EventMac.check): a row whose
     # bytes changed, or which carries another row's state and MAC, stops it at that row.
-    import psycopg
-
     from shared.integrity import EventIntegrityError
     build(app, 3)
     rows = [(n.id, n.state) for n in app.read_log(1, 10_000)]
-    table = f'"{store_env["QIJI_POSTGRES_SCHEMA"]}"."{app.recorder.events_table_name}"'
     changed, moved = rows[4][0], rows[7][0]
-    with psycopg.connect(dbname=store_env["QIJI_POSTGRES_DBNAME"], host=store_env[
-            "QIJI_POSTGRES_HOST"], user=store_env["QIJI_POSTGRES_USER"],
-            autocommit=True) as conn:
-        conn.execute(f"UPDATE {table} SET state = set_byte(state, 3, ascii('X')) "
-                     "WHERE notification_id = %s", (changed,))
+    with events_table(app, store_env) as (conn, table):
+        change_a_byte(conn, table, changed)
         with pytest.raises(EventIntegrityError) as first:
             list(replay.scan(app, 1))
         assert first.value.position == changed
@@ -136,19 +149,13 @@ def test_a_view_told_what_it_reads_is_built_as_one_that_reads_everything(app, sm
 def test_an_event_a_view_does_not_read_is_still_mac_checked(app, store_env, small_pages):
     # Skipping the decode never skips the check: a changed byte in an event of a class the
     # view does not read stops the scan at that row all the same.
-    import psycopg
-
     from services.identity.domain.model import Rider
     from shared.integrity import EventIntegrityError
     build(app, 3)
     skipped = [p for p, e in replay.scan(app, 1) if not isinstance(e, Rider.Event)]
     changed = skipped[len(skipped) // 2]
-    table = f'"{store_env["QIJI_POSTGRES_SCHEMA"]}"."{app.recorder.events_table_name}"'
-    with psycopg.connect(dbname=store_env["QIJI_POSTGRES_DBNAME"], host=store_env[
-            "QIJI_POSTGRES_HOST"], user=store_env["QIJI_POSTGRES_USER"],
-            autocommit=True) as conn:
-        conn.execute(f"UPDATE {table} SET state = set_byte(state, 3, ascii('X')) "
-                     "WHERE notification_id = %s", (changed,))
+    with events_table(app, store_env) as (conn, table):
+        change_a_byte(conn, table, changed)
     with pytest.raises(EventIntegrityError) as stopped:
         list(replay.scan(app, 1, reads=lambda cls: issubclass(cls, Rider.Event)))
     assert stopped.value.position == changed
