@@ -142,6 +142,9 @@ class Settings:
     grpc_host: str
     grpc_port: int
     grpc_workers: int
+    # Threads serving the unary calls answered from the store at once (shared/grpc/lanes.py);
+    # 0: one pool of `grpc_workers` serves every call.
+    grpc_quick_workers: int
     # SO_REUSEPORT on the gRPC port (`GRPC_SHARE_PORT=yes`): several processes of one of the
     # five services serve one port, the kernel spreading connections over them (build_server;
     # the gateway and the figures keep their ports their own). Off by default, so that a
@@ -418,6 +421,7 @@ def load_settings(service: str, env: Mapping[str, str] | None = None) -> Setting
         grpc_host=read("GRPC_HOST", text, "127.0.0.1"),
         grpc_port=read("GRPC_PORT", PORT, str(DEFAULT_PORTS.get(service, 0))),
         grpc_workers=read("GRPC_WORKERS", POSITIVE, "32"),
+        grpc_quick_workers=read("GRPC_QUICK_WORKERS", integer(0, 256), "4"),
         grpc_share_port=read("GRPC_SHARE_PORT", one_of("yes", "no"), "no") == "yes",
         metrics_port=read("METRICS_PORT", PORT, "0"),
         postgres_dbname=read("POSTGRES_DBNAME", text, "qiji"),

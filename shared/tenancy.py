@@ -191,6 +191,10 @@ class Access:
     # Every call makes something new (an organisation, a report, an hour of service): a retry
     # without a request_id would make a second one, so the request must carry one (AIP-155).
     request_id_required: bool = False
+    # A call may wait on purpose (a long poll until the log grows): it runs on the server's
+    # wide pool of threads, beside the streams, never on the few threads that serve calls
+    # answered from the store at once (shared/grpc/lanes.py), which it would hold for seconds.
+    waits: bool = False
 
     def problems(self) -> list[str]:
         """What makes this entry unusable (the guard refuses such an RPC to everyone)."""
@@ -215,6 +219,12 @@ def once(access: Access) -> Access:
     request_id, so that a caller's retry returns the first answer instead of making a second
     thing (a second city of the same name, a report counted twice, hours logged twice)."""
     return replace(access, request_id_required=True)
+
+
+def waiting(access: Access) -> Access:
+    """The same entry, for a unary RPC that may wait on purpose (a long poll): it is served
+    on the wide pool with the streams (shared/grpc/lanes.py)."""
+    return replace(access, waits=True)
 
 
 def city_wide(*roles: str | frozenset[str]) -> Access:

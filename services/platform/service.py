@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from concurrent import futures
 from dataclasses import dataclass, field
 
 import grpc
@@ -21,6 +20,7 @@ from shared.background import settled, until_signalled
 from shared.config import ConfigError, Settings, load_settings
 from shared.grpc import reflection, tls
 from shared.grpc.guard import Guard
+from shared.grpc.lanes import Lanes
 from shared.grpc.server import INTEGRITY, LIVENESS, integrity_health
 from shared.grpc.upstream import GrpcUpstream, LogWatch, Upstream
 from shared.integrity import ALARM
@@ -69,9 +69,10 @@ def build_gateway(settings: Settings, upstreams: dict[str, Upstream] | None = No
     guard = Guard(tokens=TokenRegistry(settings.tokens_file), access=ACCESS, resolve=no_owners,
                   error_domain=f"{NAME}.qiji", on_rpc=metrics.rpc_observer(NAME),
                   certificates=settings.tls.requires_client_certificates)
+    # One pool: this process's unary calls wait on the services it reads, so none belongs on a
+    # quick lane (shared/grpc/lanes.py).
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=settings.grpc_workers,
-                                   thread_name_prefix=f"{NAME}-rpc"),
+        Lanes.of(NAME, settings, quick=False).wide,
         interceptors=[guard], options=[("grpc.so_reuseport", 0)])
     stopping = threading.Event()
     # One watch of each service's log for all the gateway's streams: an idle stream reads as

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from concurrent import futures
 from dataclasses import dataclass, field
 
 import grpc
@@ -23,6 +22,7 @@ from shared.config import ConfigError, Settings, load_settings
 from shared.followers import GrpcFeed
 from shared.grpc import reflection, tls
 from shared.grpc.guard import Guard
+from shared.grpc.lanes import Lanes
 from shared.grpc.server import INTEGRITY, LIVENESS, integrity_health
 from shared.integrity import ALARM, EventMac, audit_key
 from shared.logging import configure as configure_logging
@@ -102,9 +102,10 @@ def build(settings: Settings, statistics: Statistics | None = None) -> RunningSt
     guard = Guard(tokens=TokenRegistry(settings.tokens_file), access=ACCESS, resolve=no_owners,
                   error_domain=f"{NAME}.qiji", on_rpc=metrics.rpc_observer(NAME),
                   certificates=settings.tls.requires_client_certificates)
+    # One pool: this process's unary calls wait on the services it reads, so none belongs on a
+    # quick lane (shared/grpc/lanes.py).
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=settings.grpc_workers,
-                                   thread_name_prefix=f"{NAME}-rpc"),
+        Lanes.of(NAME, settings, quick=False).wide,
         interceptors=[guard], options=[("grpc.so_reuseport", 0)])
     names = add_servicers(server, statistics)
     health_servicer = health.HealthServicer(experimental_non_blocking=True)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Mapping
+from concurrent import futures
 from typing import Any
 
 import grpc
@@ -39,13 +40,16 @@ class Guard(grpc.ServerInterceptor):
     def __init__(self, *, tokens: TokenRegistry, access: Mapping[str, Access],
                  resolve: Resolver, error_domain: str,
                  on_rpc: Callable[[str, str, float], None] | None = None,
-                 certificates: bool = False):
+                 certificates: bool = False,
+                 quick_lane: futures.ThreadPoolExecutor | None = None):
         """`access` maps full method names ("/pkg.Service/Method") to their entries (roles and
         scopes); `resolve` finds the owners of what a request names. A method missing from the
         table, or whose entry is broken, is refused to everyone: the table fails closed.
         `certificates`: the port requires and verifies client certificates, so their names may
-        be trusted."""
+        be trusted. `quick_lane`: the few threads that serve the unary calls which do not wait
+        on purpose (shared/grpc/lanes.py); None, the server's own pool serves every call."""
         self._tokens = tokens
+        self._quick_lane = quick_lane
         self._certificates = certificates
         self._wrapped: dict[str, Any] = {}
         self._access = {m: a for m, a in access.items() if not a.problems()}
@@ -65,14 +69,30 @@ class Guard(grpc.ServerInterceptor):
         return wrapped
 
     def _wrap(self, method: str, handler: Any) -> Any:
-        if handler is None or method.startswith(OPEN_SERVICES):
+        if handler is None:
             return handler
+        open_service = method.startswith(OPEN_SERVICES)
         if handler.unary_unary is not None:
+            if open_service:  # unguarded; a function of its own only to name its pool
+                def handle(request: Any, context: grpc.ServicerContext,
+                           behaviour: Callable[..., Any] = handler.unary_unary) -> Any:
+                    return behaviour(request, context)
+            else:
+                handle = self._wrap_unary(method, handler.unary_unary)
+            access = self._access.get(method)
+            if self._quick_lane is not None and not (access is not None and access.waits):
+                # grpcio runs the call on the pool its behaviour names (shared/grpc/lanes.py).
+                # A health check goes there too: a liveness probe must not be refused because
+                # long polls and streams hold the wide pool, and a process whose quick lane is
+                # stuck does not serve.
+                handle.experimental_thread_pool = self._quick_lane  # type: ignore[attr-defined]
             return grpc.unary_unary_rpc_method_handler(
-                self._wrap_unary(method, handler.unary_unary),
+                handle,
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
+        if open_service:
+            return handler
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(
                 self._wrap_stream(method, handler.unary_stream),

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from concurrent import futures
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -26,6 +25,7 @@ from shared.grpc import audit as audit_api
 from shared.grpc import feed, reflection, tls
 from shared.grpc import public_feed as public_feed_api
 from shared.grpc.guard import Guard
+from shared.grpc.lanes import Lanes
 from shared.integrity import ALARM, HEALTH
 from shared.logging import configure as configure_logging
 from shared.logging import exits_on_config_error
@@ -92,6 +92,7 @@ class RunningService:
     service_names: list[str] = field(default_factory=list)
     followers: list[Any] = field(default_factory=list)
     watch_integrity: Callable[[bool], None] | None = None
+    lanes: Lanes | None = None
     _threads: list[threading.Thread] = field(default_factory=list)
 
     def stop(self, grace: float = GRACE_SECONDS) -> None:
@@ -102,6 +103,8 @@ class RunningService:
         self.health.enter_graceful_shutdown()
         self.app.wake_waiters()  # feed streams notice `stopping` at once
         self.server.stop(grace).wait()
+        if self.lanes is not None:
+            self.lanes.shutdown()
         for thread in self._threads:
             thread.join(timeout=grace)
         self.app.close()
@@ -120,13 +123,15 @@ def build_server(spec: ServiceSpec, settings: Settings, *, app: QijiApplication 
         master_key = load_master_key(settings.master_key, settings.master_key_file,
                                      create=settings.persistence == "sqlite")
         app = spec.make_app(settings, master_key, feeds=upstream_feeds(settings))
+    # Gets and commands on a few threads, streams and long polls on many (shared/grpc/lanes.py).
+    lanes = Lanes.of(spec.name, settings)
     guard = Guard(tokens=TokenRegistry(settings.tokens_file), access=service_access(spec),
                   resolve=app.owners, error_domain=f"{spec.name}.qiji",
                   on_rpc=metrics.rpc_observer(spec.name),
-                  certificates=settings.tls.requires_client_certificates)
+                  certificates=settings.tls.requires_client_certificates,
+                  quick_lane=lanes.quick)
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=settings.grpc_workers,
-                                   thread_name_prefix=f"{spec.name}-rpc"),
+        lanes.wide,
         interceptors=[guard],
         # grpcio sets SO_REUSEPORT by default: two servers could silently share a port. Only
         # GRPC_SHARE_PORT=yes asks for it, to run several processes of a service on one port.
@@ -158,7 +163,8 @@ def build_server(spec: ServiceSpec, settings: Settings, *, app: QijiApplication 
         checkpoint_events=settings.audit_checkpoint_events,
         checkpoint_seconds=settings.audit_checkpoint_seconds))
     return RunningService(spec=spec, app=app, server=server, port=port, health=health_servicer,
-                          stopping=stopping, service_names=names, followers=followers)
+                          stopping=stopping, service_names=names, followers=followers,
+                          lanes=lanes)
 
 
 def upstream_feeds(settings: Settings) -> FeedSource:

@@ -1,0 +1,105 @@
+"""A service's gets, commands and health checks run on a quick lane of their own
+(shared/grpc/lanes.py): long polls of its public feed that fill every thread of the wide pool
+hold up none of them. With one pool for everything (`QIJI_GRPC_QUICK_WORKERS=0`) the same
+long polls do hold up a get — which also shows that the polls below really fill the pool."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from google.protobuf.duration_pb2 import Duration
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from qiji.feed.v1 import public_feed_service_pb2 as public_pb
+from qiji.feed.v1 import public_feed_service_pb2_grpc as public_rpc
+from qiji.identity.v1 import identity_service_pb2 as ipb
+from qiji.identity.v1 import identity_service_pb2_grpc as irpc
+
+from tests.e2e.conftest import ServiceProcess, eventually, start_service
+
+pytestmark = pytest.mark.e2e
+
+WIDE = 2
+POLL_SECONDS = 20  # far longer than any answer below may take
+ANSWER_SECONDS = 5.0
+NO_RIDER = "7d0e2a43-0000-4000-8000-000000000000"
+
+
+def long_polls(server: ServiceProcess, count: int) -> tuple[list[grpc.Future], grpc.Channel]:
+    """`count` reads of the public feed from past its end, each waiting POLL_SECONDS for an
+    event that never comes, on a channel of their own."""
+    channel = grpc.insecure_channel(server.address)
+    stub = public_rpc.PublicFeedServiceStub(channel)
+    metadata = [("authorization", f"Bearer {server.tokens['service']}")]
+    polls = [stub.ReadPublicEvents.future(
+        public_pb.ReadPublicEventsRequest(from_position=1_000_000,
+                                          max_wait=Duration(seconds=POLL_SECONDS)),
+        metadata=metadata, timeout=POLL_SECONDS + 10) for _ in range(count)]
+    return polls, channel
+
+
+def get_rider(server: ServiceProcess) -> grpc.StatusCode:
+    with grpc.insecure_channel(server.address) as channel:
+        try:
+            irpc.IdentityServiceStub(channel).GetRider(
+                ipb.GetRiderRequest(rider_id=NO_RIDER), timeout=ANSWER_SECONDS,
+                metadata=[("authorization", f"Bearer {server.tokens['city_admin']}")])
+        except grpc.RpcError as error:
+            return error.code()
+    return grpc.StatusCode.OK
+
+
+@pytest.fixture
+def started(postgres_db: str, tmp_path: Path, request: pytest.FixtureRequest
+            ) -> Iterator[ServiceProcess]:
+    server = start_service("identity", postgres_db, tmp_path, extra_env={
+        "QIJI_GRPC_WORKERS": str(WIDE), "QIJI_GRPC_QUICK_WORKERS": request.param})
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def waiting_polls(server: ServiceProcess) -> tuple[list[grpc.Future], grpc.Channel]:
+    """More long polls than the wide pool has threads, all begun (none answered yet)."""
+    polls, channel = long_polls(server, WIDE + 2)
+    # A poll that began is one the server took: give them the time to be taken, then check
+    # that none has returned (each waits POLL_SECONDS).
+    threading.Event().wait(1.0)
+    assert not any(p.done() for p in polls), [p.exception() for p in polls if p.done()]
+    return polls, channel
+
+
+@pytest.mark.parametrize("started", ["2"], indirect=True)
+def test_long_polls_filling_the_wide_pool_hold_up_no_get_and_no_health_check(
+        started: ServiceProcess) -> None:
+    polls, channel = waiting_polls(started)
+    try:
+        # The caller is answered (the rider does not exist), well before the polls end.
+        assert get_rider(started) == grpc.StatusCode.NOT_FOUND
+        with grpc.insecure_channel(started.address) as health_channel:
+            answer = health_pb2_grpc.HealthStub(health_channel).Check(
+                health_pb2.HealthCheckRequest(service="qiji.liveness"), timeout=ANSWER_SECONDS)
+        assert answer.status == health_pb2.HealthCheckResponse.SERVING
+        assert not any(p.done() for p in polls)  # still waiting: they held the wide pool
+    finally:
+        for poll in polls:
+            poll.cancel()
+        channel.close()
+
+
+@pytest.mark.parametrize("started", ["0"], indirect=True)
+def test_with_one_pool_the_same_long_polls_hold_up_a_get(started: ServiceProcess) -> None:
+    polls, channel = waiting_polls(started)
+    try:
+        assert get_rider(started) == grpc.StatusCode.DEADLINE_EXCEEDED
+    finally:
+        for poll in polls:
+            poll.cancel()
+        channel.close()
+    # Once the polls are gone, the pool serves gets again.
+    eventually(lambda: get_rider(started) == grpc.StatusCode.NOT_FOUND, "a get is answered",
+               timeout=POLL_SECONDS + 10)
