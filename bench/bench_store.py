@@ -10,11 +10,14 @@ server, same run, median of rounds."""
 from __future__ import annotations
 
 import os
+import time
 import uuid
+from typing import Any
 
 import psycopg
 from eventsourcing.persistence import InfrastructureFactory, StoredEvent
 from eventsourcing.utils import Environment
+from psycopg.adapt import PyFormat, Transformer
 from psycopg_pool import ConnectionPool
 
 from bench.common import (
@@ -27,6 +30,7 @@ from bench.common import (
 )
 from shared.config import load_settings
 from shared.store import eventsourcing_env
+from shared.store.columns import column
 
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 PER_ROUND = int(os.environ.get("BENCH_OPS", "600"))
@@ -85,12 +89,39 @@ def main() -> None:
         pool.close()
         for rec in (library, ours):
             rec.datastore.close()
+        dumps = dumping(db)
     title = (f"(PostgreSQL; saves of 2 events; median of {ROUNDS} rounds of {PER_ROUND}; "
              f"raw = psycopg one-row INSERT per transaction)")
     print_table(f"event store write path, no gRPC: the library's recorder {title}", rows,
                 unit="saves/s")
     print_table(f"event store write path, no gRPC: Qiji's group commit {title}", grouped_rows,
                 unit="saves/s", goal=WRITE_GOAL)
+    print_table("a save's four columns made into the statement's parameters (2 events; "
+                f"median of {ROUNDS} rounds of {DUMPS}; raw = psycopg's own list dumper)", dumps,
+                unit="saves/s")
+
+
+DUMPS = 20_000
+
+
+def dumping(db: str) -> list[tuple[str, float, float]]:
+    """What the group-commit statement's parameters cost to make (shared/store/columns.py):
+    the columns as Qiji builds them, against the same values as plain lists."""
+    events = saves(1)[0]
+    plain = ([e.originator_id for e in events], [e.originator_version for e in events],
+             [e.topic for e in events], [e.state for e in events])
+    typed = tuple(column(t, values) for t, values in zip(("uuid", "bigint", "text", "bytea"),
+                                                          plain, strict=True))
+    formats = [PyFormat.AUTO] * 4
+    with psycopg.connect(dbname=db, autocommit=True, **PG) as conn:
+        def rate(params: tuple[Any, ...]) -> float:
+            started = time.perf_counter()
+            for _ in range(DUMPS):
+                Transformer(conn).dump_sequence(params, formats)  # a new one per statement
+            return DUMPS / (time.perf_counter() - started)
+        ours = median_of(ROUNDS, lambda _r: rate(typed))
+        raw = median_of(ROUNDS, lambda _r: rate(plain))
+    return [("columns of one save", ours, raw)]
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ from eventsourcing.utils import retry
 from psycopg import sql
 
 from shared import metrics
+from shared.store.columns import BigintColumn, ByteaColumn, TextColumn, column
 
 
 @dataclass(frozen=True)
@@ -264,9 +265,11 @@ class GroupCommitRecorder(PostgresProcessRecorder):
 
     def _insert_rows(self, curs: Any, events: Sequence[StoredEvent],
                      beside: Sequence[RowsBeside] = ()) -> list[int]:
+        # Each column one binary array, built in one pass (shared/store/columns.py).
         params: tuple[Any, ...] = (
-            [e.originator_id for e in events], [e.originator_version for e in events],
-            [e.topic for e in events], [e.state for e in events])
+            column(self.datastore.originator_id_type, (e.originator_id for e in events)),
+            BigintColumn(e.originator_version for e in events),
+            TextColumn(e.topic for e in events), ByteaColumn(e.state for e in events))
         statement = self._insert_together
         if beside:
             # The rows beside as data-modifying CTEs of the same statement: PostgreSQL runs
@@ -280,7 +283,8 @@ class GroupCommitRecorder(PostgresProcessRecorder):
             arrays: list[list[Any]] = []
             for n, ((table, columns), rows) in enumerate(tables.items()):
                 ctes.append(self._insert_beside(n, table, columns))
-                arrays.extend([list(column) for column in zip(*rows, strict=True)])
+                arrays.extend([column(t, values) for (_, t), values
+                               in zip(columns, zip(*rows, strict=True), strict=True)])
             statement = b"WITH " + b", ".join(ctes) + b" " + statement
             params = (*arrays, *params)
         curs.execute(statement, params, prepare=True)
