@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Mapping
-from concurrent import futures
 from typing import Any
 
 import grpc
@@ -24,6 +23,7 @@ from shared.auth import TokenRegistry
 from shared.context import Actor, RequestContext, acting_as, new_correlation_id, serving
 from shared.grpc import refusals
 from shared.grpc.errors import internal_status, to_status
+from shared.grpc.lanes import Lanes
 from shared.grpc.tls import certificate_names
 from shared.store import STORE_DOWN_ERRORS
 from shared.tenancy import Access, OutOfScope, Owners, Resolver, decide
@@ -41,15 +41,15 @@ class Guard(grpc.ServerInterceptor):
                  resolve: Resolver, error_domain: str,
                  on_rpc: Callable[[str, str, float], None] | None = None,
                  certificates: bool = False,
-                 quick_lane: futures.ThreadPoolExecutor | None = None):
+                 lanes: Lanes | None = None):
         """`access` maps full method names ("/pkg.Service/Method") to their entries (roles and
         scopes); `resolve` finds the owners of what a request names. A method missing from the
         table, or whose entry is broken, is refused to everyone: the table fails closed.
         `certificates`: the port requires and verifies client certificates, so their names may
-        be trusted. `quick_lane`: the few threads that serve the unary calls which do not wait
-        on purpose (shared/grpc/lanes.py); None, the server's own pool serves every call."""
+        be trusted. `lanes`: the pools that serve unary calls (shared/grpc/lanes.py); None, the
+        server's own pool serves every call."""
         self._tokens = tokens
-        self._quick_lane = quick_lane
+        self._lanes = lanes
         self._certificates = certificates
         self._wrapped: dict[str, Any] = {}
         self._access = {m: a for m, a in access.items() if not a.problems()}
@@ -80,12 +80,12 @@ class Guard(grpc.ServerInterceptor):
             else:
                 handle = self._wrap_unary(method, handler.unary_unary)
             access = self._access.get(method)
-            if self._quick_lane is not None and not (access is not None and access.waits):
+            lane = self._lanes.for_unary(
+                probe=open_service, waits=access is not None and access.waits) \
+                if self._lanes is not None else None
+            if lane is not None:
                 # grpcio runs the call on the pool its behaviour names (shared/grpc/lanes.py).
-                # A health check goes there too: a liveness probe must not be refused because
-                # long polls and streams hold the wide pool, and a process whose quick lane is
-                # stuck does not serve.
-                handle.experimental_thread_pool = self._quick_lane  # type: ignore[attr-defined]
+                handle.experimental_thread_pool = lane  # type: ignore[attr-defined]
             return grpc.unary_unary_rpc_method_handler(
                 handle,
                 request_deserializer=handler.request_deserializer,

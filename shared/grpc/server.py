@@ -129,7 +129,7 @@ def build_server(spec: ServiceSpec, settings: Settings, *, app: QijiApplication 
                   resolve=app.owners, error_domain=f"{spec.name}.qiji",
                   on_rpc=metrics.rpc_observer(spec.name),
                   certificates=settings.tls.requires_client_certificates,
-                  quick_lane=lanes.quick)
+                  lanes=lanes)
     server = grpc.server(
         lanes.wide,
         interceptors=[guard],

@@ -1,7 +1,8 @@
-"""A service's gets, commands and health checks run on a quick lane of their own
-(shared/grpc/lanes.py): long polls of its public feed that fill every thread of the wide pool
-hold up none of them. With one pool for everything (`QIJI_GRPC_QUICK_WORKERS=0`) the same
-long polls do hold up a get — which also shows that the polls below really fill the pool."""
+"""A service's gets and commands run on a quick lane of their own, and its health checks on a
+probe lane (shared/grpc/lanes.py): long polls of its public feed that fill every thread of the
+wide pool hold up none of them, and gets stuck on a store that hangs hold up no liveness probe.
+With one pool for everything (`QIJI_GRPC_QUICK_WORKERS=0`) the same long polls do hold up a
+get — which also shows that the polls below really fill the pool."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
+import psycopg
 import pytest
 from google.protobuf.duration_pb2 import Duration
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -18,6 +20,7 @@ from qiji.feed.v1 import public_feed_service_pb2_grpc as public_rpc
 from qiji.identity.v1 import identity_service_pb2 as ipb
 from qiji.identity.v1 import identity_service_pb2_grpc as irpc
 
+from tests.conftest import _admin_conninfo
 from tests.e2e.conftest import ServiceProcess, eventually, start_service
 
 pytestmark = pytest.mark.e2e
@@ -39,6 +42,12 @@ def long_polls(server: ServiceProcess, count: int) -> tuple[list[grpc.Future], g
                                           max_wait=Duration(seconds=POLL_SECONDS)),
         metadata=metadata, timeout=POLL_SECONDS + 10) for _ in range(count)]
     return polls, channel
+
+
+def liveness(server: ServiceProcess) -> int:
+    with grpc.insecure_channel(server.address) as channel:
+        return health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(service="qiji.liveness"), timeout=ANSWER_SECONDS).status
 
 
 def get_rider(server: ServiceProcess) -> grpc.StatusCode:
@@ -80,10 +89,7 @@ def test_long_polls_filling_the_wide_pool_hold_up_no_get_and_no_health_check(
     try:
         # The caller is answered (the rider does not exist), well before the polls end.
         assert get_rider(started) == grpc.StatusCode.NOT_FOUND
-        with grpc.insecure_channel(started.address) as health_channel:
-            answer = health_pb2_grpc.HealthStub(health_channel).Check(
-                health_pb2.HealthCheckRequest(service="qiji.liveness"), timeout=ANSWER_SECONDS)
-        assert answer.status == health_pb2.HealthCheckResponse.SERVING
+        assert liveness(started) == health_pb2.HealthCheckResponse.SERVING
         assert not any(p.done() for p in polls)  # still waiting: they held the wide pool
     finally:
         for poll in polls:
@@ -103,3 +109,30 @@ def test_with_one_pool_the_same_long_polls_hold_up_a_get(started: ServiceProcess
     # Once the polls are gone, the pool serves gets again.
     eventually(lambda: get_rider(started) == grpc.StatusCode.NOT_FOUND, "a get is answered",
                timeout=POLL_SECONDS + 10)
+
+
+@pytest.mark.parametrize("started", ["2"], indirect=True)
+def test_gets_stuck_on_a_hanging_store_hold_up_no_liveness_probe(
+        started: ServiceProcess) -> None:
+    # The store hangs: an administrator holds every table of the service's schema locked, so
+    # each get's look at the log waits (no error, no timeout) until the lock goes.
+    admin = psycopg.connect(_admin_conninfo(started.db))
+    try:
+        tables = [row[0] for row in admin.execute(
+            "SELECT format('%%I.%%I', schemaname, tablename) FROM pg_tables "
+            "WHERE schemaname = %s", (started.schema,))]
+        assert tables
+        admin.execute(f"LOCK TABLE {', '.join(tables)} IN ACCESS EXCLUSIVE MODE")
+        with grpc.insecure_channel(started.address) as channel:
+            stub = irpc.IdentityServiceStub(channel)
+            metadata = [("authorization", f"Bearer {started.tokens['city_admin']}")]
+            stuck = [stub.GetRider.future(ipb.GetRiderRequest(rider_id=NO_RIDER),
+                                          metadata=metadata, timeout=POLL_SECONDS)
+                     for _ in range(4)]  # twice the quick lane
+            threading.Event().wait(1.0)
+            assert not any(g.done() for g in stuck)  # the quick lane is held
+            assert liveness(started) == health_pb2.HealthCheckResponse.SERVING
+            admin.rollback()  # the store answers again: so do the gets
+            assert [g.exception().code() for g in stuck] == [grpc.StatusCode.NOT_FOUND] * 4
+    finally:
+        admin.close()
