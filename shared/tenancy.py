@@ -191,10 +191,12 @@ class Access:
     # Every call makes something new (an organisation, a report, an hour of service): a retry
     # without a request_id would make a second one, so the request must carry one (AIP-155).
     request_id_required: bool = False
-    # A call may wait on purpose (a long poll until the log grows): it runs on the server's
-    # wide pool of threads, beside the streams, never on the few threads that serve calls
-    # answered from the store at once (shared/grpc/lanes.py), which it would hold for seconds.
-    waits: bool = False
+    # Served on the server's wide pool of threads, not on the few that serve gets and commands
+    # (shared/grpc/lanes.py): a call that may wait on purpose (a long poll until the log
+    # grows), which would hold one of the few for seconds, or a read of the log that another
+    # Qiji process follows (a feed), whose lag that process's readers feel, which must not
+    # queue behind a burst of callers.
+    wide_pool: bool = False
 
     def problems(self) -> list[str]:
         """What makes this entry unusable (the guard refuses such an RPC to everyone)."""
@@ -221,10 +223,10 @@ def once(access: Access) -> Access:
     return replace(access, request_id_required=True)
 
 
-def waiting(access: Access) -> Access:
-    """The same entry, for a unary RPC that may wait on purpose (a long poll): it is served
-    on the wide pool with the streams (shared/grpc/lanes.py)."""
-    return replace(access, waits=True)
+def on_wide_pool(access: Access) -> Access:
+    """The same entry, for a unary RPC served on the wide pool (a long poll, a feed's read:
+    `Access.wide_pool`)."""
+    return replace(access, wide_pool=True)
 
 
 def city_wide(*roles: str | frozenset[str]) -> Access:

@@ -19,7 +19,7 @@ from shared.application import META_KEY, QijiApplication
 from shared.continuity import read_checked
 from shared.errors import VALUE_OUT_OF_RANGE, DataLoss, Violations
 from shared.integrity import EventIntegrityError
-from shared.tenancy import Access, city_wide
+from shared.tenancy import Access, city_wide, on_wide_pool
 
 DEFAULT_LIMIT = 100
 # AIP-158, as for page sizes: a larger limit is coerced to this one (a reader asking for more
@@ -43,7 +43,10 @@ def feed_limit(limit: int) -> int:
 
 def feed_access() -> dict[str, Access]:
     name = pb.DESCRIPTOR.services_by_name["FeedService"].full_name
-    return {f"/{name}/{rpc}": city_wide(FEED_ROLES) for rpc in ("ReadEvents", "StreamEvents")}
+    # What the other services' followers read: on the wide pool, never queued behind a burst of
+    # callers' commands (shared/grpc/lanes.py).
+    return {f"/{name}/{rpc}": on_wide_pool(city_wide(FEED_ROLES))
+            for rpc in ("ReadEvents", "StreamEvents")}
 
 
 class FeedServicer(pb_grpc.FeedServiceServicer):

@@ -81,7 +81,7 @@ class Guard(grpc.ServerInterceptor):
                 handle = self._wrap_unary(method, handler.unary_unary)
             access = self._access.get(method)
             lane = self._lanes.for_unary(
-                probe=open_service, waits=access is not None and access.waits) \
+                probe=open_service, wide=access is not None and access.wide_pool) \
                 if self._lanes is not None else None
             if lane is not None:
                 # grpcio runs the call on the pool its behaviour names (shared/grpc/lanes.py).

@@ -6,8 +6,10 @@ get costs 211 µs of CPU in one thread but 600–900 µs there. So the calls ans
 process's own store at once — every unary get and command — run on a few threads (the quick
 lane, `QIJI_GRPC_QUICK_WORKERS`), where a burst of callers waits its turn in a queue instead of
 contending for the GIL. The wide pool (`QIJI_GRPC_WORKERS`) keeps what holds a thread for its
-whole length on purpose: streams (health's Watch and reflection among them) and long polls (an
-`Access` marked `waits`), so that no number of them can hold up a get or a command.
+whole length on purpose: streams (health's Watch and reflection among them) and long polls, so
+that no number of them can hold up a get or a command; and the feeds other Qiji processes
+follow, so that a burst of callers never delays the followers, the relay and the gateway (an
+`Access` marked `wide_pool`).
 
 Health checks have a lane of their own (the probe lane, two threads): a liveness probe is
 answered while long polls fill the wide pool and while the quick lane waits on a store that
@@ -48,12 +50,12 @@ class Lanes:
                    futures.ThreadPoolExecutor(max_workers=PROBE_WORKERS,
                                               thread_name_prefix=f"{name}-probe"))
 
-    def for_unary(self, *, probe: bool, waits: bool) -> futures.ThreadPoolExecutor | None:
+    def for_unary(self, *, probe: bool, wide: bool) -> futures.ThreadPoolExecutor | None:
         """The pool of a unary call (None: the server's own, the wide pool). Streams always
         run on the wide pool."""
         if probe:
             return self.probes
-        return None if waits else self.quick
+        return None if wide else self.quick
 
     def shutdown(self) -> None:
         """After the server's stop: its calls have ended, so the threads are idle. The wide pool

@@ -21,7 +21,7 @@ from shared.errors import VALUE_OUT_OF_RANGE, Violations
 from shared.grpc.feed import DEFAULT_LIMIT, MAX_LIMIT, POLL_SECONDS, feed_limit
 from shared.integrity import ALARM, EventIntegrityError
 from shared.public_feed import DATA_CONTENT_TYPE, SPEC_VERSION, Fact, PublicCatalogue, PublicEvent
-from shared.tenancy import Access, city_wide, waiting
+from shared.tenancy import Access, city_wide, on_wide_pool
 
 PUBLIC_FEED_ROLES = frozenset({auth.SERVICE})
 # The longest a read waits for the log to grow (`max_wait` above it is coerced to it).
@@ -30,8 +30,8 @@ MAX_WAIT_SECONDS = 30.0
 
 def public_feed_access() -> dict[str, Access]:
     name = pb.DESCRIPTOR.services_by_name["PublicFeedService"].full_name
-    # With `max_wait` a read is a long poll: it waits on the wide pool, not on the quick lane.
-    return {f"/{name}/ReadPublicEvents": waiting(city_wide(PUBLIC_FEED_ROLES))}
+    # The relay's and the gateway's feed, and with `max_wait` a long poll: the wide pool.
+    return {f"/{name}/ReadPublicEvents": on_wide_pool(city_wide(PUBLIC_FEED_ROLES))}
 
 
 def to_cloudevent(event: PublicEvent) -> ce.CloudEvent:

@@ -1,0 +1,81 @@
+"""Which pool of threads serves each call of the five services (shared/grpc/lanes.py), read
+off the handlers the guard hands grpcio, for every RPC of every access table: gets and
+commands on the quick lane; the feeds other processes follow and the long polls on the wide
+pool; health checks on the probe lane; streams on the wide pool. The behaviour each buys is
+tested over gRPC in tests/e2e/test_lanes.py."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from services.badges.service import SPEC as BADGES
+from services.governance.service import SPEC as GOVERNANCE
+from services.identity.service import SPEC as IDENTITY
+from services.merchants.service import SPEC as MERCHANTS
+from services.training.service import SPEC as TRAINING
+from shared.auth import TokenRegistry
+from shared.config import load_settings
+from shared.grpc.guard import Guard
+from shared.grpc.lanes import Lanes
+from shared.grpc.server import ServiceSpec, service_access
+from shared.tenancy import no_owners
+
+FEEDS = {"/qiji.feed.v1.FeedService/ReadEvents",
+         "/qiji.feed.v1.PublicFeedService/ReadPublicEvents"}
+SERVICES = [IDENTITY, TRAINING, MERCHANTS, BADGES, GOVERNANCE]
+
+
+def pool_of(guard: Guard, method: str, stream: bool = False) -> object:
+    def behaviour(request: object, context: object) -> None:
+        return None
+    handler = (grpc.unary_stream_rpc_method_handler(behaviour) if stream
+               else grpc.unary_unary_rpc_method_handler(behaviour))
+    wrapped = guard._wrap(method, handler)
+    served = wrapped.unary_stream if stream else wrapped.unary_unary
+    return getattr(served, "experimental_thread_pool", None)  # None: the server's own
+
+
+@pytest.fixture
+def lanes(tmp_path: Path) -> Iterator[Lanes]:
+    made = Lanes.of("test", load_settings("identity", {"QIJI_DATA_DIR": str(tmp_path)}))
+    yield made
+    made.shutdown()
+
+
+def guard_for(spec: ServiceSpec, lanes: Lanes, tmp_path: Path) -> Guard:
+    return Guard(tokens=TokenRegistry(tmp_path / "tokens.json"), access=service_access(spec),
+                 resolve=no_owners, error_domain=f"{spec.name}.qiji", lanes=lanes)
+
+
+@pytest.mark.parametrize("spec", SERVICES, ids=lambda s: s.name)
+def test_gets_and_commands_run_on_the_quick_lane_and_feeds_on_the_wide_pool(
+        spec: ServiceSpec, lanes: Lanes, tmp_path: Path) -> None:
+    guard = guard_for(spec, lanes, tmp_path)
+    access = service_access(spec)
+    unary = [m for m in access if m.rsplit("/", 1)[1] not in ("StreamEvents", "VerifyLog")]
+    assert FEEDS <= set(unary) and len(unary) > len(FEEDS)
+    assert lanes.quick is not None
+    for method in unary:
+        assert pool_of(guard, method) is (None if method in FEEDS else lanes.quick), method
+
+
+def test_health_checks_run_on_the_probe_lane_and_streams_on_the_wide_pool(
+        lanes: Lanes, tmp_path: Path) -> None:
+    guard = guard_for(IDENTITY, lanes, tmp_path)
+    assert lanes.probes is not None and lanes.probes is not lanes.quick
+    assert pool_of(guard, "/grpc.health.v1.Health/Check") is lanes.probes
+    assert pool_of(guard, "/grpc.health.v1.Health/Watch", stream=True) is None
+    assert pool_of(guard, "/qiji.feed.v1.FeedService/StreamEvents", stream=True) is None
+
+
+def test_with_no_quick_lane_the_server_pool_serves_every_call(tmp_path: Path) -> None:
+    lanes = Lanes.of("test", load_settings("identity", {
+        "QIJI_DATA_DIR": str(tmp_path), "QIJI_GRPC_QUICK_WORKERS": "0"}))
+    guard = guard_for(IDENTITY, lanes, tmp_path)
+    for method in ("/qiji.identity.v1.IdentityService/GetRider", "/grpc.health.v1.Health/Check"):
+        assert pool_of(guard, method) is None
+    lanes.shutdown()
