@@ -42,6 +42,7 @@ class RunningGateway:
     stopping: threading.Event
     upstreams: dict[str, Upstream] = field(default_factory=dict)
     watch_integrity: Callable[[bool], None] | None = None
+    lanes: Lanes | None = None
     watch: LogWatch | None = None
 
     def stop(self, grace: float = GRACE_SECONDS) -> None:
@@ -52,6 +53,8 @@ class RunningGateway:
             ALARM.forget(self.watch_integrity)
         self.health.enter_graceful_shutdown()
         self.server.stop(grace).wait()
+        if self.lanes is not None:
+            self.lanes.shutdown()
         for upstream in self.upstreams.values():
             close = getattr(upstream, "close", None)
             if close is not None:
@@ -66,13 +69,14 @@ def build_gateway(settings: Settings, upstreams: dict[str, Upstream] | None = No
                               "gateway reads the services' public feeds with it")
         upstreams = {s: GrpcUpstream(settings.upstreams[s], settings.service_token,
                                      settings.tls) for s in SERVICES}
+    # No quick lane: this process's unary calls wait on the services it reads. Its health
+    # checks have threads of their own, whatever its streams hold (shared/grpc/lanes.py).
+    lanes = Lanes.of(NAME, settings, quick=False)
     guard = Guard(tokens=TokenRegistry(settings.tokens_file), access=ACCESS, resolve=no_owners,
                   error_domain=f"{NAME}.qiji", on_rpc=metrics.rpc_observer(NAME),
-                  certificates=settings.tls.requires_client_certificates)
-    # One pool: this process's unary calls wait on the services it reads, so none belongs on a
-    # quick lane (shared/grpc/lanes.py).
+                  certificates=settings.tls.requires_client_certificates, lanes=lanes)
     server = grpc.server(
-        Lanes.of(NAME, settings, quick=False).wide,
+        lanes.wide,
         interceptors=[guard], options=[("grpc.so_reuseport", 0)])
     stopping = threading.Event()
     # One watch of each service's log for all the gateway's streams: an idle stream reads as
@@ -89,7 +93,8 @@ def build_gateway(settings: Settings, upstreams: dict[str, Upstream] | None = No
     reflection.enable(server, [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name])
     port = tls.add_port(server, settings)
     return RunningGateway(server=server, port=port, health=health_servicer, stopping=stopping,
-                          upstreams=upstreams, watch_integrity=watch_integrity, watch=watch)
+                          upstreams=upstreams, watch_integrity=watch_integrity, watch=watch,
+                          lanes=lanes)
 
 
 def serve() -> None:

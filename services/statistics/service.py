@@ -44,6 +44,7 @@ class RunningStatistics:
     statistics: Statistics
     stopping: threading.Event
     watch_integrity: Callable[[bool], None] | None = None
+    lanes: Lanes | None = None
     _threads: list[threading.Thread] = field(default_factory=list)
 
     def start(self) -> None:
@@ -63,6 +64,8 @@ class RunningStatistics:
             ALARM.forget(self.watch_integrity)
         self.health.enter_graceful_shutdown()
         self.server.stop(grace).wait()
+        if self.lanes is not None:
+            self.lanes.shutdown()
         for thread in self._threads:
             thread.join(timeout=grace)
         self.statistics.close()
@@ -99,13 +102,14 @@ def make_statistics(settings: Settings, token: str | None = None) -> Statistics:
 
 def build(settings: Settings, statistics: Statistics | None = None) -> RunningStatistics:
     statistics = statistics or make_statistics(settings)
+    # No quick lane: this process's unary calls wait on the services it reads. Its health
+    # checks have threads of their own, whatever its streams hold (shared/grpc/lanes.py).
+    lanes = Lanes.of(NAME, settings, quick=False)
     guard = Guard(tokens=TokenRegistry(settings.tokens_file), access=ACCESS, resolve=no_owners,
                   error_domain=f"{NAME}.qiji", on_rpc=metrics.rpc_observer(NAME),
-                  certificates=settings.tls.requires_client_certificates)
-    # One pool: this process's unary calls wait on the services it reads, so none belongs on a
-    # quick lane (shared/grpc/lanes.py).
+                  certificates=settings.tls.requires_client_certificates, lanes=lanes)
     server = grpc.server(
-        Lanes.of(NAME, settings, quick=False).wide,
+        lanes.wide,
         interceptors=[guard], options=[("grpc.so_reuseport", 0)])
     names = add_servicers(server, statistics)
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
@@ -116,7 +120,7 @@ def build(settings: Settings, statistics: Statistics | None = None) -> RunningSt
     reflection.enable(server, [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name])
     port = tls.add_port(server, settings)
     return RunningStatistics(server=server, port=port, health=health_servicer,
-                             statistics=statistics, stopping=threading.Event())
+                             statistics=statistics, stopping=threading.Event(), lanes=lanes)
 
 
 def serve() -> None:

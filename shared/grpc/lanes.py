@@ -33,22 +33,24 @@ PROBE_WORKERS = 2
 @dataclass(frozen=True)
 class Lanes:
     wide: futures.ThreadPoolExecutor
-    # None: the wide pool serves every call (QIJI_GRPC_QUICK_WORKERS=0, or a process whose
-    # unary calls wait on other services, as the gateway's and the figures' do).
+    # None: the wide pool serves every call but health checks (a process whose unary calls
+    # wait on other services, as the gateway's and the figures' do)...
     quick: futures.ThreadPoolExecutor | None
+    # ...and, with QIJI_GRPC_QUICK_WORKERS=0, health checks too.
     probes: futures.ThreadPoolExecutor | None
 
     @classmethod
     def of(cls, name: str, settings: Settings, *, quick: bool = True) -> Lanes:
         wide = futures.ThreadPoolExecutor(max_workers=settings.grpc_workers,
                                           thread_name_prefix=f"{name}-rpc")
-        if not quick or settings.grpc_quick_workers == 0:
+        if settings.grpc_quick_workers == 0:
             return cls(wide, None, None)
-        return cls(wide,
-                   futures.ThreadPoolExecutor(max_workers=settings.grpc_quick_workers,
-                                              thread_name_prefix=f"{name}-quick"),
-                   futures.ThreadPoolExecutor(max_workers=PROBE_WORKERS,
-                                              thread_name_prefix=f"{name}-probe"))
+        probes = futures.ThreadPoolExecutor(max_workers=PROBE_WORKERS,
+                                            thread_name_prefix=f"{name}-probe")
+        if not quick:
+            return cls(wide, None, probes)
+        return cls(wide, futures.ThreadPoolExecutor(max_workers=settings.grpc_quick_workers,
+                                                    thread_name_prefix=f"{name}-quick"), probes)
 
     def for_unary(self, *, probe: bool, wide: bool) -> futures.ThreadPoolExecutor | None:
         """The pool of a unary call (None: the server's own, the wide pool). Streams always

@@ -1,7 +1,8 @@
 """Which pool of threads serves each call of the five services (shared/grpc/lanes.py), read
 off the handlers the guard hands grpcio, for every RPC of every access table: gets and
 commands on the quick lane; the feeds other processes follow and the long polls on the wide
-pool; health checks on the probe lane; streams on the wide pool. The behaviour each buys is
+pool; health checks on the probe lane; streams on the wide pool. The gateway's and the
+figures' calls all on their wide pool, but their health checks. The behaviour each buys is
 tested over gRPC in tests/e2e/test_lanes.py."""
 
 from __future__ import annotations
@@ -16,13 +17,15 @@ from services.badges.service import SPEC as BADGES
 from services.governance.service import SPEC as GOVERNANCE
 from services.identity.service import SPEC as IDENTITY
 from services.merchants.service import SPEC as MERCHANTS
+from services.platform.grpc_api import ACCESS as PLATFORM_ACCESS
+from services.statistics.grpc_api import ACCESS as STATISTICS_ACCESS
 from services.training.service import SPEC as TRAINING
 from shared.auth import TokenRegistry
 from shared.config import load_settings
 from shared.grpc.guard import Guard
 from shared.grpc.lanes import Lanes
 from shared.grpc.server import ServiceSpec, service_access
-from shared.tenancy import no_owners
+from shared.tenancy import Access, no_owners
 
 FEEDS = {"/qiji.feed.v1.FeedService/ReadEvents",
          "/qiji.feed.v1.PublicFeedService/ReadPublicEvents"}
@@ -70,6 +73,21 @@ def test_health_checks_run_on_the_probe_lane_and_streams_on_the_wide_pool(
     assert pool_of(guard, "/grpc.health.v1.Health/Check") is lanes.probes
     assert pool_of(guard, "/grpc.health.v1.Health/Watch", stream=True) is None
     assert pool_of(guard, "/qiji.feed.v1.FeedService/StreamEvents", stream=True) is None
+
+
+@pytest.mark.parametrize(("name", "table"), [("platform", PLATFORM_ACCESS),
+                                             ("statistics", STATISTICS_ACCESS)])
+def test_the_gateway_and_the_figures_serve_their_calls_on_one_pool_but_health_checks(
+        name: str, table: dict[str, Access], tmp_path: Path) -> None:
+    # Their unary calls wait on the services they read: no quick lane. A probe lane still.
+    lanes = Lanes.of(name, load_settings(name, {"QIJI_DATA_DIR": str(tmp_path)}), quick=False)
+    guard = Guard(tokens=TokenRegistry(tmp_path / "tokens.json"), access=table,
+                  resolve=no_owners, error_domain=f"{name}.qiji", lanes=lanes)
+    assert lanes.quick is None and lanes.probes is not None
+    for method in table:
+        assert pool_of(guard, method) is None, method
+    assert pool_of(guard, "/grpc.health.v1.Health/Check") is lanes.probes
+    lanes.shutdown()
 
 
 def test_with_no_quick_lane_the_server_pool_serves_every_call(tmp_path: Path) -> None:
