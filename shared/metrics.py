@@ -16,6 +16,13 @@ RPCS = Counter("qiji_rpc_total", "RPCs served, by method and status code",
 RPC_SECONDS = Histogram("qiji_rpc_duration_seconds", "RPC latency", ["service", "method"],
                         registry=REGISTRY,
                         buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 10))
+# How long a call waited for a thread of its lane (shared/grpc/lanes.py) before it began.
+RPC_QUEUED_SECONDS = Histogram("qiji_rpc_queue_seconds",
+                               "Time a call waited for a thread of its lane (quick: gets and "
+                               "commands; wide: streams, long polls, feeds; probe: health)",
+                               ["service", "lane"], registry=REGISTRY,
+                               buckets=(.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5,
+                                        1, 2.5, 10))
 EVENTS_STORED = Counter("qiji_events_stored_total", "Events stored by this process",
                         ["service"], registry=REGISTRY)
 LOG_POSITION = Gauge("qiji_log_position", "Highest position this process stored or saw",

@@ -18,16 +18,43 @@ the outage (shared/grpc/server.py LIVENESS); readiness says the store is away.
 
 grpcio runs a handler on the pool its behaviour names (`experimental_thread_pool`, read in
 grpc/_server.py `_select_thread_pool_for_behavior`), and on the server's own pool otherwise; the
-guard, which wraps every handler once, names the pool (shared/grpc/guard.py)."""
+guard, which wraps every handler once, names the pool (shared/grpc/guard.py).
+
+Each lane measures how long its calls waited for a thread (`qiji_rpc_queue_seconds`): calls
+that queue on the quick lane say the process is saturated, or that its threads wait on slow
+commits; on the wide pool, that streams and long polls fill it (deploy/README.md, Alerts:
+QijiCallsQueueing)."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from concurrent import futures
 from dataclasses import dataclass
+from typing import Any
 
+from shared import metrics
 from shared.config import Settings
 
 PROBE_WORKERS = 2
+
+
+class Lane(futures.ThreadPoolExecutor):
+    """A pool of threads that times how long each call waits for one of them."""
+
+    def __init__(self, service: str, lane: str, workers: int):
+        super().__init__(max_workers=workers, thread_name_prefix=f"{service}-{lane}")
+        self._waited = metrics.RPC_QUEUED_SECONDS.labels(service, lane)
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any
+               ) -> futures.Future[Any]:
+        queued = time.perf_counter()
+        observe = self._waited.observe
+
+        def run() -> Any:
+            observe(time.perf_counter() - queued)
+            return fn(*args, **kwargs)
+        return super().submit(run)
 
 
 @dataclass(frozen=True)
@@ -41,16 +68,13 @@ class Lanes:
 
     @classmethod
     def of(cls, name: str, settings: Settings, *, quick: bool = True) -> Lanes:
-        wide = futures.ThreadPoolExecutor(max_workers=settings.grpc_workers,
-                                          thread_name_prefix=f"{name}-rpc")
+        wide = Lane(name, "wide", settings.grpc_workers)
         if settings.grpc_quick_workers == 0:
             return cls(wide, None, None)
-        probes = futures.ThreadPoolExecutor(max_workers=PROBE_WORKERS,
-                                            thread_name_prefix=f"{name}-probe")
+        probes = Lane(name, "probe", PROBE_WORKERS)
         if not quick:
             return cls(wide, None, probes)
-        return cls(wide, futures.ThreadPoolExecutor(max_workers=settings.grpc_quick_workers,
-                                                    thread_name_prefix=f"{name}-quick"), probes)
+        return cls(wide, Lane(name, "quick", settings.grpc_quick_workers), probes)
 
     def for_unary(self, *, probe: bool, wide: bool) -> futures.ThreadPoolExecutor | None:
         """The pool of a unary call (None: the server's own, the wide pool). Streams always

@@ -6,7 +6,9 @@ get — which also shows that the polls below really fill the pool."""
 
 from __future__ import annotations
 
+import re
 import threading
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,7 +23,7 @@ from qiji.identity.v1 import identity_service_pb2 as ipb
 from qiji.identity.v1 import identity_service_pb2_grpc as irpc
 
 from tests.conftest import _admin_conninfo
-from tests.e2e.conftest import ServiceProcess, eventually, start_service
+from tests.e2e.conftest import ServiceProcess, eventually, free_port, start_service
 
 pytestmark = pytest.mark.e2e
 
@@ -65,11 +67,21 @@ def get_rider(server: ServiceProcess) -> grpc.StatusCode:
 def started(postgres_db: str, tmp_path: Path, request: pytest.FixtureRequest
             ) -> Iterator[ServiceProcess]:
     server = start_service("identity", postgres_db, tmp_path, extra_env={
-        "QIJI_GRPC_WORKERS": str(WIDE), "QIJI_GRPC_QUICK_WORKERS": request.param})
+        "QIJI_GRPC_WORKERS": str(WIDE), "QIJI_GRPC_QUICK_WORKERS": request.param,
+        "IDENTITY_METRICS_PORT": str(free_port())})
     try:
         yield server
     finally:
         server.stop()
+
+
+def queued(server: ServiceProcess, lane: str) -> dict[str, float]:
+    """The service's `qiji_rpc_queue_seconds` buckets of `lane`: calls by `le`."""
+    port = server.env["IDENTITY_METRICS_PORT"]
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    return {le: float(n) for le, n in re.findall(
+        rf'^qiji_rpc_queue_seconds_bucket{{lane="{lane}",le="([^"]+)",service="identity"}} (\S+)$',
+        text, re.MULTILINE)}
 
 
 def waiting_polls(server: ServiceProcess) -> tuple[list[grpc.Future], grpc.Channel]:
@@ -134,5 +146,10 @@ def test_gets_stuck_on_a_hanging_store_hold_up_no_liveness_probe(
             assert liveness(started) == health_pb2.HealthCheckResponse.SERVING
             admin.rollback()  # the store answers again: so do the gets
             assert [g.exception().code() for g in stuck] == [grpc.StatusCode.NOT_FOUND] * 4
+        # The operator sees it (QijiCallsQueueing): the two gets beyond the lane's threads
+        # waited about a second for one; the health checks did not wait for theirs.
+        quick, probe = queued(started, "quick"), queued(started, "probe")
+        assert quick["+Inf"] - quick["0.5"] >= 2, quick
+        assert probe["+Inf"] >= 1 and probe["0.25"] == probe["+Inf"], probe
     finally:
         admin.close()

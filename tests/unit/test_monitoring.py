@@ -105,6 +105,8 @@ NOT_CHARTED = {
     "qiji_relay_upstream_position": "the relay's lag is the service's position against this",
     "qiji_rpc_duration_seconds_sum": "the quantiles come from the buckets",
     "qiji_rpc_duration_seconds_count": "calls are counted by code in qiji_rpc_total",
+    "qiji_rpc_queue_seconds_sum": "the quantiles come from the buckets",
+    "qiji_rpc_queue_seconds_count": "calls are counted by code in qiji_rpc_total",
     "qiji_commit_batch_saves_sum": "the quantiles come from the buckets",
     "qiji_commit_batch_saves_count": "qiji_events_stored_total counts what was stored",
     "qiji_http_request_duration_seconds_sum": "the quantiles come from the buckets",
