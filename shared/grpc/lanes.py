@@ -84,8 +84,9 @@ class Lanes:
         return None if wide else self.quick
 
     def shutdown(self) -> None:
-        """After the server's stop: its calls have ended, so the threads are idle. The wide pool
-        is the server's own, which grpcio leaves running too."""
+        """After the server's stop, which ended its calls (grpcio leaves even its own pool, the
+        wide one, running): a call still queued for a thread is dropped, not run against an
+        application about to close."""
         for pool in (self.quick, self.probes, self.wide):
             if pool is not None:
-                pool.shutdown(wait=False)
+                pool.shutdown(wait=False, cancel_futures=True)

@@ -7,6 +7,7 @@ tested over gRPC in tests/e2e/test_lanes.py."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -97,3 +98,18 @@ def test_with_no_quick_lane_the_server_pool_serves_every_call(tmp_path: Path) ->
     for method in ("/qiji.identity.v1.IdentityService/GetRider", "/grpc.health.v1.Health/Check"):
         assert pool_of(guard, method) is None
     lanes.shutdown()
+
+
+def test_a_call_still_queued_when_the_server_stops_is_dropped_not_run(tmp_path: Path) -> None:
+    # After the server's stop the application closes: a queued call must not run against it.
+    lanes = Lanes.of("test", load_settings("identity", {
+        "QIJI_DATA_DIR": str(tmp_path), "QIJI_GRPC_QUICK_WORKERS": "1"}))
+    assert lanes.quick is not None
+    release = threading.Event()
+    ran: list[str] = []
+    busy = lanes.quick.submit(lambda: release.wait(5) and ran.append("first"))
+    queued = lanes.quick.submit(lambda: ran.append("queued"))
+    lanes.shutdown()
+    release.set()
+    busy.result(timeout=5)
+    assert queued.cancelled() and ran == ["first"]
