@@ -83,29 +83,39 @@ def identity(tmp_path) -> Any:
     app.close()
 
 
+def relay_over(feed: Any, broker: Any, batch: int) -> tuple[Relay, Any, MemoryPositions]:
+    """A relay of identity's public feed `feed` to `broker`, `batch` messages a cycle: the
+    relay, its state for identity, and the positions it stores."""
+    positions = MemoryPositions()
+    relay = Relay({"identity": feed}, positions, broker, batch=batch)
+    return relay, relay.services["identity"], positions
+
+
+def public_events(feed: LocalUpstream) -> list[Any]:
+    """Every public event of the log, in log order."""
+    return list(feed.read_public_events(public_pb.ReadPublicEventsRequest(
+        from_position=1, limit=200, all_platforms=True)).events)
+
+
 @pytest.mark.parametrize("kind", [Broker, PipelinedBroker])
 def test_a_batch_confirmed_in_part_is_published_again_from_its_first_unconfirmed(identity, kind):
-    upstreams = {"identity": LocalUpstream(identity, IDENTITY_EVENTS)}
-    positions = MemoryPositions()
+    feed = LocalUpstream(identity, IDENTITY_EVENTS)
     broker = kind(fail_after=4)
-    relay = Relay(upstreams, positions, broker, batch=200)
-    state = relay.services["identity"]
+    relay, state, positions = relay_over(feed, broker, batch=200)
     with pytest.raises(BrokerDown):
         relay.run_once(state)
     (batch,) = broker.batches
     assert len(batch) >= 10  # every public event of the log in one batch, one confirm wait
     # Only what was confirmed is stored as done: the relay resumes at the fifth message's.
-    reply = upstreams["identity"].read_public_events(public_pb.ReadPublicEventsRequest(
-        from_position=1, limit=200, all_platforms=True))
-    fifth = reply.events[4].position
-    assert positions.saved["identity"] == fifth
+    stored = public_events(feed)
+    everything = [e.event.id for e in stored]
+    assert positions.saved["identity"] == stored[4].position
     assert state.published == 4
 
     assert state.prefetched is None  # nothing read ahead survives a failed confirm
     again = kind()
-    restarted = Relay(upstreams, positions, again, batch=200)
+    restarted = Relay({"identity": feed}, positions, again, batch=200)
     restarted.run_once(restarted.services["identity"])
-    everything = [e.event.id for e in reply.events]
     assert set(broker.ids[:4]) | set(again.ids) == set(everything)  # nothing lost
     assert again.ids == everything[4:]  # what was not confirmed, again, in order
 
@@ -126,19 +136,16 @@ def test_confirms_are_counted_from_the_batchs_first_message_whatever_order_they_
 
 def test_the_next_batch_is_read_while_the_confirms_come_and_published_from_where_it_was_read(
         identity):
-    upstreams = {"identity": LocalUpstream(identity, IDENTITY_EVENTS)}
-    positions = MemoryPositions()
+    feed = LocalUpstream(identity, IDENTITY_EVENTS)
     broker = PipelinedBroker()
-    relay = Relay(upstreams, positions, broker, batch=4)  # small batches: several cycles
-    state = relay.services["identity"]
+    relay, state, positions = relay_over(feed, broker, batch=4)  # small batches: several cycles
     relay.run_once(state)
     assert state.prefetched is not None  # the next batch, read while the first was confirmed
     assert state.prefetched[0] == state.next_position == positions.saved["identity"]
     while state.next_position <= identity.last_position():
         relay.run_once(state)
-    everything = [e.event.id for e in upstreams["identity"].read_public_events(
-        public_pb.ReadPublicEventsRequest(from_position=1, limit=200, all_platforms=True)).events]
-    assert broker.ids == everything  # each once, in log order, none skipped
+    # Each once, in log order, none skipped.
+    assert broker.ids == [e.event.id for e in public_events(feed)]
     assert positions.saved["identity"] == identity.last_position() + 1
 
 
@@ -147,11 +154,9 @@ def test_the_batch_read_ahead_goes_out_before_the_last_ones_confirms_and_is_stor
     """The broker's confirm (its fsync) is not on the next batch's way to consumers: the batch
     read ahead is sent at once, behind the last on the same channel; its position is stored
     only after its own confirms."""
-    upstreams = {"identity": LocalUpstream(identity, IDENTITY_EVENTS)}
-    positions = MemoryPositions()
     broker = PipelinedBroker()
-    relay = Relay(upstreams, positions, broker, batch=4)
-    state = relay.services["identity"]
+    relay, state, positions = relay_over(LocalUpstream(identity, IDENTITY_EVENTS), broker,
+                                         batch=4)
     relay.run_once(state)
     assert broker.calls == [("send", 1), ("send", 2), ("confirm", 1)]
     first_stored = positions.saved["identity"]
@@ -163,20 +168,17 @@ def test_the_batch_read_ahead_goes_out_before_the_last_ones_confirms_and_is_stor
 
 
 def test_a_failed_confirm_drops_the_batch_sent_ahead_and_it_is_published_again(identity):
-    upstreams = {"identity": LocalUpstream(identity, IDENTITY_EVENTS)}
-    positions = MemoryPositions()
+    feed = LocalUpstream(identity, IDENTITY_EVENTS)
     broker = PipelinedBroker(fail_after=2)
-    relay = Relay(upstreams, positions, broker, batch=4)
-    state = relay.services["identity"]
+    relay, state, positions = relay_over(feed, broker, batch=4)
     with pytest.raises(BrokerDown):
         relay.run_once(state)
     assert broker.calls == [("send", 1), ("send", 2), ("confirm", 1)]
     assert state.prefetched is None  # batch 2 went out unconfirmed: it goes again
-    everything = [e for e in upstreams["identity"].read_public_events(
-        public_pb.ReadPublicEventsRequest(from_position=1, limit=200, all_platforms=True)).events]
+    everything = public_events(feed)
     assert positions.saved["identity"] == everything[2].position  # only what was confirmed
     again = PipelinedBroker()
-    restarted = Relay(upstreams, positions, again, batch=4)
+    restarted = Relay({"identity": feed}, positions, again, batch=4)
     while restarted.services["identity"].next_position <= identity.last_position():
         restarted.run_once(restarted.services["identity"])
     ids = [e.event.id for e in everything]
@@ -201,10 +203,8 @@ def test_the_read_after_the_batch_sent_ahead_runs_while_the_confirms_come(identi
     """Issue 20: the service reads the next batch while the relay awaits the broker's confirms
     and stores the position — not after them."""
     broker = PipelinedBroker()
-    upstream = Starting(identity, IDENTITY_EVENTS, broker.calls)
-    positions = MemoryPositions()
-    relay = Relay({"identity": upstream}, positions, broker, batch=4)
-    state = relay.services["identity"]
+    feed = Starting(identity, IDENTITY_EVENTS, broker.calls)
+    relay, state, positions = relay_over(feed, broker, batch=4)
     relay.run_once(state)
     ahead = state.prefetched
     assert ahead is not None
@@ -214,7 +214,5 @@ def test_the_read_after_the_batch_sent_ahead_runs_while_the_confirms_come(identi
     assert broker.calls[3] == ("start_read", ahead[1].next_position)
     while state.next_position <= identity.last_position():
         relay.run_once(state)
-    everything = [e.event.id for e in upstream.read_public_events(
-        public_pb.ReadPublicEventsRequest(from_position=1, limit=200, all_platforms=True)).events]
-    assert broker.ids == everything  # each once, in log order, none skipped
+    assert broker.ids == [e.event.id for e in public_events(feed)]  # each once, in order
     assert positions.saved["identity"] == identity.last_position() + 1
