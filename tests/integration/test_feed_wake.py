@@ -173,17 +173,24 @@ def idle_relay(reader: Any, upstream: LocalUpstream) -> Iterator[tuple[Relay, Pu
         thread.join(5)
 
 
+def published_at_once(published: Published, store: Callable[[], str]) -> str:
+    """Stores an event (`store` returns its rider) and waits for the relay to publish
+    something more, at most PROMPT seconds: a relay that polls would take the poll's 30."""
+    before = len(published)
+    stored = time.monotonic()
+    rider = store()
+    while len(published) == before and time.monotonic() - stored < PROMPT:
+        time.sleep(0.01)
+    assert len(published) > before, f"not published within {PROMPT} s: the relay polls"
+    return rider
+
+
 @pytest.mark.usefixtures("long_polls")
 def test_the_relay_publishes_an_event_as_soon_as_it_is_stored_not_at_its_poll(apps, tree):
     reader, writer = apps
     listening(reader)
     with idle_relay(reader, LocalUpstream(reader, IDENTITY_EVENTS)) as (_, published):
-        before = len(published)
-        stored = time.monotonic()
-        rider = register(writer, tree, 3)
-        while len(published) == before and time.monotonic() - stored < PROMPT:
-            time.sleep(0.01)
-        assert len(published) > before, f"not published within {PROMPT} s: the relay polls"
+        rider = published_at_once(published, lambda: register(writer, tree, 3))
         _, event = published[-1]
         assert event["type"] == REGISTERED and event["subject"].endswith(rider)
 
@@ -209,12 +216,7 @@ def test_an_idle_relay_gets_an_event_in_one_call_the_watch_long_polling_its_own_
     upstream = Counted(reader, IDENTITY_EVENTS)
     with idle_relay(reader, upstream) as (relay, published):  # the watch holds its next read
         waiting_at = relay.services["identity"].next_position
-        before = len(published)
-        stored = time.monotonic()
-        rider = register(writer, tree, 4)
-        while len(published) == before and time.monotonic() - stored < PROMPT:
-            time.sleep(0.01)
-        assert len(published) > before, f"not published within {PROMPT} s"
+        rider = published_at_once(published, lambda: register(writer, tree, 4))
         assert published[-1][1]["subject"].endswith(rider)
         time.sleep(0.2)
         from_there = [held for position, held in upstream.reads if position == waiting_at]
