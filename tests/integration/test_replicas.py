@@ -3,6 +3,8 @@ on SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from services.identity.application import IdentityApplication
@@ -12,30 +14,35 @@ from shared.context import RequestContext, acting_as
 from tests.conftest import MASTER_KEY, actor, as_actor, city_tree, settings_for
 
 
+@contextmanager
+def replicas(env: dict[str, str]) -> Iterator[tuple[IdentityApplication, IdentityApplication]]:
+    """Two replicas of identity on one store, closed at the end."""
+    one = IdentityApplication(settings_for("identity", env), MASTER_KEY)
+    two = IdentityApplication(settings_for("identity", env), MASTER_KEY)
+    try:
+        yield one, two
+    finally:
+        one.close()
+        two.close()
+
+
 def test_a_replica_reads_what_another_replica_stored_a_moment_ago(store_env):
     """Two processes (replicas) on one store, each with its own aggregate cache: a rider read
     (and so cached) on one replica and then verified on the other is read as verified on the
     first at once — the cache is checked against the store on every get."""
-    one = IdentityApplication(settings_for("identity", store_env), MASTER_KEY)
-    two = IdentityApplication(settings_for("identity", store_env), MASTER_KEY)
-    try:
+    with replicas(store_env) as (one, two):
         rider_id = registered_rider(one)
         with as_actor(actor("platform-co", "platform")):
             assert one.rider(rider_id).status.name != "ACTIVE"  # cached on replica one
             two.verify_rider(rider_id=rider_id)
             assert one.rider(rider_id).status.name == "ACTIVE"
-    finally:
-        one.close()
-        two.close()
 
 
 def test_a_cached_aggregate_being_read_is_never_changed_under_the_reader(store_env):
     """A query renders the cached aggregate itself (no copy); when another replica's events
     arrive, they are applied to a copy that replaces it, so a reader holding the old one keeps
     a whole, consistent state instead of one changing under it."""
-    one = IdentityApplication(settings_for("identity", store_env), MASTER_KEY)
-    two = IdentityApplication(settings_for("identity", store_env), MASTER_KEY)
-    try:
+    with replicas(store_env) as (one, two):
         rider_id = registered_rider(one)
         reading = one.view(rider_id, Rider, "rider")
         before = (reading.version, reading.status)
@@ -44,9 +51,6 @@ def test_a_cached_aggregate_being_read_is_never_changed_under_the_reader(store_e
         now = one.view(rider_id, Rider, "rider")
         assert now.version > before[0] and now.status == RiderStatus.ACTIVE
         assert (reading.version, reading.status) == before  # the reader's object is untouched
-    finally:
-        one.close()
-        two.close()
 
 
 def registered_rider(app: IdentityApplication, tree: dict[str, str] | None = None,
@@ -63,9 +67,7 @@ def test_a_request_asks_the_store_once_however_many_cached_aggregates_it_reads(p
     """On PostgreSQL a cached aggregate is checked against one shared look at the log per
     request (shared/store/cache.py LogWatermark), not a `SELECT 1` per aggregate read; and a
     request that begins after another replica's command still reads what it stored."""
-    one = IdentityApplication(settings_for("identity", postgres_env), MASTER_KEY)
-    two = IdentityApplication(settings_for("identity", postgres_env), MASTER_KEY)
-    try:
+    with replicas(postgres_env) as (one, two):
         tree = city_tree(one)
         riders = [registered_rider(one, tree, f"R-{n}") for n in range(3)]
         asked: list[str] = []
@@ -82,9 +84,6 @@ def test_a_request_asks_the_store_once_however_many_cached_aggregates_it_reads(p
         with acting_as(RequestContext(actor=platform, caught_up=set())):
             assert [one.rider(r).status.name for r in riders] == ["REGISTERED", "ACTIVE",
                                                                   "REGISTERED"]
-    finally:
-        one.close()
-        two.close()
 
 
 def test_an_older_copy_cached_after_a_newer_one_was_marked_is_checked_again(postgres_env):
@@ -112,9 +111,7 @@ def test_looks_at_the_log_keep_a_connection_of_their_own_and_recover_when_it_bre
 
     from tests.conftest import PG
 
-    one = IdentityApplication(settings_for("identity", postgres_env), MASTER_KEY)
-    two = IdentityApplication(settings_for("identity", postgres_env), MASTER_KEY)
-    try:
+    with replicas(postgres_env) as (one, two):
         rider_id = registered_rider(one)
         platform = actor("platform-co", "platform")
 
@@ -141,9 +138,6 @@ def test_looks_at_the_log_keep_a_connection_of_their_own_and_recover_when_it_bre
         assert read() == "ACTIVE"  # the broken look was retried on a fresh connection
         assert one.recorder._look_conn is not own
         fresh = one.recorder._look_conn
-    finally:
-        one.close()
-        two.close()
     assert fresh is not None and fresh.closed
 
 
@@ -152,9 +146,7 @@ def test_an_aggregate_found_absent_is_not_asked_for_again_until_the_log_says_it_
     """A singleton never made (the city's calendar) is read on every command: once the store
     said it is absent, a later request that has looked at the log does not ask again — yet
     it is found as soon as another replica makes it (its event is in the next look)."""
-    one = IdentityApplication(settings_for("identity", postgres_env), MASTER_KEY)
-    two = IdentityApplication(settings_for("identity", postgres_env), MASTER_KEY)
-    try:
+    with replicas(postgres_env) as (one, two):
         tree = city_tree(one)
         rider_id = registered_rider(one, tree)
         later_id = Rider.create_id(platform_id=tree["platform"], platform_rider_id="R-later")
@@ -186,9 +178,6 @@ def test_an_aggregate_found_absent_is_not_asked_for_again_until_the_log_says_it_
         with acting_as(RequestContext(actor=platform, caught_up=set())):
             one.view(rider_id, Rider, "rider")
             assert one.view(later_id, Rider, "rider").version >= 1
-    finally:
-        one.close()
-        two.close()
 
 
 def test_a_request_that_lost_to_a_copy_of_itself_answers_the_copys_answer(postgres_env):
@@ -199,9 +188,7 @@ def test_a_request_that_lost_to_a_copy_of_itself_answers_the_copys_answer(postgr
     from services.identity.domain.model import Organisation
     from shared.idempotency import RequestRecord
 
-    one = IdentityApplication(settings_for("identity", postgres_env), MASTER_KEY)
-    two = IdentityApplication(settings_for("identity", postgres_env), MASTER_KEY)
-    try:
+    with replicas(postgres_env) as (one, two):
         tree = city_tree(one)
         platform = actor("platform-co", "platform")
 
@@ -221,9 +208,6 @@ def test_a_request_that_lost_to_a_copy_of_itself_answers_the_copys_answer(postgr
             with acting_as(in_request()):  # the copy in flight, on the other replica
                 first = register(two)
             assert register(one) == first
-    finally:
-        one.close()
-        two.close()
 
 
 def test_a_replica_that_opened_a_riders_data_shows_none_once_another_replica_erased_it(
@@ -232,10 +216,8 @@ def test_a_replica_that_opened_a_riders_data_shows_none_once_another_replica_era
     rider's data key in its key cache; once another replica erases the rider, the first must
     show nothing of them either (the erasure's event says so), not open them with its copy of
     a key the store no longer has."""
-    one = IdentityApplication(settings_for("identity", postgres_env), MASTER_KEY)
-    two = IdentityApplication(settings_for("identity", postgres_env), MASTER_KEY)
     admin = actor("city", "city_admin")
-    try:
+    with replicas(postgres_env) as (one, two):
         rider_id = registered_rider(one)
 
         def read() -> Any:
@@ -251,6 +233,3 @@ def test_a_replica_that_opened_a_riders_data_shows_none_once_another_replica_era
         # And nothing of theirs opens from one's cache any more.
         assert one.vault.open(rider_id, one.view(rider_id, Rider, "rider").sealed_phone) \
             == "[erased]"
-    finally:
-        one.close()
-        two.close()
