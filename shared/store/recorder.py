@@ -177,13 +177,17 @@ class GroupCommitRecorder(PostgresProcessRecorder):
             cursor.execute(self._stored_among, (list(originator_ids),), prepare=True)
             return {row[0] for row in cursor.fetchall()}
 
+    def _on_events(self, statement: str) -> bytes:
+        """`statement` with `{events}` naming this recorder's events table in its schema,
+        rendered once (each a cached property): a composed statement is re-rendered, every
+        identifier escaped through libpq, on every execution."""
+        return sql.SQL(statement).format(events=sql.Identifier(
+            self.datastore.schema, self.events_table_name)).as_string(None).encode()
+
     @functools.cached_property
     def _stored_among(self) -> bytes:
-        return sql.SQL(
-            "SELECT id FROM unnest(%s::uuid[]) AS id WHERE EXISTS ("
-            "SELECT 1 FROM {}.{} WHERE originator_id = id)"
-        ).format(sql.Identifier(self.datastore.schema),
-                 sql.Identifier(self.events_table_name)).as_string(None).encode()
+        return self._on_events("SELECT id FROM unnest(%s::uuid[]) AS id WHERE EXISTS ("
+                               "SELECT 1 FROM {events} WHERE originator_id = id)")
 
     @retry((InterfaceError, OperationalError), max_attempts=3, wait=0.2)
     def changes_after(self, position: int, limit: int) -> list[tuple[int, Any]]:
@@ -224,18 +228,13 @@ class GroupCommitRecorder(PostgresProcessRecorder):
 
     @functools.cached_property
     def _changes_after(self) -> bytes:
-        return sql.SQL(
-            "SELECT notification_id, originator_id FROM {}.{} WHERE notification_id > %s "
-            "ORDER BY notification_id LIMIT %s"
-        ).format(sql.Identifier(self.datastore.schema),
-                 sql.Identifier(self.events_table_name)).as_string(None).encode()
+        return self._on_events("SELECT notification_id, originator_id FROM {events} "
+                               "WHERE notification_id > %s ORDER BY notification_id LIMIT %s")
 
     @functools.cached_property
     def _newer_event(self) -> bytes:
-        return sql.SQL(
-            "SELECT 1 FROM {}.{} WHERE originator_id = %s AND originator_version > %s LIMIT 1"
-        ).format(sql.Identifier(self.datastore.schema),
-                 sql.Identifier(self.events_table_name)).as_string(None).encode()
+        return self._on_events("SELECT 1 FROM {events} WHERE originator_id = %s "
+                               "AND originator_version > %s LIMIT 1")
 
     def _write_batch(self, batch: list[_PendingSave]) -> None:
         if not any(p.tracking is not None for p in batch):
