@@ -12,6 +12,7 @@ collect the abstract ones as tests of their own."""
 
 from __future__ import annotations
 
+import threading
 import uuid
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -59,7 +60,19 @@ class QijiRecorders:
         if self.store == POSTGRES:
             self._db = request.getfixturevalue("postgres_db")
         self._factories: list[InfrastructureFactory[Any]] = []
+        before = set(threading.enumerate())
         yield
+        # The library's concurrent cases stop their reader threads by setting an event and
+        # return without joining them. Closing the store under a reader still inside
+        # `execute` closes its SQLite connection mid-statement, which crashes CPython 3.11's
+        # sqlite3 (a segfault that took a whole CI run down). So the store closes only once
+        # every non-daemon thread the test started has left. The stores' own threads
+        # (psycopg's pool workers, the group commit's writer, the connections' max-age
+        # timers) are daemons that stop when the store closes: they are not waited for.
+        for thread in set(threading.enumerate()) - before:
+            if not thread.daemon:
+                thread.join(timeout=30)
+                assert not thread.is_alive(), f"{thread.name} still running 30 s after its test"
         for factory in self._factories:
             factory.close()
 
