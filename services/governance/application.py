@@ -1173,7 +1173,7 @@ class GovernanceApplication(HelpRequests, QijiApplication):
         return self.execute(decide, id_key="case_id")
 
     def mediation_case(self, case_id: str, version: int | None = None) -> MediationCaseView:
-        c = self.get(case_id, MediationCase, "mediation_case", version)
+        c = self.view(case_id, MediationCase, "mediation_case", version)  # only rendered
         parties = []
         for p in c.parties:
             name = self.vault.open(p["party_id"], p["sealed_name"])
@@ -1308,7 +1308,7 @@ class GovernanceApplication(HelpRequests, QijiApplication):
 
     def co_building_signature(self, organisation_id: str, pledge_version: int,
                               version: int | None = None) -> SignatureEntry:
-        o = self.get(organisation_id, Organisation, "organisation", version)
+        o = self.view(organisation_id, Organisation, "organisation", version)  # only read
         signed_at = o.co_building_pledges.get(str(pledge_version))
         if signed_at is None:
             raise NotFound("pledge_signature", f"{organisation_id}@{pledge_version}")

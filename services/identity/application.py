@@ -264,7 +264,7 @@ class IdentityApplication(QijiApplication):
         return self.execute(decide, id_key="organisation_id")
 
     def organisation(self, organisation_id: str, version: int | None = None) -> OrganisationView:
-        o = self.get(organisation_id, Organisation, "organisation", version)
+        o = self.view(organisation_id, Organisation, "organisation", version)  # only rendered
         return OrganisationView(
             organisation_id=str(o.id), kind=o.kind, name=o.name, parent_id=o.parent_id,
             department_function=(DepartmentFunction(o.department_function)

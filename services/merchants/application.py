@@ -366,7 +366,7 @@ class MerchantsApplication(QijiApplication):
         return self.execute(decide, id_key="merchant_id")
 
     def merchant(self, merchant_id: str, version: int | None = None) -> MerchantView:
-        m = self.get(merchant_id, Merchant, "merchant", version)
+        m = self.view(merchant_id, Merchant, "merchant", version)  # only rendered
         return MerchantView(
             merchant_id=str(m.id), name=m.name, street_id=m.street_id, category=m.category,
             latitude=m.latitude, longitude=m.longitude, address=m.address,
@@ -987,7 +987,8 @@ class MerchantsApplication(QijiApplication):
         return self.execute(decide, id_key="campaign_id", serialise_on=campaign_id)
 
     def campaign(self, campaign_id: str, version: int | None = None) -> CampaignView:
-        c = self.get(campaign_id, CareCampaign, "campaign", version)
+        # Only read, to render it: the cached campaign, not a copy of every allocation.
+        c = self.view(campaign_id, CareCampaign, "campaign", version)
         whole_list = self.caller_owns("campaign", campaign_id)
         return CampaignView(campaign_id=str(c.id), street_id=c.street_id, name=c.name,
                             description=c.description, stock=c.stock,
