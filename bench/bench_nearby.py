@@ -116,7 +116,8 @@ def main() -> None:
                 m = Merchant(merchant_id=str(uuid.uuid4()), name=f"店{i}", street_id=street,
                              category="restaurant", latitude=rng.uniform(SOUTH, NORTH),
                              longitude=rng.uniform(WEST, EAST), address=f"街{i}号",
-                             amenities=rng.sample(AMENITIES, 2), opening_hours=WEEK)
+                             amenities=rng.sample(AMENITIES, 2), opening_hours=WEEK,
+                             business_area_id="")
                 m.approve()
                 shops.append(m)
             save_in_batches(merchants, shops)
