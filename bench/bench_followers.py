@@ -28,7 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from bench.bench_integrity import MASTER_KEY, env_for
-from bench.common import Figure, print_figures, record, scratch_database
+from bench.common import Figure, print_figures, scratch_database
 from tests.city import build_city, in_application
 
 RIDERS = int(os.environ.get("BENCH_FOLLOWER_RIDERS", "3000"))
@@ -164,7 +164,6 @@ def main() -> list[Figure]:
                   f"{RIDERS:,} riders, median of {ROUNDS} alternating rounds)", figures)
     print(f"batched ÷ one by one: reacting {median['react'] / median['react_before']:.1f}×, "
           f"passing over {median['pass'] / median['pass_before']:.1f}×")
-    record(figures)
     return figures
 
 

@@ -17,7 +17,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench.common import RESULTS_ENV, TWIN, combined_table, read_recorded, twin_table
+from bench.common import RESULTS_ENV, TWIN, Figure, combined_table, read_recorded, twin_table
 
 HERE = Path(__file__).resolve().parent
 
@@ -59,14 +59,30 @@ def main(argv: list[str], scripts_dir: Path = HERE) -> int:
             if subprocess.call(command, cwd=HERE.parent, env=env) != 0:
                 failed.append(script.name)
         figures = read_recorded(results)
+    twice = recorded_twice(figures)
     print(f"\n## All figures{' (QUICK: smoke sizes, not figures to quote)' if quick else ''}\n")
     print(combined_table(figures))
     if any(f.baseline_name == TWIN for f in figures):
         print("\n## Commands beside their CRUD twin (bench/twin.py) and the raw INSERT\n")
         print(twin_table(figures))
+    if twice:
+        # A figure handed in twice would print as two rows of one measurement.
+        print(f"\nRECORDED TWICE: {'; '.join(twice)}")
     if failed:
         print(f"\nFAILED: {', '.join(failed)}")
-    return 1 if failed else 0
+    return 1 if failed or twice else 0
+
+
+def recorded_twice(figures: list[Figure]) -> list[str]:
+    """The figures recorded more than once: the same benchmark beside the same baseline."""
+    seen: set[tuple[str, str, int | None]] = set()
+    twice = []
+    for f in figures:
+        key = (f.benchmark, f.baseline_name, f.concurrency)
+        if key in seen and f.benchmark not in twice:
+            twice.append(f.benchmark)
+        seen.add(key)
+    return twice
 
 
 if __name__ == "__main__":

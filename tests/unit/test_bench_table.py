@@ -80,3 +80,22 @@ def test_run_all_prints_every_command_beside_its_crud_twin(tmp_path: Path, capfd
         in combined
     assert ("| ClaimPerk, 8 client(s) | 8 | 500 ops/s | 1,000 ops/s (CRUD twin) | 0.50 | ≥ 0.5 "
             "| yes |") in combined
+
+
+def test_a_figure_recorded_twice_fails_the_run(tmp_path: Path, capfd, monkeypatch):
+    """A script that hands in its figures twice (print_figures records them already) would
+    print every row twice in the combined table: the run names it and fails."""
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    (tmp_path / "bench_twice.py").write_text(textwrap.dedent("""
+        from bench.common import Figure, print_figures, record
+        figures = [Figure("follower", 5000.0, 1000.0, "events/s", goal=5.0)]
+        print_figures("followers", figures)
+        record(figures)
+    """))
+    (tmp_path / "bench_once.py").write_text(textwrap.dedent("""
+        from bench.common import print_twin_table
+        print_twin_table("commands", [("ClaimPerk, 8 client(s)", 500.0, 1000.0, 6000.0)])
+    """))
+    assert run_all.main(["--quick"], scripts_dir=tmp_path) == 1
+    out = capfd.readouterr().out
+    assert "RECORDED TWICE: follower" in out and "ClaimPerk" not in out.split("RECORDED")[1]
