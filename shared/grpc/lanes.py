@@ -27,6 +27,7 @@ QijiCallsQueueing)."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from concurrent import futures
@@ -40,31 +41,50 @@ PROBE_WORKERS = 2
 
 
 class Lane(futures.ThreadPoolExecutor):
-    """A pool of threads that times how long each call waits for one of them."""
+    """A pool of threads that times how long each call waits for one of them, and knows how
+    many calls are running on it (`idle`)."""
 
     def __init__(self, service: str, lane: str, workers: int):
         super().__init__(max_workers=workers, thread_name_prefix=f"{service}-{lane}")
         self._waited = metrics.RPC_QUEUED_SECONDS.labels(service, lane)
+        self._running = 0
+        self._settled = threading.Condition()
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any
                ) -> futures.Future[Any]:
         queued = time.perf_counter()
         observe = self._waited.observe
+        settled = self._settled
 
         def run() -> Any:
             observe(time.perf_counter() - queued)
-            return fn(*args, **kwargs)
+            with settled:
+                self._running += 1
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                with settled:
+                    self._running -= 1
+                    if not self._running:
+                        settled.notify_all()
         return super().submit(run)
+
+    def idle(self, deadline: float) -> bool:
+        """Waits until no call runs on this lane, or until `deadline` (time.monotonic());
+        True when none does."""
+        with self._settled:
+            return self._settled.wait_for(lambda: not self._running,
+                                          max(0.0, deadline - time.monotonic()))
 
 
 @dataclass(frozen=True)
 class Lanes:
-    wide: futures.ThreadPoolExecutor
+    wide: Lane
     # None: the wide pool serves every call but health checks (a process whose unary calls
     # wait on other services, as the gateway's and the figures' do)...
-    quick: futures.ThreadPoolExecutor | None
+    quick: Lane | None
     # ...and, with QIJI_GRPC_QUICK_WORKERS=0, health checks too.
-    probes: futures.ThreadPoolExecutor | None
+    probes: Lane | None
 
     @classmethod
     def of(cls, name: str, settings: Settings, *, quick: bool = True) -> Lanes:
@@ -83,10 +103,15 @@ class Lanes:
             return self.probes
         return None if wide else self.quick
 
-    def shutdown(self) -> None:
-        """After the server's stop, which ended its calls (grpcio leaves even its own pool, the
-        wide one, running): a call still queued for a thread is dropped, not run against an
-        application about to close."""
-        for pool in (self.quick, self.probes, self.wide):
-            if pool is not None:
-                pool.shutdown(wait=False, cancel_futures=True)
+    def shutdown(self, grace: float = 0.0) -> bool:
+        """After the server's stop (grpcio leaves even its own pool, the wide one, running): a
+        call still queued for a thread is dropped, not run against an application about to
+        close; and a call still running is waited for, at most `grace` seconds. grpcio's stop
+        ends a call past its grace for the caller, but its handler runs on in its thread: the
+        application must not close under it (on SQLite, a connection closed under a statement
+        can crash the process). True when no call is running any more."""
+        pools = [pool for pool in (self.quick, self.probes, self.wide) if pool is not None]
+        for pool in pools:
+            pool.shutdown(wait=False, cancel_futures=True)
+        deadline = time.monotonic() + grace
+        return all(pool.idle(deadline) for pool in pools)

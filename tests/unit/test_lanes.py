@@ -8,6 +8,7 @@ tested over gRPC in tests/e2e/test_lanes.py."""
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -113,3 +114,36 @@ def test_a_call_still_queued_when_the_server_stops_is_dropped_not_run(tmp_path: 
     release.set()
     busy.result(timeout=5)
     assert queued.cancelled() and ran == ["first"]
+
+
+def test_a_call_still_running_when_the_server_stops_is_waited_for_up_to_the_grace(
+        tmp_path: Path) -> None:
+    # grpcio's stop ends a call past its grace for the caller, but not its handler's thread:
+    # the application closes only once no handler runs on it, or the grace is spent again.
+    lanes = Lanes.of("test", load_settings("identity", {
+        "QIJI_DATA_DIR": str(tmp_path), "QIJI_GRPC_QUICK_WORKERS": "1"}))
+    assert lanes.quick is not None
+    release = threading.Event()
+    finished: list[str] = []
+
+    def handler() -> None:
+        release.wait(10)
+        time.sleep(0.2)  # still running when shutdown is called
+        finished.append("handler")
+    lanes.quick.submit(handler)
+    threading.Timer(0.1, release.set).start()
+    started = time.monotonic()
+    assert lanes.shutdown(grace=5) is True
+    assert finished == ["handler"] and time.monotonic() - started < 5
+
+    stuck = Lanes.of("test", load_settings("identity", {
+        "QIJI_DATA_DIR": str(tmp_path), "QIJI_GRPC_QUICK_WORKERS": "1"}))
+    assert stuck.wide is not None
+    hold = threading.Event()
+    stuck.wide.submit(hold.wait, 10)
+    time.sleep(0.05)
+    started = time.monotonic()
+    assert stuck.shutdown(grace=0.3) is False  # said, so that the stop can log it
+    assert 0.25 < time.monotonic() - started < 2
+    hold.set()
+    assert stuck.shutdown(grace=2) is True
