@@ -64,8 +64,8 @@ class RunningStatistics:
             ALARM.forget(self.watch_integrity)
         self.health.enter_graceful_shutdown()
         self.server.stop(grace).wait()
-        if self.lanes is not None and not self.lanes.shutdown(grace):
-            log.warning("service.stop.calls_still_running", grace_seconds=grace)
+        if self.lanes is not None:
+            self.lanes.shutdown(grace)
         for thread in self._threads:
             thread.join(timeout=grace)
         self.statistics.close()

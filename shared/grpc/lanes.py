@@ -34,10 +34,14 @@ from concurrent import futures
 from dataclasses import dataclass
 from typing import Any
 
+import structlog
+
 from shared import metrics
 from shared.config import Settings
 
 PROBE_WORKERS = 2
+
+log = structlog.get_logger(__name__)
 
 
 class Lane(futures.ThreadPoolExecutor):
@@ -79,6 +83,7 @@ class Lane(futures.ThreadPoolExecutor):
 
 @dataclass(frozen=True)
 class Lanes:
+    service: str
     wide: Lane
     # None: the wide pool serves every call but health checks (a process whose unary calls
     # wait on other services, as the gateway's and the figures' do)...
@@ -90,13 +95,13 @@ class Lanes:
     def of(cls, name: str, settings: Settings, *, quick: bool = True) -> Lanes:
         wide = Lane(name, "wide", settings.grpc_workers)
         if settings.grpc_quick_workers == 0:
-            return cls(wide, None, None)
+            return cls(name, wide, None, None)
         probes = Lane(name, "probe", PROBE_WORKERS)
         if not quick:
-            return cls(wide, None, probes)
-        return cls(wide, Lane(name, "quick", settings.grpc_quick_workers), probes)
+            return cls(name, wide, None, probes)
+        return cls(name, wide, Lane(name, "quick", settings.grpc_quick_workers), probes)
 
-    def for_unary(self, *, probe: bool, wide: bool) -> futures.ThreadPoolExecutor | None:
+    def for_unary(self, *, probe: bool, wide: bool) -> Lane | None:
         """The pool of a unary call (None: the server's own, the wide pool). Streams always
         run on the wide pool."""
         if probe:
@@ -109,9 +114,14 @@ class Lanes:
         close; and a call still running is waited for, at most `grace` seconds. grpcio's stop
         ends a call past its grace for the caller, but its handler runs on in its thread: the
         application must not close under it (on SQLite, a connection closed under a statement
-        can crash the process). True when no call is running any more."""
+        can crash the process). True when no call is running any more; else the stop is
+        logged as closing under them (the process is ending: it closes anyway)."""
         pools = [pool for pool in (self.quick, self.probes, self.wide) if pool is not None]
         for pool in pools:
             pool.shutdown(wait=False, cancel_futures=True)
         deadline = time.monotonic() + grace
-        return all(pool.idle(deadline) for pool in pools)
+        idle = all(pool.idle(deadline) for pool in pools)
+        if not idle:
+            log.warning("service.stop.calls_still_running", service=self.service,
+                        grace_seconds=grace)
+        return idle

@@ -103,8 +103,8 @@ class RunningService:
         self.health.enter_graceful_shutdown()
         self.app.wake_waiters()  # feed streams notice `stopping` at once
         self.server.stop(grace).wait()
-        if self.lanes is not None and not self.lanes.shutdown(grace):
-            log.warning("service.stop.calls_still_running", grace_seconds=grace)
+        if self.lanes is not None:
+            self.lanes.shutdown(grace)
         for thread in self._threads:
             thread.join(timeout=grace)
         self.app.close()

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from structlog.testing import capture_logs
 
 from services.badges.service import SPEC as BADGES
 from services.governance.service import SPEC as GOVERNANCE
@@ -143,7 +144,10 @@ def test_a_call_still_running_when_the_server_stops_is_waited_for_up_to_the_grac
     stuck.wide.submit(hold.wait, 10)
     time.sleep(0.05)
     started = time.monotonic()
-    assert stuck.shutdown(grace=0.3) is False  # said, so that the stop can log it
+    with capture_logs() as logs:
+        assert stuck.shutdown(grace=0.3) is False
     assert 0.25 < time.monotonic() - started < 2
+    assert [(e["event"], e["service"]) for e in logs if e["log_level"] == "warning"] == [
+        ("service.stop.calls_still_running", "test")]
     hold.set()
     assert stuck.shutdown(grace=2) is True
