@@ -26,6 +26,7 @@ from services.governance.domain.help import (
     check_help_routes,
     help_departments,
 )
+from services.governance.domain.model import Participant
 from services.governance.domain.values import (
     CLOCK_SKEW,
     MAX_HELP_TEXT,
@@ -63,12 +64,11 @@ from shared.errors import (
 )
 from shared.followers import UpstreamEvent
 from shared.paging import listed
-from shared.personal_data import PersonalDataErased
+from shared.personal_data import ERASED, PersonalDataErased
 from shared.tenancy import Owners
 from shared.wire import one_of
 
 if TYPE_CHECKING:
-    from services.governance.domain.model import Participant
     from services.governance.views import GovernanceViews
 
 # Who stores a help request's escalation: its deadline scheduler, through the command path.
@@ -248,6 +248,8 @@ class HelpRequests(QijiApplication):
         if not value:
             return ""
         try:
+            if self.erased_here(rider_id):
+                raise PersonalDataErased(rider_id)
             return self.vault.seal(rider_id, value)
         except PersonalDataErased:
             raise FailedPrecondition("the rider's personal data was erased: nothing said about "
@@ -381,9 +383,10 @@ class HelpRequests(QijiApplication):
     def help_request(self, help_request_id: str,
                      version: int | None = None) -> HelpRequestView:
         h = self.view(help_request_id, HelpRequest, "help_request", version)
+        opened = self.opener_of(h.rider_id)
 
         def said(sealed: str, field: str = masking.HELP_TEXT) -> str:
-            return masking.show_to_caller(field, self.vault.open(h.rider_id, sealed))
+            return masking.show_to_caller(field, opened(sealed))
         return HelpRequestView(
             help_request_id=str(h.id), rider_id=h.rider_id, kind=HelpKind(h.kind),
             home_street_id=h.home_street_id, text=said(h.sealed_text),
@@ -432,13 +435,14 @@ class HelpRequests(QijiApplication):
         """Every stored event of the request with who acted; what was said is shown as in
         GetHelpRequest (an auditor sees that it was said, and how long it was)."""
         h = self.get(help_request_id, HelpRequest, "help_request")
+        opened = self.opener_of(h.rider_id)
         entries = []
         for e in self.events.get(h.id):
             details: dict[str, Any] = {}
             for key, value in history.own_fields(e).items():
                 if key in _SEALED_SHOWN:
                     details[key.removeprefix("sealed_")] = masking.show_to_caller(
-                        _SEALED_SHOWN[key], self.vault.open(h.rider_id, value))
+                        _SEALED_SHOWN[key], opened(value))
                 else:
                     details[key] = value
             entries.append(history.entry(e, details))
@@ -480,8 +484,38 @@ class HelpRequests(QijiApplication):
     def _follow_erasure(self, upstream: UpstreamEvent,
                         processing: ProcessingEvent) -> None:
         """identity erased a rider's personal data: destroy governance's own key of that
-        rider, and with it everything said in their help requests (the facts stay)."""
-        self.vault.erase(str(upstream.originator_id))
+        rider, and with it everything said in their help requests (the facts stay). Only
+        the replica leading this follower gets here: the erasure is noted on the rider's
+        participant as well, in the batch's transaction, so that every other replica learns
+        it from the log and drops the key it may still hold in its cache (`erased_here`)."""
+        rider_id = str(upstream.originator_id)
+        self.vault.erase(rider_id)
+        participant_id = Participant.create_id(rider_id)
+        if self.exists(participant_id):
+            # Never self._participant() here: it catches up the follower, which is running
+            # this.
+            participant = self.get(participant_id, Participant, "rider")
+            if not participant.personal_data_erased:
+                participant.note_personal_data_erased(at=upstream.timestamp)
+                processing.collect_events(participant)
+
+    def erased_here(self, rider_id: str) -> bool:
+        """Whether governance noted the rider's erasure. The replica that followed it
+        destroyed the key in the store; this one may still hold it in its key cache (it
+        opened or sealed the rider's words before), and drops it here rather than open, or
+        seal, with a key the store no longer has."""
+        participant = self.found(Participant.create_id(rider_id), Participant)
+        if participant is None or not participant.personal_data_erased:
+            return False
+        self.vault.forget(rider_id)
+        return True
+
+    def opener_of(self, rider_id: str) -> Callable[[str], str]:
+        """What opens the words said of a rider: ERASED for every one once the rider's
+        personal data was erased, whatever this process's key cache holds."""
+        if self.erased_here(rider_id):
+            return lambda sealed: ERASED if sealed else ""
+        return lambda sealed: self.vault.open(rider_id, sealed)
 
 
 def _channel() -> HelpChannel:

@@ -77,7 +77,7 @@ def _help_outcome(app: Any, fact: Fact) -> Mapped | None:
     # with its own token; the relay asks for no one), opened from the rider's key (None once
     # the rider's personal data is erased).
     if fact.consumer_organisation_id:
-        opened = app.vault.open(e.rider_id, e.sealed_outcome)
+        opened = app.opener_of(e.rider_id)(e.sealed_outcome)
         outcome = opened if opened and opened != ERASED else None
     return Mapped(e.rider_id, {
         "help_request_id": str(fact.originator_id), "rider_id": e.rider_id, "kind": e.kind,

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from services.governance.domain.help import HelpRequest
 from services.governance.domain.values import (
     ContactChannel,
     DeadlineKind,
@@ -345,6 +346,63 @@ def test_erasing_the_rider_erases_what_was_said_and_keeps_the_facts(world):
     # The feed carries no outcome any more.
     [given] = topics(world["governance"], "HelpRequest.OutcomeGiven")
     assert feed_data(world, given, world["platform"])["outcome"] is None
+
+
+def _asked_through(w, two, rider, help_id):
+    """What two lets be said of the rider now: RequestHelp's refusal, and whether it wrote."""
+    before = two.last_position()
+    with pytest.raises(FailedPrecondition) as refused:
+        ask({**w, "governance": two}, rider)
+    return refused.value.reason, two.last_position() == before
+
+
+def _shown_by(w, two, rider, help_id):
+    with as_actor(ADMIN):
+        h = two.help_request(help_id)
+    return h.text, h.assignments[0]["caseworker_name"], h.assignments[0]["outcome"]
+
+
+def _history_of(w, two, rider, help_id):
+    with as_actor(ADMIN):
+        history = repr(two.help_request_history(help_id))
+    return WORDS in history, "王社工" in history, "[erased]" in history
+
+
+def _carried_by(w, two, rider, help_id):
+    [given] = topics(two, "HelpRequest.OutcomeGiven")
+    return feed_data({"governance": two}, given, w["platform"])["outcome"]
+
+
+@pytest.mark.parametrize(("path", "after_erasure"), [
+    (_asked_through, ("RIDER_PERSONAL_DATA_ERASED", True)),
+    (_shown_by, ("[erased]", "[erased]", "[erased]")),
+    (_history_of, (False, False, True)),
+    (_carried_by, None),
+], ids=["RequestHelp", "GetHelpRequest", "history", "feed"])
+def test_a_replica_that_opened_a_riders_words_keeps_none_once_another_followed_the_erasure(
+        world, clock, path, after_erasure):
+    """Crypto-shredding across governance's replicas: only the replica leading the follower
+    of identity destroys the rider's key. Another that opened the rider's words before holds
+    that key in its cache; each way it has of opening or sealing them must say "erased" from
+    then on, not use that key: the erasure it learns from governance's own log says so. Each
+    way is tried first, on a cache that still holds the key."""
+    rider = new_rider(world)
+    help_id = ask(world, rider)["help_request_id"]
+    act(world, "social", help_id, "assign_caseworker", caseworker_name="王社工")
+    act(world, "social", help_id, "give_help_outcome", outcome="已协调发放工资")
+    two = open_governance(world["env"], clock, world["identity"])
+    try:
+        with as_actor(ADMIN):
+            assert two.help_request(help_id).text == WORDS  # opened: the key in two's cache
+        with as_actor(ADMIN):
+            world["identity"].erase_rider_personal_data(rider_id=rider, reason="本人申请删除")
+        world["governance"].catch_up_upstream()  # the leader follows the erasure
+        assert path(world, two, rider, help_id) == after_erasure
+        # And nothing opens from two's cache any more, whichever way came first.
+        assert two.vault.open(rider, two.view(help_id, HelpRequest, "help_request").sealed_text
+                              ) == "[erased]"
+    finally:
+        two.close()
 
 
 def feed_data(w, notification, consumer):

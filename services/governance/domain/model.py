@@ -1152,10 +1152,14 @@ class Participant(FollowedRiderStatus, Aggregate):
         Noted: ClassVar[type[Any]]
         StatusNoted: ClassVar[type[Any]]
         PledgeSigned: ClassVar[type[Any]]
+        PersonalDataErased: ClassVar[type[Any]]
 
     @staticmethod
     def create_id(rider_id: str, **_: Any) -> uuid.UUID:
         return uuid.uuid5(_NS, f"participant\n{rider_id}")
+
+    # Stored before this event existed, a participant has no such attribute until it is set.
+    personal_data_erased = False
 
     @event("Noted")
     def __init__(self, rider_id: str, home_street_id: str):
@@ -1186,6 +1190,14 @@ class Participant(FollowedRiderStatus, Aggregate):
     @event("PledgeSigned")
     def _pledge_signed(self, rider_id: str, version: int, at: datetime) -> None:
         self.pledges[str(version)] = at
+
+    @event("PersonalDataErased")
+    def note_personal_data_erased(self, at: datetime) -> None:
+        """identity erased the rider's personal data, and governance destroyed its own key of
+        the rider. Stored so that every replica learns it from the log: one that opened the
+        rider's words before still holds that key in its cache, which the store no longer
+        has."""
+        self.personal_data_erased = True
 
 
 # Release 0.1.0 stored Participant's status events under this topic (the embedded release log in
