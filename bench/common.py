@@ -189,8 +189,8 @@ def throughput(op: Callable[[int], None], total: int, clients: int) -> float:
     return total / (time.perf_counter() - started)
 
 
-def median_of(rounds: int, measure: Callable[[int], float]) -> float:
-    return statistics.median(measure(r) for r in range(rounds))
+def median_of(rounds: int, measure: Callable[[], float]) -> float:
+    return statistics.median(measure() for _ in range(rounds))
 
 
 # The write goal: with concurrent clients, commands stored at least as fast as raw
