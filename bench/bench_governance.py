@@ -32,6 +32,7 @@ from qiji.identity.v1 import identity_service_pb2_grpc as grpc_identity
 
 from bench.common import (
     PG,
+    Callers,
     dial,
     median_of,
     print_table,
@@ -68,7 +69,7 @@ class World:
     riders: list[str]
 
 
-def world(addresses: dict[str, str], tokens: dict[str, str]) -> World:
+def world(addresses: dict[str, str], tokens: Callers) -> World:
     ichan, gchan = dial(addresses["identity"]), dial(addresses["governance"])
     identity = grpc_identity.IdentityServiceStub(ichan)
     governance = grpc_gov.GovernanceServiceStub(gchan)

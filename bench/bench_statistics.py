@@ -98,7 +98,9 @@ def make_city(rng: random.Random) -> City:
     org("DEPARTMENT", "市委社会工作部", city, "SOCIAL_WORK")
     districts = [org("DISTRICT", name, city) for name in
                  ("钟楼区", "天宁区", "新北区", "武进区", "金坛区", "溧阳市", "经开区")]
-    streets, district_of, communities = [], {}, {}
+    streets: list[str] = []
+    district_of: dict[str, str] = {}
+    communities: dict[str, list[str]] = {}
     for d in districts:
         for _ in range(9):
             s = org("STREET", f"街道{len(streets) + 1}", d)

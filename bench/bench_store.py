@@ -109,8 +109,9 @@ def dumping(db: str) -> list[tuple[str, float, float]]:
     """What the group-commit statement's parameters cost to make (shared/store/columns.py):
     the columns as Qiji builds them, against the same values as plain lists."""
     events = saves(1)[0]
-    plain = ([e.originator_id for e in events], [e.originator_version for e in events],
-             [e.topic for e in events], [e.state for e in events])
+    plain: tuple[list[object], ...] = (
+        [e.originator_id for e in events], [e.originator_version for e in events],
+        [e.topic for e in events], [e.state for e in events])
     typed = tuple(column(t, values) for t, values in zip(("uuid", "bigint", "text", "bytea"),
                                                           plain, strict=True))
     formats = [PyFormat.AUTO] * 4
