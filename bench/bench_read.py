@@ -23,7 +23,6 @@ import uuid
 from collections.abc import Callable
 from concurrent import futures
 from pathlib import Path
-from typing import Any
 
 import grpc
 from qiji.governance.v1 import governance_service_pb2 as gpb
@@ -62,12 +61,12 @@ def main() -> list[Figure]:
             text="井盖缺失，夜间电动车易摔倒" * 4, attachment_refs=["oss://b/1.jpg"]),
             metadata=platform, timeout=60).report.report_id for i in range(len(riders))]
 
-        def get_rider(i: int) -> Any:
+        def get_rider(i: int) -> ipb.GetRiderResponse:
             # The platform reads its riders: the phone comes back masked.
             return identity.GetRider(ipb.GetRiderRequest(rider_id=riders[i % len(riders)]),
                                      metadata=platform, timeout=30)
 
-        def get_report(i: int) -> Any:
+        def get_report(i: int) -> gpb.GetReportResponse:
             return governance.GetReport(gpb.GetReportRequest(
                 report_id=reports[i % len(reports)]), metadata=admin, timeout=30)
 

@@ -40,7 +40,7 @@ from collections.abc import Callable, Iterator
 from concurrent import futures
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import grpc
 import psycopg
@@ -99,7 +99,7 @@ CREATE INDEX IF NOT EXISTS reports_open_near ON twin.reports (category, latitude
 """
 
 
-def _abort(context: grpc.ServicerContext, code: grpc.StatusCode, message: str) -> Any:
+def _abort(context: grpc.ServicerContext, code: grpc.StatusCode, message: str) -> NoReturn:
     context.abort(code, message)
 
 
