@@ -85,8 +85,9 @@ LAST_CONTRACT := $(shell ls tests/upgrade/releases/*/contract.binpb | sort -V | 
 
 ## lint: ruff over the Python, import-linter over the layers (pyproject's [tool.importlinter]:
 ## the kernel imports no service, a service no other service but its published topics, a domain
-## no gRPC, SQL, AMQP or the library's persistence), mypy over shared/ and services/ (strict for
-## the domain; [tool.mypy]), buf over the contracts (style, and no break of the last release)
+## no gRPC, SQL, AMQP or the library's persistence), mypy over shared/, services/ and bench/
+## (strict for the domain; [tool.mypy]), buf over the contracts (style, and no break of the last
+## release)
 lint: $(STAMP) $(NODE_STAMP) protos
 	$(BIN)/ruff check shared services tests bench deploy
 	$(BIN)/lint-imports --no-logo

@@ -14,7 +14,9 @@ import os
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from statistics import median
 
 import psycopg
@@ -83,7 +85,8 @@ def main() -> None:
             seed_sessions(db, [(s, capacity) for s in sessions])
             return sessions
 
-        def enrol_into(sessions: list[str], target: trpc.TrainingServiceStub = training):
+        def enrol_into(sessions: list[str], target: trpc.TrainingServiceStub = training
+                       ) -> Callable[[int], None]:
             def enrol(i: int) -> None:
                 if target is training:
                     with lock:
@@ -106,19 +109,22 @@ def main() -> None:
             with pool.connection() as conn:
                 conn.execute("INSERT INTO raw_rows (payload) VALUES (%s)", (payload,))
 
+        def enrolling(sessions: Callable[[], list[str]], clients: int,
+                      target: trpc.TrainingServiceStub = training) -> float:
+            # Each round into sessions of its own, made before the clock starts.
+            return throughput(enrol_into(sessions(), target), PER_ROUND, clients)
+
         enrol_into(new_twin_sessions(1, 500), twin)(0)  # warm the twin's connections
-        rows = []
+        rows: list[tuple[str, float, float, float]] = []
         for clients in CONCURRENCY:
             got = alternate(ROUNDS, {
-                "spread": lambda c=clients: throughput(
-                    enrol_into([new_session(500) for _ in range(50)]), PER_ROUND, c),
-                "spread twin": lambda c=clients: throughput(
-                    enrol_into(new_twin_sessions(50, 500), twin), PER_ROUND, c),
-                "hot": lambda c=clients: throughput(
-                    enrol_into([new_session(500)]), PER_ROUND, c),
-                "hot twin": lambda c=clients: throughput(
-                    enrol_into(new_twin_sessions(1, 500), twin), PER_ROUND, c),
-                "raw": lambda c=clients: throughput(raw_insert, PER_ROUND, c)})
+                "spread": partial(enrolling, lambda: [new_session(500) for _ in range(50)],
+                                  clients),
+                "spread twin": partial(enrolling, lambda: new_twin_sessions(50, 500), clients,
+                                       twin),
+                "hot": partial(enrolling, lambda: [new_session(500)], clients),
+                "hot twin": partial(enrolling, lambda: new_twin_sessions(1, 500), clients, twin),
+                "raw": partial(throughput, raw_insert, PER_ROUND, clients)})
             m = {k: median(v) for k, v in got.items()}
             rows.append((f"EnrolRider, 50 sessions, {clients} client(s)", m["spread"],
                          m["spread twin"], m["raw"]))

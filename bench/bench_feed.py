@@ -31,6 +31,7 @@ import time
 import uuid
 from collections.abc import Callable
 from datetime import datetime
+from multiprocessing.context import SpawnProcess
 from pathlib import Path
 from typing import Any
 
@@ -125,7 +126,7 @@ def _write_qiji(env: dict[str, str], rider_ids: list[str], rate: float, seconds:
     app.close()
 
 
-def _in_process(target: Callable[..., None], *args: Any) -> multiprocessing.Process:
+def _in_process(target: Callable[..., None], *args: Any) -> SpawnProcess:
     process = multiprocessing.get_context("spawn").Process(target=target, args=args)
     process.start()
     return process

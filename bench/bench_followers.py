@@ -25,11 +25,16 @@ import statistics
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING
 
 from bench.bench_integrity import MASTER_KEY, env_for
 from bench.common import Figure, print_figures, scratch_database
 from tests.city import build_city, in_application
+
+if TYPE_CHECKING:  # imported where used at run time, as the functions below do
+    from services.identity.application import IdentityApplication
+    from services.training.application import TrainingApplication
+    from shared.followers import Follower
 
 RIDERS = int(os.environ.get("BENCH_FOLLOWER_RIDERS", "3000"))
 # BENCH_CLIENTS is a list for the other benches (`make bench --quick` sets "1,8"): the
@@ -40,7 +45,7 @@ ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 GOAL = 5.0
 
 
-def register(identity: Any) -> float:
+def register(identity: IdentityApplication) -> float:
     """Registers RIDERS riders from CLIENTS threads; RegisterRider per second."""
     from shared.context import Actor, RequestContext, acting_as
 
@@ -60,7 +65,7 @@ def register(identity: Any) -> float:
     return RIDERS / (time.perf_counter() - started)
 
 
-def follower_class(batched: bool) -> Any:
+def follower_class(batched: bool) -> type[Follower]:
     from shared.followers import Follower, UpstreamEvent
 
     if batched:
@@ -77,7 +82,7 @@ def follower_class(batched: bool) -> Any:
     return OneByOne
 
 
-def follow(identity: Any, training: Any, batched: bool, name: str,
+def follow(identity: IdentityApplication, training: TrainingApplication, batched: bool, name: str,
            topics: tuple[str, ...]) -> tuple[float, int]:
     """(identity's positions per second through the follower, how many events it applied)."""
     from shared.followers import LocalFeed
@@ -92,7 +97,7 @@ def follow(identity: Any, training: Any, batched: bool, name: str,
     return identity.last_position() / seconds, done
 
 
-def new_training(db: str) -> Any:
+def new_training(db: str) -> TrainingApplication:
     from services.training.application import TrainingApplication
     from shared.config import load_settings
     return TrainingApplication(load_settings("training", env_for(

@@ -18,6 +18,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from itertools import count
 from statistics import median
 
@@ -31,6 +32,7 @@ from qiji.identity.v1 import identity_service_pb2_grpc as grpc_identity
 
 from bench.common import (
     PG,
+    Callers,
     dial,
     median_of,
     print_table,
@@ -67,7 +69,7 @@ class World:
     riders: list[str]
 
 
-def world(addresses: dict[str, str], tokens: dict[str, str]) -> World:
+def world(addresses: dict[str, str], tokens: Callers) -> World:
     ichan, gchan = dial(addresses["identity"]), dial(addresses["governance"])
     identity = grpc_identity.IdentityServiceStub(ichan)
     governance = grpc_gov.GovernanceServiceStub(gchan)
@@ -124,14 +126,14 @@ def main() -> None:
             with pool.connection() as conn:
                 conn.execute("INSERT INTO raw_rows (payload) VALUES (%s)", (payload,))
 
-        twinned = []
+        twinned: list[tuple[str, float, float, float]] = []
         for clients in CONCURRENCY:
             got = alternate(ROUNDS, {
-                "qiji": lambda c=clients: throughput(submit, PER_ROUND, c),
-                "twin": lambda c=clients: throughput(submit_twin, PER_ROUND, c),
-                "raw": lambda c=clients: throughput(raw_insert, PER_ROUND, c)})
+                "qiji": partial(throughput, submit, PER_ROUND, clients),
+                "twin": partial(throughput, submit_twin, PER_ROUND, clients),
+                "raw": partial(throughput, raw_insert, PER_ROUND, clients)})
             twinned.append((f"SubmitReport, {clients} client(s)",
-                            *(median(got[k]) for k in ("qiji", "twin", "raw"))))
+                            median(got["qiji"]), median(got["twin"]), median(got["raw"])))
         rows = []
 
         total = 1 + PER_ROUND * ROUNDS * len(CONCURRENCY)
@@ -153,8 +155,8 @@ def main() -> None:
                 assert len(found) == 50
 
         for clients in CONCURRENCY:
-            ours = median_of(ROUNDS, lambda _r, c=clients: throughput(queue_page, PER_ROUND, c))
-            raw = median_of(ROUNDS, lambda _r, c=clients: throughput(raw_page, PER_ROUND, c))
+            ours = median_of(ROUNDS, partial(throughput, queue_page, PER_ROUND, clients))
+            raw = median_of(ROUNDS, partial(throughput, raw_page, PER_ROUND, clients))
             rows.append((f"ListDepartmentQueue ({total} open), {clients} cl.", ours, raw))
 
         events, ours, raw = _rebuild(db, tokens.master_key)
@@ -182,14 +184,14 @@ def _rebuild(db: str, master_key: bytes) -> tuple[int, float, float]:
     events = app.last_position()
     app.close()
 
-    def replay(_: int) -> float:
+    def replay() -> float:
         started = time.perf_counter()
         fresh = GovernanceApplication(settings, master_key)  # its views rebuild at start
         elapsed = time.perf_counter() - started
         fresh.close()
         return events / elapsed
 
-    def raw_read(_: int) -> float:
+    def raw_read() -> float:
         started = time.perf_counter()
         with psycopg.connect(dbname=db, **PG) as conn:
             conn.execute("SELECT state FROM governance.governance_events").fetchall()

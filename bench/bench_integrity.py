@@ -21,12 +21,17 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING
+from unittest.mock import patch
 
 import psycopg
+from eventsourcing.application import LRUCache
 
 from bench.common import PG, Figure, print_figures, scratch_database
 from tests.city import build_city, in_application
+
+if TYPE_CHECKING:  # imported where used at run time, as the functions below do
+    from services.identity.application import IdentityApplication
 
 RIDERS = int(os.environ.get("BENCH_INTEGRITY_RIDERS", "2000"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
@@ -40,7 +45,7 @@ def env_for(db: str, schema: str) -> dict[str, str]:
             "QIJI_AUDIT_SIGNING_KEY": base64.b64encode(bytes(32)).decode()}
 
 
-def load(identity: Any) -> None:
+def load(identity: IdentityApplication) -> None:
     from shared.context import Actor, RequestContext, acting_as
 
     admin = Actor("bench-city", frozenset({"city_admin"}))
@@ -58,7 +63,7 @@ def load(identity: Any) -> None:
 
 
 @contextmanager
-def checks(identity: Any, on: bool) -> Iterator[None]:
+def checks(identity: IdentityApplication, on: bool) -> Iterator[None]:
     """Every integrity check as Qiji makes it, or (off) none: the MAC taken as good and every
     event as in its place."""
     from shared import continuity
@@ -66,17 +71,14 @@ def checks(identity: Any, on: bool) -> Iterator[None]:
     if on:
         yield
         return
-    mac, place = identity.event_mac, continuity.out_of_place
-    mac.check = lambda *_: True
-    continuity.out_of_place = public_feed.out_of_place = lambda *_: None
-    try:
+    # Each put back on leaving: the MAC's class method, the modules' own out_of_place.
+    with (patch.object(identity.event_mac, "check", lambda *_: True),
+          patch.object(continuity, "out_of_place", lambda *_: None),
+          patch.object(public_feed, "out_of_place", lambda *_: None)):
         yield
-    finally:
-        vars(mac).pop("check", None)
-        continuity.out_of_place = public_feed.out_of_place = place
 
 
-def follow(identity: Any, db: str, checked: bool) -> float:
+def follow(identity: IdentityApplication, db: str, checked: bool) -> float:
     """Upstream events per second through training's follower of identity (a new training
     store each time)."""
     from services.training.application import TrainingApplication
@@ -98,7 +100,7 @@ def follow(identity: Any, db: str, checked: bool) -> float:
         training.close()
 
 
-def relay(identity: Any, checked: bool) -> tuple[float, int]:
+def relay(identity: IdentityApplication, checked: bool) -> tuple[float, int]:
     """Log positions per second through the relay's loop (identity's public feed read, mapped
     and handed to a publish that does nothing); and how many events it published."""
     from services.identity.public_events import CATALOGUE
@@ -120,7 +122,8 @@ def relay(identity: Any, checked: bool) -> tuple[float, int]:
         loop = Relay({"identity": LocalUpstream(identity, CATALOGUE)}, Positions(),
                      lambda type_name, event: published.append(type_name), batch=200)
         state = loop.services["identity"]
-        identity.repository.cache.__init__(maxsize=20000)  # every round from a cold cache
+        # Every round from a cold cache (the store's AggregateCache reads it each time).
+        identity.repository.cache = LRUCache(maxsize=20000)
         started = time.perf_counter()
         while state.next_position <= identity.last_position():
             loop.run_once(state)

@@ -26,6 +26,7 @@ import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from statistics import median
 from typing import Any
@@ -188,11 +189,11 @@ def main() -> None:
             with pool.connection() as conn:
                 conn.execute("INSERT INTO raw_rows (payload) VALUES (%s)", (payload,))
 
-        rows = []
+        rows: list[tuple[str, float, float, float]] = []
         for clients in CONCURRENCY:
             print(f"measuring at {clients} client(s) ...", flush=True)
             measures: dict[str, Callable[[], float]] = {
-                "raw": lambda c=clients: throughput(raw_insert, PER_ROUND, c)}
+                "raw": partial(throughput, raw_insert, PER_ROUND, clients)}
             figures = [(f"{name}, {label}, {clients} client(s)", name, n)
                        for name in ("ClaimPerk", "RedeemCode")
                        for label, n in ((f"{SPREAD_PERKS} perks", SPREAD_PERKS),
@@ -200,8 +201,7 @@ def main() -> None:
             for figure, name, n in figures:
                 measure = measure_claims if name == "ClaimPerk" else measure_redemptions
                 for twinned in (False, True):
-                    measures[f"{figure}{twinned}"] = \
-                        lambda c=clients, m=measure, n=n, t=twinned: m(n, c, t)
+                    measures[f"{figure}{twinned}"] = partial(measure, n, clients, twinned)
             got = alternate(ROUNDS, measures)
             rows.extend((figure, median(got[f"{figure}False"]), median(got[f"{figure}True"]),
                          median(got["raw"])) for figure, _name, _n in figures)

@@ -41,7 +41,7 @@ MASTER_KEY = os.urandom(32)
 STEP_DEGREES = 300 / 111_195
 
 
-def acting(principal: str, role: str, organisation_id: str = "") -> object:
+def acting(principal: str, role: str, organisation_id: str = "") -> acting_as:
     return acting_as(RequestContext(actor=Actor(principal=principal, roles=frozenset({role}),
                                                 organisation_id=organisation_id),
                                     rpc="bench"))

@@ -23,7 +23,6 @@ import uuid
 from collections.abc import Callable
 from concurrent import futures
 from pathlib import Path
-from typing import Any
 
 import grpc
 from qiji.governance.v1 import governance_service_pb2 as gpb
@@ -62,12 +61,12 @@ def main() -> list[Figure]:
             text="井盖缺失，夜间电动车易摔倒" * 4, attachment_refs=["oss://b/1.jpg"]),
             metadata=platform, timeout=60).report.report_id for i in range(len(riders))]
 
-        def get_rider(i: int) -> Any:
+        def get_rider(i: int) -> ipb.GetRiderResponse:
             # The platform reads its riders: the phone comes back masked.
             return identity.GetRider(ipb.GetRiderRequest(rider_id=riders[i % len(riders)]),
                                      metadata=platform, timeout=30)
 
-        def get_report(i: int) -> Any:
+        def get_report(i: int) -> gpb.GetReportResponse:
             return governance.GetReport(gpb.GetReportRequest(
                 report_id=reports[i % len(reports)]), metadata=admin, timeout=30)
 
@@ -78,7 +77,9 @@ def main() -> list[Figure]:
             size = sizes[name] = get(0).ByteSize()
             with echo_server(size) as echo_address:
                 echo_chan = grpc.insecure_channel(echo_address)
-                echo_call = echo_chan.unary_unary("/bench.Echo/Echo")
+                # No serializers: the echo's request and reply are raw bytes.
+                echo_call: grpc.UnaryUnaryMultiCallable[bytes, bytes] = echo_chan.unary_unary(
+                    "/bench.Echo/Echo")
                 request = os.urandom(50)  # about a get request: an id, a field tag
 
                 def echo(_i: int, call: Callable[..., bytes] = echo_call,

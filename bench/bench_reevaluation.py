@@ -31,7 +31,7 @@ RIDERS = int(os.environ.get("BENCH_REEVALUATION_RIDERS", "2000"))
 MASTER_KEY = os.urandom(32)
 
 
-def acting(principal: str, role: str, organisation_id: str = "") -> object:
+def acting(principal: str, role: str, organisation_id: str = "") -> acting_as:
     return acting_as(RequestContext(actor=Actor(principal=principal, roles=frozenset({role}),
                                                 organisation_id=organisation_id),
                                     rpc="bench"))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Callable
+from functools import partial
 from statistics import median
 
 import psycopg
@@ -71,14 +72,14 @@ def main() -> None:
             with pool.connection() as conn:
                 conn.execute("INSERT INTO raw_rows (payload) VALUES (%s)", (payload,))
 
-        rows = []
+        rows: list[tuple[str, float, float, float]] = []
         for clients in CONCURRENCY:
             got = alternate(ROUNDS, {
-                "qiji": lambda c=clients: throughput(register, PER_ROUND, c),
-                "twin": lambda c=clients: throughput(register_twin, PER_ROUND, c),
-                "raw": lambda c=clients: throughput(raw_insert, PER_ROUND, c)})
+                "qiji": partial(throughput, register, PER_ROUND, clients),
+                "twin": partial(throughput, register_twin, PER_ROUND, clients),
+                "raw": partial(throughput, raw_insert, PER_ROUND, clients)})
             rows.append((f"RegisterRider over gRPC, {clients} client(s)",
-                         *(median(got[k]) for k in ("qiji", "twin", "raw"))))
+                         median(got["qiji"]), median(got["twin"]), median(got["raw"])))
         pool.close()
         channel.close()
         twin_channel.close()

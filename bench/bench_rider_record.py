@@ -20,6 +20,7 @@ import random
 import statistics
 import time
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -30,6 +31,7 @@ from services.governance import events as governance
 from services.identity.rider_record import RiderRecords
 from services.merchants import events as merchants
 from services.training import events as training
+from shared.continuity import Failure
 from shared.followers import UpstreamEvent
 from shared.integrity import EventMac
 from shared.store import qiji_transcoder
@@ -45,7 +47,7 @@ class Feed:
     def __init__(self, name: str) -> None:
         self.name = name
         self.events: list[UpstreamEvent] = []
-        self.failure = None
+        self.failure: Failure | None = None
         self._transcoder = qiji_transcoder()
 
     def add(self, topic: str, originator: uuid.UUID, version: int, **state: Any) -> None:
@@ -54,7 +56,7 @@ class Feed:
                                          topic, MAC.seal_state(originator, version, topic,
                                                                content)))
 
-    def read(self, start: int, limit: int, topics: Any) -> list[UpstreamEvent]:
+    def read(self, start: int, limit: int, topics: Sequence[str]) -> list[UpstreamEvent]:
         # Fresh objects, as each read of a FeedService gives: nothing decoded outlives a batch.
         return [UpstreamEvent(e.upstream, e.position, e.originator_id, e.originator_version,
                               e.topic, e.stored_state)

@@ -66,7 +66,7 @@ def own_connections(address: str, tls: bool) -> Iterator[Callable[[], rpc.Identi
             with lock:
                 channels.append(channel)
             local.stub = rpc.IdentityServiceStub(channel)
-        return local.stub  # type: ignore[no-any-return]
+        return local.stub
     try:
         yield stub
     finally:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import time
 import uuid
+from functools import partial
 from typing import Any
 
 import psycopg
@@ -81,9 +82,9 @@ def main() -> None:
         for warm in (library, ours):
             measure(warm, 1)
         for clients in CONCURRENCY:
-            lib = median_of(ROUNDS, lambda _r, c=clients: measure(library, c))
-            grouped = median_of(ROUNDS, lambda _r, c=clients: measure(ours, c))
-            raw = median_of(ROUNDS, lambda _r, c=clients: throughput(raw_insert, PER_ROUND, c))
+            lib = median_of(ROUNDS, partial(measure, library, clients))
+            grouped = median_of(ROUNDS, partial(measure, ours, clients))
+            raw = median_of(ROUNDS, partial(throughput, raw_insert, PER_ROUND, clients))
             rows.append((f"library recorder, {clients} writer(s)", lib, raw))
             grouped_rows.append((f"group commit, {clients} writer(s)", grouped, raw))
         pool.close()
@@ -108,8 +109,9 @@ def dumping(db: str) -> list[tuple[str, float, float]]:
     """What the group-commit statement's parameters cost to make (shared/store/columns.py):
     the columns as Qiji builds them, against the same values as plain lists."""
     events = saves(1)[0]
-    plain = ([e.originator_id for e in events], [e.originator_version for e in events],
-             [e.topic for e in events], [e.state for e in events])
+    plain: tuple[list[object], ...] = (
+        [e.originator_id for e in events], [e.originator_version for e in events],
+        [e.topic for e in events], [e.state for e in events])
     typed = tuple(column(t, values) for t, values in zip(("uuid", "bigint", "text", "bytea"),
                                                           plain, strict=True))
     formats = [PyFormat.AUTO] * 4
@@ -119,8 +121,8 @@ def dumping(db: str) -> list[tuple[str, float, float]]:
             for _ in range(DUMPS):
                 Transformer(conn).dump_sequence(params, formats)  # a new one per statement
             return DUMPS / (time.perf_counter() - started)
-        ours = median_of(ROUNDS, lambda _r: rate(typed))
-        raw = median_of(ROUNDS, lambda _r: rate(plain))
+        ours = median_of(ROUNDS, lambda: rate(typed))
+        raw = median_of(ROUNDS, lambda: rate(plain))
     return [("columns of one save", ours, raw)]
 
 

@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TypedDict
 
 import grpc
 import psycopg
@@ -31,8 +32,19 @@ from shared.config import load_settings
 from shared.grpc.channels import open_channel
 
 ROOT = Path(__file__).resolve().parents[1]
-PG = dict(host=os.environ.get("QIJI_BENCH_POSTGRES_HOST", "127.0.0.1"), port=5432,
-          user="postgres")
+
+
+class Postgres(TypedDict):
+    """The bench's PostgreSQL server, as keywords for psycopg.connect and make_conninfo (a
+    TypedDict, so that each is checked against the parameter it fills)."""
+
+    host: str
+    port: int
+    user: str
+
+
+PG: Postgres = {"host": os.environ.get("QIJI_BENCH_POSTGRES_HOST", "127.0.0.1"), "port": 5432,
+                "user": "postgres"}
 
 
 @contextmanager
@@ -139,7 +151,9 @@ def wait_serving(address: str, timeout: float = 30) -> None:
         stub = health_pb2_grpc.HealthStub(channel)
         while time.monotonic() < deadline:
             try:
-                if stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status == 1:
+                reply = stub.Check(  # type: ignore[attr-defined]  # stub lacks Check
+                    health_pb2.HealthCheckRequest(), timeout=1)
+                if reply.status == 1:
                     return
             except grpc.RpcError:
                 time.sleep(0.2)
@@ -189,8 +203,8 @@ def throughput(op: Callable[[int], None], total: int, clients: int) -> float:
     return total / (time.perf_counter() - started)
 
 
-def median_of(rounds: int, measure: Callable[[int], float]) -> float:
-    return statistics.median(measure(r) for r in range(rounds))
+def median_of(rounds: int, measure: Callable[[], float]) -> float:
+    return statistics.median(measure() for _ in range(rounds))
 
 
 # The issue's write goal: with concurrent clients, commands stored at least as fast as raw

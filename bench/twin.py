@@ -40,7 +40,7 @@ from collections.abc import Callable, Iterator
 from concurrent import futures
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import grpc
 import psycopg
@@ -99,7 +99,7 @@ CREATE INDEX IF NOT EXISTS reports_open_near ON twin.reports (category, latitude
 """
 
 
-def _abort(context: grpc.ServicerContext, code: grpc.StatusCode, message: str) -> Any:
+def _abort(context: grpc.ServicerContext, code: grpc.StatusCode, message: str) -> NoReturn:
     context.abort(code, message)
 
 
@@ -122,8 +122,9 @@ class _Twin:
             self._hashes = {c.get("token_sha256", "") for c in callers}
 
     def authenticate(self, context: grpc.ServicerContext) -> None:
+        # A text key's value is a str (only -bin keys carry bytes), as the guard reads it.
         token = next((v.removeprefix("Bearer ") for k, v in context.invocation_metadata()
-                      if k == "authorization"), "")
+                      if k == "authorization" and isinstance(v, str)), "")
         digest = hashlib.sha256(token.encode()).hexdigest()
         if digest not in self._hashes:
             self._reload()  # a caller added since (the tokens file is re-read when it changes)
