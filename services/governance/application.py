@@ -108,6 +108,7 @@ from shared.errors import (
     TIME_IN_THE_FUTURE,
     TIME_TOO_LONG_AGO,
     VALUE_OUT_OF_RANGE,
+    FailedPrecondition,
     FieldViolation,
     InvalidArgument,
     NotFound,
@@ -118,6 +119,7 @@ from shared.errors import (
 )
 from shared.followers import FeedSource, Follower, UpstreamEvent, follower_of
 from shared.paging import listed, page
+from shared.personal_data import ERASED
 from shared.references import organisation_kind_not_allowed
 from shared.tenancy import EVERYONE, Owners
 from shared.values import check_coordinates, city_day, parse_day
@@ -1030,6 +1032,13 @@ class GovernanceApplication(HelpRequests, QijiApplication):
         # and the riders may be anyone's.
         self._require_riders(violations, [(f"parties[{i}].rider_id", p["rider_id"])
                                           for i, p in enumerate(plain) if p["rider_id"]])
+        # A rider whose personal data was erased can have nothing said of them stored again,
+        # their name neither (the case itself may still name them, by id).
+        for i, p in enumerate(plain):
+            if p["rider_id"] and p["name"] and self.erased_here(p["rider_id"]):
+                raise FailedPrecondition(
+                    f"parties[{i}]: the rider's personal data was erased: their name cannot "
+                    "be stored", reason="RIDER_PERSONAL_DATA_ERASED")
         # Sealed once, outside the retried decision: each party's name under its own key.
         sealed = []
         for p in plain:
@@ -1176,7 +1185,13 @@ class GovernanceApplication(HelpRequests, QijiApplication):
         c = self.view(case_id, MediationCase, "mediation_case", version)  # only rendered
         parties = []
         for p in c.parties:
-            name = self.vault.open(p["party_id"], p["sealed_name"])
+            if p["rider_id"] and self.erased_here(p["rider_id"]):
+                # The replica that followed the erasure destroyed this party's key too
+                # (`_follow_erasure`); this one may still hold it in its cache.
+                self.vault.forget(p["party_id"])
+                name = ERASED if p["sealed_name"] else ""
+            else:
+                name = self.vault.open(p["party_id"], p["sealed_name"])
             parties.append({"role": p["role"], "rider_id": p["rider_id"],
                             "name": masking.show_to_caller(masking.NAME, name)})
         return MediationCaseView(

@@ -484,12 +484,16 @@ class HelpRequests(QijiApplication):
     def _follow_erasure(self, upstream: UpstreamEvent,
                         processing: ProcessingEvent) -> None:
         """identity erased a rider's personal data: destroy governance's own key of that
-        rider, and with it everything said in their help requests (the facts stay). Only
-        the replica leading this follower gets here: the erasure is noted on the rider's
-        participant as well, in the batch's transaction, so that every other replica learns
-        it from the log and drops the key it may still hold in its cache (`erased_here`)."""
+        rider, and with it everything said in their help requests, and the keys of their
+        names as a party to mediation cases (the facts stay). Only the replica leading this
+        follower gets here: the erasure is noted on the rider's participant as well, in the
+        batch's transaction, so that every other replica learns it from the log and drops
+        the keys it may still hold in its cache (`erased_here`)."""
         rider_id = str(upstream.originator_id)
         self.vault.erase(rider_id)
+        self.views.catch_up()  # every case that names the rider as a party, so far
+        for party_id in self.views.parties_of(rider_id):
+            self.vault.erase(party_id)
         participant_id = Participant.create_id(rider_id)
         if self.exists(participant_id):
             # Never self._participant() here: it catches up the follower, which is running

@@ -168,6 +168,9 @@ class GovernanceViews:
         self._departments: dict[tuple[str, str], list[str]] = defaultdict(list)
         # district -> its streets, in the order identity created them (a district's rates).
         self._streets: dict[str, list[str]] = defaultdict(list)
+        # rider -> the party ids under which mediation cases sealed the rider's name: what
+        # the rider's erasure destroys the keys of.
+        self._parties_of: dict[str, list[str]] = defaultdict(list)
         # "department:<id>" / "street:<id>" -> (routed_at, report id) of every assignment ever
         # given, sorted: the reports a period's rates may count are found without reading the
         # rest (GetServiceRates). An assignment never leaves it: it was given, whatever became
@@ -200,6 +203,11 @@ class GovernanceViews:
         with self._lock:
             found = self._departments.get((parent_id, function))
             return found[0] if found else None
+
+    def parties_of(self, rider_id: str) -> list[str]:
+        """The party ids under which mediation cases sealed the rider's name."""
+        with self._lock:
+            return list(self._parties_of.get(rider_id, ()))
 
     def streets_of(self, district_id: str) -> list[str]:
         """The streets identity created under `district_id`."""
@@ -484,6 +492,9 @@ class GovernanceViews:
         elif isinstance(event, MediationCase.Opened):
             self.cases.add(position, ident, street_id=event.street_id,
                            report_id=event.report_id, status=MediationStatus.OPEN.value)
+            for party in event.parties:
+                if party["rider_id"]:
+                    self._parties_of[party["rider_id"]].append(party["party_id"])
             self._cases[ident] = {"street_id": event.street_id, "opened_at": event.opened_at,
                                   "due": ""}
             self._fact(ident, "OPENED", event.opened_at)

@@ -21,7 +21,7 @@ from services.governance.application import (
     SessionInput,
 )
 from services.governance.deadlines import DeadlineScheduler
-from services.governance.domain.model import Participant
+from services.governance.domain.model import MediationCase, Participant
 from services.governance.domain.values import (
     MAX_OBSERVATION_AGE,
     Category,
@@ -626,6 +626,58 @@ def test_a_mediation_case_runs_from_parties_to_an_agreement(world, clock):
     stored = [n.state.decode(errors="replace") for n in world["governance"].read_log(1, 100_000)]
     assert any("小区禁止骑手进入" in s for s in stored)
     assert not any("张经理" in s for s in stored)
+
+
+def test_erasing_a_rider_erases_their_name_as_a_party_on_every_replica_and_keeps_the_case(
+        world, clock):
+    """A rider's name as a party to a mediation case is sealed under the party's own key;
+    the rider's erasure destroys that key (the other parties' names and the case stay), a
+    replica that opened the case before shows the name erased too, and no new case can store
+    the rider's name again."""
+    rider = new_rider(world)
+    office = actor("hehuachi-office", "street_office", organisation_id=world["street"])
+    governance = world["governance"]
+
+    def opened(*parties: Party) -> Any:
+        return governance.open_mediation_case(
+            street_id=world["street"], report_id="", subject="小区禁止骑手进入",
+            mediator_name="李调解员", parties=list(parties))
+    with as_actor(office):
+        case_id = opened(Party(PartyRole.RIDER, rider_id=rider, name="王骑手"),
+                         Party(PartyRole.PROPERTY_MANAGER, name="张经理"))["case_id"]
+    two = open_governance(world["env"], clock, world["identity"])
+    try:
+        with as_actor(office):
+            assert [p["name"] for p in two.mediation_case(case_id).parties] == [
+                "王骑手", "张经理"]  # opened on two: both parties' keys in its cache
+        with as_actor(ADMIN):
+            world["identity"].erase_rider_personal_data(rider_id=rider, reason="本人申请删除")
+        governance.catch_up_upstream()  # the leader follows the erasure
+        for replica in (governance, two):
+            with as_actor(office):
+                case = replica.mediation_case(case_id)
+            assert [(p["rider_id"], p["name"]) for p in case.parties] == [
+                (rider, "[erased]"), ("", "张经理")]
+            assert case.subject == "小区禁止骑手进入"
+        # The key itself is gone from the store, not only hidden.
+        [party_id] = [p["party_id"] for p in governance.view(case_id, MediationCase,
+                                                             "mediation_case").parties
+                      if p["rider_id"] == rider]
+        assert governance.vault.is_erased(party_id)
+        # The rider's name is not stored again; the rider may still be a party, unnamed.
+        before = governance.last_position()
+        with as_actor(office), pytest.raises(FailedPrecondition) as refused:
+            opened(Party(PartyRole.RIDER, rider_id=rider, name="王骑手"),
+                   Party(PartyRole.PROPERTY_MANAGER, name="张经理"))
+        assert refused.value.reason == "RIDER_PERSONAL_DATA_ERASED"
+        assert governance.last_position() == before
+        with as_actor(office):
+            again = opened(Party(PartyRole.RIDER, rider_id=rider),
+                           Party(PartyRole.PROPERTY_MANAGER, name="张经理"))["case_id"]
+            assert [p["name"] for p in governance.mediation_case(again).parties] == [
+                "", "张经理"]
+    finally:
+        two.close()
 
 
 # ---------------------------------------------------------------------------- concurrency
