@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import grpc
 import structlog
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.platform.application import PlatformFeed
 from services.platform.catalogue import SERVICES
@@ -20,6 +20,7 @@ from shared.background import settled, until_signalled
 from shared.config import ConfigError, Settings, load_settings
 from shared.grpc import reflection, tls
 from shared.grpc.guard import Guard
+from shared.grpc.healthcheck import HealthServicer
 from shared.grpc.lanes import Lanes
 from shared.grpc.server import INTEGRITY, LIVENESS, integrity_health
 from shared.grpc.upstream import GrpcUpstream, LogWatch, Upstream
@@ -38,7 +39,7 @@ GRACE_SECONDS = 5.0
 class RunningGateway:
     server: grpc.Server
     port: int
-    health: health.HealthServicer
+    health: HealthServicer
     stopping: threading.Event
     upstreams: dict[str, Upstream] = field(default_factory=dict)
     watch_integrity: Callable[[bool], None] | None = None
@@ -51,7 +52,7 @@ class RunningGateway:
             self.watch.stop()  # idle streams wake, see `stopping` and end
         if self.watch_integrity is not None:
             ALARM.forget(self.watch_integrity)
-        self.health.enter_graceful_shutdown()
+        self.health.end_watches()
         self.server.stop(grace).wait()
         if self.lanes is not None:
             self.lanes.shutdown(grace)
@@ -83,7 +84,7 @@ def build_gateway(settings: Settings, upstreams: dict[str, Upstream] | None = No
     # soon as a log grows (the service's store NOTIFYs), not at its next poll.
     watch = LogWatch(upstreams, stopping).start()
     names = add_servicers(server, PlatformFeed(upstreams, watch), stopping)
-    health_servicer = health.HealthServicer(experimental_non_blocking=True)
+    health_servicer = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for name in ["", LIVENESS, INTEGRITY, *names]:
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)

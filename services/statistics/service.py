@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import grpc
 import structlog
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.statistics.application import Statistics
 from services.statistics.domain.catalogue import SERVICES
@@ -22,6 +22,7 @@ from shared.config import ConfigError, Settings, load_settings
 from shared.followers import GrpcFeed
 from shared.grpc import reflection, tls
 from shared.grpc.guard import Guard
+from shared.grpc.healthcheck import HealthServicer
 from shared.grpc.lanes import Lanes
 from shared.grpc.server import INTEGRITY, LIVENESS, integrity_health
 from shared.integrity import ALARM, EventMac, audit_key
@@ -40,7 +41,7 @@ GRACE_SECONDS = 5.0
 class RunningStatistics:
     server: grpc.Server
     port: int
-    health: health.HealthServicer
+    health: HealthServicer
     statistics: Statistics
     stopping: threading.Event
     watch_integrity: Callable[[bool], None] | None = None
@@ -62,7 +63,7 @@ class RunningStatistics:
         self.stopping.set()  # the projection ends at its next look, streams at their next chunk
         if self.watch_integrity is not None:
             ALARM.forget(self.watch_integrity)
-        self.health.enter_graceful_shutdown()
+        self.health.end_watches()
         self.server.stop(grace).wait()
         if self.lanes is not None:
             self.lanes.shutdown(grace)
@@ -112,7 +113,7 @@ def build(settings: Settings, statistics: Statistics | None = None) -> RunningSt
         lanes.wide,
         interceptors=[guard], options=[("grpc.so_reuseport", 0)])
     names = add_servicers(server, statistics)
-    health_servicer = health.HealthServicer(experimental_non_blocking=True)
+    health_servicer = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for name in ["", LIVENESS, INTEGRITY, *names]:
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)

@@ -11,7 +11,7 @@ from typing import Any, Protocol
 
 import grpc
 import structlog
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from shared import metrics
 from shared.application import QijiApplication
@@ -25,6 +25,7 @@ from shared.grpc import audit as audit_api
 from shared.grpc import feed, reflection, tls
 from shared.grpc import public_feed as public_feed_api
 from shared.grpc.guard import Guard
+from shared.grpc.healthcheck import HealthServicer
 from shared.grpc.lanes import Lanes
 from shared.integrity import ALARM, HEALTH
 from shared.logging import configure as configure_logging
@@ -87,7 +88,7 @@ class RunningService:
     app: QijiApplication
     server: grpc.Server
     port: int
-    health: health.HealthServicer
+    health: HealthServicer
     stopping: threading.Event = field(default_factory=threading.Event)
     service_names: list[str] = field(default_factory=list)
     followers: list[Any] = field(default_factory=list)
@@ -100,7 +101,7 @@ class RunningService:
         self.app.store_gate.doubt()  # wakes the health probe's loop, which sees `stopping`
         if self.watch_integrity is not None:
             ALARM.forget(self.watch_integrity)
-        self.health.enter_graceful_shutdown()
+        self.health.end_watches()
         self.app.wake_waiters()  # feed streams notice `stopping` at once
         self.server.stop(grace).wait()
         if self.lanes is not None:
@@ -144,7 +145,7 @@ def build_server(spec: ServiceSpec, settings: Settings, *, app: QijiApplication 
         server, app, spec.public_events or PublicCatalogue(spec.name, []), stopping))
     signer = checkpoint_signer(settings, spec.name)
     names.append(audit_api.register(server, app, signer.verifier()))
-    health_servicer = health.HealthServicer(experimental_non_blocking=True)
+    health_servicer = HealthServicer()
     # NOT_SERVING until the first store check says otherwise (the servicer starts at SERVING).
     health_servicer.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
     health_servicer.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)
@@ -186,7 +187,7 @@ def checkpoint_signer(settings: Settings, service: str) -> CheckpointSigner:
     return CheckpointSigner(seed, origin_of(settings.audit_origin, service))
 
 
-def integrity_health(health_servicer: health.HealthServicer) -> Callable[[bool], None]:
+def integrity_health(health_servicer: HealthServicer) -> Callable[[bool], None]:
     """Keeps the health name `qiji.integrity` NOT_SERVING while a reader of this process is
     stopped at an event that fails its integrity check (its log has the details)."""
     def follow(any_broken: bool) -> None:

@@ -18,11 +18,13 @@ import grpc
 import psycopg
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from psycopg import sql
 from qiji.feed.v1 import feed_service_pb2 as feed_pb
 from qiji.identity.v1 import identity_service_pb2 as pb
 
 from services.identity.grpc_api import ACCESS
+from shared.grpc.server import GRACE_SECONDS
 from tests.city import build_city, over_grpc
 from tests.conftest import PG
 from tests.e2e.client import (
@@ -1076,5 +1078,41 @@ def test_sigterm_stops_the_process_promptly_even_with_a_stream_open(
         assert ended, "the stream never ended"
         assert "service.stopped" in identity.log_tail()
     finally:
+        identity.start()  # leave the module's server running for whatever runs next
+
+
+def test_sigterm_ends_an_open_health_watch_and_stops_well_within_the_grace(
+        identity: ServiceProcess) -> None:
+    """A load balancer, or a client balancing with gRPC's client-side health checks, keeps a
+    Watch open on every server: the stop tells it NOT_SERVING and ends the stream, instead of
+    waiting out its whole grace (5 s) for a stream that never ends by itself."""
+    channel = grpc.insecure_channel(identity.address)
+    watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(service=""),
+                                                      timeout=60)
+    heard: list[str] = []
+
+    def listen() -> None:
+        try:
+            for answer in watch:
+                heard.append(health_pb2.HealthCheckResponse.ServingStatus.Name(answer.status))
+            heard.append("ended: OK")
+        except grpc.RpcError as error:
+            heard.append(f"ended: {error.code().name}")
+
+    listener = threading.Thread(target=listen, daemon=True)
+    listener.start()
+    deadline = time.monotonic() + 10
+    while heard[-1:] != ["SERVING"]:
+        assert time.monotonic() < deadline, heard
+        time.sleep(0.05)
+    code, elapsed = identity.terminate()
+    try:
+        listener.join(timeout=5)
+        assert code == 0, f"exit {code}:\n{identity.log_tail()}"
+        assert elapsed < GRACE_SECONDS / 2, elapsed
+        assert heard[-2:] == ["NOT_SERVING", "ended: OK"], heard
+        assert "service.stop.calls_still_running" not in identity.log_tail()
+    finally:
+        channel.close()
         identity.start()  # leave the module's server running for whatever runs next
 
