@@ -326,6 +326,9 @@ class GroupCommitRecorder(PostgresProcessRecorder):
     def _create_insert_together(self) -> sql.Composed:
         # The same statements the library's recorder sends one by one (the exclusive lock that
         # keeps notification order gap-free, the notify, the insert), as one server-side call.
+        # Each position is answered in the order the events were given, matched to its event by
+        # (aggregate, version): PostgreSQL does not promise RETURNING's rows in input order,
+        # and a position answered to the wrong event would be the wrong event's to its caller.
         return sql.SQL(
             "CREATE OR REPLACE FUNCTION {schema}.{function}(ids {id_type}[], versions bigint[], "
             "topics text[], states bytea[]) "
@@ -333,10 +336,14 @@ class GroupCommitRecorder(PostgresProcessRecorder):
             "SET LOCAL lock_timeout = '{lock_timeout}s'; "
             "LOCK TABLE {schema}.{table} IN EXCLUSIVE MODE; "
             "NOTIFY {channel}; "
-            "RETURN QUERY INSERT INTO {schema}.{table} "
+            "RETURN QUERY WITH inserted AS (INSERT INTO {schema}.{table} "
             "(originator_id, originator_version, topic, state) "
             "SELECT * FROM unnest(ids, versions, topics, states) "
-            "RETURNING notification_id; "
+            "RETURNING notification_id, originator_id, originator_version) "
+            "SELECT inserted.notification_id FROM inserted "
+            "JOIN unnest(ids, versions) WITH ORDINALITY "
+            "AS given(originator_id, originator_version, n) "
+            "USING (originator_id, originator_version) ORDER BY given.n; "
             "END; $body$"
         ).format(
             schema=sql.Identifier(self.datastore.schema),

@@ -84,6 +84,11 @@ def test_concurrent_saves_are_all_stored_once_in_gap_free_order(app):
         assert all(isinstance(r, list) and len(r) == 2 for r in results), results
         for ids in results:
             assert ids[1] == ids[0] + 1  # a save's events are adjacent in the log
+        # Each save is answered its own events' positions, whatever order the batch took.
+        stored = {r[2]: (r[0], r[1]) for r in stored_rows(app)}
+        for save, ids in zip(saves, results, strict=True):
+            assert [stored[i] for i in ids] == [(e.originator_id, e.originator_version)
+                                                for e in save]
     rows = stored_rows(app)
     assert len(rows) == rounds * THREADS * 2
     positions = [r[2] for r in rows]
