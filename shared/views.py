@@ -77,6 +77,12 @@ class LogFollower:
                 if first:
                     return 0
                 raise
+            except BaseException:
+                # The event the view failed to apply was checked, and noted as its aggregate's
+                # newest: the next catch-up reads it again, which must not look like an event
+                # come twice (a false integrity alarm over a view's own fault).
+                self._continuity.forget()
+                raise
             if ALARM.stopped_at(self._app.name, self._reader):
                 ALARM.intact(self._app.name, self._reader)
             return applied

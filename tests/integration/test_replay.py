@@ -184,3 +184,29 @@ def test_a_view_never_sees_the_request_records_and_still_passes_their_positions(
     assert [p for p, _ in seen] == [p for p, e in stored if p not in records]
     assert not [e for _, e in seen if isinstance(e, RequestRecord.Event)]
     assert view.position == app.last_position()
+
+
+def test_a_view_that_fails_to_apply_an_event_reads_it_again_without_a_false_alarm(app):
+    """A view's own fault applying an event (a bug in it, a resource gone for a moment) is
+    raised to the query that caught up, and the next catch-up reads the event again: its
+    version must not be taken for one that comes twice, which would stop the view with an
+    integrity alarm over an intact log."""
+    from shared.integrity import ALARM
+    failing = {"left": 0}
+    seen: list[int] = []
+
+    def apply(position: int, event: object) -> None:
+        if failing["left"]:
+            failing["left"] -= 1
+            raise ValueError("the view's own fault")
+        seen.append(position)
+    build(app, 1)
+    view = views.LogFollower(app, "flaky", apply)
+    view.catch_up()  # past the start of the log: what it remembers of the aggregates counts
+    build(app, 1)
+    failing["left"] = 1
+    with pytest.raises(ValueError):
+        view.catch_up()
+    view.catch_up()  # reads it again, and applies it
+    assert view.position == app.last_position()
+    assert not ALARM.stopped_at(app.name, f"{app.name}.view.flaky")
