@@ -13,7 +13,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, nullcontext, suppress
+from contextlib import contextmanager, nullcontext
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 import grpc
@@ -244,28 +244,40 @@ class PeriodicJob(Generic[App]):
 def until_signalled(stopping_event: str = "service.stopping") -> threading.Event:
     """An event that SIGTERM or SIGINT sets (saying so in the log as `stopping_event`, before
     anyone waiting on it wakes): what a process's main thread waits on before it stops its
-    server and background work.
+    server and background work. Call it from the main thread.
 
-    The handler itself only writes the signal's number to a pipe. A Python handler runs on
-    the main thread between two of its bytecodes: had it logged, or set the event (both take
-    a lock), while that thread held the same lock mid-line, the process would wait on itself
-    for ever and only a SIGKILL would end it. A thread of its own reads the pipe, logs and
-    sets the event, where taking a lock is only waiting."""
+    The signal's number reaches a thread of its own through a pipe, written by the
+    interpreter's C-level handler itself (`signal.set_wakeup_fd`), which reads it, logs and
+    sets the event, where taking a lock is only waiting. Two ways that lost a stop are so
+    closed:
+    - A Python handler runs on the main thread between two of its bytecodes: had it logged,
+      or set the event (both take a lock), while that thread held the same lock mid-line, the
+      process would wait on itself for ever.
+    - The kernel gives a process's signal to any of its threads that does not block it. One
+      taken by another thread (a service has dozens: grpcio's, the store's pools) does not
+      wake the main thread from `Event.wait()`, and a Python handler runs only once the main
+      thread runs again: a stop was lost until a second signal happened to reach the main
+      thread, or SIGKILL (tests/unit/test_stop_while_logging.py sends one to another thread).
+      The C-level handler runs in whichever thread takes the signal, and writes at once."""
     stopping = threading.Event()
     read_end, write_end = os.pipe()
-    os.set_blocking(write_end, False)
-
-    def on_signal(signum: int, _frame: object) -> None:
-        with suppress(BlockingIOError):  # a full pipe: stops are already queued
-            os.write(write_end, bytes([signum]))
+    os.set_blocking(write_end, False)  # a full pipe: stops are already queued
 
     def watch() -> None:
         while signums := os.read(read_end, 64):
-            for signum in signums:
+            # The wakeup pipe is told of every signal with a Python handler: only these stop.
+            for signum in (s for s in signums if s in (signal.SIGTERM, signal.SIGINT)):
                 log.info(stopping_event, signal=signal.Signals(signum).name)
                 stopping.set()
 
     threading.Thread(target=watch, name="signals", daemon=True).start()
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
+    # A Python handler must be installed for the C-level one to catch the signal at all
+    # (the default would end the process at once); the wakeup pipe does the work.
+    signal.signal(signal.SIGTERM, _noted_by_the_wakeup_pipe)
+    signal.signal(signal.SIGINT, _noted_by_the_wakeup_pipe)
     return stopping
+
+
+def _noted_by_the_wakeup_pipe(_signum: int, _frame: object) -> None:
+    """Nothing to do: `until_signalled`'s wakeup pipe has the signal already."""

@@ -113,3 +113,36 @@ def test_a_stop_asked_mid_line_stops_the_process_and_says_so(program: str) -> No
         assert events[-1] == "probe.stopped"
         # Every line whole: no line written into the middle of another.
         assert all(line.get("service") == "probe" for line in lines)
+
+
+# A service's main thread waits on until_signalled() while dozens of other threads run; the
+# kernel may give the process's SIGTERM to any of them. Here it is given to one on purpose.
+SIGNAL_TO_ANOTHER_THREAD = """
+    import signal, sys, threading, time
+    from shared.logging import configure
+    from shared.background import until_signalled
+    import structlog
+    configure("probe", "json")
+    log = structlog.get_logger("probe")
+    stopping = until_signalled("probe.stopping")
+    worker = threading.Thread(target=time.sleep, args=(60,), daemon=True)
+    worker.start()
+    threading.Timer(0.2, signal.pthread_kill, (worker.ident, signal.SIGTERM)).start()
+    stopping.wait()
+    log.info("probe.stopped")
+"""
+
+
+def test_a_stop_taken_by_another_thread_than_the_main_one_stops_the_process() -> None:
+    """A SIGTERM that lands on a thread other than the main one does not wake the main
+    thread from its wait, and a Python handler runs only on the main thread: the stop used
+    to be lost until a second signal or SIGKILL (a service once waited out `qiji run`'s 15 s
+    so). It now reaches the waiting thread at once."""
+    started = time.monotonic()
+    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(SIGNAL_TO_ANOTHER_THREAD)],
+                          cwd=REPO, capture_output=True, timeout=STOP_WITHIN + 5, check=False)
+    assert proc.returncode == 0, proc.stderr.decode()[-2000:]
+    assert time.monotonic() - started < 5
+    events = [json.loads(line)["event"] for line in proc.stderr.decode().splitlines()
+              if line.strip()]
+    assert events == ["probe.stopping", "probe.stopped"]
