@@ -10,6 +10,7 @@ really need."""
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -22,8 +23,7 @@ class HealthServicer(health.HealthServicer):
     def __init__(self) -> None:
         super().__init__(experimental_non_blocking=True)
         self._watches_lock = threading.Lock()
-        # How to end each open Watch stream (the library hands back a blocking iterator on
-        # grpcio's sync server, or takes a callback where the server offers one).
+        # How to end each open Watch stream.
         self._watches: dict[int, Callable[[], None]] = {}
         self._ended = False
 
@@ -31,15 +31,14 @@ class HealthServicer(health.HealthServicer):
               context: grpc.ServicerContext,
               send_response_callback: Callable[[Any], None] | None = None) -> Any:
         watcher = super().Watch(request, context, send_response_callback)
+        # The library hands back a blocking iterator when given no callback (grpcio's sync
+        # server), and answers through the callback otherwise: None there ends the stream.
+        end: Callable[[], None]
         if watcher is not None:
-            end: Callable[[], None] = watcher.close
-        elif send_response_callback is not None:
-            callback = send_response_callback
-
-            def end() -> None:
-                callback(None)
-        else:  # pragma: no cover (the library answers one way or the other)
-            return watcher
+            end = watcher.close
+        else:
+            assert send_response_callback is not None
+            end = functools.partial(send_response_callback, None)
         key = id(end)
         with self._watches_lock:
             ended = self._ended

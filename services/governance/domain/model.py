@@ -1158,9 +1158,6 @@ class Participant(FollowedRiderStatus, Aggregate):
     def create_id(rider_id: str, **_: Any) -> uuid.UUID:
         return uuid.uuid5(_NS, f"participant\n{rider_id}")
 
-    # Stored before this event existed, a participant has no such attribute until it is set.
-    personal_data_erased = False
-
     @event("Noted")
     def __init__(self, rider_id: str, home_street_id: str):
         self.rider_id = rider_id
@@ -1169,6 +1166,7 @@ class Participant(FollowedRiderStatus, Aggregate):
         self.suspended = False
         self.left = False
         self.pledges: dict[str, datetime] = {}  # version (as text: JSON keys) -> signed at
+        self.personal_data_erased = False
 
     # Named as badges' and merchants' followers name it. Stored before as RiderStatusNoted,
     # same fields: that topic stays registered to this class below the class.
