@@ -1052,7 +1052,24 @@ class GovernanceApplication(HelpRequests, QijiApplication):
                                  subject=subject.strip(), mediator_name=mediator_name.strip(),
                                  parties=sealed, opened_at=self.clock())
             return Outcome([case], {"case_id": str(case.id), "version": case.version})
-        return self.execute(decide, id_key="case_id")
+        result = self.execute(decide, id_key="case_id")
+        self._erase_names_of_erased_riders(
+            result["case_id"], {p["rider_id"] for p in plain if p["rider_id"] and p["name"]})
+        return result
+
+    def _erase_names_of_erased_riders(self, case_id: str, rider_ids: set[str]) -> None:
+        """Closes the window between the check above and the commit. A replica that followed
+        a named rider's erasure meanwhile swept only the cases its views already knew of, not
+        this one. It stored its tombstone of the rider's key before that sweep
+        (`_follow_erasure`), so of the two, at least one sees the other: either the sweep
+        found this case, or the tombstone is in the store by now, and this case's names of
+        the rider go here."""
+        erased = {rider_id for rider_id in rider_ids if self.vault.is_erased(rider_id)}
+        if not erased:
+            return
+        for party in self.view(case_id, MediationCase, "mediation_case").parties:
+            if party["rider_id"] in erased and party["sealed_name"]:
+                self.vault.erase(party["party_id"])
 
     def record_mediation_session(self, *, case_id: str, session: SessionInput | None,
                                  violations: Violations | None = None) -> CommandResult:

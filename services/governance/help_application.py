@@ -490,6 +490,9 @@ class HelpRequests(QijiApplication):
         batch's transaction, so that every other replica learns it from the log and drops
         the keys it may still hold in its cache (`erased_here`)."""
         rider_id = str(upstream.originator_id)
+        # The tombstone first, then the sweep: a case committed before the tombstone is
+        # found by the sweep, one committed after it finds the tombstone itself
+        # (GovernanceApplication._erase_names_of_erased_riders).
         self.vault.erase(rider_id)
         self.views.catch_up()  # every case that names the rider as a party, so far
         for party_id in self.views.parties_of(rider_id):

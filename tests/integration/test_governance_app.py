@@ -680,6 +680,45 @@ def test_erasing_a_rider_erases_their_name_as_a_party_on_every_replica_and_keeps
         two.close()
 
 
+def test_a_case_naming_a_rider_committed_while_their_erasure_is_followed_loses_the_name_too(
+        world, clock):
+    """The window between a replica's check that the rider is not erased and its commit: here
+    the leader follows the whole erasure (tombstone, sweep of the cases its views know, the
+    participant noted) after replica `two` checked the rider and sealed the name, and before
+    `two` committed the case. The sweep cannot see that case; `two` sees the tombstone after
+    its commit, so the key of the name is destroyed in the store all the same."""
+    rider = new_rider(world)
+    office = actor("hehuachi-office", "street_office", organisation_id=world["street"])
+    governance = world["governance"]
+    two = open_governance(world["env"], clock, world["identity"])
+    execute = two.execute
+
+    def erasure_followed_meanwhile(*args: Any, **kwargs: Any) -> Any:
+        with as_actor(ADMIN):
+            world["identity"].erase_rider_personal_data(rider_id=rider, reason="本人申请删除")
+        governance.catch_up_upstream()
+        return execute(*args, **kwargs)
+    two.execute = erasure_followed_meanwhile  # type: ignore[method-assign]
+    try:
+        with as_actor(office):
+            case_id = two.open_mediation_case(
+                street_id=world["street"], report_id="", subject="小区禁止骑手进入",
+                mediator_name="李调解员",
+                parties=[Party(PartyRole.RIDER, rider_id=rider, name="王骑手"),
+                         Party(PartyRole.PROPERTY_MANAGER, name="张经理")])["case_id"]
+        parties = governance.view(case_id, MediationCase, "mediation_case").parties
+        [rider_party] = [p["party_id"] for p in parties if p["rider_id"] == rider]
+        [manager_party] = [p["party_id"] for p in parties if not p["rider_id"]]
+        assert governance.vault.is_erased(rider_party)
+        assert not governance.vault.is_erased(manager_party)
+        for replica in (governance, two):
+            with as_actor(office):
+                assert [p["name"] for p in replica.mediation_case(case_id).parties] == [
+                    "[erased]", "张经理"]
+    finally:
+        two.close()
+
+
 # ---------------------------------------------------------------------------- concurrency
 
 
