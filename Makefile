@@ -27,8 +27,16 @@ demo: $(STAMP) protos console-assets
 	$(PY) -m shared.tools.cli demo --embedded
 
 ## test: the whole suite, with a pytest summary
+# On two workers (pytest-xdist), each test file on one of them: most of the suite's time is spent
+# waiting on processes, PostgreSQL and a browser, not on a core. Measured on the 2-core machine:
+# in one process 788-896 s (CI, three runs); on two workers 452 s with whole files, 595 s with
+# tests dealt one by one (a file's module fixtures, such as a started stack, made on both).
+# `auto`: two workers where PostgreSQL allows 200 connections, else one (tests/conftest.py);
+# TEST_WORKERS=0: in this one process. Each worker is a session with its own PostgreSQL database;
+# the files that need the RabbitMQ node up run on one worker, in turn (tests/conftest.py).
+TEST_WORKERS ?= auto
 test: $(STAMP) protos $(NODE_STAMP) console-assets
-	$(PY) -m pytest tests
+	$(PY) -m pytest tests -n $(TEST_WORKERS) --dist loadfile
 
 # The working loop: unit and in-process integration tests on SQLite (no PostgreSQL, no
 # processes, no network), on both cores: about 40 s. Not what CI runs: `make test` is the whole suite.

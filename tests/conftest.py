@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -87,6 +88,72 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.postgres)
         if "e2e" in item.path.parts:
             item.add_marker(pytest.mark.e2e)
+
+
+# `make test` runs two workers (`-n auto`) when PostgreSQL allows this many connections per
+# worker, else one: a whole stack of Qiji's processes held 65 connections at its peak
+# (measured: tests/e2e/test_supervision.py, sampling pg_stat_activity), the integration tier
+# 36; two stacks at once on Debian's default of 100 failed with "too many clients already".
+# `.ci/run` raises the server's max_connections to 200.
+CONNECTIONS_PER_WORKER = 100
+
+
+@pytest.hookimpl(tryfirst=True, optionalhook=True)  # optional: `-p no:xdist`
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
+    """How many workers `-n auto` starts: two on two cores, as PostgreSQL's connections allow
+    (PYTEST_XDIST_AUTO_NUM_WORKERS still decides when it is set)."""
+    if os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS"):
+        return None
+    workers = min(2, os.cpu_count() or 1)
+    try:
+        with psycopg.connect(_admin_conninfo(), autocommit=True) as conn:
+            row = conn.execute("SHOW max_connections").fetchone()
+    except psycopg.Error:
+        return workers  # no server: its tests skip (or, in CI, fail) on any number of workers
+    allowed = int(row[0]) if row else 0
+    if allowed < workers * CONNECTIONS_PER_WORKER:
+        fewer = max(1, allowed // CONNECTIONS_PER_WORKER)
+        sys.stderr.write(
+            f"qiji: {fewer} test worker(s), not {workers}: PostgreSQL allows {allowed} "
+            f"connections and each worker may need {CONNECTIONS_PER_WORKER} "
+            f"(ALTER SYSTEM SET max_connections = {workers * CONNECTIONS_PER_WORKER}, then "
+            "restart it; .ci/run does)\n")
+        return fewer
+    return workers
+
+
+# `make test` deals out whole test files to its workers (`--dist loadfile`). Files that share
+# something with each other run as one unit, one after another on one worker, in the order
+# they were collected (tests/unit/test_suite_plan.py finds every such file and fails when one
+# is missing here):
+# - the files that need the one RabbitMQ node up while they run: tests/e2e/test_relay.py
+#   restarts the whole node (`rabbitmqctl stop_app`, every vhost), which would cut off a relay
+#   that a test of another file runs at that moment;
+# - the files that use the told Qiji (tests/e2e/conftest.py `told_qiji`): it is stopped after
+#   the last test, in collection order, that uses it.
+BROKER, TOLD_QIJI = "the RabbitMQ node", "the told Qiji"
+RUN_TOGETHER = {
+    "tests/e2e/test_relay.py": BROKER,
+    "tests/e2e/test_deploy_scripts.py": BROKER,
+    "tests/e2e/test_supervision.py": BROKER,
+    "tests/upgrade/test_upgrade_native.py": BROKER,
+    "tests/e2e/test_console_browser.py": TOLD_QIJI,
+    "tests/e2e/test_demo.py": TOLD_QIJI,
+}
+
+
+@pytest.hookimpl(tryfirst=True, optionalhook=True)  # optional: `-p no:xdist`
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """`--dist loadfile`, with the files that share something as one unit of work."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class SharedFilesTogether(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = super()._split_scope(nodeid)
+            return RUN_TOGETHER.get(path, path)
+    return SharedFilesTogether(config, log)
 
 
 def city_tree(identity: Any) -> dict[str, str]:
