@@ -9,20 +9,17 @@ from dataclasses import dataclass, field
 
 import grpc
 import structlog
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.platform.application import PlatformFeed
 from services.platform.catalogue import SERVICES
 from services.platform.grpc_api import ACCESS, add_servicers
 from shared import metrics
-from shared.auth import TokenRegistry
 from shared.background import settled, until_signalled
 from shared.config import ConfigError, Settings, load_settings
-from shared.grpc import reflection, tls
-from shared.grpc.guard import Guard
+from shared.grpc import tls
 from shared.grpc.healthcheck import HealthServicer
 from shared.grpc.lanes import Lanes
-from shared.grpc.server import INTEGRITY, LIVENESS, integrity_health
+from shared.grpc.server import guarded_server, integrity_health, serving_health, stop_serving
 from shared.grpc.upstream import GrpcUpstream, LogWatch, Upstream
 from shared.integrity import ALARM
 from shared.logging import configure as configure_logging
@@ -50,12 +47,7 @@ class RunningGateway:
         self.stopping.set()
         if self.watch is not None:
             self.watch.stop()  # idle streams wake, see `stopping` and end
-        if self.watch_integrity is not None:
-            ALARM.forget(self.watch_integrity)
-        self.health.end_watches()
-        self.server.stop(grace).wait()
-        if self.lanes is not None:
-            self.lanes.shutdown(grace)
+        stop_serving(self.server, self.health, self.lanes, self.watch_integrity, grace)
         for upstream in self.upstreams.values():
             close = getattr(upstream, "close", None)
             if close is not None:
@@ -73,25 +65,15 @@ def build_gateway(settings: Settings, upstreams: dict[str, Upstream] | None = No
     # No quick lane: this process's unary calls wait on the services it reads. Its health
     # checks have threads of their own, whatever its streams hold (shared/grpc/lanes.py).
     lanes = Lanes.of(NAME, settings, quick=False)
-    guard = Guard(tokens=TokenRegistry(settings.tokens_file), access=ACCESS, resolve=no_owners,
-                  error_domain=f"{NAME}.qiji", on_rpc=metrics.rpc_observer(NAME),
-                  certificates=settings.tls.requires_client_certificates, lanes=lanes)
-    server = grpc.server(
-        lanes.wide,
-        interceptors=[guard], options=[("grpc.so_reuseport", 0)])
+    server = guarded_server(NAME, settings, access=ACCESS, resolve=no_owners, lanes=lanes)
     stopping = threading.Event()
     # One watch of each service's log for all the gateway's streams: an idle stream reads as
     # soon as a log grows (the service's store NOTIFYs), not at its next poll.
     watch = LogWatch(upstreams, stopping).start()
     names = add_servicers(server, PlatformFeed(upstreams, watch), stopping)
-    health_servicer = HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    for name in ["", LIVENESS, INTEGRITY, *names]:
-        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    health_servicer = serving_health(server, names)
     watch_integrity = integrity_health(health_servicer)
     ALARM.listen(watch_integrity)
-    # Reflection v1 and v1alpha, as on every service (shared/grpc/reflection.py).
-    reflection.enable(server, [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name])
     port = tls.add_port(server, settings)
     return RunningGateway(server=server, port=port, health=health_servicer, stopping=stopping,
                           upstreams=upstreams, watch_integrity=watch_integrity, watch=watch,

@@ -10,21 +10,18 @@ from dataclasses import dataclass, field
 
 import grpc
 import structlog
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.statistics.application import Statistics
 from services.statistics.domain.catalogue import SERVICES
 from services.statistics.grpc_api import ACCESS, add_servicers
 from shared import metrics
-from shared.auth import TokenRegistry
 from shared.background import until_signalled
 from shared.config import ConfigError, Settings, load_settings
 from shared.followers import GrpcFeed
-from shared.grpc import reflection, tls
-from shared.grpc.guard import Guard
+from shared.grpc import tls
 from shared.grpc.healthcheck import HealthServicer
 from shared.grpc.lanes import Lanes
-from shared.grpc.server import INTEGRITY, LIVENESS, integrity_health
+from shared.grpc.server import guarded_server, integrity_health, serving_health, stop_serving
 from shared.integrity import ALARM, EventMac, audit_key
 from shared.logging import configure as configure_logging
 from shared.logging import exits_on_config_error
@@ -61,12 +58,7 @@ class RunningStatistics:
 
     def stop(self, grace: float = GRACE_SECONDS) -> None:
         self.stopping.set()  # the projection ends at its next look, streams at their next chunk
-        if self.watch_integrity is not None:
-            ALARM.forget(self.watch_integrity)
-        self.health.end_watches()
-        self.server.stop(grace).wait()
-        if self.lanes is not None:
-            self.lanes.shutdown(grace)
+        stop_serving(self.server, self.health, self.lanes, self.watch_integrity, grace)
         for thread in self._threads:
             thread.join(timeout=grace)
         self.statistics.close()
@@ -106,19 +98,8 @@ def build(settings: Settings, statistics: Statistics | None = None) -> RunningSt
     # No quick lane: this process's unary calls wait on the services it reads. Its health
     # checks have threads of their own, whatever its streams hold (shared/grpc/lanes.py).
     lanes = Lanes.of(NAME, settings, quick=False)
-    guard = Guard(tokens=TokenRegistry(settings.tokens_file), access=ACCESS, resolve=no_owners,
-                  error_domain=f"{NAME}.qiji", on_rpc=metrics.rpc_observer(NAME),
-                  certificates=settings.tls.requires_client_certificates, lanes=lanes)
-    server = grpc.server(
-        lanes.wide,
-        interceptors=[guard], options=[("grpc.so_reuseport", 0)])
-    names = add_servicers(server, statistics)
-    health_servicer = HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    for name in ["", LIVENESS, INTEGRITY, *names]:
-        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    # Reflection v1 and v1alpha, as on every service (shared/grpc/reflection.py).
-    reflection.enable(server, [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name])
+    server = guarded_server(NAME, settings, access=ACCESS, resolve=no_owners, lanes=lanes)
+    health_servicer = serving_health(server, add_servicers(server, statistics))
     port = tls.add_port(server, settings)
     return RunningStatistics(server=server, port=port, health=health_servicer,
                              statistics=statistics, stopping=threading.Event(), lanes=lanes)

@@ -5,7 +5,7 @@ stop on SIGTERM/SIGINT."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -33,7 +33,7 @@ from shared.logging import exits_on_config_error
 from shared.personal_data import load_master_key
 from shared.public_feed import PublicCatalogue
 from shared.signing import load_key
-from shared.tenancy import Access
+from shared.tenancy import Access, Resolver
 
 log = structlog.get_logger(__name__)
 
@@ -99,16 +99,51 @@ class RunningService:
     def stop(self, grace: float = GRACE_SECONDS) -> None:
         self.stopping.set()
         self.app.store_gate.doubt()  # wakes the health probe's loop, which sees `stopping`
-        if self.watch_integrity is not None:
-            ALARM.forget(self.watch_integrity)
-        self.health.end_watches()
         self.app.wake_waiters()  # feed streams notice `stopping` at once
-        self.server.stop(grace).wait()
-        if self.lanes is not None:
-            self.lanes.shutdown(grace)
+        stop_serving(self.server, self.health, self.lanes, self.watch_integrity, grace)
         for thread in self._threads:
             thread.join(timeout=grace)
         self.app.close()
+
+
+def guarded_server(name: str, settings: Settings, *, access: Mapping[str, Access],
+                   resolve: Resolver, lanes: Lanes, share_port: bool = False) -> grpc.Server:
+    """A grpcio server with the guard as its only interceptor, on the process's lanes: the same
+    for every Qiji process (a service, the platform gateway, the figures)."""
+    guard = Guard(tokens=TokenRegistry(settings.tokens_file), access=access, resolve=resolve,
+                  error_domain=f"{name}.qiji", on_rpc=metrics.rpc_observer(name),
+                  certificates=settings.tls.requires_client_certificates, lanes=lanes)
+    # grpcio sets SO_REUSEPORT by default: two servers could silently share a port. Only
+    # GRPC_SHARE_PORT=yes asks for it, to run several processes of a service on one port.
+    return grpc.server(lanes.wide, interceptors=[guard],
+                       options=[("grpc.so_reuseport", 1 if share_port else 0)])
+
+
+def serving_health(server: grpc.Server, names: list[str]) -> HealthServicer:
+    """Health and reflection for a process with no store of its own to probe (the gateway, the
+    figures): every name SERVING from the start. Reflection in both versions tools speak, v1
+    and v1alpha (shared/grpc/reflection.py)."""
+    health_servicer = HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    for name in ["", LIVENESS, INTEGRITY, *names]:
+        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    reflection.enable(server, [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name])
+    return health_servicer
+
+
+def stop_serving(server: grpc.Server, health: HealthServicer, lanes: Lanes | None,
+                 watch_integrity: Callable[[bool], None] | None, grace: float) -> None:
+    """The gRPC side of every Qiji process's stop, once its own work was told to end: health
+    watchers hear NOT_SERVING and their streams end (else grpcio's stop waits out the whole
+    grace for them); new calls are refused and running ones get `grace`; then calls still
+    queued are dropped and running handlers waited for, so that the process closes its store
+    under none of them (shared/grpc/lanes.py)."""
+    if watch_integrity is not None:
+        ALARM.forget(watch_integrity)
+    health.end_watches()
+    server.stop(grace).wait()
+    if lanes is not None:
+        lanes.shutdown(grace)
 
 
 def service_access(spec: ServiceSpec) -> dict[str, Access]:
@@ -126,18 +161,8 @@ def build_server(spec: ServiceSpec, settings: Settings, *, app: QijiApplication 
         app = spec.make_app(settings, master_key, feeds=upstream_feeds(settings))
     # Gets and commands on a few threads, streams and long polls on many (shared/grpc/lanes.py).
     lanes = Lanes.of(spec.name, settings)
-    guard = Guard(tokens=TokenRegistry(settings.tokens_file), access=service_access(spec),
-                  resolve=app.owners, error_domain=f"{spec.name}.qiji",
-                  on_rpc=metrics.rpc_observer(spec.name),
-                  certificates=settings.tls.requires_client_certificates,
-                  lanes=lanes)
-    server = grpc.server(
-        lanes.wide,
-        interceptors=[guard],
-        # grpcio sets SO_REUSEPORT by default: two servers could silently share a port. Only
-        # GRPC_SHARE_PORT=yes asks for it, to run several processes of a service on one port.
-        options=[("grpc.so_reuseport", 1 if settings.grpc_share_port else 0)],
-    )
+    server = guarded_server(spec.name, settings, access=service_access(spec), resolve=app.owners,
+                            lanes=lanes, share_port=settings.grpc_share_port)
     stopping = threading.Event()
     names = spec.add_servicers(server, app)
     names.append(feed.register(server, app, stopping))
