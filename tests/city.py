@@ -108,10 +108,9 @@ def in_application(identity: Any) -> Maker:
 def request(kind: str, name: str, parent: str, function: str) -> ipb.CreateOrganisationRequest:
     """The CreateOrganisation request a city admin sends, with a new request id."""
     return ipb.CreateOrganisationRequest(
-        request_id=str(uuid.uuid4()), kind=ipb.OrganisationKind.Value(f"ORGANISATION_KIND_{kind}"),
-        name=name, parent_id=parent,
-        department_function=(ipb.DepartmentFunction.Value(f"DEPARTMENT_FUNCTION_{function}")
-                             if function else 0))
+        request_id=str(uuid.uuid4()), kind=f"ORGANISATION_KIND_{kind}", name=name,
+        parent_id=parent,
+        department_function=f"DEPARTMENT_FUNCTION_{function}" if function else None)
 
 
 def in_process(qiji: Any, admin_token: str) -> Maker:

@@ -9,7 +9,7 @@ import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypedDict
 
 import hypothesis
 import psycopg
@@ -18,7 +18,15 @@ import pytest
 from shared.config import Settings, load_settings
 from shared.context import Actor, RequestContext, acting_as
 
-PG = {
+
+class PostgresServer(TypedDict):
+    host: str
+    port: int
+    user: str
+    password: str
+
+
+PG: PostgresServer = {
     "host": os.environ.get("QIJI_TEST_POSTGRES_HOST", "127.0.0.1"),
     "port": int(os.environ.get("QIJI_TEST_POSTGRES_PORT", "5432")),
     "user": os.environ.get("QIJI_TEST_POSTGRES_USER", "postgres"),
@@ -61,8 +69,10 @@ hypothesis.settings.load_profile("qiji")
 
 
 def _admin_conninfo(dbname: str = "postgres") -> str:
-    return psycopg.conninfo.make_conninfo(dbname=dbname, connect_timeout=3,
-                                          **{k: v for k, v in PG.items() if v != ""})
+    # An empty password is none at all (trust authentication): make_conninfo leaves out None.
+    return psycopg.conninfo.make_conninfo(dbname=dbname, connect_timeout=3, host=PG["host"],
+                                          port=PG["port"], user=PG["user"],
+                                          password=PG["password"] or None)
 
 
 def missing_server(why: str) -> NoReturn:

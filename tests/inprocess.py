@@ -121,7 +121,7 @@ def decode(status: grpc.Status) -> Answer:
     details = dict(status.trailing_metadata or ())
     answer = Answer(code=status.code, message=status.details)
     raw = details.get("grpc-status-details-bin")
-    if raw:
+    if isinstance(raw, bytes) and raw:  # a "-bin" key's value is always bytes
         answer.raw = raw
         for packed in status_pb2.Status.FromString(raw).details:
             info = error_details_pb2.ErrorInfo()
@@ -208,7 +208,7 @@ class InProcessQiji:
         # ...and what partners gave, from training's and merchants'.
         identity.partners = PartnerContributions(  # type: ignore[attr-defined]
             {name: LocalFeed(apps[name]) for name in PARTNER_SOURCES},
-            check_mac=identity.event_mac.check)  # type: ignore[attr-defined]
+            check_mac=identity.event_mac.check)
         self.services = {name: Service(SPECS[name], app, tokens_file)
                          for name, app in apps.items()}
 

@@ -301,9 +301,9 @@ def _hold(qiji: InProcessQiji, t: Tenant, badge_class: str, n: int, title: str) 
     # The rider signs the participation pledge (listed to officials only, never to the other
     # tenant); the community signs the co-building pledge (public).
     if n == 0:
-        for kind in (gpb.PLEDGE_KIND_PARTICIPATION, gpb.PLEDGE_KIND_CO_BUILDING):
+        for pledge in (gpb.PLEDGE_KIND_PARTICIPATION, gpb.PLEDGE_KIND_CO_BUILDING):
             ok("governance", "PublishPledge", gpb.PublishPledgeRequest(
-                request_id=rid(), text="我承诺", kind=kind), qiji.token("pledge-admin",
+                request_id=rid(), text="我承诺", kind=pledge), qiji.token("pledge-admin",
                                                                      "city_admin"))
     ok("governance", "SignPledge", gpb.SignPledgeRequest(
         request_id=rid(), rider_id=t.rider, pledge_version=1), tok["platform"])
