@@ -182,9 +182,10 @@ class QijiApplication(StoredApplication):
 
     def view(self, aggregate_id: uuid.UUID | str, kind: type[Aggregate], label: str,
              version: int | None = None, *, field: str = "") -> Any:
-        """As get, for a query that only reads the aggregate to render it: the cached
-        aggregate itself, not a deep copy of it (a copy is a quarter of a get's time in this
-        process). Never for a command's decision: what it changed would be the cache."""
+        """As get, for what only reads the aggregate (a query rendering it, or a command
+        reading what it decides on): the cached aggregate itself, not a deep copy of it (a copy
+        is a quarter of a get's time in this process). Never for an aggregate a command
+        changes: what it changed would be the cache."""
         return self._read(self.aggregates.read_only, aggregate_id, kind, label, version, field)
 
     def _read(self, read: Callable[[uuid.UUID, int | None], Aggregate],

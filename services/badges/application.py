@@ -206,8 +206,11 @@ class BadgesApplication(QijiApplication):
             return Outcome([shift], {"shift_id": shift_id, "version": shift.version})
         return self.execute(decide, id_key="shift_id", serialise_on=shift_id)
 
+    # The five accessors below answer the cached aggregate itself (`view`), not a deep copy:
+    # their callers only read it, to render it or to decide on it. A command changes only what
+    # it took with `get`.
     def shift(self, shift_id: str, version: int | None = None) -> VolunteerShift:
-        return self.get(shift_id, VolunteerShift, "shift", version)
+        return self.view(shift_id, VolunteerShift, "shift", version)
 
     def volunteer_service(self, *, rider_id: str, status: str, page_size: int, page_token: str,
                           violations: Violations | None = None
@@ -617,7 +620,7 @@ class BadgesApplication(QijiApplication):
             v.add("grows_from_badge_class_id", description, reason)
 
     def badge_class(self, badge_class_id: str, version: int | None = None) -> BadgeClass:
-        return self.get(badge_class_id, BadgeClass, "badge_class", version)
+        return self.view(badge_class_id, BadgeClass, "badge_class", version)
 
     def list_badge_classes(self, *, page_size: int, page_token: str
                            ) -> tuple[list[BadgeClass], str]:
@@ -703,7 +706,7 @@ class BadgesApplication(QijiApplication):
         return expired
 
     def award(self, award_id: str, version: int | None = None) -> Award:
-        return self.get(award_id, Award, "award", version)
+        return self.view(award_id, Award, "award", version)
 
     def rider_awards(self, *, rider_id: str, include_inactive: bool) -> list[Award]:
         require_ids(rider_id=rider_id)
@@ -921,11 +924,11 @@ class BadgesApplication(QijiApplication):
         return self.execute(decide, id_key="recognition_id")
 
     def recognition(self, recognition_id: str, version: int | None = None) -> Recognition:
-        return self.get(recognition_id, Recognition, "recognition", version)
+        return self.view(recognition_id, Recognition, "recognition", version)
 
     def recognition_title(self, title_id: str, version: int | None = None
                           ) -> RecognitionTitle:
-        return self.get(title_id, RecognitionTitle, "recognition_title", version)
+        return self.view(title_id, RecognitionTitle, "recognition_title", version)
 
     def recognition_titles(self, *, page_size: int, page_token: str
                            ) -> tuple[list[RecognitionTitle], str]:

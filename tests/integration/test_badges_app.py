@@ -12,6 +12,7 @@ import pytest
 from services.badges.application import BadgesApplication
 from services.badges.credentials import PublicUrls
 from services.badges.domain.criteria import Track
+from services.badges.domain.model import Award, BadgeClass, VolunteerShift
 from services.badges.service import ExpiryJob
 from services.governance import events as governance_events
 from services.identity.application import IdentityApplication
@@ -148,6 +149,41 @@ def test_confirmed_hours_award_a_badge_the_moment_they_meet_the_criteria(world):
         "6 h of volunteer service confirmed", "4 h of volunteer service confirmed"]
     assert award.awarded_by == "beidajie-desk"
     assert serve(world, rider, "4")["award_ids"] == []  # never the same badge twice at once
+
+
+def test_reading_awards_classes_and_shifts_leaves_the_cached_aggregates_as_stored(world,
+                                                                                store_env):
+    """The badge accessors hand out the cached aggregates themselves (`view`), not copies:
+    every read of them - the Get, the rider's list, the explanation, the credential, the
+    achievement, the service list, and a second rider's award, decided on the same class -
+    must leave them as a fresh process reads them from the store."""
+    golden = badge(world, min_volunteer_hours="10")
+    rider = new_rider(world)
+    first_shift = serve(world, rider, "6")["shift_id"]
+    [award_id] = serve(world, rider, "4")["award_ids"]
+    app = world["badges"]
+    with as_actor(ADMIN):
+        app.award(award_id)
+        app.badge_class(golden)
+        app.shift(first_shift)
+        app.rider_awards(rider_id=rider, include_inactive=True)
+        app.explain(rider_id=rider, badge_class_id=golden)
+        app.export_credential(award_id=award_id)
+        app.achievement(badge_class_id=golden)
+        app.volunteer_service(rider_id=rider, status="", page_size=10, page_token="")
+    assert serve(world, new_rider(world), "10")["award_ids"]
+    fresh = BadgesApplication(settings_for("badges", store_env), MASTER_KEY,
+                              clock=world["clock"], issuer_keys=ISSUER_KEYS, urls=URLS)
+
+    def stored(reader: BadgesApplication, ident: str, kind: type, label: str) -> dict:
+        return {k: v for k, v in vars(reader.view(ident, kind, label)).items()
+                if k != "_pending_events"}
+    try:
+        for ident, kind, label in ((award_id, Award, "award"), (golden, BadgeClass, "badge_class"),
+                                   (first_shift, VolunteerShift, "shift")):
+            assert stored(app, ident, kind, label) == stored(fresh, ident, kind, label), label
+    finally:
+        fresh.close()
 
 
 def test_hours_confirmed_for_a_rider_verified_a_moment_ago_award_at_once(world):
