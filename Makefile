@@ -33,7 +33,8 @@ demo: $(STAMP) protos console-assets
 # tests dealt one by one (a file's module fixtures, such as a started stack, made on both).
 # `auto`: two workers where PostgreSQL allows 200 connections, else one (tests/conftest.py);
 # TEST_WORKERS=0: in this one process. Each worker is a session with its own PostgreSQL database;
-# the files that need the RabbitMQ node up run on one worker, in turn (tests/conftest.py).
+# files that share the RabbitMQ node, or the told Qiji, run on one worker in turn
+# (RUN_TOGETHER in tests/conftest.py).
 TEST_WORKERS ?= auto
 test: $(STAMP) protos $(NODE_STAMP) console-assets
 	$(PY) -m pytest tests -n $(TEST_WORKERS) --dist loadfile
