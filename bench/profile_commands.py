@@ -54,16 +54,7 @@ def run(q: InProcessQiji) -> None:
     platform, merchant = t.tokens["platform"], t.tokens["merchant"]
     provider = t.tokens["education_provider"]
     now = datetime.now(UTC)
-    riders: list[str] = []
-    for n in range(2 * CALLS + 10):
-        rider = q.ok("identity", "RegisterRider", ipb.RegisterRiderRequest(
-            request_id=rid(), platform_id=t.platform, platform_rider_id=f"S{n}",
-            name=f"骑手{n}", phone=f"138{n:08d}", home_street_id=t.street,
-            station_id=t.station), platform).rider.rider_id
-        q.ok("identity", "VerifyRider", ipb.VerifyRiderRequest(request_id=rid(),
-                                                                rider_id=rider), platform)
-        riders.append(rider)
-    q.sync()
+    riders = t.verified_riders(q, 2 * CALLS + 10, "S", 138_0000_0000)
     perks = []
     for _ in range(50):
         perk = q.ok("merchants", "CreatePerkOffer", mpb.CreatePerkOfferRequest(

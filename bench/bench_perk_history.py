@@ -1,0 +1,133 @@
+"""ClaimPerk and RedeemCode on a perk with a long history: does a command cost more the more
+often the perk was claimed before?
+
+A perk's quota may be as large as a million (MAX_QUOTA), and a popular one is claimed for weeks.
+Every claim and every redemption reads the perk's quota ledger and changes it, so whatever a
+command does with the whole ledger (copy it, count a rider's claims in it) grows with every
+claim ever made. The other merchants benches use fresh perks each round and cannot see it.
+
+One perk, claimed again and again in one process (the guarded handlers called directly,
+tests/inprocess.py, on PostgreSQL; no gRPC, so the figure is the command's own cost): at each
+history size (BENCH_PERK_HISTORY, claims already made, half of them redeemed), the CPU per
+ClaimPerk and per RedeemCode over BENCH_OPS calls, beside the same on a perk with no history
+measured at the same moment (the same process, caches and tables): the baseline. Goal: a ratio
+near 1.
+
+    .venv/bin/python -m bench.bench_perk_history"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import structlog
+from qiji.merchants.v1 import merchants_service_pb2 as mpb
+
+from bench.common import Figure, record, scratch_database
+from tests.conftest import badges_key_env, pg_env
+from tests.inprocess import InProcessQiji
+from tests.tenancy_world import Tenant, build, rid, ts
+
+CALLS = int(os.environ.get("BENCH_OPS", "200"))
+HISTORY = [int(h) for h in os.environ.get("BENCH_PERK_HISTORY", "1000,5000").split(",")]
+RIDERS = 100  # each may claim the perk many times a day (per_rider_limit), as a canteen's
+
+
+def main() -> list[Figure]:
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(30))
+    with scratch_database() as db, tempfile.TemporaryDirectory() as tmp:
+        env = {"QIJI_DATA_DIR": str(Path(tmp) / "data"), **badges_key_env(),
+               **pg_env(db, f"p_{uuid.uuid4().hex[:8]}")}
+        q = InProcessQiji(env, Path(tmp) / "tokens.json")
+        try:
+            return run(q)
+        finally:
+            q.close()
+
+
+class Perk:
+    """One perk, claimed in turn by the riders (each may claim it many times a day, as a
+    canteen's), with the codes it handed out waiting to be redeemed."""
+
+    def __init__(self, q: InProcessQiji, t: Tenant, riders: list[str], quota: int):
+        self.q, self.t, self.riders = q, t, riders
+        now = datetime.now(UTC)
+        self.id = q.ok("merchants", "CreatePerkOffer", mpb.CreatePerkOfferRequest(
+            request_id=rid(), merchant_id=t.merchant, title="骑手食堂",
+            kind=mpb.PERK_KIND_FREE_ITEM, free_item="一份午餐",
+            eligibility=mpb.ELIGIBILITY_ANY_VERIFIED_RIDER, total_quota=quota,
+            per_rider_limit=quota, limit_period=mpb.LIMIT_PERIOD_DAY,
+            valid_from_time=ts(now - timedelta(hours=1)),
+            valid_until_time=ts(now + timedelta(days=30)), code_ttl_minutes=240),
+            t.tokens["merchant"]).perk_offer.perk_id
+        q.ok("merchants", "PublishPerkOffer", mpb.PublishPerkOfferRequest(
+            request_id=rid(), perk_id=self.id), t.tokens["merchant"])
+        self.claims = 0
+        self.codes: list[str] = []
+
+    def claim(self) -> None:
+        self.codes.append(self.q.ok("merchants", "ClaimPerk", mpb.ClaimPerkRequest(
+            request_id=rid(), perk_id=self.id,
+            rider_id=self.riders[self.claims % len(self.riders)]),
+            self.t.tokens["platform"]).claim.code)
+        self.claims += 1
+
+    def redeem(self) -> None:
+        self.q.ok("merchants", "RedeemCode", mpb.RedeemCodeRequest(
+            request_id=rid(), merchant_id=self.t.merchant, code=self.codes.pop(0)),
+            self.t.tokens["merchant"])
+
+
+def timed(command: Callable[[], None]) -> float:
+    """CPU per call, µs."""
+    started = time.process_time()
+    for _ in range(CALLS):
+        command()
+    return (time.process_time() - started) / CALLS * 1e6
+
+
+def run(q: InProcessQiji) -> list[Figure]:
+    t = build(q).tenants["a"]
+    riders = t.verified_riders(q, RIDERS, "H", 137_0000_0000)
+    quota = max(HISTORY) + 4 * CALLS * (len(HISTORY) + 2)
+    old = Perk(q, t, riders, quota)
+    # Warm (caches, prepared statements) on a perk of its own.
+    warm = Perk(q, t, riders, quota)
+    warm.claim()
+    warm.redeem()
+    print(f"{'claims before':>14}{'ClaimPerk CPU':>16}{'new perk':>11}{'ratio':>7}"
+          f"{'RedeemCode CPU':>17}{'new perk':>11}{'ratio':>7}", flush=True)
+    figures = []
+    for history in HISTORY:
+        started = time.perf_counter()
+        while old.claims < history:  # half the history redeemed: both sides of the ledger
+            old.claim()
+            if old.claims % 2 == 0:
+                old.redeem()
+        seconds = time.perf_counter() - started
+        at = old.claims
+        # The baseline: a perk with no history, measured at the same moment (the same
+        # process, caches and tables), so that only the perk's own history differs.
+        new = Perk(q, t, riders, quota)
+        claim, new_claim = timed(old.claim), timed(new.claim)
+        redeem, new_redeem = timed(old.redeem), timed(new.redeem)
+        print(f"  (the history to {at:,} claims took {seconds:.1f} s)", flush=True)
+        print(f"{at:>14,}{claim:>13,.0f} µs{new_claim:>8,.0f} µs{claim / new_claim:>7.2f}"
+              f"{redeem:>14,.0f} µs{new_redeem:>8,.0f} µs{redeem / new_redeem:>7.2f}",
+              flush=True)
+        figures += [
+            Figure(f"ClaimPerk CPU on a perk claimed {at:,} times", claim, new_claim, "µs",
+                   baseline_name="on a new perk", goal=1.5),
+            Figure(f"RedeemCode CPU on a perk claimed {at:,} times", redeem, new_redeem,
+                   "µs", baseline_name="on a new perk", goal=1.5)]
+    record(figures)
+    return figures
+
+
+if __name__ == "__main__":
+    main()
