@@ -488,7 +488,8 @@ class MerchantsApplication(QijiApplication):
             total_quota=o.total_quota, per_rider_limit=o.per_rider_limit,
             limit_period=o.limit_period, valid_from=o.valid_from, valid_until=o.valid_until,
             code_ttl_minutes=o.code_ttl_minutes, status=o.status, remaining=o.remaining,
-            outstanding=len(o.outstanding), redeemed=len(o.redeemed), version=o.version)
+            outstanding=len(o.ledger.outstanding), redeemed=len(o.ledger.redeemed),
+            version=o.version)
 
     def list_perk_offers(self, *, merchant_id: str, status: PerkStatus | None, page_size: int,
                          page_token: str, violations: Violations | None = None

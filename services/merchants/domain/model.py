@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from eventsourcing.domain import Aggregate, event
 
+from services.merchants.domain.ledger import Code, QuotaLedger
 from services.merchants.domain.values import (
     REVERSAL_WINDOW,
     CareRuleKind,
@@ -188,8 +189,8 @@ class PerkOffer(Aggregate):
         self.code_ttl_minutes = code_ttl_minutes
         self.status = PerkStatus.DRAFT
         # The quota ledger: codes handed out and not yet redeemed or returned, and redeemed.
-        self.outstanding: dict[str, dict[str, Any]] = {}
-        self.redeemed: dict[str, dict[str, Any]] = {}
+        # A value, replaced on every change, never changed in place (ledger.py says why).
+        self.ledger = QuotaLedger()
 
     # -- life of the offer
 
@@ -227,15 +228,13 @@ class PerkOffer(Aggregate):
 
     @property
     def remaining(self) -> int:
-        return self.total_quota - len(self.outstanding) - len(self.redeemed)
+        return self.total_quota - len(self.ledger)
 
     def claims_in_period(self, rider_id: str, at: datetime) -> int:
-        since = period_start(self.limit_period, at)
-        return sum(1 for c in (*self.outstanding.values(), *self.redeemed.values())
-                   if c["rider_id"] == rider_id and c["claimed_at"] >= since)
+        return self.ledger.claims_since(rider_id, period_start(self.limit_period, at))
 
     def expired_outstanding(self, at: datetime) -> list[str]:
-        return [cid for cid, c in self.outstanding.items() if c["expires_at"] <= at]
+        return self.ledger.expired(at)
 
     def check_claimable(self, rider_id: str, at: datetime, holds_badge: bool) -> None:
         """Every rule a claim must pass, in the order a rider would want to hear them."""
@@ -263,8 +262,7 @@ class PerkOffer(Aggregate):
 
     @event("CodeIssued")
     def _issued(self, claim_id: str, rider_id: str, at: datetime, expires_at: datetime) -> None:
-        self.outstanding[claim_id] = {"rider_id": rider_id, "claimed_at": at,
-                                      "expires_at": expires_at}
+        self.ledger = self.ledger.issued(claim_id, Code(rider_id, at, expires_at))
 
     def note_redeemed(self, claim_id: str, at: datetime) -> None:
         self._redeemed(claim_id=claim_id, at=at, remaining_after=self.remaining)
@@ -273,19 +271,17 @@ class PerkOffer(Aggregate):
     def _redeemed(self, claim_id: str, at: datetime, remaining_after: int) -> None:
         # The quota after a redemption is written into the event itself, so an auditor reads
         # "the quota after each one" straight from the history.
-        entry = self.outstanding.pop(claim_id)
-        self.redeemed[claim_id] = {**entry, "redeemed_at": at}
+        self.ledger = self.ledger.redeemed_code(claim_id)
 
     def note_returned(self, claim_id: str, why: str, at: datetime) -> None:
         """A lapsed code or a reversed redemption gives its unit of quota back."""
-        if claim_id not in self.outstanding and claim_id not in self.redeemed:
+        if not self.ledger.holds(claim_id):
             raise NotFound("claim", claim_id)
         self._returned(claim_id=claim_id, why=why, at=at, remaining_after=self.remaining + 1)
 
     @event("QuotaReturned")
     def _returned(self, claim_id: str, why: str, at: datetime, remaining_after: int) -> None:
-        self.outstanding.pop(claim_id, None)
-        self.redeemed.pop(claim_id, None)
+        self.ledger = self.ledger.returned(claim_id)
 
 
 class Claim(Aggregate):

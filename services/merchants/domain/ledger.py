@@ -1,0 +1,126 @@
+"""A perk's quota ledger: the codes handed out and not yet redeemed or returned, the codes
+redeemed, and what the rules ask of them (how many a rider claimed since the start of a period,
+which codes have expired).
+
+A ledger is a value: every change makes a new one, sharing all it did not change with the old.
+A perk may have a quota of a million (MAX_QUOTA) and is claimed for weeks, and every claim and
+every redemption changes its ledger on a copy of the perk (a command never changes the cached
+aggregate, which readers render at the same moment). As dicts of dicts, that copy grew with
+every code ever issued: 1.6 ms a command at 1,000 codes, 9.5 ms at 10,000 (bench_perk_history).
+Here the maps are hash array mapped tries (immutables.Map, in C: the structure of CPython's
+contextvars), so a copy of the perk shares the ledger as it is, and a change costs O(log n).
+The rules' questions are indexed, not answered by walking every code: a rider's claims by the
+time they were made, the outstanding codes by when they expire."""
+
+from __future__ import annotations
+
+from bisect import bisect_left, bisect_right
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, NamedTuple
+
+from immutables import Map
+
+
+class Code(NamedTuple):
+    """One code in the ledger: whose it is, when it was claimed, when it expires."""
+
+    rider_id: str
+    claimed_at: datetime
+    expires_at: datetime
+
+
+# (a time, a claim id): a claim's place in an index ordered by that time, ties by claim id.
+Entry = tuple[datetime, str]
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaLedger:
+    outstanding: Map[str, Code] = field(default_factory=Map)
+    redeemed: Map[str, Code] = field(default_factory=Map)
+    # Each rider's claims that still count against the per-rider limit (outstanding or
+    # redeemed; a returned code no longer does), ordered by when they were claimed.
+    by_rider: Map[str, tuple[Entry, ...]] = field(default_factory=Map)
+    # The outstanding codes ordered by when they expire. Codes are claimed in roughly the order
+    # they expire, but replicas' clocks differ and a perk's end cuts expiries short, so the
+    # order is kept, not assumed.
+    expiries: tuple[Entry, ...] = ()
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> QuotaLedger:
+        # A value: a copy of the perk shares it (its parts are immutable too).
+        return self
+
+    def __len__(self) -> int:
+        """The codes that use quota: outstanding and redeemed."""
+        return len(self.outstanding) + len(self.redeemed)
+
+    def holds(self, claim_id: str) -> bool:
+        return claim_id in self.outstanding or claim_id in self.redeemed
+
+    def claims_since(self, rider_id: str, since: datetime) -> int:
+        """How many of the rider's codes that use quota were claimed at or after `since`."""
+        claims = self.by_rider.get(rider_id, ())
+        return len(claims) - bisect_left(claims, since, key=_time)
+
+    def expired(self, at: datetime) -> list[str]:
+        """The outstanding codes that expire at or before `at`, soonest first."""
+        return [claim_id for _, claim_id in self.expiries[:bisect_right(
+            self.expiries, at, key=_time)]]
+
+    # -- changes: each a new ledger
+
+    def issued(self, claim_id: str, code: Code) -> QuotaLedger:
+        if self.holds(claim_id):
+            raise ValueError(f"code {claim_id} is already in the ledger")
+        return QuotaLedger(
+            outstanding=self.outstanding.set(claim_id, code), redeemed=self.redeemed,
+            by_rider=self.by_rider.set(code.rider_id, _inserted(
+                self.by_rider.get(code.rider_id, ()), (code.claimed_at, claim_id))),
+            expiries=_inserted(self.expiries, (code.expires_at, claim_id)))
+
+    def redeemed_code(self, claim_id: str) -> QuotaLedger:
+        """The outstanding code `claim_id` redeemed: it still uses its quota, and still counts
+        against its rider's limit. KeyError when it is not outstanding."""
+        code = self.outstanding[claim_id]
+        return QuotaLedger(
+            outstanding=self.outstanding.delete(claim_id),
+            redeemed=self.redeemed.set(claim_id, code), by_rider=self.by_rider,
+            expiries=_removed(self.expiries, (code.expires_at, claim_id)))
+
+    def returned(self, claim_id: str) -> QuotaLedger:
+        """The code's quota given back (it lapsed, or its redemption was reversed): it no
+        longer counts against its rider's limit either. The ledger as it is when the code is
+        not in it."""
+        code = self.outstanding.get(claim_id)
+        if code is not None:
+            outstanding, redeemed = self.outstanding.delete(claim_id), self.redeemed
+            expiries = _removed(self.expiries, (code.expires_at, claim_id))
+        else:
+            code = self.redeemed.get(claim_id)
+            if code is None:
+                return self
+            outstanding, redeemed = self.outstanding, self.redeemed.delete(claim_id)
+            expiries = self.expiries
+        claims = _removed(self.by_rider[code.rider_id], (code.claimed_at, claim_id))
+        by_rider = (self.by_rider.set(code.rider_id, claims) if claims
+                    else self.by_rider.delete(code.rider_id))
+        return QuotaLedger(outstanding=outstanding, redeemed=redeemed, by_rider=by_rider,
+                           expiries=expiries)
+
+
+def _time(entry: Entry) -> datetime:
+    return entry[0]
+
+
+def _inserted(entries: tuple[Entry, ...], entry: Entry) -> tuple[Entry, ...]:
+    at = bisect_right(entries, entry)
+    if at == len(entries):  # the usual claim: the latest, and the last to expire
+        return entries + (entry,)
+    return entries[:at] + (entry,) + entries[at:]
+
+
+def _removed(entries: tuple[Entry, ...], entry: Entry) -> tuple[Entry, ...]:
+    at = bisect_left(entries, entry)
+    if at == len(entries) or entries[at] != entry:
+        raise KeyError(entry[1])
+    return entries[:at] + entries[at + 1:]
