@@ -485,12 +485,20 @@ def _copy(value: Any, memo: dict[int, Any]) -> Any:
         return found
     copied: Any
     if cls is dict:
-        copied = memo[id(value)] = {}
-        for key, item in value.items():
-            copied[_copy(key, memo)] = _copy(item, memo)
+        # All of it immutable (a standing's ids, a table of counts): C's copy. The types are
+        # gathered in C too; the loop below costs a call per key and per value.
+        if _all_immutable(value.values()) and _all_immutable(value.keys()):
+            copied = memo[id(value)] = value.copy()
+        else:
+            copied = memo[id(value)] = {}
+            for key, item in value.items():
+                copied[_copy(key, memo)] = _copy(item, memo)
     elif cls is list:
-        copied = memo[id(value)] = []
-        copied.extend([_copy(item, memo) for item in value])
+        if _all_immutable(value):
+            copied = memo[id(value)] = value.copy()
+        else:
+            copied = memo[id(value)] = []
+            copied.extend([_copy(item, memo) for item in value])
     elif cls is set:
         copied = memo[id(value)] = {_copy(item, memo) for item in value}
     elif cls is tuple:
@@ -504,6 +512,10 @@ def _copy(value: Any, memo: dict[int, Any]) -> Any:
     else:
         return deepcopy(value, memo)
     return copied
+
+
+def _all_immutable(items: Iterable[Any]) -> bool:
+    return set(map(type, items)) <= _IMMUTABLE
 
 
 def _plain(cls: type) -> bool:

@@ -42,6 +42,7 @@ class Shelf(Aggregate):
         self.also_shared = self.shared  # the same list twice: the copy keeps them one
         self.slot = Slot(["r1"])
         self.wait = timedelta(minutes=5)
+        self.counts = {"r1": 1, uuid.uuid4(): 2}  # all immutable: copied whole, in C
 
     @event("Stocked")
     def stock(self, name: str) -> None:
@@ -78,7 +79,9 @@ def test_changing_the_copy_leaves_the_original_as_it_was() -> None:
     copied.pair[1].append(3)
     copied.shared.append(2)
     copied.slot.taken.append("r2")
+    copied.counts["r1"] = 5
     assert original.items == before.items
+    assert original.counts == before.counts
     assert original.tags == before.tags
     assert original.pair == before.pair
     assert original.shared == [1] and original.also_shared is original.shared
