@@ -995,7 +995,7 @@ class MerchantsApplication(QijiApplication):
                             description=c.description, stock=c.stock,
                             allocations={k: {**v, "handed_over_by": masking.show_to_caller(
                                 masking.NAME, v["handed_over_by"])}
-                                for k, v in c.allocations.items()
+                                for k, v in c.allocations_in_order()
                                 if whole_list or self.sees_rider(k)},
                             allocated=len(c.allocations), handed_over=c.handed_over,
                             version=c.version, contents=[dict(i) for i in c.contents],

@@ -34,6 +34,7 @@ from typing import Any
 
 from eventsourcing.application import AggregateNotFoundError, Repository, project_aggregate
 from eventsourcing.domain import Aggregate
+from immutables import Map
 
 
 class PendingReactions(Exception):
@@ -456,10 +457,13 @@ class LogWatermark:
 
 
 # What a copy of an aggregate shares with the original: values no one can change. (An Enum
-# member is one too: Enum's own __deepcopy__ answers the member itself.)
+# member is one too: Enum's own __deepcopy__ answers the member itself.) An immutables.Map is
+# one: what grows with an aggregate's history (a session's enrolments, a campaign's
+# allocations) is held in one so that a command's copy shares it, and an aggregate puts only
+# immutable values in it (Maps, strings, times...), never a dict a command could change.
 _IMMUTABLE: frozenset[type] = frozenset({
     str, int, float, bool, bytes, complex, type(None), uuid.UUID, datetime, date, time,
-    timedelta, timezone, Decimal})
+    timedelta, timezone, Decimal, Map})
 # Aggregate classes whose copy is their __dict__'s copy (as deepcopy's own would be): True
 # when the class changes nothing of how deepcopy copies its objects.
 _PLAIN: dict[type, bool] = {}

@@ -367,6 +367,17 @@ def test_care_packages_never_exceed_stock_nor_go_twice_to_one_rider(world):
     assert view.allocations[a]["recorded_by"] == "hehuachi-office"
 
 
+def test_a_campaigns_packages_are_listed_in_the_order_they_were_allocated(world):
+    with as_actor(OFFICE):
+        campaign = world["merchants"].create_care_campaign(
+            street_id=world["street"], name="冬日关爱礼包", description="",
+            stock=12)["campaign_id"]
+        riders = [new_rider(world) for _ in range(12)]
+        for rider in riders:
+            world["merchants"].allocate_care_package(campaign_id=campaign, rider_id=rider)
+        assert list(world["merchants"].campaign(campaign).allocations) == riders
+
+
 def _race(n, fn):
     barrier = threading.Barrier(n)
     outcomes: list[str] = []

@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from eventsourcing.domain import Aggregate, event
+from immutables import Map
 
 from services.merchants.domain.ledger import Code, QuotaLedger
 from services.merchants.domain.values import (
@@ -552,14 +553,25 @@ class CareCampaign(Aggregate):
         self.contents = [dict(c) for c in contents]
         self.rules = [dict(r) for r in rules]
         self.rules_version = rules_version
-        self.allocations: dict[str, dict[str, Any]] = {}
+        # Each rider's package: a value (an immutables.Map of a Map per rider), replaced on
+        # every change, so that a command's copy shares it instead of copying every allocation
+        # of a stock of up to MAX_CARE_STOCK; and how many were handed over, counted as they
+        # are rather than walked on each read.
+        self.allocations: Map[str, Map[str, Any]] = Map()
+        self.handed = 0
         # Each sponsor's donations, in order: what a partner register links to "what they
         # gave". Packages donated add to the stock; items are recorded as given.
         self.donations: list[dict[str, Any]] = []
 
     @property
     def handed_over(self) -> int:
-        return sum(1 for a in self.allocations.values() if a["handed_over_at"] is not None)
+        return self.handed
+
+    def allocations_in_order(self) -> list[tuple[str, dict[str, Any]]]:
+        """(rider id, allocation) in the order the packages were allocated."""
+        return [(rider_id, {k: v for k, v in allocation.items() if k != "order"})
+                for rider_id, allocation in sorted(self.allocations.items(),
+                                                   key=lambda item: item[1]["order"])]
 
     @property
     def remaining(self) -> int:
@@ -612,8 +624,11 @@ class CareCampaign(Aggregate):
 
     @event("PackageAllocated")
     def _allocated(self, rider_id: str, at: datetime) -> None:
-        self.allocations[rider_id] = {"allocated_at": at, "handed_over_at": None,
-                                      "handed_over_by": "", "recorded_by": ""}
+        # `order`: the map keeps none, and the office reads its list in the order it gave
+        # the packages out (times may tie, or disagree between replicas' clocks).
+        self.allocations = self.allocations.set(rider_id, Map(
+            allocated_at=at, handed_over_at=None, handed_over_by="", recorded_by="",
+            order=len(self.allocations)))
 
     def hand_over(self, rider_id: str, handed_over_by: str, recorded_by: str,
                   at: datetime) -> None:
@@ -629,6 +644,8 @@ class CareCampaign(Aggregate):
     @event("PackageHandedOver")
     def _handed_over(self, rider_id: str, handed_over_by: str, recorded_by: str,
                      at: datetime) -> None:
-        self.allocations[rider_id].update(handed_over_at=at, handed_over_by=handed_over_by,
-                                          recorded_by=recorded_by)
+        allocation = self.allocations[rider_id]
+        self.handed += allocation["handed_over_at"] is None
+        self.allocations = self.allocations.set(rider_id, allocation.update(
+            handed_over_at=at, handed_over_by=handed_over_by, recorded_by=recorded_by))
 

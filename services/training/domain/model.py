@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from eventsourcing.domain import Aggregate, event
 from eventsourcing.utils import register_topic
+from immutables import Map
 
 from services.training.domain.values import (
     HOLDS_A_PLACE,
@@ -33,6 +34,11 @@ _NS = uuid.UUID("a4a1f0de-7f47-4d7c-8f3a-2b6b0b9f5c10")
 
 
 @functools.lru_cache(maxsize=4096)
+def _holds_a_place(enrolment: Map[str, Any] | None) -> int:
+    return int(enrolment is not None
+               and EnrolmentStatus(enrolment["status"]) in HOLDS_A_PLACE)
+
+
 def _learner_id(rider_id: str) -> uuid.UUID:
     # A follower's batch asks a learner's id three times per rider registered (which exist,
     # the policy, the new Learner): a SHA-1 each. The id never changes: computed once.
@@ -145,7 +151,12 @@ class TrainingSession(Aggregate):
         # {"station_master": {"station_id", "name"}, "teacher": {"provider_id", "name"}},
         # each only when named (TeachingPair.as_event).
         self.pair = {k: dict(v) for k, v in pair.items()}
-        self.enrolments: dict[str, dict[str, Any]] = {}
+        # Each rider's enrolment: a value (an immutables.Map of a Map per rider), replaced on
+        # every change, so that a command's copy of a session shares it instead of copying
+        # every enrolment (a session holds up to MAX_CAPACITY and the riders who withdrew);
+        # and the places they hold, counted as they change rather than walked on each enrol.
+        self.enrolments: Map[str, Map[str, Any]] = Map()
+        self.taken = 0
 
     @classmethod
     def schedule(cls, course: Course, course_id: str, service_space_id: str,
@@ -159,8 +170,15 @@ class TrainingSession(Aggregate):
 
     @property
     def places_taken(self) -> int:
-        return sum(1 for e in self.enrolments.values()
-                   if EnrolmentStatus(e["status"]) in HOLDS_A_PLACE)
+        return self.taken
+
+    def _enrolment(self, rider_id: str, **changes: Any) -> None:
+        """The rider's enrolment with `changes` (a new one from `changes` alone when the rider
+        has none, or is enrolling again), and the places taken as they now are."""
+        old = self.enrolments.get(rider_id)
+        new = Map(changes) if old is None or "enrolled_at" in changes else old.update(changes)
+        self.taken += _holds_a_place(new) - _holds_a_place(old)
+        self.enrolments = self.enrolments.set(rider_id, new)
 
     def status_of(self, rider_id: str) -> EnrolmentStatus | None:
         entry = self.enrolments.get(rider_id)
@@ -185,8 +203,8 @@ class TrainingSession(Aggregate):
 
     @event("RiderEnrolled")
     def _enrolled(self, rider_id: str, at: datetime) -> None:
-        self.enrolments[rider_id] = {"status": EnrolmentStatus.ENROLLED.value, "enrolled_at": at,
-                                     "score": None, "reason": ""}
+        self._enrolment(rider_id, status=EnrolmentStatus.ENROLLED.value, enrolled_at=at,
+                        score=None, reason="")
 
     def withdraw(self, rider_id: str, at: datetime) -> None:
         self._require(rider_id, EnrolmentStatus.ENROLLED, "only an enrolled rider can withdraw")
@@ -196,7 +214,7 @@ class TrainingSession(Aggregate):
 
     @event("EnrolmentWithdrawn")
     def _withdrawn(self, rider_id: str) -> None:
-        self.enrolments[rider_id]["status"] = EnrolmentStatus.WITHDRAWN.value
+        self._enrolment(rider_id, status=EnrolmentStatus.WITHDRAWN.value)
 
     def cancel_enrolment(self, rider_id: str, reason: str) -> bool:
         """Qiji's own cancellation, e.g. when the rider is suspended: True if it cancelled, False
@@ -208,8 +226,7 @@ class TrainingSession(Aggregate):
 
     @event("EnrolmentCancelled")
     def _cancelled(self, rider_id: str, reason: str) -> None:
-        self.enrolments[rider_id]["status"] = EnrolmentStatus.CANCELLED.value
-        self.enrolments[rider_id]["reason"] = reason
+        self._enrolment(rider_id, status=EnrolmentStatus.CANCELLED.value, reason=reason)
 
     def check_in(self, rider_id: str, at: datetime) -> None:
         self._require(rider_id, EnrolmentStatus.ENROLLED, "only an enrolled rider can check in")
@@ -222,8 +239,7 @@ class TrainingSession(Aggregate):
 
     @event("RiderCheckedIn")
     def _checked_in(self, rider_id: str, at: datetime) -> None:
-        self.enrolments[rider_id]["status"] = EnrolmentStatus.CHECKED_IN.value
-        self.enrolments[rider_id]["checked_in_at"] = at
+        self._enrolment(rider_id, status=EnrolmentStatus.CHECKED_IN.value, checked_in_at=at)
 
     def record_no_show(self, rider_id: str, at: datetime) -> None:
         self._require(rider_id, EnrolmentStatus.ENROLLED, "only an enrolled rider can be a no-show")
@@ -234,7 +250,7 @@ class TrainingSession(Aggregate):
 
     @event("NoShowRecorded")
     def _no_show(self, rider_id: str) -> None:
-        self.enrolments[rider_id]["status"] = EnrolmentStatus.NO_SHOW.value
+        self._enrolment(rider_id, status=EnrolmentStatus.NO_SHOW.value)
 
     def record_completion(self, rider_id: str, result: CompletionResult,
                           score: int | None, at: datetime) -> None:
@@ -251,8 +267,7 @@ class TrainingSession(Aggregate):
 
     @event("CompletionRecorded")
     def _completed(self, rider_id: str, result: str, score: int | None) -> None:
-        self.enrolments[rider_id]["status"] = result
-        self.enrolments[rider_id]["score"] = score
+        self._enrolment(rider_id, status=result, score=score)
 
     def _require(self, rider_id: str, wanted: EnrolmentStatus, message: str) -> None:
         status = self.status_of(rider_id)

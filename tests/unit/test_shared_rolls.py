@@ -1,0 +1,134 @@
+"""A training session's enrolments and a care campaign's allocations grow with their history
+(a session holds up to 500 riders and those who withdrew, a campaign up to 100,000 packages),
+and every enrolment and every allocation is decided on a command's copy of them. They are held
+as values (immutables.Map), so the copy shares them instead of copying each rider's entry; the
+counts the rules ask for are kept as entries change, not recounted. Whatever the order of
+enrolments, withdrawals, check-ins, results and hand-overs, the counts are what a recount of
+the entries gives, and nothing a command's copy changes reaches the cached original."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from services.merchants.domain.model import CareCampaign
+from services.training.domain.model import TrainingSession
+from services.training.domain.values import HOLDS_A_PLACE, CompletionResult, EnrolmentStatus
+from shared.errors import AlreadyExists, FailedPrecondition, NotFound
+from shared.store.cache import copy_aggregate
+
+T0 = datetime(2026, 6, 5, 9, 0, tzinfo=UTC)
+BEFORE, DURING = T0 - timedelta(days=1), T0 + timedelta(minutes=30)
+RIDERS = [f"r{n}" for n in range(6)]
+
+
+def a_session(capacity: int) -> TrainingSession:
+    return TrainingSession(course_id="c", service_space_id="s", starts_at=T0,
+                           ends_at=T0 + timedelta(hours=2), capacity=capacity, pair={})
+
+
+def recount(session: TrainingSession) -> int:
+    return sum(1 for e in session.enrolments.values()
+               if EnrolmentStatus(e["status"]) in HOLDS_A_PLACE)
+
+
+SESSION_STEPS = {
+    "enrol": lambda s, r: s.enrol(r, BEFORE),
+    "withdraw": lambda s, r: s.withdraw(r, BEFORE),
+    "cancel": lambda s, r: s.cancel_enrolment(r, "停岗"),
+    "check_in": lambda s, r: s.check_in(r, DURING),
+    "no_show": lambda s, r: s.record_no_show(r, DURING),
+    "pass": lambda s, r: s.record_completion(r, CompletionResult.PASSED, 90, DURING),
+    "fail": lambda s, r: s.record_completion(r, CompletionResult.FAILED, 40, DURING),
+}
+
+
+@settings(max_examples=300, deadline=None)
+@given(capacity=st.integers(1, 4), steps=st.lists(
+    st.tuples(st.sampled_from(sorted(SESSION_STEPS)), st.sampled_from(RIDERS)), max_size=40))
+def test_a_sessions_places_taken_are_what_a_recount_of_its_roll_gives(
+        capacity: int, steps: list[tuple[str, str]]) -> None:
+    session = a_session(capacity)
+    for step, rider in steps:
+        try:
+            SESSION_STEPS[step](session, rider)
+        except (AlreadyExists, FailedPrecondition, NotFound):
+            pass  # refused: nothing changed
+        assert session.places_taken == recount(session) <= capacity
+    rebuilt = None
+    for stored in session.collect_events():
+        rebuilt = stored.mutate(rebuilt)
+    assert isinstance(rebuilt, TrainingSession)
+    assert (rebuilt.enrolments, rebuilt.places_taken) == (session.enrolments,
+                                                          session.places_taken)
+
+
+def test_a_rider_enrolling_again_after_withdrawing_starts_a_new_enrolment() -> None:
+    session = a_session(2)
+    session.enrol("r1", BEFORE - timedelta(hours=2))
+    session.withdraw("r1", BEFORE)
+    session.enrol("r1", BEFORE)
+    assert dict(session.enrolments["r1"]) == {
+        "status": "ENROLLED", "enrolled_at": BEFORE, "score": None, "reason": ""}
+    assert session.places_taken == 1
+
+
+def test_a_commands_copy_of_a_session_shares_its_roll_and_keeps_its_changes() -> None:
+    cached = a_session(500)
+    for n in range(400):
+        cached.enrol(f"r{n}", BEFORE)
+    cached.collect_events()
+    copy = copy_aggregate(cached)
+    assert copy.enrolments is cached.enrolments  # shared: no entry is copied
+    copy.enrol("new", BEFORE)
+    copy.withdraw("r1", BEFORE)
+    copy.cancel_enrolment("r2", "停岗")
+    assert (copy.places_taken, copy.enrolments["r1"]["status"]) == (399, "WITHDRAWN")
+    assert cached.places_taken == 400 and "new" not in cached.enrolments
+    assert {cached.enrolments[r]["status"] for r in ("r1", "r2")} == {"ENROLLED"}
+    assert cached.enrolments["r2"]["reason"] == ""
+
+
+def a_campaign(stock: int) -> CareCampaign:
+    return CareCampaign(street_id="st", name="夏日关爱礼包", description="", stock=stock,
+                        contents=[{"item": "矿泉水", "quantity": 6}], rules=[],
+                        rules_version=0)
+
+
+@settings(max_examples=200, deadline=None)
+@given(stock=st.integers(1, 5), steps=st.lists(
+    st.tuples(st.sampled_from(["allocate", "hand_over"]), st.sampled_from(RIDERS)),
+    max_size=30))
+def test_a_campaigns_handed_over_count_is_what_a_recount_gives(
+        stock: int, steps: list[tuple[str, str]]) -> None:
+    campaign = a_campaign(stock)
+    for step, rider in steps:
+        try:
+            if step == "allocate":
+                campaign.allocate(rider, T0)
+            else:
+                campaign.hand_over(rider, "王社工", "office", T0 + timedelta(hours=1))
+        except (AlreadyExists, FailedPrecondition, NotFound):
+            pass
+        handed: list[Any] = [a for a in campaign.allocations.values()
+                             if a["handed_over_at"] is not None]
+        assert campaign.handed_over == len(handed)
+        assert campaign.remaining == stock - len(campaign.allocations) >= 0
+
+
+def test_a_commands_copy_of_a_campaign_shares_its_allocations_and_keeps_its_changes() -> None:
+    cached = a_campaign(1_000)
+    for n in range(600):
+        cached.allocate(f"r{n}", T0)
+    cached.collect_events()
+    copy = copy_aggregate(cached)
+    assert copy.allocations is cached.allocations
+    copy.allocate("new", T0)
+    copy.hand_over("r1", "王社工", "office", T0 + timedelta(hours=1))
+    assert (copy.remaining, copy.handed_over) == (399, 1)
+    assert copy.allocations["r1"]["handed_over_by"] == "王社工"
+    assert (cached.remaining, cached.handed_over) == (400, 0)
+    assert cached.allocations["r1"]["handed_over_at"] is None and "new" not in cached.allocations
