@@ -33,12 +33,12 @@ from shared.wire import wire_name
 _NS = uuid.UUID("a4a1f0de-7f47-4d7c-8f3a-2b6b0b9f5c10")
 
 
-@functools.lru_cache(maxsize=4096)
 def _holds_a_place(enrolment: Map[str, Any] | None) -> int:
     return int(enrolment is not None
                and EnrolmentStatus(enrolment["status"]) in HOLDS_A_PLACE)
 
 
+@functools.lru_cache(maxsize=4096)
 def _learner_id(rider_id: str) -> uuid.UUID:
     # A follower's batch asks a learner's id three times per rider registered (which exist,
     # the policy, the new Learner): a SHA-1 each. The id never changes: computed once.
