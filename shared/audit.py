@@ -31,7 +31,7 @@ import hashlib
 import threading
 import time
 import uuid
-from collections.abc import Callable, Generator, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -842,6 +842,22 @@ def state_as_of(app: QijiApplication, aggregate_id: Any, when: datetime) -> dict
     if version is None:
         return {}
     aggregate: Aggregate = app.repository.get(aggregate_id, version=version)
-    state = {k.lstrip("_"): ("[sealed]" if k.startswith("sealed_") and v else v)
+    state = {k.lstrip("_"): ("[sealed]" if k.startswith("sealed_") and v else _plain(v))
              for k, v in vars(aggregate).items() if k not in ("_pending_events",)}
     return masking.redact(state, context.current().actor.roles)
+
+
+def _plain(value: Any) -> Any:
+    """An aggregate's value as the fields an auditor reads: what aggregates keep as values
+    (an immutables.Map, a named tuple, a value that says what its state is, such as a perk's
+    quota ledger) as dicts, so that masking sees every field and no repr reaches the page."""
+    as_state = getattr(value, "as_state", None)
+    if callable(as_state):
+        return _plain(as_state())
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, tuple) and hasattr(value, "_asdict"):
+        return _plain(value._asdict())
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value

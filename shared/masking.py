@@ -171,7 +171,9 @@ def redact(value: Any, roles: Iterable[str],
     owner knows better than the names above (a report's `text` is REPORT_TEXT; a closed
     report's `outcome` is a status, None: shown as it is)."""
     roles = frozenset(roles)
-    if isinstance(value, dict):
+    # Any mapping, not only a dict: an aggregate keeps a roll that grows as an immutables.Map
+    # (a campaign's allocations), and a name in it is masked as in a dict.
+    if isinstance(value, Mapping):
         return {k: _redact_field(k, v, roles, fields or {}) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [redact(v, roles, fields) for v in value]

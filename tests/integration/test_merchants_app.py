@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import uuid
 from collections import Counter
@@ -26,6 +27,7 @@ from services.merchants.domain.values import (
     PerkKind,
 )
 from services.merchants.service import LapseJob
+from shared import audit
 from shared.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -376,6 +378,31 @@ def test_a_campaigns_packages_are_listed_in_the_order_they_were_allocated(world)
         for rider in riders:
             world["merchants"].allocate_care_package(campaign_id=campaign, rider_id=rider)
         assert list(world["merchants"].campaign(campaign).allocations) == riders
+
+
+def test_an_auditor_reads_a_campaign_and_a_perk_as_of_now_as_fields_masked_as_the_table_says(
+        world):
+    # Their rolls are immutables.Map and a ledger value, not dicts: the state an auditor is
+    # shown must still be fields (not a repr), and a name in them masked.
+    with as_actor(OFFICE):
+        campaign = world["merchants"].create_care_campaign(
+            street_id=world["street"], name="夏日关爱礼包", description="", stock=2)["campaign_id"]
+        rider = new_rider(world)
+        world["merchants"].allocate_care_package(campaign_id=campaign, rider_id=rider)
+        world["merchants"].record_hand_over(campaign_id=campaign, rider_id=rider,
+                                            handed_over_by="王社工")
+    p = perk(world, quota=5)
+    code = claim(world, p, rider)
+    later = datetime.now(UTC) + timedelta(seconds=1)
+    with as_actor(actor("auditor", "auditor")):
+        state = audit.state_as_of(world["merchants"], uuid.UUID(campaign), later)
+        offer = audit.state_as_of(world["merchants"], uuid.UUID(p), later)
+    allocation = state["allocations"][rider]
+    assert allocation["handed_over_by"] == "王**" and allocation["recorded_by"]
+    assert "王社工" not in json.dumps(state, default=str, ensure_ascii=False)
+    assert offer["ledger"]["outstanding"][code.claim_id]["rider_id"] == rider
+    assert offer["ledger"]["redeemed"] == {}
+    assert "Map(" not in json.dumps(offer, default=str)
 
 
 def _race(n, fn):

@@ -51,6 +51,12 @@ class QuotaLedger:
         # A value: a copy of the perk shares it (its parts are immutable too).
         return self
 
+    def as_state(self) -> dict[str, Any]:
+        """The ledger as an auditor reads it (the audit API's state as of a moment): the codes
+        outstanding and redeemed, each with its rider and times; not the indexes."""
+        return {"outstanding": {c: code._asdict() for c, code in self.outstanding.items()},
+                "redeemed": {c: code._asdict() for c, code in self.redeemed.items()}}
+
     def __len__(self) -> int:
         """The codes that use quota: outstanding and redeemed."""
         return len(self.outstanding) + len(self.redeemed)
