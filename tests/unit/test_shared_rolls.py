@@ -76,12 +76,16 @@ def test_a_rider_enrolling_again_after_withdrawing_starts_a_new_enrolment() -> N
     assert session.places_taken == 1
 
 
+def cached_and_copied(aggregate: Any, add: Any, riders: int) -> tuple[Any, Any]:
+    """`aggregate` after `add`ing `riders` riders, as the cache holds it, and a command's copy."""
+    for n in range(riders):
+        add(aggregate, f"r{n}")
+    aggregate.collect_events()
+    return aggregate, copy_aggregate(aggregate)
+
+
 def test_a_commands_copy_of_a_session_shares_its_roll_and_keeps_its_changes() -> None:
-    cached = a_session(500)
-    for n in range(400):
-        cached.enrol(f"r{n}", BEFORE)
-    cached.collect_events()
-    copy = copy_aggregate(cached)
+    cached, copy = cached_and_copied(a_session(500), lambda s, r: s.enrol(r, BEFORE), 400)
     assert copy.enrolments is cached.enrolments  # shared: no entry is copied
     copy.enrol("new", BEFORE)
     copy.withdraw("r1", BEFORE)
@@ -120,11 +124,7 @@ def test_a_campaigns_handed_over_count_is_what_a_recount_gives(
 
 
 def test_a_commands_copy_of_a_campaign_shares_its_allocations_and_keeps_its_changes() -> None:
-    cached = a_campaign(1_000)
-    for n in range(600):
-        cached.allocate(f"r{n}", T0)
-    cached.collect_events()
-    copy = copy_aggregate(cached)
+    cached, copy = cached_and_copied(a_campaign(1_000), lambda c, r: c.allocate(r, T0), 600)
     assert copy.allocations is cached.allocations
     copy.allocate("new", T0)
     copy.hand_over("r1", "王社工", "office", T0 + timedelta(hours=1))
