@@ -65,10 +65,10 @@ class DictLedger:
         return {cid for cid, c in self.outstanding.items() if c["expires_at"] <= at}
 
 
-# A step: claim (a rider, minutes from START: replicas' clocks are not in order), redeem or
+# A step: claim (a rider, seconds from START: replicas' clocks are not in order), redeem or
 # return (lapse or reverse) the n-th code issued so far, or ask about a moment.
 steps = st.lists(st.one_of(
-    st.tuples(st.just("claim"), st.sampled_from(RIDERS), st.integers(0, 60 * 24 * 45)),
+    st.tuples(st.just("claim"), st.sampled_from(RIDERS), st.integers(0, 60 * 60 * 24 * 45)),
     st.tuples(st.just("redeem"), st.integers(0, 40)),
     st.tuples(st.just("return"), st.integers(0, 40)),
 ), max_size=60)
@@ -76,7 +76,8 @@ steps = st.lists(st.one_of(
 
 @settings(max_examples=300, deadline=None)
 @given(period=st.sampled_from(list(LimitPeriod)), ttl=st.integers(1, 7 * 24 * 60),
-       history=steps, asked=st.lists(st.integers(-60, 60 * 24 * 50), min_size=1, max_size=4))
+       history=steps, asked=st.lists(st.integers(-3600, 60 * 60 * 24 * 50), min_size=1,
+                                     max_size=4))
 def test_the_ledger_answers_every_rule_as_the_dicts_did(period: LimitPeriod, ttl: int,
                                                         history: list[tuple[Any, ...]],
                                                         asked: list[int]) -> None:
@@ -84,7 +85,7 @@ def test_the_ledger_answers_every_rule_as_the_dicts_did(period: LimitPeriod, ttl
     issued: list[str] = []
     for step in history:
         if step[0] == "claim":
-            claim_id, at = str(uuid.uuid4()), START + timedelta(minutes=step[2])
+            claim_id, at = str(uuid.uuid4()), START + timedelta(seconds=step[2])
             expires_at = offer.issue(claim_id, step[1], at)
             oracle.issued(claim_id, step[1], at, expires_at)
             issued.append(claim_id)
@@ -98,8 +99,8 @@ def test_the_ledger_answers_every_rule_as_the_dicts_did(period: LimitPeriod, ttl
                 offer.note_returned(claim_id, "LAPSED", START)
                 oracle.returned(claim_id)
         assert offer.remaining == oracle.remaining(offer.total_quota)
-    for minutes in asked:
-        at = START + timedelta(minutes=minutes)
+    for seconds in asked:
+        at = START + timedelta(seconds=seconds)
         assert set(offer.expired_outstanding(at)) == oracle.expired(at)
         for rider in RIDERS:
             assert offer.claims_in_period(rider, at) == oracle.claims_in_period(rider, at)
@@ -173,3 +174,20 @@ def test_a_claim_at_the_first_moment_of_the_period_counts_in_it() -> None:
     # And a code that expires at the moment asked has expired (as the dicts said: <=).
     assert offer.expired_outstanding(offer.ledger.outstanding["at"].expires_at) == [
         "before", "at"]
+
+
+def test_codes_expiring_within_one_minute_expire_each_at_its_own_second() -> None:
+    offer = new_offer(LimitPeriod.DAY, ttl_minutes=30)
+    offer.issue("late", "r1", START + timedelta(seconds=50))
+    offer.issue("early", "r2", START + timedelta(seconds=10))
+    offer.issue("next", "r3", START + timedelta(seconds=70))
+    expiry = START + timedelta(minutes=30)
+    assert offer.expired_outstanding(expiry + timedelta(seconds=9)) == []
+    assert offer.expired_outstanding(expiry + timedelta(seconds=30)) == ["early"]
+    assert offer.expired_outstanding(expiry + timedelta(seconds=50)) == ["early", "late"]
+    offer.note_redeemed("early", START)
+    assert offer.expired_outstanding(expiry + timedelta(minutes=5)) == ["late", "next"]
+    offer.note_returned("late", "LAPSED", START)
+    offer.note_returned("next", "LAPSED", START)
+    assert offer.expired_outstanding(expiry + timedelta(days=9)) == []
+    assert not offer.ledger.expiries.order and not offer.ledger.expiries.minutes

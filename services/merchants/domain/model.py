@@ -229,7 +229,7 @@ class PerkOffer(Aggregate):
 
     @property
     def remaining(self) -> int:
-        return self.total_quota - len(self.ledger)
+        return self.total_quota - self.ledger.in_use()
 
     def claims_in_period(self, rider_id: str, at: datetime) -> int:
         return self.ledger.claims_since(rider_id, period_start(self.limit_period, at))
