@@ -1,6 +1,7 @@
-"""A training session's enrolments and a care campaign's allocations grow with their history
-(a session holds up to 500 riders and those who withdrew, a campaign up to 100,000 packages),
-and every enrolment and every allocation is decided on a command's copy of them. They are held
+"""A training session's enrolments, a volunteer activity's sign-ups and a care campaign's
+allocations grow with their history (a session holds up to 500 riders and those who withdrew,
+an activity 1,000, a campaign up to 100,000 packages), and every enrolment, sign-up and
+allocation is decided on a command's copy of them. They are held
 as values (immutables.Map), so the copy shares them instead of copying each rider's entry; the
 counts the rules ask for are kept as entries change, not recounted. Whatever the order of
 enrolments, withdrawals, check-ins, results and hand-overs, the counts are what a recount of
@@ -9,15 +10,18 @@ the entries gives, and nothing a command's copy changes reaches the cached origi
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from services.badges.domain import activities
+from services.badges.domain.activities import VolunteerActivity, VolunteerActivityKind, check_plan
 from services.merchants.domain.model import CareCampaign
 from services.training.domain.model import TrainingSession
 from services.training.domain.values import HOLDS_A_PLACE, CompletionResult, EnrolmentStatus
-from shared.errors import AlreadyExists, FailedPrecondition, NotFound
+from shared.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, Violations
 from shared.store.cache import copy_aggregate
 
 T0 = datetime(2026, 6, 5, 9, 0, tzinfo=UTC)
@@ -132,3 +136,48 @@ def test_a_commands_copy_of_a_campaign_shares_its_allocations_and_keeps_its_chan
     assert copy.allocations["r1"]["handed_over_by"] == "王社工"
     assert (cached.remaining, cached.handed_over) == (400, 0)
     assert cached.allocations["r1"]["handed_over_at"] is None and "new" not in cached.allocations
+
+
+def an_activity(places: int) -> VolunteerActivity:
+    now = T0 - timedelta(days=3)
+    plan = check_plan(Violations(), title="社区防汛值守", description="",
+                      kind=VolunteerActivityKind.EMERGENCY_DUTY, starts_at=T0,
+                      ends_at=T0 + timedelta(hours=2), service_space_id="", address="北大街18号",
+                      places=places, sign_up_deadline=T0 - timedelta(hours=12), now=now)
+    assert plan is not None
+    return VolunteerActivity.publish(community_id="c", street_id="s", plan=plan,
+                                     published_by="desk")
+
+
+ACTIVITY_STEPS = {
+    "sign_up": lambda a, r: a.sign_up(r, BEFORE),
+    "withdraw": lambda a, r: a.withdraw(r, BEFORE),
+    "attend": lambda a, r: a.record_attendance(r, Decimal("1.5"), f"shift-{r}", DURING),
+    "cancel": lambda a, r: a.cancel("暴雨", BEFORE),
+}
+
+
+@settings(max_examples=200, deadline=None)
+@given(places=st.integers(1, 4), steps=st.lists(
+    st.tuples(st.sampled_from(sorted(ACTIVITY_STEPS)), st.sampled_from(RIDERS)), max_size=30))
+def test_an_activitys_places_taken_are_what_a_recount_of_its_sign_ups_gives(
+        places: int, steps: list[tuple[str, str]]) -> None:
+    activity = an_activity(places)
+    for step, rider in steps:
+        try:
+            ACTIVITY_STEPS[step](activity, rider)
+        except (AlreadyExists, FailedPrecondition, NotFound, InvalidArgument):
+            pass
+        recount = sum(1 for s in activity.sign_ups.values()
+                      if s["status"] in activities.HOLDS_A_PLACE)
+        assert activity.places_taken == recount <= places
+
+
+def test_a_commands_copy_of_an_activity_shares_its_sign_ups_and_keeps_its_changes() -> None:
+    cached, copy = cached_and_copied(an_activity(1_000), lambda a, r: a.sign_up(r, BEFORE), 700)
+    assert copy.sign_ups is cached.sign_ups
+    copy.sign_up("new", BEFORE)
+    copy.withdraw("r1", BEFORE)
+    assert (copy.places_taken, copy.sign_ups["r1"]["status"]) == (700, "WITHDRAWN")
+    assert cached.places_taken == 700 and cached.sign_ups["r1"]["status"] == "SIGNED_UP"
+    assert cached.sign_ups["r1"]["withdrawn_at"] is None and "new" not in cached.sign_ups

@@ -22,6 +22,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from eventsourcing.domain import Aggregate, event
+from immutables import Map
 
 from services.badges.domain.model import VolunteerShift
 from shared.errors import (
@@ -169,7 +170,12 @@ class VolunteerActivity(Aggregate):
         self.status = VolunteerActivityStatus.OPEN.value
         self.cancel_reason = ""
         self.cancelled_at: datetime | None = None
-        self.sign_ups: dict[str, dict[str, Any]] = {}
+        # Each rider's sign-up: a value (an immutables.Map of a Map per rider), replaced on
+        # every change, so that a command's copy shares it instead of copying every sign-up
+        # (up to MAX_PLACES and the riders who withdrew); and the places they hold, counted as
+        # they change rather than walked on each sign-up.
+        self.sign_ups: Map[str, Map[str, Any]] = Map()
+        self.taken = 0
 
     @classmethod
     def publish(cls, *, community_id: str, street_id: str, plan: ActivityPlan,
@@ -194,7 +200,15 @@ class VolunteerActivity(Aggregate):
 
     @property
     def places_taken(self) -> int:
-        return sum(1 for s in self.sign_ups.values() if s["status"] in HOLDS_A_PLACE)
+        return self.taken
+
+    def _sign_up(self, rider_id: str, **changes: Any) -> None:
+        """The rider's sign-up with `changes` (a new one from `changes` alone when the rider
+        has none, or signs up again), and the places taken as they now are."""
+        old = self.sign_ups.get(rider_id)
+        new = Map(changes) if old is None or "signed_up_at" in changes else old.update(changes)
+        self.taken += _holds_a_place(new) - _holds_a_place(old)
+        self.sign_ups = self.sign_ups.set(rider_id, new)
 
     @property
     def places_left(self) -> int:
@@ -257,7 +271,7 @@ class VolunteerActivity(Aggregate):
 
     @event("SignUpCancelled")
     def _sign_up_cancelled(self, rider_id: str) -> None:
-        self.sign_ups[rider_id]["status"] = VolunteerSignUpStatus.CANCELLED.value
+        self._sign_up(rider_id, status=VolunteerSignUpStatus.CANCELLED.value)
 
     def check_attendance(self, rider_id: str, hours: Decimal, at: datetime) -> None:
         """Whether attendance of `hours` may be recorded for the rider at `at`, as far as the
@@ -293,9 +307,8 @@ class VolunteerActivity(Aggregate):
 
     @event("AttendanceRecorded")
     def _attended(self, rider_id: str, hours: Decimal, shift_id: str, at: datetime) -> None:
-        entry = self.sign_ups[rider_id]
-        entry.update(status=VolunteerSignUpStatus.ATTENDED.value, hours=hours, shift_id=shift_id,
-                     attended_at=at)
+        self._sign_up(rider_id, status=VolunteerSignUpStatus.ATTENDED.value, hours=hours,
+                      shift_id=shift_id, attended_at=at)
 
     # -------------------------------------------------------------- the rider's
 
@@ -320,10 +333,8 @@ class VolunteerActivity(Aggregate):
     @event("SignedUp")
     def _signed_up(self, rider_id: str, at: datetime) -> None:
         # A rider who withdrew may sign up again while places are left: a fresh entry.
-        self.sign_ups[rider_id] = {"status": VolunteerSignUpStatus.SIGNED_UP.value,
-                                   "signed_up_at": at,
-                                   "withdrawn_at": None, "hours": None, "shift_id": "",
-                                   "attended_at": None}
+        self._sign_up(rider_id, status=VolunteerSignUpStatus.SIGNED_UP.value, signed_up_at=at,
+                      withdrawn_at=None, hours=None, shift_id="", attended_at=None)
 
     def withdraw(self, rider_id: str, at: datetime) -> None:
         status = self.status_of(rider_id)
@@ -340,12 +351,15 @@ class VolunteerActivity(Aggregate):
 
     @event("SignUpWithdrawn")
     def _withdrawn(self, rider_id: str, at: datetime) -> None:
-        self.sign_ups[rider_id]["status"] = VolunteerSignUpStatus.WITHDRAWN.value
-        self.sign_ups[rider_id]["withdrawn_at"] = at
+        self._sign_up(rider_id, status=VolunteerSignUpStatus.WITHDRAWN.value, withdrawn_at=at)
 
     def _require_open(self) -> None:
         if self.status == VolunteerActivityStatus.CANCELLED:
             raise FailedPrecondition("the activity was cancelled", reason="ACTIVITY_CANCELLED")
+
+
+def _holds_a_place(sign_up: Map[str, Any] | None) -> int:
+    return int(sign_up is not None and sign_up["status"] in HOLDS_A_PLACE)
 
 
 def shift_id_of(activity_id: str, rider_id: str) -> uuid.UUID:
