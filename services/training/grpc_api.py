@@ -390,7 +390,9 @@ class TrainingServicer(pb_grpc.TrainingServiceServicer):
     @staticmethod
     def _session(s: SessionView) -> pb.Session:
         enrolments = []
-        for rider_id, e in sorted(s.enrolments.items(), key=lambda kv: kv[1]["enrolled_at"]):
+        # Ties by rider: the roll reads the same from every replica (a map has no order).
+        for rider_id, e in sorted(s.enrolments.items(),
+                                  key=lambda kv: (kv[1]["enrolled_at"], kv[0])):
             enrolment = pb.Enrolment(rider_id=rider_id,
                                      status=enum_out(e["status"], pb.EnrolmentStatus),
                                      enrol_time=timestamp(e["enrolled_at"]),

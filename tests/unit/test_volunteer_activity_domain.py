@@ -114,6 +114,16 @@ def test_cancelling_cancels_the_places_held_and_names_those_riders():
     assert again.value.reason == "ACTIVITY_CANCELLED"
 
 
+def test_a_cancellation_tells_the_riders_in_the_order_they_signed_up():
+    a = an_activity(places=20)
+    riders = [f"r{n:02d}" for n in (7, 3, 15, 0, 11, 9, 1, 14, 5, 12)]
+    for n, rider in enumerate(riders):
+        a.sign_up(rider, NOW + timedelta(minutes=n))
+    assert a.cancel("暴雨", NOW + timedelta(hours=1)) == riders
+    cancelled = [e.rider_id for e in a.collect_events() if type(e).__name__ == "SignUpCancelled"]
+    assert cancelled == riders
+
+
 def test_attendance_from_the_start_once_within_the_activitys_length():
     a = an_activity()
     a.sign_up("r1", NOW)

@@ -257,7 +257,10 @@ class VolunteerActivity(Aggregate):
             raise FailedPrecondition("attendance has been recorded: the activity took place",
                                      reason="ATTENDANCE_RECORDED")
         self._cancelled(reason=reason, at=at)
-        told = [r for r, s in self.sign_ups.items()
+        # In the order the riders signed up (the map keeps none; a replica's process another
+        # hash order): the cancellations are stored, and told, the same way every time.
+        told = [r for r, s in sorted(self.sign_ups.items(),
+                                     key=lambda item: (item[1]["signed_up_at"], item[0]))
                 if s["status"] == VolunteerSignUpStatus.SIGNED_UP]
         for rider_id in told:
             self._sign_up_cancelled(rider_id=rider_id)
