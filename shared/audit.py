@@ -854,8 +854,12 @@ def _plain(value: Any) -> Any:
     as_state = getattr(value, "as_state", None)
     if callable(as_state):
         return _plain(as_state())
-    if isinstance(value, Mapping):
+    if isinstance(value, dict):
         return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, Mapping):
+        # A mapping that keeps no order (an immutables.Map iterates in hash order, which
+        # differs from process to process): by key, so that the same state reads the same.
+        return {k: _plain(value[k]) for k in sorted(value, key=str)}
     if isinstance(value, tuple) and hasattr(value, "_asdict"):
         return _plain(value._asdict())
     if isinstance(value, list | tuple):

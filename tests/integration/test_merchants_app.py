@@ -386,9 +386,10 @@ def test_an_auditor_reads_a_campaign_and_a_perk_as_of_now_as_fields_masked_as_th
     # shown must still be fields (not a repr), and a name in them masked.
     with as_actor(OFFICE):
         campaign = world["merchants"].create_care_campaign(
-            street_id=world["street"], name="夏日关爱礼包", description="", stock=2)["campaign_id"]
+            street_id=world["street"], name="夏日关爱礼包", description="", stock=6)["campaign_id"]
         rider = new_rider(world)
-        world["merchants"].allocate_care_package(campaign_id=campaign, rider_id=rider)
+        for someone in (rider, *(new_rider(world) for _ in range(5))):
+            world["merchants"].allocate_care_package(campaign_id=campaign, rider_id=someone)
         world["merchants"].record_hand_over(campaign_id=campaign, rider_id=rider,
                                             handed_over_by="王社工")
     p = perk(world, quota=5)
@@ -403,6 +404,9 @@ def test_an_auditor_reads_a_campaign_and_a_perk_as_of_now_as_fields_masked_as_th
     assert offer["ledger"]["outstanding"][code.claim_id]["rider_id"] == rider
     assert offer["ledger"]["redeemed"] == {}
     assert "Map(" not in json.dumps(offer, default=str)
+    # The same state reads the same from every process: what a map holds, by key.
+    assert len(state["allocations"]) == 6
+    assert list(state["allocations"]) == sorted(state["allocations"])
 
 
 def _race(n, fn):

@@ -95,8 +95,7 @@ class QuotaLedger(NamedTuple):
     def as_state(self) -> dict[str, Any]:
         """The ledger as an auditor reads it (the audit API's state as of a moment): the codes
         outstanding and redeemed, each with its rider and times; not the indexes."""
-        return {"outstanding": {c: code._asdict() for c, code in self.outstanding.items()},
-                "redeemed": {c: code._asdict() for c, code in self.redeemed.items()}}
+        return {"outstanding": self.outstanding, "redeemed": self.redeemed}
 
     def in_use(self) -> int:
         """The codes that use quota: outstanding and redeemed."""
