@@ -25,6 +25,7 @@ from eventsourcing.domain import Aggregate, event
 from immutables import Map
 
 from services.badges.domain.model import VolunteerShift
+from shared import rolls
 from shared.errors import (
     END_TIME_NOT_AFTER_START_TIME,
     ENUM_VALUE_REQUIRED,
@@ -170,11 +171,10 @@ class VolunteerActivity(Aggregate):
         self.status = VolunteerActivityStatus.OPEN.value
         self.cancel_reason = ""
         self.cancelled_at: datetime | None = None
-        # Each rider's sign-up: a value (an immutables.Map of a Map per rider), replaced on
-        # every change, so that a command's copy shares it instead of copying every sign-up
-        # (up to MAX_PLACES and the riders who withdrew); and the places they hold, counted as
-        # they change rather than walked on each sign-up.
-        self.sign_ups: Map[str, Map[str, Any]] = Map()
+        # Each rider's sign-up, a roll (shared/rolls.py: a command's copy of the activity
+        # shares it; up to MAX_PLACES and the riders who withdrew), and the places they hold,
+        # counted as they change rather than walked on each sign-up.
+        self.sign_ups: rolls.Roll = Map()
         self.taken = 0
 
     @classmethod
@@ -203,12 +203,12 @@ class VolunteerActivity(Aggregate):
         return self.taken
 
     def _sign_up(self, rider_id: str, **changes: Any) -> None:
-        """The rider's sign-up with `changes` (a new one from `changes` alone when the rider
-        has none, or signs up again), and the places taken as they now are."""
-        old = self.sign_ups.get(rider_id)
-        new = Map(changes) if old is None or "signed_up_at" in changes else old.update(changes)
-        self.taken += _holds_a_place(new) - _holds_a_place(old)
-        self.sign_ups = self.sign_ups.set(rider_id, new)
+        """The rider's sign-up with `changes` (a new one when the rider signs up, again or
+        for the first time), and the places taken as they now are."""
+        self.sign_ups, held = rolls.changed(
+            self.sign_ups, rider_id, changes, fresh="signed_up_at" in changes,
+            holds_a_place=_holds_a_place)
+        self.taken += held
 
     @property
     def places_left(self) -> int:
@@ -361,8 +361,8 @@ class VolunteerActivity(Aggregate):
             raise FailedPrecondition("the activity was cancelled", reason="ACTIVITY_CANCELLED")
 
 
-def _holds_a_place(sign_up: Map[str, Any] | None) -> int:
-    return int(sign_up is not None and sign_up["status"] in HOLDS_A_PLACE)
+def _holds_a_place(sign_up: Map[str, Any]) -> bool:
+    return sign_up["status"] in HOLDS_A_PLACE
 
 
 def shift_id_of(activity_id: str, rider_id: str) -> uuid.UUID:

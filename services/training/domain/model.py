@@ -26,6 +26,7 @@ from services.training.domain.values import (
     EnrolmentStatus,
     TeachingPair,
 )
+from shared import rolls
 from shared.errors import AlreadyExists, FailedPrecondition, NotFound, Violations
 from shared.rider_status import FollowedRiderStatus
 from shared.wire import wire_name
@@ -33,9 +34,8 @@ from shared.wire import wire_name
 _NS = uuid.UUID("a4a1f0de-7f47-4d7c-8f3a-2b6b0b9f5c10")
 
 
-def _holds_a_place(enrolment: Map[str, Any] | None) -> int:
-    return int(enrolment is not None
-               and EnrolmentStatus(enrolment["status"]) in HOLDS_A_PLACE)
+def _holds_a_place(enrolment: Map[str, Any]) -> bool:
+    return EnrolmentStatus(enrolment["status"]) in HOLDS_A_PLACE
 
 
 @functools.lru_cache(maxsize=4096)
@@ -151,11 +151,10 @@ class TrainingSession(Aggregate):
         # {"station_master": {"station_id", "name"}, "teacher": {"provider_id", "name"}},
         # each only when named (TeachingPair.as_event).
         self.pair = {k: dict(v) for k, v in pair.items()}
-        # Each rider's enrolment: a value (an immutables.Map of a Map per rider), replaced on
-        # every change, so that a command's copy of a session shares it instead of copying
-        # every enrolment (a session holds up to MAX_CAPACITY and the riders who withdrew);
-        # and the places they hold, counted as they change rather than walked on each enrol.
-        self.enrolments: Map[str, Map[str, Any]] = Map()
+        # Each rider's enrolment, a roll (shared/rolls.py: a command's copy of the session
+        # shares it; a session holds up to MAX_CAPACITY and the riders who withdrew), and the
+        # places they hold, counted as they change rather than walked on each enrol.
+        self.enrolments: rolls.Roll = Map()
         self.taken = 0
 
     @classmethod
@@ -173,12 +172,12 @@ class TrainingSession(Aggregate):
         return self.taken
 
     def _enrolment(self, rider_id: str, **changes: Any) -> None:
-        """The rider's enrolment with `changes` (a new one from `changes` alone when the rider
-        has none, or is enrolling again), and the places taken as they now are."""
-        old = self.enrolments.get(rider_id)
-        new = Map(changes) if old is None or "enrolled_at" in changes else old.update(changes)
-        self.taken += _holds_a_place(new) - _holds_a_place(old)
-        self.enrolments = self.enrolments.set(rider_id, new)
+        """The rider's enrolment with `changes` (a new one when the rider enrols, again or for
+        the first time), and the places taken as they now are."""
+        self.enrolments, held = rolls.changed(
+            self.enrolments, rider_id, changes, fresh="enrolled_at" in changes,
+            holds_a_place=_holds_a_place)
+        self.taken += held
 
     def status_of(self, rider_id: str) -> EnrolmentStatus | None:
         entry = self.enrolments.get(rider_id)
