@@ -9,6 +9,7 @@ the entries gives, and nothing a command's copy changes reaches the cached origi
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -34,6 +35,28 @@ def a_session(capacity: int) -> TrainingSession:
                            ends_at=T0 + timedelta(hours=2), capacity=capacity, pair={})
 
 
+# What a step's refusal may be: the rule refused it, and nothing changed.
+REFUSED = (AlreadyExists, FailedPrecondition, NotFound, InvalidArgument)
+
+
+def each_step(aggregate: Any, table: dict[str, Callable[[Any, str], Any]],
+              steps: list[tuple[str, str]]) -> Iterator[None]:
+    """Takes the steps on `aggregate` one by one (a refused one changes nothing), pausing after
+    each for the caller to check what must hold."""
+    for step, rider in steps:
+        try:
+            table[step](aggregate, rider)
+        except REFUSED:
+            pass
+        yield
+
+
+def steps_from(table: dict[str, Any], most: int) -> st.SearchStrategy[list[tuple[str, str]]]:
+    """Up to `most` steps of `table`, each taken for one of the riders."""
+    return st.lists(st.tuples(st.sampled_from(sorted(table)), st.sampled_from(RIDERS)),
+                    max_size=most)
+
+
 def recount(session: TrainingSession) -> int:
     return sum(1 for e in session.enrolments.values()
                if EnrolmentStatus(e["status"]) in HOLDS_A_PLACE)
@@ -51,16 +74,11 @@ SESSION_STEPS = {
 
 
 @settings(max_examples=300, deadline=None)
-@given(capacity=st.integers(1, 4), steps=st.lists(
-    st.tuples(st.sampled_from(sorted(SESSION_STEPS)), st.sampled_from(RIDERS)), max_size=40))
+@given(capacity=st.integers(1, 4), steps=steps_from(SESSION_STEPS, 40))
 def test_a_sessions_places_taken_are_what_a_recount_of_its_roll_gives(
         capacity: int, steps: list[tuple[str, str]]) -> None:
     session = a_session(capacity)
-    for step, rider in steps:
-        try:
-            SESSION_STEPS[step](session, rider)
-        except (AlreadyExists, FailedPrecondition, NotFound):
-            pass  # refused: nothing changed
+    for _ in each_step(session, SESSION_STEPS, steps):
         assert session.places_taken == recount(session) <= capacity
     rebuilt = None
     for stored in session.collect_events():
@@ -106,21 +124,18 @@ def a_campaign(stock: int) -> CareCampaign:
                         rules_version=0)
 
 
+CAMPAIGN_STEPS = {
+    "allocate": lambda c, r: c.allocate(r, T0),
+    "hand_over": lambda c, r: c.hand_over(r, "王社工", "office", T0 + timedelta(hours=1)),
+}
+
+
 @settings(max_examples=200, deadline=None)
-@given(stock=st.integers(1, 5), steps=st.lists(
-    st.tuples(st.sampled_from(["allocate", "hand_over"]), st.sampled_from(RIDERS)),
-    max_size=30))
+@given(stock=st.integers(1, 5), steps=steps_from(CAMPAIGN_STEPS, 30))
 def test_a_campaigns_handed_over_count_is_what_a_recount_gives(
         stock: int, steps: list[tuple[str, str]]) -> None:
     campaign = a_campaign(stock)
-    for step, rider in steps:
-        try:
-            if step == "allocate":
-                campaign.allocate(rider, T0)
-            else:
-                campaign.hand_over(rider, "王社工", "office", T0 + timedelta(hours=1))
-        except (AlreadyExists, FailedPrecondition, NotFound):
-            pass
+    for _ in each_step(campaign, CAMPAIGN_STEPS, steps):
         handed: list[Any] = [a for a in campaign.allocations.values()
                              if a["handed_over_at"] is not None]
         assert campaign.handed_over == len(handed)
@@ -158,16 +173,11 @@ ACTIVITY_STEPS = {
 
 
 @settings(max_examples=200, deadline=None)
-@given(places=st.integers(1, 4), steps=st.lists(
-    st.tuples(st.sampled_from(sorted(ACTIVITY_STEPS)), st.sampled_from(RIDERS)), max_size=30))
+@given(places=st.integers(1, 4), steps=steps_from(ACTIVITY_STEPS, 30))
 def test_an_activitys_places_taken_are_what_a_recount_of_its_sign_ups_gives(
         places: int, steps: list[tuple[str, str]]) -> None:
     activity = an_activity(places)
-    for step, rider in steps:
-        try:
-            ACTIVITY_STEPS[step](activity, rider)
-        except (AlreadyExists, FailedPrecondition, NotFound, InvalidArgument):
-            pass
+    for _ in each_step(activity, ACTIVITY_STEPS, steps):
         recount = sum(1 for s in activity.sign_ups.values()
                       if s["status"] in activities.HOLDS_A_PLACE)
         assert activity.places_taken == recount <= places
