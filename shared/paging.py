@@ -111,16 +111,23 @@ def check_page(page_size: int, page_token: str, filters: Sequence[object]) -> tu
 
 
 def page(keys: Sequence[int], rows: Callable[[int], T | None], *, page_size: int, page_token: str,
-         filters: Sequence[object]) -> tuple[list[T], str]:
+         filters: Sequence[object], looks_at: int | None = None) -> tuple[list[T], str]:
     """`keys` ascending; `rows(key)` gives the row for a key, or None when filtered out. A bad
-    page_size and a bad page_token are refused together, in one answer."""
+    page_size and a bad page_token are refused together, in one answer. With `looks_at`, a
+    page asks `rows` of at most that many keys and, with keys left, ends there with a token
+    even if it holds fewer rows than asked, or none (AIP-158 allows it: the token alone says
+    there may be more): a caller who sees few of many keys pays for them a page at a time."""
     size, after = check_page(page_size, page_token, filters)
     start = bisect.bisect_right(keys, after)
     found: list[T] = []
     last = after
-    for key in keys[start:]:
+    for looked, key in enumerate(keys[start:]):
+        if looked == looks_at:
+            return found, encode_token(last, filters)
         row = rows(key)
         if row is None:
+            if looks_at is not None:
+                last = key  # looked at: the next page starts after it
             continue
         if len(found) == size:
             return found, encode_token(last, filters)

@@ -128,6 +128,28 @@ def test_paging_walks_every_matching_row_once():
     assert seen == [k for k in keys if k % 3 == 0]
 
 
+@pytest.mark.parametrize("looks_at", [1, 2, 5, 13, 200])
+def test_a_page_that_looks_at_few_keys_still_walks_every_matching_row_once(looks_at: int):
+    keys = list(range(1, 101))
+    looked: list[int] = []
+
+    def row(key: int) -> int | None:
+        looked.append(key)
+        return key if key % 17 == 0 else None
+    seen, token, pages = [], "", 0
+    while True:
+        before = len(looked)
+        rows, token = page(keys, row, page_size=3, page_token=token, filters=[],
+                           looks_at=looks_at)
+        assert len(looked) - before <= looks_at  # each page's cost is bounded
+        seen, pages = seen + rows, pages + 1
+        if not token:
+            break
+    assert seen == [17, 34, 51, 68, 85]
+    assert sorted(set(looked)) == keys  # every key looked at, none skipped
+    assert pages >= 100 // looks_at
+
+
 def test_a_page_size_above_the_maximum_is_coerced_to_it():
     # AIP-158 (issue 23): asking for more than a page holds gets a full page and a token.
     keys = list(range(1, 1202))
