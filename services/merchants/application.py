@@ -24,6 +24,8 @@ from services.merchants.domain.model import (
     RiderStanding,
 )
 from services.merchants.domain.values import (
+    ALLOCATIONS_LOOKED_AT,
+    ALLOCATIONS_SHOWN,
     BUSINESS_AREA_OF_ANOTHER_STREET,
     MAX_AMOUNT_OFF_FEN,
     MAX_CARE_ITEMS,
@@ -168,9 +170,12 @@ class CampaignView:
     name: str
     description: str
     stock: int
-    # The packages the caller may see (its own riders'; all of them for the street office
-    # running the campaign); `allocated` counts every package, seen or not.
+    # The first ALLOCATIONS_SHOWN packages the caller may see (its own riders'; all of them
+    # for the street office running the campaign), in allocation order, and the page token of
+    # the rest (campaign_allocations) when there are more; `allocated` counts every package,
+    # seen or not.
     allocations: dict[str, dict[str, Any]]
+    allocations_next_page_token: str
     allocated: int
     handed_over: int
     version: int
@@ -179,6 +184,9 @@ class CampaignView:
     rules_version: int
     donations: list[dict[str, Any]]
     remaining: int
+    # The package a command allocated or handed over (campaign(rider_id=...)), as it stood at
+    # the campaign's version; None for a read.
+    allocation: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -987,20 +995,52 @@ class MerchantsApplication(QijiApplication):
             return Outcome([campaign], {"campaign_id": campaign_id, "version": campaign.version})
         return self.execute(decide, id_key="campaign_id", serialise_on=campaign_id)
 
-    def campaign(self, campaign_id: str, version: int | None = None) -> CampaignView:
+    def campaign(self, campaign_id: str, version: int | None = None, *, rider_id: str = ""
+                 ) -> CampaignView:
+        """The campaign with its first packages (a command's answer too: the office's till
+        allocates the 60,000th package without the other 59,999 rendered and sent back, which
+        once made each answer cost O(stock) and, past about 50,000, larger than a gRPC
+        client takes); with `rider_id`, that rider's package as well."""
         # Only read, to render it: the cached campaign, not a copy of every allocation.
         c = self.view(campaign_id, CareCampaign, "campaign", version)
-        whole_list = self.caller_owns("campaign", campaign_id)
+        shown, token = self._allocations_page(c, ALLOCATIONS_SHOWN, "")
         return CampaignView(campaign_id=str(c.id), street_id=c.street_id, name=c.name,
                             description=c.description, stock=c.stock,
-                            allocations={k: {**v, "handed_over_by": masking.show_to_caller(
-                                masking.NAME, v["handed_over_by"])}
-                                for k, v in c.allocations_in_order()
-                                if whole_list or self.sees_rider(k)},
+                            allocations=dict(shown), allocations_next_page_token=token,
                             allocated=len(c.allocations), handed_over=c.handed_over,
                             version=c.version, contents=[dict(i) for i in c.contents],
                             rules=[dict(r) for r in c.rules], rules_version=c.rules_version,
-                            donations=[dict(d) for d in c.donations], remaining=c.remaining)
+                            donations=[dict(d) for d in c.donations], remaining=c.remaining,
+                            allocation={"rider_id": rider_id,
+                                        **self._shown_allocation(c, rider_id)}
+                            if rider_id else None)
+
+    def campaign_allocations(self, *, campaign_id: str, page_size: int, page_token: str
+                             ) -> tuple[list[tuple[str, dict[str, Any]]], str]:
+        """(rider id, package) the caller may see, in allocation order, a page at a time."""
+        require_ids(campaign_id=campaign_id)
+        c = self.view(campaign_id, CareCampaign, "campaign")
+        return self._allocations_page(c, page_size, page_token)
+
+    def _allocations_page(self, c: CareCampaign, page_size: int, page_token: str
+                          ) -> tuple[list[tuple[str, dict[str, Any]]], str]:
+        whole_list = self.caller_owns("campaign", str(c.id))
+
+        def shown(key: int) -> tuple[str, dict[str, Any]] | None:
+            rider_id = c.allocated_at_order(key - 1)  # keys from 1: a token says "after key"
+            if not (whole_list or self.sees_rider(rider_id)):
+                return None
+            return rider_id, self._shown_allocation(c, rider_id)
+        return page(range(1, len(c.allocations) + 1), shown, page_size=page_size,
+                    page_token=page_token, filters=["allocations", str(c.id)],
+                    looks_at=ALLOCATIONS_LOOKED_AT)
+
+    @staticmethod
+    def _shown_allocation(c: CareCampaign, rider_id: str) -> dict[str, Any]:
+        allocation = c.allocation(rider_id)
+        allocation["handed_over_by"] = masking.show_to_caller(masking.NAME,
+                                                              allocation["handed_over_by"])
+        return allocation
 
     def list_campaigns(self, *, street_id: str, page_size: int, page_token: str
                        ) -> tuple[list[CampaignView], str]:

@@ -128,6 +128,9 @@ ACCESS = access_table(SERVICE_NAME, {
                                                               DEPARTMENT, PLATFORM)),
     "ListCareCampaigns": scoped(CITY_READERS, tenants=each(Rows("campaign", "id"), STREET_OFFICE,
                                                                 DEPARTMENT, PLATFORM)),
+    # As GetCareCampaign, page by page: a platform lists its own riders' packages only.
+    "ListCarePackageAllocations": scoped(CITY_READERS, tenants=each(
+        CAMPAIGN_READ, STREET_OFFICE, DEPARTMENT, PLATFORM)),
     # Every role; with a rider_id only the rider's platform and home street office (the
     # rider's owners, as for ListPerksForRider) among the tenants.
     "FindNearby": scoped(CITY_READERS, tenants=each(NEARBY)),
@@ -358,14 +361,18 @@ class MerchantsServicer(pb_grpc.MerchantsServiceServicer):
                             context: grpc.ServicerContext) -> pb.AllocateCarePackageResponse:
         result = self.app.allocate_care_package(campaign_id=request.campaign_id,
                                                 rider_id=request.rider_id)
-        return pb.AllocateCarePackageResponse(campaign=self._campaign_at(result))
+        campaign = self.app.campaign(result.id, result.version, rider_id=request.rider_id)
+        return pb.AllocateCarePackageResponse(campaign=self._campaign(campaign),
+                                              allocation=self._allocation_of(campaign))
 
     def RecordHandOver(self, request: pb.RecordHandOverRequest, context: grpc.ServicerContext
                        ) -> pb.RecordHandOverResponse:
         result = self.app.record_hand_over(campaign_id=request.campaign_id,
                                            rider_id=request.rider_id,
                                            handed_over_by=request.handed_over_by)
-        return pb.RecordHandOverResponse(campaign=self._campaign_at(result))
+        campaign = self.app.campaign(result.id, result.version, rider_id=request.rider_id)
+        return pb.RecordHandOverResponse(campaign=self._campaign(campaign),
+                                         allocation=self._allocation_of(campaign))
 
     def GetCareCampaign(self, request: pb.GetCareCampaignRequest, context: grpc.ServicerContext
                         ) -> pb.GetCareCampaignResponse:
@@ -379,6 +386,16 @@ class MerchantsServicer(pb_grpc.MerchantsServiceServicer):
                                                page_token=request.page_token)
         return pb.ListCareCampaignsResponse(campaigns=[self._campaign(c) for c in found],
                                             next_page_token=token)
+
+    def ListCarePackageAllocations(self, request: pb.ListCarePackageAllocationsRequest,
+                                   context: grpc.ServicerContext
+                                   ) -> pb.ListCarePackageAllocationsResponse:
+        found, token = self.app.campaign_allocations(campaign_id=request.campaign_id,
+                                                     page_size=request.page_size,
+                                                     page_token=request.page_token)
+        return pb.ListCarePackageAllocationsResponse(
+            allocations=[self._allocation(rider_id, a) for rider_id, a in found],
+            next_page_token=token)
 
     # ------------------------------------------------------------------ the rider's map
 
@@ -465,11 +482,9 @@ class MerchantsServicer(pb_grpc.MerchantsServiceServicer):
             campaign_id=c.campaign_id, street_id=c.street_id, name=c.name,
             description=c.description, stock=c.stock, allocated=c.allocated,
             handed_over=c.handed_over,
-            allocations=[pb.CarePackageAllocation(
-                rider_id=rider_id, allocate_time=timestamp(a["allocated_at"]),
-                hand_over_time=timestamp(a["handed_over_at"]),
-                handed_over_by=a["handed_over_by"], recorded_by=a["recorded_by"])
-                for rider_id, a in c.allocations.items()],
+            allocations=[MerchantsServicer._allocation(rider_id, a)
+                         for rider_id, a in c.allocations.items()],
+            allocations_next_page_token=c.allocations_next_page_token,
             version=c.version, contents=[pb.CareItem(**i) for i in c.contents],
             eligibility_rules=[MerchantsServicer._care_rule(r) for r in c.rules],
             eligibility_rules_version=c.rules_version,
@@ -478,6 +493,19 @@ class MerchantsServicer(pb_grpc.MerchantsServiceServicer):
                 items=[pb.CareItem(**i) for i in d["items"]], record_time=timestamp(d["at"]),
                 recorded_by=d["recorded_by"]) for d in c.donations],
             remaining=c.remaining)
+
+    @staticmethod
+    def _allocation(rider_id: str, a: dict[str, Any]) -> pb.CarePackageAllocation:
+        return pb.CarePackageAllocation(
+            rider_id=rider_id, allocate_time=timestamp(a["allocated_at"]),
+            hand_over_time=timestamp(a["handed_over_at"]),
+            handed_over_by=a["handed_over_by"], recorded_by=a["recorded_by"])
+
+    @staticmethod
+    def _allocation_of(c: CampaignView) -> pb.CarePackageAllocation:
+        """The package the command named (campaign(rider_id=...))."""
+        assert c.allocation is not None
+        return MerchantsServicer._allocation(c.allocation["rider_id"], c.allocation)
 
     @staticmethod
     def _care_rule(r: dict[str, Any]) -> pb.CareEligibilityRule:

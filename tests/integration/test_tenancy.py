@@ -676,6 +676,15 @@ class TestAdversariesWhoChangeTheWorld:
         assert {x.rider_id for x in platform.allocations} == {b.rider}
 
 
+        def listed(token: str) -> set[str]:
+            return {x.rider_id for x in q.ok(
+                "merchants", "ListCarePackageAllocations", mpb.ListCarePackageAllocationsRequest(
+                    campaign_id=a.campaign), token).allocations}
+        assert listed(world.token("a", "street_office")) == {a.rider, b.rider}
+        assert listed(world.token("b", "platform")) == {b.rider}
+        assert listed(world.token("a", "platform")) == {a.rider}
+
+
 # ---------------------------------------------------------------------------- no rider oracle
 
 

@@ -40,15 +40,15 @@ REFUSED = (AlreadyExists, FailedPrecondition, NotFound, InvalidArgument)
 
 
 def each_step(aggregate: Any, table: dict[str, Callable[[Any, str], Any]],
-              steps: list[tuple[str, str]]) -> Iterator[None]:
+              steps: list[tuple[str, str]]) -> Iterator[tuple[str, str]]:
     """Takes the steps on `aggregate` one by one (a refused one changes nothing), pausing after
-    each for the caller to check what must hold."""
+    each, with the step taken, for the caller to check what must hold."""
     for step, rider in steps:
         try:
             table[step](aggregate, rider)
         except REFUSED:
             pass
-        yield
+        yield step, rider
 
 
 def steps_from(table: dict[str, Any], most: int) -> st.SearchStrategy[list[tuple[str, str]]]:
@@ -132,25 +132,32 @@ CAMPAIGN_STEPS = {
 
 @settings(max_examples=200, deadline=None)
 @given(stock=st.integers(1, 5), steps=steps_from(CAMPAIGN_STEPS, 30))
-def test_a_campaigns_handed_over_count_is_what_a_recount_gives(
+def test_a_campaigns_handed_over_count_and_order_are_what_a_recount_gives(
         stock: int, steps: list[tuple[str, str]]) -> None:
     campaign = a_campaign(stock)
-    for _ in each_step(campaign, CAMPAIGN_STEPS, steps):
+    allocated: list[str] = []  # the order the packages went out, as the steps took them
+    for step, rider in each_step(campaign, CAMPAIGN_STEPS, steps):
+        if step == "allocate" and rider not in allocated and rider in campaign.allocations:
+            allocated.append(rider)
         handed: list[Any] = [a for a in campaign.allocations.values()
                              if a["handed_over_at"] is not None]
         assert campaign.handed_over == len(handed)
         assert campaign.remaining == stock - len(campaign.allocations) >= 0
+        # The order the office pages through: every package once, as it went out.
+        assert [campaign.allocated_at_order(i) for i in range(len(allocated))] == allocated
 
 
 def test_a_commands_copy_of_a_campaign_shares_its_allocations_and_keeps_its_changes() -> None:
     cached, copy = cached_and_copied(a_campaign(1_000), lambda c, r: c.allocate(r, T0), 600)
     assert copy.allocations is cached.allocations
+    assert copy.allocated_in_order is cached.allocated_in_order
     copy.allocate("new", T0)
     copy.hand_over("r1", "王社工", "office", T0 + timedelta(hours=1))
     assert (copy.remaining, copy.handed_over) == (399, 1)
     assert copy.allocations["r1"]["handed_over_by"] == "王社工"
     assert (cached.remaining, cached.handed_over) == (400, 0)
     assert cached.allocations["r1"]["handed_over_at"] is None and "new" not in cached.allocations
+    assert copy.allocated_at_order(600) == "new" and len(cached.allocated_in_order) == 600
 
 
 def an_activity(places: int) -> VolunteerActivity:

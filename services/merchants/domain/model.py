@@ -558,6 +558,10 @@ class CareCampaign(Aggregate):
         # of a stock of up to MAX_CARE_STOCK; and how many were handed over, counted as they
         # are rather than walked on each read.
         self.allocations: Map[str, Map[str, Any]] = Map()
+        # Who got the n-th package (0 the first): the office's list is paged in that order
+        # without sorting every allocation for each page. Packages are never taken back, so
+        # the orders are 0 to len(allocations) - 1.
+        self.allocated_in_order: Map[int, str] = Map()
         self.handed = 0
         # Each sponsor's donations, in order: what a partner register links to "what they
         # gave". Packages donated add to the stock; items are recorded as given.
@@ -567,11 +571,13 @@ class CareCampaign(Aggregate):
     def handed_over(self) -> int:
         return self.handed
 
-    def allocations_in_order(self) -> list[tuple[str, dict[str, Any]]]:
-        """(rider id, allocation) in the order the packages were allocated."""
-        return [(rider_id, {k: v for k, v in allocation.items() if k != "order"})
-                for rider_id, allocation in sorted(self.allocations.items(),
-                                                   key=lambda item: item[1]["order"])]
+    def allocation(self, rider_id: str) -> dict[str, Any]:
+        """The rider's package (KeyError: none)."""
+        return {k: v for k, v in self.allocations[rider_id].items() if k != "order"}
+
+    def allocated_at_order(self, order: int) -> str:
+        """The rider who got the package allocated `order`-th (0 the first)."""
+        return self.allocated_in_order[order]
 
     @property
     def remaining(self) -> int:
@@ -626,9 +632,11 @@ class CareCampaign(Aggregate):
     def _allocated(self, rider_id: str, at: datetime) -> None:
         # `order`: the map keeps none, and the office reads its list in the order it gave
         # the packages out (times may tie, or disagree between replicas' clocks).
+        order = len(self.allocations)
         self.allocations = self.allocations.set(rider_id, Map(
             allocated_at=at, handed_over_at=None, handed_over_by="", recorded_by="",
-            order=len(self.allocations)))
+            order=order))
+        self.allocated_in_order = self.allocated_in_order.set(order, rider_id)
 
     def hand_over(self, rider_id: str, handed_over_by: str, recorded_by: str,
                   at: datetime) -> None:

@@ -147,6 +147,13 @@ MAX_NEW_RIDER_DAYS = 3650
 # Packages one campaign holds: more than the city's riders, so only a typed extra zero is
 # refused; a campaign promising more than it could ever hand out is a mistake.
 MAX_CARE_STOCK = 100_000
+# Packages a campaign's own message lists (the first, in allocation order); the rest are paged
+# (ListCarePackageAllocations), so that a campaign answers in a bounded message.
+ALLOCATIONS_SHOWN = 50
+# Packages one page looks at, at most: a platform with few riders among a campaign's 100,000
+# pages through them a bounded piece at a time (fewer rows, even none, and a token), where
+# one page would check every package's rider.
+ALLOCATIONS_LOOKED_AT = 2_000
 # Of one item, in a package or a sponsor's donation (bottles of water, by the pallet): a bound
 # against typos, not a policy.
 MAX_ITEM_QUANTITY = 1_000_000
