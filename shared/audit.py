@@ -847,6 +847,13 @@ def state_as_of(app: QijiApplication, aggregate_id: Any, when: datetime) -> dict
     return masking.redact(state, context.current().actor.roles)
 
 
+def _in_key_order(keys: Mapping[Any, Any]) -> list[Any]:
+    try:
+        return sorted(keys)
+    except TypeError:  # keys of several kinds
+        return sorted(keys, key=str)
+
+
 def _plain(value: Any) -> Any:
     """An aggregate's value as the fields an auditor reads: what aggregates keep as values
     (an immutables.Map, a named tuple, a value that says what its state is, such as a perk's
@@ -858,8 +865,9 @@ def _plain(value: Any) -> Any:
         return {k: _plain(v) for k, v in value.items()}
     if isinstance(value, Mapping):
         # A mapping that keeps no order (an immutables.Map iterates in hash order, which
-        # differs from process to process): by key, so that the same state reads the same.
-        return {k: _plain(value[k]) for k in sorted(value, key=str)}
+        # differs from process to process): by key, so that the same state reads the same
+        # (numbers as numbers: a campaign's packages by the order they went out).
+        return {k: _plain(value[k]) for k in _in_key_order(value)}
     if isinstance(value, tuple) and hasattr(value, "_asdict"):
         return _plain(value._asdict())
     if isinstance(value, list | tuple):

@@ -386,9 +386,10 @@ def test_an_auditor_reads_a_campaign_and_a_perk_as_of_now_as_fields_masked_as_th
     # shown must still be fields (not a repr), and a name in them masked.
     with as_actor(OFFICE):
         campaign = world["merchants"].create_care_campaign(
-            street_id=world["street"], name="夏日关爱礼包", description="", stock=6)["campaign_id"]
+            street_id=world["street"], name="夏日关爱礼包", description="", stock=12)["campaign_id"]
         rider = new_rider(world)
-        for someone in (rider, *(new_rider(world) for _ in range(5))):
+        # Twelve: orders 10 and 11 read as numbers, not as "10" before "2".
+        for someone in (rider, *(new_rider(world) for _ in range(11))):
             world["merchants"].allocate_care_package(campaign_id=campaign, rider_id=someone)
         world["merchants"].record_hand_over(campaign_id=campaign, rider_id=rider,
                                             handed_over_by="王社工")
@@ -405,8 +406,10 @@ def test_an_auditor_reads_a_campaign_and_a_perk_as_of_now_as_fields_masked_as_th
     assert offer["ledger"]["redeemed"] == {}
     assert "Map(" not in json.dumps(offer, default=str)
     # The same state reads the same from every process: what a map holds, by key.
-    assert len(state["allocations"]) == 6
+    assert len(state["allocations"]) == 12
     assert list(state["allocations"]) == sorted(state["allocations"])
+    assert state["allocated_in_order"][0] == rider
+    assert list(state["allocated_in_order"]) == list(range(12))
 
 
 def _race(n, fn):
