@@ -18,18 +18,14 @@ near 1.
 from __future__ import annotations
 
 import os
-import tempfile
 import time
-import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
-import structlog
 from qiji.merchants.v1 import merchants_service_pb2 as mpb
 
-from bench.common import Figure, record, scratch_database
-from tests.conftest import badges_key_env, pg_env
+from bench.common import Figure, record
+from bench.inprocess import qiji_on_postgres
 from tests.inprocess import InProcessQiji
 from tests.tenancy_world import Tenant, build, rid, ts
 
@@ -39,15 +35,8 @@ RIDERS = 100  # each may claim the perk many times a day (per_rider_limit), as a
 
 
 def main() -> list[Figure]:
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(30))
-    with scratch_database() as db, tempfile.TemporaryDirectory() as tmp:
-        env = {"QIJI_DATA_DIR": str(Path(tmp) / "data"), **badges_key_env(),
-               **pg_env(db, f"p_{uuid.uuid4().hex[:8]}")}
-        q = InProcessQiji(env, Path(tmp) / "tokens.json")
-        try:
-            return run(q)
-        finally:
-            q.close()
+    with qiji_on_postgres() as q:
+        return run(q)
 
 
 class Perk:

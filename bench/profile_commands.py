@@ -13,21 +13,16 @@ from __future__ import annotations
 import cProfile
 import os
 import pstats
-import tempfile
 import time
-import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
-import structlog
 from qiji.governance.v1 import governance_service_pb2 as gpb
 from qiji.identity.v1 import identity_service_pb2 as ipb
 from qiji.merchants.v1 import merchants_service_pb2 as mpb
 from qiji.training.v1 import training_service_pb2 as tpb
 
-from bench.common import scratch_database
-from tests.conftest import badges_key_env, pg_env
+from bench.inprocess import qiji_on_postgres
 from tests.inprocess import InProcessQiji
 from tests.tenancy_world import build, rid, ts
 
@@ -37,15 +32,8 @@ SORT = os.environ.get("PROFILE_SORT", "tottime")
 
 
 def main() -> None:
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(30))
-    with scratch_database() as db, tempfile.TemporaryDirectory() as tmp:
-        env = {"QIJI_DATA_DIR": str(Path(tmp) / "data"), **badges_key_env(),
-               **pg_env(db, f"p_{uuid.uuid4().hex[:8]}")}
-        q = InProcessQiji(env, Path(tmp) / "tokens.json")
-        try:
-            run(q)
-        finally:
-            q.close()
+    with qiji_on_postgres() as q:
+        run(q)
 
 
 def run(q: InProcessQiji) -> None:
