@@ -69,6 +69,9 @@ BATCH = 200
 TRACK_EVERY = 1000
 # The longest wait between tries of an upstream that does not answer.
 MAX_BACKOFF = 4.0
+# How long a read that found its upstream unreachable waits for the channel to dial it again:
+# beyond the reconnect back-off's ceiling and its jitter (shared/grpc/channels.py RECONNECT).
+REDIAL_SECONDS = 1.5
 REFUSED_CODES = (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
 
 
@@ -175,11 +178,19 @@ class GrpcFeed:
                    tls=settings.tls)
 
     def read(self, from_position: int, limit: int, topics: Sequence[str]) -> list[UpstreamEvent]:
-        reply = self._stub.ReadEvents(
-            self._pb.ReadEventsRequest(from_position=from_position, limit=limit,
-                                       topics=list(topics)),
+        request = self._pb.ReadEventsRequest(from_position=from_position, limit=limit,
+                                             topics=list(topics))
+        try:
             # Short: a request may be waiting on this read (catching up on a miss).
-            metadata=self._metadata, timeout=5)
+            reply = self._stub.ReadEvents(request, metadata=self._metadata, timeout=5)
+        except grpc.RpcError as error:
+            # Just after the upstream restarted, the channel may still be waiting out its
+            # reconnect back-off: a request would be told the upstream cannot be reached
+            # while it is back. Asked again once the channel has dialled it; an upstream still
+            # away costs the request REDIAL_SECONDS more, not a wait to its deadline.
+            if error.code() is not grpc.StatusCode.UNAVAILABLE or not self._redialled():
+                raise
+            reply = self._stub.ReadEvents(request, metadata=self._metadata, timeout=5)
         self._last_seen = reply.last_position
         failure = reply.integrity_failure
         self.failure = (Failure(failure.position, failure.problem, failure.topic)
@@ -187,6 +198,16 @@ class GrpcFeed:
         return [UpstreamEvent(self.name, e.position, uuid.UUID(e.originator_id),
                               e.originator_version, e.topic, e.state)
                 for e in reply.events]
+
+    def _redialled(self) -> bool:
+        """Whether the channel is connected to the upstream within REDIAL_SECONDS."""
+        ready = grpc.channel_ready_future(self._channel)
+        try:
+            ready.result(timeout=REDIAL_SECONDS)
+            return True
+        except grpc.FutureTimeoutError:
+            ready.cancel()  # stops watching the channel
+            return False
 
     def wait(self, timeout: float) -> None:
         """A long poll: the upstream's PublicFeedService (the same port, the same `service`

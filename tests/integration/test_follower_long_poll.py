@@ -17,7 +17,7 @@ import shared.grpc.feed as feed_api
 import shared.grpc.public_feed as public_api
 from services.identity.application import IdentityApplication
 from services.identity.public_events import CATALOGUE as IDENTITY_EVENTS
-from shared.followers import GrpcFeed
+from shared.followers import REDIAL_SECONDS, GrpcFeed
 from tests.city import build_city, in_application
 from tests.conftest import MASTER_KEY, settings_for
 
@@ -104,3 +104,50 @@ def test_an_upstream_without_the_public_feed_is_waited_for_by_sleeping():
     finally:
         feed.close()
         server.stop(0)
+
+
+def test_a_read_just_after_the_upstream_restarted_waits_for_the_channel_to_dial_again(
+        identity):
+    """identity restarts; a request to training that must catch up with identity's directory
+    (a rider registered a moment ago) comes just after identity is back. The channel is still
+    waiting out its reconnect back-off (up to 2 s, shared/grpc/channels.py): the read waits
+    for it, within its deadline, instead of failing at once with UNAVAILABLE (which the caller
+    got as "identity cannot be reached", an e2e test of the platform feed saw it); while the
+    upstream is away, a read still fails within a couple of seconds, not at its deadline."""
+    stopping = threading.Event()
+
+    def register(server: grpc.Server) -> None:
+        feed_api.register(server, identity, stopping)
+    server, address = serve(public_api.PublicFeedServicer(identity, IDENTITY_EVENTS, stopping),
+                            register)
+    feed = GrpcFeed("identity", address, "unused", poll_seconds=1.0)
+    try:
+        build_city(in_application(identity))
+        assert feed.read(1, 100, [])
+        server.stop(0).wait()
+        # Down long enough for the back-off to grow to its ceiling: the long poll, on the same
+        # channel, fails at once and sleeps, as a follower's loop does while identity is away.
+        deadline = time.monotonic() + 3.0
+        while time.monotonic() < deadline:
+            feed.wait(0.2)
+        started = time.monotonic()
+        with pytest.raises(grpc.RpcError) as away:
+            feed.read(1, 100, [])
+        assert away.value.code() is grpc.StatusCode.UNAVAILABLE
+        assert time.monotonic() - started < REDIAL_SECONDS + 1.0
+        again = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+        public_grpc.add_PublicFeedServiceServicer_to_server(
+            public_api.PublicFeedServicer(identity, IDENTITY_EVENTS, stopping), again)
+        register(again)
+        assert again.add_insecure_port(address) == int(address.rsplit(":", 1)[1])
+        again.start()
+        try:
+            started = time.monotonic()
+            assert feed.read(1, 100, [])  # at once after the restart: no UNAVAILABLE
+            assert time.monotonic() - started < 4.0
+        finally:
+            again.stop(0)
+    finally:
+        stopping.set()
+        identity.wake_waiters()
+        feed.close()
