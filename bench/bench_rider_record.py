@@ -56,7 +56,8 @@ class Feed:
                                          topic, MAC.seal_state(originator, version, topic,
                                                                content)))
 
-    def read(self, start: int, limit: int, topics: Sequence[str]) -> list[UpstreamEvent]:
+    def read(self, start: int, limit: int, topics: Sequence[str], *,
+             redial: bool = False) -> list[UpstreamEvent]:
         # Fresh objects, as each read of a FeedService gives: nothing decoded outlives a batch.
         return [UpstreamEvent(e.upstream, e.position, e.originator_id, e.originator_version,
                               e.topic, e.stored_state)

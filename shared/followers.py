@@ -115,7 +115,12 @@ class Feed(Protocol):
     # failing its MAC), and why; None when it did not. The events read are those before it.
     failure: Failure | None
 
-    def read(self, from_position: int, limit: int, topics: Sequence[str]) -> list[UpstreamEvent]:
+    def read(self, from_position: int, limit: int, topics: Sequence[str], *,
+             redial: bool = False) -> list[UpstreamEvent]:
+        """`redial`: a request is waiting on this read (a directory's miss). An upstream that
+        restarted a moment ago is then waited for while the channel dials it again, not
+        reported away; a loop in the background asks again by itself, and must not wait (it
+        would hold up the process's stop)."""
         ...
 
     def wait(self, timeout: float) -> None:
@@ -136,8 +141,9 @@ class LocalFeed:
         self._app = app
         self.failure: Failure | None = None
 
-    def read(self, from_position: int, limit: int, topics: Sequence[str]) -> list[UpstreamEvent]:
-        # What the upstream's FeedService serves, without the network.
+    def read(self, from_position: int, limit: int, topics: Sequence[str], *,
+             redial: bool = False) -> list[UpstreamEvent]:
+        # What the upstream's FeedService serves, without the network (nothing to dial).
         notifications, self.failure = read_checked(self._app, from_position, limit, topics)
         return [UpstreamEvent(self.name, n.id, n.originator_id, n.originator_version, n.topic,
                               n.state) for n in notifications]
@@ -177,7 +183,8 @@ class GrpcFeed:
         return cls(upstream, settings.upstreams[upstream], settings.service_token,
                    tls=settings.tls)
 
-    def read(self, from_position: int, limit: int, topics: Sequence[str]) -> list[UpstreamEvent]:
+    def read(self, from_position: int, limit: int, topics: Sequence[str], *,
+             redial: bool = False) -> list[UpstreamEvent]:
         request = self._pb.ReadEventsRequest(from_position=from_position, limit=limit,
                                              topics=list(topics))
         try:
@@ -188,7 +195,8 @@ class GrpcFeed:
             # reconnect back-off: a request would be told the upstream cannot be reached
             # while it is back. Asked again once the channel has dialled it; an upstream still
             # away costs the request REDIAL_SECONDS more, not a wait to its deadline.
-            if error.code() is not grpc.StatusCode.UNAVAILABLE or not self._redialled():
+            if not redial or error.code() is not grpc.StatusCode.UNAVAILABLE \
+                    or not self._redialled():
                 raise
             reply = self._stub.ReadEvents(request, metadata=self._metadata, timeout=5)
         self._last_seen = reply.last_position

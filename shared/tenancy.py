@@ -464,11 +464,12 @@ class TenancyDirectory:
         self._started = 0
         self._completed = 0
 
-    def catch_up(self) -> int:
+    def catch_up(self, *, redial: bool = False) -> int:
         """Applies what identity stored since the last look. identity out of reach is the
-        caller's UNAVAILABLE (retry): who owns a rider cannot be guessed."""
+        caller's UNAVAILABLE (retry): who owns a rider cannot be guessed. `redial`: a request
+        waits on it (Feed.read)."""
         try:
-            return self._catch_up()
+            return self._catch_up(redial)
         except grpc.RpcError as error:
             raise Unavailable("identity cannot be reached to tell who owns this; retry shortly",
                               reason="UPSTREAM_UNAVAILABLE", upstream="identity",
@@ -478,13 +479,14 @@ class TenancyDirectory:
         """Built as the process starts and kept close behind identity."""
         keep_behind(lambda: self.catch_up() >= 0, stopping, name=self.upstream, every=every)
 
-    def _catch_up(self) -> int:
+    def _catch_up(self, redial: bool) -> int:
         with self._lock:
             self._started += 1
             number = self._started
             applied = 0
             while True:
-                events = self._feed.read(self.position + 1, BATCH, list(DIRECTORY_TOPICS))
+                events = self._feed.read(self.position + 1, BATCH, list(DIRECTORY_TOPICS),
+                                         redial=redial)
                 for e in events:
                     self._apply(e.topic, str(e.originator_id), e.state)
                     self.position = e.position
@@ -522,7 +524,7 @@ class TenancyDirectory:
                 # before it is seen); one another miss already ran will do. A caller sending
                 # many unknown ids at once costs one read of identity's feed, not one each.
                 if self._completed <= missed:
-                    self.catch_up()
+                    self.catch_up(redial=True)
             if caught_up is not None:
                 caught_up.add(self.upstream)
             found = table.get(ident)

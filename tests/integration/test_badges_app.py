@@ -60,7 +60,7 @@ class ListFeed:
         self.events.append(UpstreamEvent(self.name, len(self.events) + 1, originator, 1, topic,
                                          stored_state(originator, 1, topic, state)))
 
-    def read(self, from_position, limit, topics):
+    def read(self, from_position, limit, topics, *, redial=False):
         return [e for e in self.events[from_position - 1:][:limit]
                 if not topics or e.topic in topics]
 

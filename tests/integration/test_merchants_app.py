@@ -92,7 +92,7 @@ class ListFeed:
         self.events.append(UpstreamEvent("badges", len(self.events) + 1, award_id, 1, topic,
                                          stored_state(award_id, 1, topic, state)))
 
-    def read(self, from_position, limit, topics):
+    def read(self, from_position, limit, topics, *, redial=False):
         return [e for e in self.events[from_position - 1:][:limit]
                 if not topics or e.topic in topics]
 
