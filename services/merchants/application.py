@@ -26,6 +26,7 @@ from services.merchants.domain.model import (
 from services.merchants.domain.values import (
     ALLOCATIONS_LOOKED_AT,
     ALLOCATIONS_SHOWN,
+    ALLOCATIONS_SHOWN_LOOKED_AT,
     BUSINESS_AREA_OF_ANOTHER_STREET,
     MAX_AMOUNT_OFF_FEN,
     MAX_CARE_ITEMS,
@@ -1003,7 +1004,8 @@ class MerchantsApplication(QijiApplication):
         client takes); with `rider_id`, that rider's package as well."""
         # Only read, to render it: the cached campaign, not a copy of every allocation.
         c = self.view(campaign_id, CareCampaign, "campaign", version)
-        shown, token = self._allocations_page(c, ALLOCATIONS_SHOWN, "")
+        shown, token = self._allocations_page(c, ALLOCATIONS_SHOWN, "",
+                                              ALLOCATIONS_SHOWN_LOOKED_AT)
         return CampaignView(campaign_id=str(c.id), street_id=c.street_id, name=c.name,
                             description=c.description, stock=c.stock,
                             allocations=dict(shown), allocations_next_page_token=token,
@@ -1020,10 +1022,10 @@ class MerchantsApplication(QijiApplication):
         """(rider id, package) the caller may see, in allocation order, a page at a time."""
         require_ids(campaign_id=campaign_id)
         c = self.view(campaign_id, CareCampaign, "campaign")
-        return self._allocations_page(c, page_size, page_token)
+        return self._allocations_page(c, page_size, page_token, ALLOCATIONS_LOOKED_AT)
 
-    def _allocations_page(self, c: CareCampaign, page_size: int, page_token: str
-                          ) -> tuple[list[tuple[str, dict[str, Any]]], str]:
+    def _allocations_page(self, c: CareCampaign, page_size: int, page_token: str,
+                          looks_at: int) -> tuple[list[tuple[str, dict[str, Any]]], str]:
         whole_list = self.caller_owns("campaign", str(c.id))
 
         def shown(key: int) -> tuple[str, dict[str, Any]] | None:
@@ -1033,7 +1035,7 @@ class MerchantsApplication(QijiApplication):
             return rider_id, self._shown_allocation(c, rider_id)
         return page(range(1, len(c.allocations) + 1), shown, page_size=page_size,
                     page_token=page_token, filters=["allocations", str(c.id)],
-                    looks_at=ALLOCATIONS_LOOKED_AT)
+                    looks_at=looks_at)
 
     @staticmethod
     def _shown_allocation(c: CareCampaign, rider_id: str) -> dict[str, Any]:

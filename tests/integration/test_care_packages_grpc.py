@@ -220,10 +220,14 @@ def test_a_campaign_of_many_packages_answers_in_pages(qiji: InProcessQiji,
     assert (far_view.allocated, list(far_view.allocations),
             far_view.allocations_next_page_token) == (120, [], "")
     assert all_pages_of(qiji, far_office, campaign_id) == []
-    # A page looks at so many packages at most (2,000; 25 here): a platform with one rider in
-    # ten pages on through fewer rows than it asked for, and misses none.
+    # A page looks at so many packages at most (2,000, and 500 for the campaign's own
+    # message; 25 here): a platform with one rider in ten pages on through fewer rows than it
+    # asked for, and misses none.
+    monkeypatch.setattr(merchants_application, "ALLOCATIONS_SHOWN_LOOKED_AT", 25)
+    bounded = campaign(theirs)
+    assert [a.rider_id for a in bounded.allocations] == other_riders[:2]  # of the first 25
     monkeypatch.setattr(merchants_application, "ALLOCATIONS_LOOKED_AT", 25)
-    assert all_pages(theirs, campaign(theirs)) == (other_riders, 5)
+    assert all_pages(theirs, bounded) == (other_riders, 5)
     first = qiji.ok("merchants", "ListCarePackageAllocations",
                     mpb.ListCarePackageAllocationsRequest(campaign_id=campaign_id, page_size=5),
                     theirs)
