@@ -13,8 +13,8 @@ from shared.grpc.tls import read_certificates, read_key_pair
 # grpcio's default reconnect back-off grows to 120 s: a server back after a restart could wait
 # that long for our followers, gateway and relay to dial again (the relay showed itself unhealthy
 # for 30 s after an upstream came back). Qiji's servers are few and near: retry within a second
-# (a follower's read waits that long for a restarted upstream, shared/followers.py
-# REDIAL_SECONDS, rather than tell a request it cannot be reached).
+# (a feed read a request waits on waits that long for a restarted upstream, shared/followers.py
+# REDIAL_SECONDS, rather than tell the request it cannot be reached).
 RECONNECT = [("grpc.initial_reconnect_backoff_ms", 250), ("grpc.min_reconnect_backoff_ms", 250),
              ("grpc.max_reconnect_backoff_ms", 1000)]
 
