@@ -165,9 +165,13 @@ def test_a_campaign_of_many_packages_answers_in_pages(qiji: InProcessQiji,
     campaign_id = qiji.ok("merchants", "CreateCareCampaign", mpb.CreateCareCampaignRequest(
         request_id=rid(), street_id=street, name="冬日关爱礼包", stock=200), office
         ).campaign.campaign_id
+    early: tuple[Any, Any] = (None, None)
     for i, rider_id in enumerate(riders):
-        answer = qiji.ok("merchants", "AllocateCarePackage", mpb.AllocateCarePackageRequest(
-            request_id=rid(), campaign_id=campaign_id, rider_id=rider_id), office)
+        allocate = mpb.AllocateCarePackageRequest(request_id=rid(), campaign_id=campaign_id,
+                                                  rider_id=rider_id)
+        answer = qiji.ok("merchants", "AllocateCarePackage", allocate, office)
+        if i == 3:
+            early = (allocate, answer)
         # The package this call allocated, whatever page it falls on.
         assert answer.allocation.rider_id == rider_id
         assert answer.allocation.HasField("allocate_time")
@@ -175,6 +179,9 @@ def test_a_campaign_of_many_packages_answers_in_pages(qiji: InProcessQiji,
         assert answer.campaign.allocated == i + 1
         assert len(answer.campaign.allocations) == min(i + 1, 50)
         assert bool(answer.campaign.allocations_next_page_token) == (i + 1 > 50)
+    # A retry of an early allocation answers as its first call did, its package included.
+    retried = qiji.ok("merchants", "AllocateCarePackage", early[0], office)
+    assert retried == early[1] and retried.allocation.rider_id == riders[3]
     handed = qiji.ok("merchants", "RecordHandOver", mpb.RecordHandOverRequest(
         request_id=rid(), campaign_id=campaign_id, rider_id=riders[77],
         handed_over_by="王社工"), office)
