@@ -573,7 +573,7 @@ class CareCampaign(Aggregate):
 
     def allocation(self, rider_id: str) -> dict[str, Any]:
         """The rider's package (KeyError: none)."""
-        return {k: v for k, v in self.allocations[rider_id].items() if k != "order"}
+        return dict(self.allocations[rider_id])
 
     def allocated_at_order(self, order: int) -> str:
         """The rider who got the package allocated `order`-th (0 the first)."""
@@ -630,13 +630,12 @@ class CareCampaign(Aggregate):
 
     @event("PackageAllocated")
     def _allocated(self, rider_id: str, at: datetime) -> None:
-        # `order`: the map keeps none, and the office reads its list in the order it gave
-        # the packages out (times may tie, or disagree between replicas' clocks).
-        order = len(self.allocations)
+        # In allocated_in_order too: the map keeps no order, and the office reads its list in
+        # the order it gave the packages out (times may tie, or disagree between replicas'
+        # clocks).
+        self.allocated_in_order = self.allocated_in_order.set(len(self.allocations), rider_id)
         self.allocations = self.allocations.set(rider_id, Map(
-            allocated_at=at, handed_over_at=None, handed_over_by="", recorded_by="",
-            order=order))
-        self.allocated_in_order = self.allocated_in_order.set(order, rider_id)
+            allocated_at=at, handed_over_at=None, handed_over_by="", recorded_by=""))
 
     def hand_over(self, rider_id: str, handed_over_by: str, recorded_by: str,
                   at: datetime) -> None:
