@@ -841,7 +841,7 @@ def state_as_of(app: QijiApplication, aggregate_id: Any, when: datetime) -> dict
     version = app.version_at(aggregate_id, when)
     if version is None:
         return {}
-    aggregate: Aggregate = app.repository.get(aggregate_id, version=version)
+    aggregate: Aggregate = app.aggregates.replayed(aggregate_id, version)
     state = {k.lstrip("_"): ("[sealed]" if k.startswith("sealed_") and v else _plain(v))
              for k, v in vars(aggregate).items() if k not in ("_pending_events",)}
     return masking.redact(state, context.current().actor.roles)

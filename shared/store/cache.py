@@ -32,7 +32,7 @@ from decimal import Decimal
 from enum import Enum
 from typing import Any
 
-from eventsourcing.application import AggregateNotFoundError, Repository, project_aggregate
+from eventsourcing.application import AggregateNotFoundError, Repository
 from eventsourcing.domain import Aggregate
 from immutables import Map
 
@@ -70,6 +70,9 @@ class AggregateCache:
         self._memo_key = f"log:{id(self)}"
         # A follower's batch not yet committed, for reads in the follower's thread only.
         self._batch = threading.local()
+        # The aggregates being read from the store into the cache now, each by one reader.
+        self._loading: dict[uuid.UUID, threading.Event] = {}
+        self._loading_lock = threading.Lock()
 
     @contextmanager
     def pending(self, aggregates: dict[uuid.UUID, Any], events: list[Any]) -> Iterator[None]:
@@ -160,7 +163,13 @@ class AggregateCache:
         version, else rebuilt from its events up to that version in one read (not the current
         one brought up to date first, which would read the store once more for nothing)."""
         cached = self.cached_at(ident, version)
-        return cached if cached is not None else self._repository.get(ident, version=version)
+        return cached if cached is not None else self.replayed(ident, version)
+
+    def replayed(self, ident: uuid.UUID, version: int) -> Any:
+        """The aggregate rebuilt from its stored events up to `version` (AggregateNotFoundError
+        if none is stored), never cached: a version a command answered before, or the state as
+        of a moment an auditor asks for."""
+        return self._repository.get(ident, version=version, projector_func=project)
 
     def exists(self, ident: uuid.UUID) -> bool:
         """Whether any event of `ident` is stored. Events are never deleted: a cached aggregate
@@ -221,7 +230,7 @@ class AggregateCache:
         if version is not None and aggregate.version != version:
             # Only an older version is replayed from the store (a retry's first answer); the
             # version a command just stored is the cached, current one.
-            return self._repository.get(ident, version=version), False
+            return self.replayed(ident, version), False
         return aggregate, self._cache is not None
 
     def _current(self, ident: uuid.UUID) -> Any:
@@ -238,19 +247,16 @@ class AggregateCache:
         if aggregate is None:
             if self._known_absent(ident):
                 raise AggregateNotFoundError(ident)
-            # What the log had been looked at through before the store is asked: what it
-            # answers includes all of that.
-            looked = watermark.position if watermark is not None else 0
-            aggregate = project_aggregate(None, self._events.get(ident))
-            if aggregate is None:
-                if watermark is not None:
-                    watermark.current_through(ident, ABSENT, looked)
-                raise AggregateNotFoundError(ident)
-            if cache is not None:
-                cache.put(ident, aggregate)
-                if watermark is not None:
-                    watermark.current_through(ident, aggregate.version, looked)
-            return aggregate
+            if cache is None:
+                return self._load(ident)
+            aggregate = self._load_once(ident, cache)
+            if aggregate is not None:
+                return aggregate
+            # Another reader loaded it meanwhile: checked below as any cached copy is.
+            try:
+                aggregate = cache.get(ident)
+            except KeyError:  # not found, or its load failed: this read asks for itself
+                return self._load(ident, cache)
         stale = None
         looked = 0
         if watermark is not None:
@@ -262,10 +268,52 @@ class AggregateCache:
         if stale:
             newer = list(self._events.get(ident, gt=aggregate.version))
             if newer:
-                aggregate = project_aggregate(copy_aggregate(aggregate), newer)
+                aggregate = project(copy_aggregate(aggregate), newer)
                 cache.put(ident, aggregate)
         if watermark is not None and aggregate is not None:
             watermark.current_through(ident, aggregate.version, looked)
+        return aggregate
+
+    def _load_once(self, ident: uuid.UUID, cache: Any) -> Any | None:
+        """The aggregate read from the store and cached by this reader, or None once another
+        reader who was already loading it has finished (cached, absent or failed: the caller
+        looks in the cache again). A perk claimed for weeks is thousands of events: after a
+        restart, every till's first claim and every rider's first look at it came at once,
+        and each read all of its events (8 readers at once took 8 times one's CPU)."""
+        with self._loading_lock:
+            loading = self._loading.get(ident)
+            leader = loading is None
+            if leader:
+                loading = self._loading[ident] = threading.Event()
+        assert loading is not None
+        if not leader:
+            # Whatever this reader must see that the load began without, the cached copy's
+            # check against the log (for this read's request) finds, as for any cached copy.
+            loading.wait()
+            return None
+        try:
+            return self._load(ident, cache)
+        finally:
+            with self._loading_lock:
+                del self._loading[ident]
+            loading.set()
+
+    def _load(self, ident: uuid.UUID, cache: Any = None) -> Any:
+        """The aggregate read from all of its stored events, and cached when there is a cache
+        (AggregateNotFoundError if none is stored)."""
+        watermark = self.watermark
+        # What the log had been looked at through before the store is asked: what it
+        # answers includes all of that.
+        looked = watermark.position if watermark is not None else 0
+        aggregate = project(None, self._events.get(ident))
+        if aggregate is None:
+            if watermark is not None:
+                watermark.current_through(ident, ABSENT, looked)
+            raise AggregateNotFoundError(ident)
+        if cache is not None:
+            cache.put(ident, aggregate)
+            if watermark is not None:
+                watermark.current_through(ident, aggregate.version, looked)
         return aggregate
 
     def forget_look(self) -> None:
@@ -302,6 +350,17 @@ class AggregateCache:
         watermark.look()
         if memo is not None:
             memo.add(self._memo_key)
+
+
+def project(aggregate: Any, events: Iterable[Any]) -> Any:
+    """The aggregate with `events` applied in turn: the library's `project_aggregate` without
+    its `assert isinstance(event, CanMutateProtocol)`, a runtime Protocol check of 29 µs an
+    event on Python 3.11 (the event's own apply is a few µs): two fifths of a perk's first
+    read. Every event here comes from the store's mapper, an instance of the library's
+    domain event classes, which define `mutate`."""
+    for event in events:
+        aggregate = event.mutate(aggregate)
+    return aggregate
 
 
 # The version a mark gives an aggregate with no event stored: "absent through a position".

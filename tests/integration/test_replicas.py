@@ -233,3 +233,86 @@ def test_a_replica_that_opened_a_riders_data_shows_none_once_another_replica_era
         # And nothing of theirs opens from one's cache any more.
         assert one.vault.open(rider_id, one.view(rider_id, Rider, "rider").sealed_phone) \
             == "[erased]"
+
+
+def _slow_full_reads(app: IdentityApplication, ident: Any) -> tuple[list[int], Any, Any]:
+    """Counts the reads of all of `ident`'s events (a load, not a catch-up) and holds the
+    first such read, once its rows are in, until `go` is set: (reads, loaded, go)."""
+    import threading
+    reads: list[int] = []
+    loaded, go = threading.Event(), threading.Event()
+    select = app.recorder.select_events
+
+    def select_events(*a: Any, **k: Any) -> Any:
+        rows = select(*a, **k)
+        if (a[0] if a else k.get("originator_id")) == ident and k.get("gt") is None:
+            reads.append(len(rows))
+            if len(reads) == 1:
+                loaded.set()
+                go.wait(10)
+        return rows
+    app.recorder.select_events = select_events  # type: ignore[method-assign]
+    return reads, loaded, go
+
+
+def test_readers_of_an_aggregate_not_yet_cached_share_one_read_of_its_events(store_env):
+    """After a restart a popular aggregate (a perk claimed for weeks: thousands of events) is
+    asked for by many callers at once. One of them reads its events; the others wait for that
+    read instead of each reading all of them again (8 at once cost 8 times one's CPU)."""
+    import threading
+    import time
+    with replicas(store_env) as (one, two):
+        tree = city_tree(two)
+        rider_id = registered_rider(two, tree)  # stored by two: not in one's cache
+        reads, loaded, go = _slow_full_reads(one, Rider.create_id(
+            platform_id=tree["platform"], platform_rider_id="R-1"))
+        platform = actor("platform-co", "platform")
+        seen: list[str] = []
+
+        def reader() -> None:
+            with acting_as(RequestContext(actor=platform, caught_up=set())):
+                seen.append(one.rider(rider_id).status.name)
+        readers = [threading.Thread(target=reader) for _ in range(6)]
+        for r in readers:
+            r.start()
+        assert loaded.wait(10)
+        time.sleep(0.3)  # the other five come while the first read is held
+        go.set()
+        for r in readers:
+            r.join(10)
+        assert seen == ["REGISTERED"] * 6
+        assert len(reads) == 1
+
+
+def test_a_reader_that_waited_for_anothers_read_still_sees_what_was_stored_after_it_began(
+        store_env):
+    """Sharing a read must not share its age: a request that began after another replica's
+    command, and waited for a read of the aggregate that began before that command, answers
+    with what the command stored, as it would have alone."""
+    import threading
+    import time
+    with replicas(store_env) as (one, two):
+        tree = city_tree(two)
+        rider_id = registered_rider(two, tree)
+        reads, loaded, go = _slow_full_reads(one, Rider.create_id(
+            platform_id=tree["platform"], platform_rider_id="R-1"))
+        platform = actor("platform-co", "platform")
+        seen: dict[str, str] = {}
+
+        def reader(name: str) -> None:
+            with acting_as(RequestContext(actor=platform, caught_up=set())):
+                seen[name] = one.rider(rider_id).status.name
+        first = threading.Thread(target=reader, args=("first",))
+        first.start()
+        assert loaded.wait(10)  # the first read has the rider's events, as registered
+        with as_actor(platform):
+            two.verify_rider(rider_id=rider_id)
+        later = threading.Thread(target=reader, args=("later",))
+        later.start()  # begins after the verification committed
+        time.sleep(0.3)
+        assert later.is_alive(), "the later request waits for the read in flight"
+        go.set()
+        first.join(10)
+        later.join(10)
+        assert seen == {"first": "REGISTERED", "later": "ACTIVE"}
+        assert len(reads) == 1
