@@ -13,14 +13,25 @@ ClaimPerk and per RedeemCode over BENCH_OPS calls, beside the same on a perk wit
 measured at the same moment (the same process, caches and tables): the baseline. Goal: a ratio
 near 1.
 
+Then the perk's first read after a restart (its cache emptied): a GetPerkOffer alone, beside
+the raw fetch of the same rows (psycopg, binary, no checks or decoding) — a first read must
+read every event, so this one grows with the history; its ratio says what reading each costs —
+and 8 GetPerkOffers at once, beside one alone (goal ≤ 1.5: the callers share one read; each
+read all of the events before).
+
     .venv/bin/python -m bench.bench_perk_history"""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import statistics
+import threading
 import time
+import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from qiji.merchants.v1 import merchants_service_pb2 as mpb
 
@@ -32,6 +43,7 @@ from tests.tenancy_world import Tenant, build, rid, ts
 CALLS = int(os.environ.get("BENCH_OPS", "200"))
 HISTORY = [int(h) for h in os.environ.get("BENCH_PERK_HISTORY", "1000,5000").split(",")]
 RIDERS = 100  # each may claim the perk many times a day (per_rider_limit), as a canteen's
+READERS = 8  # callers asking for the perk at once after a restart
 
 
 def main() -> list[Figure]:
@@ -109,13 +121,64 @@ def run(q: InProcessQiji) -> list[Figure]:
         print(f"{at:>14,}{claim:>13,.0f} µs{new_claim:>8,.0f} µs{claim / new_claim:>7.2f}"
               f"{redeem:>14,.0f} µs{new_redeem:>8,.0f} µs{redeem / new_redeem:>7.2f}",
               flush=True)
+        alone, at_once, raw = first_reads(q, old)
+        print(f"  first read after a restart: {alone:,.1f} ms alone (raw fetch of its "
+              f"{raw[1]:,} events {raw[0]:,.1f} ms: {alone / raw[0]:.1f}×); {READERS} at once "
+              f"{at_once:,.1f} ms ({at_once / alone:.2f}× one alone)", flush=True)
         figures += [
+            Figure(f"GetPerkOffer, first read after a restart, perk claimed {at:,} times",
+                   alone, raw[0], "ms", baseline_name="raw fetch of its rows"),
+            Figure(f"{READERS} GetPerkOffers at once, first read, perk claimed {at:,} times",
+                   at_once, alone, "ms", concurrency=READERS, baseline_name="one alone",
+                   goal=1.5),
             Figure(f"ClaimPerk CPU on a perk claimed {at:,} times", claim, new_claim, "µs",
                    baseline_name="on a new perk", goal=1.5),
             Figure(f"RedeemCode CPU on a perk claimed {at:,} times", redeem, new_redeem,
                    "µs", baseline_name="on a new perk", goal=1.5)]
     record(figures)
     return figures
+
+
+def first_reads(q: InProcessQiji, perk: Perk, rounds: int = 3
+                ) -> tuple[float, float, tuple[float, int]]:
+    """Wall ms, each the median of `rounds`, from an empty cache: one GetPerkOffer alone;
+    READERS of them at once, until the last answers; and (ms, rows) of the raw fetch of the
+    perk's stored events."""
+    app = q.apps["merchants"]
+    token = perk.t.tokens["merchant"]
+
+    def get() -> None:
+        q.ok("merchants", "GetPerkOffer", mpb.GetPerkOfferRequest(perk_id=perk.id), token)
+
+    def cold(readers: int) -> float:
+        # Only the perk leaves the cache: the merchant and the rest stay as they were.
+        cache: Any = app.repository.cache
+        with contextlib.suppress(KeyError):
+            cache.get(uuid.UUID(perk.id), evict=True)
+        threads = [threading.Thread(target=get) for _ in range(readers)]
+        started = time.perf_counter()
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        return (time.perf_counter() - started) * 1e3
+
+    get()  # the merchant and the tenancy directory warm
+    alone = statistics.median(cold(1) for _ in range(rounds))
+    at_once = statistics.median(cold(READERS) for _ in range(rounds))
+    recorder: Any = app.recorder
+    table = f"{recorder.datastore.schema}.{recorder.events_table_name}"
+    fetched: list[float] = []
+    with recorder.datastore.get_connection() as conn:
+        for _ in range(rounds):
+            started = time.perf_counter()
+            with conn.cursor(binary=True) as cursor:
+                rows = cursor.execute(
+                    f"SELECT originator_version, topic, state FROM {table} "
+                    "WHERE originator_id = %s ORDER BY originator_version",
+                    (uuid.UUID(perk.id),)).fetchall()
+            fetched.append((time.perf_counter() - started) * 1e3)
+    return alone, at_once, (statistics.median(fetched), len(rows))
 
 
 if __name__ == "__main__":
