@@ -262,6 +262,13 @@ class Sealer(PeriodicJob[QijiApplication]):
                 # the next try asks the store again.
                 self._continuity.forget()
                 return stop.sealed
+            except BaseException:
+                # The round failed part way (the store went away while it stored the seals):
+                # it followed versions it did not seal, and the next round reads them again,
+                # which must not look like events come twice (a false integrity alarm, seen
+                # after a PostgreSQL restart under load).
+                self._continuity.forget()
+                raise
             self.stopped = None
             ALARM.intact(self.app.name, SEALER)
             self._maybe_checkpoint()
