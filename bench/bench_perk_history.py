@@ -141,9 +141,9 @@ def run(q: InProcessQiji) -> list[Figure]:
 
 def first_reads(q: InProcessQiji, perk: Perk, rounds: int = 3
                 ) -> tuple[float, float, tuple[float, int]]:
-    """Wall ms, each the median of `rounds`, from an empty cache: one GetPerkOffer alone;
-    READERS of them at once, until the last answers; and (ms, rows) of the raw fetch of the
-    perk's stored events."""
+    """Wall ms, each the median of `rounds`, with the perk out of the cache: one GetPerkOffer
+    alone; READERS of them at once, until the last answers; and (ms, rows) of the raw fetch of
+    the perk's stored events."""
     app = q.apps["merchants"]
     token = perk.t.tokens["merchant"]
 
