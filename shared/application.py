@@ -188,12 +188,12 @@ class QijiApplication(StoredApplication):
         changes: what it changed would be the cache."""
         return self._read(self.aggregates.read_only, aggregate_id, kind, label, version, field)
 
-    def _read(self, read: Callable[[uuid.UUID, int | None], Aggregate],
+    def _read(self, read: Callable[..., Aggregate],
               aggregate_id: uuid.UUID | str, kind: type[Aggregate], label: str,
               version: int | None, field: str) -> Any:
         ident = self._aggregate_id(aggregate_id, label, field)
         try:
-            aggregate = read(ident, version)
+            aggregate = read(ident, version, kind=kind)
         except AggregateNotFoundError:
             raise NotFound(label, str(aggregate_id), field=field) from None
         return self._of_kind(aggregate, kind, label, aggregate_id, field)

@@ -30,7 +30,9 @@ Private names of the library used (each one here, nowhere else in Qiji)
 - `Application._record`, `_take_snapshots`, `_notify` (application.py `save`): the library's
   `save` line for line, so that its events are collected by `Collected` (without the
   library's runtime Protocol checks, issue 20); tests/unit/test_collected.py holds what is
-  collected to the library's `ProcessingEvent`.
+  collected to the library's `ProcessingEvent`. `_take_snapshots` is Qiji's own (a snapshot
+  of the saved copy at a step, shared/snapshots.py): the library's rebuilt the aggregate from
+  the store at fixed intervals and kept every snapshot.
 
 Undocumented attributes and behaviour relied on (public names, but the library's insides)
 - `recorder.datastore` (`get_connection`, `transaction`, `schema`, `originator_id_type`,

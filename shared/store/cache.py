@@ -32,9 +32,15 @@ from decimal import Decimal
 from enum import Enum
 from typing import Any
 
+import structlog
 from eventsourcing.application import AggregateNotFoundError, Repository
 from eventsourcing.domain import Aggregate
 from immutables import Map
+
+from shared.integrity import EventIntegrityError
+from shared.snapshots import takes_snapshots
+
+log = structlog.get_logger(__name__)
 
 
 class PendingReactions(Exception):
@@ -52,9 +58,12 @@ def _cached(cache: Any, ident: uuid.UUID) -> bool:
 class AggregateCache:
     """The aggregates of one application's store, as stored now or at a version."""
 
-    def __init__(self, repository: Repository[uuid.UUID], recorder: Any):
+    def __init__(self, repository: Repository[uuid.UUID], recorder: Any,
+                 snapshots: Any = None):
         self._repository = repository
         self._events = repository.event_store
+        # The newest snapshot of an aggregate that takes them (shared/snapshots.py).
+        self._snapshots = snapshots
         # On PostgreSQL (GroupCommitRecorder) one prepared `SELECT 1` says whether anything
         # newer is stored; elsewhere the newer events are simply asked for.
         self._newer_than = getattr(recorder, "has_events_after", None)
@@ -128,21 +137,25 @@ class AggregateCache:
         # Read each time: a benchmark starts rounds from a cold cache by replacing it.
         return self._repository.cache
 
-    def read_only(self, ident: uuid.UUID, version: int | None = None) -> Any:
+    def read_only(self, ident: uuid.UUID, version: int | None = None, *,
+                  kind: type | None = None) -> Any:
         """The aggregate (AggregateNotFoundError if none is stored), not to be changed: the
-        cached object itself when it is current (or at `version`)."""
+        cached object itself when it is current (or at `version`). `kind`: the class the
+        caller expects, when it knows it (a read from the store then asks for a snapshot only
+        of a class that takes them)."""
         pending = self._pending(ident, version)
         if pending is not None:
             return pending
-        return self._find(ident, version)[0]
+        return self._find(ident, version, kind)[0]
 
-    def writable(self, ident: uuid.UUID, version: int | None = None) -> Any:
+    def writable(self, ident: uuid.UUID, version: int | None = None, *,
+                 kind: type | None = None) -> Any:
         """The aggregate (AggregateNotFoundError if none is stored), a copy of its own that a
         command may change."""
         pending = self._pending(ident, version)
         if pending is not None:
             return copy_aggregate(pending)
-        aggregate, shared = self._find(ident, version)
+        aggregate, shared = self._find(ident, version, kind)
         return copy_aggregate(aggregate) if shared else aggregate
 
     def cached_at(self, ident: uuid.UUID, version: int) -> Any | None:
@@ -169,7 +182,30 @@ class AggregateCache:
         """The aggregate rebuilt from its stored events up to `version` (AggregateNotFoundError
         if none is stored), never cached: a version a command answered before, or the state as
         of a moment an auditor asks for."""
-        return self._repository.get(ident, version=version, projector_func=project)
+        start, after = self._snapshot(ident, version)
+        aggregate = project(start, self._events.get(ident, gt=after, lte=version))
+        if aggregate is None:
+            raise AggregateNotFoundError(ident)
+        return aggregate
+
+    def _snapshot(self, ident: uuid.UUID, version: int | None = None,
+                  kind: type | None = None) -> tuple[Any | None, int | None]:
+        """(the aggregate as its newest usable snapshot at or before `version` holds it, the
+        snapshot's version), or (None, None): no snapshot store, a `kind` that takes none (not
+        asked: a round trip saved on every first read of a claim or a merchant), no snapshot,
+        or one that cannot be used (shared/snapshots.py), which is passed over."""
+        if self._snapshots is None or (kind is not None and not takes_snapshots(kind)):
+            return None, None
+        try:
+            found = list(self._snapshots.get(ident, desc=True, limit=1, lte=version))
+        except EventIntegrityError as error:
+            log.error("snapshot.refused", aggregate_id=str(ident), problem=str(error),
+                      why="its MAC fails: written or altered by someone other than the "
+                          "service; read from the events instead")
+            return None, None
+        if not found or not found[0].usable():
+            return None, None
+        return found[0].mutate(None), found[0].originator_version
 
     def exists(self, ident: uuid.UUID) -> bool:
         """Whether any event of `ident` is stored. Events are never deleted: a cached aggregate
@@ -220,20 +256,21 @@ class AggregateCache:
                         self.watermark.current_through(aggregate.id, aggregate.version,
                                                        position)
 
-    def _find(self, ident: uuid.UUID, version: int | None) -> tuple[Any, bool]:
+    def _find(self, ident: uuid.UUID, version: int | None, kind: type | None = None
+              ) -> tuple[Any, bool]:
         """(aggregate, whether it is shared with the cache)."""
         if version is not None:
             cached = self.cached_at(ident, version)
             if cached is not None:
                 return cached, True
-        aggregate = self._current(ident)
+        aggregate = self._current(ident, kind)
         if version is not None and aggregate.version != version:
             # Only an older version is replayed from the store (a retry's first answer); the
             # version a command just stored is the cached, current one.
             return self.replayed(ident, version), False
         return aggregate, self._cache is not None
 
-    def _current(self, ident: uuid.UUID) -> Any:
+    def _current(self, ident: uuid.UUID, kind: type | None = None) -> Any:
         """The aggregate as stored now, from the cache when it is there and current: checked
         against what any replica stored since, else brought up to date on a copy."""
         cache = self._cache
@@ -248,15 +285,15 @@ class AggregateCache:
             if self._known_absent(ident):
                 raise AggregateNotFoundError(ident)
             if cache is None:
-                return self._load(ident)
-            aggregate = self._load_once(ident, cache)
+                return self._load(ident, kind=kind)
+            aggregate = self._load_once(ident, cache, kind)
             if aggregate is not None:
                 return aggregate
             # Another reader loaded it meanwhile: checked below as any cached copy is.
             try:
                 aggregate = cache.get(ident)
             except KeyError:  # not found, or its load failed: this read asks for itself
-                return self._load(ident, cache)
+                return self._load(ident, cache, kind)
         stale = None
         looked = 0
         if watermark is not None:
@@ -274,7 +311,7 @@ class AggregateCache:
             watermark.current_through(ident, aggregate.version, looked)
         return aggregate
 
-    def _load_once(self, ident: uuid.UUID, cache: Any) -> Any | None:
+    def _load_once(self, ident: uuid.UUID, cache: Any, kind: type | None) -> Any | None:
         """The aggregate read from the store and cached by this reader, or None once another
         reader who was already loading it has finished (cached, absent or failed: the caller
         looks in the cache again). A perk claimed for weeks is thousands of events: after a
@@ -292,20 +329,21 @@ class AggregateCache:
             loading.wait()
             return None
         try:
-            return self._load(ident, cache)
+            return self._load(ident, cache, kind)
         finally:
             with self._loading_lock:
                 del self._loading[ident]
             loading.set()
 
-    def _load(self, ident: uuid.UUID, cache: Any = None) -> Any:
+    def _load(self, ident: uuid.UUID, cache: Any = None, kind: type | None = None) -> Any:
         """The aggregate read from all of its stored events, and cached when there is a cache
         (AggregateNotFoundError if none is stored)."""
         watermark = self.watermark
         # What the log had been looked at through before the store is asked: what it
         # answers includes all of that.
         looked = watermark.position if watermark is not None else 0
-        aggregate = project(None, self._events.get(ident))
+        start, after = self._snapshot(ident, kind=kind)
+        aggregate = project(start, self._events.get(ident, gt=after))
         if aggregate is None:
             if watermark is not None:
                 watermark.current_through(ident, ABSENT, looked)

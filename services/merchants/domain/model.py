@@ -29,6 +29,7 @@ from services.merchants.domain.values import (
 )
 from shared.errors import AlreadyExists, FailedPrecondition, NotFound
 from shared.rider_status import FollowedRiderStatus
+from shared.snapshots import QijiSnapshot
 
 _NS = uuid.UUID("d2c7c1e4-5b1a-4c55-9a51-2f0f5d4b8e77")
 
@@ -160,6 +161,16 @@ class Merchant(Aggregate):
 
 
 class PerkOffer(Aggregate):
+    """A merchant's perk and its quota ledger. A perk is claimed for weeks (a quota may be a
+    million), so its first read after a restart starts from a snapshot (shared/snapshots.py)."""
+
+    # Raised whenever what the perk derives from its events changes (the ledger's indexes, a
+    # field added): snapshots of another format are passed over.
+    SNAPSHOT_FORMAT = 1
+
+    class Snapshot(QijiSnapshot):
+        pass
+
     if TYPE_CHECKING:  # the event classes @event makes (for readers' isinstance)
         Created: ClassVar[type[Any]]
         Published: ClassVar[type[Any]]
@@ -192,6 +203,52 @@ class PerkOffer(Aggregate):
         # The quota ledger: codes handed out and not yet redeemed or returned, and redeemed.
         # A value, replaced on every change, never changed in place (ledger.py says why).
         self.ledger = QuotaLedger()
+
+    # -- its snapshot's form: plain JSON values (enums by value, times in ISO 8601)
+
+    _SNAPSHOT_ENUMS: ClassVar[dict[str, type[Any]]] = {
+        "eligibility": Eligibility, "limit_period": LimitPeriod, "status": PerkStatus}
+    _SNAPSHOT_TIMES: ClassVar[frozenset[str]] = frozenset(
+        {"valid_from", "valid_until", "_created_on", "_modified_on"})
+    _SNAPSHOT_PLAIN: ClassVar[tuple[type, ...]] = (str, int, bool, type(None))
+
+    def snapshot_state(self) -> dict[str, Any]:
+        state: dict[str, Any] = {}
+        for name, value in vars(self).items():
+            if name in ("_id", "_version", "_pending_events"):
+                continue
+            if name == "ledger":
+                state["ledger"] = value.rows()
+            elif name in self._SNAPSHOT_ENUMS:
+                state[name] = value.value
+            elif name in self._SNAPSHOT_TIMES:
+                state[name] = value.isoformat()
+            elif type(value) in self._SNAPSHOT_PLAIN:
+                state[name] = value
+            else:  # a field added without saying how its snapshot holds it
+                raise TypeError(f"a perk's snapshot cannot hold {name}: {type(value)}")
+        return state
+
+    @classmethod
+    def from_snapshot_state(cls, state: dict[str, Any], ident: uuid.UUID,
+                            version: int) -> PerkOffer:
+        # In the order the perk's own attributes were made (the library's first), so that
+        # what an auditor reads of it (its state as of a moment) reads the same either way.
+        values: dict[str, Any] = {"_id": ident, "_version": version}
+        for name, value in state.items():
+            if name == "ledger":
+                value = QuotaLedger.from_rows(value)
+            elif name in cls._SNAPSHOT_ENUMS:
+                value = cls._SNAPSHOT_ENUMS[name](value)
+            elif name in cls._SNAPSHOT_TIMES:
+                value = datetime.fromisoformat(value)
+            values[name] = value
+            if name == "_modified_on":
+                values["_pending_events"] = []
+        values.setdefault("_pending_events", [])
+        perk = object.__new__(cls)
+        perk.__dict__.update(values)
+        return perk
 
     # -- life of the offer
 

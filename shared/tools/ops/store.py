@@ -4,6 +4,8 @@
 What each service keeps in its schema (`<SERVICE>_POSTGRES_SCHEMA`, default its name): the
 eventsourcing tables `<service>_events` (request records are aggregates in it too) and
 `<service>_tracking` (followers' positions), with the library's insert function and type;
+`merchants_snapshots` (the newest snapshot of each long-lived perk: derived from the events,
+never counted in a manifest, and made again if lost; shared/snapshots.py);
 `personal_data_keys` (the wrapped per-rider keys); `audit_seals` (the seal chain). The relay
 keeps `relay_positions` in its own schema. Each is created by the code that uses it, with
 IF NOT EXISTS; `schemas` runs that same code, so it can never disagree with the services.

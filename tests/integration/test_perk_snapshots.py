@@ -1,0 +1,190 @@
+"""A perk's snapshots in its store (shared/snapshots.py), on both stores, behind the guard: the
+first read after a restart starts from the newest snapshot and reads only the events after
+it; a snapshot someone altered, or one of another format, is passed over for the events; a
+snapshot that cannot be taken never fails the claim that was stored; versions before and after
+a snapshot replay as the events say."""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from qiji.merchants.v1 import merchants_service_pb2 as mpb
+from structlog.testing import capture_logs
+
+from services.merchants.domain.model import PerkOffer
+from shared import snapshots
+from shared.store.cache import project
+from tests.conftest import badges_key_env
+from tests.inprocess import InProcessQiji
+from tests.tenancy_world import Tenant, build, rid, ts
+
+STEP = 8  # MIN_STEP here: a snapshot every 8 versions while the perk is young
+
+
+@pytest.fixture
+def qiji(store_env: dict[str, str], tmp_path: Path,
+         monkeypatch: pytest.MonkeyPatch) -> Iterator[InProcessQiji]:
+    monkeypatch.setattr(snapshots, "MIN_STEP", STEP)
+    q = InProcessQiji({**store_env, **badges_key_env()}, tmp_path / "tokens.json")
+    yield q
+    q.close()
+
+
+class Canteen:
+    """One perk, claimed by a few riders again and again, some codes redeemed."""
+
+    def __init__(self, q: InProcessQiji):
+        self.q = q
+        self.t: Tenant = build(q).tenants["a"]
+        self.riders = self.t.verified_riders(q, 3, "S", 136_0000_0000)
+        now = datetime.now(UTC)
+        self.id = q.ok("merchants", "CreatePerkOffer", mpb.CreatePerkOfferRequest(
+            request_id=rid(), merchant_id=self.t.merchant, title="骑手食堂",
+            kind=mpb.PERK_KIND_FREE_ITEM, free_item="一份午餐",
+            eligibility=mpb.ELIGIBILITY_ANY_VERIFIED_RIDER, total_quota=500,
+            per_rider_limit=500, limit_period=mpb.LIMIT_PERIOD_DAY,
+            valid_from_time=ts(now - timedelta(hours=1)),
+            valid_until_time=ts(now + timedelta(days=30)), code_ttl_minutes=240),
+            self.t.tokens["merchant"]).perk_offer.perk_id
+        q.ok("merchants", "PublishPerkOffer", mpb.PublishPerkOfferRequest(
+            request_id=rid(), perk_id=self.id), self.t.tokens["merchant"])
+        self.ident = uuid.UUID(self.id)
+        self.app: Any = q.apps["merchants"]
+
+    def claims(self, count: int) -> None:
+        for n in range(count):
+            code = self.q.ok("merchants", "ClaimPerk", mpb.ClaimPerkRequest(
+                request_id=rid(), perk_id=self.id, rider_id=self.riders[n % 3]),
+                self.t.tokens["platform"]).claim.code
+            if n % 3 == 0:
+                self.q.ok("merchants", "RedeemCode", mpb.RedeemCodeRequest(
+                    request_id=rid(), merchant_id=self.t.merchant, code=code),
+                    self.t.tokens["merchant"])
+        self.app.settle_snapshots()  # taken by a thread of their own, after the answers
+
+    def offer(self) -> Any:
+        return self.q.ok("merchants", "GetPerkOffer", mpb.GetPerkOfferRequest(
+            perk_id=self.id), self.t.tokens["merchant"]).perk_offer
+
+    def stored_snapshots(self) -> list[Any]:
+        return list(self.app.snapshots.get(self.ident))
+
+    def restart(self) -> None:
+        """The perk leaves this process's cache, as in a new process."""
+        with contextlib.suppress(KeyError):
+            self.app.repository.cache.get(self.ident, evict=True)
+
+    def replayed_from_events(self, version: int | None = None) -> Any:
+        return project(None, self.app.events.get(self.ident, lte=version))
+
+    def events_read(self) -> list[Any]:
+        """From now on, the `gt` of every read of the perk's events."""
+        reads: list[Any] = []
+        select = self.app.recorder.select_events
+
+        def counted(*a: Any, **k: Any) -> Any:
+            if (a[0] if a else k.get("originator_id")) == self.ident:
+                reads.append(k.get("gt"))
+            return select(*a, **k)
+        self.app.recorder.select_events = counted
+        return reads
+
+    def alter_snapshot(self, change: Any) -> None:
+        """Someone with database access rewrites the stored snapshot's bytes."""
+        recorder = self.app.snapshots.recorder
+        [row] = recorder.select_events(self.ident)
+        state = change(bytes(row.state))
+        table = recorder.events_table_name
+        with recorder.datastore.transaction(commit=True) as cursor:
+            if hasattr(recorder.datastore, "schema"):
+                cursor.execute(f'UPDATE "{recorder.datastore.schema}".{table} SET state = %s '
+                               "WHERE originator_id = %s", (state, self.ident))
+            else:
+                cursor.execute(f"UPDATE {table} SET state = ? WHERE originator_id = ?",
+                               (state, self.ident.hex))
+
+
+def test_a_perks_first_read_after_a_restart_starts_from_its_newest_snapshot(qiji):
+    canteen = Canteen(qiji)
+    canteen.claims(12)  # 2 + 12 claims + 4 redemptions: version 18
+    before = canteen.offer()
+    [snapshot] = canteen.stored_snapshots()  # the one at 16; the one at 8 was deleted
+    assert snapshot.originator_version == 16
+    canteen.restart()
+    reads = canteen.events_read()
+    assert canteen.offer() == before
+    # The events after the snapshot, never from the first (on SQLite a cached read then asks
+    # for anything newer too).
+    assert reads[0] == 16 and None not in reads
+    perk = canteen.app.aggregates.read_only(canteen.ident)
+    assert list(vars(perk).items()) == list(vars(canteen.replayed_from_events()).items())
+    # And it goes on from there: a claim after the restart, on the perk the snapshot began.
+    canteen.claims(1)
+    assert canteen.offer().remaining_quota == before.remaining_quota - 1
+
+
+def test_versions_before_and_after_a_snapshot_replay_as_their_events_say(qiji):
+    canteen = Canteen(qiji)
+    canteen.claims(12)
+    for version in (1, 7, 8, 15, 16, 17, 18):
+        replayed = canteen.app.aggregates.replayed(canteen.ident, version)
+        assert vars(replayed) == vars(canteen.replayed_from_events(version)), version
+
+
+@pytest.mark.parametrize("change", ["a byte", "another format"])
+def test_a_snapshot_that_cannot_be_used_is_passed_over_for_the_events(qiji, change,
+                                                                      monkeypatch):
+    canteen = Canteen(qiji)
+    canteen.claims(12)
+    before = canteen.offer()
+    canteen.restart()
+    if change == "a byte":  # the status an attacker would have the perk read with
+        canteen.alter_snapshot(lambda state: state.replace(b'"PUBLISHED"', b'"WITHDRAWN"'))
+    else:  # code that derives the perk's state otherwise since the snapshot was taken
+        monkeypatch.setattr(PerkOffer, "SNAPSHOT_FORMAT", PerkOffer.SNAPSHOT_FORMAT + 1)
+    reads = canteen.events_read()
+    with capture_logs() as logs:
+        assert canteen.offer() == before
+    assert reads[0] is None  # every event, from the first
+    # Someone altered it: an operator is told, at error level. Another format: nothing to tell.
+    refused = [e["log_level"] for e in logs if e["event"] == "snapshot.refused"]
+    assert refused == (["error"] if change == "a byte" else [])
+
+
+def test_a_snapshot_that_cannot_be_taken_never_fails_the_claim(qiji, monkeypatch):
+    canteen = Canteen(qiji)
+
+    def broken(cls: Any, aggregate: Any) -> Any:
+        raise OSError("disk full")
+    monkeypatch.setattr(PerkOffer.Snapshot, "take", classmethod(broken))
+    with capture_logs() as logs:
+        canteen.claims(12)  # every claim answered
+    assert canteen.offer().remaining_quota == 500 - 12
+    assert canteen.stored_snapshots() == []
+    assert [e["event"] for e in logs if e["log_level"] == "warning"] == ["snapshot.not_taken"] * 2
+
+
+def test_only_a_kind_that_takes_snapshots_is_asked_for_one(qiji):
+    """A first read of a merchant (or a claim, a request record) does not ask the snapshot
+    store: a round trip for nothing on every such read."""
+    canteen = Canteen(qiji)
+    asked: list[uuid.UUID] = []
+    store = canteen.app.snapshots
+    get = store.get
+
+    def counted(ident: uuid.UUID, **k: Any) -> Any:
+        asked.append(ident)
+        return get(ident, **k)
+    store.get = counted
+    merchant = uuid.UUID(canteen.t.merchant)
+    for ident in (merchant, canteen.ident):
+        with contextlib.suppress(KeyError):
+            canteen.app.repository.cache.get(ident, evict=True)
+    canteen.offer()  # reads the perk and its merchant from the store
+    assert asked == [canteen.ident]
