@@ -22,7 +22,11 @@ Three layers, each catching what the one before cannot:
 
 `verify` walks the log and the seals together in one snapshot (memory flat, whatever the log's
 length), with the checkpoints found in the log and any an auditor brings, and names the first
-position that fails.
+position that fails. Then it checks every stored snapshot (shared/snapshots.py): a snapshot is
+a cache of its aggregate's events, passed over by reads when its MAC fails, so an altered one
+never misleads a reader; but it is evidence of tampering an auditor must be told of, and one
+the service wrote wrongly (a fault, a format not raised) would mislead every first read. Each
+must pass its MAC and equal its aggregate replayed from the log to the same version.
 """
 
 from __future__ import annotations
@@ -58,8 +62,18 @@ from shared.checkpoints import (
 )
 from shared.context import Actor, RequestContext
 from shared.continuity import Continuity, EventsTable
-from shared.integrity import ALARM, MAC_PROBLEM, V2_MARK, V2_TAIL, Hmac, id_bytes
+from shared.integrity import (
+    ALARM,
+    MAC_PROBLEM,
+    V2_MARK,
+    V2_TAIL,
+    EventIntegrityError,
+    Hmac,
+    id_bytes,
+)
 from shared.store import postgres_conninfo
+from shared.store.application import stored_snapshots
+from shared.store.cache import project
 
 log = structlog.get_logger(__name__)
 
@@ -491,6 +505,9 @@ class Verdict:
     newest_checkpoint: str = ""
     # Checkpoints brought that were not used, and why (not signed by this log's key ...).
     rejected: list[str] = field(default_factory=list)
+    # On the last verdict: the stored snapshots checked, and what is wrong with any of them.
+    snapshots_checked: int = 0
+    snapshot_problems: list[str] = field(default_factory=list)
 
     @property
     def intact(self) -> bool:
@@ -542,7 +559,70 @@ def verify(app: QijiApplication, *, checkpoints: Sequence[str] = (),
     verdict last. It reads only: it never writes, nor creates a table."""
     claims, rejected = accepted_checkpoints(checkpoints, verifier, pinned)
     walk = _Walk(app, claims, rejected)
-    yield from walk.run(progress_every)
+    last = None
+    for verdict in walk.run(progress_every):
+        if last is not None:
+            yield last
+        last = verdict
+    if last is not None:  # the verdict on the log; the snapshots' is added to it
+        last.snapshots_checked, last.snapshot_problems = check_snapshots(app)
+        yield last
+
+
+def check_snapshots(app: QijiApplication) -> tuple[int, list[str]]:
+    """(how many stored snapshots were checked, what is wrong with each that fails): its MAC,
+    then — when today's code keeps its kind's state in the snapshot's shape — that it reads
+    back as the very aggregate its events make at its version (one of another format is passed
+    over by every read, so it misleads no one; only its MAC is checked). Reads only. The
+    problems name the aggregate, the version and the fields that differ, never a value."""
+    if app.snapshots is None:
+        return 0, []
+    checked, problems = 0, []
+    for ident, version in stored_snapshots(app.snapshots.recorder):
+        where = f"the snapshot of {ident} at version {version}"
+        started = time.perf_counter()
+        try:
+            found = list(app.snapshots.get(ident, gt=version - 1, lte=version))
+        except EventIntegrityError:
+            checked += 1
+            problems.append(f"{where}: its MAC fails (written or altered by someone other "
+                            "than the service; reads pass it over for the events)")
+            continue
+        if not found:
+            continue  # replaced by a newer one since it was listed
+        checked += 1
+        snapshot: Any = found[0]
+        if not snapshot.usable():
+            continue
+        try:
+            held = snapshot.mutate(None)
+        except Exception as error:
+            problems.append(f"{where}: today's code cannot read it ({type(error).__name__}; "
+                            "reads pass it over for the events)")
+            continue
+        try:
+            replayed = project(None, app.events.get(ident, lte=version))
+        except EventIntegrityError as error:
+            problems.append(f"{where}: the events it was taken from fail their checks "
+                            f"({error})")
+            continue
+        if replayed is None or replayed.version != version:
+            problems.append(f"{where}: the log holds "
+                            + (f"only {replayed.version} versions" if replayed is not None
+                               else "no events") + " of that aggregate")
+            continue
+        ours, theirs = vars(held), vars(replayed)
+        differ = sorted(name for name in ours.keys() | theirs.keys()
+                        if ours.get(name, _ABSENT) != theirs.get(name, _ABSENT))
+        if differ:
+            problems.append(f"{where}: it is not the state its events make (differs in "
+                            f"{', '.join(name.lstrip('_') for name in differ)})")
+        log.info("audit.verify.snapshot", aggregate_id=str(ident), version=version,
+                 intact=not differ, seconds=round(time.perf_counter() - started, 3))
+    return checked, problems
+
+
+_ABSENT = object()
 
 
 class _Walk:

@@ -107,6 +107,8 @@ class AuditServicer(pb_grpc.AuditServiceServicer):
                                     checkpoints_checked=v.checkpoints_checked,
                                     newest_checkpoint=v.newest_checkpoint,
                                     rejected_checkpoints=v.rejected,
+                                    snapshots_checked=v.snapshots_checked,
+                                    snapshot_problems=v.snapshot_problems,
                                     verifier_key=self._verifier.key_text if self._verifier
                                     else "")
 

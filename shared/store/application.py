@@ -155,6 +155,26 @@ def _positions(recordings: list[Recording[uuid.UUID]]) -> dict[Any, int]:
     return positions
 
 
+def stored_snapshots(recorder: Any) -> list[tuple[uuid.UUID, int]]:
+    """(aggregate id, version) of every snapshot stored, in that order (SQLite or PostgreSQL:
+    the library's aggregate recorder of the snapshots table, which offers no listing)."""
+    table = recorder.events_table_name
+    if hasattr(recorder.datastore, "schema"):  # PostgreSQL
+        statement: Any = sql.SQL(
+            "SELECT originator_id, originator_version FROM {}"
+            " ORDER BY originator_id, originator_version").format(
+            sql.Identifier(recorder.datastore.schema, table))
+        with recorder.datastore.transaction(commit=False) as cursor:
+            cursor.execute(statement)
+            return [(row["originator_id"], row["originator_version"])
+                    for row in cursor.fetchall()]
+    with recorder.datastore.transaction(commit=False) as cursor:
+        cursor.execute(f"SELECT originator_id, originator_version FROM {table}"  # noqa: S608
+                       " ORDER BY originator_id, originator_version")
+        return [(uuid.UUID(row["originator_id"]), row["originator_version"])
+                for row in cursor.fetchall()]
+
+
 def forget_older(recorder: Any, ident: uuid.UUID, version: int) -> None:
     """Deletes the snapshots of `ident` older than `version` (SQLite or PostgreSQL: the
     library's aggregate recorder of the snapshots table)."""

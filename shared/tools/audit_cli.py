@@ -203,16 +203,16 @@ def _award(ch: grpc.Channel, rider_id: str, badge_class_id: str,
 def _verify(services: list[str], channel: Dialer, metadata: list[tuple[str, str]],
             notes: list[str], verifiers: list[CheckpointVerifier]) -> int:
     """One JSON line per service. 0: every log intact, held to every checkpoint given for it,
-    and (with pinned keys) signed with a key pinned; 1: one was altered (or two checkpoints
-    disagree); 3: one did not answer (and none was found altered); 4: not proven — intact as
-    far as it was checked, but a checkpoint given for it was not used, or it signs with a key
-    that was not pinned."""
+    and (with pinned keys) signed with a key pinned, and every stored snapshot true to its
+    events; 1: one was altered (or two checkpoints disagree), or a snapshot fails; 3: one did
+    not answer (and none was found altered); 4: not proven — intact as far as it was checked,
+    but a checkpoint given for it was not used, or it signs with a key that was not pinned."""
     from shared.tools.cli import NO, NOT_PROVEN, OK, UNREACHABLE, rpc_failed
     services = list(dict.fromkeys(services))  # each once, in the order asked
     given, unusable = _by_log(notes)
     for reason in unusable:
         print(json.dumps({"checkpoint_not_used": reason}))
-    broken = unreachable = unproven = 0
+    broken = unreachable = unproven = bad_snapshots = 0
     for service in services:
         mine = given.get(service, [])
         # With pinned keys the signatures are checked here, without the city's help: what a
@@ -254,7 +254,13 @@ def _verify(services: list[str], channel: Dialer, metadata: list[tuple[str, str]
         report.update(checkpoints_checked=last.checkpoints_checked,
                       checkpoints_given=len(mine),
                       newest_checkpoint=_newest(last.newest_checkpoint),
-                      verifier_key=last.verifier_key)
+                      verifier_key=last.verifier_key,
+                      snapshots_checked=last.snapshots_checked)
+        if last.snapshot_problems:
+            # The log may be intact and a snapshot beside it altered: someone wrote to the
+            # database, or the service took one wrongly. Reads pass it over; an auditor is told.
+            bad_snapshots += 1
+            report["snapshot_problems"] = list(last.snapshot_problems)
         not_used = refused + list(last.rejected_checkpoints)
         if not_used:
             report["checkpoints_not_used"] = not_used
@@ -268,15 +274,17 @@ def _verify(services: list[str], channel: Dialer, metadata: list[tuple[str, str]
             unproven += 1
             report["proven"] = False
         print(json.dumps(report, ensure_ascii=False))
-    if broken or unreachable or unproven:
+    if broken or unreachable or unproven or bad_snapshots:
         print("qiji audit verify: " + "; ".join(filter(None, [
             f"{broken} of {len(services)} logs altered" if broken else "",
+            f"{bad_snapshots} of {len(services)} hold snapshots that fail their checks"
+            if bad_snapshots else "",
             f"{unreachable} of {len(services)} not verified (no answer)" if unreachable
             else "",
             f"{unproven} of {len(services)} not held to every checkpoint given, or signing "
             "with a key not pinned" if unproven else ""])), file=sys.stderr, flush=True)
-    return (NO if broken else UNREACHABLE if unreachable else NOT_PROVEN if unproven
-            else NOT_PROVEN if unusable else OK)
+    return (NO if broken or bad_snapshots else UNREACHABLE if unreachable
+            else NOT_PROVEN if unproven or unusable else OK)
 
 
 def _by_log(notes: list[str]) -> tuple[dict[str, list[str]], list[str]]:

@@ -2,24 +2,33 @@
 first read after a restart starts from the newest snapshot and reads only the events after
 it; a snapshot someone altered, or one of another format, is passed over for the events; a
 snapshot that cannot be taken never fails the claim that was stored; versions before and after
-a snapshot replay as the events say."""
+a snapshot replay as the events say; `qiji audit verify` names a snapshot that fails its MAC or
+is not the state its events make."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 from qiji.merchants.v1 import merchants_service_pb2 as mpb
 from structlog.testing import capture_logs
 
 from services.merchants.domain.model import PerkOffer
-from shared import snapshots
+from shared import audit, snapshots
+from shared.grpc import audit as audit_api
+from shared.store.application import forget_older
 from shared.store.cache import project
+from shared.tools import audit_cli
+from shared.tools.addressing import Dialer
+from shared.tools.cli import NO, OK
 from tests.conftest import badges_key_env
 from tests.inprocess import InProcessQiji
 from tests.tenancy_world import Tenant, build, rid, ts
@@ -194,3 +203,79 @@ def test_only_a_kind_that_takes_snapshots_is_asked_for_one(qiji):
             canteen.app.repository.cache.get(ident, evict=True)
     canteen.offer()  # reads the perk and its merchant from the store
     assert asked == [canteen.ident]
+
+
+# ------------------------------------------------------------------ audit verify's verdict
+
+
+def snapshot_verdict(canteen: Canteen) -> audit.Verdict:
+    return list(audit.verify(canteen.app))[-1]
+
+
+def test_verify_holds_every_snapshot_to_the_events_it_was_taken_from(qiji):
+    canteen = Canteen(qiji)
+    canteen.claims(12)
+    verdict = snapshot_verdict(canteen)
+    assert verdict.intact and verdict.snapshots_checked == 1
+    assert verdict.snapshot_problems == []
+
+
+@pytest.mark.parametrize("change", ["a byte", "taken wrongly", "another format"])
+def test_verify_names_a_snapshot_that_fails_and_passes_one_of_another_format(
+        qiji, change, monkeypatch):
+    canteen = Canteen(qiji)
+    canteen.claims(12)
+    [stored] = canteen.stored_snapshots()
+    if change == "a byte":  # someone with database access
+        canteen.alter_snapshot(lambda state: state.replace(b'"PUBLISHED"', b'"WITHDRAWN"'))
+    elif change == "taken wrongly":
+        # The service's own snapshot, MAC'd by its key, of a state its events never made (a
+        # fault in snapshot_state, or a format not raised): only the replay shows it.
+        wrong = canteen.replayed_from_events(stored.originator_version)
+        wrong.total_quota += 40  # a quota that grew with no event to say so
+        forget_older(canteen.app.snapshots.recorder, canteen.ident, stored.originator_version + 1)
+        canteen.app.snapshots.put([PerkOffer.Snapshot.take(wrong)])
+    else:  # code that derives the perk otherwise now: every read passes it over
+        monkeypatch.setattr(PerkOffer, "SNAPSHOT_FORMAT", PerkOffer.SNAPSHOT_FORMAT + 1)
+    verdict = snapshot_verdict(canteen)
+    assert verdict.intact  # the log itself is untouched
+    assert verdict.snapshots_checked == 1
+    where = f"the snapshot of {canteen.ident} at version {stored.originator_version}"
+    assert verdict.snapshot_problems == {
+        "a byte": [f"{where}: its MAC fails (written or altered by someone other than the "
+                   "service; reads pass it over for the events)"],
+        "taken wrongly": [f"{where}: it is not the state its events make (differs in "
+                          "total_quota)"],
+        "another format": []}[change]
+
+
+def test_audit_verify_exits_1_and_lists_a_snapshot_that_fails(qiji, capsys):
+    """`qiji audit verify merchants` against the service's AuditService: the log intact, a
+    snapshot rewritten in the database; the auditor is told which, and the answer is no."""
+    canteen = Canteen(qiji)
+    canteen.claims(12)
+    server = grpc.server(ThreadPoolExecutor(max_workers=2), options=[("grpc.so_reuseport", 0)])
+    audit_api.register(server, canteen.app)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    dialer = Dialer({"merchants": f"127.0.0.1:{port}"})
+
+    def verify() -> tuple[int, dict[str, Any], str]:
+        capsys.readouterr()
+        code = audit_cli._verify(["merchants"], dialer, [], [], [])
+        out, err = capsys.readouterr()
+        [report] = [json.loads(line) for line in out.splitlines()
+                    if line.startswith('{"service"')]
+        return code, report, err
+    try:
+        code, report, _ = verify()
+        assert (code, report["intact"], report["snapshots_checked"]) == (OK, True, 1), report
+        assert "snapshot_problems" not in report
+        canteen.alter_snapshot(lambda state: state.replace(b'"PUBLISHED"', b'"WITHDRAWN"'))
+        code, report, err = verify()
+        assert (code, report["intact"], report["snapshots_checked"]) == (NO, True, 1), report
+        [problem] = report["snapshot_problems"]
+        assert problem.startswith(f"the snapshot of {canteen.ident} at version 16: its MAC fails")
+        assert "1 of 1 hold snapshots that fail their checks" in err
+    finally:
+        server.stop(0)
