@@ -25,6 +25,11 @@ RPC_QUEUED_SECONDS = Histogram("qiji_rpc_queue_seconds",
                                         1, 2.5, 10))
 EVENTS_STORED = Counter("qiji_events_stored_total", "Events stored by this process",
                         ["service"], registry=REGISTRY)
+AGGREGATES_LOADED = Counter(
+    "qiji_aggregates_loaded_total",
+    "Aggregates read from the store because this process had none of them cached: the first "
+    "read of each since start, and reads of one the cache had let go (QIJI_AGGREGATE_CACHE_SIZE)",
+    ["service"], registry=REGISTRY)
 LOG_POSITION = Gauge("qiji_log_position", "Highest position this process stored or saw",
                      ["service"], registry=REGISTRY)
 COMMIT_BATCH = Histogram("qiji_commit_batch_saves",

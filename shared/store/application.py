@@ -33,7 +33,8 @@ class StoredApplication(Application[uuid.UUID]):
         super().__init__(env=eventsourcing_env(settings))
         # The snapshot store is there when the service's class sets `is_snapshotting_enabled`
         # (shared/snapshots.py: which aggregates, and why).
-        self.aggregates = AggregateCache(self.repository, self.recorder, self.snapshots)
+        self.aggregates = AggregateCache(self.repository, self.recorder, self.snapshots,
+                                         service=self.name)
         # Snapshots are taken by a thread of their own, beside the command's answer: one of
         # a perk claimed 40,000 times is about 150 ms of work, which would be one till's wait.
         self._snapshotter = ThreadPoolExecutor(

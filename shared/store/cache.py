@@ -37,6 +37,7 @@ from eventsourcing.application import AggregateNotFoundError, Repository
 from eventsourcing.domain import Aggregate
 from immutables import Map
 
+from shared import metrics
 from shared.integrity import EventIntegrityError
 from shared.snapshots import takes_snapshots
 
@@ -59,8 +60,11 @@ class AggregateCache:
     """The aggregates of one application's store, as stored now or at a version."""
 
     def __init__(self, repository: Repository[uuid.UUID], recorder: Any,
-                 snapshots: Any = None):
+                 snapshots: Any = None, service: str = ""):
         self._repository = repository
+        # Counted so that an operator sees when the cache is too small for the city
+        # (QIJI_AGGREGATE_CACHE_SIZE): loads that keep pace with the commands.
+        self._loaded = metrics.AGGREGATES_LOADED.labels(service)
         self._events = repository.event_store
         # The newest snapshot of an aggregate that takes them (shared/snapshots.py).
         self._snapshots = snapshots
@@ -351,6 +355,7 @@ class AggregateCache:
         looked = watermark.position if watermark is not None else 0
         start, after = self._snapshot(ident, kind=kind)
         aggregate = project(start, self._events.get(ident, gt=after))
+        self._loaded.inc()
         if aggregate is None:
             if watermark is not None:
                 watermark.current_through(ident, ABSENT, looked)

@@ -45,12 +45,14 @@ POOL_WAIT_SLICE_SECONDS = 0.25
 # However many calls cast doubt on the store, the probe runs at most this often.
 MIN_PROBE_INTERVAL_SECONDS = 0.1
 
-# Aggregates stay cached between requests and are brought up to date with only the events
-# stored since (by any replica), instead of being replayed from their first event on every
-# read: a busy training session has hundreds of events. The cache is the library's (its size
-# set here); keeping it current is shared/store/cache.py's, copy-on-write, never the library's
-# in-place fast-forward.
-CACHE = {"AGGREGATE_CACHE_MAXSIZE": "20000"}
+
+def _cache(settings: Settings) -> dict[str, str]:
+    """Aggregates stay cached between requests and are brought up to date with only the events
+    stored since (by any replica), instead of being replayed from their first event on every
+    read: a busy training session has hundreds of events. The cache is the library's (its size
+    is `QIJI_AGGREGATE_CACHE_SIZE`); keeping it current is shared/store/cache.py's,
+    copy-on-write, never the library's in-place fast-forward."""
+    return {"AGGREGATE_CACHE_MAXSIZE": str(settings.aggregate_cache_size)}
 
 
 def eventsourcing_env(settings: Settings) -> dict[str, str]:
@@ -58,7 +60,7 @@ def eventsourcing_env(settings: Settings) -> dict[str, str]:
     if settings.persistence == "sqlite":
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         return {
-            **CACHE,
+            **_cache(settings),
             "PERSISTENCE_MODULE": "eventsourcing.sqlite",
             "SQLITE_DBNAME": str(settings.sqlite_path),
             # Writers queue for the file lock instead of failing at once under concurrency.
@@ -67,7 +69,7 @@ def eventsourcing_env(settings: Settings) -> dict[str, str]:
         }
     ensure_postgres_schema(settings)
     return {
-        **CACHE,
+        **_cache(settings),
         "PERSISTENCE_MODULE": "eventsourcing.postgres",
         "POSTGRES_DBNAME": settings.postgres_dbname,
         "POSTGRES_HOST": settings.postgres_host,

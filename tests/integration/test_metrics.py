@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import urllib.request
+import uuid
 from contextlib import contextmanager
 
 import grpc
@@ -32,6 +34,44 @@ def test_stored_events_and_follower_lag_are_counted(store_env):
         follower = Follower(app, LocalFeed(app, name="itself"), lambda e, p: None)
         follower.run_once()
         assert value("qiji_follower_lag_events", service="identity", upstream="itself") == 0
+    finally:
+        app.close()
+
+
+def test_aggregates_read_from_the_store_are_counted_and_the_cache_holds_as_many_as_set(
+        store_env):
+    """An operator sizes the cache by the loads it counts: with room for two aggregates, the
+    first of three read is read from the store again; a cached one never is."""
+    app = IdentityApplication(settings_for("identity", {**store_env,
+                                                        "QIJI_AGGREGATE_CACHE_SIZE": "2"}),
+                              MASTER_KEY)
+    try:
+        with as_actor(actor("city", "city_admin")):
+            ids = [app.create_organisation(kind=OrganisationKind.CITY, name=f"市{n}",
+                                           parent_id="", department_function=None)
+                   ["organisation_id"]
+                   for n in range(3)]
+        for ident in ids:  # out of the cache, as in a new process
+            with contextlib.suppress(KeyError):  # (the first has left it already)
+                app.repository.cache.get(uuid.UUID(ident), evict=True)
+
+        def loads() -> float:
+            return value("qiji_aggregates_loaded_total", service="identity")
+
+        def read(ident: str) -> None:
+            with as_actor(actor("city", "city_admin")):
+                app.aggregates.read_only(uuid.UUID(ident))
+        before = loads()
+        read(ids[0])
+        read(ids[0])  # cached now
+        assert loads() == before + 1
+        read(ids[1])
+        read(ids[2])  # the cache holds two: the first leaves
+        assert loads() == before + 3
+        read(ids[2])
+        assert loads() == before + 3
+        read(ids[0])
+        assert loads() == before + 4
     finally:
         app.close()
 

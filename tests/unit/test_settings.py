@@ -53,6 +53,7 @@ def test_no_secret_shows_in_the_settings_repr(service: str) -> None:
     ("QIJI_GRPC_WORKERS", "lots", "QIJI_GRPC_WORKERS: must be an integer"),
     ("QIJI_GRPC_WORKERS", "0", "QIJI_GRPC_WORKERS: must be an integer from 1 up"),
     ("QIJI_POSTGRES_POOL_SIZE", "-1", "QIJI_POSTGRES_POOL_SIZE: must be an integer from 1"),
+    ("QIJI_AGGREGATE_CACHE_SIZE", "0", "QIJI_AGGREGATE_CACHE_SIZE: must be an integer from 1"),
     ("QIJI_METRICS_PORT", "9x", "QIJI_METRICS_PORT: must be an integer"),
     ("QIJI_PERSISTENCE", "mysql", "QIJI_PERSISTENCE: must be one of sqlite, postgres"),
     ("QIJI_LOG_FORMAT", "jsno", "QIJI_LOG_FORMAT: must be one of json, console"),
