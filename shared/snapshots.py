@@ -4,8 +4,10 @@ the events after it, instead of every event it ever had (55-65 µs an event: a p
 100,000 times took about 9 s, bench_perk_history).
 
 A snapshot is derived, like a view: the events stay the truth, and any snapshot can be dropped
-and is made again. So a snapshot that cannot be used is passed over, never believed, and the
-aggregate is read from its events, as if there were none:
+and is made again (at the next step, or at start by the catch-up job,
+shared/snapshot_catch_up.py, which also replaces those of another format). So a snapshot that
+cannot be used is passed over, never believed, and the aggregate is read from its events, as if
+there were none:
 - its MAC fails (it is written through the service's mapper, MAC'd like an event: someone with
   only database access cannot forge or alter one): the read logs `snapshot.refused` at error
   level, for an operator to look into, and goes on from the events;
@@ -15,13 +17,13 @@ aggregate is read from its events, as if there were none:
 
 An aggregate takes part by defining `Snapshot` (a QijiSnapshot), `SNAPSHOT_FORMAT`,
 `snapshot_state()` and `from_snapshot_state()`; its service's application sets
-`is_snapshotting_enabled`. When a save moves the aggregate past a multiple of
-`snapshot_step(version)`, a thread of the service's own takes a snapshot of the saved copy after
-the commit, beside the answer (shared/store/application.py), and deletes the older ones
-(each holds the whole state: keeping them all would grow with the square of the history).
-The step grows with the history, one sixteenth of it (at least 1,024 events), so the cost of
-taking snapshots stays a small constant per command while the events read after the newest
-one stay a small share of the history."""
+`is_snapshotting_enabled` and names it in `snapshot_kinds`. When a save moves the aggregate
+past a multiple of `snapshot_step(version)`, a thread of the service's own takes a snapshot of
+the saved copy after the commit, beside the answer (shared/store/application.py), and deletes
+the older ones (each holds the whole state: keeping them all would grow with the square of
+the history). The step grows with the history, one sixteenth of it (at least 1,024 events), so
+the cost of taking snapshots stays a small constant per command while the events read after
+the newest one stay a small share of the history."""
 
 from __future__ import annotations
 

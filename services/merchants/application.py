@@ -217,6 +217,7 @@ class MerchantsApplication(QijiApplication):
     name = "merchants"
     # A perk's first read after a restart starts from its newest snapshot (PerkOffer).
     is_snapshotting_enabled = True
+    snapshot_kinds = (PerkOffer,)
     _space_map: ServiceSpaceMap | None = None
 
     def __init__(self, settings: Settings, master_key: bytes,

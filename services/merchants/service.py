@@ -1,5 +1,5 @@
 """What makes merchants a Qiji service: its application, servicers, roles and background
-work (followers of identity and badges, and the lapse job)."""
+work (followers of identity and badges, the lapse job, the snapshot catch-up)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from shared.background import PeriodicJob
 from shared.config import Settings
 from shared.followers import Follower, GrpcFeed
 from shared.grpc.server import ServiceSpec
+from shared.snapshot_catch_up import SnapshotCatchUp
 
 
 class LapseJob(PeriodicJob[MerchantsApplication]):
@@ -35,11 +36,12 @@ class LapseJob(PeriodicJob[MerchantsApplication]):
 
 def make_followers(app: MerchantsApplication, settings: Settings) -> list[Any]:
     """The follower of identity's feed and the views the application made from its feeds,
-    the follower of badges' (which only reacts), and the lapse job."""
+    the follower of badges' (which only reacts), the lapse job, and the job that takes the
+    perks' snapshots that saves did not."""
     badges = Follower(app, GrpcFeed.of("badges", settings),
                       app.follow_badges, topics=MerchantsApplication.BADGES_TOPICS)
-    return [app.identity_follower, badges, LapseJob(app), app.directory, app.space_map,
-            app.badge_classes]
+    return [app.identity_follower, badges, LapseJob(app), SnapshotCatchUp(app), app.directory,
+            app.space_map, app.badge_classes]
 
 
 SPEC = ServiceSpec(name="merchants", make_app=MerchantsApplication, add_servicers=add_servicers,

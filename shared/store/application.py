@@ -7,7 +7,7 @@ from __future__ import annotations
 import contextlib
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, ClassVar
 
 import structlog
 from eventsourcing.application import Application, ProcessingEvent, Recording
@@ -28,6 +28,10 @@ class StoredApplication(Application[uuid.UUID]):
     """An eventsourcing Application over one service's store (SQLite or PostgreSQL, as
     `settings` say), whose aggregates are read through `aggregates` (copy-on-write cache) and
     whose every commit, a command's or a follower's, ends in `stored`."""
+
+    # The aggregate classes of this service that take snapshots (shared/snapshots.py): the
+    # snapshot catch-up job (shared/snapshot_catch_up.py) looks for those that lack one.
+    snapshot_kinds: ClassVar[tuple[type[Aggregate], ...]] = ()
 
     def __init__(self, settings: Settings):
         super().__init__(env=eventsourcing_env(settings))
@@ -93,14 +97,25 @@ class StoredApplication(Application[uuid.UUID]):
                 self._snapshotter.submit(self._snapshot, aggregate)
 
     def _snapshot(self, aggregate: Any) -> None:
+        self.store_snapshot(aggregate)
+
+    def store_snapshot(self, aggregate: Any, *, replacing: bool = False) -> bool:
+        """Stores a snapshot of `aggregate` as it is (never changed again: a saved or cached
+        copy) and deletes its older ones; False, logged, when it could not (never raised: a
+        snapshot is a cache). `replacing`: one of the same version may be stored already (of
+        another format): it is deleted first."""
         try:
             assert self.snapshots is not None
             snapshot: Any = type(aggregate).Snapshot
+            if replacing:
+                forget_older(self.snapshots.recorder, aggregate.id, aggregate.version + 1)
             self.snapshots.put([snapshot.take(aggregate)])
             forget_older(self.snapshots.recorder, aggregate.id, aggregate.version)
         except Exception as error:
             log.warning("snapshot.not_taken", aggregate_id=str(aggregate.id),
                         version=aggregate.version, error=repr(error))
+            return False
+        return True
 
     def settle_snapshots(self) -> None:
         """Returns once every snapshot asked for so far is taken (or has failed)."""
@@ -174,6 +189,30 @@ def stored_snapshots(recorder: Any) -> list[tuple[uuid.UUID, int]]:
                        " ORDER BY originator_id, originator_version")
         return [(uuid.UUID(row["originator_id"]), row["originator_version"])
                 for row in cursor.fetchall()]
+
+
+def aggregates_reaching(recorder: Any, kind_topic: str, version: int
+                        ) -> list[tuple[uuid.UUID, int]]:
+    """(id, newest version) of every aggregate of the class `kind_topic` names that has
+    reached `version` (SQLite or PostgreSQL: the application recorder's events table). One
+    scan of the log, filtered by version first: only long histories pass."""
+    table = recorder.events_table_name
+    prefix = kind_topic + "."  # the topics of its events: `module:Class.Event`
+    if hasattr(recorder.datastore, "schema"):  # PostgreSQL
+        statement: Any = sql.SQL(
+            "SELECT originator_id, max(originator_version) AS newest FROM {}"
+            " WHERE originator_version >= %s AND substr(topic, 1, %s) = %s"
+            " GROUP BY originator_id ORDER BY originator_id").format(
+            sql.Identifier(recorder.datastore.schema, table))
+        with recorder.datastore.transaction(commit=False) as cursor:
+            cursor.execute(statement, (version, len(prefix), prefix))
+            return [(row["originator_id"], row["newest"]) for row in cursor.fetchall()]
+    with recorder.datastore.transaction(commit=False) as cursor:
+        cursor.execute("SELECT originator_id, max(originator_version) AS newest"  # noqa: S608
+                       f" FROM {table} WHERE originator_version >= ?"
+                       " AND substr(topic, 1, ?) = ? GROUP BY originator_id"
+                       " ORDER BY originator_id", (version, len(prefix), prefix))
+        return [(uuid.UUID(row["originator_id"]), row["newest"]) for row in cursor.fetchall()]
 
 
 def forget_older(recorder: Any, ident: uuid.UUID, version: int) -> None:

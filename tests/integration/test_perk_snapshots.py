@@ -2,8 +2,8 @@
 first read after a restart starts from the newest snapshot and reads only the events after
 it; a snapshot someone altered, or one of another format, is passed over for the events; a
 snapshot that cannot be taken never fails the claim that was stored; versions before and after
-a snapshot replay as the events say; `qiji audit verify` names a snapshot that fails its MAC or
-is not the state its events make."""
+a snapshot replay as the events say; the catch-up job takes the snapshots saves did not;
+`qiji audit verify` names a snapshot that fails its MAC or is not the state its events make."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from structlog.testing import capture_logs
 from services.merchants.domain.model import PerkOffer
 from shared import audit, snapshots
 from shared.grpc import audit as audit_api
+from shared.snapshot_catch_up import SnapshotCatchUp
 from shared.store.application import forget_older
 from shared.store.cache import project
 from shared.tools import audit_cli
@@ -48,10 +49,14 @@ def qiji(store_env: dict[str, str], tmp_path: Path,
 class Canteen:
     """One perk, claimed by a few riders again and again, some codes redeemed."""
 
-    def __init__(self, q: InProcessQiji):
+    def __init__(self, q: InProcessQiji, beside: Canteen | None = None):
+        """`beside`: another perk of the same merchant, for the same riders."""
         self.q = q
-        self.t: Tenant = build(q).tenants["a"]
-        self.riders = self.t.verified_riders(q, 3, "S", 136_0000_0000)
+        if beside is None:
+            self.t: Tenant = build(q).tenants["a"]
+            self.riders = self.t.verified_riders(q, 3, "S", 136_0000_0000)
+        else:
+            self.t, self.riders = beside.t, beside.riders
         now = datetime.now(UTC)
         self.id = q.ok("merchants", "CreatePerkOffer", mpb.CreatePerkOfferRequest(
             request_id=rid(), merchant_id=self.t.merchant, title="骑手食堂",
@@ -203,6 +208,72 @@ def test_only_a_kind_that_takes_snapshots_is_asked_for_one(qiji):
             canteen.app.repository.cache.get(ident, evict=True)
     canteen.offer()  # reads the perk and its merchant from the store
     assert asked == [canteen.ident]
+
+
+# ------------------------------------------------------------------ the catch-up job
+
+
+def catch_up(canteen: Canteen) -> int:
+    return SnapshotCatchUp(canteen.app).run_once()
+
+
+def test_the_catch_up_takes_the_snapshot_a_save_did_not_and_reads_start_there(qiji,
+                                                                               monkeypatch):
+    canteen = Canteen(qiji)
+    with monkeypatch.context() as failing:  # the snapshot thread failed at each step
+        failing.setattr(PerkOffer.Snapshot, "take", classmethod(
+            lambda cls, aggregate: (_ for _ in ()).throw(OSError("disk full"))))
+        canteen.claims(12)
+    assert canteen.stored_snapshots() == []
+    before = canteen.offer()
+    assert catch_up(canteen) == 1
+    [snapshot] = canteen.stored_snapshots()
+    assert snapshot.originator_version == 18  # the perk as it is now
+    assert catch_up(canteen) == 0  # nothing more to take until the perk moves a step on
+    canteen.restart()
+    reads = canteen.events_read()
+    assert canteen.offer() == before
+    assert reads[0] == 18
+
+
+def test_the_catch_up_takes_again_what_an_operator_deleted_and_leaves_short_histories(qiji):
+    canteen = Canteen(qiji)
+    short = Canteen(qiji, beside=canteen)  # 2 + 3 claims + 1 redemption: under a step
+    short.claims(3)
+    canteen.claims(12)
+    forget_older(canteen.app.snapshots.recorder, canteen.ident, 10**9)  # they are derived
+    assert catch_up(canteen) == 1
+    assert [s.originator_id for s in canteen.app.snapshots.get(short.ident)] == []
+    assert [s.originator_version for s in canteen.stored_snapshots()] == [18]
+
+
+def test_after_a_format_raise_the_catch_up_replaces_the_snapshot_of_the_old_format(
+        qiji, monkeypatch):
+    canteen = Canteen(qiji)
+    canteen.claims(10)  # 2 + 10 claims + 4 redemptions: version 16, its snapshot at 16
+    [old] = canteen.stored_snapshots()
+    assert old.originator_version == 16
+    monkeypatch.setattr(PerkOffer, "SNAPSHOT_FORMAT", PerkOffer.SNAPSHOT_FORMAT + 1)
+    assert not old.usable()
+    assert catch_up(canteen) == 1
+    [new] = canteen.stored_snapshots()
+    assert new.originator_version == 16 and new.usable()
+    assert catch_up(canteen) == 0
+    canteen.restart()
+    reads = canteen.events_read()
+    canteen.offer()
+    assert reads[0] == 16
+
+
+def test_the_catch_up_leaves_a_snapshot_that_fails_its_mac_for_an_operator(qiji):
+    canteen = Canteen(qiji)
+    canteen.claims(12)
+    canteen.alter_snapshot(lambda state: state.replace(b'"PUBLISHED"', b'"WITHDRAWN"'))
+    with capture_logs() as logs:
+        assert catch_up(canteen) == 0
+    assert [(e["event"], e["log_level"]) for e in logs] == [("snapshot.refused", "error")]
+    # Still there, for `qiji audit verify` to name.
+    assert snapshot_verdict(canteen).snapshot_problems != []
 
 
 # ------------------------------------------------------------------ audit verify's verdict
