@@ -4,6 +4,7 @@ database: for the benches that measure a command's own cost, without gRPC or oth
 
 from __future__ import annotations
 
+import os
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -16,14 +17,19 @@ from bench.common import scratch_database
 from tests.conftest import badges_key_env, pg_env
 from tests.inprocess import InProcessQiji
 
+# Settings a bench run may set for the processes it measures.
+PASSED_ON = ("QIJI_AGGREGATE_CACHE_SIZE",)
+
 
 @contextmanager
 def qiji_on_postgres() -> Iterator[InProcessQiji]:
-    """Warnings only in the log: a bench prints its own figures."""
+    """Warnings only in the log: a bench prints its own figures. QIJI_AGGREGATE_CACHE_SIZE is
+    taken from the environment, as a deployment takes it."""
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(30))
     with scratch_database() as db, tempfile.TemporaryDirectory() as tmp:
         env = {"QIJI_DATA_DIR": str(Path(tmp) / "data"), **badges_key_env(),
-               **pg_env(db, f"p_{uuid.uuid4().hex[:8]}")}
+               **pg_env(db, f"p_{uuid.uuid4().hex[:8]}"),
+               **{name: os.environ[name] for name in PASSED_ON if name in os.environ}}
         q = InProcessQiji(env, Path(tmp) / "tokens.json")
         try:
             yield q
