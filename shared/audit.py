@@ -36,7 +36,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -555,8 +555,10 @@ def verify(app: QijiApplication, *, checkpoints: Sequence[str] = (),
     grow with the log), checking each event's MAC, the seal chain, and the chain against every
     checkpoint: those stored in the log, `checkpoints` (signed notes an outside party kept,
     used only if `verifier` — this log's key — signed them) and `pinned` (notes the caller
-    verified itself with keys it pinned). Yields a progress verdict now and then and the final
-    verdict last. It reads only: it never writes, nor creates a table."""
+    verified itself with keys it pinned). Then every stored snapshot (check_snapshots). Yields
+    a progress verdict now and then (and after each snapshot: one of a perk claimed a million
+    times takes a minute to replay) and the final verdict last. It reads only: it never writes,
+    nor creates a table."""
     claims, rejected = accepted_checkpoints(checkpoints, verifier, pinned)
     walk = _Walk(app, claims, rejected)
     last = None
@@ -564,62 +566,66 @@ def verify(app: QijiApplication, *, checkpoints: Sequence[str] = (),
         if last is not None:
             yield last
         last = verdict
-    if last is not None:  # the verdict on the log; the snapshots' is added to it
-        last.snapshots_checked, last.snapshot_problems = check_snapshots(app)
-        yield last
+    if last is None:
+        return
+    # The verdict on the log; the snapshots' is added to it.
+    for problem in check_snapshots(app):
+        last.snapshots_checked += 1
+        if problem:
+            last.snapshot_problems.append(problem)
+        yield replace(last, snapshot_problems=list(last.snapshot_problems))  # progress
+    yield last
 
 
-def check_snapshots(app: QijiApplication) -> tuple[int, list[str]]:
-    """(how many stored snapshots were checked, what is wrong with each that fails): its MAC,
-    then — when today's code keeps its kind's state in the snapshot's shape — that it reads
-    back as the very aggregate its events make at its version (one of another format is passed
-    over by every read, so it misleads no one; only its MAC is checked). Reads only. The
-    problems name the aggregate, the version and the fields that differ, never a value."""
+def check_snapshots(app: QijiApplication) -> Iterator[str]:
+    """For each stored snapshot, what is wrong with it ("" when nothing): its MAC, then — when
+    today's code keeps its kind's state in the snapshot's shape — that it reads back as the very
+    aggregate its events make at its version (one of another format is passed over by every
+    read, so it misleads no one; only its MAC is checked). Reads only. A problem names the
+    aggregate, the version and the fields that differ, never a value."""
     if app.snapshots is None:
-        return 0, []
-    checked, problems = 0, []
+        return
     for ident, version in stored_snapshots(app.snapshots.recorder):
         where = f"the snapshot of {ident} at version {version}"
         started = time.perf_counter()
         try:
             found = list(app.snapshots.get(ident, gt=version - 1, lte=version))
         except EventIntegrityError:
-            checked += 1
-            problems.append(f"{where}: its MAC fails (written or altered by someone other "
-                            "than the service; reads pass it over for the events)")
+            yield (f"{where}: its MAC fails (written or altered by someone other than the "
+                   "service; reads pass it over for the events)")
             continue
         if not found:
             continue  # replaced by a newer one since it was listed
-        checked += 1
-        snapshot: Any = found[0]
-        if not snapshot.usable():
-            continue
-        try:
-            held = snapshot.mutate(None)
-        except Exception as error:
-            problems.append(f"{where}: today's code cannot read it ({type(error).__name__}; "
-                            "reads pass it over for the events)")
-            continue
-        try:
-            replayed = project(None, app.events.get(ident, lte=version))
-        except EventIntegrityError as error:
-            problems.append(f"{where}: the events it was taken from fail their checks "
-                            f"({error})")
-            continue
-        if replayed is None or replayed.version != version:
-            problems.append(f"{where}: the log holds "
-                            + (f"only {replayed.version} versions" if replayed is not None
-                               else "no events") + " of that aggregate")
-            continue
-        ours, theirs = vars(held), vars(replayed)
-        differ = sorted(name for name in ours.keys() | theirs.keys()
-                        if ours.get(name, _ABSENT) != theirs.get(name, _ABSENT))
-        if differ:
-            problems.append(f"{where}: it is not the state its events make (differs in "
-                            f"{', '.join(name.lstrip('_') for name in differ)})")
+        problem = _snapshot_problem(app, found[0])
         log.info("audit.verify.snapshot", aggregate_id=str(ident), version=version,
-                 intact=not differ, seconds=round(time.perf_counter() - started, 3))
-    return checked, problems
+                 intact=not problem, seconds=round(time.perf_counter() - started, 3))
+        yield f"{where}: {problem}" if problem else ""
+
+
+def _snapshot_problem(app: QijiApplication, snapshot: Any) -> str:
+    """What is wrong with a snapshot whose MAC holds ("" when nothing)."""
+    if not snapshot.usable():
+        return ""
+    try:
+        held = snapshot.mutate(None)
+    except Exception as error:
+        return (f"today's code cannot read it ({type(error).__name__}; reads pass it over for "
+                "the events)")
+    version = snapshot.originator_version
+    try:
+        replayed = project(None, app.events.get(snapshot.originator_id, lte=version))
+    except EventIntegrityError as error:
+        return f"the events it was taken from fail their checks ({error})"
+    if replayed is None or replayed.version != version:
+        return ("the log holds " + (f"only {replayed.version} versions" if replayed is not None
+                                    else "no events") + " of that aggregate")
+    ours, theirs = vars(held), vars(replayed)
+    differ = sorted(name for name in ours.keys() | theirs.keys()
+                    if ours.get(name, _ABSENT) != theirs.get(name, _ABSENT))
+    if differ:
+        return ("it is not the state its events make (differs in "
+                f"{', '.join(name.lstrip('_') for name in differ)})")
+    return ""
 
 
 _ABSENT = object()

@@ -228,7 +228,9 @@ def _verify(services: list[str], channel: Dialer, metadata: list[tuple[str, str]
                         request, metadata=metadata, timeout=3600):
                     last = reply
                     if not reply.done:
-                        print(f"{service}: {reply.checked} events checked ...",
+                        snapshots = (f", {reply.snapshots_checked} snapshots"
+                                     if reply.snapshots_checked else "")
+                        print(f"{service}: {reply.checked} events{snapshots} checked ...",
                               file=sys.stderr)
         except grpc.RpcError as error:
             failed = rpc_failed(error, service, channel.address(service))
