@@ -505,7 +505,7 @@ class Verdict:
     newest_checkpoint: str = ""
     # Checkpoints brought that were not used, and why (not signed by this log's key ...).
     rejected: list[str] = field(default_factory=list)
-    # On the last verdict: the stored snapshots checked, and what is wrong with any of them.
+    # After the log: the stored snapshots checked so far, and what is wrong with any of them.
     snapshots_checked: int = 0
     snapshot_problems: list[str] = field(default_factory=list)
 
