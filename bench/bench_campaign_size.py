@@ -15,6 +15,11 @@ tables): the baseline. Goal: a ratio near 1. A gRPC client takes at most 4 MiB a
 default (grpc.max_receive_message_length): an answer past it reaches the office's till as
 RESOURCE_EXHAUSTED, though its package was allocated.
 
+Then the campaign's first read after a restart (its cache emptied): a GetCareCampaign alone,
+beside the raw fetch of the same rows, READERS at once beside one alone (they share one read),
+and one alone with the campaign's snapshots deleted (every event read, as before campaigns
+took snapshots).
+
     .venv/bin/python -m bench.bench_campaign_size"""
 
 from __future__ import annotations
@@ -27,13 +32,14 @@ from typing import Any
 from qiji.merchants.v1 import merchants_service_pb2 as mpb
 
 from bench.common import Figure, record
-from bench.inprocess import qiji_on_postgres
+from bench.inprocess import first_reads, qiji_on_postgres
 from tests.inprocess import InProcessQiji
 from tests.tenancy_world import Tenant, build, rid
 
 CALLS = int(os.environ.get("BENCH_OPS", "200"))
 SIZES = [int(s) for s in os.environ.get("BENCH_CAMPAIGN_SIZES", "1000,10000").split(",")]
 GRPC_MESSAGE_LIMIT = 4 * 1024 * 1024
+READERS = 8  # the office's tills and the riders' apps asking for it at once after a restart
 
 
 def main() -> list[Figure]:
@@ -115,6 +121,11 @@ def run(q: InProcessQiji) -> list[Figure]:
         print(f"{'':>10}  GetCareCampaign as another platform: {get_stranger:,.0f} µs, on the new "
               f"campaign {new_get_stranger:,.0f} µs ({get_stranger / new_get_stranger:.2f})",
               flush=True)
+        first = first_reads(q, "merchants", old.id, old.get, READERS, without_snapshot=True)
+        print(f"{'':>10}  first read after a restart: {first.alone:,.1f} ms alone (raw fetch "
+              f"of its {first.rows:,} events {first.raw:,.1f} ms), {READERS} at once "
+              f"{first.at_once:,.1f} ms; without its snapshot {first.without_snapshot:,.1f} ms",
+              flush=True)
         if allocate_bytes > GRPC_MESSAGE_LIMIT:
             print(f"  an answer of {allocate_bytes:,} bytes is past a gRPC client's default "
                   f"limit ({GRPC_MESSAGE_LIMIT:,}): the till sees RESOURCE_EXHAUSTED",
@@ -127,7 +138,15 @@ def run(q: InProcessQiji) -> list[Figure]:
             Figure(f"GetCareCampaign CPU, {at:,} packages out", get, new_get, "µs",
                    baseline_name="on a new campaign", goal=1.5),
             Figure(f"GetCareCampaign CPU as a platform with no package there, {at:,} out",
-                   get_stranger, new_get_stranger, "µs", baseline_name="on a new campaign")]
+                   get_stranger, new_get_stranger, "µs", baseline_name="on a new campaign"),
+            Figure(f"GetCareCampaign, first read after a restart, {at:,} packages out",
+                   first.alone, first.raw, "ms", baseline_name="raw fetch of its rows"),
+            Figure(f"{READERS} GetCareCampaigns at once, first read, {at:,} packages out",
+                   first.at_once, first.alone, "ms", concurrency=READERS,
+                   baseline_name="one alone", goal=1.5),
+            Figure(f"GetCareCampaign, first read with no snapshot, {at:,} packages out",
+                   first.without_snapshot or 0.0, first.alone, "ms",
+                   baseline_name="from its snapshot")]
     record(figures)
     return figures
 

@@ -25,20 +25,16 @@ read all of the events before).
 
 from __future__ import annotations
 
-import contextlib
 import os
-import statistics
-import threading
 import time
-import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from functools import partial
 
 from qiji.merchants.v1 import merchants_service_pb2 as mpb
 
 from bench.common import Figure, record
-from bench.inprocess import qiji_on_postgres
+from bench.inprocess import first_reads, qiji_on_postgres
 from tests.inprocess import InProcessQiji
 from tests.tenancy_world import Tenant, build, rid, ts
 
@@ -124,65 +120,25 @@ def run(q: InProcessQiji) -> list[Figure]:
         print(f"{at:>14,}{claim:>13,.0f} µs{new_claim:>8,.0f} µs{claim / new_claim:>7.2f}"
               f"{redeem:>14,.0f} µs{new_redeem:>8,.0f} µs{redeem / new_redeem:>7.2f}",
               flush=True)
-        alone, at_once, raw = first_reads(q, old)
-        print(f"  first read after a restart: {alone:,.1f} ms alone (raw fetch of its "
-              f"{raw[1]:,} events {raw[0]:,.1f} ms: {alone / raw[0]:.1f}×); {READERS} at once "
-              f"{at_once:,.1f} ms ({at_once / alone:.2f}× one alone)", flush=True)
+        first = first_reads(q, "merchants", old.id, partial(
+            q.ok, "merchants", "GetPerkOffer", mpb.GetPerkOfferRequest(perk_id=old.id),
+            t.tokens["merchant"]), READERS)
+        print(f"  first read after a restart: {first.alone:,.1f} ms alone (raw fetch of its "
+              f"{first.rows:,} events {first.raw:,.1f} ms: {first.alone / first.raw:.1f}×); "
+              f"{READERS} at once {first.at_once:,.1f} ms ({first.at_once / first.alone:.2f}× "
+              "one alone)", flush=True)
         figures += [
             Figure(f"GetPerkOffer, first read after a restart, perk claimed {at:,} times",
-                   alone, raw[0], "ms", baseline_name="raw fetch of its rows"),
+                   first.alone, first.raw, "ms", baseline_name="raw fetch of its rows"),
             Figure(f"{READERS} GetPerkOffers at once, first read, perk claimed {at:,} times",
-                   at_once, alone, "ms", concurrency=READERS, baseline_name="one alone",
-                   goal=1.5),
+                   first.at_once, first.alone, "ms", concurrency=READERS,
+                   baseline_name="one alone", goal=1.5),
             Figure(f"ClaimPerk CPU on a perk claimed {at:,} times", claim, new_claim, "µs",
                    baseline_name="on a new perk", goal=1.5),
             Figure(f"RedeemCode CPU on a perk claimed {at:,} times", redeem, new_redeem,
                    "µs", baseline_name="on a new perk", goal=1.5)]
     record(figures)
     return figures
-
-
-def first_reads(q: InProcessQiji, perk: Perk, rounds: int = 3
-                ) -> tuple[float, float, tuple[float, int]]:
-    """Wall ms, each the median of `rounds`, with the perk out of the cache: one GetPerkOffer
-    alone; READERS of them at once, until the last answers; and (ms, rows) of the raw fetch of
-    the perk's stored events."""
-    app = q.apps["merchants"]
-    token = perk.t.tokens["merchant"]
-
-    def get() -> None:
-        q.ok("merchants", "GetPerkOffer", mpb.GetPerkOfferRequest(perk_id=perk.id), token)
-
-    def cold(readers: int) -> float:
-        # Only the perk leaves the cache: the merchant and the rest stay as they were.
-        cache: Any = app.repository.cache
-        with contextlib.suppress(KeyError):
-            cache.get(uuid.UUID(perk.id), evict=True)
-        threads = [threading.Thread(target=get) for _ in range(readers)]
-        started = time.perf_counter()
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        return (time.perf_counter() - started) * 1e3
-
-    get()  # the merchant and the tenancy directory warm
-    app.settle_snapshots()  # one the last commands asked for is not taken meanwhile
-    alone = statistics.median(cold(1) for _ in range(rounds))
-    at_once = statistics.median(cold(READERS) for _ in range(rounds))
-    recorder: Any = app.recorder
-    table = f"{recorder.datastore.schema}.{recorder.events_table_name}"
-    fetched: list[float] = []
-    with recorder.datastore.get_connection() as conn:
-        for _ in range(rounds):
-            started = time.perf_counter()
-            with conn.cursor(binary=True) as cursor:
-                rows = cursor.execute(
-                    f"SELECT originator_version, topic, state FROM {table} "
-                    "WHERE originator_id = %s ORDER BY originator_version",
-                    (uuid.UUID(perk.id),)).fetchall()
-            fetched.append((time.perf_counter() - started) * 1e3)
-    return alone, at_once, (statistics.median(fetched), len(rows))
 
 
 if __name__ == "__main__":

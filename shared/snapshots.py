@@ -16,7 +16,8 @@ there were none:
   today's code, are what that code derives.
 
 An aggregate takes part by defining `Snapshot` (a QijiSnapshot), `SNAPSHOT_FORMAT`,
-`snapshot_state()` and `from_snapshot_state()`; its service's application sets
+`snapshot_state()` and `from_snapshot_state()` (SnapshotForm writes both from what the class
+says of its attributes); its service's application sets
 `is_snapshotting_enabled` and names it in `snapshot_kinds`. When a save moves the aggregate
 past a multiple of `snapshot_step(version)`, a thread of the service's own takes a snapshot of
 the saved copy after the commit, beside the answer (shared/store/application.py), and deletes
@@ -27,6 +28,8 @@ the newest one stay a small share of the history."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import datetime
 from typing import Any, ClassVar
 
 from eventsourcing.domain import Snapshot
@@ -77,6 +80,65 @@ class QijiSnapshot(Snapshot):
         cls = resolve_topic(self.topic)
         state = {k: v for k, v in self.state.items() if k != self.FORMAT_KEY}
         return cls.from_snapshot_state(state, self.originator_id, self.originator_version)
+
+
+class SnapshotForm:
+    """How an aggregate writes its state as a snapshot and reads it back: every attribute by
+    its name, in the aggregate's own order (what an auditor reads of it, its state as of a
+    moment, reads the same either way), each as plain JSON:
+    - `_SNAPSHOT_PLAIN` types (str, int, bool, None) as they are; `_SNAPSHOT_JSON` attributes
+      (lists and dicts of those) as they are;
+    - `_SNAPSHOT_ENUMS` by value; `_SNAPSHOT_TIMES` (and the library's two) in ISO 8601;
+    - `_SNAPSHOT_OWN` through the aggregate's own pair of functions: (the value, the aggregate)
+      → JSON, and (the JSON, the snapshot's whole state) → the value; a value that another
+      attribute's form already holds may be written as None and rebuilt from that one.
+    An attribute none of these names fails the snapshot with a TypeError (logged, never the
+    command), until it says how its snapshot holds it."""
+
+    _SNAPSHOT_ENUMS: ClassVar[dict[str, type[Any]]] = {}
+    _SNAPSHOT_TIMES: ClassVar[frozenset[str]] = frozenset()
+    _SNAPSHOT_JSON: ClassVar[frozenset[str]] = frozenset()
+    _SNAPSHOT_OWN: ClassVar[dict[str, tuple[Callable[[Any, Any], Any],
+                                            Callable[[Any, dict[str, Any]], Any]]]] = {}
+    _SNAPSHOT_PLAIN: ClassVar[tuple[type, ...]] = (str, int, bool, type(None))
+    _LIBRARY_TIMES: ClassVar[frozenset[str]] = frozenset({"_created_on", "_modified_on"})
+
+    def snapshot_state(self) -> dict[str, Any]:
+        cls = type(self)
+        state: dict[str, Any] = {}
+        for name, value in vars(self).items():
+            if name in ("_id", "_version", "_pending_events"):
+                continue
+            if name in cls._SNAPSHOT_OWN:
+                state[name] = cls._SNAPSHOT_OWN[name][0](value, self)
+            elif name in cls._SNAPSHOT_ENUMS:
+                state[name] = value.value
+            elif name in cls._SNAPSHOT_TIMES or name in cls._LIBRARY_TIMES:
+                state[name] = value.isoformat()
+            elif name in cls._SNAPSHOT_JSON or type(value) in cls._SNAPSHOT_PLAIN:
+                state[name] = value
+            else:  # a field added without saying how its snapshot holds it
+                raise TypeError(f"a {cls.__name__}'s snapshot cannot hold {name}: "
+                                f"{type(value)}")
+        return state
+
+    @classmethod
+    def from_snapshot_state(cls, state: dict[str, Any], ident: Any, version: int) -> Any:
+        values: dict[str, Any] = {"_id": ident, "_version": version}
+        for name, value in state.items():
+            if name in cls._SNAPSHOT_OWN:
+                value = cls._SNAPSHOT_OWN[name][1](value, state)
+            elif name in cls._SNAPSHOT_ENUMS:
+                value = cls._SNAPSHOT_ENUMS[name](value)
+            elif name in cls._SNAPSHOT_TIMES or name in cls._LIBRARY_TIMES:
+                value = datetime.fromisoformat(value)
+            values[name] = value
+            if name == "_modified_on":  # the library's attributes' order
+                values["_pending_events"] = []
+        values.setdefault("_pending_events", [])
+        aggregate = object.__new__(cls)
+        aggregate.__dict__.update(values)
+        return aggregate
 
 
 def takes_snapshots(aggregate: Any) -> bool:

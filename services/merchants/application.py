@@ -215,9 +215,10 @@ class CareRulesView:
 
 class MerchantsApplication(QijiApplication):
     name = "merchants"
-    # A perk's first read after a restart starts from its newest snapshot (PerkOffer).
+    # A perk's or a care campaign's first read after a restart starts from its newest
+    # snapshot.
     is_snapshotting_enabled = True
-    snapshot_kinds = (PerkOffer,)
+    snapshot_kinds = (PerkOffer, CareCampaign)
     _space_map: ServiceSpaceMap | None = None
 
     def __init__(self, settings: Settings, master_key: bytes,

@@ -29,7 +29,7 @@ from services.merchants.domain.values import (
 )
 from shared.errors import AlreadyExists, FailedPrecondition, NotFound
 from shared.rider_status import FollowedRiderStatus
-from shared.snapshots import QijiSnapshot
+from shared.snapshots import QijiSnapshot, SnapshotForm
 
 _NS = uuid.UUID("d2c7c1e4-5b1a-4c55-9a51-2f0f5d4b8e77")
 
@@ -160,7 +160,7 @@ class Merchant(Aggregate):
                                      reason=f"MERCHANT_{self.status.value}")
 
 
-class PerkOffer(Aggregate):
+class PerkOffer(SnapshotForm, Aggregate):
     """A merchant's perk and its quota ledger. A perk is claimed for weeks (a quota may be a
     million), so its first read after a restart starts from a snapshot (shared/snapshots.py)."""
 
@@ -204,51 +204,14 @@ class PerkOffer(Aggregate):
         # A value, replaced on every change, never changed in place (ledger.py says why).
         self.ledger = QuotaLedger()
 
-    # -- its snapshot's form: plain JSON values (enums by value, times in ISO 8601)
+    # -- its snapshot's form (shared/snapshots.py SnapshotForm): the ledger as one row per code
 
     _SNAPSHOT_ENUMS: ClassVar[dict[str, type[Any]]] = {
         "eligibility": Eligibility, "limit_period": LimitPeriod, "status": PerkStatus}
-    _SNAPSHOT_TIMES: ClassVar[frozenset[str]] = frozenset(
-        {"valid_from", "valid_until", "_created_on", "_modified_on"})
-    _SNAPSHOT_PLAIN: ClassVar[tuple[type, ...]] = (str, int, bool, type(None))
-
-    def snapshot_state(self) -> dict[str, Any]:
-        state: dict[str, Any] = {}
-        for name, value in vars(self).items():
-            if name in ("_id", "_version", "_pending_events"):
-                continue
-            if name == "ledger":
-                state["ledger"] = value.rows()
-            elif name in self._SNAPSHOT_ENUMS:
-                state[name] = value.value
-            elif name in self._SNAPSHOT_TIMES:
-                state[name] = value.isoformat()
-            elif type(value) in self._SNAPSHOT_PLAIN:
-                state[name] = value
-            else:  # a field added without saying how its snapshot holds it
-                raise TypeError(f"a perk's snapshot cannot hold {name}: {type(value)}")
-        return state
-
-    @classmethod
-    def from_snapshot_state(cls, state: dict[str, Any], ident: uuid.UUID,
-                            version: int) -> PerkOffer:
-        # In the order the perk's own attributes were made (the library's first), so that
-        # what an auditor reads of it (its state as of a moment) reads the same either way.
-        values: dict[str, Any] = {"_id": ident, "_version": version}
-        for name, value in state.items():
-            if name == "ledger":
-                value = QuotaLedger.from_rows(value)
-            elif name in cls._SNAPSHOT_ENUMS:
-                value = cls._SNAPSHOT_ENUMS[name](value)
-            elif name in cls._SNAPSHOT_TIMES:
-                value = datetime.fromisoformat(value)
-            values[name] = value
-            if name == "_modified_on":
-                values["_pending_events"] = []
-        values.setdefault("_pending_events", [])
-        perk = object.__new__(cls)
-        perk.__dict__.update(values)
-        return perk
+    _SNAPSHOT_TIMES: ClassVar[frozenset[str]] = frozenset({"valid_from", "valid_until"})
+    _SNAPSHOT_OWN: ClassVar[dict[str, Any]] = {
+        "ledger": (lambda ledger, _: ledger.rows(),
+                   lambda rows, _: QuotaLedger.from_rows(rows))}
 
     # -- life of the offer
 
@@ -541,6 +504,15 @@ class CareEligibilityRules(Aggregate):
         return next((dict(r) for r in self.rules if r["name"] == name), None)
 
 
+def _allocation_of(row: list[Any]) -> Map[str, Any]:
+    """A package's allocation as CareCampaign keeps it, from its snapshot's row."""
+    _, allocated_at, handed_over_at, handed_over_by, recorded_by = row
+    return Map(allocated_at=datetime.fromisoformat(allocated_at),
+               handed_over_at=datetime.fromisoformat(handed_over_at)
+               if handed_over_at is not None else None,
+               handed_over_by=handed_over_by, recorded_by=recorded_by)
+
+
 def rule_refusal(rule: dict[str, Any], street_id: str, rider: RiderFacts, at: datetime
                  ) -> FailedPrecondition | None:
     """Why the rider does not meet one rule of a campaign in `street_id`, or None."""
@@ -570,9 +542,18 @@ def rule_refusal(rule: dict[str, Any], street_id: str, rider: RiderFacts, at: da
     return None
 
 
-class CareCampaign(Aggregate):
+class CareCampaign(SnapshotForm, Aggregate):
     """A street office's care-package campaign (关爱礼包): a stock of packages, what each holds,
-    who sponsored it with what, and the rules a rider must meet to receive one."""
+    who sponsored it with what, and the rules a rider must meet to receive one. A stock may be
+    MAX_CARE_STOCK packages, each allocated and handed over, so its first read after a restart
+    starts from a snapshot (shared/snapshots.py)."""
+
+    # Raised whenever what the campaign derives from its events changes: snapshots of another
+    # format are passed over.
+    SNAPSHOT_FORMAT = 1
+
+    class Snapshot(QijiSnapshot):
+        pass
 
     if TYPE_CHECKING:  # the event classes @event makes (for readers' isinstance)
         DonationRecorded: ClassVar[type[Any]]
@@ -623,6 +604,35 @@ class CareCampaign(Aggregate):
         # Each sponsor's donations, in order: what a partner register links to "what they
         # gave". Packages donated add to the stock; items are recorded as given.
         self.donations: list[dict[str, Any]] = []
+
+    # -- its snapshot's form (shared/snapshots.py SnapshotForm): one row per package, in the
+    # order they were allocated (which rebuilds allocated_in_order too), donations' times in
+    # ISO 8601
+
+    _SNAPSHOT_JSON: ClassVar[frozenset[str]] = frozenset({"contents", "rules"})
+    _SNAPSHOT_OWN: ClassVar[dict[str, Any]] = {
+        "allocations": (lambda _, campaign: campaign._allocation_rows(),
+                        lambda rows, _: Map({row[0]: _allocation_of(row) for row in rows})),
+        "allocated_in_order": (lambda *_: None,  # the allocations' rows are in that order
+                               lambda _, state: Map({order: row[0] for order, row in
+                                                     enumerate(state["allocations"])})),
+        "donations": (lambda donations, _: [{**d, "at": d["at"].isoformat()}
+                                            for d in donations],
+                      lambda donations, _: [{**d, "at": datetime.fromisoformat(d["at"])}
+                                            for d in donations])}
+
+    def _allocation_rows(self) -> list[list[Any]]:
+        """[rider id, allocated at, handed over at or None, handed over by, recorded by] for
+        every package, in the order they were allocated."""
+        rows = []
+        for order in range(len(self.allocated_in_order)):
+            rider_id = self.allocated_in_order[order]
+            allocation = self.allocations[rider_id]
+            handed = allocation["handed_over_at"]
+            rows.append([rider_id, allocation["allocated_at"].isoformat(),
+                         handed.isoformat() if handed is not None else None,
+                         allocation["handed_over_by"], allocation["recorded_by"]])
+        return rows
 
     @property
     def handed_over(self) -> int:
