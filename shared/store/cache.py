@@ -22,6 +22,7 @@ committed by then, exactly as the per-aggregate check did."""
 
 from __future__ import annotations
 
+import gc
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -42,6 +43,35 @@ from shared.integrity import EventIntegrityError
 from shared.snapshots import takes_snapshots
 
 log = structlog.get_logger(__name__)
+
+
+_paused = 0
+_paused_lock = threading.Lock()
+_was_enabled = False
+
+
+@contextmanager
+def collector_paused() -> Iterator[None]:
+    """The cyclic garbage collector off for the block, in every thread (it is the process's),
+    and on again when the last of the blocks that paused it ends, if it was on before the
+    first. For building a large state at once (a snapshot read: a campaign of 40,000 packages
+    is 40,000 rows decoded and as many allocations built). Every container made counts towards
+    the next collection, and the full ones walk the whole heap, the snapshot's half-built
+    state with it: 500-600 ms became 120-130 ms at 40,000 packages, in one process. Garbage
+    made meanwhile is freed by reference counting as always; only cycles wait for the end."""
+    global _paused, _was_enabled
+    with _paused_lock:
+        if _paused == 0:
+            _was_enabled = gc.isenabled()
+            gc.disable()
+        _paused += 1
+    try:
+        yield
+    finally:
+        with _paused_lock:
+            _paused -= 1
+            if _paused == 0 and _was_enabled:
+                gc.enable()
 
 
 class PendingReactions(Exception):
@@ -200,6 +230,11 @@ class AggregateCache:
         or one that cannot be used (shared/snapshots.py), which is passed over."""
         if self._snapshots is None or (kind is not None and not takes_snapshots(kind)):
             return None, None
+        with collector_paused():
+            return self._from_snapshot(ident, version)
+
+    def _from_snapshot(self, ident: uuid.UUID, version: int | None
+                       ) -> tuple[Any | None, int | None]:
         try:
             found = list(self._snapshots.get(ident, desc=True, limit=1, lte=version))
         except EventIntegrityError as error:
