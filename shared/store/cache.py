@@ -230,27 +230,31 @@ class AggregateCache:
         or one that cannot be used (shared/snapshots.py), which is passed over."""
         if self._snapshots is None or (kind is not None and not takes_snapshots(kind)):
             return None, None
+        # The round trip before the collector's pause, which holds only the work of building
+        # the state: a store that hangs must not keep the process's collector off.
+        stored = self._snapshots.recorder.select_events(ident, desc=True, limit=1, lte=version)
+        if not stored:
+            return None, None
         with collector_paused():
-            return self._from_snapshot(ident, version)
+            return self._from_snapshot(ident, stored[0])
 
-    def _from_snapshot(self, ident: uuid.UUID, version: int | None
-                       ) -> tuple[Any | None, int | None]:
+    def _from_snapshot(self, ident: uuid.UUID, stored: Any) -> tuple[Any | None, int | None]:
         try:
-            found = list(self._snapshots.get(ident, desc=True, limit=1, lte=version))
+            snapshot: Any = self._snapshots.mapper.to_domain_event(stored)
         except EventIntegrityError as error:
             log.error("snapshot.refused", aggregate_id=str(ident), problem=str(error),
                       why="its MAC fails: written or altered by someone other than the "
                           "service; read from the events instead")
             return None, None
-        if not found or not found[0].usable():
+        if not snapshot.usable():
             return None, None
         try:
-            return found[0].mutate(None), found[0].originator_version
+            return snapshot.mutate(None), snapshot.originator_version
         except Exception as error:
             # The service's own snapshot that today's code cannot read (a fault of that code,
             # or a format not raised when it should have been): a cache must not stop a read.
             log.error("snapshot.unreadable", aggregate_id=str(ident),
-                      version=found[0].originator_version, error=repr(error))
+                      version=snapshot.originator_version, error=repr(error))
             return None, None
 
     def exists(self, ident: uuid.UUID) -> bool:

@@ -8,6 +8,7 @@ a snapshot replay as the events say; the catch-up job takes the snapshots saves 
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import uuid
 from collections.abc import Iterator
@@ -195,13 +196,13 @@ def test_only_a_kind_that_takes_snapshots_is_asked_for_one(qiji):
     store: a round trip for nothing on every such read."""
     canteen = Canteen(qiji)
     asked: list[uuid.UUID] = []
-    store = canteen.app.snapshots
-    get = store.get
+    recorder = canteen.app.snapshots.recorder
+    select = recorder.select_events
 
     def counted(ident: uuid.UUID, **k: Any) -> Any:
         asked.append(ident)
-        return get(ident, **k)
-    store.get = counted
+        return select(ident, **k)
+    recorder.select_events = counted
     merchant = uuid.UUID(canteen.t.merchant)
     for ident in (merchant, canteen.ident):
         with contextlib.suppress(KeyError):
@@ -354,3 +355,30 @@ def test_audit_verify_exits_1_and_lists_a_snapshot_that_fails(qiji, capsys):
         assert "1 of 1 hold snapshots that fail their checks" in err
     finally:
         server.stop(0)
+
+
+def test_the_collector_is_paused_for_building_a_snapshots_state_never_for_its_round_trip(
+        qiji):
+    """A store that hangs while a snapshot is asked for must not keep the whole process's
+    collector off; building the state from it is what the pause is for."""
+    canteen = Canteen(qiji)
+    canteen.claims(12)
+    canteen.restart()
+    recorder = canteen.app.snapshots.recorder
+    select = recorder.select_events
+    during: dict[str, bool] = {}
+
+    def asked(*a: Any, **k: Any) -> Any:
+        during["round trip"] = gc.isenabled()
+        return select(*a, **k)
+    recorder.select_events = asked
+    built = PerkOffer.from_snapshot_state.__func__  # type: ignore[attr-defined]
+
+    def building(cls: Any, *a: Any) -> Any:
+        during["building"] = gc.isenabled()
+        return built(cls, *a)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(PerkOffer, "from_snapshot_state", classmethod(building))
+        canteen.offer()
+    assert during == {"round trip": True, "building": False}
+    assert gc.isenabled()
