@@ -7,31 +7,23 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from qiji.merchants.v1 import merchants_service_pb2 as mpb
 
-from shared import audit, snapshots
+from shared import audit
 from shared.snapshot_catch_up import SnapshotCatchUp
 from shared.store.application import forget_older
 from shared.store.cache import project
-from tests.conftest import badges_key_env
 from tests.inprocess import InProcessQiji
+from tests.snapshots import events_read
 from tests.tenancy_world import build, rid
-
-STEP = 8  # MIN_STEP here: a snapshot every 8 versions while the campaign is young
 
 
 @pytest.fixture
-def qiji(store_env: dict[str, str], tmp_path: Path,
-         monkeypatch: pytest.MonkeyPatch) -> Iterator[InProcessQiji]:
-    monkeypatch.setattr(snapshots, "MIN_STEP", STEP)
-    q = InProcessQiji({**store_env, **badges_key_env()}, tmp_path / "tokens.json")
-    yield q
-    q.close()
+def qiji(small_steps: InProcessQiji) -> InProcessQiji:
+    return small_steps
 
 
 class Winter:
@@ -76,14 +68,7 @@ def test_a_campaigns_first_read_after_a_restart_starts_from_its_newest_snapshot(
     assert winter.stored() == [16]
     before = winter.campaign()
     winter.restart()
-    reads: list[Any] = []
-    select = winter.app.recorder.select_events
-
-    def counted(*a: Any, **k: Any) -> Any:
-        if (a[0] if a else k.get("originator_id")) == winter.ident:
-            reads.append(k.get("gt"))
-        return select(*a, **k)
-    winter.app.recorder.select_events = counted
+    reads = events_read(winter.app, winter.ident)
     assert winter.campaign() == before
     assert reads[0] == 16 and None not in reads
     replayed = project(None, winter.app.events.get(winter.ident))

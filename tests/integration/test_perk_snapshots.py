@@ -11,10 +11,8 @@ import contextlib
 import gc
 import json
 import uuid
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -23,7 +21,7 @@ from qiji.merchants.v1 import merchants_service_pb2 as mpb
 from structlog.testing import capture_logs
 
 from services.merchants.domain.model import PerkOffer
-from shared import audit, snapshots
+from shared import audit
 from shared.grpc import audit as audit_api
 from shared.snapshot_catch_up import SnapshotCatchUp
 from shared.store.application import forget_older
@@ -31,20 +29,14 @@ from shared.store.cache import project
 from shared.tools import audit_cli
 from shared.tools.addressing import Dialer
 from shared.tools.cli import NO, OK
-from tests.conftest import badges_key_env
 from tests.inprocess import InProcessQiji
+from tests.snapshots import events_read
 from tests.tenancy_world import Tenant, build, rid, ts
-
-STEP = 8  # MIN_STEP here: a snapshot every 8 versions while the perk is young
 
 
 @pytest.fixture
-def qiji(store_env: dict[str, str], tmp_path: Path,
-         monkeypatch: pytest.MonkeyPatch) -> Iterator[InProcessQiji]:
-    monkeypatch.setattr(snapshots, "MIN_STEP", STEP)
-    q = InProcessQiji({**store_env, **badges_key_env()}, tmp_path / "tokens.json")
-    yield q
-    q.close()
+def qiji(small_steps: InProcessQiji) -> InProcessQiji:
+    return small_steps
 
 
 class Canteen:
@@ -100,15 +92,7 @@ class Canteen:
 
     def events_read(self) -> list[Any]:
         """From now on, the `gt` of every read of the perk's events."""
-        reads: list[Any] = []
-        select = self.app.recorder.select_events
-
-        def counted(*a: Any, **k: Any) -> Any:
-            if (a[0] if a else k.get("originator_id")) == self.ident:
-                reads.append(k.get("gt"))
-            return select(*a, **k)
-        self.app.recorder.select_events = counted
-        return reads
+        return events_read(self.app, self.ident)
 
     def alter_snapshot(self, change: Any) -> None:
         """Someone with database access rewrites the stored snapshot's bytes."""

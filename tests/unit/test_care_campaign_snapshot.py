@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from services.merchants.domain.model import CareCampaign
-from shared.store.transcoding import qiji_transcoder
+from tests.snapshots import through_the_store
 
 START = datetime(2026, 12, 1, 8, tzinfo=UTC)
 RIDERS = [str(uuid.UUID(int=n)) for n in range(1, 40)]
@@ -58,18 +58,6 @@ def lived(history: list[tuple[Any, ...]]) -> CareCampaign:
                                      "street-office", at)
     campaign.collect_events()
     return campaign
-
-
-def through_the_store(campaign: CareCampaign) -> CareCampaign:
-    """The campaign's snapshot, encoded and decoded as the store's mapper does, read back."""
-    snapshot = CareCampaign.Snapshot.take(campaign)
-    transcoder = qiji_transcoder()
-    state = transcoder.decode(transcoder.encode(snapshot.state))
-    stored = CareCampaign.Snapshot(  # type: ignore[call-arg]
-        originator_id=snapshot.originator_id, originator_version=snapshot.originator_version,
-        timestamp=snapshot.timestamp, topic=snapshot.topic, state=state)
-    assert stored.usable()
-    return stored.mutate(None)
 
 
 @settings(max_examples=150, deadline=None)

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from services.merchants.domain.model import PerkOffer
 from shared.snapshots import MIN_STEP, STEP_SHARE, crosses_step, snapshot_step
-from shared.store.transcoding import qiji_transcoder
+from tests.snapshots import through_the_store
 
 START = datetime(2026, 12, 1, 8, tzinfo=UTC)
 RIDERS = [str(uuid.UUID(int=n)) for n in range(1, 6)]
@@ -57,19 +57,6 @@ def lived(history: list[tuple[Any, ...]]) -> PerkOffer:
             perk.publish()
     perk.collect_events()
     return perk
-
-
-def through_the_store(perk: PerkOffer) -> PerkOffer:
-    """The perk's snapshot, encoded and decoded as the store's mapper does, read back."""
-    snapshot = PerkOffer.Snapshot.take(perk)
-    transcoder = qiji_transcoder()
-    state = transcoder.decode(transcoder.encode(snapshot.state))
-    stored = PerkOffer.Snapshot(originator_id=snapshot.originator_id,  # type: ignore[call-arg]
-                                originator_version=snapshot.originator_version,
-                                timestamp=snapshot.timestamp, topic=snapshot.topic,
-                                state=state)
-    assert stored.usable()
-    return stored.mutate(None)
 
 
 @settings(max_examples=150, deadline=None)
