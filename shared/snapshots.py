@@ -17,8 +17,8 @@ there were none:
 
 An aggregate takes part by defining `Snapshot` (a QijiSnapshot), `SNAPSHOT_FORMAT`,
 `snapshot_state()` and `from_snapshot_state()` (SnapshotForm writes both from what the class
-says of its attributes); its service's application sets
-`is_snapshotting_enabled` and names it in `snapshot_kinds`. When a save moves the aggregate
+says of its attributes); its service's application names it in `snapshot_kinds` (which
+gives the service its snapshot store). When a save moves the aggregate
 past a multiple of `snapshot_step(version)`, a thread of the service's own takes a snapshot of
 the saved copy after the commit, beside the answer (shared/store/application.py), and deletes
 the older ones (each holds the whole state: keeping them all would grow with the square of

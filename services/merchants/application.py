@@ -217,7 +217,6 @@ class MerchantsApplication(QijiApplication):
     name = "merchants"
     # A perk's or a care campaign's first read after a restart starts from its newest
     # snapshot.
-    is_snapshotting_enabled = True
     snapshot_kinds = (PerkOffer, CareCampaign)
     _space_map: ServiceSpaceMap | None = None
 

@@ -30,12 +30,24 @@ class StoredApplication(Application[uuid.UUID]):
     whose every commit, a command's or a follower's, ends in `stored`."""
 
     # The aggregate classes of this service that take snapshots (shared/snapshots.py): the
-    # snapshot catch-up job (shared/snapshot_catch_up.py) looks for those that lack one.
+    # service has a snapshot store when it names any, and the snapshot catch-up job
+    # (shared/snapshot_catch_up.py) looks for those that lack one.
     snapshot_kinds: ClassVar[tuple[type[Aggregate], ...]] = ()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # One rule, not two: the library's switch follows the kinds named, and a kind named
+        # must be one that can take a snapshot (else every one it crossed a step for would
+        # fail, logged, at run time).
+        for kind in cls.snapshot_kinds:
+            if not takes_snapshots(kind):
+                raise TypeError(f"{cls.__name__}.snapshot_kinds names {kind.__name__}, which "
+                                "defines no Snapshot (shared/snapshots.py)")
+        cls.is_snapshotting_enabled = bool(cls.snapshot_kinds)
 
     def __init__(self, settings: Settings):
         super().__init__(env=eventsourcing_env(settings))
-        # The snapshot store is there when the service's class sets `is_snapshotting_enabled`
+        # The snapshot store is there when the service's class names `snapshot_kinds`
         # (shared/snapshots.py: which aggregates, and why).
         self.aggregates = AggregateCache(self.repository, self.recorder, self.snapshots,
                                          service=self.name)
@@ -94,10 +106,7 @@ class StoredApplication(Application[uuid.UUID]):
                     aggregate.version - counts.get(ident, 0), aggregate.version):
                 continue
             with contextlib.suppress(RuntimeError):  # shutting down: taken at the next step
-                self._snapshotter.submit(self._snapshot, aggregate)
-
-    def _snapshot(self, aggregate: Any) -> None:
-        self.store_snapshot(aggregate)
+                self._snapshotter.submit(self.store_snapshot, aggregate)
 
     def store_snapshot(self, aggregate: Any, *, replacing: bool = False) -> bool:
         """Stores a snapshot of `aggregate` as it is (never changed again: a saved or cached

@@ -103,3 +103,15 @@ def test_snapshots_come_often_while_young_and_a_sixteenth_of_the_history_apart_l
     assert snapshot_step(1_000_000) == 32_768
     # A save of several events at once that passes a step takes one.
     assert crosses_step(MIN_STEP - 2, MIN_STEP + 3) and not crosses_step(5, 9)
+
+
+def test_a_service_has_a_snapshot_store_when_it_names_kinds_that_take_snapshots():
+    from services.identity.application import IdentityApplication
+    from services.merchants.application import MerchantsApplication
+    from services.merchants.domain.model import Merchant
+    from shared.store.application import StoredApplication
+
+    assert MerchantsApplication.is_snapshotting_enabled
+    assert not IdentityApplication.is_snapshotting_enabled
+    with pytest.raises(TypeError, match="Merchant, which defines no Snapshot"):
+        type("Wrong", (StoredApplication,), {"snapshot_kinds": (Merchant,)})
